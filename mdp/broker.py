@@ -1,0 +1,414 @@
+"""The Majordomo broker: ``python -m mdp.broker --bind tcp://HOST:PORT``.
+
+It queues requests per service and gives each to an idle worker of that service, least
+recently used first. Workers that die or fall silent are forgotten and the request they
+held goes back to the head of its queue. See ``mdp.protocol`` for the wire.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from mdp import protocol as p
+from mdp.clock import RateLimitedLog, poll_timeout_ms
+from mdp.dispatch import Dispatcher, Request, Service, Worker, WorkerState
+from mdp.errors import BadRequest, ConfigError, Expired, ProtocolError, RequestError, UnknownService
+from mdp.version import code_version
+
+log = logging.getLogger(__name__)
+
+_BATCH = 256  # messages handled per poll wake-up before timers get a turn
+
+
+@dataclass
+class BrokerConfig:
+    """Broker settings; the command line overrides the defaults."""
+
+    bind: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5555"])
+    heartbeat_interval_s: float = 1.0
+    heartbeat_liveness: int = 3
+    probe_interval_s: float = 0.2  # how often busy workers are checked for a dropped link
+    max_queue: int = 10_000  # per service
+    max_services: int = 1_000
+    unknown_grace_s: float = 2.0
+    max_message_bytes: int = 64 * 1024 * 1024
+
+    def validate(self) -> None:
+        if not self.bind:
+            raise ConfigError("the broker needs at least one --bind endpoint")
+        if self.heartbeat_interval_s <= 0 or self.probe_interval_s <= 0:
+            raise ConfigError("heartbeat and probe intervals must be positive")
+        if self.heartbeat_liveness < 1:
+            raise ConfigError("--heartbeat-liveness must be at least 1")
+        if self.max_queue < 1 or self.max_services < 1:
+            raise ConfigError("--max-queue and --max-services must be at least 1")
+        if self.unknown_grace_s < 0:
+            raise ConfigError("--unknown-grace must not be negative")
+
+
+class Broker:
+    """One ROUTER socket, one poll loop."""
+
+    def __init__(self, config: BrokerConfig, context: zmq.Context | None = None) -> None:
+        config.validate()
+        self.config = config
+        self.context = context or zmq.Context.instance()
+        self.dispatcher = Dispatcher(
+            max_queue=config.max_queue,
+            max_services=config.max_services,
+            unknown_grace_s=config.unknown_grace_s,
+            worker_expiry_s=config.heartbeat_interval_s * config.heartbeat_liveness,
+        )
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes)
+        self.socket.setsockopt(zmq.SNDHWM, 0)  # replies are never dropped for a slow reader
+        self.socket.setsockopt(zmq.RCVHWM, 0)
+        self.endpoints: list[str] = []
+        for endpoint in config.bind:
+            self.socket.bind(endpoint)
+            self.endpoints.append(self.socket.getsockopt_string(zmq.LAST_ENDPOINT))
+        self.started = time.monotonic()
+        self._stopping = False
+        self._warn = RateLimitedLog(log)
+        now = time.monotonic()
+        self._next_heartbeat = now + config.heartbeat_interval_s
+        self._next_probe = now + config.probe_interval_s
+        self._next_grace_check = now + min(0.1, config.unknown_grace_s or 0.1)
+
+    # --- loop ------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to end (safe from a signal handler)."""
+        self._stopping = True
+
+    def run(self, wakeup_fd: int | None = None) -> None:
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        if wakeup_fd is not None:
+            poller.register(wakeup_fd, zmq.POLLIN)
+        log.info("broker ready on %s", " ".join(self.endpoints))
+        try:
+            while not self._stopping:
+                now = time.monotonic()
+                timeout = poll_timeout_ms(self._next_timer(), now)
+                events = dict(poller.poll(timeout))
+                if wakeup_fd is not None and wakeup_fd in events:
+                    os.read(wakeup_fd, 512)
+                if self.socket in events:
+                    self._drain()
+                self._run_timers(time.monotonic())
+        finally:
+            self._say_goodbye()
+            self.socket.close(linger=0)
+            log.info("broker stopped")
+
+    def _drain(self) -> None:
+        sock = self.socket
+        for _ in range(_BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                self._handle(frames)
+            except Exception:  # the barrier: one bad message never stops the broker
+                self.dispatcher.counters.dropped += 1
+                log.exception("error handling a message from %s", frames[0].hex()[:20])
+
+    def _next_timer(self) -> float:
+        return min(self._next_heartbeat, self._next_probe, self._next_grace_check)
+
+    def _run_timers(self, now: float) -> None:
+        if now >= self._next_probe:
+            self._next_probe = now + self.config.probe_interval_s
+            self._probe_busy_workers(now)
+        if now >= self._next_grace_check:
+            self._next_grace_check = now + min(0.1, self.config.unknown_grace_s or 0.1)
+            for request in self.dispatcher.unknown_requests(now):
+                service = request.service.decode("ascii", "replace")
+                self._answer_error(request, UnknownService(f"no worker offers {service!r}"))
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.config.heartbeat_interval_s
+            self._heartbeat(now)
+
+    # --- input -----------------------------------------------------------------------
+
+    def _handle(self, frames: list[bytes]) -> None:
+        identity = frames[0]
+        try:
+            message = p.parse_broker_inbound(frames[1:])
+        except ProtocolError as exc:
+            self.dispatcher.counters.dropped += 1
+            self._warn.warning("dropped message from %s: %s", identity.hex()[:20], exc)
+            return
+        now = time.monotonic()
+        if isinstance(message, p.ClientRequest):
+            self._on_request(identity, message, now)
+        elif isinstance(message, p.WorkerReply):
+            self._on_reply(identity, message, now)
+        elif isinstance(message, p.WorkerSignal):
+            self._on_signal(identity, message, now)
+        elif isinstance(message, p.WorkerReady):
+            self._on_ready(identity, message, now)
+        else:
+            unknown = [r for r in message.rids if not self.dispatcher.holds(identity, r)]
+            self._send(p.pong(identity, unknown))
+
+    def _on_request(self, identity: bytes, msg: p.ClientRequest, now: float) -> None:
+        deadline = None if msg.ttl_ms is None else now + msg.ttl_ms / 1000
+        request = Request(identity, msg.service, msg.body, now, msg.rid, deadline)
+        if msg.service.startswith(p.MMI_PREFIX):
+            self._on_mmi(request, now)
+            return
+        if not p.valid_service(msg.service):
+            self.dispatcher.counters.requests += 1
+            self._answer_error(request, BadRequest(
+                "service names are 1-100 letters, digits, '.', '_' or '-'", "service"))
+            return
+        if request.expired(now):
+            self.dispatcher.counters.requests += 1
+            self.dispatcher.counters.expired += 1
+            return
+        error = self.dispatcher.enqueue(request, now)
+        if error is not None:
+            self._answer_error(request, error)
+            return
+        self._dispatch(self.dispatcher.services[msg.service], now)
+
+    def _on_mmi(self, request: Request, now: float) -> None:
+        if request.service == p.MMI_SERVICE:
+            name = request.body[0] if request.body else b""
+            service = self.dispatcher.services.get(name)
+            body = b"200" if service is not None and service.workers else b"404"
+        elif request.service == p.MMI_STATUS:
+            body = p.pack(self.status(now))
+        else:
+            body = b"501"
+        self._send_client(request, [body])
+
+    def _on_ready(self, identity: bytes, msg: p.WorkerReady, now: float) -> None:
+        dispatcher = self.dispatcher
+        known = dispatcher.workers.get(identity)
+        if known is not None:  # READY twice is a protocol error: start over
+            self._warn.warning("worker %s sent READY twice; disconnecting", identity.hex()[:20])
+            dispatcher.remove_worker(known, now)
+            self._send(p.worker_command(identity, p.DISCONNECT))
+            self._dispatch(known.service, now)
+            return
+        if not p.valid_service(msg.service) or msg.service.startswith(p.MMI_PREFIX):
+            self._warn.warning("worker %s offers an invalid service %r; disconnecting",
+                               identity.hex()[:20], msg.service[:110])
+            self._send(p.worker_command(identity, p.DISCONNECT))
+            return
+        meta = _clean_meta(msg.meta)
+        worker = dispatcher.add_worker(identity, msg.service, msg.meta is not None, meta, now)
+        log.info("worker %s ready for %r (host %s pid %s version %s)", identity.hex()[:20],
+                 msg.service.decode(), meta.get("host"), meta.get("pid"), meta.get("version"))
+        if worker.dips and not self._send(p.worker_command(identity, p.WELCOME)):
+            return
+        self._dispatch(worker.service, now)
+
+    def _on_reply(self, identity: bytes, msg: p.WorkerReply, now: float) -> None:
+        worker = self.dispatcher.workers.get(identity)
+        if worker is None:
+            self._unknown_worker(identity)
+            return
+        self.dispatcher.heard_from(worker, now)
+        request = self.dispatcher.complete(worker, msg.client)
+        if request is None:
+            self.dispatcher.counters.dropped += 1
+            self._warn.warning("worker %s replied to a request it does not hold",
+                               identity.hex()[:20])
+        else:
+            self.dispatcher.counters.replies += 1
+            self._send_client(request, msg.body)
+        self._dispatch(worker.service, now)
+
+    def _on_signal(self, identity: bytes, msg: p.WorkerSignal, now: float) -> None:
+        dispatcher = self.dispatcher
+        worker = dispatcher.workers.get(identity)
+        command = msg.command
+        if worker is None:
+            if command != p.DISCONNECT:
+                self._unknown_worker(identity)
+            return
+        dispatcher.heard_from(worker, now)
+        if command == p.HEARTBEAT:
+            return
+        if command == p.DISCONNECT:
+            log.info("worker %s left", identity.hex()[:20])
+            dispatcher.remove_worker(worker, now)
+        elif command == p.BUSY:
+            state = WorkerState.DRAINING if msg.arg == p.DRAINING else WorkerState.AWAY
+            if worker.state == WorkerState.IDLE or state == WorkerState.DRAINING:
+                dispatcher.set_unavailable(worker, state)
+        elif command == p.FREE:
+            if worker.state == WorkerState.AWAY:
+                dispatcher.set_idle(worker)
+        elif command == p.BOUNCE:
+            if not dispatcher.bounce(worker):
+                self._warn.warning("worker %s bounced a request it does not hold",
+                                   identity.hex()[:20])
+        self._dispatch(worker.service, now)
+
+    def _unknown_worker(self, identity: bytes) -> None:
+        """A worker we do not know (we restarted, or forgot it): tell it to reconnect."""
+        self._send(p.worker_command(identity, p.DISCONNECT))
+
+    # --- output ----------------------------------------------------------------------
+
+    def _dispatch(self, service: Service, now: float) -> None:
+        for worker, request in self.dispatcher.assignments(service, now):
+            meta = None
+            if worker.dips:
+                meta = {"ttl_ms": request.ttl_ms(now)} if request.deadline is not None else {}
+            frames = p.to_worker(worker.identity, request.client, request.body, meta)
+            if not self._send(frames):
+                log.warning("worker %s is gone; requeueing its request", worker.identity.hex()[:20])
+                self.dispatcher.remove_worker(worker, now)
+
+    def _send(self, frames: list[bytes]) -> bool:
+        """Send to a peer; False when it is no longer connected."""
+        try:
+            self.socket.send_multipart(frames, zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError as exc:
+            if exc.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
+                return False
+            raise
+
+    def _send_client(self, request: Request, body: list[bytes]) -> None:
+        if not self._send(p.to_client(request.client, request.service, body, request.rid)):
+            self.dispatcher.counters.undeliverable += 1
+
+    def _answer_error(self, request: Request, error: RequestError) -> None:
+        self.dispatcher.counters.errors += 1
+        self._send_client(request, [p.error_body(error)])
+
+    def _probe_busy_workers(self, now: float) -> None:
+        """A heartbeat to each busy worker finds one whose connection dropped at once."""
+        for worker in list(self.dispatcher.workers.values()):
+            if worker.current is not None and not self._send(
+                p.worker_command(worker.identity, p.HEARTBEAT)
+            ):
+                log.warning("busy worker %s is gone; requeueing its request",
+                            worker.identity.hex()[:20])
+                self._forget(worker, now)
+
+    def _heartbeat(self, now: float) -> None:
+        dispatcher = self.dispatcher
+        for worker in dispatcher.expired_workers(now):
+            log.warning("worker %s silent for %.1fs; forgetting it", worker.identity.hex()[:20],
+                        dispatcher.worker_expiry_s)
+            self._send(p.worker_command(worker.identity, p.DISCONNECT))
+            self._forget(worker, now)
+        for worker in list(dispatcher.workers.values()):
+            if not self._send(p.worker_command(worker.identity, p.HEARTBEAT)):
+                self._forget(worker, now)
+        dispatcher.drop_expired(now)
+
+    def _forget(self, worker: Worker, now: float) -> None:
+        self.dispatcher.remove_worker(worker, now)
+        self._dispatch(worker.service, now)
+
+    def _say_goodbye(self) -> None:
+        for identity in list(self.dispatcher.workers):
+            self._send(p.worker_command(identity, p.DISCONNECT))
+
+    # --- status ----------------------------------------------------------------------
+
+    def status(self, now: float) -> dict[str, Any]:
+        counters = self.dispatcher.counters
+        return {
+            "broker": {
+                "endpoint": " ".join(self.endpoints),
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "version": code_version(),
+                "uptime_s": round(now - self.started, 3),
+            },
+            "services": self.dispatcher.status(now),
+            "counters": {
+                name: getattr(counters, name) for name in counters.__dataclass_fields__
+            },
+        }
+
+
+def _clean_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
+    """Keep only well-typed, short metadata fields from a worker's READY."""
+    clean: dict[str, Any] = {}
+    for key in ("host", "version"):
+        value = (meta or {}).get(key)
+        if isinstance(value, str):
+            clean[key] = value[:100]
+    pid = (meta or {}).get("pid")
+    if isinstance(pid, int) and 0 < pid < 2**31:
+        clean["pid"] = pid
+    return clean
+
+
+# --- command line -------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> tuple[BrokerConfig, str]:
+    defaults = BrokerConfig()
+    parser = argparse.ArgumentParser(prog="mdp-broker", description=__doc__.splitlines()[0])
+    parser.add_argument("--bind", action="append", required=True, metavar="ENDPOINT",
+                        help="endpoint to bind, e.g. tcp://127.0.0.1:5555 (repeatable)")
+    parser.add_argument("--heartbeat-interval", type=float,
+                        default=defaults.heartbeat_interval_s, metavar="SECONDS")
+    parser.add_argument("--heartbeat-liveness", type=int, default=defaults.heartbeat_liveness,
+                        metavar="N", help="heartbeats missed before a worker is forgotten")
+    parser.add_argument("--max-queue", type=int, default=defaults.max_queue, metavar="N",
+                        help="requests queued per service before clients get 'overloaded'")
+    parser.add_argument("--max-services", type=int, default=defaults.max_services, metavar="N")
+    parser.add_argument("--unknown-grace", type=float, default=defaults.unknown_grace_s,
+                        metavar="SECONDS",
+                        help="how long a request waits for a worker of a service nobody "
+                        "offers before it is answered 'unknown service'")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    config = BrokerConfig(
+        bind=args.bind,
+        heartbeat_interval_s=args.heartbeat_interval,
+        heartbeat_liveness=args.heartbeat_liveness,
+        max_queue=args.max_queue,
+        max_services=args.max_services,
+        unknown_grace_s=args.unknown_grace,
+    )
+    return config, args.log_level
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, level = parse_args(argv)
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        broker = Broker(config)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    except zmq.ZMQError as exc:
+        log.error("cannot bind %s: %s", " ".join(config.bind), exc)
+        return 1
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: broker.stop())
+    broker.run(wakeup_fd=read_fd)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

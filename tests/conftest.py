@@ -1,0 +1,160 @@
+"""Shared fixtures: real broker and worker processes on loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from mdp.client import MDPClient
+
+HERE = Path(__file__).resolve().parent
+TEST_WORKER = HERE / "helpers" / "test_worker.py"
+FAST_HEARTBEAT = ["--heartbeat-interval", "0.2"]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(delay)  # polling interval, not synchronisation: the predicate decides
+        delay = min(delay * 2, 0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def broker_status(endpoint: str, timeout: float = 1.0) -> dict[str, Any] | None:
+    """The broker's mmi.status, or None when it does not answer in ``timeout``."""
+    client = MDPClient([endpoint], timeout=timeout, retries=0, connect_timeout=timeout,
+                       shuffle=False)
+    try:
+        return client.status()
+    except Exception:
+        return None
+    finally:
+        client.close()
+
+
+def count_workers(endpoint: str, service: str, state: str | None = None) -> int:
+    status = broker_status(endpoint)
+    if status is None:
+        return -1
+    workers = status["services"].get(service, {}).get("workers", [])
+    return sum(1 for w in workers if state is None or w["state"] == state)
+
+
+class Proc:
+    def __init__(self, popen: subprocess.Popen[bytes], log: Path, endpoint: str = "") -> None:
+        self.popen = popen
+        self.log = log
+        self.endpoint = endpoint
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def signal(self, signum: int) -> None:
+        self.popen.send_signal(signum)
+
+    def wait(self, timeout: float = 10.0) -> int:
+        return self.popen.wait(timeout)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+class Cluster:
+    """Starts brokers and workers as real processes and cleans them all up."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.procs: list[Proc] = []
+        self._n = 0
+
+    def _spawn(self, args: list[str], name: str, endpoint: str = "") -> Proc:
+        self._n += 1
+        log = self.tmp_path / f"{self._n:02d}-{name}.log"
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with log.open("wb") as out:
+            popen = subprocess.Popen([sys.executable, *args], stdout=out, stderr=out, env=env)
+        proc = Proc(popen, log, endpoint)
+        self.procs.append(proc)
+        return proc
+
+    def broker(self, port: int | None = None, *extra: str, wait: bool = True) -> Proc:
+        endpoint = f"tcp://127.0.0.1:{port or free_port()}"
+        proc = self._spawn(["-m", "mdp.broker", "--bind", endpoint, *FAST_HEARTBEAT, *extra],
+                           "broker", endpoint)
+        if wait:
+            wait_for(lambda: broker_status(endpoint) is not None, 10, f"broker {endpoint}")
+        return proc
+
+    def worker(self, brokers: list[Proc], service: str = "echo", *extra: str,
+               test_worker: bool = False, wait: bool = True) -> Proc:
+        args = ["-m", "mdp.worker"] if not test_worker else [str(TEST_WORKER)]
+        for b in brokers:
+            args += ["--broker", b.endpoint]
+        proc = self._spawn([*args, "--service", service, *FAST_HEARTBEAT, *extra], "worker")
+        if wait:
+            for b in brokers:
+                wait_for(lambda b=b: _has_worker(b.endpoint, proc.pid), 10,
+                         f"worker {proc.pid} on {b.endpoint}")
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.popen.poll() is None:
+                try:
+                    proc.popen.send_signal(signal.SIGCONT)
+                    proc.popen.kill()
+                except ProcessLookupError:
+                    pass
+        for proc in self.procs:
+            try:
+                proc.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def _has_worker(endpoint: str, pid: int) -> bool:
+    status = broker_status(endpoint)
+    if status is None:
+        return False
+    return any(w["pid"] == pid for s in status["services"].values() for w in s["workers"])
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.stop_all()
+
+
+@pytest.fixture
+def zctx() -> Iterator[zmq.Context]:
+    ctx = zmq.Context()
+    try:
+        yield ctx
+    finally:
+        ctx.destroy(linger=0)
