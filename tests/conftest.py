@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,16 +108,18 @@ class Cluster:
             wait_for(lambda: broker_status(endpoint) is not None, 10, f"broker {endpoint}")
         return proc
 
-    def worker(self, brokers: list[Proc], service: str = "echo", *extra: str,
+    def worker(self, brokers: Sequence[Proc | str], service: str = "echo", *extra: str,
                test_worker: bool = False, wait: bool = True) -> Proc:
+        """A worker attached to every broker; waits until each broker lists it."""
+        endpoints = [b if isinstance(b, str) else b.endpoint for b in brokers]
         args = ["-m", "mdp.worker"] if not test_worker else [str(TEST_WORKER)]
-        for b in brokers:
-            args += ["--broker", b.endpoint]
+        for endpoint in endpoints:
+            args += ["--broker", endpoint]
         proc = self._spawn([*args, "--service", service, *FAST_HEARTBEAT, *extra], "worker")
         if wait:
-            for b in brokers:
-                wait_for(lambda b=b: _has_worker(b.endpoint, proc.pid), 10,
-                         f"worker {proc.pid} on {b.endpoint}")
+            for endpoint in endpoints:
+                wait_for(lambda e=endpoint: _has_worker(e, proc.pid), 10,
+                         f"worker {proc.pid} on {endpoint}")
         return proc
 
     def stop_all(self) -> None:

@@ -1,0 +1,152 @@
+"""Broker, workers and clients as real processes: the everyday behaviour and its errors."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+
+from conftest import Cluster, broker_status, count_workers, wait_for
+from mdp.client import MDPClient
+from mdp.errors import BadRequest, Overloaded, Timeout, UnknownService, WorkerError, WorkerTimeout
+
+
+def test_echo_through_two_brokers(cluster: Cluster) -> None:
+    a, b = cluster.broker(), cluster.broker()
+    cluster.worker([a, b])
+    for endpoints in ([a.endpoint, b.endpoint], [b.endpoint, a.endpoint]):
+        with MDPClient(endpoints, shuffle=False) as client:
+            request = {"card": "x", "n": 1, "blob": b"\x00\xff" * 100}
+            assert client.send("echo", request) == request
+            requests = [{"i": i} for i in range(300)]
+            assert client.send_many("echo", requests) == requests
+    for broker in (a, b):
+        status = broker_status(broker.endpoint)
+        assert status is not None and status["counters"]["replies"] >= 301
+
+
+def test_mmi_service_and_status(cluster: Cluster) -> None:
+    broker = cluster.broker()
+    worker = cluster.worker([broker])
+    with MDPClient([broker.endpoint]) as client:
+        assert client.mmi_service("echo") == "200"
+        assert client.mmi_service("nothing") == "404"
+        assert client.request_raw("mmi.other", b"")[0] == b"501"
+        status = client.status()
+    [entry] = status["services"]["echo"]["workers"]
+    assert entry["pid"] == worker.pid and entry["state"] == "idle"
+    assert entry["version"].startswith("0.1.0+")
+    assert set(status["counters"]) >= {"requests", "replies", "errors", "expired", "requeued"}
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    with MDPClient([broker.endpoint]) as client:
+        wait_for(lambda: client.mmi_service("echo") == "404", 5, "echo to be gone")
+
+
+def test_unknown_service_after_grace(cluster: Cluster) -> None:
+    a = cluster.broker(None, "--unknown-grace", "0.3")
+    b = cluster.broker(None, "--unknown-grace", "0.3")
+    with MDPClient([a.endpoint, b.endpoint]) as client, pytest.raises(UnknownService) as info:
+        client.send("no-such-service", {})
+    assert "no-such-service" in str(info.value)
+    for broker in (a, b):  # each broker was asked before the client gave up
+        status = broker_status(broker.endpoint)
+        assert status is not None and status["counters"]["errors"] == 1
+
+
+def test_request_waits_for_a_worker_that_starts_within_the_grace(cluster: Cluster) -> None:
+    broker = cluster.broker(None, "--unknown-grace", "10")
+    cluster.worker([broker], wait=False)  # it registers while the request waits
+    with MDPClient([broker.endpoint], timeout=20) as client:
+        assert client.send("echo", {"late": True}) == {"late": True}
+
+
+def test_bad_requests_name_what_is_wrong(cluster: Cluster) -> None:
+    broker = cluster.broker()
+    cluster.worker([broker], "tester", test_worker=True)
+    with MDPClient([broker.endpoint]) as client:
+        with pytest.raises(BadRequest) as info:
+            client.send("tester", {"bad_field": "pData"})
+        assert info.value.field == "pData"
+        with pytest.raises(BadRequest, match="map"):
+            client.send("tester", [1, 2])  # type: ignore[arg-type]
+        with pytest.raises(BadRequest, match="service"):
+            client.send("bad name!", {})
+        raw = client.request_raw("tester", b"\xc1 not msgpack")
+    assert b"bad_request" in raw[0] and b"msgpack" in raw[0]
+
+
+def test_handler_exception_becomes_an_error_and_the_worker_lives(cluster: Cluster) -> None:
+    broker = cluster.broker()
+    worker = cluster.worker([broker], "tester", test_worker=True)
+    with MDPClient([broker.endpoint]) as client:
+        with pytest.raises(WorkerError) as info:
+            client.send("tester", {"fail": True})
+        assert info.value.code == "internal" and "failing on purpose" in info.value.message
+        assert client.send("tester", {"ok": 1})["pid"] == worker.pid
+
+
+def test_time_limit_answers_and_recycles(cluster: Cluster) -> None:
+    broker = cluster.broker()
+    worker = cluster.worker([broker], "tester", "--time-limit", "0.5", test_worker=True)
+    with MDPClient([broker.endpoint], timeout=10) as client:
+        started = time.monotonic()
+        with pytest.raises(WorkerTimeout, match="time limit"):
+            client.send("tester", {"sleep": 30})
+        assert time.monotonic() - started < 10
+    assert worker.wait(10) == 3  # EXIT_STUCK: supervisord starts a fresh process
+
+
+def test_max_requests_recycles(cluster: Cluster) -> None:
+    broker = cluster.broker()
+    worker = cluster.worker([broker], "echo", "--max-requests", "3")
+    with MDPClient([broker.endpoint]) as client:
+        for i in range(3):
+            assert client.send("echo", {"i": i}) == {"i": i}
+    assert worker.wait(10) == 0
+
+
+def test_overload_is_refused_at_once(cluster: Cluster) -> None:
+    broker = cluster.broker(None, "--max-queue", "2")
+    cluster.worker([broker], "tester", test_worker=True)
+    with MDPClient([broker.endpoint], timeout=20) as client:
+        outcomes = client.send_many("tester", [{"sleep": 0.5}] * 6, return_exceptions=True)
+    overloaded = [o for o in outcomes if isinstance(o, Overloaded)]
+    served = [o for o in outcomes if isinstance(o, dict)]
+    assert len(overloaded) == 3 and len(served) == 3  # 1 in hand, 2 queued
+    assert "queued" in overloaded[0].message
+
+
+def test_expired_request_is_dropped_unworked(cluster: Cluster) -> None:
+    broker = cluster.broker()
+    worker = cluster.worker([broker], "tester", test_worker=True)
+    with MDPClient([broker.endpoint], timeout=0.5, retries=0) as impatient:
+        with pytest.raises(Timeout, match="within 0.5s"):
+            impatient.send_many("tester", [{"sleep": 1.5}, {"tag": "expires"}], window=2)
+    # the second request waited behind the first, its deadline passed, and it was dropped
+    wait_for(lambda: (broker_status(broker.endpoint) or {}).get("counters", {})
+             .get("expired", 0) >= 1, 5, "the broker to drop the expired request")
+    with MDPClient([broker.endpoint], timeout=30) as client:
+        assert client.send("tester", {"after": 1})["pid"] == worker.pid
+    status = broker_status(broker.endpoint)
+    assert status is not None
+    [entry] = status["services"]["tester"]["workers"]
+    assert entry["served"] == 2  # the sleeper and "after"; never the expired one
+
+
+def test_sigterm_drains_the_request_in_hand(cluster: Cluster) -> None:
+    broker = cluster.broker()
+    worker = cluster.worker([broker], "tester", test_worker=True)
+    with MDPClient([broker.endpoint], timeout=10) as client:
+        results: list[object] = []
+        thread = threading.Thread(
+            target=lambda: results.append(client.send("tester", {"sleep": 1.0})))
+        thread.start()
+        wait_for(lambda: count_workers(broker.endpoint, "tester", "busy") == 1, 5, "busy")
+        worker.signal(signal.SIGTERM)
+        thread.join(15)
+        assert worker.wait(10) == 0
+    assert results and isinstance(results[0], dict) and results[0]["sleep"] == 1.0
+    assert "draining" in worker.output()
