@@ -90,9 +90,14 @@ class _Link:
         self.backoff = backoff
 
     def send(self, frames: list[bytes], now: float) -> None:
-        if self.socket is not None:
-            self.socket.send_multipart(frames)
+        """Send without blocking; a broker that is gone for long may miss messages."""
+        if self.socket is None:
+            return
+        try:
+            self.socket.send_multipart(frames, zmq.NOBLOCK)
             self.sent_at = now
+        except zmq.Again:
+            log.debug("send queue to %s is full; message dropped", self.endpoint)
 
 
 @dataclass(slots=True)

@@ -100,22 +100,26 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def broker(self, port: int | None = None, *extra: str, wait: bool = True) -> Proc:
+    def broker(self, port: int | None = None, *extra: str, wait: bool = True,
+               fast: bool = True) -> Proc:
+        """A broker on ``port`` (a free one by default); ``fast`` shortens heartbeats."""
         endpoint = f"tcp://127.0.0.1:{port or free_port()}"
-        proc = self._spawn(["-m", "mdp.broker", "--bind", endpoint, *FAST_HEARTBEAT, *extra],
+        heartbeat = FAST_HEARTBEAT if fast else []
+        proc = self._spawn(["-m", "mdp.broker", "--bind", endpoint, *heartbeat, *extra],
                            "broker", endpoint)
         if wait:
             wait_for(lambda: broker_status(endpoint) is not None, 10, f"broker {endpoint}")
         return proc
 
     def worker(self, brokers: Sequence[Proc | str], service: str = "echo", *extra: str,
-               test_worker: bool = False, wait: bool = True) -> Proc:
+               test_worker: bool = False, wait: bool = True, fast: bool = True) -> Proc:
         """A worker attached to every broker; waits until each broker lists it."""
         endpoints = [b if isinstance(b, str) else b.endpoint for b in brokers]
         args = ["-m", "mdp.worker"] if not test_worker else [str(TEST_WORKER)]
         for endpoint in endpoints:
             args += ["--broker", endpoint]
-        proc = self._spawn([*args, "--service", service, *FAST_HEARTBEAT, *extra], "worker")
+        heartbeat = FAST_HEARTBEAT if fast else []
+        proc = self._spawn([*args, "--service", service, *heartbeat, *extra], "worker")
         if wait:
             for endpoint in endpoints:
                 wait_for(lambda e=endpoint: _has_worker(e, proc.pid), 10,

@@ -1,0 +1,81 @@
+"""No double booking: every worker is attached to both brokers, yet no request waits on a
+busy worker while another is idle.
+
+2 brokers, 4 workers, requests that sleep 50 ms. With 8 clients (4 start at each broker)
+throughput must reach 90% of the ideal 80/s. With 8 clients the workers are rarely idle,
+so the same check with 3 clients (fewer than workers) is where double booking would show:
+a request held by a busy worker while another worker sits idle.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from conftest import Cluster, broker_status
+from mdp.client import MDPClient
+
+pytestmark = pytest.mark.slow
+
+PER_CLIENT = 30
+JOB_S = 0.05
+IDLE_SLACK_S = 0.010  # a worker idle this long while a request waited counts as a violation
+
+
+@pytest.mark.parametrize("clients", [8, 3])
+def test_no_request_waits_while_a_worker_is_idle(cluster: Cluster, clients: int) -> None:
+    a, b = cluster.broker(), cluster.broker()
+    workers = [cluster.worker([a, b], "sleeper", test_worker=True) for _ in range(4)]
+    records: list[tuple[float, dict[str, Any]]] = []
+    lock = threading.Lock()
+
+    def client(endpoints: list[str]) -> None:
+        with MDPClient(endpoints, shuffle=False) as c:
+            for i in range(PER_CLIENT):
+                sent = time.time()
+                reply = c.send("sleeper", {"i": i, "sleep": JOB_S})
+                with lock:
+                    records.append((sent, reply))
+
+    orders = ([[a.endpoint, b.endpoint], [b.endpoint, a.endpoint]] * 4)[:clients]
+    threads = [threading.Thread(target=client, args=(o,)) for o in orders]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    elapsed = time.monotonic() - started
+    assert len(records) == clients * PER_CLIENT
+
+    throughput = len(records) / elapsed
+    ideal = min(clients, len(workers)) / JOB_S
+    bounced = sum((broker_status(x.endpoint) or {"counters": {"bounced": 0}})["counters"]
+                  ["bounced"] for x in (a, b))
+    violations = idle_while_waiting(records)
+    print(f"\nthroughput {throughput:.1f}/s = {throughput / ideal:.0%} of ideal {ideal:.0f}/s; "
+          f"{bounced} requests bounced back by busy workers; "
+          f"{len(violations)} waits beside an idle worker")
+    assert throughput >= 0.9 * ideal
+    assert violations == []
+
+
+def idle_while_waiting(records: list[tuple[float, dict[str, Any]]]) -> list[str]:
+    """Requests that waited while some worker sat idle for IDLE_SLACK_S or more."""
+    jobs: dict[int, list[tuple[float, float]]] = {}
+    for _, reply in records:
+        jobs.setdefault(reply["pid"], []).append((reply["start"], reply["end"]))
+    gaps = []  # (from, to) when a worker was idle between two of its jobs
+    for spans in jobs.values():
+        spans.sort()
+        gaps += [(end, nxt) for (_, end), (nxt, _) in zip(spans, spans[1:])]
+    violations = []
+    for sent, reply in records:
+        for gap_from, gap_to in gaps:
+            overlap = min(gap_to, reply["start"]) - max(gap_from, sent)
+            if overlap >= IDLE_SLACK_S:
+                violations.append(f"request {reply['i']} waited {overlap * 1000:.0f} ms "
+                                  f"while a worker was idle")
+    return violations
