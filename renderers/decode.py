@@ -1,0 +1,271 @@
+"""Opening images from requests without trusting them.
+
+Everything a user uploads passes :func:`open_image`, which refuses, before any pixel is
+decoded: byte strings over ``max_input_bytes``; anything that is not JPEG, PNG, WebP or GIF by
+its magic bytes (so no other Pillow plugin ever parses request bytes); headers claiming more
+than ``max_side`` per side or ``max_pixels`` in all; more than ``max_frames`` frames; JPEGs
+with more than ``max_jpeg_scans`` scans. Pillow's own bomb check stands behind that (see
+:mod:`renderers.settings`). A damaged or truncated file gives a bad request too, never a
+worker error. JPEGs can be decoded at 1/2, 1/4 or 1/8 scale (``Image.draft``), which is what
+makes thumbnails cheap.
+
+The decoded image comes back in one of the working modes L, LA, RGB or RGBA, with its EXIF
+orientation read (not yet applied: a thumbnail is cheaper to turn after shrinking).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from PIL import Image
+
+from mdp.errors import BadRequest
+from renderers.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "GIF": "GIF"}
+ORIENTATION_TAG = 0x0112
+# EXIF orientation -> the transpose that makes the image upright
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@dataclass
+class Decoded:
+    """A decoded image and what the encoder may need to carry over from the source."""
+
+    image: Image.Image
+    format: str
+    orientation: int = 1
+    icc_profile: bytes | None = None
+    icc_mode: str | None = None  # "L" or "RGB": the colour space the profile describes
+    exif: Image.Exif | None = None
+    source_size: tuple[int, int] = (0, 0)  # as stored, before any draft reduction
+
+    @property
+    def upright_source_size(self) -> tuple[int, int]:
+        """The source's full size once turned upright."""
+        width, height = self.source_size
+        return (height, width) if self.swaps_axes else (width, height)
+
+    @property
+    def swaps_axes(self) -> bool:
+        """Whether making the image upright swaps its width and height."""
+        return self.orientation in (5, 6, 7, 8)
+
+    def upright(self) -> None:
+        """Apply the EXIF orientation to the pixels (once)."""
+        method = _TRANSPOSE.get(self.orientation)
+        if method is not None:
+            self.image = self.image.transpose(method)
+        self.orientation = 1
+
+
+def sniff(data: bytes) -> str | None:
+    """The format the magic bytes announce, among those accepted."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def _guarded(field: str, action: str, call: Callable[[], T]) -> T:
+    """Run a Pillow call on untrusted data, turning its failures into bad requests."""
+    try:
+        return call()
+    except MemoryError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadRequest(f"{field}: image is too large to decode ({exc})", field) from exc
+    except BadRequest:
+        raise
+    except Exception as exc:  # Pillow's plugins raise many types on malformed input
+        log.info("refused %s: %s while %s: %s", field, type(exc).__name__, action, exc)
+        reason = str(exc) or type(exc).__name__
+        raise BadRequest(f"{field}: damaged image ({action}: {reason:.200})", field) from exc
+
+
+def gif_frames_exceed(data: bytes, limit: int) -> bool:
+    """Whether a GIF has more than ``limit`` frames, reading block headers only.
+
+    Stops as soon as the answer is known; a damaged structure stops the count (the decoder
+    will complain about it later if it matters for the first frame).
+    """
+    if len(data) < 13:
+        return False
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    frames = 0
+    while pos < len(data):
+        block = data[pos]
+        if block == 0x3B:  # trailer
+            break
+        if block == 0x2C:  # image descriptor
+            frames += 1
+            if frames > limit:
+                return True
+            if pos + 10 > len(data):
+                break
+            local = data[pos + 9]
+            pos += 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0) + 1  # + LZW code size
+        elif block == 0x21:  # extension: introducer, label
+            pos += 2
+        else:
+            break
+        pos = _skip_sub_blocks(data, pos)
+    return False
+
+
+def _skip_sub_blocks(data: bytes, pos: int) -> int:
+    while pos < len(data):
+        size = data[pos]
+        pos += 1 + size
+        if size == 0:
+            break
+    return pos
+
+
+def _check_size(field: str, size: tuple[int, int], limits: Settings) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise BadRequest(f"{field}: image has no pixels ({width}x{height})", field)
+    if max(width, height) > limits.max_side or width * height > limits.max_pixels:
+        raise BadRequest(
+            f"{field}: image is {width}x{height} ({width * height / 1e6:.1f} MP); the limit is "
+            f"{limits.max_side} px per side and {limits.max_pixels / 1e6:g} MP",
+            field,
+        )
+
+
+def _check_frames(field: str, data: bytes, image: Image.Image, limits: Settings) -> None:
+    if image.format == "GIF":
+        too_many = gif_frames_exceed(data, limits.max_frames)
+        frames = f"more than {limits.max_frames}"
+    else:
+        count = getattr(image, "n_frames", 1)
+        too_many = isinstance(count, int) and count > limits.max_frames
+        frames = str(count)
+    if too_many:
+        raise BadRequest(
+            f"{field}: image has {frames} frames; the limit is {limits.max_frames}", field
+        )
+
+
+def _check_scans(field: str, data: bytes, limits: Settings) -> None:
+    """Refuse a progressive JPEG with too many scans: each one costs a pass over the image.
+
+    Start-of-scan markers cannot occur inside entropy-coded data (0xFF is stuffed there), so
+    counting them bounds the scans from above. Only progressive files are counted; a
+    baseline file's scans each carry their own components and cost no extra passes.
+    """
+    scans = data.count(b"\xff\xda")
+    if scans > limits.max_jpeg_scans:
+        raise BadRequest(
+            f"{field}: progressive JPEG has {scans} scans; the limit is {limits.max_jpeg_scans}",
+            field,
+        )
+
+
+def _orientation(image: Image.Image) -> tuple[int, Image.Exif | None]:
+    exif = image.getexif()
+    value = exif.get(ORIENTATION_TAG, 1)
+    return (value if value in _TRANSPOSE else 1), (exif if len(exif) else None)
+
+
+def open_image(
+    data: bytes,
+    field: str,
+    limits: Settings,
+    draft_size: Callable[[tuple[int, int]], tuple[int, int]] | None = None,
+) -> Decoded:
+    """Check and decode ``data`` (the request field ``field``).
+
+    ``draft_size(upright_size)``, when given, returns the smallest upright size the caller
+    needs; a JPEG is then decoded at the largest power-of-two reduction that still covers it.
+    """
+    if len(data) > limits.max_input_bytes:
+        raise BadRequest(
+            f"{field}: {len(data)} bytes is over the limit of {limits.max_input_bytes}", field
+        )
+    kind = sniff(data)
+    if kind is None:
+        raise BadRequest(
+            f"{field}: not a JPEG, PNG, WebP or GIF image (starts with {data[:8]!r})", field
+        )
+    image = _guarded(
+        field, "reading the header", lambda: Image.open(io.BytesIO(data), formats=[kind])
+    )
+    _check_size(field, image.size, limits)
+    _check_frames(field, data, image, limits)
+    if kind == "JPEG" and image.info.get("progressive"):
+        _check_scans(field, data, limits)
+    orientation, exif = _guarded(field, "reading EXIF", lambda: _orientation(image))
+    source_size = image.size
+    swaps = orientation in (5, 6, 7, 8)
+    if kind == "JPEG" and draft_size is not None:
+        width, height = draft_size((source_size[1], source_size[0]) if swaps else source_size)
+        mode = image.mode if image.mode in ("L", "RGB") else None
+        image.draft(mode, (height, width) if swaps else (width, height))
+    _guarded(field, "decoding", image.load)
+    _check_size(field, image.size, limits)
+    icc = image.info.get("icc_profile") or None
+    source_mode = image.mode
+    working = _guarded(field, "converting", lambda: working_mode(image))
+    icc_mode = None
+    if icc is not None and source_mode not in ("CMYK", "YCbCr", "LAB", "HSV"):
+        icc_mode = "L" if working.mode in ("L", "LA") else "RGB"
+    else:
+        icc = None
+    return Decoded(working, FORMATS[kind], orientation, icc, icc_mode, exif, source_size)
+
+
+def working_mode(image: Image.Image) -> Image.Image:
+    """The image in L, LA, RGB or RGBA (palette transparency becomes alpha)."""
+    mode = image.mode
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return image
+    if mode == "P" or mode == "PA":
+        has_alpha = mode == "PA" or "transparency" in image.info
+        return image.convert("RGBA" if has_alpha else "RGB")
+    if mode.startswith("I"):  # 16- or 32-bit grey: keep the top 8 bits of 16-bit values
+        wide = image.convert("I")
+        high = wide.getextrema()[1]
+        scale = 1 / 256 if isinstance(high, int) and high > 255 else 1.0
+        return wide.point(lambda value: value * scale).convert("L")
+    if mode in ("F", "1"):
+        return image.convert("L")
+    if mode in ("La", "RGBa"):
+        return image.convert(mode.upper())
+    return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV
+
+
+def exif_bytes(exif: Image.Exif | None) -> bytes | None:
+    """The source's EXIF with orientation reset (the pixels are already upright)."""
+    if exif is None:
+        return None
+    exif[ORIENTATION_TAG] = 1
+    try:
+        return exif.tobytes()
+    except (ValueError, struct.error, TypeError) as exc:
+        log.info("dropping EXIF that cannot be written back: %s", exc)
+        return None

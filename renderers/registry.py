@@ -1,0 +1,115 @@
+"""The registry of renderers: one service name, one renderer.
+
+A renderer is a class with a service ``name``, the ``content_type`` of what it returns, the
+``fields`` its request may carry (its schema, used to refuse unknown fields and to document
+the service) and a ``render(request) -> bytes`` method. ``@register`` instantiates the class
+once and files the instance under its name; a second renderer with the same name is refused.
+The worker looks renderers up with :func:`get`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from mdp.errors import BadRequest, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a request: its name, whether it must be present, what it holds."""
+
+    name: str
+    kind: str
+    required: bool = False
+    doc: str = ""
+
+
+class Renderer:
+    """Base class of every renderer: a pure function from a request map to image bytes.
+
+    Subclasses set ``name``, ``content_type`` and ``fields`` and implement :meth:`render_checked`.
+    :meth:`render` checks that the request is a map with only known fields first. Keys that
+    start with ``_`` are reserved for the platform and are ignored.
+    """
+
+    name: ClassVar[str]
+    content_type: ClassVar[str]
+    fields: ClassVar[tuple[Field, ...]]
+
+    def render(self, request: Mapping[str, Any]) -> bytes:
+        """Return the image for ``request`` or raise :class:`~mdp.errors.BadRequest`."""
+        check_known_fields(request, {field.name for field in self.fields})
+        for field in self.fields:
+            if field.required and field.name not in request:
+                raise BadRequest(f"{field.name} is required: {field.kind}", field=field.name)
+        return self.render_checked(request)
+
+    def render_checked(self, request: Mapping[str, Any]) -> bytes:
+        """Render a request whose field names have been checked."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} -> {self.content_type}>"
+
+
+def check_known_fields(request: Any, known: set[str], prefix: str = "") -> None:
+    """Refuse anything but a map whose keys are all ``known`` (or start with ``_``)."""
+    if not isinstance(request, Mapping):
+        where = prefix.rstrip(".") or None
+        raise BadRequest(f"expected a map, got {type(request).__name__}", field=where)
+    for key in request:
+        if not isinstance(key, str):
+            raise BadRequest(f"field names must be strings, got {key!r:.40}", field=prefix or None)
+        if key not in known and not key.startswith("_"):
+            expected = ", ".join(sorted(known))
+            raise BadRequest(f"unknown field; expected one of: {expected}", field=prefix + key)
+
+
+R = TypeVar("R", bound=type[Renderer])
+
+_registry: dict[str, Renderer] = {}
+_lock = threading.Lock()
+
+
+def register(cls: R) -> R:
+    """Class decorator: instantiate ``cls`` and register it under ``cls.name``.
+
+    Raises :class:`~mdp.errors.ConfigError` when the name is already taken.
+    """
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{cls.__qualname__} has no service name")
+    if name.startswith("mmi."):
+        raise ConfigError(f"{name!r}: service names starting with 'mmi.' are reserved")
+    with _lock:
+        if name in _registry:
+            other = type(_registry[name]).__qualname__
+            raise ConfigError(f"renderer {name!r} is already registered by {other}")
+        _registry[name] = cls()
+    log.debug("registered renderer %r (%s)", name, cls.__qualname__)
+    return cls
+
+
+def unregister(name: str) -> None:
+    """Remove a renderer (for tests that register throwaway ones)."""
+    with _lock:
+        _registry.pop(name, None)
+
+
+def get(name: str) -> Renderer:
+    """The renderer registered under ``name``; ``KeyError`` when there is none."""
+    try:
+        return _registry[name]
+    except KeyError:
+        raise KeyError(f"no renderer named {name!r}; have {', '.join(names())}") from None
+
+
+def names() -> list[str]:
+    """The registered service names, sorted."""
+    return sorted(_registry)
