@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ T = TypeVar("T")
 
 FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "GIF": "GIF"}
 ORIENTATION_TAG = 0x0112
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 # EXIF orientation -> the transpose that makes the image upright
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -96,9 +98,15 @@ def _guarded(field: str, action: str, call: Callable[[], T]) -> T:
     except MemoryError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadRequest(f"{field}: image is too large to decode ({exc})", field) from exc
+        claimed = _BOMB_PIXELS.search(str(exc))
+        size = f" ({int(claimed.group(1)) / 1e6:.1f} MP)" if claimed else ""
+        raise BadRequest(f"{field}: image is too large to decode{size}", field) from exc
     except BadRequest:
         raise
+    except Image.UnidentifiedImageError as exc:
+        raise BadRequest(
+            f"{field}: not a valid image of the format its first bytes announce", field
+        ) from exc
     except Exception as exc:  # Pillow's plugins raise many types on malformed input
         log.info("refused %s: %s while %s: %s", field, type(exc).__name__, action, exc)
         reason = str(exc) or type(exc).__name__
@@ -219,6 +227,8 @@ def open_image(
     _check_frames(field, data, image, limits)
     if kind == "JPEG" and image.info.get("progressive"):
         _check_scans(field, data, limits)
+    if kind != "JPEG":  # a PNG's EXIF may follow its pixels; others have no draft anyway
+        _guarded(field, "decoding", image.load)
     orientation, exif = _guarded(field, "reading EXIF", lambda: _orientation(image))
     source_size = image.size
     swaps = orientation in (5, 6, 7, 8)

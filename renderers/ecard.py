@@ -133,7 +133,7 @@ def parse_title(value: Any) -> str:
 
 
 def parse_scale(value: Any) -> int:
-    if isinstance(value, bool) or value not in SCALES:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in SCALES:
         raise BadRequest(f"scale must be 1 or 2, got {value!r:.20}", field="scale")
     return int(value)
 
