@@ -19,6 +19,7 @@ from typing import Any
 import zmq
 
 from mdp import protocol as p
+from mdp import sockio
 from mdp.clock import RateLimitedLog, poll_timeout_ms
 from mdp.dispatch import Dispatcher, Request, Service, Worker, WorkerState
 from mdp.errors import BadRequest, ConfigError, Expired, ProtocolError, RequestError, UnknownService
@@ -116,9 +117,8 @@ class Broker:
     def _drain(self) -> None:
         sock = self.socket
         for _ in range(_BATCH):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            frames = sockio.recv(sock)
+            if frames is None:
                 return
             try:
                 self._handle(frames)
@@ -281,7 +281,7 @@ class Broker:
     def _send(self, frames: list[bytes]) -> bool:
         """Send to a peer; False when it is no longer connected."""
         try:
-            self.socket.send_multipart(frames, zmq.NOBLOCK)
+            sockio.send(self.socket, frames)
             return True
         except zmq.ZMQError as exc:
             if exc.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):

@@ -28,6 +28,7 @@ from typing import Any
 import zmq
 
 from mdp import protocol as p
+from mdp import sockio
 from mdp.clock import poll_timeout_ms
 from mdp.errors import BadRequest, ConfigError, ProtocolError, RequestError, Timeout, UnknownService
 
@@ -232,7 +233,7 @@ class MDPClient:
         if call.sends == 0:
             call.deadline = now + self.timeout
         try:
-            endpoint.socket.send_multipart(frames, zmq.NOBLOCK)  # type: ignore[union-attr]
+            sockio.send(endpoint.socket, frames)  # type: ignore[arg-type]
         except zmq.Again:  # no connection: the broker is gone
             return False
         if not endpoint.calls:
@@ -275,9 +276,8 @@ class MDPClient:
     def _read(self, endpoint: _Endpoint, waiting: deque[_Call]) -> None:
         sock = endpoint.socket
         while sock is not None and endpoint.socket is sock:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            frames = sockio.recv(sock)
+            if frames is None:
                 return
             endpoint.heard_at = time.monotonic()
             endpoint.ping_at = None
@@ -334,7 +334,7 @@ class MDPClient:
                 self._fail(endpoint, waiting, now)
         elif now >= endpoint.heard_at + self.ping_interval and endpoint.socket is not None:
             try:
-                endpoint.socket.send_multipart(p.client_ping(list(endpoint.calls)), zmq.NOBLOCK)
+                sockio.send(endpoint.socket, p.client_ping(list(endpoint.calls)))
                 endpoint.ping_at = now
             except zmq.Again:
                 self._fail(endpoint, waiting, now)

@@ -29,6 +29,7 @@ from typing import Any
 import zmq
 
 from mdp import protocol as p
+from mdp import sockio
 from mdp.clock import Backoff, RateLimitedLog, poll_timeout_ms
 from mdp.errors import (
     BadRequest,
@@ -94,7 +95,7 @@ class _Link:
         if self.socket is None:
             return
         try:
-            self.socket.send_multipart(frames, zmq.NOBLOCK)
+            sockio.send(self.socket, frames)
             self.sent_at = now
         except zmq.Again:
             log.debug("send queue to %s is full; message dropped", self.endpoint)
@@ -215,9 +216,8 @@ class Worker:
     def _read(self, link: _Link) -> None:
         sock = link.socket
         while sock is not None and link.socket is sock:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            frames = sockio.recv(sock)
+            if frames is None:
                 return
             try:
                 self._handle(link, frames)

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.slow
 
 PER_CLIENT = 30
 JOB_S = 0.05
-IDLE_SLACK_S = 0.010  # a worker idle this long while a request waited counts as a violation
+IDLE_SLACK_S = 0.020  # a worker idle this long while a request waited is a violation
+# (a double-booked request waits up to a whole 50 ms job; scheduling noise on a busy
+# 2-core machine makes gaps of ~10 ms)
 
 
 @pytest.mark.parametrize("clients", [8, 3])
