@@ -20,9 +20,9 @@ import zmq
 
 from mdp import protocol as p
 from mdp import sockio
-from mdp.clock import RateLimitedLog, poll_timeout_ms
+from mdp.clock import LOG_FORMAT, RateLimitedLog, poll_timeout_ms
 from mdp.dispatch import Dispatcher, Request, Service, Worker, WorkerState
-from mdp.errors import BadRequest, ConfigError, Expired, ProtocolError, RequestError, UnknownService
+from mdp.errors import BadRequest, ConfigError, ProtocolError, RequestError, UnknownService
 from mdp.version import code_version
 
 log = logging.getLogger(__name__)
@@ -392,7 +392,7 @@ def parse_args(argv: list[str] | None) -> tuple[BrokerConfig, str]:
 
 def main(argv: list[str] | None = None) -> int:
     config, level = parse_args(argv)
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
     try:
         broker = Broker(config)
     except ConfigError as exc:

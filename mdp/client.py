@@ -16,8 +16,8 @@ Lazy Pirate with failover, sped up by the DIPS extensions when the broker speaks
 from __future__ import annotations
 
 import itertools
-import math
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -179,7 +179,9 @@ class MDPClient:
 
     # --- engine ----------------------------------------------------------------------
 
-    def _run(self, service: bytes, bodies: list[list[bytes]], window: int, raw: bool) -> list[_Call]:
+    def _run(
+        self, service: bytes, bodies: list[list[bytes]], window: int, raw: bool
+    ) -> list[_Call]:
         calls = [_Call(i, service, body, next(self._rids), raw) for i, body in enumerate(bodies)]
         waiting: deque[_Call] = deque(calls)
         try:

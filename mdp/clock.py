@@ -6,6 +6,8 @@ import logging
 import math
 import time
 
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
 
 def poll_timeout_ms(deadline: float, now: float) -> int:
     """Milliseconds to poll so that the loop wakes at ``deadline`` (never negative)."""

@@ -33,7 +33,7 @@ def send(sock: zmq.Socket, frames: list[bytes], flags: int = NOBLOCK) -> None:
 
 def recv(sock: zmq.Socket) -> list[bytes] | None:
     """Receive one whole multipart message without blocking; None when there is none."""
-    if not _get(sock, _EVENTS) & _POLLIN:
+    if not _get(sock, _EVENTS) & _POLLIN:  # type: ignore[operator]
         return None
     frames = [_recv(sock, NOBLOCK)]
     while _get(sock, _RCVMORE):

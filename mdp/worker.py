@@ -30,9 +30,8 @@ import zmq
 
 from mdp import protocol as p
 from mdp import sockio
-from mdp.clock import Backoff, RateLimitedLog, poll_timeout_ms
+from mdp.clock import LOG_FORMAT, Backoff, RateLimitedLog, poll_timeout_ms
 from mdp.errors import (
-    BadRequest,
     ConfigError,
     Expired,
     ProtocolError,
@@ -465,7 +464,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[WorkerConfig, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     config, level = parse_args(argv)
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
     try:
         handler, inline = resolve_handler(config.service)
         worker = Worker(config, handler, inline=inline)

@@ -72,7 +72,7 @@ def idle_while_waiting(records: list[tuple[float, dict[str, Any]]]) -> list[str]
     gaps = []  # (from, to) when a worker was idle between two of its jobs
     for spans in jobs.values():
         spans.sort()
-        gaps += [(end, nxt) for (_, end), (nxt, _) in zip(spans, spans[1:])]
+        gaps += [(end, nxt) for (_, end), (nxt, _) in zip(spans, spans[1:], strict=False)]
     violations = []
     for sent, reply in records:
         for gap_from, gap_to in gaps:

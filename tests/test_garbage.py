@@ -76,7 +76,7 @@ def test_garbage_does_not_disturb_service(cluster: Cluster, zctx: zmq.Context) -
     valid = [p.client_request(b"echo", [msgpack.packb({"x": 1})]), p.ready(b"echo", {"pid": 1}),
              p.signal(p.HEARTBEAT), p.reply(b"nobody", [b"x"]), p.client_ping([1, 2]),
              p.client_xrequest(b"echo", 9, 1000, [msgpack.packb({})])]
-    for n in range(40):
+    for _ in range(40):
         sock = rogue(zctx, broker.endpoint)
         for _ in range(50):
             frames = random_frames(rng)

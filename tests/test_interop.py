@@ -43,7 +43,8 @@ class MinimalWorker(threading.Thread):
             self.received.append(frames)
             if frames[2] == REQUEST:
                 client, body = frames[3], frames[5:]
-                self.sock.send_multipart([b"", MDPW, REPLY, client, b"", *[b.upper() for b in body]])
+                upper = [b.upper() for b in body]
+                self.sock.send_multipart([b"", MDPW, REPLY, client, b"", *upper])
         self.sock.send_multipart([b"", MDPW, DISCONNECT])
         self.sock.close()
 

@@ -16,6 +16,7 @@ import sys
 import time
 from typing import Any
 
+from mdp.clock import LOG_FORMAT
 from mdp.errors import BadRequest
 from mdp.worker import Worker, parse_args
 
@@ -34,7 +35,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     config, level = parse_args(sys.argv[1:])
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
     worker = Worker(config, handle)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: worker.stop())

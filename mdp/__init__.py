@@ -1,0 +1,1 @@
+"""DIPS Majordomo core: the wire (``protocol``), ``broker``, ``worker`` and ``client``."""
