@@ -55,6 +55,9 @@ def encode(image: Image.Image, output: Output, source: Decoded) -> bytes:
         image = flatten(image, output.background)
     elif output.format == "webp" and image.mode in ("L", "LA"):
         image = image.convert("RGBA" if image.mode == "LA" else "RGB")
+    # Pillow's writers fall back on image.info (comment, EXIF, ICC, DPI...) for anything not
+    # passed explicitly, and resize/convert copy it along: only what is passed here goes out.
+    image.info = {}
     options: dict[str, object] = {}
     family = "L" if image.mode in ("L", "LA") else "RGB"
     if source.icc_profile is not None and source.icc_mode == family:

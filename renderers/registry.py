@@ -46,13 +46,17 @@ class Renderer:
         """Return the image for ``request`` or raise :class:`~mdp.errors.BadRequest`."""
         check_known_fields(request, {field.name for field in self.fields})
         for field in self.fields:
-            if field.required and field.name not in request:
+            if field.required and request.get(field.name) is None:
                 raise BadRequest(f"{field.name} is required: {field.kind}", field=field.name)
         return self.render_checked(request)
 
     def render_checked(self, request: Mapping[str, Any]) -> bytes:
         """Render a request whose field names have been checked."""
         raise NotImplementedError
+
+    def content_type_for(self, request: Mapping[str, Any]) -> str:
+        """The content type of the reply to ``request`` (when the request can choose it)."""
+        return self.content_type
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} -> {self.content_type}>"

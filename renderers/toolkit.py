@@ -225,10 +225,8 @@ class _Toolkit(Renderer):
 
     def content_type_for(self, request: Mapping[str, Any]) -> str:
         fmt = request.get("format")
-        fmt = "jpeg" if fmt in (None, "jpg") else fmt
-        return (
-            CONTENT_TYPES.get(fmt, self.content_type) if isinstance(fmt, str) else self.content_type
-        )
+        fmt = fmt.strip().lower() if isinstance(fmt, str) else "jpeg"
+        return CONTENT_TYPES.get("jpeg" if fmt == "jpg" else fmt, self.content_type)
 
     def render_checked(self, request: Mapping[str, Any]) -> bytes:
         limits = settings.current()
