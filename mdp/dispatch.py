@@ -154,7 +154,8 @@ class Dispatcher:
         worker.current = None
         worker.served += 1
         self._release(request)
-        self.set_idle(worker)
+        if worker.state is not WorkerState.DRAINING:
+            self.set_idle(worker)
         return request
 
     def _requeue(self, worker: Worker) -> None:

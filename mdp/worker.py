@@ -399,9 +399,13 @@ class Worker:
         log.info("draining")
         holding = {job.link for job in (self._job, *self._waiting) if job is not None}
         for link in self.links:
-            if link.socket is not None and link not in holding:
+            if link.socket is None:
+                continue
+            if link not in holding:
                 link.send(p.signal(p.DISCONNECT), now)
                 self._close(link, self.config.drain_linger_ms)
+            elif link.dips:  # it shows us as draining and gives us nothing more
+                link.send(p.signal(p.BUSY, p.DRAINING), now)
 
     def _leave(self) -> None:
         now = time.monotonic()

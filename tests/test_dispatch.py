@@ -151,3 +151,16 @@ def test_worker_expiry(now: float, expected: int) -> None:
     d = make()
     d.add_worker(b"W", b"echo", True, {}, 0.0)
     assert len(d.expired_workers(now)) == expected
+
+
+def test_a_draining_worker_finishes_but_gets_nothing_more() -> None:
+    d = make()
+    w = d.add_worker(b"W", b"echo", True, {}, 0.0)
+    d.enqueue(req(1), 0.0)
+    d.enqueue(req(2), 0.0)
+    service = d.services[b"echo"]
+    list(d.assignments(service, 0.0))
+    d.set_unavailable(w, WorkerState.DRAINING)
+    assert d.complete(w, b"client1") is not None
+    assert w.state is WorkerState.DRAINING
+    assert list(d.assignments(service, 0.0)) == []

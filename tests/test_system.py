@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import Cluster, broker_status, count_workers, wait_for
+from conftest import Cluster, broker_status, count_workers, free_port, wait_for
 from mdp.client import MDPClient
 from mdp.errors import BadRequest, Overloaded, Timeout, UnknownService, WorkerError, WorkerTimeout
 
@@ -146,7 +146,32 @@ def test_sigterm_drains_the_request_in_hand(cluster: Cluster) -> None:
         thread.start()
         wait_for(lambda: count_workers(broker.endpoint, "tester", "busy") == 1, 5, "busy")
         worker.signal(signal.SIGTERM)
+        wait_for(lambda: count_workers(broker.endpoint, "tester", "draining") == 1, 5,
+                 "the broker to show the worker draining")
         thread.join(15)
         assert worker.wait(10) == 0
     assert results and isinstance(results[0], dict) and results[0]["sleep"] == 1.0
     assert "draining" in worker.output()
+
+
+def test_a_long_request_is_not_resent_because_it_is_long(cluster: Cluster) -> None:
+    a, b = cluster.broker(), cluster.broker()
+    worker = cluster.worker([a, b], "tester", test_worker=True)
+    with MDPClient([a.endpoint, b.endpoint], shuffle=False) as client:  # default settings
+        reply = client.send("tester", {"sleep": 3.0})
+    assert reply["pid"] == worker.pid
+    served = [w["served"] for x in (a, b)
+              for w in (broker_status(x.endpoint) or {})["services"]["tester"]["workers"]]
+    assert sum(served) == 1  # worked on once, by one broker's request
+
+
+def test_a_dead_broker_costs_at_most_the_connect_timeout(cluster: Cluster) -> None:
+    live = cluster.broker()
+    cluster.worker([live])
+    dead = f"tcp://127.0.0.1:{free_port()}"
+    with MDPClient([dead, live.endpoint], shuffle=False) as client:  # default settings
+        started = time.monotonic()
+        assert client.send("echo", {"x": 1}) == {"x": 1}
+        elapsed = time.monotonic() - started
+    print(f"\nfirst request with the first broker down: {elapsed * 1000:.0f} ms")
+    assert elapsed < 3.0
