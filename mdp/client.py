@@ -15,6 +15,7 @@ Lazy Pirate with failover, sped up by the DIPS extensions when the broker speaks
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import math
@@ -114,6 +115,7 @@ class MDPClient:
         self._current = random.randrange(len(self._endpoints)) if shuffle else 0
         self._rids = itertools.count(1)
         self._poller: zmq.Poller | None = None
+        self._deadlines: list[tuple[float, int, _Call]] = []  # heap of the running calls
 
     # --- public API ------------------------------------------------------------------
 
@@ -184,6 +186,7 @@ class MDPClient:
     ) -> list[_Call]:
         calls = [_Call(i, service, body, next(self._rids), raw) for i, body in enumerate(bodies)]
         waiting: deque[_Call] = deque(calls)
+        self._deadlines = []
         try:
             while True:
                 now = time.monotonic()
@@ -234,6 +237,7 @@ class MDPClient:
             frames = p.client_request(call.service, call.body)
         if call.sends == 0:
             call.deadline = now + self.timeout
+            heapq.heappush(self._deadlines, (call.deadline, call.rid, call))
         try:
             sockio.send(endpoint.socket, frames)  # type: ignore[arg-type]
         except zmq.Again:  # no connection: the broker is gone
@@ -258,14 +262,16 @@ class MDPClient:
 
     def _next_deadline(self, waiting: deque[_Call], now: float) -> float:
         deadline = now + 1.0
-        if waiting:
-            deadline = min(deadline, waiting[0].deadline)
-            if all(ep.down_until > now for ep in self._endpoints):
-                deadline = min(deadline, min(ep.down_until for ep in self._endpoints))
+        heap = self._deadlines
+        while heap and heap[0][2].done:
+            heapq.heappop(heap)
+        if heap:
+            deadline = min(deadline, heap[0][0])
+        if waiting and all(ep.down_until > now for ep in self._endpoints):
+            deadline = min(deadline, min(ep.down_until for ep in self._endpoints))
         for endpoint in self._endpoints:
             if not endpoint.calls:
                 continue
-            deadline = min(deadline, min(c.deadline for c in endpoint.calls.values()))
             if not endpoint.dips:
                 call = next(iter(endpoint.calls.values()))
                 deadline = min(deadline, call.sent_at + self.attempt_timeout)
@@ -342,16 +348,17 @@ class MDPClient:
                 self._fail(endpoint, waiting, now)
 
     def _expire(self, waiting: deque[_Call], now: float) -> None:
-        while waiting and now >= waiting[0].deadline:  # only calls sent before have one
-            call = waiting.popleft()
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            call = heapq.heappop(heap)[2]
+            if call.done:
+                continue
             call.outcome = self._timeout(call)
-        for endpoint in self._endpoints:
-            late = [c for c in endpoint.calls.values() if now >= c.deadline]
-            for call in late:
-                del endpoint.calls[call.rid]
-                call.outcome = self._timeout(call)
-            if late and not endpoint.dips:
-                self._close(endpoint)  # Lazy Pirate: a late reply must not meet a new request
+            if call in waiting:  # sent before, waiting to be sent again
+                waiting.remove(call)
+            for endpoint in self._endpoints:
+                if endpoint.calls.pop(call.rid, None) is not None and not endpoint.dips:
+                    self._close(endpoint)  # Lazy Pirate: a late reply must not meet a new request
 
     def _fail(self, endpoint: _Endpoint, waiting: deque[_Call], now: float) -> None:
         """Drop a broker's connection; its requests go to the next broker."""
