@@ -91,7 +91,11 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
-def _guarded(field: str, action: str, call: Callable[[], T]) -> T:
+def _limits_text(limits: Settings) -> str:
+    return f"the limit is {limits.max_side} px per side and {limits.max_pixels / 1e6:g} MP"
+
+
+def _guarded(field: str, limits: Settings, action: str, call: Callable[[], T]) -> T:
     """Run a Pillow call on untrusted data, turning its failures into bad requests."""
     try:
         return call()
@@ -99,8 +103,8 @@ def _guarded(field: str, action: str, call: Callable[[], T]) -> T:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         claimed = _BOMB_PIXELS.search(str(exc))
-        size = f" ({int(claimed.group(1)) / 1e6:.1f} MP)" if claimed else ""
-        raise BadRequest(f"{field}: image is too large to decode{size}", field) from exc
+        size = f"{int(claimed.group(1)) / 1e6:.1f} MP" if claimed else "too large"
+        raise BadRequest(f"{field}: image is {size}; {_limits_text(limits)}", field) from exc
     except BadRequest:
         raise
     except Image.UnidentifiedImageError as exc:
@@ -159,8 +163,8 @@ def _check_size(field: str, size: tuple[int, int], limits: Settings) -> None:
         raise BadRequest(f"{field}: image has no pixels ({width}x{height})", field)
     if max(width, height) > limits.max_side or width * height > limits.max_pixels:
         raise BadRequest(
-            f"{field}: image is {width}x{height} ({width * height / 1e6:.1f} MP); the limit is "
-            f"{limits.max_side} px per side and {limits.max_pixels / 1e6:g} MP",
+            f"{field}: image is {width}x{height} ({width * height / 1e6:.1f} MP); "
+            f"{_limits_text(limits)}",
             field,
         )
 
@@ -221,26 +225,27 @@ def open_image(
             f"{field}: not a JPEG, PNG, WebP or GIF image (starts with {data[:8]!r})", field
         )
     image = _guarded(
-        field, "reading the header", lambda: Image.open(io.BytesIO(data), formats=[kind])
+        field, limits, "reading the header", lambda: Image.open(io.BytesIO(data), formats=[kind])
     )
     _check_size(field, image.size, limits)
     _check_frames(field, data, image, limits)
     if kind == "JPEG" and image.info.get("progressive"):
         _check_scans(field, data, limits)
     if kind != "JPEG":  # a PNG's EXIF may follow its pixels; others have no draft anyway
-        _guarded(field, "decoding", image.load)
-    orientation, exif = _guarded(field, "reading EXIF", lambda: _orientation(image))
+        _guarded(field, limits, "decoding", image.load)
+    orientation, exif = _guarded(field, limits, "reading EXIF", lambda: _orientation(image))
     source_size = image.size
     swaps = orientation in (5, 6, 7, 8)
     if kind == "JPEG" and draft_size is not None:
         width, height = draft_size((source_size[1], source_size[0]) if swaps else source_size)
         mode = image.mode if image.mode in ("L", "RGB") else None
-        image.draft(mode, (height, width) if swaps else (width, height))
-    _guarded(field, "decoding", image.load)
+        wanted = (height, width) if swaps else (width, height)
+        _guarded(field, limits, "setting up the decoder", lambda: image.draft(mode, wanted))
+    _guarded(field, limits, "decoding", image.load)
     _check_size(field, image.size, limits)
     icc = image.info.get("icc_profile") or None
     source_mode = image.mode
-    working = _guarded(field, "converting", lambda: working_mode(image))
+    working = _guarded(field, limits, "converting", lambda: working_mode(image))
     icc_mode = None
     if icc is not None and source_mode not in ("CMYK", "YCbCr", "LAB", "HSV"):
         icc_mode = "L" if working.mode in ("L", "LA") else "RGB"

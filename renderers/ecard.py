@@ -28,7 +28,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from mdp.errors import BadRequest
 from renderers import ecard_layout as art
@@ -146,33 +146,10 @@ class _Tiles:
         self.number_origins = [
             lay.cell_box(row, column)[:2] for row in range(8) for column in range(10)
         ]
-        self.numbers = [
-            [
-                _tile(
-                    lay.cell_box(row, 0),
-                    lambda d, o, v=v, r=row: art.draw_number(d, lay, r, 0, v, o),
-                    lay.row_fill(row),
-                )
-                for v in range(100)
-            ]
-            for row in (0, 1)
-        ]
-        box = art.serial_digit_box(scale, 0)
-        self.serial_top = box[1]
+        self.numbers = [[art.number_tile(scale, row, v) for v in range(100)] for row in (0, 1)]
+        self.serial_top = art.serial_digit_box(scale, 0)[1]
         self.serial_lefts = [art.serial_digit_box(scale, i)[0] for i in range(MAX_SERIAL_DIGITS)]
-        self.digits = {
-            digit: _tile(
-                box, lambda d, o, g=digit: art.draw_serial_digit(d, lay, 0, g, o), art.NAVY
-            )
-            for digit in "0123456789"
-        }
-
-
-def _tile(box: tuple[int, int, int, int], draw: Any, fill: art.RGB) -> Image.Image:
-    left, top, right, bottom = box
-    tile = Image.new("RGBA", (right - left, bottom - top), fill + (255,))
-    draw(ImageDraw.Draw(tile), (left, top))
-    return art.to_palette(tile)
+        self.digits = {digit: art.serial_digit_tile(scale, digit) for digit in "0123456789"}
 
 
 _tiles_lock = threading.Lock()

@@ -300,6 +300,29 @@ def draw_serial_digit(
     draw.text((x - offset[0], y - offset[1]), digit, WHITE, font, anchor="ls")
 
 
+def _blank(box: tuple[int, int, int, int], fill: RGB) -> Image.Image:
+    left, top, right, bottom = box
+    return Image.new("RGBA", (right - left, bottom - top), fill + (255,))
+
+
+def number_tile(scale: int, row: int, value: int) -> Image.Image:
+    """The inside of a number cell in row ``row`` (its colour) showing ``value``."""
+    lay = layout(scale)
+    box = lay.cell_box(row, 0)
+    tile = _blank(box, lay.row_fill(row))
+    draw_number(ImageDraw.Draw(tile), lay, row, 0, value, (box[0], box[1]))
+    return to_palette(tile)
+
+
+def serial_digit_tile(scale: int, digit: str) -> Image.Image:
+    """One serial digit on the band."""
+    lay = layout(scale)
+    box = serial_digit_box(scale, 0)
+    tile = _blank(box, NAVY)
+    draw_serial_digit(ImageDraw.Draw(tile), lay, 0, digit, (box[0], box[1]))
+    return to_palette(tile)
+
+
 def draw_card(
     scale: int, title: str, serial: str | None = None, numbers: Sequence[int] | None = None
 ) -> Image.Image:
