@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -124,7 +123,8 @@ def parse_title(value: Any) -> str:
     if missing:
         raise BadRequest(f"title: the card font has no glyph for {missing!r:.60}", "title")
     lay = art.layout(1)
-    width = fonts.bundled("Bold", lay.title_font_size).getlength(value)
+    with fonts.LOCK:
+        width = fonts.bundled("Bold", lay.title_font_size).getlength(value)
     if width > lay.title_room:
         raise BadRequest(
             f"title is too wide for the card ({width:.0f} px; at most {lay.title_room})", "title"
@@ -152,12 +152,11 @@ class _Tiles:
         self.digits = {digit: art.serial_digit_tile(scale, digit) for digit in "0123456789"}
 
 
-_tiles_lock = threading.Lock()
 _tiles: dict[int, _Tiles] = {}
 
 
 def tiles(scale: int) -> _Tiles:
-    with _tiles_lock:
+    with fonts.LOCK:
         if scale not in _tiles:
             _tiles[scale] = _Tiles(scale)
         return _tiles[scale]
@@ -167,7 +166,8 @@ def tiles(scale: int) -> _Tiles:
 def template(title: str, scale: int) -> Image.Image:
     """The card with its title but no serial and no numbers, as palette indices."""
     log.debug("drawing the card template for %r at scale %d", title, scale)
-    return art.to_palette(art.draw_card(scale, title))
+    with fonts.LOCK:
+        return art.to_palette(art.draw_card(scale, title))
 
 
 def compose(serial: str, numbers: Sequence[int], title: str, scale: int = 1) -> Image.Image:

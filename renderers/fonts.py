@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import functools
 import io
+import threading
 from importlib import resources
 from typing import Literal
 
 from PIL import ImageFont
 
 Weight = Literal["Regular", "Bold"]
+
+# A FreeType face must not be used by two threads at once, and the font objects below are
+# shared: hold LOCK while measuring or drawing text with them.
+LOCK = threading.RLock()
 
 _FONT_DIR = "fonts"
 _FAMILY_FILE = "DIPSCardSans-{weight}.otf"

@@ -203,19 +203,21 @@ class Watermark:
     def _text_mark(self, size: Size, limits: Settings) -> Image.Image:
         assert self.text is not None
         font_size = self.font_size or max(10, round(min(size) / 16))
-        font = text_font(font_size, limits)
-        box = font.getbbox(self.text, stroke_width=self.outline)
-        left, top = math.floor(box[0]), math.floor(box[1])
-        size = (max(1, math.ceil(box[2]) - left), max(1, math.ceil(box[3]) - top))
-        mark = Image.new("RGBA", size, self.color + (0,))
-        ImageDraw.Draw(mark).text(
-            (-left, -top),
-            self.text,
-            fill=self.color + (255,),
-            font=font,
-            stroke_width=self.outline,
-            stroke_fill=self.outline_color + (255,),
-        )
+        with fonts.LOCK:
+            font = text_font(font_size, limits)
+            box = font.getbbox(self.text, stroke_width=self.outline)
+            left, top = math.floor(box[0]), math.floor(box[1])
+            extent = (max(1, math.ceil(box[2]) - left), max(1, math.ceil(box[3]) - top))
+            _check_output(extent, limits, self.prefix + "font_size")
+            mark = Image.new("RGBA", extent, self.color + (0,))
+            ImageDraw.Draw(mark).text(
+                (-left, -top),
+                self.text,
+                fill=self.color + (255,),
+                font=font,
+                stroke_width=self.outline,
+                stroke_fill=self.outline_color + (255,),
+            )
         return mark
 
 

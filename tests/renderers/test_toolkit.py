@@ -420,6 +420,7 @@ def test_a_mark_larger_than_the_image_is_shrunk_to_fit() -> None:
         ({"text": "a", "angle": 720}, "angle"),
         ({"mark": png(Image.new("RGBA", (4, 4))), "mark_width": 0}, "mark_width"),
         ({"text": ".", "font_size": 4, "margin": 0, "tiled": True}, "margin"),
+        ({"text": "W" * 200, "font_size": 2048}, "font_size"),
     ],
 )
 def test_watermark_errors_name_the_field(
