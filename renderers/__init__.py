@@ -15,6 +15,20 @@ configure(_settings.from_environment())
 
 from renderers import ecard, toolkit  # noqa: E402  (they register on import)
 
+
+def warm_up() -> None:
+    """Do now the once-per-process work a first request would pay for (~0.2 s).
+
+    Draws the card templates and tiles at both scales and exercises the JPEG and PNG paths;
+    a worker may call this after start-up, before announcing itself.
+    """
+    from renderers import samples
+
+    for scale in ecard.SCALES:
+        get("ecard").render(samples.seed_request(scale=scale))
+    photo = samples.photo_jpeg(64, 48)
+    get("thumbnail").render({"image": photo, "width": 16, "format": "png"})
+
 __all__ = [
     "Field",
     "Renderer",

@@ -42,10 +42,11 @@ MAX_SERIAL_DIGITS = 24
 MAX_TITLE_CHARS = 32
 MAX_PDATA_CHARS = 4096
 SCALES = (1, 2)
-PNG_LEVEL = 4  # zlib level: 9-10 KB in well under a millisecond; 9 costs 8x for 3 % less
+PNG_LEVEL = 3  # zlib: ~8.3 KB in ~0.2 ms at 1x; level 6 saves 10 % for 4x the time
 
 _SERIAL = re.compile(rf"[0-9]{{1,{MAX_SERIAL_DIGITS}}}")
-_NUMBER = re.compile(r"[0-9]{1,2}")
+# "00"-"99" and "0"-"9": a lookup is both the check and the conversion
+_VALUES = {f"{n:02d}": n for n in range(100)} | {str(n): n for n in range(10)}
 _WRAP = re.compile(r"[ \t]*(?:\r\n|\r|\n)[ \t]*")
 
 
@@ -104,11 +105,14 @@ def _parse_number(item: Any, index: int) -> int:
         item = item.decode("ascii", errors="replace")
     if not isinstance(item, str):
         raise BadRequest(f"{field} must be a number 00-99, got {type(item).__name__}", field)
-    text = _WRAP.sub("", item.strip())
-    if not _NUMBER.fullmatch(text):
-        shown = item if item.strip() else "empty"
+    text = item.strip()
+    value = _VALUES.get(text)
+    if value is None:
+        value = _VALUES.get(_WRAP.sub("", text))  # a number split by a wrapped line
+    if value is None:
+        shown = item if text else "empty"
         raise BadRequest(f"{field} is {shown!r:.20}; expected a number 00-99", field=field)
-    return int(text)
+    return value
 
 
 def parse_title(value: Any) -> str:

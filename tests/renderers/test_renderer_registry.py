@@ -13,7 +13,7 @@ import pytest
 
 import renderers
 from mdp.errors import BadRequest, ConfigError
-from renderers import registry, samples, settings
+from renderers import ecard, registry, samples, settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "RENDERERS.md"
 SERVICES = ["convert", "crop", "ecard", "image", "thumbnail", "watermark"]
@@ -26,6 +26,11 @@ def test_every_service_is_registered_on_import() -> None:
         assert renderer.name == name
         assert re.fullmatch(r"image/(png|jpeg)", renderer.content_type)
         assert renderer.fields and all(isinstance(f, renderers.Field) for f in renderer.fields)
+
+
+def test_warm_up_draws_the_card_assets() -> None:
+    renderers.warm_up()
+    assert set(ecard._tiles) == {1, 2}
 
 
 def test_unknown_service_is_a_key_error() -> None:
