@@ -53,8 +53,8 @@ _WRAP = re.compile(r"[ \t]*(?:\r\n|\r|\n)[ \t]*")
 def parse_serial(value: Any) -> str:
     """``pSN`` as a digit string."""
     if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise BadRequest(f"pSN must not be negative, got {value}", field="pSN")
+        if not 0 <= value < 10**MAX_SERIAL_DIGITS:
+            raise BadRequest(f"pSN must be an integer of 1 to {MAX_SERIAL_DIGITS} digits", "pSN")
         value = str(value)
     elif isinstance(value, bytes):
         value = value.decode("ascii", errors="replace")

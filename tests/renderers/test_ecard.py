@@ -97,6 +97,7 @@ BAD_REQUESTS = [
     ({"pSN": "1" * 25, "pData": SEED_NUMBERS}, "pSN"),
     ({"pSN": "١٢٣", "pData": SEED_NUMBERS}, "pSN"),
     ({"pSN": -5, "pData": SEED_NUMBERS}, "pSN"),
+    ({"pSN": 10**5000, "pData": SEED_NUMBERS}, "pSN"),
     ({"pSN": True, "pData": SEED_NUMBERS}, "pSN"),
     ({"pSN": 1.5, "pData": SEED_NUMBERS}, "pSN"),
     ({"pSN": None, "pData": SEED_NUMBERS}, "pSN"),
