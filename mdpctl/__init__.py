@@ -1,0 +1,1 @@
+"""mdpctl: run a DIPS fleet through supervisord and the brokers' mmi.status."""

@@ -1,0 +1,102 @@
+"""mdpctl: start, watch, call, scale and reload a DIPS fleet.
+
+Without --cluster, mdpctl works on the local cluster that `mdpctl up` starts in the run
+directory (--run-dir, default ./run).  With a cluster file it works on the brokers and
+hosts that file lists.
+
+exit status: 0 done, 1 failed, 2 usage or configuration error, 3 a supervisord or broker
+did not answer, 4 timed out, 5 a rollout stopped, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from mdp.errors import ConfigError, MDPError, RequestError, Timeout
+from mdpctl import commands
+from mdpctl.context import CLUSTER_ENV, RUN_DIR_ENV, Context
+from mdpctl.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    CtlError,
+)
+
+log = logging.getLogger("mdpctl")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    doc = __doc__ or ""
+    parser = argparse.ArgumentParser(
+        prog="mdpctl",
+        description=doc.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--cluster", metavar="FILE", help=f"cluster file (TOML); default ${CLUSTER_ENV}"
+    )
+    parser.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help=f"run directory of the local cluster; default ${RUN_DIR_ENV} or ./run",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in commands.COMMANDS:
+        module = commands.load(name)
+        mdoc = (module.__doc__ or name).strip()
+        summary, _, description = mdoc.partition("\n")
+        cmd = sub.add_parser(
+            name,
+            help=summary,
+            description=mdoc,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(cmd)
+        cmd.set_defaults(handler=module.run)
+    return parser
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _fail(message: str, code: int) -> int:
+    sys.stderr.write(f"mdpctl: {message}\n")
+    sys.stderr.flush()
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one mdpctl command; return its exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse already reported
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    _configure_logging(args.verbose)
+    try:
+        ctx = Context.from_options(args.run_dir, args.cluster)
+        result: int = args.handler(args, ctx)
+        return result
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except CtlError as exc:
+        return _fail(str(exc), exc.exit_code)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except Timeout as exc:
+        return _fail(str(exc), EXIT_TIMEOUT)
+    except RequestError as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    except MDPError as exc:
+        return _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Write a supervisord configuration for the local cluster, a broker host or a worker host.
+
+usage: mdpctl config local       [--broker ENDPOINT ...] [--service NAME[=N] ...] [--workers N]
+       mdpctl config broker-host [--bind ENDPOINT] [--rpc-listen HOST:PORT] [--rpc-user NAME]
+       mdpctl config worker-host --broker ENDPOINT ... --cpus N [--service NAME[=N] ...]
+                                 [--rpc-listen HOST:PORT] [--rpc-user NAME]
+       (all: [--spare N] [--python PATH] [--run-dir DIR] [--pythonpath DIR] [--time-limit S]
+             [--heartbeat-interval S] [--max-requests N] [-o FILE])
+
+local: two brokers and, per service, as many workers as --workers (default: the cores).
+broker-host: one broker.  worker-host: --cpus worker processes per service, the share
+of the host's CPUs given to image work (the original gave 4 of an 8-core server, 2 of a
+4-core one), connected to every --broker.  Each service also gets --spare stopped slots
+(default: as many as its workers) that `mdpctl scale` can start.
+
+Paths are written as given, so supervisord's %(here)s (the directory of the file) can
+be used: --run-dir defaults to %(here)s/run.  The HTTP control server (hosts only,
+--rpc-listen, default 127.0.0.1:9001) requires a login: the password is read from
+$DIPS_SUPERVISOR_PASSWORD and written as its SHA-1; without it the file gets a
+placeholder that matches no password.  Keep that server off the open network (loopback
+plus an SSH tunnel, or a firewalled management network).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from mdpctl import render
+from mdpctl.cluster import DEFAULT_BROKERS
+from mdpctl.context import Context
+from mdpctl.errors import UsageError
+from mdpctl.services import default_services, parse_service_counts
+
+PASSWORD_ENV = "DIPS_SUPERVISOR_PASSWORD"
+NO_PASSWORD = "{SHA}" + "0" * 40
+PROFILES = ("local", "broker-host", "worker-host")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("profile", choices=PROFILES)
+    parser.add_argument(
+        "--broker",
+        action="append",
+        metavar="ENDPOINT",
+        help="local: brokers to run; worker-host: brokers to connect to",
+    )
+    parser.add_argument(
+        "--bind",
+        metavar="ENDPOINT",
+        default="tcp://0.0.0.0:5555",
+        help="broker-host: where its broker listens (default tcp://0.0.0.0:5555)",
+    )
+    parser.add_argument("--service", action="append", metavar="NAME[=N]")
+    parser.add_argument("--workers", type=int, metavar="N", help="local: workers per service")
+    parser.add_argument(
+        "--cpus",
+        type=int,
+        metavar="N",
+        help="worker-host: CPUs given to image work = workers per service",
+    )
+    parser.add_argument("--spare", type=int, metavar="N", help="stopped slots per service")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        metavar="PATH",
+        help="interpreter for brokers and workers (default: this one)",
+    )
+    parser.add_argument(
+        "--run-dir",
+        default="%(here)s/run",
+        metavar="DIR",
+        help="socket, pid file and logs (default %%(here)s/run)",
+    )
+    parser.add_argument("--pythonpath", metavar="DIR", help="PYTHONPATH of brokers and workers")
+    parser.add_argument("--time-limit", type=float, default=30.0, metavar="SECONDS")
+    parser.add_argument("--heartbeat-interval", type=float, metavar="SECONDS")
+    parser.add_argument("--max-requests", type=int, default=0, metavar="N")
+    parser.add_argument(
+        "--rpc-listen",
+        metavar="HOST:PORT",
+        help="hosts: HTTP control server address (default 127.0.0.1:9001)",
+    )
+    parser.add_argument("--rpc-user", default="dips", metavar="NAME")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write here, not to stdout")
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    config = host_config(args)
+    text = render.render(config)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        ctx.say(f"wrote {args.output}")
+    else:
+        ctx.out.write(text)
+    return 0
+
+
+def generated_by(args: argparse.Namespace) -> str:
+    """The command that writes this file again (without -o)."""
+    argv: list[str] = ["mdpctl", "config", args.profile]
+    for flag, value in (
+        ("--bind", args.bind if args.profile == "broker-host" else None),
+        ("--workers", args.workers),
+        ("--cpus", args.cpus),
+        ("--spare", args.spare),
+        ("--python", args.python),
+        ("--run-dir", args.run_dir),
+        ("--pythonpath", args.pythonpath),
+        ("--time-limit", f"{args.time_limit:g}"),
+        ("--heartbeat-interval", args.heartbeat_interval),
+        ("--max-requests", args.max_requests or None),
+        ("--rpc-listen", args.rpc_listen),
+        ("--rpc-user", args.rpc_user if args.profile != "local" else None),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    for broker in args.broker or ():
+        argv += ["--broker", broker]
+    for service in args.service or ():
+        argv += ["--service", service]
+    return shlex.join(argv)
+
+
+def _pools(args: argparse.Namespace, per_service: int) -> tuple[render.WorkerPool, ...]:
+    counts = parse_service_counts(args.service) if args.service else {}
+    names = list(counts) or default_services()
+    spare = args.spare if args.spare is not None else per_service
+    return tuple(
+        render.WorkerPool(n, per_service if counts.get(n) is None else int(counts[n] or 0), spare)
+        for n in names
+    )
+
+
+def _rpc(args: argparse.Namespace) -> render.RpcListen | None:
+    if args.profile == "local" and not args.rpc_listen:
+        return None
+    password = os.environ.get(PASSWORD_ENV)
+    if password:
+        hashed = "{SHA}" + hashlib.sha1(password.encode()).hexdigest()
+    else:
+        sys.stderr.write(
+            f"mdpctl: ${PASSWORD_ENV} is not set: the control server's password is a "
+            "placeholder that matches nothing; replace it before use\n"
+        )
+        hashed = NO_PASSWORD
+    return render.RpcListen(args.rpc_listen or "127.0.0.1:9001", args.rpc_user, hashed)
+
+
+def host_config(args: argparse.Namespace) -> render.HostConfig:
+    """The HostConfig the options describe."""
+    if args.profile == "local":
+        brokers = tuple(args.broker or DEFAULT_BROKERS)
+        workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+        return _config(
+            args,
+            "DIPS local cluster: two brokers and the workers, on one machine",
+            "dips-local",
+            broker_binds=brokers,
+            brokers=brokers,
+            pools=_pools(args, workers),
+        )
+    if args.profile == "broker-host":
+        return _config(
+            args, "DIPS broker host: one Majordomo broker", "dips-broker", broker_binds=(args.bind,)
+        )
+    if not args.broker or not args.cpus:
+        raise UsageError("worker-host needs --broker (every broker, repeated) and --cpus N")
+    return _config(
+        args,
+        f"DIPS worker host: {args.cpus} CPUs for image work",
+        "dips-worker",
+        brokers=tuple(args.broker),
+        pools=_pools(args, args.cpus),
+    )
+
+
+def _config(
+    args: argparse.Namespace,
+    title: str,
+    identifier: str,
+    broker_binds: tuple[str, ...] = (),
+    brokers: tuple[str, ...] = (),
+    pools: tuple[render.WorkerPool, ...] = (),
+) -> render.HostConfig:
+    return render.HostConfig(
+        title=title,
+        generated_by=generated_by(args),
+        python=args.python,
+        run_dir=args.run_dir,
+        pythonpath=args.pythonpath,
+        broker_binds=broker_binds,
+        brokers=brokers,
+        pools=pools,
+        time_limit_s=args.time_limit,
+        heartbeat_interval_s=args.heartbeat_interval,
+        max_requests=args.max_requests,
+        identifier=identifier,
+        rpc=_rpc(args),
+    )

@@ -1,0 +1,42 @@
+"""Stop the local cluster and wait until none of its processes is left.
+
+usage: mdpctl down [--timeout S]
+
+supervisord stops the workers first (SIGTERM: each finishes the request in hand and
+leaves the brokers), then the brokers, then itself.  down returns once every one of those
+processes has exited.  When no cluster runs in the run directory it says so and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from mdpctl import local
+from mdpctl.context import Context
+from mdpctl.errors import NotRunning
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long to wait for every process to exit (default: the longest stop "
+        "timeout in the configuration plus 15 s)",
+    )
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    ctx.require_local("down")
+    started = time.monotonic()
+    try:
+        report = local.stop(ctx.run_dir, args.timeout)
+    except NotRunning as exc:
+        ctx.say(str(exc))
+        return 0
+    ctx.say(
+        f"cluster stopped in {time.monotonic() - started:.1f} s: supervisord pid "
+        f"{report.supervisord_pid} and its {report.processes} processes have exited"
+    )
+    return 0

@@ -1,0 +1,70 @@
+"""Run N worker processes of a service on each chosen host, leaving the others alone.
+
+usage: mdpctl scale SERVICE N [--host NAME ...] [--timeout S]
+
+N is per host: every host with worker slots for SERVICE (or only those named with
+--host) ends up with N of them running.  Scaling up starts stopped slots and returns
+once the new workers are registered with every broker; scaling down stops the
+highest-numbered workers with SIGTERM, so each finishes the request in hand.  No
+group is restarted and no numprocs changes.  The number of slots per service is set in
+the host's supervisord configuration (workers + spare); a change made by scale lasts
+until that supervisord restarts.
+
+examples:
+  mdpctl scale ecard 4
+  mdpctl --cluster prod.toml scale thumbnail 2 --host img3
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from mdpctl.context import Context
+from mdpctl.errors import Unreachable, UsageError
+from mdpctl.fleet import snapshot
+from mdpctl.scaling import apply_scale, plan_scale
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers") from exc
+    if value < 0:
+        raise argparse.ArgumentTypeError("the number of workers cannot be negative")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("service", help="service name")
+    parser.add_argument("count", type=_count, metavar="N", help="workers per host")
+    parser.add_argument("--host", action="append", metavar="NAME", help="only these hosts")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for new workers to register (default 60)",
+    )
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    cluster = ctx.cluster()
+    hosts = cluster.select(args.host)
+    started = time.monotonic()
+    fleet = snapshot(cluster, hosts)
+    unreachable = [v for v in fleet.brokers if v.status is None]
+    changes = plan_scale(fleet, args.service, args.count)
+    if args.host:
+        missing = set(args.host) - {c.host for c in changes}
+        if missing:
+            raise UsageError(f"{', '.join(sorted(missing))} has no slots for {args.service}")
+    if unreachable and any(c.start for c in changes):
+        raise Unreachable(
+            f"broker {unreachable[0].endpoint} does not answer ({unreachable[0].error}); "
+            "new workers could not be seen registering with it, so nothing was started"
+        )
+    apply_scale(cluster, changes, args.timeout, lambda line: ctx.say(f"{args.service} {line}"))
+    ctx.say(f"done in {time.monotonic() - started:.1f} s")
+    return 0

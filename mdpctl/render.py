@@ -1,0 +1,248 @@
+"""supervisord configuration for DIPS, rendered from the templates in ``mdpctl/data``.
+
+One :class:`HostConfig` describes what one supervisord runs: brokers, worker pools and
+the version probe.  Three profiles build it: the local all-in-one cluster, a broker host,
+and a worker host that gives a chosen number of CPUs to image work.
+
+Worker processes of a service form one supervisord group named after the service, made
+of two programs: ``SERVICE`` (``workers`` processes, autostart) and ``SERVICE-spare``
+(``spare`` processes, not started).  Process names run on, ``ecard-00`` ... ``ecard-07``,
+so a service has a fixed set of numbered *slots*; ``mdpctl scale`` starts and stops
+individual slots and never changes ``numprocs`` (supervisord would restart the group).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+import string
+from dataclasses import dataclass, field
+from importlib import resources
+
+from mdpctl.errors import UsageError
+
+DRAIN_MARGIN_S = 10.0
+"""Added to a worker's time limit for its stop timeout: leaving every broker, exiting."""
+
+VERSION_PROBE_PROGRAM = "mdp-version"
+BROKER_GROUP = "brokers"
+RESERVED_NAMES = frozenset({BROKER_GROUP, VERSION_PROBE_PROGRAM})
+
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_ENDPOINT = re.compile(r"^tcp://(?P<host>[^:/\s]+):(?P<port>\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class WorkerPool:
+    """The worker slots of one service on one host."""
+
+    service: str
+    workers: int
+    spare: int = 0
+
+    def __post_init__(self) -> None:
+        if not _SERVICE_NAME.match(self.service) or self.service in RESERVED_NAMES:
+            raise UsageError(f"{self.service!r} is not a usable service name")
+        if self.workers < 0 or self.spare < 0 or self.workers + self.spare == 0:
+            raise UsageError(f"service {self.service}: needs at least one worker slot")
+
+
+@dataclass(frozen=True)
+class RpcListen:
+    """supervisord's HTTP control server, for mdpctl on another host."""
+
+    listen: str
+    username: str
+    password: str
+    """As supervisord's ``password=`` takes it, e.g. ``{SHA}`` and a hex digest."""
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """Everything one supervisord configuration file says."""
+
+    title: str
+    generated_by: str
+    python: str
+    run_dir: str
+    pythonpath: str | None = None
+    broker_binds: tuple[str, ...] = ()
+    brokers: tuple[str, ...] = ()
+    pools: tuple[WorkerPool, ...] = ()
+    time_limit_s: float = 30.0
+    heartbeat_interval_s: float | None = None
+    max_requests: int = 0
+    log_level: str = "INFO"
+    identifier: str = "dips"
+    rpc: RpcListen | None = None
+    extra_environment: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for endpoint in self.broker_binds + self.brokers:
+            if not _ENDPOINT.match(endpoint):
+                raise UsageError(f"{endpoint!r} is not an endpoint like tcp://HOST:PORT")
+        if self.pools and not self.brokers:
+            raise UsageError("workers need at least one broker to connect to")
+        if not self.pools and not self.broker_binds:
+            raise UsageError("a host runs at least one broker or one worker pool")
+        services = [pool.service for pool in self.pools]
+        if len(set(services)) != len(services):
+            raise UsageError("a service is listed twice")
+        ports = [broker_program(e) for e in self.broker_binds]
+        if len(set(ports)) != len(ports):
+            raise UsageError("two brokers on one host need different ports")
+        if self.time_limit_s <= 0:
+            raise UsageError("--time-limit must be positive")
+        if self.heartbeat_interval_s is not None and self.heartbeat_interval_s <= 0:
+            raise UsageError("--heartbeat-interval must be positive")
+        if self.max_requests < 0:
+            raise UsageError("--max-requests must be 0 (no limit) or positive")
+
+    @property
+    def stopwaitsecs(self) -> int:
+        return math.ceil(self.time_limit_s + DRAIN_MARGIN_S)
+
+
+def broker_program(endpoint: str) -> str:
+    """The supervisord program name of the broker bound at ``endpoint``."""
+    match = _ENDPOINT.match(endpoint)
+    if match is None:
+        raise UsageError(f"{endpoint!r} is not an endpoint like tcp://HOST:PORT")
+    return f"broker-{match['port']}"
+
+
+def escape(text: str) -> str:
+    """Protect a literal value (a path) from supervisord's %-expansion."""
+    return text.replace("%", "%%")
+
+
+def _template(name: str) -> string.Template:
+    text = resources.files("mdpctl").joinpath("data", name).read_text(encoding="utf-8")
+    return string.Template(text)
+
+
+def _fmt_seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def broker_command(config: HostConfig, endpoint: str) -> list[str]:
+    argv = [config.python, "-m", "mdp.broker", "--bind", endpoint]
+    if config.heartbeat_interval_s is not None:
+        argv += ["--heartbeat-interval", _fmt_seconds(config.heartbeat_interval_s)]
+    return argv + ["--log-level", config.log_level]
+
+
+def worker_command(config: HostConfig, service: str) -> list[str]:
+    argv = [config.python, "-m", "mdp.worker"]
+    for broker in config.brokers:
+        argv += ["--broker", broker]
+    argv += ["--service", service, "--time-limit", _fmt_seconds(config.time_limit_s)]
+    if config.heartbeat_interval_s is not None:
+        argv += ["--heartbeat-interval", _fmt_seconds(config.heartbeat_interval_s)]
+    if config.max_requests:
+        argv += ["--max-requests", str(config.max_requests)]
+    return argv + ["--log-level", config.log_level]
+
+
+def probe_command(config: HostConfig) -> list[str]:
+    return [config.python, "-m", "mdpctl.probe"]
+
+
+def _environment(config: HostConfig) -> str:
+    env: dict[str, str] = {"PYTHONUNBUFFERED": "1"}
+    if config.pythonpath:
+        env["PYTHONPATH"] = config.pythonpath
+    env.update(config.extra_environment)
+    return ",".join(f'{key}="{value}"' for key, value in env.items())
+
+
+def render(config: HostConfig) -> str:
+    """The supervisord configuration file for ``config``."""
+    parts = [
+        _template("supervisord.conf").substitute(
+            title=config.title,
+            generated_by=config.generated_by,
+            run_dir=config.run_dir,
+            identifier=config.identifier,
+            environment=_environment(config),
+        )
+    ]
+    if config.rpc is not None:
+        parts.append(
+            _template("inet_http_server.conf").substitute(
+                listen=config.rpc.listen,
+                username=config.rpc.username,
+                password=config.rpc.password,
+            )
+        )
+    parts.extend(_brokers(config))
+    for pool in config.pools:
+        parts.extend(_pool(config, pool))
+    if config.pools:
+        parts.append(
+            _template("version-probe.conf").substitute(
+                command=_command(probe_command(config)), run_dir=config.run_dir
+            )
+        )
+    return "".join(parts)
+
+
+def _command(argv: list[str]) -> str:
+    return shlex.join(argv)
+
+
+def _brokers(config: HostConfig) -> list[str]:
+    if not config.broker_binds:
+        return []
+    template = _template("broker.conf")
+    programs = [broker_program(e) for e in config.broker_binds]
+    parts = [
+        template.substitute(
+            program=program,
+            command=_command(broker_command(config, endpoint)),
+            run_dir=config.run_dir,
+        )
+        for program, endpoint in zip(programs, config.broker_binds, strict=True)
+    ]
+    parts.append(f"\n[group:{BROKER_GROUP}]\nprograms={','.join(programs)}\n")
+    return parts
+
+
+def _pool(config: HostConfig, pool: WorkerPool) -> list[str]:
+    template = _template("worker.conf")
+    common = {
+        "service": pool.service,
+        "command": _command(worker_command(config, pool.service)),
+        "run_dir": config.run_dir,
+        "time_limit": f"{_fmt_seconds(config.time_limit_s)} s",
+        "stopwaitsecs": str(config.stopwaitsecs),
+    }
+    parts: list[str] = []
+    programs: list[str] = []
+    if pool.workers:
+        programs.append(pool.service)
+        parts.append(
+            template.substitute(
+                common,
+                program=pool.service,
+                comment=f"{pool.workers} {pool.service} workers, started with supervisord.",
+                numprocs=pool.workers,
+                numprocs_start=0,
+                autostart="true",
+            )
+        )
+    if pool.spare:
+        programs.append(f"{pool.service}-spare")
+        parts.append(
+            template.substitute(
+                common,
+                program=f"{pool.service}-spare",
+                comment=f"{pool.spare} spare slots that `mdpctl scale` starts and stops.",
+                numprocs=pool.spare,
+                numprocs_start=pool.workers,
+                autostart="false",
+            )
+        )
+    parts.append(f"\n[group:{pool.service}]\nprograms={','.join(programs)}\n")
+    return parts
