@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from renderer_testing import *  # noqa: F403  (the fixtures; first: see there)
 
 import renderers
 from mdp.errors import BadRequest

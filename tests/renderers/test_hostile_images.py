@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from renderer_testing import *  # noqa: F403  (the fixtures; first: see there)
 
 import renderers
 from mdp.errors import BadRequest

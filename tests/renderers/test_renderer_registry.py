@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from renderer_testing import *  # noqa: F403  (the fixtures; first: see there)
 
 import renderers
 from mdp.errors import BadRequest, ConfigError

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from PIL import Image, ImageChops, ImageCms, ImageOps, JpegImagePlugin
+from renderer_testing import *  # noqa: F403  (the fixtures; first: see there)
 
 import renderers
 from mdp.errors import BadRequest

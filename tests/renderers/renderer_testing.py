@@ -1,4 +1,10 @@
-"""Fixtures of the renderer tests: settings that are restored, images made on demand."""
+"""Fixtures of the renderer tests: settings that are restored, images made on demand.
+
+Not a conftest.py: the core's tests import helpers with ``from conftest import ...``, and a
+second conftest module here would stand in for theirs. Each test module star-imports the
+fixtures (pytest's default "prepend" import mode puts this directory on sys.path), before it
+imports ``renderers``, so that the fix below comes first.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ if getattr(sys.modules.get("renderers"), "__file__", "") is None:
 import renderers  # noqa: E402
 from renderers import samples  # noqa: E402
 
-DATA = Path(__file__).resolve().parent / "data"
+__all__ = ["big_jpeg_path", "configure", "photo_jpeg", "quadrants"]
 
 
 @pytest.fixture
