@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -242,3 +243,40 @@ class ServingMonitor:
         self._stop.set()
         self._thread.join(10.0)
         return self.minimum
+
+
+@dataclass
+class LocalCluster:
+    """A cluster started with `mdpctl up` in its own run directory and code tree."""
+
+    root: Path
+    code: Path
+    run_dir: Path
+    brokers: list[str]
+    up_args: list[str] = field(default_factory=list)
+    loads: list[Load] = field(default_factory=list)
+    monitors: list[ServingMonitor] = field(default_factory=list)
+
+    def ctl(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        return mdpctl("--run-dir", str(self.run_dir), *args, code=self.code, timeout=timeout)
+
+    def up(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        brokers = [arg for b in self.brokers for arg in ("--broker", b)]
+        return self.ctl("up", *brokers, *FAST, *self.up_args, *extra)
+
+    def load(self, service: str, in_flight: int = 8) -> Load:
+        """Start a load that the fixture stops in the end, whatever happens."""
+        load = Load(self.brokers, service, in_flight=in_flight).start()
+        self.loads.append(load)
+        return load
+
+    def monitor(self, service: str) -> ServingMonitor:
+        monitor = ServingMonitor(self.brokers, service).start()
+        self.monitors.append(monitor)
+        return monitor
+
+    def status(self) -> dict[str, Any]:
+        result = self.ctl("status", "--json")
+        assert result.returncode == 0, result.stderr
+        data: dict[str, Any] = json.loads(result.stdout)
+        return data

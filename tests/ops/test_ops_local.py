@@ -6,8 +6,8 @@ import json
 import shutil
 
 import pytest
-from conftest import LocalCluster
 from opstools import (
+    LocalCluster,
     break_code,
     change_code,
     code_version,
@@ -177,8 +177,11 @@ def test_scale_under_load(local_cluster: LocalCluster) -> None:
     down = local_cluster.ctl("scale", "echo", "1")
     assert down.returncode == 0, down.stderr
     assert "4 -> 1 workers (stopped echo-03, echo-02, echo-01)" in down.stdout
-    for endpoint in local_cluster.brokers:
-        wait_for(lambda e=endpoint: serving(e, "echo") == 1, 5, "one echo worker at " + endpoint)
+    wait_for(
+        lambda: all(serving(e, "echo") == 1 for e in local_cluster.brokers),
+        5,
+        "one echo worker left at each broker",
+    )
     load.wait_ok(50)
 
     too_many = local_cluster.ctl("scale", "echo", "5")
