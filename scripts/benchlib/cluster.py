@@ -1,0 +1,105 @@
+"""DIPS brokers and workers as real processes, and the broker's ``mmi.status``."""
+
+from __future__ import annotations
+
+import functools
+import math
+import subprocess
+import sys
+from typing import Any
+
+from benchlib.procs import REPO_ROOT, Child, Children, child_env, endpoint, free_port, wait_for
+from mdp.client import MDPClient
+
+THREADS_PER_PROCESS = 250  # workers hosted per thread-workers process (one zmq context)
+
+
+def broker_status(address: str, timeout_s: float = 2.0) -> dict[str, Any] | None:
+    """The broker's mmi.status map, or None when it does not answer in time."""
+    client = MDPClient([address], timeout=timeout_s, retries=0, connect_timeout=timeout_s,
+                       shuffle=False)
+    try:
+        return client.status()
+    except Exception:
+        return None
+    finally:
+        client.close()
+
+
+def workers_of(address: str, service: str, state: str | None = None) -> int:
+    """How many workers of ``service`` the broker lists (in ``state``); -1 if no answer."""
+    status = broker_status(address, timeout_s=5.0)
+    if status is None:
+        return -1
+    workers = status["services"].get(service, {}).get("workers", [])
+    return sum(1 for w in workers if state is None or w["state"] == state)
+
+
+def queue_depth(address: str, service: str) -> int:
+    status = broker_status(address, timeout_s=5.0)
+    if status is None:
+        return -1
+    return int(status["services"].get(service, {}).get("queue", 0))
+
+
+@functools.cache
+def broker_options() -> str:
+    """The broker's ``--help`` text, to pass options only to brokers that have them."""
+    done = subprocess.run([sys.executable, "-m", "mdp.broker", "--help"], capture_output=True,
+                          text=True, timeout=60, cwd=REPO_ROOT, env=child_env())
+    return done.stdout
+
+
+def queue_limits(total: int) -> list[str]:
+    """Broker options that let ``total`` requests queue in one service."""
+    args = ["--max-queue", str(total)]
+    if "--max-total-queue" in broker_options():
+        args += ["--max-total-queue", str(total)]
+    return args
+
+
+def start_broker(kids: Children, *extra: str, port: int | None = None) -> tuple[Child, str]:
+    """A broker on loopback, once it answers mmi.status."""
+    address = endpoint(port or free_port())
+    broker = kids.python("broker", "-m", "mdp.broker", "--bind", address,
+                         "--log-level", "WARNING", *extra)
+    wait_for(lambda: broker_status(address, 0.5) is not None, 20, f"broker {address}")
+    return broker, address
+
+
+def wait_workers(address: str, service: str, count: int, timeout_s: float,
+                 state: str | None = "idle") -> None:
+    wait_for(lambda: workers_of(address, service, state) == count, timeout_s,
+             f"{count} {state or ''} {service} workers on {address}")
+
+
+def start_workers(kids: Children, brokers: list[str], count: int,
+                  service: str = "echo") -> list[Child]:
+    """``count`` worker processes (``python -m mdp.worker``) attached to every broker."""
+    args: list[str] = []
+    for address in brokers:
+        args += ["--broker", address]
+    workers = [kids.python("worker", "-m", "mdp.worker", *args, "--service", service,
+                           "--log-level", "WARNING") for _ in range(count)]
+    for address in brokers:
+        wait_workers(address, service, count, 30)
+    return workers
+
+
+def start_thread_workers(kids: Children, brokers: list[str], count: int, service: str,
+                         *extra: str) -> list[Child]:
+    """``count`` real workers hosted as threads, at most 250 per process."""
+    args: list[str] = []
+    for address in brokers:
+        args += ["--broker", address]
+    hosts = []
+    per_host = math.ceil(count / max(1, math.ceil(count / THREADS_PER_PROCESS)))
+    left = count
+    while left > 0:
+        n = min(per_host, left)
+        hosts.append(kids.role("thread-workers", "thread-workers", *args, "--service", service,
+                               "--count", str(n), *extra))
+        left -= n
+    for host in hosts:
+        host.expect("READY", 60)
+    return hosts
