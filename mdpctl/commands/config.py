@@ -39,6 +39,7 @@ from mdpctl.services import default_services, parse_service_counts
 PASSWORD_ENV = "DIPS_SUPERVISOR_PASSWORD"
 NO_PASSWORD = "{SHA}" + "0" * 40
 PROFILES = ("local", "broker-host", "worker-host")
+DEFAULT_BIND = ("tcp://0.0.0.0:5555",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,9 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--bind",
+        action="append",
         metavar="ENDPOINT",
-        default="tcp://0.0.0.0:5555",
-        help="broker-host: where its broker listens (default tcp://0.0.0.0:5555)",
+        help="broker-host: where its broker listens (default tcp://0.0.0.0:5555; repeat "
+        "for more than one broker on the host)",
     )
     parser.add_argument("--service", action="append", metavar="NAME[=N]")
     parser.add_argument("--workers", type=int, metavar="N", help="local: workers per service")
@@ -104,7 +106,6 @@ def generated_by(args: argparse.Namespace) -> str:
     """The command that writes this file again (without -o)."""
     argv: list[str] = ["mdpctl", "config", args.profile]
     for flag, value in (
-        ("--bind", args.bind if args.profile == "broker-host" else None),
         ("--workers", args.workers),
         ("--cpus", args.cpus),
         ("--spare", args.spare),
@@ -119,6 +120,8 @@ def generated_by(args: argparse.Namespace) -> str:
     ):
         if value is not None:
             argv += [flag, str(value)]
+    for bind in args.bind or ():
+        argv += ["--bind", bind]
     for broker in args.broker or ():
         argv += ["--broker", broker]
     for service in args.service or ():
@@ -151,8 +154,16 @@ def _rpc(args: argparse.Namespace) -> render.RpcListen | None:
     return render.RpcListen(args.rpc_listen or "127.0.0.1:9001", args.rpc_user, hashed)
 
 
+_ONLY = {"bind": "broker-host", "workers": "local", "cpus": "worker-host"}
+
+
 def host_config(args: argparse.Namespace) -> render.HostConfig:
     """The HostConfig the options describe."""
+    for option, profile in _ONLY.items():
+        if getattr(args, option) is not None and args.profile != profile:
+            raise UsageError(f"--{option} applies to `mdpctl config {profile}` only")
+    if args.profile == "broker-host" and (args.service or args.broker or args.spare):
+        raise UsageError("a broker host runs no workers: drop --service, --broker, --spare")
     if args.profile == "local":
         brokers = tuple(args.broker or DEFAULT_BROKERS)
         workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
@@ -166,7 +177,10 @@ def host_config(args: argparse.Namespace) -> render.HostConfig:
         )
     if args.profile == "broker-host":
         return _config(
-            args, "DIPS broker host: one Majordomo broker", "dips-broker", broker_binds=(args.bind,)
+            args,
+            "DIPS broker host: a Majordomo broker",
+            "dips-broker",
+            broker_binds=tuple(args.bind or DEFAULT_BIND),
         )
     if not args.broker or not args.cpus:
         raise UsageError("worker-host needs --broker (every broker, repeated) and --cpus N")
