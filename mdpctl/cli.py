@@ -14,6 +14,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from mdp.errors import ConfigError, MDPError, RequestError, Timeout
 from mdpctl import commands
@@ -29,9 +30,16 @@ from mdpctl.errors import (
 log = logging.getLogger("mdpctl")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line, like every other mdpctl error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     doc = __doc__ or ""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mdpctl",
         description=doc.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -48,17 +56,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in commands.COMMANDS:
         module = commands.load(name)
-        mdoc = (module.__doc__ or name).strip()
-        summary, _, description = mdoc.partition("\n")
+        summary, usage, description = split_doc(module.__doc__ or name)
         cmd = sub.add_parser(
             name,
             help=summary,
-            description=mdoc,
+            usage=usage,
+            description=f"{summary}\n\n{description}" if description else summary,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(cmd)
         cmd.set_defaults(handler=module.run)
     return parser
+
+
+def split_doc(doc: str) -> tuple[str, str | None, str]:
+    """A command docstring's summary line, its ``usage:`` block and the rest."""
+    blocks = doc.strip().split("\n\n")
+    summary = blocks.pop(0).strip()
+    usage = None
+    if blocks and blocks[0].startswith("usage: "):
+        usage = blocks.pop(0).removeprefix("usage: ")
+    return summary, usage, "\n\n".join(blocks)
 
 
 def _configure_logging(verbosity: int) -> None:

@@ -65,7 +65,7 @@ class LocalSpec:
             generated_by="mdpctl up (run directory " + str(self.run_dir) + ")",
             python=render.escape(self.python),
             run_dir="%(here)s",
-            pythonpath=render.escape(self.pythonpath) if self.pythonpath else None,
+            pythonpath=render.escape_env(self.pythonpath) if self.pythonpath else None,
             broker_binds=self.brokers,
             brokers=self.brokers,
             pools=self.pools,

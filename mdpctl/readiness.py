@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mdpctl.cluster import Cluster
-from mdpctl.errors import ProcessFailed, WaitTimeout
+from mdpctl.errors import CtlError, ProcessFailed, WaitTimeout
 from mdpctl.fleet import Fleet, Slot, snapshot
 from mdpctl.rpc import Supervisor
 
@@ -70,9 +70,11 @@ def failure_reason(cluster: Cluster, slot: Slot) -> str:
         reason += f" ({proc.spawnerr})"
     elif proc.state in ("FATAL", "EXITED", "BACKOFF"):
         reason += f" (last exit status {proc.exitstatus})"
-    tail = Supervisor(cluster.host(slot.host).supervisor, cluster.rpc_timeout_s).log_tail(
-        slot.fullname, 1024
-    )
+    try:
+        sup = Supervisor(cluster.host(slot.host).supervisor, cluster.rpc_timeout_s)
+        tail = sup.log_tail(slot.fullname, 1024)
+    except CtlError:
+        tail = ""
     last = [line for line in tail.splitlines() if line.strip()][-3:]
     if last:
         reason += "; its log ends: " + " | ".join(line.strip() for line in last)

@@ -117,6 +117,11 @@ def escape(text: str) -> str:
     return text.replace("%", "%%")
 
 
+def escape_env(text: str) -> str:
+    """Protect a literal value in ``[supervisord] environment=``, which is expanded twice."""
+    return text.replace("%", "%%%%")
+
+
 def _template(name: str) -> string.Template:
     text = resources.files("mdpctl").joinpath("data", name).read_text(encoding="utf-8")
     return string.Template(text)

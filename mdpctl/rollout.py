@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from mdpctl import probe
 from mdpctl.cluster import Cluster
-from mdpctl.errors import CtlError, ProcessFailed, RolloutStopped, WaitTimeout
+from mdpctl.errors import CtlError, ProcessFailed, RolloutStopped, Unreachable, WaitTimeout
 from mdpctl.fleet import Fleet, HostState, Slot
 from mdpctl.readiness import SlotKey, find_slot, wait_serving, wait_stopped, wait_until
 from mdpctl.render import VERSION_PROBE_PROGRAM
@@ -101,15 +101,15 @@ def make_plan(
 
 def check_preconditions(fleet: Fleet) -> None:
     """Refuse to start a rollout that could not be checked or would start blind."""
-    for view in fleet.brokers:
-        if view.status is None:
-            raise RolloutStopped(
-                f"broker {view.endpoint} does not answer ({view.error}); a new worker could "
-                "not be seen registering with every broker, so nothing was restarted"
-            )
     for host in fleet.hosts:
         if host.error:
-            raise RolloutStopped(f"{host.error}; nothing was restarted")
+            raise Unreachable(f"{host.error}; nothing was restarted")
+    for view in fleet.brokers:
+        if view.status is None:
+            raise Unreachable(
+                f"broker {view.endpoint}: {view.error}; a new worker could not be seen "
+                "registering with every broker, so nothing was restarted"
+            )
 
 
 def batches(steps: list[Slot], size: int) -> list[list[Slot]]:

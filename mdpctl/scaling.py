@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mdpctl.cluster import Cluster
-from mdpctl.errors import CtlError, ProcessFailed, UsageError
+from mdpctl.errors import CtlError, ProcessFailed, Unreachable, UsageError
 from mdpctl.fleet import Fleet, Slot
 from mdpctl.readiness import SlotKey, wait_serving, wait_stopped
 from mdpctl.rpc import Supervisor
@@ -40,7 +40,7 @@ def plan_scale(fleet: Fleet, service: str, count: int) -> list[HostChange]:
         raise UsageError("the number of workers cannot be negative")
     for host in fleet.hosts:
         if host.error:
-            raise CtlError(f"{host.error}; nothing was changed")
+            raise Unreachable(f"{host.error}; nothing was changed")
     hosts = [h for h in fleet.hosts if h.service_slots(service)]
     if not hosts:
         known = sorted({s for h in fleet.hosts for s in h.services()})

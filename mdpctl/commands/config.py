@@ -169,7 +169,8 @@ def host_config(args: argparse.Namespace) -> render.HostConfig:
         workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
         return _config(
             args,
-            "DIPS local cluster: two brokers and the workers, on one machine",
+            f"DIPS local cluster: {len(brokers)} brokers and {workers} workers per service "
+            "(one per core), on one machine",
             "dips-local",
             broker_binds=brokers,
             brokers=brokers,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from mdpctl.context import Context
 from mdpctl.errors import EXIT_UNREACHABLE
@@ -45,4 +46,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     down = [b for b in report["brokers"] if not b["up"]] + [
         h for h in report["hosts"] if not h["up"]
     ]
+    if down and ctx.is_local and not any(h["up"] for h in report["hosts"]):
+        sys.stderr.write(
+            f"mdpctl: no cluster is running in {ctx.run_dir} (`mdpctl up` starts one)\n"
+        )
     return EXIT_UNREACHABLE if down else 0

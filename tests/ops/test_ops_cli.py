@@ -1,0 +1,99 @@
+"""The command line without a cluster: help, usage errors, and failures as one clear line."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from opstools import free_ports, processes_under
+
+from mdpctl import commands
+from mdpctl.cli import main, split_doc
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("name", commands.COMMANDS)
+def test_every_command_has_help_with_its_usage(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, name, "--help")
+    summary, usage, _ = split_doc(commands.load(name).__doc__ or "")
+    assert code == 0
+    assert usage is not None and out.startswith(f"usage: mdpctl {name}")
+    assert summary in out
+
+
+def test_top_level_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for name in commands.COMMANDS:
+        assert name in out
+    assert "exit status" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "required: COMMAND"),
+        (["scale", "echo", "x"], "'x' is not a number of workers"),
+        (["scale", "echo", "-1"], "see mdpctl scale --help"),
+        (["frobnicate"], "invalid choice"),
+        (["call", "echo", "--json", "[1, 2]"], "must be a JSON object"),
+        (["call", "echo", "--json", "{nope"], "not valid JSON"),
+        (["reload", "--batch", "0"], "--batch must be at least 1"),
+        (["--cluster", "/nonexistent/cluster.toml", "status"], "does not exist"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "--run-dir", str(tmp_path), *argv)
+    assert code == 2
+    assert err.count("\n") == 1 and message in err, err
+
+
+def test_nothing_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    started = time.monotonic()
+    code, out, err = run(capsys, "--run-dir", str(tmp_path), "status")
+    assert code == 3
+    assert "DOWN" in out and "no cluster is running" in err
+    (port,) = free_ports(1)
+    nowhere = ["call", "echo", "--broker", f"tcp://127.0.0.1:{port}"]
+    for argv in (["reload"], ["scale", "echo", "2"], nowhere):
+        code, _, err = run(capsys, "--run-dir", str(tmp_path), *argv)
+        assert code == 3, argv
+        assert err.count("\n") == 1 and ("not reachable" in err or "no broker" in err), err
+    code, out, _ = run(capsys, "--run-dir", str(tmp_path), "down")
+    assert code == 0 and "no cluster is running" in out
+    assert time.monotonic() - started < 15
+
+
+def test_up_refuses_a_taken_port_and_starts_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (free,) = free_ports(1)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"tcp://127.0.0.1:{taken.getsockname()[1]}"
+        argv = ["--run-dir", str(tmp_path), "up", "--broker", busy]
+        code, _, err = run(capsys, *argv, "--broker", f"tcp://127.0.0.1:{free}")
+    assert code == 2 and f"{busy} is already in use" in err
+    assert processes_under(tmp_path) == []
+
+
+def test_up_and_down_are_for_the_local_cluster_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster = tmp_path / "c.toml"
+    cluster.write_text('brokers = ["tcp://127.0.0.1:1"]\n[hosts.a]\nsupervisor = "http://h:1"\n')
+    for command in ("up", "down"):
+        code, _, err = run(capsys, "--cluster", str(cluster), command)
+        assert code == 2 and "local cluster only" in err

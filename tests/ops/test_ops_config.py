@@ -1,0 +1,192 @@
+"""supervisord configuration: the templates, the profiles, and the files in supervisor/."""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from pathlib import Path
+
+import pytest
+from opstools import REPO
+from supervisor.datatypes import RestartUnconditionally
+from supervisor.options import ServerOptions
+
+from mdpctl import render
+from mdpctl.cli import main
+from mdpctl.errors import UsageError
+
+SUPERVISOR_DIR = REPO / "supervisor"
+COMMITTED = sorted(SUPERVISOR_DIR.glob("*.conf"))
+
+
+def parse(text: str, where: Path) -> ServerOptions:
+    """Let supervisord itself read a configuration, as `supervisord -c` would."""
+    path = where / "supervisord.conf"
+    path.write_text(text)
+    options = ServerOptions()
+    options.configfile = str(path)
+    options.process_config(do_usage=False)
+    return options
+
+
+def groups(options: ServerOptions) -> dict[str, list[tuple[str, bool]]]:
+    return {
+        g.name: [(p.name, p.autostart) for p in g.process_configs]
+        for g in options.process_group_configs
+    }
+
+
+def host(**changes: object) -> render.HostConfig:
+    fields: dict[str, object] = {
+        "title": "test",
+        "generated_by": "test",
+        "python": "/usr/bin/python3",
+        "run_dir": "%(here)s",
+        "broker_binds": ("tcp://127.0.0.1:7001", "tcp://127.0.0.1:7002"),
+        "brokers": ("tcp://127.0.0.1:7001", "tcp://127.0.0.1:7002"),
+        "pools": (render.WorkerPool("echo", 2, 3), render.WorkerPool("ecard", 1, 0)),
+    }
+    fields.update(changes)
+    return render.HostConfig(**fields)  # type: ignore[arg-type]
+
+
+def test_slots_are_numbered_on_from_the_started_ones_to_the_spare_ones(tmp_path: Path) -> None:
+    (tmp_path / "log").mkdir()
+    found = groups(parse(render.render(host()), tmp_path))
+    assert found["echo"] == [
+        ("echo-00", True),
+        ("echo-01", True),
+        ("echo-02", False),
+        ("echo-03", False),
+        ("echo-04", False),
+    ]
+    assert found["ecard"] == [("ecard-00", True)]
+    assert found["brokers"] == [("broker-7001", True), ("broker-7002", True)]
+    assert found["mdp-version"] == [("mdp-version", False)]
+
+
+def test_workers_stop_gracefully_with_time_to_spare(tmp_path: Path) -> None:
+    (tmp_path / "log").mkdir()
+    options = parse(render.render(host(time_limit_s=12.5)), tmp_path)
+    for group in options.process_group_configs:
+        for process in group.process_configs:
+            if group.name in ("echo", "ecard"):
+                assert process.stopsignal == 15  # SIGTERM: finish the request in hand
+                assert process.stopwaitsecs >= 12.5 + 5
+                assert "--time-limit 12.5" in process.command
+                assert process.autorestart is RestartUnconditionally  # after --max-requests
+            assert process.directory == str(tmp_path)  # never the code tree (sys.path[0])
+
+
+def test_control_socket_is_for_its_owner_only(tmp_path: Path) -> None:
+    (tmp_path / "log").mkdir()
+    options = parse(render.render(host()), tmp_path)
+    (unix,) = options.configroot.supervisord.server_configs
+    assert unix["family"] == 1 and unix["chmod"] == 0o700  # AF_UNIX
+
+
+def test_http_control_needs_a_login(tmp_path: Path) -> None:
+    (tmp_path / "log").mkdir()
+    rpc = render.RpcListen("127.0.0.1:9101", "ops", "{SHA}" + "ab" * 20)
+    options = parse(render.render(host(rpc=rpc)), tmp_path)
+    inet = next(c for c in options.configroot.supervisord.server_configs if c["family"] != 1)
+    assert (inet["host"], inet["port"]) == ("127.0.0.1", 9101)
+    assert inet["username"] == "ops" and inet["password"] == "{SHA}" + "ab" * 20
+
+
+def test_paths_are_protected_from_expansion(tmp_path: Path) -> None:
+    (tmp_path / "log").mkdir()
+    path = "/srv/100%real"
+    text = render.render(host(pythonpath=render.escape_env(path), python=render.escape(path)))
+    options = parse(text, tmp_path)
+    assert options.process_group_configs[-1].process_configs[0].command.startswith(path)
+    assert options.configroot.supervisord.environment["PYTHONPATH"] == "/srv/100%real"
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"brokers": ()}, "at least one broker"),
+        ({"pools": (), "broker_binds": ()}, "at least one broker or one worker pool"),
+        ({"broker_binds": ("tcp://a:1", "tcp://b:1")}, "different ports"),
+        ({"brokers": ("tcp://127.0.0.1",)}, "not an endpoint"),
+        ({"time_limit_s": 0}, "--time-limit"),
+        ({"pools": (render.WorkerPool("echo", 1), render.WorkerPool("echo", 2))}, "twice"),
+    ],
+)
+def test_inconsistent_hosts_are_refused(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        host(**changes)
+
+
+@pytest.mark.parametrize("name", ["brokers", "mdp-version", "a:b", "", "-x"])
+def test_unusable_service_names_are_refused(name: str) -> None:
+    with pytest.raises(UsageError):
+        render.WorkerPool(name, 1)
+
+
+def test_worker_host_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIPS_SUPERVISOR_PASSWORD", "hunter2")
+    out = tmp_path / "w.conf"
+    argv = ["config", "worker-host", "--cpus", "3", "--broker", "tcp://10.0.0.1:5555"]
+    argv += ["--service", "ecard", "--service", "echo=1", "--run-dir", str(tmp_path)]
+    assert main([*argv, "-o", str(out)]) == 0
+    (tmp_path / "log").mkdir()
+    found = groups(parse(out.read_text(), tmp_path))
+    assert [n for n, started in found["ecard"] if started] == ["ecard-00", "ecard-01", "ecard-02"]
+    assert len(found["ecard"]) == 6  # --spare defaults to --cpus
+    assert [n for n, started in found["echo"] if started] == ["echo-00"]
+    assert "brokers" not in found
+    digest = hashlib.sha1(b"hunter2").hexdigest()
+    assert f"password={{SHA}}{digest}" in out.read_text()
+    assert "hunter2" not in out.read_text()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["config", "local", "--cpus", "2"],
+        ["config", "worker-host", "--workers", "2", "--cpus", "2", "--broker", "tcp://a:1"],
+        ["config", "worker-host", "--cpus", "2"],
+        ["config", "broker-host", "--service", "echo"],
+        ["config", "local", "--service", "echo=x"],
+    ],
+)
+def test_config_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("mdpctl: ")
+
+
+def test_supervisor_directory_has_the_promised_files() -> None:
+    names = {path.name for path in COMMITTED}
+    assert {"local.conf", "broker-host.conf"} <= names
+    assert any(name.startswith("worker-host") for name in names)
+    assert not (SUPERVISOR_DIR / "__init__.py").exists()  # must not shadow the package
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.name)
+def test_committed_file_is_what_its_command_writes(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DIPS_SUPERVISOR_PASSWORD", raising=False)
+    line = next(x for x in path.read_text().splitlines() if x.startswith("; Generated by: "))
+    argv = shlex.split(line.removeprefix("; Generated by: "))
+    assert argv[:2] == ["mdpctl", "config"]
+    out = tmp_path / path.name
+    assert main([*argv[1:], "-o", str(out)]) == 0
+    assert out.read_text() == path.read_text(), f"regenerate {path.name}: {shlex.join(argv)}"
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.name)
+def test_committed_file_is_valid_for_supervisord(path: Path, tmp_path: Path) -> None:
+    text = path.read_text().replace("/var/lib/dips", str(tmp_path / "run"))
+    (tmp_path / "supervisor").mkdir()
+    (tmp_path / "run" / "log").mkdir(parents=True)
+    options = parse(text, tmp_path / "supervisor")
+    names = [g.name for g in options.process_group_configs]
+    assert names, path.name
+    for group in options.process_group_configs:
+        for process in group.process_configs:
+            assert process.directory == str(tmp_path / "supervisor" / ".." / "run") or (
+                process.directory == str(tmp_path / "run")
+            )

@@ -1,0 +1,159 @@
+"""The XML-RPC plumbing against a real supervisord running dummy programs."""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opstools import free_ports, kill_all_under, processes_under, wait_for
+
+from mdpctl import local
+from mdpctl.errors import AuthError, SupervisorFault, Unreachable, UsageError
+from mdpctl.rpc import Supervisor, SupervisorEndpoint
+
+DUMMY = "import sys, time; print('dummy up', sys.argv[1], flush=True); time.sleep(3600)"
+
+
+def dummy(tag: str) -> str:
+    return shlex.join([sys.executable, "-c", DUMMY, tag])
+
+
+CONFIG = """
+[unix_http_server]
+file=%(here)s/supervisor.sock
+chmod=0700
+
+[inet_http_server]
+port=127.0.0.1:{port}
+username=ops
+password={{SHA}}{sha}
+
+[supervisord]
+logfile=%(here)s/supervisord.log
+pidfile=%(here)s/supervisord.pid
+childlogdir=%(here)s
+directory=%(here)s
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[program:long]
+command={long}
+process_name=long-%(process_num)02d
+numprocs=2
+startsecs=0
+stopwaitsecs=5
+directory=%(here)s
+redirect_stderr=true
+stdout_logfile=%(here)s/%(process_num)02d.log
+
+[program:later]
+command={later}
+autostart=false
+startsecs=0
+directory=%(here)s
+"""
+
+PASSWORD_SHA1 = "4f57181dcaade980555f2ce6755ca425f00658be"  # sha1("swordfish")
+
+
+@pytest.fixture(scope="module")
+def supervisord(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int]]:
+    run_dir = tmp_path_factory.mktemp("sv")
+    (port,) = free_ports(1)
+    conf = run_dir / "supervisord.conf"
+    conf.write_text(
+        CONFIG.format(port=port, sha=PASSWORD_SHA1, long=dummy("long"), later=dummy("later"))
+    )
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
+            cwd=run_dir,
+            check=True,
+            timeout=30,
+        )
+        Supervisor(local.endpoint_for(run_dir)).wait_running(time.monotonic() + 15)
+        yield run_dir, port
+    finally:
+        try:
+            Supervisor(local.endpoint_for(run_dir)).shutdown()
+            wait_for(lambda: not processes_under(run_dir), 20, "supervisord to exit")
+        finally:
+            kill_all_under(run_dir)
+
+
+def test_unix_socket_calls(supervisord: tuple[Path, int]) -> None:
+    run_dir, _ = supervisord
+    sup = Supervisor(local.endpoint_for(run_dir), timeout_s=5)
+    assert sup.state() == "RUNNING"
+    assert sup.pid() == int((run_dir / "supervisord.pid").read_text())
+    names = sorted(p.fullname for p in sup.processes())
+    assert names == ["later:later", "long:long-00", "long:long-01"]
+    configs = {c.fullname: c for c in sup.configs()}
+    assert configs["later:later"].autostart is False and configs["long:long-00"].stopwaitsecs == 5
+    wait_for(lambda: "dummy up long" in sup.log_tail("long:long-01"), 10, "the dummy's output")
+    sup.clear_log("long:long-01")
+    assert sup.log_tail("long:long-01") == ""
+
+
+def test_start_and_stop_are_idempotent(supervisord: tuple[Path, int]) -> None:
+    run_dir, _ = supervisord
+    sup = Supervisor(local.endpoint_for(run_dir), timeout_s=5)
+    sup.start("later:later")
+    sup.start("later:later")  # already started: not an error
+    wait_for(lambda: sup.process("later:later").state == "RUNNING", 10, "later to run")
+    pid = sup.process("later:later").pid
+    assert pid > 0
+    sup.stop("later:later")
+    wait_for(lambda: sup.process("later:later").state == "STOPPED", 10, "later to stop")
+    sup.stop("later:later")  # not running: not an error
+    with pytest.raises(SupervisorFault, match="BAD_NAME"):
+        sup.start("nosuch:nosuch")
+
+
+def test_http_with_credentials(supervisord: tuple[Path, int]) -> None:
+    _, port = supervisord
+    good = Supervisor(SupervisorEndpoint(f"http://127.0.0.1:{port}", "ops", "swordfish"))
+    assert good.state() == "RUNNING"
+    with pytest.raises(AuthError, match="refused the credentials"):
+        Supervisor(SupervisorEndpoint(f"http://127.0.0.1:{port}", "ops", "wrong")).state()
+    with pytest.raises(AuthError):
+        Supervisor(SupervisorEndpoint(f"http://127.0.0.1:{port}")).state()
+
+
+def test_unreachable_supervisord_is_one_clear_error(tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(Unreachable, match="is not reachable"):
+        Supervisor(local.endpoint_for(tmp_path)).state()
+    (port,) = free_ports(1)
+    with pytest.raises(Unreachable, match="Connection refused"):
+        Supervisor(SupervisorEndpoint(f"http://127.0.0.1:{port}"), timeout_s=2).state()
+    with socket.socket() as listener:  # accepts, never answers: the timeout applies
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(Unreachable):
+            Supervisor(SupervisorEndpoint(f"http://127.0.0.1:{port}"), timeout_s=0.5).state()
+    assert time.monotonic() - started < 5
+
+
+def test_ports_in_use_are_refused_before_starting() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        endpoint = f"tcp://127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(UsageError, match="already in use"):
+            local.check_ports_free((endpoint,))
+    (port,) = free_ports(1)
+    local.check_ports_free((f"tcp://127.0.0.1:{port}",))
+
+
+def test_code_dir_is_the_checkout() -> None:
+    found = local.code_dir()
+    assert found is None or (Path(found) / "mdp").is_dir()
