@@ -14,15 +14,24 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import zmq
 
 from mdp import protocol as p
 from mdp import sockio
+from mdp.auth import (
+    CLIENT_ROLE,
+    HANDSHAKE_FAILURES,
+    WORKER_ROLE,
+    RoleAuthenticator,
+    log_handshake_failures,
+)
 from mdp.clock import LOG_FORMAT, RateLimitedLog, poll_timeout_ms
 from mdp.dispatch import Dispatcher, Request, Service, Worker, WorkerState
 from mdp.errors import BadRequest, ConfigError, ProtocolError, RequestError, UnknownService
+from mdp.keys import fingerprint, load_secret
 from mdp.version import code_version
 
 log = logging.getLogger(__name__)
@@ -41,7 +50,13 @@ class BrokerConfig:
     max_queue: int = 10_000  # per service
     max_services: int = 1_000
     unknown_grace_s: float = 2.0
-    max_message_bytes: int = 64 * 1024 * 1024
+    max_message_bytes: int = 32 * 1024 * 1024  # larger messages: libzmq drops the peer
+    max_frames: int = 16  # per message
+    max_total_queue: int = 100_000
+    max_workers: int = 10_000
+    curve_secret: str | None = None  # the broker's own key pair (.key_secret file)
+    client_keys: str | None = None  # directory of allowed client public keys
+    worker_keys: str | None = None  # directory of allowed worker public keys
 
     def validate(self) -> None:
         if not self.bind:
@@ -54,6 +69,13 @@ class BrokerConfig:
             raise ConfigError("--max-queue and --max-services must be at least 1")
         if self.unknown_grace_s < 0:
             raise ConfigError("--unknown-grace must not be negative")
+        if min(self.max_frames, self.max_total_queue, self.max_workers) < 1:
+            raise ConfigError("--max-frames, --max-total-queue and --max-workers must be >= 1")
+        if self.max_message_bytes < 1024:
+            raise ConfigError("--max-message-bytes must be at least 1024")
+        keys = (self.curve_secret, self.client_keys, self.worker_keys)
+        if any(keys) and not all(keys):
+            raise ConfigError("CURVE needs all of --curve-secret, --client-keys and --worker-keys")
 
 
 class Broker:
@@ -68,6 +90,8 @@ class Broker:
             max_services=config.max_services,
             unknown_grace_s=config.unknown_grace_s,
             worker_expiry_s=config.heartbeat_interval_s * config.heartbeat_liveness,
+            max_total_queue=config.max_total_queue,
+            max_workers=config.max_workers,
         )
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -75,17 +99,32 @@ class Broker:
         self.socket.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes)
         self.socket.setsockopt(zmq.SNDHWM, 0)  # replies are never dropped for a slow reader
         self.socket.setsockopt(zmq.RCVHWM, 0)
+        self.auth: RoleAuthenticator | None = None
+        self.monitor: zmq.Socket | None = None
+        if config.curve_secret and config.client_keys and config.worker_keys:
+            self._setup_curve(config.curve_secret, config.client_keys, config.worker_keys)
         self.endpoints: list[str] = []
         for endpoint in config.bind:
             self.socket.bind(endpoint)
             self.endpoints.append(self.socket.getsockopt_string(zmq.LAST_ENDPOINT))
         self.started = time.monotonic()
         self._stopping = False
+        self._reload_requested = False
         self._warn = RateLimitedLog(log)
         now = time.monotonic()
         self._next_heartbeat = now + config.heartbeat_interval_s
         self._next_probe = now + config.probe_interval_s
         self._next_grace_check = now + min(0.1, config.unknown_grace_s or 0.1)
+
+    def _setup_curve(self, secret_file: str, client_keys: str, worker_keys: str) -> None:
+        own = load_secret(secret_file)
+        self.auth = RoleAuthenticator(self.context, Path(client_keys), Path(worker_keys))
+        self.auth.start()
+        self.socket.curve_server = True
+        self.socket.curve_publickey = own.public
+        self.socket.curve_secretkey = own.secret
+        self.monitor = self.socket.get_monitor_socket(HANDSHAKE_FAILURES)
+        log.info("CURVE on; broker key %s", fingerprint(own.public))
 
     # --- loop ------------------------------------------------------------------------
 
@@ -93,11 +132,17 @@ class Broker:
         """Ask the loop to end (safe from a signal handler)."""
         self._stopping = True
 
+    def reload_keys(self) -> None:
+        """Ask the loop to read the allow-lists again (safe from a signal handler)."""
+        self._reload_requested = True
+
     def run(self, wakeup_fd: int | None = None) -> None:
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         if wakeup_fd is not None:
             poller.register(wakeup_fd, zmq.POLLIN)
+        if self.monitor is not None:
+            poller.register(self.monitor, zmq.POLLIN)
         log.info("broker ready on %s", " ".join(self.endpoints))
         try:
             while not self._stopping:
@@ -108,20 +153,47 @@ class Broker:
                     os.read(wakeup_fd, 512)
                 if self.socket in events:
                     self._drain()
+                if self.monitor is not None and self.monitor in events:
+                    log_handshake_failures(self.monitor)
+                if self._reload_requested:
+                    self._reload()
                 self._run_timers(time.monotonic())
         finally:
             self._say_goodbye()
-            self.socket.close(linger=0)
+            self.close()
             log.info("broker stopped")
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.socket.disable_monitor()
+            self.monitor.close(linger=0)
+        self.socket.close(linger=0)
+        if self.auth is not None:
+            self.auth.stop()
+
+    def _reload(self) -> None:
+        self._reload_requested = False
+        if self.auth is None:
+            log.warning("reload asked for, but CURVE is off: there are no allow-lists")
+            return
+        try:
+            self.auth.reload()
+        except ConfigError as exc:
+            log.error("allow-lists not reloaded, the old ones stay: %s", exc)
 
     def _drain(self) -> None:
         sock = self.socket
+        curve = self.auth is not None
+        role = ""
         for _ in range(_BATCH):
-            frames = sockio.recv(sock)
+            if curve:
+                frames, role = sockio.recv_with_user(sock)
+            else:
+                frames = sockio.recv(sock)
             if frames is None:
                 return
             try:
-                self._handle(frames)
+                self._handle(frames, role)
             except Exception:  # the barrier: one bad message never stops the broker
                 self.dispatcher.counters.dropped += 1
                 log.exception("error handling a message from %s", frames[0].hex()[:20])
@@ -144,13 +216,21 @@ class Broker:
 
     # --- input -----------------------------------------------------------------------
 
-    def _handle(self, frames: list[bytes]) -> None:
+    def _handle(self, frames: list[bytes], role: str = "") -> None:
         identity = frames[0]
         try:
+            if len(frames) > self.config.max_frames + 1:
+                raise ProtocolError(f"{len(frames) - 1} frames; the limit is "
+                                    f"{self.config.max_frames} (--max-frames)")
             message = p.parse_broker_inbound(frames[1:])
         except ProtocolError as exc:
             self.dispatcher.counters.dropped += 1
             self._warn.warning("dropped message from %s: %s", identity.hex()[:20], exc)
+            if len(frames) > 3 and frames[2] == p.CLIENT:
+                self._answer_error(Request(identity, frames[3][:100], [], 0.0),
+                                   BadRequest(str(exc)))
+            return
+        if role and not self._role_allows(identity, message, role):
             return
         now = time.monotonic()
         if isinstance(message, p.ClientRequest):
@@ -164,6 +244,19 @@ class Broker:
         else:
             unknown = [r for r in message.rids if not self.dispatcher.holds(identity, r)]
             self._send(p.pong(identity, unknown))
+
+    def _role_allows(self, identity: bytes, message: p.BrokerInbound, role: str) -> bool:
+        """With CURVE, only client keys send requests and only worker keys serve."""
+        wants = CLIENT_ROLE if isinstance(message, p.ClientRequest | p.ClientPing) else WORKER_ROLE
+        if role == wants:
+            return True
+        self.dispatcher.counters.refused += 1
+        self._warn.warning("refused a %s message from %s: its key is a %s key",
+                           wants, identity.hex()[:20], role or "unknown")
+        if isinstance(message, p.ClientRequest):
+            self._answer_error(Request(identity, message.service, [], 0.0, message.rid),
+                               BadRequest("this key may not send requests"))
+        return False
 
     def _on_request(self, identity: bytes, msg: p.ClientRequest, now: float) -> None:
         deadline = None if msg.ttl_ms is None else now + msg.ttl_ms / 1000
@@ -209,6 +302,11 @@ class Broker:
         if not p.valid_service(msg.service) or msg.service.startswith(p.MMI_PREFIX):
             self._warn.warning("worker %s offers an invalid service %r; disconnecting",
                                identity.hex()[:20], msg.service[:110])
+            self._send(p.worker_command(identity, p.DISCONNECT))
+            return
+        if len(dispatcher.workers) >= self.config.max_workers:
+            self._warn.warning("refused worker %s: %d workers attached (--max-workers)",
+                               identity.hex()[:20], len(dispatcher.workers))
             self._send(p.worker_command(identity, p.DISCONNECT))
             return
         meta = _clean_meta(msg.meta)
@@ -377,6 +475,18 @@ def parse_args(argv: list[str] | None) -> tuple[BrokerConfig, str]:
                         metavar="SECONDS",
                         help="how long a request waits for a worker of a service nobody "
                         "offers before it is answered 'unknown service'")
+    parser.add_argument("--max-total-queue", type=int, default=defaults.max_total_queue,
+                        metavar="N", help="requests queued over all services")
+    parser.add_argument("--max-workers", type=int, default=defaults.max_workers, metavar="N")
+    parser.add_argument("--max-message-bytes", type=int, default=defaults.max_message_bytes,
+                        metavar="N", help="a peer sending a larger message is disconnected")
+    parser.add_argument("--max-frames", type=int, default=defaults.max_frames, metavar="N",
+                        help="frames per message")
+    curve = parser.add_argument_group("CURVE security (all three or none)")
+    curve.add_argument("--curve-secret", metavar="FILE",
+                       help="the broker's key pair (NAME.key_secret, mode 0600)")
+    curve.add_argument("--client-keys", metavar="DIR", help="allowed client public keys")
+    curve.add_argument("--worker-keys", metavar="DIR", help="allowed worker public keys")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     config = BrokerConfig(
@@ -386,6 +496,13 @@ def parse_args(argv: list[str] | None) -> tuple[BrokerConfig, str]:
         max_queue=args.max_queue,
         max_services=args.max_services,
         unknown_grace_s=args.unknown_grace,
+        max_total_queue=args.max_total_queue,
+        max_workers=args.max_workers,
+        max_message_bytes=args.max_message_bytes,
+        max_frames=args.max_frames,
+        curve_secret=args.curve_secret,
+        client_keys=args.client_keys,
+        worker_keys=args.worker_keys,
     )
     return config, args.log_level
 
@@ -406,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.set_wakeup_fd(write_fd)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: broker.stop())
+    signal.signal(signal.SIGHUP, lambda *_: broker.reload_keys())
     broker.run(wakeup_fd=read_fd)
     return 0
 

@@ -32,6 +32,7 @@ from mdp import protocol as p
 from mdp import sockio
 from mdp.clock import poll_timeout_ms
 from mdp.errors import BadRequest, ConfigError, ProtocolError, RequestError, Timeout, UnknownService
+from mdp.keys import CurveConfig
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,9 @@ class MDPClient:
         connect_timeout: float = 0.5,
         down_for: float = 1.0,
         shuffle: bool = True,
+        curve: CurveConfig | None = None,
+        max_request_bytes: int = 32 * 1024 * 1024,
+        max_reply_bytes: int = 64 * 1024 * 1024,
         context: zmq.Context | None = None,
     ) -> None:
         """
@@ -97,6 +101,10 @@ class MDPClient:
         :param connect_timeout: seconds to wait for a new connection to come up.
         :param down_for: seconds a failed broker is left alone before it is tried again.
         :param shuffle: start at a random broker, so that clients spread over all of them.
+        :param curve: keys for brokers that require CURVE (see :mod:`mdp.keys`).
+        :param max_request_bytes: larger requests are refused here with BadRequest (brokers
+            disconnect a peer whose message passes their ``--max-message-bytes``).
+        :param max_reply_bytes: a broker sending a larger reply is disconnected.
         """
         if not brokers:
             raise ConfigError("MDPClient needs at least one broker endpoint")
@@ -110,6 +118,9 @@ class MDPClient:
         self.broker_timeout = broker_timeout
         self.connect_timeout = connect_timeout
         self.down_for = down_for
+        self.curve = curve
+        self.max_request_bytes = max_request_bytes
+        self.max_reply_bytes = max_reply_bytes
         self.context = context or zmq.Context.instance()
         self._endpoints = [_Endpoint(i, address) for i, address in enumerate(self.brokers)]
         self._current = random.randrange(len(self._endpoints)) if shuffle else 0
@@ -141,7 +152,7 @@ class MDPClient:
         first error (in request order) is raised once every request has finished.
         """
         name = _service_name(service)
-        bodies = [[_encode(request)] for request in requests]
+        bodies = [[_encode(request, self.max_request_bytes)] for request in requests]
         calls = self._run(name, bodies, window, raw=False)
         outcomes = [call.outcome for call in calls]
         if not return_exceptions:
@@ -208,6 +219,8 @@ class MDPClient:
             call = waiting[0]
             endpoint = self._choose(call, now)
             if endpoint is None or (not endpoint.dips and endpoint.calls):
+                if endpoint is None:  # no broker reachable: the clock starts all the same
+                    self._start_clock(call, now)
                 return
             waiting.popleft()
             if self._transmit(call, endpoint, now):
@@ -230,14 +243,12 @@ class MDPClient:
 
     def _transmit(self, call: _Call, endpoint: _Endpoint, now: float) -> bool:
         if endpoint.dips:
-            remaining = self.timeout if call.sends == 0 else call.deadline - now
+            remaining = self.timeout if call.deadline == math.inf else call.deadline - now
             ttl_ms = max(1, int(remaining * 1000))
             frames = p.client_xrequest(call.service, call.rid, ttl_ms, call.body)
         else:
             frames = p.client_request(call.service, call.body)
-        if call.sends == 0:
-            call.deadline = now + self.timeout
-            heapq.heappush(self._deadlines, (call.deadline, call.rid, call))
+        self._start_clock(call, now)
         try:
             sockio.send(endpoint.socket, frames)  # type: ignore[arg-type]
         except zmq.Again:  # no connection: the broker is gone
@@ -248,6 +259,12 @@ class MDPClient:
         call.sent_at = now
         endpoint.calls[call.rid] = call
         return True
+
+    def _start_clock(self, call: _Call, now: float) -> None:
+        """A call's deadline runs from its first attempt, not from when it was queued."""
+        if call.deadline == math.inf:
+            call.deadline = now + self.timeout
+            heapq.heappush(self._deadlines, (call.deadline, call.rid, call))
 
     def _wait(self, waiting: deque[_Call], now: float) -> None:
         poller = self._get_poller()
@@ -379,11 +396,12 @@ class MDPClient:
 
     def _timeout(self, call: _Call) -> Timeout:
         service = call.service.decode("ascii", "replace")
-        return Timeout(
-            f"no reply for {service!r} within {self.timeout:g}s after {call.sends} "
-            f"send(s); brokers tried: {', '.join(self.brokers)}",
-            self.brokers,
-        )
+        brokers = ", ".join(self.brokers)
+        if call.sends == 0:
+            return Timeout(f"no broker could be reached within {self.timeout:g}s for "
+                           f"{service!r}; brokers tried: {brokers}", self.brokers)
+        return Timeout(f"no reply for {service!r} within {self.timeout:g}s after "
+                       f"{call.sends} send(s); brokers tried: {brokers}", self.brokers)
 
     # --- connections -----------------------------------------------------------------
 
@@ -392,6 +410,9 @@ class MDPClient:
         sock = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_reply_bytes)
+        if self.curve is not None:
+            self.curve.apply(sock)
         sock.connect(endpoint.address)
         timeout_ms = int(self.connect_timeout * 1000)
         if not sock.poll(timeout_ms, zmq.POLLOUT):
@@ -435,10 +456,13 @@ def _service_name(service: str) -> bytes:
     return name
 
 
-def _encode(request: dict[str, Any]) -> bytes:
+def _encode(request: dict[str, Any], max_bytes: int) -> bytes:
     if not isinstance(request, dict):
         raise BadRequest(f"a request is a map, got {type(request).__name__}")
     try:
-        return p.pack(request)
+        body = p.pack(request)
     except (TypeError, ValueError, OverflowError) as exc:
         raise BadRequest(f"request cannot be encoded as msgpack: {exc}") from exc
+    if len(body) > max_bytes:
+        raise BadRequest(f"request is {len(body)} bytes; the limit is {max_bytes}")
+    return body

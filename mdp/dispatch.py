@@ -78,6 +78,7 @@ class Counters:
     bounced: int = 0
     dropped: int = 0  # malformed or unexpected input
     undeliverable: int = 0  # replies to clients that had gone
+    refused: int = 0  # messages a CURVE key's role does not allow
 
 
 class Dispatcher:
@@ -90,8 +91,13 @@ class Dispatcher:
         max_services: int,
         unknown_grace_s: float,
         worker_expiry_s: float,
+        max_total_queue: int = 100_000,
+        max_workers: int = 10_000,
     ) -> None:
         self.max_queue = max_queue
+        self.max_total_queue = max_total_queue
+        self.max_workers = max_workers
+        self.queued = 0  # over all services (kept up to date by the queue operations)
         self.max_services = max_services
         self.unknown_grace_s = unknown_grace_s
         self.worker_expiry_s = worker_expiry_s
@@ -164,6 +170,7 @@ class Dispatcher:
         if request is not None:
             self.counters.requeued += 1
             worker.service.queue.appendleft(request)
+            self.queued += 1
 
     # --- requests --------------------------------------------------------------------
 
@@ -183,9 +190,12 @@ class Dispatcher:
             return Overloaded(
                 f"service {service.name.decode()!r} has {len(service.queue)} requests queued"
             )
+        if self.queued >= self.max_total_queue:
+            return Overloaded(f"the broker has {self.queued} requests queued")
         if request.rid is not None:
             self.held[(request.client, request.rid)] = request
         service.queue.append(request)
+        self.queued += 1
         return None
 
     def holds(self, client: bytes, rid: int) -> bool:
@@ -200,6 +210,7 @@ class Dispatcher:
         queue, idle = service.queue, service.idle
         while queue and idle:
             request = queue.popleft()
+            self.queued -= 1
             if request.expired(now):
                 self.counters.expired += 1
                 self._release(request)
@@ -223,6 +234,7 @@ class Dispatcher:
                         keep.append(request)
                 service.queue = keep
         self.counters.expired += dropped
+        self.queued -= dropped
         return dropped
 
     def unknown_requests(self, now: float) -> list[Request]:
@@ -238,6 +250,7 @@ class Dispatcher:
             queue = service.queue
             while queue and max(service.empty_since, queue[0].received_at) + grace <= now:
                 request = queue.popleft()
+                self.queued -= 1
                 self._release(request)
                 unknown.append(request)
             if not queue:

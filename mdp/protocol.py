@@ -28,6 +28,7 @@ Bodies are msgpack. A request is a map; a reply is ``{"result": value}`` or
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import msgpack
@@ -73,7 +74,15 @@ def valid_service(name: bytes) -> bool:
 
 # --- bodies -------------------------------------------------------------------------------
 
-_UNPACK_LIMITS: dict[str, int] = {}
+@dataclass(frozen=True)
+class BodyLimits:
+    """What a decoded request may hold: nesting depth and entries per array or map."""
+
+    max_depth: int = 32
+    max_items: int = 100_000
+
+
+DEFAULT_LIMITS = BodyLimits()
 
 
 def pack(obj: Any) -> bytes:
@@ -81,25 +90,45 @@ def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
-def unpack(data: bytes) -> Any:
+def unpack(data: bytes, max_items: int = -1) -> Any:
     """Decode msgpack; raise ProtocolError for anything that is not one valid object."""
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
+        return msgpack.unpackb(data, raw=False, strict_map_key=True,
+                               max_array_len=max_items, max_map_len=max_items)
     except Exception as exc:  # msgpack raises several unrelated types
-        raise ProtocolError(f"body is not valid msgpack: {exc}") from exc
+        raise ProtocolError(f"body is not valid msgpack: {type(exc).__name__}: {exc}") from exc
 
 
-def decode_request(body: list[bytes]) -> dict[str, Any]:
-    """The request map of a body; BadRequest when the body is anything else."""
+def decode_request(body: list[bytes], limits: BodyLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """The request map of a body; BadRequest naming what is wrong with anything else."""
     if len(body) != 1:
         raise BadRequest(f"a request body is one msgpack frame, got {len(body)} frames")
     try:
-        request = unpack(body[0])
+        request = unpack(body[0], limits.max_items)
     except ProtocolError as exc:
-        raise BadRequest(str(exc)) from exc
+        raise BadRequest(f"{exc} (at most {limits.max_items} entries per array or map)") from exc
     if not isinstance(request, dict):
         raise BadRequest(f"a request is a msgpack map, got {type(request).__name__}")
+    if _too_deep(request, limits.max_depth):
+        raise BadRequest(f"the request is nested deeper than {limits.max_depth} levels")
     return request
+
+
+def _too_deep(value: Any, max_depth: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            return True
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, dict | list))
+    return False
 
 
 def result_body(result: Any) -> bytes:

@@ -39,3 +39,18 @@ def recv(sock: zmq.Socket) -> list[bytes] | None:
     while _get(sock, _RCVMORE):
         frames.append(_recv(sock, 0))
     return frames
+
+
+def recv_with_user(sock: zmq.Socket) -> tuple[list[bytes] | None, str]:
+    """Like :func:`recv`, and the ZAP User-Id of the connection the message came on."""
+    if not _get(sock, _EVENTS) & _POLLIN:  # type: ignore[operator]
+        return None, ""
+    first = _recv(sock, NOBLOCK, copy=False)
+    try:
+        user = first.get("User-Id")
+    except zmq.ZMQError:
+        user = ""
+    frames = [first.bytes]
+    while _get(sock, _RCVMORE):
+        frames.append(_recv(sock, 0))
+    return frames, user if isinstance(user, str) else ""

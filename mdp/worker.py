@@ -17,6 +17,7 @@ import argparse
 import logging
 import os
 import queue
+import resource
 import signal
 import socket
 import threading
@@ -39,6 +40,7 @@ from mdp.errors import (
     WorkerError,
     WorkerTimeout,
 )
+from mdp.keys import CurveConfig
 from mdp.version import code_version
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ Handler = Callable[[dict[str, Any]], Any]
 
 EXIT_OK = 0
 EXIT_STUCK = 3  # a handler ran past the time limit; the process must be replaced
+EXIT_OUT_OF_MEMORY = 4  # a handler hit the address-space limit; start afresh
 
 
 @dataclass
@@ -62,6 +65,10 @@ class WorkerConfig:
     time_limit_s: float = 30.0
     max_requests: int = 0  # 0: no limit
     drain_linger_ms: int = 2000
+    max_memory_mb: int = 0  # address-space limit of the process; 0: none
+    limits: p.BodyLimits = p.DEFAULT_LIMITS
+    max_message_bytes: int = 32 * 1024 * 1024
+    curve: CurveConfig | None = None
 
     def validate(self) -> None:
         if not self.brokers:
@@ -72,8 +79,11 @@ class WorkerConfig:
             raise ConfigError(f"invalid service name {self.service!r}")
         if self.heartbeat_interval_s <= 0 or self.time_limit_s <= 0:
             raise ConfigError("heartbeat interval and time limit must be positive")
-        if self.heartbeat_liveness < 1 or self.max_requests < 0:
-            raise ConfigError("--heartbeat-liveness must be >= 1 and --max-requests >= 0")
+        if self.heartbeat_liveness < 1 or self.max_requests < 0 or self.max_memory_mb < 0:
+            raise ConfigError("--heartbeat-liveness must be >= 1, --max-requests and "
+                              "--max-memory-mb >= 0")
+        if self.limits.max_depth < 1 or self.limits.max_items < 1:
+            raise ConfigError("--max-depth and --max-items must be at least 1")
 
 
 class _Link:
@@ -276,12 +286,19 @@ class Worker:
     def _execute(self, job: _Job) -> bytes:
         """Run the handler on one request; every failure becomes an error reply."""
         try:
-            request = p.decode_request(job.body)
+            request = p.decode_request(job.body, self.config.limits)
             if self.handler is echo:
                 return p.raw_result_body(job.body[0])
             return p.result_body(self.handler(request))
         except RequestError as exc:
             return p.error_body(exc)
+        except MemoryError:
+            log.error("handler for %s ran out of memory (--max-memory-mb %d); recycling",
+                      self.config.service, self.config.max_memory_mb)
+            self._exit_code = EXIT_OUT_OF_MEMORY
+            self.stop()
+            return p.error_body(WorkerError("the request needed more memory than the worker "
+                                            "may use", code="out_of_memory"))
         except Exception as exc:
             log.exception("handler for %s failed", self.config.service)
             return p.error_body(WorkerError(f"{type(exc).__name__}: {exc}", code="internal"))
@@ -369,6 +386,9 @@ class Worker:
     def _connect(self, link: _Link, now: float) -> None:
         sock = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
+        if self.config.curve is not None:
+            self.config.curve.apply(sock)
         sock.connect(link.endpoint)
         link.socket = sock
         self._poller_cache = None
@@ -438,7 +458,7 @@ def resolve_handler(service: str) -> tuple[Handler, bool]:
     return renderer.render, False
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[WorkerConfig, str]:
+def parse_args(argv: Sequence[str] | None) -> tuple[WorkerConfig, argparse.Namespace, str]:
     d = WorkerConfig()
     parser = argparse.ArgumentParser(prog="mdp-worker", description=__doc__.splitlines()[0])
     parser.add_argument("--broker", action="append", required=True, metavar="ENDPOINT",
@@ -453,8 +473,22 @@ def parse_args(argv: Sequence[str] | None) -> tuple[WorkerConfig, str]:
                         "and the process recycles")
     parser.add_argument("--max-requests", type=int, default=0, metavar="N",
                         help="exit 0 after N requests (0: never), for supervisord to restart")
+    parser.add_argument("--max-memory-mb", type=int, default=0, metavar="MB",
+                        help="address-space limit of this process (0: none)")
+    parser.add_argument("--max-depth", type=int, default=d.limits.max_depth, metavar="N",
+                        help="deepest nesting of arrays and maps a request may have")
+    parser.add_argument("--max-items", type=int, default=d.limits.max_items, metavar="N",
+                        help="most entries an array or map of a request may have")
+    parser.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes,
+                        metavar="N", help="a broker sending a larger message is disconnected")
+    curve = parser.add_argument_group("CURVE security (both or none)")
+    curve.add_argument("--curve-secret", metavar="FILE",
+                       help="this worker's key pair (NAME.key_secret, mode 0600)")
+    curve.add_argument("--broker-key", metavar="FILE", help="the brokers' public key")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    if bool(args.curve_secret) != bool(args.broker_key):
+        parser.error("CURVE needs both --curve-secret and --broker-key")
     config = WorkerConfig(
         brokers=args.broker,
         service=args.service,
@@ -462,18 +496,35 @@ def parse_args(argv: Sequence[str] | None) -> tuple[WorkerConfig, str]:
         heartbeat_liveness=args.heartbeat_liveness,
         time_limit_s=args.time_limit,
         max_requests=args.max_requests,
+        max_memory_mb=args.max_memory_mb,
+        limits=p.BodyLimits(args.max_depth, args.max_items),
+        max_message_bytes=args.max_message_bytes,
     )
-    return config, args.log_level
+    return config, args, args.log_level
+
+
+def prepare(argv: Sequence[str] | None) -> WorkerConfig:
+    """Parse the command line, set up logging, load keys and apply the memory limit."""
+    config, args, level = parse_args(argv)
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+    if args.curve_secret:
+        config.curve = CurveConfig.from_files(args.curve_secret, args.broker_key)
+    if config.max_memory_mb:
+        limit = config.max_memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config, level = parse_args(argv)
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
     try:
+        config = prepare(argv)
         handler, inline = resolve_handler(config.service)
         worker = Worker(config, handler, inline=inline)
     except ConfigError as exc:
         log.error("%s", exc)
+        return 2
+    except (ValueError, OSError) as exc:
+        log.error("cannot apply --max-memory-mb: %s", exc)
         return 2
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: worker.stop())

@@ -164,3 +164,20 @@ def test_a_draining_worker_finishes_but_gets_nothing_more() -> None:
     assert d.complete(w, b"client1") is not None
     assert w.state is WorkerState.DRAINING
     assert list(d.assignments(service, 0.0)) == []
+
+
+def test_total_queue_is_bounded_and_counted() -> None:
+    d = Dispatcher(max_queue=10, max_services=10, unknown_grace_s=1.0, worker_expiry_s=3.0,
+                   max_total_queue=3)
+    w = d.add_worker(b"W", b"a", True, {}, 0.0)
+    assert d.enqueue(req(1, service=b"a"), 0.0) is None
+    assert d.enqueue(req(2, service=b"b"), 0.0) is None
+    assert d.enqueue(req(3, service=b"b", deadline=1.0), 0.0) is None
+    error = d.enqueue(req(4, service=b"a"), 0.0)
+    assert isinstance(error, Overloaded) and "3 requests queued" in str(error)
+    list(d.assignments(d.services[b"a"], 0.0))
+    assert d.queued == 2
+    d.remove_worker(w, 0.5)  # its request goes back: 3 queued
+    assert d.queued == 3
+    assert d.drop_expired(2.0) == 1 and d.queued == 2
+    assert len(d.unknown_requests(9.0)) == 2 and d.queued == 0

@@ -3,22 +3,21 @@
 The request map may hold:
   sleep: seconds to sleep before answering;
   fail: raise an exception (the worker must answer with an error and live on);
-  bad_field: raise BadRequest naming this field.
+  bad_field: raise BadRequest naming this field;
+  allocate_mb: allocate this many megabytes (to cross --max-memory-mb).
 The reply is the request plus pid, start and end (time.time()) of the handling.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
 import time
 from typing import Any
 
-from mdp.clock import LOG_FORMAT
 from mdp.errors import BadRequest
-from mdp.worker import Worker, parse_args
+from mdp.worker import Worker, prepare
 
 
 def handle(request: dict[str, Any]) -> dict[str, Any]:
@@ -27,6 +26,9 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         raise BadRequest("this field is wrong on purpose", str(request["bad_field"]))
     if request.get("fail"):
         raise RuntimeError("failing on purpose")
+    if isinstance(request.get("allocate_mb"), int):
+        ballast = bytearray(request["allocate_mb"] * 1024 * 1024)
+        del ballast
     delay = request.get("sleep", 0)
     if isinstance(delay, int | float) and delay > 0:
         time.sleep(delay)
@@ -34,8 +36,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
-    config, level = parse_args(sys.argv[1:])
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+    config = prepare(sys.argv[1:])
     worker = Worker(config, handle)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: worker.stop())

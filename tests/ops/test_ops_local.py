@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from opstools import (
+    REPO,
     LocalCluster,
     break_code,
     change_code,
     code_version,
+    copy_code,
+    free_ports,
+    kill_all_under,
+    mdpctl,
     processes_under,
     serving,
     wait_for,
 )
+
+from mdpctl.cluster import local_cluster_toml
 
 pytestmark = pytest.mark.slow
 
@@ -193,3 +203,35 @@ def test_scale_under_load(local_cluster: LocalCluster) -> None:
     status = local_cluster.status()
     running = running_workers(status, "echo")
     assert [(w["process"], w["pid"]) for w in running] == [("echo:echo-00", first_pid)]
+
+
+def test_supervisor_local_conf_runs_as_it_is(tmp_path: Path) -> None:
+    """supervisor/local.conf from a checkout: `supervisord -c supervisor/local.conf`."""
+    tree = copy_code(tmp_path / "checkout")
+    ports = free_ports(2)
+    text = (REPO / "supervisor" / "local.conf").read_text()
+    text = text.replace(":5555", f":{ports[0]}").replace(":5556", f":{ports[1]}")
+    (tree / "supervisor").mkdir()
+    (tree / "supervisor" / "local.conf").write_text(text)
+    run_dir = tree / "run"
+    (run_dir / "log").mkdir(parents=True)
+    brokers = tuple(f"tcp://127.0.0.1:{p}" for p in ports)
+    (run_dir / "cluster.toml").write_text(local_cluster_toml(run_dir, brokers))
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "supervisor.supervisord", "-c", "supervisor/local.conf"],
+            cwd=tree,
+            check=True,
+            timeout=30,
+        )
+        # `up` finds it running and only waits until every worker serves at both brokers.
+        up = mdpctl("--run-dir", str(run_dir), "up", "--timeout", "90", code=tree)
+        assert up.returncode == 0, up.stderr
+        assert "already running" in up.stdout
+        call = mdpctl("--run-dir", str(run_dir), "call", "echo", "--json", '{"a": 1}', code=tree)
+        assert call.returncode == 0 and json.loads(call.stdout) == {"a": 1}, call.stderr
+        down = mdpctl("--run-dir", str(run_dir), "down", code=tree)
+        assert down.returncode == 0, down.stderr
+        assert processes_under(tmp_path) == []
+    finally:
+        kill_all_under(tmp_path)

@@ -1,0 +1,212 @@
+"""CURVE: who may connect, in which role, and what the wire shows."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import Cluster, Proc, free_port, wait_for
+from mdp.client import MDPClient
+from mdp.errors import BadRequest, ConfigError, Timeout
+from mdp.keys import CurveConfig, load_secret, new_keypair
+
+pytestmark = pytest.mark.slow
+
+
+class Keys:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.private = root / "private"
+        self.clients = root / "clients"
+        self.workers = root / "workers"
+        for folder in (self.clients, self.workers):
+            folder.mkdir(parents=True)
+        for name in ("broker", "client", "worker", "stranger", "late"):
+            new_keypair(self.private, name)
+        shutil.copy(self.private / "client.key", self.clients)
+        shutil.copy(self.private / "worker.key", self.workers)
+
+    def secret(self, name: str) -> Path:
+        return self.private / f"{name}.key_secret"
+
+    def curve(self, name: str) -> CurveConfig:
+        return CurveConfig.from_files(self.secret(name), self.private / "broker.key")
+
+    def broker_args(self) -> list[str]:
+        return ["--curve-secret", str(self.secret("broker")), "--client-keys", str(self.clients),
+                "--worker-keys", str(self.workers)]
+
+    def worker_args(self, name: str) -> list[str]:
+        return ["--curve-secret", str(self.secret(name)),
+                "--broker-key", str(self.private / "broker.key")]
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Keys:
+    return Keys(tmp_path / "keys")
+
+
+def curve_broker(cluster: Cluster, keys: Keys, port: int | None = None) -> Proc:
+    """A CURVE broker; ready once its log says so (plaintext status probes cannot reach it)."""
+    broker = cluster.broker(port, *keys.broker_args(), wait=False)
+    wait_for(lambda: "broker ready" in broker.output() or broker.popen.poll() is not None, 10,
+             "the CURVE broker to start")
+    assert broker.popen.poll() is None, broker.output()
+    return broker
+
+
+def curve_status(endpoint: str, keys: Keys) -> dict | None:
+    with MDPClient([endpoint], timeout=1, retries=0, curve=keys.curve("client")) as c:
+        try:
+            return c.status()
+        except Exception:
+            return None
+
+
+def worker_pids(endpoint: str, keys: Keys) -> list[int]:
+    status = curve_status(endpoint, keys) or {"services": {}}
+    return [w["pid"] for s in status["services"].values() for w in s["workers"]]
+
+
+def test_allowed_keys_work_and_others_are_refused(cluster: Cluster, keys: Keys) -> None:
+    broker = curve_broker(cluster, keys)
+    worker = cluster.worker([broker], "echo", *keys.worker_args("worker"), wait=False)
+    wait_for(lambda: worker.pid in worker_pids(broker.endpoint, keys), 10, "worker over CURVE")
+
+    with MDPClient([broker.endpoint], curve=keys.curve("client")) as client:
+        assert client.send("echo", {"hello": "curve"}) == {"hello": "curve"}
+
+    # a key on no list: refused at the handshake
+    with MDPClient([broker.endpoint], curve=keys.curve("stranger"), timeout=1.5,
+                   retries=0) as client, pytest.raises(Timeout):
+        client.send("echo", {})
+    wait_for(lambda: "refused CURVE key" in broker.output(), 5, "the refusal to be logged")
+
+    # a plaintext peer against a CURVE broker
+    with MDPClient([broker.endpoint], timeout=1.5, retries=0) as client, pytest.raises(Timeout):
+        client.send("echo", {})
+    wait_for(lambda: "handshake refused" in broker.output(), 5, "the plaintext peer logged")
+
+    # a worker key used as a client
+    with MDPClient([broker.endpoint], curve=keys.curve("worker"), timeout=3) as client:
+        with pytest.raises(BadRequest, match="may not send requests"):
+            client.send("echo", {})
+
+    # a client key used as a worker: it never registers
+    impostor = cluster.worker([broker], "echo", *keys.worker_args("client"), wait=False)
+    wait_for(lambda: "refused a worker message" in broker.output(), 10, "impostor refused")
+    assert impostor.pid not in worker_pids(broker.endpoint, keys)
+    assert worker.pid in worker_pids(broker.endpoint, keys)
+    assert keys.secret("client").read_text().split("secret-key")[1][:20] not in broker.output()
+
+
+def test_allow_lists_reload_on_sighup(cluster: Cluster, keys: Keys) -> None:
+    broker = curve_broker(cluster, keys)
+    cluster.worker([broker], "echo", *keys.worker_args("worker"), wait=False)
+    wait_for(lambda: worker_pids(broker.endpoint, keys), 10, "worker over CURVE")
+    with MDPClient([broker.endpoint], curve=keys.curve("late"), timeout=1, retries=0) as c:
+        with pytest.raises(Timeout):
+            c.send("echo", {})
+    shutil.copy(keys.private / "late.key", keys.clients)
+    (keys.clients / "client.key").unlink()  # revoked
+    broker.signal(signal.SIGHUP)
+    wait_for(lambda: broker.output().count("allow-lists loaded") >= 2, 5, "the reload")
+    with MDPClient([broker.endpoint], curve=keys.curve("late")) as c:
+        assert c.send("echo", {"late": 1}) == {"late": 1}
+    with MDPClient([broker.endpoint], curve=keys.curve("client"), timeout=1, retries=0) as c:
+        with pytest.raises(Timeout):
+            c.send("echo", {})
+
+
+def test_secret_key_with_loose_permissions_is_refused(cluster: Cluster, keys: Keys) -> None:
+    os.chmod(keys.secret("broker"), 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_secret(keys.secret("broker"))
+    result = subprocess.run([sys.executable, "-m", "mdp.broker", "--bind",
+                             f"tcp://127.0.0.1:{free_port()}", *keys.broker_args()],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "accessible by others" in result.stderr
+
+
+class Tap(threading.Thread):
+    """A TCP relay that records every byte from the client to the broker."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__(daemon=True)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.target_port = target_port
+        self.captured = bytearray()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # closed at the end of the test
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            threading.Thread(target=self._pipe, args=(conn, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, conn, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, record: bool) -> None:
+        src.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                data = src.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            if record:
+                self.captured += data
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+
+@pytest.fixture
+def tap_factory() -> Iterator[list[Tap]]:
+    taps: list[Tap] = []
+    yield taps
+    for tap in taps:
+        tap.stop.set()
+        tap.listener.close()
+
+
+@pytest.mark.parametrize("curve", [True, False])
+def test_the_wire_is_unreadable_with_curve(cluster: Cluster, keys: Keys, curve: bool,
+                                           tap_factory: list[Tap]) -> None:
+    port = free_port()
+    if curve:
+        broker = curve_broker(cluster, keys, port)
+        cluster.worker([broker], "echo", *keys.worker_args("worker"), wait=False)
+        wait_for(lambda: worker_pids(broker.endpoint, keys), 10, "worker over CURVE")
+    else:
+        broker = cluster.broker(port)
+        cluster.worker([broker], "echo")
+    tap = Tap(port)
+    tap.start()
+    tap_factory.append(tap)
+    marker = b"card-serial-8472-9513-SECRET"
+    with MDPClient([f"tcp://127.0.0.1:{tap.port}"], curve=keys.curve("client") if curve else None,
+                   timeout=5) as client:
+        assert client.send("echo", {"pSN": marker}) == {"pSN": marker}
+    assert len(tap.captured) > 100
+    assert (marker in tap.captured) is (not curve)  # plaintext shows it: the check can fail
