@@ -69,8 +69,10 @@ class BrokerConfig:
             raise ConfigError("--max-queue and --max-services must be at least 1")
         if self.unknown_grace_s < 0:
             raise ConfigError("--unknown-grace must not be negative")
-        if min(self.max_frames, self.max_total_queue, self.max_workers) < 1:
-            raise ConfigError("--max-frames, --max-total-queue and --max-workers must be >= 1")
+        if min(self.max_total_queue, self.max_workers) < 1:
+            raise ConfigError("--max-total-queue and --max-workers must be at least 1")
+        if self.max_frames < 8:
+            raise ConfigError("--max-frames must be at least 8 (a DIPS request takes 6)")
         if self.max_message_bytes < 1024:
             raise ConfigError("--max-message-bytes must be at least 1024")
         keys = (self.curve_secret, self.client_keys, self.worker_keys)

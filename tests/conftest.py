@@ -102,14 +102,25 @@ class Cluster:
 
     def broker(self, port: int | None = None, *extra: str, wait: bool = True,
                fast: bool = True) -> Proc:
-        """A broker on ``port`` (a free one by default); ``fast`` shortens heartbeats."""
-        endpoint = f"tcp://127.0.0.1:{port or free_port()}"
+        """A broker on ``port`` (a free one by default); ``fast`` shortens heartbeats.
+
+        A free port can be taken by another process before the broker binds it; then the
+        broker exits at once and another port is tried.
+        """
         heartbeat = FAST_HEARTBEAT if fast else []
-        proc = self._spawn(["-m", "mdp.broker", "--bind", endpoint, *heartbeat, *extra],
-                           "broker", endpoint)
-        if wait:
-            wait_for(lambda: broker_status(endpoint) is not None, 10, f"broker {endpoint}")
-        return proc
+        for _ in range(3):
+            endpoint = f"tcp://127.0.0.1:{port or free_port()}"
+            proc = self._spawn(["-m", "mdp.broker", "--bind", endpoint, *heartbeat, *extra],
+                               "broker", endpoint)
+            if not wait:
+                return proc
+            wait_for(lambda p=proc: p.popen.poll() is not None
+                     or broker_status(p.endpoint) is not None, 10, f"broker {endpoint}")
+            if proc.popen.poll() is None:
+                return proc
+            if port is not None or "cannot bind" not in proc.output():
+                break
+        raise AssertionError(f"broker did not start:\n{proc.output()}")
 
     def worker(self, brokers: Sequence[Proc | str], service: str = "echo", *extra: str,
                test_worker: bool = False, wait: bool = True, fast: bool = True) -> Proc:
