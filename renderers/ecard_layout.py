@@ -160,10 +160,17 @@ def centred_origin(
     """Whole-pixel baseline origin that centres ``text`` (digits or capitals) in ``box``."""
     font = fonts.bundled(weight, size)
     left, top, right, bottom = box
-    _, ink_top, _, ink_bottom = font.getbbox("0123456789ABCDEFGH", anchor="ls")
+    ink_top, ink_bottom = _ink_extent(weight, size)
     x = round((left + right - font.getlength(text)) / 2)
     y = round((top + bottom - ink_top - ink_bottom) / 2)
     return (x, y)
+
+
+@functools.cache
+def _ink_extent(weight: fonts.Weight, size: int) -> tuple[float, float]:
+    """Top and bottom of digits and capitals, relative to the baseline."""
+    _, top, _, bottom = fonts.bundled(weight, size).getbbox("0123456789ABCDEFGH", anchor="ls")
+    return (top, bottom)
 
 
 def serial_pitch(scale: int) -> int:
