@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     results = Results(command=command, quick=args.quick)
     tmp = Path(tempfile.mkdtemp(prefix="dips-bench-"))
     kids = Children(tmp)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     interrupted = False

@@ -220,18 +220,35 @@ def rss_bytes(pid: int) -> int:
     raise BenchError(f"no VmRSS for pid {pid}")
 
 
+def wakeups(pid: int) -> int:
+    """Voluntary context switches of all threads of a process: how often they slept."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            with open(task / "status") as status:
+                for line in status:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except OSError:  # a thread that just ended
+            continue
+    return total
+
+
 class CpuWindow:
-    """CPU used by one process between ``__init__`` and ``stop``."""
+    """CPU used, and sleeps taken, by one process between ``__init__`` and ``stop``."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.cpu0 = cpu_seconds(pid)
+        self.wakeups0 = wakeups(pid)
         self.wall0 = time.monotonic()
         self.cpu_s = 0.0
         self.wall_s = 0.0
+        self.wakeups = 0
 
     def stop(self) -> CpuWindow:
         self.cpu_s = cpu_seconds(self.pid) - self.cpu0
+        self.wakeups = wakeups(self.pid) - self.wakeups0
         self.wall_s = time.monotonic() - self.wall0
         return self
 

@@ -149,7 +149,8 @@ def scale_tables(scale: ScaleResult) -> list[str]:
     per_request = grown / scale.flood if scale.flood else float("nan")
     idle = [
         [f"broker CPU, {scale.idle_workers:,} idle workers heartbeating "
-         f"({scale.idle_window_s:g} s window)", f"{100 * scale.idle_share:.1f}% of one core"],
+         f"({scale.idle_window_s:g} s window)", f"{100 * scale.idle_share:.1f}% of one core, "
+         f"{_num(scale.idle_wakeups_per_s)} wake-ups/s (all threads)"],
         [f"broker RSS, {scale.idle_workers:,} workers, nothing queued",
          f"{scale.rss_before / mib:.1f} MiB"],
         [f"broker RSS with {scale.flood:,} requests queued",

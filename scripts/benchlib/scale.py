@@ -63,6 +63,7 @@ class ScaleResult:
     points: list[ScalePoint] = field(default_factory=list)
     idle_workers: int = 0
     idle_share: float = float("nan")
+    idle_wakeups_per_s: float = float("nan")
     idle_window_s: float = 0.0
     flood: int = 0
     rss_before: int = 0
@@ -86,9 +87,11 @@ def run(kids: Children, plan: Plan) -> ScaleResult:
         point = ScalePoint(count, count / plan.scale_sleep_s)
         last = count == plan.scale_workers[-1]
         window = plan.idle_window_s if last else min(1.0, plan.idle_window_s)
-        point.idle_share = idle_share(broker, window)
+        idle = idle_window(broker, window)
+        point.idle_share = idle.share
         if last:
             result.idle_workers, result.idle_share = count, point.idle_share
+            result.idle_wakeups_per_s = idle.wakeups / idle.wall_s
             result.idle_window_s = window
         loaded(kids, plan, broker, address, point, plan.scale_reps, host_pids)
         note(f"  {count:>5} workers: {point.rate:,.0f}/s (ideal {point.ideal:,.0f}), broker "
@@ -105,10 +108,10 @@ def sum_workers(result: ScaleResult) -> int:
     return result.points[-1].workers if result.points else 0
 
 
-def idle_share(broker: Child, window_s: float) -> float:
+def idle_window(broker: Child, window_s: float) -> CpuWindow:
     cpu = CpuWindow(broker.pid)
     time.sleep(window_s)
-    return cpu.stop().share
+    return cpu.stop()
 
 
 def loaded(kids: Children, plan: Plan, broker: Child, address: str, point: ScalePoint,
@@ -158,7 +161,7 @@ def flooded(kids: Children, plan: Plan, broker: Child, address: str,
              f"{plan.flood} queued requests")
     result.flood = plan.flood
     result.rss_after = rss_bytes(broker.pid)
-    result.flooded_idle_share = idle_share(broker, plan.idle_window_s)
+    result.flooded_idle_share = idle_window(broker, plan.idle_window_s).share
     point = ScalePoint(plan.scale_workers[-1], plan.scale_workers[-1] / plan.scale_sleep_s,
                        idle_share=result.flooded_idle_share)
     loaded(kids, plan, broker, address, point, 1, [])
