@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from mdpctl.cluster import CLUSTER_FILE_NAME, Cluster, load_cluster, local_cluster
 from mdpctl.errors import UsageError
+from mdpctl.lock import exclusive, lock_path
 
 DEFAULT_RUN_DIR = "run"
 RUN_DIR_ENV = "DIPS_RUN_DIR"
@@ -52,6 +54,10 @@ class Context:
                 f"`mdpctl {command}` manages the local cluster only; the supervisord of a "
                 "remote host is started by that host's init system"
             )
+
+    def exclusive(self, what: str) -> AbstractContextManager[None]:
+        """The lock that keeps two fleet-changing commands apart."""
+        return exclusive(lock_path(self.run_dir, self.cluster_file), what)
 
     def say(self, text: str = "") -> None:
         self.out.write(text + "\n")

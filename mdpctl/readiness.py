@@ -117,7 +117,7 @@ def slot_gaps(
             elif version is not None and entry.version != version:
                 raise ProcessFailed(
                     f"{key} (pid {slot.process.pid}) runs code version {entry.version}, "
-                    f"not {version}: did the code on {key.host} change again?"
+                    f"not {version}: the code on {key.host} changed during the rollout"
                 )
     return "; ".join(dict.fromkeys(gaps)) if gaps else None
 

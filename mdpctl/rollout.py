@@ -68,6 +68,8 @@ class Plan:
     current: dict[SlotKey, str] = field(default_factory=dict)
     """slot -> the version it reports now ("?" when no broker knows it)."""
     up_to_date: list[Slot] = field(default_factory=list)
+    running: dict[str, int] = field(default_factory=dict)
+    """service -> worker processes up on the chosen hosts when the plan was made."""
 
 
 def make_plan(
@@ -88,6 +90,8 @@ def make_plan(
         plan.targets[host.name] = version or probe_version(cluster, host)
         failed = [s for s in candidates if s.process.state == "FATAL"]
         running = [s for s in candidates if s.process.state != "FATAL"]
+        for slot in running:
+            plan.running[slot.service] = plan.running.get(slot.service, 0) + 1
         for slot in failed + running:
             versions = {e.version for e in fleet.registrations(slot, hostnames).values() if e}
             now = versions.pop() if len(versions) == 1 else "?"
@@ -112,12 +116,24 @@ def check_preconditions(fleet: Fleet) -> None:
             )
 
 
-def batches(steps: list[Slot], size: int) -> list[list[Slot]]:
-    """Split the steps into batches of at most ``size``, never mixing hosts in one batch."""
+def batches(steps: list[Slot], size: int, running: dict[str, int]) -> list[list[Slot]]:
+    """Split the steps into batches of at most ``size`` on one host each.
+
+    A batch never holds every running worker of a service (``running``: service -> count),
+    so that each service keeps at least one worker serving while the batch restarts.
+    """
     result: list[list[Slot]] = []
     for slot in steps:
-        if result and len(result[-1]) < size and result[-1][0].host == slot.host:
-            result[-1].append(slot)
+        last = result[-1] if result else []
+        cap = max(1, running.get(slot.service, 1) - 1)
+        fits = (
+            last
+            and len(last) < size
+            and last[0].host == slot.host
+            and sum(s.service == slot.service for s in last) < cap
+        )
+        if fits:
+            last.append(slot)
         else:
             result.append([slot])
     return result
@@ -133,7 +149,7 @@ def run(
     """Carry out ``plan``; raise RolloutStopped at the first batch that fails."""
     total = len(plan.steps)
     done = 0
-    for batch in batches(plan.steps, batch_size):
+    for batch in batches(plan.steps, batch_size, plan.running):
         host = batch[0].host
         target = plan.targets[host]
         keys = [SlotKey.of(s) for s in batch]
@@ -143,8 +159,8 @@ def run(
         except (ProcessFailed, WaitTimeout) as exc:
             left = total - done - len(batch)
             raise RolloutStopped(
-                f"rollout stopped at {', '.join(map(str, keys))}: {exc}. "
-                f"{done} of {total} restarted; {left} not touched and still serving"
+                f"rollout stopped at {', '.join(map(str, keys))}: {exc} "
+                f"({done} of {total} restarted; {left} not touched and still serving)"
             ) from exc
         done += len(batch)
         for key, slot in zip(keys, batch, strict=True):

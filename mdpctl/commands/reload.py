@@ -56,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    with ctx.exclusive("reload"):
+        return _reload(args, ctx)
+
+
+def _reload(args: argparse.Namespace, ctx: Context) -> int:
     if args.batch < 1:
         raise UsageError("--batch must be at least 1")
     cluster = ctx.cluster()

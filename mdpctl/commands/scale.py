@@ -50,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    with ctx.exclusive("scale"):
+        return _scale(args, ctx)
+
+
+def _scale(args: argparse.Namespace, ctx: Context) -> int:
     cluster = ctx.cluster()
     hosts = cluster.select(args.host)
     started = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from opstools import free_ports, processes_under
 
 from mdpctl import commands
 from mdpctl.cli import main, split_doc
+from mdpctl.lock import exclusive, lock_path
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -97,3 +99,13 @@ def test_up_and_down_are_for_the_local_cluster_only(
     for command in ("up", "down"):
         code, _, err = run(capsys, "--cluster", str(cluster), command)
         assert code == 2 and "local cluster only" in err
+
+
+def test_one_fleet_change_at_a_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with exclusive(lock_path(tmp_path, None), "test"):
+        for argv in (["reload"], ["scale", "echo", "1"]):
+            code, _, err = run(capsys, "--run-dir", str(tmp_path), *argv)
+            assert code == 1
+            assert f"another mdpctl (pid {os.getpid()}) is changing this cluster" in err
+    code, _, err = run(capsys, "--run-dir", str(tmp_path), "reload")
+    assert code == 3  # the lock is free again; nothing runs here

@@ -220,8 +220,24 @@ def test_rollout_batches_never_mix_hosts() -> None:
     alpha = host_state("alpha", [("echo", f"echo-0{i}", "RUNNING", i + 1, True) for i in range(3)])
     beta = host_state("beta", [("echo", "echo-00", "RUNNING", 9, True)])
     steps = list(alpha.slots) + list(beta.slots)
-    sizes = [[(s.host, s.number) for s in b] for b in rollout.batches(steps, 2)]
+    sizes = [[(s.host, s.number) for s in b] for b in rollout.batches(steps, 2, {"echo": 4})]
     assert sizes == [[("alpha", 0), ("alpha", 1)], [("alpha", 2)], [("beta", 0)]]
+    # Never every worker of a service at once: with 2 running, batches of 1.
+    two = [[s.number for s in b] for b in rollout.batches(steps[:2], 5, {"echo": 2})]
+    assert two == [[0], [1]]
+    mixed = host_state(
+        "gamma",
+        [
+            ("echo", "echo-00", "RUNNING", 1, True),
+            ("ecard", "ecard-00", "RUNNING", 2, True),
+            ("ecard", "ecard-01", "RUNNING", 3, True),
+        ],
+    )
+    grouped = rollout.batches(list(mixed.slots), 3, {"echo": 2, "ecard": 2})
+    assert [[s.fullname for s in b] for b in grouped] == [
+        ["ecard:ecard-00"],
+        ["ecard:ecard-01", "echo:echo-00"],
+    ]
 
 
 def test_rollout_needs_every_broker() -> None:

@@ -1,0 +1,47 @@
+"""One fleet-changing command at a time: reload and scale hold an exclusive lock.
+
+Two rollouts at once would each count the other's stopped worker as missing and could
+take a service below N-1 workers.  The lock is a file: in the run directory for the
+local cluster, in the temporary directory (named after the cluster file) otherwise.  It
+guards the operators of one machine; operators on several machines must agree who acts.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mdpctl.errors import CtlError
+
+
+def lock_path(run_dir: Path, cluster_file: Path | None) -> Path:
+    if cluster_file is None and run_dir.is_dir():
+        return run_dir / "mdpctl.lock"
+    named = cluster_file.resolve() if cluster_file is not None else run_dir
+    digest = hashlib.sha1(str(named).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"mdpctl-{digest}.lock"
+
+
+@contextmanager
+def exclusive(path: Path, what: str) -> Iterator[None]:
+    """Hold the lock at ``path`` for the block; refuse at once if someone else holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise CtlError(
+                f"cannot {what}: another mdpctl (pid {holder}) is changing this cluster; "
+                f"lock file {path}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
