@@ -7,6 +7,7 @@ missing (it ends up in the timeout message); it raises to end the wait early.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -75,10 +76,27 @@ def failure_reason(cluster: Cluster, slot: Slot) -> str:
         tail = sup.log_tail(slot.fullname, 1024)
     except CtlError:
         tail = ""
-    last = [line for line in tail.splitlines() if line.strip()][-3:]
+    last = _last_distinct_lines(tail, 3)
     if last:
         reason += "; its log ends: " + " | ".join(line.strip() for line in last)
     return reason
+
+
+_LOG_STAMP = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:.,]+\s+")
+
+
+def _last_distinct_lines(text: str, count: int) -> list[str]:
+    """The last ``count`` log lines, each once (a crash loop repeats itself)."""
+    seen: set[str] = set()
+    picked: list[str] = []
+    for line in reversed(text.splitlines()):
+        body = _LOG_STAMP.sub("", line.strip())
+        if body and body not in seen:
+            seen.add(body)
+            picked.append(body)
+        if len(picked) == count:
+            break
+    return picked[::-1]
 
 
 def slot_gaps(
