@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opstools import LocalCluster, copy_code, free_ports, kill_all_under
+
+from .opstools import LocalCluster, copy_code, free_ports, kill_all_under
 
 
 @pytest.fixture

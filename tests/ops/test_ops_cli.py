@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
-from opstools import free_ports, processes_under
 
 from mdpctl import commands
 from mdpctl.cli import main, split_doc
 from mdpctl.lock import exclusive, lock_path
+
+from .opstools import free_ports, processes_under
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -7,13 +7,14 @@ import shlex
 from pathlib import Path
 
 import pytest
-from opstools import REPO
 from supervisor.datatypes import RestartUnconditionally
 from supervisor.options import ServerOptions
 
 from mdpctl import render
 from mdpctl.cli import main
 from mdpctl.errors import UsageError
+
+from .opstools import REPO
 
 SUPERVISOR_DIR = REPO / "supervisor"
 COMMITTED = sorted(SUPERVISOR_DIR.glob("*.conf"))

@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from opstools import (
+
+from mdpctl.cluster import local_cluster_toml
+
+from .opstools import (
     REPO,
     LocalCluster,
     break_code,
@@ -23,8 +26,6 @@ from opstools import (
     serving,
     wait_for,
 )
-
-from mdpctl.cluster import local_cluster_toml
 
 pytestmark = pytest.mark.slow
 

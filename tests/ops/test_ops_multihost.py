@@ -16,7 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opstools import (
+
+from mdpctl.errors import CtlError
+from mdpctl.rpc import Supervisor, SupervisorEndpoint
+
+from .opstools import (
     Load,
     change_code,
     code_version,
@@ -28,9 +32,6 @@ from opstools import (
     serving,
     wait_for,
 )
-
-from mdpctl.errors import CtlError
-from mdpctl.rpc import Supervisor, SupervisorEndpoint
 
 pytestmark = pytest.mark.slow
 

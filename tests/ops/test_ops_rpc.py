@@ -11,11 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opstools import free_ports, kill_all_under, processes_under, wait_for
 
 from mdpctl import local
 from mdpctl.errors import AuthError, SupervisorFault, Unreachable, UsageError
 from mdpctl.rpc import Supervisor, SupervisorEndpoint
+
+from .opstools import free_ports, kill_all_under, processes_under, wait_for
 
 DUMMY = "import sys, time; print('dummy up', sys.argv[1], flush=True); time.sleep(3600)"
 

@@ -1,0 +1,1 @@
+"""Operations tests: supervisord, mdpctl, and the fleet end to end."""
