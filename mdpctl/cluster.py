@@ -183,6 +183,11 @@ def _host(
     password = _password(table, top, source, where, base_dir, environ)
     if password is not None and username is None:
         raise ClusterFileError(f"{source}: {where} has a password but no username")
+    if url.startswith("http://") and password is None:
+        raise ClusterFileError(
+            f"{source}: {where} is reached over HTTP, which needs a username and a password "
+            "(password_env or password_file)"
+        )
     return Host(name, SupervisorEndpoint(url, username, password))
 
 

@@ -67,8 +67,8 @@ def test_a_good_file(tmp_path: Path) -> None:
             "brokers = ['tcp://a:1']\n[hosts.a]\nsupervisor='http://h:1'\npassword_env='NOPE'",
             "NOPE, which is not set",
         ),
-        ("brokers = ['tcp://a:1']\n[hosts.'a b']\nsupervisor='http://h:1'", "host name"),
-        ("brokers = ['tcp://a:1']\ntimeout = -1\n[hosts.a]\nsupervisor='http://h:1'", "timeout"),
+        ("brokers = ['tcp://a:1']\n[hosts.'a b']\nsupervisor='unix:///s'", "host name"),
+        ("brokers = ['tcp://a:1']\ntimeout = -1\n[hosts.a]\nsupervisor='unix:///s'", "timeout"),
         ("brokers = ['tcp://a:1'\n", "not valid TOML"),
     ],
 )
@@ -80,6 +80,12 @@ def test_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ClusterFileError, match="does not exist"):
         load_cluster(tmp_path / "nope.toml", {})
+
+
+def test_http_needs_credentials(tmp_path: Path) -> None:
+    text = "brokers = ['tcp://a:1']\n[hosts.a]\nsupervisor='http://h:1'\nusername='u'"
+    with pytest.raises(ClusterFileError, match="needs a username and a password"):
+        load_cluster(write(tmp_path, text), {})
 
 
 def test_password_without_username(tmp_path: Path) -> None:
