@@ -15,7 +15,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Cluster, broker_status, wait_for
+from clusterkit import Cluster, broker_status, wait_for
 from mdp import protocol as p
 from mdp.client import MDPClient
 from mdp.errors import BadRequest, ProtocolError

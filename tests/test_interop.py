@@ -14,7 +14,7 @@ import msgpack
 import pytest
 import zmq
 
-from conftest import Cluster, wait_for
+from clusterkit import Cluster, wait_for
 from mdp.client import MDPClient
 
 MDPC, MDPW = b"MDPC01", b"MDPW01"

@@ -6,7 +6,7 @@ import msgpack
 import pytest
 import zmq
 
-from conftest import Cluster, broker_status, wait_for
+from clusterkit import Cluster, broker_status, wait_for
 from mdp import protocol as p
 from mdp.client import MDPClient
 from mdp.errors import BadRequest, Overloaded, Timeout, WorkerError

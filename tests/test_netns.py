@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import Cluster, Proc, broker_status, free_port, wait_for
+from clusterkit import Cluster, Proc, broker_status, free_port, wait_for
 from mdp.client import MDPClient
 
 pytestmark = [

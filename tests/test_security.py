@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Cluster, Proc, free_port, wait_for
+from clusterkit import Cluster, Proc, free_port, wait_for
 from mdp.client import MDPClient
 from mdp.errors import BadRequest, ConfigError, Timeout
 from mdp.keys import CurveConfig, load_secret, new_keypair

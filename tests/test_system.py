@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import Cluster, broker_status, count_workers, free_port, wait_for
+from clusterkit import Cluster, broker_status, count_workers, free_port, wait_for
 from mdp.client import MDPClient
 from mdp.errors import BadRequest, Overloaded, Timeout, UnknownService, WorkerError, WorkerTimeout
 
