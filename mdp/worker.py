@@ -236,18 +236,23 @@ class Worker:
     def _handle(self, link: _Link, frames: list[bytes]) -> None:
         now = time.monotonic()
         link.heard_at = now
-        link.backoff.reset()
         try:
             message = p.parse_worker_inbound(frames)
         except ProtocolError as exc:
             self._warn.warning("dropped message from broker %s: %s", link.endpoint, exc)
             return
+        if isinstance(message, p.BrokerSignal) and message.command == p.DISCONNECT:
+            # after a broker restart the first retry comes quickly; a broker that keeps
+            # refusing us (full, or our service is invalid) is retried ever more slowly
+            delay = link.backoff.next()
+            log.info("broker %s said DISCONNECT; reconnecting in %.1fs", link.endpoint, delay)
+            self._close(link, linger_ms=0)
+            link.retry_at = now + delay
+            return
+        link.backoff.reset()
         if isinstance(message, p.BrokerSignal):
             if message.command == p.WELCOME:
                 link.dips = True
-            elif message.command == p.DISCONNECT:
-                log.info("broker %s said DISCONNECT; reconnecting", link.endpoint)
-                self._reconnect(link, now, at_once=True)
             return
         self._on_request(link, message, now)
 
@@ -366,7 +371,8 @@ class Worker:
             elif now >= link.heard_at + self.expiry_s:
                 log.warning("broker %s silent for %.1fs; reconnecting", link.endpoint,
                             self.expiry_s)
-                self._reconnect(link, now, at_once=False)
+                self._close(link, linger_ms=0)
+                link.retry_at = now + link.backoff.next()
             elif now >= link.sent_at + interval:
                 link.send(p.signal(p.HEARTBEAT), now)
         job = self._job
@@ -397,13 +403,6 @@ class Worker:
         link.heard_at = now
         link.send(p.ready(self.service, self.meta), now)
         log.debug("connected to %s", link.endpoint)
-
-    def _reconnect(self, link: _Link, now: float, *, at_once: bool) -> None:
-        self._close(link, linger_ms=0)
-        if at_once:
-            self._connect(link, now)
-        else:
-            link.retry_at = now + link.backoff.next()
 
     def _close(self, link: _Link, linger_ms: int) -> None:
         if link.socket is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import msgpack
 import pytest
 import zmq
@@ -105,6 +107,9 @@ def test_number_of_workers(cluster: Cluster) -> None:
     cluster.worker([broker])
     second = cluster.worker([broker], wait=False)
     wait_for(lambda: "--max-workers" in broker.output(), 10, "the refusal")
+    first_refusal = time.monotonic()
+    wait_for(lambda: broker.output().count("--max-workers") >= 4, 10, "three more tries")
+    assert time.monotonic() - first_refusal >= 0.6  # backoff 0.1 + 0.2 + 0.4 s, no flood
     status = broker_status(broker.endpoint)
     assert status is not None
     pids = [w["pid"] for s in status["services"].values() for w in s["workers"]]
