@@ -274,14 +274,13 @@ class Worker:
 
     def _start(self, job: _Job, now: float) -> None:
         job.started_at = now
+        self._job = job
         if job.deadline is not None and now >= job.deadline:
-            self._send_reply(job, p.error_body(Expired("the client's deadline passed")), now)
+            self._finish(job, p.error_body(Expired("the client's deadline passed")), now)
             return
         if self.inline:
-            self._job = job
             self._finish(job, self._execute(job), time.monotonic())
             return
-        self._job = job
         for link in self.links:
             if link is not job.link and link.dips and not link.told_busy:
                 link.send(p.signal(p.BUSY), now)
