@@ -24,7 +24,7 @@ import time
 from mdpctl import local, render
 from mdpctl.cluster import DEFAULT_BROKERS
 from mdpctl.context import Context
-from mdpctl.errors import ProcessFailed
+from mdpctl.errors import ProcessFailed, WaitTimeout
 from mdpctl.fleet import snapshot
 from mdpctl.readiness import SlotKey, wait_serving, wait_until
 from mdpctl.services import default_services, parse_service_counts
@@ -100,15 +100,14 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         local.write_files(spec)
         local.start_supervisord(ctx.run_dir)
     cluster = ctx.cluster()
-    _wait_brokers_running(ctx, args.timeout)
-    fleet = snapshot(cluster, with_brokers=False)
-    keys = [SlotKey.of(s) for s in fleet.slots() if s.autostart or s.process.is_up]
     try:
+        _wait_brokers_running(ctx, args.timeout)
+        fleet = snapshot(cluster, with_brokers=False)
+        keys = [SlotKey.of(s) for s in fleet.slots() if s.autostart or s.process.is_up]
         fleet = wait_serving(cluster, keys, args.timeout)
-    except ProcessFailed as exc:
-        raise ProcessFailed(
-            f"{exc} (the cluster is left running for inspection; `mdpctl down` stops it)"
-        ) from exc
+    except (ProcessFailed, WaitTimeout) as exc:
+        note = "the cluster is left running for inspection; `mdpctl down` stops it"
+        raise type(exc)(f"{exc} ({note})") from exc
     host = fleet.hosts[0]
     counts = ", ".join(
         f"{svc} x{sum(s.process.is_up for s in host.service_slots(svc))}" for svc in host.services()

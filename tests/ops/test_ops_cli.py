@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from mdpctl import commands
+from mdp.version import code_version
+from mdpctl import commands, probe
 from mdpctl.cli import main, split_doc
 from mdpctl.lock import exclusive, lock_path
 
@@ -110,3 +113,14 @@ def test_one_fleet_change_at_a_time(tmp_path: Path, capsys: pytest.CaptureFixtur
             assert f"another mdpctl (pid {os.getpid()}) is changing this cluster" in err
     code, _, err = run(capsys, "--run-dir", str(tmp_path), "reload")
     assert code == 3  # the lock is free again; nothing runs here
+
+
+def test_version_probe_prints_the_code_version() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mdpctl.probe"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    result = probe.parse("supervisord noise\n" + out.stdout)
+    assert result is not None and result["version"] == code_version()
+    assert probe.parse("mdp-version failed: ImportError: no\n") is None
+    assert probe.parse("mdp-version: [1]\n") is None
