@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mdp.errors import MDPError, ProtocolError, Timeout
+from mdp.keys import CurveConfig
 from mdpctl.bounded import call_bounded, check_listening
 from mdpctl.errors import Unreachable, WaitTimeout
 
@@ -130,11 +131,15 @@ def parse_status(data: Any) -> BrokerStatus:
     )
 
 
-def fetch_status(endpoint: str, timeout_s: float = 2.0) -> BrokerView:
+def fetch_status(
+    endpoint: str, timeout_s: float = 2.0, curve: CurveConfig | None = None
+) -> BrokerView:
     """Ask one broker for ``mmi.status``; a broker that fails gives a view with an error."""
     try:
         check_listening(endpoint, timeout_s)
-        data = call_bounded(lambda: _ask_status(endpoint, timeout_s), timeout_s + 1.0, "mmi.status")
+        data = call_bounded(
+            lambda: _ask_status(endpoint, timeout_s, curve), timeout_s + 1.0, "mmi.status"
+        )
         return BrokerView(endpoint, parse_status(data))
     except Unreachable as exc:
         return BrokerView(endpoint, None, f"not reachable ({exc})")
@@ -147,16 +152,18 @@ def fetch_status(endpoint: str, timeout_s: float = 2.0) -> BrokerView:
         return BrokerView(endpoint, None, f"mmi.status failed: {exc}")
 
 
-def _ask_status(endpoint: str, timeout_s: float) -> Any:
+def _ask_status(endpoint: str, timeout_s: float, curve: CurveConfig | None) -> Any:
     from mdp.client import MDPClient
 
-    with MDPClient([endpoint], timeout=timeout_s, retries=0) as client:
+    with MDPClient([endpoint], timeout=timeout_s, retries=0, curve=curve) as client:
         return client.status()
 
 
-def fetch_all(endpoints: Sequence[str], timeout_s: float = 2.0) -> list[BrokerView]:
+def fetch_all(
+    endpoints: Sequence[str], timeout_s: float = 2.0, curve: CurveConfig | None = None
+) -> list[BrokerView]:
     """Every broker's view, asked in parallel so that dead brokers cost one timeout."""
     if len(endpoints) == 1:
-        return [fetch_status(endpoints[0], timeout_s)]
+        return [fetch_status(endpoints[0], timeout_s, curve)]
     with ThreadPoolExecutor(max_workers=len(endpoints)) as pool:
-        return list(pool.map(lambda e: fetch_status(e, timeout_s), endpoints))
+        return list(pool.map(lambda e: fetch_status(e, timeout_s, curve), endpoints))

@@ -13,6 +13,10 @@ A cluster file is TOML::
     supervisor = "http://10.0.1.12:9001"
     password_file = "/etc/dips/img2.secret"
 
+    # brokers that require CURVE (docs/SECURITY.md): mdpctl's own key pair and theirs
+    curve_secret = "keys/mdpctl.key_secret"
+    broker_key = "keys/broker.key"
+
 Passwords never live in the file itself: a host names an environment variable
 (``password_env``) or a file (``password_file``) that holds it.  Without a cluster file
 mdpctl works on the local cluster that ``mdpctl up`` starts.
@@ -27,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mdp.errors import ConfigError
+from mdp.keys import CurveConfig
 from mdpctl.errors import ClusterFileError
 from mdpctl.rpc import SupervisorEndpoint
 
@@ -37,7 +43,8 @@ CLUSTER_FILE_NAME = "cluster.toml"
 
 _HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _ENDPOINT = re.compile(r"^tcp://[^:/\s]+:\d{1,5}$")
-_TOP_KEYS = {"brokers", "hosts", "username", "password_env", "password_file", "timeout"}
+_TOP_KEYS = {"brokers", "hosts", "username", "password_env", "password_file", "timeout",
+             "curve_secret", "broker_key"}
 _HOST_KEYS = {"supervisor", "username", "password_env", "password_file"}
 
 
@@ -57,6 +64,7 @@ class Cluster:
     hosts: tuple[Host, ...]
     source: str
     rpc_timeout_s: float = 10.0
+    curve: CurveConfig | None = None  # keys for brokers that require CURVE
 
     def host(self, name: str) -> Host:
         for host in self.hosts:
@@ -126,7 +134,21 @@ def parse_cluster(
     timeout = data.get("timeout", 10.0)
     if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
         raise ClusterFileError(f"{source}: timeout must be a positive number of seconds")
-    return Cluster(brokers, hosts, source, float(timeout))
+    return Cluster(brokers, hosts, source, float(timeout), _curve(data, source, base_dir))
+
+
+def _curve(data: dict[str, Any], source: str, base_dir: Path) -> CurveConfig | None:
+    """``curve_secret`` (mdpctl's own key pair) and ``broker_key``: both or neither."""
+    secret, broker = data.get("curve_secret"), data.get("broker_key")
+    if secret is None and broker is None:
+        return None
+    if not isinstance(secret, str) or not isinstance(broker, str):
+        raise ClusterFileError(f"{source}: CURVE needs both curve_secret and broker_key "
+                               "(paths to key files)")
+    try:
+        return CurveConfig.from_files(base_dir / secret, base_dir / broker)
+    except ConfigError as exc:
+        raise ClusterFileError(f"{source}: {exc}") from exc
 
 
 _PASSWORD_INLINE = (

@@ -227,5 +227,5 @@ def snapshot(
         return Fleet(tuple(read_hosts(chosen, cluster.rpc_timeout_s)), ())
     with ThreadPoolExecutor(max_workers=2) as pool:
         host_future = pool.submit(read_hosts, chosen, cluster.rpc_timeout_s)
-        broker_future = pool.submit(fetch_all, cluster.brokers, timeout_s)
+        broker_future = pool.submit(fetch_all, cluster.brokers, timeout_s, cluster.curve)
         return Fleet(tuple(host_future.result()), tuple(broker_future.result()))

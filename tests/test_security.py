@@ -210,3 +210,27 @@ def test_the_wire_is_unreadable_with_curve(cluster: Cluster, keys: Keys, curve: 
         assert client.send("echo", {"pSN": marker}) == {"pSN": marker}
     assert len(tap.captured) > 100
     assert (marker in tap.captured) is (not curve)  # plaintext shows it: the check can fail
+
+
+def test_mdpctl_makes_keys_and_calls_a_curve_broker(cluster: Cluster, keys: Keys,
+                                                     tmp_path: Path) -> None:
+    made = subprocess.run([sys.executable, "-m", "mdpctl", "keys", "new", "ops",
+                           "--dir", str(tmp_path / "ops")], capture_output=True, text=True,
+                          timeout=30)
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "ops" / "ops.key_secret").stat().st_mode & 0o077 == 0
+    shutil.copy(tmp_path / "ops" / "ops.key", keys.clients)
+    broker = curve_broker(cluster, keys)
+    cluster.worker([broker], "echo", *keys.worker_args("worker"), wait=False)
+    wait_for(lambda: worker_pids(broker.endpoint, keys), 10, "worker over CURVE")
+    cluster_file = tmp_path / "cluster.toml"
+    cluster_file.write_text(
+        f'brokers = ["{broker.endpoint}"]\n'
+        f'curve_secret = "{tmp_path / "ops" / "ops.key_secret"}"\n'
+        f'broker_key = "{keys.private / "broker.key"}"\n'
+        f'[hosts.none]\nsupervisor = "unix:///nonexistent/supervisor.sock"\n')
+    called = subprocess.run([sys.executable, "-m", "mdpctl", "--cluster", str(cluster_file),
+                             "call", "echo", "--json", '{"over": "curve"}'],
+                            capture_output=True, text=True, timeout=60)
+    assert called.returncode == 0, called.stderr
+    assert '"over": "curve"' in called.stdout

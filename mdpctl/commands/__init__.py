@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-COMMANDS = ("up", "down", "status", "call", "scale", "reload", "config")
+COMMANDS = ("up", "down", "status", "call", "scale", "reload", "config", "keys")
 
 
 def load(name: str) -> ModuleType:

@@ -99,11 +99,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     from mdp.client import MDPClient
 
     request = load_request(args.json)
-    brokers = list(args.broker or ctx.cluster().brokers)
+    cluster = ctx.cluster()
+    brokers = list(args.broker or cluster.brokers)
     _check_some_broker(brokers)
 
     def send() -> Any:
-        with MDPClient(brokers, timeout=args.timeout, retries=args.retries) as client:
+        with MDPClient(brokers, timeout=args.timeout, retries=args.retries,
+                       curve=cluster.curve) as client:
             return client.send(args.service, request)
 
     limit_s = args.timeout * (args.retries + 1) + 2.0
