@@ -29,6 +29,7 @@ def warm_up() -> None:
     photo = samples.photo_jpeg(64, 48)
     get("thumbnail").render({"image": photo, "width": 16, "format": "png"})
 
+
 __all__ = [
     "Field",
     "Renderer",
@@ -40,4 +41,5 @@ __all__ = [
     "get",
     "names",
     "register",
+    "warm_up",
 ]
