@@ -453,6 +453,7 @@ def resolve_handler(service: str) -> tuple[Handler, bool]:
     except KeyError:
         known = ", ".join(["echo", *renderers.names()])
         raise ConfigError(f"unknown service {service!r}; known: {known}") from None
+    renderers.warm_up()  # templates and codecs now, before the first request pays for them
     return renderer.render, False
 
 
