@@ -10,6 +10,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -102,6 +103,9 @@ def run_sections(plan: Plan, args: argparse.Namespace, kids: Children, results: 
         except BenchError as exc:
             results.failures.append(f"section {name} failed: {exc}")
             note(f"  FAILED: {exc}")
+        except Exception as exc:  # a bug in one section must not lose the others' figures
+            results.failures.append(f"section {name} failed: {exc!r}")
+            note(f"  FAILED:\n{traceback.format_exc()}")
         finally:
             kids.kill_all()
         note(f"  ({time.monotonic() - started:.0f} s)")

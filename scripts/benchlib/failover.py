@@ -23,7 +23,7 @@ from benchlib.roundtrip import note
 SERVICE = "sleep"
 DESCRIPTIONS = {
     "broker-kill": "broker SIGKILLed",
-    "broker-stop": "broker SIGSTOPped (hung)",
+    "broker-stop": "broker SIGSTOPped (hung)",  # inject() adds for how long
     "worker-kill": "worker SIGKILLed mid-request",
 }
 
@@ -96,7 +96,7 @@ def inject(fault: str, a: Child, workers: list[Child], brokers: list[str], plan:
         a.send_signal(signal.SIGSTOP)
         time.sleep(plan.hang_s)
         a.send_signal(signal.SIGCONT)
-        return f"(hung for {plan.hang_s:g} s)"
+        return f"for {plan.hang_s:g} s"
     pid = busy_worker(*brokers)
     victims = [w for w in workers if w.pid == pid]
     if not victims:

@@ -73,7 +73,7 @@ def _gearmand_version(gearmand: str) -> str:
     except (OSError, subprocess.SubprocessError):
         return "?"
     lines = (done.stdout or done.stderr).strip().splitlines()
-    return lines[0] if lines else "?"
+    return lines[0].split(" - ")[0].strip() if lines else "?"  # drop the bug-report URL
 
 
 def _gear_version() -> str:

@@ -58,7 +58,7 @@ class Spy:
             self.outputs.append(output)
             self._recorders.append(self.kids.spawn(f"py-spy-{role}", [
                 exe, "record", "--pid", str(target.pid), "--rate", str(RATE_HZ),
-                "--nonblocking", "--format", "raw", "--output", str(output)]))
+                "--format", "raw", "--output", str(output)]))
         time.sleep(1.0)  # let py-spy attach before the window starts
         return True
 
