@@ -2,13 +2,17 @@
 
 Modules, by role:
 
+* ``cli``: the command line; ``plan``: what a full or ``--quick`` run measures.
 * ``procs``: child processes (spawn, line protocol, kill every one at the end) and /proc.
 * ``roles``: what the children run (``python -m benchlib.roles ROLE ...``): raw pyzmq echo
   servers, load clients for every system, thread-hosted workers, a request flood.
-* ``roundtrip``: the floor, DIPS and gearmand round-trip comparisons.
-* ``gearman``: installing, starting and driving gearmand (Python ``gear`` and C clients).
+* ``cluster``: DIPS brokers and workers as processes, and ``mmi.status``.
+* ``stats``: figures, percentiles and timed windows.
+* ``roundtrip``: the floor, DIPS and gearmand round trips, interleaved.
+* ``gearman`` and ``gearman_c``: installing, starting and driving gearmand (Python ``gear``
+  and a C client and worker built with gcc).
 * ``scale``: throughput with 1 to 1,000 workers, idle cost, memory, dispatch cost.
 * ``failover``: extra latency when a broker dies or hangs and when a worker dies.
+* ``spy``: ``--profile``, py-spy on the broker, a worker and a client.
 * ``report``: the Markdown tables and ``docs/BENCHMARKS.md``.
-* ``cli``: the command line.
 """

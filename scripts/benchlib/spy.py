@@ -3,7 +3,8 @@
 Each profile is written in py-spy's collapsed-stack format (``*.txt``, one ``stack count``
 line per distinct stack; https://www.speedscope.app and flamegraph.pl read it), and beside
 it a ``*.top.txt`` summary: the functions with the most samples on top of the stack (self)
-and anywhere in it (inclusive).
+and anywhere in it (inclusive). py-spy samples in its default (blocking) mode, which pauses
+the target for each sample but never reads a torn stack.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from benchlib.procs import Child, Children
 
 RATE_HZ = 250
 TOP = 25
+WAITING = "Poller.poll ("
 
 
 def find_py_spy() -> str | None:
@@ -78,22 +80,30 @@ class Spy:
 
 
 def summarize(collapsed: Path) -> str:
-    """Self and inclusive sample shares per function of a collapsed-stack file."""
+    """Self and inclusive sample shares per function of a collapsed-stack file.
+
+    py-spy cannot tell a thread blocked in ``zmq_poll`` from a busy one, so samples inside
+    ``Poller.poll`` are counted apart as waiting and the shares are of the rest.
+    """
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
-    total = 0
+    busy = waiting = 0
     for line in collapsed.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
         frames = [_short(f) for f in stack.split(";")]
-        total += count
+        if any(f.startswith(WAITING) for f in frames):
+            waiting += count
+            continue
+        busy += count
         own[frames[-1]] += count
         for frame in set(frames):
             inclusive[frame] += count
-    lines = [f"{collapsed.name}: {total} samples at {RATE_HZ} Hz (active threads only)", "",
-             "self %   function"]
+    total = max(1, busy)
+    lines = [f"{collapsed.name}: {busy} busy samples at {RATE_HZ} Hz, {waiting} more waiting "
+             "in Poller.poll", "", "self %   function (share of the busy samples)"]
     lines += [f"{100 * n / total:6.1f}   {name}" for name, n in own.most_common(TOP)]
     lines += ["", "incl %   function"]
     lines += [f"{100 * n / total:6.1f}   {name}" for name, n in inclusive.most_common(TOP)]
