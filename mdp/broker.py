@@ -36,7 +36,8 @@ from mdp.version import code_version
 
 log = logging.getLogger(__name__)
 
-_BATCH = 256  # messages handled per poll wake-up before timers get a turn
+_BATCH = 256  # messages handled per wake-up before timers get a turn
+_MAX_BLOCK_MS = 100  # longest the loop blocks: a stop or reload flag is seen this soon
 
 
 @dataclass
@@ -138,25 +139,18 @@ class Broker:
         """Ask the loop to read the allow-lists again (safe from a signal handler)."""
         self._reload_requested = True
 
-    def run(self, wakeup_fd: int | None = None) -> None:
-        poller = zmq.Poller()
-        poller.register(self.socket, zmq.POLLIN)
-        if wakeup_fd is not None:
-            poller.register(wakeup_fd, zmq.POLLIN)
-        if self.monitor is not None:
-            poller.register(self.monitor, zmq.POLLIN)
+    def run(self) -> None:
+        """Serve until :meth:`stop`.
+
+        The loop blocks in the socket's own receive (no poller: fewer system calls per
+        message), waking at least every ``_MAX_BLOCK_MS`` so that a signal's flag is seen.
+        """
         log.info("broker ready on %s", " ".join(self.endpoints))
         try:
             while not self._stopping:
                 now = time.monotonic()
-                timeout = poll_timeout_ms(self._next_timer(), now)
-                events = dict(poller.poll(timeout))
-                if wakeup_fd is not None and wakeup_fd in events:
-                    os.read(wakeup_fd, 512)
-                if self.socket in events:
-                    self._drain()
-                if self.monitor is not None and self.monitor in events:
-                    log_handshake_failures(self.monitor)
+                timeout = min(poll_timeout_ms(self._next_timer(), now), _MAX_BLOCK_MS)
+                self._drain(timeout)
                 if self._reload_requested:
                     self._reload()
                 self._run_timers(time.monotonic())
@@ -183,15 +177,12 @@ class Broker:
         except ConfigError as exc:
             log.error("allow-lists not reloaded, the old ones stay: %s", exc)
 
-    def _drain(self) -> None:
+    def _drain(self, timeout_ms: int) -> None:
+        """Wait up to ``timeout_ms`` for a message, then handle what has arrived."""
         sock = self.socket
         curve = self.auth is not None
-        role = ""
+        frames, role = sockio.recv_wait(sock, timeout_ms, with_user=curve)
         for _ in range(_BATCH):
-            if curve:
-                frames, role = sockio.recv_with_user(sock)
-            else:
-                frames = sockio.recv(sock)
             if frames is None:
                 return
             try:
@@ -199,6 +190,10 @@ class Broker:
             except Exception:  # the barrier: one bad message never stops the broker
                 self.dispatcher.counters.dropped += 1
                 log.exception("error handling a message from %s", frames[0].hex()[:20])
+            if curve:
+                frames, role = sockio.recv_with_user(sock)
+            else:
+                frames = sockio.recv(sock)
 
     def _next_timer(self) -> float:
         return min(self._next_heartbeat, self._next_probe, self._next_grace_check)
@@ -215,6 +210,8 @@ class Broker:
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.heartbeat_interval_s
             self._heartbeat(now)
+            if self.monitor is not None:
+                log_handshake_failures(self.monitor)
 
     # --- input -----------------------------------------------------------------------
 
@@ -370,10 +367,9 @@ class Broker:
 
     def _dispatch(self, service: Service, now: float) -> None:
         for worker, request in self.dispatcher.assignments(service, now):
-            meta = None
-            if worker.dips:
-                meta = {"ttl_ms": request.ttl_ms(now)} if request.deadline is not None else {}
-            frames = p.to_worker(worker.identity, request.client, request.body, meta)
+            ttl_ms = request.ttl_ms(now) if worker.dips else None
+            frames = p.to_worker(worker.identity, request.client, request.body, worker.dips,
+                                 ttl_ms)
             if not self._send(frames):
                 log.warning("worker %s is gone; requeueing its request", worker.identity.hex()[:20])
                 self.dispatcher.remove_worker(worker, now)
@@ -397,11 +393,13 @@ class Broker:
         self._send_client(request, [p.error_body(error)])
 
     def _probe_busy_workers(self, now: float) -> None:
-        """A heartbeat to each busy worker finds one whose connection dropped at once."""
-        for worker in list(self.dispatcher.workers.values()):
-            if worker.current is not None and not self._send(
-                p.worker_command(worker.identity, p.HEARTBEAT)
-            ):
+        """A heartbeat to each long-busy worker finds one whose connection dropped at once.
+
+        A worker that answers quickly proves itself alive by its reply, so only those that
+        have held a request for a whole probe interval are probed.
+        """
+        for worker in self.dispatcher.busy_longer_than(self.config.probe_interval_s, now):
+            if not self._send(p.worker_command(worker.identity, p.HEARTBEAT)):
                 log.warning("busy worker %s is gone; requeueing its request",
                             worker.identity.hex()[:20])
                 self._forget(worker, now)
@@ -520,13 +518,10 @@ def main(argv: list[str] | None = None) -> int:
     except zmq.ZMQError as exc:
         log.error("cannot bind %s: %s", " ".join(config.bind), exc)
         return 1
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(write_fd, False)
-    signal.set_wakeup_fd(write_fd)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: broker.stop())
     signal.signal(signal.SIGHUP, lambda *_: broker.reload_keys())
-    broker.run(wakeup_fd=read_fd)
+    broker.run()
     return 0
 
 

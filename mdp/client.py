@@ -409,7 +409,8 @@ class MDPClient:
         """Connect; True once the broker is up. Learns whether it speaks DIPS."""
         sock = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # with no send limit, Again means "not connected"
+        sock.setsockopt(zmq.SNDHWM, 0)  # a deep window must not look like a dead broker
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_reply_bytes)
         if self.curve is not None:
             self.curve.apply(sock)

@@ -7,6 +7,7 @@ without ZeroMQ and without waiting.
 from __future__ import annotations
 
 import enum
+import math
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class Worker:
     expires_at: float
     state: WorkerState = WorkerState.IDLE
     current: Request | None = None
+    dispatched_at: float = 0.0  # when it was given ``current``
     served: int = 0
 
 
@@ -98,6 +100,7 @@ class Dispatcher:
         self.max_total_queue = max_total_queue
         self.max_workers = max_workers
         self.queued = 0  # over all services (kept up to date by the queue operations)
+        self._next_expiry = math.inf  # no queued request expires before this
         self.max_services = max_services
         self.unknown_grace_s = unknown_grace_s
         self.worker_expiry_s = worker_expiry_s
@@ -171,6 +174,8 @@ class Dispatcher:
             self.counters.requeued += 1
             worker.service.queue.appendleft(request)
             self.queued += 1
+            if request.deadline is not None and request.deadline < self._next_expiry:
+                self._next_expiry = request.deadline
 
     # --- requests --------------------------------------------------------------------
 
@@ -194,6 +199,8 @@ class Dispatcher:
             return Overloaded(f"the broker has {self.queued} requests queued")
         if request.rid is not None:
             self.held[(request.client, request.rid)] = request
+        if request.deadline is not None and request.deadline < self._next_expiry:
+            self._next_expiry = request.deadline
         service.queue.append(request)
         self.queued += 1
         return None
@@ -218,24 +225,39 @@ class Dispatcher:
             _, worker = idle.popitem(last=False)
             worker.state = WorkerState.BUSY
             worker.current = request
+            worker.dispatched_at = now
             yield worker, request
 
     def drop_expired(self, now: float) -> int:
-        """Drop queued requests whose deadline passed; O(queued), so call it rarely."""
+        """Drop queued requests whose deadline passed.
+
+        A scan is O(queued), so it runs only once the earliest deadline seen has come.
+        """
+        if now < self._next_expiry:
+            return 0
         dropped = 0
+        next_expiry = math.inf
         for service in self.services.values():
-            if any(r.expired(now) for r in service.queue):
-                keep: deque[Request] = deque()
-                for request in service.queue:
-                    if request.expired(now):
-                        self._release(request)
-                        dropped += 1
-                    else:
-                        keep.append(request)
+            keep: deque[Request] = deque()
+            for request in service.queue:
+                if request.expired(now):
+                    self._release(request)
+                    dropped += 1
+                else:
+                    keep.append(request)
+                    if request.deadline is not None and request.deadline < next_expiry:
+                        next_expiry = request.deadline
+            if dropped:
                 service.queue = keep
+        self._next_expiry = next_expiry
         self.counters.expired += dropped
         self.queued -= dropped
         return dropped
+
+    def busy_longer_than(self, age_s: float, now: float) -> list[Worker]:
+        """Workers that have held one of our requests for more than ``age_s``."""
+        return [w for w in self.workers.values()
+                if w.current is not None and now - w.dispatched_at > age_s]
 
     def unknown_requests(self, now: float) -> list[Request]:
         """Requests for services that have had no worker for the grace period.

@@ -278,12 +278,17 @@ def pong(identity: bytes, unknown: list[int]) -> list[bytes]:
 
 
 def to_worker(
-    identity: bytes, client: bytes, body: list[bytes], meta: dict[str, Any] | None
+    identity: bytes, client: bytes, body: list[bytes], dips: bool, ttl_ms: int | None = None
 ) -> list[bytes]:
-    """A request for a worker: standard REQUEST, or XREQUEST with metadata for DIPS ones."""
-    if meta is None:
+    """A request for a worker: REQUEST, or for DIPS workers XREQUEST with its metadata."""
+    if not dips:
         return [identity, b"", WORKER, REQUEST, client, b"", *body]
-    return [identity, b"", WORKER, XREQUEST, client, b"", pack(meta), *body]
+    meta = _EMPTY_META if ttl_ms is None else _TTL_META + pack(ttl_ms)
+    return [identity, b"", WORKER, XREQUEST, client, b"", meta, *body]
+
+
+_EMPTY_META = pack({})
+_TTL_META = b"\x81\xa6ttl_ms"  # msgpack: a map of one entry, "ttl_ms": <the packed int>
 
 
 def worker_command(identity: bytes, command: bytes) -> list[bytes]:

@@ -17,7 +17,6 @@ _get = _BackendSocket.get
 
 NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
-_RCVMORE = int(zmq.RCVMORE)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 
@@ -32,12 +31,18 @@ def send(sock: zmq.Socket, frames: list[bytes], flags: int = NOBLOCK) -> None:
 
 
 def recv(sock: zmq.Socket) -> list[bytes] | None:
-    """Receive one whole multipart message without blocking; None when there is none."""
+    """Receive one whole multipart message without blocking; None when there is none.
+
+    Frames are taken as zero-copy ``Frame`` objects and their ``more`` flag read directly:
+    cheaper than a ``getsockopt(RCVMORE)`` per frame.
+    """
     if not _get(sock, _EVENTS) & _POLLIN:  # type: ignore[operator]
         return None
-    frames = [_recv(sock, NOBLOCK)]
-    while _get(sock, _RCVMORE):
-        frames.append(_recv(sock, 0))
+    frame = _recv(sock, NOBLOCK, copy=False)
+    frames = [frame.bytes]
+    while frame.more:
+        frame = _recv(sock, 0, copy=False)
+        frames.append(frame.bytes)
     return frames
 
 
@@ -45,12 +50,40 @@ def recv_with_user(sock: zmq.Socket) -> tuple[list[bytes] | None, str]:
     """Like :func:`recv`, and the ZAP User-Id of the connection the message came on."""
     if not _get(sock, _EVENTS) & _POLLIN:  # type: ignore[operator]
         return None, ""
-    first = _recv(sock, NOBLOCK, copy=False)
+    frame = _recv(sock, NOBLOCK, copy=False)
     try:
-        user = first.get("User-Id")
+        user = frame.get("User-Id")
     except zmq.ZMQError:
         user = ""
-    frames = [first.bytes]
-    while _get(sock, _RCVMORE):
-        frames.append(_recv(sock, 0))
+    frames = [frame.bytes]
+    while frame.more:
+        frame = _recv(sock, 0, copy=False)
+        frames.append(frame.bytes)
     return frames, user if isinstance(user, str) else ""
+
+
+def recv_wait(
+    sock: zmq.Socket, timeout_ms: int, with_user: bool = False
+) -> tuple[list[bytes] | None, str]:
+    """Block up to ``timeout_ms`` for one whole message (and the ZAP User-Id if asked).
+
+    Blocking in the socket's own receive costs fewer system calls than a poll followed by
+    a receive. A signal's handler runs meanwhile; the wait then ends by its timeout.
+    """
+    sock.rcvtimeo = timeout_ms
+    try:
+        frame = _recv(sock, 0, copy=False)
+    except zmq.Again:
+        return None, ""
+    user = ""
+    if with_user:
+        try:
+            found = frame.get("User-Id")
+            user = found if isinstance(found, str) else ""
+        except zmq.ZMQError:
+            pass
+    frames = [frame.bytes]
+    while frame.more:
+        frame = _recv(sock, 0, copy=False)
+        frames.append(frame.bytes)
+    return frames, user

@@ -253,6 +253,9 @@ class Worker:
         if isinstance(message, p.BrokerSignal):
             if message.command == p.WELCOME:
                 link.dips = True
+            elif link.dips and now - link.sent_at >= self.config.heartbeat_interval_s / 2:
+                # answer the broker's heartbeat burst rather than waking it on our own timer
+                link.send(p.signal(p.HEARTBEAT), now)
             return
         self._on_request(link, message, now)
 
@@ -349,20 +352,27 @@ class Worker:
 
     # --- timers, links ---------------------------------------------------------------
 
-    def _next_timer(self, now: float) -> float:
+    def _heartbeat_due(self, link: _Link) -> float:
+        """When this link next needs a heartbeat of our own.
+
+        A DIPS broker heartbeats every worker at once and we answer it, so our own timer is
+        only the fallback when its heartbeats stop coming.
+        """
         interval = self.config.heartbeat_interval_s
-        deadline = now + interval
+        return link.sent_at + (interval * 1.5 if link.dips else interval)
+
+    def _next_timer(self, now: float) -> float:
+        deadline = now + self.config.heartbeat_interval_s
         for link in self.links:
             if link.socket is None:
                 deadline = min(deadline, link.retry_at)
             else:
-                deadline = min(deadline, link.sent_at + interval, link.heard_at + self.expiry_s)
+                deadline = min(deadline, self._heartbeat_due(link), link.heard_at + self.expiry_s)
         if self._job is not None and not self.inline:
             deadline = min(deadline, self._job.started_at + self.config.time_limit_s)
         return deadline
 
     def _run_timers(self, now: float) -> None:
-        interval = self.config.heartbeat_interval_s
         for link in self.links:
             if link.socket is None:
                 if now >= link.retry_at and not self._draining:
@@ -372,7 +382,7 @@ class Worker:
                             self.expiry_s)
                 self._close(link, linger_ms=0)
                 link.retry_at = now + link.backoff.next()
-            elif now >= link.sent_at + interval:
+            elif now >= self._heartbeat_due(link):
                 link.send(p.signal(p.HEARTBEAT), now)
         job = self._job
         if job is not None and not self.inline:

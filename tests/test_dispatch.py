@@ -181,3 +181,25 @@ def test_total_queue_is_bounded_and_counted() -> None:
     assert d.queued == 3
     assert d.drop_expired(2.0) == 1 and d.queued == 2
     assert len(d.unknown_requests(9.0)) == 2 and d.queued == 0
+
+
+def test_expiry_scan_waits_for_the_earliest_deadline() -> None:
+    d = make()
+    d.enqueue(req(1, deadline=5.0, rid=1), 0.0)
+    d.enqueue(req(2, deadline=9.0, rid=2), 0.0)
+    assert d.drop_expired(4.9) == 0
+    assert d.drop_expired(6.0) == 1
+    assert d.drop_expired(8.0) == 0
+    d.enqueue(req(3, deadline=8.5, rid=3), 8.0)  # an earlier deadline arrives later
+    assert d.drop_expired(8.6) == 1
+    assert d.drop_expired(9.0) == 1 and d.queued == 0
+
+
+def test_only_long_busy_workers_are_probed() -> None:
+    d = make()
+    a = d.add_worker(b"A", b"echo", True, {}, 0.0)
+    d.add_worker(b"B", b"echo", True, {}, 0.0)
+    d.enqueue(req(1), 0.0)
+    list(d.assignments(d.services[b"echo"], 1.0))
+    assert d.busy_longer_than(0.2, 1.1) == []
+    assert d.busy_longer_than(0.2, 1.3) == [a]

@@ -66,10 +66,13 @@ def test_malformed_worker_input_raises_protocol_error(frames: list[bytes]) -> No
 
 
 def test_worker_request_forms() -> None:
-    std = p.to_worker(b"w", b"cli", [b"body"], None)[1:]
+    std = p.to_worker(b"w", b"cli", [b"body"], False)[1:]
     assert p.parse_worker_inbound(std) == p.BrokerRequest(b"cli", [b"body"], None)
-    ext = p.to_worker(b"w", b"cli", [b"body"], {"ttl_ms": 5})[1:]
-    assert p.parse_worker_inbound(ext) == p.BrokerRequest(b"cli", [b"body"], {"ttl_ms": 5})
+    for ttl in (0, 5, 70_000, 2**40):
+        ext = p.to_worker(b"w", b"cli", [b"body"], True, ttl)[1:]
+        assert p.parse_worker_inbound(ext) == p.BrokerRequest(b"cli", [b"body"], {"ttl_ms": ttl})
+    plain = p.to_worker(b"w", b"cli", [b"body"], True)[1:]
+    assert p.parse_worker_inbound(plain) == p.BrokerRequest(b"cli", [b"body"], {})
 
 
 def test_replies_round_trip() -> None:
