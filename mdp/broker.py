@@ -182,14 +182,16 @@ class Broker:
         sock = self.socket
         curve = self.auth is not None
         frames, role = sockio.recv_wait(sock, timeout_ms, with_user=curve)
-        for _ in range(_BATCH):
-            if frames is None:
-                return
+        handled = 0
+        while frames is not None:
             try:
                 self._handle(frames, role)
             except Exception:  # the barrier: one bad message never stops the broker
                 self.dispatcher.counters.dropped += 1
                 log.exception("error handling a message from %s", frames[0].hex()[:20])
+            handled += 1
+            if handled == _BATCH:  # timers get a turn; the rest waits in the socket
+                return
             if curve:
                 frames, role = sockio.recv_with_user(sock)
             else:
