@@ -136,7 +136,12 @@ class MDPClient:
         Raises a :class:`~mdp.errors.RequestError` subclass for an error reply, and
         :class:`~mdp.errors.Timeout` when no broker answered in time.
         """
-        return self.send_many(service, [request])[0]
+        call = _Call(0, _service_name(service), [_encode(request, self.max_request_bytes)],
+                     next(self._rids))
+        self._run([call], 1, quick=True)
+        if isinstance(call.outcome, Exception):
+            raise call.outcome
+        return call.outcome
 
     def send_many(
         self,
@@ -152,8 +157,9 @@ class MDPClient:
         first error (in request order) is raised once every request has finished.
         """
         name = _service_name(service)
-        bodies = [[_encode(request, self.max_request_bytes)] for request in requests]
-        calls = self._run(name, bodies, window, raw=False)
+        calls = [_Call(i, name, [_encode(request, self.max_request_bytes)], next(self._rids))
+                 for i, request in enumerate(requests)]
+        self._run(calls, window)
         outcomes = [call.outcome for call in calls]
         if not return_exceptions:
             for outcome in outcomes:
@@ -163,7 +169,8 @@ class MDPClient:
 
     def request_raw(self, service: str, body: bytes) -> list[bytes]:
         """Send one frame as it is and return the reply's frames undecoded (e.g. MMI)."""
-        call = self._run(service.encode(), [[body]], 1, raw=True)[0]
+        call = _Call(0, service.encode(), [body], next(self._rids), raw=True)
+        self._run([call], 1)
         if isinstance(call.outcome, Exception):
             raise call.outcome
         return call.outcome
@@ -192,19 +199,19 @@ class MDPClient:
 
     # --- engine ----------------------------------------------------------------------
 
-    def _run(
-        self, service: bytes, bodies: list[list[bytes]], window: int, raw: bool
-    ) -> list[_Call]:
-        calls = [_Call(i, service, body, next(self._rids), raw) for i, body in enumerate(bodies)]
+    def _run(self, calls: list[_Call], window: int, quick: bool = False) -> None:
+        """Drive ``calls`` to their outcomes, at most ``window`` in flight at a time."""
         waiting: deque[_Call] = deque(calls)
         self._deadlines = []
         try:
+            if quick and self._quick(waiting):
+                return
             while True:
                 now = time.monotonic()
                 self._expire(waiting, now)
                 self._fill(waiting, max(1, window), now)
                 if not waiting and not any(ep.calls for ep in self._endpoints):
-                    return calls
+                    return
                 self._wait(waiting, time.monotonic())
         finally:  # normally empty; not so when an exception (e.g. KeyboardInterrupt) escaped
             for endpoint in self._endpoints:
@@ -212,6 +219,24 @@ class MDPClient:
                     endpoint.calls = {}
                     if not endpoint.dips:
                         self._close(endpoint)
+
+    def _quick(self, waiting: deque[_Call]) -> bool:
+        """The common case of one request on a live DIPS connection, without the engine.
+
+        Sends, waits up to one ping interval for the matching reply, and returns True when
+        it came. Otherwise the general loop takes over with the request in flight.
+        """
+        endpoint = self._endpoints[self._current]
+        now = time.monotonic()
+        if endpoint.socket is None or not endpoint.dips or endpoint.calls:
+            return False
+        call = waiting.popleft()
+        if not self._transmit(call, endpoint, now):
+            waiting.appendleft(call)
+            return False
+        if endpoint.socket.poll(int(self.ping_interval * 1000)):
+            self._read(endpoint, waiting)
+        return call.done
 
     def _fill(self, waiting: deque[_Call], window: int, now: float) -> None:
         inflight = sum(len(ep.calls) for ep in self._endpoints)
