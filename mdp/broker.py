@@ -278,7 +278,9 @@ class Broker:
         if error is not None:
             self._answer_error(request, error)
             return
-        self._dispatch(self.dispatcher.services[msg.service], now)
+        service = self.dispatcher.services.get(msg.service)
+        if service is not None:  # None only for a resend naming another service
+            self._dispatch(service, now)
 
     def _on_mmi(self, request: Request, now: float) -> None:
         if request.service == p.MMI_SERVICE:

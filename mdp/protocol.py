@@ -209,8 +209,6 @@ def parse_broker_inbound(frames: list[bytes]) -> BrokerInbound:
         raise ProtocolError("message does not start with an empty delimiter and a header")
     header = frames[1]
     if header == CLIENT:
-        if len(frames) < 3:
-            raise ProtocolError("client request has no service frame")
         return ClientRequest(frames[2], frames[3:])
     if header == WORKER:
         return _parse_worker_command(frames[2], frames[3:])
@@ -221,14 +219,9 @@ def parse_broker_inbound(frames: list[bytes]) -> BrokerInbound:
 
 def _parse_worker_command(command: bytes, rest: list[bytes]) -> BrokerInbound:
     if command == READY:
-        if len(rest) not in (1, 2):
-            raise ProtocolError("READY takes a service name and optional metadata")
-        meta = None
-        if len(rest) == 2:
-            meta = unpack(rest[1])
-            if not isinstance(meta, dict):
-                raise ProtocolError("READY metadata is not a map")
-        return WorkerReady(rest[0], meta)
+        if not rest:
+            raise ProtocolError("READY has no service name")
+        return WorkerReady(rest[0], _dips_metadata(rest[1:]))
     if command == REPLY:
         if len(rest) < 2 or rest[1] != b"":
             raise ProtocolError("REPLY needs a client address and an empty frame")
@@ -239,6 +232,21 @@ def _parse_worker_command(command: bytes, rest: list[bytes]) -> BrokerInbound:
     if len(rest) > arity:
         raise ProtocolError(f"worker command {command!r} has {len(rest)} extra frames")
     return WorkerSignal(command, rest[0] if rest else b"")
+
+
+def _dips_metadata(extra: list[bytes]) -> dict[str, Any] | None:
+    """A DIPS worker's READY metadata; None (a standard worker) for anything else.
+
+    Frames after the service name mean nothing in 7/MDP; another implementation may send
+    some, and its worker is served as a standard one.
+    """
+    if len(extra) != 1:
+        return None
+    try:
+        meta = unpack(extra[0])
+    except ProtocolError:
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def _parse_dips_client(command: bytes, rest: list[bytes]) -> BrokerInbound:

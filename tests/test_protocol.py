@@ -20,6 +20,12 @@ def test_dips_client_request_round_trip() -> None:
     assert p.parse_broker_inbound(frames) == p.ClientRequest(b"echo", [b"body"], 42, 1500)
 
 
+@pytest.mark.parametrize("extra", [[b"\xc1"], [msgpack.packb([1])], [b"a", b"b"]])
+def test_ready_with_other_extra_frames_is_a_standard_worker(extra: list[bytes]) -> None:
+    frames = [b"", b"MDPW01", b"\x01", b"svc", *extra]
+    assert p.parse_broker_inbound(frames) == p.WorkerReady(b"svc", None)
+
+
 def test_worker_commands() -> None:
     assert p.parse_broker_inbound(p.ready(b"echo", None)) == p.WorkerReady(b"echo", None)
     meta = {"pid": 1}
@@ -35,8 +41,6 @@ def test_worker_commands() -> None:
     [b"nonempty", b"MDPC01", b"echo"],
     [b"", b"MDPC02", b"echo"],
     [b"", b"MDPW01", b"\x01"],
-    [b"", b"MDPW01", b"\x01", b"svc", b"\xc1"],  # metadata is not msgpack
-    [b"", b"MDPW01", b"\x01", b"svc", msgpack.packb([1])],  # metadata is not a map
     [b"", b"MDPW01", b"\x03", b"client"],  # REPLY without empty frame
     [b"", b"MDPW01", b"\x04", b"extra"],
     [b"", b"MDPW01", b"\x99"],
