@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -154,3 +155,30 @@ def _has_worker(endpoint: str, pid: int) -> bool:
     if status is None:
         return False
     return any(w["pid"] == pid for s in status["services"].values() for w in s["workers"])
+
+
+class GoodClient(threading.Thread):
+    """A well-behaved client that keeps sending echo requests and checks every reply."""
+
+    def __init__(self, endpoint: str, timeout: float = 15.0) -> None:
+        super().__init__(daemon=True)
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.stop = threading.Event()
+        self.ok = 0
+        self.failures: list[object] = []
+
+    def run(self) -> None:
+        with MDPClient([self.endpoint], timeout=self.timeout) as client:
+            i = 0
+            while not self.stop.is_set():
+                i += 1
+                try:
+                    reply = client.send("echo", {"i": i})
+                except Exception as exc:  # recorded; the test fails on it
+                    self.failures.append(exc)
+                    continue
+                if reply == {"i": i}:
+                    self.ok += 1
+                else:
+                    self.failures.append(reply)

@@ -6,7 +6,6 @@ serving a well-behaved client with correct replies, with bounded memory.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import msgpack
@@ -15,9 +14,8 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clusterkit import Cluster, broker_status, wait_for
+from clusterkit import Cluster, GoodClient, broker_status, wait_for
 from mdp import protocol as p
-from mdp.client import MDPClient
 from mdp.errors import BadRequest, ProtocolError
 
 HEADERS = [b"", p.CLIENT, p.WORKER, p.DIPS_CLIENT, b"MDPC02"]
@@ -97,30 +95,6 @@ def test_request_decoding_raises_only_bad_request(frames: list[bytes]) -> None:
     except BadRequest:
         return
     assert isinstance(request, dict)
-
-
-class GoodClient(threading.Thread):
-    def __init__(self, endpoint: str) -> None:
-        super().__init__(daemon=True)
-        self.endpoint = endpoint
-        self.stop = threading.Event()
-        self.ok = 0
-        self.failures: list[object] = []
-
-    def run(self) -> None:
-        with MDPClient([self.endpoint], timeout=15) as client:
-            i = 0
-            while not self.stop.is_set():
-                i += 1
-                try:
-                    reply = client.send("echo", {"i": i})
-                except Exception as exc:
-                    self.failures.append(exc)
-                    continue
-                if reply == {"i": i}:
-                    self.ok += 1
-                else:
-                    self.failures.append(reply)
 
 
 def rss_kb(pid: int) -> int:

@@ -4,43 +4,17 @@ client keeps being served correctly."""
 from __future__ import annotations
 
 import random
-import threading
 
 import msgpack
 import pytest
 import zmq
 
-from clusterkit import Cluster, broker_status, wait_for
+from clusterkit import Cluster, GoodClient, broker_status, wait_for
 from mdp import protocol as p
-from mdp.client import MDPClient
 
 pytestmark = pytest.mark.slow
 
 W = b"MDPW01"
-
-
-class GoodClient(threading.Thread):
-    def __init__(self, endpoint: str) -> None:
-        super().__init__(daemon=True)
-        self.endpoint = endpoint
-        self.stop = threading.Event()
-        self.ok = 0
-        self.failures: list[object] = []
-
-    def run(self) -> None:
-        with MDPClient([self.endpoint], timeout=10) as client:
-            i = 0
-            while not self.stop.is_set():
-                i += 1
-                try:
-                    reply = client.send("echo", {"i": i})
-                except Exception as exc:
-                    self.failures.append(exc)
-                    continue
-                if reply == {"i": i}:
-                    self.ok += 1
-                else:
-                    self.failures.append(reply)
 
 
 def rogue(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
