@@ -151,6 +151,12 @@ def test_broker_hung_for_five_seconds(cluster: Cluster) -> None:
         a.signal(signal.SIGSTOP)
         time.sleep(5.0)  # the fault itself: a broker hung for 5 s
         a.signal(signal.SIGCONT)
+        # the workers gave the hung broker up (3 s of silence), reconnected with backoff,
+        # and are registered again once it answers
+        wait_for(lambda: sorted(w["pid"] for w in (broker_status(a.endpoint) or {})
+                                .get("services", {}).get("echo", {}).get("workers", []))
+                 == sorted(w.pid for w in workers), 30, "every worker back at the resumed broker")
+        assert "silent for 3.0s; reconnecting" in workers[0].output()
 
     extra = run_with_fault(cluster, fault, "broker SIGSTOP 5 s")
     assert extra < 3.0  # clients must not hang with the broker

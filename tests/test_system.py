@@ -137,9 +137,9 @@ def test_expired_request_is_dropped_unworked(cluster: Cluster) -> None:
 
 
 def test_sigterm_drains_the_request_in_hand(cluster: Cluster) -> None:
-    broker = cluster.broker()
-    worker = cluster.worker([broker], "tester", test_worker=True)
-    with MDPClient([broker.endpoint], timeout=10) as client:
+    broker, other = cluster.broker(), cluster.broker()
+    worker = cluster.worker([broker, other], "tester", test_worker=True)
+    with MDPClient([broker.endpoint], timeout=10, shuffle=False) as client:
         results: list[object] = []
         thread = threading.Thread(
             target=lambda: results.append(client.send("tester", {"sleep": 1.0})))
@@ -152,6 +152,8 @@ def test_sigterm_drains_the_request_in_hand(cluster: Cluster) -> None:
         assert worker.wait(10) == 0
     assert results and isinstance(results[0], dict) and results[0]["sleep"] == 1.0
     assert "draining" in worker.output()
+    for b in (broker, other):  # both were told it left; neither waited for it to go silent
+        assert "left" in b.output() and "silent" not in b.output()
 
 
 def test_a_long_request_is_not_resent_because_it_is_long(cluster: Cluster) -> None:
