@@ -177,3 +177,15 @@ def test_a_dead_broker_costs_at_most_the_connect_timeout(cluster: Cluster) -> No
         elapsed = time.monotonic() - started
     print(f"\nfirst request with the first broker down: {elapsed * 1000:.0f} ms")
     assert elapsed < 3.0
+
+
+def test_a_late_reply_is_never_taken_for_the_next_request(cluster: Cluster) -> None:
+    broker = cluster.broker()
+    cluster.worker([broker], "tester", test_worker=True)
+    with MDPClient([broker.endpoint], timeout=0.5, retries=0) as client:
+        with pytest.raises(Timeout):
+            client.send("tester", {"n": 1, "sleep": 1.0})
+        client.timeout = 10.0
+        # the first reply arrives on this same connection while the second request waits
+        reply = client.send("tester", {"n": 2})
+    assert reply["n"] == 2
