@@ -7,13 +7,11 @@ held goes back to the head of its queue. See ``mdp.protocol`` for the wire.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from mdp.auth import (
     log_handshake_failures,
 )
 from mdp.clock import LOG_FORMAT, RateLimitedLog, poll_timeout_ms
+from mdp.config import BrokerConfig, parse_broker_args
 from mdp.dispatch import Dispatcher, Request, Service, Worker, WorkerState
 from mdp.errors import BadRequest, ConfigError, ProtocolError, RequestError, UnknownService
 from mdp.keys import fingerprint, load_secret
@@ -38,47 +37,6 @@ log = logging.getLogger(__name__)
 
 _BATCH = 256  # messages handled per wake-up before timers get a turn
 _MAX_BLOCK_MS = 100  # longest the loop blocks: a stop or reload flag is seen this soon
-
-
-@dataclass
-class BrokerConfig:
-    """Broker settings; the command line overrides the defaults."""
-
-    bind: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5555"])
-    heartbeat_interval_s: float = 1.0
-    heartbeat_liveness: int = 3
-    probe_interval_s: float = 0.2  # how often busy workers are checked for a dropped link
-    max_queue: int = 10_000  # per service
-    max_services: int = 1_000
-    unknown_grace_s: float = 2.0
-    max_message_bytes: int = 32 * 1024 * 1024  # larger messages: libzmq drops the peer
-    max_frames: int = 16  # per message
-    max_total_queue: int = 100_000
-    max_workers: int = 10_000
-    curve_secret: str | None = None  # the broker's own key pair (.key_secret file)
-    client_keys: str | None = None  # directory of allowed client public keys
-    worker_keys: str | None = None  # directory of allowed worker public keys
-
-    def validate(self) -> None:
-        if not self.bind:
-            raise ConfigError("the broker needs at least one --bind endpoint")
-        if self.heartbeat_interval_s <= 0 or self.probe_interval_s <= 0:
-            raise ConfigError("heartbeat and probe intervals must be positive")
-        if self.heartbeat_liveness < 1:
-            raise ConfigError("--heartbeat-liveness must be at least 1")
-        if self.max_queue < 1 or self.max_services < 1:
-            raise ConfigError("--max-queue and --max-services must be at least 1")
-        if self.unknown_grace_s < 0:
-            raise ConfigError("--unknown-grace must not be negative")
-        if min(self.max_total_queue, self.max_workers) < 1:
-            raise ConfigError("--max-total-queue and --max-workers must be at least 1")
-        if self.max_frames < 8:
-            raise ConfigError("--max-frames must be at least 8 (a DIPS request takes 6)")
-        if self.max_message_bytes < 1024:
-            raise ConfigError("--max-message-bytes must be at least 1024")
-        keys = (self.curve_secret, self.client_keys, self.worker_keys)
-        if any(keys) and not all(keys):
-            raise ConfigError("CURVE needs all of --curve-secret, --client-keys and --worker-keys")
 
 
 class Broker:
@@ -463,56 +421,8 @@ def _clean_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
 # --- command line -------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None) -> tuple[BrokerConfig, str]:
-    defaults = BrokerConfig()
-    parser = argparse.ArgumentParser(prog="mdp-broker", description=__doc__.splitlines()[0])
-    parser.add_argument("--bind", action="append", required=True, metavar="ENDPOINT",
-                        help="endpoint to bind, e.g. tcp://127.0.0.1:5555 (repeatable)")
-    parser.add_argument("--heartbeat-interval", type=float,
-                        default=defaults.heartbeat_interval_s, metavar="SECONDS")
-    parser.add_argument("--heartbeat-liveness", type=int, default=defaults.heartbeat_liveness,
-                        metavar="N", help="heartbeats missed before a worker is forgotten")
-    parser.add_argument("--max-queue", type=int, default=defaults.max_queue, metavar="N",
-                        help="requests queued per service before clients get 'overloaded'")
-    parser.add_argument("--max-services", type=int, default=defaults.max_services, metavar="N")
-    parser.add_argument("--unknown-grace", type=float, default=defaults.unknown_grace_s,
-                        metavar="SECONDS",
-                        help="how long a request waits for a worker of a service nobody "
-                        "offers before it is answered 'unknown service'")
-    parser.add_argument("--max-total-queue", type=int, default=defaults.max_total_queue,
-                        metavar="N", help="requests queued over all services")
-    parser.add_argument("--max-workers", type=int, default=defaults.max_workers, metavar="N")
-    parser.add_argument("--max-message-bytes", type=int, default=defaults.max_message_bytes,
-                        metavar="N", help="a peer sending a larger message is disconnected")
-    parser.add_argument("--max-frames", type=int, default=defaults.max_frames, metavar="N",
-                        help="frames per message")
-    curve = parser.add_argument_group("CURVE security (all three or none)")
-    curve.add_argument("--curve-secret", metavar="FILE",
-                       help="the broker's key pair (NAME.key_secret, mode 0600)")
-    curve.add_argument("--client-keys", metavar="DIR", help="allowed client public keys")
-    curve.add_argument("--worker-keys", metavar="DIR", help="allowed worker public keys")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    config = BrokerConfig(
-        bind=args.bind,
-        heartbeat_interval_s=args.heartbeat_interval,
-        heartbeat_liveness=args.heartbeat_liveness,
-        max_queue=args.max_queue,
-        max_services=args.max_services,
-        unknown_grace_s=args.unknown_grace,
-        max_total_queue=args.max_total_queue,
-        max_workers=args.max_workers,
-        max_message_bytes=args.max_message_bytes,
-        max_frames=args.max_frames,
-        curve_secret=args.curve_secret,
-        client_keys=args.client_keys,
-        worker_keys=args.worker_keys,
-    )
-    return config, args.log_level
-
-
 def main(argv: list[str] | None = None) -> int:
-    config, level = parse_args(argv)
+    config, level = parse_broker_args(argv)
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
     try:
         broker = Broker(config)

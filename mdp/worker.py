@@ -13,7 +13,6 @@ finished and answered, every broker is told DISCONNECT, and the process exits 0.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import queue
@@ -24,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -32,6 +31,7 @@ import zmq
 from mdp import protocol as p
 from mdp import sockio
 from mdp.clock import LOG_FORMAT, Backoff, RateLimitedLog, poll_timeout_ms
+from mdp.config import WorkerConfig, parse_worker_args
 from mdp.errors import (
     ConfigError,
     Expired,
@@ -50,40 +50,6 @@ Handler = Callable[[dict[str, Any]], Any]
 EXIT_OK = 0
 EXIT_STUCK = 3  # a handler ran past the time limit; the process must be replaced
 EXIT_OUT_OF_MEMORY = 4  # a handler hit the address-space limit; start afresh
-
-
-@dataclass
-class WorkerConfig:
-    """Worker settings; the command line overrides the defaults."""
-
-    brokers: list[str] = field(default_factory=list)
-    service: str = "echo"
-    heartbeat_interval_s: float = 1.0
-    heartbeat_liveness: int = 3
-    reconnect_initial_s: float = 0.1
-    reconnect_max_s: float = 5.0
-    time_limit_s: float = 30.0
-    max_requests: int = 0  # 0: no limit
-    drain_linger_ms: int = 2000
-    max_memory_mb: int = 0  # address-space limit of the process; 0: none
-    limits: p.BodyLimits = p.DEFAULT_LIMITS
-    max_message_bytes: int = 32 * 1024 * 1024
-    curve: CurveConfig | None = None
-
-    def validate(self) -> None:
-        if not self.brokers:
-            raise ConfigError("the worker needs at least one --broker endpoint")
-        if len(set(self.brokers)) != len(self.brokers):
-            raise ConfigError("a --broker endpoint is given twice")
-        if not p.valid_service(self.service.encode()) or self.service.startswith("mmi."):
-            raise ConfigError(f"invalid service name {self.service!r}")
-        if self.heartbeat_interval_s <= 0 or self.time_limit_s <= 0:
-            raise ConfigError("heartbeat interval and time limit must be positive")
-        if self.heartbeat_liveness < 1 or self.max_requests < 0 or self.max_memory_mb < 0:
-            raise ConfigError("--heartbeat-liveness must be >= 1, --max-requests and "
-                              "--max-memory-mb >= 0")
-        if self.limits.max_depth < 1 or self.limits.max_items < 1:
-            raise ConfigError("--max-depth and --max-items must be at least 1")
 
 
 class _Link:
@@ -467,54 +433,9 @@ def resolve_handler(service: str) -> tuple[Handler, bool]:
     return renderer.render, False
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[WorkerConfig, argparse.Namespace, str]:
-    d = WorkerConfig()
-    parser = argparse.ArgumentParser(prog="mdp-worker", description=__doc__.splitlines()[0])
-    parser.add_argument("--broker", action="append", required=True, metavar="ENDPOINT",
-                        help="broker endpoint (repeat for every broker)")
-    parser.add_argument("--service", required=True, help="service to offer, e.g. echo, ecard")
-    parser.add_argument("--heartbeat-interval", type=float, default=d.heartbeat_interval_s,
-                        metavar="SECONDS")
-    parser.add_argument("--heartbeat-liveness", type=int, default=d.heartbeat_liveness,
-                        metavar="N")
-    parser.add_argument("--time-limit", type=float, default=d.time_limit_s, metavar="SECONDS",
-                        help="longest a request may run; past it the client gets an error "
-                        "and the process recycles")
-    parser.add_argument("--max-requests", type=int, default=0, metavar="N",
-                        help="exit 0 after N requests (0: never), for supervisord to restart")
-    parser.add_argument("--max-memory-mb", type=int, default=0, metavar="MB",
-                        help="address-space limit of this process (0: none)")
-    parser.add_argument("--max-depth", type=int, default=d.limits.max_depth, metavar="N",
-                        help="deepest nesting of arrays and maps a request may have")
-    parser.add_argument("--max-items", type=int, default=d.limits.max_items, metavar="N",
-                        help="most entries an array or map of a request may have")
-    parser.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes,
-                        metavar="N", help="a broker sending a larger message is disconnected")
-    curve = parser.add_argument_group("CURVE security (both or none)")
-    curve.add_argument("--curve-secret", metavar="FILE",
-                       help="this worker's key pair (NAME.key_secret, mode 0600)")
-    curve.add_argument("--broker-key", metavar="FILE", help="the brokers' public key")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    if bool(args.curve_secret) != bool(args.broker_key):
-        parser.error("CURVE needs both --curve-secret and --broker-key")
-    config = WorkerConfig(
-        brokers=args.broker,
-        service=args.service,
-        heartbeat_interval_s=args.heartbeat_interval,
-        heartbeat_liveness=args.heartbeat_liveness,
-        time_limit_s=args.time_limit,
-        max_requests=args.max_requests,
-        max_memory_mb=args.max_memory_mb,
-        limits=p.BodyLimits(args.max_depth, args.max_items),
-        max_message_bytes=args.max_message_bytes,
-    )
-    return config, args, args.log_level
-
-
 def prepare(argv: Sequence[str] | None) -> WorkerConfig:
     """Parse the command line, set up logging, load keys and apply the memory limit."""
-    config, args, level = parse_args(argv)
+    config, args, level = parse_worker_args(argv)
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
     if args.curve_secret:
         config.curve = CurveConfig.from_files(args.curve_secret, args.broker_key)

@@ -1,0 +1,187 @@
+"""Settings of the broker and the worker: one dataclass each, with defaults and the
+cross-field checks, and the command lines that override them."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from mdp import protocol as p
+from mdp.errors import ConfigError
+from mdp.keys import CurveConfig
+
+BROKER_DESCRIPTION = "The Majordomo broker of DIPS."
+WORKER_DESCRIPTION = "A DIPS worker: one service, one request at a time, every broker."
+
+
+@dataclass
+class BrokerConfig:
+    """Broker settings; the command line overrides the defaults."""
+
+    bind: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5555"])
+    heartbeat_interval_s: float = 1.0
+    heartbeat_liveness: int = 3
+    probe_interval_s: float = 0.2  # how often busy workers are checked for a dropped link
+    max_queue: int = 10_000  # per service
+    max_services: int = 1_000
+    unknown_grace_s: float = 2.0
+    max_message_bytes: int = 32 * 1024 * 1024  # larger messages: libzmq drops the peer
+    max_frames: int = 16  # per message
+    max_total_queue: int = 100_000
+    max_workers: int = 10_000
+    curve_secret: str | None = None  # the broker's own key pair (.key_secret file)
+    client_keys: str | None = None  # directory of allowed client public keys
+    worker_keys: str | None = None  # directory of allowed worker public keys
+
+    def validate(self) -> None:
+        if not self.bind:
+            raise ConfigError("the broker needs at least one --bind endpoint")
+        if self.heartbeat_interval_s <= 0 or self.probe_interval_s <= 0:
+            raise ConfigError("heartbeat and probe intervals must be positive")
+        if self.heartbeat_liveness < 1:
+            raise ConfigError("--heartbeat-liveness must be at least 1")
+        if self.max_queue < 1 or self.max_services < 1:
+            raise ConfigError("--max-queue and --max-services must be at least 1")
+        if self.unknown_grace_s < 0:
+            raise ConfigError("--unknown-grace must not be negative")
+        if min(self.max_total_queue, self.max_workers) < 1:
+            raise ConfigError("--max-total-queue and --max-workers must be at least 1")
+        if self.max_frames < 8:
+            raise ConfigError("--max-frames must be at least 8 (a DIPS request takes 6)")
+        if self.max_message_bytes < 1024:
+            raise ConfigError("--max-message-bytes must be at least 1024")
+        keys = (self.curve_secret, self.client_keys, self.worker_keys)
+        if any(keys) and not all(keys):
+            raise ConfigError("CURVE needs all of --curve-secret, --client-keys and --worker-keys")
+
+
+@dataclass
+class WorkerConfig:
+    """Worker settings; the command line overrides the defaults."""
+
+    brokers: list[str] = field(default_factory=list)
+    service: str = "echo"
+    heartbeat_interval_s: float = 1.0
+    heartbeat_liveness: int = 3
+    reconnect_initial_s: float = 0.1
+    reconnect_max_s: float = 5.0
+    time_limit_s: float = 30.0
+    max_requests: int = 0  # 0: no limit
+    drain_linger_ms: int = 2000
+    max_memory_mb: int = 0  # address-space limit of the process; 0: none
+    limits: p.BodyLimits = p.DEFAULT_LIMITS
+    max_message_bytes: int = 32 * 1024 * 1024
+    curve: CurveConfig | None = None
+
+    def validate(self) -> None:
+        if not self.brokers:
+            raise ConfigError("the worker needs at least one --broker endpoint")
+        if len(set(self.brokers)) != len(self.brokers):
+            raise ConfigError("a --broker endpoint is given twice")
+        if not p.valid_service(self.service.encode()) or self.service.startswith("mmi."):
+            raise ConfigError(f"invalid service name {self.service!r}")
+        if self.heartbeat_interval_s <= 0 or self.time_limit_s <= 0:
+            raise ConfigError("heartbeat interval and time limit must be positive")
+        if self.heartbeat_liveness < 1 or self.max_requests < 0 or self.max_memory_mb < 0:
+            raise ConfigError("--heartbeat-liveness must be >= 1, --max-requests and "
+                              "--max-memory-mb >= 0")
+        if self.limits.max_depth < 1 or self.limits.max_items < 1:
+            raise ConfigError("--max-depth and --max-items must be at least 1")
+
+
+def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
+    """``mdp-broker``'s command line: its config and log level."""
+    defaults = BrokerConfig()
+    parser = argparse.ArgumentParser(prog="mdp-broker", description=BROKER_DESCRIPTION)
+    parser.add_argument("--bind", action="append", required=True, metavar="ENDPOINT",
+                        help="endpoint to bind, e.g. tcp://127.0.0.1:5555 (repeatable)")
+    parser.add_argument("--heartbeat-interval", type=float,
+                        default=defaults.heartbeat_interval_s, metavar="SECONDS")
+    parser.add_argument("--heartbeat-liveness", type=int, default=defaults.heartbeat_liveness,
+                        metavar="N", help="heartbeats missed before a worker is forgotten")
+    parser.add_argument("--max-queue", type=int, default=defaults.max_queue, metavar="N",
+                        help="requests queued per service before clients get 'overloaded'")
+    parser.add_argument("--max-services", type=int, default=defaults.max_services, metavar="N")
+    parser.add_argument("--unknown-grace", type=float, default=defaults.unknown_grace_s,
+                        metavar="SECONDS",
+                        help="how long a request waits for a worker of a service nobody "
+                        "offers before it is answered 'unknown service'")
+    parser.add_argument("--max-total-queue", type=int, default=defaults.max_total_queue,
+                        metavar="N", help="requests queued over all services")
+    parser.add_argument("--max-workers", type=int, default=defaults.max_workers, metavar="N")
+    parser.add_argument("--max-message-bytes", type=int, default=defaults.max_message_bytes,
+                        metavar="N", help="a peer sending a larger message is disconnected")
+    parser.add_argument("--max-frames", type=int, default=defaults.max_frames, metavar="N",
+                        help="frames per message")
+    curve = parser.add_argument_group("CURVE security (all three or none)")
+    curve.add_argument("--curve-secret", metavar="FILE",
+                       help="the broker's key pair (NAME.key_secret, mode 0600)")
+    curve.add_argument("--client-keys", metavar="DIR", help="allowed client public keys")
+    curve.add_argument("--worker-keys", metavar="DIR", help="allowed worker public keys")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    config = BrokerConfig(
+        bind=args.bind,
+        heartbeat_interval_s=args.heartbeat_interval,
+        heartbeat_liveness=args.heartbeat_liveness,
+        max_queue=args.max_queue,
+        max_services=args.max_services,
+        unknown_grace_s=args.unknown_grace,
+        max_total_queue=args.max_total_queue,
+        max_workers=args.max_workers,
+        max_message_bytes=args.max_message_bytes,
+        max_frames=args.max_frames,
+        curve_secret=args.curve_secret,
+        client_keys=args.client_keys,
+        worker_keys=args.worker_keys,
+    )
+    return config, args.log_level
+
+
+def parse_worker_args(
+    argv: Sequence[str] | None,
+) -> tuple[WorkerConfig, argparse.Namespace, str]:
+    """``mdp-worker``'s command line: its config, the parsed flags and the log level."""
+    d = WorkerConfig()
+    parser = argparse.ArgumentParser(prog="mdp-worker", description=WORKER_DESCRIPTION)
+    parser.add_argument("--broker", action="append", required=True, metavar="ENDPOINT",
+                        help="broker endpoint (repeat for every broker)")
+    parser.add_argument("--service", required=True, help="service to offer, e.g. echo, ecard")
+    parser.add_argument("--heartbeat-interval", type=float, default=d.heartbeat_interval_s,
+                        metavar="SECONDS")
+    parser.add_argument("--heartbeat-liveness", type=int, default=d.heartbeat_liveness,
+                        metavar="N")
+    parser.add_argument("--time-limit", type=float, default=d.time_limit_s, metavar="SECONDS",
+                        help="longest a request may run; past it the client gets an error "
+                        "and the process recycles")
+    parser.add_argument("--max-requests", type=int, default=0, metavar="N",
+                        help="exit 0 after N requests (0: never), for supervisord to restart")
+    parser.add_argument("--max-memory-mb", type=int, default=0, metavar="MB",
+                        help="address-space limit of this process (0: none)")
+    parser.add_argument("--max-depth", type=int, default=d.limits.max_depth, metavar="N",
+                        help="deepest nesting of arrays and maps a request may have")
+    parser.add_argument("--max-items", type=int, default=d.limits.max_items, metavar="N",
+                        help="most entries an array or map of a request may have")
+    parser.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes,
+                        metavar="N", help="a broker sending a larger message is disconnected")
+    curve = parser.add_argument_group("CURVE security (both or none)")
+    curve.add_argument("--curve-secret", metavar="FILE",
+                       help="this worker's key pair (NAME.key_secret, mode 0600)")
+    curve.add_argument("--broker-key", metavar="FILE", help="the brokers' public key")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    if bool(args.curve_secret) != bool(args.broker_key):
+        parser.error("CURVE needs both --curve-secret and --broker-key")
+    config = WorkerConfig(
+        brokers=args.broker,
+        service=args.service,
+        heartbeat_interval_s=args.heartbeat_interval,
+        heartbeat_liveness=args.heartbeat_liveness,
+        time_limit_s=args.time_limit,
+        max_requests=args.max_requests,
+        max_memory_mb=args.max_memory_mb,
+        limits=p.BodyLimits(args.max_depth, args.max_items),
+        max_message_bytes=args.max_message_bytes,
+    )
+    return config, args, args.log_level
