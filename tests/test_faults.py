@@ -106,9 +106,9 @@ def run_with_fault(cluster: Cluster, fault: Callable[[Proc, Proc, list[Proc], li
     return load.finish(threads, label)
 
 
-def busy_worker(endpoint: str) -> int | None:
+def busy_worker(endpoint: str, service: str = "echo") -> int | None:
     status = broker_status(endpoint)
-    for entry in (status or {}).get("services", {}).get("echo", {}).get("workers", []):
+    for entry in (status or {}).get("services", {}).get(service, {}).get("workers", []):
         if entry["state"] == "busy":
             return int(entry["pid"])
     return None
@@ -160,3 +160,27 @@ def test_broker_hung_for_five_seconds(cluster: Cluster) -> None:
 
     extra = run_with_fault(cluster, fault, "broker SIGSTOP 5 s")
     assert extra < 3.0  # clients must not hang with the broker
+
+
+def test_a_hung_worker_is_forgotten_and_its_request_served_elsewhere(cluster: Cluster) -> None:
+    broker = cluster.broker()  # heartbeats every 0.2 s: a worker silent for 0.6 s is dead
+    first = cluster.worker([broker], "tester", test_worker=True)
+    second = cluster.worker([broker], "tester", test_worker=True)
+    result: list[Any] = []
+    with MDPClient([broker.endpoint], timeout=20) as client:
+        thread = threading.Thread(target=lambda: result.append(
+            client.send("tester", {"sleep": 1.0, "tag": "hung"})))
+        thread.start()
+        busy = wait_for(lambda: busy_worker(broker.endpoint, "tester"), 10, "busy worker")
+        hung = first if busy == first.pid else second
+        hung.signal(signal.SIGSTOP)
+        thread.join(20)
+        hung.signal(signal.SIGCONT)
+    assert result and result[0]["tag"] == "hung"
+    assert result[0]["pid"] != hung.pid  # served by the other worker
+    assert "silent for" in broker.output()
+    # the resumed worker's late reply is refused; it reconnects and serves again
+    wait_for(lambda: hung.pid in [w["pid"] for w in (broker_status(broker.endpoint) or {})
+                                  .get("services", {}).get("tester", {}).get("workers", [])],
+             15, "the resumed worker to re-register")
+
