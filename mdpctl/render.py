@@ -59,6 +59,27 @@ class RpcListen:
 
 
 @dataclass(frozen=True)
+class CurveFiles:
+    """Key files the host's programs are started with (docs/SECURITY.md)."""
+
+    secret: str  # this host's key pair (.key_secret)
+    client_keys: str | None = None  # brokers: allowed client public keys
+    worker_keys: str | None = None  # brokers: allowed worker public keys
+    broker_key: str | None = None  # workers: the brokers' public key
+
+    def broker_args(self) -> list[str]:
+        if not (self.client_keys and self.worker_keys):
+            raise UsageError("a CURVE broker needs --client-keys and --worker-keys")
+        return ["--curve-secret", self.secret, "--client-keys", self.client_keys,
+                "--worker-keys", self.worker_keys]
+
+    def worker_args(self) -> list[str]:
+        if not self.broker_key:
+            raise UsageError("CURVE workers need --broker-key, the brokers' public key")
+        return ["--curve-secret", self.secret, "--broker-key", self.broker_key]
+
+
+@dataclass(frozen=True)
 class HostConfig:
     """Everything one supervisord configuration file says."""
 
@@ -77,6 +98,7 @@ class HostConfig:
     identifier: str = "dips"
     rpc: RpcListen | None = None
     extra_environment: dict[str, str] = field(default_factory=dict)
+    curve: CurveFiles | None = None
 
     def __post_init__(self) -> None:
         for endpoint in self.broker_binds + self.brokers:
@@ -135,6 +157,8 @@ def broker_command(config: HostConfig, endpoint: str) -> list[str]:
     argv = [config.python, "-m", "mdp.broker", "--bind", endpoint]
     if config.heartbeat_interval_s is not None:
         argv += ["--heartbeat-interval", _fmt_seconds(config.heartbeat_interval_s)]
+    if config.curve is not None:
+        argv += config.curve.broker_args()
     return argv + ["--log-level", config.log_level]
 
 
@@ -147,6 +171,8 @@ def worker_command(config: HostConfig, service: str) -> list[str]:
         argv += ["--heartbeat-interval", _fmt_seconds(config.heartbeat_interval_s)]
     if config.max_requests:
         argv += ["--max-requests", str(config.max_requests)]
+    if config.curve is not None:
+        argv += config.curve.worker_args()
     return argv + ["--log-level", config.log_level]
 
 

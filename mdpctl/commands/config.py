@@ -2,8 +2,10 @@
 
 usage: mdpctl config local       [--broker ENDPOINT ...] [--service NAME[=N] ...] [--workers N]
        mdpctl config broker-host [--bind ENDPOINT] [--rpc-listen HOST:PORT] [--rpc-user NAME]
+                                 [--curve-secret FILE --client-keys DIR --worker-keys DIR]
        mdpctl config worker-host --broker ENDPOINT ... --cpus N [--service NAME[=N] ...]
                                  [--rpc-listen HOST:PORT] [--rpc-user NAME]
+                                 [--curve-secret FILE --broker-key FILE]
        (all: [--spare N] [--python PATH] [--run-dir DIR] [--pythonpath DIR] [--time-limit S]
              [--heartbeat-interval S] [--max-requests N] [-o FILE])
 
@@ -88,6 +90,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="hosts: HTTP control server address (default 127.0.0.1:9001)",
     )
     parser.add_argument("--rpc-user", default="dips", metavar="NAME")
+    curve = parser.add_argument_group("CURVE (docs/SECURITY.md); hosts only")
+    curve.add_argument("--curve-secret", metavar="FILE", help="this host's key pair")
+    curve.add_argument("--client-keys", metavar="DIR", help="broker-host: allowed clients")
+    curve.add_argument("--worker-keys", metavar="DIR", help="broker-host: allowed workers")
+    curve.add_argument("--broker-key", metavar="FILE", help="worker-host: brokers' public key")
     parser.add_argument("-o", "--output", metavar="FILE", help="write here, not to stdout")
 
 
@@ -117,6 +124,10 @@ def generated_by(args: argparse.Namespace) -> str:
         ("--max-requests", args.max_requests or None),
         ("--rpc-listen", args.rpc_listen),
         ("--rpc-user", args.rpc_user if args.profile != "local" else None),
+        ("--curve-secret", args.curve_secret),
+        ("--client-keys", args.client_keys),
+        ("--worker-keys", args.worker_keys),
+        ("--broker-key", args.broker_key),
     ):
         if value is not None:
             argv += [flag, str(value)]
@@ -154,14 +165,28 @@ def _rpc(args: argparse.Namespace) -> render.RpcListen | None:
     return render.RpcListen(args.rpc_listen or "127.0.0.1:9001", args.rpc_user, hashed)
 
 
-_ONLY = {"bind": "broker-host", "workers": "local", "cpus": "worker-host"}
+_ONLY = {"bind": "broker-host", "workers": "local", "cpus": "worker-host",
+         "client_keys": "broker-host", "worker_keys": "broker-host",
+         "broker_key": "worker-host"}
+
+
+def _curve(args: argparse.Namespace) -> render.CurveFiles | None:
+    if args.curve_secret is None:
+        if args.client_keys or args.worker_keys or args.broker_key:
+            raise UsageError("the key options need --curve-secret, this host's key pair")
+        return None
+    if args.profile == "local":
+        raise UsageError("the local cluster runs on loopback in plaintext; CURVE is for hosts")
+    return render.CurveFiles(args.curve_secret, args.client_keys, args.worker_keys,
+                             args.broker_key)
 
 
 def host_config(args: argparse.Namespace) -> render.HostConfig:
     """The HostConfig the options describe."""
     for option, profile in _ONLY.items():
         if getattr(args, option) is not None and args.profile != profile:
-            raise UsageError(f"--{option} applies to `mdpctl config {profile}` only")
+            flag = option.replace("_", "-")
+            raise UsageError(f"--{flag} applies to `mdpctl config {profile}` only")
     if args.profile == "broker-host" and (args.service or args.broker or args.spare):
         raise UsageError("a broker host runs no workers: drop --service, --broker, --spare")
     if args.profile == "local":
@@ -216,4 +241,5 @@ def _config(
         max_requests=args.max_requests,
         identifier=identifier,
         rpc=_rpc(args),
+        curve=_curve(args),
     )

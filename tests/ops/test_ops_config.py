@@ -151,6 +151,12 @@ def test_worker_host_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         ["config", "worker-host", "--cpus", "2"],
         ["config", "broker-host", "--service", "echo"],
         ["config", "local", "--service", "echo=x"],
+        ["config", "local", "--curve-secret", "k.key_secret"],
+        ["config", "broker-host", "--curve-secret", "k.key_secret"],  # no allow-lists
+        ["config", "broker-host", "--client-keys", "c", "--worker-keys", "w"],  # no own key
+        ["config", "worker-host", "--cpus", "1", "--broker", "tcp://a:1",
+         "--curve-secret", "k.key_secret"],  # no broker key
+        ["config", "broker-host", "--broker-key", "b.key"],
     ],
 )
 def test_config_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -191,3 +197,21 @@ def test_committed_file_is_valid_for_supervisord(path: Path, tmp_path: Path) -> 
             assert process.directory == str(tmp_path / "supervisor" / ".." / "run") or (
                 process.directory == str(tmp_path / "run")
             )
+
+
+def test_curve_keys_reach_the_command_lines(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIPS_SUPERVISOR_PASSWORD", "pw")
+    broker_conf, worker_conf = tmp_path / "b.conf", tmp_path / "w.conf"
+    assert main(["config", "broker-host", "--curve-secret", "/k/broker.key_secret",
+                 "--client-keys", "/k/clients", "--worker-keys", "/k/workers",
+                 "-o", str(broker_conf)]) == 0
+    assert main(["config", "worker-host", "--cpus", "1", "--broker", "tcp://10.0.0.1:5555",
+                 "--service", "echo", "--curve-secret", "/k/w1.key_secret",
+                 "--broker-key", "/k/broker.key", "-o", str(worker_conf)]) == 0
+    broker_text, worker_text = broker_conf.read_text(), worker_conf.read_text()
+    assert ("--curve-secret /k/broker.key_secret --client-keys /k/clients "
+            "--worker-keys /k/workers") in broker_text
+    assert "--curve-secret /k/w1.key_secret --broker-key /k/broker.key" in worker_text
+    generated_by = worker_text.splitlines()[1]  # the command that writes the file again
+    assert "--curve-secret /k/w1.key_secret --broker-key /k/broker.key" in generated_by
