@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mdp.dispatch import Dispatcher, Request, WorkerState
+from mdp.dispatch import Dispatcher, Request, Service, Worker, WorkerState
 from mdp.errors import Overloaded, UnknownService
 
 
@@ -16,6 +16,17 @@ def make(max_queue: int = 100, grace: float = 1.0) -> Dispatcher:
 def req(n: int, now: float = 0.0, service: bytes = b"echo", deadline: float | None = None,
         rid: int | None = None) -> Request:
     return Request(b"client%d" % n, service, [b"%d" % n], now, rid, deadline)
+
+
+def holding_first_of_two() -> tuple[Dispatcher, Worker, Service]:
+    """One worker that holds request 1 while request 2 waits."""
+    d = make()
+    w = d.add_worker(b"W", b"echo", True, {}, 0.0)
+    d.enqueue(req(1), 0.0)
+    d.enqueue(req(2), 0.0)
+    service = d.services[b"echo"]
+    list(d.assignments(service, 0.0))
+    return d, w, service
 
 
 def test_least_recently_used_idle_worker_gets_the_request() -> None:
@@ -44,12 +55,7 @@ def test_requests_queue_in_order_while_no_worker_is_idle() -> None:
 
 
 def test_a_dead_workers_request_goes_back_to_the_head_of_the_queue() -> None:
-    d = make()
-    w = d.add_worker(b"W", b"echo", True, {}, 0.0)
-    d.enqueue(req(1), 0.0)
-    d.enqueue(req(2), 0.0)
-    service = d.services[b"echo"]
-    list(d.assignments(service, 0.0))
+    d, w, service = holding_first_of_two()
     d.remove_worker(w, 1.0)
     assert [r.body for r in service.queue] == [[b"1"], [b"2"]]
     assert d.counters.requeued == 1
@@ -125,12 +131,7 @@ def test_away_worker_gets_nothing_until_free() -> None:
 
 
 def test_bounce_requeues_at_head_and_marks_away() -> None:
-    d = make()
-    w = d.add_worker(b"W", b"echo", True, {}, 0.0)
-    d.enqueue(req(1), 0.0)
-    d.enqueue(req(2), 0.0)
-    service = d.services[b"echo"]
-    list(d.assignments(service, 0.0))
+    d, w, service = holding_first_of_two()
     assert d.bounce(w)
     assert w.state is WorkerState.AWAY and w.current is None
     assert [r.body for r in service.queue] == [[b"1"], [b"2"]]
@@ -154,12 +155,7 @@ def test_worker_expiry(now: float, expected: int) -> None:
 
 
 def test_a_draining_worker_finishes_but_gets_nothing_more() -> None:
-    d = make()
-    w = d.add_worker(b"W", b"echo", True, {}, 0.0)
-    d.enqueue(req(1), 0.0)
-    d.enqueue(req(2), 0.0)
-    service = d.services[b"echo"]
-    list(d.assignments(service, 0.0))
+    d, w, service = holding_first_of_two()
     d.set_unavailable(w, WorkerState.DRAINING)
     assert d.complete(w, b"client1") is not None
     assert w.state is WorkerState.DRAINING
