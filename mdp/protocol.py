@@ -1,25 +1,28 @@
-"""The wire: Majordomo 0.1 (ZeroMQ RFC 7/MDP), 8/MMI, and the DIPS extensions.
+"""The wire: Majordomo 0.1 (ZeroMQ RFC 7/MDP), 8/MMI, and the DIPS extensions (version 2).
 
-Standard frames, as a ROUTER sees them after the peer identity:
+``docs/PROTOCOL.md`` is the specification, frame by frame; this module is its one
+implementation: one parse function per direction, one build function per message.
+
+Standard frames, as a ROUTER sees them after the peer identity::
 
     client request    "", MDPC01, service, body...
     reply to client   "", MDPC01, service, body...
     worker commands   "", MDPW01, command, ...
 
-DIPS extensions travel only between peers that have proved to be DIPS peers, so a
-standard client, worker or broker never sees them:
+The DIPS extensions travel only between peers that have shown they speak them, so a
+standard client, worker or broker never sees them. Their metadata has one encoding: a
+single msgpack map frame (``meta``) at a fixed place in the command. The handshakes carry
+the extension version (``"dips": 2``):
 
-* A DIPS worker's READY carries one extra frame, a msgpack map of metadata (host, pid,
-  code version). Standard brokers ignore frames after the service name. A DIPS broker
-  answers such a READY with WELCOME; from then on the worker may send BUSY, FREE and
-  BOUNCE, and the broker sends XREQUEST (a REQUEST with a metadata frame) instead of
-  REQUEST.
-* A DIPS client opens every new connection with a PING under its own header
-  ``DIPC01``. A DIPS broker answers PONG; a standard broker drops a message with an
-  unknown header. Only after a PONG does the client send XREQUESTs, which carry a
-  request id and the time the client is still willing to wait; the broker answers them
-  with XREPLYs that carry the id back, and answers later PINGs with the ids it does not
-  hold (so a client learns at once that a restarted broker lost its request).
+* worker: READY carries a meta frame after the service name (a standard broker ignores
+  it); a DIPS broker answers WELCOME with its own meta. Then the broker sends TASK (a
+  request with meta) instead of REQUEST, may RECALL a task it gave, and the worker may send
+  BUSY, FREE and BOUNCE.
+* client (header ``DIPC02``): HELLO with meta; a DIPS broker answers WELCOME, a standard
+  one drops it. HELLO may carry the id and deadline of the standard MDPC01 request that
+  follows it on the same connection, so the first request never waits for the handshake.
+  Then SUBMIT / RESULT (requests and replies with ids) and PING / PONG (which ids the
+  broker still holds).
 
 Bodies are msgpack. A request is a map; a reply is ``{"result": value}`` or
 ``{"error": {"code", "message", "field"?}}``.
@@ -35,9 +38,11 @@ import msgpack
 
 from mdp.errors import BadRequest, ProtocolError, RequestError, from_wire
 
+DIPS_VERSION = 2  # the extension version both handshakes carry as "dips"
+
 CLIENT = b"MDPC01"
 WORKER = b"MDPW01"
-DIPS_CLIENT = b"DIPC01"
+DIPS_CLIENT = b"DIPC02"
 
 # 7/MDP worker commands.
 READY = b"\x01"
@@ -46,25 +51,29 @@ REPLY = b"\x03"
 HEARTBEAT = b"\x04"
 DISCONNECT = b"\x05"
 # DIPS worker extensions (only between a DIPS worker and a DIPS broker).
-BUSY = b"\x06"  # worker -> broker: working for another broker; do not dispatch to me
+BUSY = b"\x06"  # worker -> broker, meta: busy elsewhere (or draining); send no new task
 FREE = b"\x07"  # worker -> broker: available again
-BOUNCE = b"\x08"  # worker -> broker: I am busy; here is your request back, unworked
-WELCOME = b"\x09"  # broker -> worker: I speak the DIPS extensions
-XREQUEST = b"\x0a"  # broker -> worker: REQUEST plus a metadata frame
-# DIPS client extensions (header DIPC01).
-PING = b"\x01"  # client -> broker: ids I am waiting for
-PONG = b"\x02"  # broker -> client: those of them I do not hold
-XREQUEST_C = b"\x03"  # client -> broker: service, meta [id, ttl_ms], body...
-XREPLY = b"\x04"  # broker -> client: service, id, body...
-
-DRAINING = b"draining"  # optional reason frame of BUSY
+BOUNCE = b"\x08"  # worker -> broker, key: this task back, unworked
+WELCOME = b"\x09"  # broker -> worker, meta: I speak the DIPS extensions
+TASK = b"\x0a"  # broker -> worker: key, "", meta, body...
+RECALL = b"\x0b"  # broker -> worker, key: give this task back if it has not started
+# DIPS client extensions (header DIPC02).
+HELLO = b"\x01"  # client -> broker, meta
+CWELCOME = b"\x02"  # broker -> client, meta
+SUBMIT = b"\x03"  # client -> broker: service, meta, body...
+RESULT = b"\x04"  # broker -> client: service, meta, body...
+PING = b"\x05"  # client -> broker, meta {"ids"}
+PONG = b"\x06"  # broker -> client, meta {"lost", "instance"}
 
 MMI_PREFIX = b"mmi."
 MMI_SERVICE = b"mmi.service"
 MMI_STATUS = b"mmi.status"
 
+PRIORITIES = (-1, 0, 1)  # low, normal, high
+
 _SERVICE_NAME = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _REPLY_PREFIX = b"\x81\xa6result"  # msgpack: a map of one entry whose key is "result"
+_ERROR_PREFIX = b"\x81\xa5error"  # msgpack: a map of one entry whose key is "error"
 
 
 def valid_service(name: bytes) -> bool:
@@ -91,12 +100,25 @@ def pack(obj: Any) -> bytes:
 
 
 def unpack(data: bytes, max_items: int = -1) -> Any:
-    """Decode msgpack; raise ProtocolError for anything that is not one valid object."""
+    """Decode msgpack; raise ProtocolError for anything that is not one valid object.
+
+    A msgpack *str* that is not valid UTF-8 (PHP's msgpack packs every string, bytes
+    included, as str) decodes to a Python str with surrogate escapes, so that nothing is
+    lost: :func:`as_bytes` turns it back into the exact bytes.
+    """
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=True,
+                               unicode_errors="surrogateescape",
                                max_array_len=max_items, max_map_len=max_items)
     except Exception as exc:  # msgpack raises several unrelated types
         raise ProtocolError(f"body is not valid msgpack: {type(exc).__name__}: {exc}") from exc
+
+
+def as_bytes(value: str | bytes) -> bytes:
+    """The bytes a peer meant: bin as it is, str (even one with surrogate escapes) encoded."""
+    if isinstance(value, bytes):
+        return value
+    return value.encode("utf-8", "surrogateescape")
 
 
 def decode_request(body: list[bytes], limits: BodyLimits = DEFAULT_LIMITS) -> dict[str, Any]:
@@ -146,17 +168,94 @@ def error_body(error: RequestError) -> bytes:
     return pack({"error": error.to_wire()})
 
 
+def is_error_body(body: list[bytes]) -> bool:
+    """Whether a reply body is a DIPS error reply (a cheap prefix test)."""
+    return len(body) == 1 and body[0].startswith(_ERROR_PREFIX)
+
+
+def error_code(body: list[bytes]) -> str:
+    """The ``code`` of a DIPS error reply body ("unknown" when it has none)."""
+    try:
+        error = unpack(body[0]).get("error")
+        code = error.get("code") if isinstance(error, dict) else None
+    except (ProtocolError, AttributeError, IndexError):
+        return "unknown"
+    return code[:40] if isinstance(code, str) else "unknown"
+
+
 def decode_reply(body: list[bytes]) -> Any:
-    """The result of a reply body; raise the RequestError it carries, or ProtocolError."""
-    if len(body) != 1:
-        raise ProtocolError(f"a reply body is one msgpack frame, got {len(body)} frames")
-    reply = unpack(body[0])
-    if isinstance(reply, dict):
-        if "result" in reply and len(reply) == 1:
-            return reply["result"]
-        if "error" in reply:
-            raise from_wire(reply["error"])
-    raise ProtocolError("reply is neither {'result': ...} nor {'error': ...}")
+    """The result of a reply body; raise the RequestError it carries.
+
+    A DIPS reply is ``{"result": value}`` or ``{"error": {...}}``. Anything else comes
+    from a standard 7/MDP worker and is handed back as it is: its one frame as ``bytes``,
+    several frames as a list of ``bytes``.
+    """
+    if len(body) == 1:
+        frame = body[0]
+        if frame.startswith(_REPLY_PREFIX) or frame.startswith(_ERROR_PREFIX):
+            try:
+                reply = unpack(frame)
+            except ProtocolError:
+                return frame
+            if isinstance(reply, dict) and len(reply) == 1:
+                if "result" in reply:
+                    return reply["result"]
+                if "error" in reply:
+                    raise from_wire(reply["error"])
+        return frame
+    return list(body)
+
+
+# --- metadata -------------------------------------------------------------------------------
+
+
+def pack_meta(meta: dict[str, Any]) -> bytes:
+    """A meta frame: one msgpack map."""
+    return msgpack.packb(meta, use_bin_type=True)
+
+
+def unpack_meta(frame: bytes, what: str) -> dict[str, Any]:
+    """Decode a meta frame; ProtocolError naming the command for anything but a map."""
+    try:
+        meta = msgpack.unpackb(frame, raw=False, strict_map_key=True,
+                               max_array_len=100_000, max_map_len=64)
+    except Exception as exc:
+        raise ProtocolError(f"{what} meta is not valid msgpack: {type(exc).__name__}") from exc
+    if not isinstance(meta, dict):
+        raise ProtocolError(f"{what} meta is a {type(meta).__name__}, not a map")
+    return meta
+
+
+def _int_field(meta: dict[str, Any], key: str, what: str, default: int | None = None,
+               low: int = 0, high: int = 2**63 - 1) -> int | None:
+    value = meta.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ProtocolError(f"{what} meta field {key!r} is not an integer in [{low}, {high}]")
+    return value
+
+
+def _priority(meta: dict[str, Any], what: str) -> int:
+    """A request priority, clamped to low (-1) .. high (1)."""
+    pri = _int_field(meta, "pri", what, 0, -(2**31), 2**31)
+    return 0 if pri is None else max(-1, min(1, pri))
+
+
+def _ids(meta: dict[str, Any], key: str, what: str) -> list[int]:
+    ids = meta.get(key, [])
+    if not isinstance(ids, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise ProtocolError(f"{what} meta field {key!r} is not a list of request ids")
+    return ids
+
+
+def _version(meta: dict[str, Any]) -> int | None:
+    """The DIPS version a handshake meta claims; None when it claims none we speak."""
+    version = meta.get("dips")
+    if isinstance(version, int) and not isinstance(version, bool) and version >= DIPS_VERSION:
+        return DIPS_VERSION
+    return None
 
 
 # --- broker side: what arrives on the ROUTER --------------------------------------------
@@ -169,6 +268,13 @@ class ClientRequest(NamedTuple):
     body: list[bytes]
     rid: int | None = None
     ttl_ms: int | None = None
+    priority: int = 0
+
+
+class ClientHello(NamedTuple):
+    """A DIPS client opening a connection; ``first`` applies to the next MDPC01 request."""
+
+    first: tuple[int, int, int] | None  # (rid, ttl_ms, priority)
 
 
 class ClientPing(NamedTuple):
@@ -185,22 +291,25 @@ class WorkerReady(NamedTuple):
 
 
 class WorkerReply(NamedTuple):
-    """A worker's reply to the request it holds."""
+    """A worker's reply to the task whose key it echoes."""
 
-    client: bytes
+    key: bytes
     body: list[bytes]
 
 
 class WorkerSignal(NamedTuple):
-    """HEARTBEAT, DISCONNECT, BUSY, FREE or BOUNCE from a worker."""
+    """HEARTBEAT, DISCONNECT, BUSY, FREE or BOUNCE from a worker.
+
+    ``key`` is the task of a BOUNCE; ``draining`` is set by a BUSY that means "leaving".
+    """
 
     command: bytes
-    arg: bytes = b""
+    key: bytes = b""
+    draining: bool = False
 
 
-BrokerInbound = ClientRequest | ClientPing | WorkerReady | WorkerReply | WorkerSignal
-
-_SIGNALS = {HEARTBEAT: 0, DISCONNECT: 0, FREE: 0, BUSY: 1, BOUNCE: 1}
+BrokerInbound = (ClientRequest | ClientHello | ClientPing | WorkerReady | WorkerReply
+                 | WorkerSignal)
 
 
 def parse_broker_inbound(frames: list[bytes]) -> BrokerInbound:
@@ -218,23 +327,36 @@ def parse_broker_inbound(frames: list[bytes]) -> BrokerInbound:
 
 
 def _parse_worker_command(command: bytes, rest: list[bytes]) -> BrokerInbound:
+    if command == REPLY:
+        # 7/MDP: key, "", body. The ZeroMQ guide's PHP worker leaves the empty frame out;
+        # a non-empty second frame can only be such a body, so that form is accepted too.
+        if len(rest) < 2:
+            raise ProtocolError("REPLY needs a client address and a body")
+        body = rest[2:] if rest[1] == b"" else rest[1:]
+        return WorkerReply(rest[0], body)
+    if command == HEARTBEAT or command == FREE:
+        if rest:
+            raise ProtocolError(f"worker command {command!r} takes no frames")
+        return WorkerSignal(command)
     if command == READY:
         if not rest:
             raise ProtocolError("READY has no service name")
-        return WorkerReady(rest[0], _dips_metadata(rest[1:]))
-    if command == REPLY:
-        if len(rest) < 2 or rest[1] != b"":
-            raise ProtocolError("REPLY needs a client address and an empty frame")
-        return WorkerReply(rest[0], rest[2:])
-    arity = _SIGNALS.get(command)
-    if arity is None:
-        raise ProtocolError(f"unknown worker command {command[:8]!r}")
-    if len(rest) > arity:
-        raise ProtocolError(f"worker command {command!r} has {len(rest)} extra frames")
-    return WorkerSignal(command, rest[0] if rest else b"")
+        return WorkerReady(rest[0], _dips_ready_meta(rest[1:]))
+    if command == DISCONNECT:
+        return WorkerSignal(DISCONNECT)  # extra frames are ignored: leaving is leaving
+    if command == BOUNCE:
+        if len(rest) != 1:
+            raise ProtocolError("BOUNCE takes one frame, the task key")
+        return WorkerSignal(BOUNCE, rest[0])
+    if command == BUSY:
+        if len(rest) != 1:
+            raise ProtocolError("BUSY takes one meta frame")
+        meta = unpack_meta(rest[0], "BUSY")
+        return WorkerSignal(BUSY, draining=meta.get("draining") is True)
+    raise ProtocolError(f"unknown worker command {command[:8]!r}")
 
 
-def _dips_metadata(extra: list[bytes]) -> dict[str, Any] | None:
+def _dips_ready_meta(extra: list[bytes]) -> dict[str, Any] | None:
     """A DIPS worker's READY metadata; None (a standard worker) for anything else.
 
     Frames after the service name mean nothing in 7/MDP; another implementation may send
@@ -243,31 +365,41 @@ def _dips_metadata(extra: list[bytes]) -> dict[str, Any] | None:
     if len(extra) != 1:
         return None
     try:
-        meta = unpack(extra[0])
+        meta = unpack_meta(extra[0], "READY")
     except ProtocolError:
         return None
-    return meta if isinstance(meta, dict) else None
+    return meta if _version(meta) is not None else None
 
 
 def _parse_dips_client(command: bytes, rest: list[bytes]) -> BrokerInbound:
-    if command == PING:
-        if len(rest) != 1:
-            raise ProtocolError("PING takes one frame")
-        rids = unpack(rest[0])
-        if not isinstance(rids, list) or not all(isinstance(r, int) for r in rids):
-            raise ProtocolError("PING frame is not a list of request ids")
-        return ClientPing(rids)
-    if command == XREQUEST_C:
+    if command == SUBMIT:
         if len(rest) < 2:
-            raise ProtocolError("XREQUEST needs a service and a metadata frame")
-        meta = unpack(rest[1])
-        if (
-            not isinstance(meta, list)
-            or len(meta) != 2
-            or not all(isinstance(m, int) and m >= 0 for m in meta)
-        ):
-            raise ProtocolError("XREQUEST metadata is not [request id, ttl ms]")
-        return ClientRequest(rest[0], rest[2:], meta[0], meta[1])
+            raise ProtocolError("SUBMIT needs a service and a meta frame")
+        meta = unpack_meta(rest[1], "SUBMIT")
+        rid = _int_field(meta, "id", "SUBMIT")
+        ttl = _int_field(meta, "ttl_ms", "SUBMIT")
+        if rid is None or ttl is None:
+            raise ProtocolError("SUBMIT meta needs 'id' and 'ttl_ms'")
+        return ClientRequest(rest[0], rest[2:], rid, ttl, _priority(meta, "SUBMIT"))
+    if len(rest) != 1:
+        raise ProtocolError("a DIPS client command takes one meta frame")
+    if command == PING:
+        return ClientPing(_ids(unpack_meta(rest[0], "PING"), "ids", "PING"))
+    if command == HELLO:
+        meta = unpack_meta(rest[0], "HELLO")
+        if _version(meta) is None:
+            raise ProtocolError(f"HELLO asks for DIPS version {meta.get('dips')!r}; "
+                                f"this broker speaks {DIPS_VERSION}")
+        first = meta.get("first")
+        if first is None:
+            return ClientHello(None)
+        if not isinstance(first, dict):
+            raise ProtocolError("HELLO meta field 'first' is not a map")
+        rid = _int_field(first, "id", "HELLO")
+        ttl = _int_field(first, "ttl_ms", "HELLO")
+        if rid is None or ttl is None:
+            raise ProtocolError("HELLO 'first' needs 'id' and 'ttl_ms'")
+        return ClientHello((rid, ttl, _priority(first, "HELLO")))
     raise ProtocolError(f"unknown DIPS client command {command[:8]!r}")
 
 
@@ -275,92 +407,134 @@ def _parse_dips_client(command: bytes, rest: list[bytes]) -> BrokerInbound:
 
 
 def to_client(identity: bytes, service: bytes, body: list[bytes], rid: int | None) -> list[bytes]:
-    """A reply to a client, standard or DIPS form."""
+    """A reply to a client: MDPC01 for standard requests, RESULT for DIPS ones."""
     if rid is None:
         return [identity, b"", CLIENT, service, *body]
-    return [identity, b"", DIPS_CLIENT, XREPLY, service, pack(rid), *body]
+    return [identity, b"", DIPS_CLIENT, RESULT, service, pack_meta({"id": rid}), *body]
 
 
-def pong(identity: bytes, unknown: list[int]) -> list[bytes]:
-    return [identity, b"", DIPS_CLIENT, PONG, pack(unknown)]
+def client_welcome(identity: bytes, meta: dict[str, Any]) -> list[bytes]:
+    """WELCOME to a DIPS client; ``meta`` holds "broker" and "instance"."""
+    return [identity, b"", DIPS_CLIENT, CWELCOME, pack_meta({"dips": DIPS_VERSION, **meta})]
 
 
-def to_worker(
-    identity: bytes, client: bytes, body: list[bytes], dips: bool, ttl_ms: int | None = None
-) -> list[bytes]:
-    """A request for a worker: REQUEST, or for DIPS workers XREQUEST with its metadata."""
+def pong(identity: bytes, lost: list[int], instance: str) -> list[bytes]:
+    return [identity, b"", DIPS_CLIENT, PONG, pack_meta({"lost": lost, "instance": instance})]
+
+
+def to_worker(identity: bytes, key: bytes, body: list[bytes], dips: bool,
+              ttl_ms: int | None = None, hold: bool = False) -> list[bytes]:
+    """A task for a worker: REQUEST, or for DIPS workers TASK with its meta."""
     if not dips:
-        return [identity, b"", WORKER, REQUEST, client, b"", *body]
-    meta = _EMPTY_META if ttl_ms is None else _TTL_META + pack(ttl_ms)
-    return [identity, b"", WORKER, XREQUEST, client, b"", meta, *body]
+        return [identity, b"", WORKER, REQUEST, key, b"", *body]
+    meta: dict[str, Any] = {} if ttl_ms is None else {"ttl_ms": ttl_ms}
+    if hold:
+        meta["hold"] = True
+    return [identity, b"", WORKER, TASK, key, b"", pack_meta(meta), *body]
 
 
-_EMPTY_META = pack({})
-_TTL_META = b"\x81\xa6ttl_ms"  # msgpack: a map of one entry, "ttl_ms": <the packed int>
+def worker_welcome(identity: bytes, meta: dict[str, Any]) -> list[bytes]:
+    """WELCOME to a DIPS worker; ``meta`` holds "broker" and "instance"."""
+    return [identity, b"", WORKER, WELCOME, pack_meta({"dips": DIPS_VERSION, **meta})]
+
+
+def recall(identity: bytes, key: bytes) -> list[bytes]:
+    return [identity, b"", WORKER, RECALL, key]
 
 
 def worker_command(identity: bytes, command: bytes) -> list[bytes]:
-    """HEARTBEAT, DISCONNECT or WELCOME for a worker."""
+    """HEARTBEAT or DISCONNECT for a worker."""
     return [identity, b"", WORKER, command]
 
 
 # --- worker side --------------------------------------------------------------------------
 
 
-class BrokerRequest(NamedTuple):
-    """A request a broker gave this worker; ``meta`` only from DIPS brokers."""
+class BrokerTask(NamedTuple):
+    """A task a broker gave this worker; ``dips`` for TASK, False for a standard REQUEST."""
 
-    client: bytes
+    key: bytes
     body: list[bytes]
-    meta: dict[str, Any] | None
+    ttl_ms: int | None = None
+    hold: bool = False
+    dips: bool = False
+
+
+class BrokerWelcome(NamedTuple):
+    """A DIPS broker's answer to READY."""
+
+    meta: dict[str, Any]
+
+
+class BrokerRecall(NamedTuple):
+    key: bytes
 
 
 class BrokerSignal(NamedTuple):
-    """HEARTBEAT, DISCONNECT or WELCOME from a broker."""
+    """HEARTBEAT or DISCONNECT from a broker."""
 
     command: bytes
 
 
-def parse_worker_inbound(frames: list[bytes]) -> BrokerRequest | BrokerSignal:
+WorkerInbound = BrokerTask | BrokerWelcome | BrokerRecall | BrokerSignal
+
+
+def parse_worker_inbound(frames: list[bytes]) -> WorkerInbound:
     """Decode one message a worker's DEALER received from a broker."""
     if len(frames) < 3 or frames[0] != b"" or frames[1] != WORKER:
         raise ProtocolError("message is not an MDP worker command")
     command = frames[2]
-    if command in (REQUEST, XREQUEST):
+    if command == TASK:
+        if len(frames) < 6 or frames[4] != b"":
+            raise ProtocolError("TASK needs a key, an empty frame and a meta frame")
+        meta = unpack_meta(frames[5], "TASK")
+        ttl = _int_field(meta, "ttl_ms", "TASK")
+        return BrokerTask(frames[3], frames[6:], ttl, meta.get("hold") is True, True)
+    if command == REQUEST:
         if len(frames) < 5 or frames[4] != b"":
             raise ProtocolError("REQUEST needs a client address and an empty frame")
-        if command == REQUEST:
-            return BrokerRequest(frames[3], frames[5:], None)
-        if len(frames) < 6:
-            raise ProtocolError("XREQUEST has no metadata frame")
-        meta = unpack(frames[5])
-        if not isinstance(meta, dict):
-            raise ProtocolError("XREQUEST metadata is not a map")
-        return BrokerRequest(frames[3], frames[6:], meta)
-    if command in (HEARTBEAT, DISCONNECT, WELCOME):
+        return BrokerTask(frames[3], frames[5:])
+    if command == HEARTBEAT or command == DISCONNECT:
         if len(frames) != 3:
             raise ProtocolError(f"command {command!r} has extra frames")
         return BrokerSignal(command)
+    if command == RECALL:
+        if len(frames) != 4:
+            raise ProtocolError("RECALL takes one frame, the task key")
+        return BrokerRecall(frames[3])
+    if command == WELCOME:
+        if len(frames) != 4:
+            raise ProtocolError("WELCOME takes one meta frame")
+        meta = unpack_meta(frames[3], "WELCOME")
+        if _version(meta) is None:
+            raise ProtocolError(f"WELCOME speaks DIPS version {meta.get('dips')!r}")
+        return BrokerWelcome(meta)
     raise ProtocolError(f"unknown broker command {command[:8]!r}")
 
 
 def ready(service: bytes, meta: dict[str, Any] | None) -> list[bytes]:
+    """READY; with ``meta`` (a DIPS worker) it carries the meta frame and the version."""
     frames = [b"", WORKER, READY, service]
     if meta is not None:
-        frames.append(pack(meta))
+        frames.append(pack_meta({"dips": DIPS_VERSION, **meta}))
     return frames
 
 
-def reply(client: bytes, body: list[bytes]) -> list[bytes]:
-    return [b"", WORKER, REPLY, client, b"", *body]
+def reply(key: bytes, body: list[bytes]) -> list[bytes]:
+    return [b"", WORKER, REPLY, key, b"", *body]
 
 
-def signal(command: bytes, arg: bytes | None = None) -> list[bytes]:
-    """HEARTBEAT, DISCONNECT, BUSY, FREE or BOUNCE from a worker."""
-    frames = [b"", WORKER, command]
-    if arg is not None:
-        frames.append(arg)
-    return frames
+def bounce(key: bytes) -> list[bytes]:
+    return [b"", WORKER, BOUNCE, key]
+
+
+def busy(draining: bool = False) -> list[bytes]:
+    return [b"", WORKER, BUSY, pack_meta({"draining": True} if draining else {})]
+
+
+def signal(command: bytes) -> list[bytes]:
+    """HEARTBEAT, DISCONNECT or FREE from a worker."""
+    return [b"", WORKER, command]
 
 
 # --- client side --------------------------------------------------------------------------
@@ -375,38 +549,71 @@ class Reply(NamedTuple):
 
 
 class Pong(NamedTuple):
-    """The ids a DIPS broker says it does not hold."""
+    """The ids a DIPS broker says it does not hold, and which broker process it is."""
 
-    unknown: list[int]
+    lost: list[int]
+    instance: str
+
+
+class Welcome(NamedTuple):
+    """A DIPS broker's answer to HELLO."""
+
+    meta: dict[str, Any]
+
+
+ClientInbound = Reply | Pong | Welcome
 
 
 def client_request(service: bytes, body: list[bytes]) -> list[bytes]:
     return [b"", CLIENT, service, *body]
 
 
-def client_xrequest(service: bytes, rid: int, ttl_ms: int, body: list[bytes]) -> list[bytes]:
-    return [b"", DIPS_CLIENT, XREQUEST_C, service, pack([rid, ttl_ms]), *body]
+def client_submit(service: bytes, rid: int, ttl_ms: int, body: list[bytes],
+                  priority: int = 0) -> list[bytes]:
+    meta: dict[str, Any] = {"id": rid, "ttl_ms": ttl_ms}
+    if priority:
+        meta["pri"] = priority
+    return [b"", DIPS_CLIENT, SUBMIT, service, pack_meta(meta), *body]
+
+
+def client_hello(first: tuple[int, int, int] | None = None) -> list[bytes]:
+    """HELLO; ``first`` = (id, ttl_ms, priority) of the MDPC01 request sent right after."""
+    meta: dict[str, Any] = {"dips": DIPS_VERSION}
+    if first is not None:
+        rid, ttl_ms, priority = first
+        meta["first"] = {"id": rid, "ttl_ms": ttl_ms, "pri": priority}
+    return [b"", DIPS_CLIENT, HELLO, pack_meta(meta)]
 
 
 def client_ping(rids: list[int]) -> list[bytes]:
-    return [b"", DIPS_CLIENT, PING, pack(rids)]
+    return [b"", DIPS_CLIENT, PING, pack_meta({"ids": rids})]
 
 
-def parse_client_inbound(frames: list[bytes]) -> Reply | Pong:
+def parse_client_inbound(frames: list[bytes]) -> ClientInbound:
     """Decode one message a client's DEALER received from a broker."""
     if len(frames) < 3 or frames[0] != b"":
         raise ProtocolError("reply does not start with an empty delimiter and a header")
     header = frames[1]
     if header == CLIENT:
         return Reply(frames[2], frames[3:], None)
-    if header == DIPS_CLIENT and len(frames) >= 4:
-        command = frames[2]
-        if command == PONG and len(frames) == 4:
-            unknown = unpack(frames[3])
-            if isinstance(unknown, list) and all(isinstance(r, int) for r in unknown):
-                return Pong(unknown)
-        elif command == XREPLY and len(frames) >= 5:
-            rid = unpack(frames[4])
-            if isinstance(rid, int):
-                return Reply(frames[3], frames[5:], rid)
-    raise ProtocolError(f"malformed reply from broker (header {header[:16]!r})")
+    if header != DIPS_CLIENT or len(frames) < 4:
+        raise ProtocolError(f"malformed reply from broker (header {header[:16]!r})")
+    command = frames[2]
+    if command == RESULT:
+        if len(frames) < 5:
+            raise ProtocolError("RESULT needs a service and a meta frame")
+        rid = _int_field(unpack_meta(frames[4], "RESULT"), "id", "RESULT")
+        if rid is None:
+            raise ProtocolError("RESULT meta has no 'id'")
+        return Reply(frames[3], frames[5:], rid)
+    if len(frames) != 4:
+        raise ProtocolError(f"DIPS broker command {command[:8]!r} takes one meta frame")
+    meta = unpack_meta(frames[3], "broker")
+    if command == PONG:
+        instance = meta.get("instance", "")
+        return Pong(_ids(meta, "lost", "PONG"), instance if isinstance(instance, str) else "")
+    if command == CWELCOME:
+        if _version(meta) is None:
+            raise ProtocolError(f"WELCOME speaks DIPS version {meta.get('dips')!r}")
+        return Welcome(meta)
+    raise ProtocolError(f"unknown DIPS broker command {command[:8]!r}")
