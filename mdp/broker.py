@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import socket
 import time
@@ -28,7 +29,7 @@ from mdp.auth import (
 )
 from mdp.clock import LOG_FORMAT, RateLimitedLog, poll_timeout_ms
 from mdp.config import BrokerConfig, parse_broker_args
-from mdp.dispatch import Dispatcher, Request, Service, Worker, WorkerState
+from mdp.dispatch import Dispatcher, Request, Service, Worker
 from mdp.errors import BadRequest, ConfigError, ProtocolError, RequestError, UnknownService
 from mdp.keys import fingerprint, load_secret
 from mdp.version import code_version
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 _BATCH = 256  # messages handled per wake-up before timers get a turn
 _MAX_BLOCK_MS = 100  # longest the loop blocks: a stop or reload flag is seen this soon
+_MAX_FIRSTS = 10_000  # HELLOs whose first request has not arrived yet
 
 
 class Broker:
@@ -53,6 +55,7 @@ class Broker:
             worker_expiry_s=config.heartbeat_interval_s * config.heartbeat_liveness,
             max_total_queue=config.max_total_queue,
             max_workers=config.max_workers,
+            max_prefetch=config.max_prefetch,
         )
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -69,6 +72,9 @@ class Broker:
             self.socket.bind(endpoint)
             self.endpoints.append(self.socket.getsockopt_string(zmq.LAST_ENDPOINT))
         self.started = time.monotonic()
+        self.instance = secrets.token_hex(8)  # tells clients a restarted broker apart
+        self._welcome_meta = {"broker": code_version(), "instance": self.instance}
+        self._firsts: dict[bytes, tuple[int, int, int]] = {}  # HELLO "first", by client
         self._stopping = False
         self._reload_requested = False
         self._warn = RateLimitedLog(log)
@@ -192,21 +198,26 @@ class Broker:
         if role and not self._role_allows(identity, message, role):
             return
         now = time.monotonic()
-        if isinstance(message, p.ClientRequest):
-            self._on_request(identity, message, now)
-        elif isinstance(message, p.WorkerReply):
-            self._on_reply(identity, message, now)
-        elif isinstance(message, p.WorkerSignal):
-            self._on_signal(identity, message, now)
-        elif isinstance(message, p.WorkerReady):
-            self._on_ready(identity, message, now)
+        kind = type(message)
+        if kind is p.WorkerReply:
+            self._on_reply(identity, message, now)  # type: ignore[arg-type]
+        elif kind is p.ClientRequest:
+            self._on_request(identity, message, now)  # type: ignore[arg-type]
+        elif kind is p.WorkerSignal:
+            self._on_signal(identity, message, now)  # type: ignore[arg-type]
+        elif kind is p.ClientPing:
+            lost = [r for r in message.rids  # type: ignore[union-attr]
+                    if not self.dispatcher.holds(identity, r)]
+            self._send(p.pong(identity, lost, self.instance))
+        elif kind is p.ClientHello:
+            self._on_hello(identity, message)  # type: ignore[arg-type]
         else:
-            unknown = [r for r in message.rids if not self.dispatcher.holds(identity, r)]
-            self._send(p.pong(identity, unknown))
+            self._on_ready(identity, message, now)  # type: ignore[arg-type]
 
     def _role_allows(self, identity: bytes, message: p.BrokerInbound, role: str) -> bool:
         """With CURVE, only client keys send requests and only worker keys serve."""
-        wants = CLIENT_ROLE if isinstance(message, p.ClientRequest | p.ClientPing) else WORKER_ROLE
+        client_kinds = p.ClientRequest | p.ClientPing | p.ClientHello
+        wants = CLIENT_ROLE if isinstance(message, client_kinds) else WORKER_ROLE
         if role == wants:
             return True
         self.dispatcher.counters.refused += 1
@@ -217,9 +228,23 @@ class Broker:
                                BadRequest("this key may not send requests"))
         return False
 
+    def _on_hello(self, identity: bytes, msg: p.ClientHello) -> None:
+        """A DIPS client; ``first`` gives an id and deadline to its next MDPC01 request."""
+        firsts = self._firsts
+        if msg.first is not None:
+            if len(firsts) >= _MAX_FIRSTS:  # clients that never sent their request
+                firsts.pop(next(iter(firsts)))
+            firsts[identity] = msg.first
+        self._send(p.client_welcome(identity, self._welcome_meta))
+
     def _on_request(self, identity: bytes, msg: p.ClientRequest, now: float) -> None:
-        deadline = None if msg.ttl_ms is None else now + msg.ttl_ms / 1000
-        request = Request(identity, msg.service, msg.body, now, msg.rid, deadline)
+        rid, ttl_ms, priority = msg.rid, msg.ttl_ms, msg.priority
+        if rid is None and self._firsts:
+            first = self._firsts.pop(identity, None)
+            if first is not None:
+                rid, ttl_ms, priority = first
+        deadline = None if ttl_ms is None else now + ttl_ms / 1000
+        request = Request(identity, msg.service, msg.body, now, rid, deadline, priority)
         if msg.service.startswith(p.MMI_PREFIX):
             self._on_mmi(request, now)
             return
@@ -271,10 +296,12 @@ class Broker:
             self._send(p.worker_command(identity, p.DISCONNECT))
             return
         meta = _clean_meta(msg.meta)
-        worker = dispatcher.add_worker(identity, msg.service, msg.meta is not None, meta, now)
+        prefetch = meta.pop("prefetch", 0)
+        worker = dispatcher.add_worker(identity, msg.service, msg.meta is not None, meta, now,
+                                       prefetch)
         log.info("worker %s ready for %r (host %s pid %s version %s)", identity.hex()[:20],
                  msg.service.decode(), meta.get("host"), meta.get("pid"), meta.get("version"))
-        if worker.dips and not self._send(p.worker_command(identity, p.WELCOME)):
+        if worker.dips and not self._send(p.worker_welcome(identity, self._welcome_meta)):
             return
         self._dispatch(worker.service, now)
 
@@ -283,15 +310,17 @@ class Broker:
         if worker is None:
             self._unknown_worker(identity)
             return
-        self.dispatcher.heard_from(worker, now)
-        request = self.dispatcher.complete(worker, msg.client)
+        worker.expires_at = now + self.dispatcher.worker_expiry_s
+        body = msg.body
+        error = p.error_code(body) if p.is_error_body(body) else None
+        request = self.dispatcher.complete(worker, msg.key, now, error)
         if request is None:
             self.dispatcher.counters.dropped += 1
-            self._warn.warning("worker %s replied to a request it does not hold",
+            self._warn.warning("worker %s replied to a task it does not hold",
                                identity.hex()[:20])
         else:
             self.dispatcher.counters.replies += 1
-            self._send_client(request, msg.body)
+            self._send_client(request, body)
         self._dispatch(worker.service, now)
 
     def _on_signal(self, identity: bytes, msg: p.WorkerSignal, now: float) -> None:
@@ -305,19 +334,23 @@ class Broker:
         dispatcher.heard_from(worker, now)
         if command == p.HEARTBEAT:
             return
+        if not worker.dips and command != p.DISCONNECT:
+            self._warn.warning("standard worker %s sent a DIPS command %r; ignored",
+                               identity.hex()[:20], command)
+            return
         if command == p.DISCONNECT:
             log.info("worker %s left", identity.hex()[:20])
             dispatcher.remove_worker(worker, now)
         elif command == p.BUSY:
-            state = WorkerState.DRAINING if msg.arg == p.DRAINING else WorkerState.AWAY
-            if worker.state == WorkerState.IDLE or state == WorkerState.DRAINING:
-                dispatcher.set_unavailable(worker, state)
+            if msg.draining:
+                dispatcher.set_draining(worker)
+            else:
+                dispatcher.set_away(worker, True)
         elif command == p.FREE:
-            if worker.state == WorkerState.AWAY:
-                dispatcher.set_idle(worker)
+            dispatcher.set_away(worker, False)
         elif command == p.BOUNCE:
-            if not dispatcher.bounce(worker):
-                self._warn.warning("worker %s bounced a request it does not hold",
+            if not dispatcher.bounce(worker, msg.key):
+                self._warn.warning("worker %s bounced a task it does not hold",
                                    identity.hex()[:20])
         self._dispatch(worker.service, now)
 
@@ -328,13 +361,26 @@ class Broker:
     # --- output ----------------------------------------------------------------------
 
     def _dispatch(self, service: Service, now: float) -> None:
-        for worker, request in self.dispatcher.assignments(service, now):
-            ttl_ms = request.ttl_ms(now) if worker.dips else None
-            frames = p.to_worker(worker.identity, request.client, request.body, worker.dips,
-                                 ttl_ms)
+        dispatcher = self.dispatcher
+        if not service.queue:
+            if service.held and service.idle:
+                self._recall(service)
+            return
+        for worker, request, hold in dispatcher.assignments(service, now):
+            if worker.dips:
+                frames = p.to_worker(worker.identity, request.key, request.body, True,
+                                     request.ttl_ms(now), hold)
+            else:
+                frames = p.to_worker(worker.identity, request.key, request.body, False)
             if not self._send(frames):
-                log.warning("worker %s is gone; requeueing its request", worker.identity.hex()[:20])
-                self.dispatcher.remove_worker(worker, now)
+                log.warning("worker %s is gone; requeueing its tasks", worker.identity.hex()[:20])
+                dispatcher.remove_worker(worker, now)
+        if service.held and service.idle:
+            self._recall(service)
+
+    def _recall(self, service: Service) -> None:
+        for worker, request in self.dispatcher.recalls(service):
+            self._send(p.recall(worker.identity, request.key))
 
     def _send(self, frames: list[bytes]) -> bool:
         """Send to a peer; False when it is no longer connected."""
@@ -352,17 +398,22 @@ class Broker:
 
     def _answer_error(self, request: Request, error: RequestError) -> None:
         self.dispatcher.counters.errors += 1
+        service = self.dispatcher.services.get(request.service)
+        if service is not None:
+            service.counters.error(error.code)
         self._send_client(request, [p.error_body(error)])
 
     def _probe_busy_workers(self, now: float) -> None:
         """A heartbeat to each long-busy worker finds one whose connection dropped at once.
 
         A worker that answers quickly proves itself alive by its reply, so only those that
-        have held a request for a whole probe interval are probed.
+        have held a task for a whole probe interval are probed. A frozen DIPS worker stops
+        answering ZMTP heartbeats and libzmq drops its connection within its TTL, so the
+        probe after that fails.
         """
         for worker in self.dispatcher.busy_longer_than(self.config.probe_interval_s, now):
             if not self._send(p.worker_command(worker.identity, p.HEARTBEAT)):
-                log.warning("busy worker %s is gone; requeueing its request",
+                log.warning("busy worker %s is gone; requeueing its tasks",
                             worker.identity.hex()[:20])
                 self._forget(worker, now)
 
@@ -389,19 +440,17 @@ class Broker:
     # --- status ----------------------------------------------------------------------
 
     def status(self, now: float) -> dict[str, Any]:
-        counters = self.dispatcher.counters
         return {
             "broker": {
                 "endpoint": " ".join(self.endpoints),
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
                 "version": code_version(),
+                "instance": self.instance,
                 "uptime_s": round(now - self.started, 3),
             },
             "services": self.dispatcher.status(now),
-            "counters": {
-                name: getattr(counters, name) for name in counters.__dataclass_fields__
-            },
+            "counters": self.dispatcher.counters.to_wire(),
         }
 
 
@@ -415,6 +464,9 @@ def _clean_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
     pid = (meta or {}).get("pid")
     if isinstance(pid, int) and 0 < pid < 2**31:
         clean["pid"] = pid
+    prefetch = (meta or {}).get("prefetch")
+    if isinstance(prefetch, int) and not isinstance(prefetch, bool) and prefetch > 0:
+        clean["prefetch"] = min(prefetch, 16)
     return clean
 
 

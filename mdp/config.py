@@ -30,6 +30,7 @@ class BrokerConfig:
     max_frames: int = 16  # per message
     max_total_queue: int = 100_000
     max_workers: int = 10_000
+    max_prefetch: int = 1  # tasks a worker may hold beyond the one it runs
     curve_secret: str | None = None  # the broker's own key pair (.key_secret file)
     client_keys: str | None = None  # directory of allowed client public keys
     worker_keys: str | None = None  # directory of allowed worker public keys
@@ -47,6 +48,8 @@ class BrokerConfig:
             raise ConfigError("--unknown-grace must not be negative")
         if min(self.max_total_queue, self.max_workers) < 1:
             raise ConfigError("--max-total-queue and --max-workers must be at least 1")
+        if not 0 <= self.max_prefetch <= 16:
+            raise ConfigError("--max-prefetch must be between 0 and 16")
         if self.max_frames < 8:
             raise ConfigError("--max-frames must be at least 8 (a DIPS request takes 6)")
         if self.max_message_bytes < 1024:
@@ -114,6 +117,9 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
                         metavar="N", help="a peer sending a larger message is disconnected")
     parser.add_argument("--max-frames", type=int, default=defaults.max_frames, metavar="N",
                         help="frames per message")
+    parser.add_argument("--max-prefetch", type=int, default=defaults.max_prefetch, metavar="N",
+                        help="tasks a DIPS worker may hold beyond the one it runs, given only "
+                        "when no worker is idle (0: none)")
     curve = parser.add_argument_group("CURVE security (all three or none)")
     curve.add_argument("--curve-secret", metavar="FILE",
                        help="the broker's key pair (NAME.key_secret, mode 0600)")
@@ -132,6 +138,7 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
         max_workers=args.max_workers,
         max_message_bytes=args.max_message_bytes,
         max_frames=args.max_frames,
+        max_prefetch=args.max_prefetch,
         curve_secret=args.curve_secret,
         client_keys=args.client_keys,
         worker_keys=args.worker_keys,

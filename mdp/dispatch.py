@@ -1,24 +1,34 @@
-"""The broker's bookkeeping: workers, services, queued requests. No sockets here.
+"""The broker's bookkeeping: workers, services, queued requests, tasks. No sockets here.
 
 Every method takes ``now`` (a ``time.monotonic()`` reading) so that it can be tested
 without ZeroMQ and without waiting.
+
+A request given to a worker is a *task*, filed under a key of the broker's own (the frame
+a worker echoes in its REPLY), so that several requests of one client, or a task and its
+prefetched successor at one worker, are never confused. A worker is *idle* (no task of
+ours, not busy elsewhere), *open* (runs one of our tasks and may hold ``prefetch`` more,
+given only when no worker is idle), or neither.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from collections import OrderedDict, deque
+import random
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from mdp.errors import Overloaded, RequestError, UnknownService
+from mdp.queues import ServiceQueue
+from mdp.status import Counters, ServiceCounters
 
 
 class WorkerState(enum.Enum):
     IDLE = "idle"  # may be given a request
-    BUSY = "busy"  # holds one of this broker's requests
+    BUSY = "busy"  # holds one or more of this broker's requests
     AWAY = "away"  # busy with another broker's request (it told us so)
     DRAINING = "draining"  # leaving; takes no new request
 
@@ -33,6 +43,10 @@ class Request:
     received_at: float
     rid: int | None = None  # set for DIPS clients
     deadline: float | None = None  # monotonic; set for DIPS clients
+    priority: int = 0
+    key: bytes = b""  # set while a worker holds it
+    dispatched_at: float = 0.0
+    recalled: bool = False
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline
@@ -53,10 +67,20 @@ class Worker:
     meta: dict[str, Any]
     registered_at: float
     expires_at: float
-    state: WorkerState = WorkerState.IDLE
-    current: Request | None = None
-    dispatched_at: float = 0.0  # when it was given ``current``
+    prefetch: int = 0  # tasks it may hold beyond the one it runs
+    tasks: dict[bytes, Request] = field(default_factory=dict)  # oldest first
+    away: bool = False
+    draining: bool = False
     served: int = 0
+    failures: int = 0
+
+    @property
+    def state(self) -> WorkerState:
+        if self.draining:
+            return WorkerState.DRAINING
+        if self.tasks:
+            return WorkerState.BUSY
+        return WorkerState.AWAY if self.away else WorkerState.IDLE
 
 
 @dataclass(eq=False, slots=True)
@@ -65,26 +89,16 @@ class Service:
 
     name: bytes
     empty_since: float  # when it last had no worker (or was first asked for)
-    queue: deque[Request] = field(default_factory=deque)
+    queue: ServiceQueue[Request] = field(default_factory=ServiceQueue)
     idle: OrderedDict[bytes, Worker] = field(default_factory=OrderedDict)  # LRU first
+    open: OrderedDict[bytes, Worker] = field(default_factory=OrderedDict)  # may prefetch
     workers: dict[bytes, Worker] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Counters:
-    requests: int = 0
-    replies: int = 0
-    errors: int = 0
-    expired: int = 0
-    requeued: int = 0
-    bounced: int = 0
-    dropped: int = 0  # malformed or unexpected input
-    undeliverable: int = 0  # replies to clients that had gone
-    refused: int = 0  # messages a CURVE key's role does not allow
+    held: int = 0  # tasks waiting at a worker behind another of its tasks
+    counters: ServiceCounters = field(default_factory=ServiceCounters)
 
 
 class Dispatcher:
-    """Who is idle, what is queued, and which request each worker holds."""
+    """Who is idle, what is queued, and which tasks each worker holds."""
 
     def __init__(
         self,
@@ -95,10 +109,12 @@ class Dispatcher:
         worker_expiry_s: float,
         max_total_queue: int = 100_000,
         max_workers: int = 10_000,
+        max_prefetch: int = 1,
     ) -> None:
         self.max_queue = max_queue
         self.max_total_queue = max_total_queue
         self.max_workers = max_workers
+        self.max_prefetch = max_prefetch
         self.queued = 0  # over all services (kept up to date by the queue operations)
         self._next_expiry = math.inf  # no queued request expires before this
         self.max_services = max_services
@@ -108,74 +124,122 @@ class Dispatcher:
         self.workers: dict[bytes, Worker] = {}
         self.held: dict[tuple[bytes, int], Request] = {}  # DIPS requests by (client, id)
         self.counters = Counters()
+        self._key = random.getrandbits(63)
 
     # --- workers ---------------------------------------------------------------------
 
-    def add_worker(
-        self, identity: bytes, service_name: bytes, dips: bool, meta: dict[str, Any], now: float
-    ) -> Worker:
+    def add_worker(self, identity: bytes, service_name: bytes, dips: bool,
+                   meta: dict[str, Any], now: float, prefetch: int = 0) -> Worker:
         service = self._service(service_name, now)
-        worker = Worker(identity, service, dips, meta, now, now + self.worker_expiry_s)
+        prefetch = max(0, min(prefetch, self.max_prefetch)) if dips else 0
+        worker = Worker(identity, service, dips, meta, now, now + self.worker_expiry_s,
+                        prefetch)
         self.workers[identity] = worker
         service.workers[identity] = worker
         service.idle[identity] = worker
         return worker
 
     def remove_worker(self, worker: Worker, now: float) -> None:
-        """Forget a worker; the request it held goes back to the head of its queue."""
+        """Forget a worker; the tasks it held go back to the head of their queue."""
         service = worker.service
         self.workers.pop(worker.identity, None)
         service.workers.pop(worker.identity, None)
         service.idle.pop(worker.identity, None)
+        service.open.pop(worker.identity, None)
         if not service.workers:
             service.empty_since = now
-        self._requeue(worker)
+        for request in reversed(list(worker.tasks.values())):
+            self._take_back(worker, request)
+            self._requeue(service, request)
 
     def heard_from(self, worker: Worker, now: float) -> None:
         worker.expires_at = now + self.worker_expiry_s
 
     def expired_workers(self, now: float) -> list[Worker]:
-        return [w for w in self.workers.values() if now >= w.expires_at]
+        """Workers silent too long. A DIPS worker that holds a task of ours is exempt: its
+        connection is kept alive by ZMTP heartbeats while its handler runs, and a dead or
+        frozen one is found when a send to it fails."""
+        return [w for w in self.workers.values()
+                if now >= w.expires_at and not (w.dips and w.tasks)]
 
-    def set_idle(self, worker: Worker) -> None:
-        worker.state = WorkerState.IDLE
-        worker.service.idle[worker.identity] = worker
+    def set_away(self, worker: Worker, away: bool) -> None:
+        """BUSY (away=True) or FREE from a worker."""
+        worker.away = away
+        self._place(worker)
 
-    def set_unavailable(self, worker: Worker, state: WorkerState) -> None:
-        """AWAY or DRAINING: keep the worker but give it nothing."""
-        worker.state = state
-        worker.service.idle.pop(worker.identity, None)
+    def set_draining(self, worker: Worker) -> None:
+        worker.draining = True
+        self._place(worker)
 
-    def bounce(self, worker: Worker) -> bool:
-        """The worker returned its request unworked; False if it held none."""
-        if worker.current is None:
-            return False
-        self.counters.bounced += 1
-        self._requeue(worker)
-        self.set_unavailable(worker, WorkerState.AWAY)
-        return True
+    def _place(self, worker: Worker) -> None:
+        """File the worker as idle, open or neither, from its state."""
+        identity, service = worker.identity, worker.service
+        service.idle.pop(identity, None)
+        service.open.pop(identity, None)
+        if worker.draining or worker.away:
+            return
+        if not worker.tasks:
+            service.idle[identity] = worker
+        elif len(worker.tasks) <= worker.prefetch:
+            service.open[identity] = worker
 
-    def complete(self, worker: Worker, client: bytes) -> Request | None:
-        """The worker replied; return the request it answered, None if it held no such."""
-        request = worker.current
-        if request is None or request.client != client:
+    # --- tasks -----------------------------------------------------------------------
+
+    def complete(self, worker: Worker, key: bytes, now: float,
+                 error: str | None = None) -> Request | None:
+        """The worker replied to task ``key``; the request, or None if it holds no such."""
+        request = worker.tasks.get(key)
+        if request is None:
             return None
-        worker.current = None
+        self._take_back(worker, request)
         worker.served += 1
+        counters = worker.service.counters
+        counters.replies += 1
+        counters.queue_time.observe(request.dispatched_at - request.received_at)
+        counters.work_time.observe(now - request.dispatched_at)
+        if error is not None:
+            worker.failures += 1
+            counters.error(error)
         self._release(request)
-        if worker.state is not WorkerState.DRAINING:
-            self.set_idle(worker)
+        self._place(worker)
         return request
 
-    def _requeue(self, worker: Worker) -> None:
-        request = worker.current
-        worker.current = None
-        if request is not None:
-            self.counters.requeued += 1
-            worker.service.queue.appendleft(request)
-            self.queued += 1
-            if request.deadline is not None and request.deadline < self._next_expiry:
-                self._next_expiry = request.deadline
+    def bounce(self, worker: Worker, key: bytes) -> bool:
+        """The worker handed a task back unworked; False if it held no such task.
+
+        A task handed back unasked means the worker is busy elsewhere (it sent BUSY first);
+        a recalled one says nothing about the worker.
+        """
+        request = worker.tasks.get(key)
+        if request is None:
+            return False
+        self._take_back(worker, request)
+        worker.service.counters.bounced += 1
+        self.counters.bounced += 1
+        if not request.recalled:
+            worker.away = True
+        self._requeue(worker.service, request)
+        self._place(worker)
+        return True
+
+    def _take_back(self, worker: Worker, request: Request) -> None:
+        """Remove a task from its worker (the request itself is not released)."""
+        first = next(iter(worker.tasks), None)
+        del worker.tasks[request.key]
+        if request.key != first:
+            worker.service.held -= 1
+        elif worker.tasks:  # the next task is now the one it runs
+            worker.service.held -= 1
+        request.key = b""
+
+    def _requeue(self, service: Service, request: Request) -> None:
+        self.counters.requeued += 1
+        service.counters.requeued += 1
+        request.recalled = False
+        service.queue.appendleft(request)
+        self.queued += 1
+        if request.deadline is not None and request.deadline < self._next_expiry:
+            self._next_expiry = request.deadline
 
     # --- requests --------------------------------------------------------------------
 
@@ -191,6 +255,7 @@ class Dispatcher:
             if len(self.services) >= self.max_services:
                 return UnknownService(f"no such service {request.service!r:.110}")
             service = self._service(request.service, now)
+        service.counters.requests += 1
         if len(service.queue) >= self.max_queue:
             return Overloaded(
                 f"service {service.name.decode()!r} has {len(service.queue)} requests queued"
@@ -208,25 +273,59 @@ class Dispatcher:
     def holds(self, client: bytes, rid: int) -> bool:
         return (client, rid) in self.held
 
-    def assignments(self, service: Service, now: float) -> Iterator[tuple[Worker, Request]]:
-        """Pair queued requests with idle workers, least recently used first.
+    def assignments(self, service: Service,
+                    now: float) -> Iterator[tuple[Worker, Request, bool]]:
+        """Pair queued requests with workers: (worker, request, hold).
 
-        The caller sends each pair; if sending fails it calls ``remove_worker``, which puts
-        the request back at the head of the queue, and iteration goes on.
+        Idle workers first, least recently used first; only when none is idle, a worker
+        that runs one of our tasks and may prefetch gets the next (``hold`` is True). The
+        caller sends each task; if sending fails it calls ``remove_worker``, which puts the
+        tasks back at the head of the queue, and iteration goes on.
         """
-        queue, idle = service.queue, service.idle
-        while queue and idle:
+        queue, idle, open_ = service.queue, service.idle, service.open
+        while queue and (idle or open_):
             request = queue.popleft()
             self.queued -= 1
             if request.expired(now):
                 self.counters.expired += 1
+                service.counters.expired += 1
                 self._release(request)
                 continue
-            _, worker = idle.popitem(last=False)
-            worker.state = WorkerState.BUSY
-            worker.current = request
-            worker.dispatched_at = now
-            yield worker, request
+            if idle:
+                _, worker = idle.popitem(last=False)
+                hold = False
+            else:
+                _, worker = open_.popitem(last=False)
+                hold = True
+                service.held += 1
+            self._key += 1
+            request.key = key = self._key.to_bytes(8, "big")
+            request.dispatched_at = now
+            worker.tasks[key] = request
+            if worker.prefetch and len(worker.tasks) <= worker.prefetch:
+                open_[worker.identity] = worker
+            yield worker, request, hold
+
+    def recalls(self, service: Service) -> list[tuple[Worker, Request]]:
+        """Tasks to take back: one for each idle worker, while nothing else is queued.
+
+        A task held at a busy worker behind another task would wait while a worker is
+        idle; it is asked back (RECALL) and, when the worker returns it, dispatched again.
+        """
+        if not service.held or service.queue or not service.idle:
+            return []
+        wanted = len(service.idle)
+        found: list[tuple[Worker, Request]] = []
+        for worker in service.workers.values():
+            if len(worker.tasks) < 2 or not worker.dips:
+                continue
+            for request in list(worker.tasks.values())[1:]:
+                if not request.recalled:
+                    request.recalled = True
+                    found.append((worker, request))
+                    if len(found) == wanted:
+                        return found
+        return found
 
     def drop_expired(self, now: float) -> int:
         """Drop queued requests whose deadline passed.
@@ -238,26 +337,28 @@ class Dispatcher:
         dropped = 0
         next_expiry = math.inf
         for service in self.services.values():
-            keep: deque[Request] = deque()
+            gone = service.queue.remove_if(lambda r: r.expired(now))
+            for request in gone:
+                self._release(request)
+            service.counters.expired += len(gone)
+            dropped += len(gone)
             for request in service.queue:
-                if request.expired(now):
-                    self._release(request)
-                    dropped += 1
-                else:
-                    keep.append(request)
-                    if request.deadline is not None and request.deadline < next_expiry:
-                        next_expiry = request.deadline
-            if dropped:
-                service.queue = keep
+                if request.deadline is not None and request.deadline < next_expiry:
+                    next_expiry = request.deadline
         self._next_expiry = next_expiry
         self.counters.expired += dropped
         self.queued -= dropped
         return dropped
 
     def busy_longer_than(self, age_s: float, now: float) -> list[Worker]:
-        """Workers that have held one of our requests for more than ``age_s``."""
-        return [w for w in self.workers.values()
-                if w.current is not None and now - w.dispatched_at > age_s]
+        """Workers whose oldest task of ours was given them more than ``age_s`` ago."""
+        found = []
+        for worker in self.workers.values():
+            if worker.tasks:
+                oldest = next(iter(worker.tasks.values()))
+                if now - oldest.dispatched_at > age_s:
+                    found.append(worker)
+        return found
 
     def unknown_requests(self, now: float) -> list[Request]:
         """Requests for services that have had no worker for the grace period.
@@ -270,11 +371,14 @@ class Dispatcher:
             if service.workers:
                 continue
             queue = service.queue
-            while queue and max(service.empty_since, queue[0].received_at) + grace <= now:
-                request = queue.popleft()
-                self.queued -= 1
-                self._release(request)
-                unknown.append(request)
+            cutoff = now - grace  # requests that arrived (or lost their workers) before it
+            if service.empty_since <= cutoff and any(
+                    r.received_at <= cutoff for r in queue.head_arrivals()):
+                gone = queue.remove_if(partial(_arrived_by, cutoff))
+                self.queued -= len(gone)
+                for request in gone:
+                    self._release(request)
+                unknown.extend(gone)
             if not queue:
                 del self.services[name]
         return unknown
@@ -294,11 +398,18 @@ class Dispatcher:
     def status(self, now: float) -> dict[str, Any]:
         services: dict[str, Any] = {}
         for name, service in self.services.items():
+            counters, histograms = service.counters.to_wire()
             services[name.decode("ascii", "replace")] = {
                 "queue": len(service.queue),
+                "counters": counters,
+                "histograms": histograms,
                 "workers": [_worker_status(w, now) for w in service.workers.values()],
             }
         return services
+
+
+def _arrived_by(cutoff: float, request: Request) -> bool:
+    return request.received_at <= cutoff
 
 
 def _worker_status(worker: Worker, now: float) -> dict[str, Any]:
@@ -310,5 +421,7 @@ def _worker_status(worker: Worker, now: float) -> dict[str, Any]:
         "pid": meta.get("pid", 0),
         "version": meta.get("version", ""),
         "served": worker.served,
+        "failures": worker.failures,
+        "queued": len(worker.tasks),
         "uptime_s": round(now - worker.registered_at, 3),
     }

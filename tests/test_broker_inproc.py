@@ -41,17 +41,20 @@ def test_no_message_is_lost_across_batches(broker: Broker, zctx: zmq.Context) ->
     worker.send_multipart(p.ready(b"echo", {"pid": 1}))
     broker._drain(0)
     assert worker.poll(1000) and worker.recv_multipart()[2] == p.WELCOME
+    served_keys: set[bytes] = set()
     count = 3 * _BATCH + 7  # several full batches and a partial one
     for i in range(count):
-        client.send_multipart(p.client_xrequest(b"echo", i + 1, 60_000, [msgpack.packb({})]))
+        client.send_multipart(p.client_submit(b"echo", i + 1, 60_000, [msgpack.packb({})]))
     drain_all(broker)
     assert broker.dispatcher.counters.requests == count
     served = 0
     while served < count:
         assert worker.poll(1000), f"worker got {served} of {count} requests"
         frames = worker.recv_multipart()
-        if frames[2] != p.XREQUEST:
+        if frames[2] != p.TASK:
             continue
+        assert frames[3] not in served_keys
+        served_keys.add(frames[3])
         worker.send_multipart(p.reply(frames[3], [frames[-1]]))
         broker._drain(0)
         served += 1
@@ -67,9 +70,51 @@ def test_no_message_is_lost_across_batches(broker: Broker, zctx: zmq.Context) ->
 
 def test_pings_tell_which_requests_the_broker_holds(broker: Broker, zctx: zmq.Context) -> None:
     client = dealer(zctx)
-    client.send_multipart(p.client_xrequest(b"nobody", 5, 60_000, [msgpack.packb({})]))
+    client.send_multipart(p.client_submit(b"nobody", 5, 60_000, [msgpack.packb({})]))
     client.send_multipart(p.client_ping([5, 6]))
     drain_all(broker)
     assert client.poll(1000)
-    assert p.parse_client_inbound(client.recv_multipart()) == p.Pong([6])
+    assert p.parse_client_inbound(client.recv_multipart()) == p.Pong([6], broker.instance)
+    client.close()
+
+
+def test_hello_gives_the_next_standard_request_an_id_and_a_deadline(
+        broker: Broker, zctx: zmq.Context) -> None:
+    worker, client = dealer(zctx), dealer(zctx)
+    worker.send_multipart(p.ready(b"echo", {"pid": 1}))
+    client.send_multipart(p.client_hello((41, 60_000, 0)))
+    client.send_multipart(p.client_request(b"echo", [msgpack.packb({"a": 1})]))
+    drain_all(broker)
+    assert client.poll(1000)
+    assert isinstance(p.parse_client_inbound(client.recv_multipart()), p.Welcome)
+    frames = []
+    while worker.poll(1000):
+        frames = worker.recv_multipart()
+        if frames[2] == p.TASK:
+            break
+    task = p.parse_worker_inbound(frames)
+    assert isinstance(task, p.BrokerTask) and task.ttl_ms is not None
+    worker.send_multipart(p.reply(task.key, task.body))
+    drain_all(broker)
+    assert client.poll(1000)
+    assert p.parse_client_inbound(client.recv_multipart()) == p.Reply(b"echo", task.body, 41)
+    worker.close()
+    client.close()
+
+
+def test_a_standard_worker_is_never_given_a_second_task(broker: Broker,
+                                                        zctx: zmq.Context) -> None:
+    worker, client = dealer(zctx), dealer(zctx)
+    worker.send_multipart(p.ready(b"echo", None))
+    for i in range(3):
+        client.send_multipart(p.client_submit(b"echo", i + 1, 60_000, [msgpack.packb({})]))
+    drain_all(broker)
+    assert worker.poll(1000)
+    first = worker.recv_multipart()
+    assert first[2] == p.REQUEST
+    assert not worker.poll(0)  # inproc: anything sent is already there
+    worker.send_multipart(p.reply(first[3], [first[-1]]))
+    drain_all(broker)
+    assert worker.poll(1000) and worker.recv_multipart()[2] == p.REQUEST
+    worker.close()
     client.close()

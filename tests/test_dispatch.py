@@ -14,8 +14,18 @@ def make(max_queue: int = 100, grace: float = 1.0) -> Dispatcher:
 
 
 def req(n: int, now: float = 0.0, service: bytes = b"echo", deadline: float | None = None,
-        rid: int | None = None) -> Request:
-    return Request(b"client%d" % n, service, [b"%d" % n], now, rid, deadline)
+        rid: int | None = None, priority: int = 0) -> Request:
+    return Request(b"client%d" % n, service, [b"%d" % n], now, rid, deadline, priority)
+
+
+def assign(d: Dispatcher, service: bytes = b"echo",
+           now: float = 0.0) -> list[tuple[Worker, Request]]:
+    return [(w, r) for w, r, _ in d.assignments(d.services[service], now)]
+
+
+def only_key(w: Worker) -> bytes:
+    [key] = w.tasks
+    return key
 
 
 def holding_first_of_two() -> tuple[Dispatcher, Worker, Service]:
@@ -25,7 +35,7 @@ def holding_first_of_two() -> tuple[Dispatcher, Worker, Service]:
     d.enqueue(req(1), 0.0)
     d.enqueue(req(2), 0.0)
     service = d.services[b"echo"]
-    list(d.assignments(service, 0.0))
+    assign(d)
     return d, w, service
 
 
@@ -34,24 +44,24 @@ def test_least_recently_used_idle_worker_gets_the_request() -> None:
     a = d.add_worker(b"A", b"echo", True, {}, 0.0)
     b = d.add_worker(b"B", b"echo", True, {}, 0.1)
     d.enqueue(req(1), 1.0)
-    [(worker, request)] = list(d.assignments(d.services[b"echo"], 1.0))
+    [(worker, request)] = assign(d, now=1.0)
     assert worker is a and request.body == [b"1"]
-    assert d.complete(a, b"client1") is request  # A is now the most recently used
+    assert d.complete(a, request.key, 1.5) is request  # A is now the most recently used
     d.enqueue(req(2), 2.0)
-    [(worker, _)] = list(d.assignments(d.services[b"echo"], 2.0))
+    [(worker, _)] = assign(d, now=2.0)
     assert worker is b
 
 
 def test_requests_queue_in_order_while_no_worker_is_idle() -> None:
     d = make()
-    w = d.add_worker(b"W", b"echo", True, {}, 0.0)
+    w = d.add_worker(b"W", b"echo", False, {}, 0.0)  # a standard worker: no prefetch
     for n in range(3):
         d.enqueue(req(n), 0.0)
     service = d.services[b"echo"]
-    assert [r.body for _, r in d.assignments(service, 0.0)] == [[b"0"]]
+    assert [r.body for _, r in assign(d)] == [[b"0"]]
     assert len(service.queue) == 2
-    d.complete(w, b"client0")
-    assert [r.body for _, r in d.assignments(service, 0.0)] == [[b"1"]]
+    d.complete(w, only_key(w), 0.0)
+    assert [r.body for _, r in assign(d)] == [[b"1"]]
 
 
 def test_a_dead_workers_request_goes_back_to_the_head_of_the_queue() -> None:
@@ -73,7 +83,7 @@ def test_expired_requests_are_never_dispatched() -> None:
     d.enqueue(req(1, deadline=1.0, rid=1), 0.0)
     d.enqueue(req(2, deadline=10.0, rid=2), 0.0)
     d.add_worker(b"W", b"echo", True, {}, 0.0)
-    pairs = list(d.assignments(d.services[b"echo"], 5.0))
+    pairs = assign(d, now=5.0)
     assert [r.body for _, r in pairs] == [[b"2"]]
     assert d.counters.expired == 1
     assert not d.holds(b"client1", 1)
@@ -122,29 +132,35 @@ def test_a_resent_request_is_held_once() -> None:
 def test_away_worker_gets_nothing_until_free() -> None:
     d = make()
     w = d.add_worker(b"W", b"echo", True, {}, 0.0)
-    d.set_unavailable(w, WorkerState.AWAY)
+    d.set_away(w, True)
     d.enqueue(req(1), 0.0)
-    service = d.services[b"echo"]
-    assert list(d.assignments(service, 0.0)) == []
-    d.set_idle(w)
-    assert len(list(d.assignments(service, 0.0))) == 1
+    assert assign(d) == []
+    d.set_away(w, False)
+    assert len(assign(d)) == 1
 
 
 def test_bounce_requeues_at_head_and_marks_away() -> None:
-    d, w, service = holding_first_of_two()
-    assert d.bounce(w)
-    assert w.state is WorkerState.AWAY and w.current is None
+    d = make()
+    w = d.add_worker(b"W", b"echo", True, {}, 0.0, prefetch=1)
+    d.enqueue(req(1), 0.0)
+    d.enqueue(req(2), 0.0)
+    service = d.services[b"echo"]
+    assign(d)
+    keys = list(w.tasks)
+    assert [r.body for r in w.tasks.values()] == [[b"1"], [b"2"]]  # the second held
+    assert d.bounce(w, keys[1]) and d.bounce(w, keys[0])
+    assert w.state is WorkerState.AWAY and not w.tasks and service.held == 0
     assert [r.body for r in service.queue] == [[b"1"], [b"2"]]
-    assert not d.bounce(w)
+    assert not d.bounce(w, keys[0])
 
 
 def test_reply_for_another_client_is_refused() -> None:
     d = make()
     w = d.add_worker(b"W", b"echo", True, {}, 0.0)
     d.enqueue(req(1), 0.0)
-    list(d.assignments(d.services[b"echo"], 0.0))
-    assert d.complete(w, b"someone-else") is None
-    assert w.current is not None
+    assign(d)
+    assert d.complete(w, b"someone-else", 0.0) is None
+    assert len(w.tasks) == 1
 
 
 @pytest.mark.parametrize("now,expected", [(2.9, 0), (3.0, 1)])
@@ -156,10 +172,11 @@ def test_worker_expiry(now: float, expected: int) -> None:
 
 def test_a_draining_worker_finishes_but_gets_nothing_more() -> None:
     d, w, service = holding_first_of_two()
-    d.set_unavailable(w, WorkerState.DRAINING)
-    assert d.complete(w, b"client1") is not None
+    d.set_draining(w)
+    first = next(iter(w.tasks))
+    assert d.complete(w, first, 0.0) is not None
     assert w.state is WorkerState.DRAINING
-    assert list(d.assignments(service, 0.0)) == []
+    assert assign(d) == []
 
 
 def test_total_queue_is_bounded_and_counted() -> None:
@@ -171,7 +188,7 @@ def test_total_queue_is_bounded_and_counted() -> None:
     assert d.enqueue(req(3, service=b"b", deadline=1.0), 0.0) is None
     error = d.enqueue(req(4, service=b"a"), 0.0)
     assert isinstance(error, Overloaded) and "3 requests queued" in str(error)
-    list(d.assignments(d.services[b"a"], 0.0))
+    assign(d, b"a")
     assert d.queued == 2
     d.remove_worker(w, 0.5)  # its request goes back: 3 queued
     assert d.queued == 3
@@ -196,6 +213,111 @@ def test_only_long_busy_workers_are_probed() -> None:
     a = d.add_worker(b"A", b"echo", True, {}, 0.0)
     d.add_worker(b"B", b"echo", True, {}, 0.0)
     d.enqueue(req(1), 0.0)
-    list(d.assignments(d.services[b"echo"], 1.0))
+    assign(d, now=1.0)
     assert d.busy_longer_than(0.2, 1.1) == []
     assert d.busy_longer_than(0.2, 1.3) == [a]
+
+
+def test_prefetch_only_when_no_worker_is_idle() -> None:
+    d = make()
+    a = d.add_worker(b"A", b"echo", True, {}, 0.0, prefetch=1)
+    b = d.add_worker(b"B", b"echo", True, {}, 0.0, prefetch=1)
+    for n in range(5):
+        d.enqueue(req(n), 0.0)
+    service = d.services[b"echo"]
+    pairs = list(d.assignments(service, 0.0))
+    assert [(w, hold) for w, _, hold in pairs] == [(a, False), (b, False), (a, True), (b, True)]
+    assert len(service.queue) == 1 and service.held == 2
+    assert not service.idle and not service.open
+
+
+def test_an_idle_worker_recalls_a_held_task() -> None:
+    d = make()
+    a = d.add_worker(b"A", b"echo", True, {}, 0.0, prefetch=1)
+    b = d.add_worker(b"B", b"echo", True, {}, 0.0, prefetch=1)
+    for n in range(4):
+        d.enqueue(req(n), 0.0)
+    service = d.services[b"echo"]
+    list(d.assignments(service, 0.0))
+    first_b, held_b = list(b.tasks)
+    d.complete(b, first_b, 1.0)
+    d.complete(b, held_b, 1.1)  # B is idle; A still runs one task and holds another
+    assert service.idle and service.held == 1
+    [(worker, request)] = d.recalls(service)
+    assert worker is a and request.body == [b"2"]
+    assert d.recalls(service) == []  # asked once
+    assert d.bounce(a, request.key)  # A gives it back: it is not away
+    assert a.state is WorkerState.BUSY and not a.away
+    assert [(w, r.body) for w, r in assign(d, now=1.2)] == [(b, [b"2"])]
+
+
+def test_a_late_recall_is_answered_by_the_reply() -> None:
+    d = make()
+    a = d.add_worker(b"A", b"echo", True, {}, 0.0, prefetch=1)
+    d.add_worker(b"B", b"echo", False, {}, 0.0)
+    for n in range(3):
+        d.enqueue(req(n), 0.0)
+    service = d.services[b"echo"]
+    list(d.assignments(service, 0.0))
+    b = service.workers[b"B"]
+    d.complete(b, only_key(b), 0.5)
+    [(_, request)] = d.recalls(service)
+    first = next(iter(a.tasks))
+    d.complete(a, first, 0.6)
+    assert service.held == 0  # the recalled task now runs first
+    assert d.complete(a, request.key, 0.7) is request
+
+
+def test_higher_priority_first_fifo_within() -> None:
+    d = make()
+    d.enqueue(req(1, priority=0), 0.0)
+    d.enqueue(req(2, priority=-1), 0.0)
+    d.enqueue(req(3, priority=1), 0.0)
+    d.enqueue(req(4, priority=1), 0.0)
+    d.enqueue(req(5, priority=0), 0.0)
+    w = d.add_worker(b"W", b"echo", False, {}, 0.0)
+    order = []
+    for _ in range(5):
+        [(_, r)] = assign(d)
+        order.append(r.body[0])
+        d.complete(w, r.key, 0.0)
+    assert order == [b"3", b"4", b"1", b"5", b"2"]
+
+
+def test_low_priority_is_not_starved() -> None:
+    d = make(max_queue=1000)
+    d.enqueue(req(0, priority=-1), 0.0)
+    for n in range(1, 100):
+        d.enqueue(req(n, priority=1), 0.0)
+    w = d.add_worker(b"W", b"echo", False, {}, 0.0)
+    turns = 0
+    while True:
+        [(_, r)] = assign(d)
+        d.complete(w, r.key, 0.0)
+        turns += 1
+        if r.body == [b"0"] or turns == 20:
+            break
+    assert r.body == [b"0"] and turns <= 10
+
+
+def test_histograms_time_queue_and_work() -> None:
+    d = make()
+    w = d.add_worker(b"W", b"echo", True, {}, 0.0)
+    d.enqueue(req(1, now=1.0), 1.0)
+    [(_, r)] = assign(d, now=1.5)
+    d.complete(w, r.key, 1.6, error="bad_request")
+    counters = d.services[b"echo"].counters
+    assert counters.queue_time.count == 1 and abs(counters.queue_time.total - 0.5) < 1e-9
+    assert abs(counters.work_time.total - 0.1) < 1e-9
+    assert counters.errors == {"bad_request": 1} and w.failures == 1
+
+
+def test_a_dips_worker_holding_a_task_is_not_expired_for_silence() -> None:
+    d = make()
+    dips = d.add_worker(b"D", b"echo", True, {}, 0.0)
+    std = d.add_worker(b"S", b"echo", False, {}, 0.0)
+    d.enqueue(req(1), 0.0)
+    d.enqueue(req(2), 0.0)
+    assign(d)
+    assert dips.tasks and std.tasks
+    assert d.expired_workers(10.0) == [std]

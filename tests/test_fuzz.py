@@ -18,15 +18,17 @@ from clusterkit import Cluster, GoodClient, broker_status, wait_for
 from mdp import protocol as p
 from mdp.errors import BadRequest, ProtocolError
 
-HEADERS = [b"", p.CLIENT, p.WORKER, p.DIPS_CLIENT, b"MDPC02"]
+HEADERS = [b"", p.CLIENT, p.WORKER, p.DIPS_CLIENT, b"DIPC01", b"MDPC02"]
 COMMANDS = [bytes([i]) for i in range(12)]
 VALID = [
     p.client_request(b"echo", [msgpack.packb({"x": 1})]),
-    p.client_xrequest(b"echo", 7, 1000, [msgpack.packb({})]),
+    p.client_submit(b"echo", 7, 1000, [msgpack.packb({})]),
+    p.client_hello((8, 1000, 0)),
     p.client_ping([1, 2, 3]),
     p.ready(b"fuzzed", {"pid": 1, "host": "h"}),
     p.signal(p.HEARTBEAT),
-    p.signal(p.BOUNCE, b"client"),
+    p.bounce(b"client"),
+    p.busy(True),
     p.reply(b"client", [b"body"]),
     p.signal(p.DISCONNECT),
 ]

@@ -25,7 +25,7 @@ def rogue(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
 
 
 def random_frames(rng: random.Random) -> list[bytes]:
-    headers = [b"", b"MDPC01", b"MDPW01", b"DIPC01", b"MDPC02", b"\xff" * 6]
+    headers = [b"", b"MDPC01", b"MDPW01", b"DIPC01", b"DIPC02", b"MDPC02", b"\xff" * 6]
     frames = []
     for _ in range(rng.randint(0, 8)):
         kind = rng.random()
@@ -49,7 +49,7 @@ def test_garbage_does_not_disturb_service(cluster: Cluster, zctx: zmq.Context) -
     # random frames and mutated valid messages, from many sockets
     valid = [p.client_request(b"echo", [msgpack.packb({"x": 1})]), p.ready(b"echo", {"pid": 1}),
              p.signal(p.HEARTBEAT), p.reply(b"nobody", [b"x"]), p.client_ping([1, 2]),
-             p.client_xrequest(b"echo", 9, 1000, [msgpack.packb({})])]
+             p.client_submit(b"echo", 9, 1000, [msgpack.packb({})]), p.client_hello((3, 9, 0))]
     for _ in range(40):
         sock = rogue(zctx, broker.endpoint)
         for _ in range(50):
@@ -70,8 +70,9 @@ def test_garbage_does_not_disturb_service(cluster: Cluster, zctx: zmq.Context) -
         [p.reply(b"ghost", [b"x"])],  # reply before READY
         [p.ready(b"echo", None), p.signal(p.DISCONNECT)],  # idle, leaves
         [p.ready(b"echo", None), p.ready(b"echo", None)],  # READY twice
-        [p.ready(b"echo", {}), p.signal(p.FREE), p.signal(p.BOUNCE, b"x"),
-         p.signal(p.BUSY), p.signal(p.BUSY, b"draining"), p.signal(p.DISCONNECT)],
+        [p.ready(b"echo", {}), p.signal(p.FREE), p.bounce(b"x"),
+         p.busy(), p.busy(True), p.signal(p.DISCONNECT)],
+        [p.ready(b"echo", None), p.busy(), p.bounce(b"x"), p.signal(p.DISCONNECT)],
         [p.ready(b"mmi.echo", None)],  # workers may not offer mmi.*
         [p.ready(b"bad name", None)],
         [p.ready(b"echo", None), p.reply(b"someone", [b"x"]), p.signal(p.DISCONNECT)],

@@ -15,24 +15,50 @@ def test_standard_client_request() -> None:
     assert msg == p.ClientRequest(b"echo", [b"body"])
 
 
-def test_dips_client_request_round_trip() -> None:
-    frames = p.client_xrequest(b"echo", 42, 1500, [b"body"])
-    assert p.parse_broker_inbound(frames) == p.ClientRequest(b"echo", [b"body"], 42, 1500)
+def test_submit_round_trip() -> None:
+    frames = p.client_submit(b"echo", 42, 1500, [b"body"], priority=1)
+    assert p.parse_broker_inbound(frames) == p.ClientRequest(b"echo", [b"body"], 42, 1500, 1)
+    assert p.parse_broker_inbound(p.client_submit(b"e", 1, 2, [b"b"])).priority == 0
 
 
-@pytest.mark.parametrize("extra", [[b"\xc1"], [msgpack.packb([1])], [b"a", b"b"]])
-def test_ready_with_other_extra_frames_is_a_standard_worker(extra: list[bytes]) -> None:
+def test_priorities_are_clamped() -> None:
+    meta = msgpack.packb({"id": 1, "ttl_ms": 5, "pri": 99})
+    assert p.parse_broker_inbound([b"", p.DIPS_CLIENT, p.SUBMIT, b"e", meta]).priority == 1
+
+
+def test_hello_carries_the_version_and_the_first_request() -> None:
+    assert p.parse_broker_inbound(p.client_hello()) == p.ClientHello(None)
+    assert p.parse_broker_inbound(p.client_hello((7, 900, -1))) == p.ClientHello((7, 900, -1))
+    old = [b"", p.DIPS_CLIENT, p.HELLO, msgpack.packb({"dips": 1})]
+    with pytest.raises(ProtocolError, match="version"):
+        p.parse_broker_inbound(old)
+
+
+@pytest.mark.parametrize("extra", [[b"\xc1"], [msgpack.packb([1])], [b"a", b"b"],
+                                   [msgpack.packb({"pid": 1})]])  # v1 metadata: no "dips"
+def test_ready_without_v2_metadata_is_a_standard_worker(extra: list[bytes]) -> None:
     frames = [b"", b"MDPW01", b"\x01", b"svc", *extra]
     assert p.parse_broker_inbound(frames) == p.WorkerReady(b"svc", None)
 
 
 def test_worker_commands() -> None:
     assert p.parse_broker_inbound(p.ready(b"echo", None)) == p.WorkerReady(b"echo", None)
-    meta = {"pid": 1}
-    assert p.parse_broker_inbound(p.ready(b"echo", meta)) == p.WorkerReady(b"echo", meta)
-    assert p.parse_broker_inbound(p.reply(b"cli", [b"x"])) == p.WorkerReply(b"cli", [b"x"])
+    ready = p.parse_broker_inbound(p.ready(b"echo", {"pid": 1}))
+    assert ready == p.WorkerReady(b"echo", {"dips": 2, "pid": 1})
+    assert p.parse_broker_inbound(p.reply(b"key", [b"x"])) == p.WorkerReply(b"key", [b"x"])
     assert p.parse_broker_inbound(p.signal(p.HEARTBEAT)) == p.WorkerSignal(p.HEARTBEAT)
-    assert p.parse_broker_inbound(p.signal(p.BOUNCE, b"c")) == p.WorkerSignal(p.BOUNCE, b"c")
+    assert p.parse_broker_inbound(p.bounce(b"k")) == p.WorkerSignal(p.BOUNCE, b"k")
+    assert p.parse_broker_inbound(p.busy()) == p.WorkerSignal(p.BUSY)
+    assert p.parse_broker_inbound(p.busy(True)) == p.WorkerSignal(p.BUSY, draining=True)
+    assert p.parse_broker_inbound(p.signal(p.FREE)) == p.WorkerSignal(p.FREE)
+
+
+def test_reply_without_the_empty_frame_is_accepted() -> None:
+    """The ZeroMQ guide's PHP worker leaves the empty frame out."""
+    frames = [b"", b"MDPW01", b"\x03", b"key", b"body"]
+    assert p.parse_broker_inbound(frames) == p.WorkerReply(b"key", [b"body"])
+    standard = [b"", b"MDPW01", b"\x03", b"key", b"", b"body"]
+    assert p.parse_broker_inbound(standard) == p.WorkerReply(b"key", [b"body"])
 
 
 @pytest.mark.parametrize("frames", [
@@ -41,14 +67,20 @@ def test_worker_commands() -> None:
     [b"nonempty", b"MDPC01", b"echo"],
     [b"", b"MDPC02", b"echo"],
     [b"", b"MDPW01", b"\x01"],
-    [b"", b"MDPW01", b"\x03", b"client"],  # REPLY without empty frame
+    [b"", b"MDPW01", b"\x03", b"client"],  # REPLY without a body
     [b"", b"MDPW01", b"\x04", b"extra"],
+    [b"", b"MDPW01", b"\x06"],  # BUSY without meta
+    [b"", b"MDPW01", b"\x06", b"\x92\x01"],  # BUSY meta is not a map
+    [b"", b"MDPW01", b"\x08"],  # BOUNCE without key
     [b"", b"MDPW01", b"\x99"],
-    [b"", b"DIPC01", b"\x01", b"\x92\x01"],  # PING frame is a truncated list
-    [b"", b"DIPC01", b"\x01", msgpack.packb(["a"])],
-    [b"", b"DIPC01", b"\x03", b"echo", msgpack.packb([1, -5]), b"b"],
-    [b"", b"DIPC01", b"\x03", b"echo"],
-    [b"", b"DIPC01", b"\x77"],
+    [b"", b"DIPC01", b"\x01", msgpack.packb([1])],  # version-1 PING: an unknown header
+    [b"", b"DIPC02", b"\x05", b"\x92\x01"],  # PING meta truncated
+    [b"", b"DIPC02", b"\x05", msgpack.packb({"ids": ["a"]})],
+    [b"", b"DIPC02", b"\x03", b"echo", msgpack.packb({"id": 1, "ttl_ms": -5}), b"b"],
+    [b"", b"DIPC02", b"\x03", b"echo", msgpack.packb({"id": 1}), b"b"],
+    [b"", b"DIPC02", b"\x03", b"echo"],
+    [b"", b"DIPC02", b"\x01", msgpack.packb({"dips": 2, "first": {"id": "x", "ttl_ms": 1}})],
+    [b"", b"DIPC02", b"\x77", b"\x80"],
 ])
 def test_malformed_broker_input_raises_protocol_error(frames: list[bytes]) -> None:
     with pytest.raises(ProtocolError):
@@ -61,7 +93,10 @@ def test_malformed_broker_input_raises_protocol_error(frames: list[bytes]) -> No
     [b"", b"MDPW01", b"\x02", b"client"],
     [b"", b"MDPW01", b"\x0a", b"client", b""],
     [b"", b"MDPW01", b"\x0a", b"client", b"", b"\xc1"],
+    [b"", b"MDPW01", b"\x0a", b"client", b"", msgpack.packb({"ttl_ms": "x"})],
     [b"", b"MDPW01", b"\x04", b"x"],
+    [b"", b"MDPW01", b"\x09", msgpack.packb({"dips": 1})],
+    [b"", b"MDPW01", b"\x0b"],
     [b"", b"MDPW01", b"\x42"],
 ])
 def test_malformed_worker_input_raises_protocol_error(frames: list[bytes]) -> None:
@@ -69,14 +104,26 @@ def test_malformed_worker_input_raises_protocol_error(frames: list[bytes]) -> No
         p.parse_worker_inbound(frames)
 
 
-def test_worker_request_forms() -> None:
-    std = p.to_worker(b"w", b"cli", [b"body"], False)[1:]
-    assert p.parse_worker_inbound(std) == p.BrokerRequest(b"cli", [b"body"], None)
+def test_worker_task_forms() -> None:
+    std = p.to_worker(b"w", b"key", [b"body"], False)[1:]
+    assert p.parse_worker_inbound(std) == p.BrokerTask(b"key", [b"body"])
     for ttl in (0, 5, 70_000, 2**40):
-        ext = p.to_worker(b"w", b"cli", [b"body"], True, ttl)[1:]
-        assert p.parse_worker_inbound(ext) == p.BrokerRequest(b"cli", [b"body"], {"ttl_ms": ttl})
-    plain = p.to_worker(b"w", b"cli", [b"body"], True)[1:]
-    assert p.parse_worker_inbound(plain) == p.BrokerRequest(b"cli", [b"body"], {})
+        ext = p.to_worker(b"w", b"key", [b"body"], True, ttl)[1:]
+        assert p.parse_worker_inbound(ext) == p.BrokerTask(b"key", [b"body"], ttl, False, True)
+    held = p.to_worker(b"w", b"key", [b"body"], True, None, hold=True)[1:]
+    assert p.parse_worker_inbound(held) == p.BrokerTask(b"key", [b"body"], None, True, True)
+    assert p.parse_worker_inbound(p.recall(b"w", b"k")[1:]) == p.BrokerRecall(b"k")
+    welcome = p.parse_worker_inbound(p.worker_welcome(b"w", {"instance": "i"})[1:])
+    assert welcome == p.BrokerWelcome({"dips": 2, "instance": "i"})
+
+
+def test_client_inbound_forms() -> None:
+    reply = p.to_client(b"c", b"echo", [b"body"], 9)[1:]
+    assert p.parse_client_inbound(reply) == p.Reply(b"echo", [b"body"], 9)
+    assert p.parse_client_inbound(p.to_client(b"c", b"e", [b"b"], None)[1:]).rid is None
+    assert p.parse_client_inbound(p.pong(b"c", [3], "inst")[1:]) == p.Pong([3], "inst")
+    welcome = p.parse_client_inbound(p.client_welcome(b"c", {"instance": "i"})[1:])
+    assert welcome == p.Welcome({"dips": 2, "instance": "i"})
 
 
 def test_replies_round_trip() -> None:
@@ -92,9 +139,23 @@ def test_replies_round_trip() -> None:
     with pytest.raises(WorkerError) as other:
         p.decode_reply([p.pack({"error": {"code": "render_failed", "message": "m"}})])
     assert other.value.code == "render_failed"
-    for body in ([b"\xc1"], [p.pack([1])], [], [b"a", b"b"]):
-        with pytest.raises(ProtocolError):
-            p.decode_reply(body)
+    assert p.is_error_body([p.error_body(Overloaded("x"))])
+    assert p.error_code([p.error_body(Overloaded("x"))]) == "overloaded"
+
+
+def test_a_standard_workers_plain_reply_is_handed_back_as_it_is() -> None:
+    assert p.decode_reply([b"HELLO"]) == b"HELLO"
+    assert p.decode_reply([b"\xc1"]) == b"\xc1"
+    assert p.decode_reply([p.pack([1])]) == p.pack([1])
+    assert p.decode_reply([b"a", b"b"]) == [b"a", b"b"]
+    assert p.decode_reply([]) == []
+
+
+def test_php_strings_holding_bytes_decode_without_loss() -> None:
+    jpeg = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\xfe\x80"
+    packed = b"\x81\xa5image" + bytes([0xA0 | len(jpeg)]) + jpeg  # bytes packed as a str
+    request = p.decode_request([packed])
+    assert p.as_bytes(request["image"]) == jpeg
 
 
 def test_decode_request_names_what_is_wrong() -> None:
