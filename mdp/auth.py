@@ -1,9 +1,11 @@
 """CURVE authentication for the broker, with separate allow-lists for clients and workers.
 
 pyzmq's ``zmq.auth`` runs the ZAP handshake; a peer whose public key is on neither list
-is refused during the handshake. The role of an accepted key ("client" or "worker")
-becomes the connection's ZAP User-Id, which the broker reads on every message so that a
-client key cannot register a worker and a worker key cannot send requests.
+is refused during the handshake. The connection's ZAP User-Id is the peer's public key
+(z85); the broker reads it on every message and looks up its role ("client" or
+"worker") in the allow-lists as they are now. So a client key cannot register a worker,
+a worker key cannot send requests, and a key removed from the lists (``reload``) is
+refused at once, on open connections too.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class RoleAuthenticator(ThreadAuthenticator):
         super().__init__(context, log=logging.getLogger("mdp.auth.zap"))
         self.client_keys = client_keys
         self.worker_keys = worker_keys
-        self._roles: dict[bytes, str] = {}
+        self._roles: dict[str, str] = {}  # z85 public key -> role
         self._address = ""
         self._warn = RateLimitedLog(log)
         self.reload()
@@ -50,8 +52,8 @@ class RoleAuthenticator(ThreadAuthenticator):
         if both:
             names = ", ".join(sorted(fingerprint(k) for k in both))
             raise ConfigError(f"keys on both the client and the worker allow-list: {names}")
-        roles = {key: CLIENT_ROLE for key in clients}
-        roles.update({key: WORKER_ROLE for key in workers})
+        roles = {key.decode("ascii"): CLIENT_ROLE for key in clients}
+        roles.update({key.decode("ascii"): WORKER_ROLE for key in workers})
         self._roles = roles  # one assignment: the ZAP thread sees the old or the new map
         log.info("allow-lists loaded: %d client keys, %d worker keys", len(clients), len(workers))
 
@@ -62,14 +64,19 @@ class RoleAuthenticator(ThreadAuthenticator):
 
     def callback(self, domain: str, client_key: bytes) -> bool:
         """zmq.auth's credentials provider: is this z85 public key allowed at all?"""
-        allowed = client_key in self._roles
+        allowed = client_key.decode("ascii", "replace") in self._roles
         if not allowed:
             self._warn.warning("refused CURVE key %s from %s: on no allow-list",
                                fingerprint(client_key), self._address or "?")
         return allowed
 
     def curve_user_id(self, client_public_key: bytes) -> str:
-        return self._roles.get(z85.encode(client_public_key), "")
+        """The User-Id of every message on the connection: the peer's z85 public key."""
+        return z85.encode(client_public_key).decode("ascii")
+
+    def role_of(self, user: str) -> str:
+        """The role of a connection's key now: "client", "worker", or "" (not allowed)."""
+        return self._roles.get(user, "")
 
 
 def log_handshake_failures(monitor: zmq.Socket) -> None:

@@ -75,6 +75,7 @@ class Broker:
         self.instance = secrets.token_hex(8)  # tells clients a restarted broker apart
         self._welcome_meta = {"broker": code_version(), "instance": self.instance}
         self._firsts: dict[bytes, tuple[int, int, int]] = {}  # HELLO "first", by client
+        self._user = ""  # the CURVE key of the message being handled
         self._stopping = False
         self._reload_requested = False
         self._warn = RateLimitedLog(log)
@@ -140,16 +141,34 @@ class Broker:
             self.auth.reload()
         except ConfigError as exc:
             log.error("allow-lists not reloaded, the old ones stay: %s", exc)
+            return
+        self._purge_revoked(time.monotonic())
+
+    def _purge_revoked(self, now: float) -> None:
+        """After a reload: forget workers, and drop queued requests, of keys now refused."""
+        auth, dispatcher = self.auth, self.dispatcher
+        if auth is None:
+            return
+        for worker in list(dispatcher.workers.values()):
+            if auth.role_of(worker.user) != WORKER_ROLE:
+                log.warning("worker %s: its key %s was revoked; forgetting it",
+                            worker.identity.hex()[:20], fingerprint(worker.user.encode()))
+                self._send(p.worker_command(worker.identity, p.DISCONNECT))
+                self._forget(worker, now)
+        dropped = dispatcher.drop_requests_of(
+            lambda request: auth.role_of(request.user) != CLIENT_ROLE)
+        if dropped:
+            log.warning("dropped %d queued requests of revoked client keys", dropped)
 
     def _drain(self, timeout_ms: int) -> None:
         """Wait up to ``timeout_ms`` for a message, then handle what has arrived."""
         sock = self.socket
         curve = self.auth is not None
-        frames, role = sockio.recv_wait(sock, timeout_ms, with_user=curve)
+        frames, user = sockio.recv_wait(sock, timeout_ms, with_user=curve)
         handled = 0
         while frames is not None:
             try:
-                self._handle(frames, role)
+                self._handle(frames, user)
             except Exception:  # the barrier: one bad message never stops the broker
                 self.dispatcher.counters.dropped += 1
                 log.exception("error handling a message from %s", frames[0].hex()[:20])
@@ -157,7 +176,7 @@ class Broker:
             if handled == _BATCH:  # timers get a turn; the rest waits in the socket
                 return
             if curve:
-                frames, role = sockio.recv_with_user(sock)
+                frames, user = sockio.recv_with_user(sock)
             else:
                 frames = sockio.recv(sock)
 
@@ -181,7 +200,8 @@ class Broker:
 
     # --- input -----------------------------------------------------------------------
 
-    def _handle(self, frames: list[bytes], role: str = "") -> None:
+    def _handle(self, frames: list[bytes], user: str = "") -> None:
+        """One message; ``user`` is the sender's CURVE public key (z85) when CURVE is on."""
         identity = frames[0]
         try:
             if len(frames) > self.config.max_frames + 1:
@@ -195,7 +215,9 @@ class Broker:
                 self._answer_error(Request(identity, frames[3][:100], [], 0.0),
                                    BadRequest(str(exc)))
             return
-        if role and not self._role_allows(identity, message, role):
+        self._user = user
+        if self.auth is not None and not self._role_allows(
+                identity, message, self.auth.role_of(user)):
             return
         now = time.monotonic()
         kind = type(message)
@@ -221,11 +243,14 @@ class Broker:
         if role == wants:
             return True
         self.dispatcher.counters.refused += 1
-        self._warn.warning("refused a %s message from %s: its key is a %s key",
-                           wants, identity.hex()[:20], role or "unknown")
+        self._warn.warning("refused a %s message from %s (key %s): %s", wants,
+                           identity.hex()[:20], fingerprint(self._user.encode()),
+                           f"its key is a {role} key" if role else "its key is not allowed")
         if isinstance(message, p.ClientRequest):
+            why = ("this key may not send requests" if role else
+                   "this key is not (or no longer) allowed")
             self._answer_error(Request(identity, message.service, [], 0.0, message.rid),
-                               BadRequest("this key may not send requests"))
+                               BadRequest(why))
         return False
 
     def _on_hello(self, identity: bytes, msg: p.ClientHello) -> None:
@@ -244,7 +269,8 @@ class Broker:
             if first is not None:
                 rid, ttl_ms, priority = first
         deadline = None if ttl_ms is None else now + ttl_ms / 1000
-        request = Request(identity, msg.service, msg.body, now, rid, deadline, priority)
+        request = Request(identity, msg.service, msg.body, now, rid, deadline, priority,
+                          user=self._user)
         if msg.service.startswith(p.MMI_PREFIX):
             self._on_mmi(request, now)
             return
@@ -299,6 +325,7 @@ class Broker:
         prefetch = meta.pop("prefetch", 0)
         worker = dispatcher.add_worker(identity, msg.service, msg.meta is not None, meta, now,
                                        prefetch)
+        worker.user = self._user
         log.info("worker %s ready for %r (host %s pid %s version %s)", identity.hex()[:20],
                  msg.service.decode(), meta.get("host"), meta.get("pid"), meta.get("version"))
         if worker.dips and not self._send(p.worker_welcome(identity, self._welcome_meta)):
@@ -393,6 +420,9 @@ class Broker:
             raise
 
     def _send_client(self, request: Request, body: list[bytes]) -> None:
+        if request.user and self.auth is not None and self.auth.role_of(request.user) == "":
+            self.dispatcher.counters.refused += 1  # revoked while its request ran
+            return
         if not self._send(p.to_client(request.client, request.service, body, request.rid)):
             self.dispatcher.counters.undeliverable += 1
 

@@ -16,7 +16,7 @@ import enum
 import math
 import random
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -47,6 +47,7 @@ class Request:
     key: bytes = b""  # set while a worker holds it
     dispatched_at: float = 0.0
     recalled: bool = False
+    user: str = ""  # the client's CURVE key (z85) when CURVE is on
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline
@@ -73,6 +74,7 @@ class Worker:
     draining: bool = False
     served: int = 0
     failures: int = 0
+    user: str = ""  # the worker's CURVE key (z85) when CURVE is on
 
     @property
     def state(self) -> WorkerState:
@@ -347,6 +349,17 @@ class Dispatcher:
                     next_expiry = request.deadline
         self._next_expiry = next_expiry
         self.counters.expired += dropped
+        self.queued -= dropped
+        return dropped
+
+    def drop_requests_of(self, drop: Callable[[Request], bool]) -> int:
+        """Drop every queued request for which ``drop`` is true (revoked clients)."""
+        dropped = 0
+        for service in self.services.values():
+            gone = service.queue.remove_if(drop)
+            for request in gone:
+                self._release(request)
+            dropped += len(gone)
         self.queued -= dropped
         return dropped
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import zmq.auth
@@ -31,19 +32,51 @@ class KeyPair:
 
 @dataclass(frozen=True)
 class CurveConfig:
-    """What a client or worker needs to talk CURVE to the brokers."""
+    """What a client or worker needs to talk CURVE to the brokers.
+
+    ``broker_public`` is the key of every broker that has none of its own in
+    ``broker_keys`` (endpoint -> public key): each broker may have its own key pair, so
+    that one broker host's compromise exposes no other broker.
+    """
 
     own: KeyPair
-    broker_public: bytes
+    broker_public: bytes = b""
+    broker_keys: Mapping[str, bytes] = field(default_factory=dict)
 
     @classmethod
     def from_files(cls, secret_file: str | os.PathLike[str],
                    broker_key_file: str | os.PathLike[str]) -> CurveConfig:
         return cls(load_secret(secret_file), load_public(broker_key_file))
 
-    def apply(self, sock: zmq.Socket) -> None:
-        """Make ``sock`` a CURVE client of the broker (before it connects)."""
-        sock.curve_serverkey = self.broker_public
+    @classmethod
+    def from_flags(cls, secret_file: str | os.PathLike[str],
+                   broker_keys: Sequence[str]) -> CurveConfig:
+        """From ``--curve-secret`` and each ``--broker-key``: ``FILE`` (every broker) or
+        ``ENDPOINT=FILE`` (that broker only)."""
+        default = b""
+        per_endpoint: dict[str, bytes] = {}
+        for spec in broker_keys:
+            endpoint, sep, file = spec.partition("=")
+            if sep and "://" in endpoint:
+                per_endpoint[endpoint] = load_public(file)
+            elif default:
+                raise ConfigError("--broker-key FILE given twice; name the endpoint of "
+                                  "each broker that has its own: --broker-key ENDPOINT=FILE")
+            else:
+                default = load_public(spec)
+        return cls(load_secret(secret_file), default, per_endpoint)
+
+    def server_key(self, endpoint: str | None) -> bytes:
+        """The public key of the broker at ``endpoint``."""
+        key = self.broker_keys.get(endpoint or "", self.broker_public)
+        if not key:
+            raise ConfigError(f"no CURVE key for broker {endpoint}: give --broker-key "
+                              f"{endpoint}=FILE or a --broker-key FILE for every broker")
+        return key
+
+    def apply(self, sock: zmq.Socket, endpoint: str | None = None) -> None:
+        """Make ``sock`` a CURVE client of the broker at ``endpoint`` (before it connects)."""
+        sock.curve_serverkey = self.server_key(endpoint)
         sock.curve_publickey = self.own.public
         sock.curve_secretkey = self.own.secret
 
