@@ -75,6 +75,8 @@ class WorkerConfig:
     max_memory_mb: int = 0  # address-space limit of the process; 0: none
     limits: p.BodyLimits = p.DEFAULT_LIMITS
     max_message_bytes: int = 32 * 1024 * 1024
+    busy_after_s: float = 0.005  # a task running longer makes the worker BUSY elsewhere
+    prefetch: int = 1  # tasks it is willing to hold beyond the one it runs (READY meta)
     curve: CurveConfig | None = None
 
     def validate(self) -> None:
@@ -91,6 +93,10 @@ class WorkerConfig:
                               "--max-memory-mb >= 0")
         if self.limits.max_depth < 1 or self.limits.max_items < 1:
             raise ConfigError("--max-depth and --max-items must be at least 1")
+        if not 0 <= self.busy_after_s < self.time_limit_s:
+            raise ConfigError("--busy-after must be at least 0 and below --time-limit")
+        if not 0 <= self.prefetch <= 16:
+            raise ConfigError("--prefetch must be between 0 and 16")
 
 
 def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
@@ -172,10 +178,16 @@ def parse_worker_args(
                         help="most entries an array or map of a request may have")
     parser.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes,
                         metavar="N", help="a broker sending a larger message is disconnected")
+    parser.add_argument("--busy-after", type=float, default=d.busy_after_s, metavar="SECONDS",
+                        help="a request running longer makes this worker BUSY at the other "
+                        "brokers and hands back requests they sent meanwhile")
+    parser.add_argument("--prefetch", type=int, default=d.prefetch, metavar="N",
+                        help="requests it may hold behind the one it runs (0: none)")
     curve = parser.add_argument_group("CURVE security (both or none)")
     curve.add_argument("--curve-secret", metavar="FILE",
                        help="this worker's key pair (NAME.key_secret, mode 0600)")
-    curve.add_argument("--broker-key", metavar="FILE", help="the brokers' public key")
+    curve.add_argument("--broker-key", action="append", metavar="[ENDPOINT=]FILE",
+                       help="the brokers' public key, or one broker's (repeatable)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     if bool(args.curve_secret) != bool(args.broker_key):
@@ -190,5 +202,7 @@ def parse_worker_args(
         max_memory_mb=args.max_memory_mb,
         limits=p.BodyLimits(args.max_depth, args.max_items),
         max_message_bytes=args.max_message_bytes,
+        busy_after_s=args.busy_after,
+        prefetch=args.prefetch,
     )
     return config, args, args.log_level

@@ -1,93 +1,70 @@
 """The Majordomo worker: ``python -m mdp.worker --broker tcp://A --broker tcp://B --service S``.
 
-One process, one request at a time, attached to every broker. While it works for one
-broker it tells the other DIPS brokers it is BUSY, and hands back (BOUNCE) a request that
-one of them sent before the notice arrived, so no request waits on a busy worker while
-another worker is idle. Standard brokers get plain 7/MDP; their requests that arrive
-while busy wait in a local queue.
+This module is the I/O shell around :class:`mdp.workercore.WorkerCore`, which takes every
+decision. One process serves one request at a time, from every broker given.
 
-The handler runs on a separate thread so that heartbeats go on and the per-request time
-limit holds; the built-in ``echo`` runs inline. SIGTERM drains: the request in hand is
-finished and answered, every broker is told DISCONNECT, and the process exits 0.
+The handler runs inline on the main thread: no thread hand-off per request. Between tasks
+the main thread reads every pending message on every link, then starts the next task at
+once if one is waiting. Each DEALER enables ZMTP heartbeats, answered by libzmq's I/O
+thread even while the handler runs and silent when the process is frozen, so a broker
+drops a SIGSTOPped worker within about 0.6 s.
+
+While a handler runs, the worker's lock is free. One *sentinel* thread per process (shared
+by every Worker in it) takes the lock, and with it the worker's sockets, only when the
+handler has run past ``busy_after``: it then feeds the core (BUSY goes out, crossed tasks
+bounce, RECALLs are answered, heartbeats flow) and enforces the time limit. When the
+handler returns, the main thread wakes the sentinel (only if it had taken over) and takes
+its lock back. See :class:`Sentinel`.
+
+SIGTERM drains: the request in hand is finished and answered, every broker is told
+DISCONNECT, and the process exits 0.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import resource
 import signal
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
+from mdp import handlers
 from mdp import protocol as p
 from mdp import sockio
-from mdp.clock import LOG_FORMAT, Backoff, RateLimitedLog, poll_timeout_ms
+from mdp.clock import LOG_FORMAT, poll_timeout_ms
 from mdp.config import WorkerConfig, parse_worker_args
-from mdp.errors import (
-    ConfigError,
-    Expired,
-    ProtocolError,
-    RequestError,
-    WorkerError,
-    WorkerTimeout,
-)
+from mdp.errors import ConfigError, RequestError, WorkerError
 from mdp.keys import CurveConfig
 from mdp.version import code_version
+from mdp.workercore import (
+    CLOSE,
+    CONNECT,
+    EXIT_OK,
+    EXIT_OUT_OF_MEMORY,
+    EXIT_STUCK,
+    SEND,
+    Phase,
+    Task,
+    Timing,
+    WorkerCore,
+)
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any]], Any]
+__all__ = ["EXIT_OK", "EXIT_OUT_OF_MEMORY", "EXIT_STUCK", "Worker", "WorkerConfig", "main"]
 
-EXIT_OK = 0
-EXIT_STUCK = 3  # a handler ran past the time limit; the process must be replaced
-EXIT_OUT_OF_MEMORY = 4  # a handler hit the address-space limit; start afresh
+HEARTBEAT_IVL_MS = 200  # ZMTP heartbeats: libzmq's I/O thread sends and answers them
+HEARTBEAT_TTL_MS = 600  # the broker drops our connection after this long without traffic
+HEARTBEAT_TIMEOUT_MS = 600  # we drop a broker that does not answer our heartbeat
+STUCK_LINGER_S = 0.2  # after the time limit: how long queued messages get to go out
 
-
-class _Link:
-    """This worker's connection to one broker."""
-
-    def __init__(self, endpoint: str, backoff: Backoff) -> None:
-        self.endpoint = endpoint
-        self.socket: zmq.Socket | None = None
-        self.dips = False  # the broker sent WELCOME
-        self.told_busy = False  # we sent BUSY and owe a FREE
-        self.heard_at = 0.0
-        self.sent_at = 0.0
-        self.retry_at = 0.0
-        self.backoff = backoff
-
-    def send(self, frames: list[bytes], now: float) -> None:
-        """Send without blocking; a broker that is gone for long may miss messages."""
-        if self.socket is None:
-            return
-        try:
-            sockio.send(self.socket, frames)
-            self.sent_at = now
-        except zmq.Again:
-            log.debug("send queue to %s is full; message dropped", self.endpoint)
-
-
-@dataclass(slots=True)
-class _Job:
-    link: _Link
-    client: bytes
-    body: list[bytes]
-    deadline: float | None
-    started_at: float = 0.0
-
-
-def echo(request: dict[str, Any]) -> dict[str, Any]:
-    """The built-in diagnostic service: the request, unchanged."""
-    return request
+Handle = Callable[[dict[str, Any]], Any]
 
 
 class Worker:
@@ -96,341 +73,354 @@ class Worker:
     def __init__(
         self,
         config: WorkerConfig,
-        handler: Handler,
+        handler: handlers.Handler | Handle,
         *,
-        inline: bool = False,
         context: zmq.Context | None = None,
+        inline: bool | None = None,  # accepted for old callers; handlers always run inline
     ) -> None:
         config.validate()
         self.config = config
+        if not isinstance(handler, handlers.Handler):
+            handler = handlers.plain(config.service, handler)
         self.handler = handler
-        self.inline = inline
         self.context = context or zmq.Context.instance()
-        self.service = config.service.encode()
-        self.meta = {"host": socket.gethostname(), "pid": os.getpid(), "version": code_version()}
-        self.links = [
-            _Link(ep, Backoff(config.reconnect_initial_s, config.reconnect_max_s))
-            for ep in config.brokers
-        ]
-        self.served = 0
-        self._job: _Job | None = None
-        self._waiting: deque[_Job] = deque()  # from standard brokers, while busy
-        self._results: queue.SimpleQueue[tuple[_Job, bytes]] = queue.SimpleQueue()
+        extra = () if handler.package in (None, "mdp") else (handler.package,)
+        self.meta = {"host": socket.gethostname(), "pid": os.getpid(),
+                     "version": code_version(*extra)}
+        self.core = WorkerCore(
+            config.brokers, config.service.encode(), self.meta,
+            Timing(config.heartbeat_interval_s, config.heartbeat_liveness,
+                   config.reconnect_initial_s, config.reconnect_max_s, config.time_limit_s,
+                   config.busy_after_s, config.drain_linger_ms),
+            config.max_requests, config.prefetch)
+        self.sockets: list[zmq.Socket | None] = [None] * len(config.brokers)
+        self.lock = threading.Lock()  # free only while the handler runs
+        self.busy_after_s = config.busy_after_s
+        self._stop_requested = False
+        self._stop_code = EXIT_OK
         self._wake_recv, self._wake_send = socket.socketpair()
         self._wake_recv.setblocking(False)
-        self._draining = False
-        self._stop_requested = threading.Event()
-        self._exit_code = EXIT_OK
-        self._warn = RateLimitedLog(log)
-        self._thread: threading.Thread | None = None
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._poller_cache: zmq.Poller | None = None
+        self._wake_send.setblocking(False)
+        self._poller: zmq.Poller | None = None
+        self._call = self._raw_call if handler.raw else self._map_call
 
     @property
-    def expiry_s(self) -> float:
-        return self.config.heartbeat_interval_s * self.config.heartbeat_liveness
+    def served(self) -> int:
+        return self.core.served
 
-    def stop(self) -> None:
+    def stop(self, exit_code: int = EXIT_OK) -> None:
         """Drain and leave (safe from a signal handler or another thread)."""
-        self._stop_requested.set()
+        self._stop_requested = True
+        self._stop_code = exit_code or self._stop_code
         try:
-            self._wake_send.send(b"\0")
+            self._wake_send.send(b"\0")  # the main thread's poll
         except OSError:
             pass
+        SENTINEL.nudge()  # in case the sentinel has this worker's sockets now
+
+    # --- actions ---------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Carry out what the core asked for (the caller holds ``lock``)."""
+        out = self.core.out
+        i = 0
+        while i < len(out):
+            kind, link, arg = out[i]
+            i += 1
+            if kind == SEND:
+                sock = self.sockets[link]
+                if sock is not None:
+                    try:
+                        sockio.send(sock, arg)
+                    except zmq.Again:
+                        log.debug("send queue to %s is full; message dropped",
+                                  self.config.brokers[link])
+            elif kind == CLOSE:
+                sock = self.sockets[link]
+                if sock is not None:
+                    sock.close(linger=arg)
+                    self.sockets[link] = None
+                    self._poller = None
+            elif kind == CONNECT:
+                self._connect(link)
+        out.clear()
+
+    def _connect(self, link: int) -> None:
+        endpoint = self.config.brokers[link]
+        sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TTL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        if self.config.curve is not None:
+            self.config.curve.apply(sock, endpoint)
+        sock.connect(endpoint)
+        self.sockets[link] = sock
+        self._poller = None
+        self.core.connected(link, time.monotonic())
+        log.debug("connected to %s", endpoint)
+
+    def read_all(self, now: float) -> None:
+        """Feed the core every message waiting on every link (the caller holds ``lock``)."""
+        core, sockets, recv = self.core, self.sockets, sockio.recv
+        for link in range(len(sockets)):
+            sock = sockets[link]
+            while sock is not None:
+                frames = recv(sock)
+                if frames is None:
+                    break
+                try:
+                    core.receive(link, frames, now)
+                except Exception:  # the barrier: no input stops the worker
+                    log.exception("error handling a message from %s",
+                                  self.config.brokers[link])
+                if core.out:
+                    self.flush()
+                    sock = sockets[link]
+
+    def check_stop(self, now: float) -> None:
+        if self._stop_requested and self.core.phase is Phase.SERVING:
+            self.core.stop(now, self._stop_code)
+            self.flush()
 
     # --- loop ------------------------------------------------------------------------
 
     def run(self) -> int:
         """Serve until drained; return the process exit code."""
-        if not self.inline:
-            self._thread = threading.Thread(target=self._run_handlers, daemon=True)
-            self._thread.start()
-        now = time.monotonic()
-        for link in self.links:
-            self._connect(link, now)
+        self.lock.acquire()
+        core = self.core
         try:
-            while True:
-                if self._stop_requested.is_set() and not self._draining:
-                    self._start_drain(time.monotonic())
-                if self._draining and self._job is None and not self._waiting:
-                    break
-                self._poll_once()
+            core.start(time.monotonic())
+            self.flush()
+            while core.phase is not Phase.DONE:
+                now = time.monotonic()
+                self.read_all(now)
+                self.check_stop(now)
+                if now >= core.next_deadline(now):
+                    core.tick(now)
+                task = core.begin(now)
+                if core.out:
+                    self.flush()
+                if task is not None:
+                    self._run_task(task)
+                elif core.phase is not Phase.DONE:
+                    self._wait(core.next_deadline(now))
         finally:
             self._leave()
-        return self._exit_code
+            self.lock.release()
+        return core.exit_code
 
-    def _poller(self) -> zmq.Poller:
-        if self._poller_cache is None:
+    def _wait(self, deadline: float) -> None:
+        if self._poller is None:
             poller = zmq.Poller()
-            for link in self.links:
-                if link.socket is not None:
-                    poller.register(link.socket, zmq.POLLIN)
+            for sock in self.sockets:
+                if sock is not None:
+                    poller.register(sock, zmq.POLLIN)
             poller.register(self._wake_recv, zmq.POLLIN)
-            self._poller_cache = poller
-        return self._poller_cache
-
-    def _poll_once(self) -> None:
+            self._poller = poller
         now = time.monotonic()
-        events = dict(self._poller().poll(poll_timeout_ms(self._next_timer(now), now)))
-        if self._wake_recv.fileno() in events:
+        events = self._poller.poll(poll_timeout_ms(deadline, now))
+        if events and any(item[0] is self._wake_recv for item in events):
             try:
                 self._wake_recv.recv(4096)
             except BlockingIOError:
                 pass
-        while True:
-            try:
-                job, body = self._results.get_nowait()
-            except queue.Empty:
-                break
-            self._finish(job, body, time.monotonic())
-        for link in self.links:
-            if link.socket is not None and link.socket in events:
-                self._read(link)
-        self._run_timers(time.monotonic())
 
-    def _read(self, link: _Link) -> None:
-        sock = link.socket
-        while sock is not None and link.socket is sock:
-            frames = sockio.recv(sock)
-            if frames is None:
-                return
-            try:
-                self._handle(link, frames)
-            except Exception:  # the barrier: no input stops the worker
-                log.exception("error handling a message from %s", link.endpoint)
-
-    def _handle(self, link: _Link, frames: list[bytes]) -> None:
-        now = time.monotonic()
-        link.heard_at = now
+    def _run_task(self, task: Task) -> None:
+        started = task.started_at
+        self.lock.release()
+        SENTINEL.enter(self, started)
         try:
-            message = p.parse_worker_inbound(frames)
-        except ProtocolError as exc:
-            self._warn.warning("dropped message from broker %s: %s", link.endpoint, exc)
-            return
-        if isinstance(message, p.BrokerSignal) and message.command == p.DISCONNECT:
-            # after a broker restart the first retry comes quickly; a broker that keeps
-            # refusing us (full, or our service is invalid) is retried ever more slowly
-            delay = link.backoff.next()
-            log.info("broker %s said DISCONNECT; reconnecting in %.1fs", link.endpoint, delay)
-            self._close(link, linger_ms=0)
-            link.retry_at = now + delay
-            return
-        link.backoff.reset()
-        if isinstance(message, p.BrokerSignal):
-            if message.command == p.WELCOME:
-                link.dips = True
-            elif link.dips and now - link.sent_at >= self.config.heartbeat_interval_s / 2:
-                # answer the broker's heartbeat burst rather than waking it on our own timer
-                link.send(p.signal(p.HEARTBEAT), now)
-            return
-        self._on_request(link, message, now)
+            body = self._call(task)
+        finally:
+            SENTINEL.leave(self)
+            self.lock.acquire()
+        self.core.task_done(body, time.monotonic())
+        if self.core.out:
+            self.flush()
 
-    def _on_request(self, link: _Link, msg: p.BrokerRequest, now: float) -> None:
-        ttl_ms = (msg.meta or {}).get("ttl_ms")
-        deadline = now + ttl_ms / 1000 if isinstance(ttl_ms, int) else None
-        job = _Job(link, msg.client, msg.body, deadline)
-        if self._draining and link.dips:
-            link.send(p.signal(p.BOUNCE, msg.client), now)
-        elif self._job is None:
-            self._start(job, now)
-        elif link.dips:
-            link.send(p.signal(p.BOUNCE, msg.client), now)
-            link.told_busy = True
-        else:
-            self._waiting.append(job)
-
-    # --- jobs ------------------------------------------------------------------------
-
-    def _start(self, job: _Job, now: float) -> None:
-        job.started_at = now
-        self._job = job
-        if job.deadline is not None and now >= job.deadline:
-            self._finish(job, p.error_body(Expired("the client's deadline passed")), now)
-            return
-        if self.inline:
-            self._finish(job, self._execute(job), time.monotonic())
-            return
-        for link in self.links:
-            if link is not job.link and link.dips and not link.told_busy:
-                link.send(p.signal(p.BUSY), now)
-                link.told_busy = True
-        self._jobs.put(job)
-
-    def _execute(self, job: _Job) -> bytes:
-        """Run the handler on one request; every failure becomes an error reply."""
+    def _raw_call(self, task: Task) -> bytes:
         try:
-            request = p.decode_request(job.body, self.config.limits)
-            if self.handler is echo:
-                return p.raw_result_body(job.body[0])
-            return p.result_body(self.handler(request))
-        except RequestError as exc:
+            p.decode_request(task.body, self.config.limits)  # a valid request map, or else
+            return p.raw_result_body(self.handler.call(task.body[0]))
+        except Exception as exc:
+            return self._failure(exc)
+
+    def _map_call(self, task: Task) -> bytes:
+        try:
+            return p.result_body(self.handler.call(p.decode_request(task.body,
+                                                                    self.config.limits)))
+        except Exception as exc:
+            return self._failure(exc)
+
+    def _failure(self, exc: Exception) -> bytes:
+        """Every handler failure becomes an error reply; the worker lives on."""
+        if isinstance(exc, RequestError):
             return p.error_body(exc)
-        except MemoryError:
+        if isinstance(exc, MemoryError):
             log.error("handler for %s ran out of memory (--max-memory-mb %d); recycling",
                       self.config.service, self.config.max_memory_mb)
-            self._exit_code = EXIT_OUT_OF_MEMORY
-            self.stop()
+            self.stop(EXIT_OUT_OF_MEMORY)
             return p.error_body(WorkerError("the request needed more memory than the worker "
                                             "may use", code="out_of_memory"))
-        except Exception as exc:
-            log.exception("handler for %s failed", self.config.service)
-            return p.error_body(WorkerError(f"{type(exc).__name__}: {exc}", code="internal"))
-
-    def _run_handlers(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            body = self._execute(job)
-            self._results.put((job, body))
-            try:
-                self._wake_send.send(b"\0")
-            except OSError:
-                return
-
-    def _finish(self, job: _Job, body: bytes, now: float) -> None:
-        if job is not self._job:
-            return  # abandoned after the time limit
-        self._job = None
-        self._send_reply(job, body, now)
-        self.served += 1
-        if self.config.max_requests and self.served >= self.config.max_requests:
-            log.info("served %d requests; recycling", self.served)
-            self._stop_requested.set()
-        if self._waiting:  # requests already given to us are served even when draining
-            self._start(self._waiting.popleft(), now)
-        else:
-            self._tell_free(now)
-
-    def _send_reply(self, job: _Job, body: bytes, now: float) -> None:
-        if job.link.socket is None:
-            log.warning("broker %s went away; dropping a reply", job.link.endpoint)
-            return
-        job.link.send(p.reply(job.client, [body]), now)
-
-    def _tell_free(self, now: float) -> None:
-        if self._stop_requested.is_set():
-            return
-        for link in self.links:
-            if link.told_busy:
-                link.send(p.signal(p.FREE), now)
-                link.told_busy = False
-
-    # --- timers, links ---------------------------------------------------------------
-
-    def _heartbeat_due(self, link: _Link) -> float:
-        """When this link next needs a heartbeat of our own.
-
-        A DIPS broker heartbeats every worker at once and we answer it, so our own timer is
-        only the fallback when its heartbeats stop coming.
-        """
-        interval = self.config.heartbeat_interval_s
-        return link.sent_at + (interval * 1.5 if link.dips else interval)
-
-    def _next_timer(self, now: float) -> float:
-        deadline = now + self.config.heartbeat_interval_s
-        for link in self.links:
-            if link.socket is None:
-                deadline = min(deadline, link.retry_at)
-            else:
-                deadline = min(deadline, self._heartbeat_due(link), link.heard_at + self.expiry_s)
-        if self._job is not None and not self.inline:
-            deadline = min(deadline, self._job.started_at + self.config.time_limit_s)
-        return deadline
-
-    def _run_timers(self, now: float) -> None:
-        for link in self.links:
-            if link.socket is None:
-                if now >= link.retry_at and not self._draining:
-                    self._connect(link, now)
-            elif now >= link.heard_at + self.expiry_s:
-                log.warning("broker %s silent for %.1fs; reconnecting", link.endpoint,
-                            self.expiry_s)
-                self._close(link, linger_ms=0)
-                link.retry_at = now + link.backoff.next()
-            elif now >= self._heartbeat_due(link):
-                link.send(p.signal(p.HEARTBEAT), now)
-        job = self._job
-        if job is not None and not self.inline:
-            if now >= job.started_at + self.config.time_limit_s:
-                self._abandon(job, now)
-
-    def _abandon(self, job: _Job, now: float) -> None:
-        log.error("request ran past the %.1fs time limit; answering with an error and "
-                  "recycling this process", self.config.time_limit_s)
-        self._job = None
-        self._send_reply(job, p.error_body(WorkerTimeout(
-            f"the request ran past the worker's {self.config.time_limit_s:g}s time limit")), now)
-        self._exit_code = EXIT_STUCK
-        self._stop_requested.set()
-
-    def _connect(self, link: _Link, now: float) -> None:
-        sock = self.context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
-        if self.config.curve is not None:
-            self.config.curve.apply(sock)
-        sock.connect(link.endpoint)
-        link.socket = sock
-        self._poller_cache = None
-        link.dips = False
-        link.told_busy = False
-        link.heard_at = now
-        link.send(p.ready(self.service, self.meta), now)
-        log.debug("connected to %s", link.endpoint)
-
-    def _close(self, link: _Link, linger_ms: int) -> None:
-        if link.socket is not None:
-            link.socket.close(linger=linger_ms)
-            link.socket = None
-            self._poller_cache = None
-
-    # --- leaving ---------------------------------------------------------------------
-
-    def _start_drain(self, now: float) -> None:
-        """Stop taking work; brokers whose request we do not hold are told at once."""
-        self._draining = True
-        log.info("draining")
-        holding = {job.link for job in (self._job, *self._waiting) if job is not None}
-        for link in self.links:
-            if link.socket is None:
-                continue
-            if link not in holding:
-                link.send(p.signal(p.DISCONNECT), now)
-                self._close(link, self.config.drain_linger_ms)
-            elif link.dips:  # it shows us as draining and gives us nothing more
-                link.send(p.signal(p.BUSY, p.DRAINING), now)
+        log.exception("handler for %s failed", self.config.service)
+        return p.error_body(WorkerError(f"{type(exc).__name__}: {exc}", code="internal"))
 
     def _leave(self) -> None:
-        now = time.monotonic()
-        for link in self.links:
-            if link.socket is not None:
-                link.send(p.signal(p.DISCONNECT), now)
-                self._close(link, self.config.drain_linger_ms)
-        self._jobs.put(None)
+        for link, sock in enumerate(self.sockets):
+            if sock is not None:
+                sock.close(linger=self.config.drain_linger_ms)
+                self.sockets[link] = None
         self._wake_recv.close()
         self._wake_send.close()
-        log.info("worker stopped after %d requests", self.served)
+
+    # --- under the sentinel ----------------------------------------------------------
+
+    def sentinel_turn(self, now: float, took_over: bool) -> None:
+        """One turn of the sentinel for this worker (it holds ``lock``)."""
+        core = self.core
+        if took_over:
+            core.task_long(now)
+        self.read_all(now)
+        self.check_stop(now)
+        if now >= core.next_deadline(now):
+            core.tick(now)
+        if core.out:
+            self.flush()
+        if core.phase is Phase.DONE and core.exit_code == EXIT_STUCK:
+            logging.shutdown()
+            time.sleep(STUCK_LINGER_S)  # the linger: let the reply and DISCONNECTs go out
+            os._exit(EXIT_STUCK)
+
+
+class Sentinel:
+    """One thread per process that takes over workers whose handler runs long.
+
+    ``enter`` and ``leave`` cost a lock and a dict operation, no system call, unless the
+    sentinel has gone to sleep (no handler for a while: then the first ``enter`` wakes it)
+    or had taken the worker over (then ``leave`` wakes it, to give the lock back). While a
+    handler is younger than ``busy_after`` the worker is only *pending*; the sentinel
+    ticks every ``busy_after`` while handlers come and go, and moves a pending worker whose
+    handler is past it to *active*: it takes the worker's lock, and polls its sockets
+    until the handler returns.
+    """
+
+    IDLE_TICKS = 200  # ticks without any handler before the sentinel sleeps
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[Worker, float] = {}  # in a handler since (monotonic)
+        self._active: dict[Worker, None] = {}  # we hold their lock
+        self._returning: list[Worker] = []  # active ones whose handler returned
+        self._entries = 0
+        self._sleeping = False
+        self._rfd = self._wfd = -1
+        self._pid = -1  # the process the thread runs in (a fork needs a new one)
+
+    def _start_thread(self) -> None:
+        self._pid = os.getpid()
+        self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._rfd, False)
+        os.set_blocking(self._wfd, False)
+        threading.Thread(target=self._run, name="dips-sentinel", daemon=True).start()
+
+    def enter(self, worker: Worker, now: float) -> None:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._start_thread()
+            self._pending[worker] = now
+            self._entries += 1
+            wake = self._sleeping
+            self._sleeping = False
+        if wake:
+            self.nudge()
+
+    def leave(self, worker: Worker) -> None:
+        with self._lock:
+            if self._pending.pop(worker, None) is not None or worker not in self._active:
+                return
+            self._returning.append(worker)
+        self.nudge()
+
+    def nudge(self) -> None:
+        if self._wfd >= 0:
+            try:
+                os.write(self._wfd, b"\0")
+            except (BlockingIOError, OSError):
+                pass
+
+    def _run(self) -> None:
+        idle_ticks = 0
+        seen = -1
+        while True:
+            try:
+                timeout_ms, idle_ticks, seen = self._turn(idle_ticks, seen)
+                self._poll(timeout_ms)
+            except Exception:  # the barrier: the sentinel never dies
+                log.exception("sentinel turn failed")
+                time.sleep(0.01)
+
+    def _turn(self, idle_ticks: int, seen: int) -> tuple[int | None, int, int]:
+        now = time.monotonic()
+        due: list[Worker] = []
+        with self._lock:
+            for worker in self._returning:
+                if self._active.pop(worker, 0) is None:
+                    worker.lock.release()
+            self._returning.clear()
+            next_due = None
+            for worker, started in self._pending.items():
+                at = started + worker.busy_after_s
+                if at <= now:
+                    due.append(worker)
+                elif next_due is None or at < next_due:
+                    next_due = at
+            for worker in due:
+                del self._pending[worker]
+                self._active[worker] = None
+                worker.lock.acquire()  # free: its main thread is in the handler
+            entries = self._entries
+        for worker in list(self._active):
+            worker.sentinel_turn(now, worker in due)
+        deadline = next_due
+        for worker in self._active:
+            at = worker.core.next_deadline(now)
+            deadline = at if deadline is None else min(deadline, at)
+        if deadline is not None:
+            return poll_timeout_ms(deadline, now), 0, entries
+        if entries != seen:
+            idle_ticks = 0
+        else:
+            idle_ticks += 1
+        if idle_ticks < self.IDLE_TICKS:
+            return max(1, int(_BUSY_TICK_S * 1000)), idle_ticks, entries
+        with self._lock:
+            if self._entries == entries and not self._pending:
+                self._sleeping = True
+                return None, idle_ticks, entries
+        return 1, 0, entries
+
+    def _poll(self, timeout_ms: int | None) -> None:
+        items: list[tuple[Any, int]] = [(self._rfd, zmq.POLLIN)]
+        for worker in self._active:
+            for sock in worker.sockets:
+                if sock is not None:
+                    items.append((sock, zmq.POLLIN))
+        events = zmq.poll(items, -1 if timeout_ms is None else timeout_ms)
+        if any(fd == self._rfd for fd, _ in events):
+            try:
+                while os.read(self._rfd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+
+_BUSY_TICK_S = 0.005  # how often the sentinel looks for handlers past busy_after
+SENTINEL = Sentinel()
 
 
 # --- command line -------------------------------------------------------------------------
-
-
-def resolve_handler(service: str) -> tuple[Handler, bool]:
-    """The handler for a service name and whether it may run inline."""
-    if service == "echo":
-        return echo, True
-    try:
-        import renderers
-    except ImportError as exc:
-        raise ConfigError(f"unknown service {service!r} (no renderers package: {exc})") from exc
-    try:
-        renderer = renderers.get(service)
-    except KeyError:
-        known = ", ".join(["echo", *renderers.names()])
-        raise ConfigError(f"unknown service {service!r}; known: {known}") from None
-    renderers.warm_up()  # templates and codecs now, before the first request pays for them
-    return renderer.render, False
 
 
 def prepare(argv: Sequence[str] | None) -> WorkerConfig:
@@ -438,29 +428,36 @@ def prepare(argv: Sequence[str] | None) -> WorkerConfig:
     config, args, level = parse_worker_args(argv)
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
     if args.curve_secret:
-        config.curve = CurveConfig.from_files(args.curve_secret, args.broker_key)
+        config.curve = CurveConfig.from_flags(args.curve_secret, args.broker_key)
     if config.max_memory_mb:
         limit = config.max_memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     return config
 
 
+def serve(config: WorkerConfig, handler: handlers.Handler | Handle) -> int:
+    """Run a worker until it drains, with SIGTERM and SIGINT draining it."""
+    worker = Worker(config, handler)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: worker.stop())
+    log.info("worker for %r starting, brokers %s, version %s", config.service,
+             " ".join(config.brokers), worker.meta["version"])
+    return worker.run()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = prepare(argv)
-        handler, inline = resolve_handler(config.service)
-        worker = Worker(config, handler, inline=inline)
+        handler = handlers.resolve(config.service)
+        if handler.warm_up is not None:
+            handler.warm_up()  # once-per-process work now, before the first request
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
     except (ValueError, OSError) as exc:
         log.error("cannot apply --max-memory-mb: %s", exc)
         return 2
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: worker.stop())
-    log.info("worker for %r starting, brokers %s, version %s", config.service,
-             " ".join(config.brokers), worker.meta["version"])
-    return worker.run()
+    return serve(config, handler)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
 """The renderers of DIPS: each is a service that turns a request map into image bytes.
 
-``import renderers`` registers every renderer; the worker then calls
-``renderers.get(service).render(request)``. See docs/RENDERERS.md for each service's request.
+``import renderers`` registers every renderer. DIPS workers find them through the entry point
+``dips.services`` (see ``pyproject.toml``), which loads this module: :func:`services` maps
+each service name to its handler, :func:`warm_up` runs before the worker announces itself.
+See docs/RENDERERS.md for each service's request.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from renderers import settings as _settings
 from renderers.registry import Field, Renderer, get, names, register
@@ -14,6 +19,11 @@ _settings.install_bomb_guard()
 configure(_settings.from_environment())
 
 from renderers import ecard, toolkit  # noqa: E402  (they register on import)
+
+
+def services() -> dict[str, Callable[[dict[str, Any]], bytes]]:
+    """Service name -> handler, for the ``dips.services`` entry point."""
+    return {name: get(name).render for name in names()}
 
 
 def warm_up() -> None:
@@ -41,5 +51,6 @@ __all__ = [
     "get",
     "names",
     "register",
+    "services",
     "warm_up",
 ]

@@ -11,13 +11,13 @@ The reply is the request plus pid, start and end (time.time()) of the handling.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 from typing import Any
 
+from mdp import handlers
 from mdp.errors import BadRequest
-from mdp.worker import Worker, prepare
+from mdp.worker import prepare, serve
 
 
 def handle(request: dict[str, Any]) -> dict[str, Any]:
@@ -37,10 +37,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     config = prepare(sys.argv[1:])
-    worker = Worker(config, handle)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: worker.stop())
-    return worker.run()
+    return serve(config, handlers.Handler(config.service, handle))
 
 
 if __name__ == "__main__":

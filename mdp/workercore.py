@@ -1,0 +1,402 @@
+"""The worker's decisions, without sockets (the way h11 and h2 keep a protocol apart from I/O).
+
+:class:`WorkerCore` is a plain object. The shell (``mdp.worker``) feeds it events with the
+time they happened (``connected``, ``receive``, ``begin``, ``task_done``, ``task_long``,
+``tick``, ``stop``) and carries out what it asks for: the actions it appends to ``out``,
+``(SEND, link, frames)``, ``(CLOSE, link, linger_ms)`` and ``(CONNECT, link, None)``.
+``begin`` hands out the next task to run; ``next_deadline`` says when ``tick`` is due.
+Every rule of ``docs/PROTOCOL.md`` section 2 is decided here: registration, WELCOME,
+heartbeats, BUSY/FREE only for tasks running past ``busy_after``, BOUNCE, RECALL, the
+hold queue, drain, the time limit, backoff and re-registration, and plain 7/MDP with a
+local queue for standard brokers.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mdp import protocol as p
+from mdp.clock import Backoff, RateLimitedLog
+from mdp.errors import Expired, ProtocolError, WorkerTimeout
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_STUCK = 3  # a handler ran past the time limit; the process must be replaced
+EXIT_OUT_OF_MEMORY = 4  # a handler hit the address-space limit; start afresh
+
+# action kinds: (kind, link index, argument)
+SEND = 1  # argument: frames
+CLOSE = 2  # argument: linger in ms
+CONNECT = 3  # argument: None; the shell answers with connected(link, now)
+
+Action = tuple[int, int, Any]
+
+
+class LinkMode(enum.Enum):
+    CLOSED = "closed"  # no socket; reconnect at retry_at
+    STANDARD = "standard"  # READY sent, no WELCOME (yet): plain 7/MDP
+    DIPS = "dips"  # the broker sent WELCOME: the extensions are on
+
+
+class Phase(enum.Enum):
+    SERVING = "serving"
+    DRAINING = "draining"  # takes nothing new; finishes what it holds
+    DONE = "done"  # every link told DISCONNECT; the shell exits with exit_code
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The worker's timers, in seconds."""
+
+    heartbeat_interval_s: float = 1.0
+    heartbeat_liveness: int = 3
+    reconnect_initial_s: float = 0.1
+    reconnect_max_s: float = 5.0
+    time_limit_s: float = 30.0
+    busy_after_s: float = 0.005
+    drain_linger_ms: int = 2000
+
+    @property
+    def expiry_s(self) -> float:
+        return self.heartbeat_interval_s * self.heartbeat_liveness
+
+
+@dataclass(slots=True)
+class Task:
+    """A task from one broker; ``epoch`` is its link's connection count when it came."""
+
+    link: int
+    epoch: int
+    key: bytes
+    body: list[bytes]
+    deadline: float | None
+    hold: bool
+    dips: bool
+    started_at: float = 0.0
+
+
+@dataclass(slots=True)
+class Link:
+    """What the core knows of one broker connection."""
+
+    endpoint: str
+    backoff: Backoff
+    mode: LinkMode = LinkMode.CLOSED
+    epoch: int = 0  # connections made so far; tasks of an older one are void
+    told_busy: bool = False  # we sent BUSY (or an unasked BOUNCE) and owe a FREE
+    heard_at: float = 0.0
+    sent_at: float = 0.0
+    retry_at: float = 0.0
+
+
+@dataclass
+class WorkerCore:
+    """One worker's state and every decision it takes."""
+
+    endpoints: Sequence[str]
+    service: bytes
+    meta: dict[str, Any]  # host, pid, version; READY adds prefetch
+    timing: Timing = field(default_factory=Timing)
+    max_requests: int = 0
+    prefetch: int = 1
+
+    def __post_init__(self) -> None:
+        t = self.timing
+        self.links = [Link(ep, Backoff(t.reconnect_initial_s, t.reconnect_max_s))
+                      for ep in self.endpoints]
+        self.out: list[Action] = []
+        self.phase = Phase.SERVING
+        self.exit_code = EXIT_OK
+        self.current: Task | None = None
+        self.long = False  # the current task has run past busy_after
+        self.waiting: deque[Task] = deque()  # received, not started, in arrival order
+        self.served = 0
+        self._warn = RateLimitedLog(log)
+        self._ready = p.ready(self.service, {**self.meta, "prefetch": self.prefetch})
+
+    # --- output ----------------------------------------------------------------------
+
+    def _send(self, i: int, frames: list[bytes], now: float) -> None:
+        self.out.append((SEND, i, frames))
+        self.links[i].sent_at = now
+
+    def _close(self, i: int, linger_ms: int) -> None:
+        link = self.links[i]
+        if link.mode is LinkMode.CLOSED:
+            return
+        self._set_mode(link, LinkMode.CLOSED)
+        self.out.append((CLOSE, i, linger_ms))
+        self.waiting = deque(t for t in self.waiting if t.link != i)  # the broker requeues
+
+    def _set_mode(self, link: Link, mode: LinkMode) -> None:
+        """The one place a link changes mode."""
+        link.mode = mode
+        link.told_busy = False
+
+    def _bounce(self, task: Task, now: float, recalled: bool = False) -> None:
+        """Hand a task back; an unasked bounce is sent after BUSY, and owes a FREE."""
+        link = self.links[task.link]
+        if not recalled and not link.told_busy:
+            self._send(task.link, p.busy(), now)
+            link.told_busy = True
+        self._send(task.link, p.bounce(task.key), now)
+
+    def _reply(self, task: Task, body: bytes, now: float) -> None:
+        link = self.links[task.link]
+        if link.mode is LinkMode.CLOSED or link.epoch != task.epoch:
+            log.warning("broker %s went away; dropping a reply", link.endpoint)
+            return
+        self._send(task.link, p.reply(task.key, [body]), now)
+
+    # --- events ----------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Connect to every broker."""
+        for i in range(len(self.links)):
+            self.out.append((CONNECT, i, None))
+
+    def connected(self, i: int, now: float) -> None:
+        """The shell opened a new socket for link ``i``: register."""
+        link = self.links[i]
+        link.epoch += 1
+        self._set_mode(link, LinkMode.STANDARD)
+        link.heard_at = now
+        self._send(i, self._ready, now)
+
+    def receive(self, i: int, frames: list[bytes], now: float) -> None:
+        """A message arrived on link ``i``."""
+        link = self.links[i]
+        if link.mode is LinkMode.CLOSED:
+            return
+        link.heard_at = now
+        try:
+            message = p.parse_worker_inbound(frames)
+        except ProtocolError as exc:
+            self._warn.warning("dropped message from broker %s: %s", link.endpoint, exc)
+            return
+        kind = type(message)
+        if kind is p.BrokerTask:
+            link.backoff.reset()
+            self._on_task(i, link, message, now)  # type: ignore[arg-type]
+        elif kind is p.BrokerSignal:
+            if message.command == p.DISCONNECT:  # type: ignore[union-attr]
+                self._on_disconnect(i, link, now)
+            else:
+                link.backoff.reset()
+                if (link.mode is LinkMode.DIPS
+                        and now - link.sent_at >= self.timing.heartbeat_interval_s / 2):
+                    # answer the broker's heartbeat burst rather than waking it on our timer
+                    self._send(i, p.signal(p.HEARTBEAT), now)
+        elif kind is p.BrokerRecall:
+            self._on_recall(i, message.key, now)  # type: ignore[union-attr]
+        else:
+            link.backoff.reset()
+            self._on_welcome(i, link, now)
+
+    def _on_task(self, i: int, link: Link, msg: p.BrokerTask, now: float) -> None:
+        deadline = None if msg.ttl_ms is None else now + msg.ttl_ms / 1000
+        dips = link.mode is LinkMode.DIPS
+        task = Task(i, link.epoch, msg.key, msg.body, deadline, msg.hold, dips)
+        if dips and (self.phase is not Phase.SERVING or (self.long and not msg.hold)):
+            self._bounce(task, now)
+        else:
+            self.waiting.append(task)
+
+    def _on_disconnect(self, i: int, link: Link, now: float) -> None:
+        # after a broker restart the first retry comes quickly; a broker that keeps
+        # refusing us (full, or our service is invalid) is retried ever more slowly
+        delay = link.backoff.next()
+        log.info("broker %s said DISCONNECT; reconnecting in %.1fs", link.endpoint, delay)
+        self._close(i, 0)
+        link.retry_at = now + delay
+        self._maybe_done(now)
+
+    def _on_welcome(self, i: int, link: Link, now: float) -> None:
+        if link.mode is LinkMode.DIPS:
+            return
+        self._set_mode(link, LinkMode.DIPS)
+        log.debug("broker %s speaks DIPS", link.endpoint)
+        # tasks it sent before WELCOME came as standard REQUESTs and stay standard
+        if self.phase is Phase.DRAINING:
+            self._send(i, p.busy(draining=True), now)
+        elif self.long and (self.current is None or self.current.link != i):
+            self._send(i, p.busy(), now)
+            link.told_busy = True
+
+    def _on_recall(self, i: int, key: bytes, now: float) -> None:
+        for task in self.waiting:
+            if task.link == i and task.key == key:
+                self.waiting.remove(task)
+                self._bounce(task, now, recalled=True)
+                return
+        # started (its REPLY follows) or unknown: nothing to do
+
+    def begin(self, now: float) -> Task | None:
+        """The next task to run, or None when there is none (then the worker is idle).
+
+        Tasks whose client has stopped waiting are answered ``expired`` unworked.
+        """
+        if self.current is not None:
+            return self.current
+        while self.waiting:
+            task = self.waiting.popleft()
+            if task.deadline is not None and now >= task.deadline:
+                self._reply(task, p.error_body(Expired("the client's deadline passed")), now)
+                self._count(now)
+                continue
+            task.started_at = now
+            self.current = task
+            self.long = False
+            return task
+        self._tell_free(now)
+        self._maybe_done(now)
+        return None
+
+    def task_long(self, now: float) -> None:
+        """The current task has run past busy_after: tell the other brokers, bounce."""
+        if self.current is None or self.long:
+            return
+        self.long = True
+        current = self.current.link
+        for i, link in enumerate(self.links):
+            if i != current and link.mode is LinkMode.DIPS and not link.told_busy:
+                self._send(i, p.busy(), now)
+                link.told_busy = True
+        kept: deque[Task] = deque()
+        for task in self.waiting:
+            if task.dips and not task.hold:
+                self._bounce(task, now)
+            else:
+                kept.append(task)
+        self.waiting = kept
+
+    def task_done(self, body: bytes, now: float) -> None:
+        """The current task finished with this reply body."""
+        task = self.current
+        if task is None:
+            return  # abandoned after the time limit
+        self.current = None
+        self.long = False
+        self._reply(task, body, now)
+        self._count(now)
+
+    def _count(self, now: float) -> None:
+        self.served += 1
+        if self.max_requests and self.served >= self.max_requests and \
+                self.phase is Phase.SERVING:
+            log.info("served %d requests; recycling", self.served)
+            self.stop(now)
+
+    def _tell_free(self, now: float) -> None:
+        if self.phase is not Phase.SERVING:
+            return
+        for i, link in enumerate(self.links):
+            if link.told_busy:
+                self._send(i, p.signal(p.FREE), now)
+                link.told_busy = False
+
+    def stop(self, now: float, exit_code: int = EXIT_OK) -> None:
+        """Drain: take nothing new, bounce what has not started, finish what runs."""
+        if exit_code:
+            self.exit_code = exit_code
+        if self.phase is not Phase.SERVING:
+            return
+        self.phase = Phase.DRAINING
+        log.info("draining")
+        kept: deque[Task] = deque()
+        for task in self.waiting:
+            if task.dips:
+                self._send(task.link, p.bounce(task.key), now)
+            else:
+                kept.append(task)  # a standard broker cannot take it back: serve it
+        self.waiting = kept
+        holding = {t.link for t in (self.current, *self.waiting) if t is not None}
+        for i, link in enumerate(self.links):
+            if link.mode is LinkMode.CLOSED:
+                continue
+            if i not in holding:
+                self._send(i, p.signal(p.DISCONNECT), now)
+                self._close(i, self.timing.drain_linger_ms)
+            elif link.mode is LinkMode.DIPS:  # it shows us as draining, sends nothing more
+                self._send(i, p.busy(draining=True), now)
+        self._maybe_done(now)
+
+    def _maybe_done(self, now: float) -> None:
+        if self.phase is not Phase.DRAINING or self.current is not None or self.waiting:
+            return
+        for i, link in enumerate(self.links):
+            if link.mode is not LinkMode.CLOSED:
+                self._send(i, p.signal(p.DISCONNECT), now)
+                self._close(i, self.timing.drain_linger_ms)
+        self.phase = Phase.DONE
+        log.info("worker stopped after %d requests", self.served)
+
+    # --- timers ----------------------------------------------------------------------
+
+    def _heartbeat_due(self, link: Link) -> float:
+        """When a link next needs a heartbeat of our own: a DIPS broker heartbeats all its
+        workers at once and we answer, so our own timer is only the fallback there."""
+        interval = self.timing.heartbeat_interval_s
+        return link.sent_at + (interval * 1.5 if link.mode is LinkMode.DIPS else interval)
+
+    def next_deadline(self, now: float) -> float:
+        """When ``tick`` is next due."""
+        t = self.timing
+        deadline = now + t.heartbeat_interval_s
+        for link in self.links:
+            if link.mode is LinkMode.CLOSED:
+                if self.phase is Phase.SERVING:
+                    deadline = min(deadline, link.retry_at)
+            else:
+                deadline = min(deadline, self._heartbeat_due(link), link.heard_at + t.expiry_s)
+        task = self.current
+        if task is not None:
+            deadline = min(deadline, task.started_at + t.time_limit_s)
+            if not self.long:
+                deadline = min(deadline, task.started_at + t.busy_after_s)
+        return deadline
+
+    def tick(self, now: float) -> None:
+        """Run every timer that is due."""
+        if self.phase is Phase.DONE:
+            return
+        t = self.timing
+        for i, link in enumerate(self.links):
+            if link.mode is LinkMode.CLOSED:
+                if now >= link.retry_at and self.phase is Phase.SERVING:
+                    self.out.append((CONNECT, i, None))
+            elif now >= link.heard_at + t.expiry_s:
+                log.warning("broker %s silent for %.1fs; reconnecting", link.endpoint,
+                            t.expiry_s)
+                self._close(i, 0)
+                link.retry_at = now + link.backoff.next()
+            elif now >= self._heartbeat_due(link):
+                self._send(i, p.signal(p.HEARTBEAT), now)
+        task = self.current
+        if task is None:
+            return
+        if now >= task.started_at + t.time_limit_s:
+            self._abandon(task, now)
+        elif not self.long and now >= task.started_at + t.busy_after_s:
+            self.task_long(now)
+
+    def _abandon(self, task: Task, now: float) -> None:
+        """The time limit passed: answer with an error, give everything back, leave."""
+        log.error("request ran past the %gs time limit; answering with an error and "
+                  "recycling this process", self.timing.time_limit_s)
+        self.current = None
+        self._reply(task, p.error_body(WorkerTimeout(
+            f"the request ran past the worker's {self.timing.time_limit_s:g}s time limit")), now)
+        self.exit_code = EXIT_STUCK
+        for waiting in self.waiting:
+            if waiting.dips:
+                self._send(waiting.link, p.bounce(waiting.key), now)
+        self.waiting.clear()
+        self.phase = Phase.DRAINING
+        self._maybe_done(now)
