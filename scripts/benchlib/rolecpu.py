@@ -154,7 +154,9 @@ INTRO = (
     "but no client uses (*other broker*). *Floor*: raw pyzmq DEALER clients and ROUTER echo "
     "servers, same shape, bytes as they are. Floor and DIPS windows alternate; every "
     "process's CPU is read from `/proc/PID/stat` (utime+stime, all threads) and summed over "
-    "the windows, per request served. The echo worker's figure is its whole CPU.")
+    "the windows, per request served. The echo worker's figure is its whole CPU. Echo is "
+    "a built-in service that may run differently from a renderer (today inline, with no "
+    "handler thread): the real job above shows what the other broker costs per card.")
 
 
 def intro(modes: list[ModeCosts]) -> str:
