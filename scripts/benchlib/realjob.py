@@ -49,6 +49,13 @@ class RealJobResult:
         return statistics.median(pairs) if pairs else float("nan")
 
     @property
+    def cpu_ratio(self) -> float:
+        """The render's share of all the CPU a card costs through DIPS: the same ratio by
+        CPU, which other load on a shared machine moves far less than throughput."""
+        total = self.dips.us()
+        return self.render_us / total if total else float("nan")
+
+    @property
     def render_us(self) -> float:
         """CPU per card of rendering alone (the in-process processes together)."""
         return self.local.us()
@@ -119,8 +126,8 @@ def run(kids: Children, plan: Plan) -> RealJobResult:
         note(f"  in-process {run_local.rate:,.0f} cards/s, DIPS {run_dips.rate:,.0f} cards/s"
              + (f" ({run_dips.errors} ERRORS)" if run_dips.errors else ""))
     kids.kill(*local, *clients, *workers, *(b for b, _ in brokers))
-    note(f"  DIPS / in-process: {result.ratio:.2f} (render {result.render_us:,.0f} us/card, "
-         f"workers net of it {result.workers_net_us:,.0f} us/card)")
+    note(f"  DIPS / in-process: {result.ratio:.2f}, by CPU {result.cpu_ratio:.2f} (render "
+         f"{result.render_us:,.0f} us/card, workers net of it {result.workers_net_us:,.0f})")
     return result
 
 
@@ -154,6 +161,8 @@ def tables(result: RealJobResult) -> list[str]:
         [f"DIPS: 2 brokers, {n} workers attached to both, {n} pipelining clients",
          num(result.dips.rate) + errors, dips_runs],
         ["DIPS / in-process", f"{result.ratio:.2f}", "median of the repetitions' ratios"],
+        ["by CPU: the render alone / every DIPS process, per card", f"{result.cpu_ratio:.2f}",
+         "the render's share of what a card costs through DIPS"],
     ])
     return lines + [""] + table(["process", "CPU µs per card", ""], cost_rows(result))
 
@@ -184,7 +193,8 @@ def cost_rows(result: RealJobResult) -> list[list[str]]:
 def target_rows(result: RealJobResult) -> list[list[str]]:
     ratio = result.ratio
     return [[f"cards through 2 brokers ≥ {TARGET:.2f} of in-process",
-             f"{ratio:.2f} ({result.dips.rate:,.0f} vs {result.local.rate:,.0f} cards/s)",
+             f"{ratio:.2f} ({result.dips.rate:,.0f} vs {result.local.rate:,.0f} cards/s; "
+             f"by CPU {result.cpu_ratio:.2f})",
              met(ratio >= TARGET) if math.isfinite(ratio) else "—"], idle_broker_row(result)]
 
 
@@ -208,6 +218,7 @@ def idle_broker_row(result: RealJobResult) -> list[str]:
 
 def as_json(result: RealJobResult) -> dict[str, Any]:
     return {"processes": result.processes, "ratio": result.ratio,
+            "cpu_ratio": result.cpu_ratio,
             "local_rates": result.local.rates, "dips_rates": result.dips.rates,
             "render_us": result.render_us, "workers_net_us": result.workers_net_us,
             "us_per_card": {role: result.dips.us(role) for role in result.dips.cpu_s},
