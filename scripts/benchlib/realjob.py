@@ -62,7 +62,7 @@ class RealJobResult:
 
     def brokers_by_load(self) -> list[str]:
         """Broker roles, the one that carried more requests first."""
-        return sorted(self.carried, key=lambda role: -self.carried[role])
+        return sorted(self.roles("broker"), key=lambda role: -self.carried.get(role, 0))
 
     def roles(self, prefix: str) -> list[str]:
         return sorted(role for role in self.dips.cpu_s if role.startswith(prefix))
@@ -73,7 +73,10 @@ class RealJobResult:
         return self.dips.us(*self.roles("worker")) - self.render_us
 
 
-def carried(addresses: list[str]) -> tuple[list[int], dict[int, int]] | None:
+Snapshot = tuple[list[int], dict[int, int]]  # requests per broker, cards served per worker pid
+
+
+def carried(addresses: list[str]) -> Snapshot | None:
     """Requests each broker has taken so far, and cards served per worker pid (all brokers)."""
     requests: list[int] = []
     served: dict[int, int] = {}
@@ -131,21 +134,20 @@ def run(kids: Children, plan: Plan) -> RealJobResult:
     return result
 
 
-def account(result: RealJobResult, before: Any, after: Any, worker_pids: list[int],
-            cards: int) -> None:
+def account(result: RealJobResult, before: Snapshot | None, after: Snapshot | None,
+            worker_pids: list[int], cards: int) -> None:
     """Requests per broker and cards per worker over one window (even split if unknown)."""
-    if before is None or after is None:
-        result.served_known = False
-        return
-    for i, (old, new) in enumerate(zip(before[0], after[0], strict=True)):
-        role = f"broker {i + 1}"
-        result.carried[role] = result.carried.get(role, 0) + new - old
+    if before is not None and after is not None:
+        for i, (old, new) in enumerate(zip(before[0], after[0], strict=True)):
+            role = f"broker {i + 1}"
+            result.carried[role] = result.carried.get(role, 0) + new - old
     for i, pid in enumerate(worker_pids):
-        if pid in after[1]:
-            result.dips.count_for(f"worker {i + 1}", after[1][pid] - before[1].get(pid, 0))
+        if before is not None and after is not None and pid in after[1]:
+            served = after[1][pid] - before[1].get(pid, 0)
         else:
             result.served_known = False
-            result.dips.count_for(f"worker {i + 1}", cards // len(worker_pids))
+            served = cards // len(worker_pids)
+        result.dips.count_for(f"worker {i + 1}", served)
 
 
 # --- the report ---------------------------------------------------------------------------
@@ -175,7 +177,7 @@ def cost_rows(result: RealJobResult) -> list[list[str]]:
     rows += [[role, num(dips.us(role)), f"{dips.counts.get(role, 0):,} cards"]
              for role in result.roles("client")]
     for rank, role in enumerate(result.brokers_by_load()):
-        share = f"{100 * result.carried[role] / total:.0f}%" if total else "—"
+        share = f"{100 * result.carried.get(role, 0) / total:.0f}%" if total else "—"
         label = "the broker that carried more" if rank == 0 else "the other broker"
         rows.append([f"{role} ({label})", num(dips.us(role)),
                      f"carried {share} of requests; per card of all"])
