@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 _BATCH = 256  # messages handled per wake-up before timers get a turn
 _MAX_BLOCK_MS = 100  # longest the loop blocks: a stop or reload flag is seen this soon
 _MAX_FIRSTS = 10_000  # HELLOs whose first request has not arrived yet
+_MAX_BATCHERS = 100_000  # clients remembered as taking batched RESULTs
+_FLUSH_EVERY = 32  # messages handled before batched replies go out
 
 
 class Broker:
@@ -76,6 +78,8 @@ class Broker:
         self._welcome_meta = {"broker": code_version(), "instance": self.instance}
         self._firsts: dict[bytes, tuple[int, int, int]] = {}  # HELLO "first", by client
         self._user = ""  # the CURVE key of the message being handled
+        self._batchers: dict[bytes, None] = {}  # clients that take batched RESULTs
+        self._results: dict[tuple[bytes, bytes], tuple[list[int], list[bytes]]] = {}
         self._stopping = False
         self._reload_requested = False
         self._warn = RateLimitedLog(log)
@@ -119,6 +123,8 @@ class Broker:
                 if self._reload_requested:
                     self._reload()
                 self._run_timers(time.monotonic())
+                if self._results:
+                    self._flush_results()
         finally:
             self._say_goodbye()
             self.close()
@@ -161,24 +167,34 @@ class Broker:
             log.warning("dropped %d queued requests of revoked client keys", dropped)
 
     def _drain(self, timeout_ms: int) -> None:
-        """Wait up to ``timeout_ms`` for a message, then handle what has arrived."""
+        """Wait up to ``timeout_ms`` for a message, then handle what has arrived.
+
+        Replies to clients that take batches are gathered and sent every
+        ``_FLUSH_EVERY`` messages and whenever the socket has nothing more to read.
+        """
         sock = self.socket
         curve = self.auth is not None
         frames, user = sockio.recv_wait(sock, timeout_ms, with_user=curve)
         handled = 0
-        while frames is not None:
-            try:
-                self._handle(frames, user)
-            except Exception:  # the barrier: one bad message never stops the broker
-                self.dispatcher.counters.dropped += 1
-                log.exception("error handling a message from %s", frames[0].hex()[:20])
-            handled += 1
-            if handled == _BATCH:  # timers get a turn; the rest waits in the socket
-                return
-            if curve:
-                frames, user = sockio.recv_with_user(sock)
-            else:
-                frames = sockio.recv(sock)
+        try:
+            while frames is not None:
+                try:
+                    self._handle(frames, user)
+                except Exception:  # the barrier: one bad message never stops the broker
+                    self.dispatcher.counters.dropped += 1
+                    log.exception("error handling a message from %s", frames[0].hex()[:20])
+                handled += 1
+                if handled == _BATCH:  # timers get a turn; the rest waits in the socket
+                    return
+                if self._results and handled % _FLUSH_EVERY == 0:
+                    self._flush_results()
+                if curve:
+                    frames, user = sockio.recv_with_user(sock)
+                else:
+                    frames = sockio.recv(sock)
+        finally:
+            if self._results:
+                self._flush_results()
 
     def _next_timer(self) -> float:
         return min(self._next_heartbeat, self._next_probe, self._next_grace_check)
@@ -231,6 +247,8 @@ class Broker:
             lost = [r for r in message.rids  # type: ignore[union-attr]
                     if not self.dispatcher.holds(identity, r)]
             self._send(p.pong(identity, lost, self.instance))
+        elif kind is p.ClientBatch:
+            self._on_batch(identity, message, now)  # type: ignore[arg-type]
         elif kind is p.ClientHello:
             self._on_hello(identity, message)  # type: ignore[arg-type]
         else:
@@ -238,7 +256,7 @@ class Broker:
 
     def _role_allows(self, identity: bytes, message: p.BrokerInbound, role: str) -> bool:
         """With CURVE, only client keys send requests and only worker keys serve."""
-        client_kinds = p.ClientRequest | p.ClientPing | p.ClientHello
+        client_kinds = p.ClientRequest | p.ClientBatch | p.ClientPing | p.ClientHello
         wants = CLIENT_ROLE if isinstance(message, client_kinds) else WORKER_ROLE
         if role == wants:
             return True
@@ -246,6 +264,8 @@ class Broker:
         self._warn.warning("refused a %s message from %s (key %s): %s", wants,
                            identity.hex()[:20], fingerprint(self._user.encode()),
                            f"its key is a {role} key" if role else "its key is not allowed")
+        if isinstance(message, p.ClientBatch):
+            message = p.ClientRequest(message.service, [], message.rids[0])
         if isinstance(message, p.ClientRequest):
             why = ("this key may not send requests" if role else
                    "this key is not (or no longer) allowed")
@@ -256,6 +276,10 @@ class Broker:
     def _on_hello(self, identity: bytes, msg: p.ClientHello) -> None:
         """A DIPS client; ``first`` gives an id and deadline to its next MDPC01 request."""
         firsts = self._firsts
+        if msg.batch and identity not in self._batchers:
+            if len(self._batchers) >= _MAX_BATCHERS:
+                self._batchers.pop(next(iter(self._batchers)))
+            self._batchers[identity] = None
         if msg.first is not None:
             if len(firsts) >= _MAX_FIRSTS:  # clients that never sent their request
                 firsts.pop(next(iter(firsts)))
@@ -274,7 +298,7 @@ class Broker:
         if msg.service.startswith(p.MMI_PREFIX):
             self._on_mmi(request, now)
             return
-        if not p.valid_service(msg.service):
+        if msg.service not in self.dispatcher.services and not p.valid_service(msg.service):
             self.dispatcher.counters.requests += 1
             self._answer_error(request, BadRequest(
                 "service names are 1-100 letters, digits, '.', '_' or '-'", "service"))
@@ -289,6 +313,29 @@ class Broker:
             return
         service = self.dispatcher.services.get(msg.service)
         if service is not None:  # None only for a resend naming another service
+            self._dispatch(service, now)
+
+    def _on_batch(self, identity: bytes, msg: p.ClientBatch, now: float) -> None:
+        """Several requests in one SUBMIT: each is queued as if it came alone."""
+        deadline = now + msg.ttl_ms / 1000
+        name = msg.service
+        if name.startswith(p.MMI_PREFIX) or not (name in self.dispatcher.services
+                                                 or p.valid_service(name)):
+            for rid in msg.rids:
+                self.dispatcher.counters.requests += 1
+                self._answer_error(Request(identity, name[:100], [], now, rid), BadRequest(
+                    "a batch names a service of 1-100 letters, digits, '.', '_' or '-' "
+                    "(not mmi.*)", "service"))
+            return
+        user = self._user
+        for rid, body in zip(msg.rids, msg.bodies, strict=True):
+            request = Request(identity, name, [body], now, rid, deadline, msg.priority,
+                              user=user)
+            error = self.dispatcher.enqueue(request, now)
+            if error is not None:
+                self._answer_error(request, error)
+        service = self.dispatcher.services.get(name)
+        if service is not None:
             self._dispatch(service, now)
 
     def _on_mmi(self, request: Request, now: float) -> None:
@@ -423,8 +470,27 @@ class Broker:
         if request.user and self.auth is not None and self.auth.role_of(request.user) == "":
             self.dispatcher.counters.refused += 1  # revoked while its request ran
             return
+        if request.rid is not None and len(body) == 1 and request.client in self._batchers:
+            pending = self._results.get((request.client, request.service))
+            if pending is None:
+                self._results[(request.client, request.service)] = ([request.rid], list(body))
+            else:
+                pending[0].append(request.rid)
+                pending[1].append(body[0])
+            return
         if not self._send(p.to_client(request.client, request.service, body, request.rid)):
             self.dispatcher.counters.undeliverable += 1
+
+    def _flush_results(self) -> None:
+        """Send the gathered replies: one RESULT per client and service."""
+        results, self._results = self._results, {}
+        for (client, service), (rids, bodies) in results.items():
+            if len(rids) == 1:
+                frames = p.to_client(client, service, bodies, rids[0])
+            else:
+                frames = p.to_client_batch(client, service, rids, bodies)
+            if not self._send(frames):
+                self.dispatcher.counters.undeliverable += len(rids)
 
     def _answer_error(self, request: Request, error: RequestError) -> None:
         self.dispatcher.counters.errors += 1

@@ -27,7 +27,7 @@ class BrokerConfig:
     max_services: int = 1_000
     unknown_grace_s: float = 2.0
     max_message_bytes: int = 32 * 1024 * 1024  # larger messages: libzmq drops the peer
-    max_frames: int = 16  # per message
+    max_frames: int = 300  # per message (a batched SUBMIT or RESULT takes one per request)
     max_total_queue: int = 100_000
     max_workers: int = 10_000
     max_prefetch: int = 1  # tasks a worker may hold beyond the one it runs

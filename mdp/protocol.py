@@ -271,10 +271,24 @@ class ClientRequest(NamedTuple):
     priority: int = 0
 
 
+class ClientBatch(NamedTuple):
+    """Several DIPS requests of one SUBMIT: one body frame each, in the order of ``rids``."""
+
+    service: bytes
+    rids: list[int]
+    bodies: list[bytes]
+    ttl_ms: int
+    priority: int = 0
+
+
 class ClientHello(NamedTuple):
-    """A DIPS client opening a connection; ``first`` applies to the next MDPC01 request."""
+    """A DIPS client opening a connection; ``first`` applies to the next MDPC01 request.
+
+    ``batch``: the client accepts RESULTs that carry several replies.
+    """
 
     first: tuple[int, int, int] | None  # (rid, ttl_ms, priority)
+    batch: bool = False
 
 
 class ClientPing(NamedTuple):
@@ -308,8 +322,8 @@ class WorkerSignal(NamedTuple):
     draining: bool = False
 
 
-BrokerInbound = (ClientRequest | ClientHello | ClientPing | WorkerReady | WorkerReply
-                 | WorkerSignal)
+BrokerInbound = (ClientRequest | ClientBatch | ClientHello | ClientPing | WorkerReady
+                 | WorkerReply | WorkerSignal)
 
 
 def parse_broker_inbound(frames: list[bytes]) -> BrokerInbound:
@@ -376,10 +390,17 @@ def _parse_dips_client(command: bytes, rest: list[bytes]) -> BrokerInbound:
         if len(rest) < 2:
             raise ProtocolError("SUBMIT needs a service and a meta frame")
         meta = unpack_meta(rest[1], "SUBMIT")
-        rid = _int_field(meta, "id", "SUBMIT")
         ttl = _int_field(meta, "ttl_ms", "SUBMIT")
-        if rid is None or ttl is None:
-            raise ProtocolError("SUBMIT meta needs 'id' and 'ttl_ms'")
+        if ttl is None:
+            raise ProtocolError("SUBMIT meta needs 'ttl_ms'")
+        if "ids" in meta:
+            rids = _ids(meta, "ids", "SUBMIT")
+            if not rids or len(rids) != len(rest) - 2:
+                raise ProtocolError(f"SUBMIT has {len(rids)} ids for {len(rest) - 2} bodies")
+            return ClientBatch(rest[0], rids, rest[2:], ttl, _priority(meta, "SUBMIT"))
+        rid = _int_field(meta, "id", "SUBMIT")
+        if rid is None:
+            raise ProtocolError("SUBMIT meta needs 'id' (or 'ids')")
         return ClientRequest(rest[0], rest[2:], rid, ttl, _priority(meta, "SUBMIT"))
     if len(rest) != 1:
         raise ProtocolError("a DIPS client command takes one meta frame")
@@ -391,15 +412,16 @@ def _parse_dips_client(command: bytes, rest: list[bytes]) -> BrokerInbound:
             raise ProtocolError(f"HELLO asks for DIPS version {meta.get('dips')!r}; "
                                 f"this broker speaks {DIPS_VERSION}")
         first = meta.get("first")
+        batch = meta.get("batch") is True
         if first is None:
-            return ClientHello(None)
+            return ClientHello(None, batch)
         if not isinstance(first, dict):
             raise ProtocolError("HELLO meta field 'first' is not a map")
         rid = _int_field(first, "id", "HELLO")
         ttl = _int_field(first, "ttl_ms", "HELLO")
         if rid is None or ttl is None:
             raise ProtocolError("HELLO 'first' needs 'id' and 'ttl_ms'")
-        return ClientHello((rid, ttl, _priority(first, "HELLO")))
+        return ClientHello((rid, ttl, _priority(first, "HELLO")), batch)
     raise ProtocolError(f"unknown DIPS client command {command[:8]!r}")
 
 
@@ -411,6 +433,12 @@ def to_client(identity: bytes, service: bytes, body: list[bytes], rid: int | Non
     if rid is None:
         return [identity, b"", CLIENT, service, *body]
     return [identity, b"", DIPS_CLIENT, RESULT, service, pack_meta({"id": rid}), *body]
+
+
+def to_client_batch(identity: bytes, service: bytes, rids: list[int],
+                    bodies: list[bytes]) -> list[bytes]:
+    """One RESULT carrying several one-frame replies (to clients that asked in HELLO)."""
+    return [identity, b"", DIPS_CLIENT, RESULT, service, pack_meta({"ids": rids}), *bodies]
 
 
 def client_welcome(identity: bytes, meta: dict[str, Any]) -> list[bytes]:
@@ -548,6 +576,14 @@ class Reply(NamedTuple):
     rid: int | None
 
 
+class Replies(NamedTuple):
+    """A RESULT carrying several replies: ``bodies[i]`` (one frame) answers ``rids[i]``."""
+
+    service: bytes
+    rids: list[int]
+    bodies: list[bytes]
+
+
 class Pong(NamedTuple):
     """The ids a DIPS broker says it does not hold, and which broker process it is."""
 
@@ -561,11 +597,20 @@ class Welcome(NamedTuple):
     meta: dict[str, Any]
 
 
-ClientInbound = Reply | Pong | Welcome
+ClientInbound = Reply | Replies | Pong | Welcome
 
 
 def client_request(service: bytes, body: list[bytes]) -> list[bytes]:
     return [b"", CLIENT, service, *body]
+
+
+def client_submit_batch(service: bytes, rids: list[int], ttl_ms: int, bodies: list[bytes],
+                        priority: int = 0) -> list[bytes]:
+    """One SUBMIT carrying several requests, one body frame each."""
+    meta: dict[str, Any] = {"ids": rids, "ttl_ms": ttl_ms}
+    if priority:
+        meta["pri"] = priority
+    return [b"", DIPS_CLIENT, SUBMIT, service, pack_meta(meta), *bodies]
 
 
 def client_submit(service: bytes, rid: int, ttl_ms: int, body: list[bytes],
@@ -576,9 +621,13 @@ def client_submit(service: bytes, rid: int, ttl_ms: int, body: list[bytes],
     return [b"", DIPS_CLIENT, SUBMIT, service, pack_meta(meta), *body]
 
 
-def client_hello(first: tuple[int, int, int] | None = None) -> list[bytes]:
-    """HELLO; ``first`` = (id, ttl_ms, priority) of the MDPC01 request sent right after."""
+def client_hello(first: tuple[int, int, int] | None = None,
+                 batch: bool = False) -> list[bytes]:
+    """HELLO; ``first`` = (id, ttl_ms, priority) of the MDPC01 request sent right after;
+    ``batch``: RESULTs may carry several replies."""
     meta: dict[str, Any] = {"dips": DIPS_VERSION}
+    if batch:
+        meta["batch"] = True
     if first is not None:
         rid, ttl_ms, priority = first
         meta["first"] = {"id": rid, "ttl_ms": ttl_ms, "pri": priority}
@@ -602,7 +651,13 @@ def parse_client_inbound(frames: list[bytes]) -> ClientInbound:
     if command == RESULT:
         if len(frames) < 5:
             raise ProtocolError("RESULT needs a service and a meta frame")
-        rid = _int_field(unpack_meta(frames[4], "RESULT"), "id", "RESULT")
+        meta = unpack_meta(frames[4], "RESULT")
+        if "ids" in meta:
+            rids = _ids(meta, "ids", "RESULT")
+            if not rids or len(rids) != len(frames) - 5:
+                raise ProtocolError(f"RESULT has {len(rids)} ids for {len(frames) - 5} bodies")
+            return Replies(frames[3], rids, frames[5:])
+        rid = _int_field(meta, "id", "RESULT")
         if rid is None:
             raise ProtocolError("RESULT meta has no 'id'")
         return Reply(frames[3], frames[5:], rid)

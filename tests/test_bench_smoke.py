@@ -54,6 +54,18 @@ def test_quick_bench_prints_its_table(tmp_path: Path) -> None:
                 "| DIPS | pipelined | 5 B | 1/1 |"):
         assert row in out, f"missing row {row!r} in:\n{out}"
     assert "## Scale" in out and "### Dispatch cost" in out and "## Targets" in out
+    assert "## The real job" in out and "## CPU per request by role" in out
+    for row in ("| 2 processes rendering in-process |", "| DIPS / in-process |",
+                "| render alone (in-process", "| client 1 |", "(the broker that carried more)",
+                "(the other broker)", "| worker 1 |", "| workers net of the handler |",
+                "| **floor: total** |", "| DIPS: client-facing broker |", "| DIPS: other broker |",
+                "| **DIPS: total** |", "| other broker / client-facing broker |",
+                "| cards through 2 brokers ≥ 0.85 of in-process |",
+                "all processes' CPU/request ≤ 4× the floor's",
+                "| scale: one broker on one core routes ≥ 30,000 req/s"):
+        assert row in out, f"missing row {row!r} in:\n{out}"
+    assert "sync 1/1: CPU µs/request" in out and "pipelined 1/2, window 64" in out
+    assert "Targets (issue 5)" not in out
     assert "\n| gearmand (gear) |" not in out
     assert "pyzmq / libzmq" in out and "command" in out
     assert json_path.exists()

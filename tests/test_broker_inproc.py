@@ -118,3 +118,32 @@ def test_a_standard_worker_is_never_given_a_second_task(broker: Broker,
     assert worker.poll(1000) and worker.recv_multipart()[2] == p.REQUEST
     worker.close()
     client.close()
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_a_batched_submit_is_answered_per_request_or_in_batches(
+        broker: Broker, zctx: zmq.Context, batch: bool) -> None:
+    worker, client = dealer(zctx), dealer(zctx)
+    worker.send_multipart(p.ready(b"echo", {"pid": 1}))
+    client.send_multipart(p.client_hello(batch=batch))
+    bodies = [msgpack.packb({"i": i}) for i in range(5)]
+    client.send_multipart(p.client_submit_batch(b"echo", [10, 11, 12, 13, 14], 60_000, bodies))
+    drain_all(broker)
+    answered: dict[int, bytes] = {}
+    while len(answered) < 5:
+        while worker.poll(0):
+            task = p.parse_worker_inbound(worker.recv_multipart())
+            if isinstance(task, p.BrokerTask):
+                worker.send_multipart(p.reply(task.key, task.body))
+        drain_all(broker)
+        assert client.poll(1000), f"answered only {sorted(answered)}"
+        message = p.parse_client_inbound(client.recv_multipart())
+        if isinstance(message, p.Replies):
+            assert batch
+            answered.update(zip(message.rids, message.bodies, strict=True))
+        elif isinstance(message, p.Reply):
+            assert message.rid is not None
+            answered[message.rid] = message.body[0]
+    assert answered == dict(zip([10, 11, 12, 13, 14], bodies, strict=True))
+    worker.close()
+    client.close()

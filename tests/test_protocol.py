@@ -21,6 +21,14 @@ def test_submit_round_trip() -> None:
     assert p.parse_broker_inbound(p.client_submit(b"e", 1, 2, [b"b"])).priority == 0
 
 
+def test_batched_submit_and_result_round_trip() -> None:
+    frames = p.client_submit_batch(b"echo", [1, 2], 500, [b"a", b"b"], priority=-1)
+    assert p.parse_broker_inbound(frames) == p.ClientBatch(b"echo", [1, 2], [b"a", b"b"], 500, -1)
+    result = p.to_client_batch(b"c", b"echo", [1, 2], [b"x", b"y"])[1:]
+    assert p.parse_client_inbound(result) == p.Replies(b"echo", [1, 2], [b"x", b"y"])
+    assert p.parse_broker_inbound(p.client_hello(batch=True)) == p.ClientHello(None, True)
+
+
 def test_priorities_are_clamped() -> None:
     meta = msgpack.packb({"id": 1, "ttl_ms": 5, "pri": 99})
     assert p.parse_broker_inbound([b"", p.DIPS_CLIENT, p.SUBMIT, b"e", meta]).priority == 1
@@ -81,6 +89,8 @@ def test_reply_without_the_empty_frame_is_accepted() -> None:
     [b"", b"DIPC02", b"\x03", b"echo"],
     [b"", b"DIPC02", b"\x01", msgpack.packb({"dips": 2, "first": {"id": "x", "ttl_ms": 1}})],
     [b"", b"DIPC02", b"\x77", b"\x80"],
+    [b"", b"DIPC02", b"\x03", b"e", msgpack.packb({"ids": [1, 2], "ttl_ms": 5}), b"one body"],
+    [b"", b"DIPC02", b"\x03", b"e", msgpack.packb({"ids": [], "ttl_ms": 5})],
 ])
 def test_malformed_broker_input_raises_protocol_error(frames: list[bytes]) -> None:
     with pytest.raises(ProtocolError):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from benchlib import failover, gearman, roundtrip, scale
+from benchlib import failover, gearman, realjob, rolecpu, roundtrip, scale
 from benchlib.plan import SECTIONS, Plan
 from benchlib.procs import REPO_ROOT, BenchError, Children
 from benchlib.report import Results, as_json, render
@@ -27,15 +27,18 @@ KEEP_MARKER = "<!-- Below this line is written by hand; scripts/bench keeps it. 
 
 USAGE = """\
 Sections: floor (raw pyzmq), dips (through one broker), gearman (gearmand with the Python gear
-client and a C client), scale (1 to 1,000 workers, idle cost, memory, dispatch cost),
-failover (broker killed, broker hung, worker killed). A full run takes a few minutes and
-writes docs/BENCHMARKS.md; --quick runs a small subset in well under a minute and writes
-nothing unless --write is given.
+client and a C client), realjob (matrix cards through 2 brokers beside rendering
+in-process, and where each card's CPU goes), roles (CPU per echo request by role, pipelined
+and sync, beside the raw pyzmq floor), scale (1 to 1,000 workers, idle cost, memory,
+dispatch cost), failover (broker killed, broker hung, worker killed). A full run takes a
+few minutes and writes docs/BENCHMARKS.md; --quick runs a small subset in well under a
+minute and writes nothing unless --write is given.
 
 examples:
   scripts/bench                          # everything; prints the table, writes the doc
   scripts/bench --quick --no-gearman     # the smoke subset (what the test suite runs)
   scripts/bench --only floor,dips --profile /tmp/prof   # with py-spy profiles
+  scripts/bench --only realjob,roles --no-write         # the real job and CPU by role
 """
 
 
@@ -88,6 +91,8 @@ def run_sections(plan: Plan, args: argparse.Namespace, kids: Children, results: 
     """Each section in turn; a failing section is reported and the others still run."""
     steps: list[tuple[str, Callable[[], None]]] = [
         ("round trips", lambda: _roundtrips(plan, args, kids, results, tmp)),
+        ("realjob", lambda: setattr(results, "realjob", realjob.run(kids, plan))),
+        ("roles", lambda: results.roles.extend(rolecpu.run(kids, plan))),
         ("scale", lambda: setattr(results, "scale", scale.run(kids, plan))),
         ("failover", lambda: results.faults.extend(failover.run(kids, plan))),
     ]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from benchlib.stats import PIPE, SYNC, Shape
 
-SECTIONS = ("floor", "dips", "gearman", "scale", "failover")
+SECTIONS = ("floor", "dips", "gearman", "realjob", "roles", "scale", "failover")
 FAULTS = ("broker-kill", "broker-stop", "worker-kill")
 SMALL = 5
 LARGE = 60_000  # a matrix card image is about this size
@@ -24,6 +24,15 @@ class Plan:
     modes: list[str] = field(default_factory=lambda: [SYNC, PIPE])
     window: int = 64  # pipelined requests in flight per client
     gear_c: bool = True
+    realjob_processes: int = 2  # in-process renderers; DIPS workers and clients alike
+    realjob_reps: int = 3
+    realjob_duration_s: float = 2.0
+    realjob_batch: int = 256  # cards per send_many call
+    realjob_distinct: int = 1024  # distinct requests each process cycles through
+    roles_shapes: list[tuple[str, Shape]] = field(
+        default_factory=lambda: [(PIPE, Shape(1, 2)), (SYNC, Shape(1, 1))])
+    roles_reps: int = 3
+    roles_duration_s: float = 2.0
     scale_workers: list[int] = field(default_factory=lambda: [1, 8, 64, 256, 1000])
     scale_sleep_s: float = 0.02
     scale_reps: int = 3
@@ -54,4 +63,6 @@ class Plan:
             scale_workers=[1, 8], scale_reps=1, scale_duration_s=0.5, idle_window_s=1.0,
             flood=5_000, dispatch_workers=[1, 64], dispatch_queues=[0, 1_000],
             dispatch_iterations=2_000, faults=[],
+            realjob_reps=1, realjob_duration_s=0.3, realjob_batch=16, realjob_distinct=64,
+            roles_reps=1, roles_duration_s=0.3,
         )

@@ -319,7 +319,7 @@ def flood(args: argparse.Namespace) -> int:
     body = [p.pack({"i": 0, "pad": b"x" * 16})]
     service = args.service.encode()
     for rid in range(1, args.count + 1):
-        sock.send_multipart(p.client_xrequest(service, rid, 3_600_000, body))
+        sock.send_multipart(p.client_submit(service, rid, 3_600_000, body))
     exit_when_input_closes()
     say("READY")
     while True:

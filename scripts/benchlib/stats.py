@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchlib.procs import BenchError, Child
+from benchlib.procs import BenchError, Child, CpuWindow
 
 SYNC = "sync"
 PIPE = "pipelined"
@@ -110,3 +110,55 @@ def timed_window(clients: list[Child], duration_s: float, lead_s: float = 0.1
         except ValueError as exc:
             raise BenchError(f"{child.name} sent a bad RESULT line: {text[:80]!r}") from exc
     return results
+
+
+# --- CPU per request, by role ---------------------------------------------------------------
+
+
+@dataclass
+class CpuTally:
+    """CPU seconds of each role and the requests they served, summed over timed windows.
+
+    Sums over every window, not a median of per-window ratios: ``/proc`` counts CPU in clock
+    ticks (10 ms), so the longer the total, the finer the figure.
+    """
+
+    count: int = 0
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # a role's own requests, if not all
+    rates: list[float] = field(default_factory=list)
+    errors: int = 0
+
+    def add(self, results: list[dict[str, Any]], cpu_s: dict[str, float]) -> Run:
+        """One window: every client's RESULT and each role's CPU seconds."""
+        run = combine(results)
+        self.count += sum(int(r["count"]) for r in results)
+        self.rates.append(run.rate)
+        self.errors += run.errors
+        for role, seconds in cpu_s.items():
+            self.cpu_s[role] = self.cpu_s.get(role, 0.0) + seconds
+        return run
+
+    def count_for(self, role: str, served: int) -> None:
+        self.counts[role] = self.counts.get(role, 0) + served
+
+    def us(self, *roles: str) -> float:
+        """Microseconds of CPU per request of the roles together (all roles if none given)."""
+        names = roles or tuple(self.cpu_s)
+        served = self.counts.get(names[0], self.count) if len(names) == 1 else self.count
+        if not served or any(name not in self.cpu_s for name in names):
+            return float("nan")
+        return 1e6 * sum(self.cpu_s[name] for name in names) / served
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.rates) if self.rates else float("nan")
+
+
+def cpu_window(clients: list[Child], roles: dict[str, list[int]], duration_s: float
+               ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """A :func:`timed_window` with the CPU each role's processes spent over it."""
+    windows = {role: [CpuWindow(pid) for pid in pids] for role, pids in roles.items()}
+    results = timed_window(clients, duration_s)
+    cpu = {role: sum(w.stop().cpu_s for w in group) for role, group in windows.items()}
+    return results, cpu
