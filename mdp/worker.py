@@ -359,7 +359,7 @@ class Sentinel:
                 self._poll(timeout_ms)
             except Exception:  # the barrier: the sentinel never dies
                 log.exception("sentinel turn failed")
-                time.sleep(0.01)
+                time.sleep(1.0)  # not a hot loop of tracebacks
 
     def _turn(self, idle_ticks: int, seen: int) -> tuple[int | None, int, int]:
         now = time.monotonic()
@@ -407,7 +407,7 @@ class Sentinel:
             for sock in worker.sockets:
                 if sock is not None:
                     items.append((sock, zmq.POLLIN))
-        events = zmq.poll(items, -1 if timeout_ms is None else timeout_ms)
+        events = zmq.zmq_poll(items, -1 if timeout_ms is None else timeout_ms)
         if any(fd == self._rfd for fd, _ in events):
             try:
                 while os.read(self._rfd, 4096):

@@ -140,7 +140,9 @@ class WorkerCore:
         link.told_busy = False
 
     def _bounce(self, task: Task, now: float, recalled: bool = False) -> None:
-        """Hand a task back; an unasked bounce is sent after BUSY, and owes a FREE."""
+        """Hand a task back; an unasked bounce is sent after BUSY, and owes a FREE.
+
+        ``recalled``: the broker asked for it (or knows we are leaving), so no BUSY."""
         link = self.links[task.link]
         if not recalled and not link.told_busy:
             self._send(task.link, p.busy(), now)
@@ -203,7 +205,9 @@ class WorkerCore:
         deadline = None if msg.ttl_ms is None else now + msg.ttl_ms / 1000
         dips = link.mode is LinkMode.DIPS
         task = Task(i, link.epoch, msg.key, msg.body, deadline, msg.hold, dips)
-        if dips and (self.phase is not Phase.SERVING or (self.long and not msg.hold)):
+        if dips and self.phase is not Phase.SERVING:
+            self._bounce(task, now, recalled=True)  # it knows we are leaving: no BUSY
+        elif dips and self.long and not msg.hold:
             self._bounce(task, now)
         else:
             self.waiting.append(task)

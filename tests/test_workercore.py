@@ -1,0 +1,388 @@
+"""The worker's decisions, driven through every path with an explicit clock and no sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mdp import protocol as p
+from mdp.workercore import (
+    CLOSE,
+    CONNECT,
+    EXIT_OUT_OF_MEMORY,
+    EXIT_STUCK,
+    SEND,
+    LinkMode,
+    Phase,
+    Timing,
+    WorkerCore,
+)
+
+NAMES = {p.READY: "READY", p.REPLY: "REPLY", p.HEARTBEAT: "HEARTBEAT",
+         p.DISCONNECT: "DISCONNECT", p.BUSY: "BUSY", p.FREE: "FREE", p.BOUNCE: "BOUNCE"}
+BODY = [p.pack({"x": 1})]
+
+
+def make(links: int = 2, **timing: Any) -> WorkerCore:
+    core = WorkerCore([f"tcp://b{i}" for i in range(links)], b"echo",
+                      {"host": "h", "pid": 1, "version": "v"},
+                      Timing(**timing))
+    core.start(0.0)
+    for kind, i, _ in take(core, raw=True):
+        assert kind == CONNECT
+        core.connected(i, 0.0)
+    take(core)
+    return core
+
+
+def take(core: WorkerCore, raw: bool = False) -> list[Any]:
+    """What the core asked for since last time, as (link, NAME, detail) or raw actions."""
+    out = list(core.out)
+    core.out.clear()
+    if raw:
+        return out
+    described = []
+    for kind, i, arg in out:
+        if kind == SEND:
+            name = NAMES[arg[2]]
+            detail: Any = None
+            if name in ("REPLY", "BOUNCE"):
+                detail = arg[3]
+            if name == "REPLY":
+                detail = (arg[3], p.unpack(arg[5]))
+            if name == "BUSY":
+                detail = p.unpack_meta(arg[3], "BUSY")
+            described.append((i, name, detail))
+        else:
+            described.append((i, "CLOSE" if kind == CLOSE else "CONNECT", arg))
+    return described
+
+
+def welcome(core: WorkerCore, i: int, now: float = 0.0) -> None:
+    core.receive(i, p.worker_welcome(b"id", {"broker": "v", "instance": "x"})[1:], now)
+
+
+def task(core: WorkerCore, i: int, key: bytes, now: float = 0.0, ttl_ms: int | None = 10_000,
+         hold: bool = False, dips: bool = True) -> None:
+    core.receive(i, p.to_worker(b"id", key, BODY, dips, ttl_ms, hold)[1:], now)
+
+
+def signal(core: WorkerCore, i: int, command: bytes, now: float = 0.0) -> None:
+    core.receive(i, p.worker_command(b"id", command)[1:], now)
+
+
+def dips_core(links: int = 2, **timing: Any) -> WorkerCore:
+    core = make(links, **timing)
+    for i in range(links):
+        welcome(core, i)
+    take(core)
+    return core
+
+
+# --- registration -------------------------------------------------------------------------
+
+
+def test_start_connects_every_link_and_registers_with_prefetch() -> None:
+    core = WorkerCore(["tcp://a", "tcp://b"], b"echo", {"pid": 7}, Timing())
+    core.start(0.0)
+    assert [(kind, i) for kind, i, _ in take(core, raw=True)] == [(CONNECT, 0), (CONNECT, 1)]
+    core.connected(0, 0.0)
+    [(kind, i, frames)] = take(core, raw=True)
+    assert (kind, i, frames[:4]) == (SEND, 0, [b"", p.WORKER, p.READY, b"echo"])
+    meta = p.unpack_meta(frames[4], "READY")
+    assert meta == {"dips": 2, "pid": 7, "prefetch": 1}
+    assert core.links[0].mode is LinkMode.STANDARD
+
+
+def test_welcome_turns_on_the_extensions() -> None:
+    core = make()
+    welcome(core, 0)
+    assert core.links[0].mode is LinkMode.DIPS
+    assert core.links[1].mode is LinkMode.STANDARD
+
+
+def test_malformed_input_is_dropped_and_counts_as_life() -> None:
+    core = make(1)
+    core.receive(0, [b"", p.WORKER, b"\x7f"], 2.5)
+    core.receive(0, [b"junk"], 2.5)
+    assert take(core) == [] and core.links[0].heard_at == 2.5
+
+
+# --- short tasks: no BUSY/FREE at all -----------------------------------------------------
+
+
+def test_a_short_task_costs_one_reply_and_nothing_else() -> None:
+    core = dips_core()
+    task(core, 0, b"k1")
+    t = core.begin(0.0)
+    assert t is not None and t.key == b"k1" and t.body == BODY
+    assert take(core) == []
+    core.task_done(p.raw_result_body(BODY[0]), 0.001)
+    assert core.begin(0.001) is None
+    assert take(core) == [(0, "REPLY", (b"k1", {"result": {"x": 1}}))]
+
+
+def test_tasks_run_one_at_a_time_in_arrival_order_over_all_brokers() -> None:
+    core = dips_core()
+    task(core, 1, b"b1")
+    task(core, 0, b"a1", hold=True)
+    first = core.begin(0.0)
+    assert first is not None and first.key == b"b1"
+    assert core.begin(0.0) is first  # still running
+    core.task_done(b"r", 0.001)
+    second = core.begin(0.001)
+    assert second is not None and second.key == b"a1" and second.link == 0
+
+
+def test_an_expired_task_is_answered_expired_unworked() -> None:
+    core = dips_core(1)
+    task(core, 0, b"old", now=0.0, ttl_ms=100)
+    task(core, 0, b"new", now=0.0, ttl_ms=10_000, hold=True)
+    t = core.begin(0.2)
+    assert t is not None and t.key == b"new"
+    [(link, name, (key, reply))] = take(core)
+    assert (link, name, key, reply["error"]["code"]) == (0, "REPLY", b"old", "expired")
+
+
+# --- long tasks: BUSY elsewhere, BOUNCE, FREE ---------------------------------------------
+
+
+def test_a_long_task_tells_the_other_brokers_busy_and_free_afterwards() -> None:
+    core = dips_core(3)
+    task(core, 0, b"k")
+    core.begin(0.0)
+    assert core.next_deadline(0.0) == 0.005  # busy_after
+    core.tick(0.005)
+    assert take(core) == [(1, "BUSY", {}), (2, "BUSY", {})]
+    core.task_done(p.result_body("r"), 1.0)
+    assert core.begin(1.0) is None
+    assert take(core) == [(0, "REPLY", (b"k", {"result": "r"})), (1, "FREE", None),
+                          (2, "FREE", None)]
+
+
+def test_free_follows_busy_once_idle_and_not_between_back_to_back_tasks() -> None:
+    core = dips_core(2)
+    task(core, 0, b"k1")
+    task(core, 0, b"k2", hold=True)
+    core.begin(0.0)
+    core.task_long(0.01)
+    assert take(core) == [(1, "BUSY", {})]
+    core.task_done(p.raw_result_body(BODY[0]), 0.02)
+    t = core.begin(0.02)
+    assert t is not None and t.key == b"k2"
+    assert [name for _, name, _ in take(core)] == ["REPLY"]  # no FREE/BUSY churn
+    core.task_done(p.raw_result_body(BODY[0]), 0.03)
+    assert core.begin(0.03) is None
+    assert [(i, name) for i, name, _ in take(core)] == [(0, "REPLY"), (1, "FREE")]
+
+
+def test_crossed_tasks_bounce_while_a_long_task_runs_and_holds_stay() -> None:
+    core = dips_core(2)
+    task(core, 0, b"a1")
+    task(core, 1, b"b1")  # came before our BUSY reached broker 1
+    core.begin(0.0)
+    core.task_long(0.006)
+    assert take(core) == [(1, "BUSY", {}), (1, "BOUNCE", b"b1")]
+    task(core, 1, b"b2", now=0.01)  # crossed again: bounced at once
+    task(core, 0, b"a2", now=0.01, hold=True)  # prefetched on purpose: kept
+    assert take(core) == [(1, "BOUNCE", b"b2")]
+    assert [t.key for t in core.waiting] == [b"a2"]
+
+
+def test_an_unasked_bounce_is_preceded_by_busy_even_to_the_tasks_own_broker() -> None:
+    core = dips_core(1)
+    task(core, 0, b"a1")
+    task(core, 0, b"a2")  # without hold: the broker thought us idle
+    core.begin(0.0)
+    core.task_long(0.006)
+    assert take(core) == [(0, "BUSY", {}), (0, "BOUNCE", b"a2")]
+    core.task_done(b"r", 0.1)
+    core.begin(0.1)
+    assert [(i, name) for i, name, _ in take(core)] == [(0, "REPLY"), (0, "FREE")]
+
+
+def test_a_broker_welcoming_during_a_long_task_is_told_busy() -> None:
+    core = make(2)
+    welcome(core, 0)
+    task(core, 0, b"a1")
+    core.begin(0.0)
+    core.task_long(0.006)
+    assert take(core) == []  # link 1 is standard so far
+    welcome(core, 1, 0.1)
+    assert take(core) == [(1, "BUSY", {})]
+
+
+# --- RECALL -------------------------------------------------------------------------------
+
+
+def test_recall_of_a_held_task_bounces_it_and_of_a_started_one_is_ignored() -> None:
+    core = dips_core(1)
+    task(core, 0, b"k1")
+    task(core, 0, b"k2", hold=True)
+    core.begin(0.0)
+    core.receive(0, p.recall(b"id", b"k1")[1:], 0.001)  # started: its reply follows
+    core.receive(0, p.recall(b"id", b"k2")[1:], 0.001)
+    core.receive(0, p.recall(b"id", b"zz")[1:], 0.001)  # unknown
+    assert take(core) == [(0, "BOUNCE", b"k2")]  # no BUSY: it was asked for
+    assert not core.waiting and not core.links[0].told_busy
+
+
+# --- standard brokers ---------------------------------------------------------------------
+
+
+def test_a_standard_broker_gets_plain_mdp_and_its_requests_wait_locally() -> None:
+    core = make(2)
+    welcome(core, 0)
+    task(core, 0, b"a1")
+    task(core, 1, b"s1", dips=False)
+    core.begin(0.0)
+    core.task_long(0.01)
+    assert take(core) == []  # no BUSY to a standard broker, no BOUNCE of its request
+    core.task_done(b"r", 0.02)
+    t = core.begin(0.02)
+    assert t is not None and t.key == b"s1" and not t.dips
+    core.task_done(b"r", 0.03)
+    core.begin(0.03)
+    out = take(core)
+    assert [(i, name) for i, name, _ in out] == [(0, "REPLY"), (1, "REPLY")]
+
+
+def test_standard_links_heartbeat_on_their_own_timer() -> None:
+    core = make(1, heartbeat_interval_s=1.0)
+    assert core.next_deadline(0.0) == 1.0
+    core.tick(1.0)
+    assert take(core) == [(0, "HEARTBEAT", None)]
+
+
+# --- heartbeats, expiry, DISCONNECT, backoff ----------------------------------------------
+
+
+def test_dips_links_answer_the_broker_heartbeat_burst_at_most_every_half_interval() -> None:
+    core = dips_core(1, heartbeat_interval_s=1.0)
+    signal(core, 0, p.HEARTBEAT, 0.2)
+    assert take(core) == []  # we sent READY at 0.0: too recent
+    signal(core, 0, p.HEARTBEAT, 0.6)
+    assert take(core) == [(0, "HEARTBEAT", None)]
+    assert core.next_deadline(0.6) <= 0.6 + 1.5
+
+
+def test_a_silent_broker_is_given_up_and_reconnected_after_backoff() -> None:
+    core = dips_core(1, heartbeat_interval_s=1.0, heartbeat_liveness=3)
+    signal(core, 0, p.HEARTBEAT, 1.0)
+    take(core)
+    core.tick(4.0)
+    assert take(core) == [(0, "CLOSE", 0)]
+    assert core.links[0].mode is LinkMode.CLOSED
+    assert core.next_deadline(4.0) == 4.1
+    core.tick(4.1)
+    assert take(core) == [(0, "CONNECT", None)]
+    core.connected(0, 4.1)
+    assert [name for _, name, _ in take(core)] == ["READY"]
+    assert core.links[0].epoch == 2
+
+
+def test_disconnect_backs_off_doubling_and_an_answer_resets_it() -> None:
+    core = dips_core(1, reconnect_initial_s=0.1, reconnect_max_s=0.3)
+    delays = []
+    now = 0.0
+    for _ in range(4):
+        signal(core, 0, p.DISCONNECT, now)
+        assert take(core) == [(0, "CLOSE", 0)]
+        delays.append(round(core.links[0].retry_at - now, 3))
+        now = core.links[0].retry_at
+        core.tick(now)
+        take(core)
+        core.connected(0, now)
+        take(core)
+    assert delays == [0.1, 0.2, 0.3, 0.3]
+    welcome(core, 0, now)
+    signal(core, 0, p.DISCONNECT, now)
+    assert round(core.links[0].retry_at - now, 3) == 0.1
+
+
+def test_tasks_of_a_closed_link_are_dropped_and_a_reply_to_it_too() -> None:
+    core = dips_core(2)
+    task(core, 0, b"a1")
+    task(core, 0, b"a2", hold=True)
+    task(core, 1, b"b1", hold=True)
+    core.begin(0.0)
+    signal(core, 0, p.DISCONNECT, 0.001)  # the broker requeues what it gave us
+    core.tick(0.2)
+    core.connected(0, 0.2)
+    take(core)
+    assert [t.key for t in core.waiting] == [b"b1"]
+    core.task_done(b"r", 0.3)  # a1's broker connection is gone: nothing sent for it
+    assert take(core) == []
+
+
+# --- drain, max_requests, time limit ------------------------------------------------------
+
+
+def test_stop_drains_bounces_unstarted_finishes_the_task_and_leaves() -> None:
+    core = make(3)
+    welcome(core, 0)
+    welcome(core, 1)  # broker 2 is a standard one
+    task(core, 0, b"a1")
+    task(core, 0, b"a2", hold=True)
+    task(core, 2, b"s1", dips=False)
+    core.begin(0.0)
+    core.stop(0.001)
+    out = take(core)
+    assert (0, "BOUNCE", b"a2") in out
+    assert (0, "BUSY", {"draining": True}) in out
+    assert (1, "DISCONNECT", None) in out and (1, "CLOSE", 2000) in out
+    assert not any(i == 2 for i, _, _ in out)  # we still hold its request
+    task(core, 0, b"a3", now=0.002)
+    assert take(core) == [(0, "BOUNCE", b"a3")]
+    core.task_done(b"r", 0.01)
+    t = core.begin(0.01)
+    assert t is not None and t.key == b"s1"
+    core.task_done(b"r", 0.02)
+    assert core.begin(0.02) is None
+    out = take(core)
+    assert [(i, name) for i, name, _ in out] == [
+        (0, "REPLY"), (2, "REPLY"), (0, "DISCONNECT"), (0, "CLOSE"), (2, "DISCONNECT"),
+        (2, "CLOSE")]
+    assert core.phase is Phase.DONE and core.exit_code == 0
+
+
+def test_stop_when_idle_leaves_at_once_with_its_exit_code() -> None:
+    core = dips_core(1)
+    core.stop(0.0, EXIT_OUT_OF_MEMORY)
+    assert [(i, name) for i, name, _ in take(core)] == [(0, "DISCONNECT"), (0, "CLOSE")]
+    assert core.phase is Phase.DONE and core.exit_code == EXIT_OUT_OF_MEMORY
+    core.tick(10.0)
+    assert take(core) == []  # no reconnect once leaving
+
+
+def test_max_requests_drains_after_the_last_one() -> None:
+    core = WorkerCore(["tcp://a"], b"echo", {}, Timing(), max_requests=2)
+    core.start(0.0)
+    take(core)
+    core.connected(0, 0.0)
+    welcome(core, 0)
+    for key in (b"k1", b"k2"):
+        task(core, 0, key)
+        core.begin(0.0)
+        core.task_done(b"r", 0.0)
+    assert core.begin(0.0) is None
+    assert core.phase is Phase.DONE
+
+
+def test_the_time_limit_answers_worker_timeout_bounces_held_and_exits_stuck() -> None:
+    core = dips_core(2, time_limit_s=2.0)
+    task(core, 0, b"a1")
+    task(core, 1, b"b1", hold=True)
+    core.begin(0.0)
+    core.tick(0.005)
+    take(core)
+    assert core.next_deadline(0.5) == 1.5  # heartbeat fallback first (1.5 s on DIPS)
+    core.tick(2.0)
+    out = take(core)
+    [(_, _, (key, reply))] = [o for o in out if o[1] == "REPLY"]
+    assert key == b"a1" and reply["error"]["code"] == "worker_timeout"
+    assert (1, "BOUNCE", b"b1") in out
+    assert [(i, n) for i, n, _ in out if n == "DISCONNECT"] == [(0, "DISCONNECT"),
+                                                                 (1, "DISCONNECT")]
+    assert core.phase is Phase.DONE and core.exit_code == EXIT_STUCK
+    core.task_done(b"late", 3.0)  # the handler came back after all: nothing more
+    assert take(core) == []
