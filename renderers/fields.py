@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mdp.errors import BadRequest
+from mdp.protocol import as_bytes
 
 RGB = tuple[int, int, int]
 
@@ -127,22 +128,38 @@ def text(request: Mapping[str, Any], name: str, prefix: str, *, max_chars: int) 
     field = prefix + name
     if not isinstance(value, str):
         raise BadRequest(f"{field} must be a string, got {_type_name(value)}", field)
+    if not value.isascii() and not _is_utf8(value):
+        raise BadRequest(f"{field} is not valid UTF-8 text", field)
     if not value.strip() or len(value) > max_chars:
         raise BadRequest(f"{field} must have 1 to {max_chars} characters", field)
     return value
 
 
+def _is_utf8(value: str) -> bool:
+    """False for a str that came off the wire as bytes that are not UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def blob(request: Mapping[str, Any], name: str, prefix: str) -> bytes | None:
-    """Binary data (msgpack bin), or ``None`` when absent."""
+    """Binary data, or ``None`` when absent.
+
+    msgpack bin, or str: PHP's msgpack packs every string as str, image bytes included,
+    and the wire decodes such a str without loss (``mdp.protocol.as_bytes``).
+    """
     value = _get(request, name)
     if value is _MISSING:
         return None
     field = prefix + name
     if isinstance(value, bytearray | memoryview):
         value = bytes(value)
+    elif isinstance(value, str):
+        value = as_bytes(value)
     if not isinstance(value, bytes):
-        hint = " (send image bytes as msgpack bin, not str)" if isinstance(value, str) else ""
-        raise BadRequest(f"{field} must be bytes, got {_type_name(value)}{hint}", field)
+        raise BadRequest(f"{field} must be bytes, got {_type_name(value)}", field)
     if not value:
         raise BadRequest(f"{field} is empty", field)
     return value

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,10 +31,13 @@ class Keys:
         self.workers = root / "workers"
         for folder in (self.clients, self.workers):
             folder.mkdir(parents=True)
-        for name in ("broker", "client", "worker", "stranger", "late"):
+        for name in ("broker", "client", "worker", "stranger", "late", "client2", "worker2",
+                     "broker-b"):
             new_keypair(self.private, name)
-        shutil.copy(self.private / "client.key", self.clients)
-        shutil.copy(self.private / "worker.key", self.workers)
+        for name in ("client", "client2"):
+            shutil.copy(self.private / f"{name}.key", self.clients)
+        for name in ("worker", "worker2"):
+            shutil.copy(self.private / f"{name}.key", self.workers)
 
     def secret(self, name: str) -> Path:
         return self.private / f"{name}.key_secret"
@@ -64,16 +68,16 @@ def curve_broker(cluster: Cluster, keys: Keys, port: int | None = None) -> Proc:
     return broker
 
 
-def curve_status(endpoint: str, keys: Keys) -> dict | None:
-    with MDPClient([endpoint], timeout=1, retries=0, curve=keys.curve("client")) as c:
+def curve_status(endpoint: str, keys: Keys, name: str = "client") -> dict | None:
+    with MDPClient([endpoint], timeout=1, retries=0, curve=keys.curve(name)) as c:
         try:
             return c.status()
         except Exception:
             return None
 
 
-def worker_pids(endpoint: str, keys: Keys) -> list[int]:
-    status = curve_status(endpoint, keys) or {"services": {}}
+def worker_pids(endpoint: str, keys: Keys, name: str = "client") -> list[int]:
+    status = curve_status(endpoint, keys, name) or {"services": {}}
     return [w["pid"] for s in status["services"].values() for w in s["workers"]]
 
 
@@ -125,6 +129,39 @@ def test_allow_lists_reload_on_sighup(cluster: Cluster, keys: Keys) -> None:
     with MDPClient([broker.endpoint], curve=keys.curve("client"), timeout=1, retries=0) as c:
         with pytest.raises(Timeout):
             c.send("echo", {})
+
+
+def test_revocation_cuts_open_connections_at_once(cluster: Cluster, keys: Keys) -> None:
+    """A connected client and a connected worker get nothing more once their keys are
+    removed and the lists reloaded; the other client and worker go on as before."""
+    broker = curve_broker(cluster, keys)
+    revoked_worker = cluster.worker([broker], "echo", *keys.worker_args("worker"), wait=False)
+    kept_worker = cluster.worker([broker], "echo", *keys.worker_args("worker2"), wait=False)
+    both = {revoked_worker.pid, kept_worker.pid}
+    wait_for(lambda: set(worker_pids(broker.endpoint, keys)) == both, 10, "both workers")
+    revoked = MDPClient([broker.endpoint], curve=keys.curve("client"), timeout=3, retries=0)
+    kept = MDPClient([broker.endpoint], curve=keys.curve("client2"), timeout=5)
+    try:
+        assert revoked.send("echo", {"before": 1}) == {"before": 1}  # connected, served
+        (keys.clients / "client.key").unlink()
+        (keys.workers / "worker.key").unlink()
+        broker.signal(signal.SIGHUP)
+        reloaded = time.monotonic()
+        wait_for(lambda: broker.output().count("allow-lists loaded") >= 2, 5, "the reload")
+        with pytest.raises(BadRequest, match="no longer allowed"):
+            revoked.send("echo", {"after": 1})  # the same open connection
+        refused_after = time.monotonic() - reloaded
+        wait_for(lambda: worker_pids(broker.endpoint, keys, "client2") == [kept_worker.pid],
+                 5, "the revoked worker to be forgotten")
+        forgotten_after = time.monotonic() - reloaded
+        served = {kept.send("echo", {"i": i})["i"] for i in range(20)}
+        assert served == set(range(20))
+        assert "revoked; forgetting it" in broker.output()
+        print(f"\nrevoked client refused {refused_after:.2f} s and revoked worker forgotten "
+              f"{forgotten_after:.2f} s after SIGHUP")
+    finally:
+        revoked.close()
+        kept.close()
 
 
 def test_secret_key_with_loose_permissions_is_refused(cluster: Cluster, keys: Keys) -> None:

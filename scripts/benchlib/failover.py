@@ -25,6 +25,7 @@ DESCRIPTIONS = {
     "broker-kill": "broker SIGKILLed",
     "broker-stop": "broker SIGSTOPped (hung)",  # inject() adds for how long
     "worker-kill": "worker SIGKILLed mid-request",
+    "worker-stop": "worker SIGSTOPped (hung) mid-request",  # inject() adds for how long
 }
 
 
@@ -73,7 +74,7 @@ def one(kids: Children, plan: Plan, fault: str) -> FaultResult:
     for client in clients:
         client.expect("READY", 60)
     duration = plan.fault_before_s + plan.fault_after_s
-    duration += plan.hang_s if fault == "broker-stop" else 0.0
+    duration += plan.hang_s if fault.endswith("-stop") else 0.0
     start = time.time() + 0.2
     for client in clients:
         client.tell(f"GO {start:.6f} {start + duration:.6f}")
@@ -100,9 +101,14 @@ def inject(fault: str, a: Child, workers: list[Child], brokers: list[str], plan:
     pid = busy_worker(*brokers)
     victims = [w for w in workers if w.pid == pid]
     if not victims:
-        raise BenchError(f"found no busy worker to kill (status said pid {pid})")
-    victims[0].send_signal(signal.SIGKILL)
-    return ""
+        raise BenchError(f"found no busy worker to {fault} (status said pid {pid})")
+    if fault == "worker-kill":
+        victims[0].send_signal(signal.SIGKILL)
+        return ""
+    victims[0].send_signal(signal.SIGSTOP)
+    time.sleep(plan.hang_s)
+    victims[0].send_signal(signal.SIGCONT)
+    return f"for {plan.hang_s:g} s"
 
 
 def busy_worker(*addresses: str) -> int | None:

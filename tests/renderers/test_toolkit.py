@@ -541,3 +541,25 @@ def test_convert_needs_a_format(photo_jpeg: bytes) -> None:
     with pytest.raises(BadRequest) as caught:
         call("convert", image=photo_jpeg)
     assert caught.value.field == "format"
+
+
+def test_image_bytes_sent_as_a_msgpack_str_are_accepted(photo_jpeg: bytes) -> None:
+    """PHP's msgpack packs every string as str; the wire keeps its bytes (surrogates)."""
+    from mdp import protocol as p
+
+    packed = p.pack({"image": photo_jpeg, "width": 32, "format": "png"})
+    as_str = packed.replace(b"\xc6" + len(photo_jpeg).to_bytes(4, "big"),
+                            b"\xdb" + len(photo_jpeg).to_bytes(4, "big"), 1)
+    if as_str == packed:  # a small image: bin 16 becomes str 16
+        as_str = packed.replace(b"\xc5" + len(photo_jpeg).to_bytes(2, "big"),
+                                b"\xda" + len(photo_jpeg).to_bytes(2, "big"), 1)
+    request = p.decode_request([as_str])
+    assert isinstance(request["image"], str)
+    assert decode(renderers.get("thumbnail").render(request)).width == 32
+
+
+def test_text_that_is_not_utf8_is_refused_by_name() -> None:
+    with pytest.raises(BadRequest, match="UTF-8") as info:
+        call("watermark", image=samples.photo_jpeg(64, 48), text=b"\xff\xfe".decode(
+            "utf-8", "surrogateescape"))
+    assert info.value.field == "text"
