@@ -32,7 +32,8 @@ Handle = Callable[[dict[str, Any]], Any]
 class Handler:
     """A service's handler and the package whose source the code version covers.
 
-    A ``raw`` handler takes the request frame (already checked to be a valid request map)
+    An ``instant`` handler (``echo``) cannot run long, so the worker does not hand its
+    sockets to the sentinel's watch while it runs. A ``raw`` handler takes the request frame (already checked to be a valid request map)
     and returns the msgpack encoding of its result, so nothing is decoded or re-encoded.
     """
 
@@ -41,6 +42,7 @@ class Handler:
     package: str | None = None  # top-level package that provided it; None: built in
     raw: bool = False
     warm_up: Callable[[], None] | None = None
+    instant: bool = False  # always done in microseconds: no sentinel watch needed
 
 
 def _echo_raw(frame: bytes) -> bytes:
@@ -48,7 +50,7 @@ def _echo_raw(frame: bytes) -> bytes:
     return frame
 
 
-ECHO = Handler("echo", _echo_raw, None, raw=True)
+ECHO = Handler("echo", _echo_raw, None, raw=True, instant=True)
 
 
 def plain(service: str, call: Handle) -> Handler:

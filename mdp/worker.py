@@ -65,6 +65,8 @@ HEARTBEAT_TIMEOUT_MS = 600  # we drop a broker that does not answer our heartbea
 STUCK_LINGER_S = 0.2  # after the time limit: how long queued messages get to go out
 
 Handle = Callable[[dict[str, Any]], Any]
+_POLLIN = int(zmq.POLLIN)
+_zmq_poll = zmq.zmq_poll
 
 
 class Worker:
@@ -101,7 +103,8 @@ class Worker:
         self._wake_recv, self._wake_send = socket.socketpair()
         self._wake_recv.setblocking(False)
         self._wake_send.setblocking(False)
-        self._poller: zmq.Poller | None = None
+        self._poller: list[tuple[Any, int]] | None = None  # zmq_poll items
+        self._poll_links: dict[int, int] = {}  # id(socket) -> link
         self._call = self._raw_call if handler.raw else self._map_call
 
     @property
@@ -161,10 +164,12 @@ class Worker:
         self.core.connected(link, time.monotonic())
         log.debug("connected to %s", endpoint)
 
-    def read_all(self, now: float) -> None:
-        """Feed the core every message waiting on every link (the caller holds ``lock``)."""
+    def read_all(self, now: float, links: list[int] | None = None) -> None:
+        """Feed the core every message waiting on ``links`` (default: every link).
+
+        The caller holds ``lock``."""
         core, sockets, recv = self.core, self.sockets, sockio.recv
-        for link in range(len(sockets)):
+        for link in range(len(sockets)) if links is None else links:
             sock = sockets[link]
             while sock is not None:
                 frames = recv(sock)
@@ -193,9 +198,10 @@ class Worker:
         try:
             core.start(time.monotonic())
             self.flush()
+            ready: list[int] | None = None  # links to read; None: every link
             while core.phase is not Phase.DONE:
                 now = time.monotonic()
-                self.read_all(now)
+                self.read_all(now, ready)
                 self.check_stop(now)
                 if now >= core.next_deadline(now):
                     core.tick(now)
@@ -203,42 +209,52 @@ class Worker:
                 if core.out:
                     self.flush()
                 if task is not None:
-                    self._run_task(task)
+                    # after a short task with nothing else held, the next poll finds what
+                    # came meanwhile; otherwise read everything before choosing again
+                    ready = [] if self._run_task(task) and not core.waiting else None
                 elif core.phase is not Phase.DONE:
-                    self._wait(core.next_deadline(now))
+                    ready = self._wait(core.next_deadline(now))
         finally:
             self._leave()
             self.lock.release()
         return core.exit_code
 
-    def _wait(self, deadline: float) -> None:
+    def _wait(self, deadline: float) -> list[int]:
+        """Poll every link and the wake-up socket; the links that have input."""
         if self._poller is None:
-            poller = zmq.Poller()
-            for sock in self.sockets:
-                if sock is not None:
-                    poller.register(sock, zmq.POLLIN)
-            poller.register(self._wake_recv, zmq.POLLIN)
-            self._poller = poller
-        now = time.monotonic()
-        events = self._poller.poll(poll_timeout_ms(deadline, now))
-        if events and any(item[0] is self._wake_recv for item in events):
-            try:
-                self._wake_recv.recv(4096)
-            except BlockingIOError:
-                pass
+            self._poller = [(sock, _POLLIN) for sock in self.sockets if sock is not None]
+            self._poller.append((self._wake_recv.fileno(), _POLLIN))
+            self._poll_links = {id(sock): i for i, sock in enumerate(self.sockets)
+                                if sock is not None}
+        events = _zmq_poll(self._poller, poll_timeout_ms(deadline, time.monotonic()))
+        ready = []
+        for item, _ in events:
+            if type(item) is int:
+                try:
+                    self._wake_recv.recv(4096)
+                except BlockingIOError:
+                    pass
+            else:
+                ready.append(self._poll_links[id(item)])
+        return ready
 
-    def _run_task(self, task: Task) -> None:
-        started = task.started_at
-        self.lock.release()
-        SENTINEL.enter(self, started)
-        try:
+    def _run_task(self, task: Task) -> bool:
+        """Run the handler inline; True when it was short (under busy_after)."""
+        if self.handler.instant:
             body = self._call(task)
-        finally:
-            SENTINEL.leave(self)
-            self.lock.acquire()
-        self.core.task_done(body, time.monotonic())
+        else:
+            self.lock.release()
+            SENTINEL.enter(self, task.started_at)
+            try:
+                body = self._call(task)
+            finally:
+                SENTINEL.leave(self)
+                self.lock.acquire()
+        now = time.monotonic()
+        self.core.task_done(body, now)
         if self.core.out:
             self.flush()
+        return now - task.started_at < self.busy_after_s
 
     def _raw_call(self, task: Task) -> bytes:
         try:
@@ -315,11 +331,18 @@ class Sentinel:
         self._returning: list[Worker] = []  # active ones whose handler returned
         self._entries = 0
         self._sleeping = False
+        self._rfd = self._wfd = -1  # the wake-up pipe; -1 until the thread runs
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        """In a forked child: the thread is not there; start a new one when needed."""
+        self._lock = threading.Lock()
+        self._pending.clear()
+        self._active.clear()
+        self._returning.clear()
         self._rfd = self._wfd = -1
-        self._pid = -1  # the process the thread runs in (a fork needs a new one)
 
     def _start_thread(self) -> None:
-        self._pid = os.getpid()
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
         os.set_blocking(self._wfd, False)
@@ -327,7 +350,7 @@ class Sentinel:
 
     def enter(self, worker: Worker, now: float) -> None:
         with self._lock:
-            if self._pid != os.getpid():
+            if self._rfd < 0:
                 self._start_thread()
             self._pending[worker] = now
             self._entries += 1
