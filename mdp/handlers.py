@@ -32,9 +32,10 @@ Handle = Callable[[dict[str, Any]], Any]
 class Handler:
     """A service's handler and the package whose source the code version covers.
 
-    An ``instant`` handler (``echo``) cannot run long, so the worker does not hand its
-    sockets to the sentinel's watch while it runs. A ``raw`` handler takes the request frame (already checked to be a valid request map)
+    A ``raw`` handler takes the request frame (already checked to be a valid request map)
     and returns the msgpack encoding of its result, so nothing is decoded or re-encoded.
+    An ``instant`` handler (``echo``) cannot run long, so the worker does not put it under
+    the sentinel's watch while it runs.
     """
 
     service: str

@@ -34,9 +34,8 @@ from typing import Any
 
 import zmq
 
-from mdp import handlers
+from mdp import handlers, sockio
 from mdp import protocol as p
-from mdp import sockio
 from mdp.clock import LOG_FORMAT, poll_timeout_ms
 from mdp.config import WorkerConfig, parse_worker_args
 from mdp.errors import ConfigError, RequestError, WorkerError

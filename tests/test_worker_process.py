@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -156,12 +157,13 @@ def test_the_time_limit_answers_and_recycles_the_process(
 
 
 def test_sigterm_during_a_long_request_finishes_it_and_exits_zero(
-        cluster: Cluster, zctx: zmq.Context) -> None:
+        cluster: Cluster, zctx: zmq.Context, tmp_path: Path) -> None:
     broker = start_broker(cluster, zctx)
     worker = start_worker(cluster, zctx, [broker])
     client = RawClient(zctx, broker.endpoint)
-    client.submit(1, {"sleep": 1.0, "tag": "last"})
-    wait_for(lambda: busy_pid(zctx, broker.endpoint), 10, "a busy worker")
+    started = tmp_path / "started"
+    client.submit(1, {"sleep": 1.0, "tag": "last", "started_file": str(started)})
+    wait_for(started.exists, 10, "the handler to start")
     worker.signal(signal.SIGTERM)
     wait_for(lambda: [w["state"] for w in workers(zctx, broker.endpoint)] == ["draining"], 5,
              "the worker to show as draining")

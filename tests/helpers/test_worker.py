@@ -4,7 +4,8 @@ The request map may hold:
   sleep: seconds to sleep before answering;
   fail: raise an exception (the worker must answer with an error and live on);
   bad_field: raise BadRequest naming this field;
-  allocate_mb: allocate this many megabytes (to cross --max-memory-mb).
+  allocate_mb: allocate this many megabytes (to cross --max-memory-mb);
+  started_file: a path to create when the handler starts (tests wait for it).
 The reply is the request plus pid, start and end (time.time()) of the handling.
 """
 
@@ -22,6 +23,9 @@ from mdp.worker import prepare, serve
 
 def handle(request: dict[str, Any]) -> dict[str, Any]:
     start = time.time()
+    if isinstance(request.get("started_file"), str):
+        with open(request["started_file"], "w"):
+            pass
     if "bad_field" in request:
         raise BadRequest("this field is wrong on purpose", str(request["bad_field"]))
     if request.get("fail"):
