@@ -66,6 +66,11 @@ STUCK_LINGER_S = 0.2  # after the time limit: how long queued messages get to go
 Handle = Callable[[dict[str, Any]], Any]
 _POLLIN = int(zmq.POLLIN)
 _zmq_poll = zmq.zmq_poll
+_MAIN_THREAD = threading.main_thread().ident
+
+
+class _Woken(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised by a signal's handler to end an idle wait at once."""
 
 
 class Worker:
@@ -104,6 +109,8 @@ class Worker:
         self._wake_send.setblocking(False)
         self._poller: list[tuple[Any, int]] | None = None  # zmq_poll items
         self._poll_links: dict[int, int] = {}  # id(socket) -> link
+        self._received: tuple[int, list[bytes]] | None = None  # taken by _wait_one
+        self._idle = False  # in _wait_one, where a signal may end the wait
         self._call = self._raw_call if handler.raw else self._map_call
 
     @property
@@ -168,10 +175,16 @@ class Worker:
 
         The caller holds ``lock``."""
         core, sockets, recv = self.core, self.sockets, sockio.recv
+        first = self._received
+        self._received = None
         for link in range(len(sockets)) if links is None else links:
             sock = sockets[link]
             while sock is not None:
-                frames = recv(sock)
+                if first is not None and first[0] == link:
+                    frames: list[bytes] | None = first[1]
+                    first = None
+                else:
+                    frames = recv(sock)
                 if frames is None:
                     break
                 try:
@@ -219,23 +232,61 @@ class Worker:
         return core.exit_code
 
     def _wait(self, deadline: float) -> list[int]:
-        """Poll every link and the wake-up socket; the links that have input."""
+        """Wait for input or the deadline; the links that have input."""
+        timeout_ms = poll_timeout_ms(deadline, time.monotonic())
         if self._poller is None:
             self._poller = [(sock, _POLLIN) for sock in self.sockets if sock is not None]
             self._poller.append((self._wake_recv.fileno(), _POLLIN))
             self._poll_links = {id(sock): i for i, sock in enumerate(self.sockets)
                                 if sock is not None}
-        events = _zmq_poll(self._poller, poll_timeout_ms(deadline, time.monotonic()))
+        if len(self._poller) == 2 and self._on_main_thread():
+            return self._wait_one(timeout_ms)
         ready = []
-        for item, _ in events:
+        for item, _ in _zmq_poll(self._poller, timeout_ms):
             if type(item) is int:
-                try:
-                    self._wake_recv.recv(4096)
-                except BlockingIOError:
-                    pass
+                self._drain_wake()
             else:
                 ready.append(self._poll_links[id(item)])
         return ready
+
+    def _wait_one(self, timeout_ms: int) -> list[int]:
+        """One link: block in its receive (one system call where a poll costs several).
+
+        A signal's handler (``on_signal``) ends the wait by raising ``_Woken`` here."""
+        [link] = self._poll_links.values()
+        sock = self.sockets[link]
+        assert sock is not None  # it is in the poll list (our own state, not peer bytes)
+        frames = None
+        try:
+            try:
+                self._idle = True
+                if not self._stop_requested:
+                    frames, _ = sockio.recv_wait(sock, timeout_ms)
+            finally:
+                self._idle = False
+        except _Woken:  # also when the signal came while leaving the inner block
+            pass
+        if frames is None:
+            return []
+        self._received = (link, frames)
+        return [link]
+
+    def _on_main_thread(self) -> bool:
+        return threading.get_ident() == _MAIN_THREAD
+
+    def on_signal(self, *_: object) -> None:
+        """SIGTERM/SIGINT: drain. Ends an idle wait at once (signal handlers run on the
+        main thread, between two bytecodes or inside a blocking receive)."""
+        self.stop()
+        if self._idle:
+            self._idle = False
+            raise _Woken
+
+    def _drain_wake(self) -> None:
+        try:
+            self._wake_recv.recv(4096)
+        except BlockingIOError:
+            pass
 
     def _run_task(self, task: Task) -> bool:
         """Run the handler inline; True when it was short (under busy_after)."""
@@ -461,7 +512,7 @@ def serve(config: WorkerConfig, handler: handlers.Handler | Handle) -> int:
     """Run a worker until it drains, with SIGTERM and SIGINT draining it."""
     worker = Worker(config, handler)
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: worker.stop())
+        signal.signal(signum, worker.on_signal)
     log.info("worker for %r starting, brokers %s, version %s", config.service,
              " ".join(config.brokers), worker.meta["version"])
     return worker.run()
