@@ -8,7 +8,8 @@ peer that somebody else wrote (see ``/work/peers/README.md`` for the by-hand run
   (``mdwrkapi.php``) does; its ``answer`` decides the reply body, which need not be msgpack.
 * :class:`MinimalBroker` is an RFC 7 broker that drops any message under a header it does
   not know (as the guide's brokers do: a DIPS client's PING goes unanswered) and records
-  the order in which messages arrived.
+  the order in which messages arrived; ``heartbeat_interval`` spaces its heartbeats the
+  way the guide's brokers do (2.5 s nominal, 3-5 s between them in practice).
 * :func:`php_style_pack` encodes a request the way php-msgpack does: every string, image
   bytes included, as msgpack *str*.
 """
@@ -16,6 +17,7 @@ peer that somebody else wrote (see ``/work/peers/README.md`` for the by-hand run
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -72,8 +74,11 @@ class MinimalBroker(threading.Thread):
     ``dropped`` and never answered.
     """
 
-    def __init__(self, ctx: zmq.Context) -> None:
+    def __init__(self, ctx: zmq.Context, heartbeat_interval: float | None = None) -> None:
+        """``heartbeat_interval`` None: heartbeat idle workers whenever 0.1 s pass quietly."""
         super().__init__(daemon=True)
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeats_sent = 0
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.linger = 0
         self.sock.bind("tcp://127.0.0.1:*")
@@ -88,11 +93,17 @@ class MinimalBroker(threading.Thread):
     def run(self) -> None:
         idle: dict[bytes, list[bytes]] = {}
         queue: dict[bytes, list[list[bytes]]] = {}
+        heartbeat_at = time.monotonic() + (self.heartbeat_interval or 0.0)
         while not self.stop.is_set():
-            if not self.sock.poll(100):
+            ready = self.sock.poll(100)
+            if self.heartbeat_interval is None and not ready or (
+                    self.heartbeat_interval is not None and time.monotonic() >= heartbeat_at):
+                heartbeat_at = time.monotonic() + (self.heartbeat_interval or 0.0)
                 for workers in idle.values():
                     for w in workers:
                         self.sock.send_multipart([w, b"", MDPW, HEARTBEAT])
+                        self.heartbeats_sent += 1
+            if not ready:
                 continue
             frames = self.sock.recv_multipart()
             if len(frames) < 4 or frames[1] != b"":
@@ -130,6 +141,10 @@ class MinimalBroker(threading.Thread):
     def requests_arrived(self) -> int:
         """How many client requests (MDPC01) have arrived."""
         return sum(1 for header, _ in list(self.arrivals) if header == MDPC)
+
+    def readies(self) -> int:
+        """How many READY commands have arrived."""
+        return sum(1 for a in list(self.arrivals) if a == (MDPW, READY))
 
 
 def php_style_pack(request: dict[str, Any]) -> bytes:
