@@ -210,7 +210,7 @@ def render(config: HostConfig) -> str:
     parts.extend(_brokers(config))
     for pool in config.pools:
         parts.extend(_pool(config, pool))
-    if config.pools:
+    if config.pools or config.broker_binds:
         parts.append(
             _template("version-probe.conf").substitute(
                 command=_command(probe_command(config)), run_dir=config.run_dir
