@@ -119,7 +119,7 @@ def make_plan(
 
 
 def failure_reason(sup: Supervisor, slot: BrokerSlot, proc: ProcessInfo) -> str:
-    reason = f"{slot.label} is {proc.state}"
+    reason = f"the new process is {proc.state}"
     if proc.spawnerr:
         reason += f" ({proc.spawnerr})"
     elif proc.state in ("EXITED", "BACKOFF", "FATAL"):
@@ -235,9 +235,10 @@ def run(
                 s.endpoint for s in plan.up_to_date
             ]
             left = ", ".join(untouched) or "none"
-            _stop_if_crashing(cluster, slot)
+            stopped = "; it was stopped, not left to restart in a loop" if _stop_if_crashing(
+                cluster, slot) else ""
             raise RolloutStopped(
-                f"broker upgrade stopped at {slot.label}: {exc} ({done} of {total} "
+                f"broker upgrade stopped at {slot.label}: {exc}{stopped} ({done} of {total} "
                 f"restarted; brokers not touched and still serving: {left})"
             ) from exc
         progress(
@@ -246,11 +247,13 @@ def run(
         )
 
 
-def _stop_if_crashing(cluster: Cluster, slot: BrokerSlot) -> None:
+def _stop_if_crashing(cluster: Cluster, slot: BrokerSlot) -> bool:
     """A broker that keeps exiting is stopped, so supervisord does not restart it in a loop."""
     sup = Supervisor(cluster.host(slot.host).supervisor, cluster.rpc_timeout_s)
     try:
         if sup.process(slot.process.fullname).state in ("BACKOFF", "STARTING"):
             sup.stop(slot.process.fullname)
+            return True
     except CtlError as exc:
         log.warning("could not stop %s: %s", slot.label, exc)
+    return False
