@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 
 import zmq
 
+from mdp.errors import BadRequest
 from mdp.keys import CurveConfig
 from mdpctl.errors import CtlError
 
@@ -181,7 +182,21 @@ class Pipeline(Generic[J]):
                 sendable.append(job)
             except Exception as exc:  # an unreadable input fails alone
                 results.put((job, exc))
-        for i, outcome in send_chunk(client, self.service, requests, window):
-            if stop.is_set():
-                return
-            results.put((sendable[i], outcome))
+        given: set[int] = set()
+        try:
+            for i, outcome in send_chunk(client, self.service, requests, window):
+                if stop.is_set():
+                    return
+                given.add(i)
+                results.put((sendable[i], outcome))
+        except BadRequest:
+            # The client refuses a whole chunk for one request it cannot encode or that is
+            # too large: send the rest one by one so that only that one fails.
+            for i, (job, request) in enumerate(zip(sendable, requests, strict=True)):
+                if i in given or stop.is_set():
+                    continue
+                try:
+                    outcome = next(iter(send_chunk(client, self.service, [request], 1)))[1]
+                except BadRequest as exc:
+                    outcome = exc
+                results.put((job, outcome))

@@ -109,6 +109,31 @@ def test_feed_hands_out_retries_when_due_and_ends_when_all_settled() -> None:
     assert feed.take(5, now=6.0) is None
 
 
+class RefusingClient:
+    """Stands in for MDPClient.send_many, which refuses a whole chunk for one bad request."""
+
+    def send_many(self, service: str, requests: list[dict], *, window: int,
+                  return_exceptions: bool) -> list[object]:
+        if any("huge" in r for r in requests):
+            raise BadRequest("request is too large")
+        return [dict(r, served=True) for r in requests]
+
+
+def test_one_request_the_client_refuses_fails_alone() -> None:
+    import queue
+    import threading
+
+    from mdpctl.pipeline import Pipeline
+
+    pipeline: Pipeline[int] = Pipeline(("tcp://127.0.0.1:1",), "echo",
+                                       lambda n: {"huge": n} if n == 2 else {"n": n})
+    results: queue.Queue = queue.Queue()
+    pipeline._send(RefusingClient(), [1, 2, 3], 8, results, threading.Event())
+    outcomes = dict(results.get_nowait() for _ in range(3))
+    assert outcomes[1] == {"n": 1, "served": True} and outcomes[3] == {"n": 3, "served": True}
+    assert isinstance(outcomes[2], BadRequest)
+
+
 def test_summary_names_codes_and_the_failures_file(tmp_path: Path) -> None:
     summary = Summary("ecard", 10, done=6, skipped=1, failed=Counter(bad_request=2, timeout=1),
                       elapsed_s=2.0, failures_path=tmp_path / "f.jsonl")
