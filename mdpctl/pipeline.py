@@ -12,7 +12,6 @@ at that broker (and fails over to the others), takes the next chunk of work from
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import threading
 import time
@@ -98,7 +97,7 @@ class Pipeline(Generic[J]):
 
     def run(self, feed: Feed[J]) -> Generator[tuple[J, Outcome], None, None]:
         """Yield ``(job, outcome)`` until the feed is empty; the caller settles each job."""
-        per_broker = max(1, math.ceil(self.window / len(self.brokers)))
+        per_broker = max(1, self.window // len(self.brokers))
         results: queue.Queue[tuple[J, Outcome] | None] = queue.Queue(maxsize=4 * self.window)
         stop = threading.Event()
         context = zmq.Context()
