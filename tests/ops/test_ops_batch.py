@@ -265,8 +265,9 @@ def test_thumbnails_in_a_terminal_interrupted_and_resumed(cluster: LocalCluster)
     for i in range(IMAGES):
         folder = photos / "sub" if i % 2 else photos
         (folder / f"p{i:04d}.jpg").write_bytes(bodies[i % len(SIZES)])
+    # A small window keeps the run long enough to be caught half way on a fast machine.
     argv = batch_argv(cluster, "thumbnail", "--width", "64", "--format", "webp",
-                      str(photos), "-o", str(thumbs))
+                      str(photos), "-o", str(thumbs), "--window", "4")
     pane = Pane(cluster.root, "thumbs")
     workers = worker_pids(cluster, "thumbnail")
     stopped = False
