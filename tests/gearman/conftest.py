@@ -3,29 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from gwkit import port_of, start_gateway
+from gwkit import Door, start_gateway
 
-from clusterkit import Cluster, Proc
-
-
-@dataclass
-class Door:
-    cluster: Cluster
-    brokers: list[Proc]
-    gateway: Proc
-    state_dir: Path
-
-    @property
-    def port(self) -> int:
-        return port_of(self.gateway)
-
-    @property
-    def endpoints(self) -> list[str]:
-        return [b.endpoint for b in self.brokers]
+from clusterkit import Cluster
 
 
 @pytest.fixture(scope="module")

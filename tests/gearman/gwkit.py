@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,22 @@ def recorder(cluster: Cluster, brokers: list[Proc], record_file: Path, *extra: s
     for broker in brokers:
         wait_for(lambda e=broker.endpoint: _has_worker(e, proc.pid), 15, "recorder registered")
     return proc
+
+
+@dataclass
+class Door:
+    cluster: Cluster
+    brokers: list[Proc]
+    gateway: Proc
+    state_dir: Path
+
+    @property
+    def port(self) -> int:
+        return port_of(self.gateway)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [b.endpoint for b in self.brokers]
 
 
 class Raw:

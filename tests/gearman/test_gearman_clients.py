@@ -9,8 +9,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from conftest import Door
-from gwkit import Raw, gear_call, gear_client, need_php, need_tools, run_php, start_gateway
+from gwkit import Door, Raw, gear_call, gear_client, need_php, need_tools, run_php, start_gateway
 
 from clusterkit import wait_for
 from mdp.client import MDPClient

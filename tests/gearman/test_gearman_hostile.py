@@ -6,8 +6,7 @@ import random
 import socket
 import struct
 
-from conftest import Door
-from gwkit import Raw, port_of, rss_kb, start_gateway
+from gwkit import Door, Raw, port_of, rss_kb, start_gateway
 
 from clusterkit import wait_for
 from mdp.gearman import packets as g
