@@ -9,9 +9,19 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from gwkit import Door, Raw, gear_call, gear_client, need_php, need_tools, run_php, start_gateway
+from gwkit import (
+    Door,
+    Raw,
+    gear_call,
+    gear_client,
+    need_php,
+    need_tools,
+    port_of,
+    run_php,
+    start_gateway,
+)
 
-from clusterkit import wait_for
+from clusterkit import Proc, wait_for
 from mdp.client import MDPClient
 from mdp.gearman import packets as g
 from mdp.gearman.packets import T
@@ -89,8 +99,8 @@ echo "bad card ", $code == GEARMAN_WORK_EXCEPTION ? "exception" : $code, "\\n";
 @need_php
 def test_php_with_two_gateways_keeps_working_when_one_is_killed(door: Door,
                                                                 tmp_path: Path) -> None:
-    first = start_gateway(door.cluster, door.brokers)
-    second = start_gateway(door.cluster, door.brokers)
+    first = start_gateway(door.cluster, door.brokers, state_dir=tmp_path / "a")
+    second = start_gateway(door.cluster, door.brokers, state_dir=tmp_path / "b")
     ports = [int(p.endpoint.rpartition(":")[2]) for p in (first, second)]
     code = """<?php
 $c = new GearmanClient();
@@ -101,30 +111,46 @@ for ($i = 0; $i < 400; $i++) {
     $r = $c->doNormal('echo', serialize(['i' => $i]));
     $ok = $c->returnCode() == GEARMAN_SUCCESS && unserialize($r) === ['i' => $i];
     echo $ok ? "ok" : "fail " . $c->returnCode(), "\\n";
-    if ($i == 20) { while (!file_exists('GO_FILE')) usleep(10000); }
+    if ($i == 20) {  // mark the server in use with a job the test can find, then wait
+        $c->doBackground('slow', serialize(['sleep' => 5]), 'probe-PROBE');
+        echo "probe\\n";
+        while (!file_exists('GO_FILE')) usleep(10000);
+    }
 }
 ?>
 """.replace("PORT_A", str(ports[0])).replace("PORT_B", str(ports[1])).replace(
-        "GO_FILE", str(tmp_path / "go"))
+        "GO_FILE", str(tmp_path / "go")).replace("PROBE", tmp_path.name)
     script = tmp_path / "two.php"
     script.write_text(code)
     php = subprocess.Popen(["php", str(script)], stdout=subprocess.PIPE)
     try:
         assert php.stdout is not None
-        lines = [php.stdout.readline() for _ in range(21)]
-        # libgearman sends to the server added last while it answers (NOTES.md): kill it
-        second.signal(signal.SIGKILL)
-        second.wait()
+        lines = [php.stdout.readline() for _ in range(22)]
+        assert lines[-1] == b"probe\n", lines
+        in_use = [gw for gw in (first, second)
+                  if _knows_unique(gw, f"probe-{tmp_path.name}".encode())]
+        assert len(in_use) == 1, "one gateway took the client's jobs"
+        in_use[0].signal(signal.SIGKILL)
+        in_use[0].wait()
         (tmp_path / "go").touch()
         out, _ = php.communicate(timeout=60)
     finally:
         php.kill()
         php.wait()
     lines += out.split(b"\n")
-    results = [line.decode().strip() for line in lines if line.strip()]
+    results = [line.decode().strip() for line in lines if line.strip() and line != b"probe\n"]
     assert len(results) == 400
     assert results.count("ok") >= 399, [r for r in results if r != "ok"][:5]
     assert results[-100:] == ["ok"] * 100
+
+
+def _knows_unique(gateway: Proc, unique: bytes) -> bool:
+    raw = Raw(port_of(gateway))
+    try:
+        raw.send(T.GET_STATUS_UNIQUE, unique)
+        return raw.recv()[1][1] == b"1"
+    finally:
+        raw.close()
 
 
 def test_gear_client_formats_and_errors(door: Door) -> None:
@@ -254,3 +280,30 @@ def test_gear_background_job_runs(door: Door, unused: None) -> None:
     wait_for(finished, 20, "the background job to finish")
     raw.close()
     client.shutdown()
+
+
+def test_epoch_jobs_wait_for_their_time_and_foreground_joins_background(door: Door) -> None:
+    import time
+
+    raw = Raw(door.port)
+    at = int(time.time()) + 2
+    raw.send(T.SUBMIT_JOB_EPOCH, b"slow", b"", b"%d" % at, b'{"sleep": 0}')
+    kind, (handle,) = raw.recv()
+    assert kind == T.JOB_CREATED
+    raw.send(T.GET_STATUS, handle)
+    assert raw.recv()[1][1:3] == [b"1", b"0"]  # known, waiting for its time
+    wait_for(lambda: _status(raw, handle) == b"0", 15, "the epoch job to run and finish")
+    assert time.time() >= at
+    # a foreground client with the unique id of a background job gets that job's reply
+    raw.send(T.SUBMIT_JOB_BG, b"slow", b"shared-bg", b'{"sleep": 0.3, "tag": "bg"}')
+    kind, (bg_handle,) = raw.recv()
+    other = Raw(door.port)
+    kind, args = other.call(b"slow", b'{"tag": "fg"}', unique=b"shared-bg")
+    assert kind == T.WORK_COMPLETE and args[0] == bg_handle and b'"tag": "bg"' in args[1]
+    raw.close()
+    other.close()
+
+
+def _status(raw: Raw, handle: bytes) -> bytes:
+    raw.send(T.GET_STATUS, handle)
+    return raw.recv()[1][1]
