@@ -34,6 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
 LOOPBACK = "127.0.0.1"
+DIRECT = "MDPClient -> DIPS (no Gearman)"
 DISTINCT = 20  # different cards per client, rendered beforehand to check every reply
 
 
@@ -211,11 +212,13 @@ def _gearmand_workers(port: int) -> int:
 
 
 def run_clients(procs: Procs, ports: Sequence[int], clients: int, jobs: int, rate: float,
-                timeout_s: float) -> list[subprocess.Popen[bytes]]:
+                timeout_s: float, direct: Sequence[str] = ()) -> list[subprocess.Popen[bytes]]:
     argv = ["-m", "benchlib.gateway_gearman", "client", "--jobs", str(jobs),
             "--rate", str(rate), "--timeout", str(timeout_s)]
     for port in ports:
         argv += ["--port", str(port)]
+    for endpoint in direct:
+        argv += ["--direct", endpoint]
     return [procs.python("client", *argv, "--seed", str(k)) for k in range(clients)]
 
 
@@ -249,11 +252,14 @@ def faults_run(system: Dips | Gearmand, procs: Procs, jobs: int, clients: int,
     return collect(started, 300)
 
 
-def speed_run(system: Dips | Gearmand, procs: Procs, jobs: int, clients: int
-              ) -> dict[str, float]:
-    gateway = system.gateway if isinstance(system, Dips) else None
+def speed_run(system: Dips | Gearmand, procs: Procs, jobs: int, clients: int,
+              direct: bool = False) -> dict[str, float]:
+    gateway = system.gateway if isinstance(system, Dips) and not direct else None
     before = cpu_s(gateway.pid) if gateway else 0.0
-    result = collect(run_clients(procs, system.ports[:1], clients, jobs // clients, 0, 10.0), 300)
+    endpoints = system.endpoints if isinstance(system, Dips) and direct else ()
+    started = run_clients(procs, [] if direct else system.ports[:1], clients, jobs // clients,
+                          0, 10.0, endpoints)
+    result = collect(started, 300)
     if gateway is not None:
         result["gateway_cpu_us_per_job"] = (cpu_s(gateway.pid) - before) / max(
             1, result["ok"]) * 1e6
@@ -271,7 +277,32 @@ def _requests(seed: int) -> list[dict[str, Any]]:
             for i in range(DISTINCT)]
 
 
+def direct_role(args: argparse.Namespace) -> int:
+    """The same cards straight from DIPS with MDPClient: what the gateway adds."""
+    import renderers
+    from mdp.client import MDPClient
+
+    renderer = renderers.get("ecard")
+    requests = _requests(args.seed)
+    expected = [renderer.render(r) for r in requests]
+    counts = {"ok": 0, "failed": 0, "wrong": 0, "over_1s": 0}
+    start = time.monotonic()
+    with MDPClient(args.direct, timeout=args.timeout) as client:
+        for i in range(args.jobs):
+            try:
+                card = client.send("ecard", requests[i % DISTINCT])
+            except Exception:  # counted as failed
+                counts["failed"] += 1
+                continue
+            counts["ok" if card == expected[i % DISTINCT] else "wrong"] += 1
+    elapsed = time.monotonic() - start
+    print(json.dumps({**counts, "elapsed_s": elapsed, "worst_s": 0.0}), flush=True)
+    return 0
+
+
 def client_role(args: argparse.Namespace) -> int:
+    if args.direct:
+        return direct_role(args)
     import gear
 
     import renderers
@@ -435,11 +466,13 @@ def bench(jobs: int = 2000, clients: int = 4, workers: int = 2,
                 system = make(procs, workers, 1)  # one scheduler each
                 speed_run(system, procs, max(clients * 20, jobs // 10), clients)  # warm up
                 figures[make.name] = speed_run(system, procs, jobs, clients)
+                if isinstance(system, Dips):
+                    figures[DIRECT] = speed_run(system, procs, jobs, clients, direct=True)
             finally:
                 procs.kill_all()
-    lines += [f"{clients} `gear` clients, sync ecard jobs (PHP serialize() workloads), "
-              f"{workers} workers with DIPS's renderer on each side; one scheduler each (one DIPS "
-              "broker, one gearmand).",
+    lines += [f"{clients} clients (`gear`; `MDPClient` for the DIPS-only row), sync ecard "
+              f"jobs (PHP serialize() workloads), {workers} workers with DIPS's renderer on "
+              "each side; one scheduler each (one DIPS broker, one gearmand).",
               "", "| path | cards/s | failed | gateway CPU per job |", "|---|---|---|---|"]
     for name, r in figures.items():
         cpu = r.get("gateway_cpu_us_per_job")
@@ -447,7 +480,9 @@ def bench(jobs: int = 2000, clients: int = 4, workers: int = 2,
                      f"{f'{cpu:,.0f} µs' if cpu is not None else '-'} |")
     if Gearmand.name in figures:
         ratio = figures[Dips.name]["cards_per_s"] / max(figures[Gearmand.name]["cards_per_s"], 1)
-        lines += ["", f"mdp-gearman -> DIPS: **{ratio:.2f}×** gearmand (target ≥ 1.0×)."]
+        direct = figures[DIRECT]["cards_per_s"] / max(figures[Gearmand.name]["cards_per_s"], 1)
+        lines += ["", f"mdp-gearman -> DIPS: **{ratio:.2f}×** gearmand (target ≥ 1.0×); "
+                  f"DIPS's own client on the same cluster: {direct:.2f}× gearmand."]
     else:
         lines += ["", f"gearmand not measured: {missing}"]
     return lines + [""]
@@ -457,7 +492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchlib.gateway_gearman")
     roles = parser.add_subparsers(dest="role", required=True)
     c = roles.add_parser("client")
-    c.add_argument("--port", type=int, action="append", required=True)
+    c.add_argument("--port", type=int, action="append", default=[])
+    c.add_argument("--direct", action="append", metavar="ENDPOINT",
+                   help="skip Gearman: MDPClient straight to these brokers")
     c.add_argument("--jobs", type=int, default=500)
     c.add_argument("--rate", type=float, default=0)
     c.add_argument("--timeout", type=float, default=10.0)
