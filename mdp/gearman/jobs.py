@@ -7,6 +7,7 @@ server uses for a client connection (anything hashable).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,10 +119,11 @@ class JobTable:
         waiters, job.waiters = job.waiters, []
         return waiters
 
-    def drop_waiter(self, waiter: Any) -> list[Job]:
-        """A client left: remove it everywhere; the foreground jobs nobody waits for now."""
+    def drop_waiter(self, waiter: Any, jobs: Iterable[Job]) -> list[Job]:
+        """A client left: remove it from ``jobs`` (those it waited for); the foreground
+        jobs nobody waits for now."""
         orphans = []
-        for job in list(self.by_handle.values()):
+        for job in list(jobs):
             if waiter in job.waiters:
                 job.waiters = [w for w in job.waiters if w is not waiter]
                 if not job.waiters and not job.submission.background:

@@ -49,6 +49,8 @@ class Connection(asyncio.Protocol):
         self._write_paused = False
         self._read_paused = False
         self._admin: asyncio.Queue[str] | None = None
+        self._admin_task: asyncio.Task[None] | None = None
+        self.waiting: set[Job] = set()  # the foreground jobs this client waits for
 
     # --- asyncio callbacks ------------------------------------------------------------
 
@@ -88,6 +90,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self._admin_task is not None:
+            self._admin_task.cancel()
         self.gateway.forget(self)
 
     def pause_writing(self) -> None:
@@ -120,14 +124,16 @@ class Connection(asyncio.Protocol):
         self.jobs += 1
         self._update_reading()
 
-    def job_done(self) -> None:
+    def job_done(self, job: Job) -> None:
+        self.waiting.discard(job)
         self.jobs -= 1
         self._update_reading()
 
     def admin_line(self, line: str) -> None:
         if self._admin is None:
             self._admin = asyncio.Queue(maxsize=64)
-            self.gateway.spawn(self._admin_loop(self._admin))
+            self._admin_task = asyncio.get_running_loop().create_task(
+                self._admin_loop(self._admin))
         if self._admin.full():
             self.fatal("too_many_commands", "too many admin commands waiting")
             return
@@ -188,11 +194,15 @@ class Gateway:
         return bound
 
     async def close(self) -> None:
+        """Stop listening, let the foreground jobs in DIPS finish (up to --timeout), close."""
         for server in self._servers:
             server.close()
+        if self._tasks:
+            log.info("waiting for %d foreground job(s) to finish", len(self._tasks))
+            await asyncio.wait(list(self._tasks.values()), timeout=self.config.timeout_s)
         for connection in list(self.connections):
             if connection.transport is not None:
-                connection.transport.abort()
+                connection.transport.close()  # after what is buffered for it
         for task in [*self._tasks.values(), *self._spawned]:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), *self._spawned, return_exceptions=True)
@@ -258,6 +268,7 @@ class Gateway:
             self._tasks[job] = asyncio.get_running_loop().create_task(self._foreground(job))
         if not sub.background:
             job.waiters.append(conn)
+            conn.waiting.add(job)
             conn.job_added()
         conn.send(g.build(T.JOB_CREATED, job.handle))
 
@@ -315,17 +326,17 @@ class Gateway:
             packet = g.build(T.WORK_COMPLETE, job.handle, outcome)
             for conn in waiters:
                 conn.send(packet)
-                conn.job_done()
+                conn.job_done(job)
             return
         exception = g.build(T.WORK_EXCEPTION, job.handle, mapping.exception_bytes(outcome))
         fail = g.build(T.WORK_FAIL, job.handle)
         for conn in waiters:
             conn.send(exception if conn.exceptions else fail)
-            conn.job_done()
+            conn.job_done(job)
 
     def forget(self, conn: Connection) -> None:
         self.connections.discard(conn)
-        for job in self.table.drop_waiter(conn):
+        for job in self.table.drop_waiter(conn, conn.waiting):
             task = self._tasks.get(job)
             if task is not None:
                 task.cancel()

@@ -186,7 +186,7 @@ def test_coalescing_by_unique_id() -> None:
     assert table.coalesce(background) is None  # a durable job never joins a mortal one
     job.waiters += ["a", "b"]
     assert table.status(job.handle) == (True, False)
-    assert table.drop_waiter("a") == [] and table.drop_waiter("b") == [job]
+    assert table.drop_waiter("a", [job]) == [] and table.drop_waiter("b", [job]) == [job]
     assert table.finish(job) == [] and table.status(job.handle) == (False, False)
     assert table.coalesce(first) is None
 
