@@ -307,3 +307,14 @@ def test_epoch_jobs_wait_for_their_time_and_foreground_joins_background(door: Do
 def _status(raw: Raw, handle: bytes) -> bytes:
     raw.send(T.GET_STATUS, handle)
     return raw.recv()[1][1]
+
+
+def test_sigterm_lets_jobs_in_dips_finish_then_exits(door: Door) -> None:
+    gateway = start_gateway(door.cluster, door.brokers)
+    raw = Raw(port_of(gateway))
+    raw.send(T.SUBMIT_JOB, b"slow", b"", b'{"sleep": 0.5}')
+    assert raw.recv()[0] == T.JOB_CREATED
+    gateway.signal(signal.SIGTERM)
+    assert raw.recv()[0] == T.WORK_COMPLETE  # the job in hand is answered first
+    assert gateway.wait(15) == 0
+    raw.close()
