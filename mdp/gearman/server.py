@@ -26,6 +26,7 @@ from mdp.gearman.dips import Dips
 from mdp.gearman.jobs import SUBMISSIONS, Job, JobTable, Submission, parse_submission
 from mdp.gearman.outbox import Outbox, StoredJob
 from mdp.gearman.packets import T
+from mdp.gearman.slots import PrioritySlots
 from mdp.keys import CurveConfig
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ class Gateway:
         host = socket.gethostname().encode("ascii", "replace")[:40]
         self.table = JobTable(b"H:" + host + b":")
         self.limits = mapping.WorkloadLimits(raw_field=config.raw_field)
-        self._slots = asyncio.Semaphore(config.concurrency)
+        self._slots = PrioritySlots(config.concurrency)
         self._tasks: dict[Job, asyncio.Task[None]] = {}
         self._spawned: set[asyncio.Task[Any]] = set()
         self._servers: list[asyncio.base_events.Server] = []
@@ -305,16 +306,17 @@ class Gateway:
             request, fmt = mapping.decode_workload(sub.workload, self.limits)
         except BadRequest as exc:
             return exc
-        async with self._slots:
-            job.running = True
-            try:
-                result = await self.dips.call(sub.service, request, priority=sub.priority)
-            except Exception as exc:  # RequestError, Timeout, or a bug: the job fails clearly
-                if not isinstance(exc, RequestError | Timeout):
-                    log.exception("job %s failed in the gateway", job.handle.decode())
-                return exc
-            finally:
-                job.running = False
+        await self._slots.acquire(sub.priority)
+        job.running = True
+        try:
+            result = await self.dips.call(sub.service, request, priority=sub.priority)
+        except Exception as exc:  # RequestError, Timeout, or a bug: the job fails clearly
+            if not isinstance(exc, RequestError | Timeout):
+                log.exception("job %s failed in the gateway", job.handle.decode())
+            return exc
+        finally:
+            job.running = False
+            self._slots.release()
         return mapping.encode_result(result, fmt)
 
     def _settle(self, job: Job, outcome: Outcome, final: bool) -> None:

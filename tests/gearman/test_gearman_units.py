@@ -220,3 +220,30 @@ def test_admin_other_commands() -> None:
     text = admin.answer("workers", [{"services": {"echo": {"workers": [_worker(3)]}}}],
                         clients, {}, 1).decode()
     assert text == "7 127.0.0.1 php :\n- h dips-worker-3 : echo\n.\n"
+
+
+def test_priority_slots_let_high_in_first_then_arrival_order() -> None:
+    import asyncio
+
+    from mdp.gearman.slots import PrioritySlots
+
+    async def scenario() -> list[str]:
+        slots = PrioritySlots(1)
+        order: list[str] = []
+        await slots.acquire(0)  # the one slot is taken
+
+        async def job(name: str, priority: int) -> None:
+            await slots.acquire(priority)
+            order.append(name)
+            slots.release()
+
+        tasks = [asyncio.create_task(job(n, p)) for n, p in
+                 (("low", -1), ("normal-1", 0), ("high", 1), ("normal-2", 0))]
+        cancelled = asyncio.create_task(job("gone", 1))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        slots.release()
+        await asyncio.gather(*tasks)
+        return order
+
+    assert asyncio.run(scenario()) == ["high", "normal-1", "normal-2", "low"]
