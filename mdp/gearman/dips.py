@@ -63,7 +63,8 @@ class Dips:
             loop = asyncio.get_running_loop()
             work = loop.run_in_executor(self._pool, self._send, service, request, priority)
         try:
-            return await asyncio.wait_for(work, timeout_s + GRACE_S)
+            async with asyncio.timeout(timeout_s + GRACE_S):  # no extra task, unlike wait_for
+                return await work
         except TimeoutError:
             raise Timeout(f"no reply for {service!r} within {timeout_s:g}s",
                           tuple(self.brokers)) from None
