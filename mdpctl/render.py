@@ -101,6 +101,7 @@ class HostConfig:
     rpc: RpcListen | None = None
     extra_environment: dict[str, str] = field(default_factory=dict)
     curve: CurveFiles | None = None
+    gearman_listen: str | None = None  # HOST:PORT of an mdp-gearman front door, if any
 
     def __post_init__(self) -> None:
         for endpoint in self.broker_binds + self.brokers:
@@ -178,6 +179,16 @@ def worker_command(config: HostConfig, service: str) -> list[str]:
     return argv + ["--log-level", config.log_level]
 
 
+def gearman_command(config: HostConfig) -> list[str]:
+    argv = [config.python, "-m", "mdp.gearman", "--listen", str(config.gearman_listen),
+            "--state-dir", f"{config.run_dir}/gearman-state"]
+    for broker in config.brokers or config.broker_binds:
+        argv += ["--broker", broker]
+    if config.curve is not None:
+        argv += config.curve.worker_args()
+    return argv + ["--log-level", config.log_level]
+
+
 def probe_command(config: HostConfig) -> list[str]:
     return [config.python, "-m", "mdpctl.probe"]
 
@@ -228,6 +239,9 @@ def render(config: HostConfig) -> str:
             command=_command(probe_command(config)), run_dir=config.run_dir
         )
     )
+    if config.gearman_listen:
+        parts.append(_template("gearman.conf").substitute(
+            command=_command(gearman_command(config)), run_dir=config.run_dir))
     return "".join(parts)
 
 
