@@ -79,6 +79,21 @@ def split_doc(doc: str) -> tuple[str, str | None, str]:
     return summary, usage, "\n\n".join(blocks)
 
 
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse; a command with ``intermixed`` set takes positionals given after its options.
+
+    argparse alone fills a ``nargs="*"`` positional only from the words before the first
+    option (``batch thumbnail --width 256 photos/`` would leave ``photos/`` over).
+    """
+    args, extra = parser.parse_known_args(argv)
+    target = getattr(args, "intermixed", None)
+    if extra and target and not any(word.startswith("-") for word in extra):
+        setattr(args, target, [*getattr(args, target), *extra])
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -94,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one mdpctl command; return its exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parse(parser, argv)
     except SystemExit as exc:  # --help, or a usage error argparse already reported
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     _configure_logging(args.verbose)

@@ -13,13 +13,14 @@ import shlex
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mdpctl.brokers import BrokerView, WorkerEntry, fetch_all
 from mdpctl.cluster import Cluster, Host
 from mdpctl.errors import CtlError
 from mdpctl.render import VERSION_PROBE_PROGRAM
 from mdpctl.rpc import ProcessConfig, ProcessInfo, Supervisor
+from mdpctl.scalestate import KEEPER_NAME, KEEPER_PROGRAM, KeeperState, last_state
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +99,23 @@ class HostState:
     slots: tuple[Slot, ...] = ()
     broker_processes: tuple[ProcessInfo, ...] = ()
     has_probe: bool = False
+    keeper: ProcessInfo | None = None
+    keeper_state: KeeperState | None = None
+    """What the running scale keeper last said (None: no keeper, or it has said nothing)."""
 
     @property
     def name(self) -> str:
         return self.host.name
+
+    def chosen(self, service: str) -> int | None:
+        """The chosen number of workers of ``service`` here (None: not known).
+
+        A service never scaled runs as configured: its autostart slots.
+        """
+        if self.keeper_state is None or not self.service_slots(service):
+            return None
+        default = sum(s.autostart for s in self.service_slots(service))
+        return self.keeper_state.chosen.get(service, default)
 
     def service_slots(self, service: str) -> list[Slot]:
         return sorted((s for s in self.slots if s.service == service), key=lambda s: s.number)
@@ -117,9 +131,14 @@ def read_host(host: Host, timeout_s: float) -> HostState:
         pid = sup.pid()
         configs = {c.fullname: c for c in sup.configs()}
         processes = tuple(sup.processes())
+        state = build_host_state(host, pid, configs, processes)
+        if state.keeper is not None and state.keeper.state == "RUNNING":
+            said = last_state(sup.log_tail(KEEPER_NAME, 8192))
+            if said is not None and said.pid == state.keeper.pid:
+                state = replace(state, keeper_state=said)
     except CtlError as exc:
         return HostState(host, error=str(exc))
-    return build_host_state(host, pid, configs, processes)
+    return state
 
 
 def build_host_state(
@@ -150,7 +169,8 @@ def build_host_state(
             )
     slots.sort(key=lambda s: (s.service, s.number, s.fullname))
     has_probe = any(p.name == VERSION_PROBE_PROGRAM for p in processes)
-    return HostState(host, None, pid, processes, tuple(slots), tuple(brokers), has_probe)
+    keeper = next((p for p in processes if p.name == KEEPER_PROGRAM), None)
+    return HostState(host, None, pid, processes, tuple(slots), tuple(brokers), has_probe, keeper)
 
 
 def read_hosts(hosts: Sequence[Host], timeout_s: float) -> list[HostState]:

@@ -28,6 +28,7 @@ from mdpctl.rpc import Supervisor, SupervisorEndpoint
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "supervisord.conf"
+GEARMAN_LISTEN = "127.0.0.1:4730"  # mdp-gearman, where gearmand would listen
 STARTUP_LOG_NAME = "supervisord.startup.log"
 
 
@@ -74,6 +75,7 @@ class LocalSpec:
             max_requests=self.max_requests,
             log_level=self.log_level,
             identifier="dips-local",
+            gearman_listen=GEARMAN_LISTEN,
         )
 
 

@@ -76,7 +76,7 @@ def failure_reason(cluster: Cluster, slot: Slot) -> str:
         tail = sup.log_tail(slot.fullname, 1024)
     except CtlError:
         tail = ""
-    last = _last_distinct_lines(tail, 3)
+    last = last_distinct_lines(tail, 3)
     if last:
         reason += "; its log ends: " + " | ".join(line.strip() for line in last)
     return reason
@@ -85,7 +85,7 @@ def failure_reason(cluster: Cluster, slot: Slot) -> str:
 _LOG_STAMP = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:.,]+\s+")
 
 
-def _last_distinct_lines(text: str, count: int) -> list[str]:
+def last_distinct_lines(text: str, count: int) -> list[str]:
     """The last ``count`` log lines, each once (a crash loop repeats itself)."""
     seen: set[str] = set()
     picked: list[str] = []

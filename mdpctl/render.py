@@ -1,7 +1,8 @@
 """supervisord configuration for DIPS, rendered from the templates in ``mdpctl/data``.
 
 One :class:`HostConfig` describes what one supervisord runs: brokers, worker pools and
-the version probe.  Three profiles build it: the local all-in-one cluster, a broker host,
+the version probe, and on worker hosts the scale keeper (:mod:`mdpctl.keeper`).  Three
+profiles build it: the local all-in-one cluster, a broker host,
 and a worker host that gives a chosen number of CPUs to image work.
 
 Worker processes of a service form one supervisord group named after the service, made
@@ -26,8 +27,9 @@ DRAIN_MARGIN_S = 10.0
 """Added to a worker's time limit for its stop timeout: leaving every broker, exiting."""
 
 VERSION_PROBE_PROGRAM = "mdp-version"
+KEEPER_PROGRAM = "mdp-scale"  # mdpctl.keeper; the same name as mdpctl.scalestate's
 BROKER_GROUP = "brokers"
-RESERVED_NAMES = frozenset({BROKER_GROUP, VERSION_PROBE_PROGRAM})
+RESERVED_NAMES = frozenset({BROKER_GROUP, VERSION_PROBE_PROGRAM, KEEPER_PROGRAM})
 
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _ENDPOINT = re.compile(r"^tcp://(?P<host>[^:/\s]+):(?P<port>\d{1,5})$")
@@ -99,6 +101,7 @@ class HostConfig:
     rpc: RpcListen | None = None
     extra_environment: dict[str, str] = field(default_factory=dict)
     curve: CurveFiles | None = None
+    gearman_listen: str | None = None  # HOST:PORT of an mdp-gearman front door, if any
 
     def __post_init__(self) -> None:
         for endpoint in self.broker_binds + self.brokers:
@@ -176,8 +179,23 @@ def worker_command(config: HostConfig, service: str) -> list[str]:
     return argv + ["--log-level", config.log_level]
 
 
+def gearman_command(config: HostConfig) -> list[str]:
+    argv = [config.python, "-m", "mdp.gearman", "--listen", str(config.gearman_listen),
+            "--state-dir", f"{config.run_dir}/gearman-state"]
+    for broker in config.brokers or config.broker_binds:
+        argv += ["--broker", broker]
+    if config.curve is not None:
+        argv += config.curve.worker_args()
+    return argv + ["--log-level", config.log_level]
+
+
 def probe_command(config: HostConfig) -> list[str]:
     return [config.python, "-m", "mdpctl.probe"]
+
+
+def keeper_command(config: HostConfig) -> list[str]:
+    return [config.python, "-m", "mdpctl.keeper", "--state", f"{config.run_dir}/scale.json",
+            "--supervisor", f"unix://{config.run_dir}/supervisor.sock"]
 
 
 def _environment(config: HostConfig) -> str:
@@ -212,10 +230,18 @@ def render(config: HostConfig) -> str:
         parts.extend(_pool(config, pool))
     if config.pools:
         parts.append(
-            _template("version-probe.conf").substitute(
-                command=_command(probe_command(config)), run_dir=config.run_dir
+            _template("scale-keeper.conf").substitute(
+                command=_command(keeper_command(config)), run_dir=config.run_dir
             )
         )
+    parts.append(
+        _template("version-probe.conf").substitute(
+            command=_command(probe_command(config)), run_dir=config.run_dir
+        )
+    )
+    if config.gearman_listen:
+        parts.append(_template("gearman.conf").substitute(
+            command=_command(gearman_command(config)), run_dir=config.run_dir))
     return "".join(parts)
 
 

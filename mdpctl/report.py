@@ -73,11 +73,22 @@ def _services(fleet: Fleet, endpoints: list[str]) -> list[dict[str, Any]]:
             entry = view.status.services.get(name)
             queue[view.endpoint] = entry.queue if entry else 0
             serving[view.endpoint] = sum(w.serving for w in entry.workers) if entry else 0
+        hosts = {}
+        for host in fleet.hosts:
+            if host.service_slots(name):
+                hosts[host.name] = {
+                    "running": sum(s.process.is_up for s in host.service_slots(name)),
+                    "chosen": host.chosen(name),
+                }
+        chosen = [h["chosen"] for h in hosts.values() if h["chosen"] is not None]
+        known = bool(hosts) and len(chosen) == len(hosts)
         result.append(
             {
                 "name": name,
                 "slots": len(slots),
                 "running": sum(s.process.is_up for s in slots),
+                "chosen": sum(chosen) if known else None,
+                "hosts": hosts,
                 "queue": queue,
                 "serving": serving,
             }
@@ -161,11 +172,37 @@ def _per_broker(values: dict[str, int | None]) -> str:
 
 def _services_table(report: dict[str, Any]) -> str:
     rows = [
-        [s["name"], _per_broker(s["queue"]), s["running"], s["slots"], _per_broker(s["serving"])]
+        [
+            s["name"],
+            _per_broker(s["queue"]),
+            s["running"],
+            "-" if s["chosen"] is None else s["chosen"],
+            s["slots"],
+            _per_broker(s["serving"]),
+        ]
         for s in report["services"]
     ]
-    table = format_table(["SERVICE", "QUEUE", "RUNNING", "SLOTS", "REGISTERED"], rows)
-    return table + "\n(QUEUE and REGISTERED: one number per broker, in the order above)"
+    headers = ["SERVICE", "QUEUE", "RUNNING", "CHOSEN", "SLOTS", "REGISTERED"]
+    table = format_table(headers, rows)
+    table += "\n(QUEUE and REGISTERED: one number per broker, in the order above)"
+    differ = scale_differences(report)
+    if differ:
+        table += "\nRunning count differs from the chosen one (`mdpctl scale` sets it):\n"
+        table += "\n".join(f"  {line}" for line in differ)
+    return table
+
+
+def scale_differences(report: dict[str, Any]) -> list[str]:
+    """``host service: running R, chosen C`` wherever the two differ."""
+    lines = []
+    for service in report["services"]:
+        for host, counts in service.get("hosts", {}).items():
+            if counts["chosen"] is not None and counts["running"] != counts["chosen"]:
+                lines.append(
+                    f"{host} {service['name']}: running {counts['running']}, "
+                    f"chosen {counts['chosen']}"
+                )
+    return lines
 
 
 def _workers_table(report: dict[str, Any]) -> str:

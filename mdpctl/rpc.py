@@ -248,6 +248,10 @@ class Supervisor:
             if exc.fault_code != FAULT_NOT_RUNNING:
                 raise
 
+    def send_stdin(self, fullname: str, text: str) -> None:
+        """Write ``text`` to a running process's stdin."""
+        self._call(f"sendProcessStdin({fullname})", lambda s: s.sendProcessStdin(fullname, text))
+
     def clear_log(self, fullname: str) -> None:
         self._call(f"clearProcessLogs({fullname})", lambda s: s.clearProcessLogs(fullname))
 

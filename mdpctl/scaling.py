@@ -3,8 +3,9 @@
 supervisord restarts a whole group when its ``numprocs`` changes, so the configuration
 declares a fixed set of slots per service (see :mod:`mdpctl.render`) and scaling only
 starts stopped slots (lowest number first) or stops running ones (highest number first,
-gracefully).  The other workers are never touched.  The change lasts until supervisord
-restarts; then the configured ``workers`` count applies again.
+gracefully).  The other workers are never touched.  Each choice is first recorded with
+the host's scale keeper (:mod:`mdpctl.keeper`), which applies it again whenever that
+supervisord starts; a host without a keeper keeps the change until supervisord restarts.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from dataclasses import dataclass, field
 
 from mdpctl.cluster import Cluster
 from mdpctl.errors import CtlError, ProcessFailed, Unreachable, UsageError
-from mdpctl.fleet import Fleet, Slot
-from mdpctl.readiness import SlotKey, wait_serving, wait_stopped
+from mdpctl.fleet import Fleet, HostState, Slot, read_host
+from mdpctl.readiness import SlotKey, wait_serving, wait_stopped, wait_until
 from mdpctl.rpc import Supervisor
+from mdpctl.scalestate import KEEPER_NAME, KEEPER_PROGRAM, choice_line
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +95,37 @@ def apply_scale(
         verb = "started" if change.start else "stopped" if change.stop else "unchanged"
         detail = f" ({verb} {names})" if names else " (unchanged)"
         progress(f"{change.host}: {change.before} -> {change.after} workers{detail}")
+
+
+def record_choice(
+    cluster: Cluster, host: HostState, service: str, count: int, timeout_s: float = 10.0
+) -> str | None:
+    """Record ``service`` = ``count`` with the host's keeper; a warning if it has none.
+
+    Returns once the keeper has written the choice to its state file.
+    """
+    if host.keeper is None:
+        return (
+            f"{host.name} has no {KEEPER_PROGRAM} program, so this scale lasts only until its "
+            "supervisord restarts (render its configuration again with `mdpctl config`)"
+        )
+    if host.keeper.state != "RUNNING":
+        raise CtlError(
+            f"{host.name}: {KEEPER_PROGRAM} is {host.keeper.state}, so the choice could not be "
+            "recorded; nothing was changed"
+        )
+    before = host.keeper_state.seq if host.keeper_state else 0
+    sup = Supervisor(host.host.supervisor, cluster.rpc_timeout_s)
+    sup.send_stdin(KEEPER_NAME, choice_line(service, count))
+
+    def recorded() -> str | None:
+        said = read_host(host.host, cluster.rpc_timeout_s).keeper_state
+        if said is None or said.seq <= before:
+            return f"{KEEPER_PROGRAM} on {host.name} has not answered"
+        if said.chosen.get(service) != count:
+            raise CtlError(f"{host.name}: {KEEPER_PROGRAM} did not record the choice: "
+                           f"{said.error or 'no reason given'}; nothing was changed")
+        return None
+
+    wait_until(recorded, timeout_s, f"{KEEPER_PROGRAM} on {host.name} to record the choice")
+    return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-COMMANDS = ("up", "down", "status", "call", "scale", "reload", "config", "keys")
+COMMANDS = ("up", "down", "status", "call", "scale", "reload", "batch", "config", "keys")
 
 
 def load(name: str) -> ModuleType:

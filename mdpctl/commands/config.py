@@ -90,6 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="hosts: HTTP control server address (default 127.0.0.1:9001)",
     )
     parser.add_argument("--rpc-user", default="dips", metavar="NAME")
+    parser.add_argument("--gearman", metavar="HOST:PORT",
+                        help="also run mdp-gearman, a Gearman front door, here")
     curve = parser.add_argument_group("CURVE (docs/SECURITY.md); hosts only")
     curve.add_argument("--curve-secret", metavar="FILE", help="this host's key pair")
     curve.add_argument("--client-keys", metavar="DIR", help="broker-host: allowed clients")
@@ -128,6 +130,7 @@ def generated_by(args: argparse.Namespace) -> str:
         ("--client-keys", args.client_keys),
         ("--worker-keys", args.worker_keys),
         ("--broker-key", args.broker_key),
+        ("--gearman", args.gearman),
     ):
         if value is not None:
             argv += [flag, str(value)]
@@ -242,4 +245,5 @@ def _config(
         identifier=identifier,
         rpc=_rpc(args),
         curve=_curve(args),
+        gearman_listen=args.gearman,
     )

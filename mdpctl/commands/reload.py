@@ -1,7 +1,8 @@
-"""Roll new worker code out one process at a time, with no failed request.
+"""Roll new worker (or, with --brokers, broker) code out one process at a time.
 
 usage: mdpctl reload [SERVICE] [--host NAME ...] [--batch K] [--timeout S]
                      [--version V] [--force] [--dry-run]
+       mdpctl reload --brokers [--timeout S] [--version V] [--force] [--dry-run]
 
 For each host, the version probe (the mdp-version program of its supervisord) tells the
 code version a worker started now would run.  Then, one worker process at a time (or K
@@ -12,10 +13,21 @@ are skipped, unless --force.  If a new process does not come up, the rollout sto
 there, says why and exits 5; the workers not yet restarted go on serving the old code.
 Workers that failed earlier (FATAL) are restarted first.
 
+With --brokers, the brokers are restarted instead, one at a time, each from the code now
+on its host.  Before the next broker is touched, the restarted one must answer
+mmi.status from a new process (with the version the probe computed, when the host has
+one), have every running worker registered with it again, and serve a client through it
+alone (mmi.service for every service, and an echo).  It refuses to start while any
+broker is down.  A new broker that exits at start or does not serve within --timeout
+stops the upgrade with exit status 5 and the reason; the brokers not yet restarted were
+not touched and keep serving.  Brokers already reporting the target version are skipped,
+unless --force.
+
 examples:
   mdpctl reload
   mdpctl reload ecard --batch 2
   mdpctl --cluster prod.toml reload --host img1 --dry-run
+  mdpctl reload --brokers
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from mdpctl import rollout
+from mdpctl import brokerroll, rollout
 from mdpctl.context import Context
 from mdpctl.errors import UsageError
 from mdpctl.fleet import snapshot
@@ -31,6 +43,9 @@ from mdpctl.fleet import snapshot
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("service", nargs="?", help="only this service's workers")
+    parser.add_argument(
+        "--brokers", action="store_true", help="restart the brokers one at a time instead"
+    )
     parser.add_argument("--host", action="append", metavar="NAME", help="only these hosts")
     parser.add_argument(
         "--batch", type=int, default=1, metavar="K", help="workers restarted together (default 1)"
@@ -40,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=60.0,
         metavar="SECONDS",
-        help="how long a new worker may take to register (default 60)",
+        help="how long a new worker may take to register, or a new broker to serve "
+        "(default 60)",
     )
     parser.add_argument(
         "--version",
@@ -50,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force",
         action="store_true",
-        help="restart workers that already run the target version too",
+        help="restart workers (brokers) that already run the target version too",
     )
     parser.add_argument("--dry-run", action="store_true", help="show the plan, restart nothing")
 
@@ -61,6 +77,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _reload(args: argparse.Namespace, ctx: Context) -> int:
+    if args.brokers:
+        return _reload_brokers(args, ctx)
     if args.batch < 1:
         raise UsageError("--batch must be at least 1")
     cluster = ctx.cluster()
@@ -88,5 +106,34 @@ def _reload(args: argparse.Namespace, ctx: Context) -> int:
     rollout.run(cluster, plan, args.batch, args.timeout, lambda line: ctx.say("  " + line))
     ctx.say(
         f"reload done in {time.monotonic() - started:.1f} s: {len(plan.steps)} worker(s) restarted"
+    )
+    return 0
+
+
+def _reload_brokers(args: argparse.Namespace, ctx: Context) -> int:
+    if args.service or args.host or args.batch != 1:
+        raise UsageError("--brokers restarts every broker one at a time: no SERVICE, "
+                         "--host or --batch")
+    cluster = ctx.cluster()
+    started = time.monotonic()
+    fleet = snapshot(cluster)
+    brokerroll.check_preconditions(fleet)
+    plan = brokerroll.make_plan(cluster, fleet, args.version, args.force)
+    for host, version in plan.targets.items():
+        ctx.say(f"{host}: target broker version {version or 'not known (no probe)'}")
+    for slot in plan.up_to_date:
+        ctx.say(f"  {slot.label} already runs it")
+    if not plan.steps:
+        ctx.say("nothing to reload: every broker runs the target version")
+        return 0
+    ctx.say(f"restarting {len(plan.steps)} broker(s), one at a time")
+    if args.dry_run:
+        for slot in plan.steps:
+            ctx.say(f"  would restart {slot.label} (pid {slot.process.pid}, {slot.version})")
+        return 0
+    brokerroll.run(cluster, plan, args.timeout, lambda line: ctx.say("  " + line))
+    ctx.say(
+        f"broker upgrade done in {time.monotonic() - started:.1f} s: "
+        f"{len(plan.steps)} broker(s) restarted"
     )
     return 0

@@ -7,8 +7,11 @@ N is per host: every host with worker slots for SERVICE (or only those named wit
 once the new workers are registered with every broker; scaling down stops the
 highest-numbered workers with SIGTERM, so each finishes the request in hand.  No
 group is restarted and no numprocs changes.  The number of slots per service is set in
-the host's supervisord configuration (workers + spare); a change made by scale lasts
-until that supervisord restarts.
+the host's supervisord configuration (workers + spare).
+
+The choice lasts: it is first recorded with the host's mdp-scale program, which writes
+it to RUN_DIR/scale.json and applies it again whenever supervisord starts (a restart, a
+reboot).  `mdpctl status` shows where the running count differs from the chosen one.
 
 examples:
   mdpctl scale ecard 4
@@ -23,7 +26,7 @@ import time
 from mdpctl.context import Context
 from mdpctl.errors import Unreachable, UsageError
 from mdpctl.fleet import snapshot
-from mdpctl.scaling import apply_scale, plan_scale
+from mdpctl.scaling import apply_scale, plan_scale, record_choice
 
 
 def _count(text: str) -> int:
@@ -70,6 +73,11 @@ def _scale(args: argparse.Namespace, ctx: Context) -> int:
             f"broker {unreachable[0].endpoint} does not answer ({unreachable[0].error}); "
             "new workers could not be seen registering with it, so nothing was started"
         )
+    for change in changes:
+        host = next(h for h in fleet.hosts if h.name == change.host)
+        warning = record_choice(cluster, host, args.service, args.count)
+        if warning:
+            ctx.say(f"warning: {warning}")
     apply_scale(cluster, changes, args.timeout, lambda line: ctx.say(f"{args.service} {line}"))
     ctx.say(f"done in {time.monotonic() - started:.1f} s")
     return 0

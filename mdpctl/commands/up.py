@@ -8,7 +8,8 @@ into the run directory (supervisord.conf, with cluster.toml for the other comman
 supervisord is started there.  Two brokers, at tcp://127.0.0.1:5555 and :5556 unless
 --broker says otherwise, and for each service as many workers as the machine has cores.
 Logs go to RUN_DIR/log; the control socket RUN_DIR/supervisor.sock is for its owner only.
-If the cluster is already running, up only waits until it serves.
+If the cluster is already running, up only waits until it serves.  A scale chosen
+earlier with `mdpctl scale` (RUN_DIR/scale.json) is applied again before up returns.
 
 examples:
   mdpctl up
@@ -102,8 +103,15 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     cluster = ctx.cluster()
     try:
         _wait_brokers_running(ctx, args.timeout)
+        _wait_scale_applied(ctx, args.timeout)
         fleet = snapshot(cluster, with_brokers=False)
-        keys = [SlotKey.of(s) for s in fleet.slots() if s.autostart or s.process.is_up]
+        # With a scale keeper, what runs now is the chosen scale; else the configured one.
+        kept = any(h.keeper is not None for h in fleet.hosts)
+        keys = [
+            SlotKey.of(s)
+            for s in fleet.slots()
+            if s.process.is_up or (s.autostart and not kept)
+        ]
         fleet = wait_serving(cluster, keys, args.timeout)
     except (ProcessFailed, WaitTimeout) as exc:
         note = "the cluster is left running for inspection; `mdpctl down` stops it"
@@ -164,3 +172,25 @@ def _wait_brokers_running(ctx: Context, timeout_s: float) -> None:
         return "; ".join(waiting) or None
 
     wait_until(check, timeout_s, "the brokers to start")
+
+
+def _wait_scale_applied(ctx: Context, timeout_s: float) -> None:
+    """The scale keeper applies the chosen scale at start; wait for it before counting."""
+    cluster = ctx.cluster()
+
+    def check() -> str | None:
+        host = snapshot(cluster, with_brokers=False).hosts[0]
+        if host.error:
+            return host.error
+        if host.keeper is None:
+            return None
+        if host.keeper.state in ("FATAL", "EXITED", "BACKOFF"):
+            raise ProcessFailed(
+                f"{host.keeper.fullname} failed to start: see "
+                f"{ctx.run_dir / 'log' / (host.keeper.name + '.log')}"
+            )
+        if host.keeper_state is None or not host.keeper_state.applied:
+            return f"{host.keeper.fullname} is {host.keeper.state}, the scale not applied yet"
+        return None
+
+    wait_until(check, timeout_s, "the chosen scale to be applied")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from benchlib import failover, gearman, realjob, rolecpu, roundtrip, scale
+from benchlib import failover, gateway_gearman, gearman, realjob, rolecpu, roundtrip, scale
 from benchlib.plan import SECTIONS, Plan
 from benchlib.procs import REPO_ROOT, BenchError, Children
 from benchlib.report import Results, as_json, render
@@ -95,10 +95,13 @@ def run_sections(plan: Plan, args: argparse.Namespace, kids: Children, results: 
         ("roles", lambda: results.roles.extend(rolecpu.run(kids, plan))),
         ("scale", lambda: setattr(results, "scale", scale.run(kids, plan))),
         ("failover", lambda: results.faults.extend(failover.run(kids, plan))),
+        ("gateway", lambda: results.extra.extend(gateway_gearman.bench(
+            200 if plan.quick else 2000, with_gearmand=not args.no_gearman))),
     ]
     for name, step in steps:
         wanted = ROUNDTRIPS & set(plan.sections) if name == "round trips" else (
-            name in plan.sections and (name != "failover" or plan.faults))
+            name in plan.sections and (name != "failover" or plan.faults)
+            and (name != "gateway" or not plan.quick or bool(args.only)))
         if not wanted:
             continue
         note(f"{name}:")

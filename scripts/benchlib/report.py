@@ -44,6 +44,7 @@ class Results:
     realjob: RealJobResult | None = None
     roles: list[ModeCosts] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)  # Markdown of sections that render themselves
 
     def find(self, system: str, mode: str, size: int, shape: Shape) -> Figure | None:
         for figure in self.figures:
@@ -290,6 +291,7 @@ def render(results: Results) -> str:
     if results.faults:
         lines += ["## Failover cost", "", FAILOVER_INTRO, ""] + failover_table(results.faults)
         lines += [""]
+    lines += results.extra
     rows = targets(results)
     if rows:
         lines += ["## Targets", "", TARGETS_INTRO, ""]

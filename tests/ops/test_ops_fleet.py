@@ -290,3 +290,37 @@ def test_tables_and_durations() -> None:
         "1h02m",
         "1d01h",
     ]
+
+
+def test_broker_upgrade_needs_every_broker_and_finds_each_by_pid() -> None:
+    from mdpctl import brokerroll
+
+    fleet = Fleet((host_state("h1", []),), (view(A, {}), BrokerView(B, None, "not reachable")))
+    with pytest.raises(CtlError, match=f"broker {B}: not reachable; a rolling upgrade needs "
+                       "every broker up"):
+        brokerroll.check_preconditions(fleet)
+    # The broker process of h1 has pid 99; the status of A says pid 5: not ours.
+    with pytest.raises(CtlError, match=f"broker {A} \\(pid 5 on h\\) is not run by one of"):
+        brokerroll.locate(Fleet((host_state("h1", []),), (view(A, {}),)))
+    data = status(A, {})
+    data["broker"]["pid"] = 99
+    found = brokerroll.locate(Fleet((host_state("h1", []),), (BrokerView(A, parse_status(data)),)))
+    assert [(b.endpoint, b.host, b.process.fullname, b.version) for b in found] == [
+        (A, "h1", "brokers:broker-7001", "v1")
+    ]
+
+
+def test_broker_serving_gaps_name_workers_not_back_yet() -> None:
+    from mdpctl import brokerroll
+
+    state = host_state("h1", [("echo", "echo-00", "RUNNING", 11, True),
+                              ("echo", "echo-01", "RUNNING", 12, True),
+                              ("echo", "echo-02", "STOPPED", 0, False)])
+    fleet = Fleet((state,), ())
+    cluster = local_cluster(Path("/nonexistent"), (A,))
+    back = view(A, {"echo": [worker(11), worker(12)]})
+    assert brokerroll.serving_gaps(cluster, fleet, back) is None
+    half = view(A, {"echo": [worker(11)]})
+    assert brokerroll.serving_gaps(cluster, fleet, half) == (
+        f"workers not registered with {A} yet: h1/echo:echo-01"
+    )

@@ -228,6 +228,17 @@ def test_one_cluster_file_drives_every_host(fleet: Fleet) -> None:
         new_alpha = {w["pid"] for w in after["workers"] if w["host"] == "alpha"}
         assert new_alpha.isdisjoint(alpha_pids)  # reloaded, then left alone by scale
         assert all_registered(after, 5)
+        echo = next(s for s in after["services"] if s["name"] == "echo")
+        assert echo["hosts"]["beta"] == {"running": 3, "chosen": 3}  # recorded over HTTP
+        assert json.loads((fleet.root / "beta" / "scale.json").read_text()) == {
+            "chosen": {"echo": 3}
+        }
+
+        brokers = fleet.ctl("reload", "--brokers", "--force")  # the broker host, over HTTP
+        assert brokers.returncode == 0, brokers.stdout + brokers.stderr
+        assert "[2/2] hub/brokers:" in brokers.stdout
+        assert all(serving(e, "echo") == 5 for e in fleet.brokers)
+        load.wait_ok(20)
     finally:
         load.stop()
     assert load.failures == [], load.failures[:5]

@@ -1,0 +1,1 @@
+"""A Gearman front door for DIPS: ``mdp-gearman`` (see docs/GEARMAN.md)."""

@@ -1,0 +1,118 @@
+"""The admin text protocol, sans I/O: ``status``, ``workers``, ``version``, ``getpid``.
+
+``status`` comes from every broker's ``mmi.status``: per service, TOTAL is the requests queued
+at the brokers, the workers running one and the jobs this gateway holds back (background jobs
+not yet sent), RUNNING the workers busy with a request, AVAILABLE_WORKERS the distinct
+workers registered (a worker attached to two brokers counts once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mdp.version import code_version
+
+STATUS, WORKERS, VERSION, GETPID, VERBOSE = "status", "workers", "version", "getpid", "verbose"
+NEEDS_BROKERS = frozenset({STATUS, WORKERS})
+UNSUPPORTED = {
+    "shutdown": "the gateway is stopped by its supervisor (SIGTERM), not from the wire",
+    "maxqueue": "queue limits are the brokers' (--max-queue)",
+    "cancel": "DIPS requests cannot be cancelled from the gateway",
+    "show": "jobs are held by the DIPS brokers; see mdpctl status",
+    "create": "functions are DIPS services; start workers for them",
+    "drop": "functions are DIPS services; stop their workers",
+}
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    fd: int
+    address: str
+    client_id: str
+
+
+def command_of(line: str) -> str:
+    words = line.split()
+    return words[0].lower() if words else ""
+
+
+def answer(line: str, statuses: list[dict[str, Any] | None], clients: Iterable[ClientInfo],
+           held: Mapping[str, int], pid: int) -> bytes:
+    """The full answer to one admin line (``statuses`` only matter for status/workers)."""
+    command = command_of(line)
+    if command == STATUS:
+        return status_text(statuses, held)
+    if command == WORKERS:
+        return workers_text(statuses, clients)
+    if command == VERSION:
+        return f"OK dips-gateway {code_version()}\n".encode()
+    if command == GETPID:
+        return f"OK {pid}\n".encode()
+    if command == VERBOSE:
+        return b"OK INFO\n"
+    if command in UNSUPPORTED:
+        return _err("NOT_SUPPORTED", UNSUPPORTED[command])
+    if not command:
+        return _err("UNKNOWN_COMMAND", "empty line; commands: status workers version getpid")
+    return _err("UNKNOWN_COMMAND", f"unknown command {command[:40]!r}; commands: status "
+                "workers version getpid")
+
+
+def _err(code: str, text: str) -> bytes:
+    # gearmand writes the sentence with '+' for spaces; gearadmin prints it as it is
+    return f"ERR {code} {text.replace(' ', '+')}\n".encode()
+
+
+def status_text(statuses: list[dict[str, Any] | None], held: Mapping[str, int]) -> bytes:
+    rows: dict[str, list[int]] = {}
+    workers: dict[str, set[tuple[str, int, str]]] = {}
+    busy: dict[str, set[tuple[str, int, str]]] = {}
+    for status in statuses:
+        services = status.get("services", {}) if isinstance(status, dict) else {}
+        for name, service in services.items() if isinstance(services, dict) else ():
+            if not isinstance(service, dict) or name.startswith("mmi."):
+                continue
+            row = rows.setdefault(name, [0])
+            row[0] += _int(service.get("queue"))
+            for worker in _list(service.get("workers")):
+                who = _who(worker)
+                workers.setdefault(name, set()).add(who)
+                if worker.get("state") == "busy":
+                    busy.setdefault(name, set()).add(who)
+    for name, count in held.items():
+        rows.setdefault(name, [0])[0] += count
+    lines = []
+    for name in sorted(rows):
+        running = len(busy.get(name, ()))
+        total = rows[name][0] + running
+        lines.append(f"{name}\t{total}\t{running}\t{len(workers.get(name, ()))}\n")
+    return ("".join(lines) + ".\n").encode()
+
+
+def workers_text(statuses: list[dict[str, Any] | None], clients: Iterable[ClientInfo]) -> bytes:
+    lines = [f"{c.fd} {c.address} {c.client_id or '-'} :\n" for c in clients]
+    offers: dict[tuple[str, int, str], set[str]] = {}
+    for status in statuses:
+        services = status.get("services", {}) if isinstance(status, dict) else {}
+        for name, service in services.items() if isinstance(services, dict) else ():
+            for worker in _list(service.get("workers") if isinstance(service, dict) else None):
+                offers.setdefault(_who(worker), set()).add(name)
+    for (host, pid, _identity), names in sorted(offers.items()):
+        lines.append(f"- {host or '?'} dips-worker-{pid} : {' '.join(sorted(names))}\n")
+    return ("".join(lines) + ".\n").encode()
+
+
+def _who(worker: dict[str, Any]) -> tuple[str, int, str]:
+    # host and pid name the process across brokers; the identity differs per broker
+    host, pid = str(worker.get("host", "")), _int(worker.get("pid"))
+    return (host, pid, "" if pid else str(worker.get("identity", "")))
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _list(value: Any) -> list[dict[str, Any]]:
+    return [w for w in value if isinstance(w, dict)] if isinstance(value, list) else []

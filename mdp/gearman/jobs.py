@@ -1,0 +1,143 @@
+"""The gateway's jobs, sans I/O: submissions, handles, coalescing, status.
+
+Nothing here touches a socket or a clock; the server drives it. A *waiter* is whatever the
+server uses for a client connection (anything hashable).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mdp import protocol as p
+from mdp.errors import BadRequest
+from mdp.gearman.packets import Packet, T
+
+HIGH, NORMAL, LOW = 1, 0, -1
+
+# packet type -> (priority, background)
+SUBMISSIONS: dict[int, tuple[int, bool]] = {
+    T.SUBMIT_JOB: (NORMAL, False),
+    T.SUBMIT_JOB_HIGH: (HIGH, False),
+    T.SUBMIT_JOB_LOW: (LOW, False),
+    T.SUBMIT_JOB_BG: (NORMAL, True),
+    T.SUBMIT_JOB_HIGH_BG: (HIGH, True),
+    T.SUBMIT_JOB_LOW_BG: (LOW, True),
+    T.SUBMIT_JOB_EPOCH: (NORMAL, True),
+}
+MAX_UNIQUE_BYTES = 64  # libgearman's GEARMAN_MAX_UNIQUE_SIZE
+MAX_EPOCH_AHEAD_S = 366 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    service: str
+    unique: bytes
+    workload: bytes
+    priority: int
+    background: bool
+    run_at: float = 0.0  # SUBMIT_JOB_EPOCH: not before this Unix time
+
+
+def parse_submission(packet: Packet, now_epoch: float) -> Submission:
+    """A SUBMIT_JOB* packet as a Submission; BadRequest naming what is wrong."""
+    priority, background = SUBMISSIONS[packet.type]
+    function, unique = packet.args[0], packet.args[1]
+    run_at = 0.0
+    if packet.type == T.SUBMIT_JOB_EPOCH:
+        epoch = packet.args[2]
+        if not epoch.isdigit() or len(epoch) > 12:
+            raise BadRequest(f"SUBMIT_JOB_EPOCH: bad epoch {epoch[:20]!r}", field="epoch")
+        run_at = float(int(epoch))
+        if run_at > now_epoch + MAX_EPOCH_AHEAD_S:
+            raise BadRequest("SUBMIT_JOB_EPOCH: more than a year ahead", field="epoch")
+    if not p.valid_service(function) or function.startswith(p.MMI_PREFIX):
+        raise BadRequest(f"function {function[:60]!r} is not a valid DIPS service name "
+                         "(1-100 of A-Z a-z 0-9 . _ -, not mmi.*)", field="function")
+    if len(unique) > MAX_UNIQUE_BYTES:
+        raise BadRequest(f"unique id of {len(unique)} bytes; at most {MAX_UNIQUE_BYTES}",
+                         field="unique")
+    workload = packet.args[-1]
+    if unique == b"-":  # gearmand: "-" means "the workload is the unique id"
+        unique = workload
+    return Submission(function.decode(), unique, workload, priority, background, run_at)
+
+
+@dataclass(eq=False)
+class Job:
+    handle: bytes
+    submission: Submission
+    waiters: list[Any] = field(default_factory=list)  # foreground clients, in arrival order
+    running: bool = False
+    stored_id: int | None = None  # row in the outbox (background jobs)
+    attempts: int = 0
+
+    @property
+    def key(self) -> tuple[str, bytes] | None:
+        unique = self.submission.unique
+        return (self.submission.service, unique) if unique else None
+
+
+class JobTable:
+    """Jobs in flight by handle and by (function, unique id)."""
+
+    def __init__(self, handle_prefix: bytes) -> None:
+        self.prefix = handle_prefix
+        self.by_handle: dict[bytes, Job] = {}
+        self.by_unique: dict[tuple[str, bytes], Job] = {}
+        self._numbers = itertools.count(1)
+
+    def coalesce(self, submission: Submission) -> Job | None:
+        """The job in flight this submission joins, if any (Gearman's unique id rule).
+
+        A background submission joins only a background job: joining a foreground one
+        would make it as mortal as the gateway process.
+        """
+        if not submission.unique:
+            return None
+        job = self.by_unique.get((submission.service, submission.unique))
+        if job is None or (submission.background and not job.submission.background):
+            return None
+        return job
+
+    def add(self, submission: Submission, stored_id: int | None = None) -> Job:
+        number = stored_id if stored_id is not None else next(self._numbers)
+        kind = b"b" if stored_id is not None else b"f"
+        job = Job(self.prefix + kind + str(number).encode(), submission, stored_id=stored_id)
+        self.by_handle[job.handle] = job
+        if job.key is not None and (job.key not in self.by_unique or submission.background):
+            self.by_unique[job.key] = job
+        return job
+
+    def finish(self, job: Job) -> list[Any]:
+        """Forget a finished job; its waiters, to be told."""
+        self.by_handle.pop(job.handle, None)
+        if job.key is not None and self.by_unique.get(job.key) is job:
+            del self.by_unique[job.key]
+        waiters, job.waiters = job.waiters, []
+        return waiters
+
+    def drop_waiter(self, waiter: Any, jobs: Iterable[Job]) -> list[Job]:
+        """A client left: remove it from ``jobs`` (those it waited for); the foreground
+        jobs nobody waits for now."""
+        orphans = []
+        for job in list(jobs):
+            if waiter in job.waiters:
+                job.waiters = [w for w in job.waiters if w is not waiter]
+                if not job.waiters and not job.submission.background:
+                    orphans.append(job)
+        return orphans
+
+    def status(self, handle: bytes) -> tuple[bool, bool]:
+        """(known, running) as GET_STATUS reports them."""
+        job = self.by_handle.get(handle)
+        return (job is not None, job is not None and job.running)
+
+    def status_unique(self, unique: bytes) -> tuple[Job | None, int]:
+        """GET_STATUS_UNIQUE: the job with this unique id (any function) and its waiters."""
+        for (_, job_unique), job in self.by_unique.items():
+            if job_unique == unique:
+                return job, len(job.waiters)
+        return None, 0

@@ -1,0 +1,121 @@
+"""From a Gearman workload to a DIPS request, and from a DIPS reply back to bytes.
+
+A workload is tried, in this order, as:
+
+1. PHP ``serialize()`` of an array (``a:N:{...}``): decoded strictly by :mod:`.phpser`; a
+   workload that starts like one but breaks the format is refused with ``bad_request``;
+2. a msgpack map (first byte 0x80-0x8f, 0xde or 0xdf, and the whole workload one map);
+3. a JSON object (first non-blank byte ``{`` and the whole workload one object);
+4. anything else: raw bytes, sent as ``{RAW_FIELD: workload}`` (``image`` by default, the
+   field of the image services, so ``gearman -f convert < photo.png`` works).
+
+A result that is bytes goes back as it is (a card's PNG), a string as UTF-8; any other value
+is encoded the way the workload came: PHP serialize() for PHP, msgpack for msgpack, JSON for
+JSON and raw (msgpack when JSON cannot hold it, e.g. non-UTF-8 bytes).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mdp import protocol as p
+from mdp.errors import BadRequest, ProtocolError, RequestError, Timeout
+from mdp.gearman import phpser
+
+DEFAULT_RAW_FIELD = "image"
+
+
+class Format(enum.Enum):
+    PHP = "php"
+    MSGPACK = "msgpack"
+    JSON = "json"
+    RAW = "raw"
+
+
+@dataclass(frozen=True)
+class WorkloadLimits:
+    max_depth: int = phpser.DEFAULT_MAX_DEPTH
+    max_items: int = phpser.DEFAULT_MAX_ITEMS
+    raw_field: str = DEFAULT_RAW_FIELD
+
+
+def decode_workload(data: bytes, limits: WorkloadLimits = WorkloadLimits()
+                    ) -> tuple[dict[str, Any], Format]:
+    """The request map for ``data`` and the format it came in; BadRequest when refused."""
+    if phpser.is_serialized_array(data):
+        value = phpser.loads(data, phpser.Limits(len(data), limits.max_depth, limits.max_items))
+        if not isinstance(value, dict):
+            raise BadRequest("the PHP array must have string keys (a request is a map), got "
+                             "a list", field="workload")
+        return value, Format.PHP
+    if data[:1] and (0x80 <= data[0] <= 0x8F or data[0] in (0xDE, 0xDF)):
+        try:
+            value = p.unpack(data, limits.max_items)
+        except ProtocolError:
+            value = None
+        if isinstance(value, dict):
+            _check_depth(value, limits.max_depth)
+            return value, Format.MSGPACK
+    if data.lstrip()[:1] == b"{":
+        try:
+            value = json.loads(data)
+        except (ValueError, RecursionError):
+            value = None
+        if isinstance(value, dict):
+            _check_depth(value, limits.max_depth)
+            return value, Format.JSON
+    return {limits.raw_field: data}, Format.RAW
+
+
+def _check_depth(value: Any, max_depth: int) -> None:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            raise BadRequest(f"the workload is nested deeper than {max_depth} levels",
+                             field="workload")
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
+def encode_result(result: Any, fmt: Format) -> bytes:
+    """The bytes of WORK_COMPLETE for a DIPS result."""
+    if isinstance(result, bytes):
+        return result
+    if isinstance(result, str):
+        return result.encode()
+    if fmt is Format.PHP:
+        try:
+            return phpser.dumps(result)
+        except TypeError:
+            return p.pack(result)
+    if fmt is Format.MSGPACK:
+        return p.pack(result)
+    try:
+        return json.dumps(result, default=_json_bytes, ensure_ascii=False).encode()
+    except (TypeError, ValueError):
+        return p.pack(result)
+
+
+def _json_bytes(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")  # UnicodeDecodeError is a ValueError: msgpack instead
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def describe_error(exc: BaseException) -> tuple[str, str]:
+    """The code and the sentence a failed job reports (WORK_EXCEPTION, logs)."""
+    if isinstance(exc, RequestError):
+        message = exc.message + (f" (field {exc.field!r})" if exc.field else "")
+        return exc.code, message
+    if isinstance(exc, Timeout):
+        return "timeout", str(exc)
+    return "internal", f"{type(exc).__name__}: {exc}"
+
+
+def exception_bytes(exc: BaseException) -> bytes:
+    code, message = describe_error(exc)
+    return f"{code}: {message}".encode("utf-8", "replace")

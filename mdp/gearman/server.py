@@ -1,0 +1,415 @@
+"""``mdp-gearman``: Gearman's client and admin protocols in front of DIPS (asyncio).
+
+Each connection is a :class:`Connection` (an ``asyncio.Protocol``) around the sans-I/O
+:class:`~mdp.gearman.packets.Decoder`; the jobs live in a :class:`~mdp.gearman.jobs.JobTable`;
+DIPS is reached through :class:`~mdp.gearman.dips.Dips`. docs/GEARMAN.md has the mapping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from mdp.clock import LOG_FORMAT
+from mdp.errors import BadRequest, ConfigError, RequestError, Timeout
+from mdp.gearman import admin, mapping
+from mdp.gearman import packets as g
+from mdp.gearman.background import BackgroundRunner, Outcome
+from mdp.gearman.config import GatewayConfig, parse_args
+from mdp.gearman.dips import Dips
+from mdp.gearman.jobs import SUBMISSIONS, Job, JobTable, Submission, parse_submission
+from mdp.gearman.outbox import Outbox, StoredJob
+from mdp.gearman.packets import T
+from mdp.gearman.slots import PrioritySlots
+from mdp.keys import CurveConfig
+
+log = logging.getLogger(__name__)
+
+STATUS_CACHE_S = 0.5
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: bytes in, events to the gateway, bounded bytes out."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.config = gateway.config
+        self.decoder = g.Decoder(self.config.max_packet_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.fd = -1
+        self.client_id = ""
+        self.exceptions = False
+        self.jobs = 0  # foreground jobs this client waits for
+        self._write_paused = False
+        self._read_paused = False
+        self._admin: asyncio.Queue[str] | None = None
+        self._admin_task: asyncio.Task[None] | None = None
+        self.waiting: set[Job] = set()  # the foreground jobs this client waits for
+
+    # --- asyncio callbacks ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.fd = sock.fileno()
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        transport.set_write_buffer_limits(high=self.config.write_buffer_bytes)
+        if len(self.gateway.connections) >= self.config.max_connections:
+            log.warning("refused %s: %d connections already", self.peer,
+                        len(self.gateway.connections))
+            self.fatal("too_many_connections", "the gateway has too many connections")
+            return
+        self.gateway.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.decoder.feed(data)
+        while self.transport is not None and not self.transport.is_closing():
+            try:
+                event = self.decoder.next_event()
+            except g.WireError as exc:
+                log.warning("closing %s: %s", self.peer, exc)
+                self.fatal("bad_packet", str(exc))
+                return
+            if event is None:
+                return
+            try:
+                self.gateway.on_event(self, event)
+            except Exception:  # one bad event must not take the connection's others
+                log.exception("error handling %r from %s", type(event).__name__, self.peer)
+                self.send(g.error("internal", "the gateway failed on this request"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self._admin_task is not None:
+            self._admin_task.cancel()
+        self.gateway.forget(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+
+    # --- used by the gateway ----------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > self.config.max_write_buffer_bytes:
+            log.warning("closing %s: it does not read its replies (%d bytes waiting)",
+                        self.peer, transport.get_write_buffer_size())
+            transport.abort()
+
+    def fatal(self, code: str, text: str) -> None:
+        """Say why, then close: the stream cannot be read any further."""
+        if self.transport is not None:
+            self.transport.write(g.error(code, text))
+            self.transport.close()
+
+    def job_added(self) -> None:
+        self.jobs += 1
+        self._update_reading()
+
+    def job_done(self, job: Job) -> None:
+        self.waiting.discard(job)
+        self.jobs -= 1
+        self._update_reading()
+
+    def admin_line(self, line: str) -> None:
+        if self._admin is None:
+            self._admin = asyncio.Queue(maxsize=64)
+            self._admin_task = asyncio.get_running_loop().create_task(
+                self._admin_loop(self._admin))
+        if self._admin.full():
+            self.fatal("too_many_commands", "too many admin commands waiting")
+            return
+        self._admin.put_nowait(line)
+
+    async def _admin_loop(self, queue: asyncio.Queue[str]) -> None:
+        while self.transport is not None:
+            line = await queue.get()
+            self.send(await self.gateway.admin_answer(line))
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        hold = self._write_paused or self.jobs >= self.config.max_jobs_per_connection
+        if hold and not self._read_paused:
+            transport.pause_reading()
+        elif not hold and self._read_paused:
+            transport.resume_reading()
+        self._read_paused = hold
+
+
+class Gateway:
+    """The jobs of every connection, and their way into DIPS."""
+
+    def __init__(self, config: GatewayConfig, dips: Dips, outbox: Outbox | None) -> None:
+        self.config = config
+        self.dips = dips
+        self.outbox = outbox
+        self.connections: set[Connection] = set()
+        host = socket.gethostname().encode("ascii", "replace")[:40]
+        self.table = JobTable(b"H:" + host + b":")
+        self.limits = mapping.WorkloadLimits(raw_field=config.raw_field)
+        self._slots = PrioritySlots(config.concurrency)
+        self._tasks: dict[Job, asyncio.Task[None]] = {}
+        self._spawned: set[asyncio.Task[Any]] = set()
+        self._servers: list[asyncio.base_events.Server] = []
+        self._status: tuple[float, list[dict[str, Any] | None]] = (-1e9, [])
+        self.runner: BackgroundRunner | None = None
+        if outbox is not None:
+            self.runner = BackgroundRunner(outbox, self._attempt, self._settle,
+                                           config.background_concurrency)
+
+    async def start(self) -> list[tuple[str, int]]:
+        """Listen on every address; returns them with the ports actually bound."""
+        loop = asyncio.get_running_loop()
+        bound = []
+        for host, port in self.config.listen:
+            server = await loop.create_server(lambda: Connection(self), host, port,
+                                              reuse_address=True, backlog=512)
+            self._servers.append(server)
+            bound += [s.getsockname()[:2] for s in server.sockets]
+        if self.runner is not None and self.outbox is not None:
+            for stored in self.outbox.pending():
+                sub = parse_submission_stored(stored)
+                self.runner.schedule(self.table.add(sub, stored.id))
+            self.spawn(self.runner.run_forever())
+        return bound
+
+    async def close(self) -> None:
+        """Stop listening, let the foreground jobs in DIPS finish (up to --timeout), close."""
+        for server in self._servers:
+            server.close()
+        if self._tasks:
+            log.info("waiting for %d foreground job(s) to finish", len(self._tasks))
+            await asyncio.wait(list(self._tasks.values()), timeout=self.config.timeout_s)
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.close()  # after what is buffered for it
+        for task in [*self._tasks.values(), *self._spawned]:
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), *self._spawned, return_exceptions=True)
+        if self.runner is not None:
+            await self.runner.close()
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+
+    # --- events -----------------------------------------------------------------------
+
+    def on_event(self, conn: Connection, event: g.Event) -> None:
+        if isinstance(event, g.AdminLine):
+            conn.admin_line(event.text)
+        elif isinstance(event, g.BadPacket):
+            log.warning("from %s: %s", conn.peer, event.reason)
+            conn.send(g.error("bad_packet", event.reason))
+        elif event.type in SUBMISSIONS:
+            self.submit(conn, event)
+        else:
+            self.on_request(conn, event)
+
+    def on_request(self, conn: Connection, packet: g.Packet) -> None:
+        kind, args = packet.type, packet.args
+        if kind == T.ECHO_REQ:
+            conn.send(g.build(T.ECHO_RES, args[0]))
+        elif kind == T.GET_STATUS:
+            known, running = self.table.status(args[0])
+            conn.send(g.build(T.STATUS_RES, args[0], b"%d" % known, b"%d" % running, b"0", b"0"))
+        elif kind == T.GET_STATUS_UNIQUE:
+            job, waiting = self.table.status_unique(args[0])
+            running = job is not None and job.running
+            conn.send(g.build(T.STATUS_RES_UNIQUE, args[0], b"%d" % (job is not None),
+                              b"%d" % running, b"0", b"0", b"%d" % waiting))
+        elif kind == T.OPTION_REQ:
+            if args[0] == b"exceptions":
+                conn.exceptions = True
+                conn.send(g.build(T.OPTION_RES, args[0]))
+            else:
+                conn.send(g.error("unknown_option", f"unknown option {args[0][:40]!r}; "
+                                  "the gateway knows 'exceptions'"))
+        elif kind == T.SET_CLIENT_ID:
+            conn.client_id = args[0][:64].decode("utf-8", "replace")
+        else:
+            conn.send(g.error("not_supported", f"{g.type_name(kind)} is not supported by the "
+                              "DIPS gateway (use SUBMIT_JOB* or SUBMIT_JOB_EPOCH)"))
+
+    def submit(self, conn: Connection, packet: g.Packet) -> None:
+        try:
+            sub = parse_submission(packet, time.time())
+        except BadRequest as exc:
+            conn.send(g.error("bad_request", exc.message))
+            return
+        job = self.table.coalesce(sub)
+        if job is None and sub.background:
+            job = self._store(conn, sub)
+            if job is None:
+                return
+        elif job is None:
+            job = self.table.add(sub)
+            self._tasks[job] = asyncio.get_running_loop().create_task(self._foreground(job))
+        if not sub.background:
+            job.waiters.append(conn)
+            conn.waiting.add(job)
+            conn.job_added()
+        conn.send(g.build(T.JOB_CREATED, job.handle))
+
+    def _store(self, conn: Connection, sub: Submission) -> Job | None:
+        if self.outbox is None or self.runner is None:
+            conn.send(g.error("no_state_dir", "background jobs need a durable outbox: start "
+                              "mdp-gearman with --state-dir DIR"))
+            return None
+        if len(self.table.by_handle) >= self.config.max_background_jobs:
+            conn.send(g.error("queue_full", "too many background jobs waiting"))
+            return None
+        stored_id = self.outbox.add(sub.service, sub.unique, sub.workload, sub.priority,
+                                    sub.run_at)
+        job = self.table.add(sub, stored_id)
+        self.runner.schedule(job)
+        return job
+
+    # --- jobs -------------------------------------------------------------------------
+
+    async def _foreground(self, job: Job) -> None:
+        try:
+            outcome = await self._attempt(job)
+        except asyncio.CancelledError:  # every client of it left
+            self.table.finish(job)
+            raise
+        finally:
+            self._tasks.pop(job, None)
+        self._settle(job, outcome, True)
+
+    async def _attempt(self, job: Job) -> Outcome:
+        """One try in DIPS: the reply's bytes, or the error."""
+        sub = job.submission
+        try:
+            request, fmt = mapping.decode_workload(sub.workload, self.limits)
+        except BadRequest as exc:
+            return exc
+        await self._slots.acquire(sub.priority)
+        job.running = True
+        try:
+            result = await self.dips.call(sub.service, request, priority=sub.priority)
+        except Exception as exc:  # RequestError, Timeout, or a bug: the job fails clearly
+            if not isinstance(exc, RequestError | Timeout):
+                log.exception("job %s failed in the gateway", job.handle.decode())
+            return exc
+        finally:
+            job.running = False
+            self._slots.release()
+        return mapping.encode_result(result, fmt)
+
+    def _settle(self, job: Job, outcome: Outcome, final: bool) -> None:
+        if final:
+            waiters = self.table.finish(job)
+        else:
+            waiters, job.waiters = job.waiters, []
+        if isinstance(outcome, bytes):
+            packet = g.build(T.WORK_COMPLETE, job.handle, outcome)
+            for conn in waiters:
+                conn.send(packet)
+                conn.job_done(job)
+            return
+        exception = g.build(T.WORK_EXCEPTION, job.handle, mapping.exception_bytes(outcome))
+        fail = g.build(T.WORK_FAIL, job.handle)
+        for conn in waiters:
+            conn.send(exception if conn.exceptions else fail)
+            conn.job_done(job)
+
+    def forget(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        for job in self.table.drop_waiter(conn, conn.waiting):
+            task = self._tasks.get(job)
+            if task is not None:
+                task.cancel()
+
+    # --- admin ------------------------------------------------------------------------
+
+    async def admin_answer(self, line: str) -> bytes:
+        statuses: list[dict[str, Any] | None] = []
+        if admin.command_of(line) in admin.NEEDS_BROKERS:
+            statuses = await self.broker_status()
+        clients = [admin.ClientInfo(c.fd, c.peer.rpartition(":")[0], c.client_id)
+                   for c in self.connections]
+        held = self.runner.held if self.runner is not None else {}
+        return admin.answer(line, statuses, clients, held, os.getpid())
+
+    async def broker_status(self) -> list[dict[str, Any] | None]:
+        taken_at, statuses = self._status
+        if time.monotonic() - taken_at > STATUS_CACHE_S:
+            statuses = await self.dips.broker_status()
+            self._status = (time.monotonic(), statuses)
+        return statuses
+
+
+def parse_submission_stored(stored: StoredJob) -> Submission:
+    """A stored row back into a Submission (it was checked when it was accepted)."""
+    return Submission(stored.service, stored.unique, stored.workload, stored.priority, True,
+                      stored.run_at)
+
+
+async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> int:
+    """Run the gateway until ``stop`` is set (or SIGTERM/SIGINT)."""
+    curve = (CurveConfig.from_files(config.curve_secret, config.broker_key)
+             if config.curve_secret and config.broker_key else None)
+    outbox = Outbox(config.state_dir, sync=config.sync) if config.state_dir else None
+    dips = Dips(config.brokers, timeout_s=config.timeout_s, concurrency=config.concurrency,
+                curve=curve)
+    gateway = Gateway(config, dips, outbox)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        bound = await gateway.start()
+        for host, port in bound:
+            log.info("mdp-gearman listening on %s:%d", host, port)
+        log.info("brokers %s, timeout %gs, DIPS through %s, background jobs %s",
+                 " ".join(config.brokers), config.timeout_s, dips.kind,
+                 f"in {outbox.path} ({outbox.count()} pending)" if outbox else "off")
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await gateway.close()
+        await dips.close()
+        if outbox is not None:
+            outbox.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config, level = parse_args(argv)
+        logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+        config.validate()
+        return asyncio.run(serve(config))
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""Push many requests through the fleet: one output per input, with a progress bar.
+
+usage: mdpctl batch SERVICE INPUT ... -o DIR [--width N] [--height N] [--format F]
+                    [--quality Q] [--mode M] [--set KEY=VALUE ...]
+       mdpctl batch SERVICE --files-from LIST -o DIR [field options]
+       mdpctl batch SERVICE --jsonl FILE [--name-field KEY] -o DIR [field options]
+       [--window N] [--retries N] [--timeout S] [--failures FILE] [--no-progress]
+
+Image inputs (files, directories walked recursively, or the paths listed in a file, one
+a line) become requests {"image": <the file's bytes>, ...the field options}; a directory's
+tree is kept under DIR and each output is named after its input with the extension of
+what came back (photos/a/b.jpg -> thumbs/a/b.webp).  With --jsonl each line is one
+request (the field options are set on every one); outputs are named by line number
+(000001.png ...) or by the line's --name-field value.
+
+Requests go through every broker at once with at most --window in flight.  A request
+that failed for a fault (no reply in time, overloaded, expired, internal) is sent again
+up to --retries times; a bad request is not.  Outputs are written to a temporary file and
+renamed, so an interrupted run (Ctrl-C) keeps every finished output, and running the same
+command again skips them and does only the rest.  The end is a summary: done, skipped,
+failed by error code and where the list of failures was written (JSONL; default
+DIR.failures.jsonl).  The bar (rate and time left) is shown when stderr is a terminal.
+
+Exits 0 when every input has its output, 1 when some failed, 130 when interrupted.
+
+examples:
+  mdpctl batch thumbnail --width 256 --format webp photos/ -o thumbs/
+  mdpctl batch ecard --jsonl cards.jsonl --name-field pSN -o cards/
+  mdpctl batch watermark --set text='"(c) DIPS"' --files-from todo.txt -o marked/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from mdpctl import batchjobs
+from mdpctl.batchrun import BatchRun
+from mdpctl.context import Context
+from mdpctl.errors import EXIT_FAILED, EXIT_INTERRUPTED, UsageError
+
+REQUEST_FIELDS: tuple[tuple[str, type, str], ...] = (
+    ("width", int, "request field width (thumbnail, crop)"),
+    ("height", int, "request field height"),
+    ("format", str, "request field format: jpeg, png or webp"),
+    ("quality", int, "request field quality, 1-100"),
+    ("mode", str, "request field mode (thumbnail: fit or fill)"),
+)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("service", help="service name")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="image files or directories")
+    parser.add_argument("--files-from", type=Path, metavar="LIST",
+                        help="a file listing image paths, one a line")
+    parser.add_argument("--jsonl", type=Path, metavar="FILE",
+                        help="one request (a JSON object) per line")
+    parser.add_argument("--name-field", metavar="KEY",
+                        help="with --jsonl: name each output by this field of its line")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                        help="where the outputs go")
+    for name, kind, text in REQUEST_FIELDS:
+        parser.add_argument(f"--{name}", type=kind, help=text)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other request field; VALUE is JSON, or else a string")
+    parser.add_argument("--window", type=_positive, default=64, metavar="N",
+                        help="requests in flight over all brokers (default 64)")
+    parser.add_argument("--retries", type=int, default=3, metavar="N",
+                        help="sends again after a fault (default 3)")
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="how long one request may take, failover included (default 30)")
+    parser.add_argument("--failures", type=Path, metavar="FILE",
+                        help="where the list of failures goes (default DIR.failures.jsonl)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(intermixed="inputs")
+
+
+def request_fields(args: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name, _kind, _text in REQUEST_FIELDS:
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            fields[key] = json.loads(text)
+        except ValueError:
+            fields[key] = text
+    return fields
+
+
+def jobs_for(args: argparse.Namespace) -> list[batchjobs.Job]:
+    given_images = bool(args.inputs or args.files_from)
+    if args.jsonl is not None and given_images:
+        raise UsageError("give either --jsonl or image inputs, not both")
+    if args.jsonl is not None:
+        return batchjobs.jsonl_jobs(args.jsonl, args.name_field)
+    if args.name_field:
+        raise UsageError("--name-field goes with --jsonl")
+    if not given_images:
+        raise UsageError("nothing to do: give image files or directories, --files-from "
+                         "or --jsonl")
+    inputs = [Path(p) for p in args.inputs]
+    if args.files_from is not None:
+        inputs += batchjobs.listed_paths(args.files_from)
+    return batchjobs.image_jobs(inputs)
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    if args.retries < 0 or args.timeout <= 0:
+        raise UsageError("--retries cannot be negative and --timeout must be positive")
+    fields = request_fields(args)
+    jobs = jobs_for(args)
+    if not jobs:
+        raise UsageError("the inputs hold no image (or the JSONL file no line)")
+    out_dir = args.output.absolute()
+    cluster = ctx.cluster()
+    failures = args.failures or out_dir.with_name(out_dir.name + ".failures.jsonl")
+    batch = BatchRun(
+        service=args.service,
+        jobs=jobs,
+        out_dir=out_dir,
+        fields=fields,
+        brokers=cluster.brokers,
+        failures_path=failures.absolute(),
+        window=args.window,
+        timeout_s=args.timeout,
+        retries=args.retries,
+        curve=cluster.curve,
+        progress=not args.no_progress,
+        say=ctx.say,
+    )
+    summary = batch.run()
+    for line in summary.lines():
+        ctx.say(line)
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    return 0 if summary.ok else EXIT_FAILED

@@ -1,0 +1,211 @@
+"""Test kit for mdp-gearman: gateway processes, a raw Gearman connection, a gear client."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clusterkit import Cluster, Proc, wait_for
+from mdp.gearman import packets as g
+
+HERE = Path(__file__).resolve().parent
+RECORDER = HERE / "recorder.py"
+_LISTENING = re.compile(r"mdp-gearman listening on [0-9.]+:(\d+)")
+
+def _php_gearman() -> bool:
+    if shutil.which("php") is None:
+        return False
+    return b"gearman" in subprocess.run(["php", "-m"], capture_output=True).stdout
+
+
+need_php = pytest.mark.skipif(not _php_gearman(),
+                              reason="needs php-cli and php-gearman (.ci/run installs them)")
+need_tools = pytest.mark.skipif(shutil.which("gearman") is None or
+                                shutil.which("gearadmin") is None,
+                                reason="needs gearman-tools (.ci/run installs it)")
+
+
+def start_gateway(cluster: Cluster, brokers: list[Proc], *extra: str,
+                  port: int = 0, state_dir: Path | None = None) -> Proc:
+    """``python -m mdp.gearman`` on 127.0.0.1 (a free port by default); waits for its log."""
+    args = ["-m", "mdp.gearman", "--listen", f"127.0.0.1:{port}"]
+    for broker in brokers:
+        args += ["--broker", broker.endpoint]
+    if state_dir is not None:
+        args += ["--state-dir", str(state_dir)]
+    proc = cluster._spawn([*args, *extra], "gateway")
+    match = wait_for(lambda: proc.popen.poll() is not None or _LISTENING.search(proc.output()),
+                     20, "the gateway's listening line")
+    if proc.popen.poll() is not None:
+        raise AssertionError(f"the gateway exited:\n{proc.output()}")
+    proc.endpoint = f"127.0.0.1:{match.group(1)}"
+    return proc
+
+
+def port_of(gateway: Proc) -> int:
+    return int(gateway.endpoint.rpartition(":")[2])
+
+
+def recorder(cluster: Cluster, brokers: list[Proc], record_file: Path, *extra: str) -> Proc:
+    os.environ["RECORD_FILE"] = str(record_file)  # inherited by the worker process
+    args = [str(RECORDER)]
+    for broker in brokers:
+        args += ["--broker", broker.endpoint]
+    proc = cluster._spawn([*args, "--service", "record", "--heartbeat-interval", "0.2",
+                           *extra], "recorder")
+    from clusterkit import _has_worker
+    for broker in brokers:
+        wait_for(lambda e=broker.endpoint: _has_worker(e, proc.pid), 15, "recorder registered")
+    return proc
+
+
+@dataclass
+class Door:
+    cluster: Cluster
+    brokers: list[Proc]
+    gateway: Proc
+    state_dir: Path
+
+    @property
+    def port(self) -> int:
+        return port_of(self.gateway)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [b.endpoint for b in self.brokers]
+
+
+class Raw:
+    """A Gearman connection by hand: packets out, packets in, every read with a timeout."""
+
+    def __init__(self, port: int, timeout: float = 15.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+
+    def send(self, packet_type: int, *args: bytes) -> None:
+        self.sock.sendall(g.build_request(packet_type, *args))
+
+    def _fill(self, size: int) -> None:
+        while len(self.buffer) < size:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError(f"closed by the gateway; had {self.buffer[:200]!r}")
+            self.buffer += chunk
+
+    def recv(self) -> tuple[int, list[bytes]]:
+        self._fill(12)
+        magic, kind, size = struct.unpack(">4sII", self.buffer[:12])
+        assert magic == g.RES, self.buffer[:40]
+        self._fill(12 + size)
+        body, self.buffer = self.buffer[12:12 + size], self.buffer[12 + size:]
+        counts = {g.T.JOB_CREATED: 1, g.T.WORK_COMPLETE: 2, g.T.WORK_FAIL: 1,
+                  g.T.WORK_EXCEPTION: 2, g.T.STATUS_RES: 5, g.T.ERROR: 2, g.T.ECHO_RES: 1,
+                  g.T.OPTION_RES: 1, g.T.STATUS_RES_UNIQUE: 6}
+        return kind, body.split(b"\0", counts.get(kind, 1) - 1)
+
+    def line(self, text: str) -> str:
+        """An admin command; the whole answer (up to the '.' line for lists)."""
+        self.sock.sendall(text.encode() + b"\r\n")
+        while True:
+            if b"\n" in self.buffer:
+                first = self.buffer.split(b"\n", 1)[0]
+                if first.startswith((b"OK", b"ERR")):
+                    end = len(first) + 1
+                elif first == b".":
+                    end = 2
+                elif b"\n.\n" in self.buffer:
+                    end = self.buffer.index(b"\n.\n") + 3
+                else:
+                    end = 0
+                if end:
+                    answer, self.buffer = self.buffer[:end], self.buffer[end:]
+                    return answer.decode()
+            self._fill(len(self.buffer) + 1)
+
+    def call(self, function: bytes, workload: bytes, unique: bytes = b"",
+             kind: int = g.T.SUBMIT_JOB) -> tuple[int, list[bytes]]:
+        """Submit one foreground job and return its final packet."""
+        self.send(kind, function, unique, workload)
+        created = self.recv()
+        if created[0] != g.T.JOB_CREATED:
+            return created
+        return self.recv()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def gear_client(port: int, *ports: int) -> Any:
+    """A ``gear`` client whose jobs carry a ``done`` event."""
+    import gear
+
+    class Client(gear.Client):  # type: ignore[misc]
+        def _onConnect(self, conn: Any) -> None:
+            conn.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            super()._onConnect(conn)
+
+        def handleWorkComplete(self, packet: Any) -> Any:
+            job = super().handleWorkComplete(packet)
+            job.done.set()
+            return job
+
+        def handleWorkFail(self, packet: Any) -> Any:
+            job = super().handleWorkFail(packet)
+            job.done.set()
+            return job
+
+        def handleWorkException(self, packet: Any) -> Any:
+            job = super().handleWorkException(packet)
+            job.done.set()
+            return job
+
+    client = Client(client_id=f"test-{os.getpid()}")
+    for p in (port, *ports):
+        client.addServer("127.0.0.1", p)
+    client.waitForServer(timeout=10)
+    return client
+
+
+def gear_call(client: Any, function: str, workload: bytes, timeout: float = 20.0,
+              **submit: Any) -> Any:
+    import gear
+
+    job = gear.Job(function.encode(), workload)
+    job.done = threading.Event()
+    client.submitJob(job, timeout=timeout, **submit)
+    if not job.done.wait(timeout):
+        raise TimeoutError(f"{function} job did not complete in {timeout}s")
+    return job
+
+
+def run_php(code: str, tmp_path: Path, timeout: float = 60.0) -> subprocess.CompletedProcess[bytes]:
+    script = tmp_path / f"client-{abs(hash(code)) % 10**8}.php"
+    script.write_text(code)
+    return subprocess.run(["php", str(script)], capture_output=True, timeout=timeout)
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def json_body(data: bytes) -> Any:
+    return json.loads(data)
+
+
+PYTHON = sys.executable

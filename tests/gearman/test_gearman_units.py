@@ -1,0 +1,249 @@
+"""Unit tests of the gateway's sans-I/O parts: no sockets, no processes."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import msgpack
+import pytest
+
+from mdp.errors import BadRequest, Overloaded, Timeout
+from mdp.gearman import admin, mapping, phpser
+from mdp.gearman import packets as g
+from mdp.gearman.background import backoff_s
+from mdp.gearman.jobs import HIGH, LOW, JobTable, parse_submission
+from mdp.gearman.packets import T
+from renderers.samples import seed_request
+
+# --- packets ------------------------------------------------------------------------------
+
+
+def _events(decoder: g.Decoder) -> list[g.Event]:
+    out = []
+    while (event := decoder.next_event()) is not None:
+        out.append(event)
+    return out
+
+
+def test_packets_are_framed_whatever_the_chunking() -> None:
+    stream = (g.build_request(T.SUBMIT_JOB, b"ecard", b"u1", b"data\0with nul")
+              + b"status\r\n" + g.build_request(T.ECHO_REQ, b"ping"))
+    for size in (1, 3, 12, 13, len(stream)):
+        decoder = g.Decoder()
+        events: list[g.Event] = []
+        for i in range(0, len(stream), size):
+            decoder.feed(stream[i:i + size])
+            events += _events(decoder)
+        assert events == [g.Packet(T.SUBMIT_JOB, (b"ecard", b"u1", b"data\0with nul")),
+                          g.AdminLine("status"), g.Packet(T.ECHO_REQ, (b"ping",))]
+
+
+def test_a_declared_size_past_the_limit_is_refused_before_the_body_arrives() -> None:
+    decoder = g.Decoder(max_packet_bytes=1 << 20)
+    decoder.feed(g.HEADER.pack(g.REQ, T.SUBMIT_JOB, 100 * 1024 * 1024))
+    with pytest.raises(g.WireError, match="declares 104857600 bytes"):
+        decoder.next_event()
+
+
+def test_bad_magic_and_endless_lines_are_wire_errors() -> None:
+    decoder = g.Decoder()
+    decoder.feed(b"\0RES" + bytes(8))
+    with pytest.raises(g.WireError, match="magic"):
+        decoder.next_event()
+    decoder = g.Decoder(max_line_bytes=100)
+    decoder.feed(b"x" * 101)
+    with pytest.raises(g.WireError, match="longer than 100"):
+        decoder.next_event()
+
+
+def test_wrong_argument_counts_and_worker_packets_are_bad_packets() -> None:
+    assert isinstance(g.parse_packet(T.SUBMIT_JOB, b"only-one"), g.BadPacket)
+    bad = g.parse_packet(T.CAN_DO, b"ecard")
+    assert isinstance(bad, g.BadPacket) and "worker request" in bad.reason
+    assert isinstance(g.parse_packet(999, b""), g.BadPacket)
+
+
+def test_random_bytes_never_escape_as_anything_but_wire_errors() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        decoder = g.Decoder(max_packet_bytes=4096)
+        decoder.feed(rng.choice([b"\0REQ", b"", b"\0"]) + rng.randbytes(rng.randrange(64)))
+        try:
+            _events(decoder)
+        except g.WireError:
+            pass
+
+
+# --- PHP serialize() ----------------------------------------------------------------------
+
+
+def test_php_round_trip_of_the_seed_request() -> None:
+    blob = phpser.dumps(seed_request())
+    assert blob.startswith(b'a:2:{s:3:"pSN";s:10:"1234567890";s:5:"pData";s:320:"61, 61')
+    assert phpser.loads(blob) == seed_request()
+
+
+def test_php_values() -> None:
+    blob = b'a:6:{s:1:"i";i:-5;s:1:"d";d:0.25;s:1:"b";b:0;s:1:"n";N;s:1:"l";a:2:{i:0;s:0:"";' \
+           b'i:1;d:INF;}s:1:"m";a:1:{i:7;s:2:"\xff\xfe";}}'
+    assert phpser.loads(blob) == {"i": -5, "d": 0.25, "b": False, "n": None,
+                                  "l": ["", float("inf")], "m": {"7": b"\xff\xfe"}}
+
+
+@pytest.mark.parametrize("blob, words", [
+    (b'a:1:{s:1:"o";O:8:"stdClass":0:{}}', "objects"),
+    (b'a:1:{s:1:"r";r:1;}', "references"),
+    (b'a:1:{s:3:"abc";s:9:"short";}', "runs past the end"),
+    (b'a:1:{s:1:"a";i:1;s:1:"b";i:2;}', "expected '}'"),
+    (b'a:2:{s:1:"a";i:1;}', "key must be"),
+    (b'a:1:{s:1:"a";i:1;}junk', "trailing bytes"),
+    (b'a:1:{d:1.5;i:1;}', "key must be"),
+    (b'a:1:{s:1:"a";i:12x;}', "bad integer"),
+    (b'a:1:{s:1:"a";b:2;}', "bool"),
+    (b'a:1:{', "unexpected end"),
+])
+def test_php_refusals_name_what_is_wrong(blob: bytes, words: str) -> None:
+    with pytest.raises(phpser.PhpSerializeError, match=words):
+        phpser.loads(blob)
+
+
+def test_php_ten_thousand_deep_is_refused_without_recursion() -> None:
+    deep = b"a:1:{i:0;" * 10_000 + b"N;" + b"}" * 10_000
+    with pytest.raises(phpser.PhpSerializeError, match="nested deeper than 32"):
+        phpser.loads(deep)
+    assert phpser.loads(deep, phpser.Limits(max_depth=20_000)) is not None  # iterative
+
+
+def test_php_item_and_length_limits() -> None:
+    with pytest.raises(phpser.PhpSerializeError, match="more than 10 items"):
+        phpser.loads(b"a:11:{" + b"}", phpser.Limits(max_items=10))
+    with pytest.raises(phpser.PhpSerializeError, match="limit"):
+        phpser.loads(b"N;" * 10, phpser.Limits(max_bytes=5))
+
+
+# --- workload mapping ---------------------------------------------------------------------
+
+
+def test_every_format_of_the_seed_request_maps_to_the_same_map() -> None:
+    seed = seed_request()
+    php = mapping.decode_workload(phpser.dumps(seed))
+    packed = mapping.decode_workload(msgpack.packb(seed))
+    text = mapping.decode_workload(json.dumps(seed).encode())
+    assert php == (seed, mapping.Format.PHP)
+    assert packed == (seed, mapping.Format.MSGPACK)
+    assert text == (seed, mapping.Format.JSON)
+
+
+def test_other_bytes_are_raw_and_php_lists_are_refused() -> None:
+    assert mapping.decode_workload(b"\x89PNG...") == ({"image": b"\x89PNG..."},
+                                                      mapping.Format.RAW)
+    assert mapping.decode_workload(b"{not json")[1] is mapping.Format.RAW
+    with pytest.raises(BadRequest, match="string keys"):
+        mapping.decode_workload(b"a:1:{i:0;i:1;}")
+
+
+def test_results_go_back_in_the_workload_format() -> None:
+    assert mapping.encode_result(b"\x89PNG", mapping.Format.PHP) == b"\x89PNG"
+    assert mapping.encode_result({"a": 1}, mapping.Format.PHP) == b'a:1:{s:1:"a";i:1;}'
+    assert msgpack.unpackb(mapping.encode_result({"a": 1}, mapping.Format.MSGPACK)) == {"a": 1}
+    assert mapping.encode_result({"a": b"x"}, mapping.Format.RAW) == b'{"a": "x"}'
+    assert msgpack.unpackb(mapping.encode_result({"a": b"\xff"}, mapping.Format.JSON)) \
+        == {"a": b"\xff"}
+
+
+def test_errors_carry_code_and_message() -> None:
+    assert mapping.exception_bytes(BadRequest("no", "pSN")) == b"bad_request: no (field 'pSN')"
+    assert mapping.exception_bytes(Timeout("late")).startswith(b"timeout: late")
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+
+def test_submissions_priorities_and_checks() -> None:
+    sub = parse_submission(g.Packet(T.SUBMIT_JOB_HIGH_BG, (b"ecard", b"u", b"w")), 0)
+    assert (sub.priority, sub.background, sub.workload) == (HIGH, True, b"w")
+    assert parse_submission(g.Packet(T.SUBMIT_JOB_LOW, (b"e", b"", b"")), 0).priority == LOW
+    epoch = parse_submission(g.Packet(T.SUBMIT_JOB_EPOCH, (b"e", b"", b"1000", b"w")), 0)
+    assert epoch.background and epoch.run_at == 1000.0
+    for bad in ((b"mmi.status", b"", b""), (b"a b", b"", b""), (b"e", b"u" * 65, b"")):
+        with pytest.raises(BadRequest):
+            parse_submission(g.Packet(T.SUBMIT_JOB, bad), 0)
+    with pytest.raises(BadRequest, match="epoch"):
+        parse_submission(g.Packet(T.SUBMIT_JOB_EPOCH, (b"e", b"", b"soon", b"w")), 0)
+    assert parse_submission(g.Packet(T.SUBMIT_JOB, (b"e", b"-", b"w")), 0).unique == b"w"
+
+
+def test_coalescing_by_unique_id() -> None:
+    table = JobTable(b"H:t:")
+    first = parse_submission(g.Packet(T.SUBMIT_JOB, (b"e", b"same", b"1")), 0)
+    job = table.add(first)
+    assert table.coalesce(first) is job
+    assert table.coalesce(parse_submission(g.Packet(T.SUBMIT_JOB, (b"f", b"same", b"")), 0)) \
+        is None  # same unique id, other function
+    assert table.coalesce(parse_submission(g.Packet(T.SUBMIT_JOB, (b"e", b"", b"")), 0)) is None
+    background = parse_submission(g.Packet(T.SUBMIT_JOB_BG, (b"e", b"same", b"")), 0)
+    assert table.coalesce(background) is None  # a durable job never joins a mortal one
+    job.waiters += ["a", "b"]
+    assert table.status(job.handle) == (True, False)
+    assert table.drop_waiter("a", [job]) == [] and table.drop_waiter("b", [job]) == [job]
+    assert table.finish(job) == [] and table.status(job.handle) == (False, False)
+    assert table.coalesce(first) is None
+
+
+def test_background_backoff_grows_to_a_cap() -> None:
+    assert backoff_s(1) == 0.5 and backoff_s(2) == 1.0 and backoff_s(50) == 30.0
+    assert issubclass(Overloaded, Exception)
+
+
+# --- admin --------------------------------------------------------------------------------
+
+
+def _worker(pid: int, state: str = "idle") -> dict[str, object]:
+    return {"identity": f"{pid:04x}", "state": state, "host": "h", "pid": pid}
+
+
+def test_admin_status_counts_each_worker_once_over_brokers() -> None:
+    a = {"services": {"ecard": {"queue": 3, "workers": [_worker(1, "busy"), _worker(2)]},
+                      "echo": {"queue": 0, "workers": [_worker(3)]}}}
+    b = {"services": {"ecard": {"queue": 1, "workers": [_worker(1, "away"), _worker(2)]}}}
+    text = admin.answer("status", [a, b, None], [], {"ecard": 2, "thumb": 1}, 1).decode()
+    assert text == "ecard\t7\t1\t2\necho\t0\t0\t1\nthumb\t1\t0\t0\n.\n"
+
+
+def test_admin_other_commands() -> None:
+    assert admin.answer("getpid", [], [], {}, 42) == b"OK 42\n"
+    assert admin.answer("version", [], [], {}, 1).startswith(b"OK dips-gateway ")
+    assert admin.answer("shutdown", [], [], {}, 1).startswith(b"ERR NOT_SUPPORTED ")
+    assert admin.answer("bogus", [], [], {}, 1).startswith(b"ERR UNKNOWN_COMMAND ")
+    clients = [admin.ClientInfo(7, "127.0.0.1", "php")]
+    text = admin.answer("workers", [{"services": {"echo": {"workers": [_worker(3)]}}}],
+                        clients, {}, 1).decode()
+    assert text == "7 127.0.0.1 php :\n- h dips-worker-3 : echo\n.\n"
+
+
+def test_priority_slots_let_high_in_first_then_arrival_order() -> None:
+    import asyncio
+
+    from mdp.gearman.slots import PrioritySlots
+
+    async def scenario() -> list[str]:
+        slots = PrioritySlots(1)
+        order: list[str] = []
+        await slots.acquire(0)  # the one slot is taken
+
+        async def job(name: str, priority: int) -> None:
+            await slots.acquire(priority)
+            order.append(name)
+            slots.release()
+
+        tasks = [asyncio.create_task(job(n, p)) for n, p in
+                 (("low", -1), ("normal-1", 0), ("high", 1), ("normal-2", 0))]
+        cancelled = asyncio.create_task(job("gone", 1))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        slots.release()
+        await asyncio.gather(*tasks)
+        return order
+
+    assert asyncio.run(scenario()) == ["high", "normal-1", "normal-2", "low"]
