@@ -118,7 +118,11 @@ class Worker:
         return self.core.served
 
     def stop(self, exit_code: int = EXIT_OK) -> None:
-        """Drain and leave (safe from a signal handler or another thread)."""
+        """Drain and leave (safe from a signal handler or another thread).
+
+        Called from another thread while the worker waits idle on its only broker, it
+        takes effect at the wait's end (at most a heartbeat interval); the signal handler
+        ``on_signal`` ends that wait at once."""
         self._stop_requested = True
         self._stop_code = exit_code or self._stop_code
         try:

@@ -144,6 +144,25 @@ def test_a_long_handler_keeps_the_worker_alive_and_busy_at_the_other_broker(
                       if w["pid"] == slow.pid] == ["idle"], 5, "FREE to reach broker b")
 
 
+def test_a_task_held_behind_a_long_one_is_recalled_when_another_worker_comes(
+        cluster: Cluster, zctx: zmq.Context, tmp_path: Path) -> None:
+    broker = start_broker(cluster, zctx)
+    busy = start_worker(cluster, zctx, [broker])
+    client = RawClient(zctx, broker.endpoint)
+    started = tmp_path / "started"
+    client.submit(1, {"sleep": 3.0, "started_file": str(started)})
+    wait_for(started.exists, 10, "the long handler to start")
+    client.submit(2, {"tag": "held"})  # no idle worker: held at the busy one (prefetch)
+    wait_for(lambda: [w["queued"] for w in workers(zctx, broker.endpoint)] == [2], 5,
+             "the second task to be held")
+    fresh = start_worker(cluster, zctx, [broker])
+    # the broker RECALLs the held task; the busy worker's sentinel hands it back
+    held = client.wait(2, 2.5)
+    assert held["result"]["pid"] == fresh.pid
+    assert 1 not in client.results  # the long one is still running
+    assert client.wait(1, 10)["result"]["pid"] == busy.pid
+
+
 def test_the_time_limit_answers_and_recycles_the_process(
         cluster: Cluster, zctx: zmq.Context) -> None:
     broker = start_broker(cluster, zctx)
@@ -178,3 +197,34 @@ def test_an_unknown_service_is_a_config_error_naming_the_known_ones(tmp_path: An
                            "--service", "no-such"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "unknown service 'no-such'" in done.stderr and "ecard" in done.stderr
+
+
+def test_a_standard_broker_gets_plain_mdp_and_its_requests_wait_their_turn(
+        cluster: Cluster, zctx: zmq.Context) -> None:
+    """A 7/MDP broker written here from the RFC frames: it never answers READY's meta."""
+    from clusterkit import TEST_WORKER
+
+    router = zctx.socket(zmq.ROUTER)
+    router.linger = 0
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    cluster._spawn([str(TEST_WORKER), "--broker", f"tcp://127.0.0.1:{port}", "--service",
+                    "tester", "--heartbeat-interval", "0.2"], "worker")
+
+    def next_command(timeout_s: float = 10.0) -> list[bytes]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if router.poll(100):
+                frames = router.recv_multipart()
+                assert frames[1:3] == [b"", p.WORKER]
+                if frames[3] != p.HEARTBEAT:
+                    return frames
+        raise AssertionError("no worker command")
+
+    ready = next_command()
+    identity = ready[0]
+    assert ready[3:5] == [p.READY, b"tester"]
+    for key, request in ((b"c1", {"sleep": 0.3, "n": 1}), (b"c2", {"n": 2})):
+        router.send_multipart([identity, b"", p.WORKER, p.REQUEST, key, b"", p.pack(request)])
+    replies = [next_command(), next_command()]
+    assert [r[3:6] for r in replies] == [[p.REPLY, b"c1", b""], [p.REPLY, b"c2", b""]]
+    assert [p.unpack(r[6])["result"]["n"] for r in replies] == [1, 2]  # in order, no BOUNCE
