@@ -1,0 +1,74 @@
+"""The handler registry: echo built in, services from the dips.services entry points."""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Any
+
+import pytest
+
+from mdp import handlers
+from mdp.errors import ConfigError
+from mdp.version import code_version, handler_packages
+
+
+class Provider:
+    """What a third-party package's entry point may load: services() and warm_up()."""
+
+    warmed = 0
+
+    def services(self) -> dict[str, Any]:
+        return {"shout": lambda request: str(request.get("text", "")).upper()}
+
+    def warm_up(self) -> None:
+        Provider.warmed += 1
+
+
+PROVIDER = Provider()
+BROKEN = 42  # gives no mapping
+
+
+def entry(value: str) -> metadata.EntryPoint:
+    return metadata.EntryPoint(value.partition(":")[0], value, handlers.GROUP)
+
+
+def test_echo_is_built_in_and_returns_the_request_frame_unchanged() -> None:
+    echo = handlers.resolve("echo")
+    assert echo.raw and echo.instant and echo.package is None
+    frame = b"\x81\xa1a\x01"
+    assert echo.call(frame) is frame
+
+
+def test_renderers_register_through_the_entry_point() -> None:
+    ecard = handlers.resolve("ecard")
+    assert ecard.package == "renderers" and ecard.warm_up is not None and not ecard.raw
+    assert "renderers" in handler_packages()
+
+
+def test_a_third_party_provider_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(handlers, "_providers", lambda: [entry("test_handlers:PROVIDER")])
+    shout = handlers.resolve("shout")
+    assert shout.call({"text": "hi"}) == "HI" and shout.package == "test_handlers"
+    assert shout.warm_up is not None
+    shout.warm_up()
+    assert Provider.warmed == 1
+
+
+def test_an_unknown_service_names_the_known_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(handlers, "_providers", lambda: [entry("test_handlers:PROVIDER")])
+    with pytest.raises(ConfigError, match=r"unknown service 'nope'; known: echo, shout"):
+        handlers.resolve("nope")
+
+
+def test_a_broken_provider_is_a_config_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(handlers, "_providers", lambda: [entry("test_handlers:BROKEN")])
+    with pytest.raises(ConfigError, match="gives no service mapping"):
+        handlers.resolve("shout")
+    monkeypatch.setattr(handlers, "_providers", lambda: [entry("no_such_module_x:THING")])
+    with pytest.raises(ConfigError, match="cannot load dips.services entry point"):
+        handlers.resolve("shout")
+
+
+def test_the_code_version_covers_the_handler_package() -> None:
+    assert code_version() == code_version("renderers")  # renderers is a provider already
+    assert code_version("test_handlers") == code_version()  # not a package: nothing added
