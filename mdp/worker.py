@@ -62,15 +62,13 @@ HEARTBEAT_IVL_MS = 200  # ZMTP heartbeats: libzmq's I/O thread sends and answers
 HEARTBEAT_TTL_MS = 600  # the broker drops our connection after this long without traffic
 HEARTBEAT_TIMEOUT_MS = 600  # we drop a broker that does not answer our heartbeat
 STUCK_LINGER_S = 0.2  # after the time limit: how long queued messages get to go out
+RECV_WAIT_MS = 50  # with one broker: the longest wait in the socket's own receive
 
 Handle = Callable[[dict[str, Any]], Any]
 _POLLIN = int(zmq.POLLIN)
 _zmq_poll = zmq.zmq_poll
-_MAIN_THREAD = threading.main_thread().ident
 
 
-class _Woken(Exception):  # noqa: N818 - a control-flow signal, not an error
-    """Raised by a signal's handler to end an idle wait at once."""
 
 
 class Worker:
@@ -110,7 +108,6 @@ class Worker:
         self._poller: list[tuple[Any, int]] | None = None  # zmq_poll items
         self._poll_links: dict[int, int] = {}  # id(socket) -> link
         self._received: tuple[int, list[bytes]] | None = None  # taken by _wait_one
-        self._idle = False  # in _wait_one, where a signal may end the wait
         self._call = self._raw_call if handler.raw else self._map_call
 
     @property
@@ -118,11 +115,7 @@ class Worker:
         return self.core.served
 
     def stop(self, exit_code: int = EXIT_OK) -> None:
-        """Drain and leave (safe from a signal handler or another thread).
-
-        Called from another thread while the worker waits idle on its only broker, it
-        takes effect at the wait's end (at most a heartbeat interval); the signal handler
-        ``on_signal`` ends that wait at once."""
+        """Drain and leave (safe from a signal handler or another thread)."""
         self._stop_requested = True
         self._stop_code = exit_code or self._stop_code
         try:
@@ -217,7 +210,8 @@ class Worker:
             ready: list[int] | None = None  # links to read; None: every link
             while core.phase is not Phase.DONE:
                 now = time.monotonic()
-                self.read_all(now, ready)
+                # before draining, take in every task already here: it is served
+                self.read_all(now, None if self._stop_requested else ready)
                 self.check_stop(now)
                 if now >= core.next_deadline(now):
                     core.tick(now)
@@ -237,54 +231,30 @@ class Worker:
 
     def _wait(self, deadline: float) -> list[int]:
         """Wait for input or the deadline; the links that have input."""
-        timeout_ms = poll_timeout_ms(deadline, time.monotonic())
         if self._poller is None:
             self._poller = [(sock, _POLLIN) for sock in self.sockets if sock is not None]
             self._poller.append((self._wake_recv.fileno(), _POLLIN))
             self._poll_links = {id(sock): i for i, sock in enumerate(self.sockets)
                                 if sock is not None}
-        if len(self._poller) == 2 and self._on_main_thread():
-            return self._wait_one(timeout_ms)
+        if len(self._poller) == 2 and not self._stop_requested:
+            # one link under load: block in its own receive, one system call where a poll
+            # costs several; briefly, so that stop() is seen soon without a wake-up socket
+            [link] = self._poll_links.values()
+            sock = self.sockets[link]
+            timeout_ms = poll_timeout_ms(deadline, time.monotonic())
+            frames, _ = sockio.recv_wait(sock, min(timeout_ms, RECV_WAIT_MS))  # type: ignore
+            if frames is not None:
+                self._received = (link, frames)
+                return [link]
+            if timeout_ms <= RECV_WAIT_MS:
+                return []
         ready = []
-        for item, _ in _zmq_poll(self._poller, timeout_ms):
+        for item, _ in _zmq_poll(self._poller, poll_timeout_ms(deadline, time.monotonic())):
             if type(item) is int:
                 self._drain_wake()
             else:
                 ready.append(self._poll_links[id(item)])
         return ready
-
-    def _wait_one(self, timeout_ms: int) -> list[int]:
-        """One link: block in its receive (one system call where a poll costs several).
-
-        A signal's handler (``on_signal``) ends the wait by raising ``_Woken`` here."""
-        [link] = self._poll_links.values()
-        sock = self.sockets[link]
-        assert sock is not None  # it is in the poll list (our own state, not peer bytes)
-        frames = None
-        try:
-            try:
-                self._idle = True
-                if not self._stop_requested:
-                    frames, _ = sockio.recv_wait(sock, timeout_ms)
-            finally:
-                self._idle = False
-        except _Woken:  # also when the signal came while leaving the inner block
-            pass
-        if frames is None:
-            return []
-        self._received = (link, frames)
-        return [link]
-
-    def _on_main_thread(self) -> bool:
-        return threading.get_ident() == _MAIN_THREAD
-
-    def on_signal(self, *_: object) -> None:
-        """SIGTERM/SIGINT: drain. Ends an idle wait at once (signal handlers run on the
-        main thread, between two bytecodes or inside a blocking receive)."""
-        self.stop()
-        if self._idle:
-            self._idle = False
-            raise _Woken
 
     def _drain_wake(self) -> None:
         try:
@@ -516,7 +486,7 @@ def serve(config: WorkerConfig, handler: handlers.Handler | Handle) -> int:
     """Run a worker until it drains, with SIGTERM and SIGINT draining it."""
     worker = Worker(config, handler)
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, worker.on_signal)
+        signal.signal(signum, lambda *_: worker.stop())
     log.info("worker for %r starting, brokers %s, version %s", config.service,
              " ".join(config.brokers), worker.meta["version"])
     return worker.run()

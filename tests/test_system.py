@@ -141,10 +141,11 @@ def test_sigterm_drains_the_request_in_hand(cluster: Cluster) -> None:
     worker = cluster.worker([broker, other], "tester", test_worker=True)
     with MDPClient([broker.endpoint], timeout=10, shuffle=False) as client:
         results: list[object] = []
-        thread = threading.Thread(
-            target=lambda: results.append(client.send("tester", {"sleep": 1.0})))
+        started = cluster.tmp_path / "started"  # the handler runs: the worker holds it
+        thread = threading.Thread(target=lambda: results.append(
+            client.send("tester", {"sleep": 1.0, "started_file": str(started)})))
         thread.start()
-        wait_for(lambda: count_workers(broker.endpoint, "tester", "busy") == 1, 5, "busy")
+        wait_for(started.exists, 5, "the handler to start")
         worker.signal(signal.SIGTERM)
         wait_for(lambda: count_workers(broker.endpoint, "tester", "draining") == 1, 5,
                  "the broker to show the worker draining")
