@@ -31,6 +31,7 @@ class BrokerConfig:
     max_total_queue: int = 100_000
     max_workers: int = 10_000
     max_prefetch: int = 1  # tasks a worker may hold beyond the one it runs
+    zmtp_heartbeat_ms: int = 200  # ZMTP PING interval; a peer silent 3x this is dropped
     curve_secret: str | None = None  # the broker's own key pair (.key_secret file)
     client_keys: str | None = None  # directory of allowed client public keys
     worker_keys: str | None = None  # directory of allowed worker public keys
@@ -48,6 +49,8 @@ class BrokerConfig:
             raise ConfigError("--unknown-grace must not be negative")
         if min(self.max_total_queue, self.max_workers) < 1:
             raise ConfigError("--max-total-queue and --max-workers must be at least 1")
+        if self.zmtp_heartbeat_ms < 100:
+            raise ConfigError("--zmtp-heartbeat must be at least 100 ms")
         if not 0 <= self.max_prefetch <= 16:
             raise ConfigError("--max-prefetch must be between 0 and 16")
         if self.max_frames < 8:
@@ -123,6 +126,9 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
                         metavar="N", help="a peer sending a larger message is disconnected")
     parser.add_argument("--max-frames", type=int, default=defaults.max_frames, metavar="N",
                         help="frames per message")
+    parser.add_argument("--zmtp-heartbeat", type=int, default=defaults.zmtp_heartbeat_ms,
+                        metavar="MS", help="ZMTP heartbeat interval; a worker frozen for 3x "
+                        "this loses its tasks to other workers")
     parser.add_argument("--max-prefetch", type=int, default=defaults.max_prefetch, metavar="N",
                         help="tasks a DIPS worker may hold beyond the one it runs, given only "
                         "when no worker is idle (0: none)")
@@ -145,6 +151,7 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
         max_message_bytes=args.max_message_bytes,
         max_frames=args.max_frames,
         max_prefetch=args.max_prefetch,
+        zmtp_heartbeat_ms=args.zmtp_heartbeat,
         curve_secret=args.curve_secret,
         client_keys=args.client_keys,
         worker_keys=args.worker_keys,
