@@ -37,6 +37,8 @@ CONNECT = 3  # argument: None; the shell answers with connected(link, now)
 
 Action = tuple[int, int, Any]
 
+STANDARD_EXPIRY_S = 7.5  # 7/MDP's reference heartbeat (2.5 s) x liveness (3)
+
 
 class LinkMode(enum.Enum):
     CLOSED = "closed"  # no socket; reconnect at retry_at
@@ -349,6 +351,12 @@ class WorkerCore:
         interval = self.timing.heartbeat_interval_s
         return link.sent_at + (interval * 1.5 if link.mode is LinkMode.DIPS else interval)
 
+    def _expiry_s(self, link: Link) -> float:
+        """How long a broker may be silent. A standard broker heartbeats on its own clock
+        (the reference brokers every 2.5-5 s), so it gets at least 7/MDP's 2.5 s x 3."""
+        expiry = self.timing.expiry_s
+        return expiry if link.mode is LinkMode.DIPS else max(expiry, STANDARD_EXPIRY_S)
+
     def next_deadline(self, now: float) -> float:
         """When ``tick`` is next due."""
         t = self.timing
@@ -358,7 +366,8 @@ class WorkerCore:
                 if self.phase is Phase.SERVING:
                     deadline = min(deadline, link.retry_at)
             else:
-                deadline = min(deadline, self._heartbeat_due(link), link.heard_at + t.expiry_s)
+                deadline = min(deadline, self._heartbeat_due(link),
+                               link.heard_at + self._expiry_s(link))
         task = self.current
         if task is not None:
             deadline = min(deadline, task.started_at + t.time_limit_s)
@@ -375,9 +384,9 @@ class WorkerCore:
             if link.mode is LinkMode.CLOSED:
                 if now >= link.retry_at and self.phase is Phase.SERVING:
                     self.out.append((CONNECT, i, None))
-            elif now >= link.heard_at + t.expiry_s:
+            elif now >= link.heard_at + self._expiry_s(link):
                 log.warning("broker %s silent for %.1fs; reconnecting", link.endpoint,
-                            t.expiry_s)
+                            self._expiry_s(link))
                 self._close(i, 0)
                 link.retry_at = now + link.backoff.next()
             elif now >= self._heartbeat_due(link):

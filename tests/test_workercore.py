@@ -280,6 +280,17 @@ def test_a_silent_broker_is_given_up_and_reconnected_after_backoff() -> None:
     assert core.links[0].epoch == 2
 
 
+def test_a_standard_broker_may_heartbeat_as_slowly_as_the_reference_brokers() -> None:
+    """The ZeroMQ guide's brokers heartbeat every 2.5-5 s; 7/MDP's 2.5 s x 3 is allowed."""
+    core = make(1, heartbeat_interval_s=1.0, heartbeat_liveness=3)
+    assert core.links[0].mode is LinkMode.STANDARD
+    core.tick(5.0)
+    assert [name for _, name, _ in take(core)] == ["HEARTBEAT"]  # ours, not a reconnect
+    assert core.links[0].mode is LinkMode.STANDARD
+    core.tick(7.5)
+    assert (0, "CLOSE", 0) in take(core)
+
+
 def test_disconnect_backs_off_doubling_and_an_answer_resets_it() -> None:
     core = dips_core(1, reconnect_initial_s=0.1, reconnect_max_s=0.3)
     delays = []
