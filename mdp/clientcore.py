@@ -1,0 +1,533 @@
+"""The client's decisions, without sockets (``docs/PROTOCOL.md`` section 3).
+
+:class:`ClientCore` is fed the time and what happened (calls submitted, a connection up or
+failed, frames from broker *i*, a timer) and answers with actions for its shell (open
+connection *i*, close it, send these frames on it), finished calls and its next deadline.
+It never touches a socket, so the sync :class:`mdp.client.MDPClient`, the asyncio
+:class:`mdp.aio.AsyncMDPClient` and the unit tests are three drivers of the same decisions.
+
+What it decides, in one place:
+
+* **Which broker.** Each new request goes to the next usable broker in turn, so one client's
+  requests, and many clients', spread over all live brokers.
+* **Handshake without a wait.** A new connection starts with HELLO; the first request on it
+  goes right behind as a standard MDPC01 request, its id and deadline carried in HELLO's
+  ``first``. Until WELCOME the connection carries that one request only (Lazy Pirate: one
+  at a time, ``attempt_timeout``); WELCOME makes it a DIPS connection (SUBMIT, PING); a
+  standard reply before any WELCOME makes it a standard one.
+* **Liveness.** A DIPS broker quiet for ``ping_interval`` while it holds requests is pinged;
+  one that does not answer within ``broker_timeout`` is closed and its requests go to the
+  other brokers. Ids it says it lost are sent again; a new ``instance`` (it restarted)
+  sends everything outstanding on it again. A long request on a live broker is never resent.
+* **Matching.** A RESULT is matched by id (ids are unique for the client's life), a standard
+  reply to the one plain request of its connection; anything else is dropped.
+* **Deadlines, retries.** A call's clock starts when it is first started (within the
+  window); it fails with :class:`~mdp.errors.Timeout` when the clock runs out or when it
+  would be sent more than ``1 + retries`` times. ``unknown_service`` is tried on the other
+  brokers before it reaches the caller.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+from collections import deque
+from collections.abc import Sequence
+from enum import Enum
+from typing import Any
+
+from mdp import protocol as p
+from mdp.errors import (
+    BadRequest,
+    ConfigError,
+    MDPError,
+    ProtocolError,
+    RequestError,
+    Timeout,
+    UnknownService,
+)
+
+log = logging.getLogger(__name__)
+
+# Actions for the shell: (kind, endpoint index, frames or None), carried out in order.
+OPEN, CLOSE, SEND = 1, 2, 3
+Action = tuple[int, int, "list[bytes] | None"]
+
+_PENDING: Any = object()
+CANCELLED: Any = object()  # the outcome of a call its caller gave up on
+
+
+class ClientClosed(MDPError):
+    """The client was closed while the call was outstanding (module-local: mdp.errors is
+    not this module's to change)."""
+
+
+class State(Enum):
+    """Where one broker connection stands."""
+
+    DOWN = "down"  # no socket; may be opened again at ``down_until``
+    CONNECTING = "connecting"  # socket opened, transport not up yet
+    PROBING = "probing"  # up, HELLO sent, no WELCOME yet: one plain request at a time
+    DIPS = "dips"  # WELCOME came: SUBMIT, PING
+    STANDARD = "standard"  # a standard 7/MDP broker: Lazy Pirate, one request at a time
+
+
+class Call:
+    """One request, from submission to outcome."""
+
+    __slots__ = ("rid", "service", "body", "raw", "priority", "timeout", "deadline",
+                 "sends", "refused_by", "sent_at", "endpoint", "outcome", "tag")
+
+    def __init__(self, rid: int, service: bytes, body: list[bytes], timeout: float,
+                 priority: int = 0, raw: bool = False, tag: Any = None) -> None:
+        self.rid = rid
+        self.service = service
+        self.body = body
+        self.raw = raw  # hand back the reply frames undecoded (MMI)
+        self.priority = priority
+        self.timeout = timeout
+        self.deadline = math.inf  # set when the call is started
+        self.sends = 0
+        self.refused_by: set[int] = set()  # brokers that answered unknown_service
+        self.sent_at = 0.0
+        self.endpoint: Endpoint | None = None  # where it is outstanding now
+        self.outcome: Any = _PENDING
+        self.tag = tag  # the shell's own (an index, a future)
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is not _PENDING
+
+    def __repr__(self) -> str:
+        return f"Call(rid={self.rid}, service={self.service!r}, sends={self.sends})"
+
+
+class Endpoint:
+    """One broker and the state of our connection to it."""
+
+    __slots__ = ("index", "address", "state", "calls", "plain", "heard_at", "ping_at",
+                 "hello_sent", "hello_at", "connect_deadline", "down_until", "known_dips",
+                 "instance")
+
+    def __init__(self, index: int, address: str) -> None:
+        self.index = index
+        self.address = address
+        self.state = State.DOWN
+        self.calls: dict[int, Call] = {}  # outstanding on this connection, by id
+        self.plain: Call | None = None  # the one standard (MDPC01) request in flight
+        self.heard_at = 0.0
+        self.ping_at: float | None = None
+        self.hello_sent = False
+        self.hello_at = 0.0
+        self.connect_deadline = 0.0
+        self.down_until = 0.0
+        self.known_dips = False  # it sent WELCOME on an earlier connection
+        self.instance: str | None = None
+
+
+class ClientCore:
+    """Every decision of a DIPS client; see the module docstring."""
+
+    def __init__(
+        self,
+        brokers: Sequence[str],
+        *,
+        retries: int = 3,
+        attempt_timeout: float = 2.5,
+        ping_interval: float = 0.25,
+        broker_timeout: float = 0.5,
+        connect_timeout: float = 0.5,
+        down_for: float = 1.0,
+        start: int = 0,
+    ) -> None:
+        if not brokers:
+            raise ConfigError("a client needs at least one broker endpoint")
+        if retries < 0:
+            raise ConfigError("retries must not be negative")
+        self.brokers = tuple(brokers)
+        self.retries = retries
+        self.attempt_timeout = attempt_timeout
+        self.ping_interval = ping_interval
+        self.broker_timeout = broker_timeout
+        self.connect_timeout = connect_timeout
+        self.down_for = down_for
+        self.window: float = math.inf  # calls started (clock running) at most at once
+        self.endpoints = [Endpoint(i, address) for i, address in enumerate(self.brokers)]
+        self.actions: list[Action] = []
+        self.finished: list[Call] = []
+        self.pending: dict[int, Call] = {}  # every unfinished call, by id
+        self._next = start % len(self.endpoints)  # round-robin pointer
+        self._rids = itertools.count(1)
+        self._backlog: deque[Call] = deque()  # submitted, not started (window full)
+        self._ready: deque[Call] = deque()  # started, waiting for a broker
+        self._active = 0  # started and unfinished
+        self._deadlines: list[tuple[float, int, Call]] = []  # heap of started calls
+
+    # --- events ------------------------------------------------------------------------
+
+    def submit(self, service: bytes, body: list[bytes], now: float, *, timeout: float,
+               priority: int = 0, raw: bool = False, tag: Any = None) -> Call:
+        """A new call; it is started (and sent, if a broker is usable) within the window."""
+        call = Call(next(self._rids), service, body, timeout, priority, raw, tag)
+        self.pending[call.rid] = call
+        self._backlog.append(call)
+        self._fill(now)
+        return call
+
+    def cancel(self, call: Call, now: float) -> None:
+        """The caller gave up: forget the call (a late reply to it will be dropped)."""
+        if call.done:
+            return
+        self._end(call, CANCELLED, now)
+        self.finished.pop()  # nobody waits for a cancelled call
+
+    def close(self, now: float) -> None:
+        """End every outstanding call with ClientClosed and close every connection."""
+        for call in list(self.pending.values()):
+            self._end(call, ClientClosed("the client was closed"), now, answered=True)
+        self._backlog.clear()
+        self._ready.clear()
+        for ep in self.endpoints:
+            if ep.state is not State.DOWN:
+                self._close(ep, 0.0)
+
+    def opened(self, index: int, now: float) -> None:
+        """The connection to broker ``index`` is up."""
+        ep = self.endpoints[index]
+        if ep.state is not State.CONNECTING:
+            return
+        ep.state = State.PROBING
+        ep.heard_at = now
+        ep.hello_sent = False
+        self._fill(now)
+        if not ep.hello_sent:  # no request went with it: a bare HELLO
+            self._hello(ep, None, now)
+
+    def send_failed(self, index: int, now: float) -> None:
+        """A send to broker ``index`` failed: its connection is gone."""
+        ep = self.endpoints[index]
+        if ep.state is not State.DOWN and ep.state is not State.CONNECTING:
+            log.warning("broker %s: connection lost; failing over", ep.address)
+            self._fail(ep, now)
+
+    def received(self, index: int, frames: list[bytes], now: float) -> None:
+        """One message from broker ``index``. Call :meth:`tick` after a batch of them."""
+        ep = self.endpoints[index]
+        if ep.state is State.DOWN or ep.state is State.CONNECTING:
+            return
+        ep.heard_at = now
+        ep.ping_at = None
+        try:
+            message = p.parse_client_inbound(frames)
+        except ProtocolError as exc:
+            log.warning("dropped a message from broker %s: %s", ep.address, exc)
+            return
+        kind = type(message)
+        if kind is p.Reply:
+            self._on_reply(ep, message, now)  # type: ignore[arg-type]
+        elif kind is p.Pong:
+            self._on_pong(ep, message, now)  # type: ignore[arg-type]
+        else:
+            self._on_welcome(ep, message)  # type: ignore[arg-type]
+
+    def tick(self, now: float) -> None:
+        """Timers (deadlines, pings, dead brokers), then start and send what may go."""
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            call = heapq.heappop(heap)[2]
+            if not call.done:
+                self._end(call, self._timeout(call), now)
+        for ep in self.endpoints:
+            if ep.state is not State.DOWN:
+                self._check(ep, now)
+        self._fill(now)
+
+    # --- what the shell reads ----------------------------------------------------------
+
+    def take_actions(self) -> list[Action]:
+        actions, self.actions = self.actions, []
+        return actions
+
+    def take_finished(self) -> list[Call]:
+        finished, self.finished = self.finished, []
+        return finished
+
+    def next_deadline(self) -> float:
+        """When :meth:`tick` must run next (``math.inf``: only when something arrives)."""
+        deadline = math.inf
+        heap = self._deadlines
+        while heap and heap[0][2].done:
+            heapq.heappop(heap)
+        if heap:
+            deadline = heap[0][0]
+        for ep in self.endpoints:
+            state = ep.state
+            if state is State.DIPS:
+                if ep.calls:
+                    at = (ep.heard_at + self.ping_interval if ep.ping_at is None
+                          else ep.ping_at + self.broker_timeout)
+                    deadline = min(deadline, at)
+            elif state is State.CONNECTING:
+                deadline = min(deadline, ep.connect_deadline)
+            elif state is State.DOWN:
+                if self.pending and ep.down_until < deadline:
+                    deadline = ep.down_until
+            else:
+                if ep.plain is not None:
+                    deadline = min(deadline, ep.plain.sent_at + self.attempt_timeout)
+                if state is State.PROBING and ep.known_dips:
+                    deadline = min(deadline, ep.hello_at + self.broker_timeout)
+        return deadline
+
+    # --- inbound -------------------------------------------------------------------------
+
+    def _on_reply(self, ep: Endpoint, reply: p.Reply, now: float) -> None:
+        if reply.rid is not None:
+            call = self.pending.get(reply.rid)
+        else:
+            call = ep.plain
+            if ep.state is State.PROBING:  # a reply before any WELCOME: a standard broker
+                log.info("broker %s does not speak DIPS; using plain 7/MDP", ep.address)
+                ep.state = State.STANDARD
+        if call is None:
+            log.debug("dropped a stale reply from %s", ep.address)
+            return
+        if call.raw:
+            self._end(call, reply.body, now, answered=True)
+            return
+        try:
+            outcome = p.decode_reply(reply.body)
+        except UnknownService as exc:
+            call.refused_by.add(ep.index)
+            if len(call.refused_by) < len(self.endpoints):
+                self._detach(call, now, answered=True)
+                self._ready.appendleft(call)  # another broker may have workers for it
+                return
+            outcome = exc
+        except (RequestError, ProtocolError) as exc:
+            outcome = exc
+        self._end(call, outcome, now, answered=True)
+
+    def _on_pong(self, ep: Endpoint, pong: p.Pong, now: float) -> None:
+        if ep.state is not State.DIPS:
+            return
+        if pong.instance and ep.instance and pong.instance != ep.instance:
+            log.info("broker %s restarted; sending its %d requests again",
+                     ep.address, len(ep.calls))
+            ep.instance = pong.instance
+            lost = sorted(ep.calls)
+        else:
+            lost = [rid for rid in pong.lost if rid in ep.calls]
+            if lost:
+                log.info("broker %s lost %d request(s); sending them again", ep.address,
+                         len(lost))
+        for rid in reversed(lost):  # oldest ends up first
+            self._retry(ep.calls[rid], now)
+
+    def _on_welcome(self, ep: Endpoint, welcome: p.Welcome) -> None:
+        if ep.state is State.PROBING:
+            ep.state = State.DIPS
+            ep.known_dips = True
+            instance = welcome.meta.get("instance")
+            ep.instance = instance if isinstance(instance, str) else None
+
+    # --- timers ----------------------------------------------------------------------------
+
+    def _check(self, ep: Endpoint, now: float) -> None:
+        state = ep.state
+        if state is State.DIPS:
+            if not ep.calls:
+                return
+            if ep.ping_at is None:
+                if now >= ep.heard_at + self.ping_interval:
+                    self.actions.append((SEND, ep.index, p.client_ping(list(ep.calls))))
+                    ep.ping_at = now
+            elif now >= ep.ping_at + self.broker_timeout:
+                log.warning("broker %s did not answer a ping in %.2fs; failing over",
+                            ep.address, self.broker_timeout)
+                self._fail(ep, now)
+        elif state is State.CONNECTING:
+            if now >= ep.connect_deadline:
+                log.warning("cannot connect to broker %s", ep.address)
+                self._fail(ep, now)
+        else:
+            if ep.plain is not None and now >= ep.plain.sent_at + self.attempt_timeout:
+                log.warning("no reply from %s in %.1fs", ep.address, self.attempt_timeout)
+                self._fail(ep, now)
+            elif state is State.PROBING and ep.known_dips and \
+                    now >= ep.hello_at + self.broker_timeout:
+                log.warning("broker %s did not answer HELLO in %.2fs; failing over",
+                            ep.address, self.broker_timeout)
+                ep.known_dips = False  # next time, wait for it as for a standard broker
+                self._fail(ep, now)
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def _fill(self, now: float) -> None:
+        """Start calls the window allows, send each to the next usable broker."""
+        backlog = self._backlog
+        while backlog and self._active < self.window:
+            call = backlog.popleft()
+            if not call.done:
+                call.deadline = now + call.timeout
+                heapq.heappush(self._deadlines, (call.deadline, call.rid, call))
+                self._active += 1
+                self._ready.append(call)
+        ready = self._ready
+        while ready:
+            call = ready[0]
+            if call.done:
+                ready.popleft()
+                continue
+            ep = self._choose(call)
+            if ep is None:
+                break
+            ready.popleft()
+            self._place(call, ep, now)
+        if self.pending:
+            for ep in self.endpoints:
+                if ep.state is State.DOWN and ep.down_until <= now:
+                    self._open(ep, now)
+
+    def _choose(self, call: Call) -> Endpoint | None:
+        endpoints = self.endpoints
+        count = len(endpoints)
+        start = self._next
+        for step in range(count):
+            ep = endpoints[(start + step) % count]
+            state = ep.state
+            if state is State.DIPS or (
+                    (state is State.PROBING or state is State.STANDARD) and not ep.calls):
+                if ep.index in call.refused_by:
+                    continue
+                self._next = (ep.index + 1) % count
+                return ep
+        return None
+
+    def _place(self, call: Call, ep: Endpoint, now: float) -> None:
+        ttl_ms = max(1, int((call.deadline - now) * 1000))
+        if ep.state is State.DIPS:
+            frames = p.client_submit(call.service, call.rid, ttl_ms, call.body, call.priority)
+        else:
+            if not ep.hello_sent:
+                self._hello(ep, (call.rid, ttl_ms, call.priority), now)
+            frames = p.client_request(call.service, call.body)
+            ep.plain = call
+        if not ep.calls:
+            ep.heard_at = now  # the quiet time before a ping runs from here
+        ep.calls[call.rid] = call
+        call.endpoint = ep
+        call.sends += 1
+        call.sent_at = now
+        self.actions.append((SEND, ep.index, frames))
+
+    def _hello(self, ep: Endpoint, first: tuple[int, int, int] | None, now: float) -> None:
+        self.actions.append((SEND, ep.index, p.client_hello(first)))
+        ep.hello_sent = True
+        ep.hello_at = now
+
+    # --- endings ---------------------------------------------------------------------------
+
+    def _end(self, call: Call, outcome: Any, now: float, answered: bool = False) -> None:
+        self._detach(call, now, answered)
+        call.outcome = outcome
+        del self.pending[call.rid]
+        if call.deadline != math.inf:
+            self._active -= 1
+        self.finished.append(call)
+
+    def _detach(self, call: Call, now: float, answered: bool) -> None:
+        """Take a call off its connection; an unanswered plain request closes it."""
+        ep = call.endpoint
+        if ep is None:
+            return
+        call.endpoint = None
+        del ep.calls[call.rid]
+        if ep.plain is call:
+            ep.plain = None
+            if not answered and ep.state is not State.DIPS:
+                # Lazy Pirate: a late reply on this connection must not meet a new request
+                self._close(ep, now)
+
+    def _retry(self, call: Call, now: float) -> None:
+        """Send again elsewhere (or there), within the retries budget."""
+        ep = call.endpoint
+        if ep is not None:
+            call.endpoint = None
+            del ep.calls[call.rid]
+            if ep.plain is call:
+                ep.plain = None
+        if call.sends > self.retries:
+            self._end(call, self._timeout(call), now)
+        else:
+            self._ready.appendleft(call)
+
+    def _fail(self, ep: Endpoint, now: float) -> None:
+        """Drop a broker's connection for ``down_for``; its requests go to the others."""
+        calls = sorted(ep.calls.values(), key=lambda c: c.rid, reverse=True)
+        for call in calls:
+            call.endpoint = None
+        ep.calls = {}
+        ep.plain = None
+        self._close(ep, now + self.down_for)
+        if self._next == ep.index:
+            self._next = (ep.index + 1) % len(self.endpoints)
+        for call in calls:
+            if call.sends > self.retries:
+                self._end(call, self._timeout(call), now)
+            else:
+                self._ready.appendleft(call)
+
+    def _open(self, ep: Endpoint, now: float) -> None:
+        ep.state = State.CONNECTING
+        ep.connect_deadline = now + self.connect_timeout
+        self.actions.append((OPEN, ep.index, None))
+
+    def _close(self, ep: Endpoint, down_until: float) -> None:
+        """Close a connection that holds no call (callers move its calls first)."""
+        ep.state = State.DOWN
+        ep.down_until = down_until
+        ep.ping_at = None
+        ep.hello_sent = False
+        ep.instance = None
+        self.actions.append((CLOSE, ep.index, None))
+
+    def _timeout(self, call: Call) -> Timeout:
+        service = call.service.decode("ascii", "replace")
+        brokers = ", ".join(self.brokers)
+        if call.sends == 0:
+            return Timeout(f"no broker could be reached within {call.timeout:g}s for "
+                           f"{service!r}; brokers tried: {brokers}", self.brokers)
+        return Timeout(f"no reply for {service!r} within {call.timeout:g}s after "
+                       f"{call.sends} send(s); brokers tried: {brokers}", self.brokers)
+
+
+# --- shared by both shells: the caller's input, checked before anything is sent ---------
+
+def service_name(service: str) -> bytes:
+    name = service.encode()
+    if not p.valid_service(name):
+        raise BadRequest(f"invalid service name {service!r}", "service")
+    return name
+
+
+def encode_request(request: dict[str, Any], max_bytes: int) -> bytes:
+    if not isinstance(request, dict):
+        raise BadRequest(f"a request is a map, got {type(request).__name__}")
+    try:
+        body = p.pack(request)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise BadRequest(f"request cannot be encoded as msgpack: {exc}") from exc
+    if len(body) > max_bytes:
+        raise BadRequest(f"request is {len(body)} bytes; the limit is {max_bytes}")
+    return body
+
+
+def decode_status(reply: list[bytes]) -> dict[str, Any]:
+    """The map of an ``mmi.status`` reply."""
+    status = p.unpack(reply[0]) if len(reply) == 1 else None
+    if not isinstance(status, dict):
+        raise ProtocolError("mmi.status reply is not a map (not a DIPS broker?)")
+    return status
