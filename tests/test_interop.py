@@ -86,7 +86,7 @@ def test_our_client_and_worker_through_a_standard_broker(
         assert client.send("echo", {"plain": True}) == {"plain": True}
         requests = [{"i": i} for i in range(20)]
         assert client.send_many("echo", requests) == requests
-    assert minimal_broker.headers_seen <= {MDPC, MDPW, b"DIPC01"}
+    assert minimal_broker.headers_seen <= {MDPC, MDPW, b"DIPC02"}
     assert minimal_broker.dropped >= 1  # our client's opening PING, dropped as unknown
     assert minimal_broker.worker_commands_seen <= {READY, REPLY, HEARTBEAT, DISCONNECT}
 
@@ -124,8 +124,6 @@ def _registered(endpoint: str, service: str) -> None:
         wait_for(lambda: probe.mmi_service(service) == "200", 5, f"worker for {service!r}")
 
 
-@pytest.mark.xfail(strict=True, reason="core v2: the broker accepts a REPLY that leaves out "
-                   "the empty frame after the client address (the guide's mdwrkapi.php)")
 def test_reply_without_empty_frame_after_client_address(
     cluster: Cluster, zctx: zmq.Context
 ) -> None:
@@ -160,8 +158,6 @@ def _frames(body: list[bytes]) -> list[bytes]:
     return [b"\xc1one", b"\xc1two"]
 
 
-@pytest.mark.xfail(strict=True, reason="core v2: MDPClient returns a standard worker's "
-                   "reply body as it is when it is not a DIPS envelope")
 @pytest.mark.parametrize("broker_kind", ["dips", "standard"])
 def test_our_client_gets_a_standard_workers_plain_bytes(
     broker_kind: str, cluster: Cluster, minimal_broker: MinimalBroker, zctx: zmq.Context
@@ -187,8 +183,6 @@ def test_our_client_gets_a_standard_workers_plain_bytes(
             worker.join(5)
 
 
-@pytest.mark.xfail(strict=True, reason="core v2: byte fields accept msgpack str holding "
-                   "arbitrary bytes (php-msgpack packs every string as str)")
 def test_image_bytes_sent_as_msgpack_str_get_a_thumbnail(
     cluster: Cluster, zctx: zmq.Context
 ) -> None:
@@ -221,8 +215,6 @@ with MDPClient([sys.argv[1]], connect_timeout=60, timeout=60, shuffle=False) as 
 """
 
 
-@pytest.mark.xfail(strict=True, reason="core v2: the first request to a standard broker is "
-                   "sent without waiting for a PONG that never comes")
 def test_first_request_to_a_standard_broker_does_not_wait_for_a_pong(
     minimal_broker: MinimalBroker, zctx: zmq.Context
 ) -> None:
@@ -252,8 +244,6 @@ def test_first_request_to_a_standard_broker_does_not_wait_for_a_pong(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="core v2: a worker under a standard broker waits as "
-                   "long as 7/MDP's reference timing allows (2.5 s x 3) before it reconnects")
 def test_our_worker_stays_with_a_standard_broker_that_heartbeats_slowly(
     cluster: Cluster, zctx: zmq.Context
 ) -> None:
