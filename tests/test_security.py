@@ -148,7 +148,7 @@ def test_revocation_cuts_open_connections_at_once(cluster: Cluster, keys: Keys) 
         broker.signal(signal.SIGHUP)
         reloaded = time.monotonic()
         wait_for(lambda: broker.output().count("allow-lists loaded") >= 2, 5, "the reload")
-        with pytest.raises(BadRequest, match="no longer allowed"):
+        with pytest.raises(BadRequest, match="not .or no longer. allowed"):
             revoked.send("echo", {"after": 1})  # the same open connection
         refused_after = time.monotonic() - reloaded
         wait_for(lambda: worker_pids(broker.endpoint, keys, "client2") == [kept_worker.pid],
