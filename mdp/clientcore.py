@@ -211,6 +211,7 @@ class ClientCore:
         if ep.state is not State.DOWN and ep.state is not State.CONNECTING:
             log.warning("broker %s: connection lost; failing over", ep.address)
             self._fail(ep, now)
+            self._fill(now)  # its requests go to the other brokers now, not at the next tick
 
     def received(self, index: int, frames: list[bytes], now: float) -> None:
         """One message from broker ``index``. Call :meth:`tick` after a batch of them."""

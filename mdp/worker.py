@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from mdp import handlers, sockio
 from mdp import protocol as p
@@ -99,6 +100,10 @@ class Worker:
                    config.busy_after_s, config.drain_linger_ms),
             config.max_requests, config.prefetch)
         self.sockets: list[zmq.Socket | None] = [None] * len(config.brokers)
+        # with several brokers, a socket monitor tells at once that a broker's connection
+        # dropped (it died or restarted), so the worker registers anew without waiting for
+        # a heartbeat to go unanswered; with one broker the loop blocks in its socket
+        self.monitors: list[zmq.Socket | None] = [None] * len(config.brokers)
         self.lock = threading.Lock()  # free only while the handler runs
         self.busy_after_s = config.busy_after_s
         self._stop_requested = False
@@ -145,6 +150,7 @@ class Worker:
             elif kind == CLOSE:
                 sock = self.sockets[link]
                 if sock is not None:
+                    self._close_monitor(link, sock)
                     sock.close(linger=arg)
                     self.sockets[link] = None
                     self._poller = None
@@ -162,11 +168,31 @@ class Worker:
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
         if self.config.curve is not None:
             self.config.curve.apply(sock, endpoint)
+        if len(self.sockets) > 1:
+            self.monitors[link] = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         sock.connect(endpoint)
         self.sockets[link] = sock
         self._poller = None
         self.core.connected(link, time.monotonic())
         log.debug("connected to %s", endpoint)
+
+    def _close_monitor(self, link: int, sock: zmq.Socket) -> None:
+        monitor = self.monitors[link]
+        if monitor is not None:
+            sock.disable_monitor()
+            monitor.close(linger=0)
+            self.monitors[link] = None
+
+    def _on_monitor(self, link: int) -> None:
+        """The monitor of ``link`` reported: a dropped connection means a new one."""
+        monitor = self.monitors[link]
+        dropped = False
+        while monitor is not None and monitor.poll(0):
+            event = recv_monitor_message(monitor)
+            dropped = dropped or event["event"] == zmq.EVENT_DISCONNECTED
+        if dropped:
+            self.core.lost(link, time.monotonic())
+            self.flush()
 
     def read_all(self, now: float, links: list[int] | None = None) -> None:
         """Feed the core every message waiting on ``links`` (default: every link).
@@ -237,6 +263,10 @@ class Worker:
             self._poller.append((self._wake_recv.fileno(), _POLLIN))
             self._poll_links = {id(sock): i for i, sock in enumerate(self.sockets)
                                 if sock is not None}
+            for i, monitor in enumerate(self.monitors):
+                if monitor is not None:
+                    self._poller.append((monitor, _POLLIN))
+                    self._poll_links[id(monitor)] = -1 - i
         if len(self._poller) == 2 and not self._stop_requested:
             # one link under load: block in its own receive, one system call where a poll
             # costs several; briefly, so that stop() is seen soon without a wake-up socket
@@ -253,8 +283,12 @@ class Worker:
         for item, _ in _zmq_poll(self._poller, poll_timeout_ms(deadline, time.monotonic())):
             if type(item) is int:
                 self._drain_wake()
+                continue
+            link = self._poll_links[id(item)]
+            if link < 0:
+                self._on_monitor(-1 - link)
             else:
-                ready.append(self._poll_links[id(item)])
+                ready.append(link)
         return ready
 
     def _drain_wake(self) -> None:
@@ -311,6 +345,7 @@ class Worker:
     def _leave(self) -> None:
         for link, sock in enumerate(self.sockets):
             if sock is not None:
+                self._close_monitor(link, sock)
                 sock.close(linger=self.config.drain_linger_ms)
                 self.sockets[link] = None
         self._wake_recv.close()

@@ -173,6 +173,16 @@ class WorkerCore:
         link.heard_at = now
         self._send(i, self._ready, now)
 
+    def lost(self, i: int, now: float) -> None:
+        """The connection of link ``i`` dropped (the broker died or restarted): the shell
+        saw it at once, so reconnect and register anew now, not after silence."""
+        link = self.links[i]
+        if link.mode is LinkMode.CLOSED:
+            return
+        log.info("connection to broker %s dropped; registering again", link.endpoint)
+        self._close(i, 0)
+        link.retry_at = now + link.backoff.next()
+
     def receive(self, i: int, frames: list[bytes], now: float) -> None:
         """A message arrived on link ``i``."""
         link = self.links[i]

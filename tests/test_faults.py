@@ -156,7 +156,9 @@ def test_broker_hung_for_five_seconds(cluster: Cluster) -> None:
         wait_for(lambda: sorted(w["pid"] for w in (broker_status(a.endpoint) or {})
                                 .get("services", {}).get("echo", {}).get("workers", []))
                  == sorted(w.pid for w in workers), 30, "every worker back at the resumed broker")
-        assert "silent for 3.0s; reconnecting" in workers[0].output()
+        output = workers[0].output()  # given up by the ZMTP heartbeat, or else by silence
+        assert ("dropped; registering again" in output
+                or "silent for 3.0s; reconnecting" in output), output
 
     extra = run_with_fault(cluster, fault, "broker SIGSTOP 5 s")
     assert extra < 3.0  # clients must not hang with the broker

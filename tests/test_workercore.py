@@ -291,6 +291,16 @@ def test_a_standard_broker_may_heartbeat_as_slowly_as_the_reference_brokers() ->
     assert (0, "CLOSE", 0) in take(core)
 
 
+def test_a_dropped_connection_registers_anew_after_the_first_backoff() -> None:
+    core = dips_core(2)
+    core.lost(0, 1.0)
+    assert take(core) == [(0, "CLOSE", 0)]
+    core.tick(1.1)
+    assert take(core) == [(0, "CONNECT", None)]
+    core.lost(0, 1.2)  # a closed link: nothing to do
+    assert take(core) == []
+
+
 def test_disconnect_backs_off_doubling_and_an_answer_resets_it() -> None:
     core = dips_core(1, reconnect_initial_s=0.1, reconnect_max_s=0.3)
     delays = []
