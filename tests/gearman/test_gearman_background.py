@@ -59,7 +59,6 @@ def _unknown(raw: Raw, handle: bytes) -> bool:
     return raw.recv()[1][1] == b"0"
 
 
-@pytest.mark.xfail(strict=True, reason="core v2 priorities")
 def test_high_overtakes_normal_and_low_under_a_backlog(cluster: Cluster, tmp_path: Path) -> None:
     brokers = [cluster.broker()]
     record = tmp_path / "order.txt"
