@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -70,3 +71,46 @@ def start_gateway(cluster: Cluster, brokers: list[str], *extra: str) -> Gateway:
 
 def error_code(body: bytes) -> str:
     return str(json.loads(body)["error"]["code"])
+
+
+class Load:
+    """Threads that keep posting echo requests and check every reply."""
+
+    def __init__(self, gateway: Gateway, threads: int = 6, service: str = "echo",
+                 request: dict[str, Any] | None = None) -> None:
+        self.service = service
+        self.template = request or {}
+        self.gateway = gateway
+        self.stop = threading.Event()
+        self.ok = 0
+        self.failures: list[object] = []
+        self._lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(t,), daemon=True)
+                        for t in range(threads)]
+
+    def _run(self, thread: int) -> None:
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            request = {**self.template, "t": thread, "i": i} if self.service == "echo" \
+                else self.template
+            try:
+                status, _, body = self.gateway.post_json(self.service, request, timeout=30)
+                good = status == 200 and (self.service != "echo" or json.loads(body) == request)
+            except Exception as exc:  # recorded; the test fails on it
+                status, body, good = -1, repr(exc).encode(), False
+            with self._lock:
+                if good:
+                    self.ok += 1
+                else:
+                    self.failures.append((status, body[:200]))
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(40)

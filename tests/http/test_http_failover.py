@@ -2,54 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import signal
-import threading
 from pathlib import Path
 
 import pytest
-from httpkit import Gateway, start_gateway
+from httpkit import Load, start_gateway
 
 from clusterkit import Cluster, wait_for
-
-
-class Load:
-    """Threads that keep posting echo requests and check every reply."""
-
-    def __init__(self, gateway: Gateway, threads: int = 6) -> None:
-        self.gateway = gateway
-        self.stop = threading.Event()
-        self.ok = 0
-        self.failures: list[object] = []
-        self._lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(t,), daemon=True)
-                        for t in range(threads)]
-
-    def _run(self, thread: int) -> None:
-        i = 0
-        while not self.stop.is_set():
-            i += 1
-            request = {"t": thread, "i": i}
-            try:
-                status, _, body = self.gateway.post_json("echo", request, timeout=30)
-                good = status == 200 and json.loads(body) == request
-            except Exception as exc:  # recorded; the test fails on it
-                status, body, good = -1, repr(exc).encode(), False
-            with self._lock:
-                if good:
-                    self.ok += 1
-                else:
-                    self.failures.append((status, body[:200]))
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(40)
 
 
 @pytest.mark.slow
