@@ -58,6 +58,7 @@ class LocalSpec:
     heartbeat_interval_s: float | None = None
     max_requests: int = 0
     log_level: str = "INFO"
+    http_listen: str | None = None
 
     def host_config(self) -> render.HostConfig:
         return render.HostConfig(
@@ -74,6 +75,7 @@ class LocalSpec:
             max_requests=self.max_requests,
             log_level=self.log_level,
             identifier="dips-local",
+            http_listen=self.http_listen,
         )
 
 

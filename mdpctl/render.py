@@ -99,6 +99,7 @@ class HostConfig:
     rpc: RpcListen | None = None
     extra_environment: dict[str, str] = field(default_factory=dict)
     curve: CurveFiles | None = None
+    http_listen: str | None = None  # mdp-http's HOST:PORT, None: no gateway on this host
 
     def __post_init__(self) -> None:
         for endpoint in self.broker_binds + self.brokers:
@@ -176,6 +177,17 @@ def worker_command(config: HostConfig, service: str) -> list[str]:
     return argv + ["--log-level", config.log_level]
 
 
+def http_command(config: HostConfig) -> list[str]:
+    """mdp-http for every broker of the fleet (a broker host's own when it knows no other)."""
+    argv = [config.python, "-m", "mdp.http", "--listen", str(config.http_listen)]
+    own = [b.replace("0.0.0.0", "127.0.0.1") for b in config.broker_binds]
+    for broker in config.brokers or own:
+        argv += ["--broker", broker]
+    if config.curve is not None and config.curve.broker_key:
+        argv += ["--curve-secret", config.curve.secret, "--broker-key", config.curve.broker_key]
+    return argv + ["--log-level", config.log_level]
+
+
 def probe_command(config: HostConfig) -> list[str]:
     return [config.python, "-m", "mdpctl.probe"]
 
@@ -210,6 +222,9 @@ def render(config: HostConfig) -> str:
     parts.extend(_brokers(config))
     for pool in config.pools:
         parts.extend(_pool(config, pool))
+    if config.http_listen:
+        parts.append(_template("http.conf").substitute(
+            command=_command(http_command(config)), run_dir=config.run_dir))
     if config.pools:
         parts.append(
             _template("version-probe.conf").substitute(
