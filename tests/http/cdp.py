@@ -22,7 +22,8 @@ import aiohttp
 CHROMIUM = shutil.which("chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run",
-         "--disable-default-apps", "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1"]
+         "--disable-default-apps", "--remote-debugging-port=0",
+         "--remote-debugging-address=127.0.0.1"]
 
 
 class Page:

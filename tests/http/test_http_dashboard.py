@@ -40,7 +40,8 @@ async def numbers(page: Page) -> tuple[float, int]:
     """The total reply rate in the header and the sum of the workers' served counts."""
     rate = await page.evaluate("Number((document.getElementById('total-rate') || {}).textContent)")
     served = await page.evaluate(
-        "[...document.querySelectorAll('td.served')].reduce((a, e) => a + Number(e.textContent), 0)")
+        "[...document.querySelectorAll('td.served')]"
+        ".reduce((a, e) => a + Number(e.textContent), 0)")
     return float(rate or 0), int(served or 0)
 
 
