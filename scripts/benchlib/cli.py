@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from benchlib import failover, gearman, roundtrip, scale
+from benchlib import failover, gateway_http, gearman, roundtrip, scale
 from benchlib.plan import SECTIONS, Plan
 from benchlib.procs import REPO_ROOT, BenchError, Children
 from benchlib.report import Results, as_json, render
@@ -90,6 +90,7 @@ def run_sections(plan: Plan, args: argparse.Namespace, kids: Children, results: 
         ("round trips", lambda: _roundtrips(plan, args, kids, results, tmp)),
         ("scale", lambda: setattr(results, "scale", scale.run(kids, plan))),
         ("failover", lambda: results.faults.extend(failover.run(kids, plan))),
+        ("http", lambda: results.http.extend(gateway_http.run(kids, plan))),
     ]
     for name, step in steps:
         wanted = ROUNDTRIPS & set(plan.sections) if name == "round trips" else (

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from benchlib.stats import PIPE, SYNC, Shape
 
-SECTIONS = ("floor", "dips", "gearman", "scale", "failover")
+SECTIONS = ("floor", "dips", "gearman", "scale", "failover", "http")
 FAULTS = ("broker-kill", "broker-stop", "worker-kill")
 SMALL = 5
 LARGE = 60_000  # a matrix card image is about this size

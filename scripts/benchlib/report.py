@@ -36,6 +36,7 @@ class Results:
     scale: ScaleResult | None = None
     faults: list[FaultResult] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    http: list[str] = field(default_factory=list)  # scripts/benchlib/gateway_http.py
 
     def find(self, system: str, mode: str, size: int, shape: Shape) -> Figure | None:
         for figure in self.figures:
@@ -254,6 +255,8 @@ def render(results: Results) -> str:
     if results.faults:
         lines += ["## Failover cost", "", FAILOVER_INTRO, ""] + failover_table(results.faults)
         lines += [""]
+    if results.http:
+        lines += ["## Through mdp-http", ""] + results.http + [""]
     rows = targets(results)
     if rows:
         lines += ["## Targets (issue 5)", ""] + _table(["target", "measured", ""], rows) + [""]
