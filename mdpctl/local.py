@@ -59,6 +59,7 @@ class LocalSpec:
     heartbeat_interval_s: float | None = None
     max_requests: int = 0
     log_level: str = "INFO"
+    http_listen: str | None = None
 
     def host_config(self) -> render.HostConfig:
         return render.HostConfig(
@@ -76,6 +77,7 @@ class LocalSpec:
             log_level=self.log_level,
             identifier="dips-local",
             gearman_listen=GEARMAN_LISTEN,
+            http_listen=self.http_listen,
         )
 
 

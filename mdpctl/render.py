@@ -102,6 +102,7 @@ class HostConfig:
     extra_environment: dict[str, str] = field(default_factory=dict)
     curve: CurveFiles | None = None
     gearman_listen: str | None = None  # HOST:PORT of an mdp-gearman front door, if any
+    http_listen: str | None = None  # mdp-http's HOST:PORT, None: no gateway on this host
 
     def __post_init__(self) -> None:
         for endpoint in self.broker_binds + self.brokers:
@@ -186,6 +187,14 @@ def gearman_command(config: HostConfig) -> list[str]:
         argv += ["--broker", broker]
     if config.curve is not None:
         argv += config.curve.worker_args()
+def http_command(config: HostConfig) -> list[str]:
+    """mdp-http for every broker of the fleet (a broker host's own when it knows no other)."""
+    argv = [config.python, "-m", "mdp.http", "--listen", str(config.http_listen)]
+    own = [b.replace("0.0.0.0", "127.0.0.1") for b in config.broker_binds]
+    for broker in config.brokers or own:
+        argv += ["--broker", broker]
+    if config.curve is not None and config.curve.broker_key:
+        argv += ["--curve-secret", config.curve.secret, "--broker-key", config.curve.broker_key]
     return argv + ["--log-level", config.log_level]
 
 
@@ -228,6 +237,9 @@ def render(config: HostConfig) -> str:
     parts.extend(_brokers(config))
     for pool in config.pools:
         parts.extend(_pool(config, pool))
+    if config.http_listen:
+        parts.append(_template("http.conf").substitute(
+            command=_command(http_command(config)), run_dir=config.run_dir))
     if config.pools:
         parts.append(
             _template("scale-keeper.conf").substitute(

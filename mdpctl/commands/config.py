@@ -97,6 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     curve.add_argument("--client-keys", metavar="DIR", help="broker-host: allowed clients")
     curve.add_argument("--worker-keys", metavar="DIR", help="broker-host: allowed workers")
     curve.add_argument("--broker-key", metavar="FILE", help="worker-host: brokers' public key")
+    parser.add_argument("--http", metavar="HOST:PORT",
+                        help="also run mdp-http (dashboard, /metrics, API) listening here")
     parser.add_argument("-o", "--output", metavar="FILE", help="write here, not to stdout")
 
 
@@ -131,6 +133,7 @@ def generated_by(args: argparse.Namespace) -> str:
         ("--worker-keys", args.worker_keys),
         ("--broker-key", args.broker_key),
         ("--gearman", args.gearman),
+        ("--http", args.http),
     ):
         if value is not None:
             argv += [flag, str(value)]
@@ -246,4 +249,5 @@ def _config(
         rpc=_rpc(args),
         curve=_curve(args),
         gearman_listen=args.gearman,
+        http_listen=args.http,
     )

@@ -81,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="workers restart after N requests (default: never)",
     )
     parser.add_argument("--log-level", default="INFO", help="brokers' and workers' log level")
+    parser.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT",
+                        help="where mdp-http serves the dashboard, /metrics and the API "
+                        "(default 127.0.0.1:8080; 'off' for none)")
     parser.add_argument(
         "--timeout",
         type=float,
@@ -126,6 +129,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     )
     ctx.say(f"  brokers  {', '.join(cluster.brokers)}")
     ctx.say(f"  workers  {counts or 'none'}, each registered with every broker")
+    if args.http != "off":
+        ctx.say(f"  http     dashboard and API at http://{args.http}/")
     ctx.say("`mdpctl status` shows the fleet; `mdpctl down` stops it")
     return 0
 
@@ -149,6 +154,7 @@ def _spec(args: argparse.Namespace, ctx: Context) -> local.LocalSpec:
         heartbeat_interval_s=args.heartbeat_interval,
         max_requests=args.max_requests,
         log_level=args.log_level,
+        http_listen=None if args.http == "off" else args.http,
     )
 
 

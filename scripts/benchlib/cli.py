@@ -15,7 +15,16 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from benchlib import failover, gateway_gearman, gearman, realjob, rolecpu, roundtrip, scale
+from benchlib import (
+    failover,
+    gateway_gearman,
+    gateway_http,
+    gearman,
+    realjob,
+    rolecpu,
+    roundtrip,
+    scale,
+)
 from benchlib.plan import SECTIONS, Plan
 from benchlib.procs import REPO_ROOT, BenchError, Children
 from benchlib.report import Results, as_json, render
@@ -97,6 +106,7 @@ def run_sections(plan: Plan, args: argparse.Namespace, kids: Children, results: 
         ("failover", lambda: results.faults.extend(failover.run(kids, plan))),
         ("gateway", lambda: results.extra.extend(gateway_gearman.bench(
             200 if plan.quick else 2000, with_gearmand=not args.no_gearman))),
+        ("http", lambda: results.http.extend(gateway_http.run(kids, plan))),
     ]
     for name, step in steps:
         wanted = ROUNDTRIPS & set(plan.sections) if name == "round trips" else (

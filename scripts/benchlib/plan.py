@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from benchlib.stats import PIPE, SYNC, Shape
 
-SECTIONS = ("floor", "dips", "gearman", "realjob", "roles", "scale", "failover", "gateway")
+SECTIONS = ("floor", "dips", "gearman", "realjob", "roles", "scale", "failover", "gateway",
+            "http")
 FAULTS = ("broker-kill", "broker-stop", "worker-kill", "worker-stop")
 SMALL = 5
 LARGE = 60_000  # a matrix card image is about this size

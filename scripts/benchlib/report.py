@@ -45,6 +45,7 @@ class Results:
     roles: list[ModeCosts] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)  # Markdown of sections that render themselves
+    http: list[str] = field(default_factory=list)  # scripts/benchlib/gateway_http.py
 
     def find(self, system: str, mode: str, size: int, shape: Shape) -> Figure | None:
         for figure in self.figures:
@@ -292,6 +293,8 @@ def render(results: Results) -> str:
         lines += ["## Failover cost", "", FAILOVER_INTRO, ""] + failover_table(results.faults)
         lines += [""]
     lines += results.extra
+    if results.http:
+        lines += ["## Through mdp-http", ""] + results.http + [""]
     rows = targets(results)
     if rows:
         lines += ["## Targets", "", TARGETS_INTRO, ""]

@@ -1,0 +1,1 @@
+"""``mdp-http``: the DIPS HTTP gateway (API, metrics, live dashboard); see docs/HTTP.md."""

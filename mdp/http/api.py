@@ -1,0 +1,152 @@
+"""The HTTP API: ``POST /v1/{service}`` and (signed) ``GET /v1/[{signature}/]{service}``.
+
+Each request is read within the body limits, decoded to a request map (:mod:`codec`),
+sent through the brokers, and answered with the image bytes and their Content-Type, or
+with the JSON error map and the status that fits (:mod:`mdp.http.errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from mdp import protocol as p
+from mdp.errors import BadRequest, MDPError
+from mdp.http import codec, content
+from mdp.http.backend import Backend
+from mdp.http.errors import (
+    BodyTimeout,
+    Busy,
+    Forbidden,
+    TooLarge,
+    UnsupportedMediaType,
+    error_map,
+    status_for,
+)
+from mdp.http.metrics import GatewayMetrics
+from mdp.http.signing import Signer
+
+log = logging.getLogger(__name__)
+
+OTHER = "(other)"  # the metrics label of names that are no known service
+
+
+@dataclass
+class Api:
+    backend: Backend
+    metrics: GatewayMetrics
+    signer: Signer | None
+    max_concurrency: int
+    max_body_bytes: int
+    body_timeout_s: float
+    known_services: Any  # () -> set[str]: services some broker has seen
+    in_flight: int = 0
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        return [
+            web.post("/v1/{service}", self.post),
+            web.get("/v1/{service}", self.get),
+            web.get("/v1/{signature}/{service}", self.get_signed),
+        ]
+
+    async def post(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, self._read_body)
+
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, self._read_query)
+
+    async def get_signed(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, self._read_signed_query)
+
+    async def _serve(self, request: web.Request, read: Any) -> web.StreamResponse:
+        service = request.match_info["service"]
+        started = time.monotonic()
+        if self.in_flight >= self.max_concurrency:
+            return self._error(service, Busy(f"the gateway already runs {self.max_concurrency} "
+                                             "requests; try again shortly"), started)
+        self.in_flight += 1
+        try:
+            if not p.valid_service(service.encode()) or service.startswith("mmi."):
+                raise BadRequest(f"{service!r} is not a service name", field="service")
+            call = await read(request, service)
+            result = await self.backend.send(service, call)
+            response = self._result(service, call, result, request.headers.get("Accept", ""))
+        except MDPError as exc:
+            return self._error(service, exc, started)
+        finally:
+            self.in_flight -= 1
+        self.metrics.observe(self._label(service), response.status, time.monotonic() - started)
+        return response
+
+    def _label(self, service: str) -> str:
+        return service if service in self.known_services() else OTHER
+
+    def _error(self, service: str, exc: MDPError, started: float) -> web.Response:
+        status = status_for(exc)
+        if status >= 500 or status == 429:
+            log.info("%s: %d %s", service, status, exc)
+        headers = {"Retry-After": "1"} if status in (429, 503) else None
+        self.metrics.observe(self._label(service), status, time.monotonic() - started)
+        return web.json_response(error_map(exc), status=status, headers=headers)
+
+    def _result(self, service: str, call: dict[str, Any], result: Any,
+                accept: str) -> web.Response:
+        if isinstance(result, bytes):
+            kind = content.content_type(service, call, result)
+            return web.Response(body=result, content_type=kind)
+        body, kind = codec.encode_result(result, accept)
+        return web.Response(body=body, content_type=kind)
+
+    async def _read_body(self, request: web.Request, service: str) -> dict[str, Any]:
+        if request.content_length is not None and request.content_length > self.max_body_bytes:
+            raise TooLarge(f"the body is {request.content_length} bytes; the limit is "
+                           f"{self.max_body_bytes}")
+        kind = request.content_type
+        try:
+            if kind in codec.FORM_TYPES:
+                form = await asyncio.wait_for(request.post(), self.body_timeout_s)
+                return codec.from_fields(_form_fields(form))
+            body = await asyncio.wait_for(request.read(), self.body_timeout_s)
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise TooLarge(f"the body is larger than the limit of {self.max_body_bytes} "
+                           "bytes") from exc
+        except TimeoutError as exc:
+            raise BodyTimeout(f"the body did not arrive within {self.body_timeout_s:g} s") \
+                from exc
+        except ValueError as exc:  # a malformed multipart body
+            raise BadRequest(f"the form cannot be read: {exc}") from exc
+        if not body:
+            raise BadRequest("the body is empty; send the request as JSON or msgpack")
+        return codec.parse_body(request.headers.get("Content-Type", ""), body,
+                                content.bytes_fields(service))
+
+    async def _read_query(self, request: web.Request, service: str) -> dict[str, Any]:
+        if self.signer is not None:
+            raise Forbidden("this gateway takes GET requests with a signature only: "
+                            "/v1/{signature}/{service}?...")
+        return codec.from_fields(request.query.items())
+
+    async def _read_signed_query(self, request: web.Request, service: str) -> dict[str, Any]:
+        if self.signer is not None:
+            signature = request.match_info["signature"]
+            signed = request.raw_path[len("/v1/") + len(signature):]
+            if not self.signer.verify(signature, signed):
+                raise Forbidden("the URL's signature does not match its path")
+        return codec.from_fields(request.query.items())
+
+
+def _form_fields(form: Any) -> list[tuple[str, str | bytes]]:
+    fields: list[tuple[str, str | bytes]] = []
+    for name, value in form.items():
+        if isinstance(value, str):
+            fields.append((name, value))
+        elif isinstance(value, web.FileField):
+            fields.append((name, value.file.read()))
+        else:
+            raise UnsupportedMediaType(f"form field {name!r} is neither text nor a file")
+    return fields

@@ -1,0 +1,180 @@
+"""``mdp-http``: the aiohttp application and its command line.
+
+Routes: ``/`` (the dashboard, static files from the package), ``/api/fleet`` (its data as
+JSON), ``/api/events`` (the same as server-sent events, one per poll interval),
+``/metrics`` (Prometheus), ``/healthz`` (for load balancers) and the API under ``/v1/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from mdp.errors import ConfigError
+from mdp.http.api import Api
+from mdp.http.backend import Backend
+from mdp.http.config import HttpConfig, parse_args
+from mdp.http.dashboard import fleet_state
+from mdp.http.metrics import FleetCollector, GatewayMetrics
+from mdp.http.poller import Poller
+from mdp.http.signing import Signer
+from mdp.keys import CurveConfig
+from mdp.version import code_version
+
+log = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+STATIC = Path(str(resources.files("mdp.http").joinpath("static")))
+EVENTS_KEY = web.AppKey("events", set)
+
+
+class Gateway:
+    """The gateway's state, shared by the handlers."""
+
+    def __init__(self, config: HttpConfig, backend: Backend | None = None) -> None:
+        self.config = config
+        curve = (CurveConfig.from_files(config.curve_secret, config.broker_key)
+                 if config.curve_secret and config.broker_key else None)
+        self.backend = backend or Backend(config.brokers, timeout_s=config.timeout_s,
+                                          threads=config.threads, curve=curve)
+        self.poller = Poller(self.backend, config.brokers)
+        self.registry = CollectorRegistry()
+        self.registry.register(FleetCollector(lambda: self.poller.latest))
+        self.metrics = GatewayMetrics(self.registry)
+        self.api = Api(self.backend, self.metrics,
+                       Signer.from_files(config.sign_keys, config.sign_salts),
+                       config.max_concurrency, config.max_body_bytes, config.body_timeout_s,
+                       self.known_services)
+        self.stopping = asyncio.Event()
+
+    def known_services(self) -> set[str]:
+        return {name for view in self.poller.latest for name in view.services}
+
+    async def state(self) -> dict[str, Any]:
+        await self.poller.fresh(self.config.poll_interval_s)
+        state = fleet_state(self.poller.previous, self.poller.latest, time.time())
+        state["gateway"] = {"version": code_version(), "backend": self.backend.kind,
+                            "in_flight": self.api.in_flight}
+        return state
+
+    # --- handlers --------------------------------------------------------------------
+
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def fleet(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.state())
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-cache",
+                                               "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        try:
+            await response.write(b"retry: 2000\n\n")
+            while not self.stopping.is_set():
+                data = json.dumps(await self.state(), separators=(",", ":"))
+                await response.write(f"data: {data}\n\n".encode())
+                try:  # pace the stream; a shutdown ends the wait at once
+                    await asyncio.wait_for(self.stopping.wait(), self.config.poll_interval_s)
+                except TimeoutError:
+                    pass
+        except (ConnectionResetError, ConnectionError):
+            pass
+        return response
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        await self.poller.fresh(self.config.poll_interval_s)
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        views = await self.poller.fresh(self.config.poll_interval_s)
+        up = [v.endpoint for v in views if v.up]
+        body = {"status": "ok" if up else "no broker answers", "brokers_up": up,
+                "brokers_down": [v.endpoint for v in views if not v.up]}
+        return web.json_response(body, status=200 if up else 503)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """HTTP errors raised by aiohttp itself (404, 405, 413 ...) as JSON error maps."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 413: "too_large"}.get(exc.status, "bad_request")
+        return web.json_response({"error": {"code": code, "message": exc.reason}},
+                                 status=exc.status, headers={"Allow": exc.headers["Allow"]}
+                                 if "Allow" in exc.headers else None)
+
+
+def create_app(config: HttpConfig, backend: Backend | None = None) -> web.Application:
+    gateway = Gateway(config, backend)
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[json_errors])
+    app["gateway"] = gateway
+    app.add_routes([
+        web.get("/", gateway.index),
+        web.get("/api/fleet", gateway.fleet),
+        web.get("/api/events", gateway.events),
+        web.get("/metrics", gateway.prometheus),
+        web.get("/healthz", gateway.healthz),
+        *gateway.api.routes(),
+        web.static("/static", STATIC),
+    ])
+
+    async def on_shutdown(app: web.Application) -> None:
+        gateway.stopping.set()
+
+    async def on_cleanup(app: web.Application) -> None:
+        await gateway.backend.close()
+
+    app.on_shutdown.append(on_shutdown)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+async def serve(config: HttpConfig) -> int:
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    host, port = config.host_port
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", config.listen, exc)
+        await runner.cleanup()
+        return 1
+    for address in runner.addresses:
+        log.info("mdp-http listening on http://%s:%d/ (brokers: %s)", address[0], address[1],
+                 ", ".join(config.brokers))
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, done.set)
+    await done.wait()
+    log.info("mdp-http stopping")
+    await runner.cleanup()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_args(argv)
+    logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT)
+    try:
+        return asyncio.run(serve(config))
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2

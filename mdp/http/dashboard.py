@@ -1,0 +1,187 @@
+"""What the dashboard shows, computed from two successive polls of the brokers (no I/O).
+
+:func:`fleet_state` takes the previous and the current :class:`BrokerView` of each broker
+and returns a JSON-ready map: brokers, services with rates and latency quantiles over the
+interval between the polls, workers merged across brokers and grouped by host, and the
+code versions in the fleet (more than one means a rollout is under way).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mdp.http.status import BrokerView, Histogram, ServiceView, WorkerView
+
+
+def _same_process(a: BrokerView, b: BrokerView) -> bool:
+    return a.up and b.up and a.pid == b.pid and a.instance == b.instance
+
+
+def _delta(now: int | None, before: int | None) -> int | None:
+    if now is None:
+        return None
+    if before is None or before > now:  # new, or the broker restarted
+        return now
+    return now - before
+
+
+def _served(service: ServiceView) -> dict[str, int]:
+    return {w.identity: w.served for w in service.workers}
+
+
+class _ServiceWindow:
+    """One service's sums over brokers, for the interval between two polls."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.requests: int | None = None
+        self.replies: int | None = None
+        self.served = 0
+        self.errors: int | None = None
+        self.errors_total: Counter[str] = Counter()
+        self.queue = 0
+        self.work: Histogram | None = None
+        self.wait: Histogram | None = None
+
+    def add(self, now: ServiceView, before: ServiceView | None) -> None:
+        self.queue += now.queue
+        self.errors_total.update(now.errors)
+        previous = _served(before) if before else {}
+        self.served += sum(_delta(w.served, previous.get(w.identity)) or 0 for w in now.workers)
+        for attr in ("requests", "replies"):
+            d = _delta(getattr(now, attr), getattr(before, attr) if before else None)
+            if d is not None:
+                setattr(self, attr, (getattr(self, attr) or 0) + d)
+        if now.requests is not None:
+            errors_now = sum(now.errors.values()) + (now.expired or 0)
+            errors_before = (sum(before.errors.values()) + (before.expired or 0)
+                             if before and before.requests is not None else None)
+            self.errors = (self.errors or 0) + (_delta(errors_now, errors_before) or 0)
+        for attr, key in (("work", "work_seconds"), ("wait", "queue_seconds")):
+            hist = getattr(now, key)
+            if hist is None:
+                continue
+            window = hist.minus(getattr(before, key) if before else None)
+            mine = getattr(self, attr)
+            setattr(self, attr, window if mine is None else mine.plus(window))
+
+    def to_json(self, dt: float, states: Counter[str]) -> dict[str, Any]:
+        completed = self.replies if self.replies is not None else self.served
+        work, wait = self.work, self.wait
+        return {
+            "name": self.name,
+            "rate": round(completed / dt, 2) if dt > 0 else 0.0,
+            "requests_rate": round(self.requests / dt, 2) if dt > 0 and self.requests else 0.0,
+            "error_rate": round(self.errors / dt, 2) if dt > 0 and self.errors else 0.0,
+            "errors": dict(self.errors_total),
+            "queue": self.queue,
+            "workers": dict(states),
+            "p50": _q(work, 0.5),
+            "p99": _q(work, 0.99),
+            "queue_p99": _q(wait, 0.99),
+            "latency_known": work is not None,
+        }
+
+
+def _q(hist: Histogram | None, q: float) -> float | None:
+    value = hist.quantile(q) if hist is not None else None
+    return None if value is None else round(value, 6)
+
+
+def _worker_key(broker: BrokerView, worker: WorkerView) -> tuple[str, str, str]:
+    if worker.pid:
+        return (worker.host, str(worker.pid), worker.service)
+    return (worker.host, f"{broker.endpoint}/{worker.identity}", worker.service)
+
+
+def _workers(views: Sequence[BrokerView]) -> list[dict[str, Any]]:
+    merged: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for view in views:
+        for service in view.services.values():
+            for worker in service.workers:
+                key = _worker_key(view, worker)
+                entry = merged.setdefault(key, {
+                    "host": worker.host or "?", "pid": worker.pid, "service": worker.service,
+                    "version": worker.version, "served": 0, "failures": None,
+                    "uptime_s": worker.uptime_s, "brokers": {}, "busy_for": []})
+                entry["served"] += worker.served
+                if worker.failures is not None:
+                    entry["failures"] = (entry["failures"] or 0) + worker.failures
+                entry["brokers"][view.endpoint] = worker.state
+                entry["uptime_s"] = max(entry["uptime_s"], worker.uptime_s)
+                if worker.state == "busy":
+                    entry["busy_for"].append(view.endpoint)
+    for entry in merged.values():
+        states = set(entry["brokers"].values())
+        entry["state"] = ("busy" if entry["busy_for"] else "draining" if "draining" in states
+                          else "idle" if "idle" in states else sorted(states)[0])
+    return sorted(merged.values(), key=lambda w: (w["host"], w["service"], w["pid"]))
+
+
+def _hosts(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    hosts: dict[str, list[dict[str, Any]]] = {}
+    for worker in workers:
+        hosts.setdefault(worker["host"], []).append(worker)
+    return [{"host": host, "workers": items} for host, items in sorted(hosts.items())]
+
+
+def _rollout(workers: list[dict[str, Any]]) -> dict[str, Any]:
+    versions = Counter(w["version"] or "unknown" for w in workers)
+    by_service: dict[str, Counter[str]] = {}
+    for worker in workers:
+        by_service.setdefault(worker["service"], Counter())[worker["version"] or "unknown"] += 1
+    mixed = {name: dict(c) for name, c in sorted(by_service.items()) if len(c) > 1}
+    return {"in_progress": len(versions) > 1, "versions": dict(versions.most_common()),
+            "services": mixed}
+
+
+def fleet_state(previous: Sequence[BrokerView], current: Sequence[BrokerView],
+                wall_time: float) -> dict[str, Any]:
+    """The dashboard's map for ``current``, with rates over the time since ``previous``."""
+    before: Mapping[str, BrokerView] = {v.endpoint: v for v in previous}
+    windows: dict[str, _ServiceWindow] = {}
+    dt = 0.0
+    for view in current:
+        if not view.up:
+            continue
+        old = before.get(view.endpoint)
+        if old is not None and _same_process(old, view):
+            dt = max(dt, view.taken_at - old.taken_at)
+        else:
+            old = None
+        for name, service in view.services.items():
+            window = windows.setdefault(name, _ServiceWindow(name))
+            window.add(service, old.services.get(name) if old else None)
+    if dt <= 0:  # no usable earlier poll: counts since start are not a rate
+        dt = 0.0
+    workers = _workers([v for v in current if v.up])
+    states: dict[str, Counter[str]] = {}
+    for worker in workers:
+        states.setdefault(worker["service"], Counter())[worker["state"]] += 1
+    services = []
+    for name in sorted(windows):
+        entry = windows[name].to_json(dt or 1.0, states.get(name, Counter()))
+        if not dt:  # counts since the start are no rate
+            entry.update(rate=0.0, requests_rate=0.0, error_rate=0.0, p50=None, p99=None,
+                         queue_p99=None)
+        services.append(entry)
+    return {
+        "time": wall_time,
+        "interval_s": round(dt, 3),
+        "brokers": [{"endpoint": v.endpoint, "up": v.up, "error": v.error, "version": v.version,
+                     "host": v.host, "pid": v.pid, "uptime_s": v.uptime_s,
+                     "counters": dict(v.counters)} for v in current],
+        "services": services,
+        "hosts": _hosts(workers),
+        "rollout": _rollout(workers),
+        "totals": {
+            "rate": round(sum(s["rate"] for s in services), 2),
+            "error_rate": round(sum(s["error_rate"] for s in services), 2),
+            "queue": sum(s["queue"] for s in services),
+            "workers": len(workers),
+            "busy": sum(1 for w in workers if w["state"] == "busy"),
+            "brokers_up": sum(1 for v in current if v.up),
+        },
+    }

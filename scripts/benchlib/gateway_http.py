@@ -1,0 +1,90 @@
+"""Cards per second through mdp-http beside the same through MDPClient, and the gateway's
+CPU per request.
+
+One broker, two ecard workers. For ``duration`` each: MDPClient ``send_many`` (window 16),
+then 8 HTTP threads posting the same JSON request to ``POST /v1/ecard`` on keep-alive
+connections. The gateway's CPU is read from /proc (utime + stime over all its threads).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import threading
+import time
+from pathlib import Path
+
+from benchlib.cluster import start_broker, start_workers
+from benchlib.plan import Plan
+from benchlib.procs import Children, cpu_seconds, wait_for
+from benchlib.roundtrip import note
+from mdp.client import MDPClient
+
+REQUEST = {"pSN": "1234567890", "pData": [(7 * i) % 100 for i in range(80)]}
+LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)/")
+HTTP_THREADS = 8
+
+
+def _through_client(broker: str, duration_s: float) -> float:
+    done, started = 0, time.monotonic()
+    with MDPClient([broker]) as client:
+        while time.monotonic() - started < duration_s:
+            done += len(client.send_many("ecard", [REQUEST] * 64, window=16))
+    return done / (time.monotonic() - started)
+
+
+def _through_http(port: int, duration_s: float) -> tuple[int, float, int]:
+    body = json.dumps(REQUEST).encode()
+    counts = [0] * HTTP_THREADS
+    failures = [0] * HTTP_THREADS
+    stop_at = time.monotonic() + duration_s
+
+    def run(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while time.monotonic() < stop_at:
+            conn.request("POST", "/v1/ecard", body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            if response.status == 200:
+                counts[i] += 1
+            else:
+                failures[i] += 1
+        conn.close()
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(HTTP_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts), time.monotonic() - started, sum(failures)
+
+
+def run(kids: Children, plan: Plan) -> list[str]:
+    """The markdown lines of the section."""
+    duration = max(1.0, plan.duration_s * 3)
+    _, broker = start_broker(kids)
+    start_workers(kids, [broker], 2, "ecard")
+    gateway = kids.python("mdp-http", "-m", "mdp.http", "--listen", "127.0.0.1:0",
+                          "--broker", broker, "--log-level", "INFO")
+    log = Path(gateway.log_path)
+    port = int(wait_for(lambda: (m := LISTENING.search(log.read_text())) and m.group(1), 20,
+                        "mdp-http to listen"))
+    _through_http(port, 0.3)  # warm up: the gateway's client threads and connections
+    client_rate = _through_client(broker, duration)
+    note(f"  MDPClient: {client_rate:.0f} cards/s")
+    cpu_before = cpu_seconds(gateway.pid)
+    done, elapsed, failed = _through_http(port, duration)
+    cpu = cpu_seconds(gateway.pid) - cpu_before
+    http_rate = done / elapsed
+    note(f"  mdp-http: {http_rate:.0f} cards/s, {1e6 * cpu / max(done, 1):.0f} µs CPU/request")
+    return [
+        "| path | cards/s | gateway CPU per request | failed |",
+        "|---|---:|---:|---:|",
+        f"| `MDPClient.send_many` (window 16), 1 broker, 2 ecard workers | {client_rate:,.0f} "
+        "| — | 0 |",
+        f"| `POST /v1/ecard` through mdp-http, {HTTP_THREADS} keep-alive HTTP clients | "
+        f"{http_rate:,.0f} ({http_rate / client_rate:.0%}) | {1e6 * cpu / max(done, 1):,.0f} µs "
+        f"| {failed} |",
+    ]

@@ -1,0 +1,116 @@
+"""Test kit for mdp-http: start the gateway as a real process, and speak HTTP to it."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from clusterkit import Cluster, Proc, wait_for
+
+LISTENING = re.compile(r"mdp-http listening on (http://127\.0\.0\.1:\d+)/")
+
+
+@dataclass
+class Gateway:
+    proc: Proc
+    url: str
+
+    def call(self, method: str, path: str, body: bytes | None = None,
+             headers: dict[str, str] | None = None, timeout: float = 20.0
+             ) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers, body) of one request; error statuses are returned, not raised."""
+        request = urllib.request.Request(self.url + path, data=body, method=method,
+                                         headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+    def post_json(self, service: str, request: Any, timeout: float = 20.0
+                  ) -> tuple[int, dict[str, str], bytes]:
+        return self.call("POST", f"/v1/{service}", json.dumps(request).encode(),
+                         {"Content-Type": "application/json"}, timeout)
+
+    def get_json(self, path: str) -> Any:
+        status, _, body = self.call("GET", path)
+        assert status == 200, (status, body[:300])
+        return json.loads(body)
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def raw_socket(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        return sock
+
+
+def start_gateway(cluster: Cluster, brokers: list[str], *extra: str) -> Gateway:
+    """mdp-http on a port of its own choosing (read back from its log) for ``brokers``."""
+    args = ["-m", "mdp.http", "--listen", "127.0.0.1:0", "--poll-interval", "0.5"]
+    for broker in brokers:
+        args += ["--broker", broker]
+    proc = cluster._spawn([*args, *extra], "http")
+
+    def listening() -> str | None:
+        if proc.popen.poll() is not None:
+            raise AssertionError(f"mdp-http exited:\n{proc.output()}")
+        match = LISTENING.search(proc.output())
+        return match.group(1) if match else None
+
+    url = wait_for(listening, 15, "mdp-http to listen")
+    return Gateway(proc, url)
+
+
+def error_code(body: bytes) -> str:
+    return str(json.loads(body)["error"]["code"])
+
+
+class Load:
+    """Threads that keep posting echo requests and check every reply."""
+
+    def __init__(self, gateway: Gateway, threads: int = 6, service: str = "echo",
+                 request: dict[str, Any] | None = None) -> None:
+        self.service = service
+        self.template = request or {}
+        self.gateway = gateway
+        self.stop = threading.Event()
+        self.ok = 0
+        self.failures: list[object] = []
+        self._lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(t,), daemon=True)
+                        for t in range(threads)]
+
+    def _run(self, thread: int) -> None:
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            request = {**self.template, "t": thread, "i": i} if self.service == "echo" \
+                else self.template
+            try:
+                status, _, body = self.gateway.post_json(self.service, request, timeout=30)
+                good = status == 200 and (self.service != "echo" or json.loads(body) == request)
+            except Exception as exc:  # recorded; the test fails on it
+                status, body, good = -1, repr(exc).encode(), False
+            with self._lock:
+                if good:
+                    self.ok += 1
+                else:
+                    self.failures.append((status, body[:200]))
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(40)

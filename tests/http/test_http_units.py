@@ -1,0 +1,251 @@
+"""mdp-http's decisions without sockets: status parsing, metrics, dashboard, signing, codec."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+
+import msgpack
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from mdp.errors import BadRequest, Expired, Overloaded, Timeout, UnknownService, WorkerError
+from mdp.http import codec, content
+from mdp.http.config import parse_args
+from mdp.http.dashboard import fleet_state
+from mdp.http.errors import Busy, Forbidden, TooLarge, status_for
+from mdp.http.metrics import FleetCollector
+from mdp.http.signing import Signer, sign
+from mdp.http.status import Histogram, parse_status
+
+INF = float("inf")
+LE = [0.001, 0.01, 0.1, 1.0, INF]
+
+
+def status_map(requests: int = 10, served: int = 10, work: list[int] | None = None,
+               v2: bool = True, version: str = "1.0+a", pid: int = 100) -> dict:
+    service: dict = {"queue": 2, "workers": [
+        {"identity": "aa", "state": "busy", "host": "h1", "pid": 7, "version": version,
+         "served": served, "uptime_s": 3.0, "failures": 1},
+        {"identity": "bb", "state": "idle", "host": "h2", "pid": 8, "version": "1.0+a",
+         "served": 0, "uptime_s": 3.0},
+    ]}
+    if v2:
+        service["counters"] = {"requests": requests, "replies": requests - 1,
+                               "errors": {"bad_request": 1}, "expired": 0, "requeued": 0,
+                               "bounced": 0}
+        service["histograms"] = {
+            "work_seconds": {"le": LE, "counts": work or [0, requests, 0, 0, 0],
+                             "sum": 0.005 * requests, "count": requests},
+            "queue_seconds": {"le": LE, "counts": [requests, 0, 0, 0, 0], "sum": 0.0,
+                              "count": requests},
+        }
+    return {"broker": {"endpoint": "tcp://x:1", "pid": pid, "host": "b", "version": "1.0+a",
+                       "uptime_s": 5.0, "instance": "i1"},
+            "services": {"ecard": service}, "counters": {"requests": requests}}
+
+
+# --- status ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("garbage", [None, 1, "x", [], {"services": 5},
+                                     {"services": {"a": {"workers": "x", "queue": -3}}},
+                                     {"broker": {"pid": "x", "uptime_s": float("nan")}},
+                                     {"services": {"a": {"histograms": {"work_seconds": {
+                                         "le": [2, 1, INF], "counts": [1, 2, 3]}}}}}])
+def test_garbage_status_is_read_as_absent(garbage: object) -> None:
+    view = parse_status("tcp://x:1", garbage, 0.0)
+    for service in view.services.values():
+        assert service.queue >= 0 and service.work_seconds is None
+    assert view.pid == 0 or isinstance(view.pid, int)
+
+
+def test_status_without_v2_fields() -> None:
+    view = parse_status("tcp://x:1", status_map(v2=False), 1.0)
+    ecard = view.services["ecard"]
+    assert view.up and ecard.requests is None and ecard.work_seconds is None
+    assert ecard.workers_in("busy") == 1 and ecard.workers[1].failures is None
+
+
+def test_histogram_quantile_like_prometheus() -> None:
+    hist = Histogram.parse({"le": LE, "counts": [0, 100, 0, 0, 0], "sum": 0.5, "count": 100})
+    assert hist is not None
+    assert hist.quantile(0.5) == pytest.approx(0.0055)  # halfway through (0.001, 0.01]
+    top = Histogram.parse({"le": LE, "counts": [0, 0, 0, 0, 5], "sum": 50, "count": 5})
+    assert top is not None and top.quantile(0.99) == 1.0  # +Inf bucket: its lower bound
+    empty = Histogram.parse({"le": LE, "counts": [0] * 5, "sum": 0, "count": 0})
+    assert empty is not None and empty.quantile(0.5) is None
+    assert Histogram.parse({"le": [1.0], "counts": [1]}) is None  # no +Inf bound
+
+
+def test_histogram_window_and_reset() -> None:
+    a = Histogram.parse({"le": LE, "counts": [1, 2, 0, 0, 0], "sum": 1, "count": 3})
+    b = Histogram.parse({"le": LE, "counts": [1, 5, 1, 0, 0], "sum": 2, "count": 7})
+    assert a is not None and b is not None
+    assert b.minus(a).counts == (0, 3, 1, 0, 0)
+    assert a.minus(b) is a  # the broker restarted: counts since then
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+def scrape(views: list) -> dict[str, list]:
+    registry = CollectorRegistry()
+    registry.register(FleetCollector(lambda: views))
+    text = generate_latest(registry).decode()
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+def test_metrics_names_labels_and_histograms() -> None:
+    views = [parse_status("tcp://x:1", status_map(requests=10), 0.0)]
+    families = scrape(views)
+    req = families["dips_requests"][0]
+    assert req.name == "dips_requests_total" and req.value == 10
+    assert req.labels == {"service": "ecard", "broker": "tcp://x:1"}
+    errors = families["dips_errors"][0]
+    assert errors.labels["code"] == "bad_request" and errors.value == 1
+    buckets = [s for s in families["dips_work_seconds"] if s.name.endswith("_bucket")]
+    assert [s.labels["le"] for s in buckets][-1] == "+Inf"
+    assert [s.value for s in buckets] == [0, 10, 10, 10, 10]  # cumulative
+    count = [s for s in families["dips_work_seconds"] if s.name.endswith("_count")][0]
+    assert count.value == 10
+    states = {s.labels["state"]: s.value for s in families["dips_workers"]}
+    assert states["busy"] == 1 and states["idle"] == 1
+    info = families["dips_worker_info"][0]
+    assert info.name == "dips_worker_info" and info.labels["version"] == "1.0+a"
+    assert families["dips_broker_up"][0].value == 1
+
+
+def test_metrics_of_a_down_broker_and_an_old_broker() -> None:
+    from mdp.http.status import BrokerView
+    views = [BrokerView.down("tcp://y:2", 0.0, "Timeout"),
+             parse_status("tcp://x:1", status_map(v2=False), 0.0)]
+    families = scrape(views)
+    ups = {s.labels["broker"]: s.value for s in families["dips_broker_up"]}
+    assert ups == {"tcp://y:2": 0.0, "tcp://x:1": 1.0}
+    assert not families.get("dips_requests") and not families.get("dips_work_seconds")
+    assert families["dips_worker_served"][0].value == 10
+
+
+# --- dashboard ------------------------------------------------------------------------------
+
+def test_dashboard_rates_quantiles_rollout() -> None:
+    before = [parse_status("tcp://x:1", status_map(requests=10, served=10), 10.0)]
+    after = [parse_status("tcp://x:1", status_map(requests=30, served=30, version="2.0+b",
+                                                  work=[0, 10, 20, 0, 0]), 12.0)]
+    state = fleet_state(before, after, 0.0)
+    ecard = state["services"][0]
+    assert state["interval_s"] == 2.0
+    assert ecard["rate"] == pytest.approx((29 - 9) / 2)
+    assert ecard["p99"] is not None and 0.01 < ecard["p99"] <= 0.1  # the window's 20 slow ones
+    assert ecard["workers"] == {"busy": 1, "idle": 1}
+    assert state["rollout"]["in_progress"] and state["rollout"]["versions"] == {
+        "2.0+b": 1, "1.0+a": 1}
+    host = state["hosts"][0]["workers"][0]
+    assert host["busy_for"] == ["tcp://x:1"] and host["served"] == 30
+
+
+def test_dashboard_without_v2_counts_served() -> None:
+    before = [parse_status("tcp://x:1", status_map(served=10, v2=False), 10.0)]
+    after = [parse_status("tcp://x:1", status_map(served=20, v2=False), 11.0)]
+    ecard = fleet_state(before, after, 0.0)["services"][0]
+    assert ecard["rate"] == 10 and ecard["p50"] is None and not ecard["latency_known"]
+
+
+def test_dashboard_broker_restart_is_no_negative_rate() -> None:
+    before = [parse_status("tcp://x:1", status_map(requests=100, served=100), 10.0)]
+    after = [parse_status("tcp://x:1", status_map(requests=3, served=3, pid=101), 11.0)]
+    assert fleet_state(before, after, 0.0)["services"][0]["rate"] >= 0
+
+
+# --- signing --------------------------------------------------------------------------------
+
+IMGPROXY_PATH = "/fill/300/400/sm/0/aHR0cDovL2V4YW1w/bGUuY29tL2ltYWdl/cy9jdXJpb3NpdHku/anBn.png"
+
+
+def test_signature_matches_imgproxy_test_vector() -> None:
+    assert sign(b"secret", b"hello", IMGPROXY_PATH) == "AfrOrF3gWeDA6VOlDG4TzxMv39O7MXnF4CXpKUwGqRM"
+
+
+def test_signer_rotation_and_files(tmp_path) -> None:
+    files = []
+    for name, value in (("k1", b"secret"), ("s1", b"hello"), ("k2", b"new"), ("s2", b"salt")):
+        (tmp_path / name).write_text(value.hex() + "\n")
+        files.append(str(tmp_path / name))
+    signer = Signer.from_files([files[0], files[2]], [files[1], files[3]])
+    assert signer is not None
+    assert signer.verify("AfrOrF3gWeDA6VOlDG4TzxMv39O7MXnF4CXpKUwGqRM", IMGPROXY_PATH)
+    assert signer.verify(sign(b"new", b"salt", "/ecard?pSN=1"), "/ecard?pSN=1")
+    assert not signer.verify(sign(b"new", b"salt", "/ecard?pSN=1"), "/ecard?pSN=2")
+    assert not signer.verify("!!!not base64", "/ecard")
+    assert Signer.from_files([], []) is None
+    with pytest.raises(Exception, match="salt"):
+        Signer.from_files([files[0]], [])
+
+
+# --- codec, content types, statuses ---------------------------------------------------------
+
+def test_json_bytes_fields_and_data_uris() -> None:
+    png = b"\x89PNG\r\n\x1a\nxxxx"
+    body = json.dumps({"image": base64.b64encode(png).decode(), "ops": [
+        {"mark": "data:image/png;base64," + base64.b64encode(png).decode()}]}).encode()
+    request = codec.from_json(body, frozenset({"image"}))
+    assert request["image"] == png and request["ops"][0]["mark"] == png
+    with pytest.raises(BadRequest) as err:
+        codec.from_json(b'{"image": "%%%"}', frozenset({"image"}))
+    assert err.value.field == "image"
+    for bad in (b"[1]", b"{", b"\xff"):
+        with pytest.raises(BadRequest):
+            codec.from_json(bad)
+
+
+def test_form_and_query_values() -> None:
+    request = codec.from_fields([("width", "256"), ("pSN", "0123"), ("pData", "61,61"),
+                                 ("upscale", "true"), ("image", b"\xff\xd8\xff"),
+                                 ("tag", "a"), ("tag", "b"),
+                                 ("request", '{"format": "png"}')])
+    assert request == {"width": 256, "pSN": "0123", "pData": "61,61", "upscale": True,
+                       "image": b"\xff\xd8\xff", "tag": ["a", "b"], "format": "png"}
+
+
+def test_msgpack_body_and_unsupported_type() -> None:
+    body = msgpack.packb({"image": b"\x00\x01"}, use_bin_type=True)
+    assert codec.parse_body("application/msgpack", body, frozenset()) == {"image": b"\x00\x01"}
+    with pytest.raises(BadRequest, match="msgpack"):
+        codec.parse_body("application/x-msgpack", b"\xc1", frozenset())
+    with pytest.raises(BadRequest, match="text/plain"):
+        codec.parse_body("text/plain", b"x", frozenset())
+
+
+def test_results_as_json_or_msgpack() -> None:
+    body, kind = codec.encode_result({"a": b"\x01"}, "*/*")
+    assert kind == "application/json" and json.loads(body) == {"a": {"base64": "AQ=="}}
+    body, kind = codec.encode_result({"a": b"\x01"}, "application/msgpack")
+    assert msgpack.unpackb(body) == {"a": b"\x01"}
+
+
+def test_content_types() -> None:
+    assert content.sniff(b"\x89PNG\r\n\x1a\n...") == "image/png"
+    assert content.sniff(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "image/webp"
+    assert content.sniff(b"\xff\xd8\xff\xe0") == "image/jpeg"
+    assert content.sniff(b"hello") == "application/octet-stream"
+    assert content.content_type("thumbnail", {"format": "webp"}, b"") == "image/webp"
+    assert content.content_type("nosuch", {}, b"GIF89a") == "image/gif"
+
+
+@pytest.mark.parametrize("exc, status", [
+    (BadRequest("x"), 400), (Forbidden("x"), 403), (UnknownService("x"), 404),
+    (TooLarge("x"), 413), (Busy("x"), 429), (Overloaded("x"), 503), (Expired("x"), 504),
+    (Timeout("x"), 504), (WorkerError("x"), 502), (WorkerError("x", code="internal"), 500),
+])
+def test_statuses(exc: Exception, status: int) -> None:
+    assert status_for(exc) == status  # type: ignore[arg-type]
+
+
+def test_command_line() -> None:
+    config = parse_args(["--broker", "tcp://a:1", "--broker", "tcp://b:2", "--listen",
+                         "127.0.0.1:0", "--timeout", "3"])
+    assert config.brokers == ["tcp://a:1", "tcp://b:2"] and config.timeout_s == 3.0
+    assert config.host_port == ("127.0.0.1", 0) and not math.isnan(config.poll_interval_s)
+    with pytest.raises(SystemExit):
+        parse_args(["--listen", "nowhere"])
