@@ -227,8 +227,8 @@ class AsyncMDPClient:
             return  # the core's connect timeout fails it
         self._sockets[index] = sock
         self._connecting.add(index)
-        fd = sock.get(zmq.FD)
-        self._fds[index] = fd  # type: ignore[assignment]
+        fd = int(sock.get(zmq.FD))  # type: ignore[arg-type]
+        self._fds[index] = fd
         loop.add_reader(fd, self._on_event)
         # the descriptor may already have signalled (edge-triggered): look once now too
         loop.call_soon(self._on_event)

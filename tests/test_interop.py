@@ -36,6 +36,7 @@ from PIL import Image
 
 from clusterkit import Cluster, wait_for
 from mdp.client import MDPClient
+from mdp.protocol import DIPS_CLIENT
 from renderers.samples import photo_jpeg
 
 
@@ -86,7 +87,7 @@ def test_our_client_and_worker_through_a_standard_broker(
         assert client.send("echo", {"plain": True}) == {"plain": True}
         requests = [{"i": i} for i in range(20)]
         assert client.send_many("echo", requests) == requests
-    assert minimal_broker.headers_seen <= {MDPC, MDPW, b"DIPC01"}
+    assert minimal_broker.headers_seen <= {MDPC, MDPW, DIPS_CLIENT}
     assert minimal_broker.dropped >= 1  # our client's opening PING, dropped as unknown
     assert minimal_broker.worker_commands_seen <= {READY, REPLY, HEARTBEAT, DISCONNECT}
 
@@ -160,8 +161,6 @@ def _frames(body: list[bytes]) -> list[bytes]:
     return [b"\xc1one", b"\xc1two"]
 
 
-@pytest.mark.xfail(strict=True, reason="core v2: MDPClient returns a standard worker's "
-                   "reply body as it is when it is not a DIPS envelope")
 @pytest.mark.parametrize("broker_kind", ["dips", "standard"])
 def test_our_client_gets_a_standard_workers_plain_bytes(
     broker_kind: str, cluster: Cluster, minimal_broker: MinimalBroker, zctx: zmq.Context
@@ -221,8 +220,6 @@ with MDPClient([sys.argv[1]], connect_timeout=60, timeout=60, shuffle=False) as 
 """
 
 
-@pytest.mark.xfail(strict=True, reason="core v2: the first request to a standard broker is "
-                   "sent without waiting for a PONG that never comes")
 def test_first_request_to_a_standard_broker_does_not_wait_for_a_pong(
     minimal_broker: MinimalBroker, zctx: zmq.Context
 ) -> None:
