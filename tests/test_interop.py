@@ -20,6 +20,9 @@ from collections.abc import Iterator
 import msgpack
 import pytest
 import zmq
+from PIL import Image
+
+from clusterkit import Cluster, wait_for
 from interop_peers import (
     DISCONNECT,
     HEARTBEAT,
@@ -32,9 +35,6 @@ from interop_peers import (
     MinimalWorker,
     php_style_pack,
 )
-from PIL import Image
-
-from clusterkit import Cluster, wait_for
 from mdp.client import MDPClient
 from mdp.protocol import DIPS_CLIENT
 from renderers.samples import photo_jpeg
