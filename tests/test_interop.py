@@ -36,6 +36,7 @@ from interop_peers import (
     php_style_pack,
 )
 from mdp.client import MDPClient
+from mdp.protocol import DIPS_CLIENT
 from renderers.samples import photo_jpeg
 
 
@@ -86,7 +87,7 @@ def test_our_client_and_worker_through_a_standard_broker(
         assert client.send("echo", {"plain": True}) == {"plain": True}
         requests = [{"i": i} for i in range(20)]
         assert client.send_many("echo", requests) == requests
-    assert minimal_broker.headers_seen <= {MDPC, MDPW, b"DIPC02"}
+    assert minimal_broker.headers_seen <= {MDPC, MDPW, DIPS_CLIENT}
     assert minimal_broker.dropped >= 1  # our client's opening PING, dropped as unknown
     assert minimal_broker.worker_commands_seen <= {READY, REPLY, HEARTBEAT, DISCONNECT}
 

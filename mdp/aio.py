@@ -1,0 +1,243 @@
+"""The asyncio client: ``await AsyncMDPClient(brokers).send(service, request)``.
+
+The second shell on :class:`mdp.clientcore.ClientCore` (the sync one is
+:class:`mdp.client.MDPClient`): same options, same failover, same guarantees. Many tasks
+may await ``send`` on one client at once; each call is a future that the core's finished
+calls resolve. There is no thread and no task per call: the event loop calls this client
+back when one of its sockets' descriptors is readable (``loop.add_reader``; ZeroMQ
+descriptors are edge-triggered, so every pass reads until ``EVENTS`` shows nothing more)
+and at the core's next deadline (one ``loop.call_at`` timer). Usable from Starlette or
+aiohttp without a thread pool. One client belongs to one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from mdp import sockio
+from mdp.client import check_options, open_socket
+from mdp.clientcore import (
+    CLOSE,
+    OPEN,
+    SEND,
+    ClientCore,
+    decode_status,
+    encode_request,
+    service_name,
+)
+from mdp.keys import CurveConfig
+
+log = logging.getLogger(__name__)
+
+_EVENTS = int(zmq.EVENTS)
+_POLLOUT = int(zmq.POLLOUT)
+
+
+class AsyncMDPClient:
+    """Send requests through any of several brokers from asyncio code."""
+
+    def __init__(
+        self,
+        brokers: Sequence[str],
+        *,
+        timeout: float = 10.0,
+        retries: int = 3,
+        attempt_timeout: float = 2.5,
+        ping_interval: float = 0.25,
+        broker_timeout: float = 0.5,
+        connect_timeout: float = 0.5,
+        down_for: float = 1.0,
+        shuffle: bool = True,
+        curve: CurveConfig | None = None,
+        max_request_bytes: int = 32 * 1024 * 1024,
+        max_reply_bytes: int = 64 * 1024 * 1024,
+        context: zmq.asyncio.Context | zmq.Context | None = None,
+    ) -> None:
+        """Options as for :class:`mdp.client.MDPClient`."""
+        check_options(brokers, timeout)
+        self.brokers = tuple(brokers)
+        self.timeout = timeout
+        self.curve = curve
+        self.max_request_bytes = max_request_bytes
+        self.max_reply_bytes = max_reply_bytes
+        self.context = context or zmq.asyncio.Context.instance()
+        self._core = ClientCore(
+            self.brokers, retries=retries, attempt_timeout=attempt_timeout,
+            ping_interval=ping_interval, broker_timeout=broker_timeout,
+            connect_timeout=connect_timeout, down_for=down_for,
+            start=random.randrange(len(self.brokers)) if shuffle else 0)
+        self._sockets: list[zmq.Socket | None] = [None] * len(self.brokers)
+        self._fds: list[int] = [-1] * len(self.brokers)
+        self._connecting: set[int] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    # --- public API ------------------------------------------------------------------
+
+    async def send(self, service: str, request: dict[str, Any], *,
+                   timeout: float | None = None, priority: int = 0) -> Any:
+        """The result of one request; raises RequestError subclasses or Timeout."""
+        body = encode_request(request, self.max_request_bytes)
+        return await self._call(service_name(service), [body], timeout, priority, False)
+
+    async def request_raw(self, service: str, body: bytes) -> list[bytes]:
+        """Send one frame as it is and return the reply's frames undecoded (e.g. MMI)."""
+        return await self._call(service.encode(), [body], None, 0, True)  # type: ignore[no-any-return]
+
+    async def mmi_service(self, name: str) -> str:
+        """8/MMI: "200" if a worker offers ``name``, "404" if none, "501" if unsupported."""
+        reply = await self.request_raw("mmi.service", name.encode())
+        return reply[0].decode("ascii", "replace")
+
+    async def status(self) -> dict[str, Any]:
+        """The broker's ``mmi.status`` map (ask it with a single-broker client)."""
+        return decode_status(await self.request_raw("mmi.status", b""))
+
+    async def close(self) -> None:
+        """Close every connection; calls still outstanding raise ClientClosed."""
+        if self._loop is None:
+            return
+        self._core.close(self._loop.time())
+        self._pump()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
+
+    async def __aenter__(self) -> AsyncMDPClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- driving the core ------------------------------------------------------------
+
+    async def _call(self, service: bytes, body: list[bytes], timeout: float | None,
+                    priority: int, raw: bool) -> Any:
+        loop = self._bind()
+        future: asyncio.Future[Any] = loop.create_future()
+        call = self._core.submit(service, body, loop.time(),
+                                 timeout=self.timeout if timeout is None else timeout,
+                                 priority=priority, raw=raw, tag=future)
+        self._pump()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if not call.done:
+                self._core.cancel(call, loop.time())
+                self._pump()
+            raise
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError("an AsyncMDPClient belongs to the event loop that first used it")
+        return loop
+
+    def _pump(self) -> None:
+        """Carry out actions and read until quiet; resolve futures; set the timer."""
+        core = self._core
+        loop = self._loop
+        assert loop is not None  # noqa: S101 - bound before any pump (not peer input)
+        while True:
+            if core.actions:
+                self._flush(loop)
+            if not self._read_all(loop.time()):
+                break
+            core.tick(loop.time())
+        for call in core.take_finished():
+            future = call.tag
+            if not future.done():
+                if isinstance(call.outcome, BaseException):
+                    future.set_exception(call.outcome)
+                else:
+                    future.set_result(call.outcome)
+        deadline = core.next_deadline()
+        if deadline < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        self._on_event()
+
+    def _on_event(self) -> None:
+        """The loop's callback: a socket may be readable or connected, or a timer is due."""
+        try:
+            loop = self._loop
+            assert loop is not None  # noqa: S101
+            now = loop.time()
+            for index in list(self._connecting):
+                sock = self._sockets[index]
+                if sock is not None and sock.get(_EVENTS) & _POLLOUT:  # type: ignore[operator]
+                    self._connecting.discard(index)
+                    self._core.opened(index, now)
+            self._read_all(now)
+            self._core.tick(now)
+            self._pump()
+        except Exception:  # one barrier per pass: a bug here must not kill the loop's callbacks
+            log.exception("AsyncMDPClient: error handling an event")
+
+    def _read_all(self, now: float) -> bool:
+        core = self._core
+        got = False
+        for index, sock in enumerate(self._sockets):
+            if sock is not None and index not in self._connecting:
+                while (frames := sockio.recv(sock)) is not None:
+                    core.received(index, frames, now)
+                    got = True
+        return got
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        core = self._core
+        while core.actions:
+            for kind, index, frames in core.take_actions():
+                if kind == SEND:
+                    sock = self._sockets[index]
+                    if sock is not None:
+                        try:
+                            sockio.send(sock, frames)  # type: ignore[arg-type]
+                        except zmq.Again:  # no connection: the broker is gone
+                            core.send_failed(index, loop.time())
+                elif kind == OPEN:
+                    self._open(index, loop)
+                elif kind == CLOSE:
+                    self._close(index, loop)
+
+    def _open(self, index: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._close(index, loop)
+        address = self.brokers[index]
+        try:
+            sock = open_socket(self.context, address, self.curve,  # type: ignore[arg-type]
+                               self.max_reply_bytes)
+        except zmq.ZMQError as exc:
+            log.warning("cannot connect to broker %s: %s", address, exc)
+            return  # the core's connect timeout fails it
+        self._sockets[index] = sock
+        self._connecting.add(index)
+        fd = int(sock.get(zmq.FD))  # type: ignore[arg-type]
+        self._fds[index] = fd
+        loop.add_reader(fd, self._on_event)
+        # the descriptor may already have signalled (edge-triggered): look once now too
+        loop.call_soon(self._on_event)
+
+    def _close(self, index: int, loop: asyncio.AbstractEventLoop) -> None:
+        sock = self._sockets[index]
+        if sock is not None:
+            loop.remove_reader(self._fds[index])
+            sock.close(linger=0)
+            self._sockets[index] = None
+            self._fds[index] = -1
+            self._connecting.discard(index)
