@@ -187,6 +187,9 @@ def gearman_command(config: HostConfig) -> list[str]:
         argv += ["--broker", broker]
     if config.curve is not None:
         argv += config.curve.worker_args()
+    return argv + ["--log-level", config.log_level]
+
+
 def http_command(config: HostConfig) -> list[str]:
     """mdp-http for every broker of the fleet (a broker host's own when it knows no other)."""
     argv = [config.python, "-m", "mdp.http", "--listen", str(config.http_listen)]

@@ -38,7 +38,6 @@ class HttpConfig:
                                 "API requests in flight at once; more get 429", "N")
     body_timeout_s: float = _opt(30.0, "--body-timeout",
                                  "a client must send its whole body within this time", "SECONDS")
-    threads: int = _opt(16, "--threads", "client threads (until the asyncio client is used)", "N")
     poll_interval_s: float = _opt(1.0, "--poll-interval",
                                   "mmi.status is asked at most this often per broker", "SECONDS")
     sign_keys: list[str] = _opt([], "--sign-key", "hex key file for signed GET URLs (repeat "
@@ -65,8 +64,8 @@ class HttpConfig:
             raise ConfigError(f"--listen {self.listen!r} is not HOST:PORT")
         if min(self.timeout_s, self.body_timeout_s, self.poll_interval_s) <= 0:
             raise ConfigError("--timeout, --body-timeout and --poll-interval must be positive")
-        if min(self.max_body_bytes, self.max_concurrency, self.threads) < 1:
-            raise ConfigError("--max-body-bytes, --max-concurrency and --threads must be >= 1")
+        if min(self.max_body_bytes, self.max_concurrency) < 1:
+            raise ConfigError("--max-body-bytes and --max-concurrency must be >= 1")
         if bool(self.curve_secret) != bool(self.broker_key):
             raise ConfigError("CURVE needs both --curve-secret and --broker-key")
 
