@@ -150,7 +150,7 @@ class AsyncMDPClient:
         loop = self._loop
         assert loop is not None  # noqa: S101 - bound before any pump (not peer input)
         while True:
-            if core.actions:
+            if core.has_actions:
                 self._flush(loop)
             if not self._read_all(loop.time()):
                 break
@@ -202,7 +202,7 @@ class AsyncMDPClient:
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         core = self._core
-        while core.actions:
+        while core.has_actions:
             for kind, index, frames in core.take_actions():
                 if kind == SEND:
                     sock = self._sockets[index]

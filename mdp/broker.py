@@ -333,15 +333,17 @@ class Broker:
                     "(not mmi.*)", "service"))
             return
         user = self._user
+        services = self.dispatcher.services
         for rid, body in zip(msg.rids, msg.bodies, strict=True):
             request = Request(identity, name, [body], now, rid, deadline, msg.priority,
                               user=user)
             error = self.dispatcher.enqueue(request, now)
             if error is not None:
                 self._answer_error(request, error)
-        service = self.dispatcher.services.get(name)
-        if service is not None:
-            self._dispatch(service, now)
+                continue
+            service = services.get(name)
+            if service is not None and (service.idle or service.open):
+                self._dispatch(service, now)  # as if each request had come alone
 
     def _on_mmi(self, request: Request, now: float) -> None:
         if request.service == p.MMI_SERVICE:

@@ -250,7 +250,7 @@ class MDPClient:
     def _flush(self) -> None:
         """Carry out the core's actions, in order."""
         core = self._core
-        while core.actions:
+        while core.has_actions:
             for kind, index, frames in core.take_actions():
                 if kind == SEND:
                     sock = self._sockets[index]

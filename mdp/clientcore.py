@@ -51,6 +51,8 @@ from mdp.errors import (
 
 log = logging.getLogger(__name__)
 
+BATCH_MAX = 128  # requests per SUBMIT (a broker's --max-frames is 300 by default)
+
 # Actions for the shell: (kind, endpoint index, frames or None), carried out in order.
 OPEN, CLOSE, SEND = 1, 2, 3
 Action = tuple[int, int, "list[bytes] | None"]
@@ -162,6 +164,8 @@ class ClientCore:
         self._rids = itertools.count(1)
         self._backlog: deque[Call] = deque()  # submitted, not started (window full)
         self._ready: deque[Call] = deque()  # started, waiting for a broker
+        # requests placed in this pass of _fill, by (broker, service, priority)
+        self._batches: dict[tuple[int, bytes, int], list[tuple[Call, int]]] = {}
         self._active = 0  # started and unfinished
         self._deadlines: list[tuple[float, int, Call]] = []  # heap of started calls
 
@@ -228,6 +232,11 @@ class ClientCore:
         kind = type(message)
         if kind is p.Reply:
             self._on_reply(ep, message, now)  # type: ignore[arg-type]
+        elif kind is p.Replies:
+            service = message.service  # type: ignore[union-attr]
+            for rid, body in zip(message.rids, message.bodies,  # type: ignore[union-attr]
+                                 strict=True):
+                self._on_reply(ep, p.Reply(service, [body], rid), now)
         elif kind is p.Pong:
             self._on_pong(ep, message, now)  # type: ignore[arg-type]
         else:
@@ -247,7 +256,13 @@ class ClientCore:
 
     # --- what the shell reads ----------------------------------------------------------
 
+    @property
+    def has_actions(self) -> bool:
+        return bool(self.actions or self._batches)
+
     def take_actions(self) -> list[Action]:
+        if self._batches:
+            self._send_batches()
         actions, self.actions = self.actions, []
         return actions
 
@@ -343,7 +358,7 @@ class ClientCore:
                 return
             if ep.ping_at is None:
                 if now >= ep.heard_at + self.ping_interval:
-                    self.actions.append((SEND, ep.index, p.client_ping(list(ep.calls))))
+                    self._act((SEND, ep.index, p.client_ping(list(ep.calls))))
                     ep.ping_at = now
             elif now >= ep.ping_at + self.broker_timeout:
                 log.warning("broker %s did not answer a ping in %.2fs; failing over",
@@ -409,7 +424,13 @@ class ClientCore:
 
     def _place(self, call: Call, ep: Endpoint, now: float) -> None:
         ttl_ms = max(1, int((call.deadline - now) * 1000))
-        if ep.state is State.DIPS:
+        if ep.state is State.DIPS and len(call.body) == 1:
+            # gathered, and sent as one SUBMIT per broker, service and priority when this
+            # pass of _fill ends (several requests per message: fewer wake-ups everywhere)
+            self._batches.setdefault((ep.index, call.service, call.priority), []).append(
+                (call, ttl_ms))
+            frames = None
+        elif ep.state is State.DIPS:
             frames = p.client_submit(call.service, call.rid, ttl_ms, call.body, call.priority)
         else:
             if not ep.hello_sent:
@@ -422,10 +443,35 @@ class ClientCore:
         call.endpoint = ep
         call.sends += 1
         call.sent_at = now
-        self.actions.append((SEND, ep.index, frames))
+        if frames is not None:
+            self._act((SEND, ep.index, frames))
+
+    def _act(self, action: Action) -> None:
+        """Queue an action; requests gathered for a batch go out before it (wire order)."""
+        if self._batches:
+            self._send_batches()
+        self.actions.append(action)
+
+    def _send_batches(self) -> None:
+        """One SUBMIT per gathered group, at most ``BATCH_MAX`` requests each."""
+        batches, self._batches = self._batches, {}
+        for (index, service, priority), gathered in batches.items():
+            group = [(call, ttl) for call, ttl in gathered  # not since failed elsewhere
+                     if not call.done and call.endpoint is not None
+                     and call.endpoint.index == index]
+            for start in range(0, len(group), BATCH_MAX):
+                part = group[start:start + BATCH_MAX]
+                if len(part) == 1:
+                    call, ttl_ms = part[0]
+                    frames = p.client_submit(service, call.rid, ttl_ms, call.body, priority)
+                else:  # one deadline for the batch: the earliest of its requests
+                    frames = p.client_submit_batch(
+                        service, [call.rid for call, _ in part], min(t for _, t in part),
+                        [call.body[0] for call, _ in part], priority)
+                self.actions.append((SEND, index, frames))
 
     def _hello(self, ep: Endpoint, first: tuple[int, int, int] | None, now: float) -> None:
-        self.actions.append((SEND, ep.index, p.client_hello(first)))
+        self._act((SEND, ep.index, p.client_hello(first, batch=True)))
         ep.hello_sent = True
         ep.hello_at = now
 
@@ -484,7 +530,7 @@ class ClientCore:
     def _open(self, ep: Endpoint, now: float) -> None:
         ep.state = State.CONNECTING
         ep.connect_deadline = now + self.connect_timeout
-        self.actions.append((OPEN, ep.index, None))
+        self._act((OPEN, ep.index, None))
 
     def _close(self, ep: Endpoint, down_until: float) -> None:
         """Close a connection that holds no call (callers move its calls first)."""
@@ -493,7 +539,7 @@ class ClientCore:
         ep.ping_at = None
         ep.hello_sent = False
         ep.instance = None
-        self.actions.append((CLOSE, ep.index, None))
+        self._act((CLOSE, ep.index, None))
 
     def _timeout(self, call: Call) -> Timeout:
         service = call.service.decode("ascii", "replace")

@@ -22,11 +22,17 @@ def make(n: int = 1, **options: Any) -> ClientCore:
 
 
 def actions(core: ClientCore) -> list[tuple[int, int, Any]]:
-    """The core's actions, SEND frames parsed as the broker parses them."""
+    """The core's actions, SEND frames parsed as the broker parses them; a batched SUBMIT
+    is shown as the requests it carries, one by one (as the broker queues them)."""
     out = []
     for kind, index, frames in core.take_actions():
         message = p.parse_broker_inbound(frames) if kind == SEND else None  # type: ignore[arg-type]
-        out.append((kind, index, message))
+        if isinstance(message, p.ClientBatch):
+            out += [(kind, index, p.ClientRequest(message.service, [body], rid, message.ttl_ms,
+                                                  message.priority))
+                    for rid, body in zip(message.rids, message.bodies, strict=True)]
+        else:
+            out.append((kind, index, message))
     return out
 
 
@@ -268,3 +274,23 @@ def test_cancel_forgets_a_call_and_closes_a_plain_connection() -> None:
     core.cancel(call, 0.1)
     assert (CLOSE, 0, None) in actions(core) and core.take_finished() == []
     assert core.pending == {}
+
+
+def test_requests_placed_together_travel_in_one_submit_and_come_back_in_one_result() -> None:
+    core = make(1)
+    core.submit(SVC, [p.pack({"i": 0})], 0.0, timeout=5.0)
+    core.tick(0.0)
+    actions(core)
+    up(core, 0, 0.01)
+    for i in range(1, 6):
+        core.submit(SVC, [p.pack({"i": i})], 0.02, timeout=5.0)
+    core.tick(0.02)
+    batches = [frames for kind, _, frames in core.take_actions() if kind == SEND]
+    parsed = [p.parse_broker_inbound(frames) for frames in batches]
+    batch = [m for m in parsed if isinstance(m, p.ClientBatch)]
+    assert len(batch) == 1 and len(batch[0].rids) == 5
+    replies = p.to_client_batch(b"id", SVC, batch[0].rids,
+                                [p.result_body(rid) for rid in batch[0].rids])[1:]
+    core.received(0, replies, 0.03)
+    done = {call.rid: call.outcome for call in core.take_finished()}
+    assert done == {rid: rid for rid in batch[0].rids}
