@@ -1,10 +1,10 @@
 """No double booking: every worker is attached to both brokers, yet no request waits on a
 busy worker while another is idle.
 
-2 brokers, 4 workers, requests that sleep 50 ms. With 8 clients (4 start at each broker)
-throughput must reach 90% of the ideal 80/s. With 8 clients the workers are rarely idle,
-so the same check with 3 clients (fewer than workers) is where double booking would show:
-a request held by a busy worker while another worker sits idle.
+2 brokers, 4 workers, requests that sleep 50 ms, from 8 clients (4 start at each broker) and
+from 3 (fewer than workers: where double booking would show, a request held by a busy
+worker while another worker sits idle). The evidence is the timeline of every request; the
+throughput against the ideal is printed, not asserted (speed belongs to scripts/bench).
 """
 
 from __future__ import annotations
@@ -60,7 +60,6 @@ def test_no_request_waits_while_a_worker_is_idle(cluster: Cluster, clients: int)
     print(f"\nthroughput {throughput:.1f}/s = {throughput / ideal:.0%} of ideal {ideal:.0f}/s; "
           f"{bounced} requests bounced back by busy workers; "
           f"{len(violations)} waits beside an idle worker")
-    assert throughput >= 0.9 * ideal, f"throughput {throughput:.1f}/s, ideal {ideal:.0f}/s"
     assert violations == [], "; ".join(violations[:5])
 
 

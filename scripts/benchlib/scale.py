@@ -232,14 +232,13 @@ def dispatch_cost(workers: int, queued: int, iterations: int) -> DispatchCell:
         if dispatcher.enqueue(request(), now) is not None:
             raise AssertionError("the dispatcher refused a request")
         if len(service.queue) == 1 and service.idle:
-            busy.extend(w for w, _ in dispatcher.assignments(service, now))
+            busy.extend(w for w, _, _ in dispatcher.assignments(service, now))
     started = time.perf_counter()
     for _ in range(iterations):
         worker = busy.popleft()
-        assert worker.current is not None
-        dispatcher.complete(worker, worker.current.client)
+        dispatcher.complete(worker, next(iter(worker.tasks)), now)  # its one task
         dispatcher.enqueue(request(), now)
-        busy.extend(w for w, _ in dispatcher.assignments(service, now))
+        busy.extend(w for w, _, _ in dispatcher.assignments(service, now))
     per_request = (time.perf_counter() - started) / iterations
     started = time.perf_counter()
     dispatcher.expired_workers(now)
