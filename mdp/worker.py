@@ -60,9 +60,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["EXIT_OK", "EXIT_OUT_OF_MEMORY", "EXIT_STUCK", "Worker", "WorkerConfig", "main"]
 
-HEARTBEAT_IVL_MS = 200  # ZMTP heartbeats: libzmq's I/O thread sends and answers them
-HEARTBEAT_TTL_MS = 600  # the broker drops our connection after this long without traffic
-HEARTBEAT_TIMEOUT_MS = 600  # we drop a broker that does not answer our heartbeat
 STUCK_LINGER_S = 0.2  # after the time limit: how long queued messages get to go out
 RECV_WAIT_MS = 50  # with one broker: the longest wait in the socket's own receive
 
@@ -163,9 +160,10 @@ class Worker:
         sock = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TTL_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        # No ZMTP heartbeats of our own: the broker's (``--zmtp-heartbeat``) are answered by
+        # libzmq's I/O thread even while a handler runs, and are what finds a frozen worker;
+        # a dead or hung broker is found by the socket monitor and by MDP silence. Pings both
+        # ways would double what 1,000 idle workers cost the broker.
         if self.config.curve is not None:
             self.config.curve.apply(sock, endpoint)
         if len(self.sockets) > 1:
