@@ -164,6 +164,78 @@ def test_revocation_cuts_open_connections_at_once(cluster: Cluster, keys: Keys) 
         kept.close()
 
 
+def test_one_brokers_key_is_replaced_while_load_runs_through_the_other(
+        cluster: Cluster, keys: Keys) -> None:
+    """Broker B gets a new key pair; clients and workers are given B's new public key for
+    its endpoint and restarted one by one; requests flow through A meanwhile: none fail."""
+    a = curve_broker(cluster, keys)
+    b = curve_broker(cluster, keys)
+    old_flags = ["--broker-key", str(keys.private / "broker.key")]
+    new_flags = ["--broker-key", f"{a.endpoint}={keys.private / 'broker.key'}",
+                 "--broker-key", f"{b.endpoint}={keys.private / 'broker-b.key'}"]
+    secret = ["--curve-secret", str(keys.secret("worker"))]
+    old_worker = cluster.worker([a, b], "echo", *secret, *old_flags, wait=False)
+    wait_for(lambda: old_worker.pid in worker_pids(a.endpoint, keys)
+             and old_worker.pid in worker_pids(b.endpoint, keys), 10, "the worker on A and B")
+    failures: list[BaseException] = []
+    served = [0]
+    stop = threading.Event()
+
+    def load(curve: CurveConfig, until: threading.Event) -> None:
+        with MDPClient([a.endpoint, b.endpoint], curve=curve, timeout=10) as client:
+            i = 0
+            while not until.is_set():
+                i += 1
+                try:
+                    assert client.send("echo", {"i": i}) == {"i": i}
+                    served[0] += 1
+                except BaseException as exc:  # recorded; the test fails on it
+                    failures.append(exc)
+
+    old_curve = keys.curve("client")
+    old_done = threading.Event()
+    old_load = threading.Thread(target=load, args=(old_curve, old_done), daemon=True)
+    old_load.start()
+    wait_for(lambda: served[0] > 50, 20, "load through both brokers")
+    b.signal(signal.SIGTERM)  # B restarts with its new pair, on the same port
+    b.wait()
+    port = int(b.endpoint.rsplit(":", 1)[1])
+    new_b = cluster.broker(port, "--curve-secret", str(keys.secret("broker-b")),
+                           "--client-keys", str(keys.clients), "--worker-keys",
+                           str(keys.workers), wait=False)
+    wait_for(lambda: "broker ready" in new_b.output(), 10, "B with its new key")
+    new_worker = cluster.worker([a, b], "echo", *secret, *new_flags, wait=False)
+    new_curve = CurveConfig.from_flags(keys.secret("client2"), new_flags[1::2])
+    wait_for(lambda: new_worker.pid in _pids(b.endpoint, new_curve), 15,
+             "the new worker registered with B under its new key")
+    old_worker.signal(signal.SIGTERM)  # the old worker drains and leaves
+    assert old_worker.wait(15) == 0
+    new_load = threading.Thread(target=load, args=(new_curve, stop), daemon=True)
+    new_load.start()
+    old_done.set()
+    old_load.join(30)
+    before = served[0]
+    wait_for(lambda: served[0] > before + 50, 20, "load from the client with the new keys")
+    stop.set()
+    new_load.join(30)
+    assert failures == [], f"{len(failures)} failed, first: {failures[0]!r}"
+    status = _status(b.endpoint, new_curve)
+    assert status is not None and status["counters"]["replies"] > 0  # B serves again
+
+
+def _status(endpoint: str, curve: CurveConfig) -> dict | None:
+    with MDPClient([endpoint], timeout=1, retries=0, curve=curve) as c:
+        try:
+            return c.status()
+        except Exception:
+            return None
+
+
+def _pids(endpoint: str, curve: CurveConfig) -> list[int]:
+    status = _status(endpoint, curve) or {"services": {}}
+    return [w["pid"] for s in status["services"].values() for w in s["workers"]]
+
+
 def test_secret_key_with_loose_permissions_is_refused(cluster: Cluster, keys: Keys) -> None:
     os.chmod(keys.secret("broker"), 0o644)
     with pytest.raises(ConfigError, match="chmod 600"):
