@@ -13,11 +13,35 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mdp.client import MDPClient
 
 HERE = Path(__file__).resolve().parent
 TEST_WORKER = HERE / "helpers" / "test_worker.py"
 FAST_HEARTBEAT = ["--heartbeat-interval", "0.2"]
+
+
+UNDER_CI = os.environ.get("CI") == "true"
+
+
+def needs(available: bool, what: str) -> pytest.MarkDecorator:
+    """Mark a test that needs a real peer (``what``: its Debian package or tool).
+
+    On a developer's machine a missing peer skips the test. Under CI (``CI=true``) it fails
+    it: a missing peer there is an install step missing from ``.ci/run``, not a reason to
+    stop checking what the test checks.
+    """
+    if available or not UNDER_CI:
+        return pytest.mark.skipif(not available, reason=f"needs {what} (.ci/run installs it)")
+    return pytest.mark.missing_peer(what)
+
+
+def skip_or_fail(why: str) -> None:
+    """A skip found at run time (no network namespace, say): a failure under CI."""
+    if UNDER_CI:
+        pytest.fail(f"{why} (under CI every real peer must be there)")
+    pytest.skip(why)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:

@@ -18,13 +18,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from clusterkit import Cluster, Proc, broker_status, free_port, wait_for
+from clusterkit import Cluster, Proc, broker_status, free_port, needs, skip_or_fail, wait_for
 from mdp.client import MDPClient
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
-                       reason="needs root and iproute2 for a network namespace"),
+    needs(os.geteuid() == 0 and shutil.which("ip") is not None,
+          "root and iproute2 for a network namespace"),
 ]
 
 HOST_ADDR, NS_ADDR = "10.254.77.1", "10.254.77.2"
@@ -64,7 +64,7 @@ def netns() -> Iterator[Netns]:
         ns.create()
     except (subprocess.CalledProcessError, OSError) as exc:
         ns.destroy()
-        pytest.skip(f"cannot create a network namespace here: {exc}")
+        skip_or_fail(f"cannot create a network namespace here: {exc}")
     try:
         yield ns
     finally:

@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from clusterkit import Cluster, Proc, wait_for
+from clusterkit import Cluster, Proc, needs, wait_for
 from mdp.gearman import packets as g
 
 HERE = Path(__file__).resolve().parent
@@ -30,11 +28,9 @@ def _php_gearman() -> bool:
     return b"gearman" in subprocess.run(["php", "-m"], capture_output=True).stdout
 
 
-need_php = pytest.mark.skipif(not _php_gearman(),
-                              reason="needs php-cli and php-gearman (.ci/run installs them)")
-need_tools = pytest.mark.skipif(shutil.which("gearman") is None or
-                                shutil.which("gearadmin") is None,
-                                reason="needs gearman-tools (.ci/run installs it)")
+need_php = needs(_php_gearman(), "php-cli and php-gearman")
+need_tools = needs(shutil.which("gearman") is not None and shutil.which("gearadmin") is not None,
+                   "gearman-tools (gearman, gearadmin)")
 
 
 def start_gateway(cluster: Cluster, brokers: list[Proc], *extra: str,

@@ -13,10 +13,10 @@ import pytest
 from cdp import CHROMIUM, Browser, Page
 from httpkit import Gateway, Load
 
-from clusterkit import Proc, broker_status, free_port, wait_for
+from clusterkit import Proc, broker_status, free_port, needs, wait_for
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(CHROMIUM is None, reason="Debian package chromium")]
+              needs(CHROMIUM is not None, "chromium")]
 SCREENSHOT_ENV = "DIPS_DASHBOARD_SCREENSHOT"  # also write the screenshot under load there
 SERVICES = {"echo": 1, "ecard": 2, "thumbnail": 1}
 

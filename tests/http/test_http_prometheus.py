@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from httpkit import Load, start_gateway
 
-from clusterkit import Cluster, broker_status, free_port, wait_for
+from clusterkit import Cluster, broker_status, free_port, needs, wait_for
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(PROMETHEUS is None, reason="Debian package prometheus")]
+              needs(PROMETHEUS is not None, "prometheus")]
 
 
 class Prometheus:
@@ -116,9 +116,7 @@ def test_prometheus_scrapes_rates_and_quantiles(tmp_path: Path) -> None:
                 assert 0 < values[name] < 10, (name, values)
         broker_up = prometheus.query("dips_broker_up")
         assert sorted(float(r["value"][1]) for r in broker_up) == [1.0, 1.0]
-        if not has_v2:
-            pytest.skip("the brokers keep no per-service counters or histograms yet (core v2): "
-                        f"checked only {sorted(values)}")
+        assert has_v2, f"the brokers' per-service counters and histograms: {sorted(values)}"
     finally:
         if prometheus is not None:
             prometheus.stop()

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from clusterkit import needs
 from mdp.errors import BadRequest, Expired, Overloaded, Timeout, WorkerError
 from mdpctl import batchjobs
 from mdpctl.batchrun import Summary, is_fault, retry_delay_s
@@ -255,7 +256,7 @@ def bar_count(text: str) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (.ci/run installs it)")
+@needs(shutil.which("tmux") is not None, "tmux")
 def test_thumbnails_in_a_terminal_interrupted_and_resumed(cluster: LocalCluster) -> None:
     from renderers import samples
 
