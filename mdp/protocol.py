@@ -211,7 +211,7 @@ def decode_reply(body: list[bytes]) -> Any:
 
 def pack_meta(meta: dict[str, Any]) -> bytes:
     """A meta frame: one msgpack map."""
-    return msgpack.packb(meta, use_bin_type=True)
+    return pack(meta)
 
 
 def unpack_meta(frame: bytes, what: str) -> dict[str, Any]:

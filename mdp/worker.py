@@ -79,7 +79,6 @@ class Worker:
         handler: handlers.Handler | Handle,
         *,
         context: zmq.Context | None = None,
-        inline: bool | None = None,  # accepted for old callers; handlers always run inline
     ) -> None:
         config.validate()
         self.config = config

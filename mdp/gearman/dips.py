@@ -24,12 +24,11 @@ class Dips:
 
     kind = "asyncio client"
 
-    def __init__(self, brokers: Sequence[str], *, timeout_s: float, concurrency: int = 32,
+    def __init__(self, brokers: Sequence[str], *, timeout_s: float,
                  curve: CurveConfig | None = None) -> None:
         self.brokers = list(brokers)
         self.timeout_s = timeout_s
         self.curve = curve
-        self.concurrency = concurrency  # the gateway's own limit (``slots``) applies it
         self._client = AsyncMDPClient(self.brokers, timeout=timeout_s, curve=curve)
         self._status: dict[str, AsyncMDPClient] = {}  # one single-broker client each
 

@@ -373,8 +373,7 @@ async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> int
     curve = (CurveConfig.from_files(config.curve_secret, config.broker_key)
              if config.curve_secret and config.broker_key else None)
     outbox = Outbox(config.state_dir, sync=config.sync) if config.state_dir else None
-    dips = Dips(config.brokers, timeout_s=config.timeout_s, concurrency=config.concurrency,
-                curve=curve)
+    dips = Dips(config.brokers, timeout_s=config.timeout_s, curve=curve)
     gateway = Gateway(config, dips, outbox)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

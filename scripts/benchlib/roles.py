@@ -301,7 +301,7 @@ def thread_workers(args: argparse.Namespace) -> int:
     workers = []
     for _ in range(args.count):
         config = WorkerConfig(brokers=args.broker, service=args.service, time_limit_s=3600.0)
-        workers.append(Worker(config, blocker if args.block else sleeper, inline=not args.block))
+        workers.append(Worker(config, blocker if args.block else sleeper))
     for worker in workers:
         threading.Thread(target=worker.run, daemon=True).start()
     exit_when_input_closes()
