@@ -251,6 +251,8 @@ class Broker:
         elif kind is p.ClientPing:
             lost = [r for r in message.rids  # type: ignore[union-attr]
                     if not self.dispatcher.holds(identity, r)]
+            if self._results:  # a reply gathered for a batch goes before the PONG that
+                self._flush_results()  # no longer lists its request as held
             self._send(p.pong(identity, lost, self.instance))
         elif kind is p.ClientBatch:
             self._on_batch(identity, message, now)  # type: ignore[arg-type]

@@ -147,3 +147,33 @@ def test_a_batched_submit_is_answered_per_request_or_in_batches(
     assert answered == dict(zip([10, 11, 12, 13, 14], bodies, strict=True))
     worker.close()
     client.close()
+
+
+def test_a_reply_gathered_for_a_batch_reaches_the_client_before_a_pong(
+        broker: Broker, zctx: zmq.Context) -> None:
+    """A PONG says which requests the broker no longer holds; a reply it has gathered but
+    not yet sent must go first, or the client takes that request for lost."""
+    worker, client = dealer(zctx), dealer(zctx)
+    worker.send_multipart(p.ready(b"echo", {"pid": 1}))
+    client.send_multipart(p.client_hello(batch=True))
+    client.send_multipart(p.client_submit(b"echo", 7, 60_000, [msgpack.packb({"a": 1})]))
+    drain_all(broker)
+    task = None
+    while task is None:
+        assert worker.poll(1000), "the worker got no task"
+        message = p.parse_worker_inbound(worker.recv_multipart())
+        if isinstance(message, p.BrokerTask):
+            task = message
+    while client.poll(0):
+        client.recv_multipart()  # WELCOME
+    # the reply and the ping are read in one pass of the broker's loop
+    worker.send_multipart(p.reply(task.key, task.body))
+    client.send_multipart(p.client_ping([7]))
+    broker._drain(0)
+    received = []
+    while len(received) < 2:
+        assert client.poll(1000), f"the client got only {received}"
+        received.append(p.parse_client_inbound(client.recv_multipart()))
+    assert received == [p.Reply(b"echo", task.body, 7), p.Pong([7], broker.instance)]
+    worker.close()
+    client.close()
