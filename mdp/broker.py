@@ -244,6 +244,8 @@ class Broker:
         kind = type(message)
         if kind is p.WorkerReply:
             self._on_reply(identity, message, now)  # type: ignore[arg-type]
+        elif kind is p.WorkerReplies:
+            self._on_replies(identity, message, now)  # type: ignore[arg-type]
         elif kind is p.ClientRequest:
             self._on_request(identity, message, now)  # type: ignore[arg-type]
         elif kind is p.WorkerSignal:
@@ -335,17 +337,20 @@ class Broker:
                     "(not mmi.*)", "service"))
             return
         user = self._user
-        services = self.dispatcher.services
+        dispatcher = self.dispatcher
         for rid, body in zip(msg.rids, msg.bodies, strict=True):
+            service = dispatcher.services.get(name)
+            if (service is not None and len(service.queue) >= dispatcher.max_queue
+                    and (service.idle or service.open)):
+                self._dispatch(service, now)  # a full queue with workers free: not overloaded
             request = Request(identity, name, [body], now, rid, deadline, msg.priority,
                               user=user)
-            error = self.dispatcher.enqueue(request, now)
+            error = dispatcher.enqueue(request, now)
             if error is not None:
                 self._answer_error(request, error)
-                continue
-            service = services.get(name)
-            if service is not None and (service.idle or service.open):
-                self._dispatch(service, now)  # as if each request had come alone
+        service = dispatcher.services.get(name)
+        if service is not None:  # all at once: a worker's share goes as one TASKS
+            self._dispatch(service, now)
 
     def _on_mmi(self, request: Request, now: float) -> None:
         if request.service == p.MMI_SERVICE:
@@ -380,11 +385,12 @@ class Broker:
         meta = _clean_meta(msg.meta)
         prefetch = meta.pop("prefetch", 0)
         worker = dispatcher.add_worker(identity, msg.service, msg.meta is not None, meta, now,
-                                       prefetch)
+                                       prefetch, meta.pop("batch", False))
         worker.user = self._user
         log.info("worker %s ready for %r (host %s pid %s version %s)", identity.hex()[:20],
                  msg.service.decode(), meta.get("host"), meta.get("pid"), meta.get("version"))
-        if worker.dips and not self._send(p.worker_welcome(identity, self._welcome_meta)):
+        if worker.dips and not self._send(p.worker_welcome(
+                identity, {**self._welcome_meta, "batch": True})):
             return
         self._dispatch(worker.service, now)
 
@@ -404,6 +410,27 @@ class Broker:
         else:
             self.dispatcher.counters.replies += 1
             self._send_client(request, body)
+        self._dispatch(worker.service, now)
+
+    def _on_replies(self, identity: bytes, msg: p.WorkerReplies, now: float) -> None:
+        """Several replies in one REPLIES: each is taken as if it came alone."""
+        worker = self.dispatcher.workers.get(identity)
+        if worker is None:
+            self._unknown_worker(identity)
+            return
+        worker.expires_at = now + self.dispatcher.worker_expiry_s
+        dispatcher = self.dispatcher
+        for key, body in zip(msg.keys, msg.bodies, strict=True):
+            frames = [body]
+            error = p.error_code(frames) if p.is_error_body(frames) else None
+            request = dispatcher.complete(worker, key, now, error)
+            if request is None:
+                dispatcher.counters.dropped += 1
+                self._warn.warning("worker %s replied to a task it does not hold",
+                                   identity.hex()[:20])
+            else:
+                dispatcher.counters.replies += 1
+                self._send_client(request, frames)
         self._dispatch(worker.service, now)
 
     def _on_signal(self, identity: bytes, msg: p.WorkerSignal, now: float) -> None:
@@ -449,17 +476,51 @@ class Broker:
             if service.held and service.idle:
                 self._recall(service)
             return
-        for worker, request, hold in dispatcher.assignments(service, now):
-            if worker.dips:
+        while True:
+            # tasks for a worker that takes TASKS are gathered and sent as one message
+            gathered: dict[Worker, list[tuple[Request, bool]]] = {}
+            for worker, request, hold in dispatcher.assignments(service, now):
+                if worker.batch and len(request.body) == 1:
+                    gathered.setdefault(worker, []).append((request, hold))
+                    continue
+                if worker.dips:
+                    frames = p.to_worker(worker.identity, request.key, request.body, True,
+                                         request.ttl_ms(now), hold)
+                else:
+                    frames = p.to_worker(worker.identity, request.key, request.body, False)
+                if not self._send(frames):
+                    self._worker_gone(worker, now)
+            failed = False
+            for worker, tasks in gathered.items():
+                if worker.identity not in dispatcher.workers:
+                    continue  # gone while this pass ran: its tasks are queued again
+                if not self._send_tasks(worker, tasks, now):
+                    self._worker_gone(worker, now)
+                    failed = True
+            if not (failed and service.queue):
+                break  # a failed send requeued tasks: another pass gives them to others
+        if service.held and service.idle:
+            self._recall(service)
+
+    def _send_tasks(self, worker: Worker, tasks: list[tuple[Request, bool]],
+                    now: float) -> bool:
+        for start in range(0, len(tasks), p.MAX_BATCH):
+            part = tasks[start:start + p.MAX_BATCH]
+            if len(part) == 1:
+                request, hold = part[0]
                 frames = p.to_worker(worker.identity, request.key, request.body, True,
                                      request.ttl_ms(now), hold)
             else:
-                frames = p.to_worker(worker.identity, request.key, request.body, False)
+                frames = p.to_worker_batch(
+                    worker.identity, [r.key for r, _ in part], [r.body[0] for r, _ in part],
+                    [r.ttl_ms(now) for r, _ in part], [hold for _, hold in part])
             if not self._send(frames):
-                log.warning("worker %s is gone; requeueing its tasks", worker.identity.hex()[:20])
-                dispatcher.remove_worker(worker, now)
-        if service.held and service.idle:
-            self._recall(service)
+                return False
+        return True
+
+    def _worker_gone(self, worker: Worker, now: float) -> None:
+        log.warning("worker %s is gone; requeueing its tasks", worker.identity.hex()[:20])
+        self.dispatcher.remove_worker(worker, now)
 
     def _recall(self, service: Service) -> None:
         for worker, request in self.dispatcher.recalls(service):
@@ -572,6 +633,8 @@ def _clean_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
     prefetch = (meta or {}).get("prefetch")
     if isinstance(prefetch, int) and not isinstance(prefetch, bool) and prefetch > 0:
         clean["prefetch"] = min(prefetch, 16)
+    if (meta or {}).get("batch") is True:
+        clean["batch"] = True
     return clean
 
 

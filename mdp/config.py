@@ -30,7 +30,7 @@ class BrokerConfig:
     max_frames: int = 300  # per message (a batched SUBMIT or RESULT takes one per request)
     max_total_queue: int = 100_000
     max_workers: int = 10_000
-    max_prefetch: int = 1  # tasks a worker may hold beyond the one it runs
+    max_prefetch: int = 8  # tasks a worker may hold beyond the one it runs
     zmtp_heartbeat_ms: int = 200  # ZMTP PING interval; a peer silent 3x this is dropped
     curve_secret: str | None = None  # the broker's own key pair (.key_secret file)
     client_keys: str | None = None  # directory of allowed client public keys
@@ -79,7 +79,7 @@ class WorkerConfig:
     limits: p.BodyLimits = p.DEFAULT_LIMITS
     max_message_bytes: int = 32 * 1024 * 1024
     busy_after_s: float = 0.005  # a task running longer makes the worker BUSY elsewhere
-    prefetch: int = 1  # tasks it is willing to hold beyond the one it runs (READY meta)
+    prefetch: int = 8  # tasks it is willing to hold beyond the one it runs (READY meta)
     curve: CurveConfig | None = None
 
     def validate(self) -> None:

@@ -69,6 +69,7 @@ class Worker:
     registered_at: float
     expires_at: float
     prefetch: int = 0  # tasks it may hold beyond the one it runs
+    batch: bool = False  # takes TASKS (several tasks in one message)
     tasks: dict[bytes, Request] = field(default_factory=dict)  # oldest first
     away: bool = False
     draining: bool = False
@@ -131,11 +132,12 @@ class Dispatcher:
     # --- workers ---------------------------------------------------------------------
 
     def add_worker(self, identity: bytes, service_name: bytes, dips: bool,
-                   meta: dict[str, Any], now: float, prefetch: int = 0) -> Worker:
+                   meta: dict[str, Any], now: float, prefetch: int = 0,
+                   batch: bool = False) -> Worker:
         service = self._service(service_name, now)
         prefetch = max(0, min(prefetch, self.max_prefetch)) if dips else 0
         worker = Worker(identity, service, dips, meta, now, now + self.worker_expiry_s,
-                        prefetch)
+                        prefetch, dips and batch)
         self.workers[identity] = worker
         service.workers[identity] = worker
         service.idle[identity] = worker

@@ -57,6 +57,9 @@ BOUNCE = b"\x08"  # worker -> broker, key: this task back, unworked
 WELCOME = b"\x09"  # broker -> worker, meta: I speak the DIPS extensions
 TASK = b"\x0a"  # broker -> worker: key, "", meta, body...
 RECALL = b"\x0b"  # broker -> worker, key: give this task back if it has not started
+TASKS = b"\x0c"  # broker -> worker: meta {keys, ttl_ms, hold}, one body frame per task
+REPLIES = b"\x0d"  # worker -> broker: meta {keys}, one body frame per reply
+MAX_BATCH = 64  # tasks in one TASKS, replies in one REPLIES
 # DIPS client extensions (header DIPC02).
 HELLO = b"\x01"  # client -> broker, meta
 CWELCOME = b"\x02"  # broker -> client, meta
@@ -250,6 +253,15 @@ def _ids(meta: dict[str, Any], key: str, what: str) -> list[int]:
     return ids
 
 
+def _keys(meta: dict[str, Any], what: str) -> list[bytes]:
+    """The ``keys`` of a TASKS or REPLIES: 1 to MAX_BATCH task keys (bytes)."""
+    keys = meta.get("keys")
+    if (not isinstance(keys, list) or not 0 < len(keys) <= MAX_BATCH
+            or not all(isinstance(k, bytes) and 0 < len(k) <= 255 for k in keys)):
+        raise ProtocolError(f"{what} meta field 'keys' must list 1-{MAX_BATCH} task keys")
+    return keys
+
+
 def _version(meta: dict[str, Any]) -> int | None:
     """The DIPS version a handshake meta claims; None when it claims none we speak."""
     version = meta.get("dips")
@@ -311,6 +323,13 @@ class WorkerReply(NamedTuple):
     body: list[bytes]
 
 
+class WorkerReplies(NamedTuple):
+    """Several one-frame replies in one REPLIES, in the order the worker finished them."""
+
+    keys: list[bytes]
+    bodies: list[bytes]
+
+
 class WorkerSignal(NamedTuple):
     """HEARTBEAT, DISCONNECT, BUSY, FREE or BOUNCE from a worker.
 
@@ -323,7 +342,7 @@ class WorkerSignal(NamedTuple):
 
 
 BrokerInbound = (ClientRequest | ClientBatch | ClientHello | ClientPing | WorkerReady
-                 | WorkerReply | WorkerSignal)
+                 | WorkerReply | WorkerReplies | WorkerSignal)
 
 
 def parse_broker_inbound(frames: list[bytes]) -> BrokerInbound:
@@ -348,6 +367,13 @@ def _parse_worker_command(command: bytes, rest: list[bytes]) -> BrokerInbound:
             raise ProtocolError("REPLY needs a client address and a body")
         body = rest[2:] if rest[1] == b"" else rest[1:]
         return WorkerReply(rest[0], body)
+    if command == REPLIES:
+        if not rest:
+            raise ProtocolError("REPLIES needs a meta frame")
+        keys = _keys(unpack_meta(rest[0], "REPLIES"), "REPLIES")
+        if len(keys) != len(rest) - 1:
+            raise ProtocolError(f"REPLIES has {len(keys)} keys for {len(rest) - 1} bodies")
+        return WorkerReplies(keys, rest[1:])
     if command == HEARTBEAT or command == FREE:
         if rest:
             raise ProtocolError(f"worker command {command!r} takes no frames")
@@ -461,6 +487,13 @@ def to_worker(identity: bytes, key: bytes, body: list[bytes], dips: bool,
     return [identity, b"", WORKER, TASK, key, b"", pack_meta(meta), *body]
 
 
+def to_worker_batch(identity: bytes, keys: list[bytes], bodies: list[bytes],
+                    ttls_ms: list[int | None], holds: list[bool]) -> list[bytes]:
+    """Several one-frame tasks in one TASKS, for a DIPS worker that asked for them."""
+    meta = {"keys": keys, "ttl_ms": ttls_ms, "hold": holds}
+    return [identity, b"", WORKER, TASKS, pack_meta(meta), *bodies]
+
+
 def worker_welcome(identity: bytes, meta: dict[str, Any]) -> list[bytes]:
     """WELCOME to a DIPS worker; ``meta`` holds "broker" and "instance"."""
     return [identity, b"", WORKER, WELCOME, pack_meta({"dips": DIPS_VERSION, **meta})]
@@ -504,7 +537,13 @@ class BrokerSignal(NamedTuple):
     command: bytes
 
 
-WorkerInbound = BrokerTask | BrokerWelcome | BrokerRecall | BrokerSignal
+class BrokerTasks(NamedTuple):
+    """The tasks of one TASKS, in the order the broker gave them."""
+
+    tasks: list[BrokerTask]
+
+
+WorkerInbound = BrokerTask | BrokerTasks | BrokerWelcome | BrokerRecall | BrokerSignal
 
 
 def parse_worker_inbound(frames: list[bytes]) -> WorkerInbound:
@@ -518,6 +557,8 @@ def parse_worker_inbound(frames: list[bytes]) -> WorkerInbound:
         meta = unpack_meta(frames[5], "TASK")
         ttl = _int_field(meta, "ttl_ms", "TASK")
         return BrokerTask(frames[3], frames[6:], ttl, meta.get("hold") is True, True)
+    if command == TASKS:
+        return _parse_tasks(frames)
     if command == REQUEST:
         if len(frames) < 5 or frames[4] != b"":
             raise ProtocolError("REQUEST needs a client address and an empty frame")
@@ -540,6 +581,25 @@ def parse_worker_inbound(frames: list[bytes]) -> WorkerInbound:
     raise ProtocolError(f"unknown broker command {command[:8]!r}")
 
 
+def _parse_tasks(frames: list[bytes]) -> BrokerTasks:
+    if len(frames) < 5:
+        raise ProtocolError("TASKS needs a meta frame and a body")
+    meta = unpack_meta(frames[3], "TASKS")
+    keys = _keys(meta, "TASKS")
+    bodies = frames[4:]
+    ttls, holds = meta.get("ttl_ms"), meta.get("hold")
+    if len(bodies) != len(keys):
+        raise ProtocolError(f"TASKS has {len(keys)} keys for {len(bodies)} bodies")
+    if not isinstance(ttls, list) or len(ttls) != len(keys) or not all(
+            t is None or (type(t) is int and 0 <= t < 2**63) for t in ttls):
+        raise ProtocolError("TASKS meta field 'ttl_ms' must give each task an int or nil")
+    if not isinstance(holds, list) or len(holds) != len(keys) or not all(
+            type(h) is bool for h in holds):
+        raise ProtocolError("TASKS meta field 'hold' must give each task a boolean")
+    return BrokerTasks([BrokerTask(key, [body], ttl, hold, True)
+                        for key, body, ttl, hold in zip(keys, bodies, ttls, holds, strict=True)])
+
+
 def ready(service: bytes, meta: dict[str, Any] | None) -> list[bytes]:
     """READY; with ``meta`` (a DIPS worker) it carries the meta frame and the version."""
     frames = [b"", WORKER, READY, service]
@@ -550,6 +610,11 @@ def ready(service: bytes, meta: dict[str, Any] | None) -> list[bytes]:
 
 def reply(key: bytes, body: list[bytes]) -> list[bytes]:
     return [b"", WORKER, REPLY, key, b"", *body]
+
+
+def replies(keys: list[bytes], bodies: list[bytes]) -> list[bytes]:
+    """Several one-frame replies in one REPLIES, to a broker whose WELCOME offered them."""
+    return [b"", WORKER, REPLIES, pack_meta({"keys": keys}), *bodies]
 
 
 def bounce(key: bytes) -> list[bytes]:

@@ -63,6 +63,7 @@ class Timing:
     time_limit_s: float = 30.0
     busy_after_s: float = 0.005
     drain_linger_ms: int = 2000
+    reply_gather_s: float = 0.002  # how long finished replies may wait to share a REPLIES
 
     @property
     def expiry_s(self) -> float:
@@ -92,6 +93,10 @@ class Link:
     mode: LinkMode = LinkMode.CLOSED
     epoch: int = 0  # connections made so far; tasks of an older one are void
     told_busy: bool = False  # we sent BUSY (or an unasked BOUNCE) and owe a FREE
+    batch: bool = False  # its WELCOME offered TASKS and REPLIES
+    gathered_keys: list[bytes] = field(default_factory=list)  # replies not yet sent
+    gathered_bodies: list[bytes] = field(default_factory=list)
+    gathered_since: float = 0.0
     heard_at: float = 0.0
     sent_at: float = 0.0
     retry_at: float = 0.0
@@ -120,18 +125,37 @@ class WorkerCore:
         self.waiting: deque[Task] = deque()  # received, not started, in arrival order
         self.served = 0
         self._warn = RateLimitedLog(log)
-        self._ready = p.ready(self.service, {**self.meta, "prefetch": self.prefetch})
+        self._ready = p.ready(self.service, {**self.meta, "prefetch": self.prefetch,
+                                             "batch": True})
 
     # --- output ----------------------------------------------------------------------
 
     def _send(self, i: int, frames: list[bytes], now: float) -> None:
+        link = self.links[i]
+        if link.gathered_keys:  # wire order: the replies gathered so far go first
+            self._send_gathered(link, i, now)
         self.out.append((SEND, i, frames))
-        self.links[i].sent_at = now
+        link.sent_at = now
+
+    def _send_gathered(self, link: Link, i: int, now: float) -> None:
+        keys, bodies = link.gathered_keys, link.gathered_bodies
+        link.gathered_keys, link.gathered_bodies = [], []
+        frames = (p.reply(keys[0], bodies) if len(keys) == 1 else p.replies(keys, bodies))
+        self.out.append((SEND, i, frames))
+        link.sent_at = now
+
+    def flush_replies(self, now: float) -> None:
+        """Send every gathered reply (the worker goes idle, or a task runs long)."""
+        for i, link in enumerate(self.links):
+            if link.gathered_keys:
+                self._send_gathered(link, i, now)
 
     def _close(self, i: int, linger_ms: int) -> None:
         link = self.links[i]
         if link.mode is LinkMode.CLOSED:
             return
+        if link.gathered_keys:
+            self._send_gathered(link, i, 0.0)  # before the socket goes; lost if it is gone
         self._set_mode(link, LinkMode.CLOSED)
         self.out.append((CLOSE, i, linger_ms))
         self.waiting = deque(t for t in self.waiting if t.link != i)  # the broker requeues
@@ -140,6 +164,9 @@ class WorkerCore:
         """The one place a link changes mode."""
         link.mode = mode
         link.told_busy = False
+        if mode is not LinkMode.DIPS:
+            link.batch = False
+            link.gathered_keys, link.gathered_bodies = [], []
 
     def _bounce(self, task: Task, now: float, recalled: bool = False) -> None:
         """Hand a task back; an unasked bounce is sent after BUSY, and owes a FREE.
@@ -155,6 +182,17 @@ class WorkerCore:
         link = self.links[task.link]
         if link.mode is LinkMode.CLOSED or link.epoch != task.epoch:
             log.warning("broker %s went away; dropping a reply", link.endpoint)
+            return
+        if link.batch and task.dips:
+            # gathered: sent as one REPLIES when the worker goes idle, when a task runs
+            # past busy_after, before anything else to that broker, or reply_gather_s on
+            if not link.gathered_keys:
+                link.gathered_since = now
+            link.gathered_keys.append(task.key)
+            link.gathered_bodies.append(body)
+            if (len(link.gathered_keys) >= p.MAX_BATCH
+                    or now - link.gathered_since >= self.timing.reply_gather_s):
+                self._send_gathered(link, task.link, now)
             return
         self._send(task.link, p.reply(task.key, [body]), now)
 
@@ -198,6 +236,13 @@ class WorkerCore:
         if kind is p.BrokerTask:
             link.backoff.reset()
             self._on_task(i, link, message, now)  # type: ignore[arg-type]
+        elif kind is p.BrokerTasks:
+            link.backoff.reset()
+            if link.mode is not LinkMode.DIPS:
+                self._warn.warning("dropped TASKS from %s before its WELCOME", link.endpoint)
+                return
+            for task in message.tasks:  # type: ignore[union-attr]
+                self._on_task(i, link, task, now)
         elif kind is p.BrokerSignal:
             if message.command == p.DISCONNECT:  # type: ignore[union-attr]
                 self._on_disconnect(i, link, now)
@@ -211,7 +256,7 @@ class WorkerCore:
             self._on_recall(i, message.key, now)  # type: ignore[union-attr]
         else:
             link.backoff.reset()
-            self._on_welcome(i, link, now)
+            self._on_welcome(i, link, message, now)  # type: ignore[arg-type]
 
     def _on_task(self, i: int, link: Link, msg: p.BrokerTask, now: float) -> None:
         deadline = None if msg.ttl_ms is None else now + msg.ttl_ms / 1000
@@ -221,6 +266,12 @@ class WorkerCore:
             self._bounce(task, now, recalled=True)  # it knows we are leaving: no BUSY
         elif dips and self.long and not msg.hold:
             self._bounce(task, now)
+        elif dips and not msg.hold:
+            # sent because that broker believes us idle: it runs before the tasks other
+            # brokers asked us to hold, so it waits behind the current task only
+            waiting = self.waiting
+            at = next((n for n, t in enumerate(waiting) if t.hold), len(waiting))
+            waiting.insert(at, task)
         else:
             self.waiting.append(task)
 
@@ -233,11 +284,12 @@ class WorkerCore:
         link.retry_at = now + delay
         self._maybe_done(now)
 
-    def _on_welcome(self, i: int, link: Link, now: float) -> None:
+    def _on_welcome(self, i: int, link: Link, welcome: p.BrokerWelcome, now: float) -> None:
         if link.mode is LinkMode.DIPS:
             return
         self._set_mode(link, LinkMode.DIPS)
-        log.debug("broker %s speaks DIPS", link.endpoint)
+        link.batch = welcome.meta.get("batch") is True
+        log.debug("broker %s speaks DIPS%s", link.endpoint, " with batches" if link.batch else "")
         # tasks it sent before WELCOME came as standard REQUESTs and stay standard
         if self.phase is Phase.DRAINING:
             self._send(i, p.busy(draining=True), now)
@@ -270,6 +322,7 @@ class WorkerCore:
             self.current = task
             self.long = False
             return task
+        self.flush_replies(now)
         self._tell_free(now)
         self._maybe_done(now)
         return None
@@ -279,6 +332,7 @@ class WorkerCore:
         if self.current is None or self.long:
             return
         self.long = True
+        self.flush_replies(now)  # replies gathered behind this task wait no longer
         current = self.current.link
         for i, link in enumerate(self.links):
             if i != current and link.mode is LinkMode.DIPS and not link.told_busy:

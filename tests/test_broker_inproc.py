@@ -177,3 +177,40 @@ def test_a_reply_gathered_for_a_batch_reaches_the_client_before_a_pong(
     assert received == [p.Reply(b"echo", task.body, 7), p.Pong([7], broker.instance)]
     worker.close()
     client.close()
+
+
+def test_a_worker_that_takes_batches_gets_tasks_and_replies_in_one_message_each(
+        broker: Broker, zctx: zmq.Context) -> None:
+    worker, client = dealer(zctx), dealer(zctx)
+    worker.send_multipart(p.ready(b"echo", {"pid": 1, "prefetch": 8, "batch": True}))
+    drain_all(broker)
+    assert worker.poll(1000)
+    welcome = p.parse_worker_inbound(worker.recv_multipart())
+    assert isinstance(welcome, p.BrokerWelcome) and welcome.meta["batch"] is True
+    client.send_multipart(p.client_hello(batch=True))
+    bodies = [msgpack.packb({"i": i}) for i in range(10)]
+    client.send_multipart(p.client_submit_batch(b"echo", list(range(1, 11)), 60_000, bodies))
+    drain_all(broker)
+    assert worker.poll(1000)
+    first = p.parse_worker_inbound(worker.recv_multipart())
+    assert isinstance(first, p.BrokerTasks)  # the one it runs and the 8 it may hold
+    assert [t.hold for t in first.tasks] == [False] + [True] * 8
+    assert not worker.poll(0)  # inproc: anything sent is already there
+    worker.send_multipart(p.replies([t.key for t in first.tasks], [t.body[0] for t in first.tasks]))
+    drain_all(broker)
+    assert worker.poll(1000)
+    last = p.parse_worker_inbound(worker.recv_multipart())
+    assert isinstance(last, p.BrokerTask)  # the tenth, alone
+    worker.send_multipart(p.reply(last.key, last.body))
+    drain_all(broker)
+    answered: dict[int, bytes] = {}
+    while client.poll(100):
+        message = p.parse_client_inbound(client.recv_multipart())
+        if isinstance(message, p.Replies):
+            answered.update(zip(message.rids, message.bodies, strict=True))
+        elif isinstance(message, p.Reply) and message.rid is not None:
+            answered[message.rid] = message.body[0]
+    assert answered == dict(zip(range(1, 11), bodies, strict=True))
+    assert broker.dispatcher.counters.replies == 10
+    worker.close()
+    client.close()

@@ -91,6 +91,11 @@ def test_reply_without_the_empty_frame_is_accepted() -> None:
     [b"", b"DIPC02", b"\x77", b"\x80"],
     [b"", b"DIPC02", b"\x03", b"e", msgpack.packb({"ids": [1, 2], "ttl_ms": 5}), b"one body"],
     [b"", b"DIPC02", b"\x03", b"e", msgpack.packb({"ids": [], "ttl_ms": 5})],
+    [b"", b"MDPW01", b"\x0d"],  # REPLIES without meta
+    [b"", b"MDPW01", b"\x0d", msgpack.packb({"keys": [b"k1", b"k2"]}), b"one body"],
+    [b"", b"MDPW01", b"\x0d", msgpack.packb({"keys": []})],
+    [b"", b"MDPW01", b"\x0d", msgpack.packb({"keys": ["str"]}), b"b"],
+    [b"", b"MDPW01", b"\x0d", msgpack.packb({"keys": [b"k"] * 65}), *[b"b"] * 65],
 ])
 def test_malformed_broker_input_raises_protocol_error(frames: list[bytes]) -> None:
     with pytest.raises(ProtocolError):
@@ -108,6 +113,15 @@ def test_malformed_broker_input_raises_protocol_error(frames: list[bytes]) -> No
     [b"", b"MDPW01", b"\x09", msgpack.packb({"dips": 1})],
     [b"", b"MDPW01", b"\x0b"],
     [b"", b"MDPW01", b"\x42"],
+    [b"", b"MDPW01", b"\x0c", msgpack.packb({"keys": [b"k"], "ttl_ms": [1], "hold": [False]})],
+    [b"", b"MDPW01", b"\x0c", msgpack.packb({"keys": [b"k"], "ttl_ms": [1]}), b"b"],
+    [b"", b"MDPW01", b"\x0c", msgpack.packb({"keys": [b"k"], "ttl_ms": [-1], "hold": [False]}),
+     b"b"],
+    [b"", b"MDPW01", b"\x0c", msgpack.packb({"keys": [b"k"], "ttl_ms": [1], "hold": [1]}), b"b"],
+    [b"", b"MDPW01", b"\x0c", msgpack.packb({"keys": [b"k", b"l"], "ttl_ms": [1, 1],
+                                             "hold": [False, True]}), b"one body"],
+    [b"", b"MDPW01", b"\x0c", msgpack.packb({"keys": [b""], "ttl_ms": [1], "hold": [False]}),
+     b"b"],
 ])
 def test_malformed_worker_input_raises_protocol_error(frames: list[bytes]) -> None:
     with pytest.raises(ProtocolError):
@@ -125,6 +139,15 @@ def test_worker_task_forms() -> None:
     assert p.parse_worker_inbound(p.recall(b"w", b"k")[1:]) == p.BrokerRecall(b"k")
     welcome = p.parse_worker_inbound(p.worker_welcome(b"w", {"instance": "i"})[1:])
     assert welcome == p.BrokerWelcome({"dips": 2, "instance": "i"})
+
+
+def test_tasks_and_replies_round_trip() -> None:
+    frames = p.to_worker_batch(b"w", [b"k1", b"k2"], [b"b1", b"b2"], [5, None], [False, True])
+    assert frames[0] == b"w"
+    assert p.parse_worker_inbound(frames[1:]) == p.BrokerTasks([
+        p.BrokerTask(b"k1", [b"b1"], 5, False, True), p.BrokerTask(b"k2", [b"b2"], None, True, True)])
+    replies = p.parse_broker_inbound(p.replies([b"k1", b"k2"], [b"r1", b"r2"]))
+    assert replies == p.WorkerReplies([b"k1", b"k2"], [b"r1", b"r2"])
 
 
 def test_client_inbound_forms() -> None:

@@ -113,13 +113,13 @@ def test_max_requests_recycles(cluster: Cluster) -> None:
 
 
 def test_overload_is_refused_at_once(cluster: Cluster) -> None:
-    broker = cluster.broker(None, "--max-queue", "2")
+    broker = cluster.broker(None, "--max-queue", "2", "--max-prefetch", "1")
     cluster.worker([broker], "tester", test_worker=True)
     with MDPClient([broker.endpoint], timeout=20) as client:
         outcomes = client.send_many("tester", [{"sleep": 0.5}] * 6, return_exceptions=True)
     overloaded = [o for o in outcomes if isinstance(o, Overloaded)]
     served = [o for o in outcomes if isinstance(o, dict)]
-    # 1 in hand, 1 held by the worker behind it (prefetch: no other worker), 2 queued
+    # 1 in hand, 1 held by the worker behind it (--max-prefetch 1; no other worker), 2 queued
     assert len(overloaded) == 2 and len(served) == 4
     assert "queued" in overloaded[0].message
 

@@ -89,7 +89,7 @@ def test_start_connects_every_link_and_registers_with_prefetch() -> None:
     [(kind, i, frames)] = take(core, raw=True)
     assert (kind, i, frames[:4]) == (SEND, 0, [b"", p.WORKER, p.READY, b"echo"])
     meta = p.unpack_meta(frames[4], "READY")
-    assert meta == {"dips": 2, "pid": 7, "prefetch": 1}
+    assert meta == {"dips": 2, "pid": 7, "prefetch": 1, "batch": True}
     assert core.links[0].mode is LinkMode.STANDARD
 
 
@@ -407,3 +407,115 @@ def test_the_time_limit_answers_worker_timeout_bounces_held_and_exits_stuck() ->
     assert core.phase is Phase.DONE and core.exit_code == EXIT_STUCK
     core.task_done(b"late", 3.0)  # the handler came back after all: nothing more
     assert take(core) == []
+
+
+# --- TASKS and REPLIES (brokers whose WELCOME offers batches) ------------------------------
+
+
+def batch_core(links: int = 1, **timing: Any) -> WorkerCore:
+    core = make(links, **timing)
+    for i in range(links):
+        core.receive(i, p.worker_welcome(b"id", {"broker": "v", "instance": "x",
+                                                 "batch": True})[1:], 0.0)
+    take(core)
+    return core
+
+
+def tasks(core: WorkerCore, i: int, keys: list[bytes], now: float = 0.0,
+          holds: list[bool] | None = None) -> None:
+    frames = p.to_worker_batch(b"id", keys, [BODY[0]] * len(keys), [10_000] * len(keys),
+                               holds if holds is not None else [False] + [True] * (len(keys) - 1))
+    core.receive(i, frames[1:], now)
+
+
+def replies_sent(core: WorkerCore) -> list[tuple[int, list[bytes]]]:
+    """(link, keys) of every REPLY or REPLIES asked for since last time; nothing else."""
+    sent = []
+    for kind, i, frames in take(core, raw=True):
+        assert kind == SEND
+        if frames[2] == p.REPLIES:
+            sent.append((i, list(p.unpack_meta(frames[3], "REPLIES")["keys"])))
+        else:
+            assert frames[2] == p.REPLY, frames[:3]
+            sent.append((i, [frames[3]]))
+    return sent
+
+
+def run_all(core: WorkerCore, now: float, step: float) -> float:
+    while (t := core.begin(now)) is not None:
+        now += step
+        core.task_done(p.raw_result_body(t.body[0]), now)
+    return now
+
+
+def test_tasks_are_run_in_order_and_answered_in_one_replies_when_idle() -> None:
+    core = batch_core()
+    tasks(core, 0, [b"k1", b"k2", b"k3"])
+    assert [t.key for t in core.waiting] == [b"k1", b"k2", b"k3"]
+    run_all(core, 0.0, 0.0001)
+    assert replies_sent(core) == [(0, [b"k1", b"k2", b"k3"])]
+    assert core.served == 3
+
+
+def test_gathered_replies_go_out_after_reply_gather_s_while_tasks_keep_coming() -> None:
+    core = batch_core(reply_gather_s=0.002)
+    tasks(core, 0, [b"k1", b"k2", b"k3", b"k4"])
+    run_all(core, 0.0, 0.0011)  # replies at 1.1, 2.2, 3.3 (3.3 - 1.1 >= 2: sent), 4.4 ms
+    assert replies_sent(core) == [(0, [b"k1", b"k2", b"k3"]), (0, [b"k4"])]
+
+
+def test_a_task_running_long_sends_the_replies_gathered_before_it() -> None:
+    core = batch_core(2)
+    tasks(core, 0, [b"k1", b"k2"])
+    t = core.begin(0.0)
+    assert t is not None
+    core.task_done(b"r1", 0.0001)
+    assert core.begin(0.0001) is not None and take(core) == []  # k1's reply waits
+    core.task_long(0.006)
+    sent = take(core, raw=True)
+    assert [(i, f[2]) for _, i, f in sent] == [(0, p.REPLY), (1, p.BUSY)]
+    assert sent[0][2][3] == b"k1"
+
+
+def test_any_other_message_to_a_broker_sends_its_gathered_replies_first() -> None:
+    core = batch_core(1)
+    tasks(core, 0, [b"k1", b"k2"])
+    core.begin(0.0)
+    core.task_done(b"r1", 0.0001)
+    core.begin(0.0001)
+    core.stop(0.0002)  # drain: BUSY(draining) follows the reply on the wire
+    frames = [f for _, _, f in take(core, raw=True)]
+    assert [f[2] for f in frames] == [p.REPLY, p.BUSY]
+    core.task_done(b"r2", 0.0003)
+    assert core.begin(0.0003) is None
+    frames = [f for kind, _, f in take(core, raw=True) if kind == SEND]
+    assert [f[2] for f in frames] == [p.REPLY, p.DISCONNECT]
+    assert frames[0][3] == b"k2" and core.phase is Phase.DONE
+
+
+def test_a_broker_without_batch_in_its_welcome_gets_one_reply_per_task() -> None:
+    core = dips_core(1)  # its WELCOME says nothing of batches
+    task(core, 0, b"k1")
+    task(core, 0, b"k2", hold=True)
+    run_all(core, 0.0, 0.0001)
+    assert replies_sent(core) == [(0, [b"k1"]), (0, [b"k2"])]
+
+
+def test_tasks_before_welcome_are_dropped_and_a_recall_finds_a_batched_task() -> None:
+    core = make(1)
+    tasks(core, 0, [b"k1", b"k2"])  # a standard link: TASKS is not a 7/MDP command
+    assert not core.waiting
+    core = batch_core(1)
+    tasks(core, 0, [b"k1", b"k2", b"k3"])
+    core.begin(0.0)
+    core.receive(0, p.recall(b"id", b"k3")[1:], 0.001)
+    assert take(core) == [(0, "BOUNCE", b"k3")]
+    assert [t.key for t in core.waiting] == [b"k2"]
+
+
+def test_a_task_sent_as_to_an_idle_worker_runs_before_tasks_held_for_others() -> None:
+    core = batch_core(2)
+    tasks(core, 0, [b"a1", b"a2", b"a3"])  # a1 runs, a2 and a3 are held for broker 0
+    core.begin(0.0)
+    task(core, 1, b"b1")  # broker 1 believes us idle
+    assert [t.key for t in core.waiting] == [b"b1", b"a2", b"a3"]
