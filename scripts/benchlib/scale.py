@@ -28,6 +28,7 @@ from benchlib.plan import Plan
 from benchlib.procs import Child, Children, CpuWindow, rss_bytes, wait_for
 from benchlib.roundtrip import note
 from benchlib.stats import combine, timed_window
+from mdp.config import BrokerConfig
 from mdp.dispatch import Dispatcher, Request, Worker
 
 SERVICE = "sleep"
@@ -173,8 +174,9 @@ def flooded(kids: Children, plan: Plan, broker: Child, address: str,
     flood = kids.role("flood", "flood", "--broker", address, "--service", PARKED,
                       "--count", str(plan.flood))
     flood.expect("READY", 120)
-    # the parked worker runs one and, with no other worker idle, holds one more (prefetch)
-    wait_for(lambda: queue_depth(address, PARKED) >= plan.flood - 2, 120,
+    # the parked worker runs one and, with no other worker idle, holds up to max_prefetch
+    wait_for(lambda: queue_depth(address, PARKED) >= plan.flood - 1 - BrokerConfig.max_prefetch,
+             120,
              f"{plan.flood} queued requests")
     result.flood = plan.flood
     result.rss_after = rss_bytes(broker.pid)

@@ -48,8 +48,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("http-api")
     cluster = Cluster(root)
     try:
-        brokers = [cluster.broker(None, "--unknown-grace", "0.3", "--max-queue", "2")
-                   for _ in range(2)]
+        # small queues, and a worker that holds one task behind the one it runs, so that a
+        # handful of slow requests is enough to be overloaded
+        brokers = [cluster.broker(None, "--unknown-grace", "0.3", "--max-queue", "2",
+                                  "--max-prefetch", "1") for _ in range(2)]
         endpoints = [b.endpoint for b in brokers]
         for service in SERVICES:
             cluster.worker(brokers, service, wait=False)
