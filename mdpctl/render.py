@@ -67,7 +67,8 @@ class CurveFiles:
     secret: str  # this host's key pair (.key_secret)
     client_keys: str | None = None  # brokers: allowed client public keys
     worker_keys: str | None = None  # brokers: allowed worker public keys
-    broker_key: str | None = None  # workers: the brokers' public key
+    broker_key: str | None = None  # workers and doors: the brokers' public key
+    door_secret: str | None = None  # mdp-gearman and mdp-http: a client key pair
 
     def broker_args(self) -> list[str]:
         if not (self.client_keys and self.worker_keys):
@@ -79,6 +80,14 @@ class CurveFiles:
         if not self.broker_key:
             raise UsageError("CURVE workers need --broker-key, the brokers' public key")
         return ["--curve-secret", self.secret, "--broker-key", self.broker_key]
+
+    def door_args(self) -> list[str]:
+        """The front doors are clients: brokers refuse requests signed with a worker's (or
+        a broker's) key, so they get a client key pair of their own."""
+        if not (self.door_secret and self.broker_key):
+            raise UsageError("under CURVE, --gearman and --http need --door-secret (a client "
+                             "key pair) and --broker-key (the brokers' public key)")
+        return ["--curve-secret", self.door_secret, "--broker-key", self.broker_key]
 
 
 @dataclass(frozen=True)
@@ -186,7 +195,7 @@ def gearman_command(config: HostConfig) -> list[str]:
     for broker in config.brokers or config.broker_binds:
         argv += ["--broker", broker]
     if config.curve is not None:
-        argv += config.curve.worker_args()
+        argv += config.curve.door_args()
     return argv + ["--log-level", config.log_level]
 
 
@@ -196,8 +205,8 @@ def http_command(config: HostConfig) -> list[str]:
     own = [b.replace("0.0.0.0", "127.0.0.1") for b in config.broker_binds]
     for broker in config.brokers or own:
         argv += ["--broker", broker]
-    if config.curve is not None and config.curve.broker_key:
-        argv += ["--curve-secret", config.curve.secret, "--broker-key", config.curve.broker_key]
+    if config.curve is not None:
+        argv += config.curve.door_args()
     return argv + ["--log-level", config.log_level]
 
 

@@ -96,7 +96,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     curve.add_argument("--curve-secret", metavar="FILE", help="this host's key pair")
     curve.add_argument("--client-keys", metavar="DIR", help="broker-host: allowed clients")
     curve.add_argument("--worker-keys", metavar="DIR", help="broker-host: allowed workers")
-    curve.add_argument("--broker-key", metavar="FILE", help="worker-host: brokers' public key")
+    curve.add_argument("--broker-key", metavar="FILE",
+                       help="the brokers' public key (for workers and front doors)")
+    curve.add_argument("--door-secret", metavar="FILE",
+                       help="a client key pair for --gearman and --http (brokers refuse "
+                       "requests signed with a worker's key)")
     parser.add_argument("--http", metavar="HOST:PORT",
                         help="also run mdp-http (dashboard, /metrics, API) listening here")
     parser.add_argument("-o", "--output", metavar="FILE", help="write here, not to stdout")
@@ -132,6 +136,7 @@ def generated_by(args: argparse.Namespace) -> str:
         ("--client-keys", args.client_keys),
         ("--worker-keys", args.worker_keys),
         ("--broker-key", args.broker_key),
+        ("--door-secret", args.door_secret),
         ("--gearman", args.gearman),
         ("--http", args.http),
     ):
@@ -172,19 +177,18 @@ def _rpc(args: argparse.Namespace) -> render.RpcListen | None:
 
 
 _ONLY = {"bind": "broker-host", "workers": "local", "cpus": "worker-host",
-         "client_keys": "broker-host", "worker_keys": "broker-host",
-         "broker_key": "worker-host"}
+         "client_keys": "broker-host", "worker_keys": "broker-host"}
 
 
 def _curve(args: argparse.Namespace) -> render.CurveFiles | None:
     if args.curve_secret is None:
-        if args.client_keys or args.worker_keys or args.broker_key:
+        if args.client_keys or args.worker_keys or args.broker_key or args.door_secret:
             raise UsageError("the key options need --curve-secret, this host's key pair")
         return None
     if args.profile == "local":
         raise UsageError("the local cluster runs on loopback in plaintext; CURVE is for hosts")
     return render.CurveFiles(args.curve_secret, args.client_keys, args.worker_keys,
-                             args.broker_key)
+                             args.broker_key, args.door_secret)
 
 
 def host_config(args: argparse.Namespace) -> render.HostConfig:

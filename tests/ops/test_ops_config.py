@@ -215,3 +215,36 @@ def test_curve_keys_reach_the_command_lines(tmp_path: Path,
     assert "--curve-secret /k/w1.key_secret --broker-key /k/broker.key" in worker_text
     generated_by = worker_text.splitlines()[1]  # the command that writes the file again
     assert "--curve-secret /k/w1.key_secret --broker-key /k/broker.key" in generated_by
+
+
+def test_under_curve_the_front_doors_sign_with_a_client_key_of_their_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Brokers refuse requests signed with a worker key: mdp-gearman and mdp-http get the
+    client key pair given as --door-secret, never the host's worker key."""
+    monkeypatch.setenv("DIPS_SUPERVISOR_PASSWORD", "pw")
+    base = ["config", "worker-host", "--cpus", "1", "--broker", "tcp://10.0.0.1:5555",
+            "--service", "echo", "--curve-secret", "/k/w1.key_secret",
+            "--broker-key", "/k/broker.key", "--gearman", "127.0.0.1:4730",
+            "--http", "127.0.0.1:8080"]
+    assert main([*base, "-o", str(tmp_path / "no-door-key.conf")]) == 2
+    assert "--door-secret" in capsys.readouterr().err
+    conf = tmp_path / "w.conf"
+    assert main([*base, "--door-secret", "/k/door.key_secret", "-o", str(conf)]) == 0
+    commands = [line for line in conf.read_text().splitlines()
+                if line.startswith("command=")]
+    doors = [c for c in commands if "mdp.gearman" in c or "mdp.http" in c]
+    workers = [c for c in commands if "mdp.worker" in c]
+    assert len(doors) == 2 and workers
+    for door in doors:
+        assert "--curve-secret /k/door.key_secret --broker-key /k/broker.key" in door
+        assert "w1.key_secret" not in door
+    assert all("--curve-secret /k/w1.key_secret" in w for w in workers)
+    broker_host = tmp_path / "b.conf"  # a broker host's door: its own broker's public key
+    assert main(["config", "broker-host", "--curve-secret", "/k/broker.key_secret",
+                 "--client-keys", "/k/clients", "--worker-keys", "/k/workers",
+                 "--broker-key", "/k/broker.key", "--door-secret", "/k/door.key_secret",
+                 "--http", "127.0.0.1:8080", "-o", str(broker_host)]) == 0
+    http = next(line for line in broker_host.read_text().splitlines()
+                if line.startswith("command=") and "mdp.http" in line)
+    assert "--curve-secret /k/door.key_secret --broker-key /k/broker.key" in http
