@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from mdp import protocol as p
 from mdp.errors import ConfigError
 from mdp.keys import CurveConfig
+from mdp.workercore import Timing
 
 BROKER_DESCRIPTION = "The Majordomo broker of DIPS."
 WORKER_DESCRIPTION = "A DIPS worker: one service, one request at a time, every broker."
@@ -78,8 +79,9 @@ class WorkerConfig:
     max_memory_mb: int = 0  # address-space limit of the process; 0: none
     limits: p.BodyLimits = p.DEFAULT_LIMITS
     max_message_bytes: int = 32 * 1024 * 1024
-    busy_after_s: float = 0.005  # a task running longer makes the worker BUSY elsewhere
+    busy_after_s: float = Timing.busy_after_s  # a task running longer: BUSY elsewhere
     prefetch: int = 8  # tasks it is willing to hold beyond the one it runs (READY meta)
+    reply_gather_s: float = Timing.reply_gather_s  # back-to-back replies wait to go together
     curve: CurveConfig | None = None
 
     def validate(self) -> None:
@@ -100,6 +102,8 @@ class WorkerConfig:
             raise ConfigError("--busy-after must be at least 0 and below --time-limit")
         if not 0 <= self.prefetch <= 16:
             raise ConfigError("--prefetch must be between 0 and 16")
+        if not 0 <= self.reply_gather_s <= self.busy_after_s:
+            raise ConfigError("--reply-gather must be at least 0 and at most --busy-after")
 
 
 def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
@@ -190,6 +194,9 @@ def parse_worker_args(
                         "brokers and hands back requests they sent meanwhile")
     parser.add_argument("--prefetch", type=int, default=d.prefetch, metavar="N",
                         help="requests it may hold behind the one it runs (0: none)")
+    parser.add_argument("--reply-gather", type=float, default=d.reply_gather_s,
+                        metavar="SECONDS", help="replies of requests run back to back wait "
+                        "up to this long to go out together (0: each at once)")
     curve = parser.add_argument_group("CURVE security (both or none)")
     curve.add_argument("--curve-secret", metavar="FILE",
                        help="this worker's key pair (NAME.key_secret, mode 0600)")
@@ -211,5 +218,6 @@ def parse_worker_args(
         max_message_bytes=args.max_message_bytes,
         busy_after_s=args.busy_after,
         prefetch=args.prefetch,
+        reply_gather_s=args.reply_gather,
     )
     return config, args, args.log_level
