@@ -334,7 +334,10 @@ def client_role(args: argparse.Namespace) -> int:
             return job
 
         def handleDisconnect(self, job: Any) -> Any:
+            # the server went away with the job: gear ends it with no failure and no
+            # data, so mark it lost, or an empty card would count as a wrong one
             job = super().handleDisconnect(job)
+            job.lost = True
             job.done.set()
             return job
 
@@ -362,7 +365,7 @@ def client_role(args: argparse.Namespace) -> int:
         took = time.monotonic() - sent
         worst = max(worst, took)
         counts["over_1s"] += took > 1.0
-        if not finished or job.failure:
+        if not finished or job.failure or getattr(job, "lost", False):
             counts["failed"] += 1
         elif b"".join(job.data) != expected[k]:
             counts["wrong"] += 1
