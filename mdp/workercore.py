@@ -183,9 +183,11 @@ class WorkerCore:
         if link.mode is LinkMode.CLOSED or link.epoch != task.epoch:
             log.warning("broker %s went away; dropping a reply", link.endpoint)
             return
-        if link.batch and task.dips:
-            # gathered: sent as one REPLIES when the worker goes idle, when a task runs
-            # past busy_after, before anything else to that broker, or reply_gather_s on
+        if link.batch and task.dips and now - task.started_at < self.timing.reply_gather_s:
+            # a short task's reply is gathered: sent in one REPLIES when the worker goes
+            # idle, when a task runs past busy_after, before anything else to that broker,
+            # or reply_gather_s on (a longer task's reply goes at once: the next task may
+            # be as long, and gathering would hold this reply until busy_after)
             if not link.gathered_keys:
                 link.gathered_since = now
             link.gathered_keys.append(task.key)

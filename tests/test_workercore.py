@@ -519,3 +519,12 @@ def test_a_task_sent_as_to_an_idle_worker_runs_before_tasks_held_for_others() ->
     core.begin(0.0)
     task(core, 1, b"b1")  # broker 1 believes us idle
     assert [t.key for t in core.waiting] == [b"b1", b"a2", b"a3"]
+
+
+def test_a_task_longer_than_reply_gather_s_is_answered_at_once() -> None:
+    core = batch_core(reply_gather_s=0.002)
+    tasks(core, 0, [b"k1", b"k2"])
+    core.begin(0.0)
+    core.task_done(b"r1", 0.003)  # longer than the gather time: the next may be as long
+    assert replies_sent(core) == [(0, [b"k1"])]
+    assert core.begin(0.003) is not None
