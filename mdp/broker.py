@@ -85,6 +85,8 @@ class Broker:
         self._user = ""  # the CURVE key of the message being handled
         self._batchers: dict[bytes, None] = {}  # clients that take batched RESULTs
         self._results: dict[tuple[bytes, bytes], tuple[list[int], list[bytes]]] = {}
+        self._tasks_out: dict[bytes, tuple[Worker, list[tuple[Request, bool]]]] = {}
+        self._again: dict[bytes, Service] = {}  # services whose tasks a lost worker gave back
         self._stopping = False
         self._reload_requested = False
         self._warn = RateLimitedLog(log)
@@ -128,6 +130,8 @@ class Broker:
                 if self._reload_requested:
                     self._reload()
                 self._run_timers(time.monotonic())
+                if self._tasks_out or self._again:
+                    self._flush_tasks()
                 if self._results:
                     self._flush_results()
         finally:
@@ -191,13 +195,18 @@ class Broker:
                 handled += 1
                 if handled == _BATCH:  # timers get a turn; the rest waits in the socket
                     return
-                if self._results and handled % _FLUSH_EVERY == 0:
-                    self._flush_results()
+                if handled % _FLUSH_EVERY == 0:
+                    if self._tasks_out:
+                        self._flush_tasks()
+                    if self._results:
+                        self._flush_results()
                 if curve:
                     frames, user = sockio.recv_with_user(sock)
                 else:
                     frames = sockio.recv(sock)
         finally:
+            if self._tasks_out or self._again:
+                self._flush_tasks()
             if self._results:
                 self._flush_results()
 
@@ -476,31 +485,40 @@ class Broker:
             if service.held and service.idle:
                 self._recall(service)
             return
-        while True:
-            # tasks for a worker that takes TASKS are gathered and sent as one message
-            gathered: dict[Worker, list[tuple[Request, bool]]] = {}
-            for worker, request, hold in dispatcher.assignments(service, now):
-                if worker.batch and len(request.body) == 1:
-                    gathered.setdefault(worker, []).append((request, hold))
-                    continue
-                if worker.dips:
-                    frames = p.to_worker(worker.identity, request.key, request.body, True,
-                                         request.ttl_ms(now), hold)
+        # tasks for a worker that takes TASKS are gathered, and sent as one message when
+        # this pass over the socket ends (_flush_tasks) or before anything else to it
+        outbox = self._tasks_out
+        for worker, request, hold in dispatcher.assignments(service, now):
+            if worker.batch and len(request.body) == 1:
+                pending = outbox.get(worker.identity)
+                if pending is None:
+                    outbox[worker.identity] = (worker, [(request, hold)])
                 else:
-                    frames = p.to_worker(worker.identity, request.key, request.body, False)
-                if not self._send(frames):
-                    self._worker_gone(worker, now)
-            failed = False
-            for worker, tasks in gathered.items():
-                if worker.identity not in dispatcher.workers:
-                    continue  # gone while this pass ran: its tasks are queued again
-                if not self._send_tasks(worker, tasks, now):
-                    self._worker_gone(worker, now)
-                    failed = True
-            if not (failed and service.queue):
-                break  # a failed send requeued tasks: another pass gives them to others
+                    pending[1].append((request, hold))
+                continue
+            if worker.dips:
+                frames = p.to_worker(worker.identity, request.key, request.body, True,
+                                     request.ttl_ms(now), hold)
+            else:
+                frames = p.to_worker(worker.identity, request.key, request.body, False)
+            if not self._send(frames):
+                self._worker_gone(worker, now)
         if service.held and service.idle:
             self._recall(service)
+
+    def _flush_tasks(self) -> None:
+        """Send the gathered tasks: one TASKS per worker (more if over MAX_BATCH)."""
+        now = time.monotonic()
+        while self._tasks_out or self._again:
+            outbox, self._tasks_out = self._tasks_out, {}
+            for identity, (worker, tasks) in outbox.items():
+                if self.dispatcher.workers.get(identity) is not worker:
+                    continue  # gone meanwhile: its tasks are queued again
+                if not self._send_tasks(worker, tasks, now):
+                    self._worker_gone(worker, now)
+            again, self._again = self._again, {}
+            for service in again.values():  # their tasks are queued again: give them out
+                self._dispatch(service, now)
 
     def _send_tasks(self, worker: Worker, tasks: list[tuple[Request, bool]],
                     now: float) -> bool:
@@ -519,8 +537,11 @@ class Broker:
         return True
 
     def _worker_gone(self, worker: Worker, now: float) -> None:
+        """A send to the worker failed: forget it; its tasks are given out again soon."""
         log.warning("worker %s is gone; requeueing its tasks", worker.identity.hex()[:20])
+        self._tasks_out.pop(worker.identity, None)
         self.dispatcher.remove_worker(worker, now)
+        self._again[worker.service.name] = worker.service
 
     def _recall(self, service: Service) -> None:
         for worker, request in self.dispatcher.recalls(service):
@@ -528,6 +549,13 @@ class Broker:
 
     def _send(self, frames: list[bytes]) -> bool:
         """Send to a peer; False when it is no longer connected."""
+        if self._tasks_out and frames[0] in self._tasks_out:
+            # wire order: the tasks gathered for this worker go before a RECALL, say
+            worker, tasks = self._tasks_out.pop(frames[0])
+            if (self.dispatcher.workers.get(frames[0]) is worker
+                    and not self._send_tasks(worker, tasks, time.monotonic())):
+                self._worker_gone(worker, time.monotonic())
+                return False
         try:
             sockio.send(self.socket, frames)
             return True

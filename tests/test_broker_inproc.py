@@ -10,6 +10,7 @@ import zmq
 
 from mdp import protocol as p
 from mdp.broker import _BATCH, Broker, BrokerConfig
+from mdp.dispatch import Request
 
 
 @pytest.fixture
@@ -214,3 +215,28 @@ def test_a_worker_that_takes_batches_gets_tasks_and_replies_in_one_message_each(
     assert broker.dispatcher.counters.replies == 10
     worker.close()
     client.close()
+
+
+def test_tasks_gathered_for_a_worker_go_before_anything_else_sent_to_it(
+        broker: Broker, zctx: zmq.Context) -> None:
+    """Tasks are gathered until a pass over the socket ends; a RECALL (or any other
+    message) to the same worker meanwhile must not overtake them."""
+    worker = dealer(zctx)
+    worker.send_multipart(p.ready(b"echo", {"pid": 1, "prefetch": 8, "batch": True}))
+    drain_all(broker)
+    assert worker.poll(1000) and isinstance(
+        p.parse_worker_inbound(worker.recv_multipart()), p.BrokerWelcome)
+    [identity] = list(broker.dispatcher.workers)
+    for rid in (1, 2):
+        broker.dispatcher.enqueue(Request(b"client", b"echo", [b"\x80"], 0.0, rid), 0.0)
+    broker._dispatch(broker.dispatcher.services[b"echo"], 0.0)
+    assert not worker.poll(0)  # gathered, not sent yet
+    held = list(broker.dispatcher.workers[identity].tasks)[1]
+    broker._send(p.recall(identity, held))
+    first = p.parse_worker_inbound(worker.recv_multipart())
+    assert isinstance(first, p.BrokerTasks) and [t.key for t in first.tasks][1] == held
+    assert worker.poll(1000)
+    assert p.parse_worker_inbound(worker.recv_multipart()) == p.BrokerRecall(held)
+    broker._flush_tasks()
+    assert not worker.poll(0)  # nothing was left to send twice
+    worker.close()

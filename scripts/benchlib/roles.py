@@ -300,7 +300,8 @@ def thread_workers(args: argparse.Namespace) -> int:
 
     workers = []
     for _ in range(args.count):
-        config = WorkerConfig(brokers=args.broker, service=args.service, time_limit_s=3600.0)
+        config = WorkerConfig(brokers=args.broker, service=args.service, time_limit_s=3600.0,
+                              busy_after_s=args.busy_after)
         workers.append(Worker(config, blocker if args.block else sleeper))
     for worker in workers:
         threading.Thread(target=worker.run, daemon=True).start()
@@ -356,6 +357,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     t.add_argument("--count", type=int, required=True)
     t.add_argument("--sleep-s", type=float, default=0.02)
     t.add_argument("--block", action="store_true")
+    t.add_argument("--busy-after", type=float, default=WorkerConfig.busy_after_s)
     fl = roles.add_parser("flood")
     fl.add_argument("--broker", required=True)
     fl.add_argument("--service", required=True)

@@ -79,13 +79,20 @@ class ScaleResult:
     notes: list[str] = field(default_factory=list)
 
 
+# With one broker there is nobody to tell BUSY; a busy_after above the sleep keeps the one
+# sentinel thread of each 250-worker process from taking over every socket of it at once
+# (a fleet runs one worker per process, where the sentinel watches one worker).
+SCALE_BUSY_AFTER_S = 0.05
+
+
 def run(kids: Children, plan: Plan) -> ScaleResult:
     result = ScaleResult(plan.scale_sleep_s)
     broker, address = start_broker(kids, *queue_limits(plan.flood + 10_000))
     hosts: list[Child] = []
     for count in plan.scale_workers:
         hosts += start_thread_workers(kids, [address], count - sum_workers(result), SERVICE,
-                                      "--sleep-s", str(plan.scale_sleep_s))
+                                      "--sleep-s", str(plan.scale_sleep_s),
+                                      "--busy-after", str(SCALE_BUSY_AFTER_S))
         host_pids = [host.pid for host in hosts]
         wait_workers(address, SERVICE, count, 60 + count / 10)
         point = ScalePoint(count, count / plan.scale_sleep_s)
