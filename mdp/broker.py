@@ -200,6 +200,8 @@ class Broker:
                         self._flush_tasks()
                     if self._results:
                         self._flush_results()
+                if handled == 1 and not sockio.readable(sock):
+                    break  # one message came alone (a sync peer): no receive to find none
                 if curve:
                     frames, user = sockio.recv_with_user(sock)
                 else:

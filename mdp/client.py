@@ -294,7 +294,8 @@ class MDPClient:
     def _read_all(self, now: float) -> None:
         core = self._core
         for index, sock in enumerate(self._sockets):
-            if sock is not None and index not in self._connecting:
+            # asking first is cheaper than a receive that finds nothing
+            if sock is not None and index not in self._connecting and sockio.readable(sock):
                 while (frames := sockio.recv(sock)) is not None:
                     core.received(index, frames, now)
 

@@ -14,10 +14,13 @@ from zmq.backend import Socket as _BackendSocket
 _send = _BackendSocket.send
 _recv = _BackendSocket.recv
 _set = _BackendSocket.set
+_get = _BackendSocket.get
 
 NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
 _RCVTIMEO = int(zmq.RCVTIMEO)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 _Again = zmq.Again
 
 
@@ -28,6 +31,13 @@ def send(sock: zmq.Socket, frames: list[bytes], flags: int = NOBLOCK) -> None:
     for i in range(last):
         _send(sock, frames[i], more)
     _send(sock, frames[last], flags)
+
+
+def readable(sock: zmq.Socket) -> bool:
+    """Whether a message waits: ~1.4 us, where a receive that finds none costs ~4 us (pyzmq
+    builds a ``zmq.Again``). Worth it where the answer is usually no: after the one message
+    a quiet peer sent."""
+    return bool(_get(sock, _EVENTS) & _POLLIN)
 
 
 def recv(sock: zmq.Socket) -> list[bytes] | None:

@@ -202,14 +202,21 @@ class Worker:
             self._read_at = now
         first = self._received
         self._received = None
+        readable = sockio.readable
         for link in range(len(sockets)) if links is None else links:
             sock = sockets[link]
+            looked = False  # a receive that finds nothing costs more than asking first
             while sock is not None:
                 if first is not None and first[0] == link:
                     frames: list[bytes] | None = first[1]
                     first = None
-                else:
+                elif looked:
                     frames = recv(sock)
+                elif readable(sock):
+                    looked = True
+                    frames = recv(sock)
+                else:
+                    break
                 if frames is None:
                     break
                 try:
