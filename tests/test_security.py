@@ -164,6 +164,51 @@ def test_revocation_cuts_open_connections_at_once(cluster: Cluster, keys: Keys) 
         kept.close()
 
 
+def test_a_revoked_clients_queued_request_is_dropped_and_its_running_one_unanswered(
+        cluster: Cluster, keys: Keys) -> None:
+    """What a revoked client had at the broker goes nowhere: the request queued behind a
+    busy worker is dropped unworked, and the reply to the one running is not delivered."""
+    broker = curve_broker(cluster, keys)
+    started = cluster.tmp_path / "queued-one-started"
+    running = cluster.tmp_path / "running-one-started"
+    worker = cluster.worker([broker], "tester", *keys.worker_args("worker"), "--prefetch", "0",
+                            test_worker=True, wait=False)
+    wait_for(lambda: worker_pids(broker.endpoint, keys) == [worker.pid], 10, "the worker")
+    outcomes: list[object] = []
+    revoked = MDPClient([broker.endpoint], curve=keys.curve("client"), timeout=4, retries=0)
+    sender = threading.Thread(target=lambda: outcomes.extend(revoked.send_many(
+        "tester", [{"sleep": 1.5, "started_file": str(running)},
+                   {"started_file": str(started)}], window=2, return_exceptions=True)))
+    sender.start()
+    try:
+        wait_for(running.exists, 10, "the first request to run")
+
+        def queued() -> int:
+            status = curve_status(broker.endpoint, keys, "client2") or {}
+            return int(status.get("services", {}).get("tester", {}).get("queue", 0))
+
+        wait_for(lambda: queued() == 1, 5, "the second request to wait in the queue")
+        (keys.clients / "client.key").unlink()
+        broker.signal(signal.SIGHUP)
+        wait_for(lambda: "dropped 1 queued requests of revoked client keys" in broker.output(),
+                 5, "the revoked client's queued request to be dropped")
+        sender.join(15)
+        assert not sender.is_alive()
+    finally:
+        revoked.close()
+    # the running request was served (the worker replied) but its reply never reached the
+    # revoked client; the queued one was never worked
+    assert len(outcomes) == 2 and all(isinstance(o, Exception) for o in outcomes), outcomes
+    assert not started.exists()
+
+    def served() -> int:
+        status = curve_status(broker.endpoint, keys, "client2") or {}
+        workers = status.get("services", {}).get("tester", {}).get("workers", [])
+        return sum(int(w.get("served", 0)) for w in workers)
+
+    wait_for(lambda: served() == 1, 5, "the worker to have answered the running request")
+
+
 def test_one_brokers_key_is_replaced_while_load_runs_through_the_other(
         cluster: Cluster, keys: Keys) -> None:
     """Broker B gets a new key pair; clients and workers are given B's new public key for
