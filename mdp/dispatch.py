@@ -97,6 +97,8 @@ class Service:
     open: OrderedDict[bytes, Worker] = field(default_factory=OrderedDict)  # may prefetch
     workers: dict[bytes, Worker] = field(default_factory=dict)
     held: int = 0  # tasks waiting at a worker behind another of its tasks
+    recalled: int = 0  # of those, the ones asked back (RECALL sent, no answer yet)
+    holders: dict[bytes, Worker] = field(default_factory=dict)  # workers with held tasks
     counters: ServiceCounters = field(default_factory=ServiceCounters)
 
 
@@ -150,6 +152,7 @@ class Dispatcher:
         service.workers.pop(worker.identity, None)
         service.idle.pop(worker.identity, None)
         service.open.pop(worker.identity, None)
+        service.holders.pop(worker.identity, None)
         if not service.workers:
             service.empty_since = now
         for request in reversed(list(worker.tasks.values())):
@@ -228,12 +231,20 @@ class Dispatcher:
 
     def _take_back(self, worker: Worker, request: Request) -> None:
         """Remove a task from its worker (the request itself is not released)."""
-        first = next(iter(worker.tasks), None)
-        del worker.tasks[request.key]
+        service = worker.service
+        tasks = worker.tasks
+        first = next(iter(tasks), None)
+        del tasks[request.key]
         if request.key != first:
-            worker.service.held -= 1
-        elif worker.tasks:  # the next task is now the one it runs
-            worker.service.held -= 1
+            service.held -= 1
+            if request.recalled:
+                service.recalled -= 1
+        elif tasks:  # the next task is now the one it runs: no longer held
+            service.held -= 1
+            if next(iter(tasks.values())).recalled:  # no longer counted as held (its
+                service.recalled -= 1  # flag stays: a BOUNCE of it was asked for)
+        if len(tasks) < 2:
+            service.holders.pop(worker.identity, None)
         request.key = b""
 
     def _requeue(self, service: Service, request: Request) -> None:
@@ -306,6 +317,8 @@ class Dispatcher:
             request.key = key = self._key.to_bytes(8, "big")
             request.dispatched_at = now
             worker.tasks[key] = request
+            if hold:
+                service.holders[worker.identity] = worker
             if worker.prefetch and len(worker.tasks) <= worker.prefetch:
                 open_[worker.identity] = worker
             yield worker, request, hold
@@ -316,16 +329,15 @@ class Dispatcher:
         A task held at a busy worker behind another task would wait while a worker is
         idle; it is asked back (RECALL) and, when the worker returns it, dispatched again.
         """
-        if not service.held or service.queue or not service.idle:
-            return []
+        if service.held <= service.recalled or service.queue or not service.idle:
+            return []  # nothing held that is not already asked back: O(1), not O(workers)
         wanted = len(service.idle)
         found: list[tuple[Worker, Request]] = []
-        for worker in service.workers.values():
-            if len(worker.tasks) < 2 or not worker.dips:
-                continue
+        for worker in list(service.holders.values()):
             for request in list(worker.tasks.values())[1:]:
                 if not request.recalled:
                     request.recalled = True
+                    service.recalled += 1
                     found.append((worker, request))
                     if len(found) == wanted:
                         return found

@@ -321,3 +321,47 @@ def test_a_dips_worker_holding_a_task_is_not_expired_for_silence() -> None:
     assign(d)
     assert dips.tasks and std.tasks
     assert d.expired_workers(10.0) == [std]
+
+
+def test_held_recalled_and_holders_stay_true_through_random_traffic() -> None:
+    """The counts recalls() trusts (held, recalled, holders) match the workers' tasks after
+    any mix of requests, replies, bounces, recalls and workers leaving."""
+    import random
+
+    rng = random.Random(7)
+    d = Dispatcher(max_queue=10_000, max_services=10, unknown_grace_s=1.0,
+                   worker_expiry_s=3.0, max_prefetch=4)
+    workers = [d.add_worker(b"W%d" % i, b"echo", True, {}, 0.0, prefetch=4) for i in range(5)]
+    service = d.services[b"echo"]
+    n = 0
+    for step in range(5_000):
+        now = step * 0.001
+        action = rng.random()
+        if action < 0.3:
+            for _ in range(rng.randint(1, 3)):  # bursts: workers end up holding tasks
+                n += 1
+                d.enqueue(req(n, now), now)
+            list(d.assignments(service, now))
+        elif action < 0.7:
+            busy = [w for w in service.workers.values() if w.tasks]
+            if busy:
+                w = rng.choice(busy)
+                for key in list(w.tasks)[:1 if rng.random() < 0.6 else None]:
+                    d.complete(w, key, now)  # its first task, or all it holds
+                if rng.random() < 0.5:
+                    list(d.assignments(service, now))
+        elif action < 0.85:
+            for w, r in d.recalls(service):
+                if rng.random() < 0.7 and r.key in w.tasks:
+                    d.bounce(w, r.key)  # the worker had not started it
+            list(d.assignments(service, now))
+        elif action < 0.9 and len(service.workers) > 1:
+            d.remove_worker(rng.choice(list(service.workers.values())), now)
+        elif action < 0.95:
+            w = d.add_worker(b"N%d" % step, b"echo", True, {}, now, prefetch=4)
+            workers.append(w)
+        live = list(service.workers.values())
+        assert service.held == sum(max(0, len(w.tasks) - 1) for w in live)
+        assert service.recalled == sum(r.recalled for w in live
+                                       for r in list(w.tasks.values())[1:])
+        assert set(service.holders) == {w.identity for w in live if len(w.tasks) >= 2}
