@@ -384,8 +384,6 @@ class ClientCore:
     def _fill(self, now: float) -> None:
         """Start calls the window allows, send each to the next usable broker."""
         backlog = self._backlog
-        if backlog and self._active >= self.window and not self._ready:
-            return  # a pipelining window is full: nothing to start (tick reopens brokers)
         while backlog and self._active < self.window:
             call = backlog.popleft()
             if not call.done:
