@@ -33,6 +33,10 @@ class WorkerState(enum.Enum):
     DRAINING = "draining"  # leaving; takes no new request
 
 
+HOLD_BUDGET_S = 0.005  # a worker holds at most about this much work behind its current task
+WORK_EWMA = 0.2  # weight of each new sample in a service's moving average of work time
+
+
 @dataclass(eq=False, slots=True)
 class Request:
     """A client request as the broker holds it."""
@@ -69,6 +73,7 @@ class Worker:
     registered_at: float
     expires_at: float
     prefetch: int = 0  # tasks it may hold beyond the one it runs
+    last_done_at: float = 0.0  # when it last answered one of our tasks
     batch: bool = False  # takes TASKS (several tasks in one message)
     tasks: dict[bytes, Request] = field(default_factory=dict)  # oldest first
     away: bool = False
@@ -99,6 +104,17 @@ class Service:
     held: int = 0  # tasks waiting at a worker behind another of its tasks
     recalled: int = 0  # of those, the ones asked back (RECALL sent, no answer yet)
     holders: dict[bytes, Worker] = field(default_factory=dict)  # workers with held tasks
+    work_s: float = 0.0  # moving average of a task's time at a worker; 0: none seen yet
+
+    def hold_depth(self, worker: Worker) -> int:
+        """How many tasks ``worker`` may hold beyond the one it runs: its ``prefetch``, but
+        no more than about HOLD_BUDGET_S of this service's work, and 1 until a task has
+        been timed (a held task waits behind the ones before it at that worker)."""
+        if not worker.prefetch:
+            return 0
+        if self.work_s <= 0.0:
+            return 1
+        return max(1, min(worker.prefetch, int(HOLD_BUDGET_S / self.work_s)))
     counters: ServiceCounters = field(default_factory=ServiceCounters)
 
 
@@ -139,7 +155,7 @@ class Dispatcher:
         service = self._service(service_name, now)
         prefetch = max(0, min(prefetch, self.max_prefetch)) if dips else 0
         worker = Worker(identity, service, dips, meta, now, now + self.worker_expiry_s,
-                        prefetch, dips and batch)
+                        prefetch=prefetch, batch=dips and batch)
         self.workers[identity] = worker
         service.workers[identity] = worker
         service.idle[identity] = worker
@@ -187,7 +203,7 @@ class Dispatcher:
             return
         if not worker.tasks:
             service.idle[identity] = worker
-        elif len(worker.tasks) <= worker.prefetch:
+        elif len(worker.tasks) <= service.hold_depth(worker):
             service.open[identity] = worker
 
     # --- tasks -----------------------------------------------------------------------
@@ -200,6 +216,13 @@ class Dispatcher:
             return None
         self._take_back(worker, request)
         worker.served += 1
+        # the task's own time: from when the worker could start it (its previous reply, if
+        # it was held behind one) to now; replies that come together count as quick ones
+        service = worker.service
+        sample = now - max(request.dispatched_at, worker.last_done_at)
+        service.work_s = sample if service.work_s <= 0.0 else (
+            service.work_s + WORK_EWMA * (sample - service.work_s))
+        worker.last_done_at = now
         counters = worker.service.counters
         counters.replies += 1
         counters.queue_time.observe(request.dispatched_at - request.received_at)
@@ -319,7 +342,7 @@ class Dispatcher:
             worker.tasks[key] = request
             if hold:
                 service.holders[worker.identity] = worker
-            if worker.prefetch and len(worker.tasks) <= worker.prefetch:
+            if worker.prefetch and len(worker.tasks) <= service.hold_depth(worker):
                 open_[worker.identity] = worker
             yield worker, request, hold
 

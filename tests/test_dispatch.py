@@ -365,3 +365,26 @@ def test_held_recalled_and_holders_stay_true_through_random_traffic() -> None:
         assert service.recalled == sum(r.recalled for w in live
                                        for r in list(w.tasks.values())[1:])
         assert set(service.holders) == {w.identity for w in live if len(w.tasks) >= 2}
+
+
+def test_a_worker_holds_about_five_ms_of_work_behind_its_task() -> None:
+    """Deep prefetch only for short tasks: a held task waits behind the ones before it."""
+    d = Dispatcher(max_queue=100, max_services=10, unknown_grace_s=1.0, worker_expiry_s=3.0,
+                   max_prefetch=8)
+    w = d.add_worker(b"W", b"echo", True, {}, 0.0, prefetch=8)
+    service = d.services[b"echo"]
+    assert service.hold_depth(w) == 1  # nothing timed yet
+    now = 0.0
+    for n in range(20):  # 50 ms tasks, one at a time
+        d.enqueue(req(n, now), now)
+        [(_, r)] = assign(d, now=now)
+        now += 0.05
+        d.complete(w, r.key, now)
+    assert service.hold_depth(w) == 1
+    for n in range(40):  # then 100 us tasks
+        d.enqueue(req(100 + n, now), now)
+        [(_, r)] = assign(d, now=now)
+        now += 0.0001
+        d.complete(w, r.key, now)
+    assert service.hold_depth(w) == 8
+    assert service.hold_depth(d.add_worker(b"S", b"echo", False, {}, now)) == 0  # standard
