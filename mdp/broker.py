@@ -406,43 +406,38 @@ class Broker:
         self._dispatch(worker.service, now)
 
     def _on_reply(self, identity: bytes, msg: p.WorkerReply, now: float) -> None:
-        worker = self.dispatcher.workers.get(identity)
-        if worker is None:
-            self._unknown_worker(identity)
-            return
-        worker.expires_at = now + self.dispatcher.worker_expiry_s
-        body = msg.body
-        error = p.error_code(body) if p.is_error_body(body) else None
-        request = self.dispatcher.complete(worker, msg.key, now, error)
-        if request is None:
-            self.dispatcher.counters.dropped += 1
-            self._warn.warning("worker %s replied to a task it does not hold",
-                               identity.hex()[:20])
-        else:
-            self.dispatcher.counters.replies += 1
-            self._send_client(request, body)
-        self._dispatch(worker.service, now)
+        worker = self._replying_worker(identity, now)
+        if worker is not None:
+            self._take_reply(worker, msg.key, msg.body, now)
+            self._dispatch(worker.service, now)
 
     def _on_replies(self, identity: bytes, msg: p.WorkerReplies, now: float) -> None:
         """Several replies in one REPLIES: each is taken as if it came alone."""
+        worker = self._replying_worker(identity, now)
+        if worker is not None:
+            for key, body in zip(msg.keys, msg.bodies, strict=True):
+                self._take_reply(worker, key, [body], now)
+            self._dispatch(worker.service, now)
+
+    def _replying_worker(self, identity: bytes, now: float) -> Worker | None:
         worker = self.dispatcher.workers.get(identity)
         if worker is None:
             self._unknown_worker(identity)
-            return
+            return None
         worker.expires_at = now + self.dispatcher.worker_expiry_s
+        return worker
+
+    def _take_reply(self, worker: Worker, key: bytes, body: list[bytes], now: float) -> None:
         dispatcher = self.dispatcher
-        for key, body in zip(msg.keys, msg.bodies, strict=True):
-            frames = [body]
-            error = p.error_code(frames) if p.is_error_body(frames) else None
-            request = dispatcher.complete(worker, key, now, error)
-            if request is None:
-                dispatcher.counters.dropped += 1
-                self._warn.warning("worker %s replied to a task it does not hold",
-                                   identity.hex()[:20])
-            else:
-                dispatcher.counters.replies += 1
-                self._send_client(request, frames)
-        self._dispatch(worker.service, now)
+        error = p.error_code(body) if p.is_error_body(body) else None
+        request = dispatcher.complete(worker, key, now, error)
+        if request is None:
+            dispatcher.counters.dropped += 1
+            self._warn.warning("worker %s replied to a task it does not hold",
+                               worker.identity.hex()[:20])
+        else:
+            dispatcher.counters.replies += 1
+            self._send_client(request, body)
 
     def _on_signal(self, identity: bytes, msg: p.WorkerSignal, now: float) -> None:
         dispatcher = self.dispatcher

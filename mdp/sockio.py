@@ -37,7 +37,8 @@ def readable(sock: zmq.Socket) -> bool:
     """Whether a message waits: ~1.4 us, where a receive that finds none costs ~4 us (pyzmq
     builds a ``zmq.Again``). Worth it where the answer is usually no: after the one message
     a quiet peer sent."""
-    return bool(_get(sock, _EVENTS) & _POLLIN)
+    events = _get(sock, _EVENTS)
+    return isinstance(events, int) and bool(events & _POLLIN)
 
 
 def recv(sock: zmq.Socket) -> list[bytes] | None:

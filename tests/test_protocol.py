@@ -145,7 +145,8 @@ def test_tasks_and_replies_round_trip() -> None:
     frames = p.to_worker_batch(b"w", [b"k1", b"k2"], [b"b1", b"b2"], [5, None], [False, True])
     assert frames[0] == b"w"
     assert p.parse_worker_inbound(frames[1:]) == p.BrokerTasks([
-        p.BrokerTask(b"k1", [b"b1"], 5, False, True), p.BrokerTask(b"k2", [b"b2"], None, True, True)])
+        p.BrokerTask(b"k1", [b"b1"], 5, False, True),
+        p.BrokerTask(b"k2", [b"b2"], None, True, True)])
     replies = p.parse_broker_inbound(p.replies([b"k1", b"k2"], [b"r1", b"r2"]))
     assert replies == p.WorkerReplies([b"k1", b"k2"], [b"r1", b"r2"])
 
