@@ -105,6 +105,7 @@ class Service:
     recalled: int = 0  # of those, the ones asked back (RECALL sent, no answer yet)
     holders: dict[bytes, Worker] = field(default_factory=dict)  # workers with held tasks
     work_s: float = 0.0  # moving average of a task's time at a worker; 0: none seen yet
+    counters: ServiceCounters = field(default_factory=ServiceCounters)
 
     def hold_depth(self, worker: Worker) -> int:
         """How many tasks ``worker`` may hold beyond the one it runs: its ``prefetch``, but
@@ -115,7 +116,6 @@ class Service:
         if self.work_s <= 0.0:
             return 1
         return max(1, min(worker.prefetch, int(HOLD_BUDGET_S / self.work_s)))
-    counters: ServiceCounters = field(default_factory=ServiceCounters)
 
 
 class Dispatcher:
@@ -223,7 +223,7 @@ class Dispatcher:
         service.work_s = sample if service.work_s <= 0.0 else (
             service.work_s + WORK_EWMA * (sample - service.work_s))
         worker.last_done_at = now
-        counters = worker.service.counters
+        counters = service.counters
         counters.replies += 1
         counters.queue_time.observe(request.dispatched_at - request.received_at)
         counters.work_time.observe(now - request.dispatched_at)

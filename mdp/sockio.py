@@ -46,8 +46,8 @@ def recv(sock: zmq.Socket) -> list[bytes] | None:
 
     Frames are taken as zero-copy ``Frame`` objects and their ``more`` flag read directly:
     cheaper than a ``getsockopt(RCVMORE)`` per frame. An empty socket is found by the
-    receive itself: asking for ``EVENTS`` first costs more (pyzmq turns every option
-    number into an enum) than the one ``Again`` at the end of a batch.
+    receive itself, the one ``Again`` at the end of a batch; where the socket is usually
+    empty, :func:`readable` asks first.
     """
     try:
         frame = _recv(sock, NOBLOCK, copy=False)

@@ -122,7 +122,8 @@ class WorkerCore:
         self.exit_code = EXIT_OK
         self.current: Task | None = None
         self.long = False  # the current task has run past busy_after
-        self.waiting: deque[Task] = deque()  # received, not started, in arrival order
+        self.waiting: deque[Task] = deque()  # received, not started: in arrival order,
+        # except that a task sent as to an idle worker goes before those held (_on_task)
         self.served = 0
         self._warn = RateLimitedLog(log)
         self._ready = p.ready(self.service, {**self.meta, "prefetch": self.prefetch,

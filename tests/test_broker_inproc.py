@@ -237,6 +237,7 @@ def test_tasks_gathered_for_a_worker_go_before_anything_else_sent_to_it(
     assert not worker.poll(0)  # gathered, not sent yet
     held = list(broker.dispatcher.workers[identity].tasks)[1]
     broker._send(p.recall(identity, held))
+    assert worker.poll(1000)
     first = p.parse_worker_inbound(worker.recv_multipart())
     assert isinstance(first, p.BrokerTasks) and [t.key for t in first.tasks][1] == held
     assert worker.poll(1000)
