@@ -190,7 +190,7 @@ def worker_command(config: HostConfig, service: str) -> list[str]:
 
 
 def gearman_command(config: HostConfig) -> list[str]:
-    argv = [config.python, "-m", "mdp.gearman", "--listen", str(config.gearman_listen),
+    argv = [config.python, "-m", "mdp_gearman", "--listen", str(config.gearman_listen),
             "--state-dir", f"{config.run_dir}/gearman-state"]
     for broker in config.brokers or config.broker_binds:
         argv += ["--broker", broker]
@@ -201,7 +201,7 @@ def gearman_command(config: HostConfig) -> list[str]:
 
 def http_command(config: HostConfig) -> list[str]:
     """mdp-http for every broker of the fleet (a broker host's own when it knows no other)."""
-    argv = [config.python, "-m", "mdp.http", "--listen", str(config.http_listen)]
+    argv = [config.python, "-m", "mdp_http", "--listen", str(config.http_listen)]
     own = [b.replace("0.0.0.0", "127.0.0.1") for b in config.broker_binds]
     for broker in config.brokers or own:
         argv += ["--broker", broker]

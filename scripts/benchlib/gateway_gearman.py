@@ -113,7 +113,7 @@ class Dips:
 
         for ep in self.endpoints:
             wait_until(lambda e=ep: _workers(MDPClient, e) >= workers, 60, f"workers at {ep}")
-        argv = ["-m", "mdp.gearman", "--listen", f"{LOOPBACK}:0"]
+        argv = ["-m", "mdp_gearman", "--listen", f"{LOOPBACK}:0"]
         for ep in self.endpoints:
             argv += ["--broker", ep]
         self.gateway = procs.python("mdp-gearman", *argv)
@@ -306,7 +306,7 @@ def client_role(args: argparse.Namespace) -> int:
     import gear
 
     import renderers
-    from mdp.gearman import phpser
+    from mdp_gearman import phpser
 
     renderer = renderers.get("ecard")
     requests = _requests(args.seed)
@@ -381,7 +381,7 @@ def gear_worker_role(args: argparse.Namespace) -> int:
     import gear
 
     import renderers
-    from mdp.gearman.mapping import decode_workload
+    from mdp_gearman.mapping import decode_workload
 
     renderer = renderers.get("ecard")
     renderers.warm_up()

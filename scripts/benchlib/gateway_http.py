@@ -66,7 +66,7 @@ def run(kids: Children, plan: Plan) -> list[str]:
     duration = max(1.0, plan.duration_s * 3)
     _, broker = start_broker(kids)
     start_workers(kids, [broker], 2, "ecard")
-    gateway = kids.python("mdp-http", "-m", "mdp.http", "--listen", "127.0.0.1:0",
+    gateway = kids.python("mdp-http", "-m", "mdp_http", "--listen", "127.0.0.1:0",
                           "--broker", broker, "--log-level", "INFO")
     log = Path(gateway.log_path)
     port = int(wait_for(lambda: (m := LISTENING.search(log.read_text())) and m.group(1), 20,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterkit import Cluster, Proc, needs, wait_for
-from mdp.gearman import packets as g
+from mdp_gearman import packets as g
 
 HERE = Path(__file__).resolve().parent
 RECORDER = HERE / "recorder.py"
@@ -35,8 +35,8 @@ need_tools = needs(shutil.which("gearman") is not None and shutil.which("gearadm
 
 def start_gateway(cluster: Cluster, brokers: list[Proc], *extra: str,
                   port: int = 0, state_dir: Path | None = None) -> Proc:
-    """``python -m mdp.gearman`` on 127.0.0.1 (a free port by default); waits for its log."""
-    args = ["-m", "mdp.gearman", "--listen", f"127.0.0.1:{port}"]
+    """``python -m mdp_gearman`` on 127.0.0.1 (a free port by default); waits for its log."""
+    args = ["-m", "mdp_gearman", "--listen", f"127.0.0.1:{port}"]
     for broker in brokers:
         args += ["--broker", broker.endpoint]
     if state_dir is not None:

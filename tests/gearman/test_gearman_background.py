@@ -11,7 +11,7 @@ import pytest
 from gwkit import Raw, port_of, recorder, start_gateway
 
 from clusterkit import Cluster, wait_for
-from mdp.gearman.packets import T
+from mdp_gearman.packets import T
 
 JOBS = 500
 

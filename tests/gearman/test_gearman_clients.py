@@ -23,8 +23,8 @@ from gwkit import (
 
 from clusterkit import Proc, wait_for
 from mdp.client import MDPClient
-from mdp.gearman import packets as g
-from mdp.gearman.packets import T
+from mdp_gearman import packets as g
+from mdp_gearman.packets import T
 from renderers.samples import seed_request
 
 # The seed's client code (../shared/seeds/001_*.txt), addresses changed, do -> doNormal.

@@ -8,8 +8,8 @@ from pathlib import Path
 from gwkit import Raw, port_of, start_gateway
 
 from clusterkit import Cluster, wait_for
-from mdp.gearman.packets import T
 from mdp.keys import new_keypair
+from mdp_gearman.packets import T
 
 
 def test_the_gateway_reaches_curve_brokers_with_its_key_and_not_without(

@@ -9,8 +9,8 @@ import struct
 from gwkit import Door, Raw, port_of, rss_kb, start_gateway
 
 from clusterkit import wait_for
-from mdp.gearman import packets as g
-from mdp.gearman.packets import T
+from mdp_gearman import packets as g
+from mdp_gearman.packets import T
 
 
 def _still_serves(port: int) -> None:

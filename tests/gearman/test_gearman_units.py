@@ -9,11 +9,11 @@ import msgpack
 import pytest
 
 from mdp.errors import BadRequest, Overloaded, Timeout
-from mdp.gearman import admin, mapping, phpser
-from mdp.gearman import packets as g
-from mdp.gearman.background import backoff_s
-from mdp.gearman.jobs import HIGH, LOW, JobTable, parse_submission
-from mdp.gearman.packets import T
+from mdp_gearman import admin, mapping, phpser
+from mdp_gearman import packets as g
+from mdp_gearman.background import backoff_s
+from mdp_gearman.jobs import HIGH, LOW, JobTable, parse_submission
+from mdp_gearman.packets import T
 from renderers.samples import seed_request
 
 # --- packets ------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def test_admin_other_commands() -> None:
 def test_priority_slots_let_high_in_first_then_arrival_order() -> None:
     import asyncio
 
-    from mdp.gearman.slots import PrioritySlots
+    from mdp_gearman.slots import PrioritySlots
 
     async def scenario() -> list[str]:
         slots = PrioritySlots(1)

@@ -54,7 +54,7 @@ class Gateway:
 
 def start_gateway(cluster: Cluster, brokers: list[str], *extra: str) -> Gateway:
     """mdp-http on a port of its own choosing (read back from its log) for ``brokers``."""
-    args = ["-m", "mdp.http", "--listen", "127.0.0.1:0", "--poll-interval", "0.5"]
+    args = ["-m", "mdp_http", "--listen", "127.0.0.1:0", "--poll-interval", "0.5"]
     for broker in brokers:
         args += ["--broker", broker]
     proc = cluster._spawn([*args, *extra], "http")

@@ -15,7 +15,7 @@ import pytest
 from httpkit import Gateway, error_code, start_gateway
 
 from clusterkit import Cluster, count_workers, wait_for
-from mdp.http.signing import sign
+from mdp_http.signing import sign
 from renderers import samples
 
 SERVICES = ("echo", "ecard", "thumbnail", "crop", "watermark", "convert", "image")

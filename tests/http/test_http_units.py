@@ -12,13 +12,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mdp.errors import BadRequest, Expired, Overloaded, Timeout, UnknownService, WorkerError
-from mdp.http import codec, content
-from mdp.http.config import parse_args
-from mdp.http.dashboard import fleet_state
-from mdp.http.errors import Busy, Forbidden, TooLarge, status_for
-from mdp.http.metrics import FleetCollector
-from mdp.http.signing import Signer, sign
-from mdp.http.status import Histogram, parse_status
+from mdp_http import codec, content
+from mdp_http.config import parse_args
+from mdp_http.dashboard import fleet_state
+from mdp_http.errors import Busy, Forbidden, TooLarge, status_for
+from mdp_http.metrics import FleetCollector
+from mdp_http.signing import Signer, sign
+from mdp_http.status import Histogram, parse_status
 
 INF = float("inf")
 LE = [0.001, 0.01, 0.1, 1.0, INF]
@@ -117,7 +117,7 @@ def test_metrics_names_labels_and_histograms() -> None:
 
 
 def test_metrics_of_a_down_broker_and_an_old_broker() -> None:
-    from mdp.http.status import BrokerView
+    from mdp_http.status import BrokerView
     views = [BrokerView.down("tcp://y:2", 0.0, "Timeout"),
              parse_status("tcp://x:1", status_map(v2=False), 0.0)]
     families = scrape(views)

@@ -233,7 +233,7 @@ def test_under_curve_the_front_doors_sign_with_a_client_key_of_their_own(
     assert main([*base, "--door-secret", "/k/door.key_secret", "-o", str(conf)]) == 0
     commands = [line for line in conf.read_text().splitlines()
                 if line.startswith("command=")]
-    doors = [c for c in commands if "mdp.gearman" in c or "mdp.http" in c]
+    doors = [c for c in commands if "mdp_gearman" in c or "mdp_http" in c]
     workers = [c for c in commands if "mdp.worker" in c]
     assert len(doors) == 2 and workers
     for door in doors:
@@ -246,5 +246,5 @@ def test_under_curve_the_front_doors_sign_with_a_client_key_of_their_own(
                  "--broker-key", "/k/broker.key", "--door-secret", "/k/door.key_secret",
                  "--http", "127.0.0.1:8080", "-o", str(broker_host)]) == 0
     http = next(line for line in broker_host.read_text().splitlines()
-                if line.startswith("command=") and "mdp.http" in line)
+                if line.startswith("command=") and "mdp_http" in line)
     assert "--curve-secret /k/door.key_secret --broker-key /k/broker.key" in http

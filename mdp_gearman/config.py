@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mdp.errors import ConfigError
-from mdp.gearman.mapping import DEFAULT_RAW_FIELD
-from mdp.gearman.packets import DEFAULT_MAX_PACKET_BYTES
+from mdp_gearman.mapping import DEFAULT_RAW_FIELD
+from mdp_gearman.packets import DEFAULT_MAX_PACKET_BYTES
 
 DESCRIPTION = ("A Gearman job server in front of DIPS: Gearman clients submit jobs, DIPS "
                "workers do them (binary and admin protocols on the same port).")

@@ -21,20 +21,20 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from mdp.errors import ConfigError
-from mdp.http.api import Api
-from mdp.http.backend import Backend
-from mdp.http.config import HttpConfig, parse_args
-from mdp.http.dashboard import fleet_state
-from mdp.http.metrics import FleetCollector, GatewayMetrics
-from mdp.http.poller import Poller
-from mdp.http.signing import Signer
 from mdp.keys import CurveConfig
 from mdp.version import code_version
+from mdp_http.api import Api
+from mdp_http.backend import Backend
+from mdp_http.config import HttpConfig, parse_args
+from mdp_http.dashboard import fleet_state
+from mdp_http.metrics import FleetCollector, GatewayMetrics
+from mdp_http.poller import Poller
+from mdp_http.signing import Signer
 
 log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-STATIC = Path(str(resources.files("mdp.http").joinpath("static")))
+STATIC = Path(str(resources.files("mdp_http").joinpath("static")))
 EVENTS_KEY = web.AppKey("events", set)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from mdp import protocol as p
 from mdp.errors import BadRequest, ProtocolError, RequestError, Timeout
-from mdp.gearman import phpser
+from mdp_gearman import phpser
 
 DEFAULT_RAW_FIELD = "image"
 

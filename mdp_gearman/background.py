@@ -17,8 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from mdp.errors import Expired, Overloaded, Timeout, UnknownService
-from mdp.gearman.jobs import Job
-from mdp.gearman.outbox import Outbox
+from mdp_gearman.jobs import Job
+from mdp_gearman.outbox import Outbox
 
 Outcome = bytes | BaseException
 

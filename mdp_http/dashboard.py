@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mdp.http.status import BrokerView, Histogram, ServiceView, WorkerView
+from mdp_http.status import BrokerView, Histogram, ServiceView, WorkerView
 
 
 def _same_process(a: BrokerView, b: BrokerView) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 from mdp import protocol as p
 from mdp.errors import BadRequest
-from mdp.gearman.packets import Packet, T
+from mdp_gearman.packets import Packet, T
 
 HIGH, NORMAL, LOW = 1, 0, -1
 

@@ -13,8 +13,8 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from mdp.http.backend import Backend
-from mdp.http.status import BrokerView, parse_status
+from mdp_http.backend import Backend
+from mdp_http.status import BrokerView, parse_status
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Prometheus metrics of the fleet, built from the brokers' ``mmi.status`` at each scrape.
 
 :class:`FleetCollector` is a custom ``prometheus_client`` collector: it turns the latest
-:class:`~mdp.http.status.BrokerView` of every broker into metric families (the exposition
+:class:`~mdp_http.status.BrokerView` of every broker into metric families (the exposition
 itself is prometheus_client's). Every series carries the ``broker`` it was read from, so
 Prometheus sums over brokers (``sum by (service) (rate(dips_requests_total[1m]))``).
 The gateway's own request counter and latency histogram live in :class:`GatewayMetrics`.
@@ -23,7 +23,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from mdp.http import status as st
+from mdp_http import status as st
 
 SB = ["service", "broker"]
 WORKER = ["service", "broker", "host", "pid"]

@@ -1,8 +1,8 @@
 """``mdp-gearman``: Gearman's client and admin protocols in front of DIPS (asyncio).
 
 Each connection is a :class:`Connection` (an ``asyncio.Protocol``) around the sans-I/O
-:class:`~mdp.gearman.packets.Decoder`; the jobs live in a :class:`~mdp.gearman.jobs.JobTable`;
-DIPS is reached through :class:`~mdp.gearman.dips.Dips`. docs/GEARMAN.md has the mapping.
+:class:`~mdp_gearman.packets.Decoder`; the jobs live in a :class:`~mdp_gearman.jobs.JobTable`;
+DIPS is reached through :class:`~mdp_gearman.dips.Dips`. docs/GEARMAN.md has the mapping.
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ from typing import Any
 
 from mdp.clock import LOG_FORMAT
 from mdp.errors import BadRequest, ConfigError, RequestError, Timeout
-from mdp.gearman import admin, mapping
-from mdp.gearman import packets as g
-from mdp.gearman.background import BackgroundRunner, Outcome
-from mdp.gearman.config import GatewayConfig, parse_args
-from mdp.gearman.dips import Dips
-from mdp.gearman.jobs import SUBMISSIONS, Job, JobTable, Submission, parse_submission
-from mdp.gearman.outbox import Outbox, StoredJob
-from mdp.gearman.packets import T
-from mdp.gearman.slots import PrioritySlots
 from mdp.keys import CurveConfig
+from mdp_gearman import admin, mapping
+from mdp_gearman import packets as g
+from mdp_gearman.background import BackgroundRunner, Outcome
+from mdp_gearman.config import GatewayConfig, parse_args
+from mdp_gearman.dips import Dips
+from mdp_gearman.jobs import SUBMISSIONS, Job, JobTable, Submission, parse_submission
+from mdp_gearman.outbox import Outbox, StoredJob
+from mdp_gearman.packets import T
+from mdp_gearman.slots import PrioritySlots
 
 log = logging.getLogger(__name__)
 

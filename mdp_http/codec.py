@@ -9,7 +9,7 @@ Requests:
     as one (``256``, ``true``, ``[1,2]``) and as a string otherwise (``0123`` stays a string).
     A text part named ``request`` may carry a JSON map that the other fields extend.
   * Query strings (GET): as text form fields; a repeated key gives a list.
-Replies: bytes are sent as they are (their Content-Type from :mod:`mdp.http.content`);
+Replies: bytes are sent as they are (their Content-Type from :mod:`mdp_http.content`);
 anything else as JSON (bytes inside base64-encoded) or msgpack when the client asks for it.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 from mdp import protocol as p
 from mdp.errors import BadRequest
-from mdp.http.errors import UnsupportedMediaType
+from mdp_http.errors import UnsupportedMediaType
 
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")

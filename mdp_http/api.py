@@ -2,7 +2,7 @@
 
 Each request is read within the body limits, decoded to a request map (:mod:`codec`),
 sent through the brokers, and answered with the image bytes and their Content-Type, or
-with the JSON error map and the status that fits (:mod:`mdp.http.errors`).
+with the JSON error map and the status that fits (:mod:`mdp_http.errors`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from aiohttp import web
 
 from mdp import protocol as p
 from mdp.errors import BadRequest, MDPError
-from mdp.http import codec, content
-from mdp.http.backend import Backend
-from mdp.http.errors import (
+from mdp_http import codec, content
+from mdp_http.backend import Backend
+from mdp_http.errors import (
     BodyTimeout,
     Busy,
     Forbidden,
@@ -28,8 +28,8 @@ from mdp.http.errors import (
     error_map,
     status_for,
 )
-from mdp.http.metrics import GatewayMetrics
-from mdp.http.signing import Signer
+from mdp_http.metrics import GatewayMetrics
+from mdp_http.signing import Signer
 
 log = logging.getLogger(__name__)
 
