@@ -33,6 +33,8 @@ class BrokerConfig:
     max_workers: int = 10_000
     max_prefetch: int = 8  # tasks a worker may hold beyond the one it runs
     zmtp_heartbeat_ms: int = 200  # ZMTP PING interval; a peer silent 3x this is dropped
+    max_worker_losses: int = 2  # workers lost running one request before it is given up
+    poison_memory_s: float = 60.0  # how long a given-up request is refused
     curve_secret: str | None = None  # the broker's own key pair (.key_secret file)
     client_keys: str | None = None  # directory of allowed client public keys
     worker_keys: str | None = None  # directory of allowed worker public keys
@@ -58,6 +60,8 @@ class BrokerConfig:
             raise ConfigError("--max-frames must be at least 8 (a DIPS request takes 6)")
         if self.max_message_bytes < 1024:
             raise ConfigError("--max-message-bytes must be at least 1024")
+        if self.max_worker_losses < 0 or self.poison_memory_s < 0:
+            raise ConfigError("--max-worker-losses and --poison-memory must not be negative")
         keys = (self.curve_secret, self.client_keys, self.worker_keys)
         if any(keys) and not all(keys):
             raise ConfigError("CURVE needs all of --curve-secret, --client-keys and --worker-keys")
