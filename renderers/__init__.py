@@ -26,6 +26,23 @@ def services() -> dict[str, Callable[[dict[str, Any]], bytes]]:
     return {name: get(name).render for name in names()}
 
 
+def describe() -> dict[str, dict[str, Any]]:
+    """Service name -> what it is, for the ``dips.services`` entry point: workers announce it
+    in READY, so doors and ``mdpctl services`` learn content types and fields from the fleet.
+    ``content_type`` is "" where the request chooses it (``format``)."""
+    described = {}
+    for name in names():
+        renderer = get(name)
+        chosen = type(renderer).content_type_for is not Renderer.content_type_for
+        doc = (type(renderer).__doc__ or "").strip().splitlines()
+        described[name] = {
+            "content_type": "" if chosen else renderer.content_type,
+            "fields": [[f.name, f.kind, f.required, f.doc] for f in renderer.fields],
+            "doc": doc[0] if doc else "",
+        }
+    return described
+
+
 def warm_up() -> None:
     """Do now the once-per-process work a first request would pay for (~0.2 s).
 
@@ -46,6 +63,7 @@ __all__ = [
     "Settings",
     "configure",
     "current",
+    "describe",
     "ecard",
     "toolkit",
     "get",
