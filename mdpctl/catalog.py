@@ -59,9 +59,10 @@ class ServiceInfo:
         parts = ["mdpctl", "call", self.name]
         for f in self.fields:
             if f.required:
-                parts.append(f"--file {f.name}=FILE" if f.is_bytes else f"--set {f.name}=...")
-        if self.content_type is None or self.content_type.startswith("image/") or \
-                self.content_type == "" or any(f.is_bytes for f in self.fields):
+                parts.append(f"--file {f.name}=FILE" if f.is_bytes else f"--set {f.name}=VALUE")
+        if not self.fields:
+            parts.append("--json '{...}'")
+        if (self.content_type or "").startswith("image/") or any(f.is_bytes for f in self.fields):
             parts.append("-o OUT")
         return " ".join(parts)
 

@@ -94,7 +94,8 @@ class _VersionAction(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
         from mdp.version import code_version, package_version
 
-        parser.exit(0, f"mdpctl {package_version()} (code version {code_version()})\n")
+        sys.stdout.write(f"mdpctl {package_version()} (code version {code_version()})\n")
+        parser.exit(0)
 
 
 def split_doc(doc: str) -> tuple[str, str | None, str]:

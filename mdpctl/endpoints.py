@@ -1,8 +1,8 @@
 """Addresses given on mdpctl's command line, checked at once with one clear line.
 
-A broker endpoint goes through :func:`mdp.options.check_endpoint` (the one check every
-DIPS program makes) when the core has it; until then a check of the same shape runs
-here.  A door's listen address is ``HOST:PORT`` or ``off``.  Each check is an argparse
+A broker endpoint goes through :func:`mdp.options.check_endpoint`, the one check every
+DIPS program and client makes; mdpctl itself talks to brokers over tcp:// or ipc:// only.
+A door's listen address is ``HOST:PORT`` or ``off``.  Each check is an argparse
 ``type=``, so a mistake is a usage error (exit 2) before anything is started or sent.
 """
 
@@ -10,56 +10,22 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Callable
 
 from mdp.errors import ConfigError
+from mdp.options import check_endpoint as core_check
 
 _TCP = re.compile(r"^tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[^:/\s\[\]]+):(?P<port>\d{1,5})$")
-_BARE = re.compile(r"^(?P<host>[^:/\s]*):?(?P<port>\d{1,5})$")
 _LISTEN = re.compile(r"^(?P<host>[^:/\s]+):(?P<port>\d{1,5})$")
 OFF = "off"
 
 
-def _suggestion(text: str) -> str:
-    """What the user probably meant by an endpoint without its scheme."""
-    match = _BARE.match(text.strip())
-    if match is None:
-        return "tcp://HOST:PORT, e.g. tcp://127.0.0.1:5555"
-    return f"tcp://{match['host'] or '127.0.0.1'}:{match['port']}"
-
-
-def _local_check(endpoint: str) -> None:
-    if endpoint.startswith("ipc://") and len(endpoint) > len("ipc://"):
-        return
-    match = _TCP.match(endpoint)
-    if match is None:
-        raise ConfigError(
-            f"{endpoint!r} is not a broker endpoint; did you mean {_suggestion(endpoint)}?"
-        )
-    if not 0 < int(match["port"]) < 65536:
-        raise ConfigError(f"{endpoint!r}: port {match['port']} is out of range (1-65535)")
-
-
-def _core_check() -> Callable[[str], object] | None:
-    try:
-        from mdp.options import check_endpoint  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return check_endpoint  # type: ignore[no-any-return]
-
-
 def check_endpoint(endpoint: str) -> str:
-    """``endpoint`` if it is a usable broker endpoint; else ConfigError with a suggestion."""
-    core = _core_check()
-    if core is not None:
-        try:
-            core(endpoint)
-        except ConfigError as exc:
-            message = str(exc)
-            if "tcp://" not in message:
-                message += f"; did you mean {_suggestion(endpoint)}?"
-            raise ConfigError(message) from exc
-    _local_check(endpoint)  # mdpctl's own needs (tcp or ipc), whatever the core allows
+    """``endpoint`` if it is a broker endpoint mdpctl can use; else ConfigError saying what
+    was probably meant (``127.0.0.1:5555`` -> ``tcp://127.0.0.1:5555``)."""
+    core_check(endpoint)
+    if not endpoint.startswith(("tcp://", "ipc://")):
+        raise ConfigError(f"broker endpoint {endpoint!r}: mdpctl reaches brokers over "
+                          "tcp://HOST:PORT or ipc://PATH")
     return endpoint
 
 

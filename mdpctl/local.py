@@ -140,6 +140,23 @@ def check_ports_free(spec: LocalSpec) -> None:
         raise UsageError(f"{what} cannot start: {problem}; {hint}")
 
 
+_DOOR_NEEDS = {"mdp-http": ("mdp_http", "aiohttp", "prometheus_client"),
+               "mdp-gearman": ("mdp_gearman",)}
+
+
+def check_door_modules(spec: LocalSpec) -> None:
+    """A door whose package or dependency is not installed cannot start: say so first."""
+    for door, listen in (("mdp-http", spec.http_listen), ("mdp-gearman", spec.gearman_listen)):
+        if listen is None:
+            continue
+        missing = [m for m in _DOOR_NEEDS[door] if importlib.util.find_spec(m) is None]
+        if missing:
+            flag = "--http" if door == "mdp-http" else "--gearman"
+            extra = "http" if door == "mdp-http" else "gearman"
+            raise UsageError(f"{door} cannot start: no module named {missing[0]} (pip install "
+                             f"'dips[{extra}]'), or {flag} off for no {door}")
+
+
 def recorded_options(run_dir: Path) -> dict[str, Any] | None:
     """The options ``up`` recorded for the cluster in ``run_dir`` (None: not by up)."""
     try:

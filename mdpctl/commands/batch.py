@@ -74,18 +74,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="image files or directories")
     parser.add_argument("--files-from", type=Path, metavar="LIST",
-                        help="a file listing image paths, one a line")
+                        help="a file listing image paths, one a line (default: none)")
     parser.add_argument("--jsonl", type=Path, metavar="FILE",
-                        help="one request (a JSON object) per line")
+                        help="one request (a JSON object) per line, instead of images "
+                        "(default: none)")
     parser.add_argument("--name-field", metavar="KEY",
-                        help="with --jsonl: name each output by this field of its line")
+                        help="with --jsonl: name each output by this field of its line "
+                        "(default: by line number, 000001)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
                         help="where the outputs go")
     for name, kind, text in REQUEST_FIELDS:
         parser.add_argument(f"--{name}", type=kind, help=text + " (default: the service's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other request field (repeat); VALUE is JSON, else a string; "
-                        "@PATH is a file's bytes")
+                        "@PATH is a file's bytes (default: none)")
     parser.add_argument("--redo", action="store_true",
                         help="make every output again, done or not (needed to change the "
                         "parameters of a DIR that holds outputs)")

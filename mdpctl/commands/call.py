@@ -54,10 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--file", action="append", default=[], metavar="FIELD=PATH",
                         help="a bytes field from a file, e.g. image=photo.jpg (repeat; - is "
-                        "stdin)")
+                        "stdin; default: none)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a field: VALUE is JSON, else a string; @PATH is a file's bytes "
-                        "(repeat)")
+                        "(repeat; default: none)")
     parser.add_argument("-o", "--output", metavar="FILE",
                         help="write the reply (or its image) to FILE (default: print it; an "
                         "image only when stdout is not a terminal)")

@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local: workers per service (default: this machine's cores)")
     parser.add_argument("--cpus", type=int, metavar="N",
                         help="worker-host: CPUs given to image work = workers per service "
-                        "(required)")
+                        "(required, no default)")
     parser.add_argument("--spare", type=int, metavar="N",
                         help="stopped slots per service for `mdpctl scale` (default: as many "
                         "as workers)")
@@ -107,14 +107,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run mdp-gearman, the Gearman door, listening here "
                         f"(default: local {local.GEARMAN_LISTEN}, hosts off)")
     curve = parser.add_argument_group("CURVE (docs/SECURITY.md); hosts only")
-    curve.add_argument("--curve-secret", metavar="FILE", help="this host's key pair")
-    curve.add_argument("--client-keys", metavar="DIR", help="broker-host: allowed clients")
-    curve.add_argument("--worker-keys", metavar="DIR", help="broker-host: allowed workers")
+    curve.add_argument("--curve-secret", metavar="FILE", help="this host's key pair (default: none, plaintext)")
+    curve.add_argument("--client-keys", metavar="DIR", help="broker-host: allowed clients' public keys (required with "
+                       "--curve-secret; no default)")
+    curve.add_argument("--worker-keys", metavar="DIR", help="broker-host: allowed workers' public keys (required with "
+                       "--curve-secret; no default)")
     curve.add_argument("--broker-key", metavar="FILE",
-                       help="the brokers' public key (for workers and front doors)")
+                       help="the brokers' public key, for workers and front doors "
+                       "(required with --curve-secret there; no default)")
     curve.add_argument("--door-secret", metavar="FILE",
                        help="a client key pair for --gearman and --http (brokers refuse "
-                       "requests signed with a worker's key)")
+                       "requests signed with a worker's key; no default)")
     parser.add_argument("-o", "--output", metavar="FILE",
                         help="write the file here (default: standard output)")
 

@@ -103,9 +103,9 @@ def detail(service: ServiceInfo, endpoints: list[str]) -> str:
         f"{service.workers.get(e, 0)} at {e}" for e in endpoints))
     lines.append(f"  reply    {_reply(service)}")
     if service.fields:
-        rows = [[f.name, f.kind, "required" if f.required else "", f.doc]
+        rows = [[f.name, f.kind, "yes" if f.required else "", f.doc]
                 for f in service.fields]
-        table = format_table(["FIELD", "KIND", "", "MEANING"], rows)
+        table = format_table(["FIELD", "KIND", "REQUIRED", "MEANING"], rows)
         lines.append("  fields")
         lines.extend("    " + line for line in table.splitlines())
     elif not service.described:
