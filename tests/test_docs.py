@@ -5,8 +5,8 @@ default ports the documents name (5555, 5556, 8080, 4730), so outside CI the ses
 first takes ``/tmp/dips-default-ports.lock`` (``flock``), as every user of those ports
 does.  Each document runs in a directory of its own, where ``mdpctl samples`` has
 written the inputs the examples use (photo.jpg, photos/, card.json, cards.jsonl ...) and
-where the repository's top-level entries are linked, so ``scripts/demo`` works as
-pasted; ``DIPS_RUN_DIR`` points every ``mdpctl`` at the cluster and ``HOME`` at a
+where copies of the repository's scripts/, supervisor/ and docs/ are, so ``scripts/demo``
+works as pasted and no block can change the repository through them; ``DIPS_RUN_DIR`` points every ``mdpctl`` at the cluster and ``HOME`` at a
 scratch directory.  A block that stops the cluster (``mdpctl down``, ``scripts/demo``)
 gets it started again for the next one.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,7 +36,7 @@ PORTS_LOCK = Path("/tmp/dips-default-ports.lock")
 LOCK_WAIT_S = 600.0
 BLOCK_TIMEOUT_S = 180.0
 UP = ["up", "--workers", "2", "--timeout", "120"]
-LINKED = ("scripts", "supervisor", "docs", "pyproject.toml", "README.md")
+COPIED = ("scripts", "supervisor", "docs", "pyproject.toml", "README.md")
 # Blocks that must never run inside the suite, whatever their markers say.
 FORBIDDEN = ("pytest", "pip install")
 
@@ -101,13 +102,18 @@ class Docs:
         assert up.returncode == 0, f"mdpctl up failed: {up.stdout}{up.stderr}"
 
     def workdir(self, doc: str) -> Path:
-        """The document's own directory, with the sample inputs and the repository's
-        top-level entries linked in."""
+        """The document's own directory, with the sample inputs and copies of the
+        repository's top-level entries a block may name."""
         if doc not in self.workdirs:
             path = self.root / "docs" / doc.replace("/", "_")
             path.mkdir(parents=True)
-            for name in LINKED:
-                (path / name).symlink_to(REPO / name)
+            for name in COPIED:
+                source = REPO / name
+                if source.is_dir():
+                    shutil.copytree(source, path / name,
+                                    ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    shutil.copy2(source, path / name)
             samples = self.mdpctl("samples", str(path))
             assert samples.returncode == 0, samples.stderr
             self.workdirs[doc] = path
@@ -131,20 +137,34 @@ def _take_ports_lock() -> int | None:
             time.sleep(0.5)  # another user of the default ports is still running
 
 
-def _kill_left_under(root: Path) -> None:
-    prefix = str(root.resolve())
+def _left_under(root: Path) -> list[int]:
+    """Live processes whose working directory is under ``root`` (not zombies)."""
+    prefix, found = str(root.resolve()), []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             cwd = os.readlink(entry / "cwd")
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
         except OSError:
             continue
-        if cwd == prefix or cwd.startswith(prefix + "/"):
+        if state != "Z" and (cwd == prefix or cwd.startswith(prefix + "/")):
+            found.append(int(entry.name))
+    return found
+
+
+def _kill_left_under(root: Path, timeout_s: float = 10.0) -> None:
+    """SIGKILL what is left (supervisord would restart a child killed alone: all at once,
+    again until none is left)."""
+    deadline = time.monotonic() + timeout_s
+    while (pids := _left_under(root)) and time.monotonic() < deadline:
+        for pid in pids:
             try:
-                os.kill(int(entry.name), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        time.sleep(0.1)  # let the kernel reap them before looking again
+    assert not _left_under(root), f"processes left under {root}"
 
 
 @pytest.fixture(scope="session")
