@@ -18,6 +18,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from mdp.errors import BadRequest
+from mdp_http.errors import NotFound
 
 MAX_PATH_CHARS = 16_384
 MAX_SOURCE_CHARS = 8192
@@ -59,7 +60,7 @@ def parse_path(raw_path: str, *, info: bool = False, allow_no_source: bool = Fal
         raise BadRequest("not an image URL path", field="url")
     signature, sep, rest = path[len(prefix):].partition("/")
     if not signature or (not sep and not allow_no_source):
-        raise BadRequest("an image URL is /{signature}/{options}/plain/{source}@{ext}",
+        raise NotFound("an image URL is /{signature}/{options}/plain/{source}@{ext}",
                          field="url")
     signed_path = "/" + rest
     parts = rest.split("/") if rest else []
@@ -70,7 +71,13 @@ def parse_path(raw_path: str, *, info: bool = False, allow_no_source: bool = Fal
         index += 1
     if len(options) > MAX_OPTIONS:
         raise BadRequest(f"more than {MAX_OPTIONS} processing options", field="options")
-    source, extension = _source(parts[index:], allow_no_source)
+    try:
+        source, extension = _source(parts[index:], allow_no_source)
+    except BadRequest as exc:
+        if options or parts[index:index + 1] == ["plain"]:
+            raise
+        raise NotFound(f"no such path ({exc.message}; an image URL is "
+                       "/{signature}/{options}/plain/{source}@{ext})") from exc
     return ImageUrl(signature, signed_path, tuple(options), source, extension)
 
 
@@ -83,8 +90,8 @@ def _source(parts: list[str], allow_no_source: bool) -> tuple[str, str]:
         return _plain("/".join(parts[1:]))
     if parts[0] == "enc":
         raise BadRequest("encrypted source URLs (/enc/) are not supported here", field="source")
-    if parts[0] == "upload" and allow_no_source:  # POST /{sig}/{options}/upload[.ext]
-        _, dot, extension = "/".join(parts).partition(".")
+    name, dot, extension = parts[0].partition(".")
+    if name == "upload" and len(parts) == 1 and allow_no_source:  # POST .../upload[.ext]
         return "", extension if dot else ""
     encoded = "".join(parts)
     body, dot, extension = encoded.rpartition(".")
