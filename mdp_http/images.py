@@ -244,11 +244,21 @@ class ImageServer:
         self.metrics.count("renders", ask.service)
         try:
             entry = await render()
+        except BaseException:
+            self._inflight.pop(ask.key, None)
+            raise
         finally:
             self.rendering -= 1
-            self._inflight.pop(ask.key, None)
-        self._later(self.cache.put(ask.key, entry))
+        # the result stays findable as in flight until the caches hold it: no request in
+        # between renders it again
+        self._later(self._store(ask.key, entry))
         return entry
+
+    async def _store(self, key: bytes, entry: Entry) -> None:
+        try:
+            await self.cache.put(key, entry)
+        finally:
+            self._inflight.pop(key, None)
 
     async def _render(self, ask: Ask) -> Entry:
         result = await self.backend.send_keyed(ask.service, ask.request, ask.key)

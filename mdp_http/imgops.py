@@ -38,11 +38,11 @@ _PRESET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 # Options of imgproxy (open source and Pro) that DIPS does not implement: refused by name.
 UNSUPPORTED = frozenset({
-    "resizing_algorithm", "ra", "min-width", "mw", "min-height", "mh", "zoom", "z",
+    "resizing_algorithm", "ra",
     "extend_aspect_ratio", "extend_ar", "exar", "objects_position", "obj_pos", "op",
     "crop_aspect_ratio", "crop_ar", "car", "trim", "t", "background_alpha", "bga",
     "adjust", "a", "brightness", "br", "contrast", "co", "saturation", "sa",
-    "monochrome", "mc", "duotone", "dt", "pixelate", "pix", "unsharp_masking", "ush",
+    "monochrome", "mc", "duotone", "dt", "unsharp_masking", "ush",
     "blur_detections", "bd", "draw_detections", "dd", "colorize", "col", "gradient", "gr",
     "watermark_url", "wmu", "watermark_text", "wmt", "watermark_size", "wms",
     "watermark_rotate", "wm_rot", "wmr", "watermark_shadow", "wmsh", "style", "st",
@@ -119,9 +119,13 @@ def _count(option: str, args: Sequence[str], low: int, high: int) -> None:
         raise _bad(option, f"takes {expected} arguments, got {len(args)}")
 
 
+CENTRE = {"type": "ce"}
+
+
 def _gravity(option: str, args: Sequence[str], allow_smart: bool = True) -> dict[str, Any]:
+    """A gravity map; offsets are left out when 0 (the contract's canonical form)."""
     if not args or args[0] == "":
-        return {"type": "ce", "x": 0, "y": 0}
+        return dict(CENTRE)
     kind, rest = args[0], args[1:]
     if kind == "sm":
         if not allow_smart:
@@ -135,9 +139,12 @@ def _gravity(option: str, args: Sequence[str], allow_smart: bool = True) -> dict
     if kind not in GRAVITIES:
         raise _bad(option, f"unknown gravity {kind!r} (one of {', '.join(GRAVITIES)}, sm, fp)")
     _count(option, rest, 0, 2)
-    offsets = [(_float(option, a, -MAX_SIDE, MAX_SIDE) if a else 0) for a in rest]
-    offsets += [0] * (2 - len(offsets))
-    return {"type": kind, "x": offsets[0], "y": offsets[1]}
+    gravity: dict[str, Any] = {"type": kind}
+    for name, arg in zip(("x", "y"), rest, strict=False):
+        value = _float(option, arg, -MAX_SIDE, MAX_SIDE) if arg else 0
+        if value:
+            gravity[name] = value
+    return gravity
 
 
 # --- one handler per option -------------------------------------------------------------
@@ -158,21 +165,21 @@ def _resize_fields(option: str, proc: Processing, args: Sequence[str],
             proc._resize[name] = _bool(option, arg)
 
 
-def _extend_gravity(option: str, args: Sequence[str]) -> None:
-    if args and _gravity(option, args, allow_smart=False) != {"type": "ce", "x": 0, "y": 0}:
-        raise _bad(option, "an extend gravity other than ce is not supported here")
+def _extend_gravity(option: str, proc: Processing, args: Sequence[str]) -> None:
+    if args and args[0]:
+        proc._resize["extend_gravity"] = _gravity(option, args, allow_smart=False)
 
 
 def _opt_resize(option: str, proc: Processing, args: Sequence[str]) -> None:
     _count(option, args, 0, 8)
     _resize_fields(option, proc, args, ("type", "width", "height", "enlarge", "extend"))
-    _extend_gravity(option, args[5:])
+    _extend_gravity(option, proc, args[5:])
 
 
 def _opt_size(option: str, proc: Processing, args: Sequence[str]) -> None:
     _count(option, args, 0, 7)
     _resize_fields(option, proc, args, ("width", "height", "enlarge", "extend"))
-    _extend_gravity(option, args[4:])
+    _extend_gravity(option, proc, args[4:])
 
 
 def _single(name: str) -> Callable[[str, Processing, Sequence[str]], None]:
@@ -185,7 +192,7 @@ def _single(name: str) -> Callable[[str, Processing, Sequence[str]], None]:
 def _opt_extend(option: str, proc: Processing, args: Sequence[str]) -> None:
     _count(option, args, 1, 4)
     _resize_fields(option, proc, args[:1], ("extend",))
-    _extend_gravity(option, args[1:])
+    _extend_gravity(option, proc, args[1:])
 
 
 def _opt_dpr(option: str, proc: Processing, args: Sequence[str]) -> None:
@@ -205,7 +212,7 @@ def _set(ops: dict[str, Any], name: str, value: Any, default: Any) -> None:
 
 def _opt_gravity(option: str, proc: Processing, args: Sequence[str]) -> None:
     _count(option, args, 1, 3)
-    _set(proc.ops, "gravity", _gravity(option, args), {"type": "ce", "x": 0, "y": 0})
+    _set(proc.ops, "gravity", _gravity(option, args), CENTRE)
 
 
 def _opt_crop(option: str, proc: Processing, args: Sequence[str]) -> None:
@@ -285,14 +292,41 @@ def _opt_watermark(option: str, proc: Processing, args: Sequence[str]) -> None:
     if position not in WATERMARK_POSITIONS:
         raise _bad(option, f"unknown position {position!r} "
                    f"(one of {', '.join(WATERMARK_POSITIONS)})")
-    numbers = [(_float(option, a, -MAX_SIDE, MAX_SIDE) if a else 0) for a in args[2:4]]
-    numbers += [0] * (2 - len(numbers))
-    scale = _float(option, args[4], 0, 1) if len(args) > 4 and args[4] else 0
+    watermark: dict[str, Any] = {"opacity": opacity, "position": position}
+    for name, arg, low, high in (("x", _arg(args, 2), -MAX_SIDE, MAX_SIDE),
+                                 ("y", _arg(args, 3), -MAX_SIDE, MAX_SIDE),
+                                 ("scale", _arg(args, 4), 0, 1)):
+        value = _float(option, arg, low, high) if arg else 0
+        if value:  # left out when 0, as the contract's canonical form has it
+            watermark[name] = value
     if opacity == 0:
         proc.ops.pop("watermark", None)
-        return
-    proc.ops["watermark"] = {"opacity": opacity, "position": position, "x": numbers[0],
-                             "y": numbers[1], "scale": scale}
+    else:
+        proc.ops["watermark"] = watermark
+
+
+def _arg(args: Sequence[str], index: int) -> str:
+    return args[index] if len(args) > index else ""
+
+
+def _opt_zoom(option: str, proc: Processing, args: Sequence[str]) -> None:
+    _count(option, args, 1, 2)
+    factors = [_float(option, a, 0, MAX_DPR * 8) for a in args]
+    if any(f <= 0 for f in factors):
+        raise _bad(option, "must be greater than 0")
+    _set(proc.ops, "zoom", factors * 2 if len(factors) == 1 else factors, [1, 1])
+
+
+def _opt_min(name: str) -> Callable[[str, Processing, Sequence[str]], None]:
+    def handle(option: str, proc: Processing, args: Sequence[str]) -> None:
+        _count(option, args, 1, 1)
+        _set(proc.ops, name, _int(option, args[0]), 0)
+    return handle
+
+
+def _opt_pixelate(option: str, proc: Processing, args: Sequence[str]) -> None:
+    _count(option, args, 1, 1)
+    _set(proc.ops, "pixelate", _int(option, args[0], 0, 10_000), 0)
 
 
 def _opt_quality(option: str, proc: Processing, args: Sequence[str]) -> None:
@@ -360,6 +394,10 @@ _register(_opt_flip, "flip", "fl")
 _register(_flag("strip_metadata"), "strip_metadata", "sm")
 _register(_flag("auto_rotate"), "auto_rotate", "ar")
 _register(_opt_watermark, "watermark", "wm")
+_register(_opt_zoom, "zoom", "z")
+_register(_opt_min("min_width"), "min-width", "mw")
+_register(_opt_min("min_height"), "min-height", "mh")
+_register(_opt_pixelate, "pixelate", "pix")
 _register(_opt_quality, "quality", "q")
 _register(_opt_format, "format", "f", "ext")
 _register(_opt_cachebuster, "cachebuster", "cb")

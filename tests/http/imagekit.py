@@ -126,8 +126,9 @@ def write_keys(tmp_path: Path) -> list[str]:
 
 def image_workers(cluster: Cluster, brokers: Sequence[Proc], n: int, *, allow: str,
                   roots: Path | None = None, service: str = "imgproxy",
-                  env: dict[str, str] | None = None) -> list[Proc]:
-    """``n`` workers of ``service`` that may fetch from ``allow`` (a loopback origin)."""
+                  env: dict[str, str] | None = None, stand_in: bool = False) -> list[Proc]:
+    """``n`` workers of ``service`` (the renderers', or with ``stand_in`` the tests' own
+    imgworker.py) that may fetch from ``allow`` (a loopback origin)."""
     settings = {"DIPS_SOURCES_ALLOW": allow, "DIPS_SOURCES_INTERNAL": allow,
                 "DIPS_SOURCE_TIMEOUT": "2", "DIPS_SOURCE_MAX_BYTES": str(2 * 1024 * 1024),
                 **({"DIPS_SOURCES_ROOTS": str(roots)} if roots else {}), **(env or {})}
@@ -136,7 +137,7 @@ def image_workers(cluster: Cluster, brokers: Sequence[Proc], n: int, *, allow: s
     try:
         workers = []
         for _ in range(n):
-            args = [str(IMGWORKER)]
+            args = [str(IMGWORKER)] if stand_in else ["-m", "mdp.worker"]
             for broker in brokers:
                 args += ["--broker", broker.endpoint]
             workers.append(cluster._spawn([*args, "--service", service,
