@@ -6,9 +6,9 @@ first takes ``/tmp/dips-default-ports.lock`` (``flock``), as every user of those
 does.  Each document runs in a directory of its own, where ``mdpctl samples`` has
 written the inputs the examples use (photo.jpg, photos/, card.json, cards.jsonl ...) and
 where copies of the repository's scripts/, supervisor/ and docs/ are, so ``scripts/demo``
-works as pasted and no block can change the repository through them; ``DIPS_RUN_DIR`` points every ``mdpctl`` at the cluster and ``HOME`` at a
-scratch directory.  A block that stops the cluster (``mdpctl down``, ``scripts/demo``)
-gets it started again for the next one.
+works as pasted and no block can change the repository through them; ``DIPS_RUN_DIR``
+points every ``mdpctl`` at the cluster and ``HOME`` at a scratch directory.  A block that
+stops the cluster (``mdpctl down``, ``scripts/demo``) gets it started again for the next.
 
 How a document marks a block that cannot run, or one that needs setup: ``tests/docblocks.py``.
 A failure names the document and the line of the block, with the end of its output.
@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from docblocks import Block, MarkerError, collect, parse
 
 REPO = Path(__file__).resolve().parents[1]

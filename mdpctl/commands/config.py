@@ -107,10 +107,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run mdp-gearman, the Gearman door, listening here "
                         f"(default: local {local.GEARMAN_LISTEN}, hosts off)")
     curve = parser.add_argument_group("CURVE (docs/SECURITY.md); hosts only")
-    curve.add_argument("--curve-secret", metavar="FILE", help="this host's key pair (default: none, plaintext)")
-    curve.add_argument("--client-keys", metavar="DIR", help="broker-host: allowed clients' public keys (required with "
+    curve.add_argument("--curve-secret", metavar="FILE",
+                       help="this host's key pair (default: none, plaintext)")
+    curve.add_argument("--client-keys", metavar="DIR",
+                       help="broker-host: allowed clients' public keys (required with "
                        "--curve-secret; no default)")
-    curve.add_argument("--worker-keys", metavar="DIR", help="broker-host: allowed workers' public keys (required with "
+    curve.add_argument("--worker-keys", metavar="DIR",
+                       help="broker-host: allowed workers' public keys (required with "
                        "--curve-secret; no default)")
     curve.add_argument("--broker-key", metavar="FILE",
                        help="the brokers' public key, for workers and front doors "

@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--brokers", action="store_true", help="restart the brokers one at a time instead"
     )
-    parser.add_argument("--host", action="append", metavar="NAME", help="only these hosts (repeat; default: every host)")
+    parser.add_argument("--host", action="append", metavar="NAME",
+                        help="only these hosts (repeat; default: every host)")
     parser.add_argument(
         "--batch", type=int, default=1, metavar="K", help="workers restarted together (default 1)"
     )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from mdpctl.context import Context
@@ -74,9 +75,10 @@ def _files() -> dict[str, Callable[[], bytes]]:
         "cards.jsonl": lambda: "".join(json.dumps(card(n)) + "\n"
                                        for n in range(CARDS)).encode(),
     }
-    for n, (w, h) in enumerate([(640, 480), (480, 640), (800, 450), (300, 300), (1024, 768)]):
-        files[f"photos/p{n + 1}.jpg"] = lambda w=w, h=h: samples.photo_jpeg(w, h, quality=80)
-    files["photos/more/p6.jpg"] = lambda: samples.photo_jpeg(500, 375, quality=80)
+    sizes = [(640, 480), (480, 640), (800, 450), (300, 300), (1024, 768), (500, 375)]
+    for n, size in enumerate(sizes, 1):
+        name = f"photos/p{n}.jpg" if n < len(sizes) else f"photos/more/p{n}.jpg"
+        files[name] = partial(samples.photo_jpeg, *size, quality=80)
     return files
 
 

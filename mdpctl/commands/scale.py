@@ -42,7 +42,8 @@ def _count(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("service", help="service name")
     parser.add_argument("count", type=_count, metavar="N", help="workers per host")
-    parser.add_argument("--host", action="append", metavar="NAME", help="only these hosts (repeat; default: every host)")
+    parser.add_argument("--host", action="append", metavar="NAME",
+                        help="only these hosts (repeat; default: every host)")
     parser.add_argument(
         "--timeout",
         type=float,

@@ -31,7 +31,8 @@ from mdpctl.table import format_duration, format_table
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    parser.add_argument("--host", action="append", metavar="NAME", help="only these hosts (repeat; default: every host)")
+    parser.add_argument("--host", action="append", metavar="NAME",
+                        help="only these hosts (repeat; default: every host)")
     parser.add_argument(
         "--timeout",
         type=float,
