@@ -140,6 +140,21 @@ def check_ports_free(spec: LocalSpec) -> None:
         raise UsageError(f"{what} cannot start: {problem}; {hint}")
 
 
+# sun_path holds 108 bytes with its NUL; supervisord binds "SOCKET.PID" first, then renames.
+MAX_SOCKET_PATH = 107 - len(".4194304")
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """supervisord's control socket must fit in a unix socket address."""
+    path = str(run_dir / SOCKET_NAME)
+    if len(path.encode()) > MAX_SOCKET_PATH:
+        raise UsageError(
+            f"the run directory {run_dir} is too deep for supervisord's control socket "
+            f"({len(path.encode())} bytes, at most {MAX_SOCKET_PATH}); name a shorter one "
+            "with --run-dir or $DIPS_RUN_DIR"
+        )
+
+
 _DOOR_NEEDS = {"mdp-http": ("mdp_http", "aiohttp", "prometheus_client"),
                "mdp-gearman": ("mdp_gearman",)}
 

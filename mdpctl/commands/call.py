@@ -172,7 +172,8 @@ def _check_some_broker(brokers: list[str]) -> None:
             return
         except Unreachable as exc:
             reasons.append(str(exc))
-    raise Unreachable("no broker is reachable: " + "; ".join(reasons))
+    raise Unreachable("no broker is reachable: " + "; ".join(reasons)
+                      + " (`mdpctl status` says what runs; `mdpctl up` starts a cluster)")
 
 
 def _jsonable(value: Any, summarize: bool) -> Any:

@@ -82,7 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    if args.batch < 1:
+        raise UsageError("--batch must be at least 1")
     with ctx.exclusive("reload"):
+        ctx.require_running()
         return _reload(args, ctx)
 
 

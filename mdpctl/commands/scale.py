@@ -55,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     with ctx.exclusive("scale"):
+        ctx.require_running()
         return _scale(args, ctx)
 
 

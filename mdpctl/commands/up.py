@@ -118,6 +118,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     else:
         spec = _spec(args, ctx, {})
         spec.host_config()  # every value checked before anything is looked at or started
+        local.check_run_dir(ctx.run_dir)
         local.check_door_modules(spec)
         local.check_ports_free(spec)
         local.write_files(spec)

@@ -27,6 +27,7 @@ from PIL import Image
 from clusterkit import needs
 from mdp.errors import BadRequest, Expired, Overloaded, Timeout, WorkerError
 from mdpctl import batchjobs
+from mdpctl.batchrecord import RECORD_NAME
 from mdpctl.batchrun import Summary, is_fault, retry_delay_s
 from mdpctl.cli import build_parser, parse
 from mdpctl.pipeline import Feed
@@ -381,7 +382,8 @@ def test_thumbnails_in_a_terminal_interrupted_and_resumed(cluster: LocalCluster)
     for path, mtime in first_run.items():  # the first run's outputs were not redone
         assert path.stat().st_mtime_ns == mtime, path
     files = files_under(thumbs)
-    assert len(files) == IMAGES and len([p for p in thumbs.rglob("*") if p.is_file()]) == IMAGES
+    left = [p for p in thumbs.rglob("*") if p.is_file() and p.name != RECORD_NAME]
+    assert len(files) == IMAGES and len(left) == IMAGES  # no temporary file left over
     for path in files:
         i = int(path.stem[1:])
         assert path.parent == (thumbs / "sub" if i % 2 else thumbs) and path.suffix == ".webp"

@@ -12,9 +12,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,8 +43,6 @@ def with_doors(code: Path) -> Path:
     """The code copy also gets the doors, so that they run the code under test."""
     for package in DOOR_PACKAGES:
         if not (code / package).exists():
-            import shutil
-
             shutil.copytree(REPO / package, code / package,
                             ignore=shutil.ignore_patterns("__pycache__"))
     return code
@@ -172,9 +172,11 @@ def test_a_door_that_cannot_start_fails_up_shows_in_status_and_comes_back(
 
 def test_down_and_status_from_another_directory(tmp_path: Path) -> None:
     code = with_doors(copy_code(tmp_path / "code"))
-    home, here, there = tmp_path / "h", tmp_path / "here", tmp_path / "there"
-    for path in (home, here, there):
+    here, there = tmp_path / "here", tmp_path / "there"
+    for path in (here, there):
         path.mkdir()
+    # A home of a usual length: the run directory's socket path must fit in sun_path.
+    home = Path(tempfile.mkdtemp(prefix="fh-home-"))
     brokers = [f"tcp://127.0.0.1:{p}" for p in free_ports(2)]
     doors, _http, _gearman = doors_on_free_ports()
     up_args = ["up", *[a for b in brokers for a in ("--broker", b)], *FAST, *doors,
@@ -190,7 +192,7 @@ def test_down_and_status_from_another_directory(tmp_path: Path) -> None:
         down = ctl_in(there, code, "down", home=home)
         assert down.returncode == 0, down.stderr
         assert f"cluster in {run_dir} stopped" in down.stdout
-        assert processes_under(tmp_path) == []
+        assert processes_under(tmp_path) == [] and processes_under(home) == []
         none = ctl_in(there, code, "status", home=home)
         assert none.returncode == 3 and none.stdout == ""
         assert one_line(none.stderr).startswith(f"mdpctl: no cluster is running (looked in "
@@ -204,9 +206,11 @@ def test_down_and_status_from_another_directory(tmp_path: Path) -> None:
         assert up.returncode == 0, up.stderr
         down = ctl_in(there, code, "down", home=home)
         assert down.returncode == 0 and f"cluster in {custom} stopped" in down.stdout
-        assert processes_under(tmp_path) == []
+        assert processes_under(tmp_path) == [] and processes_under(home) == []
     finally:
         kill_all_under(tmp_path)
+        kill_all_under(home)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 # --- one cluster for calls, services and batches -------------------------------------------
