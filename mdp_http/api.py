@@ -45,6 +45,7 @@ class Api:
     max_body_bytes: int
     body_timeout_s: float
     known_services: Any  # () -> set[str]: services some broker has seen
+    service_info: Any  # (service) -> ServiceInfo | None: what its workers say of it
     in_flight: int = 0
 
     def routes(self) -> list[web.AbstractRouteDef]:
@@ -97,7 +98,7 @@ class Api:
     def _result(self, service: str, call: dict[str, Any], result: Any,
                 accept: str) -> web.Response:
         if isinstance(result, bytes):
-            kind = content.content_type(service, call, result)
+            kind = content.content_type(self.service_info(service), result)
             return web.Response(body=result, content_type=kind)
         body, kind = codec.encode_result(result, accept)
         return web.Response(body=body, content_type=kind)
@@ -122,8 +123,9 @@ class Api:
             raise BadRequest(f"the form cannot be read: {exc}") from exc
         if not body:
             raise BadRequest("the body is empty; send the request as JSON or msgpack")
-        return codec.parse_body(request.headers.get("Content-Type", ""), body,
-                                content.bytes_fields(service))
+        info = self.service_info(service)
+        return content.guess_bytes(codec.parse_body(request.headers.get("Content-Type", ""),
+                                                    body, content.bytes_fields(info)), info)
 
     async def _read_query(self, request: web.Request, service: str) -> dict[str, Any]:
         if self.signer is not None:

@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from mdp.errors import ConfigError
 from mdp.keys import CurveConfig
+from mdp.status import ServiceInfo
 from mdp.version import code_version
 from mdp_http.api import Api
 from mdp_http.backend import Backend
@@ -34,6 +35,7 @@ from mdp_http.signing import Signer
 log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+INFO_MAX_AGE_S = 5.0  # services' info changes with deployments; the API polls this seldom
 STATIC = Path(str(resources.files("mdp_http").joinpath("static")))
 EVENTS_KEY = web.AppKey("events", set)
 
@@ -54,11 +56,14 @@ class Gateway:
         self.api = Api(self.backend, self.metrics,
                        Signer.from_files(config.sign_keys, config.sign_salts),
                        config.max_concurrency, config.max_body_bytes, config.body_timeout_s,
-                       self.known_services)
+                       self.known_services, self.service_info)
         self.stopping = asyncio.Event()
 
     def known_services(self) -> set[str]:
-        return {name for view in self.poller.latest for name in view.services}
+        return self.poller.services()
+
+    def service_info(self, service: str) -> ServiceInfo | None:
+        return self.poller.info(service, max(self.config.poll_interval_s, INFO_MAX_AGE_S))
 
     async def state(self) -> dict[str, Any]:
         await self.poller.fresh(self.config.poll_interval_s)
