@@ -23,7 +23,7 @@ import zmq
 import zmq.asyncio
 
 from mdp import sockio
-from mdp.client import check_options, open_socket
+from mdp.client import open_socket
 from mdp.clientcore import (
     CLOSE,
     OPEN,
@@ -34,6 +34,7 @@ from mdp.clientcore import (
     service_name,
 )
 from mdp.keys import CurveConfig
+from mdp.options import ClientOptions, resolve
 
 log = logging.getLogger(__name__)
 
@@ -44,36 +45,21 @@ _POLLOUT = int(zmq.POLLOUT)
 class AsyncMDPClient:
     """Send requests through any of several brokers from asyncio code."""
 
-    def __init__(
-        self,
-        brokers: Sequence[str],
-        *,
-        timeout: float = 10.0,
-        retries: int = 3,
-        attempt_timeout: float = 2.5,
-        ping_interval: float = 0.25,
-        broker_timeout: float = 0.5,
-        connect_timeout: float = 0.5,
-        down_for: float = 1.0,
-        shuffle: bool = True,
-        curve: CurveConfig | None = None,
-        max_request_bytes: int = 32 * 1024 * 1024,
-        max_reply_bytes: int = 64 * 1024 * 1024,
-        context: zmq.asyncio.Context | zmq.Context | None = None,
-    ) -> None:
+    def __init__(self, brokers: Sequence[str], options: ClientOptions | None = None, *,
+                 curve: CurveConfig | None = None,
+                 context: zmq.asyncio.Context | zmq.Context | None = None,
+                 **overrides: Any) -> None:
         """Options as for :class:`mdp.client.MDPClient`."""
-        check_options(brokers, timeout)
-        self.brokers = tuple(brokers)
-        self.timeout = timeout
-        self.curve = curve
-        self.max_request_bytes = max_request_bytes
-        self.max_reply_bytes = max_reply_bytes
-        self.context = context or zmq.asyncio.Context.instance()
+        self.options = options = resolve(options, overrides)
         self._core = ClientCore(
-            self.brokers, retries=retries, attempt_timeout=attempt_timeout,
-            ping_interval=ping_interval, broker_timeout=broker_timeout,
-            connect_timeout=connect_timeout, down_for=down_for,
-            start=random.randrange(len(self.brokers)) if shuffle else 0)
+            brokers, options,
+            start=random.randrange(len(brokers)) if options.shuffle and brokers else 0)
+        self.brokers = self._core.brokers
+        self.timeout = options.timeout
+        self.curve = curve
+        self.max_request_bytes = options.max_request_bytes
+        self.max_reply_bytes = options.max_reply_bytes
+        self.context = context or zmq.asyncio.Context.instance()
         self._sockets: list[zmq.Socket | None] = [None] * len(self.brokers)
         self._fds: list[int] = [-1] * len(self.brokers)
         self._connecting: set[int] = set()

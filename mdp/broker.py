@@ -81,7 +81,7 @@ class Broker:
         self.started = time.monotonic()
         self.instance = secrets.token_hex(8)  # tells clients a restarted broker apart
         self._welcome_meta = {"broker": code_version(), "instance": self.instance}
-        self._firsts: dict[bytes, tuple[int, int, int]] = {}  # HELLO "first", by client
+        self._firsts: dict[bytes, p.First] = {}  # HELLO "first", by client
         self._user = ""  # the CURVE key of the message being handled
         self._batchers: dict[bytes, None] = {}  # clients that take batched RESULTs
         self._results: dict[tuple[bytes, bytes], tuple[list[int], list[bytes]]] = {}
@@ -311,7 +311,7 @@ class Broker:
         if rid is None and self._firsts:
             first = self._firsts.pop(identity, None)
             if first is not None:
-                rid, ttl_ms, priority = first
+                rid, ttl_ms, priority = first.rid, first.ttl_ms, first.priority
         deadline = None if ttl_ms is None else now + ttl_ms / 1000
         request = Request(identity, msg.service, msg.body, now, rid, deadline, priority,
                           user=self._user)
@@ -660,7 +660,30 @@ def _clean_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
         clean["prefetch"] = min(prefetch, 16)
     if (meta or {}).get("batch") is True:
         clean["batch"] = True
+    info = _clean_info((meta or {}).get("info"))
+    if info is not None:
+        clean["info"] = info
     return clean
+
+
+_MAX_INFO_BYTES = 8192
+
+
+def _clean_info(info: Any) -> dict[str, Any] | None:
+    """A worker's description of its service (``mdp.handlers.service_info``), if it is
+    well-formed and small; anything else is dropped (the worker still serves)."""
+    if not isinstance(info, dict):
+        return None
+    content_type, fields, doc = info.get("content_type", ""), info.get("fields", []), \
+        info.get("doc", "")
+    if not (isinstance(content_type, str) and isinstance(doc, str) and isinstance(fields, list)):
+        return None
+    if not all(isinstance(f, list) and len(f) == 4 and isinstance(f[0], str)
+               and isinstance(f[1], str) and isinstance(f[2], bool) and isinstance(f[3], str)
+               for f in fields):
+        return None
+    clean = {"content_type": content_type, "fields": fields, "doc": doc}
+    return clean if len(p.pack(clean)) <= _MAX_INFO_BYTES else None
 
 
 # --- command line -------------------------------------------------------------------------

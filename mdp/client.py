@@ -38,8 +38,8 @@ from mdp.clientcore import (
     service_name,
 )
 from mdp.clock import poll_timeout_ms
-from mdp.errors import ConfigError
 from mdp.keys import CurveConfig
+from mdp.options import ClientOptions, resolve
 
 log = logging.getLogger(__name__)
 
@@ -66,62 +66,29 @@ def open_socket(context: zmq.Context, address: str, curve: CurveConfig | None,
     return sock
 
 
-def check_options(brokers: Sequence[str], timeout: float) -> None:
-    if not brokers:
-        raise ConfigError("a client needs at least one broker endpoint")
-    if timeout <= 0:
-        raise ConfigError("timeout must be positive")
-
-
 class MDPClient:
     """Send requests to a service through any of several brokers."""
 
-    def __init__(
-        self,
-        brokers: Sequence[str],
-        *,
-        timeout: float = 10.0,
-        retries: int = 3,
-        attempt_timeout: float = 2.5,
-        ping_interval: float = 0.25,
-        broker_timeout: float = 0.5,
-        connect_timeout: float = 0.5,
-        down_for: float = 1.0,
-        shuffle: bool = True,
-        curve: CurveConfig | None = None,
-        max_request_bytes: int = 32 * 1024 * 1024,
-        max_reply_bytes: int = 64 * 1024 * 1024,
-        context: zmq.Context | None = None,
-    ) -> None:
+    def __init__(self, brokers: Sequence[str], options: ClientOptions | None = None, *,
+                 curve: CurveConfig | None = None, context: zmq.Context | None = None,
+                 **overrides: Any) -> None:
         """
-        :param brokers: broker endpoints, e.g. ``["tcp://10.0.0.1:5555", ...]``.
-        :param timeout: seconds a request waits for its reply in all (``send`` may give
-            its own); the request's deadline, after which brokers drop it unworked.
-        :param retries: how many times a request may be sent again after its broker failed.
-        :param attempt_timeout: for standard brokers only: seconds before a resend.
-        :param ping_interval: a quiet DIPS broker is pinged after this many seconds.
-        :param broker_timeout: a DIPS broker that does not answer a ping in this time is
-            taken for dead or hung.
-        :param connect_timeout: seconds to wait for a new connection to come up.
-        :param down_for: seconds a failed broker is left alone before it is tried again.
-        :param shuffle: start at a random broker (requests then go round-robin over all).
+        :param brokers: broker endpoints, e.g. ``["tcp://10.0.0.1:5555", ...]``; a malformed
+            one raises :class:`~mdp.errors.ConfigError` at once.
+        :param options: a :class:`mdp.options.ClientOptions` (timeouts, retries, limits);
+            keyword ``overrides`` change single options, e.g. ``timeout=5.0``.
         :param curve: keys for brokers that require CURVE (see :mod:`mdp.keys`).
-        :param max_request_bytes: larger requests are refused here with BadRequest (brokers
-            disconnect a peer whose message passes their ``--max-message-bytes``).
-        :param max_reply_bytes: a broker sending a larger reply is disconnected.
         """
-        check_options(brokers, timeout)
-        self.brokers = tuple(brokers)
-        self.timeout = timeout
-        self.curve = curve
-        self.max_request_bytes = max_request_bytes
-        self.max_reply_bytes = max_reply_bytes
-        self.context = context or zmq.Context.instance()
+        self.options = options = resolve(options, overrides)
         self._core = ClientCore(
-            self.brokers, retries=retries, attempt_timeout=attempt_timeout,
-            ping_interval=ping_interval, broker_timeout=broker_timeout,
-            connect_timeout=connect_timeout, down_for=down_for,
-            start=random.randrange(len(self.brokers)) if shuffle else 0)
+            brokers, options,
+            start=random.randrange(len(brokers)) if options.shuffle and brokers else 0)
+        self.brokers = self._core.brokers
+        self.timeout = options.timeout
+        self.curve = curve
+        self.max_request_bytes = options.max_request_bytes
+        self.max_reply_bytes = options.max_reply_bytes
+        self.context = context or zmq.Context.instance()
         self._sockets: list[zmq.Socket | None] = [None] * len(self.brokers)
         self._connecting: set[int] = set()
         self._poller: zmq.Poller | None = None

@@ -41,13 +41,13 @@ from typing import Any
 from mdp import protocol as p
 from mdp.errors import (
     BadRequest,
-    ConfigError,
-    MDPError,
+    ClientClosed,
     ProtocolError,
     RequestError,
     Timeout,
     UnknownService,
 )
+from mdp.options import ClientOptions, check_endpoints, resolve
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,7 @@ _PENDING: Any = object()
 CANCELLED: Any = object()  # the outcome of a call its caller gave up on
 
 
-class ClientClosed(MDPError):
-    """The client was closed while the call was outstanding (module-local: mdp.errors is
-    not this module's to change)."""
+__all__ = ["CANCELLED", "Call", "ClientClosed", "ClientCore", "State"]
 
 
 class State(Enum):
@@ -132,29 +130,18 @@ class Endpoint:
 class ClientCore:
     """Every decision of a DIPS client; see the module docstring."""
 
-    def __init__(
-        self,
-        brokers: Sequence[str],
-        *,
-        retries: int = 3,
-        attempt_timeout: float = 2.5,
-        ping_interval: float = 0.25,
-        broker_timeout: float = 0.5,
-        connect_timeout: float = 0.5,
-        down_for: float = 1.0,
-        start: int = 0,
-    ) -> None:
-        if not brokers:
-            raise ConfigError("a client needs at least one broker endpoint")
-        if retries < 0:
-            raise ConfigError("retries must not be negative")
-        self.brokers = tuple(brokers)
-        self.retries = retries
-        self.attempt_timeout = attempt_timeout
-        self.ping_interval = ping_interval
-        self.broker_timeout = broker_timeout
-        self.connect_timeout = connect_timeout
-        self.down_for = down_for
+    def __init__(self, brokers: Sequence[str], options: ClientOptions | None = None, *,
+                 start: int = 0, **overrides: Any) -> None:
+        """``options`` (:class:`mdp.options.ClientOptions`), with keyword ``overrides``;
+        ``start``: the broker the round-robin begins at."""
+        self.brokers = check_endpoints(brokers)
+        self.options = options = resolve(options, overrides)
+        self.retries = options.retries
+        self.attempt_timeout = options.attempt_timeout
+        self.ping_interval = options.ping_interval
+        self.broker_timeout = options.broker_timeout
+        self.connect_timeout = options.connect_timeout
+        self.down_for = options.down_for
         self.window: float = math.inf  # calls started (clock running) at most at once
         self.endpoints = [Endpoint(i, address) for i, address in enumerate(self.brokers)]
         self.actions: list[Action] = []
@@ -434,7 +421,7 @@ class ClientCore:
             frames = p.client_submit(call.service, call.rid, ttl_ms, call.body, call.priority)
         else:
             if not ep.hello_sent:
-                self._hello(ep, (call.rid, ttl_ms, call.priority), now)
+                self._hello(ep, p.First(call.rid, ttl_ms, call.priority), now)
             frames = p.client_request(call.service, call.body)
             ep.plain = call
         if not ep.calls:
@@ -470,7 +457,7 @@ class ClientCore:
                         [call.body[0] for call, _ in part], priority)
                 self.actions.append((SEND, index, frames))
 
-    def _hello(self, ep: Endpoint, first: tuple[int, int, int] | None, now: float) -> None:
+    def _hello(self, ep: Endpoint, first: p.First | None, now: float) -> None:
         self._act((SEND, ep.index, p.client_hello(first, batch=True)))
         ep.hello_sent = True
         ep.hello_at = now

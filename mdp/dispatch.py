@@ -449,12 +449,16 @@ class Dispatcher:
         services: dict[str, Any] = {}
         for name, service in self.services.items():
             counters, histograms = service.counters.to_wire()
-            services[name.decode("ascii", "replace")] = {
+            entry = services[name.decode("ascii", "replace")] = {
                 "queue": len(service.queue),
                 "counters": counters,
                 "histograms": histograms,
                 "workers": [_worker_status(w, now) for w in service.workers.values()],
             }
+            info = next((w.meta["info"] for w in reversed(service.workers.values())
+                         if "info" in w.meta), None)
+            if info is not None:  # what the newest worker says the service is
+                entry["info"] = info
         return services
 
 

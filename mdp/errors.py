@@ -1,32 +1,101 @@
-"""The one error hierarchy of DIPS.
+"""The one error hierarchy of DIPS, and the one list of error codes.
 
-Errors that travel on the wire carry a stable ``code`` string; :func:`from_wire`
-turns a decoded error map back into the matching exception class.
+Errors that travel on the wire carry a stable ``code`` string. Every code DIPS itself uses
+is declared once, in :data:`CODES`, with the :class:`Blame` that says whose fault it is
+(the doors map a blame to an HTTP status or a Gearman failure, the dashboard and the batch
+runner tell a caller's mistake from a fleet's fault by it). :func:`from_wire` turns a
+decoded error map back into the matching exception class; a code from a handler that is not
+in the list arrives as :class:`WorkerError` carrying that code.
 """
 
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass
 from typing import Any
+
+
+class Blame(enum.Enum):
+    """Whose fault an error is, and so what a caller may do about it."""
+
+    CALLER = "caller"  # the request is wrong: do not retry it as it is
+    MISSING = "missing"  # nothing offers what was asked for (a service, a source)
+    CAPACITY = "capacity"  # too much work now: retry later
+    DEADLINE = "deadline"  # time ran out
+    FLEET = "fleet"  # a worker or the platform failed on a valid request
+
+
+@dataclass(frozen=True)
+class Code:
+    """One error code: its name, whose fault it is and what it means."""
+
+    name: str
+    blame: Blame
+    meaning: str
+
+
+def _codes(*codes: Code) -> dict[str, Code]:
+    return {code.name: code for code in codes}
+
+
+CODES: dict[str, Code] = _codes(
+    Code("bad_request", Blame.CALLER, "the request is malformed or a field is wrong"),
+    Code("unknown_service", Blame.MISSING, "no worker offers the service"),
+    Code("overloaded", Blame.CAPACITY, "the service's (or broker's) queue is full"),
+    Code("expired", Blame.DEADLINE, "the deadline passed before a worker took the request"),
+    Code("timeout", Blame.DEADLINE, "no reply came back before the caller's deadline"),
+    Code("worker_timeout", Blame.DEADLINE, "the handler ran past the worker's time limit"),
+    Code("worker_lost", Blame.FLEET,
+         "workers died or froze while running the request (a poisoned request)"),
+    Code("worker_error", Blame.FLEET, "the handler failed"),
+    Code("internal", Blame.FLEET, "a handler or gateway raised an unexpected exception"),
+    Code("out_of_memory", Blame.FLEET, "the request needed more memory than a worker may use"),
+    Code("client_closed", Blame.CALLER, "the client was closed while the call was outstanding"),
+)
+
+
+def blame_of(code: str) -> Blame:
+    """Whose fault an error code is; a code not in :data:`CODES` (a handler's own) is the
+    fleet's."""
+    known = CODES.get(code)
+    return known.blame if known is not None else Blame.FLEET
 
 
 class MDPError(Exception):
     """Base class of every error DIPS raises on purpose."""
 
+    code = "internal"
+
 
 class ConfigError(MDPError):
     """A configuration value or command-line flag is wrong."""
+
+    code = "bad_request"
 
 
 class ProtocolError(MDPError):
     """A peer sent a message that does not follow the protocol."""
 
+    code = "bad_request"
+
 
 class Timeout(MDPError):
     """No reply came back after every broker was tried."""
 
+    code = "timeout"
+
     def __init__(self, message: str, brokers: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.brokers = brokers
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"code": self.code, "message": str(self)}
+
+
+class ClientClosed(MDPError):
+    """The client was closed while the call was outstanding."""
+
+    code = "client_closed"
 
 
 class RequestError(MDPError):
@@ -38,6 +107,10 @@ class RequestError(MDPError):
         super().__init__(message)
         self.message = message
         self.field = field
+
+    @property
+    def blame(self) -> Blame:
+        return blame_of(self.code)
 
     def to_wire(self) -> dict[str, Any]:
         """The error as a map for a reply body."""
@@ -81,6 +154,12 @@ class WorkerTimeout(RequestError):
     code = "worker_timeout"
 
 
+class WorkerLost(RequestError):
+    """Every worker that ran the request died or froze: it is taken for poisoned."""
+
+    code = "worker_lost"
+
+
 class WorkerError(RequestError):
     """The handler failed; ``code`` and ``message`` come from the worker."""
 
@@ -94,8 +173,10 @@ class WorkerError(RequestError):
 
 _BY_CODE: dict[str, type[RequestError]] = {
     cls.code: cls
-    for cls in (BadRequest, UnknownService, Overloaded, Expired, WorkerTimeout, WorkerError)
+    for cls in (BadRequest, UnknownService, Overloaded, Expired, WorkerTimeout, WorkerLost,
+                WorkerError)
 }
+assert set(_BY_CODE) <= set(CODES), "every exception's code is in CODES"  # noqa: S101 (ours)
 
 
 def from_wire(error: Any) -> RequestError:

@@ -7,14 +7,16 @@ A package offers services by declaring an entry point in the group ``dips.servic
 
 The entry point loads an object with ``services()`` returning a mapping of service name to
 handler (a callable taking the request map and returning the result) and, optionally,
-``warm_up()``: once-per-process work to do before the worker announces itself. A module
-with those two functions will do. Third parties extend DIPS this way without touching it.
+``warm_up()``: once-per-process work to do before the worker announces itself, and
+``describe()``: service name -> what the service is (:func:`service_info`), which the worker
+announces in its READY so that doors and ``mdpctl services`` learn it from the fleet. A
+module with those functions will do. Third parties extend DIPS this way without touching it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -44,6 +46,20 @@ class Handler:
     raw: bool = False
     warm_up: Callable[[], None] | None = None
     instant: bool = False  # always done in microseconds: no sentinel watch needed
+    info: dict[str, Any] | None = None  # what the service is: see service_info
+
+
+def service_info(content_type: str = "", fields: Sequence[Sequence[Any]] = (),
+                 doc: str = "") -> dict[str, Any]:
+    """What a worker announces of its service in READY (``"info"``): the content type of its
+    replies ("" when the request chooses it), its request fields as ``[name, kind, required,
+    doc]`` and a one-line description. Long texts are cut so that the map stays small."""
+    return {
+        "content_type": content_type[:100],
+        "fields": [[str(name)[:64], str(kind)[:64], bool(required), str(field_doc)[:200]]
+                   for name, kind, required, field_doc in list(fields)[:64]],
+        "doc": doc[:300],
+    }
 
 
 def _echo_raw(frame: bytes) -> bytes:
@@ -51,7 +67,8 @@ def _echo_raw(frame: bytes) -> bytes:
     return frame
 
 
-ECHO = Handler("echo", _echo_raw, None, raw=True, instant=True)
+ECHO = Handler("echo", _echo_raw, None, raw=True, instant=True,
+               info=service_info(doc="returns the request unchanged (a diagnostic service)"))
 
 
 def plain(service: str, call: Handle) -> Handler:
@@ -99,7 +116,25 @@ def resolve(service: str) -> Handler:
         if call is not None:
             warm_up = getattr(provider, "warm_up", None)
             package = entry.value.partition(":")[0].partition(".")[0]
-            return Handler(service, call, package, warm_up=warm_up if callable(warm_up)
-                           else None)
+            return Handler(service, call, package,
+                           warm_up=warm_up if callable(warm_up) else None,
+                           info=_info_of(provider, service))
         known.extend(services)
     raise ConfigError(f"unknown service {service!r}; known: {', '.join(sorted(known))}")
+
+
+def _info_of(provider: Any, service: str) -> dict[str, Any] | None:
+    """The provider's description of ``service``, if it offers ``describe()``; a broken one
+    costs the description only, never the worker."""
+    describe = getattr(provider, "describe", None)
+    if not callable(describe):
+        return None
+    try:
+        info = describe().get(service)
+        if info is None:
+            return None
+        return service_info(info.get("content_type", ""), info.get("fields", ()),
+                            info.get("doc", ""))
+    except Exception as exc:
+        log.warning("cannot describe service %r: %s: %s", service, type(exc).__name__, exc)
+        return None

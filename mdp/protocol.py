@@ -31,12 +31,25 @@ Bodies are msgpack. A request is a map; a reply is ``{"result": value}`` or
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import msgpack
 
-from mdp.errors import BadRequest, ProtocolError, RequestError, from_wire
+from mdp.body import (  # noqa: F401  (re-exported: the body codec was part of this module)
+    DEFAULT_LIMITS,
+    BodyLimits,
+    as_bytes,
+    decode_reply,
+    decode_request,
+    error_body,
+    error_code,
+    is_error_body,
+    pack,
+    raw_result_body,
+    result_body,
+    unpack,
+)
+from mdp.errors import ProtocolError
 
 DIPS_VERSION = 2  # the extension version both handshakes carry as "dips"
 
@@ -59,6 +72,7 @@ TASK = b"\x0a"  # broker -> worker: key, "", meta, body...
 RECALL = b"\x0b"  # broker -> worker, key: give this task back if it has not started
 TASKS = b"\x0c"  # broker -> worker: meta {keys, ttl_ms, hold}, one body frame per task
 REPLIES = b"\x0d"  # worker -> broker: meta {keys}, one body frame per reply
+PROGRESS = b"\x0e"  # worker -> broker: key, meta {kind, num?, den?}, [data]
 MAX_BATCH = 64  # tasks in one TASKS, replies in one REPLIES
 # DIPS client extensions (header DIPC02).
 HELLO = b"\x01"  # client -> broker, meta
@@ -67,6 +81,10 @@ SUBMIT = b"\x03"  # client -> broker: service, meta, body...
 RESULT = b"\x04"  # broker -> client: service, meta, body...
 PING = b"\x05"  # client -> broker, meta {"ids"}
 PONG = b"\x06"  # broker -> client, meta {"lost", "instance"}
+CPROGRESS = b"\x07"  # broker -> client: service, meta {id, kind, num?, den?}, [data]
+
+PROGRESS_KINDS = ("status", "data", "warning")  # Gearman's WORK_STATUS, WORK_DATA, WORK_WARNING
+MAX_CK_BYTES = 64  # a coalescing key
 
 MMI_PREFIX = b"mmi."
 MMI_SERVICE = b"mmi.service"
@@ -75,138 +93,11 @@ MMI_STATUS = b"mmi.status"
 PRIORITIES = (-1, 0, 1)  # low, normal, high
 
 _SERVICE_NAME = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-_REPLY_PREFIX = b"\x81\xa6result"  # msgpack: a map of one entry whose key is "result"
-_ERROR_PREFIX = b"\x81\xa5error"  # msgpack: a map of one entry whose key is "error"
 
 
 def valid_service(name: bytes) -> bool:
     """Service names are 1-100 characters of letters, digits, '.', '_' and '-'."""
     return _SERVICE_NAME.fullmatch(name) is not None
-
-
-# --- bodies -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class BodyLimits:
-    """What a decoded request may hold: nesting depth and entries per array or map."""
-
-    max_depth: int = 32
-    max_items: int = 100_000
-
-
-DEFAULT_LIMITS = BodyLimits()
-
-
-def pack(obj: Any) -> bytes:
-    """Encode a value as msgpack."""
-    return msgpack.packb(obj, use_bin_type=True)
-
-
-def unpack(data: bytes, max_items: int = -1) -> Any:
-    """Decode msgpack; raise ProtocolError for anything that is not one valid object.
-
-    A msgpack *str* that is not valid UTF-8 (PHP's msgpack packs every string, bytes
-    included, as str) decodes to a Python str with surrogate escapes, so that nothing is
-    lost: :func:`as_bytes` turns it back into the exact bytes.
-    """
-    try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True,
-                               unicode_errors="surrogateescape",
-                               max_array_len=max_items, max_map_len=max_items)
-    except Exception as exc:  # msgpack raises several unrelated types
-        raise ProtocolError(f"body is not valid msgpack: {type(exc).__name__}: {exc}") from exc
-
-
-def as_bytes(value: str | bytes) -> bytes:
-    """The bytes a peer meant: bin as it is, str (even one with surrogate escapes) encoded."""
-    if isinstance(value, bytes):
-        return value
-    return value.encode("utf-8", "surrogateescape")
-
-
-def decode_request(body: list[bytes], limits: BodyLimits = DEFAULT_LIMITS) -> dict[str, Any]:
-    """The request map of a body; BadRequest naming what is wrong with anything else."""
-    if len(body) != 1:
-        raise BadRequest(f"a request body is one msgpack frame, got {len(body)} frames")
-    try:
-        request = unpack(body[0], limits.max_items)
-    except ProtocolError as exc:
-        raise BadRequest(f"{exc} (at most {limits.max_items} entries per array or map)") from exc
-    if not isinstance(request, dict):
-        raise BadRequest(f"a request is a msgpack map, got {type(request).__name__}")
-    if _too_deep(request, limits.max_depth):
-        raise BadRequest(f"the request is nested deeper than {limits.max_depth} levels")
-    return request
-
-
-def _too_deep(value: Any, max_depth: int) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > max_depth:
-            return True
-        stack.extend((child, depth + 1) for child in children
-                     if isinstance(child, dict | list))
-    return False
-
-
-def result_body(result: Any) -> bytes:
-    """A success reply."""
-    return pack({"result": result})
-
-
-def raw_result_body(packed: bytes) -> bytes:
-    """A success reply whose result is already msgpack-encoded (no re-encoding)."""
-    return _REPLY_PREFIX + packed
-
-
-def error_body(error: RequestError) -> bytes:
-    """An error reply."""
-    return pack({"error": error.to_wire()})
-
-
-def is_error_body(body: list[bytes]) -> bool:
-    """Whether a reply body is a DIPS error reply (a cheap prefix test)."""
-    return len(body) == 1 and body[0].startswith(_ERROR_PREFIX)
-
-
-def error_code(body: list[bytes]) -> str:
-    """The ``code`` of a DIPS error reply body ("unknown" when it has none)."""
-    try:
-        error = unpack(body[0]).get("error")
-        code = error.get("code") if isinstance(error, dict) else None
-    except (ProtocolError, AttributeError, IndexError):
-        return "unknown"
-    return code[:40] if isinstance(code, str) else "unknown"
-
-
-def decode_reply(body: list[bytes]) -> Any:
-    """The result of a reply body; raise the RequestError it carries.
-
-    A DIPS reply is ``{"result": value}`` or ``{"error": {...}}``. Anything else comes
-    from a standard 7/MDP worker and is handed back as it is: its one frame as ``bytes``,
-    several frames as a list of ``bytes``.
-    """
-    if len(body) == 1:
-        frame = body[0]
-        if frame.startswith(_REPLY_PREFIX) or frame.startswith(_ERROR_PREFIX):
-            try:
-                reply = unpack(frame)
-            except ProtocolError:
-                return frame
-            if isinstance(reply, dict) and len(reply) == 1:
-                if "result" in reply:
-                    return reply["result"]
-                if "error" in reply:
-                    raise from_wire(reply["error"])
-        return frame
-    return list(body)
 
 
 # --- metadata -------------------------------------------------------------------------------
@@ -281,6 +172,7 @@ class ClientRequest(NamedTuple):
     rid: int | None = None
     ttl_ms: int | None = None
     priority: int = 0
+    ck: bytes | None = None  # coalescing key: identical requests are worked once
 
 
 class ClientBatch(NamedTuple):
@@ -293,14 +185,25 @@ class ClientBatch(NamedTuple):
     priority: int = 0
 
 
+class First(NamedTuple):
+    """What HELLO says of the MDPC01 request that follows it on the same connection."""
+
+    rid: int
+    ttl_ms: int
+    priority: int = 0
+    ck: bytes | None = None
+
+
 class ClientHello(NamedTuple):
     """A DIPS client opening a connection; ``first`` applies to the next MDPC01 request.
 
-    ``batch``: the client accepts RESULTs that carry several replies.
+    ``batch``: the client accepts RESULTs that carry several replies; ``progress``: it
+    accepts PROGRESS.
     """
 
-    first: tuple[int, int, int] | None  # (rid, ttl_ms, priority)
+    first: First | None
     batch: bool = False
+    progress: bool = False
 
 
 class ClientPing(NamedTuple):
@@ -330,6 +233,17 @@ class WorkerReplies(NamedTuple):
     bodies: list[bytes]
 
 
+class WorkerProgress(NamedTuple):
+    """Progress of the task ``key``: a status (``num`` of ``den``), or data or a warning
+    (``data``) for the caller while the task runs."""
+
+    key: bytes
+    kind: str
+    num: int | None = None
+    den: int | None = None
+    data: bytes | None = None
+
+
 class WorkerSignal(NamedTuple):
     """HEARTBEAT, DISCONNECT, BUSY, FREE or BOUNCE from a worker.
 
@@ -342,7 +256,7 @@ class WorkerSignal(NamedTuple):
 
 
 BrokerInbound = (ClientRequest | ClientBatch | ClientHello | ClientPing | WorkerReady
-                 | WorkerReply | WorkerReplies | WorkerSignal)
+                 | WorkerReply | WorkerReplies | WorkerProgress | WorkerSignal)
 
 
 def parse_broker_inbound(frames: list[bytes]) -> BrokerInbound:
@@ -388,12 +302,46 @@ def _parse_worker_command(command: bytes, rest: list[bytes]) -> BrokerInbound:
         if len(rest) != 1:
             raise ProtocolError("BOUNCE takes one frame, the task key")
         return WorkerSignal(BOUNCE, rest[0])
+    if command == PROGRESS:
+        return _parse_progress(rest)
     if command == BUSY:
         if len(rest) != 1:
             raise ProtocolError("BUSY takes one meta frame")
         meta = unpack_meta(rest[0], "BUSY")
         return WorkerSignal(BUSY, draining=meta.get("draining") is True)
     raise ProtocolError(f"unknown worker command {command[:8]!r}")
+
+
+def _progress_fields(meta: dict[str, Any], what: str) -> tuple[str, int | None, int | None]:
+    kind = meta.get("kind")
+    if kind not in PROGRESS_KINDS:
+        raise ProtocolError(f"{what} meta field 'kind' must be one of {', '.join(PROGRESS_KINDS)}")
+    num = _int_field(meta, "num", what)
+    den = _int_field(meta, "den", what)
+    if kind == "status" and (num is None or den is None):
+        raise ProtocolError(f"{what} of kind 'status' needs 'num' and 'den'")
+    return kind, num, den
+
+
+def _parse_progress(rest: list[bytes]) -> WorkerProgress:
+    if len(rest) not in (2, 3):
+        raise ProtocolError("PROGRESS takes a task key, a meta frame and at most one data frame")
+    kind, num, den = _progress_fields(unpack_meta(rest[1], "PROGRESS"), "PROGRESS")
+    data = rest[2] if len(rest) == 3 else None
+    if (kind == "status") != (data is None):
+        raise ProtocolError(f"PROGRESS of kind {kind!r} "
+                            + ("takes no data frame" if data is not None else "needs a data frame"))
+    return WorkerProgress(rest[0], kind, num, den, data)
+
+
+def _ck(meta: dict[str, Any], what: str) -> bytes | None:
+    """A coalescing key: 1 to MAX_CK_BYTES bytes, or absent."""
+    ck = meta.get("ck")
+    if ck is None:
+        return None
+    if not isinstance(ck, bytes) or not 0 < len(ck) <= MAX_CK_BYTES:
+        raise ProtocolError(f"{what} meta field 'ck' must be 1-{MAX_CK_BYTES} bytes (bin)")
+    return ck
 
 
 def _dips_ready_meta(extra: list[bytes]) -> dict[str, Any] | None:
@@ -419,15 +367,18 @@ def _parse_dips_client(command: bytes, rest: list[bytes]) -> BrokerInbound:
         ttl = _int_field(meta, "ttl_ms", "SUBMIT")
         if ttl is None:
             raise ProtocolError("SUBMIT meta needs 'ttl_ms'")
+        ck = _ck(meta, "SUBMIT")
         if "ids" in meta:
             rids = _ids(meta, "ids", "SUBMIT")
             if not rids or len(rids) != len(rest) - 2:
                 raise ProtocolError(f"SUBMIT has {len(rids)} ids for {len(rest) - 2} bodies")
+            if ck is not None:
+                raise ProtocolError("a SUBMIT of several requests cannot carry one 'ck'")
             return ClientBatch(rest[0], rids, rest[2:], ttl, _priority(meta, "SUBMIT"))
         rid = _int_field(meta, "id", "SUBMIT")
         if rid is None:
             raise ProtocolError("SUBMIT meta needs 'id' (or 'ids')")
-        return ClientRequest(rest[0], rest[2:], rid, ttl, _priority(meta, "SUBMIT"))
+        return ClientRequest(rest[0], rest[2:], rid, ttl, _priority(meta, "SUBMIT"), ck)
     if len(rest) != 1:
         raise ProtocolError("a DIPS client command takes one meta frame")
     if command == PING:
@@ -439,15 +390,17 @@ def _parse_dips_client(command: bytes, rest: list[bytes]) -> BrokerInbound:
                                 f"this broker speaks {DIPS_VERSION}")
         first = meta.get("first")
         batch = meta.get("batch") is True
+        progress = meta.get("progress") is True
         if first is None:
-            return ClientHello(None, batch)
+            return ClientHello(None, batch, progress)
         if not isinstance(first, dict):
             raise ProtocolError("HELLO meta field 'first' is not a map")
         rid = _int_field(first, "id", "HELLO")
         ttl = _int_field(first, "ttl_ms", "HELLO")
         if rid is None or ttl is None:
             raise ProtocolError("HELLO 'first' needs 'id' and 'ttl_ms'")
-        return ClientHello((rid, ttl, _priority(first, "HELLO")), batch)
+        return ClientHello(First(rid, ttl, _priority(first, "HELLO"), _ck(first, "HELLO")),
+                           batch, progress)
     raise ProtocolError(f"unknown DIPS client command {command[:8]!r}")
 
 
@@ -465,6 +418,19 @@ def to_client_batch(identity: bytes, service: bytes, rids: list[int],
                     bodies: list[bytes]) -> list[bytes]:
     """One RESULT carrying several one-frame replies (to clients that asked in HELLO)."""
     return [identity, b"", DIPS_CLIENT, RESULT, service, pack_meta({"ids": rids}), *bodies]
+
+
+def to_client_progress(identity: bytes, service: bytes, rid: int, kind: str,
+                       num: int | None = None, den: int | None = None,
+                       data: bytes | None = None) -> list[bytes]:
+    """PROGRESS of request ``rid`` for a client that asked for it in HELLO."""
+    meta: dict[str, Any] = {"id": rid, "kind": kind}
+    if num is not None:
+        meta["num"], meta["den"] = num, den
+    frames = [identity, b"", DIPS_CLIENT, CPROGRESS, service, pack_meta(meta)]
+    if data is not None:
+        frames.append(data)
+    return frames
 
 
 def client_welcome(identity: bytes, meta: dict[str, Any]) -> list[bytes]:
@@ -617,6 +583,18 @@ def replies(keys: list[bytes], bodies: list[bytes]) -> list[bytes]:
     return [b"", WORKER, REPLIES, pack_meta({"keys": keys}), *bodies]
 
 
+def progress(key: bytes, kind: str, num: int | None = None, den: int | None = None,
+             data: bytes | None = None) -> list[bytes]:
+    """PROGRESS of task ``key``, to a broker whose WELCOME offered it."""
+    meta: dict[str, Any] = {"kind": kind}
+    if num is not None:
+        meta["num"], meta["den"] = num, den
+    frames = [b"", WORKER, PROGRESS, key, pack_meta(meta)]
+    if data is not None:
+        frames.append(data)
+    return frames
+
+
 def bounce(key: bytes) -> list[bytes]:
     return [b"", WORKER, BOUNCE, key]
 
@@ -662,7 +640,18 @@ class Welcome(NamedTuple):
     meta: dict[str, Any]
 
 
-ClientInbound = Reply | Replies | Pong | Welcome
+class Progress(NamedTuple):
+    """Progress of request ``rid`` (see :class:`WorkerProgress`)."""
+
+    service: bytes
+    rid: int
+    kind: str
+    num: int | None = None
+    den: int | None = None
+    data: bytes | None = None
+
+
+ClientInbound = Reply | Replies | Pong | Welcome | Progress
 
 
 def client_request(service: bytes, body: list[bytes]) -> list[bytes]:
@@ -679,23 +668,28 @@ def client_submit_batch(service: bytes, rids: list[int], ttl_ms: int, bodies: li
 
 
 def client_submit(service: bytes, rid: int, ttl_ms: int, body: list[bytes],
-                  priority: int = 0) -> list[bytes]:
+                  priority: int = 0, ck: bytes | None = None) -> list[bytes]:
     meta: dict[str, Any] = {"id": rid, "ttl_ms": ttl_ms}
     if priority:
         meta["pri"] = priority
+    if ck is not None:
+        meta["ck"] = ck
     return [b"", DIPS_CLIENT, SUBMIT, service, pack_meta(meta), *body]
 
 
-def client_hello(first: tuple[int, int, int] | None = None,
-                 batch: bool = False) -> list[bytes]:
-    """HELLO; ``first`` = (id, ttl_ms, priority) of the MDPC01 request sent right after;
-    ``batch``: RESULTs may carry several replies."""
+def client_hello(first: First | None = None, batch: bool = False,
+                 progress: bool = False) -> list[bytes]:
+    """HELLO; ``first`` describes the MDPC01 request sent right after; ``batch``: RESULTs
+    may carry several replies; ``progress``: send PROGRESS."""
     meta: dict[str, Any] = {"dips": DIPS_VERSION}
     if batch:
         meta["batch"] = True
+    if progress:
+        meta["progress"] = True
     if first is not None:
-        rid, ttl_ms, priority = first
-        meta["first"] = {"id": rid, "ttl_ms": ttl_ms, "pri": priority}
+        meta["first"] = {"id": first.rid, "ttl_ms": first.ttl_ms, "pri": first.priority}
+        if first.ck is not None:
+            meta["first"]["ck"] = first.ck
     return [b"", DIPS_CLIENT, HELLO, pack_meta(meta)]
 
 
@@ -726,6 +720,8 @@ def parse_client_inbound(frames: list[bytes]) -> ClientInbound:
         if rid is None:
             raise ProtocolError("RESULT meta has no 'id'")
         return Reply(frames[3], frames[5:], rid)
+    if command == CPROGRESS:
+        return _parse_client_progress(frames)
     if len(frames) != 4:
         raise ProtocolError(f"DIPS broker command {command[:8]!r} takes one meta frame")
     meta = unpack_meta(frames[3], "broker")
@@ -737,3 +733,18 @@ def parse_client_inbound(frames: list[bytes]) -> ClientInbound:
             raise ProtocolError(f"WELCOME speaks DIPS version {meta.get('dips')!r}")
         return Welcome(meta)
     raise ProtocolError(f"unknown DIPS broker command {command[:8]!r}")
+
+
+def _parse_client_progress(frames: list[bytes]) -> Progress:
+    if len(frames) not in (5, 6):
+        raise ProtocolError("PROGRESS needs a service, a meta frame and at most one data frame")
+    meta = unpack_meta(frames[4], "PROGRESS")
+    rid = _int_field(meta, "id", "PROGRESS")
+    if rid is None:
+        raise ProtocolError("PROGRESS meta has no 'id'")
+    kind, num, den = _progress_fields(meta, "PROGRESS")
+    data = frames[5] if len(frames) == 6 else None
+    if (kind == "status") != (data is None):
+        raise ProtocolError(f"PROGRESS of kind {kind!r} "
+                            + ("takes no data frame" if data is not None else "needs a data frame"))
+    return Progress(frames[3], rid, kind, num, den, data)

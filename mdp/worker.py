@@ -88,8 +88,10 @@ class Worker:
         self.handler = handler
         self.context = context or zmq.Context.instance()
         extra = () if handler.package in (None, "mdp") else (handler.package,)
-        self.meta = {"host": socket.gethostname(), "pid": os.getpid(),
-                     "version": code_version(*extra)}
+        self.meta: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(),
+                                     "version": code_version(*extra)}
+        if handler.info is not None:
+            self.meta["info"] = handler.info  # what the service is, for doors and mdpctl
         self.core = WorkerCore(
             config.brokers, config.service.encode(), self.meta,
             Timing(config.heartbeat_interval_s, config.heartbeat_liveness,

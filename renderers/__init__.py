@@ -18,12 +18,29 @@ from renderers.settings import Settings, configure, current
 _settings.install_bomb_guard()
 configure(_settings.from_environment())
 
-from renderers import ecard, toolkit  # noqa: E402  (they register on import)
+from renderers import ecard, imgproxy, info, toolkit  # noqa: E402  (they register on import)
 
 
-def services() -> dict[str, Callable[[dict[str, Any]], bytes]]:
+def services() -> dict[str, Callable[[dict[str, Any]], Any]]:
     """Service name -> handler, for the ``dips.services`` entry point."""
     return {name: get(name).render for name in names()}
+
+
+def describe() -> dict[str, dict[str, Any]]:
+    """Service name -> what it is, for the ``dips.services`` entry point: workers announce it
+    in READY, so doors and ``mdpctl services`` learn content types and fields from the fleet.
+    ``content_type`` is "" where the request chooses it (``format``)."""
+    described = {}
+    for name in names():
+        renderer = get(name)
+        chosen = type(renderer).content_type_for is not Renderer.content_type_for
+        doc = (type(renderer).__doc__ or "").strip().splitlines()
+        described[name] = {
+            "content_type": "" if chosen else renderer.content_type,
+            "fields": [[f.name, f.kind, f.required, f.doc] for f in renderer.fields],
+            "doc": doc[0] if doc else "",
+        }
+    return described
 
 
 def warm_up() -> None:
@@ -46,7 +63,10 @@ __all__ = [
     "Settings",
     "configure",
     "current",
+    "describe",
     "ecard",
+    "imgproxy",
+    "info",
     "toolkit",
     "get",
     "names",

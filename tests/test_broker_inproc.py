@@ -83,7 +83,7 @@ def test_hello_gives_the_next_standard_request_an_id_and_a_deadline(
         broker: Broker, zctx: zmq.Context) -> None:
     worker, client = dealer(zctx), dealer(zctx)
     worker.send_multipart(p.ready(b"echo", {"pid": 1}))
-    client.send_multipart(p.client_hello((41, 60_000, 0)))
+    client.send_multipart(p.client_hello(p.First(41, 60_000, 0)))
     client.send_multipart(p.client_request(b"echo", [msgpack.packb({"a": 1})]))
     drain_all(broker)
     assert client.poll(1000)

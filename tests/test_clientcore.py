@@ -18,7 +18,7 @@ SVC = b"echo"
 
 
 def make(n: int = 1, **options: Any) -> ClientCore:
-    return ClientCore([f"tcp://b{i}" for i in range(n)], **options)
+    return ClientCore([f"tcp://b{i}:5555" for i in range(n)], **options)
 
 
 def actions(core: ClientCore) -> list[tuple[int, int, Any]]:
@@ -65,7 +65,7 @@ def test_first_request_rides_with_hello_and_needs_no_handshake() -> None:
     assert actions(core) == [(OPEN, 0, None)]
     core.opened(0, 0.01)
     [(_, hello), (_, request)] = sent(core)
-    assert isinstance(hello, p.ClientHello) and hello.first == (call.rid, 9990, 0)
+    assert isinstance(hello, p.ClientHello) and hello.first == p.First(call.rid, 9990, 0)
     assert isinstance(request, p.ClientRequest) and request.rid is None  # plain MDPC01
     core.received(0, welcome(), 0.02)
     core.received(0, result(call.rid, {"v": 0}), 0.03)  # a DIPS broker answers with RESULT

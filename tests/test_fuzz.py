@@ -23,7 +23,7 @@ COMMANDS = [bytes([i]) for i in range(12)]
 VALID = [
     p.client_request(b"echo", [msgpack.packb({"x": 1})]),
     p.client_submit(b"echo", 7, 1000, [msgpack.packb({})]),
-    p.client_hello((8, 1000, 0)),
+    p.client_hello(p.First(8, 1000, 0)),
     p.client_ping([1, 2, 3]),
     p.ready(b"fuzzed", {"pid": 1, "host": "h"}),
     p.signal(p.HEARTBEAT),

@@ -49,7 +49,8 @@ def test_garbage_does_not_disturb_service(cluster: Cluster, zctx: zmq.Context) -
     # random frames and mutated valid messages, from many sockets
     valid = [p.client_request(b"echo", [msgpack.packb({"x": 1})]), p.ready(b"echo", {"pid": 1}),
              p.signal(p.HEARTBEAT), p.reply(b"nobody", [b"x"]), p.client_ping([1, 2]),
-             p.client_submit(b"echo", 9, 1000, [msgpack.packb({})]), p.client_hello((3, 9, 0))]
+             p.client_submit(b"echo", 9, 1000, [msgpack.packb({})]),
+             p.client_hello(p.First(3, 9, 0))]
     for _ in range(40):
         sock = rogue(zctx, broker.endpoint)
         for _ in range(50):

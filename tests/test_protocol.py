@@ -36,7 +36,8 @@ def test_priorities_are_clamped() -> None:
 
 def test_hello_carries_the_version_and_the_first_request() -> None:
     assert p.parse_broker_inbound(p.client_hello()) == p.ClientHello(None)
-    assert p.parse_broker_inbound(p.client_hello((7, 900, -1))) == p.ClientHello((7, 900, -1))
+    first = p.First(7, 900, -1)
+    assert p.parse_broker_inbound(p.client_hello(first)) == p.ClientHello(first)
     old = [b"", p.DIPS_CLIENT, p.HELLO, msgpack.packb({"dips": 1})]
     with pytest.raises(ProtocolError, match="version"):
         p.parse_broker_inbound(old)
@@ -219,3 +220,61 @@ def test_backoff_doubles_to_a_cap_and_resets() -> None:
     assert [b.next() for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
     b.reset()
     assert b.next() == 0.1
+
+
+# --- progress and coalescing keys (wire version 2, opt-in by handshake flags) -------------
+
+
+def test_progress_round_trips_worker_to_broker_to_client() -> None:
+    status = p.parse_broker_inbound(p.progress(b"k1", "status", 3, 10))
+    assert status == p.WorkerProgress(b"k1", "status", 3, 10, None)
+    data = p.parse_broker_inbound(p.progress(b"k1", "data", data=b"chunk"))
+    assert data == p.WorkerProgress(b"k1", "data", None, None, b"chunk")
+    relayed = p.to_client_progress(b"id", b"echo", 7, "warning", data=b"careful")[1:]
+    assert p.parse_client_inbound(relayed) == p.Progress(b"echo", 7, "warning", None, None,
+                                                         b"careful")
+    relayed = p.to_client_progress(b"id", b"echo", 7, "status", 1, 2)[1:]
+    assert p.parse_client_inbound(relayed) == p.Progress(b"echo", 7, "status", 1, 2)
+
+
+def test_hello_asks_for_progress_and_carries_a_first_key() -> None:
+    hello = p.parse_broker_inbound(p.client_hello(p.First(5, 100, 0, b"key"), progress=True))
+    assert hello == p.ClientHello(p.First(5, 100, 0, b"key"), False, True)
+
+
+def test_a_coalescing_key_rides_on_submit() -> None:
+    frames = p.client_submit(b"thumb", 3, 900, [b"body"], ck=b"\x01" * 20)
+    assert p.parse_broker_inbound(frames).ck == b"\x01" * 20  # type: ignore[union-attr]
+    assert p.parse_broker_inbound(p.client_submit(b"t", 3, 9, [b"b"])).ck is None  # type: ignore[union-attr]
+
+
+def _submit_meta(meta: dict[str, object], bodies: int = 1) -> list[bytes]:
+    return [b"", p.DIPS_CLIENT, p.SUBMIT, b"svc", msgpack.packb(meta), *[b"b"] * bodies]
+
+
+@pytest.mark.parametrize("frames", [
+    [b"", p.WORKER, p.PROGRESS, b"k"],  # no meta
+    [b"", p.WORKER, p.PROGRESS, b"k", msgpack.packb({"kind": "status"})],  # no num/den
+    [b"", p.WORKER, p.PROGRESS, b"k", msgpack.packb({"kind": "shout"}), b"x"],
+    [b"", p.WORKER, p.PROGRESS, b"k", msgpack.packb({"kind": "data"})],  # no data frame
+    [b"", p.WORKER, p.PROGRESS, b"k", msgpack.packb({"kind": "status", "num": 1, "den": 2}),
+     b"unexpected"],
+    [b"", p.WORKER, p.PROGRESS, b"k", msgpack.packb({"kind": "status", "num": -1, "den": 2})],
+    _submit_meta({"id": 1, "ttl_ms": 5, "ck": "text, not bin"}),
+    _submit_meta({"id": 1, "ttl_ms": 5, "ck": b""}),
+    _submit_meta({"id": 1, "ttl_ms": 5, "ck": b"x" * 65}),
+    _submit_meta({"ids": [1, 2], "ttl_ms": 5, "ck": b"x"}, bodies=2),
+])
+def test_malformed_progress_and_keys_are_protocol_errors(frames: list[bytes]) -> None:
+    with pytest.raises(ProtocolError):
+        p.parse_broker_inbound(frames)
+
+
+@pytest.mark.parametrize("frames", [
+    [b"", p.DIPS_CLIENT, p.CPROGRESS, b"svc", msgpack.packb({"kind": "data"}), b"x"],  # no id
+    [b"", p.DIPS_CLIENT, p.CPROGRESS, b"svc", msgpack.packb({"id": 1, "kind": "status"})],
+    [b"", p.DIPS_CLIENT, p.CPROGRESS, b"svc"],
+])
+def test_malformed_client_progress_is_a_protocol_error(frames: list[bytes]) -> None:
+    with pytest.raises(ProtocolError):
+        p.parse_client_inbound(frames)

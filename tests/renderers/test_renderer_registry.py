@@ -17,7 +17,7 @@ from mdp.errors import BadRequest, ConfigError
 from renderers import ecard, registry, samples, settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "RENDERERS.md"
-SERVICES = ["convert", "crop", "ecard", "image", "thumbnail", "watermark"]
+SERVICES = ["convert", "crop", "ecard", "image", "imgproxy", "info", "thumbnail", "watermark"]
 
 
 def test_every_service_is_registered_on_import() -> None:
@@ -25,8 +25,17 @@ def test_every_service_is_registered_on_import() -> None:
     for name in SERVICES:
         renderer = renderers.get(name)
         assert renderer.name == name
-        assert re.fullmatch(r"image/(png|jpeg)", renderer.content_type)
+        assert re.fullmatch(r"image/png|", renderer.content_type)  # "": the request chooses
         assert renderer.fields and all(isinstance(f, renderers.Field) for f in renderer.fields)
+
+
+def test_describe_gives_each_service_its_fields() -> None:
+    described = renderers.describe()
+    assert sorted(described) == SERVICES
+    assert described["ecard"]["content_type"] == "image/png"
+    assert described["imgproxy"]["content_type"] == ""
+    assert ["source", "string: http(s)://host/path or local:///path", False] == described[
+        "imgproxy"]["fields"][0][:3]
 
 
 def test_warm_up_draws_the_card_assets() -> None:
