@@ -6,15 +6,22 @@ spreading); each broker's status through a single-broker client of its own.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 from mdp.aio import AsyncMDPClient
+from mdp.body import decode_reply
 from mdp.keys import CurveConfig
 from mdp.status import BrokerStatus, StatusClients
+from mdp_http.errors import TooLarge
 
 log = logging.getLogger(__name__)
+
+# The client takes a coalescing key (send(..., key=)) from core v2's client on; until then
+# keyed requests are sent without one.
+_TAKES_KEY = "key" in inspect.signature(AsyncMDPClient.send).parameters
 
 
 class Backend:
@@ -34,6 +41,22 @@ class Backend:
     async def send(self, service: str, request: dict[str, Any]) -> Any:
         """The result of one request; raises RequestError subclasses or Timeout."""
         return await self._client.send(service, request)
+
+    async def send_keyed(self, service: str, request: dict[str, Any], key: bytes) -> Any:
+        """As :meth:`send`, with a coalescing key: identical keyed requests in flight at once
+        through any door and any broker are worked once (when the client and the brokers
+        support keys; without them the request is only sent)."""
+        if _TAKES_KEY:
+            return await self._client.send(service, request, key=key)
+        return await self._client.send(service, request)
+
+    async def send_frame(self, service: str, frame: bytes | bytearray) -> Any:
+        """The result of a request whose body is already one msgpack map frame (sent as it
+        is, never re-packed); raises as :meth:`send` does."""
+        if len(frame) > self._client.max_request_bytes:
+            raise TooLarge(f"the request is {len(frame)} bytes; the brokers take at most "
+                           f"{self._client.max_request_bytes}")
+        return decode_reply(await self._client.request_raw(service, frame))  # type: ignore[arg-type]
 
     async def status(self, endpoint: str) -> BrokerStatus:
         """One broker's ``mmi.status``; raises Timeout or ProtocolError."""

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from mdp.status import BrokerView, ServiceInfo
+from mdp.status import BrokerView, ServiceInfo, ServiceStatus
 from mdp_http.backend import Backend
 
 log = logging.getLogger(__name__)
@@ -48,16 +48,22 @@ class Poller:
         """Services some broker listed in the latest poll."""
         return {name for view in self.latest if view.status for name in view.status.services}
 
+    def refresh_behind(self, max_age_s: float) -> None:
+        """Poll again in the background when the latest poll is older than ``max_age_s``;
+        the caller goes on with what the latest poll found."""
+        if self.age() > max_age_s and (self._background is None or self._background.done()):
+            self._background = asyncio.get_running_loop().create_task(self.fresh(max_age_s))
+
+    def entries(self, service: str) -> list[ServiceStatus]:
+        """``service`` at each broker that listed it in the latest poll."""
+        return [view.status.services[service] for view in self.latest
+                if view.status is not None and service in view.status.services]
+
     def info(self, service: str, max_age_s: float) -> ServiceInfo | None:
         """What the workers of ``service`` say of it, as the latest poll found (None: not
         described); a poll older than ``max_age_s`` is redone in the background."""
-        if self.age() > max_age_s and (self._background is None or self._background.done()):
-            self._background = asyncio.get_running_loop().create_task(self.fresh(max_age_s))
-        for view in self.latest:
-            entry = view.status.services.get(service) if view.status else None
-            if entry is not None and entry.info is not None:
-                return entry.info
-        return None
+        self.refresh_behind(max_age_s)
+        return next((e.info for e in self.entries(service) if e.info is not None), None)
 
     async def _poll(self) -> None:
         started = self.clock()
