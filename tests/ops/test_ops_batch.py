@@ -412,7 +412,7 @@ def test_cards_with_a_broker_killed_during_the_batch(cluster: LocalCluster) -> N
         try:
             wait_for(lambda: out.is_dir() and len(outputs(out)) >= CARDS // 4, 60,
                      "a quarter of the cards")
-            os.kill(status["broker"]["pid"], signal.SIGKILL)
+            os.kill(status.broker.pid, signal.SIGKILL)
             stdout, stderr = proc.communicate(timeout=120)
         finally:
             if proc.poll() is None:
@@ -424,8 +424,11 @@ def test_cards_with_a_broker_killed_during_the_batch(cluster: LocalCluster) -> N
     for i in range(0, CARDS, 7):  # the same request gives the same bytes everywhere
         path = out / f"{i + 1:06d}.png"
         assert path.read_bytes() == ecard.render(card(i)), path
-    wait_for(lambda: (broker_status(victim) or {}).get("broker", {}).get("pid")
-             not in (None, status["broker"]["pid"]), 20, "supervisord to restart the broker")
+    def restarted() -> bool:
+        now = broker_status(victim)
+        return now is not None and now.broker.pid != status.broker.pid
+
+    wait_for(restarted, 20, "supervisord to restart the broker")
 
 
 @pytest.mark.slow
