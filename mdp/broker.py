@@ -27,7 +27,7 @@ from mdp import sockio
 from mdp.actions import Send
 from mdp.auth import HANDSHAKE_FAILURES, RoleAuthenticator, log_handshake_failures
 from mdp.brokercore import BrokerCore
-from mdp.brokercore import clean_info as _clean_info  # noqa: F401  (tests/test_service_info)
+from mdp.brokerstatus import clean_info as _clean_info  # noqa: F401  (tests/test_service_info)
 from mdp.clock import LOG_FORMAT, poll_timeout_ms
 from mdp.config import BrokerConfig, parse_broker_args
 from mdp.dispatch import Dispatcher

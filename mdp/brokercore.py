@@ -39,6 +39,7 @@ from typing import Any
 from mdp import protocol as p
 from mdp.actions import Action, Event, Lost, Opened, Received, Send, Tick
 from mdp.auth import CLIENT_ROLE, WORKER_ROLE
+from mdp.brokerstatus import broker_status, clean_meta
 from mdp.config import BrokerConfig
 from mdp.dispatch import Dispatcher, Request, Service, Worker
 from mdp.errors import (
@@ -59,7 +60,6 @@ MAX_HELLOS = 100_000  # clients remembered as taking batched RESULTs or PROGRESS
 BATCH = 1  # HELLO flags: the client takes RESULTs of several replies
 PROGRESS = 2  # ... and PROGRESS
 _LISTED_SERVICES = 20  # services named in an unknown_service answer
-_MAX_INFO_BYTES = 8192
 
 RoleOf = Callable[[str], str]
 """The role of a CURVE key now: "client", "worker", or "" (not allowed)."""
@@ -89,7 +89,8 @@ class BrokerCore:
         self.instance = instance or secrets.token_hex(8)  # tells a restarted broker apart
         self.about = dict(about or {})
         self._role_of = role_of
-        welcome = {"broker": code_version(), "instance": self.instance}
+        self._version = code_version()
+        welcome = {"broker": self._version, "instance": self.instance}
         self._client_welcome = welcome
         self._worker_welcome = {**welcome, "batch": True, "progress": True}
         self._firsts: dict[bytes, p.First] = {}  # HELLO "first", by client
@@ -641,17 +642,9 @@ class BrokerCore:
     # --- status ------------------------------------------------------------------------
 
     def status(self, now: float) -> dict[str, Any]:
-        """The ``mmi.status`` map."""
-        return {
-            "broker": {
-                **self.about,
-                "version": code_version(),
-                "instance": self.instance,
-                "uptime_s": round(now - self.started, 3),
-            },
-            "services": self.dispatcher.status(now),
-            "counters": self.dispatcher.counters_to_wire(),
-        }
+        """The ``mmi.status`` map (``mdp.status.BrokerStatus`` on the wire)."""
+        return broker_status(self.dispatcher, self.about, self._version, self.instance,
+                             now - self.started, now).to_wire()
 
 
 def _is_error(body: list[Any]) -> bool:
@@ -679,42 +672,3 @@ class _Warnings:
             log.warning(msg, *args)
         else:
             self._suppressed += 1
-
-
-def clean_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
-    """Keep only well-typed, short metadata fields from a worker's READY."""
-    meta = meta or {}
-    clean: dict[str, Any] = {}
-    for key in ("host", "version"):
-        value = meta.get(key)
-        if isinstance(value, str):
-            clean[key] = value[:100]
-    pid = meta.get("pid")
-    if isinstance(pid, int) and 0 < pid < 2**31:
-        clean["pid"] = pid
-    prefetch = meta.get("prefetch")
-    if isinstance(prefetch, int) and not isinstance(prefetch, bool) and prefetch > 0:
-        clean["prefetch"] = min(prefetch, 16)
-    if meta.get("batch") is True:
-        clean["batch"] = True
-    info = clean_info(meta.get("info"))
-    if info is not None:
-        clean["info"] = info
-    return clean
-
-
-def clean_info(info: Any) -> dict[str, Any] | None:
-    """A worker's description of its service (``mdp.handlers.service_info``), if it is
-    well-formed and small; anything else is dropped (the worker still serves)."""
-    if not isinstance(info, dict):
-        return None
-    content_type, fields, doc = info.get("content_type", ""), info.get("fields", []), \
-        info.get("doc", "")
-    if not (isinstance(content_type, str) and isinstance(doc, str) and isinstance(fields, list)):
-        return None
-    if not all(isinstance(f, list) and len(f) == 4 and isinstance(f[0], str)
-               and isinstance(f[1], str) and isinstance(f[2], bool) and isinstance(f[3], str)
-               for f in fields):
-        return None
-    clean = {"content_type": content_type, "fields": fields, "doc": doc}
-    return clean if len(p.pack(clean)) <= _MAX_INFO_BYTES else None

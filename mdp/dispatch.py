@@ -30,7 +30,7 @@ from typing import Any
 from mdp.errors import Overloaded, RequestError, UnknownService, WorkerLost
 from mdp.poison import PoisonMemory
 from mdp.queues import ServiceQueue
-from mdp.status import Counters, ServiceCounters
+from mdp.tally import BrokerTally, ServiceTally
 
 
 class WorkerState(enum.Enum):
@@ -127,9 +127,7 @@ class Service:
     recalled: int = 0  # of those, the ones asked back (RECALL sent, no answer yet)
     holders: dict[bytes, Worker] = field(default_factory=dict)  # workers with held tasks
     work_s: float = 0.0  # moving average of a task's time at a worker; 0: none seen yet
-    counters: ServiceCounters = field(default_factory=ServiceCounters)
-    poisoned: int = 0  # requests given up after workers were lost running them
-    coalesced: int = 0  # requests attached to one with the same coalescing key
+    counters: ServiceTally = field(default_factory=ServiceTally)
 
     def hold_depth(self, worker: Worker) -> int:
         """How many tasks ``worker`` may hold beyond the one it runs: its ``prefetch``, but
@@ -176,9 +174,7 @@ class Dispatcher:
         self.orphans: set[bytes] = set()  # services with requests and no worker
         self.offered: OrderedDict[bytes, None] = OrderedDict()  # services that had workers
         self.poison = PoisonMemory(poison_memory_s)
-        self.counters = Counters()
-        self.poisoned = 0  # requests given up after workers were lost running them
-        self.coalesced = 0  # requests attached to another with the same key
+        self.counters = BrokerTally()
         self._key = random.getrandbits(63)
 
     # --- workers ---------------------------------------------------------------------
@@ -236,8 +232,8 @@ class Dispatcher:
         return poisoned
 
     def _give_up(self, service: Service, request: Request, now: float) -> None:
-        self.poisoned += 1
-        service.poisoned += 1
+        self.counters.poisoned += 1
+        service.counters.poisoned += 1
         self.poison.remember(service.name, request.body,
                              [(c.client, c.rid) for c in request.answered_to()],
                              request.losses, now)
@@ -426,8 +422,8 @@ class Dispatcher:
         if shared.deadline is not None:
             shared.deadline = (None if request.deadline is None
                                else max(shared.deadline, request.deadline))
-        self.coalesced += 1
-        service.coalesced += 1
+        self.counters.coalesced += 1
+        service.counters.coalesced += 1
 
     def detach_expired(self, now: float) -> list[Request]:
         """Callers of shared requests whose own deadline has passed: no longer answered
@@ -620,45 +616,6 @@ class Dispatcher:
             service = self.services[name] = Service(name, now)
         return service
 
-    # --- status ----------------------------------------------------------------------
-
-    def status(self, now: float) -> dict[str, Any]:
-        services: dict[str, Any] = {}
-        for name, service in self.services.items():
-            counters, histograms = service.counters.to_wire()
-            counters["poisoned"] = service.poisoned
-            counters["coalesced"] = service.coalesced
-            entry = services[name.decode("ascii", "replace")] = {
-                "queue": len(service.queue),
-                "counters": counters,
-                "histograms": histograms,
-                "workers": [_worker_status(w, now) for w in service.workers.values()],
-            }
-            info = next((w.meta["info"] for w in reversed(service.workers.values())
-                         if "info" in w.meta), None)
-            if info is not None:  # what the newest worker says the service is
-                entry["info"] = info
-        return services
-
-    def counters_to_wire(self) -> dict[str, int]:
-        return {**self.counters.to_wire(), "poisoned": self.poisoned,
-                "coalesced": self.coalesced}
-
 
 def _arrived_by(cutoff: float, request: Request) -> bool:
     return request.received_at <= cutoff
-
-
-def _worker_status(worker: Worker, now: float) -> dict[str, Any]:
-    meta = worker.meta
-    return {
-        "identity": worker.identity.hex(),
-        "state": worker.state.value,
-        "host": meta.get("host", ""),
-        "pid": meta.get("pid", 0),
-        "version": meta.get("version", ""),
-        "served": worker.served,
-        "failures": worker.failures,
-        "queued": len(worker.tasks),
-        "uptime_s": round(now - worker.registered_at, 3),
-    }

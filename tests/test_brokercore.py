@@ -284,7 +284,7 @@ def test_a_lost_workers_request_goes_to_another_worker() -> None:
     assert peer == W2 and isinstance(task, p.BrokerTask)
     [(_, reply)] = feed(core, W2, p.reply(task.key, [b"done"]), 0.6)
     assert reply == p.Reply(SVC, [b"done"], 1)
-    assert core.dispatcher.counters.requeued == 1 and core.dispatcher.poisoned == 0
+    assert core.dispatcher.counters.requeued == 1 and core.dispatcher.counters.poisoned == 0
 
 
 def test_a_poisoned_request_costs_two_workers_then_worker_lost_and_is_remembered() -> None:
@@ -299,7 +299,7 @@ def test_a_poisoned_request_costs_two_workers_then_worker_lost_and_is_remembered
     assert sent == [(C1, sent[0][1])] and error_of([sent[0][1]], 1) == "worker_lost"
     message = result_of([sent[0][1]])[1]["error"]["message"]
     assert "'echo'" in message and "2 workers" in message
-    assert core.dispatcher.poisoned == 1
+    assert core.dispatcher.counters.poisoned == 1
     status = core.status(0.7)
     assert status["counters"]["poisoned"] == 1
     assert status["services"]["echo"]["counters"]["poisoned"] == 1
@@ -331,7 +331,7 @@ def test_a_task_whose_send_failed_never_reached_the_worker_and_costs_nothing() -
     assert isinstance(task, p.BrokerTask)
     core.handle(Lost(0, W1), 0.0)  # ...and the send of that very task fails: no loss
     assert out(core) == []
-    assert core.dispatcher.poisoned == 0 and len(core.dispatcher.services[SVC].queue) == 1
+    assert core.dispatcher.counters.poisoned == 0 and len(core.dispatcher.services[SVC].queue) == 1
 
 
 def test_a_worker_leaving_with_disconnect_costs_its_request_nothing() -> None:
@@ -383,7 +383,7 @@ def test_identical_requests_are_worked_once_and_everyone_gets_the_reply() -> Non
     sent = feed(core, W1, p.reply(task.key, [b"shared"]), 0.3)  # type: ignore[union-attr]
     assert sorted(sent) == [(C1, p.Reply(SVC, [b"shared"], 1)),
                             (C2, p.Reply(SVC, [b"shared"], 7))]
-    assert core.dispatcher.coalesced == 1
+    assert core.dispatcher.counters.coalesced == 1
     assert core.status(0.3)["services"]["echo"]["counters"]["coalesced"] == 1
     [(_, fresh)] = submit(core, C3, 3, 0.4, ck=b"key")  # the first is answered: a new task
     assert isinstance(fresh, p.BrokerTask)

@@ -1,0 +1,179 @@
+"""Sources fetched by the worker: ``http(s)://`` from allowed origins, ``local:///`` files.
+
+:func:`load` turns a request's ``source`` (a URL) or ``image`` (bytes) into a
+:class:`Source`. Remote sources pass :mod:`renderers.sources.remote` (allow-list, address
+checks on every hop, bounds, sniffing), local ones :mod:`renderers.sources.local` (roots,
+no escape). Both go through one per-process :class:`~renderers.sources.cache.SourceCache`,
+and concurrent requests for one URL in one process fetch it once. Errors are the
+``source_*`` codes of :mod:`renderers.sources.errors`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from mdp.errors import BadRequest
+from renderers import fields
+from renderers.decode import sniff
+from renderers.settings import Settings
+from renderers.sources import local
+from renderers.sources.cache import Entry, SourceCache
+from renderers.sources.errors import (
+    CODES,
+    SourceError,
+    SourceForbidden,
+    SourceNotFound,
+    SourceNotImage,
+    SourceTimeout,
+    SourceTooLarge,
+)
+from renderers.sources.remote import HttpFetcher
+
+log = logging.getLogger(__name__)
+
+MAX_URL_CHARS = 8192
+
+
+@dataclass(frozen=True)
+class Source:
+    """A source's bytes and what identifies its version."""
+
+    data: bytes
+    etag: str | None = None
+    last_modified: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """The reply's ``source`` map."""
+        described: dict[str, Any] = {"length": len(self.data)}
+        if self.etag:
+            described["etag"] = self.etag
+        if self.last_modified:
+            described["last_modified"] = self.last_modified
+        return described
+
+
+class Sources:
+    """The fetchers and the cache of one process."""
+
+    def __init__(
+        self, http: HttpFetcher | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.http = http if http is not None else HttpFetcher()
+        self.cache = SourceCache()
+        self.clock = clock
+        self.fetches = 0  # remote bodies fetched (for tests and the bench)
+        self._flights: dict[str, threading.Lock] = {}
+        self._flights_lock = threading.Lock()
+
+    def load(self, url: str, limits: Settings) -> Source:
+        """The source at ``url`` (``http(s)://`` or ``local:///``)."""
+        scheme = url.partition(":")[0].lower()
+        if scheme == local.SCHEME:
+            return self._local(url, limits)
+        if scheme in ("http", "https"):
+            with self._flight(url):
+                return self._remote(url, limits)
+        raise BadRequest("source: expected an http(s):// or local:/// URL", "source")
+
+    def _remote(self, url: str, limits: Settings) -> Source:
+        now = self.clock()
+        entry = self.cache.get(url)
+        if entry is not None and entry.fresh(now):
+            self.cache.hits += 1
+            return Source(entry.data, entry.etag, entry.last_modified)
+        validators = entry.validators() if entry is not None else None
+        fetched = self.http.fetch(url, limits, validators or None)
+        fresh_for = limits.source_cache_ttl
+        if fetched.max_age is not None:
+            fresh_for = min(fresh_for, fetched.max_age)
+        if fetched.not_modified and entry is not None:
+            self.cache.hits += 1
+            entry.checked_at, entry.fresh_for = self.clock(), fresh_for
+            return Source(entry.data, entry.etag, entry.last_modified)
+        self.cache.misses += 1
+        self.fetches += 1
+        if fresh_for > 0 or fetched.etag or fetched.last_modified:
+            stored = Entry(
+                fetched.data, fetched.etag, fetched.last_modified, self.clock(), fresh_for
+            )
+            self.cache.put(url, stored, limits.source_cache_bytes)
+        return Source(fetched.data, fetched.etag, fetched.last_modified)
+
+    def _local(self, url: str, limits: Settings) -> Source:
+        found = local.find(url, limits)
+        key = f"local:{found.path}"
+        entry = self.cache.get(key)
+        if entry is not None and entry.stamp == found.stamp:
+            self.cache.hits += 1
+            return Source(entry.data, entry.etag, entry.last_modified)
+        data = local.read(found, limits)
+        if sniff(data) is None:
+            raise SourceNotImage(
+                f"source: not a JPEG, PNG, WebP or GIF image (starts with {data[:8]!r})"
+            )
+        self.cache.misses += 1
+        entry = Entry(data, found.etag, found.last_modified, self.clock(), 0.0, found.stamp)
+        self.cache.put(key, entry, limits.source_cache_bytes)
+        return Source(data, found.etag, found.last_modified)
+
+    @contextmanager
+    def _flight(self, key: str) -> Iterator[None]:
+        """One fetch of ``key`` at a time in this process; the others then find it cached."""
+        with self._flights_lock:
+            lock = self._flights.setdefault(key, threading.Lock())
+        try:
+            with lock:
+                yield
+        finally:
+            with self._flights_lock:
+                if not lock.locked():
+                    self._flights.pop(key, None)
+
+
+_default: Sources | None = None
+_default_lock = threading.Lock()
+
+
+def default() -> Sources:
+    """The process's sources (made on first use)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Sources()
+        return _default
+
+
+def from_request(
+    request: Mapping[str, Any], limits: Settings, sources: Sources | None = None
+) -> Source:
+    """The source a request names: ``source`` (a URL) or ``image`` (bytes), not both."""
+    data = fields.blob(request, "image", "")
+    url = request.get("source")
+    if (data is None) == (url is None):
+        raise BadRequest("give either source (a URL) or image (bytes), not both", "source")
+    if data is not None:
+        return Source(data)
+    if not isinstance(url, str) or not url or len(url) > MAX_URL_CHARS:
+        raise BadRequest(f"source must be a URL of 1-{MAX_URL_CHARS} characters", "source")
+    return (sources or default()).load(url, limits)
+
+
+__all__ = [
+    "CODES",
+    "Source",
+    "SourceError",
+    "SourceForbidden",
+    "SourceNotFound",
+    "SourceNotImage",
+    "SourceTimeout",
+    "SourceTooLarge",
+    "Sources",
+    "default",
+    "from_request",
+]
