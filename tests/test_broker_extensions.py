@@ -9,7 +9,7 @@ import msgpack
 import pytest
 import zmq
 
-from clusterkit import Cluster, broker_status, wait_for
+from clusterkit import Cluster, broker_status, status_of, wait_for
 from mdp import protocol as p
 from mdp.client import MDPClient
 from mdp.errors import UnknownService
@@ -51,19 +51,18 @@ def test_identical_requests_are_worked_once_and_each_caller_answered(
     _, separate = reply_of(other)
     assert (separate["result"]["pid"], separate["result"]["start"]) != (
         results[0]["pid"], results[0]["start"])
-    status = broker_status(broker.endpoint)
-    assert status is not None
-    assert status["counters"]["coalesced"] == 2
-    assert status["services"]["tester"]["counters"]["coalesced"] == 2
-    assert status["services"]["tester"]["counters"]["replies"] == 2
+    status = status_of(broker.endpoint)
+    service = status.services["tester"].counters
+    assert status.counters.coalesced == 2
+    assert service is not None and service.coalesced == 2 and service.replies == 2
 
 
 def test_an_unknown_service_is_answered_at_once_naming_those_offered(
         cluster: Cluster) -> None:
     broker = cluster.broker(None, "--unknown-grace", "1")
     cluster.worker([broker], "echo")
-    wait_for(lambda: (broker_status(broker.endpoint) or {}).get("broker", {})
-             .get("uptime_s", 0) >= 1.0, 10, "the broker's start-up grace to end")
+    wait_for(lambda: (status := broker_status(broker.endpoint)) is not None
+             and status.broker.uptime_s >= 1.0, 10, "the broker's start-up grace to end")
     # a client that waits less than the grace: only an answer at once reaches it
     with MDPClient([broker.endpoint], timeout=0.8, retries=0) as client:
         with pytest.raises(UnknownService) as raised:

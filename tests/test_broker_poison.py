@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterkit import Cluster, Proc, broker_status, count_workers, wait_for
+from clusterkit import Cluster, Proc, count_workers, status_of, wait_for
 from mdp.client import MDPClient
 from mdp.errors import WorkerLost
 
@@ -115,10 +115,10 @@ def test_a_poisoned_request_costs_two_workers_and_its_caller_gets_worker_lost(
     took = time.monotonic() - started
     assert "2 workers were lost" in str(raised.value) and "'echo'" in str(raised.value)
 
-    statuses = {e: broker_status(e) or {} for e in endpoints}
-    [owner] = [e for e, s in statuses.items() if s.get("counters", {}).get("poisoned") == 1]
-    service = statuses[owner]["services"]["echo"]["counters"]
-    assert service["poisoned"] == 1
+    statuses = {e: status_of(e) for e in endpoints}
+    [owner] = [e for e, s in statuses.items() if s.counters.poisoned == 1]
+    service = statuses[owner].services["echo"].counters
+    assert service is not None and service.poisoned == 1
     # the same request again, through the broker that gave it up: refused at once
     with MDPClient([owner], timeout=5.0) as client:
         with pytest.raises(WorkerLost):
