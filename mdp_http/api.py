@@ -49,6 +49,7 @@ class Api:
     max_body_bytes: int
     body_timeout_s: float
     known_services: Any  # () -> set[str]: services some broker has seen
+    service_info: Any  # (service) -> ServiceInfo | None: what its workers say of it
     in_flight: int = 0
 
     def routes(self) -> list[web.AbstractRouteDef]:
@@ -118,9 +119,8 @@ class Api:
 
     def _result(self, service: str, call: dict[str, Any] | bytes, result: Any,
                 accept: str) -> web.Response:
-        if isinstance(result, bytes):  # a passed-through request was not read: sniff
-            kind = (content.sniff(result) if isinstance(call, bytes) else
-                    content.content_type(service, call, result))
+        if isinstance(result, bytes):
+            kind = content.content_type(self.service_info(service), result)
             return web.Response(body=result, content_type=kind)
         body, kind = codec.encode_result(result, accept)
         return web.Response(body=body, content_type=kind)
@@ -185,8 +185,9 @@ class Api:
             raise BadRequest("the body is empty; send the request as JSON or msgpack")
         if kind in codec.MSGPACK_TYPES:
             return codec.msgpack_frame(body)
-        return codec.parse_body(request.headers.get("Content-Type", ""), body,
-                                content.bytes_fields(service))
+        info = self.service_info(service)
+        return content.guess_bytes(codec.parse_body(request.headers.get("Content-Type", ""),
+                                                    body, content.bytes_fields(info)), info)
 
     async def _read_query(self, request: web.Request, service: str) -> dict[str, Any]:
         if self.signer is not None:

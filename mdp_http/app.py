@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from mdp.errors import ConfigError
 from mdp.keys import CurveConfig
+from mdp.status import ServiceInfo
 from mdp.version import code_version
 from mdp_http.api import Api
 from mdp_http.backend import Backend
@@ -36,6 +37,7 @@ from mdp_http.signing import Signer
 log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+INFO_MAX_AGE_S = 5.0  # services' info changes with deployments; the API polls this seldom
 STATIC = Path(str(resources.files("mdp_http").joinpath("static")))
 EVENTS_KEY = web.AppKey("events", set)
 
@@ -58,25 +60,23 @@ class Gateway:
                                   self.renderer_version)
         self.api = Api(self.backend, self.metrics, signer,
                        config.max_concurrency, config.max_body_bytes, config.body_timeout_s,
-                       self.known_services)
+                       self.known_services, self.service_info)
         self.stopping = asyncio.Event()
-        self._refresh: asyncio.Future[Any] | None = None
 
     def known_services(self) -> set[str]:
-        return {name for view in self.poller.latest for name in view.services}
+        return self.poller.services()
+
+    def service_info(self, service: str) -> ServiceInfo | None:
+        return self.poller.info(service, max(self.config.poll_interval_s, INFO_MAX_AGE_S))
 
     async def renderer_version(self, service: str) -> str:
         """The code versions of the workers of ``service`` (part of every image request's
         key: new renderer code, new results). Never waits for a poll but the first."""
         if self.poller.age() > 1e9:
             await self.poller.fresh(self.config.poll_interval_s)
-        elif self.poller.age() > self.config.poll_interval_s and (
-                self._refresh is None or self._refresh.done()):
-            self._refresh = asyncio.ensure_future(self.poller.fresh(
-                self.config.poll_interval_s))
-        return ",".join(sorted({worker.version for view in self.poller.latest
-                                for worker in (view.services[service].workers
-                                               if service in view.services else ())}))
+        self.poller.refresh_behind(self.config.poll_interval_s)
+        return ",".join(sorted({worker.version for entry in self.poller.entries(service)
+                                for worker in entry.workers}))
 
     async def state(self) -> dict[str, Any]:
         await self.poller.fresh(self.config.poll_interval_s)

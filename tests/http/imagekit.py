@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from clusterkit import Cluster, Proc, broker_status, free_port, wait_for
+from clusterkit import Cluster, Proc, broker_status, free_port, wait_for, worker_pids
 from mdp_http import imgurl
 from mdp_http.signing import Signer
 
@@ -156,18 +156,15 @@ def image_workers(cluster: Cluster, brokers: Sequence[Proc], n: int, *, allow: s
 
 
 def _lists(endpoint: str, service: str, pid: int) -> bool:
-    status = broker_status(endpoint)
-    entry = (status or {}).get("services", {}).get(service, {})
-    return any(w.get("pid") == pid for w in entry.get("workers", []))
+    return pid in worker_pids(endpoint, service)
 
 
 def served(brokers: Sequence[Proc], service: str = "imgproxy") -> int:
     """Requests of ``service`` its workers served, summed over brokers (mmi.status)."""
     total = 0
     for broker in brokers:
-        status = broker_status(broker.endpoint) or {}
-        for worker in status.get("services", {}).get(service, {}).get("workers", []):
-            total += int(worker.get("served", 0))
+        status = broker_status(broker.endpoint)
+        total += sum(w.served for w in status.workers(service)) if status else 0
     return total
 
 
