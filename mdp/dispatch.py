@@ -23,7 +23,7 @@ from typing import Any
 
 from mdp.errors import Overloaded, RequestError, UnknownService
 from mdp.queues import ServiceQueue
-from mdp.status import Counters, ServiceCounters
+from mdp.tally import BrokerTally, ServiceTally
 
 
 class WorkerState(enum.Enum):
@@ -105,7 +105,7 @@ class Service:
     recalled: int = 0  # of those, the ones asked back (RECALL sent, no answer yet)
     holders: dict[bytes, Worker] = field(default_factory=dict)  # workers with held tasks
     work_s: float = 0.0  # moving average of a task's time at a worker; 0: none seen yet
-    counters: ServiceCounters = field(default_factory=ServiceCounters)
+    counters: ServiceTally = field(default_factory=ServiceTally)
 
     def hold_depth(self, worker: Worker) -> int:
         """How many tasks ``worker`` may hold beyond the one it runs: its ``prefetch``, but
@@ -144,7 +144,7 @@ class Dispatcher:
         self.services: dict[bytes, Service] = {}
         self.workers: dict[bytes, Worker] = {}
         self.held: dict[tuple[bytes, int], Request] = {}  # DIPS requests by (client, id)
-        self.counters = Counters()
+        self.counters = BrokerTally()
         self._key = random.getrandbits(63)
 
     # --- workers ---------------------------------------------------------------------

@@ -30,9 +30,9 @@ def fleet_workers(brokers: list[str]) -> set[str]:
     """service:pid of every worker some broker knows."""
     found = set()
     for endpoint in brokers:
-        status = broker_status(endpoint) or {"services": {}}
-        for name, entry in status["services"].items():
-            found.update(f"{name}:{w['pid']}" for w in entry["workers"])
+        status = broker_status(endpoint)
+        for name, entry in status.services.items() if status else ():
+            found.update(f"{name}:{w.pid}" for w in entry.workers)
     return found
 
 

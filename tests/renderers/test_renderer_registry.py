@@ -167,3 +167,9 @@ def test_text_font_setting_replaces_the_bundled_font(configure: Any, tmp_path: P
         {"image": samples.photo_jpeg(200, 100), "text": "DIPS", "format": "png"}
     )
     assert out.startswith(b"\x89PNG")
+
+
+def test_watermark_text_setting_needs_glyphs(configure: Any) -> None:
+    with pytest.raises(ConfigError, match="watermark_text: the bundled font has no glyph"):
+        configure(watermark_text="逍遥")
+    configure(watermark_text="© DIPS")
