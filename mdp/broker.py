@@ -56,10 +56,13 @@ class Broker:
         self.socket.setsockopt(zmq.SNDHWM, 0)  # replies are never dropped for a slow reader
         self.socket.setsockopt(zmq.RCVHWM, 0)
         # ZMTP heartbeats on every connection: libzmq's I/O thread answers them even while a
-        # peer's own thread is busy in a long handler, and stops when the process is frozen
-        # (SIGSTOP) or gone; then libzmq drops the connection and the next send fails.
-        self.socket.setsockopt(zmq.HEARTBEAT_IVL, config.zmtp_heartbeat_ms)
-        self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * config.zmtp_heartbeat_ms)
+        # peer's own thread is busy in a long handler (or holds the GIL), and stops when the
+        # process is frozen (SIGSTOP) or gone; then libzmq drops the connection and the next
+        # send fails. They are slow (1 s): they cost every connection alike, and a frozen
+        # worker's task is taken back sooner, by MDP probes (--frozen-after).
+        if config.zmtp_heartbeat_ms:
+            self.socket.setsockopt(zmq.HEARTBEAT_IVL, config.zmtp_heartbeat_ms)
+            self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * config.zmtp_heartbeat_ms)
         self.auth: RoleAuthenticator | None = None
         self.monitor: zmq.Socket | None = None
         if config.curve_secret and config.client_keys and config.worker_keys:

@@ -150,6 +150,7 @@ class BrokerCore:
         if now >= self._next_heartbeat:  # reaches every worker: a probe too
             self._next_heartbeat = now + self.config.heartbeat_interval_s
             self._next_probe = now + self.config.probe_interval_s
+            self._take_back_from_silent(now)
             self._heartbeat(now)
         elif now >= self._next_probe:
             self._next_probe = now + self.config.probe_interval_s
@@ -433,17 +434,31 @@ class BrokerCore:
         if worker is None:
             self._send(p.worker_command(identity, p.DISCONNECT))
             return None
-        worker.expires_at = now + self.dispatcher.worker_expiry_s
+        if self.dispatcher.heard_from(worker, now):
+            self._back_from_silence(worker, now)
         return worker
+
+    def _back_from_silence(self, worker: Worker, now: float) -> None:
+        log.info("worker %s speaks again; it gets tasks again", worker.identity.hex()[:20])
+        self._dispatch(worker.service, now)
 
     def _take_reply(self, worker: Worker, key: bytes, body: list[bytes], now: float) -> None:
         dispatcher = self.dispatcher
         error = p.error_code(body) if _is_error(body) else None
-        request = dispatcher.complete(worker, key, now, error)
-        if request is None:
+        held = worker.tasks.get(key)
+        if held is not None and held.done:  # answered meanwhile by a worker that went silent
+            dispatcher.discard(worker, key)
+            return
+        if held is not None:
+            request = dispatcher.complete(worker, key, now, error)
+        elif key in worker.given_up:  # taken back when it went silent: late, not wrong
+            request = dispatcher.complete_late(worker, key, now, error)
+        else:
+            request = None
             dispatcher.counters.dropped += 1
             self._warnings(now, "worker %s replied to a task it does not hold",
                            worker.identity.hex()[:20])
+        if request is None:
             return
         if error == "expired" and request.callers and not request.expired(now):
             dispatcher.retry(request)  # callers that came later still wait for it
@@ -460,7 +475,8 @@ class BrokerCore:
             if command != p.DISCONNECT:
                 self._send(p.worker_command(identity, p.DISCONNECT))
             return
-        worker.expires_at = now + dispatcher.worker_expiry_s
+        if dispatcher.heard_from(worker, now):
+            self._back_from_silence(worker, now)
         if command == p.HEARTBEAT:
             return
         if not worker.dips and command != p.DISCONNECT:
@@ -478,7 +494,8 @@ class BrokerCore:
                 dispatcher.set_away(worker, True)
         elif command == p.FREE:
             dispatcher.set_away(worker, False)
-        elif command == p.BOUNCE and not dispatcher.bounce(worker, msg.key):
+        elif command == p.BOUNCE and not dispatcher.bounce(worker, msg.key) \
+                and not dispatcher.gave_up(worker, msg.key):
             self._warnings(now, "worker %s bounced a task it does not hold",
                            identity.hex()[:20])
         self._dispatch(worker.service, now)
@@ -490,7 +507,7 @@ class BrokerCore:
         if worker is None:
             return
         request = worker.tasks.get(msg.key)
-        if request is None or not worker.dips:
+        if request is None or request.done or not worker.dips:
             return
         hellos = self._hellos
         for caller in request.answered_to():
@@ -620,9 +637,20 @@ class BrokerCore:
     def _probe(self, now: float) -> None:
         """A heartbeat to each worker that has held a task for a probe interval: a send to
         one whose connection dropped (dead, or frozen past its ZMTP heartbeats) fails, and
-        the shell says :meth:`lost`. Quick workers prove themselves by their replies."""
+        the shell says :meth:`lost`; a DIPS worker answers it while its handler runs.
+        Quick workers prove themselves by their replies. A worker that answers nothing
+        for ``--frozen-after`` has its tasks given to others."""
+        self._take_back_from_silent(now)
         for worker in self.dispatcher.busy_longer_than(self.config.probe_interval_s, now):
             self._send(p.worker_command(worker.identity, p.HEARTBEAT))
+
+    def _take_back_from_silent(self, now: float) -> None:
+        dispatcher, frozen_after_s = self.dispatcher, self.config.frozen_after_s
+        for worker in dispatcher.silent_workers(frozen_after_s, now):
+            log.warning("worker %s silent for %.1fs while it runs a task; its tasks go to "
+                        "other workers", worker.identity.hex()[:20], frozen_after_s)
+            dispatcher.take_back_from_silent(worker)
+            self._dispatch(worker.service, now)
 
     def _heartbeat(self, now: float) -> None:
         dispatcher = self.dispatcher

@@ -15,6 +15,7 @@ from mdp import protocol as p
 from mdp.actions import Lost, Received, Send, Tick
 from mdp.brokercore import BrokerCore
 from mdp.config import BrokerConfig
+from mdp.records import WorkerState
 
 SVC = b"echo"
 W1, W2, W3 = b"\x00w1", b"\x00w2", b"\x00w3"
@@ -365,6 +366,7 @@ def test_workers_holding_a_task_are_probed_idle_ones_get_the_heartbeat_burst() -
     assert core.next_deadline() == pytest.approx(0.2)
     assert tick(core, 0.1) == []
     assert tick(core, 0.25) == [(W1, p.BrokerSignal(p.HEARTBEAT))]
+    feed(core, W1, p.signal(p.HEARTBEAT), 0.3)  # its sentinel answers while the task runs
     burst = tick(core, 1.0)
     assert sorted(peer for peer, _ in burst) == [W1, W2]
 
@@ -509,3 +511,95 @@ def test_a_send_to_a_gone_client_counts_as_undeliverable() -> None:
     core = make()
     lost(core, C1, 0.0)
     assert core.dispatcher.counters.undeliverable == 1
+
+
+# --- silent workers: frozen, or stuck without the GIL -----------------------------------------
+
+
+def silent_at(core: BrokerCore, now: float) -> list[tuple[bytes, Any]]:
+    """The probes run at ``now`` (W1 has answered none)."""
+    return tick(core, now)
+
+
+def test_a_worker_silent_while_it_runs_a_task_has_it_taken_to_another() -> None:
+    core = make()
+    ready(core, W1)
+    first = running_at(core, W1, 1, 0.0)
+    ready(core, W2, 0.1)
+    assert tick(core, 0.5) == [(W1, p.BrokerSignal(p.HEARTBEAT))]  # probed, not yet silent
+    sent = silent_at(core, 0.85)
+    [again] = tasks_in(to(W2, sent))
+    assert again.body == first.body
+    assert core.status(0.9)["services"]["echo"]["workers"][0]["state"] == "silent"
+    [(_, reply)] = feed(core, W2, p.reply(again.key, [b"from W2"]), 1.0)
+    assert reply == p.Reply(SVC, [b"from W2"], 1)
+    # W1 wakes up: its late reply is dropped quietly, and it gets tasks again
+    assert feed(core, W1, p.reply(first.key, [b"late"]), 1.1) == []
+    assert core.dispatcher.counters.dropped == 0
+    assert core.dispatcher.workers[W1].state is WorkerState.IDLE
+
+
+def test_a_late_reply_of_a_silent_worker_answers_when_it_comes_first() -> None:
+    core = make()
+    ready(core, W1)
+    first = running_at(core, W1, 1, 0.0)
+    ready(core, W2, 0.1)
+    [again] = tasks_in(to(W2, silent_at(core, 0.85)))
+    [(_, reply)] = feed(core, W1, p.reply(first.key, [b"late"]), 0.9)
+    assert reply == p.Reply(SVC, [b"late"], 1)
+    assert feed(core, W2, p.reply(again.key, [b"second"]), 1.0) == []  # not twice
+    assert core.dispatcher.counters.dropped == 0 and core.dispatcher.counters.replies == 1
+
+
+def test_a_request_is_taken_back_for_silence_once_then_waits() -> None:
+    core = make()
+    for worker in (W1, W2, W3):
+        ready(core, worker)
+    running_at(core, W1, 1, 0.0)
+    [again] = tasks_in([m for _, m in silent_at(core, 0.85)])
+    holder = next(w for w in (W2, W3) if w in core.dispatcher.busy)
+    sent = silent_at(core, 1.9)  # its second worker is silent too: it stays there
+    assert tasks_in([m for _, m in sent]) == [] and holder in core.dispatcher.busy
+    assert core.dispatcher.workers[holder].silent and again.key in core.dispatcher.workers[
+        holder].tasks
+
+
+def test_a_silent_worker_lost_costs_its_request_a_loss_wherever_it_is_now() -> None:
+    core = make(max_worker_losses=2)
+    ready(core, W1)
+    running_at(core, W1, 1, 0.0)
+    ready(core, W2, 0.1)
+    [again] = tasks_in(to(W2, silent_at(core, 0.85)))
+    assert lost(core, W2, 1.0) == []  # W2 died running it: one loss; back in the queue
+    sent = lost(core, W1, 3.5)  # the silent W1's connection dropped (ZMTP): the second
+    assert error_of(to(C1, sent), 1) == "worker_lost"
+    ready(core, W3, 3.6)
+    assert tasks_in(to(W3, out(core))) == []  # the void copy in the queue is never run
+    assert again.body == [BODY]
+
+
+def test_a_silent_worker_is_not_forgotten_for_silence_and_speaks_again() -> None:
+    core = make()
+    ready(core, W1)
+    running_at(core, W1, 1, 0.0)
+    silent_at(core, 0.85)
+    for now in (1.0, 2.0, 3.0, 4.0):
+        tick(core, now)
+    assert W1 in core.dispatcher.workers  # its handler may just hold the GIL
+    sent = feed(core, W1, p.signal(p.HEARTBEAT), 4.1)
+    assert not core.dispatcher.workers[W1].silent
+    assert tasks_in(to(W1, sent))  # its request, back in the queue, goes to it again
+
+
+def test_a_worker_that_answers_probes_is_never_taken_for_silent() -> None:
+    core = make()
+    ready(core, W1)
+    running_at(core, W1, 1, 0.0)
+    ready(core, W2)
+    now = 0.0
+    while now < 5.0:
+        now += 0.2
+        sent = tick(core, now)
+        assert tasks_in(to(W2, sent)) == []
+        if round(now / 0.2) % 3 == 0:  # it answers every third probe (0.6 s apart)
+            feed(core, W1, p.signal(p.HEARTBEAT), now)
