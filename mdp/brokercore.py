@@ -17,9 +17,10 @@ What it decides, in one place:
 * **Roles.** Under CURVE only client keys send requests and only worker keys serve; a key
   revoked while its request runs gets no reply.
 * **Wire order.** Tasks for a worker that takes TASKS, and replies for a client that takes
-  batched RESULTs, are gathered while the shell reads what has arrived and go out when it
-  says the pass is over (:class:`~mdp.actions.Tick`); whatever else is sent to that peer
-  meanwhile (a PONG, PROGRESS, a RECALL, a probe) goes *after* what was gathered for it.
+  batched RESULTs, are gathered while the shell reads messages that arrived together, and
+  go out when it says the pass is over (:meth:`BrokerCore.flush`); whatever else is sent to
+  that peer meanwhile (a PONG, PROGRESS, a RECALL, a probe) goes *after* what was gathered
+  for it. A message that came alone gathers nothing: a lone request costs no gathering.
 * **Faults.** A worker whose send failed (:class:`~mdp.actions.Lost`), that stayed silent,
   or that was probed while it held a task and had gone is forgotten, and its tasks go to
   others; one lost while running a request costs that request a loss, and a request that
@@ -102,6 +103,7 @@ class BrokerCore:
         self._actions: list[Action] = []
         self._taken = 0  # how many times the shell took the actions
         self._now = now  # the time of the event being handled
+        self._gather = False  # the message being handled has others behind it
         self._warnings = _Warnings()
         self._next_heartbeat = now + config.heartbeat_interval_s
         self._next_probe = now + config.probe_interval_s
@@ -128,10 +130,13 @@ class BrokerCore:
         self._taken += 1
         return actions
 
+    @property
+    def gathered(self) -> bool:
+        """Output waits for the end of the pass (:meth:`flush`)."""
+        return bool(self._tasks or self._results)
+
     def next_deadline(self) -> float:
-        """When :meth:`tick` is next due (-inf: at once, output is gathered)."""
-        if self._tasks or self._results:
-            return -math.inf
+        """When :meth:`tick` is next due."""
         deadline = self._next_heartbeat
         if self.dispatcher.busy:
             deadline = min(deadline, self._next_probe)
@@ -143,6 +148,7 @@ class BrokerCore:
         """The shell has read what arrived, or a deadline came: run the timers that are
         due, then send what was gathered."""
         self._now = now
+        self._gather = False
         if now >= self._next_grace and self.dispatcher.orphans:
             self._next_grace = now + self._grace_every_s
             for request in self.dispatcher.unknown_requests(now):
@@ -150,7 +156,7 @@ class BrokerCore:
         if now >= self._next_heartbeat:  # reaches every worker: a probe too
             self._next_heartbeat = now + self.config.heartbeat_interval_s
             self._next_probe = now + self.config.probe_interval_s
-            self._take_back_from_silent(now)
+            self._probe(now, send=False)
             self._heartbeat(now)
         elif now >= self._next_probe:
             self._next_probe = now + self.config.probe_interval_s
@@ -170,6 +176,7 @@ class BrokerCore:
     def lost(self, peer: bytes, now: float) -> None:
         """A send to ``peer`` failed: it is no longer connected."""
         self._now = now
+        self._gather = False
         worker = self.dispatcher.workers.get(peer)
         if worker is None:
             self.dispatcher.counters.undeliverable += 1
@@ -183,6 +190,7 @@ class BrokerCore:
         """After the allow-lists changed: forget workers, and drop queued requests, of keys
         now refused (replies to running requests of such keys are dropped as they come)."""
         self._now = now
+        self._gather = False
         role_of, dispatcher = self._role_of, self.dispatcher
         if role_of is None:
             return
@@ -203,11 +211,18 @@ class BrokerCore:
 
     # --- input ---------------------------------------------------------------------------
 
-    def receive(self, frames: list[bytes], user: str, now: float) -> None:
+    def receive(self, frames: list[bytes], user: str, now: float, more: bool = False) -> None:
         """One message from the ROUTER: ``frames[0]`` is the peer's identity; ``user`` its
-        CURVE key (z85) when CURVE is on."""
+        CURVE key (z85) when CURVE is on. ``more``: other messages came with it (the shell
+        reads on, then calls :meth:`flush`), so batched output may be gathered; a message
+        that came alone is answered at once, unless it carries several requests or replies
+        (a batched SUBMIT, REPLIES): then too its output is gathered for :meth:`flush`."""
         self._now = now
+        self._gather = more
         identity = frames[0]
+        if len(frames) > 4 and (type(frames[4]) is not bytes
+                                or (len(frames) > 5 and type(frames[5]) is not bytes)):
+            frames = _heads_as_bytes(frames)
         try:
             if len(frames) > self.config.max_frames + 1:
                 raise ProtocolError(f"{len(frames) - 1} frames; the limit is "
@@ -229,6 +244,7 @@ class BrokerCore:
                 self._on_request(identity, message, user, now)
             case p.WorkerReplies(keys, bodies):
                 worker = self._known_worker(identity, now)
+                self._gather = True  # several replies: their RESULTs may go together
                 if worker is not None:  # each taken as if it came alone
                     for one_key, one_body in zip(keys, bodies, strict=True):
                         self._take_reply(worker, one_key, [one_body], now)
@@ -337,7 +353,9 @@ class BrokerCore:
             self._dispatch(service, now)
 
     def _on_batch(self, identity: bytes, msg: p.ClientBatch, user: str, now: float) -> None:
-        """Several requests in one SUBMIT: each is queued as if it came alone."""
+        """Several requests in one SUBMIT: each is queued as if it came alone (a worker's
+        share goes as one TASKS)."""
+        self._gather = True
         deadline = now + msg.ttl_ms / 1000
         name = msg.service
         dispatcher = self.dispatcher
@@ -531,7 +549,7 @@ class BrokerCore:
         if service.queue:
             tasks = self._tasks
             for worker, request, hold in self.dispatcher.assignments(service, now):
-                if worker.batch and len(request.body) == 1:
+                if worker.batch and self._gather and len(request.body) == 1:
                     # gathered, and sent as one TASKS when this pass ends (or before
                     # anything else to the worker)
                     pending = tasks.get(worker.identity)
@@ -543,7 +561,7 @@ class BrokerCore:
                 request.sent_mark = self._taken
                 self._send(p.to_worker(worker.identity, request.key, request.body,
                                        worker.dips, request.ttl_ms(now), hold))
-        if service.held and service.idle:
+        if service.unrecalled and service.idle:
             for worker, request in self.dispatcher.recalls(service):
                 self._send(p.recall(worker.identity, request.key))
 
@@ -585,7 +603,8 @@ class BrokerCore:
             self.dispatcher.counters.refused += 1  # revoked while its request ran
             return
         client = caller.client
-        if caller.rid is not None and len(body) == 1 and self._hellos.get(client, 0) & BATCH:
+        if caller.rid is not None and self._gather and len(body) == 1 \
+                and self._hellos.get(client, 0) & BATCH:
             results = self._results.get(client)
             if results is None:
                 self._results[client] = {caller.service: ([caller.rid], list(body))}
@@ -634,23 +653,24 @@ class BrokerCore:
             f"service {service!r}: {request.losses} workers were lost while running this "
             "request"))
 
-    def _probe(self, now: float) -> None:
-        """A heartbeat to each worker that has held a task for a probe interval: a send to
-        one whose connection dropped (dead, or frozen past its ZMTP heartbeats) fails, and
-        the shell says :meth:`lost`; a DIPS worker answers it while its handler runs.
-        Quick workers prove themselves by their replies. A worker that answers nothing
+    def _probe(self, now: float, send: bool = True) -> None:
+        """A heartbeat to each worker that holds a task and has said nothing for a probe
+        interval (``send``; the heartbeat burst reaches them otherwise): a send to one whose
+        connection dropped (dead, or frozen past its ZMTP heartbeats) fails, and the shell
+        says :meth:`lost`; a DIPS worker answers it while its handler runs. Workers that
+        answer their tasks quickly are never probed. A DIPS worker that answers nothing
         for ``--frozen-after`` has its tasks given to others."""
-        self._take_back_from_silent(now)
-        for worker in self.dispatcher.busy_longer_than(self.config.probe_interval_s, now):
-            self._send(p.worker_command(worker.identity, p.HEARTBEAT))
-
-    def _take_back_from_silent(self, now: float) -> None:
-        dispatcher, frozen_after_s = self.dispatcher, self.config.frozen_after_s
-        for worker in dispatcher.silent_workers(frozen_after_s, now):
+        dispatcher, config = self.dispatcher, self.config
+        quiet, silent = dispatcher.quiet_holders(config.probe_interval_s,
+                                                 config.frozen_after_s, now)
+        for worker in silent:
             log.warning("worker %s silent for %.1fs while it runs a task; its tasks go to "
-                        "other workers", worker.identity.hex()[:20], frozen_after_s)
+                        "other workers", worker.identity.hex()[:20], config.frozen_after_s)
             dispatcher.take_back_from_silent(worker)
             self._dispatch(worker.service, now)
+        if send:
+            for worker in quiet:
+                self._send(p.worker_command(worker.identity, p.HEARTBEAT))
 
     def _heartbeat(self, now: float) -> None:
         dispatcher = self.dispatcher
@@ -673,6 +693,21 @@ class BrokerCore:
         """The ``mmi.status`` map (``mdp.status.BrokerStatus`` on the wire)."""
         return broker_status(self.dispatcher, self.about, self._version, self.instance,
                              now - self.started, now).to_wire()
+
+
+def _heads_as_bytes(frames: list[Any]) -> list[bytes]:
+    """A big frame is passed as the ``zmq.Frame`` it came as (``sockio.recv``'s
+    ``keep_big``), so that a body is never copied; one where the wire puts a service name,
+    a key or a meta map (in a malformed message) is made bytes, for the parser."""
+    header, command = frames[2], frames[3]
+    if header == p.CLIENT:
+        first_body = 4
+    elif header == p.WORKER and command in (p.REPLY, p.REPLIES):
+        first_body = 5
+    else:
+        first_body = 6
+    return [f if i >= first_body or type(f) is bytes else bytes(f)
+            for i, f in enumerate(frames)]
 
 
 def _is_error(body: list[Any]) -> bool:

@@ -33,7 +33,7 @@ from typing import Any
 
 from mdp.errors import Overloaded, RequestError, UnknownService, WorkerLost
 from mdp.poison import PoisonMemory
-from mdp.records import WORK_EWMA, Request, Service, Worker, WorkerState
+from mdp.records import Request, Service, Worker, WorkerState
 from mdp.tally import BrokerTally
 
 __all__ = ["Dispatcher", "Request", "Service", "Worker", "WorkerState"]
@@ -110,7 +110,6 @@ class Dispatcher:
         service.workers.pop(identity, None)
         service.idle.pop(identity, None)
         service.open.pop(identity, None)
-        service.holders.pop(identity, None)
         running = worker.running
         poisoned = None
         if lost and running is not None:
@@ -156,18 +155,6 @@ class Dispatcher:
         fails (its connection dropped, by ZMTP heartbeats for a frozen one)."""
         return [w for w in self.workers.values()
                 if now >= w.expires_at and not (w.dips and (w.tasks or w.given_up))]
-
-    def silent_workers(self, after_s: float, now: float) -> list[Worker]:
-        """DIPS workers that have run a task for ``after_s`` and said nothing for as long
-        (they answer probes while they run one)."""
-        quiet_since = now - after_s + self.worker_expiry_s  # expires_at before this: quiet
-        found = []
-        for worker in self.busy.values():
-            if worker.dips and not worker.silent and worker.expires_at <= quiet_since:
-                oldest = next(iter(worker.tasks.values()))
-                if oldest.dispatched_at <= now - after_s:
-                    found.append(worker)
-        return found
 
     def take_back_from_silent(self, worker: Worker) -> None:
         """The worker went silent holding tasks: they go back to the head of the queue (a
@@ -222,8 +209,7 @@ class Dispatcher:
         # it was held behind one) to now; replies that come together count as quick ones
         service = worker.service
         sample = now - max(request.dispatched_at, worker.last_done_at)
-        service.work_s = sample if service.work_s <= 0.0 else (
-            service.work_s + WORK_EWMA * (sample - service.work_s))
+        service.timed(sample)
         worker.last_done_at = now
         counters = service.counters
         counters.replies += 1
@@ -306,16 +292,12 @@ class Dispatcher:
         del tasks[request.key]
         if request.key != first:
             service.held -= 1
-            if request.recalled:
-                service.recalled -= 1
-        elif tasks:  # the next task is now the one it runs: no longer held
-            service.held -= 1
-            if next(iter(tasks.values())).recalled:  # no longer counted as held (its
-                service.recalled -= 1  # flag stays: a BOUNCE of it was asked for)
-        if len(tasks) < 2:
-            service.holders.pop(worker.identity, None)
-            if not tasks:
-                self.busy.pop(worker.identity, None)
+            service.unrecalled.pop(request, None)
+        elif tasks:  # the next task is now the one it runs: no longer held (a recalled
+            service.held -= 1  # one keeps its flag: a BOUNCE of it was asked for)
+            service.unrecalled.pop(next(iter(tasks.values())), None)
+        else:
+            self.busy.pop(worker.identity, None)
         request.key = b""
 
     def _requeue(self, service: Service, request: Request) -> None:
@@ -452,7 +434,7 @@ class Dispatcher:
             request.dispatched_at = now
             worker.tasks[key] = request
             if hold:
-                service.holders[worker.identity] = worker
+                service.unrecalled[request] = worker
             if worker.prefetch and len(worker.tasks) <= service.hold_depth(worker):
                 open_[worker.identity] = worker
             yield worker, request, hold
@@ -463,18 +445,14 @@ class Dispatcher:
         A task held at a busy worker behind another task would wait while a worker is
         idle; it is asked back (RECALL) and, when the worker returns it, dispatched again.
         """
-        if service.held <= service.recalled or service.queue or not service.idle:
-            return []  # nothing held that is not already asked back: O(1), not O(workers)
-        wanted = len(service.idle)
+        unrecalled = service.unrecalled
+        if not unrecalled or service.queue or not service.idle:
+            return []
         found: list[tuple[Worker, Request]] = []
-        for worker in list(service.holders.values()):
-            for request in list(worker.tasks.values())[1:]:
-                if not request.recalled:
-                    request.recalled = True
-                    service.recalled += 1
-                    found.append((worker, request))
-                    if len(found) == wanted:
-                        return found
+        for _ in range(min(len(service.idle), len(unrecalled))):  # the longest held first
+            request = next(iter(unrecalled))
+            found.append((unrecalled.pop(request), request))
+            request.recalled = True
         return found
 
     def drop_expired(self, now: float) -> int:
@@ -525,14 +503,26 @@ class Dispatcher:
         self.queued -= dropped
         return dropped
 
-    def busy_longer_than(self, age_s: float, now: float) -> list[Worker]:
-        """Workers whose oldest task of ours was given them more than ``age_s`` ago."""
-        found = []
+    def quiet_holders(self, quiet_s: float, silent_s: float,
+                      now: float) -> tuple[list[Worker], list[Worker]]:
+        """Workers that hold a task of ours and have said nothing for ``quiet_s`` (to
+        probe), and of those the DIPS workers quiet for ``silent_s`` since a task was given
+        them (gone silent, see :meth:`take_back_from_silent`). Workers that answer their
+        tasks quickly are neither."""
+        expiry = self.worker_expiry_s
+        quiet_if = now - quiet_s + expiry  # expires_at at most this: quiet for quiet_s
+        silent_if = now - silent_s + expiry
+        quiet: list[Worker] = []
+        silent: list[Worker] = []
         for worker in self.busy.values():
-            oldest = next(iter(worker.tasks.values()))
-            if now - oldest.dispatched_at > age_s:
-                found.append(worker)
-        return found
+            if worker.expires_at > quiet_if:
+                continue
+            if worker.expires_at <= silent_if and worker.dips and not worker.silent \
+                    and next(iter(worker.tasks.values())).dispatched_at <= now - silent_s:
+                silent.append(worker)
+            else:
+                quiet.append(worker)
+        return quiet, silent
 
     def unknown_requests(self, now: float) -> list[Request]:
         """Requests for services that have had no worker for the grace period.

@@ -118,17 +118,23 @@ class Service:
     open: OrderedDict[bytes, Worker] = field(default_factory=OrderedDict)  # may prefetch
     workers: dict[bytes, Worker] = field(default_factory=dict)
     held: int = 0  # tasks waiting at a worker behind another of its tasks
-    recalled: int = 0  # of those, the ones asked back (RECALL sent, no answer yet)
-    holders: dict[bytes, Worker] = field(default_factory=dict)  # workers with held tasks
+    # of those, the ones not asked back (no RECALL sent), longest held first, with their
+    # workers: recalls take from the front, O(1) however many workers hold tasks
+    unrecalled: dict[Request, Worker] = field(default_factory=dict)
     work_s: float = 0.0  # moving average of a task's time at a worker; 0: none seen yet
+    hold_cap: int = 1  # tasks a worker may hold for HOLD_BUDGET_S of work (from work_s)
     counters: ServiceTally = field(default_factory=ServiceTally)
 
     def hold_depth(self, worker: Worker) -> int:
         """How many tasks ``worker`` may hold beyond the one it runs: its ``prefetch``, but
         no more than about HOLD_BUDGET_S of this service's work, and 1 until a task has
         been timed (a held task waits behind the ones before it at that worker)."""
-        if not worker.prefetch:
-            return 0
-        if self.work_s <= 0.0:
-            return 1
-        return max(1, min(worker.prefetch, int(HOLD_BUDGET_S / self.work_s)))
+        prefetch = worker.prefetch
+        return prefetch if prefetch < self.hold_cap else self.hold_cap
+
+    def timed(self, sample_s: float) -> None:
+        """One more task's time at a worker: the moving average, and the hold cap."""
+        work_s = self.work_s
+        self.work_s = work_s = sample_s if work_s <= 0.0 else (
+            work_s + WORK_EWMA * (sample_s - work_s))
+        self.hold_cap = max(1, int(HOLD_BUDGET_S / work_s)) if work_s > 0.0 else 16

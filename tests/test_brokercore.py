@@ -48,7 +48,15 @@ def to(peer: bytes, messages: list[tuple[bytes, Any]]) -> list[Any]:
 
 def feed(core: BrokerCore, peer: bytes, frames: list[bytes], now: float,
          user: str = "") -> list[tuple[bytes, Any]]:
+    """A message that came alone."""
     core.handle(Received(0, [peer, *frames], user), now)
+    return out(core)
+
+
+def feed_more(core: BrokerCore, peer: bytes, frames: list[bytes],
+              now: float) -> list[tuple[bytes, Any]]:
+    """A message read in a pass with others (the pass ends with :func:`tick`)."""
+    core.receive([peer, *frames], "", now, more=True)
     return out(core)
 
 
@@ -181,7 +189,7 @@ def test_tasks_for_a_batch_worker_are_gathered_until_the_pass_ends() -> None:
     core = make()
     ready(core, W1, batch=True, prefetch=8)
     feed(core, C1, p.client_submit_batch(SVC, [1, 2, 3], 10_000, [b"a", b"b", b"c"]), 0.0)
-    assert core.next_deadline() == float("-inf")  # gathered: the shell ticks at once
+    assert core.gathered  # the shell flushes when its pass ends
     [(_, tasks)] = tick(core, 0.0)
     assert isinstance(tasks, p.BrokerTasks)  # one message: the running task and one held
     assert [t.hold for t in tasks.tasks] == [False, True]
@@ -212,10 +220,11 @@ def test_a_task_gathered_in_the_pass_that_recalls_it_goes_before_the_recall() ->
     [w2_task] = tasks_in(to(W2, sent))
     [first, _] = tasks_in(to(W1, tick(core, 0.0)))
     assert submit(core, C1, 4, 0.0) == []  # queued: W1 holds as much as it may
+    tick(core, 0.0)
     # one pass: W1 answers its first (and is given request 4 to hold, gathered), then W2
     # answers and is idle with nothing queued, so request 4 is recalled from W1
-    feed(core, W1, p.reply(first.key, [b"r1"]), 0.1)
-    sent = feed(core, W2, p.reply(w2_task.key, [b"r2"]), 0.1)
+    feed_more(core, W1, p.reply(first.key, [b"r1"]), 0.1)
+    sent = feed_more(core, W2, p.reply(w2_task.key, [b"r2"]), 0.1)
     w1 = to(W1, sent)
     [fourth] = tasks_in(w1[:-1])
     assert fourth.body == [BODY] and w1[-1] == p.BrokerRecall(fourth.key)
@@ -224,10 +233,9 @@ def test_a_task_gathered_in_the_pass_that_recalls_it_goes_before_the_recall() ->
 def test_a_probe_to_a_worker_goes_after_the_tasks_gathered_for_it() -> None:
     core = make()
     ready(core, W1, batch=True, prefetch=8)
-    submit(core, C1, 1, 0.0)
-    [(_, task)] = tick(core, 0.0)
+    [(_, task)] = submit(core, C1, 1, 0.0)  # came alone: sent at once
     assert isinstance(task, p.BrokerTask)
-    submit(core, C1, 2, 0.3)  # held behind the first; gathered
+    feed_more(core, C1, p.client_submit(SVC, 2, 10_000, [BODY]), 0.3)  # held; gathered
     sent = tick(core, 0.3)  # the probe is due: the first task is 0.3 s old
     assert [type(m) for _, m in sent] == [p.BrokerTask, p.BrokerSignal]
     assert sent[1][1] == p.BrokerSignal(p.HEARTBEAT)
@@ -240,8 +248,8 @@ def test_a_reply_gathered_for_a_batch_goes_before_a_pong() -> None:
     ready(core, W1)
     feed(core, C1, p.client_hello(batch=True), 0.0)
     [(_, task)] = submit(core, C1, 7, 0.0)
-    assert feed(core, W1, p.reply(task.key, [b"r"]), 0.1) == []  # gathered
-    sent = feed(core, C1, p.client_ping([7]), 0.1)
+    assert feed_more(core, W1, p.reply(task.key, [b"r"]), 0.1) == []  # gathered
+    sent = feed_more(core, C1, p.client_ping([7]), 0.1)
     assert sent == [(C1, p.Reply(SVC, [b"r"], 7)), (C1, p.Pong([7], "one"))]
     assert tick(core, 0.1) == []  # nothing left to send twice
 
@@ -253,8 +261,8 @@ def test_replies_for_a_batch_client_go_together_at_the_end_of_the_pass() -> None
     feed(core, C1, p.client_hello(batch=True), 0.0)
     sent = feed(core, C1, p.client_submit_batch(SVC, [1, 2], 10_000, [b"a", b"b"]), 0.0)
     keys = {peer: tasks_in([m])[0].key for peer, m in sent}
-    assert feed(core, W1, p.reply(keys[W1], [b"ra"]), 0.1) == []
-    assert feed(core, W2, p.reply(keys[W2], [b"rb"]), 0.1) == []
+    assert feed_more(core, W1, p.reply(keys[W1], [b"ra"]), 0.1) == []
+    assert feed_more(core, W2, p.reply(keys[W2], [b"rb"]), 0.1) == []
     [(_, replies)] = tick(core, 0.1)
     assert replies == p.Replies(SVC, [1, 2], [b"ra", b"rb"])
 
@@ -449,8 +457,9 @@ def test_progress_goes_to_callers_that_asked_and_never_after_the_reply() -> None
     assert sent == [(C1, p.Progress(SVC, 1, "status", 3, 10))]  # C2 did not ask
     sent = feed(core, W1, p.progress(key, "data", data=b"chunk"), 0.1)
     assert sent == [(C1, p.Progress(SVC, 1, "data", data=b"chunk"))]
-    assert feed(core, W1, p.reply(key, [b"r"]), 0.2) == [(C2, p.Reply(SVC, [b"r"], 2))]
-    assert feed(core, W1, p.progress(key, "status", 10, 10), 0.2) == []  # after the reply
+    sent = feed_more(core, W1, p.reply(key, [b"r"]), 0.2)  # C1's is gathered: it batches
+    assert sent == [(C2, p.Reply(SVC, [b"r"], 2))]
+    assert feed_more(core, W1, p.progress(key, "status", 10, 10), 0.2) == []  # too late
     assert tick(core, 0.2) == [(C1, p.Reply(SVC, [b"r"], 1))]
 
 
@@ -461,8 +470,8 @@ def test_progress_keeps_its_place_behind_a_reply_gathered_for_the_same_client() 
     feed(core, C1, p.client_hello(progress=True, batch=True), 0.0)
     [(_, first)] = submit(core, C1, 1, 0.0)
     [(_, second)] = submit(core, C1, 2, 0.0)
-    feed(core, W1, p.reply(first.key, [b"r1"]), 0.1)  # type: ignore[union-attr]
-    sent = feed(core, W2, p.progress(second.key, "status", 1, 2), 0.1)  # type: ignore[union-attr]
+    feed_more(core, W1, p.reply(first.key, [b"r1"]), 0.1)  # type: ignore[union-attr]
+    sent = feed_more(core, W2, p.progress(second.key, "status", 1, 2), 0.1)  # type: ignore[union-attr]
     assert sent == [(C1, p.Reply(SVC, [b"r1"], 1)), (C1, p.Progress(SVC, 2, "status", 1, 2))]
 
 
@@ -603,3 +612,34 @@ def test_a_worker_that_answers_probes_is_never_taken_for_silent() -> None:
         assert tasks_in(to(W2, sent)) == []
         if round(now / 0.2) % 3 == 0:  # it answers every third probe (0.6 s apart)
             feed(core, W1, p.signal(p.HEARTBEAT), now)
+
+
+# --- big bodies pass through as they came --------------------------------------------------
+
+
+def test_a_big_body_is_passed_on_as_the_frame_it_came_as() -> None:
+    import zmq
+
+    core = make()
+    ready(core, W1)
+    big = zmq.Frame(b"x" * 200_000)
+    core.receive([C1, b"", p.CLIENT, SVC, big], "", 0.0)  # as sockio.recv(keep_big) gives it
+    [task] = core.take_actions()
+    assert isinstance(task, Send) and task.frames[-1] is big  # not copied
+    reply = zmq.Frame(b"y" * 300_000)
+    core.receive([W1, b"", p.WORKER, p.REPLY, task.frames[4], b"", reply], "", 0.1)
+    [answer] = core.take_actions()
+    assert isinstance(answer, Send) and answer.frames[-1] is reply
+
+
+def test_a_big_frame_where_a_name_or_key_belongs_is_refused_not_fatal() -> None:
+    import zmq
+
+    core = make()
+    ready(core, W1)
+    huge_name = zmq.Frame(b"s" * 100_000)
+    core.receive([C1, b"", p.DIPS_CLIENT, p.SUBMIT, huge_name,
+                  p.pack_meta({"id": 1, "ttl_ms": 1000}), BODY], "", 0.0)
+    assert error_of([m for _, m in out(core)], 1) == "bad_request"
+    core.receive([W1, b"", p.WORKER, p.REPLY, zmq.Frame(b"k" * 100_000), b"", BODY], "", 0.1)
+    assert out(core) == [] and core.dispatcher.counters.dropped == 1
