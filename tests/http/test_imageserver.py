@@ -11,9 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
-from clusterkit import Cluster, broker_counter, needs, wait_for
 from httpkit import Gateway, start_gateway
 from imagekit import (
     REDIS_SERVER,
@@ -26,6 +23,9 @@ from imagekit import (
     signed,
     write_keys,
 )
+from PIL import Image
+
+from clusterkit import Cluster, broker_counter, needs, wait_for
 from mdp_http.signing import post_text
 
 pytestmark = pytest.mark.slow

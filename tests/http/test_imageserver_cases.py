@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from httpkit import start_gateway
+from imagekit import image_workers
 from PIL import Image
 
 from clusterkit import Cluster
-from httpkit import start_gateway
-from imagekit import image_workers
 from mdp_http import imgurl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "renderers"))
