@@ -10,7 +10,7 @@ import importlib
 from types import ModuleType
 
 COMMANDS = ("up", "down", "status", "services", "call", "scale", "reload", "batch", "config",
-            "keys", "samples")
+            "keys", "samples", "imgproxy")
 
 
 def load(name: str) -> ModuleType:

@@ -20,6 +20,7 @@ from benchlib import (
     gateway_gearman,
     gateway_http,
     gearman,
+    imageserver,
     realjob,
     rolecpu,
     roundtrip,
@@ -39,7 +40,9 @@ Sections: floor (raw pyzmq), dips (through one broker), gearman (gearmand with t
 client and a C client), realjob (matrix cards through 2 brokers beside rendering
 in-process, and where each card's CPU goes), roles (CPU per echo request by role, pipelined
 and sync, beside the raw pyzmq floor), scale (1 to 1,000 workers, idle cost, memory,
-dispatch cost), failover (broker killed, broker hung, worker killed). A full run takes a
+dispatch cost), failover (broker killed, broker hung, worker killed), imageserver (images
+by URL through mdp-http beside thumbor 7.8, which the run installs into its own virtual
+environment once; needs Debian's wrk). A full run takes a
 few minutes and writes docs/BENCHMARKS.md; --quick runs a small subset in well under a
 minute and writes nothing unless --write is given.
 
@@ -107,6 +110,9 @@ def run_sections(plan: Plan, args: argparse.Namespace, kids: Children, results: 
         ("gateway", lambda: results.extra.extend(gateway_gearman.bench(
             200 if plan.quick else 2000, with_gearmand=not args.no_gearman))),
         ("http", lambda: results.http.extend(gateway_http.run(kids, plan))),
+        ("imageserver", lambda: results.extra.extend(
+            ["## Image server: DIPS beside thumbor", "", *imageserver.run(kids, plan, tmp),
+             ""])),
     ]
     for name, step in steps:
         wanted = ROUNDTRIPS & set(plan.sections) if name == "round trips" else (
