@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -20,6 +21,7 @@ from benchlib import (
     gateway_gearman,
     gateway_http,
     gearman,
+    guide,
     imageserver,
     realjob,
     rolecpu,
@@ -74,6 +76,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                        help=f"write {DOC.relative_to(REPO_ROOT)} (the default for full runs)")
     write.add_argument("--no-write", action="store_true",
                        help=f"do not write {DOC.relative_to(REPO_ROOT)}")
+    parser.add_argument("--zguide", metavar="DIR",
+                        help="a zguide checkout to take the ZeroMQ guide's Python Majordomo "
+                        "stack from (default $DIPS_ZGUIDE, else GitHub at a pinned commit; "
+                        "--quick runs it only when given one)")
+    parser.add_argument("--no-guide", action="store_true",
+                        help="leave the ZeroMQ guide's Python Majordomo stack out")
     parser.add_argument("--profile", metavar="DIR", type=Path,
                         help="record py-spy profiles of broker, worker and client in DIR "
                         "during the DIPS 1/1 runs")
@@ -142,6 +150,14 @@ def _roundtrips(plan: Plan, args: argparse.Namespace, kids: Children, results: R
         systems.append(roundtrip.Floor(kids, plan))
     if "dips" in plan.sections:
         systems.append(roundtrip.Dips(kids, plan))
+        wanted = not args.no_guide and (
+            not plan.quick or bool(args.zguide or os.environ.get("DIPS_ZGUIDE")))
+        if wanted:
+            files, why = guide.fetch(tmp / "zguide", args.zguide)
+            if files is not None:
+                systems.append(guide.Guide(kids, plan, files))
+            else:
+                results.notes.append(why)
     if "gearman" in plan.sections:
         results.gearman = gearman.prepare(tmp, plan.gear_c)
         systems += gearman.systems(kids, plan, results.gearman)
