@@ -29,7 +29,6 @@ from clusterkit import Cluster, broker_counter, needs, wait_for
 from mdp_http.signing import post_text
 
 pytestmark = pytest.mark.slow
-BROKER_COALESCES = (Path(__file__).resolve().parents[2] / "mdp" / "brokercore.py").exists()
 
 
 @pytest.fixture
@@ -252,8 +251,6 @@ def test_redis_killed_under_load_fails_no_request_and_hits_come_back(
 def test_identical_requests_through_two_doors_and_two_brokers_render_once(
         cluster: Cluster, origin: Origin) -> None:
     brokers = [cluster.broker(), cluster.broker()]
-    if not BROKER_COALESCES:
-        pytest.skip("these brokers do not coalesce keyed requests yet (core v2's broker)")
     # a render that takes long enough for all 100 requests to be in flight together
     image_workers(cluster, brokers, 2, allow=origin.url, stand_in=True,
                   env={"DIPS_TEST_RENDER_DELAY": "1.5"})
