@@ -78,6 +78,8 @@ def test_a_signed_url_renders_once_then_comes_from_the_cache_or_304(
     assert served([broker]) == 1
     assert metric(gateway, "dips_http_cache_hits_total") == 1
     assert metric(gateway, "dips_http_not_modified_total") == 1
+    assert metric(gateway, 'dips_http_requests_total{service="imgproxy",status="200"}') == 2
+    assert metric(gateway, 'dips_http_requests_total{service="imgproxy",status="304"}') == 1
     # the base64 spelling of the same request is the same request
     status, encoded, _ = gateway.call("GET", signed(["rs:fit:200:200"], f"{origin.url}/a.jpg",
                                                     encoded=True))
