@@ -44,7 +44,7 @@ in-process, and where each card's CPU goes), roles (CPU per echo request by role
 and sync, beside the raw pyzmq floor), scale (1 to 1,000 workers, idle cost, memory,
 dispatch cost), failover (broker killed, broker hung, worker killed), imageserver (images
 by URL through mdp-http beside thumbor 7.8, which the run installs into its own virtual
-environment once; needs Debian's wrk). A full run takes a
+environment once; needs Debian's wrk; --quick runs it only with --only). A full run takes a
 few minutes and writes docs/BENCHMARKS.md; --quick runs a small subset in well under a
 minute and writes nothing unless --write is given.
 
@@ -126,7 +126,7 @@ def run_sections(plan: Plan, args: argparse.Namespace, kids: Children, results: 
     for name, step in steps:
         wanted = ROUNDTRIPS & set(plan.sections) if name == "round trips" else (
             name in plan.sections and (name != "failover" or plan.faults)
-            and (name != "gateway" or not plan.quick or bool(args.only)))
+            and (name not in ("gateway", "imageserver") or not plan.quick or bool(args.only)))
         if not wanted:
             continue
         note(f"{name}:")
