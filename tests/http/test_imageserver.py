@@ -11,9 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
-from clusterkit import Cluster, needs, wait_for
 from httpkit import Gateway, start_gateway
 from imagekit import (
     REDIS_SERVER,
@@ -26,7 +23,11 @@ from imagekit import (
     signed,
     write_keys,
 )
+from PIL import Image
+
+from clusterkit import Cluster, needs
 from mdp_http.signing import post_text
+from testkit import wait_for
 
 pytestmark = pytest.mark.slow
 
