@@ -276,9 +276,10 @@ class MDPClient:
     def _read_all(self, now: float) -> None:
         core = self._core
         for index, sock in enumerate(self._sockets):
-            # asking first is cheaper than a receive that finds nothing
-            if sock is not None and index not in self._connecting and sockio.readable(sock):
-                while (frames := sockio.recv(sock)) is not None:
+            # asking before each receive is cheaper than a receive that finds nothing
+            # (pyzmq builds a zmq.Again), and a pass usually finds one or two messages
+            if sock is not None and index not in self._connecting:
+                while sockio.readable(sock) and (frames := sockio.recv(sock)) is not None:
                     core.handle(Received(index, frames), now)
 
     # --- connections -----------------------------------------------------------------

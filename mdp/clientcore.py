@@ -491,7 +491,9 @@ class ClientCore:
                 break  # no broker can take a plain call now, so none of those behind
             ready.popleft()
             call.sends += 1
-            self._place(call, ep, now)
+            # alone: nothing else goes now, nor waits for the shell to send it
+            self._place(call, ep, now,
+                        alone=not ready and not self._batches and not self.actions)
         if self._routed:
             self._fill_routed(now)
         if self.pending:
@@ -571,11 +573,13 @@ class ClientCore:
             return []
         return None
 
-    def _place(self, call: Call, ep: Endpoint, now: float) -> None:
+    def _place(self, call: Call, ep: Endpoint, now: float, alone: bool = True) -> None:
+        """Send (or gather) the call to ``ep``; ``alone``: no other call goes in this pass
+        of _fill, so it is sent as it is (batching is for backlogs)."""
         ttl_ms = max(1, int((call.deadline - now) * 1000))
         frames: list[bytes] | None = None
         if ep.state is State.DIPS:
-            if len(call.body) == 1 and call.key is None:
+            if len(call.body) == 1 and call.key is None and not alone:
                 # gathered, and sent as one SUBMIT per broker, service and priority when
                 # this pass of _fill ends (several requests per message when several go)
                 self._batches.setdefault((ep.index, call.service, call.priority),
@@ -720,10 +724,17 @@ class ClientCore:
 
 # --- shared by both shells: the caller's input, checked before anything is sent ---------
 
+_SERVICES: dict[str, bytes] = {}  # names already checked (a caller uses a few, often)
+
+
 def service_name(service: str) -> bytes:
-    name = service.encode()
-    if not p.valid_service(name):
-        raise BadRequest(f"invalid service name {service!r}", "service")
+    name = _SERVICES.get(service)
+    if name is None:
+        name = service.encode()
+        if not p.valid_service(name):
+            raise BadRequest(f"invalid service name {service!r}", "service")
+        if len(_SERVICES) < 1024:
+            _SERVICES[service] = name
     return name
 
 

@@ -198,39 +198,33 @@ class Worker:
             self.flush()
 
     def read_all(self, now: float, links: list[int] | None = None) -> None:
-        """Feed the core every message waiting on ``links`` (default: every link).
-
-        The caller holds ``lock``."""
-        core, sockets, recv = self.core, self.sockets, sockio.recv
+        """Feed the core the message ``_wait`` received, if any, then every message waiting
+        on ``links`` (default: every link). The caller holds ``lock``."""
+        received = self._received
+        if received is not None:
+            self._received = None
+            self._feed(*received, now)
         if links is None:
             self._read_at = now
-        first = self._received
-        self._received = None
-        readable = sockio.readable
-        for link in range(len(sockets)) if links is None else links:
+            links = list(range(len(self.sockets)))
+        sockets, recv, readable = self.sockets, sockio.recv, sockio.readable
+        for link in links:
             sock = sockets[link]
-            looked = False  # a receive that finds nothing costs more than asking first
-            while sock is not None:
-                if first is not None and first[0] == link:
-                    frames: list[bytes] | None = first[1]
-                    first = None
-                elif looked:
-                    frames = recv(sock)
-                elif readable(sock):
-                    looked = True
-                    frames = recv(sock)
-                else:
-                    break
-                if frames is None:
-                    break
-                try:
-                    core.handle(Received(link, frames), now)
-                except Exception:  # the barrier: no input stops the worker
-                    log.exception("error handling a message from %s",
-                                  self.config.brokers[link])
-                if core.actions:
-                    self.flush()
-                    sock = sockets[link]
+            # a receive that finds nothing costs more than asking first
+            if sock is None or not readable(sock):
+                continue
+            while sock is not None and (frames := recv(sock)) is not None:
+                self._feed(link, frames, now)
+                sock = sockets[link]
+
+    def _feed(self, link: int, frames: list[bytes], now: float) -> None:
+        core = self.core
+        try:
+            core.handle(Received(link, frames), now)
+        except Exception:  # the barrier: no input stops the worker
+            log.exception("error handling a message from %s", self.config.brokers[link])
+        if core.actions:
+            self.flush()
 
     def check_stop(self, now: float) -> None:
         if self._stop_requested and self.core.phase is Phase.SERVING:
@@ -296,8 +290,10 @@ class Worker:
             timeout_ms = poll_timeout_ms(deadline, time.monotonic())
             frames, _ = sockio.recv_wait(sock, min(timeout_ms, RECV_WAIT_MS))
             if frames is not None:
+                # that message alone: what follows it is read once the loop comes back
+                # here (asking the socket again would cost more than the wait finds)
                 self._received = (link, frames)
-                return [link]
+                return []
             if timeout_ms <= RECV_WAIT_MS:
                 return []
         ready = []

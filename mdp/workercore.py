@@ -195,16 +195,19 @@ class WorkerCore:
         if link.mode is LinkMode.CLOSED or link.epoch != task.epoch:
             log.warning("broker %s went away; dropping a reply", link.endpoint)
             return
-        if link.batch and task.dips and now - task.started_at < self.timing.reply_gather_s:
-            # a short task's reply is gathered: sent in one REPLIES when the worker goes
-            # idle, when a task runs past busy_after, before anything else to that broker,
-            # or reply_gather_s on (a longer task's reply goes at once: the next task may
-            # be as long, and gathering would hold this reply until busy_after)
+        if link.batch and task.dips and (self.waiting or link.gathered_keys) \
+                and now - task.started_at < self.timing.reply_gather_s:
+            # with a backlog, a short task's reply is gathered: sent in one REPLIES when the
+            # worker has nothing left to run, when a task runs past busy_after, before
+            # anything else to that broker, or reply_gather_s on (a longer task's reply goes
+            # at once: the next task may be as long, and gathering would hold this reply
+            # until busy_after). A lone task's reply goes at once: batching is for
+            # backlogs and costs a lone request nothing.
             if not link.gathered_keys:
                 link.gathered_since = now
             link.gathered_keys.append(task.key)
             link.gathered_bodies.append(body)
-            if (len(link.gathered_keys) >= p.MAX_BATCH
+            if (not self.waiting or len(link.gathered_keys) >= p.MAX_BATCH
                     or now - link.gathered_since >= self.timing.reply_gather_s):
                 self._send_gathered(link, task.link, now)
             return

@@ -6,7 +6,6 @@ spreading); each broker's status through a single-broker client of its own.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -18,10 +17,6 @@ from mdp.status import BrokerStatus, StatusClients
 from mdp_http.errors import TooLarge
 
 log = logging.getLogger(__name__)
-
-# The client takes a coalescing key (send(..., key=)) from core v2's client on; until then
-# keyed requests are sent without one.
-_TAKES_KEY = "key" in inspect.signature(AsyncMDPClient.send).parameters
 
 
 class Backend:
@@ -43,12 +38,10 @@ class Backend:
         return await self._client.send(service, request)
 
     async def send_keyed(self, service: str, request: dict[str, Any], key: bytes) -> Any:
-        """As :meth:`send`, with a coalescing key: identical keyed requests in flight at once
-        through any door and any broker are worked once (when the client and the brokers
-        support keys; without them the request is only sent)."""
-        if _TAKES_KEY:
-            return await self._client.send(service, request, key=key)
-        return await self._client.send(service, request)
+        """As :meth:`send`, with a coalescing key: the client sends it to the key's home
+        broker (the same for every door with the same broker list), which works identical
+        keyed requests in flight at once only once."""
+        return await self._client.send(service, request, key=key)
 
     async def send_frame(self, service: str, frame: bytes | bytearray) -> Any:
         """The result of a request whose body is already one msgpack map frame (sent as it

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mdp.errors import Blame, blame_of
 from mdp.status import (
     BrokerInfo,
     BrokerView,
@@ -49,7 +50,8 @@ class _ServiceWindow:
         self.requests: int | None = None
         self.replies: int | None = None
         self.served = 0
-        self.errors: int | None = None
+        self.errors: int | None = None  # the fleet's faults (a worker, a deadline)
+        self.refused = 0  # the callers' mistakes and what is missing: not the fleet's fault
         self.errors_total: Counter[str] = Counter()
         self.queue = 0
         self.work: Histogram | None = None
@@ -74,8 +76,10 @@ class _ServiceWindow:
         for attr in ("requests", "replies"):
             d = _delta(getattr(now, attr), getattr(before, attr) if before else None)
             setattr(self, attr, (getattr(self, attr) or 0) + (d or 0))
-        errors_before = before.failed + before.expired if before else None
-        self.errors = (self.errors or 0) + (_delta(now.failed + now.expired, errors_before) or 0)
+        errors_before = _faults(before) if before else None
+        self.errors = (self.errors or 0) + (_delta(_faults(now), errors_before) or 0)
+        refused_before = _refusals(before) if before else None
+        self.refused += _delta(_refusals(now), refused_before) or 0
 
     def to_json(self, dt: float, states: Counter[str]) -> dict[str, Any]:
         completed = self.replies if self.replies is not None else self.served
@@ -85,6 +89,7 @@ class _ServiceWindow:
             "rate": round(completed / dt, 2) if dt > 0 else 0.0,
             "requests_rate": round(self.requests / dt, 2) if dt > 0 and self.requests else 0.0,
             "error_rate": round(self.errors / dt, 2) if dt > 0 and self.errors else 0.0,
+            "refused_rate": round(self.refused / dt, 2) if dt > 0 and self.refused else 0.0,
             "errors": dict(self.errors_total),
             "queue": self.queue,
             "workers": dict(states),
@@ -93,6 +98,20 @@ class _ServiceWindow:
             "queue_p99": _q(wait, 0.99),
             "latency_known": work is not None,
         }
+
+
+FAULTS = (Blame.FLEET, Blame.DEADLINE, Blame.CAPACITY)  # the fleet failed a request
+
+
+def _faults(counters: ServiceCounters) -> int:
+    """Error replies that were the fleet's fault (mdp.errors.CODES's blame), and expiries: a
+    caller's bad request is no worker failure."""
+    return counters.expired + sum(n for code, n in counters.errors.items()
+                                  if blame_of(code) in FAULTS)
+
+
+def _refusals(counters: ServiceCounters) -> int:
+    return sum(n for code, n in counters.errors.items() if blame_of(code) not in FAULTS)
 
 
 def _q(hist: Histogram | None, q: float) -> float | None:
@@ -183,8 +202,8 @@ def fleet_state(previous: Sequence[BrokerView], current: Sequence[BrokerView],
     for name in sorted(windows):
         entry = windows[name].to_json(dt or 1.0, states.get(name, Counter()))
         if not dt:  # counts since the start are no rate
-            entry.update(rate=0.0, requests_rate=0.0, error_rate=0.0, p50=None, p99=None,
-                         queue_p99=None)
+            entry.update(rate=0.0, requests_rate=0.0, error_rate=0.0, refused_rate=0.0,
+                         p50=None, p99=None, queue_p99=None)
         services.append(entry)
     return {
         "time": wall_time,
@@ -196,6 +215,9 @@ def fleet_state(previous: Sequence[BrokerView], current: Sequence[BrokerView],
         "totals": {
             "rate": round(sum(s["rate"] for s in services), 2),
             "error_rate": round(sum(s["error_rate"] for s in services), 2),
+            "refused_rate": round(sum(s["refused_rate"] for s in services), 2),
+            "coalesced": sum(v.status.counters.coalesced for v in current if v.status),
+            "poisoned": sum(v.status.counters.poisoned for v in current if v.status),
             "queue": sum(s["queue"] for s in services),
             "workers": len(workers),
             "busy": sum(1 for w in workers if w["state"] == "busy"),

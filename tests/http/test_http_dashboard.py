@@ -105,7 +105,8 @@ def test_dashboard_shows_the_fleet_and_moves_under_load(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     brokers = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
     listen = f"127.0.0.1:{free_port()}"
-    args = ["up", "--spare", "0", "--http", listen, "--heartbeat-interval", "0.5"]
+    args = ["up", "--spare", "0", "--http", listen, "--gearman", "off",
+            "--heartbeat-interval", "0.5"]
     for broker in brokers:
         args += ["--broker", broker]
     for service, count in SERVICES.items():

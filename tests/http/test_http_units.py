@@ -109,6 +109,24 @@ def test_dashboard_rates_quantiles_rollout() -> None:
     assert host["busy_for"] == ["tcp://x:1"] and host["served"] == 30
 
 
+def test_dashboard_counts_a_callers_bad_request_as_refused_not_as_an_error() -> None:
+    def with_errors(errors: dict[str, int], requests: int) -> dict:
+        status = status_map(requests=requests, served=requests)
+        status["services"]["ecard"]["counters"]["errors"] = errors
+        status["counters"] = {"requests": requests, "coalesced": 4, "poisoned": 1}
+        return status
+
+    before = [polled("tcp://x:1", with_errors({"bad_request": 1}, 10), 10.0)]
+    after = [polled("tcp://x:1", with_errors({"bad_request": 11, "source_forbidden": 2,
+                                              "worker_error": 3, "worker_timeout": 1}, 20),
+                    12.0)]
+    state = fleet_state(before, after, 0.0)
+    ecard = state["services"][0]
+    assert ecard["error_rate"] == pytest.approx(4 / 2)  # worker_error and worker_timeout
+    assert ecard["refused_rate"] == pytest.approx(12 / 2)  # bad requests, a refused source
+    assert (state["totals"]["coalesced"], state["totals"]["poisoned"]) == (4, 1)
+
+
 def test_dashboard_without_v2_counts_served() -> None:
     before = [polled("tcp://x:1", status_map(served=10, v2=False), 10.0)]
     after = [polled("tcp://x:1", status_map(served=20, v2=False), 11.0)]

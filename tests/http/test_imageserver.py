@@ -27,9 +27,10 @@ from PIL import Image
 
 from clusterkit import Cluster, needs
 from mdp_http.signing import post_text
-from testkit import wait_for
+from testkit import broker_counter, wait_for
 
 pytestmark = pytest.mark.slow
+BROKER_COALESCES = (Path(__file__).resolve().parents[2] / "mdp" / "brokercore.py").exists()
 
 
 @pytest.fixture
@@ -241,3 +242,24 @@ def test_redis_killed_under_load_fails_no_request_and_hits_come_back(
             return doors[1].call("GET", urls[3])[1].get("X-Cache") == "HIT"
 
         wait_for(hit_again, 30, "hits from redis again")
+
+
+def test_identical_requests_through_two_doors_and_two_brokers_render_once(
+        cluster: Cluster, origin: Origin) -> None:
+    brokers = [cluster.broker(), cluster.broker()]
+    if not BROKER_COALESCES:
+        pytest.skip("these brokers do not coalesce keyed requests yet (core v2's broker)")
+    # a render that takes long enough for all 100 requests to be in flight together
+    image_workers(cluster, brokers, 2, allow=origin.url, stand_in=True,
+                  env={"DIPS_TEST_RENDER_DELAY": "1.5"})
+    endpoints = [b.endpoint for b in brokers]
+    doors = [start_gateway(cluster, endpoints), start_gateway(cluster, endpoints[::-1])]
+    url = signed(["rs:fill:80:80"], f"{origin.url}/b.jpg", signer=None)
+    with concurrent.futures.ThreadPoolExecutor(100) as pool:
+        results = list(pool.map(lambda i: doors[i % 2].call("GET", url), range(100)))
+    assert [status for status, _, _ in results] == [200] * 100
+    assert len({body for _, _, body in results}) == 1
+    assert served(brokers) == 1
+    assert origin.hits["/b.jpg"] == 1
+    coalesced = sum(broker_counter(b.endpoint, "coalesced") for b in brokers)
+    assert coalesced >= 1  # the second door's request joined the first's at the home broker

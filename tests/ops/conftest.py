@@ -11,6 +11,8 @@ from testkit import free_ports
 
 from .opstools import LocalCluster, copy_code, kill_all_under
 
+NO_DOORS = ("--http", "off", "--gearman", "off")  # the doors' own tests choose free ports
+
 
 @pytest.fixture
 def local_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
@@ -22,6 +24,7 @@ def local_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
         code=code,
         run_dir=tmp_path / "run",
         brokers=[f"tcp://127.0.0.1:{port}" for port in ports],
+        up_args=list(NO_DOORS),
     )
     try:
         yield cluster
