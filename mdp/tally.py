@@ -48,6 +48,8 @@ class BrokerTally:
     dropped: int = 0  # malformed or unexpected input
     undeliverable: int = 0  # replies to clients that had gone
     refused: int = 0  # messages a CURVE key's role does not allow
+    poisoned: int = 0  # requests given up after workers were lost running them
+    coalesced: int = 0  # requests attached to one with the same coalescing key
 
     def to_wire(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -62,6 +64,8 @@ class ServiceTally:
     expired: int = 0
     requeued: int = 0
     bounced: int = 0
+    poisoned: int = 0  # requests given up after workers were lost running them
+    coalesced: int = 0  # requests attached to one with the same coalescing key
     errors: dict[str, int] = field(default_factory=dict)
     queue_time: LatencyTally = field(default_factory=LatencyTally)
     work_time: LatencyTally = field(default_factory=LatencyTally)
@@ -75,7 +79,8 @@ class ServiceTally:
     def to_wire(self) -> tuple[dict[str, Any], dict[str, Any]]:
         counters = {"requests": self.requests, "replies": self.replies,
                     "errors": dict(self.errors), "expired": self.expired,
-                    "requeued": self.requeued, "bounced": self.bounced}
+                    "requeued": self.requeued, "bounced": self.bounced,
+                    "poisoned": self.poisoned, "coalesced": self.coalesced}
         histograms = {"queue_seconds": self.queue_time.to_wire(),
                       "work_seconds": self.work_time.to_wire()}
         return counters, histograms

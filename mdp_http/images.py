@@ -172,21 +172,26 @@ class ImageServer:
         if self.signer is not None and not self.signer.verify(url.signature, url.signed_path):
             raise Forbidden("the URL's signature does not match its path")
         if info:
-            if url.options:
-                raise BadRequest("the info endpoint takes no options here", field="options")
-            service, proc = INFO_SERVICE, None
-            call: dict[str, Any] = {"source": url.source}
-            accept, vary, fmt, quality, buster, ops = (), False, "", None, "", {}
-        else:
-            service, proc = IMAGE_SERVICE, self._processing(url)
-            accept, vary = self._negotiate(proc, request)
-            call = {"source": url.source, **self._fields(proc, accept)}
-            fmt, quality, buster, ops = proc.format, proc.quality, proc.cachebuster, proc.ops
-        version = await self.version_of(service)
-        key = negotiate.request_key(service=service, source=url.source, ops=ops, fmt=fmt,
-                                    accept=accept, quality=quality, cachebuster=buster,
-                                    version=version)
-        return Ask(service, call, key, negotiate.etag(key), vary, proc)
+            return await self._ask_info(url)
+        return await self._ask_image(url, request)
+
+    async def _ask_info(self, url: imgurl.ImageUrl) -> Ask:
+        if url.options:
+            raise BadRequest("the info endpoint takes no options here", field="options")
+        key = negotiate.request_key(service=INFO_SERVICE, source=url.source, ops={}, fmt="",
+                                    accept=(), quality=None, cachebuster="",
+                                    version=await self.version_of(INFO_SERVICE))
+        return Ask(INFO_SERVICE, {"source": url.source}, key, negotiate.etag(key), False, None)
+
+    async def _ask_image(self, url: imgurl.ImageUrl, request: web.Request) -> Ask:
+        proc = self._processing(url)
+        accept, vary = self._negotiate(proc, request)
+        key = negotiate.request_key(service=IMAGE_SERVICE, source=url.source, ops=proc.ops,
+                                    fmt=proc.format, accept=accept, quality=proc.quality,
+                                    cachebuster=proc.cachebuster,
+                                    version=await self.version_of(IMAGE_SERVICE))
+        call = {"source": url.source, **self._fields(proc, accept)}
+        return Ask(IMAGE_SERVICE, call, key, negotiate.etag(key), vary, proc)
 
     def _processing(self, url: imgurl.ImageUrl) -> imgops.Processing:
         proc = imgops.parse_options(url.options, self.presets)
@@ -344,7 +349,8 @@ def entry_of(result: Any, service: str) -> Entry:
         return Entry(body, "application/json")
     if not isinstance(result, dict) or not isinstance(result.get("image"), bytes):
         raise BadReply(f"the {service} worker's result is not a map with image bytes")
-    source = result.get("source") if isinstance(result.get("source"), dict) else {}
+    found = result.get("source")
+    source: dict[str, Any] = found if isinstance(found, dict) else {}
     kind = result.get("content_type")
     return Entry(
         image=result["image"],

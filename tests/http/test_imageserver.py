@@ -168,10 +168,15 @@ def test_hostile_sources_each_get_a_clear_4xx(cluster: Cluster, origin: Origin,
     other = Origin(origin.root).start()  # a loopback server that is not allow-listed
     try:
         broker = cluster.broker()
-        image_workers(cluster, [broker], 1, allow=origin.url, roots=origin.root)
+        # localhost is an allowed origin, but only 127.0.0.1 may be internal: a name that
+        # resolves to a loopback address is refused before any connection
+        by_name = origin.url.replace("127.0.0.1", "localhost")
+        image_workers(cluster, [broker], 1, allow=f"{origin.url},{by_name}", roots=origin.root,
+                      env={"DIPS_SOURCES_INTERNAL": origin.url})
         gateway = start_gateway(cluster, [broker.endpoint], "--timeout", "20")
         cases = [
             (f"{other.url}/a.jpg", 403, "source_forbidden"),
+            (f"{by_name}/c.jpg", 403, "source_forbidden"),
             (f"{origin.url}/redirect?to={other.url}/a.jpg", 403, "source_forbidden"),
             (f"{origin.url}/missing.jpg", 404, "source_not_found"),
             (f"{origin.url}/not-an-image.jpg", 422, "source_not_image"),
@@ -184,6 +189,7 @@ def test_hostile_sources_each_get_a_clear_4xx(cluster: Cluster, origin: Origin,
             assert (status, json.loads(body)["error"]["code"]) == (status_wanted, code), source
             assert headers["Cache-Control"] == "no-store"
         assert sum(other.hits.values()) == 0  # never contacted
+        assert origin.hits["/c.jpg"] == 0  # the name's address was refused before connecting
     finally:
         other.stop()
 

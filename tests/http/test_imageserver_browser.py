@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from cdp import CHROMIUM, Browser, Page
-
-from clusterkit import Cluster, needs
 from httpkit import start_gateway
 from imagekit import Origin, image_workers, make_photos, served, signed, write_keys
+
+from clusterkit import Cluster, needs
 
 pytestmark = [pytest.mark.slow, needs(CHROMIUM is not None, "chromium")]
 
