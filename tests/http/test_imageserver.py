@@ -30,7 +30,6 @@ from mdp_http.signing import post_text
 from testkit import broker_counter, wait_for
 
 pytestmark = pytest.mark.slow
-BROKER_COALESCES = (Path(__file__).resolve().parents[2] / "mdp" / "brokercore.py").exists()
 
 
 @pytest.fixture
@@ -80,6 +79,8 @@ def test_a_signed_url_renders_once_then_comes_from_the_cache_or_304(
     assert served([broker]) == 1
     assert metric(gateway, "dips_http_cache_hits_total") == 1
     assert metric(gateway, "dips_http_not_modified_total") == 1
+    assert metric(gateway, 'dips_http_requests_total{service="imgproxy",status="200"}') == 2
+    assert metric(gateway, 'dips_http_requests_total{service="imgproxy",status="304"}') == 1
     # the base64 spelling of the same request is the same request
     status, encoded, _ = gateway.call("GET", signed(["rs:fit:200:200"], f"{origin.url}/a.jpg",
                                                     encoded=True))
@@ -253,8 +254,6 @@ def test_redis_killed_under_load_fails_no_request_and_hits_come_back(
 def test_identical_requests_through_two_doors_and_two_brokers_render_once(
         cluster: Cluster, origin: Origin) -> None:
     brokers = [cluster.broker(), cluster.broker()]
-    if not BROKER_COALESCES:
-        pytest.skip("these brokers do not coalesce keyed requests yet (core v2's broker)")
     # a render that takes long enough for all 100 requests to be in flight together
     image_workers(cluster, brokers, 2, allow=origin.url, stand_in=True,
                   env={"DIPS_TEST_RENDER_DELAY": "1.5"})
