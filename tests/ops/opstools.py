@@ -18,7 +18,7 @@ from typing import Any
 from testkit import BrokerLoad, serving_workers
 
 REPO = Path(__file__).resolve().parents[2]
-CODE_PACKAGES = ("mdp", "renderers", "mdpctl")
+CODE_PACKAGES = ("mdp", "mdp_http", "mdp_gearman", "renderers", "mdpctl")
 FAST = ["--heartbeat-interval", "0.2", "--time-limit", "5"]
 
 
