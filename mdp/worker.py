@@ -245,9 +245,12 @@ class Worker:
                 now = time.monotonic()
                 # before draining, take in every task already here: it is served
                 self.read_all(now, None if self._stop_requested else ready)
-                self.check_stop(now)
-                if now >= core.next_deadline(now):
+                if self._stop_requested:
+                    self.check_stop(now)
+                deadline = core.next_deadline(now)
+                if now >= deadline:
                     core.handle(Tick(), now)
+                    deadline = core.next_deadline(now)
                 task = core.begin(now)
                 if core.actions:
                     self.flush()
@@ -264,7 +267,9 @@ class Worker:
                     else:
                         ready = None
                 elif core.phase is not Phase.DONE:
-                    ready = self._wait(core.next_deadline(now))
+                    # (what begin did since can only make the deadline later: an early
+                    # wake-up at worst)
+                    ready = self._wait(deadline)
         finally:
             self._leave()
             self.lock.release()
@@ -316,20 +321,18 @@ class Worker:
 
     def _run_task(self, task: Task) -> bool:
         """Run the handler inline; True when it was short (under busy_after)."""
-        handlers.reporting(partial(self.report, task))
-        try:
-            if self.handler.instant:
+        if self.handler.instant:  # done in microseconds: no watch, nothing to report
+            body = self._call(task)
+        else:
+            handlers.reporting(partial(self.report, task))
+            self.lock.release()
+            SENTINEL.enter(self, task.started_at)
+            try:
                 body = self._call(task)
-            else:
-                self.lock.release()
-                SENTINEL.enter(self, task.started_at)
-                try:
-                    body = self._call(task)
-                finally:
-                    SENTINEL.leave(self)
-                    self.lock.acquire()
-        finally:
-            handlers.reporting(None)
+            finally:
+                SENTINEL.leave(self)
+                self.lock.acquire()
+                handlers.reporting(None)
         now = time.monotonic()
         if self._reports:
             self.send_reports()  # before the reply: nothing of a task goes after it

@@ -29,8 +29,9 @@ from pathlib import Path
 from benchlib import imageserver_thumbor as thumbor
 from benchlib.cluster import start_broker, start_workers
 from benchlib.plan import Plan
-from benchlib.procs import BenchError, Child, Children, cpu_seconds, rss_bytes, wait_for
+from benchlib.procs import BenchError, Child, Children, wait_for
 from benchlib.roundtrip import note
+from testkit import cpu_seconds, rss_bytes
 
 CASES = (("24mp", 6000, 4000), ("1600x1200", 1600, 1200))
 WIDTH = 300

@@ -25,8 +25,9 @@ from imagekit import (
 )
 from PIL import Image
 
-from clusterkit import Cluster, broker_counter, needs, wait_for
+from clusterkit import Cluster, needs
 from mdp_http.signing import post_text
+from testkit import broker_counter, wait_for
 
 pytestmark = pytest.mark.slow
 
