@@ -46,6 +46,8 @@ CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
 ALLOWED_METHODS = "GET, HEAD, POST, OPTIONS"
 
 VersionOf = Callable[[str], Awaitable[str]]
+Observe = Callable[[str, int, float], None]  # (service, status, seconds): the HTTP metrics
+Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -64,8 +66,10 @@ class ImageServer:
     """The image URL handlers and their state (cache, requests in flight, counters)."""
 
     def __init__(self, config: HttpConfig, backend: Backend, signer: Signer | None,
-                 registry: CollectorRegistry, version_of: VersionOf) -> None:
+                 registry: CollectorRegistry, version_of: VersionOf,
+                 observe: Observe | None = None) -> None:
         self.config = config
+        self.observe = observe
         self.backend = backend
         self.signer = signer
         self.version_of = version_of
@@ -87,11 +91,22 @@ class ImageServer:
     def routes(self) -> list[web.AbstractRouteDef]:
         """Catch-all routes: register them after every other route."""
         return [
-            web.get("/info/{tail:.+}", self.get_info),
-            web.get("/{tail:.+}", self.get),
-            web.post("/{tail:.+}", self.post),
+            web.get("/info/{tail:.+}", self._timed(INFO_SERVICE, self.get_info)),
+            web.get("/{tail:.+}", self._timed(IMAGE_SERVICE, self.get)),
+            web.post("/{tail:.+}", self._timed(IMAGE_SERVICE, self.post)),
             web.route("OPTIONS", "/{tail:.*}", self.options),
         ]
+
+    def _timed(self, service: str, handler: Route) -> Route:
+        """``handler`` counted in the gateway's HTTP metrics under ``service`` (a fixed
+        label: the URL never names it)."""
+        async def timed(request: web.Request) -> web.StreamResponse:
+            started = time.monotonic()
+            response = await handler(request)
+            if self.observe is not None:
+                self.observe(service, response.status, time.monotonic() - started)
+            return response
+        return timed
 
     def stats(self) -> dict[str, Any]:
         """The dashboard's view of the image server."""

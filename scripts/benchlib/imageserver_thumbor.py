@@ -13,7 +13,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from benchlib.procs import BenchError, Child, Children, free_port, wait_for
+from benchlib.procs import BenchError, Child, Children, wait_for
+from testkit import free_port
 
 VERSION = "7.8.0"
 CACHE = Path(os.environ.get("DIPS_BENCH_CACHE", Path.home() / ".cache" / "dips-bench"))

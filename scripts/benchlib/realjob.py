@@ -17,12 +17,13 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchlib.cluster import broker_status, start_broker, start_workers
+from benchlib.cluster import start_broker, start_workers
 from benchlib.markdown import met, num, table
 from benchlib.plan import Plan
 from benchlib.procs import Child, Children
 from benchlib.roundtrip import note
 from benchlib.stats import CpuTally, cpu_window
+from testkit import broker_status
 
 SERVICE = "ecard"
 TARGET = 0.85

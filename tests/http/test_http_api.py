@@ -15,9 +15,10 @@ import msgpack
 import pytest
 from httpkit import Gateway, error_code, start_gateway
 
-from clusterkit import Cluster, count_workers, wait_for
+from clusterkit import Cluster
 from mdp_http.signing import post_text, sign
 from renderers import samples
+from testkit import count_workers, wait_for
 
 SERVICES = ("echo", "ecard", "thumbnail", "crop", "watermark", "convert", "image")
 PHOTO = samples.photo_jpeg(64, 48)
@@ -56,7 +57,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         endpoints = [b.endpoint for b in brokers]
         for service in SERVICES:
             cluster.worker(brokers, service, wait=False)
-        cluster.worker(brokers, "slow", test_worker=True, wait=False)
+        cluster.worker(brokers, "slow", faulty=True, wait=False)
         for service in (*SERVICES, "slow"):
             for endpoint in endpoints:
                 wait_for(lambda e=endpoint, s=service: count_workers(e, s) >= 1, 30,

@@ -25,8 +25,9 @@ from imagekit import (
 )
 from PIL import Image
 
-from clusterkit import Cluster, broker_counter, needs, wait_for
+from clusterkit import Cluster, needs
 from mdp_http.signing import post_text
+from testkit import broker_counter, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -78,6 +79,8 @@ def test_a_signed_url_renders_once_then_comes_from_the_cache_or_304(
     assert served([broker]) == 1
     assert metric(gateway, "dips_http_cache_hits_total") == 1
     assert metric(gateway, "dips_http_not_modified_total") == 1
+    assert metric(gateway, 'dips_http_requests_total{service="imgproxy",status="200"}') == 2
+    assert metric(gateway, 'dips_http_requests_total{service="imgproxy",status="304"}') == 1
     # the base64 spelling of the same request is the same request
     status, encoded, _ = gateway.call("GET", signed(["rs:fit:200:200"], f"{origin.url}/a.jpg",
                                                     encoded=True))
