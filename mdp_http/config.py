@@ -153,9 +153,9 @@ def _flag_kwargs(f: dataclasses.Field[Any], environ: Mapping[str, str]) -> dict[
     if str(f.type) == "bool":
         return {**kwargs, "action": argparse.BooleanOptionalAction, "default": default,
                 "help": f"{meta['help']} (default: {'on' if default else 'off'}{where})"}
-    shown = "none" if default is None else default
+    value = "none" if default is None else default
     return {**kwargs, "default": default, "type": _CONVERTERS.get(str(f.type), str),
-            "metavar": meta["metavar"], "help": f"{meta['help']} (default: {shown}{where})"}
+            "metavar": meta["metavar"], "help": f"{meta['help']} (default: {value}{where})"}
 
 
 def parse_args(argv: Sequence[str] | None,
