@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from mdp.errors import ConfigError
 from mdpctl import ports
 from mdpctl.cluster import Cluster, Host
 from mdpctl.endpoints import split_listen
@@ -83,9 +84,19 @@ def read_doors(cluster: Cluster, hosts: Sequence[Host] | None = None) -> list[Do
     return [d for h in (hosts or cluster.hosts) for d in read_host_doors(h, cluster.rpc_timeout_s)]
 
 
+def _port(listen: str) -> tuple[str, int] | None:
+    try:
+        return split_listen(listen)
+    except ConfigError:
+        return None  # a door configured without --listen (its program's default)
+
+
 def accepts(listen: str, timeout_s: float = 0.5) -> bool:
     """True when something accepts TCP connections at ``HOST:PORT``."""
-    host, port = split_listen(listen)
+    address = _port(listen)
+    if address is None:
+        return False
+    host, port = address
     host = "127.0.0.1" if host in ("0.0.0.0", "*", "") else host
     try:
         with socket.create_connection((host.strip("[]"), port), timeout=timeout_s):
@@ -100,11 +111,8 @@ def failure_reason(cluster: Cluster, door: Door) -> str:
     reason = f"{door.kind} ({door.listen}) could not start: {door.label} is {proc.state}"
     if proc.spawnerr:
         reason += f" ({proc.spawnerr})"
-    try:
-        _host, port = split_listen(door.listen)
-        holder = ports.holder(port)
-    except CtlError:
-        holder = None
+    address = _port(door.listen)
+    holder = ports.holder(address[1]) if address else None
     if holder is not None and holder.pid != proc.pid:
         reason += f"; port {door.listen.rpartition(':')[2]} is held by {holder.describe()}"
     try:
@@ -151,8 +159,8 @@ def start_failed(cluster: Cluster, say: Callable[[str], None]) -> list[Door]:
     restarted = []
     for door in read_doors(cluster):
         if door.process.state in FAILED_STATES or door.process.state == "STOPPED":
-            _host, port = split_listen(door.listen)
-            problem = ports.check_free(_host, port)
+            address = _port(door.listen)
+            problem = ports.check_free(*address) if address else None
             if problem is not None:
                 raise ProcessFailed(f"{door.kind} ({door.listen}) cannot start: {problem}")
             sup = Supervisor(cluster.host(door.host).supervisor, cluster.rpc_timeout_s)

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 CONFIG_NAME = "supervisord.conf"
 OPTIONS_NAME = "up.json"
+# Settings of the programs (renderers' limits and sources, the doors' ...) come from DIPS_*
+# variables; these are mdpctl's own and stay out of the cluster's environment.
+MDPCTL_ENV = frozenset({"DIPS_RUN_DIR", "DIPS_CLUSTER", "DIPS_SUPERVISOR_PASSWORD"})
 HTTP_LISTEN = "127.0.0.1:8080"  # mdp-http
 GEARMAN_LISTEN = "127.0.0.1:4730"  # mdp-gearman, where gearmand would listen
 STARTUP_LOG_NAME = "supervisord.startup.log"
@@ -68,6 +71,7 @@ class LocalSpec:
     log_level: str = "INFO"
     http_listen: str | None = HTTP_LISTEN
     gearman_listen: str | None = GEARMAN_LISTEN
+    settings: tuple[tuple[str, str], ...] = ()  # DIPS_* variables the programs get
 
     def options(self) -> dict[str, Any]:
         """What ``up`` was asked for, as recorded in ``up.json`` and compared by a later
@@ -83,6 +87,9 @@ class LocalSpec:
             "http": self.http_listen or "off",
             "gearman": self.gearman_listen or "off",
         }
+
+    def settings_record(self) -> dict[str, str]:
+        return dict(self.settings)
 
     def listens(self) -> list[tuple[str, str, int]]:
         """(what, host, port) for every port the cluster will listen on."""
@@ -111,7 +118,29 @@ class LocalSpec:
             identifier="dips-local",
             gearman_listen=self.gearman_listen,
             http_listen=self.http_listen,
+            extra_environment={k: render.escape_env(v) for k, v in self.settings},
         )
+
+
+def settings_from(environ: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """The DIPS_* settings in ``environ`` that the cluster's programs are to get."""
+    found = []
+    for key, value in sorted(environ.items()):
+        if key.startswith("DIPS_") and key not in MDPCTL_ENV:
+            if '"' in value or "\n" in value:
+                raise UsageError(f"${key} holds a quote or a newline, which supervisord's "
+                                 "environment= cannot carry")
+            found.append((key, value))
+    return tuple(found)
+
+
+def settings_changed(run_dir: Path, settings: tuple[tuple[str, str], ...]) -> list[str]:
+    """The DIPS_* settings that differ from those the running cluster was started with."""
+    recorded = recorded_options(run_dir)
+    if recorded is None:
+        return []
+    before, now = recorded.get("settings", {}), dict(settings)
+    return sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
 
 
 _MOVE_HINT = {
@@ -198,8 +227,9 @@ def write_files(spec: LocalSpec) -> Path:
     (spec.run_dir / CLUSTER_FILE_NAME).write_text(
         local_cluster_toml(spec.run_dir, spec.brokers), encoding="utf-8"
     )
+    record = {**spec.options(), "settings": spec.settings_record()}
     (spec.run_dir / OPTIONS_NAME).write_text(
-        json.dumps(spec.options(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
     return config_path
 

@@ -46,15 +46,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sign.add_argument("--key", required=True, metavar="FILE", help="hex key file")
     sign.add_argument("--salt", required=True, metavar="FILE", help="hex salt file")
     sign.add_argument("--source", metavar="URL", help="the source: http(s)://... or "
-                      "local:///path")
+                      "local:///path (default: none; or --path)")
     sign.add_argument("--options", default="", metavar="OPTS",
                       help="processing options, e.g. rs:fit:300:300/q:80 (default: none)")
     sign.add_argument("--ext", default="", metavar="EXT",
                       help="the output format, e.g. webp (default: left open)")
     sign.add_argument("--encoded", action="store_true",
                       help="the source as URL-safe base64 rather than plain")
-    sign.add_argument("--path", metavar="PATH", help="sign this path as it is instead")
-    sign.add_argument("--body", metavar="FILE", help="sign a POST of this file to the path")
+    sign.add_argument("--path", metavar="PATH", help="sign this path as it is instead "
+                      "(default: none)")
+    sign.add_argument("--body", metavar="FILE", help="sign a POST of this file to the path "
+                      "(default: none, a GET)")
     sign.add_argument("--base", default="", metavar="URL",
                       help="the door's address, put in front (default: the path alone)")
 

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 from typing import Any
 
 from mdpctl import catalog
-from mdpctl.catalog import ServiceInfo
+from mdpctl.catalog import Offer
 from mdpctl.context import Context
 from mdpctl.endpoints import endpoint_arg
 from mdpctl.errors import UsageError
@@ -51,64 +50,62 @@ def show(ctx: Context, brokers: list[str] | None, timeout_s: float, name: str | 
          as_json: bool) -> None:
     cluster = ctx.cluster()
     endpoints = list(brokers or cluster.brokers)
-    services, silent = catalog.catalog(endpoints, timeout_s, cluster.curve)
-    if name is not None:
-        services = [s for s in services if s.name == name] or _unknown(name, services)
+    offered, silent = catalog.catalog(endpoints, timeout_s, cluster.curve)
+    services = [s for s in offered if name in (None, s.name)]
+    if not services and name is not None:
+        names = ", ".join(s.name for s in offered) or "none"
+        raise UsageError(f"no worker offers {name!r}; the fleet offers: {names}")
     if as_json:
         ctx.say(json.dumps([_jsonable(s) for s in services], indent=2, sort_keys=True))
     elif name is not None:
         ctx.say(detail(services[0], endpoints))
     else:
         ctx.say(listing(services, endpoints))
-    for endpoint in silent:
-        ctx.say(f"(broker {endpoint} did not answer; its services are not counted)")
+    for view in silent:
+        ctx.say(f"(broker {view.endpoint}: {view.error}; its workers are not counted)")
 
 
-def _unknown(name: str, services: list[ServiceInfo]) -> list[ServiceInfo]:
-    offered = ", ".join(s.name for s in services) or "none"
-    raise UsageError(f"no worker offers {name!r}; the fleet offers: {offered}")
+def _jsonable(service: Offer) -> dict[str, Any]:
+    info = service.info
+    return {
+        "name": service.name,
+        "workers": service.workers,
+        "content_type": info.content_type if info else None,
+        "doc": info.doc if info else "",
+        "fields": [{"name": f.name, "kind": f.kind, "required": f.required, "doc": f.doc}
+                   for f in service.fields],
+    }
 
 
-def _jsonable(service: ServiceInfo) -> dict[str, Any]:
-    data = asdict(service)
-    data["fields"] = [asdict(f) for f in service.fields]
-    return data
-
-
-def _reply(service: ServiceInfo) -> str:
-    if service.content_type is None:
-        return "-"
-    return service.content_type or "(per request)"
-
-
-def _fields(service: ServiceInfo) -> str:
-    if not service.described:
+def _fields(service: Offer) -> str:
+    if service.info is None:
         return "(not described by its workers)"
     if not service.fields:
         return "(any map)"
     return ", ".join(f.name + ("*" if f.required else "") for f in service.fields)
 
 
-def listing(services: list[ServiceInfo], endpoints: list[str]) -> str:
-    rows = [[s.name, " ".join(str(s.workers.get(e, 0)) for e in endpoints), _reply(s),
+def listing(services: list[Offer], endpoints: list[str]) -> str:
+    rows = [[s.name, " ".join(str(s.workers.get(e, 0)) for e in endpoints), s.reply,
              _fields(s)] for s in services]
     table = format_table(["SERVICE", "WORKERS", "REPLY", "FIELDS (* required)"], rows)
     return (table + f"\n(WORKERS: ready at each broker, in the order {', '.join(endpoints)})"
             "\n`mdpctl services NAME` describes a service's fields")
 
 
-def detail(service: ServiceInfo, endpoints: list[str]) -> str:
-    lines = [f"{service.name}: {service.doc}" if service.doc else service.name]
+def detail(service: Offer, endpoints: list[str]) -> str:
+    doc = service.info.doc if service.info else ""
+    lines = [f"{service.name}: {doc}" if doc else service.name]
     lines.append("  workers  " + ", ".join(
         f"{service.workers.get(e, 0)} at {e}" for e in endpoints))
-    lines.append(f"  reply    {_reply(service)}")
+    lines.append(f"  reply    {service.reply}")
     if service.fields:
         rows = [[f.name, f.kind, "yes" if f.required else "", f.doc]
                 for f in service.fields]
         table = format_table(["FIELD", "KIND", "REQUIRED", "MEANING"], rows)
         lines.append("  fields")
         lines.extend("    " + line for line in table.splitlines())
-    elif not service.described:
+    elif service.info is None:
         lines.append("  fields   not described by its workers")
     lines.append(f"  call     {service.example()}")
     return "\n".join(lines)

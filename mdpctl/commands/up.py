@@ -7,11 +7,12 @@ usage: mdpctl up [--broker ENDPOINT ...] [--service NAME[=N] ...] [--workers N] 
 
 No configuration file is needed: the packaged supervisord configuration is rendered
 into the run directory (supervisord.conf, with cluster.toml for the other commands and
-up.json, the options) and supervisord is started there.  Two brokers, at
-tcp://127.0.0.1:5555 and :5556 unless --broker says otherwise; for each service as many
-workers as the machine has cores; the HTTP door (mdp-http: API, dashboard, /metrics) at
-127.0.0.1:8080 and the Gearman door (mdp-gearman) at 127.0.0.1:4730 unless --http and
---gearman move them or turn them off.
+up.json, the options) and supervisord is started there; the programs get every DIPS_*
+variable of up's environment (the renderers' limits and image sources: docs/RENDERERS.md).
+Two brokers, at tcp://127.0.0.1:5555 and :5556 unless --broker says otherwise; for each
+service as many workers as the machine has cores; the HTTP door (mdp-http: API,
+dashboard, /metrics) at 127.0.0.1:8080 and the Gearman door (mdp-gearman) at
+127.0.0.1:4730 unless --http and --gearman move them or turn them off.
 
 Every port is checked first, as the programs bind it: a port that is taken stops up at
 once with one line naming it and the process that holds it, and nothing is started.
@@ -114,6 +115,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if ctx.search().run_dir is not None:
         _check_same_options(args, ctx)
         ctx.say(f"cluster already running in {ctx.run_dir}; waiting until it serves")
+        changed = local.settings_changed(ctx.run_dir, local.settings_from(dict(os.environ)))
+        if changed:
+            ctx.say(f"  note: it runs with other {', '.join('$' + k for k in changed)} than "
+                    "set here; `mdpctl down` and `mdpctl up` to change them")
         doors.start_failed(ctx.cluster(), ctx.say)
     else:
         spec = _spec(args, ctx, {})
@@ -123,6 +128,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         local.check_ports_free(spec)
         local.write_files(spec)
         locate.note_last(ctx.run_dir)
+        workers = sum(pool.workers for pool in spec.pools)
+        doors_asked = sum(1 for listen in (spec.http_listen, spec.gearman_listen) if listen)
+        ctx.say(f"starting {len(spec.brokers)} brokers, {workers} workers and {doors_asked} "
+                f"doors under supervisord in {ctx.run_dir} ...")
         local.start_supervisord(ctx.run_dir)
     cluster = ctx.cluster()
     try:
@@ -194,6 +203,7 @@ def _spec(args: argparse.Namespace, ctx: Context, base: dict[str, Any]) -> local
         log_level=pick(args.log_level, "log_level", "INFO"),
         http_listen=None if http == "off" else http,
         gearman_listen=None if gearman == "off" else gearman,
+        settings=local.settings_from(dict(os.environ)),
     )
 
 

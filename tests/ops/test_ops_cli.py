@@ -17,8 +17,9 @@ from mdp.version import code_version, package_version
 from mdpctl import commands, probe
 from mdpctl.cli import build_parser, main, split_doc
 from mdpctl.lock import exclusive, lock_path
+from testkit import free_ports
 
-from .opstools import free_ports, processes_under
+from .opstools import processes_under
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -205,3 +206,48 @@ def test_a_run_directory_too_deep_for_a_unix_socket_is_refused(
     assert code == 2 and err.count("\n") == 1
     assert f"the run directory {deep} is too deep for supervisord's control socket" in err
     assert processes_under(tmp_path) == []
+
+
+def test_a_door_is_known_by_its_command() -> None:
+    from mdpctl.doors import door_kind
+
+    assert door_kind("/usr/bin/python3 -m mdp_http --listen 127.0.0.1:8080 --broker x") == (
+        "mdp-http", "127.0.0.1:8080")
+    assert door_kind("/opt/dips/bin/mdp-gearman --broker x --listen 0.0.0.0:4730") == (
+        "mdp-gearman", "0.0.0.0:4730")
+    assert door_kind("python -m mdp.worker --service echo") is None
+    assert door_kind("python -m 'unbalanced") is None
+
+
+def test_the_holder_of_a_port_is_found_in_proc() -> None:
+    from mdpctl import ports
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        found = ports.holder(port)
+        assert found is not None and found.pid == os.getpid() and found.cwd == os.getcwd()
+        assert "pytest" in found.command or "python" in found.command
+        problem = ports.check_free("127.0.0.1", port)
+        assert problem is not None and f"in use by pid {os.getpid()} (" in problem
+    assert ports.holder(port) is None and ports.check_free("127.0.0.1", port) is None
+
+
+def test_no_cluster_anywhere_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mdpctl import locate
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    nowhere = tuple(f"tcp://127.0.0.1:{p}" for p in free_ports(2))
+    monkeypatch.setattr(locate, "DEFAULT_BROKERS", nowhere)  # the default ports may be busy
+    locate.note_last(tmp_path / "elsewhere")
+    found = locate.find_cluster()
+    assert found.run_dir is None
+    assert found.looked_in == [tmp_path / "state" / "dips" / "run", tmp_path / "elsewhere"]
+    message = found.not_found()
+    assert message.startswith(f"no cluster is running (looked in {tmp_path}/state/dips/run, "
+                              f"{tmp_path}/elsewhere; ")
+    assert f"nothing listens on {nowhere[0]}; nothing listens on {nowhere[1]}" in message
+    assert "`mdpctl up` starts one" in message

@@ -17,8 +17,9 @@ import pytest
 from mdpctl import local
 from mdpctl.errors import AuthError, SupervisorFault, Unreachable, UsageError
 from mdpctl.rpc import Supervisor, SupervisorEndpoint
+from testkit import free_ports, wait_for
 
-from .opstools import free_ports, kill_all_under, processes_under, wait_for
+from .opstools import kill_all_under, processes_under
 
 DUMMY = "import sys, time; print('dummy up', sys.argv[1], flush=True); time.sleep(3600)"
 
@@ -194,3 +195,19 @@ def test_a_port_in_time_wait_is_free_for_the_cluster() -> None:
 def test_code_dir_is_the_checkout() -> None:
     found = local.code_dir()
     assert found is None or (Path(found) / "mdp").is_dir()
+
+
+def test_the_programs_get_the_dips_settings_of_ups_environment(tmp_path: Path) -> None:
+    environ = {"DIPS_SOURCES_ALLOW": "https://img.example.com", "DIPS_MAX_SIDE": "4000",
+               "DIPS_RUN_DIR": "/x", "DIPS_SUPERVISOR_PASSWORD": "s3cr3t-pw", "HOME": "/root"}
+    settings = local.settings_from(environ)
+    assert settings == (("DIPS_MAX_SIDE", "4000"),
+                        ("DIPS_SOURCES_ALLOW", "https://img.example.com"))
+    spec = local.LocalSpec(tmp_path, ("tcp://127.0.0.1:7001",), (), settings=settings)
+    local.write_files(spec)
+    text = (tmp_path / "supervisord.conf").read_text()
+    assert 'DIPS_SOURCES_ALLOW="https://img.example.com"' in text and "s3cr3t" not in text
+    assert local.settings_changed(tmp_path, settings) == []
+    assert local.settings_changed(tmp_path, settings[:1]) == ["DIPS_SOURCES_ALLOW"]
+    with pytest.raises(UsageError, match="quote or a newline"):
+        local.settings_from({"DIPS_WATERMARK_TEXT": 'say "hi"'})
