@@ -142,13 +142,15 @@ class BrokerCore:
             deadline = min(deadline, self._next_probe)
         if self.dispatcher.orphans:
             deadline = min(deadline, self._next_grace)
-        return deadline
+        return min(deadline, self.dispatcher.next_retry)
 
     def tick(self, now: float) -> None:
         """The shell has read what arrived, or a deadline came: run the timers that are
         due, then send what was gathered."""
         self._now = now
         self._gather = False
+        for service in self.dispatcher.due_retries(now):
+            self._dispatch(service, now)
         if now >= self._next_grace and self.dispatcher.orphans:
             self._next_grace = now + self._grace_every_s
             for request in self.dispatcher.unknown_requests(now):

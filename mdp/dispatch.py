@@ -17,13 +17,19 @@ silence once; after that it waits at its second worker.
 
 A worker lost while it runs a task (the first it holds) costs that request one *loss*; a
 request that has cost ``max_worker_losses`` workers is *poisoned*: given up and remembered
-(:mod:`mdp.poison`) rather than given to yet another worker. Requests of one service with
+(:mod:`mdp.poison`) rather than given to yet another worker. A request that lost a worker
+goes out again after a short random pause (``RETRY_S``), not at once: every broker learns
+of a worker's death at about the same moment, and the poisoned request that killed it,
+given out again at once by another broker, would often meet this one at the same idle
+worker, where a request that never ran would be taken for poisoned too. Requests of one service with
 the same coalescing key (``ck``) are *shared*: the first one queued or running is worked,
 and every caller attached to it is answered with its reply.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import random
 from collections import OrderedDict
@@ -37,6 +43,8 @@ from mdp.records import Request, Service, Worker, WorkerState
 from mdp.tally import BrokerTally
 
 __all__ = ["Dispatcher", "Request", "Service", "Worker", "WorkerState"]
+
+RETRY_S = (0.05, 0.25)  # a request that lost its worker goes out again this much later
 
 
 class Dispatcher:
@@ -74,7 +82,11 @@ class Dispatcher:
         self.offered: OrderedDict[bytes, None] = OrderedDict()  # services that had workers
         self.poison = PoisonMemory(poison_memory_s)
         self.counters = BrokerTally()
-        self._key = random.getrandbits(63)
+        self._random = random.Random()
+        self._key = self._random.getrandbits(63)
+        # requests that lost their worker, by when they go out again
+        self._retries: list[tuple[float, int, Request]] = []
+        self._retry_order = itertools.count()
 
     # --- workers ---------------------------------------------------------------------
 
@@ -120,7 +132,12 @@ class Dispatcher:
         worker.given_up.clear()
         for request in reversed(list(worker.tasks.values())):
             self._take_back(worker, request)
-            if not request.done:
+            if request.done:
+                continue
+            if lost and request is running:
+                due = now + self._random.uniform(*RETRY_S)
+                heapq.heappush(self._retries, (due, next(self._retry_order), request))
+            else:
                 self._requeue(service, request)
         if not service.workers:
             service.empty_since = now
@@ -129,6 +146,25 @@ class Dispatcher:
             else:
                 self.forget_if_unused(service)
         return poisoned
+
+    @property
+    def next_retry(self) -> float:
+        """When a request that lost its worker is next due to go out again."""
+        return self._retries[0][0] if self._retries else math.inf
+
+    def due_retries(self, now: float) -> list[Service]:
+        """Requests that lost their worker and have waited their pause go back to the head
+        of their queue; their services, to dispatch."""
+        services: list[Service] = []
+        retries = self._retries
+        while retries and retries[0][0] <= now:
+            _, _, request = heapq.heappop(retries)
+            if request.done:
+                continue
+            service = self._service(request.service, now)
+            self._requeue(service, request)
+            services.append(service)
+        return services
 
     def _give_up(self, service: Service, request: Request, now: float) -> None:
         self.counters.poisoned += 1
@@ -505,10 +541,10 @@ class Dispatcher:
 
     def quiet_holders(self, quiet_s: float, silent_s: float,
                       now: float) -> tuple[list[Worker], list[Worker]]:
-        """Workers that hold a task of ours and have said nothing for ``quiet_s`` (to
-        probe), and of those the DIPS workers quiet for ``silent_s`` since a task was given
-        them (gone silent, see :meth:`take_back_from_silent`). Workers that answer their
-        tasks quickly are neither."""
+        """Workers that have held a task of ours, and said nothing, for ``quiet_s`` (to
+        probe), and of those the DIPS workers quiet for ``silent_s`` (gone silent, see
+        :meth:`take_back_from_silent`). Workers that answer their tasks quickly are
+        neither."""
         expiry = self.worker_expiry_s
         quiet_if = now - quiet_s + expiry  # expires_at at most this: quiet for quiet_s
         silent_if = now - silent_s + expiry
@@ -517,8 +553,11 @@ class Dispatcher:
         for worker in self.busy.values():
             if worker.expires_at > quiet_if:
                 continue
+            given_at = next(iter(worker.tasks.values())).dispatched_at
+            if given_at > now - quiet_s:
+                continue  # given a task just now
             if worker.expires_at <= silent_if and worker.dips and not worker.silent \
-                    and next(iter(worker.tasks.values())).dispatched_at <= now - silent_s:
+                    and given_at <= now - silent_s:
                 silent.append(worker)
             else:
                 quiet.append(worker)

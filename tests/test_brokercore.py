@@ -289,7 +289,9 @@ def test_a_lost_workers_request_goes_to_another_worker() -> None:
     ready(core, W1)
     running_at(core, W1, 1, 0.0)
     ready(core, W2, 0.1)
-    [(peer, task)] = lost(core, W1, 0.5)  # a send to W1 failed: it is gone
+    assert lost(core, W1, 0.5) == []  # a send to W1 failed: it is gone; its request waits
+    assert 0.55 <= core.next_deadline() <= 0.75  # a short random pause, then goes out again
+    [(peer, task)] = tick(core, 0.75)
     assert peer == W2 and isinstance(task, p.BrokerTask)
     [(_, reply)] = feed(core, W2, p.reply(task.key, [b"done"]), 0.6)
     assert reply == p.Reply(SVC, [b"done"], 1)
@@ -302,9 +304,10 @@ def test_a_poisoned_request_costs_two_workers_then_worker_lost_and_is_remembered
         ready(core, worker)
     poison = msgpack.packb({"die": True})
     task = running_at(core, W1, 1, 0.0, poison)
-    [(peer, again)] = lost(core, W1, 0.3)
+    assert lost(core, W1, 0.3) == []
+    [(peer, again)] = tick(core, 0.55)
     assert peer != W1 and tasks_in([again])[0].body == [poison]
-    sent = lost(core, peer, 0.6)
+    sent = lost(core, peer, 0.6)  # the second loss: given up at once
     assert sent == [(C1, sent[0][1])] and error_of([sent[0][1]], 1) == "worker_lost"
     message = result_of([sent[0][1]])[1]["error"]["message"]
     assert "'echo'" in message and "2 workers" in message
