@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mdp import protocol as p
-from mdp.actions import Action, Event, Lost, Opened, Received, Send, Tick
+from mdp.actions import Event, Lost, Opened, Received, Send, Tick
 from mdp.auth import CLIENT_ROLE, WORKER_ROLE
 from mdp.brokerstatus import broker_status, clean_meta
 from mdp.config import BrokerConfig
@@ -52,6 +52,7 @@ from mdp.errors import (
     WorkerLost,
 )
 from mdp.keys import fingerprint
+from mdp.outbox import Outbox
 from mdp.version import code_version
 
 log = logging.getLogger("mdp.broker")
@@ -96,12 +97,7 @@ class BrokerCore:
         self._worker_welcome = {**welcome, "batch": True, "progress": True}
         self._firsts: dict[bytes, p.First] = {}  # HELLO "first", by client
         self._hellos: dict[bytes, int] = {}  # clients' HELLO flags (BATCH, PROGRESS)
-        # replies gathered for batched RESULTs: client -> service -> (ids, bodies)
-        self._results: dict[bytes, dict[bytes, tuple[list[int], list[bytes]]]] = {}
-        # tasks gathered for workers that take TASKS: identity -> (worker, [(task, hold)])
-        self._tasks: dict[bytes, tuple[Worker, list[tuple[Request, bool]]]] = {}
-        self._actions: list[Action] = []
-        self._taken = 0  # how many times the shell took the actions
+        self._out = Outbox(self.dispatcher.workers)
         self._now = now  # the time of the event being handled
         self._gather = False  # the message being handled has others behind it
         self._warnings = _Warnings()
@@ -124,16 +120,15 @@ class BrokerCore:
             case Opened():
                 pass
 
-    def take_actions(self) -> list[Action]:
-        """What to send, in order; the shell reports a send that failed with :meth:`lost`."""
-        actions, self._actions = self._actions, []
-        self._taken += 1
-        return actions
+    def take_actions(self) -> list[Send]:
+        """What to send, in order (a broker only ever sends: its shell opens and closes
+        nothing); the shell reports a send that failed with :meth:`lost`."""
+        return self._out.take()
 
     @property
     def gathered(self) -> bool:
         """Output waits for the end of the pass (:meth:`flush`)."""
-        return bool(self._tasks or self._results)
+        return self._out.gathered
 
     def next_deadline(self) -> float:
         """When :meth:`tick` is next due."""
@@ -168,12 +163,7 @@ class BrokerCore:
     def flush(self, now: float) -> None:
         """Send every gathered task and reply."""
         self._now = now
-        while self._tasks:
-            identity, (worker, tasks) = self._tasks.popitem()
-            self._emit_tasks(worker, tasks, now)
-        while self._results:
-            client, results = self._results.popitem()
-            self._emit_results(client, results)
+        self._out.flush(now)
 
     def lost(self, peer: bytes, now: float) -> None:
         """A send to ``peer`` failed: it is no longer connected."""
@@ -539,64 +529,16 @@ class BrokerCore:
 
     def _send(self, frames: list[bytes]) -> None:
         """Send to a peer, after whatever was gathered for it (wire order)."""
-        peer = frames[0]
-        if self._tasks and peer in self._tasks:
-            worker, tasks = self._tasks.pop(peer)
-            self._emit_tasks(worker, tasks, self._now)
-        if self._results and peer in self._results:
-            self._emit_results(peer, self._results.pop(peer))
-        self._actions.append(Send(0, frames))
+        self._out.send(frames, self._now)
 
     def _dispatch(self, service: Service, now: float) -> None:
         if service.queue:
-            tasks = self._tasks
+            out, gather = self._out, self._gather
             for worker, request, hold in self.dispatcher.assignments(service, now):
-                if worker.batch and self._gather and len(request.body) == 1:
-                    # gathered, and sent as one TASKS when this pass ends (or before
-                    # anything else to the worker)
-                    pending = tasks.get(worker.identity)
-                    if pending is None:
-                        tasks[worker.identity] = (worker, [(request, hold)])
-                    else:
-                        pending[1].append((request, hold))
-                    continue
-                request.sent_mark = self._taken
-                self._send(p.to_worker(worker.identity, request.key, request.body,
-                                       worker.dips, request.ttl_ms(now), hold))
+                out.task(worker, request, hold, now, gather)
         if service.unrecalled and service.idle:
             for worker, request in self.dispatcher.recalls(service):
                 self._send(p.recall(worker.identity, request.key))
-
-    def _emit_tasks(self, worker: Worker, tasks: list[tuple[Request, bool]],
-                    now: float) -> None:
-        """One TASKS per worker (more past MAX_BATCH), unless it has gone meanwhile."""
-        if self.dispatcher.workers.get(worker.identity) is not worker:
-            return  # gone meanwhile: its tasks are queued again
-        tasks = [(r, hold) for r, hold in tasks if worker.tasks.get(r.key) is r]
-        taken = self._taken
-        for start in range(0, len(tasks), p.MAX_BATCH):
-            part = tasks[start:start + p.MAX_BATCH]
-            for request, _ in part:
-                request.sent_mark = taken
-            if len(part) == 1:
-                request, hold = part[0]
-                frames = p.to_worker(worker.identity, request.key, request.body, True,
-                                     request.ttl_ms(now), hold)
-            else:
-                frames = p.to_worker_batch(
-                    worker.identity, [r.key for r, _ in part], [r.body[0] for r, _ in part],
-                    [r.ttl_ms(now) for r, _ in part], [hold for _, hold in part])
-            self._actions.append(Send(0, frames))
-
-    def _emit_results(self, client: bytes,
-                      results: dict[bytes, tuple[list[int], list[bytes]]]) -> None:
-        """One RESULT per service of the gathered replies to ``client``."""
-        for service, (rids, bodies) in results.items():
-            if len(rids) == 1:
-                frames = p.to_client(client, service, bodies, rids[0])
-            else:
-                frames = p.to_client_batch(client, service, rids, bodies)
-            self._actions.append(Send(0, frames))
 
     def _reply_to(self, caller: Request, body: list[bytes]) -> None:
         """A reply (or an error) to one caller: gathered for a client that takes batched
@@ -605,20 +547,8 @@ class BrokerCore:
             self.dispatcher.counters.refused += 1  # revoked while its request ran
             return
         client = caller.client
-        if caller.rid is not None and self._gather and len(body) == 1 \
-                and self._hellos.get(client, 0) & BATCH:
-            results = self._results.get(client)
-            if results is None:
-                self._results[client] = {caller.service: ([caller.rid], list(body))}
-                return
-            pending = results.get(caller.service)
-            if pending is None:
-                results[caller.service] = ([caller.rid], list(body))
-            else:
-                pending[0].append(caller.rid)
-                pending[1].append(body[0])
-            return
-        self._send(p.to_client(client, caller.service, body, caller.rid))
+        self._out.result(client, caller.service, caller.rid, body, self._now,
+                         self._gather and bool(self._hellos.get(client, 0) & BATCH))
 
     def _answer_error(self, request: Request, error: RequestError) -> None:
         """An error to every caller of ``request``."""
@@ -635,9 +565,9 @@ class BrokerCore:
     def _forget(self, worker: Worker, now: float, lost: bool = False) -> None:
         """Forget a worker and give its tasks to others. ``lost``: it died or froze, which
         costs the request it was running a loss (not when that task never reached it)."""
-        self._tasks.pop(worker.identity, None)  # gathered, never sent: they are requeued
+        self._out.forget_worker(worker.identity)  # gathered, never sent: queued again
         running = worker.running
-        counted = lost and running is not None and running.sent_mark < self._taken - 1
+        counted = lost and running is not None and self._out.delivered(running)
         poisoned = self.dispatcher.remove_worker(worker, now, lost=counted)
         if poisoned is not None:
             self._poisoned(poisoned)
