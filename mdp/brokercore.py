@@ -564,13 +564,11 @@ class BrokerCore:
 
     def _forget(self, worker: Worker, now: float, lost: bool = False) -> None:
         """Forget a worker and give its tasks to others. ``lost``: it died or froze, which
-        costs the request it was running a loss (not when that task never reached it)."""
+        costs each request it held a loss (not one whose task never reached it)."""
         self._out.forget_worker(worker.identity)  # gathered, never sent: queued again
-        running = worker.running
-        counted = lost and running is not None and self._out.delivered(running)
-        poisoned = self.dispatcher.remove_worker(worker, now, lost=counted)
-        if poisoned is not None:
-            self._poisoned(poisoned)
+        for request in self.dispatcher.remove_worker(
+                worker, now, self._out.delivered if lost else None):
+            self._poisoned(request)
         self._dispatch(worker.service, now)
 
     def _poisoned(self, request: Request) -> None:

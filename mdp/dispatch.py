@@ -108,12 +108,16 @@ class Dispatcher:
                 offered.popitem(last=False)
         return worker
 
-    def remove_worker(self, worker: Worker, now: float, lost: bool = False) -> Request | None:
+    def remove_worker(self, worker: Worker, now: float,
+                      lost: Callable[[Request], bool] | None = None) -> list[Request]:
         """Forget a worker; the tasks it held go back to the head of their queue.
 
-        ``lost``: it died or froze (rather than left): the task it ran costs its request
-        one loss, and a request that has cost ``max_worker_losses`` workers is given up
-        and returned (*poisoned*; its callers are to be answered ``worker_lost``).
+        ``lost``: it died or froze (rather than left), and ``lost(request)`` says whether
+        a task had reached it: each such task costs its request one loss (the one it ran,
+        and those held behind it: a worker that gathers replies may have finished the first
+        and started the next when it died), and goes out again after a short pause; a
+        request that has cost ``max_worker_losses`` workers is given up and returned
+        (*poisoned*; its callers are to be answered ``worker_lost``).
         """
         service = worker.service
         identity = worker.identity
@@ -122,19 +126,20 @@ class Dispatcher:
         service.workers.pop(identity, None)
         service.idle.pop(identity, None)
         service.open.pop(identity, None)
-        running = worker.running
-        poisoned = None
-        if lost and running is not None:
-            running.losses += 1
-            if 0 < self.max_worker_losses <= running.losses:
-                poisoned = running
-                self._give_up(service, running, now)  # void wherever a copy of it is
+        costs = [] if lost is None else [r for r in (*worker.tasks.values(), *worker.given_up
+                                                     .values()) if not r.done and lost(r)]
+        poisoned = []
+        for request in costs:
+            request.losses += 1
+            if 0 < self.max_worker_losses <= request.losses:
+                poisoned.append(request)
+                self._give_up(service, request, now)  # void wherever a copy of it is
         worker.given_up.clear()
         for request in reversed(list(worker.tasks.values())):
             self._take_back(worker, request)
             if request.done:
                 continue
-            if lost and request is running:
+            if request in costs:
                 due = now + self._random.uniform(*RETRY_S)
                 heapq.heappush(self._retries, (due, next(self._retry_order), request))
             else:
@@ -461,6 +466,10 @@ class Dispatcher:
                 _, worker = idle.popitem(last=False)
                 hold = False
                 busy[worker.identity] = worker
+            elif request.losses:  # it may be poisoned: it waits for a worker of its own,
+                queue.appendleft(request)  # or a death would be blamed on another's task
+                self.queued += 1
+                break
             else:
                 _, worker = open_.popitem(last=False)
                 hold = True

@@ -324,16 +324,22 @@ def test_a_poisoned_request_costs_two_workers_then_worker_lost_and_is_remembered
     assert core.dispatcher.holds(C3, 11) and task.body == [poison]
 
 
-def test_only_the_running_task_counts_a_loss_held_ones_are_requeued_uncounted() -> None:
-    core = make(max_worker_losses=1)
+def test_every_task_a_lost_worker_held_costs_a_loss_and_then_waits_for_an_idle_worker() -> None:
+    """A worker that gathers replies may have finished its first task and started the one
+    held behind it when it died: both are charged, and neither is ever held again."""
+    core = make(max_worker_losses=2)
     ready(core, W1, prefetch=4)
+    ready(core, W2, prefetch=4)
     running_at(core, W1, 1, 0.0)
-    [(_, held)] = submit(core, C1, 2, 0.0)  # no other worker: held behind the first
-    assert isinstance(held, p.BrokerTask) and held.hold
-    sent = lost(core, W1, 0.5)
-    assert error_of([m for _, m in sent], 1) == "worker_lost"  # one loss allowed
-    assert 2 not in result_of([m for _, m in sent])  # the held one waits for a worker
-    assert [t.body for t in tasks_in(to(W2, ready(core, W2, 0.6)))] == [[BODY]]
+    [(_, other)] = submit(core, C1, 2, 0.0)  # W2 runs it
+    [(_, held)] = submit(core, C1, 3, 0.0)  # no worker idle: held behind request 1
+    assert isinstance(held, p.BrokerTask) and held.hold and held.body == [BODY]
+    assert lost(core, W1, 0.5) == []
+    requests = {r.rid: r for r in core.dispatcher.held.values()}
+    assert requests[1].losses == 1 and requests[3].losses == 1 and requests[2].losses == 0
+    assert tick(core, 0.8) == []  # back in the queue, but W2 is busy: not held behind it
+    sent = feed(core, W2, p.reply(other.key, [b"r"]), 0.9)  # type: ignore[union-attr]
+    assert [t.hold for t in tasks_in(to(W2, sent))] == [False]  # one, run as its own
 
 
 def test_a_task_whose_send_failed_never_reached_the_worker_and_costs_nothing() -> None:
