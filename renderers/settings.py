@@ -16,7 +16,7 @@ Sources fetched by the worker (``imgproxy``, ``info``; see :mod:`renderers.sourc
     DIPS_SOURCES_ALLOW         origins a source URL may come from, comma-separated
                                (``https://img.example.com``, ``https://*.example.com``)
     DIPS_SOURCES_INTERNAL      origins that may also resolve to loopback, private or
-                               link-local addresses (allowed too; default none)
+                               shared addresses (allowed too; never link-local; default none)
     DIPS_SOURCES_ROOTS         directories ``local:///path`` is looked up in, in order
     DIPS_SOURCE_MAX_BYTES      largest source fetched                   (default 33554432)
     DIPS_SOURCE_TIMEOUT        seconds for a whole fetch, redirects included (default 10)
