@@ -31,9 +31,9 @@ Output formats of ``imgproxy`` when a request leaves the format open::
     DIPS_AUTO_AVIF             AVIF for clients that accept it (default 1 when Pillow can
                                encode AVIF)
     DIPS_MAX_ANIMATION_FRAMES  most frames an animated result keeps     (default 100)
-    DIPS_MAX_ANIMATION_PIXELS  most source pixels x frames decoded for one animation
-                               (default 50000000); past either bound the first frames that
-                               fit are kept
+    DIPS_MAX_ANIMATION_PIXELS  most pixels x frames of one animation, decoded (source size)
+                               or held (result size) (default 50000000); past either bound
+                               the first frames that fit are kept
     DIPS_WATERMARK_IMAGE       the image ``imgproxy``'s ``watermark`` lays (a file)
     DIPS_WATERMARK_TEXT        or a text drawn with the watermark font
 
