@@ -299,8 +299,11 @@ class WorkerCore:
             # sent because that broker believes us idle: it runs before the tasks other
             # brokers asked us to hold, so it waits behind the current task only
             waiting = self.waiting
-            at = next((n for n, t in enumerate(waiting) if t.hold), len(waiting))
-            waiting.insert(at, task)
+            if not waiting:
+                waiting.append(task)  # the usual case: nothing else waits
+            else:
+                at = next((n for n, t in enumerate(waiting) if t.hold), len(waiting))
+                waiting.insert(at, task)
         else:
             self.waiting.append(task)
 

@@ -303,10 +303,18 @@ def run(kids: Children, plan: Plan, tmp: Path) -> list[str]:
     """The Markdown of the section."""
     photos = tmp / "photos"
     make_photos(photos)
+    dips, address = start_dips(kids, photos)
+    other, server = start_thumbor(kids, photos, tmp)
+    try:
+        return _run(kids, plan, tmp, dips, address, other)
+    finally:
+        thumbor.stop(server)
+
+
+def _run(kids: Children, plan: Plan, tmp: Path, dips: System, address: str,
+         other: System) -> list[str]:
     reps = 1 if plan.quick else 3
     duration = 4.0 if plan.quick else 15.0
-    dips, address = start_dips(kids, photos)
-    other, _ = start_thumbor(kids, photos, tmp)
     for system in (dips, other):  # warm up: imports, connections, the workers' source cache
         for name, _, _ in CASES:
             fetch(system.port, system.pattern[name].replace("NONCE-%d-%d", "warm"))

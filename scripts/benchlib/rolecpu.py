@@ -32,7 +32,7 @@ FLOOR_ROLES = (CLIENT, SERVER)
 DIPS_ROLES = (CLIENT, FACING, OTHER, WORKER)
 GUIDE_BROKER = "broker"
 GUIDE_ROLES = (CLIENT, GUIDE_BROKER, WORKER)
-TOTAL_TARGET = 4.0  # DIPS total at most this many times the floor total, pipelined
+TOTAL_TARGET = 3.0  # DIPS total at most this many times the floor total, pipelined
 OTHER_TARGET = 0.05  # the other broker at most this share of the client-facing one
 
 

@@ -325,3 +325,20 @@ def test_no_url_breaks_the_parser_with_anything_but_a_clear_error() -> None:
                                   cachebuster=proc.cachebuster, version="v")
         except BadRequest as exc:  # NotFound is one too
             assert exc.message
+
+
+def test_every_flag_takes_its_default_from_a_dips_http_variable() -> None:
+    from mdp_http.config import parse_args
+
+    environ = {"DIPS_HTTP_BROKER": "tcp://127.0.0.1:1,tcp://127.0.0.1:2",
+               "DIPS_HTTP_REDIS": "redis://127.0.0.1:7/0", "DIPS_HTTP_AUTO_WEBP": "1",
+               "DIPS_HTTP_CACHE_BYTES": "1024", "DIPS_HTTP_PRESET": "a=w:10,b=h:20"}
+    config = parse_args([], environ)
+    assert config.brokers == ["tcp://127.0.0.1:1", "tcp://127.0.0.1:2"]
+    assert (config.redis, config.auto_webp, config.cache_bytes) == ("redis://127.0.0.1:7/0",
+                                                                    True, 1024)
+    assert config.presets == ["a=w:10", "b=h:20"]
+    flags = parse_args(["--broker", "tcp://127.0.0.1:3", "--no-auto-webp"], environ)
+    assert flags.brokers == ["tcp://127.0.0.1:3"] and not flags.auto_webp  # flags win
+    with pytest.raises(SystemExit):
+        parse_args([], {**environ, "DIPS_HTTP_CACHE_BYTES": "lots"})
