@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from testkit import free_ports, wait_for
+from testkit import free_ports, kill_all_under, processes_under, wait_for
 
 from .conftest import NO_DOORS
-from .opstools import FAST, REPO, LocalCluster, copy_code, kill_all_under, processes_under
+from .opstools import FAST, REPO, LocalCluster, copy_code
 
 pytestmark = pytest.mark.slow
 

@@ -17,9 +17,7 @@ import pytest
 from mdpctl import local
 from mdpctl.errors import AuthError, SupervisorFault, Unreachable, UsageError
 from mdpctl.rpc import Supervisor, SupervisorEndpoint
-from testkit import free_ports, wait_for
-
-from .opstools import kill_all_under, processes_under
+from testkit import free_ports, kill_all_under, processes_under, wait_for
 
 DUMMY = "import sys, time; print('dummy up', sys.argv[1], flush=True); time.sleep(3600)"
 
