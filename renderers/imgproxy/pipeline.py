@@ -81,12 +81,12 @@ def check_result(plan: Plan, limits: Settings) -> None:
         (plan.canvas, "ops.resize.extend"),
         (plan.final, "ops.padding"),
     )
-    for (width, height), field in steps:
+    for (width, height), option in steps:
         if max(width, height) > limits.max_side or width * height > limits.max_pixels:
             raise BadRequest(
-                f"{field}: the result would be {width}x{height}; the limit is "
+                f"{option}: the result would be {width}x{height}; the limit is "
                 f"{limits.max_side} px per side and {limits.max_pixels / 1e6:g} MP",
-                field,
+                option,
             )
 
 
