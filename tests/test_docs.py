@@ -1,14 +1,14 @@
 """The documents are tests: every shell and Python block of README.md and docs/*.md runs.
 
 One local cluster serves every block: ``mdpctl up`` in a temporary run directory, on the
-default ports the documents name (5555, 5556, 8080, 4730), so outside CI the session
-first takes ``/tmp/dips-default-ports.lock`` (``flock``), as every user of those ports
-does.  Each document runs in a directory of its own, where ``mdpctl samples`` has
-written the inputs the examples use (photo.jpg, photos/, card.json, cards.jsonl ...) and
-where copies of the repository's scripts/, supervisor/ and docs/ are, so ``scripts/demo``
-works as pasted and no block can change the repository through them; ``DIPS_RUN_DIR``
-points every ``mdpctl`` at the cluster and ``HOME`` at a scratch directory.  A block that
-stops the cluster (``mdpctl down``, ``scripts/demo``) gets it started again for the next.
+default ports the documents name (5555, 5556, 8080, 4730), so the session first takes
+``/tmp/dips-default-ports.lock`` (``flock``), as every user of those ports does. Each
+document runs in a directory of its own, where ``mdpctl samples`` has written the inputs the
+examples use (photo.jpg, photos/, card.json, cards.jsonl ...) and where copies of the
+repository's scripts/, supervisor/ and docs/ are, so ``scripts/demo`` works as pasted and no
+block can change the repository through them; ``DIPS_RUN_DIR`` points every ``mdpctl`` at
+the cluster and ``HOME`` at a scratch directory. A block that stops the cluster (``mdpctl
+down``, ``scripts/demo``) gets it started again for the next.
 
 How a document marks a block that cannot run, or one that needs setup: ``tests/docblocks.py``.
 A failure names the document and the line of the block, with the end of its output.
@@ -122,9 +122,9 @@ class Docs:
 
 
 def _take_ports_lock() -> int | None:
-    """Hold the default ports' lock (not under CI, where this run is alone)."""
-    if os.environ.get("CI"):
-        return None
+    """Hold the default ports' lock, under CI too: CI=true is also set on shared machines,
+    where a cluster on the default ports run without it meets another user's (and an
+    `mdpctl down` of one finds and stops the other's, by its default port)."""
     fd = os.open(PORTS_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     deadline = time.monotonic() + LOCK_WAIT_S
     while True:
@@ -139,7 +139,7 @@ def _take_ports_lock() -> int | None:
 
 
 
-def _killprocesses_under(root: Path, timeout_s: float = 10.0) -> None:
+def _kill_until_none_under(root: Path, timeout_s: float = 10.0) -> None:
     """SIGKILL what is left (supervisord would restart a child killed alone: all at once,
     again until none is left)."""
     deadline = time.monotonic() + timeout_s
@@ -173,7 +173,7 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docs]:
         try:
             session.mdpctl("down", "--timeout", "30", timeout=60)
         finally:
-            _killprocesses_under(root)
+            _kill_until_none_under(root)
             if lock is not None:
                 os.close(lock)
 
