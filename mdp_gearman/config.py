@@ -25,6 +25,8 @@ class GatewayConfig:
     state_dir: Path | None = None  # the background outbox; None: background jobs refused
     concurrency: int = 64  # foreground jobs in DIPS at once
     background_concurrency: int = 16
+    worker_time_limit_s: float = 30.0  # a Gearman worker's job without CAN_DO_TIMEOUT
+    worker_prefetch: int = 1  # tasks a Gearman worker may be given beyond the one it runs
     max_connections: int = 1024
     max_jobs_per_connection: int = 256  # past this, the connection is not read
     max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES
