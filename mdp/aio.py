@@ -23,12 +23,12 @@ import zmq
 import zmq.asyncio
 
 from mdp import sockio
+from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
 from mdp.client import open_socket
 from mdp.clientcore import (
-    CLOSE,
-    OPEN,
-    SEND,
+    Call,
     ClientCore,
+    OnProgress,
     decode_status,
     encode_request,
     service_name,
@@ -70,14 +70,21 @@ class AsyncMDPClient:
     # --- public API ------------------------------------------------------------------
 
     async def send(self, service: str, request: dict[str, Any], *,
-                   timeout: float | None = None, priority: int = 0) -> Any:
-        """The result of one request; raises RequestError subclasses or Timeout."""
+                   timeout: float | None = None, priority: int = 0,
+                   key: bytes | None = None, on_progress: OnProgress | None = None) -> Any:
+        """The result of one request; raises RequestError subclasses or Timeout.
+
+        ``key`` and ``on_progress`` as for :meth:`mdp.client.MDPClient.send`;
+        ``on_progress`` is called on the event loop (it must not block), and an exception
+        it raises ends the call and is raised here."""
         body = encode_request(request, self.max_request_bytes)
-        return await self._call(service_name(service), [body], timeout, priority, False)
+        return await self._call(service_name(service), [body], timeout, priority, False,
+                                key, on_progress)
 
     async def request_raw(self, service: str, body: bytes) -> list[bytes]:
         """Send one frame as it is and return the reply's frames undecoded (e.g. MMI)."""
-        return await self._call(service.encode(), [body], None, 0, True)  # type: ignore[no-any-return]
+        frames: list[bytes] = await self._call(service.encode(), [body], None, 0, True)
+        return frames
 
     async def mmi_service(self, name: str) -> str:
         """8/MMI: "200" if a worker offers ``name``, "404" if none, "501" if unsupported."""
@@ -107,12 +114,14 @@ class AsyncMDPClient:
     # --- driving the core ------------------------------------------------------------
 
     async def _call(self, service: bytes, body: list[bytes], timeout: float | None,
-                    priority: int, raw: bool) -> Any:
+                    priority: int, raw: bool, key: bytes | None = None,
+                    on_progress: OnProgress | None = None) -> Any:
         loop = self._bind()
         future: asyncio.Future[Any] = loop.create_future()
         call = self._core.submit(service, body, loop.time(),
                                  timeout=self.timeout if timeout is None else timeout,
-                                 priority=priority, raw=raw, tag=future)
+                                 priority=priority, raw=raw, tag=future, key=key,
+                                 on_progress=on_progress)
         self._pump()
         try:
             return await future
@@ -138,9 +147,12 @@ class AsyncMDPClient:
         while True:
             if core.has_actions:
                 self._flush(loop)
+            if core.progress:
+                self._report(loop)
+                continue
             if not self._read_all(loop.time()):
                 break
-            core.tick(loop.time())
+            core.handle(Tick(), loop.time())
         for call in core.take_finished():
             future = call.tag
             if not future.done():
@@ -155,6 +167,24 @@ class AsyncMDPClient:
             self._timer = loop.call_at(deadline, self._on_timer)
             self._timer_at = deadline
 
+    def _report(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Progress reports to their calls' ``on_progress``; one that raises ends its call
+        with that exception."""
+        core = self._core
+        for call, progress in core.take_progress():
+            if call.done or call.on_progress is None:
+                continue
+            try:
+                call.on_progress(progress.kind, progress.num, progress.den, progress.data)
+            except Exception as exc:
+                self._fail_call(call, exc, loop)
+
+    def _fail_call(self, call: Call, exc: Exception, loop: asyncio.AbstractEventLoop) -> None:
+        future = call.tag
+        self._core.cancel(call, loop.time())
+        if not future.done():
+            future.set_exception(exc)
+
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, math.inf
         self._on_event()
@@ -167,11 +197,11 @@ class AsyncMDPClient:
             now = loop.time()
             for index in list(self._connecting):
                 sock = self._sockets[index]
-                if sock is not None and sock.get(_EVENTS) & _POLLOUT:  # type: ignore[operator]
+                if sock is not None and _writable(sock):
                     self._connecting.discard(index)
-                    self._core.opened(index, now)
+                    self._core.handle(Opened(index), now)
             self._read_all(now)
-            self._core.tick(now)
+            self._core.handle(Tick(), now)
             self._pump()
         except Exception:  # one barrier per pass: a bug here must not kill the loop's callbacks
             log.exception("AsyncMDPClient: error handling an event")
@@ -180,41 +210,43 @@ class AsyncMDPClient:
         core = self._core
         got = False
         for index, sock in enumerate(self._sockets):
-            # asking first is cheaper than a receive that finds nothing
-            if sock is not None and index not in self._connecting and sockio.readable(sock):
-                while (frames := sockio.recv(sock)) is not None:
-                    core.received(index, frames, now)
+            # asking before each receive is cheaper than a receive that finds nothing
+            # (pyzmq builds a zmq.Again), and a pass usually finds one or two messages
+            if sock is not None and index not in self._connecting:
+                while sockio.readable(sock) and (frames := sockio.recv(sock)) is not None:
+                    core.handle(Received(index, frames), now)
                     got = True
         return got
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         core = self._core
         while core.has_actions:
-            for kind, index, frames in core.take_actions():
-                if kind == SEND:
-                    sock = self._sockets[index]
-                    if sock is not None:
-                        try:
-                            sockio.send(sock, frames)  # type: ignore[arg-type]
-                        except zmq.Again:  # no connection: the broker is gone
-                            core.send_failed(index, loop.time())
-                elif kind == OPEN:
-                    self._open(index, loop)
-                elif kind == CLOSE:
-                    self._close(index, loop)
+            for action in core.take_actions():
+                match action:
+                    case Send(index, frames):
+                        sock = self._sockets[index]
+                        if sock is not None:
+                            try:
+                                sockio.send(sock, frames)
+                            except zmq.Again:  # no connection: the broker is gone
+                                core.handle(Lost(index), loop.time())
+                    case Open(index):
+                        self._open(index, loop)
+                    case Close(index):
+                        self._close(index, loop)
 
     def _open(self, index: int, loop: asyncio.AbstractEventLoop) -> None:
         self._close(index, loop)
         address = self.brokers[index]
         try:
-            sock = open_socket(self.context, address, self.curve,  # type: ignore[arg-type]
-                               self.max_reply_bytes)
+            sock = open_socket(self.context, address, self.curve, self.max_reply_bytes)
         except zmq.ZMQError as exc:
-            log.warning("cannot connect to broker %s: %s", address, exc)
-            return  # the core's connect timeout fails it
+            log.debug("cannot open a socket to broker %s: %s", address, exc)
+            self._core.handle(Lost(index), loop.time())  # it says so, rate-limited
+            return
         self._sockets[index] = sock
         self._connecting.add(index)
-        fd = int(sock.get(zmq.FD))  # type: ignore[arg-type]
+        fd = sock.fileno()
         self._fds[index] = fd
         loop.add_reader(fd, self._on_event)
         # the descriptor may already have signalled (edge-triggered): look once now too
@@ -228,3 +260,9 @@ class AsyncMDPClient:
             self._sockets[index] = None
             self._fds[index] = -1
             self._connecting.discard(index)
+
+
+def _writable(sock: zmq.Socket) -> bool:
+    """Whether a connecting socket is up (with IMMEDIATE, writable means connected)."""
+    events = sock.get(_EVENTS)
+    return isinstance(events, int) and bool(events & _POLLOUT)

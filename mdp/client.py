@@ -5,8 +5,8 @@ decision (which broker, handshake, pings, failover, resends, id matching, deadli
 its docstring and ``docs/PROTOCOL.md`` section 3). This module only carries out the
 core's actions on DEALER sockets and feeds it what arrives, in one loop:
 
-    carry out actions (open, close, send)  ->  wait in one receive or poll, up to the
-    core's next deadline  ->  read every message available  ->  core.tick(now)
+    carry out actions (Open, Close, Send)  ->  wait in one receive or poll, up to the
+    core's next deadline  ->  read every message available (Received)  ->  Tick
 
 A single ``send`` on a live connection is short: SUBMIT, send, block in the socket's own
 receive until the reply or the next deadline, match, done. ``send_many`` and
@@ -27,12 +27,11 @@ from typing import Any
 import zmq
 
 from mdp import sockio
+from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
 from mdp.clientcore import (
-    CLOSE,
-    OPEN,
-    SEND,
     Call,
     ClientCore,
+    OnProgress,
     decode_status,
     encode_request,
     service_name,
@@ -97,17 +96,23 @@ class MDPClient:
     # --- public API ------------------------------------------------------------------
 
     def send(self, service: str, request: dict[str, Any], *, timeout: float | None = None,
-             priority: int = 0) -> Any:
+             priority: int = 0, key: bytes | None = None,
+             on_progress: OnProgress | None = None) -> Any:
         """Send one request and return the result of its reply.
 
         Raises a :class:`~mdp.errors.RequestError` subclass for an error reply, and
         :class:`~mdp.errors.Timeout` when no broker answered in time. ``priority`` is
-        -1 (low), 0 or 1 (high).
+        -1 (low), 0 or 1 (high). ``key`` (1-64 bytes) is a coalescing key: identical
+        requests in flight at once, from any client, are worked once (derive it from
+        everything that decides the reply). ``on_progress(kind, num, den, data)`` is
+        called, in this thread, with each progress report of the worker (kind
+        ``"status"``: ``num`` of ``den``; ``"data"``, ``"warning"``: ``data``); an exception
+        it raises ends the call and is raised here.
         """
         body = encode_request(request, self.max_request_bytes)
         call = self._core.submit(service_name(service), [body], time.monotonic(),
                                  timeout=self.timeout if timeout is None else timeout,
-                                 priority=priority)
+                                 priority=priority, key=key, on_progress=on_progress)
         return self._outcome(call)
 
     def send_many(
@@ -148,7 +153,8 @@ class MDPClient:
         """Send one frame as it is and return the reply's frames undecoded (e.g. MMI)."""
         call = self._core.submit(service.encode(), [body], time.monotonic(),
                                  timeout=self.timeout, raw=True)
-        return self._outcome(call)  # type: ignore[no-any-return]
+        frames: list[bytes] = self._outcome(call)
+        return frames
 
     def mmi_service(self, name: str) -> str:
         """8/MMI: "200" if a worker offers ``name``, "404" if none, "501" if unsupported."""
@@ -178,6 +184,8 @@ class MDPClient:
             while not call.done:
                 self._wait(call)
                 self._flush()
+                if core.progress:
+                    report(core)
         finally:
             if not call.done:  # an exception (KeyboardInterrupt, say) escaped
                 core.cancel(call, time.monotonic())
@@ -218,24 +226,26 @@ class MDPClient:
         """Carry out the core's actions, in order."""
         core = self._core
         while core.has_actions:
-            for kind, index, frames in core.take_actions():
-                if kind == SEND:
-                    sock = self._sockets[index]
-                    if sock is not None:
-                        try:
-                            sockio.send(sock, frames)  # type: ignore[arg-type]
-                        except zmq.Again:  # no connection: the broker is gone
-                            core.send_failed(index, time.monotonic())
-                elif kind == OPEN:
-                    self._open(index)
-                elif kind == CLOSE:
-                    self._close(index)
+            for action in core.take_actions():
+                match action:
+                    case Send(index, frames):
+                        sock = self._sockets[index]
+                        if sock is not None:
+                            try:
+                                sockio.send(sock, frames)
+                            except zmq.Again:  # no connection: the broker is gone
+                                core.handle(Lost(index), time.monotonic())
+                    case Open(index):
+                        self._open(index)
+                    case Close(index):
+                        self._close(index)
 
     def _wait(self, call: Call | None) -> None:
         """Wait for a message or the next deadline; read all there is; run the timers.
 
         With one call outstanding on a connection that is up, wait in that socket's own
-        receive (one system call); otherwise poll every socket.
+        receive (one system call); otherwise poll every socket, or with no socket open
+        (every broker down) sleep: either way in the kernel, never in a loop.
         """
         core = self._core
         now = time.monotonic()
@@ -243,28 +253,34 @@ class MDPClient:
         ep = call.endpoint if call is not None else None
         if ep is not None and not self._connecting and len(core.pending) == 1:
             index = ep.index
-            frames, _ = sockio.recv_wait(self._sockets[index], timeout_ms)  # type: ignore[arg-type]
+            sock = self._sockets[index]
+            assert sock is not None  # noqa: S101 (a call is only placed on an open link)
+            frames, _ = sockio.recv_wait(sock, timeout_ms)
             now = time.monotonic()
             if frames is not None:
-                core.received(index, frames, now)
-                if call.done:  # type: ignore[union-attr]
+                core.handle(Received(index, frames), now)
+                if call is not None and call.done:
                     return
-        else:
+        elif self._open_count:
             events = self._get_poller().poll(timeout_ms)
             now = time.monotonic()
             for sock, event in events:
                 if event & _POLLOUT:
                     self._up(self._sockets.index(sock), now)
+        else:
+            time.sleep(timeout_ms / 1000)  # zmq_poll on no socket would not wait at all
+            now = time.monotonic()
         self._read_all(now)
-        core.tick(now)
+        core.handle(Tick(), now)
 
     def _read_all(self, now: float) -> None:
         core = self._core
         for index, sock in enumerate(self._sockets):
-            # asking first is cheaper than a receive that finds nothing
-            if sock is not None and index not in self._connecting and sockio.readable(sock):
-                while (frames := sockio.recv(sock)) is not None:
-                    core.received(index, frames, now)
+            # asking before each receive is cheaper than a receive that finds nothing
+            # (pyzmq builds a zmq.Again), and a pass usually finds one or two messages
+            if sock is not None and index not in self._connecting:
+                while sockio.readable(sock) and (frames := sockio.recv(sock)) is not None:
+                    core.handle(Received(index, frames), now)
 
     # --- connections -----------------------------------------------------------------
 
@@ -274,8 +290,9 @@ class MDPClient:
         try:
             sock = open_socket(self.context, address, self.curve, self.max_reply_bytes)
         except zmq.ZMQError as exc:  # e.g. an endpoint that cannot be resolved
-            log.warning("cannot connect to broker %s: %s", address, exc)
-            return  # the core's connect timeout fails it
+            log.debug("cannot open a socket to broker %s: %s", address, exc)
+            self._core.handle(Lost(index), time.monotonic())  # it says so, rate-limited
+            return
         self._sockets[index] = sock
         self._connecting.add(index)
         self._poller = None
@@ -283,7 +300,11 @@ class MDPClient:
     def _up(self, index: int, now: float) -> None:
         self._connecting.discard(index)
         self._poller = None
-        self._core.opened(index, now)
+        self._core.handle(Opened(index), now)
+
+    @property
+    def _open_count(self) -> int:
+        return sum(sock is not None for sock in self._sockets)
 
     def _close(self, index: int) -> None:
         sock = self._sockets[index]
@@ -301,3 +322,10 @@ class MDPClient:
                     flag = _POLLOUT if index in self._connecting else _POLLIN
                     self._poller.register(sock, flag)
         return self._poller
+
+
+def report(core: ClientCore) -> None:
+    """Give each progress report to its call's ``on_progress`` (in the caller's thread)."""
+    for call, progress in core.take_progress():
+        if not call.done and call.on_progress is not None:
+            call.on_progress(progress.kind, progress.num, progress.den, progress.data)

@@ -1,15 +1,19 @@
 """The client's decisions, without sockets (``docs/PROTOCOL.md`` section 3).
 
-:class:`ClientCore` is fed the time and what happened (calls submitted, a connection up or
-failed, frames from broker *i*, a timer) and answers with actions for its shell (open
-connection *i*, close it, send these frames on it), finished calls and its next deadline.
-It never touches a socket, so the sync :class:`mdp.client.MDPClient`, the asyncio
+:class:`ClientCore` is fed the time and what happened (calls submitted, and the events of
+:mod:`mdp.actions`: a connection up or lost, frames from broker *i*, a timer) and answers
+with actions for its shell (:class:`~mdp.actions.Open`, :class:`~mdp.actions.Close`,
+:class:`~mdp.actions.Send`), finished calls, progress reports and its next deadline. It
+never touches a socket, so the sync :class:`mdp.client.MDPClient`, the asyncio
 :class:`mdp.aio.AsyncMDPClient` and the unit tests are three drivers of the same decisions.
 
 What it decides, in one place:
 
 * **Which broker.** Each new request goes to the next usable broker in turn, so one client's
-  requests, and many clients', spread over all live brokers.
+  requests, and many clients', spread over all live brokers. A request with a coalescing
+  key goes alone to the key's *home* broker: the first usable one in the order of
+  ``sha1(key + endpoint)``, highest first, so that every client with the same broker list
+  sends identical requests to the same broker, and fails over to the same next one.
 * **Handshake without a wait.** A new connection starts with HELLO; the first request on it
   goes right behind as a standard MDPC01 request, its id and deadline carried in HELLO's
   ``first``. Until WELCOME the connection carries that one request only (Lazy Pirate: one
@@ -23,22 +27,29 @@ What it decides, in one place:
   reply to the one plain request of its connection; anything else is dropped.
 * **Deadlines, retries.** A call's clock starts when it is first started (within the
   window); it fails with :class:`~mdp.errors.Timeout` when the clock runs out or when it
-  would be sent more than ``1 + retries`` times. ``unknown_service`` is tried on the other
-  brokers before it reaches the caller.
+  would be sent more than ``1 + retries`` times. ``unknown_service`` is tried on every
+  other broker at once (whichever has the service answers); it reaches the caller when
+  every broker has refused it or cannot be reached. ``worker_lost`` (a poisoned request)
+  is never sent again.
+* **Waiting.** With no broker reachable, the next deadline is the next reconnection or the
+  call's own deadline, never "now": a shell waits in the kernel. A broker's connection
+  failures are logged at WARNING at most once per ``COMPLAIN_EVERY_S``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import logging
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any
 
 from mdp import protocol as p
+from mdp.actions import Action, Close, Event, Lost, Open, Opened, Received, Send, Tick
 from mdp.errors import (
     BadRequest,
     ClientClosed,
@@ -52,16 +63,17 @@ from mdp.options import ClientOptions, check_endpoints, resolve
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 128  # requests per SUBMIT (a broker's --max-frames is 300 by default)
-
-# Actions for the shell: (kind, endpoint index, frames or None), carried out in order.
-OPEN, CLOSE, SEND = 1, 2, 3
-Action = tuple[int, int, "list[bytes] | None"]
+COMPLAIN_EVERY_S = 5.0  # a broker's connection failures: one WARNING per this long at most
 
 _PENDING: Any = object()
 CANCELLED: Any = object()  # the outcome of a call its caller gave up on
 
+OnProgress = Callable[[str, "int | None", "int | None", "bytes | None"], None]
+"""``on_progress(kind, num, den, data)``: kind ``"status"`` (num of den), ``"data"`` or
+``"warning"`` (data)."""
 
-__all__ = ["CANCELLED", "Call", "ClientClosed", "ClientCore", "State"]
+__all__ = ["CANCELLED", "Call", "ClientClosed", "ClientCore", "OnProgress", "State",
+           "home_order"]
 
 
 class State(Enum):
@@ -78,10 +90,12 @@ class Call:
     """One request, from submission to outcome."""
 
     __slots__ = ("rid", "service", "body", "raw", "priority", "timeout", "deadline",
-                 "sends", "refused_by", "sent_at", "endpoint", "outcome", "tag")
+                 "sends", "refused_by", "refusal", "sent_at", "at", "outcome", "tag", "key",
+                 "on_progress")
 
     def __init__(self, rid: int, service: bytes, body: list[bytes], timeout: float,
-                 priority: int = 0, raw: bool = False, tag: Any = None) -> None:
+                 priority: int = 0, raw: bool = False, tag: Any = None,
+                 key: bytes | None = None, on_progress: OnProgress | None = None) -> None:
         self.rid = rid
         self.service = service
         self.body = body
@@ -91,14 +105,23 @@ class Call:
         self.deadline = math.inf  # set when the call is started
         self.sends = 0
         self.refused_by: set[int] = set()  # brokers that answered unknown_service
+        self.refusal: UnknownService | None = None  # the first such answer
         self.sent_at = 0.0
-        self.endpoint: Endpoint | None = None  # where it is outstanding now
+        self.at: list[Endpoint] = []  # the brokers it is outstanding on (one, but for
+        # an unknown_service tried on every other broker at once)
         self.outcome: Any = _PENDING
         self.tag = tag  # the shell's own (an index, a future)
+        self.key = key  # coalescing key: identical requests are worked once
+        self.on_progress = on_progress
 
     @property
     def done(self) -> bool:
         return self.outcome is not _PENDING
+
+    @property
+    def endpoint(self) -> Endpoint | None:
+        """The broker it is outstanding on (the first, when several)."""
+        return self.at[0] if self.at else None
 
     def __repr__(self) -> str:
         return f"Call(rid={self.rid}, service={self.service!r}, sends={self.sends})"
@@ -109,7 +132,7 @@ class Endpoint:
 
     __slots__ = ("index", "address", "state", "calls", "plain", "heard_at", "ping_at",
                  "hello_sent", "hello_at", "connect_deadline", "down_until", "known_dips",
-                 "instance")
+                 "instance", "complained_at", "quiet_failures")
 
     def __init__(self, index: int, address: str) -> None:
         self.index = index
@@ -125,6 +148,17 @@ class Endpoint:
         self.down_until = 0.0
         self.known_dips = False  # it sent WELCOME on an earlier connection
         self.instance: str | None = None
+        self.complained_at = -math.inf  # the last WARNING about its connection
+        self.quiet_failures = 0  # failures since then, logged at DEBUG only
+
+
+def home_order(key: bytes, addresses: Sequence[str]) -> list[int]:
+    """Rendezvous hashing: the broker indexes in the order a keyed request tries them,
+    highest ``sha1(key + endpoint)`` first (the same order in every client that has the
+    same brokers, whatever order it lists them in)."""
+    digests = [(hashlib.sha1(key + address.encode()).digest(), index)  # noqa: S324 (not security)
+               for index, address in enumerate(addresses)]
+    return [index for _, index in sorted(digests, reverse=True)]
 
 
 class ClientCore:
@@ -146,22 +180,33 @@ class ClientCore:
         self.endpoints = [Endpoint(i, address) for i, address in enumerate(self.brokers)]
         self.actions: list[Action] = []
         self.finished: list[Call] = []
+        self.progress: list[tuple[Call, p.Progress]] = []  # for calls that take it
         self.pending: dict[int, Call] = {}  # every unfinished call, by id
         self._next = start % len(self.endpoints)  # round-robin pointer
         self._rids = itertools.count(1)
         self._backlog: deque[Call] = deque()  # submitted, not started (window full)
-        self._ready: deque[Call] = deque()  # started, waiting for a broker
+        self._ready: deque[Call] = deque()  # started, waiting for the next broker
+        self._routed: deque[Call] = deque()  # started, waiting for a broker of their own
         # requests placed in this pass of _fill, by (broker, service, priority)
         self._batches: dict[tuple[int, bytes, int], list[tuple[Call, int]]] = {}
         self._active = 0  # started and unfinished
         self._deadlines: list[tuple[float, int, Call]] = []  # heap of started calls
+        self._homes: dict[bytes, list[int]] = {}  # home_order by key, a few remembered
 
-    # --- events ------------------------------------------------------------------------
+    # --- calls -----------------------------------------------------------------------------
 
     def submit(self, service: bytes, body: list[bytes], now: float, *, timeout: float,
-               priority: int = 0, raw: bool = False, tag: Any = None) -> Call:
-        """A new call; it is started (and sent, if a broker is usable) within the window."""
-        call = Call(next(self._rids), service, body, timeout, priority, raw, tag)
+               priority: int = 0, raw: bool = False, tag: Any = None,
+               key: bytes | None = None, on_progress: OnProgress | None = None) -> Call:
+        """A new call; it is started (and sent, if a broker is usable) within the window.
+
+        ``key``: a coalescing key (1-64 bytes); ``on_progress``: what to call with the
+        call's progress reports (the shell calls it, see :meth:`take_progress`)."""
+        if key is not None and not 0 < len(key) <= p.MAX_CK_BYTES:
+            raise BadRequest(f"a coalescing key is 1-{p.MAX_CK_BYTES} bytes, "
+                             f"got {len(key)}", "key")
+        call = Call(next(self._rids), service, body, timeout, priority, raw, tag, key,
+                    on_progress)
         self.pending[call.rid] = call
         self._backlog.append(call)
         self._fill(now)
@@ -177,32 +222,53 @@ class ClientCore:
     def close(self, now: float) -> None:
         """End every outstanding call with ClientClosed and close every connection."""
         for call in list(self.pending.values()):
-            self._end(call, ClientClosed("the client was closed"), now, answered=True)
+            self._end(call, ClientClosed("the client was closed"), now)
         self._backlog.clear()
         self._ready.clear()
+        self._routed.clear()
         for ep in self.endpoints:
             if ep.state is not State.DOWN:
                 self._close(ep, 0.0)
+
+    # --- events ----------------------------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> None:
+        """Feed one event (:mod:`mdp.actions`) that happened at ``now``."""
+        match event:
+            case Received(link, frames):
+                self.received(link, frames, now)
+            case Opened(link):
+                self.opened(link, now)
+            case Lost(link):
+                self.lost(link, now)
+            case Tick():
+                self.tick(now)
 
     def opened(self, index: int, now: float) -> None:
         """The connection to broker ``index`` is up."""
         ep = self.endpoints[index]
         if ep.state is not State.CONNECTING:
             return
-        ep.state = State.PROBING
-        ep.heard_at = now
-        ep.hello_sent = False
+        if ep.quiet_failures or ep.complained_at > -math.inf:
+            log.info("broker %s is reachable again", ep.address)
+            ep.complained_at, ep.quiet_failures = -math.inf, 0
+        self._set_state(ep, State.PROBING, now)
         self._fill(now)
         if not ep.hello_sent:  # no request went with it: a bare HELLO
             self._hello(ep, None, now)
 
-    def send_failed(self, index: int, now: float) -> None:
-        """A send to broker ``index`` failed: its connection is gone."""
+    def lost(self, index: int, now: float) -> None:
+        """The connection to broker ``index`` failed (a send failed, or it could not be
+        opened at all)."""
         ep = self.endpoints[index]
-        if ep.state is not State.DOWN and ep.state is not State.CONNECTING:
-            log.warning("broker %s: connection lost; failing over", ep.address)
-            self._fail(ep, now)
-            self._fill(now)  # its requests go to the other brokers now, not at the next tick
+        if ep.state is State.DOWN:
+            return
+        if ep.state is State.CONNECTING:
+            self._complain(ep, now, "cannot connect to broker %s", ep.address)
+        else:
+            self._complain(ep, now, "broker %s: connection lost; failing over", ep.address)
+        self._fail(ep, now)
+        self._fill(now)  # its requests go to the other brokers now, not at the next tick
 
     def received(self, index: int, frames: list[bytes], now: float) -> None:
         """One message from broker ``index``. Call :meth:`tick` after a batch of them."""
@@ -216,18 +282,18 @@ class ClientCore:
         except ProtocolError as exc:
             log.warning("dropped a message from broker %s: %s", ep.address, exc)
             return
-        kind = type(message)
-        if kind is p.Reply:
-            self._on_reply(ep, message, now)  # type: ignore[arg-type]
-        elif kind is p.Replies:
-            service = message.service  # type: ignore[union-attr]
-            for rid, body in zip(message.rids, message.bodies,  # type: ignore[union-attr]
-                                 strict=True):
-                self._on_reply(ep, p.Reply(service, [body], rid), now)
-        elif kind is p.Pong:
-            self._on_pong(ep, message, now)  # type: ignore[arg-type]
-        else:
-            self._on_welcome(ep, message)  # type: ignore[arg-type]
+        match message:
+            case p.Reply():
+                self._on_reply(ep, message, now)
+            case p.Replies(service, rids, bodies):
+                for rid, body in zip(rids, bodies, strict=True):
+                    self._on_reply(ep, p.Reply(service, [body], rid), now)
+            case p.Pong():
+                self._on_pong(ep, message, now)
+            case p.Welcome():
+                self._on_welcome(ep, message, now)
+            case p.Progress():
+                self._on_progress(ep, message)
 
     def tick(self, now: float) -> None:
         """Timers (deadlines, pings, dead brokers), then start and send what may go."""
@@ -256,6 +322,12 @@ class ClientCore:
     def take_finished(self) -> list[Call]:
         finished, self.finished = self.finished, []
         return finished
+
+    def take_progress(self) -> list[tuple[Call, p.Progress]]:
+        """Progress reports that arrived for calls with ``on_progress``, in order; the
+        shell calls each call's ``on_progress`` with them."""
+        progress, self.progress = self.progress, []
+        return progress
 
     def next_deadline(self) -> float:
         """When :meth:`tick` must run next (``math.inf``: only when something arrives)."""
@@ -293,25 +365,37 @@ class ClientCore:
             call = ep.plain
             if ep.state is State.PROBING:  # a reply before any WELCOME: a standard broker
                 log.info("broker %s does not speak DIPS; using plain 7/MDP", ep.address)
-                ep.state = State.STANDARD
+                self._set_state(ep, State.STANDARD, now)
         if call is None:
             log.debug("dropped a stale reply from %s", ep.address)
             return
         if call.raw:
-            self._end(call, reply.body, now, answered=True)
+            self._end(call, reply.body, now, by=ep)
             return
         try:
             outcome = p.decode_reply(reply.body)
         except UnknownService as exc:
-            call.refused_by.add(ep.index)
-            if len(call.refused_by) < len(self.endpoints):
-                self._detach(call, now, answered=True)
-                self._ready.appendleft(call)  # another broker may have workers for it
-                return
-            outcome = exc
+            self._refused(call, ep, exc, now)
+            return
         except (RequestError, ProtocolError) as exc:
-            outcome = exc
-        self._end(call, outcome, now, answered=True)
+            outcome = exc  # worker_lost among them: a poisoned request is not sent again
+        self._end(call, outcome, now, by=ep)
+
+    def _refused(self, call: Call, ep: Endpoint, exc: UnknownService, now: float) -> None:
+        """``ep`` has no worker for the call's service: every broker that has not said so
+        is asked at once (see :meth:`_fan_out`); the caller hears it once all have."""
+        if ep not in call.at:
+            return  # a refusal from a broker it has since left
+        call.refused_by.add(ep.index)
+        if call.refusal is None:
+            call.refusal = exc
+        self._drop(call, ep, now, answered=True)
+        if call.at:
+            return  # still asked elsewhere: wait for that answer
+        if len(call.refused_by) >= len(self.endpoints):
+            self._end(call, exc, now, by=ep)
+        else:
+            self._queue(call, first=True)
 
     def _on_pong(self, ep: Endpoint, pong: p.Pong, now: float) -> None:
         if ep.state is not State.DIPS:
@@ -327,14 +411,18 @@ class ClientCore:
                 log.info("broker %s lost %d request(s); sending them again", ep.address,
                          len(lost))
         for rid in reversed(lost):  # oldest ends up first
-            self._retry(ep.calls[rid], now)
+            self._retry(ep.calls[rid], ep, now)
 
-    def _on_welcome(self, ep: Endpoint, welcome: p.Welcome) -> None:
+    def _on_welcome(self, ep: Endpoint, welcome: p.Welcome, now: float) -> None:
         if ep.state is State.PROBING:
-            ep.state = State.DIPS
-            ep.known_dips = True
+            self._set_state(ep, State.DIPS, now)
             instance = welcome.meta.get("instance")
             ep.instance = instance if isinstance(instance, str) else None
+
+    def _on_progress(self, ep: Endpoint, progress: p.Progress) -> None:
+        call = self.pending.get(progress.rid)
+        if call is not None and call.on_progress is not None and ep in call.at:
+            self.progress.append((call, progress))
 
     # --- timers ----------------------------------------------------------------------------
 
@@ -345,31 +433,45 @@ class ClientCore:
                 return
             if ep.ping_at is None:
                 if now >= ep.heard_at + self.ping_interval:
-                    self._act((SEND, ep.index, p.client_ping(list(ep.calls))))
+                    self._act(Send(ep.index, p.client_ping(list(ep.calls))))
                     ep.ping_at = now
             elif now >= ep.ping_at + self.broker_timeout:
-                log.warning("broker %s did not answer a ping in %.2fs; failing over",
-                            ep.address, self.broker_timeout)
+                self._complain(ep, now, "broker %s did not answer a ping in %.2fs; failing "
+                               "over", ep.address, self.broker_timeout)
                 self._fail(ep, now)
         elif state is State.CONNECTING:
             if now >= ep.connect_deadline:
-                log.warning("cannot connect to broker %s", ep.address)
+                self._complain(ep, now, "cannot connect to broker %s", ep.address)
                 self._fail(ep, now)
         else:
             if ep.plain is not None and now >= ep.plain.sent_at + self.attempt_timeout:
-                log.warning("no reply from %s in %.1fs", ep.address, self.attempt_timeout)
+                self._complain(ep, now, "no reply from %s in %.1fs", ep.address,
+                               self.attempt_timeout)
                 self._fail(ep, now)
             elif state is State.PROBING and ep.known_dips and \
                     now >= ep.hello_at + self.broker_timeout:
-                log.warning("broker %s did not answer HELLO in %.2fs; failing over",
-                            ep.address, self.broker_timeout)
+                self._complain(ep, now, "broker %s did not answer HELLO in %.2fs; failing "
+                               "over", ep.address, self.broker_timeout)
                 ep.known_dips = False  # next time, wait for it as for a standard broker
                 self._fail(ep, now)
+
+    def _complain(self, ep: Endpoint, now: float, message: str, *args: object) -> None:
+        """A failure of ``ep``'s connection: a WARNING at most once per COMPLAIN_EVERY_S
+        for each broker (an outage must not flood the caller's log), DEBUG otherwise."""
+        if now - ep.complained_at >= COMPLAIN_EVERY_S:
+            if ep.quiet_failures:
+                message += " (%d more failure(s) since the last warning)"
+                args = (*args, ep.quiet_failures)
+            log.warning(message, *args)
+            ep.complained_at, ep.quiet_failures = now, 0
+        else:
+            ep.quiet_failures += 1
+            log.debug(message, *args)
 
     # --- sending ---------------------------------------------------------------------------
 
     def _fill(self, now: float) -> None:
-        """Start calls the window allows, send each to the next usable broker."""
+        """Start calls the window allows and send each to its broker(s)."""
         backlog = self._backlog
         while backlog and self._active < self.window:
             call = backlog.popleft()
@@ -377,61 +479,126 @@ class ClientCore:
                 call.deadline = now + call.timeout
                 heapq.heappush(self._deadlines, (call.deadline, call.rid, call))
                 self._active += 1
-                self._ready.append(call)
+                self._queue(call)
         ready = self._ready
         while ready:
             call = ready[0]
             if call.done:
                 ready.popleft()
                 continue
-            ep = self._choose(call)
+            ep = self._next_usable()
             if ep is None:
-                break
+                break  # no broker can take a plain call now, so none of those behind
             ready.popleft()
-            self._place(call, ep, now)
+            call.sends += 1
+            # alone: nothing else goes now, nor waits for the shell to send it
+            self._place(call, ep, now,
+                        alone=not ready and not self._batches and not self.actions)
+        if self._routed:
+            self._fill_routed(now)
         if self.pending:
             for ep in self.endpoints:
                 if ep.state is State.DOWN and ep.down_until <= now:
                     self._open(ep, now)
 
-    def _choose(self, call: Call) -> Endpoint | None:
+    def _fill_routed(self, now: float) -> None:
+        """Calls with a broker of their own: keyed ones (their home), refused ones (every
+        broker that has not refused them)."""
+        routed, self._routed = self._routed, deque()
+        for call in routed:
+            if call.done:
+                continue
+            targets = self._fan_out(call, now) if call.refused_by else self._home(call, now)
+            if targets is None:
+                self._routed.append(call)
+            elif targets:
+                call.sends += 1
+                for ep in targets:
+                    self._place(call, ep, now)
+
+    def _queue(self, call: Call, first: bool = False) -> None:
+        """A started call waits for a broker (``first``: ahead of the others)."""
+        queue = self._routed if call.key is not None or call.refused_by else self._ready
+        if first:
+            queue.appendleft(call)
+        else:
+            queue.append(call)
+
+    @staticmethod
+    def _usable(ep: Endpoint) -> bool:
+        state = ep.state
+        return state is State.DIPS or (
+            (state is State.PROBING or state is State.STANDARD) and not ep.calls)
+
+    def _next_usable(self) -> Endpoint | None:
         endpoints = self.endpoints
         count = len(endpoints)
         start = self._next
         for step in range(count):
             ep = endpoints[(start + step) % count]
-            state = ep.state
-            if state is State.DIPS or (
-                    (state is State.PROBING or state is State.STANDARD) and not ep.calls):
-                if ep.index in call.refused_by:
-                    continue
+            if self._usable(ep):
                 self._next = (ep.index + 1) % count
                 return ep
         return None
 
-    def _place(self, call: Call, ep: Endpoint, now: float) -> None:
+    def _home(self, call: Call, now: float) -> list[Endpoint] | None:
+        """The key's home broker: the first in its order that is usable, passing over
+        those that failed lately; None while the first such one is still connecting."""
+        key = call.key
+        assert key is not None  # noqa: S101 (our own call; not peer input)
+        order = self._homes.get(key)
+        if order is None:
+            if len(self._homes) >= 1024:
+                self._homes.clear()
+            order = self._homes[key] = home_order(key, self.brokers)
+        for index in order:
+            ep = self.endpoints[index]
+            if self._usable(ep):
+                return [ep]
+            if not (ep.state is State.DOWN and ep.down_until > now):
+                return None  # on its way up (or busy with its one plain request): wait
+        return None
+
+    def _fan_out(self, call: Call, now: float) -> list[Endpoint] | None:
+        """A call that some broker refused (unknown_service) goes to every other usable
+        broker at once; with none left that could answer, the refusal is the outcome."""
+        targets = [ep for ep in self.endpoints
+                   if ep.index not in call.refused_by and self._usable(ep)]
+        if targets:
+            return targets
+        unreachable = all(ep.state is State.DOWN and ep.down_until > now
+                          for ep in self.endpoints if ep.index not in call.refused_by)
+        if unreachable:
+            self._end(call, call.refusal, now)
+            return []
+        return None
+
+    def _place(self, call: Call, ep: Endpoint, now: float, alone: bool = True) -> None:
+        """Send (or gather) the call to ``ep``; ``alone``: no other call goes in this pass
+        of _fill, so it is sent as it is (batching is for backlogs)."""
         ttl_ms = max(1, int((call.deadline - now) * 1000))
-        if ep.state is State.DIPS and len(call.body) == 1:
-            # gathered, and sent as one SUBMIT per broker, service and priority when this
-            # pass of _fill ends (several requests per message: fewer wake-ups everywhere)
-            self._batches.setdefault((ep.index, call.service, call.priority), []).append(
-                (call, ttl_ms))
-            frames = None
-        elif ep.state is State.DIPS:
-            frames = p.client_submit(call.service, call.rid, ttl_ms, call.body, call.priority)
+        frames: list[bytes] | None = None
+        if ep.state is State.DIPS:
+            if len(call.body) == 1 and call.key is None and not alone:
+                # gathered, and sent as one SUBMIT per broker, service and priority when
+                # this pass of _fill ends (several requests per message when several go)
+                self._batches.setdefault((ep.index, call.service, call.priority),
+                                         []).append((call, ttl_ms))
+            else:
+                frames = p.client_submit(call.service, call.rid, ttl_ms, call.body,
+                                         call.priority, call.key)
         else:
             if not ep.hello_sent:
-                self._hello(ep, p.First(call.rid, ttl_ms, call.priority), now)
+                self._hello(ep, p.First(call.rid, ttl_ms, call.priority, call.key), now)
             frames = p.client_request(call.service, call.body)
             ep.plain = call
         if not ep.calls:
             ep.heard_at = now  # the quiet time before a ping runs from here
         ep.calls[call.rid] = call
-        call.endpoint = ep
-        call.sends += 1
+        call.at.append(ep)
         call.sent_at = now
         if frames is not None:
-            self._act((SEND, ep.index, frames))
+            self._act(Send(ep.index, frames))
 
     def _act(self, action: Action) -> None:
         """Queue an action; requests gathered for a batch go out before it (wire order)."""
@@ -442,10 +609,11 @@ class ClientCore:
     def _send_batches(self) -> None:
         """One SUBMIT per gathered group, at most ``BATCH_MAX`` requests each."""
         batches, self._batches = self._batches, {}
+        endpoints = self.endpoints
         for (index, service, priority), gathered in batches.items():
+            calls = endpoints[index].calls
             group = [(call, ttl) for call, ttl in gathered  # not since failed elsewhere
-                     if not call.done and call.endpoint is not None
-                     and call.endpoint.index == index]
+                     if calls.get(call.rid) is call]
             for start in range(0, len(group), BATCH_MAX):
                 part = group[start:start + BATCH_MAX]
                 if len(part) == 1:
@@ -455,29 +623,29 @@ class ClientCore:
                     frames = p.client_submit_batch(
                         service, [call.rid for call, _ in part], min(t for _, t in part),
                         [call.body[0] for call, _ in part], priority)
-                self.actions.append((SEND, index, frames))
+                self.actions.append(Send(index, frames))
 
     def _hello(self, ep: Endpoint, first: p.First | None, now: float) -> None:
-        self._act((SEND, ep.index, p.client_hello(first, batch=True)))
+        self._act(Send(ep.index, p.client_hello(first, batch=True, progress=True)))
         ep.hello_sent = True
         ep.hello_at = now
 
     # --- endings ---------------------------------------------------------------------------
 
-    def _end(self, call: Call, outcome: Any, now: float, answered: bool = False) -> None:
-        self._detach(call, now, answered)
+    def _end(self, call: Call, outcome: Any, now: float, by: Endpoint | None = None) -> None:
+        """The call is over; ``by``: the broker whose answer ended it (a plain request
+        left unanswered elsewhere closes that connection)."""
+        for ep in list(call.at):
+            self._drop(call, ep, now, answered=ep is by)
         call.outcome = outcome
         del self.pending[call.rid]
         if call.deadline != math.inf:
             self._active -= 1
         self.finished.append(call)
 
-    def _detach(self, call: Call, now: float, answered: bool) -> None:
-        """Take a call off its connection; an unanswered plain request closes it."""
-        ep = call.endpoint
-        if ep is None:
-            return
-        call.endpoint = None
+    def _drop(self, call: Call, ep: Endpoint, now: float, answered: bool) -> None:
+        """Take a call off one connection; an unanswered plain request closes it."""
+        call.at.remove(ep)
         del ep.calls[call.rid]
         if ep.plain is call:
             ep.plain = None
@@ -485,48 +653,64 @@ class ClientCore:
                 # Lazy Pirate: a late reply on this connection must not meet a new request
                 self._close(ep, now)
 
-    def _retry(self, call: Call, now: float) -> None:
-        """Send again elsewhere (or there), within the retries budget."""
-        ep = call.endpoint
-        if ep is not None:
-            call.endpoint = None
-            del ep.calls[call.rid]
-            if ep.plain is call:
-                ep.plain = None
+    def _retry(self, call: Call, ep: Endpoint, now: float) -> None:
+        """``ep`` no longer holds the call: send it again elsewhere (or there), within the
+        retries budget, unless another broker still has it."""
+        call.at.remove(ep)
+        del ep.calls[call.rid]
+        if ep.plain is call:
+            ep.plain = None
+        self._again(call, now)
+
+    def _again(self, call: Call, now: float) -> None:
+        if call.at:
+            return  # still outstanding on another broker
         if call.sends > self.retries:
             self._end(call, self._timeout(call), now)
         else:
-            self._ready.appendleft(call)
+            self._queue(call, first=True)
 
     def _fail(self, ep: Endpoint, now: float) -> None:
         """Drop a broker's connection for ``down_for``; its requests go to the others."""
         calls = sorted(ep.calls.values(), key=lambda c: c.rid, reverse=True)
         for call in calls:
-            call.endpoint = None
+            call.at.remove(ep)
         ep.calls = {}
         ep.plain = None
         self._close(ep, now + self.down_for)
         if self._next == ep.index:
             self._next = (ep.index + 1) % len(self.endpoints)
         for call in calls:
-            if call.sends > self.retries:
-                self._end(call, self._timeout(call), now)
-            else:
-                self._ready.appendleft(call)
+            self._again(call, now)
 
     def _open(self, ep: Endpoint, now: float) -> None:
-        ep.state = State.CONNECTING
-        ep.connect_deadline = now + self.connect_timeout
-        self._act((OPEN, ep.index, None))
+        self._set_state(ep, State.CONNECTING, now)
+        self._act(Open(ep.index))
 
     def _close(self, ep: Endpoint, down_until: float) -> None:
         """Close a connection that holds no call (callers move its calls first)."""
-        ep.state = State.DOWN
-        ep.down_until = down_until
-        ep.ping_at = None
-        ep.hello_sent = False
-        ep.instance = None
-        self._act((CLOSE, ep.index, None))
+        self._set_state(ep, State.DOWN, down_until)
+        self._act(Close(ep.index))
+
+    def _set_state(self, ep: Endpoint, state: State, at: float) -> None:
+        """The one place a connection changes state, with what each state starts from
+        (``at`` is the time, or for DOWN when it may be opened again)."""
+        ep.state = state
+        match state:
+            case State.DOWN:
+                ep.down_until = at
+                ep.ping_at = None
+                ep.hello_sent = False
+                ep.instance = None
+            case State.CONNECTING:
+                ep.connect_deadline = at + self.connect_timeout
+            case State.PROBING:
+                ep.heard_at = at
+                ep.hello_sent = False
+            case State.DIPS:
+                ep.known_dips = True
+            case State.STANDARD:
+                pass
 
     def _timeout(self, call: Call) -> Timeout:
         service = call.service.decode("ascii", "replace")
@@ -540,10 +724,17 @@ class ClientCore:
 
 # --- shared by both shells: the caller's input, checked before anything is sent ---------
 
+_SERVICES: dict[str, bytes] = {}  # names already checked (a caller uses a few, often)
+
+
 def service_name(service: str) -> bytes:
-    name = service.encode()
-    if not p.valid_service(name):
-        raise BadRequest(f"invalid service name {service!r}", "service")
+    name = _SERVICES.get(service)
+    if name is None:
+        name = service.encode()
+        if not p.valid_service(name):
+            raise BadRequest(f"invalid service name {service!r}", "service")
+        if len(_SERVICES) < 1024:
+            _SERVICES[service] = name
     return name
 
 

@@ -4,16 +4,39 @@ cross-field checks, and the command lines that override them."""
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mdp import protocol as p
 from mdp.errors import ConfigError
 from mdp.keys import CurveConfig
+from mdp.options import check_endpoint
 from mdp.workercore import Timing
 
 BROKER_DESCRIPTION = "The Majordomo broker of DIPS."
 WORKER_DESCRIPTION = "A DIPS worker: one service, one request at a time, every broker."
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+_BIND_ANY = re.compile(r"tcp://(?P<host>[^:]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\*|[0-9]{1,5})")
+
+
+def check_bind(endpoint: str) -> str:
+    """``endpoint`` if the broker can bind it: what a client can connect to, and also
+    ``*`` for the host (every interface) or the port (any free one)."""
+    match = _BIND_ANY.fullmatch(endpoint) if isinstance(endpoint, str) else None
+    if match is not None and "*" in (match["host"], match["port"]):
+        host = "127.0.0.1" if match["host"] == "*" else match["host"]
+        port = "1" if match["port"] == "*" else match["port"]
+        candidate = f"tcp://{host}:{port}"
+    else:
+        candidate = endpoint
+    try:
+        check_endpoint(candidate)
+    except ConfigError as exc:
+        why = str(exc).replace(f"broker endpoint {candidate!r}", "", 1).lstrip(": ")
+        raise ConfigError(f"--bind {endpoint!r}: {why}") from None
+    return endpoint
 
 
 @dataclass
@@ -33,6 +56,8 @@ class BrokerConfig:
     max_workers: int = 10_000
     max_prefetch: int = 8  # tasks a worker may hold beyond the one it runs
     zmtp_heartbeat_ms: int = 200  # ZMTP PING interval; a peer silent 3x this is dropped
+    max_worker_losses: int = 2  # workers lost running one request before it is given up
+    poison_memory_s: float = 60.0  # how long a given-up request is refused
     curve_secret: str | None = None  # the broker's own key pair (.key_secret file)
     client_keys: str | None = None  # directory of allowed client public keys
     worker_keys: str | None = None  # directory of allowed worker public keys
@@ -40,6 +65,8 @@ class BrokerConfig:
     def validate(self) -> None:
         if not self.bind:
             raise ConfigError("the broker needs at least one --bind endpoint")
+        for endpoint in self.bind:
+            check_bind(endpoint)
         if self.heartbeat_interval_s <= 0 or self.probe_interval_s <= 0:
             raise ConfigError("heartbeat and probe intervals must be positive")
         if self.heartbeat_liveness < 1:
@@ -58,6 +85,8 @@ class BrokerConfig:
             raise ConfigError("--max-frames must be at least 8 (a DIPS request takes 6)")
         if self.max_message_bytes < 1024:
             raise ConfigError("--max-message-bytes must be at least 1024")
+        if self.max_worker_losses < 0 or self.poison_memory_s < 0:
+            raise ConfigError("--max-worker-losses and --poison-memory must not be negative")
         keys = (self.curve_secret, self.client_keys, self.worker_keys)
         if any(keys) and not all(keys):
             raise ConfigError("CURVE needs all of --curve-secret, --client-keys and --worker-keys")
@@ -87,6 +116,8 @@ class WorkerConfig:
     def validate(self) -> None:
         if not self.brokers:
             raise ConfigError("the worker needs at least one --broker endpoint")
+        for endpoint in self.brokers:
+            check_endpoint(endpoint)
         if len(set(self.brokers)) != len(self.brokers):
             raise ConfigError("a --broker endpoint is given twice")
         if not p.valid_service(self.service.encode()) or self.service.startswith("mmi."):
@@ -106,42 +137,89 @@ class WorkerConfig:
             raise ConfigError("--reply-gather must be at least 0 and at most --busy-after")
 
 
+class _Version(argparse.Action):
+    """``--version``: the code version (computed only when asked for)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show the code version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from mdp.version import code_version
+
+        parser.exit(0, f"{parser.prog} {code_version()}\n")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help with its default, where it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.required:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=_Help)
+    parser.add_argument("--version", action=_Version)
+    return parser
+
+
+def _checked(parser: argparse.ArgumentParser, config: BrokerConfig | WorkerConfig) -> None:
+    """Refuse a wrong setting at once, with one line naming it."""
+    try:
+        config.validate()
+    except ConfigError as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
+
+
 def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
     """``mdp-broker``'s command line: its config and log level."""
-    defaults = BrokerConfig()
-    parser = argparse.ArgumentParser(prog="mdp-broker", description=BROKER_DESCRIPTION)
-    parser.add_argument("--bind", action="append", required=True, metavar="ENDPOINT",
-                        help="endpoint to bind, e.g. tcp://127.0.0.1:5555 (repeatable)")
-    parser.add_argument("--heartbeat-interval", type=float,
-                        default=defaults.heartbeat_interval_s, metavar="SECONDS")
-    parser.add_argument("--heartbeat-liveness", type=int, default=defaults.heartbeat_liveness,
-                        metavar="N", help="heartbeats missed before a worker is forgotten")
-    parser.add_argument("--max-queue", type=int, default=defaults.max_queue, metavar="N",
-                        help="requests queued per service before clients get 'overloaded'")
-    parser.add_argument("--max-services", type=int, default=defaults.max_services, metavar="N")
-    parser.add_argument("--unknown-grace", type=float, default=defaults.unknown_grace_s,
-                        metavar="SECONDS",
-                        help="how long a request waits for a worker of a service nobody "
-                        "offers before it is answered 'unknown service'")
-    parser.add_argument("--max-total-queue", type=int, default=defaults.max_total_queue,
-                        metavar="N", help="requests queued over all services")
-    parser.add_argument("--max-workers", type=int, default=defaults.max_workers, metavar="N")
-    parser.add_argument("--max-message-bytes", type=int, default=defaults.max_message_bytes,
-                        metavar="N", help="a peer sending a larger message is disconnected")
-    parser.add_argument("--max-frames", type=int, default=defaults.max_frames, metavar="N",
-                        help="frames per message")
-    parser.add_argument("--zmtp-heartbeat", type=int, default=defaults.zmtp_heartbeat_ms,
-                        metavar="MS", help="ZMTP heartbeat interval; a worker frozen for 3x "
-                        "this loses its tasks to other workers")
-    parser.add_argument("--max-prefetch", type=int, default=defaults.max_prefetch, metavar="N",
-                        help="tasks a DIPS worker may hold beyond the one it runs, given only "
-                        "when no worker is idle (0: none)")
+    d = BrokerConfig()
+    parser = _parser("mdp-broker", BROKER_DESCRIPTION)
+    add = parser.add_argument
+    add("--bind", action="append", required=True, metavar="ENDPOINT",
+        help="endpoint to bind, e.g. tcp://127.0.0.1:5555 or tcp://*:5555 (repeatable)")
+    add("--heartbeat-interval", type=float, default=d.heartbeat_interval_s,
+        metavar="SECONDS", help="how often every worker is sent a heartbeat; workers must "
+        "use the same value")
+    add("--heartbeat-liveness", type=int, default=d.heartbeat_liveness, metavar="N",
+        help="heartbeats missed before a worker is forgotten")
+    add("--max-queue", type=int, default=d.max_queue, metavar="N",
+        help="requests queued per service before clients get 'overloaded'")
+    add("--max-total-queue", type=int, default=d.max_total_queue, metavar="N",
+        help="requests queued over all services before clients get 'overloaded'")
+    add("--max-services", type=int, default=d.max_services, metavar="N",
+        help="services known at once; a request for one more gets 'unknown_service'")
+    add("--max-workers", type=int, default=d.max_workers, metavar="N",
+        help="workers attached at once; one more is told to disconnect")
+    add("--unknown-grace", type=float, default=d.unknown_grace_s, metavar="SECONDS",
+        help="how long a request waits for a worker of a service that has none: after the "
+        "broker starts, and for a service whose workers left; a service no worker has "
+        "offered since then is answered 'unknown_service' at once")
+    add("--max-worker-losses", type=int, default=d.max_worker_losses, metavar="N",
+        help="workers that may die or freeze running one request before its caller gets "
+        "'worker_lost' (0: no limit)")
+    add("--poison-memory", type=float, default=d.poison_memory_s, metavar="SECONDS",
+        help="how long a request given up as poisoned is refused at once when sent again")
+    add("--max-message-bytes", type=int, default=d.max_message_bytes, metavar="N",
+        help="a peer sending a larger message is disconnected")
+    add("--max-frames", type=int, default=d.max_frames, metavar="N",
+        help="frames per message (a batched request or reply takes one per request)")
+    add("--max-prefetch", type=int, default=d.max_prefetch, metavar="N",
+        help="tasks a DIPS worker may hold beyond the one it runs, given only when no "
+        "worker is idle (0: none)")
+    add("--zmtp-heartbeat", type=int, default=d.zmtp_heartbeat_ms, metavar="MS",
+        help="ZMTP heartbeat interval; a worker frozen for 3x this loses its tasks to "
+        "other workers")
     curve = parser.add_argument_group("CURVE security (all three or none)")
     curve.add_argument("--curve-secret", metavar="FILE",
                        help="the broker's key pair (NAME.key_secret, mode 0600)")
     curve.add_argument("--client-keys", metavar="DIR", help="allowed client public keys")
     curve.add_argument("--worker-keys", metavar="DIR", help="allowed worker public keys")
-    parser.add_argument("--log-level", default="INFO")
+    add("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
+        help="log messages of this level and above")
     args = parser.parse_args(argv)
     config = BrokerConfig(
         bind=args.bind,
@@ -156,10 +234,13 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
         max_frames=args.max_frames,
         max_prefetch=args.max_prefetch,
         zmtp_heartbeat_ms=args.zmtp_heartbeat,
+        max_worker_losses=args.max_worker_losses,
+        poison_memory_s=args.poison_memory,
         curve_secret=args.curve_secret,
         client_keys=args.client_keys,
         worker_keys=args.worker_keys,
     )
+    _checked(parser, config)
     return config, args.log_level
 
 
@@ -168,44 +249,46 @@ def parse_worker_args(
 ) -> tuple[WorkerConfig, argparse.Namespace, str]:
     """``mdp-worker``'s command line: its config, the parsed flags and the log level."""
     d = WorkerConfig()
-    parser = argparse.ArgumentParser(prog="mdp-worker", description=WORKER_DESCRIPTION)
-    parser.add_argument("--broker", action="append", required=True, metavar="ENDPOINT",
-                        help="broker endpoint (repeat for every broker)")
-    parser.add_argument("--service", required=True, help="service to offer, e.g. echo, ecard")
-    parser.add_argument("--heartbeat-interval", type=float, default=d.heartbeat_interval_s,
-                        metavar="SECONDS")
-    parser.add_argument("--heartbeat-liveness", type=int, default=d.heartbeat_liveness,
-                        metavar="N")
-    parser.add_argument("--time-limit", type=float, default=d.time_limit_s, metavar="SECONDS",
-                        help="longest a request may run; past it the client gets an error "
-                        "and the process recycles")
-    parser.add_argument("--max-requests", type=int, default=0, metavar="N",
-                        help="exit 0 after N requests (0: never), for supervisord to restart")
-    parser.add_argument("--max-memory-mb", type=int, default=0, metavar="MB",
-                        help="address-space limit of this process (0: none)")
-    parser.add_argument("--max-depth", type=int, default=d.limits.max_depth, metavar="N",
-                        help="deepest nesting of arrays and maps a request may have")
-    parser.add_argument("--max-items", type=int, default=d.limits.max_items, metavar="N",
-                        help="most entries an array or map of a request may have")
-    parser.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes,
-                        metavar="N", help="a broker sending a larger message is disconnected")
-    parser.add_argument("--busy-after", type=float, default=d.busy_after_s, metavar="SECONDS",
-                        help="a request running longer makes this worker BUSY at the other "
-                        "brokers and hands back requests they sent meanwhile")
-    parser.add_argument("--prefetch", type=int, default=d.prefetch, metavar="N",
-                        help="requests it may hold behind the one it runs (0: none)")
-    parser.add_argument("--reply-gather", type=float, default=d.reply_gather_s,
-                        metavar="SECONDS", help="replies of requests run back to back wait "
-                        "up to this long to go out together (0: each at once)")
+    parser = _parser("mdp-worker", WORKER_DESCRIPTION)
+    add = parser.add_argument
+    add("--broker", action="append", required=True, metavar="ENDPOINT",
+        help="broker endpoint, e.g. tcp://127.0.0.1:5555 (repeat for every broker)")
+    add("--service", required=True, help="service to offer, e.g. echo, ecard")
+    add("--heartbeat-interval", type=float, default=d.heartbeat_interval_s, metavar="SECONDS",
+        help="heartbeat interval; the brokers must use the same value")
+    add("--heartbeat-liveness", type=int, default=d.heartbeat_liveness, metavar="N",
+        help="heartbeats missed before a broker is taken for hung and reconnected")
+    add("--time-limit", type=float, default=d.time_limit_s, metavar="SECONDS",
+        help="longest a request may run; past it the client gets an error and the process "
+        "recycles")
+    add("--max-requests", type=int, default=d.max_requests, metavar="N",
+        help="exit 0 after N requests (0: never), for supervisord to restart")
+    add("--max-memory-mb", type=int, default=d.max_memory_mb, metavar="MB",
+        help="address-space limit of this process (0: none)")
+    add("--max-depth", type=int, default=d.limits.max_depth, metavar="N",
+        help="deepest nesting of arrays and maps a request may have")
+    add("--max-items", type=int, default=d.limits.max_items, metavar="N",
+        help="most entries an array or map of a request may have")
+    add("--max-message-bytes", type=int, default=d.max_message_bytes, metavar="N",
+        help="a broker sending a larger message is disconnected")
+    add("--busy-after", type=float, default=d.busy_after_s, metavar="SECONDS",
+        help="a request running longer makes this worker BUSY at the other brokers and "
+        "hands back requests they sent meanwhile")
+    add("--prefetch", type=int, default=d.prefetch, metavar="N",
+        help="requests it may hold behind the one it runs (0: none)")
+    add("--reply-gather", type=float, default=d.reply_gather_s, metavar="SECONDS",
+        help="replies of requests run back to back wait up to this long to go out together "
+        "(0: each at once)")
     curve = parser.add_argument_group("CURVE security (both or none)")
     curve.add_argument("--curve-secret", metavar="FILE",
                        help="this worker's key pair (NAME.key_secret, mode 0600)")
     curve.add_argument("--broker-key", action="append", metavar="[ENDPOINT=]FILE",
                        help="the brokers' public key, or one broker's (repeatable)")
-    parser.add_argument("--log-level", default="INFO")
+    add("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
+        help="log messages of this level and above")
     args = parser.parse_args(argv)
     if bool(args.curve_secret) != bool(args.broker_key):
-        parser.error("CURVE needs both --curve-secret and --broker-key")
+        parser.exit(2, f"{parser.prog}: CURVE needs both --curve-secret and --broker-key\n")
     config = WorkerConfig(
         brokers=args.broker,
         service=args.service,
@@ -220,4 +303,5 @@ def parse_worker_args(
         prefetch=args.prefetch,
         reply_gather_s=args.reply_gather,
     )
+    _checked(parser, config)
     return config, args, args.log_level

@@ -8,6 +8,12 @@ a worker echoes in its REPLY), so that several requests of one client, or a task
 prefetched successor at one worker, are never confused. A worker is *idle* (no task of
 ours, not busy elsewhere), *open* (runs one of our tasks and may hold ``prefetch`` more,
 given only when no worker is idle), or neither.
+
+A worker lost while it runs a task (the first it holds) costs that request one *loss*; a
+request that has cost ``max_worker_losses`` workers is *poisoned*: given up and remembered
+(:mod:`mdp.poison`) rather than given to yet another worker. Requests of one service with
+the same coalescing key (``ck``) are *shared*: the first one queued or running is worked,
+and every caller attached to it is answered with its reply.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from mdp.errors import Overloaded, RequestError, UnknownService
+from mdp.errors import Overloaded, RequestError, UnknownService, WorkerLost
+from mdp.poison import PoisonMemory
 from mdp.queues import ServiceQueue
-from mdp.status import Counters, ServiceCounters
+from mdp.tally import BrokerTally, ServiceTally
 
 
 class WorkerState(enum.Enum):
@@ -52,9 +59,19 @@ class Request:
     dispatched_at: float = 0.0
     recalled: bool = False
     user: str = ""  # the client's CURVE key (z85) when CURVE is on
+    ck: bytes | None = None  # coalescing key: identical requests are worked once
+    losses: int = 0  # workers lost while running it
+    sent_mark: int = 0  # when its task was given to the shell (BrokerCore's count)
+    # a shared request's callers (each with its own client, id and deadline; the first is
+    # the one that came first); None while it has only its own caller
+    callers: list[Request] | None = None
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline
+
+    def answered_to(self) -> list[Request] | tuple[Request]:
+        """Who gets this request's reply: its callers, or the request itself."""
+        return self.callers if self.callers is not None else (self,)
 
     def ttl_ms(self, now: float) -> int | None:
         if self.deadline is None:
@@ -83,6 +100,11 @@ class Worker:
     user: str = ""  # the worker's CURVE key (z85) when CURVE is on
 
     @property
+    def running(self) -> Request | None:
+        """The task it runs (the first of ours it holds), if any."""
+        return next(iter(self.tasks.values()), None)
+
+    @property
     def state(self) -> WorkerState:
         if self.draining:
             return WorkerState.DRAINING
@@ -105,7 +127,7 @@ class Service:
     recalled: int = 0  # of those, the ones asked back (RECALL sent, no answer yet)
     holders: dict[bytes, Worker] = field(default_factory=dict)  # workers with held tasks
     work_s: float = 0.0  # moving average of a task's time at a worker; 0: none seen yet
-    counters: ServiceCounters = field(default_factory=ServiceCounters)
+    counters: ServiceTally = field(default_factory=ServiceTally)
 
     def hold_depth(self, worker: Worker) -> int:
         """How many tasks ``worker`` may hold beyond the one it runs: its ``prefetch``, but
@@ -131,11 +153,14 @@ class Dispatcher:
         max_total_queue: int = 100_000,
         max_workers: int = 10_000,
         max_prefetch: int = 1,
+        max_worker_losses: int = 2,
+        poison_memory_s: float = 60.0,
     ) -> None:
         self.max_queue = max_queue
         self.max_total_queue = max_total_queue
         self.max_workers = max_workers
         self.max_prefetch = max_prefetch
+        self.max_worker_losses = max_worker_losses  # 0: never give a request up
         self.queued = 0  # over all services (kept up to date by the queue operations)
         self._next_expiry = math.inf  # no queued request expires before this
         self.max_services = max_services
@@ -143,8 +168,13 @@ class Dispatcher:
         self.worker_expiry_s = worker_expiry_s
         self.services: dict[bytes, Service] = {}
         self.workers: dict[bytes, Worker] = {}
+        self.busy: dict[bytes, Worker] = {}  # workers that hold one of our tasks
         self.held: dict[tuple[bytes, int], Request] = {}  # DIPS requests by (client, id)
-        self.counters = Counters()
+        self.shared: dict[tuple[bytes, bytes], Request] = {}  # by (service, ck)
+        self.orphans: set[bytes] = set()  # services with requests and no worker
+        self.offered: OrderedDict[bytes, None] = OrderedDict()  # services that had workers
+        self.poison = PoisonMemory(poison_memory_s)
+        self.counters = BrokerTally()
         self._key = random.getrandbits(63)
 
     # --- workers ---------------------------------------------------------------------
@@ -159,21 +189,55 @@ class Dispatcher:
         self.workers[identity] = worker
         service.workers[identity] = worker
         service.idle[identity] = worker
+        self.orphans.discard(service_name)
+        offered = self.offered
+        if service_name not in offered:
+            offered[service_name] = None
+            if len(offered) > 4 * self.max_services:
+                offered.popitem(last=False)
         return worker
 
-    def remove_worker(self, worker: Worker, now: float) -> None:
-        """Forget a worker; the tasks it held go back to the head of their queue."""
+    def remove_worker(self, worker: Worker, now: float, lost: bool = False) -> Request | None:
+        """Forget a worker; the tasks it held go back to the head of their queue.
+
+        ``lost``: it died or froze (rather than left): the task it ran costs its request
+        one loss, and a request that has cost ``max_worker_losses`` workers is given up
+        and returned (*poisoned*; its callers are to be answered ``worker_lost``).
+        """
         service = worker.service
-        self.workers.pop(worker.identity, None)
-        service.workers.pop(worker.identity, None)
-        service.idle.pop(worker.identity, None)
-        service.open.pop(worker.identity, None)
-        service.holders.pop(worker.identity, None)
+        identity = worker.identity
+        self.workers.pop(identity, None)
+        self.busy.pop(identity, None)
+        service.workers.pop(identity, None)
+        service.idle.pop(identity, None)
+        service.open.pop(identity, None)
+        service.holders.pop(identity, None)
+        tasks = list(worker.tasks.values())
+        poisoned = None
+        for request in reversed(tasks):
+            self._take_back(worker, request)
+            if lost and request is tasks[0]:
+                request.losses += 1
+                if 0 < self.max_worker_losses <= request.losses:
+                    poisoned = request
+                    self._give_up(service, request, now)
+                    continue
+            self._requeue(service, request)
         if not service.workers:
             service.empty_since = now
-        for request in reversed(list(worker.tasks.values())):
-            self._take_back(worker, request)
-            self._requeue(service, request)
+            if service.queue:
+                self.orphans.add(service.name)
+            else:
+                self.forget_if_unused(service)
+        return poisoned
+
+    def _give_up(self, service: Service, request: Request, now: float) -> None:
+        self.counters.poisoned += 1
+        service.counters.poisoned += 1
+        self.poison.remember(service.name, request.body,
+                             [(c.client, c.rid) for c in request.answered_to()],
+                             request.losses, now)
+        self._release(request)
 
     def heard_from(self, worker: Worker, now: float) -> None:
         worker.expires_at = now + self.worker_expiry_s
@@ -195,7 +259,8 @@ class Dispatcher:
         self._place(worker)
 
     def _place(self, worker: Worker) -> None:
-        """File the worker as idle, open or neither, from its state."""
+        """File the worker as idle, open or neither, from its state: the one place where
+        a worker's standing with the dispatcher changes."""
         identity, service = worker.identity, worker.service
         service.idle.pop(identity, None)
         service.open.pop(identity, None)
@@ -234,6 +299,20 @@ class Dispatcher:
         self._place(worker)
         return request
 
+    def retry(self, request: Request) -> None:
+        """Queue a completed request again (a shared one the worker found expired while
+        callers attached later still wait)."""
+        service = self.services.get(request.service)
+        if service is None:
+            service = self._service(request.service, request.received_at)
+        if request.rid is not None or request.callers is not None:
+            for caller in request.answered_to():
+                if caller.rid is not None:
+                    self.held[(caller.client, caller.rid)] = caller
+        if request.ck is not None:
+            self.shared.setdefault((request.service, request.ck), request)
+        self._requeue(service, request)
+
     def bounce(self, worker: Worker, key: bytes) -> bool:
         """The worker handed a task back unworked; False if it held no such task.
 
@@ -268,6 +347,8 @@ class Dispatcher:
                 service.recalled -= 1  # flag stays: a BOUNCE of it was asked for)
         if len(tasks) < 2:
             service.holders.pop(worker.identity, None)
+            if not tasks:
+                self.busy.pop(worker.identity, None)
         request.key = b""
 
     def _requeue(self, service: Service, request: Request) -> None:
@@ -278,22 +359,36 @@ class Dispatcher:
         self.queued += 1
         if request.deadline is not None and request.deadline < self._next_expiry:
             self._next_expiry = request.deadline
+        if not service.workers:
+            self.orphans.add(service.name)
 
     # --- requests --------------------------------------------------------------------
 
     def enqueue(self, request: Request, now: float) -> RequestError | None:
-        """Queue a request; an error to answer at once when it cannot be queued."""
+        """Queue a request (or attach it to a shared one); an error to answer at once when
+        it cannot be queued."""
         self.counters.requests += 1
         if request.rid is not None:
             key = (request.client, request.rid)
             if key in self.held:
                 return None  # a resend of a request we already hold: keep the one copy
-        service = self.services.get(request.service)
+        name = request.service
+        service = self.services.get(name)
         if service is None:
             if len(self.services) >= self.max_services:
-                return UnknownService(f"no such service {request.service!r:.110}")
-            service = self._service(request.service, now)
+                return UnknownService(f"no such service {name!r:.110}")
+            service = self._service(name, now)
         service.counters.requests += 1
+        if len(self.poison):
+            losses = self.poison.recall(name, request.body, request.client, request.rid, now)
+            if losses is not None:
+                return WorkerLost(f"service {name.decode()!r}: {losses} workers were lost "
+                                  "while running this request; it is refused for a while")
+        if request.ck is not None:
+            shared = self.shared.get((name, request.ck))
+            if shared is not None:
+                self._attach(shared, request, service)
+                return None
         if len(service.queue) >= self.max_queue:
             return Overloaded(
                 f"service {service.name.decode()!r} has {len(service.queue)} requests queued"
@@ -302,11 +397,56 @@ class Dispatcher:
             return Overloaded(f"the broker has {self.queued} requests queued")
         if request.rid is not None:
             self.held[(request.client, request.rid)] = request
+        if request.ck is not None:
+            self.shared[(name, request.ck)] = request
         if request.deadline is not None and request.deadline < self._next_expiry:
             self._next_expiry = request.deadline
         service.queue.append(request)
         self.queued += 1
+        if not service.workers:
+            self.orphans.add(name)
         return None
+
+    def _attach(self, shared: Request, request: Request, service: Service) -> None:
+        """One more caller for a shared request: its reply goes to each; it runs until the
+        latest of their deadlines."""
+        if shared.callers is None:
+            first = Request(shared.client, shared.service, [], shared.received_at, shared.rid,
+                            shared.deadline, shared.priority, user=shared.user)
+            shared.callers = [first]
+            if shared.rid is not None:
+                self.held[(shared.client, shared.rid)] = first
+        shared.callers.append(request)
+        if request.rid is not None:
+            self.held[(request.client, request.rid)] = request
+        if shared.deadline is not None:
+            shared.deadline = (None if request.deadline is None
+                               else max(shared.deadline, request.deadline))
+        self.counters.coalesced += 1
+        service.counters.coalesced += 1
+
+    def detach_expired(self, now: float) -> list[Request]:
+        """Callers of shared requests whose own deadline has passed: no longer answered
+        with the reply (the caller is to be told ``expired``); the task goes on for the
+        others."""
+        gone: list[Request] = []
+        for request in self.shared.values():
+            callers = request.callers
+            if callers is None or not any(c.expired(now) for c in callers):
+                continue
+            keep = []
+            for caller in callers:
+                if caller.expired(now):
+                    gone.append(caller)
+                    self._forget_caller(caller)
+                else:
+                    keep.append(caller)
+            request.callers = keep
+        return gone
+
+    def _forget_caller(self, caller: Request) -> None:
+        if caller.rid is not None:
+            self.held.pop((caller.client, caller.rid), None)
 
     def holds(self, client: bytes, rid: int) -> bool:
         return (client, rid) in self.held
@@ -321,6 +461,7 @@ class Dispatcher:
         tasks back at the head of the queue, and iteration goes on.
         """
         queue, idle, open_ = service.queue, service.idle, service.open
+        busy = self.busy
         while queue and (idle or open_):
             request = queue.popleft()
             self.queued -= 1
@@ -332,6 +473,7 @@ class Dispatcher:
             if idle:
                 _, worker = idle.popitem(last=False)
                 hold = False
+                busy[worker.identity] = worker
             else:
                 _, worker = open_.popitem(last=False)
                 hold = True
@@ -390,10 +532,24 @@ class Dispatcher:
         return dropped
 
     def drop_requests_of(self, drop: Callable[[Request], bool]) -> int:
-        """Drop every queued request for which ``drop`` is true (revoked clients)."""
+        """Drop every queued request for which ``drop`` is true (revoked clients); a shared
+        one loses those callers, and is dropped when none is left."""
+
+        def revoked(request: Request) -> bool:
+            if request.callers is None:
+                return drop(request)
+            keep = []
+            for caller in request.callers:
+                if drop(caller):
+                    self._forget_caller(caller)
+                else:
+                    keep.append(caller)
+            request.callers = keep
+            return not keep
+
         dropped = 0
         for service in self.services.values():
-            gone = service.queue.remove_if(drop)
+            gone = service.queue.remove_if(revoked)
             for request in gone:
                 self._release(request)
             dropped += len(gone)
@@ -403,11 +559,10 @@ class Dispatcher:
     def busy_longer_than(self, age_s: float, now: float) -> list[Worker]:
         """Workers whose oldest task of ours was given them more than ``age_s`` ago."""
         found = []
-        for worker in self.workers.values():
-            if worker.tasks:
-                oldest = next(iter(worker.tasks.values()))
-                if now - oldest.dispatched_at > age_s:
-                    found.append(worker)
+        for worker in self.busy.values():
+            oldest = next(iter(worker.tasks.values()))
+            if now - oldest.dispatched_at > age_s:
+                found.append(worker)
         return found
 
     def unknown_requests(self, now: float) -> list[Request]:
@@ -417,8 +572,10 @@ class Dispatcher:
         """
         unknown: list[Request] = []
         grace = self.unknown_grace_s
-        for name, service in list(self.services.items()):
-            if service.workers:
+        for name in list(self.orphans):
+            service = self.services.get(name)
+            if service is None or service.workers:
+                self.orphans.discard(name)
                 continue
             queue = service.queue
             cutoff = now - grace  # requests that arrived (or lost their workers) before it
@@ -430,12 +587,28 @@ class Dispatcher:
                     self._release(request)
                 unknown.extend(gone)
             if not queue:
+                self.orphans.discard(name)
                 del self.services[name]
         return unknown
 
+    def forget_if_unused(self, service: Service) -> None:
+        """Forget a service that has neither workers nor requests."""
+        if not service.workers and not service.queue and \
+                self.services.get(service.name) is service:
+            del self.services[service.name]
+            self.orphans.discard(service.name)
+
     def _release(self, request: Request) -> None:
-        if request.rid is not None:
+        """The request is answered or dropped: forget its ids and its coalescing key."""
+        if request.callers is not None:
+            for caller in request.callers:
+                self._forget_caller(caller)
+        elif request.rid is not None:
             self.held.pop((request.client, request.rid), None)
+        if request.ck is not None:
+            key = (request.service, request.ck)
+            if self.shared.get(key) is request:
+                del self.shared[key]
 
     def _service(self, name: bytes, now: float) -> Service:
         service = self.services.get(name)
@@ -443,39 +616,6 @@ class Dispatcher:
             service = self.services[name] = Service(name, now)
         return service
 
-    # --- status ----------------------------------------------------------------------
-
-    def status(self, now: float) -> dict[str, Any]:
-        services: dict[str, Any] = {}
-        for name, service in self.services.items():
-            counters, histograms = service.counters.to_wire()
-            entry = services[name.decode("ascii", "replace")] = {
-                "queue": len(service.queue),
-                "counters": counters,
-                "histograms": histograms,
-                "workers": [_worker_status(w, now) for w in service.workers.values()],
-            }
-            info = next((w.meta["info"] for w in reversed(service.workers.values())
-                         if "info" in w.meta), None)
-            if info is not None:  # what the newest worker says the service is
-                entry["info"] = info
-        return services
-
 
 def _arrived_by(cutoff: float, request: Request) -> bool:
     return request.received_at <= cutoff
-
-
-def _worker_status(worker: Worker, now: float) -> dict[str, Any]:
-    meta = worker.meta
-    return {
-        "identity": worker.identity.hex(),
-        "state": worker.state.value,
-        "host": meta.get("host", ""),
-        "pid": meta.get("pid", 0),
-        "version": meta.get("version", ""),
-        "served": worker.served,
-        "failures": worker.failures,
-        "queued": len(worker.tasks),
-        "uptime_s": round(now - worker.registered_at, 3),
-    }

@@ -51,6 +51,13 @@ CODES: dict[str, Code] = _codes(
     Code("internal", Blame.FLEET, "a handler or gateway raised an unexpected exception"),
     Code("out_of_memory", Blame.FLEET, "the request needed more memory than a worker may use"),
     Code("client_closed", Blame.CALLER, "the client was closed while the call was outstanding"),
+    # the image services' sources (fetched by the worker; renderers/sources)
+    Code("source_forbidden", Blame.CALLER, "the source is not allowed (origin, address, path)"),
+    Code("source_not_found", Blame.MISSING, "the source does not exist"),
+    Code("source_too_large", Blame.CALLER, "the source is larger than the limit"),
+    Code("source_timeout", Blame.DEADLINE, "the source did not arrive in time"),
+    Code("source_not_image", Blame.CALLER, "the source is not an image DIPS reads"),
+    Code("source_error", Blame.FLEET, "the source could not be fetched"),
 )
 
 

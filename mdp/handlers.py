@@ -11,11 +11,19 @@ handler (a callable taking the request map and returning the result) and, option
 ``describe()``: service name -> what the service is (:func:`service_info`), which the worker
 announces in its READY so that doors and ``mdpctl services`` learn it from the fleet. A
 module with those functions will do. Third parties extend DIPS this way without touching it.
+
+While a handler runs, it may tell its caller how far it has got, the way Gearman's
+WORK_STATUS, WORK_DATA and WORK_WARNING do: :func:`progress` (``num`` of ``den``),
+:func:`send_data` (a chunk of output) and :func:`warn` (a warning). Each reaches the
+callers that asked for progress (``send(..., on_progress=...)``) through brokers that
+relay it, and is a no-op anywhere else: outside a task, on a thread other than the
+handler's, after the task's reply, towards a broker that does not relay progress.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -138,3 +146,48 @@ def _info_of(provider: Any, service: str) -> dict[str, Any] | None:
     except Exception as exc:
         log.warning("cannot describe service %r: %s: %s", service, type(exc).__name__, exc)
         return None
+
+
+# --- progress from inside a handler ----------------------------------------------------------
+
+Report = Callable[[str, "int | None", "int | None", "bytes | None"], None]
+"""What the worker gives :func:`reporting`: ``report(kind, num, den, data)``."""
+
+_local = threading.local()  # .report: the running task's Report on the handler's thread
+
+
+def reporting(report: Report | None) -> None:
+    """The worker says where this thread's reports go while a task runs (None after it)."""
+    _local.report = report
+
+
+def progress(num: int, den: int) -> None:
+    """The running task has done ``num`` of ``den`` (non-negative integers)."""
+    for name, value in (("num", num), ("den", den)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"progress {name} must be a non-negative integer, got {value!r}")
+    _report("status", num, den, None)
+
+
+def send_data(data: bytes) -> None:
+    """Send a chunk of the running task's output to its caller now."""
+    _report("data", None, None, _as_data(data, "send_data"))
+
+
+def warn(message: bytes | str) -> None:
+    """Send the running task's caller a warning (bytes, or text sent as UTF-8)."""
+    if isinstance(message, str):
+        message = message.encode()
+    _report("warning", None, None, _as_data(message, "warn"))
+
+
+def _as_data(data: object, what: str) -> bytes:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"{what} takes bytes, got {type(data).__name__}")
+    return bytes(data)
+
+
+def _report(kind: str, num: int | None, den: int | None, data: bytes | None) -> None:
+    report: Report | None = getattr(_local, "report", None)
+    if report is not None:
+        report(kind, num, den, data)

@@ -29,7 +29,9 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import zmq
@@ -37,6 +39,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from mdp import handlers, sockio
 from mdp import protocol as p
+from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
 from mdp.clock import LOG_FORMAT, poll_timeout_ms
 from mdp.config import WorkerConfig, parse_worker_args
 from mdp.errors import ConfigError, RequestError, WorkerError
@@ -44,12 +47,9 @@ from mdp.keys import CurveConfig
 from mdp.sentinel import SENTINEL
 from mdp.version import code_version
 from mdp.workercore import (
-    CLOSE,
-    CONNECT,
     EXIT_OK,
     EXIT_OUT_OF_MEMORY,
     EXIT_STUCK,
-    SEND,
     Phase,
     Task,
     Timing,
@@ -115,6 +115,10 @@ class Worker:
         self._received: tuple[int, list[bytes]] | None = None  # taken by _wait_one
         self._read_at = 0.0  # when read_all last read every link
         self._call = self._raw_call if handler.raw else self._map_call
+        # progress reports of the running task, from the handler's thread: sent at once
+        # when the lock is free, else by whoever holds it (the sentinel, or this thread
+        # when the handler returns), always before the task's reply
+        self._reports: deque[tuple[Task, str, int | None, int | None, bytes | None]] = deque()
 
     @property
     def served(self) -> int:
@@ -134,29 +138,27 @@ class Worker:
 
     def flush(self) -> None:
         """Carry out what the core asked for (the caller holds ``lock``)."""
-        out = self.core.out
-        i = 0
-        while i < len(out):
-            kind, link, arg = out[i]
-            i += 1
-            if kind == SEND:
-                sock = self.sockets[link]
-                if sock is not None:
-                    try:
-                        sockio.send(sock, arg)
-                    except zmq.Again:
-                        log.debug("send queue to %s is full; message dropped",
-                                  self.config.brokers[link])
-            elif kind == CLOSE:
-                sock = self.sockets[link]
-                if sock is not None:
-                    self._close_monitor(link, sock)
-                    sock.close(linger=arg)
-                    self.sockets[link] = None
-                    self._poller = None
-            elif kind == CONNECT:
-                self._connect(link)
-        out.clear()
+        core = self.core
+        while core.actions:
+            for action in core.take_actions():
+                match action:
+                    case Send(link, frames):
+                        sock = self.sockets[link]
+                        if sock is not None:
+                            try:
+                                sockio.send(sock, frames)
+                            except zmq.Again:
+                                log.debug("send queue to %s is full; message dropped",
+                                          self.config.brokers[link])
+                    case Close(link, linger_ms):
+                        sock = self.sockets[link]
+                        if sock is not None:
+                            self._close_monitor(link, sock)
+                            sock.close(linger=linger_ms)
+                            self.sockets[link] = None
+                            self._poller = None
+                    case Open(link):
+                        self._connect(link)
 
     def _connect(self, link: int) -> None:
         endpoint = self.config.brokers[link]
@@ -174,7 +176,7 @@ class Worker:
         sock.connect(endpoint)
         self.sockets[link] = sock
         self._poller = None
-        self.core.connected(link, time.monotonic())
+        self.core.handle(Opened(link), time.monotonic())
         log.debug("connected to %s", endpoint)
 
     def _close_monitor(self, link: int, sock: zmq.Socket) -> None:
@@ -192,43 +194,37 @@ class Worker:
             event = recv_monitor_message(monitor)
             dropped = dropped or event["event"] == zmq.EVENT_DISCONNECTED
         if dropped:
-            self.core.lost(link, time.monotonic())
+            self.core.handle(Lost(link), time.monotonic())
             self.flush()
 
     def read_all(self, now: float, links: list[int] | None = None) -> None:
-        """Feed the core every message waiting on ``links`` (default: every link).
-
-        The caller holds ``lock``."""
-        core, sockets, recv = self.core, self.sockets, sockio.recv
+        """Feed the core the message ``_wait`` received, if any, then every message waiting
+        on ``links`` (default: every link). The caller holds ``lock``."""
+        received = self._received
+        if received is not None:
+            self._received = None
+            self._feed(*received, now)
         if links is None:
             self._read_at = now
-        first = self._received
-        self._received = None
-        readable = sockio.readable
-        for link in range(len(sockets)) if links is None else links:
+            links = list(range(len(self.sockets)))
+        sockets, recv, readable = self.sockets, sockio.recv, sockio.readable
+        for link in links:
             sock = sockets[link]
-            looked = False  # a receive that finds nothing costs more than asking first
-            while sock is not None:
-                if first is not None and first[0] == link:
-                    frames: list[bytes] | None = first[1]
-                    first = None
-                elif looked:
-                    frames = recv(sock)
-                elif readable(sock):
-                    looked = True
-                    frames = recv(sock)
-                else:
-                    break
-                if frames is None:
-                    break
-                try:
-                    core.receive(link, frames, now)
-                except Exception:  # the barrier: no input stops the worker
-                    log.exception("error handling a message from %s",
-                                  self.config.brokers[link])
-                if core.out:
-                    self.flush()
-                    sock = sockets[link]
+            # a receive that finds nothing costs more than asking first
+            if sock is None or not readable(sock):
+                continue
+            while sock is not None and (frames := recv(sock)) is not None:
+                self._feed(link, frames, now)
+                sock = sockets[link]
+
+    def _feed(self, link: int, frames: list[bytes], now: float) -> None:
+        core = self.core
+        try:
+            core.handle(Received(link, frames), now)
+        except Exception:  # the barrier: no input stops the worker
+            log.exception("error handling a message from %s", self.config.brokers[link])
+        if core.actions:
+            self.flush()
 
     def check_stop(self, now: float) -> None:
         if self._stop_requested and self.core.phase is Phase.SERVING:
@@ -251,9 +247,9 @@ class Worker:
                 self.read_all(now, None if self._stop_requested else ready)
                 self.check_stop(now)
                 if now >= core.next_deadline(now):
-                    core.tick(now)
+                    core.handle(Tick(), now)
                 task = core.begin(now)
-                if core.out:
+                if core.actions:
                     self.flush()
                 if task is not None:
                     # after a short task with nothing else held, the next poll finds what
@@ -290,11 +286,14 @@ class Worker:
             # costs several; briefly, so that stop() is seen soon without a wake-up socket
             [link] = self._poll_links.values()
             sock = self.sockets[link]
+            assert sock is not None  # noqa: S101 (the poller lists open sockets only)
             timeout_ms = poll_timeout_ms(deadline, time.monotonic())
-            frames, _ = sockio.recv_wait(sock, min(timeout_ms, RECV_WAIT_MS))  # type: ignore
+            frames, _ = sockio.recv_wait(sock, min(timeout_ms, RECV_WAIT_MS))
             if frames is not None:
+                # that message alone: what follows it is read once the loop comes back
+                # here (asking the socket again would cost more than the wait finds)
                 self._received = (link, frames)
-                return [link]
+                return []
             if timeout_ms <= RECV_WAIT_MS:
                 return []
         ready = []
@@ -317,21 +316,48 @@ class Worker:
 
     def _run_task(self, task: Task) -> bool:
         """Run the handler inline; True when it was short (under busy_after)."""
-        if self.handler.instant:
-            body = self._call(task)
-        else:
-            self.lock.release()
-            SENTINEL.enter(self, task.started_at)
-            try:
+        handlers.reporting(partial(self.report, task))
+        try:
+            if self.handler.instant:
                 body = self._call(task)
-            finally:
-                SENTINEL.leave(self)
-                self.lock.acquire()
+            else:
+                self.lock.release()
+                SENTINEL.enter(self, task.started_at)
+                try:
+                    body = self._call(task)
+                finally:
+                    SENTINEL.leave(self)
+                    self.lock.acquire()
+        finally:
+            handlers.reporting(None)
         now = time.monotonic()
+        if self._reports:
+            self.send_reports()  # before the reply: nothing of a task goes after it
         self.core.task_done(body, now)
-        if self.core.out:
+        if self.core.actions:
             self.flush()
         return now - task.started_at < self.busy_after_s
+
+    def report(self, task: Task, kind: str, num: int | None, den: int | None,
+               data: bytes | None) -> None:
+        """A progress report from ``task``'s handler (on the handler's thread)."""
+        self._reports.append((task, kind, num, den, data))
+        if self.lock.acquire(blocking=False):  # the handler runs and nobody else sends
+            try:
+                self.send_reports()
+            finally:
+                self.lock.release()
+        else:  # the sentinel holds the sockets (or this thread, for an instant handler)
+            SENTINEL.nudge()
+
+    def send_reports(self) -> None:
+        """Give the core every report queued so far (the caller holds ``lock``)."""
+        core, reports = self.core, self._reports
+        now = time.monotonic()
+        while reports:
+            core.progress(*reports.popleft(), now)
+        if core.actions:
+            self.flush()
 
     def _raw_call(self, task: Task) -> bytes:
         try:
@@ -376,11 +402,13 @@ class Worker:
         core = self.core
         if took_over:
             core.task_long(now)
+        if self._reports:
+            self.send_reports()
         self.read_all(now)
         self.check_stop(now)
         if now >= core.next_deadline(now):
-            core.tick(now)
-        if core.out:
+            core.handle(Tick(), now)
+        if core.actions:
             self.flush()
         if core.phase is Phase.DONE and core.exit_code == EXIT_STUCK:
             logging.shutdown()

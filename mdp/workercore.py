@@ -1,14 +1,17 @@
 """The worker's decisions, without sockets (the way h11 and h2 keep a protocol apart from I/O).
 
 :class:`WorkerCore` is a plain object. The shell (``mdp.worker``) feeds it events with the
-time they happened (``connected``, ``receive``, ``begin``, ``task_done``, ``task_long``,
-``tick``, ``stop``) and carries out what it asks for: the actions it appends to ``out``,
-``(SEND, link, frames)``, ``(CLOSE, link, linger_ms)`` and ``(CONNECT, link, None)``.
-``begin`` hands out the next task to run; ``next_deadline`` says when ``tick`` is due.
-Every rule of ``docs/PROTOCOL.md`` section 2 is decided here: registration, WELCOME,
-heartbeats, BUSY/FREE only for tasks running past ``busy_after``, BOUNCE, RECALL, the
-hold queue, drain, the time limit, backoff and re-registration, and plain 7/MDP with a
-local queue for standard brokers.
+time they happened: the link events of :mod:`mdp.actions` through ``handle``
+(:class:`~mdp.actions.Opened`, :class:`~mdp.actions.Received`, :class:`~mdp.actions.Lost`,
+:class:`~mdp.actions.Tick`), and the handler's own (``begin``, ``task_done``,
+``task_long``, ``progress``, ``stop``); it carries out the actions ``take_actions`` gives
+(:class:`~mdp.actions.Send`, :class:`~mdp.actions.Close`, and :class:`~mdp.actions.Open`,
+which the shell answers with ``Opened`` once the socket is connecting). ``begin`` hands out
+the next task to run; ``next_deadline`` says when a ``Tick`` is due. Every rule of
+``docs/PROTOCOL.md`` section 2 is decided here: registration, WELCOME, heartbeats,
+BUSY/FREE only for tasks running past ``busy_after``, BOUNCE, RECALL, the hold queue,
+PROGRESS for the running task, drain, the time limit, backoff and re-registration, and
+plain 7/MDP with a local queue for standard brokers.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mdp import protocol as p
+from mdp.actions import Action, Close, Event, Lost, Open, Opened, Received, Send, Tick
 from mdp.clock import Backoff, RateLimitedLog
 from mdp.errors import Expired, ProtocolError, WorkerTimeout
 
@@ -29,13 +33,6 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_STUCK = 3  # a handler ran past the time limit; the process must be replaced
 EXIT_OUT_OF_MEMORY = 4  # a handler hit the address-space limit; start afresh
-
-# action kinds: (kind, link index, argument)
-SEND = 1  # argument: frames
-CLOSE = 2  # argument: linger in ms
-CONNECT = 3  # argument: None; the shell answers with connected(link, now)
-
-Action = tuple[int, int, Any]
 
 STANDARD_EXPIRY_S = 7.5  # 7/MDP's reference heartbeat (2.5 s) x liveness (3)
 
@@ -94,6 +91,7 @@ class Link:
     epoch: int = 0  # connections made so far; tasks of an older one are void
     told_busy: bool = False  # we sent BUSY (or an unasked BOUNCE) and owe a FREE
     batch: bool = False  # its WELCOME offered TASKS and REPLIES
+    progress: bool = False  # its WELCOME offered to relay PROGRESS
     gathered_keys: list[bytes] = field(default_factory=list)  # replies not yet sent
     gathered_bodies: list[bytes] = field(default_factory=list)
     gathered_since: float = 0.0
@@ -117,7 +115,7 @@ class WorkerCore:
         t = self.timing
         self.links = [Link(ep, Backoff(t.reconnect_initial_s, t.reconnect_max_s))
                       for ep in self.endpoints]
-        self.out: list[Action] = []
+        self.actions: list[Action] = []
         self.phase = Phase.SERVING
         self.exit_code = EXIT_OK
         self.current: Task | None = None
@@ -131,18 +129,23 @@ class WorkerCore:
 
     # --- output ----------------------------------------------------------------------
 
+    def take_actions(self) -> list[Action]:
+        """What the shell must do now, in order."""
+        actions, self.actions = self.actions, []
+        return actions
+
     def _send(self, i: int, frames: list[bytes], now: float) -> None:
         link = self.links[i]
         if link.gathered_keys:  # wire order: the replies gathered so far go first
             self._send_gathered(link, i, now)
-        self.out.append((SEND, i, frames))
+        self.actions.append(Send(i, frames))
         link.sent_at = now
 
     def _send_gathered(self, link: Link, i: int, now: float) -> None:
         keys, bodies = link.gathered_keys, link.gathered_bodies
         link.gathered_keys, link.gathered_bodies = [], []
         frames = (p.reply(keys[0], bodies) if len(keys) == 1 else p.replies(keys, bodies))
-        self.out.append((SEND, i, frames))
+        self.actions.append(Send(i, frames))
         link.sent_at = now
 
     def flush_replies(self, now: float) -> None:
@@ -158,7 +161,7 @@ class WorkerCore:
         if link.gathered_keys:
             self._send_gathered(link, i, 0.0)  # before the socket goes; lost if it is gone
         self._set_mode(link, LinkMode.CLOSED)
-        self.out.append((CLOSE, i, linger_ms))
+        self.actions.append(Close(i, linger_ms))
         self.waiting = deque(t for t in self.waiting if t.link != i)  # the broker requeues
 
     def _set_mode(self, link: Link, mode: LinkMode) -> None:
@@ -166,8 +169,16 @@ class WorkerCore:
         link.mode = mode
         link.told_busy = False
         if mode is not LinkMode.DIPS:
-            link.batch = False
+            link.batch = link.progress = False
             link.gathered_keys, link.gathered_bodies = [], []
+
+    def _set_phase(self, phase: Phase) -> None:
+        """The one place the worker changes phase."""
+        self.phase = phase
+        if phase is Phase.DRAINING:
+            log.info("draining")
+        elif phase is Phase.DONE:
+            log.info("worker stopped after %d requests", self.served)
 
     def _bounce(self, task: Task, now: float, recalled: bool = False) -> None:
         """Hand a task back; an unasked bounce is sent after BUSY, and owes a FREE.
@@ -184,16 +195,19 @@ class WorkerCore:
         if link.mode is LinkMode.CLOSED or link.epoch != task.epoch:
             log.warning("broker %s went away; dropping a reply", link.endpoint)
             return
-        if link.batch and task.dips and now - task.started_at < self.timing.reply_gather_s:
-            # a short task's reply is gathered: sent in one REPLIES when the worker goes
-            # idle, when a task runs past busy_after, before anything else to that broker,
-            # or reply_gather_s on (a longer task's reply goes at once: the next task may
-            # be as long, and gathering would hold this reply until busy_after)
+        if link.batch and task.dips and (self.waiting or link.gathered_keys) \
+                and now - task.started_at < self.timing.reply_gather_s:
+            # with a backlog, a short task's reply is gathered: sent in one REPLIES when the
+            # worker has nothing left to run, when a task runs past busy_after, before
+            # anything else to that broker, or reply_gather_s on (a longer task's reply goes
+            # at once: the next task may be as long, and gathering would hold this reply
+            # until busy_after). A lone task's reply goes at once: batching is for
+            # backlogs and costs a lone request nothing.
             if not link.gathered_keys:
                 link.gathered_since = now
             link.gathered_keys.append(task.key)
             link.gathered_bodies.append(body)
-            if (len(link.gathered_keys) >= p.MAX_BATCH
+            if (not self.waiting or len(link.gathered_keys) >= p.MAX_BATCH
                     or now - link.gathered_since >= self.timing.reply_gather_s):
                 self._send_gathered(link, task.link, now)
             return
@@ -204,7 +218,7 @@ class WorkerCore:
     def start(self, now: float) -> None:
         """Connect to every broker."""
         for i in range(len(self.links)):
-            self.out.append((CONNECT, i, None))
+            self.actions.append(Open(i))
 
     def connected(self, i: int, now: float) -> None:
         """The shell opened a new socket for link ``i``: register."""
@@ -224,6 +238,18 @@ class WorkerCore:
         self._close(i, 0)
         link.retry_at = now + link.backoff.next()
 
+    def handle(self, event: Event, now: float) -> None:
+        """Feed one link event (:mod:`mdp.actions`) that happened at ``now``."""
+        match event:
+            case Received(link, frames):
+                self.receive(link, frames, now)
+            case Opened(link):
+                self.connected(link, now)
+            case Lost(link):
+                self.lost(link, now)
+            case Tick():
+                self.tick(now)
+
     def receive(self, i: int, frames: list[bytes], now: float) -> None:
         """A message arrived on link ``i``."""
         link = self.links[i]
@@ -235,31 +261,31 @@ class WorkerCore:
         except ProtocolError as exc:
             self._warn.warning("dropped message from broker %s: %s", link.endpoint, exc)
             return
-        kind = type(message)
-        if kind is p.BrokerTask:
-            link.backoff.reset()
-            self._on_task(i, link, message, now)  # type: ignore[arg-type]
-        elif kind is p.BrokerTasks:
-            link.backoff.reset()
-            if link.mode is not LinkMode.DIPS:
-                self._warn.warning("dropped TASKS from %s before its WELCOME", link.endpoint)
-                return
-            for task in message.tasks:  # type: ignore[union-attr]
-                self._on_task(i, link, task, now)
-        elif kind is p.BrokerSignal:
-            if message.command == p.DISCONNECT:  # type: ignore[union-attr]
+        match message:
+            case p.BrokerTask():
+                link.backoff.reset()
+                self._on_task(i, link, message, now)
+            case p.BrokerTasks(tasks):
+                link.backoff.reset()
+                if link.mode is not LinkMode.DIPS:
+                    self._warn.warning("dropped TASKS from %s before its WELCOME",
+                                       link.endpoint)
+                    return
+                for task in tasks:
+                    self._on_task(i, link, task, now)
+            case p.BrokerSignal(p.DISCONNECT):
                 self._on_disconnect(i, link, now)
-            else:
+            case p.BrokerSignal():
                 link.backoff.reset()
                 if (link.mode is LinkMode.DIPS
                         and now - link.sent_at >= self.timing.heartbeat_interval_s / 2):
                     # answer the broker's heartbeat burst rather than waking it on our timer
                     self._send(i, p.signal(p.HEARTBEAT), now)
-        elif kind is p.BrokerRecall:
-            self._on_recall(i, message.key, now)  # type: ignore[union-attr]
-        else:
-            link.backoff.reset()
-            self._on_welcome(i, link, message, now)  # type: ignore[arg-type]
+            case p.BrokerRecall(key):
+                self._on_recall(i, key, now)
+            case p.BrokerWelcome():
+                link.backoff.reset()
+                self._on_welcome(i, link, message, now)
 
     def _on_task(self, i: int, link: Link, msg: p.BrokerTask, now: float) -> None:
         deadline = None if msg.ttl_ms is None else now + msg.ttl_ms / 1000
@@ -292,6 +318,7 @@ class WorkerCore:
             return
         self._set_mode(link, LinkMode.DIPS)
         link.batch = welcome.meta.get("batch") is True
+        link.progress = welcome.meta.get("progress") is True
         log.debug("broker %s speaks DIPS%s", link.endpoint, " with batches" if link.batch else "")
         # tasks it sent before WELCOME came as standard REQUESTs and stay standard
         if self.phase is Phase.DRAINING:
@@ -359,6 +386,18 @@ class WorkerCore:
         self._reply(task, body, now)
         self._count(now)
 
+    def progress(self, task: Task, kind: str, num: int | None, den: int | None,
+                 data: bytes | None, now: float) -> None:
+        """The handler of ``task`` reports progress: PROGRESS to its broker, if the task
+        is still the one running (never after its reply) and that broker's WELCOME offered
+        to relay it; dropped otherwise."""
+        if task is not self.current:
+            return
+        link = self.links[task.link]
+        if (task.dips and link.progress and link.mode is LinkMode.DIPS
+                and link.epoch == task.epoch):
+            self._send(task.link, p.progress(task.key, kind, num, den, data), now)
+
     def _count(self, now: float) -> None:
         self.served += 1
         if self.max_requests and self.served >= self.max_requests and \
@@ -380,8 +419,7 @@ class WorkerCore:
             self.exit_code = exit_code
         if self.phase is not Phase.SERVING:
             return
-        self.phase = Phase.DRAINING
-        log.info("draining")
+        self._set_phase(Phase.DRAINING)
         kept: deque[Task] = deque()
         for task in self.waiting:
             if task.dips:
@@ -407,8 +445,7 @@ class WorkerCore:
             if link.mode is not LinkMode.CLOSED:
                 self._send(i, p.signal(p.DISCONNECT), now)
                 self._close(i, self.timing.drain_linger_ms)
-        self.phase = Phase.DONE
-        log.info("worker stopped after %d requests", self.served)
+        self._set_phase(Phase.DONE)
 
     # --- timers ----------------------------------------------------------------------
 
@@ -450,7 +487,7 @@ class WorkerCore:
         for i, link in enumerate(self.links):
             if link.mode is LinkMode.CLOSED:
                 if now >= link.retry_at and self.phase is Phase.SERVING:
-                    self.out.append((CONNECT, i, None))
+                    self.actions.append(Open(i))
             elif now >= link.heard_at + self._expiry_s(link):
                 log.warning("broker %s silent for %.1fs; reconnecting", link.endpoint,
                             self._expiry_s(link))
@@ -478,5 +515,5 @@ class WorkerCore:
             if waiting.dips:
                 self._send(waiting.link, p.bounce(waiting.key), now)
         self.waiting.clear()
-        self.phase = Phase.DRAINING
+        self._set_phase(Phase.DRAINING)
         self._maybe_done(now)

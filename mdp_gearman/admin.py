@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
+from mdp.status import BrokerStatus, WorkerStatus
 from mdp.version import code_version
 
 STATUS, WORKERS, VERSION, GETPID, VERBOSE = "status", "workers", "version", "getpid", "verbose"
@@ -41,7 +41,7 @@ def command_of(line: str) -> str:
     return words[0].lower() if words else ""
 
 
-def answer(line: str, statuses: list[dict[str, Any] | None], clients: Iterable[ClientInfo],
+def answer(line: str, statuses: list[BrokerStatus | None], clients: Iterable[ClientInfo],
            held: Mapping[str, int], pid: int) -> bytes:
     """The full answer to one admin line (``statuses`` only matter for status/workers)."""
     command = command_of(line)
@@ -68,21 +68,20 @@ def _err(code: str, text: str) -> bytes:
     return f"ERR {code} {text.replace(' ', '+')}\n".encode()
 
 
-def status_text(statuses: list[dict[str, Any] | None], held: Mapping[str, int]) -> bytes:
+def status_text(statuses: list[BrokerStatus | None], held: Mapping[str, int]) -> bytes:
     rows: dict[str, list[int]] = {}
     workers: dict[str, set[tuple[str, int, str]]] = {}
     busy: dict[str, set[tuple[str, int, str]]] = {}
     for status in statuses:
-        services = status.get("services", {}) if isinstance(status, dict) else {}
-        for name, service in services.items() if isinstance(services, dict) else ():
-            if not isinstance(service, dict) or name.startswith("mmi."):
+        for name, service in status.services.items() if status else ():
+            if name.startswith("mmi."):
                 continue
             row = rows.setdefault(name, [0])
-            row[0] += _int(service.get("queue"))
-            for worker in _list(service.get("workers")):
+            row[0] += service.queue
+            for worker in service.workers:
                 who = _who(worker)
                 workers.setdefault(name, set()).add(who)
-                if worker.get("state") == "busy":
+                if worker.state == "busy":
                     busy.setdefault(name, set()).add(who)
     for name, count in held.items():
         rows.setdefault(name, [0])[0] += count
@@ -94,29 +93,19 @@ def status_text(statuses: list[dict[str, Any] | None], held: Mapping[str, int]) 
     return ("".join(lines) + ".\n").encode()
 
 
-def workers_text(statuses: list[dict[str, Any] | None], clients: Iterable[ClientInfo]) -> bytes:
+def workers_text(statuses: list[BrokerStatus | None], clients: Iterable[ClientInfo]) -> bytes:
     lines = [f"{c.fd} {c.address} {c.client_id or '-'} :{''.join(' ' + f for f in c.functions)}\n"
              for c in clients]
     offers: dict[tuple[str, int, str], set[str]] = {}
     for status in statuses:
-        services = status.get("services", {}) if isinstance(status, dict) else {}
-        for name, service in services.items() if isinstance(services, dict) else ():
-            for worker in _list(service.get("workers") if isinstance(service, dict) else None):
+        for name, service in status.services.items() if status else ():
+            for worker in service.workers:
                 offers.setdefault(_who(worker), set()).add(name)
     for (host, pid, _identity), names in sorted(offers.items()):
         lines.append(f"- {host or '?'} dips-worker-{pid} : {' '.join(sorted(names))}\n")
     return ("".join(lines) + ".\n").encode()
 
 
-def _who(worker: dict[str, Any]) -> tuple[str, int, str]:
+def _who(worker: WorkerStatus) -> tuple[str, int, str]:
     # host and pid name the process across brokers; the identity differs per broker
-    host, pid = str(worker.get("host", "")), _int(worker.get("pid"))
-    return (host, pid, "" if pid else str(worker.get("identity", "")))
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _list(value: Any) -> list[dict[str, Any]]:
-    return [w for w in value if isinstance(w, dict)] if isinstance(value, list) else []
+    return (worker.host, worker.pid, "" if worker.pid else worker.identity)

@@ -13,10 +13,12 @@ from typing import Any
 from mdp.aio import AsyncMDPClient
 from mdp.errors import Timeout
 from mdp.keys import CurveConfig
+from mdp.status import BrokerStatus, StatusClients
 
 log = logging.getLogger(__name__)
 
 GRACE_S = 2.0  # past a call's own deadline, the gateway stops waiting whatever the client does
+STATUS_TIMEOUT_S = 1.0  # how long a broker may take to answer mmi.status
 
 
 class Dips:
@@ -30,7 +32,7 @@ class Dips:
         self.timeout_s = timeout_s
         self.curve = curve
         self._client = AsyncMDPClient(self.brokers, timeout=timeout_s, curve=curve)
-        self._status: dict[str, AsyncMDPClient] = {}  # one single-broker client each
+        self._status = StatusClients(timeout_s=STATUS_TIMEOUT_S, curve=curve)
 
     async def call(self, service: str, request: dict[str, Any], *, priority: int = 0,
                    timeout_s: float | None = None) -> Any:
@@ -44,26 +46,18 @@ class Dips:
             raise Timeout(f"no reply for {service!r} within {timeout_s:g}s",
                           tuple(self.brokers)) from None
 
-    async def broker_status(self, timeout_s: float = 1.0) -> list[dict[str, Any] | None]:
+    async def broker_status(self) -> list[BrokerStatus | None]:
         """Every broker's ``mmi.status`` (None for a broker that did not answer)."""
-        return list(await asyncio.gather(*(self._one_status(ep, timeout_s)
-                                           for ep in self.brokers)))
+        return list(await asyncio.gather(*(self._one_status(ep) for ep in self.brokers)))
 
-    async def _one_status(self, endpoint: str, timeout_s: float) -> dict[str, Any] | None:
-        client = self._status.get(endpoint)
-        if client is None:
-            client = self._status[endpoint] = AsyncMDPClient(
-                [endpoint], timeout=timeout_s, retries=0, connect_timeout=timeout_s,
-                shuffle=False, curve=self.curve)
+    async def _one_status(self, endpoint: str) -> BrokerStatus | None:
         try:
-            async with asyncio.timeout(timeout_s + GRACE_S):
-                return await client.status()
-        except Exception as exc:  # a broker that is down or hung is shown as such
+            async with asyncio.timeout(STATUS_TIMEOUT_S + GRACE_S):
+                return await self._status.fetch(endpoint)
+        except Exception as exc:  # a broker that is down, hung or garbled is shown as such
             log.debug("no mmi.status from %s: %s", endpoint, exc)
             return None
 
     async def close(self) -> None:
         await self._client.close()
-        for client in self._status.values():
-            await client.close()
-        self._status.clear()
+        await self._status.close()

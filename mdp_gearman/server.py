@@ -23,6 +23,7 @@ import zmq
 from mdp.clock import LOG_FORMAT, RateLimitedLog
 from mdp.errors import BadRequest, ConfigError, RequestError, Timeout
 from mdp.keys import CurveConfig
+from mdp.status import BrokerStatus
 from mdp.version import code_version
 from mdp_gearman import admin, mapping
 from mdp_gearman import packets as g
@@ -188,7 +189,7 @@ class Gateway:
         self._tasks: dict[Job, asyncio.Task[None]] = {}
         self._spawned: set[asyncio.Task[Any]] = set()
         self._servers: list[asyncio.base_events.Server] = []
-        self._status: tuple[float, list[dict[str, Any] | None]] = (-1e9, [])
+        self._status: tuple[float, list[BrokerStatus | None]] = (-1e9, [])
         self._failures = RateLimitedLog(log)
         self.runner: BackgroundRunner | None = None
         self.zmq = zmq.Context()
@@ -397,7 +398,7 @@ class Gateway:
     # --- admin ------------------------------------------------------------------------
 
     async def admin_answer(self, line: str) -> bytes:
-        statuses: list[dict[str, Any] | None] = []
+        statuses: list[BrokerStatus | None] = []
         if admin.command_of(line) in admin.NEEDS_BROKERS:
             statuses = await self.broker_status()
         clients = [admin.ClientInfo(c.fd, c.peer.rpartition(":")[0], c.client_id,
@@ -406,7 +407,7 @@ class Gateway:
         held = self.runner.held if self.runner is not None else {}
         return admin.answer(line, statuses, clients, held, os.getpid())
 
-    async def broker_status(self) -> list[dict[str, Any] | None]:
+    async def broker_status(self) -> list[BrokerStatus | None]:
         taken_at, statuses = self._status
         if time.monotonic() - taken_at > STATUS_CACHE_S:
             statuses = await self.dips.broker_status()

@@ -2,7 +2,8 @@
 
 Routes: ``/`` (the dashboard, static files from the package), ``/api/fleet`` (its data as
 JSON), ``/api/events`` (the same as server-sent events, one per poll interval),
-``/metrics`` (Prometheus), ``/healthz`` (for load balancers) and the API under ``/v1/``.
+``/metrics`` (Prometheus), ``/healthz`` (for load balancers), the API under ``/v1/``, and
+images by URL in imgproxy's format in the rest of the URL space (:mod:`mdp_http.images`).
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from mdp.errors import ConfigError
 from mdp.keys import CurveConfig
+from mdp.status import ServiceInfo
 from mdp.version import code_version
 from mdp_http.api import Api
 from mdp_http.backend import Backend
 from mdp_http.config import HttpConfig, parse_args
 from mdp_http.dashboard import fleet_state
+from mdp_http.images import ImageServer
 from mdp_http.metrics import FleetCollector, GatewayMetrics
 from mdp_http.poller import Poller
 from mdp_http.signing import Signer
@@ -34,6 +37,7 @@ from mdp_http.signing import Signer
 log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+INFO_MAX_AGE_S = 5.0  # services' info changes with deployments; the API polls this seldom
 STATIC = Path(str(resources.files("mdp_http").joinpath("static")))
 EVENTS_KEY = web.AppKey("events", set)
 
@@ -51,20 +55,35 @@ class Gateway:
         self.registry = CollectorRegistry()
         self.registry.register(FleetCollector(lambda: self.poller.latest))
         self.metrics = GatewayMetrics(self.registry)
-        self.api = Api(self.backend, self.metrics,
-                       Signer.from_files(config.sign_keys, config.sign_salts),
+        signer = Signer.from_files(config.sign_keys, config.sign_salts)
+        self.images = ImageServer(config, self.backend, signer, self.registry,
+                                  self.renderer_version)
+        self.api = Api(self.backend, self.metrics, signer,
                        config.max_concurrency, config.max_body_bytes, config.body_timeout_s,
-                       self.known_services)
+                       self.known_services, self.service_info)
         self.stopping = asyncio.Event()
 
     def known_services(self) -> set[str]:
-        return {name for view in self.poller.latest for name in view.services}
+        return self.poller.services()
+
+    def service_info(self, service: str) -> ServiceInfo | None:
+        return self.poller.info(service, max(self.config.poll_interval_s, INFO_MAX_AGE_S))
+
+    async def renderer_version(self, service: str) -> str:
+        """The code versions of the workers of ``service`` (part of every image request's
+        key: new renderer code, new results). Never waits for a poll but the first."""
+        if self.poller.age() > 1e9:
+            await self.poller.fresh(self.config.poll_interval_s)
+        self.poller.refresh_behind(self.config.poll_interval_s)
+        return ",".join(sorted({worker.version for entry in self.poller.entries(service)
+                                for worker in entry.workers}))
 
     async def state(self) -> dict[str, Any]:
         await self.poller.fresh(self.config.poll_interval_s)
         state = fleet_state(self.poller.previous, self.poller.latest, time.time())
         state["gateway"] = {"version": code_version(), "backend": self.backend.kind,
-                            "in_flight": self.api.in_flight}
+                            "in_flight": self.api.in_flight,
+                            "images": self.images.stats()}
         return state
 
     # --- handlers --------------------------------------------------------------------
@@ -132,12 +151,14 @@ def create_app(config: HttpConfig, backend: Backend | None = None) -> web.Applic
         web.get("/healthz", gateway.healthz),
         *gateway.api.routes(),
         web.static("/static", STATIC),
+        *gateway.images.routes(),  # last: image URLs take the rest of the URL space
     ])
 
     async def on_shutdown(app: web.Application) -> None:
         gateway.stopping.set()
 
     async def on_cleanup(app: web.Application) -> None:
+        await gateway.images.close()
         await gateway.backend.close()
 
     app.on_shutdown.append(on_shutdown)

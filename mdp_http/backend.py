@@ -11,7 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from mdp.aio import AsyncMDPClient
+from mdp.body import decode_reply
 from mdp.keys import CurveConfig
+from mdp.status import BrokerStatus, StatusClients
+from mdp_http.errors import TooLarge
 
 log = logging.getLogger(__name__)
 
@@ -28,23 +31,30 @@ class Backend:
         self.status_timeout_s = status_timeout_s
         self.curve = curve
         self._client = AsyncMDPClient(list(self.brokers), timeout=timeout_s, curve=curve)
-        self._status_clients: dict[str, AsyncMDPClient] = {}
+        self._statuses = StatusClients(timeout_s=status_timeout_s, curve=curve)
 
     async def send(self, service: str, request: dict[str, Any]) -> Any:
         """The result of one request; raises RequestError subclasses or Timeout."""
         return await self._client.send(service, request)
 
-    async def status(self, endpoint: str) -> dict[str, Any]:
-        """One broker's ``mmi.status`` map; raises Timeout or ProtocolError."""
-        client = self._status_clients.get(endpoint)
-        if client is None:
-            client = self._status_clients[endpoint] = AsyncMDPClient(
-                [endpoint], timeout=self.status_timeout_s, retries=0,
-                connect_timeout=self.status_timeout_s, shuffle=False, curve=self.curve)
-        return await client.status()
+    async def send_keyed(self, service: str, request: dict[str, Any], key: bytes) -> Any:
+        """As :meth:`send`, with a coalescing key: the client sends it to the key's home
+        broker (the same for every door with the same broker list), which works identical
+        keyed requests in flight at once only once."""
+        return await self._client.send(service, request, key=key)
+
+    async def send_frame(self, service: str, frame: bytes | bytearray) -> Any:
+        """The result of a request whose body is already one msgpack map frame (sent as it
+        is, never re-packed); raises as :meth:`send` does."""
+        if len(frame) > self._client.max_request_bytes:
+            raise TooLarge(f"the request is {len(frame)} bytes; the brokers take at most "
+                           f"{self._client.max_request_bytes}")
+        return decode_reply(await self._client.request_raw(service, frame))  # type: ignore[arg-type]
+
+    async def status(self, endpoint: str) -> BrokerStatus:
+        """One broker's ``mmi.status``; raises Timeout or ProtocolError."""
+        return await self._statuses.fetch(endpoint)
 
     async def close(self) -> None:
         await self._client.close()
-        for client in self._status_clients.values():
-            await client.close()
-        self._status_clients.clear()
+        await self._statuses.close()

@@ -9,10 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mdp.errors import ConfigError
+from mdp.version import code_version, package_version
 
-_CONVERTERS: dict[str, Any] = {"float": float, "int": int}
-DESCRIPTION = ("The DIPS HTTP gateway: POST /v1/{service}, Prometheus /metrics, and a live "
-               "dashboard at /.")
+_CONVERTERS: dict[str, Any] = {"float": float, "int": int, "str | None": str}
+DESCRIPTION = ("The DIPS HTTP gateway: POST /v1/{service}, images by URL in imgproxy's format "
+               "at the root of the URL space, Prometheus /metrics, and a live dashboard at /.")
+MIB = 1024 * 1024
+# The largest image a renderer takes (renderers' max_input_bytes, 32 MiB) sent as base64 in
+# JSON (4/3 of it) with room for the other fields: one image the renderers accept always fits.
+DEFAULT_MAX_BODY = 44 * MIB
 
 
 def _opt(default: Any, flag: str, help: str, metavar: str | None = None) -> Any:
@@ -32,8 +37,12 @@ class HttpConfig:
                        "HOST:PORT")
     timeout_s: float = _opt(10.0, "--timeout", "seconds a request may take through the brokers",
                             "SECONDS")
-    max_body_bytes: int = _opt(16 * 1024 * 1024, "--max-body-bytes",
-                               "larger request bodies get 413", "N")
+    max_body_bytes: int = _opt(DEFAULT_MAX_BODY, "--max-body-bytes",
+                               "larger request bodies get 413 (the default takes a 32 MiB "
+                               "image as base64 in JSON)", "N")
+    max_inflight_bytes: int = _opt(256 * MIB, "--max-inflight-bytes",
+                                   "request bodies held at once; more get 429 (bounds the "
+                                   "door's memory by the images in flight)", "N")
     max_concurrency: int = _opt(64, "--max-concurrency",
                                 "API requests in flight at once; more get 429", "N")
     body_timeout_s: float = _opt(30.0, "--body-timeout",
@@ -48,6 +57,26 @@ class HttpConfig:
                                     "this gateway's CURVE key pair (with --broker-key)", "FILE")
     broker_key: str | None = _opt(None, "--broker-key", "the brokers' CURVE public key", "FILE")
     log_level: str = _opt("INFO", "--log-level", "logging level")
+    presets: list[str] = _opt([], "--preset", "an imgproxy preset NAME=option:args/option:args "
+                              "(repeat; 'default' applies to every image URL)", "NAME=OPTIONS")
+    only_presets: bool = _opt(False, "--only-presets",
+                              "image URLs name presets only, never options")
+    auto_webp: bool = _opt(False, "--auto-webp", "a format left open becomes WebP when the "
+                           "client's Accept names image/webp (Vary: Accept)")
+    auto_avif: bool = _opt(False, "--auto-avif", "a format left open becomes AVIF when the "
+                           "client's Accept names image/avif (before WebP)")
+    cache_control: str = _opt("public, max-age=3600", "--cache-control",
+                              "Cache-Control of image replies", "VALUE")
+    cors_origins: list[str] = _opt([], "--cors-origin", "an origin allowed to fetch images by "
+                                   "script (repeat; '*' for any); OPTIONS is answered always",
+                                   "ORIGIN")
+    cache_bytes: int = _opt(64 * MIB, "--cache-bytes",
+                            "the door's in-memory cache of rendered images (0: none)", "N")
+    cache_ttl_s: float = _opt(3600.0, "--cache-ttl",
+                              "seconds a rendered image is served from a cache", "SECONDS")
+    redis: str | None = _opt(None, "--redis", "a Redis shared by the doors for rendered "
+                             "images, e.g. redis://127.0.0.1:6379/0 (a failure only costs "
+                             "renders)", "URL")
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -64,24 +93,42 @@ class HttpConfig:
             raise ConfigError(f"--listen {self.listen!r} is not HOST:PORT")
         if min(self.timeout_s, self.body_timeout_s, self.poll_interval_s) <= 0:
             raise ConfigError("--timeout, --body-timeout and --poll-interval must be positive")
-        if min(self.max_body_bytes, self.max_concurrency) < 1:
-            raise ConfigError("--max-body-bytes and --max-concurrency must be >= 1")
+        if min(self.max_body_bytes, self.max_concurrency, self.max_inflight_bytes) < 1:
+            raise ConfigError("--max-body-bytes, --max-inflight-bytes and --max-concurrency "
+                              "must be >= 1")
+        if self.cache_bytes < 0 or self.cache_ttl_s <= 0:
+            raise ConfigError("--cache-bytes must be >= 0 and --cache-ttl positive")
+        if self.redis is not None and not self.redis.startswith(("redis://", "rediss://",
+                                                                 "unix://")):
+            raise ConfigError(f"--redis {self.redis!r} is not a redis:// URL")
+        if self.only_presets and not self.presets:
+            raise ConfigError("--only-presets needs at least one --preset")
         if bool(self.curve_secret) != bool(self.broker_key):
             raise ConfigError("CURVE needs both --curve-secret and --broker-key")
+
+
+def _flag_kwargs(f: dataclasses.Field[Any]) -> dict[str, Any]:
+    """argparse's arguments for one field: its help with the default, its type and action."""
+    meta = f.metadata
+    kwargs: dict[str, Any] = {"dest": f.name, "help": meta["help"]}
+    if f.default_factory is not dataclasses.MISSING:  # a list: the flag repeats
+        return {**kwargs, "action": "append", "default": None, "metavar": meta["metavar"],
+                "help": f"{meta['help']} (default: none)"}
+    if str(f.type) == "bool":
+        return {**kwargs, "action": argparse.BooleanOptionalAction, "default": f.default,
+                "help": f"{meta['help']} (default: {'on' if f.default else 'off'})"}
+    shown = "none" if f.default is None else f.default
+    return {**kwargs, "default": f.default, "type": _CONVERTERS.get(str(f.type), str),
+            "metavar": meta["metavar"], "help": f"{meta['help']} (default: {shown})"}
 
 
 def parse_args(argv: Sequence[str] | None) -> HttpConfig:
     """The config the command line describes (defaults from the dataclass)."""
     parser = argparse.ArgumentParser(prog="mdp-http", description=DESCRIPTION)
+    parser.add_argument("--version", action="version",
+                        version=f"mdp-http {package_version()} (code {code_version()})")
     for f in dataclasses.fields(HttpConfig):
-        meta = f.metadata
-        kwargs: dict[str, Any] = {"dest": f.name, "help": meta["help"],
-                                  "metavar": meta["metavar"]}
-        if f.default_factory is not dataclasses.MISSING:  # a list: the flag repeats
-            kwargs.update(action="append", default=None)
-        else:
-            kwargs.update(default=f.default, type=_CONVERTERS.get(str(f.type), str))
-        parser.add_argument(meta["flag"], **kwargs)
+        parser.add_argument(f.metadata["flag"], **_flag_kwargs(f))
     args = vars(parser.parse_args(argv))
     config = HttpConfig(**{k: v for k, v in args.items() if v is not None})
     try:

@@ -1,20 +1,23 @@
 """What the gateway knows of services: reply content types and which fields are bytes.
 
-The renderers' registry is the authority when the ``renderers`` package is installed
-beside the gateway (it is imported only to look things up); without it, or for a service
-it does not know, the reply's first bytes tell the image type.
+The fleet is the authority: each service's workers describe it (``info`` in the brokers'
+``mmi.status``, :class:`mdp.status.ServiceInfo`), and the poller hands that description
+here. Where there is none yet, or its content type is "" (the request chooses it), the
+reply's first bytes tell the type; and a JSON request for a service not yet described
+has its base64 strings of a known file type read as bytes.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
+import base64
+import binascii
 from collections.abc import Mapping
 from typing import Any
 
-log = logging.getLogger(__name__)
+from mdp.status import ServiceInfo
 
 OCTET_STREAM = "application/octet-stream"
+MIN_GUESSED_BASE64 = 16  # shorter strings are words, not files
 
 _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", 0, "image/png"),
@@ -38,36 +41,33 @@ def sniff(data: bytes) -> str:
     return OCTET_STREAM
 
 
-@functools.cache
-def _registry() -> Any:
-    try:
-        import renderers
-    except Exception as exc:  # not installed here, or broken: sniffing still works
-        log.info("renderers not importable (%s); content types are sniffed", exc)
-        return None
-    return renderers
-
-
-def content_type(service: str, request: Mapping[str, Any], data: bytes) -> str:
-    """The Content-Type of ``data``, the reply of ``service`` to ``request``."""
-    registry = _registry()
-    if registry is not None:
-        try:
-            declared = registry.get(service).content_type_for(request)
-        except Exception:  # unknown to this registry, or the request does not choose
-            declared = None
-        if isinstance(declared, str) and declared:
-            return declared
+def content_type(info: ServiceInfo | None, data: bytes) -> str:
+    """The Content-Type of ``data``, a reply of the service that ``info`` describes."""
+    if info is not None and info.content_type:
+        return info.content_type
     return sniff(data)
 
 
-def bytes_fields(service: str) -> frozenset[str]:
-    """Top-level request fields the service's renderer declares as bytes (base64 in JSON)."""
-    registry = _registry()
-    if registry is None:
-        return frozenset()
+def bytes_fields(info: ServiceInfo | None) -> frozenset[str]:
+    """Top-level request fields the service declares as bytes (base64 in JSON)."""
+    return info.bytes_fields if info is not None else frozenset()
+
+
+def guess_bytes(request: Mapping[str, Any], info: ServiceInfo | None) -> dict[str, Any]:
+    """``request`` with, when no ``info`` says which fields are bytes, every top-level
+    string that is base64 of a file type :func:`sniff` knows replaced by its bytes."""
+    if info is not None:
+        return dict(request)
+    return {name: _file_bytes(value) if isinstance(value, str) else value
+            for name, value in request.items()}
+
+
+def _file_bytes(text: str) -> str | bytes:
+    if len(text) < MIN_GUESSED_BASE64:
+        return text
     try:
-        fields = registry.get(service).fields
-    except Exception:
-        return frozenset()
-    return frozenset(f.name for f in fields if f.kind.startswith("bytes"))
+        if sniff(base64.b64decode(text[:MIN_GUESSED_BASE64], validate=True)) == OCTET_STREAM:
+            return text
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return text

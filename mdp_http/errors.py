@@ -52,6 +52,17 @@ STATUS_BY_CODE: dict[str, int] = {
     "worker_timeout": 504,
     "timeout": 504,
     "internal": 500,
+    "out_of_memory": 500,
+    "worker_lost": 502,
+    "client_closed": 503,
+    # fetching a source (the workers' guard; the imgproxy contract)
+    "source_forbidden": 403,
+    "source_not_found": 404,
+    "source_too_large": 413,
+    "source_timeout": 504,
+    "source_not_image": 422,
+    "source_error": 502,
+    "bad_reply": 502,
 }
 WORKER_FAILED = 502  # a worker's own error code: the upstream failed
 
@@ -74,3 +85,15 @@ def error_map(exc: MDPError) -> dict[str, Any]:
     if isinstance(exc, Timeout):
         return {"error": {"code": "timeout", "message": str(exc)}}
     return {"error": {"code": "internal", "message": str(exc)}}
+
+
+class NotFound(BadRequest):
+    """No such path, or an image URL past its ``expires`` time."""
+
+    code = "not_found"
+
+
+class BadReply(RequestError):
+    """A worker answered with something that is not the result the contract describes."""
+
+    code = "bad_reply"

@@ -1,7 +1,7 @@
 """Prometheus metrics of the fleet, built from the brokers' ``mmi.status`` at each scrape.
 
 :class:`FleetCollector` is a custom ``prometheus_client`` collector: it turns the latest
-:class:`~mdp_http.status.BrokerView` of every broker into metric families (the exposition
+:class:`~mdp.status.BrokerView` of every broker into metric families (the exposition
 itself is prometheus_client's). Every series carries the ``broker`` it was read from, so
 Prometheus sums over brokers (``sum by (service) (rate(dips_requests_total[1m]))``).
 The gateway's own request counter and latency histogram live in :class:`GatewayMetrics`.
@@ -23,7 +23,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from mdp_http import status as st
+from mdp import status as st
 
 SB = ["service", "broker"]
 WORKER = ["service", "broker", "host", "pid"]
@@ -63,11 +63,13 @@ def _broker_families(views: list[st.BrokerView]) -> Iterator[Metric]:
     totals: dict[str, CounterMetricFamily] = {}
     for view in views:
         up.add_metric([view.endpoint], 1.0 if view.up else 0.0)
-        if not view.up:
+        if view.status is None:
             continue
-        uptime.add_metric([view.endpoint], view.uptime_s)
-        info.add_metric([view.endpoint, view.version, view.host, str(view.pid), view.instance], {})
-        for name, value in view.counters.items():
+        broker = view.status.broker
+        uptime.add_metric([view.endpoint], broker.uptime_s)
+        info.add_metric([view.endpoint, broker.version, broker.host, str(broker.pid),
+                         broker.instance], {})
+        for name, value in view.status.counters.to_wire().items():
             family = totals.get(name)
             if family is None:
                 family = totals[name] = CounterMetricFamily(
@@ -86,6 +88,8 @@ _SERVICE_COUNTERS = (
     ("expired", "dips_expired", "Requests dropped unworked because their deadline passed"),
     ("requeued", "dips_requeued", "Requests queued again after their worker was lost"),
     ("bounced", "dips_bounced", "Requests a worker handed back (it was busy elsewhere)"),
+    ("poisoned", "dips_poisoned", "Requests given up after workers were lost running them"),
+    ("coalesced", "dips_coalesced", "Requests that shared the task of an earlier one"),
 )
 
 
@@ -101,14 +105,13 @@ def _service_families(views: list[st.BrokerView]) -> Iterator[Metric]:
     work_h = HistogramMetricFamily("dips_work_seconds", "Time from dispatch to the worker's "
                                    "reply (broker clock)", labels=SB)
     for view in views:
-        for service in view.services.values():
+        for service in view.status.services.values() if view.status else ():
             labels = [service.name, view.endpoint]
-            for key, _, _ in _SERVICE_COUNTERS:
-                value = getattr(service, key)
-                if value is not None:
-                    counters[key].add_metric(labels, float(value))
-            for code, count in sorted(service.errors.items()):
-                errors.add_metric([*labels, code], float(count))
+            if service.counters is not None:
+                for key, _, _ in _SERVICE_COUNTERS:
+                    counters[key].add_metric(labels, float(getattr(service.counters, key)))
+                for code, count in sorted(service.counters.errors.items()):
+                    errors.add_metric([*labels, code], float(count))
             queue.add_metric(labels, float(service.queue))
             for state in WORKER_STATES:
                 workers.add_metric([*labels, state], float(service.workers_in(state)))
@@ -134,12 +137,11 @@ def _worker_families(views: list[st.BrokerView]) -> Iterator[Metric]:
     info = InfoMetricFamily("dips_worker", "The worker's code version and state",
                             labels=[*WORKER, "version", "state"])
     for view in views:
-        for service in view.services.values():
+        for service in view.status.services.values() if view.status else ():
             for worker in service.workers:
                 labels = [service.name, view.endpoint, worker.host, str(worker.pid)]
                 served.add_metric(labels, float(worker.served))
-                if worker.failures is not None:
-                    failures.add_metric(labels, float(worker.failures))
+                failures.add_metric(labels, float(worker.failures))
                 busy.add_metric(labels, 1.0 if worker.state == "busy" else 0.0)
                 info.add_metric([*labels, worker.version, worker.state], {})
     yield served

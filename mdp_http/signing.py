@@ -1,9 +1,12 @@
 """URL signatures in imgproxy's scheme: HMAC-SHA256 over salt + path, URL-safe base64.
 
-A signed URL is ``/v1/{signature}/{rest}``: ``rest`` is the path after the signature as
-it is sent, query string included (``/ecard?pSN=1&pData=...``). Keys and salts are given
-hex-encoded in files, one pair per key; several pairs let a key be rotated: a signature
-made with any of them is accepted.
+A signed URL is ``/v1/{signature}/{rest}`` (``rest`` is the path after the signature as it
+is sent, query string included: ``/ecard?pSN=1&pData=...``) or an image URL
+``/{signature}/{options}/plain/...`` (imgproxy's own). A POST signs its body too: the signed
+text is the path, a newline and the body's SHA-256 in hex (:func:`post_text`), so that a
+signature made for one body cannot carry another. Keys and salts are given hex-encoded in
+files, one pair per key; several pairs let a key be rotated: a signature made with any of them
+is accepted.
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ def sign(key: bytes, salt: bytes, path: str) -> str:
     """The signature of ``path``: URL-safe base64 of HMAC-SHA256(key, salt + path), unpadded."""
     digest = hmac.new(key, salt + path.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def post_text(path: str, body_sha256: bytes) -> str:
+    """What a POST's signature covers: its path, a newline, its body's SHA-256 in hex."""
+    return f"{path}\n{body_sha256.hex()}"
 
 
 def _read_hex(path: str) -> bytes:

@@ -4,8 +4,10 @@ Inputs are image files (given one by one, as directories walked recursively, or 
 a file) or the lines of a JSONL file (one request per line).  Each job has an output
 *key*: the path under the output directory without the extension, which comes from the
 reply (``.png``, ``.webp``, ... sniffed from the bytes; ``.json`` for a result that is not
-bytes).  A job is done when a file with its key exists; outputs are written to a hidden
-temporary file and renamed, so a file under its final name is always complete.
+bytes).  A job is done when a file with its key exists and is not older than its input
+file; outputs are written to a hidden temporary file and renamed, so a file under its
+final name is always complete.  A directory's files that are not images by their name
+(or are hidden) are counted by reason, so that the run can say what it left out.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,20 +68,54 @@ def request_for(job: Job, fields: dict[str, Any]) -> dict[str, Any]:
     return {**value, **fields}
 
 
-def image_jobs(inputs: Iterable[Path]) -> list[Job]:
+@dataclass
+class Walk:
+    """The image jobs of some inputs, and the files of their directories left out."""
+
+    jobs: list[Job] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)  # reason -> files
+
+    def skipped_line(self) -> str | None:
+        """``skipped 5 file(s) that are not images by their name: 3 .txt, 2 hidden``."""
+        if not self.skipped:
+            return None
+        ordered = sorted(self.skipped.items(), key=lambda item: (-item[1], item[0]))
+        reasons = ", ".join(f"{n} {why}" for why, n in ordered)
+        total = sum(self.skipped.values())
+        return (f"skipped {total} file(s) of the input directories, not images by their "
+                f"name: {reasons}")
+
+
+def _skip_reason(rel: Path) -> str | None:
+    """Why a file found in a directory is not an input (None: it is one)."""
+    if any(part.startswith(".") for part in rel.parts):
+        return "hidden"
+    suffix = rel.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return None
+    return suffix or "without extension"
+
+
+def image_jobs(inputs: Iterable[Path]) -> Walk:
     """Jobs for image files and directories; a directory keeps its tree under the output."""
-    jobs: list[Job] = []
+    walk = Walk()
     for given in inputs:
         if given.is_dir():
             for path in sorted(given.rglob("*")):
-                if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-                    rel = path.relative_to(given).with_suffix("")
-                    jobs.append(Job(rel.as_posix(), str(path), path=path))
+                if not path.is_file():
+                    continue
+                rel = path.relative_to(given)
+                reason = _skip_reason(rel)
+                if reason is not None:
+                    walk.skipped[reason] += 1
+                    continue
+                walk.jobs.append(Job(rel.with_suffix("").as_posix(), str(path), path=path))
         elif given.is_file():
-            jobs.append(Job(given.stem, str(given), path=given))
+            walk.jobs.append(Job(given.stem, str(given), path=given))
         else:
             raise UsageError(f"input {given} is neither a file nor a directory")
-    return _unique(jobs)
+    _unique(walk.jobs)
+    return walk
 
 
 def listed_paths(list_file: Path) -> list[Path]:
@@ -135,9 +172,10 @@ def _unique(jobs: list[Job]) -> list[Job]:
     return jobs
 
 
-def done_keys(out_dir: Path) -> set[str]:
-    """Keys of the outputs already written under ``out_dir`` (one scan of the tree)."""
-    done: set[str] = set()
+def done_keys(out_dir: Path) -> dict[str, int]:
+    """Keys of the outputs already written under ``out_dir`` (one scan of the tree), each
+    with its output's modification time (ns)."""
+    done: dict[str, int] = {}
     if not out_dir.is_dir():
         return done
     for root, _dirs, files in os.walk(out_dir):
@@ -146,8 +184,26 @@ def done_keys(out_dir: Path) -> set[str]:
             if name.startswith("."):
                 continue
             stem = name.rsplit(".", 1)[0] if "." in name else name
-            done.add((rel / stem).as_posix())
+            key = (rel / stem).as_posix()
+            try:
+                mtime = os.stat(os.path.join(root, name)).st_mtime_ns
+            except OSError:
+                continue
+            done[key] = max(mtime, done.get(key, 0))
     return done
+
+
+def is_done(job: Job, done: dict[str, int]) -> bool:
+    """An output exists for ``job`` and its input file has not changed since."""
+    written = done.get(job.key)
+    if written is None:
+        return False
+    if job.path is None:
+        return True
+    try:
+        return job.path.stat().st_mtime_ns <= written
+    except OSError:
+        return True  # the job itself reports an unreadable input
 
 
 def remove_partial(out_dir: Path) -> int:
@@ -186,15 +242,25 @@ def _json_default(value: Any) -> Any:
 
 
 def write_atomically(out_dir: Path, key: str, data: bytes, suffix: str) -> Path:
-    """Write ``data`` to ``out_dir/key+suffix`` through a hidden temporary file."""
+    """Write ``data`` to ``out_dir/key+suffix`` through a hidden temporary file, and remove
+    an older output of the same key under another extension (``b.webp`` for a new
+    ``b.png``), so that one input never has two outputs."""
     final = out_dir / (key + suffix)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}{TMP_MARK}{os.getpid()}"
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, final)
+    stem = final.name[: -len(suffix)] if suffix else final.name
+    for other in final.parent.glob(f"{_glob_escape(stem)}.*"):
+        if other != final and other.name.rsplit(".", 1)[0] == stem and other.is_file():
+            other.unlink(missing_ok=True)
     return final
 
 
-def pending(jobs: list[Job], done: set[str]) -> Iterator[Job]:
-    return (job for job in jobs if job.key not in done)
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def pending(jobs: list[Job], done: dict[str, int]) -> Iterator[Job]:
+    return (job for job in jobs if not is_done(job, done))

@@ -109,6 +109,7 @@ class BatchRun:
     retries: int = 3
     curve: CurveConfig | None = None
     progress: bool = True
+    redo: bool = False  # make every output again, done or not
     say: Callable[[str], None] = print
     _attempts: dict[str, int] = field(default_factory=dict)
     _failures: list[dict[str, Any]] = field(default_factory=list)
@@ -118,11 +119,14 @@ class BatchRun:
         summary = Summary(self.service, len(self.jobs), failures_path=self.failures_path)
         if batchjobs.remove_partial(self.out_dir):
             log.info("removed partial outputs of an interrupted run")
-        done = batchjobs.done_keys(self.out_dir)
+        done = {} if self.redo else batchjobs.done_keys(self.out_dir)
         todo = list(batchjobs.pending(self.jobs, done))
         summary.skipped = len(self.jobs) - len(todo)
-        if summary.skipped:
-            self.say(f"{summary.skipped} of {len(self.jobs)} already done in {self.out_dir}")
+        changed = sum(1 for job in todo if job.key in done)
+        if summary.skipped or changed:
+            self.say(f"{summary.skipped} of {len(self.jobs)} already done in {self.out_dir}"
+                     + (f"; {changed} made again (their input changed since)" if changed
+                        else ""))
         bar = _progress_bar(len(todo), self.service, self.progress)
         try:
             self._send_all(todo, summary, bar)

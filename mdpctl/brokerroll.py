@@ -24,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mdp.errors import MDPError
-from mdpctl.brokers import BrokerStatus, BrokerView, fetch_status
+from mdp.status import BrokerStatus, BrokerView
+from mdpctl.brokers import fetch_status
 from mdpctl.cluster import Cluster
 from mdpctl.errors import CtlError, ProcessFailed, RolloutStopped, Unreachable, WaitTimeout
 from mdpctl.fleet import Fleet, snapshot
@@ -85,18 +86,18 @@ def locate(fleet: Fleet) -> list[BrokerSlot]:
             (host.name, proc)
             for host in fleet.hosts
             for proc in host.broker_processes
-            if proc.pid == status.pid
+            if proc.pid == status.broker.pid
         ]
         if len(matches) > 1:  # the same pid on two hosts: the host name the broker reports
-            matches = [m for m in matches if m[0] == status.host] or matches
+            matches = [m for m in matches if m[0] == status.broker.host] or matches
         if len(matches) != 1:
             raise CtlError(
-                f"broker {view.endpoint} (pid {status.pid} on {status.host}) is not run by "
-                "one of the cluster's supervisords, so mdpctl cannot restart it; list its "
+                f"broker {view.endpoint} (pid {status.broker.pid} on {status.broker.host}) is not "
+                "run by one of the cluster's supervisords, so mdpctl cannot restart it; list its "
                 "host in the cluster file"
             )
         host, proc = matches[0]
-        found.append(BrokerSlot(view.endpoint, host, proc, status.version))
+        found.append(BrokerSlot(view.endpoint, host, proc, status.broker.version))
     return found
 
 
@@ -195,11 +196,11 @@ def restart_one(
         view = fetch_status(slot.endpoint, 1.0, cluster.curve)
         if view.status is None:
             return f"{slot.endpoint}: {view.error}"
-        if view.status.pid == slot.process.pid:
+        if view.status.broker.pid == slot.process.pid:
             return f"{slot.endpoint} still answers from the old pid {slot.process.pid}"
-        if target is not None and view.status.version != target:
+        if target is not None and view.status.broker.version != target:
             raise ProcessFailed(
-                f"{slot.label} came up with code version {view.status.version}, not "
+                f"{slot.label} came up with code version {view.status.broker.version}, not "
                 f"{target}: the code on {slot.host} changed during the upgrade"
             )
         fleet = snapshot(cluster, with_brokers=False)
@@ -242,8 +243,8 @@ def run(
                 f"restarted; brokers not touched and still serving: {left})"
             ) from exc
         progress(
-            f"[{done + 1}/{total}] {slot.label}: pid {slot.process.pid} -> {status.pid}, "
-            f"{slot.version} -> {status.version} ({time.monotonic() - started:.1f} s)"
+            f"[{done + 1}/{total}] {slot.label}: pid {slot.process.pid} -> {status.broker.pid}, "
+            f"{slot.version} -> {status.broker.version} ({time.monotonic() - started:.1f} s)"
         )
 
 

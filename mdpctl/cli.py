@@ -1,8 +1,11 @@
 """mdpctl: start, watch, call, scale and reload a DIPS fleet.
 
-Without --cluster, mdpctl works on the local cluster that `mdpctl up` starts in the run
-directory (--run-dir, default ./run).  With a cluster file it works on the brokers and
-hosts that file lists.
+Without --cluster, mdpctl works on the local cluster that `mdpctl up` starts in its run
+directory: --run-dir, else $DIPS_RUN_DIR, else ~/.local/state/dips/run ($XDG_STATE_HOME/dips/run),
+the same wherever mdpctl is run from.  Without a run directory named, the other commands
+also find a cluster started elsewhere (the run directory `up` used last, or the one of the
+broker on a default port).  With a cluster file mdpctl works on the brokers and hosts
+that file lists.
 
 exit status: 0 done, 1 failed, 2 usage or configuration error, 3 a supervisord or broker
 did not answer, 4 timed out, 5 a rollout stopped, 130 interrupted.
@@ -14,6 +17,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from mdp.errors import ConfigError, MDPError, RequestError, Timeout
@@ -26,6 +30,7 @@ from mdpctl.errors import (
     EXIT_USAGE,
     CtlError,
 )
+from mdpctl.locate import default_run_dir
 
 log = logging.getLogger("mdpctl")
 
@@ -50,9 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--run-dir",
         metavar="DIR",
-        help=f"run directory of the local cluster; default ${RUN_DIR_ENV} or ./run",
+        help=f"run directory of the local cluster (default: ${RUN_DIR_ENV}, else "
+        f"{_home_relative(default_run_dir())}, else where the running cluster is)",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more (-vv: debug; default: warnings only)")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print mdpctl's version and the code version of its tree")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in commands.COMMANDS:
         module = commands.load(name)
@@ -67,6 +76,26 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(cmd)
         cmd.set_defaults(handler=module.run)
     return parser
+
+
+def _home_relative(path: Path) -> str:
+    try:
+        return "~/" + str(path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
+
+
+class _VersionAction(argparse.Action):
+    """--version, computed only when asked for (the code version hashes the tree)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
+        from mdp.version import code_version, package_version
+
+        sys.stdout.write(f"mdpctl {package_version()} (code version {code_version()})\n")
+        parser.exit(0)
 
 
 def split_doc(doc: str) -> tuple[str, str | None, str]:

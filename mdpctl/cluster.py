@@ -33,6 +33,7 @@ from typing import Any
 
 from mdp.errors import ConfigError
 from mdp.keys import CurveConfig
+from mdpctl.endpoints import check_endpoint
 from mdpctl.errors import ClusterFileError
 from mdpctl.rpc import SupervisorEndpoint
 
@@ -169,7 +170,13 @@ def _brokers(value: Any, source: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
         raise ClusterFileError(f"{source}: brokers must be a non-empty list of tcp:// endpoints")
     for endpoint in value:
-        if not isinstance(endpoint, str) or not _ENDPOINT.match(endpoint):
+        if not isinstance(endpoint, str):
+            raise ClusterFileError(f"{source}: broker {endpoint!r} is not a string")
+        try:
+            check_endpoint(endpoint)
+        except ConfigError as exc:
+            raise ClusterFileError(f"{source}: {exc}") from exc
+        if not _ENDPOINT.match(endpoint):
             raise ClusterFileError(
                 f"{source}: broker {endpoint!r} is not an endpoint like tcp://HOST:PORT"
             )

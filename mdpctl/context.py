@@ -9,30 +9,58 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from mdpctl import locate
 from mdpctl.cluster import CLUSTER_FILE_NAME, Cluster, load_cluster, local_cluster
-from mdpctl.errors import UsageError
+from mdpctl.errors import NotRunning, UsageError
 from mdpctl.lock import exclusive, lock_path
 
-DEFAULT_RUN_DIR = "run"
-RUN_DIR_ENV = "DIPS_RUN_DIR"
+RUN_DIR_ENV = locate.RUN_DIR_ENV
 CLUSTER_ENV = "DIPS_CLUSTER"
 
 
 @dataclass
 class Context:
-    """The global options, resolved."""
+    """The global options, resolved.
 
-    run_dir: Path
+    ``named_run_dir`` is the run directory given with --run-dir or $DIPS_RUN_DIR; without
+    one, :attr:`run_dir` is the running cluster that :func:`locate.find_cluster` finds, or
+    the per-user default where ``up`` starts one.
+    """
+
+    named_run_dir: Path | None = None
     cluster_file: Path | None = None
     out: TextIO = field(default_factory=lambda: sys.stdout)
+    _search: locate.Search | None = None
 
     @classmethod
     def from_options(
         cls, run_dir: str | None, cluster_file: str | None, out: TextIO | None = None
     ) -> Context:
-        run = Path(run_dir or os.environ.get(RUN_DIR_ENV) or DEFAULT_RUN_DIR).absolute()
+        named = run_dir or os.environ.get(RUN_DIR_ENV) or None
         chosen = cluster_file or os.environ.get(CLUSTER_ENV) or None
-        return cls(run, Path(chosen) if chosen else None, out or sys.stdout)
+        return cls(
+            Path(named).absolute() if named else None,
+            Path(chosen) if chosen else None,
+            out or sys.stdout,
+        )
+
+    def search(self) -> locate.Search:
+        """Where a running local cluster was looked for, and found (once per command)."""
+        if self._search is None:
+            if self.named_run_dir is not None:
+                found = self.named_run_dir if locate.supervisord_answers(
+                    self.named_run_dir) else None
+                self._search = locate.Search(found, [self.named_run_dir], how="named")
+            else:
+                self._search = locate.find_cluster()
+        return self._search
+
+    @property
+    def run_dir(self) -> Path:
+        """The named run directory; else the running cluster's; else the per-user default."""
+        if self.named_run_dir is not None:
+            return self.named_run_dir
+        return self.search().run_dir or locate.default_run_dir()
 
     @property
     def is_local(self) -> bool:
@@ -47,6 +75,19 @@ class Context:
         if written.exists():
             return load_cluster(written)
         return local_cluster(self.run_dir)
+
+    def require_running(self) -> None:
+        """For commands that act on the local cluster's supervisord: fail in one line
+        when none runs, saying where mdpctl looked and what answers on the ports."""
+        if not self.is_local or self.search().run_dir is not None:
+            return
+        search = self.search()
+        if self.named_run_dir is not None:
+            locate.describe_ports(search, self.cluster().brokers)
+            raise NotRunning(
+                f"no cluster is running in {self.named_run_dir} ({'; '.join(search.on_ports)})"
+            )
+        raise NotRunning(search.not_found())
 
     def require_local(self, command: str) -> None:
         if not self.is_local:

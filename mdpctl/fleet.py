@@ -15,7 +15,8 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from mdpctl.brokers import BrokerView, WorkerEntry, fetch_all
+from mdp.status import BrokerView, WorkerStatus
+from mdpctl.brokers import fetch_all
 from mdpctl.cluster import Cluster, Host
 from mdpctl.errors import CtlError
 from mdpctl.render import VERSION_PROBE_PROGRAM
@@ -207,10 +208,10 @@ class Fleet:
 
     def registrations(
         self, slot: Slot, hostnames: dict[str, str] | None = None
-    ) -> dict[str, WorkerEntry | None]:
+    ) -> dict[str, WorkerStatus | None]:
         """For each broker endpoint, its record of the worker in ``slot`` (None: none)."""
         names = self.hostnames() if hostnames is None else hostnames
-        found: dict[str, WorkerEntry | None] = {}
+        found: dict[str, WorkerStatus | None] = {}
         for view in self.brokers:
             entry = None
             if view.status is not None and slot.process.pid:
@@ -218,7 +219,7 @@ class Fleet:
             found[view.endpoint] = entry
         return found
 
-    def unmatched(self) -> list[tuple[str, str, WorkerEntry]]:
+    def unmatched(self) -> list[tuple[str, str, WorkerStatus]]:
         """(broker, service, worker) records that match no supervisord slot."""
         names = self.hostnames()
         known = {(names.get(s.host), s.service, s.process.pid) for s in self.slots()}

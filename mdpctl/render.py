@@ -29,7 +29,14 @@ DRAIN_MARGIN_S = 10.0
 VERSION_PROBE_PROGRAM = "mdp-version"
 KEEPER_PROGRAM = "mdp-scale"  # mdpctl.keeper; the same name as mdpctl.scalestate's
 BROKER_GROUP = "brokers"
-RESERVED_NAMES = frozenset({BROKER_GROUP, VERSION_PROBE_PROGRAM, KEEPER_PROGRAM})
+HTTP_PROGRAM = "mdp-http"
+GEARMAN_PROGRAM = "mdp-gearman"
+RESERVED_NAMES = frozenset({BROKER_GROUP, VERSION_PROBE_PROGRAM, KEEPER_PROGRAM, HTTP_PROGRAM,
+                            GEARMAN_PROGRAM})
+# A group's priority orders supervisord's own start (low first) and shutdown (high first):
+# brokers before workers before the doors, and the other way round.
+BROKER_PRIORITY = 100
+WORKER_PRIORITY = 200
 
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _ENDPOINT = re.compile(r"^tcp://(?P<host>[^:/\s]+):(?P<port>\d{1,5})$")
@@ -286,7 +293,8 @@ def _brokers(config: HostConfig) -> list[str]:
         )
         for program, endpoint in zip(programs, config.broker_binds, strict=True)
     ]
-    parts.append(f"\n[group:{BROKER_GROUP}]\nprograms={','.join(programs)}\n")
+    parts.append(f"\n[group:{BROKER_GROUP}]\nprograms={','.join(programs)}\n"
+                 f"priority={BROKER_PRIORITY}\n")
     return parts
 
 
@@ -325,5 +333,6 @@ def _pool(config: HostConfig, pool: WorkerPool) -> list[str]:
                 autostart="false",
             )
         )
-    parts.append(f"\n[group:{pool.service}]\nprograms={','.join(programs)}\n")
+    parts.append(f"\n[group:{pool.service}]\nprograms={','.join(programs)}\n"
+                 f"priority={WORKER_PRIORITY}\n")
     return parts

@@ -48,11 +48,11 @@ def _broker(view: Any) -> dict[str, Any]:
         "endpoint": view.endpoint,
         "up": True,
         "error": None,
-        "pid": status.pid,
-        "host": status.host,
-        "version": status.version,
-        "uptime_s": status.uptime_s,
-        "counters": status.counters,
+        "pid": status.broker.pid,
+        "host": status.broker.host,
+        "version": status.broker.version,
+        "uptime_s": status.broker.uptime_s,
+        "counters": status.counters.to_wire(),
     }
 
 
@@ -72,7 +72,7 @@ def _services(fleet: Fleet, endpoints: list[str]) -> list[dict[str, Any]]:
                 continue
             entry = view.status.services.get(name)
             queue[view.endpoint] = entry.queue if entry else 0
-            serving[view.endpoint] = sum(w.serving for w in entry.workers) if entry else 0
+            serving[view.endpoint] = entry.serving if entry else 0
         hosts = {}
         for host in fleet.hosts:
             if host.service_slots(name):

@@ -18,10 +18,10 @@ from renderers.settings import Settings, configure, current
 _settings.install_bomb_guard()
 configure(_settings.from_environment())
 
-from renderers import ecard, toolkit  # noqa: E402  (they register on import)
+from renderers import ecard, imgproxy, info, toolkit  # noqa: E402  (they register on import)
 
 
-def services() -> dict[str, Callable[[dict[str, Any]], bytes]]:
+def services() -> dict[str, Callable[[dict[str, Any]], Any]]:
     """Service name -> handler, for the ``dips.services`` entry point."""
     return {name: get(name).render for name in names()}
 
@@ -65,6 +65,8 @@ __all__ = [
     "current",
     "describe",
     "ecard",
+    "imgproxy",
+    "info",
     "toolkit",
     "get",
     "names",

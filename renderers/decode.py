@@ -19,9 +19,9 @@ import io
 import logging
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -36,7 +36,7 @@ FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "GIF": "GIF"}
 ORIENTATION_TAG = 0x0112
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 # EXIF orientation -> the transpose that makes the image upright
-_TRANSPOSE = {
+ORIENTATION_TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -58,6 +58,7 @@ class Decoded:
     icc_mode: str | None = None  # "L" or "RGB": the colour space the profile describes
     exif: Image.Exif | None = None
     source_size: tuple[int, int] = (0, 0)  # as stored, before any draft reduction
+    frames: int = 1  # more than 1: an animation
 
     @property
     def upright_source_size(self) -> tuple[int, int]:
@@ -72,7 +73,7 @@ class Decoded:
 
     def upright(self) -> None:
         """Apply the EXIF orientation to the pixels (once)."""
-        method = _TRANSPOSE.get(self.orientation)
+        method = ORIENTATION_TRANSPOSE.get(self.orientation)
         if method is not None:
             self.image = self.image.transpose(method)
         self.orientation = 1
@@ -118,13 +119,18 @@ def _guarded(field: str, limits: Settings, action: str, call: Callable[[], T]) -
 
 
 def gif_frames_exceed(data: bytes, limit: int) -> bool:
-    """Whether a GIF has more than ``limit`` frames, reading block headers only.
+    """Whether a GIF has more than ``limit`` frames, reading block headers only."""
+    return gif_frame_count(data, limit) > limit
 
-    Stops as soon as the answer is known; a damaged structure stops the count (the decoder
-    will complain about it later if it matters for the first frame).
+
+def gif_frame_count(data: bytes, limit: int) -> int:
+    """A GIF's frames, counted from block headers up to ``limit + 1`` (then it stops).
+
+    A damaged structure stops the count (the decoder will complain about it later if it
+    matters for the first frame).
     """
     if len(data) < 13:
-        return False
+        return 0
     flags = data[10]
     pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
     frames = 0
@@ -135,7 +141,7 @@ def gif_frames_exceed(data: bytes, limit: int) -> bool:
         if block == 0x2C:  # image descriptor
             frames += 1
             if frames > limit:
-                return True
+                break
             if pos + 10 > len(data):
                 break
             local = data[pos + 9]
@@ -145,7 +151,7 @@ def gif_frames_exceed(data: bytes, limit: int) -> bool:
         else:
             break
         pos = _skip_sub_blocks(data, pos)
-    return False
+    return frames
 
 
 def _skip_sub_blocks(data: bytes, pos: int) -> int:
@@ -169,18 +175,20 @@ def _check_size(field: str, size: tuple[int, int], limits: Settings) -> None:
         )
 
 
-def _check_frames(field: str, data: bytes, image: Image.Image, limits: Settings) -> None:
+def _check_frames(field: str, data: bytes, image: Image.Image, limits: Settings) -> int:
+    """The image's frame count; refused above ``max_frames``."""
     if image.format == "GIF":
-        too_many = gif_frames_exceed(data, limits.max_frames)
+        count = max(1, gif_frame_count(data, limits.max_frames))
         frames = f"more than {limits.max_frames}"
     else:
-        count = getattr(image, "n_frames", 1)
-        too_many = isinstance(count, int) and count > limits.max_frames
+        found = getattr(image, "n_frames", 1)
+        count = found if isinstance(found, int) else 1
         frames = str(count)
-    if too_many:
+    if count > limits.max_frames:
         raise BadRequest(
             f"{field}: image has {frames} frames; the limit is {limits.max_frames}", field
         )
+    return count
 
 
 def _check_scans(field: str, data: bytes, limits: Settings) -> None:
@@ -201,7 +209,7 @@ def _check_scans(field: str, data: bytes, limits: Settings) -> None:
 def _orientation(image: Image.Image) -> tuple[int, Image.Exif | None]:
     exif = image.getexif()
     value = exif.get(ORIENTATION_TAG, 1)
-    return (value if value in _TRANSPOSE else 1), (exif if len(exif) else None)
+    return (value if value in ORIENTATION_TRANSPOSE else 1), (exif if len(exif) else None)
 
 
 def open_image(
@@ -209,11 +217,14 @@ def open_image(
     field: str,
     limits: Settings,
     draft_size: Callable[[tuple[int, int]], tuple[int, int]] | None = None,
+    upright: bool = True,
 ) -> Decoded:
     """Check and decode ``data`` (the request field ``field``).
 
     ``draft_size(upright_size)``, when given, returns the smallest upright size the caller
     needs; a JPEG is then decoded at the largest power-of-two reduction that still covers it.
+    With ``upright`` false the caller will not apply the EXIF orientation, and sizes are
+    as stored.
     """
     if len(data) > limits.max_input_bytes:
         raise BadRequest(
@@ -228,14 +239,14 @@ def open_image(
         field, limits, "reading the header", lambda: Image.open(io.BytesIO(data), formats=[kind])
     )
     _check_size(field, image.size, limits)
-    _check_frames(field, data, image, limits)
+    frames = _check_frames(field, data, image, limits)
     if kind == "JPEG" and image.info.get("progressive"):
         _check_scans(field, data, limits)
     if kind != "JPEG":  # a PNG's EXIF may follow its pixels; others have no draft anyway
         _guarded(field, limits, "decoding", image.load)
     orientation, exif = _guarded(field, limits, "reading EXIF", lambda: _orientation(image))
     source_size = image.size
-    swaps = orientation in (5, 6, 7, 8)
+    swaps = upright and orientation in (5, 6, 7, 8)
     if kind == "JPEG" and draft_size is not None:
         width, height = draft_size((source_size[1], source_size[0]) if swaps else source_size)
         mode = image.mode if image.mode in ("L", "RGB") else None
@@ -251,7 +262,34 @@ def open_image(
         icc_mode = "L" if working.mode in ("L", "LA") else "RGB"
     else:
         icc = None
-    return Decoded(working, FORMATS[kind], orientation, icc, icc_mode, exif, source_size)
+    return Decoded(working, FORMATS[kind], orientation, icc, icc_mode, exif, source_size, frames)
+
+
+def animation(
+    data: bytes, field: str, limits: Settings, keep: int
+) -> Iterator[tuple[Image.Image, int]]:
+    """The first ``keep`` frames of an animation already checked by :func:`open_image`,
+    each in a working mode, with its duration in ms."""
+    image = _guarded(field, limits, "reading the header", lambda: Image.open(io.BytesIO(data)))
+    for index in range(keep):
+        _guarded(field, limits, "seeking", lambda i=index: image.seek(i))  # type: ignore[misc]
+        _guarded(field, limits, "decoding", image.load)
+        duration = image.info.get("duration", 100)
+        frame = _guarded(field, limits, "converting", lambda: working_mode(image.copy()))
+        yield frame, int(duration) if isinstance(duration, int | float) else 100
+
+
+def pixels(image: Image.Image) -> list[Any]:
+    """The pixel values of ``image``, row-major (``get_flattened_data`` from Pillow 12.1)."""
+    flat = getattr(image, "get_flattened_data", None)
+    return list(flat() if flat is not None else image.getdata())
+
+
+def loop_count(data: bytes) -> int:
+    """How often an animation loops (0: forever), read from its header."""
+    with Image.open(io.BytesIO(data)) as image:
+        loop = image.info.get("loop", 0)
+    return int(loop) if isinstance(loop, int) else 0
 
 
 def working_mode(image: Image.Image) -> Image.Image:

@@ -1,24 +1,45 @@
-"""Writing the result: JPEG, PNG or WebP, with metadata kept or stripped.
+"""Writing the result: JPEG, PNG, WebP, AVIF or GIF, with metadata kept or stripped.
 
 Stripping (the default) drops EXIF (camera, GPS, time), XMP, comments and text chunks; the ICC
 colour profile stays when it still describes the pixels, because without it colours change.
 With ``strip`` false the EXIF block is kept too, its orientation reset to 1 since the pixels
 have been turned upright. Alpha is flattened onto ``background`` for JPEG.
+
+JPEG is saved with optimised Huffman tables (what thumbor does; 10-20 % fewer bytes for
+~0.1 ms at 300 px). A baseline file of at most ``JPEG_BASELINE_BYTES`` is kept as it is
+(there a progressive file's extra scan headers make it larger: 5,644 against 5,858 bytes
+for a 300 x 225 photo at quality 80); a larger one is also saved progressive and the
+smaller kept (up to ``JPEG_TRY_BOTH_PIXELS``; above, progressive only). thumbor saves
+progressive with optimised tables, so at identical pixels the bytes are not more (below
+12 KB, baseline being the smaller there is measured, not proven). GIF output is
+palette-quantised, with one transparent index for alpha. :func:`encode_frames` writes
+animations (GIF, WebP).
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
 
 from renderers.decode import Decoded, exif_bytes
 from renderers.fields import RGB
 
-CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
-DEFAULT_QUALITY = {"jpeg": 85, "webp": 80}
+CONTENT_TYPES = {
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "avif": "image/avif",
+    "gif": "image/gif",
+}
+DEFAULT_QUALITY = {"jpeg": 85, "webp": 80, "avif": 65}
 PNG_LEVEL = 6
+AVIF_SPEED = 9  # imgproxy's default; libavif's fastest, ~55 ms for 1024 px
+JPEG_TRY_BOTH_PIXELS = 1_000_000
+JPEG_BASELINE_BYTES = 12_000  # below this a baseline file is the smaller (scan headers)
+ANIMATED = ("gif", "webp")
 
 
 @dataclass(frozen=True)
@@ -49,27 +70,102 @@ def flatten(image: Image.Image, background: RGB) -> Image.Image:
     return flat
 
 
-def encode(image: Image.Image, output: Output, source: Decoded) -> bytes:
-    """The bytes of ``image`` in ``output.format``; ``source`` supplies the metadata."""
+def prepare(image: Image.Image, output: Output) -> Image.Image:
+    """``image`` in a mode the output format takes."""
     if output.format == "jpeg":
         image = flatten(image, output.background)
-    elif output.format == "webp" and image.mode in ("L", "LA"):
+    elif output.format in ("webp", "avif") and image.mode in ("L", "LA"):
         image = image.convert("RGBA" if image.mode == "LA" else "RGB")
+    elif output.format == "gif":
+        image = to_palette(image)
     # Pillow's writers fall back on image.info (comment, EXIF, ICC, DPI...) for anything not
     # passed explicitly, and resize/convert copy it along: only what is passed here goes out.
     image.info = {}
-    options: dict[str, object] = {}
+    return image
+
+
+def to_palette(image: Image.Image) -> Image.Image:
+    """A P image for GIF: adaptive palette, alpha below half as the transparent index."""
+    if image.mode == "P":
+        return image
+    if image.mode not in ("RGBA", "LA"):
+        return image.convert("RGB").quantize(256, Image.Quantize.MEDIANCUT)
+    rgba = image.convert("RGBA")
+    mask = rgba.getchannel("A").point(lambda a: 255 if a < 128 else 0)
+    palette = rgba.convert("RGB").quantize(255, Image.Quantize.MEDIANCUT)
+    palette.paste(255, (0, 0), mask)
+    palette.info["transparency"] = 255
+    return palette
+
+
+def save_options(image: Image.Image, output: Output, source: Decoded | None) -> dict[str, Any]:
+    options: dict[str, Any] = {}
     family = "L" if image.mode in ("L", "LA") else "RGB"
-    if source.icc_profile is not None and source.icc_mode == family:
-        options["icc_profile"] = source.icc_profile
-    if not output.strip:
+    if source is not None and source.icc_profile is not None and source.icc_mode == family:
+        if output.format != "gif":
+            options["icc_profile"] = source.icc_profile
+    if not output.strip and source is not None and output.format != "gif":
         exif = exif_bytes(source.exif)
         if exif is not None:
             options["exif"] = exif
     if output.format == "png":
         options["compress_level"] = PNG_LEVEL
-    else:
+    elif output.format in DEFAULT_QUALITY:
         options["quality"] = output.quality or DEFAULT_QUALITY[output.format]
+    if output.format == "avif":
+        options["speed"] = AVIF_SPEED
+    if output.format == "gif" and "transparency" in image.info:
+        options["transparency"] = image.info["transparency"]
+    return options
+
+
+def encode(image: Image.Image, output: Output, source: Decoded | None) -> bytes:
+    """The bytes of ``image`` in ``output.format``; ``source`` supplies the metadata."""
+    transparency = image.info.get("transparency") if image.mode == "P" else None
+    image = prepare(image, output)
+    if transparency is not None:
+        image.info["transparency"] = transparency
+    options = save_options(image, output, source)
+    if output.format == "jpeg":
+        return _jpeg(image, options)
     buffer = io.BytesIO()
     image.save(buffer, output.format.upper(), **options)
+    return buffer.getvalue()
+
+
+def _jpeg(image: Image.Image, options: dict[str, Any]) -> bytes:
+    """Optimised Huffman tables; baseline when small, else the smaller of the two scans."""
+    if image.size[0] * image.size[1] > JPEG_TRY_BOTH_PIXELS:
+        progressive = io.BytesIO()
+        image.save(progressive, "JPEG", optimize=True, progressive=True, **options)
+        return progressive.getvalue()
+    baseline = io.BytesIO()
+    image.save(baseline, "JPEG", optimize=True, **options)
+    if baseline.getbuffer().nbytes <= JPEG_BASELINE_BYTES:
+        return baseline.getvalue()
+    progressive = io.BytesIO()
+    image.save(progressive, "JPEG", optimize=True, progressive=True, **options)
+    smaller = min(baseline, progressive, key=lambda b: b.getbuffer().nbytes)
+    return smaller.getvalue()
+
+
+def encode_frames(
+    frames: list[Image.Image],
+    durations: list[int],
+    loop: int,
+    output: Output,
+) -> bytes:
+    """An animation (GIF or WebP) of ``frames`` shown ``durations`` ms each."""
+    assert output.format in ANIMATED and frames
+    prepared = [prepare(frame, output) for frame in frames]
+    options: dict[str, Any] = {"save_all": True, "append_images": prepared[1:],
+                               "duration": durations, "loop": loop}
+    if output.format == "webp":
+        options["quality"] = output.quality or DEFAULT_QUALITY["webp"]
+    else:
+        options["disposal"] = 2
+        if "transparency" in prepared[0].info:
+            options["transparency"] = prepared[0].info["transparency"]
+    buffer = io.BytesIO()
+    prepared[0].save(buffer, output.format.upper(), **options)
     return buffer.getvalue()

@@ -149,7 +149,7 @@ class Watermark:
     prefix: str = ""
 
     def apply(self, image: Image.Image, limits: Settings) -> Image.Image:
-        mark = self._mark(image.size, limits)
+        mark = self.make_mark(image.size, limits)
         if self.angle:
             mark = mark.rotate(self.angle, Image.Resampling.BICUBIC, expand=True)
         if not self.tiled:
@@ -164,7 +164,7 @@ class Watermark:
         mark.putalpha(alpha)
         base = image.convert({"L": "RGB", "LA": "RGBA"}.get(image.mode, image.mode))
         for x, y in self._origins(base.size, mark.size):
-            _overlay(base, mark, x, y)
+            overlay(base, mark, x, y)
         return base
 
     def _origins(self, size: Size, mark: Size) -> list[tuple[int, int]]:
@@ -187,7 +187,8 @@ class Watermark:
             origins.extend((shift + self.margin // 2 + col * step_x, y) for col in range(columns))
         return origins
 
-    def _mark(self, size: Size, limits: Settings) -> Image.Image:
+    def make_mark(self, size: Size, limits: Settings) -> Image.Image:
+        """The mark as an RGBA image, before opacity, angle and fitting."""
         if self.text is not None:
             return self._text_mark(size, limits)
         assert self.mark is not None  # one of the two is checked on parsing
@@ -228,7 +229,7 @@ def text_font(size: int, limits: Settings) -> ImageFont.FreeTypeFont:
     return fonts.bundled("Bold", size)
 
 
-def _overlay(base: Image.Image, mark: Image.Image, x: int, y: int) -> None:
+def overlay(base: Image.Image, mark: Image.Image, x: int, y: int) -> None:
     """Composite ``mark`` (RGBA) onto ``base`` at (x, y), clipped to ``base``."""
     left, top = max(0, -x), max(0, -y)
     right = min(mark.size[0], base.size[0] - x)

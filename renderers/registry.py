@@ -42,15 +42,16 @@ class Renderer:
     content_type: ClassVar[str]
     fields: ClassVar[tuple[Field, ...]]
 
-    def render(self, request: Mapping[str, Any]) -> bytes:
-        """Return the image for ``request`` or raise :class:`~mdp.errors.BadRequest`."""
+    def render(self, request: Mapping[str, Any]) -> Any:
+        """Return the image (or a reply map) for ``request``, or raise
+        :class:`~mdp.errors.BadRequest`."""
         check_known_fields(request, {field.name for field in self.fields})
         for field in self.fields:
             if field.required and request.get(field.name) is None:
                 raise BadRequest(f"{field.name} is required: {field.kind}", field=field.name)
         return self.render_checked(request)
 
-    def render_checked(self, request: Mapping[str, Any]) -> bytes:
+    def render_checked(self, request: Mapping[str, Any]) -> Any:
         """Render a request whose field names have been checked."""
         raise NotImplementedError
 

@@ -217,6 +217,8 @@ def configure(settings: Settings | None = None, **changes: Any) -> Settings:
     previous = _current
     new = replace(settings if settings is not None else _current, **changes)
     _check_title(new.ecard_title)
+    if new.watermark_text is not None and new.text_font is None:
+        _check_glyphs("watermark_text", new.watermark_text)
     _current = new
     Image.MAX_IMAGE_PIXELS = new.max_pixels
     log.debug("renderer settings: %s", new)
@@ -224,11 +226,15 @@ def configure(settings: Settings | None = None, **changes: Any) -> Settings:
 
 
 def _check_title(title: str) -> None:
+    _check_glyphs("ecard_title", title)
+
+
+def _check_glyphs(name: str, text: str) -> None:
     from renderers import fonts  # here, not at the top: fonts imports nothing of ours
 
-    missing = fonts.missing_characters(title)
+    missing = fonts.missing_characters(text)
     if missing:
-        raise ConfigError(f"ecard_title: the bundled font has no glyph for {missing!r}")
+        raise ConfigError(f"{name}: the bundled font has no glyph for {missing!r}")
 
 
 def install_bomb_guard() -> None:

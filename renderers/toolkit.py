@@ -1,7 +1,8 @@
 """``thumbnail``, ``crop``, ``watermark``, ``convert`` and ``image`` (a chain of operations).
 
 Every toolkit request carries the source in ``image`` (bytes: JPEG, PNG, WebP, or GIF whose
-first frame is used) and may set the output: ``format`` (jpeg, the default; png; webp),
+first frame is used) and may set the output: ``format`` (jpeg, png, webp; absent: the
+source's format, a GIF's being png),
 ``quality`` (1-100), ``strip`` (default true) and ``background`` (for alpha in a JPEG). The
 four single-operation services take that operation's fields at the top level; ``image``
 takes a list ``ops`` of maps, each with ``op`` naming the operation, so one round trip can
@@ -16,6 +17,7 @@ the decoder's own floor in time and memory.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from mdp.errors import BadRequest
@@ -29,6 +31,7 @@ from renderers.settings import Settings
 MAX_OPS = 16
 MAX_TEXT_CHARS = 200
 FORMATS = ("jpeg", "png", "webp")
+KEEP_FORMAT = {"JPEG": "jpeg", "PNG": "png", "WebP": "webp", "GIF": "png"}
 GRAVITY_ALIASES = {
     "centre": "center",
     "middle": "center",
@@ -44,7 +47,7 @@ GRAVITY_ALIASES = {
 
 OUTPUT_FIELDS = (
     Field("image", "bytes: a JPEG, PNG, WebP or GIF image", required=True),
-    Field("format", "jpeg | png | webp", doc="default jpeg"),
+    Field("format", "jpeg | png | webp", doc="default: the source's (a GIF's: png)"),
     Field("quality", "integer 1-100", doc="jpeg default 85, webp default 80; png ignores it"),
     Field("strip", "boolean", doc="default true: drop EXIF, XMP, comments; keep ICC"),
     Field("background", "colour #rgb or #rrggbb", doc="under transparency in a JPEG; #ffffff"),
@@ -96,10 +99,9 @@ def _gravity(request: Mapping[str, Any], name: str, prefix: str, default: str) -
 def parse_output(request: Mapping[str, Any], *, format_required: bool = False) -> Output:
     if format_required and request.get("format") is None:
         raise BadRequest("format is required: jpeg, png or webp", field="format")
-    fmt = fields.choice(request, "format", "", FORMATS, default="jpeg", aliases={"jpg": "jpeg"})
-    assert fmt is not None
+    fmt = fields.choice(request, "format", "", FORMATS, default="", aliases={"jpg": "jpeg"})
     return Output(
-        format=fmt,
+        format=fmt or "",
         quality=fields.integer(request, "quality", "", lo=1, hi=100),
         strip=fields.boolean(request, "strip", "", default=True),
         background=fields.colour(request, "background", "", default=(255, 255, 255)),
@@ -207,6 +209,8 @@ def run(data: bytes, ops: Sequence[Operation], output: Output, limits: Settings)
     thumbnail = first if isinstance(first, Thumbnail) else None
     draft = thumbnail.scaled_size if thumbnail is not None else None
     decoded = open_image(data, "image", limits, draft)
+    if not output.format:
+        output = replace(output, format=KEEP_FORMAT[decoded.format])
     if thumbnail is not None:
         target = thumbnail.scaled_size(decoded.upright_source_size)
         if max(target) <= limits.max_side and target[0] * target[1] <= limits.max_pixels:
@@ -220,13 +224,14 @@ def run(data: bytes, ops: Sequence[Operation], output: Output, limits: Settings)
 
 
 class _Toolkit(Renderer):
-    content_type = CONTENT_TYPES["jpeg"]  # the default; ``format`` chooses
+    content_type = ""  # ``format`` chooses; without it, the source's format
     format_required: ClassVar[bool] = False
 
     def content_type_for(self, request: Mapping[str, Any]) -> str:
+        """The reply's type when ``format`` names it; "" (sniff the reply) otherwise."""
         fmt = request.get("format")
-        fmt = fmt.strip().lower() if isinstance(fmt, str) else "jpeg"
-        return CONTENT_TYPES.get("jpeg" if fmt == "jpg" else fmt, self.content_type)
+        fmt = fmt.strip().lower() if isinstance(fmt, str) else ""
+        return CONTENT_TYPES.get("jpeg" if fmt == "jpg" else fmt, "")
 
     def render_checked(self, request: Mapping[str, Any]) -> bytes:
         limits = settings.current()

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from mdp.client import MDPClient
+from mdp.keys import CurveConfig
+from mdp.status import BrokerStatus, fetch, try_fetch
 
 HERE = Path(__file__).resolve().parent
 TEST_WORKER = HERE / "helpers" / "test_worker.py"
@@ -64,24 +66,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def broker_status(endpoint: str, timeout: float = 1.0) -> dict[str, Any] | None:
+def broker_status(endpoint: str, timeout: float = 1.0,
+                  curve: CurveConfig | None = None) -> BrokerStatus | None:
     """The broker's mmi.status, or None when it does not answer in ``timeout``."""
-    client = MDPClient([endpoint], timeout=timeout, retries=0, connect_timeout=timeout,
-                       shuffle=False)
-    try:
-        return client.status()
-    except Exception:
-        return None
-    finally:
-        client.close()
+    return try_fetch(endpoint, timeout_s=timeout, curve=curve)
+
+
+def status_of(endpoint: str, timeout: float = 2.0) -> BrokerStatus:
+    """The broker's mmi.status; raises (failing the test) when it does not answer."""
+    return fetch(endpoint, timeout_s=timeout)
+
+
+def broker_counter(endpoint: str, name: str) -> int:
+    """One of the broker's totals (``Counters`` field ``name``); 0 when it does not answer."""
+    status = broker_status(endpoint)
+    return int(getattr(status.counters, name)) if status is not None else 0
+
+
+def worker_pids(endpoint: str, service: str | None = None,
+                curve: CurveConfig | None = None) -> list[int]:
+    """Pids of the workers the broker lists (of ``service``, or all); [] when it is down."""
+    status = broker_status(endpoint, curve=curve)
+    if status is None:
+        return []
+    workers = status.all_workers() if service is None else status.workers(service)
+    return [w.pid for w in workers]
 
 
 def count_workers(endpoint: str, service: str, state: str | None = None) -> int:
     status = broker_status(endpoint)
     if status is None:
         return -1
-    workers = status["services"].get(service, {}).get("workers", [])
-    return sum(1 for w in workers if state is None or w["state"] == state)
+    return sum(1 for w in status.workers(service) if state is None or w.state == state)
 
 
 class Proc:
@@ -178,7 +194,7 @@ def _has_worker(endpoint: str, pid: int) -> bool:
     status = broker_status(endpoint)
     if status is None:
         return False
-    return any(w["pid"] == pid for s in status["services"].values() for w in s["workers"])
+    return any(w.pid == pid for w in status.all_workers())
 
 
 class GoodClient(threading.Thread):

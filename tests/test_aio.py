@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from clusterkit import Cluster, Proc, broker_status, free_port, wait_for
+from clusterkit import Cluster, Proc, broker_counter, broker_status, free_port, wait_for
 from mdp.aio import AsyncMDPClient
 from mdp.errors import BadRequest, UnknownService
+from mdp.status import BrokerStatus
 
 
 @dataclass
@@ -77,8 +78,8 @@ def test_many_concurrent_calls_share_one_client(cluster: Cluster) -> None:
             assert await client.mmi_service("echo") == "200"
             assert await client.mmi_service("nothing") == "404"
             assert (await client.request_raw("mmi.other", b""))[0] == b"501"
-            status = await client.status()
-            assert "echo" in status["services"]
+            status = BrokerStatus.from_wire(await client.status())
+            assert "echo" in status.services
             with pytest.raises(BadRequest):
                 await client.send("no such name!", {})
             assert await client.send("echo", {"p": 1}, priority=1, timeout=5) == {"p": 1}
@@ -133,16 +134,15 @@ def _in_thread(function: Callable[[], Any]) -> Awaitable[Any]:
 
 
 def _requeued(brokers: list[Proc]) -> int:
-    return sum((broker_status(b.endpoint) or {"counters": {"requeued": 0}})
-               ["counters"]["requeued"] for b in brokers)
+    return sum(broker_counter(b.endpoint, "requeued") for b in brokers)
 
 
 def _busy_worker(brokers: list[Proc]) -> int | None:
     for b in brokers:
-        for entry in ((broker_status(b.endpoint) or {}).get("services", {})
-                      .get("echo", {}).get("workers", [])):
-            if entry["state"] == "busy":
-                return int(entry["pid"])
+        status = broker_status(b.endpoint)
+        for entry in status.workers("echo") if status else ():
+            if entry.state == "busy":
+                return entry.pid
     return None
 
 
@@ -166,8 +166,8 @@ def test_async_broker_killed_and_restarted(cluster: Cluster) -> None:
         brokers[0].signal(signal.SIGKILL)
         await _in_thread(brokers[0].wait)
         await _in_thread(lambda: wait_for(
-            lambda: (broker_status(brokers[1].endpoint) or {}).get("counters", {})
-            .get("replies", 0) > 100, 30, "the other broker to carry on"))
+            lambda: broker_counter(brokers[1].endpoint, "replies") > 100, 30,
+            "the other broker to carry on"))
         await _in_thread(lambda: cluster.broker(ports[0], fast=False))
 
     run_with_fault(cluster, fault, "async: broker SIGKILL + restart", sleep_s=0.005)

@@ -9,8 +9,7 @@ import pytest
 import zmq
 
 from mdp import protocol as p
-from mdp.broker import _BATCH, Broker, BrokerConfig
-from mdp.dispatch import Request
+from mdp.broker import PASS, Broker, BrokerConfig
 
 
 @pytest.fixture
@@ -32,7 +31,7 @@ def dealer(ctx: zmq.Context) -> zmq.Socket:
 def drain_all(broker: Broker) -> None:
     for _ in range(100):
         before = broker.dispatcher.counters.requests + broker.dispatcher.counters.replies
-        broker._drain(0)
+        broker.run_once(0)
         if broker.dispatcher.counters.requests + broker.dispatcher.counters.replies == before:
             return
 
@@ -40,10 +39,10 @@ def drain_all(broker: Broker) -> None:
 def test_no_message_is_lost_across_batches(broker: Broker, zctx: zmq.Context) -> None:
     worker, client = dealer(zctx), dealer(zctx)
     worker.send_multipart(p.ready(b"echo", {"pid": 1}))
-    broker._drain(0)
+    broker.run_once(0)
     assert worker.poll(1000) and worker.recv_multipart()[2] == p.WELCOME
     served_keys: set[bytes] = set()
-    count = 3 * _BATCH + 7  # several full batches and a partial one
+    count = 3 * PASS + 7  # several full batches and a partial one
     for i in range(count):
         client.send_multipart(p.client_submit(b"echo", i + 1, 60_000, [msgpack.packb({})]))
     drain_all(broker)
@@ -57,7 +56,7 @@ def test_no_message_is_lost_across_batches(broker: Broker, zctx: zmq.Context) ->
         assert frames[3] not in served_keys
         served_keys.add(frames[3])
         worker.send_multipart(p.reply(frames[3], [frames[-1]]))
-        broker._drain(0)
+        broker.run_once(0)
         served += 1
     replies = 0
     while client.poll(0):
@@ -170,7 +169,7 @@ def test_a_reply_gathered_for_a_batch_reaches_the_client_before_a_pong(
     # the reply and the ping are read in one pass of the broker's loop
     worker.send_multipart(p.reply(task.key, task.body))
     client.send_multipart(p.client_ping([7]))
-    broker._drain(0)
+    broker.run_once(0)
     received = []
     while len(received) < 2:
         assert client.poll(1000), f"the client got only {received}"
@@ -219,29 +218,3 @@ def test_a_worker_that_takes_batches_gets_tasks_and_replies_in_one_message_each(
     assert broker.dispatcher.counters.replies == 10
     worker.close()
     client.close()
-
-
-def test_tasks_gathered_for_a_worker_go_before_anything_else_sent_to_it(
-        broker: Broker, zctx: zmq.Context) -> None:
-    """Tasks are gathered until a pass over the socket ends; a RECALL (or any other
-    message) to the same worker meanwhile must not overtake them."""
-    worker = dealer(zctx)
-    worker.send_multipart(p.ready(b"echo", {"pid": 1, "prefetch": 8, "batch": True}))
-    drain_all(broker)
-    assert worker.poll(1000) and isinstance(
-        p.parse_worker_inbound(worker.recv_multipart()), p.BrokerWelcome)
-    [identity] = list(broker.dispatcher.workers)
-    for rid in (1, 2):
-        broker.dispatcher.enqueue(Request(b"client", b"echo", [b"\x80"], 0.0, rid), 0.0)
-    broker._dispatch(broker.dispatcher.services[b"echo"], 0.0)
-    assert not worker.poll(0)  # gathered, not sent yet
-    held = list(broker.dispatcher.workers[identity].tasks)[1]
-    broker._send(p.recall(identity, held))
-    assert worker.poll(1000)
-    first = p.parse_worker_inbound(worker.recv_multipart())
-    assert isinstance(first, p.BrokerTasks) and [t.key for t in first.tasks][1] == held
-    assert worker.poll(1000)
-    assert p.parse_worker_inbound(worker.recv_multipart()) == p.BrokerRecall(held)
-    broker._flush_tasks()
-    assert not worker.poll(0)  # nothing was left to send twice
-    worker.close()

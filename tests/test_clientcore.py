@@ -1,18 +1,21 @@
 """ClientCore driven through every fault path with an explicit clock and no sockets.
 
-The "broker" here is the test: it reads the core's SEND actions with the broker's own
+The "broker" here is the test: it reads the core's Send actions with the broker's own
 parser (``parse_broker_inbound``) and answers with the broker's own builders.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import logging
+from typing import Any, NamedTuple
 
 import pytest
 
 from mdp import protocol as p
-from mdp.clientcore import CLOSE, OPEN, SEND, ClientCore, State
-from mdp.errors import Timeout, UnknownService
+from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
+from mdp.clientcore import COMPLAIN_EVERY_S, ClientCore, State, home_order
+from mdp.errors import Timeout, UnknownService, WorkerLost
 
 SVC = b"echo"
 
@@ -21,23 +24,34 @@ def make(n: int = 1, **options: Any) -> ClientCore:
     return ClientCore([f"tcp://b{i}:5555" for i in range(n)], **options)
 
 
-def actions(core: ClientCore) -> list[tuple[int, int, Any]]:
-    """The core's actions, SEND frames parsed as the broker parses them; a batched SUBMIT
-    is shown as the requests it carries, one by one (as the broker queues them)."""
-    out = []
-    for kind, index, frames in core.take_actions():
-        message = p.parse_broker_inbound(frames) if kind == SEND else None  # type: ignore[arg-type]
-        if isinstance(message, p.ClientBatch):
-            out += [(kind, index, p.ClientRequest(message.service, [body], rid, message.ttl_ms,
-                                                  message.priority))
-                    for rid, body in zip(message.rids, message.bodies, strict=True)]
-        else:
-            out.append((kind, index, message))
+class Sent(NamedTuple):
+    """A Send action, its frames parsed as the broker parses them."""
+
+    link: int
+    message: Any
+
+
+def actions(core: ClientCore) -> list[Open | Close | Sent]:
+    """The core's actions, sends parsed; a batched SUBMIT is shown as the requests it
+    carries, one by one (as the broker queues them)."""
+    out: list[Open | Close | Sent] = []
+    for action in core.take_actions():
+        match action:
+            case Send(index, frames):
+                match p.parse_broker_inbound(frames):
+                    case p.ClientBatch(service, rids, bodies, ttl_ms, priority):
+                        out += [Sent(index, p.ClientRequest(service, [body], rid, ttl_ms,
+                                                            priority))
+                                for rid, body in zip(rids, bodies, strict=True)]
+                    case message:
+                        out.append(Sent(index, message))
+            case Open() | Close():
+                out.append(action)
     return out
 
 
-def sent(core: ClientCore) -> list[tuple[int, Any]]:
-    return [(i, m) for kind, i, m in actions(core) if kind == SEND]
+def sent(core: ClientCore) -> list[Sent]:
+    return [a for a in actions(core) if isinstance(a, Sent)]
 
 
 def welcome(instance: str = "one") -> list[bytes]:
@@ -50,9 +64,9 @@ def result(rid: int | None, value: Any) -> list[bytes]:
 
 def up(core: ClientCore, index: int, now: float, instance: str = "one") -> None:
     """Connection ``index`` comes up and its broker says WELCOME."""
-    core.opened(index, now)
-    core.received(index, welcome(instance), now)
-    core.tick(now)
+    core.handle(Opened(index), now)
+    core.handle(Received(index, welcome(instance)), now)
+    core.handle(Tick(), now)
 
 
 def submit(core: ClientCore, now: float, value: int = 0, **kw: Any):  # type: ignore[no-untyped-def]
@@ -62,13 +76,13 @@ def submit(core: ClientCore, now: float, value: int = 0, **kw: Any):  # type: ig
 def test_first_request_rides_with_hello_and_needs_no_handshake() -> None:
     core = make()
     call = submit(core, 0.0)
-    assert actions(core) == [(OPEN, 0, None)]
-    core.opened(0, 0.01)
+    assert actions(core) == [Open(0)]
+    core.handle(Opened(0), 0.01)
     [(_, hello), (_, request)] = sent(core)
     assert isinstance(hello, p.ClientHello) and hello.first == p.First(call.rid, 9990, 0)
     assert isinstance(request, p.ClientRequest) and request.rid is None  # plain MDPC01
-    core.received(0, welcome(), 0.02)
-    core.received(0, result(call.rid, {"v": 0}), 0.03)  # a DIPS broker answers with RESULT
+    core.handle(Received(0, welcome()), 0.02)
+    core.handle(Received(0, result(call.rid, {"v": 0})), 0.03)  # a DIPS broker answers with RESULT
     assert call.outcome == {"v": 0} and core.take_finished() == [call]
     second = submit(core, 0.04, 1, priority=1)
     [(_, submit_msg)] = sent(core)
@@ -79,14 +93,14 @@ def test_standard_broker_is_served_plain_one_at_a_time() -> None:
     core = make()
     first, second = submit(core, 0.0), submit(core, 0.0, 1)
     core.take_actions()
-    core.opened(0, 0.0)
+    core.handle(Opened(0), 0.0)
     assert len(sent(core)) == 2  # HELLO + the first request only
-    core.received(0, result(None, {"v": 0}), 0.1)  # a standard reply, no WELCOME before
-    core.tick(0.1)
+    core.handle(Received(0, result(None, {"v": 0})), 0.1)  # a standard reply, no WELCOME before
+    core.handle(Tick(), 0.1)
     assert first.outcome == {"v": 0} and core.endpoints[0].state is State.STANDARD
     [(_, plain)] = sent(core)
     assert isinstance(plain, p.ClientRequest) and plain.rid is None
-    core.received(0, result(None, {"v": 1}), 0.2)
+    core.handle(Received(0, result(None, {"v": 1})), 0.2)
     assert second.outcome == {"v": 1}
 
 
@@ -94,19 +108,20 @@ def test_lazy_pirate_closes_and_a_late_reply_is_not_taken_for_the_next() -> None
     core = make(2, attempt_timeout=2.5, start=0)
     call = submit(core, 0.0)
     core.take_actions()
-    core.opened(0, 0.0)
-    core.received(0, result(None, {"v": 0}), 0.01)  # b0 is a standard broker
-    core.opened(1, 0.0)
-    core.received(1, result(None, {}), 0.01)  # b1 too (a stale reply, dropped)
+    core.handle(Opened(0), 0.0)
+    core.handle(Received(0, result(None, {"v": 0})), 0.01)  # b0 is a standard broker
+    core.handle(Opened(1), 0.0)
+    core.handle(Received(1, result(None, {})), 0.01)  # b1 too (a stale reply, dropped)
     core.take_actions()
     call = submit(core, 1.0, 7)
     [(where, _)] = sent(core)
-    core.tick(3.6)  # no reply within attempt_timeout
+    core.handle(Tick(), 3.6)  # no reply within attempt_timeout
     kinds = actions(core)
-    assert (CLOSE, where, None) in kinds  # that socket is gone: its late reply cannot arrive
-    resend = [i for kind, i, m in kinds if kind == SEND and isinstance(m, p.ClientRequest)]
+    assert Close(where) in kinds  # that socket is gone: its late reply cannot arrive
+    resend = [a.link for a in kinds if isinstance(a, Sent)
+              and isinstance(a.message, p.ClientRequest)]
     assert resend == [1 - where] and call.sends == 2
-    core.received(1 - where, result(None, {"v": 7}), 3.7)
+    core.handle(Received(1 - where, result(None, {"v": 7})), 3.7)
     assert call.outcome == {"v": 7}
 
 
@@ -118,14 +133,14 @@ def test_silent_broker_is_pinged_then_failed_over() -> None:
     up(core, 1, 0.0)
     [(where, _)] = [(i, m) for i, m in sent(core) if isinstance(m, p.ClientRequest)]
     assert core.next_deadline() == pytest.approx(0.25)
-    core.tick(0.25)
+    core.handle(Tick(), 0.25)
     [(_, ping)] = sent(core)
     assert isinstance(ping, p.ClientPing) and ping.rids == [call.rid] and where == 0
-    core.tick(0.76)  # no PONG within broker_timeout
+    core.handle(Tick(), 0.76)  # no PONG within broker_timeout
     moved = sent(core)
     assert [i for i, m in moved if isinstance(m, p.ClientRequest)] == [1]
     assert core.endpoints[0].state is State.DOWN and call.sends == 2
-    core.received(1, result(call.rid, {"v": 0}), 0.8)
+    core.handle(Received(1, result(call.rid, {"v": 0})), 0.8)
     assert call.outcome == {"v": 0}
 
 
@@ -138,9 +153,9 @@ def test_a_long_request_on_a_live_broker_is_never_resent() -> None:
     now = 0.0
     for _ in range(100):  # 100 pings over ~30 s, each answered: nothing lost
         now = core.next_deadline()
-        core.tick(now)
+        core.handle(Tick(), now)
         [(_, ping)] = sent(core)
-        core.received(0, p.pong(b"", [], "one")[1:], now + 0.01)
+        core.handle(Received(0, p.pong(b"", [], "one")[1:]), now + 0.01)
     assert call.sends == 1 and not call.done
 
 
@@ -150,10 +165,10 @@ def test_lost_ids_are_sent_again() -> None:
     core.take_actions()
     up(core, 0, 0.0)
     sent(core)
-    core.tick(0.3)
+    core.handle(Tick(), 0.3)
     sent(core)
-    core.received(0, p.pong(b"", [b.rid], "one")[1:], 0.31)
-    core.tick(0.31)
+    core.handle(Received(0, p.pong(b"", [b.rid], "one")[1:]), 0.31)
+    core.handle(Tick(), 0.31)
     [(_, again)] = sent(core)
     assert again.rid == b.rid and b.sends == 2 and a.sends == 1
 
@@ -164,10 +179,10 @@ def test_a_restarted_broker_gets_everything_outstanding_again() -> None:
     core.take_actions()
     up(core, 0, 0.0, instance="one")
     sent(core)
-    core.tick(0.3)
+    core.handle(Tick(), 0.3)
     sent(core)
-    core.received(0, p.pong(b"", [], "two")[1:], 0.31)  # nothing "lost", but a new process
-    core.tick(0.31)
+    core.handle(Received(0, p.pong(b"", [], "two")[1:]), 0.31)  # nothing "lost", but a new process
+    core.handle(Tick(), 0.31)
     assert sorted(m.rid for _, m in sent(core)) == [c.rid for c in calls]
 
 
@@ -176,12 +191,12 @@ def test_stale_and_duplicate_replies_are_dropped() -> None:
     call = submit(core, 0.0)
     core.take_actions()
     up(core, 0, 0.0)
-    core.received(0, result(999, {"not": "ours"}), 0.1)
+    core.handle(Received(0, result(999, {"not": "ours"})), 0.1)
     assert not call.done
-    core.received(0, result(call.rid, {"v": 0}), 0.1)
-    core.received(0, result(call.rid, {"v": "again"}), 0.1)
+    core.handle(Received(0, result(call.rid, {"v": 0})), 0.1)
+    core.handle(Received(0, result(call.rid, {"v": "again"})), 0.1)
     assert call.outcome == {"v": 0} and core.take_finished() == [call]
-    core.received(0, [b"", b"garbage"], 0.1)  # malformed: logged, dropped
+    core.handle(Received(0, [b"", b"garbage"]), 0.1)  # malformed: logged, dropped
 
 
 def test_unknown_service_is_tried_on_the_other_brokers() -> None:
@@ -192,11 +207,11 @@ def test_unknown_service_is_tried_on_the_other_brokers() -> None:
     up(core, 1, 0.0)
     [(first, _)] = [(i, m) for i, m in sent(core) if isinstance(m, p.ClientRequest)]
     unknown = p.error_body(UnknownService("no such service"))
-    core.received(first, p.to_client(b"", SVC, [unknown], call.rid)[1:], 0.1)
-    core.tick(0.1)
+    core.handle(Received(first, p.to_client(b"", SVC, [unknown], call.rid)[1:]), 0.1)
+    core.handle(Tick(), 0.1)
     [(second, _)] = sent(core)
     assert second != first and not call.done
-    core.received(second, p.to_client(b"", SVC, [unknown], call.rid)[1:], 0.2)
+    core.handle(Received(second, p.to_client(b"", SVC, [unknown], call.rid)[1:]), 0.2)
     assert isinstance(call.outcome, UnknownService)
 
 
@@ -205,24 +220,24 @@ def test_deadline_passing_is_a_timeout() -> None:
     call = submit(core, 0.0, timeout=0.5)
     core.take_actions()
     up(core, 0, 0.0)
-    core.tick(0.25)
-    core.received(0, p.pong(b"", [], "one")[1:], 0.26)
-    core.tick(0.5)
+    core.handle(Tick(), 0.25)
+    core.handle(Received(0, p.pong(b"", [], "one")[1:]), 0.26)
+    core.handle(Tick(), 0.5)
     assert isinstance(call.outcome, Timeout) and "within 0.5s" in str(call.outcome)
-    core.received(0, result(call.rid, {"late": 1}), 0.6)  # the late reply is dropped
+    core.handle(Received(0, result(call.rid, {"late": 1})), 0.6)  # the late reply is dropped
     assert isinstance(call.outcome, Timeout)
 
 
 def test_no_broker_reachable_times_out_and_brokers_are_retried() -> None:
     core = make(1, connect_timeout=0.5, down_for=1.0)
     call = submit(core, 0.0, timeout=2.0)
-    assert actions(core) == [(OPEN, 0, None)]
-    core.tick(0.5)
-    assert actions(core) == [(CLOSE, 0, None)]
+    assert actions(core) == [Open(0)]
+    core.handle(Tick(), 0.5)
+    assert actions(core) == [Close(0)]
     assert core.next_deadline() == 1.5
-    core.tick(1.5)
-    assert actions(core) == [(OPEN, 0, None)]
-    core.tick(2.0)
+    core.handle(Tick(), 1.5)
+    assert actions(core) == [Open(0)]
+    core.handle(Tick(), 2.0)
     assert isinstance(call.outcome, Timeout) and "could be reached" in str(call.outcome)
 
 
@@ -233,7 +248,7 @@ def test_retries_budget() -> None:
     up(core, 0, 0.0)
     up(core, 1, 0.0)
     core.take_actions()
-    core.send_failed(0, 0.1)
+    core.handle(Lost(0), 0.1)
     assert isinstance(call.outcome, Timeout)
 
 
@@ -245,8 +260,8 @@ def test_window_limits_calls_in_flight() -> None:
     up(core, 0, 0.0)
     assert len([m for _, m in sent(core) if isinstance(m, p.ClientRequest)]) == 2
     assert calls[2].deadline == float("inf")  # not started: its clock is not running
-    core.received(0, result(calls[0].rid, 0), 0.1)
-    core.tick(0.1)
+    core.handle(Received(0, result(calls[0].rid, 0)), 0.1)
+    core.handle(Tick(), 0.1)
     [(_, third)] = sent(core)
     assert third.rid == calls[2].rid and calls[3].deadline == float("inf")
 
@@ -269,28 +284,178 @@ def test_cancel_forgets_a_call_and_closes_a_plain_connection() -> None:
     core = make()
     call = submit(core, 0.0)
     core.take_actions()
-    core.opened(0, 0.0)
+    core.handle(Opened(0), 0.0)
     core.take_actions()
     core.cancel(call, 0.1)
-    assert (CLOSE, 0, None) in actions(core) and core.take_finished() == []
+    assert Close(0) in actions(core) and core.take_finished() == []
     assert core.pending == {}
 
 
 def test_requests_placed_together_travel_in_one_submit_and_come_back_in_one_result() -> None:
     core = make(1)
     core.submit(SVC, [p.pack({"i": 0})], 0.0, timeout=5.0)
-    core.tick(0.0)
+    core.handle(Tick(), 0.0)
     actions(core)
     up(core, 0, 0.01)
     for i in range(1, 6):
         core.submit(SVC, [p.pack({"i": i})], 0.02, timeout=5.0)
-    core.tick(0.02)
-    batches = [frames for kind, _, frames in core.take_actions() if kind == SEND]
+    core.handle(Tick(), 0.02)
+    batches = [a.frames for a in core.take_actions() if isinstance(a, Send)]
     parsed = [p.parse_broker_inbound(frames) for frames in batches]
     batch = [m for m in parsed if isinstance(m, p.ClientBatch)]
     assert len(batch) == 1 and len(batch[0].rids) == 5
     replies = p.to_client_batch(b"id", SVC, batch[0].rids,
                                 [p.result_body(rid) for rid in batch[0].rids])[1:]
-    core.received(0, replies, 0.03)
+    core.handle(Received(0, replies), 0.03)
     done = {call.rid: call.outcome for call in core.take_finished()}
     assert done == {rid: rid for rid in batch[0].rids}
+
+
+# --- coalescing keys, progress, refusals, complaints ---------------------------------------
+
+
+def home(key: bytes, n: int) -> list[int]:
+    """The order the protocol gives: highest sha1(key + endpoint) first."""
+    endpoints = [f"tcp://b{i}:5555" for i in range(n)]
+    return sorted(range(n), key=lambda i: hashlib.sha1(key + endpoints[i].encode()).digest(),
+                  reverse=True)
+
+
+def test_a_keyed_request_goes_alone_to_its_home_broker_with_its_key() -> None:
+    core = make(3, start=0)
+    submit(core, 0.0)
+    core.take_actions()
+    for i in range(3):
+        up(core, i, 0.0)
+    core.take_actions()
+    key = b"card:42"
+    [first, *_] = home(key, 3)
+    calls = [submit(core, 0.1, i, key=key) for i in range(3)]
+    requests = [(a.link, a.message) for a in sent(core)]
+    assert [where for where, _ in requests] == [first] * 3
+    assert [m.ck for _, m in requests] == [key] * 3  # each in a SUBMIT of its own
+    assert [m.rid for _, m in requests] == [c.rid for c in calls]
+
+
+def test_every_client_with_the_same_brokers_picks_the_same_home_whatever_their_order() -> None:
+    ours = ClientCore(["tcp://a:1", "tcp://b:1", "tcp://c:1"])
+    theirs = ClientCore(["tcp://c:1", "tcp://a:1", "tcp://b:1"])
+    for key in (b"x", b"y", b"card:1", bytes(64)):
+        mine = [ours.brokers[i] for i in home_order(key, ours.brokers)]
+        yours = [theirs.brokers[i] for i in home_order(key, theirs.brokers)]
+        assert mine == yours
+
+
+def test_a_keyed_request_waits_for_its_home_to_connect_then_fails_over_in_home_order() -> None:
+    core = make(3)
+    key = b"k"
+    order = home(key, 3)
+    call = submit(core, 0.0, key=key)
+    assert sorted(a.link for a in actions(core)) == [0, 1, 2]  # every broker opens
+    for i in order[1:]:
+        up(core, i, 0.01)
+    assert [a for a in sent(core) if isinstance(a.message, p.ClientRequest)] == []
+    core.handle(Opened(order[0]), 0.02)  # home is up: HELLO carries the key in `first`
+    [hello, request] = sent(core)
+    assert hello.link == order[0] and hello.message.first.ck == key
+    assert request.link == order[0] and request.message.rid is None
+    core.handle(Lost(order[0]), 0.03)  # home fails: the next in the order, not any
+    [again] = sent(core)
+    assert again.link == order[1] and again.message.ck == key and call.sends == 2
+
+
+def test_progress_reaches_the_call_that_asked_and_its_hello_asks_for_it() -> None:
+    core = make()
+    reports: list[Any] = []
+    call = submit(core, 0.0, on_progress=lambda *a: reports.append(a))
+    other = submit(core, 0.0, 1)
+    core.take_actions()
+    core.handle(Opened(0), 0.0)
+    [hello, _] = sent(core)
+    assert hello.message.progress is True
+    core.handle(Received(0, welcome()), 0.0)
+    core.handle(Tick(), 0.0)
+    sent(core)
+    for rid in (call.rid, other.rid, 999):
+        core.handle(Received(0, p.to_client_progress(b"id", SVC, rid, "status", 1, 4)[1:]), 0.1)
+    core.handle(Received(0, p.to_client_progress(b"id", SVC, call.rid, "data",
+                                                 data=b"part")[1:]), 0.1)
+    got = [(c.rid, m.kind, m.num, m.den, m.data) for c, m in core.take_progress()]
+    assert got == [(call.rid, "status", 1, 4, None), (call.rid, "data", None, None, b"part")]
+    core.handle(Received(0, result(call.rid, 1)), 0.2)
+    core.handle(Received(0, p.to_client_progress(b"id", SVC, call.rid, "status", 4, 4)[1:]),
+                0.2)
+    assert core.take_progress() == []  # after the reply: nothing
+
+
+def test_unknown_service_asks_every_other_broker_at_once() -> None:
+    core = make(3, start=0)
+    call = submit(core, 0.0)
+    core.take_actions()
+    for i in range(3):
+        up(core, i, 0.0)
+    [first] = [a.link for a in sent(core) if isinstance(a.message, p.ClientRequest)]
+    unknown = p.error_body(UnknownService("no such service"))
+    core.handle(Received(first, p.to_client(b"", SVC, [unknown], call.rid)[1:]), 0.1)
+    core.handle(Tick(), 0.1)
+    asked = sorted(a.link for a in sent(core))
+    assert asked == sorted({0, 1, 2} - {first}) and call.sends == 2  # both at once
+    core.handle(Received(asked[0], p.to_client(b"", SVC, [unknown], call.rid)[1:]), 0.2)
+    assert not call.done  # the other may still have it
+    core.handle(Received(asked[1], result(call.rid, {"v": 1})), 0.2)
+    assert call.outcome == {"v": 1}
+
+
+def test_unknown_service_is_the_answer_at_once_when_the_other_brokers_are_down() -> None:
+    core = make(2, start=0, connect_timeout=0.5, down_for=5.0)
+    call = submit(core, 0.0)
+    core.take_actions()
+    up(core, 0, 0.0)
+    core.handle(Tick(), 0.5)  # broker 1 never came up: down for 5 s
+    assert core.endpoints[1].state is State.DOWN
+    unknown = p.error_body(UnknownService("no such service"))
+    core.handle(Received(0, p.to_client(b"", SVC, [unknown], call.rid)[1:]), 0.6)
+    core.handle(Tick(), 0.6)
+    assert isinstance(call.outcome, UnknownService)
+
+
+def test_a_worker_lost_answer_is_never_sent_to_another_broker() -> None:
+    core = make(2, start=0)
+    call = submit(core, 0.0)
+    core.take_actions()
+    up(core, 0, 0.0)
+    up(core, 1, 0.0)
+    [where] = [a.link for a in sent(core) if isinstance(a.message, p.ClientRequest)]
+    lost = p.error_body(WorkerLost("service 'echo': 2 workers were lost"))
+    core.handle(Received(where, p.to_client(b"", SVC, [lost], call.rid)[1:]), 0.1)
+    core.handle(Tick(), 0.1)
+    assert isinstance(call.outcome, WorkerLost) and call.sends == 1 and sent(core) == []
+
+
+def test_a_broker_that_keeps_failing_is_complained_of_once_per_few_seconds(
+        caplog: pytest.LogCaptureFixture) -> None:
+    core = make(1, connect_timeout=0.5, down_for=0.5)
+    submit(core, 0.0, timeout=60.0)
+    now = 0.0
+    with caplog.at_level(logging.DEBUG, logger="mdp.clientcore"):
+        while now < 20.0:
+            now = core.next_deadline()
+            core.handle(Tick(), now)
+            core.take_actions()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert 20 / COMPLAIN_EVERY_S <= len(warnings) <= 20 / COMPLAIN_EVERY_S + 1
+    assert "more failure(s)" in warnings[-1].getMessage()
+
+
+def test_with_every_broker_down_the_next_deadline_is_never_now() -> None:
+    core = make(2, connect_timeout=0.5, down_for=1.0)
+    submit(core, 0.0, timeout=10.0)
+    now, ticks = 0.0, 0
+    while now < 9.9:
+        deadline = core.next_deadline()
+        assert deadline > now
+        now = deadline
+        core.handle(Tick(), now)
+        core.take_actions()
+        ticks += 1
+    assert ticks < 40  # a few wake-ups a second at most: the shell sleeps in between

@@ -109,11 +109,21 @@ def test_unknown_service_after_grace() -> None:
 
 def test_grace_counts_from_when_the_last_worker_left() -> None:
     d = make(grace=1.0)
+    w = d.add_worker(b"W", b"echo", False, {}, 0.0)
+    d.enqueue(req(1, now=0.5), 0.5)
+    d.enqueue(req(2, now=0.5), 0.5)
+    assign(d, now=0.5)
+    d.remove_worker(w, 5.0)  # its task goes back; both wait for a worker again
+    assert d.unknown_requests(5.5) == []
+    assert len(d.unknown_requests(6.0)) == 2
+    assert b"echo" not in d.services and d.queued == 0
+
+
+def test_a_service_whose_last_worker_left_with_nothing_queued_is_forgotten() -> None:
+    d = make(grace=1.0)
     w = d.add_worker(b"W", b"echo", True, {}, 0.0)
     d.remove_worker(w, 5.0)
-    d.enqueue(req(1), 4.5)
-    assert d.unknown_requests(5.5) == []
-    assert len(d.unknown_requests(6.0)) == 1
+    assert b"echo" not in d.services and b"echo" in d.offered
 
 
 def test_too_many_services() -> None:

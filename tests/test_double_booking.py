@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from clusterkit import Cluster, broker_status
+from clusterkit import Cluster, broker_counter
 from mdp.client import MDPClient
 
 pytestmark = pytest.mark.slow
@@ -54,8 +54,7 @@ def test_no_request_waits_while_a_worker_is_idle(cluster: Cluster, clients: int)
 
     throughput = len(records) / elapsed
     ideal = min(clients, len(workers)) / JOB_S
-    bounced = sum((broker_status(x.endpoint) or {"counters": {"bounced": 0}})["counters"]
-                  ["bounced"] for x in (a, b))
+    bounced = sum(broker_counter(x.endpoint, "bounced") for x in (a, b))
     violations = idle_while_waiting(records)
     print(f"\nthroughput {throughput:.1f}/s = {throughput / ideal:.0%} of ideal {ideal:.0f}/s; "
           f"{bounced} requests bounced back by busy workers; "

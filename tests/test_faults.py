@@ -18,7 +18,15 @@ from typing import Any
 
 import pytest
 
-from clusterkit import Cluster, Proc, broker_status, free_port, wait_for
+from clusterkit import (
+    Cluster,
+    Proc,
+    broker_counter,
+    broker_status,
+    free_port,
+    wait_for,
+    worker_pids,
+)
 from mdp.client import MDPClient
 
 pytestmark = pytest.mark.slow
@@ -108,23 +116,20 @@ def run_with_fault(cluster: Cluster, fault: Callable[[Proc, Proc, list[Proc], li
 
 def busy_worker(endpoint: str, service: str = "echo") -> int | None:
     status = broker_status(endpoint)
-    for entry in (status or {}).get("services", {}).get(service, {}).get("workers", []):
-        if entry["state"] == "busy":
-            return int(entry["pid"])
+    for entry in status.workers(service) if status else ():
+        if entry.state == "busy":
+            return entry.pid
     return None
 
 
 def test_worker_killed_mid_request(cluster: Cluster) -> None:
     def fault(a: Proc, b: Proc, workers: list[Proc], ports: list[int]) -> None:
-        requeued_before = sum(
-            (broker_status(x.endpoint) or {"counters": {"requeued": 0}})["counters"]["requeued"]
-            for x in (a, b))
+        requeued_before = sum(broker_counter(x.endpoint, "requeued") for x in (a, b))
         pid = wait_for(lambda: busy_worker(a.endpoint) or busy_worker(b.endpoint), 10,
                        "a busy worker")
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: sum((broker_status(x.endpoint) or {"counters": {"requeued": 0}})
-                             ["counters"]["requeued"] for x in (a, b)) > requeued_before,
-                 10, "the killed worker's request to be requeued")
+        wait_for(lambda: sum(broker_counter(x.endpoint, "requeued") for x in (a, b))
+                 > requeued_before, 10, "the killed worker's request to be requeued")
 
     extra = run_with_fault(cluster, fault, "worker SIGKILL mid-request")
     assert extra < 3.0
@@ -134,11 +139,10 @@ def test_broker_killed_and_restarted(cluster: Cluster) -> None:
     def fault(a: Proc, b: Proc, workers: list[Proc], ports: list[int]) -> None:
         a.signal(signal.SIGKILL)
         a.wait()
-        wait_for(lambda: (broker_status(b.endpoint) or {}).get("counters", {})
-                 .get("replies", 0) > 200, 30, "broker B to carry on")
+        wait_for(lambda: broker_counter(b.endpoint, "replies") > 200, 30,
+                 "broker B to carry on")
         restarted = cluster.broker(ports[0], fast=False)
-        wait_for(lambda: len((broker_status(restarted.endpoint) or {}).get("services", {})
-                             .get("echo", {}).get("workers", [])) == 4, 30,
+        wait_for(lambda: len(worker_pids(restarted.endpoint, "echo")) == 4, 30,
                  "every worker to re-register with the restarted broker")
         print(f"\nbroker A back with all 4 workers after {load_done()} of {TOTAL} requests")
 
@@ -153,9 +157,8 @@ def test_broker_hung_for_five_seconds(cluster: Cluster) -> None:
         a.signal(signal.SIGCONT)
         # the workers gave the hung broker up (3 s of silence), reconnected with backoff,
         # and are registered again once it answers
-        wait_for(lambda: sorted(w["pid"] for w in (broker_status(a.endpoint) or {})
-                                .get("services", {}).get("echo", {}).get("workers", []))
-                 == sorted(w.pid for w in workers), 30, "every worker back at the resumed broker")
+        wait_for(lambda: sorted(worker_pids(a.endpoint, "echo")) == sorted(w.pid for w in workers),
+                 30, "every worker back at the resumed broker")
         output = workers[0].output()  # given up by the ZMTP heartbeat, or else by silence
         assert ("dropped; registering again" in output
                 or "silent for 3.0s; reconnecting" in output), output
@@ -189,7 +192,6 @@ def test_a_hung_worker_is_forgotten_and_its_request_served_elsewhere(cluster: Cl
     assert "is gone" in broker.output() or "silent for" in broker.output()
     assert extra < 5.0  # generous; MDP silence alone would take 3 s
     # the resumed worker's late reply is refused; it reconnects and serves again
-    wait_for(lambda: hung.pid in [w["pid"] for w in (broker_status(broker.endpoint) or {})
-                                  .get("services", {}).get("tester", {}).get("workers", [])],
-             15, "the resumed worker to re-register")
+    wait_for(lambda: hung.pid in worker_pids(broker.endpoint, "tester"), 15,
+             "the resumed worker to re-register")
 

@@ -156,9 +156,9 @@ def test_after_the_fuzz_the_broker_serves_with_bounded_memory(live: dict) -> Non
     assert good.failures == []
     assert live.get("sent", 0) >= 1000, "the fuzz test did not run first"
     status = broker_status(live["broker"].endpoint)
-    assert status is not None and status["counters"]["dropped"] > 100
+    assert status is not None and status.counters.dropped > 100
     growth_mb = (rss_kb(live["broker"].pid) - live["rss_before"]) / 1024
-    print(f"\nbroker after {live['sent']} fuzzed messages: {status['counters']['dropped']} "
+    print(f"\nbroker after {live['sent']} fuzzed messages: {status.counters.dropped} "
           f"dropped, RSS grew {growth_mb:.1f} MB; good client served {good.ok}")
     assert growth_mb < 50
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from importlib import metadata
 from typing import Any
 
@@ -72,3 +73,39 @@ def test_a_broken_provider_is_a_config_error_naming_it(monkeypatch: pytest.Monke
 def test_the_code_version_covers_the_handler_package() -> None:
     assert code_version() == code_version("renderers")  # renderers is a provider already
     assert code_version("test_handlers") == code_version()  # not a package: nothing added
+
+
+def test_progress_outside_a_task_is_a_no_op() -> None:
+    handlers.progress(1, 2)
+    handlers.send_data(b"x")
+    handlers.warn("careful")
+
+
+def test_progress_inside_a_task_reaches_the_worker_from_the_handler_thread_only() -> None:
+    got: list[tuple[Any, ...]] = []
+    handlers.reporting(lambda *report: got.append(report))
+    try:
+        handlers.progress(3, 10)
+        handlers.send_data(bytearray(b"chunk"))
+        handlers.warn("héllo")
+        other = threading.Thread(target=handlers.progress, args=(9, 10))
+        other.start()
+        other.join(timeout=5)
+    finally:
+        handlers.reporting(None)
+    handlers.progress(10, 10)  # the task is over
+    assert got == [("status", 3, 10, None), ("data", None, None, b"chunk"),
+                   ("warning", None, None, "héllo".encode())]
+
+
+def test_progress_refuses_what_cannot_travel() -> None:
+    handlers.reporting(lambda *report: None)
+    try:
+        with pytest.raises(ValueError, match="num"):
+            handlers.progress(-1, 2)
+        with pytest.raises(ValueError, match="den"):
+            handlers.progress(1, True)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="send_data takes bytes"):
+            handlers.send_data("text")  # type: ignore[arg-type]
+    finally:
+        handlers.reporting(None)

@@ -112,7 +112,7 @@ def test_number_of_workers(cluster: Cluster) -> None:
     assert time.monotonic() - first_refusal >= 0.6  # backoff 0.1 + 0.2 + 0.4 s, no flood
     status = broker_status(broker.endpoint)
     assert status is not None
-    pids = [w["pid"] for s in status["services"].values() for w in s["workers"]]
+    pids = [w.pid for w in status.all_workers()]
     assert second.pid not in pids and len(pids) == 1
 
 

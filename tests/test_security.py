@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from clusterkit import Cluster, Proc, free_port, wait_for
+from clusterkit import Cluster, Proc, broker_status, free_port, wait_for
+from clusterkit import worker_pids as all_worker_pids
 from mdp.client import MDPClient
 from mdp.errors import BadRequest, ConfigError, Timeout
 from mdp.keys import CurveConfig, load_secret, new_keypair
+from mdp.status import BrokerStatus
 
 pytestmark = pytest.mark.slow
 
@@ -68,17 +70,12 @@ def curve_broker(cluster: Cluster, keys: Keys, port: int | None = None) -> Proc:
     return broker
 
 
-def curve_status(endpoint: str, keys: Keys, name: str = "client") -> dict | None:
-    with MDPClient([endpoint], timeout=1, retries=0, curve=keys.curve(name)) as c:
-        try:
-            return c.status()
-        except Exception:
-            return None
+def curve_status(endpoint: str, keys: Keys, name: str = "client") -> BrokerStatus | None:
+    return broker_status(endpoint, curve=keys.curve(name))
 
 
 def worker_pids(endpoint: str, keys: Keys, name: str = "client") -> list[int]:
-    status = curve_status(endpoint, keys, name) or {"services": {}}
-    return [w["pid"] for s in status["services"].values() for w in s["workers"]]
+    return all_worker_pids(endpoint, curve=keys.curve(name))
 
 
 def test_allowed_keys_work_and_others_are_refused(cluster: Cluster, keys: Keys) -> None:
@@ -184,8 +181,9 @@ def test_a_revoked_clients_queued_request_is_dropped_and_its_running_one_unanswe
         wait_for(running.exists, 10, "the first request to run")
 
         def queued() -> int:
-            status = curve_status(broker.endpoint, keys, "client2") or {}
-            return int(status.get("services", {}).get("tester", {}).get("queue", 0))
+            status = curve_status(broker.endpoint, keys, "client2")
+            tester = status.services.get("tester") if status else None
+            return tester.queue if tester else 0
 
         wait_for(lambda: queued() == 1, 5, "the second request to wait in the queue")
         (keys.clients / "client.key").unlink()
@@ -202,9 +200,8 @@ def test_a_revoked_clients_queued_request_is_dropped_and_its_running_one_unanswe
     assert not started.exists()
 
     def served() -> int:
-        status = curve_status(broker.endpoint, keys, "client2") or {}
-        workers = status.get("services", {}).get("tester", {}).get("workers", [])
-        return sum(int(w.get("served", 0)) for w in workers)
+        status = curve_status(broker.endpoint, keys, "client2")
+        return sum(w.served for w in status.workers("tester")) if status else 0
 
     wait_for(lambda: served() == 1, 5, "the worker to have answered the running request")
 
@@ -251,7 +248,7 @@ def test_one_brokers_key_is_replaced_while_load_runs_through_the_other(
     wait_for(lambda: "broker ready" in new_b.output(), 10, "B with its new key")
     new_worker = cluster.worker([a, b], "echo", *secret, *new_flags, wait=False)
     new_curve = CurveConfig.from_flags(keys.secret("client2"), new_flags[1::2])
-    wait_for(lambda: new_worker.pid in _pids(b.endpoint, new_curve), 15,
+    wait_for(lambda: new_worker.pid in all_worker_pids(b.endpoint, curve=new_curve), 15,
              "the new worker registered with B under its new key")
     old_worker.signal(signal.SIGTERM)  # the old worker drains and leaves
     assert old_worker.wait(15) == 0
@@ -264,21 +261,8 @@ def test_one_brokers_key_is_replaced_while_load_runs_through_the_other(
     stop.set()
     new_load.join(30)
     assert failures == [], f"{len(failures)} failed, first: {failures[0]!r}"
-    status = _status(b.endpoint, new_curve)
-    assert status is not None and status["counters"]["replies"] > 0  # B serves again
-
-
-def _status(endpoint: str, curve: CurveConfig) -> dict | None:
-    with MDPClient([endpoint], timeout=1, retries=0, curve=curve) as c:
-        try:
-            return c.status()
-        except Exception:
-            return None
-
-
-def _pids(endpoint: str, curve: CurveConfig) -> list[int]:
-    status = _status(endpoint, curve) or {"services": {}}
-    return [w["pid"] for s in status["services"].values() for w in s["workers"]]
+    status = broker_status(b.endpoint, curve=new_curve)
+    assert status is not None and status.counters.replies > 0  # B serves again
 
 
 def test_secret_key_with_loose_permissions_is_refused(cluster: Cluster, keys: Keys) -> None:

@@ -15,12 +15,14 @@ def test_a_worker_announces_its_service_and_the_broker_reports_it(cluster: Clust
     cluster.worker([broker], "thumbnail")
     status = broker_status(broker.endpoint)
     assert status is not None
-    ecard = status["services"]["ecard"]["info"]
-    assert ecard["content_type"] == "image/png"
-    assert ["pSN", ecard["fields"][0][1], True, ""] == ecard["fields"][0]
-    thumbnail = status["services"]["thumbnail"]["info"]
-    assert thumbnail["content_type"] == ""  # the request's "format" chooses
-    assert "width" in {field[0] for field in thumbnail["fields"]}
+    ecard = status.services["ecard"].info
+    assert ecard is not None and ecard.content_type == "image/png"
+    assert (ecard.fields[0].name, ecard.fields[0].required, ecard.fields[0].doc) == (
+        "pSN", True, "")
+    thumbnail = status.services["thumbnail"].info
+    assert thumbnail is not None and thumbnail.content_type == ""  # "format" chooses
+    assert "width" in {field.name for field in thumbnail.fields}
+    assert thumbnail.bytes_fields == {"image"}
 
 
 def test_echo_describes_itself() -> None:

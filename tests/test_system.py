@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from clusterkit import Cluster, broker_status, count_workers, free_port, wait_for
+from clusterkit import Cluster, broker_status, count_workers, free_port, status_of, wait_for
 from mdp.client import MDPClient
 from mdp.errors import BadRequest, Overloaded, Timeout, UnknownService, WorkerError, WorkerTimeout
+from mdp.status import BrokerStatus
 
 
 def test_echo_through_two_brokers(cluster: Cluster) -> None:
@@ -26,7 +27,7 @@ def test_echo_through_two_brokers(cluster: Cluster) -> None:
     for broker in (a, b):
         status = broker_status(broker.endpoint)
         assert status is not None
-        replies.append(status["counters"]["replies"])
+        replies.append(status.counters.replies)
     assert sum(replies) == 602
     assert min(replies) >= 100, f"one client's requests are spread over both brokers: {replies}"
 
@@ -39,9 +40,9 @@ def test_mmi_service_and_status(cluster: Cluster) -> None:
         assert client.mmi_service("nothing") == "404"
         assert client.request_raw("mmi.other", b"")[0] == b"501"
         status = client.status()
-    [entry] = status["services"]["echo"]["workers"]
-    assert entry["pid"] == worker.pid and entry["state"] == "idle"
-    assert entry["version"].startswith("0.1.0+")
+    [entry] = BrokerStatus.from_wire(status).workers("echo")
+    assert entry.pid == worker.pid and entry.state == "idle"
+    assert entry.version.startswith("0.1.0+")
     assert set(status["counters"]) >= {"requests", "replies", "errors", "expired", "requeued"}
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
@@ -57,7 +58,7 @@ def test_unknown_service_after_grace(cluster: Cluster) -> None:
     assert "no-such-service" in str(info.value)
     for broker in (a, b):  # each broker was asked before the client gave up
         status = broker_status(broker.endpoint)
-        assert status is not None and status["counters"]["errors"] == 1
+        assert status is not None and status.counters.errors == 1
 
 
 def test_request_waits_for_a_worker_that_starts_within_the_grace(cluster: Cluster) -> None:
@@ -137,10 +138,12 @@ def test_expired_request_is_dropped_unworked(cluster: Cluster) -> None:
     # its deadline passed, and it was dropped there, or answered `expired`, unworked
 
     def expired() -> int:
-        status = broker_status(broker.endpoint) or {}
-        errors = status.get("services", {}).get("tester", {}).get("counters", {}).get(
-            "errors", {})
-        return int(status.get("counters", {}).get("expired", 0)) + int(errors.get("expired", 0))
+        status = broker_status(broker.endpoint)
+        if status is None:
+            return 0
+        tester = status.services.get("tester")
+        counters = tester.counters if tester is not None else None
+        return status.counters.expired + (counters.errors.get("expired", 0) if counters else 0)
 
     wait_for(lambda: expired() >= 1, 5, "the expired request to be dropped")
     with MDPClient([broker.endpoint], timeout=30) as client:
@@ -175,8 +178,7 @@ def test_a_long_request_is_not_resent_because_it_is_long(cluster: Cluster) -> No
     with MDPClient([a.endpoint, b.endpoint], shuffle=False) as client:  # default settings
         reply = client.send("tester", {"sleep": 3.0})
     assert reply["pid"] == worker.pid
-    served = [w["served"] for x in (a, b)
-              for w in (broker_status(x.endpoint) or {})["services"]["tester"]["workers"]]
+    served = [w.served for x in (a, b) for w in status_of(x.endpoint).workers("tester")]
     assert sum(served) == 1  # worked on once, by one broker's request
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from mdp import protocol as p
+from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
 from mdp.workercore import (
-    CLOSE,
-    CONNECT,
     EXIT_OUT_OF_MEMORY,
     EXIT_STUCK,
-    SEND,
     LinkMode,
     Phase,
     Timing,
@@ -18,7 +16,8 @@ from mdp.workercore import (
 )
 
 NAMES = {p.READY: "READY", p.REPLY: "REPLY", p.HEARTBEAT: "HEARTBEAT",
-         p.DISCONNECT: "DISCONNECT", p.BUSY: "BUSY", p.FREE: "FREE", p.BOUNCE: "BOUNCE"}
+         p.DISCONNECT: "DISCONNECT", p.BUSY: "BUSY", p.FREE: "FREE", p.BOUNCE: "BOUNCE",
+         p.PROGRESS: "PROGRESS"}
 BODY = [p.pack({"x": 1})]
 
 
@@ -27,47 +26,49 @@ def make(links: int = 2, **timing: Any) -> WorkerCore:
                       {"host": "h", "pid": 1, "version": "v"},
                       Timing(**timing))
     core.start(0.0)
-    for kind, i, _ in take(core, raw=True):
-        assert kind == CONNECT
-        core.connected(i, 0.0)
+    for action in take(core, raw=True):
+        assert isinstance(action, Open)
+        core.handle(Opened(action.link), 0.0)
     take(core)
     return core
 
 
 def take(core: WorkerCore, raw: bool = False) -> list[Any]:
     """What the core asked for since last time, as (link, NAME, detail) or raw actions."""
-    out = list(core.out)
-    core.out.clear()
+    out = core.take_actions()
     if raw:
         return out
     described = []
-    for kind, i, arg in out:
-        if kind == SEND:
-            name = NAMES[arg[2]]
-            detail: Any = None
-            if name in ("REPLY", "BOUNCE"):
-                detail = arg[3]
-            if name == "REPLY":
-                detail = (arg[3], p.unpack(arg[5]))
-            if name == "BUSY":
-                detail = p.unpack_meta(arg[3], "BUSY")
-            described.append((i, name, detail))
-        else:
-            described.append((i, "CLOSE" if kind == CLOSE else "CONNECT", arg))
+    for action in out:
+        match action:
+            case Send(i, frames):
+                name = NAMES[frames[2]]
+                detail: Any = None
+                if name in ("REPLY", "BOUNCE", "PROGRESS"):
+                    detail = frames[3]
+                if name == "REPLY":
+                    detail = (frames[3], p.unpack(frames[5]))
+                if name == "BUSY":
+                    detail = p.unpack_meta(frames[3], "BUSY")
+                described.append((i, name, detail))
+            case Close(i, linger_ms):
+                described.append((i, "CLOSE", linger_ms))
+            case Open(i):
+                described.append((i, "CONNECT", None))
     return described
 
 
 def welcome(core: WorkerCore, i: int, now: float = 0.0) -> None:
-    core.receive(i, p.worker_welcome(b"id", {"broker": "v", "instance": "x"})[1:], now)
+    core.handle(Received(i, p.worker_welcome(b"id", {"broker": "v", "instance": "x"})[1:]), now)
 
 
 def task(core: WorkerCore, i: int, key: bytes, now: float = 0.0, ttl_ms: int | None = 10_000,
          hold: bool = False, dips: bool = True) -> None:
-    core.receive(i, p.to_worker(b"id", key, BODY, dips, ttl_ms, hold)[1:], now)
+    core.handle(Received(i, p.to_worker(b"id", key, BODY, dips, ttl_ms, hold)[1:]), now)
 
 
 def signal(core: WorkerCore, i: int, command: bytes, now: float = 0.0) -> None:
-    core.receive(i, p.worker_command(b"id", command)[1:], now)
+    core.handle(Received(i, p.worker_command(b"id", command)[1:]), now)
 
 
 def dips_core(links: int = 2, **timing: Any) -> WorkerCore:
@@ -84,10 +85,12 @@ def dips_core(links: int = 2, **timing: Any) -> WorkerCore:
 def test_start_connects_every_link_and_registers_with_prefetch() -> None:
     core = WorkerCore(["tcp://a", "tcp://b"], b"echo", {"pid": 7}, Timing())
     core.start(0.0)
-    assert [(kind, i) for kind, i, _ in take(core, raw=True)] == [(CONNECT, 0), (CONNECT, 1)]
-    core.connected(0, 0.0)
-    [(kind, i, frames)] = take(core, raw=True)
-    assert (kind, i, frames[:4]) == (SEND, 0, [b"", p.WORKER, p.READY, b"echo"])
+    assert take(core, raw=True) == [Open(0), Open(1)]
+    core.handle(Opened(0), 0.0)
+    [ready] = take(core, raw=True)
+    assert isinstance(ready, Send) and ready.link == 0
+    frames = ready.frames
+    assert frames[:4] == [b"", p.WORKER, p.READY, b"echo"]
     meta = p.unpack_meta(frames[4], "READY")
     assert meta == {"dips": 2, "pid": 7, "prefetch": 1, "batch": True}
     assert core.links[0].mode is LinkMode.STANDARD
@@ -102,8 +105,8 @@ def test_welcome_turns_on_the_extensions() -> None:
 
 def test_malformed_input_is_dropped_and_counts_as_life() -> None:
     core = make(1)
-    core.receive(0, [b"", p.WORKER, b"\x7f"], 2.5)
-    core.receive(0, [b"junk"], 2.5)
+    core.handle(Received(0, [b"", p.WORKER, b"\x7f"]), 2.5)
+    core.handle(Received(0, [b"junk"]), 2.5)
     assert take(core) == [] and core.links[0].heard_at == 2.5
 
 
@@ -151,7 +154,7 @@ def test_a_long_task_tells_the_other_brokers_busy_and_free_afterwards() -> None:
     task(core, 0, b"k")
     core.begin(0.0)
     assert core.next_deadline(0.0) == 0.005  # busy_after
-    core.tick(0.005)
+    core.handle(Tick(), 0.005)
     assert take(core) == [(1, "BUSY", {}), (2, "BUSY", {})]
     core.task_done(p.result_body("r"), 1.0)
     assert core.begin(1.0) is None
@@ -219,9 +222,9 @@ def test_recall_of_a_held_task_bounces_it_and_of_a_started_one_is_ignored() -> N
     task(core, 0, b"k1")
     task(core, 0, b"k2", hold=True)
     core.begin(0.0)
-    core.receive(0, p.recall(b"id", b"k1")[1:], 0.001)  # started: its reply follows
-    core.receive(0, p.recall(b"id", b"k2")[1:], 0.001)
-    core.receive(0, p.recall(b"id", b"zz")[1:], 0.001)  # unknown
+    core.handle(Received(0, p.recall(b"id", b"k1")[1:]), 0.001)  # started: its reply follows
+    core.handle(Received(0, p.recall(b"id", b"k2")[1:]), 0.001)
+    core.handle(Received(0, p.recall(b"id", b"zz")[1:]), 0.001)  # unknown
     assert take(core) == [(0, "BOUNCE", b"k2")]  # no BUSY: it was asked for
     assert not core.waiting and not core.links[0].told_busy
 
@@ -249,7 +252,7 @@ def test_a_standard_broker_gets_plain_mdp_and_its_requests_wait_locally() -> Non
 def test_standard_links_heartbeat_on_their_own_timer() -> None:
     core = make(1, heartbeat_interval_s=1.0)
     assert core.next_deadline(0.0) == 1.0
-    core.tick(1.0)
+    core.handle(Tick(), 1.0)
     assert take(core) == [(0, "HEARTBEAT", None)]
 
 
@@ -269,13 +272,13 @@ def test_a_silent_broker_is_given_up_and_reconnected_after_backoff() -> None:
     core = dips_core(1, heartbeat_interval_s=1.0, heartbeat_liveness=3)
     signal(core, 0, p.HEARTBEAT, 1.0)
     take(core)
-    core.tick(4.0)
+    core.handle(Tick(), 4.0)
     assert take(core) == [(0, "CLOSE", 0)]
     assert core.links[0].mode is LinkMode.CLOSED
     assert core.next_deadline(4.0) == 4.1
-    core.tick(4.1)
+    core.handle(Tick(), 4.1)
     assert take(core) == [(0, "CONNECT", None)]
-    core.connected(0, 4.1)
+    core.handle(Opened(0), 4.1)
     assert [name for _, name, _ in take(core)] == ["READY"]
     assert core.links[0].epoch == 2
 
@@ -284,20 +287,20 @@ def test_a_standard_broker_may_heartbeat_as_slowly_as_the_reference_brokers() ->
     """The ZeroMQ guide's brokers heartbeat every 2.5-5 s; 7/MDP's 2.5 s x 3 is allowed."""
     core = make(1, heartbeat_interval_s=1.0, heartbeat_liveness=3)
     assert core.links[0].mode is LinkMode.STANDARD
-    core.tick(5.0)
+    core.handle(Tick(), 5.0)
     assert [name for _, name, _ in take(core)] == ["HEARTBEAT"]  # ours, not a reconnect
     assert core.links[0].mode is LinkMode.STANDARD
-    core.tick(7.5)
+    core.handle(Tick(), 7.5)
     assert (0, "CLOSE", 0) in take(core)
 
 
 def test_a_dropped_connection_registers_anew_after_the_first_backoff() -> None:
     core = dips_core(2)
-    core.lost(0, 1.0)
+    core.handle(Lost(0), 1.0)
     assert take(core) == [(0, "CLOSE", 0)]
-    core.tick(1.1)
+    core.handle(Tick(), 1.1)
     assert take(core) == [(0, "CONNECT", None)]
-    core.lost(0, 1.2)  # a closed link: nothing to do
+    core.handle(Lost(0), 1.2)  # a closed link: nothing to do
     assert take(core) == []
 
 
@@ -310,9 +313,9 @@ def test_disconnect_backs_off_doubling_and_an_answer_resets_it() -> None:
         assert take(core) == [(0, "CLOSE", 0)]
         delays.append(round(core.links[0].retry_at - now, 3))
         now = core.links[0].retry_at
-        core.tick(now)
+        core.handle(Tick(), now)
         take(core)
-        core.connected(0, now)
+        core.handle(Opened(0), now)
         take(core)
     assert delays == [0.1, 0.2, 0.3, 0.3]
     welcome(core, 0, now)
@@ -327,8 +330,8 @@ def test_tasks_of_a_closed_link_are_dropped_and_a_reply_to_it_too() -> None:
     task(core, 1, b"b1", hold=True)
     core.begin(0.0)
     signal(core, 0, p.DISCONNECT, 0.001)  # the broker requeues what it gave us
-    core.tick(0.2)
-    core.connected(0, 0.2)
+    core.handle(Tick(), 0.2)
+    core.handle(Opened(0), 0.2)
     take(core)
     assert [t.key for t in core.waiting] == [b"b1"]
     core.task_done(b"r", 0.3)  # a1's broker connection is gone: nothing sent for it
@@ -371,7 +374,7 @@ def test_stop_when_idle_leaves_at_once_with_its_exit_code() -> None:
     core.stop(0.0, EXIT_OUT_OF_MEMORY)
     assert [(i, name) for i, name, _ in take(core)] == [(0, "DISCONNECT"), (0, "CLOSE")]
     assert core.phase is Phase.DONE and core.exit_code == EXIT_OUT_OF_MEMORY
-    core.tick(10.0)
+    core.handle(Tick(), 10.0)
     assert take(core) == []  # no reconnect once leaving
 
 
@@ -379,7 +382,7 @@ def test_max_requests_drains_after_the_last_one() -> None:
     core = WorkerCore(["tcp://a"], b"echo", {}, Timing(), max_requests=2)
     core.start(0.0)
     take(core)
-    core.connected(0, 0.0)
+    core.handle(Opened(0), 0.0)
     welcome(core, 0)
     for key in (b"k1", b"k2"):
         task(core, 0, key)
@@ -394,10 +397,10 @@ def test_the_time_limit_answers_worker_timeout_bounces_held_and_exits_stuck() ->
     task(core, 0, b"a1")
     task(core, 1, b"b1", hold=True)
     core.begin(0.0)
-    core.tick(0.005)
+    core.handle(Tick(), 0.005)
     take(core)
     assert core.next_deadline(0.5) == 1.5  # heartbeat fallback first (1.5 s on DIPS)
-    core.tick(2.0)
+    core.handle(Tick(), 2.0)
     out = take(core)
     [(_, _, (key, reply))] = [o for o in out if o[1] == "REPLY"]
     assert key == b"a1" and reply["error"]["code"] == "worker_timeout"
@@ -415,8 +418,8 @@ def test_the_time_limit_answers_worker_timeout_bounces_held_and_exits_stuck() ->
 def batch_core(links: int = 1, **timing: Any) -> WorkerCore:
     core = make(links, **timing)
     for i in range(links):
-        core.receive(i, p.worker_welcome(b"id", {"broker": "v", "instance": "x",
-                                                 "batch": True})[1:], 0.0)
+        meta = {"broker": "v", "instance": "x", "batch": True}
+        core.handle(Received(i, p.worker_welcome(b"id", meta)[1:]), 0.0)
     take(core)
     return core
 
@@ -425,14 +428,15 @@ def tasks(core: WorkerCore, i: int, keys: list[bytes], now: float = 0.0,
           holds: list[bool] | None = None) -> None:
     frames = p.to_worker_batch(b"id", keys, [BODY[0]] * len(keys), [10_000] * len(keys),
                                holds if holds is not None else [False] + [True] * (len(keys) - 1))
-    core.receive(i, frames[1:], now)
+    core.handle(Received(i, frames[1:]), now)
 
 
 def replies_sent(core: WorkerCore) -> list[tuple[int, list[bytes]]]:
     """(link, keys) of every REPLY or REPLIES asked for since last time; nothing else."""
     sent = []
-    for kind, i, frames in take(core, raw=True):
-        assert kind == SEND
+    for action in take(core, raw=True):
+        assert isinstance(action, Send)
+        i, frames = action.link, action.frames
         if frames[2] == p.REPLIES:
             sent.append((i, list(p.unpack_meta(frames[3], "REPLIES")["keys"])))
         else:
@@ -473,8 +477,8 @@ def test_a_task_running_long_sends_the_replies_gathered_before_it() -> None:
     assert core.begin(0.0001) is not None and take(core) == []  # k1's reply waits
     core.task_long(0.006)
     sent = take(core, raw=True)
-    assert [(i, f[2]) for _, i, f in sent] == [(0, p.REPLY), (1, p.BUSY)]
-    assert sent[0][2][3] == b"k1"
+    assert [(a.link, a.frames[2]) for a in sent] == [(0, p.REPLY), (1, p.BUSY)]
+    assert sent[0].frames[3] == b"k1"
 
 
 def test_any_other_message_to_a_broker_sends_its_gathered_replies_first() -> None:
@@ -484,11 +488,11 @@ def test_any_other_message_to_a_broker_sends_its_gathered_replies_first() -> Non
     core.task_done(b"r1", 0.0001)
     core.begin(0.0001)
     core.stop(0.0002)  # drain: BUSY(draining) follows the reply on the wire
-    frames = [f for _, _, f in take(core, raw=True)]
+    frames = [a.frames for a in take(core, raw=True)]
     assert [f[2] for f in frames] == [p.REPLY, p.BUSY]
     core.task_done(b"r2", 0.0003)
     assert core.begin(0.0003) is None
-    frames = [f for kind, _, f in take(core, raw=True) if kind == SEND]
+    frames = [a.frames for a in take(core, raw=True) if isinstance(a, Send)]
     assert [f[2] for f in frames] == [p.REPLY, p.DISCONNECT]
     assert frames[0][3] == b"k2" and core.phase is Phase.DONE
 
@@ -508,7 +512,7 @@ def test_tasks_before_welcome_are_dropped_and_a_recall_finds_a_batched_task() ->
     core = batch_core(1)
     tasks(core, 0, [b"k1", b"k2", b"k3"])
     core.begin(0.0)
-    core.receive(0, p.recall(b"id", b"k3")[1:], 0.001)
+    core.handle(Received(0, p.recall(b"id", b"k3")[1:]), 0.001)
     assert take(core) == [(0, "BOUNCE", b"k3")]
     assert [t.key for t in core.waiting] == [b"k2"]
 
@@ -528,3 +532,54 @@ def test_a_task_longer_than_reply_gather_s_is_answered_at_once() -> None:
     core.task_done(b"r1", 0.003)  # longer than the gather time: the next may be as long
     assert replies_sent(core) == [(0, [b"k1"])]
     assert core.begin(0.003) is not None
+
+
+# --- progress ---------------------------------------------------------------------------------
+
+
+def progress_core(offered: bool) -> WorkerCore:
+    core = make(1)
+    meta = {"broker": "v", "instance": "x", "batch": True, "progress": offered}
+    core.handle(Received(0, p.worker_welcome(b"id", meta)[1:]), 0.0)
+    take(core)
+    return core
+
+
+def test_progress_of_the_running_task_goes_to_its_broker_and_never_after_its_reply() -> None:
+    core = progress_core(True)
+    task(core, 0, b"k1")
+    running = core.begin(0.0)
+    assert running is not None
+    core.progress(running, "status", 1, 2, None, 0.001)
+    core.progress(running, "data", None, None, b"chunk", 0.001)
+    [status, data] = take(core, raw=True)
+    assert p.parse_broker_inbound([b"", *status.frames[1:]]) == \
+        p.WorkerProgress(b"k1", "status", 1, 2, None)
+    assert p.parse_broker_inbound([b"", *data.frames[1:]]) == \
+        p.WorkerProgress(b"k1", "data", None, None, b"chunk")
+    core.task_done(b"r", 0.01)
+    core.progress(running, "warning", None, None, b"late", 0.01)  # after the reply: dropped
+    assert [name for _, name, _ in take(core)] == ["REPLY"]
+
+
+def test_progress_is_not_sent_to_a_broker_that_did_not_offer_to_relay_it() -> None:
+    core = progress_core(False)
+    task(core, 0, b"k1")
+    running = core.begin(0.0)
+    assert running is not None
+    core.progress(running, "status", 1, 2, None, 0.001)
+    assert take(core) == []
+
+
+def test_progress_goes_after_the_replies_gathered_before_it() -> None:
+    core = progress_core(True)
+    task(core, 0, b"k1")
+    task(core, 0, b"k2")
+    first = core.begin(0.0)
+    assert first is not None
+    core.task_done(p.pack("r1"), 0.0001)  # a short task: its reply is gathered
+    second = core.begin(0.0001)
+    assert second is not None and take(core) == []
+    core.progress(second, "status", 0, 1, None, 0.0002)
+    assert [(name, detail) for _, name, detail in take(core)] == \
+        [("REPLY", (b"k1", "r1")), ("PROGRESS", b"k2")]

@@ -91,12 +91,26 @@ function renderHeader(state) {
   else { health.className = "pill ok"; health.textContent = `all ${n} brokers up`; }
   $("totals").innerHTML =
     `<span><b id="total-rate">${fmtRate(t.rate)}</b> replies/s</span>` +
-    `<span><b>${fmtRate(t.error_rate)}</b> errors/s</span>` +
+    `<span title="the fleet's faults: failed workers, deadlines, full queues"><b>${fmtRate(t.error_rate)}</b> errors/s</span>` +
+    `<span class="muted" title="the callers' mistakes (bad requests, refused sources): not the fleet's fault"><b>${fmtRate(t.refused_rate || 0)}</b> refused/s</span>` +
     `<span><b>${t.queue}</b> queued</span>` +
-    `<span><b>${t.busy}</b>/${t.workers} workers busy</span>`;
+    `<span><b>${t.busy}</b>/${t.workers} workers busy</span>` +
+    `<span title="identical requests the brokers rendered once (since they started)"><b id="total-coalesced">${t.coalesced || 0}</b> coalesced</span>` +
+    `<span title="requests given up after they killed or froze the workers that ran them"${t.poisoned ? ' class="bad"' : ""}><b id="total-poisoned">${t.poisoned || 0}</b> poisoned</span>` +
+    renderImages((state.gateway || {}).images);
   $("clock").textContent = new Date(state.time * 1000).toLocaleTimeString();
   const g = state.gateway || {};
   $("gateway").textContent = `mdp-http ${g.version || ""} · ${g.backend || ""} client · ${g.in_flight || 0} API requests in flight`;
+}
+
+function renderImages(images) {
+  if (!images || !(images.hits + images.misses + images.not_modified)) return "";
+  const asked = images.hits + images.misses;
+  const ratio = asked ? Math.round(100 * images.hits / asked) : 0;
+  return `<span id="images" title="image URLs at this door: cache hits, misses, 304s, renders sent to the fleet, requests that waited for an identical one here">` +
+    `images <b id="image-hits">${images.hits}</b> hits (${ratio}%) · <b>${images.misses}</b> misses · ` +
+    `<b>${images.not_modified}</b> 304 · <b>${images.renders}</b> renders · <b>${images.coalesced}</b> coalesced here` +
+    (images.shared_cache ? ` · redis ${esc(images.shared_cache)}` : "") + `</span>`;
 }
 
 function renderBrokers(state) {

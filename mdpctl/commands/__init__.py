@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-COMMANDS = ("up", "down", "status", "call", "scale", "reload", "batch", "config", "keys")
+COMMANDS = ("up", "down", "status", "services", "call", "scale", "reload", "batch", "config",
+            "keys", "samples", "imgproxy")
 
 
 def load(name: str) -> ModuleType:

@@ -6,14 +6,18 @@ usage: mdpctl config local       [--broker ENDPOINT ...] [--service NAME[=N] ...
        mdpctl config worker-host --broker ENDPOINT ... --cpus N [--service NAME[=N] ...]
                                  [--rpc-listen HOST:PORT] [--rpc-user NAME]
                                  [--curve-secret FILE --broker-key FILE]
-       (all: [--spare N] [--python PATH] [--run-dir DIR] [--pythonpath DIR] [--time-limit S]
-             [--heartbeat-interval S] [--max-requests N] [-o FILE])
+       (all: [--http HOST:PORT|off] [--gearman HOST:PORT|off] [--door-secret FILE]
+             [--spare N] [--python PATH] [--run-dir DIR] [--pythonpath DIR] [--time-limit S]
+             [--heartbeat-interval S] [--max-requests N] [--log-level LEVEL] [-o FILE])
 
-local: two brokers and, per service, as many workers as --workers (default: the cores).
-broker-host: one broker.  worker-host: --cpus worker processes per service, the share
-of the host's CPUs given to image work (the original gave 4 of an 8-core server, 2 of a
-4-core one), connected to every --broker.  Each service also gets --spare stopped slots
-(default: as many as its workers) that `mdpctl scale` can start.
+local: two brokers, per service as many workers as --workers (default: the cores), and
+the two front doors as `mdpctl up` runs them (mdp-http at 127.0.0.1:8080, mdp-gearman at
+127.0.0.1:4730; --http off, --gearman off for none).  broker-host: one broker.
+worker-host: --cpus worker processes per service, the share of the host's CPUs given to
+image work (the original gave 4 of an 8-core server, 2 of a 4-core one), connected to
+every --broker.  A host runs a door only when --http or --gearman says where.  Each
+service also gets --spare stopped slots (default: as many as its workers) that
+`mdpctl scale` can start.
 
 Paths are written as given, so supervisord's %(here)s (the directory of the file) can
 be used: --run-dir defaults to %(here)s/run.  The HTTP control server (hosts only,
@@ -32,9 +36,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from mdpctl import render
+from mdpctl import local, render
 from mdpctl.cluster import DEFAULT_BROKERS
 from mdpctl.context import Context
+from mdpctl.endpoints import OFF, listen_arg, listen_or_off_arg, tcp_endpoint_arg
 from mdpctl.errors import UsageError
 from mdpctl.services import default_services, parse_service_counts
 
@@ -45,65 +50,79 @@ DEFAULT_BIND = ("tcp://0.0.0.0:5555",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("profile", choices=PROFILES)
+    parser.add_argument("profile", choices=PROFILES,
+                        help="which supervisord file: " + ", ".join(PROFILES))
     parser.add_argument(
-        "--broker",
-        action="append",
-        metavar="ENDPOINT",
-        help="local: brokers to run; worker-host: brokers to connect to",
+        "--broker", action="append", metavar="ENDPOINT", type=tcp_endpoint_arg,
+        help="local: brokers to run (default tcp://127.0.0.1:5555 and :5556); worker-host: "
+        "brokers to connect to (repeat, every broker of the fleet)",
     )
     parser.add_argument(
-        "--bind",
-        action="append",
-        metavar="ENDPOINT",
+        "--bind", action="append", metavar="ENDPOINT", type=tcp_endpoint_arg,
         help="broker-host: where its broker listens (default tcp://0.0.0.0:5555; repeat "
         "for more than one broker on the host)",
     )
-    parser.add_argument("--service", action="append", metavar="NAME[=N]")
-    parser.add_argument("--workers", type=int, metavar="N", help="local: workers per service")
+    parser.add_argument("--service", action="append", metavar="NAME[=N]",
+                        help="a service with N workers (repeat; default: echo and every "
+                        "renderer's service, with --workers or --cpus workers each)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="local: workers per service (default: this machine's cores)")
+    parser.add_argument("--cpus", type=int, metavar="N",
+                        help="worker-host: CPUs given to image work = workers per service "
+                        "(required, no default)")
+    parser.add_argument("--spare", type=int, metavar="N",
+                        help="stopped slots per service for `mdpctl scale` (default: as many "
+                        "as workers)")
     parser.add_argument(
-        "--cpus",
-        type=int,
-        metavar="N",
-        help="worker-host: CPUs given to image work = workers per service",
-    )
-    parser.add_argument("--spare", type=int, metavar="N", help="stopped slots per service")
-    parser.add_argument(
-        "--python",
-        default=sys.executable,
-        metavar="PATH",
-        help="interpreter for brokers and workers (default: this one)",
+        "--python", default=sys.executable, metavar="PATH",
+        help="interpreter for brokers, workers and doors (default: this one)",
     )
     parser.add_argument(
-        "--run-dir",
-        default="%(here)s/run",
-        metavar="DIR",
-        help="socket, pid file and logs (default %%(here)s/run)",
+        "--run-dir", default="%(here)s/run", metavar="DIR",
+        help="socket, pid file and logs (default %%(here)s/run: beside the file)",
     )
-    parser.add_argument("--pythonpath", metavar="DIR", help="PYTHONPATH of brokers and workers")
-    parser.add_argument("--time-limit", type=float, default=30.0, metavar="SECONDS")
-    parser.add_argument("--heartbeat-interval", type=float, metavar="SECONDS")
-    parser.add_argument("--max-requests", type=int, default=0, metavar="N")
+    parser.add_argument("--pythonpath", metavar="DIR",
+                        help="PYTHONPATH of every program (default: none; set it for a "
+                        "checkout that is not installed)")
+    parser.add_argument("--time-limit", type=float, default=30.0, metavar="SECONDS",
+                        help="longest a request may run (default 30)")
+    parser.add_argument("--heartbeat-interval", type=float, metavar="SECONDS",
+                        help="broker and worker heartbeat (default: the programs' own, 1 s)")
+    parser.add_argument("--max-requests", type=int, default=0, metavar="N",
+                        help="workers restart after N requests (default 0: never)")
+    parser.add_argument("--log-level", type=str.upper, default="INFO", metavar="LEVEL",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log level of every program (default INFO)")
     parser.add_argument(
-        "--rpc-listen",
-        metavar="HOST:PORT",
-        help="hosts: HTTP control server address (default 127.0.0.1:9001)",
+        "--rpc-listen", metavar="HOST:PORT", type=listen_arg,
+        help="hosts: supervisord's HTTP control server (default 127.0.0.1:9001; local: "
+        "none, the unix socket only)",
     )
-    parser.add_argument("--rpc-user", default="dips", metavar="NAME")
-    parser.add_argument("--gearman", metavar="HOST:PORT",
-                        help="also run mdp-gearman, a Gearman front door, here")
+    parser.add_argument("--rpc-user", default="dips", metavar="NAME",
+                        help="user name of the HTTP control server (default dips)")
+    parser.add_argument("--http", metavar="HOST:PORT|off", type=listen_or_off_arg,
+                        help="run mdp-http (API, dashboard, /metrics) listening here "
+                        f"(default: local {local.HTTP_LISTEN}, hosts off)")
+    parser.add_argument("--gearman", metavar="HOST:PORT|off", type=listen_or_off_arg,
+                        help="run mdp-gearman, the Gearman door, listening here "
+                        f"(default: local {local.GEARMAN_LISTEN}, hosts off)")
     curve = parser.add_argument_group("CURVE (docs/SECURITY.md); hosts only")
-    curve.add_argument("--curve-secret", metavar="FILE", help="this host's key pair")
-    curve.add_argument("--client-keys", metavar="DIR", help="broker-host: allowed clients")
-    curve.add_argument("--worker-keys", metavar="DIR", help="broker-host: allowed workers")
+    curve.add_argument("--curve-secret", metavar="FILE",
+                       help="this host's key pair (default: none, plaintext)")
+    curve.add_argument("--client-keys", metavar="DIR",
+                       help="broker-host: allowed clients' public keys (required with "
+                       "--curve-secret; no default)")
+    curve.add_argument("--worker-keys", metavar="DIR",
+                       help="broker-host: allowed workers' public keys (required with "
+                       "--curve-secret; no default)")
     curve.add_argument("--broker-key", metavar="FILE",
-                       help="the brokers' public key (for workers and front doors)")
+                       help="the brokers' public key, for workers and front doors "
+                       "(required with --curve-secret there; no default)")
     curve.add_argument("--door-secret", metavar="FILE",
                        help="a client key pair for --gearman and --http (brokers refuse "
-                       "requests signed with a worker's key)")
-    parser.add_argument("--http", metavar="HOST:PORT",
-                        help="also run mdp-http (dashboard, /metrics, API) listening here")
-    parser.add_argument("-o", "--output", metavar="FILE", help="write here, not to stdout")
+                       "requests signed with a worker's key; no default)")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="write the file here (default: standard output)")
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
@@ -130,6 +149,7 @@ def generated_by(args: argparse.Namespace) -> str:
         ("--time-limit", f"{args.time_limit:g}"),
         ("--heartbeat-interval", args.heartbeat_interval),
         ("--max-requests", args.max_requests or None),
+        ("--log-level", args.log_level if args.log_level != "INFO" else None),
         ("--rpc-listen", args.rpc_listen),
         ("--rpc-user", args.rpc_user if args.profile != "local" else None),
         ("--curve-secret", args.curve_secret),
@@ -249,9 +269,17 @@ def _config(
         time_limit_s=args.time_limit,
         heartbeat_interval_s=args.heartbeat_interval,
         max_requests=args.max_requests,
+        log_level=args.log_level,
         identifier=identifier,
         rpc=_rpc(args),
         curve=_curve(args),
-        gearman_listen=args.gearman,
-        http_listen=args.http,
+        gearman_listen=_door(args.gearman, args.profile, local.GEARMAN_LISTEN),
+        http_listen=_door(args.http, args.profile, local.HTTP_LISTEN),
     )
+
+
+def _door(value: str | None, profile: str, local_default: str) -> str | None:
+    """A door's address: as given; the local profile runs both doors unless told off."""
+    if value is None:
+        return local_default if profile == "local" else None
+    return None if value == OFF else value

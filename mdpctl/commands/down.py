@@ -2,9 +2,11 @@
 
 usage: mdpctl down [--timeout S]
 
-supervisord stops the workers first (SIGTERM: each finishes the request in hand and
-leaves the brokers), then the brokers, then itself.  down returns once every one of those
-processes has exited.  When no cluster runs in the run directory it says so and exits 0.
+The workers, the doors and the helper programs get SIGTERM all at once (each worker
+finishes the request in hand and leaves the brokers), then the brokers, then
+supervisord exits.  down returns once every one of those processes has exited.  Run
+from anywhere, it finds the cluster as every command does (see `mdpctl --help`); when
+none is running it says where it looked and exits 0.
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     ctx.require_local("down")
     started = time.monotonic()
     try:
+        ctx.require_running()
         report = local.stop(ctx.run_dir, args.timeout)
     except NotRunning as exc:
         ctx.say(str(exc))
         return 0
     ctx.say(
-        f"cluster stopped in {time.monotonic() - started:.1f} s: supervisord pid "
-        f"{report.supervisord_pid} and its {report.processes} processes have exited"
+        f"cluster in {ctx.run_dir} stopped in {time.monotonic() - started:.1f} s: "
+        f"supervisord pid {report.supervisord_pid} and its {report.processes} processes "
+        "have exited"
     )
     return 0

@@ -1,7 +1,7 @@
 """Roll new worker (or, with --brokers, broker) code out one process at a time.
 
 usage: mdpctl reload [SERVICE] [--host NAME ...] [--batch K] [--timeout S]
-                     [--version V] [--force] [--dry-run]
+                     [--version V] [--force] [--no-doors] [--dry-run]
        mdpctl reload --brokers [--timeout S] [--version V] [--force] [--dry-run]
 
 For each host, the version probe (the mdp-version program of its supervisord) tells the
@@ -12,6 +12,12 @@ registered with every broker and reports that version.  Workers that already rep
 are skipped, unless --force.  If a new process does not come up, the rollout stops
 there, says why and exits 5; the workers not yet restarted go on serving the old code.
 Workers that failed earlier (FATAL) are restarted first.
+
+Then, unless a SERVICE is named or --no-doors is given, the front doors (mdp-http,
+mdp-gearman) are restarted one at a time, each waited for until its port accepts
+connections again; a door that was down (its port taken at `up`, say) is started.  A
+door cannot be restarted without a gap: for about a second its port refuses
+connections (clients of the HTTP door retry, or go to another door).
 
 With --brokers, the brokers are restarted instead, one at a time, each from the code now
 on its host.  Before the next broker is touched, the restarted one must answer
@@ -35,7 +41,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from mdpctl import brokerroll, rollout
+from mdpctl import brokerroll, doors, rollout
+from mdpctl.cluster import Cluster
 from mdpctl.context import Context
 from mdpctl.errors import UsageError
 from mdpctl.fleet import snapshot
@@ -46,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--brokers", action="store_true", help="restart the brokers one at a time instead"
     )
-    parser.add_argument("--host", action="append", metavar="NAME", help="only these hosts")
+    parser.add_argument("--host", action="append", metavar="NAME",
+                        help="only these hosts (repeat; default: every host)")
     parser.add_argument(
         "--batch", type=int, default=1, metavar="K", help="workers restarted together (default 1)"
     )
@@ -68,11 +76,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="restart workers (brokers) that already run the target version too",
     )
+    parser.add_argument("--no-doors", action="store_true",
+                        help="leave the front doors (mdp-http, mdp-gearman) running as they are")
     parser.add_argument("--dry-run", action="store_true", help="show the plan, restart nothing")
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    if args.batch < 1:
+        raise UsageError("--batch must be at least 1")
     with ctx.exclusive("reload"):
+        ctx.require_running()
         return _reload(args, ctx)
 
 
@@ -88,26 +101,43 @@ def _reload(args: argparse.Namespace, ctx: Context) -> int:
     if args.service and not fleet.slots(args.service):
         raise UsageError(f"no host has workers for service {args.service!r}")
     plan = rollout.make_plan(cluster, fleet, args.service, args.version, args.force)
+    chosen_doors = [] if args.service or args.no_doors else doors.read_doors(
+        cluster, cluster.select(args.host))
     for host, version in plan.targets.items():
         ctx.say(f"{host}: target version {version}")
     for slot in plan.up_to_date:
         ctx.say(f"  {slot.label} already runs it")
     if not plan.steps:
-        ctx.say("nothing to reload: every worker runs the target version")
-        return 0
-    ctx.say(f"restarting {len(plan.steps)} worker(s), {args.batch} at a time")
+        ctx.say("no worker to restart: every worker runs the target version")
+    else:
+        ctx.say(f"restarting {len(plan.steps)} worker(s), {args.batch} at a time")
     if args.dry_run:
         for slot in plan.steps:
             ctx.say(
                 f"  would restart {slot.label} (pid {slot.process.pid or '-'}, "
                 f"{slot.process.state})"
             )
+        for door in chosen_doors:
+            ctx.say(f"  would restart {door.label} ({door.listen}, {door.process.state})")
         return 0
-    rollout.run(cluster, plan, args.batch, args.timeout, lambda line: ctx.say("  " + line))
+    if plan.steps:
+        rollout.run(cluster, plan, args.batch, args.timeout, lambda line: ctx.say("  " + line))
+    _restart_doors(cluster, chosen_doors, args.timeout, ctx)
     ctx.say(
-        f"reload done in {time.monotonic() - started:.1f} s: {len(plan.steps)} worker(s) restarted"
+        f"reload done in {time.monotonic() - started:.1f} s: {len(plan.steps)} worker(s) "
+        f"and {len(chosen_doors)} door(s) restarted"
     )
     return 0
+
+
+def _restart_doors(cluster: Cluster, chosen: list[doors.Door], timeout_s: float,
+                   ctx: Context) -> None:
+    """One door at a time, down ones first; each must accept connections again."""
+    ordered = sorted(chosen, key=lambda d: d.process.state == "RUNNING")
+    for n, door in enumerate(ordered, 1):
+        took = doors.restart(cluster, door, timeout_s)
+        ctx.say(f"  [door {n}/{len(ordered)}] {door.label} ({door.listen}) serves again "
+                f"after {took:.1f} s")
 
 
 def _reload_brokers(args: argparse.Namespace, ctx: Context) -> int:

@@ -42,7 +42,8 @@ def _count(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("service", help="service name")
     parser.add_argument("count", type=_count, metavar="N", help="workers per host")
-    parser.add_argument("--host", action="append", metavar="NAME", help="only these hosts")
+    parser.add_argument("--host", action="append", metavar="NAME",
+                        help="only these hosts (repeat; default: every host)")
     parser.add_argument(
         "--timeout",
         type=float,
@@ -54,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     with ctx.exclusive("scale"):
+        ctx.require_running()
         return _scale(args, ctx)
 
 

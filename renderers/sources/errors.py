@@ -2,7 +2,7 @@
 
 Every one names the field ``source``. The doors map the codes to HTTP statuses:
 ``source_forbidden`` 403, ``source_not_found`` 404, ``source_too_large`` 413,
-``source_timeout`` 504, ``source_not_image`` 415, ``source_error`` 502.
+``source_timeout`` 504, ``source_not_image`` 422, ``source_error`` 502.
 """
 
 from __future__ import annotations

@@ -93,7 +93,8 @@ def resolve(host: str, port: int) -> list[str]:
 class Connector:
     """Opens requests to a checked address with urllib3, keeping a few pools alive."""
 
-    def __init__(self, pools: int = POOLS) -> None:
+    def __init__(self, pools: int = POOLS, ca_certs: str | None = None) -> None:
+        self.ca_certs = ca_certs  # None: the system's trust store
         self._pools: OrderedDict[tuple[str, str, str, int], urllib3.HTTPConnectionPool] = (
             OrderedDict()
         )
@@ -126,8 +127,7 @@ class Connector:
                 self._pools.popitem(last=False)[1].close()
             return pool
 
-    @staticmethod
-    def _new_pool(target: Target, ip: str) -> urllib3.HTTPConnectionPool:
+    def _new_pool(self, target: Target, ip: str) -> urllib3.HTTPConnectionPool:
         if target.scheme == "https":
             return urllib3.HTTPSConnectionPool(
                 ip,
@@ -135,6 +135,7 @@ class Connector:
                 maxsize=2,
                 retries=False,
                 cert_reqs="CERT_REQUIRED",
+                ca_certs=self.ca_certs,
                 assert_hostname=target.host,
                 server_hostname=target.host,
             )

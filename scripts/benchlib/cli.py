@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -20,6 +21,8 @@ from benchlib import (
     gateway_gearman,
     gateway_http,
     gearman,
+    guide,
+    imageserver,
     realjob,
     rolecpu,
     roundtrip,
@@ -39,7 +42,9 @@ Sections: floor (raw pyzmq), dips (through one broker), gearman (gearmand with t
 client and a C client), realjob (matrix cards through 2 brokers beside rendering
 in-process, and where each card's CPU goes), roles (CPU per echo request by role, pipelined
 and sync, beside the raw pyzmq floor), scale (1 to 1,000 workers, idle cost, memory,
-dispatch cost), failover (broker killed, broker hung, worker killed). A full run takes a
+dispatch cost), failover (broker killed, broker hung, worker killed), imageserver (images
+by URL through mdp-http beside thumbor 7.8, which the run installs into its own virtual
+environment once; needs Debian's wrk). A full run takes a
 few minutes and writes docs/BENCHMARKS.md; --quick runs a small subset in well under a
 minute and writes nothing unless --write is given.
 
@@ -71,6 +76,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                        help=f"write {DOC.relative_to(REPO_ROOT)} (the default for full runs)")
     write.add_argument("--no-write", action="store_true",
                        help=f"do not write {DOC.relative_to(REPO_ROOT)}")
+    parser.add_argument("--zguide", metavar="DIR",
+                        help="a zguide checkout to take the ZeroMQ guide's Python Majordomo "
+                        "stack from (default $DIPS_ZGUIDE, else GitHub at a pinned commit; "
+                        "--quick runs it only when given one)")
+    parser.add_argument("--no-guide", action="store_true",
+                        help="leave the ZeroMQ guide's Python Majordomo stack out")
     parser.add_argument("--profile", metavar="DIR", type=Path,
                         help="record py-spy profiles of broker, worker and client in DIR "
                         "during the DIPS 1/1 runs")
@@ -107,6 +118,9 @@ def run_sections(plan: Plan, args: argparse.Namespace, kids: Children, results: 
         ("gateway", lambda: results.extra.extend(gateway_gearman.bench(
             200 if plan.quick else 2000, with_gearmand=not args.no_gearman))),
         ("http", lambda: results.http.extend(gateway_http.run(kids, plan))),
+        ("imageserver", lambda: results.extra.extend(
+            ["## Image server: DIPS beside thumbor", "", *imageserver.run(kids, plan, tmp),
+             ""])),
     ]
     for name, step in steps:
         wanted = ROUNDTRIPS & set(plan.sections) if name == "round trips" else (
@@ -136,6 +150,14 @@ def _roundtrips(plan: Plan, args: argparse.Namespace, kids: Children, results: R
         systems.append(roundtrip.Floor(kids, plan))
     if "dips" in plan.sections:
         systems.append(roundtrip.Dips(kids, plan))
+        wanted = not args.no_guide and (
+            not plan.quick or bool(args.zguide or os.environ.get("DIPS_ZGUIDE")))
+        if wanted:
+            files, why = guide.fetch(tmp / "zguide", args.zguide)
+            if files is not None:
+                systems.append(guide.Guide(kids, plan, files))
+            else:
+                results.notes.append(why)
     if "gearman" in plan.sections:
         results.gearman = gearman.prepare(tmp, plan.gear_c)
         systems += gearman.systems(kids, plan, results.gearman)

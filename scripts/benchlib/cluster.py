@@ -6,24 +6,16 @@ import functools
 import math
 import subprocess
 import sys
-from typing import Any
 
 from benchlib.procs import REPO_ROOT, Child, Children, child_env, endpoint, free_port, wait_for
-from mdp.client import MDPClient
+from mdp.status import BrokerStatus, try_fetch
 
 THREADS_PER_PROCESS = 250  # workers hosted per thread-workers process (one zmq context)
 
 
-def broker_status(address: str, timeout_s: float = 2.0) -> dict[str, Any] | None:
-    """The broker's mmi.status map, or None when it does not answer in time."""
-    client = MDPClient([address], timeout=timeout_s, retries=0, connect_timeout=timeout_s,
-                       shuffle=False)
-    try:
-        return client.status()
-    except Exception:
-        return None
-    finally:
-        client.close()
+def broker_status(address: str, timeout_s: float = 2.0) -> BrokerStatus | None:
+    """The broker's mmi.status, or None when it does not answer in time."""
+    return try_fetch(address, timeout_s=timeout_s)
 
 
 def workers_of(address: str, service: str, state: str | None = None) -> int:
@@ -31,15 +23,15 @@ def workers_of(address: str, service: str, state: str | None = None) -> int:
     status = broker_status(address, timeout_s=5.0)
     if status is None:
         return -1
-    workers = status["services"].get(service, {}).get("workers", [])
-    return sum(1 for w in workers if state is None or w["state"] == state)
+    return sum(1 for w in status.workers(service) if state is None or w.state == state)
 
 
 def queue_depth(address: str, service: str) -> int:
     status = broker_status(address, timeout_s=5.0)
     if status is None:
         return -1
-    return int(status["services"].get(service, {}).get("queue", 0))
+    entry = status.services.get(service)
+    return entry.queue if entry else 0
 
 
 @functools.cache

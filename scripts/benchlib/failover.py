@@ -116,10 +116,10 @@ def busy_worker(*addresses: str) -> int | None:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         for address in addresses:
-            status = broker_status(address) or {}
-            for entry in status.get("services", {}).get(SERVICE, {}).get("workers", []):
-                if entry["state"] == "busy" and entry.get("pid"):
-                    return int(entry["pid"])
+            status = broker_status(address)
+            for entry in status.workers(SERVICE) if status else ():
+                if entry.state == "busy" and entry.pid:
+                    return entry.pid
     return None
 
 

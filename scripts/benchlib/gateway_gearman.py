@@ -109,10 +109,8 @@ class Dips:
             for ep in self.endpoints:
                 args += ["--broker", ep]
             procs.python("ecard-worker", *args)
-        from mdp.client import MDPClient
-
         for ep in self.endpoints:
-            wait_until(lambda e=ep: _workers(MDPClient, e) >= workers, 60, f"workers at {ep}")
+            wait_until(lambda e=ep: _workers(e) >= workers, 60, f"workers at {ep}")
         argv = ["-m", "mdp_gearman", "--listen", f"{LOOPBACK}:0"]
         for ep in self.endpoints:
             argv += ["--broker", ep]
@@ -134,14 +132,11 @@ class Dips:
         return self.brokers[1]
 
 
-def _workers(client_cls: Any, endpoint: str) -> int:
-    client = client_cls([endpoint], timeout=1.0, retries=0, connect_timeout=1.0)
-    try:
-        return len(client.status()["services"].get("ecard", {}).get("workers", []))
-    except Exception:
-        return 0
-    finally:
-        client.close()
+def _workers(endpoint: str) -> int:
+    from mdp.status import try_fetch
+
+    status = try_fetch(endpoint, timeout_s=1.0)
+    return len(status.workers("ecard")) if status else 0
 
 
 def _listening_port(proc: subprocess.Popen[bytes]) -> int:

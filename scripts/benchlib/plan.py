@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from benchlib.stats import PIPE, SYNC, Shape
 
 SECTIONS = ("floor", "dips", "gearman", "realjob", "roles", "scale", "failover", "gateway",
-            "http")
+            "http", "imageserver")
 FAULTS = ("broker-kill", "broker-stop", "worker-kill", "worker-stop")
 SMALL = 5
 LARGE = 60_000  # a matrix card image is about this size

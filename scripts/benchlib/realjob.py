@@ -84,11 +84,9 @@ def carried(addresses: list[str]) -> Snapshot | None:
         status = broker_status(address, timeout_s=5.0)
         if status is None:
             return None
-        requests.append(int(status.get("counters", {}).get("requests", 0)))
-        for worker in status.get("services", {}).get(SERVICE, {}).get("workers", []):
-            pid, count = worker.get("pid"), worker.get("served")
-            if isinstance(pid, int) and isinstance(count, int):
-                served[pid] = served.get(pid, 0) + count
+        requests.append(status.counters.requests)
+        for worker in status.workers(SERVICE):
+            served[worker.pid] = served.get(worker.pid, 0) + worker.served
     return requests, served
 
 

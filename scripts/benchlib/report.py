@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from benchlib import realjob, rolecpu
+from benchlib import guide, realjob, rolecpu
 from benchlib.failover import DESCRIPTIONS, FaultResult
 from benchlib.gearman import GEAR_C, GEAR_PY, Setup
 from benchlib.markdown import met
@@ -44,6 +44,7 @@ class Results:
     realjob: RealJobResult | None = None
     roles: list[ModeCosts] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # said in the report; not failures
     extra: list[str] = field(default_factory=list)  # Markdown of sections that render themselves
     http: list[str] = field(default_factory=list)  # scripts/benchlib/gateway_http.py
 
@@ -118,20 +119,21 @@ def _size(size: int) -> str:
 
 def roundtrip_table(results: Results) -> list[str]:
     rows = []
-    order = {FLOOR: 0, DIPS: 1, GEAR_PY: 2, GEAR_C: 3}
+    order = {FLOOR: 0, DIPS: 1, guide.NAME: 2, GEAR_PY: 3, GEAR_C: 4}
     figures = sorted(results.figures, key=lambda f: (
         f.mode != SYNC, f.size, f.shape.clients, order.get(f.system, 9)))
     for f in figures:
         floor = results.find(FLOOR, f.mode, f.size, f.shape)
         gear_py = results.find(GEAR_PY, SYNC, f.size, f.shape)
         gear_c = results.find(GEAR_C, SYNC, f.size, f.shape)
+        zguide = results.find(guide.NAME, SYNC, f.size, f.shape)
         errors = f" ({f.errors} errors)" if f.errors else ""
         rows.append([f.system, f.mode, _size(f.size), str(f.shape), _num(f.rate) + errors,
                      _num(f.p50_us), _num(f.p99_us),
                      _ratio(f.rate, floor) if f.system != FLOOR else "1",
-                     _ratio(f.rate, gear_py), _ratio(f.rate, gear_c)])
+                     _ratio(f.rate, zguide), _ratio(f.rate, gear_py), _ratio(f.rate, gear_c)])
     header = ["system", "mode", "body", "clients/workers", "req/s", "p50 µs", "p99 µs",
-              "× floor", "× gearmand (gear)", "× gearmand (C)"]
+              "× floor", "× guide (Python)", "× gearmand (gear)", "× gearmand (C)"]
     return _table(header, rows)
 
 
@@ -200,6 +202,7 @@ def targets(results: Results) -> list[list[str]]:
         rows.append(["pipelined echo 5 B, 4 clients / 2 workers: ≥ 25,000 req/s",
                      f"{piped.rate:,.0f}/s", met(piped.rate >= 25_000)])
     rows += scale_targets(results.scale)
+    rows += guide.target_rows(results.find, DIPS, FLOOR)
     rows += versus_floor(results, SMALL, "sync 5 B, 1/1: ≥ 0.45 of the floor")
     rows += versus_gearmand(results, GEAR_C, MANY, "gearmand's C client")
     rows += failover_targets(results.faults)
@@ -299,7 +302,8 @@ def render(results: Results) -> str:
     if rows:
         lines += ["## Targets", "", TARGETS_INTRO, ""]
         lines += _table(["target", "measured", ""], rows) + [""]
-    notes = (results.gearman.notes if results.gearman else []) + results.failures
+    notes = ((results.gearman.notes if results.gearman else []) + results.notes
+             + results.failures)
     if notes:
         lines += ["## Notes from this run", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)
@@ -331,7 +335,10 @@ NOTES_ROUNDTRIP = [
     "echo` processes; the request is the map `{\"d\": <body>}`. *gearmand*: sync foreground "
     "jobs to an echo worker, Python `gear` client and worker (TCP_NODELAY set) or libgearman "
     "C client and worker (`gearman_client_do`), each flavour on its own default "
-    "`gearmand -L 127.0.0.1 -p PORT`.",
+    "`gearmand -L 127.0.0.1 -p PORT`. *guide (Python)*: the ZeroMQ guide's Python Majordomo "
+    "broker, worker and client (`mdbroker.py`, `mdwrkapi.py`, `mdcliapi.py` taken from the "
+    "zguide repository at a pinned commit when the suite runs, never kept here), the same "
+    "request body, sync only.",
     "- Repetitions are interleaved: each repetition runs the floor, DIPS and gearmand windows "
     "of a cell back to back, so that drifting load on a shared machine hits them alike.",
     "- gearmand is driven sync only, so the pipelined rows are compared with gearmand's sync "

@@ -9,6 +9,7 @@ import msgpack
 import pytest
 
 from mdp.errors import BadRequest, Overloaded, Timeout
+from mdp.status import BrokerInfo, BrokerStatus, ServiceStatus, WorkerStatus
 from mdp_gearman import admin, mapping, phpser
 from mdp_gearman import packets as g
 from mdp_gearman.background import backoff_s
@@ -203,14 +204,19 @@ def test_background_backoff_grows_to_a_cap() -> None:
 # --- admin --------------------------------------------------------------------------------
 
 
-def _worker(pid: int, state: str = "idle") -> dict[str, object]:
-    return {"identity": f"{pid:04x}", "state": state, "host": "h", "pid": pid}
+def _worker(pid: int, state: str = "idle") -> WorkerStatus:
+    return WorkerStatus(f"{pid:04x}", state, "h", pid, "v1", 0, 1.0)
+
+
+def _status(services: dict[str, tuple[int, list[WorkerStatus]]]) -> BrokerStatus:
+    return BrokerStatus(BrokerInfo("tcp://b:1", 9, "b", "v1", 1.0),
+                        {name: ServiceStatus(name, queue, tuple(workers))
+                         for name, (queue, workers) in services.items()})
 
 
 def test_admin_status_counts_each_worker_once_over_brokers() -> None:
-    a = {"services": {"ecard": {"queue": 3, "workers": [_worker(1, "busy"), _worker(2)]},
-                      "echo": {"queue": 0, "workers": [_worker(3)]}}}
-    b = {"services": {"ecard": {"queue": 1, "workers": [_worker(1, "away"), _worker(2)]}}}
+    a = _status({"ecard": (3, [_worker(1, "busy"), _worker(2)]), "echo": (0, [_worker(3)])})
+    b = _status({"ecard": (1, [_worker(1, "away"), _worker(2)])})
     text = admin.answer("status", [a, b, None], [], {"ecard": 2, "thumb": 1}, 1).decode()
     assert text == "ecard\t7\t1\t2\necho\t0\t0\t1\nthumb\t1\t0\t0\n.\n"
 
@@ -221,7 +227,7 @@ def test_admin_other_commands() -> None:
     assert admin.answer("shutdown", [], [], {}, 1).startswith(b"ERR NOT_SUPPORTED ")
     assert admin.answer("bogus", [], [], {}, 1).startswith(b"ERR UNKNOWN_COMMAND ")
     clients = [admin.ClientInfo(7, "127.0.0.1", "php")]
-    text = admin.answer("workers", [{"services": {"echo": {"workers": [_worker(3)]}}}],
+    text = admin.answer("workers", [_status({"echo": (0, [_worker(3)])})],
                         clients, {}, 1).decode()
     assert text == "7 127.0.0.1 php :\n- h dips-worker-3 : echo\n.\n"
 

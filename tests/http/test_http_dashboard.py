@@ -30,9 +30,9 @@ def fleet_workers(brokers: list[str]) -> set[str]:
     """service:pid of every worker some broker knows."""
     found = set()
     for endpoint in brokers:
-        status = broker_status(endpoint) or {"services": {}}
-        for name, entry in status["services"].items():
-            found.update(f"{name}:{w['pid']}" for w in entry["workers"])
+        status = broker_status(endpoint)
+        for name, entry in status.services.items() if status else ():
+            found.update(f"{name}:{w.pid}" for w in entry.workers)
     return found
 
 
@@ -103,7 +103,8 @@ def test_dashboard_shows_the_fleet_and_moves_under_load(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     brokers = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
     listen = f"127.0.0.1:{free_port()}"
-    args = ["up", "--spare", "0", "--http", listen, "--heartbeat-interval", "0.5"]
+    args = ["up", "--spare", "0", "--http", listen, "--gearman", "off",
+            "--heartbeat-interval", "0.5"]
     for broker in brokers:
         args += ["--broker", broker]
     for service, count in SERVICES.items():

@@ -80,8 +80,9 @@ def test_prometheus_scrapes_rates_and_quantiles(tmp_path: Path) -> None:
         gateway = start_gateway(cluster, [b.endpoint for b in brokers])
         prometheus = Prometheus(tmp_path, gateway.url[len("http://"):])
         wait_for(lambda: prometheus.value('up{job="dips"}') == 1, 30, "a first scrape")
-        status = broker_status(brokers[0].endpoint) or {}
-        has_v2 = "counters" in status.get("services", {}).get("echo", {})
+        status = broker_status(brokers[0].endpoint)
+        echo = status.services.get("echo") if status else None
+        has_v2 = echo is not None and echo.counters is not None
         with Load(gateway, threads=4) as load:
             queries = {
                 "gateway rate": 'sum(rate(dips_http_requests_total{service="echo"}[30s]))',

@@ -12,13 +12,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mdp.errors import BadRequest, Expired, Overloaded, Timeout, UnknownService, WorkerError
+from mdp.status import BrokerStatus, BrokerView, ServiceInfo
 from mdp_http import codec, content
 from mdp_http.config import parse_args
 from mdp_http.dashboard import fleet_state
 from mdp_http.errors import Busy, Forbidden, TooLarge, status_for
 from mdp_http.metrics import FleetCollector
 from mdp_http.signing import Signer, sign
-from mdp_http.status import Histogram, parse_status
 
 INF = float("inf")
 LE = [0.001, 0.01, 0.1, 1.0, INF]
@@ -47,44 +47,9 @@ def status_map(requests: int = 10, served: int = 10, work: list[int] | None = No
             "services": {"ecard": service}, "counters": {"requests": requests}}
 
 
-# --- status ---------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("garbage", [None, 1, "x", [], {"services": 5},
-                                     {"services": {"a": {"workers": "x", "queue": -3}}},
-                                     {"broker": {"pid": "x", "uptime_s": float("nan")}},
-                                     {"services": {"a": {"histograms": {"work_seconds": {
-                                         "le": [2, 1, INF], "counts": [1, 2, 3]}}}}}])
-def test_garbage_status_is_read_as_absent(garbage: object) -> None:
-    view = parse_status("tcp://x:1", garbage, 0.0)
-    for service in view.services.values():
-        assert service.queue >= 0 and service.work_seconds is None
-    assert view.pid == 0 or isinstance(view.pid, int)
-
-
-def test_status_without_v2_fields() -> None:
-    view = parse_status("tcp://x:1", status_map(v2=False), 1.0)
-    ecard = view.services["ecard"]
-    assert view.up and ecard.requests is None and ecard.work_seconds is None
-    assert ecard.workers_in("busy") == 1 and ecard.workers[1].failures is None
-
-
-def test_histogram_quantile_like_prometheus() -> None:
-    hist = Histogram.parse({"le": LE, "counts": [0, 100, 0, 0, 0], "sum": 0.5, "count": 100})
-    assert hist is not None
-    assert hist.quantile(0.5) == pytest.approx(0.0055)  # halfway through (0.001, 0.01]
-    top = Histogram.parse({"le": LE, "counts": [0, 0, 0, 0, 5], "sum": 50, "count": 5})
-    assert top is not None and top.quantile(0.99) == 1.0  # +Inf bucket: its lower bound
-    empty = Histogram.parse({"le": LE, "counts": [0] * 5, "sum": 0, "count": 0})
-    assert empty is not None and empty.quantile(0.5) is None
-    assert Histogram.parse({"le": [1.0], "counts": [1]}) is None  # no +Inf bound
-
-
-def test_histogram_window_and_reset() -> None:
-    a = Histogram.parse({"le": LE, "counts": [1, 2, 0, 0, 0], "sum": 1, "count": 3})
-    b = Histogram.parse({"le": LE, "counts": [1, 5, 1, 0, 0], "sum": 2, "count": 7})
-    assert a is not None and b is not None
-    assert b.minus(a).counts == (0, 3, 1, 0, 0)
-    assert a.minus(b) is a  # the broker restarted: counts since then
+def polled(endpoint: str, status: dict, taken_at: float) -> BrokerView:
+    """One broker's view as the poller keeps it."""
+    return BrokerView(endpoint, BrokerStatus.from_wire(status), taken_at=taken_at)
 
 
 # --- metrics --------------------------------------------------------------------------------
@@ -97,7 +62,7 @@ def scrape(views: list) -> dict[str, list]:
 
 
 def test_metrics_names_labels_and_histograms() -> None:
-    views = [parse_status("tcp://x:1", status_map(requests=10), 0.0)]
+    views = [polled("tcp://x:1", status_map(requests=10), 0.0)]
     families = scrape(views)
     req = families["dips_requests"][0]
     assert req.name == "dips_requests_total" and req.value == 10
@@ -117,9 +82,8 @@ def test_metrics_names_labels_and_histograms() -> None:
 
 
 def test_metrics_of_a_down_broker_and_an_old_broker() -> None:
-    from mdp_http.status import BrokerView
-    views = [BrokerView.down("tcp://y:2", 0.0, "Timeout"),
-             parse_status("tcp://x:1", status_map(v2=False), 0.0)]
+    views = [BrokerView("tcp://y:2", None, "Timeout"),
+             polled("tcp://x:1", status_map(v2=False), 0.0)]
     families = scrape(views)
     ups = {s.labels["broker"]: s.value for s in families["dips_broker_up"]}
     assert ups == {"tcp://y:2": 0.0, "tcp://x:1": 1.0}
@@ -130,8 +94,8 @@ def test_metrics_of_a_down_broker_and_an_old_broker() -> None:
 # --- dashboard ------------------------------------------------------------------------------
 
 def test_dashboard_rates_quantiles_rollout() -> None:
-    before = [parse_status("tcp://x:1", status_map(requests=10, served=10), 10.0)]
-    after = [parse_status("tcp://x:1", status_map(requests=30, served=30, version="2.0+b",
+    before = [polled("tcp://x:1", status_map(requests=10, served=10), 10.0)]
+    after = [polled("tcp://x:1", status_map(requests=30, served=30, version="2.0+b",
                                                   work=[0, 10, 20, 0, 0]), 12.0)]
     state = fleet_state(before, after, 0.0)
     ecard = state["services"][0]
@@ -145,16 +109,34 @@ def test_dashboard_rates_quantiles_rollout() -> None:
     assert host["busy_for"] == ["tcp://x:1"] and host["served"] == 30
 
 
+def test_dashboard_counts_a_callers_bad_request_as_refused_not_as_an_error() -> None:
+    def with_errors(errors: dict[str, int], requests: int) -> dict:
+        status = status_map(requests=requests, served=requests)
+        status["services"]["ecard"]["counters"]["errors"] = errors
+        status["counters"] = {"requests": requests, "coalesced": 4, "poisoned": 1}
+        return status
+
+    before = [polled("tcp://x:1", with_errors({"bad_request": 1}, 10), 10.0)]
+    after = [polled("tcp://x:1", with_errors({"bad_request": 11, "source_forbidden": 2,
+                                              "worker_error": 3, "worker_timeout": 1}, 20),
+                    12.0)]
+    state = fleet_state(before, after, 0.0)
+    ecard = state["services"][0]
+    assert ecard["error_rate"] == pytest.approx(4 / 2)  # worker_error and worker_timeout
+    assert ecard["refused_rate"] == pytest.approx(12 / 2)  # bad requests, a refused source
+    assert (state["totals"]["coalesced"], state["totals"]["poisoned"]) == (4, 1)
+
+
 def test_dashboard_without_v2_counts_served() -> None:
-    before = [parse_status("tcp://x:1", status_map(served=10, v2=False), 10.0)]
-    after = [parse_status("tcp://x:1", status_map(served=20, v2=False), 11.0)]
+    before = [polled("tcp://x:1", status_map(served=10, v2=False), 10.0)]
+    after = [polled("tcp://x:1", status_map(served=20, v2=False), 11.0)]
     ecard = fleet_state(before, after, 0.0)["services"][0]
     assert ecard["rate"] == 10 and ecard["p50"] is None and not ecard["latency_known"]
 
 
 def test_dashboard_broker_restart_is_no_negative_rate() -> None:
-    before = [parse_status("tcp://x:1", status_map(requests=100, served=100), 10.0)]
-    after = [parse_status("tcp://x:1", status_map(requests=3, served=3, pid=101), 11.0)]
+    before = [polled("tcp://x:1", status_map(requests=100, served=100), 10.0)]
+    after = [polled("tcp://x:1", status_map(requests=3, served=3, pid=101), 11.0)]
     assert fleet_state(before, after, 0.0)["services"][0]["rate"] >= 0
 
 
@@ -229,8 +211,31 @@ def test_content_types() -> None:
     assert content.sniff(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "image/webp"
     assert content.sniff(b"\xff\xd8\xff\xe0") == "image/jpeg"
     assert content.sniff(b"hello") == "application/octet-stream"
-    assert content.content_type("thumbnail", {"format": "webp"}, b"") == "image/webp"
-    assert content.content_type("nosuch", {}, b"GIF89a") == "image/gif"
+    assert content.content_type(None, b"GIF89a") == "image/gif"  # not described: sniffed
+
+
+def test_content_type_and_bytes_fields_from_the_fleet() -> None:
+    thumbnail = ServiceInfo.from_wire({
+        "content_type": "", "doc": "a smaller image",
+        "fields": [["image", "bytes: a JPEG, PNG, WebP or GIF image", True, ""],
+                   ["format", "jpeg | png | webp", False, "default jpeg"]]})
+    ecard = ServiceInfo.from_wire({"content_type": "image/png", "fields": []})
+    webp = b"RIFF\x00\x00\x00\x00WEBPVP8 "
+    assert content.content_type(thumbnail, webp) == "image/webp"  # "": the request chose
+    assert content.content_type(ecard, b"\x89PNG") == "image/png"
+    assert content.bytes_fields(thumbnail) == {"image"} and content.bytes_fields(None) == set()
+    request = codec.from_json(json.dumps({"image": base64.b64encode(webp).decode(),
+                                          "format": "webp"}).encode(),
+                              content.bytes_fields(thumbnail))
+    assert request == {"image": webp, "format": "webp"}
+
+
+def test_base64_files_are_guessed_only_for_a_service_not_described() -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(40))
+    request = {"image": base64.b64encode(png).decode(), "title": "aGVsbG8gd29ybGQgaGVsbG8=",
+               "n": 3}
+    assert content.guess_bytes(request, None) == {**request, "image": png}
+    assert content.guess_bytes(request, ServiceInfo()) == request
 
 
 @pytest.mark.parametrize("exc, status", [

@@ -9,6 +9,8 @@ import pytest
 
 from .opstools import LocalCluster, copy_code, free_ports, kill_all_under
 
+NO_DOORS = ("--http", "off", "--gearman", "off")  # the doors' own tests choose free ports
+
 
 @pytest.fixture
 def local_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
@@ -20,6 +22,7 @@ def local_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
         code=code,
         run_dir=tmp_path / "run",
         brokers=[f"tcp://127.0.0.1:{port}" for port in ports],
+        up_args=list(NO_DOORS),
     )
     try:
         yield cluster

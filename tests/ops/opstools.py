@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from mdp.client import MDPClient
+from mdp.status import BrokerStatus, try_fetch
 
 REPO = Path(__file__).resolve().parents[2]
 CODE_PACKAGES = ("mdp", "renderers", "mdpctl")
 FAST = ["--heartbeat-interval", "0.2", "--time-limit", "5"]
-SERVING = {"idle", "busy", "away"}
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -136,12 +136,8 @@ def kill_all_under(path: Path) -> list[int]:
     return pids
 
 
-def broker_status(endpoint: str, timeout: float = 1.0) -> dict[str, Any] | None:
-    try:
-        with MDPClient([endpoint], timeout=timeout, retries=0) as client:
-            return client.status()
-    except Exception:
-        return None
+def broker_status(endpoint: str, timeout: float = 1.0) -> BrokerStatus | None:
+    return try_fetch(endpoint, timeout_s=timeout)
 
 
 def serving(endpoint: str, service: str) -> int:
@@ -149,8 +145,7 @@ def serving(endpoint: str, service: str) -> int:
     status = broker_status(endpoint)
     if status is None:
         return -1
-    workers = status["services"].get(service, {}).get("workers", [])
-    return sum(1 for w in workers if w["state"] in SERVING)
+    return sum(1 for w in status.workers(service) if w.serving)
 
 
 ECARD_REQUEST = {"pSN": "0123456789", "pData": ",".join(f"{i % 100:02d}" for i in range(80))}

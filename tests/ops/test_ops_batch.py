@@ -27,10 +27,12 @@ from PIL import Image
 from clusterkit import needs
 from mdp.errors import BadRequest, Expired, Overloaded, Timeout, WorkerError
 from mdpctl import batchjobs
+from mdpctl.batchrecord import RECORD_NAME
 from mdpctl.batchrun import Summary, is_fault, retry_delay_s
 from mdpctl.cli import build_parser, parse
 from mdpctl.pipeline import Feed
 
+from .conftest import NO_DOORS
 from .opstools import (
     FAST,
     LocalCluster,
@@ -50,8 +52,10 @@ def test_image_inputs_keep_their_tree_and_collisions_are_refused(tmp_path: Path)
     for name in ("a/x.jpg", "y.PNG", "notes.txt"):
         (tmp_path / "in" / name).write_bytes(b"data")
     (tmp_path / "z.jpeg").write_bytes(b"data")
-    jobs = batchjobs.image_jobs([tmp_path / "in", tmp_path / "z.jpeg"])
+    walk = batchjobs.image_jobs([tmp_path / "in", tmp_path / "z.jpeg"])
+    jobs = walk.jobs
     assert [j.key for j in jobs] == ["a/x", "y", "z"]
+    assert walk.skipped == {".txt": 1}
     assert batchjobs.request_for(jobs[0], {"width": 8}) == {"width": 8, "image": b"data"}
     (tmp_path / "in" / "z.png").write_bytes(b"other")
     with pytest.raises(batchjobs.UsageError, match="would both be written to z"):
@@ -82,9 +86,72 @@ def test_outputs_are_sniffed_written_atomically_and_found_again(tmp_path: Path) 
     written = batchjobs.write_atomically(out, "sub/a.b", png, ".png")
     assert written == out / "sub" / "a.b.png" and written.read_bytes() == png
     (out / ".c.png.tmp-123").write_bytes(b"half")  # left by a killed run
-    assert batchjobs.done_keys(out) == {"sub/a.b"}
+    assert set(batchjobs.done_keys(out)) == {"sub/a.b"}
     assert batchjobs.remove_partial(out) == 1
     assert sorted(p.name for p in out.iterdir()) == ["sub"]
+
+
+def test_a_directory_says_what_it_skipped_and_why(tmp_path: Path) -> None:
+    for name in ("a.jpg", "b.JPEG", "notes.txt", "more.txt", "README", ".hidden.png",
+                 ".git/x.png", "c.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"data")
+    walk = batchjobs.image_jobs([tmp_path])
+    assert [j.key for j in walk.jobs] == ["a", "b"]
+    assert walk.skipped == {".txt": 2, "hidden": 2, "without extension": 1, ".json": 1}
+    assert walk.skipped_line() == ("skipped 6 file(s) of the input directories, not images "
+                                   "by their name: 2 .txt, 2 hidden, 1 .json, 1 without "
+                                   "extension")
+    assert batchjobs.image_jobs([tmp_path / "a.jpg"]).skipped_line() is None
+
+
+def test_an_output_is_redone_when_its_input_changed_and_leaves_no_twin(tmp_path: Path) -> None:
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(b"data")
+    out = tmp_path / "out"
+    batchjobs.write_atomically(out, "p", b"RIFF\0\0\0\0WEBP", ".webp")
+    (job,) = batchjobs.image_jobs([photo]).jobs
+    done = batchjobs.done_keys(out)
+    os.utime(photo, ns=(done["p"] - 10**9, done["p"] - 10**9))
+    assert batchjobs.is_done(job, done)
+    os.utime(photo, ns=(done["p"] + 10**9, done["p"] + 10**9))
+    assert not batchjobs.is_done(job, done)
+    (out / "p.x.png").write_bytes(b"another input's output")
+    batchjobs.write_atomically(out, "p", b"\x89PNG\r\n\x1a\n", ".png")
+    assert sorted(p.name for p in out.iterdir()) == ["p.png", "p.x.png"]
+
+
+def test_a_run_with_other_parameters_is_named_and_refused(tmp_path: Path) -> None:
+    from mdpctl import batchrecord
+    from mdpctl.commands.batch import check_record
+    from mdpctl.errors import UsageError
+
+    out = tmp_path / "thumbs"
+    first = batchrecord.make("thumbnail", {"width": 256, "mark": b"logo"})
+    batchrecord.write(out, first)
+    check_record(out, batchrecord.make("thumbnail", {"width": 128}), redo=False)  # no output
+    batchjobs.write_atomically(out, "a", b"\xff\xd8\xff", ".jpg")
+    check_record(out, batchrecord.make("thumbnail", {"width": 256, "mark": b"logo"}), False)
+    other = batchrecord.make("thumbnail", {"width": 128, "format": "webp"})
+    with pytest.raises(UsageError) as refused:
+        check_record(out, other, redo=False)
+    assert str(refused.value) == (
+        f"{out} holds outputs made with other parameters (format: not set then, \"webp\" now; "
+        "mark: 4 bytes (" + first["fields"]["mark"]["sha256"][:12] + ") then, not set now; "
+        "width: 256 then, 128 now); --redo makes them all again with these, or choose "
+        "another -o DIR")
+    check_record(out, other, redo=True)
+
+
+def test_set_values_take_json_text_and_files(tmp_path: Path) -> None:
+    from mdpctl.fields import parse_set
+
+    logo = tmp_path / "logo.png"
+    logo.write_bytes(b"\x89PNG")
+    fields = parse_set(["width=256", "text=(c) DIPS", f"mark=@{logo}", "handle=@@dips",
+                        'title="007"', "tiled=true"])
+    assert fields == {"width": 256, "text": "(c) DIPS", "mark": b"\x89PNG", "handle": "@dips",
+                      "title": "007", "tiled": True}
 
 
 def test_only_faults_are_retried() -> None:
@@ -175,7 +242,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     try:
         up = lc.ctl("up", *[a for b in lc.brokers for a in ("--broker", b)], *FAST,
                     "--service", "echo=1", "--service", "thumbnail=2", "--service", "ecard=2",
-                    "--spare", "0")
+                    "--spare", "0", *NO_DOORS)
         assert up.returncode == 0, up.stderr
         yield lc
     finally:
@@ -315,7 +382,8 @@ def test_thumbnails_in_a_terminal_interrupted_and_resumed(cluster: LocalCluster)
     for path, mtime in first_run.items():  # the first run's outputs were not redone
         assert path.stat().st_mtime_ns == mtime, path
     files = files_under(thumbs)
-    assert len(files) == IMAGES and len([p for p in thumbs.rglob("*") if p.is_file()]) == IMAGES
+    left = [p for p in thumbs.rglob("*") if p.is_file() and p.name != RECORD_NAME]
+    assert len(files) == IMAGES and len(left) == IMAGES  # no temporary file left over
     for path in files:
         i = int(path.stem[1:])
         assert path.parent == (thumbs / "sub" if i % 2 else thumbs) and path.suffix == ".webp"
@@ -344,7 +412,7 @@ def test_cards_with_a_broker_killed_during_the_batch(cluster: LocalCluster) -> N
         try:
             wait_for(lambda: out.is_dir() and len(outputs(out)) >= CARDS // 4, 60,
                      "a quarter of the cards")
-            os.kill(status["broker"]["pid"], signal.SIGKILL)
+            os.kill(status.broker.pid, signal.SIGKILL)
             stdout, stderr = proc.communicate(timeout=120)
         finally:
             if proc.poll() is None:
@@ -356,8 +424,11 @@ def test_cards_with_a_broker_killed_during_the_batch(cluster: LocalCluster) -> N
     for i in range(0, CARDS, 7):  # the same request gives the same bytes everywhere
         path = out / f"{i + 1:06d}.png"
         assert path.read_bytes() == ecard.render(card(i)), path
-    wait_for(lambda: (broker_status(victim) or {}).get("broker", {}).get("pid")
-             not in (None, status["broker"]["pid"]), 20, "supervisord to restart the broker")
+    def restarted() -> bool:
+        now = broker_status(victim)
+        return now is not None and now.broker.pid != status.broker.pid
+
+    wait_for(restarted, 20, "supervisord to restart the broker")
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ def broker_versions(cluster: LocalCluster) -> dict[str, tuple[str, int]]:
     for endpoint in cluster.brokers:
         status = broker_status(endpoint)
         assert status is not None, f"{endpoint} does not answer"
-        result[endpoint] = (status["broker"]["version"], status["broker"]["pid"])
+        result[endpoint] = (status.broker.version, status.broker.pid)
     return result
 
 
@@ -118,4 +118,4 @@ def test_broken_broker_stops_the_upgrade(local_cluster: LocalCluster) -> None:
 def broker_versions_one(endpoint: str) -> tuple[str, int]:
     status = broker_status(endpoint)
     assert status is not None
-    return status["broker"]["version"], status["broker"]["pid"]
+    return status.broker.version, status.broker.pid

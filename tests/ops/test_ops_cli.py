@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mdp.version import code_version
+from mdp.version import code_version, package_version
 from mdpctl import commands, probe
-from mdpctl.cli import main, split_doc
+from mdpctl.cli import build_parser, main, split_doc
 from mdpctl.lock import exclusive, lock_path
 
 from .opstools import free_ports, processes_under
@@ -68,14 +70,16 @@ def test_usage_errors_are_one_line_and_exit_2(
 def test_nothing_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     started = time.monotonic()
     code, out, err = run(capsys, "--run-dir", str(tmp_path), "status")
-    assert code == 3
-    assert "DOWN" in out and "no cluster is running" in err
+    assert code == 3 and out == ""
+    assert err.count("\n") == 1 and f"no cluster is running in {tmp_path}" in err, err
     (port,) = free_ports(1)
     nowhere = ["call", "echo", "--broker", f"tcp://127.0.0.1:{port}"]
-    for argv in (["reload"], ["scale", "echo", "2"], nowhere):
+    for argv in (["reload"], ["scale", "echo", "2"]):
         code, _, err = run(capsys, "--run-dir", str(tmp_path), *argv)
         assert code == 3, argv
-        assert err.count("\n") == 1 and ("not reachable" in err or "no broker" in err), err
+        assert err.count("\n") == 1 and f"no cluster is running in {tmp_path}" in err, err
+    code, _, err = run(capsys, "--run-dir", str(tmp_path), *nowhere)
+    assert code == 3 and err.count("\n") == 1 and "no broker is reachable" in err, err
     code, out, _ = run(capsys, "--run-dir", str(tmp_path), "down")
     assert code == 0 and "no cluster is running" in out
     assert time.monotonic() - started < 15
@@ -91,7 +95,10 @@ def test_up_refuses_a_taken_port_and_starts_nothing(
         busy = f"tcp://127.0.0.1:{taken.getsockname()[1]}"
         argv = ["--run-dir", str(tmp_path), "up", "--broker", busy]
         code, _, err = run(capsys, *argv, "--broker", f"tcp://127.0.0.1:{free}")
-    assert code == 2 and f"{busy} is already in use" in err
+    port = busy.rpartition(":")[2]
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"broker {busy} cannot start: port {port} on 127.0.0.1 is in use by pid " \
+        f"{os.getpid()} (" in err, err
     assert processes_under(tmp_path) == []
 
 
@@ -124,3 +131,122 @@ def test_version_probe_prints_the_code_version() -> None:
     assert result is not None and result["version"] == code_version()
     assert probe.parse("mdp-version failed: ImportError: no\n") is None
     assert probe.parse("mdp-version: [1]\n") is None
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub
+                for inner, subsub in _subparsers(sub):
+                    yield f"{name} {inner}", subsub
+
+
+def test_every_flag_has_help_and_says_its_default() -> None:
+    parser = build_parser()
+    missing = []
+    for name, sub in [("mdpctl", parser), *_subparsers(parser)]:
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            where = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            if not action.help or action.help == argparse.SUPPRESS:
+                missing.append(f"{where}: no help")
+            elif (action.option_strings and action.nargs != 0 and not action.required
+                  and "default" not in action.help):
+                missing.append(f"{where}: no default in {action.help!r}")
+    assert missing == []
+
+
+@pytest.mark.parametrize("name", ["up", "config"])
+def test_usage_of_up_and_config_lists_the_door_and_log_options(name: str) -> None:
+    _summary, usage, _ = split_doc(commands.load(name).__doc__ or "")
+    assert usage is not None
+    for flag in ("--http", "--gearman", "--log-level") + (("--door-secret",) if name == "config"
+                                                          else ()):
+        assert flag in usage, flag
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out == f"mdpctl {package_version()} (code version {code_version()})\n"
+
+
+@pytest.mark.parametrize("argv", [
+    ["call", "echo", "--broker", "127.0.0.1:5555"],
+    ["services", "--broker", "127.0.0.1:5555"],
+    ["up", "--broker", "127.0.0.1:5555"],
+    ["config", "local", "--broker", "127.0.0.1:5555"],
+])
+def test_a_broker_without_its_scheme_is_refused_at_once(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = time.monotonic()
+    code, out, err = run(capsys, "--run-dir", str(tmp_path), *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "did you mean 'tcp://127.0.0.1:5555'?" in err
+    assert time.monotonic() - started < 2  # no connection was tried
+    assert processes_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("flag", ["--http", "--gearman"])
+def test_a_door_address_is_host_and_port_or_off(
+    flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "--run-dir", str(tmp_path), "up", flag, "http://127.0.0.1:80")
+    assert code == 2 and "is not HOST:PORT" in err and err.count("\n") == 1
+
+
+def test_a_run_directory_too_deep_for_a_unix_socket_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deep = tmp_path / ("d" * 100)
+    code, _, err = run(capsys, "--run-dir", str(deep), "up", "--http", "off", "--gearman", "off")
+    assert code == 2 and err.count("\n") == 1
+    assert f"the run directory {deep} is too deep for supervisord's control socket" in err
+    assert processes_under(tmp_path) == []
+
+
+def test_a_door_is_known_by_its_command() -> None:
+    from mdpctl.doors import door_kind
+
+    assert door_kind("/usr/bin/python3 -m mdp_http --listen 127.0.0.1:8080 --broker x") == (
+        "mdp-http", "127.0.0.1:8080")
+    assert door_kind("/opt/dips/bin/mdp-gearman --broker x --listen 0.0.0.0:4730") == (
+        "mdp-gearman", "0.0.0.0:4730")
+    assert door_kind("python -m mdp.worker --service echo") is None
+    assert door_kind("python -m 'unbalanced") is None
+
+
+def test_the_holder_of_a_port_is_found_in_proc() -> None:
+    from mdpctl import ports
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        found = ports.holder(port)
+        assert found is not None and found.pid == os.getpid() and found.cwd == os.getcwd()
+        assert "pytest" in found.command or "python" in found.command
+        problem = ports.check_free("127.0.0.1", port)
+        assert problem is not None and f"in use by pid {os.getpid()} (" in problem
+    assert ports.holder(port) is None and ports.check_free("127.0.0.1", port) is None
+
+
+def test_no_cluster_anywhere_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mdpctl import locate
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    nowhere = tuple(f"tcp://127.0.0.1:{p}" for p in free_ports(2))
+    monkeypatch.setattr(locate, "DEFAULT_BROKERS", nowhere)  # the default ports may be busy
+    locate.note_last(tmp_path / "elsewhere")
+    found = locate.find_cluster()
+    assert found.run_dir is None
+    assert found.looked_in == [tmp_path / "state" / "dips" / "run", tmp_path / "elsewhere"]
+    message = found.not_found()
+    assert message.startswith(f"no cluster is running (looked in {tmp_path}/state/dips/run, "
+                              f"{tmp_path}/elsewhere; ")
+    assert f"nothing listens on {nowhere[0]}; nothing listens on {nowhere[1]}" in message
+    assert "`mdpctl up` starts one" in message

@@ -56,7 +56,7 @@ def test_a_good_file(tmp_path: Path) -> None:
     "text, message",
     [
         ("brokers = []\n[hosts.a]\nsupervisor='http://h:1'", "non-empty list"),
-        ("brokers = ['10.0.0.1:5555']\n[hosts.a]\nsupervisor='http://h:1'", "not an endpoint"),
+        ("brokers = ['10.0.0.1:5555']\n[hosts.a]\nsupervisor='http://h:1'", "did you mean 'tcp://10.0.0.1:5555'"),
         ("brokers = ['tcp://a:1', 'tcp://a:1']\n[hosts.a]\nsupervisor='http://h:1'", "twice"),
         ("brokers = ['tcp://a:1']", "at least one"),
         ("brokers = ['tcp://a:1']\n[hosts.a]\nsupervisor='https://h:1'", "unix:///"),

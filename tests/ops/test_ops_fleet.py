@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from mdp.errors import ProtocolError
+from mdp.status import BrokerStatus, BrokerView
 from mdpctl import rollout
-from mdpctl.brokers import BrokerView, parse_status
 from mdpctl.cluster import Cluster, Host, local_cluster
 from mdpctl.errors import CtlError, ProcessFailed, UsageError
 from mdpctl.fleet import Fleet, HostState, Role, build_host_state, parse_command
@@ -64,7 +64,7 @@ def worker(pid: int, host: str = "box", state: str = "idle", version: str = "v1"
 
 
 def view(endpoint: str, workers: dict[str, list[dict[str, Any]]]) -> BrokerView:
-    return BrokerView(endpoint, parse_status(status(endpoint, workers)))
+    return BrokerView(endpoint, BrokerStatus.from_wire(status(endpoint, workers)))
 
 
 @pytest.mark.parametrize(
@@ -165,7 +165,7 @@ def test_report_shows_down_brokers_unmanaged_workers_and_hides_spare_slots() -> 
 )
 def test_malformed_status_is_refused(data: Any, message: str) -> None:
     with pytest.raises(ProtocolError, match=message):
-        parse_status(data)
+        BrokerStatus.from_wire(data)
 
 
 def test_scale_plan_starts_lowest_and_stops_highest() -> None:
@@ -304,7 +304,8 @@ def test_broker_upgrade_needs_every_broker_and_finds_each_by_pid() -> None:
         brokerroll.locate(Fleet((host_state("h1", []),), (view(A, {}),)))
     data = status(A, {})
     data["broker"]["pid"] = 99
-    found = brokerroll.locate(Fleet((host_state("h1", []),), (BrokerView(A, parse_status(data)),)))
+    views = (BrokerView(A, BrokerStatus.from_wire(data)),)
+    found = brokerroll.locate(Fleet((host_state("h1", []),), views))
     assert [(b.endpoint, b.host, b.process.fullname, b.version) for b in found] == [
         (A, "h1", "brokers:broker-7001", "v1")
     ]

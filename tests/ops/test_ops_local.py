@@ -212,14 +212,15 @@ def test_scale_under_load(local_cluster: LocalCluster) -> None:
 def test_supervisor_local_conf_runs_as_it_is(tmp_path: Path) -> None:
     """supervisor/local.conf from a checkout: `supervisord -c supervisor/local.conf`."""
     tree = copy_code(tmp_path / "checkout")
-    ports = free_ports(2)
     text = (REPO / "supervisor" / "local.conf").read_text()
-    text = text.replace(":5555", f":{ports[0]}").replace(":5556", f":{ports[1]}")
+    ports = free_ports(4)
+    for default, port in zip((5555, 5556, 8080, 4730), ports, strict=True):
+        text = text.replace(f"127.0.0.1:{default}", f"127.0.0.1:{port}")
     (tree / "supervisor").mkdir()
     (tree / "supervisor" / "local.conf").write_text(text)
     run_dir = tree / "run"
     (run_dir / "log").mkdir(parents=True)
-    brokers = tuple(f"tcp://127.0.0.1:{p}" for p in ports)
+    brokers = tuple(f"tcp://127.0.0.1:{p}" for p in ports[:2])
     (run_dir / "cluster.toml").write_text(local_cluster_toml(run_dir, brokers))
     try:
         subprocess.run(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -147,17 +149,64 @@ def test_unreachable_supervisord_is_one_clear_error(tmp_path: Path) -> None:
     assert time.monotonic() - started < 5
 
 
+def spec_on(broker_port: int, http: str | None = None, gearman: str | None = None
+            ) -> local.LocalSpec:
+    return local.LocalSpec(Path("/nonexistent"), (f"tcp://127.0.0.1:{broker_port}",), (),
+                           http_listen=http, gearman_listen=gearman)
+
+
 def test_ports_in_use_are_refused_before_starting() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        endpoint = f"tcp://127.0.0.1:{taken.getsockname()[1]}"
-        with pytest.raises(UsageError, match="already in use"):
-            local.check_ports_free((endpoint,))
+        port = taken.getsockname()[1]
+        with pytest.raises(UsageError, match=f"broker tcp://127.0.0.1:{port} cannot start: "
+                           f"port {port} on 127.0.0.1 is in use by pid {os.getpid()} "):
+            local.check_ports_free(spec_on(port))
+        (free,) = free_ports(1)
+        with pytest.raises(UsageError, match=rf"mdp-http \(127.0.0.1:{port}\) cannot start: .*"
+                           r"move it with --http HOST:PORT, or --http off for none"):
+            local.check_ports_free(spec_on(free, http=f"127.0.0.1:{port}"))
+        with pytest.raises(UsageError, match=rf"mdp-gearman \(127.0.0.1:{port}\) cannot start"):
+            local.check_ports_free(spec_on(free, gearman=f"127.0.0.1:{port}"))
     (port,) = free_ports(1)
-    local.check_ports_free((f"tcp://127.0.0.1:{port}",))
+    local.check_ports_free(spec_on(port))
+
+
+def test_a_port_in_time_wait_is_free_for_the_cluster() -> None:
+    """After `down`, the brokers' old connections sit in TIME-WAIT for a minute; the
+    programs bind with SO_REUSEADDR, and so does the check."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port), timeout=5)
+        accepted, _ = listener.accept()
+        accepted.close()  # the listening side closes first: its end goes to TIME-WAIT
+        client.close()
+    states = subprocess.run(["ss", "-tan", f"sport = :{port}"], capture_output=True,
+                            text=True, timeout=10).stdout if shutil.which("ss") else ""
+    assert "LISTEN" not in states and ("TIME-WAIT" in states or not shutil.which("ss"))
+    local.check_ports_free(spec_on(port))
 
 
 def test_code_dir_is_the_checkout() -> None:
     found = local.code_dir()
     assert found is None or (Path(found) / "mdp").is_dir()
+
+
+def test_the_programs_get_the_dips_settings_of_ups_environment(tmp_path: Path) -> None:
+    environ = {"DIPS_SOURCES_ALLOW": "https://img.example.com", "DIPS_MAX_SIDE": "4000",
+               "DIPS_RUN_DIR": "/x", "DIPS_SUPERVISOR_PASSWORD": "s3cr3t-pw", "HOME": "/root"}
+    settings = local.settings_from(environ)
+    assert settings == (("DIPS_MAX_SIDE", "4000"),
+                        ("DIPS_SOURCES_ALLOW", "https://img.example.com"))
+    spec = local.LocalSpec(tmp_path, ("tcp://127.0.0.1:7001",), (), settings=settings)
+    local.write_files(spec)
+    text = (tmp_path / "supervisord.conf").read_text()
+    assert 'DIPS_SOURCES_ALLOW="https://img.example.com"' in text and "s3cr3t" not in text
+    assert local.settings_changed(tmp_path, settings) == []
+    assert local.settings_changed(tmp_path, settings[:1]) == ["DIPS_SOURCES_ALLOW"]
+    with pytest.raises(UsageError, match="quote or a newline"):
+        local.settings_from({"DIPS_WATERMARK_TEXT": 'say "hi"'})

@@ -17,7 +17,7 @@ from mdp.errors import BadRequest, ConfigError
 from renderers import ecard, registry, samples, settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "RENDERERS.md"
-SERVICES = ["convert", "crop", "ecard", "image", "thumbnail", "watermark"]
+SERVICES = ["convert", "crop", "ecard", "image", "imgproxy", "info", "thumbnail", "watermark"]
 
 
 def test_every_service_is_registered_on_import() -> None:
@@ -25,8 +25,17 @@ def test_every_service_is_registered_on_import() -> None:
     for name in SERVICES:
         renderer = renderers.get(name)
         assert renderer.name == name
-        assert re.fullmatch(r"image/(png|jpeg)", renderer.content_type)
+        assert re.fullmatch(r"image/png|", renderer.content_type)  # "": the request chooses
         assert renderer.fields and all(isinstance(f, renderers.Field) for f in renderer.fields)
+
+
+def test_describe_gives_each_service_its_fields() -> None:
+    described = renderers.describe()
+    assert sorted(described) == SERVICES
+    assert described["ecard"]["content_type"] == "image/png"
+    assert described["imgproxy"]["content_type"] == ""
+    assert ["source", "string: http(s)://host/path or local:///path", False] == described[
+        "imgproxy"]["fields"][0][:3]
 
 
 def test_warm_up_draws_the_card_assets() -> None:
@@ -158,3 +167,9 @@ def test_text_font_setting_replaces_the_bundled_font(configure: Any, tmp_path: P
         {"image": samples.photo_jpeg(200, 100), "text": "DIPS", "format": "png"}
     )
     assert out.startswith(b"\x89PNG")
+
+
+def test_watermark_text_setting_needs_glyphs(configure: Any) -> None:
+    with pytest.raises(ConfigError, match="watermark_text: the bundled font has no glyph"):
+        configure(watermark_text="逍遥")
+    configure(watermark_text="© DIPS")

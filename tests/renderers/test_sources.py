@@ -453,3 +453,69 @@ def test_source_settings_come_from_the_environment(tmp_path: Path) -> None:
 def test_fetched_is_plain_data() -> None:
     assert Fetched(b"x", None, None).not_modified is False
     assert renderers.current().source_max_bytes > 0
+
+
+# https: the connection goes to the checked address, with the URL's name for TLS and Host -----
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[SourceServer, str, list[str]]]:
+    """A loopback HTTPS server whose certificate names ``img.test``; records SNI names."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=img.test",
+            "-addext",
+            "subjectAltName=DNS:img.test",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    names: list[str] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda sock, name, ctx: names.append(str(name)) and None
+    with running() as srv:
+        srv.httpd.socket = context.wrap_socket(srv.httpd.socket, server_side=True)
+        yield srv, str(cert), names
+
+
+def test_https_pins_the_address_and_keeps_the_name(
+    tls_server: tuple[SourceServer, str, list[str]],
+) -> None:
+    from renderers.sources.remote import Connector
+
+    srv, cert, names = tls_server
+    srv.serve("/a.jpg", JPEG)
+    seen_host: list[str] = []
+    route = srv.routes["/a.jpg"]
+    srv.routes["/a.jpg"] = lambda h: (seen_host.append(h.headers["Host"]), route(h))[1]
+    resolver = stub_resolver({"img.test": ["127.0.0.1"]})
+    fetcher = HttpFetcher(resolver=resolver, connector=Connector(ca_certs=cert))
+    origin = f"https://img.test:{srv.port}"
+    fetched = fetcher.fetch(origin + "/a.jpg", limits(sources_internal=(origin,)))
+    assert fetched.data == JPEG
+    assert names == ["img.test"] and seen_host == [f"img.test:{srv.port}"]
+    other = HttpFetcher(
+        resolver=stub_resolver({"other.test": ["127.0.0.1"]}), connector=Connector(ca_certs=cert)
+    )
+    wrong = f"https://other.test:{srv.port}"
+    with pytest.raises(SourceError, match="other.test"):  # the certificate names img.test
+        other.fetch(wrong + "/a.jpg", limits(sources_internal=(wrong,)))

@@ -563,3 +563,32 @@ def test_text_that_is_not_utf8_is_refused_by_name() -> None:
         call("watermark", image=samples.photo_jpeg(64, 48), text=b"\xff\xfe".decode(
             "utf-8", "surrogateescape"))
     assert info.value.field == "text"
+
+
+# issue 16: the source's format when format is absent; Latin-1 in watermark text -------------
+
+
+def test_without_format_a_png_with_alpha_stays_png() -> None:
+    source = Image.new("RGBA", (80, 60), (255, 0, 0, 0))
+    source.paste((0, 0, 255, 255), (20, 20, 60, 40))
+    for service, extra in (("thumbnail", {"width": 40}), ("crop", {"width": 40, "height": 30})):
+        out = decode(call(service, image=samples.encode(source, "PNG"), **extra))
+        assert out.format == "PNG" and out.mode == "RGBA"
+        assert out.getpixel((0, 0))[3] == 0  # still transparent, not JPEG on white
+    assert renderers.get("thumbnail").content_type_for({"width": 40}) == ""
+
+
+@pytest.mark.parametrize(("fmt", "expected"), [("JPEG", "JPEG"), ("WEBP", "WEBP"), ("GIF", "PNG")])
+def test_without_format_the_source_format_is_kept(fmt: str, expected: str) -> None:
+    source = samples.encode(samples.photo(60, 40).convert("RGB"), fmt)
+    assert decode(call("thumbnail", image=source, width=30)).format == expected
+
+
+def test_watermark_text_takes_the_copyright_sign_and_latin_1() -> None:
+    text = "© DIPS 2026 — Zoë «Müller» €5"
+    out = call("watermark", image=samples.photo_jpeg(300, 200), text=text, format="png")
+    assert decode(out).size == (300, 200)
+    from renderers import fonts
+
+    assert fonts.missing_characters(text) == ""
+    assert fonts.missing_characters("".join(chr(c) for c in range(0xA0, 0x100))) == ""

@@ -1,0 +1,674 @@
+"""The broker's decisions, without sockets (``docs/PROTOCOL.md`` sections 2-4).
+
+:class:`BrokerCore` is fed what arrived on the broker's ROUTER (the peer's identity, its
+frames, its CURVE key) and the time, and answers with the frames to send, as
+:class:`~mdp.actions.Send` actions on link 0, and its next deadline, the way h11's
+``Connection`` is driven by whoever owns the socket. It never reads a clock and never
+touches a socket: ``mdp.broker`` is the loop around it (sockets, CURVE/ZAP, signals, the
+command line), and the unit tests drive it with an explicit clock.
+
+What it decides, in one place:
+
+* **Who does what.** Requests are queued per service and given to idle workers, least
+  recently used first (:mod:`mdp.dispatch` keeps the books); a held task is recalled when
+  a worker of its service falls idle.
+* **Handshakes.** WELCOME to DIPS workers (batches and progress on) and clients; HELLO's
+  ``first`` gives the next MDPC01 request of that connection its id, deadline and key.
+* **Roles.** Under CURVE only client keys send requests and only worker keys serve; a key
+  revoked while its request runs gets no reply.
+* **Wire order.** Tasks for a worker that takes TASKS, and replies for a client that takes
+  batched RESULTs, are gathered while the shell reads what has arrived and go out when it
+  says the pass is over (:class:`~mdp.actions.Tick`); whatever else is sent to that peer
+  meanwhile (a PONG, PROGRESS, a RECALL, a probe) goes *after* what was gathered for it.
+* **Faults.** A worker whose send failed (:class:`~mdp.actions.Lost`), that stayed silent,
+  or that was probed while it held a task and had gone is forgotten, and its tasks go to
+  others; one lost while running a request costs that request a loss, and a request that
+  has cost ``--max-worker-losses`` workers is answered ``worker_lost``.
+* **Timers.** Heartbeats, probes of workers holding tasks, the unknown-service grace,
+  expiry of queued requests and of callers of shared requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from mdp import protocol as p
+from mdp.actions import Action, Event, Lost, Opened, Received, Send, Tick
+from mdp.auth import CLIENT_ROLE, WORKER_ROLE
+from mdp.brokerstatus import broker_status, clean_meta
+from mdp.config import BrokerConfig
+from mdp.dispatch import Dispatcher, Request, Service, Worker
+from mdp.errors import (
+    BadRequest,
+    Expired,
+    ProtocolError,
+    RequestError,
+    UnknownService,
+    WorkerLost,
+)
+from mdp.keys import fingerprint
+from mdp.version import code_version
+
+log = logging.getLogger("mdp.broker")
+
+MAX_FIRSTS = 10_000  # HELLOs whose first request has not arrived yet
+MAX_HELLOS = 100_000  # clients remembered as taking batched RESULTs or PROGRESS
+BATCH = 1  # HELLO flags: the client takes RESULTs of several replies
+PROGRESS = 2  # ... and PROGRESS
+_LISTED_SERVICES = 20  # services named in an unknown_service answer
+
+RoleOf = Callable[[str], str]
+"""The role of a CURVE key now: "client", "worker", or "" (not allowed)."""
+
+
+class BrokerCore:
+    """Every decision of a broker; see the module docstring."""
+
+    def __init__(self, config: BrokerConfig, now: float, *, role_of: RoleOf | None = None,
+                 about: dict[str, Any] | None = None, instance: str | None = None) -> None:
+        """``role_of``: the CURVE role of a key (None: CURVE is off); ``about``: what the
+        shell knows of itself for ``mmi.status`` (endpoint, pid, host)."""
+        config.validate()
+        self.config = config
+        self.dispatcher = Dispatcher(
+            max_queue=config.max_queue,
+            max_services=config.max_services,
+            unknown_grace_s=config.unknown_grace_s,
+            worker_expiry_s=config.heartbeat_interval_s * config.heartbeat_liveness,
+            max_total_queue=config.max_total_queue,
+            max_workers=config.max_workers,
+            max_prefetch=config.max_prefetch,
+            max_worker_losses=config.max_worker_losses,
+            poison_memory_s=config.poison_memory_s,
+        )
+        self.started = now
+        self.instance = instance or secrets.token_hex(8)  # tells a restarted broker apart
+        self.about = dict(about or {})
+        self._role_of = role_of
+        self._version = code_version()
+        welcome = {"broker": self._version, "instance": self.instance}
+        self._client_welcome = welcome
+        self._worker_welcome = {**welcome, "batch": True, "progress": True}
+        self._firsts: dict[bytes, p.First] = {}  # HELLO "first", by client
+        self._hellos: dict[bytes, int] = {}  # clients' HELLO flags (BATCH, PROGRESS)
+        # replies gathered for batched RESULTs: client -> service -> (ids, bodies)
+        self._results: dict[bytes, dict[bytes, tuple[list[int], list[bytes]]]] = {}
+        # tasks gathered for workers that take TASKS: identity -> (worker, [(task, hold)])
+        self._tasks: dict[bytes, tuple[Worker, list[tuple[Request, bool]]]] = {}
+        self._actions: list[Action] = []
+        self._taken = 0  # how many times the shell took the actions
+        self._now = now  # the time of the event being handled
+        self._warnings = _Warnings()
+        self._next_heartbeat = now + config.heartbeat_interval_s
+        self._next_probe = now + config.probe_interval_s
+        self._next_grace = now
+        self._grace_every_s = min(0.1, config.unknown_grace_s or 0.1)
+
+    # --- what the shell calls ----------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> None:
+        """Feed one event (the shell may also call the method each case names)."""
+        match event:
+            case Received(_, frames, user):
+                self.receive(frames, user, now)
+            case Lost(_, peer):
+                self.lost(peer, now)
+            case Tick():
+                self.tick(now)
+            case Opened():
+                pass
+
+    def take_actions(self) -> list[Action]:
+        """What to send, in order; the shell reports a send that failed with :meth:`lost`."""
+        actions, self._actions = self._actions, []
+        self._taken += 1
+        return actions
+
+    def next_deadline(self) -> float:
+        """When :meth:`tick` is next due (-inf: at once, output is gathered)."""
+        if self._tasks or self._results:
+            return -math.inf
+        deadline = self._next_heartbeat
+        if self.dispatcher.busy:
+            deadline = min(deadline, self._next_probe)
+        if self.dispatcher.orphans:
+            deadline = min(deadline, self._next_grace)
+        return deadline
+
+    def tick(self, now: float) -> None:
+        """The shell has read what arrived, or a deadline came: run the timers that are
+        due, then send what was gathered."""
+        self._now = now
+        if now >= self._next_grace and self.dispatcher.orphans:
+            self._next_grace = now + self._grace_every_s
+            for request in self.dispatcher.unknown_requests(now):
+                self._answer_error(request, self._unknown(request.service))
+        if now >= self._next_heartbeat:  # reaches every worker: a probe too
+            self._next_heartbeat = now + self.config.heartbeat_interval_s
+            self._next_probe = now + self.config.probe_interval_s
+            self._heartbeat(now)
+        elif now >= self._next_probe:
+            self._next_probe = now + self.config.probe_interval_s
+            self._probe(now)
+        self.flush(now)
+
+    def flush(self, now: float) -> None:
+        """Send every gathered task and reply."""
+        self._now = now
+        while self._tasks:
+            identity, (worker, tasks) = self._tasks.popitem()
+            self._emit_tasks(worker, tasks, now)
+        while self._results:
+            client, results = self._results.popitem()
+            self._emit_results(client, results)
+
+    def lost(self, peer: bytes, now: float) -> None:
+        """A send to ``peer`` failed: it is no longer connected."""
+        self._now = now
+        worker = self.dispatcher.workers.get(peer)
+        if worker is None:
+            self.dispatcher.counters.undeliverable += 1
+            self._hellos.pop(peer, None)
+            self._firsts.pop(peer, None)
+            return
+        log.warning("worker %s is gone; requeueing its tasks", peer.hex()[:20])
+        self._forget(worker, now, lost=True)
+
+    def purge_revoked(self, now: float) -> None:
+        """After the allow-lists changed: forget workers, and drop queued requests, of keys
+        now refused (replies to running requests of such keys are dropped as they come)."""
+        self._now = now
+        role_of, dispatcher = self._role_of, self.dispatcher
+        if role_of is None:
+            return
+        for worker in list(dispatcher.workers.values()):
+            if role_of(worker.user) != WORKER_ROLE:
+                log.warning("worker %s: its key %s was revoked; forgetting it",
+                            worker.identity.hex()[:20], fingerprint(worker.user.encode()))
+                self._send(p.worker_command(worker.identity, p.DISCONNECT))
+                self._forget(worker, now)
+        dropped = dispatcher.drop_requests_of(lambda r: role_of(r.user) != CLIENT_ROLE)
+        if dropped:
+            log.warning("dropped %d queued requests of revoked client keys", dropped)
+
+    def goodbye(self) -> None:
+        """DISCONNECT to every worker (the broker is stopping)."""
+        for identity in self.dispatcher.workers:
+            self._send(p.worker_command(identity, p.DISCONNECT))
+
+    # --- input ---------------------------------------------------------------------------
+
+    def receive(self, frames: list[bytes], user: str, now: float) -> None:
+        """One message from the ROUTER: ``frames[0]`` is the peer's identity; ``user`` its
+        CURVE key (z85) when CURVE is on."""
+        self._now = now
+        identity = frames[0]
+        try:
+            if len(frames) > self.config.max_frames + 1:
+                raise ProtocolError(f"{len(frames) - 1} frames; the limit is "
+                                    f"{self.config.max_frames} (--max-frames)")
+            message = p.parse_broker_inbound(frames[1:])
+        except ProtocolError as exc:
+            self._malformed(identity, frames, exc, now)
+            return
+        if self._role_of is not None and not self._role_allows(
+                identity, message, user, self._role_of(user), now):
+            return
+        match message:
+            case p.WorkerReply(key, body):
+                worker = self._known_worker(identity, now)
+                if worker is not None:
+                    self._take_reply(worker, key, body, now)
+                    self._dispatch(worker.service, now)
+            case p.ClientRequest():
+                self._on_request(identity, message, user, now)
+            case p.WorkerReplies(keys, bodies):
+                worker = self._known_worker(identity, now)
+                if worker is not None:  # each taken as if it came alone
+                    for one_key, one_body in zip(keys, bodies, strict=True):
+                        self._take_reply(worker, one_key, [one_body], now)
+                    self._dispatch(worker.service, now)
+            case p.ClientBatch():
+                self._on_batch(identity, message, user, now)
+            case p.WorkerSignal():
+                self._on_signal(identity, message, now)
+            case p.ClientPing(rids):
+                holds = self.dispatcher.holds
+                lost = [rid for rid in rids if not holds(identity, rid)]
+                # wire order: replies gathered for this client go first (_send)
+                self._send(p.pong(identity, lost, self.instance))
+            case p.WorkerProgress():
+                self._on_progress(identity, message, now)
+            case p.ClientHello():
+                self._on_hello(identity, message)
+            case p.WorkerReady():
+                self._on_ready(identity, message, user, now)
+
+    def _malformed(self, identity: bytes, frames: list[bytes], exc: ProtocolError,
+                   now: float) -> None:
+        self.dispatcher.counters.dropped += 1
+        self._warnings(now, "dropped message from %s: %s", identity.hex()[:20], exc)
+        if len(frames) > 3 and frames[2] == p.CLIENT:
+            self._answer_error(Request(identity, bytes(frames[3][:100]), [], now),
+                               BadRequest(str(exc)))
+
+    def _role_allows(self, identity: bytes, message: p.BrokerInbound, user: str, role: str,
+                     now: float) -> bool:
+        """With CURVE, only client keys send requests and only worker keys serve."""
+        client_kinds = p.ClientRequest | p.ClientBatch | p.ClientPing | p.ClientHello
+        wants = CLIENT_ROLE if isinstance(message, client_kinds) else WORKER_ROLE
+        if role == wants:
+            return True
+        self.dispatcher.counters.refused += 1
+        self._warnings(now, "refused a %s message from %s (key %s): %s", wants,
+                       identity.hex()[:20], fingerprint(user.encode()),
+                       f"its key is a {role} key" if role else "its key is not allowed")
+        rid: int | None
+        match message:
+            case p.ClientBatch(service, rids):
+                rid = rids[0]
+            case p.ClientRequest(service, _, request_id):
+                rid = request_id
+            case _:
+                return False
+        why = ("this key may not send requests" if role else
+               "this key is not (or no longer) allowed")
+        self._answer_error(Request(identity, service, [], now, rid), BadRequest(why))
+        return False
+
+    def _on_hello(self, identity: bytes, msg: p.ClientHello) -> None:
+        """A DIPS client; ``first`` gives an id, deadline and key to its next MDPC01
+        request."""
+        flags = (BATCH if msg.batch else 0) | (PROGRESS if msg.progress else 0)
+        hellos = self._hellos
+        if flags:
+            if identity not in hellos and len(hellos) >= MAX_HELLOS:
+                hellos.pop(next(iter(hellos)))
+            hellos[identity] = flags
+        else:
+            hellos.pop(identity, None)
+        if msg.first is not None:
+            firsts = self._firsts
+            if len(firsts) >= MAX_FIRSTS:  # clients that never sent their request
+                firsts.pop(next(iter(firsts)))
+            firsts[identity] = msg.first
+        self._send(p.client_welcome(identity, self._client_welcome))
+
+    def _on_request(self, identity: bytes, msg: p.ClientRequest, user: str,
+                    now: float) -> None:
+        rid, ttl_ms, priority, ck = msg.rid, msg.ttl_ms, msg.priority, msg.ck
+        if rid is None and self._firsts:
+            first = self._firsts.pop(identity, None)
+            if first is not None:
+                rid, ttl_ms, priority, ck = first.rid, first.ttl_ms, first.priority, first.ck
+        deadline = None if ttl_ms is None else now + ttl_ms / 1000
+        name = msg.service
+        request = Request(identity, name, msg.body, now, rid, deadline, priority, user=user,
+                          ck=ck)
+        if name.startswith(p.MMI_PREFIX):
+            self._on_mmi(request, now)
+            return
+        dispatcher = self.dispatcher
+        service = dispatcher.services.get(name)
+        if service is None and not p.valid_service(name):
+            dispatcher.counters.requests += 1
+            self._answer_error(request, BadRequest(
+                "service names are 1-100 letters, digits, '.', '_' or '-'", "service"))
+            return
+        if request.expired(now):
+            dispatcher.counters.requests += 1
+            dispatcher.counters.expired += 1
+            return
+        if (service is None or not service.workers) and self._unknown_now(name, now):
+            dispatcher.counters.requests += 1
+            self._answer_error(request, self._unknown(name))
+            return
+        error = dispatcher.enqueue(request, now)
+        if error is not None:
+            self._answer_error(request, error)
+            return
+        service = dispatcher.services.get(name)
+        if service is not None:
+            self._dispatch(service, now)
+
+    def _on_batch(self, identity: bytes, msg: p.ClientBatch, user: str, now: float) -> None:
+        """Several requests in one SUBMIT: each is queued as if it came alone."""
+        deadline = now + msg.ttl_ms / 1000
+        name = msg.service
+        dispatcher = self.dispatcher
+        service = dispatcher.services.get(name)
+        error: RequestError | None = None
+        if name.startswith(p.MMI_PREFIX) or not (service is not None or p.valid_service(name)):
+            error = BadRequest("a batch names a service of 1-100 letters, digits, '.', '_' "
+                               "or '-' (not mmi.*)", "service")
+            name = name[:100]
+        elif (service is None or not service.workers) and self._unknown_now(name, now):
+            error = self._unknown(name)
+        if error is not None:
+            for rid in msg.rids:
+                dispatcher.counters.requests += 1
+                self._answer_error(Request(identity, name, [], now, rid), error)
+            return
+        for rid, body in zip(msg.rids, msg.bodies, strict=True):
+            service = dispatcher.services.get(name)
+            if (service is not None and len(service.queue) >= dispatcher.max_queue
+                    and (service.idle or service.open)):
+                self._dispatch(service, now)  # a full queue with workers free: not overloaded
+            request = Request(identity, name, [body], now, rid, deadline, msg.priority,
+                              user=user)
+            error = dispatcher.enqueue(request, now)
+            if error is not None:
+                self._answer_error(request, error)
+        service = dispatcher.services.get(name)
+        if service is not None:  # all at once: a worker's share goes as one TASKS
+            self._dispatch(service, now)
+
+    def _unknown_now(self, name: bytes, now: float) -> bool:
+        """Answer ``unknown_service`` at once: no worker has offered ``name`` since this
+        broker started, and its start-up grace (workers registering again) is over."""
+        return (now >= self.started + self.config.unknown_grace_s
+                and name not in self.dispatcher.offered)
+
+    def _unknown(self, name: bytes) -> UnknownService:
+        offered = sorted(s.name.decode("ascii", "replace")
+                         for s in self.dispatcher.services.values() if s.workers)
+        if not offered:
+            return UnknownService(f"no worker offers {name.decode('ascii', 'replace')!r}; "
+                                  "no service is offered here")
+        listed = ", ".join(offered[:_LISTED_SERVICES])
+        if len(offered) > _LISTED_SERVICES:
+            listed += f" and {len(offered) - _LISTED_SERVICES} more"
+        return UnknownService(f"no worker offers {name.decode('ascii', 'replace')!r}; "
+                              f"the services offered here are {listed}")
+
+    def _on_mmi(self, request: Request, now: float) -> None:
+        if request.service == p.MMI_SERVICE:
+            name = request.body[0] if request.body else b""
+            service = self.dispatcher.services.get(bytes(name))
+            body = b"200" if service is not None and service.workers else b"404"
+        elif request.service == p.MMI_STATUS:
+            body = p.pack(self.status(now))
+        else:
+            body = b"501"
+        self._reply_to(request, [body])
+
+    def _on_ready(self, identity: bytes, msg: p.WorkerReady, user: str, now: float) -> None:
+        dispatcher = self.dispatcher
+        known = dispatcher.workers.get(identity)
+        if known is not None:  # READY twice is a protocol error: start over
+            self._warnings(now, "worker %s sent READY twice; disconnecting",
+                           identity.hex()[:20])
+            self._send(p.worker_command(identity, p.DISCONNECT))
+            self._forget(known, now)
+            return
+        if not p.valid_service(msg.service) or msg.service.startswith(p.MMI_PREFIX):
+            self._warnings(now, "worker %s offers an invalid service %r; disconnecting",
+                           identity.hex()[:20], msg.service[:110])
+            self._send(p.worker_command(identity, p.DISCONNECT))
+            return
+        if len(dispatcher.workers) >= self.config.max_workers:
+            self._warnings(now, "refused worker %s: %d workers attached (--max-workers)",
+                           identity.hex()[:20], len(dispatcher.workers))
+            self._send(p.worker_command(identity, p.DISCONNECT))
+            return
+        meta = clean_meta(msg.meta)
+        prefetch = meta.pop("prefetch", 0)
+        worker = dispatcher.add_worker(identity, msg.service, msg.meta is not None, meta, now,
+                                       prefetch, meta.pop("batch", False))
+        worker.user = user
+        log.info("worker %s ready for %r (host %s pid %s version %s)", identity.hex()[:20],
+                 msg.service.decode(), meta.get("host"), meta.get("pid"), meta.get("version"))
+        if worker.dips:
+            self._send(p.worker_welcome(identity, self._worker_welcome))
+        self._dispatch(worker.service, now)
+
+    def _known_worker(self, identity: bytes, now: float) -> Worker | None:
+        """The worker that sent a message (a sign of life); a worker we do not know (we
+        restarted, or forgot it) is told DISCONNECT, to register again."""
+        worker = self.dispatcher.workers.get(identity)
+        if worker is None:
+            self._send(p.worker_command(identity, p.DISCONNECT))
+            return None
+        worker.expires_at = now + self.dispatcher.worker_expiry_s
+        return worker
+
+    def _take_reply(self, worker: Worker, key: bytes, body: list[bytes], now: float) -> None:
+        dispatcher = self.dispatcher
+        error = p.error_code(body) if _is_error(body) else None
+        request = dispatcher.complete(worker, key, now, error)
+        if request is None:
+            dispatcher.counters.dropped += 1
+            self._warnings(now, "worker %s replied to a task it does not hold",
+                           worker.identity.hex()[:20])
+            return
+        if error == "expired" and request.callers and not request.expired(now):
+            dispatcher.retry(request)  # callers that came later still wait for it
+            return
+        dispatcher.counters.replies += 1
+        for caller in request.answered_to():
+            self._reply_to(caller, body)
+
+    def _on_signal(self, identity: bytes, msg: p.WorkerSignal, now: float) -> None:
+        dispatcher = self.dispatcher
+        worker = dispatcher.workers.get(identity)
+        command = msg.command
+        if worker is None:
+            if command != p.DISCONNECT:
+                self._send(p.worker_command(identity, p.DISCONNECT))
+            return
+        worker.expires_at = now + dispatcher.worker_expiry_s
+        if command == p.HEARTBEAT:
+            return
+        if not worker.dips and command != p.DISCONNECT:
+            self._warnings(now, "standard worker %s sent a DIPS command %r; ignored",
+                           identity.hex()[:20], command)
+            return
+        if command == p.DISCONNECT:
+            log.info("worker %s left", identity.hex()[:20])
+            self._forget(worker, now)
+            return
+        if command == p.BUSY:
+            if msg.draining:
+                dispatcher.set_draining(worker)
+            else:
+                dispatcher.set_away(worker, True)
+        elif command == p.FREE:
+            dispatcher.set_away(worker, False)
+        elif command == p.BOUNCE and not dispatcher.bounce(worker, msg.key):
+            self._warnings(now, "worker %s bounced a task it does not hold",
+                           identity.hex()[:20])
+        self._dispatch(worker.service, now)
+
+    def _on_progress(self, identity: bytes, msg: p.WorkerProgress, now: float) -> None:
+        """PROGRESS of a task: to each of its callers that asked for it in HELLO. Dropped
+        for a task the worker does not hold (so never after the task's reply)."""
+        worker = self._known_worker(identity, now)
+        if worker is None:
+            return
+        request = worker.tasks.get(msg.key)
+        if request is None or not worker.dips:
+            return
+        hellos = self._hellos
+        for caller in request.answered_to():
+            if caller.rid is not None and hellos.get(caller.client, 0) & PROGRESS:
+                self._send(p.to_client_progress(caller.client, caller.service, caller.rid,
+                                                msg.kind, msg.num, msg.den, msg.data))
+
+    # --- output ---------------------------------------------------------------------------
+
+    def _send(self, frames: list[bytes]) -> None:
+        """Send to a peer, after whatever was gathered for it (wire order)."""
+        peer = frames[0]
+        if self._tasks and peer in self._tasks:
+            worker, tasks = self._tasks.pop(peer)
+            self._emit_tasks(worker, tasks, self._now)
+        if self._results and peer in self._results:
+            self._emit_results(peer, self._results.pop(peer))
+        self._actions.append(Send(0, frames))
+
+    def _dispatch(self, service: Service, now: float) -> None:
+        if service.queue:
+            tasks = self._tasks
+            for worker, request, hold in self.dispatcher.assignments(service, now):
+                if worker.batch and len(request.body) == 1:
+                    # gathered, and sent as one TASKS when this pass ends (or before
+                    # anything else to the worker)
+                    pending = tasks.get(worker.identity)
+                    if pending is None:
+                        tasks[worker.identity] = (worker, [(request, hold)])
+                    else:
+                        pending[1].append((request, hold))
+                    continue
+                request.sent_mark = self._taken
+                self._send(p.to_worker(worker.identity, request.key, request.body,
+                                       worker.dips, request.ttl_ms(now), hold))
+        if service.held and service.idle:
+            for worker, request in self.dispatcher.recalls(service):
+                self._send(p.recall(worker.identity, request.key))
+
+    def _emit_tasks(self, worker: Worker, tasks: list[tuple[Request, bool]],
+                    now: float) -> None:
+        """One TASKS per worker (more past MAX_BATCH), unless it has gone meanwhile."""
+        if self.dispatcher.workers.get(worker.identity) is not worker:
+            return  # gone meanwhile: its tasks are queued again
+        tasks = [(r, hold) for r, hold in tasks if worker.tasks.get(r.key) is r]
+        taken = self._taken
+        for start in range(0, len(tasks), p.MAX_BATCH):
+            part = tasks[start:start + p.MAX_BATCH]
+            for request, _ in part:
+                request.sent_mark = taken
+            if len(part) == 1:
+                request, hold = part[0]
+                frames = p.to_worker(worker.identity, request.key, request.body, True,
+                                     request.ttl_ms(now), hold)
+            else:
+                frames = p.to_worker_batch(
+                    worker.identity, [r.key for r, _ in part], [r.body[0] for r, _ in part],
+                    [r.ttl_ms(now) for r, _ in part], [hold for _, hold in part])
+            self._actions.append(Send(0, frames))
+
+    def _emit_results(self, client: bytes,
+                      results: dict[bytes, tuple[list[int], list[bytes]]]) -> None:
+        """One RESULT per service of the gathered replies to ``client``."""
+        for service, (rids, bodies) in results.items():
+            if len(rids) == 1:
+                frames = p.to_client(client, service, bodies, rids[0])
+            else:
+                frames = p.to_client_batch(client, service, rids, bodies)
+            self._actions.append(Send(0, frames))
+
+    def _reply_to(self, caller: Request, body: list[bytes]) -> None:
+        """A reply (or an error) to one caller: gathered for a client that takes batched
+        RESULTs, sent at once otherwise."""
+        if caller.user and self._role_of is not None and self._role_of(caller.user) == "":
+            self.dispatcher.counters.refused += 1  # revoked while its request ran
+            return
+        client = caller.client
+        if caller.rid is not None and len(body) == 1 and self._hellos.get(client, 0) & BATCH:
+            results = self._results.get(client)
+            if results is None:
+                self._results[client] = {caller.service: ([caller.rid], list(body))}
+                return
+            pending = results.get(caller.service)
+            if pending is None:
+                results[caller.service] = ([caller.rid], list(body))
+            else:
+                pending[0].append(caller.rid)
+                pending[1].append(body[0])
+            return
+        self._send(p.to_client(client, caller.service, body, caller.rid))
+
+    def _answer_error(self, request: Request, error: RequestError) -> None:
+        """An error to every caller of ``request``."""
+        self.dispatcher.counters.errors += 1
+        service = self.dispatcher.services.get(request.service)
+        if service is not None:
+            service.counters.error(error.code)
+        body = [p.error_body(error)]
+        for caller in request.answered_to():
+            self._reply_to(caller, body)
+
+    # --- faults and timers ------------------------------------------------------------
+
+    def _forget(self, worker: Worker, now: float, lost: bool = False) -> None:
+        """Forget a worker and give its tasks to others. ``lost``: it died or froze, which
+        costs the request it was running a loss (not when that task never reached it)."""
+        self._tasks.pop(worker.identity, None)  # gathered, never sent: they are requeued
+        running = worker.running
+        counted = lost and running is not None and running.sent_mark < self._taken - 1
+        poisoned = self.dispatcher.remove_worker(worker, now, lost=counted)
+        if poisoned is not None:
+            self._poisoned(poisoned)
+        self._dispatch(worker.service, now)
+
+    def _poisoned(self, request: Request) -> None:
+        """Workers died running ``request`` again and again: answer ``worker_lost``."""
+        service = request.service.decode("ascii", "replace")
+        callers = request.answered_to()
+        log.warning("request %s to %r gave up: %d workers were lost while running it; "
+                    "answered worker_lost, and refused for %gs",
+                    ", ".join(f"{c.client.hex()[:20]}/{c.rid}" for c in callers) or "-",
+                    service, request.losses, self.config.poison_memory_s)
+        self._answer_error(request, WorkerLost(
+            f"service {service!r}: {request.losses} workers were lost while running this "
+            "request"))
+
+    def _probe(self, now: float) -> None:
+        """A heartbeat to each worker that has held a task for a probe interval: a send to
+        one whose connection dropped (dead, or frozen past its ZMTP heartbeats) fails, and
+        the shell says :meth:`lost`. Quick workers prove themselves by their replies."""
+        for worker in self.dispatcher.busy_longer_than(self.config.probe_interval_s, now):
+            self._send(p.worker_command(worker.identity, p.HEARTBEAT))
+
+    def _heartbeat(self, now: float) -> None:
+        dispatcher = self.dispatcher
+        for worker in dispatcher.expired_workers(now):
+            log.warning("worker %s silent for %.1fs; forgetting it", worker.identity.hex()[:20],
+                        dispatcher.worker_expiry_s)
+            self._send(p.worker_command(worker.identity, p.DISCONNECT))
+            self._forget(worker, now, lost=True)
+        for identity in dispatcher.workers:
+            self._send(p.worker_command(identity, p.HEARTBEAT))
+        dispatcher.drop_expired(now)
+        for caller in dispatcher.detach_expired(now):
+            self._answer_error(caller, Expired("the deadline passed while the request ran "
+                                               "for other callers"))
+        dispatcher.poison.forget_expired(now)
+
+    # --- status ------------------------------------------------------------------------
+
+    def status(self, now: float) -> dict[str, Any]:
+        """The ``mmi.status`` map (``mdp.status.BrokerStatus`` on the wire)."""
+        return broker_status(self.dispatcher, self.about, self._version, self.instance,
+                             now - self.started, now).to_wire()
+
+
+def _is_error(body: list[Any]) -> bool:
+    """Whether a reply body is a DIPS error (a body frame kept as ``zmq.Frame`` is big,
+    and never one)."""
+    return len(body) == 1 and type(body[0]) is bytes and p.is_error_body(body)
+
+
+class _Warnings:
+    """WARNING logs, at most ``per_second`` a second (a peer must not flood the log)."""
+
+    def __init__(self, per_second: int = 10) -> None:
+        self.per_second = per_second
+        self._window_start = -math.inf
+        self._count = 0
+        self._suppressed = 0
+
+    def __call__(self, now: float, msg: str, *args: object) -> None:
+        if now - self._window_start >= 1.0:
+            if self._suppressed:
+                log.warning("%d similar warnings suppressed", self._suppressed)
+            self._window_start, self._count, self._suppressed = now, 0, 0
+        if self._count < self.per_second:
+            self._count += 1
+            log.warning(msg, *args)
+        else:
+            self._suppressed += 1

@@ -1,0 +1,376 @@
+"""Images by URL in imgproxy's format, at the root of the URL space beside ``/v1/``.
+
+    GET  /{signature}/{options}/plain/{source}@{ext}     (or the base64 source form)
+    GET  /info/{signature}/{options}/plain/{source}      the source's info as JSON
+    POST /{signature}/{options}/upload[.{ext}]           the image in the body
+    OPTIONS any path                                     CORS preflight / Allow
+
+For each request the door checks the signature, reads the options into the contract's
+``ops`` map (:mod:`mdp_http.imgops`), negotiates the format, and computes the request key
+(:func:`mdp_http.negotiate.request_key`). Then, cheapest first: an ``If-None-Match`` naming
+the key's ETag is answered 304; a cached result is answered from the cache; an identical
+request already in flight at this door is waited for; otherwise the request goes to the
+fleet with the key (``send(..., key=)``), so identical requests in flight through any door
+and any broker are rendered once. The worker fetches the source (see docs/HTTP.md for why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from mdp.errors import BadRequest, ConfigError, MDPError, blame_of
+from mdp_http import imgops, imgurl, negotiate
+from mdp_http.backend import Backend
+from mdp_http.bodies import Budget, read_into_frame
+from mdp_http.config import HttpConfig
+from mdp_http.errors import BadReply, Busy, Forbidden, NotFound, error_map, status_for
+from mdp_http.imgmetrics import ImageMetrics
+from mdp_http.resultcache import Entry, MemoryCache, RedisCache, TieredCache
+from mdp_http.signing import Signer, post_text
+
+log = logging.getLogger(__name__)
+
+IMAGE_SERVICE = "imgproxy"
+INFO_SERVICE = "info"
+CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
+                 "avif": "image/avif", "gif": "image/gif"}
+ALLOWED_METHODS = "GET, HEAD, POST, OPTIONS"
+
+VersionOf = Callable[[str], Awaitable[str]]
+
+
+@dataclass
+class Ask:
+    """One image request, decided: what goes to the fleet and what the reply's headers say."""
+
+    service: str
+    request: dict[str, Any]
+    key: bytes
+    etag: str
+    vary: bool
+    proc: imgops.Processing | None
+
+
+class ImageServer:
+    """The image URL handlers and their state (cache, requests in flight, counters)."""
+
+    def __init__(self, config: HttpConfig, backend: Backend, signer: Signer | None,
+                 registry: CollectorRegistry, version_of: VersionOf) -> None:
+        self.config = config
+        self.backend = backend
+        self.signer = signer
+        self.version_of = version_of
+        try:
+            self.presets = imgops.Presets.parse(config.presets, config.only_presets)
+        except (ValueError, BadRequest) as exc:
+            raise ConfigError(f"--preset: {exc}") from exc
+        self.auto = tuple(fmt for fmt, on in (("avif", config.auto_avif),
+                                              ("webp", config.auto_webp)) if on)
+        self.shared = RedisCache(config.redis, config.cache_ttl_s) if config.redis else None
+        self.cache = TieredCache(MemoryCache(config.cache_bytes, config.cache_ttl_s),
+                                 self.shared)
+        self.metrics = ImageMetrics(registry)
+        self.budget = Budget(config.max_inflight_bytes)
+        self.rendering = 0
+        self._inflight: dict[bytes, asyncio.Task[Entry]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        """Catch-all routes: register them after every other route."""
+        return [
+            web.get("/info/{tail:.+}", self.get_info),
+            web.get("/{tail:.+}", self.get),
+            web.post("/{tail:.+}", self.post),
+            web.route("OPTIONS", "/{tail:.*}", self.options),
+        ]
+
+    def stats(self) -> dict[str, Any]:
+        """The dashboard's view of the image server."""
+        memory = self.cache.memory
+        return {**self.metrics.snapshot(), "cached": len(memory), "cached_bytes": memory.bytes,
+                "rendering": self.rendering, "body_bytes": self.budget.held,
+                "shared_cache": None if self.shared is None else
+                ("down" if self.shared.breaker.down else "up")}
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await self.cache.close()
+
+    # --- handlers ----------------------------------------------------------------------
+
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        try:
+            ask = await self._ask_get(request, info=False)
+        except MDPError as exc:
+            return self._error(request, exc)
+        return await self._answer(request, ask, lambda: self._render(ask))
+
+    async def get_info(self, request: web.Request) -> web.StreamResponse:
+        try:
+            ask = await self._ask_get(request, info=True)
+        except MDPError as exc:
+            return self._error(request, exc)
+        return await self._answer(request, ask, lambda: self._render(ask))
+
+    async def post(self, request: web.Request) -> web.StreamResponse:
+        try:
+            url = imgurl.parse_path(request.raw_path, allow_no_source=True)
+            if url.source:
+                raise BadRequest("a POST sends the image in its body: end the path with "
+                                 "/upload[.ext] and name no source", field="source")
+            proc = self._processing(url)
+            accept, vary = self._negotiate(proc, request)
+            fields = self._fields(proc, accept)
+            frame = await read_into_frame(
+                request, fields, "image", max_bytes=self.config.max_body_bytes,
+                timeout_s=self.config.body_timeout_s, budget=self.budget)
+        except MDPError as exc:
+            return self._error(request, exc)
+        try:
+            if self.signer is not None and not self.signer.verify(
+                    url.signature, post_text(url.signed_path, frame.sha256)):
+                return self._error(request, Forbidden(
+                    "the signature does not match the path and body (a POST signs the path, "
+                    "a newline and the body's SHA-256 in hex)"))
+            version = await self.version_of(IMAGE_SERVICE)
+            key = negotiate.request_key(service=IMAGE_SERVICE, source=frame.sha256,
+                                        ops=proc.ops, fmt=proc.format, accept=accept,
+                                        quality=proc.quality, cachebuster=proc.cachebuster,
+                                        version=version)
+            ask = Ask(IMAGE_SERVICE, fields, key, negotiate.etag(key), vary, proc)
+
+            async def render() -> Entry:
+                try:
+                    result = await self.backend.send_frame(IMAGE_SERVICE, frame.data)
+                finally:
+                    frame.release()
+                return entry_of(result, IMAGE_SERVICE)
+
+            return await self._answer(request, ask, render)
+        finally:
+            frame.release()
+
+    async def options(self, request: web.Request) -> web.Response:
+        headers = {"Allow": ALLOWED_METHODS}
+        headers.update(self._cors(request, preflight=True))
+        return web.Response(status=204, headers=headers)
+
+    # --- deciding -----------------------------------------------------------------------
+
+    async def _ask_get(self, request: web.Request, *, info: bool) -> Ask:
+        url = imgurl.parse_path(request.raw_path, info=info)
+        if self.signer is not None and not self.signer.verify(url.signature, url.signed_path):
+            raise Forbidden("the URL's signature does not match its path")
+        if info:
+            if url.options:
+                raise BadRequest("the info endpoint takes no options here", field="options")
+            service, proc = INFO_SERVICE, None
+            call: dict[str, Any] = {"source": url.source}
+            accept, vary, fmt, quality, buster, ops = (), False, "", None, "", {}
+        else:
+            service, proc = IMAGE_SERVICE, self._processing(url)
+            accept, vary = self._negotiate(proc, request)
+            call = {"source": url.source, **self._fields(proc, accept)}
+            fmt, quality, buster, ops = proc.format, proc.quality, proc.cachebuster, proc.ops
+        version = await self.version_of(service)
+        key = negotiate.request_key(service=service, source=url.source, ops=ops, fmt=fmt,
+                                    accept=accept, quality=quality, cachebuster=buster,
+                                    version=version)
+        return Ask(service, call, key, negotiate.etag(key), vary, proc)
+
+    def _processing(self, url: imgurl.ImageUrl) -> imgops.Processing:
+        proc = imgops.parse_options(url.options, self.presets)
+        if url.extension:
+            proc.format = imgops.output_format(url.extension)
+        if proc.expires is not None and proc.expires < time.time():
+            raise NotFound("this image URL has expired")
+        return proc
+
+    def _negotiate(self, proc: imgops.Processing, request: web.Request
+                   ) -> tuple[tuple[str, ...], bool]:
+        if proc.format or not self.auto:
+            return (), False
+        return negotiate.accepted(request.headers.get("Accept", ""), self.auto), True
+
+    @staticmethod
+    def _fields(proc: imgops.Processing, accept: tuple[str, ...]) -> dict[str, Any]:
+        return {"ops": proc.ops, "format": proc.format, "accept": list(accept),
+                "quality": proc.quality}
+
+    # --- answering ----------------------------------------------------------------------
+
+    async def _answer(self, request: web.Request, ask: Ask,
+                      render: Callable[[], Awaitable[Entry]]) -> web.StreamResponse:
+        if negotiate.etag_matches(request.headers.get("If-None-Match", ""), ask.etag):
+            self.metrics.count("not_modified")
+            return web.Response(status=304, headers=self._headers(request, ask, None))
+        entry = await self.cache.get(ask.key)
+        if entry is not None:
+            self.metrics.count("hits", "memory" if self.shared is None else "any")
+            return self._reply(request, ask, entry, "HIT")
+        self.metrics.count("misses")
+        try:
+            entry = await self._once(ask, render)
+        except MDPError as exc:
+            return self._error(request, exc)
+        return self._reply(request, ask, entry, "MISS")
+
+    async def _once(self, ask: Ask, render: Callable[[], Awaitable[Entry]]) -> Entry:
+        """The result of ``render``, run once for every identical request in flight here."""
+        task = self._inflight.get(ask.key)
+        if task is not None:
+            self.metrics.count("coalesced")
+            return await asyncio.shield(task)
+        if self.rendering >= self.config.max_concurrency:
+            raise Busy(f"the gateway already renders {self.config.max_concurrency} images; "
+                       "try again shortly")
+        task = asyncio.get_running_loop().create_task(self._run(ask, render))
+        self._inflight[ask.key] = task
+        task.add_done_callback(_consume)
+        return await asyncio.shield(task)
+
+    async def _run(self, ask: Ask, render: Callable[[], Awaitable[Entry]]) -> Entry:
+        self.rendering += 1
+        self.metrics.count("renders", ask.service)
+        try:
+            entry = await render()
+        except BaseException:
+            self._inflight.pop(ask.key, None)
+            raise
+        finally:
+            self.rendering -= 1
+        # the result stays findable as in flight until the caches hold it: no request in
+        # between renders it again
+        self._later(self._store(ask.key, entry))
+        return entry
+
+    async def _store(self, key: bytes, entry: Entry) -> None:
+        try:
+            await self.cache.put(key, entry)
+        finally:
+            self._inflight.pop(key, None)
+
+    async def _render(self, ask: Ask) -> Entry:
+        result = await self.backend.send_keyed(ask.service, ask.request, ask.key)
+        return entry_of(result, ask.service)
+
+    def _later(self, coroutine: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _reply(self, request: web.Request, ask: Ask, entry: Entry, how: str) -> web.Response:
+        headers = self._headers(request, ask, entry)
+        headers["X-Cache"] = how
+        return web.Response(body=entry.image, headers=headers)
+
+    def _headers(self, request: web.Request, ask: Ask, entry: Entry | None) -> dict[str, str]:
+        headers = {"ETag": ask.etag, "Cache-Control": self.config.cache_control}
+        if entry is not None:
+            headers["Content-Type"] = entry.content_type
+            if entry.last_modified:
+                headers["Last-Modified"] = entry.last_modified
+        vary = ["Accept"] if ask.vary else []
+        cors = self._cors(request, preflight=False)
+        if cors.get("Access-Control-Allow-Origin", "*") != "*":
+            vary.append("Origin")
+        if vary:
+            headers["Vary"] = ", ".join(vary)
+        headers.update(cors)
+        proc = ask.proc
+        if proc is not None and (proc.filename or proc.attachment) and entry is not None:
+            kind = "attachment" if proc.attachment else "inline"
+            name = proc.filename or "image"
+            extension = entry.content_type.rpartition("/")[2]
+            headers["Content-Disposition"] = f'{kind}; filename="{name}.{extension}"'
+        return headers
+
+    def _cors(self, request: web.Request, *, preflight: bool) -> dict[str, str]:
+        origins = self.config.cors_origins
+        if not origins:
+            return {}
+        origin = request.headers.get("Origin", "")
+        if "*" in origins:
+            allowed = "*"
+        elif origin in origins:
+            allowed = origin
+        else:
+            return {}
+        headers = {"Access-Control-Allow-Origin": allowed,
+                   "Access-Control-Expose-Headers": "ETag, Last-Modified, Content-Length"}
+        if preflight:
+            headers.update({"Access-Control-Allow-Methods": ALLOWED_METHODS,
+                            "Access-Control-Allow-Headers":
+                                request.headers.get("Access-Control-Request-Headers", "")[:500]
+                                or "Content-Type",
+                            "Access-Control-Max-Age": "86400"})
+        return headers
+
+    def _error(self, request: web.Request, exc: MDPError) -> web.Response:
+        status = status_for(exc)
+        code = getattr(exc, "code", "internal")
+        if status >= 500:
+            log.info("%s %s: %d %s", request.method, request.path[:200], status, exc)
+        headers = {"Cache-Control": "no-store"}
+        if status in (429, 503):
+            headers["Retry-After"] = "1"
+        headers.update(self._cors(request, preflight=False))
+        log.debug("%s: %s (%s)", request.path[:200], exc, blame_of(code).value)
+        return web.json_response(error_map(exc), status=status, headers=headers)
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    """Mark a render's exception as seen (every waiter got it already)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def entry_of(result: Any, service: str) -> Entry:
+    """A worker's result as a cache entry; BadReply when it is not the contract's map."""
+    if service == INFO_SERVICE:
+        if not isinstance(result, dict):
+            raise BadReply(f"the {service} worker's result is not a map")
+        body = json.dumps(_jsonable(result), separators=(",", ":")).encode()
+        return Entry(body, "application/json")
+    if not isinstance(result, dict) or not isinstance(result.get("image"), bytes):
+        raise BadReply(f"the {service} worker's result is not a map with image bytes")
+    source = result.get("source") if isinstance(result.get("source"), dict) else {}
+    kind = result.get("content_type")
+    return Entry(
+        image=result["image"],
+        content_type=kind if isinstance(kind, str) and kind.startswith("image/") else
+        "application/octet-stream",
+        width=_int(result.get("width")),
+        height=_int(result.get("height")),
+        source_etag=_text(source.get("etag")),
+        last_modified=_text(source.get("last_modified")),
+    )
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 200 or not value.isprintable():
+        return ""
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    """An info map as JSON can hold it (it should hold no bytes; any are left out)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items() if not isinstance(v, bytes)}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value

@@ -1,0 +1,39 @@
+"""The image server's own counters: cache hits and misses, 304s, renders, coalesced requests.
+
+Requests coalesced by the brokers (one render for identical requests from any door) and
+poisoned requests are the brokers' counters in ``mmi.status`` and reach Prometheus as
+``dips_broker_coalesced_total`` and ``dips_broker_poisoned_total``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter
+
+
+class ImageMetrics:
+    """Counters of the image URLs, on the gateway's registry; :meth:`snapshot` for the
+    dashboard."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.hits = Counter("dips_http_cache_hits", "Image requests answered from a cache",
+                            ["tier"], registry=registry)
+        self.misses = Counter("dips_http_cache_misses", "Image requests no cache could answer",
+                              registry=registry)
+        self.not_modified = Counter("dips_http_not_modified", "Image requests answered 304 "
+                                    "(If-None-Match) without rendering", registry=registry)
+        self.renders = Counter("dips_http_renders", "Image requests sent to the fleet",
+                               ["service"], registry=registry)
+        self.coalesced = Counter("dips_http_coalesced", "Image requests that waited for an "
+                                 "identical one in flight at this door", registry=registry)
+        self.cache_errors = Counter("dips_http_cache_errors", "Failed calls to the shared "
+                                    "cache (each only cost a render)", registry=registry)
+        self._counts = {"hits": 0, "misses": 0, "not_modified": 0, "renders": 0,
+                        "coalesced": 0, "cache_errors": 0}
+
+    def count(self, what: str, label: str | None = None) -> None:
+        self._counts[what] += 1
+        metric = getattr(self, what)
+        (metric.labels(label) if label is not None else metric).inc()
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self._counts)

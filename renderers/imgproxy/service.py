@@ -1,0 +1,173 @@
+"""The ``imgproxy`` service: a source, imgproxy's operations, a negotiated format.
+
+Request (the contract with the HTTP door, docs/RENDERERS.md)::
+
+    {"source": "https://host/path" | "local:///path"  (or "image": bytes),
+     "ops": {canonical option map}, "format": "jpeg"|"png"|"webp"|"avif"|"gif"|"",
+     "accept": ["avif", "webp"], "quality": int | None}
+
+Reply: ``{"image": bytes, "content_type": str, "width": int, "height": int,
+"source": {"length": int, "etag"?: str, "last_modified"?: str}}``.
+
+A format left open keeps the source's (a PNG with alpha stays PNG), or becomes AVIF or WebP
+when the client accepts it and the worker enables it (``auto_avif``, ``auto_webp``).
+Animated GIF and WebP stay animated when the result is GIF or WebP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mdp.errors import BadRequest
+from renderers import settings, sources
+from renderers.decode import Decoded, animation, loop_count, open_image
+from renderers.encode import ANIMATED, CONTENT_TYPES, Output, encode, encode_frames
+from renderers.imgproxy import options as imgproxy_options
+from renderers.imgproxy.geometry import plan as make_plan
+from renderers.imgproxy.options import Options
+from renderers.imgproxy.pipeline import Frames, check_result, draft_hint, orient, oriented_size
+from renderers.registry import Field, Renderer, register
+from renderers.settings import Settings
+
+FORMATS = ("jpeg", "png", "webp", "avif", "gif")
+SOURCE_FORMATS = {"JPEG": "jpeg", "PNG": "png", "WebP": "webp", "GIF": "gif"}
+DEFAULT_QUALITY = {"jpeg": 80, "webp": 80, "avif": 65}  # imgproxy's defaults
+MAX_ACCEPT = 16
+
+SOURCE_FIELDS = (
+    Field(
+        "source",
+        "string: http(s)://host/path or local:///path",
+        doc="fetched by the worker (allow-list, roots); or image",
+    ),
+    Field("image", "bytes: a JPEG, PNG, WebP or GIF image", doc="the source itself; or source"),
+)
+
+
+def output_format(
+    requested: str | None, decoded: Decoded, accept: list[str], limits: Settings
+) -> str:
+    """The format of the result: the one asked for, else negotiated, else the source's."""
+    if requested:
+        return requested
+    animated = decoded.frames > 1
+    if "avif" in accept and limits.auto_avif and not animated:
+        return "avif"
+    if "webp" in accept and limits.auto_webp:
+        return "webp"
+    return SOURCE_FORMATS[decoded.format]
+
+
+def parse_format(request: Mapping[str, Any]) -> str | None:
+    value = request.get("format")
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.lower() in FORMATS + ("jpg",):
+        return "jpeg" if value.lower() == "jpg" else value.lower()
+    raise BadRequest(
+        f"format must be one of {', '.join(FORMATS)} or empty; got {value!r:.40}", "format"
+    )
+
+
+def parse_accept(request: Mapping[str, Any]) -> list[str]:
+    value = request.get("accept")
+    if value is None:
+        return []
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) > MAX_ACCEPT
+        or not all(isinstance(item, str) for item in value)
+    ):
+        raise BadRequest(f"accept must be a list of at most {MAX_ACCEPT} format names", "accept")
+    return [item.lower() for item in value]
+
+
+def parse_quality(request: Mapping[str, Any]) -> int | None:
+    value = request.get("quality")
+    if value is None or value == 0:  # imgproxy: 0 is "the default"
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+        raise BadRequest(f"quality must be an integer 1-100, got {value!r:.40}", "quality")
+    return value
+
+
+def render(
+    data: bytes,
+    options: Options,
+    fmt: str | None,
+    accept: list[str],
+    quality: int | None,
+    limits: Settings,
+) -> tuple[bytes, str, tuple[int, int]]:
+    """The result's bytes, its format and size."""
+    decoded = open_image(data, "source", limits, draft_hint(options), options.auto_rotate)
+    oriented = oriented_size(decoded.source_size, decoded.orientation, options)
+    plan = make_plan(oriented, options)
+    check_result(plan, limits)
+    chosen = output_format(fmt, decoded, accept, limits)
+    output = Output(
+        format=chosen,
+        quality=quality or DEFAULT_QUALITY.get(chosen),
+        strip=options.strip_metadata,
+        background=options.background or (255, 255, 255),
+    )
+    frames = Frames(plan, options, limits, oriented)
+    if decoded.frames > 1 and chosen in ANIMATED:
+        return _animate(data, decoded, frames, output, limits), chosen, plan.final
+    image = frames.apply(orient(decoded.image, decoded.orientation, options))
+    return encode(image, output, decoded), chosen, image.size
+
+
+def _animate(
+    data: bytes, decoded: Decoded, frames: Frames, output: Output, limits: Settings
+) -> bytes:
+    width, height = decoded.source_size
+    keep = min(
+        decoded.frames,
+        limits.max_animation_frames,
+        max(1, limits.max_animation_pixels // (width * height)),
+    )
+    images, durations = [], []
+    for frame, duration in animation(data, "source", limits, keep):
+        images.append(frames.apply(orient(frame, decoded.orientation, frames.options)))
+        durations.append(duration)
+    return encode_frames(images, durations, loop_count(data), output)
+
+
+@register
+class ImgproxyService(Renderer):
+    """imgproxy's processing options on a source fetched by the worker."""
+
+    name = "imgproxy"
+    content_type = ""  # the reply is a map whose content_type follows the negotiation
+    fields = SOURCE_FIELDS + (
+        Field(
+            "ops",
+            "map: imgproxy's options, canonical (docs/RENDERERS.md)",
+            doc="absent: the source re-encoded",
+        ),
+        Field(
+            "format",
+            "jpeg | png | webp | avif | gif | ''",
+            doc="'' or absent: the source's, or the best of accept",
+        ),
+        Field("accept", "list of format names", doc="what the client takes: avif, webp"),
+        Field("quality", "integer 1-100", doc="jpeg and webp 80, avif 65 when absent"),
+    )
+
+    def render_checked(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        limits = settings.current()
+        options = imgproxy_options.parse(request.get("ops"), limits.max_side)
+        fmt = parse_format(request)
+        accept = parse_accept(request)
+        quality = parse_quality(request)
+        source = sources.from_request(request, limits)
+        image, chosen, size = render(source.data, options, fmt, accept, quality, limits)
+        return {
+            "image": image,
+            "content_type": CONTENT_TYPES[chosen],
+            "width": size[0],
+            "height": size[1],
+            "source": source.describe(),
+        }

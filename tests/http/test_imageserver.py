@@ -1,0 +1,264 @@
+"""The image server end to end: real brokers, image workers, gateways, an origin server on
+loopback and a real redis-server. Every request is signed in imgproxy's scheme."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from clusterkit import Cluster, broker_counter, needs, wait_for
+from httpkit import Gateway, start_gateway
+from imagekit import (
+    REDIS_SERVER,
+    SIGNER,
+    Origin,
+    image_workers,
+    make_photos,
+    redis_server,
+    served,
+    signed,
+    write_keys,
+)
+from mdp_http.signing import post_text
+
+pytestmark = pytest.mark.slow
+BROKER_COALESCES = (Path(__file__).resolve().parents[2] / "mdp" / "brokercore.py").exists()
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Iterator[Origin]:
+    make_photos(tmp_path / "photos")
+    server = Origin(tmp_path / "photos").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def decode(body: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(body))
+    image.load()
+    return image
+
+
+def metric(gateway: Gateway, name: str) -> float:
+    _, _, body = gateway.call("GET", "/metrics")
+    total = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_a_signed_url_renders_once_then_comes_from_the_cache_or_304(
+        cluster: Cluster, origin: Origin, tmp_path: Path) -> None:
+    broker = cluster.broker()
+    image_workers(cluster, [broker], 1, allow=origin.url)
+    gateway = start_gateway(cluster, [broker.endpoint], *write_keys(tmp_path),
+                            "--cache-control", "public, max-age=60")
+    url = signed(["rs:fit:200:200"], f"{origin.url}/a.jpg")
+    status, headers, body = gateway.call("GET", url)
+    assert status == 200, body[:300]
+    assert decode(body).size == (200, 150)
+    assert headers["Content-Type"] == "image/jpeg"
+    assert headers["Cache-Control"] == "public, max-age=60"
+    assert headers["ETag"].startswith('"') and headers["X-Cache"] == "MISS"
+    assert "Last-Modified" in headers  # from the origin's file
+    status, again, body2 = gateway.call("GET", url)
+    assert (status, again["X-Cache"], again["ETag"], body2) == (200, "HIT", headers["ETag"], body)
+    status, not_modified, body3 = gateway.call("GET", url,
+                                               headers={"If-None-Match": headers["ETag"]})
+    assert (status, body3, not_modified["ETag"]) == (304, b"", headers["ETag"])
+    assert served([broker]) == 1
+    assert metric(gateway, "dips_http_cache_hits_total") == 1
+    assert metric(gateway, "dips_http_not_modified_total") == 1
+    # the base64 spelling of the same request is the same request
+    status, encoded, _ = gateway.call("GET", signed(["rs:fit:200:200"], f"{origin.url}/a.jpg",
+                                                    encoded=True))
+    assert (status, encoded["ETag"], encoded["X-Cache"]) == (200, headers["ETag"], "HIT")
+
+
+def test_signatures_are_required_for_every_request_that_names_a_source(
+        cluster: Cluster, origin: Origin, tmp_path: Path) -> None:
+    broker = cluster.broker()
+    image_workers(cluster, [broker], 1, allow=origin.url)
+    gateway = start_gateway(cluster, [broker.endpoint], *write_keys(tmp_path))
+    good = signed(["w:50"], f"{origin.url}/b.jpg")
+    unsigned = signed(["w:50"], f"{origin.url}/b.jpg", signer=None)
+    tampered = good.replace("w:50", "w:51")
+    for path in (unsigned, tampered):
+        status, _, body = gateway.call("GET", path)
+        assert status == 403, body[:200]
+        assert json.loads(body)["error"]["code"] == "forbidden"
+    status, _, _ = gateway.call("POST", "/v1/imgproxy",
+                                json.dumps({"source": f"{origin.url}/b.jpg"}).encode(),
+                                {"Content-Type": "application/json"})
+    assert status == 403
+    photo = (origin.root / "b.jpg").read_bytes()
+    path = "/w:40/upload.png"
+    signature = SIGNER.sign(post_text(path, hashlib.sha256(photo).digest()))
+    status, _, body = gateway.call("POST", "/" + signature + path, photo,
+                                   {"Content-Type": "image/jpeg"})
+    assert status == 200, body[:300]
+    assert decode(body).size == (40, 30) and decode(body).format == "PNG"
+    status, _, _ = gateway.call("POST", "/" + signature + path, photo + b"x",
+                                {"Content-Type": "image/jpeg"})
+    assert status == 403
+    assert origin.hits["/b.jpg"] == 0  # nothing unsigned reached the origin
+    status, _, body = gateway.call("GET", good)
+    assert status == 200 and decode(body).size == (50, 38)
+    assert origin.hits["/b.jpg"] == 1
+
+
+def test_the_format_left_open_is_negotiated_and_varies_by_accept(
+        cluster: Cluster, origin: Origin) -> None:
+    broker = cluster.broker()
+    image_workers(cluster, [broker], 1, allow=origin.url)
+    gateway = start_gateway(cluster, [broker.endpoint], "--auto-webp",
+                            "--cors-origin", "https://site.example")
+    url = signed(["w:100"], f"{origin.url}/alpha.png", signer=None)
+    status, headers, body = gateway.call("GET", url, headers={"Accept": "image/*"})
+    assert (status, headers["Content-Type"], decode(body).format) == (200, "image/png", "PNG")
+    assert decode(body).mode == "RGBA" and "Accept" in headers["Vary"]
+    status, webp, body = gateway.call("GET", url, headers={
+        "Accept": "image/avif,image/webp,*/*", "Origin": "https://site.example"})
+    assert (status, webp["Content-Type"], decode(body).format) == (200, "image/webp", "WEBP")
+    assert webp["ETag"] != headers["ETag"]
+    assert webp["Access-Control-Allow-Origin"] == "https://site.example"
+    status, fixed, _ = gateway.call("GET", signed(["w:100"], f"{origin.url}/alpha.png", "jpg",
+                                                  signer=None),
+                                    headers={"Accept": "image/webp"})
+    assert (status, fixed["Content-Type"]) == (200, "image/jpeg") and "Vary" not in fixed
+    status, preflight, _ = gateway.call("OPTIONS", url, headers={
+        "Origin": "https://site.example", "Access-Control-Request-Method": "GET"})
+    assert status == 204 and "GET" in preflight["Access-Control-Allow-Methods"]
+
+
+def test_the_info_endpoint_answers_the_sources_facts(cluster: Cluster, origin: Origin) -> None:
+    broker = cluster.broker()
+    image_workers(cluster, [broker], 1, allow=origin.url, service="info")
+    gateway = start_gateway(cluster, [broker.endpoint])
+    path = "/info" + signed([], f"{origin.url}/c.jpg", signer=None)
+    status, headers, body = gateway.call("GET", path)
+    assert status == 200, body[:300]
+    facts = json.loads(body)
+    assert (facts["width"], facts["height"], facts["format"]) == (480, 640, "jpeg")
+    assert headers["Content-Type"].startswith("application/json")
+
+
+def test_options_the_server_does_not_do_get_a_400_naming_them(cluster: Cluster) -> None:
+    broker = cluster.broker()
+    gateway = start_gateway(cluster, [broker.endpoint])
+    for option, named in (("trim:10", "trim"), ("zz:1", "zz"), ("w:x", "w")):
+        status, _, body = gateway.call("GET", f"/unsafe/{option}/plain/http://127.0.0.1/a.jpg")
+        assert status == 400
+        assert named in json.loads(body)["error"]["message"]
+
+
+def test_hostile_sources_each_get_a_clear_4xx(cluster: Cluster, origin: Origin,
+                                              tmp_path: Path) -> None:
+    other = Origin(origin.root).start()  # a loopback server that is not allow-listed
+    try:
+        broker = cluster.broker()
+        image_workers(cluster, [broker], 1, allow=origin.url, roots=origin.root)
+        gateway = start_gateway(cluster, [broker.endpoint], "--timeout", "20")
+        cases = [
+            (f"{other.url}/a.jpg", 403, "source_forbidden"),
+            (f"{origin.url}/redirect?to={other.url}/a.jpg", 403, "source_forbidden"),
+            (f"{origin.url}/missing.jpg", 404, "source_not_found"),
+            (f"{origin.url}/not-an-image.jpg", 422, "source_not_image"),
+            (f"{origin.url}/big.jpg", 413, "source_too_large"),
+            (f"{origin.url}/trickle.jpg", 504, "source_timeout"),
+            ("local:///../etc/passwd", 403, "source_forbidden"),
+        ]
+        for source, status_wanted, code in cases:
+            status, headers, body = gateway.call("GET", signed(["w:10"], source, signer=None))
+            assert (status, json.loads(body)["error"]["code"]) == (status_wanted, code), source
+            assert headers["Cache-Control"] == "no-store"
+        assert sum(other.hits.values()) == 0  # never contacted
+    finally:
+        other.stop()
+
+
+def test_identical_requests_at_one_door_render_once(cluster: Cluster, origin: Origin) -> None:
+    broker = cluster.broker()
+    image_workers(cluster, [broker], 2, allow=origin.url,
+                  env={"DIPS_TEST_RENDER_DELAY": "0.5"})
+    gateway = start_gateway(cluster, [broker.endpoint])
+    url = signed(["rs:fill:64:64"], f"{origin.url}/d.jpg", signer=None)
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(lambda _: gateway.call("GET", url), range(50)))
+    assert all(status == 200 for status, _, _ in results)
+    assert len({body for _, _, body in results}) == 1
+    assert served([broker]) == 1
+
+
+def test_five_sizes_of_one_source_fetch_it_once_per_worker(cluster: Cluster,
+                                                           origin: Origin) -> None:
+    broker = cluster.broker()
+    image_workers(cluster, [broker], 2, allow=origin.url)
+    gateway = start_gateway(cluster, [broker.endpoint])
+    urls = [signed([f"w:{20 + 10 * (i % 5)}"], f"{origin.url}/d.jpg", signer=None)
+            for i in range(100)]
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda u: gateway.call("GET", u), urls))
+    assert all(status == 200 for status, _, _ in results)
+    assert served([broker]) == 5
+    assert 1 <= origin.hits["/d.jpg"] <= 2
+
+
+@needs(REDIS_SERVER is not None, "redis-server")
+def test_redis_killed_under_load_fails_no_request_and_hits_come_back(
+        cluster: Cluster, origin: Origin, tmp_path: Path) -> None:
+    broker = cluster.broker()
+    image_workers(cluster, [broker], 2, allow=origin.url)
+    with redis_server(tmp_path) as redis:
+        doors = [start_gateway(cluster, [broker.endpoint], "--redis", redis.url,
+                               "--cache-bytes", "0") for _ in range(2)]
+        urls = [signed([f"w:{16 + i}"], f"{origin.url}/a.jpg", signer=None) for i in range(8)]
+        status, _, _ = doors[0].call("GET", urls[0])
+        assert status == 200
+        wait_for(lambda: redis.keys() >= 1, 5, "the result in redis")
+        status, headers, _ = doors[1].call("GET", urls[0])
+        assert (status, headers["X-Cache"]) == (200, "HIT")  # rendered by the other door
+        redis.kill()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: doors[i % 2].call("GET", urls[i % 8]), range(80)))
+        assert [s for s, _, _ in results if s != 200] == []
+        rendered_while_down = served([broker])
+        assert rendered_while_down > 8  # renders went on
+        redis.start()
+
+        def hit_again() -> bool:
+            doors[0].call("GET", urls[3])
+            return doors[1].call("GET", urls[3])[1].get("X-Cache") == "HIT"
+
+        wait_for(hit_again, 30, "hits from redis again")
+
+
+def test_identical_requests_through_two_doors_and_two_brokers_render_once(
+        cluster: Cluster, origin: Origin) -> None:
+    brokers = [cluster.broker(), cluster.broker()]
+    if not BROKER_COALESCES:
+        pytest.skip("these brokers do not coalesce keyed requests yet (core v2's broker)")
+    # a render that takes long enough for all 100 requests to be in flight together
+    image_workers(cluster, brokers, 2, allow=origin.url, stand_in=True,
+                  env={"DIPS_TEST_RENDER_DELAY": "1.5"})
+    endpoints = [b.endpoint for b in brokers]
+    doors = [start_gateway(cluster, endpoints), start_gateway(cluster, endpoints[::-1])]
+    url = signed(["rs:fill:80:80"], f"{origin.url}/b.jpg", signer=None)
+    with concurrent.futures.ThreadPoolExecutor(100) as pool:
+        results = list(pool.map(lambda i: doors[i % 2].call("GET", url), range(100)))
+    assert [status for status, _, _ in results] == [200] * 100
+    assert len({body for _, _, body in results}) == 1
+    assert served(brokers) == 1
+    assert origin.hits["/b.jpg"] == 1
+    coalesced = sum(broker_counter(b.endpoint, "coalesced") for b in brokers)
+    assert coalesced >= 1  # the second door's request joined the first's at the home broker

@@ -1,0 +1,511 @@
+"""BrokerCore driven through its ordering rules and fault paths with an explicit clock.
+
+No sockets: the test plays every peer, feeding the core the frames a ROUTER would see and
+reading its Send actions with the peers' own parsers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+
+from mdp import protocol as p
+from mdp.actions import Lost, Received, Send, Tick
+from mdp.brokercore import BrokerCore
+from mdp.config import BrokerConfig
+
+SVC = b"echo"
+W1, W2, W3 = b"\x00w1", b"\x00w2", b"\x00w3"
+C1, C2, C3 = b"\x00c1", b"\x00c2", b"\x00c3"
+BODY = msgpack.packb({"x": 1})
+
+
+def make(role_of: Any = None, **config: Any) -> BrokerCore:
+    config.setdefault("unknown_grace_s", 2.0)
+    return BrokerCore(BrokerConfig(bind=["inproc://core"], **config), 0.0, role_of=role_of,
+                      instance="one")
+
+
+def out(core: BrokerCore) -> list[tuple[bytes, Any]]:
+    """The core's Send actions as (peer, message parsed as that peer parses it)."""
+    found = []
+    for action in core.take_actions():
+        assert isinstance(action, Send) and action.link == 0
+        peer, frames = action.frames[0], action.frames[1:]
+        if frames[1] == p.WORKER:
+            found.append((peer, p.parse_worker_inbound(frames)))
+        else:
+            found.append((peer, p.parse_client_inbound(frames)))
+    return found
+
+
+def to(peer: bytes, messages: list[tuple[bytes, Any]]) -> list[Any]:
+    return [m for who, m in messages if who == peer]
+
+
+def feed(core: BrokerCore, peer: bytes, frames: list[bytes], now: float,
+         user: str = "") -> list[tuple[bytes, Any]]:
+    core.handle(Received(0, [peer, *frames], user), now)
+    return out(core)
+
+
+def ready(core: BrokerCore, worker: bytes, now: float = 0.0, *, dips: bool = True,
+          batch: bool = False, prefetch: int = 0,
+          service: bytes = SVC) -> list[tuple[bytes, Any]]:
+    """A worker registers; what the core sent (WELCOME, and tasks for it or others)."""
+    meta: dict[str, Any] | None = None
+    if dips:
+        meta = {"pid": 1, "prefetch": prefetch}
+        if batch:
+            meta["batch"] = True
+    return feed(core, worker, p.ready(service, meta), now)
+
+
+def submit(core: BrokerCore, client: bytes, rid: int, now: float, *, body: bytes = BODY,
+           ttl_ms: int = 10_000, ck: bytes | None = None,
+           service: bytes = SVC) -> list[tuple[bytes, Any]]:
+    return feed(core, client, p.client_submit(service, rid, ttl_ms, [body], ck=ck), now)
+
+
+def tick(core: BrokerCore, now: float) -> list[tuple[bytes, Any]]:
+    core.handle(Tick(), now)
+    return out(core)
+
+
+def lost(core: BrokerCore, peer: bytes, now: float) -> list[tuple[bytes, Any]]:
+    """A later send to ``peer`` (a probe, say) failed: it has gone since it got its task."""
+    core.take_actions()  # the shell carries out a batch; a send in it fails
+    core.handle(Lost(0, peer), now)
+    return out(core)
+
+
+def tasks_in(messages: list[Any]) -> list[p.BrokerTask]:
+    found: list[p.BrokerTask] = []
+    for m in messages:
+        if isinstance(m, p.BrokerTasks):
+            found += m.tasks
+        elif isinstance(m, p.BrokerTask):
+            found.append(m)
+    return found
+
+
+def result_of(messages: list[Any]) -> dict[int, Any]:
+    """Request id -> decoded reply, over every RESULT in ``messages``."""
+    found: dict[int, Any] = {}
+    for m in messages:
+        if isinstance(m, p.Replies):
+            found.update({rid: p.unpack(b) for rid, b in zip(m.rids, m.bodies, strict=True)})
+        elif isinstance(m, p.Reply) and m.rid is not None:
+            found[m.rid] = p.unpack(m.body[0])
+    return found
+
+
+def error_of(messages: list[Any], rid: int) -> str:
+    return str(result_of(messages)[rid]["error"]["code"])
+
+
+# --- the lone request, handshakes ------------------------------------------------------------
+
+
+def test_a_lone_request_goes_to_an_idle_worker_at_once_and_its_reply_back() -> None:
+    core = make()
+    ready(core, W1)
+    [(_, task)] = submit(core, C1, 5, 0.1)  # no tick needed: nothing is gathered
+    assert isinstance(task, p.BrokerTask) and task.body == [BODY] and task.ttl_ms == 10_000
+    [(peer, reply)] = feed(core, W1, p.reply(task.key, [b"answer"]), 0.2)
+    assert peer == C1 and reply == p.Reply(SVC, [b"answer"], 5)
+    assert core.next_deadline() == 1.0  # the heartbeat; no probe, nothing gathered
+
+
+def test_dips_workers_are_welcomed_with_batches_and_progress() -> None:
+    core = make()
+    [(_, welcome)] = feed(core, W1, p.ready(SVC, {"pid": 1}), 0.0)
+    assert isinstance(welcome, p.BrokerWelcome)
+    assert welcome.meta["batch"] is True and welcome.meta["progress"] is True
+    assert welcome.meta["instance"] == "one"
+    assert feed(core, W2, p.ready(SVC, None), 0.0) == []  # a standard worker: no answer
+
+
+def test_hello_gives_the_next_standard_request_an_id_deadline_and_key() -> None:
+    core = make()
+    ready(core, W1)
+    [(_, welcome)] = feed(core, C1, p.client_hello(p.First(41, 3000, 1, b"k")), 0.0)
+    assert isinstance(welcome, p.Welcome)
+    [(_, task)] = feed(core, C1, p.client_request(SVC, [BODY]), 0.5)
+    assert isinstance(task, p.BrokerTask) and task.ttl_ms == 3000
+    [(_, reply)] = feed(core, W1, p.reply(task.key, [b"r"]), 0.6)
+    assert reply == p.Reply(SVC, [b"r"], 41)
+    [(_, plain)] = feed(core, C1, p.client_request(SVC, [BODY]), 0.7)  # "first" is used once
+    [(_, reply)] = feed(core, W1, p.reply(plain.key, [b"r"]), 0.8)  # type: ignore[union-attr]
+    assert reply == p.Reply(SVC, [b"r"], None)
+
+
+def test_a_standard_worker_gets_a_request_and_never_a_second_task() -> None:
+    core = make()
+    ready(core, W1, dips=False)
+    [(_, first)] = submit(core, C1, 1, 0.0)
+    assert isinstance(first, p.BrokerTask) and not first.dips
+    assert submit(core, C1, 2, 0.0) == [] and tick(core, 0.0) == []
+    [(_, answer), (_, second)] = feed(core, W1, p.reply(first.key, [b"a"]), 0.1)
+    assert answer == p.Reply(SVC, [b"a"], 1) and isinstance(second, p.BrokerTask)
+
+
+def test_a_worker_the_broker_does_not_know_is_told_to_register_again() -> None:
+    core = make()
+    assert feed(core, W1, p.signal(p.HEARTBEAT), 0.0) == [
+        (W1, p.BrokerSignal(p.DISCONNECT))]
+    assert feed(core, W1, p.reply(b"k", [b"a"]), 0.0) == [(W1, p.BrokerSignal(p.DISCONNECT))]
+    assert feed(core, W1, p.signal(p.DISCONNECT), 0.0) == []
+
+
+def test_a_malformed_request_is_answered_bad_request_and_other_garbage_dropped() -> None:
+    core = make(max_frames=8)
+    [(_, reply)] = feed(core, C1, p.client_request(SVC, [b"x"] * 9), 0.0)
+    assert isinstance(reply, p.Reply) and "--max-frames" in p.unpack(reply.body[0])[
+        "error"]["message"]
+    [(_, reply)] = feed(core, C1, p.client_request(b"no such!", [BODY]), 0.0)
+    assert p.unpack(reply.body[0])["error"]["field"] == "service"  # type: ignore[union-attr]
+    assert feed(core, C1, [b"", p.DIPS_CLIENT, p.SUBMIT, SVC, b"\xc1", BODY], 0.0) == []
+    assert feed(core, C1, [b"nonsense"], 0.0) == []
+    assert feed(core, W1, [b"", p.WORKER, b"\x7f"], 0.0) == []
+    assert core.dispatcher.counters.dropped == 4
+
+
+# --- wire order ------------------------------------------------------------------------------
+
+
+def test_tasks_for_a_batch_worker_are_gathered_until_the_pass_ends() -> None:
+    core = make()
+    ready(core, W1, batch=True, prefetch=8)
+    feed(core, C1, p.client_submit_batch(SVC, [1, 2, 3], 10_000, [b"a", b"b", b"c"]), 0.0)
+    assert core.next_deadline() == float("-inf")  # gathered: the shell ticks at once
+    [(_, tasks)] = tick(core, 0.0)
+    assert isinstance(tasks, p.BrokerTasks)  # one message: the running task and one held
+    assert [t.hold for t in tasks.tasks] == [False, True]
+
+
+def test_tasks_gathered_for_a_worker_go_before_a_recall_to_it() -> None:
+    core = make()
+    ready(core, W1, batch=True, prefetch=8)
+    ready(core, W2, dips=False)
+    sent = feed(core, C1, p.client_submit_batch(SVC, [1, 2, 3], 10_000, [b"a", b"b", b"c"]),
+                0.0)
+    [w2_task] = tasks_in(to(W2, sent))  # a standard worker's task goes at once
+    sent = tick(core, 0.0)
+    w1_tasks = tasks_in(to(W1, sent))
+    assert [t.hold for t in w1_tasks] == [False, True]
+    # W2 answers: it is idle while W1 holds a task behind its own; W1 is asked for it back,
+    # and a task for W1 gathered in the same pass must reach it before that RECALL
+    sent = feed(core, W2, p.reply(w2_task.key, [b"r"]), 0.1)
+    assert sent == [(C1, p.Reply(SVC, [b"r"], 2)), (W1, p.BrokerRecall(w1_tasks[1].key))]
+
+
+def test_a_task_gathered_in_the_pass_that_recalls_it_goes_before_the_recall() -> None:
+    core = make()
+    ready(core, W1, batch=True, prefetch=8)
+    ready(core, W2, dips=False)
+    sent = feed(core, C1, p.client_submit_batch(SVC, [1, 2, 3], 10_000, [b"a", b"b", b"c"]),
+                0.0)
+    [w2_task] = tasks_in(to(W2, sent))
+    [first, _] = tasks_in(to(W1, tick(core, 0.0)))
+    assert submit(core, C1, 4, 0.0) == []  # queued: W1 holds as much as it may
+    # one pass: W1 answers its first (and is given request 4 to hold, gathered), then W2
+    # answers and is idle with nothing queued, so request 4 is recalled from W1
+    feed(core, W1, p.reply(first.key, [b"r1"]), 0.1)
+    sent = feed(core, W2, p.reply(w2_task.key, [b"r2"]), 0.1)
+    w1 = to(W1, sent)
+    [fourth] = tasks_in(w1[:-1])
+    assert fourth.body == [BODY] and w1[-1] == p.BrokerRecall(fourth.key)
+
+
+def test_a_probe_to_a_worker_goes_after_the_tasks_gathered_for_it() -> None:
+    core = make()
+    ready(core, W1, batch=True, prefetch=8)
+    submit(core, C1, 1, 0.0)
+    [(_, task)] = tick(core, 0.0)
+    assert isinstance(task, p.BrokerTask)
+    submit(core, C1, 2, 0.3)  # held behind the first; gathered
+    sent = tick(core, 0.3)  # the probe is due: the first task is 0.3 s old
+    assert [type(m) for _, m in sent] == [p.BrokerTask, p.BrokerSignal]
+    assert sent[1][1] == p.BrokerSignal(p.HEARTBEAT)
+
+
+def test_a_reply_gathered_for_a_batch_goes_before_a_pong() -> None:
+    """A PONG says which requests the broker no longer holds: a reply gathered but not yet
+    sent must go first, or the client takes that request for lost."""
+    core = make()
+    ready(core, W1)
+    feed(core, C1, p.client_hello(batch=True), 0.0)
+    [(_, task)] = submit(core, C1, 7, 0.0)
+    assert feed(core, W1, p.reply(task.key, [b"r"]), 0.1) == []  # gathered
+    sent = feed(core, C1, p.client_ping([7]), 0.1)
+    assert sent == [(C1, p.Reply(SVC, [b"r"], 7)), (C1, p.Pong([7], "one"))]
+    assert tick(core, 0.1) == []  # nothing left to send twice
+
+
+def test_replies_for_a_batch_client_go_together_at_the_end_of_the_pass() -> None:
+    core = make()
+    ready(core, W1)
+    ready(core, W2)
+    feed(core, C1, p.client_hello(batch=True), 0.0)
+    sent = feed(core, C1, p.client_submit_batch(SVC, [1, 2], 10_000, [b"a", b"b"]), 0.0)
+    keys = {peer: tasks_in([m])[0].key for peer, m in sent}
+    assert feed(core, W1, p.reply(keys[W1], [b"ra"]), 0.1) == []
+    assert feed(core, W2, p.reply(keys[W2], [b"rb"]), 0.1) == []
+    [(_, replies)] = tick(core, 0.1)
+    assert replies == p.Replies(SVC, [1, 2], [b"ra", b"rb"])
+
+
+def test_pings_tell_which_requests_the_broker_holds() -> None:
+    core = make()
+    submit(core, C1, 5, 0.0)  # nobody offers echo yet: it waits (start-up grace)
+    assert feed(core, C1, p.client_ping([5, 6]), 0.0) == [(C1, p.Pong([6], "one"))]
+
+
+# --- faults: lost workers, poisoned requests --------------------------------------------------
+
+
+def running_at(core: BrokerCore, worker: bytes, rid: int, now: float,
+               body: bytes = BODY, client: bytes = C1) -> p.BrokerTask:
+    """Request ``rid`` running at ``worker`` (the only idle one)."""
+    [(peer, task)] = submit(core, client, rid, now, body=body)
+    assert peer == worker and isinstance(task, p.BrokerTask)
+    return task
+
+
+def test_a_lost_workers_request_goes_to_another_worker() -> None:
+    core = make()
+    ready(core, W1)
+    running_at(core, W1, 1, 0.0)
+    ready(core, W2, 0.1)
+    [(peer, task)] = lost(core, W1, 0.5)  # a send to W1 failed: it is gone
+    assert peer == W2 and isinstance(task, p.BrokerTask)
+    [(_, reply)] = feed(core, W2, p.reply(task.key, [b"done"]), 0.6)
+    assert reply == p.Reply(SVC, [b"done"], 1)
+    assert core.dispatcher.counters.requeued == 1 and core.dispatcher.counters.poisoned == 0
+
+
+def test_a_poisoned_request_costs_two_workers_then_worker_lost_and_is_remembered() -> None:
+    core = make()
+    for worker in (W1, W2, W3):
+        ready(core, worker)
+    poison = msgpack.packb({"die": True})
+    task = running_at(core, W1, 1, 0.0, poison)
+    [(peer, again)] = lost(core, W1, 0.3)
+    assert peer != W1 and tasks_in([again])[0].body == [poison]
+    sent = lost(core, peer, 0.6)
+    assert sent == [(C1, sent[0][1])] and error_of([sent[0][1]], 1) == "worker_lost"
+    message = result_of([sent[0][1]])[1]["error"]["message"]
+    assert "'echo'" in message and "2 workers" in message
+    assert core.dispatcher.counters.poisoned == 1
+    status = core.status(0.7)
+    assert status["counters"]["poisoned"] == 1
+    assert status["services"]["echo"]["counters"]["poisoned"] == 1
+    # a resend is refused at once: the same id, or the same body from anyone
+    assert error_of([m for _, m in submit(core, C1, 1, 1.0)], 1) == "worker_lost"
+    assert error_of([m for _, m in submit(core, C2, 9, 1.0, body=poison)], 9) == "worker_lost"
+    # an ordinary request still goes to the last worker; the memory fades
+    assert tasks_in([m for _, m in submit(core, C2, 10, 1.0)])
+    assert submit(core, C3, 11, 61.0, body=poison) == []  # queued behind request 10
+    assert core.dispatcher.holds(C3, 11) and task.body == [poison]
+
+
+def test_only_the_running_task_counts_a_loss_held_ones_are_requeued_uncounted() -> None:
+    core = make(max_worker_losses=1)
+    ready(core, W1, prefetch=4)
+    running_at(core, W1, 1, 0.0)
+    [(_, held)] = submit(core, C1, 2, 0.0)  # no other worker: held behind the first
+    assert isinstance(held, p.BrokerTask) and held.hold
+    sent = lost(core, W1, 0.5)
+    assert error_of([m for _, m in sent], 1) == "worker_lost"  # one loss allowed
+    assert 2 not in result_of([m for _, m in sent])  # the held one waits for a worker
+    assert [t.body for t in tasks_in(to(W2, ready(core, W2, 0.6)))] == [[BODY]]
+
+
+def test_a_task_whose_send_failed_never_reached_the_worker_and_costs_nothing() -> None:
+    core = make(max_worker_losses=1)
+    ready(core, W1)
+    [(_, task)] = submit(core, C1, 1, 0.0)  # the shell takes this batch...
+    assert isinstance(task, p.BrokerTask)
+    core.handle(Lost(0, W1), 0.0)  # ...and the send of that very task fails: no loss
+    assert out(core) == []
+    assert core.dispatcher.counters.poisoned == 0 and len(core.dispatcher.services[SVC].queue) == 1
+
+
+def test_a_worker_leaving_with_disconnect_costs_its_request_nothing() -> None:
+    core = make(max_worker_losses=1)
+    ready(core, W1)
+    running_at(core, W1, 1, 0.0)
+    ready(core, W2, 0.1)
+    [(peer, task)] = feed(core, W1, p.signal(p.DISCONNECT), 0.2)
+    assert peer == W2 and isinstance(task, p.BrokerTask)
+
+
+def test_a_silent_standard_worker_holding_a_task_is_a_loss_a_dips_one_is_not_expired() -> None:
+    core = make(max_worker_losses=1)
+    ready(core, W1, dips=False)
+    running_at(core, W1, 1, 0.0)
+    ready(core, W2, 0.0)
+    running_at(core, W2, 2, 0.0)
+    for now in (1.0, 2.0):
+        tick(core, now)
+    sent = tick(core, 3.0)  # W1 was silent for 3 heartbeats; W2 holds a task: exempt
+    assert (W1, p.BrokerSignal(p.DISCONNECT)) in sent
+    assert error_of([m for _, m in sent], 1) == "worker_lost"
+    assert W2 in core.dispatcher.workers and W1 not in core.dispatcher.workers
+
+
+def test_workers_holding_a_task_are_probed_idle_ones_get_the_heartbeat_burst() -> None:
+    core = make()
+    ready(core, W1)
+    ready(core, W2)
+    running_at(core, W1, 1, 0.0)
+    assert core.next_deadline() == pytest.approx(0.2)
+    assert tick(core, 0.1) == []
+    assert tick(core, 0.25) == [(W1, p.BrokerSignal(p.HEARTBEAT))]
+    burst = tick(core, 1.0)
+    assert sorted(peer for peer, _ in burst) == [W1, W2]
+
+
+# --- coalescing -----------------------------------------------------------------------------
+
+
+def test_identical_requests_are_worked_once_and_everyone_gets_the_reply() -> None:
+    core = make()
+    ready(core, W1)
+    ready(core, W2)
+    [(_, task)] = submit(core, C1, 1, 0.0, ck=b"key")
+    assert submit(core, C2, 7, 0.1, ck=b"key", ttl_ms=20_000) == []  # attached
+    assert submit(core, C1, 2, 0.1, ck=b"other") != []  # another key: its own task
+    assert feed(core, C2, p.client_ping([7]), 0.2) == [(C2, p.Pong([], "one"))]
+    sent = feed(core, W1, p.reply(task.key, [b"shared"]), 0.3)  # type: ignore[union-attr]
+    assert sorted(sent) == [(C1, p.Reply(SVC, [b"shared"], 1)),
+                            (C2, p.Reply(SVC, [b"shared"], 7))]
+    assert core.dispatcher.counters.coalesced == 1
+    assert core.status(0.3)["services"]["echo"]["counters"]["coalesced"] == 1
+    [(_, fresh)] = submit(core, C3, 3, 0.4, ck=b"key")  # the first is answered: a new task
+    assert isinstance(fresh, p.BrokerTask)
+
+
+def test_a_shared_request_lives_until_its_latest_caller_gives_up() -> None:
+    core = make()
+    submit(core, C1, 1, 0.0, ck=b"key", ttl_ms=1_500)  # queued: no worker yet
+    submit(core, C2, 2, 0.5, ck=b"key", ttl_ms=5_000)
+    sent = tick(core, 1.6)  # C1's deadline passed: it is told, the request goes on for C2
+    assert error_of(to(C1, sent), 1) == "expired"
+    [task] = tasks_in(to(W1, ready(core, W1, 2.0)))
+    assert task.ttl_ms == 3500  # the latest caller's deadline
+    sent = feed(core, W1, p.reply(task.key, [b"r"]), 2.1)
+    assert sent == [(C2, p.Reply(SVC, [b"r"], 2))]
+
+
+def test_a_task_found_expired_by_its_worker_runs_again_for_a_caller_that_came_later() -> None:
+    core = make()
+    ready(core, W1)
+    [(_, task)] = submit(core, C1, 1, 0.0, ck=b"key", ttl_ms=1_000)
+    submit(core, C2, 2, 0.9, ck=b"key", ttl_ms=5_000)
+    expired = [p.error_body(p_errors_expired())]
+    sent = feed(core, W1, p.reply(task.key, expired), 1.1)  # type: ignore[union-attr]
+    [again] = tasks_in(to(W1, sent))
+    assert again.body == [BODY] and again.ttl_ms == 4800
+
+
+def p_errors_expired() -> Any:
+    from mdp.errors import Expired
+
+    return Expired("too late")
+
+
+def test_a_poisoned_shared_request_answers_every_caller_worker_lost() -> None:
+    core = make(max_worker_losses=1)
+    ready(core, W1)
+    running_at(core, W1, 1, 0.0)
+    feed(core, C2, p.client_submit(SVC, 2, 10_000, [BODY], ck=None), 0.0)  # queued, no ck
+    core2 = make(max_worker_losses=1)
+    ready(core2, W1)
+    submit(core2, C1, 1, 0.0, ck=b"k")
+    submit(core2, C2, 2, 0.0, ck=b"k")
+    sent = lost(core2, W1, 0.5)
+    assert error_of(to(C1, sent), 1) == "worker_lost"
+    assert error_of(to(C2, sent), 2) == "worker_lost"
+
+
+# --- progress ------------------------------------------------------------------------------
+
+
+def test_progress_goes_to_callers_that_asked_and_never_after_the_reply() -> None:
+    core = make()
+    ready(core, W1)
+    feed(core, C1, p.client_hello(progress=True, batch=True), 0.0)
+    feed(core, C2, p.client_hello(), 0.0)
+    [(_, task)] = submit(core, C1, 1, 0.0, ck=b"k")
+    submit(core, C2, 2, 0.0, ck=b"k")
+    key = task.key  # type: ignore[union-attr]
+    sent = feed(core, W1, p.progress(key, "status", 3, 10), 0.1)
+    assert sent == [(C1, p.Progress(SVC, 1, "status", 3, 10))]  # C2 did not ask
+    sent = feed(core, W1, p.progress(key, "data", data=b"chunk"), 0.1)
+    assert sent == [(C1, p.Progress(SVC, 1, "data", data=b"chunk"))]
+    assert feed(core, W1, p.reply(key, [b"r"]), 0.2) == [(C2, p.Reply(SVC, [b"r"], 2))]
+    assert feed(core, W1, p.progress(key, "status", 10, 10), 0.2) == []  # after the reply
+    assert tick(core, 0.2) == [(C1, p.Reply(SVC, [b"r"], 1))]
+
+
+def test_progress_keeps_its_place_behind_a_reply_gathered_for_the_same_client() -> None:
+    core = make()
+    ready(core, W1)
+    ready(core, W2)
+    feed(core, C1, p.client_hello(progress=True, batch=True), 0.0)
+    [(_, first)] = submit(core, C1, 1, 0.0)
+    [(_, second)] = submit(core, C1, 2, 0.0)
+    feed(core, W1, p.reply(first.key, [b"r1"]), 0.1)  # type: ignore[union-attr]
+    sent = feed(core, W2, p.progress(second.key, "status", 1, 2), 0.1)  # type: ignore[union-attr]
+    assert sent == [(C1, p.Reply(SVC, [b"r1"], 1)), (C1, p.Progress(SVC, 2, "status", 1, 2))]
+
+
+# --- unknown services ------------------------------------------------------------------------
+
+
+def test_an_unknown_service_is_answered_at_once_after_the_start_up_grace() -> None:
+    core = make(unknown_grace_s=2.0)
+    ready(core, W1, service=b"ecard")
+    assert submit(core, C1, 1, 0.5, service=b"nosuch") == []  # workers may still register
+    sent = submit(core, C1, 2, 2.5, service=b"nosuch")
+    message = result_of(to(C1, sent))[2]["error"]
+    assert message["code"] == "unknown_service" and "ecard" in message["message"]
+    assert error_of(to(C1, tick(core, 2.6)), 1) == "unknown_service"  # its grace is over
+
+
+def test_a_service_that_had_workers_keeps_its_grace() -> None:
+    core = make(unknown_grace_s=2.0)
+    ready(core, W1, 0.0)
+    feed(core, W1, p.signal(p.DISCONNECT), 5.0)  # restarting
+    assert submit(core, C1, 1, 5.5) == []
+    assert tasks_in(to(W2, ready(core, W2, 6.0)))  # back: the request is served
+
+
+# --- CURVE roles -----------------------------------------------------------------------------
+
+
+def test_under_curve_only_client_keys_request_and_only_worker_keys_serve() -> None:
+    roles = {"C": "client", "W": "worker"}
+    core = make(role_of=lambda user: roles.get(user, ""))
+    feed(core, W1, p.ready(SVC, {"pid": 1}), 0.0, user="C")
+    assert not core.dispatcher.workers
+    sent = feed(core, W2, p.client_submit(SVC, 1, 1000, [BODY]), 0.0, user="W")
+    assert error_of(to(W2, sent), 1) == "bad_request"
+    feed(core, W1, p.ready(SVC, {"pid": 1}), 0.0, user="W")
+    [(peer, task)] = feed(core, C1, p.client_submit(SVC, 2, 1000, [BODY]), 0.0, user="C")
+    assert peer == W1
+    del roles["C"]  # revoked while its request runs: no reply
+    assert feed(core, W1, p.reply(task.key, [b"r"]), 0.1) == []  # type: ignore[union-attr]
+    del roles["W"]
+    core.purge_revoked(0.2)
+    assert out(core) == [(W1, p.BrokerSignal(p.DISCONNECT))] and not core.dispatcher.workers
+
+
+def test_a_send_to_a_gone_client_counts_as_undeliverable() -> None:
+    core = make()
+    lost(core, C1, 0.0)
+    assert core.dispatcher.counters.undeliverable == 1
