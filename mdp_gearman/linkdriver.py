@@ -25,8 +25,9 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from mdp import sockio
+from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
 from mdp.keys import CurveConfig
-from mdp.workercore import CLOSE, CONNECT, SEND, Phase, WorkerCore
+from mdp.workercore import Phase, WorkerCore
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class LinkDriver:
         if self.closed:
             return
         while True:
-            if self.core.out:
+            if self.core.actions:
                 self._flush()
             if not self._read_all():
                 break
@@ -104,21 +105,21 @@ class LinkDriver:
 
     def _flush(self) -> None:
         core = self.core
-        while core.out:
-            actions, core.out = core.out, []
-            for kind, index, arg in actions:
-                if kind == SEND:
-                    sock = self.sockets[index]
-                    if sock is not None:
-                        try:
-                            sockio.send(sock, arg)
-                        except zmq.Again:
-                            log.debug("send queue to %s full; message dropped",
-                                      core.links[index].endpoint)
-                elif kind == CLOSE:
-                    self._close_socket(index, arg)
-                elif kind == CONNECT:
-                    self._connect(index)
+        while core.actions:
+            for action in core.take_actions():
+                match action:
+                    case Send(index, frames):
+                        sock = self.sockets[index]
+                        if sock is not None:
+                            try:
+                                sockio.send(sock, frames)
+                            except zmq.Again:
+                                log.debug("send queue to %s full; message dropped",
+                                          core.links[index].endpoint)
+                    case Close(index, linger_ms):
+                        self._close_socket(index, linger_ms)
+                    case Open(index):
+                        self._connect(index)
 
     def _connect(self, index: int) -> None:
         self._close_socket(index, 0)
@@ -136,7 +137,7 @@ class LinkDriver:
         for fd in fds:
             self._loop.add_reader(fd, self._on_readable)
         self._loop.call_soon(self._on_readable)  # the descriptor may have fired already
-        self.core.connected(index, self._loop.time())
+        self.core.handle(Opened(index), self._loop.time())  # a DEALER queues until it is up
 
     def _close_socket(self, index: int, linger_ms: int) -> None:
         sock, monitor = self.sockets[index], self.monitors[index]
@@ -162,7 +163,7 @@ class LinkDriver:
         for index in range(len(self.sockets)):
             monitor = self.monitors[index]
             if monitor is not None and _dropped(monitor):
-                core.lost(index, now)
+                core.handle(Lost(index), now)
                 got = True
             sock = self.sockets[index]
             while sock is not None and sock is self.sockets[index] and sockio.readable(sock):
@@ -171,10 +172,10 @@ class LinkDriver:
                     break
                 got = True
                 try:
-                    core.receive(index, frames, now)
+                    core.handle(Received(index, frames), now)
                 except Exception:  # the barrier: no input stops the door
                     log.exception("error handling a message from %s", core.links[index].endpoint)
-                if core.out:
+                if core.actions:
                     self._flush()
         if got:
             self.owner.on_input(now)
@@ -193,7 +194,7 @@ class LinkDriver:
         try:
             now = self._loop.time()
             if now >= self.core.next_deadline(now):
-                self.core.tick(now)
+                self.core.handle(Tick(), now)
             self.owner.on_input(now)
             self.pump()
         except Exception:

@@ -13,8 +13,9 @@ Two things a Python worker never needs:
   it (a job from another door; a job given up on that it still runs): every link says BUSY
   and the tasks waiting here go back to their brokers. The next :meth:`begin` that finds
   nothing to run says FREE again.
-* :meth:`ProxyCore.progress`: WORK_STATUS, WORK_DATA and WORK_WARNING of the task in hand
-  become PROGRESS, on links whose broker offered it in WELCOME.
+
+WORK_STATUS, WORK_DATA and WORK_WARNING become PROGRESS through the core's own
+``progress``.
 
 The core's own time limit is not used: the door gives up on a Gearman job itself (the
 function's CAN_DO_TIMEOUT or ``--worker-time-limit``) and keeps the connection.
@@ -27,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mdp import protocol as p
-from mdp.workercore import Link, LinkMode, Timing, WorkerCore
+from mdp.workercore import LinkMode, Task, Timing, WorkerCore
 
 NO_TIME_LIMIT_S = 10.0 * 365 * 24 * 3600  # the door enforces job limits itself
 
@@ -43,17 +44,10 @@ class ProxyCore(WorkerCore):
                          0, prefetch)
         ready_meta = {**meta, "prefetch": prefetch, "batch": True}
         self._readies = [p.ready(f.encode(), ready_meta) for f in self.link_functions]
-        self._progress: set[int] = set()  # links whose broker relays PROGRESS
 
     def connected(self, i: int, now: float) -> None:
-        self._progress.discard(i)
         self._ready = self._readies[i]  # the READY this link sends: its own function
         super().connected(i, now)
-
-    def _on_welcome(self, i: int, link: Link, welcome: p.BrokerWelcome, now: float) -> None:
-        super()._on_welcome(i, link, welcome, now)
-        if welcome.meta.get("progress") is True:
-            self._progress.add(i)
 
     def busy_elsewhere(self, now: float) -> None:
         """The Gearman worker is busy out of this core's sight: BUSY everywhere, and the
@@ -62,7 +56,7 @@ class ProxyCore(WorkerCore):
             if link.mode is LinkMode.DIPS and not link.told_busy:
                 self._send(i, p.busy(), now)
                 link.told_busy = True
-        kept: deque[Any] = deque()
+        kept: deque[Task] = deque()
         for task in self.waiting:
             if task.dips:
                 self._send(task.link, p.bounce(task.key), now)
@@ -70,16 +64,5 @@ class ProxyCore(WorkerCore):
                 kept.append(task)  # a standard broker cannot take it back: it waits
         self.waiting = kept
 
-    def progress(self, kind: str, now: float, num: int | None = None,
-                 den: int | None = None, data: bytes | None = None) -> bool:
-        """PROGRESS of the task in hand to its broker, if that broker takes it."""
-        task = self.current
-        if task is None or task.link not in self._progress or not task.dips:
-            return False
-        if self.links[task.link].epoch != task.epoch:
-            return False
-        self._send(task.link, p.progress(task.key, kind, num, den, data), now)
-        return True
-
-    def function_of(self, task: Any) -> str:
+    def function_of(self, task: Task) -> str:
         return self.link_functions[task.link]

@@ -25,6 +25,7 @@ from mdp.errors import BadRequest, ConfigError, RequestError, Timeout
 from mdp.keys import CurveConfig
 from mdp.status import BrokerStatus
 from mdp.version import code_version
+from mdp.workercore import Timing
 from mdp_gearman import admin, mapping
 from mdp_gearman import packets as g
 from mdp_gearman.background import BackgroundRunner, Outcome
@@ -34,7 +35,7 @@ from mdp_gearman.jobs import SUBMISSIONS, Job, JobTable, Submission, parse_submi
 from mdp_gearman.linkdriver import LinkDriver
 from mdp_gearman.outbox import Outbox, StoredJob
 from mdp_gearman.packets import T
-from mdp_gearman.proxycore import ProxyCore
+from mdp_gearman.proxycore import NO_TIME_LIMIT_S, ProxyCore
 from mdp_gearman.slots import PrioritySlots
 from mdp_gearman.workers import GearmanWorker, WorkerSettings
 
@@ -194,8 +195,9 @@ class Gateway:
         self.runner: BackgroundRunner | None = None
         self.zmq = zmq.Context()
         self.worker_settings = WorkerSettings(
-            tuple(config.brokers), config.worker_time_limit_s, prefetch=config.worker_prefetch,
-            raw_field=config.raw_field,
+            tuple(config.brokers), config.worker_time_limit_s,
+            Timing(config.heartbeat_interval_s, time_limit_s=NO_TIME_LIMIT_S, reply_gather_s=0),
+            prefetch=config.worker_prefetch, raw_field=config.raw_field,
             meta={"version": f"gearman-worker via mdp-gearman {code_version()}"})
         self._curve = (CurveConfig.from_files(config.curve_secret, config.broker_key)
                        if config.curve_secret and config.broker_key else None)
@@ -450,10 +452,9 @@ async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> int
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    config, level = parse_args(argv)
+    logging.basicConfig(level=level, format=LOG_FORMAT)
     try:
-        config, level = parse_args(argv)
-        logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
-        config.validate()
         return asyncio.run(serve(config))
     except ConfigError as exc:
         log.error("%s", exc)

@@ -24,11 +24,13 @@ Gearman's cycle, as the door plays the job server:
 
 A job runs at most its function's CAN_DO_TIMEOUT (or ``--worker-time-limit``); past that the
 door answers the caller ``worker_timeout`` and keeps the worker marked busy (it sends BUSY
-everywhere) until it reports on that job or asks for another. A worker that was woken and
-has not asked for its task within ``GRAB_GRACE_S`` is busy out of the door's sight (a job
-from another door): its waiting tasks go back to the brokers for an idle worker.
-When the connection drops, the driver closes the worker's broker connections at once; the
-brokers count it as a lost worker and give its task to another.
+everywhere) until it reports on that job or asks for another. A worker that has not asked
+for a task waiting for it within ``GRAB_GRACE_S`` (woken, or awake between two asks) is
+busy out of the door's sight, with another door's job: its waiting tasks go back to the
+brokers for an idle worker, and it is BUSY there until it asks again.
+When the connection of a worker that holds a job drops, the driver closes its broker
+connections at once: the brokers count a lost worker and give its task to another. A worker
+that held no job leaves cleanly (DISCONNECT), costing no request a loss.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from mdp_gearman.proxycore import NO_TIME_LIMIT_S, ProxyCore
 
 log = logging.getLogger(__name__)
 
-GRAB_GRACE_S = 0.025  # woken and silent this long: busy with another door's job
+GRAB_GRACE_S = 0.025  # offered a task and silent this long: busy with another door's job
 MAX_FUNCTIONS = 256  # per connection
 FAIL_CODE = mapping.GEARMAN_FAIL  # WORK_FAIL
 EXCEPTION_CODE = mapping.GEARMAN_EXCEPTION  # WORK_EXCEPTION; the message is its bytes
@@ -113,7 +115,7 @@ class GearmanWorker:
         self.core: ProxyCore | None = None
         self.driver: Driver | None = None
         self.sleeping = False
-        self.woken_at: float | None = None  # NOOP sent, no GRAB yet
+        self.offered_at: float | None = None  # since when a task waits for it to ask
         self.assigned: Assignment | None = None
         self.given_up: bytes | None = None  # a job past its limit the worker still runs
         self.served = 0
@@ -125,9 +127,7 @@ class GearmanWorker:
         if kind in GRABS:
             self._grab(GRABS[kind], now)
         elif kind == T.PRE_SLEEP:
-            self._sync(now)
-            self.sleeping = True
-            self._wake_if_work(now)
+            self._sleep(now)
         elif kind in (T.CAN_DO, T.CAN_DO_TIMEOUT):
             self._can_do(args, now)
         elif kind == T.CANT_DO:
@@ -139,6 +139,7 @@ class GearmanWorker:
         elif kind in (T.WORK_COMPLETE, T.WORK_FAIL, T.WORK_EXCEPTION):
             self._finish(kind, args, now)
         # ALL_YOURS: nothing to do (gearmand ignores it too)
+        self._offer(now)
         self._pump()
 
     def _can_do(self, args: tuple[bytes, ...], now: float) -> None:
@@ -160,7 +161,7 @@ class GearmanWorker:
     def _grab(self, reply: int, now: float) -> None:
         self._sync(now)
         self.sleeping = False
-        self.woken_at = None
+        self.offered_at = None
         self.given_up = None  # it asks for work: it has let the old job go
         if self.assigned is not None:  # one job at a time
             self.send(g.build(T.NO_JOB))
@@ -184,6 +185,18 @@ class GearmanWorker:
             return
         self.send(g.build(T.NO_JOB))
 
+    def _sleep(self, now: float) -> None:
+        """PRE_SLEEP: the worker runs nothing and waits for NOOP. If no task waits for it,
+        every broker told BUSY hears FREE now: a worker that last asked for work at another
+        door (that door died under it, say) asks here only after a NOOP, and a broker that
+        thinks it busy would never send the task that brings the NOOP."""
+        self._sync(now)
+        self.sleeping = True
+        if self.assigned is None:
+            self.given_up = None
+            if self.core is not None and not self.core.waiting:
+                self.core.begin(now)  # nothing to start: it only says FREE where it owes it
+
     def _workload(self, task: Task) -> bytes:
         request = decode_request(task.body, self.settings.limits)
         return mapping.gearman_workload(request, self.settings.raw_field)
@@ -195,10 +208,10 @@ class GearmanWorker:
         if kind == T.WORK_STATUS:
             num, den = _count(args[1]), _count(args[2])
             if num is not None and den is not None:
-                self.core.progress("status", now, num, den)
+                self.core.progress(job.task, "status", num, den, None, now)
         else:
-            self.core.progress("data" if kind == T.WORK_DATA else "warning", now,
-                               data=args[1])
+            self.core.progress(job.task, "data" if kind == T.WORK_DATA else "warning", None,
+                               None, args[1], now)
 
     def _finish(self, kind: int, args: tuple[bytes, ...], now: float) -> None:
         job = self.assigned
@@ -253,43 +266,51 @@ class GearmanWorker:
         return self.assigned is not None
 
     def close(self) -> None:
-        """The connection dropped: its broker links go at once (the brokers see a lost
-        worker and give its task to another)."""
-        if self.assigned is not None:
+        """The connection dropped. A worker that held a job is a lost worker: its broker
+        links go at once, and the brokers give its task to another worker and count the
+        loss. One that held none leaves: the tasks that only waited here go back and every
+        broker is told DISCONNECT, so a worker attached to two doors, which is two
+        registrations, costs a request one loss when it dies, not two."""
+        job, self.assigned = self.assigned, None
+        if job is not None:
             log.warning("Gearman worker %s left while running %s (%s); the brokers give it "
-                        "to another worker", self.peer, self.assigned.handle.decode(),
-                        self.assigned.function)
-        self.assigned = None
-        self._retire(abrupt=True)
+                        "to another worker", self.peer, job.handle.decode(), job.function)
+        self._retire(abrupt=job is not None)
 
     # --- the driver's callbacks ----------------------------------------------------------
 
     def on_input(self, now: float) -> None:
-        """The core took in messages or ran its timers: wake the worker, check limits."""
+        """The core took in messages or ran its timers: offer the worker what waits, check
+        the limits."""
         job = self.assigned
         if job is not None and now >= job.started_at + job.limit_s:
             self._give_up(job, now)
-        if self.woken_at is not None and now >= self.woken_at + GRAB_GRACE_S:
-            self.woken_at = None
+        if self.offered_at is not None and now >= self.offered_at + GRAB_GRACE_S:
+            self.offered_at = None
             if self.assigned is None and self.core is not None and self.core.waiting:
-                log.debug("Gearman worker %s did not take its task in %gs; busy elsewhere",
+                log.debug("Gearman worker %s did not ask for its task in %gs; busy elsewhere",
                           self.peer, GRAB_GRACE_S)
                 self.core.busy_elsewhere(now)
-        self._wake_if_work(now)
+        self._offer(now)
 
     def next_deadline(self, now: float) -> float:
         deadline = now + 3600.0
         if self.assigned is not None:
             deadline = min(deadline, self.assigned.started_at + self.assigned.limit_s)
-        if self.woken_at is not None:
-            deadline = min(deadline, self.woken_at + GRAB_GRACE_S)
+        if self.offered_at is not None:
+            deadline = min(deadline, self.offered_at + GRAB_GRACE_S)
         return deadline
 
-    def _wake_if_work(self, now: float) -> None:
-        if self.sleeping and self.assigned is None and self.core is not None \
-                and self.core.waiting:
+    def _offer(self, now: float) -> None:
+        """A task waits for a worker that holds none: wake it if it sleeps, and start the
+        clock on its asking (it may be busy with another door's job, asleep or not)."""
+        if self.assigned is not None or self.core is None or not self.core.waiting:
+            self.offered_at = None
+            return
+        if self.offered_at is None:
+            self.offered_at = now
+        if self.sleeping:
             self.sleeping = False
-            self.woken_at = now
             self.send(g.build(T.NOOP))
 
     def _give_up(self, job: Assignment, now: float) -> None:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from clusterkit import Cluster, Proc, broker_status, wait_for
+from clusterkit import Cluster, Proc, count_workers, wait_for
 
 HERE = Path(__file__).resolve().parent
 TEST_WORKER = HERE / "php" / "test_worker.php"
@@ -30,23 +30,15 @@ def spawn(cluster: Cluster, argv: Sequence[str], name: str,
     return proc
 
 
-def functions_at(endpoint: str, function: str) -> int:
-    """How many workers the broker lists for ``function`` (-1: no answer)."""
-    status = broker_status(endpoint)
-    if status is None:
-        return -1
-    return len(status["services"].get(function, {}).get("workers", []))
-
-
 def php_worker(cluster: Cluster, script: Path, ports: Sequence[int], brokers: Sequence[Proc],
                function: str, env: dict[str, str] | None = None) -> Proc:
     """``php script PORT...``; waits until every broker lists it for ``function`` once
     more than before (once per door it connects to)."""
-    before = [max(0, functions_at(b.endpoint, function)) for b in brokers]
+    before = [max(0, count_workers(b.endpoint, function)) for b in brokers]
     proc = spawn(cluster, ["php", str(script), *map(str, ports)], "php-worker", env)
     for broker, count in zip(brokers, before, strict=True):
         wait_for(lambda b=broker, c=count: proc.popen.poll() is not None
-                 or functions_at(b.endpoint, function) >= c + len(set(ports)), 20,
+                 or count_workers(b.endpoint, function) >= c + len(set(ports)), 20,
                  f"the PHP worker registered for {function} at {broker.endpoint}")
     if proc.popen.poll() is not None:
         raise AssertionError(f"the PHP worker exited:\n{proc.output()}")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from mdp import protocol as p
+from mdp.actions import Open, Opened, Received, Send, Tick
 from mdp.errors import RequestError
 from mdp_gearman import mapping, phpser
 from mdp_gearman import packets as g
@@ -38,15 +39,14 @@ class FakeDriver:
 
     def start(self) -> None:
         self.core.start(0.0)
-        for kind, i, _ in self.core.out:
-            if kind == 3:  # CONNECT: the socket is up at once here
-                self.core.connected(i, 0.0)
-        self.core.out = [a for a in self.core.out if a[0] != 3]
+        for action in self.core.take_actions():
+            if isinstance(action, Open):  # the socket is up at once here
+                self.core.handle(Opened(action.link), 0.0)
         self.pump()
 
     def pump(self) -> None:
-        self.sent += [(i, frames) for kind, i, frames in self.core.out if kind == 1]
-        self.core.out.clear()
+        self.sent += [(a.link, a.frames) for a in self.core.take_actions()
+                      if isinstance(a, Send)]
 
     def drain(self) -> None:
         self.drained = True
@@ -99,7 +99,7 @@ class Rig:
 
     def broker(self, link: int, frames: list[bytes], now: float = 0.0) -> None:
         """A message from the broker of ``link`` (its identity frame dropped)."""
-        self.core.receive(link, frames[1:], now)
+        self.core.handle(Received(link, frames[1:]), now)
         self.worker.on_input(now)
 
     def welcome(self, progress: bool = True) -> None:
@@ -220,7 +220,7 @@ def test_one_job_at_a_time_over_every_function_and_broker() -> None:
     rig.packet(T.GRAB_JOB_ALL)
     rig.task(3, b"kb", {"n": 2})  # function b at broker B, sent as to an idle worker
     assert rig.packet(T.GRAB_JOB_ALL) == [(T.NO_JOB, [])]  # it holds a job already
-    rig.core.tick(0.01)  # the job runs past busy_after
+    rig.core.handle(Tick(), 0.01)  # the job runs past busy_after
     sent = _commands(rig.driver.take())
     assert sorted(sent) == [(1, p.BUSY), (2, p.BUSY), (3, p.BUSY), (3, p.BOUNCE)]
 
@@ -261,6 +261,15 @@ def test_a_woken_worker_that_does_not_come_is_busy_elsewhere() -> None:
     rig.out.clear()
     assert rig.packet(T.GRAB_JOB_ALL, now=2.0) == [(T.NO_JOB, [])]
     assert sorted(_commands(rig.driver.take())) == [(0, p.FREE), (1, p.FREE)]
+    # awake, not asleep (it asked here, then took another door's job): the same
+    rig.task(0, b"k2", {"n": 2}, now=3.0)
+    assert rig.out == []
+    rig.worker.on_input(3.0 + GRAB_GRACE_S)
+    assert _commands(rig.driver.take()) == [(0, p.BUSY), (1, p.BUSY), (0, p.BOUNCE)]
+    # that door died under the job; the worker only goes to sleep here: free again, or
+    # no broker would send the task whose NOOP makes it ask
+    assert rig.packet(T.PRE_SLEEP, now=4.0) == []
+    assert _commands(rig.driver.take()) == [(0, p.FREE), (1, p.FREE)]
 
 
 def test_changed_functions_register_anew_and_a_dropped_connection_is_a_lost_worker() -> None:
@@ -277,6 +286,10 @@ def test_changed_functions_register_anew_and_a_dropped_connection_is_a_lost_work
     rig.packet(T.GRAB_JOB_ALL)
     rig.worker.close()
     assert rig.driver.closed is True  # at once: the brokers see a lost worker
+    rig.packet(T.CAN_DO, b"a")
+    rig.packet(T.GRAB_JOB_ALL)
+    rig.worker.close()
+    assert rig.driver.closed is False  # it held no job: it leaves, costing nobody a loss
     rig.packet(T.RESET_ABILITIES)
     assert rig.packet(T.GRAB_JOB_ALL) == [(T.NO_JOB, [])] and rig.worker.core is None
 

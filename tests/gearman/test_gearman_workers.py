@@ -19,7 +19,7 @@ import pytest
 from gwkit import Raw, need_php, start_gateway
 from phpkit import ECARD_WORKER, TEST_WORKER, php_worker, run_php, start_http
 
-from clusterkit import Cluster, Proc, wait_for
+from clusterkit import FAST_HEARTBEAT, Cluster, Proc, wait_for
 from mdp.client import MDPClient
 from mdp.errors import WorkerError, WorkerTimeout
 from mdp_gearman import phpser
@@ -33,7 +33,7 @@ class Doors:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.brokers = [cluster.broker(), cluster.broker()]
-        self.doors = [start_gateway(cluster, self.brokers) for _ in range(2)]
+        self.doors = [start_gateway(cluster, self.brokers, *FAST_HEARTBEAT) for _ in range(2)]
 
     @property
     def ports(self) -> list[int]:
