@@ -26,6 +26,7 @@ from mdp import sockio
 from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
 from mdp.client import open_socket
 from mdp.clientcore import (
+    CANCELLED,
     Call,
     ClientCore,
     OnProgress,
@@ -172,7 +173,8 @@ class AsyncMDPClient:
         with that exception."""
         core = self._core
         for call, progress in core.take_progress():
-            if call.done or call.on_progress is None:
+            # also when its reply came in the same pass: every report came before it
+            if call.on_progress is None or call.outcome is CANCELLED:
                 continue
             try:
                 call.on_progress(progress.kind, progress.num, progress.den, progress.data)

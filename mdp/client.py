@@ -29,6 +29,7 @@ import zmq
 from mdp import sockio
 from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
 from mdp.clientcore import (
+    CANCELLED,
     Call,
     ClientCore,
     OnProgress,
@@ -325,7 +326,8 @@ class MDPClient:
 
 
 def report(core: ClientCore) -> None:
-    """Give each progress report to its call's ``on_progress`` (in the caller's thread)."""
+    """Give each progress report to its call's ``on_progress`` (in the caller's thread),
+    also when its reply came in the same pass: every report came before it."""
     for call, progress in core.take_progress():
-        if not call.done and call.on_progress is not None:
+        if call.on_progress is not None and call.outcome is not CANCELLED:
             call.on_progress(progress.kind, progress.num, progress.den, progress.data)

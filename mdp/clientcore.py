@@ -90,8 +90,8 @@ class Call:
     """One request, from submission to outcome."""
 
     __slots__ = ("rid", "service", "body", "raw", "priority", "timeout", "deadline",
-                 "sends", "refused_by", "refusal", "sent_at", "at", "outcome", "tag", "key",
-                 "on_progress")
+                 "sends", "refused_by", "refusal", "sent_at", "at", "outcome", "done", "tag",
+                 "key", "on_progress")
 
     def __init__(self, rid: int, service: bytes, body: list[bytes], timeout: float,
                  priority: int = 0, raw: bool = False, tag: Any = None,
@@ -110,13 +110,10 @@ class Call:
         self.at: list[Endpoint] = []  # the brokers it is outstanding on (one, but for
         # an unknown_service tried on every other broker at once)
         self.outcome: Any = _PENDING
+        self.done = False  # the outcome is set (ClientCore._end, the one place)
         self.tag = tag  # the shell's own (an index, a future)
         self.key = key  # coalescing key: identical requests are worked once
         self.on_progress = on_progress
-
-    @property
-    def done(self) -> bool:
-        return self.outcome is not _PENDING
 
     @property
     def endpoint(self) -> Endpoint | None:
@@ -638,6 +635,7 @@ class ClientCore:
         for ep in list(call.at):
             self._drop(call, ep, now, answered=ep is by)
         call.outcome = outcome
+        call.done = True
         del self.pending[call.rid]
         if call.deadline != math.inf:
             self._active -= 1

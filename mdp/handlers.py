@@ -45,7 +45,7 @@ class Handler:
     A ``raw`` handler takes the request frame (already checked to be a valid request map)
     and returns the msgpack encoding of its result, so nothing is decoded or re-encoded.
     An ``instant`` handler (``echo``) cannot run long, so the worker does not put it under
-    the sentinel's watch while it runs.
+    the sentinel's watch while it runs (nor relay progress from it: it has none).
     """
 
     service: str

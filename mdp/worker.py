@@ -112,6 +112,7 @@ class Worker:
         self._wake_send.setblocking(False)
         self._poller: list[tuple[Any, int]] | None = None  # zmq_poll items
         self._poll_links: dict[int, int] = {}  # id(socket) -> link
+        self._monitor_fds: dict[int, int] = {}  # a monitor's descriptor -> link
         self._received: tuple[int, list[bytes]] | None = None  # taken by _wait_one
         self._read_at = 0.0  # when read_all last read every link
         self._call = self._raw_call if handler.raw else self._map_call
@@ -172,7 +173,8 @@ class Worker:
         if self.config.curve is not None:
             self.config.curve.apply(sock, endpoint)
         if len(self.sockets) > 1:
-            self.monitors[link] = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            monitor = self.monitors[link] = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            self._drain_monitor(monitor)  # from now on its descriptor signals each event
         sock.connect(endpoint)
         self.sockets[link] = sock
         self._poller = None
@@ -189,13 +191,22 @@ class Worker:
     def _on_monitor(self, link: int) -> None:
         """The monitor of ``link`` reported: a dropped connection means a new one."""
         monitor = self.monitors[link]
-        dropped = False
-        while monitor is not None and monitor.poll(0):
-            event = recv_monitor_message(monitor)
-            dropped = dropped or event["event"] == zmq.EVENT_DISCONNECTED
-        if dropped:
+        if monitor is not None and self._drain_monitor(monitor):
             self.core.handle(Lost(link), time.monotonic())
             self.flush()
+
+    @staticmethod
+    def _drain_monitor(monitor: zmq.Socket) -> bool:
+        """Read every event the monitor holds (so that its descriptor, which signals only
+        when events arrive at an emptied queue, signals the next); True if one was a
+        dropped connection."""
+        dropped = False
+        while True:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return dropped
+            dropped = dropped or event["event"] == zmq.EVENT_DISCONNECTED
 
     def read_all(self, now: float, links: list[int] | None = None) -> None:
         """Feed the core the message ``_wait`` received, if any, then every message waiting
@@ -245,9 +256,12 @@ class Worker:
                 now = time.monotonic()
                 # before draining, take in every task already here: it is served
                 self.read_all(now, None if self._stop_requested else ready)
-                self.check_stop(now)
-                if now >= core.next_deadline(now):
+                if self._stop_requested:
+                    self.check_stop(now)
+                deadline = core.next_deadline(now)
+                if now >= deadline:
                     core.handle(Tick(), now)
+                    deadline = core.next_deadline(now)
                 task = core.begin(now)
                 if core.actions:
                     self.flush()
@@ -264,7 +278,9 @@ class Worker:
                     else:
                         ready = None
                 elif core.phase is not Phase.DONE:
-                    ready = self._wait(core.next_deadline(now))
+                    # (what begin did since can only make the deadline later: an early
+                    # wake-up at worst)
+                    ready = self._wait(deadline)
         finally:
             self._leave()
             self.lock.release()
@@ -277,10 +293,14 @@ class Worker:
             self._poller.append((self._wake_recv.fileno(), _POLLIN))
             self._poll_links = {id(sock): i for i, sock in enumerate(self.sockets)
                                 if sock is not None}
+            # a monitor is polled by its descriptor alone: as a socket, zmq_poll would ask
+            # it for events (system calls) on every wait, for an event that comes rarely
+            self._monitor_fds = {}
             for i, monitor in enumerate(self.monitors):
                 if monitor is not None:
-                    self._poller.append((monitor, _POLLIN))
-                    self._poll_links[id(monitor)] = -1 - i
+                    fd = monitor.fileno()
+                    self._poller.append((fd, _POLLIN))
+                    self._monitor_fds[fd] = i
         if len(self._poller) == 2 and not self._stop_requested:
             # one link under load: block in its own receive, one system call where a poll
             # costs several; briefly, so that stop() is seen soon without a wake-up socket
@@ -298,14 +318,12 @@ class Worker:
                 return []
         ready = []
         for item, _ in _zmq_poll(self._poller, poll_timeout_ms(deadline, time.monotonic())):
-            if type(item) is int:
-                self._drain_wake()
-                continue
-            link = self._poll_links[id(item)]
-            if link < 0:
-                self._on_monitor(-1 - link)
+            if type(item) is not int:
+                ready.append(self._poll_links[id(item)])
+            elif item in self._monitor_fds:
+                self._on_monitor(self._monitor_fds[item])
             else:
-                ready.append(link)
+                self._drain_wake()
         return ready
 
     def _drain_wake(self) -> None:
@@ -316,20 +334,18 @@ class Worker:
 
     def _run_task(self, task: Task) -> bool:
         """Run the handler inline; True when it was short (under busy_after)."""
-        handlers.reporting(partial(self.report, task))
-        try:
-            if self.handler.instant:
+        if self.handler.instant:  # done in microseconds: no watch, nothing to report
+            body = self._call(task)
+        else:
+            handlers.reporting(partial(self.report, task))
+            self.lock.release()
+            SENTINEL.enter(self, task.started_at)
+            try:
                 body = self._call(task)
-            else:
-                self.lock.release()
-                SENTINEL.enter(self, task.started_at)
-                try:
-                    body = self._call(task)
-                finally:
-                    SENTINEL.leave(self)
-                    self.lock.acquire()
-        finally:
-            handlers.reporting(None)
+            finally:
+                SENTINEL.leave(self)
+                self.lock.acquire()
+                handlers.reporting(None)
         now = time.monotonic()
         if self._reports:
             self.send_reports()  # before the reply: nothing of a task goes after it

@@ -299,8 +299,11 @@ class WorkerCore:
             # sent because that broker believes us idle: it runs before the tasks other
             # brokers asked us to hold, so it waits behind the current task only
             waiting = self.waiting
-            at = next((n for n, t in enumerate(waiting) if t.hold), len(waiting))
-            waiting.insert(at, task)
+            if not waiting:
+                waiting.append(task)  # the usual case: nothing else waits
+            else:
+                at = next((n for n, t in enumerate(waiting) if t.hold), len(waiting))
+                waiting.insert(at, task)
         else:
             self.waiting.append(task)
 
@@ -462,21 +465,28 @@ class WorkerCore:
         return expiry if link.mode is LinkMode.DIPS else max(expiry, STANDARD_EXPIRY_S)
 
     def next_deadline(self, now: float) -> float:
-        """When ``tick`` is next due."""
+        """When ``tick`` is next due (the shell asks once or twice per task: kept flat)."""
         t = self.timing
         deadline = now + t.heartbeat_interval_s
+        serving = self.phase is Phase.SERVING
         for link in self.links:
-            if link.mode is LinkMode.CLOSED:
-                if self.phase is Phase.SERVING:
-                    deadline = min(deadline, link.retry_at)
-            else:
-                deadline = min(deadline, self._heartbeat_due(link),
-                               link.heard_at + self._expiry_s(link))
+            mode = link.mode
+            if mode is LinkMode.CLOSED:
+                if serving and link.retry_at < deadline:
+                    deadline = link.retry_at
+                continue
+            due = self._heartbeat_due(link)
+            if due < deadline:
+                deadline = due
+            silent = link.heard_at + self._expiry_s(link)
+            if silent < deadline:
+                deadline = silent
         task = self.current
         if task is not None:
-            deadline = min(deadline, task.started_at + t.time_limit_s)
-            if not self.long:
-                deadline = min(deadline, task.started_at + t.busy_after_s)
+            limit = task.started_at + (t.time_limit_s if self.long else
+                                       min(t.time_limit_s, t.busy_after_s))
+            if limit < deadline:
+                deadline = limit
         return deadline
 
     def tick(self, now: float) -> None:

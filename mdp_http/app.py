@@ -57,7 +57,7 @@ class Gateway:
         self.metrics = GatewayMetrics(self.registry)
         signer = Signer.from_files(config.sign_keys, config.sign_salts)
         self.images = ImageServer(config, self.backend, signer, self.registry,
-                                  self.renderer_version)
+                                  self.renderer_version, self.metrics.observe)
         self.api = Api(self.backend, self.metrics, signer,
                        config.max_concurrency, config.max_body_bytes, config.body_timeout_s,
                        self.known_services, self.service_info)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,29 +108,77 @@ class HttpConfig:
             raise ConfigError("CURVE needs both --curve-secret and --broker-key")
 
 
-def _flag_kwargs(f: dataclasses.Field[Any]) -> dict[str, Any]:
-    """argparse's arguments for one field: its help with the default, its type and action."""
+ENV_PREFIX = "DIPS_HTTP_"
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def env_name(f: dataclasses.Field[Any]) -> str:
+    """The environment variable that sets a flag's default: ``--redis`` ->
+    ``DIPS_HTTP_REDIS`` (``mdpctl up`` passes every ``DIPS_*`` variable to its programs)."""
+    return ENV_PREFIX + f.metadata["flag"].lstrip("-").replace("-", "_").upper()
+
+
+def _from_env(f: dataclasses.Field[Any], environ: Mapping[str, str]) -> Any:
+    """The field's default from the environment (MISSING when unset); ConfigError naming the
+    variable when its value does not read as the flag's type."""
+    raw = environ.get(env_name(f), "")
+    if raw == "":
+        return dataclasses.MISSING
+    kind = str(f.type)
+    try:
+        if f.default_factory is not dataclasses.MISSING:  # a list: comma-separated
+            return [part.strip() for part in raw.split(",") if part.strip()]
+        if kind == "bool":
+            if raw.strip().lower() not in _TRUE + _FALSE:
+                raise ValueError("not a boolean (1/0, true/false)")
+            return raw.strip().lower() in _TRUE
+        return _CONVERTERS.get(kind, str)(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{env_name(f)}={raw!r}: {exc}") from exc
+
+
+def _flag_kwargs(f: dataclasses.Field[Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """argparse's arguments for one field: its help with the default (the environment's, when
+    its variable is set), its type and action."""
     meta = f.metadata
-    kwargs: dict[str, Any] = {"dest": f.name, "help": meta["help"]}
+    kwargs: dict[str, Any] = {"dest": f.name}
+    given = _from_env(f, environ)
+    where = f"; ${env_name(f)}"
     if f.default_factory is not dataclasses.MISSING:  # a list: the flag repeats
+        shown = ",".join(given) if given is not dataclasses.MISSING else "none"
         return {**kwargs, "action": "append", "default": None, "metavar": meta["metavar"],
-                "help": f"{meta['help']} (default: none)"}
+                "help": f"{meta['help']} (default: {shown}{where}, comma-separated)"}
+    default = f.default if given is dataclasses.MISSING else given
     if str(f.type) == "bool":
-        return {**kwargs, "action": argparse.BooleanOptionalAction, "default": f.default,
-                "help": f"{meta['help']} (default: {'on' if f.default else 'off'})"}
-    shown = "none" if f.default is None else f.default
-    return {**kwargs, "default": f.default, "type": _CONVERTERS.get(str(f.type), str),
-            "metavar": meta["metavar"], "help": f"{meta['help']} (default: {shown})"}
+        return {**kwargs, "action": argparse.BooleanOptionalAction, "default": default,
+                "help": f"{meta['help']} (default: {'on' if default else 'off'}{where})"}
+    value = "none" if default is None else default
+    return {**kwargs, "default": default, "type": _CONVERTERS.get(str(f.type), str),
+            "metavar": meta["metavar"], "help": f"{meta['help']} (default: {value}{where})"}
 
 
-def parse_args(argv: Sequence[str] | None) -> HttpConfig:
-    """The config the command line describes (defaults from the dataclass)."""
-    parser = argparse.ArgumentParser(prog="mdp-http", description=DESCRIPTION)
+def parse_args(argv: Sequence[str] | None,
+               environ: Mapping[str, str] | None = None) -> HttpConfig:
+    """The config the command line describes; defaults from ``DIPS_HTTP_*`` variables of
+    ``environ`` (default ``os.environ``), then from the dataclass."""
+    environ = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(prog="mdp-http", description=DESCRIPTION,
+                                     epilog="Every flag's default may be set by the "
+                                     "environment variable its help names (DIPS_HTTP_...).")
     parser.add_argument("--version", action="version",
                         version=f"mdp-http {package_version()} (code {code_version()})")
-    for f in dataclasses.fields(HttpConfig):
-        parser.add_argument(f.metadata["flag"], **_flag_kwargs(f))
+    try:
+        for f in dataclasses.fields(HttpConfig):
+            parser.add_argument(f.metadata["flag"], **_flag_kwargs(f, environ))
+    except ConfigError as exc:
+        parser.error(str(exc))
     args = vars(parser.parse_args(argv))
+    for f in dataclasses.fields(HttpConfig):  # a list flag not given: the environment's
+        if args.get(f.name) is None and f.default_factory is not dataclasses.MISSING:
+            given = _from_env(f, environ)
+            if given is not dataclasses.MISSING:
+                args[f.name] = given
     config = HttpConfig(**{k: v for k, v in args.items() if v is not None})
     try:
         config.validate()

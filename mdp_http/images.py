@@ -46,6 +46,8 @@ CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
 ALLOWED_METHODS = "GET, HEAD, POST, OPTIONS"
 
 VersionOf = Callable[[str], Awaitable[str]]
+Observe = Callable[[str, int, float], None]  # (service, status, seconds): the HTTP metrics
+Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -64,8 +66,10 @@ class ImageServer:
     """The image URL handlers and their state (cache, requests in flight, counters)."""
 
     def __init__(self, config: HttpConfig, backend: Backend, signer: Signer | None,
-                 registry: CollectorRegistry, version_of: VersionOf) -> None:
+                 registry: CollectorRegistry, version_of: VersionOf,
+                 observe: Observe | None = None) -> None:
         self.config = config
+        self.observe = observe
         self.backend = backend
         self.signer = signer
         self.version_of = version_of
@@ -87,11 +91,22 @@ class ImageServer:
     def routes(self) -> list[web.AbstractRouteDef]:
         """Catch-all routes: register them after every other route."""
         return [
-            web.get("/info/{tail:.+}", self.get_info),
-            web.get("/{tail:.+}", self.get),
-            web.post("/{tail:.+}", self.post),
+            web.get("/info/{tail:.+}", self._timed(INFO_SERVICE, self.get_info)),
+            web.get("/{tail:.+}", self._timed(IMAGE_SERVICE, self.get)),
+            web.post("/{tail:.+}", self._timed(IMAGE_SERVICE, self.post)),
             web.route("OPTIONS", "/{tail:.*}", self.options),
         ]
+
+    def _timed(self, service: str, handler: Route) -> Route:
+        """``handler`` counted in the gateway's HTTP metrics under ``service`` (a fixed
+        label: the URL never names it)."""
+        async def timed(request: web.Request) -> web.StreamResponse:
+            started = time.monotonic()
+            response = await handler(request)
+            if self.observe is not None:
+                self.observe(service, response.status, time.monotonic() - started)
+            return response
+        return timed
 
     def stats(self) -> dict[str, Any]:
         """The dashboard's view of the image server."""
@@ -172,21 +187,26 @@ class ImageServer:
         if self.signer is not None and not self.signer.verify(url.signature, url.signed_path):
             raise Forbidden("the URL's signature does not match its path")
         if info:
-            if url.options:
-                raise BadRequest("the info endpoint takes no options here", field="options")
-            service, proc = INFO_SERVICE, None
-            call: dict[str, Any] = {"source": url.source}
-            accept, vary, fmt, quality, buster, ops = (), False, "", None, "", {}
-        else:
-            service, proc = IMAGE_SERVICE, self._processing(url)
-            accept, vary = self._negotiate(proc, request)
-            call = {"source": url.source, **self._fields(proc, accept)}
-            fmt, quality, buster, ops = proc.format, proc.quality, proc.cachebuster, proc.ops
-        version = await self.version_of(service)
-        key = negotiate.request_key(service=service, source=url.source, ops=ops, fmt=fmt,
-                                    accept=accept, quality=quality, cachebuster=buster,
-                                    version=version)
-        return Ask(service, call, key, negotiate.etag(key), vary, proc)
+            return await self._ask_info(url)
+        return await self._ask_image(url, request)
+
+    async def _ask_info(self, url: imgurl.ImageUrl) -> Ask:
+        if url.options:
+            raise BadRequest("the info endpoint takes no options here", field="options")
+        key = negotiate.request_key(service=INFO_SERVICE, source=url.source, ops={}, fmt="",
+                                    accept=(), quality=None, cachebuster="",
+                                    version=await self.version_of(INFO_SERVICE))
+        return Ask(INFO_SERVICE, {"source": url.source}, key, negotiate.etag(key), False, None)
+
+    async def _ask_image(self, url: imgurl.ImageUrl, request: web.Request) -> Ask:
+        proc = self._processing(url)
+        accept, vary = self._negotiate(proc, request)
+        key = negotiate.request_key(service=IMAGE_SERVICE, source=url.source, ops=proc.ops,
+                                    fmt=proc.format, accept=accept, quality=proc.quality,
+                                    cachebuster=proc.cachebuster,
+                                    version=await self.version_of(IMAGE_SERVICE))
+        call = {"source": url.source, **self._fields(proc, accept)}
+        return Ask(IMAGE_SERVICE, call, key, negotiate.etag(key), vary, proc)
 
     def _processing(self, url: imgurl.ImageUrl) -> imgops.Processing:
         proc = imgops.parse_options(url.options, self.presets)
@@ -344,7 +364,8 @@ def entry_of(result: Any, service: str) -> Entry:
         return Entry(body, "application/json")
     if not isinstance(result, dict) or not isinstance(result.get("image"), bytes):
         raise BadReply(f"the {service} worker's result is not a map with image bytes")
-    source = result.get("source") if isinstance(result.get("source"), dict) else {}
+    found = result.get("source")
+    source: dict[str, Any] = found if isinstance(found, dict) else {}
     kind = result.get("content_type")
     return Entry(
         image=result["image"],

@@ -1,26 +1,24 @@
-"""Test kit: real broker and worker processes on loopback ports, and waiting helpers."""
+"""The tests' harness: real broker and worker processes on loopback ports, and real peers.
+
+What the benchmarks share with the tests (waiting, ports, broker status, load, the gear
+client) is in the ``testkit`` package.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from mdp.client import MDPClient
-from mdp.keys import CurveConfig
-from mdp.status import BrokerStatus, fetch, try_fetch
+from testkit import broker_status, free_port, has_worker, tcp_endpoint, wait_for
 
 HERE = Path(__file__).resolve().parent
-TEST_WORKER = HERE / "helpers" / "test_worker.py"
+FAULTY_WORKER = HERE / "helpers" / "faulty_worker.py"  # a worker with deliberate faults
 FAST_HEARTBEAT = ["--heartbeat-interval", "0.2"]
 
 
@@ -44,60 +42,6 @@ def skip_or_fail(why: str) -> None:
     if UNDER_CI:
         pytest.fail(f"{why} (under CI every real peer must be there)")
     pytest.skip(why)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(delay)  # polling interval, not synchronisation: the predicate decides
-        delay = min(delay * 2, 0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def broker_status(endpoint: str, timeout: float = 1.0,
-                  curve: CurveConfig | None = None) -> BrokerStatus | None:
-    """The broker's mmi.status, or None when it does not answer in ``timeout``."""
-    return try_fetch(endpoint, timeout_s=timeout, curve=curve)
-
-
-def status_of(endpoint: str, timeout: float = 2.0) -> BrokerStatus:
-    """The broker's mmi.status; raises (failing the test) when it does not answer."""
-    return fetch(endpoint, timeout_s=timeout)
-
-
-def broker_counter(endpoint: str, name: str) -> int:
-    """One of the broker's totals (``Counters`` field ``name``); 0 when it does not answer."""
-    status = broker_status(endpoint)
-    return int(getattr(status.counters, name)) if status is not None else 0
-
-
-def worker_pids(endpoint: str, service: str | None = None,
-                curve: CurveConfig | None = None) -> list[int]:
-    """Pids of the workers the broker lists (of ``service``, or all); [] when it is down."""
-    status = broker_status(endpoint, curve=curve)
-    if status is None:
-        return []
-    workers = status.all_workers() if service is None else status.workers(service)
-    return [w.pid for w in workers]
-
-
-def count_workers(endpoint: str, service: str, state: str | None = None) -> int:
-    status = broker_status(endpoint)
-    if status is None:
-        return -1
-    return sum(1 for w in status.workers(service) if state is None or w.state == state)
 
 
 class Proc:
@@ -147,7 +91,7 @@ class Cluster:
         """
         heartbeat = FAST_HEARTBEAT if fast else []
         for _ in range(3):
-            endpoint = f"tcp://127.0.0.1:{port or free_port()}"
+            endpoint = tcp_endpoint(port or free_port())
             proc = self._spawn(["-m", "mdp.broker", "--bind", endpoint, *heartbeat, *extra],
                                "broker", endpoint)
             if not wait:
@@ -161,17 +105,18 @@ class Cluster:
         raise AssertionError(f"broker did not start:\n{proc.output()}")
 
     def worker(self, brokers: Sequence[Proc | str], service: str = "echo", *extra: str,
-               test_worker: bool = False, wait: bool = True, fast: bool = True) -> Proc:
-        """A worker attached to every broker; waits until each broker lists it."""
+               faulty: bool = False, wait: bool = True, fast: bool = True) -> Proc:
+        """A worker attached to every broker (``faulty``: helpers/faulty_worker.py, whose
+        requests can ask it to sleep, fail or allocate); waits until each broker lists it."""
         endpoints = [b if isinstance(b, str) else b.endpoint for b in brokers]
-        args = ["-m", "mdp.worker"] if not test_worker else [str(TEST_WORKER)]
+        args = ["-m", "mdp.worker"] if not faulty else [str(FAULTY_WORKER)]
         for endpoint in endpoints:
             args += ["--broker", endpoint]
         heartbeat = FAST_HEARTBEAT if fast else []
         proc = self._spawn([*args, "--service", service, *heartbeat, *extra], "worker")
         if wait:
             for endpoint in endpoints:
-                wait_for(lambda e=endpoint: _has_worker(e, proc.pid), 10,
+                wait_for(lambda e=endpoint: has_worker(e, proc.pid), 10,
                          f"worker {proc.pid} on {endpoint}")
         return proc
 
@@ -190,35 +135,3 @@ class Cluster:
                 pass
 
 
-def _has_worker(endpoint: str, pid: int) -> bool:
-    status = broker_status(endpoint)
-    if status is None:
-        return False
-    return any(w.pid == pid for w in status.all_workers())
-
-
-class GoodClient(threading.Thread):
-    """A well-behaved client that keeps sending echo requests and checks every reply."""
-
-    def __init__(self, endpoint: str, timeout: float = 15.0) -> None:
-        super().__init__(daemon=True)
-        self.endpoint = endpoint
-        self.timeout = timeout
-        self.stop = threading.Event()
-        self.ok = 0
-        self.failures: list[object] = []
-
-    def run(self) -> None:
-        with MDPClient([self.endpoint], timeout=self.timeout) as client:
-            i = 0
-            while not self.stop.is_set():
-                i += 1
-                try:
-                    reply = client.send("echo", {"i": i})
-                except Exception as exc:  # recorded; the test fails on it
-                    self.failures.append(exc)
-                    continue
-                if reply == {"i": i}:
-                    self.ok += 1
-                else:
-                    self.failures.append(reply)

@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from clusterkit import Cluster, Proc, broker_counter, broker_status, free_port, wait_for
+from clusterkit import Cluster, Proc
 from mdp.aio import AsyncMDPClient
 from mdp.errors import BadRequest, UnknownService
 from mdp.status import BrokerStatus
+from testkit import broker_counter, busy_worker, free_port, wait_for
 
 
 @dataclass
@@ -89,7 +90,7 @@ def test_many_concurrent_calls_share_one_client(cluster: Cluster) -> None:
 
 def test_unknown_service_and_a_cancelled_call(cluster: Cluster) -> None:
     broker = cluster.broker()
-    cluster.worker([broker], "tester", test_worker=True)
+    cluster.worker([broker], "tester", faulty=True)
 
     async def main() -> None:
         async with AsyncMDPClient([broker.endpoint], timeout=20) as client:
@@ -113,7 +114,7 @@ def run_with_fault(cluster: Cluster, fault: Fault, label: str, total: int = 1500
                    sleep_s: float = 0.002) -> None:
     ports = [free_port(), free_port()]
     brokers = [cluster.broker(port, fast=False) for port in ports]
-    workers = [cluster.worker(brokers, "echo", test_worker=True, fast=False)
+    workers = [cluster.worker(brokers, "echo", faulty=True, fast=False)
                for _ in range(4)]
 
     async def main() -> Load:
@@ -137,21 +138,13 @@ def _requeued(brokers: list[Proc]) -> int:
     return sum(broker_counter(b.endpoint, "requeued") for b in brokers)
 
 
-def _busy_worker(brokers: list[Proc]) -> int | None:
-    for b in brokers:
-        status = broker_status(b.endpoint)
-        for entry in status.workers("echo") if status else ():
-            if entry.state == "busy":
-                return entry.pid
-    return None
-
-
 @pytest.mark.slow
 def test_async_worker_killed_mid_request(cluster: Cluster) -> None:
     async def fault(cluster: Cluster, brokers: list[Proc], workers: list[Proc],
                     ports: list[int]) -> None:
         before = await _in_thread(lambda: _requeued(brokers))
-        pid = await _in_thread(lambda: wait_for(lambda: _busy_worker(brokers), 10, "busy"))
+        endpoints = [b.endpoint for b in brokers]
+        pid = await _in_thread(lambda: wait_for(lambda: busy_worker(endpoints), 10, "busy"))
         os.kill(pid, signal.SIGKILL)
         await _in_thread(lambda: wait_for(lambda: _requeued(brokers) > before, 10,
                                           "the killed worker's request to be requeued"))

@@ -9,10 +9,11 @@ import msgpack
 import pytest
 import zmq
 
-from clusterkit import Cluster, broker_status, status_of, wait_for
+from clusterkit import Cluster
 from mdp import protocol as p
 from mdp.client import MDPClient
 from mdp.errors import UnknownService
+from testkit import broker_status, status_of, wait_for
 
 
 def raw_client(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
@@ -36,8 +37,8 @@ def reply_of(sock: zmq.Socket) -> tuple[int | None, Any]:
 def test_identical_requests_are_worked_once_and_each_caller_answered(
         cluster: Cluster, zctx: zmq.Context) -> None:
     broker = cluster.broker()
-    cluster.worker([broker], "tester", test_worker=True)
-    cluster.worker([broker], "tester", test_worker=True)
+    cluster.worker([broker], "tester", faulty=True)
+    cluster.worker([broker], "tester", faulty=True)
     body = msgpack.packb({"sleep": 0.5, "what": "the same image"})
     clients = [raw_client(zctx, broker.endpoint) for _ in range(3)]
     for n, sock in enumerate(clients):

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from clusterkit import Cluster, Proc, count_workers, status_of, wait_for
+from clusterkit import Cluster, Proc
 from mdp.client import MDPClient
 from mdp.errors import WorkerLost
+from testkit import count_workers, status_of, wait_for
 
 pytestmark = pytest.mark.slow
 

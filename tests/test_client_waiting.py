@@ -21,10 +21,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from clusterkit import Cluster, Proc, free_port
+from clusterkit import Cluster, Proc
 from mdp.aio import AsyncMDPClient
 from mdp.client import MDPClient
 from mdp.errors import Timeout
+from testkit import free_port
 
 WAIT_S = 3.0
 MAX_SHARE = 0.05  # of one core, over the wait

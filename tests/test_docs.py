@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from docblocks import Block, MarkerError, collect, parse
 
 REPO = Path(__file__).resolve().parents[1]

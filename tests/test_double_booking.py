@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from clusterkit import Cluster, broker_counter
+from clusterkit import Cluster
 from mdp.client import MDPClient
+from testkit import broker_counter
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +31,7 @@ IDLE_SLACK_S = 0.020  # a worker idle this long while a request waited is a viol
 @pytest.mark.parametrize("clients", [8, 3])
 def test_no_request_waits_while_a_worker_is_idle(cluster: Cluster, clients: int) -> None:
     a, b = cluster.broker(), cluster.broker()
-    workers = [cluster.worker([a, b], "sleeper", test_worker=True) for _ in range(4)]
+    workers = [cluster.worker([a, b], "sleeper", faulty=True) for _ in range(4)]
     records: list[tuple[float, dict[str, Any]]] = []
     lock = threading.Lock()
 

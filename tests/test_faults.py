@@ -13,21 +13,13 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from clusterkit import (
-    Cluster,
-    Proc,
-    broker_counter,
-    broker_status,
-    free_port,
-    wait_for,
-    worker_pids,
-)
+from clusterkit import Cluster, Proc
 from mdp.client import MDPClient
+from testkit import BrokerLoad, broker_counter, busy_worker, free_port, wait_for, worker_pids
 
 pytestmark = pytest.mark.slow
 
@@ -36,97 +28,43 @@ CLIENTS = 8
 load_done: Callable[[], int] = lambda: 0  # noqa: E731
 
 
-@dataclass
-class Load:
-    """Clients in threads sending sync requests; records each outcome and latency."""
-
-    endpoints: list[str]
-    total: int = TOTAL
-    sleep_s: float = 0.002
-    done: int = 0
-    latencies: list[float] = field(default_factory=list)
-    wrong: list[Any] = field(default_factory=list)
-    errors: list[BaseException] = field(default_factory=list)
-    _next: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def start(self) -> list[threading.Thread]:
-        threads = [threading.Thread(target=self._client, daemon=True) for _ in range(CLIENTS)]
-        for thread in threads:
-            thread.start()
-        return threads
-
-    def _take(self) -> int | None:
-        with self._lock:
-            if self._next >= self.total:
-                return None
-            self._next += 1
-            return self._next - 1
-
-    def _client(self) -> None:
-        with MDPClient(self.endpoints) as client:
-            while (i := self._take()) is not None:
-                request = {"i": i, "token": os.urandom(8), "sleep": self.sleep_s}
-                started = time.monotonic()
-                try:
-                    reply = client.send("echo", request)
-                except Exception as exc:  # recorded, and the test fails on it
-                    with self._lock:
-                        self.errors.append(exc)
-                    continue
-                elapsed = time.monotonic() - started
-                with self._lock:
-                    self.latencies.append(elapsed)
-                    if reply.get("i") != i or reply.get("token") != request["token"]:
-                        self.wrong.append((request, reply))
-                    self.done += 1
-
-    def finish(self, threads: list[threading.Thread], label: str) -> float:
-        for thread in threads:
-            thread.join(120)
-        assert not any(t.is_alive() for t in threads), "a client hung"
-        assert self.errors == [], f"{len(self.errors)} errors, first: {self.errors[0]!r}"
-        assert self.wrong == []
-        assert self.done == self.total
-        extra = max(self.latencies) - statistics.median(self.latencies)
-        print(f"\n{label}: {self.total} requests, 0 lost, 0 wrong; worst extra latency "
-              f"{extra * 1000:.0f} ms (median {statistics.median(self.latencies) * 1000:.1f} ms)")
-        return extra
-
-
 def setup(cluster: Cluster) -> tuple[Proc, Proc, list[Proc], list[int]]:
     ports = [free_port(), free_port()]
     a = cluster.broker(ports[0], fast=False)
     b = cluster.broker(ports[1], fast=False)
-    workers = [cluster.worker([a, b], "echo", test_worker=True, fast=False) for _ in range(4)]
+    workers = [cluster.worker([a, b], "echo", faulty=True, fast=False) for _ in range(4)]
     return a, b, workers, ports
 
 
 def run_with_fault(cluster: Cluster, fault: Callable[[Proc, Proc, list[Proc], list[int]], None],
                    label: str, sleep_s: float = 0.002) -> float:
     a, b, workers, ports = setup(cluster)
-    load = Load([a.endpoint, b.endpoint], sleep_s=sleep_s)
+    load = BrokerLoad([a.endpoint, b.endpoint], threads=CLIENTS, total=TOTAL,
+                      fields={"sleep": sleep_s})
     global load_done
     load_done = lambda: load.done  # noqa: E731 - lets a fault report progress
-    threads = load.start()
-    wait_for(lambda: load.done >= 400 or load.errors, 60, "load to get going")
+    load.start()
+    wait_for(lambda: load.done >= 400 or load.failures, 60, "load to get going")
     fault(a, b, workers, ports)
-    return load.finish(threads, label)
+    return finish(load, label)
 
 
-def busy_worker(endpoint: str, service: str = "echo") -> int | None:
-    status = broker_status(endpoint)
-    for entry in status.workers(service) if status else ():
-        if entry.state == "busy":
-            return entry.pid
-    return None
+def finish(load: BrokerLoad, label: str) -> float:
+    """Every request back with its own reply; the worst extra latency the fault caused."""
+    load.join(120)
+    assert load.failures == [], f"{len(load.failures)} failed, first: {load.failures[0]}"
+    assert load.ok == TOTAL
+    median = statistics.median(load.latencies)
+    extra = max(load.latencies) - median
+    print(f"\n{label}: {TOTAL} requests, 0 lost, 0 wrong; worst extra latency "
+          f"{extra * 1000:.0f} ms (median {median * 1000:.1f} ms)")
+    return extra
 
 
 def test_worker_killed_mid_request(cluster: Cluster) -> None:
     def fault(a: Proc, b: Proc, workers: list[Proc], ports: list[int]) -> None:
         requeued_before = sum(broker_counter(x.endpoint, "requeued") for x in (a, b))
-        pid = wait_for(lambda: busy_worker(a.endpoint) or busy_worker(b.endpoint), 10,
-                       "a busy worker")
+        pid = wait_for(lambda: busy_worker([a.endpoint, b.endpoint]), 10, "a busy worker")
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: sum(broker_counter(x.endpoint, "requeued") for x in (a, b))
                  > requeued_before, 10, "the killed worker's request to be requeued")
@@ -169,8 +107,8 @@ def test_broker_hung_for_five_seconds(cluster: Cluster) -> None:
 
 def test_a_hung_worker_is_forgotten_and_its_request_served_elsewhere(cluster: Cluster) -> None:
     broker = cluster.broker()
-    first = cluster.worker([broker], "tester", test_worker=True)
-    second = cluster.worker([broker], "tester", test_worker=True)
+    first = cluster.worker([broker], "tester", faulty=True)
+    second = cluster.worker([broker], "tester", faulty=True)
     # libzmq arms a connection's heartbeat TTL at its first ZMTP heartbeat (200 ms in)
     up_at = time.monotonic()
     wait_for(lambda: time.monotonic() - up_at > 0.5, 2, "the first ZMTP heartbeats")
@@ -179,7 +117,7 @@ def test_a_hung_worker_is_forgotten_and_its_request_served_elsewhere(cluster: Cl
         thread = threading.Thread(target=lambda: result.append(
             client.send("tester", {"sleep": 1.0, "tag": "hung"})))
         thread.start()
-        busy = wait_for(lambda: busy_worker(broker.endpoint, "tester"), 10, "busy worker")
+        busy = wait_for(lambda: busy_worker([broker.endpoint], "tester"), 10, "busy worker")
         hung = first if busy == first.pid else second
         hung.signal(signal.SIGSTOP)
         stopped_at = time.monotonic()

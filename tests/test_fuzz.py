@@ -6,17 +6,16 @@ serving a well-behaved client with correct replies, with bounded memory.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import msgpack
 import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clusterkit import Cluster, GoodClient, broker_status, wait_for
+from clusterkit import Cluster
 from mdp import protocol as p
 from mdp.errors import BadRequest, ProtocolError
+from testkit import BrokerLoad, broker_status, rss_bytes, wait_for
 
 HEADERS = [b"", p.CLIENT, p.WORKER, p.DIPS_CLIENT, b"DIPC01", b"MDPC02"]
 COMMANDS = [bytes([i]) for i in range(12)]
@@ -99,13 +98,6 @@ def test_request_decoding_raises_only_bad_request(frames: list[bytes]) -> None:
     assert isinstance(request, dict)
 
 
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 @pytest.mark.slow
 @settings(max_examples=1500, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -124,13 +116,11 @@ def live(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-d
     try:
         broker = cluster.broker()
         worker = cluster.worker([broker])
-        good = GoodClient(broker.endpoint)
-        good.start()
+        good = BrokerLoad([broker.endpoint], threads=1, client={"timeout": 15.0}).start()
         wait_for(lambda: good.ok >= 10 or good.failures, 10, "the good client")
         yield {"broker": broker, "worker": worker, "good": good, "ctx": ctx,
-               "rss_before": rss_kb(broker.pid)}
-        good.stop.set()
-        good.join(20)
+               "rss_before": rss_bytes(broker.pid)}
+        good.stop(20)
     finally:
         cluster.stop_all()
         ctx.destroy(linger=0)
@@ -157,7 +147,7 @@ def test_after_the_fuzz_the_broker_serves_with_bounded_memory(live: dict) -> Non
     assert live.get("sent", 0) >= 1000, "the fuzz test did not run first"
     status = broker_status(live["broker"].endpoint)
     assert status is not None and status.counters.dropped > 100
-    growth_mb = (rss_kb(live["broker"].pid) - live["rss_before"]) / 1024
+    growth_mb = (rss_bytes(live["broker"].pid) - live["rss_before"]) / 2**20
     print(f"\nbroker after {live['sent']} fuzzed messages: {status.counters.dropped} "
           f"dropped, RSS grew {growth_mb:.1f} MB; good client served {good.ok}")
     assert growth_mb < 50

@@ -9,8 +9,9 @@ import msgpack
 import pytest
 import zmq
 
-from clusterkit import Cluster, GoodClient, broker_status, wait_for
+from clusterkit import Cluster
 from mdp import protocol as p
+from testkit import BrokerLoad, broker_status, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -41,8 +42,7 @@ def random_frames(rng: random.Random) -> list[bytes]:
 def test_garbage_does_not_disturb_service(cluster: Cluster, zctx: zmq.Context) -> None:
     broker = cluster.broker()
     cluster.worker([broker])
-    good = GoodClient(broker.endpoint)
-    good.start()
+    good = BrokerLoad([broker.endpoint], threads=1, client={"timeout": 15.0}).start()
     wait_for(lambda: good.ok >= 20 or good.failures, 10, "the good client to get going")
     rng = random.Random(7)
 
@@ -100,8 +100,7 @@ def test_garbage_does_not_disturb_service(cluster: Cluster, zctx: zmq.Context) -
 
     served = good.ok
     wait_for(lambda: good.ok >= served + 50 or good.failures, 15, "service to go on")
-    good.stop.set()
-    good.join(15)
+    good.stop(15)
     assert good.failures == []
     status = broker_status(broker.endpoint)
     assert status is not None

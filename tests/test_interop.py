@@ -22,7 +22,7 @@ import pytest
 import zmq
 from PIL import Image
 
-from clusterkit import Cluster, wait_for
+from clusterkit import Cluster
 from interop_peers import (
     DISCONNECT,
     HEARTBEAT,
@@ -38,6 +38,7 @@ from interop_peers import (
 from mdp.client import MDPClient
 from mdp.protocol import DIPS_CLIENT
 from renderers.samples import photo_jpeg
+from testkit import wait_for
 
 
 @pytest.fixture

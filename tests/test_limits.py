@@ -8,10 +8,11 @@ import msgpack
 import pytest
 import zmq
 
-from clusterkit import Cluster, broker_status, wait_for
+from clusterkit import Cluster
 from mdp import protocol as p
 from mdp.client import MDPClient
 from mdp.errors import BadRequest, Overloaded, Timeout, WorkerError
+from testkit import broker_status, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -118,7 +119,7 @@ def test_number_of_workers(cluster: Cluster) -> None:
 
 def test_memory_limit(cluster: Cluster) -> None:
     broker = cluster.broker()
-    worker = cluster.worker([broker], "tester", "--max-memory-mb", "400", test_worker=True)
+    worker = cluster.worker([broker], "tester", "--max-memory-mb", "400", faulty=True)
     with MDPClient([broker.endpoint]) as client:
         assert client.send("tester", {"allocate_mb": 50})["pid"] == worker.pid
         with pytest.raises(WorkerError) as info:

@@ -18,8 +18,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from clusterkit import Cluster, Proc, broker_status, free_port, needs, skip_or_fail, wait_for
+from clusterkit import Cluster, Proc, needs, skip_or_fail
 from mdp.client import MDPClient
+from testkit import broker_status, free_port, wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -81,7 +82,7 @@ def test_broker_host_drops_off_the_network(cluster: Cluster, netns: Netns) -> No
     far = Proc(popen, log, far_endpoint)
     cluster.procs.append(far)
     wait_for(lambda: broker_status(far_endpoint) is not None, 10, "broker in the namespace")
-    workers = [cluster.worker([far, near], "echo", test_worker=True, fast=False)
+    workers = [cluster.worker([far, near], "echo", faulty=True, fast=False)
                for _ in range(2)]
     assert len(workers) == 2
 

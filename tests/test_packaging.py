@@ -55,7 +55,7 @@ async_reply = asyncio.run(main())
 heavy = %r
 print(json.dumps({"sync": sync_reply, "async": async_reply,
                   "heavy": sorted(m for m in sys.modules if m.split(".")[0] in heavy)}))
-""" % (HEAVY,)
+""".replace("%r", repr(HEAVY))
 
 
 @pytest.mark.slow

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from clusterkit import Cluster, Proc, broker_status, free_port, wait_for
-from clusterkit import worker_pids as all_worker_pids
+from clusterkit import Cluster, Proc
 from mdp.client import MDPClient
 from mdp.errors import BadRequest, ConfigError, Timeout
 from mdp.keys import CurveConfig, load_secret, new_keypair
 from mdp.status import BrokerStatus
+from testkit import broker_status, free_port, wait_for
+from testkit import worker_pids as all_worker_pids
 
 pytestmark = pytest.mark.slow
 
@@ -169,7 +170,7 @@ def test_a_revoked_clients_queued_request_is_dropped_and_its_running_one_unanswe
     started = cluster.tmp_path / "queued-one-started"
     running = cluster.tmp_path / "running-one-started"
     worker = cluster.worker([broker], "tester", *keys.worker_args("worker"), "--prefetch", "0",
-                            test_worker=True, wait=False)
+                            faulty=True, wait=False)
     wait_for(lambda: worker_pids(broker.endpoint, keys) == [worker.pid], 10, "the worker")
     outcomes: list[object] = []
     revoked = MDPClient([broker.endpoint], curve=keys.curve("client"), timeout=4, retries=0)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import msgpack
 
-from clusterkit import Cluster, broker_status
+from clusterkit import Cluster
 from mdp.broker import _clean_info
 from mdp.handlers import service_info
+from testkit import broker_status
 
 
 def test_a_worker_announces_its_service_and_the_broker_reports_it(cluster: Cluster) -> None:

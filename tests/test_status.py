@@ -10,7 +10,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from clusterkit import Cluster, free_port
+from clusterkit import Cluster
 from mdp import status as st
 from mdp.client import MDPClient
 from mdp.errors import ProtocolError, Timeout
@@ -24,6 +24,7 @@ from mdp.status import (
     ServiceInfo,
     ServiceStatus,
 )
+from testkit import free_port
 
 INF = math.inf
 LE = [0.001, 0.01, 0.1, 1.0, INF]

@@ -8,10 +8,11 @@ import time
 
 import pytest
 
-from clusterkit import Cluster, broker_status, count_workers, free_port, status_of, wait_for
+from clusterkit import Cluster
 from mdp.client import MDPClient
 from mdp.errors import BadRequest, Overloaded, Timeout, UnknownService, WorkerError, WorkerTimeout
 from mdp.status import BrokerStatus
+from testkit import broker_status, count_workers, free_port, status_of, wait_for
 
 
 def test_echo_through_two_brokers(cluster: Cluster) -> None:
@@ -70,7 +71,7 @@ def test_request_waits_for_a_worker_that_starts_within_the_grace(cluster: Cluste
 
 def test_bad_requests_name_what_is_wrong(cluster: Cluster) -> None:
     broker = cluster.broker()
-    cluster.worker([broker], "tester", test_worker=True)
+    cluster.worker([broker], "tester", faulty=True)
     with MDPClient([broker.endpoint]) as client:
         with pytest.raises(BadRequest) as info:
             client.send("tester", {"bad_field": "pData"})
@@ -85,7 +86,7 @@ def test_bad_requests_name_what_is_wrong(cluster: Cluster) -> None:
 
 def test_handler_exception_becomes_an_error_and_the_worker_lives(cluster: Cluster) -> None:
     broker = cluster.broker()
-    worker = cluster.worker([broker], "tester", test_worker=True)
+    worker = cluster.worker([broker], "tester", faulty=True)
     with MDPClient([broker.endpoint]) as client:
         with pytest.raises(WorkerError) as info:
             client.send("tester", {"fail": True})
@@ -95,7 +96,7 @@ def test_handler_exception_becomes_an_error_and_the_worker_lives(cluster: Cluste
 
 def test_time_limit_answers_and_recycles(cluster: Cluster) -> None:
     broker = cluster.broker()
-    worker = cluster.worker([broker], "tester", "--time-limit", "0.5", test_worker=True)
+    worker = cluster.worker([broker], "tester", "--time-limit", "0.5", faulty=True)
     with MDPClient([broker.endpoint], timeout=10) as client:
         started = time.monotonic()
         with pytest.raises(WorkerTimeout, match="time limit"):
@@ -115,7 +116,7 @@ def test_max_requests_recycles(cluster: Cluster) -> None:
 
 def test_overload_is_refused_at_once(cluster: Cluster) -> None:
     broker = cluster.broker(None, "--max-queue", "2", "--max-prefetch", "1")
-    cluster.worker([broker], "tester", test_worker=True)
+    cluster.worker([broker], "tester", faulty=True)
     with MDPClient([broker.endpoint], timeout=20) as client:
         outcomes = client.send_many("tester", [{"sleep": 0.5}] * 6, return_exceptions=True)
     overloaded = [o for o in outcomes if isinstance(o, Overloaded)]
@@ -127,7 +128,7 @@ def test_overload_is_refused_at_once(cluster: Cluster) -> None:
 
 def test_expired_request_is_dropped_unworked(cluster: Cluster) -> None:
     broker = cluster.broker()
-    worker = cluster.worker([broker], "tester", test_worker=True)
+    worker = cluster.worker([broker], "tester", faulty=True)
     worked = cluster.tmp_path / "worked"  # the handler would create it
     with MDPClient([broker.endpoint], timeout=0.5, retries=0) as impatient:
         with pytest.raises(Timeout, match="within 0.5s"):
@@ -153,7 +154,7 @@ def test_expired_request_is_dropped_unworked(cluster: Cluster) -> None:
 
 def test_sigterm_drains_the_request_in_hand(cluster: Cluster) -> None:
     broker, other = cluster.broker(), cluster.broker()
-    worker = cluster.worker([broker, other], "tester", test_worker=True)
+    worker = cluster.worker([broker, other], "tester", faulty=True)
     with MDPClient([broker.endpoint], timeout=10, shuffle=False) as client:
         results: list[object] = []
         started = cluster.tmp_path / "started"  # the handler runs: the worker holds it
@@ -174,7 +175,7 @@ def test_sigterm_drains_the_request_in_hand(cluster: Cluster) -> None:
 
 def test_a_long_request_is_not_resent_because_it_is_long(cluster: Cluster) -> None:
     a, b = cluster.broker(), cluster.broker()
-    worker = cluster.worker([a, b], "tester", test_worker=True)
+    worker = cluster.worker([a, b], "tester", faulty=True)
     with MDPClient([a.endpoint, b.endpoint], shuffle=False) as client:  # default settings
         reply = client.send("tester", {"sleep": 3.0})
     assert reply["pid"] == worker.pid
@@ -196,7 +197,7 @@ def test_a_dead_broker_costs_at_most_the_connect_timeout(cluster: Cluster) -> No
 
 def test_a_late_reply_is_never_taken_for_the_next_request(cluster: Cluster) -> None:
     broker = cluster.broker()
-    cluster.worker([broker], "tester", test_worker=True)
+    cluster.worker([broker], "tester", faulty=True)
     with MDPClient([broker.endpoint], timeout=0.5, retries=0) as client:
         with pytest.raises(Timeout):
             client.send("tester", {"n": 1, "sleep": 1.0})

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import zmq
 
-from clusterkit import Cluster, Proc, free_port, wait_for
+from clusterkit import Cluster, Proc
 from mdp import protocol as p
+from testkit import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -73,9 +74,9 @@ def start_broker(cluster: Cluster, ctx: zmq.Context, *extra: str) -> Proc:
 
 
 def start_worker(cluster: Cluster, ctx: zmq.Context, brokers: list[Proc], *extra: str) -> Proc:
-    from clusterkit import TEST_WORKER
+    from clusterkit import FAULTY_WORKER
 
-    args = [str(TEST_WORKER), "--service", "tester", *extra]
+    args = [str(FAULTY_WORKER), "--service", "tester", *extra]
     for broker in brokers:
         args += ["--broker", broker.endpoint]
     proc = cluster._spawn(args, "worker")
@@ -202,12 +203,12 @@ def test_an_unknown_service_is_a_config_error_naming_the_known_ones(tmp_path: An
 def test_a_standard_broker_gets_plain_mdp_and_its_requests_wait_their_turn(
         cluster: Cluster, zctx: zmq.Context) -> None:
     """A 7/MDP broker written here from the RFC frames: it never answers READY's meta."""
-    from clusterkit import TEST_WORKER
+    from clusterkit import FAULTY_WORKER
 
     router = zctx.socket(zmq.ROUTER)
     router.linger = 0
     port = router.bind_to_random_port("tcp://127.0.0.1")
-    cluster._spawn([str(TEST_WORKER), "--broker", f"tcp://127.0.0.1:{port}", "--service",
+    cluster._spawn([str(FAULTY_WORKER), "--broker", f"tcp://127.0.0.1:{port}", "--service",
                     "tester", "--heartbeat-interval", "0.2"], "worker")
 
     def next_command(timeout_s: float = 10.0) -> list[bytes]:

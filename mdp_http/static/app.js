@@ -88,7 +88,7 @@ function renderHeader(state) {
   if (t.brokers_up === 0) { health.className = "pill bad"; health.textContent = "NO BROKER ANSWERS"; }
   else if (t.brokers_up < n) { health.className = "pill bad"; health.textContent = `${n - t.brokers_up} of ${n} brokers down`; }
   else if (t.error_rate > 0) { health.className = "pill warn"; health.textContent = "errors"; }
-  else { health.className = "pill ok"; health.textContent = `all ${n} brokers up`; }
+  else { health.className = "pill ok"; health.textContent = n === 1 ? "the broker is up" : `all ${n} brokers up`; }
   $("totals").innerHTML =
     `<span><b id="total-rate">${fmtRate(t.rate)}</b> replies/s</span>` +
     `<span title="the fleet's faults: failed workers, deadlines, full queues"><b>${fmtRate(t.error_rate)}</b> errors/s</span>` +

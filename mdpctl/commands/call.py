@@ -155,7 +155,8 @@ def _mmi(client: Any, service: str, request: dict[str, Any]) -> Any:
 def _hint(service: str, request: dict[str, Any], exc: RequestError) -> str:
     """What to do about a request the service refused."""
     if exc.code == "unknown_service":
-        return " (`mdpctl services` lists the services the fleet offers)"
+        listed = "offered" in exc.message  # a broker that lists them says so itself
+        return "" if listed else " (`mdpctl services` lists the services the fleet offers)"
     if exc.code != "bad_request":
         return ""
     value = request.get(exc.field) if exc.field else None

@@ -128,6 +128,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         local.check_ports_free(spec)
         local.write_files(spec)
         locate.note_last(ctx.run_dir)
+        workers = sum(pool.workers for pool in spec.pools)
+        doors_asked = sum(1 for listen in (spec.http_listen, spec.gearman_listen) if listen)
+        ctx.say(f"starting {len(spec.brokers)} brokers, {workers} workers and {doors_asked} "
+                f"doors under supervisord in {ctx.run_dir} ...")
         local.start_supervisord(ctx.run_dir)
     cluster = ctx.cluster()
     try:

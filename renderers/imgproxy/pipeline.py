@@ -238,9 +238,12 @@ def make_mark(size: Size, scale: float, opacity: float, limits: Settings) -> Ima
         spec = toolkit_ops.Watermark(text=limits.watermark_text, prefix="ops.watermark.")
     mark = spec.make_mark(size, limits)
     if scale > 0:
-        width = max(1, round(size[0] * scale))
-        height = max(1, round(mark.size[1] * width / mark.size[0]))
-        mark = mark.resize((width, height), Image.Resampling.LANCZOS)
+        # imgproxy fits the mark into the result's size times scale (enlarging if need be),
+        # so it is never larger than the image it is laid on.
+        box = (geometry.scale_to(size[0], scale), geometry.scale_to(size[1], scale))
+        factor = min(box[0] / mark.size[0], box[1] / mark.size[1])
+        fitted = (geometry.scale_to(mark.size[0], factor), geometry.scale_to(mark.size[1], factor))
+        mark = mark.resize(fitted, Image.Resampling.LANCZOS)
     if opacity < 1:
         mark.putalpha(mark.getchannel("A").point(lambda a: round(a * opacity)))
     return mark

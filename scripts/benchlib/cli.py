@@ -44,7 +44,7 @@ in-process, and where each card's CPU goes), roles (CPU per echo request by role
 and sync, beside the raw pyzmq floor), scale (1 to 1,000 workers, idle cost, memory,
 dispatch cost), failover (broker killed, broker hung, worker killed), imageserver (images
 by URL through mdp-http beside thumbor 7.8, which the run installs into its own virtual
-environment once; needs Debian's wrk). A full run takes a
+environment once; needs Debian's wrk; --quick runs it only with --only). A full run takes a
 few minutes and writes docs/BENCHMARKS.md; --quick runs a small subset in well under a
 minute and writes nothing unless --write is given.
 
@@ -112,7 +112,8 @@ def run_sections(plan: Plan, args: argparse.Namespace, kids: Children, results: 
     steps: list[tuple[str, Callable[[], None]]] = [
         ("round trips", lambda: _roundtrips(plan, args, kids, results, tmp)),
         ("realjob", lambda: setattr(results, "realjob", realjob.run(kids, plan))),
-        ("roles", lambda: results.roles.extend(rolecpu.run(kids, plan))),
+        ("roles", lambda: results.roles.extend(rolecpu.run(
+            kids, plan, _guide_files(plan, args, results, tmp)))),
         ("scale", lambda: setattr(results, "scale", scale.run(kids, plan))),
         ("failover", lambda: results.faults.extend(failover.run(kids, plan))),
         ("gateway", lambda: results.extra.extend(gateway_gearman.bench(
@@ -125,7 +126,7 @@ def run_sections(plan: Plan, args: argparse.Namespace, kids: Children, results: 
     for name, step in steps:
         wanted = ROUNDTRIPS & set(plan.sections) if name == "round trips" else (
             name in plan.sections and (name != "failover" or plan.faults)
-            and (name != "gateway" or not plan.quick or bool(args.only)))
+            and (name not in ("gateway", "imageserver") or not plan.quick or bool(args.only)))
         if not wanted:
             continue
         note(f"{name}:")
@@ -150,18 +151,28 @@ def _roundtrips(plan: Plan, args: argparse.Namespace, kids: Children, results: R
         systems.append(roundtrip.Floor(kids, plan))
     if "dips" in plan.sections:
         systems.append(roundtrip.Dips(kids, plan))
-        wanted = not args.no_guide and (
-            not plan.quick or bool(args.zguide or os.environ.get("DIPS_ZGUIDE")))
-        if wanted:
-            files, why = guide.fetch(tmp / "zguide", args.zguide)
-            if files is not None:
-                systems.append(guide.Guide(kids, plan, files))
-            else:
-                results.notes.append(why)
+        files = _guide_files(plan, args, results, tmp)
+        if files is not None:
+            systems.append(guide.Guide(kids, plan, files))
     if "gearman" in plan.sections:
         results.gearman = gearman.prepare(tmp, plan.gear_c)
         systems += gearman.systems(kids, plan, results.gearman)
     results.figures.extend(roundtrip.run(kids, plan, systems, args.profile))
+
+
+def _guide_files(plan: Plan, args: argparse.Namespace, results: Results, tmp: Path
+                 ) -> Path | None:
+    """The ZeroMQ guide's files, fetched once a run (None, with a note, if they cannot be
+    had or are not wanted; --quick runs them only when given a checkout)."""
+    if args.no_guide or (plan.quick and not (args.zguide or os.environ.get("DIPS_ZGUIDE"))):
+        return None
+    into = tmp / "zguide"
+    if (into / guide.FILES[-1]).exists():
+        return into
+    files, why = guide.fetch(into, args.zguide)
+    if files is None and why not in results.notes:
+        results.notes.append(why)
+    return files
 
 
 def write_doc(markdown: str) -> None:

@@ -7,31 +7,10 @@ import math
 import subprocess
 import sys
 
-from benchlib.procs import REPO_ROOT, Child, Children, child_env, endpoint, free_port, wait_for
-from mdp.status import BrokerStatus, try_fetch
+from benchlib.procs import REPO_ROOT, Child, Children, child_env, wait_for
+from testkit import broker_status, count_workers, free_port, tcp_endpoint
 
 THREADS_PER_PROCESS = 250  # workers hosted per thread-workers process (one zmq context)
-
-
-def broker_status(address: str, timeout_s: float = 2.0) -> BrokerStatus | None:
-    """The broker's mmi.status, or None when it does not answer in time."""
-    return try_fetch(address, timeout_s=timeout_s)
-
-
-def workers_of(address: str, service: str, state: str | None = None) -> int:
-    """How many workers of ``service`` the broker lists (in ``state``); -1 if no answer."""
-    status = broker_status(address, timeout_s=5.0)
-    if status is None:
-        return -1
-    return sum(1 for w in status.workers(service) if state is None or w.state == state)
-
-
-def queue_depth(address: str, service: str) -> int:
-    status = broker_status(address, timeout_s=5.0)
-    if status is None:
-        return -1
-    entry = status.services.get(service)
-    return entry.queue if entry else 0
 
 
 @functools.cache
@@ -52,7 +31,7 @@ def queue_limits(total: int) -> list[str]:
 
 def start_broker(kids: Children, *extra: str, port: int | None = None) -> tuple[Child, str]:
     """A broker on loopback, once it answers mmi.status."""
-    address = endpoint(port or free_port())
+    address = tcp_endpoint(port or free_port())
     broker = kids.python("broker", "-m", "mdp.broker", "--bind", address,
                          "--log-level", "WARNING", *extra)
     wait_for(lambda: broker_status(address, 0.5) is not None, 20, f"broker {address}")
@@ -61,7 +40,7 @@ def start_broker(kids: Children, *extra: str, port: int | None = None) -> tuple[
 
 def wait_workers(address: str, service: str, count: int, timeout_s: float,
                  state: str | None = "idle") -> None:
-    wait_for(lambda: workers_of(address, service, state) == count, timeout_s,
+    wait_for(lambda: count_workers(address, service, state, 5.0) == count, timeout_s,
              f"{count} {state or ''} {service} workers on {address}")
 
 

@@ -15,10 +15,11 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from benchlib.cluster import broker_status, start_broker, start_thread_workers, wait_workers
+from benchlib.cluster import start_broker, start_thread_workers, wait_workers
 from benchlib.plan import Plan
-from benchlib.procs import BenchError, Child, Children
+from benchlib.procs import BenchError, Child, Children, wait_for
 from benchlib.roundtrip import note
+from testkit import busy_worker
 
 SERVICE = "sleep"
 DESCRIPTIONS = {
@@ -98,7 +99,7 @@ def inject(fault: str, a: Child, workers: list[Child], brokers: list[str], plan:
         time.sleep(plan.hang_s)
         a.send_signal(signal.SIGCONT)
         return f"for {plan.hang_s:g} s"
-    pid = busy_worker(*brokers)
+    pid = wait_for(lambda: busy_worker(brokers, SERVICE), 5, "a worker holding a request")
     victims = [w for w in workers if w.pid == pid]
     if not victims:
         raise BenchError(f"found no busy worker to {fault} (status said pid {pid})")
@@ -109,18 +110,6 @@ def inject(fault: str, a: Child, workers: list[Child], brokers: list[str], plan:
     time.sleep(plan.hang_s)
     victims[0].send_signal(signal.SIGCONT)
     return f"for {plan.hang_s:g} s"
-
-
-def busy_worker(*addresses: str) -> int | None:
-    """The pid of a worker that holds a request right now (from mmi.status)."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        for address in addresses:
-            status = broker_status(address)
-            for entry in status.workers(SERVICE) if status else ():
-                if entry.state == "busy" and entry.pid:
-                    return entry.pid
-    return None
 
 
 def analyse(fault: str, records: list[list[float]], fault_at: float, detail: str

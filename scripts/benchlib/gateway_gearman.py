@@ -16,80 +16,32 @@ The roles (client, gear worker) run as ``python -m benchlib.gateway_gearman ROLE
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = REPO / "scripts"
-LOOPBACK = "127.0.0.1"
+from benchlib.procs import Child, Children, wait_for
+from testkit import (
+    LOOPBACK,
+    count_workers,
+    cpu_seconds,
+    free_port,
+    gear_call,
+    gear_client,
+    gear_result,
+    gear_worker,
+)
+
 DIRECT = "MDPClient -> DIPS (no Gearman)"
 DISTINCT = 20  # different cards per client, rendered beforehand to check every reply
-
-
-def _env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=f"{REPO}:{SCRIPTS}", PYTHONUNBUFFERED="1")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
-def cpu_s(pid: int) -> float:
-    """utime + stime of a process, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class Procs:
-    tmp: Path
-    running: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    n: int = 0
-
-    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        self.n += 1
-        log = self.tmp / f"{self.n:02d}-{name}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=out, env=_env(), cwd=REPO)
-        proc.log = log  # type: ignore[attr-defined]
-        self.running.append(proc)
-        return proc
-
-    def python(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        return self.spawn(name, [sys.executable, *args])
-
-    def kill_all(self) -> None:
-        for proc in self.running:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
-                proc.kill()
-        for proc in self.running:
-            proc.wait()
-        self.running.clear()
 
 
 # --- the two systems ------------------------------------------------------------------------
@@ -100,7 +52,7 @@ class Dips:
 
     name = "mdp-gearman -> DIPS"
 
-    def __init__(self, procs: Procs, workers: int, count: int = 2) -> None:
+    def __init__(self, procs: Children, workers: int, count: int = 2) -> None:
         self.procs = procs
         self.endpoints = [f"tcp://{LOOPBACK}:{free_port()}" for _ in range(count)]
         self.brokers = [self._broker(ep) for ep in self.endpoints]
@@ -110,7 +62,7 @@ class Dips:
                 args += ["--broker", ep]
             procs.python("ecard-worker", *args)
         for ep in self.endpoints:
-            wait_until(lambda e=ep: _workers(e) >= workers, 60, f"workers at {ep}")
+            wait_for(functools.partial(_workers_at_least, ep, workers), 60, f"workers at {ep}")
         argv = ["-m", "mdp_gearman", "--listen", f"{LOOPBACK}:0"]
         for ep in self.endpoints:
             argv += ["--broker", ep]
@@ -118,38 +70,38 @@ class Dips:
         self.port = _listening_port(self.gateway)
         self.ports = [self.port]
 
-    def _broker(self, endpoint: str) -> subprocess.Popen[bytes]:
+    def _broker(self, endpoint: str) -> Child:
         return self.procs.python("broker", "-m", "mdp.broker", "--bind", endpoint,
                                  "--heartbeat-interval", "0.5")
 
     def kill_and_restart_first(self) -> None:
         self.brokers[0].kill()
-        self.brokers[0].wait()
         time.sleep(1.0)  # supervisord's restart delay, roughly; part of the fault
         self.brokers[0] = self._broker(self.endpoints[0])
 
-    def stoppable(self) -> subprocess.Popen[bytes]:
+    def stoppable(self) -> Child:
         return self.brokers[1]
 
 
-def _workers(endpoint: str) -> int:
-    from mdp.status import try_fetch
-
-    status = try_fetch(endpoint, timeout_s=1.0)
-    return len(status.workers("ecard")) if status else 0
+def _workers_at_least(endpoint: str, count: int) -> bool:
+    return count_workers(endpoint, "ecard") >= count
 
 
-def _listening_port(proc: subprocess.Popen[bytes]) -> int:
-    log: Path = proc.log  # type: ignore[attr-defined]
+def _gear_workers_at_least(port: int, count: int) -> bool:
+    return _gearmand_workers(port) >= count
+
+
+def _listening_port(proc: Child) -> int:
+    log = proc.log_path
     pattern = re.compile(r"listening on [0-9.]+:(\d+)")
 
     def found() -> int:
-        if proc.poll() is not None:
+        if not proc.alive():
             raise RuntimeError(f"mdp-gearman exited: {log.read_text()[-2000:]}")
         match = pattern.search(log.read_text())
         return int(match.group(1)) if match else 0
 
-    return int(wait_until(found, 30, "mdp-gearman to listen"))
+    return int(wait_for(found, 30, "mdp-gearman to listen"))
 
 
 class Gearmand:
@@ -157,7 +109,7 @@ class Gearmand:
 
     name = "gearmand -> gear worker"
 
-    def __init__(self, procs: Procs, workers: int, count: int = 2) -> None:
+    def __init__(self, procs: Children, workers: int, count: int = 2) -> None:
         self.procs = procs
         self.ports = [free_port() for _ in range(count)]
         self.servers = [self._server(port) for port in self.ports]
@@ -166,21 +118,21 @@ class Gearmand:
             argv += ["--port", str(port)]
         self.workers = [procs.python("gear-worker", *argv) for _ in range(workers)]
         for port in self.ports:
-            wait_until(lambda p=port: _gearmand_workers(p) >= workers, 60, f"gear workers {port}")
+            wait_for(functools.partial(_gear_workers_at_least, port, workers), 60,
+                     f"gear workers {port}")
 
-    def _server(self, port: int) -> subprocess.Popen[bytes]:
+    def _server(self, port: int) -> Child:
         proc = self.procs.spawn("gearmand", ["gearmand", "-L", LOOPBACK, "-p", str(port),
                                              "--log-file", "none"])
-        wait_until(lambda: _gearmand_workers(port) >= 0, 30, f"gearmand on {port}")
+        wait_for(lambda: _gearmand_workers(port) >= 0, 30, f"gearmand on {port}")
         return proc
 
     def kill_and_restart_first(self) -> None:
         self.servers[0].kill()
-        self.servers[0].wait()
         time.sleep(1.0)
         self.servers[0] = self._server(self.ports[0])
 
-    def stoppable(self) -> subprocess.Popen[bytes]:
+    def stoppable(self) -> Child:
         return self.servers[1]
 
 
@@ -206,8 +158,8 @@ def _gearmand_workers(port: int) -> int:
 # --- a run ----------------------------------------------------------------------------------
 
 
-def run_clients(procs: Procs, ports: Sequence[int], clients: int, jobs: int, rate: float,
-                timeout_s: float, direct: Sequence[str] = ()) -> list[subprocess.Popen[bytes]]:
+def run_clients(procs: Children, ports: Sequence[int], clients: int, jobs: int, rate: float,
+                timeout_s: float, direct: Sequence[str] = ()) -> list[Child]:
     argv = ["-m", "benchlib.gateway_gearman", "client", "--jobs", str(jobs),
             "--rate", str(rate), "--timeout", str(timeout_s)]
     for port in ports:
@@ -217,12 +169,12 @@ def run_clients(procs: Procs, ports: Sequence[int], clients: int, jobs: int, rat
     return [procs.python("client", *argv, "--seed", str(k)) for k in range(clients)]
 
 
-def collect(clients: list[subprocess.Popen[bytes]], limit_s: float) -> dict[str, float]:
+def collect(clients: list[Child], limit_s: float) -> dict[str, float]:
     total = {"ok": 0.0, "failed": 0.0, "wrong": 0.0, "over_1s": 0.0, "elapsed_s": 0.0,
              "worst_s": 0.0}
     for proc in clients:
-        proc.wait(limit_s)
-        log: Path = proc.log  # type: ignore[attr-defined]
+        proc.popen.wait(limit_s)
+        log = proc.log_path
         lines = [ln for ln in log.read_text().splitlines() if ln.startswith("{")]
         if not lines:
             raise RuntimeError(f"a client printed no result: {log.read_text()[-1500:]}")
@@ -234,7 +186,7 @@ def collect(clients: list[subprocess.Popen[bytes]], limit_s: float) -> dict[str,
     return total
 
 
-def faults_run(system: Dips | Gearmand, procs: Procs, jobs: int, clients: int,
+def faults_run(system: Dips | Gearmand, procs: Children, jobs: int, clients: int,
                rate: float) -> dict[str, float]:
     started = run_clients(procs, system.ports, clients, jobs // clients, rate, 10.0)
     time.sleep(2.0)  # the clients are sending at their pace; now the faults
@@ -247,16 +199,16 @@ def faults_run(system: Dips | Gearmand, procs: Procs, jobs: int, clients: int,
     return collect(started, 300)
 
 
-def speed_run(system: Dips | Gearmand, procs: Procs, jobs: int, clients: int,
+def speed_run(system: Dips | Gearmand, procs: Children, jobs: int, clients: int,
               direct: bool = False) -> dict[str, float]:
     gateway = system.gateway if isinstance(system, Dips) and not direct else None
-    before = cpu_s(gateway.pid) if gateway else 0.0
+    before = cpu_seconds(gateway.pid) if gateway else 0.0
     endpoints = system.endpoints if isinstance(system, Dips) and direct else ()
     started = run_clients(procs, [] if direct else system.ports[:1], clients, jobs // clients,
                           0, 10.0, endpoints)
     result = collect(started, 300)
     if gateway is not None:
-        result["gateway_cpu_us_per_job"] = (cpu_s(gateway.pid) - before) / max(
+        result["gateway_cpu_us_per_job"] = (cpu_seconds(gateway.pid) - before) / max(
             1, result["ok"]) * 1e6
     result["cards_per_s"] = result["ok"] / max(result["elapsed_s"], 1e-9)
     return result
@@ -298,8 +250,6 @@ def direct_role(args: argparse.Namespace) -> int:
 def client_role(args: argparse.Namespace) -> int:
     if args.direct:
         return direct_role(args)
-    import gear
-
     import renderers
     from mdp_gearman import phpser
 
@@ -307,39 +257,7 @@ def client_role(args: argparse.Namespace) -> int:
     requests = _requests(args.seed)
     expected = [renderer.render(r) for r in requests]
     workloads = [phpser.dumps(r) for r in requests]
-
-    class Client(gear.Client):  # type: ignore[misc]
-        def _onConnect(self, conn: Any) -> None:
-            conn.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            super()._onConnect(conn)
-
-        def handleWorkComplete(self, packet: Any) -> Any:
-            job = super().handleWorkComplete(packet)
-            job.done.set()
-            return job
-
-        def handleWorkFail(self, packet: Any) -> Any:
-            job = super().handleWorkFail(packet)
-            job.done.set()
-            return job
-
-        def handleWorkException(self, packet: Any) -> Any:
-            job = super().handleWorkException(packet)
-            job.done.set()
-            return job
-
-        def handleDisconnect(self, job: Any) -> Any:
-            # the server went away with the job: gear ends it with no failure and no
-            # data, so mark it lost, or an empty card would count as a wrong one
-            job = super().handleDisconnect(job)
-            job.lost = True
-            job.done.set()
-            return job
-
-    client = Client(client_id=f"cards-{os.getpid()}")
-    for port in args.port:
-        client.addServer(LOOPBACK, port)
-    client.waitForServer(timeout=20)
+    client = gear_client(args.port, f"cards-{os.getpid()}", wait_s=20)
     counts = {"ok": 0, "failed": 0, "wrong": 0, "over_1s": 0}
     worst = 0.0
     start = time.monotonic()
@@ -349,20 +267,17 @@ def client_role(args: argparse.Namespace) -> int:
             if delay > 0:
                 time.sleep(delay)
         k = i % DISTINCT
-        job = gear.Job(b"ecard", workloads[k])
-        job.done = threading.Event()
         sent = time.monotonic()
-        try:
-            client.submitJob(job, timeout=args.timeout)
-            finished = job.done.wait(args.timeout)
-        except Exception:  # gear raises when no server takes the job
-            finished = False
+        try:  # a job lost with its server counts as failed, not as an empty (wrong) card
+            card = gear_result(gear_call(client, "ecard", workloads[k], args.timeout))
+        except Exception:  # gear raises when no server takes the job; or no answer in time
+            card = None
         took = time.monotonic() - sent
         worst = max(worst, took)
         counts["over_1s"] += took > 1.0
-        if not finished or job.failure or getattr(job, "lost", False):
+        if card is None:
             counts["failed"] += 1
-        elif b"".join(job.data) != expected[k]:
+        elif card != expected[k]:
             counts["wrong"] += 1
         else:
             counts["ok"] += 1
@@ -373,24 +288,12 @@ def client_role(args: argparse.Namespace) -> int:
 
 
 def gear_worker_role(args: argparse.Namespace) -> int:
-    import gear
-
     import renderers
     from mdp_gearman.mapping import decode_workload
 
     renderer = renderers.get("ecard")
     renderers.warm_up()
-
-    class Worker(gear.Worker):  # type: ignore[misc]
-        def _onConnect(self, conn: Any) -> None:
-            conn.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            super()._onConnect(conn)
-
-    worker = Worker(client_id=f"ecard-{os.getpid()}")
-    for port in args.port:
-        worker.addServer(LOOPBACK, port)
-    worker.waitForServer(timeout=20)
-    worker.registerFunction("ecard")
+    worker = gear_worker(args.port, ["ecard"], f"ecard-{os.getpid()}")
     while True:
         job = worker.getJob()
         try:
@@ -430,7 +333,7 @@ def faults_main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gearman-faults-") as tmp:
         makers: list[Any] = [Dips] + ([] if args.dips_only or missing else [Gearmand])
         for make in makers:
-            procs = Procs(Path(tmp))
+            procs = Children(Path(tmp))
             try:
                 system = make(procs, args.workers)
                 results[make.name] = faults_run(system, procs, args.jobs, args.clients, rate)
@@ -459,7 +362,7 @@ def bench(jobs: int = 2000, clients: int = 4, workers: int = 2,
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         makers: list[Any] = [Dips] + ([] if missing else [Gearmand])
         for make in makers:
-            procs = Procs(Path(tmp))
+            procs = Children(Path(tmp))
             try:
                 system = make(procs, workers, 1)  # one scheduler each
                 speed_run(system, procs, max(clients * 20, jobs // 10), clients)  # warm up

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from benchlib.cluster import start_broker, start_workers
 from benchlib.plan import Plan
-from benchlib.procs import Children, cpu_seconds, wait_for
+from benchlib.procs import Children, wait_for
 from benchlib.roundtrip import note
 from mdp.client import MDPClient
+from testkit import cpu_seconds
 
 REQUEST = {"pSN": "1234567890", "pData": [(7 * i) % 100 for i in range(80)]}
 LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)/")

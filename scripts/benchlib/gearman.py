@@ -18,9 +18,10 @@ from pathlib import Path
 
 from benchlib import gearman_c
 from benchlib.plan import Plan
-from benchlib.procs import LOOPBACK, BenchError, Child, Children, free_port, wait_for
+from benchlib.procs import BenchError, Child, Children, wait_for
 from benchlib.roundtrip import note, start_clients
 from benchlib.stats import SYNC, Shape
+from testkit import LOOPBACK, free_port
 
 GEAR_PY = "gearmand (gear)"
 GEAR_C = "gearmand (C)"

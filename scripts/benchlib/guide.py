@@ -25,8 +25,9 @@ from pathlib import Path
 
 from benchlib.markdown import met
 from benchlib.plan import SMALL, Plan
-from benchlib.procs import Child, Children, endpoint, free_port
+from benchlib.procs import Child, Children
 from benchlib.stats import SYNC, Figure, Shape
+from testkit import free_port, tcp_endpoint
 
 NAME = "guide (Python)"
 COMMIT = "6752d24b215997aa161e6896941bfd6010d4d3f5"  # booksbyus/zguide, 2020-02
@@ -78,7 +79,7 @@ class Guide:
                                       "--dir", str(self.files), *args], talk=True)
 
     def start(self, shape: Shape) -> None:
-        self.address = endpoint(free_port())
+        self.address = tcp_endpoint(free_port())
         broker = self._child("guide-broker", "broker", "--endpoint", self.address)
         broker.expect("READY", 30)
         self.processes = [broker]

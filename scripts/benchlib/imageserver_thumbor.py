@@ -8,12 +8,14 @@ The environment is made once, with pip from PyPI, under ``$DIPS_BENCH_CACHE`` (d
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
-from benchlib.procs import BenchError, Child, Children, free_port, wait_for
+from benchlib.procs import BenchError, Child, Children, wait_for
+from testkit import free_port
 
 VERSION = "7.8.0"
 CACHE = Path(os.environ.get("DIPS_BENCH_CACHE", Path.home() / ".cache" / "dips-bench"))
@@ -74,6 +76,16 @@ def start(kids: Children, python: Path, photos: Path, tmp: Path, *, processes: i
 
     wait_for(healthy, 60, "thumbor to answer /healthcheck")
     return server, port
+
+
+def stop(server: Child) -> None:
+    """Kill thumbor and the processes it forked (``--processes``): its whole process group
+    (every bench child starts a session of its own), then reap the parent."""
+    try:
+        os.killpg(server.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    server.kill()
 
 
 def url(name: str, width: int, quality: int) -> str:

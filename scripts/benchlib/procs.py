@@ -13,7 +13,6 @@ import ctypes
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,10 +21,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TypeVar
 
+import testkit
+from testkit import cpu_seconds, wakeups
+
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = SCRIPTS_DIR.parent
-LOOPBACK = "127.0.0.1"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG = 1
 
 T = TypeVar("T")
@@ -33,17 +33,6 @@ T = TypeVar("T")
 
 class BenchError(Exception):
     """A benchmark step failed: a child died, answered garbage, or a wait timed out."""
-
-
-def free_port() -> int:
-    """A TCP port on loopback that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def endpoint(port: int) -> str:
-    return f"tcp://{LOOPBACK}:{port}"
 
 
 def child_env() -> dict[str, str]:
@@ -55,17 +44,8 @@ def child_env() -> dict[str, str]:
 
 
 def wait_for(predicate: Callable[[], T | None], timeout_s: float, what: str) -> T:
-    """Poll ``predicate`` until it returns something truthy; BenchError after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.01
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise BenchError(f"timed out after {timeout_s:g}s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
+    """:func:`testkit.wait_for`, failing a benchmark step with BenchError."""
+    return testkit.wait_for(predicate, timeout_s, what, error=BenchError)
 
 
 def _die_with_parent() -> None:
@@ -203,35 +183,6 @@ class Children:
 
 
 # --- /proc -------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process, all its threads, in seconds."""
-    with open(f"/proc/{pid}/stat", "rb") as stat:
-        fields = stat.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise BenchError(f"no VmRSS for pid {pid}")
-
-
-def wakeups(pid: int) -> int:
-    """Voluntary context switches of all threads of a process: how often they slept."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            with open(task / "status") as status:
-                for line in status:
-                    if line.startswith("voluntary_ctxt_switches:"):
-                        total += int(line.split()[1])
-        except OSError:  # a thread that just ended
-            continue
-    return total
 
 
 class CpuWindow:

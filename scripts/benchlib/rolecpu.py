@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from benchlib import guide
 from benchlib.cluster import start_broker, start_workers
 from benchlib.markdown import met, num, table
 from benchlib.plan import SMALL, Plan
 from benchlib.procs import Child, Children
 from benchlib.roundtrip import Floor, note, start_clients
-from benchlib.stats import PIPE, CpuTally, Shape, cpu_window
+from benchlib.stats import PIPE, SYNC, CpuTally, Shape, cpu_window
 
 CLIENT = "client"
 SERVER = "echo server"
@@ -28,7 +30,9 @@ OTHER = "other broker"
 WORKER = "worker"
 FLOOR_ROLES = (CLIENT, SERVER)
 DIPS_ROLES = (CLIENT, FACING, OTHER, WORKER)
-TOTAL_TARGET = 4.0  # DIPS total at most this many times the floor total, pipelined
+GUIDE_BROKER = "broker"
+GUIDE_ROLES = (CLIENT, GUIDE_BROKER, WORKER)
+TOTAL_TARGET = 3.0  # DIPS total at most this many times the floor total, pipelined
 OTHER_TARGET = 0.05  # the other broker at most this share of the client-facing one
 
 
@@ -39,6 +43,7 @@ class ModeCosts:
     window: int
     floor: CpuTally = field(default_factory=CpuTally)
     dips: CpuTally = field(default_factory=CpuTally)
+    guide: CpuTally | None = None  # the ZeroMQ guide's Python stack (sync only), if run
 
     @property
     def times_floor(self) -> float:
@@ -51,11 +56,14 @@ class ModeCosts:
         return self.dips.us(OTHER) / facing if facing else float("nan")
 
 
-def run(kids: Children, plan: Plan) -> list[ModeCosts]:
-    return [run_mode(kids, plan, mode, shape) for mode, shape in plan.roles_shapes]
+def run(kids: Children, plan: Plan, guide_files: Path | None = None) -> list[ModeCosts]:
+    """Each mode's costs; with ``guide_files``, the guide's stack beside the sync ones."""
+    return [run_mode(kids, plan, mode, shape, guide_files if mode == SYNC else None)
+            for mode, shape in plan.roles_shapes]
 
 
-def run_mode(kids: Children, plan: Plan, mode: str, shape: Shape) -> ModeCosts:
+def run_mode(kids: Children, plan: Plan, mode: str, shape: Shape,
+             guide_files: Path | None = None) -> ModeCosts:
     costs = ModeCosts(mode, shape, plan.window)
     floor = Floor(kids, plan)
     floor.start(shape)
@@ -64,8 +72,17 @@ def run_mode(kids: Children, plan: Plan, mode: str, shape: Shape) -> ModeCosts:
     workers = start_workers(kids, [address, other_address], shape.workers)
     floor_clients = floor.clients(mode, SMALL, shape)
     dips_clients = start_clients(kids, shape, "dips", mode, SMALL, plan, "--endpoint", address)
+    stack = guide.Guide(kids, plan, guide_files) if guide_files is not None else None
+    guide_clients: list[Child] = []
     try:
-        for child in floor_clients + dips_clients:
+        guide_roles: dict[str, list[int]] = {}
+        if stack is not None:
+            stack.start(shape)
+            guide_clients = stack.clients(mode, SMALL, shape)
+            guide_roles = {CLIENT: pids(guide_clients), GUIDE_BROKER: [stack.processes[0].pid],
+                           WORKER: pids(stack.processes[1:])}
+            costs.guide = CpuTally()
+        for child in floor_clients + dips_clients + guide_clients:
             child.expect("READY", 60)
         floor_roles = {CLIENT: pids(floor_clients), SERVER: pids(floor.servers)}
         dips_roles = {CLIENT: pids(dips_clients), FACING: [facing.pid], OTHER: [other.pid],
@@ -73,13 +90,21 @@ def run_mode(kids: Children, plan: Plan, mode: str, shape: Shape) -> ModeCosts:
         for _ in range(plan.roles_reps):
             costs.floor.add(*cpu_window(floor_clients, floor_roles, plan.roles_duration_s))
             costs.dips.add(*cpu_window(dips_clients, dips_roles, plan.roles_duration_s))
+            if costs.guide is not None:
+                costs.guide.add(*cpu_window(guide_clients, guide_roles, plan.roles_duration_s))
     finally:
-        kids.kill(*floor_clients, *dips_clients, *workers, facing, other)
+        kids.kill(*floor_clients, *dips_clients, *guide_clients, *workers, facing, other)
+        if stack is not None:
+            stack.stop()
         floor.stop()
     note(f"  {mode} {shape}: " + ", ".join(f"{role} {costs.dips.us(role):.0f}"
                                            for role in DIPS_ROLES)
          + f" us/request; total {costs.dips.us():.0f} = {costs.times_floor:.1f}x the floor's "
          f"{costs.floor.us():.0f}; other/facing {100 * costs.other_share:.1f}%")
+    if costs.guide is not None:
+        note(f"  {mode} {shape}, the guide's stack: " + ", ".join(
+            f"{role} {costs.guide.us(role):.0f}" for role in GUIDE_ROLES)
+            + f" us/request; total {costs.guide.us():.0f}")
     return costs
 
 
@@ -112,6 +137,10 @@ def tables(modes: list[ModeCosts]) -> list[str]:
     rows.append(row("**floor: total**", lambda c: c.floor.us()))
     rows += [row(f"DIPS: {role}", lambda c, r=role: c.dips.us(r)) for role in DIPS_ROLES]
     rows.append(row("**DIPS: total**", lambda c: c.dips.us()))
+    if any(c.guide is not None for c in modes):
+        rows += [row(f"guide (Python): {role}", lambda c, r=role: _guide_us(c, r))
+                 for role in GUIDE_ROLES]
+        rows.append(row("**guide (Python): total**", lambda c: _guide_us(c)))
     extra = [["other broker / client-facing broker"]
              + sum(([f"{100 * c.other_share:.1f}%", ""] for c in modes), []),
              ["requests/s: floor / DIPS"]
@@ -119,9 +148,20 @@ def tables(modes: list[ModeCosts]) -> list[str]:
     return table(header, rows + extra)
 
 
+def _guide_us(costs: ModeCosts, *roles: str) -> float:
+    return costs.guide.us(*roles) if costs.guide is not None else float("nan")
+
+
 def target_rows(modes: list[ModeCosts]) -> list[list[str]]:
     rows = []
     for costs in modes:
+        if costs.guide is not None and costs.guide.us() > 0:
+            times = costs.guide.us() / costs.dips.us() if costs.dips.us() else float("nan")
+            rows.append([f"sync echo ({costs.shape}): DIPS's CPU/request over all processes "
+                         f"≤ the guide's / {guide.TARGET:g} (the 1.3× target, by CPU)",
+                         f"the guide's is {times:.2f}× DIPS's ({costs.guide.us():,.0f} vs "
+                         f"{costs.dips.us():,.0f} µs)",
+                         met(times >= guide.TARGET) if math.isfinite(times) else "—"])
         if costs.mode != PIPE:
             continue
         times = costs.times_floor
@@ -143,6 +183,8 @@ def as_json(modes: list[ModeCosts]) -> list[dict[str, Any]]:
              "floor_us": {role: c.floor.us(role) for role in FLOOR_ROLES} | {
                  "total": c.floor.us()},
              "dips_us": {role: c.dips.us(role) for role in DIPS_ROLES} | {"total": c.dips.us()},
+             "guide_us": None if c.guide is None else (
+                 {role: c.guide.us(role) for role in GUIDE_ROLES} | {"total": c.guide.us()}),
              "floor_rates": c.floor.rates, "dips_rates": c.dips.rates,
              "errors": c.dips.errors} for c in modes]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import threading
 import time
@@ -24,6 +23,7 @@ import zmq
 from mdp import protocol as p
 from mdp.client import MDPClient
 from mdp.worker import Worker, WorkerConfig
+from testkit import gear_call, gear_client, gear_result, gear_worker
 
 _MAX_ERRORS = 50
 _RECV_TIMEOUT_MS = 10_000
@@ -182,59 +182,21 @@ class DipsClient:
 # --- gearmand through the `gear` package -------------------------------------------------
 
 
-def _nodelay(conn: Any) -> None:
-    conn.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 class GearClient:
-    """Sync foreground jobs through gearmand with the ``gear`` package."""
+    """Sync foreground jobs through gearmand with the ``gear`` package (the kit's client)."""
 
     def __init__(self, port: int, size: int) -> None:
-        import gear
-
-        class Client(gear.Client):  # type: ignore[misc]
-            def _onConnect(self, conn: Any) -> None:
-                _nodelay(conn)
-                super()._onConnect(conn)
-
-            def handleWorkComplete(self, packet: Any) -> Any:
-                job = super().handleWorkComplete(packet)
-                job.done.set()
-                return job
-
-            def handleWorkFail(self, packet: Any) -> Any:
-                job = super().handleWorkFail(packet)
-                job.done.set()
-                return job
-
-        self.gear = gear
-        self.client = Client(client_id=f"bench-client-{os.getpid()}")
-        self.client.addServer("127.0.0.1", port)
-        self.client.waitForServer(timeout=10)
+        self.client = gear_client([port], f"bench-client-{os.getpid()}")
         self.payload = b"x" * size
 
     def once(self) -> None:
-        job = self.gear.Job(b"echo", self.payload)
-        job.done = threading.Event()
-        self.client.submitJob(job, timeout=10)
-        if not job.done.wait(10):
-            raise TimeoutError("gearman job did not complete in 10 s")
-        if job.failure or len(b"".join(job.data)) != len(self.payload):
+        job = gear_call(self.client, "echo", self.payload, timeout_s=10)
+        if gear_result(job) != self.payload:
             raise ValueError("gearman job failed or wrong reply")
 
 
-def gear_worker(args: argparse.Namespace) -> int:
-    import gear
-
-    class GearWorker(gear.Worker):  # type: ignore[misc]
-        def _onConnect(self, conn: Any) -> None:
-            _nodelay(conn)  # without it every job waits ~40 ms for a delayed ACK
-            super()._onConnect(conn)
-
-    worker = GearWorker(client_id=f"bench-worker-{os.getpid()}")
-    worker.addServer("127.0.0.1", args.port)
-    worker.waitForServer(timeout=10)
-    worker.registerFunction("echo")
+def gear_echo_worker(args: argparse.Namespace) -> int:
+    worker = gear_worker([args.port], ["echo"], f"bench-worker-{os.getpid()}", wait_s=10)
     exit_when_input_closes()
     say("READY")
     while True:
@@ -369,7 +331,7 @@ ROLES: dict[str, Callable[[argparse.Namespace], int]] = {
     "floor-server": floor_server,
     "client": client,
     "fault-client": fault_client,
-    "gear-worker": gear_worker,
+    "gear-worker": gear_echo_worker,
     "thread-workers": thread_workers,
     "flood": flood,
 }

@@ -18,18 +18,18 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from benchlib.cluster import (
-    queue_depth,
     queue_limits,
     start_broker,
     start_thread_workers,
     wait_workers,
 )
 from benchlib.plan import Plan
-from benchlib.procs import Child, Children, CpuWindow, rss_bytes, wait_for
+from benchlib.procs import Child, Children, CpuWindow, wait_for
 from benchlib.roundtrip import note
 from benchlib.stats import combine, timed_window
 from mdp.config import BrokerConfig
 from mdp.dispatch import Dispatcher, Request, Worker
+from testkit import queue_depth, rss_bytes
 
 SERVICE = "sleep"
 PARKED = "parked"
@@ -182,8 +182,8 @@ def flooded(kids: Children, plan: Plan, broker: Child, address: str,
                       "--count", str(plan.flood))
     flood.expect("READY", 120)
     # the parked worker runs one and, with no other worker idle, holds up to max_prefetch
-    wait_for(lambda: queue_depth(address, PARKED) >= plan.flood - 1 - BrokerConfig.max_prefetch,
-             120,
+    queued = plan.flood - 1 - BrokerConfig.max_prefetch
+    wait_for(lambda: queue_depth(address, PARKED, 5.0) >= queued, 120,
              f"{plan.flood} queued requests")
     result.flood = plan.flood
     result.rss_after = rss_bytes(broker.pid)

@@ -21,10 +21,10 @@ def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
         for _ in range(2):
             cluster.worker(brokers, "ecard", wait=False)
         cluster.worker(brokers, "echo", wait=False)
-        cluster.worker(brokers, "slow", test_worker=True, wait=False)
+        cluster.worker(brokers, "slow", faulty=True, wait=False)
         gateway = start_gateway(cluster, brokers, "--timeout", "8", state_dir=tmp / "state")
         door = Door(cluster, brokers, gateway, tmp / "state")
-        from clusterkit import count_workers, wait_for
+        from testkit import count_workers, wait_for
         for service, n in (("ecard", 2), ("echo", 1), ("slow", 1)):
             for broker in brokers:
                 wait_for(lambda b=broker, s=service, n=n: count_workers(b.endpoint, s) == n,

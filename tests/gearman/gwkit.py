@@ -1,4 +1,5 @@
-"""Test kit for mdp-gearman: gateway processes, a raw Gearman connection, a gear client."""
+"""Test kit for mdp-gearman: gateway processes and a raw Gearman connection (the ``gear``
+client is the shared ``testkit``'s)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clusterkit import Cluster, Proc, needs, wait_for
+from clusterkit import Cluster, Proc, needs
 from mdp_gearman import packets as g
+from testkit import has_worker, wait_for
 
 HERE = Path(__file__).resolve().parent
 RECORDER = HERE / "recorder.py"
@@ -61,9 +62,8 @@ def recorder(cluster: Cluster, brokers: list[Proc], record_file: Path, *extra: s
         args += ["--broker", broker.endpoint]
     proc = cluster._spawn([*args, "--service", "record", "--heartbeat-interval", "0.2",
                            *extra], "recorder")
-    from clusterkit import _has_worker
     for broker in brokers:
-        wait_for(lambda e=broker.endpoint: _has_worker(e, proc.pid), 15, "recorder registered")
+        wait_for(lambda e=broker.endpoint: has_worker(e, proc.pid), 15, "recorder registered")
     return proc
 
 
@@ -144,60 +144,10 @@ class Raw:
         self.sock.close()
 
 
-def gear_client(port: int, *ports: int) -> Any:
-    """A ``gear`` client whose jobs carry a ``done`` event."""
-    import gear
-
-    class Client(gear.Client):  # type: ignore[misc]
-        def _onConnect(self, conn: Any) -> None:
-            conn.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            super()._onConnect(conn)
-
-        def handleWorkComplete(self, packet: Any) -> Any:
-            job = super().handleWorkComplete(packet)
-            job.done.set()
-            return job
-
-        def handleWorkFail(self, packet: Any) -> Any:
-            job = super().handleWorkFail(packet)
-            job.done.set()
-            return job
-
-        def handleWorkException(self, packet: Any) -> Any:
-            job = super().handleWorkException(packet)
-            job.done.set()
-            return job
-
-    client = Client(client_id=f"test-{os.getpid()}")
-    for p in (port, *ports):
-        client.addServer("127.0.0.1", p)
-    client.waitForServer(timeout=10)
-    return client
-
-
-def gear_call(client: Any, function: str, workload: bytes, timeout: float = 20.0,
-              **submit: Any) -> Any:
-    import gear
-
-    job = gear.Job(function.encode(), workload)
-    job.done = threading.Event()
-    client.submitJob(job, timeout=timeout, **submit)
-    if not job.done.wait(timeout):
-        raise TimeoutError(f"{function} job did not complete in {timeout}s")
-    return job
-
-
 def run_php(code: str, tmp_path: Path, timeout: float = 60.0) -> subprocess.CompletedProcess[bytes]:
     script = tmp_path / f"client-{abs(hash(code)) % 10**8}.php"
     script.write_text(code)
     return subprocess.run(["php", str(script)], capture_output=True, timeout=timeout)
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def json_body(data: bytes) -> Any:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from gwkit import Raw, port_of, recorder, start_gateway
 
-from clusterkit import Cluster, wait_for
+from clusterkit import Cluster
 from mdp_gearman.packets import T
+from testkit import wait_for
 
 JOBS = 500
 

@@ -12,8 +12,6 @@ import pytest
 from gwkit import (
     Door,
     Raw,
-    gear_call,
-    gear_client,
     need_php,
     need_tools,
     port_of,
@@ -21,11 +19,12 @@ from gwkit import (
     start_gateway,
 )
 
-from clusterkit import Proc, wait_for
+from clusterkit import Proc
 from mdp.client import MDPClient
 from mdp_gearman import packets as g
 from mdp_gearman.packets import T
 from renderers.samples import seed_request
+from testkit import gear_call, gear_client, gear_job, wait_for
 
 # The seed's client code (../shared/seeds/001_*.txt), addresses changed, do -> doNormal.
 SEED_PHP = """<?php
@@ -61,7 +60,7 @@ def test_the_seed_php_client_gets_the_card_mdpclient_gets(door: Door, tmp_path: 
     card = done.stdout
     assert card.startswith(b"\x89PNG\r\n\x1a\n")
     assert card == _direct_card(door)
-    packed = gear_call(gear_client(door.port), "ecard", msgpack.packb(seed_request()))
+    packed = gear_call(gear_client([door.port]), "ecard", msgpack.packb(seed_request()))
     assert not packed.failure and b"".join(packed.data) == card  # msgpack: the same card
 
 
@@ -154,7 +153,7 @@ def _knows_unique(gateway: Proc, unique: bytes) -> bool:
 
 
 def test_gear_client_formats_and_errors(door: Door) -> None:
-    client = gear_client(door.port)
+    client = gear_client([door.port])
     job = gear_call(client, "echo", b'{"hello": ["world", 1]}')
     assert b"".join(job.data) == b'{"hello": ["world", 1]}'
     job = gear_call(client, "echo", msgpack.packb({"k": b"\xff"}))
@@ -265,10 +264,8 @@ def test_many_connections_many_jobs_at_once(door: Door) -> None:
 
 @pytest.mark.parametrize("unused", [None])
 def test_gear_background_job_runs(door: Door, unused: None) -> None:
-    client = gear_client(door.port)
-    import gear
-
-    job = gear.Job(b"slow", b'{"sleep": 0.1}')
+    client = gear_client([door.port])
+    job = gear_job("slow", b'{"sleep": 0.1}')
     client.submitJob(job, background=True, timeout=10)
     assert job.handle and job.handle.startswith(b"H:")
     raw = Raw(door.port)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from gwkit import Raw, port_of, start_gateway
 
-from clusterkit import Cluster, wait_for
+from clusterkit import Cluster
 from mdp.keys import new_keypair
 from mdp_gearman.packets import T
+from testkit import wait_for
 
 
 def test_the_gateway_reaches_curve_brokers_with_its_key_and_not_without(

@@ -6,11 +6,11 @@ import random
 import socket
 import struct
 
-from gwkit import Door, Raw, port_of, rss_kb, start_gateway
+from gwkit import Door, Raw, port_of, start_gateway
 
-from clusterkit import wait_for
 from mdp_gearman import packets as g
 from mdp_gearman.packets import T
+from testkit import rss_bytes, wait_for
 
 
 def _still_serves(port: int) -> None:
@@ -78,7 +78,7 @@ def test_ten_thousand_deep_php_nesting_is_a_clear_error(door: Door) -> None:
 def test_slow_readers_are_bounded_and_others_still_served(door: Door) -> None:
     gateway = start_gateway(door.cluster, door.brokers, "--max-jobs-per-connection", "32")
     port = port_of(gateway)
-    before = rss_kb(gateway.pid)
+    before = rss_bytes(gateway.pid)
     big = b"z" * (512 * 1024)  # raw bytes: echo answers with ~0.5 MB each
     readers = []
     for _ in range(3):  # three clients that submit and never read
@@ -94,8 +94,8 @@ def test_slow_readers_are_bounded_and_others_still_served(door: Door) -> None:
                 break
         readers.append(sock)
     _still_serves(port)
-    wait_for(lambda: rss_kb(gateway.pid) > 0, 1)
-    grown_mb = (rss_kb(gateway.pid) - before) / 1024
+    wait_for(lambda: rss_bytes(gateway.pid) > 0, 1)
+    grown_mb = (rss_bytes(gateway.pid) - before) / 2**20
     assert grown_mb < 200, f"the gateway grew {grown_mb:.0f} MB for three slow readers"
     for sock in readers:
         sock.close()

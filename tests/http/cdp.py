@@ -20,8 +20,9 @@ from typing import Any
 import aiohttp
 
 CHROMIUM = shutil.which("chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run",
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run",
          "--disable-default-apps", "--remote-debugging-port=0",
          "--remote-debugging-address=127.0.0.1"]
 

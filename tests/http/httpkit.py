@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
 import urllib.error
 import urllib.request
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from clusterkit import Cluster, Proc, wait_for
+from clusterkit import Cluster, Proc
+from testkit import Load, wait_for
 
 LISTENING = re.compile(r"mdp-http listening on (http://127\.0\.0\.1:\d+)/")
 
@@ -73,44 +74,23 @@ def error_code(body: bytes) -> str:
     return str(json.loads(body)["error"]["code"])
 
 
-class Load:
-    """Threads that keep posting echo requests and check every reply."""
+class HttpLoad(Load):
+    """Threads that keep posting to ``service`` (echo by default) and check every reply."""
 
     def __init__(self, gateway: Gateway, threads: int = 6, service: str = "echo",
                  request: dict[str, Any] | None = None) -> None:
+        super().__init__(threads)
+        self.gateway = gateway
         self.service = service
         self.template = request or {}
-        self.gateway = gateway
-        self.stop = threading.Event()
-        self.ok = 0
-        self.failures: list[object] = []
-        self._lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(t,), daemon=True)
-                        for t in range(threads)]
 
-    def _run(self, thread: int) -> None:
-        i = 0
-        while not self.stop.is_set():
-            i += 1
-            request = {**self.template, "t": thread, "i": i} if self.service == "echo" \
-                else self.template
-            try:
-                status, _, body = self.gateway.post_json(self.service, request, timeout=30)
-                good = status == 200 and (self.service != "echo" or json.loads(body) == request)
-            except Exception as exc:  # recorded; the test fails on it
-                status, body, good = -1, repr(exc).encode(), False
-            with self._lock:
-                if good:
-                    self.ok += 1
-                else:
-                    self.failures.append((status, body[:200]))
+    def connect(self) -> AbstractContextManager[Gateway]:
+        return nullcontext(self.gateway)
 
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(40)
+    def exchange(self, gateway: Gateway, thread: int, i: int) -> str | None:
+        echo = self.service == "echo"
+        request = {**self.template, "t": thread, "i": i} if echo else self.template
+        status, _, body = gateway.post_json(self.service, request, timeout=30)
+        if status == 200 and (not echo or json.loads(body) == request):
+            return None
+        return f"{status}: {body[:200]!r}"

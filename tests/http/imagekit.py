@@ -20,9 +20,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from clusterkit import Cluster, Proc, broker_status, free_port, wait_for, worker_pids
+from clusterkit import Cluster, Proc
 from mdp_http import imgurl
 from mdp_http.signing import Signer
+from testkit import broker_status, free_port, wait_for, worker_pids
 
 HERE = Path(__file__).resolve().parent
 IMGWORKER = HERE / "imgworker.py"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import socket
 import threading
@@ -14,9 +15,10 @@ import msgpack
 import pytest
 from httpkit import Gateway, error_code, start_gateway
 
-from clusterkit import Cluster, count_workers, wait_for
-from mdp_http.signing import sign
+from clusterkit import Cluster
+from mdp_http.signing import post_text, sign
 from renderers import samples
+from testkit import count_workers, wait_for
 
 SERVICES = ("echo", "ecard", "thumbnail", "crop", "watermark", "convert", "image")
 PHOTO = samples.photo_jpeg(64, 48)
@@ -55,7 +57,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         endpoints = [b.endpoint for b in brokers]
         for service in SERVICES:
             cluster.worker(brokers, service, wait=False)
-        cluster.worker(brokers, "slow", test_worker=True, wait=False)
+        cluster.worker(brokers, "slow", faulty=True, wait=False)
         for service in (*SERVICES, "slow"):
             for endpoint in endpoints:
                 wait_for(lambda e=endpoint, s=service: count_workers(e, s) >= 1, 30,
@@ -202,6 +204,34 @@ def test_signed_get_accepted_tampered_refused(env: Env) -> None:
         assert status == 403 and error_code(reply) == "forbidden", url
     status, headers, _ = env.gateway.call("GET", f"/v1{path}")  # no keys: no signature needed
     assert status == 200 and headers["Content-Type"] == "image/png"
+
+
+def test_signed_posts_cover_the_body_and_unsigned_ones_are_refused(env: Env) -> None:
+    body = json.dumps({"pSN": "0012345678", "pData": ",".join(["61"] * 80)}).encode()
+    headers = {"Content-Type": "application/json"}
+    status, _, reply = env.signed.call("POST", "/v1/ecard", body, headers)
+    assert status == 403 and error_code(reply) == "forbidden"
+    signature = sign(*KEYS[0], post_text("/ecard", hashlib.sha256(body).digest()))
+    status, got, reply = env.signed.call("POST", f"/v1/{signature}/ecard", body, headers)
+    assert status == 200 and got["Content-Type"] == "image/png", reply[:200]
+    other = body.replace(b"0012345678", b"0012345679")
+    status, _, reply = env.signed.call("POST", f"/v1/{signature}/ecard", other, headers)
+    assert status == 403 and error_code(reply) == "forbidden"
+
+
+def test_a_msgpack_body_passes_through_and_the_service_is_named_before_a_poll(env: Env
+                                                                                  ) -> None:
+    fresh = start_gateway(env.cluster, env.brokers, "--poll-interval", "3600")
+    request = {"a": 1, "blob": b"\x00" * 1000}
+    status, _, reply = fresh.call("POST", "/v1/echo", msgpack.packb(request, use_bin_type=True),
+                                  {"Content-Type": "application/msgpack",
+                                   "Accept": "application/msgpack"})
+    assert status == 200 and msgpack.unpackb(reply) == request
+    status, _, reply = fresh.call("POST", "/v1/echo", b"\x93\x01\x02\x03",
+                                  {"Content-Type": "application/msgpack"})
+    assert status == 400 and "map" in json.loads(reply)["error"]["message"]
+    _, _, metrics = fresh.call("GET", "/metrics")
+    assert 'dips_http_requests_total{service="echo",status="200"} 1.0' in metrics.decode()
 
 
 def read_status(sock: socket.socket) -> int:

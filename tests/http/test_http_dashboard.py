@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 from cdp import CHROMIUM, Browser, Page
-from httpkit import Gateway, Load
+from httpkit import Gateway, HttpLoad
 
-from clusterkit import Proc, broker_status, free_port, needs, wait_for
+from clusterkit import Proc, needs
+from testkit import broker_status, free_port, wait_for
 
 pytestmark = [pytest.mark.slow,
               needs(CHROMIUM is not None, "chromium")]
@@ -69,7 +70,8 @@ async def drive(tmp_path: Path, url: str, brokers: list[str], gateway: Gateway) 
 
         rate0, served0 = await numbers(page)
         ecard = {"pSN": "1234567890", "pData": list(range(80))}
-        with Load(gateway, threads=2), Load(gateway, threads=2, service="ecard", request=ecard):
+        with HttpLoad(gateway, threads=2), \
+                HttpLoad(gateway, threads=2, service="ecard", request=ecard):
             deadline = asyncio.get_running_loop().time() + 30
             while True:  # the numbers move while the load runs
                 rate, served = await numbers(page)

@@ -6,9 +6,10 @@ import signal
 from pathlib import Path
 
 import pytest
-from httpkit import Load, start_gateway
+from httpkit import HttpLoad, start_gateway
 
-from clusterkit import Cluster, wait_for
+from clusterkit import Cluster
+from testkit import wait_for
 
 
 @pytest.mark.slow
@@ -19,7 +20,7 @@ def test_serving_goes_on_while_a_broker_is_killed(tmp_path: Path) -> None:
         for _ in range(2):
             cluster.worker(brokers, "echo")
         gateway = start_gateway(cluster, [b.endpoint for b in brokers])
-        with Load(gateway) as load:
+        with HttpLoad(gateway) as load:
             wait_for(lambda: load.ok >= 150 or load.failures, 60, "150 replies")
             brokers[0].signal(signal.SIGKILL)
             killed_at = load.ok

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from httpkit import Load, start_gateway
+from httpkit import HttpLoad, start_gateway
 
-from clusterkit import Cluster, broker_status, free_port, needs, wait_for
+from clusterkit import Cluster, needs
+from testkit import broker_status, free_port, wait_for
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = [pytest.mark.slow,
@@ -83,7 +84,7 @@ def test_prometheus_scrapes_rates_and_quantiles(tmp_path: Path) -> None:
         status = broker_status(brokers[0].endpoint)
         echo = status.services.get("echo") if status else None
         has_v2 = echo is not None and echo.counters is not None
-        with Load(gateway, threads=4) as load:
+        with HttpLoad(gateway, threads=4) as load:
             queries = {
                 "gateway rate": 'sum(rate(dips_http_requests_total{service="echo"}[30s]))',
                 "served rate": 'sum(rate(dips_worker_served_total{service="echo"}[30s]))',

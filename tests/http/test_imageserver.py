@@ -11,9 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
-from clusterkit import Cluster, broker_counter, needs, wait_for
 from httpkit import Gateway, start_gateway
 from imagekit import (
     REDIS_SERVER,
@@ -26,10 +23,13 @@ from imagekit import (
     signed,
     write_keys,
 )
+from PIL import Image
+
+from clusterkit import Cluster, needs
 from mdp_http.signing import post_text
+from testkit import broker_counter, wait_for
 
 pytestmark = pytest.mark.slow
-BROKER_COALESCES = (Path(__file__).resolve().parents[2] / "mdp" / "brokercore.py").exists()
 
 
 @pytest.fixture
@@ -79,6 +79,8 @@ def test_a_signed_url_renders_once_then_comes_from_the_cache_or_304(
     assert served([broker]) == 1
     assert metric(gateway, "dips_http_cache_hits_total") == 1
     assert metric(gateway, "dips_http_not_modified_total") == 1
+    assert metric(gateway, 'dips_http_requests_total{service="imgproxy",status="200"}') == 2
+    assert metric(gateway, 'dips_http_requests_total{service="imgproxy",status="304"}') == 1
     # the base64 spelling of the same request is the same request
     status, encoded, _ = gateway.call("GET", signed(["rs:fit:200:200"], f"{origin.url}/a.jpg",
                                                     encoded=True))
@@ -167,10 +169,15 @@ def test_hostile_sources_each_get_a_clear_4xx(cluster: Cluster, origin: Origin,
     other = Origin(origin.root).start()  # a loopback server that is not allow-listed
     try:
         broker = cluster.broker()
-        image_workers(cluster, [broker], 1, allow=origin.url, roots=origin.root)
+        # localhost is an allowed origin, but only 127.0.0.1 may be internal: a name that
+        # resolves to a loopback address is refused before any connection
+        by_name = origin.url.replace("127.0.0.1", "localhost")
+        image_workers(cluster, [broker], 1, allow=f"{origin.url},{by_name}", roots=origin.root,
+                      env={"DIPS_SOURCES_INTERNAL": origin.url})
         gateway = start_gateway(cluster, [broker.endpoint], "--timeout", "20")
         cases = [
             (f"{other.url}/a.jpg", 403, "source_forbidden"),
+            (f"{by_name}/c.jpg", 403, "source_forbidden"),
             (f"{origin.url}/redirect?to={other.url}/a.jpg", 403, "source_forbidden"),
             (f"{origin.url}/missing.jpg", 404, "source_not_found"),
             (f"{origin.url}/not-an-image.jpg", 422, "source_not_image"),
@@ -183,6 +190,7 @@ def test_hostile_sources_each_get_a_clear_4xx(cluster: Cluster, origin: Origin,
             assert (status, json.loads(body)["error"]["code"]) == (status_wanted, code), source
             assert headers["Cache-Control"] == "no-store"
         assert sum(other.hits.values()) == 0  # never contacted
+        assert origin.hits["/c.jpg"] == 0  # the name's address was refused before connecting
     finally:
         other.stop()
 
@@ -246,8 +254,6 @@ def test_redis_killed_under_load_fails_no_request_and_hits_come_back(
 def test_identical_requests_through_two_doors_and_two_brokers_render_once(
         cluster: Cluster, origin: Origin) -> None:
     brokers = [cluster.broker(), cluster.broker()]
-    if not BROKER_COALESCES:
-        pytest.skip("these brokers do not coalesce keyed requests yet (core v2's broker)")
     # a render that takes long enough for all 100 requests to be in flight together
     image_workers(cluster, brokers, 2, allow=origin.url, stand_in=True,
                   env={"DIPS_TEST_RENDER_DELAY": "1.5"})

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from cdp import CHROMIUM, Browser, Page
-
-from clusterkit import Cluster, needs
 from httpkit import start_gateway
 from imagekit import Origin, image_workers, make_photos, served, signed, write_keys
+
+from clusterkit import Cluster, needs
 
 pytestmark = [pytest.mark.slow, needs(CHROMIUM is not None, "chromium")]
 
@@ -75,7 +75,7 @@ def test_a_page_of_30_signed_images_loads_and_reloads_without_rendering(
                             "--cache-control", "public, max-age=0, must-revalidate")
     expected = [list(size) for size in write_page(origin, gateway.url)]
 
-    async def run() -> tuple[list[list[int]], int, list[list[int]], int, list[str]]:
+    async def run() -> tuple[list[list[int]], int, list[list[int]], int, list[str], str]:
         browser = Browser(tmp_path)
         try:
             page = await browser.page()
@@ -83,16 +83,23 @@ def test_a_page_of_30_signed_images_loads_and_reloads_without_rendering(
             first = await load(page, f"{origin.url}/page.html")
             rendered = served([broker])
             second = await load(page, None)
-            return first, rendered, second, served([broker]), page.problems()
+            problems = page.problems()
+            await page.send("Page.navigate", url=f"{gateway.url}/")  # the dashboard
+            shown = await page.wait_for("document.getElementById('images') && "
+                                        "document.getElementById('images').textContent", 30,
+                                        "the image server's numbers on the dashboard")
+            await page.screenshot(tmp_path / "dashboard.png")
+            return first, rendered, second, served([broker]), problems, shown
         finally:
             await browser.close()
 
-    first, rendered, second, rendered_after, problems = asyncio.run(run())
+    first, rendered, second, rendered_after, problems, shown = asyncio.run(run())
     assert first == expected
     assert rendered == 30  # one render per distinct image
     assert second == expected
     assert rendered_after == rendered  # the reload rendered nothing
     assert problems == []
+    assert "30 renders" in shown and "misses" in shown, shown
     _, _, body = gateway.call("GET", "/metrics")
     revalidated = [line for line in body.decode().splitlines()
                    if line.startswith("dips_http_not_modified_total")]

@@ -286,3 +286,59 @@ def test_the_door_reads_imagings_cases_into_the_same_request(case: dict) -> None
 def test_b64url_tolerates_missing_padding() -> None:
     text = base64.urlsafe_b64encode(b"local:///a.jpg").rstrip(b"=").decode()
     assert imgurl.b64url_decode(text, "source") == b"local:///a.jpg"
+
+
+def test_help_shows_every_flags_default_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from mdp_http.config import DEFAULT_MAX_BODY, parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = capsys.readouterr().out
+    flags = [line.split()[0] for line in text.splitlines()
+             if line.startswith("  --") and not line.startswith(("  --help", "  --version"))]
+    assert len(flags) > 20
+    assert text.count("(default:") >= len(flags)  # every flag says its default
+    with pytest.raises(SystemExit):
+        parse_args(["--version"])
+    assert capsys.readouterr().out.startswith("mdp-http ")
+    assert DEFAULT_MAX_BODY >= 32 * 1024 * 1024 * 4 // 3  # a 32 MiB image fits as base64 JSON
+
+
+def test_no_url_breaks_the_parser_with_anything_but_a_clear_error() -> None:
+    import random
+
+    rng = random.Random(17)
+    alphabet = "/:@.%_-=+?&#abcdefxyz0123456789plainencupload\u00e9\u2603 \t\x00"
+    pieces = ["plain", "rs", "fill", "w", "pr", "g", "sm", "fp", "c", "pd", "bg", "wm", "re",
+              "http://a/b.jpg", "local:///x", "aHR0cDovL2E", "%25", "%3F", "@png", ".webp"]
+    for _ in range(3000):
+        path = "/" + "".join(rng.choice(pieces) if rng.random() < 0.3 else rng.choice(alphabet)
+                             for _ in range(rng.randint(0, 60)))
+        try:
+            url = imgurl.parse_path(path, info=rng.random() < 0.1,
+                                    allow_no_source=rng.random() < 0.2)
+            proc = imgops.parse_options(url.options, SHARP)
+            if url.extension:
+                imgops.output_format(url.extension)
+            negotiate.request_key(service="imgproxy", source=url.source, ops=proc.ops,
+                                  fmt=proc.format, accept=(), quality=proc.quality,
+                                  cachebuster=proc.cachebuster, version="v")
+        except BadRequest as exc:  # NotFound is one too
+            assert exc.message
+
+
+def test_every_flag_takes_its_default_from_a_dips_http_variable() -> None:
+    from mdp_http.config import parse_args
+
+    environ = {"DIPS_HTTP_BROKER": "tcp://127.0.0.1:1,tcp://127.0.0.1:2",
+               "DIPS_HTTP_REDIS": "redis://127.0.0.1:7/0", "DIPS_HTTP_AUTO_WEBP": "1",
+               "DIPS_HTTP_CACHE_BYTES": "1024", "DIPS_HTTP_PRESET": "a=w:10,b=h:20"}
+    config = parse_args([], environ)
+    assert config.brokers == ["tcp://127.0.0.1:1", "tcp://127.0.0.1:2"]
+    assert (config.redis, config.auto_webp, config.cache_bytes) == ("redis://127.0.0.1:7/0",
+                                                                    True, 1024)
+    assert config.presets == ["a=w:10", "b=h:20"]
+    flags = parse_args(["--broker", "tcp://127.0.0.1:3", "--no-auto-webp"], environ)
+    assert flags.brokers == ["tcp://127.0.0.1:3"] and not flags.auto_webp  # flags win
+    with pytest.raises(SystemExit):
+        parse_args([], {**environ, "DIPS_HTTP_CACHE_BYTES": "lots"})

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from .opstools import LocalCluster, copy_code, free_ports, kill_all_under
+from testkit import free_ports
+
+from .opstools import LocalCluster, copy_code, kill_all_under
 
 NO_DOORS = ("--http", "off", "--gearman", "off")  # the doors' own tests choose free ports
 

@@ -1,4 +1,6 @@
-"""Helpers for the operations tests: mdpctl runs, code trees, load and a serving monitor."""
+"""Helpers for the operations tests: mdpctl runs, code trees, load and a serving monitor.
+
+Waiting, ports, broker status and the load generator are the shared ``testkit``'s."""
 
 from __future__ import annotations
 
@@ -6,48 +8,18 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mdp.client import MDPClient
-from mdp.status import BrokerStatus, try_fetch
+from testkit import BrokerLoad, serving_workers
 
 REPO = Path(__file__).resolve().parents[2]
-CODE_PACKAGES = ("mdp", "renderers", "mdpctl")
+CODE_PACKAGES = ("mdp", "mdp_http", "mdp_gearman", "renderers", "mdpctl")
 FAST = ["--heartbeat-interval", "0.2", "--time-limit", "5"]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)  # poll interval; the predicate decides
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (held open together so that they differ)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def copy_code(dest: Path) -> Path:
@@ -136,78 +108,25 @@ def kill_all_under(path: Path) -> list[int]:
     return pids
 
 
-def broker_status(endpoint: str, timeout: float = 1.0) -> BrokerStatus | None:
-    return try_fetch(endpoint, timeout_s=timeout)
-
-
-def serving(endpoint: str, service: str) -> int:
-    """Workers of ``service`` that ``endpoint`` can hand requests to (-1: no answer)."""
-    status = broker_status(endpoint)
-    if status is None:
-        return -1
-    return sum(1 for w in status.workers(service) if w.serving)
-
-
 ECARD_REQUEST = {"pSN": "0123456789", "pData": ",".join(f"{i % 100:02d}" for i in range(80))}
 
 
-@dataclass
-class Load:
-    """Threads that keep ``in_flight`` requests in flight against one service."""
+def ecard_request(thread: int, i: int) -> dict[str, Any]:
+    return dict(ECARD_REQUEST, pSN=f"{thread:02d}{i:08d}")
 
-    brokers: list[str]
-    service: str
-    in_flight: int = 8
-    ok: int = 0
-    failures: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def start(self) -> Load:
-        for n in range(self.in_flight):
-            thread = threading.Thread(target=self._run, args=(n,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        return self
+def is_png(request: Any, reply: Any) -> str | None:
+    ok = isinstance(reply, bytes) and reply.startswith(b"\x89PNG")
+    return None if ok else f"not a PNG: {reply!r:.60}"
 
-    def _request(self, thread: int, i: int) -> dict[str, Any]:
-        if self.service == "ecard":
-            return dict(ECARD_REQUEST, pSN=f"{thread:02d}{i:08d}")
-        return {"thread": thread, "i": i, "pad": "x" * 64}
 
-    def _check(self, request: dict[str, Any], reply: Any) -> str | None:
-        if self.service == "ecard":
-            ok = isinstance(reply, bytes) and reply.startswith(b"\x89PNG")
-            return None if ok else f"not a PNG: {reply!r:.60}"
-        return None if reply == request else f"wrong reply {reply!r:.80} for {request!r:.80}"
-
-    def _run(self, thread: int) -> None:
-        with MDPClient(self.brokers, timeout=10.0, retries=3) as client:
-            i = 0
-            while not self._stop.is_set():
-                request = self._request(thread, i)
-                try:
-                    problem = self._check(request, client.send(self.service, request))
-                except Exception as exc:  # every failure is recorded, none is fatal
-                    problem = f"{type(exc).__name__}: {exc}"
-                with self._lock:
-                    if problem:
-                        self.failures.append(problem)
-                    else:
-                        self.ok += 1
-                i += 1
-
-    def wait_ok(self, count: int, timeout: float = 30.0) -> None:
-        start = self.ok
-        wait_for(lambda: self.ok >= start + count, timeout, f"{count} {self.service} replies")
-
-    def stop(self) -> None:
-        """Stop sending; idempotent."""
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30.0)
-        assert not any(t.is_alive() for t in self._threads), "a load thread did not stop"
+def service_load(brokers: list[str], service: str, in_flight: int = 8) -> BrokerLoad:
+    """``in_flight`` threads sending to ``service`` (echo, or ecard checked to be PNGs)."""
+    client = {"timeout": 10.0, "retries": 3}
+    if service == "ecard":
+        return BrokerLoad(brokers, service, threads=in_flight, request=ecard_request,
+                          check=is_png, client=client)
+    return BrokerLoad(brokers, service, threads=in_flight, client=client)
 
 
 class ServingMonitor:
@@ -228,7 +147,7 @@ class ServingMonitor:
     def _run(self) -> None:
         while not self._stop.is_set():
             for endpoint in self.brokers:
-                count = serving(endpoint, self.service)
+                count = serving_workers(endpoint, self.service)
                 if count >= 0:
                     self.minimum[endpoint] = min(self.minimum.get(endpoint, count), count)
             self.samples += 1
@@ -249,7 +168,7 @@ class LocalCluster:
     run_dir: Path
     brokers: list[str]
     up_args: list[str] = field(default_factory=list)
-    loads: list[Load] = field(default_factory=list)
+    loads: list[BrokerLoad] = field(default_factory=list)
     monitors: list[ServingMonitor] = field(default_factory=list)
 
     def ctl(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
@@ -259,9 +178,9 @@ class LocalCluster:
         brokers = [arg for b in self.brokers for arg in ("--broker", b)]
         return self.ctl("up", *brokers, *FAST, *self.up_args, *extra)
 
-    def load(self, service: str, in_flight: int = 8) -> Load:
+    def load(self, service: str, in_flight: int = 8) -> BrokerLoad:
         """Start a load that the fixture stops in the end, whatever happens."""
-        load = Load(self.brokers, service, in_flight=in_flight).start()
+        load = service_load(self.brokers, service, in_flight).start()
         self.loads.append(load)
         return load
 

@@ -31,18 +31,10 @@ from mdpctl.batchrecord import RECORD_NAME
 from mdpctl.batchrun import Summary, is_fault, retry_delay_s
 from mdpctl.cli import build_parser, parse
 from mdpctl.pipeline import Feed
+from testkit import broker_status, free_ports, serving_workers, wait_for
 
 from .conftest import NO_DOORS
-from .opstools import (
-    FAST,
-    LocalCluster,
-    broker_status,
-    copy_code,
-    free_ports,
-    kill_all_under,
-    serving,
-    wait_for,
-)
+from .opstools import FAST, LocalCluster, copy_code, kill_all_under
 
 # --- without sockets ---------------------------------------------------------------------
 
@@ -364,7 +356,7 @@ def test_thumbnails_in_a_terminal_interrupted_and_resumed(cluster: LocalCluster)
         for pid in workers:
             os.kill(pid, signal.SIGCONT)
         stopped = False
-        wait_for(lambda: all(serving(b, "thumbnail") == 2 for b in cluster.brokers), 20,
+        wait_for(lambda: all(serving_workers(b, "thumbnail") == 2 for b in cluster.brokers), 20,
                  "the thumbnail workers to serve again")
 
         pane.run(argv, batch_env(cluster))

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from .opstools import LocalCluster, broker_status, code_version, serving
+from testkit import broker_status, serving_workers
+
+from .opstools import LocalCluster, code_version
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +71,7 @@ def test_rolling_broker_upgrade_under_load(local_cluster: LocalCluster) -> None:
     for endpoint in local_cluster.brokers:
         version, pid = after[endpoint]
         assert version == new and pid != before[endpoint][1]
-        assert serving(endpoint, "echo") == 2 and serving(endpoint, "ecard") == 2
+        assert serving_workers(endpoint, "echo") == 2 and serving_workers(endpoint, "ecard") == 2
 
     # status shows each broker's version beside the workers' (which did not restart).
     status = local_cluster.status()
@@ -106,7 +108,7 @@ def test_broken_broker_stops_the_upgrade(local_cluster: LocalCluster) -> None:
         assert load.failures == [], load.failures[:5]
     assert broker_status(first) is None
     assert broker_versions_one(second) == before[second]
-    assert serving(second, "echo") == 2 and serving(second, "ecard") == 2
+    assert serving_workers(second, "echo") == 2 and serving_workers(second, "ecard") == 2
 
     # With a broker down, a new upgrade is refused and touches nothing.
     refused = local_cluster.ctl("reload", "--brokers")

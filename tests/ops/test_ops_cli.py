@@ -17,8 +17,9 @@ from mdp.version import code_version, package_version
 from mdpctl import commands, probe
 from mdpctl.cli import build_parser, main, split_doc
 from mdpctl.lock import exclusive, lock_path
+from testkit import free_ports
 
-from .opstools import free_ports, processes_under
+from .opstools import processes_under
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -23,16 +23,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from testkit import free_ports, wait_for
+
 from .conftest import NO_DOORS
-from .opstools import (
-    FAST,
-    REPO,
-    LocalCluster,
-    copy_code,
-    free_ports,
-    kill_all_under,
-    processes_under,
-)
+from .opstools import FAST, REPO, LocalCluster, copy_code, kill_all_under, processes_under
 
 pytestmark = pytest.mark.slow
 
@@ -150,6 +144,12 @@ def test_a_door_that_cannot_start_fails_up_shows_in_status_and_comes_back(
     text = local_cluster.ctl("status")
     assert "DOOR" in text.stdout and "mdp-http" in text.stdout
 
+    def http_state() -> str:
+        doors = json.loads(local_cluster.ctl("status", "--json").stdout)["doors"]
+        return next(d["state"] for d in doors if d["door"] == "mdp-http")
+
+    # supervisord gives up on it after its start retries; then only `up` starts it again.
+    wait_for(lambda: http_state() == "FATAL", 60, "supervisord to give up on mdp-http")
     (local_cluster.code / "mdp_http" / "__main__.py").write_text(pristine.read_text())
     again = local_cluster.up()  # the same options: it starts the door that is down
     assert again.returncode == 0, again.stdout + again.stderr

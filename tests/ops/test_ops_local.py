@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mdpctl.cluster import local_cluster_toml
+from testkit import free_ports, serving_workers, wait_for
 
 from .opstools import (
     REPO,
@@ -19,12 +20,9 @@ from .opstools import (
     change_code,
     code_version,
     copy_code,
-    free_ports,
     kill_all_under,
     mdpctl,
     processes_under,
-    serving,
-    wait_for,
 )
 
 pytestmark = pytest.mark.slow
@@ -156,7 +154,7 @@ def test_broken_version_stops_the_rollout(local_cluster: LocalCluster) -> None:
     for name in ("ecard:ecard-01", "echo:echo-00", "echo:echo-01"):
         assert states[name] == ("RUNNING", old)
     for endpoint in local_cluster.brokers:
-        assert serving(endpoint, "ecard") == 1 and serving(endpoint, "echo") == 2
+        assert serving_workers(endpoint, "ecard") == 1 and serving_workers(endpoint, "echo") == 2
 
     # A fixed version rolls out, the failed slot first.
     shutil.copy(pristine, local_cluster.code / "mdp" / "worker.py")
@@ -185,14 +183,14 @@ def test_scale_under_load(local_cluster: LocalCluster) -> None:
     assert up.returncode == 0, up.stderr
     assert "2 -> 4 workers (started echo-02, echo-03)" in up.stdout
     for endpoint in local_cluster.brokers:  # scale returns once they serve everywhere
-        assert serving(endpoint, "echo") == 4
+        assert serving_workers(endpoint, "echo") == 4
     load.wait_ok(50)
 
     down = local_cluster.ctl("scale", "echo", "1")
     assert down.returncode == 0, down.stderr
     assert "4 -> 1 workers (stopped echo-03, echo-02, echo-01)" in down.stdout
     wait_for(
-        lambda: all(serving(e, "echo") == 1 for e in local_cluster.brokers),
+        lambda: all(serving_workers(e, "echo") == 1 for e in local_cluster.brokers),
         5,
         "one echo worker left at each broker",
     )

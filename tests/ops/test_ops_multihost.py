@@ -19,18 +19,16 @@ import pytest
 
 from mdpctl.errors import CtlError
 from mdpctl.rpc import Supervisor, SupervisorEndpoint
+from testkit import free_ports, serving_workers, wait_for
 
 from .opstools import (
-    Load,
     change_code,
     code_version,
     copy_code,
-    free_ports,
     kill_all_under,
     mdpctl,
     processes_under,
-    serving,
-    wait_for,
+    service_load,
 )
 
 pytestmark = pytest.mark.slow
@@ -204,7 +202,7 @@ def test_one_cluster_file_drives_every_host(fleet: Fleet) -> None:
     assert text.returncode == 0, text.stderr
     assert "alpha" in text.stdout and "beta" in text.stdout and PASSWORD not in text.stdout
 
-    load = Load(fleet.brokers, "echo", in_flight=8).start()
+    load = service_load(fleet.brokers, "echo", in_flight=8).start()
     try:
         load.wait_ok(20)
         alpha_pids = {w["pid"] for w in status["workers"] if w["host"] == "alpha"}
@@ -222,7 +220,7 @@ def test_one_cluster_file_drives_every_host(fleet: Fleet) -> None:
         scale = fleet.ctl("scale", "echo", "3", "--host", "beta")
         assert scale.returncode == 0, scale.stderr
         assert "beta: 1 -> 3 workers" in scale.stdout and "alpha" not in scale.stdout
-        assert all(serving(e, "echo") == 5 for e in fleet.brokers)
+        assert all(serving_workers(e, "echo") == 5 for e in fleet.brokers)
         load.wait_ok(20)
         after = fleet.status()
         new_alpha = {w["pid"] for w in after["workers"] if w["host"] == "alpha"}
@@ -237,7 +235,7 @@ def test_one_cluster_file_drives_every_host(fleet: Fleet) -> None:
         brokers = fleet.ctl("reload", "--brokers", "--force")  # the broker host, over HTTP
         assert brokers.returncode == 0, brokers.stdout + brokers.stderr
         assert "[2/2] hub/brokers:" in brokers.stdout
-        assert all(serving(e, "echo") == 5 for e in fleet.brokers)
+        assert all(serving_workers(e, "echo") == 5 for e in fleet.brokers)
         load.wait_ok(20)
     finally:
         load.stop()

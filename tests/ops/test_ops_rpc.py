@@ -17,8 +17,9 @@ import pytest
 from mdpctl import local
 from mdpctl.errors import AuthError, SupervisorFault, Unreachable, UsageError
 from mdpctl.rpc import Supervisor, SupervisorEndpoint
+from testkit import free_ports, wait_for
 
-from .opstools import free_ports, kill_all_under, processes_under, wait_for
+from .opstools import kill_all_under, processes_under
 
 DUMMY = "import sys, time; print('dummy up', sys.argv[1], flush=True); time.sleep(3600)"
 

@@ -13,8 +13,9 @@ from mdpctl.fleet import read_host
 from mdpctl.local import endpoint_for
 from mdpctl.report import scale_differences
 from mdpctl.rpc import Supervisor, make_proxy
+from testkit import serving_workers, wait_for
 
-from .opstools import LocalCluster, serving, wait_for
+from .opstools import LocalCluster
 
 # --- without sockets ---------------------------------------------------------------------
 
@@ -100,7 +101,7 @@ def test_scale_survives_supervisord_restarts(local_cluster: LocalCluster) -> Non
     assert running(local_cluster) == {"echo": 3, "ecard": 1}
     assert chosen(local_cluster) == {"ecard": 1, "echo": 3}
     for endpoint in local_cluster.brokers:
-        assert serving(endpoint, "echo") == 3 and serving(endpoint, "ecard") == 1
+        assert serving_workers(endpoint, "echo") == 3 and serving_workers(endpoint, "ecard") == 1
 
     # supervisord restarting itself in place (same pid, every process started again).
     sock = endpoint_for(local_cluster.run_dir)
@@ -114,7 +115,7 @@ def test_scale_survives_supervisord_restarts(local_cluster: LocalCluster) -> Non
         return said is not None and said.applied and said.pid != keeper_pid
 
     wait_for(applied_again, 30, "the keeper to apply the scale after the restart")
-    wait_for(lambda: all(serving(e, "echo") == 3 and serving(e, "ecard") == 1
+    wait_for(lambda: all(serving_workers(e, "echo") == 3 and serving_workers(e, "ecard") == 1
                          for e in local_cluster.brokers), 30, "3 echo and 1 ecard workers")
     wait_for(lambda: running(local_cluster) == {"echo": 3, "ecard": 1}, 10,
              "3 echo and 1 ecard RUNNING (past startsecs)")
