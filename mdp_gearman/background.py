@@ -87,6 +87,7 @@ class BackgroundRunner:
             job.attempts += 1
             outcome = await self._run(job)
             if isinstance(outcome, TRANSIENT):
+                job.running = False  # back in the queue
                 delay = backoff_s(job.attempts)
                 log.info("background job %s (%s): %s; trying again in %.1fs",
                          job.handle.decode(), job.submission.service, outcome, delay)

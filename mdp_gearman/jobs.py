@@ -71,6 +71,8 @@ class Job:
     submission: Submission
     waiters: list[Any] = field(default_factory=list)  # foreground clients, in arrival order
     running: bool = False  # a worker has it (it reported progress); not merely sent
+    numerator: int = 0  # the latest WORK_STATUS
+    denominator: int = 0
     stored_id: int | None = None  # row in the outbox (background jobs)
     attempts: int = 0
 
@@ -136,11 +138,6 @@ class JobTable:
                 if not job.waiters and not job.submission.background:
                     orphans.append(job)
         return orphans
-
-    def status(self, handle: bytes) -> tuple[bool, bool]:
-        """(known, running) as GET_STATUS reports them."""
-        job = self.by_handle.get(handle)
-        return (job is not None, job is not None and job.running)
 
     def status_unique(self, unique: bytes) -> tuple[Job | None, int]:
         """GET_STATUS_UNIQUE: the job with this unique id (any function) and its waiters."""

@@ -10,6 +10,7 @@ its functions at every broker. docs/GEARMAN.md has the mapping.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -285,13 +286,12 @@ class Gateway:
         if kind == T.ECHO_REQ:
             conn.send(g.build(T.ECHO_RES, args[0]))
         elif kind == T.GET_STATUS:
-            known, running = self.table.status(args[0])
-            conn.send(g.build(T.STATUS_RES, args[0], b"%d" % known, b"%d" % running, b"0", b"0"))
+            job = self.table.by_handle.get(args[0])
+            conn.send(g.build(T.STATUS_RES, args[0], *_status_fields(job)))
         elif kind == T.GET_STATUS_UNIQUE:
             job, waiting = self.table.status_unique(args[0])
-            running = job is not None and job.running
-            conn.send(g.build(T.STATUS_RES_UNIQUE, args[0], b"%d" % (job is not None),
-                              b"%d" % running, b"0", b"0", b"%d" % waiting))
+            conn.send(g.build(T.STATUS_RES_UNIQUE, args[0], *_status_fields(job),
+                              b"%d" % waiting))
         elif kind == T.OPTION_REQ:
             if args[0] == b"exceptions":
                 conn.exceptions = True
@@ -362,7 +362,8 @@ class Gateway:
             return exc
         await self._slots.acquire(sub.priority)
         try:
-            result = await self.dips.call(sub.service, request, priority=sub.priority)
+            result = await self.dips.call(sub.service, request, priority=sub.priority,
+                                          on_progress=functools.partial(self._progress, job))
         except Exception as exc:  # RequestError, Timeout, or a bug: the job fails clearly
             if not isinstance(exc, RequestError | Timeout):
                 log.exception("job %s failed in the gateway", job.handle.decode())
@@ -370,6 +371,24 @@ class Gateway:
         finally:
             self._slots.release()
         return mapping.encode_result(result, fmt)
+
+    def _progress(self, job: Job, kind: str, num: int | None, den: int | None,
+                  data: bytes | None) -> None:
+        """A worker's progress report: the job runs (GET_STATUS says so), and its clients
+        get WORK_STATUS, WORK_DATA or WORK_WARNING as gearmand forwards them. A status of
+        0/0 only says that a worker has the job (a Gearman worker behind a door sends it
+        when it takes the job): it is not news for the clients."""
+        job.running = True
+        if kind == "status":
+            if num is None or den is None or (num, den) == (0, 0):
+                return
+            job.numerator, job.denominator = num, den
+            packet = g.build(T.WORK_STATUS, job.handle, b"%d" % num, b"%d" % den)
+        else:
+            packet = g.build(T.WORK_DATA if kind == "data" else T.WORK_WARNING, job.handle,
+                             data or b"")
+        for conn in job.waiters:
+            conn.send(packet)
 
     def _settle(self, job: Job, outcome: Outcome, final: bool) -> None:
         if final:
@@ -415,6 +434,13 @@ class Gateway:
             statuses = await self.dips.broker_status()
             self._status = (time.monotonic(), statuses)
         return statuses
+
+
+def _status_fields(job: Job | None) -> tuple[bytes, bytes, bytes, bytes]:
+    """STATUS_RES's known, running, numerator and denominator for a job (None: unknown)."""
+    if job is None:
+        return b"0", b"0", b"0", b"0"
+    return (b"1", b"%d" % job.running, b"%d" % job.numerator, b"%d" % job.denominator)
 
 
 def parse_submission_stored(stored: StoredJob) -> Submission:

@@ -182,6 +182,7 @@ class GearmanWorker:
                 unique = str(uuid.uuid4()).encode()  # DIPS tasks carry no unique id
                 self.send(g.build(T.JOB_ASSIGN_UNIQ, handle, function.encode(), unique,
                                   workload))
+            self.core.progress(task, "status", 0, 0, None, now)  # says: a worker has it
             return
         self.send(g.build(T.NO_JOB))
 

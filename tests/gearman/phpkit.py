@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-from clusterkit import Cluster, Proc, count_workers, wait_for
+from clusterkit import FAST_HEARTBEAT, Cluster, Proc, needs
+from testkit import count_workers, free_port, has_worker, wait_for
 
 HERE = Path(__file__).resolve().parent
 TEST_WORKER = HERE / "php" / "test_worker.php"
+PROGRESS_WORKER = HERE / "progress_worker.py"
 ECARD_WORKER = HERE / "php" / "ecard_worker.php"
 _HTTP_LISTENING = re.compile(r"mdp-http listening on (http://127\.0\.0\.1:\d+)/")
 
@@ -70,3 +75,49 @@ def run_php(code: str, path: Path, timeout: float = 60.0) -> str:
 
 
 PYTHON = sys.executable
+
+need_gearmand = needs(shutil.which("gearmand") is not None, "gearmand (gearman-job-server)")
+
+
+def progress_worker(cluster: Cluster, brokers: Sequence[Proc]) -> Proc:
+    """The Python worker of ``py_progress`` (tests/gearman/progress_worker.py)."""
+    args = [str(PROGRESS_WORKER), "--service", "py_progress", *FAST_HEARTBEAT]
+    for broker in brokers:
+        args += ["--broker", broker.endpoint]
+    proc = cluster._spawn(args, "progress-worker")
+    for broker in brokers:
+        wait_for(lambda e=broker.endpoint: has_worker(e, proc.pid), 15,
+                 "the progress worker registered")
+    return proc
+
+
+def _gearmand_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"getpid\n")
+            return sock.recv(64).startswith(b"OK")
+    except OSError:
+        return False
+
+
+@contextmanager
+def gearmand_with_php_worker(tmp_path: Path) -> Iterator[int]:
+    """A gearmand with the PHP test worker attached: the behaviour to match. Its port."""
+    port = free_port()
+    with (tmp_path / "gearmand.log").open("wb") as log:
+        server = subprocess.Popen(["gearmand", "-L", "127.0.0.1", "-p", str(port),
+                                   "--log-file", "none"], stdout=log, stderr=log)
+    worker = None
+    try:
+        wait_for(lambda: _gearmand_answers(port), 20, "gearmand to listen")
+        with (tmp_path / "gearmand-worker.log").open("wb") as log:
+            worker = subprocess.Popen(["php", str(TEST_WORKER), str(port)], stdout=log,
+                                      stderr=log)
+        wait_for(lambda: b"ready" in (tmp_path / "gearmand-worker.log").read_bytes(), 20,
+                 "the PHP worker on gearmand")
+        yield port
+    finally:
+        for proc in (worker, server):
+            if proc is not None:
+                proc.kill()
+                proc.wait()

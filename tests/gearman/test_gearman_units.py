@@ -190,9 +190,9 @@ def test_coalescing_by_unique_id() -> None:
     background = parse_submission(g.Packet(T.SUBMIT_JOB_BG, (b"e", b"same", b"")), 0)
     assert table.coalesce(background) is None  # a durable job never joins a mortal one
     job.waiters += ["a", "b"]
-    assert table.status(job.handle) == (True, False)
+    assert table.by_handle[job.handle] is job and not job.running
     assert table.drop_waiter("a", [job]) == [] and table.drop_waiter("b", [job]) == [job]
-    assert table.finish(job) == [] and table.status(job.handle) == (False, False)
+    assert table.finish(job) == [] and job.handle not in table.by_handle
     assert table.coalesce(first) is None
 
 

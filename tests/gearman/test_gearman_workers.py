@@ -17,14 +17,24 @@ from typing import Any
 
 import pytest
 from gwkit import Raw, need_php, start_gateway
-from phpkit import ECARD_WORKER, TEST_WORKER, php_worker, run_php, start_http
+from phpkit import (
+    ECARD_WORKER,
+    TEST_WORKER,
+    gearmand_with_php_worker,
+    need_gearmand,
+    php_worker,
+    progress_worker,
+    run_php,
+    start_http,
+)
 
-from clusterkit import FAST_HEARTBEAT, Cluster, Proc, wait_for
+from clusterkit import FAST_HEARTBEAT, Cluster, Proc
 from mdp.client import MDPClient
 from mdp.errors import WorkerError, WorkerTimeout
 from mdp_gearman import phpser
 from mdp_gearman.workers import EXCEPTION_CODE, FAIL_CODE
 from renderers.samples import seed_request
+from testkit import wait_for
 
 pytestmark = need_php
 
@@ -33,7 +43,8 @@ class Doors:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.brokers = [cluster.broker(), cluster.broker()]
-        self.doors = [start_gateway(cluster, self.brokers, *FAST_HEARTBEAT) for _ in range(2)]
+        self.doors = [start_gateway(cluster, self.brokers, *FAST_HEARTBEAT,
+                                    state_dir=cluster.tmp_path / f"state{n}") for n in range(2)]
 
     @property
     def ports(self) -> list[int]:
@@ -170,7 +181,7 @@ def test_a_php_and_a_python_worker_of_one_service_are_both_kept_busy(tmp_path: P
     try:
         rig = Doors(cluster)
         php = php_worker(cluster, TEST_WORKER, rig.ports, rig.brokers, "slow")
-        python = cluster.worker(rig.brokers, "slow", test_worker=True)
+        python = cluster.worker(rig.brokers, "slow", faulty=True)
         for _ in range(3):
             results: list[Any] = []
             callers = [threading.Thread(target=lambda n=n, out=results: out.append(
@@ -292,3 +303,57 @@ def _php_loop(port: int, tmp_path: Path, stop: threading.Event, out: list[Any]) 
         (tmp_path / "stop").touch()
         php.wait(30)
 
+
+
+PROGRESS_CLIENT = """<?php
+$c = new GearmanClient();
+$c->addServer('127.0.0.1', PORT);
+$c->setTimeout(15000);
+$c->setStatusCallback(function ($t) {
+    echo "status ", $t->taskNumerator(), "/", $t->taskDenominator(), "\\n";
+});
+$c->setDataCallback(function ($t) { echo "data ", $t->data(), "\\n"; });
+$c->setWarningCallback(function ($t) { echo "warning ", $t->data(), "\\n"; });
+$c->setCompleteCallback(function ($t) { echo "complete ", $t->data(), "\\n"; });
+$c->addTask('FUNCTION', 'x');
+$c->runTasks();
+echo "doNormal ", $c->doNormal('FUNCTION', 'x'), " ", $c->returnCode(), "\\n";
+"""
+
+
+@need_gearmand
+def test_progress_reaches_gearman_clients_as_gearmand_forwards_it(doors: Doors,
+                                                                  tmp_path: Path) -> None:
+    """A PHP worker's WORK_STATUS, WORK_DATA and WORK_WARNING, and a Python handler's
+    progress, reach a PHP client through DIPS exactly as gearmand forwards a PHP worker's."""
+    with gearmand_with_php_worker(tmp_path) as port:
+        expected = run_php(PROGRESS_CLIENT.replace("PORT", str(port))
+                           .replace("FUNCTION", "php_progress"), tmp_path / "gearmand.php")
+    assert "status 1/3" in expected and "doNormal chunk-1done 0" in expected
+    cluster = doors.cluster
+    progress_worker(cluster, doors.brokers)
+    for function in ("php_progress", "py_progress"):
+        seen = run_php(PROGRESS_CLIENT.replace("PORT", str(doors.ports[0]))
+                       .replace("FUNCTION", function), tmp_path / f"{function}.php")
+        assert seen == expected, function
+    reports: list[tuple[str, int | None, int | None, bytes | None]] = []
+    with doors.client() as client:
+        result = client.send("php_progress", {}, on_progress=lambda *r: reports.append(r))
+    assert result == b"done" and reports == [
+        ("status", 0, 0, None), ("status", 1, 3, None), ("data", None, None, b"chunk-1"),
+        ("warning", None, None, b"careful"), ("status", 3, 3, None)]
+
+
+def test_job_status_says_running_once_a_worker_has_it_with_its_progress(
+        doors: Doors, tmp_path: Path) -> None:
+    code = """<?php
+$c = new GearmanClient();
+$c->addServer('127.0.0.1', PORT);
+$handle = $c->doBackground('php_status_wait', 'x');
+do { $s = $c->jobStatus($handle); usleep(10000); } while ($s[0] && $s[2] != 1);
+echo json_encode($s), "\\n";
+do { $s = $c->jobStatus($handle); usleep(10000); } while ($s[0]);
+echo json_encode($s), "\\n";
+"""
+    out = run_php(code.replace("PORT", str(doors.ports[0])), tmp_path / "status.php")
+    assert out.split("\n")[:2] == ["[true,true,1,2]", "[false,false,0,0]"]

@@ -18,7 +18,7 @@ $worker->addFunction('php_inspect', function (GearmanJob $job) {
                         'handle' => $job->handle(), 'function' => $job->functionName(),
                         'unique' => $job->unique(), 'pid' => getmypid()]);
 });
-// 'slow', as tests/helpers' Python test worker offers it: unserialize() the workload as the
+// 'slow', as tests/helpers/faulty_worker.py offers it: unserialize() the workload as the
 // seed's worker does, sleep its 'sleep' seconds, answer with the request plus pid, start
 // and end (PHP serialize()); says "start PID" when it begins
 $worker->addFunction('slow', function (GearmanJob $job) {
@@ -34,6 +34,12 @@ $worker->addFunction('php_progress', function (GearmanJob $job) {
     $job->sendData('chunk-1');
     $job->sendWarning('careful');
     $job->sendStatus(3, 3);
+    return 'done';
+});
+// a status, then a second's work: what jobStatus() shows meanwhile
+$worker->addFunction('php_status_wait', function (GearmanJob $job) {
+    $job->sendStatus(1, 2);
+    sleep(1);
     return 'done';
 });
 $worker->addFunction('php_exception', function (GearmanJob $job) {
