@@ -38,7 +38,7 @@ from mdp_gearman.outbox import Outbox, StoredJob
 from mdp_gearman.packets import T
 from mdp_gearman.proxycore import NO_TIME_LIMIT_S, ProxyCore
 from mdp_gearman.slots import PrioritySlots
-from mdp_gearman.workers import GearmanWorker, WorkerSettings
+from mdp_gearman.workers import MAX_LINKS, GearmanWorker, WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,7 @@ class Gateway:
         self._failures = RateLimitedLog(log)
         self.runner: BackgroundRunner | None = None
         self.zmq = zmq.Context()
+        self.zmq.set(zmq.MAX_SOCKETS, 2 * MAX_LINKS + 64)  # a link is a socket and a monitor
         self.worker_settings = WorkerSettings(
             tuple(config.brokers), config.worker_time_limit_s,
             Timing(config.heartbeat_interval_s, time_limit_s=NO_TIME_LIMIT_S, reply_gather_s=0),

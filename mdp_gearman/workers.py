@@ -53,7 +53,8 @@ from mdp_gearman.proxycore import NO_TIME_LIMIT_S, ProxyCore
 log = logging.getLogger(__name__)
 
 GRAB_GRACE_S = 0.025  # offered a task and silent this long: busy with another door's job
-MAX_FUNCTIONS = 256  # per connection
+MAX_FUNCTIONS = 64  # per connection
+MAX_LINKS = 4096  # broker links of all the door's Gearman workers (each a socket, a monitor)
 FAIL_CODE = mapping.GEARMAN_FAIL  # WORK_FAIL
 EXCEPTION_CODE = mapping.GEARMAN_EXCEPTION  # WORK_EXCEPTION; the message is its bytes
 MAX_EXCEPTION_BYTES = 64 * 1024
@@ -74,6 +75,25 @@ class Driver(Protocol):
     def close(self, abrupt: bool) -> None: ...
 
 
+class LinkBudget:
+    """How many broker links the door's Gearman workers may hold in all: each is a ZeroMQ
+    socket and its monitor, so a flood of connections registering functions cannot exhaust
+    the door's descriptors."""
+
+    def __init__(self, limit: int = MAX_LINKS) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, count: int) -> bool:
+        if self.used + count > self.limit:
+            return False
+        self.used += count
+        return True
+
+    def give(self, count: int) -> None:
+        self.used = max(0, self.used - count)
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """What every Gearman worker of one door shares."""
@@ -86,6 +106,7 @@ class WorkerSettings:
     raw_field: str = mapping.DEFAULT_RAW_FIELD
     limits: BodyLimits = BodyLimits()
     meta: dict[str, Any] = field(default_factory=dict)  # host, version for READY
+    budget: LinkBudget = field(default_factory=LinkBudget)
 
 
 @dataclass
@@ -242,7 +263,12 @@ class GearmanWorker:
         if self.assigned is not None:
             return  # after the job in hand
         self._retire()
-        if functions:
+        if functions and not self.settings.budget.take(len(functions) * len(
+                self.settings.brokers)):
+            log.warning("Gearman worker %s not registered: the door holds %d broker links "
+                        "already", self.peer, self.settings.budget.used)
+            self.send(g.error("too_many_workers", "the door has too many Gearman workers"))
+        elif functions:
             meta = {**self.settings.meta, "host": self.peer}
             self.core = ProxyCore(functions, self.settings.brokers, meta, self.settings.timing,
                                   self.settings.prefetch)
@@ -254,6 +280,8 @@ class GearmanWorker:
     def _retire(self, abrupt: bool = False) -> None:
         if self.driver is not None:
             self.driver.close(abrupt)
+        if self.core is not None:
+            self.settings.budget.give(len(self.core.links))
         self.core = self.driver = None
 
     def drain(self) -> None:

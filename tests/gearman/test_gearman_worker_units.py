@@ -22,6 +22,7 @@ from mdp_gearman.workers import (
     FAIL_CODE,
     GRAB_GRACE_S,
     GearmanWorker,
+    LinkBudget,
     WorkerSettings,
 )
 
@@ -302,3 +303,18 @@ def test_a_bad_function_name_is_refused() -> None:
     [(kind, args)] = rig.packet(T.CAN_DO, b"bad name!")
     assert kind == T.ERROR and args[0] == b"bad_function"
     assert rig.worker.abilities == {}
+
+
+def test_the_door_s_broker_links_are_bounded() -> None:
+    budget = LinkBudget(5)
+    rig, other = Rig(budget=budget), Rig(budget=budget)
+    rig.packet(T.CAN_DO, b"a")
+    rig.packet(T.CAN_DO, b"b")
+    rig.packet(T.PRE_SLEEP)
+    assert budget.used == 4  # two functions at two brokers
+    other.packet(T.CAN_DO, b"c")
+    [(kind, args)] = other.packet(T.PRE_SLEEP)
+    assert kind == T.ERROR and args[0] == b"too_many_workers" and other.worker.core is None
+    rig.worker.close()
+    assert budget.used == 0
+    assert other.packet(T.GRAB_JOB) == [(T.NO_JOB, [])] and other.worker.core is not None
