@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from docblocks import Block, MarkerError, collect, parse
+from testkit import processes_under
 
 REPO = Path(__file__).resolve().parents[1]
 PORTS_LOCK = Path("/tmp/dips-default-ports.lock")
@@ -137,34 +138,19 @@ def _take_ports_lock() -> int | None:
             time.sleep(0.5)  # another user of the default ports is still running
 
 
-def _left_under(root: Path) -> list[int]:
-    """Live processes whose working directory is under ``root`` (not zombies)."""
-    prefix, found = str(root.resolve()), []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and (cwd == prefix or cwd.startswith(prefix + "/")):
-            found.append(int(entry.name))
-    return found
 
-
-def _kill_left_under(root: Path, timeout_s: float = 10.0) -> None:
+def _killprocesses_under(root: Path, timeout_s: float = 10.0) -> None:
     """SIGKILL what is left (supervisord would restart a child killed alone: all at once,
     again until none is left)."""
     deadline = time.monotonic() + timeout_s
-    while (pids := _left_under(root)) and time.monotonic() < deadline:
+    while (pids := processes_under(root)) and time.monotonic() < deadline:
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         time.sleep(0.1)  # let the kernel reap them before looking again
-    assert not _left_under(root), f"processes left under {root}"
+    assert not processes_under(root), f"processes left under {root}"
 
 
 @pytest.fixture(scope="session")
@@ -187,7 +173,7 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docs]:
         try:
             session.mdpctl("down", "--timeout", "30", timeout=60)
         finally:
-            _kill_left_under(root)
+            _killprocesses_under(root)
             if lock is not None:
                 os.close(lock)
 

@@ -74,13 +74,19 @@ def draft_hint(options: Options) -> Callable[[Size], Size]:
 
 
 def check_result(plan: Plan, limits: Settings) -> None:
-    for size in (plan.scaled, plan.final):
-        width, height = size
+    """Refuse, before any pixel is made, a step whose image would pass the limits, naming
+    the option that makes it so: the resize, the extend, or the padding."""
+    steps = (
+        (plan.scaled, "ops.resize"),
+        (plan.canvas, "ops.resize.extend"),
+        (plan.final, "ops.padding"),
+    )
+    for (width, height), option in steps:
         if max(width, height) > limits.max_side or width * height > limits.max_pixels:
             raise BadRequest(
-                f"ops.resize: the result would be {width}x{height}; the limit is "
+                f"{option}: the result would be {width}x{height}; the limit is "
                 f"{limits.max_side} px per side and {limits.max_pixels / 1e6:g} MP",
-                "ops.resize",
+                option,
             )
 
 

@@ -31,6 +31,7 @@ from urllib.parse import urljoin
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from mdp.errors import BadRequest
@@ -193,7 +194,7 @@ class HttpFetcher:
             may_be_internal = origins.check_listed(target, allow, internal)
             found = self._lookup(target, deadline)
             addresses = origins.check_addresses(target, found, may_be_internal)
-            response = self._open(target, addresses[0], validators, deadline)
+            response = self._open_any(target, addresses, validators, deadline)
             location = response.headers.get("location")
             if response.status in REDIRECTS and location:
                 response.close()
@@ -212,6 +213,24 @@ class HttpFetcher:
         if found is None:
             raise SourceTimeout(f"source: resolving {target.host} took longer than source_timeout")
         return found[0]
+
+    def _open_any(
+        self,
+        target: Target,
+        addresses: list[str],
+        validators: Mapping[str, str] | None,
+        deadline: float,
+    ) -> Response:
+        """The first checked address that takes the connection (an IPv6 address first in
+        the answer may have no route here; the IPv4 one after it does)."""
+        for index, ip in enumerate(addresses):
+            try:
+                return self._open(target, ip, validators, deadline)
+            except _Refused as exc:
+                if index == len(addresses) - 1:
+                    raise
+                log.debug("source %s at %s: %s; trying %s", target.host, ip, exc, addresses[-1])
+        raise AssertionError("check_addresses returns at least one address")
 
     def _open(
         self,
@@ -232,6 +251,10 @@ class HttpFetcher:
         }
         try:
             response: Response = self.connect(target, ip, headers, remaining)
+        except NewConnectionError as exc:  # urllib3 makes it a ConnectTimeoutError too
+            reason = exc.__cause__ or exc
+            where = target.host if target.host == ip else f"{target.host} ({ip})"
+            raise _Refused(f"source: cannot connect to {where}: {reason}") from None
         except Urllib3Timeout:
             raise SourceTimeout(f"source: {target.host} did not answer in time") from None
         except (Urllib3Error, OSError) as exc:
@@ -297,6 +320,10 @@ class HttpFetcher:
         data = b"".join(chunks)
         _check_image(data)
         return data
+
+
+class _Refused(SourceError):
+    """The connection to one address failed at once (refused, no route): try the next."""
 
 
 def _parse_hop(url: str, hop: int) -> Target:

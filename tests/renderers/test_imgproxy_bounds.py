@@ -11,11 +11,13 @@ import io
 from pathlib import Path
 from typing import Any
 
+import pytest
 from imgproxy_testing import animated_gif
 from PIL import Image
 from renderer_testing import *  # noqa: F403  (the fixtures; first: see there)
 
 import renderers
+from mdp.errors import BadRequest
 from renderers import samples, settings
 from renderers.imgproxy import geometry, pipeline
 from renderers.imgproxy.options import Gravity
@@ -45,6 +47,24 @@ def test_an_animation_result_of_one_frame_over_the_bound_keeps_its_first_frame(
     configure(max_animation_pixels=1000)
     reply = render({"image": animated_gif(40, 40, 10), "format": "gif"})
     assert frames_of(reply["image"]) == (1, (40, 40))
+
+
+@pytest.mark.parametrize(
+    ("ops", "field"),
+    [
+        ({"resize": {"width": 9000, "height": 9000, "enlarge": True}}, "ops.resize"),
+        ({"resize": {"width": 60, "height": 9000, "extend": True}, "dpr": 2},
+         "ops.resize.extend"),
+        ({"resize": {"width": 60}, "padding": [4096, 4096, 4096, 4096], "dpr": 8}, "ops.padding"),
+    ],
+)
+def test_a_result_over_the_limits_names_the_option_that_makes_it(
+    configure: Any, ops: dict[str, Any], field: str
+) -> None:
+    configure(max_pixels=10_000_000, max_side=16_383)
+    with pytest.raises(BadRequest) as caught:
+        render({"image": samples.photo_jpeg(64, 48), "ops": ops})
+    assert caught.value.field == field and caught.value.message.startswith(field + ": ")
 
 
 def portrait_mark(tmp_path: Path) -> str:

@@ -23,12 +23,14 @@ from source_server import SourceServer, running, running_tls
 from renderers import samples, settings, sources
 from renderers.sources import local, origins
 from renderers.sources.errors import (
+    SourceError,
     SourceForbidden,
     SourceNotFound,
     SourceNotImage,
     SourceTimeout,
 )
 from renderers.sources.remote import Connector, HttpFetcher
+from testkit import free_ports
 
 JPEG = samples.photo_jpeg(64, 48)
 PUBLIC = "93.184.216.34"
@@ -123,6 +125,27 @@ def test_a_name_that_takes_too_long_to_resolve_is_cut_at_the_deadline() -> None:
             )
     finally:
         release.set()
+
+
+# connections that fail ---------------------------------------------------------------------
+
+
+def test_a_refused_connection_is_a_source_error_not_a_timeout() -> None:
+    (port,) = free_ports(1)  # nothing listens there
+    origin = f"http://127.0.0.1:{port}"
+    with pytest.raises(SourceError) as caught:
+        HttpFetcher().fetch(origin + "/a.jpg", settings.Settings(sources_internal=(origin,)))
+    assert caught.value.code == "source_error" and "refused" in caught.value.message
+
+
+def test_the_next_checked_address_is_tried_when_one_refuses(server: SourceServer) -> None:
+    # A name with an IPv6 and an IPv4 address, the origin serving on IPv4 only (as on a
+    # host without IPv6 routes): the first refuses, the second answers.
+    server.serve("/a.jpg", JPEG)
+    origin = f"http://img.test:{server.port}"
+    fetcher = HttpFetcher(resolver=lambda host, port: ["::1", "127.0.0.1"])
+    fetched = fetcher.fetch(origin + "/a.jpg", settings.Settings(sources_internal=(origin,)))
+    assert fetched.data == JPEG and server.hits["/a.jpg"] == 1
 
 
 # addresses that are never a source --------------------------------------------------------
