@@ -29,7 +29,7 @@ from mdpctl.brokers import fetch_status
 from mdpctl.cluster import Cluster
 from mdpctl.errors import CtlError, ProcessFailed, RolloutStopped, Unreachable, WaitTimeout
 from mdpctl.fleet import Fleet, snapshot
-from mdpctl.readiness import last_distinct_lines, wait_until
+from mdpctl.readiness import process_failure, wait_until
 from mdpctl.rollout import probe_version
 from mdpctl.rpc import ProcessInfo, Supervisor
 
@@ -120,19 +120,7 @@ def make_plan(
 
 
 def failure_reason(sup: Supervisor, slot: BrokerSlot, proc: ProcessInfo) -> str:
-    reason = f"the new process is {proc.state}"
-    if proc.spawnerr:
-        reason += f" ({proc.spawnerr})"
-    elif proc.state in ("EXITED", "BACKOFF", "FATAL"):
-        reason += f" (last exit status {proc.exitstatus})"
-    try:
-        tail = sup.log_tail(slot.process.fullname, 2048)
-    except CtlError:
-        tail = ""
-    last = last_distinct_lines(tail, 3)
-    if last:
-        reason += "; its log ends: " + " | ".join(last)
-    return reason
+    return process_failure("the new process", proc, sup)
 
 
 def serving_gaps(cluster: Cluster, fleet: Fleet, view: BrokerView) -> str | None:

@@ -158,6 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_FAILED)
     except MDPError as exc:
         return _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
+    except OSError as exc:  # a file the user named (-o, --file...) cannot be read or written
+        return _fail(describe_os_error(exc), EXIT_FAILED)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``cannot open /x/y.jpg: No such file or directory``, not a traceback."""
+    reason = exc.strerror or str(exc)
+    names = [str(name) for name in (exc.filename, exc.filename2) if name is not None]
+    return f"{reason}: {' -> '.join(names)}" if names else reason
 
 
 if __name__ == "__main__":

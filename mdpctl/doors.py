@@ -20,7 +20,7 @@ from mdpctl import ports
 from mdpctl.cluster import Cluster, Host
 from mdpctl.endpoints import split_listen
 from mdpctl.errors import CtlError, ProcessFailed
-from mdpctl.readiness import last_distinct_lines, wait_until
+from mdpctl.readiness import process_failure, wait_until
 from mdpctl.rpc import ProcessInfo, Supervisor
 
 log = logging.getLogger(__name__)
@@ -108,22 +108,14 @@ def accepts(listen: str, timeout_s: float = 0.5) -> bool:
 def failure_reason(cluster: Cluster, door: Door) -> str:
     """Why a door is not serving, in one line: state, port holder, end of its log."""
     proc = door.process
-    reason = f"{door.kind} ({door.listen}) could not start: {door.label} is {proc.state}"
-    if proc.spawnerr:
-        reason += f" ({proc.spawnerr})"
+    extra = ""
     address = _port(door.listen)
     holder = ports.holder(address[1]) if address else None
     if holder is not None and holder.pid != proc.pid:
-        reason += f"; port {door.listen.rpartition(':')[2]} is held by {holder.describe()}"
-    try:
-        sup = Supervisor(cluster.host(door.host).supervisor, cluster.rpc_timeout_s)
-        tail = sup.log_tail(proc.fullname, 2048)
-    except CtlError:
-        tail = ""
-    last = last_distinct_lines(tail, 2)
-    if last:
-        reason += "; its log ends: " + " | ".join(last)
-    return reason
+        extra = f"; port {door.listen.rpartition(':')[2]} is held by {holder.describe()}"
+    sup = Supervisor(cluster.host(door.host).supervisor, cluster.rpc_timeout_s)
+    label = f"{door.kind} ({door.listen}) could not start: {door.label}"
+    return process_failure(label, proc, sup, extra)
 
 
 def wait_serving(cluster: Cluster, timeout_s: float, expect: int | None = None) -> list[Door]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from mdpctl.cluster import Cluster
 from mdpctl.errors import CtlError, ProcessFailed, WaitTimeout
 from mdpctl.fleet import Fleet, Slot, snapshot
-from mdpctl.rpc import Supervisor
+from mdpctl.rpc import ProcessInfo, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -65,23 +65,31 @@ def find_slot(fleet: Fleet, key: SlotKey) -> Slot | None:
 
 def failure_reason(cluster: Cluster, slot: Slot) -> str:
     """Why a slot's process failed, with the tail of its log."""
-    proc = slot.process
-    reason = f"{slot.label} is {proc.state}"
+    sup = Supervisor(cluster.host(slot.host).supervisor, cluster.rpc_timeout_s)
+    return process_failure(slot.label, slot.process, sup)
+
+
+def process_failure(label: str, proc: ProcessInfo, sup: Supervisor, extra: str = "") -> str:
+    """One line: ``label`` is in which state, why (spawn error or exit status), ``extra``,
+    and the last distinct lines of its log (one read, none if supervisord cannot give it)."""
+    reason = f"{label} is {proc.state}"
     if proc.spawnerr:
         reason += f" ({proc.spawnerr})"
     elif proc.state in ("FATAL", "EXITED", "BACKOFF"):
         reason += f" (last exit status {proc.exitstatus})"
+    reason += extra
     try:
-        sup = Supervisor(cluster.host(slot.host).supervisor, cluster.rpc_timeout_s)
-        tail = sup.log_tail(slot.fullname, 1024)
+        tail = sup.log_tail(proc.fullname, LOG_TAIL_BYTES)
     except CtlError:
         tail = ""
-    last = last_distinct_lines(tail, 3)
+    last = last_distinct_lines(tail, LOG_TAIL_LINES)
     if last:
-        reason += "; its log ends: " + " | ".join(line.strip() for line in last)
+        reason += "; its log ends: " + " | ".join(last)
     return reason
 
 
+LOG_TAIL_BYTES = 2048
+LOG_TAIL_LINES = 3
 _LOG_STAMP = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:.,]+\s+")
 
 

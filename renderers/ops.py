@@ -151,6 +151,7 @@ class Watermark:
     def apply(self, image: Image.Image, limits: Settings) -> Image.Image:
         mark = self.make_mark(image.size, limits)
         if self.angle:
+            _check_output(turned_size(mark.size, self.angle), limits, self.prefix + "angle")
             mark = mark.rotate(self.angle, Image.Resampling.BICUBIC, expand=True)
         if not self.tiled:
             room = (
@@ -220,6 +221,15 @@ class Watermark:
                 stroke_fill=self.outline_color + (255,),
             )
         return mark
+
+
+def turned_size(size: Size, angle: float) -> Size:
+    """The box of a ``size`` image turned by ``angle`` degrees with ``expand`` (an upper
+    bound of Pillow's, which rounds the corners' coordinates)."""
+    radians = math.radians(angle)
+    cos, sin = abs(math.cos(radians)), abs(math.sin(radians))
+    width, height = size
+    return (math.ceil(width * cos + height * sin) + 1, math.ceil(width * sin + height * cos) + 1)
 
 
 def text_font(size: int, limits: Settings) -> ImageFont.FreeTypeFont:

@@ -16,7 +16,7 @@ Sources fetched by the worker (``imgproxy``, ``info``; see :mod:`renderers.sourc
     DIPS_SOURCES_ALLOW         origins a source URL may come from, comma-separated
                                (``https://img.example.com``, ``https://*.example.com``)
     DIPS_SOURCES_INTERNAL      origins that may also resolve to loopback, private or
-                               link-local addresses (allowed too; default none)
+                               shared addresses (allowed too; never link-local; default none)
     DIPS_SOURCES_ROOTS         directories ``local:///path`` is looked up in, in order
     DIPS_SOURCE_MAX_BYTES      largest source fetched                   (default 33554432)
     DIPS_SOURCE_TIMEOUT        seconds for a whole fetch, redirects included (default 10)
@@ -31,9 +31,9 @@ Output formats of ``imgproxy`` when a request leaves the format open::
     DIPS_AUTO_AVIF             AVIF for clients that accept it (default 1 when Pillow can
                                encode AVIF)
     DIPS_MAX_ANIMATION_FRAMES  most frames an animated result keeps     (default 100)
-    DIPS_MAX_ANIMATION_PIXELS  most source pixels x frames decoded for one animation
-                               (default 50000000); past either bound the first frames that
-                               fit are kept
+    DIPS_MAX_ANIMATION_PIXELS  most pixels x frames of one animation, decoded (source size)
+                               or held (result size) (default 50000000); past either bound
+                               the first frames that fit are kept
     DIPS_WATERMARK_IMAGE       the image ``imgproxy``'s ``watermark`` lays (a file)
     DIPS_WATERMARK_TEXT        or a text drawn with the watermark font
 

@@ -1,8 +1,10 @@
-"""What the kernel says of a process (``/proc``): CPU time, memory, sleeps."""
+"""What the kernel says of a process (``/proc``): CPU time, memory, sleeps, and which
+processes run inside a directory (what a test started there, whatever their parents)."""
 
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -36,3 +38,31 @@ def wakeups(pid: int) -> int:
         except OSError:  # a thread that just ended
             continue
     return total
+
+
+def processes_under(path: Path) -> list[int]:
+    """Pids of live processes (not zombies) whose working directory is inside ``path``."""
+    root = str(path.resolve())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and (cwd == root or cwd.startswith(root + "/")):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_all_under(path: Path) -> list[int]:
+    """SIGKILL whatever still runs inside ``path`` (test clean-up); return the pids."""
+    pids = processes_under(path)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return pids

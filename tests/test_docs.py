@@ -1,14 +1,14 @@
 """The documents are tests: every shell and Python block of README.md and docs/*.md runs.
 
 One local cluster serves every block: ``mdpctl up`` in a temporary run directory, on the
-default ports the documents name (5555, 5556, 8080, 4730), so outside CI the session
-first takes ``/tmp/dips-default-ports.lock`` (``flock``), as every user of those ports
-does.  Each document runs in a directory of its own, where ``mdpctl samples`` has
-written the inputs the examples use (photo.jpg, photos/, card.json, cards.jsonl ...) and
-where copies of the repository's scripts/, supervisor/ and docs/ are, so ``scripts/demo``
-works as pasted and no block can change the repository through them; ``DIPS_RUN_DIR``
-points every ``mdpctl`` at the cluster and ``HOME`` at a scratch directory.  A block that
-stops the cluster (``mdpctl down``, ``scripts/demo``) gets it started again for the next.
+default ports the documents name (5555, 5556, 8080, 4730), so the session first takes
+``/tmp/dips-default-ports.lock`` (``flock``), as every user of those ports does. Each
+document runs in a directory of its own, where ``mdpctl samples`` has written the inputs the
+examples use (photo.jpg, photos/, card.json, cards.jsonl ...) and where copies of the
+repository's scripts/, supervisor/ and docs/ are, so ``scripts/demo`` works as pasted and no
+block can change the repository through them; ``DIPS_RUN_DIR`` points every ``mdpctl`` at
+the cluster and ``HOME`` at a scratch directory. A block that stops the cluster (``mdpctl
+down``, ``scripts/demo``) gets it started again for the next.
 
 How a document marks a block that cannot run, or one that needs setup: ``tests/docblocks.py``.
 A failure names the document and the line of the block, with the end of its output.
@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from docblocks import Block, MarkerError, collect, parse
+from testkit import processes_under
 
 REPO = Path(__file__).resolve().parents[1]
 PORTS_LOCK = Path("/tmp/dips-default-ports.lock")
@@ -121,9 +122,9 @@ class Docs:
 
 
 def _take_ports_lock() -> int | None:
-    """Hold the default ports' lock (not under CI, where this run is alone)."""
-    if os.environ.get("CI"):
-        return None
+    """Hold the default ports' lock, under CI too: CI=true is also set on shared machines,
+    where a cluster on the default ports run without it meets another user's (and an
+    `mdpctl down` of one finds and stops the other's, by its default port)."""
     fd = os.open(PORTS_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     deadline = time.monotonic() + LOCK_WAIT_S
     while True:
@@ -137,34 +138,19 @@ def _take_ports_lock() -> int | None:
             time.sleep(0.5)  # another user of the default ports is still running
 
 
-def _left_under(root: Path) -> list[int]:
-    """Live processes whose working directory is under ``root`` (not zombies)."""
-    prefix, found = str(root.resolve()), []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and (cwd == prefix or cwd.startswith(prefix + "/")):
-            found.append(int(entry.name))
-    return found
 
-
-def _kill_left_under(root: Path, timeout_s: float = 10.0) -> None:
+def _kill_until_none_under(root: Path, timeout_s: float = 10.0) -> None:
     """SIGKILL what is left (supervisord would restart a child killed alone: all at once,
     again until none is left)."""
     deadline = time.monotonic() + timeout_s
-    while (pids := _left_under(root)) and time.monotonic() < deadline:
+    while (pids := processes_under(root)) and time.monotonic() < deadline:
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         time.sleep(0.1)  # let the kernel reap them before looking again
-    assert not _left_under(root), f"processes left under {root}"
+    assert not processes_under(root), f"processes left under {root}"
 
 
 @pytest.fixture(scope="session")
@@ -187,7 +173,7 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docs]:
         try:
             session.mdpctl("down", "--timeout", "30", timeout=60)
         finally:
-            _kill_left_under(root)
+            _kill_until_none_under(root)
             if lock is not None:
                 os.close(lock)
 

@@ -44,7 +44,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mdpctl import batchjobs, batchrecord
+from mdpctl import batchjobs, batchrecord, numbers
 from mdpctl.batchrun import BatchRun
 from mdpctl.context import Context
 from mdpctl.errors import EXIT_FAILED, EXIT_INTERRUPTED, UsageError
@@ -58,15 +58,6 @@ REQUEST_FIELDS: tuple[tuple[str, type, str], ...] = (
     ("mode", str, "request field mode (thumbnail: fit or fill)"),
 )
 
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,11 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redo", action="store_true",
                         help="make every output again, done or not (needed to change the "
                         "parameters of a DIR that holds outputs)")
-    parser.add_argument("--window", type=_positive, default=64, metavar="N",
+    parser.add_argument("--window", type=numbers.positive, default=64, metavar="N",
                         help="requests in flight over all brokers (default 64)")
-    parser.add_argument("--retries", type=int, default=3, metavar="N",
+    parser.add_argument("--retries", type=numbers.count, default=3, metavar="N",
                         help="sends again after a fault (default 3)")
-    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=numbers.seconds, default=30.0, metavar="SECONDS",
                         help="how long one request may take, failover included (default 30)")
     parser.add_argument("--failures", type=Path, metavar="FILE",
                         help="where the list of failures goes (default DIR.failures.jsonl)")

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mdp.errors import RequestError, Timeout
+from mdpctl import numbers
 from mdpctl.bounded import call_bounded, check_listening
 from mdpctl.commands import services as services_command
 from mdpctl.context import Context
@@ -62,11 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the reply (or its image) to FILE (default: print it; an "
                         "image only when stdout is not a terminal)")
     parser.add_argument(
-        "--timeout", type=float, default=10.0, metavar="SECONDS",
+        "--timeout", type=numbers.seconds, default=10.0, metavar="SECONDS",
         help="how long to wait for the reply, failover included (default 10)",
     )
     parser.add_argument(
-        "--retries", type=int, default=3, metavar="N",
+        "--retries", type=numbers.count, default=3, metavar="N",
         help="sends again after a broker fails, to the next one (default 3)",
     )
     parser.add_argument(

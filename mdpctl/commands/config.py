@@ -36,7 +36,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from mdpctl import local, render
+from mdpctl import local, numbers, render
 from mdpctl.cluster import DEFAULT_BROKERS
 from mdpctl.context import Context
 from mdpctl.endpoints import OFF, listen_arg, listen_or_off_arg, tcp_endpoint_arg
@@ -65,12 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--service", action="append", metavar="NAME[=N]",
                         help="a service with N workers (repeat; default: echo and every "
                         "renderer's service, with --workers or --cpus workers each)")
-    parser.add_argument("--workers", type=int, metavar="N",
+    parser.add_argument("--workers", type=numbers.positive, metavar="N",
                         help="local: workers per service (default: this machine's cores)")
-    parser.add_argument("--cpus", type=int, metavar="N",
+    parser.add_argument("--cpus", type=numbers.positive, metavar="N",
                         help="worker-host: CPUs given to image work = workers per service "
                         "(required, no default)")
-    parser.add_argument("--spare", type=int, metavar="N",
+    parser.add_argument("--spare", type=numbers.count, metavar="N",
                         help="stopped slots per service for `mdpctl scale` (default: as many "
                         "as workers)")
     parser.add_argument(
@@ -84,11 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pythonpath", metavar="DIR",
                         help="PYTHONPATH of every program (default: none; set it for a "
                         "checkout that is not installed)")
-    parser.add_argument("--time-limit", type=float, default=30.0, metavar="SECONDS",
+    parser.add_argument("--time-limit", type=numbers.seconds, default=30.0, metavar="SECONDS",
                         help="longest a request may run (default 30)")
-    parser.add_argument("--heartbeat-interval", type=float, metavar="SECONDS",
+    parser.add_argument("--heartbeat-interval", type=numbers.seconds, metavar="SECONDS",
                         help="broker and worker heartbeat (default: the programs' own, 1 s)")
-    parser.add_argument("--max-requests", type=int, default=0, metavar="N",
+    parser.add_argument("--max-requests", type=numbers.count, default=0, metavar="N",
                         help="workers restart after N requests (default 0: never)")
     parser.add_argument("--log-level", type=str.upper, default="INFO", metavar="LEVEL",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from mdpctl import local
+from mdpctl import local, numbers
 from mdpctl.context import Context
 from mdpctl.errors import NotRunning
 
@@ -22,7 +22,7 @@ from mdpctl.errors import NotRunning
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=numbers.seconds,
         metavar="SECONDS",
         help="how long to wait for every process to exit (default: the longest stop "
         "timeout in the configuration plus 15 s)",

@@ -41,7 +41,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from mdpctl import brokerroll, doors, rollout
+from mdpctl import brokerroll, doors, numbers, rollout
 from mdpctl.cluster import Cluster
 from mdpctl.context import Context
 from mdpctl.errors import UsageError
@@ -56,11 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", action="append", metavar="NAME",
                         help="only these hosts (repeat; default: every host)")
     parser.add_argument(
-        "--batch", type=int, default=1, metavar="K", help="workers restarted together (default 1)"
+        "--batch", type=numbers.positive, default=1, metavar="K",
+        help="workers restarted together (default 1)",
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=numbers.seconds,
         default=60.0,
         metavar="SECONDS",
         help="how long a new worker may take to register, or a new broker to serve "

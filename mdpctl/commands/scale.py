@@ -23,30 +23,21 @@ from __future__ import annotations
 import argparse
 import time
 
+from mdpctl import numbers
 from mdpctl.context import Context
 from mdpctl.errors import Unreachable, UsageError
 from mdpctl.fleet import snapshot
 from mdpctl.scaling import apply_scale, plan_scale, record_choice
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers") from exc
-    if value < 0:
-        raise argparse.ArgumentTypeError("the number of workers cannot be negative")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("service", help="service name")
-    parser.add_argument("count", type=_count, metavar="N", help="workers per host")
+    parser.add_argument("count", type=numbers.count, metavar="N", help="workers per host")
     parser.add_argument("--host", action="append", metavar="NAME",
                         help="only these hosts (repeat; default: every host)")
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=numbers.seconds,
         default=60.0,
         metavar="SECONDS",
         help="how long to wait for new workers to register (default 60)",

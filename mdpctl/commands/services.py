@@ -20,7 +20,7 @@ import argparse
 import json
 from typing import Any
 
-from mdpctl import catalog
+from mdpctl import catalog, numbers
 from mdpctl.catalog import Offer
 from mdpctl.context import Context
 from mdpctl.endpoints import endpoint_arg
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_broker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", action="append", metavar="ENDPOINT", type=endpoint_arg,
                         help="brokers to ask (repeat; default: the cluster's)")
-    parser.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=numbers.seconds, default=2.0, metavar="SECONDS",
                         help="how long to wait for each broker (default 2)")
 
 

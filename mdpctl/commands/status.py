@@ -21,7 +21,7 @@ import json
 import sys
 from typing import Any
 
-from mdpctl import doors
+from mdpctl import doors, numbers
 from mdpctl.context import Context
 from mdpctl.errors import EXIT_UNREACHABLE
 from mdpctl.fleet import snapshot
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only these hosts (repeat; default: every host)")
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=numbers.seconds,
         default=2.0,
         metavar="SECONDS",
         help="how long to wait for each broker's answer (default 2)",

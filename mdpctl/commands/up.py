@@ -39,7 +39,9 @@ import os
 import time
 from typing import Any
 
-from mdpctl import doors, local, locate, render
+from mdp import handlers
+from mdp.errors import ConfigError
+from mdpctl import doors, local, locate, numbers, render
 from mdpctl.cluster import DEFAULT_BROKERS
 from mdpctl.context import Context
 from mdpctl.endpoints import listen_or_off_arg, tcp_endpoint_arg
@@ -61,12 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "every renderer's service, --workers each)",
     )
     parser.add_argument(
-        "--workers", type=int, metavar="N",
+        "--workers", type=numbers.positive, metavar="N",
         help="workers per service (default: the machine's cores, here "
         f"{os.cpu_count() or 1})",
     )
     parser.add_argument(
-        "--spare", type=int, metavar="N",
+        "--spare", type=numbers.count, metavar="N",
         help="extra stopped slots per service for `mdpctl scale` (default: as many as "
         "workers)",
     )
@@ -81,15 +83,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "off: no Gearman door)",
     )
     parser.add_argument(
-        "--time-limit", type=float, metavar="SECONDS",
+        "--time-limit", type=numbers.seconds, metavar="SECONDS",
         help="longest a request may run (default 30)",
     )
     parser.add_argument(
-        "--heartbeat-interval", type=float, metavar="SECONDS",
+        "--heartbeat-interval", type=numbers.seconds, metavar="SECONDS",
         help="broker and worker heartbeat (default: the programs' own, 1 s)",
     )
     parser.add_argument(
-        "--max-requests", type=int, metavar="N",
+        "--max-requests", type=numbers.count, metavar="N",
         help="workers restart after N requests (default 0: never)",
     )
     parser.add_argument(
@@ -103,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "imports them from, unless that is site-packages)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=60.0, metavar="SECONDS",
+        "--timeout", type=numbers.seconds, default=60.0, metavar="SECONDS",
         help="how long to wait for every worker to register and every door to serve "
         "(default 60)",
     )
@@ -123,6 +125,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     else:
         spec = _spec(args, ctx, {})
         spec.host_config()  # every value checked before anything is looked at or started
+        _check_services_known(args, spec)
         local.check_run_dir(ctx.run_dir)
         local.check_door_modules(spec)
         local.check_ports_free(spec)
@@ -167,6 +170,19 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             ctx.say(f"  gearman  {door.listen} (Gearman clients, gearadmin)")
     ctx.say("`mdpctl status` shows the fleet; `mdpctl down` stops it")
     return 0
+
+
+def _check_services_known(args: argparse.Namespace, spec: local.LocalSpec) -> None:
+    """A service no worker could offer is refused before anything starts (its workers would
+    only go FATAL, with the rest of the cluster up).  With --pythonpath the programs import
+    from elsewhere, and only they can tell."""
+    if args.pythonpath is not None:
+        return
+    for pool in spec.pools:
+        try:
+            handlers.resolve(pool.service)
+        except ConfigError as exc:
+            raise UsageError(f"--service {pool.service}: {exc}") from None
 
 
 def _spec(args: argparse.Namespace, ctx: Context, base: dict[str, Any]) -> local.LocalSpec:
@@ -223,8 +239,11 @@ def _check_same_options(args: argparse.Namespace, ctx: Context) -> None:
             "so its options cannot be compared; `mdpctl down` first to start it with options"
         )
     asked = _spec(args, ctx, recorded).options()
-    differ = [f"{key}: {_show(recorded.get(key))} running, {_show(asked[key])} asked"
-              for key in asked if asked[key] != recorded.get(key)]
+    differ = [
+        _difference(key, recorded.get(key), asked[key])
+        for key in asked
+        if asked[key] != recorded.get(key)
+    ]
     if differ:
         raise UsageError(
             f"a cluster is already running in {ctx.run_dir} with other options ("
@@ -233,10 +252,36 @@ def _check_same_options(args: argparse.Namespace, ctx: Context) -> None:
         )
 
 
+def _difference(key: str, running: Any, asked: Any) -> str:
+    """``workers: 1 (+1 spare) running, 2 (+2 spare) asked``: what differs, and only that."""
+    if key == "services" and isinstance(running, dict) and isinstance(asked, dict):
+        return _services_difference(running, asked)
+    return f"{key}: {_show(running)} running, {_show(asked)} asked"
+
+
+def _services_difference(running: dict[str, Any], asked: dict[str, Any]) -> str:
+    parts = []
+    added, gone = sorted(set(asked) - set(running)), sorted(set(running) - set(asked))
+    if added:
+        parts.append(f"services {', '.join(added)} not running")
+    if gone:
+        parts.append(f"services {', '.join(gone)} running, not asked")
+    changed = {name: (running[name], asked[name]) for name in running
+               if name in asked and running[name] != asked[name]}
+    if changed and len(set(map(str, changed.values()))) == 1 and len(changed) == len(running):
+        was, now = next(iter(changed.values()))
+        parts.append(f"workers: {_show(was)} running, {_show(now)} asked")
+    elif changed:
+        parts.append("workers: " + ", ".join(
+            f"{name} {_show(was)} running, {_show(now)} asked"
+            for name, (was, now) in changed.items()
+        ))
+    return "; ".join(parts)
+
+
 def _show(value: Any) -> str:
-    if isinstance(value, dict):  # services: {name: [workers, spare]}
-        return ", ".join(f"{k} {v[0]} (+{v[1]} spare)" if isinstance(v, list) else f"{k} {v}"
-                         for k, v in value.items())
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return f"{value[0]} (+{value[1]} spare)"  # a service's [workers, spare]
     if isinstance(value, list):
         return ",".join(map(str, value))
     return str(value)

@@ -6,7 +6,9 @@ the size it is scaled to, the box cut from the scaled image (``fill``, ``fill-do
 ``auto``), the canvas it is extended to, and the padding. The arithmetic follows
 imgproxy's documented semantics: ``dpr`` multiplies the requested size (and offsets and
 padding), ``enlarge`` false never scales up (the smaller scale wins, keeping the aspect),
-a width or height of 0 follows the other, ``force`` with a 0 keeps that side.
+a width or height of 0 follows the other, ``force`` with a 0 keeps that side. Sizes round
+half away from zero and positions half to even, as imgproxy's Go code does (``imath.Scale``
+and ``math.Round`` for sizes; ``ShrinkToEven``, ``RoundToEven`` in ``calcPosition``).
 """
 
 from __future__ import annotations
@@ -43,8 +45,13 @@ class Plan:
 
 
 def half_up(value: float) -> int:
-    """Round half away from zero (Go's math.Round, which imgproxy uses), not to even."""
+    """Round half away from zero (Go's math.Round, which imgproxy uses for sizes)."""
     return int(math.floor(value + 0.5)) if value >= 0 else -int(math.floor(-value + 0.5))
+
+
+def half_even(value: float) -> int:
+    """Round half to even (Go's math.RoundToEven, which imgproxy uses for positions)."""
+    return int(round(value))
 
 
 def scale_to(length: int, factor: float) -> int:
@@ -65,13 +72,13 @@ def position(
     """Top-left of ``inner`` in ``outer`` at a compass gravity or focus point."""
     (width, height), (inner_w, inner_h) = outer, inner
     if gravity.type == "fp":
-        left = half_up(width * gravity.x) - inner_w // 2
-        top = half_up(height * gravity.y) - inner_h // 2
+        left = half_even(width * gravity.x) - inner_w // 2
+        top = half_even(height * gravity.y) - inner_h // 2
     else:
         off_x = _offset(gravity.x, width, dpr)
         off_y = _offset(gravity.y, height, dpr)
-        left = (width - inner_w + 1) // 2 + off_x
-        top = (height - inner_h + 1) // 2 + off_y
+        left = half_even((width - inner_w + 1) / 2) + off_x
+        top = half_even((height - inner_h + 1) / 2) + off_y
         kind = gravity.type
         if kind in ("no", "noea", "nowe"):
             top = off_y
@@ -88,8 +95,8 @@ def position(
 
 def _offset(value: float, length: int, dpr: float) -> int:
     if abs(value) >= 1:
-        return half_up(value * dpr)
-    return half_up(length * value)
+        return half_even(value * dpr)
+    return half_even(length * value)
 
 
 def _clamp(value: int, lo: int, hi: int) -> int:

@@ -74,13 +74,19 @@ def draft_hint(options: Options) -> Callable[[Size], Size]:
 
 
 def check_result(plan: Plan, limits: Settings) -> None:
-    for size in (plan.scaled, plan.final):
-        width, height = size
+    """Refuse, before any pixel is made, a step whose image would pass the limits, naming
+    the option that makes it so: the resize, the extend, or the padding."""
+    steps = (
+        (plan.scaled, "ops.resize"),
+        (plan.canvas, "ops.resize.extend"),
+        (plan.final, "ops.padding"),
+    )
+    for (width, height), option in steps:
         if max(width, height) > limits.max_side or width * height > limits.max_pixels:
             raise BadRequest(
-                f"ops.resize: the result would be {width}x{height}; the limit is "
+                f"{option}: the result would be {width}x{height}; the limit is "
                 f"{limits.max_side} px per side and {limits.max_pixels / 1e6:g} MP",
-                "ops.resize",
+                option,
             )
 
 
@@ -238,9 +244,12 @@ def make_mark(size: Size, scale: float, opacity: float, limits: Settings) -> Ima
         spec = toolkit_ops.Watermark(text=limits.watermark_text, prefix="ops.watermark.")
     mark = spec.make_mark(size, limits)
     if scale > 0:
-        width = max(1, round(size[0] * scale))
-        height = max(1, round(mark.size[1] * width / mark.size[0]))
-        mark = mark.resize((width, height), Image.Resampling.LANCZOS)
+        # imgproxy fits the mark into the result's size times scale (enlarging if need be),
+        # so it is never larger than the image it is laid on.
+        box = (geometry.scale_to(size[0], scale), geometry.scale_to(size[1], scale))
+        factor = min(box[0] / mark.size[0], box[1] / mark.size[1])
+        fitted = (geometry.scale_to(mark.size[0], factor), geometry.scale_to(mark.size[1], factor))
+        mark = mark.resize(fitted, Image.Resampling.LANCZOS)
     if opacity < 1:
         mark.putalpha(mark.getchannel("A").point(lambda a: round(a * opacity)))
     return mark

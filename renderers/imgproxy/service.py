@@ -122,11 +122,14 @@ def render(
 def _animate(
     data: bytes, decoded: Decoded, frames: Frames, output: Output, limits: Settings
 ) -> bytes:
+    # Frames decoded and frames held once processed are both bounded: a small animation
+    # enlarged to the limits would otherwise hold max_animation_frames x max_pixels.
     width, height = decoded.source_size
+    result_w, result_h = frames.plan.final
     keep = min(
         decoded.frames,
         limits.max_animation_frames,
-        max(1, limits.max_animation_pixels // (width * height)),
+        max(1, limits.max_animation_pixels // max(width * height, result_w * result_h)),
     )
     images, durations = [], []
     for frame, duration in animation(data, "source", limits, keep):

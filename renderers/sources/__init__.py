@@ -83,7 +83,12 @@ class Sources:
 
     def _remote(self, url: str, limits: Settings) -> Source:
         now = self.clock()
+        # An entry fetched under other origin lists is not used, not even to revalidate: the
+        # fetch that replaces it checks the origin and its addresses under the lists in force.
+        policy = (limits.sources_allow, limits.sources_internal)
         entry = self.cache.get(url)
+        if entry is not None and entry.stamp != policy:
+            entry = None
         if entry is not None and entry.fresh(now):
             self.cache.hits += 1
             return Source(entry.data, entry.etag, entry.last_modified)
@@ -100,7 +105,7 @@ class Sources:
         self.fetches += 1
         if fresh_for > 0 or fetched.etag or fetched.last_modified:
             stored = Entry(
-                fetched.data, fetched.etag, fetched.last_modified, self.clock(), fresh_for
+                fetched.data, fetched.etag, fetched.last_modified, self.clock(), fresh_for, policy
             )
             self.cache.put(url, stored, limits.source_cache_bytes)
         return Source(fetched.data, fetched.etag, fetched.last_modified)

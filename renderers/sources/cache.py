@@ -23,7 +23,7 @@ class Entry:
     last_modified: str | None
     checked_at: float  # monotonic time of the last fetch or revalidation
     fresh_for: float  # seconds after checked_at that it is used without asking
-    stamp: Hashable = None  # local files: (mtime_ns, size, inode)
+    stamp: Hashable = None  # local files: (mtime_ns, size, inode); remote: the origin lists
 
     def fresh(self, now: float) -> bool:
         return now - self.checked_at < self.fresh_for

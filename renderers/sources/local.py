@@ -3,7 +3,8 @@
 The path is percent-decoded, then refused if it holds ``..``, a NUL or a backslash. It is
 looked up under each root in turn; the candidate's real path (every symlink resolved) must
 lie inside the root's real path, so a symlink that leads out of the root is refused, not
-followed. The file is opened without following a final symlink, must be a regular file,
+followed. The file is opened without following a final symlink and without waiting (a
+FIFO put in its place after the check does not hold the worker), must be a regular file,
 and is read up to ``source_max_bytes``.
 """
 
@@ -91,7 +92,9 @@ def read(found: LocalFile, limits: Settings) -> bytes:
     limit = limits.source_max_bytes
     if found.size > limit:
         raise SourceTooLarge(f"source: {found.size} bytes is over the limit of {limit}")
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    # O_NONBLOCK: a file swapped for a FIFO after the check opens at once (and is refused
+    # below as not regular) rather than waiting for a writer; regular files ignore it.
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(found.path, flags)
     except FileNotFoundError:

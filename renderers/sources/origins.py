@@ -6,10 +6,12 @@ no user name or password, and match an entry exactly in scheme, host and port (t
 defaults to the scheme's). Paths are not part of an origin, so ``https://a.example@evil``
 tricks have nothing to match against: the parsed host is what is compared.
 
-Every address a host resolves to is classified; loopback, private, link-local, shared
+Every address a host resolves to is classified; loopback, private, site-local, shared
 (100.64/10) and other non-global unicast addresses are refused unless the origin is listed
-as internal; unspecified, multicast and reserved addresses are refused always. An IPv6
-address that carries an IPv4 one (mapped, NAT64, 6to4) is judged by the IPv4 address.
+as internal; unspecified ("this network", 0.0.0.0/8), multicast, reserved and link-local
+addresses are refused always (link-local is where clouds serve instance metadata and
+credentials, 169.254.169.254 and fe80::/10: never an image origin, whatever DNS says). An
+IPv6 address that carries an IPv4 one (mapped, NAT64, 6to4) is judged by the IPv4 address.
 """
 
 from __future__ import annotations
@@ -17,14 +19,19 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, urlsplit
 
 from mdp.errors import BadRequest, ConfigError
 from renderers.sources.errors import FIELD, SourceForbidden
 
+if TYPE_CHECKING:
+    from renderers.settings import Settings
+
 SCHEMES = {"http": 80, "https": 443}
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,13 @@ def _request_path(parts: SplitResult) -> str:
     return f"{path}?{parts.query}" if parts.query else path
 
 
+def patterns(limits: Settings) -> tuple[list[Pattern], list[Pattern]]:
+    """The settings' allow-list and internal list, parsed."""
+    allow = [parse_pattern(entry, "sources_allow") for entry in limits.sources_allow]
+    internal = [parse_pattern(entry, "sources_internal") for entry in limits.sources_internal]
+    return allow, internal
+
+
 def listed(target: Target, patterns: Iterable[Pattern]) -> bool:
     return any(p.matches(target.scheme, target.host, target.port) for p in patterns)
 
@@ -126,16 +140,18 @@ def classify(address: IPAddress) -> tuple[str, bool] | None:
     embedded = _embedded_ipv4(address)
     if embedded is not None:
         return classify(embedded)
-    if address.is_unspecified:
+    if address.is_unspecified or address in _THIS_NETWORK:
         return ("unspecified", False)
     if address.is_multicast:
         return ("multicast", False)
     if address.is_loopback:
         return ("loopback", True)
     if address.is_link_local:
-        return ("link-local", True)
+        return ("link-local", False)
     if address.is_reserved or address == ipaddress.IPv4Address("255.255.255.255"):
         return ("reserved", False)
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return ("site-local", True)  # deprecated, but still routed inside some networks
     if address.is_private:
         return ("private", True)
     if not address.is_global:

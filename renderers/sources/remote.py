@@ -5,10 +5,13 @@ against the allow-list, its host resolved once, *every* address checked, and the
 made to the first checked address, with the Host header and TLS server name of the URL: the
 name is never resolved a second time, so a DNS answer that changes between the check and
 the connection (rebinding) changes nothing. Redirects are followed by hand, at most
-``source_max_redirects``. One deadline covers the whole fetch: connect and read timeouts
-are what remains of it, and the body is read a receive at a time with the deadline checked
-after each, so a source that trickles bytes is cut. The size is bounded by Content-Length
-and by the bytes counted; the first bytes must be an image's magic bytes.
+``source_max_redirects``; a redirect out of plain http(s) is refused. One deadline covers
+the whole fetch, every phase of it: the lookup runs on a helper thread and is given up at
+the deadline; connect and read timeouts are what remains of it; and a watchdog shuts the
+connection's socket down when the deadline passes, so a source that trickles its status
+line, headers or body a byte at a time, each well within a read timeout, is cut too. The
+size is bounded by Content-Length and by the bytes counted as sent (``identity`` is asked
+for and nothing is ever decompressed); the first bytes must be an image's magic bytes.
 
 The resolver and the connector are parameters, so tests can stub them (a connector that
 fails the test if it is ever reached).
@@ -28,12 +31,15 @@ from urllib.parse import urljoin
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
+from mdp.errors import BadRequest
 from mdp.version import package_version
 from renderers.decode import sniff
 from renderers.settings import Settings
 from renderers.sources import origins
+from renderers.sources.deadline import Watchdog, tracked_pool, within
 from renderers.sources.errors import (
     SourceError,
     SourceForbidden,
@@ -102,17 +108,29 @@ class Connector:
         self._lock = threading.Lock()
 
     def __call__(self, target: Target, ip: str, headers: dict[str, str], timeout: float) -> Any:
+        """The response to a GET; its socket is shut down once ``timeout`` has passed, in
+        whatever phase the exchange is (the watchdog ends when the response is closed or
+        released)."""
         pool = self._pool(target, ip)
-        return pool.urlopen(
-            "GET",
-            target.path,
-            headers=headers,
-            redirect=False,
-            retries=False,
-            preload_content=False,
-            decode_content=False,
-            timeout=urllib3.Timeout(connect=min(timeout, MAX_CONNECT_S), read=timeout),
-        )
+        watchdog = Watchdog(timeout)
+        try:
+            with watchdog.tracking():
+                response = pool.urlopen(
+                    "GET",
+                    target.path,
+                    headers=headers,
+                    redirect=False,
+                    retries=False,
+                    preload_content=False,
+                    decode_content=False,
+                    timeout=urllib3.Timeout(connect=min(timeout, MAX_CONNECT_S), read=timeout),
+                )
+        except (Urllib3Error, OSError):
+            watchdog.cancel()
+            if watchdog.fired:
+                raise Urllib3Timeout(f"no answer within {timeout:.3g} s") from None
+            raise
+        return watchdog.guard(response)
 
     def _pool(self, target: Target, ip: str) -> urllib3.HTTPConnectionPool:
         key = (target.scheme, target.host, ip, target.port)
@@ -129,7 +147,7 @@ class Connector:
 
     def _new_pool(self, target: Target, ip: str) -> urllib3.HTTPConnectionPool:
         if target.scheme == "https":
-            return urllib3.HTTPSConnectionPool(
+            return tracked_pool(urllib3.HTTPSConnectionPool)(
                 ip,
                 target.port,
                 maxsize=2,
@@ -139,7 +157,7 @@ class Connector:
                 assert_hostname=target.host,
                 server_hostname=target.host,
             )
-        return urllib3.HTTPConnectionPool(ip, target.port, maxsize=2, retries=False)
+        return tracked_pool(urllib3.HTTPConnectionPool)(ip, target.port, maxsize=2, retries=False)
 
     def close(self) -> None:
         with self._lock:
@@ -170,15 +188,13 @@ class HttpFetcher:
         request; a 304 comes back as ``not_modified``.
         """
         deadline = self.clock() + limits.source_timeout
-        allow = [origins.parse_pattern(e, "sources_allow") for e in limits.sources_allow]
-        internal = [origins.parse_pattern(e, "sources_internal") for e in limits.sources_internal]
-        for _ in range(limits.source_max_redirects + 1):
-            target = origins.parse_url(url)
+        allow, internal = origins.patterns(limits)
+        for hop in range(limits.source_max_redirects + 1):
+            target = _parse_hop(url, hop)
             may_be_internal = origins.check_listed(target, allow, internal)
-            addresses = origins.check_addresses(
-                target, self.resolve(target.host, target.port), may_be_internal
-            )
-            response = self._open(target, addresses[0], validators, deadline)
+            found = self._lookup(target, deadline)
+            addresses = origins.check_addresses(target, found, may_be_internal)
+            response = self._open_any(target, addresses, validators, deadline)
             location = response.headers.get("location")
             if response.status in REDIRECTS and location:
                 response.close()
@@ -187,6 +203,34 @@ class HttpFetcher:
                 continue
             return self._answer(target, response, limits, deadline, validators)
         raise SourceError(f"source: more than {limits.source_max_redirects} redirects")
+
+    def _lookup(self, target: Target, deadline: float) -> list[str]:
+        """The host's addresses, given up at the deadline (a resolver can hang for long)."""
+        remaining = deadline - self.clock()
+        if remaining <= 0:
+            raise SourceTimeout("source: the fetch took longer than source_timeout")
+        found = within(remaining, self.resolve, target.host, target.port)
+        if found is None:
+            raise SourceTimeout(f"source: resolving {target.host} took longer than source_timeout")
+        return found[0]
+
+    def _open_any(
+        self,
+        target: Target,
+        addresses: list[str],
+        validators: Mapping[str, str] | None,
+        deadline: float,
+    ) -> Response:
+        """The first checked address that takes the connection (an IPv6 address first in
+        the answer may have no route here; the IPv4 one after it does)."""
+        for index, ip in enumerate(addresses):
+            try:
+                return self._open(target, ip, validators, deadline)
+            except _Refused as exc:
+                if index == len(addresses) - 1:
+                    raise
+                log.debug("source %s at %s: %s; trying %s", target.host, ip, exc, addresses[-1])
+        raise AssertionError("check_addresses returns at least one address")
 
     def _open(
         self,
@@ -207,6 +251,10 @@ class HttpFetcher:
         }
         try:
             response: Response = self.connect(target, ip, headers, remaining)
+        except NewConnectionError as exc:  # urllib3 makes it a ConnectTimeoutError too
+            reason = exc.__cause__ or exc
+            where = target.host if target.host == ip else f"{target.host} ({ip})"
+            raise _Refused(f"source: cannot connect to {where}: {reason}") from None
         except Urllib3Timeout:
             raise SourceTimeout(f"source: {target.host} did not answer in time") from None
         except (Urllib3Error, OSError) as exc:
@@ -272,6 +320,20 @@ class HttpFetcher:
         data = b"".join(chunks)
         _check_image(data)
         return data
+
+
+class _Refused(SourceError):
+    """The connection to one address failed at once (refused, no route): try the next."""
+
+
+def _parse_hop(url: str, hop: int) -> Target:
+    """The URL of a hop; a redirect out of plain http(s) is the origin's doing, refused."""
+    try:
+        return origins.parse_url(url)
+    except BadRequest as exc:
+        if hop == 0:
+            raise
+        raise SourceForbidden(f"source: a redirect to a refused URL ({exc.message})") from None
 
 
 def _check_image(head: bytes) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from testkit import free_ports
+from testkit import free_ports, kill_all_under
 
-from .opstools import LocalCluster, copy_code, kill_all_under
+from .opstools import LocalCluster, copy_code
 
 NO_DOORS = ("--http", "off", "--gearman", "off")  # the doors' own tests choose free ports
 

@@ -1,13 +1,13 @@
 """Helpers for the operations tests: mdpctl runs, code trees, load and a serving monitor.
 
-Waiting, ports, broker status and the load generator are the shared ``testkit``'s."""
+Waiting, ports, broker status, the load generator and the processes under a directory are
+the shared ``testkit``'s."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -79,33 +79,6 @@ def mdpctl(
         check=False,
     )
 
-
-def processes_under(path: Path) -> list[int]:
-    """Pids of live processes whose working directory is inside ``path``."""
-    root = str(path.resolve())
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and (cwd == root or cwd.startswith(root + "/")):
-            found.append(int(entry.name))
-    return found
-
-
-def kill_all_under(path: Path) -> list[int]:
-    """SIGKILL whatever still runs inside ``path`` (test clean-up); return the pids."""
-    pids = processes_under(path)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return pids
 
 
 ECARD_REQUEST = {"pSN": "0123456789", "pData": ",".join(f"{i % 100:02d}" for i in range(80))}

@@ -31,10 +31,10 @@ from mdpctl.batchrecord import RECORD_NAME
 from mdpctl.batchrun import Summary, is_fault, retry_delay_s
 from mdpctl.cli import build_parser, parse
 from mdpctl.pipeline import Feed
-from testkit import broker_status, free_ports, serving_workers, wait_for
+from testkit import broker_status, free_ports, kill_all_under, serving_workers, wait_for
 
 from .conftest import NO_DOORS
-from .opstools import FAST, LocalCluster, copy_code, kill_all_under
+from .opstools import FAST, LocalCluster, copy_code
 
 # --- without sockets ---------------------------------------------------------------------
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from testkit import free_ports, wait_for
+from testkit import free_ports, kill_all_under, processes_under, wait_for
 
 from .conftest import NO_DOORS
-from .opstools import FAST, REPO, LocalCluster, copy_code, kill_all_under, processes_under
+from .opstools import FAST, REPO, LocalCluster, copy_code
 
 pytestmark = pytest.mark.slow
 
@@ -167,7 +167,7 @@ def test_a_door_that_cannot_start_fails_up_shows_in_status_and_comes_back(
     other = local_cluster.up("--service", "echo=2", "--http", "off")
     assert other.returncode == 2
     assert "already running" in one_line(other.stderr) and "http: " in other.stderr
-    assert "services: echo 1 (+0 spare) running, echo 2 (+" in other.stderr
+    assert "workers: 1 (+0 spare) running, 2 (+" in other.stderr  # what differs, only
 
 
 def test_down_and_status_from_another_directory(tmp_path: Path) -> None:
@@ -291,6 +291,11 @@ def test_services_come_from_the_workers_and_call_says_what_went_wrong(
     missing = fleet.ctl("call", "thumbnail", "--file", "image=/nonexistent.jpg")
     assert missing.returncode == 2
     assert "field image: cannot read /nonexistent.jpg" in one_line(missing.stderr)
+    nowhere = fleet.root / "no-such-dir" / "thumb.jpg"
+    unwritable = fleet.ctl("call", "thumbnail", "--file", f"image={fleet.root / 'photo.jpg'}",
+                           "--set", "width=16", "-o", str(nowhere))
+    assert unwritable.returncode == 1
+    assert one_line(unwritable.stderr) == f"mdpctl: No such file or directory: {nowhere}\n"
     status = fleet.ctl("call", "mmi.status")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["broker"]["endpoint"] in fleet.brokers

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mdpctl.cluster import local_cluster_toml
-from testkit import free_ports, serving_workers, wait_for
+from testkit import free_ports, kill_all_under, processes_under, serving_workers, wait_for
 
 from .opstools import (
     REPO,
@@ -20,9 +20,7 @@ from .opstools import (
     change_code,
     code_version,
     copy_code,
-    kill_all_under,
     mdpctl,
-    processes_under,
 )
 
 pytestmark = pytest.mark.slow

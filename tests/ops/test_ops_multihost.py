@@ -19,15 +19,13 @@ import pytest
 
 from mdpctl.errors import CtlError
 from mdpctl.rpc import Supervisor, SupervisorEndpoint
-from testkit import free_ports, serving_workers, wait_for
+from testkit import free_ports, kill_all_under, processes_under, serving_workers, wait_for
 
 from .opstools import (
     change_code,
     code_version,
     copy_code,
-    kill_all_under,
     mdpctl,
-    processes_under,
     service_load,
 )
 

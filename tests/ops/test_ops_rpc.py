@@ -17,9 +17,7 @@ import pytest
 from mdpctl import local
 from mdpctl.errors import AuthError, SupervisorFault, Unreachable, UsageError
 from mdpctl.rpc import Supervisor, SupervisorEndpoint
-from testkit import free_ports, wait_for
-
-from .opstools import kill_all_under, processes_under
+from testkit import free_ports, kill_all_under, processes_under, wait_for
 
 DUMMY = "import sys, time; print('dummy up', sys.argv[1], flush=True); time.sleep(3600)"
 
@@ -135,7 +133,6 @@ def test_http_with_credentials(supervisord: tuple[Path, int]) -> None:
 
 
 def test_unreachable_supervisord_is_one_clear_error(tmp_path: Path) -> None:
-    started = time.monotonic()
     with pytest.raises(Unreachable, match="is not reachable"):
         Supervisor(local.endpoint_for(tmp_path)).state()
     (port,) = free_ports(1)
@@ -145,9 +142,8 @@ def test_unreachable_supervisord_is_one_clear_error(tmp_path: Path) -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        with pytest.raises(Unreachable):
+        with pytest.raises(Unreachable, match="timed out"):
             Supervisor(SupervisorEndpoint(f"http://127.0.0.1:{port}"), timeout_s=0.5).state()
-    assert time.monotonic() - started < 5
 
 
 def spec_on(broker_port: int, http: str | None = None, gearman: str | None = None

@@ -7,16 +7,20 @@ server listens on 127.0.0.1 only; nothing in the tests ever connects elsewhere.
 from __future__ import annotations
 
 import collections
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 Route = Callable[[BaseHTTPRequestHandler], None]
 
 TRICKLE_BYTES = 200
 TRICKLE_GAP_S = 0.05
+TRICKLE_HEADER_BYTES = 60_000  # under http.client's longest line: only a deadline ends it
 
 
 class SourceServer:
@@ -26,6 +30,7 @@ class SourceServer:
         self.routes: dict[str, Route] = {}
         self.hits: collections.Counter[str] = collections.Counter()
         self.conditional = 0
+        self.requests: list[dict[str, str]] = []  # each request's headers, in order
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,6 +39,7 @@ class SourceServer:
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 path = self.path.split("?", 1)[0]
                 server.hits[path] += 1
+                server.requests.append(dict(self.headers.items()))
                 route = server.routes.get(path)
                 if route is None:
                     send(self, 404, b"not here", "text/plain")
@@ -126,6 +132,34 @@ class SourceServer:
         self.routes[path] = route
 
 
+    def trickle_headers(self, path: str) -> None:
+        """A status line, then one header byte every TRICKLE_GAP_S until the client hangs up:
+        each byte arrives well within any read timeout, so only a deadline over the whole
+        fetch ends it."""
+
+        def route(handler: BaseHTTPRequestHandler) -> None:
+            try:
+                handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                handler.wfile.flush()
+                for _ in range(TRICKLE_HEADER_BYTES):
+                    time.sleep(TRICKLE_GAP_S)  # the hostile source's pace, not a wait
+                    handler.wfile.write(b"a")
+                    handler.wfile.flush()
+            except OSError:
+                pass
+            handler.close_connection = True
+
+        self.routes[path] = route
+
+    def encoded(self, path: str, body: bytes, encoding: str) -> None:
+        """``body`` sent as it is with ``Content-Encoding: encoding`` (asked for or not)."""
+
+        def route(handler: BaseHTTPRequestHandler) -> None:
+            send(handler, 200, body, "image/jpeg", {"Content-Encoding": encoding})
+
+        self.routes[path] = route
+
+
 def send(
     handler: BaseHTTPRequestHandler,
     status: int,
@@ -140,6 +174,28 @@ def send(
         handler.send_header(name, value)
     handler.end_headers()
     handler.wfile.write(body)
+
+
+@contextmanager
+def running_tls(tmp_path: Path) -> Iterator[tuple[SourceServer, str, list[str]]]:
+    """A loopback HTTPS server whose certificate names ``img.test``: the server, the
+    certificate's file (to trust) and the SNI names it was asked for."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=img.test", "-addext", "subjectAltName=DNS:img.test"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    names: list[str] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda sock, name, ctx: names.append(str(name)) and None
+    with running() as srv:
+        srv.httpd.socket = context.wrap_socket(srv.httpd.socket, server_side=True)
+        yield srv, str(cert), names
 
 
 @contextmanager

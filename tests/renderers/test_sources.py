@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from renderer_testing import *  # noqa: F403  (the fixtures; first: see there)
-from source_server import SourceServer, running
+from source_server import SourceServer, running, running_tls
 
 import renderers
 from mdp.errors import BadRequest, ConfigError
@@ -118,8 +118,8 @@ def test_only_plain_http_urls_pass(url: str) -> None:
         ("10.1.2.3", "private", True),
         ("172.16.0.1", "private", True),
         ("192.168.1.1", "private", True),
-        ("169.254.169.254", "link-local", True),
-        ("fe80::1", "link-local", True),
+        ("169.254.169.254", "link-local", False),
+        ("fe80::1", "link-local", False),
         ("fd00::1", "private", True),
         ("100.64.0.1", "non-global", True),
         ("0.0.0.0", "unspecified", False),
@@ -129,7 +129,7 @@ def test_only_plain_http_urls_pass(url: str) -> None:
         ("240.0.0.1", "reserved", False),
         ("255.255.255.255", "reserved", False),
         ("::ffff:10.0.0.1", "private", True),
-        ("64:ff9b::a9fe:a9fe", "link-local", True),
+        ("64:ff9b::a9fe:a9fe", "link-local", False),
         ("2002:7f00:1::", "loopback", True),
     ],
 )
@@ -460,41 +460,8 @@ def test_fetched_is_plain_data() -> None:
 
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[tuple[SourceServer, str, list[str]]]:
-    """A loopback HTTPS server whose certificate names ``img.test``; records SNI names."""
-    import ssl
-    import subprocess
-
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=img.test",
-            "-addext",
-            "subjectAltName=DNS:img.test",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    names: list[str] = []
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    context.sni_callback = lambda sock, name, ctx: names.append(str(name)) and None
-    with running() as srv:
-        srv.httpd.socket = context.wrap_socket(srv.httpd.socket, server_side=True)
-        yield srv, str(cert), names
+    with running_tls(tmp_path) as served:
+        yield served
 
 
 def test_https_pins_the_address_and_keeps_the_name(

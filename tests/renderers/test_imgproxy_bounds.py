@@ -1,0 +1,100 @@
+"""``imgproxy`` under options chosen to hurt, and imgproxy's semantics where they bound size.
+
+A request's options may not make a worker hold more than the limits allow, in any step:
+an animation's kept frames are bounded by the result's pixels as well as the source's, and
+a watermark is never larger than the result it is laid on.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from imgproxy_testing import animated_gif
+from PIL import Image
+from renderer_testing import *  # noqa: F403  (the fixtures; first: see there)
+
+import renderers
+from mdp.errors import BadRequest
+from renderers import samples, settings
+from renderers.imgproxy import geometry, pipeline
+from renderers.imgproxy.options import Gravity
+
+
+def render(request: dict[str, Any]) -> dict[str, Any]:
+    return renderers.get("imgproxy").render(request)  # type: ignore[no-any-return]
+
+
+def frames_of(data: bytes) -> tuple[int, tuple[int, int]]:
+    with Image.open(io.BytesIO(data)) as image:
+        return int(getattr(image, "n_frames", 1)), image.size
+
+
+def test_animation_frames_are_bounded_by_the_result_pixels_too(configure: Any) -> None:
+    # 10 frames of 40 x 40 decode well within the bound; enlarged to 160 x 160 each, the
+    # result would hold 10 x 25,600 pixels (at the default limits: 100 frames of 50 MP).
+    configure(max_animation_pixels=160 * 160 * 3)
+    gif = animated_gif(40, 40, 10)
+    reply = render({"image": gif, "ops": {"resize": {"width": 160, "enlarge": True}}})
+    assert frames_of(reply["image"]) == (3, (160, 160))
+
+
+def test_an_animation_result_of_one_frame_over_the_bound_keeps_its_first_frame(
+    configure: Any,
+) -> None:
+    configure(max_animation_pixels=1000)
+    reply = render({"image": animated_gif(40, 40, 10), "format": "gif"})
+    assert frames_of(reply["image"]) == (1, (40, 40))
+
+
+@pytest.mark.parametrize(
+    ("ops", "field"),
+    [
+        ({"resize": {"width": 9000, "height": 9000, "enlarge": True}}, "ops.resize"),
+        ({"resize": {"width": 60, "height": 9000, "extend": True}, "dpr": 2},
+         "ops.resize.extend"),
+        ({"resize": {"width": 60}, "padding": [4096, 4096, 4096, 4096], "dpr": 8}, "ops.padding"),
+    ],
+)
+def test_a_result_over_the_limits_names_the_option_that_makes_it(
+    configure: Any, ops: dict[str, Any], field: str
+) -> None:
+    configure(max_pixels=10_000_000, max_side=16_383)
+    with pytest.raises(BadRequest) as caught:
+        render({"image": samples.photo_jpeg(64, 48), "ops": ops})
+    assert caught.value.field == field and caught.value.message.startswith(field + ": ")
+
+
+def portrait_mark(tmp_path: Path) -> str:
+    path = tmp_path / "mark.png"
+    Image.new("RGBA", (10, 40), (255, 0, 0, 255)).save(path)
+    return str(path)
+
+
+def test_a_scaled_watermark_fits_the_scaled_box_of_the_result(
+    configure: Any, tmp_path: Path
+) -> None:
+    # imgproxy: scale is "the watermark size relative to the resultant image size", the
+    # mark fitted into (scale x width, scale x height). Scaled by width alone, a portrait
+    # mark at scale 1 on a 16,383 px wide result would be 16,383 x 65,532.
+    configure(watermark_image=portrait_mark(tmp_path))
+    limits = settings.current()
+    assert pipeline.make_mark((100, 100), 0.5, 1.0, limits).size == (13, 50)
+    assert pipeline.make_mark((400, 100), 1.0, 1.0, limits).size == (25, 100)
+    reply = render(
+        {"image": samples.photo_jpeg(100, 100), "ops": {"watermark": {"scale": 1.0}}}
+    )
+    assert (reply["width"], reply["height"]) == (100, 100)
+
+
+def test_positions_round_half_to_even_as_imgproxy_does() -> None:
+    # imgproxy's calcPosition: ShrinkToEven(outer - inner + 1, 2) for the centre,
+    # RoundToEven(offset * dpr) and ScaleToEven(outer, fraction) for offsets and points.
+    assert geometry.position((302, 10), (300, 10), Gravity("ce")) == (2, 0)
+    assert geometry.position((100, 80), (20, 10), Gravity("ce")) == (40, 36)
+    assert geometry.position((100, 80), (20, 10), Gravity("nowe", 2.5, 0)) == (2, 0)
+    assert geometry.position((100, 80), (20, 10), Gravity("nowe", 1.5, 0)) == (2, 0)
+    assert geometry.position((100, 80), (20, 10), Gravity("nowe", 0.025, 0)) == (2, 0)
+    assert geometry.position((101, 80), (21, 10), Gravity("fp", 0.5, 0.0)) == (40, 0)
