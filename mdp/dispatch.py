@@ -39,7 +39,7 @@ from typing import Any
 
 from mdp.errors import Overloaded, RequestError, UnknownService, WorkerLost
 from mdp.poison import PoisonMemory
-from mdp.records import Request, Service, Worker, WorkerState
+from mdp.records import Process, Request, Service, Worker, WorkerState
 from mdp.tally import BrokerTally
 
 __all__ = ["Dispatcher", "Request", "Service", "Worker", "WorkerState"]
@@ -80,6 +80,7 @@ class Dispatcher:
         self.shared: dict[tuple[bytes, bytes], Request] = {}  # by (service, ck)
         self.orphans: set[bytes] = set()  # services with requests and no worker
         self.offered: OrderedDict[bytes, None] = OrderedDict()  # services that had workers
+        self.processes: dict[tuple[str, int], Process] = {}  # by (host, pid)
         self.poison = PoisonMemory(poison_memory_s)
         self.counters = BrokerTally()
         self._random = random.Random()
@@ -100,6 +101,14 @@ class Dispatcher:
         self.workers[identity] = worker
         service.workers[identity] = worker
         service.idle[identity] = worker
+        host, pid = meta.get("host"), meta.get("pid")
+        if dips and isinstance(host, str) and isinstance(pid, int):
+            process = self.processes.get((host, pid))
+            if process is None:
+                process = self.processes[(host, pid)] = Process()
+            process.workers += 1
+            process.heard_at = now
+            worker.process = process
         self.orphans.discard(service_name)
         offered = self.offered
         if service_name not in offered:
@@ -126,6 +135,11 @@ class Dispatcher:
         service.workers.pop(identity, None)
         service.idle.pop(identity, None)
         service.open.pop(identity, None)
+        process = worker.process
+        if process is not None:
+            process.workers -= 1
+            if not process.workers:
+                self.processes.pop((worker.meta["host"], worker.meta["pid"]), None)
         costs = [] if lost is None else [r for r in (*worker.tasks.values(), *worker.given_up
                                                      .values()) if not r.done and lost(r)]
         poisoned = []
@@ -183,6 +197,8 @@ class Dispatcher:
         """A message from the worker, a sign of life; True if it had gone silent (it may
         be given tasks again)."""
         worker.expires_at = now + self.worker_expiry_s
+        if worker.process is not None:
+            worker.process.heard_at = now
         if not worker.silent:
             return False
         worker.silent = False
@@ -566,8 +582,9 @@ class Dispatcher:
             if given_at > now - quiet_s:
                 continue  # given a task just now
             if worker.expires_at <= silent_if and worker.dips and not worker.silent \
-                    and given_at <= now - silent_s:
-                silent.append(worker)
+                    and given_at <= now - silent_s and (
+                        worker.process is None or worker.process.heard_at <= now - silent_s):
+                silent.append(worker)  # (a worker in a process that speaks is not frozen)
             else:
                 quiet.append(worker)
         return quiet, silent
