@@ -7,7 +7,9 @@ The other commands, when no run directory is named, look for a running cluster i
 this order: the default run directory, the one noted last, and the run directory of
 whatever DIPS broker listens on a default broker port (every program of the cluster
 runs in its run directory).  What they looked at is kept, so that "no cluster" can say
-where it looked and what answers on the ports.
+where it looked and what answers on the ports.  A cluster found only by its port may be
+anyone's: commands that change a cluster (down, reload, scale, up) name it and leave it
+alone unless its run directory is named.
 """
 
 from __future__ import annotations
@@ -82,6 +84,15 @@ class Search:
     looked_in: list[Path] = field(default_factory=list)
     on_ports: list[str] = field(default_factory=list)  # what holds each default port
     how: str = ""
+    by_port: bool = False  # found only as the run directory of a broker on a default port
+
+    def not_yours(self, command: str) -> str:
+        """One line for a command that would change a cluster found only by its port: it
+        may be anyone's (another user's, another test's), so it is named, not touched."""
+        return (f"no cluster runs in your run directory ({self.looked_in[0]}); the one in "
+                f"{self.run_dir} was found by {self.how.removeprefix('the run directory of ')}"
+                f", so `mdpctl {command}` leaves it alone: `mdpctl --run-dir {self.run_dir} "
+                f"{command}` acts on it")
 
     def not_found(self) -> str:
         """One line: no cluster, where we looked, what answers on the ports."""
@@ -122,6 +133,7 @@ def find_cluster() -> Search:
         if from_port is not None:
             found.run_dir = from_port
             found.how = f"the run directory of the broker at {endpoint}"
+            found.by_port = True
             return found
     return found
 

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.batch < 1:
         raise UsageError("--batch must be at least 1")
     with ctx.exclusive("reload"):
-        ctx.require_running()
+        ctx.require_running(change="reload")
         return _reload(args, ctx)
 
 

@@ -285,3 +285,48 @@ def test_no_cluster_anywhere_says_where_it_looked(
                               f"{tmp_path}/elsewhere; ")
     assert f"nothing listens on {nowhere[0]}; nothing listens on {nowhere[1]}" in message
     assert "`mdpctl up` starts one" in message
+
+
+FOREIGN_BROKER = """
+import os, socket, sys, time
+tcp = socket.socket(); tcp.bind(("127.0.0.1", int(sys.argv[1]))); tcp.listen()
+unix = socket.socket(socket.AF_UNIX); unix.bind("supervisor.sock"); unix.listen()
+print("listening", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_cluster_found_only_by_its_port_is_named_not_changed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone else's cluster on a default port (another user's, another test's): `down`
+    from here says where it is and leaves it running; `status` may still show it."""
+    from mdpctl import locate
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    port, other = free_ports(2)
+    # A stand-in with a broker's command line, port and run directory (its supervisor.sock).
+    with subprocess.Popen([sys.executable, "-c", FOREIGN_BROKER, str(port), "mdp.broker"],
+                          cwd=theirs, stdout=subprocess.PIPE, text=True) as broker:
+        try:
+            assert broker.stdout is not None and broker.stdout.readline() == "listening\n"
+            monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+            monkeypatch.delenv("DIPS_RUN_DIR", raising=False)
+            monkeypatch.setattr(locate, "DEFAULT_BROKERS",
+                                (f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{other}"))
+            assert locate.find_cluster().run_dir == theirs
+            for argv in (["down"], ["reload"], ["scale", "echo", "1"]):
+                code, out, err = run(capsys, *argv)
+                assert code == 2 and out == "", argv
+                assert one_line(err).startswith("mdpctl: no cluster runs in your run directory")
+                assert f"`mdpctl --run-dir {theirs} {argv[0]}` acts on it" in err
+            assert broker.poll() is None
+        finally:
+            broker.kill()
+            broker.wait(10)
+
+
+def one_line(text: str) -> str:
+    assert text.count("\n") == 1, text
+    return text
