@@ -99,6 +99,18 @@ def test_a_file_that_cannot_be_written_is_one_line_not_a_traceback(
     assert err.startswith("mdpctl: ") and str(blocker / "sub") in err and "Traceback" not in err
 
 
+def test_a_file_field_that_cannot_be_read_is_named_before_anything_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (port,) = free_ports(1)
+    base = ["--run-dir", str(tmp_path), "call", "thumbnail", "--broker", f"tcp://127.0.0.1:{port}"]
+    code, _, err = run(capsys, *base, "--file", f"image={tmp_path}/none.jpg")
+    assert code == 2 and one_line(err) == (
+        f"mdpctl: field image: cannot read {tmp_path}/none.jpg: No such file or directory\n")
+    code, _, err = run(capsys, *base, "--json", f'{{"image": "@{tmp_path}/none.jpg"}}')
+    assert code == 2 and "No such file or directory (a value that starts with @" in one_line(err)
+
+
 @pytest.mark.timeout(60)  # each refusal is at once; waiting out a client's timeout is a bug
 def test_nothing_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "--run-dir", str(tmp_path), "status")
