@@ -109,6 +109,9 @@ def test_a_file_field_that_cannot_be_read_is_named_before_anything_is_sent(
         f"mdpctl: field image: cannot read {tmp_path}/none.jpg: No such file or directory\n")
     code, _, err = run(capsys, *base, "--json", f'{{"image": "@{tmp_path}/none.jpg"}}')
     assert code == 2 and "No such file or directory (a value that starts with @" in one_line(err)
+    code, _, err = run(capsys, *base, "-o", f"{tmp_path}/no-dir/out.jpg")
+    assert code == 2 and one_line(err) == (
+        f"mdpctl: -o {tmp_path}/no-dir/out.jpg: the directory {tmp_path}/no-dir does not exist\n")
 
 
 @pytest.mark.timeout(60)  # each refusal is at once; waiting out a client's timeout is a bug
