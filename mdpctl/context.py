@@ -76,17 +76,13 @@ class Context:
             return load_cluster(written)
         return local_cluster(self.run_dir)
 
-    def require_running(self, change: str | None = None) -> None:
+    def require_running(self) -> None:
         """For commands that act on the local cluster's supervisord: fail in one line
-        when none runs, saying where mdpctl looked and what answers on the ports.  A
-        command that changes the cluster (``change``: its name) refuses one found only by
-        its broker's port (see :mod:`mdpctl.locate`)."""
+        when none runs, saying where mdpctl looked and what answers on the ports."""
         if not self.is_local:
             return
         search = self.search()
         if search.run_dir is not None:
-            if change is not None and search.by_port:
-                raise UsageError(search.not_yours(change))
             return
         if self.named_run_dir is not None:
             locate.describe_ports(search, self.cluster().brokers)

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     ctx.require_local("down")
     started = time.monotonic()
     try:
-        ctx.require_running(change="down")
+        ctx.require_running()
         report = local.stop(ctx.run_dir, args.timeout)
     except NotRunning as exc:
         ctx.say(str(exc))

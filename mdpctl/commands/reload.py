@@ -86,7 +86,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.batch < 1:
         raise UsageError("--batch must be at least 1")
     with ctx.exclusive("reload"):
-        ctx.require_running(change="reload")
+        ctx.require_running()
         return _reload(args, ctx)
 
 

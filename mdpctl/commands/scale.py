@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     with ctx.exclusive("scale"):
-        ctx.require_running(change="scale")
+        ctx.require_running()
         return _scale(args, ctx)
 
 

@@ -115,7 +115,6 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     ctx.require_local("up")
     started = time.monotonic()
     if ctx.search().run_dir is not None:
-        ctx.require_running(change="up")
         _check_same_options(args, ctx)
         ctx.say(f"cluster already running in {ctx.run_dir}; waiting until it serves")
         changed = local.settings_changed(ctx.run_dir, local.settings_from(dict(os.environ)))

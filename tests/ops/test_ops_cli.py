@@ -311,11 +311,12 @@ time.sleep(120)
 """
 
 
-def test_a_cluster_found_only_by_its_port_is_named_not_changed(
+def test_a_cluster_elsewhere_on_a_default_port_is_named_never_used(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Someone else's cluster on a default port (another user's, another test's): `down`
-    from here says where it is and leaves it running; `status` may still show it."""
+    """Someone else's cluster whose broker holds a default port (another user's, another
+    test's): without --run-dir, mdpctl says where it is and never acts on it (a `down`
+    from a fresh HOME once stopped another session's cluster this way)."""
     from mdpctl import locate
 
     theirs = tmp_path / "theirs"
@@ -330,12 +331,14 @@ def test_a_cluster_found_only_by_its_port_is_named_not_changed(
             monkeypatch.delenv("DIPS_RUN_DIR", raising=False)
             monkeypatch.setattr(locate, "DEFAULT_BROKERS",
                                 (f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{other}"))
-            assert locate.find_cluster().run_dir == theirs
-            for argv in (["down"], ["reload"], ["scale", "echo", "1"]):
+            named = (f"tcp://127.0.0.1:{port}: a DIPS broker of the cluster in {theirs}, "
+                     f"which `mdpctl --run-dir {theirs}` reaches")
+            code, out, _ = run(capsys, "down")
+            assert code == 0 and one_line(out).startswith("no cluster is running (looked in ")
+            assert named in out
+            for argv in (["status"], ["reload"], ["scale", "echo", "1"]):
                 code, out, err = run(capsys, *argv)
-                assert code == 2 and out == "", argv
-                assert one_line(err).startswith("mdpctl: no cluster runs in your run directory")
-                assert f"`mdpctl --run-dir {theirs} {argv[0]}` acts on it" in err
+                assert code == 3 and out == "" and named in one_line(err), argv
             assert broker.poll() is None
         finally:
             broker.kill()
