@@ -56,10 +56,13 @@ class Broker:
         self.socket.setsockopt(zmq.SNDHWM, 0)  # replies are never dropped for a slow reader
         self.socket.setsockopt(zmq.RCVHWM, 0)
         # ZMTP heartbeats on every connection: libzmq's I/O thread answers them even while a
-        # peer's own thread is busy in a long handler, and stops when the process is frozen
-        # (SIGSTOP) or gone; then libzmq drops the connection and the next send fails.
-        self.socket.setsockopt(zmq.HEARTBEAT_IVL, config.zmtp_heartbeat_ms)
-        self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * config.zmtp_heartbeat_ms)
+        # peer's own thread is busy in a long handler (or holds the GIL), and stops when the
+        # process is frozen (SIGSTOP) or gone; then libzmq drops the connection and the next
+        # send fails. They are slow (1 s): they cost every connection alike, and a frozen
+        # worker's task is taken back sooner, by MDP probes (--frozen-after).
+        if config.zmtp_heartbeat_ms:
+            self.socket.setsockopt(zmq.HEARTBEAT_IVL, config.zmtp_heartbeat_ms)
+            self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * config.zmtp_heartbeat_ms)
         self.auth: RoleAuthenticator | None = None
         self.monitor: zmq.Socket | None = None
         if config.curve_secret and config.client_keys and config.worker_keys:
@@ -124,40 +127,47 @@ class Broker:
             log.info("broker stopped")
 
     def run_once(self, max_block_ms: int) -> int:
-        """Wait for messages (up to ``max_block_ms``, less when the core has a deadline),
-        feed each to the core and carry out what it asks; the number handled.
+        """One pass: wait for a message (up to ``max_block_ms``, less when the core has a
+        deadline), then feed the core it and every message that came with it, carrying
+        out what it asks; the number of messages handled.
 
         The wait is in the socket's own receive (fewer system calls per message than a
-        poll). After a message that came alone (a sync peer) the socket is asked whether
-        more wait, rather than received from to find nothing.
+        poll). The core answers the first message of a pass at once, gathering nothing;
+        then the socket is asked whether more wait (cheaper than a receive that finds
+        nothing), and if none does (a sync peer) the pass is over. Messages read after it
+        may gather batched output, sent when a receive finds the socket empty.
         """
         core, sock = self.core, self.socket
         curve = self.auth is not None
         now = time.monotonic()
+        if core.next_deadline() <= now:
+            core.tick(now)
+            self._carry_out()
         timeout_ms = min(poll_timeout_ms(core.next_deadline(), now), max_block_ms)
-        frames, user = sockio.recv_wait(sock, timeout_ms, with_user=curve)
+        frames, user = sockio.recv_wait(sock, timeout_ms, with_user=curve, keep_big=True)
         handled = 0
         while frames is not None:
             try:  # the barrier: one bad message never stops the broker
-                core.receive(frames, user, time.monotonic())
+                core.receive(frames, user, time.monotonic(), handled > 0)
                 self._carry_out()
             except Exception:
                 core.dispatcher.counters.dropped += 1
                 log.exception("error handling a message from %s", frames[0].hex()[:20])
             handled += 1
-            if handled == PASS:
-                break  # the core's timers get a turn; the rest waits in the socket
-            if handled % FLUSH_EVERY == 0:
-                core.tick(time.monotonic())
-                self._carry_out()
             if handled == 1 and not sockio.readable(sock):
-                break
+                break  # it came alone
+            if handled % FLUSH_EVERY == 0:
+                core.flush(time.monotonic())
+                self._carry_out()
+            if handled == PASS or core.next_deadline() <= time.monotonic():
+                break  # the timers get a turn; the rest waits in the socket
             if curve:
-                frames, user = sockio.recv_with_user(sock)
+                frames, user = sockio.recv_with_user(sock, keep_big=True)
             else:
-                frames = sockio.recv(sock)
-        core.tick(time.monotonic())
-        self._carry_out()
+                frames = sockio.recv(sock, keep_big=True)
+        if core.gathered:
+            core.flush(time.monotonic())
+            self._carry_out()
         return handled
 
     def _carry_out(self) -> None:

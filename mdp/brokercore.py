@@ -17,9 +17,10 @@ What it decides, in one place:
 * **Roles.** Under CURVE only client keys send requests and only worker keys serve; a key
   revoked while its request runs gets no reply.
 * **Wire order.** Tasks for a worker that takes TASKS, and replies for a client that takes
-  batched RESULTs, are gathered while the shell reads what has arrived and go out when it
-  says the pass is over (:class:`~mdp.actions.Tick`); whatever else is sent to that peer
-  meanwhile (a PONG, PROGRESS, a RECALL, a probe) goes *after* what was gathered for it.
+  batched RESULTs, are gathered while the shell reads messages that arrived together, and
+  go out when it says the pass is over (:meth:`BrokerCore.flush`); whatever else is sent to
+  that peer meanwhile (a PONG, PROGRESS, a RECALL, a probe) goes *after* what was gathered
+  for it. A message that came alone gathers nothing: a lone request costs no gathering.
 * **Faults.** A worker whose send failed (:class:`~mdp.actions.Lost`), that stayed silent,
   or that was probed while it held a task and had gone is forgotten, and its tasks go to
   others; one lost while running a request costs that request a loss, and a request that
@@ -37,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mdp import protocol as p
-from mdp.actions import Action, Event, Lost, Opened, Received, Send, Tick
+from mdp.actions import Event, Lost, Opened, Received, Send, Tick
 from mdp.auth import CLIENT_ROLE, WORKER_ROLE
 from mdp.brokerstatus import broker_status, clean_meta
 from mdp.config import BrokerConfig
@@ -51,6 +52,7 @@ from mdp.errors import (
     WorkerLost,
 )
 from mdp.keys import fingerprint
+from mdp.outbox import Outbox
 from mdp.version import code_version
 
 log = logging.getLogger("mdp.broker")
@@ -95,13 +97,9 @@ class BrokerCore:
         self._worker_welcome = {**welcome, "batch": True, "progress": True}
         self._firsts: dict[bytes, p.First] = {}  # HELLO "first", by client
         self._hellos: dict[bytes, int] = {}  # clients' HELLO flags (BATCH, PROGRESS)
-        # replies gathered for batched RESULTs: client -> service -> (ids, bodies)
-        self._results: dict[bytes, dict[bytes, tuple[list[int], list[bytes]]]] = {}
-        # tasks gathered for workers that take TASKS: identity -> (worker, [(task, hold)])
-        self._tasks: dict[bytes, tuple[Worker, list[tuple[Request, bool]]]] = {}
-        self._actions: list[Action] = []
-        self._taken = 0  # how many times the shell took the actions
+        self._out = Outbox(self.dispatcher.workers)
         self._now = now  # the time of the event being handled
+        self._gather = False  # the message being handled has others behind it
         self._warnings = _Warnings()
         self._next_heartbeat = now + config.heartbeat_interval_s
         self._next_probe = now + config.probe_interval_s
@@ -122,27 +120,32 @@ class BrokerCore:
             case Opened():
                 pass
 
-    def take_actions(self) -> list[Action]:
-        """What to send, in order; the shell reports a send that failed with :meth:`lost`."""
-        actions, self._actions = self._actions, []
-        self._taken += 1
-        return actions
+    def take_actions(self) -> list[Send]:
+        """What to send, in order (a broker only ever sends: its shell opens and closes
+        nothing); the shell reports a send that failed with :meth:`lost`."""
+        return self._out.take()
+
+    @property
+    def gathered(self) -> bool:
+        """Output waits for the end of the pass (:meth:`flush`)."""
+        return self._out.gathered
 
     def next_deadline(self) -> float:
-        """When :meth:`tick` is next due (-inf: at once, output is gathered)."""
-        if self._tasks or self._results:
-            return -math.inf
+        """When :meth:`tick` is next due."""
         deadline = self._next_heartbeat
         if self.dispatcher.busy:
             deadline = min(deadline, self._next_probe)
         if self.dispatcher.orphans:
             deadline = min(deadline, self._next_grace)
-        return deadline
+        return min(deadline, self.dispatcher.next_retry)
 
     def tick(self, now: float) -> None:
         """The shell has read what arrived, or a deadline came: run the timers that are
         due, then send what was gathered."""
         self._now = now
+        self._gather = False
+        for service in self.dispatcher.due_retries(now):
+            self._dispatch(service, now)
         if now >= self._next_grace and self.dispatcher.orphans:
             self._next_grace = now + self._grace_every_s
             for request in self.dispatcher.unknown_requests(now):
@@ -150,6 +153,7 @@ class BrokerCore:
         if now >= self._next_heartbeat:  # reaches every worker: a probe too
             self._next_heartbeat = now + self.config.heartbeat_interval_s
             self._next_probe = now + self.config.probe_interval_s
+            self._probe(now, send=False)
             self._heartbeat(now)
         elif now >= self._next_probe:
             self._next_probe = now + self.config.probe_interval_s
@@ -159,16 +163,12 @@ class BrokerCore:
     def flush(self, now: float) -> None:
         """Send every gathered task and reply."""
         self._now = now
-        while self._tasks:
-            identity, (worker, tasks) = self._tasks.popitem()
-            self._emit_tasks(worker, tasks, now)
-        while self._results:
-            client, results = self._results.popitem()
-            self._emit_results(client, results)
+        self._out.flush(now)
 
     def lost(self, peer: bytes, now: float) -> None:
         """A send to ``peer`` failed: it is no longer connected."""
         self._now = now
+        self._gather = False
         worker = self.dispatcher.workers.get(peer)
         if worker is None:
             self.dispatcher.counters.undeliverable += 1
@@ -182,6 +182,7 @@ class BrokerCore:
         """After the allow-lists changed: forget workers, and drop queued requests, of keys
         now refused (replies to running requests of such keys are dropped as they come)."""
         self._now = now
+        self._gather = False
         role_of, dispatcher = self._role_of, self.dispatcher
         if role_of is None:
             return
@@ -202,11 +203,18 @@ class BrokerCore:
 
     # --- input ---------------------------------------------------------------------------
 
-    def receive(self, frames: list[bytes], user: str, now: float) -> None:
+    def receive(self, frames: list[bytes], user: str, now: float, more: bool = False) -> None:
         """One message from the ROUTER: ``frames[0]`` is the peer's identity; ``user`` its
-        CURVE key (z85) when CURVE is on."""
+        CURVE key (z85) when CURVE is on. ``more``: other messages came with it (the shell
+        reads on, then calls :meth:`flush`), so batched output may be gathered; a message
+        that came alone is answered at once, unless it carries several requests or replies
+        (a batched SUBMIT, REPLIES): then too its output is gathered for :meth:`flush`."""
         self._now = now
+        self._gather = more
         identity = frames[0]
+        if len(frames) > 4 and (type(frames[4]) is not bytes
+                                or (len(frames) > 5 and type(frames[5]) is not bytes)):
+            frames = _heads_as_bytes(frames)
         try:
             if len(frames) > self.config.max_frames + 1:
                 raise ProtocolError(f"{len(frames) - 1} frames; the limit is "
@@ -228,6 +236,7 @@ class BrokerCore:
                 self._on_request(identity, message, user, now)
             case p.WorkerReplies(keys, bodies):
                 worker = self._known_worker(identity, now)
+                self._gather = True  # several replies: their RESULTs may go together
                 if worker is not None:  # each taken as if it came alone
                     for one_key, one_body in zip(keys, bodies, strict=True):
                         self._take_reply(worker, one_key, [one_body], now)
@@ -336,7 +345,9 @@ class BrokerCore:
             self._dispatch(service, now)
 
     def _on_batch(self, identity: bytes, msg: p.ClientBatch, user: str, now: float) -> None:
-        """Several requests in one SUBMIT: each is queued as if it came alone."""
+        """Several requests in one SUBMIT: each is queued as if it came alone (a worker's
+        share goes as one TASKS)."""
+        self._gather = True
         deadline = now + msg.ttl_ms / 1000
         name = msg.service
         dispatcher = self.dispatcher
@@ -433,17 +444,31 @@ class BrokerCore:
         if worker is None:
             self._send(p.worker_command(identity, p.DISCONNECT))
             return None
-        worker.expires_at = now + self.dispatcher.worker_expiry_s
+        if self.dispatcher.heard_from(worker, now):
+            self._back_from_silence(worker, now)
         return worker
+
+    def _back_from_silence(self, worker: Worker, now: float) -> None:
+        log.info("worker %s speaks again; it gets tasks again", worker.identity.hex()[:20])
+        self._dispatch(worker.service, now)
 
     def _take_reply(self, worker: Worker, key: bytes, body: list[bytes], now: float) -> None:
         dispatcher = self.dispatcher
         error = p.error_code(body) if _is_error(body) else None
-        request = dispatcher.complete(worker, key, now, error)
-        if request is None:
+        held = worker.tasks.get(key)
+        if held is not None and held.done:  # answered meanwhile by a worker that went silent
+            dispatcher.discard(worker, key)
+            return
+        if held is not None:
+            request = dispatcher.complete(worker, key, now, error)
+        elif key in worker.given_up:  # taken back when it went silent: late, not wrong
+            request = dispatcher.complete_late(worker, key, now, error)
+        else:
+            request = None
             dispatcher.counters.dropped += 1
             self._warnings(now, "worker %s replied to a task it does not hold",
                            worker.identity.hex()[:20])
+        if request is None:
             return
         if error == "expired" and request.callers and not request.expired(now):
             dispatcher.retry(request)  # callers that came later still wait for it
@@ -460,7 +485,8 @@ class BrokerCore:
             if command != p.DISCONNECT:
                 self._send(p.worker_command(identity, p.DISCONNECT))
             return
-        worker.expires_at = now + dispatcher.worker_expiry_s
+        if dispatcher.heard_from(worker, now):
+            self._back_from_silence(worker, now)
         if command == p.HEARTBEAT:
             return
         if not worker.dips and command != p.DISCONNECT:
@@ -478,7 +504,8 @@ class BrokerCore:
                 dispatcher.set_away(worker, True)
         elif command == p.FREE:
             dispatcher.set_away(worker, False)
-        elif command == p.BOUNCE and not dispatcher.bounce(worker, msg.key):
+        elif command == p.BOUNCE and not dispatcher.bounce(worker, msg.key) \
+                and not dispatcher.gave_up(worker, msg.key):
             self._warnings(now, "worker %s bounced a task it does not hold",
                            identity.hex()[:20])
         self._dispatch(worker.service, now)
@@ -490,7 +517,7 @@ class BrokerCore:
         if worker is None:
             return
         request = worker.tasks.get(msg.key)
-        if request is None or not worker.dips:
+        if request is None or request.done or not worker.dips:
             return
         hellos = self._hellos
         for caller in request.answered_to():
@@ -502,64 +529,16 @@ class BrokerCore:
 
     def _send(self, frames: list[bytes]) -> None:
         """Send to a peer, after whatever was gathered for it (wire order)."""
-        peer = frames[0]
-        if self._tasks and peer in self._tasks:
-            worker, tasks = self._tasks.pop(peer)
-            self._emit_tasks(worker, tasks, self._now)
-        if self._results and peer in self._results:
-            self._emit_results(peer, self._results.pop(peer))
-        self._actions.append(Send(0, frames))
+        self._out.send(frames, self._now)
 
     def _dispatch(self, service: Service, now: float) -> None:
         if service.queue:
-            tasks = self._tasks
+            out, gather = self._out, self._gather
             for worker, request, hold in self.dispatcher.assignments(service, now):
-                if worker.batch and len(request.body) == 1:
-                    # gathered, and sent as one TASKS when this pass ends (or before
-                    # anything else to the worker)
-                    pending = tasks.get(worker.identity)
-                    if pending is None:
-                        tasks[worker.identity] = (worker, [(request, hold)])
-                    else:
-                        pending[1].append((request, hold))
-                    continue
-                request.sent_mark = self._taken
-                self._send(p.to_worker(worker.identity, request.key, request.body,
-                                       worker.dips, request.ttl_ms(now), hold))
-        if service.held and service.idle:
+                out.task(worker, request, hold, now, gather)
+        if service.unrecalled and service.idle:
             for worker, request in self.dispatcher.recalls(service):
                 self._send(p.recall(worker.identity, request.key))
-
-    def _emit_tasks(self, worker: Worker, tasks: list[tuple[Request, bool]],
-                    now: float) -> None:
-        """One TASKS per worker (more past MAX_BATCH), unless it has gone meanwhile."""
-        if self.dispatcher.workers.get(worker.identity) is not worker:
-            return  # gone meanwhile: its tasks are queued again
-        tasks = [(r, hold) for r, hold in tasks if worker.tasks.get(r.key) is r]
-        taken = self._taken
-        for start in range(0, len(tasks), p.MAX_BATCH):
-            part = tasks[start:start + p.MAX_BATCH]
-            for request, _ in part:
-                request.sent_mark = taken
-            if len(part) == 1:
-                request, hold = part[0]
-                frames = p.to_worker(worker.identity, request.key, request.body, True,
-                                     request.ttl_ms(now), hold)
-            else:
-                frames = p.to_worker_batch(
-                    worker.identity, [r.key for r, _ in part], [r.body[0] for r, _ in part],
-                    [r.ttl_ms(now) for r, _ in part], [hold for _, hold in part])
-            self._actions.append(Send(0, frames))
-
-    def _emit_results(self, client: bytes,
-                      results: dict[bytes, tuple[list[int], list[bytes]]]) -> None:
-        """One RESULT per service of the gathered replies to ``client``."""
-        for service, (rids, bodies) in results.items():
-            if len(rids) == 1:
-                frames = p.to_client(client, service, bodies, rids[0])
-            else:
-                frames = p.to_client_batch(client, service, rids, bodies)
-            self._actions.append(Send(0, frames))
 
     def _reply_to(self, caller: Request, body: list[bytes]) -> None:
         """A reply (or an error) to one caller: gathered for a client that takes batched
@@ -568,19 +547,8 @@ class BrokerCore:
             self.dispatcher.counters.refused += 1  # revoked while its request ran
             return
         client = caller.client
-        if caller.rid is not None and len(body) == 1 and self._hellos.get(client, 0) & BATCH:
-            results = self._results.get(client)
-            if results is None:
-                self._results[client] = {caller.service: ([caller.rid], list(body))}
-                return
-            pending = results.get(caller.service)
-            if pending is None:
-                results[caller.service] = ([caller.rid], list(body))
-            else:
-                pending[0].append(caller.rid)
-                pending[1].append(body[0])
-            return
-        self._send(p.to_client(client, caller.service, body, caller.rid))
+        self._out.result(client, caller.service, caller.rid, body, self._now,
+                         self._gather and bool(self._hellos.get(client, 0) & BATCH))
 
     def _answer_error(self, request: Request, error: RequestError) -> None:
         """An error to every caller of ``request``."""
@@ -596,13 +564,11 @@ class BrokerCore:
 
     def _forget(self, worker: Worker, now: float, lost: bool = False) -> None:
         """Forget a worker and give its tasks to others. ``lost``: it died or froze, which
-        costs the request it was running a loss (not when that task never reached it)."""
-        self._tasks.pop(worker.identity, None)  # gathered, never sent: they are requeued
-        running = worker.running
-        counted = lost and running is not None and running.sent_mark < self._taken - 1
-        poisoned = self.dispatcher.remove_worker(worker, now, lost=counted)
-        if poisoned is not None:
-            self._poisoned(poisoned)
+        costs each request it held a loss (not one whose task never reached it)."""
+        self._out.forget_worker(worker.identity)  # gathered, never sent: queued again
+        for request in self.dispatcher.remove_worker(
+                worker, now, self._out.delivered if lost else None):
+            self._poisoned(request)
         self._dispatch(worker.service, now)
 
     def _poisoned(self, request: Request) -> None:
@@ -617,12 +583,24 @@ class BrokerCore:
             f"service {service!r}: {request.losses} workers were lost while running this "
             "request"))
 
-    def _probe(self, now: float) -> None:
-        """A heartbeat to each worker that has held a task for a probe interval: a send to
-        one whose connection dropped (dead, or frozen past its ZMTP heartbeats) fails, and
-        the shell says :meth:`lost`. Quick workers prove themselves by their replies."""
-        for worker in self.dispatcher.busy_longer_than(self.config.probe_interval_s, now):
-            self._send(p.worker_command(worker.identity, p.HEARTBEAT))
+    def _probe(self, now: float, send: bool = True) -> None:
+        """A heartbeat to each worker that holds a task and has said nothing for a probe
+        interval (``send``; the heartbeat burst reaches them otherwise): a send to one whose
+        connection dropped (dead, or frozen past its ZMTP heartbeats) fails, and the shell
+        says :meth:`lost`; a DIPS worker answers it while its handler runs. Workers that
+        answer their tasks quickly are never probed. A DIPS worker that answers nothing
+        for ``--frozen-after`` has its tasks given to others."""
+        dispatcher, config = self.dispatcher, self.config
+        quiet, silent = dispatcher.quiet_holders(config.probe_interval_s,
+                                                 config.frozen_after_s, now)
+        for worker in silent:
+            log.warning("worker %s silent for %.1fs while it runs a task; its tasks go to "
+                        "other workers", worker.identity.hex()[:20], config.frozen_after_s)
+            dispatcher.take_back_from_silent(worker)
+            self._dispatch(worker.service, now)
+        if send:
+            for worker in quiet:
+                self._send(p.worker_command(worker.identity, p.HEARTBEAT))
 
     def _heartbeat(self, now: float) -> None:
         dispatcher = self.dispatcher
@@ -645,6 +623,21 @@ class BrokerCore:
         """The ``mmi.status`` map (``mdp.status.BrokerStatus`` on the wire)."""
         return broker_status(self.dispatcher, self.about, self._version, self.instance,
                              now - self.started, now).to_wire()
+
+
+def _heads_as_bytes(frames: list[Any]) -> list[bytes]:
+    """A big frame is passed as the ``zmq.Frame`` it came as (``sockio.recv``'s
+    ``keep_big``), so that a body is never copied; one where the wire puts a service name,
+    a key or a meta map (in a malformed message) is made bytes, for the parser."""
+    header, command = frames[2], frames[3]
+    if header == p.CLIENT:
+        first_body = 4
+    elif header == p.WORKER and command in (p.REPLY, p.REPLIES):
+        first_body = 5
+    else:
+        first_body = 6
+    return [f if i >= first_body or type(f) is bytes else bytes(f)
+            for i, f in enumerate(frames)]
 
 
 def _is_error(body: list[Any]) -> bool:

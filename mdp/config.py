@@ -47,6 +47,7 @@ class BrokerConfig:
     heartbeat_interval_s: float = 1.0
     heartbeat_liveness: int = 3
     probe_interval_s: float = 0.2  # how often busy workers are checked for a dropped link
+    frozen_after_s: float = 0.8  # a worker holding a task and silent this long: taken back
     max_queue: int = 10_000  # per service
     max_services: int = 1_000
     unknown_grace_s: float = 2.0
@@ -55,7 +56,7 @@ class BrokerConfig:
     max_total_queue: int = 100_000
     max_workers: int = 10_000
     max_prefetch: int = 8  # tasks a worker may hold beyond the one it runs
-    zmtp_heartbeat_ms: int = 200  # ZMTP PING interval; a peer silent 3x this is dropped
+    zmtp_heartbeat_ms: int = 1000  # ZMTP PING interval; a peer silent 3x this is dropped
     max_worker_losses: int = 2  # workers lost running one request before it is given up
     poison_memory_s: float = 60.0  # how long a given-up request is refused
     curve_secret: str | None = None  # the broker's own key pair (.key_secret file)
@@ -77,8 +78,11 @@ class BrokerConfig:
             raise ConfigError("--unknown-grace must not be negative")
         if min(self.max_total_queue, self.max_workers) < 1:
             raise ConfigError("--max-total-queue and --max-workers must be at least 1")
-        if self.zmtp_heartbeat_ms < 100:
-            raise ConfigError("--zmtp-heartbeat must be at least 100 ms")
+        if self.zmtp_heartbeat_ms < 100 and self.zmtp_heartbeat_ms != 0:
+            raise ConfigError("--zmtp-heartbeat must be at least 100 ms (or 0: none)")
+        if self.frozen_after_s < self.probe_interval_s:
+            raise ConfigError("--frozen-after must be at least the probe interval "
+                              f"({self.probe_interval_s}s)")
         if not 0 <= self.max_prefetch <= 16:
             raise ConfigError("--max-prefetch must be between 0 and 16")
         if self.max_frames < 8:
@@ -210,9 +214,12 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
     add("--max-prefetch", type=int, default=d.max_prefetch, metavar="N",
         help="tasks a DIPS worker may hold beyond the one it runs, given only when no "
         "worker is idle (0: none)")
+    add("--frozen-after", type=float, default=d.frozen_after_s, metavar="SECONDS",
+        help="a DIPS worker that holds a task and answers no probe for this long is taken "
+        "for frozen: its tasks go to other workers (its late reply still counts)")
     add("--zmtp-heartbeat", type=int, default=d.zmtp_heartbeat_ms, metavar="MS",
-        help="ZMTP heartbeat interval; a worker frozen for 3x this loses its tasks to "
-        "other workers")
+        help="ZMTP heartbeat interval (0: none); a peer whose libzmq stays silent for 3x "
+        "this is dropped, and a worker dropped so while running a request costs it a loss")
     curve = parser.add_argument_group("CURVE security (all three or none)")
     curve.add_argument("--curve-secret", metavar="FILE",
                        help="the broker's key pair (NAME.key_secret, mode 0600)")
@@ -234,6 +241,7 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
         max_frames=args.max_frames,
         max_prefetch=args.max_prefetch,
         zmtp_heartbeat_ms=args.zmtp_heartbeat,
+        frozen_after_s=args.frozen_after,
         max_worker_losses=args.max_worker_losses,
         poison_memory_s=args.poison_memory,
         curve_secret=args.curve_secret,

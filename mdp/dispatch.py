@@ -9,135 +9,42 @@ prefetched successor at one worker, are never confused. A worker is *idle* (no t
 ours, not busy elsewhere), *open* (runs one of our tasks and may hold ``prefetch`` more,
 given only when no worker is idle), or neither.
 
+A DIPS worker that holds a task and answers no probe for ``frozen_after_s`` is *silent*
+(frozen, or stuck without its GIL): its tasks go to other workers and it gets no new one
+until it speaks again; its late reply to a task taken back still answers that request if
+nobody has yet (the copy elsewhere is then void: ``done``). A request is taken back for
+silence once; after that it waits at its second worker.
+
 A worker lost while it runs a task (the first it holds) costs that request one *loss*; a
 request that has cost ``max_worker_losses`` workers is *poisoned*: given up and remembered
-(:mod:`mdp.poison`) rather than given to yet another worker. Requests of one service with
+(:mod:`mdp.poison`) rather than given to yet another worker. A request that lost a worker
+goes out again after a short random pause (``RETRY_S``), not at once: every broker learns
+of a worker's death at about the same moment, and the poisoned request that killed it,
+given out again at once by another broker, would often meet this one at the same idle
+worker, where a request that never ran would be taken for poisoned too. Requests of one service with
 the same coalescing key (``ck``) are *shared*: the first one queued or running is worked,
 and every caller attached to it is answered with its reply.
 """
 
 from __future__ import annotations
 
-import enum
+import heapq
+import itertools
 import math
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from mdp.errors import Overloaded, RequestError, UnknownService, WorkerLost
 from mdp.poison import PoisonMemory
-from mdp.queues import ServiceQueue
-from mdp.tally import BrokerTally, ServiceTally
+from mdp.records import Request, Service, Worker, WorkerState
+from mdp.tally import BrokerTally
 
+__all__ = ["Dispatcher", "Request", "Service", "Worker", "WorkerState"]
 
-class WorkerState(enum.Enum):
-    IDLE = "idle"  # may be given a request
-    BUSY = "busy"  # holds one or more of this broker's requests
-    AWAY = "away"  # busy with another broker's request (it told us so)
-    DRAINING = "draining"  # leaving; takes no new request
-
-
-HOLD_BUDGET_S = 0.005  # a worker holds at most about this much work behind its current task
-WORK_EWMA = 0.2  # weight of each new sample in a service's moving average of work time
-
-
-@dataclass(eq=False, slots=True)
-class Request:
-    """A client request as the broker holds it."""
-
-    client: bytes
-    service: bytes
-    body: list[bytes]
-    received_at: float
-    rid: int | None = None  # set for DIPS clients
-    deadline: float | None = None  # monotonic; set for DIPS clients
-    priority: int = 0
-    key: bytes = b""  # set while a worker holds it
-    dispatched_at: float = 0.0
-    recalled: bool = False
-    user: str = ""  # the client's CURVE key (z85) when CURVE is on
-    ck: bytes | None = None  # coalescing key: identical requests are worked once
-    losses: int = 0  # workers lost while running it
-    sent_mark: int = 0  # when its task was given to the shell (BrokerCore's count)
-    # a shared request's callers (each with its own client, id and deadline; the first is
-    # the one that came first); None while it has only its own caller
-    callers: list[Request] | None = None
-
-    def expired(self, now: float) -> bool:
-        return self.deadline is not None and now >= self.deadline
-
-    def answered_to(self) -> list[Request] | tuple[Request]:
-        """Who gets this request's reply: its callers, or the request itself."""
-        return self.callers if self.callers is not None else (self,)
-
-    def ttl_ms(self, now: float) -> int | None:
-        if self.deadline is None:
-            return None
-        return max(0, int((self.deadline - now) * 1000))
-
-
-@dataclass(eq=False, slots=True)
-class Worker:
-    """A worker attached to this broker."""
-
-    identity: bytes
-    service: Service
-    dips: bool  # speaks the DIPS extensions
-    meta: dict[str, Any]
-    registered_at: float
-    expires_at: float
-    prefetch: int = 0  # tasks it may hold beyond the one it runs
-    last_done_at: float = 0.0  # when it last answered one of our tasks
-    batch: bool = False  # takes TASKS (several tasks in one message)
-    tasks: dict[bytes, Request] = field(default_factory=dict)  # oldest first
-    away: bool = False
-    draining: bool = False
-    served: int = 0
-    failures: int = 0
-    user: str = ""  # the worker's CURVE key (z85) when CURVE is on
-
-    @property
-    def running(self) -> Request | None:
-        """The task it runs (the first of ours it holds), if any."""
-        return next(iter(self.tasks.values()), None)
-
-    @property
-    def state(self) -> WorkerState:
-        if self.draining:
-            return WorkerState.DRAINING
-        if self.tasks:
-            return WorkerState.BUSY
-        return WorkerState.AWAY if self.away else WorkerState.IDLE
-
-
-@dataclass(eq=False, slots=True)
-class Service:
-    """Requests queued for one service and the workers that offer it."""
-
-    name: bytes
-    empty_since: float  # when it last had no worker (or was first asked for)
-    queue: ServiceQueue[Request] = field(default_factory=ServiceQueue)
-    idle: OrderedDict[bytes, Worker] = field(default_factory=OrderedDict)  # LRU first
-    open: OrderedDict[bytes, Worker] = field(default_factory=OrderedDict)  # may prefetch
-    workers: dict[bytes, Worker] = field(default_factory=dict)
-    held: int = 0  # tasks waiting at a worker behind another of its tasks
-    recalled: int = 0  # of those, the ones asked back (RECALL sent, no answer yet)
-    holders: dict[bytes, Worker] = field(default_factory=dict)  # workers with held tasks
-    work_s: float = 0.0  # moving average of a task's time at a worker; 0: none seen yet
-    counters: ServiceTally = field(default_factory=ServiceTally)
-
-    def hold_depth(self, worker: Worker) -> int:
-        """How many tasks ``worker`` may hold beyond the one it runs: its ``prefetch``, but
-        no more than about HOLD_BUDGET_S of this service's work, and 1 until a task has
-        been timed (a held task waits behind the ones before it at that worker)."""
-        if not worker.prefetch:
-            return 0
-        if self.work_s <= 0.0:
-            return 1
-        return max(1, min(worker.prefetch, int(HOLD_BUDGET_S / self.work_s)))
+RETRY_S = (0.05, 0.25)  # a request that lost its worker goes out again this much later
 
 
 class Dispatcher:
@@ -175,7 +82,11 @@ class Dispatcher:
         self.offered: OrderedDict[bytes, None] = OrderedDict()  # services that had workers
         self.poison = PoisonMemory(poison_memory_s)
         self.counters = BrokerTally()
-        self._key = random.getrandbits(63)
+        self._random = random.Random()
+        self._key = self._random.getrandbits(63)
+        # requests that lost their worker, by when they go out again
+        self._retries: list[tuple[float, int, Request]] = []
+        self._retry_order = itertools.count()
 
     # --- workers ---------------------------------------------------------------------
 
@@ -197,12 +108,16 @@ class Dispatcher:
                 offered.popitem(last=False)
         return worker
 
-    def remove_worker(self, worker: Worker, now: float, lost: bool = False) -> Request | None:
+    def remove_worker(self, worker: Worker, now: float,
+                      lost: Callable[[Request], bool] | None = None) -> list[Request]:
         """Forget a worker; the tasks it held go back to the head of their queue.
 
-        ``lost``: it died or froze (rather than left): the task it ran costs its request
-        one loss, and a request that has cost ``max_worker_losses`` workers is given up
-        and returned (*poisoned*; its callers are to be answered ``worker_lost``).
+        ``lost``: it died or froze (rather than left), and ``lost(request)`` says whether
+        a task had reached it: each such task costs its request one loss (the one it ran,
+        and those held behind it: a worker that gathers replies may have finished the first
+        and started the next when it died), and goes out again after a short pause; a
+        request that has cost ``max_worker_losses`` workers is given up and returned
+        (*poisoned*; its callers are to be answered ``worker_lost``).
         """
         service = worker.service
         identity = worker.identity
@@ -211,18 +126,24 @@ class Dispatcher:
         service.workers.pop(identity, None)
         service.idle.pop(identity, None)
         service.open.pop(identity, None)
-        service.holders.pop(identity, None)
-        tasks = list(worker.tasks.values())
-        poisoned = None
-        for request in reversed(tasks):
+        costs = [] if lost is None else [r for r in (*worker.tasks.values(), *worker.given_up
+                                                     .values()) if not r.done and lost(r)]
+        poisoned = []
+        for request in costs:
+            request.losses += 1
+            if 0 < self.max_worker_losses <= request.losses:
+                poisoned.append(request)
+                self._give_up(service, request, now)  # void wherever a copy of it is
+        worker.given_up.clear()
+        for request in reversed(list(worker.tasks.values())):
             self._take_back(worker, request)
-            if lost and request is tasks[0]:
-                request.losses += 1
-                if 0 < self.max_worker_losses <= request.losses:
-                    poisoned = request
-                    self._give_up(service, request, now)
-                    continue
-            self._requeue(service, request)
+            if request.done:
+                continue
+            if request in costs:
+                due = now + self._random.uniform(*RETRY_S)
+                heapq.heappush(self._retries, (due, next(self._retry_order), request))
+            else:
+                self._requeue(service, request)
         if not service.workers:
             service.empty_since = now
             if service.queue:
@@ -230,6 +151,25 @@ class Dispatcher:
             else:
                 self.forget_if_unused(service)
         return poisoned
+
+    @property
+    def next_retry(self) -> float:
+        """When a request that lost its worker is next due to go out again."""
+        return self._retries[0][0] if self._retries else math.inf
+
+    def due_retries(self, now: float) -> list[Service]:
+        """Requests that lost their worker and have waited their pause go back to the head
+        of their queue; their services, to dispatch."""
+        services: list[Service] = []
+        retries = self._retries
+        while retries and retries[0][0] <= now:
+            _, _, request = heapq.heappop(retries)
+            if request.done:
+                continue
+            service = self._service(request.service, now)
+            self._requeue(service, request)
+            services.append(service)
+        return services
 
     def _give_up(self, service: Service, request: Request, now: float) -> None:
         self.counters.poisoned += 1
@@ -239,15 +179,40 @@ class Dispatcher:
                              request.losses, now)
         self._release(request)
 
-    def heard_from(self, worker: Worker, now: float) -> None:
+    def heard_from(self, worker: Worker, now: float) -> bool:
+        """A message from the worker, a sign of life; True if it had gone silent (it may
+        be given tasks again)."""
         worker.expires_at = now + self.worker_expiry_s
+        if not worker.silent:
+            return False
+        worker.silent = False
+        self._place(worker)
+        return True
 
     def expired_workers(self, now: float) -> list[Worker]:
-        """Workers silent too long. A DIPS worker that holds a task of ours is exempt: its
-        connection is kept alive by ZMTP heartbeats while its handler runs, and a dead or
-        frozen one is found when a send to it fails."""
+        """Workers silent too long. A DIPS worker that holds a task of ours (or did when it
+        went silent) is exempt: its handler may hold the GIL for long, while libzmq's own
+        thread keeps its connection alive; a dead or frozen one is found when a send to it
+        fails (its connection dropped, by ZMTP heartbeats for a frozen one)."""
         return [w for w in self.workers.values()
-                if now >= w.expires_at and not (w.dips and w.tasks)]
+                if now >= w.expires_at and not (w.dips and (w.tasks or w.given_up))]
+
+    def take_back_from_silent(self, worker: Worker) -> None:
+        """The worker went silent holding tasks: they go back to the head of the queue (a
+        running task once only: taken back before, it stays), and it gets none until it
+        speaks again. Its late replies still count (:meth:`complete_late`)."""
+        worker.silent = True
+        service = worker.service
+        tasks = list(worker.tasks.items())
+        running = tasks[0][1]
+        for key, request in reversed(tasks):
+            if request is running and running.hedged:
+                continue
+            self._take_back(worker, request)
+            worker.given_up[key] = request
+            self._requeue(service, request)
+        running.hedged = True
+        self._place(worker)
 
     def set_away(self, worker: Worker, away: bool) -> None:
         """BUSY (away=True) or FREE from a worker."""
@@ -264,7 +229,7 @@ class Dispatcher:
         identity, service = worker.identity, worker.service
         service.idle.pop(identity, None)
         service.open.pop(identity, None)
-        if worker.draining or worker.away:
+        if worker.draining or worker.away or worker.silent:
             return
         if not worker.tasks:
             service.idle[identity] = worker
@@ -285,8 +250,7 @@ class Dispatcher:
         # it was held behind one) to now; replies that come together count as quick ones
         service = worker.service
         sample = now - max(request.dispatched_at, worker.last_done_at)
-        service.work_s = sample if service.work_s <= 0.0 else (
-            service.work_s + WORK_EWMA * (sample - service.work_s))
+        service.timed(sample)
         worker.last_done_at = now
         counters = service.counters
         counters.replies += 1
@@ -299,12 +263,41 @@ class Dispatcher:
         self._place(worker)
         return request
 
+    def complete_late(self, worker: Worker, key: bytes, now: float,
+                      error: str | None = None) -> Request | None:
+        """A reply to a task taken back from the worker when it went silent: the request,
+        if nobody has answered it yet (a copy of it elsewhere is then void)."""
+        request = worker.given_up.pop(key, None)
+        if request is None or request.done:
+            return None
+        worker.served += 1
+        counters = worker.service.counters
+        counters.replies += 1
+        if error is not None:
+            worker.failures += 1
+            counters.error(error)
+        self._release(request)
+        return request
+
+    def gave_up(self, worker: Worker, key: bytes) -> bool:
+        """Whether ``key`` is a task taken back from the worker (its reply or bounce of it
+        is late, not wrong); forgets it."""
+        return worker.given_up.pop(key, None) is not None
+
+    def discard(self, worker: Worker, key: bytes) -> None:
+        """The worker answered (or handed back) a task whose request is already done."""
+        request = worker.tasks.get(key)
+        if request is not None:
+            self._take_back(worker, request)
+            self._place(worker)
+
     def retry(self, request: Request) -> None:
         """Queue a completed request again (a shared one the worker found expired while
         callers attached later still wait)."""
         service = self.services.get(request.service)
         if service is None:
             service = self._service(request.service, request.received_at)
+        request.done = False
         if request.rid is not None or request.callers is not None:
             for caller in request.answered_to():
                 if caller.rid is not None:
@@ -327,7 +320,8 @@ class Dispatcher:
         self.counters.bounced += 1
         if not request.recalled:
             worker.away = True
-        self._requeue(worker.service, request)
+        if not request.done:
+            self._requeue(worker.service, request)
         self._place(worker)
         return True
 
@@ -339,16 +333,12 @@ class Dispatcher:
         del tasks[request.key]
         if request.key != first:
             service.held -= 1
-            if request.recalled:
-                service.recalled -= 1
-        elif tasks:  # the next task is now the one it runs: no longer held
-            service.held -= 1
-            if next(iter(tasks.values())).recalled:  # no longer counted as held (its
-                service.recalled -= 1  # flag stays: a BOUNCE of it was asked for)
-        if len(tasks) < 2:
-            service.holders.pop(worker.identity, None)
-            if not tasks:
-                self.busy.pop(worker.identity, None)
+            service.unrecalled.pop(request, None)
+        elif tasks:  # the next task is now the one it runs: no longer held (a recalled
+            service.held -= 1  # one keeps its flag: a BOUNCE of it was asked for)
+            service.unrecalled.pop(next(iter(tasks.values())), None)
+        else:
+            self.busy.pop(worker.identity, None)
         request.key = b""
 
     def _requeue(self, service: Service, request: Request) -> None:
@@ -465,6 +455,8 @@ class Dispatcher:
         while queue and (idle or open_):
             request = queue.popleft()
             self.queued -= 1
+            if request.done:  # answered meanwhile by the worker it was taken back from
+                continue
             if request.expired(now):
                 self.counters.expired += 1
                 service.counters.expired += 1
@@ -474,6 +466,10 @@ class Dispatcher:
                 _, worker = idle.popitem(last=False)
                 hold = False
                 busy[worker.identity] = worker
+            elif request.losses:  # it may be poisoned: it waits for a worker of its own,
+                queue.appendleft(request)  # or a death would be blamed on another's task
+                self.queued += 1
+                break
             else:
                 _, worker = open_.popitem(last=False)
                 hold = True
@@ -483,7 +479,7 @@ class Dispatcher:
             request.dispatched_at = now
             worker.tasks[key] = request
             if hold:
-                service.holders[worker.identity] = worker
+                service.unrecalled[request] = worker
             if worker.prefetch and len(worker.tasks) <= service.hold_depth(worker):
                 open_[worker.identity] = worker
             yield worker, request, hold
@@ -494,18 +490,14 @@ class Dispatcher:
         A task held at a busy worker behind another task would wait while a worker is
         idle; it is asked back (RECALL) and, when the worker returns it, dispatched again.
         """
-        if service.held <= service.recalled or service.queue or not service.idle:
-            return []  # nothing held that is not already asked back: O(1), not O(workers)
-        wanted = len(service.idle)
+        unrecalled = service.unrecalled
+        if not unrecalled or service.queue or not service.idle:
+            return []
         found: list[tuple[Worker, Request]] = []
-        for worker in list(service.holders.values()):
-            for request in list(worker.tasks.values())[1:]:
-                if not request.recalled:
-                    request.recalled = True
-                    service.recalled += 1
-                    found.append((worker, request))
-                    if len(found) == wanted:
-                        return found
+        for _ in range(min(len(service.idle), len(unrecalled))):  # the longest held first
+            request = next(iter(unrecalled))
+            found.append((unrecalled.pop(request), request))
+            request.recalled = True
         return found
 
     def drop_expired(self, now: float) -> int:
@@ -556,14 +548,29 @@ class Dispatcher:
         self.queued -= dropped
         return dropped
 
-    def busy_longer_than(self, age_s: float, now: float) -> list[Worker]:
-        """Workers whose oldest task of ours was given them more than ``age_s`` ago."""
-        found = []
+    def quiet_holders(self, quiet_s: float, silent_s: float,
+                      now: float) -> tuple[list[Worker], list[Worker]]:
+        """Workers that have held a task of ours, and said nothing, for ``quiet_s`` (to
+        probe), and of those the DIPS workers quiet for ``silent_s`` (gone silent, see
+        :meth:`take_back_from_silent`). Workers that answer their tasks quickly are
+        neither."""
+        expiry = self.worker_expiry_s
+        quiet_if = now - quiet_s + expiry  # expires_at at most this: quiet for quiet_s
+        silent_if = now - silent_s + expiry
+        quiet: list[Worker] = []
+        silent: list[Worker] = []
         for worker in self.busy.values():
-            oldest = next(iter(worker.tasks.values()))
-            if now - oldest.dispatched_at > age_s:
-                found.append(worker)
-        return found
+            if worker.expires_at > quiet_if:
+                continue
+            given_at = next(iter(worker.tasks.values())).dispatched_at
+            if given_at > now - quiet_s:
+                continue  # given a task just now
+            if worker.expires_at <= silent_if and worker.dips and not worker.silent \
+                    and given_at <= now - silent_s:
+                silent.append(worker)
+            else:
+                quiet.append(worker)
+        return quiet, silent
 
     def unknown_requests(self, now: float) -> list[Request]:
         """Requests for services that have had no worker for the grace period.
@@ -600,6 +607,7 @@ class Dispatcher:
 
     def _release(self, request: Request) -> None:
         """The request is answered or dropped: forget its ids and its coalescing key."""
+        request.done = True
         if request.callers is not None:
             for caller in request.callers:
                 self._forget_caller(caller)

@@ -8,6 +8,8 @@ worker and client move every message through these two functions instead.
 
 from __future__ import annotations
 
+from typing import Any
+
 import zmq
 from zmq.backend import Socket as _BackendSocket
 
@@ -17,6 +19,8 @@ _set = _BackendSocket.set
 _get = _BackendSocket.get
 
 NOBLOCK = int(zmq.NOBLOCK)
+BIG = 65536  # a frame this long or longer may be passed on as it came (``keep_big``)
+HEAD = 4  # frames from the start that are never kept as zmq.Frame (identity, "", header, ...)
 _SNDMORE = int(zmq.SNDMORE)
 _RCVTIMEO = int(zmq.RCVTIMEO)
 _EVENTS = int(zmq.EVENTS)
@@ -41,26 +45,42 @@ def readable(sock: zmq.Socket) -> bool:
     return isinstance(events, int) and bool(events & _POLLIN)
 
 
-def recv(sock: zmq.Socket) -> list[bytes] | None:
+def recv(sock: zmq.Socket, keep_big: bool = False) -> list[bytes] | None:
     """Receive one whole multipart message without blocking; None when there is none.
 
     Frames are taken as zero-copy ``Frame`` objects and their ``more`` flag read directly:
     cheaper than a ``getsockopt(RCVMORE)`` per frame. An empty socket is found by the
     receive itself, the one ``Again`` at the end of a batch; where the socket is usually
     empty, :func:`readable` asks first.
+
+    ``keep_big``: a frame of ``BIG`` bytes or more, past the first ``HEAD``, stays the
+    ``zmq.Frame`` it came as (it has a length and the buffer protocol, and sending it again
+    shares its memory rather than copying it): the broker passes bodies on this way.
     """
     try:
         frame = _recv(sock, NOBLOCK, copy=False)
     except _Again:
         return None
-    frames = [frame.bytes]
+    return _rest(sock, frame, keep_big)
+
+
+def _rest(sock: zmq.Socket, frame: zmq.Frame, keep_big: bool) -> list[bytes]:
+    """The message's frames from ``frame`` on; with ``keep_big``, big ones after the head
+    are ``zmq.Frame`` (typed as bytes: what the broker does with a body, a Frame does)."""
+    frames: list[Any] = [frame.bytes]
+    if not keep_big:
+        while frame.more:
+            frame = _recv(sock, 0, copy=False)
+            frames.append(frame.bytes)
+        return frames
     while frame.more:
         frame = _recv(sock, 0, copy=False)
-        frames.append(frame.bytes)
+        frames.append(frame if len(frame) >= BIG and len(frames) >= HEAD else frame.bytes)
     return frames
 
 
-def recv_with_user(sock: zmq.Socket) -> tuple[list[bytes] | None, str]:
+def recv_with_user(sock: zmq.Socket,
+                   keep_big: bool = False) -> tuple[list[bytes] | None, str]:
     """Like :func:`recv`, and the ZAP User-Id of the connection the message came on."""
     try:
         frame = _recv(sock, NOBLOCK, copy=False)
@@ -70,17 +90,14 @@ def recv_with_user(sock: zmq.Socket) -> tuple[list[bytes] | None, str]:
         user = frame.get("User-Id")
     except zmq.ZMQError:
         user = ""
-    frames = [frame.bytes]
-    while frame.more:
-        frame = _recv(sock, 0, copy=False)
-        frames.append(frame.bytes)
-    return frames, user if isinstance(user, str) else ""
+    return _rest(sock, frame, keep_big), user if isinstance(user, str) else ""
 
 
 def recv_wait(
-    sock: zmq.Socket, timeout_ms: int, with_user: bool = False
+    sock: zmq.Socket, timeout_ms: int, with_user: bool = False, keep_big: bool = False
 ) -> tuple[list[bytes] | None, str]:
-    """Block up to ``timeout_ms`` for one whole message (and the ZAP User-Id if asked).
+    """Block up to ``timeout_ms`` for one whole message (and the ZAP User-Id if asked;
+    ``keep_big`` as for :func:`recv`).
 
     Blocking in the socket's own receive costs fewer system calls than a poll followed by
     a receive. A signal's handler runs meanwhile; the wait then ends by its timeout.
@@ -97,8 +114,4 @@ def recv_wait(
             user = found if isinstance(found, str) else ""
         except zmq.ZMQError:
             pass
-    frames = [frame.bytes]
-    while frame.more:
-        frame = _recv(sock, 0, copy=False)
-        frames.append(frame.bytes)
-    return frames, user
+    return _rest(sock, frame, keep_big), user

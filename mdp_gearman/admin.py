@@ -28,9 +28,12 @@ UNSUPPORTED = {
 
 @dataclass(frozen=True)
 class ClientInfo:
+    """A connection as ``workers`` lists it (a Gearman worker's with its functions)."""
+
     fd: int
     address: str
     client_id: str
+    functions: tuple[str, ...] = ()
 
 
 def command_of(line: str) -> str:
@@ -91,7 +94,8 @@ def status_text(statuses: list[BrokerStatus | None], held: Mapping[str, int]) ->
 
 
 def workers_text(statuses: list[BrokerStatus | None], clients: Iterable[ClientInfo]) -> bytes:
-    lines = [f"{c.fd} {c.address} {c.client_id or '-'} :\n" for c in clients]
+    lines = [f"{c.fd} {c.address} {c.client_id or '-'} :{''.join(' ' + f for f in c.functions)}\n"
+             for c in clients]
     offers: dict[tuple[str, int, str], set[str]] = {}
     for status in statuses:
         for name, service in status.services.items() if status else ():

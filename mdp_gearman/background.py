@@ -84,14 +84,13 @@ class BackgroundRunner:
 
     async def _one(self, job: Job) -> None:
         try:
-            job.running = True
             job.attempts += 1
             outcome = await self._run(job)
             if isinstance(outcome, TRANSIENT):
+                job.running = False  # back in the queue
                 delay = backoff_s(job.attempts)
                 log.info("background job %s (%s): %s; trying again in %.1fs",
                          job.handle.decode(), job.submission.service, outcome, delay)
-                job.running = False
                 self._settle(job, outcome, False)
                 self.schedule(job, time.time() + delay)
                 return

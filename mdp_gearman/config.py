@@ -8,11 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mdp.errors import ConfigError
+from mdp.options import check_endpoints
 from mdp_gearman.mapping import DEFAULT_RAW_FIELD
 from mdp_gearman.packets import DEFAULT_MAX_PACKET_BYTES
 
-DESCRIPTION = ("A Gearman job server in front of DIPS: Gearman clients submit jobs, DIPS "
-               "workers do them (binary and admin protocols on the same port).")
+DESCRIPTION = ("A Gearman job server in front of DIPS (binary and admin protocols on one "
+               "port): Gearman clients submit jobs that any DIPS worker does, and Gearman "
+               "workers (PHP's GearmanWorker, ...) become DIPS workers of their functions at "
+               "every broker. docs/GEARMAN.md has the details.")
 
 
 @dataclass
@@ -25,6 +28,9 @@ class GatewayConfig:
     state_dir: Path | None = None  # the background outbox; None: background jobs refused
     concurrency: int = 64  # foreground jobs in DIPS at once
     background_concurrency: int = 16
+    worker_time_limit_s: float = 30.0  # a Gearman worker's job without CAN_DO_TIMEOUT
+    worker_prefetch: int = 1  # tasks a Gearman worker may be given beyond the one it runs
+    heartbeat_interval_s: float = 1.0  # the brokers' --heartbeat-interval
     max_connections: int = 1024
     max_jobs_per_connection: int = 256  # past this, the connection is not read
     max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES
@@ -41,8 +47,12 @@ class GatewayConfig:
             raise ConfigError("the gateway needs at least one --listen HOST:PORT")
         if not self.brokers:
             raise ConfigError("the gateway needs at least one --broker endpoint")
-        if self.timeout_s <= 0:
-            raise ConfigError("--timeout must be positive")
+        check_endpoints(self.brokers)
+        if min(self.timeout_s, self.worker_time_limit_s, self.heartbeat_interval_s) <= 0:
+            raise ConfigError("--timeout, --worker-time-limit and --heartbeat-interval must "
+                              "be positive")
+        if not 0 <= self.worker_prefetch <= 16:
+            raise ConfigError("--worker-prefetch must be between 0 and 16")
         if min(self.concurrency, self.background_concurrency, self.max_connections,
                self.max_jobs_per_connection) < 1:
             raise ConfigError("concurrency and connection limits must be at least 1")
@@ -61,41 +71,84 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+class _Version(argparse.Action):
+    """``--version``: the code version, computed only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show the code version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from mdp.version import code_version
+
+        parser.exit(0, f"{parser.prog} {code_version()}\n")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help, with its default where it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.required or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
 def parse_args(argv: Sequence[str] | None) -> tuple[GatewayConfig, str]:
-    """The config and the log level from ``mdp-gearman``'s command line."""
+    """The config and the log level from ``mdp-gearman``'s command line; a wrong setting
+    ends the program with one line naming it."""
     d = GatewayConfig()
-    parser = argparse.ArgumentParser(prog="mdp-gearman", description=DESCRIPTION)
-    parser.add_argument("--listen", action="append", type=parse_listen, metavar="HOST:PORT",
-                        help="where Gearman clients connect (repeatable; default "
-                        "127.0.0.1:4730; port 0 picks a free one, logged at start)")
-    parser.add_argument("--broker", action="append", required=True, metavar="ENDPOINT",
-                        dest="brokers", help="DIPS broker endpoint (repeat for every broker)")
-    parser.add_argument("--timeout", type=float, default=d.timeout_s, metavar="SECONDS",
-                        dest="timeout_s", help="each job's deadline in DIPS")
-    parser.add_argument("--state-dir", type=Path, metavar="DIR",
-                        help="where the durable outbox of background jobs lives "
-                        "(without it, background jobs are refused)")
-    parser.add_argument("--concurrency", type=int, default=d.concurrency, metavar="N",
-                        help="foreground jobs in DIPS at once")
-    parser.add_argument("--background-concurrency", type=int,
-                        default=d.background_concurrency, metavar="N")
-    parser.add_argument("--max-connections", type=int, default=d.max_connections, metavar="N")
-    parser.add_argument("--max-jobs-per-connection", type=int,
-                        default=d.max_jobs_per_connection, metavar="N")
-    parser.add_argument("--max-packet-bytes", type=int, default=d.max_packet_bytes,
-                        metavar="N", help="a client declaring a larger packet is disconnected")
-    parser.add_argument("--raw-field", default=d.raw_field, metavar="NAME",
-                        help="request field that carries a workload which is neither PHP "
-                        "serialize(), msgpack nor JSON")
-    parser.add_argument("--sync", default=d.sync, choices=["FULL", "NORMAL"],
-                        help="SQLite synchronous mode of the outbox (NORMAL survives a "
-                        "process crash, FULL also a power cut)")
+    parser = argparse.ArgumentParser(prog="mdp-gearman", description=DESCRIPTION,
+                                     formatter_class=_Help)
+    add = parser.add_argument
+    add("--version", action=_Version)
+    add("--listen", action="append", type=parse_listen, metavar="HOST:PORT",
+        help="where Gearman clients and workers connect; repeatable; port 0 picks a free "
+        "one, logged at start (default: 127.0.0.1:4730)")
+    add("--broker", action="append", required=True, metavar="ENDPOINT", dest="brokers",
+        help="a DIPS broker, e.g. tcp://10.0.0.1:5555; give every broker")
+    add("--timeout", type=float, default=d.timeout_s, metavar="SECONDS", dest="timeout_s",
+        help="each job's deadline in DIPS")
+    add("--state-dir", type=Path, metavar="DIR",
+        help="where the durable outbox of background jobs lives (default: none, and "
+        "background jobs are refused)")
+    add("--concurrency", type=int, default=d.concurrency, metavar="N",
+        help="foreground jobs in DIPS at once; more wait here, by priority")
+    add("--background-concurrency", type=int, default=d.background_concurrency, metavar="N",
+        help="background jobs of one service in DIPS at once; a service with no worker "
+        "holds none")
+    add("--worker-time-limit", type=float, default=d.worker_time_limit_s, metavar="SECONDS",
+        dest="worker_time_limit_s", help="the longest a Gearman worker may run a job whose "
+        "function has no CAN_DO_TIMEOUT; past it the caller gets worker_timeout")
+    add("--worker-prefetch", type=int, default=d.worker_prefetch, metavar="N",
+        help="tasks the brokers may give a busy Gearman worker to hold (0-16)")
+    add("--heartbeat-interval", type=float, default=d.heartbeat_interval_s,
+        metavar="SECONDS", dest="heartbeat_interval_s",
+        help="heartbeat of the Gearman workers' broker links; the brokers' value")
+    add("--max-connections", type=int, default=d.max_connections, metavar="N",
+        help="connections at once; one more gets ERROR and is closed")
+    add("--max-jobs-per-connection", type=int, default=d.max_jobs_per_connection,
+        metavar="N", help="jobs one client may have in flight; past this it is not read")
+    add("--max-packet-bytes", type=int, default=d.max_packet_bytes, metavar="N",
+        help="a peer declaring a larger packet gets ERROR and is disconnected")
+    add("--raw-field", default=d.raw_field, metavar="NAME",
+        help="the request field that carries a workload which is neither PHP serialize(), "
+        "msgpack nor JSON (and what a Gearman worker gets as its bytes)")
+    add("--sync", default=d.sync, choices=["FULL", "NORMAL"],
+        help="SQLite synchronous mode of the outbox (NORMAL survives a process crash, FULL "
+        "also a power cut)")
     curve = parser.add_argument_group("CURVE security (both or none)")
     curve.add_argument("--curve-secret", metavar="FILE",
-                       help="this gateway's key pair (NAME.key_secret, mode 0600)")
+                       help="this door's key pair (NAME.key_secret, mode 0600)")
     curve.add_argument("--broker-key", metavar="FILE", help="the brokers' public key")
-    parser.add_argument("--log-level", default="INFO")
+    add("--log-level", default="INFO", type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], help="what to log")
     args = vars(parser.parse_args(argv))
     level = args.pop("log_level")
     args["listen"] = args["listen"] or d.listen
-    return GatewayConfig(**args), level
+    config = GatewayConfig(**args)
+    try:
+        config.validate()
+    except ConfigError as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
+    return config, level

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mdp.aio import AsyncMDPClient
+from mdp.clientcore import OnProgress
 from mdp.errors import Timeout
 from mdp.keys import CurveConfig
 from mdp.status import BrokerStatus, StatusClients
@@ -35,13 +36,15 @@ class Dips:
         self._status = StatusClients(timeout_s=STATUS_TIMEOUT_S, curve=curve)
 
     async def call(self, service: str, request: dict[str, Any], *, priority: int = 0,
-                   timeout_s: float | None = None) -> Any:
-        """The result of one request; RequestError or Timeout otherwise, never a hang."""
+                   timeout_s: float | None = None, on_progress: OnProgress | None = None
+                   ) -> Any:
+        """The result of one request; RequestError or Timeout otherwise, never a hang.
+        ``on_progress(kind, num, den, data)`` hears the worker's progress reports."""
         timeout_s = timeout_s or self.timeout_s
         try:
             async with asyncio.timeout(timeout_s + GRACE_S):  # no extra task, unlike wait_for
                 return await self._client.send(service, request, timeout=timeout_s,
-                                               priority=priority)
+                                               priority=priority, on_progress=on_progress)
         except TimeoutError:
             raise Timeout(f"no reply for {service!r} within {timeout_s:g}s",
                           tuple(self.brokers)) from None

@@ -70,7 +70,9 @@ class Job:
     handle: bytes
     submission: Submission
     waiters: list[Any] = field(default_factory=list)  # foreground clients, in arrival order
-    running: bool = False
+    running: bool = False  # a worker has it (it reported progress); not merely sent
+    numerator: int = 0  # the latest WORK_STATUS
+    denominator: int = 0
     stored_id: int | None = None  # row in the outbox (background jobs)
     attempts: int = 0
 
@@ -81,13 +83,21 @@ class Job:
 
 
 class JobTable:
-    """Jobs in flight by handle and by (function, unique id)."""
+    """Jobs in flight by handle and by (function, unique id).
+
+    Handles have gearmand's shape, ``H:HOST:NUMBER``. A background job's number is twice its
+    row in the outbox, so its handle outlives a restart; every other handle (foreground
+    jobs, jobs assigned to Gearman workers) takes the next odd number.
+    """
 
     def __init__(self, handle_prefix: bytes) -> None:
         self.prefix = handle_prefix
         self.by_handle: dict[bytes, Job] = {}
         self.by_unique: dict[tuple[str, bytes], Job] = {}
-        self._numbers = itertools.count(1)
+        self._numbers = itertools.count(1, 2)
+
+    def new_handle(self) -> bytes:
+        return self.prefix + b"%d" % next(self._numbers)
 
     def coalesce(self, submission: Submission) -> Job | None:
         """The job in flight this submission joins, if any (Gearman's unique id rule).
@@ -103,9 +113,8 @@ class JobTable:
         return job
 
     def add(self, submission: Submission, stored_id: int | None = None) -> Job:
-        number = stored_id if stored_id is not None else next(self._numbers)
-        kind = b"b" if stored_id is not None else b"f"
-        job = Job(self.prefix + kind + str(number).encode(), submission, stored_id=stored_id)
+        handle = self.new_handle() if stored_id is None else self.prefix + b"%d" % (2 * stored_id)
+        job = Job(handle, submission, stored_id=stored_id)
         self.by_handle[job.handle] = job
         if job.key is not None and (job.key not in self.by_unique or submission.background):
             self.by_unique[job.key] = job
@@ -129,11 +138,6 @@ class JobTable:
                 if not job.waiters and not job.submission.background:
                     orphans.append(job)
         return orphans
-
-    def status(self, handle: bytes) -> tuple[bool, bool]:
-        """(known, running) as GET_STATUS reports them."""
-        job = self.by_handle.get(handle)
-        return (job is not None, job is not None and job.running)
 
     def status_unique(self, unique: bytes) -> tuple[Job | None, int]:
         """GET_STATUS_UNIQUE: the job with this unique id (any function) and its waiters."""

@@ -22,10 +22,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from mdp import protocol as p
+from mdp.body import as_bytes
 from mdp.errors import BadRequest, ProtocolError, RequestError, Timeout
+from mdp_gearman import packets as g
 from mdp_gearman import phpser
+from mdp_gearman.packets import T
 
 DEFAULT_RAW_FIELD = "image"
+GEARMAN_FAIL = "gearman_fail"  # a Gearman worker's WORK_FAIL, as a DIPS error code
+GEARMAN_EXCEPTION = "gearman_exception"  # its WORK_EXCEPTION; the message is its bytes
 
 
 class Format(enum.Enum):
@@ -68,6 +73,24 @@ def decode_workload(data: bytes, limits: WorkloadLimits = WorkloadLimits()
             _check_depth(value, limits.max_depth)
             return value, Format.JSON
     return {limits.raw_field: data}, Format.RAW
+
+
+def gearman_workload(request: dict[str, Any], raw_field: str = DEFAULT_RAW_FIELD) -> bytes:
+    """The workload a Gearman worker's job sees for a DIPS request.
+
+    A request whose only field is ``raw_field`` (a Gearman client's raw workload, passed
+    through; or an image) is its bytes, unchanged; any other request is PHP serialize() of
+    the map, which is byte for byte what a PHP client's ``serialize($data)`` sent (the seed's
+    worker calls ``unserialize($job->workload())``).
+    """
+    if len(request) == 1:
+        value = request.get(raw_field)
+        if isinstance(value, bytes | str):
+            return as_bytes(value)
+    try:
+        return phpser.dumps(request)
+    except TypeError as exc:
+        raise BadRequest(f"the request cannot be given to a Gearman worker: {exc}") from exc
 
 
 def _check_depth(value: Any, max_depth: int) -> None:
@@ -117,5 +140,27 @@ def describe_error(exc: BaseException) -> tuple[str, str]:
 
 
 def exception_bytes(exc: BaseException) -> bytes:
+    """What WORK_EXCEPTION carries: ``CODE: MESSAGE (field 'F')``; a Gearman worker's own
+    exception (passed through DIPS) as it sent it."""
     code, message = describe_error(exc)
+    if code == GEARMAN_EXCEPTION:
+        return message.encode("utf-8", "replace")
     return f"{code}: {message}".encode("utf-8", "replace")
+
+
+def failure_packets(handle: bytes, exc: BaseException, exceptions: bool) -> bytes:
+    """How a failed job ends for one client.
+
+    A client that asked for exceptions (PHP's GearmanClient always does) gets
+    WORK_EXCEPTION with the reason. Any other gets WORK_WARNING with the reason, then
+    WORK_FAIL: Gearman gives such a client no exception, but a warning reaches it (the
+    ``gearman`` tool prints it). A Gearman worker's WORK_FAIL (code ``gearman_fail``) is
+    WORK_FAIL for every client, as gearmand forwards it.
+    """
+    fail = g.build(T.WORK_FAIL, handle)
+    if isinstance(exc, RequestError) and exc.code == GEARMAN_FAIL:
+        return fail
+    reason = exception_bytes(exc)
+    if exceptions:
+        return g.build(T.WORK_EXCEPTION, handle, reason)
+    return g.build(T.WORK_WARNING, handle, reason) + fail

@@ -74,16 +74,22 @@ class T(enum.IntEnum):
     STATUS_RES_UNIQUE = 42
 
 
-# How many arguments each request a client may send carries (the last one may hold NULs).
+# How many arguments each request carries (the last one may hold NULs; 0: none, any body
+# is ignored). Clients and workers may send any of them on the same connection.
 ARGUMENTS: dict[int, int] = {
     T.SUBMIT_JOB: 3, T.SUBMIT_JOB_BG: 3, T.SUBMIT_JOB_HIGH: 3, T.SUBMIT_JOB_HIGH_BG: 3,
     T.SUBMIT_JOB_LOW: 3, T.SUBMIT_JOB_LOW_BG: 3, T.SUBMIT_JOB_EPOCH: 4,
     T.SUBMIT_JOB_SCHED: 8, T.SUBMIT_REDUCE_JOB: 4, T.SUBMIT_REDUCE_JOB_BACKGROUND: 4,
     T.GET_STATUS: 1, T.GET_STATUS_UNIQUE: 1, T.ECHO_REQ: 1, T.OPTION_REQ: 1,
     T.SET_CLIENT_ID: 1,
+    # the worker side
+    T.CAN_DO: 1, T.CAN_DO_TIMEOUT: 2, T.CANT_DO: 1, T.RESET_ABILITIES: 0, T.PRE_SLEEP: 0,
+    T.GRAB_JOB: 0, T.GRAB_JOB_UNIQ: 0, T.GRAB_JOB_ALL: 0, T.ALL_YOURS: 0,
+    T.WORK_STATUS: 3, T.WORK_DATA: 2, T.WORK_WARNING: 2, T.WORK_COMPLETE: 2,
+    T.WORK_EXCEPTION: 2, T.WORK_FAIL: 1,
 }
 
-# Requests only a worker sends: DIPS workers are MDP workers, so these get an ERROR.
+# Requests only a worker sends: the door plays the job server for them (mdp_gearman.workers).
 WORKER_REQUESTS = frozenset({
     T.CAN_DO, T.CANT_DO, T.RESET_ABILITIES, T.PRE_SLEEP, T.GRAB_JOB, T.GRAB_JOB_UNIQ,
     T.GRAB_JOB_ALL, T.WORK_STATUS, T.WORK_COMPLETE, T.WORK_FAIL, T.WORK_EXCEPTION,
@@ -191,12 +197,13 @@ class Decoder:
 
 def parse_packet(packet_type: int, body: bytes) -> Packet | BadPacket:
     """Split a request body into its arguments, checking their count for the type."""
-    if packet_type in WORKER_REQUESTS:
-        return BadPacket(packet_type, f"{type_name(packet_type)} is a worker request; this "
-                         "is a DIPS gateway, its workers speak Majordomo (MDP)")
     count = ARGUMENTS.get(packet_type)
     if count is None:
         return BadPacket(packet_type, f"unknown or unsupported request {type_name(packet_type)}")
+    if count == 0:
+        return Packet(packet_type, ())
+    if packet_type == T.WORK_FAIL:  # the handle alone; some senders end it with a NUL
+        return Packet(packet_type, (body.split(b"\0", 1)[0],))
     args = tuple(body.split(b"\0", count - 1))
     if len(args) != count:
         return BadPacket(packet_type, f"{type_name(packet_type)} needs {count} NUL-separated "

@@ -10,7 +10,10 @@ any other a ``bytes``. An array whose keys are 0, 1, ... n-1 in that order becom
 any other a dict whose integer keys become decimal strings (PHP turns the key "7" into 7,
 so this is its inverse, and msgpack maps need string keys).
 
-:func:`dumps` writes the same subset, so a structured reply can go back to a PHP caller.
+:func:`dumps` writes the same subset the way PHP 7.1 and later write it (floats in their
+shortest round-trip form, ``1.0E+17`` past 17 digits; keys that are canonical decimal integers
+as ``i:``), so ``dumps(loads(data)) == data`` for what PHP's serialize() produced: a Gearman
+worker behind the door reads the bytes its client sent.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from mdp.errors import BadRequest
@@ -203,7 +207,7 @@ def _dump(value: Any, out: list[bytes], depth: int) -> None:
     elif isinstance(value, float):
         out.append(b"d:" + _float(value) + b";")
     elif isinstance(value, str | bytes):
-        raw = value.encode() if isinstance(value, str) else value
+        raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
         out.append(b's:%d:"' % len(raw) + raw + b'";')
     elif isinstance(value, list | tuple | dict):
         pairs = value.items() if isinstance(value, dict) else enumerate(value)
@@ -211,16 +215,43 @@ def _dump(value: Any, out: list[bytes], depth: int) -> None:
         for key, item in pairs:
             if not isinstance(key, int | str) or isinstance(key, bool):
                 raise TypeError(f"PHP array keys are ints or strings, not {type(key).__name__}")
-            _dump(key, out, depth - 1)
+            _dump(_php_key(key), out, depth - 1)
             _dump(item, out, depth - 1)
         out.append(b"}")
     else:
         raise TypeError(f"PHP serialize() cannot hold {type(value).__name__}")
 
 
+_CANONICAL_INT = re.compile(r"-?[1-9][0-9]{0,18}|0")
+_INT64 = range(-2**63, 2**63)
+
+
+def _php_key(key: int | str) -> int | str:
+    """The key as PHP stores it: a string that is a canonical decimal integer is an int."""
+    if isinstance(key, str) and _CANONICAL_INT.fullmatch(key) and int(key) in _INT64:
+        return int(key)
+    return key
+
+
 def _float(value: float) -> bytes:
+    """A float as PHP >= 7.1 serializes it (``serialize_precision`` -1): the shortest digits
+    that read back to it, in fixed notation unless the decimal point lies more than 17
+    digits right of the first digit or more than 4 left of it."""
     if math.isnan(value):
         return b"NAN"
     if math.isinf(value):
         return b"INF" if value > 0 else b"-INF"
-    return repr(value).encode()
+    sign = "-" if math.copysign(1.0, value) < 0 else ""
+    if value == 0:
+        return f"{sign}0".encode()
+    _, digit_tuple, exponent = Decimal(repr(abs(value))).normalize().as_tuple()
+    digits = "".join(map(str, digit_tuple))
+    point = len(digits) + int(exponent)  # the decimal point's place after the first digit
+    if point > 17 or point < -3:
+        mantissa = digits[0] + "." + (digits[1:] or "0")
+        return f"{sign}{mantissa}E{point - 1:+d}".encode()
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}".encode()
+    if point >= len(digits):
+        return f"{sign}{digits}{'0' * (point - len(digits))}".encode()
+    return f"{sign}{digits[:point]}.{digits[point:]}".encode()

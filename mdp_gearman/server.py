@@ -1,13 +1,16 @@
-"""``mdp-gearman``: Gearman's client and admin protocols in front of DIPS (asyncio).
+"""``mdp-gearman``: Gearman's client, worker and admin protocols in front of DIPS (asyncio).
 
 Each connection is a :class:`Connection` (an ``asyncio.Protocol``) around the sans-I/O
 :class:`~mdp_gearman.packets.Decoder`; the jobs live in a :class:`~mdp_gearman.jobs.JobTable`;
-DIPS is reached through :class:`~mdp_gearman.dips.Dips`. docs/GEARMAN.md has the mapping.
+DIPS is reached through :class:`~mdp_gearman.dips.Dips`. A connection that sends worker
+packets gets a :class:`~mdp_gearman.workers.GearmanWorker`, which makes it a DIPS worker of
+its functions at every broker. docs/GEARMAN.md has the mapping.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -16,19 +19,26 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from mdp.clock import LOG_FORMAT
+import zmq
+
+from mdp.clock import LOG_FORMAT, RateLimitedLog
 from mdp.errors import BadRequest, ConfigError, RequestError, Timeout
 from mdp.keys import CurveConfig
 from mdp.status import BrokerStatus
+from mdp.version import code_version
+from mdp.workercore import Timing
 from mdp_gearman import admin, mapping
 from mdp_gearman import packets as g
 from mdp_gearman.background import BackgroundRunner, Outcome
 from mdp_gearman.config import GatewayConfig, parse_args
 from mdp_gearman.dips import Dips
 from mdp_gearman.jobs import SUBMISSIONS, Job, JobTable, Submission, parse_submission
+from mdp_gearman.linkdriver import LinkDriver
 from mdp_gearman.outbox import Outbox, StoredJob
 from mdp_gearman.packets import T
+from mdp_gearman.proxycore import NO_TIME_LIMIT_S, ProxyCore
 from mdp_gearman.slots import PrioritySlots
+from mdp_gearman.workers import MAX_LINKS, GearmanWorker, WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +63,7 @@ class Connection(asyncio.Protocol):
         self._admin: asyncio.Queue[str] | None = None
         self._admin_task: asyncio.Task[None] | None = None
         self.waiting: set[Job] = set()  # the foreground jobs this client waits for
+        self.worker: GearmanWorker | None = None  # made by its first worker packet
 
     # --- asyncio callbacks ------------------------------------------------------------
 
@@ -94,6 +105,8 @@ class Connection(asyncio.Protocol):
         self.transport = None
         if self._admin_task is not None:
             self._admin_task.cancel()
+        if self.worker is not None:
+            self.worker.close()
         self.gateway.forget(self)
 
     def pause_writing(self) -> None:
@@ -121,6 +134,11 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.write(g.error(code, text))
             self.transport.close()
+
+    def worker_side(self) -> GearmanWorker:
+        if self.worker is None:
+            self.worker = self.gateway.new_worker(self)
+        return self.worker
 
     def job_added(self) -> None:
         self.jobs += 1
@@ -174,7 +192,17 @@ class Gateway:
         self._spawned: set[asyncio.Task[Any]] = set()
         self._servers: list[asyncio.base_events.Server] = []
         self._status: tuple[float, list[BrokerStatus | None]] = (-1e9, [])
+        self._failures = RateLimitedLog(log)
         self.runner: BackgroundRunner | None = None
+        self.zmq = zmq.Context()
+        self.zmq.set(zmq.MAX_SOCKETS, 2 * MAX_LINKS + 64)  # a link is a socket and a monitor
+        self.worker_settings = WorkerSettings(
+            tuple(config.brokers), config.worker_time_limit_s,
+            Timing(config.heartbeat_interval_s, time_limit_s=NO_TIME_LIMIT_S, reply_gather_s=0),
+            prefetch=config.worker_prefetch, raw_field=config.raw_field,
+            meta={"version": f"gearman-worker via mdp-gearman {code_version()}"})
+        self._curve = (CurveConfig.from_files(config.curve_secret, config.broker_key)
+                       if config.curve_secret and config.broker_key else None)
         if outbox is not None:
             self.runner = BackgroundRunner(outbox, self._attempt, self._settle,
                                            config.background_concurrency)
@@ -196,20 +224,35 @@ class Gateway:
         return bound
 
     async def close(self) -> None:
-        """Stop listening, let the foreground jobs in DIPS finish (up to --timeout), close."""
+        """Stop listening; let the foreground jobs in DIPS and the jobs Gearman workers hold
+        finish (up to --timeout), the workers' other tasks go back to the brokers; close."""
         for server in self._servers:
             server.close()
+        workers = [c.worker for c in self.connections if c.worker is not None]
+        for worker in workers:
+            worker.drain()
         if self._tasks:
             log.info("waiting for %d foreground job(s) to finish", len(self._tasks))
             await asyncio.wait(list(self._tasks.values()), timeout=self.config.timeout_s)
+        await self._workers_idle(workers, self.config.timeout_s)
         for connection in list(self.connections):
             if connection.transport is not None:
                 connection.transport.close()  # after what is buffered for it
+            if connection.worker is not None:
+                connection.worker.close()
         for task in [*self._tasks.values(), *self._spawned]:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), *self._spawned, return_exceptions=True)
         if self.runner is not None:
             await self.runner.close()
+        self.zmq.destroy(linger=0)
+
+    async def _workers_idle(self, workers: list[GearmanWorker], timeout_s: float) -> None:
+        """Wait (polling, bounded) until no Gearman worker holds a job."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while any(w.busy for w in workers) and loop.time() < deadline:
+            await asyncio.sleep(0.05)  # a bounded wait for peers' replies, not a sync
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -226,21 +269,30 @@ class Gateway:
             conn.send(g.error("bad_packet", event.reason))
         elif event.type in SUBMISSIONS:
             self.submit(conn, event)
+        elif event.type in g.WORKER_REQUESTS:
+            conn.worker_side().on_packet(event, asyncio.get_running_loop().time())
         else:
             self.on_request(conn, event)
+
+    def new_worker(self, conn: Connection) -> GearmanWorker:
+        """The worker side of a connection (see mdp_gearman.workers)."""
+        return GearmanWorker(self.worker_settings, conn.peer, conn.send, self.table.new_handle,
+                             self._driver)
+
+    def _driver(self, core: ProxyCore, owner: GearmanWorker) -> LinkDriver:
+        return LinkDriver(core, self.zmq, owner, curve=self._curve)
 
     def on_request(self, conn: Connection, packet: g.Packet) -> None:
         kind, args = packet.type, packet.args
         if kind == T.ECHO_REQ:
             conn.send(g.build(T.ECHO_RES, args[0]))
         elif kind == T.GET_STATUS:
-            known, running = self.table.status(args[0])
-            conn.send(g.build(T.STATUS_RES, args[0], b"%d" % known, b"%d" % running, b"0", b"0"))
+            job = self.table.by_handle.get(args[0])
+            conn.send(g.build(T.STATUS_RES, args[0], *_status_fields(job)))
         elif kind == T.GET_STATUS_UNIQUE:
             job, waiting = self.table.status_unique(args[0])
-            running = job is not None and job.running
-            conn.send(g.build(T.STATUS_RES_UNIQUE, args[0], b"%d" % (job is not None),
-                              b"%d" % running, b"0", b"0", b"%d" % waiting))
+            conn.send(g.build(T.STATUS_RES_UNIQUE, args[0], *_status_fields(job),
+                              b"%d" % waiting))
         elif kind == T.OPTION_REQ:
             if args[0] == b"exceptions":
                 conn.exceptions = True
@@ -250,6 +302,8 @@ class Gateway:
                                   "the gateway knows 'exceptions'"))
         elif kind == T.SET_CLIENT_ID:
             conn.client_id = args[0][:64].decode("utf-8", "replace")
+            if conn.worker is not None:
+                conn.worker.client_id = conn.client_id
         else:
             conn.send(g.error("not_supported", f"{g.type_name(kind)} is not supported by the "
                               "DIPS gateway (use SUBMIT_JOB* or SUBMIT_JOB_EPOCH)"))
@@ -308,17 +362,34 @@ class Gateway:
         except BadRequest as exc:
             return exc
         await self._slots.acquire(sub.priority)
-        job.running = True
         try:
-            result = await self.dips.call(sub.service, request, priority=sub.priority)
+            result = await self.dips.call(sub.service, request, priority=sub.priority,
+                                          on_progress=functools.partial(self._progress, job))
         except Exception as exc:  # RequestError, Timeout, or a bug: the job fails clearly
             if not isinstance(exc, RequestError | Timeout):
                 log.exception("job %s failed in the gateway", job.handle.decode())
             return exc
         finally:
-            job.running = False
             self._slots.release()
         return mapping.encode_result(result, fmt)
+
+    def _progress(self, job: Job, kind: str, num: int | None, den: int | None,
+                  data: bytes | None) -> None:
+        """A worker's progress report: the job runs (GET_STATUS says so), and its clients
+        get WORK_STATUS, WORK_DATA or WORK_WARNING as gearmand forwards them. A status of
+        0/0 only says that a worker has the job (a Gearman worker behind a door sends it
+        when it takes the job): it is not news for the clients."""
+        job.running = True
+        if kind == "status":
+            if num is None or den is None or (num, den) == (0, 0):
+                return
+            job.numerator, job.denominator = num, den
+            packet = g.build(T.WORK_STATUS, job.handle, b"%d" % num, b"%d" % den)
+        else:
+            packet = g.build(T.WORK_DATA if kind == "data" else T.WORK_WARNING, job.handle,
+                             data or b"")
+        for conn in job.waiters:
+            conn.send(packet)
 
     def _settle(self, job: Job, outcome: Outcome, final: bool) -> None:
         if final:
@@ -331,10 +402,12 @@ class Gateway:
                 conn.send(packet)
                 conn.job_done(job)
             return
-        exception = g.build(T.WORK_EXCEPTION, job.handle, mapping.exception_bytes(outcome))
-        fail = g.build(T.WORK_FAIL, job.handle)
+        if final or not job.submission.background:
+            self._failures.warning("job %s (%s) failed: %s", job.handle.decode(),
+                                   job.submission.service, mapping.exception_bytes(outcome)
+                                   .decode("utf-8", "replace"))
         for conn in waiters:
-            conn.send(exception if conn.exceptions else fail)
+            conn.send(mapping.failure_packets(job.handle, outcome, conn.exceptions))
             conn.job_done(job)
 
     def forget(self, conn: Connection) -> None:
@@ -350,7 +423,8 @@ class Gateway:
         statuses: list[BrokerStatus | None] = []
         if admin.command_of(line) in admin.NEEDS_BROKERS:
             statuses = await self.broker_status()
-        clients = [admin.ClientInfo(c.fd, c.peer.rpartition(":")[0], c.client_id)
+        clients = [admin.ClientInfo(c.fd, c.peer.rpartition(":")[0], c.client_id,
+                                    tuple(c.worker.functions) if c.worker else ())
                    for c in self.connections]
         held = self.runner.held if self.runner is not None else {}
         return admin.answer(line, statuses, clients, held, os.getpid())
@@ -361,6 +435,13 @@ class Gateway:
             statuses = await self.dips.broker_status()
             self._status = (time.monotonic(), statuses)
         return statuses
+
+
+def _status_fields(job: Job | None) -> tuple[bytes, bytes, bytes, bytes]:
+    """STATUS_RES's known, running, numerator and denominator for a job (None: unknown)."""
+    if job is None:
+        return b"0", b"0", b"0", b"0"
+    return (b"1", b"%d" % job.running, b"%d" % job.numerator, b"%d" % job.denominator)
 
 
 def parse_submission_stored(stored: StoredJob) -> Submission:
@@ -398,10 +479,9 @@ async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> int
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    config, level = parse_args(argv)
+    logging.basicConfig(level=level, format=LOG_FORMAT)
     try:
-        config, level = parse_args(argv)
-        logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
-        config.validate()
         return asyncio.run(serve(config))
     except ConfigError as exc:
         log.error("%s", exc)

@@ -218,3 +218,22 @@ def test_a_worker_that_takes_batches_gets_tasks_and_replies_in_one_message_each(
     assert broker.dispatcher.counters.replies == 10
     worker.close()
     client.close()
+
+
+def test_a_big_body_crosses_the_broker_intact(broker: Broker, zctx: zmq.Context) -> None:
+    worker, client = dealer(zctx), dealer(zctx)
+    worker.send_multipart(p.ready(b"echo", {"pid": 1}))
+    drain_all(broker)
+    assert worker.poll(1000) and worker.recv_multipart()[2] == p.WELCOME
+    body = msgpack.packb({"blob": bytes(range(256)) * 8192})  # 2 MiB
+    client.send_multipart(p.client_submit(b"echo", 1, 60_000, [body]))
+    drain_all(broker)
+    assert worker.poll(1000)
+    task = p.parse_worker_inbound(worker.recv_multipart())
+    assert isinstance(task, p.BrokerTask) and task.body == [body]
+    worker.send_multipart(p.reply(task.key, task.body))
+    drain_all(broker)
+    assert client.poll(1000)
+    assert p.parse_client_inbound(client.recv_multipart()) == p.Reply(b"echo", [body], 1)
+    worker.close()
+    client.close()

@@ -17,14 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from clusterkit import Cluster, Proc
+from clusterkit import FAULTY_WORKER, Cluster, Proc
 from mdp.client import MDPClient
 from mdp.errors import WorkerLost
 from testkit import count_workers, status_of, wait_for
 
 pytestmark = pytest.mark.slow
 
-HELPER = Path(__file__).resolve().parent / "helpers" / "poison_worker.py"
 RESPAWN_S = 0.3
 WORKERS = 4
 
@@ -44,7 +43,7 @@ class Supervisor(threading.Thread):
     def _start(self) -> Proc:
         self.spawned += 1
         log = self.tmp_path / f"worker-{self.spawned:02d}.log"
-        args = [sys.executable, str(HELPER), "--service", "echo"]
+        args = [sys.executable, str(FAULTY_WORKER), "--service", "echo"]
         for endpoint in self.brokers:
             args += ["--broker", endpoint]
         with log.open("wb") as out:

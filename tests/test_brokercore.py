@@ -15,6 +15,7 @@ from mdp import protocol as p
 from mdp.actions import Lost, Received, Send, Tick
 from mdp.brokercore import BrokerCore
 from mdp.config import BrokerConfig
+from mdp.records import WorkerState
 
 SVC = b"echo"
 W1, W2, W3 = b"\x00w1", b"\x00w2", b"\x00w3"
@@ -47,7 +48,15 @@ def to(peer: bytes, messages: list[tuple[bytes, Any]]) -> list[Any]:
 
 def feed(core: BrokerCore, peer: bytes, frames: list[bytes], now: float,
          user: str = "") -> list[tuple[bytes, Any]]:
+    """A message that came alone."""
     core.handle(Received(0, [peer, *frames], user), now)
+    return out(core)
+
+
+def feed_more(core: BrokerCore, peer: bytes, frames: list[bytes],
+              now: float) -> list[tuple[bytes, Any]]:
+    """A message read in a pass with others (the pass ends with :func:`tick`)."""
+    core.receive([peer, *frames], "", now, more=True)
     return out(core)
 
 
@@ -180,7 +189,7 @@ def test_tasks_for_a_batch_worker_are_gathered_until_the_pass_ends() -> None:
     core = make()
     ready(core, W1, batch=True, prefetch=8)
     feed(core, C1, p.client_submit_batch(SVC, [1, 2, 3], 10_000, [b"a", b"b", b"c"]), 0.0)
-    assert core.next_deadline() == float("-inf")  # gathered: the shell ticks at once
+    assert core.gathered  # the shell flushes when its pass ends
     [(_, tasks)] = tick(core, 0.0)
     assert isinstance(tasks, p.BrokerTasks)  # one message: the running task and one held
     assert [t.hold for t in tasks.tasks] == [False, True]
@@ -211,10 +220,11 @@ def test_a_task_gathered_in_the_pass_that_recalls_it_goes_before_the_recall() ->
     [w2_task] = tasks_in(to(W2, sent))
     [first, _] = tasks_in(to(W1, tick(core, 0.0)))
     assert submit(core, C1, 4, 0.0) == []  # queued: W1 holds as much as it may
+    tick(core, 0.0)
     # one pass: W1 answers its first (and is given request 4 to hold, gathered), then W2
     # answers and is idle with nothing queued, so request 4 is recalled from W1
-    feed(core, W1, p.reply(first.key, [b"r1"]), 0.1)
-    sent = feed(core, W2, p.reply(w2_task.key, [b"r2"]), 0.1)
+    feed_more(core, W1, p.reply(first.key, [b"r1"]), 0.1)
+    sent = feed_more(core, W2, p.reply(w2_task.key, [b"r2"]), 0.1)
     w1 = to(W1, sent)
     [fourth] = tasks_in(w1[:-1])
     assert fourth.body == [BODY] and w1[-1] == p.BrokerRecall(fourth.key)
@@ -223,10 +233,9 @@ def test_a_task_gathered_in_the_pass_that_recalls_it_goes_before_the_recall() ->
 def test_a_probe_to_a_worker_goes_after_the_tasks_gathered_for_it() -> None:
     core = make()
     ready(core, W1, batch=True, prefetch=8)
-    submit(core, C1, 1, 0.0)
-    [(_, task)] = tick(core, 0.0)
+    [(_, task)] = submit(core, C1, 1, 0.0)  # came alone: sent at once
     assert isinstance(task, p.BrokerTask)
-    submit(core, C1, 2, 0.3)  # held behind the first; gathered
+    feed_more(core, C1, p.client_submit(SVC, 2, 10_000, [BODY]), 0.3)  # held; gathered
     sent = tick(core, 0.3)  # the probe is due: the first task is 0.3 s old
     assert [type(m) for _, m in sent] == [p.BrokerTask, p.BrokerSignal]
     assert sent[1][1] == p.BrokerSignal(p.HEARTBEAT)
@@ -239,8 +248,8 @@ def test_a_reply_gathered_for_a_batch_goes_before_a_pong() -> None:
     ready(core, W1)
     feed(core, C1, p.client_hello(batch=True), 0.0)
     [(_, task)] = submit(core, C1, 7, 0.0)
-    assert feed(core, W1, p.reply(task.key, [b"r"]), 0.1) == []  # gathered
-    sent = feed(core, C1, p.client_ping([7]), 0.1)
+    assert feed_more(core, W1, p.reply(task.key, [b"r"]), 0.1) == []  # gathered
+    sent = feed_more(core, C1, p.client_ping([7]), 0.1)
     assert sent == [(C1, p.Reply(SVC, [b"r"], 7)), (C1, p.Pong([7], "one"))]
     assert tick(core, 0.1) == []  # nothing left to send twice
 
@@ -252,8 +261,8 @@ def test_replies_for_a_batch_client_go_together_at_the_end_of_the_pass() -> None
     feed(core, C1, p.client_hello(batch=True), 0.0)
     sent = feed(core, C1, p.client_submit_batch(SVC, [1, 2], 10_000, [b"a", b"b"]), 0.0)
     keys = {peer: tasks_in([m])[0].key for peer, m in sent}
-    assert feed(core, W1, p.reply(keys[W1], [b"ra"]), 0.1) == []
-    assert feed(core, W2, p.reply(keys[W2], [b"rb"]), 0.1) == []
+    assert feed_more(core, W1, p.reply(keys[W1], [b"ra"]), 0.1) == []
+    assert feed_more(core, W2, p.reply(keys[W2], [b"rb"]), 0.1) == []
     [(_, replies)] = tick(core, 0.1)
     assert replies == p.Replies(SVC, [1, 2], [b"ra", b"rb"])
 
@@ -280,7 +289,9 @@ def test_a_lost_workers_request_goes_to_another_worker() -> None:
     ready(core, W1)
     running_at(core, W1, 1, 0.0)
     ready(core, W2, 0.1)
-    [(peer, task)] = lost(core, W1, 0.5)  # a send to W1 failed: it is gone
+    assert lost(core, W1, 0.5) == []  # a send to W1 failed: it is gone; its request waits
+    assert 0.55 <= core.next_deadline() <= 0.75  # a short random pause, then goes out again
+    [(peer, task)] = tick(core, 0.75)
     assert peer == W2 and isinstance(task, p.BrokerTask)
     [(_, reply)] = feed(core, W2, p.reply(task.key, [b"done"]), 0.6)
     assert reply == p.Reply(SVC, [b"done"], 1)
@@ -293,9 +304,10 @@ def test_a_poisoned_request_costs_two_workers_then_worker_lost_and_is_remembered
         ready(core, worker)
     poison = msgpack.packb({"die": True})
     task = running_at(core, W1, 1, 0.0, poison)
-    [(peer, again)] = lost(core, W1, 0.3)
+    assert lost(core, W1, 0.3) == []
+    [(peer, again)] = tick(core, 0.55)
     assert peer != W1 and tasks_in([again])[0].body == [poison]
-    sent = lost(core, peer, 0.6)
+    sent = lost(core, peer, 0.6)  # the second loss: given up at once
     assert sent == [(C1, sent[0][1])] and error_of([sent[0][1]], 1) == "worker_lost"
     message = result_of([sent[0][1]])[1]["error"]["message"]
     assert "'echo'" in message and "2 workers" in message
@@ -312,16 +324,22 @@ def test_a_poisoned_request_costs_two_workers_then_worker_lost_and_is_remembered
     assert core.dispatcher.holds(C3, 11) and task.body == [poison]
 
 
-def test_only_the_running_task_counts_a_loss_held_ones_are_requeued_uncounted() -> None:
-    core = make(max_worker_losses=1)
+def test_every_task_a_lost_worker_held_costs_a_loss_and_then_waits_for_an_idle_worker() -> None:
+    """A worker that gathers replies may have finished its first task and started the one
+    held behind it when it died: both are charged, and neither is ever held again."""
+    core = make(max_worker_losses=2)
     ready(core, W1, prefetch=4)
+    ready(core, W2, prefetch=4)
     running_at(core, W1, 1, 0.0)
-    [(_, held)] = submit(core, C1, 2, 0.0)  # no other worker: held behind the first
-    assert isinstance(held, p.BrokerTask) and held.hold
-    sent = lost(core, W1, 0.5)
-    assert error_of([m for _, m in sent], 1) == "worker_lost"  # one loss allowed
-    assert 2 not in result_of([m for _, m in sent])  # the held one waits for a worker
-    assert [t.body for t in tasks_in(to(W2, ready(core, W2, 0.6)))] == [[BODY]]
+    [(_, other)] = submit(core, C1, 2, 0.0)  # W2 runs it
+    [(_, held)] = submit(core, C1, 3, 0.0)  # no worker idle: held behind request 1
+    assert isinstance(held, p.BrokerTask) and held.hold and held.body == [BODY]
+    assert lost(core, W1, 0.5) == []
+    requests = {r.rid: r for r in core.dispatcher.held.values()}
+    assert requests[1].losses == 1 and requests[3].losses == 1 and requests[2].losses == 0
+    assert tick(core, 0.8) == []  # back in the queue, but W2 is busy: not held behind it
+    sent = feed(core, W2, p.reply(other.key, [b"r"]), 0.9)  # type: ignore[union-attr]
+    assert [t.hold for t in tasks_in(to(W2, sent))] == [False]  # one, run as its own
 
 
 def test_a_task_whose_send_failed_never_reached_the_worker_and_costs_nothing() -> None:
@@ -365,6 +383,7 @@ def test_workers_holding_a_task_are_probed_idle_ones_get_the_heartbeat_burst() -
     assert core.next_deadline() == pytest.approx(0.2)
     assert tick(core, 0.1) == []
     assert tick(core, 0.25) == [(W1, p.BrokerSignal(p.HEARTBEAT))]
+    feed(core, W1, p.signal(p.HEARTBEAT), 0.3)  # its sentinel answers while the task runs
     burst = tick(core, 1.0)
     assert sorted(peer for peer, _ in burst) == [W1, W2]
 
@@ -447,8 +466,9 @@ def test_progress_goes_to_callers_that_asked_and_never_after_the_reply() -> None
     assert sent == [(C1, p.Progress(SVC, 1, "status", 3, 10))]  # C2 did not ask
     sent = feed(core, W1, p.progress(key, "data", data=b"chunk"), 0.1)
     assert sent == [(C1, p.Progress(SVC, 1, "data", data=b"chunk"))]
-    assert feed(core, W1, p.reply(key, [b"r"]), 0.2) == [(C2, p.Reply(SVC, [b"r"], 2))]
-    assert feed(core, W1, p.progress(key, "status", 10, 10), 0.2) == []  # after the reply
+    sent = feed_more(core, W1, p.reply(key, [b"r"]), 0.2)  # C1's is gathered: it batches
+    assert sent == [(C2, p.Reply(SVC, [b"r"], 2))]
+    assert feed_more(core, W1, p.progress(key, "status", 10, 10), 0.2) == []  # too late
     assert tick(core, 0.2) == [(C1, p.Reply(SVC, [b"r"], 1))]
 
 
@@ -459,8 +479,8 @@ def test_progress_keeps_its_place_behind_a_reply_gathered_for_the_same_client() 
     feed(core, C1, p.client_hello(progress=True, batch=True), 0.0)
     [(_, first)] = submit(core, C1, 1, 0.0)
     [(_, second)] = submit(core, C1, 2, 0.0)
-    feed(core, W1, p.reply(first.key, [b"r1"]), 0.1)  # type: ignore[union-attr]
-    sent = feed(core, W2, p.progress(second.key, "status", 1, 2), 0.1)  # type: ignore[union-attr]
+    feed_more(core, W1, p.reply(first.key, [b"r1"]), 0.1)  # type: ignore[union-attr]
+    sent = feed_more(core, W2, p.progress(second.key, "status", 1, 2), 0.1)  # type: ignore[union-attr]
     assert sent == [(C1, p.Reply(SVC, [b"r1"], 1)), (C1, p.Progress(SVC, 2, "status", 1, 2))]
 
 
@@ -509,3 +529,126 @@ def test_a_send_to_a_gone_client_counts_as_undeliverable() -> None:
     core = make()
     lost(core, C1, 0.0)
     assert core.dispatcher.counters.undeliverable == 1
+
+
+# --- silent workers: frozen, or stuck without the GIL -----------------------------------------
+
+
+def silent_at(core: BrokerCore, now: float) -> list[tuple[bytes, Any]]:
+    """The probes run at ``now`` (W1 has answered none)."""
+    return tick(core, now)
+
+
+def test_a_worker_silent_while_it_runs_a_task_has_it_taken_to_another() -> None:
+    core = make()
+    ready(core, W1)
+    first = running_at(core, W1, 1, 0.0)
+    ready(core, W2, 0.1)
+    assert tick(core, 0.5) == [(W1, p.BrokerSignal(p.HEARTBEAT))]  # probed, not yet silent
+    sent = silent_at(core, 0.85)
+    [again] = tasks_in(to(W2, sent))
+    assert again.body == first.body
+    assert core.status(0.9)["services"]["echo"]["workers"][0]["state"] == "silent"
+    [(_, reply)] = feed(core, W2, p.reply(again.key, [b"from W2"]), 1.0)
+    assert reply == p.Reply(SVC, [b"from W2"], 1)
+    # W1 wakes up: its late reply is dropped quietly, and it gets tasks again
+    assert feed(core, W1, p.reply(first.key, [b"late"]), 1.1) == []
+    assert core.dispatcher.counters.dropped == 0
+    assert core.dispatcher.workers[W1].state is WorkerState.IDLE
+
+
+def test_a_late_reply_of_a_silent_worker_answers_when_it_comes_first() -> None:
+    core = make()
+    ready(core, W1)
+    first = running_at(core, W1, 1, 0.0)
+    ready(core, W2, 0.1)
+    [again] = tasks_in(to(W2, silent_at(core, 0.85)))
+    [(_, reply)] = feed(core, W1, p.reply(first.key, [b"late"]), 0.9)
+    assert reply == p.Reply(SVC, [b"late"], 1)
+    assert feed(core, W2, p.reply(again.key, [b"second"]), 1.0) == []  # not twice
+    assert core.dispatcher.counters.dropped == 0 and core.dispatcher.counters.replies == 1
+
+
+def test_a_request_is_taken_back_for_silence_once_then_waits() -> None:
+    core = make()
+    for worker in (W1, W2, W3):
+        ready(core, worker)
+    running_at(core, W1, 1, 0.0)
+    [again] = tasks_in([m for _, m in silent_at(core, 0.85)])
+    holder = next(w for w in (W2, W3) if w in core.dispatcher.busy)
+    sent = silent_at(core, 1.9)  # its second worker is silent too: it stays there
+    assert tasks_in([m for _, m in sent]) == [] and holder in core.dispatcher.busy
+    assert core.dispatcher.workers[holder].silent and again.key in core.dispatcher.workers[
+        holder].tasks
+
+
+def test_a_silent_worker_lost_costs_its_request_a_loss_wherever_it_is_now() -> None:
+    core = make(max_worker_losses=2)
+    ready(core, W1)
+    running_at(core, W1, 1, 0.0)
+    ready(core, W2, 0.1)
+    [again] = tasks_in(to(W2, silent_at(core, 0.85)))
+    assert lost(core, W2, 1.0) == []  # W2 died running it: one loss; back in the queue
+    sent = lost(core, W1, 3.5)  # the silent W1's connection dropped (ZMTP): the second
+    assert error_of(to(C1, sent), 1) == "worker_lost"
+    ready(core, W3, 3.6)
+    assert tasks_in(to(W3, out(core))) == []  # the void copy in the queue is never run
+    assert again.body == [BODY]
+
+
+def test_a_silent_worker_is_not_forgotten_for_silence_and_speaks_again() -> None:
+    core = make()
+    ready(core, W1)
+    running_at(core, W1, 1, 0.0)
+    silent_at(core, 0.85)
+    for now in (1.0, 2.0, 3.0, 4.0):
+        tick(core, now)
+    assert W1 in core.dispatcher.workers  # its handler may just hold the GIL
+    sent = feed(core, W1, p.signal(p.HEARTBEAT), 4.1)
+    assert not core.dispatcher.workers[W1].silent
+    assert tasks_in(to(W1, sent))  # its request, back in the queue, goes to it again
+
+
+def test_a_worker_that_answers_probes_is_never_taken_for_silent() -> None:
+    core = make()
+    ready(core, W1)
+    running_at(core, W1, 1, 0.0)
+    ready(core, W2)
+    now = 0.0
+    while now < 5.0:
+        now += 0.2
+        sent = tick(core, now)
+        assert tasks_in(to(W2, sent)) == []
+        if round(now / 0.2) % 3 == 0:  # it answers every third probe (0.6 s apart)
+            feed(core, W1, p.signal(p.HEARTBEAT), now)
+
+
+# --- big bodies pass through as they came --------------------------------------------------
+
+
+def test_a_big_body_is_passed_on_as_the_frame_it_came_as() -> None:
+    import zmq
+
+    core = make()
+    ready(core, W1)
+    big = zmq.Frame(b"x" * 200_000)
+    core.receive([C1, b"", p.CLIENT, SVC, big], "", 0.0)  # as sockio.recv(keep_big) gives it
+    [task] = core.take_actions()
+    assert isinstance(task, Send) and task.frames[-1] is big  # not copied
+    reply = zmq.Frame(b"y" * 300_000)
+    core.receive([W1, b"", p.WORKER, p.REPLY, task.frames[4], b"", reply], "", 0.1)
+    [answer] = core.take_actions()
+    assert isinstance(answer, Send) and answer.frames[-1] is reply
+
+
+def test_a_big_frame_where_a_name_or_key_belongs_is_refused_not_fatal() -> None:
+    import zmq
+
+    core = make()
+    ready(core, W1)
+    huge_name = zmq.Frame(b"s" * 100_000)
+    core.receive([C1, b"", p.DIPS_CLIENT, p.SUBMIT, huge_name,
+                  p.pack_meta({"id": 1, "ttl_ms": 1000}), BODY], "", 0.0)
+    assert error_of([m for _, m in out(core)], 1) == "bad_request"
+    core.receive([W1, b"", p.WORKER, p.REPLY, zmq.Frame(b"k" * 100_000), b"", BODY], "", 0.1)
+    assert out(core) == [] and core.dispatcher.counters.dropped == 1

@@ -224,8 +224,12 @@ def test_only_long_busy_workers_are_probed() -> None:
     d.add_worker(b"B", b"echo", True, {}, 0.0)
     d.enqueue(req(1), 0.0)
     assign(d, now=1.0)
-    assert d.busy_longer_than(0.2, 1.1) == []
-    assert d.busy_longer_than(0.2, 1.3) == [a]
+    d.heard_from(a, 1.0)
+    assert d.quiet_holders(0.2, 0.8, 1.1) == ([], [])
+    assert d.quiet_holders(0.2, 0.8, 1.3) == ([a], [])
+    assert d.quiet_holders(0.2, 0.8, 1.9) == ([], [a])  # quiet since its task came at 1.0
+    d.heard_from(a, 1.95)  # its sentinel answered a probe
+    assert d.quiet_holders(0.2, 0.8, 2.0) == ([], [])
 
 
 def test_prefetch_only_when_no_worker_is_idle() -> None:
@@ -333,8 +337,8 @@ def test_a_dips_worker_holding_a_task_is_not_expired_for_silence() -> None:
     assert d.expired_workers(10.0) == [std]
 
 
-def test_held_recalled_and_holders_stay_true_through_random_traffic() -> None:
-    """The counts recalls() trusts (held, recalled, holders) match the workers' tasks after
+def test_held_and_unrecalled_stay_true_through_random_traffic() -> None:
+    """The books recalls() trusts (held, unrecalled) match the workers' tasks after
     any mix of requests, replies, bounces, recalls and workers leaving."""
     import random
 
@@ -372,9 +376,8 @@ def test_held_recalled_and_holders_stay_true_through_random_traffic() -> None:
             workers.append(w)
         live = list(service.workers.values())
         assert service.held == sum(max(0, len(w.tasks) - 1) for w in live)
-        assert service.recalled == sum(r.recalled for w in live
-                                       for r in list(w.tasks.values())[1:])
-        assert set(service.holders) == {w.identity for w in live if len(w.tasks) >= 2}
+        assert service.unrecalled == {r: w for w in live for r in list(w.tasks.values())[1:]
+                                      if not r.recalled}
 
 
 def test_a_worker_holds_about_five_ms_of_work_behind_its_task() -> None:

@@ -43,5 +43,7 @@ def test_the_gateway_reaches_curve_brokers_with_its_key_and_not_without(
                              str(private / "stranger.key_secret"),
                              "--broker-key", str(private / "broker.key"))
     raw = Raw(port_of(stranger))
-    assert raw.call(b"echo", b"{}")[0] == T.WORK_FAIL  # its key is not on the allow-list
+    kind, args = raw.call(b"echo", b"{}")  # its key is not on the allow-list: the reason
+    assert kind == T.WORK_WARNING and b"\0timeout: " in args[0]  # (it asked no exceptions)
+    assert raw.recv()[0] == T.WORK_FAIL
     raw.close()

@@ -58,11 +58,15 @@ def test_bad_magic_and_endless_lines_are_wire_errors() -> None:
         decoder.next_event()
 
 
-def test_wrong_argument_counts_and_worker_packets_are_bad_packets() -> None:
+def test_wrong_argument_counts_are_bad_packets_and_worker_packets_parse() -> None:
     assert isinstance(g.parse_packet(T.SUBMIT_JOB, b"only-one"), g.BadPacket)
-    bad = g.parse_packet(T.CAN_DO, b"ecard")
-    assert isinstance(bad, g.BadPacket) and "worker request" in bad.reason
+    assert isinstance(g.parse_packet(T.WORK_STATUS, b"H:h:1\x001"), g.BadPacket)
     assert isinstance(g.parse_packet(999, b""), g.BadPacket)
+    assert g.parse_packet(T.CAN_DO, b"ecard") == g.Packet(T.CAN_DO, (b"ecard",))
+    assert g.parse_packet(T.GRAB_JOB_ALL, b"ignored") == g.Packet(T.GRAB_JOB_ALL, ())
+    assert g.parse_packet(T.WORK_COMPLETE, b"H:h:1\0a\0b") == g.Packet(
+        T.WORK_COMPLETE, (b"H:h:1", b"a\0b"))
+    assert g.parse_packet(T.WORK_FAIL, b"H:h:1\0") == g.Packet(T.WORK_FAIL, (b"H:h:1",))
 
 
 def test_random_bytes_never_escape_as_anything_but_wire_errors() -> None:
@@ -186,9 +190,9 @@ def test_coalescing_by_unique_id() -> None:
     background = parse_submission(g.Packet(T.SUBMIT_JOB_BG, (b"e", b"same", b"")), 0)
     assert table.coalesce(background) is None  # a durable job never joins a mortal one
     job.waiters += ["a", "b"]
-    assert table.status(job.handle) == (True, False)
+    assert table.by_handle[job.handle] is job and not job.running
     assert table.drop_waiter("a", [job]) == [] and table.drop_waiter("b", [job]) == [job]
-    assert table.finish(job) == [] and table.status(job.handle) == (False, False)
+    assert table.finish(job) == [] and job.handle not in table.by_handle
     assert table.coalesce(first) is None
 
 

@@ -5,13 +5,16 @@ The request map may hold:
   fail: raise an exception (the worker must answer with an error and live on);
   bad_field: raise BadRequest naming this field;
   allocate_mb: allocate this many megabytes (to cross --max-memory-mb);
-  started_file: a path to create when the handler starts (tests wait for it).
+  started_file: a path to create when the handler starts (tests wait for it);
+  die: true: kill the process that runs it (SIGKILL), as a crash of a native decoder on
+    one malformed image would (a poisoned request).
 The reply is the request plus pid, start and end (time.time()) of the handling.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -26,6 +29,8 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     if isinstance(request.get("started_file"), str):
         with open(request["started_file"], "w"):
             pass
+    if request.get("die") is True:
+        os.kill(os.getpid(), signal.SIGKILL)
     if "bad_field" in request:
         raise BadRequest("this field is wrong on purpose", str(request["bad_field"]))
     if request.get("fail"):

@@ -1,0 +1,134 @@
+"""What a broker sends, in wire order (``docs/PROTOCOL.md``, "Batches").
+
+:class:`Outbox` holds the :class:`~mdp.actions.Send` actions a broker core has decided,
+for its shell to carry out in order. Tasks for a worker that takes TASKS, and replies for
+a client that takes batched RESULTs, may be *gathered* while the shell reads messages that
+arrived together; they go out as one message per worker (per client and service) when the
+shell's pass is over (:meth:`Outbox.flush`), and before anything else sent to the same
+peer meanwhile: a PONG never overtakes a reply it no longer lists, a RECALL never overtakes
+the task it asks back. No sockets, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from mdp import protocol as p
+from mdp.actions import Send
+from mdp.records import Request, Worker
+
+
+class Outbox:
+    """The broker's output, gathered where it may be and in order where it must be."""
+
+    def __init__(self, workers: Mapping[bytes, Worker]) -> None:
+        """``workers``: the attached workers (tasks for one that left are not sent)."""
+        self.actions: list[Send] = []
+        self.taken = 0  # how many times the shell took the actions
+        self._workers = workers
+        # tasks for workers that take TASKS: identity -> (worker, [(task, hold)])
+        self._tasks: dict[bytes, tuple[Worker, list[tuple[Request, bool]]]] = {}
+        # replies for clients that take batched RESULTs: client -> service -> (ids, bodies)
+        self._results: dict[bytes, dict[bytes, tuple[list[int], list[bytes]]]] = {}
+
+    @property
+    def gathered(self) -> bool:
+        return bool(self._tasks or self._results)
+
+    def take(self) -> list[Send]:
+        """The actions decided since the last call, in order."""
+        actions, self.actions = self.actions, []
+        self.taken += 1
+        return actions
+
+    def delivered(self, request: Request) -> bool:
+        """Whether the task of ``request`` went out in a batch the shell has carried out
+        before the one it is carrying out now (so a failed send now was not its own)."""
+        return request.sent_mark < self.taken - 1
+
+    def send(self, frames: list[bytes], now: float) -> None:
+        """Send to a peer, after whatever was gathered for it."""
+        peer = frames[0]
+        if self._tasks and peer in self._tasks:
+            worker, tasks = self._tasks.pop(peer)
+            self._emit_tasks(worker, tasks, now)
+        if self._results and peer in self._results:
+            self._emit_results(peer, self._results.pop(peer))
+        self.actions.append(Send(0, frames))
+
+    def task(self, worker: Worker, request: Request, hold: bool, now: float,
+             gather: bool) -> None:
+        """A task for ``worker``; gathered into a TASKS where it takes them (and ``gather``:
+        other messages are being read with the one that caused it)."""
+        if gather and worker.batch and len(request.body) == 1:
+            pending = self._tasks.get(worker.identity)
+            if pending is None:
+                self._tasks[worker.identity] = (worker, [(request, hold)])
+            else:
+                pending[1].append((request, hold))
+            return
+        request.sent_mark = self.taken
+        self.send(p.to_worker(worker.identity, request.key, request.body, worker.dips,
+                              request.ttl_ms(now), hold), now)
+
+    def result(self, client: bytes, service: bytes, rid: int | None, body: list[bytes],
+               now: float, gather: bool) -> None:
+        """A reply for a client; gathered into a batched RESULT where ``gather`` (the
+        client takes them, and other messages are being read with this one)."""
+        if gather and rid is not None and len(body) == 1:
+            results = self._results.get(client)
+            if results is None:
+                self._results[client] = {service: ([rid], list(body))}
+                return
+            pending = results.get(service)
+            if pending is None:
+                results[service] = ([rid], list(body))
+            else:
+                pending[0].append(rid)
+                pending[1].append(body[0])
+            return
+        self.send(p.to_client(client, service, body, rid), now)
+
+    def forget_worker(self, identity: bytes) -> None:
+        """The worker has gone: its gathered tasks are not sent (they are queued again)."""
+        self._tasks.pop(identity, None)
+
+    def flush(self, now: float) -> None:
+        """Send everything gathered."""
+        while self._tasks:
+            _, (worker, tasks) = self._tasks.popitem()
+            self._emit_tasks(worker, tasks, now)
+        while self._results:
+            client, results = self._results.popitem()
+            self._emit_results(client, results)
+
+    def _emit_tasks(self, worker: Worker, tasks: list[tuple[Request, bool]],
+                    now: float) -> None:
+        """One TASKS per worker (more past MAX_BATCH), unless it has gone meanwhile."""
+        if self._workers.get(worker.identity) is not worker:
+            return  # gone meanwhile: its tasks are queued again
+        tasks = [(r, hold) for r, hold in tasks if worker.tasks.get(r.key) is r]
+        taken = self.taken
+        for start in range(0, len(tasks), p.MAX_BATCH):
+            part = tasks[start:start + p.MAX_BATCH]
+            for request, _ in part:
+                request.sent_mark = taken
+            if len(part) == 1:
+                request, hold = part[0]
+                frames = p.to_worker(worker.identity, request.key, request.body, True,
+                                     request.ttl_ms(now), hold)
+            else:
+                frames = p.to_worker_batch(
+                    worker.identity, [r.key for r, _ in part], [r.body[0] for r, _ in part],
+                    [r.ttl_ms(now) for r, _ in part], [hold for _, hold in part])
+            self.actions.append(Send(0, frames))
+
+    def _emit_results(self, client: bytes,
+                      results: dict[bytes, tuple[list[int], list[bytes]]]) -> None:
+        """One RESULT per service of the gathered replies to ``client``."""
+        for service, (rids, bodies) in results.items():
+            if len(rids) == 1:
+                frames = p.to_client(client, service, bodies, rids[0])
+            else:
+                frames = p.to_client_batch(client, service, rids, bodies)
+            self.actions.append(Send(0, frames))

@@ -1,0 +1,371 @@
+"""The worker side of Gearman: a Gearman worker on a door is a DIPS worker of its functions.
+
+:class:`GearmanWorker` is one connection's worker state, without sockets: Gearman packets
+in (``on_packet``), Gearman packets out (through ``send``), and a
+:class:`~mdp_gearman.proxycore.ProxyCore` that speaks 7/MDP for the worker at every broker
+(its actions are carried out by a driver the caller supplies, normally a
+:class:`~mdp_gearman.linkdriver.LinkDriver`).
+
+Gearman's cycle, as the door plays the job server:
+
+* ``CAN_DO`` / ``CAN_DO_TIMEOUT`` / ``CANT_DO`` / ``RESET_ABILITIES`` change the worker's
+  functions; the door registers them at the brokers when the worker next asks for work
+  (``GRAB_JOB*`` or ``PRE_SLEEP``), so a burst of CAN_DOs costs one registration.
+* ``GRAB_JOB``, ``GRAB_JOB_UNIQ``, ``GRAB_JOB_ALL``: the next task the brokers gave this
+  worker, as ``JOB_ASSIGN`` (or ``JOB_ASSIGN_UNIQ``, as gearmand answers the other two),
+  else ``NO_JOB``.
+* ``PRE_SLEEP``: the worker sleeps until ``NOOP``. The door sends NOOP the moment a task
+  arrives for it (or at once, if one is already waiting), so a lone job costs one
+  round trip to the worker, never a poll interval.
+* ``WORK_STATUS`` / ``WORK_DATA`` / ``WORK_WARNING`` become DIPS progress;
+  ``WORK_COMPLETE`` the reply (its bytes are the result); ``WORK_FAIL`` and
+  ``WORK_EXCEPTION`` errors (codes ``gearman_fail`` and ``gearman_exception``, the
+  exception's bytes as the message).
+
+A job runs at most its function's CAN_DO_TIMEOUT (or ``--worker-time-limit``); past that the
+door answers the caller ``worker_timeout`` and keeps the worker marked busy (it sends BUSY
+everywhere) until it reports on that job or asks for another. A worker that has not asked
+for a task waiting for it within ``GRAB_GRACE_S`` (woken, or awake between two asks) is
+busy out of the door's sight, with another door's job: its waiting tasks go back to the
+brokers for an idle worker, and it is BUSY there until it asks again.
+When the connection of a worker that holds a job drops, the driver closes its broker
+connections at once: the brokers count a lost worker and give its task to another. A worker
+that held no job leaves cleanly (DISCONNECT), costing no request a loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mdp import protocol as p
+from mdp.body import BodyLimits, decode_request
+from mdp.errors import BadRequest, WorkerError, WorkerTimeout
+from mdp.workercore import Task, Timing
+from mdp_gearman import mapping
+from mdp_gearman import packets as g
+from mdp_gearman.packets import Packet, T
+from mdp_gearman.proxycore import NO_TIME_LIMIT_S, ProxyCore
+
+log = logging.getLogger(__name__)
+
+GRAB_GRACE_S = 0.025  # offered a task and silent this long: busy with another door's job
+MAX_FUNCTIONS = 64  # per connection
+MAX_LINKS = 4096  # broker links of all the door's Gearman workers (each a socket, a monitor)
+FAIL_CODE = mapping.GEARMAN_FAIL  # WORK_FAIL
+EXCEPTION_CODE = mapping.GEARMAN_EXCEPTION  # WORK_EXCEPTION; the message is its bytes
+MAX_EXCEPTION_BYTES = 64 * 1024
+
+GRABS: dict[int, int] = {T.GRAB_JOB: T.JOB_ASSIGN, T.GRAB_JOB_UNIQ: T.JOB_ASSIGN_UNIQ,
+         T.GRAB_JOB_ALL: T.JOB_ASSIGN_UNIQ}
+
+
+class Driver(Protocol):
+    """What carries out a core's actions (see :class:`~mdp_gearman.linkdriver.LinkDriver`)."""
+
+    def start(self) -> None: ...
+
+    def pump(self) -> None: ...
+
+    def drain(self) -> None: ...
+
+    def close(self, abrupt: bool) -> None: ...
+
+
+class LinkBudget:
+    """How many broker links the door's Gearman workers may hold in all: each is a ZeroMQ
+    socket and its monitor, so a flood of connections registering functions cannot exhaust
+    the door's descriptors."""
+
+    def __init__(self, limit: int = MAX_LINKS) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, count: int) -> bool:
+        if self.used + count > self.limit:
+            return False
+        self.used += count
+        return True
+
+    def give(self, count: int) -> None:
+        self.used = max(0, self.used - count)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What every Gearman worker of one door shares."""
+
+    brokers: tuple[str, ...]
+    time_limit_s: float = 30.0  # a job's limit when its function has no CAN_DO_TIMEOUT
+    timing: Timing = field(default_factory=lambda: Timing(
+        time_limit_s=NO_TIME_LIMIT_S, reply_gather_s=0.0))
+    prefetch: int = 1
+    raw_field: str = mapping.DEFAULT_RAW_FIELD
+    limits: BodyLimits = BodyLimits()
+    meta: dict[str, Any] = field(default_factory=dict)  # host, version for READY
+    budget: LinkBudget = field(default_factory=LinkBudget)
+
+
+@dataclass
+class Assignment:
+    """The job a Gearman worker holds."""
+
+    handle: bytes
+    task: Task
+    function: str
+    started_at: float
+    limit_s: float
+
+
+class GearmanWorker:
+    """One connection's worker side; see the module docstring."""
+
+    def __init__(self, settings: WorkerSettings, peer: str, send: Callable[[bytes], None],
+                 new_handle: Callable[[], bytes],
+                 make_driver: Callable[[ProxyCore, GearmanWorker], Driver]) -> None:
+        self.settings = settings
+        self.peer = peer
+        self.send = send
+        self.new_handle = new_handle
+        self.make_driver = make_driver
+        self.abilities: dict[str, float] = {}  # function -> time limit (0: the door's)
+        self.client_id = ""
+        self.core: ProxyCore | None = None
+        self.driver: Driver | None = None
+        self.sleeping = False
+        self.offered_at: float | None = None  # since when a task waits for it to ask
+        self.assigned: Assignment | None = None
+        self.given_up: bytes | None = None  # a job past its limit the worker still runs
+        self.served = 0
+
+    # --- Gearman packets ---------------------------------------------------------------
+
+    def on_packet(self, packet: Packet, now: float) -> None:
+        kind, args = packet.type, packet.args
+        if kind in GRABS:
+            self._grab(GRABS[kind], now)
+        elif kind == T.PRE_SLEEP:
+            self._sleep(now)
+        elif kind in (T.CAN_DO, T.CAN_DO_TIMEOUT):
+            self._can_do(args, now)
+        elif kind == T.CANT_DO:
+            self.abilities.pop(args[0].decode("utf-8", "replace"), None)
+        elif kind == T.RESET_ABILITIES:
+            self.abilities.clear()
+        elif kind in (T.WORK_STATUS, T.WORK_DATA, T.WORK_WARNING):
+            self._progress(kind, args, now)
+        elif kind in (T.WORK_COMPLETE, T.WORK_FAIL, T.WORK_EXCEPTION):
+            self._finish(kind, args, now)
+        # ALL_YOURS: nothing to do (gearmand ignores it too)
+        self._offer(now)
+        self._pump()
+
+    def _can_do(self, args: tuple[bytes, ...], now: float) -> None:
+        function = args[0]
+        if not p.valid_service(function) or function.startswith(p.MMI_PREFIX):
+            self.send(g.error("bad_function", f"function {function[:60]!r} is not a valid "
+                              "DIPS service name (1-100 of A-Z a-z 0-9 . _ -, not mmi.*)"))
+            return
+        limit = 0.0
+        if len(args) > 1:
+            text = args[1].strip(b"\0 ")
+            limit = float(int(text)) if text.isdigit() and len(text) < 10 else 0.0
+        name = function.decode()
+        if name not in self.abilities and len(self.abilities) >= MAX_FUNCTIONS:
+            self.send(g.error("too_many_functions", f"at most {MAX_FUNCTIONS} functions"))
+            return
+        self.abilities[name] = limit
+
+    def _grab(self, reply: int, now: float) -> None:
+        self._sync(now)
+        self.sleeping = False
+        self.offered_at = None
+        self.given_up = None  # it asks for work: it has let the old job go
+        if self.assigned is not None:  # one job at a time
+            self.send(g.build(T.NO_JOB))
+            return
+        while self.core is not None and (task := self.core.begin(now)) is not None:
+            function = self.core.function_of(task)
+            try:
+                workload = self._workload(task)
+            except BadRequest as exc:
+                self.core.task_done(p.error_body(exc), now)
+                continue
+            handle = self.new_handle()
+            limit = self.abilities.get(function) or self.settings.time_limit_s
+            self.assigned = Assignment(handle, task, function, now, limit)
+            if reply == T.JOB_ASSIGN:
+                self.send(g.build(T.JOB_ASSIGN, handle, function.encode(), workload))
+            else:
+                unique = str(uuid.uuid4()).encode()  # DIPS tasks carry no unique id
+                self.send(g.build(T.JOB_ASSIGN_UNIQ, handle, function.encode(), unique,
+                                  workload))
+            self.core.progress(task, "status", 0, 0, None, now)  # says: a worker has it
+            return
+        self.send(g.build(T.NO_JOB))
+
+    def _sleep(self, now: float) -> None:
+        """PRE_SLEEP: the worker runs nothing and waits for NOOP. If no task waits for it,
+        every broker told BUSY hears FREE now: a worker that last asked for work at another
+        door (that door died under it, say) asks here only after a NOOP, and a broker that
+        thinks it busy would never send the task that brings the NOOP."""
+        self._sync(now)
+        self.sleeping = True
+        if self.assigned is None:
+            self.given_up = None
+            if self.core is not None and not self.core.waiting:
+                self.core.begin(now)  # nothing to start: it only says FREE where it owes it
+
+    def _workload(self, task: Task) -> bytes:
+        request = decode_request(task.body, self.settings.limits)
+        return mapping.gearman_workload(request, self.settings.raw_field)
+
+    def _progress(self, kind: int, args: tuple[bytes, ...], now: float) -> None:
+        job = self.assigned
+        if job is None or args[0] != job.handle or self.core is None:
+            return
+        if kind == T.WORK_STATUS:
+            num, den = _count(args[1]), _count(args[2])
+            if num is not None and den is not None:
+                self.core.progress(job.task, "status", num, den, None, now)
+        else:
+            self.core.progress(job.task, "data" if kind == T.WORK_DATA else "warning", None,
+                               None, args[1], now)
+
+    def _finish(self, kind: int, args: tuple[bytes, ...], now: float) -> None:
+        job = self.assigned
+        if job is None or args[0] != job.handle or self.core is None:
+            if args[0] == self.given_up:
+                self.given_up = None  # it reports the job given up on; it will GRAB next
+            return
+        if kind == T.WORK_COMPLETE:
+            body = p.result_body(args[1])
+        elif kind == T.WORK_FAIL:
+            body = p.error_body(WorkerError("the Gearman worker failed the job (WORK_FAIL)",
+                                            code=FAIL_CODE))
+        else:
+            message = args[1][:MAX_EXCEPTION_BYTES].decode("utf-8", "replace")
+            body = p.error_body(WorkerError(message, code=EXCEPTION_CODE))
+        self.assigned = None
+        self.served += 1
+        self.core.task_done(body, now)
+
+    # --- registration ------------------------------------------------------------------
+
+    def _sync(self, now: float) -> None:
+        """Register the worker's current functions, if they changed."""
+        functions = tuple(sorted(self.abilities))
+        if self.core is not None and self.core.functions == functions:
+            return
+        if self.assigned is not None:
+            return  # after the job in hand
+        self._retire()
+        if functions and not self.settings.budget.take(len(functions) * len(
+                self.settings.brokers)):
+            log.warning("Gearman worker %s not registered: the door holds %d broker links "
+                        "already", self.peer, self.settings.budget.used)
+            self.send(g.error("too_many_workers", "the door has too many Gearman workers"))
+        elif functions:
+            meta = {**self.settings.meta, "host": self.peer}
+            self.core = ProxyCore(functions, self.settings.brokers, meta, self.settings.timing,
+                                  self.settings.prefetch)
+            self.driver = self.make_driver(self.core, self)
+            self.driver.start()
+            log.info("Gearman worker %s%s registered for %s", self.peer,
+                     f" ({self.client_id})" if self.client_id else "", " ".join(functions))
+
+    def _retire(self, abrupt: bool = False) -> None:
+        if self.driver is not None:
+            self.driver.close(abrupt)
+        if self.core is not None:
+            self.settings.budget.give(len(self.core.links))
+        self.core = self.driver = None
+
+    def drain(self) -> None:
+        """The door stops: take no new task, hand back what waits; the job in hand may
+        still finish."""
+        if self.driver is not None:
+            self.driver.drain()
+
+    @property
+    def busy(self) -> bool:
+        return self.assigned is not None
+
+    def close(self) -> None:
+        """The connection dropped. A worker that held a job is a lost worker: its broker
+        links go at once, and the brokers give its task to another worker and count the
+        loss. One that held none leaves: the tasks that only waited here go back and every
+        broker is told DISCONNECT, so a worker attached to two doors, which is two
+        registrations, costs a request one loss when it dies, not two."""
+        job, self.assigned = self.assigned, None
+        if job is not None:
+            log.warning("Gearman worker %s left while running %s (%s); the brokers give it "
+                        "to another worker", self.peer, job.handle.decode(), job.function)
+        self._retire(abrupt=job is not None)
+
+    # --- the driver's callbacks ----------------------------------------------------------
+
+    def on_input(self, now: float) -> None:
+        """The core took in messages or ran its timers: offer the worker what waits, check
+        the limits."""
+        job = self.assigned
+        if job is not None and now >= job.started_at + job.limit_s:
+            self._give_up(job, now)
+        if self.offered_at is not None and now >= self.offered_at + GRAB_GRACE_S:
+            self.offered_at = None
+            if self.assigned is None and self.core is not None and self.core.waiting:
+                log.debug("Gearman worker %s did not ask for its task in %gs; busy elsewhere",
+                          self.peer, GRAB_GRACE_S)
+                self.core.busy_elsewhere(now)
+        self._offer(now)
+
+    def next_deadline(self, now: float) -> float:
+        deadline = now + 3600.0
+        if self.assigned is not None:
+            deadline = min(deadline, self.assigned.started_at + self.assigned.limit_s)
+        if self.offered_at is not None:
+            deadline = min(deadline, self.offered_at + GRAB_GRACE_S)
+        return deadline
+
+    def _offer(self, now: float) -> None:
+        """A task waits for a worker that holds none: wake it if it sleeps, and start the
+        clock on its asking (it may be busy with another door's job, asleep or not)."""
+        if self.assigned is not None or self.core is None or not self.core.waiting:
+            self.offered_at = None
+            return
+        if self.offered_at is None:
+            self.offered_at = now
+        if self.sleeping:
+            self.sleeping = False
+            self.send(g.build(T.NOOP))
+
+    def _give_up(self, job: Assignment, now: float) -> None:
+        log.warning("Gearman worker %s ran %s (%s) past its %gs limit; answering %s and "
+                    "giving it no work until it reports on it", self.peer, job.function,
+                    job.handle.decode(), job.limit_s, WorkerTimeout.code)
+        self.assigned = None
+        self.given_up = job.handle
+        if self.core is not None:
+            self.core.task_done(p.error_body(WorkerTimeout(
+                f"the Gearman worker ran {job.function!r} past its {job.limit_s:g}s time "
+                "limit")), now)
+            self.core.busy_elsewhere(now)
+
+    def _pump(self) -> None:
+        if self.driver is not None:
+            self.driver.pump()
+
+    @property
+    def functions(self) -> list[str]:
+        return sorted(self.abilities)
+
+
+def _count(text: bytes) -> int | None:
+    """A WORK_STATUS number: a non-negative decimal below 2**63, else None."""
+    text = text.strip(b"\0 ")
+    if not text.isdigit() or len(text) > 18:
+        return None
+    return int(text)
