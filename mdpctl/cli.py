@@ -3,9 +3,9 @@
 Without --cluster, mdpctl works on the local cluster that `mdpctl up` starts in its run
 directory: --run-dir, else $DIPS_RUN_DIR, else ~/.local/state/dips/run ($XDG_STATE_HOME/dips/run),
 the same wherever mdpctl is run from.  Without a run directory named, the other commands
-also find a cluster started elsewhere (the run directory `up` used last, or the one of the
-broker on a default port).  With a cluster file mdpctl works on the brokers and hosts
-that file lists.
+also find a cluster started elsewhere by `up` (the run directory it used last); one whose
+broker merely holds a default port may be anyone's, and is named, not used.  With a
+cluster file mdpctl works on the brokers and hosts that file lists.
 
 exit status: 0 done, 1 failed, 2 usage or configuration error, 3 a supervisord or broker
 did not answer, 4 timed out, 5 a rollout stopped, 130 interrupted.

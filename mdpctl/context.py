@@ -79,9 +79,11 @@ class Context:
     def require_running(self) -> None:
         """For commands that act on the local cluster's supervisord: fail in one line
         when none runs, saying where mdpctl looked and what answers on the ports."""
-        if not self.is_local or self.search().run_dir is not None:
+        if not self.is_local:
             return
         search = self.search()
+        if search.run_dir is not None:
+            return
         if self.named_run_dir is not None:
             locate.describe_ports(search, self.cluster().brokers)
             raise NotRunning(

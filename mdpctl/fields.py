@@ -21,8 +21,12 @@ from mdpctl.errors import UsageError
 MAX_FILE_BYTES = 256 * 1024 * 1024  # above any service limit; stops a /dev/zero typo
 
 
-def read_bytes(path: str, field: str) -> bytes:
-    """The bytes of ``path`` (``-``: standard input) for ``field``."""
+AT_HINT = " (a value that starts with @ names a file; write @@ for a text that starts with @)"
+
+
+def read_bytes(path: str, field: str, hint: str = "") -> bytes:
+    """The bytes of ``path`` (``-``: standard input) for ``field``; ``hint`` ends the
+    message when it cannot be read (how the path was given)."""
     try:
         if path == "-":
             return sys.stdin.buffer.read()
@@ -30,10 +34,7 @@ def read_bytes(path: str, field: str) -> bytes:
             data = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise UsageError(
-            f"field {field}: cannot read {path}: {reason} (a value that starts with @ names "
-            "a file; write @@ for a text that starts with @)"
-        ) from exc
+        raise UsageError(f"field {field}: cannot read {path}: {reason}{hint}") from exc
     if len(data) > MAX_FILE_BYTES:
         raise UsageError(f"field {field}: {path} is larger than {MAX_FILE_BYTES >> 20} MiB")
     return data
@@ -45,7 +46,7 @@ def expand_files(value: Any, where: str = "") -> Any:
         if value.startswith("@@"):
             return value[1:]
         if value.startswith("@") and len(value) > 1:
-            return read_bytes(value[1:], where or "request")
+            return read_bytes(value[1:], where or "request", AT_HINT)
         return value
     if isinstance(value, dict):
         return {k: expand_files(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}

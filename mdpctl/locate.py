@@ -4,10 +4,12 @@
 (``~/.local/state/dips/run`` by default), unless ``--run-dir`` or ``$DIPS_RUN_DIR`` names
 another, and notes the run directory it used in ``$XDG_STATE_HOME/dips/last-run-dir``.
 The other commands, when no run directory is named, look for a running cluster in
-this order: the default run directory, the one noted last, and the run directory of
-whatever DIPS broker listens on a default broker port (every program of the cluster
-runs in its run directory).  What they looked at is kept, so that "no cluster" can say
-where it looked and what answers on the ports.
+this order: the default run directory and the one noted last.  A cluster elsewhere is not
+taken for the user's, even when its broker holds a default port (it may be another
+user's, or another test's, and `down` would stop it): "no cluster" says where mdpctl looked
+and what answers on the default broker ports, with the run directory of a DIPS broker found
+there (every program of a cluster runs in its run directory) and the --run-dir that
+reaches it.
 """
 
 from __future__ import annotations
@@ -91,21 +93,22 @@ class Search:
                 "`mdpctl up` starts one, --run-dir names another run directory")
 
 
-def _broker_run_dir(endpoint: str, found: Search) -> Path | None:
+def _describe_port(endpoint: str, found: Search) -> None:
+    """Note in ``found`` what holds ``endpoint``'s port (a DIPS broker: its run directory)."""
     host, port = tcp_host_port(endpoint)
     holder = ports.holder(port)
     if holder is None:
         found.on_ports.append(f"nothing listens on {endpoint}")
-        return None
-    if holder.cwd and "mdp.broker" in holder.command and supervisord_answers(Path(holder.cwd)):
-        found.on_ports.append(f"{endpoint}: a DIPS broker run from {holder.cwd}")
-        return Path(holder.cwd)
-    found.on_ports.append(f"{endpoint} is held by {holder.describe()}")
-    return None
+    elif holder.cwd and "mdp.broker" in holder.command and supervisord_answers(Path(holder.cwd)):
+        found.on_ports.append(f"{endpoint}: a DIPS broker of the cluster in {holder.cwd}, "
+                              f"which `mdpctl --run-dir {holder.cwd}` reaches")
+    else:
+        found.on_ports.append(f"{endpoint} is held by {holder.describe()}")
 
 
 def find_cluster() -> Search:
-    """Find a running local cluster without a run directory named on the command line."""
+    """Find the user's running local cluster without a run directory named on the command
+    line; when there is none, note what answers on the default broker ports."""
     found = Search(None)
     candidates = [default_run_dir()]
     last = last_run_dir()
@@ -117,16 +120,11 @@ def find_cluster() -> Search:
             found.run_dir = run_dir
             found.how = "default" if run_dir == candidates[0] else f"noted in {state_dir()}"
             return found
-    for endpoint in DEFAULT_BROKERS:
-        from_port = _broker_run_dir(endpoint, found)
-        if from_port is not None:
-            found.run_dir = from_port
-            found.how = f"the run directory of the broker at {endpoint}"
-            return found
+    describe_ports(found, DEFAULT_BROKERS)  # described, never adopted: it may be anyone's
     return found
 
 
 def describe_ports(found: Search, endpoints: Sequence[str]) -> None:
     """Note in ``found`` what listens on each of ``endpoints``."""
     for endpoint in endpoints:
-        _broker_run_dir(endpoint, found)
+        _describe_port(endpoint, found)

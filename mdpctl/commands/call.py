@@ -113,6 +113,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if not args.service:
         raise UsageError("name a SERVICE to call (`mdpctl call --list` lists them)")
     request = build_request(args)
+    _check_output(args.output)
     cluster = ctx.cluster()
     brokers = list(args.broker or cluster.brokers)
     _check_some_broker(brokers)
@@ -165,6 +166,15 @@ def _hint(service: str, request: dict[str, Any], exc: RequestError) -> str:
         return (f" (to send the file {value}, write \"@{value}\" or --file "
                 f"{exc.field}={value})")
     return f" (`mdpctl services {service}` lists its fields)"
+
+
+def _check_output(output: str | None) -> None:
+    """-o into a directory that does not exist is refused before the work is done."""
+    if output is None:
+        return
+    parent = Path(output).expanduser().absolute().parent
+    if not parent.is_dir():
+        raise UsageError(f"-o {output}: the directory {parent} does not exist")
 
 
 def _check_some_broker(brokers: list[str]) -> None:

@@ -59,11 +59,13 @@ def scale_to(length: int, factor: float) -> int:
 
 
 def crop_length(total: int, wanted: float) -> int:
+    """imgproxy's crop size: 0 the whole side, below 1 a fraction, else whole pixels (the
+    fraction dropped, as Go's int() does), never more than the side."""
     if wanted <= 0:
         return total
     if wanted < 1:
         return scale_to(total, wanted)
-    return min(half_up(wanted), total)
+    return min(int(wanted), total)
 
 
 def position(

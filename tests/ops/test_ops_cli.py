@@ -99,6 +99,21 @@ def test_a_file_that_cannot_be_written_is_one_line_not_a_traceback(
     assert err.startswith("mdpctl: ") and str(blocker / "sub") in err and "Traceback" not in err
 
 
+def test_a_file_field_that_cannot_be_read_is_named_before_anything_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (port,) = free_ports(1)
+    base = ["--run-dir", str(tmp_path), "call", "thumbnail", "--broker", f"tcp://127.0.0.1:{port}"]
+    code, _, err = run(capsys, *base, "--file", f"image={tmp_path}/none.jpg")
+    assert code == 2 and one_line(err) == (
+        f"mdpctl: field image: cannot read {tmp_path}/none.jpg: No such file or directory\n")
+    code, _, err = run(capsys, *base, "--json", f'{{"image": "@{tmp_path}/none.jpg"}}')
+    assert code == 2 and "No such file or directory (a value that starts with @" in one_line(err)
+    code, _, err = run(capsys, *base, "-o", f"{tmp_path}/no-dir/out.jpg")
+    assert code == 2 and one_line(err) == (
+        f"mdpctl: -o {tmp_path}/no-dir/out.jpg: the directory {tmp_path}/no-dir does not exist\n")
+
+
 @pytest.mark.timeout(60)  # each refusal is at once; waiting out a client's timeout is a bug
 def test_nothing_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "--run-dir", str(tmp_path), "status")
@@ -285,3 +300,51 @@ def test_no_cluster_anywhere_says_where_it_looked(
                               f"{tmp_path}/elsewhere; ")
     assert f"nothing listens on {nowhere[0]}; nothing listens on {nowhere[1]}" in message
     assert "`mdpctl up` starts one" in message
+
+
+FOREIGN_BROKER = """
+import os, socket, sys, time
+tcp = socket.socket(); tcp.bind(("127.0.0.1", int(sys.argv[1]))); tcp.listen()
+unix = socket.socket(socket.AF_UNIX); unix.bind("supervisor.sock"); unix.listen()
+print("listening", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_cluster_elsewhere_on_a_default_port_is_named_never_used(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone else's cluster whose broker holds a default port (another user's, another
+    test's): without --run-dir, mdpctl says where it is and never acts on it (a `down`
+    from a fresh HOME once stopped another session's cluster this way)."""
+    from mdpctl import locate
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    port, other = free_ports(2)
+    # A stand-in with a broker's command line, port and run directory (its supervisor.sock).
+    with subprocess.Popen([sys.executable, "-c", FOREIGN_BROKER, str(port), "mdp.broker"],
+                          cwd=theirs, stdout=subprocess.PIPE, text=True) as broker:
+        try:
+            assert broker.stdout is not None and broker.stdout.readline() == "listening\n"
+            monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+            monkeypatch.delenv("DIPS_RUN_DIR", raising=False)
+            monkeypatch.setattr(locate, "DEFAULT_BROKERS",
+                                (f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{other}"))
+            named = (f"tcp://127.0.0.1:{port}: a DIPS broker of the cluster in {theirs}, "
+                     f"which `mdpctl --run-dir {theirs}` reaches")
+            code, out, _ = run(capsys, "down")
+            assert code == 0 and one_line(out).startswith("no cluster is running (looked in ")
+            assert named in out
+            for argv in (["status"], ["reload"], ["scale", "echo", "1"]):
+                code, out, err = run(capsys, *argv)
+                assert code == 3 and out == "" and named in one_line(err), argv
+            assert broker.poll() is None
+        finally:
+            broker.kill()
+            broker.wait(10)
+
+
+def one_line(text: str) -> str:
+    assert text.count("\n") == 1, text
+    return text

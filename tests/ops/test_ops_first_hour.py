@@ -294,8 +294,9 @@ def test_services_come_from_the_workers_and_call_says_what_went_wrong(
     nowhere = fleet.root / "no-such-dir" / "thumb.jpg"
     unwritable = fleet.ctl("call", "thumbnail", "--file", f"image={fleet.root / 'photo.jpg'}",
                            "--set", "width=16", "-o", str(nowhere))
-    assert unwritable.returncode == 1
-    assert one_line(unwritable.stderr) == f"mdpctl: No such file or directory: {nowhere}\n"
+    assert unwritable.returncode == 2  # refused before the request is sent
+    assert one_line(unwritable.stderr) == (
+        f"mdpctl: -o {nowhere}: the directory {nowhere.parent} does not exist\n")
     status = fleet.ctl("call", "mmi.status")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["broker"]["endpoint"] in fleet.brokers

@@ -98,3 +98,11 @@ def test_positions_round_half_to_even_as_imgproxy_does() -> None:
     assert geometry.position((100, 80), (20, 10), Gravity("nowe", 1.5, 0)) == (2, 0)
     assert geometry.position((100, 80), (20, 10), Gravity("nowe", 0.025, 0)) == (2, 0)
     assert geometry.position((101, 80), (21, 10), Gravity("fp", 0.5, 0.0)) == (40, 0)
+
+
+def test_an_absolute_crop_size_is_truncated_as_imgproxy_does() -> None:
+    # imgproxy's calcCropSize: int(crop) at >= 1, max(1, Scale(orig, crop)) below, 0 whole.
+    assert geometry.crop_length(1000, 100.6) == 100
+    assert geometry.crop_length(1000, 0.1006) == 101
+    assert geometry.crop_length(1000, 0) == 1000
+    assert geometry.crop_length(80, 120.9) == 80
