@@ -140,10 +140,12 @@ class Broker:
         core, sock = self.core, self.socket
         curve = self.auth is not None
         now = time.monotonic()
-        if core.next_deadline() <= now:
+        deadline = core.next_deadline()
+        if deadline <= now:
             core.tick(now)
             self._carry_out()
-        timeout_ms = min(poll_timeout_ms(core.next_deadline(), now), max_block_ms)
+            deadline = core.next_deadline()
+        timeout_ms = min(poll_timeout_ms(deadline, now), max_block_ms)
         frames, user = sockio.recv_wait(sock, timeout_ms, with_user=curve, keep_big=True)
         handled = 0
         while frames is not None:

@@ -133,11 +133,14 @@ class BrokerCore:
     def next_deadline(self) -> float:
         """When :meth:`tick` is next due."""
         deadline = self._next_heartbeat
-        if self.dispatcher.busy:
-            deadline = min(deadline, self._next_probe)
-        if self.dispatcher.orphans:
-            deadline = min(deadline, self._next_grace)
-        return min(deadline, self.dispatcher.next_retry)
+        dispatcher = self.dispatcher
+        if dispatcher.busy and self._next_probe < deadline:
+            deadline = self._next_probe
+        if dispatcher.orphans and self._next_grace < deadline:
+            deadline = self._next_grace
+        if dispatcher.retries and dispatcher.retries[0][0] < deadline:
+            deadline = dispatcher.retries[0][0]
+        return deadline
 
     def tick(self, now: float) -> None:
         """The shell has read what arrived, or a deadline came: run the timers that are

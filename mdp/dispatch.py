@@ -85,8 +85,8 @@ class Dispatcher:
         self.counters = BrokerTally()
         self._random = random.Random()
         self._key = self._random.getrandbits(63)
-        # requests that lost their worker, by when they go out again
-        self._retries: list[tuple[float, int, Request]] = []
+        # requests that lost their worker, by when they go out again (a heap)
+        self.retries: list[tuple[float, int, Request]] = []
         self._retry_order = itertools.count()
 
     # --- workers ---------------------------------------------------------------------
@@ -155,7 +155,7 @@ class Dispatcher:
                 continue
             if request in costs:
                 due = now + self._random.uniform(*RETRY_S)
-                heapq.heappush(self._retries, (due, next(self._retry_order), request))
+                heapq.heappush(self.retries, (due, next(self._retry_order), request))
             else:
                 self._requeue(service, request)
         if not service.workers:
@@ -169,13 +169,13 @@ class Dispatcher:
     @property
     def next_retry(self) -> float:
         """When a request that lost its worker is next due to go out again."""
-        return self._retries[0][0] if self._retries else math.inf
+        return self.retries[0][0] if self.retries else math.inf
 
     def due_retries(self, now: float) -> list[Service]:
         """Requests that lost their worker and have waited their pause go back to the head
         of their queue; their services, to dispatch."""
         services: list[Service] = []
-        retries = self._retries
+        retries = self.retries
         while retries and retries[0][0] <= now:
             _, _, request = heapq.heappop(retries)
             if request.done:
