@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 
 from clusterkit import Cluster
-from mdp.broker import _clean_info
+from mdp.brokerstatus import clean_info as _clean_info
 from mdp.handlers import service_info
 from testkit import broker_status
 
