@@ -21,7 +21,7 @@ import re
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import IO, Any, Protocol, TypeVar
 
 from PIL import Image
 
@@ -45,6 +45,53 @@ ORIENTATION_TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+
+
+class Blob(Protocol):
+    """An image's bytes, in memory or in a file that is read where it lies (a ``local:///``
+    source: the page cache holds it already, so the worker never keeps a copy)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def head(self, count: int) -> bytes:
+        """The first ``count`` bytes (fewer if it is shorter)."""
+        ...
+
+    def stream(self) -> IO[bytes]:
+        """A file object at its first byte, for Pillow. Only one is in use at a time: a new
+        one starts over (the caller does not close it; the blob's owner does)."""
+        ...
+
+    def read(self) -> bytes:
+        """Every byte, for the few checks that need them all (a GIF's frames, a
+        progressive JPEG's scans)."""
+        ...
+
+
+@dataclass(frozen=True)
+class InMemory:
+    """A :class:`Blob` of bytes in memory."""
+
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def head(self, count: int) -> bytes:
+        return self.data[:count]
+
+    def stream(self) -> IO[bytes]:
+        return io.BytesIO(self.data)  # shares the bytes until written to: no copy
+
+    def read(self) -> bytes:
+        return self.data
+
+
+def as_blob(data: bytes | Blob) -> Blob:
+    """``data`` as a :class:`Blob` (bytes are wrapped, blobs pass)."""
+    return InMemory(data) if isinstance(data, bytes | bytearray) else data
 
 
 @dataclass
@@ -175,10 +222,10 @@ def _check_size(field: str, size: tuple[int, int], limits: Settings) -> None:
         )
 
 
-def _check_frames(field: str, data: bytes, image: Image.Image, limits: Settings) -> int:
+def _check_frames(field: str, blob: Blob, image: Image.Image, limits: Settings) -> int:
     """The image's frame count; refused above ``max_frames``."""
     if image.format == "GIF":
-        count = max(1, gif_frame_count(data, limits.max_frames))
+        count = max(1, gif_frame_count(blob.read(), limits.max_frames))
         frames = f"more than {limits.max_frames}"
     else:
         found = getattr(image, "n_frames", 1)
@@ -191,14 +238,14 @@ def _check_frames(field: str, data: bytes, image: Image.Image, limits: Settings)
     return count
 
 
-def _check_scans(field: str, data: bytes, limits: Settings) -> None:
+def _check_scans(field: str, blob: Blob, limits: Settings) -> None:
     """Refuse a progressive JPEG with too many scans: each one costs a pass over the image.
 
     Start-of-scan markers cannot occur inside entropy-coded data (0xFF is stuffed there), so
     counting them bounds the scans from above. Only progressive files are counted; a
     baseline file's scans each carry their own components and cost no extra passes.
     """
-    scans = data.count(b"\xff\xda")
+    scans = blob.read().count(b"\xff\xda")
     if scans > limits.max_jpeg_scans:
         raise BadRequest(
             f"{field}: progressive JPEG has {scans} scans; the limit is {limits.max_jpeg_scans}",
@@ -213,35 +260,38 @@ def _orientation(image: Image.Image) -> tuple[int, Image.Exif | None]:
 
 
 def open_image(
-    data: bytes,
+    data: bytes | Blob,
     field: str,
     limits: Settings,
     draft_size: Callable[[tuple[int, int]], tuple[int, int]] | None = None,
     upright: bool = True,
 ) -> Decoded:
-    """Check and decode ``data`` (the request field ``field``).
+    """Check and decode ``data`` (the request field ``field``): bytes, or a :class:`Blob`
+    such as a local file, which is then read in pieces as the decoder needs them.
 
     ``draft_size(upright_size)``, when given, returns the smallest upright size the caller
     needs; a JPEG is then decoded at the largest power-of-two reduction that still covers it.
     With ``upright`` false the caller will not apply the EXIF orientation, and sizes are
     as stored.
     """
-    if len(data) > limits.max_input_bytes:
+    blob = as_blob(data)
+    if blob.size > limits.max_input_bytes:
         raise BadRequest(
-            f"{field}: {len(data)} bytes is over the limit of {limits.max_input_bytes}", field
+            f"{field}: {blob.size} bytes is over the limit of {limits.max_input_bytes}", field
         )
-    kind = sniff(data)
+    head = blob.head(12)
+    kind = sniff(head)
     if kind is None:
         raise BadRequest(
-            f"{field}: not a JPEG, PNG, WebP or GIF image (starts with {data[:8]!r})", field
+            f"{field}: not a JPEG, PNG, WebP or GIF image (starts with {head[:8]!r})", field
         )
     image = _guarded(
-        field, limits, "reading the header", lambda: Image.open(io.BytesIO(data), formats=[kind])
+        field, limits, "reading the header", lambda: Image.open(blob.stream(), formats=[kind])
     )
     _check_size(field, image.size, limits)
-    frames = _check_frames(field, data, image, limits)
+    frames = _check_frames(field, blob, image, limits)
     if kind == "JPEG" and image.info.get("progressive"):
-        _check_scans(field, data, limits)
+        _check_scans(field, blob, limits)
     if kind != "JPEG":  # a PNG's EXIF may follow its pixels; others have no draft anyway
         _guarded(field, limits, "decoding", image.load)
     orientation, exif = _guarded(field, limits, "reading EXIF", lambda: _orientation(image))
@@ -266,11 +316,12 @@ def open_image(
 
 
 def animation(
-    data: bytes, field: str, limits: Settings, keep: int
+    data: bytes | Blob, field: str, limits: Settings, keep: int
 ) -> Iterator[tuple[Image.Image, int]]:
     """The first ``keep`` frames of an animation already checked by :func:`open_image`,
     each in a working mode, with its duration in ms."""
-    image = _guarded(field, limits, "reading the header", lambda: Image.open(io.BytesIO(data)))
+    stream = as_blob(data).stream()
+    image = _guarded(field, limits, "reading the header", lambda: Image.open(stream))
     for index in range(keep):
         _guarded(field, limits, "seeking", lambda i=index: image.seek(i))  # type: ignore[misc]
         _guarded(field, limits, "decoding", image.load)
@@ -285,9 +336,9 @@ def pixels(image: Image.Image) -> list[Any]:
     return list(flat() if flat is not None else image.getdata())
 
 
-def loop_count(data: bytes) -> int:
+def loop_count(data: bytes | Blob) -> int:
     """How often an animation loops (0: forever), read from its header."""
-    with Image.open(io.BytesIO(data)) as image:
+    with Image.open(as_blob(data).stream()) as image:
         loop = image.info.get("loop", 0)
     return int(loop) if isinstance(loop, int) else 0
 

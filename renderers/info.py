@@ -45,8 +45,8 @@ class InfoService(Renderer):
     def render_checked(self, request: Mapping[str, Any]) -> dict[str, Any]:
         limits = settings.current()
         x, y = _components(request)
-        source = sources.from_request(request, limits)
-        decoded = open_image(source.data, "source", limits, lambda size: (32, 32))
+        with sources.from_request(request, limits) as source:
+            decoded = open_image(source.blob, "source", limits, lambda size: (32, 32))
         width, height = decoded.upright_source_size
         orientation = decoded.orientation
         decoded.upright()

@@ -21,7 +21,7 @@ from typing import Any
 
 from mdp.errors import BadRequest
 from renderers import settings, sources
-from renderers.decode import Decoded, animation, loop_count, open_image
+from renderers.decode import Blob, Decoded, animation, loop_count, open_image
 from renderers.encode import ANIMATED, CONTENT_TYPES, Output, encode, encode_frames
 from renderers.imgproxy import options as imgproxy_options
 from renderers.imgproxy.geometry import plan as make_plan
@@ -93,7 +93,7 @@ def parse_quality(request: Mapping[str, Any]) -> int | None:
 
 
 def render(
-    data: bytes,
+    data: bytes | Blob,
     options: Options,
     fmt: str | None,
     accept: list[str],
@@ -120,7 +120,7 @@ def render(
 
 
 def _animate(
-    data: bytes, decoded: Decoded, frames: Frames, output: Output, limits: Settings
+    data: bytes | Blob, decoded: Decoded, frames: Frames, output: Output, limits: Settings
 ) -> bytes:
     # Frames decoded and frames held once processed are both bounded: a small animation
     # enlarged to the limits would otherwise hold max_animation_frames x max_pixels.
@@ -165,8 +165,8 @@ class ImgproxyService(Renderer):
         fmt = parse_format(request)
         accept = parse_accept(request)
         quality = parse_quality(request)
-        source = sources.from_request(request, limits)
-        image, chosen, size = render(source.data, options, fmt, accept, quality, limits)
+        with sources.from_request(request, limits) as source:
+            image, chosen, size = render(source.blob, options, fmt, accept, quality, limits)
         return {
             "image": image,
             "content_type": CONTENT_TYPES[chosen],

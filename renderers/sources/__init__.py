@@ -3,8 +3,11 @@
 :func:`load` turns a request's ``source`` (a URL) or ``image`` (bytes) into a
 :class:`Source`. Remote sources pass :mod:`renderers.sources.remote` (allow-list, address
 checks on every hop, bounds, sniffing), local ones :mod:`renderers.sources.local` (roots,
-no escape). Both go through one per-process :class:`~renderers.sources.cache.SourceCache`,
-and concurrent requests for one URL in one process fetch it once. Errors are the
+no escape). Remote sources go through one per-process
+:class:`~renderers.sources.cache.SourceCache`, and concurrent requests for one URL in one
+process fetch it once; a local file is read where it lies, never copied into the cache (the
+page cache holds it once for every process). The HTTP client is imported on the first
+remote fetch, so a worker that serves local files never loads it. Errors are the
 ``source_*`` codes of :mod:`renderers.sources.errors`.
 """
 
@@ -15,12 +18,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from mdp.errors import BadRequest
 from renderers import fields
-from renderers.decode import sniff
+from renderers.decode import Blob, InMemory, sniff
 from renderers.settings import Settings
 from renderers.sources import local
 from renderers.sources.cache import Entry, SourceCache
@@ -33,7 +36,9 @@ from renderers.sources.errors import (
     SourceTimeout,
     SourceTooLarge,
 )
-from renderers.sources.remote import HttpFetcher
+
+if TYPE_CHECKING:
+    from renderers.sources.remote import HttpFetcher
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +47,42 @@ MAX_URL_CHARS = 8192
 
 @dataclass(frozen=True)
 class Source:
-    """A source's bytes and what identifies its version."""
+    """A source's bytes (in memory, or a local file read where it lies) and what identifies
+    its version. Close it when done (``with``): a local file is held open until then."""
 
-    data: bytes
+    blob: Blob
     etag: str | None = None
     last_modified: str | None = None
+    closer: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, data: bytes, etag: str | None = None,
+           last_modified: str | None = None) -> Source:
+        return cls(InMemory(data), etag, last_modified)
+
+    @property
+    def data(self) -> bytes:
+        """All its bytes (a local file is read now)."""
+        return self.blob.read()
 
     def describe(self) -> dict[str, Any]:
         """The reply's ``source`` map."""
-        described: dict[str, Any] = {"length": len(self.data)}
+        described: dict[str, Any] = {"length": self.blob.size}
         if self.etag:
             described["etag"] = self.etag
         if self.last_modified:
             described["last_modified"] = self.last_modified
         return described
+
+    def close(self) -> None:
+        if self.closer is not None:
+            self.closer()
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Sources:
@@ -64,12 +91,21 @@ class Sources:
     def __init__(
         self, http: HttpFetcher | None = None, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.http = http if http is not None else HttpFetcher()
+        self._http = http
         self.cache = SourceCache()
         self.clock = clock
         self.fetches = 0  # remote bodies fetched (for tests and the bench)
         self._flights: dict[str, threading.Lock] = {}
         self._flights_lock = threading.Lock()
+
+    @property
+    def http(self) -> HttpFetcher:
+        """The HTTP fetcher, made (and its client imported) on first use."""
+        if self._http is None:
+            from renderers.sources.remote import HttpFetcher
+
+            self._http = HttpFetcher()
+        return self._http
 
     def load(self, url: str, limits: Settings) -> Source:
         """The source at ``url`` (``http(s)://`` or ``local:///``)."""
@@ -91,7 +127,7 @@ class Sources:
             entry = None
         if entry is not None and entry.fresh(now):
             self.cache.hits += 1
-            return Source(entry.data, entry.etag, entry.last_modified)
+            return Source.of(entry.data, entry.etag, entry.last_modified)
         validators = entry.validators() if entry is not None else None
         fetched = self.http.fetch(url, limits, validators or None)
         fresh_for = limits.source_cache_ttl
@@ -100,7 +136,7 @@ class Sources:
         if fetched.not_modified and entry is not None:
             self.cache.hits += 1
             entry.checked_at, entry.fresh_for = self.clock(), fresh_for
-            return Source(entry.data, entry.etag, entry.last_modified)
+            return Source.of(entry.data, entry.etag, entry.last_modified)
         self.cache.misses += 1
         self.fetches += 1
         if fresh_for > 0 or fetched.etag or fetched.last_modified:
@@ -108,24 +144,20 @@ class Sources:
                 fetched.data, fetched.etag, fetched.last_modified, self.clock(), fresh_for, policy
             )
             self.cache.put(url, stored, limits.source_cache_bytes)
-        return Source(fetched.data, fetched.etag, fetched.last_modified)
+        return Source.of(fetched.data, fetched.etag, fetched.last_modified)
 
     def _local(self, url: str, limits: Settings) -> Source:
-        found = local.find(url, limits)
-        key = f"local:{found.path}"
-        entry = self.cache.get(key)
-        if entry is not None and entry.stamp == found.stamp:
-            self.cache.hits += 1
-            return Source(entry.data, entry.etag, entry.last_modified)
-        data = local.read(found, limits)
-        if sniff(data) is None:
-            raise SourceNotImage(
-                f"source: not a JPEG, PNG, WebP or GIF image (starts with {data[:8]!r})"
-            )
-        self.cache.misses += 1
-        entry = Entry(data, found.etag, found.last_modified, self.clock(), 0.0, found.stamp)
-        self.cache.put(key, entry, limits.source_cache_bytes)
-        return Source(data, found.etag, found.last_modified)
+        blob = local.open_file(local.find(url, limits), limits)
+        try:
+            head = blob.head(12)
+            if sniff(head) is None:
+                raise SourceNotImage(
+                    f"source: not a JPEG, PNG, WebP or GIF image (starts with {head[:8]!r})"
+                )
+        except BaseException:
+            blob.close()
+            raise
+        return Source(blob, blob.etag, blob.last_modified, blob.close)
 
     @contextmanager
     def _flight(self, key: str) -> Iterator[None]:
@@ -163,7 +195,7 @@ def from_request(
     if (data is None) == (url is None):
         raise BadRequest("give either source (a URL) or image (bytes), not both", "source")
     if data is not None:
-        return Source(data)
+        return Source.of(data)
     if not isinstance(url, str) or not url or len(url) > MAX_URL_CHARS:
         raise BadRequest(f"source must be a URL of 1-{MAX_URL_CHARS} characters", "source")
     return (sources or default()).load(url, limits)

@@ -14,6 +14,7 @@ import os
 import stat
 from dataclasses import dataclass
 from email.utils import formatdate
+from typing import IO
 from urllib.parse import unquote, urlsplit
 
 from mdp.errors import BadRequest
@@ -40,8 +41,7 @@ class LocalFile:
 
     @property
     def etag(self) -> str:
-        mtime_ns, size, _ = self.stamp
-        return f'"{mtime_ns:x}-{size:x}"'
+        return _etag(self.stamp)
 
     @property
     def last_modified(self) -> str:
@@ -87,8 +87,63 @@ def find(url: str, limits: Settings) -> LocalFile:
     raise SourceNotFound("source: no such local file")
 
 
-def read(found: LocalFile, limits: Settings) -> bytes:
-    """The file's bytes, bounded by ``source_max_bytes``."""
+class LocalBlob:
+    """An opened local file as a :class:`renderers.decode.Blob`; :meth:`close` it."""
+
+    def __init__(self, fd: int, info: os.stat_result, limit: int) -> None:
+        self.fd = fd
+        self.limit = limit
+        self.stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+        self.mtime = info.st_mtime
+        self._size = info.st_size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def etag(self) -> str:
+        return _etag(self.stamp)
+
+    @property
+    def last_modified(self) -> str:
+        return formatdate(self.mtime, usegmt=True)
+
+    def head(self, count: int) -> bytes:
+        return os.pread(self.fd, count, 0)
+
+    def stream(self) -> IO[bytes]:
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        return open(self.fd, "rb", buffering=64 * 1024, closefd=False)
+
+    def read(self) -> bytes:
+        """The whole file, bounded by the limit even if it grew since it was opened."""
+        data = os.pread(self.fd, min(self._size, self.limit) + 1, 0)
+        while len(data) <= self.limit:  # it may have grown since its stat: read on
+            more = os.pread(self.fd, min(1 << 20, self.limit + 1 - len(data)), len(data))
+            if not more:
+                break
+            data += more
+        if len(data) > self.limit:
+            raise SourceTooLarge(f"source: more than {self.limit} bytes (the limit)")
+        return data
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _etag(stamp: tuple[int, int, int]) -> str:
+    mtime_ns, size, _ = stamp
+    return f'"{mtime_ns:x}-{size:x}"'
+
+
+def open_file(found: LocalFile, limits: Settings) -> LocalBlob:
+    """The file, opened for reading where it lies; SourceTooLarge over ``source_max_bytes``."""
     limit = limits.source_max_bytes
     if found.size > limit:
         raise SourceTooLarge(f"source: {found.size} bytes is over the limit of {limit}")
@@ -101,10 +156,14 @@ def read(found: LocalFile, limits: Settings) -> bytes:
         raise SourceNotFound("source: no such local file") from None
     except OSError as exc:
         raise SourceForbidden(f"source: cannot open the local file: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise SourceNotFound("source: the local path is not a regular file")
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise SourceTooLarge(f"source: more than {limit} bytes (the limit)")
-    return data
+        if info.st_size > limit:
+            raise SourceTooLarge(f"source: {info.st_size} bytes is over the limit of {limit}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return LocalBlob(fd, info, limit)
+

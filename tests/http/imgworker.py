@@ -46,8 +46,9 @@ def render(request: dict[str, Any]) -> dict[str, Any]:
     delay = float(os.environ.get("DIPS_TEST_RENDER_DELAY", "0"))
     if delay:
         time.sleep(delay)
-    source = sources.from_request(request, settings.current())
-    image = Image.open(io.BytesIO(source.data))
+    with sources.from_request(request, settings.current()) as source:
+        data = source.data
+    image = Image.open(io.BytesIO(data))
     source_format = FORMATS.get(image.format or "", "jpeg")
     ops = request.get("ops") if isinstance(request.get("ops"), dict) else {}
     size = _size(ops, *image.size)
@@ -79,11 +80,12 @@ def render(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def info(request: dict[str, Any]) -> dict[str, Any]:
-    source = sources.from_request(request, settings.current())
-    image = Image.open(io.BytesIO(source.data))
+    with sources.from_request(request, settings.current()) as source:
+        data = source.data
+    image = Image.open(io.BytesIO(data))
     return {"width": image.width, "height": image.height,
             "format": FORMATS.get(image.format or "", "unknown"),
-            "size": len(source.data)}
+            "size": len(data)}
 
 
 def main() -> int:

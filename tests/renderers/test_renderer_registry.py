@@ -39,8 +39,24 @@ def test_describe_gives_each_service_its_fields() -> None:
 
 
 def test_warm_up_draws_the_card_assets() -> None:
-    renderers.warm_up()
+    renderers.warm_up("ecard")
     assert set(ecard._tiles) == {1, 2}
+
+
+def test_warm_up_warms_only_the_services_the_process_looked_up() -> None:
+    """A worker resolves its one service by name, then warms up: an imgproxy worker does not
+    draw (and keep) the card's templates and tiles. A fresh process: the tiles are global."""
+    program = (
+        "import renderers\n"
+        "from renderers import ecard\n"
+        "assert renderers.services().get('imgproxy') is not None\n"
+        "renderers.warm_up()\n"
+        "print(sorted(ecard._tiles), ecard.template.cache_info().currsize)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "0"]
 
 
 def test_unknown_service_is_a_key_error() -> None:

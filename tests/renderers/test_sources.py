@@ -8,6 +8,8 @@ test if it is ever reached; hostile origins are real servers on 127.0.0.1.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -382,6 +384,43 @@ def test_a_local_file_under_a_root_is_read(root: Path) -> None:
     found = own.load("local:///photos/a.jpg", limits(sources_roots=(str(root),)))
     assert found.data == JPEG and found.etag and found.last_modified
     assert own.load("local:///inside.jpg", limits(sources_roots=(str(root),))).data == JPEG
+
+
+def test_a_local_file_is_read_where_it_lies_never_copied_into_the_cache(root: Path) -> None:
+    own = sources.Sources()
+    with own.load("local:///photos/a.jpg", limits(sources_roots=(str(root),))) as found:
+        assert found.describe()["length"] == len(JPEG) and found.blob.head(3) == JPEG[:3]
+        assert found.blob.stream().read() == JPEG and found.data == JPEG
+        assert len(own.cache) == 0 and own.cache.size == 0
+    assert found.blob.fd == -1  # closed with the source
+
+
+def test_a_local_file_that_grows_past_the_limit_after_it_was_opened_is_refused(
+    root: Path,
+) -> None:
+    path = root / "photos" / "a.jpg"
+    cap = limits(sources_roots=(str(root),), source_max_bytes=len(JPEG) + 10)
+    with sources.Sources().load("local:///photos/a.jpg", cap) as found:
+        with path.open("ab") as grow:
+            grow.write(bytes(100))
+        with pytest.raises(SourceTooLarge):
+            found.data  # noqa: B018
+
+
+def test_the_http_client_is_imported_only_for_a_remote_source(root: Path) -> None:
+    """A worker that serves local files never loads urllib3 (a fresh process)."""
+    program = (
+        "import sys, renderers\n"
+        "from renderers import sources, settings\n"
+        f"limits = settings.Settings(sources_roots=({str(root)!r},))\n"
+        "with sources.Sources().load('local:///photos/a.jpg', limits) as found:\n"
+        "    assert found.data\n"
+        "print('urllib3' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize(

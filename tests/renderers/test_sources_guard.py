@@ -286,4 +286,4 @@ def test_a_file_swapped_for_a_fifo_after_the_check_is_refused_not_waited_on(
     os.unlink(found.path)
     os.mkfifo(found.path)  # nobody will ever write to it: opening it to read would block
     with pytest.raises(SourceNotFound, match="regular file"):
-        local.read(found, settings.Settings(sources_roots=(str(root),)))
+        local.open_file(found, settings.Settings(sources_roots=(str(root),)))
