@@ -5,11 +5,13 @@ thumbor: its file loader), both are driven by Debian's ``wrk`` with the same con
 and every request is distinct (a cache buster for DIPS, a query for thumbor) so that
 neither a cache nor coalescing answers it. DIPS is one broker, two ``imgproxy`` workers and
 one ``mdp-http``; thumbor is one server process with an engine pool of two threads (its
-notes: with ``--processes 2`` one process often takes every connection). Per case and
-system: thumbnails per second (median of the interleaved runs), CPU per thumbnail summed
-over every process of the system, and the peak of the summed RSS of its processes. Then a
-cache hit at the door (p50 over one keep-alive connection), and the JPEG bytes of both for
-one thumbnail at the same size and quality.
+notes: with ``--processes 2`` one process often takes every connection): two render lanes
+each. The machine is shared, so the two run in adjacent windows, in pairs, the order
+alternating, and the ratio is the median of the pairs' ratios. Per case and system:
+thumbnails per second, CPU per thumbnail summed over every process of the system, the peak
+of the summed PSS and RSS of its processes, and how busy the rest of the machine was
+(:mod:`benchlib.imageserver_load`). Then a cache hit at the door (p50 over one keep-alive
+connection), and the JPEG bytes of both for one thumbnail at the same size and quality.
 """
 
 from __future__ import annotations
@@ -17,10 +19,7 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import statistics
-import subprocess
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -28,32 +27,30 @@ from pathlib import Path
 
 from benchlib import imageserver_thumbor as thumbor
 from benchlib.cluster import start_broker, start_workers
+from benchlib.imageserver_load import (
+    MemoryPeak,
+    Window,
+    descendants,
+    memory,
+    process_name,
+    wrk,
+)
 from benchlib.plan import Plan
 from benchlib.procs import BenchError, Child, Children, wait_for
 from benchlib.roundtrip import note
-from testkit import cpu_seconds, rss_bytes
+from testkit import cpu_seconds
 
 CASES = (("24mp", 6000, 4000), ("1600x1200", 1600, 1200))
 WIDTH = 300
 QUALITY = 80
 CONNECTIONS = 8
 WRK_THREADS = 2
+PAIRS = 5  # adjacent DIPS/thumbor windows per case (--quick: 1)
+WINDOW_S = 8.0  # seconds of wrk per window (--quick: 4)
 LISTENING = re.compile(r"mdp-http listening on http://127\.0\.0\.1:(\d+)/")
-WRK = shutil.which("wrk")
 # thumbor's shape: (--processes, ENGINE_THREADPOOL_SIZE); DIPS_BENCH_THUMBOR="2,1" overrides
 THUMBOR_SHAPE = tuple(int(n) for n in os.environ.get("DIPS_BENCH_THUMBOR", "1,2").split(","))
-SCRIPT = """
-local n = 0
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("tid", threads)
-end
-function request()
-  n = n + 1
-  return wrk.format("GET", string.format(PATTERN, tid, n))
-end
-"""
+DIPS_WORKERS = 2  # render lanes: thumbor's engine threads
 
 
 @dataclass
@@ -64,6 +61,7 @@ class Run:
     peak_rss_mb: float
     peak_pss_mb: float
     failed: int
+    others: float  # cores the rest of the machine kept busy meanwhile
 
 
 @dataclass
@@ -72,6 +70,7 @@ class System:
     port: int
     pids: list[int]
     pattern: dict[str, str] = field(default_factory=dict)  # case -> Lua format, %d %d
+    rest: tuple[float, float] = (0.0, 0.0)  # (RSS MB, PSS MB) after warm-up, at rest
 
 
 def make_photos(directory: Path) -> None:
@@ -84,125 +83,29 @@ def make_photos(directory: Path) -> None:
             path.write_bytes(samples.photo_jpeg(width, height))
 
 
-def _descendants(pid: int) -> list[int]:
-    found = [pid]
-    for child_pid in _children(pid):
-        found.extend(_descendants(child_pid))
-    return found
-
-
-def _children(pid: int) -> list[int]:
-    pids: list[int] = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            text = (task / "children").read_text().split()
-            pids.extend(int(p) for p in text)
-    except OSError:
-        pass
-    return pids
-
-
-def pss_bytes(pid: int) -> int:
-    """Proportional set size: private pages plus a share of each shared one (libraries,
-    a forked parent's pages), so that a sum over processes counts every page once."""
-    with open(f"/proc/{pid}/smaps_rollup") as rollup:
-        for line in rollup:
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    raise BenchError(f"no Pss for pid {pid}")
-
-
-class RssPeak:
-    """Samples the summed RSS and PSS of some processes every 50 ms; keeps the peaks."""
-
-    def __init__(self, pids: list[int]) -> None:
-        self.pids = pids
-        self.peak = 0
-        self.peak_pss = 0
-        self.each: dict[int, int] = {}  # pid -> its own peak RSS
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            total = total_pss = 0
-            for pid in self.pids:
-                try:
-                    rss, pss = rss_bytes(pid), pss_bytes(pid)
-                except (OSError, BenchError):
-                    continue
-                total += rss
-                total_pss += pss
-                self.each[pid] = max(self.each.get(pid, 0), rss)
-            self.peak = max(self.peak, total)
-            self.peak_pss = max(self.peak_pss, total_pss)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join(5)
-        return self.peak
-
-
-def wrk(port: int, pattern: str, duration_s: float, tmp: Path, connections: int = CONNECTIONS,
-        threads: int = WRK_THREADS) -> tuple[int, float, float, int]:
-    """(requests, seconds, p50 ms, failed) of a wrk run whose every request is distinct."""
-    if WRK is None:
-        raise BenchError("wrk is not installed (Debian package wrk)")
-    script = tmp / "distinct.lua"
-    script.write_text(f"PATTERN = {pattern!r}\n" + SCRIPT)
-    done = subprocess.run(
-        [WRK, "-t", str(threads), "-c", str(connections), "-d", f"{duration_s:g}s",
-         "--timeout", "60s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}/"],
-        capture_output=True, text=True, timeout=duration_s + 120, check=False)
-    out = done.stdout
-    match = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
-    if done.returncode != 0 or match is None:
-        raise BenchError(f"wrk failed: {done.stderr.strip() or out[-500:]}")
-    requests = int(match.group(1))
-    seconds = float(match.group(2)) / (1000 if match.group(3) == "ms" else 1)
-    failed = sum(int(m) for m in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
-    failed += sum(int(m) for m in re.findall(r"Socket errors:.*?(\d+)", out))
-    return requests, seconds, _p50_ms(out), failed
-
-
-def _p50_ms(out: str) -> float:
-    match = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
-    if match is None:
-        return float("nan")
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
-    return float(match.group(1)) * scale
-
-
-def _name(pid: int) -> str:
-    try:
-        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return str(pid)
-    module = words[words.index(b"-m") + 1].decode() if b"-m" in words else Path(
-        words[0].decode()).name
-    return f"{module}:{pid}"
+def system_pids(system: System) -> list[int]:
+    return [p for pid in system.pids for p in descendants(pid)]
 
 
 def measure(system: System, case: str, duration_s: float, tmp: Path) -> Run:
-    pids = [p for pid in system.pids for p in _descendants(pid)]
-    cpu_each = {p: cpu_seconds(p) for p in pids}
-    cpu_before = sum(cpu_each.values())
-    peak = RssPeak(pids)
+    pids = system_pids(system)
+    window = Window(pids)
+    peak = MemoryPeak(pids)
     nonce = f"{time.monotonic_ns():x}"  # every run's requests differ from every other's
     pattern = system.pattern[case].replace("NONCE", nonce)
     try:
-        requests, seconds, p50, failed = wrk(system.port, pattern, duration_s, tmp)
+        ran = wrk(system.port, pattern, duration_s, tmp, CONNECTIONS, WRK_THREADS)
     finally:
-        rss = peak.stop()
-        pss = peak.peak_pss
-    cpu = sum(cpu_seconds(p) for p in pids) - cpu_before
-    share = ", ".join(f"{_name(p)} {1000 * (cpu_seconds(p) - c) / max(requests, 1):.1f}"
-                      for p, c in cpu_each.items())
-    memory = ", ".join(f"{_name(p)} {b / 2**20:.0f}" for p, b in peak.each.items())
-    note(f"    CPU ms per thumbnail by process: {share}; peak RSS MB: {memory}")
-    return Run(requests / seconds, p50, 1000 * cpu / max(requests, 1), rss / 2**20,
-               pss / 2**20, failed)
+        peak.stop()
+    ours = window.ours_s()
+    others = window.others_cores(ours, ran.cpu_s)
+    count = max(ran.requests, 1)
+    share = ", ".join(f"{process_name(p)} {1000 * (cpu_seconds(p) - c) / count:.2f}"
+                      for p, c in window.each.items())
+    sizes = ", ".join(f"{process_name(p)} {b / 2**20:.0f}" for p, b in peak.each.items())
+    note(f"    CPU ms per thumbnail by process: {share}; peak RSS MB: {sizes}")
+    return Run(ran.requests / ran.seconds, ran.p50_ms, 1000 * ours / count, peak.peak / 2**20,
+               peak.peak_pss / 2**20, ran.failed, others)
 
 
 def start_door(kids: Children, address: str, *extra: str) -> tuple[Child, int]:
@@ -219,7 +122,7 @@ def start_dips(kids: Children, photos: Path) -> tuple[System, str]:
     os.environ["DIPS_SOURCES_ROOTS"] = str(photos)
     try:
         broker, address = start_broker(kids)
-        workers = start_workers(kids, [address], 2, "imgproxy")
+        workers = start_workers(kids, [address], DIPS_WORKERS, "imgproxy")
     finally:
         if saved is None:
             os.environ.pop("DIPS_SOURCES_ROOTS", None)
@@ -259,11 +162,11 @@ def cache_hit(kids: Children, address: str, duration_s: float, tmp: Path
     path = f"/unsafe/rs:fit:{WIDTH}:0/q:{QUALITY}/plain/local:///1600x1200.jpg@jpg"
     fetch(port, path)  # rendered once; every request after it is a hit
     before = cpu_seconds(door.pid)
-    requests, _, p50, failed = wrk(port, path + "%.0s%.0s", duration_s, tmp, connections=1,
-                                   threads=1)
-    if failed:
-        raise BenchError(f"{failed} cache hits failed")
-    cpu_us = 1e6 * (cpu_seconds(door.pid) - before) / max(requests, 1)
+    ran = wrk(port, path + "%.0s%.0s", duration_s, tmp, connections=1, threads=1)
+    if ran.failed:
+        raise BenchError(f"{ran.failed} cache hits failed")
+    p50 = ran.p50_ms
+    cpu_us = 1e6 * (cpu_seconds(door.pid) - before) / max(ran.requests, 1)
     within = _share_within_1ms(port)
     note(f"  at the door (its own histogram): {100 * within:.1f} % of image requests within "
          "1 ms")
@@ -311,63 +214,99 @@ def run(kids: Children, plan: Plan, tmp: Path) -> list[str]:
         thumbor.stop(server)
 
 
+Runs = dict[tuple[str, str], list[Run]]
+
+
 def _run(kids: Children, plan: Plan, tmp: Path, dips: System, address: str,
          other: System) -> list[str]:
-    reps = 1 if plan.quick else 3
-    duration = 4.0 if plan.quick else 15.0
-    for system in (dips, other):  # warm up: imports, connections, the workers' source cache
+    pairs = 1 if plan.quick else PAIRS
+    duration = 4.0 if plan.quick else WINDOW_S
+    for system in (dips, other):  # warm up: imports, connections, first decodes
         for name, _, _ in CASES:
             fetch(system.port, system.pattern[name].replace("NONCE-%d-%d", "warm"))
-    runs: dict[tuple[str, str], list[Run]] = {}
-    for rep in range(reps):
+        system.rest = memory(system_pids(system))
+        note(f"  {system.name} at rest after warm-up: RSS {system.rest[0]:.0f} MB, PSS "
+             f"{system.rest[1]:.0f} MB")
+    runs: Runs = {}
+    for pair in range(pairs):
         for name, _, _ in CASES:
-            order = (dips, other) if rep % 2 == 0 else (other, dips)
+            order = (dips, other) if pair % 2 == 0 else (other, dips)
             for system in order:
                 result = measure(system, name, duration, tmp)
                 runs.setdefault((system.name, name), []).append(result)
-                note(f"  {name} {system.name}: {result.rate:.1f}/s, {result.cpu_ms:.0f} ms "
+                note(f"  {name} {system.name}: {result.rate:.1f}/s, {result.cpu_ms:.1f} ms "
                      f"CPU each, peak RSS {result.peak_rss_mb:.0f} MB, PSS "
-                     f"{result.peak_pss_mb:.0f} MB, {result.failed} failed")
+                     f"{result.peak_pss_mb:.0f} MB, {result.failed} failed, the rest of the "
+                     f"machine busy {result.others:.2f} cores")
     p50, hit_cpu_us, within = cache_hit(kids, address, 3.0 if plan.quick else 10.0, tmp)
     note(f"  cache hit at the door: p50 {p50:.2f} ms, {hit_cpu_us:.0f} µs door CPU")
     ours, theirs, diff, sizes = compare_bytes(dips, other)
     note(f"  JPEG bytes: DIPS {ours}, thumbor {theirs} ({sizes}, mean diff {diff:.2f})")
-    return render(runs, reps, duration, (p50, hit_cpu_us, within), (ours, theirs, diff, sizes))
+    return render(runs, (dips, other), pairs, duration, (p50, hit_cpu_us, within),
+                  (ours, theirs, diff, sizes))
 
 
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def render(runs: dict[tuple[str, str], list[Run]], reps: int, duration: float,
+def _max(values: list[float]) -> float:
+    return max(values, default=float("nan"))
+
+
+def pair_ratios(runs: Runs, case: str) -> list[float]:
+    """DIPS's rate over thumbor's in each pair of adjacent windows."""
+    ours, theirs = runs.get(("DIPS", case), []), runs.get(("thumbor 7.8", case), [])
+    return [a.rate / b.rate for a, b in zip(ours, theirs, strict=False) if b.rate > 0]
+
+
+def render(runs: Runs, systems: tuple[System, System], pairs: int, duration: float,
            hit: tuple[float, float, float], jpeg: tuple[int, int, float, str]) -> list[str]:
     p50, hit_cpu_us, within = hit
+    others = [r.others for rs in runs.values() for r in rs]
     lines = [
         f"{WIDTH} px wide JPEG thumbnails at quality {QUALITY} from photo files read by path, "
         f"`wrk -t{WRK_THREADS} -c{CONNECTIONS}`, every request distinct (no cache, no "
-        f"coalescing); {reps} interleaved run(s) of {duration:g} s per system and case, "
-        "median. CPU is summed over every process of the system; memory is the peak of the "
-        "sum over its processes of their PSS (each shared page counted once: libraries, a "
-        "forked parent's pages) and, beside it, of their RSS (shared pages counted in every "
-        "process). DIPS: 1 broker, 2 `imgproxy` workers, 1 `mdp-http`; "
-        f"thumbor: `--processes {THUMBOR_SHAPE[0]}`, `ENGINE_THREADPOOL_SIZE="
-        f"{THUMBOR_SHAPE[1]}`, file loader, no storage.",
+        f"coalescing). {pairs} pair(s) of adjacent windows of {duration:g} s per case, DIPS "
+        "and thumbor in turn (the order alternating), so that both see the same load from "
+        "the rest of this shared machine (it kept "
+        f"{_median(others):.1f} cores busy in the median window, {min(others, default=0):.1f}"
+        f"-{_max(others):.1f} over all). *ratio* is the median over the pairs of DIPS's "
+        "thumbnails/s over thumbor's in the same pair (range beside it); the rates are the "
+        "medians of the windows. CPU is summed over every process of the system. Memory is "
+        "the peak of the sum over its processes of their PSS (each shared page counted once: "
+        "the fair measure for several processes, as the machine holds a library once however "
+        "many processes map it) and, beside it, of their RSS (a shared page counted in every "
+        "process that maps it); *at rest* is after warm-up, before load.",
         "",
-        "| source | system | thumbnails/s | ratio | CPU per thumbnail | p50 latency | peak PSS "
-        "| peak RSS | failed |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"Render lanes: DIPS runs {DIPS_WORKERS} `imgproxy` worker processes, thumbor "
+        f"`--processes {THUMBOR_SHAPE[0]}` with `ENGINE_THREADPOOL_SIZE={THUMBOR_SHAPE[1]}` "
+        "(its Pillow work runs on those threads, its HTTP and Python on the main one; "
+        "`--processes 2` alone often leaves one process every connection). Both have two "
+        "lanes for two cores. DIPS also runs 1 broker and 1 `mdp-http`, whose CPU and memory "
+        "are counted; thumbor's file loader, DIPS's `local:///` root, no result storage, no "
+        "result cache (`--cache-bytes 0`).",
+        "",
+        "| source | system | thumbnails/s | ratio (range) | CPU per thumbnail | p50 latency "
+        "| peak PSS | peak RSS | at rest PSS / RSS | failed |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, width, height in CASES:
-        theirs = _median([r.rate for r in runs.get(("thumbor 7.8", name), [])])
-        for system in ("DIPS", "thumbor 7.8"):
-            figures = runs.get((system, name), [])
-            rate = _median([r.rate for r in figures])
+        ratios = pair_ratios(runs, name)
+        above = sum(r >= 1.0 for r in ratios)
+        for system in systems:
+            figures = runs.get((system.name, name), [])
+            ratio = (f"{_median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}; "
+                     f"{above} of {len(ratios)} >= 1)" if system.name == "DIPS" and ratios
+                     else "")
             lines.append(
-                f"| {width}x{height} | {system} | {rate:.1f} | {rate / theirs:.2f}x | "
-                f"{_median([r.cpu_ms for r in figures]):.0f} ms | "
+                f"| {width}x{height} | {system.name} | "
+                f"{_median([r.rate for r in figures]):.1f} | {ratio} | "
+                f"{_median([r.cpu_ms for r in figures]):.1f} ms | "
                 f"{_median([r.p50_ms for r in figures]):.0f} ms | "
-                f"{max((r.peak_pss_mb for r in figures), default=float('nan')):.0f} MB | "
-                f"{max((r.peak_rss_mb for r in figures), default=float('nan')):.0f} MB | "
+                f"{_max([r.peak_pss_mb for r in figures]):.0f} MB | "
+                f"{_max([r.peak_rss_mb for r in figures]):.0f} MB | "
+                f"{system.rest[1]:.0f} / {system.rest[0]:.0f} MB | "
                 f"{sum(r.failed for r in figures)} |")
     ours, theirs_bytes, diff, sizes = jpeg
     lines += [
