@@ -55,7 +55,7 @@ from mdp.errors import ConfigError
 from mdpctl import doors, flags, images, local, locate, numbers, render
 from mdpctl.cluster import DEFAULT_BROKERS
 from mdpctl.context import Context
-from mdpctl.endpoints import split_listen
+from mdpctl.endpoints import OFF, split_listen
 from mdpctl.errors import ProcessFailed, UsageError, WaitTimeout
 from mdpctl.fleet import snapshot
 from mdpctl.readiness import SlotKey, wait_serving, wait_until
@@ -196,37 +196,40 @@ def _spec(args: argparse.Namespace, ctx: Context, base: dict[str, Any]) -> local
 
 def _images(args: argparse.Namespace, base: dict[str, Any], http: bool) -> images.ImageServing:
     """The image server's settings: given paths made absolute and checked (the programs run
-    in the run directory), a Redis on loopback only (it has no password here)."""
+    in the run directory)."""
     def paths(dest: str, key: str, check: Any) -> tuple[str, ...]:
         given = getattr(args, dest)
         if given is None:
             return tuple(base.get(key, ()))
         return tuple(check(given, flags.BY_DEST[dest].name))
 
-    listen = args.redis if args.redis is not None else base.get("redis", "off")
-    redis = None
-    if listen == "off" and args.redis_max_memory is not None:
-        raise UsageError("--redis-max-memory is for the Redis that --redis runs")
-    if listen != "off":
-        if not images.is_loopback(split_listen(listen)[0]):
-            raise UsageError(f"--redis {listen}: the local cluster's Redis listens on loopback "
-                             "only (it has no password); for a fleet, see `mdpctl config "
-                             "--redis`")
-        memory = args.redis_max_memory or base.get("redis_max_memory") or \
-            images.REDIS_MAX_MEMORY
-        redis = images.RedisProgram(listen, memory, images.find_redis_server())
+    url = args.redis_url if args.redis_url is not None else base.get("redis_url")
     serving = images.ImageServing(
         sign_keys=paths("sign_key", "sign_keys", images.readable_files),
         sign_salts=paths("sign_salt", "sign_salts", images.readable_files),
         sources_roots=paths("sources_root", "sources_roots", images.absolute_dirs),
         sources_allow=tuple(args.sources_allow or base.get("sources_allow", ())),
-        redis=redis,
-        redis_url=args.redis_url if args.redis_url is not None else base.get("redis_url"),
+        redis=_redis(args, base),
+        redis_url=None if url == OFF else url,
     )
     if not http and (serving.redis or serving.redis_url or serving.sign_keys):
         raise UsageError("--redis, --redis-url and --sign-key are the HTTP door's: not with "
                          "--http off")
     return serving
+
+
+def _redis(args: argparse.Namespace, base: dict[str, Any]) -> images.RedisProgram | None:
+    """The Redis that --redis asks for: on loopback only (it has no password here)."""
+    listen = args.redis if args.redis is not None else base.get("redis", OFF)
+    if listen == OFF:
+        if args.redis_max_memory is not None:
+            raise UsageError("--redis-max-memory is for the Redis that --redis runs")
+        return None
+    if not images.is_loopback(split_listen(listen)[0]):
+        raise UsageError(f"--redis {listen}: the local cluster's Redis listens on loopback "
+                         "only (it has no password); for a fleet, see `mdpctl config --redis`")
+    memory = args.redis_max_memory or base.get("redis_max_memory") or images.REDIS_MAX_MEMORY
+    return images.RedisProgram(listen, memory, images.find_redis_server())
 
 
 def _check_same_options(args: argparse.Namespace, ctx: Context) -> None:

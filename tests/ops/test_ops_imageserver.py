@@ -19,7 +19,6 @@ import signal
 import socket
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 from PIL import Image
