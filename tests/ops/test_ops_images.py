@@ -24,7 +24,7 @@ from mdpctl.doors import door_kind
 from renderers import settings as renderer_settings
 from testkit import free_port, processes_under, wait_for
 
-from .opstools import REPO
+from .opstools import REPO, supervisord_reads
 
 REDIS_SERVER = images.REDIS_SERVER
 HAVE_REDIS = shutil.which(REDIS_SERVER) is not None
@@ -72,12 +72,7 @@ def test_the_variables_mdpctl_sets_are_the_ones_the_programs_read() -> None:
 def parse_config(text: str, where: Path) -> ServerOptions:
     """The file as supervisord reads it (``%(ENV_...)s`` filled from this environment)."""
     (where / "run" / "log").mkdir(parents=True, exist_ok=True)
-    path = where / "supervisord.conf"
-    path.write_text(text)
-    options = ServerOptions()
-    options.configfile = str(path)
-    options.process_config(do_usage=False)
-    return options
+    return supervisord_reads(text, where)
 
 
 def program(options: ServerOptions, name: str) -> object:
