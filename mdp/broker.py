@@ -140,10 +140,12 @@ class Broker:
         core, sock = self.core, self.socket
         curve = self.auth is not None
         now = time.monotonic()
-        if core.next_deadline() <= now:
+        deadline = core.next_deadline()
+        if deadline <= now:
             core.tick(now)
             self._carry_out()
-        timeout_ms = min(poll_timeout_ms(core.next_deadline(), now), max_block_ms)
+            deadline = core.next_deadline()
+        timeout_ms = min(poll_timeout_ms(deadline, now), max_block_ms)
         frames, user = sockio.recv_wait(sock, timeout_ms, with_user=curve, keep_big=True)
         handled = 0
         while frames is not None:
@@ -157,10 +159,11 @@ class Broker:
             if handled == 1 and not sockio.readable(sock):
                 break  # it came alone
             if handled % FLUSH_EVERY == 0:
-                core.flush(time.monotonic())
+                now = time.monotonic()
+                core.flush(now)
                 self._carry_out()
-            if handled == PASS or core.next_deadline() <= time.monotonic():
-                break  # the timers get a turn; the rest waits in the socket
+                if handled == PASS or core.next_deadline() <= now:
+                    break  # the timers get a turn; the rest waits in the socket
             if curve:
                 frames, user = sockio.recv_with_user(sock, keep_big=True)
             else:
@@ -173,19 +176,21 @@ class Broker:
     def _carry_out(self) -> None:
         """Send what the core asks, in order; a send to a peer that is gone is reported
         to the core (which may ask for more)."""
-        core, sock = self.core, self.socket
+        core, sock, send = self.core, self.socket, sockio.send
         actions = core.take_actions()
         while actions:
+            lost = False
             for action in actions:
                 match action:
                     case Send(_, frames):
                         try:
-                            sockio.send(sock, frames)
+                            send(sock, frames)
                         except zmq.ZMQError as exc:
                             if exc.errno not in _UNREACHABLE:
                                 raise
                             core.lost(frames[0], time.monotonic())
-            actions = core.take_actions()
+                            lost = True
+            actions = core.take_actions() if lost else []
 
     def close(self) -> None:
         if self.monitor is not None:

@@ -133,11 +133,14 @@ class BrokerCore:
     def next_deadline(self) -> float:
         """When :meth:`tick` is next due."""
         deadline = self._next_heartbeat
-        if self.dispatcher.busy:
-            deadline = min(deadline, self._next_probe)
-        if self.dispatcher.orphans:
-            deadline = min(deadline, self._next_grace)
-        return min(deadline, self.dispatcher.next_retry)
+        dispatcher = self.dispatcher
+        if dispatcher.busy and self._next_probe < deadline:
+            deadline = self._next_probe
+        if dispatcher.orphans and self._next_grace < deadline:
+            deadline = self._next_grace
+        if dispatcher.retries and dispatcher.retries[0][0] < deadline:
+            deadline = dispatcher.retries[0][0]
+        return deadline
 
     def tick(self, now: float) -> None:
         """The shell has read what arrived, or a deadline came: run the timers that are
@@ -175,7 +178,7 @@ class BrokerCore:
             self._hellos.pop(peer, None)
             self._firsts.pop(peer, None)
             return
-        log.warning("worker %s is gone; requeueing its tasks", peer.hex()[:20])
+        self._warnings(now, "worker %s is gone; requeueing its tasks", peer.hex()[:20])
         self._forget(worker, now, lost=True)
 
     def purge_revoked(self, now: float) -> None:
@@ -589,15 +592,29 @@ class BrokerCore:
         connection dropped (dead, or frozen past its ZMTP heartbeats) fails, and the shell
         says :meth:`lost`; a DIPS worker answers it while its handler runs. Workers that
         answer their tasks quickly are never probed. A DIPS worker that answers nothing
-        for ``--frozen-after`` has its tasks given to others."""
+        for ``--frozen-after`` has its tasks given to others, unless half or more of its
+        service's workers are as quiet: a freeze strikes a process, and a whole fleet gone
+        quiet together is overloaded (or this broker was stalled itself), not frozen."""
         dispatcher, config = self.dispatcher, self.config
         quiet, silent = dispatcher.quiet_holders(config.probe_interval_s,
                                                  config.frozen_after_s, now)
+        by_service: dict[bytes, list[Worker]] = {}
         for worker in silent:
-            log.warning("worker %s silent for %.1fs while it runs a task; its tasks go to "
-                        "other workers", worker.identity.hex()[:20], config.frozen_after_s)
-            dispatcher.take_back_from_silent(worker)
-            self._dispatch(worker.service, now)
+            by_service.setdefault(worker.service.name, []).append(worker)
+        for workers in by_service.values():
+            service = workers[0].service
+            if len(workers) > max(1, len(service.workers) // 2):
+                self._warnings(now, "%d of %d workers of %r quiet for %.1fs while they run a "
+                               "task: taken for an overload, not for frozen workers",
+                               len(workers), len(service.workers), service.name.decode(),
+                               config.frozen_after_s)
+                continue
+            for worker in workers:
+                self._warnings(now, "worker %s silent for %.1fs while it runs a task; its "
+                               "tasks go to other workers", worker.identity.hex()[:20],
+                               config.frozen_after_s)
+                dispatcher.take_back_from_silent(worker)
+            self._dispatch(service, now)
         if send:
             for worker in quiet:
                 self._send(p.worker_command(worker.identity, p.HEARTBEAT))
@@ -609,8 +626,10 @@ class BrokerCore:
                         dispatcher.worker_expiry_s)
             self._send(p.worker_command(worker.identity, p.DISCONNECT))
             self._forget(worker, now, lost=True)
-        for identity in dispatcher.workers:
-            self._send(p.worker_command(identity, p.HEARTBEAT))
+        recent = now - self.config.heartbeat_interval_s / 2
+        for identity, worker in dispatcher.workers.items():
+            if worker.tasked_at < recent:  # a worker sent a task just now has heard from us
+                self._send(p.worker_command(identity, p.HEARTBEAT))
         dispatcher.drop_expired(now)
         for caller in dispatcher.detach_expired(now):
             self._answer_error(caller, Expired("the deadline passed while the request ran "

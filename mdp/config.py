@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -152,7 +153,8 @@ class _Version(argparse.Action):
                  values: object, option_string: str | None = None) -> None:
         from mdp.version import code_version
 
-        parser.exit(0, f"{parser.prog} {code_version()}\n")
+        sys.stdout.write(f"{parser.prog} {code_version()}\n")
+        parser.exit(0)
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):

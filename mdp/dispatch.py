@@ -39,7 +39,7 @@ from typing import Any
 
 from mdp.errors import Overloaded, RequestError, UnknownService, WorkerLost
 from mdp.poison import PoisonMemory
-from mdp.records import Request, Service, Worker, WorkerState
+from mdp.records import Process, Request, Service, Worker, WorkerState
 from mdp.tally import BrokerTally
 
 __all__ = ["Dispatcher", "Request", "Service", "Worker", "WorkerState"]
@@ -80,12 +80,13 @@ class Dispatcher:
         self.shared: dict[tuple[bytes, bytes], Request] = {}  # by (service, ck)
         self.orphans: set[bytes] = set()  # services with requests and no worker
         self.offered: OrderedDict[bytes, None] = OrderedDict()  # services that had workers
+        self.processes: dict[tuple[str, int], Process] = {}  # by (host, pid)
         self.poison = PoisonMemory(poison_memory_s)
         self.counters = BrokerTally()
         self._random = random.Random()
         self._key = self._random.getrandbits(63)
-        # requests that lost their worker, by when they go out again
-        self._retries: list[tuple[float, int, Request]] = []
+        # requests that lost their worker, by when they go out again (a heap)
+        self.retries: list[tuple[float, int, Request]] = []
         self._retry_order = itertools.count()
 
     # --- workers ---------------------------------------------------------------------
@@ -100,6 +101,14 @@ class Dispatcher:
         self.workers[identity] = worker
         service.workers[identity] = worker
         service.idle[identity] = worker
+        host, pid = meta.get("host"), meta.get("pid")
+        if dips and isinstance(host, str) and isinstance(pid, int):
+            process = self.processes.get((host, pid))
+            if process is None:
+                process = self.processes[(host, pid)] = Process()
+            process.workers += 1
+            process.heard_at = now
+            worker.process = process
         self.orphans.discard(service_name)
         offered = self.offered
         if service_name not in offered:
@@ -126,6 +135,11 @@ class Dispatcher:
         service.workers.pop(identity, None)
         service.idle.pop(identity, None)
         service.open.pop(identity, None)
+        process = worker.process
+        if process is not None:
+            process.workers -= 1
+            if not process.workers:
+                self.processes.pop((worker.meta["host"], worker.meta["pid"]), None)
         costs = [] if lost is None else [r for r in (*worker.tasks.values(), *worker.given_up
                                                      .values()) if not r.done and lost(r)]
         poisoned = []
@@ -141,7 +155,7 @@ class Dispatcher:
                 continue
             if request in costs:
                 due = now + self._random.uniform(*RETRY_S)
-                heapq.heappush(self._retries, (due, next(self._retry_order), request))
+                heapq.heappush(self.retries, (due, next(self._retry_order), request))
             else:
                 self._requeue(service, request)
         if not service.workers:
@@ -155,13 +169,13 @@ class Dispatcher:
     @property
     def next_retry(self) -> float:
         """When a request that lost its worker is next due to go out again."""
-        return self._retries[0][0] if self._retries else math.inf
+        return self.retries[0][0] if self.retries else math.inf
 
     def due_retries(self, now: float) -> list[Service]:
         """Requests that lost their worker and have waited their pause go back to the head
         of their queue; their services, to dispatch."""
         services: list[Service] = []
-        retries = self._retries
+        retries = self.retries
         while retries and retries[0][0] <= now:
             _, _, request = heapq.heappop(retries)
             if request.done:
@@ -183,6 +197,8 @@ class Dispatcher:
         """A message from the worker, a sign of life; True if it had gone silent (it may
         be given tasks again)."""
         worker.expires_at = now + self.worker_expiry_s
+        if worker.process is not None:
+            worker.process.heard_at = now
         if not worker.silent:
             return False
         worker.silent = False
@@ -566,8 +582,9 @@ class Dispatcher:
             if given_at > now - quiet_s:
                 continue  # given a task just now
             if worker.expires_at <= silent_if and worker.dips and not worker.silent \
-                    and given_at <= now - silent_s:
-                silent.append(worker)
+                    and given_at <= now - silent_s and (
+                        worker.process is None or worker.process.heard_at <= now - silent_s):
+                silent.append(worker)  # (a worker in a process that speaks is not frozen)
             else:
                 quiet.append(worker)
         return quiet, silent

@@ -68,6 +68,7 @@ class Outbox:
                 pending[1].append((request, hold))
             return
         request.sent_mark = self.taken
+        worker.tasked_at = now
         self.send(p.to_worker(worker.identity, request.key, request.body, worker.dips,
                               request.ttl_ms(now), hold), now)
 
@@ -109,6 +110,7 @@ class Outbox:
             return  # gone meanwhile: its tasks are queued again
         tasks = [(r, hold) for r, hold in tasks if worker.tasks.get(r.key) is r]
         taken = self.taken
+        worker.tasked_at = now
         for start in range(0, len(tasks), p.MAX_BATCH):
             part = tasks[start:start + p.MAX_BATCH]
             for request, _ in part:

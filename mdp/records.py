@@ -65,6 +65,15 @@ class Request:
 
 
 @dataclass(eq=False, slots=True)
+class Process:
+    """A worker process as its READY names it (host, pid): several workers may share one
+    (a process that hosts workers as threads)."""
+
+    workers: int = 0  # attached workers that live in it
+    heard_at: float = 0.0  # when one of them last said anything
+
+
+@dataclass(eq=False, slots=True)
 class Worker:
     """A worker attached to this broker."""
 
@@ -76,6 +85,7 @@ class Worker:
     expires_at: float
     prefetch: int = 0  # tasks it may hold beyond the one it runs
     last_done_at: float = 0.0  # when it last answered one of our tasks
+    tasked_at: float = 0.0  # when we last sent it a task
     batch: bool = False  # takes TASKS (several tasks in one message)
     tasks: dict[bytes, Request] = field(default_factory=dict)  # oldest first
     away: bool = False
@@ -83,6 +93,7 @@ class Worker:
     served: int = 0
     failures: int = 0
     user: str = ""  # the worker's CURVE key (z85) when CURVE is on
+    process: Process | None = None  # the process it lives in, if its READY says
     silent: bool = False  # went silent holding tasks; gets none until it speaks again
     # tasks taken back from it when it went silent, by key: a late reply still counts
     given_up: dict[bytes, Request] = field(default_factory=dict)
@@ -137,4 +148,4 @@ class Service:
         work_s = self.work_s
         self.work_s = work_s = sample_s if work_s <= 0.0 else (
             work_s + WORK_EWMA * (sample_s - work_s))
-        self.hold_cap = max(1, int(HOLD_BUDGET_S / work_s)) if work_s > 0.0 else 16
+        self.hold_cap = max(1, int(HOLD_BUDGET_S / work_s)) if work_s > 0.0 else 1

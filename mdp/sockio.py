@@ -75,7 +75,11 @@ def _rest(sock: zmq.Socket, frame: zmq.Frame, keep_big: bool) -> list[bytes]:
         return frames
     while frame.more:
         frame = _recv(sock, 0, copy=False)
-        frames.append(frame if len(frame) >= BIG and len(frames) >= HEAD else frame.bytes)
+        if len(frames) < HEAD:
+            frames.append(frame.bytes)
+        else:
+            data = frame.bytes if frame.__len__() < BIG else frame
+            frames.append(data)
     return frames
 
 

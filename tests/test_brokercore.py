@@ -652,3 +652,34 @@ def test_a_big_frame_where_a_name_or_key_belongs_is_refused_not_fatal() -> None:
     assert error_of([m for _, m in out(core)], 1) == "bad_request"
     core.receive([W1, b"", p.WORKER, p.REPLY, zmq.Frame(b"k" * 100_000), b"", BODY], "", 0.1)
     assert out(core) == [] and core.dispatcher.counters.dropped == 1
+
+
+def test_a_whole_fleet_gone_quiet_is_overloaded_not_frozen() -> None:
+    """Half the workers or more quiet together: the host (or this broker) was stalled or
+    overloaded; taking their tasks back would only pile copies on the same load."""
+    core = make()
+    for worker in (W1, W2, W3):
+        ready(core, worker)
+    for rid, worker in ((1, W1), (2, W2), (3, W3)):
+        running_at(core, worker, rid, 0.0)
+    tick(core, 0.85)
+    assert not any(w.silent for w in core.dispatcher.workers.values())
+    for worker in (W2, W3):  # two of three answer now: the quiet one is frozen
+        feed(core, worker, p.signal(p.HEARTBEAT), 0.9)
+    tick(core, 1.05)
+    assert core.dispatcher.workers[W1].silent
+
+
+def test_a_worker_whose_process_speaks_is_slow_not_frozen() -> None:
+    """Workers hosted as threads of one process: while one of them answers, the process
+    runs, and a quiet one waits for its turn at the GIL."""
+    core = make()
+    for worker in (W1, W2, W3, b"\x00w4"):
+        feed(core, worker, p.ready(SVC, {"pid": 7, "host": "h"}), 0.0)
+    ready(core, b"\x00w5")
+    running_at(core, W1, 1, 0.0)
+    feed(core, W2, p.signal(p.HEARTBEAT), 0.7)  # its sibling speaks
+    tick(core, 0.85)
+    assert not core.dispatcher.workers[W1].silent
+    tick(core, 1.6)  # nobody in that process has spoken for 0.9 s
+    assert core.dispatcher.workers[W1].silent
