@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mdpctl import images, numbers
-from mdpctl.endpoints import listen_or_off_arg, tcp_endpoint_arg
+from mdpctl.endpoints import OFF, listen_or_off_arg, tcp_endpoint_arg
 from mdpctl.render import DEFAULT_LOG_LEVEL, DEFAULT_TIME_LIMIT_S, GEARMAN_LISTEN, HTTP_LISTEN
 
 
@@ -89,7 +89,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--redis", "run redis-server at HOST:PORT for the HTTP door's shared cache of "
          "rendered images (the option alone: " + images.REDIS_LISTEN + "; nothing persisted; "
          "off: none)", "off", type=listen_or_off_arg, metavar="HOST:PORT|off",
-         const=images.REDIS_LISTEN),
+         const=images.REDIS_LISTEN, env=images.DOOR_REDIS_ENV),
     Flag("--redis-max-memory", "the Redis's memory; least recently used images go first",
          images.REDIS_MAX_MEMORY, images.REDIS_MAX_MEMORY, type=images.redis_size,
          metavar="SIZE"),
@@ -145,4 +145,5 @@ def env_conflicts(args: argparse.Namespace, environ: dict[str, str]) -> list[str
     """Options given that a DIPS_* variable of ``environ`` also sets, as
     ``--redis-url and $DIPS_HTTP_REDIS``."""
     return [f"{flag.name} and ${flag.env}" for flag in FLAGS
-            if flag.env and getattr(args, flag.dest) is not None and environ.get(flag.env)]
+            if flag.env and getattr(args, flag.dest) not in (None, OFF)
+            and environ.get(flag.env)]

@@ -27,7 +27,7 @@ from mdpctl.cluster import CLUSTER_FILE_NAME, SOCKET_NAME, local_cluster_toml
 from mdpctl.endpoints import split_listen, tcp_host_port
 from mdpctl.errors import CtlError, NotRunning, Unreachable, UsageError, WaitTimeout
 from mdpctl.fleet import parse_command
-from mdpctl.images import REDIS_PASSWORD_ENV, ImageServing
+from mdpctl.images import REDIS_MAX_MEMORY, REDIS_PASSWORD_ENV, ImageServing
 from mdpctl.readiness import wait_until
 from mdpctl.rpc import Supervisor, SupervisorEndpoint
 
@@ -133,7 +133,7 @@ def image_options(images: ImageServing) -> dict[str, Any]:
     redis = images.redis
     return {
         "redis": redis.listen if redis is not None else "off",
-        "redis_max_memory": redis.max_memory if redis is not None else None,
+        "redis_max_memory": redis.max_memory if redis is not None else REDIS_MAX_MEMORY,
         "redis_url": images.redis_url,
         "sign_keys": list(images.sign_keys),
         "sign_salts": list(images.sign_salts),

@@ -222,6 +222,7 @@ def up_refusal(capsys: pytest.CaptureFixture[str], tmp_path: Path, *argv: str) -
     (["--sources-root", "."], "DIPS_SOURCES_ROOTS"),
     (["--sources-allow", "https://a.example"], "DIPS_SOURCES_ALLOW"),
     (["--redis-url", "redis://127.0.0.1:1/0"], "DIPS_HTTP_REDIS"),
+    (["--redis"], "DIPS_HTTP_REDIS"),
     (["--sign-key", "k", "--sign-salt", "s"], "DIPS_HTTP_SIGN_KEY"),
 ])
 def test_up_refuses_an_option_and_the_variable_that_says_the_same(

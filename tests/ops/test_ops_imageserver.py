@@ -115,6 +115,14 @@ def test_one_up_line_serves_a_folder_signed_and_cached_in_redis_that_may_die(
     assert door(local_cluster, "redis")["pid"] == back
     assert fetch(url)[1]["X-Cache"] == "HIT"  # the new door finds the old results
 
+    run_dir = str(local_cluster.run_dir)
+    same = mdpctl("--run-dir", run_dir, "up", "--redis", redis, code=code, env=NO_MEMORY_CACHE)
+    assert same.returncode == 0 and "already running" in same.stdout, same.stderr
+    other = mdpctl("--run-dir", run_dir, "up", "--sources-root", str(root), code=code,
+                   env=NO_MEMORY_CACHE)
+    assert other.returncode == 2 and f"sources_roots: {root / 'photos'} running, {root} " \
+        "asked" in other.stderr, other.stderr
+
     text = local_cluster.ctl("status").stdout
     assert re.search(rf"^local\s+redis\s+{re.escape(redis)}\s+RUNNING", text, re.M), text
     recorded = json.loads((local_cluster.run_dir / "up.json").read_text())
