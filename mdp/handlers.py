@@ -107,19 +107,34 @@ def _services_of(entry: metadata.EntryPoint) -> tuple[Mapping[str, Handle], Any]
     return services, provider
 
 
+def _load(entry: metadata.EntryPoint) -> tuple[Mapping[str, Handle], Any]:
+    """The provider's services and the provider; ConfigError naming a broken plug-in."""
+    try:
+        return _services_of(entry)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a broken plug-in is named, not a traceback
+        raise ConfigError(f"cannot load {GROUP} entry point {entry.name!r} "
+                          f"({entry.value}): {type(exc).__name__}: {exc}") from exc
+
+
+def service_names() -> list[str]:
+    """Every service a worker started here could offer: ``echo``, then each provider's in
+    the order it gives them (what :func:`resolve` finds; ConfigError as it raises)."""
+    names = ["echo"]
+    for entry in _providers():
+        services, _provider = _load(entry)
+        names.extend(str(name) for name in services if name not in names)
+    return names
+
+
 def resolve(service: str) -> Handler:
     """The handler of ``service``; ConfigError listing the known services otherwise."""
     if service == "echo":
         return ECHO
     known = ["echo"]
     for entry in _providers():
-        try:
-            services, provider = _services_of(entry)
-        except ConfigError:
-            raise
-        except Exception as exc:  # a broken plug-in is named, not a traceback
-            raise ConfigError(f"cannot load {GROUP} entry point {entry.name!r} "
-                              f"({entry.value}): {type(exc).__name__}: {exc}") from exc
+        services, provider = _load(entry)
         call = services.get(service)
         if call is not None:
             warm_up = getattr(provider, "warm_up", None)

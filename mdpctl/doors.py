@@ -1,9 +1,12 @@
 """The front doors (mdp-http, mdp-gearman) as supervisord runs them: found, watched, restarted.
 
 A door is a supervisord program whose command runs ``mdp_http`` or ``mdp_gearman``; its
-address is its ``--listen`` argument.  A door *serves* when supervisord has it RUNNING
-and its port accepts connections.  A door that exits at start (its port taken, a bad
-flag) is reported with its address, the port's holder and the end of its log.
+address is its ``--listen`` argument.  The doors' Redis (``redis-server``, its address
+from ``--bind`` and ``--port``) is found, shown and waited for with them, but never
+restarted by ``reload``: it is a cache, and runs none of our code.  A door *serves* when
+supervisord has it RUNNING and its port accepts connections.  A door that exits at start
+(its port taken, a bad flag) is reported with its address, the port's holder and the end
+of its log.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from mdpctl import ports
 from mdpctl.cluster import Cluster, Host
 from mdpctl.endpoints import split_listen
 from mdpctl.errors import CtlError, ProcessFailed
+from mdpctl.images import REDIS_SERVER
 from mdpctl.readiness import process_failure, wait_until
 from mdpctl.rpc import ProcessInfo, Supervisor
 
@@ -27,6 +31,7 @@ log = logging.getLogger(__name__)
 
 DOOR_MODULES = {"mdp_http": "mdp-http", "mdp_gearman": "mdp-gearman",
                 "mdp-http": "mdp-http", "mdp-gearman": "mdp-gearman"}
+REDIS_KIND = "redis"  # shown and watched with the doors; no code of ours, so never reloaded
 FAILED_STATES = frozenset({"FATAL", "BACKOFF", "EXITED", "UNKNOWN"})
 
 
@@ -35,9 +40,14 @@ class Door:
     """One front door on one host."""
 
     host: str
-    kind: str  # "mdp-http" or "mdp-gearman"
+    kind: str  # "mdp-http", "mdp-gearman" or "redis"
     listen: str  # HOST:PORT
     process: ProcessInfo
+
+    @property
+    def runs_our_code(self) -> bool:
+        """A door restarts on `reload`; the Redis (a cache, not our code) does not."""
+        return self.kind != REDIS_KIND
 
     @property
     def label(self) -> str:
@@ -45,22 +55,29 @@ class Door:
 
     @property
     def url(self) -> str:
-        return f"http://{self.listen}/" if self.kind == "mdp-http" else f"gearman://{self.listen}"
+        scheme = {"mdp-http": "http", "mdp-gearman": "gearman"}.get(self.kind, self.kind)
+        return f"{scheme}://{self.listen}" + ("/" if scheme == "http" else "")
 
 
 def door_kind(command: str) -> tuple[str, str] | None:
-    """(kind, listen address) when ``command`` runs a door, else None."""
+    """(kind, listen address) when ``command`` runs a door or the doors' Redis, else None."""
     try:
         argv = shlex.split(command)
     except ValueError:
         return None
     runs = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else (
         argv[0].rsplit("/", 1)[-1] if argv else "")
+    if runs == REDIS_SERVER:
+        host, port = _option(argv, "--bind") or "127.0.0.1", _option(argv, "--port") or "6379"
+        return REDIS_KIND, f"{host}:{port}"
     kind = DOOR_MODULES.get(runs)
     if kind is None:
         return None
-    listen = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--listen"), "")
-    return kind, listen
+    return kind, _option(argv, "--listen") or ""
+
+
+def _option(argv: list[str], flag: str) -> str | None:
+    return next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == flag), None)
 
 
 def read_host_doors(host: Host, timeout_s: float) -> list[Door]:

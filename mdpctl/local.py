@@ -27,6 +27,7 @@ from mdpctl.cluster import CLUSTER_FILE_NAME, SOCKET_NAME, local_cluster_toml
 from mdpctl.endpoints import split_listen, tcp_host_port
 from mdpctl.errors import CtlError, NotRunning, Unreachable, UsageError, WaitTimeout
 from mdpctl.fleet import parse_command
+from mdpctl.images import REDIS_MAX_MEMORY, REDIS_PASSWORD_ENV, ImageServing
 from mdpctl.readiness import wait_until
 from mdpctl.rpc import Supervisor, SupervisorEndpoint
 
@@ -36,9 +37,8 @@ CONFIG_NAME = "supervisord.conf"
 OPTIONS_NAME = "up.json"
 # Settings of the programs (renderers' limits and sources, the doors' ...) come from DIPS_*
 # variables; these are mdpctl's own and stay out of the cluster's environment.
-MDPCTL_ENV = frozenset({"DIPS_RUN_DIR", "DIPS_CLUSTER", "DIPS_SUPERVISOR_PASSWORD"})
-HTTP_LISTEN = "127.0.0.1:8080"  # mdp-http
-GEARMAN_LISTEN = "127.0.0.1:4730"  # mdp-gearman, where gearmand would listen
+MDPCTL_ENV = frozenset({"DIPS_RUN_DIR", "DIPS_CLUSTER", "DIPS_SUPERVISOR_PASSWORD",
+                        REDIS_PASSWORD_ENV})
 STARTUP_LOG_NAME = "supervisord.startup.log"
 
 
@@ -65,13 +65,14 @@ class LocalSpec:
     pools: tuple[render.WorkerPool, ...]
     python: str = sys.executable
     pythonpath: str | None = None
-    time_limit_s: float = 30.0
+    time_limit_s: float = render.DEFAULT_TIME_LIMIT_S
     heartbeat_interval_s: float | None = None
     max_requests: int = 0
-    log_level: str = "INFO"
-    http_listen: str | None = HTTP_LISTEN
-    gearman_listen: str | None = GEARMAN_LISTEN
+    log_level: str = render.DEFAULT_LOG_LEVEL
+    http_listen: str | None = render.HTTP_LISTEN
+    gearman_listen: str | None = render.GEARMAN_LISTEN
     settings: tuple[tuple[str, str], ...] = ()  # DIPS_* variables the programs get
+    images: ImageServing = ImageServing()
 
     def options(self) -> dict[str, Any]:
         """What ``up`` was asked for, as recorded in ``up.json`` and compared by a later
@@ -86,6 +87,7 @@ class LocalSpec:
             "log_level": self.log_level,
             "http": self.http_listen or "off",
             "gearman": self.gearman_listen or "off",
+            **image_options(self.images),
         }
 
     def settings_record(self) -> dict[str, str]:
@@ -99,6 +101,9 @@ class LocalSpec:
         if self.gearman_listen:
             found.append(
                 (f"mdp-gearman ({self.gearman_listen})", *split_listen(self.gearman_listen)))
+        if self.images.redis is not None:
+            listen = self.images.redis.listen
+            found.append((f"redis ({listen})", *split_listen(listen)))
         return found
 
     def host_config(self) -> render.HostConfig:
@@ -119,7 +124,22 @@ class LocalSpec:
             gearman_listen=self.gearman_listen,
             http_listen=self.http_listen,
             extra_environment={k: render.escape_env(v) for k, v in self.settings},
+            images=self.images,
         )
+
+
+def image_options(images: ImageServing) -> dict[str, Any]:
+    """The image server's part of ``up.json``: what a later ``up`` compares."""
+    redis = images.redis
+    return {
+        "redis": redis.listen if redis is not None else "off",
+        "redis_max_memory": redis.max_memory if redis is not None else REDIS_MAX_MEMORY,
+        "redis_url": images.redis_url,
+        "sign_keys": list(images.sign_keys),
+        "sign_salts": list(images.sign_salts),
+        "sources_roots": list(images.sources_roots),
+        "sources_allow": list(images.sources_allow),
+    }
 
 
 def settings_from(environ: dict[str, str]) -> tuple[tuple[str, str], ...]:
@@ -147,6 +167,7 @@ _MOVE_HINT = {
     "broker": "choose other ports with --broker",
     "mdp-http": "move it with --http HOST:PORT, or --http off for none",
     "mdp-gearman": "move it with --gearman HOST:PORT, or --gearman off for none",
+    "redis": "move it with --redis HOST:PORT, or --redis off for none",
 }
 
 

@@ -22,9 +22,14 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 from mdpctl.errors import UsageError
+from mdpctl.images import DOOR_REDIS_ENV, REDIS_PROGRAM, ImageServing
 
 DRAIN_MARGIN_S = 10.0
 """Added to a worker's time limit for its stop timeout: leaving every broker, exiting."""
+DEFAULT_TIME_LIMIT_S = 30.0
+DEFAULT_LOG_LEVEL = "INFO"
+HTTP_LISTEN = "127.0.0.1:8080"  # mdp-http of the local cluster
+GEARMAN_LISTEN = "127.0.0.1:4730"  # mdp-gearman of the local cluster, where gearmand would be
 
 VERSION_PROBE_PROGRAM = "mdp-version"
 KEEPER_PROGRAM = "mdp-scale"  # mdpctl.keeper; the same name as mdpctl.scalestate's
@@ -32,7 +37,7 @@ BROKER_GROUP = "brokers"
 HTTP_PROGRAM = "mdp-http"
 GEARMAN_PROGRAM = "mdp-gearman"
 RESERVED_NAMES = frozenset({BROKER_GROUP, VERSION_PROBE_PROGRAM, KEEPER_PROGRAM, HTTP_PROGRAM,
-                            GEARMAN_PROGRAM})
+                            GEARMAN_PROGRAM, REDIS_PROGRAM})
 # A group's priority orders supervisord's own start (low first) and shutdown (high first):
 # brokers before workers before the doors, and the other way round.
 BROKER_PRIORITY = 100
@@ -109,16 +114,17 @@ class HostConfig:
     broker_binds: tuple[str, ...] = ()
     brokers: tuple[str, ...] = ()
     pools: tuple[WorkerPool, ...] = ()
-    time_limit_s: float = 30.0
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S
     heartbeat_interval_s: float | None = None
     max_requests: int = 0
-    log_level: str = "INFO"
+    log_level: str = DEFAULT_LOG_LEVEL
     identifier: str = "dips"
     rpc: RpcListen | None = None
     extra_environment: dict[str, str] = field(default_factory=dict)
     curve: CurveFiles | None = None
     gearman_listen: str | None = None  # HOST:PORT of an mdp-gearman front door, if any
     http_listen: str | None = None  # mdp-http's HOST:PORT, None: no gateway on this host
+    images: ImageServing = field(default_factory=ImageServing)
 
     def __post_init__(self) -> None:
         for endpoint in self.broker_binds + self.brokers:
@@ -212,6 +218,7 @@ def http_command(config: HostConfig) -> list[str]:
     own = [b.replace("0.0.0.0", "127.0.0.1") for b in config.broker_binds]
     for broker in config.brokers or own:
         argv += ["--broker", broker]
+    argv += config.images.door_args()
     if config.curve is not None:
         argv += config.curve.door_args()
     return argv + ["--log-level", config.log_level]
@@ -231,6 +238,7 @@ def _environment(config: HostConfig) -> str:
     if config.pythonpath:
         env["PYTHONPATH"] = config.pythonpath
     env.update(config.extra_environment)
+    env.update(config.images.worker_environment())
     return ",".join(f'{key}="{value}"' for key, value in env.items())
 
 
@@ -256,9 +264,15 @@ def render(config: HostConfig) -> str:
     parts.extend(_brokers(config))
     for pool in config.pools:
         parts.extend(_pool(config, pool))
+    if config.images.redis is not None:
+        parts.append(_template("redis.conf").substitute(
+            command=_command(config.images.redis.command(config.run_dir)),
+            run_dir=config.run_dir))
     if config.http_listen:
+        redis = config.images.door_redis()
         parts.append(_template("http.conf").substitute(
-            command=_command(http_command(config)), run_dir=config.run_dir))
+            command=_command(http_command(config)), run_dir=config.run_dir,
+            environment=f'environment={DOOR_REDIS_ENV}="{redis}"\n' if redis else ""))
     if config.pools:
         parts.append(
             _template("scale-keeper.conf").substitute(

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import logging
 import re
 
+from mdp import handlers
 from mdpctl.errors import UsageError
 
-log = logging.getLogger(__name__)
-
-BUILTIN_SERVICE = "echo"
 _SERVICE_COUNT = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(=(?P<count>\d+))?$")
 
 
@@ -29,19 +25,7 @@ def parse_service_counts(specs: list[str]) -> dict[str, int | None]:
 
 
 def default_services() -> list[str]:
-    """``echo`` and every service the installed renderers offer."""
-    return [BUILTIN_SERVICE, *renderer_services()]
-
-
-def renderer_services() -> list[str]:
-    """The names in the renderers registry, or none when there is no renderers package."""
-    if importlib.util.find_spec("renderers") is None:
-        return []
-    try:
-        import renderers
-
-        names = [str(name) for name in renderers.names()]
-    except Exception as exc:  # a broken renderers package must not break mdpctl
-        log.warning("cannot list the renderers' services: %s", exc)
-        return []
-    return [name for name in names if name != BUILTIN_SERVICE]
+    """``echo`` and every service the ``dips.services`` entry points offer: what a worker
+    started here finds (:func:`mdp.handlers.service_names`; ConfigError naming a provider
+    that cannot be loaded)."""
+    return handlers.service_names()

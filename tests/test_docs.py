@@ -8,7 +8,8 @@ examples use (photo.jpg, photos/, card.json, cards.jsonl ...) and where copies o
 repository's scripts/, supervisor/ and docs/ are, so ``scripts/demo`` works as pasted and no
 block can change the repository through them; ``DIPS_RUN_DIR`` points every ``mdpctl`` at
 the cluster and ``HOME`` at a scratch directory. A block that stops the cluster (``mdpctl
-down``, ``scripts/demo``) gets it started again for the next.
+down``, ``scripts/demo``) or starts one of its own in its place gets the session's started
+again for the next.
 
 How a document marks a block that cannot run, or one that needs setup: ``tests/docblocks.py``.
 A failure names the document and the line of the block, with the end of its output.
@@ -84,6 +85,7 @@ class Docs:
     root: Path
     env: dict[str, str]
     workdirs: dict[str, Path] = field(default_factory=dict)
+    standard: str = ""  # the session cluster's up.json
 
     @property
     def run_dir(self) -> Path:
@@ -95,12 +97,23 @@ class Docs:
                               check=False)
 
     def ensure_up(self) -> None:
+        """The session's cluster, serving; started again when a block stopped it or left
+        one of its own (`mdpctl up --sources-root photos ...`) in its place."""
         if (self.run_dir / "supervisor.sock").exists():
             status = self.mdpctl("status", "--json", timeout=60)
-            if status.returncode == 0:
+            if status.returncode == 0 and self._options() == self.standard:
                 return
+            self.mdpctl("down", "--timeout", "30", timeout=60)
         up = self.mdpctl(*UP)
         assert up.returncode == 0, f"mdpctl up failed: {up.stdout}{up.stderr}"
+        self.standard = self.standard or self._options()
+
+    def _options(self) -> str:
+        """What the running cluster was started with (`up.json`)."""
+        try:
+            return (self.run_dir / "up.json").read_text(encoding="utf-8")
+        except OSError:
+            return ""
 
     def workdir(self, doc: str) -> Path:
         """The document's own directory, with the sample inputs and copies of the

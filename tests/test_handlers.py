@@ -70,6 +70,19 @@ def test_a_broken_provider_is_a_config_error_naming_it(monkeypatch: pytest.Monke
         handlers.resolve("shout")
 
 
+def test_service_names_are_echo_and_every_providers_in_their_order(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import renderers
+
+    assert handlers.service_names() == ["echo", *renderers.services()]
+    monkeypatch.setattr(handlers, "_providers", lambda: [entry("test_handlers:PROVIDER"),
+                                                         entry("test_handlers:PROVIDER")])
+    assert handlers.service_names() == ["echo", "shout"]
+    monkeypatch.setattr(handlers, "_providers", lambda: [entry("test_handlers:BROKEN")])
+    with pytest.raises(ConfigError, match="gives no service mapping"):
+        handlers.service_names()
+
+
 def test_the_code_version_covers_the_handler_package() -> None:
     assert code_version() == code_version("renderers")  # renderers is a provider already
     assert code_version("test_handlers") == code_version()  # not a package: nothing added

@@ -8,7 +8,10 @@ usage: mdpctl config local       [--broker ENDPOINT ...] [--service NAME[=N] ...
                                  [--curve-secret FILE --broker-key FILE]
        (all: [--http HOST:PORT|off] [--gearman HOST:PORT|off] [--door-secret FILE]
              [--spare N] [--python PATH] [--run-dir DIR] [--pythonpath DIR] [--time-limit S]
-             [--heartbeat-interval S] [--max-requests N] [--log-level LEVEL] [-o FILE])
+             [--heartbeat-interval S] [--max-requests N] [--log-level LEVEL]
+             [--redis [HOST:PORT|off]] [--redis-max-memory SIZE] [--redis-url URL]
+             [--sign-key FILE --sign-salt FILE ...] [--sources-root DIR ...]
+             [--sources-allow ORIGIN ...] [-o FILE])
 
 local: two brokers, per service as many workers as --workers (default: the cores), and
 the two front doors as `mdpctl up` runs them (mdp-http at 127.0.0.1:8080, mdp-gearman at
@@ -25,6 +28,15 @@ be used: --run-dir defaults to %(here)s/run.  The HTTP control server (hosts onl
 $DIPS_SUPERVISOR_PASSWORD and written as its SHA-1; without it the file gets a
 placeholder that matches no password.  Keep that server off the open network (loopback
 plus an SSH tunnel, or a firewalled management network).
+
+Images by URL: --sources-root and --sources-allow tell the host's workers where sources
+come from, --sign-key/--sign-salt make its door require signed URLs (paths on the host,
+absolute).  --redis HOST:PORT runs a redis-server on the host for the doors' shared cache
+(nothing persisted; its memory bounded by --redis-max-memory); beyond loopback it needs a
+password: set $DIPS_REDIS_PASSWORD, the file gets only its SHA-256.  A door uses the
+host's own --redis, or --redis-url URL for one elsewhere; with $DIPS_REDIS_PASSWORD set
+here, its URL takes the password from supervisord's environment when it starts
+(%(ENV_DIPS_REDIS_PASSWORD)s), so supervisord on that host must be started with it.
 """
 
 from __future__ import annotations
@@ -36,10 +48,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from mdpctl import local, numbers, render
+from mdpctl import flags, images, numbers, render
 from mdpctl.cluster import DEFAULT_BROKERS
 from mdpctl.context import Context
-from mdpctl.endpoints import OFF, listen_arg, listen_or_off_arg, tcp_endpoint_arg
+from mdpctl.endpoints import OFF, listen_arg, tcp_endpoint_arg
 from mdpctl.errors import UsageError
 from mdpctl.services import default_services, parse_service_counts
 
@@ -53,26 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("profile", choices=PROFILES,
                         help="which supervisord file: " + ", ".join(PROFILES))
     parser.add_argument(
-        "--broker", action="append", metavar="ENDPOINT", type=tcp_endpoint_arg,
-        help="local: brokers to run (default tcp://127.0.0.1:5555 and :5556); worker-host: "
-        "brokers to connect to (repeat, every broker of the fleet)",
-    )
-    parser.add_argument(
         "--bind", action="append", metavar="ENDPOINT", type=tcp_endpoint_arg,
         help="broker-host: where its broker listens (default tcp://0.0.0.0:5555; repeat "
         "for more than one broker on the host)",
     )
-    parser.add_argument("--service", action="append", metavar="NAME[=N]",
-                        help="a service with N workers (repeat; default: echo and every "
-                        "renderer's service, with --workers or --cpus workers each)")
-    parser.add_argument("--workers", type=numbers.positive, metavar="N",
-                        help="local: workers per service (default: this machine's cores)")
     parser.add_argument("--cpus", type=numbers.positive, metavar="N",
                         help="worker-host: CPUs given to image work = workers per service "
                         "(required, no default)")
-    parser.add_argument("--spare", type=numbers.count, metavar="N",
-                        help="stopped slots per service for `mdpctl scale` (default: as many "
-                        "as workers)")
     parser.add_argument(
         "--python", default=sys.executable, metavar="PATH",
         help="interpreter for brokers, workers and doors (default: this one)",
@@ -81,18 +80,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--run-dir", default="%(here)s/run", metavar="DIR",
         help="socket, pid file and logs (default %%(here)s/run: beside the file)",
     )
-    parser.add_argument("--pythonpath", metavar="DIR",
-                        help="PYTHONPATH of every program (default: none; set it for a "
-                        "checkout that is not installed)")
-    parser.add_argument("--time-limit", type=numbers.seconds, default=30.0, metavar="SECONDS",
-                        help="longest a request may run (default 30)")
-    parser.add_argument("--heartbeat-interval", type=numbers.seconds, metavar="SECONDS",
-                        help="broker and worker heartbeat (default: the programs' own, 1 s)")
-    parser.add_argument("--max-requests", type=numbers.count, default=0, metavar="N",
-                        help="workers restart after N requests (default 0: never)")
-    parser.add_argument("--log-level", type=str.upper, default="INFO", metavar="LEVEL",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="log level of every program (default INFO)")
     parser.add_argument(
         "--rpc-listen", metavar="HOST:PORT", type=listen_arg,
         help="hosts: supervisord's HTTP control server (default 127.0.0.1:9001; local: "
@@ -100,12 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rpc-user", default="dips", metavar="NAME",
                         help="user name of the HTTP control server (default dips)")
-    parser.add_argument("--http", metavar="HOST:PORT|off", type=listen_or_off_arg,
-                        help="run mdp-http (API, dashboard, /metrics) listening here "
-                        f"(default: local {local.HTTP_LISTEN}, hosts off)")
-    parser.add_argument("--gearman", metavar="HOST:PORT|off", type=listen_or_off_arg,
-                        help="run mdp-gearman, the Gearman door, listening here "
-                        f"(default: local {local.GEARMAN_LISTEN}, hosts off)")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="write the file here (default: standard output)")
+    flags.add(parser)
     curve = parser.add_argument_group("CURVE (docs/SECURITY.md); hosts only")
     curve.add_argument("--curve-secret", metavar="FILE",
                        help="this host's key pair (default: none, plaintext)")
@@ -121,8 +105,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     curve.add_argument("--door-secret", metavar="FILE",
                        help="a client key pair for --gearman and --http (brokers refuse "
                        "requests signed with a worker's key; no default)")
-    parser.add_argument("-o", "--output", metavar="FILE",
-                        help="write the file here (default: standard output)")
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
@@ -140,16 +122,9 @@ def generated_by(args: argparse.Namespace) -> str:
     """The command that writes this file again (without -o)."""
     argv: list[str] = ["mdpctl", "config", args.profile]
     for flag, value in (
-        ("--workers", args.workers),
         ("--cpus", args.cpus),
-        ("--spare", args.spare),
         ("--python", args.python),
         ("--run-dir", args.run_dir),
-        ("--pythonpath", args.pythonpath),
-        ("--time-limit", f"{args.time_limit:g}"),
-        ("--heartbeat-interval", args.heartbeat_interval),
-        ("--max-requests", args.max_requests or None),
-        ("--log-level", args.log_level if args.log_level != "INFO" else None),
         ("--rpc-listen", args.rpc_listen),
         ("--rpc-user", args.rpc_user if args.profile != "local" else None),
         ("--curve-secret", args.curve_secret),
@@ -157,18 +132,12 @@ def generated_by(args: argparse.Namespace) -> str:
         ("--worker-keys", args.worker_keys),
         ("--broker-key", args.broker_key),
         ("--door-secret", args.door_secret),
-        ("--gearman", args.gearman),
-        ("--http", args.http),
     ):
         if value is not None:
             argv += [flag, str(value)]
     for bind in args.bind or ():
         argv += ["--bind", bind]
-    for broker in args.broker or ():
-        argv += ["--broker", broker]
-    for service in args.service or ():
-        argv += ["--service", service]
-    return shlex.join(argv)
+    return shlex.join(argv + flags.command_line(args))
 
 
 def _pools(args: argparse.Namespace, per_service: int) -> tuple[render.WorkerPool, ...]:
@@ -198,6 +167,8 @@ def _rpc(args: argparse.Namespace) -> render.RpcListen | None:
 
 _ONLY = {"bind": "broker-host", "workers": "local", "cpus": "worker-host",
          "client_keys": "broker-host", "worker_keys": "broker-host"}
+_NEED_HTTP = ("redis_url", "sign_key", "sign_salt")
+_NEED_WORKERS = ("sources_root", "sources_allow")
 
 
 def _curve(args: argparse.Namespace) -> render.CurveFiles | None:
@@ -217,8 +188,10 @@ def host_config(args: argparse.Namespace) -> render.HostConfig:
         if getattr(args, option) is not None and args.profile != profile:
             flag = option.replace("_", "-")
             raise UsageError(f"--{flag} applies to `mdpctl config {profile}` only")
-    if args.profile == "broker-host" and (args.service or args.broker or args.spare):
-        raise UsageError("a broker host runs no workers: drop --service, --broker, --spare")
+    if args.profile == "broker-host" and (args.service or args.broker or args.spare
+                                          or any(getattr(args, o) for o in _NEED_WORKERS)):
+        raise UsageError("a broker host runs no workers: drop --service, --broker, --spare, "
+                         "--sources-root, --sources-allow")
     if args.profile == "local":
         brokers = tuple(args.broker or DEFAULT_BROKERS)
         workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
@@ -257,6 +230,7 @@ def _config(
     brokers: tuple[str, ...] = (),
     pools: tuple[render.WorkerPool, ...] = (),
 ) -> render.HostConfig:
+    http = _door(args.http, args.profile, render.HTTP_LISTEN)
     return render.HostConfig(
         title=title,
         generated_by=generated_by(args),
@@ -266,16 +240,46 @@ def _config(
         broker_binds=broker_binds,
         brokers=brokers,
         pools=pools,
-        time_limit_s=args.time_limit,
+        time_limit_s=flags.value(args, "time_limit"),
         heartbeat_interval_s=args.heartbeat_interval,
-        max_requests=args.max_requests,
-        log_level=args.log_level,
+        max_requests=flags.value(args, "max_requests"),
+        log_level=flags.value(args, "log_level"),
         identifier=identifier,
         rpc=_rpc(args),
         curve=_curve(args),
-        gearman_listen=_door(args.gearman, args.profile, local.GEARMAN_LISTEN),
-        http_listen=_door(args.http, args.profile, local.HTTP_LISTEN),
+        gearman_listen=_door(args.gearman, args.profile, render.GEARMAN_LISTEN),
+        http_listen=http,
+        images=_images(args, http is not None),
     )
+
+
+def _images(args: argparse.Namespace, http: bool) -> images.ImageServing:
+    """Paths are the host's (absolute, not checked here); a Redis beyond loopback needs
+    $DIPS_REDIS_PASSWORD, of which the file gets only the SHA-256."""
+    if not http and any(getattr(args, option) for option in _NEED_HTTP):
+        raise UsageError("--redis-url, --sign-key and --sign-salt are for the HTTP door: "
+                         "add --http HOST:PORT")
+    redis = None
+    password = images.password_sha256(os.environ)
+    if args.redis not in (None, OFF):
+        redis = images.RedisProgram(args.redis, flags.value(args, "redis_max_memory"),
+                                    password_sha256=password)
+    elif args.redis_max_memory is not None:
+        raise UsageError("--redis-max-memory is for the Redis that --redis runs")
+    url = None if args.redis_url in (None, OFF) else args.redis_url
+    return images.ImageServing(
+        sign_keys=_host_paths(args, "sign_key"),
+        sign_salts=_host_paths(args, "sign_salt"),
+        sources_roots=_host_paths(args, "sources_root"),
+        sources_allow=tuple(args.sources_allow or ()),
+        redis=redis,
+        redis_url=url,
+        redis_password=url is not None and password is not None,
+    )
+
+
+def _host_paths(args: argparse.Namespace, dest: str) -> tuple[str, ...]:
+    return images.host_paths(getattr(args, dest), flags.BY_DEST[dest].name)
 
 
 def _door(value: str | None, profile: str, local_default: str) -> str | None:

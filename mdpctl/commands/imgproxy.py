@@ -80,7 +80,8 @@ def _key(args: argparse.Namespace, ctx: Context) -> int:
             out.write(secrets.token_hex(size) + "\n")
         written.append(path)
     ctx.say(f"wrote {written[0]} and {written[1]} (mode 0600)")
-    ctx.say(f"start the door with: mdp-http --sign-key {written[0]} --sign-salt {written[1]} ...")
+    ctx.say(f"give them to the door: mdpctl up --sign-key {written[0]} --sign-salt "
+            f"{written[1]} (or mdp-http --sign-key ... --sign-salt ...)")
     return 0
 
 

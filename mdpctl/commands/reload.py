@@ -17,7 +17,8 @@ Then, unless a SERVICE is named or --no-doors is given, the front doors (mdp-htt
 mdp-gearman) are restarted one at a time, each waited for until its port accepts
 connections again; a door that was down (its port taken at `up`, say) is started.  A
 door cannot be restarted without a gap: for about a second its port refuses
-connections (clients of the HTTP door retry, or go to another door).
+connections (clients of the HTTP door retry, or go to another door).  The doors' Redis
+is left alone: it is a cache, and runs none of the code being rolled out.
 
 With --brokers, the brokers are restarted instead, one at a time, each from the code now
 on its host.  Before the next broker is touched, the restarted one must answer
@@ -102,8 +103,9 @@ def _reload(args: argparse.Namespace, ctx: Context) -> int:
     if args.service and not fleet.slots(args.service):
         raise UsageError(f"no host has workers for service {args.service!r}")
     plan = rollout.make_plan(cluster, fleet, args.service, args.version, args.force)
-    chosen_doors = [] if args.service or args.no_doors else doors.read_doors(
-        cluster, cluster.select(args.host))
+    chosen_doors = [] if args.service or args.no_doors else [
+        door for door in doors.read_doors(cluster, cluster.select(args.host))
+        if door.runs_our_code]
     for host, version in plan.targets.items():
         ctx.say(f"{host}: target version {version}")
     for slot in plan.up_to_date:

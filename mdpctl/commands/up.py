@@ -3,22 +3,32 @@
 usage: mdpctl up [--broker ENDPOINT ...] [--service NAME[=N] ...] [--workers N] [--spare N]
                  [--http HOST:PORT|off] [--gearman HOST:PORT|off] [--time-limit S]
                  [--heartbeat-interval S] [--max-requests N] [--log-level LEVEL]
-                 [--pythonpath DIR] [--timeout S]
+                 [--pythonpath DIR] [--redis [HOST:PORT|off]] [--redis-max-memory SIZE]
+                 [--redis-url URL] [--sign-key FILE --sign-salt FILE ...]
+                 [--sources-root DIR ...] [--sources-allow ORIGIN ...] [--timeout S]
 
 No configuration file is needed: the packaged supervisord configuration is rendered
 into the run directory (supervisord.conf, with cluster.toml for the other commands and
 up.json, the options) and supervisord is started there; the programs get every DIPS_*
-variable of up's environment (the renderers' limits and image sources: docs/RENDERERS.md).
-Two brokers, at tcp://127.0.0.1:5555 and :5556 unless --broker says otherwise; for each
-service as many workers as the machine has cores; the HTTP door (mdp-http: API,
-dashboard, /metrics) at 127.0.0.1:8080 and the Gearman door (mdp-gearman) at
-127.0.0.1:4730 unless --http and --gearman move them or turn them off.
+variable of up's environment (the renderers' limits: docs/RENDERERS.md; the HTTP door's
+DIPS_HTTP_*: docs/HTTP.md).  Two brokers, at tcp://127.0.0.1:5555 and :5556 unless
+--broker says otherwise; for each service as many workers as the machine has cores; the
+HTTP door (mdp-http: API, images by URL, dashboard, /metrics) at 127.0.0.1:8080 and the
+Gearman door (mdp-gearman) at 127.0.0.1:4730 unless --http and --gearman move them or
+turn them off.
+
+Images by URL: --sources-root DIR lets the workers serve local:///PATH from DIR,
+--sources-allow ORIGIN fetch http(s) sources from ORIGIN; --sign-key and --sign-salt
+(`mdpctl imgproxy key` makes them) make the door require signed URLs.  --redis runs a
+redis-server on loopback (127.0.0.1:6379 unless given) that the door keeps rendered
+images in besides its memory; nothing of it is written to disk, `down` stops it and
+`reload` leaves it alone.  --redis-url points the door at a Redis that runs elsewhere.
 
 Every port is checked first, as the programs bind it: a port that is taken stops up at
 once with one line naming it and the process that holds it, and nothing is started.
 up returns once the brokers run, every worker is registered with every broker and each
-door accepts connections; a process that cannot start (a door included) is named with
-the end of its log, up exits 1 and leaves the cluster up for inspection.  Logs go to
+door (and the Redis) accepts connections; a process that cannot start is named with the
+end of its log, up exits 1 and leaves the cluster up for inspection.  Logs go to
 RUN_DIR/log; the control socket RUN_DIR/supervisor.sock is for its owner only.
 
 If the cluster is already running, up starts any door that is down, and waits until it
@@ -30,6 +40,7 @@ examples:
   mdpctl up
   mdpctl up --service echo=1 --service ecard=4 --spare 4
   mdpctl up --http 127.0.0.1:8081 --gearman off
+  mdpctl up --sources-root photos --redis
 """
 
 from __future__ import annotations
@@ -41,10 +52,10 @@ from typing import Any
 
 from mdp import handlers
 from mdp.errors import ConfigError
-from mdpctl import doors, local, locate, numbers, render
+from mdpctl import doors, flags, images, local, locate, numbers, render
 from mdpctl.cluster import DEFAULT_BROKERS
 from mdpctl.context import Context
-from mdpctl.endpoints import listen_or_off_arg, tcp_endpoint_arg
+from mdpctl.endpoints import OFF, split_listen
 from mdpctl.errors import ProcessFailed, UsageError, WaitTimeout
 from mdpctl.fleet import snapshot
 from mdpctl.readiness import SlotKey, wait_serving, wait_until
@@ -52,58 +63,7 @@ from mdpctl.services import default_services, parse_service_counts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--broker", action="append", metavar="ENDPOINT", type=tcp_endpoint_arg,
-        help="a broker to run, tcp://127.0.0.1:PORT (repeat; default tcp://127.0.0.1:5555 "
-        "and tcp://127.0.0.1:5556)",
-    )
-    parser.add_argument(
-        "--service", action="append", metavar="NAME[=N]",
-        help="a service to run workers for, with N workers (repeat; default: echo and "
-        "every renderer's service, --workers each)",
-    )
-    parser.add_argument(
-        "--workers", type=numbers.positive, metavar="N",
-        help="workers per service (default: the machine's cores, here "
-        f"{os.cpu_count() or 1})",
-    )
-    parser.add_argument(
-        "--spare", type=numbers.count, metavar="N",
-        help="extra stopped slots per service for `mdpctl scale` (default: as many as "
-        "workers)",
-    )
-    parser.add_argument(
-        "--http", type=listen_or_off_arg, metavar="HOST:PORT|off",
-        help=f"where mdp-http serves the API, the dashboard and /metrics (default "
-        f"{local.HTTP_LISTEN}; off: no HTTP door)",
-    )
-    parser.add_argument(
-        "--gearman", type=listen_or_off_arg, metavar="HOST:PORT|off",
-        help=f"where mdp-gearman takes Gearman clients (default {local.GEARMAN_LISTEN}; "
-        "off: no Gearman door)",
-    )
-    parser.add_argument(
-        "--time-limit", type=numbers.seconds, metavar="SECONDS",
-        help="longest a request may run (default 30)",
-    )
-    parser.add_argument(
-        "--heartbeat-interval", type=numbers.seconds, metavar="SECONDS",
-        help="broker and worker heartbeat (default: the programs' own, 1 s)",
-    )
-    parser.add_argument(
-        "--max-requests", type=numbers.count, metavar="N",
-        help="workers restart after N requests (default 0: never)",
-    )
-    parser.add_argument(
-        "--log-level", metavar="LEVEL", type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level of the brokers, workers and doors (default INFO)",
-    )
-    parser.add_argument(
-        "--pythonpath", metavar="DIR",
-        help="where the programs import mdp and renderers from (default: where mdpctl "
-        "imports them from, unless that is site-packages)",
-    )
+    flags.add(parser)
     parser.add_argument(
         "--timeout", type=numbers.seconds, default=60.0, metavar="SECONDS",
         help="how long to wait for every worker to register and every door to serve "
@@ -114,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     ctx.require_local("up")
     started = time.monotonic()
+    conflicts = flags.env_conflicts(args, dict(os.environ))
+    if conflicts:
+        raise UsageError(f"{conflicts[0]} both say it: give one of them")
     if ctx.search().run_dir is not None:
         _check_same_options(args, ctx)
         ctx.say(f"cluster already running in {ctx.run_dir}; waiting until it serves")
@@ -133,8 +96,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         locate.note_last(ctx.run_dir)
         workers = sum(pool.workers for pool in spec.pools)
         doors_asked = sum(1 for listen in (spec.http_listen, spec.gearman_listen) if listen)
-        ctx.say(f"starting {len(spec.brokers)} brokers, {workers} workers and {doors_asked} "
-                f"doors under supervisord in {ctx.run_dir} ...")
+        redis = " and a Redis" if spec.images.redis is not None else ""
+        ctx.say(f"starting {len(spec.brokers)} brokers, {workers} workers, {doors_asked} "
+                f"doors{redis} under supervisord in {ctx.run_dir} ...")
         local.start_supervisord(ctx.run_dir)
     cluster = ctx.cluster()
     try:
@@ -165,7 +129,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     ctx.say(f"  workers  {counts or 'none'}, each registered with every broker")
     for door in served:
         if door.kind == "mdp-http":
-            ctx.say(f"  http     {door.url} (API under /v1/, dashboard, /metrics)")
+            ctx.say(f"  http     {door.url} (API under /v1/, images by URL, dashboard, "
+                    "/metrics)")
+        elif door.kind == "redis":
+            ctx.say(f"  redis    {door.listen} (the HTTP door's shared cache of images)")
         else:
             ctx.say(f"  gearman  {door.listen} (Gearman clients, gearadmin)")
     ctx.say("`mdpctl status` shows the fleet; `mdpctl down` stops it")
@@ -203,34 +170,71 @@ def _spec(args: argparse.Namespace, ctx: Context, base: dict[str, Any]) -> local
         pools = tuple(render.WorkerPool(n, int(w), int(s)) for n, (w, s) in services.items())
     pythonpath = args.pythonpath or base.get("pythonpath") or local.code_dir()
 
-    def pick(value: Any, key: str, default: Any) -> Any:
-        return value if value is not None else base.get(key, default)
+    def pick(dest: str, key: str, default: Any = None) -> Any:
+        given = getattr(args, dest)
+        if given is not None:
+            return given
+        return base.get(key, flags.BY_DEST[dest].default if default is None else default)
 
-    http = pick(args.http, "http", local.HTTP_LISTEN)
-    gearman = pick(args.gearman, "gearman", local.GEARMAN_LISTEN)
+    http = pick("http", "http", render.HTTP_LISTEN)
+    gearman = pick("gearman", "gearman", render.GEARMAN_LISTEN)
     return local.LocalSpec(
         run_dir=ctx.run_dir,
         brokers=tuple(args.broker or base.get("brokers") or DEFAULT_BROKERS),
         pools=pools,
         pythonpath=os.path.abspath(pythonpath) if pythonpath else None,
-        time_limit_s=pick(args.time_limit, "time_limit_s", 30.0),
-        heartbeat_interval_s=pick(args.heartbeat_interval, "heartbeat_interval_s", None),
-        max_requests=pick(args.max_requests, "max_requests", 0),
-        log_level=pick(args.log_level, "log_level", "INFO"),
+        time_limit_s=pick("time_limit", "time_limit_s"),
+        heartbeat_interval_s=pick("heartbeat_interval", "heartbeat_interval_s"),
+        max_requests=pick("max_requests", "max_requests"),
+        log_level=pick("log_level", "log_level"),
         http_listen=None if http == "off" else http,
         gearman_listen=None if gearman == "off" else gearman,
         settings=local.settings_from(dict(os.environ)),
+        images=_images(args, base, http != "off"),
     )
 
 
-_GIVEN = ("broker", "service", "workers", "spare", "http", "gearman", "time_limit",
-          "heartbeat_interval", "max_requests", "log_level", "pythonpath")
+def _images(args: argparse.Namespace, base: dict[str, Any], http: bool) -> images.ImageServing:
+    """The image server's settings: given paths made absolute and checked (the programs run
+    in the run directory)."""
+    def paths(dest: str, key: str, check: Any) -> tuple[str, ...]:
+        given = getattr(args, dest)
+        if given is None:
+            return tuple(base.get(key, ()))
+        return tuple(check(given, flags.BY_DEST[dest].name))
+
+    url = args.redis_url if args.redis_url is not None else base.get("redis_url")
+    serving = images.ImageServing(
+        sign_keys=paths("sign_key", "sign_keys", images.readable_files),
+        sign_salts=paths("sign_salt", "sign_salts", images.readable_files),
+        sources_roots=paths("sources_root", "sources_roots", images.absolute_dirs),
+        sources_allow=tuple(args.sources_allow or base.get("sources_allow", ())),
+        redis=_redis(args, base),
+        redis_url=None if url == OFF else url,
+    )
+    if not http and (serving.redis or serving.redis_url or serving.sign_keys):
+        raise UsageError("--redis, --redis-url and --sign-key are the HTTP door's: not with "
+                         "--http off")
+    return serving
+
+
+def _redis(args: argparse.Namespace, base: dict[str, Any]) -> images.RedisProgram | None:
+    """The Redis that --redis asks for: on loopback only (it has no password here)."""
+    listen = args.redis if args.redis is not None else base.get("redis", OFF)
+    if listen == OFF:
+        if args.redis_max_memory is not None:
+            raise UsageError("--redis-max-memory is for the Redis that --redis runs")
+        return None
+    if not images.is_loopback(split_listen(listen)[0]):
+        raise UsageError(f"--redis {listen}: the local cluster's Redis listens on loopback "
+                         "only (it has no password); for a fleet, see `mdpctl config --redis`")
+    memory = args.redis_max_memory or base.get("redis_max_memory") or images.REDIS_MAX_MEMORY
+    return images.RedisProgram(listen, memory, images.find_redis_server())
 
 
 def _check_same_options(args: argparse.Namespace, ctx: Context) -> None:
     """Refuse options that differ from those the running cluster was started with."""
-    given = [name for name in _GIVEN if getattr(args, name) is not None]
-    if not given:
+    if not flags.given(args):
         return
     recorded = local.recorded_options(ctx.run_dir)
     if recorded is None:

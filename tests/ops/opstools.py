@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from supervisor.options import ServerOptions
+
 from testkit import BrokerLoad, serving_workers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,6 +46,17 @@ def break_code(code: Path) -> None:
     text = path.read_text(encoding="utf-8")
     assert "\ndef main(" in text
     path.write_text(text.replace("\ndef main(", "\nraise SystemExit(3)\n\n\ndef main(", 1))
+
+
+def supervisord_reads(text: str, where: Path) -> ServerOptions:
+    """Let supervisord itself read a configuration, as `supervisord -c` would (``%(here)s``
+    is ``where``; ``%(ENV_...)s`` comes from this process's environment)."""
+    path = where / "supervisord.conf"
+    path.write_text(text)
+    options = ServerOptions()
+    options.configfile = str(path)
+    options.process_config(do_usage=False)
+    return options
 
 
 def code_version(code: Path) -> str:

@@ -14,20 +14,10 @@ from mdpctl import render
 from mdpctl.cli import main
 from mdpctl.errors import UsageError
 
-from .opstools import REPO
+from .opstools import REPO, supervisord_reads
 
 SUPERVISOR_DIR = REPO / "supervisor"
 COMMITTED = sorted(SUPERVISOR_DIR.glob("*.conf"))
-
-
-def parse(text: str, where: Path) -> ServerOptions:
-    """Let supervisord itself read a configuration, as `supervisord -c` would."""
-    path = where / "supervisord.conf"
-    path.write_text(text)
-    options = ServerOptions()
-    options.configfile = str(path)
-    options.process_config(do_usage=False)
-    return options
 
 
 def groups(options: ServerOptions) -> dict[str, list[tuple[str, bool]]]:
@@ -53,7 +43,7 @@ def host(**changes: object) -> render.HostConfig:
 
 def test_slots_are_numbered_on_from_the_started_ones_to_the_spare_ones(tmp_path: Path) -> None:
     (tmp_path / "log").mkdir()
-    found = groups(parse(render.render(host()), tmp_path))
+    found = groups(supervisord_reads(render.render(host()), tmp_path))
     assert found["echo"] == [
         ("echo-00", True),
         ("echo-01", True),
@@ -68,7 +58,7 @@ def test_slots_are_numbered_on_from_the_started_ones_to_the_spare_ones(tmp_path:
 
 def test_workers_stop_gracefully_with_time_to_spare(tmp_path: Path) -> None:
     (tmp_path / "log").mkdir()
-    options = parse(render.render(host(time_limit_s=12.5)), tmp_path)
+    options = supervisord_reads(render.render(host(time_limit_s=12.5)), tmp_path)
     for group in options.process_group_configs:
         for process in group.process_configs:
             if group.name in ("echo", "ecard"):
@@ -81,7 +71,7 @@ def test_workers_stop_gracefully_with_time_to_spare(tmp_path: Path) -> None:
 
 def test_control_socket_is_for_its_owner_only(tmp_path: Path) -> None:
     (tmp_path / "log").mkdir()
-    options = parse(render.render(host()), tmp_path)
+    options = supervisord_reads(render.render(host()), tmp_path)
     (unix,) = options.configroot.supervisord.server_configs
     assert unix["family"] == 1 and unix["chmod"] == 0o700  # AF_UNIX
 
@@ -89,7 +79,7 @@ def test_control_socket_is_for_its_owner_only(tmp_path: Path) -> None:
 def test_http_control_needs_a_login(tmp_path: Path) -> None:
     (tmp_path / "log").mkdir()
     rpc = render.RpcListen("127.0.0.1:9101", "ops", "{SHA}" + "ab" * 20)
-    options = parse(render.render(host(rpc=rpc)), tmp_path)
+    options = supervisord_reads(render.render(host(rpc=rpc)), tmp_path)
     inet = next(c for c in options.configroot.supervisord.server_configs if c["family"] != 1)
     assert (inet["host"], inet["port"]) == ("127.0.0.1", 9101)
     assert inet["username"] == "ops" and inet["password"] == "{SHA}" + "ab" * 20
@@ -99,7 +89,7 @@ def test_paths_are_protected_from_expansion(tmp_path: Path) -> None:
     (tmp_path / "log").mkdir()
     path = "/srv/100%real"
     text = render.render(host(pythonpath=render.escape_env(path), python=render.escape(path)))
-    options = parse(text, tmp_path)
+    options = supervisord_reads(text, tmp_path)
     assert options.process_group_configs[-1].process_configs[0].command.startswith(path)
     assert options.configroot.supervisord.environment["PYTHONPATH"] == "/srv/100%real"
 
@@ -133,7 +123,7 @@ def test_worker_host_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     argv += ["--service", "ecard", "--service", "echo=1", "--run-dir", str(tmp_path)]
     assert main([*argv, "-o", str(out)]) == 0
     (tmp_path / "log").mkdir()
-    found = groups(parse(out.read_text(), tmp_path))
+    found = groups(supervisord_reads(out.read_text(), tmp_path))
     assert [n for n, started in found["ecard"] if started] == ["ecard-00", "ecard-01", "ecard-02"]
     assert len(found["ecard"]) == 6  # --spare defaults to --cpus
     assert [n for n, started in found["echo"] if started] == ["echo-00"]
@@ -189,7 +179,7 @@ def test_committed_file_is_valid_for_supervisord(path: Path, tmp_path: Path) -> 
     text = path.read_text().replace("/var/lib/dips", str(tmp_path / "run"))
     (tmp_path / "supervisor").mkdir()
     (tmp_path / "run" / "log").mkdir(parents=True)
-    options = parse(text, tmp_path / "supervisor")
+    options = supervisord_reads(text, tmp_path / "supervisor")
     names = [g.name for g in options.process_group_configs]
     assert names, path.name
     for group in options.process_group_configs:
