@@ -62,6 +62,7 @@ class Gateway:
                        config.max_concurrency, config.max_body_bytes, config.body_timeout_s,
                        self.known_services, self.service_info)
         self.stopping = asyncio.Event()
+        self._versions: dict[str, tuple[object, str]] = {}  # service -> (poll, versions)
 
     def known_services(self) -> set[str]:
         return self.poller.services()
@@ -71,12 +72,19 @@ class Gateway:
 
     async def renderer_version(self, service: str) -> str:
         """The code versions of the workers of ``service`` (part of every image request's
-        key: new renderer code, new results). Never waits for a poll but the first."""
+        key: new renderer code, new results). Never waits for a poll but the first; worked
+        out once per poll."""
         if self.poller.age() > 1e9:
             await self.poller.fresh(self.config.poll_interval_s)
         self.poller.refresh_behind(self.config.poll_interval_s)
-        return ",".join(sorted({worker.version for entry in self.poller.entries(service)
-                                for worker in entry.workers}))
+        latest = self.poller.latest
+        known = self._versions.get(service)
+        if known is not None and known[0] is latest:
+            return known[1]
+        version = ",".join(sorted({worker.version for entry in self.poller.entries(service)
+                                   for worker in entry.workers}))
+        self._versions[service] = (latest, version)
+        return version
 
     async def state(self) -> dict[str, Any]:
         await self.poller.fresh(self.config.poll_interval_s)

@@ -270,13 +270,18 @@ class ImageServer:
         finally:
             self.rendering -= 1
         # the result stays findable as in flight until the caches hold it: no request in
-        # between renders it again
-        self._later(self._store(ask.key, entry))
+        # between renders it again (memory holds it at once; Redis after a round trip)
+        self.cache.memory.put_now(ask.key, entry)
+        if self.shared is None:
+            self._inflight.pop(ask.key, None)
+        else:
+            self._later(self._store_shared(ask.key, entry))
         return entry
 
-    async def _store(self, key: bytes, entry: Entry) -> None:
+    async def _store_shared(self, key: bytes, entry: Entry) -> None:
         try:
-            await self.cache.put(key, entry)
+            if self.shared is not None:
+                await self.shared.put(key, entry)
         finally:
             self._inflight.pop(key, None)
 

@@ -7,6 +7,8 @@ poisoned requests are the brokers' counters in ``mmi.status`` and reach Promethe
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter
 
 
@@ -29,11 +31,16 @@ class ImageMetrics:
                                     "cache (each only cost a render)", registry=registry)
         self._counts = {"hits": 0, "misses": 0, "not_modified": 0, "renders": 0,
                         "coalesced": 0, "cache_errors": 0}
+        self._series: dict[tuple[str, str | None], Any] = {}  # labelled once, then at hand
 
     def count(self, what: str, label: str | None = None) -> None:
         self._counts[what] += 1
-        metric = getattr(self, what)
-        (metric.labels(label) if label is not None else metric).inc()
+        series = self._series.get((what, label))
+        if series is None:
+            metric = getattr(self, what)
+            series = self._series[(what, label)] = (
+                metric.labels(label) if label is not None else metric)
+        series.inc()
 
     def snapshot(self) -> dict[str, int]:
         return dict(self._counts)

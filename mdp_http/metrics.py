@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import (
@@ -28,6 +29,7 @@ from mdp import status as st
 SB = ["service", "broker"]
 WORKER = ["service", "broker", "host", "pid"]
 WORKER_STATES = ("idle", "busy", "away", "draining")
+MAX_LABELLED = 1024  # (service, status) pairs whose labelled children are kept at hand
 GATEWAY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -160,7 +162,13 @@ class GatewayMetrics:
                                  "body read to response", ["service"], registry=registry,
                                  buckets=GATEWAY_BUCKETS)
         self.in_flight = 0
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}  # labelled, looked up once
 
     def observe(self, service: str, status: int, seconds: float) -> None:
-        self.requests.labels(service, str(status)).inc()
-        self.latency.labels(service).observe(seconds)
+        children = self._children.get((service, status))
+        if children is None:
+            children = (self.requests.labels(service, str(status)), self.latency.labels(service))
+            if len(self._children) < MAX_LABELLED:
+                self._children[(service, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)

@@ -97,6 +97,9 @@ class MemoryCache:
         return self.get_now(key)
 
     async def put(self, key: bytes, entry: Entry) -> None:
+        self.put_now(key, entry)
+
+    def put_now(self, key: bytes, entry: Entry) -> None:
         if entry.size > self.max_bytes // 4:  # one result never flushes the cache
             return
         self._drop(key)
