@@ -74,10 +74,21 @@ class HttpConfig:
     cache_bytes: int = _opt(64 * MIB, "--cache-bytes",
                             "the door's in-memory cache of rendered images (0: none)", "N")
     cache_ttl_s: float = _opt(3600.0, "--cache-ttl",
-                              "seconds a rendered image is served from a cache", "SECONDS")
+                              "seconds a rendered image is served from a cache without asking; "
+                              "then the workers revalidate its source (a stat, or a "
+                              "conditional GET) and render only if it changed", "SECONDS")
+    cache_keep_s: float = _opt(86400.0, "--cache-keep",
+                               "seconds a rendered image is kept (in memory, and in Redis) so "
+                               "that it can be revalidated after --cache-ttl rather than "
+                               "rendered again (never less than --cache-ttl)", "SECONDS")
     redis: str | None = _opt(None, "--redis", "a Redis shared by the doors for rendered "
                              "images, e.g. redis://127.0.0.1:6379/0 (a failure only costs "
                              "renders)", "URL")
+
+    @property
+    def cache_kept_s(self) -> float:
+        """How long a result is kept: --cache-keep, and never less than --cache-ttl."""
+        return max(self.cache_keep_s, self.cache_ttl_s)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -99,6 +110,8 @@ class HttpConfig:
                               "must be >= 1")
         if self.cache_bytes < 0 or self.cache_ttl_s <= 0:
             raise ConfigError("--cache-bytes must be >= 0 and --cache-ttl positive")
+        if self.cache_keep_s <= 0:
+            raise ConfigError("--cache-keep must be positive")
         if self.redis is not None and not self.redis.startswith(("redis://", "rediss://",
                                                                  "unix://")):
             raise ConfigError(f"--redis {self.redis!r} is not a redis:// URL")

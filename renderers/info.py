@@ -15,7 +15,7 @@ from typing import Any
 from mdp.errors import BadRequest
 from renderers import blurhash, settings, sources
 from renderers.decode import open_image
-from renderers.imgproxy.service import SOURCE_FIELDS, SOURCE_FORMATS
+from renderers.imgproxy.service import SOURCE_FIELDS, SOURCE_FORMATS, unchanged
 from renderers.registry import Field, Renderer, register
 
 
@@ -45,7 +45,11 @@ class InfoService(Renderer):
     def render_checked(self, request: Mapping[str, Any]) -> dict[str, Any]:
         limits = settings.current()
         x, y = _components(request)
-        with sources.from_request(request, limits) as source:
+        known = sources.if_changed(request)
+        with sources.from_request(request, limits, known=known) as source:
+            same = unchanged(source, known)
+            if same is not None:
+                return same
             decoded = open_image(source.blob, "source", limits, lambda size: (32, 32))
         width, height = decoded.upright_source_size
         orientation = decoded.orientation

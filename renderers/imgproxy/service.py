@@ -7,7 +7,10 @@ Request (the contract with the HTTP door, docs/RENDERERS.md)::
      "accept": ["avif", "webp"], "quality": int | None}
 
 Reply: ``{"image": bytes, "content_type": str, "width": int, "height": int,
-"source": {"length": int, "etag"?: str, "last_modified"?: str}}``.
+"source": {"length": int, "etag"?: str, "last_modified"?: str}}``. With ``if_changed``
+(the source's validators from an earlier reply) and the source unchanged, only
+``{"unchanged": True, "source": {...}}``: nothing is decoded (a local file is opened; a
+remote one is asked for conditionally, or found fresh in the source cache).
 
 A format left open keeps the source's (a PNG with alpha stays PNG), or becomes AVIF or WebP
 when the client accepts it and the worker enables it (``auto_avif``, ``auto_webp``).
@@ -42,7 +45,19 @@ SOURCE_FIELDS = (
         doc="fetched by the worker (allow-list, roots); or image",
     ),
     Field("image", "bytes: a JPEG, PNG, WebP or GIF image", doc="the source itself; or source"),
+    Field(
+        "if_changed",
+        "map: etag and/or last_modified of the source, as a reply gave them",
+        doc="render only if the source changed since; else answer {unchanged: true}",
+    ),
 )
+
+
+def unchanged(source: sources.Source, known: Mapping[str, str] | None) -> dict[str, Any] | None:
+    """The reply to a request whose ``if_changed`` names the source as it still is."""
+    if known is None or not source.matches(known):
+        return None
+    return {"unchanged": True, "source": source.describe()}
 
 
 def output_format(
@@ -165,7 +180,11 @@ class ImgproxyService(Renderer):
         fmt = parse_format(request)
         accept = parse_accept(request)
         quality = parse_quality(request)
-        with sources.from_request(request, limits) as source:
+        known = sources.if_changed(request)
+        with sources.from_request(request, limits, known=known) as source:
+            same = unchanged(source, known)
+            if same is not None:
+                return same
             image, chosen, size = render(source.blob, options, fmt, accept, quality, limits)
         return {
             "image": image,

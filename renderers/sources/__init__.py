@@ -26,7 +26,7 @@ from renderers import fields
 from renderers.decode import Blob, InMemory, sniff
 from renderers.settings import Settings
 from renderers.sources import local
-from renderers.sources.cache import Entry, SourceCache
+from renderers.sources.cache import Entry, SourceCache, conditional
 from renderers.sources.errors import (
     CODES,
     SourceError,
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_URL_CHARS = 8192
+MAX_VALIDATOR_CHARS = 1024
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Source:
     etag: str | None = None
     last_modified: str | None = None
     closer: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    not_modified: bool = False  # the origin said 304 to the caller's validators: no bytes
 
     @classmethod
     def of(cls, data: bytes, etag: str | None = None,
@@ -65,9 +67,19 @@ class Source:
         """All its bytes (a local file is read now)."""
         return self.blob.read()
 
+    def matches(self, known: Mapping[str, str]) -> bool:
+        """Whether this is the version of the source that ``known`` (the ``etag`` and
+        ``last_modified`` a reply gave) describes: the ETags are equal, or where neither
+        side has one, the Last-Modified dates are."""
+        if self.not_modified:
+            return True
+        if known.get("etag") or self.etag:
+            return bool(known.get("etag")) and known.get("etag") == self.etag
+        return bool(known.get("last_modified")) and known.get("last_modified") == self.last_modified
+
     def describe(self) -> dict[str, Any]:
         """The reply's ``source`` map."""
-        described: dict[str, Any] = {"length": self.blob.size}
+        described: dict[str, Any] = {} if self.not_modified else {"length": self.blob.size}
         if self.etag:
             described["etag"] = self.etag
         if self.last_modified:
@@ -107,17 +119,24 @@ class Sources:
             self._http = HttpFetcher()
         return self._http
 
-    def load(self, url: str, limits: Settings) -> Source:
-        """The source at ``url`` (``http(s)://`` or ``local:///``)."""
+    def load(self, url: str, limits: Settings, known: Mapping[str, str] | None = None) -> Source:
+        """The source at ``url`` (``http(s)://`` or ``local:///``).
+
+        ``known``: the validators of a version the caller holds (``etag``,
+        ``last_modified``); a remote source not in this process's cache is then asked for
+        conditionally, and an origin's 304 gives a source without bytes that
+        :meth:`Source.matches` them (a local file is only opened: its stat is the answer).
+        """
         scheme = url.partition(":")[0].lower()
         if scheme == local.SCHEME:
             return self._local(url, limits)
         if scheme in ("http", "https"):
             with self._flight(url):
-                return self._remote(url, limits)
+                return self._remote(url, limits, known)
         raise BadRequest("source: expected an http(s):// or local:/// URL", "source")
 
-    def _remote(self, url: str, limits: Settings) -> Source:
+    def _remote(self, url: str, limits: Settings,
+                known: Mapping[str, str] | None = None) -> Source:
         now = self.clock()
         # An entry fetched under other origin lists is not used, not even to revalidate: the
         # fetch that replaces it checks the origin and its addresses under the lists in force.
@@ -128,7 +147,9 @@ class Sources:
         if entry is not None and entry.fresh(now):
             self.cache.hits += 1
             return Source.of(entry.data, entry.etag, entry.last_modified)
-        validators = entry.validators() if entry is not None else None
+        known = known or {}
+        validators = (entry.validators() if entry is not None
+                      else conditional(known.get("etag"), known.get("last_modified")))
         fetched = self.http.fetch(url, limits, validators or None)
         fresh_for = limits.source_cache_ttl
         if fetched.max_age is not None:
@@ -137,6 +158,9 @@ class Sources:
             self.cache.hits += 1
             entry.checked_at, entry.fresh_for = self.clock(), fresh_for
             return Source.of(entry.data, entry.etag, entry.last_modified)
+        if fetched.not_modified:  # to the caller's validators: it holds this version
+            return Source(InMemory(b""), known.get("etag"), known.get("last_modified"),
+                          not_modified=True)
         self.cache.misses += 1
         self.fetches += 1
         if fresh_for > 0 or fetched.etag or fetched.last_modified:
@@ -186,10 +210,31 @@ def default() -> Sources:
         return _default
 
 
+def if_changed(request: Mapping[str, Any]) -> dict[str, str] | None:
+    """The request's ``if_changed`` validators (None: render in any case)."""
+    value = request.get("if_changed")
+    if value is None:
+        return None
+    if (
+        not isinstance(value, Mapping)
+        or not value
+        or not set(value) <= {"etag", "last_modified"}
+        or not all(isinstance(v, str) and 0 < len(v) <= MAX_VALIDATOR_CHARS and v.isascii()
+                   and v.isprintable() for v in value.values())
+    ):
+        raise BadRequest(
+            "if_changed must be a map of etag and/or last_modified (printable ASCII, as a "
+            "reply's source map gave them)", "if_changed",
+        )
+    return dict(value)
+
+
 def from_request(
-    request: Mapping[str, Any], limits: Settings, sources: Sources | None = None
+    request: Mapping[str, Any], limits: Settings, sources: Sources | None = None,
+    known: Mapping[str, str] | None = None,
 ) -> Source:
-    """The source a request names: ``source`` (a URL) or ``image`` (bytes), not both."""
+    """The source a request names: ``source`` (a URL) or ``image`` (bytes), not both;
+    ``known`` as for :meth:`Sources.load`."""
     data = fields.blob(request, "image", "")
     url = request.get("source")
     if (data is None) == (url is None):
@@ -198,7 +243,7 @@ def from_request(
         return Source.of(data)
     if not isinstance(url, str) or not url or len(url) > MAX_URL_CHARS:
         raise BadRequest(f"source must be a URL of 1-{MAX_URL_CHARS} characters", "source")
-    return (sources or default()).load(url, limits)
+    return (sources or default()).load(url, limits, known)
 
 
 __all__ = [
@@ -211,6 +256,8 @@ __all__ = [
     "SourceTimeout",
     "SourceTooLarge",
     "Sources",
+    "conditional",
     "default",
     "from_request",
+    "if_changed",
 ]

@@ -29,12 +29,18 @@ class Entry:
         return now - self.checked_at < self.fresh_for
 
     def validators(self) -> dict[str, str]:
-        headers = {}
-        if self.etag:
-            headers["If-None-Match"] = self.etag
-        if self.last_modified:
-            headers["If-Modified-Since"] = self.last_modified
-        return headers
+        return conditional(self.etag, self.last_modified)
+
+
+def conditional(etag: str | None, last_modified: str | None) -> dict[str, str]:
+    """The request headers that ask an origin for a source only if it is not the version
+    with these validators."""
+    headers = {}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    return headers
 
 
 class SourceCache:

@@ -243,3 +243,28 @@ def test_hostile_sources_are_bad_requests(name: str) -> None:
     with pytest.raises(BadRequest) as caught:
         render({"image": samples.hostile_inputs()[name], "ops": {"resize": {"width": 64}}})
     assert caught.value.field == "source"
+
+
+def test_if_changed_answers_unchanged_without_rendering(
+    tmp_path: Any, configure: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The door's revalidation: the source's validators from an earlier reply; a local file
+    as it was is only opened (nothing decoded), a changed one is rendered again."""
+    (tmp_path / "a.jpg").write_bytes(samples.photo_jpeg(320, 240))
+    configure(sources_roots=(str(tmp_path),))
+    request: dict[str, Any] = {"source": "local:///a.jpg", "ops": {"resize": {
+        "type": "fit", "width": 100, "height": 0, "enlarge": False, "extend": False}}}
+    first = render(request)
+    known = {k: v for k, v in first["source"].items() if k in ("etag", "last_modified")}
+    decoded: list[bool] = []
+    monkeypatch.setattr("renderers.imgproxy.service.open_image",
+                        lambda *args, **kwargs: decoded.append(True))
+    same = render({**request, "if_changed": known})
+    assert same == {"unchanged": True, "source": first["source"]} and not decoded
+    assert renderers.get("info").render({"source": "local:///a.jpg", "if_changed": known})[
+        "unchanged"] is True
+    monkeypatch.undo()
+    (tmp_path / "a.jpg").write_bytes(samples.photo_jpeg(200, 100))
+    changed = render({**request, "if_changed": known})
+    assert "unchanged" not in changed and (changed["width"], changed["height"]) == (100, 50)
+    assert changed["source"]["etag"] != known["etag"]

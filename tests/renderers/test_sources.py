@@ -353,6 +353,44 @@ def test_a_stale_entry_is_revalidated_with_its_etag(server: SourceServer) -> Non
     assert server.hits["/a.jpg"] == 2 and server.conditional == 1 and own.fetches == 1
 
 
+def test_a_caller_that_knows_the_version_gets_a_304_without_bytes(server: SourceServer) -> None:
+    """Not in this process's cache: asked for conditionally with the caller's validators."""
+    server.serve("/a.jpg", JPEG, etag='"a"')
+    own = sources.Sources()
+    with own.load(server.url("/a.jpg"), loopback(server), {"etag": '"a"'}) as same:
+        assert same.not_modified and same.matches({"etag": '"a"'})
+        assert same.describe() == {"etag": '"a"'}  # no length: no bytes came
+    assert server.hits["/a.jpg"] == 1 and server.conditional == 1 and own.fetches == 0
+    assert server.requests[-1]["If-None-Match"] == '"a"'
+    changed = own.load(server.url("/a.jpg"), loopback(server), {"etag": '"old"'})
+    assert changed.data == JPEG and not changed.matches({"etag": '"old"'})
+    assert changed.matches({"etag": '"a"', "last_modified": "whatever"})
+    # fresh in the cache now: no request at all, and it is compared as it is
+    assert own.load(server.url("/a.jpg"), loopback(server), {"etag": '"a"'}).matches(
+        {"etag": '"a"'})
+    assert server.hits["/a.jpg"] == 2
+
+
+def test_validators_are_compared_by_etag_else_by_date() -> None:
+    dated = sources.Source.of(JPEG, None, "Sun, 06 Dec 2026 07:00:00 GMT")
+    assert dated.matches({"last_modified": "Sun, 06 Dec 2026 07:00:00 GMT"})
+    assert not dated.matches({"last_modified": "Sat, 05 Dec 2026 07:00:00 GMT"})
+    assert not dated.matches({"etag": '"x"', "last_modified": "Sun, 06 Dec 2026 07:00:00 GMT"})
+    assert not sources.Source.of(JPEG, '"x"').matches({"last_modified": "any"})
+    assert not sources.Source.of(JPEG).matches({})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{}, {"etag": ""}, {"etag": 5}, {"tag": '"a"'}, {"etag": '"a"\r\nX: y'}, "etag",
+     {"etag": "x" * 2000}],
+)
+def test_if_changed_is_checked(value: Any) -> None:
+    with pytest.raises(BadRequest) as caught:
+        sources.if_changed({"if_changed": value})
+    assert caught.value.field == "if_changed"
+
+
 def test_the_cache_is_bounded_by_bytes() -> None:
     from renderers.sources.cache import Entry, SourceCache
 
