@@ -7,16 +7,19 @@
 
 For each request the door checks the signature, reads the options into the contract's
 ``ops`` map (:mod:`mdp_http.imgops`), negotiates the format, and computes the request key
-(:func:`mdp_http.negotiate.request_key`). Then, cheapest first: an ``If-None-Match`` naming
-the key's ETag is answered 304; a cached result is answered from the cache; an identical
+(:func:`mdp_http.negotiate.request_key`). Then, cheapest first: a fresh cached result is
+answered from the cache; one kept past its TTL is revalidated (the workers check whether its
+source changed, by the validators it recorded, and render only if it did); an identical
 request already in flight at this door is waited for; otherwise the request goes to the
 fleet with the key (``send(..., key=)``), so identical requests in flight through any door
-and any broker are rendered once. The worker fetches the source (see docs/HTTP.md for why).
+and any broker are rendered once. An ``If-None-Match`` naming the result's ETag (the key and
+the source's version) gets a 304. The worker fetches the source (see docs/HTTP.md for why).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -27,6 +30,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from mdp.body import pack
 from mdp.errors import BadRequest, ConfigError, MDPError, blame_of
 from mdp_http import imgops, imgurl, negotiate
 from mdp_http.backend import Backend
@@ -57,9 +61,9 @@ class Ask:
     service: str
     request: dict[str, Any]
     key: bytes
-    etag: str
     vary: bool
     proc: imgops.Processing | None
+    by_url: bool = True  # names its source by URL: a kept result may be revalidated
 
 
 class ImageServer:
@@ -79,9 +83,10 @@ class ImageServer:
             raise ConfigError(f"--preset: {exc}") from exc
         self.auto = tuple(fmt for fmt, on in (("avif", config.auto_avif),
                                               ("webp", config.auto_webp)) if on)
-        self.shared = RedisCache(config.redis, config.cache_ttl_s) if config.redis else None
-        self.cache = TieredCache(MemoryCache(config.cache_bytes, config.cache_ttl_s),
-                                 self.shared)
+        self.shared = (RedisCache(config.redis, config.cache_ttl_s, keep_s=config.cache_kept_s)
+                       if config.redis else None)
+        self.cache = TieredCache(MemoryCache(config.cache_bytes, config.cache_ttl_s,
+                                             keep_s=config.cache_kept_s), self.shared)
         self.metrics = ImageMetrics(registry)
         self.budget = Budget(config.max_inflight_bytes)
         self.rendering = 0
@@ -162,7 +167,7 @@ class ImageServer:
                                         ops=proc.ops, fmt=proc.format, accept=accept,
                                         quality=proc.quality, cachebuster=proc.cachebuster,
                                         version=version)
-            ask = Ask(IMAGE_SERVICE, fields, key, negotiate.etag(key), vary, proc)
+            ask = Ask(IMAGE_SERVICE, fields, key, vary, proc, by_url=False)
 
             async def render() -> Entry:
                 try:
@@ -196,7 +201,7 @@ class ImageServer:
         key = negotiate.request_key(service=INFO_SERVICE, source=url.source, ops={}, fmt="",
                                     accept=(), quality=None, cachebuster="",
                                     version=await self.version_of(INFO_SERVICE))
-        return Ask(INFO_SERVICE, {"source": url.source}, key, negotiate.etag(key), False, None)
+        return Ask(INFO_SERVICE, {"source": url.source}, key, False, None)
 
     async def _ask_image(self, url: imgurl.ImageUrl, request: web.Request) -> Ask:
         proc = self._processing(url)
@@ -206,7 +211,7 @@ class ImageServer:
                                     cachebuster=proc.cachebuster,
                                     version=await self.version_of(IMAGE_SERVICE))
         call = {"source": url.source, **self._fields(proc, accept)}
-        return Ask(IMAGE_SERVICE, call, key, negotiate.etag(key), vary, proc)
+        return Ask(IMAGE_SERVICE, call, key, vary, proc)
 
     def _processing(self, url: imgurl.ImageUrl) -> imgops.Processing:
         proc = imgops.parse_options(url.options, self.presets)
@@ -231,19 +236,56 @@ class ImageServer:
 
     async def _answer(self, request: web.Request, ask: Ask,
                       render: Callable[[], Awaitable[Entry]]) -> web.StreamResponse:
-        if negotiate.etag_matches(request.headers.get("If-None-Match", ""), ask.etag):
-            self.metrics.count("not_modified")
-            return web.Response(status=304, headers=self._headers(request, ask, None))
-        entry = await self.cache.get(ask.key)
-        if entry is not None:
-            self.metrics.count("hits", "memory" if self.shared is None else "any")
-            return self._reply(request, ask, entry, "HIT")
-        self.metrics.count("misses")
+        """Fresh in a cache: as it is. Kept past its TTL: revalidated (the workers say
+        whether its source changed; only a changed one is rendered). Else rendered. Then
+        304 if ``If-None-Match`` names the result's ETag, which covers the request's key and
+        the source's version."""
+        cached = await self.cache.lookup(ask.key)
+        how = "HIT"
         try:
-            entry = await self._once(ask, render)
+            if cached is not None and cached.fresh:
+                entry = cached.entry
+            elif cached is not None and ask.by_url and cached.entry.validators():
+                stale = cached.entry
+                entry = await self._once(ask, lambda: self._revalidate(ask, stale))
+                how = "REVALIDATED" if entry is stale else "MISS"
+            else:
+                self.metrics.count("misses")
+                entry = await self._once(ask, render)
+                how = "MISS"
         except MDPError as exc:
             return self._error(request, exc)
-        return self._reply(request, ask, entry, "MISS")
+        tag = negotiate.result_etag(ask.key, entry.source_etag, entry.last_modified)
+        if negotiate.etag_matches(request.headers.get("If-None-Match", ""), tag):
+            self.metrics.count("not_modified")
+            return web.Response(status=304, headers=self._headers(request, ask, entry, tag,
+                                                                  body=False))
+        if how == "HIT":
+            self.metrics.count("hits", "memory" if self.shared is None else "any")
+        headers = self._headers(request, ask, entry, tag)
+        headers["X-Cache"] = how
+        return web.Response(body=entry.image, headers=headers)
+
+    async def _revalidate(self, ask: Ask, stale: Entry) -> Entry:
+        """``stale`` again if the workers find its source unchanged (a stat or a conditional
+        GET, no decode), else the new render."""
+        known = stale.validators()
+        # not the render's coalescing key: a door without the result must not get this answer
+        key = hashlib.sha256(b"revalidate\0" + ask.key + pack(known)).digest()
+        try:
+            result = await self.backend.send_keyed(ask.service,
+                                                   {**ask.request, "if_changed": known}, key)
+        except BadRequest as exc:
+            if exc.field != "if_changed":
+                raise
+            log.info("a %s worker does not take if_changed (an older version); rendering",
+                     ask.service)
+            return await self._render(ask)
+        if isinstance(result, dict) and result.get("unchanged") is True:
+            self.metrics.count("revalidated", "unchanged")
+            return stale
+        self.metrics.count("revalidated", "changed")
+        return entry_of(result, ask.service)
 
     async def _once(self, ask: Ask, render: Callable[[], Awaitable[Entry]]) -> Entry:
         """The result of ``render``, run once for every identical request in flight here."""
@@ -294,17 +336,13 @@ class ImageServer:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _reply(self, request: web.Request, ask: Ask, entry: Entry, how: str) -> web.Response:
-        headers = self._headers(request, ask, entry)
-        headers["X-Cache"] = how
-        return web.Response(body=entry.image, headers=headers)
-
-    def _headers(self, request: web.Request, ask: Ask, entry: Entry | None) -> dict[str, str]:
-        headers = {"ETag": ask.etag, "Cache-Control": self.config.cache_control}
-        if entry is not None:
+    def _headers(self, request: web.Request, ask: Ask, entry: Entry, tag: str,
+                 body: bool = True) -> dict[str, str]:
+        headers = {"ETag": tag, "Cache-Control": self.config.cache_control}
+        if body:
             headers["Content-Type"] = entry.content_type
-            if entry.last_modified:
-                headers["Last-Modified"] = entry.last_modified
+        if entry.last_modified:
+            headers["Last-Modified"] = entry.last_modified
         vary = ["Accept"] if ask.vary else []
         cors = self._cors(request, preflight=False)
         if cors.get("Access-Control-Allow-Origin", "*") != "*":
@@ -313,7 +351,7 @@ class ImageServer:
             headers["Vary"] = ", ".join(vary)
         headers.update(cors)
         proc = ask.proc
-        if proc is not None and (proc.filename or proc.attachment) and entry is not None:
+        if proc is not None and (proc.filename or proc.attachment) and body:
             kind = "attachment" if proc.attachment else "inline"
             name = proc.filename or "image"
             extension = entry.content_type.rpartition("/")[2]
@@ -362,15 +400,16 @@ def _consume(task: asyncio.Task[Any]) -> None:
 
 def entry_of(result: Any, service: str) -> Entry:
     """A worker's result as a cache entry; BadReply when it is not the contract's map."""
+    found = result.get("source") if isinstance(result, dict) else None
+    source: dict[str, Any] = found if isinstance(found, dict) else {}
     if service == INFO_SERVICE:
         if not isinstance(result, dict):
             raise BadReply(f"the {service} worker's result is not a map")
         body = json.dumps(_jsonable(result), separators=(",", ":")).encode()
-        return Entry(body, "application/json")
+        return Entry(body, "application/json", source_etag=_text(source.get("etag")),
+                     last_modified=_text(source.get("last_modified")))
     if not isinstance(result, dict) or not isinstance(result.get("image"), bytes):
         raise BadReply(f"the {service} worker's result is not a map with image bytes")
-    found = result.get("source")
-    source: dict[str, Any] = found if isinstance(found, dict) else {}
     kind = result.get("content_type")
     return Entry(
         image=result["image"],

@@ -1,4 +1,5 @@
-"""The image server's own counters: cache hits and misses, 304s, renders, coalesced requests.
+"""The image server's own counters: cache hits and misses, 304s, renders, coalesced requests,
+revalidations.
 
 Requests coalesced by the brokers (one render for identical requests from any door) and
 poisoned requests are the brokers' counters in ``mmi.status`` and reach Prometheus as
@@ -29,8 +30,12 @@ class ImageMetrics:
                                  "identical one in flight at this door", registry=registry)
         self.cache_errors = Counter("dips_http_cache_errors", "Failed calls to the shared "
                                     "cache (each only cost a render)", registry=registry)
+        self.revalidated = Counter("dips_http_revalidated", "Cached results past their TTL "
+                                   "whose source the workers checked: unchanged (kept, not "
+                                   "rendered) or changed (rendered again)", ["outcome"],
+                                   registry=registry)
         self._counts = {"hits": 0, "misses": 0, "not_modified": 0, "renders": 0,
-                        "coalesced": 0, "cache_errors": 0}
+                        "coalesced": 0, "cache_errors": 0, "revalidated": 0}
         self._series: dict[tuple[str, str | None], Any] = {}  # labelled once, then at hand
 
     def count(self, what: str, label: str | None = None) -> None:

@@ -69,6 +69,16 @@ def etag(key: bytes) -> str:
     return '"' + base64.urlsafe_b64encode(key[:24]).decode("ascii") + '"'
 
 
+def result_etag(key: bytes, source_etag: str, last_modified: str) -> str:
+    """The strong ETag of a result: its key and the version of the source it was made
+    from (the origin's ETag and Last-Modified as the worker reported them), so that a
+    source changed in place gives its results new ETags. Without either: the key's."""
+    if not source_etag and not last_modified:
+        return etag(key)
+    version = f"{source_etag}\n{last_modified}".encode()
+    return etag(hashlib.sha256(key + b"\0" + version).digest())
+
+
 def etag_matches(if_none_match: str, tag: str) -> bool:
     """Whether an ``If-None-Match`` header names ``tag`` (weak forms compare too, as
     RFC 9110 asks of If-None-Match) or is ``*``."""

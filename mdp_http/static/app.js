@@ -107,9 +107,10 @@ function renderImages(images) {
   if (!images || !(images.hits + images.misses + images.not_modified)) return "";
   const asked = images.hits + images.misses;
   const ratio = asked ? Math.round(100 * images.hits / asked) : 0;
-  return `<span id="images" title="image URLs at this door: cache hits, misses, 304s, renders sent to the fleet, requests that waited for an identical one here">` +
+  return `<span id="images" title="image URLs at this door: cache hits, misses, 304s, renders sent to the fleet, requests that waited for an identical one here, cached results past their TTL whose source the workers checked">` +
     `images <b id="image-hits">${images.hits}</b> hits (${ratio}%) · <b>${images.misses}</b> misses · ` +
     `<b>${images.not_modified}</b> 304 · <b>${images.renders}</b> renders · <b>${images.coalesced}</b> coalesced here` +
+    (images.revalidated ? ` · <b>${images.revalidated}</b> revalidated` : "") +
     (images.shared_cache ? ` · redis ${esc(images.shared_cache)}` : "") + `</span>`;
 }
 

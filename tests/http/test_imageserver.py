@@ -87,6 +87,46 @@ def test_a_signed_url_renders_once_then_comes_from_the_cache_or_304(
     assert (status, encoded["ETag"], encoded["X-Cache"]) == (200, headers["ETag"], "HIT")
 
 
+def test_a_result_past_its_ttl_is_revalidated_and_rendered_again_only_if_its_source_changed(
+        cluster: Cluster, origin: Origin, tmp_path: Path) -> None:
+    """--cache-ttl passes: the door sends the source's validators; an unchanged source (a
+    remote one answering 304, a local file as it was) keeps the result and its ETag without
+    a render; a file changed in place is rendered again, with a new ETag."""
+    roots = tmp_path / "roots"
+    make_photos(roots)
+    broker = cluster.broker()
+    image_workers(cluster, [broker], 1, allow=origin.url, roots=roots,
+                  env={"DIPS_SOURCE_CACHE_TTL": "0"})  # the worker asks the origin each time
+    gateway = start_gateway(cluster, [broker.endpoint], *write_keys(tmp_path),
+                            "--cache-ttl", "0.2")
+
+    def past_ttl(url: str) -> tuple[int, dict[str, str], bytes]:
+        """The first answer that did not come fresh from the cache."""
+        return wait_for(lambda: (got := gateway.call("GET", url))[1].get("X-Cache") != "HIT"
+                        and got, 20, "the result's TTL to pass")
+
+    for source in (f"{origin.url}/a.jpg", "local:///a.jpg"):
+        url = signed(["rs:fit:200:200"], source)
+        status, first, body = gateway.call("GET", url)
+        assert (status, first["X-Cache"]) == (200, "MISS"), body[:300]
+        status, again, body2 = past_ttl(url)
+        assert (status, again["X-Cache"], again["ETag"], body2) == (
+            200, "REVALIDATED", first["ETag"], body)
+    assert origin.hits["/a.jpg"] == 2  # the render's GET, then one conditional GET (a 304)
+    assert metric(gateway, 'dips_http_revalidated_total{outcome="unchanged"}') == 2
+    url = signed(["rs:fit:200:200"], "local:///a.jpg")
+    _, before, old = gateway.call("GET", url)
+    (roots / "a.jpg").write_bytes((roots / "c.jpg").read_bytes())  # changed in place
+    status, after, new = past_ttl(url)
+    assert (status, after["X-Cache"]) == (200, "MISS")
+    assert after["ETag"] != before["ETag"] and decode(new).size == (150, 200) != decode(old).size
+    assert metric(gateway, 'dips_http_revalidated_total{outcome="changed"}') == 1
+    status, _, _ = gateway.call("GET", url, headers={"If-None-Match": before["ETag"]})
+    assert status == 200  # the old ETag no longer names what the URL gives
+    status, _, none = gateway.call("GET", url, headers={"If-None-Match": after["ETag"]})
+    assert (status, none) == (304, b"")
+
+
 def test_signatures_are_required_for_every_request_that_names_a_source(
         cluster: Cluster, origin: Origin, tmp_path: Path) -> None:
     broker = cluster.broker()

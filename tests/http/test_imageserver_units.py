@@ -15,7 +15,7 @@ from mdp.errors import BadRequest
 from mdp_http import imgops, imgurl, negotiate
 from mdp_http.bodies import Budget, map_prefix
 from mdp_http.errors import Busy, status_for
-from mdp_http.resultcache import Breaker, Entry, MemoryCache
+from mdp_http.resultcache import Breaker, Cached, Entry, MemoryCache, TieredCache
 from mdp_http.signing import Signer, post_text, sign
 
 DOC_SIGNATURE = "AfrOrF3gWeDA6VOlDG4TzxMv39O7MXnF4CXpKUwGqRM"
@@ -217,6 +217,67 @@ def test_cache_entries_survive_their_encoding_and_garbage_is_a_miss() -> None:
     for garbage in (b"", b"\xc1", msgpack.packb([1, 2]), msgpack.packb([1, "s", "t", 1, 1, "",
                                                                        ""])):
         assert Entry.from_bytes(garbage) is None
+
+
+def test_a_result_past_its_ttl_is_kept_stale_for_revalidation_until_keep() -> None:
+    now = [0.0]
+    cache = MemoryCache(max_bytes=10_000, ttl_s=60, clock=lambda: now[0], keep_s=600)
+    entry = Entry(b"x" * 100, "image/jpeg", source_etag='"v1"')
+    cache.put_now(b"k", entry)
+    assert cache.lookup_now(b"k") == Cached(entry, True)
+    now[0] = 61
+    assert cache.lookup_now(b"k") == Cached(entry, False)
+    assert cache.get_now(b"k") is None  # get: fresh entries only
+    cache.put_now(b"k", entry)  # revalidated: fresh again
+    assert cache.lookup_now(b"k") == Cached(entry, True)
+    now[0] = 61 + 601
+    assert cache.lookup_now(b"k") is None and len(cache) == 0
+
+
+def test_the_tiers_give_the_freshest_entry_memory_first() -> None:
+    """Another door revalidated the result in Redis: this door's stale copy gives way."""
+    now = [0.0]
+    memory = MemoryCache(max_bytes=10_000, ttl_s=60, clock=lambda: now[0], keep_s=600)
+    old, new = Entry(b"old", "image/jpeg", source_etag='"1"'), Entry(b"new", "image/jpeg")
+
+    class Shared:  # RedisCache's lookup: (entry and freshness, seconds it stays fresh)
+        found: tuple[Cached, float] | None = None
+
+        async def lookup(self, key: bytes) -> tuple[Cached, float] | None:
+            return self.found
+
+    shared = Shared()
+    tiers = TieredCache(memory, shared)  # type: ignore[arg-type]
+
+    async def run() -> None:
+        memory.put_now(b"k", old)
+        assert await tiers.lookup(b"k") == Cached(old, True)  # fresh in memory: no round trip
+        now[0] = 100
+        assert await tiers.lookup(b"k") == Cached(old, False)  # stale, Redis has nothing
+        shared.found = (Cached(new, True), 30.0)
+        assert await tiers.lookup(b"k") == Cached(new, True)
+        assert memory.lookup_now(b"k") == Cached(new, True)
+        now[0] = 131  # memory kept it fresh for what Redis said was left: 30 s
+        assert memory.lookup_now(b"k") == Cached(new, False)
+
+    asyncio.run(run())
+
+
+def test_a_shared_entry_carries_when_it_was_checked() -> None:
+    entry = Entry(b"\xff\xd8img", "image/jpeg", 30, 20, '"e"', "")
+    assert Entry.read(entry.to_bytes(1_000.5)) == (entry, 1_000.5)
+    assert Entry.read(entry.to_bytes()) == (entry, None)  # version 1, as older doors wrote
+    assert entry.validators() == {"etag": '"e"'}
+    assert Entry(b"x", "image/jpeg").validators() == {}
+
+
+def test_a_results_etag_follows_its_sources_version() -> None:
+    key = b"k" * 32
+    plain = negotiate.result_etag(key, "", "")
+    v1 = negotiate.result_etag(key, '"v1"', "Sun, 06 Dec 2026 07:00:00 GMT")
+    v2 = negotiate.result_etag(key, '"v2"', "Sun, 06 Dec 2026 07:00:00 GMT")
+    assert plain == negotiate.etag(key) and len({plain, v1, v2}) == 3
+    assert v1 == negotiate.result_etag(key, '"v1"', "Sun, 06 Dec 2026 07:00:00 GMT")
 
 
 def test_the_breaker_backs_off_and_logs_each_outage_once(caplog: pytest.LogCaptureFixture
