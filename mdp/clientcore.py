@@ -304,6 +304,47 @@ class ClientCore:
                 self._check(ep, now)
         self._fill(now)
 
+    # --- the lone call: a shell's fast path ----------------------------------------------
+
+    def lone_start(self) -> tuple[int, Endpoint] | None:
+        """A lone call may skip the core: nothing else is outstanding, queued or waiting
+        to be sent, and the broker whose turn it is speaks DIPS. Then the call's id and its
+        broker (the round-robin moves on, as for any call); None otherwise (the shell
+        submits it as usual). The shell sends the SUBMIT itself and waits for the RESULT; it
+        tells the core :meth:`lone_heard` when it came, or :meth:`adopt` for anything else,
+        which makes the call an ordinary one, sent once to that broker at its start."""
+        if self.pending or self.actions:
+            return None
+        endpoints = self.endpoints
+        ep = endpoints[self._next]
+        if ep.state is not State.DIPS:
+            return None
+        self._next = (ep.index + 1) % len(endpoints)
+        return next(self._rids), ep
+
+    @staticmethod
+    def lone_heard(ep: Endpoint, now: float) -> None:
+        """The lone call's RESULT came from ``ep`` (a sign of life; nothing outstanding)."""
+        ep.heard_at = now
+        ep.ping_at = None
+
+    def adopt(self, rid: int, service: bytes, body: list[bytes], started: float, *,
+              timeout: float, priority: int, ep: Endpoint, raw: bool = False) -> Call:
+        """The lone call ``rid`` (from :meth:`lone_start`), sent to ``ep`` at ``started``,
+        becomes an ordinary call: as if submitted then and placed on ``ep``."""
+        call = Call(rid, service, body, timeout, priority, raw)
+        call.deadline = started + timeout
+        heapq.heappush(self._deadlines, (call.deadline, rid, call))
+        self._active += 1
+        self.pending[rid] = call
+        call.sends = 1
+        if not ep.calls:
+            ep.heard_at = started
+        ep.calls[rid] = call
+        call.at.append(ep)
+        call.sent_at = started
+        return call
+
     # --- what the shell reads ----------------------------------------------------------
 
     @property
