@@ -24,7 +24,6 @@ from typing import Any
 import zmq
 
 from mdp import sockio
-from mdp.actions import Send
 from mdp.auth import HANDSHAKE_FAILURES, RoleAuthenticator, log_handshake_failures
 from mdp.brokercore import BrokerCore
 from mdp.brokerstatus import clean_info as _clean_info  # noqa: F401  (tests/test_service_info)
@@ -180,16 +179,15 @@ class Broker:
         actions = core.take_actions()
         while actions:
             lost = False
-            for action in actions:
-                match action:
-                    case Send(_, frames):
-                        try:
-                            send(sock, frames)
-                        except zmq.ZMQError as exc:
-                            if exc.errno not in _UNREACHABLE:
-                                raise
-                            core.lost(frames[0], time.monotonic())
-                            lost = True
+            for action in actions:  # a broker core asks for nothing but Send
+                frames = action.frames
+                try:
+                    send(sock, frames)
+                except zmq.ZMQError as exc:
+                    if exc.errno not in _UNREACHABLE:
+                        raise
+                    core.lost(frames[0], time.monotonic())
+                    lost = True
             actions = core.take_actions() if lost else []
 
     def close(self) -> None:

@@ -219,10 +219,12 @@ class BrokerCore:
                                 or (len(frames) > 5 and type(frames[5]) is not bytes)):
             frames = _heads_as_bytes(frames)
         try:
-            if len(frames) > self.config.max_frames + 1:
-                raise ProtocolError(f"{len(frames) - 1} frames; the limit is "
-                                    f"{self.config.max_frames} (--max-frames)")
-            message = p.parse_broker_inbound(frames[1:])
+            message = _quick_parse(frames) if len(frames) == 7 else None
+            if message is None:
+                if len(frames) > self.config.max_frames + 1:
+                    raise ProtocolError(f"{len(frames) - 1} frames; the limit is "
+                                        f"{self.config.max_frames} (--max-frames)")
+                message = p.parse_broker_inbound(frames[1:])
         except ProtocolError as exc:
             self._malformed(identity, frames, exc, now)
             return
@@ -642,6 +644,26 @@ class BrokerCore:
         """The ``mmi.status`` map (``mdp.status.BrokerStatus`` on the wire)."""
         return broker_status(self.dispatcher, self.about, self._version, self.instance,
                              now - self.started, now).to_wire()
+
+
+def _quick_parse(frames: list[bytes]) -> p.BrokerInbound | None:
+    """The two messages of every sync request, parsed without the general parser: a
+    worker's REPLY of one body frame, and a SUBMIT of one request with only an id and a
+    deadline (what a DIPS client sends for a lone call). None for anything else, which
+    ``parse_broker_inbound`` then parses (and names what is wrong with it)."""
+    if frames[1]:
+        return None
+    command = frames[3]
+    if command == p.REPLY and frames[2] == p.WORKER and not frames[5]:
+        return p.WorkerReply(frames[4], frames[6:])
+    if command == p.SUBMIT and frames[2] == p.DIPS_CLIENT:
+        meta = p.unpack_meta(frames[5], "SUBMIT")
+        if len(meta) == 2:
+            rid, ttl = meta.get("id"), meta.get("ttl_ms")
+            if type(rid) is int and type(ttl) is int and 0 <= rid < 2**63 \
+                    and 0 <= ttl < 2**63:
+                return p.ClientRequest(frames[4], frames[6:], rid, ttl)
+    return None
 
 
 def _heads_as_bytes(frames: list[Any]) -> list[bytes]:

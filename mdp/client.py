@@ -34,12 +34,13 @@ from mdp.clientcore import (
     Call,
     ClientCore,
     OnProgress,
+    check_frame,
     decode_status,
     encode_request,
     service_name,
 )
 from mdp.clock import poll_timeout_ms
-from mdp.errors import BadRequest, ProtocolError, RequestError, UnknownService
+from mdp.errors import ProtocolError, RequestError, UnknownService
 from mdp.keys import CurveConfig
 from mdp.options import ClientOptions, resolve
 
@@ -123,12 +124,7 @@ class MDPClient:
         """Like :meth:`send`, with the request already encoded: ``frame`` is the msgpack
         map as it goes on the wire (a door passes a body it received through this way,
         without decoding and encoding it again). The worker checks that it is a map."""
-        if not isinstance(frame, bytes):
-            raise BadRequest(f"a request frame is bytes, got {type(frame).__name__}")
-        if len(frame) > self.max_request_bytes:
-            raise BadRequest(f"request is {len(frame)} bytes; the limit is "
-                             f"{self.max_request_bytes}")
-        return self._send(service_name(service), frame,
+        return self._send(service_name(service), check_frame(frame, self.max_request_bytes),
                           self.timeout if timeout is None else timeout, priority, key, None)
 
     def _send(self, name: bytes, body: bytes, timeout: float, priority: int,

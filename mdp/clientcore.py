@@ -789,6 +789,16 @@ def encode_request(request: dict[str, Any], max_bytes: int) -> bytes:
     return body
 
 
+def check_frame(frame: bytes, max_bytes: int) -> bytes:
+    """An already-encoded request frame (``send_frame``), checked as far as a client can
+    without decoding it: bytes, within the size limit (the worker checks the map)."""
+    if not isinstance(frame, bytes):
+        raise BadRequest(f"a request frame is bytes, got {type(frame).__name__}")
+    if len(frame) > max_bytes:
+        raise BadRequest(f"request is {len(frame)} bytes; the limit is {max_bytes}")
+    return frame
+
+
 def decode_status(reply: list[bytes]) -> dict[str, Any]:
     """The map of an ``mmi.status`` reply."""
     status = p.unpack(reply[0]) if len(reply) == 1 else None

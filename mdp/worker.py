@@ -307,15 +307,21 @@ class Worker:
             [link] = self._poll_links.values()
             sock = self.sockets[link]
             assert sock is not None  # noqa: S101 (the poller lists open sockets only)
-            timeout_ms = poll_timeout_ms(deadline, time.monotonic())
-            frames, _ = sockio.recv_wait(sock, min(timeout_ms, RECV_WAIT_MS))
-            if frames is not None:
-                # that message alone: what follows it is read once the loop comes back
-                # here (asking the socket again would cost more than the wait finds)
-                self._received = (link, frames)
-                return []
-            if timeout_ms <= RECV_WAIT_MS:
-                return []
+            while True:
+                timeout_ms = poll_timeout_ms(deadline, time.monotonic())
+                frames, _ = sockio.recv_wait(sock, min(timeout_ms, RECV_WAIT_MS))
+                if frames is None:
+                    if timeout_ms <= RECV_WAIT_MS:
+                        return []
+                    break  # (a long wait: in a poll that stop() can end)
+                lone = self._lone(link, frames)
+                if lone is None:
+                    # that message alone: what follows it is read once the loop comes back
+                    # here (asking the socket again would cost more than the wait finds)
+                    self._received = (link, frames)
+                    return []
+                if not lone or self._stop_requested or self.sockets[link] is not sock:
+                    return []
         ready = []
         for item, _ in _zmq_poll(self._poller, poll_timeout_ms(deadline, time.monotonic())):
             if type(item) is not int:
@@ -325,6 +331,20 @@ class Worker:
             else:
                 self._drain_wake()
         return ready
+
+    def _lone(self, link: int, frames: list[bytes]) -> bool | None:
+        """A task that came alone to an idle worker: started, run and answered now, without
+        the core's parse-queue-begin round (``WorkerCore.lone_task``); then True, or False
+        when what the task left behind (it ran long, the worker drains) needs the main
+        loop. None when ``frames`` is anything else: the caller feeds them to the core."""
+        if len(frames) != 7 or frames[2] != p.TASK or frames[1] != p.WORKER or frames[0] \
+                or frames[4]:
+            return None
+        core = self.core
+        task = core.lone_task(link, frames[3], frames[5], frames[6:], time.monotonic())
+        if task is None:
+            return None
+        return self._run_task(task) and core.phase is Phase.SERVING and not core.waiting
 
     def _drain_wake(self) -> None:
         try:

@@ -35,6 +35,7 @@ EXIT_STUCK = 3  # a handler ran past the time limit; the process must be replace
 EXIT_OUT_OF_MEMORY = 4  # a handler hit the address-space limit; start afresh
 
 STANDARD_EXPIRY_S = 7.5  # 7/MDP's reference heartbeat (2.5 s) x liveness (3)
+_NO_META = b"\x80"  # an empty msgpack map: a TASK without a deadline
 
 
 class LinkMode(enum.Enum):
@@ -359,6 +360,37 @@ class WorkerCore:
         self._tell_free(now)
         self._maybe_done(now)
         return None
+
+    def lone_task(self, i: int, key: bytes, meta: bytes, body: list[bytes],
+                  now: float) -> Task | None:
+        """A TASK (``key``, its meta frame, ``body``) that came alone on link ``i`` while
+        the worker is idle: the task, started now (what ``receive`` then ``begin`` would
+        do, without their bookkeeping); None when it is anything but that plain case (a
+        held task, an expired one, a link not yet DIPS, a worker with work in hand or
+        draining): then the shell feeds the message to ``receive`` as usual."""
+        if self.current is not None or self.waiting or self.phase is not Phase.SERVING:
+            return None
+        link = self.links[i]
+        if link.mode is not LinkMode.DIPS:
+            return None
+        if meta == _NO_META:
+            deadline = None
+        else:
+            try:
+                fields = p.unpack_meta(meta, "TASK")
+            except ProtocolError:
+                return None
+            ttl = fields.get("ttl_ms")
+            if fields.get("hold") is not None or len(fields) > 1 or type(ttl) is not int \
+                    or not 0 < ttl < 2**63:
+                return None
+            deadline = now + ttl / 1000
+        link.heard_at = now
+        link.backoff.reset()
+        task = Task(i, link.epoch, key, body, deadline, False, True, now)
+        self.current = task
+        self.long = False
+        return task
 
     def task_long(self, now: float) -> None:
         """The current task has run past busy_after: tell the other brokers, bounce."""
