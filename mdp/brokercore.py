@@ -341,6 +341,11 @@ class BrokerCore:
             dispatcher.counters.requests += 1
             self._answer_error(request, self._unknown(name))
             return
+        if service is not None and service.idle:
+            worker = dispatcher.dispatch_now(service, request, now)
+            if worker is not None:  # (the usual lone request: no queue on the way)
+                self._out.task(worker, request, False, now, self._gather)
+                return
         error = dispatcher.enqueue(request, now)
         if error is not None:
             self._answer_error(request, error)

@@ -34,18 +34,14 @@ _TIMEOUT_SET = "_dips_rcvtimeo"  # recv_wait: the receive timeout set on a socke
 def send(sock: zmq.Socket, frames: list[bytes], flags: int = NOBLOCK) -> None:
     """Send a multipart message; raises zmq.Again (and others) as ``send`` does.
 
-    A frame of ``ZERO_COPY`` bytes or more is not copied: libzmq sends it from the
-    object's own memory (a copy is cheaper below that: a zero-copy frame is released
-    through pyzmq's garbage-collector thread)."""
+    A last frame (where a body goes) of ``ZERO_COPY`` bytes or more is not copied: libzmq
+    sends it from the object's own memory (a copy is cheaper below that: a zero-copy frame
+    is released through pyzmq's garbage-collector thread); a mutable one is copied."""
     more = flags | _SNDMORE
     last = len(frames) - 1
     for i in range(last):
-        frame = frames[i]
-        if len(frame) < ZERO_COPY:
-            _send(sock, frame, more)
-        else:
-            _send(sock, frame, more, copy=type(frame) is not bytes)  # (mutable: copied)
-    frame = frames[last]
+        _send(sock, frames[i], more)
+    frame = frames[last]  # (a big body is the last frame: batches gather small ones)
     if len(frame) < ZERO_COPY:
         _send(sock, frame, flags)
     else:
@@ -123,6 +119,8 @@ def recv_wait(
     Blocking in the socket's own receive costs fewer system calls than a poll followed by
     a receive. A signal's handler runs meanwhile; the wait then ends by its timeout.
     """
+    if timeout_ms > 20:  # waking a little early is harmless, and the same timeout as last
+        timeout_ms -= timeout_ms % 10  # time is not set again
     state = sock.__dict__  # the timeout last set: most waits use the same one again
     if state.get(_TIMEOUT_SET) != timeout_ms:
         _set(sock, _RCVTIMEO, timeout_ms)  # not ``sock.rcvtimeo``: that costs 4x as much

@@ -221,10 +221,9 @@ class Worker:
         sockets, recv, readable = self.sockets, sockio.recv, sockio.readable
         for link in links:
             sock = sockets[link]
-            # a receive that finds nothing costs more than asking first
-            if sock is None or not readable(sock):
-                continue
-            while sock is not None and (frames := recv(sock)) is not None:
+            # a receive that finds nothing costs more than asking first (pyzmq builds a
+            # zmq.Again), and a pass usually finds one message
+            while sock is not None and readable(sock) and (frames := recv(sock)) is not None:
                 self._feed(link, frames, now)
                 sock = sockets[link]
 
@@ -322,8 +321,20 @@ class Worker:
                     return []
                 if not lone or self._stop_requested or self.sockets[link] is not sock:
                     return []
+        events = _zmq_poll(self._poller, poll_timeout_ms(deadline, time.monotonic()))
+        if len(events) == 1 and type(item := events[0][0]) is not int \
+                and not self._stop_requested:
+            # one link has input (the usual case): a task that came alone runs at once
+            link = self._poll_links[id(item)]
+            frames = sockio.recv(item)
+            if frames is not None:
+                lone = self._lone(link, frames)
+                if lone is None:
+                    self._received = (link, frames)  # fed first, then the rest of the link
+                    return [link]
+                return []  # what came meanwhile: the next poll finds it
         ready = []
-        for item, _ in _zmq_poll(self._poller, poll_timeout_ms(deadline, time.monotonic())):
+        for item, _ in events:
             if type(item) is not int:
                 ready.append(self._poll_links[id(item)])
             elif item in self._monitor_fds:

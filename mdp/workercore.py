@@ -278,15 +278,24 @@ class WorkerCore:
                 self._on_disconnect(i, link, now)
             case p.BrokerSignal():
                 link.backoff.reset()
-                if (link.mode is LinkMode.DIPS
-                        and now - link.sent_at >= self.timing.heartbeat_interval_s / 2):
-                    # answer the broker's heartbeat burst rather than waking it on our timer
+                if link.mode is LinkMode.DIPS and (
+                        now - link.sent_at >= self.timing.heartbeat_interval_s / 2
+                        or self._holds(i)):
+                    # answer the broker's heartbeat burst rather than waking it on our timer;
+                    # and every probe of a broker whose task we hold (it is asking whether
+                    # we froze: an answer at once lets it use a short --frozen-after)
                     self._send(i, p.signal(p.HEARTBEAT), now)
             case p.BrokerRecall(key):
                 self._on_recall(i, key, now)
             case p.BrokerWelcome():
                 link.backoff.reset()
                 self._on_welcome(i, link, message, now)
+
+    def _holds(self, i: int) -> bool:
+        """Whether a task of link ``i`` runs or waits here."""
+        current = self.current
+        return (current is not None and current.link == i) or any(
+            task.link == i for task in self.waiting)
 
     def _on_task(self, i: int, link: Link, msg: p.BrokerTask, now: float) -> None:
         deadline = None if msg.ttl_ms is None else now + msg.ttl_ms / 1000
@@ -352,6 +361,12 @@ class WorkerCore:
                 self._reply(task, p.error_body(Expired("the client's deadline passed")), now)
                 self._count(now)
                 continue
+            if len(self.links) > 1:
+                # replies gathered for other brokers go before this task starts: should the
+                # process die in it, no broker blames a task it had finished (exact losses)
+                for i, link in enumerate(self.links):
+                    if link.gathered_keys and i != task.link:
+                        self._send_gathered(link, i, now)
             task.started_at = now
             self.current = task
             self.long = False
