@@ -686,10 +686,14 @@ def _heads_as_bytes(frames: list[Any]) -> list[bytes]:
             for i, f in enumerate(frames)]
 
 
+_ERROR_HEAD = p.error_body(Expired(""))[:7]  # how every DIPS error body begins
+
+
 def _is_error(body: list[Any]) -> bool:
     """Whether a reply body is a DIPS error (a body frame kept as ``zmq.Frame`` is big,
     and never one)."""
-    return len(body) == 1 and type(body[0]) is bytes and p.is_error_body(body)
+    return len(body) == 1 and type(first := body[0]) is bytes \
+        and first.startswith(_ERROR_HEAD) and p.is_error_body(body)
 
 
 class _Warnings:

@@ -280,11 +280,12 @@ class ClientCore:
             log.warning("dropped a message from broker %s: %s", ep.address, exc)
             return
         match message:
-            case p.Reply():
-                self._on_reply(ep, message, now)
-            case p.Replies(service, rids, bodies):
-                for rid, body in zip(rids, bodies, strict=True):
-                    self._on_reply(ep, p.Reply(service, [body], rid), now)
+            case p.Reply(_, body, rid):
+                self._on_reply(ep, rid, body, now)
+            case p.Replies(_, rids, bodies):
+                on_reply = self._on_reply
+                for rid, one in zip(rids, bodies, strict=True):
+                    on_reply(ep, rid, [one], now)
             case p.Pong():
                 self._on_pong(ep, message, now)
             case p.Welcome():
@@ -396,9 +397,9 @@ class ClientCore:
 
     # --- inbound -------------------------------------------------------------------------
 
-    def _on_reply(self, ep: Endpoint, reply: p.Reply, now: float) -> None:
-        if reply.rid is not None:
-            call = self.pending.get(reply.rid)
+    def _on_reply(self, ep: Endpoint, rid: int | None, body: list[bytes], now: float) -> None:
+        if rid is not None:
+            call = self.pending.get(rid)
         else:
             call = ep.plain
             if ep.state is State.PROBING:  # a reply before any WELCOME: a standard broker
@@ -408,10 +409,10 @@ class ClientCore:
             log.debug("dropped a stale reply from %s", ep.address)
             return
         if call.raw:
-            self._end(call, reply.body, now, by=ep)
+            self._end(call, body, now, by=ep)
             return
         try:
-            outcome = p.decode_reply(reply.body)
+            outcome = p.decode_reply(body)
         except UnknownService as exc:
             self._refused(call, ep, exc, now)
             return

@@ -524,7 +524,9 @@ class Dispatcher:
             worker.tasks[key] = request
             if hold:
                 service.unrecalled[request] = worker
-            if worker.prefetch and len(worker.tasks) <= service.hold_depth(worker):
+            prefetch = worker.prefetch  # (service.hold_depth, inline: once per task)
+            if prefetch and len(worker.tasks) <= (
+                    prefetch if prefetch < service.hold_cap else service.hold_cap):
                 open_[worker.identity] = worker
             yield worker, request, hold
 

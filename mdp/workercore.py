@@ -514,18 +514,24 @@ class WorkerCore:
     def next_deadline(self, now: float) -> float:
         """When ``tick`` is next due (the shell asks once or twice per task: kept flat)."""
         t = self.timing
-        deadline = now + t.heartbeat_interval_s
+        interval = t.heartbeat_interval_s
+        deadline = now + interval
         serving = self.phase is Phase.SERVING
-        for link in self.links:
+        expiry = t.expiry_s
+        for link in self.links:  # (_heartbeat_due and _expiry_s inline: once per task)
             mode = link.mode
             if mode is LinkMode.CLOSED:
                 if serving and link.retry_at < deadline:
                     deadline = link.retry_at
                 continue
-            due = self._heartbeat_due(link)
+            if mode is LinkMode.DIPS:
+                due = link.sent_at + interval * 1.5
+                silent = link.heard_at + expiry
+            else:
+                due = link.sent_at + interval
+                silent = link.heard_at + max(expiry, STANDARD_EXPIRY_S)
             if due < deadline:
                 deadline = due
-            silent = link.heard_at + self._expiry_s(link)
             if silent < deadline:
                 deadline = silent
         task = self.current
