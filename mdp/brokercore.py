@@ -219,7 +219,14 @@ class BrokerCore:
                                 or (len(frames) > 5 and type(frames[5]) is not bytes)):
             frames = _heads_as_bytes(frames)
         try:
-            message = _quick_parse(frames) if len(frames) == 7 else None
+            count = len(frames)
+            if count == 7:
+                message = _quick_parse(frames)
+            elif count == 4 and frames[3] == p.HEARTBEAT and frames[2] == p.WORKER \
+                    and not frames[1]:
+                message = _HEARTBEAT  # (a thousand idle workers send one a second)
+            else:
+                message = None
             if message is None:
                 if len(frames) > self.config.max_frames + 1:
                     raise ProtocolError(f"{len(frames) - 1} frames; the limit is "
@@ -649,6 +656,9 @@ class BrokerCore:
         """The ``mmi.status`` map (``mdp.status.BrokerStatus`` on the wire)."""
         return broker_status(self.dispatcher, self.about, self._version, self.instance,
                              now - self.started, now).to_wire()
+
+
+_HEARTBEAT = p.WorkerSignal(p.HEARTBEAT)
 
 
 def _quick_parse(frames: list[bytes]) -> p.BrokerInbound | None:
