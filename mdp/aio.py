@@ -211,27 +211,35 @@ class AsyncMDPClient:
         self._timer, self._timer_at = None, math.inf
         self._on_event()
 
-    def _on_event(self) -> None:
-        """The loop's callback: a socket may be readable or connected, or a timer is due."""
+    def _on_event(self, fired: int | None = None) -> None:
+        """The loop's callback: a socket may be readable or connected, or a timer is due.
+
+        ``fired``: the link whose descriptor signalled; only that socket is read (every
+        other one was read until it showed nothing more, or its own descriptor signals)."""
         try:
             loop = self._loop
             assert loop is not None  # noqa: S101
             now = loop.time()
-            for index in list(self._connecting):
-                sock = self._sockets[index]
-                if sock is not None and _writable(sock):
-                    self._connecting.discard(index)
-                    self._core.handle(Opened(index), now)
-            self._read_all(now)
+            if self._connecting:
+                for index in list(self._connecting):
+                    sock = self._sockets[index]
+                    if sock is not None and _writable(sock):
+                        self._connecting.discard(index)
+                        self._core.handle(Opened(index), now)
+            self._read_all(now, fired)
             self._core.handle(Tick(), now)
             self._pump(read=False)
         except Exception:  # one barrier per pass: a bug here must not kill the loop's callbacks
             log.exception("AsyncMDPClient: error handling an event")
 
-    def _read_all(self, now: float) -> bool:
+    def _read_all(self, now: float, only: int | None = None) -> bool:
+        """Feed the core every message waiting (on link ``only``, if given); whether any
+        came."""
         core = self._core
         got = False
-        for index, sock in enumerate(self._sockets):
+        sockets = self._sockets
+        for index in range(len(sockets)) if only is None else (only,):
+            sock = sockets[index]
             # asking before each receive is cheaper than a receive that finds nothing
             # (pyzmq builds a zmq.Again), and a pass usually finds one or two messages
             if sock is not None and index not in self._connecting:
@@ -270,7 +278,7 @@ class AsyncMDPClient:
         self._connecting.add(index)
         fd = sock.fileno()
         self._fds[index] = fd
-        loop.add_reader(fd, self._on_event)
+        loop.add_reader(fd, self._on_event, index)
         # the descriptor may already have signalled (edge-triggered): look once now too
         loop.call_soon(self._on_event)
 
