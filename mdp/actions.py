@@ -25,9 +25,10 @@ from dataclasses import dataclass
 # --- actions: a core asks its shell -------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Send:
-    """Send ``frames`` as one message on ``link``."""
+    """Send ``frames`` as one message on ``link``. (Not frozen, unlike the others: the
+    most made, and a frozen dataclass costs twice as much to make.)"""
 
     link: int
     frames: list[bytes]

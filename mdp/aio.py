@@ -30,6 +30,7 @@ from mdp.clientcore import (
     Call,
     ClientCore,
     OnProgress,
+    check_frame,
     decode_status,
     encode_request,
     service_name,
@@ -81,6 +82,15 @@ class AsyncMDPClient:
         body = encode_request(request, self.max_request_bytes)
         return await self._call(service_name(service), [body], timeout, priority, False,
                                 key, on_progress)
+
+    async def send_frame(self, service: str, frame: bytes, *, timeout: float | None = None,
+                         priority: int = 0, key: bytes | None = None) -> Any:
+        """Like :meth:`send`, with the request already encoded: ``frame`` is the msgpack
+        map as it goes on the wire (a door passes a body it received through this way,
+        without decoding and encoding it again). The worker checks that it is a map."""
+        return await self._call(service_name(service),
+                                [check_frame(frame, self.max_request_bytes)], timeout,
+                                priority, False, key)
 
     async def request_raw(self, service: str, body: bytes) -> list[bytes]:
         """Send one frame as it is and return the reply's frames undecoded (e.g. MMI)."""
@@ -140,17 +150,27 @@ class AsyncMDPClient:
             raise RuntimeError("an AsyncMDPClient belongs to the event loop that first used it")
         return loop
 
-    def _pump(self) -> None:
-        """Carry out actions and read until quiet; resolve futures; set the timer."""
+    def _pump(self, read: bool = True) -> None:
+        """Carry out actions and read until quiet; resolve futures; set the timer.
+
+        ``read``: look at the sockets first (False: the caller has just read every socket
+        until it showed nothing more, and nothing was sent since). They are looked at again
+        only after a send: ZeroMQ's descriptors are edge-triggered, and a send may take in
+        the signal of a message that arrived meanwhile; otherwise the descriptor signals
+        the next message, and this client is called back."""
         core = self._core
         loop = self._loop
         assert loop is not None  # noqa: S101 - bound before any pump (not peer input)
         while True:
             if core.has_actions:
                 self._flush(loop)
+                read = True
             if core.progress:
                 self._report(loop)
                 continue
+            if not read:
+                break
+            read = False
             if not self._read_all(loop.time()):
                 break
             core.handle(Tick(), loop.time())
@@ -191,27 +211,35 @@ class AsyncMDPClient:
         self._timer, self._timer_at = None, math.inf
         self._on_event()
 
-    def _on_event(self) -> None:
-        """The loop's callback: a socket may be readable or connected, or a timer is due."""
+    def _on_event(self, fired: int | None = None) -> None:
+        """The loop's callback: a socket may be readable or connected, or a timer is due.
+
+        ``fired``: the link whose descriptor signalled; only that socket is read (every
+        other one was read until it showed nothing more, or its own descriptor signals)."""
         try:
             loop = self._loop
             assert loop is not None  # noqa: S101
             now = loop.time()
-            for index in list(self._connecting):
-                sock = self._sockets[index]
-                if sock is not None and _writable(sock):
-                    self._connecting.discard(index)
-                    self._core.handle(Opened(index), now)
-            self._read_all(now)
+            if self._connecting:
+                for index in list(self._connecting):
+                    sock = self._sockets[index]
+                    if sock is not None and _writable(sock):
+                        self._connecting.discard(index)
+                        self._core.handle(Opened(index), now)
+            self._read_all(now, fired)
             self._core.handle(Tick(), now)
-            self._pump()
+            self._pump(read=False)
         except Exception:  # one barrier per pass: a bug here must not kill the loop's callbacks
             log.exception("AsyncMDPClient: error handling an event")
 
-    def _read_all(self, now: float) -> bool:
+    def _read_all(self, now: float, only: int | None = None) -> bool:
+        """Feed the core every message waiting (on link ``only``, if given); whether any
+        came."""
         core = self._core
         got = False
-        for index, sock in enumerate(self._sockets):
+        sockets = self._sockets
+        for index in range(len(sockets)) if only is None else (only,):
+            sock = sockets[index]
             # asking before each receive is cheaper than a receive that finds nothing
             # (pyzmq builds a zmq.Again), and a pass usually finds one or two messages
             if sock is not None and index not in self._connecting:
@@ -250,7 +278,7 @@ class AsyncMDPClient:
         self._connecting.add(index)
         fd = sock.fileno()
         self._fds[index] = fd
-        loop.add_reader(fd, self._on_event)
+        loop.add_reader(fd, self._on_event, index)
         # the descriptor may already have signalled (edge-triggered): look once now too
         loop.call_soon(self._on_event)
 

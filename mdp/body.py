@@ -83,8 +83,10 @@ def _too_deep(value: Any, max_depth: int) -> bool:
             continue
         if depth > max_depth:
             return True
-        stack.extend((child, depth + 1) for child in children
-                     if isinstance(child, dict | list))
+        kinds = set(map(type, children))  # (in C: most containers hold no container)
+        if any(issubclass(kind, dict | list) for kind in kinds):
+            stack.extend((child, depth + 1) for child in children
+                         if isinstance(child, dict | list))
     return False
 
 

@@ -24,7 +24,6 @@ from typing import Any
 import zmq
 
 from mdp import sockio
-from mdp.actions import Send
 from mdp.auth import HANDSHAKE_FAILURES, RoleAuthenticator, log_handshake_failures
 from mdp.brokercore import BrokerCore
 from mdp.brokerstatus import clean_info as _clean_info  # noqa: F401  (tests/test_service_info)
@@ -38,6 +37,9 @@ log = logging.getLogger(__name__)
 
 PASS = 256  # messages read in one pass before the core's timers get a turn
 FLUSH_EVERY = 32  # messages read before gathered output goes out, even mid-pass
+WAITED_S = 50e-6  # a first message the receive waited this long for came alone: what came
+# behind it meanwhile starts a pass of its own (asking the socket costs system calls; a
+# sync peer's message always comes alone, and a backlog is read without waiting)
 _MAX_BLOCK_MS = 100  # longest the loop blocks: a stop or reload flag is seen this soon
 _UNREACHABLE = (zmq.EHOSTUNREACH, zmq.EAGAIN)  # the peer is not connected (any more)
 
@@ -133,8 +135,9 @@ class Broker:
 
         The wait is in the socket's own receive (fewer system calls per message than a
         poll). The core answers the first message of a pass at once, gathering nothing;
-        then the socket is asked whether more wait (cheaper than a receive that finds
-        nothing), and if none does (a sync peer) the pass is over. Messages read after it
+        unless the receive had to wait for it (a sync peer's: the pass is over), the socket
+        is then asked whether more wait (cheaper than a receive that finds nothing), and
+        if none does the pass is over. Messages read after it
         may gather batched output, sent when a receive finds the socket empty.
         """
         core, sock = self.core, self.socket
@@ -149,15 +152,16 @@ class Broker:
         frames, user = sockio.recv_wait(sock, timeout_ms, with_user=curve, keep_big=True)
         handled = 0
         while frames is not None:
+            at = time.monotonic()
             try:  # the barrier: one bad message never stops the broker
-                core.receive(frames, user, time.monotonic(), handled > 0)
+                core.receive(frames, user, at, handled > 0)
                 self._carry_out()
             except Exception:
                 core.dispatcher.counters.dropped += 1
                 log.exception("error handling a message from %s", frames[0].hex()[:20])
             handled += 1
-            if handled == 1 and not sockio.readable(sock):
-                break  # it came alone
+            if handled == 1 and (at - now > WAITED_S or not sockio.readable(sock)):
+                break  # it came alone: the receive waited for it, or nothing is behind it
             if handled % FLUSH_EVERY == 0:
                 now = time.monotonic()
                 core.flush(now)
@@ -180,16 +184,15 @@ class Broker:
         actions = core.take_actions()
         while actions:
             lost = False
-            for action in actions:
-                match action:
-                    case Send(_, frames):
-                        try:
-                            send(sock, frames)
-                        except zmq.ZMQError as exc:
-                            if exc.errno not in _UNREACHABLE:
-                                raise
-                            core.lost(frames[0], time.monotonic())
-                            lost = True
+            for action in actions:  # a broker core asks for nothing but Send
+                frames = action.frames
+                try:
+                    send(sock, frames)
+                except zmq.ZMQError as exc:
+                    if exc.errno not in _UNREACHABLE:
+                        raise
+                    core.lost(frames[0], time.monotonic())
+                    lost = True
             actions = core.take_actions() if lost else []
 
     def close(self) -> None:

@@ -219,10 +219,19 @@ class BrokerCore:
                                 or (len(frames) > 5 and type(frames[5]) is not bytes)):
             frames = _heads_as_bytes(frames)
         try:
-            if len(frames) > self.config.max_frames + 1:
-                raise ProtocolError(f"{len(frames) - 1} frames; the limit is "
-                                    f"{self.config.max_frames} (--max-frames)")
-            message = p.parse_broker_inbound(frames[1:])
+            count = len(frames)
+            if count == 7:
+                message = _quick_parse(frames)
+            elif count == 4 and frames[3] == p.HEARTBEAT and frames[2] == p.WORKER \
+                    and not frames[1]:
+                message = _HEARTBEAT  # (a thousand idle workers send one a second)
+            else:
+                message = None
+            if message is None:
+                if len(frames) > self.config.max_frames + 1:
+                    raise ProtocolError(f"{len(frames) - 1} frames; the limit is "
+                                        f"{self.config.max_frames} (--max-frames)")
+                message = p.parse_broker_inbound(frames[1:])
         except ProtocolError as exc:
             self._malformed(identity, frames, exc, now)
             return
@@ -339,6 +348,11 @@ class BrokerCore:
             dispatcher.counters.requests += 1
             self._answer_error(request, self._unknown(name))
             return
+        if service is not None and service.idle:
+            worker = dispatcher.dispatch_now(service, request, now)
+            if worker is not None:  # (the usual lone request: no queue on the way)
+                self._out.task(worker, request, False, now, self._gather)
+                return
         error = dispatcher.enqueue(request, now)
         if error is not None:
             self._answer_error(request, error)
@@ -644,6 +658,29 @@ class BrokerCore:
                              now - self.started, now).to_wire()
 
 
+_HEARTBEAT = p.WorkerSignal(p.HEARTBEAT)
+
+
+def _quick_parse(frames: list[bytes]) -> p.BrokerInbound | None:
+    """The two messages of every sync request, parsed without the general parser: a
+    worker's REPLY of one body frame, and a SUBMIT of one request with only an id and a
+    deadline (what a DIPS client sends for a lone call). None for anything else, which
+    ``parse_broker_inbound`` then parses (and names what is wrong with it)."""
+    if frames[1]:
+        return None
+    command = frames[3]
+    if command == p.REPLY and frames[2] == p.WORKER and not frames[5]:
+        return p.WorkerReply(frames[4], frames[6:])
+    if command == p.SUBMIT and frames[2] == p.DIPS_CLIENT:
+        meta = p.unpack_meta(frames[5], "SUBMIT")
+        if len(meta) == 2:
+            rid, ttl = meta.get("id"), meta.get("ttl_ms")
+            if type(rid) is int and type(ttl) is int and 0 <= rid < 2**63 \
+                    and 0 <= ttl < 2**63:
+                return p.ClientRequest(frames[4], frames[6:], rid, ttl)
+    return None
+
+
 def _heads_as_bytes(frames: list[Any]) -> list[bytes]:
     """A big frame is passed as the ``zmq.Frame`` it came as (``sockio.recv``'s
     ``keep_big``), so that a body is never copied; one where the wire puts a service name,
@@ -659,10 +696,14 @@ def _heads_as_bytes(frames: list[Any]) -> list[bytes]:
             for i, f in enumerate(frames)]
 
 
+_ERROR_HEAD = p.error_body(Expired(""))[:7]  # how every DIPS error body begins
+
+
 def _is_error(body: list[Any]) -> bool:
     """Whether a reply body is a DIPS error (a body frame kept as ``zmq.Frame`` is big,
     and never one)."""
-    return len(body) == 1 and type(body[0]) is bytes and p.is_error_body(body)
+    return len(body) == 1 and type(first := body[0]) is bytes \
+        and first.startswith(_ERROR_HEAD) and p.is_error_body(body)
 
 
 class _Warnings:

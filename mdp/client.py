@@ -26,6 +26,7 @@ from typing import Any
 
 import zmq
 
+from mdp import protocol as p
 from mdp import sockio
 from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
 from mdp.clientcore import (
@@ -33,11 +34,13 @@ from mdp.clientcore import (
     Call,
     ClientCore,
     OnProgress,
+    check_frame,
     decode_status,
     encode_request,
     service_name,
 )
 from mdp.clock import poll_timeout_ms
+from mdp.errors import ProtocolError, RequestError, UnknownService
 from mdp.keys import CurveConfig
 from mdp.options import ClientOptions, resolve
 
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 _MAX_WAIT_S = 1.0  # a wait never exceeds this, whatever the core says
+_NOT_LONE: Any = object()  # _lone: the call cannot take the fast path
 
 
 def open_socket(context: zmq.Context, address: str, curve: CurveConfig | None,
@@ -111,9 +115,72 @@ class MDPClient:
         it raises ends the call and is raised here.
         """
         body = encode_request(request, self.max_request_bytes)
-        call = self._core.submit(service_name(service), [body], time.monotonic(),
-                                 timeout=self.timeout if timeout is None else timeout,
+        return self._send(service_name(service), body,
+                          self.timeout if timeout is None else timeout, priority, key,
+                          on_progress)
+
+    def send_frame(self, service: str, frame: bytes, *, timeout: float | None = None,
+                   priority: int = 0, key: bytes | None = None) -> Any:
+        """Like :meth:`send`, with the request already encoded: ``frame`` is the msgpack
+        map as it goes on the wire (a door passes a body it received through this way,
+        without decoding and encoding it again). The worker checks that it is a map."""
+        return self._send(service_name(service), check_frame(frame, self.max_request_bytes),
+                          self.timeout if timeout is None else timeout, priority, key, None)
+
+    def _send(self, name: bytes, body: bytes, timeout: float, priority: int,
+              key: bytes | None, on_progress: OnProgress | None) -> Any:
+        if key is None and on_progress is None and not self._iterating:
+            outcome = self._lone(name, body, timeout, priority)
+            if outcome is not _NOT_LONE:
+                return outcome
+        call = self._core.submit(name, [body], time.monotonic(), timeout=timeout,
                                  priority=priority, key=key, on_progress=on_progress)
+        return self._outcome(call)
+
+    def _lone(self, name: bytes, body: bytes, timeout: float, priority: int) -> Any:
+        """The lone call on a live DIPS connection, without the core's bookkeeping: SUBMIT,
+        send, block in the socket's receive until the RESULT (or the core's next deadline:
+        the call's own, or the broker's ping), match it by its meta, decode, done. Anything
+        else (a failed send, a wait that ends without our RESULT, ``unknown_service``, which
+        other brokers are asked about) hands the call to the core as sent at its start
+        (:meth:`ClientCore.adopt`) and the usual loop takes over."""
+        core = self._core
+        started = core.lone_start()
+        if started is None:
+            return _NOT_LONE
+        rid, ep = started
+        index = ep.index
+        sock = self._sockets[index]
+        now = time.monotonic()
+        frames: list[bytes] | None = None
+        if sock is not None:
+            try:
+                sockio.send(sock, p.client_submit(name, rid, max(1, int(timeout * 1000)),
+                                                  [body], priority))
+            except zmq.Again:  # no connection: the broker is gone
+                sock = None
+        if sock is not None:
+            wait_s = min(timeout, core.ping_interval, _MAX_WAIT_S)
+            frames, _ = sockio.recv_wait(sock, max(1, math.ceil(wait_s * 1000)))
+            if (frames is not None and len(frames) == 6 and frames[2] == p.RESULT
+                    and frames[1] == p.DIPS_CLIENT and frames[4] == p.pack({"id": rid})):
+                reply = frames[5]
+                if not p.is_error_body([reply]):
+                    core.lone_heard(ep, time.monotonic())
+                    return p.decode_reply([reply])
+                try:
+                    p.decode_reply([reply])
+                except UnknownService:
+                    pass  # the other brokers are asked: the core's decision
+                except (RequestError, ProtocolError) as exc:
+                    core.lone_heard(ep, time.monotonic())
+                    raise exc from None
+        call = core.adopt(rid, name, [body], now, timeout=timeout, priority=priority, ep=ep)
+        at = time.monotonic()
+        if sock is None:
+            core.handle(Lost(index), at)
+        elif frames is not None:
+            core.handle(Received(index, frames), at)
         return self._outcome(call)
 
     def send_many(

@@ -280,11 +280,12 @@ class ClientCore:
             log.warning("dropped a message from broker %s: %s", ep.address, exc)
             return
         match message:
-            case p.Reply():
-                self._on_reply(ep, message, now)
-            case p.Replies(service, rids, bodies):
-                for rid, body in zip(rids, bodies, strict=True):
-                    self._on_reply(ep, p.Reply(service, [body], rid), now)
+            case p.Reply(_, body, rid):
+                self._on_reply(ep, rid, body, now)
+            case p.Replies(_, rids, bodies):
+                on_reply = self._on_reply
+                for rid, one in zip(rids, bodies, strict=True):
+                    on_reply(ep, rid, [one], now)
             case p.Pong():
                 self._on_pong(ep, message, now)
             case p.Welcome():
@@ -303,6 +304,47 @@ class ClientCore:
             if ep.state is not State.DOWN:
                 self._check(ep, now)
         self._fill(now)
+
+    # --- the lone call: a shell's fast path ----------------------------------------------
+
+    def lone_start(self) -> tuple[int, Endpoint] | None:
+        """A lone call may skip the core: nothing else is outstanding, queued or waiting
+        to be sent, and the broker whose turn it is speaks DIPS. Then the call's id and its
+        broker (the round-robin moves on, as for any call); None otherwise (the shell
+        submits it as usual). The shell sends the SUBMIT itself and waits for the RESULT; it
+        tells the core :meth:`lone_heard` when it came, or :meth:`adopt` for anything else,
+        which makes the call an ordinary one, sent once to that broker at its start."""
+        if self.pending or self.actions:
+            return None
+        endpoints = self.endpoints
+        ep = endpoints[self._next]
+        if ep.state is not State.DIPS:
+            return None
+        self._next = (ep.index + 1) % len(endpoints)
+        return next(self._rids), ep
+
+    @staticmethod
+    def lone_heard(ep: Endpoint, now: float) -> None:
+        """The lone call's RESULT came from ``ep`` (a sign of life; nothing outstanding)."""
+        ep.heard_at = now
+        ep.ping_at = None
+
+    def adopt(self, rid: int, service: bytes, body: list[bytes], started: float, *,
+              timeout: float, priority: int, ep: Endpoint, raw: bool = False) -> Call:
+        """The lone call ``rid`` (from :meth:`lone_start`), sent to ``ep`` at ``started``,
+        becomes an ordinary call: as if submitted then and placed on ``ep``."""
+        call = Call(rid, service, body, timeout, priority, raw)
+        call.deadline = started + timeout
+        heapq.heappush(self._deadlines, (call.deadline, rid, call))
+        self._active += 1
+        self.pending[rid] = call
+        call.sends = 1
+        if not ep.calls:
+            ep.heard_at = started
+        ep.calls[rid] = call
+        call.at.append(ep)
+        call.sent_at = started
+        return call
 
     # --- what the shell reads ----------------------------------------------------------
 
@@ -355,9 +397,9 @@ class ClientCore:
 
     # --- inbound -------------------------------------------------------------------------
 
-    def _on_reply(self, ep: Endpoint, reply: p.Reply, now: float) -> None:
-        if reply.rid is not None:
-            call = self.pending.get(reply.rid)
+    def _on_reply(self, ep: Endpoint, rid: int | None, body: list[bytes], now: float) -> None:
+        if rid is not None:
+            call = self.pending.get(rid)
         else:
             call = ep.plain
             if ep.state is State.PROBING:  # a reply before any WELCOME: a standard broker
@@ -367,10 +409,10 @@ class ClientCore:
             log.debug("dropped a stale reply from %s", ep.address)
             return
         if call.raw:
-            self._end(call, reply.body, now, by=ep)
+            self._end(call, body, now, by=ep)
             return
         try:
-            outcome = p.decode_reply(reply.body)
+            outcome = p.decode_reply(body)
         except UnknownService as exc:
             self._refused(call, ep, exc, now)
             return
@@ -746,6 +788,16 @@ def encode_request(request: dict[str, Any], max_bytes: int) -> bytes:
     if len(body) > max_bytes:
         raise BadRequest(f"request is {len(body)} bytes; the limit is {max_bytes}")
     return body
+
+
+def check_frame(frame: bytes, max_bytes: int) -> bytes:
+    """An already-encoded request frame (``send_frame``), checked as far as a client can
+    without decoding it: bytes, within the size limit (the worker checks the map)."""
+    if not isinstance(frame, bytes):
+        raise BadRequest(f"a request frame is bytes, got {type(frame).__name__}")
+    if len(frame) > max_bytes:
+        raise BadRequest(f"request is {len(frame)} bytes; the limit is {max_bytes}")
+    return frame
 
 
 def decode_status(reply: list[bytes]) -> dict[str, Any]:

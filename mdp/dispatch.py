@@ -413,6 +413,34 @@ class Dispatcher:
             self.orphans.add(name)
         return None
 
+    def dispatch_now(self, service: Service, request: Request, now: float) -> Worker | None:
+        """A request that came alone for a service with nothing queued and a worker idle:
+        given to that worker at once, as :meth:`enqueue` then :meth:`assignments` would,
+        without the queue; the worker. None, with nothing done, for anything else (a
+        resend of a request held here, a coalescing key, a poisoned request remembered,
+        no idle worker): then it takes the usual way."""
+        idle = service.idle
+        if not idle or service.queue or service.unrecalled or request.ck is not None \
+                or len(self.poison):
+            return None
+        rid = request.rid
+        if rid is not None:
+            held = (request.client, rid)
+            if held in self.held:
+                return None
+            self.held[held] = request
+        self.counters.requests += 1
+        service.counters.requests += 1
+        _, worker = idle.popitem(last=False)
+        self.busy[worker.identity] = worker
+        self._key += 1
+        request.key = key = self._key.to_bytes(8, "big")
+        request.dispatched_at = now
+        worker.tasks[key] = request
+        if worker.prefetch and 1 <= service.hold_depth(worker):
+            service.open[worker.identity] = worker
+        return worker
+
     def _attach(self, shared: Request, request: Request, service: Service) -> None:
         """One more caller for a shared request: its reply goes to each; it runs until the
         latest of their deadlines."""
@@ -496,7 +524,9 @@ class Dispatcher:
             worker.tasks[key] = request
             if hold:
                 service.unrecalled[request] = worker
-            if worker.prefetch and len(worker.tasks) <= service.hold_depth(worker):
+            prefetch = worker.prefetch  # (service.hold_depth, inline: once per task)
+            if prefetch and len(worker.tasks) <= (
+                    prefetch if prefetch < service.hold_cap else service.hold_cap):
                 open_[worker.identity] = worker
             yield worker, request, hold
 

@@ -13,7 +13,7 @@ from typing import Any
 import zmq
 from zmq.backend import Socket as _BackendSocket
 
-_send = _BackendSocket.send
+_send: Any = _BackendSocket.send  # (typed loosely: copy is chosen per frame)
 _recv = _BackendSocket.recv
 _set = _BackendSocket.set
 _get = _BackendSocket.get
@@ -21,20 +21,31 @@ _get = _BackendSocket.get
 NOBLOCK = int(zmq.NOBLOCK)
 BIG = 65536  # a frame this long or longer may be passed on as it came (``keep_big``)
 HEAD = 4  # frames from the start that are never kept as zmq.Frame (identity, "", header, ...)
+ZERO_COPY = 1 << 20  # a frame this long or longer is sent without a copy (measured: from
+# about 1 MiB on, copying costs more than pyzmq's release of a zero-copy frame)
 _SNDMORE = int(zmq.SNDMORE)
 _RCVTIMEO = int(zmq.RCVTIMEO)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _Again = zmq.Again
+_TIMEOUT_SET = "_dips_rcvtimeo"  # recv_wait: the receive timeout set on a socket
 
 
 def send(sock: zmq.Socket, frames: list[bytes], flags: int = NOBLOCK) -> None:
-    """Send a multipart message; raises zmq.Again (and others) as ``send`` does."""
+    """Send a multipart message; raises zmq.Again (and others) as ``send`` does.
+
+    A last frame (where a body goes) of ``ZERO_COPY`` bytes or more is not copied: libzmq
+    sends it from the object's own memory (a copy is cheaper below that: a zero-copy frame
+    is released through pyzmq's garbage-collector thread); a mutable one is copied."""
     more = flags | _SNDMORE
     last = len(frames) - 1
     for i in range(last):
         _send(sock, frames[i], more)
-    _send(sock, frames[last], flags)
+    frame = frames[last]  # (a big body is the last frame: batches gather small ones)
+    if len(frame) < ZERO_COPY:
+        _send(sock, frame, flags)
+    else:
+        _send(sock, frame, flags, copy=type(frame) is not bytes)
 
 
 def readable(sock: zmq.Socket) -> bool:
@@ -68,18 +79,20 @@ def _rest(sock: zmq.Socket, frame: zmq.Frame, keep_big: bool) -> list[bytes]:
     """The message's frames from ``frame`` on; with ``keep_big``, big ones after the head
     are ``zmq.Frame`` (typed as bytes: what the broker does with a body, a Frame does)."""
     frames: list[Any] = [frame.bytes]
+    append = frames.append
     if not keep_big:
         while frame.more:
             frame = _recv(sock, 0, copy=False)
-            frames.append(frame.bytes)
+            append(frame.bytes)
         return frames
+    head = HEAD - 1
     while frame.more:
         frame = _recv(sock, 0, copy=False)
-        if len(frames) < HEAD:
-            frames.append(frame.bytes)
+        if head:
+            head -= 1
+            append(frame.bytes)
         else:
-            data = frame.bytes if frame.__len__() < BIG else frame
-            frames.append(data)
+            append(frame.bytes if frame.__len__() < BIG else frame)
     return frames
 
 
@@ -106,7 +119,12 @@ def recv_wait(
     Blocking in the socket's own receive costs fewer system calls than a poll followed by
     a receive. A signal's handler runs meanwhile; the wait then ends by its timeout.
     """
-    _set(sock, _RCVTIMEO, timeout_ms)  # not ``sock.rcvtimeo``: that costs 4x as much
+    if timeout_ms > 20:  # waking a little early is harmless, and the same timeout as last
+        timeout_ms -= timeout_ms % 10  # time is not set again
+    state = sock.__dict__  # the timeout last set: most waits use the same one again
+    if state.get(_TIMEOUT_SET) != timeout_ms:
+        _set(sock, _RCVTIMEO, timeout_ms)  # not ``sock.rcvtimeo``: that costs 4x as much
+        state[_TIMEOUT_SET] = timeout_ms
     try:
         frame = _recv(sock, 0, copy=False)
     except _Again:

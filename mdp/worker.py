@@ -221,10 +221,9 @@ class Worker:
         sockets, recv, readable = self.sockets, sockio.recv, sockio.readable
         for link in links:
             sock = sockets[link]
-            # a receive that finds nothing costs more than asking first
-            if sock is None or not readable(sock):
-                continue
-            while sock is not None and (frames := recv(sock)) is not None:
+            # a receive that finds nothing costs more than asking first (pyzmq builds a
+            # zmq.Again), and a pass usually finds one message
+            while sock is not None and readable(sock) and (frames := recv(sock)) is not None:
                 self._feed(link, frames, now)
                 sock = sockets[link]
 
@@ -307,17 +306,35 @@ class Worker:
             [link] = self._poll_links.values()
             sock = self.sockets[link]
             assert sock is not None  # noqa: S101 (the poller lists open sockets only)
-            timeout_ms = poll_timeout_ms(deadline, time.monotonic())
-            frames, _ = sockio.recv_wait(sock, min(timeout_ms, RECV_WAIT_MS))
+            while True:
+                timeout_ms = poll_timeout_ms(deadline, time.monotonic())
+                frames, _ = sockio.recv_wait(sock, min(timeout_ms, RECV_WAIT_MS))
+                if frames is None:
+                    if timeout_ms <= RECV_WAIT_MS:
+                        return []
+                    break  # (a long wait: in a poll that stop() can end)
+                lone = self._lone(link, frames)
+                if lone is None:
+                    # that message alone: what follows it is read once the loop comes back
+                    # here (asking the socket again would cost more than the wait finds)
+                    self._received = (link, frames)
+                    return []
+                if not lone or self._stop_requested or self.sockets[link] is not sock:
+                    return []
+        events = _zmq_poll(self._poller, poll_timeout_ms(deadline, time.monotonic()))
+        if len(events) == 1 and type(item := events[0][0]) is not int \
+                and not self._stop_requested:
+            # one link has input (the usual case): a task that came alone runs at once
+            link = self._poll_links[id(item)]
+            frames = sockio.recv(item)
             if frames is not None:
-                # that message alone: what follows it is read once the loop comes back
-                # here (asking the socket again would cost more than the wait finds)
-                self._received = (link, frames)
-                return []
-            if timeout_ms <= RECV_WAIT_MS:
-                return []
+                lone = self._lone(link, frames)
+                if lone is None:
+                    self._received = (link, frames)  # fed first, then the rest of the link
+                    return [link]
+                return []  # what came meanwhile: the next poll finds it
         ready = []
-        for item, _ in _zmq_poll(self._poller, poll_timeout_ms(deadline, time.monotonic())):
+        for item, _ in events:
             if type(item) is not int:
                 ready.append(self._poll_links[id(item)])
             elif item in self._monitor_fds:
@@ -325,6 +342,20 @@ class Worker:
             else:
                 self._drain_wake()
         return ready
+
+    def _lone(self, link: int, frames: list[bytes]) -> bool | None:
+        """A task that came alone to an idle worker: started, run and answered now, without
+        the core's parse-queue-begin round (``WorkerCore.lone_task``); then True, or False
+        when what the task left behind (it ran long, the worker drains) needs the main
+        loop. None when ``frames`` is anything else: the caller feeds them to the core."""
+        if len(frames) != 7 or frames[2] != p.TASK or frames[1] != p.WORKER or frames[0] \
+                or frames[4]:
+            return None
+        core = self.core
+        task = core.lone_task(link, frames[3], frames[5], frames[6:], time.monotonic())
+        if task is None:
+            return None
+        return self._run_task(task) and core.phase is Phase.SERVING and not core.waiting
 
     def _drain_wake(self) -> None:
         try:

@@ -35,6 +35,7 @@ EXIT_STUCK = 3  # a handler ran past the time limit; the process must be replace
 EXIT_OUT_OF_MEMORY = 4  # a handler hit the address-space limit; start afresh
 
 STANDARD_EXPIRY_S = 7.5  # 7/MDP's reference heartbeat (2.5 s) x liveness (3)
+_NO_META = b"\x80"  # an empty msgpack map: a TASK without a deadline
 
 
 class LinkMode(enum.Enum):
@@ -277,15 +278,24 @@ class WorkerCore:
                 self._on_disconnect(i, link, now)
             case p.BrokerSignal():
                 link.backoff.reset()
-                if (link.mode is LinkMode.DIPS
-                        and now - link.sent_at >= self.timing.heartbeat_interval_s / 2):
-                    # answer the broker's heartbeat burst rather than waking it on our timer
+                if link.mode is LinkMode.DIPS and (
+                        now - link.sent_at >= self.timing.heartbeat_interval_s / 2
+                        or self._holds(i)):
+                    # answer the broker's heartbeat burst rather than waking it on our timer;
+                    # and every probe of a broker whose task we hold (it is asking whether
+                    # we froze: an answer at once lets it use a short --frozen-after)
                     self._send(i, p.signal(p.HEARTBEAT), now)
             case p.BrokerRecall(key):
                 self._on_recall(i, key, now)
             case p.BrokerWelcome():
                 link.backoff.reset()
                 self._on_welcome(i, link, message, now)
+
+    def _holds(self, i: int) -> bool:
+        """Whether a task of link ``i`` runs or waits here."""
+        current = self.current
+        return (current is not None and current.link == i) or any(
+            task.link == i for task in self.waiting)
 
     def _on_task(self, i: int, link: Link, msg: p.BrokerTask, now: float) -> None:
         deadline = None if msg.ttl_ms is None else now + msg.ttl_ms / 1000
@@ -351,6 +361,12 @@ class WorkerCore:
                 self._reply(task, p.error_body(Expired("the client's deadline passed")), now)
                 self._count(now)
                 continue
+            if len(self.links) > 1:
+                # replies gathered for other brokers go before this task starts: should the
+                # process die in it, no broker blames a task it had finished (exact losses)
+                for i, link in enumerate(self.links):
+                    if link.gathered_keys and i != task.link:
+                        self._send_gathered(link, i, now)
             task.started_at = now
             self.current = task
             self.long = False
@@ -359,6 +375,37 @@ class WorkerCore:
         self._tell_free(now)
         self._maybe_done(now)
         return None
+
+    def lone_task(self, i: int, key: bytes, meta: bytes, body: list[bytes],
+                  now: float) -> Task | None:
+        """A TASK (``key``, its meta frame, ``body``) that came alone on link ``i`` while
+        the worker is idle: the task, started now (what ``receive`` then ``begin`` would
+        do, without their bookkeeping); None when it is anything but that plain case (a
+        held task, an expired one, a link not yet DIPS, a worker with work in hand or
+        draining): then the shell feeds the message to ``receive`` as usual."""
+        if self.current is not None or self.waiting or self.phase is not Phase.SERVING:
+            return None
+        link = self.links[i]
+        if link.mode is not LinkMode.DIPS:
+            return None
+        if meta == _NO_META:
+            deadline = None
+        else:
+            try:
+                fields = p.unpack_meta(meta, "TASK")
+            except ProtocolError:
+                return None
+            ttl = fields.get("ttl_ms")
+            if fields.get("hold") is not None or len(fields) > 1 or type(ttl) is not int \
+                    or not 0 < ttl < 2**63:
+                return None
+            deadline = now + ttl / 1000
+        link.heard_at = now
+        link.backoff.reset()
+        task = Task(i, link.epoch, key, body, deadline, False, True, now)
+        self.current = task
+        self.long = False
+        return task
 
     def task_long(self, now: float) -> None:
         """The current task has run past busy_after: tell the other brokers, bounce."""
@@ -467,18 +514,24 @@ class WorkerCore:
     def next_deadline(self, now: float) -> float:
         """When ``tick`` is next due (the shell asks once or twice per task: kept flat)."""
         t = self.timing
-        deadline = now + t.heartbeat_interval_s
+        interval = t.heartbeat_interval_s
+        deadline = now + interval
         serving = self.phase is Phase.SERVING
-        for link in self.links:
+        expiry = t.expiry_s
+        for link in self.links:  # (_heartbeat_due and _expiry_s inline: once per task)
             mode = link.mode
             if mode is LinkMode.CLOSED:
                 if serving and link.retry_at < deadline:
                     deadline = link.retry_at
                 continue
-            due = self._heartbeat_due(link)
+            if mode is LinkMode.DIPS:
+                due = link.sent_at + interval * 1.5
+                silent = link.heard_at + expiry
+            else:
+                due = link.sent_at + interval
+                silent = link.heard_at + max(expiry, STANDARD_EXPIRY_S)
             if due < deadline:
                 deadline = due
-            silent = link.heard_at + self._expiry_s(link)
             if silent < deadline:
                 deadline = silent
         task = self.current

@@ -16,10 +16,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 import pytest
 
 from clusterkit import Cluster, Proc
 from mdp.aio import AsyncMDPClient
+from mdp.client import MDPClient
 from mdp.errors import BadRequest, UnknownService
 from mdp.status import BrokerStatus
 from testkit import broker_counter, busy_worker, free_port, wait_for
@@ -177,3 +179,27 @@ def test_async_broker_hung(cluster: Cluster) -> None:
             brokers[0].signal(signal.SIGCONT)
 
     run_with_fault(cluster, fault, "async: broker SIGSTOP 3 s")
+
+
+def test_send_frame_passes_an_encoded_request_through_keyed_on_both_clients(
+        cluster: Cluster) -> None:
+    broker = cluster.broker()
+    cluster.worker([broker])
+    frame = msgpack.packb({"i": 1, "blob": b"\x00" * 16})
+    with MDPClient([broker.endpoint]) as sync:
+        assert sync.send_frame("echo", frame) == {"i": 1, "blob": b"\x00" * 16}
+        assert sync.send_frame("echo", frame, key=b"k1") == {"i": 1, "blob": b"\x00" * 16}
+        with pytest.raises(BadRequest):
+            sync.send_frame("echo", msgpack.packb([1, 2]))  # the worker checks the map
+        with pytest.raises(BadRequest):
+            sync.send_frame("echo", "text")  # type: ignore[arg-type]
+
+    async def main() -> None:
+        async with AsyncMDPClient([broker.endpoint]) as client:
+            replies = await asyncio.gather(*(client.send_frame("echo", frame, key=b"k")
+                                             for _ in range(20)))
+            assert replies == [{"i": 1, "blob": b"\x00" * 16}] * 20
+            with pytest.raises(BadRequest):
+                await client.send_frame("echo", b"x" * (client.max_request_bytes + 1))
+
+    asyncio.run(main())

@@ -459,3 +459,30 @@ def test_with_every_broker_down_the_next_deadline_is_never_now() -> None:
         core.take_actions()
         ticks += 1
     assert ticks < 40  # a few wake-ups a second at most: the shell sleeps in between
+
+
+def test_a_lone_call_may_skip_the_core_only_on_a_dips_broker_with_nothing_outstanding() -> None:
+    core = make(2)
+    assert core.lone_start() is None  # nothing is up yet
+    call = submit(core, 0.0)
+    actions(core)
+    up(core, 0, 0.01)
+    up(core, 1, 0.01)
+    core.handle(Received(0, result(call.rid, 1)), 0.02)
+    assert call.done
+    actions(core)
+    started = core.lone_start()
+    assert started is not None
+    rid, ep = started
+    assert rid > call.rid
+    second = core.lone_start()  # the round-robin moved on, as for any call
+    assert second is not None and second[1] is not ep
+    # the shell hands a lone call to the core when anything but its RESULT came: it is then
+    # an ordinary call, sent once to that broker at its start
+    adopted = core.adopt(rid, SVC, [p.pack({"v": 1})], 1.0, timeout=5.0, priority=0, ep=ep)
+    assert core.lone_start() is None  # something is outstanding now
+    assert adopted.sends == 1 and core.next_deadline() == 1.0 + core.ping_interval
+    core.handle(Received(ep.index, result(rid, 2)), 1.1)
+    assert adopted.outcome == 2 and adopted in core.take_finished()
+    core.tick(1.2)
+    assert not core.pending and core.lone_start() is not None

@@ -401,3 +401,23 @@ def test_a_worker_holds_about_five_ms_of_work_behind_its_task() -> None:
         d.complete(w, r.key, now)
     assert service.hold_depth(w) == 8
     assert service.hold_depth(d.add_worker(b"S", b"echo", False, {}, now)) == 0  # standard
+
+
+def test_a_lone_request_goes_to_an_idle_worker_at_once_as_through_the_queue() -> None:
+    d = make()
+    a = d.add_worker(b"A", b"echo", True, {}, 0.0)
+    b = d.add_worker(b"B", b"echo", True, {}, 0.1)
+    service = d.services[b"echo"]
+    first = req(1, 1.0, rid=7)
+    assert d.dispatch_now(service, first, 1.0) is a  # least recently used, as assignments
+    assert a.tasks == {first.key: first} and d.busy == {b"A": a} and d.holds(b"client1", 7)
+    assert d.counters.requests == 1 and service.counters.requests == 1
+    assert d.dispatch_now(service, req(1, 1.1, rid=7), 1.1) is None  # a resend: kept once
+    keyed = req(2, 1.2, rid=8)
+    keyed.ck = b"k"
+    assert d.dispatch_now(service, keyed, 1.2) is None  # coalescing: the usual way
+    d.enqueue(req(3, 1.3), 1.3)
+    assert d.dispatch_now(service, req(4, 1.3), 1.3) is None  # a queue: it goes behind
+    [(worker, _)] = assign(d, now=1.3)
+    assert worker is b and d.dispatch_now(service, req(5, 1.4), 1.4) is None  # none idle
+    assert d.complete(a, first.key, 2.0) is first and not d.holds(b"client1", 7)

@@ -583,3 +583,49 @@ def test_progress_goes_after_the_replies_gathered_before_it() -> None:
     core.progress(second, "status", 0, 1, None, 0.0002)
     assert [(name, detail) for _, name, detail in take(core)] == \
         [("REPLY", (b"k1", "r1")), ("PROGRESS", b"k2")]
+
+
+def test_replies_gathered_for_one_broker_go_before_a_task_of_another_starts() -> None:
+    # should the process die in the other broker's task, no broker takes a task it had
+    # answered for the one that killed the worker (exact loss attribution)
+    core = batch_core(2)
+    tasks(core, 0, [b"a1", b"a2"])
+    task(core, 1, b"b1", hold=True)
+    t = core.begin(0.0)
+    assert t is not None and t.key == b"a1"
+    core.task_done(b"r1", 0.0001)
+    t = core.begin(0.0001)
+    assert t is not None and t.key == b"a2"
+    assert take(core) == []  # same broker: a1's reply still gathers
+    core.task_done(b"r2", 0.0002)
+    t = core.begin(0.0002)
+    assert t is not None and t.key == b"b1"
+    assert replies_sent(core) == [(0, [b"a1", b"a2"])]
+
+
+def test_every_probe_of_a_broker_whose_task_runs_is_answered() -> None:
+    core = dips_core(2, heartbeat_interval_s=1.0)
+    task(core, 0, b"k1", 0.0)
+    t = core.begin(0.0)
+    assert t is not None
+    signal(core, 0, p.HEARTBEAT, 0.1)  # its broker asks whether we froze: answered at once
+    signal(core, 1, p.HEARTBEAT, 0.1)  # the other: within half an interval, not
+    assert take(core) == [(0, "HEARTBEAT", None)]
+    core.task_done(b"r", 0.15)
+    take(core)
+    signal(core, 0, p.HEARTBEAT, 0.2)  # nothing held now: the usual half interval
+    assert take(core) == []
+
+
+def test_a_lone_task_to_an_idle_worker_starts_at_once_and_is_answered() -> None:
+    core = dips_core(2)
+    frames = p.to_worker(b"id", b"k1", BODY, True, 5_000)[1:]
+    t = core.lone_task(0, frames[3], frames[5], frames[6:], 1.0)
+    assert t is not None and t.key == b"k1" and t.deadline == 1.0 + 5.0 and core.current is t
+    core.task_done(b"r", 1.001)
+    assert take(core) == [(0, "REPLY", (b"k1", p.unpack(b"r")))]
+    assert core.served == 1
+    held = p.to_worker(b"id", b"k2", BODY, True, 5_000, hold=True)[1:]
+    assert core.lone_task(0, held[3], held[5], held[6:], 2.0) is None  # a held one: as usual
+    task(core, 1, b"k3", 2.0)
+    assert core.lone_task(0, frames[3], frames[5], frames[6:], 2.0) is None  # work waits

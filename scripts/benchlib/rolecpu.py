@@ -68,8 +68,15 @@ def run_mode(kids: Children, plan: Plan, mode: str, shape: Shape,
     floor = Floor(kids, plan)
     floor.start(shape)
     facing, address = start_broker(kids)
-    other, other_address = start_broker(kids)
-    workers = start_workers(kids, [address, other_address], shape.workers)
+    # pipelined: every worker is attached to a second broker that no client uses (what
+    # keeping it informed costs); sync: to the one broker alone, as the guide's worker is,
+    # so that the two stacks are compared on the same shape
+    other: Child | None = None
+    brokers = [address]
+    if mode != SYNC:
+        other, other_address = start_broker(kids)
+        brokers.append(other_address)
+    workers = start_workers(kids, brokers, shape.workers)
     floor_clients = floor.clients(mode, SMALL, shape)
     dips_clients = start_clients(kids, shape, "dips", mode, SMALL, plan, "--endpoint", address)
     stack = guide.Guide(kids, plan, guide_files) if guide_files is not None else None
@@ -85,22 +92,27 @@ def run_mode(kids: Children, plan: Plan, mode: str, shape: Shape,
         for child in floor_clients + dips_clients + guide_clients:
             child.expect("READY", 60)
         floor_roles = {CLIENT: pids(floor_clients), SERVER: pids(floor.servers)}
-        dips_roles = {CLIENT: pids(dips_clients), FACING: [facing.pid], OTHER: [other.pid],
+        dips_roles = {CLIENT: pids(dips_clients), FACING: [facing.pid],
                       WORKER: pids(workers)}
+        if other is not None:
+            dips_roles[OTHER] = [other.pid]
         for _ in range(plan.roles_reps):
             costs.floor.add(*cpu_window(floor_clients, floor_roles, plan.roles_duration_s))
             costs.dips.add(*cpu_window(dips_clients, dips_roles, plan.roles_duration_s))
             if costs.guide is not None:
                 costs.guide.add(*cpu_window(guide_clients, guide_roles, plan.roles_duration_s))
     finally:
-        kids.kill(*floor_clients, *dips_clients, *guide_clients, *workers, facing, other)
+        kids.kill(*floor_clients, *dips_clients, *guide_clients, *workers, facing,
+                  *([other] if other is not None else []))
         if stack is not None:
             stack.stop()
         floor.stop()
+    shown = [role for role in DIPS_ROLES if other is not None or role != OTHER]
     note(f"  {mode} {shape}: " + ", ".join(f"{role} {costs.dips.us(role):.0f}"
-                                           for role in DIPS_ROLES)
+                                           for role in shown)
          + f" us/request; total {costs.dips.us():.0f} = {costs.times_floor:.1f}x the floor's "
-         f"{costs.floor.us():.0f}; other/facing {100 * costs.other_share:.1f}%")
+         f"{costs.floor.us():.0f}"
+         + (f"; other/facing {100 * costs.other_share:.1f}%" if other is not None else ""))
     if costs.guide is not None:
         note(f"  {mode} {shape}, the guide's stack: " + ", ".join(
             f"{role} {costs.guide.us(role):.0f}" for role in GUIDE_ROLES)
@@ -142,7 +154,8 @@ def tables(modes: list[ModeCosts]) -> list[str]:
                  for role in GUIDE_ROLES]
         rows.append(row("**guide (Python): total**", lambda c: _guide_us(c)))
     extra = [["other broker / client-facing broker"]
-             + sum(([f"{100 * c.other_share:.1f}%", ""] for c in modes), []),
+             + sum(([f"{100 * c.other_share:.1f}%" if math.isfinite(c.other_share) else "—",
+                     ""] for c in modes), []),
              ["requests/s: floor / DIPS"]
              + sum(([f"{num(c.floor.rate)} / {num(c.dips.rate)}", ""] for c in modes), [])]
     return table(header, rows + extra)
@@ -193,7 +206,9 @@ INTRO = (
     "The `echo` service with a {size}-byte body. *DIPS*: `MDPClient([client-facing broker])` "
     "(`send_many`, window {window}, when pipelined; `send` when sync) through one broker; a "
     "second broker that every `python -m mdp.worker --service echo` process is attached to "
-    "but no client uses (*other broker*). *Floor*: raw pyzmq DEALER clients and ROUTER echo "
+    "but no client uses (*other broker*), when pipelined; sync, the worker is attached to the "
+    "one broker alone, as the ZeroMQ guide's worker beside it is (*guide (Python)*: its "
+    "broker, worker and client, same shape). *Floor*: raw pyzmq DEALER clients and ROUTER echo "
     "servers, same shape, bytes as they are. Floor and DIPS windows alternate; every "
     "process's CPU is read from `/proc/PID/stat` (utime+stime, all threads) and summed over "
     "the windows, per request served. The echo worker's figure is its whole CPU. Echo is "
