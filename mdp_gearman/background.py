@@ -8,14 +8,15 @@ logged.
 One dead service must not stall the others, so each service has its own queue and its own
 ``per_service`` slots (jobs in DIPS at once), and a service that no worker offers is
 *parked*: its jobs wait here and hold no slot. The door's view of the fleet
-(:class:`~mdp_gearman.fleet.Fleet`) decides: a service is parked when the brokers list no
-worker for it (before its first job is sent, or after a try came back ``unknown_service``,
-``expired`` or ``timeout`` and the brokers confirm it has no worker), and let go when a
-worker appears (the view is fetched again every ``PARKED_POLL_S`` while a service is
-parked). A job for a healthy service starts at once, whatever else is queued. A try that
-failed for another passing reason (``overloaded``; ``timeout`` with workers there, a broker
-fault) is tried again with backoff (0.5 s doubling to 30 s), as long as it takes, as
-gearmand keeps a background job until a worker takes it.
+(:class:`~mdp_gearman.fleet.Fleet`) decides, and no job starts before the first view: a
+service is parked when the brokers list no worker for it (before its first job is sent, or
+after a try came back ``unknown_service``, ``expired`` or ``timeout`` and the brokers
+confirm it has no worker), and let go when a worker appears (the view is fetched again
+every ``PARKED_POLL_S`` while a service is parked). A job for a healthy service starts at
+once, whatever else is queued. A try that failed for another passing reason
+(``overloaded``; ``timeout`` with workers there, a broker fault) is tried again with
+backoff (0.5 s doubling to 30 s), as long as it takes, as gearmand keeps a background job
+until a worker takes it.
 """
 
 from __future__ import annotations
@@ -117,7 +118,9 @@ class BackgroundRunner:
         for service, queue in self._queues.items():
             while queue.due and queue.running < self.per_service:
                 offer = self.fleet.offer(service)
-                queue.parked = offer is not None and not offer.any
+                if offer is None:  # no broker has answered yet: wait for the first view
+                    return
+                queue.parked = not offer.any
                 if queue.parked:
                     break
                 job = heapq.heappop(queue.due)[2]

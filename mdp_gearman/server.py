@@ -67,6 +67,7 @@ class Connection(asyncio.Protocol):
         self._admin_task: asyncio.Task[None] | None = None
         self.waiting: set[Job] = set()  # the foreground jobs this client waits for
         self.worker: GearmanWorker | None = None  # made by its first worker packet
+        self._trace = log.isEnabledFor(logging.DEBUG)  # every packet in the log
 
     # --- asyncio callbacks ------------------------------------------------------------
 
@@ -98,6 +99,8 @@ class Connection(asyncio.Protocol):
                 return
             if event is None:
                 return
+            if self._trace:
+                log.debug("from %s: %s", self.peer, _describe(event))
             try:
                 self.gateway.on_event(self, event)
             except Exception:  # one bad event must not take the connection's others
@@ -126,6 +129,8 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        if self._trace:
+            log.debug("to %s: %s", self.peer, _describe_out(data))
         transport.write(data)
         if transport.get_write_buffer_size() > self.config.max_write_buffer_bytes:
             log.warning("closing %s: it does not read its replies (%d bytes waiting)",
@@ -327,10 +332,12 @@ class Gateway:
         elif job is None:
             job = self.table.add(sub)
             self._tasks[job] = asyncio.get_running_loop().create_task(self._foreground(job))
-        if not sub.background:
-            job.waiters.append(conn)
-            conn.waiting.add(job)
-            conn.job_added()
+        if sub.background:
+            conn.send(g.build(T.JOB_CREATED, job.handle))
+            return
+        job.waiters.append(conn)
+        conn.waiting.add(job)
+        conn.job_added()
         conn.send(g.build(T.JOB_CREATED, job.handle))
 
     def _store(self, conn: Connection, sub: Submission) -> Job | None:
@@ -453,6 +460,25 @@ class Gateway:
         if loop.time() - self.fleet.fetched_at > STATUS_CACHE_S:
             await self.fleet.refresh()
         return self.fleet.statuses
+
+
+def _describe(event: g.Event) -> str:
+    """A packet or line for the log (arguments cut short)."""
+    if isinstance(event, g.Packet):
+        return f"{g.type_name(event.type)} {[a[:48] for a in event.args]}"
+    return repr(event)[:120]
+
+
+def _describe_out(data: bytes) -> str:
+    """What the door sends, for the log: each packet's type and first argument."""
+    out, at = [], 0
+    while at + g.HEADER_BYTES <= len(data):
+        _, kind, size = g.HEADER.unpack_from(data, at)
+        body = data[at + g.HEADER_BYTES:at + g.HEADER_BYTES + size]
+        first = body.split(b"\0", 1)[0][:48]
+        out.append(f"{g.type_name(kind)} {first!r}")
+        at += g.HEADER_BYTES + size
+    return ", ".join(out) if out else repr(data[:60])
 
 
 def _status_fields(job: Job | None) -> tuple[bytes, bytes, bytes, bytes]:
