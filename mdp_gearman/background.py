@@ -1,11 +1,22 @@
-"""Background jobs: run from the durable outbox, retried through DIPS faults.
+"""Background jobs: run from the durable outbox, retried through DIPS faults, service by service.
 
 Every stored job is run until DIPS answers it for good: a result, or an error that another
-try would not change (bad_request, worker_error, worker_timeout, ...). A ``timeout``,
-``overloaded``, ``expired`` or ``unknown_service`` answer (no broker reachable, a full
-queue, no worker yet) is tried again with backoff, for as long as it takes, as gearmand keeps
-a background job until a worker takes it. A background job's result goes nowhere (Gearman
-gives the caller of a background job nothing); its failure is logged.
+try would not change (bad_request, worker_error, worker_timeout, ...). A background job's
+result goes nowhere (Gearman gives the caller of a background job nothing); its failure is
+logged.
+
+One dead service must not stall the others, so each service has its own queue and its own
+``per_service`` slots (jobs in DIPS at once), and a service that no worker offers is
+*parked*: its jobs wait here and hold no slot. The door's view of the fleet
+(:class:`~mdp_gearman.fleet.Fleet`) decides, and no job starts before the first view: a
+service is parked when the brokers list no worker for it (before its first job is sent, or
+after a try came back ``unknown_service``, ``expired`` or ``timeout`` and the brokers
+confirm it has no worker), and let go when a worker appears (the view is fetched again
+every ``PARKED_POLL_S`` while a service is parked). A job for a healthy service starts at
+once, whatever else is queued. A try that failed for another passing reason
+(``overloaded``; ``timeout`` with workers there, a broker fault) is tried again with
+backoff (0.5 s doubling to 30 s), as long as it takes, as gearmand keeps a background job
+until a worker takes it.
 """
 
 from __future__ import annotations
@@ -15,8 +26,10 @@ import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from mdp.errors import Expired, Overloaded, Timeout, UnknownService
+from mdp_gearman.fleet import Fleet
 from mdp_gearman.jobs import Job
 from mdp_gearman.outbox import Outbox
 
@@ -25,8 +38,11 @@ Outcome = bytes | BaseException
 log = logging.getLogger(__name__)
 
 TRANSIENT = (Timeout, Overloaded, Expired, UnknownService)
+NO_WORKER = (UnknownService, Expired, Timeout)  # what a service with no worker answers
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
+PARKED_POLL_S = 0.25  # how often the fleet is asked again while a service is parked
+FLEET_MAX_AGE_S = 1.0  # an older view is fetched again before a new service's first job
 
 
 def backoff_s(attempts: int) -> float:
@@ -34,22 +50,35 @@ def backoff_s(attempts: int) -> float:
     return min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** max(0, attempts - 1))
 
 
+@dataclass
+class ServiceQueue:
+    """One service's due jobs (by priority, then age), its jobs in DIPS, and whether no
+    worker offers it."""
+
+    due: list[tuple[int, int, Job]] = field(default_factory=list)
+    running: int = 0
+    parked: bool = False
+
+
 class BackgroundRunner:
-    """Keeps up to ``concurrency`` background jobs in DIPS, highest priority first."""
+    """Keeps each service's background jobs in DIPS; see the module docstring."""
 
     def __init__(self, outbox: Outbox, run: Callable[[Job], Awaitable[Outcome]],
-                 settle: Callable[[Job, Outcome, bool], None], concurrency: int) -> None:
+                 settle: Callable[[Job, Outcome, bool], None], per_service: int,
+                 fleet: Fleet) -> None:
         self.outbox = outbox
         self._run = run  # one try: the result's bytes or the error
         self._settle = settle  # tell the waiters; the flag says the job is done for good
-        self._slots = asyncio.Semaphore(concurrency)
+        self.per_service = per_service
+        self.fleet = fleet
         self._later: list[tuple[float, int, Job]] = []  # heap by time
-        self._due: list[tuple[int, int, Job]] = []  # heap by priority, then age
+        self._queues: dict[str, ServiceQueue] = {}
         self._seq = 0
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.held: dict[str, int] = {}  # jobs waiting here per service (admin status)
         self.completed = 0
+        fleet.listeners.append(self._wake.set)
 
     def schedule(self, job: Job, not_before: float = 0.0) -> None:
         sub = job.submission
@@ -58,41 +87,64 @@ class BackgroundRunner:
         self.held[sub.service] = self.held.get(sub.service, 0) + 1
         self._wake.set()
 
+    def parked(self) -> list[str]:
+        return sorted(name for name, q in self._queues.items() if q.parked and q.due)
+
     async def run_forever(self) -> None:
         while True:
+            self._wake.clear()
             self._promote(time.time())
-            if not self._due:
-                delay = self._later[0][0] - time.time() if self._later else None
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                except TimeoutError:
-                    pass
-                continue
-            await self._slots.acquire()
-            self._promote(time.time())  # a higher priority may have come in meanwhile
-            job = heapq.heappop(self._due)[2]
-            self.held[job.submission.service] -= 1
-            task = asyncio.create_task(self._one(job))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if self._needs_view():
+                self.fleet.refresh()  # not awaited: its answer wakes this loop
+            self._start_what_may()
+            await self._sleep()
+
+    def _needs_view(self) -> bool:
+        """A parked service, or one about to get a first job, wants a fresh view (never
+        waited for: a broker that does not answer must not hold up the other services)."""
+        age = self.fleet.age_s()
+        if age >= PARKED_POLL_S and any(q.parked and q.due for q in self._queues.values()):
+            return True
+        return age >= FLEET_MAX_AGE_S and any(q.due and not q.running
+                                             for q in self._queues.values())
 
     def _promote(self, now: float) -> None:
         while self._later and self._later[0][0] <= now:
             _, seq, job = heapq.heappop(self._later)
-            heapq.heappush(self._due, (-job.submission.priority, seq, job))
+            queue = self._queues.setdefault(job.submission.service, ServiceQueue())
+            heapq.heappush(queue.due, (-job.submission.priority, seq, job))
 
-    async def _one(self, job: Job) -> None:
+    def _start_what_may(self) -> None:
+        for service, queue in self._queues.items():
+            while queue.due and queue.running < self.per_service:
+                offer = self.fleet.offer(service)
+                if offer is None:  # no broker has answered yet: wait for the first view
+                    return
+                queue.parked = not offer.any
+                if queue.parked:
+                    break
+                job = heapq.heappop(queue.due)[2]
+                queue.running += 1
+                self.held[service] -= 1
+                task = asyncio.create_task(self._one(job, queue))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _sleep(self) -> None:
+        delay = self._later[0][0] - time.time() if self._later else None
+        if self.parked():
+            delay = PARKED_POLL_S if delay is None else min(delay, PARKED_POLL_S)
+        try:
+            await asyncio.wait_for(self._wake.wait(), delay)
+        except TimeoutError:
+            pass
+
+    async def _one(self, job: Job, queue: ServiceQueue) -> None:
         try:
             job.attempts += 1
             outcome = await self._run(job)
             if isinstance(outcome, TRANSIENT):
-                job.running = False  # back in the queue
-                delay = backoff_s(job.attempts)
-                log.info("background job %s (%s): %s; trying again in %.1fs",
-                         job.handle.decode(), job.submission.service, outcome, delay)
-                self._settle(job, outcome, False)
-                self.schedule(job, time.time() + delay)
+                await self._again(job, queue, outcome)
                 return
             if isinstance(outcome, BaseException):
                 log.warning("background job %s (%s) failed: %s", job.handle.decode(),
@@ -102,7 +154,27 @@ class BackgroundRunner:
             self.completed += 1
             self._settle(job, outcome, True)
         finally:
-            self._slots.release()
+            queue.running -= 1
+            self._wake.set()
+
+    async def _again(self, job: Job, queue: ServiceQueue, outcome: BaseException) -> None:
+        """A try that another may change: park the service if no worker offers it (the
+        job waits, holding nothing), else try again after a backoff."""
+        job.running = False  # back in the queue
+        self._settle(job, outcome, False)
+        if isinstance(outcome, NO_WORKER):
+            await self.fleet.fresh(0.0, wait_s=2.0)
+            offer = self.fleet.offer(job.submission.service)
+            if offer is not None and not offer.any:
+                log.info("background job %s (%s): %s; no worker offers it, so its jobs wait",
+                         job.handle.decode(), job.submission.service, outcome)
+                queue.parked = True
+                self.schedule(job)
+                return
+        delay = backoff_s(job.attempts)
+        log.info("background job %s (%s): %s; trying again in %.1fs", job.handle.decode(),
+                 job.submission.service, outcome, delay)
+        self.schedule(job, time.time() + delay)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -32,6 +32,7 @@ from mdp_gearman import packets as g
 from mdp_gearman.background import BackgroundRunner, Outcome
 from mdp_gearman.config import GatewayConfig, parse_args
 from mdp_gearman.dips import Dips
+from mdp_gearman.fleet import GEARMAN_WORKER_VERSION, Fleet
 from mdp_gearman.jobs import SUBMISSIONS, Job, JobTable, Submission, parse_submission
 from mdp_gearman.linkdriver import LinkDriver
 from mdp_gearman.outbox import Outbox, StoredJob
@@ -42,7 +43,9 @@ from mdp_gearman.workers import MAX_LINKS, GearmanWorker, WorkerSettings
 
 log = logging.getLogger(__name__)
 
-STATUS_CACHE_S = 0.5
+STATUS_CACHE_S = 0.5  # admin status: a fresher view of the brokers is fetched
+FLEET_MAX_AGE_S = 1.0  # a job that needs to know who offers its service: the oldest view
+FLEET_WAIT_S = 0.2  # ... and the longest it waits for a fresher one
 
 
 class Connection(asyncio.Protocol):
@@ -64,6 +67,7 @@ class Connection(asyncio.Protocol):
         self._admin_task: asyncio.Task[None] | None = None
         self.waiting: set[Job] = set()  # the foreground jobs this client waits for
         self.worker: GearmanWorker | None = None  # made by its first worker packet
+        self._trace = log.isEnabledFor(logging.DEBUG)  # every packet in the log
 
     # --- asyncio callbacks ------------------------------------------------------------
 
@@ -95,6 +99,8 @@ class Connection(asyncio.Protocol):
                 return
             if event is None:
                 return
+            if self._trace:
+                log.debug("from %s: %s", self.peer, _describe(event))
             try:
                 self.gateway.on_event(self, event)
             except Exception:  # one bad event must not take the connection's others
@@ -123,6 +129,8 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        if self._trace:
+            log.debug("to %s: %s", self.peer, _describe_out(data))
         transport.write(data)
         if transport.get_write_buffer_size() > self.config.max_write_buffer_bytes:
             log.warning("closing %s: it does not read its replies (%d bytes waiting)",
@@ -191,7 +199,7 @@ class Gateway:
         self._tasks: dict[Job, asyncio.Task[None]] = {}
         self._spawned: set[asyncio.Task[Any]] = set()
         self._servers: list[asyncio.base_events.Server] = []
-        self._status: tuple[float, list[BrokerStatus | None]] = (-1e9, [])
+        self.fleet = Fleet(dips.broker_status)
         self._failures = RateLimitedLog(log)
         self.runner: BackgroundRunner | None = None
         self.zmq = zmq.Context()
@@ -200,12 +208,13 @@ class Gateway:
             tuple(config.brokers), config.worker_time_limit_s,
             Timing(config.heartbeat_interval_s, time_limit_s=NO_TIME_LIMIT_S, reply_gather_s=0),
             prefetch=config.worker_prefetch, raw_field=config.raw_field,
-            meta={"version": f"gearman-worker via mdp-gearman {code_version()}"})
+            meta={"version": f"{GEARMAN_WORKER_VERSION} {code_version()}"},
+            on_offered=self.fleet.offered)
         self._curve = (CurveConfig.from_files(config.curve_secret, config.broker_key)
                        if config.curve_secret and config.broker_key else None)
         if outbox is not None:
             self.runner = BackgroundRunner(outbox, self._attempt, self._settle,
-                                           config.background_concurrency)
+                                           config.background_concurrency, self.fleet)
 
     async def start(self) -> list[tuple[str, int]]:
         """Listen on every address; returns them with the ports actually bound."""
@@ -216,6 +225,7 @@ class Gateway:
                                               reuse_address=True, backlog=512)
             self._servers.append(server)
             bound += [s.getsockname()[:2] for s in server.sockets]
+        self.fleet.refresh()  # know who offers what before the first job needs it
         if self.runner is not None and self.outbox is not None:
             for stored in self.outbox.pending():
                 sub = parse_submission_stored(stored)
@@ -322,10 +332,12 @@ class Gateway:
         elif job is None:
             job = self.table.add(sub)
             self._tasks[job] = asyncio.get_running_loop().create_task(self._foreground(job))
-        if not sub.background:
-            job.waiters.append(conn)
-            conn.waiting.add(job)
-            conn.job_added()
+        if sub.background:
+            conn.send(g.build(T.JOB_CREATED, job.handle))
+            return
+        job.waiters.append(conn)
+        conn.waiting.add(job)
+        conn.job_added()
         conn.send(g.build(T.JOB_CREATED, job.handle))
 
     def _store(self, conn: Connection, sub: Submission) -> Job | None:
@@ -358,7 +370,7 @@ class Gateway:
         """One try in DIPS: the reply's bytes, or the error."""
         sub = job.submission
         try:
-            request, fmt = mapping.decode_workload(sub.workload, self.limits)
+            request, fmt = await self._request(sub)
         except BadRequest as exc:
             return exc
         await self._slots.acquire(sub.priority)
@@ -372,6 +384,19 @@ class Gateway:
         finally:
             self._slots.release()
         return mapping.encode_result(result, fmt)
+
+    async def _request(self, sub: Submission) -> tuple[dict[str, Any], mapping.Format]:
+        """The DIPS request for a workload: decoded (docs/GEARMAN.md, Mapping), or, when
+        every worker of its service is a Gearman worker behind a door, the workload itself
+        as the raw field, so that the worker reads exactly the bytes its client sent."""
+        request, fmt = mapping.decode_workload(sub.workload, self.limits)
+        if fmt is mapping.Format.RAW:
+            return request, fmt
+        await self.fleet.fresh(FLEET_MAX_AGE_S, wait_s=FLEET_WAIT_S)
+        offer = self.fleet.offer(sub.service)
+        if offer is not None and offer.gearman_only:
+            return {self.limits.raw_field: sub.workload}, fmt
+        return request, fmt
 
     def _progress(self, job: Job, kind: str, num: int | None, den: int | None,
                   data: bytes | None) -> None:
@@ -430,11 +455,30 @@ class Gateway:
         return admin.answer(line, statuses, clients, held, os.getpid())
 
     async def broker_status(self) -> list[BrokerStatus | None]:
-        taken_at, statuses = self._status
-        if time.monotonic() - taken_at > STATUS_CACHE_S:
-            statuses = await self.dips.broker_status()
-            self._status = (time.monotonic(), statuses)
-        return statuses
+        """Every broker's status, at most STATUS_CACHE_S old (None: it did not answer)."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self.fleet.fetched_at > STATUS_CACHE_S:
+            await self.fleet.refresh()
+        return self.fleet.statuses
+
+
+def _describe(event: g.Event) -> str:
+    """A packet or line for the log (arguments cut short)."""
+    if isinstance(event, g.Packet):
+        return f"{g.type_name(event.type)} {[a[:48] for a in event.args]}"
+    return repr(event)[:120]
+
+
+def _describe_out(data: bytes) -> str:
+    """What the door sends, for the log: each packet's type and first argument."""
+    out, at = [], 0
+    while at + g.HEADER_BYTES <= len(data):
+        _, kind, size = g.HEADER.unpack_from(data, at)
+        body = data[at + g.HEADER_BYTES:at + g.HEADER_BYTES + size]
+        first = body.split(b"\0", 1)[0][:48]
+        out.append(f"{g.type_name(kind)} {first!r}")
+        at += g.HEADER_BYTES + size
+    return ", ".join(out) if out else repr(data[:60])
 
 
 def _status_fields(job: Job | None) -> tuple[bytes, bytes, bytes, bytes]:

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 from mdp import protocol as p
 from mdp.body import BodyLimits, decode_request
 from mdp.errors import BadRequest, WorkerError, WorkerTimeout
-from mdp.workercore import Task, Timing
+from mdp.workercore import LinkMode, Task, Timing
 from mdp_gearman import mapping
 from mdp_gearman import packets as g
 from mdp_gearman.packets import Packet, T
@@ -107,6 +107,8 @@ class WorkerSettings:
     limits: BodyLimits = BodyLimits()
     meta: dict[str, Any] = field(default_factory=dict)  # host, version for READY
     budget: LinkBudget = field(default_factory=LinkBudget)
+    # told each function once a broker has registered a worker of it here (its WELCOME)
+    on_offered: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -139,6 +141,7 @@ class GearmanWorker:
         self.offered_at: float | None = None  # since when a task waits for it to ask
         self.assigned: Assignment | None = None
         self.given_up: bytes | None = None  # a job past its limit the worker still runs
+        self._announced: set[str] = set()  # functions some broker registered (on_offered)
         self.served = 0
 
     # --- Gearman packets ---------------------------------------------------------------
@@ -263,6 +266,7 @@ class GearmanWorker:
         if self.assigned is not None:
             return  # after the job in hand
         self._retire()
+        self._announced = set()
         if functions and not self.settings.budget.take(len(functions) * len(
                 self.settings.brokers)):
             log.warning("Gearman worker %s not registered: the door holds %d broker links "
@@ -311,6 +315,7 @@ class GearmanWorker:
     def on_input(self, now: float) -> None:
         """The core took in messages or ran its timers: offer the worker what waits, check
         the limits."""
+        self._announce()
         job = self.assigned
         if job is not None and now >= job.started_at + job.limit_s:
             self._give_up(job, now)
@@ -329,6 +334,17 @@ class GearmanWorker:
         if self.offered_at is not None:
             deadline = min(deadline, self.offered_at + GRAB_GRACE_S)
         return deadline
+
+    def _announce(self) -> None:
+        """Tell the door of each function a broker has registered here (so its background
+        jobs, waiting for a worker, go at once rather than at the next look at the fleet)."""
+        core, notify = self.core, self.settings.on_offered
+        if core is None or notify is None or len(self._announced) == len(core.functions):
+            return
+        for link, function in zip(core.links, core.link_functions, strict=True):
+            if function not in self._announced and link.mode is LinkMode.DIPS:
+                self._announced.add(function)
+                notify(function)
 
     def _offer(self, now: float) -> None:
         """A task waits for a worker that holds none: wake it if it sleeps, and start the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from gwkit import Raw, port_of, recorder, start_gateway
 
 from clusterkit import Cluster
 from mdp_gearman.packets import T
-from testkit import wait_for
+from testkit import status_of, wait_for
 
 JOBS = 500
 
@@ -77,3 +78,35 @@ def test_high_overtakes_normal_and_low_under_a_backlog(cluster: Cluster, tmp_pat
     normal_done = [order.index(n) for n in range(1000, 1030)]
     assert high_done < sorted(normal_done)[15], order  # HIGH ahead of most NORMAL ones
     assert max(order.index(n) for n in range(30)) > min(normal_done)  # LOW after NORMAL
+
+
+def test_a_service_with_no_worker_holds_no_slot_and_stalls_no_other(cluster: Cluster,
+                                                                     tmp_path: Path) -> None:
+    """200 background jobs for a service nobody offers, then one for a healthy service: that
+    one runs at once (the figure is printed); the 200 wait in the door, none sent to DIPS,
+    and a slow healthy service's backlog does not hold up a third service either."""
+    brokers = [cluster.broker(), cluster.broker()]
+    record = tmp_path / "runs.txt"
+    recorder(cluster, brokers, record)
+    recorder(cluster, brokers, record, "--service", "slowrecord")
+    gateway = start_gateway(cluster, brokers, "--background-concurrency", "4",
+                            state_dir=tmp_path / "state")
+    raw = Raw(port_of(gateway))
+    for n in range(200):
+        raw.send(T.SUBMIT_JOB_BG, b"nobody", b"", json.dumps({"n": n}).encode())
+    for n in range(1000, 1040):  # 40 x 0.2 s on one worker, 4 at a time
+        raw.send(T.SUBMIT_JOB_BG, b"slowrecord", b"", json.dumps({"n": n, "sleep": 0.2}).encode())
+    assert all(raw.recv()[0] == T.JOB_CREATED for _ in range(240))
+    sent = time.monotonic()
+    raw.send(T.SUBMIT_JOB_BG, b"record", b"", b'{"n": 5000}')
+    assert raw.recv()[0] == T.JOB_CREATED
+    wait_for(lambda: 5000 in _runs(record), 20, "the healthy service's job to run")
+    print(f"the healthy service's background job ran {time.monotonic() - sent:.3f} s after "
+          f"its submission, behind {200} jobs for a dead service and {40} slow ones")
+    assert len(_runs(record)) < 41, "it ran before the slow service's backlog"
+    rows = {r.split("\t")[0]: r.split("\t")[1:] for r in raw.line("status").splitlines()
+            if "\t" in r}
+    assert rows["nobody"] == ["200", "0", "0"]  # all held by the door
+    for broker in brokers:
+        service = status_of(broker.endpoint).services.get("nobody")
+        assert service is None or service.counters is None or service.counters.requests == 0

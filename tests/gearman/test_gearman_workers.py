@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from gwkit import Raw, need_php, start_gateway
 from phpkit import (
@@ -32,6 +33,7 @@ from clusterkit import FAST_HEARTBEAT, Cluster, Proc
 from mdp.client import MDPClient
 from mdp.errors import WorkerError, WorkerTimeout
 from mdp_gearman import phpser
+from mdp_gearman.packets import T
 from mdp_gearman.workers import EXCEPTION_CODE, FAIL_CODE
 from renderers.samples import seed_request
 from testkit import wait_for
@@ -357,3 +359,44 @@ echo json_encode($s), "\\n";
 """
     out = run_php(code.replace("PORT", str(doors.ports[0])), tmp_path / "status.php")
     assert out.split("\n")[:2] == ["[true,true,1,2]", "[false,false,0,0]"]
+
+
+def test_a_service_of_gearman_workers_only_gets_every_workload_unchanged(
+        doors: Doors) -> None:
+    """JSON and msgpack workloads, which the door decodes for DIPS workers, reach a function
+    that only Gearman workers offer as the bytes the client sent (pecl/gearman's tests send
+    JSON to PHP workers)."""
+    raw = Raw(doors.ports[0])
+    try:
+        for workload in (b'{"workload":"test"}', msgpack.packb({"a": [1, b"\xff"]}),
+                         b'a:1:{s:1:"x";d:0.1000000000000000055511151231257827;}'):
+            kind, args = raw.call(b"php_inspect", workload)
+            assert kind == T.WORK_COMPLETE, args
+            assert base64.b64decode(json.loads(args[1])["workload"]) == workload
+    finally:
+        raw.close()
+
+
+@pytest.mark.slow
+def test_background_jobs_wait_for_a_gearman_worker_and_reach_it_unchanged(
+        tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path)
+    try:
+        rig = Doors(cluster)
+        raw = Raw(rig.ports[0])
+        workloads = [b'{"workload":"test %d"}' % n for n in range(4)]
+        for workload in workloads:  # no worker offers php_inspect yet
+            raw.send(T.SUBMIT_JOB_BG, b"php_inspect", b"", workload)
+            assert raw.recv()[0] == T.JOB_CREATED
+        raw.close()
+        worker = php_worker(cluster, TEST_WORKER, rig.ports[:1], rig.brokers, "php_inspect")
+        seen = wait_for(lambda: _inspected(worker) if len(_inspected(worker)) == 4 else None,
+                        20, "the four background jobs at the PHP worker")
+        assert sorted(seen) == sorted(workloads)
+    finally:
+        cluster.stop_all()
+
+
+def _inspected(worker: Proc) -> list[bytes]:
+    return [base64.b64decode(line.split()[1]) for line in worker.output().splitlines()
+            if line.startswith("inspect ")]

@@ -12,8 +12,10 @@ $worker->setId('php-test-' . getmypid());
 $worker->addFunction('php_reverse', function (GearmanJob $job) {
     return strrev($job->workload());
 });
-// what the job saw, as JSON: workload (base64), handle, function, unique, pid
+// what the job saw, as JSON: workload (base64), handle, function, unique, pid; the
+// workload also goes to stdout ("inspect BASE64"), for background jobs
 $worker->addFunction('php_inspect', function (GearmanJob $job) {
+    fwrite(STDOUT, "inspect " . base64_encode($job->workload()) . "\n");
     return json_encode(['workload' => base64_encode($job->workload()),
                         'handle' => $job->handle(), 'function' => $job->functionName(),
                         'unique' => $job->unique(), 'pid' => getmypid()]);

@@ -1,0 +1,131 @@
+"""Who offers each service, as the brokers' ``mmi.status`` says: the door's view of the fleet.
+
+Two decisions of the door need it:
+
+* a background job waits, holding no slot, while no worker offers its service
+  (:mod:`mdp_gearman.background`);
+* a workload passes to DIPS unchanged (as the raw field) when every worker of its service is
+  a Gearman worker behind a door, which then reads the very bytes its client sent
+  (:meth:`mdp_gearman.server.Gateway._attempt`).
+
+Gearman workers behind a door announce the version :data:`GEARMAN_WORKER_VERSION`; every
+other worker is a DIPS worker. The view is one fetch of every broker's status, refreshed on
+demand (one fetch at a time, however many wait for it); a broker that does not answer adds
+nothing, and when none answers the view keeps what it knew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from mdp.status import BrokerStatus, WorkerStatus
+
+log = logging.getLogger(__name__)
+
+GEARMAN_WORKER_VERSION = "gearman-worker via mdp-gearman"  # the start of a proxy's version
+
+
+@dataclass(frozen=True)
+class Offer:
+    """How many workers offer a service: DIPS workers and Gearman workers behind doors."""
+
+    dips: int = 0
+    gearman: int = 0
+
+    @property
+    def any(self) -> bool:
+        return self.dips + self.gearman > 0
+
+    @property
+    def gearman_only(self) -> bool:
+        return self.gearman > 0 and self.dips == 0
+
+
+NOBODY = Offer()
+
+
+def is_gearman_worker(worker: WorkerStatus) -> bool:
+    return worker.version.startswith(GEARMAN_WORKER_VERSION)
+
+
+def offers(statuses: list[BrokerStatus | None]) -> dict[str, Offer] | None:
+    """Each service's offer over every broker that answered (a worker attached to several
+    brokers counts once); None when no broker answered."""
+    answered = [s for s in statuses if s is not None]
+    if not answered:
+        return None
+    seen: dict[str, dict[str, set[tuple[str, int, str]]]] = {}
+    for status in answered:
+        for name, service in status.services.items():
+            kinds = seen.setdefault(name, {"dips": set(), "gearman": set()})
+            for worker in service.workers:
+                who = (worker.host, worker.pid, "" if worker.pid else worker.identity)
+                kinds["gearman" if is_gearman_worker(worker) else "dips"].add(who)
+    return {name: Offer(len(k["dips"]), len(k["gearman"])) for name, k in seen.items()}
+
+
+class Fleet:
+    """The door's cached view of who offers what; see the module docstring."""
+
+    def __init__(self, fetch: Callable[[], Awaitable[list[BrokerStatus | None]]]) -> None:
+        self._fetch = fetch
+        self._offers: dict[str, Offer] = {}
+        self.statuses: list[BrokerStatus | None] = []  # the last fetch's, None: no answer
+        self.known = False  # some broker has answered once
+        self.fetched_at = -math.inf  # loop time of the last fetch
+        self.refreshed_at = -math.inf  # loop time of the last fetch that got an answer
+        self._refresh: asyncio.Task[None] | None = None
+        self.listeners: list[Callable[[], None]] = []  # told after each answered fetch
+
+    def offer(self, service: str) -> Offer | None:
+        """What the last view says of ``service``; None while the door knows nothing."""
+        if not self.known:
+            return None
+        return self._offers.get(service, NOBODY)
+
+    def offered(self, service: str) -> None:
+        """A Gearman worker behind this door offers ``service`` now (a broker registered
+        it): the view says so until the next fetch, which will too."""
+        offer = self._offers.get(service, NOBODY)
+        self._offers[service] = Offer(offer.dips, offer.gearman + 1)
+        self.known = True
+        for listener in self.listeners:
+            listener()
+
+    def age_s(self) -> float:
+        return asyncio.get_running_loop().time() - self.refreshed_at
+
+    def refresh(self) -> asyncio.Task[None]:
+        """Fetch a new view (joining a fetch under way)."""
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.get_running_loop().create_task(self._fetch_once())
+        return self._refresh
+
+    async def fresh(self, max_age_s: float, wait_s: float = math.inf) -> None:
+        """A view at most ``max_age_s`` old, waiting at most ``wait_s`` for the fetch."""
+        if self.age_s() <= max_age_s:
+            return
+        task = self.refresh()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), wait_s if wait_s < math.inf else None)
+        except TimeoutError:
+            pass
+
+    async def _fetch_once(self) -> None:
+        try:
+            statuses = await self._fetch()
+        except Exception as exc:  # the view stays as it was; the next fetch may do better
+            log.debug("no view of the fleet: %s", exc)
+            return
+        self.statuses, self.fetched_at = statuses, asyncio.get_running_loop().time()
+        found = offers(statuses)
+        if found is None:
+            return
+        self._offers, self.known = found, True
+        self.refreshed_at = asyncio.get_running_loop().time()
+        for listener in self.listeners:
+            listener()
