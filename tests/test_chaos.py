@@ -16,9 +16,14 @@ from importlib.machinery import SourceFileLoader
 from importlib.util import module_from_spec, spec_from_loader
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
+from mdp import protocol as p
+from mdp.actions import Lost, Received, Send, Tick
+from mdp.brokercore import BrokerCore
+from mdp.config import BrokerConfig
 from testkit import kill_all_under
 
 CHAOS = Path(__file__).resolve().parent.parent / "scripts" / "chaos"
@@ -78,3 +83,58 @@ def test_seeded_chaos_loses_no_request_and_answers_none_with_another_reply(
     assert result["hung_clients"] == 0
     assert result["unexpected_exits"] == []
     assert done.returncode == 0
+
+
+# --- what the runs led to: a worker's loss counted twice against one request --------------
+
+SVC, W1, C1 = b"echo", b"\x00w1", b"\x00c1"
+
+
+def fed(core: BrokerCore, peer: bytes, frames: list[bytes], now: float) -> list[Any]:
+    """A message from ``peer`` that came alone; what the core sent, as its peers parse it."""
+    core.handle(Received(0, [peer, *frames]), now)
+    return sent(core)
+
+
+def sent(core: BrokerCore) -> list[Any]:
+    parsed = []
+    for action in core.take_actions():
+        assert isinstance(action, Send)
+        frames = action.frames[1:]
+        parse = p.parse_worker_inbound if frames[1] == p.WORKER else p.parse_client_inbound
+        parsed.append((action.frames[0], parse(frames)))
+    return parsed
+
+
+def tasks_to(worker: bytes, messages: list[Any]) -> list[p.BrokerTask]:
+    return [m for peer, m in messages if peer == worker and isinstance(m, p.BrokerTask)]
+
+
+@pytest.mark.xfail(strict=True, reason="mdp/dispatch.py Dispatcher.remove_worker charges a "
+                   "request once per entry (worker.tasks and worker.given_up), not once per "
+                   "worker: one worker lost, worker_lost answered (see the chaos report)")
+def test_a_worker_back_from_silence_that_dies_costs_the_request_it_got_again_one_loss(
+        ) -> None:
+    """The service's one worker goes silent running request 1 (frozen): the request is
+    taken back (kept in ``given_up``, for a late reply) and waits. The worker speaks again
+    and is given the same request under a new key (``tasks``); then it dies. One worker
+    was lost with the request: one loss, and it goes out again; it is not poisoned."""
+    core = BrokerCore(BrokerConfig(bind=["inproc://chaos"], max_worker_losses=2), 0.0,
+                      instance="one")
+    fed(core, W1, p.ready(SVC, {"pid": 1, "prefetch": 0}), 0.0)
+    [first] = tasks_to(W1, fed(core, C1, p.client_submit(SVC, 1, 10_000, [b"\x80"]), 0.0))
+    for now in (0.25, 0.5, 0.85):  # probed, no answer: silent once --frozen-after passed
+        core.handle(Tick(), now)
+        sent(core)
+    assert core.dispatcher.workers[W1].silent
+    [again] = tasks_to(W1, fed(core, W1, p.signal(p.HEARTBEAT), 0.9))
+    assert again.key != first.key
+    core.handle(Tick(), 1.0)  # the heartbeat burst passes over a worker just given a task
+    assert sent(core) == []
+    core.handle(Tick(), 1.2)
+    assert sent(core) == [(W1, p.BrokerSignal(p.HEARTBEAT))]  # a probe, and its send...
+    core.handle(Lost(0, W1), 1.2)  # ...fails: the worker has died since it got the task
+    answers = [m for peer, m in sent(core) if peer == C1]
+    assert answers == [], f"one worker lost, and the caller got {answers}"
+    [request] = core.dispatcher.held.values()
+    assert request.losses == 1
