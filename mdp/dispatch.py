@@ -140,8 +140,10 @@ class Dispatcher:
             process.workers -= 1
             if not process.workers:
                 self.processes.pop((worker.meta["host"], worker.meta["pid"]), None)
-        costs = [] if lost is None else [r for r in (*worker.tasks.values(), *worker.given_up
-                                                     .values()) if not r.done and lost(r)]
+        # one worker lost costs a request one loss, though the worker may hold it twice
+        # (given up while silent, then given it again under a new key when it spoke)
+        costs = [] if lost is None else [r for r in dict.fromkeys((
+            *worker.tasks.values(), *worker.given_up.values())) if not r.done and lost(r)]
         poisoned = []
         for request in costs:
             request.losses += 1

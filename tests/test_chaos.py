@@ -110,9 +110,6 @@ def tasks_to(worker: bytes, messages: list[Any]) -> list[p.BrokerTask]:
     return [m for peer, m in messages if peer == worker and isinstance(m, p.BrokerTask)]
 
 
-@pytest.mark.xfail(strict=True, reason="mdp/dispatch.py Dispatcher.remove_worker charges a "
-                   "request once per entry (worker.tasks and worker.given_up), not once per "
-                   "worker: one worker lost, worker_lost answered (see the chaos report)")
 def test_a_worker_back_from_silence_that_dies_costs_the_request_it_got_again_one_loss(
         ) -> None:
     """The service's one worker goes silent running request 1 (frozen): the request is
