@@ -283,6 +283,31 @@ def test_the_holder_of_a_port_is_found_in_proc() -> None:
     assert ports.holder(port) is None and ports.check_free("127.0.0.1", port) is None
 
 
+HOLD_A_PORT = """
+import socket, sys
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+print(listener.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_holder_whose_command_spans_lines_is_named_on_one_line() -> None:
+    from mdpctl import ports
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_A_PORT], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        port = int(holder.stdout.readline())  # the child exits (EOF) if it cannot bind
+        problem = ports.check_free("127.0.0.1", port)
+        assert problem is not None and f"in use by pid {holder.pid} (python -c import" in problem
+        assert "\n" not in problem, problem
+    finally:
+        holder.communicate(timeout=10)  # stdin closed: it exits
+
+
 def test_no_cluster_anywhere_says_where_it_looked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
