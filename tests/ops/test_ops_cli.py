@@ -321,8 +321,8 @@ def test_no_cluster_anywhere_says_where_it_looked(
     assert found.run_dir is None
     assert found.looked_in == [tmp_path / "state" / "dips" / "run", tmp_path / "elsewhere"]
     message = found.not_found()
-    assert message.startswith(f"no cluster is running (looked in {tmp_path}/state/dips/run, "
-                              f"{tmp_path}/elsewhere; ")
+    assert message.startswith(f"no cluster is running in {tmp_path}/state/dips/run, "
+                              f"{tmp_path}/elsewhere (")
     assert f"nothing listens on {nowhere[0]}; nothing listens on {nowhere[1]}" in message
     assert "`mdpctl up` starts one" in message
 
@@ -359,7 +359,7 @@ def test_a_cluster_elsewhere_on_a_default_port_is_named_never_used(
             named = (f"tcp://127.0.0.1:{port}: a DIPS broker of the cluster in {theirs}, "
                      f"which `mdpctl --run-dir {theirs}` reaches")
             code, out, _ = run(capsys, "down")
-            assert code == 0 and one_line(out).startswith("no cluster is running (looked in ")
+            assert code == 0 and one_line(out).startswith("no cluster is running in ")
             assert named in out
             for argv in (["status"], ["reload"], ["scale", "echo", "1"]):
                 code, out, err = run(capsys, *argv)

@@ -197,7 +197,7 @@ def test_down_and_status_from_another_directory(tmp_path: Path) -> None:
         assert processes_under(tmp_path) == [] and processes_under(home) == []
         none = ctl_in(there, code, "status", home=home)
         assert none.returncode == 3 and none.stdout == ""
-        assert one_line(none.stderr).startswith(f"mdpctl: no cluster is running (looked in "
+        assert one_line(none.stderr).startswith(f"mdpctl: no cluster is running in "
                                                 f"{run_dir}")
         again = ctl_in(there, code, "down", home=home)
         assert again.returncode == 0 and "no cluster is running" in again.stdout
