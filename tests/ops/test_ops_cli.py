@@ -247,6 +247,19 @@ def test_a_door_address_is_host_and_port_or_off(
     assert code == 2 and "is not HOST:PORT" in err and err.count("\n") == 1
 
 
+def test_a_port_asked_for_twice_names_both_users(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [port] = free_ports(1)
+    code, out, err = run(capsys, "--run-dir", str(tmp_path), "up", "--broker",
+                         f"tcp://127.0.0.1:{port}", "--http", f"127.0.0.1:{port}",
+                         "--gearman", "off")
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert (f"port {port} is asked for twice: by broker tcp://127.0.0.1:{port} and by "
+            f"mdp-http (127.0.0.1:{port})") in err
+    assert processes_under(tmp_path) == []
+
+
 def test_a_run_directory_too_deep_for_a_unix_socket_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

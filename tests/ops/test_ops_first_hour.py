@@ -85,6 +85,7 @@ def test_up_right_after_down_with_its_ports_in_time_wait(local_cluster: LocalClu
     args = ("--service", "echo=1", "--spare", "0")
     first = local_cluster.up(*args)
     assert first.returncode == 0, first.stderr
+    assert "starting 2 brokers, 1 worker, 2 doors under supervisord" in first.stdout
     assert f"http     http://{http}/" in first.stdout and f"gearman  {gearman}" in first.stdout
     call = local_cluster.ctl("call", "echo", "--json", '{"n": 1}')
     assert call.returncode == 0, call.stderr
