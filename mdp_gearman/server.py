@@ -386,7 +386,8 @@ class Gateway:
             request, fmt = await self._request(sub)
         except BadRequest as exc:
             return exc
-        await self._slots.acquire(sub.priority)
+        if not self._slots.take():
+            await self._slots.acquire(sub.priority)
         try:
             result = await self.dips.call(sub.service, request, priority=sub.priority,
                                           timeout_s=timeout_s,
@@ -406,7 +407,8 @@ class Gateway:
         request, fmt = mapping.decode_workload(sub.workload, self.limits)
         if fmt is mapping.Format.RAW:
             return request, fmt
-        await self.fleet.fresh(FLEET_MAX_AGE_S, wait_s=FLEET_WAIT_S)
+        if self.fleet.age_s() > FLEET_MAX_AGE_S:
+            await self.fleet.fresh(FLEET_MAX_AGE_S, wait_s=FLEET_WAIT_S)
         offer = self.fleet.offer(sub.service)
         if offer is not None and offer.gearman_only:
             return {self.limits.raw_field: sub.workload}, fmt
