@@ -246,6 +246,11 @@ def test_identical_requests_at_one_door_render_once(cluster: Cluster, origin: Or
     assert all(status == 200 for status, _, _ in results)
     assert len({body for _, _, body in results}) == 1
     assert served([broker]) == 1
+    # the counters say so: one render, every other request waited for it here or came after
+    # it from the cache
+    assert metric(gateway, 'dips_http_renders_total{service="imgproxy"}') == 1
+    assert (metric(gateway, "dips_http_coalesced_total")
+            + metric(gateway, "dips_http_cache_hits_total")) == 49
 
 
 def test_five_sizes_of_one_source_fetch_it_once_per_worker(cluster: Cluster,
