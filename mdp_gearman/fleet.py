@@ -1,9 +1,11 @@
 """Who offers each service, as the brokers' ``mmi.status`` says: the door's view of the fleet.
 
-Two decisions of the door need it:
+Three decisions of the door need it:
 
 * a background job waits, holding no slot, while no worker offers its service
   (:mod:`mdp_gearman.background`);
+* a foreground job that DIPS answered ``unknown_service`` waits for a worker of its service
+  until its deadline, as gearmand keeps such a job (:meth:`Fleet.until_offered`);
 * a workload passes to DIPS unchanged (as the raw field) when every worker of its service is
   a Gearman worker behind a door, which then reads the very bytes its client sent
   (:meth:`mdp_gearman.server.Gateway._attempt`).
@@ -27,6 +29,7 @@ from mdp.status import BrokerStatus, WorkerStatus
 log = logging.getLogger(__name__)
 
 GEARMAN_WORKER_VERSION = "gearman-worker via mdp-gearman"  # the start of a proxy's version
+POLL_S = 0.25  # how often the view is fetched again while a job waits for a worker
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,10 @@ class Fleet:
         self.known = False  # some broker has answered once
         self.fetched_at = -math.inf  # loop time of the last fetch
         self.refreshed_at = -math.inf  # loop time of the last fetch that got an answer
+        self.viewed_at = -math.inf  # when that fetch began: the view is no older than this
         self._refresh: asyncio.Task[None] | None = None
         self.listeners: list[Callable[[], None]] = []  # told after each answered fetch
+        self._offered_at: dict[str, float] = {}  # when a Gearman worker here last offered it
 
     def offer(self, service: str) -> Offer | None:
         """What the last view says of ``service``; None while the door knows nothing."""
@@ -92,9 +97,38 @@ class Fleet:
         it): the view says so until the next fetch, which will too."""
         offer = self._offers.get(service, NOBODY)
         self._offers[service] = Offer(offer.dips, offer.gearman + 1)
+        self._offered_at[service] = asyncio.get_running_loop().time()
         self.known = True
         for listener in self.listeners:
             listener()
+
+    async def until_offered(self, service: str, within_s: float) -> bool:
+        """Wait (at most ``within_s``) until a view newer than this call shows a worker of
+        ``service``; whether one did. The view is fetched every :data:`POLL_S` meanwhile, and
+        a Gearman worker registering here is seen at once."""
+        loop = asyncio.get_running_loop()
+        since, deadline = loop.time(), loop.time() + within_s
+        wake = asyncio.Event()
+        self.listeners.append(wake.set)
+        try:
+            while True:
+                offer = self._offers.get(service, NOBODY)
+                if offer.any and max(self._offered_at.get(service, -math.inf),
+                                     self.viewed_at) >= since:
+                    return True
+                left = deadline - loop.time()
+                if left <= 0:
+                    return False
+                if loop.time() - self.fetched_at >= POLL_S or self.viewed_at < since:
+                    self.refresh()
+                wake.clear()
+                try:
+                    async with asyncio.timeout(min(left, POLL_S)):
+                        await wake.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            self.listeners.remove(wake.set)
 
     def age_s(self) -> float:
         return asyncio.get_running_loop().time() - self.refreshed_at
@@ -116,6 +150,7 @@ class Fleet:
             pass
 
     async def _fetch_once(self) -> None:
+        began = asyncio.get_running_loop().time()
         try:
             statuses = await self._fetch()
         except Exception as exc:  # the view stays as it was; the next fetch may do better
@@ -126,6 +161,6 @@ class Fleet:
         if found is None:
             return
         self._offers, self.known = found, True
-        self.refreshed_at = asyncio.get_running_loop().time()
+        self.refreshed_at, self.viewed_at = asyncio.get_running_loop().time(), began
         for listener in self.listeners:
             listener()

@@ -93,6 +93,9 @@ def loads(data: bytes, limits: Limits = Limits()) -> Any:
     if len(data) > limits.max_bytes:
         raise PhpSerializeError(f"PHP serialize(): {len(data)} bytes; the limit is "
                                 f"{limits.max_bytes}", field="workload")
+    flat = _flat_map(data, limits.max_items) if limits.max_depth >= 1 else None
+    if flat is not None:
+        return flat
     reader = _Reader(data)
     stack: list[_Array] = []
     items = 0
@@ -132,6 +135,59 @@ def loads(data: bytes, limits: Limits = Limits()) -> Any:
     if reader.pos != len(data):
         raise reader.fail("trailing bytes after the value")
     return result
+
+
+_FLAT_HEAD = re.compile(rb"a:([0-9]{1,9}):\{")
+_FLAT_STRING = re.compile(rb's:([0-9]{1,10}):"')
+_FLAT_INT = re.compile(rb"i:([+-]?[0-9]{1,20});")
+
+
+def _flat_map(data: bytes, max_items: int) -> dict[str, Any] | None:
+    """The usual workload, a flat array of string keys with string or integer values, in
+    one pass without the general reader (a job's workload is decoded on every job). None
+    for anything else, valid or not: the general reader then decides, and says why."""
+    head = _FLAT_HEAD.match(data)
+    if head is None:
+        return None
+    count, pos = int(head.group(1)), head.end()
+    if not 0 < count <= max_items:  # PHP's empty array is a list
+        return None
+    out: dict[str, Any] = {}
+    string, integer = _FLAT_STRING.match, _FLAT_INT.match
+    for _ in range(count):
+        found = string(data, pos)
+        if found is None:
+            return None
+        start = found.end()
+        end = start + int(found.group(1))
+        if data[end:end + 2] != b'";':
+            return None
+        try:
+            key = data[start:end].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        pos = end + 2
+        found = string(data, pos)
+        if found is not None:
+            start = found.end()
+            end = start + int(found.group(1))
+            if data[end:end + 2] != b'";':
+                return None
+            raw = data[start:end]
+            try:
+                value: Any = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                value = raw
+            pos = end + 2
+        else:
+            found = integer(data, pos)
+            if found is None:
+                return None
+            value, pos = int(found.group(1)), found.end()
+        out[key] = value
+    if pos != len(data) - 1 or data[pos:] != b"}":
+        return None
+    return out
 
 
 def _scalar(reader: _Reader, tag: bytes, want_key: bool) -> Any:

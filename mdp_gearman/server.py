@@ -22,7 +22,7 @@ from typing import Any
 import zmq
 
 from mdp.clock import LOG_FORMAT, RateLimitedLog
-from mdp.errors import BadRequest, ConfigError, RequestError, Timeout
+from mdp.errors import BadRequest, ConfigError, RequestError, Timeout, UnknownService
 from mdp.keys import CurveConfig
 from mdp.status import BrokerStatus
 from mdp.version import code_version
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 STATUS_CACHE_S = 0.5  # admin status: a fresher view of the brokers is fetched
 FLEET_MAX_AGE_S = 1.0  # a job that needs to know who offers its service: the oldest view
 FLEET_WAIT_S = 0.2  # ... and the longest it waits for a fresher one
+MIN_TRY_S = 0.05  # a foreground job with less time left is not tried again
 
 
 class Connection(asyncio.Protocol):
@@ -357,8 +358,19 @@ class Gateway:
     # --- jobs -------------------------------------------------------------------------
 
     async def _foreground(self, job: Job) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeout_s
         try:
             outcome = await self._attempt(job)
+            while isinstance(outcome, UnknownService) and (
+                    left := deadline - loop.time()) > MIN_TRY_S:
+                # gearmand keeps a job until a worker comes: this one waits for a worker
+                # until its deadline (a worker may be registering as its client submits)
+                log.info("job %s (%s): no worker offers it; it waits %.1fs for one",
+                         job.handle.decode(), job.submission.service, left)
+                if not await self.fleet.until_offered(job.submission.service, left):
+                    break
+                outcome = await self._attempt(job, max(MIN_TRY_S, deadline - loop.time()))
         except asyncio.CancelledError:  # every client of it left
             self.table.finish(job)
             raise
@@ -366,16 +378,19 @@ class Gateway:
             self._tasks.pop(job, None)
         self._settle(job, outcome, True)
 
-    async def _attempt(self, job: Job) -> Outcome:
-        """One try in DIPS: the reply's bytes, or the error."""
+    async def _attempt(self, job: Job, timeout_s: float | None = None) -> Outcome:
+        """One try in DIPS (within ``timeout_s``, else --timeout): the reply's bytes, or the
+        error."""
         sub = job.submission
         try:
             request, fmt = await self._request(sub)
         except BadRequest as exc:
             return exc
-        await self._slots.acquire(sub.priority)
+        if not self._slots.take():
+            await self._slots.acquire(sub.priority)
         try:
             result = await self.dips.call(sub.service, request, priority=sub.priority,
+                                          timeout_s=timeout_s,
                                           on_progress=functools.partial(self._progress, job))
         except Exception as exc:  # RequestError, Timeout, or a bug: the job fails clearly
             if not isinstance(exc, RequestError | Timeout):
@@ -392,7 +407,8 @@ class Gateway:
         request, fmt = mapping.decode_workload(sub.workload, self.limits)
         if fmt is mapping.Format.RAW:
             return request, fmt
-        await self.fleet.fresh(FLEET_MAX_AGE_S, wait_s=FLEET_WAIT_S)
+        if self.fleet.age_s() > FLEET_MAX_AGE_S:
+            await self.fleet.fresh(FLEET_MAX_AGE_S, wait_s=FLEET_WAIT_S)
         offer = self.fleet.offer(sub.service)
         if offer is not None and offer.gearman_only:
             return {self.limits.raw_field: sub.workload}, fmt

@@ -17,9 +17,15 @@ class PrioritySlots:
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
 
-    async def acquire(self, priority: int) -> None:
+    def take(self) -> bool:
+        """A slot now, if one is free and nobody waits (no await: the usual case)."""
         if self._free > 0 and not self._waiting:
             self._free -= 1
+            return True
+        return False
+
+    async def acquire(self, priority: int) -> None:
+        if self.take():
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, (-priority, next(self._order), future))

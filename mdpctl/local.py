@@ -173,11 +173,11 @@ _MOVE_HINT = {
 
 def check_ports_free(spec: LocalSpec) -> None:
     """Refuse to start, in one line naming the port and its holder, when one is taken."""
-    seen: set[int] = set()
+    seen: dict[int, str] = {}
     for what, host, port in spec.listens():
         if port in seen:
-            raise UsageError(f"port {port} is asked for twice ({what} and another)")
-        seen.add(port)
+            raise UsageError(f"port {port} is asked for twice: by {seen[port]} and by {what}")
+        seen[port] = what
         problem = ports.check_free(host, port)
         if problem is None:
             continue

@@ -89,7 +89,7 @@ class Search:
         """One line: no cluster, where we looked, what answers on the ports."""
         places = ", ".join(str(p) for p in dict.fromkeys(self.looked_in))
         ports_text = "; ".join(self.on_ports)
-        return (f"no cluster is running (looked in {places}; {ports_text}); "
+        return (f"no cluster is running in {places} ({ports_text}); "
                 "`mdpctl up` starts one, --run-dir names another run directory")
 
 

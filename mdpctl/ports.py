@@ -36,7 +36,9 @@ class Holder:
     def describe(self) -> str:
         if self.pid is None:
             return f"a process of user {_user(self.uid)} (not visible to this user)"
-        command = self.command if len(self.command) <= 80 else self.command[:77] + "..."
+        command = " ".join(self.command.split())  # one line, whatever its arguments hold
+        if len(command) > 80:
+            command = command[:77] + "..."
         return f"pid {self.pid} ({command})"
 
 

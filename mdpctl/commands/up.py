@@ -71,6 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def run(args: argparse.Namespace, ctx: Context) -> int:
     ctx.require_local("up")
     started = time.monotonic()
@@ -97,8 +101,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         workers = sum(pool.workers for pool in spec.pools)
         doors_asked = sum(1 for listen in (spec.http_listen, spec.gearman_listen) if listen)
         redis = " and a Redis" if spec.images.redis is not None else ""
-        ctx.say(f"starting {len(spec.brokers)} brokers, {workers} workers, {doors_asked} "
-                f"doors{redis} under supervisord in {ctx.run_dir} ...")
+        ctx.say(f"starting {_count(len(spec.brokers), 'broker')}, {_count(workers, 'worker')}, "
+                f"{_count(doors_asked, 'door')}{redis} under supervisord in {ctx.run_dir} ...")
         local.start_supervisord(ctx.run_dir)
     cluster = ctx.cluster()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import threading
@@ -21,6 +22,7 @@ from gwkit import (
 
 from clusterkit import Proc
 from mdp.client import MDPClient
+from mdp.errors import Timeout, UnknownService
 from mdp_gearman import packets as g
 from mdp_gearman.packets import T
 from renderers.samples import seed_request
@@ -213,6 +215,46 @@ def test_a_job_dips_cannot_serve_fails_clearly(door: Door) -> None:
     raw.close()
     fast.signal(signal.SIGTERM)
     assert fast.wait(10) == 0
+
+
+def test_a_job_submitted_before_its_worker_registers_waits_for_it(door: Door) -> None:
+    """pecl/gearman's worker tests fork a client that may submit before the worker's CAN_DO
+    (gearman_job_integration_test_004, _007, ...). gearmand keeps the job until a worker
+    comes; the door keeps it until its deadline, though the brokers answer unknown_service
+    at once for a name no worker has offered."""
+    function = f"late_{os.getpid()}".encode()
+    with MDPClient(door.endpoints, timeout=5.0) as direct:  # the brokers' grace is over
+        wait_for(lambda: _unknown_at_once(direct), 20, "the brokers to answer unknown_service")
+    client = Raw(door.port)
+    worker = Raw(door.port)
+    try:
+        client.send(T.SUBMIT_JOB, function, b"", b"early")
+        handle = client.recv()
+        assert handle[0] == T.JOB_CREATED, handle
+        wait_for(lambda: f"({function.decode()}): no worker offers it" in door.gateway.output(),
+                 10, "the door to hear unknown_service")
+        worker.send(T.CAN_DO, function)
+        worker.send(T.PRE_SLEEP)
+        assert worker.recv()[0] == T.NOOP
+        worker.send(T.GRAB_JOB)
+        kind, args = worker.recv()
+        assert kind == T.JOB_ASSIGN, (kind, args)
+        assert args[0].split(b"\0")[-1] == b"early"
+        worker.send(T.WORK_COMPLETE, args[0].split(b"\0")[0], b"done late")
+        assert client.recv() == (T.WORK_COMPLETE, handle[1] + [b"done late"])
+    finally:
+        client.close()
+        worker.close()
+
+
+def _unknown_at_once(client: MDPClient) -> bool:
+    try:
+        client.send(f"nosuch_{os.getpid()}", {}, timeout=1.0)
+    except UnknownService:
+        return True
+    except Timeout:
+        return False
+    return False
 
 
 @need_tools

@@ -89,6 +89,33 @@ def test_php_round_trip_of_the_seed_request() -> None:
     assert phpser.loads(blob) == seed_request()
 
 
+def test_php_flat_arrays_decode_as_the_general_reader_decodes_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-pass decoder of the usual workload (string keys, string or int values) and
+    the general reader agree on every input, valid or broken."""
+    rng = random.Random(18)
+    seeds = [phpser.dumps(seed_request()), phpser.dumps({"a": 1, "b": 'x";y', "c": -5}),
+             phpser.dumps({"0": "x"}), phpser.dumps({}), phpser.dumps({"k": b"\xff\xfe"}),
+             b'a:1:{s:1:"a";i:+3;}', b'a:2:{s:1:"a";i:1;s:1:"a";i:2;}', b'a:1:{i:0;s:1:"x";}',
+             phpser.dumps({"x": {"y": 1}}), phpser.dumps({"a": 1.5, "b": True, "c": None})]
+    cases = list(seeds)
+    for seed in seeds:
+        for _ in range(300):
+            broken = bytearray(seed)
+            broken[rng.randrange(len(broken))] = rng.choice(b'0123456789:;"{}asidbN-+\xff')
+            cases += [bytes(broken), seed[:rng.randrange(len(seed) + 1)]]
+
+    def outcome(data: bytes) -> object:
+        try:
+            return phpser.loads(data)
+        except BadRequest as exc:
+            return type(exc)
+
+    fast = [outcome(c) for c in cases]
+    monkeypatch.setattr(phpser, "_flat_map", lambda data, max_items: None)
+    assert fast == [outcome(c) for c in cases]
+
+
 def test_php_values() -> None:
     blob = b'a:6:{s:1:"i";i:-5;s:1:"d";d:0.25;s:1:"b";b:0;s:1:"n";N;s:1:"l";a:2:{i:0;s:0:"";' \
            b'i:1;d:INF;}s:1:"m";a:1:{i:7;s:2:"\xff\xfe";}}'

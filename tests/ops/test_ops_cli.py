@@ -247,6 +247,19 @@ def test_a_door_address_is_host_and_port_or_off(
     assert code == 2 and "is not HOST:PORT" in err and err.count("\n") == 1
 
 
+def test_a_port_asked_for_twice_names_both_users(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [port] = free_ports(1)
+    code, out, err = run(capsys, "--run-dir", str(tmp_path), "up", "--broker",
+                         f"tcp://127.0.0.1:{port}", "--http", f"127.0.0.1:{port}",
+                         "--gearman", "off")
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert (f"port {port} is asked for twice: by broker tcp://127.0.0.1:{port} and by "
+            f"mdp-http (127.0.0.1:{port})") in err
+    assert processes_under(tmp_path) == []
+
+
 def test_a_run_directory_too_deep_for_a_unix_socket_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -283,6 +296,31 @@ def test_the_holder_of_a_port_is_found_in_proc() -> None:
     assert ports.holder(port) is None and ports.check_free("127.0.0.1", port) is None
 
 
+HOLD_A_PORT = """
+import socket, sys
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+print(listener.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_holder_whose_command_spans_lines_is_named_on_one_line() -> None:
+    from mdpctl import ports
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_A_PORT], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        port = int(holder.stdout.readline())  # the child exits (EOF) if it cannot bind
+        problem = ports.check_free("127.0.0.1", port)
+        assert problem is not None and f"in use by pid {holder.pid} (python -c import" in problem
+        assert "\n" not in problem, problem
+    finally:
+        holder.communicate(timeout=10)  # stdin closed: it exits
+
+
 def test_no_cluster_anywhere_says_where_it_looked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -296,8 +334,8 @@ def test_no_cluster_anywhere_says_where_it_looked(
     assert found.run_dir is None
     assert found.looked_in == [tmp_path / "state" / "dips" / "run", tmp_path / "elsewhere"]
     message = found.not_found()
-    assert message.startswith(f"no cluster is running (looked in {tmp_path}/state/dips/run, "
-                              f"{tmp_path}/elsewhere; ")
+    assert message.startswith(f"no cluster is running in {tmp_path}/state/dips/run, "
+                              f"{tmp_path}/elsewhere (")
     assert f"nothing listens on {nowhere[0]}; nothing listens on {nowhere[1]}" in message
     assert "`mdpctl up` starts one" in message
 
@@ -334,7 +372,7 @@ def test_a_cluster_elsewhere_on_a_default_port_is_named_never_used(
             named = (f"tcp://127.0.0.1:{port}: a DIPS broker of the cluster in {theirs}, "
                      f"which `mdpctl --run-dir {theirs}` reaches")
             code, out, _ = run(capsys, "down")
-            assert code == 0 and one_line(out).startswith("no cluster is running (looked in ")
+            assert code == 0 and one_line(out).startswith("no cluster is running in ")
             assert named in out
             for argv in (["status"], ["reload"], ["scale", "echo", "1"]):
                 code, out, err = run(capsys, *argv)
@@ -348,3 +386,48 @@ def test_a_cluster_elsewhere_on_a_default_port_is_named_never_used(
 def one_line(text: str) -> str:
     assert text.count("\n") == 1, text
     return text
+
+
+# Every program a newcomer starts: the name its --version prints, arguments that give it a
+# broker endpoint without its scheme, and flags whose --help entry must say their default.
+PROGRAMS = {
+    "mdp.broker": ("mdp-broker", ["--bind", "127.0.0.1:5555"], ["--heartbeat-interval",
+                                                                "--max-services"]),
+    "mdp.worker": ("mdp-worker", ["--broker", "127.0.0.1:5555", "--service", "echo"],
+                   ["--heartbeat-interval"]),
+    "mdp_http": ("mdp-http", ["--broker", "127.0.0.1:5555", "--listen", "127.0.0.1:0"],
+                 ["--listen", "--timeout"]),
+    "mdp_gearman": ("mdp-gearman", ["--broker", "127.0.0.1:5555", "--listen", "127.0.0.1:0"],
+                    ["--heartbeat-interval", "--background-concurrency"]),
+    "mdpctl": ("mdpctl", ["call", "echo", "--broker", "127.0.0.1:5555"], ["--run-dir"]),
+}
+
+
+@pytest.mark.parametrize("module", [
+    pytest.param(m, marks=pytest.mark.xfail(
+        strict=True, reason="mdp-gearman --version writes to stderr (parser.exit in "
+        "mdp_gearman/config.py's _Version): `mdp-gearman --version | cat` shows nothing"))
+    if m == "mdp_gearman" else m for m in PROGRAMS])
+def test_every_program_has_a_version_defaults_in_its_help_and_refuses_a_bad_endpoint(
+    module: str, tmp_path: Path
+) -> None:
+    name, bad_endpoint, flags = PROGRAMS[module]
+
+    def run_it(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", module, *argv], cwd=tmp_path,
+                              env={**os.environ, "HOME": str(tmp_path)},
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=60, check=False)
+
+    version = run_it("--version")
+    assert version.returncode == 0 and version.stdout.startswith(f"{name} "), version
+    helped = run_it("--help")
+    assert helped.returncode == 0, helped.stderr
+    for flag in flags:
+        entry = helped.stdout.split(f"\n  {flag}", 1)[1].split("\n  -", 1)[0]
+        assert "default" in entry, f"{name} {flag}: {entry!r}"
+    refused = run_it(*bad_endpoint)  # refused before anything is bound or connected
+    assert refused.returncode == 2, refused
+    assert refused.stderr.count("\n") == 1, refused.stderr
+    assert "did you mean 'tcp://127.0.0.1:5555'?" in refused.stderr
+    assert processes_under(tmp_path) == []

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from clusterkit import needs
+from docblocks import parse
 from testkit import free_ports, kill_all_under, processes_under, wait_for
 
 from .conftest import NO_DOORS
@@ -83,6 +85,7 @@ def test_up_right_after_down_with_its_ports_in_time_wait(local_cluster: LocalClu
     args = ("--service", "echo=1", "--spare", "0")
     first = local_cluster.up(*args)
     assert first.returncode == 0, first.stderr
+    assert "starting 2 brokers, 1 worker, 2 doors under supervisord" in first.stdout
     assert f"http     http://{http}/" in first.stdout and f"gearman  {gearman}" in first.stdout
     call = local_cluster.ctl("call", "echo", "--json", '{"n": 1}')
     assert call.returncode == 0, call.stderr
@@ -154,9 +157,9 @@ def test_a_door_that_cannot_start_fails_up_shows_in_status_and_comes_back(
     again = local_cluster.up()  # the same options: it starts the door that is down
     assert again.returncode == 0, again.stdout + again.stderr
     assert "started local/mdp-http:mdp-http again" in again.stdout
-    status = local_cluster.status()
-    assert all(d["serving"] for d in status["doors"]), status["doors"]
-    pids = {d["door"]: d["pid"] for d in status["doors"]}
+    fleet = local_cluster.status()
+    assert all(d["serving"] for d in fleet["doors"]), fleet["doors"]
+    pids = {d["door"]: d["pid"] for d in fleet["doors"]}
 
     reload = local_cluster.ctl("reload")
     assert reload.returncode == 0, reload.stdout + reload.stderr
@@ -195,7 +198,7 @@ def test_down_and_status_from_another_directory(tmp_path: Path) -> None:
         assert processes_under(tmp_path) == [] and processes_under(home) == []
         none = ctl_in(there, code, "status", home=home)
         assert none.returncode == 3 and none.stdout == ""
-        assert one_line(none.stderr).startswith(f"mdpctl: no cluster is running (looked in "
+        assert one_line(none.stderr).startswith(f"mdpctl: no cluster is running in "
                                                 f"{run_dir}")
         again = ctl_in(there, code, "down", home=home)
         assert again.returncode == 0 and "no cluster is running" in again.stdout
@@ -334,3 +337,28 @@ def test_a_batch_rerun_with_other_parameters_is_refused_then_redone(
     files = sorted(p for p in out.rglob("*") if p.is_file() and not p.name.startswith("."))
     assert [p.suffix for p in files] == [".png"] * 6  # the .jpg outputs were replaced
     assert {image_of(p).size[0] for p in files} == {32}
+
+
+def _php_gearman() -> bool:
+    if shutil.which("php") is None:
+        return False
+    return b"gearman" in subprocess.run(["php", "-m"], capture_output=True, timeout=30).stdout
+
+
+@needs(_php_gearman(), "php-cli and php-gearman")
+def test_the_readme_php_client_gets_a_card_as_pasted(local_cluster: LocalCluster) -> None:
+    with_doors(local_cluster.code)
+    [port] = free_ports(1)
+    local_cluster.up_args = ["--http", "off", "--gearman", f"127.0.0.1:{port}"]
+    up = local_cluster.up("--service", "ecard=1", "--spare", "0")
+    assert up.returncode == 0, up.stderr
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    [block] = [b for b in parse(readme, "README.md") if b.lang == "php"]
+    assert "4730" in block.code
+    script = local_cluster.root / "client.php"
+    script.write_text("<?php\n" + block.code.replace("4730", str(port)), encoding="utf-8")
+    done = subprocess.run(["php", str(script)], cwd=local_cluster.root, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    card = image_of(local_cluster.root / "card.png")
+    assert (card.format, card.size) == ("PNG", (480, 300))
