@@ -143,8 +143,9 @@ class WorkerConfig:
             raise ConfigError("--reply-gather must be at least 0 and at most --busy-after")
 
 
-class _Version(argparse.Action):
-    """``--version``: the code version (computed only when asked for)."""
+class VersionAction(argparse.Action):
+    """``--version``: the code version on stdout (computed only when asked for); every
+    program's."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
@@ -169,7 +170,7 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=_Help)
-    parser.add_argument("--version", action=_Version)
+    parser.add_argument("--version", action=VersionAction)
     return parser
 
 
