@@ -684,7 +684,8 @@ class Dispatcher:
 def same_body(one: list[bytes], other: list[bytes]) -> bool:
     """Whether two request bodies are the same bytes (frames may be ``zmq.Frame``)."""
     return len(one) == len(other) and all(
-        len(a) == len(b) and memoryview(a) == memoryview(b) for a, b in zip(one, other))
+        len(a) == len(b) and memoryview(a) == memoryview(b)
+        for a, b in zip(one, other, strict=True))
 
 
 def _arrived_by(cutoff: float, request: Request) -> bool:
