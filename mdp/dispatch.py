@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
-from mdp.errors import Overloaded, RequestError, UnknownService, WorkerLost
+from mdp.errors import Overloaded, RequestError, UnknownService, WorkerLost, a_worker_failed
 from mdp.poison import PoisonMemory
 from mdp.records import Process, Request, Service, Worker, WorkerState
 from mdp.tally import BrokerTally
@@ -275,7 +275,8 @@ class Dispatcher:
         counters.queue_time.observe(request.dispatched_at - request.received_at)
         counters.work_time.observe(now - request.dispatched_at)
         if error is not None:
-            worker.failures += 1
+            if a_worker_failed(error):
+                worker.failures += 1
             counters.error(error)
         self._release(request)
         self._place(worker)
@@ -292,7 +293,8 @@ class Dispatcher:
         counters = worker.service.counters
         counters.replies += 1
         if error is not None:
-            worker.failures += 1
+            if a_worker_failed(error):
+                worker.failures += 1
             counters.error(error)
         self._release(request)
         return request

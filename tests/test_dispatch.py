@@ -323,7 +323,21 @@ def test_histograms_time_queue_and_work() -> None:
     counters = d.services[b"echo"].counters
     assert counters.queue_time.count == 1 and abs(counters.queue_time.total - 0.5) < 1e-9
     assert abs(counters.work_time.total - 0.1) < 1e-9
-    assert counters.errors == {"bad_request": 1} and w.failures == 1
+    assert counters.errors == {"bad_request": 1} and w.failures == 0  # the caller's mistake
+
+
+@pytest.mark.parametrize(("code", "failed"), [
+    ("bad_request", False), ("source_not_found", False), ("source_timeout", False),
+    ("worker_error", True), ("internal", True), ("worker_timeout", True),
+    ("a_handlers_own_code", True),
+])
+def test_a_worker_fails_only_where_the_fault_is_the_fleets(code: str, failed: bool) -> None:
+    d = make()
+    w = d.add_worker(b"W", b"echo", True, {}, 0.0)
+    d.enqueue(req(1), 0.0)
+    [(_, r)] = assign(d)
+    d.complete(w, r.key, 0.1, error=code)
+    assert w.failures == int(failed) and d.services[b"echo"].counters.errors == {code: 1}
 
 
 def test_a_dips_worker_holding_a_task_is_not_expired_for_silence() -> None:
