@@ -56,7 +56,8 @@ class BrokerConfig:
     max_frames: int = 300  # per message (a batched SUBMIT or RESULT takes one per request)
     max_total_queue: int = 100_000
     max_workers: int = 10_000
-    max_prefetch: int = 8  # tasks a worker may hold beyond the one it runs
+    max_prefetch: int = 16  # tasks a worker may hold beyond the one it runs (for short
+    # tasks only: the hold budget, about 5 ms of work, caps it for longer ones)
     zmtp_heartbeat_ms: int = 1000  # ZMTP PING interval; a peer silent 3x this is dropped
     max_worker_losses: int = 2  # workers lost running one request before it is given up
     poison_memory_s: float = 60.0  # how long a given-up request is refused
@@ -114,7 +115,7 @@ class WorkerConfig:
     limits: p.BodyLimits = p.DEFAULT_LIMITS
     max_message_bytes: int = 32 * 1024 * 1024
     busy_after_s: float = Timing.busy_after_s  # a task running longer: BUSY elsewhere
-    prefetch: int = 8  # tasks it is willing to hold beyond the one it runs (READY meta)
+    prefetch: int = 16  # tasks it is willing to hold beyond the one it runs (READY meta)
     reply_gather_s: float = Timing.reply_gather_s  # back-to-back replies wait to go together
     curve: CurveConfig | None = None
 
@@ -142,8 +143,9 @@ class WorkerConfig:
             raise ConfigError("--reply-gather must be at least 0 and at most --busy-after")
 
 
-class _Version(argparse.Action):
-    """``--version``: the code version (computed only when asked for)."""
+class VersionAction(argparse.Action):
+    """``--version``: the code version on stdout (computed only when asked for); every
+    program's."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
@@ -168,7 +170,7 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=_Help)
-    parser.add_argument("--version", action=_Version)
+    parser.add_argument("--version", action=VersionAction)
     return parser
 
 

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
-from mdp.errors import Overloaded, RequestError, UnknownService, WorkerLost
+from mdp.errors import Overloaded, RequestError, UnknownService, WorkerLost, a_worker_failed
 from mdp.poison import PoisonMemory
 from mdp.records import Process, Request, Service, Worker, WorkerState
 from mdp.tally import BrokerTally
@@ -275,7 +275,8 @@ class Dispatcher:
         counters.queue_time.observe(request.dispatched_at - request.received_at)
         counters.work_time.observe(now - request.dispatched_at)
         if error is not None:
-            worker.failures += 1
+            if a_worker_failed(error):
+                worker.failures += 1
             counters.error(error)
         self._release(request)
         self._place(worker)
@@ -292,7 +293,8 @@ class Dispatcher:
         counters = worker.service.counters
         counters.replies += 1
         if error is not None:
-            worker.failures += 1
+            if a_worker_failed(error):
+                worker.failures += 1
             counters.error(error)
         self._release(request)
         return request
@@ -392,11 +394,18 @@ class Dispatcher:
             if losses is not None:
                 return WorkerLost(f"service {name.decode()!r}: {losses} workers were lost "
                                   "while running this request; it is refused for a while")
-        if request.ck is not None:
-            shared = self.shared.get((name, request.ck))
+        shared_key = None if request.ck is None else (name, request.ck)
+        if shared_key is not None:
+            shared = self.shared.get(shared_key)
             if shared is not None:
-                self._attach(shared, request, service)
-                return None
+                if not same_body(shared.body, request.body):
+                    shared_key = None  # a key is a hint, not a proof: another body is its own
+                elif shared.callers is not None and len(shared.callers) >= self.max_queue:
+                    return Overloaded(f"service {service.name.decode()!r}: "
+                                      f"{len(shared.callers)} callers wait for one request")
+                else:
+                    self._attach(shared, request, service)
+                    return None
         if len(service.queue) >= self.max_queue:
             return Overloaded(
                 f"service {service.name.decode()!r} has {len(service.queue)} requests queued"
@@ -405,8 +414,8 @@ class Dispatcher:
             return Overloaded(f"the broker has {self.queued} requests queued")
         if request.rid is not None:
             self.held[(request.client, request.rid)] = request
-        if request.ck is not None:
-            self.shared[(name, request.ck)] = request
+        if shared_key is not None:
+            self.shared[shared_key] = request
         if request.deadline is not None and request.deadline < self._next_expiry:
             self._next_expiry = request.deadline
         service.queue.append(request)
@@ -672,6 +681,13 @@ class Dispatcher:
         if service is None:
             service = self.services[name] = Service(name, now)
         return service
+
+
+def same_body(one: list[bytes], other: list[bytes]) -> bool:
+    """Whether two request bodies are the same bytes (frames may be ``zmq.Frame``)."""
+    return len(one) == len(other) and all(
+        len(a) == len(b) and memoryview(a) == memoryview(b)
+        for a, b in zip(one, other, strict=True))
 
 
 def _arrived_by(cutoff: float, request: Request) -> bool:

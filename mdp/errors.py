@@ -68,6 +68,13 @@ def blame_of(code: str) -> Blame:
     return known.blame if known is not None else Blame.FLEET
 
 
+def a_worker_failed(code: str) -> bool:
+    """Whether an error reply counts as its worker's failure (``failures`` in
+    ``mmi.status``): the fleet's faults and a handler past its time limit, not a caller's
+    mistake, a missing source or a slow origin."""
+    return code == "worker_timeout" or blame_of(code) is Blame.FLEET
+
+
 class MDPError(Exception):
     """Base class of every error DIPS raises on purpose."""
 

@@ -268,7 +268,7 @@ class WorkerStatus:
     version: str
     served: int
     uptime_s: float
-    failures: int = 0
+    failures: int = 0  # error replies that were its fault (mdp.errors.a_worker_failed)
     queued: int = 0
 
     @property

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mdp.config import VersionAction
 from mdp.errors import ConfigError
 from mdp.options import check_endpoints
 from mdp_gearman.mapping import DEFAULT_RAW_FIELD
@@ -71,20 +72,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-class _Version(argparse.Action):
-    """``--version``: the code version, computed only when asked for."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
-                         help="show the code version and exit")
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: object, option_string: str | None = None) -> None:
-        from mdp.version import code_version
-
-        parser.exit(0, f"{parser.prog} {code_version()}\n")
-
-
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """Every flag's help, with its default where it has one."""
 
@@ -101,7 +88,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[GatewayConfig, str]:
     parser = argparse.ArgumentParser(prog="mdp-gearman", description=DESCRIPTION,
                                      formatter_class=_Help)
     add = parser.add_argument
-    add("--version", action=_Version)
+    add("--version", action=VersionAction)
     add("--listen", action="append", type=parse_listen, metavar="HOST:PORT",
         help="where Gearman clients and workers connect; repeatable; port 0 picks a free "
         "one, logged at start (default: 127.0.0.1:4730)")

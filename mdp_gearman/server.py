@@ -312,7 +312,7 @@ class Gateway:
                 conn.send(g.error("unknown_option", f"unknown option {args[0][:40]!r}; "
                                   "the gateway knows 'exceptions'"))
         elif kind == T.SET_CLIENT_ID:
-            conn.client_id = args[0][:64].decode("utf-8", "replace")
+            conn.client_id = printable_id(args[0])
             if conn.worker is not None:
                 conn.worker.client_id = conn.client_id
         else:
@@ -553,3 +553,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def printable_id(raw: bytes) -> str:
+    """A client id as the admin protocol can list it: at most 64 characters, anything but
+    printable non-space characters replaced (an id holding a newline and ``.`` would end
+    the ``workers`` listing early for gearadmin)."""
+    text = raw[:64].decode("utf-8", "replace")
+    return "".join(c if c.isprintable() and not c.isspace() else "_" for c in text) or "-"

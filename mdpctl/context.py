@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from mdpctl import locate
+from mdpctl import leftovers, locate
 from mdpctl.cluster import CLUSTER_FILE_NAME, Cluster, load_cluster, local_cluster
 from mdpctl.errors import NotRunning, UsageError
 from mdpctl.lock import exclusive, lock_path
@@ -84,6 +84,13 @@ class Context:
         search = self.search()
         if search.run_dir is not None:
             return
+        orphaned = leftovers.find_in(search.looked_in)
+        if orphaned is not None:
+            run_dir, found = orphaned
+            raise NotRunning(
+                f"the supervisord of the cluster in {run_dir} is gone and {len(found)} of its "
+                f"processes run on without it; `mdpctl --run-dir {run_dir} down` stops them"
+            )
         if self.named_run_dir is not None:
             locate.describe_ports(search, self.cluster().brokers)
             raise NotRunning(

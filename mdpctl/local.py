@@ -185,6 +185,9 @@ def check_ports_free(spec: LocalSpec) -> None:
         if holder is not None and holder.cwd and (Path(holder.cwd) / SOCKET_NAME).exists():
             hint = (f"it is the DIPS cluster in {holder.cwd}: "
                     f"`mdpctl --run-dir {holder.cwd} down` stops it")
+        elif holder is not None and holder.cwd and (Path(holder.cwd) / CONFIG_NAME).exists():
+            hint = (f"it is a program of the cluster in {holder.cwd}, whose supervisord is "
+                    f"gone: `mdpctl --run-dir {holder.cwd} down` stops it")
         else:
             hint = _MOVE_HINT[what.split()[0]]
         raise UsageError(f"{what} cannot start: {problem}; {hint}")

@@ -323,7 +323,21 @@ def test_histograms_time_queue_and_work() -> None:
     counters = d.services[b"echo"].counters
     assert counters.queue_time.count == 1 and abs(counters.queue_time.total - 0.5) < 1e-9
     assert abs(counters.work_time.total - 0.1) < 1e-9
-    assert counters.errors == {"bad_request": 1} and w.failures == 1
+    assert counters.errors == {"bad_request": 1} and w.failures == 0  # the caller's mistake
+
+
+@pytest.mark.parametrize(("code", "failed"), [
+    ("bad_request", False), ("source_not_found", False), ("source_timeout", False),
+    ("worker_error", True), ("internal", True), ("worker_timeout", True),
+    ("a_handlers_own_code", True),
+])
+def test_a_worker_fails_only_where_the_fault_is_the_fleets(code: str, failed: bool) -> None:
+    d = make()
+    w = d.add_worker(b"W", b"echo", True, {}, 0.0)
+    d.enqueue(req(1), 0.0)
+    [(_, r)] = assign(d)
+    d.complete(w, r.key, 0.1, error=code)
+    assert w.failures == int(failed) and d.services[b"echo"].counters.errors == {code: 1}
 
 
 def test_a_dips_worker_holding_a_task_is_not_expired_for_silence() -> None:
@@ -421,3 +435,37 @@ def test_a_lone_request_goes_to_an_idle_worker_at_once_as_through_the_queue() ->
     [(worker, _)] = assign(d, now=1.3)
     assert worker is b and d.dispatch_now(service, req(5, 1.4), 1.4) is None  # none idle
     assert d.complete(a, first.key, 2.0) is first and not d.holds(b"client1", 7)
+
+
+def keyed(n: int, body: bytes, ck: bytes = b"k", now: float = 0.0) -> Request:
+    request = Request(b"client%d" % n, b"echo", [body], now, n, None, 0)
+    request.ck = ck
+    return request
+
+
+def test_a_coalescing_key_shares_only_a_request_with_the_same_body() -> None:
+    """A key is the caller's claim that two requests are the same; the broker believes it
+    only for the same bytes: another body under the key (a forged one, say) is worked on
+    its own and never given the first request's reply, nor the first its."""
+    d = make()
+    first = keyed(1, b"cat.jpg 300px")
+    assert d.enqueue(first, 0.0) is None
+    assert d.enqueue(keyed(2, b"cat.jpg 300px"), 0.1) is None  # same bytes: shared
+    forged = keyed(3, b"dog.jpg 300px")
+    assert d.enqueue(forged, 0.2) is None
+    assert d.counters.coalesced == 1 and len(d.services[b"echo"].queue) == 2
+    assert [c.client for c in first.answered_to()] == [b"client1", b"client2"]
+    assert forged.callers is None and list(forged.answered_to()) == [forged]
+    assert d.shared[(b"echo", b"k")] is first  # the forgery did not take the key over
+
+
+def test_callers_of_one_shared_request_are_bounded() -> None:
+    """As many callers as a service's queue may hold, and no more: past that, overloaded
+    (attaching costs no queue place, so a client could otherwise grow it for ever)."""
+    d = make(max_queue=3)
+    first = keyed(0, b"same")
+    assert d.enqueue(first, 0.0) is None
+    answers = [d.enqueue(keyed(n, b"same"), 0.0) for n in range(1, 8)]
+    assert answers[:2] == [None] * 2 and first.callers is not None and len(first.callers) == 3
+    assert all(isinstance(a, Overloaded) for a in answers[2:])
+    assert "3 callers wait for one request" in str(answers[2])

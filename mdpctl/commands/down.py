@@ -6,7 +6,9 @@ The workers, the doors and the helper programs get SIGTERM all at once (each wor
 finishes the request in hand and leaves the brokers), then the brokers, then
 supervisord exits.  down returns once every one of those processes has exited.  Run
 from anywhere, it finds the cluster as every command does (see `mdpctl --help`); when
-none is running it says where it looked and exits 0.
+none is running it says where it looked and exits 0.  When the cluster's supervisord is
+gone (killed) and its programs run on, down stops them the same way (SIGKILL for what
+has not exited by --timeout, default 45 s).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from mdpctl import local, numbers
+from mdpctl import leftovers, local, numbers
 from mdpctl.context import Context
 from mdpctl.errors import NotRunning
+
+LEFTOVER_TIMEOUT_S = 45.0  # the longest stop timeout of a configuration (--time-limit + 10 s) + 5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +40,14 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         ctx.require_running()
         report = local.stop(ctx.run_dir, args.timeout)
     except NotRunning as exc:
-        ctx.say(str(exc))
+        orphaned = leftovers.find_in(ctx.search().looked_in)
+        if orphaned is None:
+            ctx.say(str(exc))
+            return 0
+        run_dir, found = orphaned
+        leftovers.stop(found, args.timeout or LEFTOVER_TIMEOUT_S)
+        ctx.say(f"the supervisord of the cluster in {run_dir} was gone; its {len(found)} "
+                f"leftover processes have exited ({time.monotonic() - started:.1f} s)")
         return 0
     ctx.say(
         f"cluster in {ctx.run_dir} stopped in {time.monotonic() - started:.1f} s: "

@@ -67,7 +67,7 @@ class SourceCache:
             if len(entry.data) > max_bytes // 2:
                 return
             self._entries[key] = entry
-            self._bytes += len(entry.data)
+            self._bytes += _charge(key, entry)
             while self._bytes > max_bytes and self._entries:
                 oldest = next(iter(self._entries))
                 self._drop(oldest)
@@ -79,7 +79,7 @@ class SourceCache:
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
-            self._bytes -= len(entry.data)
+            self._bytes -= _charge(key, entry)
 
     def clear(self) -> None:
         with self._lock:
@@ -92,3 +92,12 @@ class SourceCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+ENTRY_OVERHEAD = 400  # bytes an entry costs beyond its data and key (objects, dict slot)
+
+
+def _charge(key: str, entry: Entry) -> int:
+    """What an entry is counted as: its data, its key (a URL of up to 8 KiB) and its
+    bookkeeping, so that many tiny sources under long URLs cannot outgrow the bound."""
+    return len(entry.data) + len(key) + ENTRY_OVERHEAD

@@ -138,8 +138,10 @@ class LocalBlob:
 
 
 def _etag(stamp: tuple[int, int, int]) -> str:
-    mtime_ns, size, _ = stamp
-    return f'"{mtime_ns:x}-{size:x}"'
+    """The file's version: a file replaced by another with the same size and time
+    (``rsync -t``, ``cp -p`` then ``mv``) is a new inode, so a new version."""
+    mtime_ns, size, inode = stamp
+    return f'"{mtime_ns:x}-{size:x}-{inode:x}"'
 
 
 def open_file(found: LocalFile, limits: Settings) -> LocalBlob:

@@ -229,7 +229,8 @@ class HttpFetcher:
             except _Refused as exc:
                 if index == len(addresses) - 1:
                     raise
-                log.debug("source %s at %s: %s; trying %s", target.host, ip, exc, addresses[-1])
+                log.debug("source %s at %s: %s; trying %s", target.host, ip, exc,
+                          addresses[index + 1])
         raise AssertionError("check_addresses returns at least one address")
 
     def _open(

@@ -284,3 +284,16 @@ def test_priority_slots_let_high_in_first_then_arrival_order() -> None:
         return order
 
     assert asyncio.run(scenario()) == ["high", "normal-1", "normal-2", "low"]
+
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    (b"php-worker-7", "php-worker-7"),
+    (b"x\n.\n", "x_._"),  # would end gearadmin's workers listing early
+    (b"a b\tc", "a_b_c"),
+    (b"", "-"),
+    (b"\xff" + b"y" * 100, "\ufffd" + "y" * 63),
+])
+def test_a_client_id_is_kept_as_the_admin_listing_can_show_it(raw: bytes, shown: str) -> None:
+    from mdp_gearman.server import printable_id
+
+    assert printable_id(raw) == shown

@@ -176,7 +176,8 @@ class LocalCluster:
         return monitor
 
     def status(self) -> dict[str, Any]:
-        result = self.ctl("status", "--json")
-        assert result.returncode == 0, result.stderr
+        # a broker busy under the machine's load may take more than status's default 2 s
+        result = self.ctl("status", "--json", "--timeout", "10")
+        assert result.returncode == 0, (result.returncode, result.stderr, result.stdout[-2000:])
         data: dict[str, Any] = json.loads(result.stdout)
         return data

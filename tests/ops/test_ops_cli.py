@@ -403,11 +403,7 @@ PROGRAMS = {
 }
 
 
-@pytest.mark.parametrize("module", [
-    pytest.param(m, marks=pytest.mark.xfail(
-        strict=True, reason="mdp-gearman --version writes to stderr (parser.exit in "
-        "mdp_gearman/config.py's _Version): `mdp-gearman --version | cat` shows nothing"))
-    if m == "mdp_gearman" else m for m in PROGRAMS])
+@pytest.mark.parametrize("module", list(PROGRAMS))
 def test_every_program_has_a_version_defaults_in_its_help_and_refuses_a_bad_endpoint(
     module: str, tmp_path: Path
 ) -> None:

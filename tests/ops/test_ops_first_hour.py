@@ -12,7 +12,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -362,3 +364,33 @@ def test_the_readme_php_client_gets_a_card_as_pasted(local_cluster: LocalCluster
     assert done.returncode == 0, done.stdout + done.stderr
     card = image_of(local_cluster.root / "card.png")
     assert (card.format, card.size) == ("PNG", (480, 300))
+
+
+def test_down_stops_the_programs_of_a_cluster_whose_supervisord_was_killed(
+    local_cluster: LocalCluster,
+) -> None:
+    args = ("--service", "echo=1", "--spare", "0")
+    assert local_cluster.up(*args).returncode == 0
+    run_dir = local_cluster.run_dir
+    supervisord = int((run_dir / "supervisord.pid").read_text())
+    os.kill(supervisord, signal.SIGKILL)
+    wait_for(lambda: supervisord not in processes_under(run_dir), 10, "supervisord to die")
+    assert len(processes_under(run_dir)) >= 3  # the 2 brokers and the worker run on
+
+    status = local_cluster.ctl("status")
+    assert status.returncode == 3
+    assert re.fullmatch(
+        f"mdpctl: the supervisord of the cluster in {re.escape(str(run_dir))} is gone and "
+        rf"\d+ of its processes run on without it; `mdpctl --run-dir "
+        f"{re.escape(str(run_dir))} down` stops them\n", one_line(status.stderr))
+    held = local_cluster.up(*args)  # their ports are taken, by the cluster's own brokers
+    assert held.returncode == 2
+    assert f"`mdpctl --run-dir {run_dir} down` stops it" in one_line(held.stderr)
+
+    down = local_cluster.ctl("down")
+    assert down.returncode == 0, down.stderr
+    assert re.match(f"the supervisord of the cluster in {re.escape(str(run_dir))} was gone; "
+                    r"its \d+ leftover processes have exited", one_line(down.stdout))
+    assert processes_under(local_cluster.root) == []
+    again = local_cluster.up(*args)
+    assert again.returncode == 0, again.stderr

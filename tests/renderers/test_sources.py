@@ -395,11 +395,23 @@ def test_the_cache_is_bounded_by_bytes() -> None:
     from renderers.sources.cache import Entry, SourceCache
 
     cache = SourceCache()
-    for index in range(10):
-        cache.put(str(index), Entry(bytes(100), None, None, 0.0, 60.0), max_bytes=450)
-    assert cache.size <= 450 and len(cache) == 4 and cache.get("9") is not None
-    cache.put("huge", Entry(bytes(300), None, None, 0.0, 60.0), max_bytes=450)
+    for index in range(10):  # each counted as 1,000 bytes, a 1-byte key and its bookkeeping
+        cache.put(str(index), Entry(bytes(1000), None, None, 0.0, 60.0), max_bytes=5000)
+    assert cache.size <= 5000 and len(cache) == 3 and cache.get("9") is not None
+    cache.put("huge", Entry(bytes(3000), None, None, 0.0, 60.0), max_bytes=5000)
     assert cache.get("huge") is None
+
+
+def test_the_cache_counts_keys_and_bookkeeping_not_only_data() -> None:
+    """Tiny sources under long URLs (a query string varied on an allowed origin) cannot
+    outgrow the bound: each URL counts."""
+    from renderers.sources.cache import Entry, SourceCache
+
+    cache = SourceCache()
+    for index in range(100):
+        url = f"https://images.example/a.gif?v={index}&pad=" + "x" * 8000
+        cache.put(url, Entry(b"GIF89a", None, None, 0.0, 60.0), max_bytes=64 * 1024)
+    assert 0 < len(cache) <= 8 and cache.size <= 64 * 1024
 
 
 # local roots --------------------------------------------------------------------------------
