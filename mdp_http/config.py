@@ -194,6 +194,6 @@ def parse_args(argv: Sequence[str] | None,
     config = HttpConfig(**{k: v for k, v in args.items() if v is not None})
     try:
         config.validate()
-    except ConfigError as exc:
-        parser.error(str(exc))
+    except ConfigError as exc:  # one line, as every program says it
+        parser.exit(2, f"{parser.prog}: {exc}\n")
     return config
