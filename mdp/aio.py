@@ -92,9 +92,11 @@ class AsyncMDPClient:
                                 [check_frame(frame, self.max_request_bytes)], timeout,
                                 priority, False, key)
 
-    async def request_raw(self, service: str, body: bytes) -> list[bytes]:
-        """Send one frame as it is and return the reply's frames undecoded (e.g. MMI)."""
-        frames: list[bytes] = await self._call(service.encode(), [body], None, 0, True)
+    async def request_raw(self, service: str, body: bytes, *,
+                          key: bytes | None = None) -> list[bytes]:
+        """Send one frame as it is and return the reply's frames undecoded (e.g. MMI);
+        ``key``: a coalescing key, as :meth:`send` takes."""
+        frames: list[bytes] = await self._call(service.encode(), [body], None, 0, True, key)
         return frames
 
     async def mmi_service(self, name: str) -> str:

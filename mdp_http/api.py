@@ -23,6 +23,7 @@ from mdp import protocol as p
 from mdp.errors import BadRequest, MDPError, RequestError, UnknownService
 from mdp_http import codec, content
 from mdp_http.backend import Backend
+from mdp_http.bodies import Budget
 from mdp_http.errors import (
     BodyTimeout,
     Busy,
@@ -50,6 +51,7 @@ class Api:
     body_timeout_s: float
     known_services: Any  # () -> set[str]: services some broker has seen
     service_info: Any  # (service) -> ServiceInfo | None: what its workers say of it
+    budget: Budget  # bytes of bodies held at once, shared with the image server
     in_flight: int = 0
 
     def routes(self) -> list[web.AbstractRouteDef]:
@@ -80,7 +82,14 @@ class Api:
                                              "requests; try again shortly"), started)
         self.in_flight += 1
         reached = False  # a worker or broker answered for the service: it exists
+        held = 0
         try:
+            if request.method == "POST":  # its body is held until the reply is sent
+                declared = request.content_length
+                size = self.max_body_bytes if declared is None else min(declared,
+                                                                        self.max_body_bytes)
+                self.budget.take(size)
+                held = size
             if not p.valid_service(service.encode()) or service.startswith("mmi."):
                 raise BadRequest(f"{service!r} is not a service name", field="service")
             call = await read(request, service)
@@ -98,6 +107,7 @@ class Api:
             return self._error(service, exc, started, reached)
         finally:
             self.in_flight -= 1
+            self.budget.give(held)
         self.metrics.observe(self._label(service, reached), response.status,
                              time.monotonic() - started)
         return response

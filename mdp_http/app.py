@@ -60,7 +60,7 @@ class Gateway:
                                   self.renderer_version, self.metrics.observe)
         self.api = Api(self.backend, self.metrics, signer,
                        config.max_concurrency, config.max_body_bytes, config.body_timeout_s,
-                       self.known_services, self.service_info)
+                       self.known_services, self.service_info, self.images.budget)
         self.stopping = asyncio.Event()
         self._versions: dict[str, tuple[object, str]] = {}  # service -> (poll, versions)
 

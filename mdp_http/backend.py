@@ -43,13 +43,16 @@ class Backend:
         keyed requests in flight at once only once."""
         return await self._client.send(service, request, key=key)
 
-    async def send_frame(self, service: str, frame: bytes | bytearray) -> Any:
+    async def send_frame(self, service: str, frame: bytes | bytearray,
+                         key: bytes | None = None) -> Any:
         """The result of a request whose body is already one msgpack map frame (sent as it
-        is, never re-packed); raises as :meth:`send` does."""
+        is, never re-packed), with a coalescing key as :meth:`send_keyed` takes; raises as
+        :meth:`send` does."""
         if len(frame) > self._client.max_request_bytes:
             raise TooLarge(f"the request is {len(frame)} bytes; the brokers take at most "
                            f"{self._client.max_request_bytes}")
-        return decode_reply(await self._client.request_raw(service, frame))  # type: ignore[arg-type]
+        return decode_reply(await self._client.request_raw(
+            service, frame, key=key))  # type: ignore[arg-type]
 
     async def status(self, endpoint: str) -> BrokerStatus:
         """One broker's ``mmi.status``; raises Timeout or ProtocolError."""

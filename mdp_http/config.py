@@ -9,8 +9,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mdp.config import VersionAction
 from mdp.errors import ConfigError
-from mdp.version import code_version, package_version
+from mdp.options import check_endpoints
 
 _CONVERTERS: dict[str, Any] = {"float": float, "int": int, "str | None": str}
 DESCRIPTION = ("The DIPS HTTP gateway: POST /v1/{service}, images by URL in imgproxy's format "
@@ -50,8 +51,8 @@ class HttpConfig:
                                  "a client must send its whole body within this time", "SECONDS")
     poll_interval_s: float = _opt(1.0, "--poll-interval",
                                   "mmi.status is asked at most this often per broker", "SECONDS")
-    sign_keys: list[str] = _opt([], "--sign-key", "hex key file for signed GET URLs (repeat "
-                                "for rotation; one --sign-salt each)", "FILE")
+    sign_keys: list[str] = _opt([], "--sign-key", "hex key file: every request must then be "
+                                "signed (repeat for rotation; one --sign-salt each)", "FILE")
     sign_salts: list[str] = _opt([], "--sign-salt", "hex salt file, paired with --sign-key",
                                  "FILE")
     curve_secret: str | None = _opt(None, "--curve-secret",
@@ -98,8 +99,7 @@ class HttpConfig:
     def validate(self) -> None:
         if not self.brokers:
             raise ConfigError("mdp-http needs at least one --broker endpoint")
-        if len(set(self.brokers)) != len(self.brokers):
-            raise ConfigError("a --broker endpoint is given twice")
+        check_endpoints(self.brokers)  # a malformed or repeated one, named in one line
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit() or int(port) > 65535:
             raise ConfigError(f"--listen {self.listen!r} is not HOST:PORT")
@@ -179,8 +179,7 @@ def parse_args(argv: Sequence[str] | None,
     parser = argparse.ArgumentParser(prog="mdp-http", description=DESCRIPTION,
                                      epilog="Every flag's default may be set by the "
                                      "environment variable its help names (DIPS_HTTP_...).")
-    parser.add_argument("--version", action="version",
-                        version=f"mdp-http {package_version()} (code {code_version()})")
+    parser.add_argument("--version", action=VersionAction)
     try:
         for f in dataclasses.fields(HttpConfig):
             parser.add_argument(f.metadata["flag"], **_flag_kwargs(f, environ))
@@ -195,6 +194,6 @@ def parse_args(argv: Sequence[str] | None,
     config = HttpConfig(**{k: v for k, v in args.items() if v is not None})
     try:
         config.validate()
-    except ConfigError as exc:
-        parser.error(str(exc))
+    except ConfigError as exc:  # one line, as every program says it
+        parser.exit(2, f"{parser.prog}: {exc}\n")
     return config

@@ -171,7 +171,8 @@ class ImageServer:
 
             async def render() -> Entry:
                 try:
-                    result = await self.backend.send_frame(IMAGE_SERVICE, frame.data)
+                    result = await self.backend.send_frame(IMAGE_SERVICE, frame.data,
+                                                           key=key)
                 finally:
                     frame.release()
                 return entry_of(result, IMAGE_SERVICE)
