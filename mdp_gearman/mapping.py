@@ -163,4 +163,5 @@ def failure_packets(handle: bytes, exc: BaseException, exceptions: bool) -> byte
     reason = exception_bytes(exc)
     if exceptions:
         return g.build(T.WORK_EXCEPTION, handle, reason)
-    return g.build(T.WORK_WARNING, handle, reason) + fail
+    # a line of its own: the gearman tool prints a warning as it comes, then 'Job failed'
+    return g.build(T.WORK_WARNING, handle, reason + b"\n") + fail

@@ -266,11 +266,21 @@ def test_gearman_cli_and_gearadmin_status(door: Door) -> None:
     done = subprocess.run(["gearman", "-h", "127.0.0.1", "-p", port, "-f", "ecard"],
                           input=msgpack.packb(seed_request()), capture_output=True, timeout=30)
     assert done.stdout == _direct_card(door)
-    status = subprocess.run(["gearadmin", "-h", "127.0.0.1", "-p", port, "--status"],
-                            capture_output=True, text=True, timeout=30)
-    rows = {line.split("\t")[0]: line.split("\t")[1:] for line in status.stdout.splitlines()
-            if "\t" in line}
-    assert rows["ecard"][2] == "2" and rows["echo"][2] == "1", status.stdout
+    failed = subprocess.run(["gearman", "-h", "127.0.0.1", "-p", port, "-f", "ecard"],
+                            input=b'{"pSN": 5}', capture_output=True, timeout=30)
+    reason = failed.stderr.decode(errors="replace")  # the reason on a line of its own
+    assert failed.returncode != 0 and "(field 'pData')\n" in reason, failed
+
+    def status_rows() -> dict[str, list[str]]:
+        status = subprocess.run(["gearadmin", "-h", "127.0.0.1", "-p", port, "--status"],
+                                capture_output=True, text=True, timeout=30)
+        return {line.split("\t")[0]: line.split("\t")[1:]
+                for line in status.stdout.splitlines() if "\t" in line}
+
+    # the door's view of the brokers may be half a second old (STATUS_CACHE_S)
+    wait_for(lambda: status_rows().get("ecard", [""] * 3)[2] == "2", 10,
+             "gearadmin --status to list both ecard workers")
+    assert status_rows()["echo"][2] == "1"
     pid = subprocess.run(["gearadmin", "-h", "127.0.0.1", "-p", port, "--getpid"],
                          capture_output=True, text=True, timeout=30)
     assert pid.stdout.strip() == str(door.gateway.pid)
