@@ -69,6 +69,7 @@ class Dispatcher:
         self.max_prefetch = max_prefetch
         self.max_worker_losses = max_worker_losses  # 0: never give a request up
         self.queued = 0  # over all services (kept up to date by the queue operations)
+        self.attached = 0  # callers of shared requests (held, bounded with the queue)
         self._next_expiry = math.inf  # no queued request expires before this
         self.max_services = max_services
         self.unknown_grace_s = unknown_grace_s
@@ -318,6 +319,8 @@ class Dispatcher:
         if service is None:
             service = self._service(request.service, request.received_at)
         request.done = False
+        if request.callers is not None:
+            self.attached += len(request.callers)  # held again, as _attach held them
         if request.rid is not None or request.callers is not None:
             for caller in request.answered_to():
                 if caller.rid is not None:
@@ -403,6 +406,9 @@ class Dispatcher:
                 elif shared.callers is not None and len(shared.callers) >= self.max_queue:
                     return Overloaded(f"service {service.name.decode()!r}: "
                                       f"{len(shared.callers)} callers wait for one request")
+                elif self.queued + self.attached >= self.max_total_queue:
+                    return Overloaded(f"the broker holds {self.queued} requests queued and "
+                                      f"{self.attached} callers of shared ones")
                 else:
                     self._attach(shared, request, service)
                     return None
@@ -410,8 +416,10 @@ class Dispatcher:
             return Overloaded(
                 f"service {service.name.decode()!r} has {len(service.queue)} requests queued"
             )
-        if self.queued >= self.max_total_queue:
-            return Overloaded(f"the broker has {self.queued} requests queued")
+        if self.queued + self.attached >= self.max_total_queue:
+            return Overloaded(f"the broker has {self.queued} requests queued"
+                              + (f" and {self.attached} callers of shared ones"
+                                 if self.attached else ""))
         if request.rid is not None:
             self.held[(request.client, request.rid)] = request
         if shared_key is not None:
@@ -459,9 +467,12 @@ class Dispatcher:
             first = Request(shared.client, shared.service, [], shared.received_at, shared.rid,
                             shared.deadline, shared.priority, user=shared.user)
             shared.callers = [first]
+            self.attached += 1
             if shared.rid is not None:
                 self.held[(shared.client, shared.rid)] = first
+        request.body = []  # the shared request's own body is the same bytes: keep one copy
         shared.callers.append(request)
+        self.attached += 1
         if request.rid is not None:
             self.held[(request.client, request.rid)] = request
         if shared.deadline is not None:
@@ -490,6 +501,7 @@ class Dispatcher:
         return gone
 
     def _forget_caller(self, caller: Request) -> None:
+        self.attached -= 1
         if caller.rid is not None:
             self.held.pop((caller.client, caller.rid), None)
 

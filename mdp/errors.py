@@ -71,7 +71,9 @@ def blame_of(code: str) -> Blame:
 def a_worker_failed(code: str) -> bool:
     """Whether an error reply counts as its worker's failure (``failures`` in
     ``mmi.status``): the fleet's faults and a handler past its time limit, not a caller's
-    mistake, a missing source or a slow origin."""
+    mistake nor anything of a source's origin (missing, slow, failing)."""
+    if code.startswith("source_"):
+        return False
     return code == "worker_timeout" or blame_of(code) is Blame.FLEET
 
 

@@ -162,5 +162,8 @@ class Fleet:
             return
         self._offers, self.known = found, True
         self.refreshed_at, self.viewed_at = asyncio.get_running_loop().time(), began
+        # offers made before this view began are in it: only later ones are kept (a worker
+        # that says CAN_DO and CANT_DO under ever new names grows nothing for long)
+        self._offered_at = {name: at for name, at in self._offered_at.items() if at >= began}
         for listener in self.listeners:
             listener()

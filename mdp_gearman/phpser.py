@@ -137,6 +137,7 @@ def loads(data: bytes, limits: Limits = Limits()) -> Any:
     return result
 
 
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # PHP's integers (and msgpack's)
 _FLAT_HEAD = re.compile(rb"a:([0-9]{1,9}):\{")
 _FLAT_STRING = re.compile(rb's:([0-9]{1,10}):"')
 _FLAT_INT = re.compile(rb"i:([+-]?[0-9]{1,20});")
@@ -184,6 +185,8 @@ def _flat_map(data: bytes, max_items: int) -> dict[str, Any] | None:
             if found is None:
                 return None
             value, pos = int(found.group(1)), found.end()
+            if not INT_MIN <= value <= INT_MAX:
+                return None  # the general reader says why
         out[key] = value
     if pos != len(data) - 1 or data[pos:] != b"}":
         return None
@@ -210,7 +213,10 @@ def _scalar(reader: _Reader, tag: bytes, want_key: bool) -> Any:
             return raw
     if tag == b"i:":
         reader.pos += 2
-        return int(reader.until(b";", _INT, "integer"))
+        number = int(reader.until(b";", _INT, "integer"))
+        if not INT_MIN <= number <= INT_MAX:
+            raise reader.fail("an integer beyond 64 bits (PHP has none)")
+        return number
     if tag == b"d:":
         reader.pos += 2
         token = reader.until(b";", _FLOAT, "float")

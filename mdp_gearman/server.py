@@ -551,9 +551,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
 
 def printable_id(raw: bytes) -> str:
     """A client id as the admin protocol can list it: at most 64 characters, anything but
@@ -561,3 +558,8 @@ def printable_id(raw: bytes) -> str:
     the ``workers`` listing early for gearadmin)."""
     text = raw[:64].decode("utf-8", "replace")
     return "".join(c if c.isprintable() and not c.isspace() else "_" for c in text) or "-"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

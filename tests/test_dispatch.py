@@ -328,6 +328,7 @@ def test_histograms_time_queue_and_work() -> None:
 
 @pytest.mark.parametrize(("code", "failed"), [
     ("bad_request", False), ("source_not_found", False), ("source_timeout", False),
+    ("source_error", False),
     ("worker_error", True), ("internal", True), ("worker_timeout", True),
     ("a_handlers_own_code", True),
 ])
@@ -469,3 +470,24 @@ def test_callers_of_one_shared_request_are_bounded() -> None:
     assert answers[:2] == [None] * 2 and first.callers is not None and len(first.callers) == 3
     assert all(isinstance(a, Overloaded) for a in answers[2:])
     assert "3 callers wait for one request" in str(answers[2])
+
+
+def test_callers_of_shared_requests_count_toward_the_brokers_total_bound() -> None:
+    """Attaching costs no queue place but holds a caller: callers and queued requests
+    together stay within --max-total-queue, and every way a caller leaves gives its place
+    back (answered, expired, retried)."""
+    d = Dispatcher(max_queue=100, max_services=10, unknown_grace_s=1.0,
+                   worker_expiry_s=3.0, max_total_queue=4)
+    first = keyed(0, b"same")
+    assert d.enqueue(first, 0.0) is None
+    assert [d.enqueue(keyed(n, b"same"), 0.0) for n in (1, 2)] == [None, None]
+    assert d.queued == 1 and d.attached == 3  # the first's own copy and two callers
+    refused = d.enqueue(keyed(3, b"same"), 0.0)
+    assert isinstance(refused, Overloaded) and "callers of shared ones" in str(refused)
+    assert isinstance(d.enqueue(req(9), 0.0), Overloaded)  # the plain queue is bounded too
+    w = d.add_worker(b"W", b"echo", True, {}, 0.0)
+    [(_, r)] = assign(d)
+    assert r is first and all(c.body == [] for c in first.callers[1:])  # one copy of it
+    d.complete(w, r.key, 0.1)
+    assert d.attached == 0 and d.queued == 0
+    assert d.enqueue(keyed(4, b"same"), 0.2) is None  # room again

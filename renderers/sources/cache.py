@@ -23,7 +23,8 @@ class Entry:
     last_modified: str | None
     checked_at: float  # monotonic time of the last fetch or revalidation
     fresh_for: float  # seconds after checked_at that it is used without asking
-    stamp: Hashable = None  # local files: (mtime_ns, size, inode); remote: the origin lists
+    # local files: (mtime_ns, size, inode, ctime_ns); remote: the origin lists
+    stamp: Hashable = None
 
     def fresh(self, now: float) -> bool:
         return now - self.checked_at < self.fresh_for
@@ -98,6 +99,8 @@ ENTRY_OVERHEAD = 400  # bytes an entry costs beyond its data and key (objects, d
 
 
 def _charge(key: str, entry: Entry) -> int:
-    """What an entry is counted as: its data, its key (a URL of up to 8 KiB) and its
-    bookkeeping, so that many tiny sources under long URLs cannot outgrow the bound."""
-    return len(entry.data) + len(key) + ENTRY_OVERHEAD
+    """What an entry is counted as: its data, its key (a URL of up to 8 KiB), its
+    validators (an origin's headers) and its bookkeeping, so that many tiny sources under
+    long URLs cannot outgrow the bound."""
+    return (len(entry.data) + len(key) + len(entry.etag or "") + len(entry.last_modified or "")
+            + ENTRY_OVERHEAD)

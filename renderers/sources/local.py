@@ -35,7 +35,7 @@ class LocalFile:
     """A file found under a root: its real path and its stat stamp."""
 
     path: str
-    stamp: tuple[int, int, int]  # mtime_ns, size, inode
+    stamp: tuple[int, int, int, int]  # mtime_ns, size, inode, ctime_ns
     size: int
     mtime: float
 
@@ -82,7 +82,7 @@ def find(url: str, limits: Settings) -> LocalFile:
             raise SourceError(f"source: cannot read the local file: {exc.strerror}") from None
         if not stat.S_ISREG(info.st_mode):
             raise SourceNotFound("source: the local path is not a regular file")
-        stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+        stamp = (info.st_mtime_ns, info.st_size, info.st_ino, info.st_ctime_ns)
         return LocalFile(real, stamp, info.st_size, info.st_mtime)
     raise SourceNotFound("source: no such local file")
 
@@ -93,7 +93,7 @@ class LocalBlob:
     def __init__(self, fd: int, info: os.stat_result, limit: int) -> None:
         self.fd = fd
         self.limit = limit
-        self.stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+        self.stamp = (info.st_mtime_ns, info.st_size, info.st_ino, info.st_ctime_ns)
         self.mtime = info.st_mtime
         self._size = info.st_size
 
@@ -137,11 +137,12 @@ class LocalBlob:
         self.close()
 
 
-def _etag(stamp: tuple[int, int, int]) -> str:
-    """The file's version: a file replaced by another with the same size and time
-    (``rsync -t``, ``cp -p`` then ``mv``) is a new inode, so a new version."""
-    mtime_ns, size, inode = stamp
-    return f'"{mtime_ns:x}-{size:x}-{inode:x}"'
+def _etag(stamp: tuple[int, int, int, int]) -> str:
+    """The file's version: a file replaced by another (a new inode) or rewritten in place
+    with its size and time set back (``rsync --inplace -t``, ``cp -p``: the change time,
+    which nobody can set back, moves) is a new version."""
+    mtime_ns, size, inode, ctime_ns = stamp
+    return f'"{mtime_ns:x}-{size:x}-{inode:x}-{ctime_ns:x}"'
 
 
 def open_file(found: LocalFile, limits: Settings) -> LocalBlob:

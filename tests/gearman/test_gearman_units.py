@@ -297,3 +297,18 @@ def test_a_client_id_is_kept_as_the_admin_listing_can_show_it(raw: bytes, shown:
     from mdp_gearman.server import printable_id
 
     assert printable_id(raw) == shown
+
+
+@pytest.mark.parametrize("blob", [
+    b"i:99999999999999999999;", b'a:1:{s:1:"n";i:9223372036854775808;}',
+    b'a:1:{s:1:"n";i:-9223372036854775809;}'])
+def test_an_integer_beyond_64_bits_is_the_callers_mistake(blob: bytes) -> None:
+    """PHP has no such integer, and msgpack cannot carry one: refused as a bad workload
+    (it failed inside the door as an internal error, with a traceback per job)."""
+    with pytest.raises(phpser.PhpSerializeError, match="beyond 64 bits"):
+        phpser.loads(blob)
+
+
+def test_the_64_bit_bounds_themselves_are_integers() -> None:
+    assert phpser.loads(b'a:2:{s:1:"a";i:9223372036854775807;s:1:"b";i:-9223372036854775808;}'
+                        ) == {"a": 2**63 - 1, "b": -(2**63)}
