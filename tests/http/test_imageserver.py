@@ -7,7 +7,6 @@ import concurrent.futures
 import hashlib
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,16 +29,6 @@ from mdp_http.signing import post_text
 from testkit import broker_counter, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def origin(tmp_path: Path) -> Iterator[Origin]:
-    make_photos(tmp_path / "photos")
-    server = Origin(tmp_path / "photos").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def decode(body: bytes) -> Image.Image:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cdp import CHROMIUM, Browser, Page
 from httpkit import start_gateway
-from imagekit import Origin, image_workers, make_photos, served, signed, write_keys
+from imagekit import Origin, image_workers, served, signed, write_keys
 
 from clusterkit import Cluster, needs
 
@@ -31,16 +30,6 @@ SIZES = [("rs:fill:100:100", lambda w, h: (100, 100)),
 ALL_LOADED = ("document.images.length === 30 && "
               "Array.from(document.images).every(i => i.complete)")
 SIZES_JS = "JSON.stringify(Array.from(document.images).map(i => [i.naturalWidth, i.naturalHeight]))"
-
-
-@pytest.fixture
-def origin(tmp_path: Path) -> Iterator[Origin]:
-    make_photos(tmp_path / "photos")
-    server = Origin(tmp_path / "photos").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def write_page(origin: Origin, gateway_url: str) -> list[tuple[int, int]]:
