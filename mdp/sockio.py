@@ -36,7 +36,8 @@ def send(sock: zmq.Socket, frames: list[bytes], flags: int = NOBLOCK) -> None:
 
     A last frame (where a body goes) of ``ZERO_COPY`` bytes or more is not copied: libzmq
     sends it from the object's own memory (a copy is cheaper below that: a zero-copy frame
-    is released through pyzmq's garbage-collector thread); a mutable one is copied."""
+    is released through pyzmq's garbage-collector thread); a mutable one is copied, unless
+    the caller hands it over as a read-only ``memoryview`` (a promise not to change it)."""
     more = flags | _SNDMORE
     last = len(frames) - 1
     for i in range(last):
@@ -45,7 +46,9 @@ def send(sock: zmq.Socket, frames: list[bytes], flags: int = NOBLOCK) -> None:
     if len(frame) < ZERO_COPY:
         _send(sock, frame, flags)
     else:
-        _send(sock, frame, flags, copy=type(frame) is not bytes)
+        handed_over = type(frame) is bytes or (isinstance(frame, memoryview)
+                                               and frame.readonly)
+        _send(sock, frame, flags, copy=not handed_over)
 
 
 def readable(sock: zmq.Socket) -> bool:

@@ -43,7 +43,7 @@ class Backend:
         keyed requests in flight at once only once."""
         return await self._client.send(service, request, key=key)
 
-    async def send_frame(self, service: str, frame: bytes | bytearray,
+    async def send_frame(self, service: str, frame: bytes | bytearray | memoryview,
                          key: bytes | None = None) -> Any:
         """The result of a request whose body is already one msgpack map frame (sent as it
         is, never re-packed), with a coalescing key as :meth:`send_keyed` takes; raises as

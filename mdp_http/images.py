@@ -171,8 +171,10 @@ class ImageServer:
 
             async def render() -> Entry:
                 try:
-                    result = await self.backend.send_frame(IMAGE_SERVICE, frame.data,
-                                                           key=key)
+                    # read-only: the door never changes a filled frame, so it is sent
+                    # from its own memory (a 24 MP photo is not copied once more)
+                    result = await self.backend.send_frame(
+                        IMAGE_SERVICE, memoryview(frame.data).toreadonly(), key=key)
                 finally:
                     frame.release()
                 return entry_of(result, IMAGE_SERVICE)
