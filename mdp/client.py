@@ -109,7 +109,9 @@ class MDPClient:
         :class:`~mdp.errors.Timeout` when no broker answered in time. ``priority`` is
         -1 (low), 0 or 1 (high). ``key`` (1-64 bytes) is a coalescing key: identical
         requests in flight at once, from any client, are worked once (derive it from
-        everything that decides the reply). ``on_progress(kind, num, den, data)`` is
+        everything that decides the reply); the broker shares a request only with one of
+        the same key whose encoded body is the same bytes (build the map the same way,
+        keys in the same order). ``on_progress(kind, num, den, data)`` is
         called, in this thread, with each progress report of the worker (kind
         ``"status"``: ``num`` of ``den``; ``"data"``, ``"warning"``: ``data``); an exception
         it raises ends the call and is raised here.
