@@ -23,7 +23,7 @@ from mdp import protocol as p
 from mdp.errors import BadRequest, MDPError, RequestError, UnknownService
 from mdp_http import codec, content
 from mdp_http.backend import Backend
-from mdp_http.bodies import Budget
+from mdp_http.bodies import Budget, read_body
 from mdp_http.errors import (
     BodyTimeout,
     Busy,
@@ -159,13 +159,10 @@ class Api:
             raise TooLarge(f"the body is {request.content_length} bytes; the limit is "
                            f"{self.max_body_bytes}")
         try:
-            return await asyncio.wait_for(request.read(), self.body_timeout_s)
+            return await read_body(request, self.body_timeout_s)
         except web.HTTPRequestEntityTooLarge as exc:
             raise TooLarge(f"the body is larger than the limit of {self.max_body_bytes} "
                            "bytes") from exc
-        except TimeoutError as exc:
-            raise BodyTimeout(f"the body did not arrive within {self.body_timeout_s:g} s") \
-                from exc
 
     async def _read_body(self, request: web.Request, service: str,
                          body: bytes | None = None) -> dict[str, Any] | bytes:
@@ -182,7 +179,7 @@ class Api:
                 form = await asyncio.wait_for(request.post(), self.body_timeout_s)
                 return codec.from_fields(_form_fields(form))
             if body is None:
-                body = await asyncio.wait_for(request.read(), self.body_timeout_s)
+                body = await read_body(request, self.body_timeout_s)
         except web.HTTPRequestEntityTooLarge as exc:
             raise TooLarge(f"the body is larger than the limit of {self.max_body_bytes} "
                            "bytes") from exc
