@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 
 BATCH_MAX = 128  # requests per SUBMIT (a broker's --max-frames is 300 by default)
 COMPLAIN_EVERY_S = 5.0  # a broker's connection failures: one WARNING per this long at most
+SEND_FLOOR_BPS = 10_000_000  # the slowest link a big request is allowed for (80 Mbit/s)
+BIG_BODY = 1 << 20  # a body this long holds back the ping that would queue behind it
 
 _PENDING: Any = object()
 CANCELLED: Any = object()  # the outcome of a call its caller gave up on
@@ -128,8 +130,8 @@ class Endpoint:
     """One broker and the state of our connection to it."""
 
     __slots__ = ("index", "address", "state", "calls", "plain", "heard_at", "ping_at",
-                 "hello_sent", "hello_at", "connect_deadline", "down_until", "known_dips",
-                 "instance", "complained_at", "quiet_failures")
+                 "sending_until", "hello_sent", "hello_at", "connect_deadline", "down_until",
+                 "known_dips", "instance", "complained_at", "quiet_failures")
 
     def __init__(self, index: int, address: str) -> None:
         self.index = index
@@ -139,6 +141,9 @@ class Endpoint:
         self.plain: Call | None = None  # the one standard (MDPC01) request in flight
         self.heard_at = 0.0
         self.ping_at: float | None = None
+        # a ping queues behind the big bodies sent before it: none goes before this time,
+        # when they may have gone at SEND_FLOOR_BPS (else a busy link looks like a dead broker)
+        self.sending_until = 0.0
         self.hello_sent = False
         self.hello_at = 0.0
         self.connect_deadline = 0.0
@@ -341,6 +346,7 @@ class ClientCore:
         call.sends = 1
         if not ep.calls:
             ep.heard_at = started
+        _queue_bytes(ep, body, started)
         ep.calls[rid] = call
         call.at.append(ep)
         call.sent_at = started
@@ -380,8 +386,8 @@ class ClientCore:
             state = ep.state
             if state is State.DIPS:
                 if ep.calls:
-                    at = (ep.heard_at + self.ping_interval if ep.ping_at is None
-                          else ep.ping_at + self.broker_timeout)
+                    at = (max(ep.heard_at + self.ping_interval, ep.sending_until)
+                          if ep.ping_at is None else ep.ping_at + self.broker_timeout)
                     deadline = min(deadline, at)
             elif state is State.CONNECTING:
                 deadline = min(deadline, ep.connect_deadline)
@@ -471,7 +477,7 @@ class ClientCore:
             if not ep.calls:
                 return
             if ep.ping_at is None:
-                if now >= ep.heard_at + self.ping_interval:
+                if now >= max(ep.heard_at + self.ping_interval, ep.sending_until):
                     self._act(Send(ep.index, p.client_ping(list(ep.calls))))
                     ep.ping_at = now
             elif now >= ep.ping_at + self.broker_timeout:
@@ -633,6 +639,7 @@ class ClientCore:
             ep.plain = call
         if not ep.calls:
             ep.heard_at = now  # the quiet time before a ping runs from here
+        _queue_bytes(ep, call.body, now)
         ep.calls[call.rid] = call
         call.at.append(ep)
         call.sent_at = now
@@ -740,6 +747,7 @@ class ClientCore:
             case State.DOWN:
                 ep.down_until = at
                 ep.ping_at = None
+                ep.sending_until = 0.0  # what was queued on that connection is gone with it
                 ep.hello_sent = False
                 ep.instance = None
             case State.CONNECTING:
@@ -788,6 +796,14 @@ def encode_request(request: dict[str, Any], max_bytes: int) -> bytes:
     if len(body) > max_bytes:
         raise BadRequest(f"request is {len(body)} bytes; the limit is {max_bytes}")
     return body
+
+
+def _queue_bytes(ep: Endpoint, body: list[bytes], at: float) -> None:
+    """A body sent to ``ep`` at ``at``: a big one (the last frame) holds back the next ping,
+    which would wait behind its bytes, until they may have gone at SEND_FLOOR_BPS."""
+    size = len(body[-1]) if body else 0
+    if size >= BIG_BODY:
+        ep.sending_until = max(ep.sending_until, at) + size / SEND_FLOOR_BPS
 
 
 def check_frame(frame: bytes, max_bytes: int) -> bytes:
