@@ -30,13 +30,17 @@ from renderers.sources.errors import (
 SCHEME = "local"
 
 
-@dataclass(frozen=True)
-class LocalFile:
-    """A file found under a root: its real path and its stat stamp."""
+Stamp = tuple[int, int, int, int]  # mtime_ns, size, inode, ctime_ns: a file's version
 
-    path: str
-    stamp: tuple[int, int, int, int]  # mtime_ns, size, inode, ctime_ns
-    size: int
+
+def _stamp(info: os.stat_result) -> Stamp:
+    return (info.st_mtime_ns, info.st_size, info.st_ino, info.st_ctime_ns)
+
+
+class _Versioned:
+    """A local file's validators, from its stat stamp and modification time."""
+
+    stamp: Stamp
     mtime: float
 
     @property
@@ -46,6 +50,16 @@ class LocalFile:
     @property
     def last_modified(self) -> str:
         return formatdate(self.mtime, usegmt=True)
+
+
+@dataclass(frozen=True)
+class LocalFile(_Versioned):
+    """A file found under a root: its real path and its stat stamp."""
+
+    path: str
+    stamp: Stamp
+    size: int
+    mtime: float
 
 
 def relative_path(url: str) -> str:
@@ -82,32 +96,23 @@ def find(url: str, limits: Settings) -> LocalFile:
             raise SourceError(f"source: cannot read the local file: {exc.strerror}") from None
         if not stat.S_ISREG(info.st_mode):
             raise SourceNotFound("source: the local path is not a regular file")
-        stamp = (info.st_mtime_ns, info.st_size, info.st_ino, info.st_ctime_ns)
-        return LocalFile(real, stamp, info.st_size, info.st_mtime)
+        return LocalFile(real, _stamp(info), info.st_size, info.st_mtime)
     raise SourceNotFound("source: no such local file")
 
 
-class LocalBlob:
+class LocalBlob(_Versioned):
     """An opened local file as a :class:`renderers.decode.Blob`; :meth:`close` it."""
 
     def __init__(self, fd: int, info: os.stat_result, limit: int) -> None:
         self.fd = fd
         self.limit = limit
-        self.stamp = (info.st_mtime_ns, info.st_size, info.st_ino, info.st_ctime_ns)
+        self.stamp = _stamp(info)
         self.mtime = info.st_mtime
         self._size = info.st_size
 
     @property
     def size(self) -> int:
         return self._size
-
-    @property
-    def etag(self) -> str:
-        return _etag(self.stamp)
-
-    @property
-    def last_modified(self) -> str:
-        return formatdate(self.mtime, usegmt=True)
 
     def head(self, count: int) -> bytes:
         return os.pread(self.fd, count, 0)
@@ -137,7 +142,7 @@ class LocalBlob:
         self.close()
 
 
-def _etag(stamp: tuple[int, int, int, int]) -> str:
+def _etag(stamp: Stamp) -> str:
     """The file's version: a file replaced by another (a new inode) or rewritten in place
     with its size and time set back (``rsync --inplace -t``, ``cp -p``: the change time,
     which nobody can set back, moves) is a new version."""

@@ -35,16 +35,23 @@ class HeldFleet:
         return {"size": len(request["blob"])}
 
 
+def api_app(fleet: HeldFleet, budget: Budget, body_timeout_s: float,
+            max_body_bytes: int) -> web.Application:
+    """The door's /v1 routes on ``fleet`` with ``budget``."""
+    api = Api(fleet, GatewayMetrics(CollectorRegistry()), None,  # type: ignore[arg-type]
+              max_concurrency=8, max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s,
+              known_services=lambda: {"echo"}, service_info=lambda service: None,
+              budget=budget)
+    app = web.Application()
+    app.add_routes(api.routes())
+    return app
+
+
 def test_api_bodies_count_toward_the_inflight_bound() -> None:
     async def scenario() -> None:
         fleet = HeldFleet()
         budget = Budget(1000)
-        api = Api(fleet, GatewayMetrics(CollectorRegistry()), None,  # type: ignore[arg-type]
-                  max_concurrency=8, max_body_bytes=10_000, body_timeout_s=5.0,
-                  known_services=lambda: {"echo"}, service_info=lambda service: None,
-                  budget=budget)
-        app = web.Application()
-        app.add_routes(api.routes())
+        app = api_app(fleet, budget, body_timeout_s=5.0, max_body_bytes=10_000)
         async with TestServer(app, host="127.0.0.1") as server, \
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             url = str(server.make_url("/v1/echo"))
@@ -76,12 +83,7 @@ def test_a_sender_that_falls_behind_its_pace_gives_its_share_back_long_before_th
         fleet = HeldFleet()
         fleet.release.set()
         budget = Budget(100_000)
-        api = Api(fleet, GatewayMetrics(CollectorRegistry()), None,  # type: ignore[arg-type]
-                  max_concurrency=8, max_body_bytes=1_000_000, body_timeout_s=300.0,
-                  known_services=lambda: {"echo"}, service_info=lambda service: None,
-                  budget=budget)
-        app = web.Application()
-        app.add_routes(api.routes())
+        app = api_app(fleet, budget, body_timeout_s=300.0, max_body_bytes=1_000_000)
         async with TestServer(app, host="127.0.0.1") as server:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
             writer.write(b"POST /v1/echo HTTP/1.1\r\nHost: door\r\n"
