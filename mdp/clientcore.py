@@ -64,8 +64,6 @@ log = logging.getLogger(__name__)
 
 BATCH_MAX = 128  # requests per SUBMIT (a broker's --max-frames is 300 by default)
 COMPLAIN_EVERY_S = 5.0  # a broker's connection failures: one WARNING per this long at most
-SEND_FLOOR_BPS = 10_000_000  # the slowest link a big request is allowed for (80 Mbit/s)
-BIG_BODY = 1 << 20  # a body this long holds back the ping that would queue behind it
 
 _PENDING: Any = object()
 CANCELLED: Any = object()  # the outcome of a call its caller gave up on
@@ -142,7 +140,7 @@ class Endpoint:
         self.heard_at = 0.0
         self.ping_at: float | None = None
         # a ping queues behind the big bodies sent before it: none goes before this time,
-        # when they may have gone at SEND_FLOOR_BPS (else a busy link looks like a dead broker)
+        # when they may have gone (p.sent_until; else a busy link looks like a dead broker)
         self.sending_until = 0.0
         self.hello_sent = False
         self.hello_at = 0.0
@@ -800,10 +798,9 @@ def encode_request(request: dict[str, Any], max_bytes: int) -> bytes:
 
 def _queue_bytes(ep: Endpoint, body: list[bytes], at: float) -> None:
     """A body sent to ``ep`` at ``at``: a big one (the last frame) holds back the next ping,
-    which would wait behind its bytes, until they may have gone at SEND_FLOOR_BPS."""
-    size = len(body[-1]) if body else 0
-    if size >= BIG_BODY:
-        ep.sending_until = max(ep.sending_until, at) + size / SEND_FLOOR_BPS
+    which would wait behind its bytes (:func:`mdp.protocol.sent_until`)."""
+    if body:
+        ep.sending_until = p.sent_until(ep.sending_until, len(body[-1]), at)
 
 
 def check_frame(frame: bytes, max_bytes: int) -> bytes:

@@ -39,6 +39,7 @@ from typing import Any
 
 from mdp.errors import Overloaded, RequestError, UnknownService, WorkerLost, a_worker_failed
 from mdp.poison import PoisonMemory
+from mdp.protocol import BIG_BODY, sent_until
 from mdp.records import Process, Request, Service, Worker, WorkerState
 from mdp.tally import BrokerTally
 
@@ -456,6 +457,8 @@ class Dispatcher:
         request.key = key = self._key.to_bytes(8, "big")
         request.dispatched_at = now
         worker.tasks[key] = request
+        if (body := request.body) and len(body[-1]) >= BIG_BODY:
+            worker.sending_until = sent_until(worker.sending_until, len(body[-1]), now)
         if worker.prefetch and 1 <= service.hold_depth(worker):
             service.open[worker.identity] = worker
         return worker
@@ -545,6 +548,8 @@ class Dispatcher:
             request.key = key = self._key.to_bytes(8, "big")
             request.dispatched_at = now
             worker.tasks[key] = request
+            if (body := request.body) and len(body[-1]) >= BIG_BODY:
+                worker.sending_until = sent_until(worker.sending_until, len(body[-1]), now)
             if hold:
                 service.unrecalled[request] = worker
             prefetch = worker.prefetch  # (service.hold_depth, inline: once per task)
@@ -631,7 +636,11 @@ class Dispatcher:
         for worker in self.busy.values():
             if worker.expires_at > quiet_if:
                 continue
+            # a probe waits behind the task bytes sent before it: a worker is quiet only
+            # once they may have arrived (a big upload on a slow link is not a freeze)
             given_at = next(iter(worker.tasks.values())).dispatched_at
+            if worker.sending_until > given_at:
+                given_at = worker.sending_until
             if given_at > now - quiet_s:
                 continue  # given a task just now
             if worker.expires_at <= silent_if and worker.dips and not worker.silent \

@@ -53,6 +53,13 @@ from mdp.errors import ProtocolError
 
 DIPS_VERSION = 2  # the extension version both handshakes carry as "dips"
 
+# A message on a connection waits behind the bytes sent before it. A client's ping behind a
+# big request, or a broker's probe behind a big task, is not late until those bytes may have
+# gone over the slowest link a big body is allowed for (else a busy link looks like a dead
+# or frozen peer).
+SEND_FLOOR_BPS = 10_000_000  # 80 Mbit/s
+BIG_BODY = 1 << 20  # a body this long holds back the next ping or probe
+
 CLIENT = b"MDPC01"
 WORKER = b"MDPW01"
 DIPS_CLIENT = b"DIPC02"
@@ -93,6 +100,14 @@ MMI_STATUS = b"mmi.status"
 PRIORITIES = (-1, 0, 1)  # low, normal, high
 
 _SERVICE_NAME = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def sent_until(until: float, size: int, at: float) -> float:
+    """When a body of ``size`` bytes sent at ``at``, behind what was due to have gone by
+    ``until``, may have gone at SEND_FLOOR_BPS (``until`` itself, for a small body)."""
+    if size < BIG_BODY:
+        return until
+    return (until if until > at else at) + size / SEND_FLOOR_BPS
 
 
 def valid_service(name: bytes) -> bool:

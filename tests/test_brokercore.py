@@ -623,6 +623,21 @@ def test_a_worker_that_answers_probes_is_never_taken_for_silent() -> None:
             feed(core, W1, p.signal(p.HEARTBEAT), now)
 
 
+def test_a_worker_is_not_silent_while_its_big_task_may_still_be_on_the_way() -> None:
+    """A probe goes behind the task's bytes: a worker taking a 5 MB upload over a slow link
+    cannot answer before they may have gone (0.5 s at p.SEND_FLOOR_BPS)."""
+    core = make()
+    ready(core, W1)
+    big = msgpack.packb({"image": b"x" * 5_000_000})
+    running_at(core, W1, 1, 0.0, body=big)
+    ready(core, W2, 0.1)
+    due = len(big) / p.SEND_FLOOR_BPS
+    assert tasks_in(to(W2, tick(core, 0.85))) == []  # its task's bytes may be on their way
+    assert not core.dispatcher.workers[W1].silent
+    sent = tick(core, due + 0.85)  # then silent as any other
+    assert core.dispatcher.workers[W1].silent and len(tasks_in(to(W2, sent))) == 1
+
+
 # --- big bodies pass through as they came --------------------------------------------------
 
 

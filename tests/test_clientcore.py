@@ -14,7 +14,7 @@ import pytest
 
 from mdp import protocol as p
 from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
-from mdp.clientcore import COMPLAIN_EVERY_S, SEND_FLOOR_BPS, ClientCore, State, home_order
+from mdp.clientcore import COMPLAIN_EVERY_S, ClientCore, State, home_order
 from mdp.errors import Timeout, UnknownService, WorkerLost
 
 SVC = b"echo"
@@ -147,14 +147,14 @@ def test_silent_broker_is_pinged_then_failed_over() -> None:
 def test_a_big_body_holds_the_ping_that_would_queue_behind_it() -> None:
     """A ping goes on the same connection as the request and waits behind its bytes: a
     broker still taking a 20 MB body is not pinged (nor failed over) before the body may
-    have gone at SEND_FLOOR_BPS; then it is pinged as usual, and a silent one failed over."""
+    have gone at p.SEND_FLOOR_BPS; then it is pinged as usual, and a silent one failed over."""
     core = make(2, start=0)
     big = core.submit(SVC, [p.pack({"image": bytes(20_000_000)})], 0.0, timeout=60.0)
     core.take_actions()
     up(core, 0, 0.0)
     up(core, 1, 0.0)
     assert [i for i, m in sent(core) if isinstance(m, p.ClientRequest)] == [0]
-    due = 20_000_000 / SEND_FLOOR_BPS  # about 2 s at 10 MB/s
+    due = 20_000_000 / p.SEND_FLOOR_BPS  # about 2 s at 10 MB/s
     assert core.next_deadline() == pytest.approx(due, abs=0.01)
     core.handle(Tick(), 1.0)  # past ping_interval + broker_timeout, still sending
     assert sent(core) == [] and core.endpoints[0].state is State.DIPS and big.sends == 1
