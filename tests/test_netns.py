@@ -1,5 +1,6 @@
-"""A broker whose host drops off the network: a real network namespace, a veth link, and
-the link pulled while clients are mid-request. Needs root and iproute2 (skipped without).
+"""Real network namespaces and a veth link: a broker whose host drops off the network (the
+link pulled while clients are mid-request), and a worker behind a slow link (``tc``).
+Needs root and iproute2 (skipped without).
 
 Addresses are on a veth pair that exists only between this machine and a namespace the
 test creates, so nothing leaves the machine.
@@ -20,7 +21,7 @@ import pytest
 
 from clusterkit import Cluster, Proc, needs, skip_or_fail
 from mdp.client import MDPClient
-from testkit import broker_status, free_port, wait_for
+from testkit import broker_counter, broker_status, free_port, has_worker, wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -53,6 +54,29 @@ class Netns:
     def cut(self) -> None:
         ip("link", "set", self.host_if, "down")
 
+    def slow_inbound(self, rate: str) -> None:
+        """Everything sent into the namespace goes at ``rate`` (e.g. "100mbit")."""
+        subprocess.run(["tc", "qdisc", "add", "dev", self.host_if, "root", "tbf", "rate", rate,
+                        "burst", "64kb", "latency", "2s"],
+                       check=True, capture_output=True, timeout=10)
+
+    def overlimits(self) -> int:
+        """How often the shaper held a packet back (0: the link was never slow)."""
+        stats = subprocess.run(["tc", "-s", "qdisc", "show", "dev", self.host_if], check=True,
+                               capture_output=True, text=True, timeout=10).stdout
+        words = stats.split()
+        return int(words[words.index("overlimits") + 1]) if "overlimits" in words else 0
+
+    def spawn(self, cluster: Cluster, name: str, argv: list[str], endpoint: str = "") -> Proc:
+        """A Python process inside the namespace, cleaned up with the cluster's."""
+        log = cluster.tmp_path / f"{name}.log"
+        with log.open("wb") as out:
+            popen = subprocess.Popen(["ip", "netns", "exec", self.name, sys.executable, *argv],
+                                     stdout=out, stderr=out)
+        proc = Proc(popen, log, endpoint)
+        cluster.procs.append(proc)
+        return proc
+
     def destroy(self) -> None:
         subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, timeout=10)
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=10)
@@ -75,12 +99,8 @@ def netns() -> Iterator[Netns]:
 def test_broker_host_drops_off_the_network(cluster: Cluster, netns: Netns) -> None:
     near = cluster.broker(fast=False)
     far_endpoint = f"tcp://{NS_ADDR}:{free_port()}"
-    log = cluster.tmp_path / "far-broker.log"
-    with log.open("wb") as out:
-        popen = subprocess.Popen(["ip", "netns", "exec", netns.name, sys.executable, "-m",
-                                  "mdp.broker", "--bind", far_endpoint], stdout=out, stderr=out)
-    far = Proc(popen, log, far_endpoint)
-    cluster.procs.append(far)
+    far = netns.spawn(cluster, "far-broker", ["-m", "mdp.broker", "--bind", far_endpoint],
+                      far_endpoint)
     wait_for(lambda: broker_status(far_endpoint) is not None, 10, "broker in the namespace")
     workers = [cluster.worker([far, near], "echo", faulty=True, fast=False)
                for _ in range(2)]
@@ -111,3 +131,30 @@ def test_broker_host_drops_off_the_network(cluster: Cluster, netns: Netns) -> No
     worst = max(elapsed for _, elapsed, _ in results)
     print(f"\nbroker host cut off: 600 requests, 0 lost, 0 wrong; slowest {worst * 1000:.0f} ms")
     assert worst < 3.0
+
+
+@pytest.mark.skipif(shutil.which("tc") is None, reason="needs tc (iproute2)")
+def test_a_worker_taking_a_big_upload_over_a_slow_link_is_not_taken_for_frozen(
+        cluster: Cluster, netns: Netns) -> None:
+    """A 20 MB request to a worker behind a 100 Mbit/s link takes about 1.7 s to arrive, and
+    the broker's probes wait behind it: the worker cannot answer them sooner. It is not
+    frozen (the broker's --frozen-after is 0.8 s), and its task must not be taken back."""
+    netns.slow_inbound("100mbit")
+    endpoint = f"tcp://{HOST_ADDR}:{free_port()}"
+    log = cluster.tmp_path / "broker.log"
+    with log.open("wb") as out:
+        popen = subprocess.Popen([sys.executable, "-m", "mdp.broker", "--bind", endpoint],
+                                 stdout=out, stderr=out)
+    broker = Proc(popen, log, endpoint)
+    cluster.procs.append(broker)
+    wait_for(lambda: broker_status(endpoint) is not None, 10, "broker")
+    worker = netns.spawn(cluster, "far-worker", ["-m", "mdp.worker", "--broker", endpoint,
+                                                 "--service", "echo"])
+    wait_for(lambda: has_worker(endpoint, worker.pid), 10, "the worker in the namespace")
+    big = b"\x5a" * 20_000_000
+    with MDPClient([endpoint]) as client:
+        reply = client.send("echo", {"d": big}, timeout=30)
+    assert isinstance(reply, dict) and reply.get("d") == big
+    assert netns.overlimits() > 0, "the link was not slow: the test shows nothing"
+    assert "silent" not in broker.output(), broker.output()[-2000:]
+    assert broker_counter(endpoint, "requeued") == 0
