@@ -25,8 +25,8 @@ from testkit import broker_counter, broker_status, free_port, has_worker, wait_f
 
 pytestmark = [
     pytest.mark.slow,
-    needs(os.geteuid() == 0 and shutil.which("ip") is not None,
-          "root and iproute2 for a network namespace"),
+    needs(os.geteuid() == 0 and shutil.which("ip") is not None and shutil.which("tc") is not None,
+          "root and iproute2 (ip, tc) for a network namespace"),
 ]
 
 HOST_ADDR, NS_ADDR = "10.254.77.1", "10.254.77.2"
@@ -133,7 +133,6 @@ def test_broker_host_drops_off_the_network(cluster: Cluster, netns: Netns) -> No
     assert worst < 3.0
 
 
-@pytest.mark.skipif(shutil.which("tc") is None, reason="needs tc (iproute2)")
 def test_a_worker_taking_a_big_upload_over_a_slow_link_is_not_taken_for_frozen(
         cluster: Cluster, netns: Netns) -> None:
     """A 20 MB request to a worker behind a 100 Mbit/s link takes about 1.7 s to arrive, and
