@@ -564,8 +564,12 @@ class BrokerCore:
             self.dispatcher.counters.refused += 1  # revoked while its request ran
             return
         client = caller.client
-        self._out.result(client, caller.service, caller.rid, body, self._now,
-                         self._gather and bool(self._hellos.get(client, 0) & BATCH))
+        gather = self._gather and bool(self._hellos.get(client, 0) & BATCH)
+        if caller.rid is not None and body and len(body[-1]) >= p.BIG_BODY:
+            # announced: a PONG the client waits for meanwhile would come behind it
+            self._send(p.pong(client, [], self.instance, len(body[-1])))
+            gather = False
+        self._out.result(client, caller.service, caller.rid, body, self._now, gather)
 
     def _answer_error(self, request: Request, error: RequestError) -> None:
         """An error to every caller of ``request``."""

@@ -128,7 +128,7 @@ class Endpoint:
     """One broker and the state of our connection to it."""
 
     __slots__ = ("index", "address", "state", "calls", "plain", "heard_at", "ping_at",
-                 "sending_until", "hello_sent", "hello_at", "connect_deadline", "down_until",
+                 "busy_until", "hello_sent", "hello_at", "connect_deadline", "down_until",
                  "known_dips", "instance", "complained_at", "quiet_failures")
 
     def __init__(self, index: int, address: str) -> None:
@@ -139,9 +139,10 @@ class Endpoint:
         self.plain: Call | None = None  # the one standard (MDPC01) request in flight
         self.heard_at = 0.0
         self.ping_at: float | None = None
-        # a ping queues behind the big bodies sent before it: none goes before this time,
-        # when they may have gone (p.sent_until; else a busy link looks like a dead broker)
-        self.sending_until = 0.0
+        # a ping queues behind the big bodies sent before it, and its PONG behind the big
+        # replies the broker announced: none goes before this time, when they may have gone
+        # (p.sent_until; else a busy link looks like a dead broker)
+        self.busy_until = 0.0
         self.hello_sent = False
         self.hello_at = 0.0
         self.connect_deadline = 0.0
@@ -384,7 +385,7 @@ class ClientCore:
             state = ep.state
             if state is State.DIPS:
                 if ep.calls:
-                    at = (max(ep.heard_at + self.ping_interval, ep.sending_until)
+                    at = (max(ep.heard_at + self.ping_interval, ep.busy_until)
                           if ep.ping_at is None else ep.ping_at + self.broker_timeout)
                     deadline = min(deadline, at)
             elif state is State.CONNECTING:
@@ -443,6 +444,8 @@ class ClientCore:
     def _on_pong(self, ep: Endpoint, pong: p.Pong, now: float) -> None:
         if ep.state is not State.DIPS:
             return
+        if pong.sending:  # a big reply follows: no ping until it may have arrived
+            ep.busy_until = p.sent_until(ep.busy_until, pong.sending, now)
         if pong.instance and ep.instance and pong.instance != ep.instance:
             log.info("broker %s restarted; sending its %d requests again",
                      ep.address, len(ep.calls))
@@ -475,7 +478,7 @@ class ClientCore:
             if not ep.calls:
                 return
             if ep.ping_at is None:
-                if now >= max(ep.heard_at + self.ping_interval, ep.sending_until):
+                if now >= max(ep.heard_at + self.ping_interval, ep.busy_until):
                     self._act(Send(ep.index, p.client_ping(list(ep.calls))))
                     ep.ping_at = now
             elif now >= ep.ping_at + self.broker_timeout:
@@ -711,7 +714,7 @@ class ClientCore:
         if call.at:
             return  # still outstanding on another broker
         if call.sends > self.retries:
-            self._end(call, self._timeout(call), now)
+            self._end(call, self._timeout(call, spent=True), now)
         else:
             self._queue(call, first=True)
 
@@ -745,7 +748,7 @@ class ClientCore:
             case State.DOWN:
                 ep.down_until = at
                 ep.ping_at = None
-                ep.sending_until = 0.0  # what was queued on that connection is gone with it
+                ep.busy_until = 0.0  # what was queued on that connection is gone with it
                 ep.hello_sent = False
                 ep.instance = None
             case State.CONNECTING:
@@ -758,12 +761,18 @@ class ClientCore:
             case State.STANDARD:
                 pass
 
-    def _timeout(self, call: Call) -> Timeout:
+    def _timeout(self, call: Call, spent: bool = False) -> Timeout:
+        """The call's Timeout: its deadline passed, or (``spent``) its brokers failed
+        while it was out more times than ``retries`` allows, before the deadline."""
         service = call.service.decode("ascii", "replace")
         brokers = ", ".join(self.brokers)
         if call.sends == 0:
             return Timeout(f"no broker could be reached within {call.timeout:g}s for "
                            f"{service!r}; brokers tried: {brokers}", self.brokers)
+        if spent:
+            return Timeout(f"no reply for {service!r}: its broker failed each of the "
+                           f"{call.sends} times it was sent (retries={self.retries}); "
+                           f"brokers tried: {brokers}", self.brokers)
         return Timeout(f"no reply for {service!r} within {call.timeout:g}s after "
                        f"{call.sends} send(s); brokers tried: {brokers}", self.brokers)
 
@@ -800,7 +809,7 @@ def _queue_bytes(ep: Endpoint, body: list[bytes], at: float) -> None:
     """A body sent to ``ep`` at ``at``: a big one (the last frame) holds back the next ping,
     which would wait behind its bytes (:func:`mdp.protocol.sent_until`)."""
     if body:
-        ep.sending_until = p.sent_until(ep.sending_until, len(body[-1]), at)
+        ep.busy_until = p.sent_until(ep.busy_until, len(body[-1]), at)
 
 
 def check_frame(frame: bytes, max_bytes: int) -> bytes:

@@ -59,6 +59,7 @@ DIPS_VERSION = 2  # the extension version both handshakes carry as "dips"
 # or frozen peer).
 SEND_FLOOR_BPS = 10_000_000  # 80 Mbit/s
 BIG_BODY = 1 << 20  # a body this long holds back the next ping or probe
+MAX_ANNOUNCED = 1 << 40  # the most a PONG may say is on its way (a sanity bound)
 
 CLIENT = b"MDPC01"
 WORKER = b"MDPW01"
@@ -87,7 +88,7 @@ CWELCOME = b"\x02"  # broker -> client, meta
 SUBMIT = b"\x03"  # client -> broker: service, meta, body...
 RESULT = b"\x04"  # broker -> client: service, meta, body...
 PING = b"\x05"  # client -> broker, meta {"ids"}
-PONG = b"\x06"  # broker -> client, meta {"lost", "instance"}
+PONG = b"\x06"  # broker -> client, meta {"lost", "instance", "sending"?}
 CPROGRESS = b"\x07"  # broker -> client: service, meta {id, kind, num?, den?}, [data]
 
 PROGRESS_KINDS = ("status", "data", "warning")  # Gearman's WORK_STATUS, WORK_DATA, WORK_WARNING
@@ -453,8 +454,14 @@ def client_welcome(identity: bytes, meta: dict[str, Any]) -> list[bytes]:
     return [identity, b"", DIPS_CLIENT, CWELCOME, pack_meta({"dips": DIPS_VERSION, **meta})]
 
 
-def pong(identity: bytes, lost: list[int], instance: str) -> list[bytes]:
-    return [identity, b"", DIPS_CLIENT, PONG, pack_meta({"lost": lost, "instance": instance})]
+def pong(identity: bytes, lost: list[int], instance: str, sending: int = 0) -> list[bytes]:
+    """PONG to a DIPS client: the ids asked about that this broker does not hold. Sent
+    unasked, with ``sending``, just before a reply of that many bytes (BIG_BODY or more):
+    the client's next PONG would wait behind it."""
+    meta: dict[str, Any] = {"lost": lost, "instance": instance}
+    if sending:
+        meta["sending"] = sending
+    return [identity, b"", DIPS_CLIENT, PONG, pack_meta(meta)]
 
 
 def to_worker(identity: bytes, key: bytes, body: list[bytes], dips: bool,
@@ -643,10 +650,12 @@ class Replies(NamedTuple):
 
 
 class Pong(NamedTuple):
-    """The ids a DIPS broker says it does not hold, and which broker process it is."""
+    """The ids a DIPS broker says it does not hold, and which broker process it is;
+    ``sending``: the bytes of a reply that follows (0: none announced)."""
 
     lost: list[int]
     instance: str
+    sending: int = 0
 
 
 class Welcome(NamedTuple):
@@ -742,7 +751,11 @@ def parse_client_inbound(frames: list[bytes]) -> ClientInbound:
     meta = unpack_meta(frames[3], "broker")
     if command == PONG:
         instance = meta.get("instance", "")
-        return Pong(_ids(meta, "lost", "PONG"), instance if isinstance(instance, str) else "")
+        sending = meta.get("sending", 0)
+        if type(sending) is not int or not 0 <= sending <= MAX_ANNOUNCED:
+            raise ProtocolError(f"PONG 'sending' must be a byte count, not {sending!r:.40}")
+        return Pong(_ids(meta, "lost", "PONG"), instance if isinstance(instance, str) else "",
+                    sending)
     if command == CWELCOME:
         if _version(meta) is None:
             raise ProtocolError(f"WELCOME speaks DIPS version {meta.get('dips')!r}")

@@ -656,6 +656,19 @@ def test_a_big_body_is_passed_on_as_the_frame_it_came_as() -> None:
     assert isinstance(answer, Send) and answer.frames[-1] is reply
 
 
+def test_a_big_reply_to_a_dips_client_is_announced_by_a_pong_just_before_it() -> None:
+    """The client's next PONG would wait behind the reply's bytes: it is told their count
+    first, so that it does not take a broker still sending for a dead one."""
+    core = make()
+    ready(core, W1)
+    small = running_at(core, W1, 1, 0.0)
+    assert to(C1, feed(core, W1, p.reply(small.key, [BODY]), 0.1)) == [p.Reply(SVC, [BODY], 1)]
+    task = running_at(core, W1, 2, 0.2)
+    big = p.pack({"image": b"x" * 3_000_000})
+    sent = to(C1, feed(core, W1, p.reply(task.key, [big]), 0.3))
+    assert sent == [p.Pong([], core.instance, len(big)), p.Reply(SVC, [big], 2)]
+
+
 def test_a_big_frame_where_a_name_or_key_belongs_is_refused_not_fatal() -> None:
     import zmq
 

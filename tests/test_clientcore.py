@@ -165,6 +165,28 @@ def test_a_big_body_holds_the_ping_that_would_queue_behind_it() -> None:
     assert core.endpoints[0].state is State.DOWN and big.sends == 2
 
 
+def test_a_big_reply_announced_holds_the_ping_whose_pong_would_queue_behind_it() -> None:
+    """The broker announces a 20 MB reply with a PONG just before it: a PONG to a ping sent
+    meanwhile would come behind its bytes, so none is sent before they may have arrived;
+    then pings go as usual, and a broker that answers none is failed over."""
+    core = make(2, start=0)
+    call = submit(core, 0.0, timeout=60.0)
+    core.take_actions()
+    up(core, 0, 0.0)
+    up(core, 1, 0.0)
+    sent(core)
+    core.handle(Received(0, p.pong(b"", [], "one", 20_000_000)[1:]), 0.1)
+    due = 0.1 + 20_000_000 / p.SEND_FLOOR_BPS
+    assert core.next_deadline() == pytest.approx(due, abs=0.01)
+    core.handle(Tick(), 1.5)  # past ping_interval + broker_timeout: still arriving
+    assert sent(core) == [] and core.endpoints[0].state is State.DIPS and call.sends == 1
+    core.handle(Tick(), due + 0.01)
+    [(where, ping)] = sent(core)
+    assert where == 0 and isinstance(ping, p.ClientPing)
+    core.handle(Tick(), due + 0.6)  # no PONG, no reply: failed over as any silent broker
+    assert core.endpoints[0].state is State.DOWN and call.sends == 2
+
+
 def test_a_long_request_on_a_live_broker_is_never_resent() -> None:
     core = make()
     call = submit(core, 0.0, timeout=60)
@@ -271,6 +293,7 @@ def test_retries_budget() -> None:
     core.take_actions()
     core.handle(Lost(0), 0.1)
     assert isinstance(call.outcome, Timeout)
+    assert "failed each of the 1 times it was sent (retries=0)" in str(call.outcome)
 
 
 def test_window_limits_calls_in_flight() -> None:

@@ -8,6 +8,7 @@ test creates, so nothing leaves the machine.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -133,12 +134,8 @@ def test_broker_host_drops_off_the_network(cluster: Cluster, netns: Netns) -> No
     assert worst < 3.0
 
 
-def test_a_worker_taking_a_big_upload_over_a_slow_link_is_not_taken_for_frozen(
-        cluster: Cluster, netns: Netns) -> None:
-    """A 20 MB request to a worker behind a 100 Mbit/s link takes about 1.7 s to arrive, and
-    the broker's probes wait behind it: the worker cannot answer them sooner. It is not
-    frozen (the broker's --frozen-after is 0.8 s), and its task must not be taken back."""
-    netns.slow_inbound("100mbit")
+def host_broker(cluster: Cluster) -> Proc:
+    """A broker with default settings on the host's end of the link."""
     endpoint = f"tcp://{HOST_ADDR}:{free_port()}"
     log = cluster.tmp_path / "broker.log"
     with log.open("wb") as out:
@@ -147,6 +144,17 @@ def test_a_worker_taking_a_big_upload_over_a_slow_link_is_not_taken_for_frozen(
     broker = Proc(popen, log, endpoint)
     cluster.procs.append(broker)
     wait_for(lambda: broker_status(endpoint) is not None, 10, "broker")
+    return broker
+
+
+def test_a_worker_taking_a_big_upload_over_a_slow_link_is_not_taken_for_frozen(
+        cluster: Cluster, netns: Netns) -> None:
+    """A 20 MB request to a worker behind a 100 Mbit/s link takes about 1.7 s to arrive, and
+    the broker's probes wait behind it: the worker cannot answer them sooner. It is not
+    frozen (the broker's --frozen-after is 0.8 s), and its task must not be taken back."""
+    netns.slow_inbound("100mbit")
+    broker = host_broker(cluster)
+    endpoint = broker.endpoint
     worker = netns.spawn(cluster, "far-worker", ["-m", "mdp.worker", "--broker", endpoint,
                                                  "--service", "echo"])
     wait_for(lambda: has_worker(endpoint, worker.pid), 10, "the worker in the namespace")
@@ -157,3 +165,36 @@ def test_a_worker_taking_a_big_upload_over_a_slow_link_is_not_taken_for_frozen(
     assert netns.overlimits() > 0, "the link was not slow: the test shows nothing"
     assert "silent" not in broker.output(), broker.output()[-2000:]
     assert broker_counter(endpoint, "requeued") == 0
+
+
+CLIENT_IN_NAMESPACE = '''
+import asyncio, json, logging, sys
+from mdp.aio import AsyncMDPClient
+from mdp.client import MDPClient
+logging.basicConfig(level=logging.WARNING)  # a failover is logged on stderr
+endpoint, size = sys.argv[1], int(sys.argv[2])
+request = {"reply_bytes": size}
+with MDPClient([endpoint], timeout=20) as client:
+    sync = len(client.send("echo", request)["blob"])
+async def main():
+    async with AsyncMDPClient([endpoint], timeout=20) as client:
+        return len((await client.send("echo", request))["blob"])
+print(json.dumps({"sync": sync, "aio": asyncio.run(main())}))
+'''
+
+
+def test_a_client_behind_a_slow_link_gets_a_big_reply(cluster: Cluster, netns: Netns) -> None:
+    """A 20 MB reply to a 30-byte request takes about 1.7 s to reach a client behind a
+    100 Mbit/s link, and a PONG to the client's ping would wait behind it: the broker
+    announces the reply, and the client (sync and asyncio) neither fails over nor resends."""
+    netns.slow_inbound("100mbit")
+    broker = host_broker(cluster)
+    cluster.worker([broker.endpoint], "echo", faulty=True, fast=False)
+    done = subprocess.run(["ip", "netns", "exec", netns.name, sys.executable, "-c",
+                           CLIENT_IN_NAMESPACE, broker.endpoint, "20000000"],
+                          capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout) == {"sync": 20_000_000, "aio": 20_000_000}
+    assert "failing over" not in done.stderr, done.stderr[-3000:]
+    assert netns.overlimits() > 0, "the link was not slow: the test shows nothing"
+    assert broker_counter(broker.endpoint, "requests") == 2  # each sent once

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 import pytest
 
@@ -157,6 +159,8 @@ def test_client_inbound_forms() -> None:
     assert p.parse_client_inbound(reply) == p.Reply(b"echo", [b"body"], 9)
     assert p.parse_client_inbound(p.to_client(b"c", b"e", [b"b"], None)[1:]).rid is None
     assert p.parse_client_inbound(p.pong(b"c", [3], "inst")[1:]) == p.Pong([3], "inst")
+    announced = p.parse_client_inbound(p.pong(b"c", [], "inst", 20_000_000)[1:])
+    assert announced == p.Pong([], "inst", 20_000_000)
     welcome = p.parse_client_inbound(p.client_welcome(b"c", {"instance": "i"})[1:])
     assert welcome == p.Welcome({"dips": 2, "instance": "i"})
 
@@ -277,4 +281,12 @@ def test_malformed_progress_and_keys_are_protocol_errors(frames: list[bytes]) ->
 ])
 def test_malformed_client_progress_is_a_protocol_error(frames: list[bytes]) -> None:
     with pytest.raises(ProtocolError):
+        p.parse_client_inbound(frames)
+
+
+@pytest.mark.parametrize("sending", [-1, True, 1.5, "20", 1 << 41, None])
+def test_a_pong_announcing_anything_but_a_byte_count_is_a_protocol_error(sending: Any) -> None:
+    frames = [b"", p.DIPS_CLIENT, p.PONG,
+              msgpack.packb({"lost": [], "instance": "i", "sending": sending})]
+    with pytest.raises(ProtocolError, match="sending"):
         p.parse_client_inbound(frames)

@@ -6,6 +6,7 @@ The request map may hold:
   bad_field: raise BadRequest naming this field;
   allocate_mb: allocate this many megabytes (to cross --max-memory-mb);
   started_file: a path to create when the handler starts (tests wait for it);
+  reply_bytes: the reply also holds "blob", this many bytes (a big reply to a small request);
   die: true: kill the process that runs it (SIGKILL), as a crash of a native decoder on
     one malformed image would (a poisoned request).
 The reply is the request plus pid, start and end (time.time()) of the handling.
@@ -41,7 +42,10 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     delay = request.get("sleep", 0)
     if isinstance(delay, int | float) and delay > 0:
         time.sleep(delay)
-    return {**request, "pid": os.getpid(), "start": start, "end": time.time()}
+    reply = {**request, "pid": os.getpid(), "start": start, "end": time.time()}
+    if isinstance(request.get("reply_bytes"), int):
+        reply["blob"] = b"\x5a" * request["reply_bytes"]
+    return reply
 
 
 def main() -> int:
