@@ -94,7 +94,7 @@ class BrokerCore:
         self._version = code_version()
         welcome = {"broker": self._version, "instance": self.instance}
         self._client_welcome = welcome
-        self._worker_welcome = {**welcome, "batch": True, "progress": True}
+        self._worker_welcome = {**welcome, "batch": True, "progress": True, "announce": True}
         self._firsts: dict[bytes, p.First] = {}  # HELLO "first", by client
         self._hellos: dict[bytes, int] = {}  # clients' HELLO flags (BATCH, PROGRESS)
         self._out = Outbox(self.dispatcher.workers)
@@ -505,6 +505,8 @@ class BrokerCore:
         if dispatcher.heard_from(worker, now):
             self._back_from_silence(worker, now)
         if command == p.HEARTBEAT:
+            if msg.sending:  # a big reply follows: no probe, no silence, until it may be here
+                worker.busy_until = p.sent_until(worker.busy_until, msg.sending, now)
             return
         if not worker.dips and command != p.DISCONNECT:
             self._warnings(now, "standard worker %s sent a DIPS command %r; ignored",

@@ -458,7 +458,7 @@ class Dispatcher:
         request.dispatched_at = now
         worker.tasks[key] = request
         if (body := request.body) and len(body[-1]) >= BIG_BODY:
-            worker.sending_until = sent_until(worker.sending_until, len(body[-1]), now)
+            worker.busy_until = sent_until(worker.busy_until, len(body[-1]), now)
         if worker.prefetch and 1 <= service.hold_depth(worker):
             service.open[worker.identity] = worker
         return worker
@@ -549,7 +549,7 @@ class Dispatcher:
             request.dispatched_at = now
             worker.tasks[key] = request
             if (body := request.body) and len(body[-1]) >= BIG_BODY:
-                worker.sending_until = sent_until(worker.sending_until, len(body[-1]), now)
+                worker.busy_until = sent_until(worker.busy_until, len(body[-1]), now)
             if hold:
                 service.unrecalled[request] = worker
             prefetch = worker.prefetch  # (service.hold_depth, inline: once per task)
@@ -636,11 +636,12 @@ class Dispatcher:
         for worker in self.busy.values():
             if worker.expires_at > quiet_if:
                 continue
-            # a probe waits behind the task bytes sent before it: a worker is quiet only
-            # once they may have arrived (a big upload on a slow link is not a freeze)
+            # a probe waits behind the task bytes sent before it, and its answer behind the
+            # big reply the worker announced: a worker is quiet only once they may have
+            # arrived (a big upload or result on a slow link is not a freeze)
             given_at = next(iter(worker.tasks.values())).dispatched_at
-            if worker.sending_until > given_at:
-                given_at = worker.sending_until
+            if worker.busy_until > given_at:
+                given_at = worker.busy_until
             if given_at > now - quiet_s:
                 continue  # given a task just now
             if worker.expires_at <= silent_if and worker.dips and not worker.silent \

@@ -263,12 +263,14 @@ class WorkerProgress(NamedTuple):
 class WorkerSignal(NamedTuple):
     """HEARTBEAT, DISCONNECT, BUSY, FREE or BOUNCE from a worker.
 
-    ``key`` is the task of a BOUNCE; ``draining`` is set by a BUSY that means "leaving".
+    ``key`` is the task of a BOUNCE; ``draining`` is set by a BUSY that means "leaving";
+    ``sending``, by a HEARTBEAT that announces a reply of that many bytes.
     """
 
     command: bytes
     key: bytes = b""
     draining: bool = False
+    sending: int = 0
 
 
 BrokerInbound = (ClientRequest | ClientBatch | ClientHello | ClientPing | WorkerReady
@@ -304,6 +306,9 @@ def _parse_worker_command(command: bytes, rest: list[bytes]) -> BrokerInbound:
         if len(keys) != len(rest) - 1:
             raise ProtocolError(f"REPLIES has {len(keys)} keys for {len(rest) - 1} bodies")
         return WorkerReplies(keys, rest[1:])
+    if command == HEARTBEAT and len(rest) == 1:
+        return WorkerSignal(HEARTBEAT, sending=_sending(unpack_meta(rest[0], "HEARTBEAT"),
+                                                        "HEARTBEAT"))
     if command == HEARTBEAT or command == FREE:
         if rest:
             raise ProtocolError(f"worker command {command!r} takes no frames")
@@ -630,6 +635,21 @@ def signal(command: bytes) -> list[bytes]:
     return [b"", WORKER, command]
 
 
+def sending(size: int) -> list[bytes]:
+    """A worker's HEARTBEAT that announces a reply of ``size`` bytes, sent just before it
+    to a broker whose WELCOME offered the extensions: the answer to the broker's next
+    probe would wait behind it."""
+    return [b"", WORKER, HEARTBEAT, pack_meta({"sending": size})]
+
+
+def _sending(meta: dict[str, Any], what: str) -> int:
+    """The byte count a HEARTBEAT or PONG announces (0: none)."""
+    size = meta.get("sending", 0)
+    if type(size) is not int or not 0 <= size <= MAX_ANNOUNCED:
+        raise ProtocolError(f"{what} 'sending' must be a byte count, not {size!r:.40}")
+    return size
+
+
 # --- client side --------------------------------------------------------------------------
 
 
@@ -751,11 +771,8 @@ def parse_client_inbound(frames: list[bytes]) -> ClientInbound:
     meta = unpack_meta(frames[3], "broker")
     if command == PONG:
         instance = meta.get("instance", "")
-        sending = meta.get("sending", 0)
-        if type(sending) is not int or not 0 <= sending <= MAX_ANNOUNCED:
-            raise ProtocolError(f"PONG 'sending' must be a byte count, not {sending!r:.40}")
         return Pong(_ids(meta, "lost", "PONG"), instance if isinstance(instance, str) else "",
-                    sending)
+                    _sending(meta, "PONG"))
     if command == CWELCOME:
         if _version(meta) is None:
             raise ProtocolError(f"WELCOME speaks DIPS version {meta.get('dips')!r}")

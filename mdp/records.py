@@ -86,7 +86,9 @@ class Worker:
     prefetch: int = 0  # tasks it may hold beyond the one it runs
     last_done_at: float = 0.0  # when it last answered one of our tasks
     tasked_at: float = 0.0  # when we last sent it a task
-    sending_until: float = 0.0  # when its big tasks' bytes may have gone (protocol.sent_until)
+    # when the big tasks sent to it, and the big replies it announced, may have gone
+    # (protocol.sent_until): a probe or its answer waits behind them
+    busy_until: float = 0.0
     batch: bool = False  # takes TASKS (several tasks in one message)
     tasks: dict[bytes, Request] = field(default_factory=dict)  # oldest first
     away: bool = False

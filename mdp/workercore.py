@@ -93,6 +93,7 @@ class Link:
     told_busy: bool = False  # we sent BUSY (or an unasked BOUNCE) and owe a FREE
     batch: bool = False  # its WELCOME offered TASKS and REPLIES
     progress: bool = False  # its WELCOME offered to relay PROGRESS
+    announce: bool = False  # its WELCOME takes a HEARTBEAT announcing a big reply
     gathered_keys: list[bytes] = field(default_factory=list)  # replies not yet sent
     gathered_bodies: list[bytes] = field(default_factory=list)
     gathered_since: float = 0.0
@@ -170,7 +171,7 @@ class WorkerCore:
         link.mode = mode
         link.told_busy = False
         if mode is not LinkMode.DIPS:
-            link.batch = link.progress = False
+            link.batch = link.progress = link.announce = False
             link.gathered_keys, link.gathered_bodies = [], []
 
     def _set_phase(self, phase: Phase) -> None:
@@ -196,7 +197,10 @@ class WorkerCore:
         if link.mode is LinkMode.CLOSED or link.epoch != task.epoch:
             log.warning("broker %s went away; dropping a reply", link.endpoint)
             return
-        if link.batch and task.dips and (self.waiting or link.gathered_keys) \
+        if link.announce and len(body) >= p.BIG_BODY:
+            # announced: the answer to a probe the broker sends meanwhile comes behind it
+            self._send(task.link, p.sending(len(body)), now)
+        elif link.batch and task.dips and (self.waiting or link.gathered_keys) \
                 and now - task.started_at < self.timing.reply_gather_s:
             # with a backlog, a short task's reply is gathered: sent in one REPLIES when the
             # worker has nothing left to run, when a task runs past busy_after, before
@@ -332,6 +336,7 @@ class WorkerCore:
         self._set_mode(link, LinkMode.DIPS)
         link.batch = welcome.meta.get("batch") is True
         link.progress = welcome.meta.get("progress") is True
+        link.announce = welcome.meta.get("announce") is True
         log.debug("broker %s speaks DIPS%s", link.endpoint, " with batches" if link.batch else "")
         # tasks it sent before WELCOME came as standard REQUESTs and stay standard
         if self.phase is Phase.DRAINING:

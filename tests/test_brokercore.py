@@ -656,6 +656,18 @@ def test_a_big_body_is_passed_on_as_the_frame_it_came_as() -> None:
     assert isinstance(answer, Send) and answer.frames[-1] is reply
 
 
+def test_a_worker_announcing_a_big_reply_is_not_silent_while_it_may_be_on_the_way() -> None:
+    core = make()
+    ready(core, W1)
+    running_at(core, W1, 1, 0.0)
+    ready(core, W2, 0.1)
+    feed(core, W1, p.sending(5_000_000), 0.5)  # its reply follows, for 0.5 s at the floor
+    assert tasks_in(to(W2, tick(core, 1.35))) == []  # would be silent without it
+    assert not core.dispatcher.workers[W1].silent
+    sent = tick(core, 0.5 + 0.5 + 0.85)  # then silent as any other
+    assert core.dispatcher.workers[W1].silent and len(tasks_in(to(W2, sent))) == 1
+
+
 def test_a_big_reply_to_a_dips_client_is_announced_by_a_pong_just_before_it() -> None:
     """The client's next PONG would wait behind the reply's bytes: it is told their count
     first, so that it does not take a broker still sending for a dead one."""

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from clusterkit import Cluster, Proc, needs, skip_or_fail
+from clusterkit import FAULTY_WORKER, Cluster, Proc, needs, skip_or_fail
 from mdp.client import MDPClient
 from testkit import broker_counter, broker_status, free_port, has_worker, wait_for
 
@@ -55,16 +55,21 @@ class Netns:
     def cut(self) -> None:
         ip("link", "set", self.host_if, "down")
 
-    def slow_inbound(self, rate: str) -> None:
-        """Everything sent into the namespace goes at ``rate`` (e.g. "100mbit")."""
-        subprocess.run(["tc", "qdisc", "add", "dev", self.host_if, "root", "tbf", "rate", rate,
-                        "burst", "64kb", "latency", "2s"],
+    def slow(self, rate: str, outbound: bool = False) -> None:
+        """Everything sent into the namespace (``outbound``: out of it) goes at ``rate``
+        (e.g. "100mbit")."""
+        where = ["ip", "netns", "exec", self.name] if outbound else []
+        device = self.ns_if if outbound else self.host_if
+        subprocess.run([*where, "tc", "qdisc", "add", "dev", device, "root", "tbf", "rate",
+                        rate, "burst", "64kb", "latency", "2s"],
                        check=True, capture_output=True, timeout=10)
 
-    def overlimits(self) -> int:
+    def overlimits(self, outbound: bool = False) -> int:
         """How often the shaper held a packet back (0: the link was never slow)."""
-        stats = subprocess.run(["tc", "-s", "qdisc", "show", "dev", self.host_if], check=True,
-                               capture_output=True, text=True, timeout=10).stdout
+        where = ["ip", "netns", "exec", self.name] if outbound else []
+        device = self.ns_if if outbound else self.host_if
+        stats = subprocess.run([*where, "tc", "-s", "qdisc", "show", "dev", device],
+                               check=True, capture_output=True, text=True, timeout=10).stdout
         words = stats.split()
         return int(words[words.index("overlimits") + 1]) if "overlimits" in words else 0
 
@@ -152,7 +157,7 @@ def test_a_worker_taking_a_big_upload_over_a_slow_link_is_not_taken_for_frozen(
     """A 20 MB request to a worker behind a 100 Mbit/s link takes about 1.7 s to arrive, and
     the broker's probes wait behind it: the worker cannot answer them sooner. It is not
     frozen (the broker's --frozen-after is 0.8 s), and its task must not be taken back."""
-    netns.slow_inbound("100mbit")
+    netns.slow("100mbit")
     broker = host_broker(cluster)
     endpoint = broker.endpoint
     worker = netns.spawn(cluster, "far-worker", ["-m", "mdp.worker", "--broker", endpoint,
@@ -187,7 +192,7 @@ def test_a_client_behind_a_slow_link_gets_a_big_reply(cluster: Cluster, netns: N
     """A 20 MB reply to a 30-byte request takes about 1.7 s to reach a client behind a
     100 Mbit/s link, and a PONG to the client's ping would wait behind it: the broker
     announces the reply, and the client (sync and asyncio) neither fails over nor resends."""
-    netns.slow_inbound("100mbit")
+    netns.slow("100mbit")
     broker = host_broker(cluster)
     cluster.worker([broker.endpoint], "echo", faulty=True, fast=False)
     done = subprocess.run(["ip", "netns", "exec", netns.name, sys.executable, "-c",
@@ -198,3 +203,21 @@ def test_a_client_behind_a_slow_link_gets_a_big_reply(cluster: Cluster, netns: N
     assert "failing over" not in done.stderr, done.stderr[-3000:]
     assert netns.overlimits() > 0, "the link was not slow: the test shows nothing"
     assert broker_counter(broker.endpoint, "requests") == 2  # each sent once
+
+
+def test_a_worker_sending_a_big_reply_over_a_slow_link_is_not_taken_for_frozen(
+        cluster: Cluster, netns: Netns) -> None:
+    """A worker behind a 100 Mbit/s link answers a 30-byte request with 20 MB, about 1.7 s
+    on the way, and the answers to the broker's probes wait behind it: it announces the
+    reply, so the broker neither takes it for frozen nor gives the task to another."""
+    netns.slow("100mbit", outbound=True)
+    broker = host_broker(cluster)
+    worker = netns.spawn(cluster, "far-worker", [str(FAULTY_WORKER), "--broker",
+                                                 broker.endpoint, "--service", "echo"])
+    wait_for(lambda: has_worker(broker.endpoint, worker.pid), 10, "the worker in the namespace")
+    with MDPClient([broker.endpoint]) as client:
+        reply = client.send("echo", {"reply_bytes": 20_000_000}, timeout=30)
+    assert isinstance(reply, dict) and len(reply["blob"]) == 20_000_000
+    assert netns.overlimits(outbound=True) > 0, "the link was not slow: the test shows nothing"
+    assert "silent" not in broker.output(), broker.output()[-2000:]
+    assert broker_counter(broker.endpoint, "requeued") == 0

@@ -284,9 +284,16 @@ def test_malformed_client_progress_is_a_protocol_error(frames: list[bytes]) -> N
         p.parse_client_inbound(frames)
 
 
+def test_a_worker_heartbeat_may_announce_a_reply() -> None:
+    assert p.parse_broker_inbound(p.signal(p.HEARTBEAT)) == p.WorkerSignal(p.HEARTBEAT)
+    announced = p.parse_broker_inbound(p.sending(3_000_000))
+    assert announced == p.WorkerSignal(p.HEARTBEAT, sending=3_000_000)
+
+
 @pytest.mark.parametrize("sending", [-1, True, 1.5, "20", 1 << 41, None])
-def test_a_pong_announcing_anything_but_a_byte_count_is_a_protocol_error(sending: Any) -> None:
-    frames = [b"", p.DIPS_CLIENT, p.PONG,
-              msgpack.packb({"lost": [], "instance": "i", "sending": sending})]
-    with pytest.raises(ProtocolError, match="sending"):
-        p.parse_client_inbound(frames)
+def test_an_announcement_of_anything_but_a_byte_count_is_a_protocol_error(sending: Any) -> None:
+    meta = msgpack.packb({"lost": [], "instance": "i", "sending": sending})
+    with pytest.raises(ProtocolError, match="PONG 'sending'"):
+        p.parse_client_inbound([b"", p.DIPS_CLIENT, p.PONG, meta])
+    with pytest.raises(ProtocolError, match="HEARTBEAT 'sending'"):
+        p.parse_broker_inbound([b"", p.WORKER, p.HEARTBEAT, msgpack.packb({"sending": sending})])

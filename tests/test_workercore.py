@@ -58,8 +58,9 @@ def take(core: WorkerCore, raw: bool = False) -> list[Any]:
     return described
 
 
-def welcome(core: WorkerCore, i: int, now: float = 0.0) -> None:
-    core.handle(Received(i, p.worker_welcome(b"id", {"broker": "v", "instance": "x"})[1:]), now)
+def welcome(core: WorkerCore, i: int, now: float = 0.0, **offers: bool) -> None:
+    meta = {"broker": "v", "instance": "x", **offers}
+    core.handle(Received(i, p.worker_welcome(b"id", meta)[1:]), now)
 
 
 def task(core: WorkerCore, i: int, key: bytes, now: float = 0.0, ttl_ms: int | None = 10_000,
@@ -108,6 +109,24 @@ def test_malformed_input_is_dropped_and_counts_as_life() -> None:
     core.handle(Received(0, [b"", p.WORKER, b"\x7f"]), 2.5)
     core.handle(Received(0, [b"junk"]), 2.5)
     assert take(core) == [] and core.links[0].heard_at == 2.5
+
+
+def test_a_big_reply_is_announced_to_a_broker_that_takes_it() -> None:
+    """The answer to a probe sent while a big reply travels comes behind it: a broker whose
+    WELCOME offered "announce" gets a HEARTBEAT with the reply's size just before it; the
+    others (an older DIPS broker) get the reply alone."""
+    core = make()
+    welcome(core, 0, announce=True)
+    welcome(core, 1)
+    take(core)
+    big = p.raw_result_body(p.pack({"image": b"x" * 2_000_000}))
+    for link, key in ((0, b"k1"), (1, b"k2")):
+        task(core, link, key)
+        assert core.begin(0.0) is not None
+        core.task_done(big, 0.1)
+        frames = [a.frames for a in take(core, raw=True) if isinstance(a, Send)]
+        announce = [p.sending(len(big))] if link == 0 else []
+        assert frames == [*announce, p.reply(key, [big])]
 
 
 # --- short tasks: no BUSY/FREE at all -----------------------------------------------------
