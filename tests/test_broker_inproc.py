@@ -233,6 +233,9 @@ def test_a_big_body_crosses_the_broker_intact(broker: Broker, zctx: zmq.Context)
     assert isinstance(task, p.BrokerTask) and task.body == [body]
     worker.send_multipart(p.reply(task.key, task.body))
     drain_all(broker)
+    assert client.poll(1000)  # announced (the client's next PONG would wait behind it)
+    assert p.parse_client_inbound(client.recv_multipart()) == p.Pong([], broker.instance,
+                                                                      len(body))
     assert client.poll(1000)
     assert p.parse_client_inbound(client.recv_multipart()) == p.Reply(b"echo", [body], 1)
     worker.close()
