@@ -447,6 +447,7 @@ class BrokerCore:
         prefetch = meta.pop("prefetch", 0)
         worker = dispatcher.add_worker(identity, msg.service, msg.meta is not None, meta, now,
                                        prefetch, meta.pop("batch", False))
+        worker.announce = worker.dips and meta.pop("announce", False)
         worker.user = user
         log.info("worker %s ready for %r (host %s pid %s version %s)", identity.hex()[:20],
                  msg.service.decode(), meta.get("host"), meta.get("pid"), meta.get("version"))

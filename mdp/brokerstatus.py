@@ -83,6 +83,8 @@ def clean_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
         clean["prefetch"] = min(prefetch, 16)
     if meta.get("batch") is True:
         clean["batch"] = True
+    if meta.get("announce") is True:
+        clean["announce"] = True
     info = clean_info(meta.get("info"))
     if info is not None:
         clean["info"] = info

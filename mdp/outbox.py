@@ -60,7 +60,11 @@ class Outbox:
              gather: bool) -> None:
         """A task for ``worker``; gathered into a TASKS where it takes them (and ``gather``:
         other messages are being read with the one that caused it)."""
-        if gather and worker.batch and len(request.body) == 1:
+        body = request.body
+        if body and worker.announce and len(body[-1]) >= p.BIG_BODY:
+            # announced, and sent alone: the broker's heartbeats to it wait behind it
+            self.send(p.sending_to_worker(worker.identity, len(body[-1])), now)
+        elif gather and worker.batch and len(body) == 1:
             pending = self._tasks.get(worker.identity)
             if pending is None:
                 self._tasks[worker.identity] = (worker, [(request, hold)])

@@ -525,9 +525,11 @@ class BrokerRecall(NamedTuple):
 
 
 class BrokerSignal(NamedTuple):
-    """HEARTBEAT or DISCONNECT from a broker."""
+    """HEARTBEAT or DISCONNECT from a broker; ``sending``, set by a HEARTBEAT that
+    announces a task of that many bytes."""
 
     command: bytes
+    sending: int = 0
 
 
 class BrokerTasks(NamedTuple):
@@ -556,6 +558,9 @@ def parse_worker_inbound(frames: list[bytes]) -> WorkerInbound:
         if len(frames) < 5 or frames[4] != b"":
             raise ProtocolError("REQUEST needs a client address and an empty frame")
         return BrokerTask(frames[3], frames[5:])
+    if command == HEARTBEAT and len(frames) == 4:
+        return BrokerSignal(HEARTBEAT, _sending(unpack_meta(frames[3], "HEARTBEAT"),
+                                                "HEARTBEAT"))
     if command == HEARTBEAT or command == DISCONNECT:
         if len(frames) != 3:
             raise ProtocolError(f"command {command!r} has extra frames")
@@ -637,9 +642,15 @@ def signal(command: bytes) -> list[bytes]:
 
 def sending(size: int) -> list[bytes]:
     """A worker's HEARTBEAT that announces a reply of ``size`` bytes, sent just before it
-    to a broker whose WELCOME offered the extensions: the answer to the broker's next
-    probe would wait behind it."""
+    to a broker whose WELCOME says "announce": the answer to the broker's next probe would
+    wait behind it."""
     return [b"", WORKER, HEARTBEAT, pack_meta({"sending": size})]
+
+
+def sending_to_worker(identity: bytes, size: int) -> list[bytes]:
+    """The broker's HEARTBEAT that announces a task of ``size`` bytes, sent just before it
+    to a worker whose READY says "announce": the broker's heartbeats wait behind it."""
+    return [identity, b"", WORKER, HEARTBEAT, pack_meta({"sending": size})]
 
 
 def _sending(meta: dict[str, Any], what: str) -> int:

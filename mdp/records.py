@@ -90,6 +90,7 @@ class Worker:
     # (protocol.sent_until): a probe or its answer waits behind them
     busy_until: float = 0.0
     batch: bool = False  # takes TASKS (several tasks in one message)
+    announce: bool = False  # takes a HEARTBEAT announcing a big task
     tasks: dict[bytes, Request] = field(default_factory=dict)  # oldest first
     away: bool = False
     draining: bool = False

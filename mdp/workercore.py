@@ -98,6 +98,9 @@ class Link:
     gathered_bodies: list[bytes] = field(default_factory=list)
     gathered_since: float = 0.0
     heard_at: float = 0.0
+    # when the big tasks the broker announced may have arrived: it is not silent before
+    # then plus the expiry, as its heartbeats wait behind them (protocol.sent_until)
+    busy_until: float = 0.0
     sent_at: float = 0.0
     retry_at: float = 0.0
 
@@ -127,7 +130,7 @@ class WorkerCore:
         self.served = 0
         self._warn = RateLimitedLog(log)
         self._ready = p.ready(self.service, {**self.meta, "prefetch": self.prefetch,
-                                             "batch": True})
+                                             "batch": True, "announce": True})
 
     # --- output ----------------------------------------------------------------------
 
@@ -173,6 +176,8 @@ class WorkerCore:
         if mode is not LinkMode.DIPS:
             link.batch = link.progress = link.announce = False
             link.gathered_keys, link.gathered_bodies = [], []
+        if mode is LinkMode.CLOSED:
+            link.busy_until = 0.0  # what was on its way went with the connection
 
     def _set_phase(self, phase: Phase) -> None:
         """The one place the worker changes phase."""
@@ -280,6 +285,8 @@ class WorkerCore:
                     self._on_task(i, link, task, now)
             case p.BrokerSignal(p.DISCONNECT):
                 self._on_disconnect(i, link, now)
+            case p.BrokerSignal(_, sending) if sending:  # a big task follows
+                link.busy_until = p.sent_until(link.busy_until, sending, now)
             case p.BrokerSignal():
                 link.backoff.reset()
                 if link.mode is LinkMode.DIPS and (
@@ -531,7 +538,7 @@ class WorkerCore:
                 continue
             if mode is LinkMode.DIPS:
                 due = link.sent_at + interval * 1.5
-                silent = link.heard_at + expiry
+                silent = max(link.heard_at, link.busy_until) + expiry
             else:
                 due = link.sent_at + interval
                 silent = link.heard_at + max(expiry, STANDARD_EXPIRY_S)
@@ -556,7 +563,7 @@ class WorkerCore:
             if link.mode is LinkMode.CLOSED:
                 if now >= link.retry_at and self.phase is Phase.SERVING:
                     self.actions.append(Open(i))
-            elif now >= link.heard_at + self._expiry_s(link):
+            elif now >= max(link.heard_at, link.busy_until) + self._expiry_s(link):
                 log.warning("broker %s silent for %.1fs; reconnecting", link.endpoint,
                             self._expiry_s(link))
                 self._close(i, 0)

@@ -623,6 +623,21 @@ def test_a_worker_that_answers_probes_is_never_taken_for_silent() -> None:
             feed(core, W1, p.signal(p.HEARTBEAT), now)
 
 
+def test_a_big_task_is_announced_to_a_worker_that_takes_it_and_sent_alone() -> None:
+    """The broker's heartbeats wait behind the task's bytes: a worker whose READY says
+    "announce" is told their count first (else it would take the broker for silent)."""
+    core = make()
+    feed(core, W1, p.ready(SVC, {"pid": 1, "batch": True, "announce": True}), 0.0)
+    ready(core, W2, 0.0, batch=True)  # an older DIPS worker: no announcement
+    big = msgpack.packb({"image": b"x" * 2_000_000})
+    for rid, worker in ((1, W1), (2, W2)):
+        sent = to(worker, feed_more(core, C1, p.client_submit(SVC, rid, 10_000, [big]), 0.1))
+        sent += to(worker, tick(core, 0.1))
+        announce = [p.BrokerSignal(p.HEARTBEAT, len(big))] if worker == W1 else []
+        assert [m if isinstance(m, p.BrokerSignal) else type(m) for m in sent] == [
+            *announce, p.BrokerTask]
+
+
 def test_a_worker_is_not_silent_while_its_big_task_may_still_be_on_the_way() -> None:
     """A probe goes behind the task's bytes: a worker taking a 5 MB upload over a slow link
     cannot answer before they may have gone (0.5 s at p.SEND_FLOOR_BPS)."""

@@ -154,21 +154,28 @@ def host_broker(cluster: Cluster) -> Proc:
 
 def test_a_worker_taking_a_big_upload_over_a_slow_link_is_not_taken_for_frozen(
         cluster: Cluster, netns: Netns) -> None:
-    """A 20 MB request to a worker behind a 100 Mbit/s link takes about 1.7 s to arrive, and
-    the broker's probes wait behind it: the worker cannot answer them sooner. It is not
-    frozen (the broker's --frozen-after is 0.8 s), and its task must not be taken back."""
+    """A 30 MB request to a worker behind a 100 Mbit/s link takes about 2.6 s to arrive, and
+    the messages of each side wait behind it: the broker's probes (the worker cannot answer
+    them sooner; it is not frozen, the broker's --frozen-after is 0.8 s, and its task must
+    not be taken back) and the broker's heartbeats (the broker is not silent, the worker's
+    expiry is 1.5 s here, and the worker must not drop it: that would cost the request a
+    loss, and two losses make it a poisoned one)."""
     netns.slow("100mbit")
     broker = host_broker(cluster)
     endpoint = broker.endpoint
+    # a worker that takes its broker for silent after 1.5 s: less than the upload takes,
+    # whenever it starts between the broker's heartbeats
     worker = netns.spawn(cluster, "far-worker", ["-m", "mdp.worker", "--broker", endpoint,
-                                                 "--service", "echo"])
+                                                 "--service", "echo",
+                                                 "--heartbeat-interval", "0.5"])
     wait_for(lambda: has_worker(endpoint, worker.pid), 10, "the worker in the namespace")
-    big = b"\x5a" * 20_000_000
+    big = b"\x5a" * 30_000_000
     with MDPClient([endpoint]) as client:
         reply = client.send("echo", {"d": big}, timeout=30)
     assert isinstance(reply, dict) and reply.get("d") == big
     assert netns.overlimits() > 0, "the link was not slow: the test shows nothing"
     assert "silent" not in broker.output(), broker.output()[-2000:]
+    assert "silent" not in worker.output(), worker.output()[-2000:]
     assert broker_counter(endpoint, "requeued") == 0
 
 

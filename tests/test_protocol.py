@@ -284,10 +284,14 @@ def test_malformed_client_progress_is_a_protocol_error(frames: list[bytes]) -> N
         p.parse_client_inbound(frames)
 
 
-def test_a_worker_heartbeat_may_announce_a_reply() -> None:
+def test_a_heartbeat_may_announce_a_reply_or_a_task() -> None:
     assert p.parse_broker_inbound(p.signal(p.HEARTBEAT)) == p.WorkerSignal(p.HEARTBEAT)
     announced = p.parse_broker_inbound(p.sending(3_000_000))
     assert announced == p.WorkerSignal(p.HEARTBEAT, sending=3_000_000)
+    task = p.parse_worker_inbound(p.sending_to_worker(b"w", 3_000_000)[1:])
+    assert task == p.BrokerSignal(p.HEARTBEAT, 3_000_000)
+    with pytest.raises(ProtocolError, match="HEARTBEAT 'sending'"):
+        p.parse_worker_inbound([b"", p.WORKER, p.HEARTBEAT, msgpack.packb({"sending": -1})])
 
 
 @pytest.mark.parametrize("sending", [-1, True, 1.5, "20", 1 << 41, None])

@@ -93,7 +93,7 @@ def test_start_connects_every_link_and_registers_with_prefetch() -> None:
     frames = ready.frames
     assert frames[:4] == [b"", p.WORKER, p.READY, b"echo"]
     meta = p.unpack_meta(frames[4], "READY")
-    assert meta == {"dips": 2, "pid": 7, "prefetch": 1, "batch": True}
+    assert meta == {"dips": 2, "pid": 7, "prefetch": 1, "batch": True, "announce": True}
     assert core.links[0].mode is LinkMode.STANDARD
 
 
@@ -300,6 +300,20 @@ def test_a_silent_broker_is_given_up_and_reconnected_after_backoff() -> None:
     core.handle(Opened(0), 4.1)
     assert [name for _, name, _ in take(core)] == ["READY"]
     assert core.links[0].epoch == 2
+
+
+def test_a_broker_is_not_silent_while_the_big_task_it_announced_may_be_on_the_way() -> None:
+    """The broker's heartbeats wait behind a task's bytes: after it announces 30 MB (3 s at
+    p.SEND_FLOOR_BPS), the expiry runs from when they may have arrived."""
+    core = dips_core(1, heartbeat_interval_s=1.0, heartbeat_liveness=3)
+    core.handle(Received(0, p.sending_to_worker(b"id", 30_000_000)[1:]), 1.0)
+    take(core)
+    due = 1.0 + 30_000_000 / p.SEND_FLOOR_BPS
+    core.handle(Tick(), 5.5)  # 4.5 s since it was heard: still taking the task
+    assert [name for _, name, _ in take(core)] in ([], ["HEARTBEAT"])
+    assert core.links[0].mode is LinkMode.DIPS
+    core.handle(Tick(), due + 3.0)  # nothing came: silent after all
+    assert take(core) == [(0, "CLOSE", 0)]
 
 
 def test_a_standard_broker_may_heartbeat_as_slowly_as_the_reference_brokers() -> None:
