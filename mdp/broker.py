@@ -64,7 +64,7 @@ class Broker:
         # worker's task is taken back sooner, by MDP probes (--frozen-after).
         if config.zmtp_heartbeat_ms:
             self.socket.setsockopt(zmq.HEARTBEAT_IVL, config.zmtp_heartbeat_ms)
-            self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * config.zmtp_heartbeat_ms)
+            self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, config.zmtp_timeout_ms)
         self.auth: RoleAuthenticator | None = None
         self.monitor: zmq.Socket | None = None
         if config.curve_secret and config.client_keys and config.worker_keys:

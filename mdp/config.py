@@ -65,6 +65,17 @@ class BrokerConfig:
     client_keys: str | None = None  # directory of allowed client public keys
     worker_keys: str | None = None  # directory of allowed worker public keys
 
+    @property
+    def zmtp_timeout_ms(self) -> int:
+        """How long a peer's libzmq may stay silent after a ZMTP PING before it is dropped:
+        3 intervals, and never less than the largest message takes at the slowest link a big
+        body is allowed for (p.SEND_FLOOR_BPS), plus one interval: libzmq counts a message
+        as a sign of life only once all of it has come, so a shorter timeout would drop a
+        client or worker in the middle of a big upload or result (32 MiB: 4.4 s)."""
+        ivl = self.zmtp_heartbeat_ms
+        transfer_ms = -(-self.max_message_bytes * 1000 // p.SEND_FLOOR_BPS)
+        return max(3 * ivl, transfer_ms + ivl)
+
     def validate(self) -> None:
         if not self.bind:
             raise ConfigError("the broker needs at least one --bind endpoint")
@@ -223,7 +234,8 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
         "for frozen: its tasks go to other workers (its late reply still counts)")
     add("--zmtp-heartbeat", type=int, default=d.zmtp_heartbeat_ms, metavar="MS",
         help="ZMTP heartbeat interval (0: none); a peer whose libzmq stays silent for 3x "
-        "this is dropped, and a worker dropped so while running a request costs it a loss")
+        "this (and at least as long as --max-message-bytes takes at 10 MB/s, plus this) is "
+        "dropped, and a worker dropped so while running a request costs it a loss")
     curve = parser.add_argument_group("CURVE security (all three or none)")
     curve.add_argument("--curve-secret", metavar="FILE",
                        help="the broker's key pair (NAME.key_secret, mode 0600)")

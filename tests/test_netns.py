@@ -9,6 +9,7 @@ test creates, so nothing leaves the machine.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -228,3 +229,28 @@ def test_a_worker_sending_a_big_reply_over_a_slow_link_is_not_taken_for_frozen(
     assert netns.overlimits(outbound=True) > 0, "the link was not slow: the test shows nothing"
     assert "silent" not in broker.output(), broker.output()[-2000:]
     assert broker_counter(broker.endpoint, "requeued") == 0
+
+
+def test_a_big_upload_over_a_slow_link_is_not_cut_by_zmtp_heartbeats(
+        cluster: Cluster, netns: Netns, caplog: pytest.LogCaptureFixture) -> None:
+    """libzmq takes a message for a sign of life only once all of it has come: a 40 MB
+    request over an 80 Mbit/s link (about 4.2 s) outlasts the 3 s after a ZMTP PING that
+    used to drop the client's connection mid-upload (the request was then sent again, and
+    again). The broker's ZMTP timeout covers its --max-message-bytes at 10 MB/s."""
+    netns.slow("80mbit")
+    endpoint = f"tcp://{NS_ADDR}:{free_port()}"
+    limit = ["--max-message-bytes", "48000000"]
+    netns.spawn(cluster, "far-broker", ["-m", "mdp.broker", "--bind", endpoint, *limit],
+                endpoint)
+    wait_for(lambda: broker_status(endpoint) is not None, 10, "broker in the namespace")
+    worker = netns.spawn(cluster, "far-worker", ["-m", "mdp.worker", "--broker", endpoint,
+                                                 "--service", "echo", *limit])
+    wait_for(lambda: has_worker(endpoint, worker.pid), 10, "the worker in the namespace")
+    big = b"\x5a" * 40_000_000
+    caplog.set_level(logging.INFO, logger="mdp")
+    with MDPClient([endpoint], max_request_bytes=48_000_000) as client:
+        reply = client.send("echo", {"d": big}, timeout=60)
+    assert isinstance(reply, dict) and reply.get("d") == big
+    assert netns.overlimits() > 0, "the link was not slow: the test shows nothing"
+    resent = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert resent == [], resent
