@@ -20,12 +20,10 @@ from zmq.utils import z85
 
 from mdp.clock import RateLimitedLog
 from mdp.errors import ConfigError
-from mdp.keys import fingerprint, load_allowlist
+from mdp.keys import CLIENT_ROLE, WORKER_ROLE, fingerprint, load_allowlist
 
 log = logging.getLogger(__name__)
 
-CLIENT_ROLE = "client"
-WORKER_ROLE = "worker"
 
 
 class RoleAuthenticator(ThreadAuthenticator):

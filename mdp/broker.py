@@ -19,12 +19,11 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from mdp import sockio
-from mdp.auth import HANDSHAKE_FAILURES, RoleAuthenticator, log_handshake_failures
 from mdp.brokercore import BrokerCore
 from mdp.brokerstatus import clean_info as _clean_info  # noqa: F401  (tests/test_service_info)
 from mdp.clock import LOG_FORMAT, poll_timeout_ms
@@ -32,6 +31,9 @@ from mdp.config import BrokerConfig, parse_broker_args
 from mdp.dispatch import Dispatcher
 from mdp.errors import ConfigError
 from mdp.keys import fingerprint, load_secret
+
+if TYPE_CHECKING:
+    from mdp.auth import RoleAuthenticator
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,10 @@ class Broker:
         self._next_monitor_check = 0.0
 
     def _setup_curve(self, secret_file: str, client_keys: str, worker_keys: str) -> None:
+        # only with CURVE: zmq.auth's ZAP thread runs asyncio, which a broker without it
+        # need not load (about 4 MB of every broker process)
+        from mdp.auth import HANDSHAKE_FAILURES, RoleAuthenticator
+
         own = load_secret(secret_file)
         self.auth = RoleAuthenticator(self.context, Path(client_keys), Path(worker_keys))
         self.auth.start()
@@ -220,6 +226,8 @@ class Broker:
         now = time.monotonic()
         if self.monitor is not None and now >= self._next_monitor_check:
             self._next_monitor_check = now + self.config.heartbeat_interval_s
+            from mdp.auth import log_handshake_failures  # (loaded with CURVE)
+
             log_handshake_failures(self.monitor)
 
 

@@ -39,7 +39,6 @@ from typing import Any
 
 from mdp import protocol as p
 from mdp.actions import Event, Lost, Opened, Received, Send, Tick
-from mdp.auth import CLIENT_ROLE, WORKER_ROLE
 from mdp.brokerstatus import broker_status, clean_meta
 from mdp.config import BrokerConfig
 from mdp.dispatch import Dispatcher, Request, Service, Worker
@@ -51,7 +50,7 @@ from mdp.errors import (
     UnknownService,
     WorkerLost,
 )
-from mdp.keys import fingerprint
+from mdp.keys import CLIENT_ROLE, WORKER_ROLE, fingerprint
 from mdp.outbox import Outbox
 from mdp.version import code_version
 

@@ -18,6 +18,9 @@ import zmq.auth
 
 from mdp.errors import ConfigError
 
+# what a CURVE key is allowed to be, by the allow-list it is on (mdp.auth reads the lists)
+CLIENT_ROLE = "client"
+WORKER_ROLE = "worker"
 
 @dataclass(frozen=True)
 class KeyPair:

@@ -8,6 +8,7 @@ worker and client move every message through these two functions instead.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import zmq
@@ -140,3 +141,11 @@ def recv_wait(
         except zmq.ZMQError:
             pass
     return _rest(sock, frame, keep_big), user
+
+
+def monitor_event(frames: list[bytes]) -> int:
+    """The event number of a socket monitor's message (libzmq's: a first frame of a 16-bit
+    event and a 32-bit value, in the machine's byte order, then the endpoint); 0 for
+    anything else. Read here rather than with ``zmq.utils.monitor``, which loads asyncio."""
+    first = frames[0] if frames else b""
+    return int.from_bytes(first[:2], sys.byteorder) if len(first) == 6 else 0

@@ -35,7 +35,6 @@ from functools import partial
 from typing import Any
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from mdp import handlers, sockio
 from mdp import protocol as p
@@ -203,10 +202,10 @@ class Worker:
         dropped = False
         while True:
             try:
-                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+                frames = monitor.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return dropped
-            dropped = dropped or event["event"] == zmq.EVENT_DISCONNECTED
+            dropped = dropped or sockio.monitor_event(frames) == zmq.EVENT_DISCONNECTED
 
     def read_all(self, now: float, links: list[int] | None = None) -> None:
         """Feed the core the message ``_wait`` received, if any, then every message waiting
