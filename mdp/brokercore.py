@@ -471,6 +471,7 @@ class BrokerCore:
 
     def _take_reply(self, worker: Worker, key: bytes, body: list[bytes], now: float) -> None:
         dispatcher = self.dispatcher
+        dispatcher.answered(worker, key)
         error = p.error_code(body) if _is_error(body) else None
         held = worker.tasks.get(key)
         if held is not None and held.done:  # answered meanwhile by a worker that went silent
@@ -506,7 +507,8 @@ class BrokerCore:
             self._back_from_silence(worker, now)
         if command == p.HEARTBEAT:
             if msg.sending:  # a big reply follows: no probe, no silence, until it may be here
-                worker.busy_until = p.sent_until(worker.busy_until, msg.sending, now)
+                size = min(msg.sending, self.config.max_message_bytes)  # (none can be larger)
+                worker.reply_until = p.sent_until(worker.reply_until, size, now)
             return
         if not worker.dips and command != p.DISCONNECT:
             self._warnings(now, "standard worker %s sent a DIPS command %r; ignored",
@@ -523,10 +525,11 @@ class BrokerCore:
                 dispatcher.set_away(worker, True)
         elif command == p.FREE:
             dispatcher.set_away(worker, False)
-        elif command == p.BOUNCE and not dispatcher.bounce(worker, msg.key) \
-                and not dispatcher.gave_up(worker, msg.key):
-            self._warnings(now, "worker %s bounced a task it does not hold",
-                           identity.hex()[:20])
+        elif command == p.BOUNCE:
+            dispatcher.answered(worker, msg.key)
+            if not dispatcher.bounce(worker, msg.key) and not dispatcher.gave_up(worker, msg.key):
+                self._warnings(now, "worker %s bounced a task it does not hold",
+                               identity.hex()[:20])
         self._dispatch(worker.service, now)
 
     def _on_progress(self, identity: bytes, msg: p.WorkerProgress, now: float) -> None:

@@ -128,8 +128,9 @@ class Endpoint:
     """One broker and the state of our connection to it."""
 
     __slots__ = ("index", "address", "state", "calls", "plain", "heard_at", "ping_at",
-                 "busy_until", "hello_sent", "hello_at", "connect_deadline", "down_until",
-                 "known_dips", "instance", "complained_at", "quiet_failures")
+                 "sending_until", "big_rid", "receiving_until", "hello_sent", "hello_at",
+                 "connect_deadline", "down_until", "known_dips", "instance", "complained_at",
+                 "quiet_failures")
 
     def __init__(self, index: int, address: str) -> None:
         self.index = index
@@ -139,10 +140,14 @@ class Endpoint:
         self.plain: Call | None = None  # the one standard (MDPC01) request in flight
         self.heard_at = 0.0
         self.ping_at: float | None = None
-        # a ping queues behind the big bodies sent before it, and its PONG behind the big
-        # replies the broker announced: none goes before this time, when they may have gone
-        # (p.sent_until; else a busy link looks like a dead broker)
-        self.busy_until = 0.0
+        # a ping queues behind the big requests sent before it, and its PONG behind the big
+        # reply the broker announced: none goes before they may have gone (p.sent_until;
+        # else a busy link looks like a dead broker). The requests' time ends early when
+        # the reply to the last big one (big_rid) comes: the broker has them all; the
+        # reply's, when it comes (it follows its announcement).
+        self.sending_until = 0.0
+        self.big_rid: int | None = None
+        self.receiving_until = 0.0
         self.hello_sent = False
         self.hello_at = 0.0
         self.connect_deadline = 0.0
@@ -151,6 +156,15 @@ class Endpoint:
         self.instance: str | None = None
         self.complained_at = -math.inf  # the last WARNING about its connection
         self.quiet_failures = 0  # failures since then, logged at DEBUG only
+
+    def ping_due(self, interval: float) -> float:
+        """When a ping may go: ``interval`` after it was last heard from, and not before
+        what is on its way either way may have arrived."""
+        due = self.heard_at + interval
+        for until in (self.sending_until, self.receiving_until):
+            if until > due:
+                due = until
+        return due
 
 
 def home_order(key: bytes, addresses: Sequence[str]) -> list[int]:
@@ -285,8 +299,12 @@ class ClientCore:
             return
         match message:
             case p.Reply(_, body, rid):
+                if ep.receiving_until or ep.big_rid is not None:
+                    _arrived(ep, (rid,))
                 self._on_reply(ep, rid, body, now)
             case p.Replies(_, rids, bodies):
+                if ep.receiving_until or ep.big_rid is not None:
+                    _arrived(ep, rids)
                 on_reply = self._on_reply
                 for rid, one in zip(rids, bodies, strict=True):
                     on_reply(ep, rid, [one], now)
@@ -345,7 +363,7 @@ class ClientCore:
         call.sends = 1
         if not ep.calls:
             ep.heard_at = started
-        _queue_bytes(ep, body, started)
+        _queue_bytes(ep, body, started, rid)
         ep.calls[rid] = call
         call.at.append(ep)
         call.sent_at = started
@@ -385,7 +403,7 @@ class ClientCore:
             state = ep.state
             if state is State.DIPS:
                 if ep.calls:
-                    at = (max(ep.heard_at + self.ping_interval, ep.busy_until)
+                    at = (ep.ping_due(self.ping_interval)
                           if ep.ping_at is None else ep.ping_at + self.broker_timeout)
                     deadline = min(deadline, at)
             elif state is State.CONNECTING:
@@ -445,7 +463,8 @@ class ClientCore:
         if ep.state is not State.DIPS:
             return
         if pong.sending:  # a big reply follows: no ping until it may have arrived
-            ep.busy_until = p.sent_until(ep.busy_until, pong.sending, now)
+            size = min(pong.sending, self.options.max_reply_bytes)  # (none can be larger)
+            ep.receiving_until = p.sent_until(ep.receiving_until, size, now)
         if pong.instance and ep.instance and pong.instance != ep.instance:
             log.info("broker %s restarted; sending its %d requests again",
                      ep.address, len(ep.calls))
@@ -478,7 +497,7 @@ class ClientCore:
             if not ep.calls:
                 return
             if ep.ping_at is None:
-                if now >= max(ep.heard_at + self.ping_interval, ep.busy_until):
+                if now >= ep.ping_due(self.ping_interval):
                     self._act(Send(ep.index, p.client_ping(list(ep.calls))))
                     ep.ping_at = now
             elif now >= ep.ping_at + self.broker_timeout:
@@ -640,7 +659,7 @@ class ClientCore:
             ep.plain = call
         if not ep.calls:
             ep.heard_at = now  # the quiet time before a ping runs from here
-        _queue_bytes(ep, call.body, now)
+        _queue_bytes(ep, call.body, now, call.rid)
         ep.calls[call.rid] = call
         call.at.append(ep)
         call.sent_at = now
@@ -748,7 +767,9 @@ class ClientCore:
             case State.DOWN:
                 ep.down_until = at
                 ep.ping_at = None
-                ep.busy_until = 0.0  # what was queued on that connection is gone with it
+                # what was on its way on that connection went with it
+                ep.sending_until = ep.receiving_until = 0.0
+                ep.big_rid = None
                 ep.hello_sent = False
                 ep.instance = None
             case State.CONNECTING:
@@ -762,17 +783,17 @@ class ClientCore:
                 pass
 
     def _timeout(self, call: Call, spent: bool = False) -> Timeout:
-        """The call's Timeout: its deadline passed, or (``spent``) its brokers failed
-        while it was out more times than ``retries`` allows, before the deadline."""
+        """The call's Timeout: its deadline passed, or (``spent``) it was sent as many times
+        as ``retries`` allows and each time its broker failed or lost it."""
         service = call.service.decode("ascii", "replace")
         brokers = ", ".join(self.brokers)
         if call.sends == 0:
             return Timeout(f"no broker could be reached within {call.timeout:g}s for "
                            f"{service!r}; brokers tried: {brokers}", self.brokers)
         if spent:
-            return Timeout(f"no reply for {service!r}: its broker failed each of the "
-                           f"{call.sends} times it was sent (retries={self.retries}); "
-                           f"brokers tried: {brokers}", self.brokers)
+            return Timeout(f"no reply for {service!r}: it was sent {call.sends} time(s) "
+                           f"(retries={self.retries}), and each time its broker failed or "
+                           f"lost it; brokers tried: {brokers}", self.brokers)
         return Timeout(f"no reply for {service!r} within {call.timeout:g}s after "
                        f"{call.sends} send(s); brokers tried: {brokers}", self.brokers)
 
@@ -805,11 +826,21 @@ def encode_request(request: dict[str, Any], max_bytes: int) -> bytes:
     return body
 
 
-def _queue_bytes(ep: Endpoint, body: list[bytes], at: float) -> None:
-    """A body sent to ``ep`` at ``at``: a big one (the last frame) holds back the next ping,
-    which would wait behind its bytes (:func:`mdp.protocol.sent_until`)."""
-    if body:
-        ep.busy_until = p.sent_until(ep.busy_until, len(body[-1]), at)
+def _queue_bytes(ep: Endpoint, body: list[bytes], at: float, rid: int) -> None:
+    """Request ``rid`` sent to ``ep`` at ``at``: a big body (the last frame) holds back the
+    next ping, which would wait behind its bytes (:func:`mdp.protocol.sent_until`)."""
+    if body and len(body[-1]) >= p.BIG_BODY:
+        ep.sending_until = p.sent_until(ep.sending_until, len(body[-1]), at)
+        ep.big_rid = rid
+
+
+def _arrived(ep: Endpoint, rids: Sequence[int | None]) -> None:
+    """A RESULT came from ``ep``: the reply it announced has arrived (it comes next after
+    its announcement), and, if it answers the last big request, so has every request."""
+    ep.receiving_until = 0.0
+    if ep.big_rid is not None and ep.big_rid in rids:
+        ep.sending_until = 0.0
+        ep.big_rid = None
 
 
 def check_frame(frame: bytes, max_bytes: int) -> bytes:

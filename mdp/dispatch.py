@@ -258,6 +258,15 @@ class Dispatcher:
 
     # --- tasks -----------------------------------------------------------------------
 
+    @staticmethod
+    def answered(worker: Worker, key: bytes) -> None:
+        """A REPLY or BOUNCE of task ``key`` came from the worker: the reply it announced
+        (which comes next after the announcement) has arrived, and so has every task sent
+        to it up to ``key`` (keys grow, and a connection keeps its order)."""
+        worker.reply_until = 0.0
+        if worker.tasks_until and key >= worker.big_key:
+            worker.tasks_until = 0.0
+
     def complete(self, worker: Worker, key: bytes, now: float,
                  error: str | None = None) -> Request | None:
         """The worker replied to task ``key``; the request, or None if it holds no such."""
@@ -458,7 +467,8 @@ class Dispatcher:
         request.dispatched_at = now
         worker.tasks[key] = request
         if (body := request.body) and len(body[-1]) >= BIG_BODY:
-            worker.busy_until = sent_until(worker.busy_until, len(body[-1]), now)
+            worker.tasks_until = sent_until(worker.tasks_until, len(body[-1]), now)
+            worker.big_key = key
         if worker.prefetch and 1 <= service.hold_depth(worker):
             service.open[worker.identity] = worker
         return worker
@@ -549,7 +559,8 @@ class Dispatcher:
             request.dispatched_at = now
             worker.tasks[key] = request
             if (body := request.body) and len(body[-1]) >= BIG_BODY:
-                worker.busy_until = sent_until(worker.busy_until, len(body[-1]), now)
+                worker.tasks_until = sent_until(worker.tasks_until, len(body[-1]), now)
+                worker.big_key = key
             if hold:
                 service.unrecalled[request] = worker
             prefetch = worker.prefetch  # (service.hold_depth, inline: once per task)
@@ -639,9 +650,8 @@ class Dispatcher:
             # a probe waits behind the task bytes sent before it, and its answer behind the
             # big reply the worker announced: a worker is quiet only once they may have
             # arrived (a big upload or result on a slow link is not a freeze)
-            given_at = next(iter(worker.tasks.values())).dispatched_at
-            if worker.busy_until > given_at:
-                given_at = worker.busy_until
+            given_at = max(next(iter(worker.tasks.values())).dispatched_at,
+                           worker.tasks_until, worker.reply_until)
             if given_at > now - quiet_s:
                 continue  # given a task just now
             if worker.expires_at <= silent_if and worker.dips and not worker.silent \

@@ -6,7 +6,9 @@ a client that takes batched RESULTs, may be *gathered* while the shell reads mes
 arrived together; they go out as one message per worker (per client and service) when the
 shell's pass is over (:meth:`Outbox.flush`), and before anything else sent to the same
 peer meanwhile: a PONG never overtakes a reply it no longer lists, a RECALL never overtakes
-the task it asks back. No sockets, no clock.
+the task it asks back. A batch goes as soon as it holds BIG_BODY bytes, and a big body is
+never gathered: no unannounced message is big enough to hold back a peer's heartbeat for
+long (a big one is announced just before it, see docs/PROTOCOL.md). No sockets, no clock.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ class Outbox:
         self._tasks: dict[bytes, tuple[Worker, list[tuple[Request, bool]]]] = {}
         # replies for clients that take batched RESULTs: client -> service -> (ids, bodies)
         self._results: dict[bytes, dict[bytes, tuple[list[int], list[bytes]]]] = {}
+        self._bytes: dict[bytes, int] = {}  # bytes gathered for each peer
 
     @property
     def gathered(self) -> bool:
-        return bool(self._tasks or self._results)
+        return bool(self._bytes)
 
     def take(self) -> list[Send]:
         """The actions decided since the last call, in order."""
@@ -49,27 +52,42 @@ class Outbox:
     def send(self, frames: list[bytes], now: float) -> None:
         """Send to a peer, after whatever was gathered for it."""
         peer = frames[0]
-        if self._tasks and peer in self._tasks:
+        if self._bytes and peer in self._bytes:
+            self._emit_gathered(peer, now)
+        self.actions.append(Send(0, frames))
+
+    def _emit_gathered(self, peer: bytes, now: float) -> None:
+        del self._bytes[peer]
+        if peer in self._tasks:
             worker, tasks = self._tasks.pop(peer)
             self._emit_tasks(worker, tasks, now)
-        if self._results and peer in self._results:
+        if peer in self._results:
             self._emit_results(peer, self._results.pop(peer))
-        self.actions.append(Send(0, frames))
+
+    def _gathered(self, peer: bytes, size: int, now: float) -> None:
+        """``size`` more bytes gathered for ``peer``: its batch goes once it is big."""
+        total = self._bytes.get(peer, 0) + size
+        self._bytes[peer] = total
+        if total >= p.BIG_BODY:
+            self._emit_gathered(peer, now)
 
     def task(self, worker: Worker, request: Request, hold: bool, now: float,
              gather: bool) -> None:
         """A task for ``worker``; gathered into a TASKS where it takes them (and ``gather``:
         other messages are being read with the one that caused it)."""
         body = request.body
-        if body and worker.announce and len(body[-1]) >= p.BIG_BODY:
-            # announced, and sent alone: the broker's heartbeats to it wait behind it
-            self.send(p.sending_to_worker(worker.identity, len(body[-1])), now)
+        size = len(body[-1]) if body else 0
+        if size >= p.BIG_BODY:
+            if worker.announce:  # sent alone, announced: the heartbeats to it wait behind it
+                self.send(p.sending_to_worker(worker.identity, size), now)
         elif gather and worker.batch and len(body) == 1:
-            pending = self._tasks.get(worker.identity)
+            identity = worker.identity
+            pending = self._tasks.get(identity)
             if pending is None:
-                self._tasks[worker.identity] = (worker, [(request, hold)])
+                self._tasks[identity] = (worker, [(request, hold)])
             else:
                 pending[1].append((request, hold))
+            self._gathered(identity, size, now)
             return
         request.sent_mark = self.taken
         worker.tasked_at = now
@@ -80,32 +98,28 @@ class Outbox:
                now: float, gather: bool) -> None:
         """A reply for a client; gathered into a batched RESULT where ``gather`` (the
         client takes them, and other messages are being read with this one)."""
-        if gather and rid is not None and len(body) == 1:
+        if gather and rid is not None and len(body) == 1 and len(body[0]) < p.BIG_BODY:
             results = self._results.get(client)
             if results is None:
                 self._results[client] = {service: ([rid], list(body))}
-                return
-            pending = results.get(service)
-            if pending is None:
+            elif (pending := results.get(service)) is None:
                 results[service] = ([rid], list(body))
             else:
                 pending[0].append(rid)
                 pending[1].append(body[0])
+            self._gathered(client, len(body[0]), now)
             return
         self.send(p.to_client(client, service, body, rid), now)
 
     def forget_worker(self, identity: bytes) -> None:
         """The worker has gone: its gathered tasks are not sent (they are queued again)."""
-        self._tasks.pop(identity, None)
+        if self._tasks.pop(identity, None) is not None:
+            self._bytes.pop(identity, None)
 
     def flush(self, now: float) -> None:
         """Send everything gathered."""
-        while self._tasks:
-            _, (worker, tasks) = self._tasks.popitem()
-            self._emit_tasks(worker, tasks, now)
-        while self._results:
-            client, results = self._results.popitem()
-            self._emit_results(client, results)
+        while self._bytes:
+            self._emit_gathered(next(iter(self._bytes)), now)
 
     def _emit_tasks(self, worker: Worker, tasks: list[tuple[Request, bool]],
                     now: float) -> None:

@@ -86,9 +86,13 @@ class Worker:
     prefetch: int = 0  # tasks it may hold beyond the one it runs
     last_done_at: float = 0.0  # when it last answered one of our tasks
     tasked_at: float = 0.0  # when we last sent it a task
-    # when the big tasks sent to it, and the big replies it announced, may have gone
-    # (protocol.sent_until): a probe or its answer waits behind them
-    busy_until: float = 0.0
+    # a probe waits behind the big tasks sent to it, and its answer behind the big reply it
+    # announced: neither is due before they may have arrived (protocol.sent_until). The
+    # tasks' time ends early when it answers (or bounces) the last big one, ``big_key``, or
+    # any later one: it has them all; the reply's, when the reply (next after it) comes.
+    tasks_until: float = 0.0
+    big_key: bytes = b""
+    reply_until: float = 0.0
     batch: bool = False  # takes TASKS (several tasks in one message)
     announce: bool = False  # takes a HEARTBEAT announcing a big task
     tasks: dict[bytes, Request] = field(default_factory=dict)  # oldest first

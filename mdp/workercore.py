@@ -38,6 +38,12 @@ STANDARD_EXPIRY_S = 7.5  # 7/MDP's reference heartbeat (2.5 s) x liveness (3)
 _NO_META = b"\x80"  # an empty msgpack map: a TASK without a deadline
 
 
+def ready_meta(meta: dict[str, Any], prefetch: int) -> dict[str, Any]:
+    """A DIPS worker's READY meta: who it is (``meta``), how many tasks it may hold beyond
+    the one it runs, and the extensions it takes (TASKS, announced big tasks)."""
+    return {**meta, "prefetch": prefetch, "batch": True, "announce": True}
+
+
 class LinkMode(enum.Enum):
     CLOSED = "closed"  # no socket; reconnect at retry_at
     STANDARD = "standard"  # READY sent, no WELCOME (yet): plain 7/MDP
@@ -98,9 +104,11 @@ class Link:
     gathered_bodies: list[bytes] = field(default_factory=list)
     gathered_since: float = 0.0
     heard_at: float = 0.0
-    # when the big tasks the broker announced may have arrived: it is not silent before
-    # then plus the expiry, as its heartbeats wait behind them (protocol.sent_until)
-    busy_until: float = 0.0
+    # when the big task the broker announced may have arrived (protocol.sent_until): the
+    # broker is not silent before then plus the expiry, as its heartbeats wait behind it;
+    # 0 once the task has come (it follows its announcement)
+    task_until: float = 0.0
+    gathered_bytes: int = 0
     sent_at: float = 0.0
     retry_at: float = 0.0
 
@@ -129,8 +137,7 @@ class WorkerCore:
         # except that a task sent as to an idle worker goes before those held (_on_task)
         self.served = 0
         self._warn = RateLimitedLog(log)
-        self._ready = p.ready(self.service, {**self.meta, "prefetch": self.prefetch,
-                                             "batch": True, "announce": True})
+        self._ready = p.ready(self.service, ready_meta(self.meta, self.prefetch))
 
     # --- output ----------------------------------------------------------------------
 
@@ -148,7 +155,7 @@ class WorkerCore:
 
     def _send_gathered(self, link: Link, i: int, now: float) -> None:
         keys, bodies = link.gathered_keys, link.gathered_bodies
-        link.gathered_keys, link.gathered_bodies = [], []
+        link.gathered_keys, link.gathered_bodies, link.gathered_bytes = [], [], 0
         frames = (p.reply(keys[0], bodies) if len(keys) == 1 else p.replies(keys, bodies))
         self.actions.append(Send(i, frames))
         link.sent_at = now
@@ -175,9 +182,9 @@ class WorkerCore:
         link.told_busy = False
         if mode is not LinkMode.DIPS:
             link.batch = link.progress = link.announce = False
-            link.gathered_keys, link.gathered_bodies = [], []
+            link.gathered_keys, link.gathered_bodies, link.gathered_bytes = [], [], 0
         if mode is LinkMode.CLOSED:
-            link.busy_until = 0.0  # what was on its way went with the connection
+            link.task_until = 0.0  # what was on its way went with the connection
 
     def _set_phase(self, phase: Phase) -> None:
         """The one place the worker changes phase."""
@@ -202,9 +209,9 @@ class WorkerCore:
         if link.mode is LinkMode.CLOSED or link.epoch != task.epoch:
             log.warning("broker %s went away; dropping a reply", link.endpoint)
             return
-        if link.announce and len(body) >= p.BIG_BODY:
-            # announced: the answer to a probe the broker sends meanwhile comes behind it
-            self._send(task.link, p.sending(len(body)), now)
+        if len(body) >= p.BIG_BODY:  # never gathered; announced where the broker takes it:
+            if link.announce:  # the answer to a probe it sends meanwhile comes behind it
+                self._send(task.link, p.sending(len(body)), now)
         elif link.batch and task.dips and (self.waiting or link.gathered_keys) \
                 and now - task.started_at < self.timing.reply_gather_s:
             # with a backlog, a short task's reply is gathered: sent in one REPLIES when the
@@ -217,7 +224,9 @@ class WorkerCore:
                 link.gathered_since = now
             link.gathered_keys.append(task.key)
             link.gathered_bodies.append(body)
+            link.gathered_bytes += len(body)
             if (not self.waiting or len(link.gathered_keys) >= p.MAX_BATCH
+                    or link.gathered_bytes >= p.BIG_BODY  # (else it should be announced)
                     or now - link.gathered_since >= self.timing.reply_gather_s):
                 self._send_gathered(link, task.link, now)
             return
@@ -274,9 +283,11 @@ class WorkerCore:
         match message:
             case p.BrokerTask():
                 link.backoff.reset()
+                link.task_until = 0.0  # the task announced (if any) is this one: it came
                 self._on_task(i, link, message, now)
             case p.BrokerTasks(tasks):
                 link.backoff.reset()
+                link.task_until = 0.0
                 if link.mode is not LinkMode.DIPS:
                     self._warn.warning("dropped TASKS from %s before its WELCOME",
                                        link.endpoint)
@@ -286,7 +297,7 @@ class WorkerCore:
             case p.BrokerSignal(p.DISCONNECT):
                 self._on_disconnect(i, link, now)
             case p.BrokerSignal(_, sending) if sending:  # a big task follows
-                link.busy_until = p.sent_until(link.busy_until, sending, now)
+                link.task_until = p.sent_until(link.task_until, sending, now)
             case p.BrokerSignal():
                 link.backoff.reset()
                 if link.mode is LinkMode.DIPS and (
@@ -538,7 +549,7 @@ class WorkerCore:
                 continue
             if mode is LinkMode.DIPS:
                 due = link.sent_at + interval * 1.5
-                silent = max(link.heard_at, link.busy_until) + expiry
+                silent = max(link.heard_at, link.task_until) + expiry
             else:
                 due = link.sent_at + interval
                 silent = link.heard_at + max(expiry, STANDARD_EXPIRY_S)
@@ -563,7 +574,7 @@ class WorkerCore:
             if link.mode is LinkMode.CLOSED:
                 if now >= link.retry_at and self.phase is Phase.SERVING:
                     self.actions.append(Open(i))
-            elif now >= max(link.heard_at, link.busy_until) + self._expiry_s(link):
+            elif now >= max(link.heard_at, link.task_until) + self._expiry_s(link):
                 log.warning("broker %s silent for %.1fs; reconnecting", link.endpoint,
                             self._expiry_s(link))
                 self._close(i, 0)

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mdp import protocol as p
-from mdp.workercore import LinkMode, Task, Timing, WorkerCore
+from mdp.workercore import LinkMode, Task, Timing, WorkerCore, ready_meta
 
 NO_TIME_LIMIT_S = 10.0 * 365 * 24 * 3600  # the door enforces job limits itself
 
@@ -42,8 +42,8 @@ class ProxyCore(WorkerCore):
         self.link_functions = [f for f in self.functions for _ in brokers]
         super().__init__([b for _ in self.functions for b in brokers], b"", meta, timing,
                          0, prefetch)
-        ready_meta = {**meta, "prefetch": prefetch, "batch": True}
-        self._readies = [p.ready(f.encode(), ready_meta) for f in self.link_functions]
+        ready = ready_meta(meta, prefetch)
+        self._readies = [p.ready(f.encode(), ready) for f in self.link_functions]
 
     def connected(self, i: int, now: float) -> None:
         self._ready = self._readies[i]  # the READY this link sends: its own function

@@ -133,6 +133,7 @@ def test_dips_workers_are_welcomed_with_batches_and_progress() -> None:
     [(_, welcome)] = feed(core, W1, p.ready(SVC, {"pid": 1}), 0.0)
     assert isinstance(welcome, p.BrokerWelcome)
     assert welcome.meta["batch"] is True and welcome.meta["progress"] is True
+    assert welcome.meta["announce"] is True
     assert welcome.meta["instance"] == "one"
     assert feed(core, W2, p.ready(SVC, None), 0.0) == []  # a standard worker: no answer
 
@@ -636,6 +637,87 @@ def test_a_big_task_is_announced_to_a_worker_that_takes_it_and_sent_alone() -> N
         announce = [p.BrokerSignal(p.HEARTBEAT, len(big))] if worker == W1 else []
         assert [m if isinstance(m, p.BrokerSignal) else type(m) for m in sent] == [
             *announce, p.BrokerTask]
+
+
+def test_big_tasks_answered_end_their_hold_so_a_frozen_worker_is_still_found_at_once() -> None:
+    """The hold for big tasks ends when the worker answers the last of them: sixty 5 MB
+    tasks answered in 40 ms each leave nothing that would shield a later freeze."""
+    core = make()
+    ready(core, W1)
+    big = msgpack.packb({"image": b"x" * 5_000_000})
+    now = 0.0
+    for rid in range(1, 61):
+        task = running_at(core, W1, rid, now, body=big)
+        now += 0.04
+        feed(core, W1, p.reply(task.key, [b"ok"]), now)
+    running_at(core, W1, 99, now)  # a small one; then it freezes
+    ready(core, W2, now)
+    sent = tick(core, now + 0.85)
+    assert core.dispatcher.workers[W1].silent and len(tasks_in(to(W2, sent))) == 1
+
+
+def test_an_announced_reply_ends_its_hold_when_it_comes() -> None:
+    core = make()
+    ready(core, W1)
+    for rid in range(1, 31):  # thirty announced 20 MB replies, each there at once
+        task = running_at(core, W1, rid, rid * 0.01)
+        feed(core, W1, p.sending(20_000_000), rid * 0.01)
+        feed(core, W1, p.reply(task.key, [b"x"]), rid * 0.01 + 0.002)
+    running_at(core, W1, 99, 0.4)
+    ready(core, W2, 0.4)
+    sent = tick(core, 0.4 + 0.85)
+    assert core.dispatcher.workers[W1].silent and len(tasks_in(to(W2, sent))) == 1
+
+
+def test_an_announced_reply_is_held_for_at_most_the_largest_message() -> None:
+    core = make(max_message_bytes=2_000_000)
+    ready(core, W1)
+    running_at(core, W1, 1, 0.0)
+    ready(core, W2, 0.0)
+    feed(core, W1, p.sending(p.MAX_ANNOUNCED), 0.1)  # nothing that big can come
+    sent = tick(core, 0.1 + 0.2 + 0.85)  # 2 MB at the floor, then silent as any other
+    assert core.dispatcher.workers[W1].silent and len(tasks_in(to(W2, sent))) == 1
+
+
+def test_a_queued_big_task_given_when_its_worker_frees_holds_the_probes_too() -> None:
+    core = make()
+    ready(core, W1)
+    first = running_at(core, W1, 1, 0.0)
+    big = msgpack.packb({"image": b"x" * 5_000_000})
+    assert submit(core, C1, 2, 0.0, body=big) == []  # waits: no idle worker
+    [(peer, _)] = feed(core, W1, p.reply(first.key, [b"ok"]), 0.1)[1:]  # given to W1 now
+    assert peer == W1
+    tick(core, 0.95)  # past --frozen-after, not past its bytes at the floor
+    assert not core.dispatcher.workers[W1].silent
+    tick(core, 0.1 + len(big) / p.SEND_FLOOR_BPS + 0.85)
+    assert core.dispatcher.workers[W1].silent
+
+
+def test_batches_go_once_they_hold_a_mebibyte_and_big_bodies_alone() -> None:
+    """No unannounced message is big: gathered TASKS and RESULTs go out as soon as they
+    hold BIG_BODY bytes, and a big body is never gathered."""
+    core = make()
+    for worker in (W1, W2, W3, b"\x00w4"):
+        ready(core, worker, batch=True, prefetch=8)
+    feed(core, C1, p.client_hello(batch=True), 0.0)
+    bodies = [b"t" * 700_000] * 8
+    sent = feed(core, C1, p.client_submit_batch(SVC, list(range(1, 9)), 10_000, bodies), 0.0)
+    sent += tick(core, 0.0)
+    assert all(sum(len(t.body[0]) for t in tasks_in([m])) < 2 * p.BIG_BODY for _, m in sent)
+    keys = {t.key: peer for peer, m in sent for t in tasks_in([m])}
+    out_: list[tuple[bytes, Any]] = []
+    for n, (key, peer) in enumerate(keys.items()):
+        reply = b"r" * (2_000_000 if n == 0 else 400_000)
+        out_ += feed_more(core, peer, p.reply(key, [reply]), 0.1)
+    out_ += tick(core, 0.1)
+    results = [m for peer, m in out_ if peer == C1 and isinstance(m, p.Reply | p.Replies)]
+    rids = [rid for m in results for rid in (m.rids if isinstance(m, p.Replies) else [m.rid])]
+    sizes = [sum(map(len, m.bodies)) if isinstance(m, p.Replies) else len(m.body[0])
+             for m in results]
+    assert sorted(rids) == list(range(1, 9)) and len(results) >= 3  # (not one of 4.8 MB)
+    assert sorted(sizes)[-1] == 2_000_000 and sorted(sizes)[-2] < 2 * p.BIG_BODY
+    assert [m for peer, m in out_ if isinstance(m, p.Pong)] == [
+        p.Pong([], core.instance, 2_000_000)]  # the big one, announced
 
 
 def test_a_worker_is_not_silent_while_its_big_task_may_still_be_on_the_way() -> None:

@@ -187,6 +187,53 @@ def test_a_big_reply_announced_holds_the_ping_whose_pong_would_queue_behind_it()
     assert core.endpoints[0].state is State.DOWN and call.sends == 2
 
 
+def test_an_announced_reply_that_came_ends_the_hold_at_once() -> None:
+    """Thirty announced 20 MB replies over a fast link: each hold ends when its reply
+    comes, so a broker that hangs after them is pinged and failed over as ever."""
+    core = make(2, start=0)
+    calls = [submit(core, 0.0, n, timeout=60.0) for n in range(31)]
+    core.take_actions()
+    up(core, 0, 0.0)
+    up(core, 1, 0.0)
+    sent(core)
+    now = 0.0
+    for call in calls[:30]:
+        now += 0.02
+        core.handle(Received(0, p.pong(b"", [], "one", 20_000_000)[1:]), now)
+        core.handle(Received(0, result(call.rid, {"v": 0})), now + 0.01)
+    now += 0.01
+    assert core.next_deadline() == pytest.approx(now + 0.25)  # the ping is due as ever
+    core.handle(Tick(), now + 0.25)
+    [(_, ping)] = sent(core)
+    assert isinstance(ping, p.ClientPing)
+    core.handle(Tick(), now + 0.8)  # no PONG: failed over
+    assert core.endpoints[0].state is State.DOWN and calls[30].sends == 2
+
+
+def test_the_reply_to_the_last_big_request_ends_the_upload_hold() -> None:
+    core = make(2, start=0)
+    big = core.submit(SVC, [p.pack({"image": bytes(20_000_000)})], 0.0, timeout=60.0)
+    small = submit(core, 0.0, 1, timeout=60.0)
+    core.take_actions()
+    up(core, 0, 0.0)
+    up(core, 1, 0.0)
+    sent(core)
+    core.handle(Received(0, result(big.rid, {"v": 0})), 0.05)  # a fast link: all there
+    assert core.next_deadline() == pytest.approx(0.05 + 0.25)
+    assert not small.done
+
+
+def test_an_announcement_is_held_for_at_most_the_largest_reply() -> None:
+    core = make(max_reply_bytes=5_000_000)
+    call = submit(core, 0.0, timeout=60.0)
+    core.take_actions()
+    up(core, 0, 0.0)
+    sent(core)
+    core.handle(Received(0, p.pong(b"", [], "one", p.MAX_ANNOUNCED)[1:]), 0.1)
+    assert core.next_deadline() == pytest.approx(0.1 + 5_000_000 / p.SEND_FLOOR_BPS)
+    assert not call.done
+
+
 def test_a_long_request_on_a_live_broker_is_never_resent() -> None:
     core = make()
     call = submit(core, 0.0, timeout=60)
@@ -293,7 +340,7 @@ def test_retries_budget() -> None:
     core.take_actions()
     core.handle(Lost(0), 0.1)
     assert isinstance(call.outcome, Timeout)
-    assert "failed each of the 1 times it was sent (retries=0)" in str(call.outcome)
+    assert "sent 1 time(s) (retries=0), and each time its broker failed" in str(call.outcome)
 
 
 def test_window_limits_calls_in_flight() -> None:

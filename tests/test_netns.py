@@ -233,22 +233,24 @@ def test_a_worker_sending_a_big_reply_over_a_slow_link_is_not_taken_for_frozen(
 
 def test_a_big_upload_over_a_slow_link_is_not_cut_by_zmtp_heartbeats(
         cluster: Cluster, netns: Netns, caplog: pytest.LogCaptureFixture) -> None:
-    """libzmq takes a message for a sign of life only once all of it has come: a 40 MB
-    request over an 80 Mbit/s link (about 4.2 s) outlasts the 3 s after a ZMTP PING that
-    used to drop the client's connection mid-upload (the request was then sent again, and
-    again). The broker's ZMTP timeout covers its --max-message-bytes at 10 MB/s."""
-    netns.slow("80mbit")
+    """libzmq takes a message for a sign of life only once all of it has come: a 55 MB
+    request over a 100 Mbit/s link (about 4.6 s) outlasts the at most 4 s between a ZMTP
+    PING and the 3 s timeout after it that used to drop the client's connection mid-upload
+    (the request was then sent again, and again). The broker's ZMTP timeout covers its
+    --max-message-bytes at 10 MB/s; the link is faster than that, so the client's own
+    ping (held for 5.5 s) goes after the upload."""
+    netns.slow("100mbit")
     endpoint = f"tcp://{NS_ADDR}:{free_port()}"
-    limit = ["--max-message-bytes", "48000000"]
+    limit = ["--max-message-bytes", "60000000"]
     netns.spawn(cluster, "far-broker", ["-m", "mdp.broker", "--bind", endpoint, *limit],
                 endpoint)
     wait_for(lambda: broker_status(endpoint) is not None, 10, "broker in the namespace")
     worker = netns.spawn(cluster, "far-worker", ["-m", "mdp.worker", "--broker", endpoint,
                                                  "--service", "echo", *limit])
     wait_for(lambda: has_worker(endpoint, worker.pid), 10, "the worker in the namespace")
-    big = b"\x5a" * 40_000_000
+    big = b"\x5a" * 55_000_000
     caplog.set_level(logging.INFO, logger="mdp")
-    with MDPClient([endpoint], max_request_bytes=48_000_000) as client:
+    with MDPClient([endpoint], max_request_bytes=60_000_000) as client:
         reply = client.send("echo", {"d": big}, timeout=60)
     assert isinstance(reply, dict) and reply.get("d") == big
     assert netns.overlimits() > 0, "the link was not slow: the test shows nothing"

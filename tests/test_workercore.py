@@ -494,6 +494,30 @@ def test_tasks_are_run_in_order_and_answered_in_one_replies_when_idle() -> None:
     assert core.served == 3
 
 
+def test_gathered_replies_go_once_they_hold_a_mebibyte_and_a_big_one_alone() -> None:
+    """A REPLIES is never big enough to hold back the answer to a probe for long (a big
+    reply is announced, and goes alone)."""
+    core = batch_core()
+    keys = [b"k%d" % n for n in range(6)]
+    tasks(core, 0, keys)
+    now, sizes = 0.0, [400_000, 400_000, 400_000, 400_000, 2_000_000, 10]
+    for size in sizes:
+        t = core.begin(now)
+        assert t is not None
+        now += 0.0001
+        core.task_done(p.raw_result_body(b"x" * size), now)
+    assert replies_sent(core) == [(0, keys[:3]), (0, [keys[3]]), (0, [keys[4]]), (0, [keys[5]])]
+
+
+def test_a_broker_s_announced_task_ends_its_hold_when_it_comes() -> None:
+    core = dips_core(1, heartbeat_interval_s=1.0, heartbeat_liveness=3)
+    core.handle(Received(0, p.sending_to_worker(b"id", 30_000_000)[1:]), 1.0)
+    task(core, 0, b"k1", 1.02)  # it came at once: a fast link
+    assert core.links[0].task_until == 0.0
+    core.handle(Tick(), 4.1)  # silent for 3 s since it came: given up as ever
+    assert (0, "CLOSE", 0) in take(core)
+
+
 def test_gathered_replies_go_out_after_reply_gather_s_while_tasks_keep_coming() -> None:
     core = batch_core(reply_gather_s=0.002)
     tasks(core, 0, [b"k1", b"k2", b"k3", b"k4"])
