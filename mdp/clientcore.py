@@ -91,7 +91,7 @@ class Call:
 
     __slots__ = ("rid", "service", "body", "raw", "priority", "timeout", "deadline",
                  "sends", "refused_by", "refusal", "sent_at", "at", "outcome", "done", "tag",
-                 "key", "on_progress")
+                 "key", "on_progress", "mark", "mark_at")
 
     def __init__(self, rid: int, service: bytes, body: list[bytes], timeout: float,
                  priority: int = 0, raw: bool = False, tag: Any = None,
@@ -114,6 +114,10 @@ class Call:
         self.tag = tag  # the shell's own (an index, a future)
         self.key = key  # coalescing key: identical requests are worked once
         self.on_progress = on_progress
+        # the bytes sent on broker ``mark_at``'s connection up to its SUBMIT, the last time
+        # it was sent: its reply from there proves that they have all arrived
+        self.mark = 0
+        self.mark_at = -1
 
     @property
     def endpoint(self) -> Endpoint | None:
@@ -128,7 +132,7 @@ class Endpoint:
     """One broker and the state of our connection to it."""
 
     __slots__ = ("index", "address", "state", "calls", "plain", "heard_at", "ping_at",
-                 "sending_until", "big_rid", "receiving_until", "hello_sent", "hello_at",
+                 "sent_bytes", "sending_until", "receiving_until", "hello_sent", "hello_at",
                  "connect_deadline", "down_until", "known_dips", "instance", "complained_at",
                  "quiet_failures")
 
@@ -140,13 +144,13 @@ class Endpoint:
         self.plain: Call | None = None  # the one standard (MDPC01) request in flight
         self.heard_at = 0.0
         self.ping_at: float | None = None
-        # a ping queues behind the big requests sent before it, and its PONG behind the big
-        # reply the broker announced: none goes before they may have gone (p.sent_until;
-        # else a busy link looks like a dead broker). The requests' time ends early when
-        # the reply to the last big one (big_rid) comes: the broker has them all; the
-        # reply's, when it comes (it follows its announcement).
+        # a ping queues behind the requests sent before it, and its PONG behind the big
+        # reply the broker announced: none goes before they may have gone at the slowest
+        # link allowed (p.sent_until; else a busy link looks like a dead broker). A reply
+        # shortens the requests' time to what was sent after its own request (see
+        # Call.mark); an announced reply's time ends when it comes (it follows its notice).
+        self.sent_bytes = 0  # request bytes sent on this connection
         self.sending_until = 0.0
-        self.big_rid: int | None = None
         self.receiving_until = 0.0
         self.hello_sent = False
         self.hello_at = 0.0
@@ -299,12 +303,10 @@ class ClientCore:
             return
         match message:
             case p.Reply(_, body, rid):
-                if ep.receiving_until or ep.big_rid is not None:
-                    _arrived(ep, (rid,))
+                ep.receiving_until = 0.0  # an announced reply is the next RESULT: this one
                 self._on_reply(ep, rid, body, now)
             case p.Replies(_, rids, bodies):
-                if ep.receiving_until or ep.big_rid is not None:
-                    _arrived(ep, rids)
+                ep.receiving_until = 0.0
                 on_reply = self._on_reply
                 for rid, one in zip(rids, bodies, strict=True):
                     on_reply(ep, rid, [one], now)
@@ -363,7 +365,7 @@ class ClientCore:
         call.sends = 1
         if not ep.calls:
             ep.heard_at = started
-        _queue_bytes(ep, body, started, rid)
+        _sent(ep, (call,), _size(body), started)
         ep.calls[rid] = call
         call.at.append(ep)
         call.sent_at = started
@@ -431,6 +433,12 @@ class ClientCore:
         if call is None:
             log.debug("dropped a stale reply from %s", ep.address)
             return
+        if call.mark_at == ep.index and ep.sending_until > now:
+            # every byte sent before its request has arrived: what may still be on its way
+            # is what was sent after it
+            left = now + (ep.sent_bytes - call.mark) / p.SEND_FLOOR_BPS
+            if left < ep.sending_until:
+                ep.sending_until = left
         if call.raw:
             self._end(call, body, now, by=ep)
             return
@@ -659,12 +667,12 @@ class ClientCore:
             ep.plain = call
         if not ep.calls:
             ep.heard_at = now  # the quiet time before a ping runs from here
-        _queue_bytes(ep, call.body, now, call.rid)
         ep.calls[call.rid] = call
         call.at.append(ep)
         call.sent_at = now
         if frames is not None:
             self._act(Send(ep.index, frames))
+            _sent(ep, (call,), _size(call.body), now)
 
     def _act(self, action: Action) -> None:
         """Queue an action; requests gathered for a batch go out before it (wire order)."""
@@ -690,6 +698,9 @@ class ClientCore:
                         service, [call.rid for call, _ in part], min(t for _, t in part),
                         [call.body[0] for call, _ in part], priority)
                 self.actions.append(Send(index, frames))
+                calls_sent = [call for call, _ in part]
+                _sent(endpoints[index], calls_sent, sum(_size(c.body) for c in calls_sent),
+                      part[0][0].sent_at)
 
     def _hello(self, ep: Endpoint, first: p.First | None, now: float) -> None:
         self._act(Send(ep.index, p.client_hello(first, batch=True, progress=True)))
@@ -769,7 +780,7 @@ class ClientCore:
                 ep.ping_at = None
                 # what was on its way on that connection went with it
                 ep.sending_until = ep.receiving_until = 0.0
-                ep.big_rid = None
+                ep.sent_bytes = 0
                 ep.hello_sent = False
                 ep.instance = None
             case State.CONNECTING:
@@ -826,21 +837,19 @@ def encode_request(request: dict[str, Any], max_bytes: int) -> bytes:
     return body
 
 
-def _queue_bytes(ep: Endpoint, body: list[bytes], at: float, rid: int) -> None:
-    """Request ``rid`` sent to ``ep`` at ``at``: a big body (the last frame) holds back the
-    next ping, which would wait behind its bytes (:func:`mdp.protocol.sent_until`)."""
-    if body and len(body[-1]) >= p.BIG_BODY:
-        ep.sending_until = p.sent_until(ep.sending_until, len(body[-1]), at)
-        ep.big_rid = rid
+def _size(body: list[bytes]) -> int:
+    return len(body[0]) if len(body) == 1 else sum(map(len, body))
 
 
-def _arrived(ep: Endpoint, rids: Sequence[int | None]) -> None:
-    """A RESULT came from ``ep``: the reply it announced has arrived (it comes next after
-    its announcement), and, if it answers the last big request, so has every request."""
-    ep.receiving_until = 0.0
-    if ep.big_rid is not None and ep.big_rid in rids:
-        ep.sending_until = 0.0
-        ep.big_rid = None
+def _sent(ep: Endpoint, calls: Sequence[Call], size: int, at: float) -> None:
+    """A SUBMIT of ``calls`` (``size`` bytes of bodies) went to ``ep`` at ``at``: the next
+    ping waits behind it (:func:`mdp.protocol.sent_until`), and each call's reply will
+    tell that it has arrived (:attr:`Call.mark`)."""
+    ep.sent_bytes = mark = ep.sent_bytes + size
+    ep.sending_until = p.sent_until(ep.sending_until, size, at)
+    index = ep.index
+    for call in calls:
+        call.mark, call.mark_at = mark, index
 
 
 def check_frame(frame: bytes, max_bytes: int) -> bytes:

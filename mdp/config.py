@@ -52,7 +52,7 @@ class BrokerConfig:
     max_queue: int = 10_000  # per service
     max_services: int = 1_000
     unknown_grace_s: float = 2.0
-    max_message_bytes: int = 32 * 1024 * 1024  # larger messages: libzmq drops the peer
+    max_message_bytes: int = p.MAX_MESSAGE_BYTES  # larger messages: libzmq drops the peer
     max_frames: int = 300  # per message (a batched SUBMIT or RESULT takes one per request)
     max_total_queue: int = 100_000
     max_workers: int = 10_000
@@ -124,7 +124,7 @@ class WorkerConfig:
     drain_linger_ms: int = 2000
     max_memory_mb: int = 0  # address-space limit of the process; 0: none
     limits: p.BodyLimits = p.DEFAULT_LIMITS
-    max_message_bytes: int = 32 * 1024 * 1024
+    max_message_bytes: int = p.MAX_MESSAGE_BYTES
     busy_after_s: float = Timing.busy_after_s  # a task running longer: BUSY elsewhere
     prefetch: int = 16  # tasks it is willing to hold beyond the one it runs (READY meta)
     reply_gather_s: float = Timing.reply_gather_s  # back-to-back replies wait to go together

@@ -59,6 +59,7 @@ DIPS_VERSION = 2  # the extension version both handshakes carry as "dips"
 # or frozen peer).
 SEND_FLOOR_BPS = 10_000_000  # 80 Mbit/s
 BIG_BODY = 1 << 20  # a body this long holds back the next ping or probe
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # the default largest message of brokers and workers
 MAX_ANNOUNCED = 1 << 40  # the most a PONG may say is on its way (a sanity bound)
 
 CLIENT = b"MDPC01"
@@ -104,10 +105,8 @@ _SERVICE_NAME = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def sent_until(until: float, size: int, at: float) -> float:
-    """When a body of ``size`` bytes sent at ``at``, behind what was due to have gone by
-    ``until``, may have gone at SEND_FLOOR_BPS (``until`` itself, for a small body)."""
-    if size < BIG_BODY:
-        return until
+    """When ``size`` bytes sent at ``at``, behind what was due to have gone by ``until``,
+    may have gone at SEND_FLOOR_BPS."""
     return (until if until > at else at) + size / SEND_FLOOR_BPS
 
 

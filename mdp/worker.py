@@ -96,7 +96,7 @@ class Worker:
             Timing(config.heartbeat_interval_s, config.heartbeat_liveness,
                    config.reconnect_initial_s, config.reconnect_max_s, config.time_limit_s,
                    config.busy_after_s, config.drain_linger_ms, config.reply_gather_s),
-            config.max_requests, config.prefetch)
+            config.max_requests, config.prefetch, config.max_message_bytes)
         self.sockets: list[zmq.Socket | None] = [None] * len(config.brokers)
         # with several brokers, a socket monitor tells at once that a broker's connection
         # dropped (it died or restarted), so the worker registers anew without waiting for

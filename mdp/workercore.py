@@ -123,6 +123,7 @@ class WorkerCore:
     timing: Timing = field(default_factory=Timing)
     max_requests: int = 0
     prefetch: int = 1
+    max_message_bytes: int = p.MAX_MESSAGE_BYTES  # none larger can come: caps an announcement
 
     def __post_init__(self) -> None:
         t = self.timing
@@ -297,7 +298,8 @@ class WorkerCore:
             case p.BrokerSignal(p.DISCONNECT):
                 self._on_disconnect(i, link, now)
             case p.BrokerSignal(_, sending) if sending:  # a big task follows
-                link.task_until = p.sent_until(link.task_until, sending, now)
+                size = min(sending, self.max_message_bytes)
+                link.task_until = p.sent_until(link.task_until, size, now)
             case p.BrokerSignal():
                 link.backoff.reset()
                 if link.mode is LinkMode.DIPS and (

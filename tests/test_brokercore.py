@@ -656,6 +656,32 @@ def test_big_tasks_answered_end_their_hold_so_a_frozen_worker_is_still_found_at_
     assert core.dispatcher.workers[W1].silent and len(tasks_in(to(W2, sent))) == 1
 
 
+def test_a_reply_to_a_task_sent_before_a_big_one_does_not_end_its_hold() -> None:
+    core = make()
+    ready(core, W1, prefetch=1)
+    small = running_at(core, W1, 1, 0.0)
+    ready(core, W2, 0.0)
+    running_at(core, W2, 2, 0.0)  # W2 busy: the big task is held at W1
+    big = msgpack.packb({"image": b"x" * 5_000_000})
+    assert [peer for peer, _ in submit(core, C1, 3, 0.0, body=big)] == [W1]
+    feed(core, W1, p.reply(small.key, [b"ok"]), 0.1)  # the big one may still be on its way
+    for now in (0.3, 0.5, 0.7, 0.9):
+        feed(core, W2, p.signal(p.HEARTBEAT), now)
+        tick(core, now)
+    tick(core, 0.95)
+    assert not core.dispatcher.workers[W1].silent
+
+
+def test_a_bounce_ends_the_hold_of_the_big_task_it_hands_back() -> None:
+    core = make()
+    ready(core, W1)
+    big = msgpack.packb({"image": b"x" * 5_000_000})
+    task = running_at(core, W1, 1, 0.0, body=big)
+    feed(core, W1, p.busy(), 0.05)
+    feed(core, W1, p.bounce(task.key), 0.05)  # it had it all: back, unworked
+    assert core.dispatcher.workers[W1].tasks_until == 0.0
+
+
 def test_an_announced_reply_ends_its_hold_when_it_comes() -> None:
     core = make()
     ready(core, W1)
@@ -691,6 +717,15 @@ def test_a_queued_big_task_given_when_its_worker_frees_holds_the_probes_too() ->
     assert not core.dispatcher.workers[W1].silent
     tick(core, 0.1 + len(big) / p.SEND_FLOOR_BPS + 0.85)
     assert core.dispatcher.workers[W1].silent
+
+
+def test_a_big_task_to_a_batch_worker_that_takes_no_announcement_goes_alone() -> None:
+    core = make()
+    ready(core, W1, batch=True, prefetch=8)  # an older DIPS worker: TASKS, no "announce"
+    big = msgpack.packb({"image": b"x" * 2_000_000})
+    sent = feed(core, C1, p.client_submit_batch(SVC, [1, 2], 10_000, [big, big]), 0.0)
+    sent += tick(core, 0.0)
+    assert [type(m) for _, m in sent] == [p.BrokerTask, p.BrokerTask]
 
 
 def test_batches_go_once_they_hold_a_mebibyte_and_big_bodies_alone() -> None:

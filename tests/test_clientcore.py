@@ -210,7 +210,7 @@ def test_an_announced_reply_that_came_ends_the_hold_at_once() -> None:
     assert core.endpoints[0].state is State.DOWN and calls[30].sends == 2
 
 
-def test_the_reply_to_the_last_big_request_ends_the_upload_hold() -> None:
+def test_a_reply_shortens_the_upload_hold_to_what_was_sent_after_its_request() -> None:
     core = make(2, start=0)
     big = core.submit(SVC, [p.pack({"image": bytes(20_000_000)})], 0.0, timeout=60.0)
     small = submit(core, 0.0, 1, timeout=60.0)
@@ -218,9 +218,51 @@ def test_the_reply_to_the_last_big_request_ends_the_upload_hold() -> None:
     up(core, 0, 0.0)
     up(core, 1, 0.0)
     sent(core)
-    core.handle(Received(0, result(big.rid, {"v": 0})), 0.05)  # a fast link: all there
+    core.handle(Received(0, result(small.rid, {"v": 0})), 0.05)  # a fast link: all there
     assert core.next_deadline() == pytest.approx(0.05 + 0.25)
-    assert not small.done
+    assert not big.done
+
+
+def test_many_requests_under_a_mebibyte_hold_the_ping_as_one_big_one() -> None:
+    """Requests of 900 KB, none big, many at once (about 20 MB to each broker): the ping
+    waits behind them all, whether they go as batched SUBMITs or one SUBMIT each
+    (coalescing keys)."""
+    body = p.pack({"image": bytes(900_000)})
+    for keyed in (False, True):
+        core = make(2, start=0)
+        calls = [core.submit(SVC, [body], 0.0, timeout=60.0,
+                             key=(b"k%d" % n if keyed else None)) for n in range(64)]
+        core.take_actions()
+        up(core, 0, 0.0)
+        up(core, 1, 0.0)
+        sent(core)
+        core.handle(Tick(), 0.8)  # past ping_interval + broker_timeout
+        assert all(c.sends <= 1 for c in calls)
+        loads = [(ep, sum(len(body) for c in calls if ep in c.at)) for ep in core.endpoints]
+        assert max(load for _, load in loads) > 10 * p.BIG_BODY
+        for ep, load in loads:
+            assert ep.state is State.DIPS
+            assert ep.ping_due(0.25) >= load / p.SEND_FLOOR_BPS * 0.99
+
+
+def test_the_upload_hold_follows_the_order_on_the_wire_not_the_order_of_calls() -> None:
+    """Batches go one SUBMIT per service: R1 and R3 (service a) go before R2 (service b),
+    so R3's reply says nothing of R2's 20 MB, and the hold for them stands."""
+    core = make(2, start=0)
+    small_a, big_b = p.pack({"i": bytes(2_000_000)}), p.pack({"i": bytes(20_000_000)})
+    r0 = core.submit(b"a", [p.pack({"i": 0})], 0.0, timeout=60.0)  # rides with HELLO
+    r1 = core.submit(b"a", [small_a], 0.0, timeout=60.0)
+    r2 = core.submit(b"b", [big_b], 0.0, timeout=60.0)
+    r3 = core.submit(b"a", [small_a], 0.0, timeout=60.0)
+    core.take_actions()
+    up(core, 0, 0.0)
+    up(core, 1, 0.0)
+    sent(core)
+    core.handle(Received(0, result(r3.rid, {"v": 0})), 0.45)
+    assert core.next_deadline() >= (2 * len(small_a) + len(big_b)) / p.SEND_FLOOR_BPS * 0.99
+    core.handle(Tick(), 1.21)
+    assert core.endpoints[0].state is State.DIPS and r2.sends == 1
+    assert not r0.done and not r1.done
 
 
 def test_an_announcement_is_held_for_at_most_the_largest_reply() -> None:

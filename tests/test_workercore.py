@@ -510,11 +510,24 @@ def test_gathered_replies_go_once_they_hold_a_mebibyte_and_a_big_one_alone() -> 
 
 
 def test_a_broker_s_announced_task_ends_its_hold_when_it_comes() -> None:
+    for batched in (False, True):
+        core = dips_core(1, heartbeat_interval_s=1.0, heartbeat_liveness=3)
+        core.handle(Received(0, p.sending_to_worker(b"id", 30_000_000)[1:]), 1.0)
+        if batched:
+            core.handle(Received(0, p.to_worker_batch(b"id", [b"k1"], BODY, [10_000],
+                                                      [False])[1:]), 1.02)
+        else:
+            task(core, 0, b"k1", 1.02)  # it came at once: a fast link
+        assert core.links[0].task_until == 0.0
+        core.handle(Tick(), 4.1)  # silent for 3 s since it came: given up as ever
+        assert (0, "CLOSE", 0) in take(core)
+
+
+def test_an_announced_task_counts_as_at_most_the_largest_message() -> None:
     core = dips_core(1, heartbeat_interval_s=1.0, heartbeat_liveness=3)
-    core.handle(Received(0, p.sending_to_worker(b"id", 30_000_000)[1:]), 1.0)
-    task(core, 0, b"k1", 1.02)  # it came at once: a fast link
-    assert core.links[0].task_until == 0.0
-    core.handle(Tick(), 4.1)  # silent for 3 s since it came: given up as ever
+    core.max_message_bytes = 2_000_000
+    core.handle(Received(0, p.sending_to_worker(b"id", p.MAX_ANNOUNCED)[1:]), 1.0)
+    core.handle(Tick(), 1.0 + 0.2 + 3.05)  # 2 MB at the floor, then the expiry
     assert (0, "CLOSE", 0) in take(core)
 
 

@@ -130,6 +130,8 @@ def test_functions_register_at_every_broker_when_the_worker_asks_for_work() -> N
         (3, p.READY, b"thumb")]
     assert [link.endpoint for link in rig.core.links] == [*BROKERS, *BROKERS]
     assert rig.worker.abilities == {"ecard": 0.0, "thumb": 7.0}
+    meta = p.unpack_meta(readies[0][1][4], "READY")  # a DIPS worker's, big tasks announced
+    assert meta["dips"] == p.DIPS_VERSION and meta["batch"] is True and meta["announce"] is True
 
 
 def test_a_sleeping_worker_is_woken_the_moment_a_task_arrives() -> None:
