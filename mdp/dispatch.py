@@ -462,6 +462,14 @@ class Dispatcher:
         service.counters.requests += 1
         _, worker = idle.popitem(last=False)
         self.busy[worker.identity] = worker
+        self._give(worker, request, now)
+        if worker.prefetch and 1 <= service.hold_depth(worker):
+            service.open[worker.identity] = worker
+        return worker
+
+    def _give(self, worker: Worker, request: Request, now: float) -> None:
+        """The task goes to ``worker`` under a new key; a big one holds the probes that
+        would wait behind its bytes (Worker.tasks_until)."""
         self._key += 1
         request.key = key = self._key.to_bytes(8, "big")
         request.dispatched_at = now
@@ -469,9 +477,6 @@ class Dispatcher:
         if (body := request.body) and len(body[-1]) >= BIG_BODY:
             worker.tasks_until = sent_until(worker.tasks_until, len(body[-1]), now)
             worker.big_key = key
-        if worker.prefetch and 1 <= service.hold_depth(worker):
-            service.open[worker.identity] = worker
-        return worker
 
     def _attach(self, shared: Request, request: Request, service: Service) -> None:
         """One more caller for a shared request: its reply goes to each; it runs until the
@@ -554,13 +559,7 @@ class Dispatcher:
                 _, worker = open_.popitem(last=False)
                 hold = True
                 service.held += 1
-            self._key += 1
-            request.key = key = self._key.to_bytes(8, "big")
-            request.dispatched_at = now
-            worker.tasks[key] = request
-            if (body := request.body) and len(body[-1]) >= BIG_BODY:
-                worker.tasks_until = sent_until(worker.tasks_until, len(body[-1]), now)
-                worker.big_key = key
+            self._give(worker, request, now)
             if hold:
                 service.unrecalled[request] = worker
             prefetch = worker.prefetch  # (service.hold_depth, inline: once per task)
