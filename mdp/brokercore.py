@@ -621,6 +621,8 @@ class BrokerCore:
         dispatcher, config = self.dispatcher, self.config
         quiet, silent = dispatcher.quiet_holders(config.probe_interval_s,
                                                  config.frozen_after_s, now)
+        if dispatcher.silent_due < self._next_probe:  # the verdict on time, not a probe late
+            self._next_probe = dispatcher.silent_due
         by_service: dict[bytes, list[Worker]] = {}
         for worker in silent:
             by_service.setdefault(worker.service.name, []).append(worker)

@@ -46,6 +46,7 @@ from mdp.tally import BrokerTally
 __all__ = ["Dispatcher", "Request", "Service", "Worker", "WorkerState"]
 
 RETRY_S = (0.05, 0.25)  # a request that lost its worker goes out again this much later
+SILENT_SLACK_S = 0.001  # a verdict of silence is due this long after the exact moment
 
 
 class Dispatcher:
@@ -89,6 +90,7 @@ class Dispatcher:
         self._key = self._random.getrandbits(63)
         # requests that lost their worker, by when they go out again (a heap)
         self.retries: list[tuple[float, int, Request]] = []
+        self.silent_due = math.inf  # see quiet_holders
         self._retry_order = itertools.count()
 
     # --- workers ---------------------------------------------------------------------
@@ -637,12 +639,14 @@ class Dispatcher:
         """Workers that have held a task of ours, and said nothing, for ``quiet_s`` (to
         probe), and of those the DIPS workers quiet for ``silent_s`` (gone silent, see
         :meth:`take_back_from_silent`). Workers that answer their tasks quickly are
-        neither."""
+        neither. Sets :attr:`silent_due`: when the first of the quiet ones would be silent
+        if it stays so (a probe then gives the verdict on time)."""
         expiry = self.worker_expiry_s
         quiet_if = now - quiet_s + expiry  # expires_at at most this: quiet for quiet_s
         silent_if = now - silent_s + expiry
         quiet: list[Worker] = []
         silent: list[Worker] = []
+        due = math.inf
         for worker in self.busy.values():
             if worker.expires_at > quiet_if:
                 continue
@@ -659,6 +663,13 @@ class Dispatcher:
                 silent.append(worker)  # (a worker in a process that speaks is not frozen)
             else:
                 quiet.append(worker)
+                if worker.dips and not worker.silent:
+                    process = worker.process
+                    at = max(worker.expires_at - expiry, given_at,
+                             process.heard_at if process is not None else 0.0) + silent_s
+                    if at < due:
+                        due = at
+        self.silent_due = due + SILENT_SLACK_S
         return quiet, silent
 
     def unknown_requests(self, now: float) -> list[Request]:

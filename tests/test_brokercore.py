@@ -558,6 +558,21 @@ def test_a_worker_silent_while_it_runs_a_task_has_it_taken_to_another() -> None:
     assert core.dispatcher.workers[W1].state is WorkerState.IDLE
 
 
+def test_the_verdict_of_silence_comes_on_time_not_at_the_next_probe() -> None:
+    """Given its task at 0.05 s and silent since, a worker is frozen at 0.85 s
+    (--frozen-after 0.8 s), not at the probe after that (1.0 s)."""
+    core = make()
+    ready(core, W1)
+    running_at(core, W1, 1, 0.05)
+    ready(core, W2, 0.1)
+    for now in (0.2, 0.4, 0.6, 0.8):
+        assert core.next_deadline() <= now + 1e-9
+        assert tasks_in(to(W2, tick(core, now))) == []
+    assert 0.85 <= core.next_deadline() < 0.86
+    sent = tick(core, core.next_deadline())
+    assert core.dispatcher.workers[W1].silent and len(tasks_in(to(W2, sent))) == 1
+
+
 def test_a_late_reply_of_a_silent_worker_answers_when_it_comes_first() -> None:
     core = make()
     ready(core, W1)
