@@ -25,7 +25,6 @@ from mdp.keys import CLIENT_ROLE, WORKER_ROLE, fingerprint, load_allowlist
 log = logging.getLogger(__name__)
 
 
-
 class RoleAuthenticator(ThreadAuthenticator):
     """Allow the keys of two directories; tag each connection with its role."""
 

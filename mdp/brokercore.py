@@ -619,10 +619,10 @@ class BrokerCore:
         service's workers are as quiet: a freeze strikes a process, and a whole fleet gone
         quiet together is overloaded (or this broker was stalled itself), not frozen."""
         dispatcher, config = self.dispatcher, self.config
-        quiet, silent = dispatcher.quiet_holders(config.probe_interval_s,
-                                                 config.frozen_after_s, now)
-        if dispatcher.silent_due < self._next_probe:  # the verdict on time, not a probe late
-            self._next_probe = dispatcher.silent_due
+        quiet, silent, silent_due = dispatcher.quiet_holders(config.probe_interval_s,
+                                                             config.frozen_after_s, now)
+        if silent_due < self._next_probe:  # the verdict on time, not a probe late
+            self._next_probe = silent_due
         by_service: dict[bytes, list[Worker]] = {}
         for worker in silent:
             by_service.setdefault(worker.service.name, []).append(worker)

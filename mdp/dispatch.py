@@ -90,7 +90,6 @@ class Dispatcher:
         self._key = self._random.getrandbits(63)
         # requests that lost their worker, by when they go out again (a heap)
         self.retries: list[tuple[float, int, Request]] = []
-        self.silent_due = math.inf  # see quiet_holders
         self._retry_order = itertools.count()
 
     # --- workers ---------------------------------------------------------------------
@@ -635,12 +634,12 @@ class Dispatcher:
         return dropped
 
     def quiet_holders(self, quiet_s: float, silent_s: float,
-                      now: float) -> tuple[list[Worker], list[Worker]]:
+                      now: float) -> tuple[list[Worker], list[Worker], float]:
         """Workers that have held a task of ours, and said nothing, for ``quiet_s`` (to
         probe), and of those the DIPS workers quiet for ``silent_s`` (gone silent, see
         :meth:`take_back_from_silent`). Workers that answer their tasks quickly are
-        neither. Sets :attr:`silent_due`: when the first of the quiet ones would be silent
-        if it stays so (a probe then gives the verdict on time)."""
+        neither. Also when the first of the quiet ones would be silent if it stays so (a
+        probe then gives the verdict on time; ``math.inf``: none)."""
         expiry = self.worker_expiry_s
         quiet_if = now - quiet_s + expiry  # expires_at at most this: quiet for quiet_s
         silent_if = now - silent_s + expiry
@@ -669,8 +668,7 @@ class Dispatcher:
                              process.heard_at if process is not None else 0.0) + silent_s
                     if at < due:
                         due = at
-        self.silent_due = due + SILENT_SLACK_S
-        return quiet, silent
+        return quiet, silent, due + SILENT_SLACK_S
 
     def unknown_requests(self, now: float) -> list[Request]:
         """Requests for services that have had no worker for the grace period.

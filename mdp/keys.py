@@ -22,6 +22,7 @@ from mdp.errors import ConfigError
 CLIENT_ROLE = "client"
 WORKER_ROLE = "worker"
 
+
 @dataclass(frozen=True)
 class KeyPair:
     """A peer's own CURVE keys (z85-encoded bytes, as libzmq takes them)."""

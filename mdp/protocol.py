@@ -53,14 +53,14 @@ from mdp.errors import ProtocolError
 
 DIPS_VERSION = 2  # the extension version both handshakes carry as "dips"
 
-# A message on a connection waits behind the bytes sent before it. A client's ping behind a
-# big request, or a broker's probe behind a big task, is not late until those bytes may have
-# gone over the slowest link a big body is allowed for (else a busy link looks like a dead
-# or frozen peer).
+# A message on a connection waits behind the bytes sent before it: a ping, probe or
+# heartbeat behind a big body is not late until those bytes may have gone over the slowest
+# link a body is allowed (else a busy link looks like a dead or frozen peer); see
+# docs/PROTOCOL.md, "Big messages on slow links".
 SEND_FLOOR_BPS = 10_000_000  # 80 Mbit/s
-BIG_BODY = 1 << 20  # a body this long holds back the next ping or probe
+BIG_BODY = 1 << 20  # a body this long is announced to its receiver and never batched
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # the default largest message of brokers and workers
-MAX_ANNOUNCED = 1 << 40  # the most a PONG may say is on its way (a sanity bound)
+MAX_ANNOUNCED = 1 << 40  # the most a PONG or HEARTBEAT may announce (a sanity bound)
 
 CLIENT = b"MDPC01"
 WORKER = b"MDPW01"
