@@ -14,7 +14,14 @@ import pytest
 
 from mdp import protocol as p
 from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
-from mdp.clientcore import COMPLAIN_EVERY_S, ClientCore, State, home_order
+from mdp.clientcore import (
+    BATCH_MAX,
+    COMPLAIN_EVERY_S,
+    REFILL_PART,
+    ClientCore,
+    State,
+    home_order,
+)
 from mdp.errors import Timeout, UnknownService, WorkerLost
 
 SVC = b"echo"
@@ -411,6 +418,69 @@ def test_new_requests_spread_round_robin_over_live_brokers() -> None:
         submit(core, 0.1, i)
     where = [i for i, _ in sent(core)]
     assert sorted(where) == [0, 0, 1, 1, 2, 2]
+
+
+def test_requests_started_together_go_to_one_broker_and_the_next_pass_to_the_next() -> None:
+    core = make(2, start=0)
+    submit(core, 0.0)  # to broker 0 (the round-robin moves on to 1)
+    core.take_actions()
+    up(core, 0, 0.0)
+    up(core, 1, 0.0)
+    core.take_actions()
+
+    def one_pass(count: int, now: float) -> list[tuple[int, int]]:
+        """``count`` calls started in one pass: (broker, requests) of each message sent."""
+        core.window = 0  # held in the backlog...
+        for i in range(count):
+            core.submit(SVC, [p.pack({"i": i})], now, timeout=5.0)
+        core.window = float("inf")  # ...and started together
+        core.handle(Tick(), now)
+        out = []
+        for action in core.take_actions():
+            if isinstance(action, Send):
+                message = p.parse_broker_inbound(action.frames)
+                if isinstance(message, p.ClientPing):
+                    continue  # (the calls of earlier passes are still out)
+                assert isinstance(message, p.ClientBatch)
+                out.append((action.link, len(message.rids)))
+        return out
+
+    assert one_pass(5, 0.1) == [(1, 5)]
+    assert one_pass(5, 0.2) == [(0, 5)]
+    assert one_pass(5, 0.3) == [(1, 5)]
+    # a pass bigger than one SUBMIT's worth moves on to the next broker with each SUBMIT
+    assert one_pass(BATCH_MAX + 3, 0.4) == [(0, BATCH_MAX), (1, 3)]
+
+
+def test_a_full_window_refills_in_steps_each_in_one_submit() -> None:
+    core = make()
+    opening = submit(core, 0.0)
+    core.take_actions()
+    up(core, 0, 0.0)
+    core.handle(Received(0, result(opening.rid, 0)), 0.0)
+    core.take_actions()
+    core.window = 32
+    step = 32 // REFILL_PART
+    assert step > 2
+    calls = [submit(core, 0.0, i) for i in range(80)]
+    assert [m.rid for _, m in sent(core)] == [c.rid for c in calls[:32]]
+    for n in range(step - 1):  # fewer answers than a step: nothing new starts
+        core.handle(Received(0, result(calls[n].rid, n)), 0.1)
+        core.handle(Tick(), 0.1)
+        assert sent(core) == [] and calls[32].deadline == float("inf")
+    core.handle(Received(0, result(calls[step - 1].rid, 0)), 0.2)
+    core.handle(Tick(), 0.2)
+    [send] = [a for a in core.take_actions() if isinstance(a, Send)]
+    message = p.parse_broker_inbound(send.frames)
+    assert isinstance(message, p.ClientBatch)
+    assert list(message.rids) == [c.rid for c in calls[32:32 + step]]
+    # the window never holds more than 32, and every call is answered in the end
+    while not all(c.done for c in calls):
+        live = [c for c in calls if c.deadline != float("inf") and not c.done]
+        assert 0 < len(live) <= 32
+        core.handle(Received(0, result(live[0].rid, 0)), 0.3)
+        core.handle(Tick(), 0.3)
+        core.take_actions()
 
 
 def test_cancel_forgets_a_call_and_closes_a_plain_connection() -> None:
