@@ -381,7 +381,7 @@ class WorkerCore:
         if self.current is not None:
             return self.current
         while self.waiting:
-            task = self.waiting.popleft()
+            task = self._next_waiting()
             if task.deadline is not None and now >= task.deadline:
                 self._reply(task, p.error_body(Expired("the client's deadline passed")), now)
                 self._count(now)
@@ -400,6 +400,25 @@ class WorkerCore:
         self._tell_free(now)
         self._maybe_done(now)
         return None
+
+    def _next_waiting(self) -> Task:
+        """Take the next task to start: the first waiting, unless replies are gathered for
+        a broker and one of its tasks waits among those like the first (held or not): then
+        that one, so that its reply joins them in one REPLIES rather than the gathered ones
+        going out alone before a task of another broker starts. Gathered replies go once
+        the first of them is ``reply_gather_s`` old (looked at as each reply comes), so a
+        task is passed over for ``reply_gather_s`` and a task's time at most."""
+        waiting = self.waiting
+        first = waiting[0]
+        links = self.links
+        if len(links) > 1 and not links[first.link].gathered_keys:
+            for task in waiting:
+                if task.hold is not first.hold:
+                    break
+                if links[task.link].gathered_keys:
+                    waiting.remove(task)
+                    return task
+        return waiting.popleft()
 
     def lone_task(self, i: int, key: bytes, meta: bytes, body: list[bytes],
                   now: float) -> Task | None:

@@ -673,6 +673,36 @@ def test_replies_gathered_for_one_broker_go_before_a_task_of_another_starts() ->
     assert replies_sent(core) == [(0, [b"a1", b"a2"])]
 
 
+def test_a_task_of_the_broker_with_gathered_replies_goes_first_for_reply_gather_s() -> None:
+    # held tasks of two brokers interleave; a task of the broker whose replies are gathered
+    # is taken before one of another, so the replies travel in one REPLIES, not alone
+    core = batch_core(2, reply_gather_s=0.002)
+    tasks(core, 0, [b"a1"], holds=[False])
+    tasks(core, 1, [b"b1", b"b2"], holds=[True, True])
+    tasks(core, 0, [b"a2", b"a3", b"a4"], holds=[True, True, True])
+    order = []
+    now = 0.0
+    while (t := core.begin(now)) is not None:
+        order.append(t.key)
+        now += 0.0007
+        core.task_done(b"r", now)
+    # a1 (first), then a2-a4 ahead of b1, until a1's gathered reply is reply_gather_s old
+    # (at a4's reply, 2.1 ms after it): they go, and b1 and b2 run
+    assert order == [b"a1", b"a2", b"a3", b"a4", b"b1", b"b2"]
+    assert replies_sent(core) == [(0, [b"a1", b"a2", b"a3", b"a4"]), (1, [b"b1", b"b2"])]
+
+
+def test_a_held_task_never_goes_before_one_sent_to_an_idle_worker() -> None:
+    core = batch_core(2)
+    tasks(core, 0, [b"a1", b"a2"], holds=[False, True])
+    t = core.begin(0.0)
+    assert t is not None and t.key == b"a1"
+    task(core, 1, b"b1")  # sent as to an idle worker: it runs after the task in hand
+    core.task_done(b"r", 0.0001)
+    t = core.begin(0.0001)
+    assert t is not None and t.key == b"b1"
+
+
 def test_every_probe_of_a_broker_whose_task_runs_is_answered() -> None:
     core = dips_core(2, heartbeat_interval_s=1.0)
     task(core, 0, b"k1", 0.0)
