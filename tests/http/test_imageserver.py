@@ -302,3 +302,32 @@ def test_identical_requests_through_two_doors_and_two_brokers_render_once(
     assert origin.hits["/b.jpg"] == 1
     coalesced = sum(broker_counter(b.endpoint, "coalesced") for b in brokers)
     assert coalesced >= 1  # the second door's request joined the first's at the home broker
+
+
+def test_identical_uploads_through_two_doors_and_two_brokers_render_once(
+        cluster: Cluster, origin: Origin) -> None:
+    # an upload's key is its body's SHA-256 with the options: the same photo POSTed to
+    # both doors at once is rendered once, at the key's home broker, and every caller gets
+    # the one result
+    brokers = [cluster.broker(), cluster.broker()]
+    image_workers(cluster, brokers, 2, allow=origin.url, stand_in=True,
+                  env={"DIPS_TEST_RENDER_DELAY": "1.5"})
+    endpoints = [b.endpoint for b in brokers]
+    doors = [start_gateway(cluster, endpoints), start_gateway(cluster, endpoints[::-1])]
+    photo = (origin.root / "c.jpg").read_bytes()
+    other = (origin.root / "a.jpg").read_bytes()  # a different body: a render of its own
+
+    def upload(i: int) -> tuple[int, dict[str, str], bytes]:
+        body = other if i == 0 else photo
+        return doors[i % 2].call("POST", "/unsafe/rs:fit:60:60/upload.png", body,
+                                 {"Content-Type": "image/jpeg"})
+
+    with concurrent.futures.ThreadPoolExecutor(40) as pool:
+        results = list(pool.map(upload, range(40)))
+    assert [status for status, _, _ in results] == [200] * 40, results[0][2][:300]
+    assert len({body for _, _, body in results[1:]}) == 1
+    assert decode(results[1][2]).size == (45, 60)  # c.jpg is 480x640
+    assert decode(results[0][2]).size == (60, 45) and results[0][2] != results[1][2]
+    assert served(brokers) == 2
+    assert sum(origin.hits.values()) == 0  # nothing fetched: the bytes came with each call
+    assert sum(broker_counter(b.endpoint, "coalesced") for b in brokers) >= 1
