@@ -10,7 +10,9 @@ core's actions on DEALER sockets and feeds it what arrives, in one loop:
 
 A single ``send`` on a live connection is short: SUBMIT, send, block in the socket's own
 receive until the reply or the next deadline, match, done. ``send_many`` and
-``iter_many`` keep ``window`` requests in flight over all live brokers.
+``iter_many`` keep up to ``window`` requests in flight over all live brokers; once the
+window is full it refills in steps (see :mod:`mdp.clientcore`), so between ``window`` less
+an eighth and ``window`` are in flight while requests wait.
 
 ``MDPClient`` is not thread-safe: use one per thread (or :class:`mdp.aio.AsyncMDPClient`).
 """

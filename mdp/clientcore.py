@@ -10,10 +10,11 @@ never touches a socket, so the sync :class:`mdp.client.MDPClient`, the asyncio
 What it decides, in one place:
 
 * **Which broker.** New requests go to the next usable broker in turn, so one client's
-  requests, and many clients', spread over all live brokers; requests started together go
-  to one broker in one SUBMIT (up to ``BATCH_MAX``), and a full window refills in steps of
-  ``window // REFILL_PART``, so that a pipelining client wakes a broker once per step rather
-  than once per answer. A request with a coalescing
+  requests, and many clients', spread over all live brokers; plain (unkeyed) requests
+  started in one pass go to one broker, in one SUBMIT per service and priority (up to
+  ``BATCH_MAX``), and a full window refills in steps (:meth:`ClientCore._may_refill`), so
+  that a pipelining client wakes a broker once per step rather than once per answer. A
+  request with a coalescing
   key goes alone to the key's *home* broker: the first usable one in the order of
   ``sha1(key + endpoint)``, highest first, so that every client with the same broker list
   sends identical requests to the same broker, and fails over to the same next one.
@@ -72,6 +73,7 @@ BATCH_MAX = 128  # requests per SUBMIT (a broker's --max-frames is 300 by defaul
 # (cards through two brokers, scripts/bench --only realjob): 0.55-0.57 of in-process before
 # this and the per-SUBMIT round-robin, 0.61-0.65 after.
 REFILL_PART = 8
+REFILL_WAIT_S = 0.01  # places freed below a step start anyway once the first is this old
 COMPLAIN_EVERY_S = 5.0  # a broker's connection failures: one WARNING per this long at most
 
 _PENDING: Any = object()
@@ -219,6 +221,7 @@ class ClientCore:
         self._batches: dict[tuple[int, bytes, int], list[tuple[Call, int]]] = {}
         self._active = 0  # started and unfinished
         self._full = False  # the window filled up with calls left in the backlog
+        self._freed_at = math.inf  # since then, when a place first went free (below a step)
         self._deadlines: list[tuple[float, int, Call]] = []  # heap of started calls
         self._homes: dict[bytes, list[int]] = {}  # home_order by key, a few remembered
 
@@ -405,11 +408,11 @@ class ClientCore:
 
     def next_deadline(self) -> float:
         """When :meth:`tick` must run next (``math.inf``: only when something arrives)."""
-        deadline = math.inf
+        deadline = self._freed_at + REFILL_WAIT_S if self._backlog else math.inf
         heap = self._deadlines
         while heap and heap[0][2].done:
             heapq.heappop(heap)
-        if heap:
+        if heap and heap[0][0] < deadline:
             deadline = heap[0][0]
         for ep in self.endpoints:
             state = ep.state
@@ -556,9 +559,8 @@ class ClientCore:
     def _fill(self, now: float) -> None:
         """Start calls the window allows and send each to its broker(s)."""
         backlog = self._backlog
-        window = self.window
-        if not self._full or window == math.inf or window - self._active >= window // REFILL_PART:
-            # (a window that filled up refills once a step's worth of places is free)
+        if backlog and self._may_refill(now):
+            window = self.window
             while backlog and self._active < window:
                 call = backlog.popleft()
                 if not call.done:
@@ -567,6 +569,7 @@ class ClientCore:
                     self._active += 1
                     self._queue(call)
             self._full = bool(backlog) and self._active >= window
+            self._freed_at = math.inf
         ready = self._ready
         ep: Endpoint | None = None
         placed = 0  # on ep in this pass
@@ -595,6 +598,23 @@ class ClientCore:
             for ep in self.endpoints:
                 if ep.state is State.DOWN and ep.down_until <= now:
                     self._open(ep, now)
+
+    def _may_refill(self, now: float) -> bool:
+        """Whether calls of the backlog may start now. A window that filled up refills in
+        steps: once a step's worth of places is free, once there are places for every call
+        left, or once the first place freed is REFILL_WAIT_S old (a window held by long
+        calls is not left short for as long as they run)."""
+        window = self.window
+        if not self._full or window == math.inf:
+            return True
+        free = window - self._active
+        if free >= window // REFILL_PART or free >= len(self._backlog):
+            return True
+        if free <= 0:
+            return False
+        if self._freed_at == math.inf:
+            self._freed_at = now
+        return now >= self._freed_at + REFILL_WAIT_S
 
     def _fill_routed(self, now: float) -> None:
         """Calls with a broker of their own: keyed ones (their home), refused ones (every

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ class Task:
     hold: bool
     dips: bool
     started_at: float = 0.0
+    passed_over: float = math.inf  # when a task behind it first started before it
 
 
 @dataclass(slots=True)
@@ -381,7 +383,7 @@ class WorkerCore:
         if self.current is not None:
             return self.current
         while self.waiting:
-            task = self._next_waiting()
+            task = self._next_waiting(now)
             if task.deadline is not None and now >= task.deadline:
                 self._reply(task, p.error_body(Expired("the client's deadline passed")), now)
                 self._count(now)
@@ -401,21 +403,24 @@ class WorkerCore:
         self._maybe_done(now)
         return None
 
-    def _next_waiting(self) -> Task:
+    def _next_waiting(self, now: float) -> Task:
         """Take the next task to start: the first waiting, unless replies are gathered for
         a broker and one of its tasks waits among those like the first (held or not): then
         that one, so that its reply joins them in one REPLIES rather than the gathered ones
-        going out alone before a task of another broker starts. Gathered replies go once
-        the first of them is ``reply_gather_s`` old (looked at as each reply comes), so a
-        task is passed over for ``reply_gather_s`` and a task's time at most."""
+        going out alone before a task of another broker starts. The first waiting task is
+        passed over for ``reply_gather_s`` at most (and the task then in hand), whichever
+        brokers' tasks pass it."""
         waiting = self.waiting
         first = waiting[0]
         links = self.links
-        if len(links) > 1 and not links[first.link].gathered_keys:
+        if len(links) > 1 and not links[first.link].gathered_keys \
+                and now < first.passed_over + self.timing.reply_gather_s:
             for task in waiting:
                 if task.hold is not first.hold:
                     break
                 if links[task.link].gathered_keys:
+                    if first.passed_over == math.inf:
+                        first.passed_over = now
                     waiting.remove(task)
                     return task
         return waiting.popleft()

@@ -18,6 +18,7 @@ from mdp.clientcore import (
     BATCH_MAX,
     COMPLAIN_EVERY_S,
     REFILL_PART,
+    REFILL_WAIT_S,
     ClientCore,
     State,
     home_order,
@@ -481,6 +482,31 @@ def test_a_full_window_refills_in_steps_each_in_one_submit() -> None:
         core.handle(Received(0, result(live[0].rid, 0)), 0.3)
         core.handle(Tick(), 0.3)
         core.take_actions()
+
+
+def test_places_freed_below_a_step_are_taken_after_a_short_wait_or_by_the_last_calls() -> None:
+    core = make()
+    opening = submit(core, 0.0)
+    core.take_actions()
+    up(core, 0, 0.0)
+    core.handle(Received(0, result(opening.rid, 0)), 0.0)
+    core.take_actions()
+    core.window = 64  # steps of 8
+    calls = [submit(core, 0.0, i, timeout=30.0) for i in range(70)]
+    core.take_actions()
+    for n in range(5):  # 5 places free, 6 calls wait: less than a step, fewer than waiting
+        core.handle(Received(0, result(calls[n].rid, n)), 0.1)
+    core.handle(Tick(), 0.1)
+    assert sent(core) == [] and core.next_deadline() == pytest.approx(0.1 + REFILL_WAIT_S)
+    core.handle(Tick(), 0.1 + REFILL_WAIT_S / 2)
+    assert sent(core) == []
+    core.handle(Tick(), 0.1 + REFILL_WAIT_S)  # the long calls run on: the places are taken
+    assert [m.rid for _, m in sent(core)] == [c.rid for c in calls[64:69]]
+    assert calls[69].deadline == float("inf") and core.next_deadline() > 0.1 + REFILL_WAIT_S
+    # one answer more: a place for every call left, so the last one starts at once
+    core.handle(Received(0, result(calls[5].rid, 5)), 0.2)
+    core.handle(Tick(), 0.2)
+    assert [m.rid for _, m in sent(core)] == [calls[69].rid]
 
 
 def test_cancel_forgets_a_call_and_closes_a_plain_connection() -> None:

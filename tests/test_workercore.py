@@ -692,6 +692,35 @@ def test_a_task_of_the_broker_with_gathered_replies_goes_first_for_reply_gather_
     assert replies_sent(core) == [(0, [b"a1", b"a2", b"a3", b"a4"]), (1, [b"b1", b"b2"])]
 
 
+def test_the_first_waiting_task_is_passed_over_for_reply_gather_s_whoever_passes_it() -> None:
+    # three brokers take turns sending a task as to an idle worker with held ones behind it;
+    # each one's replies gather, so its tasks would go before b1 in turn, without end
+    core = batch_core(3, reply_gather_s=0.002)
+    now = 1000.0
+    tasks(core, 1, [b"b0", b"b1"], now=now, holds=[False, True])
+    started = [core.begin(now)]
+    for link, name in ((0, b"a"), (2, b"c"), (0, b"d"), (2, b"e")):
+        # x1 goes before b1 as sent to an idle worker (as before); x2 and x3 are held
+        tasks(core, link, [name + b"1", name + b"2", name + b"3"], now=now,
+              holds=[False, True, True])
+        for _ in range(3):
+            now += 0.0005
+            core.task_done(b"r", now)
+            task = core.begin(now)
+            assert task is not None
+            started.append(task)
+            if task.key == b"b1":
+                break
+        if started[-1].key == b"b1":
+            break
+    keys = [t.key for t in started]
+    assert keys[-1] == b"b1", keys
+    # the first held task to pass b1 started when the wait began; b1 started reply_gather_s
+    # and one task's time after it at most
+    passed_from = next(t.started_at for t in started if t.key[1:] in (b"2", b"3"))
+    assert started[-1].started_at - passed_from <= 0.002 + 0.0005 + 1e-9, keys
+
+
 def test_a_held_task_never_goes_before_one_sent_to_an_idle_worker() -> None:
     core = batch_core(2)
     tasks(core, 0, [b"a1", b"a2"], holds=[False, True])
