@@ -453,13 +453,19 @@ def test_requests_started_together_go_to_one_broker_and_the_next_pass_to_the_nex
     assert one_pass(BATCH_MAX + 3, 0.4) == [(0, BATCH_MAX), (1, 3)]
 
 
-def test_a_full_window_refills_in_steps_each_in_one_submit() -> None:
+def connected() -> ClientCore:
+    """A core with one broker whose connection is up (DIPS), its first call answered."""
     core = make()
     opening = submit(core, 0.0)
     core.take_actions()
     up(core, 0, 0.0)
     core.handle(Received(0, result(opening.rid, 0)), 0.0)
     core.take_actions()
+    return core
+
+
+def test_a_full_window_refills_in_steps_each_in_one_submit() -> None:
+    core = connected()
     core.window = 32
     step = 32 // REFILL_PART
     assert step > 2
@@ -485,12 +491,7 @@ def test_a_full_window_refills_in_steps_each_in_one_submit() -> None:
 
 
 def test_places_freed_below_a_step_are_taken_after_a_short_wait_or_by_the_last_calls() -> None:
-    core = make()
-    opening = submit(core, 0.0)
-    core.take_actions()
-    up(core, 0, 0.0)
-    core.handle(Received(0, result(opening.rid, 0)), 0.0)
-    core.take_actions()
+    core = connected()
     core.window = 64  # steps of 8
     calls = [submit(core, 0.0, i, timeout=30.0) for i in range(70)]
     core.take_actions()

@@ -24,7 +24,7 @@ from imagekit import (
 )
 from PIL import Image
 
-from clusterkit import Cluster, needs
+from clusterkit import Cluster, Proc, needs
 from mdp_http.signing import post_text
 from testkit import broker_counter, wait_for
 
@@ -285,14 +285,20 @@ def test_redis_killed_under_load_fails_no_request_and_hits_come_back(
         wait_for(hit_again, 30, "hits from redis again")
 
 
-def test_identical_requests_through_two_doors_and_two_brokers_render_once(
-        cluster: Cluster, origin: Origin) -> None:
+def two_doors_two_brokers(cluster: Cluster, origin: Origin) -> tuple[list[Proc], list[Gateway]]:
+    """Two brokers, two stand-in image workers on both whose render takes long enough for
+    every request of a test to be in flight together, and two doors that list the brokers
+    in opposite orders."""
     brokers = [cluster.broker(), cluster.broker()]
-    # a render that takes long enough for all 100 requests to be in flight together
     image_workers(cluster, brokers, 2, allow=origin.url, stand_in=True,
                   env={"DIPS_TEST_RENDER_DELAY": "1.5"})
     endpoints = [b.endpoint for b in brokers]
-    doors = [start_gateway(cluster, endpoints), start_gateway(cluster, endpoints[::-1])]
+    return brokers, [start_gateway(cluster, endpoints), start_gateway(cluster, endpoints[::-1])]
+
+
+def test_identical_requests_through_two_doors_and_two_brokers_render_once(
+        cluster: Cluster, origin: Origin) -> None:
+    brokers, doors = two_doors_two_brokers(cluster, origin)
     url = signed(["rs:fill:80:80"], f"{origin.url}/b.jpg", signer=None)
     with concurrent.futures.ThreadPoolExecutor(100) as pool:
         results = list(pool.map(lambda i: doors[i % 2].call("GET", url), range(100)))
@@ -309,11 +315,7 @@ def test_identical_uploads_through_two_doors_and_two_brokers_render_once(
     # an upload's key is its body's SHA-256 with the options: the same photo POSTed to
     # both doors at once is rendered once, at the key's home broker, and every caller gets
     # the one result
-    brokers = [cluster.broker(), cluster.broker()]
-    image_workers(cluster, brokers, 2, allow=origin.url, stand_in=True,
-                  env={"DIPS_TEST_RENDER_DELAY": "1.5"})
-    endpoints = [b.endpoint for b in brokers]
-    doors = [start_gateway(cluster, endpoints), start_gateway(cluster, endpoints[::-1])]
+    brokers, doors = two_doors_two_brokers(cluster, origin)
     photo = (origin.root / "c.jpg").read_bytes()
     other = (origin.root / "a.jpg").read_bytes()  # a different body: a render of its own
 
