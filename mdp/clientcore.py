@@ -603,7 +603,8 @@ class ClientCore:
         """Whether calls of the backlog may start now. A window that filled up refills in
         steps: once a step's worth of places is free, once there are places for every call
         left, or once the first place freed is REFILL_WAIT_S old (a window held by long
-        calls is not left short for as long as they run)."""
+        calls is not left short for as long as they run); the first time a place is seen
+        free, that time is noted (``next_deadline`` wakes the shell for it)."""
         window = self.window
         if not self._full or window == math.inf:
             return True

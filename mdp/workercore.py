@@ -415,13 +415,13 @@ class WorkerCore:
         links = self.links
         if len(links) > 1 and not links[first.link].gathered_keys \
                 and now < first.passed_over + self.timing.reply_gather_s:
-            for task in waiting:
+            for n, task in enumerate(waiting):
                 if task.hold is not first.hold:
                     break
                 if links[task.link].gathered_keys:
                     if first.passed_over == math.inf:
                         first.passed_over = now
-                    waiting.remove(task)
+                    del waiting[n]
                     return task
         return waiting.popleft()
 
