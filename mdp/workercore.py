@@ -104,15 +104,21 @@ class Link:
     announce: bool = False  # its WELCOME takes a HEARTBEAT announcing a big reply
     gathered_keys: list[bytes] = field(default_factory=list)  # replies not yet sent
     gathered_bodies: list[bytes] = field(default_factory=list)
+    gathered_bytes: int = 0
     gathered_since: float = 0.0
     heard_at: float = 0.0
     # when the big task the broker announced may have arrived (protocol.sent_until): the
     # broker is not silent before then plus the expiry, as its heartbeats wait behind it;
     # 0 once the task has come (it follows its announcement)
     task_until: float = 0.0
-    gathered_bytes: int = 0
     sent_at: float = 0.0
     retry_at: float = 0.0
+
+    def take_gathered(self) -> tuple[list[bytes], list[bytes]]:
+        """The replies gathered so far (keys, bodies), and none left gathered."""
+        keys, bodies = self.gathered_keys, self.gathered_bodies
+        self.gathered_keys, self.gathered_bodies, self.gathered_bytes = [], [], 0
+        return keys, bodies
 
 
 @dataclass
@@ -157,8 +163,7 @@ class WorkerCore:
         link.sent_at = now
 
     def _send_gathered(self, link: Link, i: int, now: float) -> None:
-        keys, bodies = link.gathered_keys, link.gathered_bodies
-        link.gathered_keys, link.gathered_bodies, link.gathered_bytes = [], [], 0
+        keys, bodies = link.take_gathered()
         frames = (p.reply(keys[0], bodies) if len(keys) == 1 else p.replies(keys, bodies))
         self.actions.append(Send(i, frames))
         link.sent_at = now
@@ -185,7 +190,7 @@ class WorkerCore:
         link.told_busy = False
         if mode is not LinkMode.DIPS:
             link.batch = link.progress = link.announce = False
-            link.gathered_keys, link.gathered_bodies, link.gathered_bytes = [], [], 0
+            link.take_gathered()  # of a connection gone (_close sent them if it could)
         if mode is LinkMode.CLOSED:
             link.task_until = 0.0  # what was on its way went with the connection
 
