@@ -1,0 +1,169 @@
+"""What a broker sends a client: MDPC01 replies and the DIPS results, progress and PONGs.
+
+The broker builds these and the client parses them; both halves of this direction sit
+together so a change to a frame changes its builder and its parser side by side.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from mdp.errors import ProtocolError
+from mdp.protocol.constants import (
+    CLIENT,
+    CPROGRESS,
+    CWELCOME,
+    DIPS_CLIENT,
+    DIPS_VERSION,
+    PONG,
+    RESULT,
+)
+from mdp.protocol.meta import (
+    _ids,
+    _int_field,
+    _progress_fields,
+    _sending,
+    _version,
+    pack_meta,
+    unpack_meta,
+)
+
+
+class Reply(NamedTuple):
+    """A reply a client received; ``rid`` is None for a standard reply."""
+
+    service: bytes
+    body: list[bytes]
+    rid: int | None
+
+
+class Replies(NamedTuple):
+    """A RESULT carrying several replies: ``bodies[i]`` (one frame) answers ``rids[i]``."""
+
+    service: bytes
+    rids: list[int]
+    bodies: list[bytes]
+
+
+class Pong(NamedTuple):
+    """The ids a DIPS broker says it does not hold, and which broker process it is;
+    ``sending``: the bytes of a reply that follows (0: none announced)."""
+
+    lost: list[int]
+    instance: str
+    sending: int = 0
+
+
+class Welcome(NamedTuple):
+    """A DIPS broker's answer to HELLO."""
+
+    meta: dict[str, Any]
+
+
+class Progress(NamedTuple):
+    """Progress of request ``rid`` (see :class:`WorkerProgress`)."""
+
+    service: bytes
+    rid: int
+    kind: str
+    num: int | None = None
+    den: int | None = None
+    data: bytes | None = None
+
+
+ClientInbound = Reply | Replies | Pong | Welcome | Progress
+
+
+def to_client(identity: bytes, service: bytes, body: list[bytes], rid: int | None) -> list[bytes]:
+    """A reply to a client: MDPC01 for standard requests, RESULT for DIPS ones."""
+    if rid is None:
+        return [identity, b"", CLIENT, service, *body]
+    return [identity, b"", DIPS_CLIENT, RESULT, service, pack_meta({"id": rid}), *body]
+
+
+def to_client_batch(identity: bytes, service: bytes, rids: list[int],
+                    bodies: list[bytes]) -> list[bytes]:
+    """One RESULT carrying several one-frame replies (to clients that asked in HELLO)."""
+    return [identity, b"", DIPS_CLIENT, RESULT, service, pack_meta({"ids": rids}), *bodies]
+
+
+def to_client_progress(identity: bytes, service: bytes, rid: int, kind: str,
+                       num: int | None = None, den: int | None = None,
+                       data: bytes | None = None) -> list[bytes]:
+    """PROGRESS of request ``rid`` for a client that asked for it in HELLO."""
+    meta: dict[str, Any] = {"id": rid, "kind": kind}
+    if num is not None:
+        meta["num"], meta["den"] = num, den
+    frames = [identity, b"", DIPS_CLIENT, CPROGRESS, service, pack_meta(meta)]
+    if data is not None:
+        frames.append(data)
+    return frames
+
+
+def client_welcome(identity: bytes, meta: dict[str, Any]) -> list[bytes]:
+    """WELCOME to a DIPS client; ``meta`` holds "broker" and "instance"."""
+    return [identity, b"", DIPS_CLIENT, CWELCOME, pack_meta({"dips": DIPS_VERSION, **meta})]
+
+
+def pong(identity: bytes, lost: list[int], instance: str, sending: int = 0) -> list[bytes]:
+    """PONG to a DIPS client: the ids asked about that this broker does not hold. Sent
+    unasked, with ``sending``, just before a reply of that many bytes (BIG_BODY or more):
+    the client's next PONG would wait behind it."""
+    meta: dict[str, Any] = {"lost": lost, "instance": instance}
+    if sending:
+        meta["sending"] = sending
+    return [identity, b"", DIPS_CLIENT, PONG, pack_meta(meta)]
+
+
+def parse_client_inbound(frames: list[bytes]) -> ClientInbound:
+    """Decode one message a client's DEALER received from a broker."""
+    if len(frames) < 3 or frames[0] != b"":
+        raise ProtocolError("reply does not start with an empty delimiter and a header")
+    header = frames[1]
+    if header == CLIENT:
+        return Reply(frames[2], frames[3:], None)
+    if header != DIPS_CLIENT or len(frames) < 4:
+        raise ProtocolError(f"malformed reply from broker (header {header[:16]!r})")
+    command = frames[2]
+    if command == RESULT:
+        if len(frames) < 5:
+            raise ProtocolError("RESULT needs a service and a meta frame")
+        meta = unpack_meta(frames[4], "RESULT")
+        if "ids" in meta:
+            rids = _ids(meta, "ids", "RESULT")
+            if not rids or len(rids) != len(frames) - 5:
+                raise ProtocolError(f"RESULT has {len(rids)} ids for {len(frames) - 5} bodies")
+            return Replies(frames[3], rids, frames[5:])
+        rid = _int_field(meta, "id", "RESULT")
+        if rid is None:
+            raise ProtocolError("RESULT meta has no 'id'")
+        return Reply(frames[3], frames[5:], rid)
+    if command == CPROGRESS:
+        return _parse_client_progress(frames)
+    if len(frames) != 4:
+        raise ProtocolError(f"DIPS broker command {command[:8]!r} takes one meta frame")
+    meta = unpack_meta(frames[3], "broker")
+    if command == PONG:
+        instance = meta.get("instance", "")
+        return Pong(_ids(meta, "lost", "PONG"), instance if isinstance(instance, str) else "",
+                    _sending(meta, "PONG"))
+    if command == CWELCOME:
+        if _version(meta) is None:
+            raise ProtocolError(f"WELCOME speaks DIPS version {meta.get('dips')!r}")
+        return Welcome(meta)
+    raise ProtocolError(f"unknown DIPS broker command {command[:8]!r}")
+
+
+def _parse_client_progress(frames: list[bytes]) -> Progress:
+    if len(frames) not in (5, 6):
+        raise ProtocolError("PROGRESS needs a service, a meta frame and at most one data frame")
+    meta = unpack_meta(frames[4], "PROGRESS")
+    rid = _int_field(meta, "id", "PROGRESS")
+    if rid is None:
+        raise ProtocolError("PROGRESS meta has no 'id'")
+    kind, num, den = _progress_fields(meta, "PROGRESS")
+    data = frames[5] if len(frames) == 6 else None
+    if (kind == "status") != (data is None):
+        raise ProtocolError(f"PROGRESS of kind {kind!r} "
+                            + ("takes no data frame" if data is not None else "needs a data frame"))
+    return Progress(frames[3], rid, kind, num, den, data)

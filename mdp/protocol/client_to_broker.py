@@ -1,0 +1,152 @@
+"""What a client sends a broker: MDPC01 requests and the DIPS client commands (DIPC02).
+
+The client builds these and the broker parses them; both halves of this direction sit
+together so a change to a frame changes its builder and its parser side by side. The broker
+reaches the parser through ``parse_broker_inbound`` (``mdp.protocol.broker_inbound``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from mdp.errors import ProtocolError
+from mdp.protocol.constants import CLIENT, DIPS_CLIENT, DIPS_VERSION, HELLO, PING, SUBMIT
+from mdp.protocol.meta import _ck, _ids, _int_field, _priority, _version, pack_meta, unpack_meta
+
+
+class ClientRequest(NamedTuple):
+    """A request from a client; ``rid`` and ``ttl_ms`` are set for DIPS clients only."""
+
+    service: bytes
+    body: list[bytes]
+    rid: int | None = None
+    ttl_ms: int | None = None
+    priority: int = 0
+    ck: bytes | None = None  # coalescing key: identical requests are worked once
+
+
+class ClientBatch(NamedTuple):
+    """Several DIPS requests of one SUBMIT: one body frame each, in the order of ``rids``."""
+
+    service: bytes
+    rids: list[int]
+    bodies: list[bytes]
+    ttl_ms: int
+    priority: int = 0
+
+
+class First(NamedTuple):
+    """What HELLO says of the MDPC01 request that follows it on the same connection."""
+
+    rid: int
+    ttl_ms: int
+    priority: int = 0
+    ck: bytes | None = None
+
+
+class ClientHello(NamedTuple):
+    """A DIPS client opening a connection; ``first`` applies to the next MDPC01 request.
+
+    ``batch``: the client accepts RESULTs that carry several replies; ``progress``: it
+    accepts PROGRESS.
+    """
+
+    first: First | None
+    batch: bool = False
+    progress: bool = False
+
+
+class ClientPing(NamedTuple):
+    """A DIPS client asking which of its requests the broker holds."""
+
+    rids: list[int]
+
+
+def client_request(service: bytes, body: list[bytes]) -> list[bytes]:
+    return [b"", CLIENT, service, *body]
+
+
+def client_submit_batch(service: bytes, rids: list[int], ttl_ms: int, bodies: list[bytes],
+                        priority: int = 0) -> list[bytes]:
+    """One SUBMIT carrying several requests, one body frame each."""
+    meta: dict[str, Any] = {"ids": rids, "ttl_ms": ttl_ms}
+    if priority:
+        meta["pri"] = priority
+    return [b"", DIPS_CLIENT, SUBMIT, service, pack_meta(meta), *bodies]
+
+
+def client_submit(service: bytes, rid: int, ttl_ms: int, body: list[bytes],
+                  priority: int = 0, ck: bytes | None = None) -> list[bytes]:
+    meta: dict[str, Any] = {"id": rid, "ttl_ms": ttl_ms}
+    if priority:
+        meta["pri"] = priority
+    if ck is not None:
+        meta["ck"] = ck
+    return [b"", DIPS_CLIENT, SUBMIT, service, pack_meta(meta), *body]
+
+
+def client_hello(first: First | None = None, batch: bool = False,
+                 progress: bool = False) -> list[bytes]:
+    """HELLO; ``first`` describes the MDPC01 request sent right after; ``batch``: RESULTs
+    may carry several replies; ``progress``: send PROGRESS."""
+    meta: dict[str, Any] = {"dips": DIPS_VERSION}
+    if batch:
+        meta["batch"] = True
+    if progress:
+        meta["progress"] = True
+    if first is not None:
+        meta["first"] = {"id": first.rid, "ttl_ms": first.ttl_ms, "pri": first.priority}
+        if first.ck is not None:
+            meta["first"]["ck"] = first.ck
+    return [b"", DIPS_CLIENT, HELLO, pack_meta(meta)]
+
+
+def client_ping(rids: list[int]) -> list[bytes]:
+    return [b"", DIPS_CLIENT, PING, pack_meta({"ids": rids})]
+
+
+def _parse_dips_client(
+    command: bytes, rest: list[bytes]
+) -> ClientRequest | ClientBatch | ClientHello | ClientPing:
+    if command == SUBMIT:
+        if len(rest) < 2:
+            raise ProtocolError("SUBMIT needs a service and a meta frame")
+        meta = unpack_meta(rest[1], "SUBMIT")
+        ttl = _int_field(meta, "ttl_ms", "SUBMIT")
+        if ttl is None:
+            raise ProtocolError("SUBMIT meta needs 'ttl_ms'")
+        ck = _ck(meta, "SUBMIT")
+        if "ids" in meta:
+            rids = _ids(meta, "ids", "SUBMIT")
+            if not rids or len(rids) != len(rest) - 2:
+                raise ProtocolError(f"SUBMIT has {len(rids)} ids for {len(rest) - 2} bodies")
+            if ck is not None:
+                raise ProtocolError("a SUBMIT of several requests cannot carry one 'ck'")
+            return ClientBatch(rest[0], rids, rest[2:], ttl, _priority(meta, "SUBMIT"))
+        rid = _int_field(meta, "id", "SUBMIT")
+        if rid is None:
+            raise ProtocolError("SUBMIT meta needs 'id' (or 'ids')")
+        return ClientRequest(rest[0], rest[2:], rid, ttl, _priority(meta, "SUBMIT"), ck)
+    if len(rest) != 1:
+        raise ProtocolError("a DIPS client command takes one meta frame")
+    if command == PING:
+        return ClientPing(_ids(unpack_meta(rest[0], "PING"), "ids", "PING"))
+    if command == HELLO:
+        meta = unpack_meta(rest[0], "HELLO")
+        if _version(meta) is None:
+            raise ProtocolError(f"HELLO asks for DIPS version {meta.get('dips')!r}; "
+                                f"this broker speaks {DIPS_VERSION}")
+        first = meta.get("first")
+        batch = meta.get("batch") is True
+        progress = meta.get("progress") is True
+        if first is None:
+            return ClientHello(None, batch, progress)
+        if not isinstance(first, dict):
+            raise ProtocolError("HELLO meta field 'first' is not a map")
+        rid = _int_field(first, "id", "HELLO")
+        ttl = _int_field(first, "ttl_ms", "HELLO")
+        if rid is None or ttl is None:
+            raise ProtocolError("HELLO 'first' needs 'id' and 'ttl_ms'")
+        return ClientHello(First(rid, ttl, _priority(first, "HELLO"), _ck(first, "HELLO")),
+                           batch, progress)
+    raise ProtocolError(f"unknown DIPS client command {command[:8]!r}")

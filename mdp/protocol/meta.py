@@ -1,0 +1,108 @@
+"""Meta frames: the one msgpack map a DIPS extension command carries, and its field checks.
+
+Every direction's parser reads its meta fields through these checks, so a field means the
+same and fails with the same ProtocolError wherever it travels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from mdp.body import pack
+from mdp.errors import ProtocolError
+from mdp.protocol.constants import (
+    DIPS_VERSION,
+    MAX_ANNOUNCED,
+    MAX_BATCH,
+    MAX_CK_BYTES,
+    PROGRESS_KINDS,
+)
+
+
+def pack_meta(meta: dict[str, Any]) -> bytes:
+    """A meta frame: one msgpack map."""
+    return pack(meta)
+
+
+def unpack_meta(frame: bytes, what: str) -> dict[str, Any]:
+    """Decode a meta frame; ProtocolError naming the command for anything but a map."""
+    try:
+        meta = msgpack.unpackb(frame, raw=False, strict_map_key=True,
+                               max_array_len=100_000, max_map_len=64)
+    except Exception as exc:
+        raise ProtocolError(f"{what} meta is not valid msgpack: {type(exc).__name__}") from exc
+    if not isinstance(meta, dict):
+        raise ProtocolError(f"{what} meta is a {type(meta).__name__}, not a map")
+    return meta
+
+
+def _int_field(meta: dict[str, Any], key: str, what: str, default: int | None = None,
+               low: int = 0, high: int = 2**63 - 1) -> int | None:
+    value = meta.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ProtocolError(f"{what} meta field {key!r} is not an integer in [{low}, {high}]")
+    return value
+
+
+def _priority(meta: dict[str, Any], what: str) -> int:
+    """A request priority, clamped to low (-1) .. high (1)."""
+    pri = _int_field(meta, "pri", what, 0, -(2**31), 2**31)
+    return 0 if pri is None else max(-1, min(1, pri))
+
+
+def _ids(meta: dict[str, Any], key: str, what: str) -> list[int]:
+    ids = meta.get(key, [])
+    if not isinstance(ids, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise ProtocolError(f"{what} meta field {key!r} is not a list of request ids")
+    return ids
+
+
+def _keys(meta: dict[str, Any], what: str) -> list[bytes]:
+    """The ``keys`` of a TASKS or REPLIES: 1 to MAX_BATCH task keys (bytes)."""
+    keys = meta.get("keys")
+    if (not isinstance(keys, list) or not 0 < len(keys) <= MAX_BATCH
+            or not all(isinstance(k, bytes) and 0 < len(k) <= 255 for k in keys)):
+        raise ProtocolError(f"{what} meta field 'keys' must list 1-{MAX_BATCH} task keys")
+    return keys
+
+
+def _version(meta: dict[str, Any]) -> int | None:
+    """The DIPS version a handshake meta claims; None when it claims none we speak."""
+    version = meta.get("dips")
+    if isinstance(version, int) and not isinstance(version, bool) and version >= DIPS_VERSION:
+        return DIPS_VERSION
+    return None
+
+
+def _sending(meta: dict[str, Any], what: str) -> int:
+    """The byte count a HEARTBEAT or PONG announces (0: none)."""
+    size = meta.get("sending", 0)
+    if type(size) is not int or not 0 <= size <= MAX_ANNOUNCED:
+        raise ProtocolError(f"{what} 'sending' must be a byte count, not {size!r:.40}")
+    return size
+
+
+def _ck(meta: dict[str, Any], what: str) -> bytes | None:
+    """A coalescing key: 1 to MAX_CK_BYTES bytes, or absent."""
+    ck = meta.get("ck")
+    if ck is None:
+        return None
+    if not isinstance(ck, bytes) or not 0 < len(ck) <= MAX_CK_BYTES:
+        raise ProtocolError(f"{what} meta field 'ck' must be 1-{MAX_CK_BYTES} bytes (bin)")
+    return ck
+
+
+def _progress_fields(meta: dict[str, Any], what: str) -> tuple[str, int | None, int | None]:
+    kind = meta.get("kind")
+    if kind not in PROGRESS_KINDS:
+        raise ProtocolError(f"{what} meta field 'kind' must be one of {', '.join(PROGRESS_KINDS)}")
+    num = _int_field(meta, "num", what)
+    den = _int_field(meta, "den", what)
+    if kind == "status" and (num is None or den is None):
+        raise ProtocolError(f"{what} of kind 'status' needs 'num' and 'den'")
+    return kind, num, den
