@@ -26,8 +26,9 @@ from typing import Any
 
 from mdp import protocol as p
 from mdp.actions import Action, Close, Event, Lost, Open, Opened, Received, Send, Tick
-from mdp.clock import Backoff, RateLimitedLog
+from mdp.clock import Backoff
 from mdp.errors import Expired, ProtocolError, WorkerTimeout
+from mdp.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import zmq
 
-from mdp.clock import LOG_FORMAT, RateLimitedLog
 from mdp.errors import BadRequest, ConfigError, RequestError, Timeout, UnknownService
 from mdp.keys import CurveConfig
+from mdp.logs import LOG_FORMAT, RateLimitedLog
 from mdp.status import BrokerStatus
 from mdp.version import code_version
 from mdp.workercore import Timing
