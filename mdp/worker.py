@@ -46,15 +46,8 @@ from mdp.keys import CurveConfig
 from mdp.logs import LOG_FORMAT
 from mdp.sentinel import SENTINEL
 from mdp.version import code_version
-from mdp.workercore import (
-    EXIT_OK,
-    EXIT_OUT_OF_MEMORY,
-    EXIT_STUCK,
-    Phase,
-    Task,
-    Timing,
-    WorkerCore,
-)
+from mdp.workercore import EXIT_OK, EXIT_OUT_OF_MEMORY, EXIT_STUCK, WorkerCore
+from mdp.workerstate import Phase, Task, Timing
 
 log = logging.getLogger(__name__)
 

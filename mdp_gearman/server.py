@@ -26,7 +26,7 @@ from mdp.keys import CurveConfig
 from mdp.logs import LOG_FORMAT, RateLimitedLog
 from mdp.status import BrokerStatus
 from mdp.version import code_version
-from mdp.workercore import Timing
+from mdp.workerstate import Timing
 from mdp_gearman import admin, mapping
 from mdp_gearman import packets as g
 from mdp_gearman.background import BackgroundRunner, Outcome
