@@ -18,9 +18,9 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
-from mdp.clock import RateLimitedLog
 from mdp.errors import ConfigError
 from mdp.keys import CLIENT_ROLE, WORKER_ROLE, fingerprint, load_allowlist
+from mdp.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,12 @@ import zmq
 from mdp import sockio
 from mdp.brokercore import BrokerCore
 from mdp.brokerstatus import clean_info as _clean_info  # noqa: F401  (tests/test_service_info)
-from mdp.clock import LOG_FORMAT, poll_timeout_ms
+from mdp.clock import poll_timeout_ms
 from mdp.config import BrokerConfig, parse_broker_args
 from mdp.dispatch import Dispatcher
 from mdp.errors import ConfigError
 from mdp.keys import fingerprint, load_secret
+from mdp.logs import LOG_FORMAT
 
 if TYPE_CHECKING:
     from mdp.auth import RoleAuthenticator

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import math
-import time
-
-LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
 def poll_timeout_ms(deadline: float, now: float) -> int:
@@ -31,26 +27,3 @@ class Backoff:
 
     def reset(self) -> None:
         self._next_s = self.initial_s
-
-
-class RateLimitedLog:
-    """Log at most ``per_second`` messages a second; count and report the rest."""
-
-    def __init__(self, logger: logging.Logger, per_second: int = 10) -> None:
-        self.logger = logger
-        self.per_second = per_second
-        self._window_start = 0.0
-        self._count = 0
-        self._suppressed = 0
-
-    def warning(self, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._window_start >= 1.0:
-            if self._suppressed:
-                self.logger.warning("%d similar warnings suppressed", self._suppressed)
-            self._window_start, self._count, self._suppressed = now, 0, 0
-        if self._count < self.per_second:
-            self._count += 1
-            self.logger.warning(msg, *args)
-        else:
-            self._suppressed += 1

@@ -13,7 +13,7 @@ from mdp import protocol as p
 from mdp.errors import ConfigError
 from mdp.keys import CurveConfig
 from mdp.options import check_endpoint
-from mdp.workercore import Timing
+from mdp.workerstate import Timing
 
 BROKER_DESCRIPTION = "The Majordomo broker of DIPS."
 WORKER_DESCRIPTION = "A DIPS worker: one service, one request at a time, every broker."

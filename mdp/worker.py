@@ -39,21 +39,15 @@ import zmq
 from mdp import handlers, sockio
 from mdp import protocol as p
 from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
-from mdp.clock import LOG_FORMAT, poll_timeout_ms
+from mdp.clock import poll_timeout_ms
 from mdp.config import WorkerConfig, parse_worker_args
 from mdp.errors import ConfigError, RequestError, WorkerError
 from mdp.keys import CurveConfig
+from mdp.logs import LOG_FORMAT
 from mdp.sentinel import SENTINEL
 from mdp.version import code_version
-from mdp.workercore import (
-    EXIT_OK,
-    EXIT_OUT_OF_MEMORY,
-    EXIT_STUCK,
-    Phase,
-    Task,
-    Timing,
-    WorkerCore,
-)
+from mdp.workercore import EXIT_OK, EXIT_OUT_OF_MEMORY, EXIT_STUCK, WorkerCore
+from mdp.workerstate import Phase, Task, Timing
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ plain 7/MDP with a local queue for standard brokers.
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 from collections import deque
@@ -26,8 +25,10 @@ from typing import Any
 
 from mdp import protocol as p
 from mdp.actions import Action, Close, Event, Lost, Open, Opened, Received, Send, Tick
-from mdp.clock import Backoff, RateLimitedLog
+from mdp.clock import Backoff
 from mdp.errors import Expired, ProtocolError, WorkerTimeout
+from mdp.logs import RateLimitedLog
+from mdp.workerstate import Link, LinkMode, Phase, Task, Timing
 
 log = logging.getLogger(__name__)
 
@@ -43,82 +44,6 @@ def ready_meta(meta: dict[str, Any], prefetch: int) -> dict[str, Any]:
     """A DIPS worker's READY meta: who it is (``meta``), how many tasks it may hold beyond
     the one it runs, and the extensions it takes (TASKS, announced big tasks)."""
     return {**meta, "prefetch": prefetch, "batch": True, "announce": True}
-
-
-class LinkMode(enum.Enum):
-    CLOSED = "closed"  # no socket; reconnect at retry_at
-    STANDARD = "standard"  # READY sent, no WELCOME (yet): plain 7/MDP
-    DIPS = "dips"  # the broker sent WELCOME: the extensions are on
-
-
-class Phase(enum.Enum):
-    SERVING = "serving"
-    DRAINING = "draining"  # takes nothing new; finishes what it holds
-    DONE = "done"  # every link told DISCONNECT; the shell exits with exit_code
-
-
-@dataclass(frozen=True)
-class Timing:
-    """The worker's timers, in seconds."""
-
-    heartbeat_interval_s: float = 1.0
-    heartbeat_liveness: int = 3
-    reconnect_initial_s: float = 0.1
-    reconnect_max_s: float = 5.0
-    time_limit_s: float = 30.0
-    busy_after_s: float = 0.005
-    drain_linger_ms: int = 2000
-    reply_gather_s: float = 0.002  # how long finished replies may wait to share a REPLIES
-
-    @property
-    def expiry_s(self) -> float:
-        return self.heartbeat_interval_s * self.heartbeat_liveness
-
-
-@dataclass(slots=True)
-class Task:
-    """A task from one broker; ``epoch`` is its link's connection count when it came."""
-
-    link: int
-    epoch: int
-    key: bytes
-    body: list[bytes]
-    deadline: float | None
-    hold: bool
-    dips: bool
-    started_at: float = 0.0
-    passed_over: float = math.inf  # when a task behind it first started before it
-
-
-@dataclass(slots=True)
-class Link:
-    """What the core knows of one broker connection."""
-
-    endpoint: str
-    backoff: Backoff
-    mode: LinkMode = LinkMode.CLOSED
-    epoch: int = 0  # connections made so far; tasks of an older one are void
-    told_busy: bool = False  # we sent BUSY (or an unasked BOUNCE) and owe a FREE
-    batch: bool = False  # its WELCOME offered TASKS and REPLIES
-    progress: bool = False  # its WELCOME offered to relay PROGRESS
-    announce: bool = False  # its WELCOME takes a HEARTBEAT announcing a big reply
-    gathered_keys: list[bytes] = field(default_factory=list)  # replies not yet sent
-    gathered_bodies: list[bytes] = field(default_factory=list)
-    gathered_bytes: int = 0
-    gathered_since: float = 0.0
-    heard_at: float = 0.0
-    # when the big task the broker announced may have arrived (protocol.sent_until): the
-    # broker is not silent before then plus the expiry, as its heartbeats wait behind it;
-    # 0 once the task has come (it follows its announcement)
-    task_until: float = 0.0
-    sent_at: float = 0.0
-    retry_at: float = 0.0
-
-    def take_gathered(self) -> tuple[list[bytes], list[bytes]]:
-        """The replies gathered so far (keys, bodies), and none left gathered."""
-        keys, bodies = self.gathered_keys, self.gathered_bodies
-        self.gathered_keys, self.gathered_bodies, self.gathered_bytes = [], [], 0
-        return keys, bodies
 
 
 @dataclass

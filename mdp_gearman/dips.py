@@ -14,7 +14,8 @@ from mdp.aio import AsyncMDPClient
 from mdp.clientcore import OnProgress
 from mdp.errors import Timeout
 from mdp.keys import CurveConfig
-from mdp.status import BrokerStatus, StatusClients
+from mdp.status import BrokerStatus
+from mdp.statusfetch import StatusClients
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ from zmq.utils.monitor import recv_monitor_message
 from mdp import sockio
 from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
 from mdp.keys import CurveConfig
-from mdp.workercore import Phase, WorkerCore
+from mdp.workercore import WorkerCore
+from mdp.workerstate import Phase
 
 log = logging.getLogger(__name__)
 

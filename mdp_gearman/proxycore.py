@@ -28,7 +28,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from mdp import protocol as p
-from mdp.workercore import LinkMode, Task, Timing, WorkerCore, ready_meta
+from mdp.workercore import WorkerCore, ready_meta
+from mdp.workerstate import LinkMode, Task, Timing
 
 NO_TIME_LIMIT_S = 10.0 * 365 * 24 * 3600  # the door enforces job limits itself
 

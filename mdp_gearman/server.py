@@ -21,12 +21,12 @@ from typing import Any
 
 import zmq
 
-from mdp.clock import LOG_FORMAT, RateLimitedLog
 from mdp.errors import BadRequest, ConfigError, RequestError, Timeout, UnknownService
 from mdp.keys import CurveConfig
+from mdp.logs import LOG_FORMAT, RateLimitedLog
 from mdp.status import BrokerStatus
 from mdp.version import code_version
-from mdp.workercore import Timing
+from mdp.workerstate import Timing
 from mdp_gearman import admin, mapping
 from mdp_gearman import packets as g
 from mdp_gearman.background import BackgroundRunner, Outcome

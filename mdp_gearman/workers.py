@@ -44,7 +44,7 @@ from typing import Any, Protocol
 from mdp import protocol as p
 from mdp.body import BodyLimits, decode_request
 from mdp.errors import BadRequest, WorkerError, WorkerTimeout
-from mdp.workercore import LinkMode, Task, Timing
+from mdp.workerstate import LinkMode, Task, Timing
 from mdp_gearman import mapping
 from mdp_gearman import packets as g
 from mdp_gearman.packets import Packet, T

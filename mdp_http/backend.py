@@ -13,7 +13,8 @@ from typing import Any
 from mdp.aio import AsyncMDPClient
 from mdp.body import decode_reply
 from mdp.keys import CurveConfig
-from mdp.status import BrokerStatus, StatusClients
+from mdp.status import BrokerStatus
+from mdp.statusfetch import StatusClients
 from mdp_http.errors import TooLarge
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from mdp import status as st
 from mdp.errors import MDPError, ProtocolError, Timeout
 from mdp.keys import CurveConfig
+from mdp.statusfetch import fetch
 from mdpctl.bounded import call_bounded, check_listening
 from mdpctl.errors import Unreachable, WaitTimeout
 
@@ -26,7 +27,7 @@ def fetch_status(
     try:
         check_listening(endpoint, timeout_s)
         status = call_bounded(
-            lambda: st.fetch(endpoint, timeout_s=timeout_s, curve=curve),
+            lambda: fetch(endpoint, timeout_s=timeout_s, curve=curve),
             timeout_s + 1.0,
             "mmi.status",
         )

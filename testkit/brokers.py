@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from mdp.keys import CurveConfig
-from mdp.status import BrokerStatus, fetch, try_fetch
+from mdp.status import BrokerStatus
+from mdp.statusfetch import fetch, try_fetch
 
 
 def broker_status(endpoint: str, timeout_s: float = 1.0,

@@ -25,7 +25,7 @@ HEAVY = ("aiohttp", "prometheus_client", "PIL", "supervisor", "tqdm", "redis", "
 _LIST_HEAVY = f"""
 import sys
 import mdp, mdp.protocol, mdp.client, mdp.aio, mdp.worker, mdp.broker, mdp.clientcore
-import mdp.workercore, mdp.dispatch, mdp.status, mdp.errors, mdp.options, mdp.keys
+import mdp.workercore, mdp.dispatch, mdp.status, mdp.statusfetch, mdp.errors, mdp.options, mdp.keys
 heavy = {HEAVY!r}
 print(sorted(m for m in sys.modules if m.split(".")[0] in heavy))
 """

@@ -11,7 +11,6 @@ import msgpack
 import pytest
 
 from clusterkit import Cluster
-from mdp import status as st
 from mdp.client import MDPClient
 from mdp.errors import ProtocolError, Timeout
 from mdp.status import (
@@ -24,6 +23,7 @@ from mdp.status import (
     ServiceInfo,
     ServiceStatus,
 )
+from mdp.statusfetch import StatusClients, afetch, fetch, try_fetch
 from testkit import free_port
 
 INF = math.inf
@@ -215,16 +215,16 @@ def test_fetch_and_afetch_read_a_live_broker(cluster: Cluster) -> None:
     worker = cluster.worker([broker])
     with MDPClient([broker.endpoint], timeout=5) as client:
         assert client.send("echo", {"n": 1}) == {"n": 1}
-    status = st.fetch(broker.endpoint, timeout_s=2)
+    status = fetch(broker.endpoint, timeout_s=2)
     assert status.find("echo", worker.pid) is not None
     assert status.counters.replies >= 1 and status.services["echo"].counters is not None
     assert BrokerStatus.from_wire(status.to_wire()) == status
-    again = asyncio.run(st.afetch(broker.endpoint, timeout_s=2))
+    again = asyncio.run(afetch(broker.endpoint, timeout_s=2))
     assert (again.broker.pid, again.broker.instance) == (status.broker.pid,
                                                          status.broker.instance)
 
     async def twice() -> list[BrokerStatus]:
-        clients = st.StatusClients(timeout_s=2)
+        clients = StatusClients(timeout_s=2)
         try:
             return [await clients.fetch(broker.endpoint) for _ in range(2)]
         finally:
@@ -236,5 +236,5 @@ def test_fetch_and_afetch_read_a_live_broker(cluster: Cluster) -> None:
 def test_fetch_from_nobody_times_out() -> None:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     with pytest.raises(Timeout):
-        st.fetch(endpoint, timeout_s=0.3)
-    assert st.try_fetch(endpoint, timeout_s=0.3) is None
+        fetch(endpoint, timeout_s=0.3)
+    assert try_fetch(endpoint, timeout_s=0.3) is None

@@ -6,14 +6,8 @@ from typing import Any
 
 from mdp import protocol as p
 from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
-from mdp.workercore import (
-    EXIT_OUT_OF_MEMORY,
-    EXIT_STUCK,
-    LinkMode,
-    Phase,
-    Timing,
-    WorkerCore,
-)
+from mdp.workercore import EXIT_OUT_OF_MEMORY, EXIT_STUCK, WorkerCore
+from mdp.workerstate import LinkMode, Phase, Timing
 
 NAMES = {p.READY: "READY", p.REPLY: "REPLY", p.HEARTBEAT: "HEARTBEAT",
          p.DISCONNECT: "DISCONNECT", p.BUSY: "BUSY", p.FREE: "FREE", p.BOUNCE: "BOUNCE",

@@ -1,0 +1,34 @@
+"""Logging helpers shared by the roles: the line format their ``main`` configures, and a
+log that rate-limits a warning peers can repeat at will (dropped messages, refused keys,
+failed jobs), so that a flood of bad input does not flood the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+class RateLimitedLog:
+    """Log at most ``per_second`` messages a second; count and report the rest."""
+
+    def __init__(self, logger: logging.Logger, per_second: int = 10) -> None:
+        self.logger = logger
+        self.per_second = per_second
+        self._window_start = 0.0
+        self._count = 0
+        self._suppressed = 0
+
+    def warning(self, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._window_start >= 1.0:
+            if self._suppressed:
+                self.logger.warning("%d similar warnings suppressed", self._suppressed)
+            self._window_start, self._count, self._suppressed = now, 0, 0
+        if self._count < self.per_second:
+            self._count += 1
+            self.logger.warning(msg, *args)
+        else:
+            self._suppressed += 1
