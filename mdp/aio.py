@@ -25,16 +25,9 @@ import zmq.asyncio
 from mdp import sockio
 from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
 from mdp.client import open_socket
-from mdp.clientcore import (
-    CANCELLED,
-    Call,
-    ClientCore,
-    OnProgress,
-    check_frame,
-    decode_status,
-    encode_request,
-    service_name,
-)
+from mdp.clientcodec import check_frame, decode_status, encode_request, service_name
+from mdp.clientcore import ClientCore
+from mdp.clientrecords import CANCELLED, Call, OnProgress
 from mdp.keys import CurveConfig
 from mdp.options import ClientOptions, resolve
 

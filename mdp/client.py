@@ -31,16 +31,9 @@ import zmq
 from mdp import protocol as p
 from mdp import sockio
 from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
-from mdp.clientcore import (
-    CANCELLED,
-    Call,
-    ClientCore,
-    OnProgress,
-    check_frame,
-    decode_status,
-    encode_request,
-    service_name,
-)
+from mdp.clientcodec import check_frame, decode_status, encode_request, service_name
+from mdp.clientcore import ClientCore
+from mdp.clientrecords import CANCELLED, Call, OnProgress
 from mdp.clock import poll_timeout_ms
 from mdp.errors import ProtocolError, RequestError, UnknownService
 from mdp.keys import CurveConfig

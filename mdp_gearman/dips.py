@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mdp.aio import AsyncMDPClient
-from mdp.clientcore import OnProgress
+from mdp.clientrecords import OnProgress
 from mdp.errors import Timeout
 from mdp.keys import CurveConfig
 from mdp.status import BrokerStatus

@@ -14,15 +14,9 @@ import pytest
 
 from mdp import protocol as p
 from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
-from mdp.clientcore import (
-    BATCH_MAX,
-    COMPLAIN_EVERY_S,
-    REFILL_PART,
-    REFILL_WAIT_S,
-    ClientCore,
-    State,
-    home_order,
-)
+from mdp.clientcore import COMPLAIN_EVERY_S, ClientCore
+from mdp.clientplacement import BATCH_MAX, REFILL_PART, REFILL_WAIT_S
+from mdp.clientrecords import State, home_order
 from mdp.errors import Timeout, UnknownService, WorkerLost
 
 SVC = b"echo"
