@@ -18,7 +18,7 @@ from typing import Any
 
 from mdpctl import images, numbers
 from mdpctl.endpoints import OFF, listen_or_off_arg, tcp_endpoint_arg
-from mdpctl.render import DEFAULT_LOG_LEVEL, DEFAULT_TIME_LIMIT_S, GEARMAN_LISTEN, HTTP_LISTEN
+from mdpctl.hostconf import DEFAULT_LOG_LEVEL, DEFAULT_TIME_LIMIT_S, GEARMAN_LISTEN, HTTP_LISTEN
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from mdp.status import BrokerView, WorkerStatus
 from mdpctl.brokers import fetch_all
 from mdpctl.cluster import Cluster, Host
 from mdpctl.errors import CtlError
-from mdpctl.render import VERSION_PROBE_PROGRAM
+from mdpctl.hostconf import VERSION_PROBE_PROGRAM
 from mdpctl.rpc import ProcessConfig, ProcessInfo, Supervisor
 from mdpctl.scalestate import KEEPER_NAME, KEEPER_PROGRAM, KeeperState, last_state
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mdpctl import ports, render
+from mdpctl import hostconf, ports
 from mdpctl.cluster import CLUSTER_FILE_NAME, SOCKET_NAME, local_cluster_toml
 from mdpctl.endpoints import split_listen, tcp_host_port
 from mdpctl.errors import CtlError, NotRunning, Unreachable, UsageError, WaitTimeout
@@ -62,15 +62,15 @@ class LocalSpec:
 
     run_dir: Path
     brokers: tuple[str, ...]
-    pools: tuple[render.WorkerPool, ...]
+    pools: tuple[hostconf.WorkerPool, ...]
     python: str = sys.executable
     pythonpath: str | None = None
-    time_limit_s: float = render.DEFAULT_TIME_LIMIT_S
+    time_limit_s: float = hostconf.DEFAULT_TIME_LIMIT_S
     heartbeat_interval_s: float | None = None
     max_requests: int = 0
-    log_level: str = render.DEFAULT_LOG_LEVEL
-    http_listen: str | None = render.HTTP_LISTEN
-    gearman_listen: str | None = render.GEARMAN_LISTEN
+    log_level: str = hostconf.DEFAULT_LOG_LEVEL
+    http_listen: str | None = hostconf.HTTP_LISTEN
+    gearman_listen: str | None = hostconf.GEARMAN_LISTEN
     settings: tuple[tuple[str, str], ...] = ()  # DIPS_* variables the programs get
     images: ImageServing = ImageServing()
 
@@ -106,13 +106,13 @@ class LocalSpec:
             found.append((f"redis ({listen})", *split_listen(listen)))
         return found
 
-    def host_config(self) -> render.HostConfig:
-        return render.HostConfig(
+    def host_config(self) -> hostconf.HostConfig:
+        return hostconf.HostConfig(
             title="DIPS local cluster, written by `mdpctl up`",
             generated_by="mdpctl up (run directory " + str(self.run_dir) + ")",
-            python=render.escape(self.python),
+            python=hostconf.escape(self.python),
             run_dir="%(here)s",
-            pythonpath=render.escape_env(self.pythonpath) if self.pythonpath else None,
+            pythonpath=hostconf.escape_env(self.pythonpath) if self.pythonpath else None,
             broker_binds=self.brokers,
             brokers=self.brokers,
             pools=self.pools,
@@ -123,7 +123,7 @@ class LocalSpec:
             identifier="dips-local",
             gearman_listen=self.gearman_listen,
             http_listen=self.http_listen,
-            extra_environment={k: render.escape_env(v) for k, v in self.settings},
+            extra_environment={k: hostconf.escape_env(v) for k, v in self.settings},
             images=self.images,
         )
 
@@ -247,7 +247,7 @@ def write_files(spec: LocalSpec) -> Path:
     (spec.run_dir / "log").mkdir(parents=True, exist_ok=True)
     os.chmod(spec.run_dir, 0o700)
     config_path = spec.run_dir / CONFIG_NAME
-    config_path.write_text(render.render(spec.host_config()), encoding="utf-8")
+    config_path.write_text(hostconf.render(spec.host_config()), encoding="utf-8")
     (spec.run_dir / CLUSTER_FILE_NAME).write_text(
         local_cluster_toml(spec.run_dir, spec.brokers), encoding="utf-8"
     )

@@ -19,8 +19,8 @@ from mdpctl import probe
 from mdpctl.cluster import Cluster
 from mdpctl.errors import CtlError, ProcessFailed, RolloutStopped, Unreachable, WaitTimeout
 from mdpctl.fleet import Fleet, HostState, Slot
+from mdpctl.hostconf import VERSION_PROBE_PROGRAM
 from mdpctl.readiness import SlotKey, find_slot, wait_serving, wait_stopped, wait_until
-from mdpctl.render import VERSION_PROBE_PROGRAM
 from mdpctl.rpc import Supervisor
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mdpctl.render import KEEPER_PROGRAM
+from mdpctl.hostconf import KEEPER_PROGRAM
 
 KEEPER_NAME = f"{KEEPER_PROGRAM}:{KEEPER_PROGRAM}"
 STATE_FILE_NAME = "scale.json"

@@ -1,7 +1,7 @@
 """Scaling a service on a host by starting and stopping individual worker slots.
 
 supervisord restarts a whole group when its ``numprocs`` changes, so the configuration
-declares a fixed set of slots per service (see :mod:`mdpctl.render`) and scaling only
+declares a fixed set of slots per service (see :mod:`mdpctl.hostconf`) and scaling only
 starts stopped slots (lowest number first) or stops running ones (highest number first,
 gracefully).  The other workers are never touched.  Each choice is first recorded with
 the host's scale keeper (:mod:`mdpctl.keeper`), which applies it again whenever that

@@ -48,7 +48,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from mdpctl import flags, images, numbers, render
+from mdpctl import flags, hostconf, images, numbers
 from mdpctl.cluster import DEFAULT_BROKERS
 from mdpctl.context import Context
 from mdpctl.endpoints import OFF, listen_arg, tcp_endpoint_arg
@@ -109,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     config = host_config(args)
-    text = render.render(config)
+    text = hostconf.render(config)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
         ctx.say(f"wrote {args.output}")
@@ -140,17 +140,17 @@ def generated_by(args: argparse.Namespace) -> str:
     return shlex.join(argv + flags.command_line(args))
 
 
-def _pools(args: argparse.Namespace, per_service: int) -> tuple[render.WorkerPool, ...]:
+def _pools(args: argparse.Namespace, per_service: int) -> tuple[hostconf.WorkerPool, ...]:
     counts = parse_service_counts(args.service) if args.service else {}
     names = list(counts) or default_services()
     spare = args.spare if args.spare is not None else per_service
     return tuple(
-        render.WorkerPool(n, per_service if counts.get(n) is None else int(counts[n] or 0), spare)
+        hostconf.WorkerPool(n, per_service if counts.get(n) is None else int(counts[n] or 0), spare)
         for n in names
     )
 
 
-def _rpc(args: argparse.Namespace) -> render.RpcListen | None:
+def _rpc(args: argparse.Namespace) -> hostconf.RpcListen | None:
     if args.profile == "local" and not args.rpc_listen:
         return None
     password = os.environ.get(PASSWORD_ENV)
@@ -162,7 +162,7 @@ def _rpc(args: argparse.Namespace) -> render.RpcListen | None:
             "placeholder that matches nothing; replace it before use\n"
         )
         hashed = NO_PASSWORD
-    return render.RpcListen(args.rpc_listen or "127.0.0.1:9001", args.rpc_user, hashed)
+    return hostconf.RpcListen(args.rpc_listen or "127.0.0.1:9001", args.rpc_user, hashed)
 
 
 _ONLY = {"bind": "broker-host", "workers": "local", "cpus": "worker-host",
@@ -171,18 +171,18 @@ _NEED_HTTP = ("redis_url", "sign_key", "sign_salt")
 _NEED_WORKERS = ("sources_root", "sources_allow")
 
 
-def _curve(args: argparse.Namespace) -> render.CurveFiles | None:
+def _curve(args: argparse.Namespace) -> hostconf.CurveFiles | None:
     if args.curve_secret is None:
         if args.client_keys or args.worker_keys or args.broker_key or args.door_secret:
             raise UsageError("the key options need --curve-secret, this host's key pair")
         return None
     if args.profile == "local":
         raise UsageError("the local cluster runs on loopback in plaintext; CURVE is for hosts")
-    return render.CurveFiles(args.curve_secret, args.client_keys, args.worker_keys,
+    return hostconf.CurveFiles(args.curve_secret, args.client_keys, args.worker_keys,
                              args.broker_key, args.door_secret)
 
 
-def host_config(args: argparse.Namespace) -> render.HostConfig:
+def host_config(args: argparse.Namespace) -> hostconf.HostConfig:
     """The HostConfig the options describe."""
     for option, profile in _ONLY.items():
         if getattr(args, option) is not None and args.profile != profile:
@@ -228,10 +228,10 @@ def _config(
     identifier: str,
     broker_binds: tuple[str, ...] = (),
     brokers: tuple[str, ...] = (),
-    pools: tuple[render.WorkerPool, ...] = (),
-) -> render.HostConfig:
-    http = _door(args.http, args.profile, render.HTTP_LISTEN)
-    return render.HostConfig(
+    pools: tuple[hostconf.WorkerPool, ...] = (),
+) -> hostconf.HostConfig:
+    http = _door(args.http, args.profile, hostconf.HTTP_LISTEN)
+    return hostconf.HostConfig(
         title=title,
         generated_by=generated_by(args),
         python=args.python,
@@ -247,7 +247,7 @@ def _config(
         identifier=identifier,
         rpc=_rpc(args),
         curve=_curve(args),
-        gearman_listen=_door(args.gearman, args.profile, render.GEARMAN_LISTEN),
+        gearman_listen=_door(args.gearman, args.profile, hostconf.GEARMAN_LISTEN),
         http_listen=http,
         images=_images(args, http is not None),
     )

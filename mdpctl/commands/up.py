@@ -52,7 +52,7 @@ from typing import Any
 
 from mdp import handlers
 from mdp.errors import ConfigError
-from mdpctl import doors, flags, images, local, locate, numbers, render
+from mdpctl import doors, flags, hostconf, images, local, locate, numbers
 from mdpctl.cluster import DEFAULT_BROKERS
 from mdpctl.context import Context
 from mdpctl.endpoints import OFF, split_listen
@@ -166,12 +166,12 @@ def _spec(args: argparse.Namespace, ctx: Context, base: dict[str, Any]) -> local
         counts = parse_service_counts(args.service) if args.service else {}
         names = list(counts) or list(services) or default_services()
         pools = tuple(
-            render.WorkerPool(n, workers if counts.get(n) is None else int(counts[n] or 0),
+            hostconf.WorkerPool(n, workers if counts.get(n) is None else int(counts[n] or 0),
                               spare)
             for n in names
         )
     else:
-        pools = tuple(render.WorkerPool(n, int(w), int(s)) for n, (w, s) in services.items())
+        pools = tuple(hostconf.WorkerPool(n, int(w), int(s)) for n, (w, s) in services.items())
     pythonpath = args.pythonpath or base.get("pythonpath") or local.code_dir()
 
     def pick(dest: str, key: str, default: Any = None) -> Any:
@@ -180,8 +180,8 @@ def _spec(args: argparse.Namespace, ctx: Context, base: dict[str, Any]) -> local
             return given
         return base.get(key, flags.BY_DEST[dest].default if default is None else default)
 
-    http = pick("http", "http", render.HTTP_LISTEN)
-    gearman = pick("gearman", "gearman", render.GEARMAN_LISTEN)
+    http = pick("http", "http", hostconf.HTTP_LISTEN)
+    gearman = pick("gearman", "gearman", hostconf.GEARMAN_LISTEN)
     return local.LocalSpec(
         run_dir=ctx.run_dir,
         brokers=tuple(args.broker or base.get("brokers") or DEFAULT_BROKERS),

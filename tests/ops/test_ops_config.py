@@ -10,7 +10,7 @@ import pytest
 from supervisor.datatypes import RestartUnconditionally
 from supervisor.options import ServerOptions
 
-from mdpctl import render
+from mdpctl import hostconf
 from mdpctl.cli import main
 from mdpctl.errors import UsageError
 
@@ -27,7 +27,7 @@ def groups(options: ServerOptions) -> dict[str, list[tuple[str, bool]]]:
     }
 
 
-def host(**changes: object) -> render.HostConfig:
+def host(**changes: object) -> hostconf.HostConfig:
     fields: dict[str, object] = {
         "title": "test",
         "generated_by": "test",
@@ -35,15 +35,15 @@ def host(**changes: object) -> render.HostConfig:
         "run_dir": "%(here)s",
         "broker_binds": ("tcp://127.0.0.1:7001", "tcp://127.0.0.1:7002"),
         "brokers": ("tcp://127.0.0.1:7001", "tcp://127.0.0.1:7002"),
-        "pools": (render.WorkerPool("echo", 2, 3), render.WorkerPool("ecard", 1, 0)),
+        "pools": (hostconf.WorkerPool("echo", 2, 3), hostconf.WorkerPool("ecard", 1, 0)),
     }
     fields.update(changes)
-    return render.HostConfig(**fields)  # type: ignore[arg-type]
+    return hostconf.HostConfig(**fields)  # type: ignore[arg-type]
 
 
 def test_slots_are_numbered_on_from_the_started_ones_to_the_spare_ones(tmp_path: Path) -> None:
     (tmp_path / "log").mkdir()
-    found = groups(supervisord_reads(render.render(host()), tmp_path))
+    found = groups(supervisord_reads(hostconf.render(host()), tmp_path))
     assert found["echo"] == [
         ("echo-00", True),
         ("echo-01", True),
@@ -58,7 +58,7 @@ def test_slots_are_numbered_on_from_the_started_ones_to_the_spare_ones(tmp_path:
 
 def test_workers_stop_gracefully_with_time_to_spare(tmp_path: Path) -> None:
     (tmp_path / "log").mkdir()
-    options = supervisord_reads(render.render(host(time_limit_s=12.5)), tmp_path)
+    options = supervisord_reads(hostconf.render(host(time_limit_s=12.5)), tmp_path)
     for group in options.process_group_configs:
         for process in group.process_configs:
             if group.name in ("echo", "ecard"):
@@ -71,15 +71,15 @@ def test_workers_stop_gracefully_with_time_to_spare(tmp_path: Path) -> None:
 
 def test_control_socket_is_for_its_owner_only(tmp_path: Path) -> None:
     (tmp_path / "log").mkdir()
-    options = supervisord_reads(render.render(host()), tmp_path)
+    options = supervisord_reads(hostconf.render(host()), tmp_path)
     (unix,) = options.configroot.supervisord.server_configs
     assert unix["family"] == 1 and unix["chmod"] == 0o700  # AF_UNIX
 
 
 def test_http_control_needs_a_login(tmp_path: Path) -> None:
     (tmp_path / "log").mkdir()
-    rpc = render.RpcListen("127.0.0.1:9101", "ops", "{SHA}" + "ab" * 20)
-    options = supervisord_reads(render.render(host(rpc=rpc)), tmp_path)
+    rpc = hostconf.RpcListen("127.0.0.1:9101", "ops", "{SHA}" + "ab" * 20)
+    options = supervisord_reads(hostconf.render(host(rpc=rpc)), tmp_path)
     inet = next(c for c in options.configroot.supervisord.server_configs if c["family"] != 1)
     assert (inet["host"], inet["port"]) == ("127.0.0.1", 9101)
     assert inet["username"] == "ops" and inet["password"] == "{SHA}" + "ab" * 20
@@ -88,7 +88,7 @@ def test_http_control_needs_a_login(tmp_path: Path) -> None:
 def test_paths_are_protected_from_expansion(tmp_path: Path) -> None:
     (tmp_path / "log").mkdir()
     path = "/srv/100%real"
-    text = render.render(host(pythonpath=render.escape_env(path), python=render.escape(path)))
+    text = hostconf.render(host(pythonpath=hostconf.escape_env(path), python=hostconf.escape(path)))
     options = supervisord_reads(text, tmp_path)
     assert options.process_group_configs[-1].process_configs[0].command.startswith(path)
     assert options.configroot.supervisord.environment["PYTHONPATH"] == "/srv/100%real"
@@ -102,7 +102,7 @@ def test_paths_are_protected_from_expansion(tmp_path: Path) -> None:
         ({"broker_binds": ("tcp://a:1", "tcp://b:1")}, "different ports"),
         ({"brokers": ("tcp://127.0.0.1",)}, "not an endpoint"),
         ({"time_limit_s": 0}, "--time-limit"),
-        ({"pools": (render.WorkerPool("echo", 1), render.WorkerPool("echo", 2))}, "twice"),
+        ({"pools": (hostconf.WorkerPool("echo", 1), hostconf.WorkerPool("echo", 2))}, "twice"),
     ],
 )
 def test_inconsistent_hosts_are_refused(changes: dict[str, object], message: str) -> None:
@@ -113,7 +113,7 @@ def test_inconsistent_hosts_are_refused(changes: dict[str, object], message: str
 @pytest.mark.parametrize("name", ["brokers", "mdp-version", "a:b", "", "-x"])
 def test_unusable_service_names_are_refused(name: str) -> None:
     with pytest.raises(UsageError):
-        render.WorkerPool(name, 1)
+        hostconf.WorkerPool(name, 1)
 
 
 def test_worker_host_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
