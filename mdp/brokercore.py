@@ -52,6 +52,17 @@ from mdp.errors import (
 )
 from mdp.keys import CLIENT_ROLE, WORKER_ROLE, fingerprint
 from mdp.outbox import Outbox
+from mdp.standing import (
+    answered,
+    expired_workers,
+    gave_up,
+    heard_from,
+    quiet_holders,
+    recalls,
+    set_away,
+    set_draining,
+)
+from mdp.sweeps import detach_expired, drop_expired, drop_requests_of, unknown_requests
 from mdp.version import code_version
 
 log = logging.getLogger("mdp.broker")
@@ -150,7 +161,7 @@ class BrokerCore:
             self._dispatch(service, now)
         if now >= self._next_grace and self.dispatcher.orphans:
             self._next_grace = now + self._grace_every_s
-            for request in self.dispatcher.unknown_requests(now):
+            for request in unknown_requests(self.dispatcher, now):
                 self._answer_error(request, self._unknown(request.service))
         if now >= self._next_heartbeat:  # reaches every worker: a probe too
             self._next_heartbeat = now + self.config.heartbeat_interval_s
@@ -194,7 +205,7 @@ class BrokerCore:
                             worker.identity.hex()[:20], fingerprint(worker.user.encode()))
                 self._send(p.worker_command(worker.identity, p.DISCONNECT))
                 self._forget(worker, now)
-        dropped = dispatcher.drop_requests_of(lambda r: role_of(r.user) != CLIENT_ROLE)
+        dropped = drop_requests_of(dispatcher, lambda r: role_of(r.user) != CLIENT_ROLE)
         if dropped:
             log.warning("dropped %d queued requests of revoked client keys", dropped)
 
@@ -461,7 +472,7 @@ class BrokerCore:
         if worker is None:
             self._send(p.worker_command(identity, p.DISCONNECT))
             return None
-        if self.dispatcher.heard_from(worker, now):
+        if heard_from(worker, self.dispatcher.worker_expiry_s, now):
             self._back_from_silence(worker, now)
         return worker
 
@@ -471,7 +482,7 @@ class BrokerCore:
 
     def _take_reply(self, worker: Worker, key: bytes, body: list[bytes], now: float) -> None:
         dispatcher = self.dispatcher
-        dispatcher.answered(worker, key)
+        answered(worker, key)
         error = p.error_code(body) if _is_error(body) else None
         held = worker.tasks.get(key)
         if held is not None and held.done:  # answered meanwhile by a worker that went silent
@@ -503,7 +514,7 @@ class BrokerCore:
             if command != p.DISCONNECT:
                 self._send(p.worker_command(identity, p.DISCONNECT))
             return
-        if dispatcher.heard_from(worker, now):
+        if heard_from(worker, dispatcher.worker_expiry_s, now):
             self._back_from_silence(worker, now)
         if command == p.HEARTBEAT:
             if msg.sending:  # a big reply follows: no probe, no silence, until it may be here
@@ -520,14 +531,14 @@ class BrokerCore:
             return
         if command == p.BUSY:
             if msg.draining:
-                dispatcher.set_draining(worker)
+                set_draining(worker)
             else:
-                dispatcher.set_away(worker, True)
+                set_away(worker, True)
         elif command == p.FREE:
-            dispatcher.set_away(worker, False)
+            set_away(worker, False)
         elif command == p.BOUNCE:
-            dispatcher.answered(worker, msg.key)
-            if not dispatcher.bounce(worker, msg.key) and not dispatcher.gave_up(worker, msg.key):
+            answered(worker, msg.key)
+            if not dispatcher.bounce(worker, msg.key) and not gave_up(worker, msg.key):
                 self._warnings(now, "worker %s bounced a task it does not hold",
                                identity.hex()[:20])
         self._dispatch(worker.service, now)
@@ -559,7 +570,7 @@ class BrokerCore:
             for worker, request, hold in self.dispatcher.assignments(service, now):
                 out.task(worker, request, hold, now, gather)
         if service.unrecalled and service.idle:
-            for worker, request in self.dispatcher.recalls(service):
+            for worker, request in recalls(service):
                 self._send(p.recall(worker.identity, request.key))
 
     def _reply_to(self, caller: Request, body: list[bytes]) -> None:
@@ -619,8 +630,9 @@ class BrokerCore:
         service's workers are as quiet: a freeze strikes a process, and a whole fleet gone
         quiet together is overloaded (or this broker was stalled itself), not frozen."""
         dispatcher, config = self.dispatcher, self.config
-        quiet, silent, silent_due = dispatcher.quiet_holders(config.probe_interval_s,
-                                                             config.frozen_after_s, now)
+        quiet, silent, silent_due = quiet_holders(
+            dispatcher.busy.values(), dispatcher.worker_expiry_s, config.probe_interval_s,
+            config.frozen_after_s, now)
         if silent_due < self._next_probe:  # the verdict on time, not a probe late
             self._next_probe = silent_due
         by_service: dict[bytes, list[Worker]] = {}
@@ -646,7 +658,7 @@ class BrokerCore:
 
     def _heartbeat(self, now: float) -> None:
         dispatcher = self.dispatcher
-        for worker in dispatcher.expired_workers(now):
+        for worker in expired_workers(dispatcher.workers.values(), now):
             log.warning("worker %s silent for %.1fs; forgetting it", worker.identity.hex()[:20],
                         dispatcher.worker_expiry_s)
             self._send(p.worker_command(worker.identity, p.DISCONNECT))
@@ -655,8 +667,8 @@ class BrokerCore:
         for identity, worker in dispatcher.workers.items():
             if worker.tasked_at < recent:  # a worker sent a task just now has heard from us
                 self._send(p.worker_command(identity, p.HEARTBEAT))
-        dispatcher.drop_expired(now)
-        for caller in dispatcher.detach_expired(now):
+        drop_expired(dispatcher, now)
+        for caller in detach_expired(dispatcher, now):
             self._answer_error(caller, Expired("the deadline passed while the request ran "
                                                "for other callers"))
         dispatcher.poison.forget_expired(now)
