@@ -7,13 +7,15 @@ frames, its CURVE key) and the time, and answers with the frames to send, as
 touches a socket: ``mdp.broker`` is the loop around it (sockets, CURVE/ZAP, signals, the
 command line), and the unit tests drive it with an explicit clock.
 
-What it decides, in one place:
+What it decides (the per-message paths here, the rest through the parts named):
 
 * **Who does what.** Requests are queued per service and given to idle workers, least
   recently used first (:mod:`mdp.dispatch` keeps the books); a held task is recalled when
-  a worker of its service falls idle.
+  a worker of its service falls idle; ``mmi.*`` is answered by the broker itself
+  (:mod:`mdp.brokerstatus`).
 * **Handshakes.** WELCOME to DIPS workers (batches and progress on) and clients; HELLO's
-  ``first`` gives the next MDPC01 request of that connection its id, deadline and key.
+  ``first`` gives the next MDPC01 request of that connection its id, deadline and key
+  (:mod:`mdp.hellos`).
 * **Roles.** Under CURVE only client keys send requests and only worker keys serve; a key
   revoked while its request runs gets no reply.
 * **Wire order.** Tasks for a worker that takes TASKS, and replies for a client that takes
@@ -24,43 +26,33 @@ What it decides, in one place:
 * **Faults.** A worker whose send failed (:class:`~mdp.actions.Lost`), that stayed silent,
   or that was probed while it held a task and had gone is forgotten, and its tasks go to
   others; one lost while running a request costs that request a loss, and a request that
-  has cost ``--max-worker-losses`` workers is answered ``worker_lost``.
+  has cost ``--max-worker-losses`` workers is answered ``worker_lost``. A worker's READY,
+  signals and faults are its :class:`~mdp.brokerworkers.WorkerKeeper`'s.
 * **Timers.** Heartbeats, probes of workers holding tasks, the unknown-service grace,
   expiry of queued requests and of callers of shared requests.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import secrets
 from collections.abc import Callable
 from typing import Any
 
 from mdp import protocol as p
 from mdp.actions import Event, Lost, Opened, Received, Send, Tick
-from mdp.brokerstatus import broker_status, clean_meta
+from mdp.brokerinbound import HEARTBEAT, heads_as_bytes, is_error, quick_parse
+from mdp.brokerlog import Warnings, log
+from mdp.brokerstatus import broker_status, mmi_answer, unknown_service
+from mdp.brokerworkers import WorkerKeeper
 from mdp.config import BrokerConfig
 from mdp.dispatch import Dispatcher, Request, Service, Worker
-from mdp.errors import (
-    BadRequest,
-    Expired,
-    ProtocolError,
-    RequestError,
-    UnknownService,
-    WorkerLost,
-)
+from mdp.errors import BadRequest, Expired, ProtocolError, RequestError
+from mdp.hellos import BATCH, PROGRESS, note_hello
 from mdp.keys import CLIENT_ROLE, WORKER_ROLE, fingerprint
 from mdp.outbox import Outbox
+from mdp.standing import answered, heard_from, recalls
+from mdp.sweeps import detach_expired, drop_expired, drop_requests_of, unknown_requests
 from mdp.version import code_version
-
-log = logging.getLogger("mdp.broker")
-
-MAX_FIRSTS = 10_000  # HELLOs whose first request has not arrived yet
-MAX_HELLOS = 100_000  # clients remembered as taking batched RESULTs or PROGRESS
-BATCH = 1  # HELLO flags: the client takes RESULTs of several replies
-PROGRESS = 2  # ... and PROGRESS
-_LISTED_SERVICES = 20  # services named in an unknown_service answer
 
 RoleOf = Callable[[str], str]
 """The role of a CURVE key now: "client", "worker", or "" (not allowed)."""
@@ -93,13 +85,15 @@ class BrokerCore:
         self._version = code_version()
         welcome = {"broker": self._version, "instance": self.instance}
         self._client_welcome = welcome
-        self._worker_welcome = {**welcome, "batch": True, "progress": True, "announce": True}
         self._firsts: dict[bytes, p.First] = {}  # HELLO "first", by client
         self._hellos: dict[bytes, int] = {}  # clients' HELLO flags (BATCH, PROGRESS)
         self._out = Outbox(self.dispatcher.workers)
         self._now = now  # the time of the event being handled
         self._gather = False  # the message being handled has others behind it
-        self._warnings = _Warnings()
+        self._warnings = Warnings()
+        self._keeper = WorkerKeeper(config, self.dispatcher, self._out, self._warnings, welcome,
+                                    send=self._send, dispatch=self._dispatch,
+                                    answer_error=self._answer_error)
         self._next_heartbeat = now + config.heartbeat_interval_s
         self._next_probe = now + config.probe_interval_s
         self._next_grace = now
@@ -150,13 +144,15 @@ class BrokerCore:
             self._dispatch(service, now)
         if now >= self._next_grace and self.dispatcher.orphans:
             self._next_grace = now + self._grace_every_s
-            for request in self.dispatcher.unknown_requests(now):
-                self._answer_error(request, self._unknown(request.service))
+            for request in unknown_requests(self.dispatcher, now):
+                self._answer_error(request, unknown_service(self.dispatcher.services,
+                                                            request.service))
         if now >= self._next_heartbeat:  # reaches every worker: a probe too
             self._next_heartbeat = now + self.config.heartbeat_interval_s
             self._next_probe = now + self.config.probe_interval_s
             self._probe(now, send=False)
-            self._heartbeat(now)
+            self._keeper.heartbeat(now)
+            self._expire(now)
         elif now >= self._next_probe:
             self._next_probe = now + self.config.probe_interval_s
             self._probe(now)
@@ -178,7 +174,7 @@ class BrokerCore:
             self._firsts.pop(peer, None)
             return
         self._warnings(now, "worker %s is gone; requeueing its tasks", peer.hex()[:20])
-        self._forget(worker, now, lost=True)
+        self._keeper.forget(worker, now, lost=True)
 
     def purge_revoked(self, now: float) -> None:
         """After the allow-lists changed: forget workers, and drop queued requests, of keys
@@ -188,13 +184,8 @@ class BrokerCore:
         role_of, dispatcher = self._role_of, self.dispatcher
         if role_of is None:
             return
-        for worker in list(dispatcher.workers.values()):
-            if role_of(worker.user) != WORKER_ROLE:
-                log.warning("worker %s: its key %s was revoked; forgetting it",
-                            worker.identity.hex()[:20], fingerprint(worker.user.encode()))
-                self._send(p.worker_command(worker.identity, p.DISCONNECT))
-                self._forget(worker, now)
-        dropped = dispatcher.drop_requests_of(lambda r: role_of(r.user) != CLIENT_ROLE)
+        self._keeper.forget_revoked(role_of, now)
+        dropped = drop_requests_of(dispatcher, lambda r: role_of(r.user) != CLIENT_ROLE)
         if dropped:
             log.warning("dropped %d queued requests of revoked client keys", dropped)
 
@@ -216,14 +207,14 @@ class BrokerCore:
         identity = frames[0]
         if len(frames) > 4 and (type(frames[4]) is not bytes
                                 or (len(frames) > 5 and type(frames[5]) is not bytes)):
-            frames = _heads_as_bytes(frames)
+            frames = heads_as_bytes(frames)
         try:
             count = len(frames)
             if count == 7:
-                message = _quick_parse(frames)
+                message = quick_parse(frames)
             elif count == 4 and frames[3] == p.HEARTBEAT and frames[2] == p.WORKER \
                     and not frames[1]:
-                message = _HEARTBEAT  # (a thousand idle workers send one a second)
+                message = HEARTBEAT  # (a thousand idle workers send one a second)
             else:
                 message = None
             if message is None:
@@ -255,7 +246,7 @@ class BrokerCore:
             case p.ClientBatch():
                 self._on_batch(identity, message, user, now)
             case p.WorkerSignal():
-                self._on_signal(identity, message, now)
+                self._keeper.on_signal(identity, message, now)
             case p.ClientPing(rids):
                 holds = self.dispatcher.holds
                 lost = [rid for rid in rids if not holds(identity, rid)]
@@ -266,7 +257,7 @@ class BrokerCore:
             case p.ClientHello():
                 self._on_hello(identity, message)
             case p.WorkerReady():
-                self._on_ready(identity, message, user, now)
+                self._keeper.on_ready(identity, message, user, now)
 
     def _malformed(self, identity: bytes, frames: list[bytes], exc: ProtocolError,
                    now: float) -> None:
@@ -303,19 +294,7 @@ class BrokerCore:
     def _on_hello(self, identity: bytes, msg: p.ClientHello) -> None:
         """A DIPS client; ``first`` gives an id, deadline and key to its next MDPC01
         request."""
-        flags = (BATCH if msg.batch else 0) | (PROGRESS if msg.progress else 0)
-        hellos = self._hellos
-        if flags:
-            if identity not in hellos and len(hellos) >= MAX_HELLOS:
-                hellos.pop(next(iter(hellos)))
-            hellos[identity] = flags
-        else:
-            hellos.pop(identity, None)
-        if msg.first is not None:
-            firsts = self._firsts
-            if len(firsts) >= MAX_FIRSTS:  # clients that never sent their request
-                firsts.pop(next(iter(firsts)))
-            firsts[identity] = msg.first
+        note_hello(self._hellos, self._firsts, identity, msg)
         self._send(p.client_welcome(identity, self._client_welcome))
 
     def _on_request(self, identity: bytes, msg: p.ClientRequest, user: str,
@@ -330,7 +309,8 @@ class BrokerCore:
         request = Request(identity, name, msg.body, now, rid, deadline, priority, user=user,
                           ck=ck)
         if name.startswith(p.MMI_PREFIX):
-            self._on_mmi(request, now)
+            self._reply_to(request, [mmi_answer(request, self.dispatcher.services,
+                                                self.status, now)])
             return
         dispatcher = self.dispatcher
         service = dispatcher.services.get(name)
@@ -345,7 +325,7 @@ class BrokerCore:
             return
         if (service is None or not service.workers) and self._unknown_now(name, now):
             dispatcher.counters.requests += 1
-            self._answer_error(request, self._unknown(name))
+            self._answer_error(request, unknown_service(dispatcher.services, name))
             return
         if service is not None and service.idle:
             worker = dispatcher.dispatch_now(service, request, now)
@@ -374,7 +354,7 @@ class BrokerCore:
                                "or '-' (not mmi.*)", "service")
             name = name[:100]
         elif (service is None or not service.workers) and self._unknown_now(name, now):
-            error = self._unknown(name)
+            error = unknown_service(dispatcher.services, name)
         if error is not None:
             for rid in msg.rids:
                 dispatcher.counters.requests += 1
@@ -400,60 +380,6 @@ class BrokerCore:
         return (now >= self.started + self.config.unknown_grace_s
                 and name not in self.dispatcher.offered)
 
-    def _unknown(self, name: bytes) -> UnknownService:
-        offered = sorted(s.name.decode("ascii", "replace")
-                         for s in self.dispatcher.services.values() if s.workers)
-        if not offered:
-            return UnknownService(f"no worker offers {name.decode('ascii', 'replace')!r}; "
-                                  "no service is offered here")
-        listed = ", ".join(offered[:_LISTED_SERVICES])
-        if len(offered) > _LISTED_SERVICES:
-            listed += f" and {len(offered) - _LISTED_SERVICES} more"
-        return UnknownService(f"no worker offers {name.decode('ascii', 'replace')!r}; "
-                              f"the services offered here are {listed}")
-
-    def _on_mmi(self, request: Request, now: float) -> None:
-        if request.service == p.MMI_SERVICE:
-            name = request.body[0] if request.body else b""
-            service = self.dispatcher.services.get(bytes(name))
-            body = b"200" if service is not None and service.workers else b"404"
-        elif request.service == p.MMI_STATUS:
-            body = p.pack(self.status(now))
-        else:
-            body = b"501"
-        self._reply_to(request, [body])
-
-    def _on_ready(self, identity: bytes, msg: p.WorkerReady, user: str, now: float) -> None:
-        dispatcher = self.dispatcher
-        known = dispatcher.workers.get(identity)
-        if known is not None:  # READY twice is a protocol error: start over
-            self._warnings(now, "worker %s sent READY twice; disconnecting",
-                           identity.hex()[:20])
-            self._send(p.worker_command(identity, p.DISCONNECT))
-            self._forget(known, now)
-            return
-        if not p.valid_service(msg.service) or msg.service.startswith(p.MMI_PREFIX):
-            self._warnings(now, "worker %s offers an invalid service %r; disconnecting",
-                           identity.hex()[:20], msg.service[:110])
-            self._send(p.worker_command(identity, p.DISCONNECT))
-            return
-        if len(dispatcher.workers) >= self.config.max_workers:
-            self._warnings(now, "refused worker %s: %d workers attached (--max-workers)",
-                           identity.hex()[:20], len(dispatcher.workers))
-            self._send(p.worker_command(identity, p.DISCONNECT))
-            return
-        meta = clean_meta(msg.meta)
-        prefetch = meta.pop("prefetch", 0)
-        worker = dispatcher.add_worker(identity, msg.service, msg.meta is not None, meta, now,
-                                       prefetch, meta.pop("batch", False))
-        worker.announce = worker.dips and meta.pop("announce", False)
-        worker.user = user
-        log.info("worker %s ready for %r (host %s pid %s version %s)", identity.hex()[:20],
-                 msg.service.decode(), meta.get("host"), meta.get("pid"), meta.get("version"))
-        if worker.dips:
-            self._send(p.worker_welcome(identity, self._worker_welcome))
-        self._dispatch(worker.service, now)
-
     def _known_worker(self, identity: bytes, now: float) -> Worker | None:
         """The worker that sent a message (a sign of life); a worker we do not know (we
         restarted, or forgot it) is told DISCONNECT, to register again."""
@@ -461,18 +387,14 @@ class BrokerCore:
         if worker is None:
             self._send(p.worker_command(identity, p.DISCONNECT))
             return None
-        if self.dispatcher.heard_from(worker, now):
-            self._back_from_silence(worker, now)
+        if heard_from(worker, self.dispatcher.worker_expiry_s, now):
+            self._keeper.back_from_silence(worker, now)
         return worker
-
-    def _back_from_silence(self, worker: Worker, now: float) -> None:
-        log.info("worker %s speaks again; it gets tasks again", worker.identity.hex()[:20])
-        self._dispatch(worker.service, now)
 
     def _take_reply(self, worker: Worker, key: bytes, body: list[bytes], now: float) -> None:
         dispatcher = self.dispatcher
-        dispatcher.answered(worker, key)
-        error = p.error_code(body) if _is_error(body) else None
+        answered(worker, key)
+        error = p.error_code(body) if is_error(body) else None
         held = worker.tasks.get(key)
         if held is not None and held.done:  # answered meanwhile by a worker that went silent
             dispatcher.discard(worker, key)
@@ -494,43 +416,6 @@ class BrokerCore:
         dispatcher.counters.replies += 1
         for caller in request.answered_to():
             self._reply_to(caller, body)
-
-    def _on_signal(self, identity: bytes, msg: p.WorkerSignal, now: float) -> None:
-        dispatcher = self.dispatcher
-        worker = dispatcher.workers.get(identity)
-        command = msg.command
-        if worker is None:
-            if command != p.DISCONNECT:
-                self._send(p.worker_command(identity, p.DISCONNECT))
-            return
-        if dispatcher.heard_from(worker, now):
-            self._back_from_silence(worker, now)
-        if command == p.HEARTBEAT:
-            if msg.sending:  # a big reply follows: no probe, no silence, until it may be here
-                size = min(msg.sending, self.config.max_message_bytes)  # (none can be larger)
-                worker.reply_until = p.sent_until(worker.reply_until, size, now)
-            return
-        if not worker.dips and command != p.DISCONNECT:
-            self._warnings(now, "standard worker %s sent a DIPS command %r; ignored",
-                           identity.hex()[:20], command)
-            return
-        if command == p.DISCONNECT:
-            log.info("worker %s left", identity.hex()[:20])
-            self._forget(worker, now)
-            return
-        if command == p.BUSY:
-            if msg.draining:
-                dispatcher.set_draining(worker)
-            else:
-                dispatcher.set_away(worker, True)
-        elif command == p.FREE:
-            dispatcher.set_away(worker, False)
-        elif command == p.BOUNCE:
-            dispatcher.answered(worker, msg.key)
-            if not dispatcher.bounce(worker, msg.key) and not dispatcher.gave_up(worker, msg.key):
-                self._warnings(now, "worker %s bounced a task it does not hold",
-                               identity.hex()[:20])
-        self._dispatch(worker.service, now)
 
     def _on_progress(self, identity: bytes, msg: p.WorkerProgress, now: float) -> None:
         """PROGRESS of a task: to each of its callers that asked for it in HELLO. Dropped
@@ -559,7 +444,7 @@ class BrokerCore:
             for worker, request, hold in self.dispatcher.assignments(service, now):
                 out.task(worker, request, hold, now, gather)
         if service.unrecalled and service.idle:
-            for worker, request in self.dispatcher.recalls(service):
+            for worker, request in recalls(service):
                 self._send(p.recall(worker.identity, request.key))
 
     def _reply_to(self, caller: Request, body: list[bytes]) -> None:
@@ -588,75 +473,20 @@ class BrokerCore:
 
     # --- faults and timers ------------------------------------------------------------
 
-    def _forget(self, worker: Worker, now: float, lost: bool = False) -> None:
-        """Forget a worker and give its tasks to others. ``lost``: it died or froze, which
-        costs each request it held a loss (not one whose task never reached it)."""
-        self._out.forget_worker(worker.identity)  # gathered, never sent: queued again
-        for request in self.dispatcher.remove_worker(
-                worker, now, self._out.delivered if lost else None):
-            self._poisoned(request)
-        self._dispatch(worker.service, now)
-
-    def _poisoned(self, request: Request) -> None:
-        """Workers died running ``request`` again and again: answer ``worker_lost``."""
-        service = request.service.decode("ascii", "replace")
-        callers = request.answered_to()
-        log.warning("request %s to %r gave up: %d workers were lost while running it; "
-                    "answered worker_lost, and refused for %gs",
-                    ", ".join(f"{c.client.hex()[:20]}/{c.rid}" for c in callers) or "-",
-                    service, request.losses, self.config.poison_memory_s)
-        self._answer_error(request, WorkerLost(
-            f"service {service!r}: {request.losses} workers were lost while running this "
-            "request"))
-
     def _probe(self, now: float, send: bool = True) -> None:
-        """A heartbeat to each worker that holds a task and has said nothing for a probe
-        interval (``send``; the heartbeat burst reaches them otherwise): a send to one whose
-        connection dropped (dead, or frozen past its ZMTP heartbeats) fails, and the shell
-        says :meth:`lost`; a DIPS worker answers it while its handler runs. Workers that
-        answer their tasks quickly are never probed. A DIPS worker that answers nothing
-        for ``--frozen-after`` has its tasks given to others, unless half or more of its
-        service's workers are as quiet: a freeze strikes a process, and a whole fleet gone
-        quiet together is overloaded (or this broker was stalled itself), not frozen."""
-        dispatcher, config = self.dispatcher, self.config
-        quiet, silent, silent_due = dispatcher.quiet_holders(config.probe_interval_s,
-                                                             config.frozen_after_s, now)
+        """Probe the workers that hold a task (:meth:`~mdp.brokerworkers.WorkerKeeper.probe`),
+        and keep the probe timer no later than the next verdict of silence."""
+        silent_due = self._keeper.probe(now, send)
         if silent_due < self._next_probe:  # the verdict on time, not a probe late
             self._next_probe = silent_due
-        by_service: dict[bytes, list[Worker]] = {}
-        for worker in silent:
-            by_service.setdefault(worker.service.name, []).append(worker)
-        for workers in by_service.values():
-            service = workers[0].service
-            if len(workers) > max(1, len(service.workers) // 2):
-                self._warnings(now, "%d of %d workers of %r quiet for %.1fs while they run a "
-                               "task: taken for an overload, not for frozen workers",
-                               len(workers), len(service.workers), service.name.decode(),
-                               config.frozen_after_s)
-                continue
-            for worker in workers:
-                self._warnings(now, "worker %s silent for %.1fs while it runs a task; its "
-                               "tasks go to other workers", worker.identity.hex()[:20],
-                               config.frozen_after_s)
-                dispatcher.take_back_from_silent(worker)
-            self._dispatch(service, now)
-        if send:
-            for worker in quiet:
-                self._send(p.worker_command(worker.identity, p.HEARTBEAT))
 
-    def _heartbeat(self, now: float) -> None:
+    def _expire(self, now: float) -> None:
+        """The heartbeat timer's part for requests: queued ones past their deadline are
+        dropped, callers of shared ones past theirs answered ``expired``, poisoned ones
+        remembered long enough forgotten."""
         dispatcher = self.dispatcher
-        for worker in dispatcher.expired_workers(now):
-            log.warning("worker %s silent for %.1fs; forgetting it", worker.identity.hex()[:20],
-                        dispatcher.worker_expiry_s)
-            self._send(p.worker_command(worker.identity, p.DISCONNECT))
-            self._forget(worker, now, lost=True)
-        recent = now - self.config.heartbeat_interval_s / 2
-        for identity, worker in dispatcher.workers.items():
-            if worker.tasked_at < recent:  # a worker sent a task just now has heard from us
-                self._send(p.worker_command(identity, p.HEARTBEAT))
-        dispatcher.drop_expired(now)
-        for caller in dispatcher.detach_expired(now):
+        drop_expired(dispatcher, now)
+        for caller in detach_expired(dispatcher, now):
             self._answer_error(caller, Expired("the deadline passed while the request ran "
                                                "for other callers"))
         dispatcher.poison.forget_expired(now)
@@ -667,72 +497,3 @@ class BrokerCore:
         """The ``mmi.status`` map (``mdp.status.BrokerStatus`` on the wire)."""
         return broker_status(self.dispatcher, self.about, self._version, self.instance,
                              now - self.started, now).to_wire()
-
-
-_HEARTBEAT = p.WorkerSignal(p.HEARTBEAT)
-
-
-def _quick_parse(frames: list[bytes]) -> p.BrokerInbound | None:
-    """The two messages of every sync request, parsed without the general parser: a
-    worker's REPLY of one body frame, and a SUBMIT of one request with only an id and a
-    deadline (what a DIPS client sends for a lone call). None for anything else, which
-    ``parse_broker_inbound`` then parses (and names what is wrong with it)."""
-    if frames[1]:
-        return None
-    command = frames[3]
-    if command == p.REPLY and frames[2] == p.WORKER and not frames[5]:
-        return p.WorkerReply(frames[4], frames[6:])
-    if command == p.SUBMIT and frames[2] == p.DIPS_CLIENT:
-        meta = p.unpack_meta(frames[5], "SUBMIT")
-        if len(meta) == 2:
-            rid, ttl = meta.get("id"), meta.get("ttl_ms")
-            if type(rid) is int and type(ttl) is int and 0 <= rid < 2**63 \
-                    and 0 <= ttl < 2**63:
-                return p.ClientRequest(frames[4], frames[6:], rid, ttl)
-    return None
-
-
-def _heads_as_bytes(frames: list[Any]) -> list[bytes]:
-    """A big frame is passed as the ``zmq.Frame`` it came as (``sockio.recv``'s
-    ``keep_big``), so that a body is never copied; one where the wire puts a service name,
-    a key or a meta map (in a malformed message) is made bytes, for the parser."""
-    header, command = frames[2], frames[3]
-    if header == p.CLIENT:
-        first_body = 4
-    elif header == p.WORKER and command in (p.REPLY, p.REPLIES):
-        first_body = 5
-    else:
-        first_body = 6
-    return [f if i >= first_body or type(f) is bytes else bytes(f)
-            for i, f in enumerate(frames)]
-
-
-_ERROR_HEAD = p.error_body(Expired(""))[:7]  # how every DIPS error body begins
-
-
-def _is_error(body: list[Any]) -> bool:
-    """Whether a reply body is a DIPS error (a body frame kept as ``zmq.Frame`` is big,
-    and never one)."""
-    return len(body) == 1 and type(first := body[0]) is bytes \
-        and first.startswith(_ERROR_HEAD) and p.is_error_body(body)
-
-
-class _Warnings:
-    """WARNING logs, at most ``per_second`` a second (a peer must not flood the log)."""
-
-    def __init__(self, per_second: int = 10) -> None:
-        self.per_second = per_second
-        self._window_start = -math.inf
-        self._count = 0
-        self._suppressed = 0
-
-    def __call__(self, now: float, msg: str, *args: object) -> None:
-        if now - self._window_start >= 1.0:
-            if self._suppressed:
-                log.warning("%d similar warnings suppressed", self._suppressed)
-            self._window_start, self._count, self._suppressed = now, 0, 0
-        if self._count < self.per_second:
-            self._count += 1
-            log.warning(msg, *args)
-        else:
-            self._suppressed += 1

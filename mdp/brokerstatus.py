@@ -1,12 +1,16 @@
 """What a broker reports of itself (``mmi.status``, in the one schema of :mod:`mdp.status`),
-and what it keeps of a worker's READY metadata to report."""
+and what it keeps of a worker's READY metadata to report; its answers to the other
+``mmi.*`` requests, and the services it names to a request for one that no worker offers."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mdp import protocol as p
-from mdp.dispatch import Dispatcher, Service, Worker
+from mdp.dispatch import Dispatcher
+from mdp.errors import UnknownService
+from mdp.records import Request, Service, Worker
 from mdp.status import (
     BrokerInfo,
     BrokerStatus,
@@ -20,6 +24,7 @@ from mdp.status import (
 from mdp.tally import LatencyTally
 
 MAX_INFO_BYTES = 8192  # a service description larger than this (msgpack) is dropped
+LISTED_SERVICES = 20  # services named in an unknown_service answer
 
 
 def broker_status(dispatcher: Dispatcher, about: dict[str, Any], version: str,
@@ -33,6 +38,37 @@ def broker_status(dispatcher: Dispatcher, about: dict[str, Any], version: str,
     tally = dispatcher.counters
     counters = Counters(**{name: getattr(tally, name) for name in Counters.__dataclass_fields__})
     return BrokerStatus(broker, services, counters)
+
+
+def mmi_answer(request: Request, services: Mapping[bytes, Service],
+               status: Callable[[float], dict[str, Any]], now: float) -> bytes:
+    """The body that answers an ``mmi.*`` request: ``mmi.service``, 200 if a worker offers
+    the service its body names, else 404; ``mmi.status``, the map ``status(now)`` gives;
+    501 for any other."""
+    if request.service == p.MMI_SERVICE:
+        name = request.body[0] if request.body else b""
+        service = services.get(bytes(name))
+        body = b"200" if service is not None and service.workers else b"404"
+    elif request.service == p.MMI_STATUS:
+        body = p.pack(status(now))
+    else:
+        body = b"501"
+    return body
+
+
+def unknown_service(services: Mapping[bytes, Service], name: bytes) -> UnknownService:
+    """The error for a request to ``name``, which no worker offers: it names the services
+    that are offered here (the first ``LISTED_SERVICES`` of them)."""
+    offered = sorted(s.name.decode("ascii", "replace")
+                     for s in services.values() if s.workers)
+    if not offered:
+        return UnknownService(f"no worker offers {name.decode('ascii', 'replace')!r}; "
+                              "no service is offered here")
+    listed = ", ".join(offered[:LISTED_SERVICES])
+    if len(offered) > LISTED_SERVICES:
+        listed += f" and {len(offered) - LISTED_SERVICES} more"
+    return UnknownService(f"no worker offers {name.decode('ascii', 'replace')!r}; "
+                          f"the services offered here are {listed}")
 
 
 def _service(name: bytes, service: Service, now: float) -> ServiceStatus:

@@ -1,7 +1,7 @@
-"""The broker's bookkeeping: workers, services, queued requests, tasks. No sockets here.
-
-Every method takes ``now`` (a ``time.monotonic()`` reading) so that it can be tested
-without ZeroMQ and without waiting.
+"""The broker's bookkeeping: workers, services, queued requests, tasks. No sockets here;
+every method takes ``now`` (a ``time.monotonic()`` reading) so that it can be tested
+without ZeroMQ and without waiting. Where a worker stands (what it holds, whether it is
+alive) is worked out by :mod:`mdp.standing`; the scans that drop requests are :mod:`mdp.sweeps`.
 
 A request given to a worker is a *task*, filed under a key of the broker's own (the frame
 a worker echoes in its REPLY), so that several requests of one client, or a task and its
@@ -34,19 +34,18 @@ import math
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from functools import partial
 from typing import Any
 
 from mdp.errors import Overloaded, RequestError, UnknownService, WorkerLost, a_worker_failed
 from mdp.poison import PoisonMemory
 from mdp.protocol import BIG_BODY, sent_until
 from mdp.records import Process, Request, Service, Worker, WorkerState
+from mdp.standing import join_process, leave_process, place, take_back
 from mdp.tally import BrokerTally
 
 __all__ = ["Dispatcher", "Request", "Service", "Worker", "WorkerState"]
 
 RETRY_S = (0.05, 0.25)  # a request that lost its worker goes out again this much later
-SILENT_SLACK_S = 0.001  # a verdict of silence is due this long after the exact moment
 
 
 class Dispatcher:
@@ -72,7 +71,7 @@ class Dispatcher:
         self.max_worker_losses = max_worker_losses  # 0: never give a request up
         self.queued = 0  # over all services (kept up to date by the queue operations)
         self.attached = 0  # callers of shared requests (held, bounded with the queue)
-        self._next_expiry = math.inf  # no queued request expires before this
+        self.next_expiry = math.inf  # no queued request expires before this
         self.max_services = max_services
         self.unknown_grace_s = unknown_grace_s
         self.worker_expiry_s = worker_expiry_s
@@ -104,14 +103,7 @@ class Dispatcher:
         self.workers[identity] = worker
         service.workers[identity] = worker
         service.idle[identity] = worker
-        host, pid = meta.get("host"), meta.get("pid")
-        if dips and isinstance(host, str) and isinstance(pid, int):
-            process = self.processes.get((host, pid))
-            if process is None:
-                process = self.processes[(host, pid)] = Process()
-            process.workers += 1
-            process.heard_at = now
-            worker.process = process
+        join_process(self.processes, worker, now)
         self.orphans.discard(service_name)
         offered = self.offered
         if service_name not in offered:
@@ -138,11 +130,7 @@ class Dispatcher:
         service.workers.pop(identity, None)
         service.idle.pop(identity, None)
         service.open.pop(identity, None)
-        process = worker.process
-        if process is not None:
-            process.workers -= 1
-            if not process.workers:
-                self.processes.pop((worker.meta["host"], worker.meta["pid"]), None)
+        leave_process(self.processes, worker)
         # one worker lost costs a request one loss, though the worker may hold it twice
         # (given up while silent, then given it again under a new key when it spoke)
         costs = [] if lost is None else [r for r in dict.fromkeys((
@@ -155,7 +143,7 @@ class Dispatcher:
                 self._give_up(service, request, now)  # void wherever a copy of it is
         worker.given_up.clear()
         for request in reversed(list(worker.tasks.values())):
-            self._take_back(worker, request)
+            take_back(self.busy, worker, request)
             if request.done:
                 continue
             if request in costs:
@@ -196,27 +184,7 @@ class Dispatcher:
         self.poison.remember(service.name, request.body,
                              [(c.client, c.rid) for c in request.answered_to()],
                              request.losses, now)
-        self._release(request)
-
-    def heard_from(self, worker: Worker, now: float) -> bool:
-        """A message from the worker, a sign of life; True if it had gone silent (it may
-        be given tasks again)."""
-        worker.expires_at = now + self.worker_expiry_s
-        if worker.process is not None:
-            worker.process.heard_at = now
-        if not worker.silent:
-            return False
-        worker.silent = False
-        self._place(worker)
-        return True
-
-    def expired_workers(self, now: float) -> list[Worker]:
-        """Workers silent too long. A DIPS worker that holds a task of ours (or did when it
-        went silent) is exempt: its handler may hold the GIL for long, while libzmq's own
-        thread keeps its connection alive; a dead or frozen one is found when a send to it
-        fails (its connection dropped, by ZMTP heartbeats for a frozen one)."""
-        return [w for w in self.workers.values()
-                if now >= w.expires_at and not (w.dips and (w.tasks or w.given_up))]
+        self.release(request)
 
     def take_back_from_silent(self, worker: Worker) -> None:
         """The worker went silent holding tasks: they go back to the head of the queue (a
@@ -229,44 +197,13 @@ class Dispatcher:
         for key, request in reversed(tasks):
             if request is running and running.hedged:
                 continue
-            self._take_back(worker, request)
+            take_back(self.busy, worker, request)
             worker.given_up[key] = request
             self._requeue(service, request)
         running.hedged = True
-        self._place(worker)
-
-    def set_away(self, worker: Worker, away: bool) -> None:
-        """BUSY (away=True) or FREE from a worker."""
-        worker.away = away
-        self._place(worker)
-
-    def set_draining(self, worker: Worker) -> None:
-        worker.draining = True
-        self._place(worker)
-
-    def _place(self, worker: Worker) -> None:
-        """File the worker as idle, open or neither, from its state: the one place where
-        a worker's standing with the dispatcher changes."""
-        identity, service = worker.identity, worker.service
-        service.idle.pop(identity, None)
-        service.open.pop(identity, None)
-        if worker.draining or worker.away or worker.silent:
-            return
-        if not worker.tasks:
-            service.idle[identity] = worker
-        elif len(worker.tasks) <= service.hold_depth(worker):
-            service.open[identity] = worker
+        place(worker)
 
     # --- tasks -----------------------------------------------------------------------
-
-    @staticmethod
-    def answered(worker: Worker, key: bytes) -> None:
-        """A REPLY or BOUNCE of task ``key`` came from the worker: the reply it announced
-        (which comes next after the announcement) has arrived, and so has every task sent
-        to it up to ``key`` (keys grow, and a connection keeps its order)."""
-        worker.reply_until = 0.0
-        if worker.tasks_until and key >= worker.big_key:
-            worker.tasks_until = 0.0
 
     def complete(self, worker: Worker, key: bytes, now: float,
                  error: str | None = None) -> Request | None:
@@ -274,7 +211,7 @@ class Dispatcher:
         request = worker.tasks.get(key)
         if request is None:
             return None
-        self._take_back(worker, request)
+        take_back(self.busy, worker, request)
         worker.served += 1
         # the task's own time: from when the worker could start it (its previous reply, if
         # it was held behind one) to now; replies that come together count as quick ones
@@ -290,8 +227,8 @@ class Dispatcher:
             if a_worker_failed(error):
                 worker.failures += 1
             counters.error(error)
-        self._release(request)
-        self._place(worker)
+        self.release(request)
+        place(worker)
         return request
 
     def complete_late(self, worker: Worker, key: bytes, now: float,
@@ -308,20 +245,15 @@ class Dispatcher:
             if a_worker_failed(error):
                 worker.failures += 1
             counters.error(error)
-        self._release(request)
+        self.release(request)
         return request
-
-    def gave_up(self, worker: Worker, key: bytes) -> bool:
-        """Whether ``key`` is a task taken back from the worker (its reply or bounce of it
-        is late, not wrong); forgets it."""
-        return worker.given_up.pop(key, None) is not None
 
     def discard(self, worker: Worker, key: bytes) -> None:
         """The worker answered (or handed back) a task whose request is already done."""
         request = worker.tasks.get(key)
         if request is not None:
-            self._take_back(worker, request)
-            self._place(worker)
+            take_back(self.busy, worker, request)
+            place(worker)
 
     def retry(self, request: Request) -> None:
         """Queue a completed request again (a shared one the worker found expired while
@@ -349,31 +281,15 @@ class Dispatcher:
         request = worker.tasks.get(key)
         if request is None:
             return False
-        self._take_back(worker, request)
+        take_back(self.busy, worker, request)
         worker.service.counters.bounced += 1
         self.counters.bounced += 1
         if not request.recalled:
             worker.away = True
         if not request.done:
             self._requeue(worker.service, request)
-        self._place(worker)
+        place(worker)
         return True
-
-    def _take_back(self, worker: Worker, request: Request) -> None:
-        """Remove a task from its worker (the request itself is not released)."""
-        service = worker.service
-        tasks = worker.tasks
-        first = next(iter(tasks), None)
-        del tasks[request.key]
-        if request.key != first:
-            service.held -= 1
-            service.unrecalled.pop(request, None)
-        elif tasks:  # the next task is now the one it runs: no longer held (a recalled
-            service.held -= 1  # one keeps its flag: a BOUNCE of it was asked for)
-            service.unrecalled.pop(next(iter(tasks.values())), None)
-        else:
-            self.busy.pop(worker.identity, None)
-        request.key = b""
 
     def _requeue(self, service: Service, request: Request) -> None:
         self.counters.requeued += 1
@@ -381,8 +297,8 @@ class Dispatcher:
         request.recalled = False
         service.queue.appendleft(request)
         self.queued += 1
-        if request.deadline is not None and request.deadline < self._next_expiry:
-            self._next_expiry = request.deadline
+        if request.deadline is not None and request.deadline < self.next_expiry:
+            self.next_expiry = request.deadline
         if not service.workers:
             self.orphans.add(service.name)
 
@@ -435,8 +351,8 @@ class Dispatcher:
             self.held[(request.client, request.rid)] = request
         if shared_key is not None:
             self.shared[shared_key] = request
-        if request.deadline is not None and request.deadline < self._next_expiry:
-            self._next_expiry = request.deadline
+        if request.deadline is not None and request.deadline < self.next_expiry:
+            self.next_expiry = request.deadline
         service.queue.append(request)
         self.queued += 1
         if not service.workers:
@@ -500,26 +416,7 @@ class Dispatcher:
         self.counters.coalesced += 1
         service.counters.coalesced += 1
 
-    def detach_expired(self, now: float) -> list[Request]:
-        """Callers of shared requests whose own deadline has passed: no longer answered
-        with the reply (the caller is to be told ``expired``); the task goes on for the
-        others."""
-        gone: list[Request] = []
-        for request in self.shared.values():
-            callers = request.callers
-            if callers is None or not any(c.expired(now) for c in callers):
-                continue
-            keep = []
-            for caller in callers:
-                if caller.expired(now):
-                    gone.append(caller)
-                    self._forget_caller(caller)
-                else:
-                    keep.append(caller)
-            request.callers = keep
-        return gone
-
-    def _forget_caller(self, caller: Request) -> None:
+    def forget_caller(self, caller: Request) -> None:
         self.attached -= 1
         if caller.rid is not None:
             self.held.pop((caller.client, caller.rid), None)
@@ -546,7 +443,7 @@ class Dispatcher:
             if request.expired(now):
                 self.counters.expired += 1
                 service.counters.expired += 1
-                self._release(request)
+                self.release(request)
                 continue
             if idle:
                 _, worker = idle.popitem(last=False)
@@ -569,133 +466,6 @@ class Dispatcher:
                 open_[worker.identity] = worker
             yield worker, request, hold
 
-    def recalls(self, service: Service) -> list[tuple[Worker, Request]]:
-        """Tasks to take back: one for each idle worker, while nothing else is queued.
-
-        A task held at a busy worker behind another task would wait while a worker is
-        idle; it is asked back (RECALL) and, when the worker returns it, dispatched again.
-        """
-        unrecalled = service.unrecalled
-        if not unrecalled or service.queue or not service.idle:
-            return []
-        found: list[tuple[Worker, Request]] = []
-        for _ in range(min(len(service.idle), len(unrecalled))):  # the longest held first
-            request = next(iter(unrecalled))
-            found.append((unrecalled.pop(request), request))
-            request.recalled = True
-        return found
-
-    def drop_expired(self, now: float) -> int:
-        """Drop queued requests whose deadline passed.
-
-        A scan is O(queued), so it runs only once the earliest deadline seen has come.
-        """
-        if now < self._next_expiry:
-            return 0
-        dropped = 0
-        next_expiry = math.inf
-        for service in self.services.values():
-            gone = service.queue.remove_if(lambda r: r.expired(now))
-            for request in gone:
-                self._release(request)
-            service.counters.expired += len(gone)
-            dropped += len(gone)
-            for request in service.queue:
-                if request.deadline is not None and request.deadline < next_expiry:
-                    next_expiry = request.deadline
-        self._next_expiry = next_expiry
-        self.counters.expired += dropped
-        self.queued -= dropped
-        return dropped
-
-    def drop_requests_of(self, drop: Callable[[Request], bool]) -> int:
-        """Drop every queued request for which ``drop`` is true (revoked clients); a shared
-        one loses those callers, and is dropped when none is left."""
-
-        def revoked(request: Request) -> bool:
-            if request.callers is None:
-                return drop(request)
-            keep = []
-            for caller in request.callers:
-                if drop(caller):
-                    self._forget_caller(caller)
-                else:
-                    keep.append(caller)
-            request.callers = keep
-            return not keep
-
-        dropped = 0
-        for service in self.services.values():
-            gone = service.queue.remove_if(revoked)
-            for request in gone:
-                self._release(request)
-            dropped += len(gone)
-        self.queued -= dropped
-        return dropped
-
-    def quiet_holders(self, quiet_s: float, silent_s: float,
-                      now: float) -> tuple[list[Worker], list[Worker], float]:
-        """Workers that have held a task of ours, and said nothing, for ``quiet_s`` (to
-        probe), and of those the DIPS workers quiet for ``silent_s`` (gone silent, see
-        :meth:`take_back_from_silent`). Workers that answer their tasks quickly are
-        neither. Also when the first of the quiet ones would be silent if it stays so (a
-        probe then gives the verdict on time; ``math.inf``: none)."""
-        expiry = self.worker_expiry_s
-        quiet_if = now - quiet_s + expiry  # expires_at at most this: quiet for quiet_s
-        silent_if = now - silent_s + expiry
-        quiet: list[Worker] = []
-        silent: list[Worker] = []
-        due = math.inf
-        for worker in self.busy.values():
-            if worker.expires_at > quiet_if:
-                continue
-            # a probe waits behind the task bytes sent before it, and its answer behind the
-            # big reply the worker announced: a worker is quiet only once they may have
-            # arrived (a big upload or result on a slow link is not a freeze)
-            given_at = max(next(iter(worker.tasks.values())).dispatched_at,
-                           worker.tasks_until, worker.reply_until)
-            if given_at > now - quiet_s:
-                continue  # given a task just now
-            if worker.expires_at <= silent_if and worker.dips and not worker.silent \
-                    and given_at <= now - silent_s and (
-                        worker.process is None or worker.process.heard_at <= now - silent_s):
-                silent.append(worker)  # (a worker in a process that speaks is not frozen)
-            else:
-                quiet.append(worker)
-                if worker.dips and not worker.silent:
-                    process = worker.process
-                    at = max(worker.expires_at - expiry, given_at,
-                             process.heard_at if process is not None else 0.0) + silent_s
-                    if at < due:
-                        due = at
-        return quiet, silent, due + SILENT_SLACK_S
-
-    def unknown_requests(self, now: float) -> list[Request]:
-        """Requests for services that have had no worker for the grace period.
-
-        Forgets services that have neither workers nor requests.
-        """
-        unknown: list[Request] = []
-        grace = self.unknown_grace_s
-        for name in list(self.orphans):
-            service = self.services.get(name)
-            if service is None or service.workers:
-                self.orphans.discard(name)
-                continue
-            queue = service.queue
-            cutoff = now - grace  # requests that arrived (or lost their workers) before it
-            if service.empty_since <= cutoff and any(
-                    r.received_at <= cutoff for r in queue.head_arrivals()):
-                gone = queue.remove_if(partial(_arrived_by, cutoff))
-                self.queued -= len(gone)
-                for request in gone:
-                    self._release(request)
-                unknown.extend(gone)
-            if not queue:
-                self.orphans.discard(name)
-                del self.services[name]
-        return unknown
-
     def forget_if_unused(self, service: Service) -> None:
         """Forget a service that has neither workers nor requests."""
         if not service.workers and not service.queue and \
@@ -703,12 +473,12 @@ class Dispatcher:
             del self.services[service.name]
             self.orphans.discard(service.name)
 
-    def _release(self, request: Request) -> None:
+    def release(self, request: Request) -> None:
         """The request is answered or dropped: forget its ids and its coalescing key."""
         request.done = True
         if request.callers is not None:
             for caller in request.callers:
-                self._forget_caller(caller)
+                self.forget_caller(caller)
         elif request.rid is not None:
             self.held.pop((request.client, request.rid), None)
         if request.ck is not None:
@@ -728,7 +498,3 @@ def same_body(one: list[bytes], other: list[bytes]) -> bool:
     return len(one) == len(other) and all(
         len(a) == len(b) and memoryview(a) == memoryview(b)
         for a, b in zip(one, other, strict=True))
-
-
-def _arrived_by(cutoff: float, request: Request) -> bool:
-    return request.received_at <= cutoff

@@ -6,6 +6,15 @@ import pytest
 
 from mdp.dispatch import Dispatcher, Request, Service, Worker, WorkerState
 from mdp.errors import Overloaded, UnknownService
+from mdp.standing import (
+    expired_workers,
+    heard_from,
+    quiet_holders,
+    recalls,
+    set_away,
+    set_draining,
+)
+from mdp.sweeps import drop_expired, unknown_requests
 
 
 def make(max_queue: int = 100, grace: float = 1.0) -> Dispatcher:
@@ -94,15 +103,15 @@ def test_drop_expired_sweeps_the_queue() -> None:
     d.add_worker(b"W", b"echo", True, {}, 0.0)
     d.enqueue(req(1, deadline=1.0, rid=1), 0.0)
     d.enqueue(req(2, deadline=9.0, rid=2), 0.0)
-    assert d.drop_expired(2.0) == 1
+    assert drop_expired(d, 2.0) == 1
     assert [r.body for r in d.services[b"echo"].queue] == [[b"2"]]
 
 
 def test_unknown_service_after_grace() -> None:
     d = make(grace=1.0)
     d.enqueue(req(1, service=b"nobody"), 0.0)
-    assert d.unknown_requests(0.5) == []
-    [request] = d.unknown_requests(1.0)
+    assert unknown_requests(d, 0.5) == []
+    [request] = unknown_requests(d, 1.0)
     assert request.service == b"nobody"
     assert b"nobody" not in d.services  # forgotten once empty
 
@@ -114,8 +123,8 @@ def test_grace_counts_from_when_the_last_worker_left() -> None:
     d.enqueue(req(2, now=0.5), 0.5)
     assign(d, now=0.5)
     d.remove_worker(w, 5.0)  # its task goes back; both wait for a worker again
-    assert d.unknown_requests(5.5) == []
-    assert len(d.unknown_requests(6.0)) == 2
+    assert unknown_requests(d, 5.5) == []
+    assert len(unknown_requests(d, 6.0)) == 2
     assert b"echo" not in d.services and d.queued == 0
 
 
@@ -142,10 +151,10 @@ def test_a_resent_request_is_held_once() -> None:
 def test_away_worker_gets_nothing_until_free() -> None:
     d = make()
     w = d.add_worker(b"W", b"echo", True, {}, 0.0)
-    d.set_away(w, True)
+    set_away(w, True)
     d.enqueue(req(1), 0.0)
     assert assign(d) == []
-    d.set_away(w, False)
+    set_away(w, False)
     assert len(assign(d)) == 1
 
 
@@ -177,12 +186,12 @@ def test_reply_for_another_client_is_refused() -> None:
 def test_worker_expiry(now: float, expected: int) -> None:
     d = make()
     d.add_worker(b"W", b"echo", True, {}, 0.0)
-    assert len(d.expired_workers(now)) == expected
+    assert len(expired_workers(d.workers.values(), now)) == expected
 
 
 def test_a_draining_worker_finishes_but_gets_nothing_more() -> None:
     d, w, service = holding_first_of_two()
-    d.set_draining(w)
+    set_draining(w)
     first = next(iter(w.tasks))
     assert d.complete(w, first, 0.0) is not None
     assert w.state is WorkerState.DRAINING
@@ -202,20 +211,20 @@ def test_total_queue_is_bounded_and_counted() -> None:
     assert d.queued == 2
     d.remove_worker(w, 0.5)  # its request goes back: 3 queued
     assert d.queued == 3
-    assert d.drop_expired(2.0) == 1 and d.queued == 2
-    assert len(d.unknown_requests(9.0)) == 2 and d.queued == 0
+    assert drop_expired(d, 2.0) == 1 and d.queued == 2
+    assert len(unknown_requests(d, 9.0)) == 2 and d.queued == 0
 
 
 def test_expiry_scan_waits_for_the_earliest_deadline() -> None:
     d = make()
     d.enqueue(req(1, deadline=5.0, rid=1), 0.0)
     d.enqueue(req(2, deadline=9.0, rid=2), 0.0)
-    assert d.drop_expired(4.9) == 0
-    assert d.drop_expired(6.0) == 1
-    assert d.drop_expired(8.0) == 0
+    assert drop_expired(d, 4.9) == 0
+    assert drop_expired(d, 6.0) == 1
+    assert drop_expired(d, 8.0) == 0
     d.enqueue(req(3, deadline=8.5, rid=3), 8.0)  # an earlier deadline arrives later
-    assert d.drop_expired(8.6) == 1
-    assert d.drop_expired(9.0) == 1 and d.queued == 0
+    assert drop_expired(d, 8.6) == 1
+    assert drop_expired(d, 9.0) == 1 and d.queued == 0
 
 
 def test_only_long_busy_workers_are_probed() -> None:
@@ -224,13 +233,17 @@ def test_only_long_busy_workers_are_probed() -> None:
     d.add_worker(b"B", b"echo", True, {}, 0.0)
     d.enqueue(req(1), 0.0)
     assign(d, now=1.0)
-    d.heard_from(a, 1.0)
-    assert d.quiet_holders(0.2, 0.8, 1.1)[:2] == ([], [])
-    quiet, silent, due = d.quiet_holders(0.2, 0.8, 1.3)
+    heard_from(a, d.worker_expiry_s, 1.0)
+
+    def holders(now: float) -> tuple[list[Worker], list[Worker], float]:
+        return quiet_holders(d.busy.values(), d.worker_expiry_s, 0.2, 0.8, now)
+
+    assert holders(1.1)[:2] == ([], [])
+    quiet, silent, due = holders(1.3)
     assert (quiet, silent) == ([a], []) and 1.8 <= due < 1.81  # silent at 1.8 if it stays so
-    assert d.quiet_holders(0.2, 0.8, 1.9)[:2] == ([], [a])  # quiet since its task came at 1.0
-    d.heard_from(a, 1.95)  # its sentinel answered a probe
-    assert d.quiet_holders(0.2, 0.8, 2.0)[:2] == ([], [])
+    assert holders(1.9)[:2] == ([], [a])  # quiet since its task came at 1.0
+    heard_from(a, d.worker_expiry_s, 1.95)  # its sentinel answered a probe
+    assert holders(2.0)[:2] == ([], [])
 
 
 def test_prefetch_only_when_no_worker_is_idle() -> None:
@@ -258,9 +271,9 @@ def test_an_idle_worker_recalls_a_held_task() -> None:
     d.complete(b, first_b, 1.0)
     d.complete(b, held_b, 1.1)  # B is idle; A still runs one task and holds another
     assert service.idle and service.held == 1
-    [(worker, request)] = d.recalls(service)
+    [(worker, request)] = recalls(service)
     assert worker is a and request.body == [b"2"]
-    assert d.recalls(service) == []  # asked once
+    assert recalls(service) == []  # asked once
     assert d.bounce(a, request.key)  # A gives it back: it is not away
     assert a.state is WorkerState.BUSY and not a.away
     assert [(w, r.body) for w, r in assign(d, now=1.2)] == [(b, [b"2"])]
@@ -276,7 +289,7 @@ def test_a_late_recall_is_answered_by_the_reply() -> None:
     list(d.assignments(service, 0.0))
     b = service.workers[b"B"]
     d.complete(b, only_key(b), 0.5)
-    [(_, request)] = d.recalls(service)
+    [(_, request)] = recalls(service)
     first = next(iter(a.tasks))
     d.complete(a, first, 0.6)
     assert service.held == 0  # the recalled task now runs first
@@ -350,7 +363,7 @@ def test_a_dips_worker_holding_a_task_is_not_expired_for_silence() -> None:
     d.enqueue(req(2), 0.0)
     assign(d)
     assert dips.tasks and std.tasks
-    assert d.expired_workers(10.0) == [std]
+    assert expired_workers(d.workers.values(), 10.0) == [std]
 
 
 def test_held_and_unrecalled_stay_true_through_random_traffic() -> None:
@@ -381,7 +394,7 @@ def test_held_and_unrecalled_stay_true_through_random_traffic() -> None:
                 if rng.random() < 0.5:
                     list(d.assignments(service, now))
         elif action < 0.85:
-            for w, r in d.recalls(service):
+            for w, r in recalls(service):
                 if rng.random() < 0.7 and r.key in w.tasks:
                     d.bounce(w, r.key)  # the worker had not started it
             list(d.assignments(service, now))

@@ -29,6 +29,8 @@ from benchlib.roundtrip import note
 from benchlib.stats import combine, timed_window
 from mdp.config import BrokerConfig
 from mdp.dispatch import Dispatcher, Request, Worker
+from mdp.standing import expired_workers
+from mdp.sweeps import drop_expired
 from testkit import queue_depth, rss_bytes
 
 SERVICE = "sleep"
@@ -250,8 +252,8 @@ def dispatch_cost(workers: int, queued: int, iterations: int) -> DispatchCell:
         busy.extend(w for w, _, _ in dispatcher.assignments(service, now))
     per_request = (time.perf_counter() - started) / iterations
     started = time.perf_counter()
-    dispatcher.expired_workers(now)
-    dispatcher.drop_expired(now)
+    expired_workers(dispatcher.workers.values(), now)
+    drop_expired(dispatcher, now)
     tick = time.perf_counter() - started
     if len(busy) != workers or len(service.queue) != queued:
         raise AssertionError("dispatch benchmark lost track of its workers")

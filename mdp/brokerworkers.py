@@ -1,0 +1,210 @@
+"""The broker's dealings with its workers as workers: READY, the signals of a worker
+(HEARTBEAT, DISCONNECT, BUSY, FREE, BOUNCE), and its faults: one whose send failed, that
+sent nothing for too long, or that holds a task and answers no probe is forgotten or has
+its tasks given to others (``docs/PROTOCOL.md`` sections 2 and 4).
+
+A :class:`WorkerKeeper` is the part of :class:`mdp.brokercore.BrokerCore` that none of the
+per-request paths go through: the core keeps requests, replies, dispatch and output, and
+hands a worker's READY and signals, and its heartbeat and probe timers, to its keeper. The
+keeper acts through the core's own ``send``, ``dispatch`` and ``answer_error``, given to it,
+so that wire order and gathering stay the core's. No sockets, no clock: each method takes
+``now``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mdp import protocol as p
+from mdp.brokerlog import Warnings, log
+from mdp.brokerstatus import clean_meta
+from mdp.config import BrokerConfig
+from mdp.dispatch import Dispatcher
+from mdp.errors import RequestError, WorkerLost
+from mdp.keys import WORKER_ROLE, fingerprint
+from mdp.outbox import Outbox
+from mdp.records import Request, Service, Worker
+from mdp.standing import (
+    answered,
+    expired_workers,
+    gave_up,
+    heard_from,
+    quiet_holders,
+    set_away,
+    set_draining,
+)
+
+
+class WorkerKeeper:
+    """Workers coming, signalling, going and failing; see the module docstring."""
+
+    def __init__(self, config: BrokerConfig, dispatcher: Dispatcher, out: Outbox,
+                 warnings: Warnings, welcome: dict[str, Any], *,
+                 send: Callable[[list[bytes]], None],
+                 dispatch: Callable[[Service, float], None],
+                 answer_error: Callable[[Request, RequestError], None]) -> None:
+        """``welcome``: what the broker's WELCOME says to anyone (a DIPS worker's says more);
+        ``send``, ``dispatch``, ``answer_error``: the core's."""
+        self.config = config
+        self.dispatcher = dispatcher
+        self._out = out
+        self._warnings = warnings
+        self._worker_welcome = {**welcome, "batch": True, "progress": True, "announce": True}
+        self._send = send
+        self._dispatch = dispatch
+        self._answer_error = answer_error
+
+    def on_ready(self, identity: bytes, msg: p.WorkerReady, user: str, now: float) -> None:
+        dispatcher = self.dispatcher
+        known = dispatcher.workers.get(identity)
+        if known is not None:  # READY twice is a protocol error: start over
+            self._warnings(now, "worker %s sent READY twice; disconnecting",
+                           identity.hex()[:20])
+            self._send(p.worker_command(identity, p.DISCONNECT))
+            self.forget(known, now)
+            return
+        if not p.valid_service(msg.service) or msg.service.startswith(p.MMI_PREFIX):
+            self._warnings(now, "worker %s offers an invalid service %r; disconnecting",
+                           identity.hex()[:20], msg.service[:110])
+            self._send(p.worker_command(identity, p.DISCONNECT))
+            return
+        if len(dispatcher.workers) >= self.config.max_workers:
+            self._warnings(now, "refused worker %s: %d workers attached (--max-workers)",
+                           identity.hex()[:20], len(dispatcher.workers))
+            self._send(p.worker_command(identity, p.DISCONNECT))
+            return
+        meta = clean_meta(msg.meta)
+        prefetch = meta.pop("prefetch", 0)
+        worker = dispatcher.add_worker(identity, msg.service, msg.meta is not None, meta, now,
+                                       prefetch, meta.pop("batch", False))
+        worker.announce = worker.dips and meta.pop("announce", False)
+        worker.user = user
+        log.info("worker %s ready for %r (host %s pid %s version %s)", identity.hex()[:20],
+                 msg.service.decode(), meta.get("host"), meta.get("pid"), meta.get("version"))
+        if worker.dips:
+            self._send(p.worker_welcome(identity, self._worker_welcome))
+        self._dispatch(worker.service, now)
+
+    def back_from_silence(self, worker: Worker, now: float) -> None:
+        log.info("worker %s speaks again; it gets tasks again", worker.identity.hex()[:20])
+        self._dispatch(worker.service, now)
+
+    def on_signal(self, identity: bytes, msg: p.WorkerSignal, now: float) -> None:
+        dispatcher = self.dispatcher
+        worker = dispatcher.workers.get(identity)
+        command = msg.command
+        if worker is None:
+            if command != p.DISCONNECT:
+                self._send(p.worker_command(identity, p.DISCONNECT))
+            return
+        if heard_from(worker, dispatcher.worker_expiry_s, now):
+            self.back_from_silence(worker, now)
+        if command == p.HEARTBEAT:
+            if msg.sending:  # a big reply follows: no probe, no silence, until it may be here
+                size = min(msg.sending, self.config.max_message_bytes)  # (none can be larger)
+                worker.reply_until = p.sent_until(worker.reply_until, size, now)
+            return
+        if not worker.dips and command != p.DISCONNECT:
+            self._warnings(now, "standard worker %s sent a DIPS command %r; ignored",
+                           identity.hex()[:20], command)
+            return
+        if command == p.DISCONNECT:
+            log.info("worker %s left", identity.hex()[:20])
+            self.forget(worker, now)
+            return
+        if command == p.BUSY:
+            if msg.draining:
+                set_draining(worker)
+            else:
+                set_away(worker, True)
+        elif command == p.FREE:
+            set_away(worker, False)
+        elif command == p.BOUNCE:
+            answered(worker, msg.key)
+            if not dispatcher.bounce(worker, msg.key) and not gave_up(worker, msg.key):
+                self._warnings(now, "worker %s bounced a task it does not hold",
+                               identity.hex()[:20])
+        self._dispatch(worker.service, now)
+
+    def forget(self, worker: Worker, now: float, lost: bool = False) -> None:
+        """Forget a worker and give its tasks to others. ``lost``: it died or froze, which
+        costs each request it held a loss (not one whose task never reached it)."""
+        self._out.forget_worker(worker.identity)  # gathered, never sent: queued again
+        for request in self.dispatcher.remove_worker(
+                worker, now, self._out.delivered if lost else None):
+            self._poisoned(request)
+        self._dispatch(worker.service, now)
+
+    def forget_revoked(self, role_of: Callable[[str], str], now: float) -> None:
+        """After the allow-lists changed: forget, with a DISCONNECT, each worker whose key
+        is no longer a worker key (``role_of``: the CURVE role of a key now)."""
+        for worker in list(self.dispatcher.workers.values()):
+            if role_of(worker.user) != WORKER_ROLE:
+                log.warning("worker %s: its key %s was revoked; forgetting it",
+                            worker.identity.hex()[:20], fingerprint(worker.user.encode()))
+                self._send(p.worker_command(worker.identity, p.DISCONNECT))
+                self.forget(worker, now)
+
+    def _poisoned(self, request: Request) -> None:
+        """Workers died running ``request`` again and again: answer ``worker_lost``."""
+        service = request.service.decode("ascii", "replace")
+        callers = request.answered_to()
+        log.warning("request %s to %r gave up: %d workers were lost while running it; "
+                    "answered worker_lost, and refused for %gs",
+                    ", ".join(f"{c.client.hex()[:20]}/{c.rid}" for c in callers) or "-",
+                    service, request.losses, self.config.poison_memory_s)
+        self._answer_error(request, WorkerLost(
+            f"service {service!r}: {request.losses} workers were lost while running this "
+            "request"))
+
+    def probe(self, now: float, send: bool = True) -> float:
+        """A heartbeat to each worker that holds a task and has said nothing for a probe
+        interval (``send``; the heartbeat burst reaches them otherwise): a send to one whose
+        connection dropped (dead, or frozen past its ZMTP heartbeats) fails, and the shell
+        says :meth:`~mdp.brokercore.BrokerCore.lost`; a DIPS worker answers it while its
+        handler runs. Workers that answer their tasks quickly are never probed. A DIPS
+        worker that answers nothing for ``--frozen-after`` has its tasks given to others,
+        unless half or more of its service's workers are as quiet: a freeze strikes a
+        process, and a whole fleet gone quiet together is overloaded (or this broker was
+        stalled itself), not frozen. Returns when the next verdict of silence is due
+        (``math.inf``: none), for the core's probe timer."""
+        dispatcher, config = self.dispatcher, self.config
+        quiet, silent, silent_due = quiet_holders(
+            dispatcher.busy.values(), dispatcher.worker_expiry_s, config.probe_interval_s,
+            config.frozen_after_s, now)
+        by_service: dict[bytes, list[Worker]] = {}
+        for worker in silent:
+            by_service.setdefault(worker.service.name, []).append(worker)
+        for workers in by_service.values():
+            service = workers[0].service
+            if len(workers) > max(1, len(service.workers) // 2):
+                self._warnings(now, "%d of %d workers of %r quiet for %.1fs while they run a "
+                               "task: taken for an overload, not for frozen workers",
+                               len(workers), len(service.workers), service.name.decode(),
+                               config.frozen_after_s)
+                continue
+            for worker in workers:
+                self._warnings(now, "worker %s silent for %.1fs while it runs a task; its "
+                               "tasks go to other workers", worker.identity.hex()[:20],
+                               config.frozen_after_s)
+                dispatcher.take_back_from_silent(worker)
+            self._dispatch(service, now)
+        if send:
+            for worker in quiet:
+                self._send(p.worker_command(worker.identity, p.HEARTBEAT))
+        return silent_due
+
+    def heartbeat(self, now: float) -> None:
+        """The heartbeat timer's part for workers: forget those silent too long, and a
+        HEARTBEAT to every other one not sent a task just now."""
+        dispatcher = self.dispatcher
+        for worker in expired_workers(dispatcher.workers.values(), now):
+            log.warning("worker %s silent for %.1fs; forgetting it", worker.identity.hex()[:20],
+                        dispatcher.worker_expiry_s)
+            self._send(p.worker_command(worker.identity, p.DISCONNECT))
+            self.forget(worker, now, lost=True)
+        recent = now - self.config.heartbeat_interval_s / 2
+        for identity, worker in dispatcher.workers.items():
+            if worker.tasked_at < recent:  # a worker sent a task just now has heard from us
+                self._send(p.worker_command(identity, p.HEARTBEAT))
