@@ -166,10 +166,10 @@ class ClientCore(Placement):
             log.warning("dropped a message from broker %s: %s", ep.address, exc)
             return
         match message:
-            case p.Reply(_, body, rid):
+            case p.Result(_, body, rid):
                 ep.receiving_until = 0.0  # an announced reply is the next RESULT: this one
                 self._on_reply(ep, rid, body, now)
-            case p.Replies(_, rids, bodies):
+            case p.Results(_, rids, bodies):
                 ep.receiving_until = 0.0
                 on_reply = self._on_reply
                 for rid, one in zip(rids, bodies, strict=True):
@@ -178,7 +178,7 @@ class ClientCore(Placement):
                 self._on_pong(ep, message, now)
             case p.Welcome():
                 self._on_welcome(ep, message, now)
-            case p.Progress():
+            case p.RequestProgress():
                 self._on_progress(ep, message)
 
     def tick(self, now: float) -> None:
@@ -251,7 +251,7 @@ class ClientCore(Placement):
         finished, self.finished = self.finished, []
         return finished
 
-    def take_progress(self) -> list[tuple[Call, p.Progress]]:
+    def take_progress(self) -> list[tuple[Call, p.RequestProgress]]:
         """Progress reports that arrived for calls with ``on_progress``, in order; the
         shell calls each call's ``on_progress`` with them."""
         progress, self.progress = self.progress, []
@@ -356,7 +356,7 @@ class ClientCore(Placement):
             instance = welcome.meta.get("instance")
             ep.instance = instance if isinstance(instance, str) else None
 
-    def _on_progress(self, ep: Endpoint, progress: p.Progress) -> None:
+    def _on_progress(self, ep: Endpoint, progress: p.RequestProgress) -> None:
         call = self.pending.get(progress.rid)
         if call is not None and call.on_progress is not None and ep in call.at:
             self.progress.append((call, progress))

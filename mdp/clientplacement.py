@@ -54,7 +54,7 @@ class Placement:
         self.endpoints = [Endpoint(i, address) for i, address in enumerate(self.brokers)]
         self.actions: list[Action] = []
         self.finished: list[Call] = []
-        self.progress: list[tuple[Call, p.Progress]] = []  # for calls that take it
+        self.progress: list[tuple[Call, p.RequestProgress]] = []  # for calls that take it
         self.pending: dict[int, Call] = {}  # every unfinished call, by id
         self._next = start % len(self.endpoints)  # round-robin pointer
         self._rids = itertools.count(1)

@@ -30,7 +30,7 @@ def raw_client(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
 def reply_of(sock: zmq.Socket) -> tuple[int | None, Any]:
     assert sock.poll(10_000), "no reply"
     reply = p.parse_client_inbound(sock.recv_multipart())
-    assert isinstance(reply, p.Reply)
+    assert isinstance(reply, p.Result)
     return reply.rid, p.unpack(reply.body[0])
 
 

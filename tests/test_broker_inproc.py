@@ -97,7 +97,7 @@ def test_hello_gives_the_next_standard_request_an_id_and_a_deadline(
     worker.send_multipart(p.reply(task.key, task.body))
     drain_all(broker)
     assert client.poll(1000)
-    assert p.parse_client_inbound(client.recv_multipart()) == p.Reply(b"echo", task.body, 41)
+    assert p.parse_client_inbound(client.recv_multipart()) == p.Result(b"echo", task.body, 41)
     worker.close()
     client.close()
 
@@ -138,10 +138,10 @@ def test_a_batched_submit_is_answered_per_request_or_in_batches(
         drain_all(broker)
         assert client.poll(1000), f"answered only {sorted(answered)}"
         message = p.parse_client_inbound(client.recv_multipart())
-        if isinstance(message, p.Replies):
+        if isinstance(message, p.Results):
             assert batch
             answered.update(zip(message.rids, message.bodies, strict=True))
-        elif isinstance(message, p.Reply):
+        elif isinstance(message, p.Result):
             assert message.rid is not None
             answered[message.rid] = message.body[0]
     assert answered == dict(zip([10, 11, 12, 13, 14], bodies, strict=True))
@@ -174,7 +174,7 @@ def test_a_reply_gathered_for_a_batch_reaches_the_client_before_a_pong(
     while len(received) < 2:
         assert client.poll(1000), f"the client got only {received}"
         received.append(p.parse_client_inbound(client.recv_multipart()))
-    assert received == [p.Reply(b"echo", task.body, 7), p.Pong([7], broker.instance)]
+    assert received == [p.Result(b"echo", task.body, 7), p.Pong([7], broker.instance)]
     worker.close()
     client.close()
 
@@ -210,9 +210,9 @@ def test_a_worker_that_takes_batches_gets_tasks_and_replies_in_one_message_each(
     answered: dict[int, bytes] = {}
     while client.poll(100):
         message = p.parse_client_inbound(client.recv_multipart())
-        if isinstance(message, p.Replies):
+        if isinstance(message, p.Results):
             answered.update(zip(message.rids, message.bodies, strict=True))
-        elif isinstance(message, p.Reply) and message.rid is not None:
+        elif isinstance(message, p.Result) and message.rid is not None:
             answered[message.rid] = message.body[0]
     assert answered == dict(zip(range(1, 11), bodies, strict=True))
     assert broker.dispatcher.counters.replies == 10
@@ -237,6 +237,6 @@ def test_a_big_body_crosses_the_broker_intact(broker: Broker, zctx: zmq.Context)
     assert p.parse_client_inbound(client.recv_multipart()) == p.Pong([], broker.instance,
                                                                       len(body))
     assert client.poll(1000)
-    assert p.parse_client_inbound(client.recv_multipart()) == p.Reply(b"echo", [body], 1)
+    assert p.parse_client_inbound(client.recv_multipart()) == p.Result(b"echo", [body], 1)
     worker.close()
     client.close()

@@ -104,9 +104,9 @@ def result_of(messages: list[Any]) -> dict[int, Any]:
     """Request id -> decoded reply, over every RESULT in ``messages``."""
     found: dict[int, Any] = {}
     for m in messages:
-        if isinstance(m, p.Replies):
+        if isinstance(m, p.Results):
             found.update({rid: p.unpack(b) for rid, b in zip(m.rids, m.bodies, strict=True)})
-        elif isinstance(m, p.Reply) and m.rid is not None:
+        elif isinstance(m, p.Result) and m.rid is not None:
             found[m.rid] = p.unpack(m.body[0])
     return found
 
@@ -124,7 +124,7 @@ def test_a_lone_request_goes_to_an_idle_worker_at_once_and_its_reply_back() -> N
     [(_, task)] = submit(core, C1, 5, 0.1)  # no tick needed: nothing is gathered
     assert isinstance(task, p.BrokerTask) and task.body == [BODY] and task.ttl_ms == 10_000
     [(peer, reply)] = feed(core, W1, p.reply(task.key, [b"answer"]), 0.2)
-    assert peer == C1 and reply == p.Reply(SVC, [b"answer"], 5)
+    assert peer == C1 and reply == p.Result(SVC, [b"answer"], 5)
     assert core.next_deadline() == 1.0  # the heartbeat; no probe, nothing gathered
 
 
@@ -146,10 +146,10 @@ def test_hello_gives_the_next_standard_request_an_id_deadline_and_key() -> None:
     [(_, task)] = feed(core, C1, p.client_request(SVC, [BODY]), 0.5)
     assert isinstance(task, p.BrokerTask) and task.ttl_ms == 3000
     [(_, reply)] = feed(core, W1, p.reply(task.key, [b"r"]), 0.6)
-    assert reply == p.Reply(SVC, [b"r"], 41)
+    assert reply == p.Result(SVC, [b"r"], 41)
     [(_, plain)] = feed(core, C1, p.client_request(SVC, [BODY]), 0.7)  # "first" is used once
     [(_, reply)] = feed(core, W1, p.reply(plain.key, [b"r"]), 0.8)  # type: ignore[union-attr]
-    assert reply == p.Reply(SVC, [b"r"], None)
+    assert reply == p.Result(SVC, [b"r"], None)
 
 
 def test_a_standard_worker_gets_a_request_and_never_a_second_task() -> None:
@@ -159,7 +159,7 @@ def test_a_standard_worker_gets_a_request_and_never_a_second_task() -> None:
     assert isinstance(first, p.BrokerTask) and not first.dips
     assert submit(core, C1, 2, 0.0) == [] and tick(core, 0.0) == []
     [(_, answer), (_, second)] = feed(core, W1, p.reply(first.key, [b"a"]), 0.1)
-    assert answer == p.Reply(SVC, [b"a"], 1) and isinstance(second, p.BrokerTask)
+    assert answer == p.Result(SVC, [b"a"], 1) and isinstance(second, p.BrokerTask)
 
 
 def test_a_worker_the_broker_does_not_know_is_told_to_register_again() -> None:
@@ -173,7 +173,7 @@ def test_a_worker_the_broker_does_not_know_is_told_to_register_again() -> None:
 def test_a_malformed_request_is_answered_bad_request_and_other_garbage_dropped() -> None:
     core = make(max_frames=8)
     [(_, reply)] = feed(core, C1, p.client_request(SVC, [b"x"] * 9), 0.0)
-    assert isinstance(reply, p.Reply) and "--max-frames" in p.unpack(reply.body[0])[
+    assert isinstance(reply, p.Result) and "--max-frames" in p.unpack(reply.body[0])[
         "error"]["message"]
     [(_, reply)] = feed(core, C1, p.client_request(b"no such!", [BODY]), 0.0)
     assert p.unpack(reply.body[0])["error"]["field"] == "service"  # type: ignore[union-attr]
@@ -209,7 +209,7 @@ def test_tasks_gathered_for_a_worker_go_before_a_recall_to_it() -> None:
     # W2 answers: it is idle while W1 holds a task behind its own; W1 is asked for it back,
     # and a task for W1 gathered in the same pass must reach it before that RECALL
     sent = feed(core, W2, p.reply(w2_task.key, [b"r"]), 0.1)
-    assert sent == [(C1, p.Reply(SVC, [b"r"], 2)), (W1, p.BrokerRecall(w1_tasks[1].key))]
+    assert sent == [(C1, p.Result(SVC, [b"r"], 2)), (W1, p.BrokerRecall(w1_tasks[1].key))]
 
 
 def test_a_task_gathered_in_the_pass_that_recalls_it_goes_before_the_recall() -> None:
@@ -251,7 +251,7 @@ def test_a_reply_gathered_for_a_batch_goes_before_a_pong() -> None:
     [(_, task)] = submit(core, C1, 7, 0.0)
     assert feed_more(core, W1, p.reply(task.key, [b"r"]), 0.1) == []  # gathered
     sent = feed_more(core, C1, p.client_ping([7]), 0.1)
-    assert sent == [(C1, p.Reply(SVC, [b"r"], 7)), (C1, p.Pong([7], "one"))]
+    assert sent == [(C1, p.Result(SVC, [b"r"], 7)), (C1, p.Pong([7], "one"))]
     assert tick(core, 0.1) == []  # nothing left to send twice
 
 
@@ -265,7 +265,7 @@ def test_replies_for_a_batch_client_go_together_at_the_end_of_the_pass() -> None
     assert feed_more(core, W1, p.reply(keys[W1], [b"ra"]), 0.1) == []
     assert feed_more(core, W2, p.reply(keys[W2], [b"rb"]), 0.1) == []
     [(_, replies)] = tick(core, 0.1)
-    assert replies == p.Replies(SVC, [1, 2], [b"ra", b"rb"])
+    assert replies == p.Results(SVC, [1, 2], [b"ra", b"rb"])
 
 
 def test_pings_tell_which_requests_the_broker_holds() -> None:
@@ -295,7 +295,7 @@ def test_a_lost_workers_request_goes_to_another_worker() -> None:
     [(peer, task)] = tick(core, 0.75)
     assert peer == W2 and isinstance(task, p.BrokerTask)
     [(_, reply)] = feed(core, W2, p.reply(task.key, [b"done"]), 0.6)
-    assert reply == p.Reply(SVC, [b"done"], 1)
+    assert reply == p.Result(SVC, [b"done"], 1)
     assert core.dispatcher.counters.requeued == 1 and core.dispatcher.counters.poisoned == 0
 
 
@@ -401,8 +401,8 @@ def test_identical_requests_are_worked_once_and_everyone_gets_the_reply() -> Non
     assert submit(core, C1, 2, 0.1, ck=b"other") != []  # another key: its own task
     assert feed(core, C2, p.client_ping([7]), 0.2) == [(C2, p.Pong([], "one"))]
     sent = feed(core, W1, p.reply(task.key, [b"shared"]), 0.3)  # type: ignore[union-attr]
-    assert sorted(sent) == [(C1, p.Reply(SVC, [b"shared"], 1)),
-                            (C2, p.Reply(SVC, [b"shared"], 7))]
+    assert sorted(sent) == [(C1, p.Result(SVC, [b"shared"], 1)),
+                            (C2, p.Result(SVC, [b"shared"], 7))]
     assert core.dispatcher.counters.coalesced == 1
     assert core.status(0.3)["services"]["echo"]["counters"]["coalesced"] == 1
     [(_, fresh)] = submit(core, C3, 3, 0.4, ck=b"key")  # the first is answered: a new task
@@ -418,7 +418,7 @@ def test_a_shared_request_lives_until_its_latest_caller_gives_up() -> None:
     [task] = tasks_in(to(W1, ready(core, W1, 2.0)))
     assert task.ttl_ms == 3500  # the latest caller's deadline
     sent = feed(core, W1, p.reply(task.key, [b"r"]), 2.1)
-    assert sent == [(C2, p.Reply(SVC, [b"r"], 2))]
+    assert sent == [(C2, p.Result(SVC, [b"r"], 2))]
 
 
 def test_a_task_found_expired_by_its_worker_runs_again_for_a_caller_that_came_later() -> None:
@@ -464,13 +464,13 @@ def test_progress_goes_to_callers_that_asked_and_never_after_the_reply() -> None
     submit(core, C2, 2, 0.0, ck=b"k")
     key = task.key  # type: ignore[union-attr]
     sent = feed(core, W1, p.progress(key, "status", 3, 10), 0.1)
-    assert sent == [(C1, p.Progress(SVC, 1, "status", 3, 10))]  # C2 did not ask
+    assert sent == [(C1, p.RequestProgress(SVC, 1, "status", 3, 10))]  # C2 did not ask
     sent = feed(core, W1, p.progress(key, "data", data=b"chunk"), 0.1)
-    assert sent == [(C1, p.Progress(SVC, 1, "data", data=b"chunk"))]
+    assert sent == [(C1, p.RequestProgress(SVC, 1, "data", data=b"chunk"))]
     sent = feed_more(core, W1, p.reply(key, [b"r"]), 0.2)  # C1's is gathered: it batches
-    assert sent == [(C2, p.Reply(SVC, [b"r"], 2))]
+    assert sent == [(C2, p.Result(SVC, [b"r"], 2))]
     assert feed_more(core, W1, p.progress(key, "status", 10, 10), 0.2) == []  # too late
-    assert tick(core, 0.2) == [(C1, p.Reply(SVC, [b"r"], 1))]
+    assert tick(core, 0.2) == [(C1, p.Result(SVC, [b"r"], 1))]
 
 
 def test_progress_keeps_its_place_behind_a_reply_gathered_for_the_same_client() -> None:
@@ -482,7 +482,8 @@ def test_progress_keeps_its_place_behind_a_reply_gathered_for_the_same_client() 
     [(_, second)] = submit(core, C1, 2, 0.0)
     feed_more(core, W1, p.reply(first.key, [b"r1"]), 0.1)  # type: ignore[union-attr]
     sent = feed_more(core, W2, p.progress(second.key, "status", 1, 2), 0.1)  # type: ignore[union-attr]
-    assert sent == [(C1, p.Reply(SVC, [b"r1"], 1)), (C1, p.Progress(SVC, 2, "status", 1, 2))]
+    assert sent == [(C1, p.Result(SVC, [b"r1"], 1)),
+                    (C1, p.RequestProgress(SVC, 2, "status", 1, 2))]
 
 
 # --- unknown services ------------------------------------------------------------------------
@@ -551,7 +552,7 @@ def test_a_worker_silent_while_it_runs_a_task_has_it_taken_to_another() -> None:
     assert again.body == first.body
     assert core.status(0.9)["services"]["echo"]["workers"][0]["state"] == "silent"
     [(_, reply)] = feed(core, W2, p.reply(again.key, [b"from W2"]), 1.0)
-    assert reply == p.Reply(SVC, [b"from W2"], 1)
+    assert reply == p.Result(SVC, [b"from W2"], 1)
     # W1 wakes up: its late reply is dropped quietly, and it gets tasks again
     assert feed(core, W1, p.reply(first.key, [b"late"]), 1.1) == []
     assert core.dispatcher.counters.dropped == 0
@@ -580,7 +581,7 @@ def test_a_late_reply_of_a_silent_worker_answers_when_it_comes_first() -> None:
     ready(core, W2, 0.1)
     [again] = tasks_in(to(W2, silent_at(core, 0.85)))
     [(_, reply)] = feed(core, W1, p.reply(first.key, [b"late"]), 0.9)
-    assert reply == p.Reply(SVC, [b"late"], 1)
+    assert reply == p.Result(SVC, [b"late"], 1)
     assert feed(core, W2, p.reply(again.key, [b"second"]), 1.0) == []  # not twice
     assert core.dispatcher.counters.dropped == 0 and core.dispatcher.counters.replies == 1
 
@@ -760,9 +761,9 @@ def test_batches_go_once_they_hold_a_mebibyte_and_big_bodies_alone() -> None:
         reply = b"r" * (2_000_000 if n == 0 else 400_000)
         out_ += feed_more(core, peer, p.reply(key, [reply]), 0.1)
     out_ += tick(core, 0.1)
-    results = [m for peer, m in out_ if peer == C1 and isinstance(m, p.Reply | p.Replies)]
-    rids = [rid for m in results for rid in (m.rids if isinstance(m, p.Replies) else [m.rid])]
-    sizes = [sum(map(len, m.bodies)) if isinstance(m, p.Replies) else len(m.body[0])
+    results = [m for peer, m in out_ if peer == C1 and isinstance(m, p.Result | p.Results)]
+    rids = [rid for m in results for rid in (m.rids if isinstance(m, p.Results) else [m.rid])]
+    sizes = [sum(map(len, m.bodies)) if isinstance(m, p.Results) else len(m.body[0])
              for m in results]
     assert sorted(rids) == list(range(1, 9)) and len(results) >= 3  # (not one of 4.8 MB)
     assert sorted(sizes)[-1] == 2_000_000 and sorted(sizes)[-2] < 2 * p.BIG_BODY
@@ -821,11 +822,11 @@ def test_a_big_reply_to_a_dips_client_is_announced_by_a_pong_just_before_it() ->
     core = make()
     ready(core, W1)
     small = running_at(core, W1, 1, 0.0)
-    assert to(C1, feed(core, W1, p.reply(small.key, [BODY]), 0.1)) == [p.Reply(SVC, [BODY], 1)]
+    assert to(C1, feed(core, W1, p.reply(small.key, [BODY]), 0.1)) == [p.Result(SVC, [BODY], 1)]
     task = running_at(core, W1, 2, 0.2)
     big = p.pack({"image": b"x" * 3_000_000})
     sent = to(C1, feed(core, W1, p.reply(task.key, [big]), 0.3))
-    assert sent == [p.Pong([], core.instance, len(big)), p.Reply(SVC, [big], 2)]
+    assert sent == [p.Pong([], core.instance, len(big)), p.Result(SVC, [big], 2)]
 
 
 def test_a_big_frame_where_a_name_or_key_belongs_is_refused_not_fatal() -> None:

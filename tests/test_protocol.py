@@ -27,7 +27,7 @@ def test_batched_submit_and_result_round_trip() -> None:
     frames = p.client_submit_batch(b"echo", [1, 2], 500, [b"a", b"b"], priority=-1)
     assert p.parse_broker_inbound(frames) == p.ClientBatch(b"echo", [1, 2], [b"a", b"b"], 500, -1)
     result = p.to_client_batch(b"c", b"echo", [1, 2], [b"x", b"y"])[1:]
-    assert p.parse_client_inbound(result) == p.Replies(b"echo", [1, 2], [b"x", b"y"])
+    assert p.parse_client_inbound(result) == p.Results(b"echo", [1, 2], [b"x", b"y"])
     assert p.parse_broker_inbound(p.client_hello(batch=True)) == p.ClientHello(None, True)
 
 
@@ -156,7 +156,7 @@ def test_tasks_and_replies_round_trip() -> None:
 
 def test_client_inbound_forms() -> None:
     reply = p.to_client(b"c", b"echo", [b"body"], 9)[1:]
-    assert p.parse_client_inbound(reply) == p.Reply(b"echo", [b"body"], 9)
+    assert p.parse_client_inbound(reply) == p.Result(b"echo", [b"body"], 9)
     assert p.parse_client_inbound(p.to_client(b"c", b"e", [b"b"], None)[1:]).rid is None
     assert p.parse_client_inbound(p.pong(b"c", [3], "inst")[1:]) == p.Pong([3], "inst")
     announced = p.parse_client_inbound(p.pong(b"c", [], "inst", 20_000_000)[1:])
@@ -235,10 +235,10 @@ def test_progress_round_trips_worker_to_broker_to_client() -> None:
     data = p.parse_broker_inbound(p.progress(b"k1", "data", data=b"chunk"))
     assert data == p.WorkerProgress(b"k1", "data", None, None, b"chunk")
     relayed = p.to_client_progress(b"id", b"echo", 7, "warning", data=b"careful")[1:]
-    assert p.parse_client_inbound(relayed) == p.Progress(b"echo", 7, "warning", None, None,
+    assert p.parse_client_inbound(relayed) == p.RequestProgress(b"echo", 7, "warning", None, None,
                                                          b"careful")
     relayed = p.to_client_progress(b"id", b"echo", 7, "status", 1, 2)[1:]
-    assert p.parse_client_inbound(relayed) == p.Progress(b"echo", 7, "status", 1, 2)
+    assert p.parse_client_inbound(relayed) == p.RequestProgress(b"echo", 7, "status", 1, 2)
 
 
 def test_hello_asks_for_progress_and_carries_a_first_key() -> None:

@@ -42,7 +42,7 @@ class RawClient:
             if left <= 0 or not self.sock.poll(int(left * 1000) + 1):
                 raise AssertionError(f"no reply to request {rid} in {timeout}s")
             message = p.parse_client_inbound(self.sock.recv_multipart())
-            if isinstance(message, p.Reply) and message.rid is not None:
+            if isinstance(message, p.Result) and message.rid is not None:
                 self.results[message.rid] = p.unpack(message.body[0])
         return self.results[rid]
 

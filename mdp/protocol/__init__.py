@@ -56,9 +56,9 @@ from mdp.protocol.broker_inbound import BrokerInbound, parse_broker_inbound
 from mdp.protocol.broker_to_client import (
     ClientInbound,
     Pong,
-    Progress,
-    Replies,
-    Reply,
+    RequestProgress,
+    Result,
+    Results,
     Welcome,
     client_welcome,
     parse_client_inbound,
@@ -177,6 +177,6 @@ __all__ = [
     "to_worker", "to_worker_batch", "worker_welcome", "recall", "worker_command",
     "sending_to_worker", "parse_worker_inbound",
     # mdp.protocol.broker_to_client
-    "Reply", "Replies", "Pong", "Welcome", "Progress", "ClientInbound", "to_client",
+    "Result", "Results", "Pong", "Welcome", "RequestProgress", "ClientInbound", "to_client",
     "to_client_batch", "to_client_progress", "client_welcome", "pong", "parse_client_inbound",
 ]

@@ -29,15 +29,16 @@ from mdp.protocol.meta import (
 )
 
 
-class Reply(NamedTuple):
-    """A reply a client received; ``rid`` is None for a standard reply."""
+class Result(NamedTuple):
+    """A reply a client received: a DIPS RESULT, or a standard 7/MDP reply (``rid`` None).
+    (What a worker sends, :func:`reply`, is a :class:`WorkerReply` to the broker.)"""
 
     service: bytes
     body: list[bytes]
     rid: int | None
 
 
-class Replies(NamedTuple):
+class Results(NamedTuple):
     """A RESULT carrying several replies: ``bodies[i]`` (one frame) answers ``rids[i]``."""
 
     service: bytes
@@ -60,7 +61,7 @@ class Welcome(NamedTuple):
     meta: dict[str, Any]
 
 
-class Progress(NamedTuple):
+class RequestProgress(NamedTuple):
     """Progress of request ``rid`` (see :class:`WorkerProgress`)."""
 
     service: bytes
@@ -71,7 +72,7 @@ class Progress(NamedTuple):
     data: bytes | None = None
 
 
-ClientInbound = Reply | Replies | Pong | Welcome | Progress
+ClientInbound = Result | Results | Pong | Welcome | RequestProgress
 
 
 def to_client(identity: bytes, service: bytes, body: list[bytes], rid: int | None) -> list[bytes]:
@@ -121,7 +122,7 @@ def parse_client_inbound(frames: list[bytes]) -> ClientInbound:
         raise ProtocolError("reply does not start with an empty delimiter and a header")
     header = frames[1]
     if header == CLIENT:
-        return Reply(frames[2], frames[3:], None)
+        return Result(frames[2], frames[3:], None)
     if header != DIPS_CLIENT or len(frames) < 4:
         raise ProtocolError(f"malformed reply from broker (header {header[:16]!r})")
     command = frames[2]
@@ -133,11 +134,11 @@ def parse_client_inbound(frames: list[bytes]) -> ClientInbound:
             rids = _ids(meta, "ids", "RESULT")
             if not rids or len(rids) != len(frames) - 5:
                 raise ProtocolError(f"RESULT has {len(rids)} ids for {len(frames) - 5} bodies")
-            return Replies(frames[3], rids, frames[5:])
+            return Results(frames[3], rids, frames[5:])
         rid = _int_field(meta, "id", "RESULT")
         if rid is None:
             raise ProtocolError("RESULT meta has no 'id'")
-        return Reply(frames[3], frames[5:], rid)
+        return Result(frames[3], frames[5:], rid)
     if command == CPROGRESS:
         return _parse_client_progress(frames)
     if len(frames) != 4:
@@ -154,7 +155,7 @@ def parse_client_inbound(frames: list[bytes]) -> ClientInbound:
     raise ProtocolError(f"unknown DIPS broker command {command[:8]!r}")
 
 
-def _parse_client_progress(frames: list[bytes]) -> Progress:
+def _parse_client_progress(frames: list[bytes]) -> RequestProgress:
     if len(frames) not in (5, 6):
         raise ProtocolError("PROGRESS needs a service, a meta frame and at most one data frame")
     meta = unpack_meta(frames[4], "PROGRESS")
@@ -166,4 +167,4 @@ def _parse_client_progress(frames: list[bytes]) -> Progress:
     if (kind == "status") != (data is None):
         raise ProtocolError(f"PROGRESS of kind {kind!r} "
                             + ("takes no data frame" if data is not None else "needs a data frame"))
-    return Progress(frames[3], rid, kind, num, den, data)
+    return RequestProgress(frames[3], rid, kind, num, den, data)
