@@ -11,6 +11,7 @@ refused at once, on open connections too.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,8 @@ class RoleAuthenticator(ThreadAuthenticator):
         """zmq.auth's credentials provider: is this z85 public key allowed at all?"""
         allowed = client_key.decode("ascii", "replace") in self._roles
         if not allowed:
-            self._warn.warning("refused CURVE key %s from %s: on no allow-list",
-                               fingerprint(client_key), self._address or "?")
+            self._warn(time.monotonic(), "refused CURVE key %s from %s: on no allow-list",
+                       fingerprint(client_key), self._address or "?")
         return allowed
 
     def curve_user_id(self, client_public_key: bytes) -> str:

@@ -34,6 +34,7 @@ What it decides (the per-message paths here, the rest through the parts named):
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -41,7 +42,6 @@ from typing import Any
 from mdp import protocol as p
 from mdp.actions import Event, Lost, Opened, Received, Send, Tick
 from mdp.brokerinbound import HEARTBEAT, heads_as_bytes, is_error, quick_parse
-from mdp.brokerlog import Warnings, log
 from mdp.brokerstatus import broker_status, mmi_answer, unknown_service
 from mdp.brokerworkers import WorkerKeeper
 from mdp.config import BrokerConfig
@@ -49,10 +49,13 @@ from mdp.dispatch import Dispatcher, Request, Service, Worker
 from mdp.errors import BadRequest, Expired, ProtocolError, RequestError
 from mdp.hellos import BATCH, PROGRESS, note_hello
 from mdp.keys import CLIENT_ROLE, WORKER_ROLE, fingerprint
+from mdp.logs import RateLimitedLog
 from mdp.outbox import Outbox
 from mdp.standing import answered, heard_from, recalls
 from mdp.sweeps import detach_expired, drop_expired, drop_requests_of, unknown_requests
 from mdp.version import code_version
+
+log = logging.getLogger("mdp.broker")  # (the shell's logger too: one name for the broker)
 
 RoleOf = Callable[[str], str]
 """The role of a CURVE key now: "client", "worker", or "" (not allowed)."""
@@ -90,7 +93,7 @@ class BrokerCore:
         self._out = Outbox(self.dispatcher.workers)
         self._now = now  # the time of the event being handled
         self._gather = False  # the message being handled has others behind it
-        self._warnings = Warnings()
+        self._warnings = RateLimitedLog(log)
         self._keeper = WorkerKeeper(config, self.dispatcher, self._out, self._warnings, welcome,
                                     send=self._send, dispatch=self._dispatch,
                                     answer_error=self._answer_error)

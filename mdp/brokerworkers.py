@@ -13,16 +13,17 @@ so that wire order and gathering stay the core's. No sockets, no clock: each met
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from mdp import protocol as p
-from mdp.brokerlog import Warnings, log
 from mdp.brokerstatus import clean_meta
 from mdp.config import BrokerConfig
 from mdp.dispatch import Dispatcher
 from mdp.errors import RequestError, WorkerLost
 from mdp.keys import WORKER_ROLE, fingerprint
+from mdp.logs import RateLimitedLog
 from mdp.outbox import Outbox
 from mdp.records import Request, Service, Worker
 from mdp.standing import (
@@ -35,12 +36,14 @@ from mdp.standing import (
     set_draining,
 )
 
+log = logging.getLogger("mdp.broker")  # (the shell's logger too: one name for the broker)
+
 
 class WorkerKeeper:
     """Workers coming, signalling, going and failing; see the module docstring."""
 
     def __init__(self, config: BrokerConfig, dispatcher: Dispatcher, out: Outbox,
-                 warnings: Warnings, welcome: dict[str, Any], *,
+                 warnings: RateLimitedLog, welcome: dict[str, Any], *,
                  send: Callable[[list[bytes]], None],
                  dispatch: Callable[[Service, float], None],
                  answer_error: Callable[[Request, RequestError], None]) -> None:

@@ -6,23 +6,24 @@ failed jobs), so that a flood of bad input does not flood the log.
 from __future__ import annotations
 
 import logging
-import time
+import math
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
 class RateLimitedLog:
-    """Log at most ``per_second`` messages a second; count and report the rest."""
+    """WARNING lines at most ``per_second`` a second to ``logger``; the rest are counted and
+    reported as one line when the next second's first goes out. It reads no clock: the
+    caller passes ``now`` (a core its own; a shell ``time.monotonic()``)."""
 
     def __init__(self, logger: logging.Logger, per_second: int = 10) -> None:
         self.logger = logger
         self.per_second = per_second
-        self._window_start = 0.0
+        self._window_start = -math.inf
         self._count = 0
         self._suppressed = 0
 
-    def warning(self, msg: str, *args: object) -> None:
-        now = time.monotonic()
+    def __call__(self, now: float, msg: str, *args: object) -> None:
         if now - self._window_start >= 1.0:
             if self._suppressed:
                 self.logger.warning("%d similar warnings suppressed", self._suppressed)

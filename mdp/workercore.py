@@ -211,7 +211,7 @@ class WorkerCore:
         try:
             message = p.parse_worker_inbound(frames)
         except ProtocolError as exc:
-            self._warn.warning("dropped message from broker %s: %s", link.endpoint, exc)
+            self._warn(now, "dropped message from broker %s: %s", link.endpoint, exc)
             return
         match message:
             case p.BrokerTask():
@@ -222,8 +222,7 @@ class WorkerCore:
                 link.backoff.reset()
                 link.task_until = 0.0
                 if link.mode is not LinkMode.DIPS:
-                    self._warn.warning("dropped TASKS from %s before its WELCOME",
-                                       link.endpoint)
+                    self._warn(now, "dropped TASKS from %s before its WELCOME", link.endpoint)
                     return
                 for task in tasks:
                     self._on_task(i, link, task, now)

@@ -444,9 +444,9 @@ class Gateway:
                 conn.job_done(job)
             return
         if final or not job.submission.background:
-            self._failures.warning("job %s (%s) failed: %s", job.handle.decode(),
-                                   job.submission.service, mapping.exception_bytes(outcome)
-                                   .decode("utf-8", "replace"))
+            self._failures(time.monotonic(), "job %s (%s) failed: %s", job.handle.decode(),
+                           job.submission.service, mapping.exception_bytes(outcome)
+                           .decode("utf-8", "replace"))
         for conn in waiters:
             conn.send(mapping.failure_packets(job.handle, outcome, conn.exceptions))
             conn.job_done(job)
