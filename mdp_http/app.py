@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from mdp.errors import ConfigError
 from mdp.keys import CurveConfig
+from mdp.logs import LOG_FORMAT
 from mdp.status import ServiceInfo
 from mdp.version import code_version
 from mdp_http.api import Api
@@ -36,7 +37,6 @@ from mdp_http.signing import Signer
 
 log = logging.getLogger(__name__)
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 INFO_MAX_AGE_S = 5.0  # services' info changes with deployments; the API polls this seldom
 STATIC = Path(str(resources.files("mdp_http").joinpath("static")))
 EVENTS_KEY = web.AppKey("events", set)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from mdp.errors import ConfigError, MDPError, RequestError, Timeout
+from mdp.logs import LOG_FORMAT
 from mdpctl import commands
 from mdpctl.context import CLUSTER_ENV, RUN_DIR_ENV, Context
 from mdpctl.errors import (
@@ -125,7 +126,7 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
 
 def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, format=LOG_FORMAT)
 
 
 def _fail(message: str, code: int) -> int:
