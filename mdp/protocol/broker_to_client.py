@@ -1,8 +1,4 @@
-"""What a broker sends a client: MDPC01 replies and the DIPS results, progress and PONGs.
-
-The broker builds these and the client parses them; both halves of this direction sit
-together so a change to a frame changes its builder and its parser side by side.
-"""
+"""What a broker sends a client: MDPC01 replies and the DIPS results, progress and PONGs."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""What a broker sends a worker: REQUEST and the DIPS tasks, recalls and handshake.
-
-The broker builds these and the worker parses them; both halves of this direction sit
-together so a change to a frame changes its builder and its parser side by side.
-"""
+"""What a broker sends a worker: REQUEST and the DIPS tasks, recalls and handshake."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """What a client sends a broker: MDPC01 requests and the DIPS client commands (DIPC02).
 
-The client builds these and the broker parses them; both halves of this direction sit
-together so a change to a frame changes its builder and its parser side by side. The broker
-reaches the parser through ``parse_broker_inbound`` (``mdp.protocol.broker_inbound``).
+The broker reaches this parser through ``parse_broker_inbound``
+(``mdp.protocol.broker_inbound``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """What a worker sends a broker: the 7/MDP worker commands and the DIPS worker extensions.
 
-The worker builds these and the broker parses them; both halves of this direction sit
-together so a change to a frame changes its builder and its parser side by side. The broker
-reaches the parser through ``parse_broker_inbound`` (``mdp.protocol.broker_inbound``).
+The broker reaches this parser through ``parse_broker_inbound``
+(``mdp.protocol.broker_inbound``).
 """
 
 from __future__ import annotations
