@@ -41,7 +41,7 @@ from typing import Any
 
 from mdp import protocol as p
 from mdp.actions import Event, Lost, Opened, Received, Send, Tick
-from mdp.brokerinbound import HEARTBEAT, heads_as_bytes, is_error, quick_parse
+from mdp.brokerframes import HEARTBEAT_SIGNAL, heads_as_bytes, is_error, quick_parse
 from mdp.brokerstatus import broker_status, mmi_answer, unknown_service
 from mdp.brokerworkers import WorkerKeeper
 from mdp.config import BrokerConfig
@@ -217,7 +217,7 @@ class BrokerCore:
                 message = quick_parse(frames)
             elif count == 4 and frames[3] == p.HEARTBEAT and frames[2] == p.WORKER \
                     and not frames[1]:
-                message = HEARTBEAT  # (a thousand idle workers send one a second)
+                message = HEARTBEAT_SIGNAL  # (a thousand idle workers send one a second)
             else:
                 message = None
             if message is None:

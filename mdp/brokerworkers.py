@@ -6,9 +6,10 @@ its tasks given to others (``docs/PROTOCOL.md`` sections 2 and 4).
 A :class:`WorkerKeeper` is the part of :class:`mdp.brokercore.BrokerCore` that none of the
 per-request paths go through: the core keeps requests, replies, dispatch and output, and
 hands a worker's READY and signals, and its heartbeat and probe timers, to its keeper. The
-keeper acts through the core's own ``send``, ``dispatch`` and ``answer_error``, given to it,
-so that wire order and gathering stay the core's. No sockets, no clock: each method takes
-``now``.
+keeper sends through the core's own ``send``, ``dispatch`` and ``answer_error``, given to
+it, so that wire order and gathering stay the core's; of the core's outbox it only asks
+whether a task went out and drops what was gathered for a worker that has gone. No sockets,
+no clock: each method takes ``now``.
 """
 
 from __future__ import annotations

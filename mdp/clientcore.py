@@ -12,12 +12,12 @@ What it decides, in one place:
 * **Which broker.** New requests go to the next usable broker in turn, so one client's
   requests, and many clients', spread over all live brokers; plain (unkeyed) requests
   started in one pass go to one broker, in one SUBMIT per service and priority (up to
-  ``BATCH_MAX``), and a full window refills in steps (:meth:`Placement._may_refill`), so
-  that a pipelining client wakes a broker once per step rather than once per answer. A
-  request with a coalescing
-  key goes alone to the key's *home* broker: the first usable one in the order of
-  ``sha1(key + endpoint)``, highest first, so that every client with the same broker list
-  sends identical requests to the same broker, and fails over to the same next one.
+  :data:`mdp.clientplacement.BATCH_MAX`), and a full window refills in steps
+  (:meth:`Placement._may_refill`), so that a pipelining client wakes a broker once per step
+  rather than once per answer. A request with a coalescing key goes alone to the key's
+  *home* broker: the first usable one in the order of ``sha1(key + endpoint)``, highest
+  first, so that every client with the same broker list sends identical requests to the
+  same broker, and fails over to the same next one.
 * **Handshake without a wait.** A new connection starts with HELLO; the first request on it
   goes right behind as a standard MDPC01 request, its id and deadline carried in HELLO's
   ``first``. Until WELCOME the connection carries that one request only (Lazy Pirate: one

@@ -36,7 +36,8 @@ REFILL_WAIT_S = 0.01  # places freed below a step start anyway once the first is
 
 
 class Placement:
-    """The state of a client core and where its calls are; see the module docstring."""
+    """The state of a client core and where its calls are; see the module docstring. It
+    never calls a method of :class:`~mdp.clientcore.ClientCore`: calls go one way, down."""
 
     def __init__(self, brokers: Sequence[str], options: ClientOptions | None = None, *,
                  start: int = 0, **overrides: Any) -> None:

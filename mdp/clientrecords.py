@@ -26,7 +26,8 @@ OnProgress = Callable[[str, "int | None", "int | None", "bytes | None"], None]
 """``on_progress(kind, num, den, data)``: kind ``"status"`` (num of den), ``"data"`` or
 ``"warning"`` (data)."""
 
-__all__ = ["CANCELLED", "Call", "OnProgress", "State", "home_order"]
+__all__ = ["CANCELLED", "Call", "Endpoint", "OnProgress", "State", "body_size", "home_order",
+           "note_sent"]
 
 
 class State(Enum):

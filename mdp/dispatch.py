@@ -49,7 +49,8 @@ RETRY_S = (0.05, 0.25)  # a request that lost its worker goes out again this muc
 
 
 class Dispatcher:
-    """Who is idle, what is queued, and which tasks each worker holds."""
+    """Who is idle, what is queued, and which tasks each worker holds. (The timers' scans
+    over every queue, :mod:`mdp.sweeps`, keep ``queued`` and ``next_expiry`` too.)"""
 
     def __init__(
         self,

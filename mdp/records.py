@@ -1,6 +1,7 @@
 """The broker's records: a request as it holds it, a worker attached to it, a service.
 
-Plain mutable records, filed and changed by :class:`mdp.dispatch.Dispatcher`; no sockets,
+Plain mutable records, filed and changed by :class:`mdp.dispatch.Dispatcher` (and by the
+functions of :mod:`mdp.standing` and :mod:`mdp.sweeps` it and the core call); no sockets,
 no clock.
 """
 

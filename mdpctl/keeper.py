@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from mdp.logs import LOG_FORMAT
 from mdpctl import scalestate
 from mdpctl.cluster import Host
 from mdpctl.errors import CtlError
@@ -107,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--state", type=Path, required=True, help="the state file (JSON)")
     parser.add_argument("--supervisor", required=True, help="unix:///path/supervisor.sock")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     sup = Supervisor(SupervisorEndpoint(args.supervisor), timeout_s=10.0)
     try:
         chosen = start(sup, args.state)

@@ -13,7 +13,7 @@ from mdp.protocol.client_to_broker import (
     ClientHello,
     ClientPing,
     ClientRequest,
-    _parse_dips_client,
+    parse_dips_client,
 )
 from mdp.protocol.constants import CLIENT, DIPS_CLIENT, WORKER
 from mdp.protocol.worker_to_broker import (
@@ -22,7 +22,7 @@ from mdp.protocol.worker_to_broker import (
     WorkerReplies,
     WorkerReply,
     WorkerSignal,
-    _parse_worker_command,
+    parse_worker_command,
 )
 
 BrokerInbound = (ClientRequest | ClientBatch | ClientHello | ClientPing | WorkerReady
@@ -37,7 +37,7 @@ def parse_broker_inbound(frames: list[bytes]) -> BrokerInbound:
     if header == CLIENT:
         return ClientRequest(frames[2], frames[3:])
     if header == WORKER:
-        return _parse_worker_command(frames[2], frames[3:])
+        return parse_worker_command(frames[2], frames[3:])
     if header == DIPS_CLIENT:
-        return _parse_dips_client(frames[2], frames[3:])
+        return parse_dips_client(frames[2], frames[3:])
     raise ProtocolError(f"unknown protocol header {header[:16]!r}")

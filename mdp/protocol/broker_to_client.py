@@ -15,19 +15,20 @@ from mdp.protocol.constants import (
     RESULT,
 )
 from mdp.protocol.meta import (
-    _ids,
-    _int_field,
-    _progress_fields,
-    _sending,
-    _version,
+    ids_field,
+    int_field,
     pack_meta,
+    progress_fields,
+    sending_field,
     unpack_meta,
+    version_field,
 )
 
 
 class Result(NamedTuple):
     """A reply a client received: a DIPS RESULT, or a standard 7/MDP reply (``rid`` None).
-    (What a worker sends, :func:`reply`, is a :class:`WorkerReply` to the broker.)"""
+    (What a worker sends, :func:`mdp.protocol.reply`, reaches the broker as a
+    :class:`mdp.protocol.WorkerReply`.)"""
 
     service: bytes
     body: list[bytes]
@@ -58,7 +59,7 @@ class Welcome(NamedTuple):
 
 
 class RequestProgress(NamedTuple):
-    """Progress of request ``rid`` (see :class:`WorkerProgress`)."""
+    """Progress of request ``rid`` (see :class:`mdp.protocol.WorkerProgress`)."""
 
     service: bytes
     rid: int
@@ -127,11 +128,11 @@ def parse_client_inbound(frames: list[bytes]) -> ClientInbound:
             raise ProtocolError("RESULT needs a service and a meta frame")
         meta = unpack_meta(frames[4], "RESULT")
         if "ids" in meta:
-            rids = _ids(meta, "ids", "RESULT")
+            rids = ids_field(meta, "ids", "RESULT")
             if not rids or len(rids) != len(frames) - 5:
                 raise ProtocolError(f"RESULT has {len(rids)} ids for {len(frames) - 5} bodies")
             return Results(frames[3], rids, frames[5:])
-        rid = _int_field(meta, "id", "RESULT")
+        rid = int_field(meta, "id", "RESULT")
         if rid is None:
             raise ProtocolError("RESULT meta has no 'id'")
         return Result(frames[3], frames[5:], rid)
@@ -142,10 +143,10 @@ def parse_client_inbound(frames: list[bytes]) -> ClientInbound:
     meta = unpack_meta(frames[3], "broker")
     if command == PONG:
         instance = meta.get("instance", "")
-        return Pong(_ids(meta, "lost", "PONG"), instance if isinstance(instance, str) else "",
-                    _sending(meta, "PONG"))
+        return Pong(ids_field(meta, "lost", "PONG"), instance if isinstance(instance, str) else "",
+                    sending_field(meta, "PONG"))
     if command == CWELCOME:
-        if _version(meta) is None:
+        if version_field(meta) is None:
             raise ProtocolError(f"WELCOME speaks DIPS version {meta.get('dips')!r}")
         return Welcome(meta)
     raise ProtocolError(f"unknown DIPS broker command {command[:8]!r}")
@@ -155,10 +156,10 @@ def _parse_client_progress(frames: list[bytes]) -> RequestProgress:
     if len(frames) not in (5, 6):
         raise ProtocolError("PROGRESS needs a service, a meta frame and at most one data frame")
     meta = unpack_meta(frames[4], "PROGRESS")
-    rid = _int_field(meta, "id", "PROGRESS")
+    rid = int_field(meta, "id", "PROGRESS")
     if rid is None:
         raise ProtocolError("PROGRESS meta has no 'id'")
-    kind, num, den = _progress_fields(meta, "PROGRESS")
+    kind, num, den = progress_fields(meta, "PROGRESS")
     data = frames[5] if len(frames) == 6 else None
     if (kind == "status") != (data is None):
         raise ProtocolError(f"PROGRESS of kind {kind!r} "

@@ -16,7 +16,14 @@ from mdp.protocol.constants import (
     WELCOME,
     WORKER,
 )
-from mdp.protocol.meta import _int_field, _keys, _sending, _version, pack_meta, unpack_meta
+from mdp.protocol.meta import (
+    int_field,
+    keys_field,
+    pack_meta,
+    sending_field,
+    unpack_meta,
+    version_field,
+)
 
 
 class BrokerTask(NamedTuple):
@@ -103,7 +110,7 @@ def parse_worker_inbound(frames: list[bytes]) -> WorkerInbound:
         if len(frames) < 6 or frames[4] != b"":
             raise ProtocolError("TASK needs a key, an empty frame and a meta frame")
         meta = unpack_meta(frames[5], "TASK")
-        ttl = _int_field(meta, "ttl_ms", "TASK")
+        ttl = int_field(meta, "ttl_ms", "TASK")
         return BrokerTask(frames[3], frames[6:], ttl, meta.get("hold") is True, True)
     if command == TASKS:
         return _parse_tasks(frames)
@@ -112,7 +119,7 @@ def parse_worker_inbound(frames: list[bytes]) -> WorkerInbound:
             raise ProtocolError("REQUEST needs a client address and an empty frame")
         return BrokerTask(frames[3], frames[5:])
     if command == HEARTBEAT and len(frames) == 4:
-        return BrokerSignal(HEARTBEAT, _sending(unpack_meta(frames[3], "HEARTBEAT"),
+        return BrokerSignal(HEARTBEAT, sending_field(unpack_meta(frames[3], "HEARTBEAT"),
                                                 "HEARTBEAT"))
     if command == HEARTBEAT or command == DISCONNECT:
         if len(frames) != 3:
@@ -126,7 +133,7 @@ def parse_worker_inbound(frames: list[bytes]) -> WorkerInbound:
         if len(frames) != 4:
             raise ProtocolError("WELCOME takes one meta frame")
         meta = unpack_meta(frames[3], "WELCOME")
-        if _version(meta) is None:
+        if version_field(meta) is None:
             raise ProtocolError(f"WELCOME speaks DIPS version {meta.get('dips')!r}")
         return BrokerWelcome(meta)
     raise ProtocolError(f"unknown broker command {command[:8]!r}")
@@ -136,7 +143,7 @@ def _parse_tasks(frames: list[bytes]) -> BrokerTasks:
     if len(frames) < 5:
         raise ProtocolError("TASKS needs a meta frame and a body")
     meta = unpack_meta(frames[3], "TASKS")
-    keys = _keys(meta, "TASKS")
+    keys = keys_field(meta, "TASKS")
     bodies = frames[4:]
     ttls, holds = meta.get("ttl_ms"), meta.get("hold")
     if len(bodies) != len(keys):

@@ -10,7 +10,15 @@ from typing import Any, NamedTuple
 
 from mdp.errors import ProtocolError
 from mdp.protocol.constants import CLIENT, DIPS_CLIENT, DIPS_VERSION, HELLO, PING, SUBMIT
-from mdp.protocol.meta import _ck, _ids, _int_field, _priority, _version, pack_meta, unpack_meta
+from mdp.protocol.meta import (
+    ck_field,
+    ids_field,
+    int_field,
+    pack_meta,
+    priority_field,
+    unpack_meta,
+    version_field,
+)
 
 
 class ClientRequest(NamedTuple):
@@ -104,35 +112,35 @@ def client_ping(rids: list[int]) -> list[bytes]:
     return [b"", DIPS_CLIENT, PING, pack_meta({"ids": rids})]
 
 
-def _parse_dips_client(
+def parse_dips_client(
     command: bytes, rest: list[bytes]
 ) -> ClientRequest | ClientBatch | ClientHello | ClientPing:
     if command == SUBMIT:
         if len(rest) < 2:
             raise ProtocolError("SUBMIT needs a service and a meta frame")
         meta = unpack_meta(rest[1], "SUBMIT")
-        ttl = _int_field(meta, "ttl_ms", "SUBMIT")
+        ttl = int_field(meta, "ttl_ms", "SUBMIT")
         if ttl is None:
             raise ProtocolError("SUBMIT meta needs 'ttl_ms'")
-        ck = _ck(meta, "SUBMIT")
+        ck = ck_field(meta, "SUBMIT")
         if "ids" in meta:
-            rids = _ids(meta, "ids", "SUBMIT")
+            rids = ids_field(meta, "ids", "SUBMIT")
             if not rids or len(rids) != len(rest) - 2:
                 raise ProtocolError(f"SUBMIT has {len(rids)} ids for {len(rest) - 2} bodies")
             if ck is not None:
                 raise ProtocolError("a SUBMIT of several requests cannot carry one 'ck'")
-            return ClientBatch(rest[0], rids, rest[2:], ttl, _priority(meta, "SUBMIT"))
-        rid = _int_field(meta, "id", "SUBMIT")
+            return ClientBatch(rest[0], rids, rest[2:], ttl, priority_field(meta, "SUBMIT"))
+        rid = int_field(meta, "id", "SUBMIT")
         if rid is None:
             raise ProtocolError("SUBMIT meta needs 'id' (or 'ids')")
-        return ClientRequest(rest[0], rest[2:], rid, ttl, _priority(meta, "SUBMIT"), ck)
+        return ClientRequest(rest[0], rest[2:], rid, ttl, priority_field(meta, "SUBMIT"), ck)
     if len(rest) != 1:
         raise ProtocolError("a DIPS client command takes one meta frame")
     if command == PING:
-        return ClientPing(_ids(unpack_meta(rest[0], "PING"), "ids", "PING"))
+        return ClientPing(ids_field(unpack_meta(rest[0], "PING"), "ids", "PING"))
     if command == HELLO:
         meta = unpack_meta(rest[0], "HELLO")
-        if _version(meta) is None:
+        if version_field(meta) is None:
             raise ProtocolError(f"HELLO asks for DIPS version {meta.get('dips')!r}; "
                                 f"this broker speaks {DIPS_VERSION}")
         first = meta.get("first")
@@ -142,10 +150,10 @@ def _parse_dips_client(
             return ClientHello(None, batch, progress)
         if not isinstance(first, dict):
             raise ProtocolError("HELLO meta field 'first' is not a map")
-        rid = _int_field(first, "id", "HELLO")
-        ttl = _int_field(first, "ttl_ms", "HELLO")
+        rid = int_field(first, "id", "HELLO")
+        ttl = int_field(first, "ttl_ms", "HELLO")
         if rid is None or ttl is None:
             raise ProtocolError("HELLO 'first' needs 'id' and 'ttl_ms'")
-        return ClientHello(First(rid, ttl, _priority(first, "HELLO"), _ck(first, "HELLO")),
-                           batch, progress)
+        head = First(rid, ttl, priority_field(first, "HELLO"), ck_field(first, "HELLO"))
+        return ClientHello(head, batch, progress)
     raise ProtocolError(f"unknown DIPS client command {command[:8]!r}")

@@ -38,7 +38,7 @@ def unpack_meta(frame: bytes, what: str) -> dict[str, Any]:
     return meta
 
 
-def _int_field(meta: dict[str, Any], key: str, what: str, default: int | None = None,
+def int_field(meta: dict[str, Any], key: str, what: str, default: int | None = None,
                low: int = 0, high: int = 2**63 - 1) -> int | None:
     value = meta.get(key, default)
     if value is None:
@@ -48,13 +48,13 @@ def _int_field(meta: dict[str, Any], key: str, what: str, default: int | None = 
     return value
 
 
-def _priority(meta: dict[str, Any], what: str) -> int:
+def priority_field(meta: dict[str, Any], what: str) -> int:
     """A request priority, clamped to low (-1) .. high (1)."""
-    pri = _int_field(meta, "pri", what, 0, -(2**31), 2**31)
+    pri = int_field(meta, "pri", what, 0, -(2**31), 2**31)
     return 0 if pri is None else max(-1, min(1, pri))
 
 
-def _ids(meta: dict[str, Any], key: str, what: str) -> list[int]:
+def ids_field(meta: dict[str, Any], key: str, what: str) -> list[int]:
     ids = meta.get(key, [])
     if not isinstance(ids, list) or not all(
             isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
@@ -62,7 +62,7 @@ def _ids(meta: dict[str, Any], key: str, what: str) -> list[int]:
     return ids
 
 
-def _keys(meta: dict[str, Any], what: str) -> list[bytes]:
+def keys_field(meta: dict[str, Any], what: str) -> list[bytes]:
     """The ``keys`` of a TASKS or REPLIES: 1 to MAX_BATCH task keys (bytes)."""
     keys = meta.get("keys")
     if (not isinstance(keys, list) or not 0 < len(keys) <= MAX_BATCH
@@ -71,7 +71,7 @@ def _keys(meta: dict[str, Any], what: str) -> list[bytes]:
     return keys
 
 
-def _version(meta: dict[str, Any]) -> int | None:
+def version_field(meta: dict[str, Any]) -> int | None:
     """The DIPS version a handshake meta claims; None when it claims none we speak."""
     version = meta.get("dips")
     if isinstance(version, int) and not isinstance(version, bool) and version >= DIPS_VERSION:
@@ -79,7 +79,7 @@ def _version(meta: dict[str, Any]) -> int | None:
     return None
 
 
-def _sending(meta: dict[str, Any], what: str) -> int:
+def sending_field(meta: dict[str, Any], what: str) -> int:
     """The byte count a HEARTBEAT or PONG announces (0: none)."""
     size = meta.get("sending", 0)
     if type(size) is not int or not 0 <= size <= MAX_ANNOUNCED:
@@ -87,7 +87,7 @@ def _sending(meta: dict[str, Any], what: str) -> int:
     return size
 
 
-def _ck(meta: dict[str, Any], what: str) -> bytes | None:
+def ck_field(meta: dict[str, Any], what: str) -> bytes | None:
     """A coalescing key: 1 to MAX_CK_BYTES bytes, or absent."""
     ck = meta.get("ck")
     if ck is None:
@@ -97,12 +97,12 @@ def _ck(meta: dict[str, Any], what: str) -> bytes | None:
     return ck
 
 
-def _progress_fields(meta: dict[str, Any], what: str) -> tuple[str, int | None, int | None]:
+def progress_fields(meta: dict[str, Any], what: str) -> tuple[str, int | None, int | None]:
     kind = meta.get("kind")
     if kind not in PROGRESS_KINDS:
         raise ProtocolError(f"{what} meta field 'kind' must be one of {', '.join(PROGRESS_KINDS)}")
-    num = _int_field(meta, "num", what)
-    den = _int_field(meta, "den", what)
+    num = int_field(meta, "num", what)
+    den = int_field(meta, "den", what)
     if kind == "status" and (num is None or den is None):
         raise ProtocolError(f"{what} of kind 'status' needs 'num' and 'den'")
     return kind, num, den

@@ -22,7 +22,14 @@ from mdp.protocol.constants import (
     REPLY,
     WORKER,
 )
-from mdp.protocol.meta import _keys, _progress_fields, _sending, _version, pack_meta, unpack_meta
+from mdp.protocol.meta import (
+    keys_field,
+    pack_meta,
+    progress_fields,
+    sending_field,
+    unpack_meta,
+    version_field,
+)
 
 
 class WorkerReady(NamedTuple):
@@ -119,7 +126,7 @@ def sending(size: int) -> list[bytes]:
     return [b"", WORKER, HEARTBEAT, pack_meta({"sending": size})]
 
 
-def _parse_worker_command(
+def parse_worker_command(
     command: bytes, rest: list[bytes]
 ) -> WorkerReady | WorkerReply | WorkerReplies | WorkerProgress | WorkerSignal:
     if command == REPLY:
@@ -132,12 +139,12 @@ def _parse_worker_command(
     if command == REPLIES:
         if not rest:
             raise ProtocolError("REPLIES needs a meta frame")
-        keys = _keys(unpack_meta(rest[0], "REPLIES"), "REPLIES")
+        keys = keys_field(unpack_meta(rest[0], "REPLIES"), "REPLIES")
         if len(keys) != len(rest) - 1:
             raise ProtocolError(f"REPLIES has {len(keys)} keys for {len(rest) - 1} bodies")
         return WorkerReplies(keys, rest[1:])
     if command == HEARTBEAT and len(rest) == 1:
-        return WorkerSignal(HEARTBEAT, sending=_sending(unpack_meta(rest[0], "HEARTBEAT"),
+        return WorkerSignal(HEARTBEAT, sending=sending_field(unpack_meta(rest[0], "HEARTBEAT"),
                                                         "HEARTBEAT"))
     if command == HEARTBEAT or command == FREE:
         if rest:
@@ -166,7 +173,7 @@ def _parse_worker_command(
 def _parse_progress(rest: list[bytes]) -> WorkerProgress:
     if len(rest) not in (2, 3):
         raise ProtocolError("PROGRESS takes a task key, a meta frame and at most one data frame")
-    kind, num, den = _progress_fields(unpack_meta(rest[1], "PROGRESS"), "PROGRESS")
+    kind, num, den = progress_fields(unpack_meta(rest[1], "PROGRESS"), "PROGRESS")
     data = rest[2] if len(rest) == 3 else None
     if (kind == "status") != (data is None):
         raise ProtocolError(f"PROGRESS of kind {kind!r} "
@@ -186,4 +193,4 @@ def _dips_ready_meta(extra: list[bytes]) -> dict[str, Any] | None:
         meta = unpack_meta(extra[0], "READY")
     except ProtocolError:
         return None
-    return meta if _version(meta) is not None else None
+    return meta if version_field(meta) is not None else None

@@ -17,7 +17,7 @@ from typing import Any
 from mdp import protocol as p
 from mdp.errors import Expired
 
-HEARTBEAT = p.WorkerSignal(p.HEARTBEAT)  # an idle worker's, as the parser would give it
+HEARTBEAT_SIGNAL = p.WorkerSignal(p.HEARTBEAT)  # an idle worker's, as the parser would give it
 
 
 def quick_parse(frames: list[bytes]) -> p.BrokerInbound | None:
