@@ -92,7 +92,7 @@ class Outbox:
         request.sent_mark = self.taken
         worker.tasked_at = now
         self.send(p.to_worker(worker.identity, request.key, request.body, worker.dips,
-                              request.ttl_ms(now), hold), now)
+                              request.ttl_ms(now), hold, request.ck), now)
 
     def result(self, client: bytes, service: bytes, rid: int | None, body: list[bytes],
                now: float, gather: bool) -> None:
@@ -136,11 +136,13 @@ class Outbox:
             if len(part) == 1:
                 request, hold = part[0]
                 frames = p.to_worker(worker.identity, request.key, request.body, True,
-                                     request.ttl_ms(now), hold)
+                                     request.ttl_ms(now), hold, request.ck)
             else:
+                cks = [r.ck for r, _ in part]
                 frames = p.to_worker_batch(
                     worker.identity, [r.key for r, _ in part], [r.body[0] for r, _ in part],
-                    [r.ttl_ms(now) for r, _ in part], [hold for _, hold in part])
+                    [r.ttl_ms(now) for r, _ in part], [hold for _, hold in part],
+                    cks if any(cks) else None)
             self.actions.append(Send(0, frames))
 
     def _emit_results(self, client: bytes,

@@ -255,7 +255,7 @@ class WorkerCore:
     def _on_task(self, i: int, link: Link, msg: p.BrokerTask, now: float) -> None:
         deadline = None if msg.ttl_ms is None else now + msg.ttl_ms / 1000
         dips = link.mode is LinkMode.DIPS
-        task = Task(i, link.epoch, msg.key, msg.body, deadline, msg.hold, dips)
+        task = Task(i, link.epoch, msg.key, msg.body, deadline, msg.hold, dips, ck=msg.ck)
         if dips and self.phase is not Phase.SERVING:
             self._bounce(task, now, recalled=True)  # it knows we are leaving: no BUSY
         elif dips and self.long and not msg.hold:

@@ -58,6 +58,7 @@ class Task:
     dips: bool
     started_at: float = 0.0
     passed_over: float = math.inf  # when a task behind it first started before it
+    ck: bytes | None = None  # its request's coalescing key (a Gearman job's unique id)
 
 
 @dataclass(slots=True)

@@ -37,15 +37,17 @@ class Dips:
         self._status = StatusClients(timeout_s=STATUS_TIMEOUT_S, curve=curve)
 
     async def call(self, service: str, request: dict[str, Any], *, priority: int = 0,
-                   timeout_s: float | None = None, on_progress: OnProgress | None = None
-                   ) -> Any:
+                   timeout_s: float | None = None, key: bytes | None = None,
+                   on_progress: OnProgress | None = None) -> Any:
         """The result of one request; RequestError or Timeout otherwise, never a hang.
-        ``on_progress(kind, num, den, data)`` hears the worker's progress reports."""
+        ``key``: its coalescing key (the job's unique id); ``on_progress(kind, num, den,
+        data)`` hears the worker's progress reports."""
         timeout_s = timeout_s or self.timeout_s
         try:
             async with asyncio.timeout(timeout_s + GRACE_S):  # no extra task, unlike wait_for
                 return await self._client.send(service, request, timeout=timeout_s,
-                                               priority=priority, on_progress=on_progress)
+                                               priority=priority, key=key,
+                                               on_progress=on_progress)
         except TimeoutError:
             raise Timeout(f"no reply for {service!r} within {timeout_s:g}s",
                           tuple(self.brokers)) from None

@@ -65,6 +65,14 @@ def parse_submission(packet: Packet, now_epoch: float) -> Submission:
     return Submission(function.decode(), unique, workload, priority, background, run_at)
 
 
+def unique_key(unique: bytes) -> bytes | None:
+    """The coalescing key a job's unique id gives its DIPS request, so that a Gearman
+    worker behind any door sees the id (``$job->unique()``) and identical jobs with the same
+    id in flight through two doors run once; None where the id cannot be a key (none given,
+    or ``-`` made a workload longer than a key the id)."""
+    return unique if 0 < len(unique) <= p.MAX_CK_BYTES else None
+
+
 @dataclass(eq=False)
 class Job:
     handle: bytes

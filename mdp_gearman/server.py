@@ -33,7 +33,14 @@ from mdp_gearman.background import BackgroundRunner, Outcome
 from mdp_gearman.config import GatewayConfig, parse_args
 from mdp_gearman.dips import Dips
 from mdp_gearman.fleet import GEARMAN_WORKER_VERSION, Fleet
-from mdp_gearman.jobs import SUBMISSIONS, Job, JobTable, Submission, parse_submission
+from mdp_gearman.jobs import (
+    SUBMISSIONS,
+    Job,
+    JobTable,
+    Submission,
+    parse_submission,
+    unique_key,
+)
 from mdp_gearman.linkdriver import LinkDriver
 from mdp_gearman.outbox import Outbox, StoredJob
 from mdp_gearman.packets import T
@@ -390,7 +397,7 @@ class Gateway:
             await self._slots.acquire(sub.priority)
         try:
             result = await self.dips.call(sub.service, request, priority=sub.priority,
-                                          timeout_s=timeout_s,
+                                          timeout_s=timeout_s, key=unique_key(sub.unique),
                                           on_progress=functools.partial(self._progress, job))
         except Exception as exc:  # RequestError, Timeout, or a bug: the job fails clearly
             if not isinstance(exc, RequestError | Timeout):

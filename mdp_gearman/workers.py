@@ -203,7 +203,9 @@ class GearmanWorker:
             if reply == T.JOB_ASSIGN:
                 self.send(g.build(T.JOB_ASSIGN, handle, function.encode(), workload))
             else:
-                unique = str(uuid.uuid4()).encode()  # DIPS tasks carry no unique id
+                # the Gearman client's unique id where the job came through a door; else
+                # (a DIPS client that gave no coalescing key) one of the door's own
+                unique = task.ck or str(uuid.uuid4()).encode()
                 self.send(g.build(T.JOB_ASSIGN_UNIQ, handle, function.encode(), unique,
                                   workload))
             self.core.progress(task, "status", 0, 0, None, now)  # says: a worker has it

@@ -397,6 +397,7 @@ def test_identical_requests_are_worked_once_and_everyone_gets_the_reply() -> Non
     ready(core, W1)
     ready(core, W2)
     [(_, task)] = submit(core, C1, 1, 0.0, ck=b"key")
+    assert task.ck == b"key"  # (a Gearman worker behind the door sees it as the unique id)
     assert submit(core, C2, 7, 0.1, ck=b"key", ttl_ms=20_000) == []  # attached
     assert submit(core, C1, 2, 0.1, ck=b"other") != []  # another key: its own task
     assert feed(core, C2, p.client_ping([7]), 0.2) == [(C2, p.Pong([], "one"))]
@@ -407,6 +408,16 @@ def test_identical_requests_are_worked_once_and_everyone_gets_the_reply() -> Non
     assert core.status(0.3)["services"]["echo"]["counters"]["coalesced"] == 1
     [(_, fresh)] = submit(core, C3, 3, 0.4, ck=b"key")  # the first is answered: a new task
     assert isinstance(fresh, p.BrokerTask)
+
+
+def test_requests_gathered_into_one_tasks_carry_their_coalescing_keys() -> None:
+    core = make()
+    ready(core, W1, batch=True, prefetch=4)
+    feed_more(core, C1, p.client_submit(SVC, 1, 10_000, [b"a"], ck=b"k1"), 0.0)
+    feed_more(core, C1, p.client_submit(SVC, 2, 10_000, [b"b"]), 0.0)
+    [(peer, tasks)] = tick(core, 0.0)
+    assert peer == W1 and isinstance(tasks, p.BrokerTasks)
+    assert [task.ck for task in tasks.tasks] == [b"k1", None]
 
 
 def test_a_shared_request_lives_until_its_latest_caller_gives_up() -> None:

@@ -139,6 +139,9 @@ def test_worker_task_forms() -> None:
         assert p.parse_worker_inbound(ext) == p.BrokerTask(b"key", [b"body"], ttl, False, True)
     held = p.to_worker(b"w", b"key", [b"body"], True, None, hold=True)[1:]
     assert p.parse_worker_inbound(held) == p.BrokerTask(b"key", [b"body"], None, True, True)
+    keyed = p.to_worker(b"w", b"key", [b"body"], True, 5, ck=b"job-42")[1:]
+    assert p.parse_worker_inbound(keyed) == p.BrokerTask(b"key", [b"body"], 5, False, True,
+                                                         b"job-42")
     assert p.parse_worker_inbound(p.recall(b"w", b"k")[1:]) == p.BrokerRecall(b"k")
     welcome = p.parse_worker_inbound(p.worker_welcome(b"w", {"instance": "i"})[1:])
     assert welcome == p.BrokerWelcome({"dips": 2, "instance": "i"})
@@ -152,6 +155,20 @@ def test_tasks_and_replies_round_trip() -> None:
         p.BrokerTask(b"k2", [b"b2"], None, True, True)])
     replies = p.parse_broker_inbound(p.replies([b"k1", b"k2"], [b"r1", b"r2"]))
     assert replies == p.WorkerReplies([b"k1", b"k2"], [b"r1", b"r2"])
+    keyed = p.to_worker_batch(b"w", [b"k1", b"k2"], [b"b1", b"b2"], [5, 5], [False, False],
+                              [None, b"job-42"])
+    assert [t.ck for t in p.parse_worker_inbound(keyed[1:]).tasks] == [None, b"job-42"]
+
+
+@pytest.mark.parametrize("cks", [[b"a"], [b"a", b""], [b"a", "str"], [b"a", b"x" * 65], b"ab"])
+def test_tasks_with_a_coalescing_key_list_that_does_not_fit_are_refused(cks: Any) -> None:
+    meta = {"keys": [b"k1", b"k2"], "ttl_ms": [5, 5], "hold": [False, False], "ck": cks}
+    frames = [b"", p.WORKER, p.TASKS, p.pack_meta(meta), b"b1", b"b2"]
+    with pytest.raises(ProtocolError, match="'ck'"):
+        p.parse_worker_inbound(frames)
+    task = [b"", p.WORKER, p.TASK, b"key", b"", p.pack_meta({"ck": b"x" * 65}), b"body"]
+    with pytest.raises(ProtocolError, match="'ck'"):
+        p.parse_worker_inbound(task)
 
 
 def test_client_inbound_forms() -> None:

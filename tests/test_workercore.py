@@ -561,6 +561,14 @@ def test_any_other_message_to_a_broker_sends_its_gathered_replies_first() -> Non
     assert frames[0][3] == b"k2" and core.phase is Phase.DONE
 
 
+def test_a_task_keeps_its_request_s_coalescing_key() -> None:
+    """(The Gearman door gives it to a Gearman worker as the job's unique id.)"""
+    core = dips_core(1)
+    core.handle(Received(0, p.to_worker(b"id", b"k", BODY, True, 10_000, ck=b"job-42")[1:]), 0.0)
+    started = core.begin(0.0)
+    assert started is not None and started.ck == b"job-42"
+
+
 def test_a_broker_without_batch_in_its_welcome_gets_one_reply_per_task() -> None:
     core = dips_core(1)  # its WELCOME says nothing of batches
     task(core, 0, b"k1")

@@ -9,6 +9,7 @@ from mdp.protocol.constants import (
     DIPS_VERSION,
     DISCONNECT,
     HEARTBEAT,
+    MAX_CK_BYTES,
     RECALL,
     REQUEST,
     TASK,
@@ -17,6 +18,7 @@ from mdp.protocol.constants import (
     WORKER,
 )
 from mdp.protocol.meta import (
+    ck_field,
     int_field,
     keys_field,
     pack_meta,
@@ -27,13 +29,16 @@ from mdp.protocol.meta import (
 
 
 class BrokerTask(NamedTuple):
-    """A task a broker gave this worker; ``dips`` for TASK, False for a standard REQUEST."""
+    """A task a broker gave this worker; ``dips`` for TASK, False for a standard REQUEST;
+    ``ck``: the request's coalescing key, if its client gave one (a Gearman job's unique id
+    through the Gearman door)."""
 
     key: bytes
     body: list[bytes]
     ttl_ms: int | None = None
     hold: bool = False
     dips: bool = False
+    ck: bytes | None = None
 
 
 class BrokerWelcome(NamedTuple):
@@ -64,20 +69,27 @@ WorkerInbound = BrokerTask | BrokerTasks | BrokerWelcome | BrokerRecall | Broker
 
 
 def to_worker(identity: bytes, key: bytes, body: list[bytes], dips: bool,
-              ttl_ms: int | None = None, hold: bool = False) -> list[bytes]:
+              ttl_ms: int | None = None, hold: bool = False,
+              ck: bytes | None = None) -> list[bytes]:
     """A task for a worker: REQUEST, or for DIPS workers TASK with its meta."""
     if not dips:
         return [identity, b"", WORKER, REQUEST, key, b"", *body]
     meta: dict[str, Any] = {} if ttl_ms is None else {"ttl_ms": ttl_ms}
     if hold:
         meta["hold"] = True
+    if ck is not None:
+        meta["ck"] = ck
     return [identity, b"", WORKER, TASK, key, b"", pack_meta(meta), *body]
 
 
 def to_worker_batch(identity: bytes, keys: list[bytes], bodies: list[bytes],
-                    ttls_ms: list[int | None], holds: list[bool]) -> list[bytes]:
-    """Several one-frame tasks in one TASKS, for a DIPS worker that asked for them."""
-    meta = {"keys": keys, "ttl_ms": ttls_ms, "hold": holds}
+                    ttls_ms: list[int | None], holds: list[bool],
+                    cks: list[bytes | None] | None = None) -> list[bytes]:
+    """Several one-frame tasks in one TASKS, for a DIPS worker that asked for them; ``cks``
+    (the tasks' coalescing keys, nil for none) only where one of them has one."""
+    meta: dict[str, Any] = {"keys": keys, "ttl_ms": ttls_ms, "hold": holds}
+    if cks is not None:
+        meta["ck"] = cks
     return [identity, b"", WORKER, TASKS, pack_meta(meta), *bodies]
 
 
@@ -111,7 +123,8 @@ def parse_worker_inbound(frames: list[bytes]) -> WorkerInbound:
             raise ProtocolError("TASK needs a key, an empty frame and a meta frame")
         meta = unpack_meta(frames[5], "TASK")
         ttl = int_field(meta, "ttl_ms", "TASK")
-        return BrokerTask(frames[3], frames[6:], ttl, meta.get("hold") is True, True)
+        return BrokerTask(frames[3], frames[6:], ttl, meta.get("hold") is True, True,
+                          ck_field(meta, "TASK"))
     if command == TASKS:
         return _parse_tasks(frames)
     if command == REQUEST:
@@ -154,5 +167,13 @@ def _parse_tasks(frames: list[bytes]) -> BrokerTasks:
     if not isinstance(holds, list) or len(holds) != len(keys) or not all(
             type(h) is bool for h in holds):
         raise ProtocolError("TASKS meta field 'hold' must give each task a boolean")
-    return BrokerTasks([BrokerTask(key, [body], ttl, hold, True)
-                        for key, body, ttl, hold in zip(keys, bodies, ttls, holds, strict=True)])
+    cks = meta.get("ck")
+    if cks is None:
+        return BrokerTasks([BrokerTask(key, [body], ttl, hold, True) for key, body, ttl, hold
+                            in zip(keys, bodies, ttls, holds, strict=True)])
+    if not isinstance(cks, list) or len(cks) != len(keys) or not all(
+            ck is None or (type(ck) is bytes and 0 < len(ck) <= MAX_CK_BYTES) for ck in cks):
+        raise ProtocolError(f"TASKS meta field 'ck' must give each task 1-{MAX_CK_BYTES} "
+                            "bytes (bin) or nil")
+    return BrokerTasks([BrokerTask(key, [body], ttl, hold, True, ck) for key, body, ttl, hold, ck
+                        in zip(keys, bodies, ttls, holds, cks, strict=True)])

@@ -42,6 +42,8 @@ pytestmark = need_php
 
 
 class Doors:
+    php: Proc  # the PHP test worker, connected to both doors
+
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.brokers = [cluster.broker(), cluster.broker()]
@@ -66,7 +68,7 @@ def doors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doors]:
     cluster = Cluster(tmp_path_factory.mktemp("doors"))
     try:
         rig = Doors(cluster)
-        php_worker(cluster, TEST_WORKER, rig.ports, rig.brokers, "php_reverse")
+        rig.php = php_worker(cluster, TEST_WORKER, rig.ports, rig.brokers, "php_reverse")
         yield rig
     finally:
         cluster.stop_all()
@@ -97,6 +99,45 @@ echo $c->doNormal('php_reverse', "raw \\0 bytes"), "\\n";
 """
     out = run_php(code.replace("PORT", str(doors.ports[1])), tmp_path / "client.php")
     assert out.split("\n")[:2] == ["same", "setyb \0 war"]
+
+
+def test_a_gearman_worker_sees_the_unique_id_its_client_gave_through_either_door(
+        doors: Doors, tmp_path: Path) -> None:
+    """$job->unique() is the Gearman client's id, whichever door the client and the worker
+    use (the door sends it as the request's coalescing key); a DIPS caller's key likewise;
+    a request without one gets an id of the door's (a UUID)."""
+    code = """<?php
+$c = new GearmanClient();
+$c->addServer('127.0.0.1', PORT);
+$c->setTimeout(15000);
+echo json_decode($c->doNormal('php_inspect', 'w', 'card-42'), true)['unique'], "\\n";
+"""
+    for port in doors.ports:
+        out = run_php(code.replace("PORT", str(port)), tmp_path / "client.php")
+        assert out.split("\n")[0] == "card-42"
+    with doors.client() as client:
+        assert json.loads(client.send("php_inspect", {"a": 1}, key=b"k-7"))["unique"] == "k-7"
+        assert len(json.loads(client.send("php_inspect", {"a": 1}))["unique"]) == 36
+
+
+def test_identical_jobs_with_one_unique_id_through_two_doors_run_once(doors: Doors) -> None:
+    """As gearmand runs jobs of one function and unique id in flight at once once: here
+    across doors, where the two are the same bytes (the broker compares them)."""
+    worker = doors.php
+    starts = worker.output().count("start ")
+    workload = phpser.dumps({"sleep": 1.0, "serial": "u-1"})
+    raws = [Raw(port) for port in doors.ports]
+    try:
+        for raw in raws:
+            raw.send(T.SUBMIT_JOB, b"slow", b"job-u-1", workload)
+            assert raw.recv()[0] == T.JOB_CREATED
+        results = [raw.recv() for raw in raws]
+    finally:
+        for raw in raws:
+            raw.close()
+    assert [kind for kind, _ in results] == [T.WORK_COMPLETE, T.WORK_COMPLETE]
+    assert results[0][1][1] == results[1][1][1]  # one run: the same pid, start and end
+    assert worker.output().count("start ") == starts + 1
 
 
 def test_failures_and_exceptions_reach_every_caller_with_their_reason(doors: Doors,
