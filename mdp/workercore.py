@@ -366,6 +366,7 @@ class WorkerCore:
         link = self.links[i]
         if link.mode is not LinkMode.DIPS:
             return None
+        ck = None
         if meta == _NO_META:
             deadline = None
         else:
@@ -373,14 +374,15 @@ class WorkerCore:
                 fields = p.unpack_meta(meta, "TASK")
             except ProtocolError:
                 return None
-            ttl = fields.get("ttl_ms")
-            if fields.get("hold") is not None or len(fields) > 1 or type(ttl) is not int \
-                    or not 0 < ttl < 2**63:
+            ttl, ck = fields.get("ttl_ms"), fields.get("ck")
+            if fields.get("hold") is not None or len(fields) > (1 if ck is None else 2) \
+                    or type(ttl) is not int or not 0 < ttl < 2**63 or not (
+                        ck is None or (type(ck) is bytes and 0 < len(ck) <= p.MAX_CK_BYTES)):
                 return None
             deadline = now + ttl / 1000
         link.heard_at = now
         link.backoff.reset()
-        task = Task(i, link.epoch, key, body, deadline, False, True, now)
+        task = Task(i, link.epoch, key, body, deadline, False, True, now, ck=ck)
         self.current = task
         self.long = False
         return task

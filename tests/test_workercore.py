@@ -760,3 +760,14 @@ def test_a_lone_task_to_an_idle_worker_starts_at_once_and_is_answered() -> None:
     assert core.lone_task(0, held[3], held[5], held[6:], 2.0) is None  # a held one: as usual
     task(core, 1, b"k3", 2.0)
     assert core.lone_task(0, frames[3], frames[5], frames[6:], 2.0) is None  # work waits
+
+
+def test_a_lone_task_with_a_coalescing_key_starts_at_once_with_it() -> None:
+    core = dips_core(1)
+    keyed = p.to_worker(b"id", b"k1", BODY, True, 5_000, ck=b"job-42")[1:]
+    t = core.lone_task(0, keyed[3], keyed[5], keyed[6:], 1.0)
+    assert t is not None and t.ck == b"job-42" and t.deadline == 1.0 + 5.0
+    core.task_done(b"r", 1.001)
+    take(core)
+    bad = p.pack_meta({"ttl_ms": 5_000, "ck": b"x" * 65})  # the general path drops it, saying why
+    assert core.lone_task(0, b"k2", bad, BODY, 2.0) is None
