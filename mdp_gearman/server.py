@@ -1,7 +1,8 @@
 """``mdp-gearman``: Gearman's client, worker and admin protocols in front of DIPS (asyncio).
 
-Each connection is a :class:`Connection` (an ``asyncio.Protocol``) around the sans-I/O
-:class:`~mdp_gearman.packets.Decoder`; the jobs live in a :class:`~mdp_gearman.jobs.JobTable`;
+Each connection is a :class:`~mdp_gearman.connection.Connection` (an ``asyncio.Protocol``
+around the sans-I/O :class:`~mdp_gearman.packets.Decoder`) that hands its events to the
+:class:`Gateway` here; the jobs live in a :class:`~mdp_gearman.jobs.JobTable`;
 DIPS is reached through :class:`~mdp_gearman.dips.Dips`. A connection that sends worker
 packets gets a :class:`~mdp_gearman.workers.GearmanWorker`, which makes it a DIPS worker of
 its functions at every broker. docs/GEARMAN.md has the mapping.
@@ -31,6 +32,7 @@ from mdp_gearman import admin, mapping
 from mdp_gearman import packets as g
 from mdp_gearman.background import BackgroundRunner, Outcome
 from mdp_gearman.config import GatewayConfig, parse_args
+from mdp_gearman.connection import Connection, printable_id
 from mdp_gearman.dips import Dips
 from mdp_gearman.fleet import GEARMAN_WORKER_VERSION, Fleet
 from mdp_gearman.jobs import (
@@ -54,142 +56,6 @@ STATUS_CACHE_S = 0.5  # admin status: a fresher view of the brokers is fetched
 FLEET_MAX_AGE_S = 1.0  # a job that needs to know who offers its service: the oldest view
 FLEET_WAIT_S = 0.2  # ... and the longest it waits for a fresher one
 MIN_TRY_S = 0.05  # a foreground job with less time left is not tried again
-
-
-class Connection(asyncio.Protocol):
-    """One client connection: bytes in, events to the gateway, bounded bytes out."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.config = gateway.config
-        self.decoder = g.Decoder(self.config.max_packet_bytes)
-        self.transport: asyncio.Transport | None = None
-        self.peer = "?"
-        self.fd = -1
-        self.client_id = ""
-        self.exceptions = False
-        self.jobs = 0  # foreground jobs this client waits for
-        self._write_paused = False
-        self._read_paused = False
-        self._admin: asyncio.Queue[str] | None = None
-        self._admin_task: asyncio.Task[None] | None = None
-        self.waiting: set[Job] = set()  # the foreground jobs this client waits for
-        self.worker: GearmanWorker | None = None  # made by its first worker packet
-        self._trace = log.isEnabledFor(logging.DEBUG)  # every packet in the log
-
-    # --- asyncio callbacks ------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.fd = sock.fileno()
-        peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        transport.set_write_buffer_limits(high=self.config.write_buffer_bytes)
-        if len(self.gateway.connections) >= self.config.max_connections:
-            log.warning("refused %s: %d connections already", self.peer,
-                        len(self.gateway.connections))
-            self.fatal("too_many_connections", "the gateway has too many connections")
-            return
-        self.gateway.connections.add(self)
-
-    def data_received(self, data: bytes) -> None:
-        self.decoder.feed(data)
-        while self.transport is not None and not self.transport.is_closing():
-            try:
-                event = self.decoder.next_event()
-            except g.WireError as exc:
-                log.warning("closing %s: %s", self.peer, exc)
-                self.fatal("bad_packet", str(exc))
-                return
-            if event is None:
-                return
-            if self._trace:
-                log.debug("from %s: %s", self.peer, _describe(event))
-            try:
-                self.gateway.on_event(self, event)
-            except Exception:  # one bad event must not take the connection's others
-                log.exception("error handling %r from %s", type(event).__name__, self.peer)
-                self.send(g.error("internal", "the gateway failed on this request"))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        if self._admin_task is not None:
-            self._admin_task.cancel()
-        if self.worker is not None:
-            self.worker.close()
-        self.gateway.forget(self)
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-        self._update_reading()
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._update_reading()
-
-    # --- used by the gateway ----------------------------------------------------------
-
-    def send(self, data: bytes) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        if self._trace:
-            log.debug("to %s: %s", self.peer, _describe_out(data))
-        transport.write(data)
-        if transport.get_write_buffer_size() > self.config.max_write_buffer_bytes:
-            log.warning("closing %s: it does not read its replies (%d bytes waiting)",
-                        self.peer, transport.get_write_buffer_size())
-            transport.abort()
-
-    def fatal(self, code: str, text: str) -> None:
-        """Say why, then close: the stream cannot be read any further."""
-        if self.transport is not None:
-            self.transport.write(g.error(code, text))
-            self.transport.close()
-
-    def worker_side(self) -> GearmanWorker:
-        if self.worker is None:
-            self.worker = self.gateway.new_worker(self)
-        return self.worker
-
-    def job_added(self) -> None:
-        self.jobs += 1
-        self._update_reading()
-
-    def job_done(self, job: Job) -> None:
-        self.waiting.discard(job)
-        self.jobs -= 1
-        self._update_reading()
-
-    def admin_line(self, line: str) -> None:
-        if self._admin is None:
-            self._admin = asyncio.Queue(maxsize=64)
-            self._admin_task = asyncio.get_running_loop().create_task(
-                self._admin_loop(self._admin))
-        if self._admin.full():
-            self.fatal("too_many_commands", "too many admin commands waiting")
-            return
-        self._admin.put_nowait(line)
-
-    async def _admin_loop(self, queue: asyncio.Queue[str]) -> None:
-        while self.transport is not None:
-            line = await queue.get()
-            self.send(await self.gateway.admin_answer(line))
-
-    def _update_reading(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        hold = self._write_paused or self.jobs >= self.config.max_jobs_per_connection
-        if hold and not self._read_paused:
-            transport.pause_reading()
-        elif not hold and self._read_paused:
-            transport.resume_reading()
-        self._read_paused = hold
 
 
 class Gateway:
@@ -485,25 +351,6 @@ class Gateway:
         return self.fleet.statuses
 
 
-def _describe(event: g.Event) -> str:
-    """A packet or line for the log (arguments cut short)."""
-    if isinstance(event, g.Packet):
-        return f"{g.type_name(event.type)} {[a[:48] for a in event.args]}"
-    return repr(event)[:120]
-
-
-def _describe_out(data: bytes) -> str:
-    """What the door sends, for the log: each packet's type and first argument."""
-    out, at = [], 0
-    while at + g.HEADER_BYTES <= len(data):
-        _, kind, size = g.HEADER.unpack_from(data, at)
-        body = data[at + g.HEADER_BYTES:at + g.HEADER_BYTES + size]
-        first = body.split(b"\0", 1)[0][:48]
-        out.append(f"{g.type_name(kind)} {first!r}")
-        at += g.HEADER_BYTES + size
-    return ", ".join(out) if out else repr(data[:60])
-
-
 def _status_fields(job: Job | None) -> tuple[bytes, bytes, bytes, bytes]:
     """STATUS_RES's known, running, numerator and denominator for a job (None: unknown)."""
     if job is None:
@@ -557,14 +404,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot start: %s", exc)
         return 1
 
-
-
-def printable_id(raw: bytes) -> str:
-    """A client id as the admin protocol can list it: at most 64 characters, anything but
-    printable non-space characters replaced (an id holding a newline and ``.`` would end
-    the ``workers`` listing early for gearadmin)."""
-    text = raw[:64].decode("utf-8", "replace")
-    return "".join(c if c.isprintable() and not c.isspace() else "_" for c in text) or "-"
 
 
 if __name__ == "__main__":

@@ -294,7 +294,7 @@ def test_priority_slots_let_high_in_first_then_arrival_order() -> None:
     (b"\xff" + b"y" * 100, "\ufffd" + "y" * 63),
 ])
 def test_a_client_id_is_kept_as_the_admin_listing_can_show_it(raw: bytes, shown: str) -> None:
-    from mdp_gearman.server import printable_id
+    from mdp_gearman.connection import printable_id
 
     assert printable_id(raw) == shown
 

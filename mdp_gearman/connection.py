@@ -1,0 +1,186 @@
+"""One Gearman connection of the door: an ``asyncio.Protocol`` around the sans-I/O
+:class:`~mdp_gearman.packets.Decoder`. Bytes in become events for the
+:class:`~mdp_gearman.server.Gateway`; bytes out are bounded (a peer that does not read its
+replies is dropped) and reading pauses while the peer has too many jobs in flight. Apart
+from the gateway because this is the transport's side: framing, buffers, the admin line
+queue, what the log shows of each packet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+from mdp_gearman import packets as g
+from mdp_gearman.jobs import Job
+from mdp_gearman.workers import GearmanWorker
+
+if TYPE_CHECKING:
+    from mdp_gearman.server import Gateway
+
+log = logging.getLogger("mdp_gearman.server")  # (one logger name for the door's lines)
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: bytes in, events to the gateway, bounded bytes out."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.config = gateway.config
+        self.decoder = g.Decoder(self.config.max_packet_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.fd = -1
+        self.client_id = ""
+        self.exceptions = False
+        self.jobs = 0  # foreground jobs this client waits for
+        self._write_paused = False
+        self._read_paused = False
+        self._admin: asyncio.Queue[str] | None = None
+        self._admin_task: asyncio.Task[None] | None = None
+        self.waiting: set[Job] = set()  # the foreground jobs this client waits for
+        self.worker: GearmanWorker | None = None  # made by its first worker packet
+        self._trace = log.isEnabledFor(logging.DEBUG)  # every packet in the log
+
+    # --- asyncio callbacks ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.fd = sock.fileno()
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        transport.set_write_buffer_limits(high=self.config.write_buffer_bytes)
+        if len(self.gateway.connections) >= self.config.max_connections:
+            log.warning("refused %s: %d connections already", self.peer,
+                        len(self.gateway.connections))
+            self.fatal("too_many_connections", "the gateway has too many connections")
+            return
+        self.gateway.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.decoder.feed(data)
+        while self.transport is not None and not self.transport.is_closing():
+            try:
+                event = self.decoder.next_event()
+            except g.WireError as exc:
+                log.warning("closing %s: %s", self.peer, exc)
+                self.fatal("bad_packet", str(exc))
+                return
+            if event is None:
+                return
+            if self._trace:
+                log.debug("from %s: %s", self.peer, _describe(event))
+            try:
+                self.gateway.on_event(self, event)
+            except Exception:  # one bad event must not take the connection's others
+                log.exception("error handling %r from %s", type(event).__name__, self.peer)
+                self.send(g.error("internal", "the gateway failed on this request"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self._admin_task is not None:
+            self._admin_task.cancel()
+        if self.worker is not None:
+            self.worker.close()
+        self.gateway.forget(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+
+    # --- used by the gateway ----------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._trace:
+            log.debug("to %s: %s", self.peer, _describe_out(data))
+        transport.write(data)
+        if transport.get_write_buffer_size() > self.config.max_write_buffer_bytes:
+            log.warning("closing %s: it does not read its replies (%d bytes waiting)",
+                        self.peer, transport.get_write_buffer_size())
+            transport.abort()
+
+    def fatal(self, code: str, text: str) -> None:
+        """Say why, then close: the stream cannot be read any further."""
+        if self.transport is not None:
+            self.transport.write(g.error(code, text))
+            self.transport.close()
+
+    def worker_side(self) -> GearmanWorker:
+        if self.worker is None:
+            self.worker = self.gateway.new_worker(self)
+        return self.worker
+
+    def job_added(self) -> None:
+        self.jobs += 1
+        self._update_reading()
+
+    def job_done(self, job: Job) -> None:
+        self.waiting.discard(job)
+        self.jobs -= 1
+        self._update_reading()
+
+    def admin_line(self, line: str) -> None:
+        if self._admin is None:
+            self._admin = asyncio.Queue(maxsize=64)
+            self._admin_task = asyncio.get_running_loop().create_task(
+                self._admin_loop(self._admin))
+        if self._admin.full():
+            self.fatal("too_many_commands", "too many admin commands waiting")
+            return
+        self._admin.put_nowait(line)
+
+    async def _admin_loop(self, queue: asyncio.Queue[str]) -> None:
+        while self.transport is not None:
+            line = await queue.get()
+            self.send(await self.gateway.admin_answer(line))
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        hold = self._write_paused or self.jobs >= self.config.max_jobs_per_connection
+        if hold and not self._read_paused:
+            transport.pause_reading()
+        elif not hold and self._read_paused:
+            transport.resume_reading()
+        self._read_paused = hold
+
+
+def _describe(event: g.Event) -> str:
+    """A packet or line for the log (arguments cut short)."""
+    if isinstance(event, g.Packet):
+        return f"{g.type_name(event.type)} {[a[:48] for a in event.args]}"
+    return repr(event)[:120]
+
+
+def _describe_out(data: bytes) -> str:
+    """What the door sends, for the log: each packet's type and first argument."""
+    out, at = [], 0
+    while at + g.HEADER_BYTES <= len(data):
+        _, kind, size = g.HEADER.unpack_from(data, at)
+        body = data[at + g.HEADER_BYTES:at + g.HEADER_BYTES + size]
+        first = body.split(b"\0", 1)[0][:48]
+        out.append(f"{g.type_name(kind)} {first!r}")
+        at += g.HEADER_BYTES + size
+    return ", ".join(out) if out else repr(data[:60])
+
+
+def printable_id(raw: bytes) -> str:
+    """A client id as the admin protocol can list it: at most 64 characters, anything but
+    printable non-space characters replaced (an id holding a newline and ``.`` would end
+    the ``workers`` listing early for gearadmin)."""
+    text = raw[:64].decode("utf-8", "replace")
+    return "".join(c if c.isprintable() and not c.isspace() else "_" for c in text) or "-"
