@@ -44,6 +44,7 @@ from mdp.config import WorkerConfig, parse_worker_args
 from mdp.errors import ConfigError, RequestError, WorkerError
 from mdp.keys import CurveConfig
 from mdp.logs import LOG_FORMAT
+from mdp.rates import format_rate
 from mdp.sentinel import SENTINEL
 from mdp.version import code_version
 from mdp.workercore import EXIT_OK, EXIT_OUT_OF_MEMORY, EXIT_STUCK, WorkerCore
@@ -89,7 +90,8 @@ class Worker:
             config.brokers, config.service.encode(), self.meta,
             Timing(config.heartbeat_interval_s, config.heartbeat_liveness,
                    config.reconnect_initial_s, config.reconnect_max_s, config.time_limit_s,
-                   config.busy_after_s, config.drain_linger_ms, config.reply_gather_s),
+                   config.busy_after_s, config.drain_linger_ms, config.reply_gather_s,
+                   config.link_floor),
             config.max_requests, config.prefetch, config.max_message_bytes)
         self.sockets: list[zmq.Socket | None] = [None] * len(config.brokers)
         # with several brokers, a socket monitor tells at once that a broker's connection
@@ -476,8 +478,8 @@ def serve(config: WorkerConfig, handler: handlers.Handler | Handle) -> int:
     worker = Worker(config, handler)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: worker.stop())
-    log.info("worker for %r starting, brokers %s, version %s", config.service,
-             " ".join(config.brokers), worker.meta["version"])
+    log.info("worker for %r starting, brokers %s, version %s, link floor %s", config.service,
+             " ".join(config.brokers), worker.meta["version"], format_rate(config.link_floor))
     return worker.run()
 
 
