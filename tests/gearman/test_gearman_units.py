@@ -312,3 +312,26 @@ def test_an_integer_beyond_64_bits_is_the_callers_mistake(blob: bytes) -> None:
 def test_the_64_bit_bounds_themselves_are_integers() -> None:
     assert phpser.loads(b'a:2:{s:1:"a";i:9223372036854775807;s:1:"b";i:-9223372036854775808;}'
                         ) == {"a": 2**63 - 1, "b": -(2**63)}
+
+
+# --- settings -----------------------------------------------------------------------------
+
+
+def test_the_link_floor_reaches_the_doors_client_and_its_gearman_workers_links(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from mdp_gearman.config import parse_args
+    from mdp_gearman.dips import Dips
+    from mdp_gearman.server import Gateway
+
+    config, _ = parse_args(["--broker", "tcp://127.0.0.1:1", "--link-floor", "50Mbit/s"])
+    dips = Dips(config.brokers, timeout_s=1.0, link_floor=config.link_floor)
+    gateway = Gateway(config, dips, None)
+    try:
+        assert gateway.worker_settings.timing.link_floor == config.link_floor == 6_250_000
+        assert dips._client.options.link_floor == 6_250_000
+    finally:
+        gateway.zmq.term()
+    with pytest.raises(SystemExit) as done:
+        parse_args(["--broker", "tcp://127.0.0.1:1", "--link-floor", "10MB"])
+    assert done.value.code == 2
+    assert "argument --link-floor: '10MB': unknown unit" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mdp import protocol as p
 from mdp.errors import BadRequest, Expired, Overloaded, Timeout, UnknownService, WorkerError
 from mdp.status import BrokerStatus, BrokerView, ServiceInfo
 from mdp_http import codec, content
@@ -254,3 +255,23 @@ def test_command_line() -> None:
     assert config.host_port == ("127.0.0.1", 0) and not math.isnan(config.poll_interval_s)
     with pytest.raises(SystemExit):
         parse_args(["--listen", "nowhere"])
+
+
+def test_the_link_floor_comes_from_its_flag_or_variable_and_reaches_the_client(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from mdp_http.app import Gateway
+
+    brokers = ["--broker", "tcp://127.0.0.1:1"]
+    assert parse_args(brokers, environ={}).link_floor == p.DEFAULT_LINK_FLOOR
+    config = parse_args([*brokers, "--link-floor", "50Mbit/s"], environ={})
+    assert config.link_floor == 6_250_000
+    assert Gateway(config).backend._client.options.link_floor == 6_250_000
+    from_env = parse_args(brokers, environ={"DIPS_HTTP_LINK_FLOOR": "2MB/s"})
+    assert from_env.link_floor == 2_000_000
+    for argv, environ, says in (
+            (["--link-floor", "fast"], {}, "argument --link-floor: 'fast' is not a rate"),
+            ([], {"DIPS_HTTP_LINK_FLOOR": "0"}, "DIPS_HTTP_LINK_FLOOR='0': the link floor "
+             "must be at least 100KB/s")):
+        with pytest.raises(SystemExit) as done:
+            parse_args([*brokers, *argv], environ=environ)
+        assert done.value.code == 2 and says in capsys.readouterr().err
