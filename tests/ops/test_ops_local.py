@@ -33,9 +33,12 @@ def running_workers(status: dict, service: str | None = None) -> list[dict]:
 
 
 def test_up_status_call_down(local_cluster: LocalCluster) -> None:
-    result = local_cluster.up("--service", "echo=2", "--service", "ecard=1", "--spare", "1")
+    result = local_cluster.up("--service", "echo=2", "--service", "ecard=1", "--spare", "1",
+                              "--link-floor", "50Mbit/s")
     assert result.returncode == 0, result.stderr
     assert "cluster up" in result.stdout
+    programs = (local_cluster.run_dir / "supervisord.conf").read_text()
+    assert programs.count("--link-floor 6250KB/s") == 2 + 2  # each broker, each worker pool
 
     # up returned: every worker is already registered with every broker.
     status = local_cluster.status()
@@ -77,6 +80,9 @@ def test_up_status_call_down(local_cluster: LocalCluster) -> None:
 
     again = local_cluster.up()
     assert again.returncode == 0 and "already running" in again.stdout
+    other = local_cluster.up("--link-floor", "20MB/s")
+    assert other.returncode == 2
+    assert "link_floor: 6250000 running, 20000000 asked" in other.stderr, other.stderr
 
     down = local_cluster.ctl("down")
     assert down.returncode == 0, down.stderr
