@@ -37,8 +37,10 @@ def test_up_status_call_down(local_cluster: LocalCluster) -> None:
                               "--link-floor", "50Mbit/s")
     assert result.returncode == 0, result.stderr
     assert "cluster up" in result.stdout
-    programs = (local_cluster.run_dir / "supervisord.conf").read_text()
-    assert programs.count("--link-floor 6250KB/s") == 2 + 2  # each broker, each worker pool
+    programs = [line for line in (local_cluster.run_dir / "supervisord.conf").read_text()
+                .splitlines() if line.startswith("command=") and " -m mdp." in line]
+    assert len(programs) == 2 + 4  # two brokers; each pool's started and spare slots
+    assert all("--link-floor 6250KB/s" in line for line in programs)  # (up started them)
 
     # up returned: every worker is already registered with every broker.
     status = local_cluster.status()
