@@ -13,7 +13,7 @@ from mdp import protocol as p
 from mdp.errors import ConfigError
 from mdp.keys import CurveConfig
 from mdp.options import check_endpoint
-from mdp.rates import MIN_LINK_FLOOR, check_link_floor, format_rate, link_floor_arg
+from mdp.rates import check_link_floor, link_floor_flag
 from mdp.workerstate import Timing
 
 BROKER_DESCRIPTION = "The Majordomo broker of DIPS."
@@ -242,11 +242,10 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
         help="ZMTP heartbeat interval (0: none); a peer whose libzmq stays silent for 3x "
         "this (and at least as long as --max-message-bytes takes at --link-floor, plus this) "
         "is dropped, and a worker dropped so while running a request costs it a loss")
-    add("--link-floor", type=link_floor_arg, default=format_rate(d.link_floor),
-        metavar="RATE", help="the slowest link a big body is allowed, e.g. 10MB/s, 80Mbit/s, "
-        f"500KB/s (at least {format_rate(MIN_LINK_FLOOR)}): a worker is not probed nor taken "
-        "for frozen, nor a peer's ZMTP link for dead, before the bytes on their way to or "
-        "from it may have gone at this rate; give every broker, worker and door the same")
+    add("--link-floor", **link_floor_flag(
+        d.link_floor, "a worker is not probed nor taken for frozen, nor a peer's ZMTP link for "
+        "dead, before the bytes on their way to or from it may have gone at this rate; give "
+        "every broker, worker and door the same"))
     curve = parser.add_argument_group("CURVE security (all three or none)")
     curve.add_argument("--curve-secret", metavar="FILE",
                        help="the broker's key pair (NAME.key_secret, mode 0600)")
@@ -315,11 +314,9 @@ def parse_worker_args(
     add("--reply-gather", type=float, default=d.reply_gather_s, metavar="SECONDS",
         help="replies of requests run back to back wait up to this long to go out together "
         "(0: each at once)")
-    add("--link-floor", type=link_floor_arg, default=format_rate(d.link_floor),
-        metavar="RATE", help="the slowest link a big body is allowed, e.g. 10MB/s, 80Mbit/s, "
-        f"500KB/s (at least {format_rate(MIN_LINK_FLOOR)}): a broker that announced a big "
-        "task is not taken for silent before the task may have come at this rate; the "
-        "brokers' value")
+    add("--link-floor", **link_floor_flag(
+        d.link_floor, "a broker that announced a big task is not taken for silent before the "
+        "task may have come at this rate; the brokers' value"))
     curve = parser.add_argument_group("CURVE security (both or none)")
     curve.add_argument("--curve-secret", metavar="FILE",
                        help="this worker's key pair (NAME.key_secret, mode 0600)")

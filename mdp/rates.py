@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from typing import Any
 
 from mdp.errors import ConfigError
 from mdp.protocol import DEFAULT_LINK_FLOOR
@@ -33,7 +34,7 @@ _SHOWN = ((1000**3, "GB/s"), (1000**2, "MB/s"), (1000, "KB/s"))
 EXAMPLES = "10MB/s, 80Mbit/s, 500KB/s or a number of bytes per second"
 
 __all__ = ["DEFAULT_LINK_FLOOR", "EXAMPLES", "MIN_LINK_FLOOR", "check_link_floor",
-           "format_rate", "link_floor_arg", "parse_rate"]
+           "format_rate", "link_floor_arg", "link_floor_flag", "link_floor_help", "parse_rate"]
 
 
 def parse_rate(text: str) -> int:
@@ -79,6 +80,19 @@ def link_floor_arg(text: str) -> int:
         return check_link_floor(parse_rate(text), "the link floor")
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def link_floor_help(effect: str) -> str:
+    """Every program's ``--link-floor`` help: what the floor is and how it is written, then
+    ``effect``, what it does in that program."""
+    return (f"the slowest link a big body is allowed, e.g. 10MB/s, 80Mbit/s, 500KB/s (at least "
+            f"{format_rate(MIN_LINK_FLOOR)}): {effect}")
+
+
+def link_floor_flag(default: int, effect: str) -> dict[str, Any]:
+    """argparse's arguments of a program's ``--link-floor`` (see :func:`link_floor_help`)."""
+    return {"type": link_floor_arg, "default": format_rate(default), "metavar": "RATE",
+            "help": link_floor_help(effect)}
 
 
 def format_rate(bytes_per_second: int) -> str:

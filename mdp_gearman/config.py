@@ -10,7 +10,7 @@ from pathlib import Path
 from mdp.config import VersionAction
 from mdp.errors import ConfigError
 from mdp.options import check_endpoints
-from mdp.rates import DEFAULT_LINK_FLOOR, check_link_floor, format_rate, link_floor_arg
+from mdp.rates import DEFAULT_LINK_FLOOR, check_link_floor, link_floor_flag
 from mdp_gearman.mapping import DEFAULT_RAW_FIELD
 from mdp_gearman.packets import DEFAULT_MAX_PACKET_BYTES
 
@@ -115,10 +115,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[GatewayConfig, str]:
     add("--heartbeat-interval", type=float, default=d.heartbeat_interval_s,
         metavar="SECONDS", dest="heartbeat_interval_s",
         help="heartbeat of the Gearman workers' broker links; the brokers' value")
-    add("--link-floor", type=link_floor_arg, default=format_rate(d.link_floor), metavar="RATE",
-        help="the slowest link a big body is allowed between this door (its clients and its "
-        "Gearman workers' links) and the brokers, e.g. 10MB/s, 80Mbit/s, 500KB/s (at least "
-        "100KB/s); the brokers' value")
+    add("--link-floor", **link_floor_flag(
+        d.link_floor, "the door's client and its Gearman workers' broker links take no broker "
+        "for dead while a big job or result may still be on its way at this rate; the "
+        "brokers' value"))
     add("--max-connections", type=int, default=d.max_connections, metavar="N",
         help="connections at once; one more gets ERROR and is closed")
     add("--max-jobs-per-connection", type=int, default=d.max_jobs_per_connection,

@@ -12,7 +12,13 @@ from typing import Any
 from mdp.config import VersionAction
 from mdp.errors import ConfigError
 from mdp.options import check_endpoints
-from mdp.rates import DEFAULT_LINK_FLOOR, check_link_floor, format_rate, link_floor_arg
+from mdp.rates import (
+    DEFAULT_LINK_FLOOR,
+    check_link_floor,
+    format_rate,
+    link_floor_arg,
+    link_floor_help,
+)
 
 _CONVERTERS: dict[str, Any] = {"float": float, "int": int, "str | None": str}
 DESCRIPTION = ("The DIPS HTTP gateway: POST /v1/{service}, images by URL in imgproxy's format "
@@ -55,10 +61,10 @@ class HttpConfig:
                                  "a client must send its whole body within this time", "SECONDS")
     poll_interval_s: float = _opt(1.0, "--poll-interval",
                                   "mmi.status is asked at most this often per broker", "SECONDS")
-    link_floor: int = _opt(DEFAULT_LINK_FLOOR, "--link-floor",
-                           "the slowest link a big body is allowed between this door and the "
-                           "brokers, e.g. 10MB/s, 80Mbit/s, 500KB/s (at least 100KB/s); the "
-                           "brokers' value", "RATE", parse=link_floor_arg, show=format_rate)
+    link_floor: int = _opt(DEFAULT_LINK_FLOOR, "--link-floor", link_floor_help(
+                           "the door's client takes no broker for dead while a big request "
+                           "or result may still be on its way at this rate; the brokers' "
+                           "value"), "RATE", parse=link_floor_arg, show=format_rate)
     sign_keys: list[str] = _opt([], "--sign-key", "hex key file: every request must then be "
                                 "signed (repeat for rotation; one --sign-salt each)", "FILE")
     sign_salts: list[str] = _opt([], "--sign-salt", "hex salt file, paired with --sign-key",

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mdp.rates import format_rate, link_floor_arg
+from mdp.rates import format_rate, link_floor_arg, link_floor_help
 from mdpctl import images, numbers
 from mdpctl.endpoints import OFF, listen_or_off_arg, tcp_endpoint_arg
 from mdpctl.hostconf import DEFAULT_LOG_LEVEL, DEFAULT_TIME_LIMIT_S, GEARMAN_LISTEN, HTTP_LISTEN
@@ -81,8 +81,8 @@ FLAGS: tuple[Flag, ...] = (
          DEFAULT_TIME_LIMIT_S, type=numbers.seconds, metavar="SECONDS"),
     Flag("--heartbeat-interval", "broker and worker heartbeat", "the programs' own, 1 s",
          type=numbers.seconds, metavar="SECONDS"),
-    Flag("--link-floor", "the slowest link a big body is allowed, for the brokers, workers "
-         "and doors alike, e.g. 50Mbit/s (at least 100KB/s; docs/OPERATIONS.md, 'Slow links')",
+    Flag("--link-floor", link_floor_help("given to the brokers, workers and doors alike "
+         "(docs/OPERATIONS.md, 'Slow links')"),
          "the programs' own, 10MB/s", type=link_floor_arg, metavar="RATE",
          env="DIPS_HTTP_LINK_FLOOR", typed=format_rate),
     Flag("--max-requests", "workers restart after N requests", "0, never", 0,

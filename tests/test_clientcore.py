@@ -146,20 +146,27 @@ def test_silent_broker_is_pinged_then_failed_over() -> None:
     assert call.outcome == {"v": 0}
 
 
-def test_a_big_body_holds_the_ping_that_would_queue_behind_it() -> None:
+FLOORS = [p.DEFAULT_LINK_FLOOR, 1_000_000, 500_000]  # 10 MB/s (the default), 1 MB/s, 500 KB/s
+
+
+@pytest.mark.parametrize("floor", FLOORS)
+def test_a_big_body_holds_the_ping_that_would_queue_behind_it(floor: int) -> None:
     """A ping goes on the same connection as the request and waits behind its bytes: a
     broker still taking a 20 MB body is not pinged (nor failed over) before the body may
-    have gone at p.DEFAULT_LINK_FLOOR; then it is pinged as usual, and a silent one failed over."""
-    core = make(2, start=0)
+    have gone at the link floor (2 s at the default 10 MB/s, 40 s at 500 KB/s); then it is
+    pinged as usual, and a silent one failed over."""
+    core = make(2, start=0, link_floor=floor)
     big = core.submit(SVC, [p.pack({"image": bytes(20_000_000)})], 0.0, timeout=60.0)
     core.take_actions()
     up(core, 0, 0.0)
     up(core, 1, 0.0)
     assert [i for i, m in sent(core) if isinstance(m, p.ClientRequest)] == [0]
-    due = 20_000_000 / p.DEFAULT_LINK_FLOOR  # about 2 s at 10 MB/s
+    due = 20_000_000 / floor
     assert core.next_deadline() == pytest.approx(due, abs=0.01)
     core.handle(Tick(), 1.0)  # past ping_interval + broker_timeout, still sending
     assert sent(core) == [] and core.endpoints[0].state is State.DIPS and big.sends == 1
+    core.handle(Tick(), due - 0.01)
+    assert sent(core) == [] and core.endpoints[0].state is State.DIPS
     core.handle(Tick(), due + 0.01)
     [(where, ping)] = sent(core)
     assert where == 0 and isinstance(ping, p.ClientPing)
@@ -167,72 +174,30 @@ def test_a_big_body_holds_the_ping_that_would_queue_behind_it() -> None:
     assert core.endpoints[0].state is State.DOWN and big.sends == 2
 
 
-def test_a_big_reply_announced_holds_the_ping_whose_pong_would_queue_behind_it() -> None:
+@pytest.mark.parametrize("floor", FLOORS)
+def test_a_big_reply_announced_holds_the_ping_whose_pong_would_queue_behind_it(
+        floor: int) -> None:
     """The broker announces a 20 MB reply with a PONG just before it: a PONG to a ping sent
-    meanwhile would come behind its bytes, so none is sent before they may have arrived;
-    then pings go as usual, and a broker that answers none is failed over."""
-    core = make(2, start=0)
+    meanwhile would come behind its bytes, so none is sent before they may have arrived (at
+    the link floor); then pings go as usual, and a broker that answers none is failed over."""
+    core = make(2, start=0, link_floor=floor)
     call = submit(core, 0.0, timeout=60.0)
     core.take_actions()
     up(core, 0, 0.0)
     up(core, 1, 0.0)
     sent(core)
     core.handle(Received(0, p.pong(b"", [], "one", 20_000_000)[1:]), 0.1)
-    due = 0.1 + 20_000_000 / p.DEFAULT_LINK_FLOOR
+    due = 0.1 + 20_000_000 / floor
     assert core.next_deadline() == pytest.approx(due, abs=0.01)
     core.handle(Tick(), 1.5)  # past ping_interval + broker_timeout: still arriving
     assert sent(core) == [] and core.endpoints[0].state is State.DIPS and call.sends == 1
+    core.handle(Tick(), due - 0.01)
+    assert sent(core) == [] and core.endpoints[0].state is State.DIPS
     core.handle(Tick(), due + 0.01)
     [(where, ping)] = sent(core)
     assert where == 0 and isinstance(ping, p.ClientPing)
     core.handle(Tick(), due + 0.6)  # no PONG, no reply: failed over as any silent broker
     assert core.endpoints[0].state is State.DOWN and call.sends == 2
-
-
-
-FLOORS = [p.DEFAULT_LINK_FLOOR, 1_000_000, 250_000]  # 10 MB/s, 1 MB/s, 250 KB/s
-
-
-@pytest.mark.parametrize("floor", FLOORS)
-def test_a_lower_link_floor_holds_the_ping_behind_a_request_longer_in_proportion(
-        floor: int) -> None:
-    """link_floor: a 5 MB request holds the ping behind it 0.5 s at the default 10 MB/s,
-    20 s at 250 KB/s; then the broker is pinged, and failed over when silent, as ever."""
-    core = make(2, start=0, link_floor=floor)
-    body = p.pack({"image": bytes(5_000_000)})
-    big = core.submit(SVC, [body], 0.0, timeout=60.0)
-    core.take_actions()
-    up(core, 0, 0.0)
-    up(core, 1, 0.0)
-    assert [i for i, m in sent(core) if isinstance(m, p.ClientRequest)] == [0]
-    due = len(body) / floor
-    assert core.next_deadline() == pytest.approx(due)
-    core.handle(Tick(), due - 0.01)
-    assert sent(core) == [] and core.endpoints[0].state is State.DIPS
-    core.handle(Tick(), due)
-    [(where, ping)] = sent(core)
-    assert where == 0 and isinstance(ping, p.ClientPing)
-    core.handle(Tick(), due + 0.6)
-    assert core.endpoints[0].state is State.DOWN and big.sends == 2
-
-
-@pytest.mark.parametrize("floor", FLOORS)
-def test_a_lower_link_floor_holds_the_ping_behind_an_announced_reply_longer_in_proportion(
-        floor: int) -> None:
-    core = make(2, start=0, link_floor=floor)
-    call = submit(core, 0.0, timeout=60.0)
-    core.take_actions()
-    up(core, 0, 0.0)
-    up(core, 1, 0.0)
-    sent(core)
-    core.handle(Received(0, p.pong(b"", [], "one", 5_000_000)[1:]), 0.1)
-    due = 0.1 + 5_000_000 / floor
-    assert core.next_deadline() == pytest.approx(due)
-    core.handle(Tick(), due - 0.01)
-    assert sent(core) == [] and call.sends == 1
-    core.handle(Tick(), due)
-    [(where, ping)] = sent(core)
-    assert where == 0 and isinstance(ping, p.ClientPing)
 
 
 @pytest.mark.parametrize("floor", FLOORS)
