@@ -75,6 +75,20 @@ def test_ten_thousand_deep_php_nesting_is_a_clear_error(door: Door) -> None:
     raw.close()
 
 
+def test_a_php_integer_spelled_as_a_float_fails_its_job_and_frees_its_unique_id(
+        door: Door) -> None:
+    """``i:INF;`` once passed the reader's check and then broke ``int()``: the job was
+    created, never answered, and a later good job with its unique id joined it forever."""
+    raw = Raw(door.port)
+    raw.send(T.OPTION_REQ, b"exceptions")
+    raw.recv()
+    kind, args = raw.call(b"echo", b'a:1:{s:1:"x";i:INF;}', unique=b"inf-1")
+    assert kind == T.WORK_EXCEPTION and b"bad integer" in args[1]
+    kind, args = raw.call(b"echo", b'a:1:{s:1:"x";i:7;}', unique=b"inf-1")
+    assert kind == T.WORK_COMPLETE
+    raw.close()
+
+
 def test_slow_readers_are_bounded_and_others_still_served(door: Door) -> None:
     gateway = start_gateway(door.cluster, door.brokers, "--max-jobs-per-connection", "32")
     port = port_of(gateway)

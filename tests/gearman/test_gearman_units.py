@@ -134,6 +134,11 @@ def test_php_values() -> None:
     (b'a:1:{s:1:"a";i:12x;}', "bad integer"),
     (b'a:1:{s:1:"a";b:2;}', "bool"),
     (b'a:1:{', "unexpected end"),
+    (b'a:1:{s:1:"a";i:INF;}', "bad integer"),  # INF and NAN are floats' only
+    (b'a:1:{s:1:"a";i:-INF;}', "bad integer"),
+    (b'a:1:{i:NAN;i:1;}', "bad integer"),
+    (b'a:1:{s:NAN:"a";i:1;}', "bad string length"),
+    (b'a:INF:{}', "bad array size"),
 ])
 def test_php_refusals_name_what_is_wrong(blob: bytes, words: str) -> None:
     with pytest.raises(phpser.PhpSerializeError, match=words):
