@@ -58,6 +58,15 @@ CODES: dict[str, Code] = _codes(
     Code("source_timeout", Blame.DEADLINE, "the source did not arrive in time"),
     Code("source_not_image", Blame.CALLER, "the source is not an image DIPS reads"),
     Code("source_error", Blame.FLEET, "the source could not be fetched"),
+    # the doors' own (mdp_http.errors, mdp_gearman.mapping)
+    Code("forbidden", Blame.CALLER, "a signed URL's signature is missing or wrong"),
+    Code("not_found", Blame.MISSING, "no such path, or an image URL past its expiry"),
+    Code("too_large", Blame.CALLER, "the request body is larger than the door accepts"),
+    Code("unsupported_media_type", Blame.CALLER, "the body's content type is none the door reads"),
+    Code("body_timeout", Blame.CALLER, "the caller did not send its whole body in time"),
+    Code("bad_reply", Blame.FLEET, "a worker's result is not what the service's contract says"),
+    Code("gearman_fail", Blame.FLEET, "a Gearman worker sent WORK_FAIL"),
+    Code("gearman_exception", Blame.FLEET, "a Gearman worker sent WORK_EXCEPTION"),
 )
 
 

@@ -82,7 +82,7 @@ class _Reader:
         if end < 0:
             raise self.fail(f"unterminated {what}")
         token = self.data[self.pos:end]
-        if not pattern.fullmatch(token) and token not in _SPECIAL_FLOATS:
+        if not pattern.fullmatch(token) and not (pattern is _FLOAT and token in _SPECIAL_FLOATS):
             raise self.fail(f"bad {what} {token[:40]!r}")
         self.pos = end + len(stop)
         return token

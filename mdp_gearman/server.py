@@ -258,7 +258,9 @@ class Gateway:
         sub = job.submission
         try:
             request, fmt = await self._request(sub)
-        except BadRequest as exc:
+        except Exception as exc:  # BadRequest, or a bug: the job fails; it is never orphaned
+            if not isinstance(exc, BadRequest):
+                log.exception("job %s: its workload could not be read", job.handle.decode())
             return exc
         if not self._slots.take():
             await self._slots.acquire(sub.priority)

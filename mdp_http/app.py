@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from mdp.errors import ConfigError
+from mdp.errors import BadRequest, ConfigError, MDPError
 from mdp.keys import CurveConfig
 from mdp.logs import LOG_FORMAT
 from mdp.status import ServiceInfo
@@ -30,6 +30,7 @@ from mdp_http.api import Api
 from mdp_http.backend import Backend
 from mdp_http.config import HttpConfig, parse_args
 from mdp_http.dashboard import fleet_state
+from mdp_http.errors import NotFound, TooLarge, error_map
 from mdp_http.images import ImageServer
 from mdp_http.metrics import FleetCollector, GatewayMetrics
 from mdp_http.poller import Poller
@@ -135,16 +136,21 @@ class Gateway:
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """HTTP errors raised by aiohttp itself (404, 405, 413 ...) as JSON error maps."""
+    """HTTP errors raised by aiohttp itself (404, 405, 413 ...) as JSON error maps, and a
+    bug in a handler as the ``internal`` error map (its traceback goes to the log)."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = {404: "not_found", 413: "too_large"}.get(exc.status, "bad_request")
+        code = {404: NotFound.code, 413: TooLarge.code}.get(exc.status, BadRequest.code)
         return web.json_response({"error": {"code": code, "message": exc.reason}},
                                  status=exc.status, headers={"Allow": exc.headers["Allow"]}
                                  if "Allow" in exc.headers else None)
+    except Exception:
+        log.exception("%s %s failed in the gateway", request.method, request.path)
+        return web.json_response(error_map(MDPError("the gateway failed; its log says why")),
+                                 status=500)
 
 
 def create_app(config: HttpConfig, backend: Backend | None = None) -> web.Application:

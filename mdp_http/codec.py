@@ -61,6 +61,8 @@ def from_json(body: bytes, bytes_fields: frozenset[str] = frozenset()) -> dict[s
         request = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BadRequest(f"the body's JSON is nested deeper than {MAX_DEPTH} levels") from exc
     if not isinstance(request, dict):
         raise BadRequest(f"a request is a JSON object, got {type(request).__name__}")
     request = _data_uris(request, "")
@@ -91,6 +93,8 @@ def text_value(text: str) -> Any:
             return json.loads(text)
         except ValueError:
             pass
+        except RecursionError as exc:
+            raise BadRequest(f"a value is nested deeper than {MAX_DEPTH} levels") from exc
     return _data_uris(text, "")
 
 

@@ -24,7 +24,7 @@ from mdp.aio import AsyncMDPClient
 from mdp.client import MDPClient
 from mdp.errors import BadRequest, UnknownService
 from mdp.status import BrokerStatus
-from testkit import broker_counter, busy_worker, free_port, wait_for
+from testkit import broker_counter, busy_worker, free_ports, wait_for, worker_pids
 
 
 @dataclass
@@ -114,7 +114,7 @@ Fault = Callable[[Cluster, list[Proc], list[Proc], list[int]], Awaitable[None]]
 
 def run_with_fault(cluster: Cluster, fault: Fault, label: str, total: int = 1500,
                    sleep_s: float = 0.002) -> None:
-    ports = [free_port(), free_port()]
+    ports = free_ports(2)
     brokers = [cluster.broker(port, fast=False) for port in ports]
     workers = [cluster.worker(brokers, "echo", faulty=True, fast=False)
                for _ in range(4)]
@@ -158,12 +158,16 @@ def test_async_worker_killed_mid_request(cluster: Cluster) -> None:
 def test_async_broker_killed_and_restarted(cluster: Cluster) -> None:
     async def fault(cluster: Cluster, brokers: list[Proc], workers: list[Proc],
                     ports: list[int]) -> None:
+        other_before = await _in_thread(lambda: broker_counter(brokers[1].endpoint, "replies"))
         brokers[0].signal(signal.SIGKILL)
         await _in_thread(brokers[0].wait)
         await _in_thread(lambda: wait_for(
-            lambda: broker_counter(brokers[1].endpoint, "replies") > 100, 30,
-            "the other broker to carry on"))
-        await _in_thread(lambda: cluster.broker(ports[0], fast=False))
+            lambda: broker_counter(brokers[1].endpoint, "replies") > other_before + 100, 30,
+            "the other broker to carry on alone"))
+        restarted = await _in_thread(lambda: cluster.broker(ports[0], fast=False))
+        await _in_thread(lambda: wait_for(
+            lambda: len(worker_pids(restarted.endpoint, "echo")) == len(workers), 30,
+            "every worker to re-register with the restarted broker"))
 
     run_with_fault(cluster, fault, "async: broker SIGKILL + restart", sleep_s=0.005)
 

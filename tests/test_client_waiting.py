@@ -25,7 +25,7 @@ from clusterkit import Cluster, Proc
 from mdp.aio import AsyncMDPClient
 from mdp.client import MDPClient
 from mdp.errors import Timeout
-from testkit import free_port
+from testkit import free_port, free_ports
 
 WAIT_S = 3.0
 MAX_SHARE = 0.05  # of one core, over the wait
@@ -102,7 +102,7 @@ except Timeout:
 
 
 def test_with_no_logging_configured_a_client_prints_nothing() -> None:
-    brokers = [f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"]
+    brokers = [f"tcp://127.0.0.1:{port}" for port in free_ports(2)]
     done = subprocess.run([sys.executable, "-c", SILENT_CLIENT, *brokers],
                           capture_output=True, timeout=30, env=os.environ.copy())
     assert done.returncode == 0, done.stderr.decode(errors="replace")

@@ -19,7 +19,7 @@ import pytest
 
 from clusterkit import Cluster, Proc
 from mdp.client import MDPClient
-from testkit import BrokerLoad, broker_counter, busy_worker, free_port, wait_for, worker_pids
+from testkit import BrokerLoad, broker_counter, busy_worker, free_ports, wait_for, worker_pids
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ load_done: Callable[[], int] = lambda: 0  # noqa: E731
 
 
 def setup(cluster: Cluster) -> tuple[Proc, Proc, list[Proc], list[int]]:
-    ports = [free_port(), free_port()]
+    ports = free_ports(2)
     a = cluster.broker(ports[0], fast=False)
     b = cluster.broker(ports[1], fast=False)
     workers = [cluster.worker([a, b], "echo", faulty=True, fast=False) for _ in range(4)]
@@ -75,10 +75,11 @@ def test_worker_killed_mid_request(cluster: Cluster) -> None:
 
 def test_broker_killed_and_restarted(cluster: Cluster) -> None:
     def fault(a: Proc, b: Proc, workers: list[Proc], ports: list[int]) -> None:
+        b_before = broker_counter(b.endpoint, "replies")
         a.signal(signal.SIGKILL)
         a.wait()
-        wait_for(lambda: broker_counter(b.endpoint, "replies") > 200, 30,
-                 "broker B to carry on")
+        wait_for(lambda: broker_counter(b.endpoint, "replies") > b_before + 200, 30,
+                 "broker B to carry on alone")
         restarted = cluster.broker(ports[0], fast=False)
         wait_for(lambda: len(worker_pids(restarted.endpoint, "echo")) == 4, 30,
                  "every worker to re-register with the restarted broker")
@@ -109,9 +110,6 @@ def test_a_hung_worker_is_forgotten_and_its_request_served_elsewhere(cluster: Cl
     broker = cluster.broker()
     first = cluster.worker([broker], "tester", faulty=True)
     second = cluster.worker([broker], "tester", faulty=True)
-    # libzmq arms a connection's heartbeat TTL at its first ZMTP heartbeat (200 ms in)
-    up_at = time.monotonic()
-    wait_for(lambda: time.monotonic() - up_at > 0.5, 2, "the first ZMTP heartbeats")
     result: list[Any] = []
     with MDPClient([broker.endpoint], timeout=20) as client:
         thread = threading.Thread(target=lambda: result.append(

@@ -57,8 +57,7 @@ def broker_relays_progress(endpoint: str) -> bool:
 @pytest.fixture
 def served(cluster: Cluster) -> Iterator[Proc]:
     broker = cluster.broker()
-    if not broker_relays_progress(broker.endpoint):
-        pytest.skip("this broker does not relay PROGRESS yet (its WELCOME does not offer it)")
+    assert broker_relays_progress(broker.endpoint), "the broker's WELCOME offers no progress"
     worker = Worker(WorkerConfig(brokers=[broker.endpoint], service="reporter"), reporter)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()

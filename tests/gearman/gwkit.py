@@ -56,12 +56,19 @@ def port_of(gateway: Proc) -> int:
 
 
 def recorder(cluster: Cluster, brokers: list[Proc], record_file: Path, *extra: str) -> Proc:
-    os.environ["RECORD_FILE"] = str(record_file)  # inherited by the worker process
     args = [str(RECORDER)]
     for broker in brokers:
         args += ["--broker", broker.endpoint]
-    proc = cluster._spawn([*args, "--service", "record", "--heartbeat-interval", "0.2",
-                           *extra], "recorder")
+    before = os.environ.get("RECORD_FILE")
+    os.environ["RECORD_FILE"] = str(record_file)  # inherited by this worker process only
+    try:
+        proc = cluster._spawn([*args, "--service", "record", "--heartbeat-interval", "0.2",
+                               *extra], "recorder")
+    finally:
+        if before is None:
+            del os.environ["RECORD_FILE"]
+        else:
+            os.environ["RECORD_FILE"] = before
     for broker in brokers:
         wait_for(lambda e=broker.endpoint: has_worker(e, proc.pid), 15, "recorder registered")
     return proc

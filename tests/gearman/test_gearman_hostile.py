@@ -10,7 +10,7 @@ from gwkit import Door, Raw, port_of, start_gateway
 
 from mdp_gearman import packets as g
 from mdp_gearman.packets import T
-from testkit import rss_bytes, wait_for
+from testkit import broker_counter, count_workers, queue_depth, rss_bytes, wait_for
 
 
 def _still_serves(port: int) -> None:
@@ -75,10 +75,25 @@ def test_ten_thousand_deep_php_nesting_is_a_clear_error(door: Door) -> None:
     raw.close()
 
 
+def test_a_php_integer_spelled_as_a_float_fails_its_job_and_frees_its_unique_id(
+        door: Door) -> None:
+    """``i:INF;`` once passed the reader's check and then broke ``int()``: the job was
+    created, never answered, and a later good job with its unique id joined it forever."""
+    raw = Raw(door.port)
+    raw.send(T.OPTION_REQ, b"exceptions")
+    raw.recv()
+    kind, args = raw.call(b"echo", b'a:1:{s:1:"x";i:INF;}', unique=b"inf-1")
+    assert kind == T.WORK_EXCEPTION and b"bad integer" in args[1]
+    kind, args = raw.call(b"echo", b'a:1:{s:1:"x";i:7;}', unique=b"inf-1")
+    assert kind == T.WORK_COMPLETE
+    raw.close()
+
+
 def test_slow_readers_are_bounded_and_others_still_served(door: Door) -> None:
     gateway = start_gateway(door.cluster, door.brokers, "--max-jobs-per-connection", "32")
     port = port_of(gateway)
     before = rss_bytes(gateway.pid)
+    replies_before = sum(broker_counter(e, "replies") for e in door.endpoints)
     big = b"z" * (512 * 1024)  # raw bytes: echo answers with ~0.5 MB each
     readers = []
     for _ in range(3):  # three clients that submit and never read
@@ -94,7 +109,15 @@ def test_slow_readers_are_bounded_and_others_still_served(door: Door) -> None:
                 break
         readers.append(sock)
     _still_serves(port)
-    wait_for(lambda: rss_bytes(gateway.pid) > 0, 1)
+
+    def settled() -> bool:
+        """Readers' jobs have run and none is left at a broker: the gateway now holds all
+        it will hold for them (it reads no more from a reader that does not read)."""
+        done = sum(broker_counter(e, "replies") for e in door.endpoints) - replies_before
+        return done >= 4 and all(queue_depth(e, "echo") == 0 and
+                                 count_workers(e, "echo", "busy") == 0 for e in door.endpoints)
+
+    wait_for(settled, 30, "the slow readers' jobs to have run")
     grown_mb = (rss_bytes(gateway.pid) - before) / 2**20
     assert grown_mb < 200, f"the gateway grew {grown_mb:.0f} MB for three slow readers"
     for sock in readers:

@@ -8,7 +8,7 @@ import random
 import msgpack
 import pytest
 
-from mdp.errors import BadRequest, Overloaded, Timeout
+from mdp.errors import CODES, BadRequest, Overloaded, Timeout
 from mdp.status import BrokerInfo, BrokerStatus, ServiceStatus, WorkerStatus
 from mdp_gearman import admin, mapping, phpser
 from mdp_gearman import packets as g
@@ -134,6 +134,11 @@ def test_php_values() -> None:
     (b'a:1:{s:1:"a";i:12x;}', "bad integer"),
     (b'a:1:{s:1:"a";b:2;}', "bool"),
     (b'a:1:{', "unexpected end"),
+    (b'a:1:{s:1:"a";i:INF;}', "bad integer"),  # INF and NAN are floats' only
+    (b'a:1:{s:1:"a";i:-INF;}', "bad integer"),
+    (b'a:1:{i:NAN;i:1;}', "bad integer"),
+    (b'a:1:{s:NAN:"a";i:1;}', "bad string length"),
+    (b'a:INF:{}', "bad array size"),
 ])
 def test_php_refusals_name_what_is_wrong(blob: bytes, words: str) -> None:
     with pytest.raises(phpser.PhpSerializeError, match=words):
@@ -312,6 +317,10 @@ def test_an_integer_beyond_64_bits_is_the_callers_mistake(blob: bytes) -> None:
 def test_the_64_bit_bounds_themselves_are_integers() -> None:
     assert phpser.loads(b'a:2:{s:1:"a";i:9223372036854775807;s:1:"b";i:-9223372036854775808;}'
                         ) == {"a": 2**63 - 1, "b": -(2**63)}
+
+
+def test_a_gearman_worker_s_failure_codes_are_in_the_one_list() -> None:
+    assert {mapping.GEARMAN_FAIL, mapping.GEARMAN_EXCEPTION} <= set(CODES)
 
 
 # --- settings -----------------------------------------------------------------------------

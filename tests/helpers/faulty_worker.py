@@ -6,6 +6,8 @@ The request map may hold:
   bad_field: raise BadRequest naming this field;
   allocate_mb: allocate this many megabytes (to cross --max-memory-mb);
   started_file: a path to create when the handler starts (tests wait for it);
+  gate_file: a path the handler waits for before it answers (at most 60 s), so that a
+    test decides when a long request ends;
   reply_bytes: the reply also holds "blob", this many bytes (a big reply to a small request);
   die: true: kill the process that runs it (SIGKILL), as a crash of a native decoder on
     one malformed image would (a poisoned request).
@@ -39,6 +41,10 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     if isinstance(request.get("allocate_mb"), int):
         ballast = bytearray(request["allocate_mb"] * 1024 * 1024)
         del ballast
+    if isinstance(request.get("gate_file"), str):
+        gate_until = time.monotonic() + 60
+        while not os.path.exists(request["gate_file"]) and time.monotonic() < gate_until:
+            time.sleep(0.01)
     delay = request.get("sleep", 0)
     if isinstance(delay, int | float) and delay > 0:
         time.sleep(delay)

@@ -125,6 +125,21 @@ def test_bad_requests_are_400_or_415(env: Env) -> None:
     assert status == 400
 
 
+def test_json_nested_past_the_parser_s_depth_is_a_400_naming_it(env: Env) -> None:
+    """Nesting deep enough to exhaust Python's recursion (a few KB) was a plain-text 500
+    and a traceback in the log."""
+    deep = b"[" * 5000 + b"]" * 5000
+    status, headers, reply = env.gateway.call("POST", "/v1/echo", b'{"a": ' + deep + b"}",
+                                              {"Content-Type": "application/json"})
+    assert status == 400 and headers["Content-Type"].startswith("application/json")
+    assert "nested deeper" in json.loads(reply)["error"]["message"]
+    query = "[" * 1500 + "]" * 1500
+    status, headers, reply = env.gateway.call("GET", f"/v1/echo?a={query}")
+    assert status == 400 and "nested deeper" in json.loads(reply)["error"]["message"]
+    status, _, reply = env.gateway.post_json("echo", {"still": "served"})
+    assert status == 200 and json.loads(reply) == {"still": "served"}
+
+
 def test_unknown_service_is_404(env: Env) -> None:
     status, _, reply = env.gateway.post_json("nosuchservice", {"a": 1})
     assert status == 404 and error_code(reply) == "unknown_service"

@@ -14,7 +14,7 @@ from cdp import CHROMIUM, Browser, Page
 from httpkit import Gateway, HttpLoad
 
 from clusterkit import Proc, needs
-from testkit import broker_status, free_port, wait_for
+from testkit import broker_status, free_ports, wait_for
 
 pytestmark = [pytest.mark.slow,
               needs(CHROMIUM is not None, "chromium")]
@@ -103,8 +103,9 @@ async def drive(tmp_path: Path, url: str, brokers: list[str], gateway: Gateway) 
 
 def test_dashboard_shows_the_fleet_and_moves_under_load(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    brokers = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
-    listen = f"127.0.0.1:{free_port()}"
+    *broker_ports, http_port = free_ports(3)
+    brokers = [f"tcp://127.0.0.1:{port}" for port in broker_ports]
+    listen = f"127.0.0.1:{http_port}"
     args = ["up", "--spare", "0", "--http", listen, "--gearman", "off",
             "--heartbeat-interval", "0.5"]
     for broker in brokers:

@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
 
 import msgpack
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mdp import protocol as p
-from mdp.errors import BadRequest, Expired, Overloaded, Timeout, UnknownService, WorkerError
+from mdp.errors import (
+    CODES,
+    BadRequest,
+    Blame,
+    Expired,
+    Overloaded,
+    Timeout,
+    UnknownService,
+    WorkerError,
+    blame_of,
+)
 from mdp.status import BrokerStatus, BrokerView, ServiceInfo
 from mdp_http import codec, content
+from mdp_http.app import json_errors
 from mdp_http.config import parse_args
 from mdp_http.dashboard import fleet_state
-from mdp_http.errors import Busy, Forbidden, TooLarge, status_for
+from mdp_http.errors import STATUS_BY_CODE, Busy, Forbidden, TooLarge, status_for
 from mdp_http.metrics import FleetCollector
 from mdp_http.signing import Signer, sign
 
@@ -255,6 +269,34 @@ def test_command_line() -> None:
     assert config.host_port == ("127.0.0.1", 0) and not math.isnan(config.poll_interval_s)
     with pytest.raises(SystemExit):
         parse_args(["--listen", "nowhere"])
+
+
+def test_every_door_error_code_is_in_the_one_list_with_its_blame() -> None:
+    """The doors' codes are declared in mdp.errors.CODES too, so that whose fault they are
+    (a caller's mistake, not the fleet's) is known wherever a code is read."""
+    assert set(STATUS_BY_CODE) <= set(CODES)
+    for code in ("forbidden", "too_large", "unsupported_media_type", "body_timeout"):
+        assert blame_of(code) is Blame.CALLER, code
+    assert blame_of("not_found") is Blame.MISSING
+
+
+def test_a_bug_in_a_handler_is_a_json_500_and_a_logged_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def broken(request: web.Request) -> web.Response:
+        raise KeyError("a bug")
+
+    async def scenario() -> tuple[int, str, dict[str, object]]:
+        app = web.Application(middlewares=[json_errors])
+        app.add_routes([web.get("/broken", broken)])
+        async with TestClient(TestServer(app)) as client:
+            response = await client.get("/broken")
+            return response.status, response.content_type, await response.json()
+
+    status, content_type, body = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert (status, content_type) == (500, "application/json")
+    assert body == {"error": {"code": "internal",
+                              "message": "the gateway failed; its log says why"}}
+    assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in caplog.records)
 
 
 def test_the_link_floor_comes_from_its_flag_or_variable_and_reaches_the_client(

@@ -11,6 +11,7 @@ from PIL import Image
 from renderer_testing import *  # noqa: F403  (the fixtures; first: see there)
 
 import renderers
+from clusterkit import skip_or_fail
 from mdp.errors import BadRequest
 from renderers import samples, settings
 from renderers.imgproxy import geometry, options, smart
@@ -33,7 +34,7 @@ def test_fixture_case(case: dict[str, Any], configure: Any) -> None:
     configure(watermark_text=fixture()["watermark_text"], auto_avif=settings.AVIF_ENCODER)
     expected = case["expected"]
     if expected["content_type"] == "image/avif" and not settings.AVIF_ENCODER:
-        pytest.skip("this Pillow cannot encode AVIF")
+        skip_or_fail("this Pillow cannot encode AVIF")
     request = dict(
         case["request"], image=source(case["render"]["source"]), accept=case["render"]["accept"]
     )
