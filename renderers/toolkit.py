@@ -142,9 +142,7 @@ def parse_crop(request: Mapping[str, Any], prefix: str, limits: Settings) -> Cro
 def parse_watermark(request: Mapping[str, Any], prefix: str, limits: Settings) -> Watermark:
     text = fields.text(request, "text", prefix, max_chars=MAX_TEXT_CHARS)
     mark = fields.blob(request, "mark", prefix)
-    if (text is None) == (mark is None):
-        field = prefix + ("text" if text is None else "mark")
-        raise BadRequest(f"{field}: give either text or mark (an image), not both", field)
+    fields.one_of(("text", text), ("mark (an image)", mark), prefix)
     if text is not None and limits.text_font is None:
         missing = fonts.missing_characters(text)
         if missing:

@@ -517,6 +517,15 @@ def test_a_request_names_one_source(request_map: dict[str, Any]) -> None:
     assert caught.value.field == "source"
 
 
+def test_a_request_with_no_source_is_told_to_give_one_and_with_both_to_drop_one() -> None:
+    with pytest.raises(BadRequest) as neither:
+        sources.from_request({}, limits())
+    assert neither.value.message == "give one of source (a URL) or image (bytes)"
+    with pytest.raises(BadRequest) as both:
+        sources.from_request({"source": "https://x/a.jpg", "image": JPEG}, limits())
+    assert both.value.message == "give either source (a URL) or image (bytes), not both"
+
+
 def test_source_settings_come_from_the_environment(tmp_path: Path) -> None:
     loaded = settings.from_environment(
         {
