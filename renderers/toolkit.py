@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import Any
 
 from mdp.errors import BadRequest
 from renderers import fields, fonts, settings
@@ -96,9 +96,7 @@ def _gravity(request: Mapping[str, Any], name: str, prefix: str, default: str) -
     return value
 
 
-def parse_output(request: Mapping[str, Any], *, format_required: bool = False) -> Output:
-    if format_required and request.get("format") is None:
-        raise BadRequest("format is required: jpeg, png or webp", field="format")
+def parse_output(request: Mapping[str, Any]) -> Output:
     fmt = fields.choice(request, "format", "", FORMATS, default="", aliases={"jpg": "jpeg"})
     return Output(
         format=fmt or "",
@@ -223,7 +221,6 @@ def run(data: bytes, ops: Sequence[Operation], output: Output, limits: Settings)
 
 class _Toolkit(Renderer):
     content_type = ""  # ``format`` chooses; without it, the source's format
-    format_required: ClassVar[bool] = False
 
     def content_type_for(self, request: Mapping[str, Any]) -> str:
         """The reply's type when ``format`` names it; "" (sniff the reply) otherwise."""
@@ -235,7 +232,7 @@ class _Toolkit(Renderer):
         limits = settings.current()
         data = fields.blob(request, "image", "")
         assert data is not None  # required
-        output = parse_output(request, format_required=self.format_required)
+        output = parse_output(request)
         return run(data, self.operations(request, limits), output, limits)
 
     def operations(self, request: Mapping[str, Any], limits: Settings) -> list[Operation]:
@@ -277,11 +274,14 @@ class WatermarkService(_Toolkit):
 
 @register
 class ConvertService(_Toolkit):
-    """Re-encode: change format or quality, strip metadata, apply EXIF orientation."""
+    """Re-encode: change format or quality, strip metadata, apply EXIF orientation.
+
+    ``format`` is optional, as for every toolkit service (and in imgproxy and thumbor):
+    without it the source's format is kept, which still strips the metadata (GPS, camera),
+    turns the image upright and applies ``quality``."""
 
     name = "convert"
     fields = OUTPUT_FIELDS
-    format_required = True
 
     def operations(self, request: Mapping[str, Any], limits: Settings) -> list[Operation]:
         return []
