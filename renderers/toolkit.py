@@ -26,6 +26,7 @@ from renderers.decode import open_image
 from renderers.encode import CONTENT_TYPES, Output, encode
 from renderers.ops import Crop, Operation, Thumbnail, Watermark, resize
 from renderers.registry import Field, Renderer, check_known_fields, register
+from renderers.samples import EXAMPLE_IMAGE
 from renderers.settings import Settings
 
 MAX_OPS = 16
@@ -245,6 +246,7 @@ class ThumbnailService(_Toolkit):
 
     name = "thumbnail"
     fields = OUTPUT_FIELDS + THUMBNAIL_FIELDS
+    example = {"image": EXAMPLE_IMAGE, "width": 64}
 
     def operations(self, request: Mapping[str, Any], limits: Settings) -> list[Operation]:
         return [parse_thumbnail(request, "", limits)]
@@ -256,6 +258,7 @@ class CropService(_Toolkit):
 
     name = "crop"
     fields = OUTPUT_FIELDS + CROP_FIELDS
+    example = {"image": EXAMPLE_IMAGE, "width": 32, "height": 32}
 
     def operations(self, request: Mapping[str, Any], limits: Settings) -> list[Operation]:
         return [parse_crop(request, "", limits)]
@@ -267,6 +270,7 @@ class WatermarkService(_Toolkit):
 
     name = "watermark"
     fields = OUTPUT_FIELDS + WATERMARK_FIELDS
+    example = {"image": EXAMPLE_IMAGE, "text": "DIPS"}
 
     def operations(self, request: Mapping[str, Any], limits: Settings) -> list[Operation]:
         return [parse_watermark(request, "", limits)]
@@ -282,6 +286,7 @@ class ConvertService(_Toolkit):
 
     name = "convert"
     fields = OUTPUT_FIELDS
+    example = {"image": EXAMPLE_IMAGE, "format": "webp"}
 
     def operations(self, request: Mapping[str, Any], limits: Settings) -> list[Operation]:
         return []
@@ -300,6 +305,7 @@ class ImageService(_Toolkit):
             doc="applied in order; at most 16",
         ),
     )
+    example = {"image": EXAMPLE_IMAGE, "ops": [{"op": "thumbnail", "width": 64}]}
 
     def operations(self, request: Mapping[str, Any], limits: Settings) -> list[Operation]:
         return parse_ops(request["ops"], limits)
