@@ -31,7 +31,14 @@ from mdp_http import codec, content
 from mdp_http.app import json_errors
 from mdp_http.config import parse_args
 from mdp_http.dashboard import fleet_state
-from mdp_http.errors import STATUS_BY_CODE, Busy, Forbidden, TooLarge, status_for
+from mdp_http.errors import (
+    STATUS_BY_CODE,
+    Busy,
+    Forbidden,
+    TooLarge,
+    UnsupportedMediaType,
+    status_for,
+)
 from mdp_http.metrics import FleetCollector
 from mdp_http.signing import Signer, sign
 
@@ -212,6 +219,24 @@ def test_msgpack_body_and_unsupported_type() -> None:
         codec.parse_body("application/x-msgpack", b"\xc1", frozenset())
     with pytest.raises(BadRequest, match="text/plain"):
         codec.parse_body("text/plain", b"x", frozenset())
+
+
+def test_the_415_lists_every_type_a_body_may_have_forms_included() -> None:
+    with pytest.raises(UnsupportedMediaType) as caught:
+        codec.parse_body("text/plain", b"x", frozenset())
+    listed = caught.value.message.partition("send one of ")[2].split(", ")
+    assert listed == list(codec.ACCEPTED_TYPES)
+    assert {"application/json", "application/x-www-form-urlencoded", "multipart/form-data",
+            *codec.MSGPACK_TYPES} == set(listed)
+
+
+def test_json_sent_as_a_form_is_told_to_say_application_json() -> None:
+    """curl --data @card.json sends JSON as a form: one field named by the whole text."""
+    with pytest.raises(BadRequest) as caught:
+        codec.from_form([('{"pSN": "1", "pData": [1, 2]}', "")])
+    assert "looks like JSON" in caught.value.message
+    assert "Content-Type: application/json" in caught.value.message
+    assert codec.from_form([("width", "256")]) == {"width": 256}
 
 
 def test_results_as_json_or_msgpack() -> None:
