@@ -36,6 +36,17 @@ class ClientInfo:
     functions: tuple[str, ...] = ()
 
 
+def printable(text: str | bytes, limit: int = 64) -> str:
+    """Peer-supplied text (a client id, a worker's host, a function) as the admin protocol
+    may list it: at most ``limit`` characters, anything but printable non-space characters
+    replaced by ``_`` (a newline and ``.`` would end a listing early for gearadmin, and a
+    carriage return or an escape would rewrite a terminal's line); ``-`` for nothing."""
+    if isinstance(text, bytes):
+        text = text[:4 * limit].decode("utf-8", "replace")
+    text = text[:limit]
+    return "".join(c if c.isprintable() and not c.isspace() else "_" for c in text) or "-"
+
+
 def command_of(line: str) -> str:
     words = line.split()
     return words[0].lower() if words else ""
@@ -89,20 +100,23 @@ def status_text(statuses: list[BrokerStatus | None], held: Mapping[str, int]) ->
     for name in sorted(rows):
         running = len(busy.get(name, ()))
         total = rows[name][0] + running
-        lines.append(f"{name}\t{total}\t{running}\t{len(workers.get(name, ()))}\n")
+        lines.append(f"{printable(name, 100)}\t{total}\t{running}\t"
+                     f"{len(workers.get(name, ()))}\n")
     return ("".join(lines) + ".\n").encode()
 
 
 def workers_text(statuses: list[BrokerStatus | None], clients: Iterable[ClientInfo]) -> bytes:
-    lines = [f"{c.fd} {c.address} {c.client_id or '-'} :{''.join(' ' + f for f in c.functions)}\n"
-             for c in clients]
+    lines = [f"{c.fd} {printable(c.address)} {printable(c.client_id)} :"
+             f"{''.join(' ' + printable(f, 100) for f in c.functions)}\n" for c in clients]
     offers: dict[tuple[str, int, str], set[str]] = {}
     for status in statuses:
         for name, service in status.services.items() if status else ():
             for worker in service.workers:
                 offers.setdefault(_who(worker), set()).add(name)
     for (host, pid, _identity), names in sorted(offers.items()):
-        lines.append(f"- {host or '?'} dips-worker-{pid} : {' '.join(sorted(names))}\n")
+        services = " ".join(printable(name, 100) for name in sorted(names))
+        lines.append(f"- {printable(host) if host else '?'} dips-worker-{pid} : "
+                     f"{services}\n")
     return ("".join(lines) + ".\n").encode()
 
 

@@ -25,10 +25,12 @@ import asyncio
 import heapq
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from mdp.errors import Expired, Overloaded, Timeout, UnknownService
+from mdp.logs import RateLimitedLog
 from mdp_gearman.fleet import Fleet
 from mdp_gearman.jobs import Job
 from mdp_gearman.outbox import Outbox
@@ -78,6 +80,9 @@ class BackgroundRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self.held: dict[str, int] = {}  # jobs waiting here per service (admin status)
         self.completed = 0
+        self._failures = RateLimitedLog(log)
+        self._bugs = RateLimitedLog(log)
+        self._retries = RateLimitedLog(log)  # (a flood of jobs must not flood the log)
         fleet.listeners.append(self._wake.set)
 
     def schedule(self, job: Job, not_before: float = 0.0) -> None:
@@ -146,16 +151,25 @@ class BackgroundRunner:
             if isinstance(outcome, TRANSIENT):
                 await self._again(job, queue, outcome)
                 return
-            if isinstance(outcome, BaseException):
-                log.warning("background job %s (%s) failed: %s", job.handle.decode(),
-                            job.submission.service, outcome)
-            if job.stored_id is not None:
-                self.outbox.remove(job.stored_id)
-            self.completed += 1
-            self._settle(job, outcome, True)
+            self._done(job, outcome)
+        except Exception as exc:  # a bug: the job ends (failed) rather than hang in the table
+            self._bugs(time.monotonic(), "background job %s (%s): the gateway failed: %s",
+                       job.handle.decode(), job.submission.service,
+                       "".join(traceback.format_exception(exc)).rstrip())
+            self._settle(job, exc, True)
         finally:
             queue.running -= 1
             self._wake.set()
+
+    def _done(self, job: Job, outcome: Outcome) -> None:
+        """A job DIPS answered for good: out of the outbox, its waiters told."""
+        if isinstance(outcome, BaseException):
+            self._failures(time.monotonic(), "background job %s (%s) failed: %s",
+                           job.handle.decode(), job.submission.service, outcome)
+        if job.stored_id is not None:
+            self.outbox.remove(job.stored_id)
+        self.completed += 1
+        self._settle(job, outcome, True)
 
     async def _again(self, job: Job, queue: ServiceQueue, outcome: BaseException) -> None:
         """A try that another may change: park the service if no worker offers it (the
@@ -166,14 +180,15 @@ class BackgroundRunner:
             await self.fleet.fresh(0.0, wait_s=2.0)
             offer = self.fleet.offer(job.submission.service)
             if offer is not None and not offer.any:
-                log.info("background job %s (%s): %s; no worker offers it, so its jobs wait",
-                         job.handle.decode(), job.submission.service, outcome)
+                self._retries(time.monotonic(), "background job %s (%s): %s; no worker "
+                              "offers it, so its jobs wait", job.handle.decode(),
+                              job.submission.service, outcome)
                 queue.parked = True
                 self.schedule(job)
                 return
         delay = backoff_s(job.attempts)
-        log.info("background job %s (%s): %s; trying again in %.1fs", job.handle.decode(),
-                 job.submission.service, outcome, delay)
+        self._retries(time.monotonic(), "background job %s (%s): %s; trying again in %.1fs",
+                      job.handle.decode(), job.submission.service, outcome, delay)
         self.schedule(job, time.time() + delay)
 
     async def close(self) -> None:

@@ -11,6 +11,7 @@ from mdp.config import VersionAction
 from mdp.errors import ConfigError
 from mdp.options import check_endpoints
 from mdp.rates import DEFAULT_LINK_FLOOR, check_link_floor, link_floor_flag
+from mdp_gearman.inflight import DEFAULT_MAX_INFLIGHT_BYTES, GRACE_S
 from mdp_gearman.mapping import DEFAULT_RAW_FIELD
 from mdp_gearman.packets import DEFAULT_MAX_PACKET_BYTES
 
@@ -37,6 +38,7 @@ class GatewayConfig:
     max_connections: int = 1024
     max_jobs_per_connection: int = 256  # past this, the connection is not read
     max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES  # incomplete packets, all together
     write_buffer_bytes: int = 4 * 1024 * 1024  # past this a slow reader is not read
     max_write_buffer_bytes: int = 64 * 1024 * 1024  # past this it is disconnected
     max_background_jobs: int = 1_000_000
@@ -61,6 +63,10 @@ class GatewayConfig:
             raise ConfigError("concurrency and connection limits must be at least 1")
         if self.max_packet_bytes < 1024:
             raise ConfigError("--max-packet-bytes must be at least 1024")
+        if self.max_inflight_bytes < self.max_packet_bytes:
+            raise ConfigError(f"--max-inflight-bytes ({self.max_inflight_bytes}) must be at "
+                              f"least --max-packet-bytes ({self.max_packet_bytes}), or a "
+                              "packet of the largest size could never be read")
         if self.sync.upper() not in ("FULL", "NORMAL"):
             raise ConfigError("--sync is FULL or NORMAL")
         if bool(self.curve_secret) != bool(self.broker_key):
@@ -117,14 +123,19 @@ def parse_args(argv: Sequence[str] | None) -> tuple[GatewayConfig, str]:
         help="heartbeat of the Gearman workers' broker links; the brokers' value")
     add("--link-floor", **link_floor_flag(
         d.link_floor, "the door's client and its Gearman workers' broker links take no broker "
-        "for dead while a big job or result may still be on its way at this rate; the "
-        "brokers' value"))
+        "for dead while a big job or result may still be on its way at this rate (the "
+        "brokers' value), and a Gearman packet must arrive at it (see --max-inflight-bytes)"))
     add("--max-connections", type=int, default=d.max_connections, metavar="N",
         help="connections at once; one more gets ERROR and is closed")
     add("--max-jobs-per-connection", type=int, default=d.max_jobs_per_connection,
         metavar="N", help="jobs one client may have in flight; past this it is not read")
     add("--max-packet-bytes", type=int, default=d.max_packet_bytes, metavar="N",
         help="a peer declaring a larger packet gets ERROR and is disconnected")
+    add("--max-inflight-bytes", type=int, default=d.max_inflight_bytes, metavar="N",
+        help="bytes that packets still arriving may hold, every connection together; a "
+        "packet that does not fit waits (its connection unread) until others arrive. Each "
+        f"packet must arrive within {GRACE_S:g} s plus its size at --link-floor, or its "
+        "connection gets ERROR and is closed")
     add("--raw-field", default=d.raw_field, metavar="NAME",
         help="the request field that carries a workload which is neither PHP serialize(), "
         "msgpack nor JSON (and what a Gearman worker gets as its bytes)")

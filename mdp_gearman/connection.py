@@ -1,9 +1,10 @@
 """One Gearman connection of the door: an ``asyncio.Protocol`` around the sans-I/O
 :class:`~mdp_gearman.packets.Decoder`. Bytes in become events for the
 :class:`~mdp_gearman.server.Gateway`; bytes out are bounded (a peer that does not read its
-replies is dropped) and reading pauses while the peer has too many jobs in flight. Apart
-from the gateway because this is the transport's side: framing, buffers, the admin line
-queue, what the log shows of each packet.
+replies is dropped) and reading pauses while the peer has too many jobs in flight. A packet
+in progress holds a share of the door's in-flight budget and must arrive by its deadline
+(:mod:`mdp_gearman.inflight`). Apart from the gateway because this is the transport's side:
+framing, buffers, the admin line queue, what the log shows of each packet.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
+from mdp.rates import format_rate
 from mdp_gearman import packets as g
+from mdp_gearman.inflight import GRACE_S, packet_deadline
 from mdp_gearman.jobs import Job
 from mdp_gearman.workers import GearmanWorker
 
@@ -43,6 +46,12 @@ class Connection(asyncio.Protocol):
         self.waiting: set[Job] = set()  # the foreground jobs this client waits for
         self.worker: GearmanWorker | None = None  # made by its first worker packet
         self._trace = log.isEnabledFor(logging.DEBUG)  # every packet in the log
+        # the packet in progress: its share of the in-flight budget (held, or waited for)
+        # and the timer of its deadline (running while the door reads the connection)
+        self._packet: g.InProgress | None = None
+        self._budget_wait = False
+        self._stall: asyncio.TimerHandle | None = None
+        self._granted = self._budget_granted  # one bound method: the budget's handle on us
 
     # --- asyncio callbacks ------------------------------------------------------------
 
@@ -57,8 +66,8 @@ class Connection(asyncio.Protocol):
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         transport.set_write_buffer_limits(high=self.config.write_buffer_bytes)
         if len(self.gateway.connections) >= self.config.max_connections:
-            log.warning("refused %s: %d connections already", self.peer,
-                        len(self.gateway.connections))
+            self.gateway.warn_peer("refused", "refused %s: %d connections already",
+                                   self.peer, len(self.gateway.connections))
             self.fatal("too_many_connections", "the gateway has too many connections")
             return
         self.gateway.connections.add(self)
@@ -69,21 +78,23 @@ class Connection(asyncio.Protocol):
             try:
                 event = self.decoder.next_event()
             except g.WireError as exc:
-                log.warning("closing %s: %s", self.peer, exc)
+                self.gateway.warn_peer("framing", "closing %s: %s", self.peer, exc)
                 self.fatal("bad_packet", str(exc))
                 return
             if event is None:
+                self._watch_packet()
                 return
             if self._trace:
                 log.debug("from %s: %s", self.peer, _describe(event))
             try:
                 self.gateway.on_event(self, event)
-            except Exception:  # one bad event must not take the connection's others
-                log.exception("error handling %r from %s", type(event).__name__, self.peer)
+            except Exception as exc:  # one bad event must not take the connection's others
+                self.gateway.report_bug(exc, f"on a {type(event).__name__} from {self.peer}")
                 self.send(g.error("internal", "the gateway failed on this request"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self._end_packet()
         if self._admin_task is not None:
             self._admin_task.cancel()
         if self.worker is not None:
@@ -108,8 +119,9 @@ class Connection(asyncio.Protocol):
             log.debug("to %s: %s", self.peer, _describe_out(data))
         transport.write(data)
         if transport.get_write_buffer_size() > self.config.max_write_buffer_bytes:
-            log.warning("closing %s: it does not read its replies (%d bytes waiting)",
-                        self.peer, transport.get_write_buffer_size())
+            self.gateway.warn_peer("slow_reader", "closing %s: it does not read its "
+                                   "replies (%d bytes waiting)", self.peer,
+                                   transport.get_write_buffer_size())
             transport.abort()
 
     def fatal(self, code: str, text: str) -> None:
@@ -151,12 +163,77 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        hold = self._write_paused or self.jobs >= self.config.max_jobs_per_connection
+        ours = self.jobs >= self.config.max_jobs_per_connection or self._budget_wait
+        hold = self._write_paused or ours
         if hold and not self._read_paused:
             transport.pause_reading()
         elif not hold and self._read_paused:
             transport.resume_reading()
         self._read_paused = hold
+        # a packet's deadline runs while the door reads it, or while the peer does not read
+        # its replies (its doing); a pause of the door's making starts it afresh
+        if ours and self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        elif not ours and self._stall is None and self._packet is not None:
+            loop = asyncio.get_running_loop()
+            self._stall = loop.call_at(
+                packet_deadline(loop.time(), self._packet.size, self.config.link_floor),
+                self._stalled, loop.time())
+
+    # --- packets in progress (mdp_gearman.inflight) -----------------------------------
+
+    def _watch_packet(self) -> None:
+        """After the events of a read: end the share of a packet that is whole, and take
+        (or wait for) one for a packet now under way."""
+        pending = self.decoder.in_progress()
+        if self._packet is not None and (pending is None or
+                                         pending.offset != self._packet.offset):
+            self._end_packet()
+        if pending is None or self._packet is not None:
+            return
+        self._packet = pending
+        budget = self.gateway.inflight
+        if budget.take(pending.size):
+            self._update_reading()  # starts its deadline
+            return
+        self.gateway.warn_peer("budget", "%s waits for the in-flight budget: a "
+                               "packet of %d bytes; packets in progress hold %d of %d bytes "
+                               "(--max-inflight-bytes)", self.peer, pending.size, budget.used,
+                               budget.limit)
+        self._budget_wait = True
+        budget.wait(pending.size, self._granted)
+        self._update_reading()
+
+    def _budget_granted(self) -> None:
+        self._budget_wait = False
+        self._update_reading()
+
+    def _end_packet(self) -> None:
+        """The packet in progress arrived, or its connection went: its share goes back."""
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        packet, self._packet = self._packet, None
+        if packet is None:
+            return
+        if self._budget_wait:
+            self._budget_wait = False
+            self.gateway.inflight.cancel(self._granted)
+        else:
+            self.gateway.inflight.release(packet.size)
+
+    def _stalled(self, since: float) -> None:
+        self._stall = None
+        packet = self.decoder.in_progress()
+        if packet is None or self.transport is None:
+            return
+        waited = asyncio.get_running_loop().time() - since
+        text = (f"{g.type_name(packet.type)} of {packet.size} bytes stalled: {packet.received} "
+                f"arrived in {waited:.1f} s; a packet must arrive within {GRACE_S:g} s plus "
+                f"its size at {format_rate(self.config.link_floor)} (the link floor)")
+        self.gateway.warn_peer("stalled", "closing %s: %s", self.peer, text)
+        self.fatal("packet_stalled", text)
 
 
 def _describe(event: g.Event) -> str:
@@ -176,11 +253,3 @@ def _describe_out(data: bytes) -> str:
         out.append(f"{g.type_name(kind)} {first!r}")
         at += g.HEADER_BYTES + size
     return ", ".join(out) if out else repr(data[:60])
-
-
-def printable_id(raw: bytes) -> str:
-    """A client id as the admin protocol can list it: at most 64 characters, anything but
-    printable non-space characters replaced (an id holding a newline and ``.`` would end
-    the ``workers`` listing early for gearadmin)."""
-    text = raw[:64].decode("utf-8", "replace")
-    return "".join(c if c.isprintable() and not c.isspace() else "_" for c in text) or "-"

@@ -9,9 +9,10 @@ A workload is tried, in this order, as:
 4. anything else: raw bytes, sent as ``{RAW_FIELD: workload}`` (``image`` by default, the
    field of the image services, so ``gearman -f convert < photo.png`` works).
 
-A result that is bytes goes back as it is (a card's PNG), a string as UTF-8; any other value
-is encoded the way the workload came: PHP serialize() for PHP, msgpack for msgpack, JSON for
-JSON and raw (msgpack when JSON cannot hold it, e.g. non-UTF-8 bytes).
+A result that is bytes goes back as it is (a card's PNG), a string as UTF-8 (a peer's msgpack
+str that was not UTF-8, as a PHP msgpack worker sends image bytes: the very bytes it sent);
+any other value is encoded the way the workload came: PHP serialize() for PHP, msgpack for
+msgpack, JSON for JSON and raw (msgpack when JSON cannot hold it, e.g. non-UTF-8 bytes or strs).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from mdp import protocol as p
 from mdp.body import as_bytes
-from mdp.errors import BadRequest, ProtocolError, RequestError, Timeout
+from mdp.errors import BadRequest, ProtocolError, RequestError, Timeout, WorkerError
 from mdp_gearman import packets as g
 from mdp_gearman import phpser
 from mdp_gearman.packets import T
@@ -109,7 +110,7 @@ def encode_result(result: Any, fmt: Format) -> bytes:
     if isinstance(result, bytes):
         return result
     if isinstance(result, str):
-        return result.encode()
+        return as_bytes(result)  # a peer's non-UTF-8 str: the bytes it sent, exactly
     if fmt is Format.PHP:
         try:
             return phpser.dumps(result)
@@ -127,6 +128,13 @@ def _json_bytes(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8")  # UnicodeDecodeError is a ValueError: msgpack instead
     raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def internal_failure(exc: BaseException, doing: str) -> RequestError:
+    """The error a job ends with when the gateway itself failed ``doing`` something (a bug):
+    code ``internal``, naming what it did and the exception."""
+    return WorkerError(f"the gateway failed {doing}: {type(exc).__name__}: {exc}",
+                       code="internal")
 
 
 def describe_error(exc: BaseException) -> tuple[str, str]:

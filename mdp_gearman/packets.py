@@ -118,6 +118,16 @@ class BadPacket:
 
 
 @dataclass(frozen=True, slots=True)
+class InProgress:
+    """A packet whose header has come in and whose body has not, yet."""
+
+    offset: int  # where it starts in the connection's stream (one packet, one offset)
+    type: int
+    size: int  # its body's declared bytes
+    received: int  # of them
+
+
+@dataclass(frozen=True, slots=True)
 class AdminLine:
     """One line of the admin text protocol, without its line end."""
 
@@ -143,6 +153,7 @@ class Decoder:
         self.max_line_bytes = max_line_bytes
         self._buffer = bytearray()
         self._start = 0
+        self._dropped = 0  # bytes of the stream compacted out of the buffer
         self._need = HEADER_BYTES  # bytes the next event needs before it can be parsed
 
     def feed(self, data: bytes) -> None:
@@ -151,6 +162,19 @@ class Decoder:
     @property
     def buffered(self) -> int:
         return len(self._buffer) - self._start
+
+    def in_progress(self) -> InProgress | None:
+        """The packet under way when :meth:`next_event` has said None: its header is in,
+        and its body is not whole yet (None: nothing is, or only part of a header or a
+        line, which are small)."""
+        available = len(self._buffer) - self._start
+        if available < HEADER_BYTES or self._buffer[self._start] != 0:
+            return None
+        _, packet_type, size = HEADER.unpack_from(self._buffer, self._start)
+        received = available - HEADER_BYTES
+        if received >= size:
+            return None
+        return InProgress(self._dropped + self._start, packet_type, size, received)
 
     def next_event(self) -> Event | None:
         """The next complete event, or None until more bytes arrive; WireError if hopeless."""
@@ -192,6 +216,7 @@ class Decoder:
     def _compact(self) -> None:
         if self._start and (self._start >= len(self._buffer) or self._start > 65536):
             del self._buffer[:self._start]
+            self._dropped += self._start
             self._start = 0
 
 

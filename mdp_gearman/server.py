@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import time
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,9 +33,10 @@ from mdp_gearman import admin, mapping
 from mdp_gearman import packets as g
 from mdp_gearman.background import BackgroundRunner, Outcome
 from mdp_gearman.config import GatewayConfig, parse_args
-from mdp_gearman.connection import Connection, printable_id
+from mdp_gearman.connection import Connection
 from mdp_gearman.dips import Dips
 from mdp_gearman.fleet import GEARMAN_WORKER_VERSION, Fleet
+from mdp_gearman.inflight import InflightBudget
 from mdp_gearman.jobs import (
     SUBMISSIONS,
     Job,
@@ -74,7 +76,13 @@ class Gateway:
         self._spawned: set[asyncio.Task[Any]] = set()
         self._servers: list[asyncio.base_events.Server] = []
         self.fleet = Fleet(dips.broker_status)
-        self._failures = RateLimitedLog(log)
+        self._failures = RateLimitedLog(log)  # jobs that failed
+        self._waits = RateLimitedLog(log)  # jobs for a service nobody offers
+        self._bugs = RateLimitedLog(log)  # the gateway's own failures, with tracebacks
+        # a peer's bad input, each kind its own limit, so that a flood of one kind leaves
+        # the first lines of the others in the log
+        self._peer_logs: dict[str, RateLimitedLog] = {}
+        self.inflight = InflightBudget(config.max_inflight_bytes)
         self.runner: BackgroundRunner | None = None
         self.zmq = zmq.Context()
         self.zmq.set(zmq.MAX_SOCKETS, 2 * MAX_LINKS + 64)  # a link is a socket and a monitor
@@ -150,7 +158,7 @@ class Gateway:
         if isinstance(event, g.AdminLine):
             conn.admin_line(event.text)
         elif isinstance(event, g.BadPacket):
-            log.warning("from %s: %s", conn.peer, event.reason)
+            self.warn_peer("bad_packet", "from %s: %s", conn.peer, event.reason)
             conn.send(g.error("bad_packet", event.reason))
         elif event.type in SUBMISSIONS:
             self.submit(conn, event)
@@ -186,7 +194,7 @@ class Gateway:
                 conn.send(g.error("unknown_option", f"unknown option {args[0][:40]!r}; "
                                   "the gateway knows 'exceptions'"))
         elif kind == T.SET_CLIENT_ID:
-            conn.client_id = printable_id(args[0])
+            conn.client_id = admin.printable(args[0])
             if conn.worker is not None:
                 conn.worker.client_id = conn.client_id
         else:
@@ -232,35 +240,47 @@ class Gateway:
     # --- jobs -------------------------------------------------------------------------
 
     async def _foreground(self, job: Job) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.timeout_s
+        """Run a client's job until it ends; whatever happens (a bug included) it ends with
+        an answer to its clients, and its unique id and slot are freed."""
         try:
-            outcome = await self._attempt(job)
-            while isinstance(outcome, UnknownService) and (
-                    left := deadline - loop.time()) > MIN_TRY_S:
-                # gearmand keeps a job until a worker comes: this one waits for a worker
-                # until its deadline (a worker may be registering as its client submits)
-                log.info("job %s (%s): no worker offers it; it waits %.1fs for one",
-                         job.handle.decode(), job.submission.service, left)
-                if not await self.fleet.until_offered(job.submission.service, left):
-                    break
-                outcome = await self._attempt(job, max(MIN_TRY_S, deadline - loop.time()))
+            outcome = await self._run_foreground(job)
         except asyncio.CancelledError:  # every client of it left
             self.table.finish(job)
             raise
+        except Exception as exc:  # a bug: the job still ends, as `internal`
+            outcome = self._bug(job, exc, "running this job")
         finally:
             self._tasks.pop(job, None)
         self._settle(job, outcome, True)
 
+    async def _run_foreground(self, job: Job) -> Outcome:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeout_s
+        outcome = await self._attempt(job)
+        while isinstance(outcome, UnknownService) and (
+                left := deadline - loop.time()) > MIN_TRY_S:
+            # gearmand keeps a job until a worker comes: this one waits for a worker
+            # until its deadline (a worker may be registering as its client submits)
+            self._waits(loop.time(), "job %s (%s): no worker offers it; it waits %.1fs for "
+                        "one", job.handle.decode(), job.submission.service, left)
+            if not await self.fleet.until_offered(job.submission.service, left):
+                break
+            outcome = await self._attempt(job, max(MIN_TRY_S, deadline - loop.time()))
+        return outcome
+
     async def _attempt(self, job: Job, timeout_s: float | None = None) -> Outcome:
         """One try in DIPS (within ``timeout_s``, else --timeout): the reply's bytes, or the
-        error."""
+        error. Never raises but CancelledError: a bug fails the job (`internal`)."""
+        try:
+            return await self._try(job, timeout_s)
+        except Exception as exc:  # a bug: the job fails clearly; it is never orphaned
+            return self._bug(job, exc, "on this job")
+
+    async def _try(self, job: Job, timeout_s: float | None) -> Outcome:
         sub = job.submission
         try:
             request, fmt = await self._request(sub)
-        except Exception as exc:  # BadRequest, or a bug: the job fails; it is never orphaned
-            if not isinstance(exc, BadRequest):
-                log.exception("job %s: its workload could not be read", job.handle.decode())
+        except BadRequest as exc:
             return exc
         if not self._slots.take():
             await self._slots.acquire(sub.priority)
@@ -268,13 +288,31 @@ class Gateway:
             result = await self.dips.call(sub.service, request, priority=sub.priority,
                                           timeout_s=timeout_s, key=unique_key(sub.unique),
                                           on_progress=functools.partial(self._progress, job))
-        except Exception as exc:  # RequestError, Timeout, or a bug: the job fails clearly
-            if not isinstance(exc, RequestError | Timeout):
-                log.exception("job %s failed in the gateway", job.handle.decode())
+        except (RequestError, Timeout) as exc:
             return exc
         finally:
             self._slots.release()
         return mapping.encode_result(result, fmt)
+
+    def _bug(self, job: Job, exc: BaseException, doing: str) -> BaseException:
+        """A bug met while running or settling ``job``: logged, and the error the job ends
+        with (code ``internal``)."""
+        self.report_bug(exc, f"{doing} (job {job.handle.decode()}, {job.submission.service})")
+        return mapping.internal_failure(exc, doing)
+
+    def warn_peer(self, kind: str, msg: str, *args: object) -> None:
+        """A warning about a peer's input (``kind``: bad_packet, framing, refused, ...), at
+        most ten lines a second of each kind; the rest are counted."""
+        limited = self._peer_logs.get(kind)
+        if limited is None:
+            limited = self._peer_logs[kind] = RateLimitedLog(log)
+        limited(time.monotonic(), msg, *args)
+
+    def report_bug(self, exc: BaseException, where: str) -> None:
+        """The gateway's own failure, with its traceback, at most ten a second (a peer may
+        find a way to repeat it)."""
+        self._bugs(time.monotonic(), "the gateway failed %s:\n%s", where,
+                   "".join(traceback.format_exception(exc)).rstrip())
 
     async def _request(self, sub: Submission) -> tuple[dict[str, Any], mapping.Format]:
         """The DIPS request for a workload: decoded (docs/GEARMAN.md, Mapping), or, when
@@ -309,23 +347,27 @@ class Gateway:
             conn.send(packet)
 
     def _settle(self, job: Job, outcome: Outcome, final: bool) -> None:
+        """Tell the job's waiting clients how it ended (``final``: it is done for good, and
+        forgotten). Never raises: a client the gateway fails to tell still hears that the
+        job failed, and its slot is freed."""
         if final:
             waiters = self.table.finish(job)
         else:
             waiters, job.waiters = job.waiters, []
-        if isinstance(outcome, bytes):
-            packet = g.build(T.WORK_COMPLETE, job.handle, outcome)
-            for conn in waiters:
-                conn.send(packet)
-                conn.job_done(job)
-            return
-        if final or not job.submission.background:
+        if not isinstance(outcome, bytes) and (final or not job.submission.background):
             self._failures(time.monotonic(), "job %s (%s) failed: %s", job.handle.decode(),
                            job.submission.service, mapping.exception_bytes(outcome)
                            .decode("utf-8", "replace"))
         for conn in waiters:
-            conn.send(mapping.failure_packets(job.handle, outcome, conn.exceptions))
-            conn.job_done(job)
+            try:
+                conn.send(g.build(T.WORK_COMPLETE, job.handle, outcome)
+                          if isinstance(outcome, bytes)
+                          else mapping.failure_packets(job.handle, outcome, conn.exceptions))
+            except Exception as exc:  # a bug: the client still hears the job ended
+                self._bug(job, exc, "telling a client how this job ended")
+                conn.send(g.build(T.WORK_FAIL, job.handle))
+            finally:
+                conn.job_done(job)
 
     def forget(self, conn: Connection) -> None:
         self.connections.discard(conn)

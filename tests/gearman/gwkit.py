@@ -98,6 +98,13 @@ class Raw:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
 
+    @classmethod
+    def over(cls, sock: socket.socket) -> Raw:
+        """A Raw on a connection already open."""
+        raw = cls.__new__(cls)
+        raw.sock, raw.buffer = sock, b""
+        return raw
+
     def send(self, packet_type: int, *args: bytes) -> None:
         self.sock.sendall(g.build_request(packet_type, *args))
 

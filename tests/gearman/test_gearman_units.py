@@ -299,9 +299,9 @@ def test_priority_slots_let_high_in_first_then_arrival_order() -> None:
     (b"\xff" + b"y" * 100, "\ufffd" + "y" * 63),
 ])
 def test_a_client_id_is_kept_as_the_admin_listing_can_show_it(raw: bytes, shown: str) -> None:
-    from mdp_gearman.connection import printable_id
+    from mdp_gearman.admin import printable
 
-    assert printable_id(raw) == shown
+    assert printable(raw) == shown
 
 
 @pytest.mark.parametrize("blob", [
@@ -344,3 +344,31 @@ def test_the_link_floor_reaches_the_doors_client_and_its_gearman_workers_links(
         parse_args(["--broker", "tcp://127.0.0.1:1", "--link-floor", "10MB"])
     assert done.value.code == 2
     assert "argument --link-floor: '10MB': unknown unit" in capsys.readouterr().err
+
+
+def test_the_inflight_budget_lets_waiters_in_by_arrival_as_bytes_free() -> None:
+    from mdp_gearman.inflight import InflightBudget
+
+    budget, granted = InflightBudget(100), []
+    assert budget.take(60) and not budget.take(50)
+    budget.wait(50, lambda: granted.append("a"))
+    budget.wait(10, lambda: granted.append("b"))  # fits, but comes after "a"
+    assert not budget.take(10) and granted == []  # nobody overtakes a waiter
+    budget.release(60)
+    assert granted == ["a", "b"] and budget.used == 60
+    budget.wait(70, cancelled := lambda: granted.append("c"))
+    budget.wait(30, lambda: granted.append("d"))
+    budget.cancel(cancelled)  # the head left: the next one that fits is let in
+    assert granted == ["a", "b", "d"] and budget.used == 90
+
+
+def test_a_packet_in_progress_is_known_by_its_offset_until_it_is_whole() -> None:
+    decoder = g.Decoder(1024)
+    packet = g.build_request(T.ECHO_REQ, b"x" * 100)
+    decoder.feed(packet + packet[:50])
+    assert decoder.next_event() == g.Packet(T.ECHO_REQ, (b"x" * 100,))
+    assert decoder.next_event() is None
+    pending = decoder.in_progress()
+    assert pending == g.InProgress(len(packet), T.ECHO_REQ, 100, 50 - g.HEADER_BYTES)
+    decoder.feed(packet[50:])
+    assert decoder.next_event() is not None and decoder.in_progress() is None
