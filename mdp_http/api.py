@@ -14,13 +14,14 @@ import asyncio
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from mdp import protocol as p
 from mdp.errors import BadRequest, MDPError, RequestError, UnknownService
+from mdp.logs import RateLimitedLog
 from mdp_http import codec, content
 from mdp_http.backend import Backend
 from mdp_http.bodies import Budget, read_body
@@ -54,6 +55,7 @@ class Api:
     service_info: Any  # (service) -> ServiceInfo | None: what its workers say of it
     budget: Budget  # bytes of bodies held at once, shared with the image server
     in_flight: int = 0
+    failures: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log))
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
@@ -133,7 +135,8 @@ class Api:
                reached: bool = False) -> web.Response:
         status = status_for(exc)
         if status >= 500 or status == 429:
-            log.info("%s: %d %s", service, status, exc)
+            # a peer can repeat a failing request at will: at most ten lines a second
+            self.failures(time.monotonic(), "%s: %d %s", service, status, exc)
         headers = {"Retry-After": "1"} if status in (429, 503) else None
         self.metrics.observe(self._label(service, reached), status, time.monotonic() - started)
         return web.json_response(error_map(exc), status=status, headers=headers)

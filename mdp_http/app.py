@@ -13,6 +13,7 @@ import json
 import logging
 import signal
 import time
+import traceback
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -23,9 +24,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from mdp.errors import BadRequest, ConfigError, MDPError
 from mdp.keys import CurveConfig
-from mdp.logs import LOG_FORMAT
+from mdp.logs import LOG_FORMAT, RateLimitedLog
 from mdp.status import ServiceInfo
 from mdp.version import code_version
+from mdp_http import serverlog
 from mdp_http.api import Api
 from mdp_http.backend import Backend
 from mdp_http.config import HttpConfig, parse_args
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 INFO_MAX_AGE_S = 5.0  # services' info changes with deployments; the API polls this seldom
 STATIC = Path(str(resources.files("mdp_http").joinpath("static")))
 EVENTS_KEY = web.AppKey("events", set)
+BUGS_KEY = web.AppKey("bugs", RateLimitedLog)  # the gateway's own failures, rate-limited
 
 
 class Gateway:
@@ -147,8 +150,10 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return web.json_response({"error": {"code": code, "message": exc.reason}},
                                  status=exc.status, headers={"Allow": exc.headers["Allow"]}
                                  if "Allow" in exc.headers else None)
-    except Exception:
-        log.exception("%s %s failed in the gateway", request.method, request.path)
+    except Exception as exc:  # a peer may find a way to repeat it: at most ten a second
+        request.app[BUGS_KEY](time.monotonic(), "%s %r failed in the gateway:\n%s",
+                              request.method, request.path[:200],
+                              "".join(traceback.format_exception(exc)).rstrip())
         return web.json_response(error_map(MDPError("the gateway failed; its log says why")),
                                  status=500)
 
@@ -157,6 +162,7 @@ def create_app(config: HttpConfig, backend: Backend | None = None) -> web.Applic
     gateway = Gateway(config, backend)
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[json_errors])
     app["gateway"] = gateway
+    app[BUGS_KEY] = RateLimitedLog(log)
     app.add_routes([
         web.get("/", gateway.index),
         web.get("/api/fleet", gateway.fleet),
@@ -182,7 +188,11 @@ def create_app(config: HttpConfig, backend: Backend | None = None) -> web.Applic
 
 async def serve(config: HttpConfig) -> int:
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    # keepalive_timeout bounds how long a request's head may take: aiohttp closes a
+    # connection that has not sent a whole head this long after it opened or after its
+    # previous reply (a header trickled a byte at a time, or an idle keep-alive)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0,
+                           keepalive_timeout=config.header_timeout_s)
     await runner.setup()
     host, port = config.host_port
     site = web.TCPSite(runner, host, port)
@@ -208,6 +218,7 @@ async def serve(config: HttpConfig) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
     logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT)
+    serverlog.install()  # malformed requests: a bounded number of lines, not eleven each
     try:
         return asyncio.run(serve(config))
     except ConfigError as exc:

@@ -10,7 +10,8 @@ Requests:
     A text part named ``request`` may carry a JSON map that the other fields extend.
   * Query strings (GET): as text form fields; a repeated key gives a list.
 Replies: bytes are sent as they are (their Content-Type from :mod:`mdp_http.content`);
-anything else as JSON (bytes inside base64-encoded) or msgpack when the client asks for it.
+anything else as JSON (bytes inside, and strs that are not UTF-8, as ``{"base64": ...}``) or
+msgpack when the client asks for it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from mdp import protocol as p
 from mdp.errors import BadRequest
 from mdp_http.errors import UnsupportedMediaType
+from mdp_http.peertext import is_unicode, peer_bytes, unicode_text
 
 JSON_TYPE = "application/json"  # also any */*+json, and a body with no Content-Type
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
@@ -145,10 +147,16 @@ def parse_body(content_type: str, body: bytes, bytes_fields: frozenset[str]) -> 
 
 
 def _jsonable(value: Any) -> Any:
+    """A result as JSON can hold it: bytes as ``{"base64": ...}``, and so a str that is not
+    UTF-8 (a peer's msgpack str holding bytes, as PHP's msgpack packs them: it *is* bytes,
+    and JSON text cannot carry it); a map key that is not UTF-8 has its bad bytes replaced
+    by U+FFFD (keys are text; msgpack replies keep them exact)."""
+    if isinstance(value, str):
+        return value if value.isascii() or is_unicode(value) else _jsonable(peer_bytes(value))
     if isinstance(value, bytes | bytearray | memoryview):
         return {"base64": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {unicode_text(str(k)): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return value
@@ -160,6 +168,6 @@ def wants_msgpack(accept: str) -> bool:
 
 def encode_result(result: Any, accept: str) -> tuple[bytes, str]:
     """A non-bytes result as (body, content type): msgpack if accepted, else JSON."""
-    if wants_msgpack(accept):
+    if wants_msgpack(accept):  # mdp.body.pack: a peer's non-UTF-8 str as the bytes it sent
         return p.pack(result), MSGPACK_TYPES[0]
     return json.dumps(_jsonable(result), separators=(",", ":")).encode(), "application/json"

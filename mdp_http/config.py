@@ -59,6 +59,12 @@ class HttpConfig:
                                 "API requests in flight at once; more get 429", "N")
     body_timeout_s: float = _opt(30.0, "--body-timeout",
                                  "a client must send its whole body within this time", "SECONDS")
+    header_timeout_s: float = _opt(75.0, "--header-timeout",
+                                   "a connection must send a request's whole head within this "
+                                   "many seconds of opening or of its previous reply, else it "
+                                   "is closed; an idle keep-alive connection is closed after "
+                                   "it too (keep it above a proxy's upstream keep-alive, "
+                                   "nginx's 60 s)", "SECONDS")
     poll_interval_s: float = _opt(1.0, "--poll-interval",
                                   "mmi.status is asked at most this often per broker", "SECONDS")
     link_floor: int = _opt(DEFAULT_LINK_FLOOR, "--link-floor", link_floor_help(
@@ -117,8 +123,10 @@ class HttpConfig:
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit() or int(port) > 65535:
             raise ConfigError(f"--listen {self.listen!r} is not HOST:PORT")
-        if min(self.timeout_s, self.body_timeout_s, self.poll_interval_s) <= 0:
-            raise ConfigError("--timeout, --body-timeout and --poll-interval must be positive")
+        if min(self.timeout_s, self.body_timeout_s, self.poll_interval_s,
+               self.header_timeout_s) <= 0:
+            raise ConfigError("--timeout, --body-timeout, --header-timeout and "
+                              "--poll-interval must be positive")
         if min(self.max_body_bytes, self.max_concurrency, self.max_inflight_bytes) < 1:
             raise ConfigError("--max-body-bytes, --max-inflight-bytes and --max-concurrency "
                               "must be >= 1")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from mdp.errors import BadRequest, MDPError, Overloaded, RequestError, Timeout
+from mdp_http.peertext import unicode_text
 
 
 class Forbidden(BadRequest):
@@ -81,10 +82,13 @@ def status_for(exc: MDPError) -> int:
 def error_map(exc: MDPError) -> dict[str, Any]:
     """The JSON body of an error response: the wire's error map."""
     if isinstance(exc, RequestError):
-        return {"error": exc.to_wire()}
-    if isinstance(exc, Timeout):
-        return {"error": {"code": "timeout", "message": str(exc)}}
-    return {"error": {"code": "internal", "message": str(exc)}}
+        error = exc.to_wire()
+    elif isinstance(exc, Timeout):
+        error = {"code": "timeout", "message": str(exc)}
+    else:
+        error = {"code": "internal", "message": str(exc)}
+    # a worker's message may name a peer's bytes that were not UTF-8: JSON text holds U+FFFD
+    return {"error": {k: unicode_text(v) if isinstance(v, str) else v for k, v in error.items()}}
 
 
 class NotFound(BadRequest):

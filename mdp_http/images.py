@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 
 from mdp.body import pack
 from mdp.errors import BadRequest, ConfigError, MDPError, blame_of
+from mdp.logs import RateLimitedLog
 from mdp_http import imgops, imgurl, negotiate
 from mdp_http.backend import Backend
 from mdp_http.bodies import Budget, read_into_frame
@@ -88,6 +89,7 @@ class ImageServer:
         self.cache = TieredCache(MemoryCache(config.cache_bytes, config.cache_ttl_s,
                                              keep_s=config.cache_kept_s), self.shared)
         self.metrics = ImageMetrics(registry)
+        self._failures = RateLimitedLog(log)
         self.budget = Budget(config.max_inflight_bytes)
         self.rendering = 0
         self._inflight: dict[bytes, asyncio.Task[Entry]] = {}
@@ -386,7 +388,9 @@ class ImageServer:
         status = status_for(exc)
         code = getattr(exc, "code", "internal")
         if status >= 500:
-            log.info("%s %s: %d %s", request.method, request.path[:200], status, exc)
+            # a peer can repeat a failing request at will: at most ten lines a second
+            self._failures(time.monotonic(), "%s %r: %d %s", request.method,
+                           request.path[:200], status, exc)
         headers = {"Cache-Control": "no-store"}
         if status in (429, 503):
             headers["Retry-After"] = "1"

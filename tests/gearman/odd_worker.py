@@ -7,6 +7,7 @@ Its READY says host ``$ODD_HOST`` when set (a host name holding newlines, say). 
     sends image bytes;
   ``nested``: ``{"k": <that str>}``;
   ``key``: ``{<that str>: 1}`` (a map key that is not UTF-8);
+  ``error``: a bad_request error whose message holds that str;
   ``deep``: lists nested 1,000 deep (msgpack carries them; Python's json cannot encode them);
   anything else: the request.
 """
@@ -18,6 +19,7 @@ import socket
 import sys
 from typing import Any
 
+from mdp.errors import BadRequest
 from mdp.worker import Worker, prepare
 
 ODD = b"\xff\xfe\xfd".decode("utf-8", "surrogateescape")  # packs back as those three bytes
@@ -31,6 +33,8 @@ def handle(request: dict[str, Any]) -> Any:
         return {"k": ODD}
     if odd == "key":
         return {ODD: 1}
+    if odd == "error":
+        raise BadRequest(f"cannot read {ODD}", field="odd")
     if odd == "deep":
         deep: list[Any] = []
         for _ in range(999):
