@@ -51,7 +51,6 @@ class Connection(asyncio.Protocol):
         self._packet: g.InProgress | None = None
         self._budget_wait = False
         self._stall: asyncio.TimerHandle | None = None
-        self._granted = self._budget_granted  # one bound method: the budget's handle on us
 
     # --- asyncio callbacks ------------------------------------------------------------
 
@@ -95,6 +94,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self._end_packet()
+        self.decoder.clear()  # what it held goes now, not when a collection finds the cycle
         if self._admin_task is not None:
             self._admin_task.cancel()
         if self.worker is not None:
@@ -202,7 +202,7 @@ class Connection(asyncio.Protocol):
                                "(--max-inflight-bytes)", self.peer, pending.size, budget.used,
                                budget.limit)
         self._budget_wait = True
-        budget.wait(pending.size, self._granted)
+        budget.wait(pending.size, self._budget_granted)
         self._update_reading()
 
     def _budget_granted(self) -> None:
@@ -219,7 +219,7 @@ class Connection(asyncio.Protocol):
             return
         if self._budget_wait:
             self._budget_wait = False
-            self.gateway.inflight.cancel(self._granted)
+            self.gateway.inflight.cancel(self._budget_granted)
         else:
             self.gateway.inflight.release(packet.size)
 

@@ -61,6 +61,7 @@ class InflightBudget:
         self._waiting.append((size, grant))
 
     def cancel(self, grant: Callable[[], None]) -> None:
+        """Remove a waiter (compared by equality: a bound method made again is the same)."""
         kept = [(size, g) for size, g in self._waiting if g != grant]
         if len(kept) != len(self._waiting):
             self._waiting = deque(kept)

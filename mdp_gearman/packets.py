@@ -159,6 +159,12 @@ class Decoder:
     def feed(self, data: bytes) -> None:
         self._buffer += data
 
+    def clear(self) -> None:
+        """Forget what is buffered (the connection is gone)."""
+        self._dropped += len(self._buffer)
+        self._buffer = bytearray()
+        self._start = 0
+
     @property
     def buffered(self) -> int:
         return len(self._buffer) - self._start
