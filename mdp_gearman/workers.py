@@ -36,6 +36,7 @@ that held no job leaves cleanly (DISCONNECT), costing no request a loss.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from typing import Any, Protocol
 from mdp import protocol as p
 from mdp.body import BodyLimits, decode_request
 from mdp.errors import BadRequest, WorkerError, WorkerTimeout
+from mdp.logs import RateLimitedLog
 from mdp.workerstate import LinkMode, Task, Timing
 from mdp_gearman import mapping
 from mdp_gearman import packets as g
@@ -109,6 +111,8 @@ class WorkerSettings:
     budget: LinkBudget = field(default_factory=LinkBudget)
     # told each function once a broker has registered a worker of it here (its WELCOME)
     on_offered: Callable[[str], None] | None = None
+    # what the workers do wrong, at most ten lines a second (a peer may repeat it at will)
+    warn: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log))
 
 
 @dataclass
@@ -271,8 +275,9 @@ class GearmanWorker:
         self._announced = set()
         if functions and not self.settings.budget.take(len(functions) * len(
                 self.settings.brokers)):
-            log.warning("Gearman worker %s not registered: the door holds %d broker links "
-                        "already", self.peer, self.settings.budget.used)
+            self.settings.warn(time.monotonic(), "Gearman worker %s not registered: the door "
+                               "holds %d broker links already", self.peer,
+                               self.settings.budget.used)
             self.send(g.error("too_many_workers", "the door has too many Gearman workers"))
         elif functions:
             meta = {**self.settings.meta, "host": self.peer}
@@ -308,8 +313,9 @@ class GearmanWorker:
         registrations, costs a request one loss when it dies, not two."""
         job, self.assigned = self.assigned, None
         if job is not None:
-            log.warning("Gearman worker %s left while running %s (%s); the brokers give it "
-                        "to another worker", self.peer, job.handle.decode(), job.function)
+            self.settings.warn(time.monotonic(), "Gearman worker %s left while running %s (%s); "
+                               "the brokers give it to another worker", self.peer,
+                               job.handle.decode(), job.function)
         self._retire(abrupt=job is not None)
 
     # --- the driver's callbacks ----------------------------------------------------------
@@ -361,9 +367,10 @@ class GearmanWorker:
             self.send(g.build(T.NOOP))
 
     def _give_up(self, job: Assignment, now: float) -> None:
-        log.warning("Gearman worker %s ran %s (%s) past its %gs limit; answering %s and "
-                    "giving it no work until it reports on it", self.peer, job.function,
-                    job.handle.decode(), job.limit_s, WorkerTimeout.code)
+        self.settings.warn(time.monotonic(), "Gearman worker %s ran %s (%s) past its %gs "
+                           "limit; answering %s and giving it no work until it reports on "
+                           "it", self.peer, job.function, job.handle.decode(), job.limit_s,
+                           WorkerTimeout.code)
         self.assigned = None
         self.given_up = job.handle
         if self.core is not None:
