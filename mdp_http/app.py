@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 INFO_MAX_AGE_S = 5.0  # services' info changes with deployments; the API polls this seldom
 STATIC = Path(str(resources.files("mdp_http").joinpath("static")))
 EVENTS_KEY = web.AppKey("events", set)
-BUGS_KEY = web.AppKey("bugs", RateLimitedLog)  # the gateway's own failures, rate-limited
+_BUGS = RateLimitedLog(log)  # the gateway's own failures: a peer may find how to repeat one
 
 
 class Gateway:
@@ -151,9 +151,8 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
                                  status=exc.status, headers={"Allow": exc.headers["Allow"]}
                                  if "Allow" in exc.headers else None)
     except Exception as exc:  # a peer may find a way to repeat it: at most ten a second
-        request.app[BUGS_KEY](time.monotonic(), "%s %r failed in the gateway:\n%s",
-                              request.method, request.path[:200],
-                              "".join(traceback.format_exception(exc)).rstrip())
+        _BUGS(time.monotonic(), "%s %r failed in the gateway:\n%s", request.method,
+              request.path[:200], "".join(traceback.format_exception(exc)).rstrip())
         return web.json_response(error_map(MDPError("the gateway failed; its log says why")),
                                  status=500)
 
@@ -162,7 +161,6 @@ def create_app(config: HttpConfig, backend: Backend | None = None) -> web.Applic
     gateway = Gateway(config, backend)
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[json_errors])
     app["gateway"] = gateway
-    app[BUGS_KEY] = RateLimitedLog(log)
     app.add_routes([
         web.get("/", gateway.index),
         web.get("/api/fleet", gateway.fleet),

@@ -321,7 +321,8 @@ def test_a_bug_in_a_handler_is_a_json_500_and_a_logged_traceback(
     assert (status, content_type) == (500, "application/json")
     assert body == {"error": {"code": "internal",
                               "message": "the gateway failed; its log says why"}}
-    assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in caplog.records)
+    assert any("Traceback" in r.getMessage() and "KeyError: 'a bug'" in r.getMessage()
+               for r in caplog.records)  # (through a rate-limited log: a peer may repeat it)
 
 
 def test_the_link_floor_comes_from_its_flag_or_variable_and_reaches_the_client(
