@@ -16,6 +16,7 @@ from mdp.actions import Lost, Received, Send, Tick
 from mdp.brokercore import BrokerCore
 from mdp.config import BrokerConfig
 from mdp.records import WorkerState
+from mdp.status import BrokerStatus
 
 SVC = b"echo"
 W1, W2, W3 = b"\x00w1", b"\x00w2", b"\x00w3"
@@ -899,3 +900,29 @@ def test_a_worker_whose_process_speaks_is_slow_not_frozen() -> None:
     assert not core.dispatcher.workers[W1].silent
     tick(core, 1.6)  # nobody in that process has spoken for 0.9 s
     assert core.dispatcher.workers[W1].silent
+
+
+# --- the bytes of queued requests ----------------------------------------------------------
+
+
+def test_a_request_past_the_queued_bytes_bound_is_answered_overloaded_naming_it() -> None:
+    """Requests of 3,000 bytes for a busy service, 8 KiB allowed queued over all services:
+    the third is refused at once (the broker holds no copy of it), the bytes held are in
+    mmi.status, and a request given to a worker frees its place."""
+    core = make(max_queue_bytes=8192, max_message_bytes=8192)
+    ready(core, W1)
+    big = b"\x00" * 3000
+    [(_, running)] = submit(core, C1, 1, 0.0, body=big)  # the worker is busy with it now
+    assert submit(core, C1, 2, 0.0, body=big) == []
+    assert submit(core, C2, 3, 0.0, body=big) == []
+    sent = submit(core, C2, 4, 0.0, body=big)
+    assert error_of(to(C2, sent), 4) == "overloaded"
+    message = result_of(to(C2, sent))[4]["error"]["message"]
+    assert "--max-queue-bytes" in message and "8192" in message
+    status = BrokerStatus.from_wire(core.status(0.1))
+    assert status.services["echo"].queue_bytes == 6000 == core.dispatcher.queued_bytes
+    sent = feed(core, W1, p.reply(running.key, [b"done"]), 0.2)
+    assert len(tasks_in(to(W1, sent))) == 1 and core.dispatcher.queued_bytes == 3000
+    assert submit(core, C2, 5, 0.3, body=big) == []  # room again
+    core.goodbye()  # stopping: the requests it held unworked are let go
+    assert core.dispatcher.queued_bytes == 0 and core.dispatcher.queued == 0
