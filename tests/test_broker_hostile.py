@@ -88,3 +88,70 @@ def test_a_broker_refuses_requests_past_its_queued_bytes_and_stays_small(
 
 def broker_log_lines(proc: Proc) -> int:
     return len(proc.output().splitlines())
+
+
+# --- a broker that ignores the prefetch its worker advertised --------------------------------
+
+
+class FakeBroker:
+    """A ROUTER the test speaks for: it welcomes one DIPS worker and answers its
+    heartbeats, so that the worker takes it for a live broker."""
+
+    def __init__(self, ctx: zmq.Context) -> None:
+        self.sock = ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind("tcp://127.0.0.1:*")
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.worker = b""
+
+    def next(self, timeout_s: float = 10.0) -> p.BrokerInbound:
+        """The worker's next message but a heartbeat (answered)."""
+        while True:
+            if not self.sock.poll(int(timeout_s * 1000)):
+                raise AssertionError("the worker said nothing")
+            identity, *frames = self.sock.recv_multipart()
+            message = p.parse_broker_inbound(frames)
+            if isinstance(message, p.WorkerReady):
+                self.worker = identity
+                self.sock.send_multipart(p.worker_welcome(identity, {
+                    "dips": 2, "broker": "fake", "instance": "f"}))
+            if isinstance(message, p.WorkerSignal) and message.command == p.HEARTBEAT:
+                self.sock.send_multipart(p.worker_command(identity, p.HEARTBEAT))
+                continue
+            return message
+
+    def task(self, key: bytes, body: dict, hold: bool) -> None:
+        self.sock.send_multipart(p.to_worker(self.worker, key, [msgpack.packb(body)], True,
+                                             60_000, hold))
+
+
+def test_a_worker_hands_back_the_tasks_a_broker_sends_past_its_prefetch(
+        cluster: Cluster, ctx: zmq.Context, tmp_path: Path) -> None:
+    """A worker that advertised prefetch 1 runs a long task; the broker sends it 60 more
+    to hold. It keeps 3 (what a broker that took tasks back from it while it was silent
+    may give it), hands the other 57 back at once unrun, and then answers the 4 it kept."""
+    broker = FakeBroker(ctx)
+    worker = cluster.worker([broker.endpoint], "echo", "--prefetch", "1", faulty=True,
+                            wait=False, fast=False)
+    assert isinstance(broker.next(), p.WorkerReady)
+    gate = tmp_path / "gate"
+    broker.task(b"run", {"gate_file": str(gate)}, hold=False)
+    for n in range(60):
+        broker.task(b"held%02d" % n, {"n": n, "pad": b"\x00" * 100_000}, hold=True)
+    bounced = []
+    while len(bounced) < 57:
+        message = broker.next()
+        if isinstance(message, p.WorkerSignal) and message.command == p.BOUNCE:
+            bounced.append(message.key)
+    assert bounced == [b"held%02d" % n for n in range(3, 60)]
+    gate.touch()
+    replied = []
+    while len(replied) < 4:
+        message = broker.next()
+        if isinstance(message, p.WorkerReply):
+            replied.append(message.key)
+        elif isinstance(message, p.WorkerReplies):
+            replied += message.keys
+    assert replied == [b"run", b"held00", b"held01", b"held02"]
+    assert worker.popen.poll() is None
+    assert "past the 4 this worker holds" in worker.output()
