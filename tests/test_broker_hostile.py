@@ -7,6 +7,8 @@ and answer what it can with an error that names what was wrong.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import msgpack
 import pytest
 import zmq
 
-from clusterkit import Cluster, Proc
+from clusterkit import Cluster
 from mdp import protocol as p
 from testkit import rss_bytes, status_of, wait_for
 
@@ -86,8 +88,36 @@ def test_a_broker_refuses_requests_past_its_queued_bytes_and_stays_small(
     assert status_of(broker.endpoint).services["echo"].queue_bytes == 0
 
 
-def broker_log_lines(proc: Proc) -> int:
-    return len(proc.output().splitlines())
+# --- a worker that churns READY and DISCONNECT --------------------------------------------
+
+
+def test_one_peer_churning_ready_and_disconnect_cannot_flood_the_brokers_log(
+        cluster: Cluster, ctx: zmq.Context) -> None:
+    """3,000 READY and DISCONNECT from one DEALER as fast as it can send them (3,000 log
+    lines before): the broker logs the first hundred, then a few a second, and says how
+    many it did not log."""
+    broker = cluster.broker()
+    before = len(broker.output().splitlines())
+    started = time.monotonic()
+    sock = dealer(ctx, broker.endpoint)
+    meta = {"dips": 2, "host": "churn", "pid": 1, "version": "x", "prefetch": 0}
+    for _ in range(1500):
+        sock.send_multipart(p.ready(b"churn", meta))
+        sock.send_multipart(p.worker_command(b"", p.DISCONNECT)[1:])
+    sock.send_multipart([b"", p.CLIENT, p.MMI_SERVICE, b"churn"])  # behind all of them
+    while True:
+        assert sock.poll(10_000), "the broker did not answer"
+        frames = sock.recv_multipart()
+        if frames[1] == p.CLIENT:
+            break
+    wait_for(lambda: "not logged" in broker.output(), 10, "the count of lines not logged")
+    elapsed = time.monotonic() - started
+    lines = broker.output().splitlines()[before:]
+    assert len(lines) <= 100 + 3 * (elapsed + 1)
+    said = sum(" ready for " in line or line.endswith(" left") for line in lines)
+    unsaid = sum(int(line.split(" INFO ")[1].split()[0]) for line in lines
+                 if "not logged" in line)
+    assert said + unsaid <= 3000 and said < 3000
 
 
 # --- a broker that ignores the prefetch its worker advertised --------------------------------
@@ -155,3 +185,43 @@ def test_a_worker_hands_back_the_tasks_a_broker_sends_past_its_prefetch(
     assert replied == [b"run", b"held00", b"held01", b"held02"]
     assert worker.popen.poll() is None
     assert "past the 4 this worker holds" in worker.output()
+
+
+def test_failed_handshakes_from_a_peer_cannot_flood_the_log(
+        ctx: zmq.Context, caplog: pytest.LogCaptureFixture) -> None:
+    """A plaintext peer reconnecting to a CURVE socket fails its handshake each time; the
+    broker's monitor reports every failure, and at most 10 a second are logged."""
+    from mdp.auth import HANDSHAKE_FAILURES, log_handshake_failures
+    from mdp.logs import RateLimitedLog
+
+    class Counting(RateLimitedLog):
+        calls = 0
+
+        def __call__(self, now: float, msg: str, *args: object) -> None:
+            self.calls += 1
+            super().__call__(now, msg, *args)
+
+    public, secret = zmq.curve_keypair()
+    server = ctx.socket(zmq.ROUTER)
+    server.setsockopt(zmq.LINGER, 0)
+    server.curve_server = True
+    server.curve_secretkey = secret
+    server.curve_publickey = public
+    server.bind("tcp://127.0.0.1:*")
+    endpoint = server.getsockopt_string(zmq.LAST_ENDPOINT)
+    monitor = server.get_monitor_socket(HANDSHAKE_FAILURES)
+    try:
+        for _ in range(30):
+            sock = dealer(ctx, endpoint)
+            sock.send_multipart([b"", b"hello"])
+            sock.close(linger=100)
+        caplog.set_level("WARNING", logger="mdp.auth")
+        warn = Counting(logging.getLogger("mdp.auth"))
+        while warn.calls < 30:
+            assert monitor.poll(10_000), f"{warn.calls} of 30 failures reported"
+            log_handshake_failures(monitor, warn, 0.0)  # all in one second of the broker's
+    finally:
+        server.disable_monitor()
+        monitor.close(linger=0)
+        server.close(linger=0)
+    assert sum("handshake refused" in r.getMessage() for r in caplog.records) == 10

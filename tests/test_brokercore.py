@@ -926,3 +926,45 @@ def test_a_request_past_the_queued_bytes_bound_is_answered_overloaded_naming_it(
     assert submit(core, C2, 5, 0.3, body=big) == []  # room again
     core.goodbye()  # stopping: the requests it held unworked are let go
     assert core.dispatcher.queued_bytes == 0 and core.dispatcher.queued == 0
+
+
+# --- lines about workers coming and going --------------------------------------------------
+
+
+def coming_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "mdp.broker" and r.levelname == "INFO"]
+
+
+def test_a_fleet_restarting_logs_each_worker_joining_and_leaving(
+        caplog: pytest.LogCaptureFixture) -> None:
+    core = make()
+    caplog.set_level("INFO", logger="mdp.broker")
+    workers = [b"\x00w%03d" % n for n in range(50)]
+    for worker in workers:
+        ready(core, worker, 0.5)
+    for worker in workers:
+        feed(core, worker, p.worker_command(b"", p.DISCONNECT)[1:], 0.6)
+    lines = coming_lines(caplog)
+    assert sum(" ready for 'echo'" in line for line in lines) == 50
+    assert sum(line.endswith(" left") for line in lines) == 50
+
+
+def test_one_peer_churning_ready_and_disconnect_logs_a_bounded_number_of_lines(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """1,500 READY/DISCONNECT pairs from one peer over 10 s (3,000 lines before): the first
+    hundred lines, then two a second, and a line a second saying how many were not logged."""
+    core = make()
+    caplog.set_level("INFO", logger="mdp.broker")
+    for n in range(1500):
+        now = n / 150
+        ready(core, W1, now)
+        feed(core, W1, p.worker_command(b"", p.DISCONNECT)[1:], now)
+    tick(core, 11.0)  # the heartbeat says what the last second left unsaid
+    lines = coming_lines(caplog)
+    assert 100 + 2 * 10 <= len(lines) <= 100 + 2 * 11 + 12
+    summaries = [line for line in lines if "not logged" in line]
+    assert summaries and all(" left" in s and " ready" in s for s in summaries)
+    said = sum(" ready for " in line or line.endswith(" left") for line in lines)
+    unsaid = sum(int(s.split()[0]) for s in summaries)
+    assert said + unsaid == 3000  # every event is a line or counted in one
