@@ -281,6 +281,14 @@ class BrokerCore:
         if len(frames) > 3 and frames[2] == p.CLIENT:
             self._answer_error(Request(identity, bytes(frames[3][:100]), [], now),
                                BadRequest(str(exc)))
+        elif len(frames) > 5 and frames[2] == p.DIPS_CLIENT and frames[3] == p.SUBMIT:
+            # its ids still tell whom to answer: each gets the error rather than a timeout
+            # (none it holds already: a resend of a request held is ignored, as ever)
+            service, error = bytes(frames[4][:100]), BadRequest(str(exc))
+            holds = self.dispatcher.holds
+            for rid in p.submit_ids(frames[4:], self.config.max_frames):
+                if not holds(identity, rid):
+                    self._answer_error(Request(identity, service, [], now, rid), error)
 
     def _role_allows(self, identity: bytes, message: p.BrokerInbound, user: str, role: str,
                      now: float) -> bool:

@@ -120,6 +120,22 @@ def test_one_peer_churning_ready_and_disconnect_cannot_flood_the_brokers_log(
     assert said + unsaid <= 3000 and said < 3000
 
 
+# --- a client whose SUBMIT is malformed ----------------------------------------------------
+
+
+def test_a_malformed_submit_is_answered_at_once_rather_than_left_to_time_out(
+        cluster: Cluster, ctx: zmq.Context) -> None:
+    broker = cluster.broker()
+    cluster.worker([broker], "echo")
+    client = dealer(ctx, broker.endpoint)
+    meta = p.pack_meta({"id": 3, "ttl_ms": 5000, "ck": b"k" * 65})  # a key too long
+    client.send_multipart([b"", p.DIPS_CLIENT, p.SUBMIT, b"echo", meta, msgpack.packb({})])
+    [answer] = results(client, 1).values()
+    assert answer["error"]["code"] == "bad_request" and "'ck'" in answer["error"]["message"]
+    client.send_multipart(p.client_submit(b"echo", 4, 5000, [msgpack.packb({"a": 1})]))
+    assert results(client, 1)[4] == {"result": {"a": 1}}  # and the broker serves on
+
+
 # --- a broker that ignores the prefetch its worker advertised --------------------------------
 
 

@@ -968,3 +968,42 @@ def test_one_peer_churning_ready_and_disconnect_logs_a_bounded_number_of_lines(
     said = sum(" ready for " in line or line.endswith(" left") for line in lines)
     unsaid = sum(int(s.split()[0]) for s in summaries)
     assert said + unsaid == 3000  # every event is a line or counted in one
+
+
+# --- a malformed SUBMIT whose ids can be read --------------------------------------------
+
+
+def raw_submit(meta: dict[str, Any], bodies: list[bytes]) -> list[bytes]:
+    return [b"", p.DIPS_CLIENT, p.SUBMIT, SVC, p.pack_meta(meta), *bodies]
+
+
+@pytest.mark.parametrize("meta, bodies, says", [
+    ({"id": 7, "ttl_ms": 1000, "ck": b"k" * 65}, [BODY], "'ck' must be 1-64 bytes"),
+    ({"id": 7}, [BODY], "needs 'ttl_ms'"),
+    ({"id": 7, "ttl_ms": "soon"}, [BODY], "'ttl_ms' is not an integer"),
+    ({"ids": [7, 8, 9], "ttl_ms": 1000}, [BODY, BODY], "3 ids for 2 bodies"),
+    ({"ids": [7, 8], "ttl_ms": 1000, "ck": b"k"}, [BODY, BODY], "cannot carry one 'ck'"),
+])
+def test_a_malformed_submit_is_answered_bad_request_for_each_id_it_names(
+        meta: dict[str, Any], bodies: list[bytes], says: str) -> None:
+    core = make()
+    ready(core, W1)
+    sent = feed(core, C1, raw_submit(meta, bodies), 0.1)
+    ids = meta.get("ids", [meta.get("id")])
+    answers = result_of(to(C1, sent))
+    assert sorted(answers) == ids and not to(W1, sent)  # nothing reached the worker
+    for answer in answers.values():
+        assert answer["error"]["code"] == "bad_request" and says in answer["error"]["message"]
+    assert core.dispatcher.counters.dropped == 1
+
+
+def test_a_malformed_submit_answers_no_id_it_cannot_read_nor_one_held() -> None:
+    core = make(max_frames=8)
+    ready(core, W1)
+    submit(core, C1, 5, 0.0)  # held: the worker runs it
+    for meta in ({"id": 5, "ttl_ms": "x"},  # held already: a resend is ignored, as ever
+                 {"ids": list(range(9)), "ttl_ms": "x"},  # more ids than --max-frames
+                 {"id": -1, "ttl_ms": 1000, "ck": b""}, {"ttl_ms": 1000, "ck": b""}):
+        assert feed(core, C1, raw_submit(meta, [BODY]), 0.1) == []
+    assert feed(core, C1, [b"", p.DIPS_CLIENT, p.SUBMIT, SVC, b"\xc1", BODY], 0.1) == []
+    assert core.dispatcher.counters.dropped == 5
