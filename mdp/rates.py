@@ -43,17 +43,22 @@ __all__ = ["DEFAULT_LINK_FLOOR", "EXAMPLES", "MIN_LINK_FLOOR", "check_link_floor
            "parse_rate", "parse_size", "size_arg"]
 
 
+def _number_and_unit(text: str, what: str) -> tuple[float, str]:
+    """A number and the unit written after it; ConfigError saying what is wrong otherwise
+    (``what``: "a rate like ...", "a size like ...")."""
+    match = _RATE.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ConfigError(f"{text!r} is not {what}")
+    try:
+        return float(match["number"]), match["unit"]
+    except ValueError:
+        raise ConfigError(f"{text!r}: {match['number']!r} is not a number") from None
+
+
 def parse_rate(text: str) -> int:
     """Bytes per second that ``text`` says (rounded to a whole number); ConfigError saying
     what is wrong with it otherwise. Its bounds are :func:`check_link_floor`'s."""
-    match = _RATE.fullmatch(text) if isinstance(text, str) else None
-    if match is None:
-        raise ConfigError(f"{text!r} is not a rate like {EXAMPLES}")
-    try:
-        number = float(match["number"])
-    except ValueError:
-        raise ConfigError(f"{text!r}: {match['number']!r} is not a number") from None
-    unit = match["unit"]
+    number, unit = _number_and_unit(text, f"a rate like {EXAMPLES}")
     per_second = 1.0
     if unit:
         found = _UNIT.fullmatch(unit)
@@ -113,14 +118,7 @@ def format_rate(bytes_per_second: int) -> str:
 def parse_size(text: str) -> int:
     """Bytes that ``text`` says (``1GiB``, ``512MB``, a plain number; rounded to a whole
     number); ConfigError saying what is wrong with it otherwise."""
-    match = _RATE.fullmatch(text) if isinstance(text, str) else None
-    if match is None:
-        raise ConfigError(f"{text!r} is not a size like {SIZE_EXAMPLES}")
-    try:
-        number = float(match["number"])
-    except ValueError:
-        raise ConfigError(f"{text!r}: {match['number']!r} is not a number") from None
-    unit = match["unit"]
+    number, unit = _number_and_unit(text, f"a size like {SIZE_EXAMPLES}")
     found = _SIZE_UNIT.fullmatch(unit) if unit else None
     if unit and found is None:
         raise ConfigError(f"{text!r}: unknown unit {unit!r}; write a size like {SIZE_EXAMPLES}")

@@ -122,13 +122,7 @@ def drop_all(dispatcher: Dispatcher) -> int:
     go out again after its worker was lost), so that nothing of them stays held by an
     object that outlives the loop. Their clients find the broker gone and send them
     elsewhere. How many were dropped."""
-    dropped = 0
-    for service in dispatcher.services.values():
-        gone = service.queue.remove_if(_any)
-        dispatcher.unqueued(gone)
-        for request in gone:
-            dispatcher.release(request)
-        dropped += len(gone)
+    dropped = drop_requests_of(dispatcher, _any)
     for _, _, request in dispatcher.retries:
         if not request.done:
             dispatcher.release(request)
