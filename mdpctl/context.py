@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from mdpctl import leftovers, locate
+from mdpctl import daemon, leftovers, locate
 from mdpctl.cluster import CLUSTER_FILE_NAME, Cluster, load_cluster, local_cluster
 from mdpctl.errors import NotRunning, UsageError
 from mdpctl.lock import exclusive, lock_path
@@ -78,12 +78,16 @@ class Context:
 
     def require_running(self) -> None:
         """For commands that act on the local cluster's supervisord: fail in one line
-        when none runs, saying where mdpctl looked and what answers on the ports."""
+        when none runs, saying where mdpctl looked and what answers on the ports, or when
+        it runs but does not answer (:class:`~mdpctl.errors.Unresponsive`)."""
         if not self.is_local:
             return
         search = self.search()
         if search.run_dir is not None:
+            daemon.check_answers(search.run_dir)  # stopped or overloaded: said at once
             return
+        for run_dir in dict.fromkeys(search.looked_in):
+            daemon.check_answers(run_dir)  # runs, but its socket did not even connect
         orphaned = leftovers.find_in(search.looked_in)
         if orphaned is not None:
             run_dir, found = orphaned

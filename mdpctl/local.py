@@ -22,14 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mdpctl import hostconf, ports
+from mdpctl import daemon, hostconf, ports, procfs
 from mdpctl.cluster import CLUSTER_FILE_NAME, SOCKET_NAME, local_cluster_toml
+from mdpctl.daemon import endpoint_for
 from mdpctl.endpoints import split_listen, tcp_host_port
 from mdpctl.errors import CtlError, NotRunning, Unreachable, UsageError, WaitTimeout
 from mdpctl.fleet import parse_command
 from mdpctl.images import REDIS_MAX_MEMORY, REDIS_PASSWORD_ENV, ImageServing
 from mdpctl.readiness import wait_until
-from mdpctl.rpc import Supervisor, SupervisorEndpoint
+from mdpctl.rpc import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,6 @@ def code_dir() -> str | None:
     parent = Path(next(iter(spec.submodule_search_locations))).resolve().parent
     site_dirs = {Path(p).resolve() for p in site.getsitepackages() + [site.getusersitepackages()]}
     return None if parent in site_dirs else str(parent)
-
-
-def endpoint_for(run_dir: Path) -> SupervisorEndpoint:
-    return SupervisorEndpoint(f"unix://{run_dir / SOCKET_NAME}")
 
 
 @dataclass(frozen=True)
@@ -234,14 +231,6 @@ def recorded_options(run_dir: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def is_running(run_dir: Path) -> bool:
-    try:
-        Supervisor(endpoint_for(run_dir), timeout_s=2.0).state()
-    except Unreachable:
-        return False
-    return True
-
-
 def write_files(spec: LocalSpec) -> Path:
     """Render the configuration and the cluster file into the run directory."""
     (spec.run_dir / "log").mkdir(parents=True, exist_ok=True)
@@ -286,20 +275,6 @@ def start_supervisord(run_dir: Path, timeout_s: float = 20.0) -> int:
     return supervisor.pid()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
 @dataclass(frozen=True)
 class StopReport:
     supervisord_pid: int
@@ -314,7 +289,7 @@ def _stop_all(supervisor: Supervisor, names: list[str]) -> None:
 
 def _wait_exited(pids: list[int], timeout_s: float, what: str) -> None:
     def check() -> str | None:
-        left = [p for p in pids if _alive(p)]
+        left = [p for p in pids if procfs.alive(p)]
         return f"pids {', '.join(map(str, left))} still running" if left else None
 
     wait_until(check, timeout_s, what, interval_s=0.05)
@@ -326,11 +301,13 @@ def stop(run_dir: Path, timeout_s: float | None = None) -> StopReport:
     Workers, doors and helpers first, all at once (each worker finishes the request in
     hand and leaves the brokers), then the brokers, then supervisord itself.
     """
-    supervisor = Supervisor(endpoint_for(run_dir), timeout_s=10.0)
+    supervisor = Supervisor(endpoint_for(run_dir), timeout_s=daemon.ANSWER_TIMEOUT_S)
     try:
         pid = supervisor.pid()
     except Unreachable as exc:
+        daemon.check_answers(run_dir)  # one that runs but does not answer is not gone
         raise NotRunning(f"no cluster is running in {run_dir}") from exc
+    supervisor = Supervisor(endpoint_for(run_dir), timeout_s=10.0)
     processes = supervisor.processes()
     configs = supervisor.configs()
     if timeout_s is None:

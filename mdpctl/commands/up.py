@@ -52,7 +52,7 @@ from typing import Any
 
 from mdp import handlers
 from mdp.errors import ConfigError
-from mdpctl import doors, flags, hostconf, images, local, locate, numbers
+from mdpctl import daemon, doors, flags, hostconf, images, local, locate, numbers
 from mdpctl.cluster import DEFAULT_BROKERS
 from mdpctl.context import Context
 from mdpctl.endpoints import OFF, split_listen
@@ -81,6 +81,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     conflicts = flags.env_conflicts(args, dict(os.environ))
     if conflicts:
         raise UsageError(f"{conflicts[0]} both say it: give one of them")
+    daemon.check_answers(ctx.run_dir)  # one that runs but does not answer: said at once
     if ctx.search().run_dir is not None:
         _check_same_options(args, ctx)
         ctx.say(f"cluster already running in {ctx.run_dir}; waiting until it serves")

@@ -1,0 +1,109 @@
+"""What a newcomer met on a fresh clone, end to end with real processes and real signals.
+
+A supervisord stopped with SIGSTOP is named as such (not taken for a dead one) and `down`
+leaves its programs alone unless forced. Every wait has a timeout; no fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mdpctl import daemon, procfs
+from mdpctl.errors import EXIT_UNRESPONSIVE
+from testkit import processes_under, wait_for
+
+from .opstools import LocalCluster
+
+pytestmark = pytest.mark.slow
+
+ECHO_ONLY = ("--service", "echo=1", "--spare", "0")
+
+
+def one_line(text: str) -> str:
+    assert text.count("\n") == 1, text
+    return text
+
+
+def supervisord_pid(run_dir: Path) -> int:
+    return int((run_dir / daemon.PID_FILE_NAME).read_text())
+
+
+def stop_process(pid: int) -> None:
+    os.kill(pid, signal.SIGSTOP)
+    wait_for(lambda: (procfs.stat(pid) or procfs.Stat("?", 0)).stopped, 10,
+             f"pid {pid} to be stopped")
+
+
+@pytest.fixture
+def sleeper(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                            cwd=tmp_path)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_supervisord_is_recognised_however_it_was_started() -> None:
+    for argv in (["supervisord", "-c", "x.conf"], ["/usr/bin/supervisord", "-n"],
+                 ["/usr/bin/python3", "-m", "supervisor.supervisord", "-c", "x.conf"],
+                 ["python3.11", "-u", "/venv/bin/supervisord", "-c", "x.conf"]):
+        assert daemon.is_supervisord(argv), argv
+    for argv in ([], ["python3", "-m", "mdp.broker"], ["python3", "-m", "http.server"],
+                 ["python3", "/x/supervisorctl", "status"], ["bash", "supervisord"]):
+        assert not daemon.is_supervisord(argv), argv
+
+
+def test_a_pid_file_whose_pid_is_no_supervisord_names_none(
+        tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
+    (tmp_path / daemon.PID_FILE_NAME).write_text(f"{sleeper.pid}\n")  # as if the pid was reused
+    assert daemon.find(tmp_path) is None
+    (tmp_path / daemon.PID_FILE_NAME).write_text("not a pid\n")
+    assert daemon.find(tmp_path) is None
+
+
+def test_a_stopped_supervisord_is_named_and_down_stops_nothing_until_forced(
+    local_cluster: LocalCluster,
+) -> None:
+    assert local_cluster.up(*ECHO_ONLY).returncode == 0
+    run_dir = local_cluster.run_dir
+    pid = supervisord_pid(run_dir)
+    programs = sorted(set(processes_under(run_dir)) - {pid})
+    assert len(programs) >= 3  # two brokers and a worker (and the keeper)
+    stop_process(pid)
+    try:
+        status = local_cluster.ctl("status", timeout=60)
+        assert status.returncode == EXIT_UNRESPONSIVE, status.stdout + status.stderr
+        assert one_line(status.stderr) == (
+            f"mdpctl: supervisord (pid {pid}) of the cluster in {run_dir} is stopped (SIGSTOP, "
+            f"or Ctrl-Z in its terminal) and answers nothing: `kill -CONT {pid}` resumes it; "
+            "or `mdpctl down --force` kills it and stops its programs\n")
+
+        down = local_cluster.ctl("down", timeout=60)
+        assert down.returncode == EXIT_UNRESPONSIVE, down.stdout + down.stderr
+        assert one_line(down.stderr).startswith("mdpctl: down stopped nothing: supervisord "
+                                                f"(pid {pid}) of the cluster in {run_dir}")
+        assert all(procfs.alive(p) for p in programs)  # none was signalled behind its back
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: local_cluster.ctl("status").returncode == 0, 60, "supervisord to answer")
+    assert sorted(set(processes_under(run_dir)) - {pid}) == programs  # nothing restarted
+
+    stop_process(pid)
+    forced = local_cluster.ctl("down", "--force", timeout=120)
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert re.fullmatch(f"supervisord \\(pid {pid}\\) of the cluster in {re.escape(str(run_dir))}"
+                        r" did not answer and was killed \(SIGKILL\); its \d+ processes have "
+                        r"exited \(\d+\.\d s\)\n", one_line(forced.stdout)), forced.stdout
+    assert processes_under(local_cluster.root) == []
+    again = local_cluster.up(*ECHO_ONLY)  # the stale socket and pid file are no obstacle
+    assert again.returncode == 0, again.stdout + again.stderr
