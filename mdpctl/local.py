@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mdpctl import daemon, hostconf, ports, procfs
+from mdpctl import daemon, hostconf, leftovers, ports, procfs
 from mdpctl.cluster import CLUSTER_FILE_NAME, SOCKET_NAME, local_cluster_toml
 from mdpctl.daemon import endpoint_for
 from mdpctl.endpoints import split_listen, tcp_host_port
@@ -178,16 +178,23 @@ def check_ports_free(spec: LocalSpec) -> None:
         problem = ports.check_free(host, port)
         if problem is None:
             continue
-        holder = ports.holder(port)
-        if holder is not None and holder.cwd and (Path(holder.cwd) / SOCKET_NAME).exists():
-            hint = (f"it is the DIPS cluster in {holder.cwd}: "
-                    f"`mdpctl --run-dir {holder.cwd} down` stops it")
-        elif holder is not None and holder.cwd and (Path(holder.cwd) / CONFIG_NAME).exists():
-            hint = (f"it is a program of the cluster in {holder.cwd}, whose supervisord is "
-                    f"gone: `mdpctl --run-dir {holder.cwd} down` stops it")
-        else:
-            hint = _MOVE_HINT[what.split()[0]]
-        raise UsageError(f"{what} cannot start: {problem}; {hint}")
+        raise UsageError(f"{what} cannot start: {problem}; {_port_hint(what, port)}")
+
+
+def _port_hint(what: str, port: int) -> str:
+    """What to do about the holder of ``port``: a program of a cluster (a supervisord
+    started it in that cluster's run directory) is stopped with that cluster; anything
+    else, a program of ours is moved."""
+    holder = ports.holder(port)
+    if holder is None or holder.pid is None or not holder.cwd:
+        return _MOVE_HINT[what.split()[0]]
+    run_dir = Path(holder.cwd)
+    if leftovers.cluster_program(holder.pid) is None:
+        return _MOVE_HINT[what.split()[0]]
+    if daemon.find(run_dir) is not None:
+        return f"it is the DIPS cluster in {run_dir}: `mdpctl --run-dir {run_dir} down` stops it"
+    return (f"it is a program of the cluster in {run_dir}, whose supervisord is gone: "
+            f"`mdpctl --run-dir {run_dir} down` stops it")
 
 
 # sun_path holds 108 bytes with its NUL; supervisord binds "SOCKET.PID" first, then renames.

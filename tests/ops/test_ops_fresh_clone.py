@@ -1,7 +1,8 @@
 """What a newcomer met on a fresh clone, end to end with real processes and real signals.
 
 A supervisord stopped with SIGSTOP is named as such (not taken for a dead one) and `down`
-leaves its programs alone unless forced. Every wait has a timeout; no fixed sleeps.
+leaves its programs alone unless forced; the holder of a port is called a program of a
+cluster only when it is one. Every wait has a timeout; no fixed sleeps.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from mdpctl import daemon, procfs
+from mdpctl import daemon, ports, procfs
 from mdpctl.errors import EXIT_UNRESPONSIVE
-from testkit import processes_under, wait_for
+from testkit import free_ports, processes_under, wait_for
 
 from .opstools import LocalCluster
 
@@ -107,3 +108,28 @@ def test_a_stopped_supervisord_is_named_and_down_stops_nothing_until_forced(
     assert processes_under(local_cluster.root) == []
     again = local_cluster.up(*ECHO_ONLY)  # the stale socket and pid file are no obstacle
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_a_port_holder_in_a_directory_with_a_supervisord_conf_is_not_called_a_cluster(
+    local_cluster: LocalCluster,
+) -> None:
+    work = local_cluster.root / "work"  # where `mdpctl config ... -o supervisord.conf` wrote
+    work.mkdir()
+    (work / "supervisord.conf").write_text("; written by mdpctl config\n")
+    (work / "supervisor.sock").write_text("")  # even a stale socket does not make it one
+    [port] = free_ports(1)
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
+                               "127.0.0.1"], cwd=work, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: ports.holder(port), 10, "http.server to listen")
+        held = local_cluster.up(*ECHO_ONLY, "--http", f"127.0.0.1:{port}")
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    assert held.returncode == 2, held.stdout + held.stderr
+    assert one_line(held.stderr).startswith(
+        f"mdpctl: mdp-http (127.0.0.1:{port}) cannot start: port {port} on 127.0.0.1 is in use "
+        f"by pid {server.pid} (")
+    assert held.stderr.endswith("; move it with --http HOST:PORT, or --http off for none\n")
+    assert "cluster" not in held.stderr
