@@ -26,7 +26,14 @@ from mdpctl import daemon, hostconf, leftovers, ports, procfs
 from mdpctl.cluster import CLUSTER_FILE_NAME, SOCKET_NAME, local_cluster_toml
 from mdpctl.daemon import endpoint_for
 from mdpctl.endpoints import split_listen, tcp_host_port
-from mdpctl.errors import CtlError, NotRunning, Unreachable, UsageError, WaitTimeout
+from mdpctl.errors import (
+    CtlError,
+    NotRunning,
+    Unreachable,
+    Unresponsive,
+    UsageError,
+    WaitTimeout,
+)
 from mdpctl.fleet import parse_command
 from mdpctl.images import REDIS_MAX_MEMORY, REDIS_PASSWORD_ENV, ImageServing
 from mdpctl.readiness import wait_until
@@ -274,12 +281,45 @@ def start_supervisord(run_dir: Path, timeout_s: float = 20.0) -> int:
         except subprocess.TimeoutExpired as exc:
             raise WaitTimeout(f"supervisord did not start within {timeout_s:g} s") from exc
     if result.returncode != 0:
-        text = startup_log.read_text(encoding="utf-8", errors="replace").strip()
-        first = text.splitlines()[0] if text else f"exit status {result.returncode}"
-        raise CtlError(f"supervisord did not start: {first} (see {startup_log})")
-    supervisor = Supervisor(endpoint_for(run_dir), timeout_s=5.0)
-    supervisor.wait_running(time.monotonic() + timeout_s)
-    return supervisor.pid()
+        raise CtlError(_start_failure(run_dir, result.returncode))
+    return wait_answers(run_dir, timeout_s)
+
+
+def _start_failure(run_dir: Path, status: int) -> str:
+    """Why supervisord did not start: the lines of its startup log that say what went wrong
+    (``Error:`` and CRIT; the first line is often only "Unlinking stale socket"), and the
+    supervisord that already runs in the run directory, when one does."""
+    startup_log = run_dir / STARTUP_LOG_NAME
+    try:
+        lines = startup_log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        lines = []
+    lines = [line.strip() for line in lines if line.strip()]
+    said = [line for line in lines if line.startswith("Error:") or " CRIT " in line]
+    why = " ".join((said or lines)[-2:]) or f"exit status {status}"
+    running = daemon.find(run_dir)
+    if running is not None:
+        return (f"supervisord did not start: another supervisord (pid {running.pid}) already "
+                f"runs in {run_dir}; `mdpctl --run-dir {run_dir} status` shows it ({why})")
+    return f"supervisord did not start: {why} (see {startup_log})"
+
+
+def wait_answers(run_dir: Path, timeout_s: float) -> int:
+    """The pid of the supervisord just started, once it answers and runs; Unresponsive
+    when it runs but has not answered by then (its programs may still be starting)."""
+    supervisor = Supervisor(endpoint_for(run_dir), timeout_s=daemon.ANSWER_TIMEOUT_S)
+    try:
+        supervisor.wait_running(time.monotonic() + timeout_s)
+        return supervisor.pid()
+    except Unreachable as exc:
+        running = daemon.find(run_dir)
+        if running is None:
+            raise CtlError(f"{exc}, and it has exited: see {run_dir / 'supervisord.log'}") from exc
+        raise Unresponsive(
+            f"{exc}; it runs (pid {running.pid}) but did not answer within {timeout_s:g} s, "
+            "and its programs may still be starting: `mdpctl down` stops them once it "
+            "answers, `mdpctl down --force` kills it and stops them now",
+            running.pid, run_dir) from exc
 
 
 @dataclass(frozen=True)

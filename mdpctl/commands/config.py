@@ -48,7 +48,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from mdpctl import flags, hostconf, images, numbers
+from mdpctl import capacity, flags, hostconf, images, numbers
 from mdpctl.cluster import DEFAULT_BROKERS
 from mdpctl.context import Context
 from mdpctl.endpoints import OFF, listen_arg, tcp_endpoint_arg
@@ -194,7 +194,7 @@ def host_config(args: argparse.Namespace) -> hostconf.HostConfig:
                          "--sources-root, --sources-allow")
     if args.profile == "local":
         brokers = tuple(args.broker or DEFAULT_BROKERS)
-        workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+        workers = args.workers if args.workers is not None else capacity.usable_cores()
         return _config(
             args,
             f"DIPS local cluster: {len(brokers)} brokers and {workers} workers per service "

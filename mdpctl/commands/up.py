@@ -5,14 +5,15 @@ usage: mdpctl up [--broker ENDPOINT ...] [--service NAME[=N] ...] [--workers N] 
                  [--heartbeat-interval S] [--max-requests N] [--log-level LEVEL]
                  [--pythonpath DIR] [--redis [HOST:PORT|off]] [--redis-max-memory SIZE]
                  [--redis-url URL] [--sign-key FILE --sign-salt FILE ...]
-                 [--sources-root DIR ...] [--sources-allow ORIGIN ...] [--timeout S]
+                 [--sources-root DIR ...] [--sources-allow ORIGIN ...] [--max-workers N]
+                 [--timeout S]
 
 No configuration file is needed: the packaged supervisord configuration is rendered
 into the run directory (supervisord.conf, with cluster.toml for the other commands and
 up.json, the options) and supervisord is started there; the programs get every DIPS_*
 variable of up's environment (the renderers' limits: docs/RENDERERS.md; the HTTP door's
 DIPS_HTTP_*: docs/HTTP.md).  Two brokers, at tcp://127.0.0.1:5555 and :5556 unless
---broker says otherwise; for each service as many workers as the machine has cores; the
+--broker says otherwise; for each service as many workers as the cores up may use; the
 HTTP door (mdp-http: API, images by URL, dashboard, /metrics) at 127.0.0.1:8080 and the
 Gearman door (mdp-gearman) at 127.0.0.1:4730 unless --http and --gearman move them or
 turn them off.
@@ -52,7 +53,7 @@ from typing import Any
 
 from mdp import handlers
 from mdp.errors import ConfigError
-from mdpctl import daemon, doors, flags, hostconf, images, local, locate, numbers
+from mdpctl import capacity, daemon, doors, flags, hostconf, images, local, locate, numbers
 from mdpctl.cluster import DEFAULT_BROKERS
 from mdpctl.context import Context
 from mdpctl.endpoints import OFF, split_listen
@@ -64,6 +65,12 @@ from mdpctl.services import default_services, parse_service_counts
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     flags.add(parser)
+    parser.add_argument(
+        "--max-workers", type=numbers.positive, metavar="N",
+        help="the most worker processes up starts, all services together (default: "
+        f"{capacity.PER_CORE} per core it may use, here "
+        f"{capacity.PER_CORE * capacity.usable_cores()})",
+    )
     parser.add_argument(
         "--timeout", type=numbers.seconds, default=60.0, metavar="SECONDS",
         help="how long to wait for every worker to register and every door to serve "
@@ -93,6 +100,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     else:
         spec = _spec(args, ctx, {})
         spec.host_config()  # every value checked before anything is looked at or started
+        capacity.check_workers(spec.pools, args.max_workers)
         _check_services_known(args, spec)
         local.check_run_dir(ctx.run_dir)
         local.check_door_modules(spec)
@@ -162,7 +170,7 @@ def _spec(args: argparse.Namespace, ctx: Context, base: dict[str, Any]) -> local
     running cluster's), else its default."""
     services = base.get("services", {})
     if args.service or args.workers is not None or args.spare is not None or not services:
-        workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+        workers = args.workers if args.workers is not None else capacity.usable_cores()
         spare = args.spare if args.spare is not None else workers
         counts = parse_service_counts(args.service) if args.service else {}
         names = list(counts) or list(services) or default_services()

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from mdpctl import daemon, ports, procfs
-from mdpctl.errors import EXIT_UNRESPONSIVE
+from mdpctl import capacity, daemon, local, ports, procfs
+from mdpctl.errors import EXIT_UNRESPONSIVE, Unresponsive, UsageError
+from mdpctl.hostconf import WorkerPool
 from testkit import free_ports, processes_under, wait_for
 
 from .opstools import LocalCluster
@@ -100,6 +101,12 @@ def test_a_stopped_supervisord_is_named_and_down_stops_nothing_until_forced(
     assert sorted(set(processes_under(run_dir)) - {pid}) == programs  # nothing restarted
 
     stop_process(pid)
+    with pytest.raises(Unresponsive) as silent:  # as `up` says it when this happens at start
+        local.wait_answers(run_dir, timeout_s=1)
+    assert str(silent.value).endswith(
+        f"; it runs (pid {pid}) but did not answer within 1 s, and its programs may still be "
+        "starting: `mdpctl down` stops them once it answers, `mdpctl down --force` kills it "
+        "and stops them now")
     forced = local_cluster.ctl("down", "--force", timeout=120)
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert re.fullmatch(f"supervisord \\(pid {pid}\\) of the cluster in {re.escape(str(run_dir))}"
@@ -133,3 +140,27 @@ def test_a_port_holder_in_a_directory_with_a_supervisord_conf_is_not_called_a_cl
         f"by pid {server.pid} (")
     assert held.stderr.endswith("; move it with --http HOST:PORT, or --http off for none\n")
     assert "cluster" not in held.stderr
+
+
+def test_more_workers_than_the_cores_can_take_are_refused_before_anything_starts(
+    local_cluster: LocalCluster,
+) -> None:
+    cores = capacity.usable_cores()
+    limit = capacity.PER_CORE * cores
+    many = local_cluster.up("--workers", "500")
+    assert many.returncode == 2, many.stdout + many.stderr
+    services = many.stderr.split(" services x 500")[0].rpartition("(")[2]
+    total = int(services) * 500
+    assert one_line(many.stderr) == (
+        f"mdpctl: {total} worker processes asked for ({services} services x 500) on {cores} "
+        f"core(s), more than the limit of {limit} ({capacity.PER_CORE} per core): ask for "
+        f"fewer (--workers N, --service NAME=N), or give --max-workers {total} if you mean "
+        "it\n")
+    assert "starting" not in many.stdout and processes_under(local_cluster.root) == []
+
+    mine = local_cluster.up("--service", "echo=2", "--spare", "0", "--max-workers", "1")
+    assert mine.returncode == 2 and "more than --max-workers 1:" in one_line(mine.stderr)
+    over = [WorkerPool("echo", limit + 1, 0)]  # past the default limit, and meant
+    capacity.check_workers(over, max_workers=limit + 1)
+    with pytest.raises(UsageError, match=f"give --max-workers {limit + 1} if you mean it"):
+        capacity.check_workers(over, max_workers=None)
