@@ -30,6 +30,7 @@ class Context:
     named_run_dir: Path | None = None
     cluster_file: Path | None = None
     out: TextIO = field(default_factory=lambda: sys.stdout)
+    from_flag: bool = False  # the run directory was named with --run-dir
     _search: locate.Search | None = None
 
     @classmethod
@@ -42,11 +43,13 @@ class Context:
             Path(named).absolute() if named else None,
             Path(chosen) if chosen else None,
             out or sys.stdout,
+            from_flag=bool(run_dir),
         )
 
-    def search(self) -> locate.Search:
-        """Where a running local cluster was looked for, and found (once per command)."""
-        if self._search is None:
+    def search(self, again: bool = False) -> locate.Search:
+        """Where a running local cluster was looked for, and found (once per command,
+        unless asked ``again``: after taking the lock, say)."""
+        if self._search is None or again:
             if self.named_run_dir is not None:
                 found = self.named_run_dir if locate.supervisord_answers(
                     self.named_run_dir) else None
@@ -61,6 +64,12 @@ class Context:
         if self.named_run_dir is not None:
             return self.named_run_dir
         return self.search().run_dir or locate.default_run_dir()
+
+    def run_dir_source(self) -> str:
+        """Where the run directory comes from, as a message names it."""
+        if self.named_run_dir is None:
+            return "the run directory"
+        return "--run-dir" if self.from_flag else f"${RUN_DIR_ENV}"
 
     @property
     def is_local(self) -> bool:
@@ -109,9 +118,10 @@ class Context:
                 "remote host is started by that host's init system"
             )
 
-    def exclusive(self, what: str) -> AbstractContextManager[None]:
-        """The lock that keeps two fleet-changing commands apart."""
-        return exclusive(lock_path(self.run_dir, self.cluster_file), what)
+    def exclusive(self, what: str, doing: str | None = None) -> AbstractContextManager[None]:
+        """The lock that keeps two fleet-changing commands apart (``doing``: what the
+        refusal of the next one says this one does)."""
+        return exclusive(lock_path(self.run_dir, self.cluster_file), what, doing)
 
     def say(self, text: str = "") -> None:
         self.out.write(text + "\n")

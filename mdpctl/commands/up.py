@@ -88,8 +88,24 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     conflicts = flags.env_conflicts(args, dict(os.environ))
     if conflicts:
         raise UsageError(f"{conflicts[0]} both say it: give one of them")
+    local.check_run_dir(ctx.run_dir)
+    _make_run_dir(ctx)  # the lock lives in it
+    # Two `up` at once would both find no cluster and both start one: one waits for none.
+    with ctx.exclusive("up", f"`mdpctl up` is starting the cluster in {ctx.run_dir}"):
+        return _up(args, ctx, started)
+
+
+def _make_run_dir(ctx: Context) -> None:
+    try:
+        ctx.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{ctx.run_dir_source()} {ctx.run_dir}: cannot create the run "
+                         f"directory: {exc.strerror or exc}") from None
+
+
+def _up(args: argparse.Namespace, ctx: Context, started: float) -> int:
     daemon.check_answers(ctx.run_dir)  # one that runs but does not answer: said at once
-    if ctx.search().run_dir is not None:
+    if ctx.search(again=True).run_dir is not None:
         _check_same_options(args, ctx)
         ctx.say(f"cluster already running in {ctx.run_dir}; waiting until it serves")
         changed = local.settings_changed(ctx.run_dir, local.settings_from(dict(os.environ)))
@@ -102,7 +118,6 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         spec.host_config()  # every value checked before anything is looked at or started
         capacity.check_workers(spec.pools, args.max_workers)
         _check_services_known(args, spec)
-        local.check_run_dir(ctx.run_dir)
         local.check_door_modules(spec)
         local.check_ports_free(spec)
         local.write_files(spec)

@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from mdpctl import capacity, daemon, local, ports, procfs
-from mdpctl.errors import EXIT_UNRESPONSIVE, Unresponsive, UsageError
+from mdpctl.errors import EXIT_UNRESPONSIVE, CtlError, Unresponsive, UsageError
 from mdpctl.hostconf import WorkerPool
 from testkit import free_ports, processes_under, wait_for
 
-from .opstools import LocalCluster
+from .conftest import NO_DOORS
+from .opstools import FAST, LocalCluster, mdpctl
 
 pytestmark = pytest.mark.slow
 
@@ -164,3 +165,51 @@ def test_more_workers_than_the_cores_can_take_are_refused_before_anything_starts
     capacity.check_workers(over, max_workers=limit + 1)
     with pytest.raises(UsageError, match=f"give --max-workers {limit + 1} if you mean it"):
         capacity.check_workers(over, max_workers=None)
+
+
+def test_two_ups_at_once_one_starts_the_cluster_and_the_other_says_why_not(
+    local_cluster: LocalCluster,
+) -> None:
+    brokers = [arg for b in local_cluster.brokers for arg in ("--broker", b)]
+    argv = [sys.executable, "-m", "mdpctl", "--run-dir", str(local_cluster.run_dir), "up",
+            *brokers, *FAST, *NO_DOORS, *ECHO_ONLY]
+    env = {**os.environ, "PYTHONPATH": str(local_cluster.code)}
+    ups = [subprocess.Popen(argv, cwd=local_cluster.code, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(up.pid, *up.communicate(timeout=120), up.returncode) for up in ups]
+    won = [r for r in results if r[3] == 0]
+    lost = [r for r in results if r[3] != 0]
+    assert len(won) == 1 and len(lost) == 1, results
+    winner, loser = won[0][0], lost[0]
+    assert "cluster up in" in won[0][1]
+    assert one_line(loser[2]) == (
+        f"mdpctl: cannot up: another `mdpctl up` is starting the cluster in "
+        f"{local_cluster.run_dir} (pid {winner}); try again when it is done (lock file "
+        f"{local_cluster.run_dir / 'mdpctl.lock'})\n")
+    assert local_cluster.ctl("status").returncode == 0
+
+
+def test_a_second_supervisord_on_a_run_directory_names_the_one_that_runs(
+    local_cluster: LocalCluster,
+) -> None:
+    assert local_cluster.up(*ECHO_ONLY).returncode == 0
+    run_dir = local_cluster.run_dir
+    with pytest.raises(CtlError) as refused:
+        local.start_supervisord(run_dir)
+    assert str(refused.value).startswith(
+        f"supervisord did not start: another supervisord (pid {supervisord_pid(run_dir)}) "
+        f"already runs in {run_dir}; `mdpctl --run-dir {run_dir} status` shows it (Error: "
+        "Another program is already listening")
+    assert local_cluster.ctl("status").returncode == 0  # the running one is untouched
+
+
+def test_a_run_directory_that_cannot_be_made_is_a_usage_error_naming_it(
+    local_cluster: LocalCluster,
+) -> None:
+    for named, env in ((["--run-dir", "/proc/nope"], {}), ([], {"DIPS_RUN_DIR": "/proc/nope"})):
+        result = mdpctl(*named, "up", *ECHO_ONLY, code=local_cluster.code, env=env)
+        where = "--run-dir" if named else "$DIPS_RUN_DIR"
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert one_line(result.stderr) == (
+            f"mdpctl: {where} /proc/nope: cannot create the run directory: No such file or "
+            "directory\n")
