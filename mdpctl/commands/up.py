@@ -6,7 +6,7 @@ usage: mdpctl up [--broker ENDPOINT ...] [--service NAME[=N] ...] [--workers N] 
                  [--pythonpath DIR] [--redis [HOST:PORT|off]] [--redis-max-memory SIZE]
                  [--redis-url URL] [--sign-key FILE --sign-salt FILE ...]
                  [--sources-root DIR ...] [--sources-allow ORIGIN ...] [--max-workers N]
-                 [--timeout S]
+                 [--new] [--timeout S]
 
 No configuration file is needed: the packaged supervisord configuration is rendered
 into the run directory (supervisord.conf, with cluster.toml for the other commands and
@@ -33,9 +33,10 @@ end of its log, up exits 1 and leaves the cluster up for inspection.  Logs go to
 RUN_DIR/log; the control socket RUN_DIR/supervisor.sock is for its owner only.
 
 If the cluster is already running, up starts any door that is down, and waits until it
-serves; options that differ from the running cluster's are refused (`mdpctl down` first;
-`mdpctl scale` changes the number of workers).  A scale chosen earlier with
-`mdpctl scale` (RUN_DIR/scale.json) is applied again before up returns.
+serves (--new: refuses instead); options that differ from the running cluster's are
+refused (`mdpctl down` first; `mdpctl scale` changes the number of workers).  A scale
+chosen earlier with `mdpctl scale` (RUN_DIR/scale.json) is applied again before up
+returns.
 
 examples:
   mdpctl up
@@ -65,6 +66,11 @@ from mdpctl.services import default_services, parse_service_counts
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     flags.add(parser)
+    parser.add_argument(
+        "--new", action="store_true",
+        help="refuse (exit 2) when a cluster already runs in the run directory, rather than "
+        "wait for it to serve: for a script that stops the cluster it starts",
+    )
     parser.add_argument(
         "--max-workers", type=numbers.positive, metavar="N",
         help="the most worker processes up starts, all services together (default: "
@@ -106,6 +112,10 @@ def _make_run_dir(ctx: Context) -> None:
 def _up(args: argparse.Namespace, ctx: Context, started: float) -> int:
     daemon.check_answers(ctx.run_dir)  # one that runs but does not answer: said at once
     if ctx.search(again=True).run_dir is not None:
+        if args.new:
+            raise UsageError(f"a cluster is already running in {ctx.run_dir} and --new starts "
+                             "none beside it: `mdpctl down` stops it, or --run-dir DIR (with "
+                             "other ports) starts one elsewhere")
         _check_same_options(args, ctx)
         ctx.say(f"cluster already running in {ctx.run_dir}; waiting until it serves")
         changed = local.settings_changed(ctx.run_dir, local.settings_from(dict(os.environ)))

@@ -23,7 +23,7 @@ from mdpctl.hostconf import WorkerPool
 from testkit import free_ports, processes_under, wait_for
 
 from .conftest import NO_DOORS
-from .opstools import FAST, LocalCluster, mdpctl
+from .opstools import FAST, REPO, LocalCluster, mdpctl
 
 pytestmark = pytest.mark.slow
 
@@ -213,3 +213,29 @@ def test_a_run_directory_that_cannot_be_made_is_a_usage_error_naming_it(
         assert one_line(result.stderr) == (
             f"mdpctl: {where} /proc/nope: cannot create the run directory: No such file or "
             "directory\n")
+
+
+def test_the_demo_refuses_to_use_and_stop_a_cluster_already_running(
+    local_cluster: LocalCluster,
+) -> None:
+    assert local_cluster.up(*ECHO_ONLY).returncode == 0
+    pid = supervisord_pid(local_cluster.run_dir)
+    bin_dir = local_cluster.root / "bin"  # `mdpctl` on PATH, running the code under test
+    bin_dir.mkdir()
+    shim = bin_dir / "mdpctl"
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m mdpctl "$@"\n')
+    shim.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(local_cluster.code),
+           "DIPS_RUN_DIR": str(local_cluster.run_dir),
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("DIPS_CLUSTER", None)
+    demo = subprocess.run([str(REPO / "scripts" / "demo"), "card.png"], cwd=local_cluster.root,
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert demo.returncode == 2, demo.stdout + demo.stderr
+    assert one_line(demo.stderr) == (
+        f"mdpctl: a cluster is already running in {local_cluster.run_dir} and --new starts none "
+        "beside it: `mdpctl down` stops it, or --run-dir DIR (with other ports) starts one "
+        "elsewhere\n")
+    assert demo.stdout == "" and not (local_cluster.root / "card.png").exists()
+    status = local_cluster.status()  # still running, the same supervisord: not stopped
+    assert status["hosts"][0]["pid"] == pid
