@@ -18,10 +18,12 @@ import site
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mdp.errors import ConfigError
 from mdpctl import daemon, hostconf, leftovers, ports, procfs
 from mdpctl.cluster import CLUSTER_FILE_NAME, SOCKET_NAME, local_cluster_toml
 from mdpctl.daemon import endpoint_for
@@ -35,7 +37,7 @@ from mdpctl.errors import (
     WaitTimeout,
 )
 from mdpctl.fleet import parse_command
-from mdpctl.images import REDIS_MAX_MEMORY, REDIS_PASSWORD_ENV, ImageServing
+from mdpctl.images import DOOR_REDIS_ENV, REDIS_MAX_MEMORY, REDIS_PASSWORD_ENV, ImageServing
 from mdpctl.readiness import wait_until
 from mdpctl.rpc import Supervisor
 
@@ -234,6 +236,38 @@ def check_door_modules(spec: LocalSpec) -> None:
             extra = "http" if door == "mdp-http" else "gearman"
             raise UsageError(f"{door} cannot start: no module named {missing[0]} (pip install "
                              f"'dips[{extra}]'), or {flag} off for no {door}")
+
+
+def check_door_settings(spec: LocalSpec) -> None:
+    """Read each door's settings now as the door will when it starts, with its own parser
+    (mdp-http's flags and ``$DIPS_HTTP_*``, mdp-gearman's flags), so that a wrong one stops
+    up before anything starts, not leave the door in BACKOFF beside a running cluster."""
+    config = spec.host_config()
+    if spec.http_listen:
+        from mdp_http.config import from_command_line as http_settings
+
+        environ = dict(spec.settings)
+        redis = spec.images.door_redis()
+        if redis:
+            environ[DOOR_REDIS_ENV] = redis.replace("%%", "%")
+        _check_door("mdp-http", lambda: http_settings(hostconf.http_command(config)[3:],
+                                                      environ), environ)
+    if spec.gearman_listen:
+        from mdp_gearman.config import from_command_line as gearman_settings
+
+        _check_door("mdp-gearman",
+                    lambda: gearman_settings(hostconf.gearman_command(config)[3:]), {})
+
+
+def _check_door(door: str, read: Callable[[], object], environ: dict[str, str]) -> None:
+    try:
+        read()
+    except ConfigError as exc:
+        message = str(exc)
+        mine = sorted(key for key in environ if key.startswith("DIPS_") and key not in message)
+        if mine and "DIPS_" not in message:
+            message += f" (its settings from the environment: {', '.join(mine)})"
+        raise UsageError(f"{door} cannot start: {message}") from None
 
 
 def recorded_options(run_dir: Path) -> dict[str, Any] | None:

@@ -129,6 +129,7 @@ def _up(args: argparse.Namespace, ctx: Context, started: float) -> int:
         capacity.check_workers(spec.pools, args.max_workers)
         _check_services_known(args, spec)
         local.check_door_modules(spec)
+        local.check_door_settings(spec)
         local.check_ports_free(spec)
         local.write_files(spec)
         locate.note_last(ctx.run_dir)

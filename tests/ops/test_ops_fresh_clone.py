@@ -239,3 +239,22 @@ def test_the_demo_refuses_to_use_and_stop_a_cluster_already_running(
     assert demo.stdout == "" and not (local_cluster.root / "card.png").exists()
     status = local_cluster.status()  # still running, the same supervisord: not stopped
     assert status["hosts"][0]["pid"] == pid
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("DIPS_HTTP_TIMEOUT", "abc", "DIPS_HTTP_TIMEOUT='abc': could not convert string to float"),
+    ("DIPS_HTTP_TIMEOUT", "-1", "--timeout, --body-timeout and --poll-interval must be "
+     "positive (its settings from the environment: DIPS_HTTP_TIMEOUT)"),
+    ("DIPS_HTTP_AUTO_WEBP", "maybe", "DIPS_HTTP_AUTO_WEBP='maybe': not a boolean"),
+])
+def test_a_door_setting_the_door_would_refuse_stops_up_before_anything_starts(
+    variable: str, value: str, message: str, local_cluster: LocalCluster,
+) -> None:
+    http = f"127.0.0.1:{free_ports(1)[0]}"
+    brokers = [arg for b in local_cluster.brokers for arg in ("--broker", b)]
+    result = mdpctl("--run-dir", str(local_cluster.run_dir), "up", *brokers, *ECHO_ONLY,
+                    "--http", http, "--gearman", "off", code=local_cluster.code,
+                    env={variable: value})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert one_line(result.stderr).startswith(f"mdpctl: mdp-http cannot start: {message}")
+    assert result.stdout == "" and processes_under(local_cluster.root) == []
