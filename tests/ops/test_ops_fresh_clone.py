@@ -2,7 +2,11 @@
 
 A supervisord stopped with SIGSTOP is named as such (not taken for a dead one) and `down`
 leaves its programs alone unless forced; the holder of a port is called a program of a
-cluster only when it is one. Every wait has a timeout; no fixed sleeps.
+cluster only when it is one; more workers than the cores can take, a door setting the door
+would refuse and a run directory that cannot be made stop `up` before anything starts; two
+`up` at once start one cluster; the demo leaves a running cluster alone; `config -o`,
+`call`, a missing key file and `scale` say what fits. Every wait has a timeout; no fixed
+sleeps.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from mdp.options import ClientOptions
 from mdpctl import capacity, daemon, local, ports, procfs
+from mdpctl.cli import main
 from mdpctl.errors import EXIT_UNRESPONSIVE, CtlError, Unresponsive, UsageError
 from mdpctl.hostconf import WorkerPool
 from testkit import free_ports, processes_under, wait_for
@@ -258,3 +264,70 @@ def test_a_door_setting_the_door_would_refuse_stops_up_before_anything_starts(
     assert result.returncode == 2, result.stdout + result.stderr
     assert one_line(result.stderr).startswith(f"mdpctl: mdp-http cannot start: {message}")
     assert result.stdout == "" and processes_under(local_cluster.root) == []
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_config_keeps_a_file_that_exists_unless_forced_and_hides_a_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DIPS_REDIS_PASSWORD", raising=False)
+    out = tmp_path / "supervisord.conf"
+    out.write_text("mine\n")
+    out.chmod(0o644)
+    code, _, err = run_main(capsys, "config", "local", "-o", str(out))
+    assert code == 2 and one_line(err) == (
+        f"mdpctl: -o {out}: the file exists; --force overwrites it\n")
+    assert out.read_text() == "mine\n"
+    code, said, _ = run_main(capsys, "config", "local", "-o", str(out), "--force")
+    assert code == 0 and said == f"wrote {out}\n" and out.read_text().startswith("; DIPS")
+
+    url = "redis://dips:s3cret@10.0.0.9:6379/0"
+    for path, force in ((tmp_path / "new.conf", []), (out, ["--force"])):
+        code, said, err = run_main(capsys, "config", "worker-host", "--cpus", "1", "--broker",
+                                   "tcp://10.0.0.1:5555", "--http", "0.0.0.0:8080",
+                                   "--redis-url", url, "-o", str(path), *force)
+        assert code == 0, err
+        assert said == f"wrote {path} (mode 0600: it holds a password)\n"
+        assert url in path.read_text() and path.stat().st_mode & 0o777 == 0o600
+
+
+def test_call_refuses_a_request_past_the_clients_limit_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    limit = ClientOptions().max_request_bytes
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\0" * (limit + 1))
+    [port] = free_ports(1)
+    code, out, err = run_main(capsys, "--run-dir", str(tmp_path), "call", "thumbnail",
+                              "--file", f"image={big}", "--broker", f"tcp://127.0.0.1:{port}")
+    assert code == 2 and out == ""
+    assert re.fullmatch(r"mdpctl: the request was not sent: it is \d+ bytes, more than the "
+                        f"client's limit of {limit} bytes \\(32 MiB, max_request_bytes\\)\n",
+                        one_line(err)), err
+
+
+def test_a_key_file_that_does_not_exist_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    missing = tmp_path / "keys" / "images.key.hex"
+    code, _, err = run_main(capsys, "imgproxy", "sign", "--key", str(missing), "--salt",
+                            str(missing), "--options", "rs:fit:300:200", "--source",
+                            "local:///p.jpg")
+    assert code == 2
+    assert one_line(err) == f"mdpctl: {missing}: the key or salt file does not exist\n"
+
+
+def test_scale_past_the_slots_of_the_local_cluster_says_how_it_gets_more(
+    local_cluster: LocalCluster,
+) -> None:
+    assert local_cluster.up(*ECHO_ONLY).returncode == 0
+    scale = local_cluster.ctl("scale", "echo", "5")
+    assert scale.returncode == 2, scale.stdout + scale.stderr
+    assert one_line(scale.stderr) == (
+        "mdpctl: local has 1 slots for echo, fewer than 5; the local cluster gets more with "
+        "`mdpctl down`, then `mdpctl up` with its options and --spare 4\n")
