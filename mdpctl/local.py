@@ -244,6 +244,7 @@ def check_door_settings(spec: LocalSpec) -> None:
     up before anything starts, not leave the door in BACKOFF beside a running cluster."""
     config = spec.host_config()
     if spec.http_listen:
+        from mdp_http.config import ENV_PREFIX
         from mdp_http.config import from_command_line as http_settings
 
         environ = dict(spec.settings)
@@ -251,22 +252,24 @@ def check_door_settings(spec: LocalSpec) -> None:
         if redis:
             environ[DOOR_REDIS_ENV] = redis.replace("%%", "%")
         _check_door("mdp-http", lambda: http_settings(hostconf.http_command(config)[3:],
-                                                      environ), environ)
+                                                      environ),
+                    sorted(key for key in environ if key.startswith(ENV_PREFIX)))
     if spec.gearman_listen:
         from mdp_gearman.config import from_command_line as gearman_settings
 
         _check_door("mdp-gearman",
-                    lambda: gearman_settings(hostconf.gearman_command(config)[3:]), {})
+                    lambda: gearman_settings(hostconf.gearman_command(config)[3:]), [])
 
 
-def _check_door(door: str, read: Callable[[], object], environ: dict[str, str]) -> None:
+def _check_door(door: str, read: Callable[[], object], from_env: list[str]) -> None:
+    """UsageError naming the door and what it would refuse (and, when that names a flag,
+    the variables of the environment that set some)."""
     try:
         read()
     except ConfigError as exc:
         message = str(exc)
-        mine = sorted(key for key in environ if key.startswith("DIPS_") and key not in message)
-        if mine and "DIPS_" not in message:
-            message += f" (its settings from the environment: {', '.join(mine)})"
+        if from_env and "DIPS_" not in message:
+            message += f" (its settings from the environment: {', '.join(from_env)})"
         raise UsageError(f"{door} cannot start: {message}") from None
 
 

@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,7 +39,7 @@ def exclusive(path: Path, what: str, doing: str | None = None) -> Iterator[None]
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            record = os.pread(fd, 4096, 0).decode(errors="replace").splitlines()
+            record = _holder_record(fd)
             holder = record[0].strip() if record and record[0].strip() else "?"
             theirs = record[1].strip() if len(record) > 1 else "mdpctl is changing this cluster"
             raise CtlError(
@@ -51,3 +52,14 @@ def exclusive(path: Path, what: str, doing: str | None = None) -> Iterator[None]
         yield
     finally:
         os.close(fd)
+
+
+def _holder_record(fd: int, wait_s: float = 0.5) -> list[str]:
+    """The lines the holder wrote: its pid, what it does (read again for a moment while
+    empty: a holder that has just taken the lock writes them next)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        record = os.pread(fd, 4096, 0).decode(errors="replace").splitlines()
+        if record or time.monotonic() >= deadline:
+            return record
+        time.sleep(0.01)

@@ -95,10 +95,18 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if conflicts:
         raise UsageError(f"{conflicts[0]} both say it: give one of them")
     local.check_run_dir(ctx.run_dir)
+    daemon.check_answers(ctx.run_dir)  # one that runs but does not answer: said at once
+    # Every refusal comes before anything is made: even the run directory.
+    spec = _new_spec(args, ctx) if ctx.search().run_dir is None else None
     _make_run_dir(ctx)  # the lock lives in it
-    # Two `up` at once would both find no cluster and both start one: one waits for none.
+    # Two `up` at once would both find no cluster and start one each: the second is refused.
     with ctx.exclusive("up", f"`mdpctl up` is starting the cluster in {ctx.run_dir}"):
-        return _up(args, ctx, started)
+        daemon.check_answers(ctx.run_dir)
+        if ctx.search(again=True).run_dir is not None:  # perhaps started since by another up
+            _join_running(args, ctx)
+        else:
+            _start(spec or _new_spec(args, ctx), ctx)
+        return _wait_serving(args, ctx, started)
 
 
 def _make_run_dir(ctx: Context) -> None:
@@ -109,36 +117,46 @@ def _make_run_dir(ctx: Context) -> None:
                          f"directory: {exc.strerror or exc}") from None
 
 
-def _up(args: argparse.Namespace, ctx: Context, started: float) -> int:
-    daemon.check_answers(ctx.run_dir)  # one that runs but does not answer: said at once
-    if ctx.search(again=True).run_dir is not None:
-        if args.new:
-            raise UsageError(f"a cluster is already running in {ctx.run_dir} and --new starts "
-                             "none beside it: `mdpctl down` stops it, or --run-dir DIR (with "
-                             "other ports) starts one elsewhere")
-        _check_same_options(args, ctx)
-        ctx.say(f"cluster already running in {ctx.run_dir}; waiting until it serves")
-        changed = local.settings_changed(ctx.run_dir, local.settings_from(dict(os.environ)))
-        if changed:
-            ctx.say(f"  note: it runs with other {', '.join('$' + k for k in changed)} than "
-                    "set here; `mdpctl down` and `mdpctl up` to change them")
-        doors.start_failed(ctx.cluster(), ctx.say)
-    else:
-        spec = _spec(args, ctx, {})
-        spec.host_config()  # every value checked before anything is looked at or started
-        capacity.check_workers(spec.pools, args.max_workers)
-        _check_services_known(args, spec)
-        local.check_door_modules(spec)
-        local.check_door_settings(spec)
-        local.check_ports_free(spec)
-        local.write_files(spec)
-        locate.note_last(ctx.run_dir)
-        workers = sum(pool.workers for pool in spec.pools)
-        doors_asked = sum(1 for listen in (spec.http_listen, spec.gearman_listen) if listen)
-        redis = " and a Redis" if spec.images.redis is not None else ""
-        ctx.say(f"starting {_count(len(spec.brokers), 'broker')}, {_count(workers, 'worker')}, "
-                f"{_count(doors_asked, 'door')}{redis} under supervisord in {ctx.run_dir} ...")
-        local.start_supervisord(ctx.run_dir)
+def _new_spec(args: argparse.Namespace, ctx: Context) -> local.LocalSpec:
+    """The cluster to start, every value checked (nothing looked at or started yet)."""
+    spec = _spec(args, ctx, {})
+    spec.host_config()
+    capacity.check_workers(spec.pools, args.max_workers)
+    _check_services_known(args, spec)
+    local.check_door_modules(spec)
+    local.check_door_settings(spec)
+    return spec
+
+
+def _join_running(args: argparse.Namespace, ctx: Context) -> None:
+    """The cluster runs: options must agree; any door that is down is started."""
+    if args.new:
+        raise UsageError(f"a cluster is already running in {ctx.run_dir} and --new starts "
+                         "none beside it: `mdpctl down` stops it, or --run-dir DIR (with "
+                         "other ports) starts one elsewhere")
+    _check_same_options(args, ctx)
+    ctx.say(f"cluster already running in {ctx.run_dir}; waiting until it serves")
+    changed = local.settings_changed(ctx.run_dir, local.settings_from(dict(os.environ)))
+    if changed:
+        ctx.say(f"  note: it runs with other {', '.join('$' + k for k in changed)} than "
+                "set here; `mdpctl down` and `mdpctl up` to change them")
+    doors.start_failed(ctx.cluster(), ctx.say)
+
+
+def _start(spec: local.LocalSpec, ctx: Context) -> None:
+    local.check_ports_free(spec)
+    local.write_files(spec)
+    locate.note_last(ctx.run_dir)
+    workers = sum(pool.workers for pool in spec.pools)
+    doors_asked = sum(1 for listen in (spec.http_listen, spec.gearman_listen) if listen)
+    redis = " and a Redis" if spec.images.redis is not None else ""
+    ctx.say(f"starting {_count(len(spec.brokers), 'broker')}, {_count(workers, 'worker')}, "
+            f"{_count(doors_asked, 'door')}{redis} under supervisord in {ctx.run_dir} ...")
+    local.start_supervisord(ctx.run_dir)
+
+
+def _wait_serving(args: argparse.Namespace, ctx: Context, started: float) -> int:
+    """Wait until every worker is registered and every door serves; say what runs."""
     cluster = ctx.cluster()
     try:
         _wait_brokers_running(ctx, args.timeout)
