@@ -30,8 +30,15 @@ DEFAULT_LIMITS = BodyLimits()
 
 
 def pack(obj: Any) -> bytes:
-    """Encode a value as msgpack."""
-    return msgpack.packb(obj, use_bin_type=True)
+    """Encode a value as msgpack.
+
+    A str with surrogate escapes (a peer's str that was not valid UTF-8, as :func:`unpack`
+    keeps it) goes back out as the very bytes that peer sent, so that a request's field,
+    echoed in a result or named in an error, never makes its reply impossible to send."""
+    try:
+        return msgpack.packb(obj, use_bin_type=True)
+    except UnicodeEncodeError:
+        return msgpack.packb(obj, use_bin_type=True, unicode_errors="surrogateescape")
 
 
 def unpack(data: bytes, max_items: int = -1) -> Any:

@@ -32,6 +32,7 @@ from mdp.dispatch import Dispatcher
 from mdp.errors import ConfigError
 from mdp.keys import fingerprint, load_secret
 from mdp.logs import LOG_FORMAT
+from mdp.rates import format_rate
 
 if TYPE_CHECKING:
     from mdp.auth import RoleAuthenticator
@@ -121,7 +122,8 @@ class Broker:
 
     def run(self) -> None:
         """Serve until :meth:`stop`."""
-        log.info("broker ready on %s", " ".join(self.endpoints))
+        log.info("broker ready on %s, link floor %s", " ".join(self.endpoints),
+                 format_rate(self.config.link_floor))
         try:
             while not self._stopping:
                 self.run_once(_MAX_BLOCK_MS)

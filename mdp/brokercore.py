@@ -80,6 +80,7 @@ class BrokerCore:
             max_prefetch=config.max_prefetch,
             max_worker_losses=config.max_worker_losses,
             poison_memory_s=config.poison_memory_s,
+            link_floor=config.link_floor,
         )
         self.started = now
         self.instance = instance or secrets.token_hex(8)  # tells a restarted broker apart

@@ -140,5 +140,8 @@ def clean_info(info: Any) -> dict[str, Any] | None:
                and isinstance(f[1], str) and isinstance(f[2], bool) and isinstance(f[3], str)
                for f in fields):
         return None
-    clean = {"content_type": content_type, "fields": fields, "doc": doc}
+    clean: dict[str, Any] = {"content_type": content_type, "fields": fields, "doc": doc}
+    example = info.get("example")  # a request that works (mdp.handlers.service_info)
+    if isinstance(example, dict) and all(isinstance(k, str) for k in example):
+        clean["example"] = example
     return clean if len(p.pack(clean)) <= MAX_INFO_BYTES else None

@@ -107,7 +107,8 @@ class WorkerKeeper:
         if command == p.HEARTBEAT:
             if msg.sending:  # a big reply follows: no probe, no silence, until it may be here
                 size = min(msg.sending, self.config.max_message_bytes)  # (none can be larger)
-                worker.reply_until = p.sent_until(worker.reply_until, size, now)
+                worker.reply_until = p.sent_until(worker.reply_until, size, now,
+                                                  self.config.link_floor)
             return
         if not worker.dips and command != p.DISCONNECT:
             self._warnings(now, "standard worker %s sent a DIPS command %r; ignored",

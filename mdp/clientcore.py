@@ -300,7 +300,7 @@ class ClientCore(Placement):
         if call.mark_at == ep.index and ep.sending_until > now:
             # every byte sent before its request has arrived: what may still be on its way
             # is what was sent after it
-            left = now + (ep.sent_bytes - call.mark) / p.SEND_FLOOR_BPS
+            left = now + (ep.sent_bytes - call.mark) / ep.link_floor
             if left < ep.sending_until:
                 ep.sending_until = left
         if call.raw:
@@ -336,7 +336,7 @@ class ClientCore(Placement):
             return
         if pong.sending:  # a big reply follows: no ping until it may have arrived
             size = min(pong.sending, self.options.max_reply_bytes)  # (none can be larger)
-            ep.receiving_until = p.sent_until(ep.receiving_until, size, now)
+            ep.receiving_until = p.sent_until(ep.receiving_until, size, now, ep.link_floor)
         if pong.instance and ep.instance and pong.instance != ep.instance:
             log.info("broker %s restarted; sending its %d requests again",
                      ep.address, len(ep.calls))

@@ -52,7 +52,8 @@ class Placement:
         self.connect_timeout = options.connect_timeout
         self.down_for = options.down_for
         self.window: float = math.inf  # calls started (clock running) at most at once
-        self.endpoints = [Endpoint(i, address) for i, address in enumerate(self.brokers)]
+        self.endpoints = [Endpoint(i, address, options.link_floor)
+                          for i, address in enumerate(self.brokers)]
         self.actions: list[Action] = []
         self.finished: list[Call] = []
         self.progress: list[tuple[Call, p.RequestProgress]] = []  # for calls that take it

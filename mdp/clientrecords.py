@@ -85,14 +85,15 @@ class Call:
 class Endpoint:
     """One broker and the state of our connection to it."""
 
-    __slots__ = ("index", "address", "state", "calls", "plain", "heard_at", "ping_at",
-                 "sent_bytes", "sending_until", "receiving_until", "hello_sent", "hello_at",
-                 "connect_deadline", "down_until", "known_dips", "instance", "complained_at",
-                 "quiet_failures")
+    __slots__ = ("index", "address", "link_floor", "state", "calls", "plain", "heard_at",
+                 "ping_at", "sent_bytes", "sending_until", "receiving_until", "hello_sent",
+                 "hello_at", "connect_deadline", "down_until", "known_dips", "instance",
+                 "complained_at", "quiet_failures")
 
-    def __init__(self, index: int, address: str) -> None:
+    def __init__(self, index: int, address: str, link_floor: int) -> None:
         self.index = index
         self.address = address
+        self.link_floor = link_floor  # bytes per second: the slowest this link may be
         self.state = State.DOWN
         self.calls: dict[int, Call] = {}  # outstanding on this connection, by id
         self.plain: Call | None = None  # the one standard (MDPC01) request in flight
@@ -143,7 +144,7 @@ def note_sent(ep: Endpoint, calls: Sequence[Call], size: int, at: float) -> None
     ping waits behind it (:func:`mdp.protocol.sent_until`), and each call's reply will
     tell that it has arrived (:attr:`Call.mark`)."""
     ep.sent_bytes = mark = ep.sent_bytes + size
-    ep.sending_until = p.sent_until(ep.sending_until, size, at)
+    ep.sending_until = p.sent_until(ep.sending_until, size, at, ep.link_floor)
     index = ep.index
     for call in calls:
         call.mark, call.mark_at = mark, index

@@ -13,6 +13,7 @@ from mdp import protocol as p
 from mdp.errors import ConfigError
 from mdp.keys import CurveConfig
 from mdp.options import check_endpoint
+from mdp.rates import check_link_floor, link_floor_flag
 from mdp.workerstate import Timing
 
 BROKER_DESCRIPTION = "The Majordomo broker of DIPS."
@@ -59,6 +60,7 @@ class BrokerConfig:
     max_prefetch: int = 16  # tasks a worker may hold beyond the one it runs (for short
     # tasks only: the hold budget, about 5 ms of work, caps it for longer ones)
     zmtp_heartbeat_ms: int = 1000  # ZMTP PING interval; a peer silent 3x this is dropped
+    link_floor: int = p.DEFAULT_LINK_FLOOR  # bytes per second: the slowest link allowed
     max_worker_losses: int = 2  # workers lost running one request before it is given up
     poison_memory_s: float = 60.0  # how long a given-up request is refused
     curve_secret: str | None = None  # the broker's own key pair (.key_secret file)
@@ -69,11 +71,12 @@ class BrokerConfig:
     def zmtp_timeout_ms(self) -> int:
         """How long a peer's libzmq may stay silent after a ZMTP PING before it is dropped:
         3 intervals, and never less than the largest message takes at the slowest link a big
-        body is allowed for (p.SEND_FLOOR_BPS), plus one interval: libzmq counts a message
+        body is allowed for (``link_floor``), plus one interval: libzmq counts a message
         as a sign of life only once all of it has come, so a shorter timeout would drop a
-        client or worker in the middle of a big upload or result (32 MiB: 4.4 s)."""
+        client or worker in the middle of a big upload or result (32 MiB at 10 MB/s:
+        4.4 s)."""
         ivl = self.zmtp_heartbeat_ms
-        transfer_ms = -(-self.max_message_bytes * 1000 // p.SEND_FLOOR_BPS)
+        transfer_ms = -(-self.max_message_bytes * 1000 // self.link_floor)
         return max(3 * ivl, transfer_ms + ivl)
 
     def validate(self) -> None:
@@ -104,6 +107,7 @@ class BrokerConfig:
             raise ConfigError("--max-message-bytes must be at least 1024")
         if self.max_worker_losses < 0 or self.poison_memory_s < 0:
             raise ConfigError("--max-worker-losses and --poison-memory must not be negative")
+        check_link_floor(self.link_floor, "--link-floor")
         keys = (self.curve_secret, self.client_keys, self.worker_keys)
         if any(keys) and not all(keys):
             raise ConfigError("CURVE needs all of --curve-secret, --client-keys and --worker-keys")
@@ -128,6 +132,7 @@ class WorkerConfig:
     busy_after_s: float = Timing.busy_after_s  # a task running longer: BUSY elsewhere
     prefetch: int = 16  # tasks it is willing to hold beyond the one it runs (READY meta)
     reply_gather_s: float = Timing.reply_gather_s  # back-to-back replies wait to go together
+    link_floor: int = Timing.link_floor  # bytes per second: the slowest link allowed
     curve: CurveConfig | None = None
 
     def validate(self) -> None:
@@ -152,6 +157,7 @@ class WorkerConfig:
             raise ConfigError("--prefetch must be between 0 and 16")
         if not 0 <= self.reply_gather_s <= self.busy_after_s:
             raise ConfigError("--reply-gather must be at least 0 and at most --busy-after")
+        check_link_floor(self.link_floor, "--link-floor")
 
 
 class VersionAction(argparse.Action):
@@ -234,8 +240,12 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
         "for frozen: its tasks go to other workers (its late reply still counts)")
     add("--zmtp-heartbeat", type=int, default=d.zmtp_heartbeat_ms, metavar="MS",
         help="ZMTP heartbeat interval (0: none); a peer whose libzmq stays silent for 3x "
-        "this (and at least as long as --max-message-bytes takes at 10 MB/s, plus this) is "
-        "dropped, and a worker dropped so while running a request costs it a loss")
+        "this (and at least as long as --max-message-bytes takes at --link-floor, plus this) "
+        "is dropped, and a worker dropped so while running a request costs it a loss")
+    add("--link-floor", **link_floor_flag(
+        d.link_floor, "a worker is not probed nor taken for frozen, nor a peer's ZMTP link for "
+        "dead, before the bytes on their way to or from it may have gone at this rate; give "
+        "every broker, worker and door the same"))
     curve = parser.add_argument_group("CURVE security (all three or none)")
     curve.add_argument("--curve-secret", metavar="FILE",
                        help="the broker's key pair (NAME.key_secret, mode 0600)")
@@ -257,6 +267,7 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
         max_frames=args.max_frames,
         max_prefetch=args.max_prefetch,
         zmtp_heartbeat_ms=args.zmtp_heartbeat,
+        link_floor=args.link_floor,
         frozen_after_s=args.frozen_after,
         max_worker_losses=args.max_worker_losses,
         poison_memory_s=args.poison_memory,
@@ -303,6 +314,9 @@ def parse_worker_args(
     add("--reply-gather", type=float, default=d.reply_gather_s, metavar="SECONDS",
         help="replies of requests run back to back wait up to this long to go out together "
         "(0: each at once)")
+    add("--link-floor", **link_floor_flag(
+        d.link_floor, "a broker that announced a big task is not taken for silent before the "
+        "task may have come at this rate; the brokers' value"))
     curve = parser.add_argument_group("CURVE security (both or none)")
     curve.add_argument("--curve-secret", metavar="FILE",
                        help="this worker's key pair (NAME.key_secret, mode 0600)")
@@ -326,6 +340,7 @@ def parse_worker_args(
         busy_after_s=args.busy_after,
         prefetch=args.prefetch,
         reply_gather_s=args.reply_gather,
+        link_floor=args.link_floor,
     )
     _checked(parser, config)
     return config, args, args.log_level

@@ -38,7 +38,7 @@ from typing import Any
 
 from mdp.errors import Overloaded, RequestError, UnknownService, WorkerLost, a_worker_failed
 from mdp.poison import PoisonMemory
-from mdp.protocol import BIG_BODY, sent_until
+from mdp.protocol import BIG_BODY, DEFAULT_LINK_FLOOR, sent_until
 from mdp.records import Process, Request, Service, Worker, WorkerState
 from mdp.standing import join_process, leave_process, place, take_back
 from mdp.tally import BrokerTally
@@ -64,12 +64,14 @@ class Dispatcher:
         max_prefetch: int = 1,
         max_worker_losses: int = 2,
         poison_memory_s: float = 60.0,
+        link_floor: int = DEFAULT_LINK_FLOOR,
     ) -> None:
         self.max_queue = max_queue
         self.max_total_queue = max_total_queue
         self.max_workers = max_workers
         self.max_prefetch = max_prefetch
         self.max_worker_losses = max_worker_losses  # 0: never give a request up
+        self.link_floor = link_floor  # bytes per second a big task may take to go
         self.queued = 0  # over all services (kept up to date by the queue operations)
         self.attached = 0  # callers of shared requests (held, bounded with the queue)
         self.next_expiry = math.inf  # no queued request expires before this
@@ -393,7 +395,8 @@ class Dispatcher:
         request.dispatched_at = now
         worker.tasks[key] = request
         if (body := request.body) and len(body[-1]) >= BIG_BODY:
-            worker.tasks_until = sent_until(worker.tasks_until, len(body[-1]), now)
+            worker.tasks_until = sent_until(worker.tasks_until, len(body[-1]), now,
+                                            self.link_floor)
             worker.big_key = key
 
     def _attach(self, shared: Request, request: Request, service: Service) -> None:

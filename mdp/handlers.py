@@ -29,11 +29,14 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
+import msgpack
+
 from mdp.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 GROUP = "dips.services"
+MAX_EXAMPLE_BYTES = 4096  # an example request larger than this (msgpack) is left out
 
 Handle = Callable[[dict[str, Any]], Any]
 
@@ -58,16 +61,31 @@ class Handler:
 
 
 def service_info(content_type: str = "", fields: Sequence[Sequence[Any]] = (),
-                 doc: str = "") -> dict[str, Any]:
+                 doc: str = "", example: Any = None) -> dict[str, Any]:
     """What a worker announces of its service in READY (``"info"``): the content type of its
     replies ("" when the request chooses it), its request fields as ``[name, kind, required,
-    doc]`` and a one-line description. Long texts are cut so that the map stays small."""
-    return {
+    doc]``, a one-line description and, when given, ``example``: a small request map that
+    works (``mdpctl services NAME`` suggests a call from it; alternatives such as "width,
+    height or both" are more than required flags can say). Long texts are cut and a large
+    or malformed example is left out, so that the map stays small."""
+    info: dict[str, Any] = {
         "content_type": content_type[:100],
         "fields": [[str(name)[:64], str(kind)[:64], bool(required), str(field_doc)[:200]]
                    for name, kind, required, field_doc in list(fields)[:64]],
         "doc": doc[:300],
     }
+    if _small_map(example):
+        info["example"] = dict(example)
+    return info
+
+
+def _small_map(value: Any) -> bool:
+    if not (isinstance(value, Mapping) and all(isinstance(k, str) for k in value)):
+        return False
+    try:
+        return len(msgpack.packb(dict(value), use_bin_type=True)) <= MAX_EXAMPLE_BYTES
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def _echo_raw(frame: bytes) -> bytes:
@@ -76,7 +94,8 @@ def _echo_raw(frame: bytes) -> bytes:
 
 
 ECHO = Handler("echo", _echo_raw, None, raw=True, instant=True,
-               info=service_info(doc="returns the request unchanged (a diagnostic service)"))
+               info=service_info(doc="returns the request unchanged (a diagnostic service)",
+                                 example={"hello": "world"}))
 
 
 def plain(service: str, call: Handle) -> Handler:
@@ -157,7 +176,7 @@ def _info_of(provider: Any, service: str) -> dict[str, Any] | None:
         if info is None:
             return None
         return service_info(info.get("content_type", ""), info.get("fields", ()),
-                            info.get("doc", ""))
+                            info.get("doc", ""), info.get("example"))
     except Exception as exc:
         log.warning("cannot describe service %r: %s: %s", service, type(exc).__name__, exc)
         return None

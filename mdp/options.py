@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mdp.errors import ConfigError
+from mdp.rates import DEFAULT_LINK_FLOOR, check_link_floor
 
 # tcp://HOST:PORT (HOST a name, an IPv4 address, [IPv6] or *), ipc://PATH, inproc://NAME
 _TCP = re.compile(r"tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.*-]+):(?P<port>[0-9]{1,5})")
@@ -75,6 +76,10 @@ class ClientOptions:
     :param shuffle: start at a random broker (requests then go round-robin over all).
     :param max_request_bytes: larger requests are refused before sending (BadRequest).
     :param max_reply_bytes: a broker sending a larger reply is disconnected.
+    :param link_floor: the slowest link a big body is allowed, in bytes per second (at
+        least :data:`mdp.rates.MIN_LINK_FLOOR`): a broker is not pinged, nor taken for
+        dead, before the bytes sent to it (or announced by it) may have gone at this rate.
+        The brokers and workers should be given the same (docs/OPERATIONS.md, "Slow links").
     """
 
     timeout: float = 10.0
@@ -87,6 +92,7 @@ class ClientOptions:
     shuffle: bool = True
     max_request_bytes: int = 32 * 1024 * 1024
     max_reply_bytes: int = 64 * 1024 * 1024
+    link_floor: int = DEFAULT_LINK_FLOOR
 
     def __post_init__(self) -> None:
         self.check()
@@ -107,6 +113,7 @@ class ClientOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_link_floor(self.link_floor, "link_floor")
 
     def but(self, **changes: Any) -> ClientOptions:
         """A copy with ``changes``; ConfigError for a name that is not an option."""

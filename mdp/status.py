@@ -88,6 +88,13 @@ def _list(value: Any, path: str) -> Sequence[Any]:
     return value
 
 
+def _example(value: Any, path: str) -> dict[str, Any]:
+    """A request map: string keys, any values."""
+    if not (isinstance(value, Mapping) and all(isinstance(k, str) for k in value)):
+        raise _bad(path, value, "a request map")
+    return dict(value)
+
+
 def _need(data: Mapping[Any, Any], key: str, path: str,
           read: Callable[[Any, str], T]) -> T:
     """A key every broker sends: absent is an error."""
@@ -307,11 +314,13 @@ class FieldInfo:
 @dataclass(frozen=True, slots=True)
 class ServiceInfo:
     """What a service's workers say of it: the content type of its replies ("" when the
-    request chooses it), its request fields, and a line of documentation."""
+    request chooses it), its request fields, a line of documentation, and a small request
+    that works (None when they give none)."""
 
     content_type: str = ""
     fields: tuple[FieldInfo, ...] = ()
     doc: str = ""
+    example: Mapping[str, Any] | None = field(default=None, hash=False)
 
     @property
     def bytes_fields(self) -> frozenset[str]:
@@ -319,8 +328,11 @@ class ServiceInfo:
         return frozenset(f.name for f in self.fields if f.is_bytes)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"content_type": self.content_type,
-                "fields": [f.to_wire() for f in self.fields], "doc": self.doc}
+        wire: dict[str, Any] = {"content_type": self.content_type,
+                                "fields": [f.to_wire() for f in self.fields], "doc": self.doc}
+        if self.example is not None:
+            wire["example"] = dict(self.example)
+        return wire
 
     @classmethod
     def from_wire(cls, data: Any, path: str = "info") -> ServiceInfo:
@@ -329,7 +341,8 @@ class ServiceInfo:
         return cls(_may(data, "content_type", where, _text, ""),
                    tuple(FieldInfo.from_wire(f, f"{where}fields[{i}]")
                          for i, f in enumerate(raw)),
-                   _may(data, "doc", where, _text, ""))
+                   _may(data, "doc", where, _text, ""),
+                   _may(data, "example", where, _example, None))
 
 
 @dataclass(frozen=True, slots=True)

@@ -230,7 +230,8 @@ class WorkerCore:
                 self._on_disconnect(i, link, now)
             case p.BrokerSignal(_, sending) if sending:  # a big task follows
                 size = min(sending, self.max_message_bytes)
-                link.task_until = p.sent_until(link.task_until, size, now)
+                link.task_until = p.sent_until(link.task_until, size, now,
+                                               self.timing.link_floor)
             case p.BrokerSignal():
                 link.backoff.reset()
                 if link.mode is LinkMode.DIPS and (

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 from mdp.clock import Backoff
+from mdp.protocol import DEFAULT_LINK_FLOOR
 
 
 class LinkMode(enum.Enum):
@@ -29,7 +30,8 @@ class Phase(enum.Enum):
 
 @dataclass(frozen=True)
 class Timing:
-    """The worker's timers, in seconds."""
+    """The worker's timers, in seconds, and the link floor (bytes per second) that stretches
+    them while a big task the broker announced may still be on its way."""
 
     heartbeat_interval_s: float = 1.0
     heartbeat_liveness: int = 3
@@ -39,6 +41,7 @@ class Timing:
     busy_after_s: float = 0.005
     drain_linger_ms: int = 2000
     reply_gather_s: float = 0.002  # how long finished replies may wait to share a REPLIES
+    link_floor: int = DEFAULT_LINK_FLOOR  # the slowest link a big task is allowed
 
     @property
     def expiry_s(self) -> float:
@@ -78,9 +81,9 @@ class Link:
     gathered_bytes: int = 0
     gathered_since: float = 0.0
     heard_at: float = 0.0
-    # when the big task the broker announced may have arrived (protocol.sent_until): the
-    # broker is not silent before then plus the expiry, as its heartbeats wait behind it;
-    # 0 once the task has come (it follows its announcement)
+    # when the big task the broker announced may have arrived (protocol.sent_until at
+    # Timing.link_floor): the broker is not silent before then plus the expiry, as its
+    # heartbeats wait behind it; 0 once the task has come (it follows its announcement)
     task_until: float = 0.0
     sent_at: float = 0.0
     retry_at: float = 0.0

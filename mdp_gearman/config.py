@@ -11,6 +11,7 @@ from pathlib import Path
 from mdp.config import VersionAction
 from mdp.errors import ConfigError
 from mdp.options import check_endpoints
+from mdp.rates import DEFAULT_LINK_FLOOR, check_link_floor, link_floor_flag
 from mdp_gearman.mapping import DEFAULT_RAW_FIELD
 from mdp_gearman.packets import DEFAULT_MAX_PACKET_BYTES
 
@@ -33,6 +34,7 @@ class GatewayConfig:
     worker_time_limit_s: float = 30.0  # a Gearman worker's job without CAN_DO_TIMEOUT
     worker_prefetch: int = 1  # tasks a Gearman worker may be given beyond the one it runs
     heartbeat_interval_s: float = 1.0  # the brokers' --heartbeat-interval
+    link_floor: int = DEFAULT_LINK_FLOOR  # the brokers' --link-floor (bytes per second)
     max_connections: int = 1024
     max_jobs_per_connection: int = 256  # past this, the connection is not read
     max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES
@@ -64,6 +66,7 @@ class GatewayConfig:
             raise ConfigError("--sync is FULL or NORMAL")
         if bool(self.curve_secret) != bool(self.broker_key):
             raise ConfigError("CURVE needs both --curve-secret and --broker-key")
+        check_link_floor(self.link_floor, "--link-floor")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -123,6 +126,10 @@ def from_command_line(argv: Sequence[str] | None) -> tuple[GatewayConfig, str]:
     add("--heartbeat-interval", type=float, default=d.heartbeat_interval_s,
         metavar="SECONDS", dest="heartbeat_interval_s",
         help="heartbeat of the Gearman workers' broker links; the brokers' value")
+    add("--link-floor", **link_floor_flag(
+        d.link_floor, "the door's client and its Gearman workers' broker links take no broker "
+        "for dead while a big job or result may still be on its way at this rate; the "
+        "brokers' value"))
     add("--max-connections", type=int, default=d.max_connections, metavar="N",
         help="connections at once; one more gets ERROR and is closed")
     add("--max-jobs-per-connection", type=int, default=d.max_jobs_per_connection,

@@ -14,6 +14,7 @@ from mdp.aio import AsyncMDPClient
 from mdp.clientrecords import OnProgress
 from mdp.errors import Timeout
 from mdp.keys import CurveConfig
+from mdp.rates import DEFAULT_LINK_FLOOR
 from mdp.status import BrokerStatus
 from mdp.statusfetch import StatusClients
 
@@ -29,11 +30,13 @@ class Dips:
     kind = "asyncio client"
 
     def __init__(self, brokers: Sequence[str], *, timeout_s: float,
-                 curve: CurveConfig | None = None) -> None:
+                 curve: CurveConfig | None = None,
+                 link_floor: int = DEFAULT_LINK_FLOOR) -> None:
         self.brokers = list(brokers)
         self.timeout_s = timeout_s
         self.curve = curve
-        self._client = AsyncMDPClient(self.brokers, timeout=timeout_s, curve=curve)
+        self._client = AsyncMDPClient(self.brokers, timeout=timeout_s, curve=curve,
+                                      link_floor=link_floor)
         self._status = StatusClients(timeout_s=STATUS_TIMEOUT_S, curve=curve)
 
     async def call(self, service: str, request: dict[str, Any], *, priority: int = 0,

@@ -80,7 +80,8 @@ class Gateway:
         self.zmq.set(zmq.MAX_SOCKETS, 2 * MAX_LINKS + 64)  # a link is a socket and a monitor
         self.worker_settings = WorkerSettings(
             tuple(config.brokers), config.worker_time_limit_s,
-            Timing(config.heartbeat_interval_s, time_limit_s=NO_TIME_LIMIT_S, reply_gather_s=0),
+            Timing(config.heartbeat_interval_s, time_limit_s=NO_TIME_LIMIT_S, reply_gather_s=0,
+                   link_floor=config.link_floor),
             prefetch=config.worker_prefetch, raw_field=config.raw_field,
             meta={"version": f"{GEARMAN_WORKER_VERSION} {code_version()}"},
             on_offered=self.fleet.offered)
@@ -371,7 +372,8 @@ async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> int
     curve = (CurveConfig.from_files(config.curve_secret, config.broker_key)
              if config.curve_secret and config.broker_key else None)
     outbox = Outbox(config.state_dir, sync=config.sync) if config.state_dir else None
-    dips = Dips(config.brokers, timeout_s=config.timeout_s, curve=curve)
+    dips = Dips(config.brokers, timeout_s=config.timeout_s, curve=curve,
+                link_floor=config.link_floor)
     gateway = Gateway(config, dips, outbox)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

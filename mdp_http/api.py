@@ -28,6 +28,7 @@ from mdp_http.errors import (
     BodyTimeout,
     Busy,
     Forbidden,
+    NotFound,
     TooLarge,
     UnsupportedMediaType,
     error_map,
@@ -60,7 +61,17 @@ class Api:
             web.post("/v1/{signature}/{service}", self.post_signed),
             web.get("/v1/{service}", self.get),
             web.get("/v1/{signature}/{service}", self.get_signed),
+            # any other path under /v1 names no service: not an image URL either
+            web.get("/v1{rest:(/.*)?}", self.no_service),
+            web.post("/v1{rest:(/.*)?}", self.no_service),
         ]
+
+    async def no_service(self, request: web.Request) -> web.Response:
+        error = NotFound("name a service: /v1/{service} (POST a body, or GET with a query "
+                         "string), or /v1/{signature}/{service} when signed; the services "
+                         "on offer are listed by GET /api/fleet and `mdpctl services`",
+                         field="service")
+        return self._error("", error, time.monotonic())  # counted under "(other)"
 
     async def post(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, self._read_unsigned_body)
@@ -177,7 +188,7 @@ class Api:
                     raise UnsupportedMediaType("a signed POST is JSON, msgpack or "
                                                "application/x-www-form-urlencoded")
                 form = await asyncio.wait_for(request.post(), self.body_timeout_s)
-                return codec.from_fields(_form_fields(form))
+                return codec.from_form(_form_fields(form))
             if body is None:
                 body = await read_body(request, self.body_timeout_s)
         except web.HTTPRequestEntityTooLarge as exc:

@@ -51,7 +51,7 @@ class Gateway:
         curve = (CurveConfig.from_files(config.curve_secret, config.broker_key)
                  if config.curve_secret and config.broker_key else None)
         self.backend = backend or Backend(config.brokers, timeout_s=config.timeout_s,
-                                          curve=curve)
+                                          curve=curve, link_floor=config.link_floor)
         self.poller = Poller(self.backend, config.brokers)
         self.registry = CollectorRegistry()
         self.registry.register(FleetCollector(lambda: self.poller.latest))

@@ -13,6 +13,7 @@ from typing import Any
 from mdp.aio import AsyncMDPClient
 from mdp.body import decode_reply
 from mdp.keys import CurveConfig
+from mdp.rates import DEFAULT_LINK_FLOOR
 from mdp.status import BrokerStatus
 from mdp.statusfetch import StatusClients
 from mdp_http.errors import TooLarge
@@ -26,12 +27,14 @@ class Backend:
     kind = "asyncio"
 
     def __init__(self, brokers: Sequence[str], *, timeout_s: float,
-                 status_timeout_s: float = 1.0, curve: CurveConfig | None = None) -> None:
+                 status_timeout_s: float = 1.0, curve: CurveConfig | None = None,
+                 link_floor: int = DEFAULT_LINK_FLOOR) -> None:
         self.brokers = tuple(brokers)
         self.timeout_s = timeout_s
         self.status_timeout_s = status_timeout_s
         self.curve = curve
-        self._client = AsyncMDPClient(list(self.brokers), timeout=timeout_s, curve=curve)
+        self._client = AsyncMDPClient(list(self.brokers), timeout=timeout_s, curve=curve,
+                                      link_floor=link_floor)
         self._statuses = StatusClients(timeout_s=status_timeout_s, curve=curve)
 
     async def send(self, service: str, request: dict[str, Any]) -> Any:

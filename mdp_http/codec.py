@@ -26,8 +26,10 @@ from mdp import protocol as p
 from mdp.errors import BadRequest
 from mdp_http.errors import UnsupportedMediaType
 
+JSON_TYPE = "application/json"  # also any */*+json, and a body with no Content-Type
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+ACCEPTED_TYPES = (JSON_TYPE, *MSGPACK_TYPES, *FORM_TYPES)  # what a POST body may be
 _DATA_URI = re.compile(r"^data:[\w.+/-]*(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.ASCII)
 _JSONISH = re.compile(r"^(?:-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null|\[.*\])$",
                       re.DOTALL)
@@ -118,15 +120,28 @@ def from_fields(fields: Iterable[tuple[str, str | bytes]]) -> dict[str, Any]:
     return request
 
 
+def from_form(fields: list[tuple[str, str | bytes]]) -> dict[str, Any]:
+    """A form body's request map. JSON sent as a form (``curl --data @card.json`` sends
+    application/x-www-form-urlencoded) arrives as one field named by the whole JSON text:
+    that is refused saying so, not as an unknown field."""
+    if fields and fields[0][0].lstrip().startswith("{"):
+        raise BadRequest(
+            "the body looks like JSON but was sent as a form (Content-Type "
+            "application/x-www-form-urlencoded, what curl --data sends by default); send "
+            f"it with Content-Type: {JSON_TYPE} (curl -H 'Content-Type: {JSON_TYPE}' "
+            "--data @FILE ...)")
+    return from_fields(fields)
+
+
 def parse_body(content_type: str, body: bytes, bytes_fields: frozenset[str]) -> dict[str, Any]:
     """The request map of a JSON or msgpack body (forms are read by the caller)."""
     kind = content_type.split(";", 1)[0].strip().lower()
-    if kind in ("application/json", "") or kind.endswith("+json"):
+    if kind in (JSON_TYPE, "") or kind.endswith("+json"):
         return from_json(body, bytes_fields)
     if kind in MSGPACK_TYPES:
         return from_msgpack(body)
-    raise UnsupportedMediaType(f"Content-Type {kind!r} is not read here; send application/json, "
-                               "application/msgpack or multipart/form-data")
+    raise UnsupportedMediaType(f"Content-Type {kind!r} is not read here; send one of "
+                               f"{', '.join(ACCEPTED_TYPES)}")
 
 
 def _jsonable(value: Any) -> Any:

@@ -6,13 +6,20 @@ import argparse
 import dataclasses
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mdp.config import VersionAction
 from mdp.errors import ConfigError
 from mdp.options import check_endpoints
+from mdp.rates import (
+    DEFAULT_LINK_FLOOR,
+    check_link_floor,
+    format_rate,
+    link_floor_arg,
+    link_floor_help,
+)
 
 _CONVERTERS: dict[str, Any] = {"float": float, "int": int, "str | None": str}
 DESCRIPTION = ("The DIPS HTTP gateway: POST /v1/{service}, images by URL in imgproxy's format "
@@ -23,8 +30,11 @@ MIB = 1024 * 1024
 DEFAULT_MAX_BODY = 44 * MIB
 
 
-def _opt(default: Any, flag: str, help: str, metavar: str | None = None) -> Any:
-    meta = {"flag": flag, "help": help, "metavar": metavar}
+def _opt(default: Any, flag: str, help: str, metavar: str | None = None, *,
+         parse: Callable[[str], Any] | None = None, show: Callable[[Any], str] = str) -> Any:
+    """A field and its flag; ``parse`` reads the flag's (and its variable's) text where the
+    field's type alone does not, ``show`` writes the default in the help."""
+    meta = {"flag": flag, "help": help, "metavar": metavar, "parse": parse, "show": show}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -52,6 +62,10 @@ class HttpConfig:
                                  "a client must send its whole body within this time", "SECONDS")
     poll_interval_s: float = _opt(1.0, "--poll-interval",
                                   "mmi.status is asked at most this often per broker", "SECONDS")
+    link_floor: int = _opt(DEFAULT_LINK_FLOOR, "--link-floor", link_floor_help(
+                           "the door's client takes no broker for dead while a big request "
+                           "or result may still be on its way at this rate; the brokers' "
+                           "value"), "RATE", parse=link_floor_arg, show=format_rate)
     sign_keys: list[str] = _opt([], "--sign-key", "hex key file: every request must then be "
                                 "signed (repeat for rotation; one --sign-salt each)", "FILE")
     sign_salts: list[str] = _opt([], "--sign-salt", "hex salt file, paired with --sign-key",
@@ -120,6 +134,7 @@ class HttpConfig:
             raise ConfigError("--only-presets needs at least one --preset")
         if bool(self.curve_secret) != bool(self.broker_key):
             raise ConfigError("CURVE needs both --curve-secret and --broker-key")
+        check_link_floor(self.link_floor, "--link-floor")
 
 
 ENV_PREFIX = "DIPS_HTTP_"
@@ -147,9 +162,13 @@ def _from_env(f: dataclasses.Field[Any], environ: Mapping[str, str]) -> Any:
             if raw.strip().lower() not in _TRUE + _FALSE:
                 raise ValueError("not a boolean (1/0, true/false)")
             return raw.strip().lower() in _TRUE
-        return _CONVERTERS.get(kind, str)(raw)
-    except ValueError as exc:
+        return _converter(f)(raw)
+    except (ValueError, argparse.ArgumentTypeError) as exc:
         raise ConfigError(f"{env_name(f)}={raw!r}: {exc}") from exc
+
+
+def _converter(f: dataclasses.Field[Any]) -> Callable[[str], Any]:
+    return f.metadata["parse"] or _CONVERTERS.get(str(f.type), str)
 
 
 def _flag_kwargs(f: dataclasses.Field[Any], environ: Mapping[str, str]) -> dict[str, Any]:
@@ -167,8 +186,8 @@ def _flag_kwargs(f: dataclasses.Field[Any], environ: Mapping[str, str]) -> dict[
     if str(f.type) == "bool":
         return {**kwargs, "action": argparse.BooleanOptionalAction, "default": default,
                 "help": f"{meta['help']} (default: {'on' if default else 'off'}{where})"}
-    value = "none" if default is None else default
-    return {**kwargs, "default": default, "type": _CONVERTERS.get(str(f.type), str),
+    value = "none" if default is None else meta["show"](default)
+    return {**kwargs, "default": default, "type": _converter(f),
             "metavar": meta["metavar"], "help": f"{meta['help']} (default: {value}{where})"}
 
 

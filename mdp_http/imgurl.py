@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import urllib.parse
 from dataclasses import dataclass
 
@@ -25,6 +26,8 @@ MAX_SOURCE_CHARS = 8192
 MAX_OPTIONS = 64
 SOURCE_SCHEMES = ("http", "https", "local")
 URL_SAFE = "!#$%&'()*+,/:;=?@[]~"  # left as they are in a source URL; the rest is escaped
+SHAPE = "/{signature}/{options}/plain/{source}@{ext}"
+_PLAIN_LOOKING = re.compile(r"(?:https?|local):", re.IGNORECASE)  # a source URL's start
 
 
 @dataclass(frozen=True)
@@ -60,14 +63,16 @@ def parse_path(raw_path: str, *, info: bool = False, allow_no_source: bool = Fal
         raise BadRequest("not an image URL path", field="url")
     signature, sep, rest = path[len(prefix):].partition("/")
     if not signature or (not sep and not allow_no_source):
-        raise NotFound("an image URL is /{signature}/{options}/plain/{source}@{ext}",
-                         field="url")
+        raise NotFound(f"an image URL is {SHAPE}", field="url")
     signed_path = "/" + rest
     parts = rest.split("/") if rest else []
     options: list[str] = []
     index = 0
     while index < len(parts) and ":" in parts[index]:
-        options.append(urllib.parse.unquote(parts[index]))
+        option = urllib.parse.unquote(parts[index])
+        if _PLAIN_LOOKING.match(option):  # "https:" or "local:" starts a source, not an option
+            raise _plain_left_out(urllib.parse.unquote("/".join(parts[index:])))
+        options.append(option)
         index += 1
     if len(options) > MAX_OPTIONS:
         raise BadRequest(f"more than {MAX_OPTIONS} processing options", field="options")
@@ -76,8 +81,7 @@ def parse_path(raw_path: str, *, info: bool = False, allow_no_source: bool = Fal
     except BadRequest as exc:
         if options or parts[index:index + 1] == ["plain"]:
             raise
-        raise NotFound(f"no such path ({exc.message}; an image URL is "
-                       "/{signature}/{options}/plain/{source}@{ext})") from exc
+        raise NotFound(f"no such path ({exc.message}; an image URL is {SHAPE})") from exc
     return ImageUrl(signature, signed_path, tuple(options), source, extension)
 
 
@@ -94,6 +98,8 @@ def _source(parts: list[str], allow_no_source: bool) -> tuple[str, str]:
     if name == "upload" and len(parts) == 1 and allow_no_source:  # POST .../upload[.ext]
         return "", extension if dot else ""
     encoded = "".join(parts)
+    if _PLAIN_LOOKING.match(urllib.parse.unquote(encoded)):
+        raise _plain_left_out(urllib.parse.unquote("/".join(parts)))
     body, dot, extension = encoded.rpartition(".")
     if not dot:
         body, extension = encoded, ""
@@ -103,6 +109,13 @@ def _source(parts: list[str], allow_no_source: bool) -> tuple[str, str]:
     except UnicodeDecodeError as exc:
         raise BadRequest("the base64 source URL is not UTF-8 text", field="source") from exc
     return check_source(text), extension
+
+
+def _plain_left_out(source: str) -> BadRequest:
+    """A source URL where options or a base64 source belong: ``plain/`` was left out."""
+    return BadRequest(f"{source[:80]!r} looks like a source URL: a plain source URL follows "
+                      f"`plain/`: {SHAPE} (without it, the source is URL-safe base64)",
+                      field="source")
 
 
 def _plain(encoded: str) -> tuple[str, str]:

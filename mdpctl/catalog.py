@@ -9,8 +9,11 @@ sends no description.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from mdp import status as st
 from mdp.keys import CurveConfig
@@ -38,17 +41,58 @@ class Offer:
         return self.info.content_type or "(per request)"
 
     def example(self) -> str:
-        """An ``mdpctl call`` line with the required fields, files for bytes."""
+        """An ``mdpctl call`` line: the workers' example request (its bytes as files), else
+        the required fields with placeholders."""
         parts = ["mdpctl", "call", self.name]
-        for f in self.fields:
-            if f.required:
-                parts.append(f"--file {f.name}=FILE" if f.is_bytes else f"--set {f.name}=VALUE")
-        if not self.fields:
+        request = self.info.example if self.info else None
+        if request:
+            bytes_fields = self.info.bytes_fields if self.info else frozenset()
+            parts.extend(_argument(name, value, name in bytes_fields)
+                         for name, value in request.items())
+        else:
+            parts.extend(f"--file {f.name}=FILE" if f.is_bytes else f"--set {f.name}=VALUE"
+                         for f in self.fields if f.required)
+        if not request and not self.fields:
             parts.append("--json '{...}'")
         content_type = self.info.content_type if self.info else ""
         if content_type.startswith("image/") or any(f.is_bytes for f in self.fields):
             parts.append("-o OUT")
         return " ".join(parts)
+
+
+FILE = "FILE"  # where an example's image goes: the user's own file
+
+
+def _argument(name: str, value: Any, is_bytes: bool) -> str:
+    """``--file NAME=FILE`` for bytes, else ``--set NAME=VALUE`` as ``mdpctl call`` reads it
+    back (:func:`mdpctl.fields.parse_set`: JSON, else text; ``@`` starts a file)."""
+    if is_bytes or isinstance(value, bytes | bytearray):
+        return f"--file {shlex.quote(name)}={FILE}"
+    value = _with_files(value)
+    text = value if isinstance(value, str) and not _is_json(value) else json.dumps(
+        value, separators=(",", ":"), ensure_ascii=False)
+    return "--set " + shlex.quote(f"{name}={text}")
+
+
+def _with_files(value: Any) -> Any:
+    """Nested bytes as ``@FILE``; a text that starts with ``@`` escaped as ``@@``."""
+    if isinstance(value, bytes | bytearray):
+        return "@" + FILE
+    if isinstance(value, str):
+        return "@" + value if value.startswith("@") else value
+    if isinstance(value, Mapping):
+        return {str(k): _with_files(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_with_files(v) for v in value]
+    return value
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def merge(views: Sequence[st.BrokerView]) -> list[Offer]:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mdp.rates import format_rate, link_floor_arg, link_floor_help
 from mdpctl import capacity, images, numbers
 from mdpctl.endpoints import OFF, listen_or_off_arg, tcp_endpoint_arg
 from mdpctl.hostconf import DEFAULT_LOG_LEVEL, DEFAULT_TIME_LIMIT_S, GEARMAN_LISTEN, HTTP_LISTEN
@@ -34,6 +35,7 @@ class Flag:
     choices: tuple[str, ...] | None = None
     const: str | None = None  # the value of the option given alone
     env: str | None = None  # the DIPS_* variable that says the same to the programs
+    typed: Callable[[Any], str] | None = None  # a value as it is typed again (else str)
 
     @property
     def dest(self) -> str:
@@ -78,6 +80,10 @@ FLAGS: tuple[Flag, ...] = (
          DEFAULT_TIME_LIMIT_S, type=numbers.seconds, metavar="SECONDS"),
     Flag("--heartbeat-interval", "broker and worker heartbeat", "the programs' own, 1 s",
          type=numbers.seconds, metavar="SECONDS"),
+    Flag("--link-floor", link_floor_help("given to the brokers, workers and doors alike "
+         "(docs/OPERATIONS.md, 'Slow links')"),
+         "the programs' own, 10MB/s", type=link_floor_arg, metavar="RATE",
+         env="DIPS_HTTP_LINK_FLOOR", typed=format_rate),
     Flag("--max-requests", "workers restart after N requests", "0, never", 0,
          type=numbers.count, metavar="N"),
     Flag("--log-level", "log level of the brokers, workers and doors", DEFAULT_LOG_LEVEL,
@@ -135,7 +141,10 @@ def command_line(args: argparse.Namespace) -> list[str]:
     for flag in FLAGS:
         found = getattr(args, flag.dest)
         for item in (found if flag.repeat else [found]) if found is not None else ():
-            text = f"{item:g}" if isinstance(item, float) else str(item)
+            if flag.typed is not None:
+                text = flag.typed(item)
+            else:
+                text = f"{item:g}" if isinstance(item, float) else str(item)
             argv += [flag.name, text]
     return argv
 

@@ -21,6 +21,8 @@ import string
 from dataclasses import dataclass, field
 from importlib import resources
 
+from mdp.errors import ConfigError
+from mdp.rates import check_link_floor, format_rate
 from mdpctl.errors import UsageError
 from mdpctl.images import DOOR_REDIS_ENV, REDIS_PROGRAM, ImageServing
 
@@ -116,6 +118,7 @@ class HostConfig:
     pools: tuple[WorkerPool, ...] = ()
     time_limit_s: float = DEFAULT_TIME_LIMIT_S
     heartbeat_interval_s: float | None = None
+    link_floor: int | None = None  # bytes per second; None: the programs' own (10 MB/s)
     max_requests: int = 0
     log_level: str = DEFAULT_LOG_LEVEL
     identifier: str = "dips"
@@ -146,6 +149,11 @@ class HostConfig:
             raise UsageError("--heartbeat-interval must be positive")
         if self.max_requests < 0:
             raise UsageError("--max-requests must be 0 (no limit) or positive")
+        if self.link_floor is not None:
+            try:
+                check_link_floor(self.link_floor, "--link-floor")
+            except ConfigError as exc:
+                raise UsageError(str(exc)) from None
 
     @property
     def stopwaitsecs(self) -> int:
@@ -179,10 +187,18 @@ def _fmt_seconds(value: float) -> str:
     return f"{value:g}"
 
 
+def _link_floor(config: HostConfig) -> list[str]:
+    """Every broker, worker and door of a host gets the same --link-floor (when given)."""
+    if config.link_floor is None:
+        return []
+    return ["--link-floor", format_rate(config.link_floor)]
+
+
 def broker_command(config: HostConfig, endpoint: str) -> list[str]:
     argv = [config.python, "-m", "mdp.broker", "--bind", endpoint]
     if config.heartbeat_interval_s is not None:
         argv += ["--heartbeat-interval", _fmt_seconds(config.heartbeat_interval_s)]
+    argv += _link_floor(config)
     if config.curve is not None:
         argv += config.curve.broker_args()
     return argv + ["--log-level", config.log_level]
@@ -197,6 +213,7 @@ def worker_command(config: HostConfig, service: str) -> list[str]:
         argv += ["--heartbeat-interval", _fmt_seconds(config.heartbeat_interval_s)]
     if config.max_requests:
         argv += ["--max-requests", str(config.max_requests)]
+    argv += _link_floor(config)
     if config.curve is not None:
         argv += config.curve.worker_args()
     return argv + ["--log-level", config.log_level]
@@ -207,6 +224,7 @@ def gearman_command(config: HostConfig) -> list[str]:
             "--state-dir", f"{config.run_dir}/gearman-state"]
     for broker in config.brokers or config.broker_binds:
         argv += ["--broker", broker]
+    argv += _link_floor(config)
     if config.curve is not None:
         argv += config.curve.door_args()
     return argv + ["--log-level", config.log_level]
@@ -219,6 +237,7 @@ def http_command(config: HostConfig) -> list[str]:
     for broker in config.brokers or own:
         argv += ["--broker", broker]
     argv += config.images.door_args()
+    argv += _link_floor(config)
     if config.curve is not None:
         argv += config.curve.door_args()
     return argv + ["--log-level", config.log_level]

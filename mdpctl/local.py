@@ -73,6 +73,7 @@ class LocalSpec:
     pythonpath: str | None = None
     time_limit_s: float = hostconf.DEFAULT_TIME_LIMIT_S
     heartbeat_interval_s: float | None = None
+    link_floor: int | None = None
     max_requests: int = 0
     log_level: str = hostconf.DEFAULT_LOG_LEVEL
     http_listen: str | None = hostconf.HTTP_LISTEN
@@ -89,6 +90,7 @@ class LocalSpec:
             "pythonpath": self.pythonpath,
             "time_limit_s": self.time_limit_s,
             "heartbeat_interval_s": self.heartbeat_interval_s,
+            "link_floor": self.link_floor,
             "max_requests": self.max_requests,
             "log_level": self.log_level,
             "http": self.http_listen or "off",
@@ -124,6 +126,7 @@ class LocalSpec:
             pools=self.pools,
             time_limit_s=self.time_limit_s,
             heartbeat_interval_s=self.heartbeat_interval_s,
+            link_floor=self.link_floor,
             max_requests=self.max_requests,
             log_level=self.log_level,
             identifier="dips-local",

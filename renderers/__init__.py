@@ -51,7 +51,8 @@ def services() -> Offered:
 def describe() -> dict[str, dict[str, Any]]:
     """Service name -> what it is, for the ``dips.services`` entry point: workers announce it
     in READY, so doors and ``mdpctl services`` learn content types and fields from the fleet.
-    ``content_type`` is "" where the request chooses it (``format``)."""
+    ``content_type`` is "" where the request chooses it (``format``); ``example`` is a small
+    request that works."""
     described = {}
     for name in names():
         renderer = get(name)
@@ -61,6 +62,7 @@ def describe() -> dict[str, dict[str, Any]]:
             "content_type": "" if chosen else renderer.content_type,
             "fields": [[f.name, f.kind, f.required, f.doc] for f in renderer.fields],
             "doc": doc[0] if doc else "",
+            "example": dict(renderer.example),
         }
     return described
 

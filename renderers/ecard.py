@@ -205,6 +205,7 @@ class ECard(Renderer):
         Field("title", "string, at most 32 characters the card font covers", doc="card title"),
         Field("scale", "1 (480x300) or 2 (960x600)", doc="default 1"),
     )
+    example = {"pSN": "1234567890", "pData": list(range(80))}
 
     def render_checked(self, request: Mapping[str, Any]) -> bytes:
         serial = parse_serial(request["pSN"])

@@ -165,6 +165,24 @@ def blob(request: Mapping[str, Any], name: str, prefix: str) -> bytes | None:
     return value
 
 
+def one_of(first: tuple[str, Any], second: tuple[str, Any], prefix: str = "",
+           field: str | None = None) -> None:
+    """Exactly one of two alternative fields, each given as ``(label, value)``, the value
+    ``None`` when absent: a request with neither is told to give one, a request with both
+    to drop one. A label starts with its field's name (``"mark (an image)"``). The error
+    names ``field``, by default the first field when neither was given, the second when
+    both were."""
+    (first_label, first_value), (second_label, second_value) = first, second
+    if (first_value is None) != (second_value is None):
+        return
+    both = first_value is not None
+    name = prefix + (field or (second_label if both else first_label).split()[0])
+    where = f"{prefix.rstrip('.')}: " if prefix else ""
+    if both:
+        raise BadRequest(f"{where}give either {first_label} or {second_label}, not both", name)
+    raise BadRequest(f"{where}give one of {first_label} or {second_label}", name)
+
+
 def colour(request: Mapping[str, Any], name: str, prefix: str, *, default: RGB) -> RGB:
     """A colour written ``#rgb`` or ``#rrggbb``."""
     value = _get(request, name)

@@ -17,6 +17,7 @@ from renderers import blurhash, settings, sources
 from renderers.decode import open_image
 from renderers.imgproxy.service import SOURCE_FIELDS, SOURCE_FORMATS, unchanged
 from renderers.registry import Field, Renderer, register
+from renderers.samples import EXAMPLE_IMAGE
 
 
 def _components(request: Mapping[str, Any]) -> tuple[int, int]:
@@ -41,6 +42,7 @@ class InfoService(Renderer):
     fields = SOURCE_FIELDS + (
         Field("blurhash", "list [x, y] of integers 1-9", doc="BlurHash components; [4, 3]"),
     )
+    example = {"image": EXAMPLE_IMAGE}
 
     def render_checked(self, request: Mapping[str, Any]) -> dict[str, Any]:
         limits = settings.current()

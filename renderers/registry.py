@@ -33,7 +33,8 @@ class Field:
 class Renderer:
     """Base class of every renderer: a pure function from a request map to image bytes.
 
-    Subclasses set ``name``, ``content_type`` and ``fields`` and implement :meth:`render_checked`.
+    Subclasses set ``name``, ``content_type``, ``fields`` and ``example`` and implement
+    :meth:`render_checked`.
     :meth:`render` checks that the request is a map with only known fields first. Keys that
     start with ``_`` are reserved for the platform and are ignored.
     """
@@ -41,6 +42,10 @@ class Renderer:
     name: ClassVar[str]
     content_type: ClassVar[str]
     fields: ClassVar[tuple[Field, ...]]
+    example: ClassVar[Mapping[str, Any]] = {}
+    """A small request that works (its images: ``samples.EXAMPLE_IMAGE``). The workers
+    announce it, ``mdpctl services NAME`` builds its suggested call from it, and the tests
+    run every renderer's, so it says what required flags cannot ("width, height or both")."""
 
     def render(self, request: Mapping[str, Any]) -> Any:
         """Return the image (or a reply map) for ``request``, or raise

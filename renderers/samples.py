@@ -23,6 +23,13 @@ SEED_DATA = (
 )
 
 
+def _example_image() -> bytes:
+    """A 48 x 32 two-colour PNG of 126 bytes."""
+    image = Image.new("RGB", (48, 32), (40, 90, 160))
+    image.paste((230, 180, 40), (0, 0, 24, 16))
+    return encode(image, "PNG", optimize=True)
+
+
 def seed_request(**extra: Any) -> dict[str, Any]:
     """The ``ecard`` request of the seed's PHP example."""
     return {"pSN": SEED_SERIAL, "pData": SEED_DATA, **extra}
@@ -54,6 +61,9 @@ def encode(image: Image.Image, fmt: str = "JPEG", **options: Any) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
+
+
+EXAMPLE_IMAGE = _example_image()  # the image of the services' example requests
 
 
 def photo_jpeg(width: int, height: int, quality: int = 90, **options: Any) -> bytes:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import Any
 
 from mdp.errors import BadRequest
 from renderers import fields, fonts, settings
@@ -26,6 +26,7 @@ from renderers.decode import open_image
 from renderers.encode import CONTENT_TYPES, Output, encode
 from renderers.ops import Crop, Operation, Thumbnail, Watermark, resize
 from renderers.registry import Field, Renderer, check_known_fields, register
+from renderers.samples import EXAMPLE_IMAGE
 from renderers.settings import Settings
 
 MAX_OPS = 16
@@ -96,9 +97,7 @@ def _gravity(request: Mapping[str, Any], name: str, prefix: str, default: str) -
     return value
 
 
-def parse_output(request: Mapping[str, Any], *, format_required: bool = False) -> Output:
-    if format_required and request.get("format") is None:
-        raise BadRequest("format is required: jpeg, png or webp", field="format")
+def parse_output(request: Mapping[str, Any]) -> Output:
     fmt = fields.choice(request, "format", "", FORMATS, default="", aliases={"jpg": "jpeg"})
     return Output(
         format=fmt or "",
@@ -142,9 +141,7 @@ def parse_crop(request: Mapping[str, Any], prefix: str, limits: Settings) -> Cro
 def parse_watermark(request: Mapping[str, Any], prefix: str, limits: Settings) -> Watermark:
     text = fields.text(request, "text", prefix, max_chars=MAX_TEXT_CHARS)
     mark = fields.blob(request, "mark", prefix)
-    if (text is None) == (mark is None):
-        field = prefix + ("text" if text is None else "mark")
-        raise BadRequest(f"{field}: give either text or mark (an image), not both", field)
+    fields.one_of(("text", text), ("mark (an image)", mark), prefix)
     if text is not None and limits.text_font is None:
         missing = fonts.missing_characters(text)
         if missing:
@@ -225,7 +222,6 @@ def run(data: bytes, ops: Sequence[Operation], output: Output, limits: Settings)
 
 class _Toolkit(Renderer):
     content_type = ""  # ``format`` chooses; without it, the source's format
-    format_required: ClassVar[bool] = False
 
     def content_type_for(self, request: Mapping[str, Any]) -> str:
         """The reply's type when ``format`` names it; "" (sniff the reply) otherwise."""
@@ -237,7 +233,7 @@ class _Toolkit(Renderer):
         limits = settings.current()
         data = fields.blob(request, "image", "")
         assert data is not None  # required
-        output = parse_output(request, format_required=self.format_required)
+        output = parse_output(request)
         return run(data, self.operations(request, limits), output, limits)
 
     def operations(self, request: Mapping[str, Any], limits: Settings) -> list[Operation]:
@@ -250,6 +246,7 @@ class ThumbnailService(_Toolkit):
 
     name = "thumbnail"
     fields = OUTPUT_FIELDS + THUMBNAIL_FIELDS
+    example = {"image": EXAMPLE_IMAGE, "width": 64}
 
     def operations(self, request: Mapping[str, Any], limits: Settings) -> list[Operation]:
         return [parse_thumbnail(request, "", limits)]
@@ -261,6 +258,7 @@ class CropService(_Toolkit):
 
     name = "crop"
     fields = OUTPUT_FIELDS + CROP_FIELDS
+    example = {"image": EXAMPLE_IMAGE, "width": 32, "height": 32}
 
     def operations(self, request: Mapping[str, Any], limits: Settings) -> list[Operation]:
         return [parse_crop(request, "", limits)]
@@ -272,6 +270,7 @@ class WatermarkService(_Toolkit):
 
     name = "watermark"
     fields = OUTPUT_FIELDS + WATERMARK_FIELDS
+    example = {"image": EXAMPLE_IMAGE, "text": "DIPS"}
 
     def operations(self, request: Mapping[str, Any], limits: Settings) -> list[Operation]:
         return [parse_watermark(request, "", limits)]
@@ -279,11 +278,15 @@ class WatermarkService(_Toolkit):
 
 @register
 class ConvertService(_Toolkit):
-    """Re-encode: change format or quality, strip metadata, apply EXIF orientation."""
+    """Re-encode: change format or quality, strip metadata, apply EXIF orientation.
+
+    ``format`` is optional, as for every toolkit service (and in imgproxy and thumbor):
+    without it the source's format is kept, which still strips the metadata (GPS, camera),
+    turns the image upright and applies ``quality``."""
 
     name = "convert"
     fields = OUTPUT_FIELDS
-    format_required = True
+    example = {"image": EXAMPLE_IMAGE, "format": "webp"}
 
     def operations(self, request: Mapping[str, Any], limits: Settings) -> list[Operation]:
         return []
@@ -302,6 +305,7 @@ class ImageService(_Toolkit):
             doc="applied in order; at most 16",
         ),
     )
+    example = {"image": EXAMPLE_IMAGE, "ops": [{"op": "thumbnail", "width": 64}]}
 
     def operations(self, request: Mapping[str, Any], limits: Settings) -> list[Operation]:
         return parse_ops(request["ops"], limits)

@@ -4,6 +4,8 @@ version, and a malformed endpoint refused at once in one line (no process starte
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -58,3 +60,15 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         parse_broker_args(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.startswith("mdp-broker ")
+
+
+
+def test_a_broker_given_a_bogus_link_floor_exits_with_one_clear_line() -> None:
+    """The real program: exit 2 before anything is bound, the flag and the fault named."""
+    done = subprocess.run([sys.executable, "-m", "mdp.broker", "--bind", "tcp://127.0.0.1:*",
+                           "--link-floor", "bogus"], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == ("mdp-broker: error: argument --link-floor: 'bogus' is not a rate like "
+                    "10MB/s, 80Mbit/s, 500KB/s or a number of bytes per second")

@@ -742,7 +742,7 @@ def test_a_queued_big_task_given_when_its_worker_frees_holds_the_probes_too() ->
     assert peer == W1
     tick(core, 0.95)  # past --frozen-after, not past its bytes at the floor
     assert not core.dispatcher.workers[W1].silent
-    tick(core, 0.1 + len(big) / p.SEND_FLOOR_BPS + 0.85)
+    tick(core, 0.1 + len(big) / p.DEFAULT_LINK_FLOOR + 0.85)
     assert core.dispatcher.workers[W1].silent
 
 
@@ -782,20 +782,37 @@ def test_batches_go_once_they_hold_a_mebibyte_and_big_bodies_alone() -> None:
         p.Pong([], core.instance, 2_000_000)]  # the big one, announced
 
 
-def test_a_worker_is_not_silent_while_its_big_task_may_still_be_on_the_way() -> None:
+@pytest.mark.parametrize("floor", [p.DEFAULT_LINK_FLOOR, 2_000_000, 1_000_000])
+def test_a_worker_is_not_silent_while_its_big_task_may_still_be_on_the_way(floor: int) -> None:
     """A probe goes behind the task's bytes: a worker taking a 5 MB upload over a slow link
-    cannot answer before they may have gone (0.5 s at p.SEND_FLOOR_BPS)."""
-    core = make()
+    cannot answer before they may have gone at the link floor (0.5 s at the default 10 MB/s,
+    5 s at 1 MB/s, within the request's 10 s); then it is taken for frozen as ever."""
+    core = make(link_floor=floor)
     ready(core, W1)
     big = msgpack.packb({"image": b"x" * 5_000_000})
     running_at(core, W1, 1, 0.0, body=big)
-    ready(core, W2, 0.1)
-    due = len(big) / p.SEND_FLOOR_BPS
-    assert tasks_in(to(W2, tick(core, 0.85))) == []  # its task's bytes may be on their way
+    due = len(big) / floor
+    ready(core, W2, due)  # (an idle worker that came lately: it has not expired)
+    assert tasks_in(to(W2, tick(core, due + 0.5))) == []  # under --frozen-after past it
     assert not core.dispatcher.workers[W1].silent
     sent = tick(core, due + 0.85)  # then silent as any other
     assert core.dispatcher.workers[W1].silent and len(tasks_in(to(W2, sent))) == 1
 
+
+
+@pytest.mark.parametrize("floor", [p.DEFAULT_LINK_FLOOR, 2_000_000, 500_000])
+def test_a_lower_link_floor_holds_an_announced_replys_probes_longer_in_proportion(
+        floor: int) -> None:
+    core = make(link_floor=floor)
+    ready(core, W1)
+    running_at(core, W1, 1, 0.0)
+    feed(core, W1, p.sending(2_000_000), 0.1)
+    due = 0.1 + 2_000_000 / floor  # 0.3 s at the default, 4.1 s at 500 KB/s
+    ready(core, W2, due)
+    assert tasks_in(to(W2, tick(core, due + 0.5))) == []
+    assert not core.dispatcher.workers[W1].silent
+    sent = tick(core, due + 0.85)
+    assert core.dispatcher.workers[W1].silent and len(tasks_in(to(W2, sent))) == 1
 
 # --- big bodies pass through as they came --------------------------------------------------
 

@@ -146,20 +146,27 @@ def test_silent_broker_is_pinged_then_failed_over() -> None:
     assert call.outcome == {"v": 0}
 
 
-def test_a_big_body_holds_the_ping_that_would_queue_behind_it() -> None:
+FLOORS = [p.DEFAULT_LINK_FLOOR, 1_000_000, 500_000]  # 10 MB/s (the default), 1 MB/s, 500 KB/s
+
+
+@pytest.mark.parametrize("floor", FLOORS)
+def test_a_big_body_holds_the_ping_that_would_queue_behind_it(floor: int) -> None:
     """A ping goes on the same connection as the request and waits behind its bytes: a
     broker still taking a 20 MB body is not pinged (nor failed over) before the body may
-    have gone at p.SEND_FLOOR_BPS; then it is pinged as usual, and a silent one failed over."""
-    core = make(2, start=0)
+    have gone at the link floor (2 s at the default 10 MB/s, 40 s at 500 KB/s); then it is
+    pinged as usual, and a silent one failed over."""
+    core = make(2, start=0, link_floor=floor)
     big = core.submit(SVC, [p.pack({"image": bytes(20_000_000)})], 0.0, timeout=60.0)
     core.take_actions()
     up(core, 0, 0.0)
     up(core, 1, 0.0)
     assert [i for i, m in sent(core) if isinstance(m, p.ClientRequest)] == [0]
-    due = 20_000_000 / p.SEND_FLOOR_BPS  # about 2 s at 10 MB/s
+    due = 20_000_000 / floor
     assert core.next_deadline() == pytest.approx(due, abs=0.01)
     core.handle(Tick(), 1.0)  # past ping_interval + broker_timeout, still sending
     assert sent(core) == [] and core.endpoints[0].state is State.DIPS and big.sends == 1
+    core.handle(Tick(), due - 0.01)
+    assert sent(core) == [] and core.endpoints[0].state is State.DIPS
     core.handle(Tick(), due + 0.01)
     [(where, ping)] = sent(core)
     assert where == 0 and isinstance(ping, p.ClientPing)
@@ -167,27 +174,50 @@ def test_a_big_body_holds_the_ping_that_would_queue_behind_it() -> None:
     assert core.endpoints[0].state is State.DOWN and big.sends == 2
 
 
-def test_a_big_reply_announced_holds_the_ping_whose_pong_would_queue_behind_it() -> None:
+@pytest.mark.parametrize("floor", FLOORS)
+def test_a_big_reply_announced_holds_the_ping_whose_pong_would_queue_behind_it(
+        floor: int) -> None:
     """The broker announces a 20 MB reply with a PONG just before it: a PONG to a ping sent
-    meanwhile would come behind its bytes, so none is sent before they may have arrived;
-    then pings go as usual, and a broker that answers none is failed over."""
-    core = make(2, start=0)
+    meanwhile would come behind its bytes, so none is sent before they may have arrived (at
+    the link floor); then pings go as usual, and a broker that answers none is failed over."""
+    core = make(2, start=0, link_floor=floor)
     call = submit(core, 0.0, timeout=60.0)
     core.take_actions()
     up(core, 0, 0.0)
     up(core, 1, 0.0)
     sent(core)
     core.handle(Received(0, p.pong(b"", [], "one", 20_000_000)[1:]), 0.1)
-    due = 0.1 + 20_000_000 / p.SEND_FLOOR_BPS
+    due = 0.1 + 20_000_000 / floor
     assert core.next_deadline() == pytest.approx(due, abs=0.01)
     core.handle(Tick(), 1.5)  # past ping_interval + broker_timeout: still arriving
     assert sent(core) == [] and core.endpoints[0].state is State.DIPS and call.sends == 1
+    core.handle(Tick(), due - 0.01)
+    assert sent(core) == [] and core.endpoints[0].state is State.DIPS
     core.handle(Tick(), due + 0.01)
     [(where, ping)] = sent(core)
     assert where == 0 and isinstance(ping, p.ClientPing)
     core.handle(Tick(), due + 0.6)  # no PONG, no reply: failed over as any silent broker
     assert core.endpoints[0].state is State.DOWN and call.sends == 2
 
+
+@pytest.mark.parametrize("floor", FLOORS)
+def test_a_reply_leaves_what_was_sent_after_its_request_held_at_the_link_floor(
+        floor: int) -> None:
+    """5 MB, a small request, 5 MB (one SUBMIT each): the small one's reply says the first
+    5 MB have arrived; the last may still be on their way, at the floor."""
+    core = make(2, start=0, link_floor=floor)
+    body = p.pack({"image": bytes(5_000_000)})
+    core.submit(b"a", [p.pack({"i": 0})], 0.0, timeout=60.0)  # rides with HELLO
+    core.submit(b"b", [body], 0.0, timeout=60.0)
+    small = core.submit(b"c", [p.pack({"i": 0})], 0.0, timeout=60.0)
+    core.submit(b"d", [body], 0.0, timeout=60.0)
+    core.take_actions()
+    up(core, 0, 0.0)
+    up(core, 1, 0.0)
+    sent(core)
+    assert core.next_deadline() > 2 * len(body) / floor
+    core.handle(Received(0, result(small.rid, {"v": 0})), 0.05)
+    assert core.next_deadline() == pytest.approx(0.05 + len(body) / floor)
 
 def test_an_announced_reply_that_came_ends_the_hold_at_once() -> None:
     """Thirty announced 20 MB replies over a fast link: each hold ends when its reply
@@ -244,7 +274,7 @@ def test_many_requests_under_a_mebibyte_hold_the_ping_as_one_big_one() -> None:
         assert max(load for _, load in loads) > 10 * p.BIG_BODY
         for ep, load in loads:
             assert ep.state is State.DIPS
-            assert ep.ping_due(0.25) >= load / p.SEND_FLOOR_BPS * 0.99
+            assert ep.ping_due(0.25) >= load / p.DEFAULT_LINK_FLOOR * 0.99
 
 
 def test_the_upload_hold_follows_the_order_on_the_wire_not_the_order_of_calls() -> None:
@@ -261,7 +291,7 @@ def test_the_upload_hold_follows_the_order_on_the_wire_not_the_order_of_calls() 
     up(core, 1, 0.0)
     sent(core)
     core.handle(Received(0, result(r3.rid, {"v": 0})), 0.45)
-    assert core.next_deadline() >= (2 * len(small_a) + len(big_b)) / p.SEND_FLOOR_BPS * 0.99
+    assert core.next_deadline() >= (2 * len(small_a) + len(big_b)) / p.DEFAULT_LINK_FLOOR * 0.99
     core.handle(Tick(), 1.21)
     assert core.endpoints[0].state is State.DIPS and r2.sends == 1
     assert not r0.done and not r1.done
@@ -274,7 +304,7 @@ def test_an_announcement_is_held_for_at_most_the_largest_reply() -> None:
     up(core, 0, 0.0)
     sent(core)
     core.handle(Received(0, p.pong(b"", [], "one", p.MAX_ANNOUNCED)[1:]), 0.1)
-    assert core.next_deadline() == pytest.approx(0.1 + 5_000_000 / p.SEND_FLOOR_BPS)
+    assert core.next_deadline() == pytest.approx(0.1 + 5_000_000 / p.DEFAULT_LINK_FLOOR)
     assert not call.done
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -31,7 +32,6 @@ pytestmark = [
           "root and iproute2 (ip, tc) for a network namespace"),
 ]
 
-HOST_ADDR, NS_ADDR = "10.254.77.1", "10.254.77.2"
 
 
 def ip(*args: str) -> None:
@@ -42,14 +42,19 @@ class Netns:
     def __init__(self) -> None:
         tag = uuid.uuid4().hex[:6]
         self.name, self.host_if, self.ns_if = f"dips-{tag}", f"dh{tag}", f"dn{tag}"
+        # a /30 of its own in 10.254.0.0/16, so that two runs on one host never share one
+        # (a shared /30 on two veths would route one run's traffic into the other's link)
+        base = 4 * random.randrange(1, 16383)
+        self.host_addr = f"10.254.{base >> 8}.{(base & 255) + 1}"
+        self.ns_addr = f"10.254.{base >> 8}.{(base & 255) + 2}"
 
     def create(self) -> None:
         ip("netns", "add", self.name)
         ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
         ip("link", "set", self.ns_if, "netns", self.name)
-        ip("addr", "add", f"{HOST_ADDR}/30", "dev", self.host_if)
+        ip("addr", "add", f"{self.host_addr}/30", "dev", self.host_if)
         ip("link", "set", self.host_if, "up")
-        ip("-n", self.name, "addr", "add", f"{NS_ADDR}/30", "dev", self.ns_if)
+        ip("-n", self.name, "addr", "add", f"{self.ns_addr}/30", "dev", self.ns_if)
         ip("-n", self.name, "link", "set", self.ns_if, "up")
         ip("-n", self.name, "link", "set", "lo", "up")
 
@@ -105,7 +110,7 @@ def netns() -> Iterator[Netns]:
 
 def test_broker_host_drops_off_the_network(cluster: Cluster, netns: Netns) -> None:
     near = cluster.broker(fast=False)
-    far_endpoint = f"tcp://{NS_ADDR}:{free_port()}"
+    far_endpoint = f"tcp://{netns.ns_addr}:{free_port()}"
     far = netns.spawn(cluster, "far-broker", ["-m", "mdp.broker", "--bind", far_endpoint],
                       far_endpoint)
     wait_for(lambda: broker_status(far_endpoint) is not None, 10, "broker in the namespace")
@@ -140,9 +145,9 @@ def test_broker_host_drops_off_the_network(cluster: Cluster, netns: Netns) -> No
     assert worst < 3.0
 
 
-def host_broker(cluster: Cluster) -> Proc:
+def host_broker(cluster: Cluster, netns: Netns) -> Proc:
     """A broker with default settings on the host's end of the link."""
-    endpoint = f"tcp://{HOST_ADDR}:{free_port()}"
+    endpoint = f"tcp://{netns.host_addr}:{free_port()}"
     log = cluster.tmp_path / "broker.log"
     with log.open("wb") as out:
         popen = subprocess.Popen([sys.executable, "-m", "mdp.broker", "--bind", endpoint],
@@ -162,7 +167,7 @@ def test_a_worker_taking_a_big_upload_over_a_slow_link_is_not_taken_for_frozen(
     expiry is 1.5 s here, and the worker must not drop it: that would cost the request a
     loss, and two losses make it a poisoned one)."""
     netns.slow("100mbit")
-    broker = host_broker(cluster)
+    broker = host_broker(cluster, netns)
     endpoint = broker.endpoint
     # a worker that takes its broker for silent after 1.5 s: less than the upload takes,
     # whenever it starts between the broker's heartbeats
@@ -201,7 +206,7 @@ def test_a_client_behind_a_slow_link_gets_a_big_reply(cluster: Cluster, netns: N
     100 Mbit/s link, and a PONG to the client's ping would wait behind it: the broker
     announces the reply, and the client (sync and asyncio) neither fails over nor resends."""
     netns.slow("100mbit")
-    broker = host_broker(cluster)
+    broker = host_broker(cluster, netns)
     cluster.worker([broker.endpoint], "echo", faulty=True, fast=False)
     done = subprocess.run(["ip", "netns", "exec", netns.name, sys.executable, "-c",
                            CLIENT_IN_NAMESPACE, broker.endpoint, "20000000"],
@@ -219,7 +224,7 @@ def test_a_worker_sending_a_big_reply_over_a_slow_link_is_not_taken_for_frozen(
     on the way, and the answers to the broker's probes wait behind it: it announces the
     reply, so the broker neither takes it for frozen nor gives the task to another."""
     netns.slow("100mbit", outbound=True)
-    broker = host_broker(cluster)
+    broker = host_broker(cluster, netns)
     worker = netns.spawn(cluster, "far-worker", [str(FAULTY_WORKER), "--broker",
                                                  broker.endpoint, "--service", "echo"])
     wait_for(lambda: has_worker(broker.endpoint, worker.pid), 10, "the worker in the namespace")
@@ -240,7 +245,7 @@ def test_a_big_upload_over_a_slow_link_is_not_cut_by_zmtp_heartbeats(
     --max-message-bytes at 10 MB/s; the link is faster than that, so the client's own
     ping (held for 5.5 s) goes after the upload."""
     netns.slow("100mbit")
-    endpoint = f"tcp://{NS_ADDR}:{free_port()}"
+    endpoint = f"tcp://{netns.ns_addr}:{free_port()}"
     limit = ["--max-message-bytes", "60000000"]
     netns.spawn(cluster, "far-broker", ["-m", "mdp.broker", "--bind", endpoint, *limit],
                 endpoint)

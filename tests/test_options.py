@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import zmq
 
+from mdp import protocol as p
 from mdp.aio import AsyncMDPClient
 from mdp.client import MDPClient
 from mdp.clientcore import ClientCore
 from mdp.errors import ConfigError
 from mdp.options import ClientOptions, check_endpoint
+from mdp.rates import MIN_LINK_FLOOR
 
 
 @pytest.mark.parametrize("endpoint", [
@@ -68,3 +70,18 @@ def test_options_are_one_frozen_object_with_keyword_overrides() -> None:
         ClientOptions(timeout=0)
     with pytest.raises(ConfigError, match="retries"):
         ClientOptions(retries=-1)
+
+
+
+def test_the_link_floor_is_a_client_option_checked_with_the_others() -> None:
+    assert ClientOptions().link_floor == p.DEFAULT_LINK_FLOOR
+    client = MDPClient(["tcp://127.0.0.1:5555"], link_floor=1_000_000)
+    try:
+        assert [ep.link_floor for ep in client._core.endpoints] == [1_000_000]
+    finally:
+        client.close()
+    for value in (0, -10_000_000, MIN_LINK_FLOOR - 1):
+        with pytest.raises(ConfigError, match="link_floor must be at least 100KB/s"):
+            ClientOptions(link_floor=value)
+    with pytest.raises(ConfigError, match="link_floor must be a whole number"):
+        ClientOptions(link_floor="10MB/s")  # type: ignore[arg-type]

@@ -30,7 +30,7 @@ def test_echo_describes_itself() -> None:
     from mdp.handlers import resolve
 
     assert resolve("echo").info == service_info(
-        doc="returns the request unchanged (a diagnostic service)")
+        doc="returns the request unchanged (a diagnostic service)", example={"hello": "world"})
 
 
 def test_a_malformed_or_huge_description_is_dropped_not_fatal() -> None:

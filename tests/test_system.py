@@ -33,6 +33,19 @@ def test_echo_through_two_brokers(cluster: Cluster) -> None:
     assert min(replies) >= 100, f"one client's requests are spread over both brokers: {replies}"
 
 
+
+def test_a_broker_and_a_worker_on_a_slow_link_floor_serve_a_big_request(
+        cluster: Cluster) -> None:
+    """--link-floor as real programs take it: both say it at start, and a 2 MB request (a
+    big body: its hold is reckoned at the floor on every side) goes through."""
+    broker = cluster.broker(None, "--link-floor", "50Mbit/s")
+    worker = cluster.worker([broker], "echo", "--link-floor", "50Mbit/s")
+    assert "link floor 6250KB/s" in broker.output()
+    wait_for(lambda: "link floor 6250KB/s" in worker.output(), 10, "the worker's start line")
+    request = {"image": b"\x5a" * 2_000_000}
+    with MDPClient([broker.endpoint], link_floor=6_250_000) as client:
+        assert client.send("echo", request) == request
+
 def test_mmi_service_and_status(cluster: Cluster) -> None:
     broker = cluster.broker()
     worker = cluster.worker([broker])

@@ -160,6 +160,42 @@ def test_a_task_held_behind_a_long_one_is_recalled_when_another_worker_comes(
     assert client.wait(1, 10)["result"]["pid"] == busy.pid
 
 
+def test_a_request_with_a_str_that_is_not_utf8_is_answered_and_the_worker_lives(
+        cluster: Cluster, zctx: zmq.Context) -> None:
+    """msgpack str that is not UTF-8 (PHP's msgpack packs bytes so) decodes with surrogate
+    escapes; echoed in a result, or named as the field of an error, it once made the reply
+    impossible to encode, and the exception killed the worker (each such request cost a
+    worker, as a poisoned request does)."""
+    broker = start_broker(cluster, zctx)
+    worker = start_worker(cluster, zctx, [broker])
+    client = RawClient(zctx, broker.endpoint)
+    key = b"\xa2\xff\xfe"  # a 2-byte msgpack str: not UTF-8
+    echoed = b"\x81" + key + b"\x01"  # {key: 1}: the handler echoes the request back
+    client.sock.send_multipart(p.client_submit(b"tester", 1, 30_000, [echoed]))
+    reply = client.wait(1, 10)
+    assert reply["result"]["\udcff\udcfe"] == 1 and reply["result"]["pid"] == worker.pid
+    named = b"\x81\xa9bad_field" + key  # {"bad_field": key}: an error naming that field
+    client.sock.send_multipart(p.client_submit(b"tester", 2, 30_000, [named]))
+    error = client.wait(2, 10)["error"]
+    assert error["code"] == "bad_request" and error["field"] == "\udcff\udcfe"
+    assert worker.popen.poll() is None
+    client.submit(3, {"tag": "after"})
+    assert client.wait(3, 10)["result"]["pid"] == worker.pid
+
+
+def test_an_error_reply_that_cannot_be_encoded_is_answered_internal_and_the_worker_lives(
+        cluster: Cluster, zctx: zmq.Context) -> None:
+    broker = start_broker(cluster, zctx)
+    worker = start_worker(cluster, zctx, [broker])
+    client = RawClient(zctx, broker.endpoint)
+    client.submit(1, {"unencodable_error": True})
+    error = client.wait(1, 10)["error"]
+    assert error["code"] == "internal" and "could not be encoded" in error["message"]
+    client.submit(2, {"tag": "after"})
+    assert client.wait(2, 10)["result"]["pid"] == worker.pid
+    assert "its error reply could not be encoded" in worker.output()
+
+
 def test_the_time_limit_answers_and_recycles_the_process(
         cluster: Cluster, zctx: zmq.Context) -> None:
     broker = start_broker(cluster, zctx)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from mdp import protocol as p
 from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
 from mdp.workercore import EXIT_OUT_OF_MEMORY, EXIT_STUCK, WorkerCore
@@ -296,18 +298,23 @@ def test_a_silent_broker_is_given_up_and_reconnected_after_backoff() -> None:
     assert core.links[0].epoch == 2
 
 
-def test_a_broker_is_not_silent_while_the_big_task_it_announced_may_be_on_the_way() -> None:
+@pytest.mark.parametrize("floor", [p.DEFAULT_LINK_FLOOR, 3_000_000, 500_000])
+def test_a_broker_is_not_silent_while_the_big_task_it_announced_may_be_on_the_way(
+        floor: int) -> None:
     """The broker's heartbeats wait behind a task's bytes: after it announces 30 MB (3 s at
-    p.SEND_FLOOR_BPS), the expiry runs from when they may have arrived."""
-    core = dips_core(1, heartbeat_interval_s=1.0, heartbeat_liveness=3)
+    the default link floor, 10 MB/s; 60 s at 500 KB/s), the expiry runs from when they may
+    have arrived."""
+    core = dips_core(1, heartbeat_interval_s=1.0, heartbeat_liveness=3, link_floor=floor)
     core.handle(Received(0, p.sending_to_worker(b"id", 30_000_000)[1:]), 1.0)
     take(core)
-    due = 1.0 + 30_000_000 / p.SEND_FLOOR_BPS
+    due = 1.0 + 30_000_000 / floor
     core.handle(Tick(), 5.5)  # 4.5 s since it was heard: still taking the task
     assert [name for _, name, _ in take(core)] in ([], ["HEARTBEAT"])
-    assert core.links[0].mode is LinkMode.DIPS
+    core.handle(Tick(), due + 2.9)
+    assert (0, "CLOSE", 0) not in take(core) and core.links[0].mode is LinkMode.DIPS
     core.handle(Tick(), due + 3.0)  # nothing came: silent after all
     assert take(core) == [(0, "CLOSE", 0)]
+
 
 
 def test_a_standard_broker_may_heartbeat_as_slowly_as_the_reference_brokers() -> None:

@@ -13,9 +13,10 @@ DIPS_VERSION = 2  # the extension version both handshakes carry as "dips"
 
 # A message on a connection waits behind the bytes sent before it: a ping, probe or
 # heartbeat behind a big body is not late until those bytes may have gone over the slowest
-# link a body is allowed (else a busy link looks like a dead or frozen peer); see
-# docs/PROTOCOL.md, "Big messages on slow links".
-SEND_FLOOR_BPS = 10_000_000  # 80 Mbit/s
+# link a body is allowed, the *link floor* (else a busy link looks like a dead or frozen
+# peer); see docs/PROTOCOL.md, "Big messages on slow links". Every role's ``link_floor``
+# setting (``--link-floor``, mdp.rates) defaults to this.
+DEFAULT_LINK_FLOOR = 10_000_000  # bytes per second: 10 MB/s, 80 Mbit/s
 BIG_BODY = 1 << 20  # a body this long is announced to its receiver and never batched
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # the default largest message of brokers and workers
 MAX_ANNOUNCED = 1 << 40  # the most a PONG or HEARTBEAT may announce (a sanity bound)
@@ -62,10 +63,10 @@ PRIORITIES = (-1, 0, 1)  # low, normal, high
 _SERVICE_NAME = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
-def sent_until(until: float, size: int, at: float) -> float:
+def sent_until(until: float, size: int, at: float, link_floor: int) -> float:
     """When ``size`` bytes sent at ``at``, behind what was due to have gone by ``until``,
-    may have gone at SEND_FLOOR_BPS."""
-    return (until if until > at else at) + size / SEND_FLOOR_BPS
+    may have gone at ``link_floor`` bytes per second."""
+    return (until if until > at else at) + size / link_floor
 
 
 def valid_service(name: bytes) -> bool:

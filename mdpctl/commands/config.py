@@ -8,8 +8,9 @@ usage: mdpctl config local       [--broker ENDPOINT ...] [--service NAME[=N] ...
                                  [--curve-secret FILE --broker-key FILE]
        (all: [--http HOST:PORT|off] [--gearman HOST:PORT|off] [--door-secret FILE]
              [--spare N] [--python PATH] [--run-dir DIR] [--pythonpath DIR] [--time-limit S]
-             [--heartbeat-interval S] [--max-requests N] [--log-level LEVEL]
-             [--redis [HOST:PORT|off]] [--redis-max-memory SIZE] [--redis-url URL]
+             [--heartbeat-interval S] [--link-floor RATE] [--max-requests N]
+             [--log-level LEVEL] [--redis [HOST:PORT|off]] [--redis-max-memory SIZE]
+             [--redis-url URL]
              [--sign-key FILE --sign-salt FILE ...] [--sources-root DIR ...]
              [--sources-allow ORIGIN ...] [-o FILE [--force]])
 
@@ -265,6 +266,7 @@ def _config(
         pools=pools,
         time_limit_s=flags.value(args, "time_limit"),
         heartbeat_interval_s=args.heartbeat_interval,
+        link_floor=args.link_floor,
         max_requests=flags.value(args, "max_requests"),
         log_level=flags.value(args, "log_level"),
         identifier=identifier,

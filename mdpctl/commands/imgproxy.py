@@ -2,7 +2,8 @@
 
 usage: mdpctl imgproxy key [--dir DIR] [--name NAME]
        mdpctl imgproxy sign --key FILE --salt FILE (--source URL [--options OPTS] [--ext EXT]
-                            [--encoded] | --path PATH [--body FILE]) [--base URL]
+                            [--encoded] [--only-presets] | --path PATH [--body FILE])
+                            [--base URL]
 
 `key` writes DIR/NAME.key.hex and DIR/NAME.salt.hex (random, hex-encoded, mode 0600), the
 files `mdp-http --sign-key FILE --sign-salt FILE` takes. `sign` prints a signed image URL:
@@ -10,6 +11,9 @@ the path for OPTS (imgproxy's processing options, `/`-separated) and the source,
 given as it is; with --body, the signature of a POST of that file to the path (the door
 signs a POST's path, a newline and the body's SHA-256). --base puts the door's address in
 front. The signature is imgproxy's: URL-safe base64 of HMAC-SHA256(key, salt + path).
+OPTS and EXT are checked as the door reads them (a URL it would refuse is not signed);
+presets (pr:NAME) are the door's own and pass unchecked, as do the preset names of a door
+with --only-presets (say --only-presets here too).
 
 examples:
   mdpctl imgproxy key --dir /etc/dips
@@ -24,12 +28,15 @@ import argparse
 import hashlib
 import os
 import secrets
+import urllib.parse
 from pathlib import Path
 
-from mdp.errors import ConfigError
+from mdp.errors import BadRequest, ConfigError
+from mdp_http import imgops
 from mdp_http.imgurl import encoded_path, plain_path
 from mdp_http.signing import Signer, post_text
 from mdpctl.context import Context
+from mdpctl.errors import UsageError
 
 KEY_BYTES = 32
 SALT_BYTES = 16
@@ -53,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="the output format, e.g. webp (default: left open)")
     sign.add_argument("--encoded", action="store_true",
                       help="the source as URL-safe base64 rather than plain")
+    sign.add_argument("--only-presets", action="store_true",
+                      help="OPTS are preset names, for a door with --only-presets (not checked)")
     sign.add_argument("--path", metavar="PATH", help="sign this path as it is instead "
                       "(default: none)")
     sign.add_argument("--body", metavar="FILE", help="sign a POST of this file to the path "
@@ -91,10 +100,12 @@ def _sign(args: argparse.Namespace, ctx: Context) -> int:
         raise ConfigError("no key given")
     if (args.path is None) == (args.source is None):
         raise ConfigError("give either --source (with --options, --ext) or --path")
+    _check_base(args.base)
     if args.path is not None:
         path = args.path if args.path.startswith("/") else "/" + args.path
     else:
         options = [part for part in args.options.split("/") if part]
+        _check_options(options, args.ext, args.only_presets)
         build = encoded_path if args.encoded else plain_path
         path = build(options, args.source, args.ext)
     text = path
@@ -102,3 +113,28 @@ def _sign(args: argparse.Namespace, ctx: Context) -> int:
         text = post_text(path, hashlib.sha256(Path(args.body).read_bytes()).digest())
     ctx.say(f"{args.base.rstrip('/')}/{signer.sign(text)}{path}")
     return 0
+
+
+def _check_options(options: list[str], ext: str, only_presets: bool) -> None:
+    """Refuse what the door would: its own parser reads the options (presets are the
+    door's, so ``pr:`` options and a presets-only door's names pass unchecked)."""
+    try:
+        if not only_presets:
+            imgops.parse_options([o for o in options
+                                  if o.partition(":")[0] not in imgops.PRESET_NAMES])
+        if ext:
+            imgops.output_format(ext, "--ext")
+    except BadRequest as exc:
+        where = "--ext" if exc.field == "--ext" else "--options"
+        raise UsageError(f"{where}: {exc.message}; the door would refuse this URL") from exc
+
+
+def _check_base(base: str) -> None:
+    """--base is the door's address: http(s)://host[:port][/prefix]."""
+    if not base:
+        return
+    parts = urllib.parse.urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment:
+        raise UsageError(f"--base {base!r} is not the door's http(s) address; e.g. "
+                         "--base http://127.0.0.1:8080 or --base https://images.example.com")

@@ -2,9 +2,10 @@
 
 usage: mdpctl up [--broker ENDPOINT ...] [--service NAME[=N] ...] [--workers N] [--spare N]
                  [--http HOST:PORT|off] [--gearman HOST:PORT|off] [--time-limit S]
-                 [--heartbeat-interval S] [--max-requests N] [--log-level LEVEL]
-                 [--pythonpath DIR] [--redis [HOST:PORT|off]] [--redis-max-memory SIZE]
-                 [--redis-url URL] [--sign-key FILE --sign-salt FILE ...]
+                 [--heartbeat-interval S] [--link-floor RATE] [--max-requests N]
+                 [--log-level LEVEL] [--pythonpath DIR] [--redis [HOST:PORT|off]]
+                 [--redis-max-memory SIZE] [--redis-url URL]
+                 [--sign-key FILE --sign-salt FILE ...]
                  [--sources-root DIR ...] [--sources-allow ORIGIN ...] [--max-workers N]
                  [--new] [--timeout S]
 
@@ -242,6 +243,7 @@ def _spec(args: argparse.Namespace, ctx: Context, base: dict[str, Any]) -> local
         pythonpath=os.path.abspath(pythonpath) if pythonpath else None,
         time_limit_s=pick("time_limit", "time_limit_s"),
         heartbeat_interval_s=pick("heartbeat_interval", "heartbeat_interval_s"),
+        link_floor=pick("link_floor", "link_floor"),
         max_requests=pick("max_requests", "max_requests"),
         log_level=pick("log_level", "log_level"),
         http_listen=None if http == "off" else http,

@@ -31,6 +31,7 @@ from renderers.imgproxy.geometry import plan as make_plan
 from renderers.imgproxy.options import Options
 from renderers.imgproxy.pipeline import Frames, check_result, draft_hint, orient, oriented_size
 from renderers.registry import Field, Renderer, register
+from renderers.samples import EXAMPLE_IMAGE
 from renderers.settings import Settings
 
 FORMATS = ("jpeg", "png", "webp", "avif", "gif")
@@ -173,6 +174,7 @@ class ImgproxyService(Renderer):
         Field("accept", "list of format names", doc="what the client takes: avif, webp"),
         Field("quality", "integer 1-100", doc="jpeg and webp 80, avif 65 when absent"),
     )
+    example = {"image": EXAMPLE_IMAGE, "format": "webp"}
 
     def render_checked(self, request: Mapping[str, Any]) -> dict[str, Any]:
         limits = settings.current()

@@ -237,8 +237,7 @@ def from_request(
     ``known`` as for :meth:`Sources.load`."""
     data = fields.blob(request, "image", "")
     url = request.get("source")
-    if (data is None) == (url is None):
-        raise BadRequest("give either source (a URL) or image (bytes), not both", "source")
+    fields.one_of(("source (a URL)", url), ("image (bytes)", data), field="source")
     if data is not None:
         return Source.of(data)
     if not isinstance(url, str) or not url or len(url) > MAX_URL_CHARS:

@@ -80,7 +80,8 @@ def find(url: str, limits: Settings) -> LocalFile:
     """The file a ``local:///`` URL names, under the first root that holds it."""
     if not limits.sources_roots:
         raise SourceForbidden(
-            "source: local sources are not enabled on this worker (DIPS_SOURCES_ROOTS)"
+            "source: local sources are not enabled on this worker: set DIPS_SOURCES_ROOTS "
+            "in its environment (on a local cluster: mdpctl up --sources-root DIR)"
         )
     relative = relative_path(url)
     for root in limits.sources_roots:

@@ -321,3 +321,26 @@ def test_the_64_bit_bounds_themselves_are_integers() -> None:
 
 def test_a_gearman_worker_s_failure_codes_are_in_the_one_list() -> None:
     assert {mapping.GEARMAN_FAIL, mapping.GEARMAN_EXCEPTION} <= set(CODES)
+
+
+# --- settings -----------------------------------------------------------------------------
+
+
+def test_the_link_floor_reaches_the_doors_client_and_its_gearman_workers_links(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from mdp_gearman.config import parse_args
+    from mdp_gearman.dips import Dips
+    from mdp_gearman.server import Gateway
+
+    config, _ = parse_args(["--broker", "tcp://127.0.0.1:1", "--link-floor", "50Mbit/s"])
+    dips = Dips(config.brokers, timeout_s=1.0, link_floor=config.link_floor)
+    gateway = Gateway(config, dips, None)
+    try:
+        assert gateway.worker_settings.timing.link_floor == config.link_floor == 6_250_000
+        assert dips._client.options.link_floor == 6_250_000
+    finally:
+        gateway.zmq.term()
+    with pytest.raises(SystemExit) as done:
+        parse_args(["--broker", "tcp://127.0.0.1:1", "--link-floor", "10MB"])
+    assert done.value.code == 2
+    assert "argument --link-floor: '10MB': unknown unit" in capsys.readouterr().err

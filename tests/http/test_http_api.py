@@ -147,6 +147,28 @@ def test_unknown_service_is_404(env: Env) -> None:
     assert status == 404 and error_code(reply) == "not_found"
 
 
+def test_mistakes_of_a_first_try_are_told_what_to_do_instead(env: Env) -> None:
+    for method, path in (("GET", "/v1/"), ("GET", "/v1"), ("POST", "/v1/"),
+                         ("GET", "/v1/a/b/c")):
+        status, _, reply = env.gateway.call(method, path, b"{}" if method == "POST" else None)
+        assert status == 404 and error_code(reply) == "not_found", (method, path)
+        message = json.loads(reply)["error"]["message"]
+        assert "/v1/{service}" in message and "/api/fleet" in message, message
+        assert "image URL" not in message
+    status, _, _ = env.gateway.call("OPTIONS", "/v1/echo")
+    assert status == 204  # the preflight of the API is not caught by it
+    card = json.dumps(samples.seed_request()).encode()  # curl --data @card.json
+    status, _, reply = env.gateway.call("POST", "/v1/ecard", card, {
+        "Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 400 and "Content-Type: application/json" in json.loads(reply)["error"][
+        "message"]
+    status, _, reply = env.gateway.call("POST", "/v1/ecard", b"hi", {"Content-Type": "text/plain"})
+    assert status == 415 and "application/x-www-form-urlencoded" in json.loads(reply)["error"][
+        "message"]
+    status, _, reply = env.gateway.call("GET", "/unsafe/rs:fill:300:200/local:///p1.jpg")
+    assert status == 400 and "follows `plain/`" in json.loads(reply)["error"]["message"]
+
+
 def test_too_large_is_413(env: Env) -> None:
     big = json.dumps({"image": "A" * 300_000}).encode()
     status, _, reply = env.gateway.call("POST", "/v1/echo", big,

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mdp import protocol as p
 from mdp.errors import (
     CODES,
     BadRequest,
@@ -30,7 +31,14 @@ from mdp_http import codec, content
 from mdp_http.app import json_errors
 from mdp_http.config import parse_args
 from mdp_http.dashboard import fleet_state
-from mdp_http.errors import STATUS_BY_CODE, Busy, Forbidden, TooLarge, status_for
+from mdp_http.errors import (
+    STATUS_BY_CODE,
+    Busy,
+    Forbidden,
+    TooLarge,
+    UnsupportedMediaType,
+    status_for,
+)
 from mdp_http.metrics import FleetCollector
 from mdp_http.signing import Signer, sign
 
@@ -213,6 +221,24 @@ def test_msgpack_body_and_unsupported_type() -> None:
         codec.parse_body("text/plain", b"x", frozenset())
 
 
+def test_the_415_lists_every_type_a_body_may_have_forms_included() -> None:
+    with pytest.raises(UnsupportedMediaType) as caught:
+        codec.parse_body("text/plain", b"x", frozenset())
+    listed = caught.value.message.partition("send one of ")[2].split(", ")
+    assert listed == list(codec.ACCEPTED_TYPES)
+    assert {"application/json", "application/x-www-form-urlencoded", "multipart/form-data",
+            *codec.MSGPACK_TYPES} == set(listed)
+
+
+def test_json_sent_as_a_form_is_told_to_say_application_json() -> None:
+    """curl --data @card.json sends JSON as a form: one field named by the whole text."""
+    with pytest.raises(BadRequest) as caught:
+        codec.from_form([('{"pSN": "1", "pData": [1, 2]}', "")])
+    assert "looks like JSON" in caught.value.message
+    assert "Content-Type: application/json" in caught.value.message
+    assert codec.from_form([("width", "256")]) == {"width": 256}
+
+
 def test_results_as_json_or_msgpack() -> None:
     body, kind = codec.encode_result({"a": b"\x01"}, "*/*")
     assert kind == "application/json" and json.loads(body) == {"a": {"base64": "AQ=="}}
@@ -296,3 +322,23 @@ def test_a_bug_in_a_handler_is_a_json_500_and_a_logged_traceback(
     assert body == {"error": {"code": "internal",
                               "message": "the gateway failed; its log says why"}}
     assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_the_link_floor_comes_from_its_flag_or_variable_and_reaches_the_client(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from mdp_http.app import Gateway
+
+    brokers = ["--broker", "tcp://127.0.0.1:1"]
+    assert parse_args(brokers, environ={}).link_floor == p.DEFAULT_LINK_FLOOR
+    config = parse_args([*brokers, "--link-floor", "50Mbit/s"], environ={})
+    assert config.link_floor == 6_250_000
+    assert Gateway(config).backend._client.options.link_floor == 6_250_000
+    from_env = parse_args(brokers, environ={"DIPS_HTTP_LINK_FLOOR": "2MB/s"})
+    assert from_env.link_floor == 2_000_000
+    for argv, environ, says in (
+            (["--link-floor", "fast"], {}, "argument --link-floor: 'fast' is not a rate"),
+            ([], {"DIPS_HTTP_LINK_FLOOR": "0"}, "DIPS_HTTP_LINK_FLOOR='0': the link floor "
+             "must be at least 100KB/s")):
+        with pytest.raises(SystemExit) as done:
+            parse_args([*brokers, *argv], environ=environ)
+        assert done.value.code == 2 and says in capsys.readouterr().err

@@ -14,7 +14,7 @@ import pytest
 from mdp.errors import BadRequest
 from mdp_http import imgops, imgurl, negotiate
 from mdp_http.bodies import Budget, map_prefix
-from mdp_http.errors import Busy, status_for
+from mdp_http.errors import Busy, NotFound, status_for
 from mdp_http.resultcache import Breaker, Cached, Entry, MemoryCache, TieredCache
 from mdp_http.signing import Signer, post_text, sign
 
@@ -146,6 +146,26 @@ def test_a_malformed_image_url_gets_a_clear_error(path: str, named: str) -> None
         raw, _, query = path.partition("?")
         imgurl.parse_path(raw + ("?" + query if query else ""))
     assert named in str(caught.value)
+
+
+@pytest.mark.parametrize(("path", "source"), [
+    ("/unsafe/rs:fill:300:200/local:///p1.jpg", "local:///p1.jpg"),
+    ("/unsafe/local:///p1.jpg@webp", "local:///p1.jpg@webp"),
+    ("/unsafe/w:30/https://img.example.com/a.jpg", "https://img.example.com/a.jpg"),
+    ("/unsafe/w:30/https%3A%2F%2Fimg.example.com%2Fa.jpg", "https://img.example.com/a.jpg"),
+    ("/unsafe/w:30/HTTP:%2F%2Fimg.example.com/a.jpg", "HTTP://img.example.com/a.jpg"),
+])
+def test_a_plain_source_without_plain_says_where_plain_goes(path: str, source: str) -> None:
+    """Left out, the source was read as options or base64: 'the base64 source URL is not
+    UTF-8 text'."""
+    for info in (False, True):
+        with pytest.raises(BadRequest) as caught:
+            imgurl.parse_path(("/info" if info else "") + path, info=info)
+        assert caught.value.message == (
+            f"{source!r} looks like a source URL: a plain source URL follows `plain/`: "
+            "/{signature}/{options}/plain/{source}@{ext} (without it, the source is URL-safe "
+            "base64)")
+        assert caught.value.field == "source" and not isinstance(caught.value, NotFound)
 
 
 def test_url_builders_round_trip() -> None:

@@ -50,3 +50,26 @@ def test_sign_gives_imgproxys_test_vector_and_urls_the_door_verifies(tmp_path: P
     signature = done.stdout.strip().split("/")[1]
     digest = hashlib.sha256((tmp_path / "photo").read_bytes()).digest()
     assert signer.verify(signature, post_text("/w:40/upload.png", digest))
+
+
+def test_sign_refuses_options_the_door_would_refuse_and_a_base_that_is_no_url(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "k").write_text(b"secret".hex())
+    (tmp_path / "s").write_text(b"hello".hex())
+    keys = ["--key", str(tmp_path / "k"), "--salt", str(tmp_path / "s")]
+    source = ["--source", "https://img.example.com/a.jpg"]
+    for extra, named in ((["--options", "rs:fit:abc"], "--options: processing option 'rs'"),
+                         (["--options", "w:10/nosuch:1"], "unknown processing option"),
+                         (["--ext", "bmp"], "--ext: output format 'bmp'"),
+                         (["--base", "door:8080"], "--base 'door:8080' is not"),
+                         (["--base", "img.example.org"], "http(s) address")):
+        done = mdpctl("sign", *keys, *source, *extra)
+        assert done.returncode == 2 and done.stdout == "", (extra, done.stdout)
+        assert named in done.stderr, (extra, done.stderr)
+    # presets are the door's own: not checked here, nor a presets-only door's names
+    for extra in (["--options", "rs:fit:300:300/pr:thumb"],
+                  ["--options", "thumb:blurry", "--only-presets"]):
+        done = mdpctl("sign", *keys, *source, *extra, "--base", "https://img.example.org/x")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("https://img.example.org/x/")

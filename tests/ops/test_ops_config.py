@@ -102,6 +102,7 @@ def test_paths_are_protected_from_expansion(tmp_path: Path) -> None:
         ({"broker_binds": ("tcp://a:1", "tcp://b:1")}, "different ports"),
         ({"brokers": ("tcp://127.0.0.1",)}, "not an endpoint"),
         ({"time_limit_s": 0}, "--time-limit"),
+        ({"link_floor": 50_000}, "--link-floor must be at least 100KB/s"),
         ({"pools": (hostconf.WorkerPool("echo", 1), hostconf.WorkerPool("echo", 2))}, "twice"),
     ],
 )
@@ -238,3 +239,38 @@ def test_under_curve_the_front_doors_sign_with_a_client_key_of_their_own(
     http = next(line for line in broker_host.read_text().splitlines()
                 if line.startswith("command=") and "mdp_http" in line)
     assert "--curve-secret /k/door.key_secret --broker-key /k/broker.key" in http
+
+
+def test_the_link_floor_reaches_every_program_as_its_own_command_line_reads_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--link-floor goes to the brokers, the workers and both doors alike, and each program's
+    own parser reads it back as the rate given; left out, no program line names it."""
+    from mdp.config import parse_broker_args, parse_worker_args
+    from mdp_gearman.config import parse_args as gearman_args
+    from mdp_http.config import parse_args as http_args
+
+    monkeypatch.setenv("DIPS_SUPERVISOR_PASSWORD", "pw")
+    doors = ["--gearman", "127.0.0.1:4730", "--http", "127.0.0.1:8080"]
+    read = {
+        "mdp.broker": lambda argv: parse_broker_args(argv)[0].link_floor,
+        "mdp.worker": lambda argv: parse_worker_args(argv)[0].link_floor,
+        "mdp_gearman": lambda argv: gearman_args(argv)[0].link_floor,
+        "mdp_http": lambda argv: http_args(argv, environ={}).link_floor,
+    }
+    for profile in (["local", "--service", "echo"],
+                    ["worker-host", "--cpus", "1", "--broker", "tcp://10.0.0.1:5555",
+                     "--service", "echo"]):
+        found: dict[str, int] = {}
+        for floor in ([], ["--link-floor", "50Mbit/s"]):
+            conf = tmp_path / "out.conf"
+            assert main(["config", *profile, *doors, *floor, "-o", str(conf)]) == 0
+            text = conf.read_text()
+            assert ("--link-floor 6250KB/s" in text.splitlines()[1]) == bool(floor)
+            for line in (x for x in text.splitlines() if x.startswith("command=")):
+                argv = shlex.split(line.removeprefix("command="))
+                if argv[2] in read:
+                    assert ("--link-floor" in argv) == bool(floor), line
+                    if floor:
+                        found[argv[2]] = read[argv[2]](argv[3:])
+        expected = set(read) - ({"mdp.broker"} if profile[0] == "worker-host" else set())
+        assert found == dict.fromkeys(expected, 6_250_000)

@@ -286,7 +286,7 @@ def test_services_come_from_the_workers_and_call_says_what_went_wrong(
     image_field = next(f for f in thumbnail["fields"] if f["name"] == "image")
     assert image_field["required"] and image_field["kind"].startswith("bytes")
     detail = fleet.ctl("services", "thumbnail")
-    assert "call     mdpctl call thumbnail --file image=FILE -o OUT" in detail.stdout
+    assert "call     mdpctl call thumbnail --file image=FILE --set width=64 -o OUT" in detail.stdout
     assert fleet.ctl("call", "--list").stdout.startswith("SERVICE")
 
     as_text = fleet.ctl("call", "thumbnail", "--json",

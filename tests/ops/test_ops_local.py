@@ -33,9 +33,14 @@ def running_workers(status: dict, service: str | None = None) -> list[dict]:
 
 
 def test_up_status_call_down(local_cluster: LocalCluster) -> None:
-    result = local_cluster.up("--service", "echo=2", "--service", "ecard=1", "--spare", "1")
+    result = local_cluster.up("--service", "echo=2", "--service", "ecard=1", "--spare", "1",
+                              "--link-floor", "50Mbit/s")
     assert result.returncode == 0, result.stderr
     assert "cluster up" in result.stdout
+    programs = [line for line in (local_cluster.run_dir / "supervisord.conf").read_text()
+                .splitlines() if line.startswith("command=") and " -m mdp." in line]
+    assert len(programs) == 2 + 4  # two brokers; each pool's started and spare slots
+    assert all("--link-floor 6250KB/s" in line for line in programs)  # (up started them)
 
     # up returned: every worker is already registered with every broker.
     status = local_cluster.status()
@@ -77,6 +82,9 @@ def test_up_status_call_down(local_cluster: LocalCluster) -> None:
 
     again = local_cluster.up()
     assert again.returncode == 0 and "already running" in again.stdout
+    other = local_cluster.up("--link-floor", "20MB/s")
+    assert other.returncode == 2
+    assert "link_floor: 6250000 running, 20000000 asked" in other.stderr, other.stderr
 
     down = local_cluster.ctl("down")
     assert down.returncode == 0, down.stderr

@@ -38,6 +38,19 @@ def test_describe_gives_each_service_its_fields() -> None:
         "imgproxy"]["fields"][0][:3]
 
 
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_service_gives_an_example_request_that_works_and_announces_it(name: str) -> None:
+    """What `mdpctl services NAME` suggests: it names only declared fields, every required
+    one, and renders (the either/or rules are the renderer's, not the table's)."""
+    renderer = renderers.get(name)
+    example = dict(renderer.example)
+    declared = {f.name for f in renderer.fields}
+    assert example and set(example) <= declared
+    assert {f.name for f in renderer.fields if f.required} <= set(example)
+    assert renderer.render(example)
+    assert renderers.describe()[name]["example"] == example
+
+
 def test_warm_up_draws_the_card_assets() -> None:
     renderers.warm_up("ecard")
     assert set(ecard._tiles) == {1, 2}

@@ -8,6 +8,7 @@ test if it is ever reached; hostile origins are real servers on 127.0.0.1.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from source_server import SourceServer, running, running_tls
 
 import renderers
 from mdp.errors import BadRequest, ConfigError
+from mdpctl import flags as mdpctl_flags
 from renderers import samples, settings, sources
 from renderers.sources import origins
 from renderers.sources.errors import (
@@ -490,8 +492,11 @@ def test_a_local_path_cannot_escape_its_root(root: Path, url: str) -> None:
 
 def test_local_refusals(root: Path) -> None:
     own = sources.Sources()
-    with pytest.raises(SourceForbidden, match="not enabled"):
+    with pytest.raises(SourceForbidden, match="not enabled") as off:
         own.load("local:///photos/a.jpg", limits())
+    assert "DIPS_SOURCES_ROOTS" in off.value.message
+    flag = re.search(r"mdpctl up (--[a-z-]+) DIR", off.value.message)
+    assert flag and flag[1] in {f.name for f in mdpctl_flags.FLAGS}  # the real flag
     with pytest.raises(SourceNotFound):
         own.load("local:///photos/none.jpg", limits(sources_roots=(str(root),)))
     with pytest.raises(SourceNotFound):
@@ -515,6 +520,15 @@ def test_a_request_names_one_source(request_map: dict[str, Any]) -> None:
     with pytest.raises(BadRequest) as caught:
         sources.from_request(request_map, limits())
     assert caught.value.field == "source"
+
+
+def test_a_request_with_no_source_is_told_to_give_one_and_with_both_to_drop_one() -> None:
+    with pytest.raises(BadRequest) as neither:
+        sources.from_request({}, limits())
+    assert neither.value.message == "give one of source (a URL) or image (bytes)"
+    with pytest.raises(BadRequest) as both:
+        sources.from_request({"source": "https://x/a.jpg", "image": JPEG}, limits())
+    assert both.value.message == "give either source (a URL) or image (bytes), not both"
 
 
 def test_source_settings_come_from_the_environment(tmp_path: Path) -> None:

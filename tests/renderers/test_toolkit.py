@@ -335,10 +335,21 @@ def test_chain_errors_name_the_operation_and_field(photo_jpeg: bytes, ops: Any, 
     assert caught.value.field == field
 
 
-def test_convert_needs_a_format(photo_jpeg: bytes) -> None:
-    with pytest.raises(BadRequest) as caught:
-        call("convert", image=photo_jpeg)
-    assert caught.value.field == "format"
+@pytest.mark.parametrize(("encoded", "kept"), [("JPEG", "JPEG"), ("PNG", "PNG"), ("WEBP", "WEBP"),
+                                               ("GIF", "PNG")])
+def test_convert_without_a_format_keeps_the_sources_and_still_strips_and_turns_upright(
+    encoded: str, kept: str
+) -> None:
+    """As its field table says (format optional), like the other toolkit services."""
+    format_field = next(f for f in renderers.get("convert").fields if f.name == "format")
+    assert not format_field.required and "source's" in format_field.doc
+    exif = Image.Exif()
+    exif[0x010F] = "CameraMaker"
+    exif[ORIENTATION] = 6  # stored 30 x 20, shown 20 x 30
+    options = {} if encoded == "GIF" else {"exif": exif.tobytes()}
+    out = decode(call("convert", image=samples.encode(samples.photo(30, 20), encoded, **options)))
+    assert out.format == kept and not out.getexif()
+    assert out.size == ((30, 20) if encoded == "GIF" else (20, 30))
 
 
 def test_image_bytes_sent_as_a_msgpack_str_are_accepted(photo_jpeg: bytes) -> None:

@@ -193,6 +193,25 @@ def test_watermark_errors_name_the_field(
     assert caught.value.field == field
 
 
+@pytest.mark.parametrize(
+    ("service", "request_map", "message", "field"),
+    [
+        ("watermark", {}, "give one of text or mark (an image)", "text"),
+        ("watermark", {"text": "a", "mark": b"@"}, "give either text or mark (an image), not both",
+         "mark"),
+        ("image", {"ops": [{"op": "watermark"}]}, "ops[0]: give one of text or mark",
+         "ops[0].text"),
+    ],
+)
+def test_text_or_mark_says_give_one_when_neither_and_not_both_only_when_both(
+    photo_jpeg: bytes, service: str, request_map: dict[str, Any], message: str, field: str
+) -> None:
+    with pytest.raises(BadRequest) as caught:
+        call(service, image=photo_jpeg, **request_map)
+    assert message in caught.value.message and caught.value.field == field
+    assert ("not both" in caught.value.message) == ("mark" in request_map)
+
+
 def test_watermark_text_takes_the_copyright_sign_and_latin_1() -> None:
     text = "© DIPS 2026 — Zoë «Müller» €5"
     out = call("watermark", image=samples.photo_jpeg(300, 200), text=text, format="png")
