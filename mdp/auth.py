@@ -77,8 +77,9 @@ class RoleAuthenticator(ThreadAuthenticator):
         return self._roles.get(user, "")
 
 
-def log_handshake_failures(monitor: zmq.Socket) -> None:
-    """Log the handshake failures a socket monitor reported (plaintext or bad peers)."""
+def log_handshake_failures(monitor: zmq.Socket, warn: RateLimitedLog, now: float) -> None:
+    """Log the handshake failures a socket monitor reported (plaintext or bad peers), through
+    ``warn``: a peer that fails handshakes at will must not flood the log."""
     from zmq.utils.monitor import recv_monitor_message
 
     while monitor.poll(0):
@@ -86,7 +87,7 @@ def log_handshake_failures(monitor: zmq.Socket) -> None:
         name = zmq.Event(event["event"]).name
         raw: Any = event.get("endpoint", b"")
         address = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
-        log.warning("handshake refused on %s: %s (value %s)", address, name, event["value"])
+        warn(now, "handshake refused on %s: %s (value %s)", address, name, event["value"])
 
 
 HANDSHAKE_FAILURES = (

@@ -31,7 +31,7 @@ from mdp.config import BrokerConfig, parse_broker_args
 from mdp.dispatch import Dispatcher
 from mdp.errors import ConfigError
 from mdp.keys import fingerprint, load_secret
-from mdp.logs import LOG_FORMAT
+from mdp.logs import LOG_FORMAT, RateLimitedLog
 from mdp.rates import format_rate
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ class Broker:
         self._stopping = False
         self._reload_requested = False
         self._next_monitor_check = 0.0
+        self._handshake_warnings: RateLimitedLog | None = None  # (made with CURVE)
 
     def _setup_curve(self, secret_file: str, client_keys: str, worker_keys: str) -> None:
         # only with CURVE: zmq.auth's ZAP thread runs asyncio, which a broker without it
@@ -231,7 +232,9 @@ class Broker:
             self._next_monitor_check = now + self.config.heartbeat_interval_s
             from mdp.auth import log_handshake_failures  # (loaded with CURVE)
 
-            log_handshake_failures(self.monitor)
+            if self._handshake_warnings is None:
+                self._handshake_warnings = RateLimitedLog(logging.getLogger("mdp.auth"))
+            log_handshake_failures(self.monitor, self._handshake_warnings, now)
 
 
 # --- command line -------------------------------------------------------------------------

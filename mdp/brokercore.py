@@ -52,7 +52,13 @@ from mdp.keys import CLIENT_ROLE, WORKER_ROLE, fingerprint
 from mdp.logs import RateLimitedLog
 from mdp.outbox import Outbox
 from mdp.standing import answered, heard_from, recalls
-from mdp.sweeps import detach_expired, drop_expired, drop_requests_of, unknown_requests
+from mdp.sweeps import (
+    detach_expired,
+    drop_all,
+    drop_expired,
+    drop_requests_of,
+    unknown_requests,
+)
 from mdp.version import code_version
 
 log = logging.getLogger("mdp.broker")  # (the shell's logger too: one name for the broker)
@@ -76,6 +82,7 @@ class BrokerCore:
             unknown_grace_s=config.unknown_grace_s,
             worker_expiry_s=config.heartbeat_interval_s * config.heartbeat_liveness,
             max_total_queue=config.max_total_queue,
+            max_queue_bytes=config.max_queue_bytes,
             max_workers=config.max_workers,
             max_prefetch=config.max_prefetch,
             max_worker_losses=config.max_worker_losses,
@@ -194,9 +201,13 @@ class BrokerCore:
             log.warning("dropped %d queued requests of revoked client keys", dropped)
 
     def goodbye(self) -> None:
-        """DISCONNECT to every worker (the broker is stopping)."""
+        """DISCONNECT to every worker, and the requests held unworked dropped (the broker
+        is stopping: their clients send them elsewhere)."""
         for identity in self.dispatcher.workers:
             self._send(p.worker_command(identity, p.DISCONNECT))
+        dropped = drop_all(self.dispatcher)
+        if dropped:
+            log.info("stopping: dropped %d requests not yet given to a worker", dropped)
 
     # --- input ---------------------------------------------------------------------------
 
@@ -270,6 +281,14 @@ class BrokerCore:
         if len(frames) > 3 and frames[2] == p.CLIENT:
             self._answer_error(Request(identity, bytes(frames[3][:100]), [], now),
                                BadRequest(str(exc)))
+        elif len(frames) > 5 and frames[2] == p.DIPS_CLIENT and frames[3] == p.SUBMIT:
+            # its ids still tell whom to answer: each gets the error rather than a timeout
+            # (none it holds already: a resend of a request held is ignored, as ever)
+            service, error = bytes(frames[4][:100]), BadRequest(str(exc))
+            holds = self.dispatcher.holds
+            for rid in p.submit_ids(frames[4:], self.config.max_frames):
+                if not holds(identity, rid):
+                    self._answer_error(Request(identity, service, [], now, rid), error)
 
     def _role_allows(self, identity: bytes, message: p.BrokerInbound, user: str, role: str,
                      now: float) -> bool:

@@ -82,6 +82,7 @@ def _service(name: bytes, service: Service, now: float) -> ServiceStatus:
     return ServiceStatus(
         name=name.decode("ascii", "replace"),
         queue=len(service.queue),
+        queue_bytes=sum(request.size for request in service.queue),  # (asked for seldom)
         workers=tuple(_worker(w, now) for w in service.workers.values()),
         counters=counters,
         queue_seconds=_histogram(tally.queue_time),

@@ -24,7 +24,7 @@ from mdp.config import BrokerConfig
 from mdp.dispatch import Dispatcher
 from mdp.errors import RequestError, WorkerLost
 from mdp.keys import WORKER_ROLE, fingerprint
-from mdp.logs import RateLimitedLog
+from mdp.logs import BurstLog, RateLimitedLog
 from mdp.outbox import Outbox
 from mdp.records import Request, Service, Worker
 from mdp.standing import (
@@ -54,6 +54,7 @@ class WorkerKeeper:
         self.dispatcher = dispatcher
         self._out = out
         self._warnings = warnings
+        self._comings = BurstLog(log)  # workers joining, leaving, speaking again
         self._worker_welcome = {**welcome, "batch": True, "progress": True, "announce": True}
         self._send = send
         self._dispatch = dispatch
@@ -84,14 +85,16 @@ class WorkerKeeper:
                                        prefetch, meta.pop("batch", False))
         worker.announce = worker.dips and meta.pop("announce", False)
         worker.user = user
-        log.info("worker %s ready for %r (host %s pid %s version %s)", identity.hex()[:20],
-                 msg.service.decode(), meta.get("host"), meta.get("pid"), meta.get("version"))
+        self._comings(now, "ready", "worker %s ready for %r (host %s pid %s version %s)",
+                      identity.hex()[:20], msg.service.decode(), meta.get("host"),
+                      meta.get("pid"), meta.get("version"))
         if worker.dips:
             self._send(p.worker_welcome(identity, self._worker_welcome))
         self._dispatch(worker.service, now)
 
     def back_from_silence(self, worker: Worker, now: float) -> None:
-        log.info("worker %s speaks again; it gets tasks again", worker.identity.hex()[:20])
+        self._comings(now, "speaking again", "worker %s speaks again; it gets tasks again",
+                      worker.identity.hex()[:20])
         self._dispatch(worker.service, now)
 
     def on_signal(self, identity: bytes, msg: p.WorkerSignal, now: float) -> None:
@@ -115,7 +118,7 @@ class WorkerKeeper:
                            identity.hex()[:20], command)
             return
         if command == p.DISCONNECT:
-            log.info("worker %s left", identity.hex()[:20])
+            self._comings(now, "left", "worker %s left", identity.hex()[:20])
             self.forget(worker, now)
             return
         if command == p.BUSY:
@@ -204,9 +207,10 @@ class WorkerKeeper:
         """The heartbeat timer's part for workers: forget those silent too long, and a
         HEARTBEAT to every other one not sent a task just now."""
         dispatcher = self.dispatcher
+        self._comings.flush(now)  # (what a flood of comings and goings left unsaid)
         for worker in expired_workers(dispatcher.workers.values(), now):
-            log.warning("worker %s silent for %.1fs; forgetting it", worker.identity.hex()[:20],
-                        dispatcher.worker_expiry_s)
+            self._warnings(now, "worker %s silent for %.1fs; forgetting it",
+                           worker.identity.hex()[:20], dispatcher.worker_expiry_s)
             self._send(p.worker_command(worker.identity, p.DISCONNECT))
             self.forget(worker, now, lost=True)
         recent = now - self.config.heartbeat_interval_s / 2

@@ -13,7 +13,7 @@ from mdp import protocol as p
 from mdp.errors import ConfigError
 from mdp.keys import CurveConfig
 from mdp.options import check_endpoint
-from mdp.rates import check_link_floor, link_floor_flag
+from mdp.rates import check_link_floor, format_size, link_floor_flag, size_arg
 from mdp.workerstate import Timing
 
 BROKER_DESCRIPTION = "The Majordomo broker of DIPS."
@@ -56,6 +56,10 @@ class BrokerConfig:
     max_message_bytes: int = p.MAX_MESSAGE_BYTES  # larger messages: libzmq drops the peer
     max_frames: int = 300  # per message (a batched SUBMIT or RESULT takes one per request)
     max_total_queue: int = 100_000
+    # bytes of request bodies queued over all services (not yet given to a worker): 32
+    # requests of the largest size, thousands of ordinary images; what the count limits
+    # allow (100,000 x 32 MiB) no broker host has
+    max_queue_bytes: int = 1 << 30
     max_workers: int = 10_000
     max_prefetch: int = 16  # tasks a worker may hold beyond the one it runs (for short
     # tasks only: the hold budget, about 5 ms of work, caps it for longer ones)
@@ -94,6 +98,11 @@ class BrokerConfig:
             raise ConfigError("--unknown-grace must not be negative")
         if min(self.max_total_queue, self.max_workers) < 1:
             raise ConfigError("--max-total-queue and --max-workers must be at least 1")
+        if not isinstance(self.max_queue_bytes, int) or \
+                self.max_queue_bytes < self.max_message_bytes:
+            raise ConfigError(f"--max-queue-bytes ({self.max_queue_bytes!r}) must be at least "
+                              f"--max-message-bytes ({self.max_message_bytes}): a request of "
+                              "the largest size must be able to wait for a worker")
         if self.zmtp_heartbeat_ms < 100 and self.zmtp_heartbeat_ms != 0:
             raise ConfigError("--zmtp-heartbeat must be at least 100 ms (or 0: none)")
         if self.frozen_after_s < self.probe_interval_s:
@@ -215,6 +224,10 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
         help="requests queued per service before clients get 'overloaded'")
     add("--max-total-queue", type=int, default=d.max_total_queue, metavar="N",
         help="requests queued over all services before clients get 'overloaded'")
+    add("--max-queue-bytes", type=size_arg, default=format_size(d.max_queue_bytes),
+        metavar="SIZE", help="bytes of request bodies queued over all services (not yet "
+        "given to a worker) before clients get 'overloaded', e.g. 1GiB, 512MB (at least "
+        "--max-message-bytes)")
     add("--max-services", type=int, default=d.max_services, metavar="N",
         help="services known at once; a request for one more gets 'unknown_service'")
     add("--max-workers", type=int, default=d.max_workers, metavar="N",
@@ -262,6 +275,7 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
         max_services=args.max_services,
         unknown_grace_s=args.unknown_grace,
         max_total_queue=args.max_total_queue,
+        max_queue_bytes=args.max_queue_bytes,
         max_workers=args.max_workers,
         max_message_bytes=args.max_message_bytes,
         max_frames=args.max_frames,

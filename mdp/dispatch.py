@@ -60,6 +60,7 @@ class Dispatcher:
         unknown_grace_s: float,
         worker_expiry_s: float,
         max_total_queue: int = 100_000,
+        max_queue_bytes: int = 1 << 30,
         max_workers: int = 10_000,
         max_prefetch: int = 1,
         max_worker_losses: int = 2,
@@ -68,11 +69,13 @@ class Dispatcher:
     ) -> None:
         self.max_queue = max_queue
         self.max_total_queue = max_total_queue
+        self.max_queue_bytes = max_queue_bytes
         self.max_workers = max_workers
         self.max_prefetch = max_prefetch
         self.max_worker_losses = max_worker_losses  # 0: never give a request up
         self.link_floor = link_floor  # bytes per second a big task may take to go
         self.queued = 0  # over all services (kept up to date by the queue operations)
+        self.queued_bytes = 0  # of their bodies (each request's ``size``), likewise
         self.attached = 0  # callers of shared requests (held, bounded with the queue)
         self.next_expiry = math.inf  # no queued request expires before this
         self.max_services = max_services
@@ -300,6 +303,8 @@ class Dispatcher:
         request.recalled = False
         service.queue.appendleft(request)
         self.queued += 1
+        request.size = size = body_size(request.body)  # (given out at once, it had none)
+        self.queued_bytes += size
         if request.deadline is not None and request.deadline < self.next_expiry:
             self.next_expiry = request.deadline
         if not service.workers:
@@ -350,6 +355,12 @@ class Dispatcher:
             return Overloaded(f"the broker has {self.queued} requests queued"
                               + (f" and {self.attached} callers of shared ones"
                                  if self.attached else ""))
+        body = request.body
+        request.size = size = len(body[0]) if len(body) == 1 else body_size(body)
+        if self.queued_bytes + size > self.max_queue_bytes:
+            return Overloaded(f"the broker holds {self.queued_bytes} bytes of queued requests; "
+                              f"this one's {size} more would pass the limit of "
+                              f"{self.max_queue_bytes} (--max-queue-bytes)")
         if request.rid is not None:
             self.held[(request.client, request.rid)] = request
         if shared_key is not None:
@@ -358,6 +369,7 @@ class Dispatcher:
             self.next_expiry = request.deadline
         service.queue.append(request)
         self.queued += 1
+        self.queued_bytes += size
         if not service.workers:
             self.orphans.add(name)
         return None
@@ -442,6 +454,7 @@ class Dispatcher:
         while queue and (idle or open_):
             request = queue.popleft()
             self.queued -= 1
+            self.queued_bytes -= request.size
             if request.done:  # answered meanwhile by the worker it was taken back from
                 continue
             if request.expired(now):
@@ -456,6 +469,7 @@ class Dispatcher:
             elif request.losses:  # it may be poisoned: it waits for a worker of its own,
                 queue.appendleft(request)  # or a death would be blamed on another's task
                 self.queued += 1
+                self.queued_bytes += request.size
                 break
             else:
                 _, worker = open_.popitem(last=False)
@@ -469,6 +483,11 @@ class Dispatcher:
                     prefetch if prefetch < service.hold_cap else service.hold_cap):
                 open_[worker.identity] = worker
             yield worker, request, hold
+
+    def unqueued(self, gone: list[Request]) -> None:
+        """Requests a sweep took out of their queues (:mod:`mdp.sweeps`) no longer count."""
+        self.queued -= len(gone)
+        self.queued_bytes -= sum(request.size for request in gone)
 
     def forget_if_unused(self, service: Service) -> None:
         """Forget a service that has neither workers nor requests."""
@@ -495,6 +514,11 @@ class Dispatcher:
         if service is None:
             service = self.services[name] = Service(name, now)
         return service
+
+
+def body_size(body: list[bytes]) -> int:
+    """The bytes of a request's body frames (``bytes`` or ``zmq.Frame``)."""
+    return sum(map(len, body))
 
 
 def same_body(one: list[bytes], other: list[bytes]) -> bool:

@@ -1,4 +1,4 @@
-"""Link speeds as people write them, and the bounds of the link floor.
+"""Link speeds and sizes as people write them, and the bounds of the link floor.
 
 The *link floor* is the slowest link a big body is allowed: bytes a role sent, or that were
 announced to it, may have arrived only once they may have gone at this rate
@@ -9,7 +9,8 @@ command line; this module is the one parser of such a rate and the one check of 
 
 A rate is a number with a unit, ``10MB/s``, ``80Mbit/s``, ``500KB/s``, ``1.5GiB/s``, ``100Mbps``
 (``B`` is a byte, ``b`` or ``bit`` a bit; ``K``/``k``, ``M``, ``G`` are powers of 1000 and
-``Ki``, ``Mi``, ``Gi`` of 1024), or a plain number of bytes per second.
+``Ki``, ``Mi``, ``Gi`` of 1024), or a plain number of bytes per second. A size is written
+the same way without the ``/s`` and in bytes only: ``1GiB``, ``512MB``, ``1073741824``.
 """
 
 from __future__ import annotations
@@ -32,22 +33,32 @@ _PREFIXES = {"": 1, "k": 1000, "K": 1000, "M": 1000**2, "G": 1000**3,
              "ki": 1024, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
 _SHOWN = ((1000**3, "GB/s"), (1000**2, "MB/s"), (1000, "KB/s"))
 EXAMPLES = "10MB/s, 80Mbit/s, 500KB/s or a number of bytes per second"
+_SIZE_UNIT = re.compile(r"(?P<prefix>[kKMG]i?|)B")
+_SIZES_SHOWN = ((1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB"),
+                (1000**3, "GB"), (1000**2, "MB"), (1000, "KB"))
+SIZE_EXAMPLES = "1GiB, 512MB, 64KiB or a number of bytes"
 
 __all__ = ["DEFAULT_LINK_FLOOR", "EXAMPLES", "MIN_LINK_FLOOR", "check_link_floor",
-           "format_rate", "link_floor_arg", "link_floor_flag", "link_floor_help", "parse_rate"]
+           "format_rate", "format_size", "link_floor_arg", "link_floor_flag", "link_floor_help",
+           "parse_rate", "parse_size", "size_arg"]
+
+
+def _number_and_unit(text: str, what: str) -> tuple[float, str]:
+    """A number and the unit written after it; ConfigError saying what is wrong otherwise
+    (``what``: "a rate like ...", "a size like ...")."""
+    match = _RATE.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ConfigError(f"{text!r} is not {what}")
+    try:
+        return float(match["number"]), match["unit"]
+    except ValueError:
+        raise ConfigError(f"{text!r}: {match['number']!r} is not a number") from None
 
 
 def parse_rate(text: str) -> int:
     """Bytes per second that ``text`` says (rounded to a whole number); ConfigError saying
     what is wrong with it otherwise. Its bounds are :func:`check_link_floor`'s."""
-    match = _RATE.fullmatch(text) if isinstance(text, str) else None
-    if match is None:
-        raise ConfigError(f"{text!r} is not a rate like {EXAMPLES}")
-    try:
-        number = float(match["number"])
-    except ValueError:
-        raise ConfigError(f"{text!r}: {match['number']!r} is not a number") from None
-    unit = match["unit"]
+    number, unit = _number_and_unit(text, f"a rate like {EXAMPLES}")
     per_second = 1.0
     if unit:
         found = _UNIT.fullmatch(unit)
@@ -102,3 +113,33 @@ def format_rate(bytes_per_second: int) -> str:
         if bytes_per_second and bytes_per_second % size == 0:
             return f"{bytes_per_second // size}{unit}"
     return str(bytes_per_second)
+
+
+def parse_size(text: str) -> int:
+    """Bytes that ``text`` says (``1GiB``, ``512MB``, a plain number; rounded to a whole
+    number); ConfigError saying what is wrong with it otherwise."""
+    number, unit = _number_and_unit(text, f"a size like {SIZE_EXAMPLES}")
+    found = _SIZE_UNIT.fullmatch(unit) if unit else None
+    if unit and found is None:
+        raise ConfigError(f"{text!r}: unknown unit {unit!r}; write a size like {SIZE_EXAMPLES}")
+    value = number * (_PREFIXES[found["prefix"]] if found is not None else 1)
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{text!r} is not a size like {SIZE_EXAMPLES}")
+    return round(value)
+
+
+def size_arg(text: str) -> int:
+    """argparse ``type=`` of a size flag (argparse names the flag in front of what is
+    wrong)."""
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def format_size(size: int) -> str:
+    """A size as :func:`parse_size` reads it back exactly: ``1GiB``, ``500MB``, ``1234``."""
+    for unit_bytes, unit in _SIZES_SHOWN:
+        if size and size % unit_bytes == 0:
+            return f"{size // unit_bytes}{unit}"
+    return str(size)

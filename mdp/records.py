@@ -51,6 +51,9 @@ class Request:
     # a shared request's callers (each with its own client, id and deadline; the first is
     # the one that came first); None while it has only its own caller
     callers: list[Request] | None = None
+    # bytes of its body, set when it enters a queue (the dispatcher's ``queued_bytes``);
+    # unset until then, so that a request given out at once costs no store
+    size: int = field(init=False, repr=False)
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline

@@ -3,7 +3,7 @@
 The answer is a msgpack map::
 
     {"broker": {"endpoint", "pid", "host", "version", "uptime_s", "instance"?},
-     "services": {name: {"queue": n,
+     "services": {name: {"queue": n, "queue_bytes"?: n,
                          "workers": [{"identity", "state", "host", "pid", "version",
                                       "served", "uptime_s", "failures"?, "queued"?}],
                          "counters"?: {"requests", "replies", "errors": {code: n},
@@ -18,8 +18,9 @@ The answer is a msgpack map::
 where ``H = {"le": [upper bounds, seconds, ascending, the last +inf], "counts": [per
 bucket, not cumulative], "sum": seconds, "count": n}``. Queue time runs from a request's
 arrival to its dispatch; work time from its dispatch to the worker's reply, both on the
-broker's own clock. Keys marked ``?`` may be absent (a broker of another version); a
-broker-wide counter that is absent reads as 0.
+broker's own clock. ``queue_bytes`` is the bytes of the queued requests' bodies (the
+broker's ``--max-queue-bytes`` bounds their sum over its services). Keys marked ``?`` may
+be absent (a broker of another version); a broker-wide counter that is absent reads as 0.
 
 Each record is a small frozen dataclass with ``to_wire()`` and ``from_wire()``.
 ``from_wire`` takes the map as it came off the wire: it checks every type, ignores keys it
@@ -353,6 +354,7 @@ class ServiceStatus:
     name: str
     queue: int
     workers: tuple[WorkerStatus, ...] = ()
+    queue_bytes: int | None = None  # bodies of the queued requests; None: not reported
     counters: ServiceCounters | None = None
     queue_seconds: Histogram | None = None
     work_seconds: Histogram | None = None
@@ -369,6 +371,8 @@ class ServiceStatus:
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"queue": self.queue,
                                 "workers": [w.to_wire() for w in self.workers]}
+        if self.queue_bytes is not None:
+            wire["queue_bytes"] = self.queue_bytes
         if self.counters is not None:
             wire["counters"] = self.counters.to_wire()
         histograms = {key: hist.to_wire() for key, hist in (
@@ -393,6 +397,7 @@ class ServiceStatus:
         return cls(
             name=name,
             queue=_need(data, "queue", where, _count),
+            queue_bytes=_may(data, "queue_bytes", where, _count, None),
             workers=tuple(WorkerStatus.from_wire(w, f"{where}workers[{i}]")
                           for i, w in enumerate(workers)),
             counters=_may(data, "counters", where, ServiceCounters.from_wire, None),

@@ -51,6 +51,7 @@ def drop_expired(dispatcher: Dispatcher, now: float) -> int:
     next_expiry = math.inf
     for service in dispatcher.services.values():
         gone = service.queue.remove_if(lambda r: r.expired(now))
+        dispatcher.unqueued(gone)
         for request in gone:
             dispatcher.release(request)
         service.counters.expired += len(gone)
@@ -60,7 +61,6 @@ def drop_expired(dispatcher: Dispatcher, now: float) -> int:
                 next_expiry = request.deadline
     dispatcher.next_expiry = next_expiry
     dispatcher.counters.expired += dropped
-    dispatcher.queued -= dropped
     return dropped
 
 
@@ -83,10 +83,10 @@ def drop_requests_of(dispatcher: Dispatcher, drop: Callable[[Request], bool]) ->
     dropped = 0
     for service in dispatcher.services.values():
         gone = service.queue.remove_if(revoked)
+        dispatcher.unqueued(gone)
         for request in gone:
             dispatcher.release(request)
         dropped += len(gone)
-    dispatcher.queued -= dropped
     return dropped
 
 
@@ -107,7 +107,7 @@ def unknown_requests(dispatcher: Dispatcher, now: float) -> list[Request]:
         if service.empty_since <= cutoff and any(
                 r.received_at <= cutoff for r in queue.head_arrivals()):
             gone = queue.remove_if(partial(_arrived_by, cutoff))
-            dispatcher.queued -= len(gone)
+            dispatcher.unqueued(gone)
             for request in gone:
                 dispatcher.release(request)
             unknown.extend(gone)
@@ -115,6 +115,24 @@ def unknown_requests(dispatcher: Dispatcher, now: float) -> list[Request]:
             dispatcher.orphans.discard(name)
             del dispatcher.services[name]
     return unknown
+
+
+def drop_all(dispatcher: Dispatcher) -> int:
+    """The broker is stopping: drop every request it holds unworked (queued, or waiting to
+    go out again after its worker was lost), so that nothing of them stays held by an
+    object that outlives the loop. Their clients find the broker gone and send them
+    elsewhere. How many were dropped."""
+    dropped = drop_requests_of(dispatcher, _any)
+    for _, _, request in dispatcher.retries:
+        if not request.done:
+            dispatcher.release(request)
+            dropped += 1
+    dispatcher.retries.clear()
+    return dropped
+
+
+def _any(request: Request) -> bool:
+    return True
 
 
 def _arrived_by(cutoff: float, request: Request) -> bool:

@@ -60,6 +60,9 @@ READ_EVERY_S = 0.001  # between short tasks run back to back: how often to read 
 
 Handle = Callable[[dict[str, Any]], Any]
 _POLLIN = int(zmq.POLLIN)
+# the reply when even an error reply cannot be encoded: built now, so that it cannot fail then
+_UNENCODABLE = p.error_body(WorkerError("the handler's reply could not be encoded",
+                                        code="internal"))
 _zmq_poll = zmq.zmq_poll
 
 
@@ -347,7 +350,11 @@ class Worker:
                 or frames[4]:
             return None
         core = self.core
-        task = core.lone_task(link, frames[3], frames[5], frames[6:], time.monotonic())
+        try:
+            task = core.lone_task(link, frames[3], frames[5], frames[6:], time.monotonic())
+        except Exception:  # (a bug): the core reads the message again, behind _feed's barrier
+            log.exception("error taking a task from %s", self.config.brokers[link])
+            return None
         if task is None:
             return None
         return self._run_task(task) and core.phase is Phase.SERVING and not core.waiting
@@ -417,6 +424,14 @@ class Worker:
 
     def _failure(self, exc: Exception) -> bytes:
         """Every handler failure becomes an error reply; the worker lives on."""
+        try:
+            return self._error_reply(exc)
+        except Exception:  # the barrier of the task path, which runs outside _feed's
+            log.exception("handler for %s: its error reply could not be encoded",
+                          self.config.service)
+            return _UNENCODABLE
+
+    def _error_reply(self, exc: Exception) -> bytes:
         if isinstance(exc, RequestError):
             return p.error_body(exc)
         if isinstance(exc, MemoryError):
@@ -469,7 +484,11 @@ def prepare(argv: Sequence[str] | None) -> WorkerConfig:
         config.curve = CurveConfig.from_flags(args.curve_secret, args.broker_key)
     if config.max_memory_mb:
         limit = config.max_memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        try:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"cannot apply --max-memory-mb {config.max_memory_mb}: {exc}"
+                              ) from exc
     return config
 
 
@@ -489,11 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = handlers.resolve(config.service)
         if handler.warm_up is not None:
             handler.warm_up()  # once-per-process work now, before the first request
-    except ConfigError as exc:
+    except (ConfigError, OSError) as exc:  # (OSError: a key file, a handler's warm-up)
         log.error("%s", exc)
-        return 2
-    except (ValueError, OSError) as exc:
-        log.error("cannot apply --max-memory-mb: %s", exc)
         return 2
     return serve(config, handler)
 

@@ -26,7 +26,7 @@ from typing import Any
 from mdp import protocol as p
 from mdp.actions import Action, Close, Event, Lost, Open, Opened, Received, Send, Tick
 from mdp.clock import Backoff
-from mdp.errors import Expired, ProtocolError, WorkerTimeout
+from mdp.errors import Expired, Overloaded, ProtocolError, WorkerTimeout
 from mdp.logs import RateLimitedLog
 from mdp.workerstate import Link, LinkMode, Phase, Task, Timing
 
@@ -72,6 +72,11 @@ class WorkerCore:
         self.served = 0
         self._warn = RateLimitedLog(log)
         self._ready = p.ready(self.service, ready_meta(self.meta, self.prefetch))
+        # tasks of one broker held at once (running and waiting) before one more is handed
+        # back unrun (_on_task): a broker keeps to 1 + prefetch, but one that took our
+        # tasks back while we were silent may give as many again when we speak
+        self.hold_limit = 2 * (1 + self.prefetch)
+        self._count_from = self.hold_limit - 1  # waiting tasks (any broker's) worth a count
 
     # --- output ----------------------------------------------------------------------
 
@@ -257,7 +262,9 @@ class WorkerCore:
         deadline = None if msg.ttl_ms is None else now + msg.ttl_ms / 1000
         dips = link.mode is LinkMode.DIPS
         task = Task(i, link.epoch, msg.key, msg.body, deadline, msg.hold, dips, ck=msg.ck)
-        if dips and self.phase is not Phase.SERVING:
+        if len(self.waiting) >= self._count_from and self._holding(i) >= self.hold_limit:
+            self._refuse(task, now)  # (the count only once the backlog could be so long)
+        elif dips and self.phase is not Phase.SERVING:
             self._bounce(task, now, recalled=True)  # it knows we are leaving: no BUSY
         elif dips and self.long and not msg.hold:
             self._bounce(task, now)
@@ -272,6 +279,28 @@ class WorkerCore:
                 waiting.insert(at, task)
         else:
             self.waiting.append(task)
+
+    def _holding(self, i: int) -> int:
+        """Tasks of link ``i`` that run or wait here."""
+        current = self.current
+        return (current is not None and current.link == i) + sum(
+            1 for task in self.waiting if task.link == i)
+
+    def _refuse(self, task: Task, now: float) -> None:
+        """A task past ``hold_limit`` from its broker: a DIPS broker gets it back unrun
+        (BOUNCE, after BUSY: it gives it to another worker and sends this one nothing
+        until FREE); a standard broker, which cannot take a task back, an ``overloaded``
+        error for its client. Either way nothing of it is kept."""
+        endpoint = self.links[task.link].endpoint
+        self._warn(now, "broker %s sent a task past the %d this worker holds for a broker "
+                   "(prefetch %d); %s", endpoint, self.hold_limit, self.prefetch,
+                   "handed back" if task.dips else "answered overloaded")
+        if task.dips:
+            self._bounce(task, now)
+        else:
+            self._reply(task, p.error_body(Overloaded(
+                f"the worker holds {self.hold_limit} requests of this broker already "
+                f"(prefetch {self.prefetch}); it takes no more until it answers them")), now)
 
     def _on_disconnect(self, i: int, link: Link, now: float) -> None:
         # after a broker restart the first retry comes quickly; a broker that keeps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,16 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 def parse_args(argv: Sequence[str] | None) -> tuple[GatewayConfig, str]:
     """The config and the log level from ``mdp-gearman``'s command line; a wrong setting
     ends the program with one line naming it."""
+    try:
+        return from_command_line(argv)
+    except ConfigError as exc:
+        sys.stderr.write(f"mdp-gearman: {exc}\n")
+        raise SystemExit(2) from None
+
+
+def from_command_line(argv: Sequence[str] | None) -> tuple[GatewayConfig, str]:
+    """What :func:`parse_args` reads, with ConfigError naming a wrong setting (``mdpctl up``
+    checks the door's command line so, before it starts anything)."""
     d = GatewayConfig()
     parser = argparse.ArgumentParser(prog="mdp-gearman", description=DESCRIPTION,
                                      formatter_class=_Help)
@@ -152,8 +163,5 @@ def parse_args(argv: Sequence[str] | None) -> tuple[GatewayConfig, str]:
     level = args.pop("log_level")
     args["listen"] = args["listen"] or d.listen
     config = GatewayConfig(**args)
-    try:
-        config.validate()
-    except ConfigError as exc:
-        parser.exit(2, f"{parser.prog}: {exc}\n")
+    config.validate()
     return config, level

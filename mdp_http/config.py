@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -201,17 +202,27 @@ def _flag_kwargs(f: dataclasses.Field[Any], environ: Mapping[str, str]) -> dict[
 def parse_args(argv: Sequence[str] | None,
                environ: Mapping[str, str] | None = None) -> HttpConfig:
     """The config the command line describes; defaults from ``DIPS_HTTP_*`` variables of
-    ``environ`` (default ``os.environ``), then from the dataclass."""
+    ``environ`` (default ``os.environ``), then from the dataclass.  A wrong setting ends the
+    program with one line naming it."""
+    try:
+        return from_command_line(argv, environ)
+    except ConfigError as exc:  # one line, as every program says it
+        sys.stderr.write(f"mdp-http: {exc}\n")
+        raise SystemExit(2) from None
+
+
+def from_command_line(argv: Sequence[str] | None,
+                      environ: Mapping[str, str] | None = None) -> HttpConfig:
+    """What :func:`parse_args` reads, with ConfigError naming a ``DIPS_HTTP_*`` variable
+    that does not read or a setting that is wrong (``mdpctl up`` checks the door's
+    environment so, before it starts anything)."""
     environ = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(prog="mdp-http", description=DESCRIPTION,
                                      epilog="Every flag's default may be set by the "
                                      "environment variable its help names (DIPS_HTTP_...).")
     parser.add_argument("--version", action=VersionAction)
-    try:
-        for f in dataclasses.fields(HttpConfig):
-            parser.add_argument(f.metadata["flag"], **_flag_kwargs(f, environ))
-    except ConfigError as exc:
-        parser.error(str(exc))
+    for f in dataclasses.fields(HttpConfig):
+        parser.add_argument(f.metadata["flag"], **_flag_kwargs(f, environ))
     args = vars(parser.parse_args(argv))
     for f in dataclasses.fields(HttpConfig):  # a list flag not given: the environment's
         if args.get(f.name) is None and f.default_factory is not dataclasses.MISSING:
@@ -219,8 +230,5 @@ def parse_args(argv: Sequence[str] | None,
             if given is not dataclasses.MISSING:
                 args[f.name] = given
     config = HttpConfig(**{k: v for k, v in args.items() if v is not None})
-    try:
-        config.validate()
-    except ConfigError as exc:  # one line, as every program says it
-        parser.exit(2, f"{parser.prog}: {exc}\n")
+    config.validate()
     return config

@@ -35,9 +35,15 @@ def post_text(path: str, body_sha256: bytes) -> str:
 
 def _read_hex(path: str) -> bytes:
     try:
-        text = Path(path).read_text(encoding="ascii").strip()
-        value = bytes.fromhex(text)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: the key or salt file does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the key or salt file: "
+                          f"{exc.strerror or exc}") from None
+    try:
+        value = bytes.fromhex(raw.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError) as exc:
         raise ConfigError(f"{path}: expected a hex-encoded key or salt ({exc})") from exc
     if not value:
         raise ConfigError(f"{path}: the key or salt is empty")

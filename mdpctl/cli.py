@@ -8,7 +8,8 @@ broker merely holds a default port may be anyone's, and is named, not used.  Wit
 cluster file mdpctl works on the brokers and hosts that file lists.
 
 exit status: 0 done, 1 failed, 2 usage or configuration error, 3 a supervisord or broker
-did not answer, 4 timed out, 5 a rollout stopped, 130 interrupted.
+did not answer, 4 timed out, 5 a rollout stopped, 6 the local cluster's supervisord runs but
+does not answer (stopped, or overloaded), 130 interrupted.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from mdpctl import leftovers, locate
+from mdpctl import daemon, leftovers, locate
 from mdpctl.cluster import CLUSTER_FILE_NAME, Cluster, load_cluster, local_cluster
 from mdpctl.errors import NotRunning, UsageError
 from mdpctl.lock import exclusive, lock_path
@@ -30,6 +30,7 @@ class Context:
     named_run_dir: Path | None = None
     cluster_file: Path | None = None
     out: TextIO = field(default_factory=lambda: sys.stdout)
+    from_flag: bool = False  # the run directory was named with --run-dir
     _search: locate.Search | None = None
 
     @classmethod
@@ -42,11 +43,13 @@ class Context:
             Path(named).absolute() if named else None,
             Path(chosen) if chosen else None,
             out or sys.stdout,
+            from_flag=bool(run_dir),
         )
 
-    def search(self) -> locate.Search:
-        """Where a running local cluster was looked for, and found (once per command)."""
-        if self._search is None:
+    def search(self, again: bool = False) -> locate.Search:
+        """Where a running local cluster was looked for, and found (once per command,
+        unless asked ``again``: after taking the lock, say)."""
+        if self._search is None or again:
             if self.named_run_dir is not None:
                 found = self.named_run_dir if locate.supervisord_answers(
                     self.named_run_dir) else None
@@ -61,6 +64,12 @@ class Context:
         if self.named_run_dir is not None:
             return self.named_run_dir
         return self.search().run_dir or locate.default_run_dir()
+
+    def run_dir_source(self) -> str:
+        """Where the run directory comes from, as a message names it."""
+        if self.named_run_dir is None:
+            return "the run directory"
+        return "--run-dir" if self.from_flag else f"${RUN_DIR_ENV}"
 
     @property
     def is_local(self) -> bool:
@@ -78,12 +87,16 @@ class Context:
 
     def require_running(self) -> None:
         """For commands that act on the local cluster's supervisord: fail in one line
-        when none runs, saying where mdpctl looked and what answers on the ports."""
+        when none runs, saying where mdpctl looked and what answers on the ports, or when
+        it runs but does not answer (:class:`~mdpctl.errors.Unresponsive`)."""
         if not self.is_local:
             return
         search = self.search()
         if search.run_dir is not None:
+            daemon.check_answers(search.run_dir)  # stopped or overloaded: said at once
             return
+        for run_dir in dict.fromkeys(search.looked_in):
+            daemon.check_answers(run_dir)  # runs, but its socket did not even connect
         orphaned = leftovers.find_in(search.looked_in)
         if orphaned is not None:
             run_dir, found = orphaned
@@ -105,9 +118,10 @@ class Context:
                 "remote host is started by that host's init system"
             )
 
-    def exclusive(self, what: str) -> AbstractContextManager[None]:
-        """The lock that keeps two fleet-changing commands apart."""
-        return exclusive(lock_path(self.run_dir, self.cluster_file), what)
+    def exclusive(self, what: str, doing: str | None = None) -> AbstractContextManager[None]:
+        """The lock that keeps two fleet-changing commands apart (``doing``: what the
+        refusal of the next one says this one does)."""
+        return exclusive(lock_path(self.run_dir, self.cluster_file), what, doing)
 
     def say(self, text: str = "") -> None:
         self.out.write(text + "\n")

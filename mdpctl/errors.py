@@ -7,6 +7,8 @@ with :attr:`CtlError.exit_code`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mdp.errors import ConfigError, MDPError
 
 EXIT_OK = 0
@@ -15,6 +17,7 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_TIMEOUT = 4
 EXIT_ROLLOUT_STOPPED = 5
+EXIT_UNRESPONSIVE = 6
 EXIT_INTERRUPTED = 130
 
 
@@ -44,6 +47,17 @@ class Unreachable(CtlError):
 
 class NotRunning(Unreachable):
     """The local cluster is not running."""
+
+
+class Unresponsive(Unreachable):
+    """A supervisord runs but does not answer: stopped (SIGSTOP) or overloaded."""
+
+    exit_code = EXIT_UNRESPONSIVE
+
+    def __init__(self, message: str, pid: int, run_dir: Path) -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.run_dir = run_dir
 
 
 class AuthError(Unreachable):

@@ -11,13 +11,12 @@ option's value with its default filled in.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from mdp.rates import format_rate, link_floor_arg, link_floor_help
-from mdpctl import images, numbers
+from mdpctl import capacity, images, numbers
 from mdpctl.endpoints import OFF, listen_or_off_arg, tcp_endpoint_arg
 from mdpctl.hostconf import DEFAULT_LOG_LEVEL, DEFAULT_TIME_LIMIT_S, GEARMAN_LISTEN, HTTP_LISTEN
 
@@ -67,7 +66,7 @@ FLAGS: tuple[Flag, ...] = (
          "echo and every service of the dips.services entry points, --workers (or --cpus) "
          "each", metavar="NAME[=N]", repeat=True),
     Flag("--workers", "workers per service on the local cluster",
-         f"the machine's cores, here {os.cpu_count() or 1}", type=numbers.positive,
+         f"the cores it may use, here {capacity.usable_cores()}", type=numbers.positive,
          metavar="N"),
     Flag("--spare", "extra stopped slots per service for `mdpctl scale`", "as many as workers",
          type=numbers.count, metavar="N"),

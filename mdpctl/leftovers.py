@@ -5,11 +5,12 @@ stopping them they run on, serve and hold the cluster's ports, and no supervisor
 for them.  They are found by their working directory (the run directory), their owner (this
 user), their command (a program a cluster runs) and their environment (supervisord marks
 each program it starts with ``SUPERVISOR_ENABLED``: a broker started by hand in the same
-directory is not one of them), and only while no supervisord runs there (a slow one is not a
-dead one).  They are stopped the way ``down`` stops a cluster: the workers, doors and
-helpers first (SIGTERM: each finishes the request in hand), then the brokers; what has not
-exited by its deadline gets SIGKILL.  Each process is known by its pid and its start time,
-so a pid the kernel has given to another process since is never signalled.
+directory is not one of them), and only while no supervisord runs there (see
+:mod:`mdpctl.daemon`: a stopped or slow one is not a dead one).  They are stopped the way
+``down`` stops a cluster: the workers, doors and helpers first (SIGTERM: each finishes the
+request in hand), then the brokers; what has not exited by its deadline gets SIGKILL.  Each
+process is known by its pid and its start time, so a pid the kernel has given to another
+process since is never signalled.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mdpctl import daemon, procfs
 from mdpctl.errors import WaitTimeout
 from mdpctl.readiness import wait_until
 
-PROC = Path("/proc")
 # what a cluster's supervisord runs: python -m MODULE ..., or the Redis of --redis
 MODULES = frozenset({"mdp.broker", "mdp.worker", "mdp_http", "mdp_gearman", "mdpctl.keeper",
                      "mdpctl.probe"})
+SUPERVISED = b"SUPERVISOR_ENABLED=1"  # the mark supervisord leaves in every program it starts
 KILL_WAIT_S = 5.0
 BROKER_GRACE_S = 3.0  # the brokers' own time to exit, whatever the workers took
 
@@ -48,31 +50,30 @@ def _program(argv: list[str]) -> str | None:
     return None
 
 
+def cluster_program(pid: int) -> str | None:
+    """The cluster program ``pid`` runs (``mdp.broker``, ``mdp_http`` ...) when a supervisord
+    started it; None for anything else, a broker started by hand among them."""
+    program = _program(procfs.argv(pid))
+    return program if program is not None and procfs.has_environ(pid, SUPERVISED) else None
+
+
 def find(run_dir: Path) -> list[Leftover]:
     """This user's cluster programs that supervisord started in ``run_dir`` and left
-    behind (none while a supervisord runs there)."""
+    behind (none while a supervisord runs there, answering or not)."""
+    if daemon.find(run_dir) is not None:
+        return []  # its supervisord runs: not gone, perhaps only slow to answer
     root = str(run_dir.resolve())
     found = []
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+    for pid in procfs.pids():
+        if not procfs.owned(pid) or procfs.cwd(pid) != root:
             continue
-        try:
-            if entry.stat().st_uid != os.getuid() or os.readlink(entry / "cwd") != root:
-                continue
-            argv = [w.decode(errors="replace")
-                    for w in (entry / "cmdline").read_bytes().split(b"\0") if w]
-            if any(os.path.basename(word).startswith("supervisord") for word in argv[:2]):
-                return []  # supervisord itself runs here: not gone, only slow to answer
-            program = _program(argv)
-            if program is None or b"SUPERVISOR_ENABLED=1" not in (
-                    entry / "environ").read_bytes().split(b"\0"):
-                continue
-        except OSError:
-            continue
-        started = _started(int(entry.name))
-        if started is not None:
-            found.append(Leftover(int(entry.name), program == "mdp.broker", started))
-    return sorted(found, key=lambda left: left.pid)
+        if daemon.is_supervisord(procfs.argv(pid)):
+            return []  # a supervisord runs here whose pid file is gone: not ours to judge
+        program = cluster_program(pid)
+        stat = procfs.stat(pid)
+        if program is not None and stat is not None and not stat.zombie:
+            found.append(Leftover(pid, program == "mdp.broker", stat.started))
+    return found
 
 
 def find_in(run_dirs: Iterable[Path]) -> tuple[Path, list[Leftover]] | None:
@@ -84,17 +85,9 @@ def find_in(run_dirs: Iterable[Path]) -> tuple[Path, list[Leftover]] | None:
     return None
 
 
-def _started(pid: int) -> int | None:
-    """The process's start time (field 22 of its stat), None when it is gone or a zombie."""
-    try:
-        fields = (PROC / str(pid) / "stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return None if fields[0] == "Z" else int(fields[19])
-
-
 def _alive(left: Leftover) -> bool:
-    return _started(left.pid) == left.started
+    stat = procfs.stat(left.pid)
+    return stat is not None and not stat.zombie and stat.started == left.started
 
 
 def _signal(found: Iterable[Leftover], signum: signal.Signals) -> None:

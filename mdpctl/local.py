@@ -18,18 +18,28 @@ import site
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mdpctl import hostconf, ports
+from mdp.errors import ConfigError
+from mdpctl import daemon, hostconf, leftovers, ports, procfs
 from mdpctl.cluster import CLUSTER_FILE_NAME, SOCKET_NAME, local_cluster_toml
+from mdpctl.daemon import endpoint_for
 from mdpctl.endpoints import split_listen, tcp_host_port
-from mdpctl.errors import CtlError, NotRunning, Unreachable, UsageError, WaitTimeout
+from mdpctl.errors import (
+    CtlError,
+    NotRunning,
+    Unreachable,
+    Unresponsive,
+    UsageError,
+    WaitTimeout,
+)
 from mdpctl.fleet import parse_command
-from mdpctl.images import REDIS_MAX_MEMORY, REDIS_PASSWORD_ENV, ImageServing
+from mdpctl.images import DOOR_REDIS_ENV, REDIS_MAX_MEMORY, REDIS_PASSWORD_ENV, ImageServing
 from mdpctl.readiness import wait_until
-from mdpctl.rpc import Supervisor, SupervisorEndpoint
+from mdpctl.rpc import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +60,6 @@ def code_dir() -> str | None:
     parent = Path(next(iter(spec.submodule_search_locations))).resolve().parent
     site_dirs = {Path(p).resolve() for p in site.getsitepackages() + [site.getusersitepackages()]}
     return None if parent in site_dirs else str(parent)
-
-
-def endpoint_for(run_dir: Path) -> SupervisorEndpoint:
-    return SupervisorEndpoint(f"unix://{run_dir / SOCKET_NAME}")
 
 
 @dataclass(frozen=True)
@@ -184,16 +190,23 @@ def check_ports_free(spec: LocalSpec) -> None:
         problem = ports.check_free(host, port)
         if problem is None:
             continue
-        holder = ports.holder(port)
-        if holder is not None and holder.cwd and (Path(holder.cwd) / SOCKET_NAME).exists():
-            hint = (f"it is the DIPS cluster in {holder.cwd}: "
-                    f"`mdpctl --run-dir {holder.cwd} down` stops it")
-        elif holder is not None and holder.cwd and (Path(holder.cwd) / CONFIG_NAME).exists():
-            hint = (f"it is a program of the cluster in {holder.cwd}, whose supervisord is "
-                    f"gone: `mdpctl --run-dir {holder.cwd} down` stops it")
-        else:
-            hint = _MOVE_HINT[what.split()[0]]
-        raise UsageError(f"{what} cannot start: {problem}; {hint}")
+        raise UsageError(f"{what} cannot start: {problem}; {_port_hint(what, port)}")
+
+
+def _port_hint(what: str, port: int) -> str:
+    """What to do about the holder of ``port``: a program of a cluster (a supervisord
+    started it in that cluster's run directory) is stopped with that cluster; anything
+    else, a program of ours is moved."""
+    holder = ports.holder(port)
+    if holder is None or holder.pid is None or not holder.cwd:
+        return _MOVE_HINT[what.split()[0]]
+    run_dir = Path(holder.cwd)
+    if leftovers.cluster_program(holder.pid) is None:
+        return _MOVE_HINT[what.split()[0]]
+    if daemon.find(run_dir) is not None:
+        return f"it is the DIPS cluster in {run_dir}: `mdpctl --run-dir {run_dir} down` stops it"
+    return (f"it is a program of the cluster in {run_dir}, whose supervisord is gone: "
+            f"`mdpctl --run-dir {run_dir} down` stops it")
 
 
 # sun_path holds 108 bytes with its NUL; supervisord binds "SOCKET.PID" first, then renames.
@@ -228,6 +241,41 @@ def check_door_modules(spec: LocalSpec) -> None:
                              f"'dips[{extra}]'), or {flag} off for no {door}")
 
 
+def check_door_settings(spec: LocalSpec) -> None:
+    """Read each door's settings now as the door will when it starts, with its own parser
+    (mdp-http's flags and ``$DIPS_HTTP_*``, mdp-gearman's flags), so that a wrong one stops
+    up before anything starts, not leave the door in BACKOFF beside a running cluster."""
+    config = spec.host_config()
+    if spec.http_listen:
+        from mdp_http.config import ENV_PREFIX
+        from mdp_http.config import from_command_line as http_settings
+
+        environ = dict(spec.settings)
+        redis = spec.images.door_redis()
+        if redis:
+            environ[DOOR_REDIS_ENV] = redis.replace("%%", "%")
+        _check_door("mdp-http", lambda: http_settings(hostconf.http_command(config)[3:],
+                                                      environ),
+                    sorted(key for key in environ if key.startswith(ENV_PREFIX)))
+    if spec.gearman_listen:
+        from mdp_gearman.config import from_command_line as gearman_settings
+
+        _check_door("mdp-gearman",
+                    lambda: gearman_settings(hostconf.gearman_command(config)[3:]), [])
+
+
+def _check_door(door: str, read: Callable[[], object], from_env: list[str]) -> None:
+    """UsageError naming the door and what it would refuse (and, when that names a flag,
+    the variables of the environment that set some)."""
+    try:
+        read()
+    except ConfigError as exc:
+        message = str(exc)
+        if from_env and "DIPS_" not in message:
+            message += f" (its settings from the environment: {', '.join(from_env)})"
+        raise UsageError(f"{door} cannot start: {message}") from None
+
+
 def recorded_options(run_dir: Path) -> dict[str, Any] | None:
     """The options ``up`` recorded for the cluster in ``run_dir`` (None: not by up)."""
     try:
@@ -235,14 +283,6 @@ def recorded_options(run_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
-
-
-def is_running(run_dir: Path) -> bool:
-    try:
-        Supervisor(endpoint_for(run_dir), timeout_s=2.0).state()
-    except Unreachable:
-        return False
-    return True
 
 
 def write_files(spec: LocalSpec) -> Path:
@@ -281,26 +321,45 @@ def start_supervisord(run_dir: Path, timeout_s: float = 20.0) -> int:
         except subprocess.TimeoutExpired as exc:
             raise WaitTimeout(f"supervisord did not start within {timeout_s:g} s") from exc
     if result.returncode != 0:
-        text = startup_log.read_text(encoding="utf-8", errors="replace").strip()
-        first = text.splitlines()[0] if text else f"exit status {result.returncode}"
-        raise CtlError(f"supervisord did not start: {first} (see {startup_log})")
-    supervisor = Supervisor(endpoint_for(run_dir), timeout_s=5.0)
-    supervisor.wait_running(time.monotonic() + timeout_s)
-    return supervisor.pid()
+        raise CtlError(_start_failure(run_dir, result.returncode))
+    return wait_answers(run_dir, timeout_s)
 
 
-def _alive(pid: int) -> bool:
+def _start_failure(run_dir: Path, status: int) -> str:
+    """Why supervisord did not start: the lines of its startup log that say what went wrong
+    (``Error:`` and CRIT; the first line is often only "Unlinking stale socket"), and the
+    supervisord that already runs in the run directory, when one does."""
+    startup_log = run_dir / STARTUP_LOG_NAME
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        lines = startup_log.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] != "Z"
+        lines = []
+    lines = [line.strip() for line in lines if line.strip()]
+    said = [line for line in lines if line.startswith("Error:") or " CRIT " in line]
+    why = " ".join((said or lines)[-2:]) or f"exit status {status}"
+    running = daemon.find(run_dir)
+    if running is not None:
+        return (f"supervisord did not start: another supervisord (pid {running.pid}) already "
+                f"runs in {run_dir}; `mdpctl --run-dir {run_dir} status` shows it ({why})")
+    return f"supervisord did not start: {why} (see {startup_log})"
+
+
+def wait_answers(run_dir: Path, timeout_s: float) -> int:
+    """The pid of the supervisord just started, once it answers and runs; Unresponsive
+    when it runs but has not answered by then (its programs may still be starting)."""
+    supervisor = Supervisor(endpoint_for(run_dir), timeout_s=daemon.ANSWER_TIMEOUT_S)
+    try:
+        supervisor.wait_running(time.monotonic() + timeout_s)
+        return supervisor.pid()
+    except Unreachable as exc:
+        running = daemon.find(run_dir)
+        if running is None:
+            raise CtlError(f"{exc}, and it has exited: see {run_dir / 'supervisord.log'}") from exc
+        raise Unresponsive(
+            f"{exc}; it runs (pid {running.pid}) but did not answer within {timeout_s:g} s, "
+            "and its programs may still be starting: `mdpctl down` stops them once it "
+            "answers, `mdpctl down --force` kills it and stops them now",
+            running.pid, run_dir) from exc
 
 
 @dataclass(frozen=True)
@@ -317,7 +376,7 @@ def _stop_all(supervisor: Supervisor, names: list[str]) -> None:
 
 def _wait_exited(pids: list[int], timeout_s: float, what: str) -> None:
     def check() -> str | None:
-        left = [p for p in pids if _alive(p)]
+        left = [p for p in pids if procfs.alive(p)]
         return f"pids {', '.join(map(str, left))} still running" if left else None
 
     wait_until(check, timeout_s, what, interval_s=0.05)
@@ -329,11 +388,13 @@ def stop(run_dir: Path, timeout_s: float | None = None) -> StopReport:
     Workers, doors and helpers first, all at once (each worker finishes the request in
     hand and leaves the brokers), then the brokers, then supervisord itself.
     """
-    supervisor = Supervisor(endpoint_for(run_dir), timeout_s=10.0)
+    supervisor = Supervisor(endpoint_for(run_dir), timeout_s=daemon.ANSWER_TIMEOUT_S)
     try:
         pid = supervisor.pid()
     except Unreachable as exc:
+        daemon.check_answers(run_dir)  # one that runs but does not answer is not gone
         raise NotRunning(f"no cluster is running in {run_dir}") from exc
+    supervisor = Supervisor(endpoint_for(run_dir), timeout_s=10.0)
     processes = supervisor.processes()
     configs = supervisor.configs()
     if timeout_s is None:

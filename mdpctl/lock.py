@@ -1,4 +1,4 @@
-"""One fleet-changing command at a time: reload and scale hold an exclusive lock.
+"""One fleet-changing command at a time: up, reload and scale hold an exclusive lock.
 
 Two rollouts at once would each count the other's stopped worker as missing and could
 take a service below N-1 workers.  The lock is a file: in the run directory for the
@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,20 +29,37 @@ def lock_path(run_dir: Path, cluster_file: Path | None) -> Path:
 
 
 @contextmanager
-def exclusive(path: Path, what: str) -> Iterator[None]:
-    """Hold the lock at ``path`` for the block; refuse at once if someone else holds it."""
+def exclusive(path: Path, what: str, doing: str | None = None) -> Iterator[None]:
+    """Hold the lock at ``path`` for the block; refuse at once if someone else holds it.
+
+    ``doing`` (default: "`mdpctl WHAT` is changing this cluster") is recorded in the lock
+    file with the pid, for the refusal of whoever comes next."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            record = _holder_record(fd)
+            holder = record[0].strip() if record and record[0].strip() else "?"
+            theirs = record[1].strip() if len(record) > 1 else "mdpctl is changing this cluster"
             raise CtlError(
-                f"cannot {what}: another mdpctl (pid {holder}) is changing this cluster; "
-                f"lock file {path}"
+                f"cannot {what}: another {theirs} (pid {holder}); try again when it is done "
+                f"(lock file {path})"
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        doing = doing or f"`mdpctl {what}` is changing this cluster"
+        os.pwrite(fd, f"{os.getpid()}\n{doing}\n".encode(), 0)
         yield
     finally:
         os.close(fd)
+
+
+def _holder_record(fd: int, wait_s: float = 0.5) -> list[str]:
+    """The lines the holder wrote: its pid, what it does (read again for a moment while
+    empty: a holder that has just taken the lock writes them next)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        record = os.pread(fd, 4096, 0).decode(errors="replace").splitlines()
+        if record or time.monotonic() >= deadline:
+            return record
+        time.sleep(0.01)

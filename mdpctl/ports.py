@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mdpctl import procfs
+
 PROC = Path("/proc")
 _LISTEN_STATE = "0A"
 
@@ -101,21 +103,10 @@ def _pid_with_inode(inode: int) -> int | None:
 
 
 def _command(pid: int) -> str:
-    try:
-        raw = (PROC / str(pid) / "cmdline").read_bytes()
-    except OSError:
-        return "?"
-    words = [w.decode(errors="replace") for w in raw.split(b"\0") if w]
+    words = procfs.argv(pid)
     if words and os.path.basename(words[0]).startswith("python") and len(words) > 1:
         words[0] = os.path.basename(words[0])
     return " ".join(words) or "?"
-
-
-def _cwd(pid: int) -> str | None:
-    try:
-        return os.readlink(PROC / str(pid) / "cwd")
-    except OSError:
-        return None
 
 
 def holder(port: int) -> Holder | None:
@@ -124,7 +115,7 @@ def holder(port: int) -> Holder | None:
         pid = _pid_with_inode(inode) if inode else None
         if pid is None:
             return Holder(uid)
-        return Holder(uid, pid, _command(pid), _cwd(pid))
+        return Holder(uid, pid, _command(pid), procfs.cwd(pid))
     return None
 
 

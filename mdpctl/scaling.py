@@ -36,8 +36,12 @@ class HostChange:
         return self.before + len(self.start) - len(self.stop)
 
 
-def plan_scale(fleet: Fleet, service: str, count: int) -> list[HostChange]:
-    """What to start and stop on each host so that ``count`` workers of ``service`` run."""
+GROW_HOST = "add spare slots to its configuration (mdpctl config ... --spare N)"
+
+
+def plan_scale(fleet: Fleet, service: str, count: int, grow: str = GROW_HOST) -> list[HostChange]:
+    """What to start and stop on each host so that ``count`` workers of ``service`` run
+    (``grow``: how to get more slots, for the refusal of more than a host has)."""
     if count < 0:
         raise UsageError("the number of workers cannot be negative")
     for host in fleet.hosts:
@@ -55,8 +59,7 @@ def plan_scale(fleet: Fleet, service: str, count: int) -> list[HostChange]:
         slots = host.service_slots(service)
         if count > len(slots):
             raise UsageError(
-                f"{host.name} has {len(slots)} slots for {service}, fewer than {count}; "
-                "add spare slots to its configuration (mdpctl config ... --spare N)"
+                f"{host.name} has {len(slots)} slots for {service}, fewer than {count}; {grow}"
             )
         up = [s for s in slots if s.process.is_up]
         down = [s for s in slots if not s.process.is_up]

@@ -16,6 +16,7 @@ from mdp.actions import Lost, Received, Send, Tick
 from mdp.brokercore import BrokerCore
 from mdp.config import BrokerConfig
 from mdp.records import WorkerState
+from mdp.status import BrokerStatus
 
 SVC = b"echo"
 W1, W2, W3 = b"\x00w1", b"\x00w2", b"\x00w3"
@@ -899,3 +900,110 @@ def test_a_worker_whose_process_speaks_is_slow_not_frozen() -> None:
     assert not core.dispatcher.workers[W1].silent
     tick(core, 1.6)  # nobody in that process has spoken for 0.9 s
     assert core.dispatcher.workers[W1].silent
+
+
+# --- the bytes of queued requests ----------------------------------------------------------
+
+
+def test_a_request_past_the_queued_bytes_bound_is_answered_overloaded_naming_it() -> None:
+    """Requests of 3,000 bytes for a busy service, 8 KiB allowed queued over all services:
+    the third is refused at once (the broker holds no copy of it), the bytes held are in
+    mmi.status, and a request given to a worker frees its place."""
+    core = make(max_queue_bytes=8192, max_message_bytes=8192)
+    ready(core, W1)
+    big = b"\x00" * 3000
+    [(_, running)] = submit(core, C1, 1, 0.0, body=big)  # the worker is busy with it now
+    assert submit(core, C1, 2, 0.0, body=big) == []
+    assert submit(core, C2, 3, 0.0, body=big) == []
+    sent = submit(core, C2, 4, 0.0, body=big)
+    assert error_of(to(C2, sent), 4) == "overloaded"
+    message = result_of(to(C2, sent))[4]["error"]["message"]
+    assert "--max-queue-bytes" in message and "8192" in message
+    status = BrokerStatus.from_wire(core.status(0.1))
+    assert status.services["echo"].queue_bytes == 6000 == core.dispatcher.queued_bytes
+    sent = feed(core, W1, p.reply(running.key, [b"done"]), 0.2)
+    assert len(tasks_in(to(W1, sent))) == 1 and core.dispatcher.queued_bytes == 3000
+    assert submit(core, C2, 5, 0.3, body=big) == []  # room again
+    core.goodbye()  # stopping: the requests it held unworked are let go
+    assert core.dispatcher.queued_bytes == 0 and core.dispatcher.queued == 0
+
+
+# --- lines about workers coming and going --------------------------------------------------
+
+
+def coming_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "mdp.broker" and r.levelname == "INFO"]
+
+
+def test_a_fleet_restarting_logs_each_worker_joining_and_leaving(
+        caplog: pytest.LogCaptureFixture) -> None:
+    core = make()
+    caplog.set_level("INFO", logger="mdp.broker")
+    workers = [b"\x00w%03d" % n for n in range(50)]
+    for worker in workers:
+        ready(core, worker, 0.5)
+    for worker in workers:
+        feed(core, worker, p.worker_command(b"", p.DISCONNECT)[1:], 0.6)
+    lines = coming_lines(caplog)
+    assert sum(" ready for 'echo'" in line for line in lines) == 50
+    assert sum(line.endswith(" left") for line in lines) == 50
+
+
+def test_one_peer_churning_ready_and_disconnect_logs_a_bounded_number_of_lines(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """1,500 READY/DISCONNECT pairs from one peer over 10 s (3,000 lines before): the first
+    hundred lines, then two a second, and a line a second saying how many were not logged."""
+    core = make()
+    caplog.set_level("INFO", logger="mdp.broker")
+    for n in range(1500):
+        now = n / 150
+        ready(core, W1, now)
+        feed(core, W1, p.worker_command(b"", p.DISCONNECT)[1:], now)
+    tick(core, 11.0)  # the heartbeat says what the last second left unsaid
+    lines = coming_lines(caplog)
+    assert 100 + 2 * 10 <= len(lines) <= 100 + 2 * 11 + 12
+    summaries = [line for line in lines if "not logged" in line]
+    assert summaries and all(" left" in s and " ready" in s for s in summaries)
+    said = sum(" ready for " in line or line.endswith(" left") for line in lines)
+    unsaid = sum(int(s.split()[0]) for s in summaries)
+    assert said + unsaid == 3000  # every event is a line or counted in one
+
+
+# --- a malformed SUBMIT whose ids can be read --------------------------------------------
+
+
+def raw_submit(meta: dict[str, Any], bodies: list[bytes]) -> list[bytes]:
+    return [b"", p.DIPS_CLIENT, p.SUBMIT, SVC, p.pack_meta(meta), *bodies]
+
+
+@pytest.mark.parametrize("meta, bodies, says", [
+    ({"id": 7, "ttl_ms": 1000, "ck": b"k" * 65}, [BODY], "'ck' must be 1-64 bytes"),
+    ({"id": 7}, [BODY], "needs 'ttl_ms'"),
+    ({"id": 7, "ttl_ms": "soon"}, [BODY], "'ttl_ms' is not an integer"),
+    ({"ids": [7, 8, 9], "ttl_ms": 1000}, [BODY, BODY], "3 ids for 2 bodies"),
+    ({"ids": [7, 8], "ttl_ms": 1000, "ck": b"k"}, [BODY, BODY], "cannot carry one 'ck'"),
+])
+def test_a_malformed_submit_is_answered_bad_request_for_each_id_it_names(
+        meta: dict[str, Any], bodies: list[bytes], says: str) -> None:
+    core = make()
+    ready(core, W1)
+    sent = feed(core, C1, raw_submit(meta, bodies), 0.1)
+    ids = meta.get("ids", [meta.get("id")])
+    answers = result_of(to(C1, sent))
+    assert sorted(answers) == ids and not to(W1, sent)  # nothing reached the worker
+    for answer in answers.values():
+        assert answer["error"]["code"] == "bad_request" and says in answer["error"]["message"]
+    assert core.dispatcher.counters.dropped == 1
+
+
+def test_a_malformed_submit_answers_no_id_it_cannot_read_nor_one_held() -> None:
+    core = make(max_frames=8)
+    ready(core, W1)
+    submit(core, C1, 5, 0.0)  # held: the worker runs it
+    for meta in ({"id": 5, "ttl_ms": "x"},  # held already: a resend is ignored, as ever
+                 {"ids": list(range(9)), "ttl_ms": "x"},  # more ids than --max-frames
+                 {"id": -1, "ttl_ms": 1000, "ck": b""}, {"ttl_ms": 1000, "ck": b""}):
+        assert feed(core, C1, raw_submit(meta, [BODY]), 0.1) == []
+    assert feed(core, C1, [b"", p.DIPS_CLIENT, p.SUBMIT, SVC, b"\xc1", BODY], 0.1) == []
+    assert core.dispatcher.counters.dropped == 5

@@ -7,7 +7,7 @@ import pytest
 from mdp import protocol as p
 from mdp.config import BrokerConfig, WorkerConfig, parse_broker_args, parse_worker_args
 from mdp.errors import ConfigError
-from mdp.rates import MIN_LINK_FLOOR, format_rate, parse_rate
+from mdp.rates import MIN_LINK_FLOOR, format_rate, format_size, parse_rate, parse_size
 
 
 @pytest.mark.parametrize("changes,option", [
@@ -100,3 +100,37 @@ def test_the_zmtp_timeout_covers_the_largest_message_at_the_link_floor() -> None
     assert BrokerConfig().zmtp_timeout_ms == 3356 + 1000
     assert BrokerConfig(link_floor=1_000_000).zmtp_timeout_ms == 33_555 + 1000
     assert BrokerConfig(link_floor=1_000_000_000).zmtp_timeout_ms == 3 * 1000
+
+
+# --- sizes (--max-queue-bytes) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, size", [
+    ("1GiB", 1 << 30), ("512MB", 512_000_000), ("64KiB", 65_536), ("64kB", 64_000),
+    ("1073741824", 1 << 30), ("1.5GiB", 3 << 29), (" 2 MiB ", 2 << 20),
+])
+def test_a_size_reads_in_bytes_with_any_prefix(text: str, size: int) -> None:
+    assert parse_size(text) == size
+    assert parse_size(format_size(size)) == size  # (the help shows the default so)
+
+
+@pytest.mark.parametrize("text, says", [
+    ("lots", "is not a size like 1GiB"), ("1Gb", "unknown unit 'Gb'"),
+    ("1GB/s", "unknown unit"), ("-1MB", "is not a size"), ("1e999", "is not a size"),
+])
+def test_a_bad_size_is_refused_naming_the_flag(text: str, says: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        parse_broker_args([*BROKER_ARGV, f"--max-queue-bytes={text}"])
+    assert done.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "error: argument --max-queue-bytes: " in last and says in last
+
+
+def test_the_queued_bytes_bound_reaches_the_broker_and_holds_the_largest_message() -> None:
+    assert parse_broker_args(BROKER_ARGV)[0].max_queue_bytes == 1 << 30
+    config, _ = parse_broker_args([*BROKER_ARGV, "--max-queue-bytes", "64MiB"])
+    assert config.max_queue_bytes == 64 << 20
+    with pytest.raises(ConfigError, match="--max-queue-bytes .*--max-message-bytes"):
+        BrokerConfig(max_queue_bytes=1 << 20).validate()  # below a 32 MiB request
+    BrokerConfig(max_queue_bytes=4096, max_message_bytes=4096).validate()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from mdp.dispatch import Dispatcher, Request, Service, Worker, WorkerState
@@ -14,7 +16,7 @@ from mdp.standing import (
     set_away,
     set_draining,
 )
-from mdp.sweeps import drop_expired, unknown_requests
+from mdp.sweeps import drop_all, drop_expired, drop_requests_of, unknown_requests
 
 
 def make(max_queue: int = 100, grace: float = 1.0) -> Dispatcher:
@@ -505,3 +507,135 @@ def test_callers_of_shared_requests_count_toward_the_brokers_total_bound() -> No
     d.complete(w, r.key, 0.1)
     assert d.attached == 0 and d.queued == 0
     assert d.enqueue(keyed(4, b"same"), 0.2) is None  # room again
+
+
+# --- the bytes of queued requests ------------------------------------------------------------
+
+
+def sized(n: int, size: int, service: bytes = b"echo", deadline: float | None = None,
+          rid: int | None = None) -> Request:
+    return Request(b"client%d" % n, service, [b"x" * size], 0.0, rid, deadline, 0)
+
+
+def bytes_of_queues(d: Dispatcher) -> int:
+    """What the queues hold, counted the slow way."""
+    return sum(len(frame) for s in d.services.values() for r in s.queue for frame in r.body)
+
+
+def test_queued_bytes_are_bounded_over_all_services_and_the_refusal_names_the_limit() -> None:
+    d = Dispatcher(max_queue=100, max_services=10, unknown_grace_s=1.0, worker_expiry_s=3.0,
+                   max_queue_bytes=1000)
+    assert d.enqueue(sized(1, 600, b"a"), 0.0) is None
+    assert d.enqueue(sized(2, 400, b"b"), 0.0) is None  # exactly at the limit: queued
+    refused = d.enqueue(sized(3, 1, b"a"), 0.0)
+    assert isinstance(refused, Overloaded)
+    assert "--max-queue-bytes" in str(refused) and "1000" in str(refused)
+    assert d.queued_bytes == 1000 and d.queued == 2  # the refused one holds nothing
+    w = d.add_worker(b"W", b"a", True, {}, 0.0)
+    [(_, r)] = assign(d, b"a")
+    assert d.queued_bytes == 400  # given to a worker: no longer queued
+    assert d.enqueue(sized(4, 600, b"a"), 0.0) is None
+    d.complete(w, r.key, 0.1)
+
+
+def test_the_queued_bytes_go_back_to_zero_by_every_way_out_of_a_queue() -> None:
+    """Dispatched, expired (swept, and found at dispatch), revoked, a service no worker
+    came to, coalesced, bounced, taken back from a silent worker, requeued after a lost
+    worker, poisoned, and dropped when the broker stops: each gives its bytes back."""
+    d = Dispatcher(max_queue=100, max_services=10, unknown_grace_s=1.0, worker_expiry_s=3.0,
+                   max_worker_losses=2)
+    d.enqueue(sized(8, 30, deadline=0.5), 0.0)
+    d.enqueue(sized(9, 50, deadline=1.0), 0.0)
+    for n in range(4):
+        d.enqueue(sized(n, 100), 0.0)
+    assert d.queued_bytes == 480 == bytes_of_queues(d)
+    assert drop_expired(d, 0.5) == 1 and d.queued_bytes == 450  # expired, swept
+    a = d.add_worker(b"A", b"echo", True, {}, 1.0, prefetch=1)
+    b = d.add_worker(b"B", b"echo", True, {}, 1.0, prefetch=1)
+    assert len(assign(d, now=1.0)) == 4  # dispatched (two run, two held) and one expired
+    assert d.counters.expired == 2 and d.queued_bytes == 0 == bytes_of_queues(d)
+    d.bounce(a, list(a.tasks)[1])  # bounced: back in the queue
+    assert d.queued_bytes == 100
+    d.take_back_from_silent(b)  # silent: both its tasks back in the queue
+    assert d.queued_bytes == 300 == bytes_of_queues(d)
+    assert assign(d, now=2.5) == []  # A is away now (it bounced), B silent
+    d.remove_worker(a, 2.5, lost=lambda r: True)  # lost: its task waits to go out again
+    assert d.queued_bytes == 300 and d.retries
+    assert d.due_retries(3.0) and d.queued_bytes == 400 == bytes_of_queues(d)  # re-entered
+    c = d.add_worker(b"C", b"echo", True, {}, 3.0)
+    [(_, running)] = assign(d, now=3.0)
+    assert d.queued_bytes == 300
+    assert d.remove_worker(c, 3.1, lost=lambda r: True) == [running]  # poisoned: given up
+    assert d.queued_bytes == 300 == bytes_of_queues(d)
+    d.enqueue(keyed(20, b"y" * 70), 3.1)
+    d.enqueue(keyed(21, b"y" * 70), 3.1)  # coalesced: one body queued, not two
+    assert d.queued_bytes == 370 == bytes_of_queues(d)
+    d.enqueue(Request(b"revoked", b"echo", [b"z" * 5], 3.1, 30, None, 0), 3.1)
+    assert drop_requests_of(d, lambda r: r.client == b"revoked") == 1  # revoked
+    assert d.queued_bytes == 370
+    d.enqueue(sized(40, 8, b"nobody"), 3.1)
+    assert [r.body for r in unknown_requests(d, 9.0)] == [[b"x" * 8]]  # no worker came
+    assert d.queued_bytes == 370 == bytes_of_queues(d)
+    assert drop_all(d) == 4  # the broker stops: what is still queued is dropped
+    assert d.queued_bytes == 0 == bytes_of_queues(d) and d.queued == 0 and not d.retries
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_operations_keep_the_queued_bytes_equal_to_what_the_queues_hold(
+        seed: int) -> None:
+    rng = random.Random(seed)
+    d = Dispatcher(max_queue=30, max_services=10, unknown_grace_s=0.5, worker_expiry_s=3.0,
+                   max_total_queue=60, max_queue_bytes=1500, max_prefetch=2,
+                   max_worker_losses=2)
+    services = [b"a", b"b"]
+    now, n = 0.0, 0
+
+    def check() -> None:
+        assert d.queued_bytes == bytes_of_queues(d)
+        assert d.queued == sum(len(s.queue) for s in d.services.values())
+        assert d.queued_bytes <= 1500 + sum(  # only requests taken back may pass the limit
+            r.size for s in d.services.values() for r in s.queue if r.dispatched_at)
+
+    for _ in range(400):
+        now += rng.uniform(0.0, 0.3)
+        op = rng.randrange(9)
+        workers = list(d.workers.values())
+        if op <= 2:
+            n += 1
+            request = sized(n, rng.randrange(0, 400), rng.choice(services),
+                            deadline=now + rng.uniform(0.1, 3.0), rid=n)
+            if rng.random() < 0.3:
+                request.ck = b"k%d" % rng.randrange(3)
+                request.body = [b"same"]
+            d.enqueue(request, now)
+        elif op == 3 and len(workers) < 6:
+            d.add_worker(b"w%d" % n, rng.choice(services), True, {}, now,
+                         prefetch=rng.randrange(3))
+            n += 1
+        elif op == 4:
+            for name in services:
+                if name in d.services:
+                    list(d.assignments(d.services[name], now))
+        elif op == 5 and workers:
+            w = rng.choice(workers)
+            if w.tasks:
+                key = rng.choice(list(w.tasks))
+                if rng.random() < 0.5:
+                    d.complete(w, key, now)
+                else:
+                    d.bounce(w, key)
+        elif op == 6 and workers:
+            w = rng.choice(workers)
+            d.remove_worker(w, now, lost=(lambda r: True) if rng.random() < 0.5 else None)
+        elif op == 7 and workers:
+            w = rng.choice(workers)
+            if w.tasks and not w.silent:
+                d.take_back_from_silent(w)
+        else:
+            d.due_retries(now)
+            drop_expired(d, now)
+            unknown_requests(d, now)
+        check()
+    drop_all(d)
+    check()
+    assert d.queued_bytes == 0 and d.queued == 0

@@ -182,8 +182,12 @@ def test_sigterm_drains_the_request_in_hand(cluster: Cluster) -> None:
         assert worker.wait(10) == 0
     assert results and isinstance(results[0], dict) and results[0]["sleep"] == 1.0
     assert "draining" in worker.output()
-    for b in (broker, other):  # both were told it left; neither waited for it to go silent
-        assert "left" in b.output() and "silent" not in b.output()
+    # both were told it left, and neither waited for it to go silent; on a loaded machine a
+    # broker may send to the worker after it closed and before reading its DISCONNECT, and
+    # then forgets it as gone (at once, as well)
+    outputs = [b.output() for b in (broker, other)]
+    assert all(("left" in out or "is gone" in out) and "silent" not in out for out in outputs)
+    assert any("left" in out for out in outputs), outputs
 
 
 def test_a_long_request_is_not_resent_because_it_is_long(cluster: Cluster) -> None:

@@ -183,6 +183,19 @@ def test_a_request_with_a_str_that_is_not_utf8_is_answered_and_the_worker_lives(
     assert client.wait(3, 10)["result"]["pid"] == worker.pid
 
 
+def test_an_error_reply_that_cannot_be_encoded_is_answered_internal_and_the_worker_lives(
+        cluster: Cluster, zctx: zmq.Context) -> None:
+    broker = start_broker(cluster, zctx)
+    worker = start_worker(cluster, zctx, [broker])
+    client = RawClient(zctx, broker.endpoint)
+    client.submit(1, {"unencodable_error": True})
+    error = client.wait(1, 10)["error"]
+    assert error["code"] == "internal" and "could not be encoded" in error["message"]
+    client.submit(2, {"tag": "after"})
+    assert client.wait(2, 10)["result"]["pid"] == worker.pid
+    assert "its error reply could not be encoded" in worker.output()
+
+
 def test_the_time_limit_answers_and_recycles_the_process(
         cluster: Cluster, zctx: zmq.Context) -> None:
     broker = start_broker(cluster, zctx)

@@ -17,10 +17,10 @@ NAMES = {p.READY: "READY", p.REPLY: "REPLY", p.HEARTBEAT: "HEARTBEAT",
 BODY = [p.pack({"x": 1})]
 
 
-def make(links: int = 2, **timing: Any) -> WorkerCore:
+def make(links: int = 2, prefetch: int = 1, **timing: Any) -> WorkerCore:
     core = WorkerCore([f"tcp://b{i}" for i in range(links)], b"echo",
                       {"host": "h", "pid": 1, "version": "v"},
-                      Timing(**timing))
+                      Timing(**timing), prefetch=prefetch)
     core.start(0.0)
     for action in take(core, raw=True):
         assert isinstance(action, Open)
@@ -449,8 +449,8 @@ def test_the_time_limit_answers_worker_timeout_bounces_held_and_exits_stuck() ->
 # --- TASKS and REPLIES (brokers whose WELCOME offers batches) ------------------------------
 
 
-def batch_core(links: int = 1, **timing: Any) -> WorkerCore:
-    core = make(links, **timing)
+def batch_core(links: int = 1, prefetch: int = 1, **timing: Any) -> WorkerCore:
+    core = make(links, prefetch, **timing)
     for i in range(links):
         meta = {"broker": "v", "instance": "x", "batch": True}
         core.handle(Received(i, p.worker_welcome(b"id", meta)[1:]), 0.0)
@@ -498,7 +498,7 @@ def test_tasks_are_run_in_order_and_answered_in_one_replies_when_idle() -> None:
 def test_gathered_replies_go_once_they_hold_a_mebibyte_and_a_big_one_alone() -> None:
     """A REPLIES is never big enough to hold back the answer to a probe for long (a big
     reply is announced, and goes alone)."""
-    core = batch_core()
+    core = batch_core(prefetch=16)  # (a worker's default: six tasks are its to hold)
     keys = [b"k%d" % n for n in range(6)]
     tasks(core, 0, keys)
     now, sizes = 0.0, [400_000, 400_000, 400_000, 400_000, 2_000_000, 10]
@@ -778,3 +778,82 @@ def test_a_lone_task_with_a_coalescing_key_starts_at_once_with_it() -> None:
     take(core)
     bad = p.pack_meta({"ttl_ms": 5_000, "ck": b"x" * 65})  # the general path drops it, saying why
     assert core.lone_task(0, b"k2", bad, BODY, 2.0) is None
+
+
+# --- a broker that sends more than this worker may hold -----------------------------------
+# prefetch 1 (the core's default): a broker keeps to 2 tasks (one runs, one waits); one that
+# took our tasks back while we were silent may give 2 more; a third pair is refused.
+
+
+def sent_names(core: WorkerCore) -> list[tuple[int, str, Any]]:
+    return [(i, name, detail) for i, name, detail in take(core)]
+
+
+def test_tasks_past_what_a_worker_holds_for_a_broker_are_handed_back_unrun() -> None:
+    core = dips_core(1)
+    assert core.hold_limit == 4
+    task(core, 0, b"k0")
+    assert core.begin(0.0) is not None
+    for n in range(1, 11):  # a broker that ignores prefetch: ten held tasks behind it
+        task(core, 0, b"k%d" % n, hold=True)
+    assert take(core) == [(0, "BUSY", {}), *((0, "BOUNCE", b"k%d" % n) for n in range(4, 11))]
+    assert [t.key for t in core.waiting] == [b"k1", b"k2", b"k3"]
+    core.task_done(p.pack({"ok": 1}), 0.1)
+    while core.begin(0.1) is not None:  # the ones kept are run; then FREE, as owed
+        core.task_done(p.pack({"ok": 1}), 0.1)
+    sent = take(core)
+    assert [d for _, name, d in sent if name == "REPLY"] == [
+        (b"k%d" % n, {"ok": 1}) for n in range(4)]
+    assert sent[-1] == (0, "FREE", None)
+
+
+def test_a_broker_that_took_tasks_back_from_a_silent_worker_is_not_refused() -> None:
+    """Silent while it ran k0 and held k1, the worker had both taken back; when it speaks
+    again the broker sends it a task to run and one to hold, as to an idle worker: all
+    four are kept."""
+    core = dips_core(1)
+    task(core, 0, b"k0")
+    core.begin(0.0)
+    task(core, 0, b"k1", hold=True)
+    task(core, 0, b"k2", now=1.0)  # (it believes us idle)
+    task(core, 0, b"k3", now=1.0, hold=True)
+    assert take(core) == [] and len(core.waiting) == 3
+
+
+def test_the_limit_is_per_broker_and_counts_a_batch_task_by_task() -> None:
+    core = make(2)
+    for i in range(2):
+        core.handle(Received(i, p.worker_welcome(b"id", {"batch": True})[1:]), 0.0)
+    take(core)
+    tasks(core, 0, [b"a%d" % n for n in range(6)])  # one TASKS of six from broker 0
+    assert core.begin(0.0) is not None
+    assert take(core) == [(0, "BUSY", {}), (0, "BOUNCE", b"a4"), (0, "BOUNCE", b"a5")]
+    tasks(core, 1, [b"b%d" % n for n in range(4)])  # broker 1 may still fill its own share
+    assert take(core) == [] and len(core.waiting) == 7
+
+
+def test_a_recalled_task_gives_its_place_back_at_once() -> None:
+    core = dips_core(1)
+    task(core, 0, b"k0")
+    core.begin(0.0)
+    for n in range(1, 4):
+        task(core, 0, b"k%d" % n, hold=True)
+    signal_recall = p.recall(b"id", b"k3")[1:]
+    core.handle(Received(0, signal_recall), 0.1)
+    task(core, 0, b"k4", now=0.1, hold=True)
+    assert take(core) == [(0, "BOUNCE", b"k3")]  # asked for: no BUSY, and k4 is kept
+    assert [t.key for t in core.waiting] == [b"k1", b"k2", b"k4"]
+
+
+def test_a_standard_broker_past_the_limit_gets_overloaded_for_its_client() -> None:
+    """7/MDP has no BOUNCE: a request a standard broker sends past the limit is answered
+    with an error that says why, and nothing of it is kept."""
+    core = make(1)
+    task(core, 0, b"r0", dips=False)
+    core.begin(0.0)
+    for n in range(1, 6):
+        task(core, 0, b"r%d" % n, dips=False)
+    [(_, name, (key, body)), (_, _, (key2, _))] = take(core)
+    assert (name, key, key2) == ("REPLY", b"r4", b"r5")
+    assert body["error"]["code"] == "overloaded" and "prefetch 1" in body["error"]["message"]
+    assert len(core.waiting) == 3

@@ -93,6 +93,7 @@ from mdp.protocol.client_to_broker import (
     client_request,
     client_submit,
     client_submit_batch,
+    submit_ids,
 )
 from mdp.protocol.constants import (
     BIG_BODY,
@@ -166,7 +167,7 @@ __all__ = [
     "pack_meta", "unpack_meta",
     # mdp.protocol.client_to_broker
     "ClientRequest", "ClientBatch", "First", "ClientHello", "ClientPing", "client_request",
-    "client_submit_batch", "client_submit", "client_hello", "client_ping",
+    "client_submit_batch", "client_submit", "client_hello", "client_ping", "submit_ids",
     # mdp.protocol.worker_to_broker
     "WorkerReady", "WorkerReply", "WorkerReplies", "WorkerProgress", "WorkerSignal", "ready",
     "reply", "replies", "progress", "bounce", "busy", "signal", "sending",

@@ -112,6 +112,24 @@ def client_ping(rids: list[int]) -> list[bytes]:
     return [b"", DIPS_CLIENT, PING, pack_meta({"ids": rids})]
 
 
+def submit_ids(rest: list[bytes], limit: int) -> list[int]:
+    """The request ids of a SUBMIT that did not parse (``rest``: what follows the command),
+    where its meta can still tell them (``id``, or ``ids`` of at most ``limit``), each once:
+    the broker answers each with the error (so its client need not time out); [] where
+    it cannot."""
+    if len(rest) < 2:
+        return []
+    try:
+        meta = unpack_meta(rest[1], "SUBMIT")
+        if "ids" in meta:
+            rids = ids_field(meta, "ids", "SUBMIT")
+            return list(dict.fromkeys(rids)) if len(rids) <= limit else []
+        rid = int_field(meta, "id", "SUBMIT")
+    except ProtocolError:
+        return []
+    return [] if rid is None else [rid]
+
+
 def parse_dips_client(
     command: bytes, rest: list[bytes]
 ) -> ClientRequest | ClientBatch | ClientHello | ClientPing:

@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mdp.errors import RequestError, Timeout
+from mdp.errors import BadRequest, RequestError, Timeout
 from mdpctl import numbers
 from mdpctl.bounded import call_bounded, check_listening
 from mdpctl.commands import services as services_command
@@ -106,6 +106,23 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
     return dict(request)
 
 
+def _check_size(request: dict[str, Any]) -> None:
+    """A request the client would refuse is refused here, before anything is sent, as what
+    it is: no service answered it."""
+    from mdp.clientcodec import encode_request
+    from mdp.options import ClientOptions
+
+    limit = ClientOptions().max_request_bytes
+    try:
+        size = len(encode_request(request, sys.maxsize))
+    except BadRequest as exc:
+        raise UsageError(f"the request was not sent: {exc}") from None
+    if size > limit:
+        raise UsageError(f"the request was not sent: it is {size} bytes, more than the "
+                         f"client's limit of {limit} bytes ({limit // (1024 * 1024)} MiB, "
+                         "max_request_bytes)")
+
+
 def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.list:
         services_command.show(ctx, args.broker, 2.0, args.service, False)
@@ -113,6 +130,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if not args.service:
         raise UsageError("name a SERVICE to call (`mdpctl call --list` lists them)")
     request = build_request(args)
+    _check_size(request)
     _check_output(args.output)
     cluster = ctx.cluster()
     brokers = list(args.broker or cluster.brokers)

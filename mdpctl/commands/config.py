@@ -12,7 +12,7 @@ usage: mdpctl config local       [--broker ENDPOINT ...] [--service NAME[=N] ...
              [--log-level LEVEL] [--redis [HOST:PORT|off]] [--redis-max-memory SIZE]
              [--redis-url URL]
              [--sign-key FILE --sign-salt FILE ...] [--sources-root DIR ...]
-             [--sources-allow ORIGIN ...] [-o FILE])
+             [--sources-allow ORIGIN ...] [-o FILE [--force]])
 
 local: two brokers, per service as many workers as --workers (default: the cores), and
 the two front doors as `mdpctl up` runs them (mdp-http at 127.0.0.1:8080, mdp-gearman at
@@ -48,8 +48,9 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from mdpctl import flags, hostconf, images, numbers
+from mdpctl import capacity, flags, hostconf, images, numbers
 from mdpctl.cluster import DEFAULT_BROKERS
 from mdpctl.context import Context
 from mdpctl.endpoints import OFF, listen_arg, tcp_endpoint_arg
@@ -89,7 +90,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rpc-user", default="dips", metavar="NAME",
                         help="user name of the HTTP control server (default dips)")
     parser.add_argument("-o", "--output", metavar="FILE",
-                        help="write the file here (default: standard output)")
+                        help="write the file here, mode 0600 when it holds a password "
+                        "(default: standard output)")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite the -o FILE that exists (default: refuse)")
     flags.add(parser)
     curve = parser.add_argument_group("CURVE (docs/SECURITY.md); hosts only")
     curve.add_argument("--curve-secret", metavar="FILE",
@@ -112,11 +116,30 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     config = host_config(args)
     text = hostconf.render(config)
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-        ctx.say(f"wrote {args.output}")
+        secret = _holds_password(args.redis_url)
+        write_output(Path(args.output), text, args.force, secret)
+        ctx.say(f"wrote {args.output}" + (" (mode 0600: it holds a password)" if secret else ""))
     else:
         ctx.out.write(text)
     return 0
+
+
+def _holds_password(redis_url: str | None) -> bool:
+    """True when the door's Redis URL carries a password (written into the file as is)."""
+    return bool(redis_url) and urlsplit(str(redis_url)).password is not None
+
+
+def write_output(path: Path, text: str, force: bool, secret: bool) -> None:
+    """Write -o FILE: an existing file only with --force; mode 0600 when ``secret``."""
+    how = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    try:
+        descriptor = os.open(path, how, 0o600 if secret else 0o666)
+    except FileExistsError:
+        raise UsageError(f"-o {path}: the file exists; --force overwrites it") from None
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        if secret:
+            os.fchmod(descriptor, 0o600)  # an existing file keeps its mode otherwise
+        out.write(text)
 
 
 def generated_by(args: argparse.Namespace) -> str:
@@ -195,7 +218,7 @@ def host_config(args: argparse.Namespace) -> hostconf.HostConfig:
                          "--sources-root, --sources-allow")
     if args.profile == "local":
         brokers = tuple(args.broker or DEFAULT_BROKERS)
-        workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+        workers = args.workers if args.workers is not None else capacity.usable_cores()
         return _config(
             args,
             f"DIPS local cluster: {len(brokers)} brokers and {workers} workers per service "

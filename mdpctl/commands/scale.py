@@ -23,11 +23,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from mdpctl import numbers
+from mdpctl import local, numbers
 from mdpctl.context import Context
 from mdpctl.errors import Unreachable, UsageError
 from mdpctl.fleet import snapshot
-from mdpctl.scaling import apply_scale, plan_scale, record_choice
+from mdpctl.scaling import GROW_HOST, apply_scale, plan_scale, record_choice
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +56,7 @@ def _scale(args: argparse.Namespace, ctx: Context) -> int:
     started = time.monotonic()
     fleet = snapshot(cluster, hosts)
     unreachable = [v for v in fleet.brokers if v.status is None]
-    changes = plan_scale(fleet, args.service, args.count)
+    changes = plan_scale(fleet, args.service, args.count, _how_to_grow(args, ctx))
     if args.host:
         missing = set(args.host) - {c.host for c in changes}
         if missing:
@@ -74,3 +74,15 @@ def _scale(args: argparse.Namespace, ctx: Context) -> int:
     apply_scale(cluster, changes, args.timeout, lambda line: ctx.say(f"{args.service} {line}"))
     ctx.say(f"done in {time.monotonic() - started:.1f} s")
     return 0
+
+
+def _how_to_grow(args: argparse.Namespace, ctx: Context) -> str:
+    """More slots than a host has: a fleet host's configuration is rendered again; the
+    local cluster is started again with more spare slots."""
+    if not ctx.is_local:
+        return GROW_HOST
+    services = (local.recorded_options(ctx.run_dir) or {}).get("services", {})
+    workers = services.get(args.service, [0])[0]
+    spare = max(args.count - int(workers), 0)
+    return (f"the local cluster gets more with `mdpctl down`, then `mdpctl up` with its "
+            f"options and --spare {spare}")

@@ -6,14 +6,15 @@ usage: mdpctl up [--broker ENDPOINT ...] [--service NAME[=N] ...] [--workers N] 
                  [--log-level LEVEL] [--pythonpath DIR] [--redis [HOST:PORT|off]]
                  [--redis-max-memory SIZE] [--redis-url URL]
                  [--sign-key FILE --sign-salt FILE ...]
-                 [--sources-root DIR ...] [--sources-allow ORIGIN ...] [--timeout S]
+                 [--sources-root DIR ...] [--sources-allow ORIGIN ...] [--max-workers N]
+                 [--new] [--timeout S]
 
 No configuration file is needed: the packaged supervisord configuration is rendered
 into the run directory (supervisord.conf, with cluster.toml for the other commands and
 up.json, the options) and supervisord is started there; the programs get every DIPS_*
 variable of up's environment (the renderers' limits: docs/RENDERERS.md; the HTTP door's
 DIPS_HTTP_*: docs/HTTP.md).  Two brokers, at tcp://127.0.0.1:5555 and :5556 unless
---broker says otherwise; for each service as many workers as the machine has cores; the
+--broker says otherwise; for each service as many workers as the cores up may use; the
 HTTP door (mdp-http: API, images by URL, dashboard, /metrics) at 127.0.0.1:8080 and the
 Gearman door (mdp-gearman) at 127.0.0.1:4730 unless --http and --gearman move them or
 turn them off.
@@ -33,9 +34,10 @@ end of its log, up exits 1 and leaves the cluster up for inspection.  Logs go to
 RUN_DIR/log; the control socket RUN_DIR/supervisor.sock is for its owner only.
 
 If the cluster is already running, up starts any door that is down, and waits until it
-serves; options that differ from the running cluster's are refused (`mdpctl down` first;
-`mdpctl scale` changes the number of workers).  A scale chosen earlier with
-`mdpctl scale` (RUN_DIR/scale.json) is applied again before up returns.
+serves (--new: refuses instead); options that differ from the running cluster's are
+refused (`mdpctl down` first; `mdpctl scale` changes the number of workers).  A scale
+chosen earlier with `mdpctl scale` (RUN_DIR/scale.json) is applied again before up
+returns.
 
 examples:
   mdpctl up
@@ -53,7 +55,7 @@ from typing import Any
 
 from mdp import handlers
 from mdp.errors import ConfigError
-from mdpctl import doors, flags, hostconf, images, local, locate, numbers
+from mdpctl import capacity, daemon, doors, flags, hostconf, images, local, locate, numbers
 from mdpctl.cluster import DEFAULT_BROKERS
 from mdpctl.context import Context
 from mdpctl.endpoints import OFF, split_listen
@@ -65,6 +67,17 @@ from mdpctl.services import default_services, parse_service_counts
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     flags.add(parser)
+    parser.add_argument(
+        "--new", action="store_true",
+        help="refuse (exit 2) when a cluster already runs in the run directory, rather than "
+        "wait for it to serve: for a script that stops the cluster it starts",
+    )
+    parser.add_argument(
+        "--max-workers", type=numbers.positive, metavar="N",
+        help="the most worker processes up starts, all services together (default: "
+        f"{capacity.PER_CORE} per core it may use, here "
+        f"{capacity.PER_CORE * capacity.usable_cores()})",
+    )
     parser.add_argument(
         "--timeout", type=numbers.seconds, default=60.0, metavar="SECONDS",
         help="how long to wait for every worker to register and every door to serve "
@@ -82,29 +95,69 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     conflicts = flags.env_conflicts(args, dict(os.environ))
     if conflicts:
         raise UsageError(f"{conflicts[0]} both say it: give one of them")
-    if ctx.search().run_dir is not None:
-        _check_same_options(args, ctx)
-        ctx.say(f"cluster already running in {ctx.run_dir}; waiting until it serves")
-        changed = local.settings_changed(ctx.run_dir, local.settings_from(dict(os.environ)))
-        if changed:
-            ctx.say(f"  note: it runs with other {', '.join('$' + k for k in changed)} than "
-                    "set here; `mdpctl down` and `mdpctl up` to change them")
-        doors.start_failed(ctx.cluster(), ctx.say)
-    else:
-        spec = _spec(args, ctx, {})
-        spec.host_config()  # every value checked before anything is looked at or started
-        _check_services_known(args, spec)
-        local.check_run_dir(ctx.run_dir)
-        local.check_door_modules(spec)
-        local.check_ports_free(spec)
-        local.write_files(spec)
-        locate.note_last(ctx.run_dir)
-        workers = sum(pool.workers for pool in spec.pools)
-        doors_asked = sum(1 for listen in (spec.http_listen, spec.gearman_listen) if listen)
-        redis = " and a Redis" if spec.images.redis is not None else ""
-        ctx.say(f"starting {_count(len(spec.brokers), 'broker')}, {_count(workers, 'worker')}, "
-                f"{_count(doors_asked, 'door')}{redis} under supervisord in {ctx.run_dir} ...")
-        local.start_supervisord(ctx.run_dir)
+    local.check_run_dir(ctx.run_dir)
+    daemon.check_answers(ctx.run_dir)  # one that runs but does not answer: said at once
+    # Every refusal comes before anything is made: even the run directory.
+    spec = _new_spec(args, ctx) if ctx.search().run_dir is None else None
+    _make_run_dir(ctx)  # the lock lives in it
+    # Two `up` at once would both find no cluster and start one each: the second is refused.
+    with ctx.exclusive("up", f"`mdpctl up` is starting the cluster in {ctx.run_dir}"):
+        daemon.check_answers(ctx.run_dir)
+        if ctx.search(again=True).run_dir is not None:  # perhaps started since by another up
+            _join_running(args, ctx)
+        else:
+            _start(spec or _new_spec(args, ctx), ctx)
+        return _wait_serving(args, ctx, started)
+
+
+def _make_run_dir(ctx: Context) -> None:
+    try:
+        ctx.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{ctx.run_dir_source()} {ctx.run_dir}: cannot create the run "
+                         f"directory: {exc.strerror or exc}") from None
+
+
+def _new_spec(args: argparse.Namespace, ctx: Context) -> local.LocalSpec:
+    """The cluster to start, every value checked (nothing looked at or started yet)."""
+    spec = _spec(args, ctx, {})
+    spec.host_config()
+    capacity.check_workers(spec.pools, args.max_workers)
+    _check_services_known(args, spec)
+    local.check_door_modules(spec)
+    local.check_door_settings(spec)
+    return spec
+
+
+def _join_running(args: argparse.Namespace, ctx: Context) -> None:
+    """The cluster runs: options must agree; any door that is down is started."""
+    if args.new:
+        raise UsageError(f"a cluster is already running in {ctx.run_dir} and --new starts "
+                         "none beside it: `mdpctl down` stops it, or --run-dir DIR (with "
+                         "other ports) starts one elsewhere")
+    _check_same_options(args, ctx)
+    ctx.say(f"cluster already running in {ctx.run_dir}; waiting until it serves")
+    changed = local.settings_changed(ctx.run_dir, local.settings_from(dict(os.environ)))
+    if changed:
+        ctx.say(f"  note: it runs with other {', '.join('$' + k for k in changed)} than "
+                "set here; `mdpctl down` and `mdpctl up` to change them")
+    doors.start_failed(ctx.cluster(), ctx.say)
+
+
+def _start(spec: local.LocalSpec, ctx: Context) -> None:
+    local.check_ports_free(spec)
+    local.write_files(spec)
+    locate.note_last(ctx.run_dir)
+    workers = sum(pool.workers for pool in spec.pools)
+    doors_asked = sum(1 for listen in (spec.http_listen, spec.gearman_listen) if listen)
+    redis = " and a Redis" if spec.images.redis is not None else ""
+    ctx.say(f"starting {_count(len(spec.brokers), 'broker')}, {_count(workers, 'worker')}, "
+            f"{_count(doors_asked, 'door')}{redis} under supervisord in {ctx.run_dir} ...")
+    local.start_supervisord(ctx.run_dir)
+
+
+def _wait_serving(args: argparse.Namespace, ctx: Context, started: float) -> int:
+    """Wait until every worker is registered and every door serves; say what runs."""
     cluster = ctx.cluster()
     try:
         _wait_brokers_running(ctx, args.timeout)
@@ -162,7 +215,7 @@ def _spec(args: argparse.Namespace, ctx: Context, base: dict[str, Any]) -> local
     running cluster's), else its default."""
     services = base.get("services", {})
     if args.service or args.workers is not None or args.spare is not None or not services:
-        workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+        workers = args.workers if args.workers is not None else capacity.usable_cores()
         spare = args.spare if args.spare is not None else workers
         counts = parse_service_counts(args.service) if args.service else {}
         names = list(counts) or list(services) or default_services()

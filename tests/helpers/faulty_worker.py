@@ -4,6 +4,7 @@ The request map may hold:
   sleep: seconds to sleep before answering;
   fail: raise an exception (the worker must answer with an error and live on);
   bad_field: raise BadRequest naming this field;
+  unencodable_error: true: raise an error whose reply cannot be encoded (a handler's bug);
   allocate_mb: allocate this many megabytes (to cross --max-memory-mb);
   started_file: a path to create when the handler starts (tests wait for it);
   gate_file: a path the handler waits for before it answers (at most 60 s), so that a
@@ -36,6 +37,8 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         os.kill(os.getpid(), signal.SIGKILL)
     if "bad_field" in request:
         raise BadRequest("this field is wrong on purpose", str(request["bad_field"]))
+    if request.get("unencodable_error") is True:
+        raise BadRequest("this error's field is no text", field={1, 2})  # type: ignore[arg-type]
     if request.get("fail"):
         raise RuntimeError("failing on purpose")
     if isinstance(request.get("allocate_mb"), int):

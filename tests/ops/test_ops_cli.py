@@ -163,7 +163,7 @@ def test_one_fleet_change_at_a_time(tmp_path: Path, capsys: pytest.CaptureFixtur
         for argv in (["reload"], ["scale", "echo", "1"]):
             code, _, err = run(capsys, "--run-dir", str(tmp_path), *argv)
             assert code == 1
-            assert f"another mdpctl (pid {os.getpid()}) is changing this cluster" in err
+            assert f"another `mdpctl test` is changing this cluster (pid {os.getpid()})" in err
     code, _, err = run(capsys, "--run-dir", str(tmp_path), "reload")
     assert code == 3  # the lock is free again; nothing runs here
 

@@ -263,7 +263,7 @@ def test_the_link_floor_reaches_every_program_as_its_own_command_line_reads_it(
         found: dict[str, int] = {}
         for floor in ([], ["--link-floor", "50Mbit/s"]):
             conf = tmp_path / "out.conf"
-            assert main(["config", *profile, *doors, *floor, "-o", str(conf)]) == 0
+            assert main(["config", *profile, *doors, *floor, "-o", str(conf), "--force"]) == 0
             text = conf.read_text()
             assert ("--link-floor 6250KB/s" in text.splitlines()[1]) == bool(floor)
             for line in (x for x in text.splitlines() if x.startswith("command=")):
