@@ -45,7 +45,7 @@ from typing import Any, Protocol
 from mdp import protocol as p
 from mdp.body import BodyLimits, decode_request
 from mdp.errors import BadRequest, WorkerError, WorkerTimeout
-from mdp.logs import RateLimitedLog
+from mdp.logs import BurstLog, RateLimitedLog
 from mdp.workerstate import LinkMode, Task, Timing
 from mdp_gearman import mapping
 from mdp_gearman import packets as g
@@ -113,6 +113,8 @@ class WorkerSettings:
     on_offered: Callable[[str], None] | None = None
     # what the workers do wrong, at most ten lines a second (a peer may repeat it at will)
     warn: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log))
+    # workers registering: a line each in an ordinary fleet, bounded when one churns
+    joins: BurstLog = field(default_factory=lambda: BurstLog(log))
 
 
 @dataclass
@@ -285,8 +287,9 @@ class GearmanWorker:
                                   self.settings.prefetch)
             self.driver = self.make_driver(self.core, self)
             self.driver.start()
-            log.info("Gearman worker %s%s registered for %s", self.peer,
-                     f" ({self.client_id})" if self.client_id else "", " ".join(functions))
+            self.settings.joins(time.monotonic(), "registered", "Gearman worker %s%s "
+                                "registered for %s", self.peer, f" ({self.client_id})"
+                                if self.client_id else "", " ".join(functions))
 
     def _retire(self, abrupt: bool = False) -> None:
         if self.driver is not None:
