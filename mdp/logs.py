@@ -13,13 +13,16 @@ LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
 class RateLimitedLog:
-    """WARNING lines at most ``per_second`` a second to ``logger``; the rest are counted and
+    """Lines at ``level`` (WARNING; ERROR for a process's own failures that a peer may find
+    how to repeat) at most ``per_second`` a second to ``logger``; the rest are counted and
     reported as one line when the next second's first goes out. It reads no clock: the
     caller passes ``now`` (a core its own; a shell ``time.monotonic()``)."""
 
-    def __init__(self, logger: logging.Logger, per_second: int = 10) -> None:
+    def __init__(self, logger: logging.Logger, per_second: int = 10,
+                 level: int = logging.WARNING) -> None:
         self.logger = logger
         self.per_second = per_second
+        self.level = level
         self._window_start = -math.inf
         self._count = 0
         self._suppressed = 0
@@ -27,11 +30,11 @@ class RateLimitedLog:
     def __call__(self, now: float, msg: str, *args: object) -> None:
         if now - self._window_start >= 1.0:
             if self._suppressed:
-                self.logger.warning("%d similar warnings suppressed", self._suppressed)
+                self.logger.log(self.level, "%d similar lines suppressed", self._suppressed)
             self._window_start, self._count, self._suppressed = now, 0, 0
         if self._count < self.per_second:
             self._count += 1
-            self.logger.warning(msg, *args)
+            self.logger.log(self.level, msg, *args)
         else:
             self._suppressed += 1
 

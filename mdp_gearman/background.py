@@ -81,7 +81,7 @@ class BackgroundRunner:
         self.held: dict[str, int] = {}  # jobs waiting here per service (admin status)
         self.completed = 0
         self._failures = RateLimitedLog(log)
-        self._bugs = RateLimitedLog(log)
+        self._bugs = RateLimitedLog(log, level=logging.ERROR)
         self._retries = RateLimitedLog(log)  # (a flood of jobs must not flood the log)
         fleet.listeners.append(self._wake.set)
 

@@ -78,7 +78,8 @@ class Gateway:
         self.fleet = Fleet(dips.broker_status)
         self._failures = RateLimitedLog(log)  # jobs that failed
         self._waits = RateLimitedLog(log)  # jobs for a service nobody offers
-        self._bugs = RateLimitedLog(log)  # the gateway's own failures, with tracebacks
+        # the gateway's own failures, with tracebacks
+        self._bugs = RateLimitedLog(log, level=logging.ERROR)
         # a peer's bad input, each kind its own limit, so that a flood of one kind leaves
         # the first lines of the others in the log
         self._peer_logs: dict[str, RateLimitedLog] = {}

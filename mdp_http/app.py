@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 INFO_MAX_AGE_S = 5.0  # services' info changes with deployments; the API polls this seldom
 STATIC = Path(str(resources.files("mdp_http").joinpath("static")))
 EVENTS_KEY = web.AppKey("events", set)
-_BUGS = RateLimitedLog(log)  # the gateway's own failures: a peer may find how to repeat one
+# the gateway's own failures: a peer may find how to repeat one
+_BUGS = RateLimitedLog(log, level=logging.ERROR)
 
 
 class Gateway:

@@ -147,7 +147,7 @@ def test_floods_of_bad_packets_and_connections_log_a_bounded_number_of_lines(
 
     def told_suppressed() -> bool:  # a later warning reports how many were left out
         sock.sock.sendall(g.build_request(99))
-        return "similar warnings suppressed" in gateway.output()
+        return "similar lines suppressed" in gateway.output()
 
     wait_for(told_suppressed, 15, "the count of the warnings left out")
     lines = gateway.output().splitlines()

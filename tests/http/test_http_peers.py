@@ -94,7 +94,7 @@ def test_a_flood_of_malformed_requests_logs_a_bounded_number_of_lines(env: Env) 
 
     def told_suppressed() -> bool:  # a later line reports how many were left out
         _exchange(gateway.port, BAD_REQUESTS[0])
-        return "similar warnings suppressed" in gateway.proc.output()
+        return "similar lines suppressed" in gateway.proc.output()
 
     wait_for(told_suppressed, 15, "the count of the lines left out")
     lines = gateway.proc.output().splitlines()
