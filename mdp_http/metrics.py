@@ -100,6 +100,9 @@ def _service_families(views: list[st.BrokerView]) -> Iterator[Metric]:
                 for key, name, doc in _SERVICE_COUNTERS}
     errors = CounterMetricFamily("dips_errors", "Error replies by code", labels=[*SB, "code"])
     queue = GaugeMetricFamily("dips_queue_depth", "Requests waiting for a worker", labels=SB)
+    queue_bytes = GaugeMetricFamily("dips_queue_bytes", "Bytes of the request bodies waiting "
+                                    "for a worker (bounded by the broker's --max-queue-bytes)",
+                                    labels=SB)
     workers = GaugeMetricFamily("dips_workers", "Workers registered, by state",
                                 labels=[*SB, "state"])
     queue_h = HistogramMetricFamily("dips_queue_seconds", "Time from arrival at the broker to "
@@ -115,6 +118,8 @@ def _service_families(views: list[st.BrokerView]) -> Iterator[Metric]:
                 for code, count in sorted(service.counters.errors.items()):
                     errors.add_metric([*labels, code], float(count))
             queue.add_metric(labels, float(service.queue))
+            if service.queue_bytes is not None:  # (a broker from before it was reported)
+                queue_bytes.add_metric(labels, float(service.queue_bytes))
             for state in WORKER_STATES:
                 workers.add_metric([*labels, state], float(service.workers_in(state)))
             for family, hist in ((queue_h, service.queue_seconds),
@@ -124,6 +129,7 @@ def _service_families(views: list[st.BrokerView]) -> Iterator[Metric]:
     yield from counters.values()
     yield errors
     yield queue
+    yield queue_bytes
     yield workers
     yield queue_h
     yield work_h

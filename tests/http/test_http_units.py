@@ -48,7 +48,7 @@ LE = [0.001, 0.01, 0.1, 1.0, INF]
 
 def status_map(requests: int = 10, served: int = 10, work: list[int] | None = None,
                v2: bool = True, version: str = "1.0+a", pid: int = 100) -> dict:
-    service: dict = {"queue": 2, "workers": [
+    service: dict = {"queue": 2, "queue_bytes": 3000, "workers": [
         {"identity": "aa", "state": "busy", "host": "h1", "pid": 7, "version": version,
          "served": served, "uptime_s": 3.0, "failures": 1},
         {"identity": "bb", "state": "idle", "host": "h2", "pid": 8, "version": "1.0+a",
@@ -101,6 +101,8 @@ def test_metrics_names_labels_and_histograms() -> None:
     info = families["dips_worker_info"][0]
     assert info.name == "dips_worker_info" and info.labels["version"] == "1.0+a"
     assert families["dips_broker_up"][0].value == 1
+    assert [(s.labels["service"], s.value) for s in families["dips_queue_bytes"]] == \
+        [("ecard", 3000)]
 
 
 def test_metrics_of_a_down_broker_and_an_old_broker() -> None:
