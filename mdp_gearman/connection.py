@@ -49,7 +49,8 @@ class Connection(asyncio.Protocol):
         # the packet in progress: its share of the in-flight budget (held, or waited for)
         # and the timer of its deadline (running while the door reads the connection)
         self._packet: g.InProgress | None = None
-        self._budget_wait = False
+        self._held = False  # its share is taken
+        self._budget_wait = False  # its share is waited for
         self._stall: asyncio.TimerHandle | None = None
 
     # --- asyncio callbacks ------------------------------------------------------------
@@ -163,22 +164,32 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        ours = self.jobs >= self.config.max_jobs_per_connection or self._budget_wait
+        full = self.jobs >= self.config.max_jobs_per_connection
+        packet = self._packet
+        if packet is not None:
+            if full:  # the door's own pause: the packet holds no share of the budget meanwhile
+                self._let_go()
+            elif not self._held and not self._budget_wait:
+                self._admit(packet)
+        ours = full or self._budget_wait
         hold = self._write_paused or ours
         if hold and not self._read_paused:
             transport.pause_reading()
         elif not hold and self._read_paused:
             transport.resume_reading()
         self._read_paused = hold
-        # a packet's deadline runs while the door reads it, or while the peer does not read
-        # its replies (its doing); a pause of the door's making starts it afresh
+        # a packet's deadline runs while it holds its share: while the door reads it, or
+        # while the peer does not read its replies (its doing; the deadline allows for what
+        # the door has buffered for it at the link floor); a pause of the door's making
+        # starts it afresh
         if ours and self._stall is not None:
             self._stall.cancel()
             self._stall = None
-        elif not ours and self._stall is None and self._packet is not None:
+        elif not ours and self._stall is None and packet is not None and self._held:
             loop = asyncio.get_running_loop()
+            owed = packet.size + transport.get_write_buffer_size()
             self._stall = loop.call_at(
-                packet_deadline(loop.time(), self._packet.size, self.config.link_floor),
+                packet_deadline(loop.time(), owed, self.config.link_floor),
                 self._stalled, loop.time())
 
     # --- packets in progress (mdp_gearman.inflight) -----------------------------------
@@ -193,35 +204,43 @@ class Connection(asyncio.Protocol):
         if pending is None or self._packet is not None:
             return
         self._packet = pending
+        self._update_reading()  # takes its share (or waits for it) and starts its deadline
+
+    def _admit(self, packet: g.InProgress) -> None:
+        """Take the packet's share of the budget, or wait for it (the caller then pauses)."""
         budget = self.gateway.inflight
-        if budget.take(pending.size):
-            self._update_reading()  # starts its deadline
+        if budget.take(packet.size):
+            self._held = True
             return
         self.gateway.warn_peer("budget", "%s waits for the in-flight budget: a "
                                "packet of %d bytes; packets in progress hold %d of %d bytes "
-                               "(--max-inflight-bytes)", self.peer, pending.size, budget.used,
+                               "(--max-inflight-bytes)", self.peer, packet.size, budget.used,
                                budget.limit)
         self._budget_wait = True
-        budget.wait(pending.size, self._budget_granted)
-        self._update_reading()
+        budget.wait(packet.size, self._budget_granted)
 
     def _budget_granted(self) -> None:
         self._budget_wait = False
+        self._held = True
         self._update_reading()
 
-    def _end_packet(self) -> None:
-        """The packet in progress arrived, or its connection went: its share goes back."""
+    def _let_go(self) -> None:
+        """Give the packet's share back (or stop waiting for it); it is taken again later."""
         if self._stall is not None:
             self._stall.cancel()
             self._stall = None
-        packet, self._packet = self._packet, None
-        if packet is None:
-            return
         if self._budget_wait:
             self._budget_wait = False
             self.gateway.inflight.cancel(self._budget_granted)
-        else:
-            self.gateway.inflight.release(packet.size)
+        elif self._held:
+            self._held = False
+            if self._packet is not None:
+                self.gateway.inflight.release(self._packet.size)
+
+    def _end_packet(self) -> None:
+        """The packet in progress arrived, or its connection went: its share goes back."""
+        self._let_go()
+        self._packet = None
 
     def _stalled(self, since: float) -> None:
         self._stall = None

@@ -205,6 +205,32 @@ def test_a_stalled_packet_is_cut_and_one_waiting_for_the_budget_is_then_read(
     assert gateway.popen.poll() is None
 
 
+def test_a_connection_paused_at_its_job_limit_holds_no_share_of_the_budget(
+        peers: Peers) -> None:
+    """A client at --max-jobs-per-connection (its jobs waiting for a worker that no one
+    offers) with a big packet under way: the door stops reading it, and the packet neither
+    keeps its share of the budget (which another connection's packet then waited for until
+    the jobs timed out, with no deadline running) nor is cut meanwhile."""
+    size = 1 << 20
+    gateway = start_gateway(peers.cluster, peers.brokers, "--max-packet-bytes", str(size),
+                            "--max-inflight-bytes", str(size), "--max-jobs-per-connection",
+                            "2", "--timeout", "60")
+    port = port_of(gateway)
+    paused = socket.create_connection(("127.0.0.1", port), timeout=30)
+    paused.sendall(g.build_request(T.SUBMIT_JOB, b"nosuchservice", b"", b"{}") * 2 +
+                   struct.pack(">4sII", b"\0REQ", T.ECHO_REQ, size) + b"x" * (size // 2))
+    wait_for(lambda: "no worker offers it" in gateway.output(), 10, "the jobs to wait")
+    other = socket.create_connection(("127.0.0.1", port), timeout=30)
+    other.sendall(struct.pack(">4sII", b"\0REQ", T.ECHO_REQ, size) + b"y" * (size // 2))
+    other.sendall(b"y" * (size - size // 2))
+    kind, args = Raw.over(other).recv()  # read at once: the paused packet holds nothing
+    assert kind == T.ECHO_RES and args[0] == b"y" * size
+    assert "waits for the in-flight budget" not in gateway.output()
+    other.close()
+    paused.close()
+    assert gateway.popen.poll() is None
+
+
 def test_an_idle_connection_is_never_cut(peers: Peers) -> None:
     """Gearman workers sleep on idle connections: one that sent nothing, or only whole
     packets, is kept however long the packet deadlines of others run."""
