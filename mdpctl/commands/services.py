@@ -74,6 +74,7 @@ def _jsonable(service: Offer) -> dict[str, Any]:
         "doc": info.doc if info else "",
         "fields": [{"name": f.name, "kind": f.kind, "required": f.required, "doc": f.doc}
                    for f in service.fields],
+        "call": service.example(),  # the line `mdpctl services NAME` suggests
     }
 
 

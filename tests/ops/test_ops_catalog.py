@@ -105,13 +105,15 @@ def test_the_suggested_call_of_every_default_service_succeeds(
     assert samples.returncode == 0, samples.stderr
     listing = local_cluster.ctl("services", "--json", "--timeout", "10")
     assert listing.returncode == 0, listing.stderr
-    offered = sorted(s["name"] for s in json.loads(listing.stdout))
+    calls = {s["name"]: s["call"] for s in json.loads(listing.stdout)}
+    offered = sorted(calls)
     assert offered == sorted(default_services())
     for name in offered:
         detail = local_cluster.ctl("services", name, "--timeout", "10")
         assert detail.returncode == 0, detail.stderr
         line = next(row.split("call", 1)[1].strip() for row in detail.stdout.splitlines()
                     if row.startswith("  call "))
+        assert line == calls[name]  # the JSON listing suggests the same line
         out = tmp_path / f"out-{name}"
         done = local_cluster.ctl(*argv_of(line, tmp_path / "photo.jpg", out))
         assert done.returncode == 0, f"{line}\n{done.stderr}"
