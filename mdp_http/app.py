@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from mdp.errors import BadRequest, ConfigError, MDPError
+from mdp.errors import BadRequest, ConfigError, MDPError, Timeout
 from mdp.keys import CurveConfig
 from mdp.logs import LOG_FORMAT, RateLimitedLog
 from mdp.status import ServiceInfo
@@ -151,6 +151,8 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return web.json_response({"error": {"code": code, "message": exc.reason}},
                                  status=exc.status, headers={"Allow": exc.headers["Allow"]}
                                  if "Allow" in exc.headers else None)
+    except TimeoutError:  # a handler's own wait ran out: the gateway timed out, as aiohttp says
+        return web.json_response(error_map(Timeout("the gateway timed out")), status=504)
     except Exception as exc:  # a peer may find a way to repeat it: at most ten a second
         _BUGS(time.monotonic(), "%s %r failed in the gateway:\n%s", request.method,
               request.path[:200], "".join(traceback.format_exception(exc)).rstrip())

@@ -26,28 +26,35 @@ log = logging.getLogger(__name__)
 
 
 class PeerErrorFilter(logging.Filter):
-    """Warnings and errors of aiohttp's server logger through one :class:`RateLimitedLog`
-    (to this module's logger); the originals are dropped."""
+    """Warnings and errors of aiohttp's server logger through rate-limited logs (to this
+    module's logger); the originals are dropped. A peer's mistake is one WARNING line; any
+    other failure keeps its traceback at ERROR, under a limit of its own, so that a flood
+    of malformed requests cannot hide it among "similar lines suppressed"."""
 
-    def __init__(self, limited: RateLimitedLog | None = None) -> None:
+    def __init__(self, limited: RateLimitedLog | None = None,
+                 failures: RateLimitedLog | None = None) -> None:
         super().__init__()
         self.limited = limited or RateLimitedLog(log)
+        self.failures = failures or RateLimitedLog(log, level=logging.ERROR)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        self.limited(time.monotonic(), "%s%s", record.getMessage(), _detail(record))
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or isinstance(exc, HttpProcessingError):
+            self.limited(time.monotonic(), "%s%s", record.getMessage(), _mistake(exc))
+        else:
+            self.failures(time.monotonic(), "%s\n%s", record.getMessage(),
+                          "".join(traceback.format_exception(exc)).rstrip())
         return False
 
 
-def _detail(record: logging.LogRecord) -> str:
-    exc = record.exc_info[1] if record.exc_info else None
+def _mistake(exc: BaseException | None) -> str:
+    """A peer's mistake in one line (the peer's: its reason, whitespace folded)."""
     if exc is None:
         return ""
-    if isinstance(exc, HttpProcessingError):  # the peer's mistake: one line says it
-        reason = " ".join(str(exc).split())
-        return f": {type(exc).__name__}: {reason[:MAX_DETAIL]}"
-    return "\n" + "".join(traceback.format_exception(exc)).rstrip()
+    reason = " ".join(str(exc).split())
+    return f": {type(exc).__name__}: {reason[:MAX_DETAIL]}"
 
 
 def install() -> PeerErrorFilter:

@@ -4,9 +4,10 @@ A worker renders on one core at a time: past a few per core, more only wait for 
 take memory, and starting hundreds at once keeps supervisord too busy to answer (``up
 --workers 500`` on 2 cores asked for 4,500 processes; supervisord then answered nothing,
 and ignored SIGTERM, for minutes).  So ``up`` refuses more than :data:`PER_CORE` worker
-processes per core it may use, before anything starts, unless ``--max-workers`` says how
-many the user means.  Cores are those this process may run on (its CPU affinity: a
-container or ``taskset`` gives fewer than the machine has).
+processes per core it may use (and :data:`AT_LEAST` on any machine), before anything
+starts, unless ``--max-workers`` says how many the user means.  Cores are those this
+process may run on (its CPU affinity: a container or ``taskset`` gives fewer than the
+machine has).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from mdpctl.errors import UsageError
 from mdpctl.hostconf import WorkerPool
 
 PER_CORE = 16  # the default, 1 per core and service, fits with up to 16 services
+AT_LEAST = 64  # whatever the cores: the docs' examples (--workers 2, 9 services) on one core
 
 
 def usable_cores() -> int:
@@ -33,13 +35,13 @@ def check_workers(pools: Sequence[WorkerPool], max_workers: int | None) -> None:
     than the limit (``max_workers``, else :data:`PER_CORE` per usable core)."""
     total = sum(pool.workers for pool in pools)
     cores = usable_cores()
-    limit = max_workers if max_workers is not None else PER_CORE * cores
+    limit = max_workers if max_workers is not None else max(PER_CORE * cores, AT_LEAST)
     if total <= limit:
         return
     counts = {pool.workers for pool in pools}
     how = f" ({len(pools)} services x {counts.pop()})" if len(counts) == 1 else ""
     bound = (f"--max-workers {limit}" if max_workers is not None
-             else f"the limit of {limit} ({PER_CORE} per core)")
+             else f"the limit of {limit} ({PER_CORE} per core, {AT_LEAST} at least)")
     raise UsageError(
         f"{total} worker processes asked for{how} on {cores} core(s), more than {bound}: "
         f"ask for fewer (--workers N, --service NAME=N), or give --max-workers {total} "

@@ -97,8 +97,11 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         raise UsageError(f"{conflicts[0]} both say it: give one of them")
     local.check_run_dir(ctx.run_dir)
     daemon.check_answers(ctx.run_dir)  # one that runs but does not answer: said at once
+    if ctx.search().run_dir is not None:  # it runs: join it (no lock: a `reload` or `scale`
+        _join_running(args, ctx)          # may hold it, and joining changes nothing they do)
+        return _wait_serving(args, ctx, started)
     # Every refusal comes before anything is made: even the run directory.
-    spec = _new_spec(args, ctx) if ctx.search().run_dir is None else None
+    spec = _new_spec(args, ctx)
     _make_run_dir(ctx)  # the lock lives in it
     # Two `up` at once would both find no cluster and start one each: the second is refused.
     with ctx.exclusive("up", f"`mdpctl up` is starting the cluster in {ctx.run_dir}"):
@@ -106,7 +109,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         if ctx.search(again=True).run_dir is not None:  # perhaps started since by another up
             _join_running(args, ctx)
         else:
-            _start(spec or _new_spec(args, ctx), ctx)
+            _start(spec, ctx)
         return _wait_serving(args, ctx, started)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from mdp.options import ClientOptions
-from mdpctl import capacity, daemon, local, ports, procfs
+from mdpctl import capacity, daemon, local, lock, ports, procfs
 from mdpctl.cli import main
 from mdpctl.errors import EXIT_UNRESPONSIVE, CtlError, Unresponsive, UsageError
 from mdpctl.hostconf import WorkerPool
@@ -153,14 +153,15 @@ def test_more_workers_than_the_cores_can_take_are_refused_before_anything_starts
     local_cluster: LocalCluster,
 ) -> None:
     cores = capacity.usable_cores()
-    limit = capacity.PER_CORE * cores
+    limit = max(capacity.PER_CORE * cores, capacity.AT_LEAST)
     many = local_cluster.up("--workers", "500")
     assert many.returncode == 2, many.stdout + many.stderr
     services = many.stderr.split(" services x 500")[0].rpartition("(")[2]
     total = int(services) * 500
     assert one_line(many.stderr) == (
         f"mdpctl: {total} worker processes asked for ({services} services x 500) on {cores} "
-        f"core(s), more than the limit of {limit} ({capacity.PER_CORE} per core): ask for "
+        f"core(s), more than the limit of {limit} ({capacity.PER_CORE} per core, "
+        f"{capacity.AT_LEAST} at least): ask for "
         f"fewer (--workers N, --service NAME=N), or give --max-workers {total} if you mean "
         "it\n")
     assert "starting" not in many.stdout and processes_under(local_cluster.root) == []
@@ -183,16 +184,31 @@ def test_two_ups_at_once_one_starts_the_cluster_and_the_other_says_why_not(
     ups = [subprocess.Popen(argv, cwd=local_cluster.code, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(up.pid, *up.communicate(timeout=120), up.returncode) for up in ups]
-    won = [r for r in results if r[3] == 0]
-    lost = [r for r in results if r[3] != 0]
-    assert len(won) == 1 and len(lost) == 1, results
-    winner, loser = won[0][0], lost[0]
-    assert "cluster up in" in won[0][1]
-    assert one_line(loser[2]) == (
-        f"mdpctl: cannot up: another `mdpctl up` is starting the cluster in "
-        f"{local_cluster.run_dir} (pid {winner}); try again when it is done (lock file "
-        f"{local_cluster.run_dir / 'mdpctl.lock'})\n")
+    started = [r for r in results if "starting" in r[1]]
+    assert len(started) == 1, results  # one supervisord, started by one of them
+    starter, other = started[0], next(r for r in results if r is not started[0])
+    assert starter[3] == 0 and "cluster up in" in starter[1], results
+    if other[3] == 0:  # it came once the cluster ran: it waited for it to serve
+        assert "cluster already running" in other[1], results
+    else:  # it came while the other started it
+        assert one_line(other[2]) == (
+            f"mdpctl: cannot up: another `mdpctl up` is starting the cluster in "
+            f"{local_cluster.run_dir} (pid {starter[0]}); try again when it is done (lock "
+            f"file {local_cluster.run_dir / 'mdpctl.lock'})\n")
     assert local_cluster.ctl("status").returncode == 0
+
+
+def test_up_beside_a_reload_on_a_running_cluster_waits_for_it_to_serve(
+    local_cluster: LocalCluster,
+) -> None:
+    """`up` on a running cluster changes nothing: it neither needs nor waits for the run
+    dir's lock, which a `reload` or `scale` may hold."""
+    assert local_cluster.up(*ECHO_ONLY).returncode == 0
+    with lock.exclusive(lock.lock_path(local_cluster.run_dir, None), "reload",
+                        "`mdpctl reload` is changing this cluster"):
+        again = local_cluster.up(*ECHO_ONLY)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "cluster already running" in again.stdout
 
 
 def test_a_second_supervisord_on_a_run_directory_names_the_one_that_runs(
