@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import math
 
 import msgpack
@@ -325,6 +326,60 @@ def test_a_bug_in_a_handler_is_a_json_500_and_a_logged_traceback(
                               "message": "the gateway failed; its log says why"}}
     assert any("Traceback" in r.getMessage() and "KeyError: 'a bug'" in r.getMessage()
                for r in caplog.records)  # (through a rate-limited log: a peer may repeat it)
+
+
+def test_a_handler_s_own_timeout_is_a_json_504_and_a_bug_logs_at_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def slow(request: web.Request) -> web.Response:
+        raise TimeoutError
+
+    async def broken(request: web.Request) -> web.Response:
+        raise KeyError("a bug")
+
+    async def scenario() -> list[tuple[int, dict[str, object]]]:
+        app = web.Application(middlewares=[json_errors])
+        app.add_routes([web.get("/slow", slow), web.get("/broken", broken)])
+        async with TestClient(TestServer(app)) as client:
+            answers = []
+            for path in ("/slow", "/broken"):
+                response = await client.get(path)
+                answers.append((response.status, await response.json()))
+            return answers
+
+    (slow_status, slow_body), (bug_status, _) = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert slow_status == 504 and slow_body["error"]["code"] == "timeout"
+    assert bug_status == 500
+    assert [r.levelno for r in caplog.records if "KeyError: 'a bug'" in r.getMessage()] == \
+        [logging.ERROR]
+
+
+def test_aiohttp_s_own_failures_log_at_error_apart_from_peers_mistakes() -> None:
+    from aiohttp.http_exceptions import BadHttpMessage
+
+    from mdp_http.serverlog import PeerErrorFilter
+
+    lines: list[tuple[int, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append((record.levelno, record.getMessage()))
+
+    logger = logging.getLogger("test.serverlog")
+    logger.addHandler(Keep())
+    logger.propagate = False
+    from mdp.logs import RateLimitedLog
+    where = PeerErrorFilter(RateLimitedLog(logger), RateLimitedLog(logger, level=logging.ERROR))
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        return logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1,
+                                 "Error handling request", None, (type(exc), exc, None))
+
+    for _ in range(50):  # a flood of peers' mistakes
+        assert where.filter(record(BadHttpMessage("bad header"))) is False
+    assert where.filter(record(RuntimeError("aiohttp's own"))) is False
+    assert (logging.ERROR, "Error handling request\nRuntimeError: aiohttp's own") in lines
+    mistakes = [text for level, text in lines if level == logging.WARNING]
+    assert len(mistakes) == 10 and "BadHttpMessage" in mistakes[0]
 
 
 def test_the_link_floor_comes_from_its_flag_or_variable_and_reaches_the_client(
