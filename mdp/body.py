@@ -57,10 +57,14 @@ def unpack(data: bytes, max_items: int = -1) -> Any:
 
 
 def as_bytes(value: str | bytes) -> bytes:
-    """The bytes a peer meant: bin as it is, str (even one with surrogate escapes) encoded."""
+    """The bytes a peer meant: bin as it is, str (even one with surrogate escapes) encoded;
+    a lone surrogate of another kind (a JSON ``"\\ud800"``) as UTF-8 would spell it."""
     if isinstance(value, bytes):
         return value
-    return value.encode("utf-8", "surrogateescape")
+    try:
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass")
 
 
 def decode_request(body: list[bytes], limits: BodyLimits = DEFAULT_LIMITS) -> dict[str, Any]:

@@ -24,9 +24,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from mdp import protocol as p
+from mdp.body import as_bytes
 from mdp.errors import BadRequest
 from mdp_http.errors import UnsupportedMediaType
-from mdp_http.peertext import is_unicode, peer_bytes, unicode_text
+from mdp_http.peertext import is_unicode, unicode_text
 
 JSON_TYPE = "application/json"  # also any */*+json, and a body with no Content-Type
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
@@ -152,7 +153,7 @@ def _jsonable(value: Any) -> Any:
     and JSON text cannot carry it); a map key that is not UTF-8 has its bad bytes replaced
     by U+FFFD (keys are text; msgpack replies keep them exact)."""
     if isinstance(value, str):
-        return value if value.isascii() or is_unicode(value) else _jsonable(peer_bytes(value))
+        return value if value.isascii() or is_unicode(value) else _jsonable(as_bytes(value))
     if isinstance(value, bytes | bytearray | memoryview):
         return {"base64": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, dict):

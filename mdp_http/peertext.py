@@ -10,6 +10,8 @@ that were not UTF-8 become U+FFFD.
 
 from __future__ import annotations
 
+from mdp.body import as_bytes
+
 
 def is_unicode(text: str) -> bool:
     """Whether ``text`` is valid Unicode: not a peer's non-UTF-8 bytes held as surrogate
@@ -21,14 +23,6 @@ def is_unicode(text: str) -> bool:
     return True
 
 
-def peer_bytes(text: str) -> bytes:
-    """The bytes a peer meant by a str that is not valid Unicode: those it sent (surrogate
-    escapes); a lone surrogate of another kind (a JSON ``"\\ud800"``) as UTF-8 would
-    spell it."""
-    try:
-        return text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass")
 
 
 def unicode_text(text: str) -> str:
@@ -36,4 +30,4 @@ def unicode_text(text: str) -> str:
     must stay text: a map key, an error message)."""
     if text.isascii() or is_unicode(text):
         return text
-    return peer_bytes(text).decode("utf-8", "replace")
+    return as_bytes(text).decode("utf-8", "replace")
