@@ -11,6 +11,7 @@ its functions at every broker. docs/GEARMAN.md has the mapping.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import os
@@ -23,6 +24,7 @@ from typing import Any
 
 import zmq
 
+from mdp import fdlimit
 from mdp.errors import BadRequest, ConfigError, RequestError, Timeout, UnknownService
 from mdp.keys import CurveConfig
 from mdp.logs import LOG_FORMAT, RateLimitedLog
@@ -50,7 +52,13 @@ from mdp_gearman.outbox import Outbox, StoredJob
 from mdp_gearman.packets import T
 from mdp_gearman.proxycore import NO_TIME_LIMIT_S, ProxyCore
 from mdp_gearman.slots import PrioritySlots
-from mdp_gearman.workers import MAX_LINKS, GearmanWorker, WorkerSettings
+from mdp_gearman.workers import (
+    FDS_PER_LINK,
+    MAX_LINKS,
+    GearmanWorker,
+    LinkBudget,
+    WorkerSettings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +71,8 @@ MIN_TRY_S = 0.05  # a foreground job with less time left is not tried again
 class Gateway:
     """The jobs of every connection, and their way into DIPS."""
 
-    def __init__(self, config: GatewayConfig, dips: Dips, outbox: Outbox | None) -> None:
+    def __init__(self, config: GatewayConfig, dips: Dips, outbox: Outbox | None, *,
+                 max_links: int = MAX_LINKS) -> None:
         self.config = config
         self.dips = dips
         self.outbox = outbox
@@ -86,14 +95,14 @@ class Gateway:
         self.inflight = InflightBudget(config.max_inflight_bytes)
         self.runner: BackgroundRunner | None = None
         self.zmq = zmq.Context()
-        self.zmq.set(zmq.MAX_SOCKETS, 2 * MAX_LINKS + 64)  # a link is a socket and a monitor
+        self.zmq.set(zmq.MAX_SOCKETS, 2 * max_links + 64)  # a link is a socket and a monitor
         self.worker_settings = WorkerSettings(
             tuple(config.brokers), config.worker_time_limit_s,
             Timing(config.heartbeat_interval_s, time_limit_s=NO_TIME_LIMIT_S, reply_gather_s=0,
                    link_floor=config.link_floor),
             prefetch=config.worker_prefetch, raw_field=config.raw_field,
             meta={"version": f"{GEARMAN_WORKER_VERSION} {code_version()}"},
-            on_offered=self.fleet.offered)
+            on_offered=self.fleet.offered, budget=LinkBudget(max_links))
         self._curve = (CurveConfig.from_files(config.curve_secret, config.broker_key)
                        if config.curve_secret and config.broker_key else None)
         if outbox is not None:
@@ -410,14 +419,37 @@ def parse_submission_stored(stored: StoredJob) -> Submission:
                       stored.run_at)
 
 
+def fit_descriptors(config: GatewayConfig) -> tuple[GatewayConfig, int]:
+    """The connection limit and the Gearman workers' broker links, cut to what the process's
+    descriptor limit holds (raised towards its hard limit first): peers taking every
+    descriptor would leave the door unable to accept a connection or open a socket."""
+    wanted = config.max_connections + FDS_PER_LINK * MAX_LINKS
+    fitted = fdlimit.fit(wanted)
+    # connections first (a job or a worker needs one; a link serves only a worker), but at
+    # least half of what there is
+    available = fitted.available
+    connections = min(config.max_connections,
+                      max(available // 2, available - FDS_PER_LINK * MAX_LINKS))
+    links = min(MAX_LINKS, (available - connections) // FDS_PER_LINK)
+    shortfall = fitted.shortfall(f"{config.max_connections} connections (--max-connections) "
+                                 f"and {MAX_LINKS} Gearman workers' broker links")
+    if connections < fdlimit.MIN_CONNECTIONS:
+        raise ConfigError(f"{shortfall}: fewer than {fdlimit.MIN_CONNECTIONS} connections "
+                          "would fit")
+    if shortfall:
+        log.warning("%s: at most %d connections and %d links", shortfall, connections, links)
+    return dataclasses.replace(config, max_connections=connections), links
+
+
 async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> int:
     """Run the gateway until ``stop`` is set (or SIGTERM/SIGINT)."""
+    config, max_links = fit_descriptors(config)
     curve = (CurveConfig.from_files(config.curve_secret, config.broker_key)
              if config.curve_secret and config.broker_key else None)
     outbox = Outbox(config.state_dir, sync=config.sync) if config.state_dir else None
     dips = Dips(config.brokers, timeout_s=config.timeout_s, curve=curve,
                 link_floor=config.link_floor)
-    gateway = Gateway(config, dips, outbox)
+    gateway = Gateway(config, dips, outbox, max_links=max_links)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -22,7 +22,9 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from mdp import fdlimit
 from mdp.errors import BadRequest, ConfigError, MDPError, Timeout
+from mdp.fdlimit import MIN_CONNECTIONS
 from mdp.keys import CurveConfig
 from mdp.logs import LOG_FORMAT, RateLimitedLog
 from mdp.status import ServiceInfo
@@ -31,10 +33,11 @@ from mdp_http import serverlog
 from mdp_http.api import Api
 from mdp_http.backend import Backend
 from mdp_http.config import HttpConfig, parse_args
+from mdp_http.connlimit import ConnectionGuard
 from mdp_http.dashboard import fleet_state
 from mdp_http.errors import NotFound, TooLarge, error_map
 from mdp_http.images import ImageServer
-from mdp_http.metrics import FleetCollector, GatewayMetrics
+from mdp_http.metrics import ConnectionCollector, FleetCollector, GatewayMetrics
 from mdp_http.poller import Poller
 from mdp_http.signing import Signer
 
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 INFO_MAX_AGE_S = 5.0  # services' info changes with deployments; the API polls this seldom
 STATIC = Path(str(resources.files("mdp_http").joinpath("static")))
 EVENTS_KEY = web.AppKey("events", set)
+BACKLOG = 128  # the listening socket's queue, as aiohttp's own site sets it
 # the gateway's own failures: a peer may find how to repeat one
 _BUGS = RateLimitedLog(log, level=logging.ERROR)
 
@@ -59,6 +63,7 @@ class Gateway:
         self.poller = Poller(self.backend, config.brokers)
         self.registry = CollectorRegistry()
         self.registry.register(FleetCollector(lambda: self.poller.latest))
+        self.registry.register(ConnectionCollector(lambda: self.guard))
         self.metrics = GatewayMetrics(self.registry)
         signer = Signer.from_files(config.sign_keys, config.sign_salts)
         self.images = ImageServer(config, self.backend, signer, self.registry,
@@ -67,6 +72,7 @@ class Gateway:
                        config.max_concurrency, config.max_body_bytes, config.body_timeout_s,
                        self.known_services, self.service_info, self.images.budget)
         self.stopping = asyncio.Event()
+        self.guard: ConnectionGuard | None = None  # the listening socket's, once serving
         self._versions: dict[str, tuple[object, str]] = {}  # service -> (poll, versions)
 
     def known_services(self) -> set[str]:
@@ -91,12 +97,20 @@ class Gateway:
         self._versions[service] = (latest, version)
         return version
 
+    def connection_stats(self) -> dict[str, int] | None:
+        guard = self.guard
+        if guard is None:  # not listening (an application under test)
+            return None
+        return {"open": guard.open_connections(), "max": guard.limit,
+                "evicted": guard.evicted, "refused": guard.refused}
+
     async def state(self) -> dict[str, Any]:
         await self.poller.fresh(self.config.poll_interval_s)
         state = fleet_state(self.poller.previous, self.poller.latest, time.time())
         state["gateway"] = {"version": code_version(), "backend": self.backend.kind,
                             "in_flight": self.api.in_flight,
-                            "images": self.images.stats()}
+                            "images": self.images.stats(),
+                            "connections": self.connection_stats()}
         return state
 
     # --- handlers --------------------------------------------------------------------
@@ -188,6 +202,13 @@ def create_app(config: HttpConfig, backend: Backend | None = None) -> web.Applic
 
 
 async def serve(config: HttpConfig) -> int:
+    fitted = fdlimit.fit(config.max_connections)
+    connections = fitted.available
+    shortfall = fitted.shortfall(f"{config.max_connections} connections (--max-connections)")
+    if connections < MIN_CONNECTIONS:
+        raise ConfigError(f"{shortfall}: fewer than {MIN_CONNECTIONS} connections would fit")
+    if shortfall:
+        log.warning("%s: at most %d connections", shortfall, connections)
     app = create_app(config)
     # keepalive_timeout bounds how long a request's head may take: aiohttp closes a
     # connection that has not sent a whole head this long after it opened or after its
@@ -195,25 +216,42 @@ async def serve(config: HttpConfig) -> int:
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0,
                            keepalive_timeout=config.header_timeout_s)
     await runner.setup()
+    assert runner.server is not None  # made by setup()
+    guard = ConnectionGuard(runner.server, connections)
+    app["gateway"].guard = guard
     host, port = config.host_port
-    site = web.TCPSite(runner, host, port)
-    try:
-        await site.start()
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_loop_errors)
+    try:  # the door's own site, so that its protocol factory is the guard
+        listener = await loop.create_server(guard, host or None, port, backlog=BACKLOG)
     except OSError as exc:
         log.error("cannot listen on %s: %s", config.listen, exc)
         await runner.cleanup()
         return 1
-    for address in runner.addresses:
+    for sock in listener.sockets:
+        address = sock.getsockname()
         log.info("mdp-http listening on http://%s:%d/ (brokers: %s)", address[0], address[1],
                  ", ".join(config.brokers))
     done = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, done.set)
     await done.wait()
     log.info("mdp-http stopping")
+    listener.close()
     await runner.cleanup()
     return 0
+
+
+_LOOP_ERRORS = RateLimitedLog(logging.getLogger("asyncio"), level=logging.ERROR)
+
+
+def _loop_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's own error reports (a failed ``accept()``, a callback's exception), at most
+    ten a second: a cause a peer can repeat must not flood the log."""
+    exc = context.get("exception")
+    detail = "".join(traceback.format_exception(exc)).rstrip() if exc is not None else ""
+    _LOOP_ERRORS(time.monotonic(), "%s%s", context.get("message", "asyncio error"),
+                 f"\n{detail}" if detail else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

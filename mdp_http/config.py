@@ -12,6 +12,7 @@ from typing import Any
 
 from mdp.config import VersionAction
 from mdp.errors import ConfigError
+from mdp.fdlimit import MIN_CONNECTIONS
 from mdp.options import check_endpoints
 from mdp.rates import (
     DEFAULT_LINK_FLOOR,
@@ -58,6 +59,12 @@ class HttpConfig:
                                    "door's memory by the images in flight)", "N")
     max_concurrency: int = _opt(64, "--max-concurrency",
                                 "API requests in flight at once; more get 429", "N")
+    max_connections: int = _opt(4096, "--max-connections",
+                                "connections held at once; at the limit the one that has "
+                                "waited longest for a request (idle, or still sending its "
+                                "head) is closed to make room, and with every one busy a new "
+                                "one gets 503; the file-descriptor limit is raised to fit "
+                                "where it can be", "N")
     body_timeout_s: float = _opt(30.0, "--body-timeout",
                                  "a client must send its whole body within this time", "SECONDS")
     header_timeout_s: float = _opt(75.0, "--header-timeout",
@@ -131,6 +138,8 @@ class HttpConfig:
         if min(self.max_body_bytes, self.max_concurrency, self.max_inflight_bytes) < 1:
             raise ConfigError("--max-body-bytes, --max-inflight-bytes and --max-concurrency "
                               "must be >= 1")
+        if self.max_connections < MIN_CONNECTIONS:
+            raise ConfigError(f"--max-connections must be >= {MIN_CONNECTIONS}")
         if self.cache_bytes < 0 or self.cache_ttl_s <= 0:
             raise ConfigError("--cache-bytes must be >= 0 and --cache-ttl positive")
         if self.cache_keep_s <= 0:

@@ -178,3 +178,25 @@ class GatewayMetrics:
                 self._children[(service, status)] = children
         children[0].inc()
         children[1].observe(seconds)
+
+
+class ConnectionCollector(Collector):
+    """The door's HTTP connections (``--max-connections``): open now, and since it started
+    those closed while idle to make room and those refused with every one busy."""
+
+    def __init__(self, source: Callable[[], Any]) -> None:
+        self.source = source  # the ConnectionGuard, once the door listens
+
+    def collect(self) -> Iterator[Metric]:
+        guard = self.source()
+        if guard is None:
+            return
+        yield GaugeMetricFamily("dips_http_connections", "HTTP connections open",
+                                value=guard.open_connections())
+        yield GaugeMetricFamily("dips_http_connections_max", "--max-connections, as fitted "
+                                "to the file-descriptor limit", value=guard.limit)
+        yield CounterMetricFamily("dips_http_connections_evicted", "Idle HTTP connections "
+                                  "closed to make room for a new one", value=guard.evicted)
+        yield CounterMetricFamily("dips_http_connections_refused", "HTTP connections refused "
+                                  "with 503, every one having a request in hand",
+                                  value=guard.refused)
