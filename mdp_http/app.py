@@ -35,7 +35,7 @@ from mdp_http.backend import Backend
 from mdp_http.config import HttpConfig, parse_args
 from mdp_http.connlimit import ConnectionGuard
 from mdp_http.dashboard import fleet_state
-from mdp_http.errors import NotFound, TooLarge, error_map
+from mdp_http.errors import Busy, NotFound, TooLarge, error_map
 from mdp_http.images import ImageServer
 from mdp_http.metrics import ConnectionCollector, FleetCollector, GatewayMetrics
 from mdp_http.poller import Poller
@@ -45,7 +45,9 @@ log = logging.getLogger(__name__)
 
 INFO_MAX_AGE_S = 5.0  # services' info changes with deployments; the API polls this seldom
 STATIC = Path(str(resources.files("mdp_http").joinpath("static")))
-EVENTS_KEY = web.AppKey("events", set)
+# live event streams (the dashboard's) at most: one in this share of --max-connections, so
+# that streams, which are never idle, cannot take every connection
+EVENT_STREAM_SHARE = 8
 BACKLOG = 128  # the listening socket's queue, as aiohttp's own site sets it
 # the gateway's own failures: a peer may find how to repeat one
 _BUGS = RateLimitedLog(log, level=logging.ERROR)
@@ -73,6 +75,8 @@ class Gateway:
                        self.known_services, self.service_info, self.images.budget)
         self.stopping = asyncio.Event()
         self.guard: ConnectionGuard | None = None  # the listening socket's, once serving
+        self.event_streams = 0
+        self._state_json: tuple[object, str] | None = None  # (the poll it is of, its JSON)
         self._versions: dict[str, tuple[object, str]] = {}  # service -> (poll, versions)
 
     def known_services(self) -> set[str]:
@@ -122,22 +126,39 @@ class Gateway:
         return web.json_response(await self.state())
 
     async def events(self, request: web.Request) -> web.StreamResponse:
+        most = max(1, self.config.max_connections // EVENT_STREAM_SHARE)
+        if self.event_streams >= most:
+            return web.json_response(error_map(Busy(
+                f"the gateway has {most} live event streams already; poll /api/fleet")),
+                status=503, headers={"Retry-After": "5"})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                "Cache-Control": "no-cache",
                                                "X-Accel-Buffering": "no"})
-        await response.prepare(request)
+        self.event_streams += 1
         try:
+            await response.prepare(request)
             await response.write(b"retry: 2000\n\n")
             while not self.stopping.is_set():
-                data = json.dumps(await self.state(), separators=(",", ":"))
-                await response.write(f"data: {data}\n\n".encode())
+                await response.write(f"data: {await self.state_json()}\n\n".encode())
                 try:  # pace the stream; a shutdown ends the wait at once
                     await asyncio.wait_for(self.stopping.wait(), self.config.poll_interval_s)
                 except TimeoutError:
                     pass
         except (ConnectionResetError, ConnectionError):
             pass
+        finally:
+            self.event_streams -= 1
         return response
+
+    async def state_json(self) -> str:
+        """The fleet's state as JSON, worked out once per poll for every stream."""
+        await self.poller.fresh(self.config.poll_interval_s)
+        latest, known = self.poller.latest, self._state_json
+        if known is not None and known[0] is latest:
+            return known[1]
+        data = json.dumps(await self.state(), separators=(",", ":"))
+        self._state_json = (self.poller.latest, data)
+        return data
 
     async def prometheus(self, request: web.Request) -> web.Response:
         await self.poller.fresh(self.config.poll_interval_s)

@@ -208,3 +208,46 @@ def test_the_door_fits_its_connections_to_the_descriptor_limit(env: Env) -> None
     refused = _spawn_limited(env, 200, 200)
     assert refused.wait(10) == 2
     assert "fewer than 16 connections would fit" in refused.output()
+
+
+def _open_stream(port: int) -> socket.socket:
+    """A live event stream, read up to its first event."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+    sock.sendall(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    seen = b""
+    while b"data: {" not in seen:
+        chunk = sock.recv(65536)
+        assert chunk, f"the stream ended: {seen[:300]!r}"
+        seen += chunk
+        if b"\r\n\r\n" in seen and not seen.startswith(b"HTTP/1.1 200"):
+            sock.close()
+            raise AssertionError(f"no stream: {seen[:300]!r}")
+    return sock
+
+
+@pytest.mark.slow
+def test_live_event_streams_cannot_take_every_connection(env: Env) -> None:
+    """A stream is never idle, so streams alone could hold every connection: at most one
+    connection in eight streams; the next is told to poll /api/fleet instead."""
+    gateway = start_gateway(env.cluster, [env.broker.endpoint], "--max-connections",
+                            str(LIMIT))
+    streams = [_open_stream(gateway.port) for _ in range(LIMIT // 8)]
+    try:
+        status, headers, body = gateway.call("GET", "/api/events", timeout=10)
+        assert status == 503 and error_code(body) == "overloaded", (status, body)
+        assert "/api/fleet" in json.loads(body)["error"]["message"]
+        status, _, _ = gateway.call("GET", "/api/fleet", timeout=10)
+        assert status == 200
+        streams.pop().close()
+        streams.append(wait_for(lambda: _try_stream(gateway.port), 15,
+                                "a stream to be taken once another closed"))
+    finally:
+        for sock in streams:
+            sock.close()
+
+
+def _try_stream(port: int) -> socket.socket | None:
+    try:
+        return _open_stream(port)
+    except AssertionError:  # still refused: the door has not yet seen the other one close
+        return None
