@@ -241,8 +241,8 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
         "'worker_lost' (0: no limit)")
     add("--poison-memory", type=float, default=d.poison_memory_s, metavar="SECONDS",
         help="how long a request given up as poisoned is refused at once when sent again")
-    add("--max-message-bytes", type=int, default=d.max_message_bytes, metavar="N",
-        help="a peer sending a larger message is disconnected")
+    add("--max-message-bytes", type=size_arg, default=format_size(d.max_message_bytes),
+        metavar="SIZE", help="a peer sending a larger message is disconnected, e.g. 32MiB")
     add("--max-frames", type=int, default=d.max_frames, metavar="N",
         help="frames per message (a batched request or reply takes one per request)")
     add("--max-prefetch", type=int, default=d.max_prefetch, metavar="N",
@@ -318,8 +318,8 @@ def parse_worker_args(
         help="deepest nesting of arrays and maps a request may have")
     add("--max-items", type=int, default=d.limits.max_items, metavar="N",
         help="most entries an array or map of a request may have")
-    add("--max-message-bytes", type=int, default=d.max_message_bytes, metavar="N",
-        help="a broker sending a larger message is disconnected")
+    add("--max-message-bytes", type=size_arg, default=format_size(d.max_message_bytes),
+        metavar="SIZE", help="a broker sending a larger message is disconnected, e.g. 32MiB")
     add("--busy-after", type=float, default=d.busy_after_s, metavar="SECONDS",
         help="a request running longer makes this worker BUSY at the other brokers and "
         "hands back requests they sent meanwhile")

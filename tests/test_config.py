@@ -134,3 +134,11 @@ def test_the_queued_bytes_bound_reaches_the_broker_and_holds_the_largest_message
     with pytest.raises(ConfigError, match="--max-queue-bytes .*--max-message-bytes"):
         BrokerConfig(max_queue_bytes=1 << 20).validate()  # below a 32 MiB request
     BrokerConfig(max_queue_bytes=4096, max_message_bytes=4096).validate()
+
+
+def test_the_message_bound_takes_a_size_with_its_unit_on_both_roles() -> None:
+    assert parse_broker_args(BROKER_ARGV)[0].max_message_bytes == 32 << 20
+    config, _ = parse_broker_args([*BROKER_ARGV, "--max-message-bytes", "64MiB"])
+    assert config.max_message_bytes == 64 << 20
+    worker, _, _ = parse_worker_args([*WORKER_ARGV, "--max-message-bytes", "2000000"])
+    assert worker.max_message_bytes == 2_000_000
