@@ -48,6 +48,7 @@ STATIC = Path(str(resources.files("mdp_http").joinpath("static")))
 # live event streams (the dashboard's) at most: one in this share of --max-connections, so
 # that streams, which are never idle, cannot take every connection
 EVENT_STREAM_SHARE = 8
+SWEEP_S = 1.0  # how often connections are checked for a peer that stopped reading
 BACKLOG = 128  # the listening socket's queue, as aiohttp's own site sets it
 # the gateway's own failures: a peer may find how to repeat one
 _BUGS = RateLimitedLog(log, level=logging.ERROR)
@@ -106,7 +107,8 @@ class Gateway:
         if guard is None:  # not listening (an application under test)
             return None
         return {"open": guard.open_connections(), "max": guard.limit,
-                "evicted": guard.evicted, "refused": guard.refused}
+                "evicted": guard.evicted, "refused": guard.refused,
+                "send_timeouts": guard.stalled}
 
     async def state(self) -> dict[str, Any]:
         await self.poller.fresh(self.config.poll_interval_s)
@@ -238,7 +240,7 @@ async def serve(config: HttpConfig) -> int:
                            keepalive_timeout=config.header_timeout_s)
     await runner.setup()
     assert runner.server is not None  # made by setup()
-    guard = ConnectionGuard(runner.server, connections)
+    guard = ConnectionGuard(runner.server, connections, config.send_timeout_s)
     app["gateway"].guard = guard
     host, port = config.host_port
     loop = asyncio.get_running_loop()
@@ -256,11 +258,22 @@ async def serve(config: HttpConfig) -> int:
     done = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, done.set)
+    sweeps = asyncio.create_task(_sweep(guard, done))
     await done.wait()
+    await sweeps
     log.info("mdp-http stopping")
     listener.close()
     await runner.cleanup()
     return 0
+
+
+async def _sweep(guard: ConnectionGuard, done: asyncio.Event) -> None:
+    """The connections' send timeout, checked once a second until the door stops."""
+    while not done.is_set():
+        try:
+            await asyncio.wait_for(done.wait(), SWEEP_S)
+        except TimeoutError:
+            guard.sweep()
 
 
 _LOOP_ERRORS = RateLimitedLog(logging.getLogger("asyncio"), level=logging.ERROR)

@@ -65,6 +65,9 @@ class HttpConfig:
                                 "head) is closed to make room, and with every one busy a new "
                                 "one gets 503; the file-descriptor limit is raised to fit "
                                 "where it can be", "N")
+    send_timeout_s: float = _opt(60.0, "--send-timeout",
+                                 "a connection whose peer takes no byte of a reply waiting for "
+                                 "it this long is aborted (nginx's send_timeout)", "SECONDS")
     body_timeout_s: float = _opt(30.0, "--body-timeout",
                                  "a client must send its whole body within this time", "SECONDS")
     header_timeout_s: float = _opt(75.0, "--header-timeout",
@@ -132,9 +135,9 @@ class HttpConfig:
         if not host or not port.isdigit() or int(port) > 65535:
             raise ConfigError(f"--listen {self.listen!r} is not HOST:PORT")
         if min(self.timeout_s, self.body_timeout_s, self.poll_interval_s,
-               self.header_timeout_s) <= 0:
-            raise ConfigError("--timeout, --body-timeout, --header-timeout and "
-                              "--poll-interval must be positive")
+               self.header_timeout_s, self.send_timeout_s) <= 0:
+            raise ConfigError("--timeout, --body-timeout, --header-timeout, --send-timeout "
+                              "and --poll-interval must be positive")
         if min(self.max_body_bytes, self.max_concurrency, self.max_inflight_bytes) < 1:
             raise ConfigError("--max-body-bytes, --max-inflight-bytes and --max-concurrency "
                               "must be >= 1")

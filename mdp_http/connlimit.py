@@ -1,4 +1,5 @@
-"""At most ``--max-connections`` HTTP connections, kept for the callers that use them.
+"""At most ``--max-connections`` HTTP connections, kept for the callers that use them, and
+none held by a peer that stops reading.
 
 Without a limit, peers that open connections and send nothing (or a head a byte at a time)
 hold one file descriptor each until ``--header-timeout``; once the process's descriptors are
@@ -14,6 +15,12 @@ takes the new one in its place, so a flood of idle peers cannot keep a caller ou
 connection has a request in hand, the new one is answered ``503`` (``overloaded``) and
 closed. Which connection is waiting is aiohttp's own idea of idle, the one its keep-alive
 timer uses.
+
+A peer that stops reading its reply holds its connection, the reply's bytes and the handler
+for ever (aiohttp has no send timeout): :meth:`ConnectionGuard.sweep`, once a second, aborts
+a connection whose reply has waited in the door's buffer while the peer acknowledged no byte
+of it for ``--send-timeout`` (nginx's ``send_timeout``: 60 s), reading the kernel's count of
+bytes the peer acknowledged (``TCP_INFO``).
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -63,6 +72,36 @@ def waiting_since(handler: Any) -> float | None:
     return deadline if isinstance(deadline, float) else 0.0
 
 
+_TCP_INFO_BYTES = 128  # struct tcp_info up to tcpi_bytes_acked (Linux 4.1+)
+_BYTES_ACKED = struct.Struct("=Q")  # tcpi_bytes_acked, at byte 120
+
+
+def bytes_acked(transport: asyncio.BaseTransport) -> int | None:
+    """Bytes of this connection its peer has acknowledged (None: not known here)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES)
+    except OSError:
+        return None
+    if len(info) < _TCP_INFO_BYTES:
+        return None
+    return int(_BYTES_ACKED.unpack_from(info, 120)[0])
+
+
+def _reset(transport: asyncio.Transport) -> None:
+    """Drop a connection and what the kernel still holds for it (a reset, as nginx's
+    ``reset_timedout_connection``): close() would wait for the peer to read."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    transport.abort()
+
+
 def _lost(handler: Any) -> bool:
     """Its connection is gone (aiohttp drops the handler's manager then)."""
     return getattr(handler, "_manager", None) is None
@@ -76,16 +115,21 @@ def _closing(handler: Any) -> bool:
 class ConnectionGuard:
     """The listening socket's protocol factory: aiohttp's handlers, at most ``limit``."""
 
-    def __init__(self, server: web.Server, limit: int,
+    def __init__(self, server: web.Server, limit: int, send_timeout_s: float = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.server = server
         self.limit = limit
+        self.send_timeout_s = send_timeout_s
         self.clock = clock
+        self.stalled = 0  # connections aborted: the peer took none of its reply in time
         self.evicted = 0  # idle connections closed to make room
         self.refused = 0  # connections answered 503 with every connection busy
         self._refusals = RateLimitedLog(log)  # each kind its own limit: both are seen
         self._evictions = RateLimitedLog(log)
         self._handlers: list[Any] = []  # aiohttp's request handlers this factory made
+        self._stalls = RateLimitedLog(log)
+        # handlers with a reply waiting in the door's buffer: (bytes acknowledged, since when)
+        self._sending: dict[Any, tuple[int, float]] = {}
 
     def open_connections(self) -> int:
         """Connections that hold a descriptor: made here, not lost, not being closed. Counted
@@ -121,3 +165,29 @@ class ConnectionGuard:
         self._evictions(self.clock(), "closed an idle connection to make room: %d connections "
                   "(--max-connections)", self.limit)
         return True
+
+    def sweep(self) -> None:
+        """Abort each connection whose peer has taken none of its waiting reply for
+        ``send_timeout_s`` (the caller runs this about once a second)."""
+        now = self.clock()
+        sending: dict[Any, tuple[int, float]] = {}
+        for handler in self._handlers:
+            transport = getattr(handler, "transport", None)
+            if transport is None or not transport.get_write_buffer_size():
+                continue  # nothing waits in the door: the peer has taken what was sent
+            acked = bytes_acked(transport)
+            if acked is None:
+                continue
+            known = self._sending.get(handler)
+            if known is None or known[0] != acked:
+                sending[handler] = (acked, now)
+            elif now - known[1] >= self.send_timeout_s:
+                self.stalled += 1
+                self._stalls(now, "aborted a connection whose peer took no byte of its reply "
+                             "for %gs (--send-timeout): %d bytes waited", self.send_timeout_s,
+                             transport.get_write_buffer_size())
+                _reset(transport)
+                handler.force_close()
+            else:
+                sending[handler] = known
+        self._sending = sending

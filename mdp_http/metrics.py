@@ -200,3 +200,6 @@ class ConnectionCollector(Collector):
         yield CounterMetricFamily("dips_http_connections_refused", "HTTP connections refused "
                                   "with 503, every one having a request in hand",
                                   value=guard.refused)
+        yield CounterMetricFamily("dips_http_send_timeouts", "HTTP connections aborted: the "
+                                  "peer took no byte of its reply for --send-timeout",
+                                  value=guard.stalled)

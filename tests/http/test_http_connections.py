@@ -11,6 +11,7 @@ import select
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -251,3 +252,48 @@ def _try_stream(port: int) -> socket.socket | None:
         return _open_stream(port)
     except AssertionError:  # still refused: the door has not yet seen the other one close
         return None
+
+
+def _post_for_blob(port: int, size: int) -> socket.socket:
+    """A request for a reply of ``size`` bytes, on a connection with a small receive buffer
+    (so the door's own buffer holds most of the reply until the test reads it)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", port))
+    body = json.dumps({"reply_bytes": size}).encode()
+    sock.sendall(b"POST /v1/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Accept: application/msgpack\r\nContent-Length: %d\r\n\r\n%s"
+                 % (len(body), body))
+    return sock
+
+
+@pytest.mark.slow
+def test_a_peer_that_stops_reading_its_reply_is_cut_off_and_a_slow_one_is_not(
+        env: Env) -> None:
+    """aiohttp has no send timeout: a peer that never read a 20 MB reply held it, its
+    connection and its handler for as long as it stayed connected."""
+    gateway = start_gateway(env.cluster, [env.broker.endpoint], "--send-timeout", "2")
+    stopped = _post_for_blob(gateway.port, 20_000_000)
+    slow = _post_for_blob(gateway.port, 2_000_000)
+    try:
+        received = 0
+        while True:  # 64 KiB every 0.1 s: slow, never stopped (a pace, not a wait)
+            chunk = slow.recv(65536)
+            if not chunk:
+                break
+            received += len(chunk)
+            if received >= 2_000_000:
+                break
+            time.sleep(0.1)
+        assert received >= 2_000_000, received
+        wait_for(lambda: _metric(gateway, "dips_http_send_timeouts_total") >= 1, 20,
+                 "the door to cut off the peer that stopped reading")
+        assert _metric(gateway, "dips_http_send_timeouts_total") == 1  # not the slow one
+        with pytest.raises(OSError):  # reset: what it had not read is gone with it
+            while stopped.recv(1 << 20):
+                pass
+        assert "took no byte of its reply for 2s" in gateway.proc.output()
+    finally:
+        stopped.close()
+        slow.close()
