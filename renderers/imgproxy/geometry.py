@@ -2,13 +2,18 @@
 
 :func:`plan` takes the source's size (upright and rotated, as the pipeline sees it) and
 the options, and returns a :class:`Plan` in source pixels: the area cut before resizing,
-the size it is scaled to, the box cut from the scaled image (``fill``, ``fill-down``,
-``auto``), the canvas it is extended to, and the padding. The arithmetic follows
-imgproxy's documented semantics: ``dpr`` multiplies the requested size (and offsets and
-padding), ``enlarge`` false never scales up (the smaller scale wins, keeping the aspect),
-a width or height of 0 follows the other, ``force`` with a 0 keeps that side. Sizes round
-half away from zero and positions half to even, as imgproxy's Go code does (``imath.Scale``
-and ``math.Round`` for sizes; ``ShrinkToEven``, ``RoundToEven`` in ``calcPosition``).
+the size it is scaled to, the box cut from the scaled image, the canvas it is extended to,
+and the padding. The arithmetic is imgproxy's own (``processing/prepare.go``, v3.31 and v4
+alike: ``calcScale``, ``calcSizes``): ``zoom`` multiplies the scale before ``enlarge`` is
+checked, and ``enlarge`` false never scales up (the smaller scale wins, keeping the aspect);
+``dpr`` then multiplies the scale, the requested size, offsets and padding, but without
+``enlarge`` it is clamped so that it never scales up either (the requested box keeps its
+aspect ratio rather than growing past the source on one side); a width or height of 0
+follows the other, ``force`` with a 0 keeps that side; the scaled image is always cut to
+the requested size (a 0 side: the whole side), ``fill-down`` to the largest box of the
+requested aspect ratio. Sizes round half away from zero and positions and padding half to
+even, as imgproxy's Go code does (``imath.Scale`` for sizes; ``ScaleToEven``,
+``ShrinkToEven``, ``RoundToEven`` for positions and padding).
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ class Plan:
     crop: Box  # cut from the source before scaling (the whole source when no crop)
     crop_gravity: Gravity  # how ``crop`` was placed (``sm``: the caller places it on pixels)
     scaled: Size  # the cut area is resized to this
-    target: Size  # the requested size times dpr (0: free)
+    target: Size  # the requested size times dpr and zoom (0: free)
     fill: bool  # the scaled image is cut to ``result``
     result: Size  # the size cut from the scaled image (== scaled when not fill)
     canvas: Size  # the size after extend (== result when not extended)
     padding: tuple[int, int, int, int]  # top, right, bottom, left, in result pixels
+    dpr: float = 1.0  # the dpr applied (clamped without enlarge): offsets follow it
 
     @property
     def final(self) -> Size:
@@ -114,8 +120,17 @@ def _resize_type(options: Options, source: Size, wanted: tuple[float, float]) ->
     return "fill" if (src_diff >= 0) == (dst_diff >= 0) else "fit"
 
 
-def scales(source: Size, options: Options) -> tuple[float, float]:
-    """imgproxy's scale factors for an area of ``source`` size."""
+@dataclass(frozen=True)
+class Scale:
+    """imgproxy's scale factors for an area, and the dpr it settled on (``DprScale``)."""
+
+    width: float
+    height: float
+    dpr: float
+
+
+def scales(source: Size, options: Options) -> Scale:
+    """imgproxy's ``calcScale`` for an area of ``source`` size."""
     resize = options.resize
     src_w, src_h = float(source[0]), float(source[1])
     dst_w = float(resize.width) or src_w
@@ -132,13 +147,22 @@ def scales(source: Size, options: Options) -> tuple[float, float]:
             w_shrink = h_shrink = max(w_shrink, h_shrink)
         elif kind in ("fill", "fill-down"):
             w_shrink = h_shrink = min(w_shrink, h_shrink)
-    w_shrink /= options.dpr
-    h_shrink /= options.dpr
+    # zoom counts before the enlarge check: without enlarge it never scales up either
+    w_shrink /= options.zoom[0]
+    h_shrink /= options.zoom[1]
+    dpr = options.dpr
     if not resize.enlarge:
         least = min(w_shrink, h_shrink)
         if least < 1:
             w_shrink /= least
             h_shrink /= least
+            # the source is smaller than asked: a dpr below 1 would shrink it further from
+            # the target, so imgproxy compensates (not when extending: the composition on
+            # the canvas stays the same whatever the dpr)
+            if not resize.extend:
+                dpr /= least
+        # the largest dpr that does not enlarge the image
+        dpr = min(dpr, w_shrink, h_shrink)
     if options.min_width and src_w / options.min_width < w_shrink:
         least = src_w / options.min_width
         h_shrink /= w_shrink / least
@@ -147,52 +171,68 @@ def scales(source: Size, options: Options) -> tuple[float, float]:
         least = src_h / options.min_height
         w_shrink /= h_shrink / least
         h_shrink = least
-    return (options.zoom[0] / w_shrink, options.zoom[1] / h_shrink)
+    w_shrink = min(w_shrink / dpr, src_w)  # never below one pixel
+    h_shrink = min(h_shrink / dpr, src_h)
+    return Scale(1 / w_shrink, 1 / h_shrink, dpr)
+
+
+def _scale(length: int, factor: float) -> int:
+    """imgproxy's ``imath.Scale``: 0 stays 0 (and a tiny result may round to 0)."""
+    return half_up(length * factor) if length else 0
+
+
+def _min_nonzero(a: int, b: int) -> int:
+    return min(a, b) if a and b else a or b
 
 
 def plan(source: Size, options: Options) -> Plan:
     """The geometry for a source of ``source`` size (upright and rotated)."""
     crop_box, crop_gravity = _crop(source, options)
     area = (crop_box[2], crop_box[3])
-    w_scale, h_scale = scales(area, options)
-    scaled = (scale_to(area[0], w_scale), scale_to(area[1], h_scale))
+    scale = scales(area, options)
+    scaled = (scale_to(area[0], scale.width), scale_to(area[1], scale.height))
     resize = options.resize
     target = (
-        scale_to(resize.width, options.dpr * options.zoom[0]) if resize.width else 0,
-        scale_to(resize.height, options.dpr * options.zoom[1]) if resize.height else 0,
+        _scale(resize.width, scale.dpr * options.zoom[0]),
+        _scale(resize.height, scale.dpr * options.zoom[1]),
     )
-    kind = _resize_type(options, area, (resize.width or area[0], resize.height or area[1]))
-    fill = kind in ("fill", "fill-down")
-    result = scaled
-    if fill:
-        wanted = (target[0] or scaled[0], target[1] or scaled[1])
-        if kind == "fill-down":
-            wanted = _keep_ratio(wanted, scaled)
-        result = (min(wanted[0], scaled[0]), min(wanted[1], scaled[1]))
+    cut = target
+    if resize.type == "fill-down" and not resize.enlarge:
+        cut = _fill_down(target, scaled)
+    result = (_min_nonzero(cut[0], scaled[0]), _min_nonzero(cut[1], scaled[1]))
     canvas = result
     if resize.extend:
         canvas = (max(result[0], target[0]), max(result[1], target[1]))
-    padding = tuple(half_up(side * options.dpr) for side in options.padding)
+    padding = tuple(_scale_to_even(side, scale.dpr) for side in options.padding)
     return Plan(
         crop_box,
         crop_gravity,
         scaled,
         target,
-        fill,
+        result != scaled,
         result,
         canvas,
         (padding[0], padding[1], padding[2], padding[3]),
+        scale.dpr,
     )
 
 
-def _keep_ratio(wanted: Size, scaled: Size) -> Size:
-    """fill-down: a box of the wanted aspect ratio that fits in the scaled image."""
-    over_w = wanted[0] / scaled[0]
-    over_h = wanted[1] / scaled[1]
-    if over_w <= 1 and over_h <= 1:
-        return wanted
-    over = max(over_w, over_h)
-    return (max(1, half_up(wanted[0] / over)), max(1, half_up(wanted[1] / over)))
+def _scale_to_even(length: int, factor: float) -> int:
+    """imgproxy's ``imath.ScaleToEven`` (padding)."""
+    return half_even(length * factor) if length else 0
+
+
+def _fill_down(target: Size, scaled: Size) -> Size:
+    """fill-down: where the target passes the scaled image on one side, the box of the
+    target's aspect ratio as wide (or high) as the scaled image (``calcSizes``). A target
+    side of 0 stays 0: that side is not cut."""
+    over_w = target[0] / scaled[0]
+    over_h = target[1] / scaled[1]
+    if over_w > over_h and over_w > 1:
+        return (scaled[0], _scale(scaled[0], target[1] / target[0]))
+    if over_h > over_w and over_h > 1:
+        return (_scale(scaled[1], target[0] / target[1]), scaled[1])
+    return target
 
 
 def _crop(source: Size, options: Options) -> tuple[Box, Gravity]:

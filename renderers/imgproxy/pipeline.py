@@ -2,11 +2,11 @@
 
 Order (imgproxy's pipeline): orientation (EXIF when ``auto_rotate``, then ``rotate``
 clockwise, then ``flip``), the ``crop`` area, resize (one Lanczos pass from the cut area of
-the decoded image; a JPEG was already reduced by the decoder), the ``fill`` cut at
-``gravity``, filters (``blur``, ``sharpen``, ``pixelate``), ``extend``, ``padding``,
-``background`` (flatten), ``watermark``. The geometry comes from
-:mod:`renderers.imgproxy.geometry`, in source pixels; here it is mapped onto the decoded
-image, which a JPEG draft made smaller.
+the decoded image; a JPEG was already reduced by the decoder), the cut to the requested
+size at ``gravity`` (``fill``, ``fill-down``, or a ``min_width`` past ``width``), filters
+(``blur``, ``sharpen``, ``pixelate``), ``extend``, ``padding``, ``background`` (flatten),
+``watermark``. The geometry comes from :mod:`renderers.imgproxy.geometry`, in source
+pixels; here it is mapped onto the decoded image, which a JPEG draft made smaller.
 """
 
 from __future__ import annotations
@@ -55,6 +55,14 @@ def orient(image: Image.Image, orientation: int, options: Options) -> Image.Imag
     if options.flip[1]:
         image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
     return image
+
+
+def written_orientation(orientation: int, options: Options) -> int:
+    """The EXIF orientation the result keeps: the source's when no pixel was turned (no
+    auto-rotation of an oriented source, no ``rotate``, no ``flip``), else 1. imgproxy
+    leaves an image it need not turn alone, and its ``Rotate`` drops the orientation."""
+    turned = (options.auto_rotate and orientation != 1) or options.rotate or any(options.flip)
+    return 1 if turned else orientation
 
 
 def draft_hint(options: Options) -> Callable[[Size], Size]:
@@ -139,7 +147,7 @@ class Frames:
             if gravity.type == "sm":
                 self.fill_at = smart.find(image, plan.result)
             else:
-                self.fill_at = geometry.position(image.size, plan.result, gravity, self.options.dpr)
+                self.fill_at = geometry.position(image.size, plan.result, gravity, plan.dpr)
         x, y = self.fill_at
         return image.crop((x, y, x + plan.result[0], y + plan.result[1]))
 
@@ -148,7 +156,7 @@ class Frames:
         if canvas == image.size:
             return image
         at = geometry.position(
-            canvas, image.size, self.options.resize.extend_gravity, self.options.dpr
+            canvas, image.size, self.options.resize.extend_gravity, self.plan.dpr
         )
         return place_on(image, canvas, at, self.options.background)
 
@@ -159,7 +167,7 @@ class Frames:
             self.mark = make_mark(image.size, spec.scale, spec.opacity, self.limits)
         mark = self.mark
         base = image.convert({"L": "RGB", "LA": "RGBA"}.get(image.mode, image.mode))
-        dpr = self.options.dpr
+        dpr = self.plan.dpr
         if spec.position == "re":
             step_x = mark.size[0] + max(0, round(spec.x * dpr))
             step_y = mark.size[1] + max(0, round(spec.y * dpr))
@@ -260,4 +268,11 @@ def _file(path: str) -> bytes:
     return Path(path).read_bytes()
 
 
-__all__ = ["Frames", "check_result", "draft_hint", "orient", "oriented_size"]
+__all__ = [
+    "Frames",
+    "check_result",
+    "draft_hint",
+    "orient",
+    "oriented_size",
+    "written_orientation",
+]
