@@ -363,11 +363,12 @@ def working_mode(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV
 
 
-def exif_bytes(exif: Image.Exif | None) -> bytes | None:
-    """The source's EXIF with orientation reset (the pixels are already upright)."""
+def exif_bytes(exif: Image.Exif | None, orientation: int = 1) -> bytes | None:
+    """The source's EXIF with the orientation the written pixels need: 1 when they were
+    turned upright (the default), the source's own when they were left as stored."""
     if exif is None:
         return None
-    exif[ORIENTATION_TAG] = 1
+    exif[ORIENTATION_TAG] = orientation
     try:
         return exif.tobytes()
     except (ValueError, struct.error, TypeError) as exc:

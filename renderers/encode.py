@@ -3,7 +3,8 @@
 Stripping (the default) drops EXIF (camera, GPS, time), XMP, comments and text chunks; the ICC
 colour profile stays when it still describes the pixels, because without it colours change.
 With ``strip`` false the EXIF block is kept too, its orientation reset to 1 since the pixels
-have been turned upright. Alpha is flattened onto ``background`` for JPEG.
+have been turned upright (``Output.orientation`` when the caller left them as stored). Alpha
+is flattened onto ``background`` for JPEG.
 
 JPEG is saved with optimised Huffman tables (what thumbor does; 10-20 % fewer bytes for
 ~0.1 ms at 300 px). A baseline file of at most ``JPEG_BASELINE_BYTES`` is kept as it is
@@ -50,6 +51,7 @@ class Output:
     quality: int | None = None  # jpeg and webp; ignored for png
     strip: bool = True
     background: RGB = (255, 255, 255)
+    orientation: int = 1  # the EXIF orientation written with a kept EXIF block
 
     @property
     def content_type(self) -> str:
@@ -105,7 +107,7 @@ def save_options(image: Image.Image, output: Output, source: Decoded | None) -> 
         if output.format != "gif":
             options["icc_profile"] = source.icc_profile
     if not output.strip and source is not None and output.format != "gif":
-        exif = exif_bytes(source.exif)
+        exif = exif_bytes(source.exif, output.orientation)
         if exif is not None:
             options["exif"] = exif
     if output.format == "png":

@@ -29,7 +29,14 @@ from renderers.encode import ANIMATED, CONTENT_TYPES, Output, encode, encode_fra
 from renderers.imgproxy import options as imgproxy_options
 from renderers.imgproxy.geometry import plan as make_plan
 from renderers.imgproxy.options import Options
-from renderers.imgproxy.pipeline import Frames, check_result, draft_hint, orient, oriented_size
+from renderers.imgproxy.pipeline import (
+    Frames,
+    check_result,
+    draft_hint,
+    orient,
+    oriented_size,
+    written_orientation,
+)
 from renderers.registry import Field, Renderer, register
 from renderers.samples import EXAMPLE_IMAGE
 from renderers.settings import Settings
@@ -127,6 +134,7 @@ def render(
         quality=quality or DEFAULT_QUALITY.get(chosen),
         strip=options.strip_metadata,
         background=options.background or (255, 255, 255),
+        orientation=written_orientation(decoded.orientation, options),
     )
     frames = Frames(plan, options, limits, oriented)
     if decoded.frames > 1 and chosen in ANIMATED:

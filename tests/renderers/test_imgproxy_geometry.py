@@ -192,11 +192,6 @@ def test_the_written_orientation_is_the_sources_only_when_nothing_turned(
     assert pipeline.written_orientation(6, options) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs renderers/decode.py exif_bytes(orientation) and Output.orientation in "
-    "renderers/encode.py (not this branch's files; the geom report has the patch)",
-)
 def test_auto_rotate_off_keeps_the_exif_orientation() -> None:
     exif = Image.Exif()
     exif[0x0112] = 6
