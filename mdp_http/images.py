@@ -261,7 +261,7 @@ class ImageServer:
         except MDPError as exc:
             return self._error(request, exc)
         tag = negotiate.result_etag(ask.key, entry.source_etag, entry.last_modified)
-        if negotiate.etag_matches(request.headers.get("If-None-Match", ""), tag):
+        if self._not_modified(request, tag, entry):
             self.metrics.count("not_modified")
             return web.Response(status=304, headers=self._headers(request, ask, entry, tag,
                                                                   body=False))
@@ -270,6 +270,15 @@ class ImageServer:
         headers = self._headers(request, ask, entry, tag)
         headers["X-Cache"] = how
         return web.Response(body=entry.image, headers=headers)
+
+    @staticmethod
+    def _not_modified(request: web.Request, tag: str, entry: Entry) -> bool:
+        """RFC 9110's preconditions: If-None-Match when sent (any method here, as before),
+        else If-Modified-Since, for GET and HEAD only, against the source's Last-Modified."""
+        headers = request.headers
+        since = headers.get("If-Modified-Since") if request.method in ("GET", "HEAD") else None
+        return negotiate.not_modified(headers.get("If-None-Match"), since, tag,
+                                      entry.last_modified)
 
     async def _revalidate(self, ask: Ask, stale: Entry) -> Entry:
         """``stale`` again if the workers find its source unchanged (a stat or a conditional
@@ -343,7 +352,10 @@ class ImageServer:
 
     def _headers(self, request: web.Request, ask: Ask, entry: Entry, tag: str,
                  body: bool = True) -> dict[str, str]:
-        headers = {"ETag": tag, "Cache-Control": self.config.cache_control}
+        cache_control = self.config.cache_control
+        if ask.proc is not None and ask.proc.expires is not None:
+            cache_control = negotiate.cap_max_age(cache_control, ask.proc.expires - time.time())
+        headers = {"ETag": tag, "Cache-Control": cache_control}
         if body:
             headers["Content-Type"] = entry.content_type
         if entry.last_modified:
