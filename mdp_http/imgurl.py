@@ -41,6 +41,7 @@ class ImageUrl:
     options: tuple[str, ...]
     source: str  # "" for a POST whose body is the image
     extension: str  # "" when none was given
+    thumbor: bool = False  # a thumbor URL, its options translated (mdp_http.thumborurl)
 
 
 def b64url_decode(text: str, where: str) -> bytes:
@@ -78,11 +79,11 @@ def parse_path(raw_path: str, *, info: bool = False, allow_no_source: bool = Fal
     return ImageUrl(signature, signed_path, tuple(options), source, extension)
 
 
-def split_signature(raw_path: str, *, info: bool = False, allow_no_source: bool = False
-                    ) -> tuple[str, str]:
+def split_signature(raw_path: str, *, info: bool = False, allow_no_source: bool = False,
+                    repair: bool = True) -> tuple[str, str]:
     """(signature, the path after it) as imgproxy's SplitPathSignature has them: the query
     string dropped (it is no part of the URL or of what is signed), and the path repaired
-    (:func:`redenormalize`)."""
+    (:func:`redenormalize`) unless ``repair`` is false (thumbor's URLs: it signs them raw)."""
     path = raw_path.partition("?")[0]
     prefix = "/info/" if info else "/"
     if not path.startswith(prefix):
@@ -90,7 +91,7 @@ def split_signature(raw_path: str, *, info: bool = False, allow_no_source: bool 
     signature, sep, rest = path[len(prefix):].partition("/")
     if not signature or (not sep and not allow_no_source):
         raise NotFound(f"an image URL is {SHAPE}", field="url")
-    return signature, redenormalize(rest)
+    return signature, redenormalize(rest) if repair else rest
 
 
 _COLLAPSED = re.compile(r"^(\S+):/([^/])")
