@@ -3,10 +3,12 @@ thumbor's signatures (vectors made with libthumbor's CryptoURL), and the transla
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from mdp.errors import BadRequest
-from mdp_http import imgops, thumborurl
+from mdp.errors import BadRequest, ConfigError
+from mdp_http import imgops, signing, thumborurl
 
 KEY = b"MY_SECURE_KEY"
 # libthumbor 2.0.2: CryptoURL(key="MY_SECURE_KEY").generate(...)
@@ -115,3 +117,14 @@ def test_what_thumbor_has_and_this_door_does_not_is_a_400_naming_it(rest: str,
     with pytest.raises(BadRequest) as caught:
         thumborurl.parse(rest)
     assert named in caught.value.message
+
+
+def test_the_thumbor_key_is_the_text_of_its_file(tmp_path: Path) -> None:
+    (tmp_path / "key").write_bytes(b"MY_SECURE_KEY\n")
+    assert signing.thumbor_key(str(tmp_path / "key")) == KEY
+    assert signing.thumbor_key("") is None
+    for path, named in ((tmp_path / "missing", "cannot read"), (tmp_path / "empty", "empty")):
+        if named == "empty":
+            path.write_bytes(b"\n")
+        with pytest.raises(ConfigError, match=named):
+            signing.thumbor_key(str(path))
