@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,14 +34,14 @@ from prometheus_client import CollectorRegistry
 from mdp.body import pack
 from mdp.errors import BadRequest, ConfigError, MDPError, blame_of
 from mdp.logs import RateLimitedLog
-from mdp_http import imgops, imgurl, negotiate
+from mdp_http import imgops, imgurl, negotiate, thumborurl
 from mdp_http.backend import Backend
 from mdp_http.bodies import Budget, read_into_frame
 from mdp_http.config import HttpConfig
 from mdp_http.errors import BadReply, Busy, Forbidden, NotFound, error_map, status_for
 from mdp_http.imgmetrics import ImageMetrics
 from mdp_http.resultcache import Entry, MemoryCache, RedisCache, TieredCache
-from mdp_http.signing import Signer, post_text
+from mdp_http.signing import THUMBOR_KEY_ENV, Signer, post_text, thumbor_key
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,9 @@ INFO_SERVICE = "info"
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
                  "avif": "image/avif", "gif": "image/gif"}
 ALLOWED_METHODS = "GET, HEAD, POST, OPTIONS"
+# thumbor's RESPECT_ORIENTATION (off, as in thumbor): the flag --thumbor-respect-orientation
+THUMBOR_ORIENTATION_ENV = "DIPS_HTTP_THUMBOR_RESPECT_ORIENTATION"
+TRUE = ("1", "true", "yes", "on")
 
 VersionOf = Callable[[str], Awaitable[str]]
 Observe = Callable[[str, int, float], None]  # (service, status, seconds): the HTTP metrics
@@ -78,6 +82,8 @@ class ImageServer:
         self.backend = backend
         self.signer = signer
         self.version_of = version_of
+        self.thumbor_key = thumbor_key()
+        self.thumbor_orientation = os.environ.get(THUMBOR_ORIENTATION_ENV, "") in TRUE
         try:
             self.presets = imgops.Presets.parse(config.presets, config.only_presets)
         except (ValueError, BadRequest) as exc:
@@ -193,12 +199,33 @@ class ImageServer:
     # --- deciding -----------------------------------------------------------------------
 
     async def _ask_get(self, request: web.Request, *, info: bool) -> Ask:
-        url = imgurl.parse_path(request.raw_path, info=info)
-        if self.signer is not None and not self.signer.verify(url.signature, url.signed_path):
-            raise Forbidden("the URL's signature does not match its path")
+        url = self._thumbor_url(request.raw_path) if not info else None
+        if url is None:
+            url = imgurl.parse_path(request.raw_path, info=info)
+            if self.signer is not None and not self.signer.verify(url.signature,
+                                                                  url.signed_path):
+                raise Forbidden("the URL's signature does not match its path")
         if info:
             return await self._ask_info(url)
         return await self._ask_image(url, request)
+
+    def _thumbor_url(self, raw_path: str) -> imgurl.ImageUrl | None:
+        """A thumbor URL, its signature checked, read as imgproxy options; None for any
+        other path. A door with keys takes thumbor URLs only with thumbor's key; a
+        presets-only door takes none."""
+        signature, rest = imgurl.split_signature(raw_path, repair=False)
+        if self.presets.only or not thumborurl.is_thumbor(rest):
+            return None
+        if self.thumbor_key is not None:
+            if not thumborurl.verify(self.thumbor_key, signature, rest):
+                raise Forbidden("the thumbor URL's signature does not match its path "
+                                "(thumbor's HMAC-SHA1 with the door's thumbor key)")
+        elif self.signer is not None:
+            raise Forbidden("this door takes signed URLs only, and has no thumbor key to "
+                            f"check a thumbor URL with (${THUMBOR_KEY_ENV})")
+        parsed = thumborurl.parse(rest, respect_orientation=self.thumbor_orientation)
+        return imgurl.ImageUrl(signature, "/" + rest, parsed.options, parsed.source, "",
+                               thumbor=True)
 
     async def _ask_info(self, url: imgurl.ImageUrl) -> Ask:
         if url.options:
@@ -261,7 +288,7 @@ class ImageServer:
         except MDPError as exc:
             return self._error(request, exc)
         tag = negotiate.result_etag(ask.key, entry.source_etag, entry.last_modified)
-        if negotiate.etag_matches(request.headers.get("If-None-Match", ""), tag):
+        if self._not_modified(request, tag, entry):
             self.metrics.count("not_modified")
             return web.Response(status=304, headers=self._headers(request, ask, entry, tag,
                                                                   body=False))
@@ -270,6 +297,15 @@ class ImageServer:
         headers = self._headers(request, ask, entry, tag)
         headers["X-Cache"] = how
         return web.Response(body=entry.image, headers=headers)
+
+    @staticmethod
+    def _not_modified(request: web.Request, tag: str, entry: Entry) -> bool:
+        """RFC 9110's preconditions: If-None-Match when sent (any method here, as before),
+        else If-Modified-Since, for GET and HEAD only, against the source's Last-Modified."""
+        headers = request.headers
+        since = headers.get("If-Modified-Since") if request.method in ("GET", "HEAD") else None
+        return negotiate.not_modified(headers.get("If-None-Match"), since, tag,
+                                      entry.last_modified)
 
     async def _revalidate(self, ask: Ask, stale: Entry) -> Entry:
         """``stale`` again if the workers find its source unchanged (a stat or a conditional
@@ -343,7 +379,10 @@ class ImageServer:
 
     def _headers(self, request: web.Request, ask: Ask, entry: Entry, tag: str,
                  body: bool = True) -> dict[str, str]:
-        headers = {"ETag": tag, "Cache-Control": self.config.cache_control}
+        cache_control = self.config.cache_control
+        if ask.proc is not None and ask.proc.expires is not None:
+            cache_control = negotiate.cap_max_age(cache_control, ask.proc.expires - time.time())
+        headers = {"ETag": tag, "Cache-Control": cache_control}
         if body:
             headers["Content-Type"] = entry.content_type
         if entry.last_modified:

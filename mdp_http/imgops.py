@@ -346,8 +346,13 @@ def _opt_cachebuster(option: str, proc: Processing, args: Sequence[str]) -> None
 
 
 def _opt_expires(option: str, proc: Processing, args: Sequence[str]) -> None:
+    """A unix time in seconds (any real one has 10 digits); 0 or less: no expiry, as in
+    imgproxy (its applyExpiresOption)."""
     _count(option, args, 1, 1)
-    proc.expires = _int(option, args[0], 0, 2**40)
+    if not re.fullmatch(r"-?\d{1,18}", args[0]):
+        raise _bad(option, f"{args[0][:40]!r} is not a unix time in seconds")
+    seconds = int(args[0])
+    proc.expires = seconds if seconds > 0 else None
 
 
 def _opt_filename(option: str, proc: Processing, args: Sequence[str]) -> None:

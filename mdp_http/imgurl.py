@@ -4,8 +4,10 @@
     /{signature}/{options...}/{base64url source URL, may be split by /}[.{extension}]
     /info/{signature}/{options...}/plain/{source URL}      (and the base64 form)
 
-Options are the segments that contain ``:`` before the source. The signature covers the
-path after the signature segment exactly as it was sent. A source is ``http(s)://`` or
+Options are the segments that contain ``:`` before the source. The query string is dropped,
+and a path a proxy normalised is repaired (:func:`redenormalize`), as imgproxy does; the
+signature covers the path after the signature segment so repaired (exactly as it was sent
+when nothing needed repair). A source is ``http(s)://`` or
 ``local:///path`` (a file under the workers' configured roots); the workers decide whether
 it is allowed (their guard: allow-list, address checks, roots).
 """
@@ -39,6 +41,7 @@ class ImageUrl:
     options: tuple[str, ...]
     source: str  # "" for a POST whose body is the image
     extension: str  # "" when none was given
+    thumbor: bool = False  # a thumbor URL, its options translated (mdp_http.thumborurl)
 
 
 def b64url_decode(text: str, where: str) -> bytes:
@@ -54,16 +57,7 @@ def parse_path(raw_path: str, *, info: bool = False, allow_no_source: bool = Fal
     """Split a raw (still percent-encoded) path; ``info`` for the ``/info/...`` prefix."""
     if len(raw_path) > MAX_PATH_CHARS:
         raise BadRequest(f"the URL path is longer than {MAX_PATH_CHARS} characters", field="url")
-    path, _, query = raw_path.partition("?")
-    if query:
-        raise BadRequest("an image URL takes no query string; in a plain source URL escape "
-                         "'?' as %3F", field="source")
-    prefix = "/info/" if info else "/"
-    if not path.startswith(prefix):
-        raise BadRequest("not an image URL path", field="url")
-    signature, sep, rest = path[len(prefix):].partition("/")
-    if not signature or (not sep and not allow_no_source):
-        raise NotFound(f"an image URL is {SHAPE}", field="url")
+    signature, rest = split_signature(raw_path, info=info, allow_no_source=allow_no_source)
     signed_path = "/" + rest
     parts = rest.split("/") if rest else []
     options: list[str] = []
@@ -83,6 +77,46 @@ def parse_path(raw_path: str, *, info: bool = False, allow_no_source: bool = Fal
             raise
         raise NotFound(f"no such path ({exc.message}; an image URL is {SHAPE})") from exc
     return ImageUrl(signature, signed_path, tuple(options), source, extension)
+
+
+def split_signature(raw_path: str, *, info: bool = False, allow_no_source: bool = False,
+                    repair: bool = True) -> tuple[str, str]:
+    """(signature, the path after it) as imgproxy's SplitPathSignature has them: the query
+    string dropped (it is no part of the URL or of what is signed), and the path repaired
+    (:func:`redenormalize`) unless ``repair`` is false (thumbor's URLs: it signs them raw)."""
+    path = raw_path.partition("?")[0]
+    prefix = "/info/" if info else "/"
+    if not path.startswith(prefix):
+        raise BadRequest("not an image URL path", field="url")
+    signature, sep, rest = path[len(prefix):].partition("/")
+    if not signature or (not sep and not allow_no_source):
+        raise NotFound(f"an image URL is {SHAPE}", field="url")
+    return signature, redenormalize(rest) if repair else rest
+
+
+_COLLAPSED = re.compile(r"^(\S+):/([^/])")
+
+
+def redenormalize(path: str) -> str:
+    """Undo what browsers, proxies and CDNs do to a URL path, as imgproxy does (its
+    handlers/path.go RedenormalizePath, whose test vectors are in the unit tests): ``%3A``
+    in the options becomes ``:``, and a plain source's ``scheme:/host`` (slashes merged)
+    becomes ``scheme://host`` (``local:/x`` becomes ``local:///x``). The signature covers
+    the path so repaired, as in imgproxy."""
+    if path.startswith("plain/"):
+        options, plain, has_plain = "", path[len("plain/"):], True
+    else:
+        options, sep, plain = path.partition("/plain/")
+        has_plain = bool(sep)
+    options = options.replace("%3A", ":")
+    if not has_plain:
+        return options.removeprefix("/")
+    match = _COLLAPSED.match(plain)
+    if match is not None:
+        scheme, first = match.group(1), match.group(2)
+        fixed = f"{scheme}://" + ("/" if scheme == "local" else "") + first
+        plain = plain.replace(match.group(0), fixed, 1)
+    return f"{options}/plain/{plain}".removeprefix("/")
 
 
 def _source(parts: list[str], allow_no_source: bool) -> tuple[str, str]:

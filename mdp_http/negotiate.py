@@ -4,13 +4,15 @@ With the output format left open, a reply takes the source's format, or AVIF / W
 the client's ``Accept`` names them (with q > 0) and the operator enables them; such a reply
 ``Vary: Accept``. A request's key (:func:`request_key`) is the digest of everything that
 decides its bytes: the canonical operation, the source's identity, the negotiated format and
-the renderer's code version. Its strong ETag is derived from the key, so a conditional GET
-is answered (304) without rendering anything.
+the code version of the image workers (what they report in ``mmi.status``). Its strong ETag
+is derived from the key, so a conditional GET is answered (304) without rendering anything.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
+import email.utils
 import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -92,3 +94,56 @@ def etag_matches(if_none_match: str, tag: str) -> bool:
         if candidate == tag:
             return True
     return False
+
+
+def not_modified(if_none_match: str | None, if_modified_since: str | None, tag: str,
+                 last_modified: str) -> bool:
+    """Whether a GET's preconditions (RFC 9110 13.2.2) make its answer 304: ``If-None-Match``
+    when present, else ``If-Modified-Since`` against ``last_modified`` (a valid HTTP-date
+    that is not earlier). A date that cannot be read is ignored, as the RFC asks."""
+    if if_none_match is not None:
+        return etag_matches(if_none_match, tag)
+    since = _http_date(if_modified_since or "")
+    modified = _http_date(last_modified)
+    return since is not None and modified is not None and modified <= since
+
+
+def _http_date(text: str) -> float | None:
+    try:
+        when = email.utils.parsedate_to_datetime(text.strip()[:64])
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # asctime's form has no zone: HTTP dates are GMT
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()
+
+
+STALE_DIRECTIVES = ("stale-while-revalidate", "stale-if-error")
+
+
+def cap_max_age(cache_control: str, left_s: float) -> str:
+    """``cache_control`` for a URL that expires in ``left_s`` seconds: every ``max-age`` and
+    ``s-maxage`` at most that (one added when there is none), and the directives that let a
+    cache serve a stale copy dropped, so that no cache keeps the URL past its expiry
+    (imgproxy's SetExpires caps max-age the same way). ``no-store`` is left as it is."""
+    left = max(0, int(left_s))
+    directives = [d.strip() for d in cache_control.split(",") if d.strip()]
+    if any(d.lower() == "no-store" for d in directives):
+        return cache_control
+    out: list[str] = []
+    capped = False
+    for directive in directives:
+        name, eq, value = directive.partition("=")
+        lowered = name.strip().lower()
+        if lowered in STALE_DIRECTIVES:
+            continue
+        if lowered in ("max-age", "s-maxage") and eq:
+            seconds = value.strip().strip('"')
+            given = int(seconds) if seconds.isdigit() else 0
+            out.append(f"{lowered}={min(given, left)}")
+            capped = capped or lowered == "max-age"
+        else:
+            out.append(directive)
+    if not capped:
+        out.append(f"max-age={left}")
+    return ", ".join(out)
