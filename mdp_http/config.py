@@ -90,6 +90,14 @@ class HttpConfig:
                                     "this gateway's CURVE key pair (with --broker-key)", "FILE")
     broker_key: str | None = _opt(None, "--broker-key", "the brokers' CURVE public key", "FILE")
     log_level: str = _opt("INFO", "--log-level", "logging level")
+    thumbor_key: str | None = _opt(None, "--thumbor-key", "a file holding thumbor's "
+                                   "SECURITY_KEY: thumbor URLs must then carry its HMAC "
+                                   "signature (a door with --sign-key and no thumbor key "
+                                   "refuses thumbor URLs)", "FILE")
+    thumbor_respect_orientation: bool = _opt(False, "--thumbor-respect-orientation",
+                                             "thumbor URLs apply the source's EXIF "
+                                             "orientation (thumbor's RESPECT_ORIENTATION; off, "
+                                             "as in thumbor)")
     presets: list[str] = _opt([], "--preset", "an imgproxy preset NAME=option:args/option:args "
                               "(repeat; 'default' applies to every image URL)", "NAME=OPTIONS")
     only_presets: bool = _opt(False, "--only-presets",

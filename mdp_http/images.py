@@ -22,7 +22,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from mdp_http.config import HttpConfig
 from mdp_http.errors import BadReply, Busy, Forbidden, NotFound, error_map, status_for
 from mdp_http.imgmetrics import ImageMetrics
 from mdp_http.resultcache import Entry, MemoryCache, RedisCache, TieredCache
-from mdp_http.signing import THUMBOR_KEY_ENV, Signer, post_text, thumbor_key
+from mdp_http.signing import Signer, post_text, thumbor_key
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +49,6 @@ INFO_SERVICE = "info"
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
                  "avif": "image/avif", "gif": "image/gif"}
 ALLOWED_METHODS = "GET, HEAD, POST, OPTIONS"
-# thumbor's RESPECT_ORIENTATION (off, as in thumbor): the flag --thumbor-respect-orientation
-THUMBOR_ORIENTATION_ENV = "DIPS_HTTP_THUMBOR_RESPECT_ORIENTATION"
-TRUE = ("1", "true", "yes", "on")
 
 VersionOf = Callable[[str], Awaitable[str]]
 Observe = Callable[[str, int, float], None]  # (service, status, seconds): the HTTP metrics
@@ -82,8 +78,8 @@ class ImageServer:
         self.backend = backend
         self.signer = signer
         self.version_of = version_of
-        self.thumbor_key = thumbor_key()
-        self.thumbor_orientation = os.environ.get(THUMBOR_ORIENTATION_ENV, "") in TRUE
+        self.thumbor_key = thumbor_key(config.thumbor_key) if config.thumbor_key else None
+        self.thumbor_orientation = config.thumbor_respect_orientation
         try:
             self.presets = imgops.Presets.parse(config.presets, config.only_presets)
         except (ValueError, BadRequest) as exc:
@@ -222,7 +218,7 @@ class ImageServer:
                                 "(thumbor's HMAC-SHA1 with the door's thumbor key)")
         elif self.signer is not None:
             raise Forbidden("this door takes signed URLs only, and has no thumbor key to "
-                            f"check a thumbor URL with (${THUMBOR_KEY_ENV})")
+                            "check a thumbor URL with (--thumbor-key)")
         parsed = thumborurl.parse(rest, respect_orientation=self.thumbor_orientation)
         return imgurl.ImageUrl(signature, "/" + rest, parsed.options, parsed.source, "",
                                thumbor=True)

@@ -15,7 +15,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,20 +83,13 @@ class Signer:
         return ok
 
 
-THUMBOR_KEY_ENV = "DIPS_HTTP_THUMBOR_KEY"
-
-
-def thumbor_key(path: str | None = None) -> bytes | None:
-    """thumbor's SECURITY_KEY, the text of the file ``path`` names (default: the file
-    ``$DIPS_HTTP_THUMBOR_KEY`` names; the flag --thumbor-key will give it), without its
-    final newline; None when none is set."""
-    path = path if path is not None else os.environ.get(THUMBOR_KEY_ENV, "")
-    if not path:
-        return None
+def thumbor_key(path: str) -> bytes:
+    """thumbor's SECURITY_KEY, the text of the file ``path`` (--thumbor-key) without its
+    final newline."""
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the thumbor key file ({THUMBOR_KEY_ENV}): "
+        raise ConfigError(f"{path}: cannot read the thumbor key file (--thumbor-key): "
                           f"{exc.strerror or exc}") from None
     key = raw.removesuffix(b"\n").removesuffix(b"\r")
     if not key:
