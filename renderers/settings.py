@@ -19,7 +19,7 @@ Sources fetched by the worker (``imgproxy``, ``info``; see :mod:`renderers.sourc
                                shared addresses (allowed too; never link-local; default none)
     DIPS_SOURCES_ROOTS         directories ``local:///path`` is looked up in, in order
     DIPS_SOURCE_MAX_BYTES      largest source fetched                   (default 33554432)
-    DIPS_SOURCE_TIMEOUT        seconds for a whole fetch, redirects included (default 10)
+    DIPS_SOURCE_TIMEOUT        seconds for a whole fetch, redirects included (default 5)
     DIPS_SOURCE_MAX_REDIRECTS  redirects followed                       (default 5)
     DIPS_SOURCE_CACHE_BYTES    per-process cache of fetched sources     (default 67108864)
     DIPS_SOURCE_CACHE_TTL      seconds a cached source is used before it is revalidated
@@ -89,7 +89,7 @@ class Settings:
     sources_internal: tuple[str, ...] = ()
     sources_roots: tuple[str, ...] = ()
     source_max_bytes: int = 32 * 1024 * 1024
-    source_timeout: float = 10.0
+    source_timeout: float = 5.0  # imgproxy's; below the doors' 10 s, so a caller learns why
     source_max_redirects: int = 5
     source_cache_bytes: int = 64 * 1024 * 1024
     source_cache_ttl: float = 60.0
