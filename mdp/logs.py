@@ -8,6 +8,13 @@ from __future__ import annotations
 
 import logging
 import math
+import time
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
@@ -82,3 +89,19 @@ class BurstLog:
                          now - self._since,
                          ", ".join(f"{n} {kind}" for kind, n in sorted(suppressed.items())))
         self._suppressed = {}
+
+
+def loop_errors(logger: logging.Logger | None = None
+                ) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """An asyncio exception handler (``loop.set_exception_handler``) that logs asyncio's own
+    error reports (a failed ``accept()``, a callback's exception) at ERROR, ten a second at
+    most: a cause a peer can repeat (descriptors run out) must not flood the log."""
+    limited = RateLimitedLog(logger or logging.getLogger("asyncio"), level=logging.ERROR)
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        detail = "".join(traceback.format_exception(exc)).rstrip() if exc is not None else ""
+        limited(time.monotonic(), "%s%s", context.get("message", "asyncio error"),
+                f"\n{detail}" if detail else "")
+
+    return handle

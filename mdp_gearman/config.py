@@ -11,10 +11,17 @@ from pathlib import Path
 from mdp.config import VersionAction
 from mdp.errors import ConfigError
 from mdp.options import check_endpoints
-from mdp.rates import DEFAULT_LINK_FLOOR, check_link_floor, link_floor_flag
+from mdp.rates import (
+    DEFAULT_LINK_FLOOR,
+    check_link_floor,
+    format_size,
+    link_floor_flag,
+    size_arg,
+)
 from mdp_gearman.inflight import DEFAULT_MAX_INFLIGHT_BYTES, GRACE_S
 from mdp_gearman.mapping import DEFAULT_RAW_FIELD
 from mdp_gearman.packets import DEFAULT_MAX_PACKET_BYTES
+from mdp_gearman.workers import DEFAULT_MAX_MESSAGE_BYTES
 
 DESCRIPTION = ("A Gearman job server in front of DIPS (binary and admin protocols on one "
                "port): Gearman clients submit jobs that any DIPS worker does, and Gearman "
@@ -47,6 +54,10 @@ class GatewayConfig:
     sync: str = "FULL"  # SQLite synchronous for the outbox: FULL or NORMAL
     curve_secret: str | None = None
     broker_key: str | None = None
+    # functions Gearman workers may offer (fnmatch patterns); none: the worker side is off
+    worker_functions: list[str] = field(default_factory=list)
+    worker_secret: str | None = None  # under CURVE: the Gearman workers' links' key pair
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # the brokers' --max-message-bytes
 
     def validate(self) -> None:
         if not self.listen:
@@ -73,6 +84,23 @@ class GatewayConfig:
         if bool(self.curve_secret) != bool(self.broker_key):
             raise ConfigError("CURVE needs both --curve-secret and --broker-key")
         check_link_floor(self.link_floor, "--link-floor")
+        if self.worker_functions and self.curve_secret and not self.worker_secret:
+            raise ConfigError("under CURVE, --worker-functions needs --worker-secret: a "
+                              "worker key pair the brokers list (the door's own key is a "
+                              "client's, and brokers refuse a client's key as a worker)")
+        if self.worker_secret and not self.curve_secret:
+            raise ConfigError("--worker-secret is for CURVE: give --curve-secret and "
+                              "--broker-key too")
+        for pattern in self.worker_functions:
+            if not pattern or len(pattern) > 100:
+                raise ConfigError(f"--worker-functions {pattern!r}: a function name or "
+                                  "pattern of 1-100 characters ('ecard', 'img.*', '*')")
+        if self.max_message_bytes < 1024 * 1024:
+            raise ConfigError("--max-message-bytes must be at least 1MiB")
+
+
+def _patterns(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()] or [text]
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -147,6 +175,14 @@ def from_command_line(argv: Sequence[str] | None) -> tuple[GatewayConfig, str]:
         "packet that does not fit waits (its connection unread) until others arrive. Each "
         f"packet must arrive within {GRACE_S:g} s plus its size at --link-floor, or its "
         "connection gets ERROR and is closed")
+    add("--worker-functions", action="append", type=_patterns, default=[],
+        metavar="PATTERNS", help="functions Gearman workers may offer here, as names or "
+        "fnmatch patterns, comma-separated or repeated ('ecard', 'img.*', '*'). A Gearman "
+        "worker serves, and reads, every request for its functions, so without this flag "
+        "the door takes none (default: none)")
+    add("--max-message-bytes", type=size_arg, default=format_size(d.max_message_bytes),
+        metavar="SIZE", help="the brokers' --max-message-bytes: a Gearman worker's result "
+        "or progress past it is answered as its error, not sent")
     add("--raw-field", default=d.raw_field, metavar="NAME",
         help="the request field that carries a workload which is neither PHP serialize(), "
         "msgpack nor JSON (and what a Gearman worker gets as its bytes)")
@@ -157,11 +193,15 @@ def from_command_line(argv: Sequence[str] | None) -> tuple[GatewayConfig, str]:
     curve.add_argument("--curve-secret", metavar="FILE",
                        help="this door's key pair (NAME.key_secret, mode 0600)")
     curve.add_argument("--broker-key", metavar="FILE", help="the brokers' public key")
+    curve.add_argument("--worker-secret", metavar="FILE",
+                       help="the key pair of the Gearman workers' broker links: a worker key "
+                       "the brokers list (needed for --worker-functions under CURVE)")
     add("--log-level", default="INFO", type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], help="what to log")
     args = vars(parser.parse_args(argv))
     level = args.pop("log_level")
     args["listen"] = args["listen"] or d.listen
+    args["worker_functions"] = [p for group in args["worker_functions"] for p in group]
     config = GatewayConfig(**args)
     config.validate()
     return config, level

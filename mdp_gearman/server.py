@@ -27,7 +27,7 @@ import zmq
 from mdp import fdlimit
 from mdp.errors import BadRequest, ConfigError, RequestError, Timeout, UnknownService
 from mdp.keys import CurveConfig
-from mdp.logs import LOG_FORMAT, RateLimitedLog
+from mdp.logs import LOG_FORMAT, RateLimitedLog, loop_errors
 from mdp.status import BrokerStatus
 from mdp.version import code_version
 from mdp.workerstate import Timing
@@ -95,16 +95,21 @@ class Gateway:
         self.inflight = InflightBudget(config.max_inflight_bytes)
         self.runner: BackgroundRunner | None = None
         self.zmq = zmq.Context()
-        self.zmq.set(zmq.MAX_SOCKETS, 2 * max_links + 64)  # a link is a socket and a monitor
+        # a link is three sockets: its DEALER, and its monitor's pair of PAIR sockets
+        self.zmq.set(zmq.MAX_SOCKETS, 3 * max_links + 64)
         self.worker_settings = WorkerSettings(
             tuple(config.brokers), config.worker_time_limit_s,
             Timing(config.heartbeat_interval_s, time_limit_s=NO_TIME_LIMIT_S, reply_gather_s=0,
                    link_floor=config.link_floor),
             prefetch=config.worker_prefetch, raw_field=config.raw_field,
             meta={"version": f"{GEARMAN_WORKER_VERSION} {code_version()}"},
-            on_offered=self.fleet.offered, budget=LinkBudget(max_links))
+            on_offered=self.fleet.offered, budget=LinkBudget(max_links),
+            allowed=tuple(config.worker_functions), max_message_bytes=config.max_message_bytes)
         self._curve = (CurveConfig.from_files(config.curve_secret, config.broker_key)
                        if config.curve_secret and config.broker_key else None)
+        # the Gearman workers' links are workers: under CURVE, a worker key of their own
+        self._worker_curve = (CurveConfig.from_files(config.worker_secret, config.broker_key)
+                              if config.worker_secret and config.broker_key else None)
         if outbox is not None:
             self.runner = BackgroundRunner(outbox, self._attempt, self._settle,
                                            config.background_concurrency, self.fleet)
@@ -183,7 +188,7 @@ class Gateway:
                              self._driver)
 
     def _driver(self, core: ProxyCore, owner: GearmanWorker) -> LinkDriver:
-        return LinkDriver(core, self.zmq, owner, curve=self._curve)
+        return LinkDriver(core, self.zmq, owner, curve=self._worker_curve)
 
     def on_request(self, conn: Connection, packet: g.Packet) -> None:
         kind, args = packet.type, packet.args
@@ -433,7 +438,7 @@ def fit_descriptors(config: GatewayConfig) -> tuple[GatewayConfig, int]:
     links = min(MAX_LINKS, (available - connections) // FDS_PER_LINK)
     shortfall = fitted.shortfall(f"{config.max_connections} connections (--max-connections) "
                                  f"and {MAX_LINKS} Gearman workers' broker links")
-    if connections < fdlimit.MIN_CONNECTIONS:
+    if shortfall and connections < min(fdlimit.MIN_CONNECTIONS, config.max_connections):
         raise ConfigError(f"{shortfall}: fewer than {fdlimit.MIN_CONNECTIONS} connections "
                           "would fit")
     if shortfall:
@@ -452,6 +457,7 @@ async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> int
     gateway = Gateway(config, dips, outbox, max_links=max_links)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(loop_errors())
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
@@ -474,6 +480,9 @@ async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> int
 def main(argv: Sequence[str] | None = None) -> int:
     config, level = parse_args(argv)
     logging.basicConfig(level=level, format=LOG_FORMAT)
+    if level != "DEBUG":  # the Gearman workers' cores say "draining" and "stopped" at
+        # each registration, which a peer repeats at will; the door logs joins itself
+        logging.getLogger("mdp.workercore").setLevel(logging.WARNING)
     try:
         return asyncio.run(serve(config))
     except ConfigError as exc:

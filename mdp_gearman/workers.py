@@ -35,12 +35,16 @@ that held no job leaves cleanly (DISCONNECT), costing no request a loss.
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import logging
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import zmq
 
 from mdp import protocol as p
 from mdp.body import BodyLimits, decode_request
@@ -63,6 +67,8 @@ FDS_PER_LINK = 4
 FAIL_CODE = mapping.GEARMAN_FAIL  # WORK_FAIL
 EXCEPTION_CODE = mapping.GEARMAN_EXCEPTION  # WORK_EXCEPTION; the message is its bytes
 MAX_EXCEPTION_BYTES = 64 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # the brokers' default
+ENVELOPE_BYTES = 64 * 1024  # room kept for a reply's frames and meta beside its body
 
 GRABS: dict[int, int] = {T.GRAB_JOB: T.JOB_ASSIGN, T.GRAB_JOB_UNIQ: T.JOB_ASSIGN_UNIQ,
          T.GRAB_JOB_ALL: T.JOB_ASSIGN_UNIQ}
@@ -112,6 +118,12 @@ class WorkerSettings:
     limits: BodyLimits = BodyLimits()
     meta: dict[str, Any] = field(default_factory=dict)  # host, version for READY
     budget: LinkBudget = field(default_factory=LinkBudget)
+    # functions Gearman workers may offer (fnmatch patterns, --worker-functions); none: no
+    # Gearman worker is taken, since one serves, and reads, the requests of its functions
+    allowed: tuple[str, ...] = ()
+    # the brokers' --max-message-bytes: a result, or a job's progress data, past it is
+    # answered as the Gearman worker's error rather than sent (a broker would drop the link)
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     # told each function once a broker has registered a worker of it here (its WELCOME)
     on_offered: Callable[[str], None] | None = None
     # what the workers do wrong, at most ten lines a second (a peer may repeat it at will)
@@ -129,6 +141,7 @@ class Assignment:
     function: str
     started_at: float
     limit_s: float
+    progress_bytes: int = 0  # WORK_DATA and WORK_WARNING sent on so far
 
 
 class GearmanWorker:
@@ -181,6 +194,16 @@ class GearmanWorker:
             self.send(g.error("bad_function", f"function {function[:60]!r} is not a valid "
                               "DIPS service name (1-100 of A-Z a-z 0-9 . _ -, not mmi.*)"))
             return
+        if not any(fnmatch.fnmatchcase(function.decode(), allowed)
+                   for allowed in self.settings.allowed):
+            self.settings.warn(time.monotonic(), "Gearman worker %s refused for %r: %s",
+                               self.peer, function.decode(), "this door takes no Gearman "
+                               "workers" if not self.settings.allowed else
+                               "not in --worker-functions")
+            self.send(g.error("function_not_allowed", f"this door takes no Gearman worker "
+                              f"for {function.decode()!r} (its --worker-functions: "
+                              f"{' '.join(self.settings.allowed) or 'none'})"))
+            return
         limit = 0.0
         if len(args) > 1:
             text = args[1].strip(b"\0 ")
@@ -215,6 +238,8 @@ class GearmanWorker:
                 # the Gearman client's unique id where the job came through a door; else
                 # (a DIPS client that gave no coalescing key) one of the door's own
                 unique = task.ck or str(uuid.uuid4()).encode()
+                if b"\0" in unique:  # NUL ends a field: it would split the workload
+                    unique = hashlib.sha256(unique).hexdigest().encode()
                 self.send(g.build(T.JOB_ASSIGN_UNIQ, handle, function.encode(), unique,
                                   workload))
             self.core.progress(task, "status", 0, 0, None, now)  # says: a worker has it
@@ -246,6 +271,14 @@ class GearmanWorker:
             if num is not None and den is not None:
                 self.core.progress(job.task, "status", num, den, None, now)
         else:
+            job.progress_bytes += len(args[1])
+            if job.progress_bytes > self.settings.max_message_bytes - ENVELOPE_BYTES:
+                self._give_up(job, now, WorkerError(
+                    f"the Gearman worker sent more than {job.progress_bytes} bytes of "
+                    "WORK_DATA and WORK_WARNING for one job; the door passes on at most "
+                    f"{self.settings.max_message_bytes - ENVELOPE_BYTES} (the brokers' "
+                    "--max-message-bytes)", code="bad_reply"))
+                return
             self.core.progress(job.task, "data" if kind == T.WORK_DATA else "warning", None,
                                None, args[1], now)
 
@@ -255,7 +288,16 @@ class GearmanWorker:
             if args[0] == self.given_up:
                 self.given_up = None  # it reports the job given up on; it will GRAB next
             return
-        if kind == T.WORK_COMPLETE:
+        if kind == T.WORK_COMPLETE and len(args[1]) > (
+                self.settings.max_message_bytes - ENVELOPE_BYTES):
+            self.settings.warn(time.monotonic(), "Gearman worker %s: a %d-byte result for %s "
+                               "is over the brokers' limit", self.peer, len(args[1]),
+                               job.function)
+            body = p.error_body(WorkerError(
+                f"the Gearman worker's result is {len(args[1])} bytes; the door passes on at "
+                f"most {self.settings.max_message_bytes - ENVELOPE_BYTES} (the brokers' "
+                "--max-message-bytes)", code="bad_reply"))
+        elif kind == T.WORK_COMPLETE:
             body = p.result_body(args[1])
         elif kind == T.WORK_FAIL:
             body = p.error_body(WorkerError("the Gearman worker failed the job (WORK_FAIL)",
@@ -288,8 +330,17 @@ class GearmanWorker:
             meta = {**self.settings.meta, "host": self.peer}
             self.core = ProxyCore(functions, self.settings.brokers, meta, self.settings.timing,
                                   self.settings.prefetch)
-            self.driver = self.make_driver(self.core, self)
-            self.driver.start()
+            try:
+                self.driver = self.make_driver(self.core, self)
+                self.driver.start()
+            except (zmq.ZMQError, OSError) as exc:  # out of sockets or descriptors
+                self.settings.warn(time.monotonic(), "Gearman worker %s not registered: "
+                                   "cannot open its broker links: %s", self.peer, exc)
+                self._retire(abrupt=True)
+                self.abilities.clear()  # asked again, it registers afresh
+                self.send(g.error("too_many_workers", "the door cannot open broker links "
+                                  f"for this worker now: {exc}"))
+                return
             self.settings.joins(time.monotonic(), "registered", "Gearman worker %s%s "
                                 "registered for %s", self.peer, f" ({self.client_id})"
                                 if self.client_id else "", " ".join(functions))
@@ -372,17 +423,18 @@ class GearmanWorker:
             self.sleeping = False
             self.send(g.build(T.NOOP))
 
-    def _give_up(self, job: Assignment, now: float) -> None:
-        self.settings.warn(time.monotonic(), "Gearman worker %s ran %s (%s) past its %gs "
-                           "limit; answering %s and giving it no work until it reports on "
-                           "it", self.peer, job.function, job.handle.decode(), job.limit_s,
-                           WorkerTimeout.code)
+    def _give_up(self, job: Assignment, now: float, why: WorkerError | None = None) -> None:
+        """Answer the job's caller (``why``, else worker_timeout) while the Gearman worker
+        still runs it, and give it no work until it reports on that job."""
+        error = why or WorkerTimeout(f"the Gearman worker ran {job.function!r} past its "
+                                     f"{job.limit_s:g}s time limit")
+        self.settings.warn(time.monotonic(), "Gearman worker %s: %s (%s); answering %s and "
+                           "giving it no work until it reports on it", self.peer, error,
+                           job.handle.decode(), error.code)
         self.assigned = None
         self.given_up = job.handle
         if self.core is not None:
-            self.core.task_done(p.error_body(WorkerTimeout(
-                f"the Gearman worker ran {job.function!r} past its {job.limit_s:g}s time "
-                "limit")), now)
+            self.core.task_done(p.error_body(error), now)
             self.core.busy_elsewhere(now)
 
     def _pump(self) -> None:

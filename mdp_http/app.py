@@ -26,7 +26,7 @@ from mdp import fdlimit
 from mdp.errors import BadRequest, ConfigError, MDPError, Timeout
 from mdp.fdlimit import MIN_CONNECTIONS
 from mdp.keys import CurveConfig
-from mdp.logs import LOG_FORMAT, RateLimitedLog
+from mdp.logs import LOG_FORMAT, RateLimitedLog, loop_errors
 from mdp.status import ServiceInfo
 from mdp.version import code_version
 from mdp_http import serverlog
@@ -244,7 +244,7 @@ async def serve(config: HttpConfig) -> int:
     app["gateway"].guard = guard
     host, port = config.host_port
     loop = asyncio.get_running_loop()
-    loop.set_exception_handler(_loop_errors)
+    loop.set_exception_handler(loop_errors())
     try:  # the door's own site, so that its protocol factory is the guard
         listener = await loop.create_server(guard, host or None, port, backlog=BACKLOG)
     except OSError as exc:
@@ -274,18 +274,6 @@ async def _sweep(guard: ConnectionGuard, done: asyncio.Event) -> None:
             await asyncio.wait_for(done.wait(), SWEEP_S)
         except TimeoutError:
             guard.sweep()
-
-
-_LOOP_ERRORS = RateLimitedLog(logging.getLogger("asyncio"), level=logging.ERROR)
-
-
-def _loop_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """asyncio's own error reports (a failed ``accept()``, a callback's exception), at most
-    ten a second: a cause a peer can repeat must not flood the log."""
-    exc = context.get("exception")
-    detail = "".join(traceback.format_exception(exc)).rstrip() if exc is not None else ""
-    _LOOP_ERRORS(time.monotonic(), "%s%s", context.get("message", "asyncio error"),
-                 f"\n{detail}" if detail else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -103,6 +103,10 @@ class CurveFiles:
                              "key pair) and --broker-key (the brokers' public key)")
         return ["--curve-secret", self.door_secret, "--broker-key", self.broker_key]
 
+    def gearman_worker_args(self) -> list[str]:
+        """The Gearman door's workers' broker links are workers: this host's worker key."""
+        return ["--worker-secret", self.secret]
+
 
 @dataclass(frozen=True)
 class HostConfig:
@@ -225,8 +229,11 @@ def gearman_command(config: HostConfig) -> list[str]:
     for broker in config.brokers or config.broker_binds:
         argv += ["--broker", broker]
     argv += _link_floor(config)
+    # Gearman workers (PHP's GearmanWorker, ...) may offer any function here: the door serves
+    # the fleet's own hosts, who may run workers anyway (docs/SECURITY.md)
+    argv += ["--worker-functions", "*"]
     if config.curve is not None:
-        argv += config.curve.door_args()
+        argv += config.curve.door_args() + config.curve.gearman_worker_args()
     return argv + ["--log-level", config.log_level]
 
 

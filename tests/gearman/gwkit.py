@@ -35,9 +35,13 @@ need_tools = needs(shutil.which("gearman") is not None and shutil.which("gearadm
 
 
 def start_gateway(cluster: Cluster, brokers: list[Proc], *extra: str,
-                  port: int = 0, state_dir: Path | None = None) -> Proc:
-    """``python -m mdp_gearman`` on 127.0.0.1 (a free port by default); waits for its log."""
+                  port: int = 0, state_dir: Path | None = None,
+                  worker_functions: str | None = "*") -> Proc:
+    """``python -m mdp_gearman`` on 127.0.0.1 (a free port by default); waits for its log.
+    ``worker_functions``: what Gearman workers may offer (None: the door's default, none)."""
     args = ["-m", "mdp_gearman", "--listen", f"127.0.0.1:{port}"]
+    if worker_functions is not None:
+        args += ["--worker-functions", worker_functions]
     for broker in brokers:
         args += ["--broker", broker.endpoint]
     if state_dir is not None:

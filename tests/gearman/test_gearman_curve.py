@@ -30,7 +30,7 @@ def test_the_gateway_reaches_curve_brokers_with_its_key_and_not_without(
                    "--broker-key", str(private / "broker.key"), wait=False)
     allowed = start_gateway(cluster, [broker], "--curve-secret",
                             str(private / "gateway.key_secret"),
-                            "--broker-key", str(private / "broker.key"))
+                            "--broker-key", str(private / "broker.key"), worker_functions=None)
     raw = Raw(port_of(allowed))
 
     def served() -> bool:
@@ -41,7 +41,8 @@ def test_the_gateway_reaches_curve_brokers_with_its_key_and_not_without(
     raw.close()
     stranger = start_gateway(cluster, [broker], "--timeout", "1", "--curve-secret",
                              str(private / "stranger.key_secret"),
-                             "--broker-key", str(private / "broker.key"))
+                             "--broker-key", str(private / "broker.key"),
+                             worker_functions=None)
     raw = Raw(port_of(stranger))
     kind, args = raw.call(b"echo", b"{}")  # its key is not on the allow-list: the reason
     assert kind == T.WORK_WARNING and b"\0timeout: " in args[0]  # (it asked no exceptions)

@@ -41,7 +41,8 @@ def _door(cluster: Cluster, broker: Proc, tmp_path: Path) -> Proc:
 
     with log.open("wb") as out:
         popen = subprocess.Popen([sys.executable, "-m", "mdp_gearman", "--listen",
-                                  "127.0.0.1:0", "--broker", broker.endpoint],
+                                  "127.0.0.1:0", "--broker", broker.endpoint,
+                                  "--worker-functions", "fd*"],
                                  stdout=out, stderr=out, preexec_fn=limit)
     proc = Proc(popen, log)
     cluster.procs.append(proc)

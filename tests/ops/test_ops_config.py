@@ -229,7 +229,9 @@ def test_under_curve_the_front_doors_sign_with_a_client_key_of_their_own(
     assert len(doors) == 2 and workers
     for door in doors:
         assert "--curve-secret /k/door.key_secret --broker-key /k/broker.key" in door
-        assert "w1.key_secret" not in door
+        # the Gearman door's Gearman workers are workers: their links take the host's key
+        assert ("--worker-secret /k/w1.key_secret" in door) == ("mdp_gearman" in door)
+        assert "--curve-secret /k/w1.key_secret" not in door
     assert all("--curve-secret /k/w1.key_secret" in w for w in workers)
     broker_host = tmp_path / "b.conf"  # a broker host's door: its own broker's public key
     assert main(["config", "broker-host", "--curve-secret", "/k/broker.key_secret",
