@@ -74,6 +74,13 @@ class WorkerKeeper:
                            identity.hex()[:20], msg.service[:110])
             self._send(p.worker_command(identity, p.DISCONNECT))
             return
+        if (msg.service not in dispatcher.services
+                and len(dispatcher.services) >= dispatcher.max_services):
+            self._warnings(now, "refused worker %s for %r: %d services known "
+                           "(--max-services)", identity.hex()[:20], msg.service[:110],
+                           len(dispatcher.services))
+            self._send(p.worker_command(identity, p.DISCONNECT))
+            return
         if len(dispatcher.workers) >= self.config.max_workers:
             self._warnings(now, "refused worker %s: %d workers attached (--max-workers)",
                            identity.hex()[:20], len(dispatcher.workers))

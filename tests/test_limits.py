@@ -117,6 +117,20 @@ def test_number_of_workers(cluster: Cluster) -> None:
     assert second.pid not in pids and len(pids) == 1
 
 
+def test_a_worker_of_one_service_too_many_is_refused(cluster: Cluster) -> None:
+    """Workers made services without limit (only requests checked --max-services): a
+    Gearman door's peers, each offering 64 names, grew mmi.status to 353 KB."""
+    broker = cluster.broker(None, "--max-services", "2")
+    kept = [cluster.worker([broker], name) for name in ("echo", "info")]
+    extra = cluster.worker([broker], "ecard", wait=False)
+    wait_for(lambda: "--max-services" in broker.output(), 10, "the refusal")
+    cluster.worker([broker], "info")  # a known service takes more workers
+    status = broker_status(broker.endpoint)
+    assert status is not None and sorted(status.services) == ["echo", "info"]
+    pids = {w.pid for w in status.all_workers()}
+    assert extra.pid not in pids and {k.pid for k in kept} <= pids
+
+
 def test_memory_limit(cluster: Cluster) -> None:
     broker = cluster.broker()
     worker = cluster.worker([broker], "tester", "--max-memory-mb", "400", faulty=True)
