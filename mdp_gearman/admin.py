@@ -34,6 +34,7 @@ class ClientInfo:
     address: str
     client_id: str
     functions: tuple[str, ...] = ()
+    peer: str = ""  # HOST:PORT, the host its Gearman worker side reports to the brokers
 
 
 def printable(text: str | bytes, limit: int = 64) -> str:
@@ -109,9 +110,12 @@ def workers_text(statuses: list[BrokerStatus | None], clients: Iterable[ClientIn
     lines = [f"{c.fd} {printable(c.address)} {printable(c.client_id)} :"
              f"{''.join(' ' + printable(f, 100) for f in c.functions)}\n" for c in clients]
     offers: dict[tuple[str, int, str], set[str]] = {}
+    here = {c.peer for c in clients if c.functions}  # this door's own Gearman workers
     for status in statuses:
         for name, service in status.services.items() if status else ():
             for worker in service.workers:
+                if not worker.pid and worker.host in here:
+                    continue  # listed above, as gearmand lists it
                 offers.setdefault(_who(worker), set()).add(name)
     for (host, pid, _identity), names in sorted(offers.items()):
         services = " ".join(printable(name, 100) for name in sorted(names))
@@ -121,5 +125,7 @@ def workers_text(statuses: list[BrokerStatus | None], clients: Iterable[ClientIn
 
 
 def _who(worker: WorkerStatus) -> tuple[str, int, str]:
-    # host and pid name the process across brokers; the identity differs per broker
-    return (worker.host, worker.pid, "" if worker.pid else worker.identity)
+    # host and pid name the process across brokers; the identity differs per broker. A
+    # Gearman worker through a door has no pid, and its host is its connection's address,
+    # which names it across brokers too; only a worker with neither is told by identity
+    return (worker.host, worker.pid, "" if worker.pid or worker.host else worker.identity)

@@ -398,7 +398,7 @@ class Gateway:
         if admin.command_of(line) in admin.NEEDS_BROKERS:
             statuses = await self.broker_status()
         clients = [admin.ClientInfo(c.fd, c.peer.rpartition(":")[0], c.client_id,
-                                    tuple(c.worker.functions) if c.worker else ())
+                                    tuple(c.worker.functions) if c.worker else (), c.peer)
                    for c in self.connections]
         held = self.runner.held if self.runner is not None else {}
         return admin.answer(line, statuses, clients, held, os.getpid())

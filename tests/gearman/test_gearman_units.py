@@ -253,6 +253,18 @@ def test_admin_status_counts_each_worker_once_over_brokers() -> None:
     assert text == "ecard\t7\t1\t2\necho\t0\t0\t1\nthumb\t1\t0\t0\n.\n"
 
 
+def test_a_gearman_worker_through_a_door_counts_once_and_is_listed_once() -> None:
+    """It reports no pid, and each broker knows its link by another identity: it counted
+    once per broker in ``status``, and ``workers`` listed it again once per link."""
+    links = [WorkerStatus(f"id{n}", "idle", "10.0.0.9:5000", 0, "gw", 0, 1.0) for n in (1, 2)]
+    a, b = _status({"php_fn": (0, [links[0]])}), _status({"php_fn": (0, [links[1]])})
+    status = admin.answer("status", [a, b], [], {}, 1).decode()
+    assert status == "php_fn\t0\t0\t1\n.\n"
+    here = admin.ClientInfo(7, "10.0.0.9", "php-1", ("php_fn",), "10.0.0.9:5000")
+    listing = admin.answer("workers", [a, b], [here], {}, 1).decode()
+    assert listing == "7 10.0.0.9 php-1 : php_fn\n.\n"
+
+
 def test_admin_other_commands() -> None:
     assert admin.answer("getpid", [], [], {}, 42) == b"OK 42\n"
     assert admin.answer("version", [], [], {}, 1).startswith(b"OK dips-gateway ")
