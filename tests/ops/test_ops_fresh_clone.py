@@ -265,8 +265,9 @@ def test_the_demo_refuses_to_use_and_stop_a_cluster_already_running(
 
 @pytest.mark.parametrize("variable, value, message", [
     ("DIPS_HTTP_TIMEOUT", "abc", "DIPS_HTTP_TIMEOUT='abc': could not convert string to float"),
-    ("DIPS_HTTP_TIMEOUT", "-1", "--timeout, --body-timeout, --header-timeout and "
-     "--poll-interval must be positive (its settings from the environment: DIPS_HTTP_TIMEOUT)"),
+    ("DIPS_HTTP_TIMEOUT", "-1", "--timeout, --body-timeout, --header-timeout, --send-timeout "
+     "and --poll-interval must be positive (its settings from the environment: "
+     "DIPS_HTTP_TIMEOUT)"),
     ("DIPS_HTTP_AUTO_WEBP", "maybe", "DIPS_HTTP_AUTO_WEBP='maybe': not a boolean"),
 ])
 def test_a_door_setting_the_door_would_refuse_stops_up_before_anything_starts(
