@@ -75,6 +75,7 @@ class LinkDriver:
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        self._arm_queued = False
         self.closed = False
 
     # --- public ------------------------------------------------------------------------
@@ -116,7 +117,8 @@ class LinkDriver:
     def _settle(self, got: bool) -> None:
         """Carry out the core's actions and read the sockets they sent to, until quiet;
         tell the owner whenever anything came in (``got``: something already did); arm
-        the timer."""
+        the timer once the loop has run the readinesses that came with this one (the
+        core's next deadline is a look at every link: once per burst, not per message)."""
         while not self.closed:
             if self.core.actions:
                 self._flush()
@@ -124,7 +126,9 @@ class LinkDriver:
             while sent:
                 got = self._read(next(iter(sent))) or got
             if not got:
-                self._arm()
+                if not self._arm_queued:
+                    self._arm_queued = True
+                    self._loop.call_soon(self._arm)
                 return
             got = False
             self.owner.on_input(self._loop.time())
@@ -242,8 +246,15 @@ class LinkDriver:
             _BUGS(time.monotonic(), "error on a broker link timer:\n%s", _trace(exc))
 
     def _arm(self) -> None:
-        now = self._loop.time()
-        at = min(self.core.next_deadline(now), self.owner.next_deadline(now))
+        self._arm_queued = False
+        if self.closed:
+            return
+        try:
+            now = self._loop.time()
+            at = min(self.core.next_deadline(now), self.owner.next_deadline(now))
+        except Exception as exc:
+            _BUGS(time.monotonic(), "error arming a broker link timer:\n%s", _trace(exc))
+            return
         if self._timer is not None:
             if self._timer_at <= at:
                 return
