@@ -156,12 +156,19 @@ class LinkDriver:
         self._close_socket(index, 0)
         endpoint = self.core.links[index].endpoint
         sock = self.context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
-        if self.curve is not None:
-            self.curve.apply(sock, endpoint)
-        monitor = sock.get_monitor_socket(_DISCONNECTED)
-        sock.connect(endpoint)
+        monitor: zmq.Socket | None = None
+        try:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+            if self.curve is not None:
+                self.curve.apply(sock, endpoint)
+            monitor = sock.get_monitor_socket(_DISCONNECTED)
+            sock.connect(endpoint)
+        except BaseException:  # (out of sockets or descriptors): the caller is told, and
+            if monitor is not None:  # nothing half made is left open
+                monitor.close(linger=0)
+            sock.close(linger=0)
+            raise
         self.sockets[index], self.monitors[index] = sock, monitor
         fds = (int(sock.get(zmq.FD)), int(monitor.get(zmq.FD)))  # type: ignore[arg-type]
         self._fds[index] = fds
