@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
@@ -262,3 +263,26 @@ def test_a_broker_that_goes_is_seen_by_each_of_its_links_monitor(rig: Rig) -> No
     gone = {rig.link(f, 1) for f in FUNCTIONS}
     wait_for(lambda: {e.link for e in list(rig.core.events) if isinstance(e, Lost)} == gone,
              WAIT_S, "Lost on every link of broker 1")
+
+
+def test_messages_a_full_send_queue_refuses_are_a_rate_limited_warning_naming_the_broker(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    endpoint = f"ipc://{tmp_path}/nobody"  # nobody listens: the DEALER queues to its HWM
+
+    async def flood() -> None:
+        context = zmq.Context()
+        core = ProxyCore(["f0"], [endpoint], {}, Timing(heartbeat_interval_s=60.0), 1)
+        driver = LinkDriver(core, context, Owner())
+        try:
+            driver.start()
+            core.actions += [Send(0, HEARTBEAT) for _ in range(3000)]
+            driver.pump()
+        finally:
+            driver.close(abrupt=True)
+            context.term()
+
+    with caplog.at_level(logging.WARNING, logger="mdp_gearman.linkdriver"):
+        asyncio.run(flood())
+    dropped = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert dropped and all(endpoint in line for line in dropped)
+    assert len(dropped) <= 10  # of some 2,000 refused
