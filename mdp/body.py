@@ -82,6 +82,9 @@ def decode_request(body: list[bytes], limits: BodyLimits = DEFAULT_LIMITS) -> di
     return request
 
 
+_CONTAINERS = frozenset((dict, list))
+
+
 def _too_deep(value: Any, max_depth: int) -> bool:
     stack = [(value, 1)]
     while stack:
@@ -94,8 +97,9 @@ def _too_deep(value: Any, max_depth: int) -> bool:
             continue
         if depth > max_depth:
             return True
-        kinds = set(map(type, children))  # (in C: most containers hold no container)
-        if any(issubclass(kind, dict | list) for kind in kinds):
+        # (in C: most containers hold no container; unpacked msgpack holds only exact
+        # dicts and lists, no subclasses)
+        if not _CONTAINERS.isdisjoint(map(type, children)):
             stack.extend((child, depth + 1) for child in children
                          if isinstance(child, dict | list))
     return False

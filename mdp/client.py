@@ -160,7 +160,7 @@ class MDPClient:
             wait_s = min(timeout, core.ping_interval, _MAX_WAIT_S)
             frames, _ = sockio.recv_wait(sock, max(1, math.ceil(wait_s * 1000)))
             if (frames is not None and len(frames) == 6 and frames[2] == p.RESULT
-                    and frames[1] == p.DIPS_CLIENT and frames[4] == p.pack({"id": rid})):
+                    and frames[1] == p.DIPS_CLIENT and frames[4] == p.pack_meta({"id": rid})):
                 reply = frames[5]
                 if not p.is_error_body([reply]):
                     core.lone_heard(ep, time.monotonic())

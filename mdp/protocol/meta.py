@@ -20,10 +20,20 @@ from mdp.protocol.constants import (
     PROGRESS_KINDS,
 )
 
+_PACKER = msgpack.Packer(use_bin_type=True)  # (made once: msgpack.packb makes one per call)
+
 
 def pack_meta(meta: dict[str, Any]) -> bytes:
-    """A meta frame: one msgpack map."""
-    return pack(meta)
+    """A meta frame: one msgpack map.
+
+    Meta maps are built by our own code from plain values (ints, bytes, str, lists, maps),
+    which one Packer encodes in C without letting go of the GIL, so every thread can share
+    it; a value it refuses (a str with surrogate escapes) is encoded by :func:`pack`
+    (the Packer resets itself when it raises)."""
+    try:
+        return _PACKER.pack(meta)
+    except Exception:
+        return pack(meta)
 
 
 def unpack_meta(frame: bytes, what: str) -> dict[str, Any]:
