@@ -193,14 +193,18 @@ def running_tls(tmp_path: Path) -> Iterator[tuple[SourceServer, str, list[str]]]
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     context.sni_callback = lambda sock, name, ctx: names.append(str(name)) and None
-    with running() as srv:
+    def wrap(srv: SourceServer) -> None:  # before it serves: the swap must not race its loop
         srv.httpd.socket = context.wrap_socket(srv.httpd.socket, server_side=True)
+
+    with running(wrap) as srv:
         yield srv, str(cert), names
 
 
 @contextmanager
-def running() -> Iterator[SourceServer]:
+def running(prepare: Callable[[SourceServer], None] | None = None) -> Iterator[SourceServer]:
     server = SourceServer()
+    if prepare is not None:
+        prepare(server)
     server.thread.start()
     try:
         yield server
