@@ -10,7 +10,6 @@ import os
 import resource
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,15 +21,6 @@ from testkit import status_of, wait_for
 
 SOFT = HARD = 600  # 344 beside the door's reserve of 256: 172 connections, 43 links
 WORKERS = 150  # one function each: 150 links would take 750 descriptors
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path)
-    try:
-        yield cluster
-    finally:
-        cluster.stop_all()
 
 
 def _door(cluster: Cluster, broker: Proc, tmp_path: Path) -> Proc:
