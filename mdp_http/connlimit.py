@@ -168,9 +168,11 @@ class ConnectionGuard:
 
     def sweep(self) -> None:
         """Abort each connection whose peer has taken none of its waiting reply for
-        ``send_timeout_s`` (the caller runs this about once a second)."""
+        ``send_timeout_s``, and forget the connections gone (the caller runs this about once
+        a second)."""
         now = self.clock()
         sending: dict[Any, tuple[int, float]] = {}
+        self._handlers = [h for h in self._handlers if not _lost(h)]  # let the gone go
         for handler in self._handlers:
             transport = getattr(handler, "transport", None)
             if transport is None or not transport.get_write_buffer_size():
