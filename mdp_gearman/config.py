@@ -100,7 +100,10 @@ class GatewayConfig:
 
 
 def _patterns(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()] or [text]
+    patterns = [part.strip() for part in text.split(",") if part.strip()]
+    if not patterns:
+        raise argparse.ArgumentTypeError(f"{text!r} names no function ('ecard', 'img.*', '*')")
+    return patterns
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -128,7 +128,8 @@ class Gateway:
         return web.json_response(await self.state())
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        most = max(1, self.config.max_connections // EVENT_STREAM_SHARE)
+        connections = self.guard.limit if self.guard else self.config.max_connections
+        most = max(1, connections // EVENT_STREAM_SHARE)  # of the limit as fitted
         if self.event_streams >= most:
             return web.json_response(error_map(Busy(
                 f"the gateway has {most} live event streams already; poll /api/fleet")),

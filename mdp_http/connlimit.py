@@ -135,16 +135,19 @@ class ConnectionGuard:
         """Connections that hold a descriptor: made here, not lost, not being closed. Counted
         from this factory's own record, since aiohttp learns of a connection only a loop
         pass after it was accepted, and accepts come in bursts."""
-        self._handlers = [h for h in self._handlers if not _lost(h)]
+        self._forget_lost()
         return sum(1 for h in self._handlers if not _closing(h))
+
+    def _forget_lost(self) -> None:
+        self._handlers = [h for h in self._handlers if not _lost(h)]
 
     def __call__(self) -> asyncio.BaseProtocol:
         if len(self._handlers) >= self.limit and self.open_connections() >= self.limit:
             if not self._evict_one():
                 self.refused += 1
-                self._refusals(self.clock(), "refused a connection: all %d connections are busy, "
-                          "with a request in hand or just opened (--max-connections)",
-                          self.limit)
+                self._refusals(self.clock(), "refused a connection: all %d connections are "
+                               "busy, with a request in hand or just opened "
+                               "(--max-connections)", self.limit)
                 return _Refusal()
         handler = self.server()
         self._handlers.append(handler)
@@ -162,8 +165,8 @@ class ConnectionGuard:
             return False
         oldest.force_close()
         self.evicted += 1
-        self._evictions(self.clock(), "closed an idle connection to make room: %d connections "
-                  "(--max-connections)", self.limit)
+        self._evictions(self.clock(), "closed an idle connection to make room: %d "
+                        "connections (--max-connections)", self.limit)
         return True
 
     def sweep(self) -> None:
@@ -172,7 +175,7 @@ class ConnectionGuard:
         a second)."""
         now = self.clock()
         sending: dict[Any, tuple[int, float]] = {}
-        self._handlers = [h for h in self._handlers if not _lost(h)]  # let the gone go
+        self._forget_lost()
         for handler in self._handlers:
             transport = getattr(handler, "transport", None)
             if transport is None or not transport.get_write_buffer_size():
