@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -218,8 +219,14 @@ def test_supervisor_local_conf_runs_as_it_is(tmp_path: Path) -> None:
     tree = copy_code(tmp_path / "checkout")
     text = (REPO / "supervisor" / "local.conf").read_text()
     ports = free_ports(4)
-    for default, port in zip((5555, 5556, 8080, 4730), ports, strict=True):
-        text = text.replace(f"127.0.0.1:{default}", f"127.0.0.1:{port}")
+    # One pass, whole port numbers only: replacing one default after another would turn a
+    # new port such as 55563 (written for 5555) into 571073 when 5556 is replaced next.
+    chosen = dict(zip(("5555", "5556", "8080", "4730"), map(str, ports), strict=True))
+    text = re.sub(
+        r"127\.0\.0\.1:(5555|5556|8080|4730)\b",
+        lambda match: f"127.0.0.1:{chosen[match.group(1)]}",
+        text,
+    )
     (tree / "supervisor").mkdir()
     (tree / "supervisor" / "local.conf").write_text(text)
     run_dir = tree / "run"
