@@ -8,6 +8,13 @@ core's actions on DEALER sockets and feeds it what arrives, in one loop:
     carry out actions (Open, Close, Send)  ->  wait in one receive or poll, up to the
     core's next deadline  ->  read every message available (Received)  ->  Tick
 
+Each connection is a link (:mod:`mdp.zmtplinks`): by default ZMTP spoken on a plain socket
+in this thread (:class:`~mdp.zmtplinks.PlainLink`, for ``tcp://`` and ``ipc://`` without
+CURVE), else a pyzmq DEALER (``ClientOptions.transport``). A plain link the broker dropped
+while it carried nothing (its ZMTP heartbeats went unanswered while the caller was idle) is
+opened again at once, as libzmq would, with a new HELLO; one lost with calls on it, or
+before its handshake, is reported to the core (:class:`~mdp.actions.Lost`), which fails over.
+
 A single ``send`` on a live connection is short: SUBMIT, send, block in the socket's own
 receive until the reply or the next deadline, match, done. ``send_many`` and
 ``iter_many`` keep up to ``window`` requests in flight over all live brokers; once the
@@ -29,40 +36,22 @@ from typing import Any
 import zmq
 
 from mdp import protocol as p
-from mdp import sockio
 from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
 from mdp.clientcodec import check_frame, decode_status, encode_request, service_name
-from mdp.clientcore import ClientCore
-from mdp.clientrecords import CANCELLED, Call, OnProgress
+from mdp.clientcore import COMPLAIN_EVERY_S, ClientCore
+from mdp.clientrecords import CANCELLED, Call, OnProgress, State
 from mdp.clock import poll_timeout_ms
 from mdp.errors import ProtocolError, RequestError, UnknownService
 from mdp.keys import CurveConfig
 from mdp.options import ClientOptions, resolve
+from mdp.zmtplinks import Link, PlainLink, open_link, open_socket
 
 log = logging.getLogger(__name__)
 
-_POLLIN = int(zmq.POLLIN)
-_POLLOUT = int(zmq.POLLOUT)
+__all__ = ["MDPClient", "open_socket", "report"]
+
 _MAX_WAIT_S = 1.0  # a wait never exceeds this, whatever the core says
 _NOT_LONE: Any = object()  # _lone: the call cannot take the fast path
-
-
-def open_socket(context: zmq.Context, address: str, curve: CurveConfig | None,
-                max_reply_bytes: int) -> zmq.Socket:
-    """A client DEALER connecting to ``address``; it is up once it polls writable."""
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.IMMEDIATE, 1)  # with no send limit, Again means "not connected"
-    sock.setsockopt(zmq.SNDHWM, 0)  # a deep window must not look like a dead broker
-    sock.setsockopt(zmq.MAXMSGSIZE, max_reply_bytes)
-    try:
-        if curve is not None:
-            curve.apply(sock, address)
-        sock.connect(address)
-    except BaseException:
-        sock.close(linger=0)
-        raise
-    return sock
 
 
 class MDPClient:
@@ -88,9 +77,12 @@ class MDPClient:
         self.max_request_bytes = options.max_request_bytes
         self.max_reply_bytes = options.max_reply_bytes
         self.context = context or zmq.Context.instance()
-        self._sockets: list[zmq.Socket | None] = [None] * len(self.brokers)
+        self._plain = options.transport == "auto"
+        self._links: list[Link | None] = [None] * len(self.brokers)
         self._connecting: set[int] = set()
         self._poller: zmq.Poller | None = None
+        self._polled: dict[Any, tuple[int, int]] = {}  # poll target: (link index, flags)
+        self._warned_at = [-math.inf] * len(self.brokers)  # _broken: last WARNING, by link
         self._iterating = 0  # iter_many generators alive (they read core.finished)
 
     # --- public API ------------------------------------------------------------------
@@ -147,18 +139,17 @@ class MDPClient:
             return _NOT_LONE
         rid, ep = started
         index = ep.index
-        sock = self._sockets[index]
         now = time.monotonic()
-        frames: list[bytes] | None = None
-        if sock is not None:
-            try:
-                sockio.send(sock, p.client_submit(name, rid, max(1, int(timeout * 1000)),
-                                                  [body], priority))
-            except zmq.Again:  # no connection: the broker is gone
-                sock = None
-        if sock is not None:
+        messages: list[list[bytes]] = []
+        link = self._send_on(index, p.client_submit(name, rid, max(1, int(timeout * 1000)),
+                                                    [body], priority))
+        if link is not None:
             wait_s = min(timeout, core.ping_interval, _MAX_WAIT_S)
-            frames, _ = sockio.recv_wait(sock, max(1, math.ceil(wait_s * 1000)))
+            try:
+                messages = link.wait(max(1, math.ceil(wait_s * 1000)))
+            except (ConnectionError, ProtocolError) as exc:
+                link = self._broken(index, exc, busy=True)
+            frames = messages[0] if len(messages) == 1 else None
             if (frames is not None and len(frames) == 6 and frames[2] == p.RESULT
                     and frames[1] == p.DIPS_CLIENT and frames[4] == p.pack_meta({"id": rid})):
                 reply = frames[5]
@@ -174,9 +165,9 @@ class MDPClient:
                     raise exc from None
         call = core.adopt(rid, name, [body], now, timeout=timeout, priority=priority, ep=ep)
         at = time.monotonic()
-        if sock is None:
+        if link is None:
             core.handle(Lost(index), at)
-        elif frames is not None:
+        for frames in messages:
             core.handle(Received(index, frames), at)
         return self._outcome(call)
 
@@ -294,12 +285,9 @@ class MDPClient:
             for action in core.take_actions():
                 match action:
                     case Send(index, frames):
-                        sock = self._sockets[index]
-                        if sock is not None:
-                            try:
-                                sockio.send(sock, frames)
-                            except zmq.Again:  # no connection: the broker is gone
-                                core.handle(Lost(index), time.monotonic())
+                        if self._links[index] is not None and \
+                                self._send_on(index, frames) is None:
+                            core.handle(Lost(index), time.monotonic())
                     case Open(index):
                         self._open(index)
                     case Close(index):
@@ -316,22 +304,25 @@ class MDPClient:
         now = time.monotonic()
         timeout_ms = poll_timeout_ms(min(core.next_deadline(), now + _MAX_WAIT_S), now)
         ep = call.endpoint if call is not None else None
-        if ep is not None and not self._connecting and len(core.pending) == 1:
+        if ep is not None and not self._connecting and len(core.pending) == 1 \
+                and (link := self._links[ep.index]) is not None:
             index = ep.index
-            sock = self._sockets[index]
-            assert sock is not None  # noqa: S101 (a call is only placed on an open link)
-            frames, _ = sockio.recv_wait(sock, timeout_ms)
+            try:
+                messages = link.wait(timeout_ms)
+            except (ConnectionError, ProtocolError) as exc:
+                messages = []
+                if self._broken(index, exc) is None:
+                    core.handle(Lost(index), time.monotonic())
             now = time.monotonic()
-            if frames is not None:
+            for frames in messages:
                 core.handle(Received(index, frames), now)
-                if call is not None and call.done:
-                    return
+            if messages and call is not None and call.done:
+                return
         elif self._open_count:
             events = self._get_poller().poll(timeout_ms)
             now = time.monotonic()
-            for sock, event in events:
-                if event & _POLLOUT:
-                    self._up(self._sockets.index(sock), now)
+            for target, event in events:
+                self._on_events(target, event, now)
         else:
             time.sleep(timeout_ms / 1000)  # zmq_poll on no socket would not wait at all
             now = time.monotonic()
@@ -340,12 +331,26 @@ class MDPClient:
 
     def _read_all(self, now: float) -> None:
         core = self._core
-        for index, sock in enumerate(self._sockets):
-            # asking before each receive is cheaper than a receive that finds nothing
-            # (pyzmq builds a zmq.Again), and a pass usually finds one or two messages
-            if sock is not None and index not in self._connecting:
-                while sockio.readable(sock) and (frames := sockio.recv(sock)) is not None:
+        for index, link in enumerate(self._links):
+            if link is not None and index not in self._connecting:
+                for frames in link.take():
                     core.handle(Received(index, frames), now)
+
+    def _on_events(self, target: Any, events: int, now: float) -> None:
+        """A link's poll ``events``: its I/O (a plain link reads and writes here), then
+        whether it came up or broke."""
+        index = self._polled[target][0]
+        link = self._links[index]
+        if link is None:
+            return
+        try:
+            link.on_events(events)
+        except (ConnectionError, ProtocolError) as exc:
+            if self._broken(index, exc) is None:
+                self._core.handle(Lost(index), now)
+            return
+        if index in self._connecting and link.up:
+            self._up(index, now)
 
     # --- connections -----------------------------------------------------------------
 
@@ -353,14 +358,60 @@ class MDPClient:
         self._close(index)
         address = self.brokers[index]
         try:
-            sock = open_socket(self.context, address, self.curve, self.max_reply_bytes)
-        except zmq.ZMQError as exc:  # e.g. an endpoint that cannot be resolved
-            log.debug("cannot open a socket to broker %s: %s", address, exc)
+            link = open_link(address, self.max_reply_bytes, self.curve, self.context,
+                             self._plain)
+        except (zmq.ZMQError, OSError, ValueError) as exc:  # e.g. a name that won't resolve
+            log.debug("cannot open a connection to broker %s: %s", address, exc)
             self._core.handle(Lost(index), time.monotonic())  # it says so, rate-limited
             return
-        self._sockets[index] = sock
+        self._links[index] = link
         self._connecting.add(index)
         self._poller = None
+
+    def _send_on(self, index: int, frames: list[bytes]) -> Link | None:
+        """Send on link ``index``; the link it went on, or None if it is gone (closed
+        here; the caller tells the core)."""
+        link = self._links[index]
+        if link is None:
+            return None
+        try:
+            link.send(frames)
+        except (ConnectionError, ProtocolError) as exc:
+            link = self._broken(index, exc)
+            if link is not None:
+                link.send(frames)  # (queued until its handshake is done)
+        return link
+
+    def _broken(self, index: int, exc: Exception, busy: bool = False) -> Link | None:
+        """Link ``index`` failed with ``exc``. A plain link the broker dropped while it
+        carried no call (``busy``: the lone call is on it) is opened again at once (the new
+        link, with a HELLO queued); otherwise it is closed and None returned: the caller
+        tells the core it is lost."""
+        link = self._links[index]
+        ep = self._core.endpoints[index]
+        now = time.monotonic()
+        self._close(index)
+        if isinstance(exc, ProtocolError):  # a WARNING per broker per COMPLAIN_EVERY_S
+            warn = now - self._warned_at[index] >= COMPLAIN_EVERY_S
+            if warn:
+                self._warned_at[index] = now
+            log.log(logging.WARNING if warn else logging.DEBUG, "broker %s: %s", ep.address,
+                    exc)
+        else:
+            log.debug("%s", exc)
+        if not (isinstance(link, PlainLink) and isinstance(exc, ConnectionError)
+                and link.was_up and ep.state is State.DIPS and not ep.calls and not busy):
+            return None
+        log.debug("broker %s: opening the connection again (it was dropped while idle)",
+                  ep.address)
+        try:
+            again = PlainLink(ep.address, self.max_reply_bytes,
+                              [p.client_hello(batch=True, progress=True)])
+        except (OSError, ValueError) as error:
+            log.debug("cannot open a connection to broker %s: %s", ep.address, error)
+            return None
+        self._links[index] = again
+        return again
 
     def _up(self, index: int, now: float) -> None:
         self._connecting.discard(index)
@@ -369,24 +420,31 @@ class MDPClient:
 
     @property
     def _open_count(self) -> int:
-        return sum(sock is not None for sock in self._sockets)
+        return sum(link is not None for link in self._links)
 
     def _close(self, index: int) -> None:
-        sock = self._sockets[index]
-        if sock is not None:
-            sock.close(linger=0)
-            self._sockets[index] = None
+        link = self._links[index]
+        if link is not None:
+            link.close()
+            self._links[index] = None
             self._connecting.discard(index)
             self._poller = None
 
     def _get_poller(self) -> zmq.Poller:
-        if self._poller is None:
-            self._poller = zmq.Poller()
-            for index, sock in enumerate(self._sockets):
-                if sock is not None:
-                    flag = _POLLOUT if index in self._connecting else _POLLIN
-                    self._poller.register(sock, flag)
-        return self._poller
+        """The poller of every open link, with the flags each wants now (a plain link
+        asks for POLLOUT only while it has bytes to write)."""
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = zmq.Poller()
+            self._polled = {}
+        polled = self._polled
+        for index, link in enumerate(self._links):
+            if link is not None:
+                target, flags = link.poll_target(), link.poll_flags()
+                if polled.get(target) != (index, flags):
+                    poller.register(target, flags)
+                    polled[target] = (index, flags)
+        return poller
 
 
 def report(core: ClientCore) -> None:

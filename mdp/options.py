@@ -22,6 +22,7 @@ from mdp.rates import DEFAULT_LINK_FLOOR, check_link_floor
 _TCP = re.compile(r"tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.*-]+):(?P<port>[0-9]{1,5})")
 _OTHER = re.compile(r"(ipc|inproc)://.+")
 _TRANSPORTS = ("tcp://", "ipc://", "inproc://")
+TRANSPORTS = ("auto", "zmq")  # ClientOptions.transport
 
 
 def check_endpoint(endpoint: str) -> str:
@@ -80,6 +81,10 @@ class ClientOptions:
         least :data:`mdp.rates.MIN_LINK_FLOOR`): a broker is not pinged, nor taken for
         dead, before the bytes sent to it (or announced by it) may have gone at this rate.
         The brokers and workers should be given the same (docs/OPERATIONS.md, "Slow links").
+    :param transport: ``"auto"``: speak ZMTP on a plain socket in the caller's thread
+        where it can (``tcp://`` and ``ipc://`` brokers without CURVE; about half the CPU of
+        a sync call), a pyzmq socket elsewhere; ``"zmq"``: a pyzmq socket for every broker
+        (see docs/PROTOCOL.md, "The client's transport").
     """
 
     timeout: float = 10.0
@@ -93,6 +98,7 @@ class ClientOptions:
     max_request_bytes: int = 32 * 1024 * 1024
     max_reply_bytes: int = 64 * 1024 * 1024
     link_floor: int = DEFAULT_LINK_FLOOR
+    transport: str = "auto"
 
     def __post_init__(self) -> None:
         self.check()
@@ -114,6 +120,9 @@ class ClientOptions:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         check_link_floor(self.link_floor, "link_floor")
+        if self.transport not in TRANSPORTS:
+            raise ConfigError(f"transport must be one of {', '.join(TRANSPORTS)}, got "
+                              f"{self.transport!r}")
 
     def but(self, **changes: Any) -> ClientOptions:
         """A copy with ``changes``; ConfigError for a name that is not an option."""

@@ -1,0 +1,335 @@
+"""ZMTP 3.x for one DEALER connection to a ROUTER, without sockets (RFC 23/ZMTP, 37/ZMTP 3.1).
+
+:class:`ZmtpConnection` is the wire of a ZeroMQ connection with the NULL security mechanism,
+as a state machine that never touches a socket (h11's ``Connection`` is the model): its
+owner feeds it the bytes that arrived (:meth:`~ZmtpConnection.receive_data`, which returns
+the whole multipart messages they completed), hands it messages to send
+(:meth:`~ZmtpConnection.send_message`), and writes out what :meth:`~ZmtpConnection.data_to_send`
+gives back. It does what libzmq's I/O thread does for a DEALER, and no more:
+
+* **Greeting**: signature ``0xFF``, 8 bytes of padding, ``0x7F``; version 3.1; mechanism
+  ``NULL``; as-server 0; filler. The peer's is checked as it arrives, so a peer that is not
+  ZMTP 3 (an HTTP server, say) is refused after its first bytes, not after 64.
+* **Handshake** (NULL): our READY (``Socket-Type`` DEALER, empty ``Identity``) goes out with
+  the greeting; the peer's READY must name a socket type we may talk to (ROUTER); an ERROR
+  command in its place ends the connection with the peer's reason. Messages sent before the
+  handshake is done wait for it.
+* **Traffic**: frames (short and long sizes; MORE; COMMAND); a PING is answered with a PONG
+  carrying its context (brokers set ZMTP heartbeats); an ERROR ends the connection.
+* **Limits**: a frame larger than ``max_frame_bytes`` (the client's ``max_reply_bytes``, as
+  ``zmq.MAXMSGSIZE`` does for a pyzmq socket), a message of more than ``max_frames`` frames,
+  or a command larger than :data:`MAX_COMMAND_BYTES` is refused as soon as its size is read.
+
+Anything malformed raises :class:`~mdp.errors.ProtocolError` naming what was wrong; the
+connection is then dead (every later call raises again) and its owner closes the socket.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import Any
+
+from mdp.errors import ProtocolError
+
+GREETING_BYTES = 64
+VERSION = (3, 1)
+MECHANISM = b"NULL"
+MORE, LONG, COMMAND = 0x01, 0x02, 0x04
+_RESERVED = 0xF8  # frame flag bits that must be zero
+MAX_COMMAND_BYTES = 65536  # READY with its metadata, PING, ERROR: all far smaller
+MAX_PING_CONTEXT = 16  # RFC 37: a PING's context is 0 to 16 octets
+JOIN_BELOW = 65536  # a frame smaller than this is copied into one buffer with its neighbours
+
+READY, ERROR, PING, PONG = b"READY", b"ERROR", b"PING", b"PONG"
+
+
+class Phase(enum.Enum):
+    """Where a connection is: the peer's greeting, its READY, messages; or failed."""
+
+    GREETING = "greeting"
+    HANDSHAKE = "handshake"
+    TRAFFIC = "traffic"
+    FAILED = "failed"
+
+
+def greeting(mechanism: bytes = MECHANISM, as_server: bool = False) -> bytes:
+    """Our 64-byte greeting."""
+    return (b"\xff" + bytes(8) + b"\x7f" + bytes(VERSION) + mechanism.ljust(20, b"\x00")
+            + bytes([as_server]) + bytes(31))
+
+
+def frame_header(flags: int, size: int) -> bytes:
+    """A frame's flags and size, short form below 256 bytes."""
+    if size < 256:
+        return bytes((flags, size))
+    return bytes((flags | LONG,)) + size.to_bytes(8, "big")
+
+
+def command(name: bytes, data: bytes = b"") -> bytes:
+    """A whole command frame."""
+    body = bytes((len(name),)) + name + data
+    return frame_header(COMMAND, len(body)) + body
+
+
+def properties(props: dict[bytes, bytes]) -> bytes:
+    """READY's metadata: name (1-byte size), value (4-byte size), for each property."""
+    return b"".join(bytes((len(name),)) + name + len(value).to_bytes(4, "big") + value
+                    for name, value in props.items())
+
+
+def encode_message(frames: Sequence[Any]) -> list[Any]:
+    """A multipart message as chunks to write in order: small frames are joined with the
+    headers around them into one chunk; a frame of ``JOIN_BELOW`` bytes or more is its own
+    chunk, not copied (a big body goes out from the caller's memory)."""
+    chunks: list[Any] = []
+    parts: list[Any] = []
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        size = len(frame)
+        parts.append(frame_header(MORE if i < last else 0, size))
+        if size < JOIN_BELOW:
+            parts.append(frame)
+        else:
+            chunks.append(b"".join(parts))
+            chunks.append(frame)
+            parts = []
+    if parts:
+        chunks.append(b"".join(parts))
+    return chunks
+
+
+def parse_properties(data: bytes) -> dict[str, bytes]:
+    """READY's metadata, names lower-cased (they are case-insensitive); ProtocolError for
+    a truncated or malformed property or a name given twice."""
+    props: dict[str, bytes] = {}
+    pos, end = 0, len(data)
+    while pos < end:
+        name_size = data[pos]
+        pos += 1
+        if name_size == 0 or pos + name_size + 4 > end:
+            raise ProtocolError("malformed READY metadata: a property name is empty or cut off")
+        try:
+            name = data[pos:pos + name_size].decode("ascii").lower()
+        except UnicodeDecodeError:
+            raise ProtocolError("malformed READY metadata: a property name is not ASCII") \
+                from None
+        pos += name_size
+        value_size = int.from_bytes(data[pos:pos + 4], "big")
+        pos += 4
+        if pos + value_size > end:
+            raise ProtocolError(f"malformed READY metadata: property {name!r} is cut off")
+        if name in props:
+            raise ProtocolError(f"malformed READY metadata: property {name!r} given twice")
+        props[name] = data[pos:pos + value_size]
+        pos += value_size
+    return props
+
+
+class ZmtpConnection:
+    """One ZMTP 3 connection of a ``socket_type`` socket (DEALER) to a ``peer_types`` peer
+    (ROUTER), NULL mechanism. See the module docstring."""
+
+    def __init__(self, max_frame_bytes: int, *, max_frames: int = 100_000,
+                 socket_type: bytes = b"DEALER",
+                 peer_types: frozenset[bytes] = frozenset({b"ROUTER"})) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self.max_frames = max_frames
+        self.peer_types = peer_types
+        self.phase = Phase.GREETING
+        self.peer_version: tuple[int, int] | None = None
+        self.peer_properties: dict[str, bytes] = {}
+        self.failure: ProtocolError | None = None
+        ready = command(READY, properties({b"Socket-Type": socket_type, b"Identity": b""}))
+        self._out: list[Any] = [greeting() + ready]
+        self._later: list[Any] = []  # messages sent before the handshake was done
+        self._in = bytearray()  # bytes received and not yet parsed
+        self._frames: list[bytes] = []  # the message being received
+
+    # --- what the owner reads --------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """The handshake is done: messages flow both ways."""
+        return self.phase is Phase.TRAFFIC
+
+    @property
+    def wants_write(self) -> bool:
+        return bool(self._out)
+
+    def data_to_send(self) -> list[Any]:
+        """The chunks to write, in order (bytes-like), and forget them."""
+        out, self._out = self._out, []
+        return out
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def send_message(self, frames: Sequence[Any]) -> None:
+        """Queue a multipart message (it waits for the handshake, if that is not done)."""
+        if self.phase is Phase.FAILED:
+            raise self._dead()
+        if not frames:
+            raise ValueError("a message has at least one frame")
+        chunks = encode_message(frames)
+        if self.phase is Phase.TRAFFIC:
+            self._out += chunks
+        else:
+            self._later += chunks
+
+    # --- receiving -------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[list[bytes]]:
+        """Feed bytes that arrived; the whole messages they complete, in order. Raises
+        ProtocolError for anything malformed (the connection is then dead)."""
+        if self.phase is Phase.FAILED:
+            raise self._dead()
+        try:
+            return self._receive(data)
+        except ProtocolError as exc:
+            self.phase = Phase.FAILED
+            self.failure = exc
+            raise
+
+    def _dead(self) -> ProtocolError:
+        return ProtocolError(f"the ZMTP connection has failed ({self.failure})")
+
+    def _receive(self, data: bytes) -> list[list[bytes]]:
+        buf: bytes | bytearray
+        if self._in:
+            self._in += data
+            buf = self._in
+        else:
+            buf = data
+        pos = 0
+        if self.phase is Phase.GREETING:
+            pos = self._greeting(buf)
+            if self.phase is Phase.GREETING:
+                self._keep(buf, 0)
+                return []
+        messages: list[list[bytes]] = []
+        pos = self._frames_from(buf, pos, messages)
+        self._keep(buf, pos)
+        return messages
+
+    def _keep(self, buf: bytes | bytearray, pos: int) -> None:
+        """Keep ``buf[pos:]`` for the next feed."""
+        if buf is self._in:
+            del self._in[:pos]
+        elif pos < len(buf):
+            self._in = bytearray(buf[pos:])
+
+    def _greeting(self, buf: bytes | bytearray) -> int:
+        """Check what has come of the peer's greeting; its length once it is whole."""
+        have = len(buf)
+        if have >= 1 and buf[0] != 0xFF:
+            raise ProtocolError(f"the peer is not a ZMTP peer: its greeting starts with "
+                                f"0x{buf[0]:02x}, not 0xff")
+        if have >= 10 and buf[9] != 0x7F:
+            raise ProtocolError(f"the peer is not a ZMTP 3 peer: its signature ends with "
+                                f"0x{buf[9]:02x}, not 0x7f")
+        if have >= 11 and buf[10] < 3:
+            raise ProtocolError(f"the peer speaks ZMTP {buf[10]}; ZMTP 3 is required")
+        if have < GREETING_BYTES:
+            return 0
+        raw = bytes(buf[12:32])
+        mechanism = raw.rstrip(b"\x00")
+        if mechanism != MECHANISM:
+            shown = mechanism.decode("ascii", "replace")[:20] or "(none)"
+            hint = " (configure its CURVE keys)" if mechanism == b"CURVE" else ""
+            raise ProtocolError(f"the peer requires the {shown} security mechanism; this "
+                                f"connection offers NULL{hint}")
+        if b"\x00" in mechanism or buf[32] > 1:
+            raise ProtocolError("malformed ZMTP greeting: bad mechanism padding or as-server")
+        self.peer_version = (buf[10], buf[11])
+        self.phase = Phase.HANDSHAKE
+        return GREETING_BYTES
+
+    def _frames_from(self, buf: bytes | bytearray, pos: int,
+                     messages: list[list[bytes]]) -> int:
+        """Parse whole frames from ``buf[pos:]``; where the first incomplete one starts."""
+        end = len(buf)
+        while end - pos >= 2:
+            flags = buf[pos]
+            if flags & LONG:
+                if end - pos < 9:
+                    break
+                size = int.from_bytes(buf[pos + 1:pos + 9], "big")
+                start = pos + 9
+            else:
+                size = buf[pos + 1]
+                start = pos + 2
+            if flags & _RESERVED:
+                raise ProtocolError(f"malformed ZMTP frame: reserved flag bits set (0x{flags:02x})")
+            if flags & COMMAND:
+                if flags & MORE or self._frames:
+                    raise ProtocolError("malformed ZMTP frame: a command inside a multipart "
+                                        "message")
+                if size > MAX_COMMAND_BYTES:
+                    raise ProtocolError(f"a ZMTP command of {size} bytes is larger than the "
+                                        f"limit of {MAX_COMMAND_BYTES}")
+            elif size > self.max_frame_bytes:
+                raise ProtocolError(f"a frame of {size} bytes is larger than the limit of "
+                                    f"{self.max_frame_bytes} (max_reply_bytes)")
+            stop = start + size
+            if stop > end:
+                break
+            frame = bytes(buf[start:stop])
+            pos = stop
+            if flags & COMMAND:
+                self._command(frame)
+            elif self.phase is not Phase.TRAFFIC:
+                raise ProtocolError("the peer sent a message before its READY")
+            else:
+                frames = self._frames
+                frames.append(frame)
+                if not flags & MORE:
+                    messages.append(frames)
+                    self._frames = []
+                elif len(frames) >= self.max_frames:
+                    raise ProtocolError(f"a message of more than {self.max_frames} frames")
+        return pos
+
+    # --- commands --------------------------------------------------------------------------
+
+    def _command(self, body: bytes) -> None:
+        if not body or body[0] == 0 or 1 + body[0] > len(body):
+            raise ProtocolError("malformed ZMTP command: its name is empty or cut off")
+        name = body[1:1 + body[0]]
+        data = body[1 + body[0]:]
+        if name == ERROR:
+            raise ProtocolError(f"the peer closed the connection with ERROR: {error_reason(data)}")
+        if self.phase is Phase.HANDSHAKE:
+            if name != READY:
+                raise ProtocolError(f"the peer sent {_shown(name)} where READY was expected")
+            self._ready(data)
+        elif name == PING:
+            if not 2 <= len(data) <= 2 + MAX_PING_CONTEXT:
+                raise ProtocolError(f"malformed ZMTP PING of {len(data)} bytes")
+            self._out.append(command(PONG, data[2:]))
+        elif name != PONG:  # (we send no PING; a PONG is harmless)
+            raise ProtocolError(f"the peer sent an unexpected ZMTP command {_shown(name)}")
+
+    def _ready(self, data: bytes) -> None:
+        props = parse_properties(data)
+        kind = props.get("socket-type")
+        if kind is None:
+            raise ProtocolError("the peer's READY names no Socket-Type")
+        if kind not in self.peer_types:
+            expected = "/".join(sorted(t.decode() for t in self.peer_types))
+            raise ProtocolError(f"the peer is a {_shown(kind)} socket; a {expected} was "
+                                "expected (is this address a DIPS broker?)")
+        self.peer_properties = props
+        self.phase = Phase.TRAFFIC
+        self._out += self._later
+        self._later = []
+
+
+def error_reason(data: bytes) -> str:
+    """An ERROR command's reason, for a log line."""
+    if not data or 1 + data[0] > len(data):
+        return "(no reason given)"
+    return data[1:1 + data[0]].decode("utf-8", "replace")
+
+
+def _shown(name: bytes) -> str:
+    return repr(name.decode("ascii", "replace")[:40])
