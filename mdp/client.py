@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 __all__ = ["MDPClient", "open_socket", "report"]
 
 _MAX_WAIT_S = 1.0  # a wait never exceeds this, whatever the core says
+RECONNECT_S = 0.1  # a refused plain connection is tried again after this (libzmq's default)
 _NOT_LONE: Any = object()  # _lone: the call cannot take the fast path
 
 
@@ -80,6 +81,7 @@ class MDPClient:
         self._plain = options.transport == "auto"
         self._links: list[Link | None] = [None] * len(self.brokers)
         self._connecting: set[int] = set()
+        self._retry_at: dict[int, float] = {}  # refused while connecting: when to try again
         self._poller: zmq.Poller | None = None
         self._polled: dict[Any, tuple[int, int]] = {}  # poll target: (link index, flags)
         self._warned_at = [-math.inf] * len(self.brokers)  # _broken: last WARNING, by link
@@ -302,7 +304,10 @@ class MDPClient:
         """
         core = self._core
         now = time.monotonic()
-        timeout_ms = poll_timeout_ms(min(core.next_deadline(), now + _MAX_WAIT_S), now)
+        wake = min(core.next_deadline(), now + _MAX_WAIT_S)
+        if self._retry_at:
+            wake = min(wake, self._retry(now))
+        timeout_ms = poll_timeout_ms(wake, now)
         ep = call.endpoint if call is not None else None
         if ep is not None and not self._connecting and len(core.pending) == 1 \
                 and (link := self._links[ep.index]) is not None:
@@ -345,7 +350,19 @@ class MDPClient:
             return
         try:
             link.on_events(events)
-        except (ConnectionError, ProtocolError) as exc:
+        except ConnectionError as exc:
+            if index in self._connecting and isinstance(link, PlainLink):
+                # refused (nothing listens yet): tried again until the core's connect
+                # timeout, as libzmq does, rather than reported at once
+                log.debug("%s; trying again in %.1fs", exc, RECONNECT_S)
+                link.close()
+                self._links[index] = None
+                self._poller = None
+                self._retry_at[index] = now + RECONNECT_S
+            elif self._broken(index, exc) is None:
+                self._core.handle(Lost(index), now)
+            return
+        except ProtocolError as exc:
             if self._broken(index, exc) is None:
                 self._core.handle(Lost(index), now)
             return
@@ -356,17 +373,33 @@ class MDPClient:
 
     def _open(self, index: int) -> None:
         self._close(index)
+        self._connect(index, time.monotonic())
+
+    def _connect(self, index: int, now: float) -> None:
+        """Start link ``index``'s connection; the core hears :class:`Opened` once it is up.
+        A plain connection that is refused (nothing listens yet) is tried again every
+        ``RECONNECT_S`` until the core's connect timeout, as libzmq does for a DEALER."""
         address = self.brokers[index]
-        try:
-            link = open_link(address, self.max_reply_bytes, self.curve, self.context,
-                             self._plain)
-        except (zmq.ZMQError, OSError, ValueError) as exc:  # e.g. a name that won't resolve
-            log.debug("cannot open a connection to broker %s: %s", address, exc)
-            self._core.handle(Lost(index), time.monotonic())  # it says so, rate-limited
-            return
-        self._links[index] = link
         self._connecting.add(index)
         self._poller = None
+        try:
+            self._links[index] = open_link(address, self.max_reply_bytes, self.curve,
+                                           self.context, self._plain)
+        except (ConnectionRefusedError, FileNotFoundError) as exc:  # (ipc: no socket file)
+            log.debug("broker %s: %s; trying again in %.1fs", address, exc, RECONNECT_S)
+            self._retry_at[index] = now + RECONNECT_S
+        except (zmq.ZMQError, OSError, ValueError) as exc:  # e.g. a name that won't resolve
+            log.debug("cannot open a connection to broker %s: %s", address, exc)
+            self._connecting.discard(index)
+            self._core.handle(Lost(index), now)  # it says so, rate-limited
+
+    def _retry(self, now: float) -> float:
+        """Connect again the refused links whose retry is due; when the next is due."""
+        for index, at in list(self._retry_at.items()):
+            if at <= now:
+                del self._retry_at[index]
+                self._connect(index, now)
+        return min(self._retry_at.values(), default=math.inf)
 
     def _send_on(self, index: int, frames: list[bytes]) -> Link | None:
         """Send on link ``index``; the link it went on, or None if it is gone (closed
@@ -423,11 +456,12 @@ class MDPClient:
         return sum(link is not None for link in self._links)
 
     def _close(self, index: int) -> None:
+        self._retry_at.pop(index, None)
+        self._connecting.discard(index)
         link = self._links[index]
         if link is not None:
             link.close()
             self._links[index] = None
-            self._connecting.discard(index)
             self._poller = None
 
     def _get_poller(self) -> zmq.Poller:

@@ -231,15 +231,14 @@ class ZmtpConnection:
             raise ProtocolError(f"the peer speaks ZMTP {buf[10]}; ZMTP 3 is required")
         if have < GREETING_BYTES:
             return 0
-        raw = bytes(buf[12:32])
-        mechanism = raw.rstrip(b"\x00")
+        mechanism = bytes(buf[12:32]).rstrip(b"\x00")
+        if b"\x00" in mechanism or buf[32] > 1:
+            raise ProtocolError("malformed ZMTP greeting: bad mechanism padding or as-server")
         if mechanism != MECHANISM:
             shown = mechanism.decode("ascii", "replace")[:20] or "(none)"
             hint = " (configure its CURVE keys)" if mechanism == b"CURVE" else ""
             raise ProtocolError(f"the peer requires the {shown} security mechanism; this "
                                 f"connection offers NULL{hint}")
-        if b"\x00" in mechanism or buf[32] > 1:
-            raise ProtocolError("malformed ZMTP greeting: bad mechanism padding or as-server")
         self.peer_version = (buf[10], buf[11])
         self.phase = Phase.HANDSHAKE
         return GREETING_BYTES
