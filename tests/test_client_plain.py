@@ -1,0 +1,197 @@
+"""The sync client's plain-socket transport (ZMTP in the caller's thread) against real
+brokers: calls over tcp:// and ipc://, failover when a broker is SIGKILLed or SIGSTOPped in
+the middle of a call, a connection the broker dropped while the client was idle, and fake
+brokers (a plain socket server in this test) that send garbage, say they are the wrong
+socket type, or send a frame over the client's limit: each gives a clear WARNING and the
+call goes on at the other broker."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from clusterkit import Cluster
+from mdp.client import MDPClient
+from mdp.zmtp import command, greeting, properties
+from mdp.zmtplinks import PlainLink, ZmqLink
+from testkit import busy_worker, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def links(client: MDPClient) -> list[str]:
+    return [type(link).__name__ for link in client._links if link is not None]
+
+
+def test_a_sync_call_goes_over_a_plain_socket_by_default(cluster: Cluster) -> None:
+    broker = cluster.broker()
+    cluster.worker([broker])
+    with MDPClient([broker.endpoint]) as client:
+        assert client.send("echo", {"x": 1}) == {"x": 1}
+        assert links(client) == [PlainLink.__name__]
+        assert client.send_many("echo", [{"i": i} for i in range(300)], window=32) == \
+            [{"i": i} for i in range(300)]
+        big = b"\x01" * (12 << 20)
+        assert client.send("echo", {"b": big}) == {"b": big}
+        assert client.mmi_service("echo") == "200"
+    with MDPClient([broker.endpoint], transport="zmq") as client:
+        assert client.send("echo", {"x": 2}) == {"x": 2}
+        assert links(client) == [ZmqLink.__name__]
+
+
+def test_a_sync_call_goes_over_ipc(cluster: Cluster, tmp_path: Path) -> None:
+    endpoint = f"ipc://{tmp_path}/broker.sock"
+    broker = cluster.broker(None, "--bind", endpoint)
+    cluster.worker([endpoint])
+    with MDPClient([endpoint]) as client:
+        assert client.send("echo", {"x": 1}) == {"x": 1}
+        assert links(client) == [PlainLink.__name__]
+    assert broker.popen.poll() is None
+
+
+def test_a_client_idle_past_the_brokers_zmtp_timeout_reconnects_quietly(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """The broker drops a connection whose ZMTP PINGs go unanswered (here after 0.4 s; a
+    plain client reads only when called): the next call opens it again at once, with no
+    failover, no wait and no WARNING."""
+    broker = cluster.broker(None, "--zmtp-heartbeat", "100", "--max-message-bytes", "100000")
+    cluster.worker([broker])
+    caplog.set_level(logging.INFO, logger="mdp")
+    with MDPClient([broker.endpoint]) as client:
+        assert client.send("echo", {"x": 1}) == {"x": 1}
+        first = client._links[0]
+        for i in range(3):
+            time.sleep(1.0)  # idle: the scenario itself, not synchronisation
+            started = time.monotonic()
+            assert client.send("echo", {"x": i}) == {"x": i}
+            assert time.monotonic() - started < 0.5
+        assert client._links[0] is not first
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP])
+def test_a_broker_killed_or_frozen_mid_call_fails_over(cluster: Cluster, fault: int) -> None:
+    a, b = cluster.broker(), cluster.broker()
+    for _ in range(2):
+        cluster.worker([a, b], "echo", faulty=True)
+    with MDPClient([a.endpoint, b.endpoint], shuffle=False) as client:
+        client.send("echo", {"warm": 1})  # now a, next b, then a
+        client.send("echo", {"warm": 2})
+        outcome: list[dict[str, object]] = []
+        call = threading.Thread(target=lambda: outcome.append(
+            client.send("echo", {"sleep": 1.0}, timeout=10)))
+        started = time.monotonic()
+        call.start()
+        wait_for(lambda: busy_worker([a.endpoint]), 5, "the call at broker a")
+        a.signal(fault)
+        call.join(15)
+        elapsed = time.monotonic() - started
+        assert [reply["sleep"] for reply in outcome] == [1.0]
+        assert elapsed < 4.0, elapsed
+        assert client.send("echo", {"after": 1})["after"] == 1
+        assert links(client) == [PlainLink.__name__] * len(links(client))
+    a.signal(signal.SIGCONT)
+
+
+# --- fake brokers ---------------------------------------------------------------------------
+
+ROUTER_HELLO = greeting() + command(b"READY", properties({b"Socket-Type": b"ROUTER"}))
+
+
+class FakeBroker:
+    """A plain TCP server that answers every connection with ``reply(first bytes)``."""
+
+    def __init__(self, reply: Callable[[socket.socket], None]) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"tcp://127.0.0.1:{self.server.getsockname()[1]}"
+        self.reply = reply
+        self.connections = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.settimeout(5)
+            try:
+                self.reply(conn)
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    def close(self) -> None:
+        try:
+            self.server.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        except OSError:
+            pass
+        self.server.close()
+        self._thread.join(5)
+
+
+def garbage(conn: socket.socket) -> None:
+    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    conn.recv(100)
+
+
+def wrong_type(conn: socket.socket) -> None:
+    conn.sendall(greeting() + command(b"READY", properties({b"Socket-Type": b"PUB"})))
+    conn.recv(100)
+
+
+def oversize(conn: socket.socket) -> None:
+    conn.sendall(ROUTER_HELLO)
+    got = b""
+    while b"MDPC01" not in got:  # our greeting, READY, HELLO and the request behind it
+        more = conn.recv(65536)
+        if not more:
+            return
+        got += more
+    conn.sendall(b"\x02" + (10**9).to_bytes(8, "big"))
+    conn.recv(100)
+
+
+def curve_only(conn: socket.socket) -> None:
+    conn.sendall(greeting(b"CURVE"))
+    conn.recv(100)
+
+
+@pytest.fixture
+def real(cluster: Cluster) -> Iterator[str]:
+    broker = cluster.broker()
+    cluster.worker([broker])
+    yield broker.endpoint
+
+
+@pytest.mark.parametrize(("behaviour", "named"), [
+    (garbage, "not a ZMTP peer: its greeting starts with 0x48"),
+    (wrong_type, "is a 'PUB' socket; a ROUTER was expected"),
+    (oversize, "a frame of 1000000000 bytes is larger than the limit of 1048576"),
+    (curve_only, "requires the CURVE security mechanism"),
+])
+def test_a_fake_broker_gives_a_clear_warning_and_the_call_goes_to_the_other(
+        real: str, caplog: pytest.LogCaptureFixture, behaviour: Callable[[socket.socket], None],
+        named: str) -> None:
+    fake = FakeBroker(behaviour)
+    try:
+        caplog.set_level(logging.WARNING, logger="mdp")
+        with MDPClient([fake.endpoint, real], shuffle=False, max_reply_bytes=1 << 20,
+                       timeout=5) as client:
+            for i in range(4):
+                assert client.send("echo", {"i": i}) == {"i": i}
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert any(named in w and fake.endpoint in w for w in warnings), warnings
+        assert fake.connections >= 1
+    finally:
+        fake.close()
