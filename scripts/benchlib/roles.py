@@ -160,7 +160,9 @@ class DipsClient:
 
     def __init__(self, endpoints: list[str], size: int, window: int, batch: int,
                  service: str) -> None:
-        self.client = MDPClient(endpoints, timeout=30.0, retries=0, shuffle=False)
+        # DIPS_BENCH_TRANSPORT=zmq: the pyzmq transport, for a before/after comparison
+        self.client = MDPClient(endpoints, timeout=30.0, retries=0, shuffle=False,
+                                transport=os.environ.get("DIPS_BENCH_TRANSPORT", "auto"))
         self.size = size
         self.request = {"d": b"x" * size}
         self.window = window
