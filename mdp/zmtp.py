@@ -15,7 +15,8 @@ gives back. It does what libzmq's I/O thread does for a DEALER, and no more:
   command in its place ends the connection with the peer's reason. Messages sent before the
   handshake is done wait for it.
 * **Traffic**: frames (short and long sizes; MORE; COMMAND); a PING is answered with a PONG
-  carrying its context (brokers set ZMTP heartbeats); an ERROR ends the connection.
+  carrying its context (brokers set ZMTP heartbeats; libzmq sends a PING when its timer
+  fires, between two frames of a multipart message too); an ERROR ends the connection.
 * **Limits**: a frame larger than ``max_frame_bytes`` (the client's ``max_reply_bytes``, as
   ``zmq.MAXMSGSIZE`` does for a pyzmq socket), a message of more than ``max_frames`` frames,
   or a command larger than :data:`MAX_COMMAND_BYTES` is refused as soon as its size is read.
@@ -259,10 +260,9 @@ class ZmtpConnection:
                 start = pos + 2
             if flags & _RESERVED:
                 raise ProtocolError(f"malformed ZMTP frame: reserved flag bits set (0x{flags:02x})")
-            if flags & COMMAND:
-                if flags & MORE or self._frames:
-                    raise ProtocolError("malformed ZMTP frame: a command inside a multipart "
-                                        "message")
+            if flags & COMMAND:  # (libzmq may put a PING between a message's frames)
+                if flags & MORE:
+                    raise ProtocolError("malformed ZMTP frame: a command with the MORE flag")
                 if size > MAX_COMMAND_BYTES:
                     raise ProtocolError(f"a ZMTP command of {size} bytes is larger than the "
                                         f"limit of {MAX_COMMAND_BYTES}")
