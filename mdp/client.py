@@ -38,20 +38,27 @@ import zmq
 from mdp import protocol as p
 from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
 from mdp.clientcodec import check_frame, decode_status, encode_request, service_name
-from mdp.clientcore import COMPLAIN_EVERY_S, ClientCore
+from mdp.clientcore import ClientCore
 from mdp.clientrecords import CANCELLED, Call, OnProgress, State
 from mdp.clock import poll_timeout_ms
 from mdp.errors import ProtocolError, RequestError, UnknownService
 from mdp.keys import CurveConfig
 from mdp.options import ClientOptions, resolve
-from mdp.zmtplinks import Link, PlainLink, open_link, open_socket
+from mdp.zmtplinks import (
+    RECONNECT_S,
+    Complaints,
+    Link,
+    PlainLink,
+    open_link,
+    open_socket,
+    reopened,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MDPClient", "open_socket", "report"]
 
 _MAX_WAIT_S = 1.0  # a wait never exceeds this, whatever the core says
-RECONNECT_S = 0.1  # a refused plain connection is tried again after this (libzmq's default)
 _NOT_LONE: Any = object()  # _lone: the call cannot take the fast path
 
 
@@ -84,7 +91,7 @@ class MDPClient:
         self._retry_at: dict[int, float] = {}  # refused while connecting: when to try again
         self._poller: zmq.Poller | None = None
         self._polled: dict[Any, tuple[int, int]] = {}  # poll target: (link index, flags)
-        self._warned_at = [-math.inf] * len(self.brokers)  # _broken: last WARNING, by link
+        self._complaints = Complaints(len(self.brokers))
         self._iterating = 0  # iter_many generators alive (they read core.finished)
 
     # --- public API ------------------------------------------------------------------
@@ -416,33 +423,15 @@ class MDPClient:
         return link
 
     def _broken(self, index: int, exc: Exception, busy: bool = False) -> Link | None:
-        """Link ``index`` failed with ``exc``. A plain link the broker dropped while it
-        carried no call (``busy``: the lone call is on it) is opened again at once (the new
-        link, with a HELLO queued); otherwise it is closed and None returned: the caller
-        tells the core it is lost."""
+        """Link ``index`` failed with ``exc``: closed, and opened again at once if the broker
+        dropped it while it carried no call (``busy``: the lone call is on it; see
+        :func:`reopened`); the new link, or None: the caller tells the core it is lost."""
         link = self._links[index]
         ep = self._core.endpoints[index]
-        now = time.monotonic()
         self._close(index)
-        if isinstance(exc, ProtocolError):  # a WARNING per broker per COMPLAIN_EVERY_S
-            warn = now - self._warned_at[index] >= COMPLAIN_EVERY_S
-            if warn:
-                self._warned_at[index] = now
-            log.log(logging.WARNING if warn else logging.DEBUG, "broker %s: %s", ep.address,
-                    exc)
-        else:
-            log.debug("%s", exc)
-        if not (isinstance(link, PlainLink) and isinstance(exc, ConnectionError)
-                and link.was_up and ep.state is State.DIPS and not ep.calls and not busy):
-            return None
-        log.debug("broker %s: opening the connection again (it was dropped while idle)",
-                  ep.address)
-        try:
-            again = PlainLink(ep.address, self.max_reply_bytes,
-                              [p.client_hello(batch=True, progress=True)])
-        except (OSError, ValueError) as error:
-            log.debug("cannot open a connection to broker %s: %s", ep.address, error)
-            return None
+        self._complaints.note(index, ep.address, exc, time.monotonic())
+        again = reopened(link, exc, ep.address, self.max_reply_bytes,
+                         ep.state is State.DIPS and not ep.calls and not busy)
         self._links[index] = again
         return again
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import select
 import socket
 import time
@@ -26,7 +27,10 @@ from typing import Any, Protocol
 
 import zmq
 
+from mdp import protocol as p
 from mdp import sockio
+from mdp.clientcore import COMPLAIN_EVERY_S
+from mdp.errors import ProtocolError
 from mdp.keys import CurveConfig
 from mdp.zmtp import ZmtpConnection
 
@@ -36,6 +40,8 @@ RECV_BYTES = 262144  # one receive reads up to this much, into the link's own bu
 # ``recv(262144)`` would allocate that much each time: above malloc's mmap threshold, it
 # costs 18 us where a small reply costs 2)
 IDLE_CHECK_S = 0.1  # a send on a link not read for this long reads it first (see send)
+RECONNECT_S = 0.1  # a refused plain connection is tried again after this (libzmq's default)
+REOPEN_AFTER_S = 1.0  # reopened(): a link dropped younger than this is a lost broker
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
 _ZPOLLIN = int(zmq.POLLIN)
@@ -177,6 +183,7 @@ class PlainLink:
         self.fd = sock.fileno()
         self.conn = ZmtpConnection(max_reply_bytes)
         self.was_up = False  # the handshake was done once on this link
+        self.opened_at = time.monotonic()
         self._pending: list[Any] = []  # chunks (memoryviews) not yet written
         self._inbox: list[list[bytes]] = []
         self._poll = select.poll()
@@ -303,6 +310,42 @@ class PlainLink:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class Complaints:
+    """A link's failures: a WARNING per broker per ``COMPLAIN_EVERY_S`` for a peer that
+    broke the protocol (the core says it failed over, rate-limited too), DEBUG otherwise."""
+
+    def __init__(self, links: int) -> None:
+        self._warned_at = [-math.inf] * links
+
+    def note(self, index: int, address: str, exc: Exception, now: float) -> None:
+        if not isinstance(exc, ProtocolError):
+            log.debug("%s", exc)
+            return
+        warn = now - self._warned_at[index] >= COMPLAIN_EVERY_S
+        if warn:
+            self._warned_at[index] = now
+        log.log(logging.WARNING if warn else logging.DEBUG, "broker %s: %s", address, exc)
+
+
+def reopened(link: Link | None, exc: Exception, address: str, max_reply_bytes: int,
+             idle: bool) -> PlainLink | None:
+    """A new plain link in place of ``link`` (closed) if the broker dropped it while it
+    was ``idle`` (no call on it; its ZMTP PINGs went unanswered while the caller did
+    nothing): libzmq would reconnect a DEALER, and the core does not need to know. It
+    carries a HELLO (without ``first``: batches and progress, as the core asks). Not for
+    a link that never came up or lived less than ``REOPEN_AFTER_S`` (a broker that drops
+    every connection is a lost broker, not a reconnection loop)."""
+    if not (idle and isinstance(link, PlainLink) and isinstance(exc, ConnectionError)
+            and link.was_up and time.monotonic() - link.opened_at >= REOPEN_AFTER_S):
+        return None
+    log.debug("broker %s: opening the connection again (it was dropped while idle)", address)
+    try:
+        return PlainLink(address, max_reply_bytes, [p.client_hello(batch=True, progress=True)])
+    except (OSError, ValueError) as error:
+        log.debug("cannot open a connection to broker %s: %s", address, error)
+        return None
 
 
 def _reason(exc: OSError) -> str:
