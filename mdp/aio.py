@@ -8,6 +8,12 @@ back when one of its sockets' descriptors is readable (``loop.add_reader``; Zero
 descriptors are edge-triggered, so every pass reads until ``EVENTS`` shows nothing more)
 and at the core's next deadline (one ``loop.call_at`` timer). Usable from Starlette or
 aiohttp without a thread pool. One client belongs to one event loop.
+
+Each connection is a link of :mod:`mdp.zmtplinks`, as for the sync client: by default ZMTP
+on a plain non-blocking socket read and written in the loop's own callbacks (its
+descriptor is an ordinary level-triggered one, watched for writing only while bytes wait),
+with none of libzmq's thread hand-offs; CURVE, ``inproc://`` and ``transport="zmq"`` use a
+pyzmq DEALER.
 """
 
 from __future__ import annotations
@@ -22,18 +28,19 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from mdp import sockio
 from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
-from mdp.client import open_socket
 from mdp.clientcodec import check_frame, decode_status, encode_request, service_name
 from mdp.clientcore import ClientCore
-from mdp.clientrecords import CANCELLED, Call, OnProgress
+from mdp.clientrecords import CANCELLED, Call, OnProgress, State
+from mdp.errors import ProtocolError
 from mdp.keys import CurveConfig
 from mdp.options import ClientOptions, resolve
+from mdp.zmtplinks import RECONNECT_S, Complaints, Link, PlainLink, ZmqLink, open_link, reopened
 
 log = logging.getLogger(__name__)
 
 _EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 
 
@@ -55,8 +62,12 @@ class AsyncMDPClient:
         self.max_request_bytes = options.max_request_bytes
         self.max_reply_bytes = options.max_reply_bytes
         self.context = context or zmq.asyncio.Context.instance()
-        self._sockets: list[zmq.Socket | None] = [None] * len(self.brokers)
+        self._plain = options.transport == "auto"
+        self._links: list[Link | None] = [None] * len(self.brokers)
         self._fds: list[int] = [-1] * len(self.brokers)
+        self._writing: set[int] = set()  # plain links watched for writing
+        self._retries: dict[int, asyncio.TimerHandle] = {}  # refused: the next try
+        self._complaints = Complaints(len(self.brokers))
         self._connecting: set[int] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -215,10 +226,14 @@ class AsyncMDPClient:
             loop = self._loop
             assert loop is not None  # noqa: S101
             now = loop.time()
+            if fired is not None and isinstance(self._links[fired], PlainLink):
+                self._plain_io(fired, loop)
             if self._connecting:
                 for index in list(self._connecting):
-                    sock = self._sockets[index]
-                    if sock is not None and _writable(sock):
+                    link = self._links[index]
+                    if isinstance(link, ZmqLink) and _writable(link.sock):
+                        link.on_events(_POLLOUT)
+                    if link is not None and link.up:
                         self._connecting.discard(index)
                         self._core.handle(Opened(index), now)
             self._read_all(now, fired)
@@ -232,16 +247,57 @@ class AsyncMDPClient:
         came."""
         core = self._core
         got = False
-        sockets = self._sockets
-        for index in range(len(sockets)) if only is None else (only,):
-            sock = sockets[index]
-            # asking before each receive is cheaper than a receive that finds nothing
-            # (pyzmq builds a zmq.Again), and a pass usually finds one or two messages
-            if sock is not None and index not in self._connecting:
-                while sockio.readable(sock) and (frames := sockio.recv(sock)) is not None:
+        links = self._links
+        for index in range(len(links)) if only is None else (only,):
+            link = links[index]
+            # a pyzmq link reads until EVENTS shows nothing more; a plain one hands over
+            # what its reader callback read
+            if link is not None and index not in self._connecting:
+                for frames in link.take():
                     core.handle(Received(index, frames), now)
                     got = True
         return got
+
+    def _plain_io(self, index: int, loop: asyncio.AbstractEventLoop) -> None:
+        """Plain link ``index`` is readable or writable: read and write what may go."""
+        link = self._links[index]
+        assert link is not None  # noqa: S101 - a closed link has no callbacks
+        try:
+            link.on_events(_POLLIN | _POLLOUT)
+        except (ConnectionError, ProtocolError) as exc:
+            self._failed(index, exc, loop)
+            return
+        self._watch_writes(index, link, loop)
+
+    def _watch_writes(self, index: int, link: Link, loop: asyncio.AbstractEventLoop) -> None:
+        """Watch a plain link's descriptor for writing while bytes wait to go, only then."""
+        wants = bool(link.poll_flags() & _POLLOUT)
+        if wants and index not in self._writing:
+            loop.add_writer(self._fds[index], self._on_event, index)
+            self._writing.add(index)
+        elif not wants and index in self._writing:
+            loop.remove_writer(self._fds[index])
+            self._writing.discard(index)
+
+    def _failed(self, index: int, exc: Exception, loop: asyncio.AbstractEventLoop) -> None:
+        """Link ``index`` broke: a refused connection is tried again (as libzmq does, until
+        the core's connect timeout); an idle one the broker dropped is opened again; any
+        other is lost (see :func:`mdp.zmtplinks.reopened`)."""
+        link = self._links[index]
+        ep = self._core.endpoints[index]
+        connecting = index in self._connecting
+        self._close(index, loop)
+        if connecting and isinstance(exc, ConnectionError):
+            log.debug("%s; trying again in %.1fs", exc, RECONNECT_S)
+            self._retry_later(index, loop)
+            return
+        self._complaints.note(index, ep.address, exc, loop.time())
+        again = reopened(link, exc, ep.address, self.max_reply_bytes,
+                         ep.state is State.DIPS and not ep.calls)
+        if again is None:
+            self._core.handle(Lost(index), loop.time())
+        else:
+            self._watch(index, again, loop)
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         core = self._core
@@ -249,42 +305,86 @@ class AsyncMDPClient:
             for action in core.take_actions():
                 match action:
                     case Send(index, frames):
-                        sock = self._sockets[index]
-                        if sock is not None:
-                            try:
-                                sockio.send(sock, frames)
-                            except zmq.Again:  # no connection: the broker is gone
-                                core.handle(Lost(index), loop.time())
+                        link = self._links[index]
+                        if link is not None:
+                            self._send(index, link, frames, loop)
                     case Open(index):
                         self._open(index, loop)
                     case Close(index):
                         self._close(index, loop)
 
+    def _send(self, index: int, link: Link, frames: list[bytes],
+              loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            link.send(frames)
+        except (ConnectionError, ProtocolError) as exc:  # (a pyzmq link: not connected)
+            self._failed(index, exc, loop)
+            again = self._links[index]
+            if again is not None:  # reopened: the message waits for its handshake
+                again.send(frames)
+            return
+        if index in self._writing or isinstance(link, PlainLink):
+            self._watch_writes(index, link, loop)
+
     def _open(self, index: int, loop: asyncio.AbstractEventLoop) -> None:
         self._close(index, loop)
+        self._connect(index, loop)
+
+    def _connect(self, index: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._retries.pop(index, None)
         address = self.brokers[index]
         try:
-            sock = open_socket(self.context, address, self.curve, self.max_reply_bytes)
-        except zmq.ZMQError as exc:
-            log.debug("cannot open a socket to broker %s: %s", address, exc)
+            link = open_link(address, self.max_reply_bytes, self.curve, self.context,
+                             self._plain)
+        except (ConnectionRefusedError, FileNotFoundError) as exc:  # (ipc: no socket file)
+            log.debug("broker %s: %s; trying again in %.1fs", address, exc, RECONNECT_S)
+            self._retry_later(index, loop)
+            return
+        except (zmq.ZMQError, OSError, ValueError) as exc:
+            log.debug("cannot open a connection to broker %s: %s", address, exc)
             self._core.handle(Lost(index), loop.time())  # it says so, rate-limited
             return
-        self._sockets[index] = sock
+        self._watch(index, link, loop)
         self._connecting.add(index)
-        fd = sock.fileno()
-        self._fds[index] = fd
-        loop.add_reader(fd, self._on_event, index)
-        # the descriptor may already have signalled (edge-triggered): look once now too
+        # a pyzmq descriptor may already have signalled (edge-triggered): look once now too
         loop.call_soon(self._on_event)
 
+    def _retry_later(self, index: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._connecting.add(index)
+        self._retries[index] = loop.call_later(RECONNECT_S, self._retry, index)
+
+    def _retry(self, index: int) -> None:
+        loop = self._loop
+        assert loop is not None  # noqa: S101
+        try:
+            if index in self._retries:
+                self._connect(index, loop)
+                self._pump()
+        except Exception:  # the loop's callback: a bug here must not kill the loop
+            log.exception("AsyncMDPClient: error reconnecting")
+
+    def _watch(self, index: int, link: Link, loop: asyncio.AbstractEventLoop) -> None:
+        self._links[index] = link
+        fd = link.poll_target() if isinstance(link, PlainLink) else link.poll_target().fileno()
+        self._fds[index] = fd
+        loop.add_reader(fd, self._on_event, index)
+        if isinstance(link, PlainLink):
+            self._watch_writes(index, link, loop)
+
     def _close(self, index: int, loop: asyncio.AbstractEventLoop) -> None:
-        sock = self._sockets[index]
-        if sock is not None:
+        retry = self._retries.pop(index, None)
+        if retry is not None:
+            retry.cancel()
+        self._connecting.discard(index)
+        link = self._links[index]
+        if link is not None:
             loop.remove_reader(self._fds[index])
-            sock.close(linger=0)
-            self._sockets[index] = None
+            if index in self._writing:
+                loop.remove_writer(self._fds[index])
+                self._writing.discard(index)
+            link.close()
+            self._links[index] = None
             self._fds[index] = -1
-            self._connecting.discard(index)
 
 
 def _writable(sock: zmq.Socket) -> bool:

@@ -7,6 +7,7 @@ call goes on at the other broker."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import socket
@@ -18,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from clusterkit import Cluster
+from mdp.aio import AsyncMDPClient
 from mdp.client import MDPClient
 from mdp.zmtp import command, greeting, properties
 from mdp.zmtplinks import PlainLink, ZmqLink
-from testkit import busy_worker, wait_for
+from testkit import busy_worker, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -73,6 +75,23 @@ def test_a_client_idle_past_the_brokers_zmtp_timeout_reconnects_quietly(
             assert client.send("echo", {"x": i}) == {"x": i}
             assert time.monotonic() - started < 0.5
         assert client._links[0] is not first
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_sync_client_waits_for_a_broker_that_starts_within_its_connect_timeout(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """A refused connection is tried again every 0.1 s (as libzmq does), not reported at
+    once: no WARNING, and the call is served."""
+    port = free_port()
+    caplog.set_level(logging.WARNING, logger="mdp")
+    outcome: list[object] = []
+    with MDPClient([f"tcp://127.0.0.1:{port}"], connect_timeout=20.0, timeout=30) as client:
+        call = threading.Thread(target=lambda: outcome.append(client.send("echo", {"x": 1})))
+        call.start()
+        time.sleep(0.3)  # refused meanwhile: the scenario, not synchronisation
+        cluster.worker([cluster.broker(port)])
+        call.join(30)
+    assert outcome == [{"x": 1}]
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
@@ -195,3 +214,47 @@ def test_a_fake_broker_gives_a_clear_warning_and_the_call_goes_to_the_other(
         assert fake.connections >= 1
     finally:
         fake.close()
+
+
+# --- the asyncio client ------------------------------------------------------------------
+
+
+def test_an_async_client_calls_over_plain_sockets_and_fails_over_from_a_fake_broker(
+        real: str, caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakeBroker(wrong_type)
+    caplog.set_level(logging.WARNING, logger="mdp")
+
+    async def main() -> tuple[list[object], list[str]]:
+        async with AsyncMDPClient([fake.endpoint, real], shuffle=False, timeout=5) as client:
+            replies = await asyncio.gather(*(client.send("echo", {"i": i}) for i in range(50)))
+            big = await client.send("echo", {"b": b"\x02" * (8 << 20)})
+            assert big == {"b": b"\x02" * (8 << 20)}
+            return replies, [type(link).__name__ for link in client._links if link]
+
+    try:
+        replies, kinds = asyncio.run(main())
+    finally:
+        fake.close()
+    assert replies == [{"i": i} for i in range(50)]
+    assert PlainLink.__name__ in kinds
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("is a 'PUB' socket" in w for w in warnings), warnings
+
+
+def test_an_async_client_waits_for_a_broker_that_starts_within_its_connect_timeout(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """A refused connection is tried again (as libzmq does), not reported at once."""
+    port = free_port()
+    caplog.set_level(logging.WARNING, logger="mdp")
+
+    async def main() -> object:
+        async with AsyncMDPClient([f"tcp://127.0.0.1:{port}"], connect_timeout=20.0,
+                                  timeout=30) as client:
+            call = asyncio.ensure_future(client.send("echo", {"x": 1}))
+            await asyncio.sleep(0.3)  # refused meanwhile: the scenario, not synchronisation
+            broker = await asyncio.to_thread(cluster.broker, port)
+            await asyncio.to_thread(cluster.worker, [broker])
+            return await asyncio.wait_for(call, 30)
+
+    assert asyncio.run(main()) == {"x": 1}
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
