@@ -12,8 +12,8 @@ aiohttp without a thread pool. One client belongs to one event loop.
 Each connection is a link of :mod:`mdp.zmtplinks`, as for the sync client: by default ZMTP
 on a plain non-blocking socket read and written in the loop's own callbacks (its
 descriptor is an ordinary level-triggered one, watched for writing only while bytes wait),
-with none of libzmq's thread hand-offs; CURVE, ``inproc://`` and ``transport="zmq"`` use a
-pyzmq DEALER.
+with none of libzmq's thread hand-offs; CURVE, ``inproc://``, a host given by name (its
+lookup would block the loop) and ``transport="zmq"`` use a pyzmq DEALER.
 """
 
 from __future__ import annotations
@@ -35,7 +35,16 @@ from mdp.clientrecords import CANCELLED, Call, OnProgress, State
 from mdp.errors import ProtocolError
 from mdp.keys import CurveConfig
 from mdp.options import ClientOptions, resolve
-from mdp.zmtplinks import RECONNECT_S, Complaints, Link, PlainLink, ZmqLink, open_link, reopened
+from mdp.zmtplinks import (
+    RECONNECT_S,
+    Complaints,
+    Link,
+    PlainLink,
+    ZmqLink,
+    needs_lookup,
+    open_link,
+    reopened,
+)
 
 log = logging.getLogger(__name__)
 
@@ -333,9 +342,9 @@ class AsyncMDPClient:
     def _connect(self, index: int, loop: asyncio.AbstractEventLoop) -> None:
         self._retries.pop(index, None)
         address = self.brokers[index]
-        try:
+        try:  # (a host name is resolved by libzmq's thread, not in the event loop)
             link = open_link(address, self.max_reply_bytes, self.curve, self.context,
-                             self._plain)
+                             self._plain and not needs_lookup(address))
         except (ConnectionRefusedError, FileNotFoundError) as exc:  # (ipc: no socket file)
             log.debug("broker %s: %s; trying again in %.1fs", address, exc, RECONNECT_S)
             self._retry_later(index, loop)

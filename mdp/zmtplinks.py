@@ -80,6 +80,22 @@ def plain_address(address: str) -> tuple[int, Any] | None:
     return family, sockaddr
 
 
+def needs_lookup(address: str) -> bool:
+    """Whether opening a plain link to ``address`` would resolve a host name (a blocking
+    ``getaddrinfo``, which an event loop must not wait in): a tcp:// endpoint whose host
+    is not an IP address."""
+    if not address.startswith("tcp://"):
+        return False
+    host = address[6:].rpartition(":")[0].strip("[]")
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return False
+        except OSError:
+            pass
+    return True
+
+
 def open_link(address: str, max_reply_bytes: int, curve: CurveConfig | None,
               context: zmq.Context, plain: bool) -> Link:
     """A link to ``address``: a :class:`PlainLink` where ``plain`` is allowed (no CURVE, a
