@@ -330,7 +330,12 @@ class AsyncMDPClient:
             self._failed(index, exc, loop)
             again = self._links[index]
             if again is not None:  # reopened: the message waits for its handshake
-                again.send(frames)
+                try:
+                    again.send(frames)
+                except (ConnectionError, ProtocolError) as error:  # refused at once
+                    self._close(index, loop)
+                    log.debug("%s", error)
+                    self._core.handle(Lost(index), loop.time())
             return
         if index in self._writing or isinstance(link, PlainLink):
             self._watch_writes(index, link, loop)

@@ -419,7 +419,10 @@ class MDPClient:
         except (ConnectionError, ProtocolError) as exc:
             link = self._broken(index, exc)
             if link is not None:
-                link.send(frames)  # (queued until its handshake is done)
+                try:
+                    link.send(frames)  # (queued until its handshake is done)
+                except (ConnectionError, ProtocolError) as error:  # refused at once
+                    link = self._broken(index, error, busy=True)
         return link
 
     def _broken(self, index: int, exc: Exception, busy: bool = False) -> Link | None:
