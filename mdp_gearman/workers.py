@@ -51,7 +51,7 @@ from mdp.body import BodyLimits, decode_request
 from mdp.errors import BadRequest, WorkerError, WorkerTimeout
 from mdp.logs import BurstLog, RateLimitedLog
 from mdp.workerstate import LinkMode, Task, Timing
-from mdp_gearman import mapping
+from mdp_gearman import admin, mapping
 from mdp_gearman import packets as g
 from mdp_gearman.packets import Packet, T
 from mdp_gearman.proxycore import NO_TIME_LIMIT_S, ProxyCore
@@ -69,6 +69,9 @@ EXCEPTION_CODE = mapping.GEARMAN_EXCEPTION  # WORK_EXCEPTION; the message is its
 MAX_EXCEPTION_BYTES = 64 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # the brokers' default
 ENVELOPE_BYTES = 64 * 1024  # room kept for a reply's frames and meta beside its body
+
+MAX_TIMEOUT_S = 2**32 - 1  # CAN_DO_TIMEOUT: libgearman sends an unsigned 32-bit number
+JOB_NOT_FOUND = "JOB_NOT_FOUND"  # gearmand's code for an answer to a job it does not know
 
 GRABS: dict[int, int] = {T.GRAB_JOB: T.JOB_ASSIGN, T.GRAB_JOB_UNIQ: T.JOB_ASSIGN_UNIQ,
          T.GRAB_JOB_ALL: T.JOB_ASSIGN_UNIQ}
@@ -130,6 +133,8 @@ class WorkerSettings:
     warn: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log))
     # workers registering: a line each in an ordinary fleet, bounded when one churns
     joins: BurstLog = field(default_factory=lambda: BurstLog(log))
+    # answers for jobs a worker does not hold, apart: a flood of them leaves the other lines
+    strays: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log))
 
 
 @dataclass
@@ -206,13 +211,30 @@ class GearmanWorker:
             return
         limit = 0.0
         if len(args) > 1:
-            text = args[1].strip(b"\0 ")
-            limit = float(int(text)) if text.isdigit() and len(text) < 10 else 0.0
+            timeout = _timeout(args[1])
+            if timeout is None:
+                self._bad_timeout(function.decode(), args[1])
+                return
+            limit = float(timeout)
         name = function.decode()
         if name not in self.abilities and len(self.abilities) >= MAX_FUNCTIONS:
             self.send(g.error("too_many_functions", f"at most {MAX_FUNCTIONS} functions"))
             return
         self.abilities[name] = limit
+
+    def _bad_timeout(self, function: str, text: bytes) -> None:
+        """CAN_DO_TIMEOUT with a timeout that is no whole number of seconds from 0 to
+        MAX_TIMEOUT_S: ERROR ``bad_timeout`` naming it, and the function is not taken (nor
+        changed, if it was): before, it silently became the door's limit. gearmand takes
+        such a timeout without a word (``atoi``: "abc" is 0, none) and dies of a
+        20-digit one (checked with gearmand 1.1.20)."""
+        shown = admin.printable(text, 24)
+        self.settings.warn(time.monotonic(), "Gearman worker %s: CAN_DO_TIMEOUT for %r with "
+                           "timeout %s refused", self.peer, function, shown)
+        self.send(g.error("bad_timeout", f"CAN_DO_TIMEOUT for {function!r}: the timeout "
+                          f"{shown!r} is not a whole number of seconds from 0 to "
+                          f"{MAX_TIMEOUT_S} (0: the door's limit); the function is not "
+                          "taken"))
 
     def _grab(self, reply: int, now: float) -> None:
         self._sync(now)
@@ -265,6 +287,8 @@ class GearmanWorker:
     def _progress(self, kind: int, args: tuple[bytes, ...], now: float) -> None:
         job = self.assigned
         if job is None or args[0] != job.handle or self.core is None:
+            if args[0] != self.given_up:  # (the job given up on still runs: it may report)
+                self._stray(kind, args[0])
             return
         if kind == T.WORK_STATUS:
             num, den = _count(args[1]), _count(args[2])
@@ -287,6 +311,8 @@ class GearmanWorker:
         if job is None or args[0] != job.handle or self.core is None:
             if args[0] == self.given_up:
                 self.given_up = None  # it reports the job given up on; it will GRAB next
+            else:
+                self._stray(kind, args[0])
             return
         if kind == T.WORK_COMPLETE and len(args[1]) > (
                 self.settings.max_message_bytes - ENVELOPE_BYTES):
@@ -308,6 +334,20 @@ class GearmanWorker:
         self.assigned = None
         self.served += 1
         self.core.task_done(body, now)
+
+    def _stray(self, kind: int, handle: bytes) -> None:
+        """An answer for a job this worker does not hold (never given it, another worker's,
+        or answered already): ERROR ``JOB_NOT_FOUND``, as gearmand answers it, naming the
+        handle; the job in hand, if any, and every other job go on untouched. (The job
+        the door gave up on past its time limit is not a stray: the worker still runs it,
+        and its late answer is taken in silence, so that a PHP worker, whose ``work()``
+        ends at an unexpected ERROR, serves on.)"""
+        shown = admin.printable(handle)
+        self.settings.strays(time.monotonic(), "Gearman worker %s sent %s for job %s, which it "
+                             "does not hold; answered JOB_NOT_FOUND", self.peer,
+                             g.type_name(kind), shown)
+        self.send(g.error(JOB_NOT_FOUND, f"{g.type_name(kind)}: job {shown} not found (this "
+                          "worker does not hold it)"))
 
     # --- registration ------------------------------------------------------------------
 
@@ -444,6 +484,15 @@ class GearmanWorker:
     @property
     def functions(self) -> list[str]:
         return sorted(self.abilities)
+
+
+def _timeout(text: bytes) -> int | None:
+    """CAN_DO_TIMEOUT's seconds: decimal digits (spaces or a NUL around them are let
+    pass), at most MAX_TIMEOUT_S; else None."""
+    text = text.strip(b"\0 ")
+    if not text.isdigit() or len(text) > 10 or int(text) > MAX_TIMEOUT_S:
+        return None
+    return int(text)
 
 
 def _count(text: bytes) -> int | None:

@@ -1,0 +1,174 @@
+"""What the door says to a Gearman worker whose packets it cannot take, compared with what
+gearmand 1.1 says to the same packets (raw packets, real door, real broker, real gearmand):
+
+- an answer (WORK_COMPLETE, WORK_FAIL, WORK_EXCEPTION, WORK_DATA, WORK_WARNING,
+  WORK_STATUS) for a job the worker does not hold is ERROR ``JOB_NOT_FOUND`` naming the
+  handle, as gearmand answers it; the job's real worker and its client see nothing of it
+  (before, the door dropped it without a word);
+- a CAN_DO_TIMEOUT whose timeout is not a whole number of seconds (``abc``, ``-5``,
+  ``1.5``, 20 digits) is ERROR ``bad_timeout`` naming it (before, it silently became the
+  door's limit; gearmand takes it without a word, and dies of the 20 digits).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from gwkit import Raw, start_gateway
+from phpkit import gearmand_server, need_gearmand
+
+from clusterkit import Cluster, Proc
+from mdp_gearman.admin import printable
+from mdp_gearman.packets import T
+from testkit import count_workers, wait_for
+
+ANSWERS = [(T.WORK_COMPLETE, (b"result",)), (T.WORK_FAIL, ()), (T.WORK_EXCEPTION, (b"exc",)),
+           (T.WORK_DATA, (b"data",)), (T.WORK_WARNING, (b"warn",)),
+           (T.WORK_STATUS, (b"1", b"2"))]
+
+
+@dataclass
+class Rig:
+    cluster: Cluster
+    broker: Proc
+    door: Proc
+
+    @property
+    def port(self) -> int:
+        return int(self.door.endpoint.rpartition(":")[2])
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    cluster = Cluster(tmp_path_factory.mktemp("worker-answers"))
+    try:
+        broker = cluster.broker()
+        yield Rig(cluster, broker, start_gateway(cluster, [broker], "--timeout", "20"))
+    finally:
+        cluster.stop_all()
+
+
+def _worker(rig: Rig, function: str) -> Raw:
+    """A raw Gearman worker of ``function``, registered at the broker and asleep."""
+    raw = Raw(rig.port)
+    raw.send(T.CAN_DO, function.encode())
+    raw.send(T.PRE_SLEEP)
+    wait_for(lambda: count_workers(rig.broker.endpoint, function) >= 1, 15,
+             f"the Gearman worker of {function} at the broker")
+    return raw
+
+
+def _take(worker: Raw) -> bytes:
+    """Wait for NOOP, GRAB_JOB: the assigned job's handle."""
+    assert worker.recv()[0] == T.NOOP
+    worker.send(T.GRAB_JOB)
+    kind, args = worker.recv()
+    assert kind == T.JOB_ASSIGN, (kind, args)
+    return args[0].split(b"\0", 1)[0]
+
+
+def _stray_answers(port: int, handle: bytes) -> list[tuple[int, bytes, bytes]]:
+    """Every kind of answer for ``handle`` from a connection that does not hold it: the
+    (packet type, code, text) each gets back."""
+    raw = Raw(port, timeout=10)
+    try:
+        got = []
+        for kind, rest in ANSWERS:
+            raw.send(kind, handle, *rest)
+            answer, args = raw.recv()
+            got.append((answer, args[0], args[1] if len(args) > 1 else b""))
+        raw.send(T.ECHO_REQ, b"still here")  # the connection goes on
+        assert raw.recv() == (T.ECHO_RES, [b"still here"])
+        return got
+    finally:
+        raw.close()
+
+
+def test_an_answer_for_a_job_the_worker_does_not_hold_is_job_not_found(rig: Rig) -> None:
+    worker = _worker(rig, "ans.held")
+    client = Raw(rig.port)
+    client.send(T.SUBMIT_JOB, b"ans.held", b"", b"x")
+    created, [client_handle] = client.recv()
+    assert created == T.JOB_CREATED
+    handle = _take(worker)
+    for forged in (handle, b"H:nowhere:42"):  # another worker's job, a job nobody has
+        got = _stray_answers(rig.port, forged)
+        assert [(kind, code) for kind, code, _ in got] == [(T.ERROR, b"JOB_NOT_FOUND")] * 6
+        assert all(forged in text for _, _, text in got), got
+    worker.send(T.WORK_STATUS, b"H:nowhere:43", b"1", b"2")  # the holder's own stray
+    kind, args = worker.recv()
+    assert (kind, args[0]) == (T.ERROR, b"JOB_NOT_FOUND") and b"H:nowhere:43" in args[1]
+    worker.send(T.WORK_COMPLETE, handle, b"real")  # its job was never disturbed
+    assert client.recv() == (T.WORK_COMPLETE, [client_handle, b"real"])
+    worker.send(T.WORK_COMPLETE, handle, b"again")  # answered already: no longer held
+    assert worker.recv()[:1] == (T.ERROR,)
+    worker.send(T.ECHO_REQ, b"on")
+    assert worker.recv() == (T.ECHO_RES, [b"on"])
+    for raw in (worker, client):
+        raw.close()
+
+
+def test_strays_are_logged_rate_limited(rig: Rig) -> None:
+    raw = Raw(rig.port)
+    started = time.monotonic()
+    for n in range(300):
+        raw.send(T.WORK_DATA, b"H:flood:%d" % n, b"d")
+    for _ in range(300):
+        assert raw.recv()[0] == T.ERROR
+    seconds = time.monotonic() - started
+
+    def reported() -> bool:  # the count comes with the first line of a later second
+        raw.send(T.WORK_DATA, b"H:after", b"d")
+        assert raw.recv()[0] == T.ERROR
+        return "similar lines suppressed" in rig.door.output()
+
+    wait_for(reported, 10, "the count of suppressed lines")
+    raw.close()
+    lines = [line for line in rig.door.output().splitlines() if "H:flood:" in line]
+    assert len(lines) <= 10 * (math.ceil(seconds) + 1), (seconds, lines)
+    assert "which it does not hold; answered JOB_NOT_FOUND" in rig.door.output()
+
+
+@need_gearmand
+def test_the_door_answers_strays_as_gearmand_does(rig: Rig, tmp_path: Path) -> None:
+    with gearmand_server(tmp_path) as port:
+        gearmand = [(kind, code) for kind, code, _ in _stray_answers(port, b"H:x:1")]
+    door = [(kind, code) for kind, code, _ in _stray_answers(rig.port, b"H:x:1")]
+    assert door == gearmand == [(T.ERROR, b"JOB_NOT_FOUND")] * 6
+
+
+@pytest.mark.parametrize("timeout", [b"abc", b"-5", b"1.5", b"", b"1e3", b"0x10",
+                                     b"99999999999999999999", b"4294967296"])
+def test_an_odd_can_do_timeout_is_refused_naming_it(rig: Rig, timeout: bytes) -> None:
+    raw = Raw(rig.port)
+    try:
+        raw.send(T.CAN_DO_TIMEOUT, b"ans.odd", timeout)
+        kind, args = raw.recv()
+        assert (kind, args[0]) == (T.ERROR, b"bad_timeout")
+        assert b"ans.odd" in args[1] and printable(timeout, 24).encode() in args[1]
+        raw.send(T.CAN_DO_TIMEOUT, b"ans.fine", b"4294967295")  # the largest: taken
+        raw.send(T.ECHO_REQ, b"next")
+        assert raw.recv() == (T.ECHO_RES, [b"next"])
+        workers = raw.line("workers")
+        [mine] = [line for line in workers.splitlines() if "ans.fine" in line]
+        assert "ans.odd" not in mine
+    finally:
+        raw.close()
+
+
+def test_a_bad_timeout_leaves_the_function_as_it_was(rig: Rig) -> None:
+    raw = Raw(rig.port)
+    try:
+        raw.send(T.CAN_DO_TIMEOUT, b"ans.kept", b"7")
+        raw.send(T.CAN_DO_TIMEOUT, b"ans.kept", b"-1")
+        assert raw.recv()[1][0] == b"bad_timeout"
+        line = raw.line("workers")
+        assert re.search(r": .*ans\.kept", line), line
+    finally:
+        raw.close()
