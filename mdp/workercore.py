@@ -37,6 +37,7 @@ EXIT_STUCK = 3  # a handler ran past the time limit; the process must be replace
 EXIT_OUT_OF_MEMORY = 4  # a handler hit the address-space limit; start afresh
 
 STANDARD_EXPIRY_S = 7.5  # 7/MDP's reference heartbeat (2.5 s) x liveness (3)
+MAX_REFUSAL_CHARS = 300  # of a broker's reason for refusing us
 _NO_META = b"\x80"  # an empty msgpack map: a TASK without a deadline
 
 
@@ -70,6 +71,8 @@ class WorkerCore:
         self.waiting: deque[Task] = deque()  # received, not started: in arrival order,
         # except that a task sent as to an idle worker goes before those held (_on_task)
         self.served = 0
+        # links whose broker refused our READY, and why (on_refused), till it welcomes us
+        self.refused: dict[int, str] = {}
         self._warn = RateLimitedLog(log)
         self._ready = p.ready(self.service, ready_meta(self.meta, self.prefetch))
         # tasks of one broker held at once (running and waiting) before one more is handed
@@ -249,7 +252,6 @@ class WorkerCore:
             case p.BrokerRecall(key):
                 self._on_recall(i, key, now)
             case p.BrokerWelcome():
-                link.backoff.reset()
                 self._on_welcome(i, link, message, now)
 
     def _holds(self, i: int) -> bool:
@@ -312,8 +314,15 @@ class WorkerCore:
         self._maybe_done(now)
 
     def _on_welcome(self, i: int, link: Link, welcome: p.BrokerWelcome, now: float) -> None:
+        refused = welcome.meta.get("refused")
+        if refused is not None:  # its DISCONNECT follows: the link stays as it is till then
+            self.on_refused(i, str(refused)[:MAX_REFUSAL_CHARS], now)
+            return  # (and the backoff goes on growing: no flood of READYs it refuses)
+        link.backoff.reset()
         if link.mode is LinkMode.DIPS:
             return
+        if self.refused:
+            self.refused.pop(i, None)
         self._set_mode(link, LinkMode.DIPS)
         link.batch = welcome.meta.get("batch") is True
         link.progress = welcome.meta.get("progress") is True
@@ -325,6 +334,15 @@ class WorkerCore:
         elif self.long and (self.current is None or self.current.link != i):
             self._send(i, p.busy(), now)
             link.told_busy = True
+
+    def on_refused(self, i: int, reason: str, now: float) -> None:
+        """Broker ``i`` refused our READY and said why (a WELCOME whose meta says
+        ``refused``, before its DISCONNECT; docs/PROTOCOL.md): kept in ``refused`` until
+        that broker welcomes us, and logged. The link tries again as after any DISCONNECT,
+        ever more slowly (the broker's limit may free up)."""
+        self.refused[i] = reason
+        self._warn(now, "broker %s refused this worker: %s; trying again",
+                   self.links[i].endpoint, reason)
 
     def _on_recall(self, i: int, key: bytes, now: float) -> None:
         for task in self.waiting:

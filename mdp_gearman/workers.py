@@ -169,6 +169,7 @@ class GearmanWorker:
         self.assigned: Assignment | None = None
         self.given_up: bytes | None = None  # a job past its limit the worker still runs
         self._announced: set[str] = set()  # functions some broker registered (on_offered)
+        self._told_refused: set[int] = set()  # links whose refusal the worker was told of
         self.served = 0
 
     # --- Gearman packets ---------------------------------------------------------------
@@ -360,6 +361,7 @@ class GearmanWorker:
             return  # after the job in hand
         self._retire()
         self._announced = set()
+        self._told_refused = set()
         if functions and not self.settings.budget.take(len(functions) * len(
                 self.settings.brokers)):
             self.settings.warn(time.monotonic(), "Gearman worker %s not registered: the door "
@@ -421,6 +423,8 @@ class GearmanWorker:
         """The core took in messages or ran its timers: offer the worker what waits, check
         the limits."""
         self._announce()
+        if self.core is not None and (self.core.refused or self._told_refused):
+            self._tell_refusals(self.core)
         job = self.assigned
         if job is not None and now >= job.started_at + job.limit_s:
             self._give_up(job, now)
@@ -450,6 +454,23 @@ class GearmanWorker:
             if function not in self._announced and link.mode is LinkMode.DIPS:
                 self._announced.add(function)
                 notify(function)
+
+    def _tell_refusals(self, core: ProxyCore) -> None:
+        """ERROR ``registration_refused`` for each function a broker refused to register
+        (its ``--max-services`` or ``--max-workers`` is reached: the function would never
+        get that broker's jobs), once until that broker takes it, and the door's log."""
+        refused = core.refused
+        self._told_refused &= refused.keys()
+        for i, reason in refused.items():
+            if i in self._told_refused:
+                continue
+            self._told_refused.add(i)
+            function, endpoint = core.link_functions[i], core.links[i].endpoint
+            self.settings.warn(time.monotonic(), "Gearman worker %s: broker %s refused to "
+                               "register it for %r: %s", self.peer, endpoint, function, reason)
+            self.send(g.error("registration_refused", f"broker {endpoint} refused to register "
+                              f"this worker for {function!r}: {reason}; the door tries again, "
+                              f"every {core.timing.reconnect_max_s:g} s at most"))
 
     def _offer(self, now: float) -> None:
         """A task waits for a worker that holds none: wake it if it sleeps, and start the

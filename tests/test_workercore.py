@@ -54,7 +54,7 @@ def take(core: WorkerCore, raw: bool = False) -> list[Any]:
     return described
 
 
-def welcome(core: WorkerCore, i: int, now: float = 0.0, **offers: bool) -> None:
+def welcome(core: WorkerCore, i: int, now: float = 0.0, **offers: bool | str) -> None:
     meta = {"broker": "v", "instance": "x", **offers}
     core.handle(Received(i, p.worker_welcome(b"id", meta)[1:]), now)
 
@@ -355,6 +355,31 @@ def test_disconnect_backs_off_doubling_and_an_answer_resets_it() -> None:
     welcome(core, 0, now)
     signal(core, 0, p.DISCONNECT, now)
     assert round(core.links[0].retry_at - now, 3) == 0.1
+
+
+def test_a_refusal_is_kept_with_its_reason_and_backs_off_until_a_welcome() -> None:
+    """A broker that refuses our READY says why in a WELCOME whose meta says "refused",
+    then DISCONNECT: the reason is kept (a Gearman door tells its worker), the link is not
+    taken for a DIPS one, and the retries slow down as after any DISCONNECT."""
+    core = make(2, reconnect_initial_s=0.1, reconnect_max_s=0.3)
+    delays, now = [], 0.0
+    for _ in range(3):
+        welcome(core, 0, now, refused="service 'echo': --max-services")
+        assert core.links[0].mode is LinkMode.STANDARD and take(core) == []
+        signal(core, 0, p.DISCONNECT, now)
+        assert take(core) == [(0, "CLOSE", 0)]
+        delays.append(round(core.links[0].retry_at - now, 3))
+        now = core.links[0].retry_at
+        core.handle(Tick(), now)
+        take(core)
+        core.handle(Opened(0), now)
+        take(core)
+    assert delays == [0.1, 0.2, 0.3]
+    assert core.refused == {0: "service 'echo': --max-services"}
+    welcome(core, 1, now)
+    assert core.refused == {0: "service 'echo': --max-services"}  # the other broker's
+    welcome(core, 0, now)
+    assert core.refused == {} and core.links[0].mode is LinkMode.DIPS
 
 
 def test_tasks_of_a_closed_link_are_dropped_and_a_reply_to_it_too() -> None:

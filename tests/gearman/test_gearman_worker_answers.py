@@ -172,3 +172,33 @@ def test_a_bad_timeout_leaves_the_function_as_it_was(rig: Rig) -> None:
         assert re.search(r": .*ans\.kept", line), line
     finally:
         raw.close()
+
+
+def test_a_worker_the_broker_refuses_is_told_why(cluster: Cluster) -> None:
+    """A broker's --max-services refuses the READY of a service past its limit: before,
+    the Gearman worker was never told, and its function never got a job."""
+    broker = cluster.broker(None, "--max-services", "1")
+    cluster.worker([broker], "echo")
+    door = start_gateway(cluster, [broker])
+    port = int(door.endpoint.rpartition(":")[2])
+    refused = Raw(port, timeout=10)
+    refused.send(T.CAN_DO, b"ms.refused")
+    refused.send(T.PRE_SLEEP)
+    kind, args = refused.recv()
+    assert (kind, args[0]) == (T.ERROR, b"registration_refused"), (kind, args)
+    assert b"'ms.refused'" in args[1] and b"--max-services" in args[1], args
+    assert broker.endpoint.encode() in args[1]
+    taken = Raw(port, timeout=10)  # a service the broker knows: taken, and told nothing
+    taken.send(T.CAN_DO, b"echo")
+    taken.send(T.PRE_SLEEP)
+    wait_for(lambda: count_workers(broker.endpoint, "echo") == 2, 15, "the door's echo worker")
+    taken.send(T.ECHO_REQ, b"quiet")
+    assert taken.recv() == (T.ECHO_RES, [b"quiet"])
+    log = door.output()
+    assert "refused to register it for 'ms.refused'" in log and "--max-services" in log
+    refused.send(T.ECHO_REQ, b"once")  # told once, not at each of the door's tries
+    wait_for(lambda: "--max-services" in broker.output().split("refused worker", 3)[-1]
+             and broker.output().count("refused worker") >= 3, 15, "two more tries")
+    assert refused.recv() == (T.ECHO_RES, [b"once"])
+    for raw in (refused, taken):
+        raw.close()
