@@ -59,7 +59,7 @@ class ProxyCore(WorkerCore):
         for i, link in enumerate(self.links):
             if link.mode is LinkMode.DIPS and not link.told_busy:
                 self._send(i, p.busy(), now)
-                link.told_busy = True
+                self._set_told_busy(i, link, True)
         kept: deque[Task] = deque()
         for task in self.waiting:
             if task.dips:

@@ -171,6 +171,7 @@ class GearmanWorker:
         self._announced: set[str] = set()  # functions some broker registered (on_offered)
         self._told_refused: set[int] = set()  # links whose refusal the worker was told of
         self.served = 0
+        self._dirty = False  # its functions may differ from those registered (_sync)
 
     # --- Gearman packets ---------------------------------------------------------------
 
@@ -182,10 +183,13 @@ class GearmanWorker:
             self._sleep(now)
         elif kind in (T.CAN_DO, T.CAN_DO_TIMEOUT):
             self._can_do(args, now)
+            self._dirty = True
         elif kind == T.CANT_DO:
             self.abilities.pop(args[0].decode("utf-8", "replace"), None)
+            self._dirty = True
         elif kind == T.RESET_ABILITIES:
             self.abilities.clear()
+            self._dirty = True
         elif kind in (T.WORK_STATUS, T.WORK_DATA, T.WORK_WARNING):
             self._progress(kind, args, now)
         elif kind in (T.WORK_COMPLETE, T.WORK_FAIL, T.WORK_EXCEPTION):
@@ -353,12 +357,18 @@ class GearmanWorker:
     # --- registration ------------------------------------------------------------------
 
     def _sync(self, now: float) -> None:
-        """Register the worker's current functions, if they changed."""
+        """Register the worker's current functions, if they changed (looked at only after
+        a CAN_DO, CANT_DO or RESET_ABILITIES, or a registration that could not be made:
+        not at each of its asks for work)."""
+        if not self._dirty:
+            return
         functions = tuple(sorted(self.abilities))
         if self.core is not None and self.core.functions == functions:
+            self._dirty = False
             return
         if self.assigned is not None:
             return  # after the job in hand
+        self._dirty = False
         self._retire()
         self._announced = set()
         self._told_refused = set()
@@ -368,6 +378,7 @@ class GearmanWorker:
                                "holds %d broker links already", self.peer,
                                self.settings.budget.used)
             self.send(g.error("too_many_workers", "the door has too many Gearman workers"))
+            self._dirty = True  # asked again, it tries again
         elif functions:
             meta = {**self.settings.meta, "host": self.peer}
             self.core = ProxyCore(functions, self.settings.brokers, meta, self.settings.timing,

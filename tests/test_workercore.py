@@ -882,3 +882,74 @@ def test_a_standard_broker_past_the_limit_gets_overloaded_for_its_client() -> No
     assert (name, key, key2) == ("REPLY", b"r4", b"r5")
     assert body["error"]["code"] == "overloaded" and "prefetch 1" in body["error"]["message"]
     assert len(core.waiting) == 3
+
+
+# --- the deadline heap ----------------------------------------------------------------------
+
+
+def _flat_deadline(core: WorkerCore, now: float) -> float:
+    """next_deadline as it was, a look at every link: what the heap must agree with."""
+    t = core.timing
+    deadline = now + t.heartbeat_interval_s
+    for link in core.links:
+        if link.mode is LinkMode.CLOSED:
+            if core.phase is Phase.SERVING:
+                deadline = min(deadline, link.retry_at)
+            continue
+        if link.mode is LinkMode.DIPS:
+            due = link.sent_at + t.heartbeat_interval_s * 1.5
+            silent = max(link.heard_at, link.task_until) + t.expiry_s
+        else:
+            due = link.sent_at + t.heartbeat_interval_s
+            silent = link.heard_at + max(t.expiry_s, 7.5)
+        deadline = min(deadline, due, silent)
+    task = core.current
+    if task is not None:
+        deadline = min(deadline, task.started_at + (
+            t.time_limit_s if core.long else min(t.time_limit_s, t.busy_after_s)))
+    return deadline
+
+
+def test_the_deadline_heap_agrees_with_a_look_at_every_link() -> None:
+    """Links change in every way a broker can make them (tasks, big-task announcements,
+    welcomes, refusals, DISCONNECT, drops, silence, heartbeats) while the worker runs,
+    finishes and bounces tasks: the heap's next deadline is always what a look at every
+    link says, and tick runs the same timers."""
+    import random
+    rng = random.Random(7)
+    core = make(5, heartbeat_interval_s=0.5, reconnect_initial_s=0.05, reconnect_max_s=0.4)
+    now, keys = 0.0, 0
+    for step in range(4000):
+        now += rng.choice([0.0, 0.001, 0.01, 0.1, 0.3, 0.7])
+        i = rng.randrange(5)
+        open_ = core.links[i].mode is not LinkMode.CLOSED
+        move = rng.randrange(12)
+        if move == 0 and open_:
+            keys += 1
+            task(core, i, b"k%d" % keys, now)
+        elif move == 1 and open_:
+            welcome(core, i, now)
+        elif move == 2 and open_:
+            signal(core, i, p.DISCONNECT, now)
+        elif move == 3 and open_:
+            core.handle(Received(i, p.sending_to_worker(b"id", 5_000_000)[1:]), now)
+        elif move == 4:
+            core.handle(Lost(i), now)
+        elif move == 5 and open_:
+            signal(core, i, p.HEARTBEAT, now)
+        elif move == 6:
+            core.begin(now)
+        elif move == 7 and core.current is not None:
+            core.task_done(BODY, now)
+        elif move == 8 and open_ and rng.random() < 0.3:
+            welcome(core, i, now, refused="full")
+        elif move == 9:
+            core.task_long(now)
+        else:
+            core.handle(Tick(), now)
+        for action in take(core, raw=True):
+            if isinstance(action, Open):
+                core.handle(Opened(action.link), now)
+        take(core)
+        assert core.next_deadline(now) == _flat_deadline(core, now), step
+    assert len(core._deadlines) < 100  # superseded entries do not pile up
