@@ -196,7 +196,10 @@ class Gateway:
             conn.send(g.build(T.ECHO_RES, args[0]))
         elif kind == T.GET_STATUS:
             job = self.table.by_handle.get(args[0])
-            conn.send(g.build(T.STATUS_RES, args[0], *_status_fields(job)))
+            held = self.worker_settings.held.get(args[0]) if job is None else None
+            fields = (_status_fields(job) if held is None else  # a handle a worker here holds
+                      (b"1", b"1", b"%d" % held.numerator, b"%d" % held.denominator))
+            conn.send(g.build(T.STATUS_RES, args[0], *fields))
         elif kind == T.GET_STATUS_UNIQUE:
             job, waiting = self.table.status_unique(args[0])
             conn.send(g.build(T.STATUS_RES_UNIQUE, args[0], *_status_fields(job),

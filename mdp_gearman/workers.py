@@ -133,6 +133,9 @@ class WorkerSettings:
     warn: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log))
     # workers registering: a line each in an ordinary fleet, bounded when one churns
     joins: BurstLog = field(default_factory=lambda: BurstLog(log))
+    # the jobs the door's Gearman workers hold, by the handle JOB_ASSIGN gave them: a
+    # GET_STATUS on that handle is answered from here
+    held: dict[bytes, Assignment] = field(default_factory=dict)
     # answers for jobs a worker does not hold, apart: a flood of them leaves the other lines
     strays: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log))
 
@@ -147,6 +150,8 @@ class Assignment:
     started_at: float
     limit_s: float
     progress_bytes: int = 0  # WORK_DATA and WORK_WARNING sent on so far
+    numerator: int = 0  # its latest WORK_STATUS (GET_STATUS on its handle)
+    denominator: int = 0
 
 
 class GearmanWorker:
@@ -227,6 +232,16 @@ class GearmanWorker:
             return
         self.abilities[name] = limit
 
+    def _assign(self, job: Assignment | None) -> None:
+        """The one place the job in hand changes; the door's index of the jobs its workers
+        hold (GET_STATUS on a worker's handle) follows it."""
+        held = self.settings.held
+        if self.assigned is not None:
+            held.pop(self.assigned.handle, None)
+        self.assigned = job
+        if job is not None:
+            held[job.handle] = job
+
     def _bad_timeout(self, function: str, text: bytes) -> None:
         """CAN_DO_TIMEOUT with a timeout that is no whole number of seconds from 0 to
         MAX_TIMEOUT_S: ERROR ``bad_timeout`` naming it, and the function is not taken (nor
@@ -258,7 +273,7 @@ class GearmanWorker:
                 continue
             handle = self.new_handle()
             limit = self.abilities.get(function) or self.settings.time_limit_s
-            self.assigned = Assignment(handle, task, function, now, limit)
+            self._assign(Assignment(handle, task, function, now, limit))
             if reply == T.JOB_ASSIGN:
                 self.send(g.build(T.JOB_ASSIGN, handle, function.encode(), workload))
             else:
@@ -298,6 +313,7 @@ class GearmanWorker:
         if kind == T.WORK_STATUS:
             num, den = _count(args[1]), _count(args[2])
             if num is not None and den is not None:
+                job.numerator, job.denominator = num, den
                 self.core.progress(job.task, "status", num, den, None, now)
         else:
             job.progress_bytes += len(args[1])
@@ -336,7 +352,7 @@ class GearmanWorker:
         else:
             message = args[1][:MAX_EXCEPTION_BYTES].decode("utf-8", "replace")
             body = p.error_body(WorkerError(message, code=EXCEPTION_CODE))
-        self.assigned = None
+        self._assign(None)
         self.served += 1
         self.core.task_done(body, now)
 
@@ -421,7 +437,8 @@ class GearmanWorker:
         loss. One that held none leaves: the tasks that only waited here go back and every
         broker is told DISCONNECT, so a worker attached to two doors, which is two
         registrations, costs a request one loss when it dies, not two."""
-        job, self.assigned = self.assigned, None
+        job = self.assigned
+        self._assign(None)
         if job is not None:
             self.settings.warn(time.monotonic(), "Gearman worker %s left while running %s (%s); "
                                "the brokers give it to another worker", self.peer,
@@ -503,7 +520,7 @@ class GearmanWorker:
         self.settings.warn(time.monotonic(), "Gearman worker %s: %s (%s); answering %s and "
                            "giving it no work until it reports on it", self.peer, error,
                            job.handle.decode(), error.code)
-        self.assigned = None
+        self._assign(None)
         self.given_up = job.handle
         if self.core is not None:
             self.core.task_done(p.error_body(error), now)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -202,3 +203,43 @@ def test_a_worker_the_broker_refuses_is_told_why(cluster: Cluster) -> None:
     assert refused.recv() == (T.ECHO_RES, [b"once"])
     for raw in (refused, taken):
         raw.close()
+
+
+def _status_of_a_workers_handle(port: int, function: bytes) -> list[list[bytes]]:
+    """A worker takes a job and reports 3/7; a third connection asks GET_STATUS on the
+    handle JOB_ASSIGN gave the worker, then again once the job is done."""
+    worker, client, asker = Raw(port, timeout=10), Raw(port, timeout=10), Raw(port, timeout=10)
+    try:
+        worker.send(T.CAN_DO, function)
+        worker.send(T.PRE_SLEEP)
+        handle = b""
+        while not handle:  # (through a door, the job waits for the worker's registration)
+            client.send(T.SUBMIT_JOB, function, b"", b"w")
+            assert client.recv()[0] == T.JOB_CREATED
+            assert worker.recv()[0] == T.NOOP
+            worker.send(T.GRAB_JOB)
+            kind, args = worker.recv()
+            handle = args[0].split(b"\0", 1)[0] if kind == T.JOB_ASSIGN else b""
+        worker.send(T.WORK_STATUS, handle, b"3", b"7")
+        assert client.recv()[0] == T.WORK_STATUS
+        asked = []
+        asker.send(T.GET_STATUS, handle)
+        asked.append(asker.recv()[1][1:])
+        worker.send(T.WORK_COMPLETE, handle, b"done")
+        assert client.recv()[0] == T.WORK_COMPLETE
+        asker.send(T.GET_STATUS, handle)
+        asked.append(asker.recv()[1][1:])
+        return asked
+    finally:
+        for raw in (worker, client, asker):
+            raw.close()
+
+
+def test_get_status_on_a_workers_handle_answers_as_gearmand(rig: Rig, tmp_path: Path) -> None:
+    """Before, the handle the door gave its worker was unknown to GET_STATUS (the client's
+    handle is its own door's): now the door answers for the jobs its workers hold."""
+    door = _status_of_a_workers_handle(rig.port, b"ans.status")
+    assert door == [[b"1", b"1", b"3", b"7"], [b"0", b"0", b"0", b"0"]]
+    if shutil.which("gearmand") is not None:
+        with gearmand_server(tmp_path) as port:
+            assert _status_of_a_workers_handle(port, b"ans.status") == door
