@@ -225,6 +225,14 @@ class Gateway:
         except BadRequest as exc:
             conn.send(g.error("bad_request", exc.message))
             return
+        if not sub.background and conn.jobs_full:  # (a worker's connection: still read)
+            self.warn_peer("too_many_jobs", "refused a job of %s: %d jobs in flight "
+                           "(--max-jobs-per-connection)", conn.peer, conn.jobs)
+            conn.send(g.error("too_many_jobs", f"this connection waits for {conn.jobs} jobs "
+                              "already (--max-jobs-per-connection); a connection that is "
+                              "also a worker is read on, as its answers come in on it, "
+                              "and its submissions past the limit are refused"))
+            return
         job = self.table.coalesce(sub)
         if job is None and sub.background:
             job = self._store(conn, sub)

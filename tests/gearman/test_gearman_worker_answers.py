@@ -39,6 +39,7 @@ class Rig:
     cluster: Cluster
     broker: Proc
     door: Proc
+    small: Proc  # --max-jobs-per-connection 3
 
     @property
     def port(self) -> int:
@@ -50,7 +51,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     cluster = Cluster(tmp_path_factory.mktemp("worker-answers"))
     try:
         broker = cluster.broker()
-        yield Rig(cluster, broker, start_gateway(cluster, [broker], "--timeout", "20"))
+        yield Rig(cluster, broker, start_gateway(cluster, [broker], "--timeout", "20"),
+                  start_gateway(cluster, [broker], "--timeout", "20",
+                                "--max-jobs-per-connection", "3"))
     finally:
         cluster.stop_all()
 
@@ -243,3 +246,50 @@ def test_get_status_on_a_workers_handle_answers_as_gearmand(rig: Rig, tmp_path: 
     if shutil.which("gearmand") is not None:
         with gearmand_server(tmp_path) as port:
             assert _status_of_a_workers_handle(port, b"ans.status") == door
+
+
+def _next(raw: Raw, *kinds: int) -> list[bytes]:
+    """The next packet of one of ``kinds`` (NOOPs on the way are skipped)."""
+    while True:
+        kind, args = raw.recv()
+        if kind in kinds:
+            return [bytes([kind]), *args]
+        assert kind == T.NOOP, (kind, args)
+
+
+def test_a_connection_that_is_client_and_worker_of_its_function_does_not_stall(
+        rig: Rig) -> None:
+    """At its job limit a connection was no longer read, so one that is also the worker of
+    its jobs could not take them: it stalled until they timed out. Now a worker's
+    connection is read on, and its submissions past the limit are refused, named."""
+    port = int(rig.small.endpoint.rpartition(":")[2])
+    raw = Raw(port, timeout=10)
+    raw.send(T.CAN_DO, b"ans.self")
+    raw.send(T.PRE_SLEEP)
+    wait_for(lambda: count_workers(rig.broker.endpoint, "ans.self") >= 1, 15, "registered")
+    mine = []
+    for n in range(3):
+        raw.send(T.SUBMIT_JOB, b"ans.self", b"", b"job%d" % n)
+        mine.append(_next(raw, T.JOB_CREATED)[1])
+    raw.send(T.SUBMIT_JOB, b"ans.self", b"", b"job3")  # past the limit: refused
+    refused = _next(raw, T.ERROR)
+    assert refused[1] == b"too_many_jobs" and b"--max-jobs-per-connection" in refused[2]
+    done: dict[bytes, bytes] = {}
+    raw.send(T.GRAB_JOB)
+    while len(done) < 3:  # its own jobs, taken and answered on the same connection
+        kind, args = raw.recv()
+        if kind == T.JOB_ASSIGN:
+            handle, _, workload = args[0].split(b"\0", 2)
+            raw.send(T.WORK_COMPLETE, handle, workload.upper())
+            raw.send(T.GRAB_JOB)
+        elif kind == T.WORK_COMPLETE:
+            done[args[0]] = args[1]
+        elif kind == T.NO_JOB:
+            raw.send(T.PRE_SLEEP)
+        else:
+            assert kind == T.NOOP, (kind, args)
+            raw.send(T.GRAB_JOB)
+    assert done == {mine[n]: b"JOB%d" % n for n in range(3)}
+    raw.send(T.SUBMIT_JOB, b"ans.self", b"", b"job4")  # under the limit again: taken
+    assert _next(raw, T.JOB_CREATED, T.ERROR)[0][0] == T.JOB_CREATED
+    raw.close()
