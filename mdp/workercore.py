@@ -622,7 +622,7 @@ class WorkerCore:
 
     def _due_links(self, now: float) -> list[int]:
         """The links whose heap entry is due by ``now``, in link order (their entries
-        taken out: _tick_link schedules each again)."""
+        taken out: tick schedules each again)."""
         heap, entry_of = self._deadlines, self._deadline_of
         due = []
         while heap and heap[0][0] <= now:
