@@ -549,6 +549,24 @@ def test_a_broker_s_announced_task_ends_its_hold_when_it_comes() -> None:
         assert (0, "CLOSE", 0) in take(core)
 
 
+def test_a_broker_silent_after_its_announced_task_came_is_found_on_time() -> None:
+    """With a short expiry (liveness 1) the task's arrival brings its link's deadline
+    earlier than its next heartbeat; another link's deadline lies between the two: the
+    next deadline is still the first link's (the deadline heap is told when a task ends
+    the hold of its announcement, not only when the link's entry comes to the top)."""
+    core = dips_core(2, heartbeat_interval_s=1.0, heartbeat_liveness=1)
+    for i in (0, 1):
+        signal(core, i, p.HEARTBEAT, 0.9)  # answered: each link's last send is at 0.9
+    core.handle(Received(0, p.sending_to_worker(b"id", 30_000_000)[1:]), 1.0)
+    assert core.next_deadline(1.0) == 1.9  # link 1's silence; link 0 waits for its task
+    task(core, 0, b"k1", 1.2)  # it came: link 0 is silent from 1.2 on, due at 2.2
+    signal(core, 1, p.HEARTBEAT, 1.3)  # link 1 heard: silent at 2.3, heartbeat at 2.4
+    take(core)
+    assert core.next_deadline(1.3) == 2.2
+    core.handle(Tick(), 2.2)
+    assert take(core) == [(0, "CLOSE", 0)]
+
+
 def test_an_announced_task_counts_as_at_most_the_largest_message() -> None:
     core = dips_core(1, heartbeat_interval_s=1.0, heartbeat_liveness=3)
     core.max_message_bytes = 2_000_000
@@ -910,14 +928,17 @@ def _flat_deadline(core: WorkerCore, now: float) -> float:
     return deadline
 
 
-def test_the_deadline_heap_agrees_with_a_look_at_every_link() -> None:
+@pytest.mark.parametrize("liveness", [3, 1])
+def test_the_deadline_heap_agrees_with_a_look_at_every_link(liveness: int) -> None:
     """Links change in every way a broker can make them (tasks, big-task announcements,
     welcomes, refusals, DISCONNECT, drops, silence, heartbeats) while the worker runs,
     finishes and bounces tasks: the heap's next deadline is always what a look at every
-    link says, and tick runs the same timers."""
+    link says, and no link's entry is later than its deadline, so tick runs the same
+    timers."""
     import random
     rng = random.Random(7)
-    core = make(5, heartbeat_interval_s=0.5, reconnect_initial_s=0.05, reconnect_max_s=0.4)
+    core = make(5, heartbeat_interval_s=0.5, heartbeat_liveness=liveness,
+                reconnect_initial_s=0.05, reconnect_max_s=0.4)
     now, keys = 0.0, 0
     for step in range(4000):
         now += rng.choice([0.0, 0.001, 0.01, 0.1, 0.3, 0.7])
@@ -952,4 +973,7 @@ def test_the_deadline_heap_agrees_with_a_look_at_every_link() -> None:
                 core.handle(Opened(action.link), now)
         take(core)
         assert core.next_deadline(now) == _flat_deadline(core, now), step
+        # and no link's entry is later than its deadline (tick runs what is due by its entry)
+        assert all(core._deadline_of[n] <= core._link_deadline(link)
+                   for n, link in enumerate(core.links)), step
     assert len(core._deadlines) < 100  # superseded entries do not pile up
