@@ -171,6 +171,22 @@ def test_a_worker_the_broker_does_not_know_is_told_to_register_again() -> None:
     assert feed(core, W1, p.signal(p.DISCONNECT), 0.0) == []
 
 
+@pytest.mark.parametrize("limit", ["max_services", "max_workers"])
+def test_a_refused_dips_worker_is_told_why_a_standard_one_only_disconnect(limit: str) -> None:
+    """A READY past --max-services or --max-workers: a DIPS worker hears why (WELCOME with
+    "refused"), then DISCONNECT, so that a worker that proxies others (a Gearman door's)
+    can tell them; a standard 7/MDP worker gets DISCONNECT as before."""
+    core = make(**{limit: 1})
+    ready(core, W1)
+    other = b"other" if limit == "max_services" else SVC
+    welcome, disconnect = to(W2, ready(core, W2, service=other))
+    assert isinstance(welcome, p.BrokerWelcome)
+    assert f"--{limit.replace('_', '-')}" in welcome.meta["refused"]
+    assert disconnect == p.BrokerSignal(p.DISCONNECT)
+    assert to(W3, ready(core, W3, service=other, dips=False)) == [p.BrokerSignal(p.DISCONNECT)]
+    assert list(core.dispatcher.workers) == [W1]
+
+
 def test_a_malformed_request_is_answered_bad_request_and_other_garbage_dropped() -> None:
     core = make(max_frames=8)
     [(_, reply)] = feed(core, C1, p.client_request(SVC, [b"x"] * 9), 0.0)
