@@ -174,7 +174,8 @@ class GearmanWorker:
         self.assigned: Assignment | None = None
         self.given_up: bytes | None = None  # a job past its limit the worker still runs
         self._announced: set[str] = set()  # functions some broker registered (on_offered)
-        self._told_refused: set[int] = set()  # links whose refusal the worker was told of
+        self._told_refused: set[int] = set()  # links whose refusal the door logged
+        self._told_useless = False  # ERROR registration_refused sent: every link refused
         self.served = 0
         self._dirty = False  # its functions may differ from those registered (_sync)
 
@@ -388,6 +389,7 @@ class GearmanWorker:
         self._retire()
         self._announced = set()
         self._told_refused = set()
+        self._told_useless = False
         if functions and not self.settings.budget.take(len(functions) * len(
                 self.settings.brokers)):
             self.settings.warn(time.monotonic(), "Gearman worker %s not registered: the door "
@@ -484,9 +486,12 @@ class GearmanWorker:
                 notify(function)
 
     def _tell_refusals(self, core: ProxyCore) -> None:
-        """ERROR ``registration_refused`` for each function a broker refused to register
-        (its ``--max-services`` or ``--max-workers`` is reached: the function would never
-        get that broker's jobs), once until that broker takes it, and the door's log."""
+        """Log each function a broker refused to register (its ``--max-services`` or
+        ``--max-workers`` is reached: that broker gives it no jobs), once until that broker
+        takes it. The worker itself is told (ERROR ``registration_refused``) only when every
+        broker refused every function it offers, so that it would get no job at all through
+        this door: a Gearman worker's ``work()`` ends at any ERROR (PHP's, libgearman's), which
+        must not stop the functions that other brokers serve."""
         refused = core.refused
         self._told_refused &= refused.keys()
         for i, reason in refused.items():
@@ -496,9 +501,14 @@ class GearmanWorker:
             function, endpoint = core.link_functions[i], core.links[i].endpoint
             self.settings.warn(time.monotonic(), "Gearman worker %s: broker %s refused to "
                                "register it for %r: %s", self.peer, endpoint, function, reason)
-            self.send(g.error("registration_refused", f"broker {endpoint} refused to register "
-                              f"this worker for {function!r}: {reason}; the door tries again, "
-                              f"every {core.timing.reconnect_max_s:g} s at most"))
+        useless = bool(refused) and len(refused) == len(core.links)
+        if useless and not self._told_useless:
+            reasons = sorted({f"{core.link_functions[i]!r} at {core.links[i].endpoint}: "
+                              f"{reason}" for i, reason in refused.items()})
+            self.send(g.error("registration_refused", "every broker refused to register this "
+                              f"worker ({'; '.join(reasons)}); the door tries again, every "
+                              f"{core.timing.reconnect_max_s:g} s at most"))
+        self._told_useless = useless
 
     def _offer(self, now: float) -> None:
         """A task waits for a worker that holds none: wake it if it sleeps, and start the

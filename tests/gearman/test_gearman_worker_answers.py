@@ -180,7 +180,9 @@ def test_a_bad_timeout_leaves_the_function_as_it_was(rig: Rig) -> None:
 
 def test_a_worker_the_broker_refuses_is_told_why(cluster: Cluster) -> None:
     """A broker's --max-services refuses the READY of a service past its limit: before,
-    the Gearman worker was never told, and its function never got a job."""
+    the Gearman worker was never told, and its function never got a job. A worker that would
+    get no job at all is told (ERROR); one whose other function is served is not (its
+    work() would end), and the door logs each refusal."""
     broker = cluster.broker(None, "--max-services", "1")
     cluster.worker([broker], "echo")
     door = start_gateway(cluster, [broker])
@@ -194,10 +196,13 @@ def test_a_worker_the_broker_refuses_is_told_why(cluster: Cluster) -> None:
     assert broker.endpoint.encode() in args[1]
     taken = Raw(port, timeout=10)  # a service the broker knows: taken, and told nothing
     taken.send(T.CAN_DO, b"echo")
+    taken.send(T.CAN_DO, b"ms.partly")  # refused, but its echo is served
     taken.send(T.PRE_SLEEP)
     wait_for(lambda: count_workers(broker.endpoint, "echo") == 2, 15, "the door's echo worker")
+    wait_for(lambda: "refused to register it for 'ms.partly'" in door.output(), 15,
+             "the door to log the refusal of ms.partly")
     taken.send(T.ECHO_REQ, b"quiet")
-    assert taken.recv() == (T.ECHO_RES, [b"quiet"])
+    assert taken.recv() == (T.ECHO_RES, [b"quiet"])  # no ERROR before it
     log = door.output()
     assert "refused to register it for 'ms.refused'" in log and "--max-services" in log
     refused.send(T.ECHO_REQ, b"once")  # told once, not at each of the door's tries
