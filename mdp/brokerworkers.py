@@ -99,14 +99,15 @@ class WorkerKeeper:
 
     def _refuse(self, identity: bytes, msg: p.WorkerReady, now: float, why: str,
                 text: str) -> None:
-        """Refuse a READY: logged, and DISCONNECT. A DIPS worker (its READY has meta) hears
-        why first, in a WELCOME whose meta says ``refused`` (docs/PROTOCOL.md): a worker
-        that proxies others (a Gearman door's) can tell them, where a bare DISCONNECT
-        only made it try again in silence. A worker that does not read ``refused`` takes
-        the WELCOME, then the DISCONNECT, as before."""
+        """Refuse a READY: logged, and DISCONNECT. A worker whose READY says it reads one
+        (``"refusals": true``) hears why first, in a WELCOME whose meta says ``refused``
+        (docs/PROTOCOL.md): a worker that proxies others (a Gearman door's) can tell them,
+        where a bare DISCONNECT only made it try again in silence. Any other worker gets
+        the bare DISCONNECT: an older DIPS worker would take the WELCOME for a handshake
+        and reset its reconnect backoff, and so try again ten times a second."""
         self._warnings(now, "refused worker %s for %r: %s", identity.hex()[:20],
                        msg.service[:110], why)
-        if msg.meta is not None:
+        if isinstance(msg.meta, dict) and msg.meta.get("refusals") is True:
             service = msg.service[:110].decode("ascii", "replace")
             self._send(p.worker_welcome(identity, {
                 **self._worker_welcome, "refused": f"service {service!r}: {text}"}))

@@ -44,8 +44,9 @@ _NO_META = b"\x80"  # an empty msgpack map: a TASK without a deadline
 
 def ready_meta(meta: dict[str, Any], prefetch: int) -> dict[str, Any]:
     """A DIPS worker's READY meta: who it is (``meta``), how many tasks it may hold beyond
-    the one it runs, and the extensions it takes (TASKS, announced big tasks)."""
-    return {**meta, "prefetch": prefetch, "batch": True, "announce": True}
+    the one it runs, and the extensions it takes (TASKS, announced big tasks, a refusal
+    told in a WELCOME)."""
+    return {**meta, "prefetch": prefetch, "batch": True, "announce": True, "refusals": True}
 
 
 @dataclass

@@ -89,7 +89,8 @@ def test_start_connects_every_link_and_registers_with_prefetch() -> None:
     frames = ready.frames
     assert frames[:4] == [b"", p.WORKER, p.READY, b"echo"]
     meta = p.unpack_meta(frames[4], "READY")
-    assert meta == {"dips": 2, "pid": 7, "prefetch": 1, "batch": True, "announce": True}
+    assert meta == {"dips": 2, "pid": 7, "prefetch": 1, "batch": True, "announce": True,
+                    "refusals": True}
     assert core.links[0].mode is LinkMode.STANDARD
 
 
