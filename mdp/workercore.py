@@ -266,7 +266,9 @@ class WorkerCore:
                     self._on_task(i, link, task, now)
             case p.BrokerSignal(p.DISCONNECT):
                 self._on_disconnect(i, link, now)
-            case p.BrokerSignal(_, sending) if sending:  # a big task follows
+            case p.BrokerSignal(_, sending) if sending and link.mode is LinkMode.DIPS:
+                # a big task follows (an announcement before WELCOME is a heartbeat: no
+                # announced time is owed to a link that has not agreed to announcements)
                 size = min(sending, self.max_message_bytes)
                 link.task_until = p.sent_until(link.task_until, size, now,
                                                self.timing.link_floor)

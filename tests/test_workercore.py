@@ -978,3 +978,28 @@ def test_the_deadline_heap_agrees_with_a_look_at_every_link(liveness: int) -> No
         assert all(core._deadline_of[n] <= core._link_deadline(link)
                    for n, link in enumerate(core.links)), step
     assert len(core._deadlines) < 100  # superseded entries do not pile up
+
+
+def test_an_announcement_before_welcome_is_only_a_heartbeat() -> None:
+    """A HEARTBEAT announcing a task on a link not yet welcomed (a hostile or broken broker)
+    made the link's deadline due while a tick had nothing to do: the worker's loop spun
+    until the announced task's time had passed (3.4 s at the default floor for 32 MiB)."""
+    core = WorkerCore(["tcp://b"], b"echo", {"host": "h"}, Timing())
+    core.start(0.0)
+    core.take_actions()
+    core.handle(Opened(0), 0.0)
+    core.take_actions()
+    core.handle(Received(0, p.sending_to_worker(b"id", 32 * 2**20)[1:]), 0.0)
+    assert core.links[0].task_until == 0.0
+    now = core.next_deadline(0.0)
+    assert now > 0.0
+    for _ in range(20):  # a due deadline is acted on: never due again with nothing done
+        core.handle(Tick(), now)
+        actions = core.take_actions()
+        for action in actions:
+            if isinstance(action, Open):  # (as the shell does at once)
+                core.handle(Opened(action.link), now)
+        later = core.next_deadline(now)
+        assert actions or later > now, f"due at {now} and nothing done"
+        now = max(now, later)
+
