@@ -99,7 +99,8 @@ def _worker(worker: Worker, now: float) -> WorkerStatus:
     meta = worker.meta
     return WorkerStatus(
         identity=worker.identity.hex(), state=worker.state.value, host=meta.get("host", ""),
-        pid=meta.get("pid", 0), version=meta.get("version", ""), served=worker.served,
+        pid=meta.get("pid", 0), version=meta.get("version", ""), output=meta.get("output", ""),
+        served=worker.served,
         uptime_s=round(now - worker.registered_at, 3), failures=worker.failures,
         queued=len(worker.tasks))
 
@@ -108,7 +109,7 @@ def clean_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
     """Keep only well-typed, short metadata fields from a worker's READY."""
     meta = meta or {}
     clean: dict[str, Any] = {}
-    for key in ("host", "version"):
+    for key in ("host", "version", "output"):
         value = meta.get(key)
         if isinstance(value, str):
             clean[key] = value[:100]

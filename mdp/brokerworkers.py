@@ -70,21 +70,19 @@ class WorkerKeeper:
             self.forget(known, now)
             return
         if not p.valid_service(msg.service) or msg.service.startswith(p.MMI_PREFIX):
-            self._warnings(now, "worker %s offers an invalid service %r; disconnecting",
-                           identity.hex()[:20], msg.service[:110])
-            self._send(p.worker_command(identity, p.DISCONNECT))
+            self._refuse(identity, msg, now, "it offers an invalid service",
+                         "the service name is not valid (1-100 of A-Z a-z 0-9 . _ -, not mmi.*)")
             return
         if (msg.service not in dispatcher.services
                 and len(dispatcher.services) >= dispatcher.max_services):
-            self._warnings(now, "refused worker %s for %r: %d services known "
-                           "(--max-services)", identity.hex()[:20], msg.service[:110],
-                           len(dispatcher.services))
-            self._send(p.worker_command(identity, p.DISCONNECT))
+            self._refuse(identity, msg, now, f"{len(dispatcher.services)} services known "
+                         "(--max-services)", f"the broker knows {len(dispatcher.services)} "
+                         "services, its limit (--max-services), and this is not one of them")
             return
         if len(dispatcher.workers) >= self.config.max_workers:
-            self._warnings(now, "refused worker %s: %d workers attached (--max-workers)",
-                           identity.hex()[:20], len(dispatcher.workers))
-            self._send(p.worker_command(identity, p.DISCONNECT))
+            self._refuse(identity, msg, now, f"{len(dispatcher.workers)} workers attached "
+                         "(--max-workers)", f"the broker has {len(dispatcher.workers)} "
+                         "workers, its limit (--max-workers)")
             return
         meta = clean_meta(msg.meta)
         prefetch = meta.pop("prefetch", 0)
@@ -98,6 +96,22 @@ class WorkerKeeper:
         if worker.dips:
             self._send(p.worker_welcome(identity, self._worker_welcome))
         self._dispatch(worker.service, now)
+
+    def _refuse(self, identity: bytes, msg: p.WorkerReady, now: float, why: str,
+                text: str) -> None:
+        """Refuse a READY: logged, and DISCONNECT. A worker whose READY says it reads one
+        (``"refusals": true``) hears why first, in a WELCOME whose meta says ``refused``
+        (docs/PROTOCOL.md): a worker that proxies others (a Gearman door's) can tell them,
+        where a bare DISCONNECT only made it try again in silence. Any other worker gets
+        the bare DISCONNECT: an older DIPS worker would take the WELCOME for a handshake
+        and reset its reconnect backoff, and so try again ten times a second."""
+        self._warnings(now, "refused worker %s for %r: %s", identity.hex()[:20],
+                       msg.service[:110], why)
+        if isinstance(msg.meta, dict) and msg.meta.get("refusals") is True:
+            service = msg.service[:110].decode("ascii", "replace")
+            self._send(p.worker_welcome(identity, {
+                **self._worker_welcome, "refused": f"service {service!r}: {text}"}))
+        self._send(p.worker_command(identity, p.DISCONNECT))
 
     def back_from_silence(self, worker: Worker, now: float) -> None:
         self._comings(now, "speaking again", "worker %s speaks again; it gets tasks again",

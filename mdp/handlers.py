@@ -9,8 +9,11 @@ The entry point loads an object with ``services()`` returning a mapping of servi
 handler (a callable taking the request map and returning the result) and, optionally,
 ``warm_up()``: once-per-process work to do before the worker announces itself, and
 ``describe()``: service name -> what the service is (:func:`service_info`), which the worker
-announces in its READY so that doors and ``mdpctl services`` learn it from the fleet. A
-module with those functions will do. Third parties extend DIPS this way without touching it.
+announces in its READY so that doors and ``mdpctl services`` learn it from the fleet, and
+``output_version()``: a short string that changes whenever the provider's results may change
+(its code, data files and the libraries it draws with; by default a hash of the package's
+Python files). A module with those functions will do. Third parties extend DIPS this way
+without touching it.
 
 While a handler runs, it may tell its caller how far it has got, the way Gearman's
 WORK_STATUS, WORK_DATA and WORK_WARNING do: :func:`progress` (``num`` of ``den``),
@@ -32,6 +35,7 @@ from typing import Any
 import msgpack
 
 from mdp.errors import ConfigError
+from mdp.version import package_hash
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ class Handler:
     warm_up: Callable[[], None] | None = None
     instant: bool = False  # always done in microseconds: no sentinel watch needed
     info: dict[str, Any] | None = None  # what the service is: see service_info
+    output: str | None = None  # what its results depend on: see output_version_of
 
 
 def service_info(content_type: str = "", fields: Sequence[Sequence[Any]] = (),
@@ -160,9 +165,29 @@ def resolve(service: str) -> Handler:
             package = entry.value.partition(":")[0].partition(".")[0]
             return Handler(service, call, package,
                            warm_up=warm_up if callable(warm_up) else None,
-                           info=_info_of(provider, service))
+                           info=_info_of(provider, service),
+                           output=output_version_of(provider, package))
         known.extend(services)
     raise ConfigError(f"unknown service {service!r}; known: {', '.join(sorted(known))}")
+
+
+def output_version_of(provider: Any, package: str) -> str | None:
+    """What the provider's results depend on: its ``output_version()`` if it offers one
+    (cut to 64 characters), else a hash of ``package``'s Python files; a broken one costs
+    the output version only (the door then keys results by the full code version)."""
+    offered = getattr(provider, "output_version", None)
+    if not callable(offered):
+        return package_hash(package)
+    try:
+        version = offered()
+    except Exception as exc:
+        log.warning("cannot tell the output version of %r: %s: %s", package,
+                    type(exc).__name__, exc)
+        return None
+    if not isinstance(version, str) or not version:
+        log.warning("the output version of %r is not a string: %r", package, version)
+        return None
+    return version[:64]
 
 
 def _info_of(provider: Any, service: str) -> dict[str, Any] | None:

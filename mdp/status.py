@@ -5,7 +5,8 @@ The answer is a msgpack map::
     {"broker": {"endpoint", "pid", "host", "version", "uptime_s", "instance"?},
      "services": {name: {"queue": n, "queue_bytes"?: n,
                          "workers": [{"identity", "state", "host", "pid", "version",
-                                      "served", "uptime_s", "failures"?, "queued"?}],
+                                      "served", "uptime_s", "failures"?, "queued"?,
+                                      "output"?}],
                          "counters"?: {"requests", "replies", "errors": {code: n},
                                        "expired", "requeued", "bounced", "poisoned"?,
                                        "coalesced"?},
@@ -273,6 +274,7 @@ class WorkerStatus:
     uptime_s: float
     failures: int = 0  # error replies that were its fault (mdp.errors.a_worker_failed)
     queued: int = 0
+    output: str = ""  # what its results depend on (mdp.handlers); "" from older workers
 
     @property
     def serving(self) -> bool:

@@ -3,6 +3,10 @@
 The hash covers ``mdp`` and every package that provides services to workers (the
 ``dips.services`` entry points, ``renderers`` among them), so that every worker and broker
 built from one tree reports one version, and a change to a handler's package changes it.
+
+A worker also reports its *output version*: what its service's results depend on (see
+:attr:`mdp.handlers.Handler.output`), so that caches of results (the HTTP door's image cache)
+outlive an upgrade that changes nothing the service draws with.
 """
 
 from __future__ import annotations
@@ -53,6 +57,12 @@ def source_hash(roots: dict[str, Path]) -> str:
             digest.update(path.read_bytes())
             digest.update(b"\0")
     return digest.hexdigest()[:8]
+
+
+def package_hash(name: str) -> str | None:
+    """A short hash of the .py files of one top-level package, None if it is not found."""
+    root = package_root(name)
+    return None if root is None else source_hash({name: root})
 
 
 @functools.cache

@@ -89,6 +89,8 @@ class Worker:
                                      "version": code_version(*extra)}
         if handler.info is not None:
             self.meta["info"] = handler.info  # what the service is, for doors and mdpctl
+        if handler.output is not None:
+            self.meta["output"] = handler.output  # what its results depend on (caches)
         self.core = WorkerCore(
             config.brokers, config.service.encode(), self.meta,
             Timing(config.heartbeat_interval_s, config.heartbeat_liveness,

@@ -16,6 +16,7 @@ plain 7/MDP with a local queue for standard brokers.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 from collections import deque
@@ -37,13 +38,15 @@ EXIT_STUCK = 3  # a handler ran past the time limit; the process must be replace
 EXIT_OUT_OF_MEMORY = 4  # a handler hit the address-space limit; start afresh
 
 STANDARD_EXPIRY_S = 7.5  # 7/MDP's reference heartbeat (2.5 s) x liveness (3)
+MAX_REFUSAL_CHARS = 300  # of a broker's reason for refusing us
 _NO_META = b"\x80"  # an empty msgpack map: a TASK without a deadline
 
 
 def ready_meta(meta: dict[str, Any], prefetch: int) -> dict[str, Any]:
     """A DIPS worker's READY meta: who it is (``meta``), how many tasks it may hold beyond
-    the one it runs, and the extensions it takes (TASKS, announced big tasks)."""
-    return {**meta, "prefetch": prefetch, "batch": True, "announce": True}
+    the one it runs, and the extensions it takes (TASKS, announced big tasks, a refusal
+    told in a WELCOME)."""
+    return {**meta, "prefetch": prefetch, "batch": True, "announce": True, "refusals": True}
 
 
 @dataclass
@@ -70,6 +73,18 @@ class WorkerCore:
         self.waiting: deque[Task] = deque()  # received, not started: in arrival order,
         # except that a task sent as to an idle worker goes before those held (_on_task)
         self.served = 0
+        # the links some of whose state is looked at per task, kept apart so that a task
+        # costs the same at 128 links (a Gearman worker of 64 functions) as at 2: those
+        # with replies gathered, those told BUSY (owed a FREE), and a heap of each link's
+        # next deadline (_schedule, _links_deadline)
+        self._gathered: dict[int, None] = {}
+        self._told_busy: dict[int, None] = {}
+        self._deadlines: list[tuple[float, int]] = []
+        self._deadline_of: list[float] = [math.inf] * len(self.links)  # its live entry
+        for i in range(len(self.links)):
+            self._schedule(i)  # (closed, retry at 0: a link the shell never opens is retried)
+        # links whose broker refused our READY, and why (on_refused), till it welcomes us
+        self.refused: dict[int, str] = {}
         self._warn = RateLimitedLog(log)
         self._ready = p.ready(self.service, ready_meta(self.meta, self.prefetch))
         # tasks of one broker held at once (running and waiting) before one more is handed
@@ -94,15 +109,16 @@ class WorkerCore:
 
     def _send_gathered(self, link: Link, i: int, now: float) -> None:
         keys, bodies = link.take_gathered()
+        self._gathered.pop(i, None)
         frames = (p.reply(keys[0], bodies) if len(keys) == 1 else p.replies(keys, bodies))
         self.actions.append(Send(i, frames))
         link.sent_at = now
 
     def flush_replies(self, now: float) -> None:
         """Send every gathered reply (the worker goes idle, or a task runs long)."""
-        for i, link in enumerate(self.links):
-            if link.gathered_keys:
-                self._send_gathered(link, i, now)
+        if self._gathered:
+            for i in list(self._gathered):
+                self._send_gathered(self.links[i], i, now)
 
     def _close(self, i: int, linger_ms: int) -> None:
         link = self.links[i]
@@ -110,19 +126,30 @@ class WorkerCore:
             return
         if link.gathered_keys:
             self._send_gathered(link, i, 0.0)  # before the socket goes; lost if it is gone
-        self._set_mode(link, LinkMode.CLOSED)
+        self._set_mode(i, LinkMode.CLOSED)
         self.actions.append(Close(i, linger_ms))
         self.waiting = deque(t for t in self.waiting if t.link != i)  # the broker requeues
 
-    def _set_mode(self, link: Link, mode: LinkMode) -> None:
+    def _set_mode(self, i: int, mode: LinkMode) -> None:
         """The one place a link changes mode."""
+        link = self.links[i]
         link.mode = mode
-        link.told_busy = False
+        self._set_told_busy(i, link, False)
         if mode is not LinkMode.DIPS:
             link.batch = link.progress = link.announce = False
             link.take_gathered()  # of a connection gone (_close sent them if it could)
+            self._gathered.pop(i, None)
         if mode is LinkMode.CLOSED:
             link.task_until = 0.0  # what was on its way went with the connection
+        self._schedule(i)  # its deadline may come earlier (the silence allowed differs)
+
+    def _set_told_busy(self, i: int, link: Link, told: bool) -> None:
+        """The one place a link's ``told_busy`` changes (BUSY sent and a FREE owed)."""
+        link.told_busy = told
+        if told:
+            self._told_busy[i] = None
+        else:
+            self._told_busy.pop(i, None)
 
     def _set_phase(self, phase: Phase) -> None:
         """The one place the worker changes phase."""
@@ -139,7 +166,7 @@ class WorkerCore:
         link = self.links[task.link]
         if not recalled and not link.told_busy:
             self._send(task.link, p.busy(), now)
-            link.told_busy = True
+            self._set_told_busy(task.link, link, True)
         self._send(task.link, p.bounce(task.key), now)
 
     def _reply(self, task: Task, body: bytes, now: float) -> None:
@@ -160,6 +187,7 @@ class WorkerCore:
             # backlogs and costs a lone request nothing.
             if not link.gathered_keys:
                 link.gathered_since = now
+                self._gathered[task.link] = None
             link.gathered_keys.append(task.key)
             link.gathered_bodies.append(body)
             link.gathered_bytes += len(body)
@@ -181,7 +209,7 @@ class WorkerCore:
         """The shell opened a new socket for link ``i``: register."""
         link = self.links[i]
         link.epoch += 1
-        self._set_mode(link, LinkMode.STANDARD)
+        self._set_mode(i, LinkMode.STANDARD)
         link.heard_at = now
         self._send(i, self._ready, now)
 
@@ -194,6 +222,7 @@ class WorkerCore:
         log.info("connection to broker %s dropped; registering again", link.endpoint)
         self._close(i, 0)
         link.retry_at = now + link.backoff.next()
+        self._schedule(i)
 
     def handle(self, event: Event, now: float) -> None:
         """Feed one link event (:mod:`mdp.actions`) that happened at ``now``."""
@@ -221,11 +250,15 @@ class WorkerCore:
         match message:
             case p.BrokerTask():
                 link.backoff.reset()
-                link.task_until = 0.0  # the task announced (if any) is this one: it came
+                if link.task_until:  # the task announced (if any) is this one: it came
+                    link.task_until = 0.0
+                    self._schedule(i)
                 self._on_task(i, link, message, now)
             case p.BrokerTasks(tasks):
                 link.backoff.reset()
-                link.task_until = 0.0
+                if link.task_until:
+                    link.task_until = 0.0
+                    self._schedule(i)
                 if link.mode is not LinkMode.DIPS:
                     self._warn(now, "dropped TASKS from %s before its WELCOME", link.endpoint)
                     return
@@ -233,7 +266,9 @@ class WorkerCore:
                     self._on_task(i, link, task, now)
             case p.BrokerSignal(p.DISCONNECT):
                 self._on_disconnect(i, link, now)
-            case p.BrokerSignal(_, sending) if sending:  # a big task follows
+            case p.BrokerSignal(_, sending) if sending and link.mode is LinkMode.DIPS:
+                # a big task follows (an announcement before WELCOME is a heartbeat: no
+                # announced time is owed to a link that has not agreed to announcements)
                 size = min(sending, self.max_message_bytes)
                 link.task_until = p.sent_until(link.task_until, size, now,
                                                self.timing.link_floor)
@@ -249,7 +284,6 @@ class WorkerCore:
             case p.BrokerRecall(key):
                 self._on_recall(i, key, now)
             case p.BrokerWelcome():
-                link.backoff.reset()
                 self._on_welcome(i, link, message, now)
 
     def _holds(self, i: int) -> bool:
@@ -309,12 +343,20 @@ class WorkerCore:
         log.info("broker %s said DISCONNECT; reconnecting in %.1fs", link.endpoint, delay)
         self._close(i, 0)
         link.retry_at = now + delay
+        self._schedule(i)
         self._maybe_done(now)
 
     def _on_welcome(self, i: int, link: Link, welcome: p.BrokerWelcome, now: float) -> None:
+        refused = welcome.meta.get("refused")
+        if refused is not None:  # its DISCONNECT follows: the link stays as it is till then
+            self.on_refused(i, str(refused)[:MAX_REFUSAL_CHARS], now)
+            return  # (and the backoff goes on growing: no flood of READYs it refuses)
+        link.backoff.reset()
         if link.mode is LinkMode.DIPS:
             return
-        self._set_mode(link, LinkMode.DIPS)
+        if self.refused:
+            self.refused.pop(i, None)
+        self._set_mode(i, LinkMode.DIPS)
         link.batch = welcome.meta.get("batch") is True
         link.progress = welcome.meta.get("progress") is True
         link.announce = welcome.meta.get("announce") is True
@@ -324,7 +366,16 @@ class WorkerCore:
             self._send(i, p.busy(draining=True), now)
         elif self.long and (self.current is None or self.current.link != i):
             self._send(i, p.busy(), now)
-            link.told_busy = True
+            self._set_told_busy(i, link, True)
+
+    def on_refused(self, i: int, reason: str, now: float) -> None:
+        """Broker ``i`` refused our READY and said why (a WELCOME whose meta says
+        ``refused``, before its DISCONNECT; docs/PROTOCOL.md): kept in ``refused`` until
+        that broker welcomes us, and logged. The link tries again as after any DISCONNECT,
+        ever more slowly (the broker's limit may free up)."""
+        self.refused[i] = reason
+        self._warn(now, "broker %s refused this worker: %s; trying again",
+                   self.links[i].endpoint, reason)
 
     def _on_recall(self, i: int, key: bytes, now: float) -> None:
         for task in self.waiting:
@@ -347,12 +398,11 @@ class WorkerCore:
                 self._reply(task, p.error_body(Expired("the client's deadline passed")), now)
                 self._count(now)
                 continue
-            if len(self.links) > 1:
+            if self._gathered:
                 # replies gathered for other brokers go before this task starts: should the
                 # process die in it, no broker blames a task it had finished (exact losses)
-                for i, link in enumerate(self.links):
-                    if link.gathered_keys and i != task.link:
-                        self._send_gathered(link, i, now)
+                for i in [i for i in self._gathered if i != task.link]:
+                    self._send_gathered(self.links[i], i, now)
             task.started_at = now
             self.current = task
             self.long = False
@@ -427,7 +477,7 @@ class WorkerCore:
         for i, link in enumerate(self.links):
             if i != current and link.mode is LinkMode.DIPS and not link.told_busy:
                 self._send(i, p.busy(), now)
-                link.told_busy = True
+                self._set_told_busy(i, link, True)
         kept: deque[Task] = deque()
         for task in self.waiting:
             if task.dips and not task.hold:
@@ -466,12 +516,11 @@ class WorkerCore:
             self.stop(now)
 
     def _tell_free(self, now: float) -> None:
-        if self.phase is not Phase.SERVING:
+        if self.phase is not Phase.SERVING or not self._told_busy:
             return
-        for i, link in enumerate(self.links):
-            if link.told_busy:
-                self._send(i, p.signal(p.FREE), now)
-                link.told_busy = False
+        for i in list(self._told_busy):
+            self._send(i, p.signal(p.FREE), now)
+            self._set_told_busy(i, self.links[i], False)
 
     def stop(self, now: float, exit_code: int = EXIT_OK) -> None:
         """Drain: take nothing new, bounce what has not started, finish what runs."""
@@ -521,29 +570,51 @@ class WorkerCore:
         expiry = self.timing.expiry_s
         return expiry if link.mode is LinkMode.DIPS else max(expiry, STANDARD_EXPIRY_S)
 
-    def next_deadline(self, now: float) -> float:
-        """When ``tick`` is next due (the shell asks once or twice per task: kept flat)."""
-        t = self.timing
-        interval = t.heartbeat_interval_s
-        deadline = now + interval
-        serving = self.phase is Phase.SERVING
-        expiry = t.expiry_s
-        for link in self.links:  # (_heartbeat_due and _expiry_s inline: once per task)
-            mode = link.mode
-            if mode is LinkMode.CLOSED:
-                if serving and link.retry_at < deadline:
-                    deadline = link.retry_at
+    def _link_deadline(self, link: Link) -> float:
+        """When link ``link`` next needs its timer: a reconnect, a heartbeat of ours, or the
+        verdict that its broker is silent (math.inf: none)."""
+        mode = link.mode
+        if mode is LinkMode.CLOSED:
+            return link.retry_at if self.phase is Phase.SERVING else math.inf
+        due = self._heartbeat_due(link)
+        silent = (max(link.heard_at, link.task_until) if mode is LinkMode.DIPS
+                  else link.heard_at) + self._expiry_s(link)
+        return due if due < silent else silent
+
+    def _schedule(self, i: int) -> None:
+        """Link ``i``'s deadline may have come earlier (its mode, retry or announced task
+        changed): give it an entry in the heap. Sends and answers only move a deadline
+        later; its entry is then moved when it reaches the top (_links_deadline), so a
+        task costs O(log links) there, not a look at every link."""
+        at = self._link_deadline(self.links[i])
+        if at < self._deadline_of[i]:
+            self._deadline_of[i] = at
+            heapq.heappush(self._deadlines, (at, i))
+
+    def _links_deadline(self) -> float:
+        """The earliest deadline of any link (math.inf: none): the heap's top, once it is
+        true (an entry superseded by an earlier one goes; one whose link's deadline has
+        moved is moved)."""
+        heap, entry_of, links = self._deadlines, self._deadline_of, self.links
+        while heap:
+            at, i = heap[0]
+            if at != entry_of[i]:
+                heapq.heappop(heap)
                 continue
-            if mode is LinkMode.DIPS:
-                due = link.sent_at + interval * 1.5
-                silent = max(link.heard_at, link.task_until) + expiry
+            true = self._link_deadline(links[i])
+            if true == at:
+                return at
+            entry_of[i] = true
+            if true == math.inf:
+                heapq.heappop(heap)
             else:
-                due = link.sent_at + interval
-                silent = link.heard_at + max(expiry, STANDARD_EXPIRY_S)
-            if due < deadline:
-                deadline = due
-            if silent < deadline:
-                deadline = silent
+                heapq.heapreplace(heap, (true, i))
+        return math.inf
+
+    def next_deadline(self, now: float) -> float:
+        """When ``tick`` is next due (the shell asks once or twice per task)."""
+        t = self.timing
+        deadline = min(now + t.heartbeat_interval_s, self._links_deadline())
         task = self.current
         if task is not None:
             limit = task.started_at + (t.time_limit_s if self.long else
@@ -552,12 +623,26 @@ class WorkerCore:
                 deadline = limit
         return deadline
 
+    def _due_links(self, now: float) -> list[int]:
+        """The links whose heap entry is due by ``now``, in link order (their entries
+        taken out: tick schedules each again)."""
+        heap, entry_of = self._deadlines, self._deadline_of
+        due = []
+        while heap and heap[0][0] <= now:
+            at, i = heapq.heappop(heap)
+            if at == entry_of[i]:
+                entry_of[i] = math.inf
+                due.append(i)
+        due.sort()
+        return due
+
     def tick(self, now: float) -> None:
         """Run every timer that is due."""
         if self.phase is Phase.DONE:
             return
         t = self.timing
-        for i, link in enumerate(self.links):
+        for i in self._due_links(now):
+            link = self.links[i]
             if link.mode is LinkMode.CLOSED:
                 if now >= link.retry_at and self.phase is Phase.SERVING:
                     self.actions.append(Open(i))
@@ -568,6 +653,7 @@ class WorkerCore:
                 link.retry_at = now + link.backoff.next()
             elif now >= self._heartbeat_due(link):
                 self._send(i, p.signal(p.HEARTBEAT), now)
+            self._schedule(i)
         task = self.current
         if task is None:
             return

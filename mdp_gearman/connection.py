@@ -134,7 +134,13 @@ class Connection(asyncio.Protocol):
     def worker_side(self) -> GearmanWorker:
         if self.worker is None:
             self.worker = self.gateway.new_worker(self)
+            self._update_reading()  # a worker's connection is read at any job count
         return self.worker
+
+    @property
+    def jobs_full(self) -> bool:
+        """It waits for --max-jobs-per-connection foreground jobs."""
+        return self.jobs >= self.config.max_jobs_per_connection
 
     def job_added(self) -> None:
         self.jobs += 1
@@ -164,7 +170,10 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        full = self.jobs >= self.config.max_jobs_per_connection
+        # at its job limit a client is not read (it can submit no more), but a worker's
+        # connection is: its answers (to its own jobs, it may be) come in on it, and its
+        # submissions past the limit are refused (Gateway.submit)
+        full = self.worker is None and self.jobs_full
         packet = self._packet
         if packet is not None:
             if full:  # the door's own pause: the packet holds no share of the budget meanwhile

@@ -255,5 +255,6 @@ def build_request(packet_type: int, *args: bytes) -> bytes:
 
 
 def error(code: str, text: str) -> bytes:
-    """An ERROR packet: a short code and a sentence."""
-    return build(T.ERROR, code.encode(), text.encode("utf-8", "replace"))
+    """An ERROR packet: a short code and a sentence (a NUL in it, say from a peer's text
+    quoted there, would split it into another argument: shown as \\0)."""
+    return build(T.ERROR, code.encode(), text.replace("\0", "\\0").encode("utf-8", "replace"))

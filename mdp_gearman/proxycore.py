@@ -14,6 +14,9 @@ Two things a Python worker never needs:
   and the tasks waiting here go back to their brokers. The next :meth:`begin` that finds
   nothing to run says FREE again.
 
+* :meth:`ProxyCore.on_refused`: a broker that refuses a link's READY (``--max-services``,
+  ``--max-workers``) is recorded in silence; the door tells the Gearman worker.
+
 WORK_STATUS, WORK_DATA and WORK_WARNING become PROGRESS through the core's own
 ``progress``.
 
@@ -56,7 +59,7 @@ class ProxyCore(WorkerCore):
         for i, link in enumerate(self.links):
             if link.mode is LinkMode.DIPS and not link.told_busy:
                 self._send(i, p.busy(), now)
-                link.told_busy = True
+                self._set_told_busy(i, link, True)
         kept: deque[Task] = deque()
         for task in self.waiting:
             if task.dips:
@@ -64,6 +67,11 @@ class ProxyCore(WorkerCore):
             else:
                 kept.append(task)  # a standard broker cannot take it back: it waits
         self.waiting = kept
+
+    def on_refused(self, i: int, reason: str, now: float) -> None:
+        """A broker refused a link's READY: kept for the door, which tells the Gearman
+        worker and logs it, naming the worker (the core's own line could not)."""
+        self.refused[i] = reason
 
     def function_of(self, task: Task) -> str:
         return self.link_functions[task.link]

@@ -196,7 +196,10 @@ class Gateway:
             conn.send(g.build(T.ECHO_RES, args[0]))
         elif kind == T.GET_STATUS:
             job = self.table.by_handle.get(args[0])
-            conn.send(g.build(T.STATUS_RES, args[0], *_status_fields(job)))
+            held = self.worker_settings.held.get(args[0]) if job is None else None
+            fields = (_status_fields(job) if held is None else  # a handle a worker here holds
+                      (b"1", b"1", b"%d" % held.numerator, b"%d" % held.denominator))
+            conn.send(g.build(T.STATUS_RES, args[0], *fields))
         elif kind == T.GET_STATUS_UNIQUE:
             job, waiting = self.table.status_unique(args[0])
             conn.send(g.build(T.STATUS_RES_UNIQUE, args[0], *_status_fields(job),
@@ -221,6 +224,14 @@ class Gateway:
             sub = parse_submission(packet, time.time())
         except BadRequest as exc:
             conn.send(g.error("bad_request", exc.message))
+            return
+        if not sub.background and conn.jobs_full:  # (a worker's connection: still read)
+            self.warn_peer("too_many_jobs", "refused a job of %s: %d jobs in flight "
+                           "(--max-jobs-per-connection)", conn.peer, conn.jobs)
+            conn.send(g.error("too_many_jobs", f"this connection waits for {conn.jobs} jobs "
+                              "already (--max-jobs-per-connection); a connection that is "
+                              "also a worker is read on, as its answers come in on it, "
+                              "and its submissions past the limit are refused"))
             return
         job = self.table.coalesce(sub)
         if job is None and sub.background:

@@ -51,7 +51,7 @@ from mdp.body import BodyLimits, decode_request
 from mdp.errors import BadRequest, WorkerError, WorkerTimeout
 from mdp.logs import BurstLog, RateLimitedLog
 from mdp.workerstate import LinkMode, Task, Timing
-from mdp_gearman import mapping
+from mdp_gearman import admin, mapping
 from mdp_gearman import packets as g
 from mdp_gearman.packets import Packet, T
 from mdp_gearman.proxycore import NO_TIME_LIMIT_S, ProxyCore
@@ -69,6 +69,9 @@ EXCEPTION_CODE = mapping.GEARMAN_EXCEPTION  # WORK_EXCEPTION; the message is its
 MAX_EXCEPTION_BYTES = 64 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # the brokers' default
 ENVELOPE_BYTES = 64 * 1024  # room kept for a reply's frames and meta beside its body
+
+MAX_TIMEOUT_S = 2**32 - 1  # CAN_DO_TIMEOUT: libgearman sends an unsigned 32-bit number
+JOB_NOT_FOUND = "JOB_NOT_FOUND"  # gearmand's code for an answer to a job it does not know
 
 GRABS: dict[int, int] = {T.GRAB_JOB: T.JOB_ASSIGN, T.GRAB_JOB_UNIQ: T.JOB_ASSIGN_UNIQ,
          T.GRAB_JOB_ALL: T.JOB_ASSIGN_UNIQ}
@@ -130,6 +133,11 @@ class WorkerSettings:
     warn: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log))
     # workers registering: a line each in an ordinary fleet, bounded when one churns
     joins: BurstLog = field(default_factory=lambda: BurstLog(log))
+    # the jobs the door's Gearman workers hold, by the handle JOB_ASSIGN gave them: a
+    # GET_STATUS on that handle is answered from here
+    held: dict[bytes, Assignment] = field(default_factory=dict)
+    # answers for jobs a worker does not hold, apart: a flood of them leaves the other lines
+    strays: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log))
 
 
 @dataclass
@@ -142,6 +150,8 @@ class Assignment:
     started_at: float
     limit_s: float
     progress_bytes: int = 0  # WORK_DATA and WORK_WARNING sent on so far
+    numerator: int = 0  # its latest WORK_STATUS (GET_STATUS on its handle)
+    denominator: int = 0
 
 
 class GearmanWorker:
@@ -164,7 +174,10 @@ class GearmanWorker:
         self.assigned: Assignment | None = None
         self.given_up: bytes | None = None  # a job past its limit the worker still runs
         self._announced: set[str] = set()  # functions some broker registered (on_offered)
+        self._told_refused: set[int] = set()  # links whose refusal the door logged
+        self._told_useless = False  # ERROR registration_refused sent: every link refused
         self.served = 0
+        self._dirty = False  # its functions may differ from those registered (_sync)
 
     # --- Gearman packets ---------------------------------------------------------------
 
@@ -176,10 +189,13 @@ class GearmanWorker:
             self._sleep(now)
         elif kind in (T.CAN_DO, T.CAN_DO_TIMEOUT):
             self._can_do(args, now)
+            self._dirty = True
         elif kind == T.CANT_DO:
             self.abilities.pop(args[0].decode("utf-8", "replace"), None)
+            self._dirty = True
         elif kind == T.RESET_ABILITIES:
             self.abilities.clear()
+            self._dirty = True
         elif kind in (T.WORK_STATUS, T.WORK_DATA, T.WORK_WARNING):
             self._progress(kind, args, now)
         elif kind in (T.WORK_COMPLETE, T.WORK_FAIL, T.WORK_EXCEPTION):
@@ -206,13 +222,40 @@ class GearmanWorker:
             return
         limit = 0.0
         if len(args) > 1:
-            text = args[1].strip(b"\0 ")
-            limit = float(int(text)) if text.isdigit() and len(text) < 10 else 0.0
+            timeout = _timeout(args[1])
+            if timeout is None:
+                self._bad_timeout(function.decode(), args[1])
+                return
+            limit = float(timeout)
         name = function.decode()
         if name not in self.abilities and len(self.abilities) >= MAX_FUNCTIONS:
             self.send(g.error("too_many_functions", f"at most {MAX_FUNCTIONS} functions"))
             return
         self.abilities[name] = limit
+
+    def _assign(self, job: Assignment | None) -> None:
+        """The one place the job in hand changes; the door's index of the jobs its workers
+        hold (GET_STATUS on a worker's handle) follows it."""
+        held = self.settings.held
+        if self.assigned is not None:
+            held.pop(self.assigned.handle, None)
+        self.assigned = job
+        if job is not None:
+            held[job.handle] = job
+
+    def _bad_timeout(self, function: str, text: bytes) -> None:
+        """CAN_DO_TIMEOUT with a timeout that is no whole number of seconds from 0 to
+        MAX_TIMEOUT_S: ERROR ``bad_timeout`` naming it, and the function is not taken (nor
+        changed, if it was): before, it silently became the door's limit. gearmand takes
+        such a timeout without a word (``atoi``: "abc" is 0, none) and dies of a
+        20-digit one (checked with gearmand 1.1.20)."""
+        shown = admin.printable(text, 24)
+        self.settings.warn(time.monotonic(), "Gearman worker %s: CAN_DO_TIMEOUT for %r with "
+                           "timeout %s refused", self.peer, function, shown)
+        self.send(g.error("bad_timeout", f"CAN_DO_TIMEOUT for {function!r}: the timeout "
+                          f"{shown!r} is not a whole number of seconds from 0 to "
+                          f"{MAX_TIMEOUT_S} (0: the door's limit); the function is not "
+                          "taken"))
 
     def _grab(self, reply: int, now: float) -> None:
         self._sync(now)
@@ -231,7 +274,7 @@ class GearmanWorker:
                 continue
             handle = self.new_handle()
             limit = self.abilities.get(function) or self.settings.time_limit_s
-            self.assigned = Assignment(handle, task, function, now, limit)
+            self._assign(Assignment(handle, task, function, now, limit))
             if reply == T.JOB_ASSIGN:
                 self.send(g.build(T.JOB_ASSIGN, handle, function.encode(), workload))
             else:
@@ -265,10 +308,13 @@ class GearmanWorker:
     def _progress(self, kind: int, args: tuple[bytes, ...], now: float) -> None:
         job = self.assigned
         if job is None or args[0] != job.handle or self.core is None:
+            if args[0] != self.given_up:  # (the job given up on still runs: it may report)
+                self._stray(kind, args[0])
             return
         if kind == T.WORK_STATUS:
             num, den = _count(args[1]), _count(args[2])
             if num is not None and den is not None:
+                job.numerator, job.denominator = num, den
                 self.core.progress(job.task, "status", num, den, None, now)
         else:
             job.progress_bytes += len(args[1])
@@ -287,6 +333,8 @@ class GearmanWorker:
         if job is None or args[0] != job.handle or self.core is None:
             if args[0] == self.given_up:
                 self.given_up = None  # it reports the job given up on; it will GRAB next
+            else:
+                self._stray(kind, args[0])
             return
         if kind == T.WORK_COMPLETE and len(args[1]) > (
                 self.settings.max_message_bytes - ENVELOPE_BYTES):
@@ -305,27 +353,50 @@ class GearmanWorker:
         else:
             message = args[1][:MAX_EXCEPTION_BYTES].decode("utf-8", "replace")
             body = p.error_body(WorkerError(message, code=EXCEPTION_CODE))
-        self.assigned = None
+        self._assign(None)
         self.served += 1
         self.core.task_done(body, now)
+
+    def _stray(self, kind: int, handle: bytes) -> None:
+        """An answer for a job this worker does not hold (never given it, another worker's,
+        or answered already): ERROR ``JOB_NOT_FOUND``, as gearmand answers it, naming the
+        handle; the job in hand, if any, and every other job go on untouched. (The job
+        the door gave up on past its time limit is not a stray: the worker still runs it,
+        and its late answer is taken in silence, so that a PHP worker, whose ``work()``
+        ends at an unexpected ERROR, serves on.)"""
+        shown = admin.printable(handle)
+        self.settings.strays(time.monotonic(), "Gearman worker %s sent %s for job %s, which it "
+                             "does not hold; answered JOB_NOT_FOUND", self.peer,
+                             g.type_name(kind), shown)
+        self.send(g.error(JOB_NOT_FOUND, f"{g.type_name(kind)}: job {shown} not found (this "
+                          "worker does not hold it)"))
 
     # --- registration ------------------------------------------------------------------
 
     def _sync(self, now: float) -> None:
-        """Register the worker's current functions, if they changed."""
+        """Register the worker's current functions, if they changed (looked at only after
+        a CAN_DO, CANT_DO or RESET_ABILITIES, or a registration that could not be made:
+        not at each of its asks for work)."""
+        if not self._dirty:
+            return
         functions = tuple(sorted(self.abilities))
         if self.core is not None and self.core.functions == functions:
+            self._dirty = False
             return
         if self.assigned is not None:
             return  # after the job in hand
+        self._dirty = False
         self._retire()
         self._announced = set()
+        self._told_refused = set()
+        self._told_useless = False
         if functions and not self.settings.budget.take(len(functions) * len(
                 self.settings.brokers)):
             self.settings.warn(time.monotonic(), "Gearman worker %s not registered: the door "
                                "holds %d broker links already", self.peer,
                                self.settings.budget.used)
             self.send(g.error("too_many_workers", "the door has too many Gearman workers"))
+            self._dirty = True  # asked again, it tries again
         elif functions:
             meta = {**self.settings.meta, "host": self.peer}
             self.core = ProxyCore(functions, self.settings.brokers, meta, self.settings.timing,
@@ -368,7 +439,8 @@ class GearmanWorker:
         loss. One that held none leaves: the tasks that only waited here go back and every
         broker is told DISCONNECT, so a worker attached to two doors, which is two
         registrations, costs a request one loss when it dies, not two."""
-        job, self.assigned = self.assigned, None
+        job = self.assigned
+        self._assign(None)
         if job is not None:
             self.settings.warn(time.monotonic(), "Gearman worker %s left while running %s (%s); "
                                "the brokers give it to another worker", self.peer,
@@ -381,6 +453,8 @@ class GearmanWorker:
         """The core took in messages or ran its timers: offer the worker what waits, check
         the limits."""
         self._announce()
+        if self.core is not None and (self.core.refused or self._told_refused):
+            self._tell_refusals(self.core)
         job = self.assigned
         if job is not None and now >= job.started_at + job.limit_s:
             self._give_up(job, now)
@@ -411,6 +485,31 @@ class GearmanWorker:
                 self._announced.add(function)
                 notify(function)
 
+    def _tell_refusals(self, core: ProxyCore) -> None:
+        """Log each function a broker refused to register (its ``--max-services`` or
+        ``--max-workers`` is reached: that broker gives it no jobs), once until that broker
+        takes it. The worker itself is told (ERROR ``registration_refused``) only when every
+        broker refused every function it offers, so that it would get no job at all through
+        this door: a Gearman worker's ``work()`` ends at any ERROR (PHP's, libgearman's), which
+        must not stop the functions that other brokers serve."""
+        refused = core.refused
+        self._told_refused &= refused.keys()
+        for i, reason in refused.items():
+            if i in self._told_refused:
+                continue
+            self._told_refused.add(i)
+            function, endpoint = core.link_functions[i], core.links[i].endpoint
+            self.settings.warn(time.monotonic(), "Gearman worker %s: broker %s refused to "
+                               "register it for %r: %s", self.peer, endpoint, function, reason)
+        useless = bool(refused) and len(refused) == len(core.links)
+        if useless and not self._told_useless:
+            reasons = sorted({f"{core.link_functions[i]!r} at {core.links[i].endpoint}: "
+                              f"{reason}" for i, reason in refused.items()})
+            self.send(g.error("registration_refused", "every broker refused to register this "
+                              f"worker ({'; '.join(reasons)}); the door tries again, every "
+                              f"{core.timing.reconnect_max_s:g} s at most"))
+        self._told_useless = useless
+
     def _offer(self, now: float) -> None:
         """A task waits for a worker that holds none: wake it if it sleeps, and start the
         clock on its asking (it may be busy with another door's job, asleep or not)."""
@@ -431,7 +530,7 @@ class GearmanWorker:
         self.settings.warn(time.monotonic(), "Gearman worker %s: %s (%s); answering %s and "
                            "giving it no work until it reports on it", self.peer, error,
                            job.handle.decode(), error.code)
-        self.assigned = None
+        self._assign(None)
         self.given_up = job.handle
         if self.core is not None:
             self.core.task_done(p.error_body(error), now)
@@ -444,6 +543,15 @@ class GearmanWorker:
     @property
     def functions(self) -> list[str]:
         return sorted(self.abilities)
+
+
+def _timeout(text: bytes) -> int | None:
+    """CAN_DO_TIMEOUT's seconds: decimal digits (spaces or a NUL around them are let
+    pass), at most MAX_TIMEOUT_S; else None."""
+    text = text.strip(b"\0 ")
+    if not text.isdigit() or len(text) > 10 or int(text) > MAX_TIMEOUT_S:
+        return None
+    return int(text)
 
 
 def _count(text: bytes) -> int | None:

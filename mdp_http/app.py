@@ -87,9 +87,10 @@ class Gateway:
         return self.poller.info(service, max(self.config.poll_interval_s, INFO_MAX_AGE_S))
 
     async def renderer_version(self, service: str) -> str:
-        """The code versions of the workers of ``service`` (part of every image request's
-        key: new renderer code, new results). Never waits for a poll but the first; worked
-        out once per poll."""
+        """The output versions of the workers of ``service`` (their code versions where a
+        worker or broker does not tell one): part of every image request's key, so new
+        renderer code or imaging libraries give new results, while an upgrade of the rest
+        keeps the cache. Never waits for a poll but the first; worked out once per poll."""
         if self.poller.age() > 1e9:
             await self.poller.fresh(self.config.poll_interval_s)
         self.poller.refresh_behind(self.config.poll_interval_s)
@@ -97,7 +98,8 @@ class Gateway:
         known = self._versions.get(service)
         if known is not None and known[0] is latest:
             return known[1]
-        version = ",".join(sorted({worker.version for entry in self.poller.entries(service)
+        version = ",".join(sorted({worker.output or worker.version
+                                   for entry in self.poller.entries(service)
                                    for worker in entry.workers}))
         self._versions[service] = (latest, version)
         return version

@@ -2,7 +2,8 @@
 
 ``import renderers`` registers every renderer. DIPS workers find them through the entry point
 ``dips.services`` (see ``pyproject.toml``), which loads this module: :func:`services` maps
-each service name to its handler, :func:`warm_up` runs before the worker announces itself.
+each service name to its handler, :func:`warm_up` runs before the worker announces itself,
+and :func:`output_version` tells what its results depend on.
 See docs/RENDERERS.md for each service's request.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from renderers import settings as _settings
+from renderers.outputs import output_version
 from renderers.registry import Field, Renderer, get, names, register
 from renderers.settings import Settings, configure, current
 
@@ -99,6 +101,7 @@ __all__ = [
     "toolkit",
     "get",
     "names",
+    "output_version",
     "register",
     "services",
     "warm_up",

@@ -62,7 +62,7 @@ def feed_more(core: BrokerCore, peer: bytes, frames: list[bytes],
 
 
 def ready(core: BrokerCore, worker: bytes, now: float = 0.0, *, dips: bool = True,
-          batch: bool = False, prefetch: int = 0,
+          batch: bool = False, prefetch: int = 0, refusals: bool = False,
           service: bytes = SVC) -> list[tuple[bytes, Any]]:
     """A worker registers; what the core sent (WELCOME, and tasks for it or others)."""
     meta: dict[str, Any] | None = None
@@ -70,6 +70,8 @@ def ready(core: BrokerCore, worker: bytes, now: float = 0.0, *, dips: bool = Tru
         meta = {"pid": 1, "prefetch": prefetch}
         if batch:
             meta["batch"] = True
+        if refusals:
+            meta["refusals"] = True
     return feed(core, worker, p.ready(service, meta), now)
 
 
@@ -169,6 +171,25 @@ def test_a_worker_the_broker_does_not_know_is_told_to_register_again() -> None:
         (W1, p.BrokerSignal(p.DISCONNECT))]
     assert feed(core, W1, p.reply(b"k", [b"a"]), 0.0) == [(W1, p.BrokerSignal(p.DISCONNECT))]
     assert feed(core, W1, p.signal(p.DISCONNECT), 0.0) == []
+
+
+@pytest.mark.parametrize("limit", ["max_services", "max_workers"])
+def test_a_refused_dips_worker_is_told_why_a_standard_one_only_disconnect(limit: str) -> None:
+    """A READY past --max-services or --max-workers: a DIPS worker that reads refusals
+    hears why (WELCOME with "refused"), then DISCONNECT, so that a worker that proxies
+    others (a Gearman door's) can tell them; a standard 7/MDP worker, and a DIPS worker
+    that does not say it reads refusals (an older one, which would take the WELCOME for a
+    handshake and reset its reconnect backoff), get DISCONNECT alone, as before."""
+    core = make(**{limit: 1})
+    ready(core, W1)
+    other = b"other" if limit == "max_services" else SVC
+    welcome, disconnect = to(W2, ready(core, W2, service=other, refusals=True))
+    assert isinstance(welcome, p.BrokerWelcome)
+    assert f"--{limit.replace('_', '-')}" in welcome.meta["refused"]
+    assert disconnect == p.BrokerSignal(p.DISCONNECT)
+    assert to(W3, ready(core, W3, service=other, dips=False)) == [p.BrokerSignal(p.DISCONNECT)]
+    assert to(W3, ready(core, W3, service=other)) == [p.BrokerSignal(p.DISCONNECT)]
+    assert list(core.dispatcher.workers) == [W1]
 
 
 def test_a_malformed_request_is_answered_bad_request_and_other_garbage_dropped() -> None:

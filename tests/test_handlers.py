@@ -10,7 +10,7 @@ import pytest
 
 from mdp import handlers
 from mdp.errors import ConfigError
-from mdp.version import code_version, handler_packages
+from mdp.version import code_version, handler_packages, package_hash
 
 
 class Provider:
@@ -122,3 +122,40 @@ def test_progress_refuses_what_cannot_travel() -> None:
             handlers.send_data("text")  # type: ignore[arg-type]
     finally:
         handlers.reporting(None)
+
+
+class Versioned:
+    """A provider that tells its output version (or fails to)."""
+
+    def __init__(self, version: Any = None, error: bool = False) -> None:
+        self.version, self.error = version, error
+
+    def output_version(self) -> Any:
+        if self.error:
+            raise RuntimeError("no version here")
+        return self.version
+
+
+def test_the_output_version_is_the_provider_s_or_its_package_s_code(
+        caplog: pytest.LogCaptureFixture) -> None:
+    assert handlers.output_version_of(Versioned("v" * 80), "anything") == "v" * 64
+    assert handlers.output_version_of(Provider(), "renderers") == package_hash("renderers")
+    assert handlers.output_version_of(Provider(), "test_handlers") is None  # not a package
+    with caplog.at_level("WARNING", logger="mdp.handlers"):
+        assert handlers.output_version_of(Versioned(error=True), "x") is None
+        assert handlers.output_version_of(Versioned(7), "x") is None
+    assert "RuntimeError: no version here" in caplog.text and "not a string: 7" in caplog.text
+
+
+def test_the_renderers_output_version_follows_what_draws_and_not_the_core() -> None:
+    import renderers
+
+    ecard = handlers.resolve("ecard")
+    assert ecard.output == renderers.output_version() and len(ecard.output) == 16
+    assert handlers.resolve("echo").output is None
+    before = renderers.configure(ecard_title="Another Title")
+    try:
+        assert renderers.output_version() != ecard.output
+    finally:
+        renderers.configure(before)
+    assert renderers.output_version() == ecard.output

@@ -11,6 +11,7 @@ import msgpack
 import pytest
 
 from clusterkit import Cluster
+from mdp.brokerstatus import clean_meta
 from mdp.client import MDPClient
 from mdp.errors import ProtocolError, Timeout
 from mdp.status import (
@@ -47,8 +48,8 @@ def full_status() -> dict[str, Any]:
                    "uptime_s": 5.25, "instance": "i1"},
         "services": {"thumbnail": {
             "queue": 2,
-            "workers": [worker(7, "busy", failures=1, queued=2),
-                        worker(8, failures=0, queued=0)],
+            "workers": [worker(7, "busy", failures=1, queued=2, output="r1"),
+                        worker(8, failures=0, queued=0, output="")],
             "counters": {"requests": 10, "replies": 9, "errors": {"bad_request": 1},
                          "expired": 0, "requeued": 1, "bounced": 0, "poisoned": 1,
                          "coalesced": 3},
@@ -91,6 +92,7 @@ def test_the_decoded_records_read_as_the_consumers_need() -> None:
     assert thumbnail.counters == ServiceCounters(10, 9, 0, 1, 0, 1, 3, {"bad_request": 1})
     assert thumbnail.counters.failed == 1 and thumbnail.serving == 2
     assert thumbnail.workers_in("busy") == 1 and thumbnail.workers[0].queued == 2
+    assert [w.output for w in thumbnail.workers] == ["r1", ""]
     assert status.find("thumbnail", 8) is thumbnail.workers[1]
     assert status.find("thumbnail", 8, host="elsewhere") is None
     assert status.workers("nosuch") == () and len(status.all_workers()) == 2
@@ -105,7 +107,7 @@ def test_an_old_broker_reads_with_defaults_and_round_trips() -> None:
     echo = status.services["echo"]
     assert status.broker.instance == "" and status.broker.uptime_s == 5.0
     assert echo.counters is None and echo.work_seconds is None and echo.info is None
-    assert echo.workers[0].failures == 0
+    assert echo.workers[0].failures == 0 and echo.workers[0].output == ""
     assert status.counters == Counters(requests=3, replies=3)
     assert BrokerStatus.from_wire(status.to_wire()) == status
 
@@ -238,3 +240,12 @@ def test_fetch_from_nobody_times_out() -> None:
     with pytest.raises(Timeout):
         fetch(endpoint, timeout_s=0.3)
     assert try_fetch(endpoint, timeout_s=0.3) is None
+
+
+def test_a_worker_s_output_version_is_kept_short_and_only_as_a_string() -> None:
+    """READY's "output" reaches mmi.status cut to 100 characters; any other type is dropped
+    (the door then keys that worker's results by its code version)."""
+    assert clean_meta({"output": "r" * 150})["output"] == "r" * 100
+    for hostile in (7, None, b"bytes", ["r1"], {"a": 1}):
+        assert "output" not in clean_meta({"output": hostile, "version": "1.0"})
+

@@ -54,7 +54,7 @@ def take(core: WorkerCore, raw: bool = False) -> list[Any]:
     return described
 
 
-def welcome(core: WorkerCore, i: int, now: float = 0.0, **offers: bool) -> None:
+def welcome(core: WorkerCore, i: int, now: float = 0.0, **offers: bool | str) -> None:
     meta = {"broker": "v", "instance": "x", **offers}
     core.handle(Received(i, p.worker_welcome(b"id", meta)[1:]), now)
 
@@ -89,7 +89,8 @@ def test_start_connects_every_link_and_registers_with_prefetch() -> None:
     frames = ready.frames
     assert frames[:4] == [b"", p.WORKER, p.READY, b"echo"]
     meta = p.unpack_meta(frames[4], "READY")
-    assert meta == {"dips": 2, "pid": 7, "prefetch": 1, "batch": True, "announce": True}
+    assert meta == {"dips": 2, "pid": 7, "prefetch": 1, "batch": True, "announce": True,
+                    "refusals": True}
     assert core.links[0].mode is LinkMode.STANDARD
 
 
@@ -357,6 +358,31 @@ def test_disconnect_backs_off_doubling_and_an_answer_resets_it() -> None:
     assert round(core.links[0].retry_at - now, 3) == 0.1
 
 
+def test_a_refusal_is_kept_with_its_reason_and_backs_off_until_a_welcome() -> None:
+    """A broker that refuses our READY says why in a WELCOME whose meta says "refused",
+    then DISCONNECT: the reason is kept (a Gearman door tells its worker), the link is not
+    taken for a DIPS one, and the retries slow down as after any DISCONNECT."""
+    core = make(2, reconnect_initial_s=0.1, reconnect_max_s=0.3)
+    delays, now = [], 0.0
+    for _ in range(3):
+        welcome(core, 0, now, refused="service 'echo': --max-services")
+        assert core.links[0].mode is LinkMode.STANDARD and take(core) == []
+        signal(core, 0, p.DISCONNECT, now)
+        assert take(core) == [(0, "CLOSE", 0)]
+        delays.append(round(core.links[0].retry_at - now, 3))
+        now = core.links[0].retry_at
+        core.handle(Tick(), now)
+        take(core)
+        core.handle(Opened(0), now)
+        take(core)
+    assert delays == [0.1, 0.2, 0.3]
+    assert core.refused == {0: "service 'echo': --max-services"}
+    welcome(core, 1, now)
+    assert core.refused == {0: "service 'echo': --max-services"}  # the other broker's
+    welcome(core, 0, now)
+    assert core.refused == {} and core.links[0].mode is LinkMode.DIPS
+
+
 def test_tasks_of_a_closed_link_are_dropped_and_a_reply_to_it_too() -> None:
     core = dips_core(2)
     task(core, 0, b"a1")
@@ -522,6 +548,24 @@ def test_a_broker_s_announced_task_ends_its_hold_when_it_comes() -> None:
         assert core.links[0].task_until == 0.0
         core.handle(Tick(), 4.1)  # silent for 3 s since it came: given up as ever
         assert (0, "CLOSE", 0) in take(core)
+
+
+def test_a_broker_silent_after_its_announced_task_came_is_found_on_time() -> None:
+    """With a short expiry (liveness 1) the task's arrival brings its link's deadline
+    earlier than its next heartbeat; another link's deadline lies between the two: the
+    next deadline is still the first link's (the deadline heap is told when a task ends
+    the hold of its announcement, not only when the link's entry comes to the top)."""
+    core = dips_core(2, heartbeat_interval_s=1.0, heartbeat_liveness=1)
+    for i in (0, 1):
+        signal(core, i, p.HEARTBEAT, 0.9)  # answered: each link's last send is at 0.9
+    core.handle(Received(0, p.sending_to_worker(b"id", 30_000_000)[1:]), 1.0)
+    assert core.next_deadline(1.0) == 1.9  # link 1's silence; link 0 waits for its task
+    task(core, 0, b"k1", 1.2)  # it came: link 0 is silent from 1.2 on, due at 2.2
+    signal(core, 1, p.HEARTBEAT, 1.3)  # link 1 heard: silent at 2.3, heartbeat at 2.4
+    take(core)
+    assert core.next_deadline(1.3) == 2.2
+    core.handle(Tick(), 2.2)
+    assert take(core) == [(0, "CLOSE", 0)]
 
 
 def test_an_announced_task_counts_as_at_most_the_largest_message() -> None:
@@ -857,3 +901,105 @@ def test_a_standard_broker_past_the_limit_gets_overloaded_for_its_client() -> No
     assert (name, key, key2) == ("REPLY", b"r4", b"r5")
     assert body["error"]["code"] == "overloaded" and "prefetch 1" in body["error"]["message"]
     assert len(core.waiting) == 3
+
+
+# --- the deadline heap ----------------------------------------------------------------------
+
+
+def _flat_deadline(core: WorkerCore, now: float) -> float:
+    """next_deadline as it was, a look at every link: what the heap must agree with."""
+    t = core.timing
+    deadline = now + t.heartbeat_interval_s
+    for link in core.links:
+        if link.mode is LinkMode.CLOSED:
+            if core.phase is Phase.SERVING:
+                deadline = min(deadline, link.retry_at)
+            continue
+        if link.mode is LinkMode.DIPS:
+            due = link.sent_at + t.heartbeat_interval_s * 1.5
+            silent = max(link.heard_at, link.task_until) + t.expiry_s
+        else:
+            due = link.sent_at + t.heartbeat_interval_s
+            silent = link.heard_at + max(t.expiry_s, 7.5)
+        deadline = min(deadline, due, silent)
+    task = core.current
+    if task is not None:
+        deadline = min(deadline, task.started_at + (
+            t.time_limit_s if core.long else min(t.time_limit_s, t.busy_after_s)))
+    return deadline
+
+
+@pytest.mark.parametrize("liveness", [3, 1])
+def test_the_deadline_heap_agrees_with_a_look_at_every_link(liveness: int) -> None:
+    """Links change in every way a broker can make them (tasks, big-task announcements,
+    welcomes, refusals, DISCONNECT, drops, silence, heartbeats) while the worker runs,
+    finishes and bounces tasks: the heap's next deadline is always what a look at every
+    link says, and no link's entry is later than its deadline, so tick runs the same
+    timers."""
+    import random
+    rng = random.Random(7)
+    core = make(5, heartbeat_interval_s=0.5, heartbeat_liveness=liveness,
+                reconnect_initial_s=0.05, reconnect_max_s=0.4)
+    now, keys = 0.0, 0
+    for step in range(4000):
+        now += rng.choice([0.0, 0.001, 0.01, 0.1, 0.3, 0.7])
+        i = rng.randrange(5)
+        open_ = core.links[i].mode is not LinkMode.CLOSED
+        move = rng.randrange(12)
+        if move == 0 and open_:
+            keys += 1
+            task(core, i, b"k%d" % keys, now)
+        elif move == 1 and open_:
+            welcome(core, i, now)
+        elif move == 2 and open_:
+            signal(core, i, p.DISCONNECT, now)
+        elif move == 3 and open_:
+            core.handle(Received(i, p.sending_to_worker(b"id", 5_000_000)[1:]), now)
+        elif move == 4:
+            core.handle(Lost(i), now)
+        elif move == 5 and open_:
+            signal(core, i, p.HEARTBEAT, now)
+        elif move == 6:
+            core.begin(now)
+        elif move == 7 and core.current is not None:
+            core.task_done(BODY, now)
+        elif move == 8 and open_ and rng.random() < 0.3:
+            welcome(core, i, now, refused="full")
+        elif move == 9:
+            core.task_long(now)
+        else:
+            core.handle(Tick(), now)
+        for action in take(core, raw=True):
+            if isinstance(action, Open):
+                core.handle(Opened(action.link), now)
+        take(core)
+        assert core.next_deadline(now) == _flat_deadline(core, now), step
+        # and no link's entry is later than its deadline (tick runs what is due by its entry)
+        assert all(core._deadline_of[n] <= core._link_deadline(link)
+                   for n, link in enumerate(core.links)), step
+    assert len(core._deadlines) < 100  # superseded entries do not pile up
+
+
+def test_an_announcement_before_welcome_is_only_a_heartbeat() -> None:
+    """A HEARTBEAT announcing a task on a link not yet welcomed (a hostile or broken broker)
+    made the link's deadline due while a tick had nothing to do: the worker's loop spun
+    until the announced task's time had passed (3.4 s at the default floor for 32 MiB)."""
+    core = WorkerCore(["tcp://b"], b"echo", {"host": "h"}, Timing())
+    core.start(0.0)
+    core.take_actions()
+    core.handle(Opened(0), 0.0)
+    core.take_actions()
+    core.handle(Received(0, p.sending_to_worker(b"id", 32 * 2**20)[1:]), 0.0)
+    assert core.links[0].task_until == 0.0
+    now = core.next_deadline(0.0)
+    assert now > 0.0
+    for _ in range(20):  # a due deadline is acted on: never due again with nothing done
+        core.handle(Tick(), now)
+        actions = core.take_actions()
+        for action in actions:
+            if isinstance(action, Open):  # (as the shell does at once)
+                core.handle(Opened(action.link), now)
+        later = core.next_deadline(now)
+        assert actions or later > now, f"due at {now} and nothing done"
+        now = max(now, later)
+

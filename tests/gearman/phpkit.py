@@ -121,3 +121,20 @@ def gearmand_with_php_worker(tmp_path: Path) -> Iterator[int]:
             if proc is not None:
                 proc.kill()
                 proc.wait()
+
+
+@contextmanager
+def gearmand_server(tmp_path: Path) -> Iterator[int]:
+    """A bare gearmand (the behaviour to compare with) on a free port; its port."""
+    port = free_port()
+    with (tmp_path / "gearmand.log").open("wb") as log:
+        server = subprocess.Popen(["gearmand", "-L", "127.0.0.1", "-p", str(port),
+                                   "--log-file", "none"], stdout=log, stderr=log)
+    try:
+        wait_for(lambda: server.poll() is not None or _gearmand_answers(port), 20,
+                 "gearmand to listen")
+        assert server.poll() is None, (tmp_path / "gearmand.log").read_text()
+        yield port
+    finally:
+        server.kill()
+        server.wait()

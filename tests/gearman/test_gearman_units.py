@@ -384,3 +384,11 @@ def test_a_packet_in_progress_is_known_by_its_offset_until_it_is_whole() -> None
     assert pending == g.InProgress(len(packet), T.ECHO_REQ, 100, 50 - g.HEADER_BYTES)
     decoder.feed(packet[50:])
     assert decoder.next_event() is not None and decoder.in_progress() is None
+
+
+def test_an_error_packet_has_two_arguments_whatever_its_text_quotes() -> None:
+    """An ERROR's text may quote a peer (a broker's refusal, a function name): a NUL in it
+    would read as a third argument to the Gearman peer."""
+    packet = g.error("registration_refused", "broker said: a\0b")
+    body = packet[g.HEADER.size:]
+    assert body.split(b"\0") == [b"registration_refused", b"broker said: a\\0b"]

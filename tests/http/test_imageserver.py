@@ -7,6 +7,8 @@ import concurrent.futures
 import hashlib
 import io
 import json
+import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -25,10 +27,12 @@ from imagekit import (
 from PIL import Image
 
 from clusterkit import Cluster, Proc, needs
+from mdp.status import WorkerStatus
 from mdp_http.signing import post_text
-from testkit import broker_counter, wait_for
+from testkit import broker_counter, broker_status, wait_for
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
 
 
 def decode(body: bytes) -> Image.Image:
@@ -114,6 +118,54 @@ def test_a_result_past_its_ttl_is_revalidated_and_rendered_again_only_if_its_sou
     assert status == 200  # the old ETag no longer names what the URL gives
     status, _, none = gateway.call("GET", url, headers={"If-None-Match": after["ETag"]})
     assert (status, none) == (304, b"")
+
+
+def door_sees(gateway: Gateway, service: str) -> list[int]:
+    """The pids of the workers of ``service`` in the door's latest poll of the fleet."""
+    hosts = gateway.get_json("/api/fleet")["hosts"]
+    return [w["pid"] for host in hosts for w in host["workers"] if w["service"] == service]
+
+
+def code_tree(root: Path, changed: str) -> dict[str, str]:
+    """A copy of the workers' code with a comment added to ``changed`` (a path in the tree):
+    a new code version, and a new output version where it is the renderers' code. The
+    environment runs a worker from it."""
+    for package in ("mdp", "renderers"):
+        shutil.copytree(REPO / package, root / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    with (root / changed).open("a", encoding="utf-8") as f:
+        f.write("\n# changed by a test\n")
+    return {"PYTHONPATH": str(root), "PYTHONSAFEPATH": "1"}  # (not the working directory's)
+
+
+def test_an_upgrade_keeps_cached_images_unless_what_draws_them_changed(
+        cluster: Cluster, origin: Origin, tmp_path: Path) -> None:
+    """The image cache is keyed by the workers' output version: new core code (a new code
+    version) keeps every cached image; new renderer code renders anew."""
+    broker = cluster.broker()
+    gateway = start_gateway(cluster, [broker.endpoint], *write_keys(tmp_path))
+    url = signed(["rs:fit:200:200"], f"{origin.url}/a.jpg")
+    previous: Proc | None = None
+    seen: list[WorkerStatus] = []
+    for env, expected in ((None, "MISS"),
+                          (code_tree(tmp_path / "core", "mdp/worker.py"), "HIT"),
+                          (code_tree(tmp_path / "draw", "renderers/ops.py"), "MISS")):
+        [worker] = image_workers(cluster, [broker], 1, allow=origin.url, env=env)
+        if previous is not None:
+            previous.signal(signal.SIGTERM)
+            assert previous.wait() == 0
+        previous = worker
+        wait_for(lambda w=worker: door_sees(gateway, "imgproxy") == [w.pid],
+                 20, f"the door to see worker {worker.pid} alone")
+        status_code, headers, body = gateway.call("GET", url)
+        assert (status_code, headers["X-Cache"]) == (200, expected), body[:300]
+        status = broker_status(broker.endpoint)
+        found = status.find("imgproxy", worker.pid) if status else None
+        assert found is not None and found.served == (expected == "MISS")
+        seen.append(found)
+    first, core, draw = seen
+    assert len({first.version, core.version, draw.version}) == 3  # three code versions
+    assert first.output == core.output != draw.output and len(first.output) == 16
 
 
 def test_signatures_are_required_for_every_request_that_names_a_source(
