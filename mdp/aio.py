@@ -13,7 +13,8 @@ Each connection is a link of :mod:`mdp.zmtplinks`, as for the sync client: by de
 on a plain non-blocking socket read and written in the loop's own callbacks (its
 descriptor is an ordinary level-triggered one, watched for writing only while bytes wait),
 with none of libzmq's thread hand-offs; CURVE, ``inproc://``, a host given by name (its
-lookup would block the loop) and ``transport="zmq"`` use a pyzmq DEALER.
+lookup would block the loop) and ``transport="zmq"`` use a pyzmq DEALER. (The sync client
+speaks it only when asked: ``transport="plain"``.)
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class AsyncMDPClient:
         self.max_request_bytes = options.max_request_bytes
         self.max_reply_bytes = options.max_reply_bytes
         self.context = context or zmq.asyncio.Context.instance()
-        self._plain = options.transport == "auto"
+        self._plain = options.transport in ("auto", "plain")
         self._links: list[Link | None] = [None] * len(self.brokers)
         self._fds: list[int] = [-1] * len(self.brokers)
         self._writing: set[int] = set()  # plain links watched for writing

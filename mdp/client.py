@@ -8,12 +8,13 @@ core's actions on DEALER sockets and feeds it what arrives, in one loop:
     carry out actions (Open, Close, Send)  ->  wait in one receive or poll, up to the
     core's next deadline  ->  read every message available (Received)  ->  Tick
 
-Each connection is a link (:mod:`mdp.zmtplinks`): by default ZMTP spoken on a plain socket
-in this thread (:class:`~mdp.zmtplinks.PlainLink`, for ``tcp://`` and ``ipc://`` without
-CURVE), else a pyzmq DEALER (``ClientOptions.transport``). A plain link the broker dropped
-while it carried nothing (its ZMTP heartbeats went unanswered while the caller was idle) is
-opened again at once, as libzmq would, with a new HELLO; one lost with calls on it, or
-before its handshake, is reported to the core (:class:`~mdp.actions.Lost`), which fails over.
+Each connection is a link (:mod:`mdp.zmtplinks`): by default a pyzmq DEALER; with
+``transport="plain"``, ZMTP spoken on a plain socket in this thread
+(:class:`~mdp.zmtplinks.PlainLink`, for ``tcp://`` and ``ipc://`` without CURVE). A plain
+link the broker dropped while it carried nothing (its ZMTP heartbeats went unanswered while
+the caller was idle) is opened again at once, as libzmq would, with a new HELLO; one lost
+with calls on it, or before its handshake, is reported to the core
+(:class:`~mdp.actions.Lost`), which fails over.
 
 A single ``send`` on a live connection is short: SUBMIT, send, block in the socket's own
 receive until the reply or the next deadline, match, done. ``send_many`` and
@@ -85,7 +86,7 @@ class MDPClient:
         self.max_request_bytes = options.max_request_bytes
         self.max_reply_bytes = options.max_reply_bytes
         self.context = context or zmq.Context.instance()
-        self._plain = options.transport == "auto"
+        self._plain = options.transport == "plain"  # ("auto": pyzmq for this shell)
         self._links: list[Link | None] = [None] * len(self.brokers)
         self._connecting: set[int] = set()
         self._retry_at: dict[int, float] = {}  # refused while connecting: when to try again

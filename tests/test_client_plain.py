@@ -32,10 +32,14 @@ def links(client: MDPClient) -> list[str]:
     return [type(link).__name__ for link in client._links if link is not None]
 
 
-def test_a_sync_call_goes_over_a_plain_socket_by_default(cluster: Cluster) -> None:
+def test_a_sync_call_goes_over_a_plain_socket_when_asked(cluster: Cluster) -> None:
+    """transport="plain" for the sync client; by default ("auto") it stays on pyzmq."""
     broker = cluster.broker()
     cluster.worker([broker])
     with MDPClient([broker.endpoint]) as client:
+        assert client.send("echo", {"x": 0}) == {"x": 0}
+        assert links(client) == [ZmqLink.__name__]
+    with MDPClient([broker.endpoint], transport="plain") as client:
         assert client.send("echo", {"x": 1}) == {"x": 1}
         assert links(client) == [PlainLink.__name__]
         assert client.send_many("echo", [{"i": i} for i in range(300)], window=32) == \
@@ -52,7 +56,7 @@ def test_a_sync_call_goes_over_ipc(cluster: Cluster, tmp_path: Path) -> None:
     endpoint = f"ipc://{tmp_path}/broker.sock"
     broker = cluster.broker(None, "--bind", endpoint)
     cluster.worker([endpoint])
-    with MDPClient([endpoint]) as client:
+    with MDPClient([endpoint], transport="plain") as client:
         assert client.send("echo", {"x": 1}) == {"x": 1}
         assert links(client) == [PlainLink.__name__]
     assert broker.popen.poll() is None
@@ -66,7 +70,7 @@ def test_a_client_idle_past_the_brokers_zmtp_timeout_reconnects_quietly(
     broker = cluster.broker(None, "--zmtp-heartbeat", "100", "--max-message-bytes", "100000")
     cluster.worker([broker])
     caplog.set_level(logging.INFO, logger="mdp")
-    with MDPClient([broker.endpoint]) as client:
+    with MDPClient([broker.endpoint], transport="plain") as client:
         assert client.send("echo", {"x": 1}) == {"x": 1}
         first = client._links[0]
         for i in range(3):
@@ -85,7 +89,8 @@ def test_a_sync_client_waits_for_a_broker_that_starts_within_its_connect_timeout
     port = free_port()
     caplog.set_level(logging.WARNING, logger="mdp")
     outcome: list[object] = []
-    with MDPClient([f"tcp://127.0.0.1:{port}"], connect_timeout=20.0, timeout=30) as client:
+    with MDPClient([f"tcp://127.0.0.1:{port}"], connect_timeout=20.0, timeout=30,
+                   transport="plain") as client:
         call = threading.Thread(target=lambda: outcome.append(client.send("echo", {"x": 1})))
         call.start()
         time.sleep(0.3)  # refused meanwhile: the scenario, not synchronisation
@@ -100,7 +105,7 @@ def test_a_broker_killed_or_frozen_mid_call_fails_over(cluster: Cluster, fault: 
     a, b = cluster.broker(), cluster.broker()
     for _ in range(2):
         cluster.worker([a, b], "echo", faulty=True)
-    with MDPClient([a.endpoint, b.endpoint], shuffle=False) as client:
+    with MDPClient([a.endpoint, b.endpoint], shuffle=False, transport="plain") as client:
         client.send("echo", {"warm": 1})  # both connections up (and DIPS)
         client.send("echo", {"warm": 2})
         outcome: list[dict[str, object]] = []
@@ -207,7 +212,7 @@ def test_a_fake_broker_gives_a_clear_warning_and_the_call_goes_to_the_other(
     try:
         caplog.set_level(logging.WARNING, logger="mdp")
         with MDPClient([fake.endpoint, real], shuffle=False, max_reply_bytes=1 << 20,
-                       timeout=5) as client:
+                       timeout=5, transport="plain") as client:
             for i in range(4):
                 assert client.send("echo", {"i": i}) == {"i": i}
         warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]

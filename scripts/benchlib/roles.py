@@ -160,7 +160,7 @@ class DipsClient:
 
     def __init__(self, endpoints: list[str], size: int, window: int, batch: int,
                  service: str) -> None:
-        # DIPS_BENCH_TRANSPORT=zmq: the pyzmq transport, for a before/after comparison
+        # DIPS_BENCH_TRANSPORT=plain|zmq: the sync client's transport ("auto": its default)
         self.client = MDPClient(endpoints, timeout=30.0, retries=0, shuffle=False,
                                 transport=os.environ.get("DIPS_BENCH_TRANSPORT", "auto"))
         self.size = size
