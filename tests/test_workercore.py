@@ -339,19 +339,26 @@ def test_a_dropped_connection_registers_anew_after_the_first_backoff() -> None:
     assert take(core) == []
 
 
+def disconnected_and_back(core: WorkerCore, now: float) -> tuple[float, float]:
+    """Link 0 told DISCONNECT at ``now``: closed, then opened again when its retry is due.
+    (The delay it waited, the time it is open again.)"""
+    signal(core, 0, p.DISCONNECT, now)
+    assert take(core) == [(0, "CLOSE", 0)]
+    again = core.links[0].retry_at
+    core.handle(Tick(), again)
+    take(core)
+    core.handle(Opened(0), again)
+    take(core)
+    return round(again - now, 3), again
+
+
 def test_disconnect_backs_off_doubling_and_an_answer_resets_it() -> None:
     core = dips_core(1, reconnect_initial_s=0.1, reconnect_max_s=0.3)
     delays = []
     now = 0.0
     for _ in range(4):
-        signal(core, 0, p.DISCONNECT, now)
-        assert take(core) == [(0, "CLOSE", 0)]
-        delays.append(round(core.links[0].retry_at - now, 3))
-        now = core.links[0].retry_at
-        core.handle(Tick(), now)
-        take(core)
-        core.handle(Opened(0), now)
-        take(core)
+        delay, now = disconnected_and_back(core, now)
+        delays.append(delay)
     assert delays == [0.1, 0.2, 0.3, 0.3]
     welcome(core, 0, now)
     signal(core, 0, p.DISCONNECT, now)
@@ -367,14 +374,8 @@ def test_a_refusal_is_kept_with_its_reason_and_backs_off_until_a_welcome() -> No
     for _ in range(3):
         welcome(core, 0, now, refused="service 'echo': --max-services")
         assert core.links[0].mode is LinkMode.STANDARD and take(core) == []
-        signal(core, 0, p.DISCONNECT, now)
-        assert take(core) == [(0, "CLOSE", 0)]
-        delays.append(round(core.links[0].retry_at - now, 3))
-        now = core.links[0].retry_at
-        core.handle(Tick(), now)
-        take(core)
-        core.handle(Opened(0), now)
-        take(core)
+        delay, now = disconnected_and_back(core, now)
+        delays.append(delay)
     assert delays == [0.1, 0.2, 0.3]
     assert core.refused == {0: "service 'echo': --max-services"}
     welcome(core, 1, now)

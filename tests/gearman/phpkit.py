@@ -103,24 +103,17 @@ def _gearmand_answers(port: int) -> bool:
 @contextmanager
 def gearmand_with_php_worker(tmp_path: Path) -> Iterator[int]:
     """A gearmand with the PHP test worker attached: the behaviour to match. Its port."""
-    port = free_port()
-    with (tmp_path / "gearmand.log").open("wb") as log:
-        server = subprocess.Popen(["gearmand", "-L", "127.0.0.1", "-p", str(port),
-                                   "--log-file", "none"], stdout=log, stderr=log)
-    worker = None
-    try:
-        wait_for(lambda: _gearmand_answers(port), 20, "gearmand to listen")
+    with gearmand_server(tmp_path) as port:
         with (tmp_path / "gearmand-worker.log").open("wb") as log:
             worker = subprocess.Popen(["php", str(TEST_WORKER), str(port)], stdout=log,
                                       stderr=log)
-        wait_for(lambda: b"ready" in (tmp_path / "gearmand-worker.log").read_bytes(), 20,
-                 "the PHP worker on gearmand")
-        yield port
-    finally:
-        for proc in (worker, server):
-            if proc is not None:
-                proc.kill()
-                proc.wait()
+        try:
+            wait_for(lambda: b"ready" in (tmp_path / "gearmand-worker.log").read_bytes(), 20,
+                     "the PHP worker on gearmand")
+            yield port
+        finally:
+            worker.kill()
+            worker.wait()
 
 
 @contextmanager
