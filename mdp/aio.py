@@ -144,6 +144,7 @@ class AsyncMDPClient:
                     priority: int, raw: bool, key: bytes | None = None,
                     on_progress: OnProgress | None = None) -> Any:
         loop = self._bind()
+        self._check_idle(loop)
         future: asyncio.Future[Any] = loop.create_future()
         call = self._core.submit(service, body, loop.time(),
                                  timeout=self.timeout if timeout is None else timeout,
@@ -289,13 +290,30 @@ class AsyncMDPClient:
             loop.remove_writer(self._fds[index])
             self._writing.discard(index)
 
+    def _check_idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Before a call is placed: a plain link left unread for a while (the loop was
+        blocked) is read, so that a connection the broker dropped meanwhile is opened again
+        while it carries none of our calls (see :meth:`MDPClient._check_idle`)."""
+        for index, link in enumerate(self._links):
+            if isinstance(link, PlainLink) and index not in self._connecting:
+                try:
+                    link.check_idle()
+                except (ConnectionError, ProtocolError) as exc:
+                    self._failed(index, exc, loop)
+
     def _failed(self, index: int, exc: Exception, loop: asyncio.AbstractEventLoop) -> None:
-        """Link ``index`` broke: a refused connection is tried again (as libzmq does, until
-        the core's connect timeout); an idle one the broker dropped is opened again; any
-        other is lost (see :func:`mdp.zmtplinks.reopened`)."""
+        """Link ``index`` broke: the whole messages it read before go to the core (libzmq
+        delivers them before it reports the connection gone); then a refused connection is
+        tried again (as libzmq does, until the core's connect timeout); an idle one the
+        broker dropped is opened again; any other is lost (see
+        :func:`mdp.zmtplinks.reopened`)."""
         link = self._links[index]
         ep = self._core.endpoints[index]
         connecting = index in self._connecting
+        if link is not None and not connecting:
+            now = loop.time()
+            for frames in link.take():
+                self._core.handle(Received(index, frames), now)
         self._close(index, loop)
         if connecting and isinstance(exc, ConnectionError):
             log.debug("%s; trying again in %.1fs", exc, RECONNECT_S)

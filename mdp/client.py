@@ -128,6 +128,7 @@ class MDPClient:
 
     def _send(self, name: bytes, body: bytes, timeout: float, priority: int,
               key: bytes | None, on_progress: OnProgress | None) -> Any:
+        self._check_idle()
         if key is None and on_progress is None and not self._iterating:
             outcome = self._lone(name, body, timeout, priority)
             if outcome is not _NOT_LONE:
@@ -158,6 +159,7 @@ class MDPClient:
             try:
                 messages = link.wait(max(1, math.ceil(wait_s * 1000)))
             except (ConnectionError, ProtocolError) as exc:
+                messages = link.take()  # whole before it broke: the core hears them first
                 link = self._broken(index, exc, busy=True)
             frames = messages[0] if len(messages) == 1 else None
             if (frames is not None and len(frames) == 6 and frames[2] == p.RESULT
@@ -175,10 +177,10 @@ class MDPClient:
                     raise exc from None
         call = core.adopt(rid, name, [body], now, timeout=timeout, priority=priority, ep=ep)
         at = time.monotonic()
-        if link is None:
-            core.handle(Lost(index), at)
         for frames in messages:
             core.handle(Received(index, frames), at)
+        if link is None:
+            core.handle(Lost(index), at)
         return self._outcome(call)
 
     def send_many(
@@ -217,6 +219,7 @@ class MDPClient:
 
     def request_raw(self, service: str, body: bytes) -> list[bytes]:
         """Send one frame as it is and return the reply's frames undecoded (e.g. MMI)."""
+        self._check_idle()
         call = self._core.submit(service.encode(), [body], time.monotonic(),
                                  timeout=self.timeout, raw=True)
         frames: list[bytes] = self._outcome(call)
@@ -265,6 +268,7 @@ class MDPClient:
     def _iterate(self, name: bytes, bodies: list[bytes],
                  window: int) -> Iterator[tuple[int, Any]]:
         core = self._core
+        self._check_idle()
         self._iterating += 1
         core.window = window
         now = time.monotonic()
@@ -426,12 +430,31 @@ class MDPClient:
                     link = self._broken(index, error, busy=True)
         return link
 
+    def _check_idle(self) -> None:
+        """Before a call is placed: a plain link left unread for a while is read, so that a
+        connection the broker dropped meanwhile (its ZMTP PINGs went unanswered while this
+        client was idle) is opened again now, while it carries none of our calls, rather
+        than found by the call's own send, when it would count as a lost broker."""
+        for index, link in enumerate(self._links):
+            if isinstance(link, PlainLink) and index not in self._connecting:
+                try:
+                    link.check_idle()
+                except (ConnectionError, ProtocolError) as exc:
+                    if self._broken(index, exc) is None:
+                        self._core.handle(Lost(index), time.monotonic())
+
     def _broken(self, index: int, exc: Exception, busy: bool = False) -> Link | None:
-        """Link ``index`` failed with ``exc``: closed, and opened again at once if the broker
-        dropped it while it carried no call (``busy``: the lone call is on it; see
-        :func:`reopened`); the new link, or None: the caller tells the core it is lost."""
+        """Link ``index`` failed with ``exc``: the whole messages it read before are handed
+        to the core (libzmq delivers them before it reports the connection gone), then it
+        is closed, and opened again at once if the broker dropped it while it carried no
+        call (``busy``: the lone call is on it; see :func:`reopened`); the new link, or
+        None: the caller tells the core it is lost."""
         link = self._links[index]
         ep = self._core.endpoints[index]
+        if link is not None:
+            now = time.monotonic()
+            for frames in link.take():
+                self._core.handle(Received(index, frames), now)
         self._close(index)
         self._complaints.note(index, ep.address, exc, time.monotonic())
         again = reopened(link, exc, ep.address, self.max_reply_bytes,

@@ -302,11 +302,14 @@ class ZmtpConnection:
                 raise ProtocolError(f"the peer sent {_shown(name)} where READY was expected")
             self._ready(data)
         elif name == PING:
-            if not 2 <= len(data) <= 2 + MAX_PING_CONTEXT:
+            if len(data) < 2:
                 raise ProtocolError(f"malformed ZMTP PING of {len(data)} bytes")
-            self._out.append(command(PONG, data[2:]))
-        elif name != PONG:  # (we send no PING; a PONG is harmless)
-            raise ProtocolError(f"the peer sent an unexpected ZMTP command {_shown(name)}")
+            # its context is at most 16 bytes (RFC 37); a longer one is cut, as libzmq does
+            self._out.append(command(PONG, data[2:2 + MAX_PING_CONTEXT]))
+        elif name == READY:
+            raise ProtocolError("the peer sent READY again, after its handshake")
+        # any other command in traffic (a PONG: we send no PING; SUBSCRIBE, CANCEL, or one
+        # from a later ZMTP) is ignored, as libzmq ignores it
 
     def _ready(self, data: bytes) -> None:
         props = parse_properties(data)

@@ -48,6 +48,7 @@ _ZPOLLIN = int(zmq.POLLIN)
 _ZPOLLOUT = int(zmq.POLLOUT)
 _ZPOLLERR = int(zmq.POLLERR)
 _IN_PROGRESS = {0, errno.EINPROGRESS}
+_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 
 
 class Link(Protocol):
@@ -218,10 +219,17 @@ class PlainLink:
     # --- writing ---------------------------------------------------------------------------
 
     def send(self, frames: list[bytes]) -> None:
-        if time.monotonic() - self._read_at > IDLE_CHECK_S:
-            self._read()
+        self.check_idle()
         self.conn.send_message(frames)
         self._flush()
+
+    def check_idle(self) -> None:
+        """Read the link if it was left unread for ``IDLE_CHECK_S``: a connection the
+        broker dropped meanwhile raises here, before anything more is written to it (the
+        shells ask before they place a call, so that a drop found is known to have come
+        while the link carried nothing of theirs)."""
+        if time.monotonic() - self._read_at > IDLE_CHECK_S:
+            self._read(drain=True)  # (the broker's PINGs, then its close, wait there)
 
     def _flush(self) -> None:
         """Write what may go without blocking; keep the rest for when it is writable."""
@@ -231,10 +239,12 @@ class PlainLink:
         sock = self.sock
         try:
             while pending:
+                # (MSG_NOSIGNAL: a peer gone is an error here, never a SIGPIPE that would
+                # kill a process that restored its default action, as libzmq also asks)
                 if len(pending) == 1:
-                    sent = sock.send(pending[0])
+                    sent = sock.send(pending[0], _NOSIGNAL)
                 else:
-                    sent = sock.sendmsg(pending[:64])
+                    sent = sock.sendmsg(pending[:64], (), _NOSIGNAL)
                 while sent and pending:
                     size = len(pending[0])
                     if sent >= size:
@@ -250,8 +260,10 @@ class PlainLink:
 
     # --- reading ---------------------------------------------------------------------------
 
-    def _read(self) -> None:
-        """Read what has arrived, without blocking; whole messages go to the inbox."""
+    def _read(self, drain: bool = False) -> None:
+        """Read what has arrived, without blocking; whole messages go to the inbox. A short
+        read usually means nothing more is there; with ``drain``, read on until the kernel
+        says so, so that a close behind the bytes read is seen now."""
         recv_into = self.sock.recv_into
         buffer, view = self._buffer, self._view
         conn = self.conn
@@ -267,7 +279,7 @@ class PlainLink:
                 state = "" if conn.ready else " before the ZMTP handshake was done"
                 raise ConnectionError(f"broker {self.address} closed the connection{state}")
             self._inbox += conn.receive_data(bytes(view[:size]))
-            if size < RECV_BYTES:
+            if size < RECV_BYTES and not drain:
                 break
         if conn.ready:
             self.was_up = True
