@@ -23,9 +23,10 @@ pytestmark = pytest.mark.slow
 
 PER_CLIENT = 30
 JOB_S = 0.05
-IDLE_SLACK_S = 0.020  # a worker idle this long while a request waited is a violation
+IDLE_SLACK_S = 0.030  # a worker idle this long while a request waited is a violation
 # (a double-booked request waits up to a whole 50 ms job; scheduling noise on a busy
-# 2-core machine makes gaps of ~10 ms)
+# 2-core machine makes gaps of ~10 ms, and 21-22 ms on a slower one at load 2-3, where
+# 20 ms failed 1 run in 5 on code that has passed it for sessions)
 
 
 @pytest.mark.parametrize("clients", [8, 3])
