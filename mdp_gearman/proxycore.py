@@ -15,7 +15,8 @@ Two things a Python worker never needs:
   nothing to run says FREE again.
 
 * :meth:`ProxyCore.on_refused`: a broker that refuses a link's READY (``--max-services``,
-  ``--max-workers``) is recorded in silence; the door tells the Gearman worker.
+  ``--max-workers``) is recorded in silence; the door logs it, and tells the Gearman
+  worker when every broker refused every function it offers.
 
 WORK_STATUS, WORK_DATA and WORK_WARNING become PROGRESS through the core's own
 ``progress``.
@@ -69,8 +70,9 @@ class ProxyCore(WorkerCore):
         self.waiting = kept
 
     def on_refused(self, i: int, reason: str, now: float) -> None:
-        """A broker refused a link's READY: kept for the door, which tells the Gearman
-        worker and logs it, naming the worker (the core's own line could not)."""
+        """A broker refused a link's READY: kept for the door, which logs it naming the
+        worker (the core's own line could not), and tells the Gearman worker when every
+        broker refused every function it offers."""
         self.refused[i] = reason
 
     def function_of(self, task: Task) -> str:
