@@ -20,9 +20,11 @@ What it decides, in one place:
   same broker, and fails over to the same next one.
 * **Handshake without a wait.** A new connection starts with HELLO; the first request on it
   goes right behind as a standard MDPC01 request, its id and deadline carried in HELLO's
-  ``first``. Until WELCOME the connection carries that one request only (Lazy Pirate: one
-  at a time, ``attempt_timeout``); WELCOME makes it a DIPS connection (SUBMIT, PING); a
-  standard reply before any WELCOME makes it a standard one.
+  ``first`` (a connection that came up idle sends a bare HELLO, and a HELLO with
+  ``first`` again for the request it carries). Until WELCOME the connection carries that
+  one request only (Lazy Pirate: one at a time, ``attempt_timeout``); WELCOME makes it a
+  DIPS connection (SUBMIT, PING); a standard reply before any WELCOME makes it a standard
+  one.
 * **Liveness.** A DIPS broker quiet for ``ping_interval`` while it holds requests is pinged;
   one that does not answer within ``broker_timeout`` is closed and its requests go to the
   other brokers. Ids it says it lost are sent again; a new ``instance`` (it restarted)

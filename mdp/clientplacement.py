@@ -221,7 +221,10 @@ class Placement:
                 frames = p.client_submit(call.service, call.rid, ttl_ms, call.body,
                                          call.priority, call.key)
         else:
-            if not ep.hello_sent:
+            if ep.state is State.PROBING:
+                # HELLO gives the request its id, even when a bare HELLO went first (the
+                # connection came up before this call): a DIPS broker then holds it by id,
+                # and a ping does not find it "lost" and send it a second time
                 self._hello(ep, p.First(call.rid, ttl_ms, call.priority, call.key), now)
             frames = p.client_request(call.service, call.body)
             ep.plain = call
@@ -264,8 +267,9 @@ class Placement:
 
     def _hello(self, ep: Endpoint, first: p.First | None, now: float) -> None:
         self._act(Send(ep.index, p.client_hello(first, batch=True, progress=True)))
-        ep.hello_sent = True
-        ep.hello_at = now
+        if not ep.hello_sent:  # the broker owes its WELCOME from the first HELLO on
+            ep.hello_sent = True
+            ep.hello_at = now
 
     # --- endings ---------------------------------------------------------------------------
 

@@ -740,3 +740,46 @@ def test_a_lone_call_may_skip_the_core_only_on_a_dips_broker_with_nothing_outsta
     assert adopted.outcome == 2 and adopted in core.take_finished()
     core.tick(1.2)
     assert not core.pending and core.lone_start() is not None
+
+
+def test_a_call_on_a_connection_whose_bare_hello_went_first_is_held_by_its_id() -> None:
+    """Two brokers' cores, wired to the client core without sockets. Broker 1's connection
+    came up (a bare HELLO went) while the call was at broker 0; broker 0 has no such
+    service, so the call goes to broker 1 before its WELCOME has arrived. Broker 1 must hold
+    it by its id: a ping then finds it there, and it is not sent (and run) a second time."""
+    from mdp.brokercore import BrokerCore
+    from mdp.config import BrokerConfig
+
+    brokers = [BrokerCore(BrokerConfig(bind=["inproc://core"], unknown_grace_s=grace), 0.0,
+                          instance=f"b{i}") for i, grace in enumerate((0.0, 2.0))]
+    client = make(2, start=0)
+    inbox: list[list[list[bytes]]] = [[], []]  # what each broker has sent, not yet read
+
+    def carry(now: float) -> None:
+        """The client's sends reach their brokers; the brokers' sends are held back."""
+        for action in client.take_actions():
+            if isinstance(action, Send):
+                brokers[action.link].receive([b"\x00client", *action.frames], "", now)
+        for i, broker in enumerate(brokers):
+            broker.flush(now)
+            inbox[i] += [a.frames[1:] for a in broker.take_actions()]
+
+    def deliver(index: int, now: float) -> None:
+        for frames in inbox[index]:
+            client.handle(Received(index, frames), now)
+        inbox[index].clear()
+        client.handle(Tick(), now)
+
+    call = client.submit(b"thumb", [p.pack({})], 0.0, timeout=10.0)
+    client.handle(Opened(0), 0.0)
+    client.handle(Opened(1), 0.0)
+    carry(0.0)
+    deliver(0, 0.01)  # WELCOME, then unknown_service: the call goes to broker 1
+    carry(0.01)
+    deliver(1, 0.02)  # broker 1's WELCOME: its connection speaks DIPS now
+    assert not call.done
+    client.handle(Tick(), 0.02 + client.ping_interval)  # quiet for a while: a ping
+    carry(0.02 + client.ping_interval)
+    deliver(1, 0.03 + client.ping_interval)
+    assert not call.done and call.sends == 2  # broker 0, then broker 1, once
+    assert brokers[1].dispatcher.counters.requests == 1
