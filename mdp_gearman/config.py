@@ -18,6 +18,7 @@ from mdp.rates import (
     link_floor_flag,
     size_arg,
 )
+from mdp_gearman.eventloop import EVENT_LOOPS
 from mdp_gearman.inflight import DEFAULT_MAX_INFLIGHT_BYTES, GRACE_S
 from mdp_gearman.mapping import DEFAULT_RAW_FIELD
 from mdp_gearman.packets import DEFAULT_MAX_PACKET_BYTES
@@ -58,10 +59,14 @@ class GatewayConfig:
     worker_functions: list[str] = field(default_factory=list)
     worker_secret: str | None = None  # under CURVE: the Gearman workers' links' key pair
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # the brokers' --max-message-bytes
+    event_loop: str = "auto"  # auto (uvloop if installed), uvloop or asyncio
 
     def validate(self) -> None:
         if not self.listen:
             raise ConfigError("the gateway needs at least one --listen HOST:PORT")
+        if self.event_loop not in EVENT_LOOPS:
+            raise ConfigError(f"--event-loop is one of {', '.join(EVENT_LOOPS)}, "
+                              f"not {self.event_loop!r}")
         if not self.brokers:
             raise ConfigError("the gateway needs at least one --broker endpoint")
         check_endpoints(self.brokers)
@@ -192,6 +197,9 @@ def from_command_line(argv: Sequence[str] | None) -> tuple[GatewayConfig, str]:
     add("--sync", default=d.sync, choices=["FULL", "NORMAL"],
         help="SQLite synchronous mode of the outbox (NORMAL survives a process crash, FULL "
         "also a power cut)")
+    add("--event-loop", default=d.event_loop, choices=EVENT_LOOPS,
+        help="the event loop: uvloop (less CPU per job) or asyncio's own; auto takes "
+        "uvloop when it is installed")
     curve = parser.add_argument_group("CURVE security (both or none)")
     curve.add_argument("--curve-secret", metavar="FILE",
                        help="this door's key pair (NAME.key_secret, mode 0600)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from mdp.rates import format_rate
 from mdp_gearman import packets as g
@@ -56,15 +56,15 @@ class Connection(asyncio.Protocol):
     # --- asyncio callbacks ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # (a uvloop transport is not an asyncio.Transport subclass; it has the same methods)
+        self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.fd = sock.fileno()
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        transport.set_write_buffer_limits(high=self.config.write_buffer_bytes)
+        self.transport.set_write_buffer_limits(high=self.config.write_buffer_bytes)
         if len(self.gateway.connections) >= self.config.max_connections:
             self.gateway.warn_peer("refused", "refused %s: %d connections already",
                                    self.peer, len(self.gateway.connections))

@@ -37,6 +37,7 @@ from mdp_gearman.background import BackgroundRunner, Outcome
 from mdp_gearman.config import GatewayConfig, parse_args
 from mdp_gearman.connection import Connection
 from mdp_gearman.dips import Dips
+from mdp_gearman.eventloop import loop_factory
 from mdp_gearman.fleet import GEARMAN_WORKER_VERSION, Fleet
 from mdp_gearman.inflight import InflightBudget
 from mdp_gearman.jobs import (
@@ -495,7 +496,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # each registration, which a peer repeats at will; the door logs joins itself
         logging.getLogger("mdp.workercore").setLevel(logging.WARNING)
     try:
-        return asyncio.run(serve(config))
+        factory, loop_name = loop_factory(config.event_loop)
+        log.info("event loop: %s", loop_name)
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(serve(config))
     except ConfigError as exc:
         log.error("%s", exc)
         return 2

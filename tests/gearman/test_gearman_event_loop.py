@@ -1,0 +1,64 @@
+"""The door's event loop (``--event-loop``): uvloop where installed, asyncio's own on request.
+
+The rest of tests/gearman runs the door with the default (``auto``: uvloop, which the dev
+install brings); these tests run a real door on each loop, and on a machine where uvloop
+cannot be imported (a ``uvloop`` module that raises ImportError, first on the door's path).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import uvloop
+from gwkit import port_of, start_gateway
+
+from clusterkit import Cluster
+from testkit import gear_call, gear_client
+
+
+def _broken_uvloop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Processes started from now on fail to import uvloop, as where it is not installed."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "uvloop.py").write_text('raise ImportError("no module named uvloop (test shim)")\n')
+    path = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", str(shim) + (os.pathsep + path if path else ""))
+
+
+def _echo_through(gateway_port: int) -> bytes:
+    client = gear_client([gateway_port])
+    try:
+        return b"".join(gear_call(client, "echo", b'{"loop": 1}').data)
+    finally:
+        client.shutdown()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop", "auto"])
+def test_the_door_serves_on_the_loop_it_names(cluster: Cluster, loop: str) -> None:
+    broker = cluster.broker()
+    cluster.worker([broker], "echo")
+    gateway = start_gateway(cluster, [broker], "--event-loop", loop)
+    name = "asyncio" if loop == "asyncio" else f"uvloop {uvloop.__version__}"
+    assert f"event loop: {name}\n" in gateway.output()
+    assert _echo_through(port_of(gateway)) == b'{"loop": 1}'
+
+
+def test_without_uvloop_auto_falls_back_and_uvloop_is_refused_by_name(
+        cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = cluster.broker()
+    cluster.worker([broker], "echo")
+    _broken_uvloop(tmp_path, monkeypatch)
+    gateway = start_gateway(cluster, [broker])
+    assert "event loop: asyncio (uvloop is not installed)\n" in gateway.output()
+    assert _echo_through(port_of(gateway)) == b'{"loop": 1}'
+    refused = cluster._spawn(["-m", "mdp_gearman", "--listen", "127.0.0.1:0", "--broker",
+                              broker.endpoint, "--event-loop", "uvloop"], "refused")
+    try:
+        assert refused.popen.wait(timeout=30) == 2
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the door started without uvloop:\n{refused.output()}")
+    assert "--event-loop uvloop: uvloop cannot be imported" in refused.output()
+    assert "listening" not in refused.output()
