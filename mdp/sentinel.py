@@ -36,11 +36,9 @@ class Watched(Protocol):
 
     lock: threading.Lock
     busy_after_s: float
-    sockets: list[zmq.Socket | None]
 
-    @property
-    def core(self) -> Any: ...
-
+    def poll_items(self) -> list[tuple[Any, int]]: ...
+    def next_deadline(self, now: float) -> float: ...
     def sentinel_turn(self, now: float, took_over: bool) -> None: ...
 
 
@@ -131,7 +129,7 @@ class Sentinel:
             worker.sentinel_turn(now, worker in due)
         deadline = next_due
         for worker in self._active:
-            at = worker.core.next_deadline(now)
+            at = worker.next_deadline(now)
             deadline = at if deadline is None else min(deadline, at)
         if deadline is not None:
             return poll_timeout_ms(deadline, now), 0, entries
@@ -150,9 +148,7 @@ class Sentinel:
     def _poll(self, timeout_ms: int | None) -> None:
         items: list[tuple[Any, int]] = [(self._rfd, zmq.POLLIN)]
         for worker in self._active:
-            for sock in worker.sockets:
-                if sock is not None:
-                    items.append((sock, zmq.POLLIN))
+            items += worker.poll_items()
         events = zmq.zmq_poll(items, -1 if timeout_ms is None else timeout_ms)
         if any(fd == self._rfd for fd, _ in events):
             try:
