@@ -109,6 +109,9 @@ def test_a_worker_frozen_or_killed_mid_request_has_it_done_elsewhere(
 @pytest.mark.parametrize("kind", TRANSPORTS)
 def test_a_worker_frozen_past_the_zmtp_timeout_is_dropped_and_registers_again(
         cluster: Cluster, kind: str) -> None:
+    """The broker drops a worker whose PINGs went unanswered; resumed, a plain worker finds
+    its connection closed and registers anew at once (a pyzmq one, with one broker and no
+    socket monitor, after the MDP silence or the broker's DISCONNECT)."""
     broker = cluster.broker(None, *SHORT_ZMTP)
     worker = cluster.worker([broker], "echo", *transport(kind))
     other = cluster.worker([broker], "echo", *transport(kind))
@@ -125,6 +128,9 @@ def test_a_worker_frozen_past_the_zmtp_timeout_is_dropped_and_registers_again(
         assert client.send_many("echo", [{"i": i} for i in range(50)]) == \
             [{"i": i} for i in range(50)]
     assert other.popen.poll() is None and worker.popen.poll() is None
+    if kind == "plain":  # it saw the connection closed at once, not after MDP silence
+        assert "dropped; registering again" in worker.output()
+        assert "silent for" not in worker.output()
 
 
 # --- fake brokers ---------------------------------------------------------------------------
