@@ -6,9 +6,14 @@ system call, unless the sentinel has gone to sleep (no handler for a while: then
 ``enter`` wakes it) or had taken the worker over (then ``leave`` wakes it, to give the lock
 back). A worker whose handler is younger than its ``busy_after_s`` is only *pending*; the
 sentinel ticks every ``BUSY_TICK_S`` while handlers come and go, and moves a pending worker
-whose handler is past it to *active*: it takes the worker's lock and, with it, its sockets,
+whose handler is past it to *active*: it takes the worker's lock and, with it, its links,
 calls ``sentinel_turn`` (BUSY, bounces, RECALLs, heartbeats, the time limit) whenever one
-of them has input or a timer is due, and releases the lock when the handler returns.
+of them has input (or, for a plain link, bytes waiting to go and room for them) or a timer
+is due, and releases the lock when the handler returns. A plain link (``--transport
+plain``) has no libzmq thread to answer the broker's ZMTP PINGs: the sentinel's reads do,
+so ``busy_after`` (5 ms by default) must stay far below the broker's ZMTP timeout (4.4 s
+by default, 0.3 s at the least); a handler that holds the GIL for longer than that starves
+the sentinel too, and the broker drops the connection.
 Every Worker in the process shares the one sentinel, so that hundreds of workers hosted as
 threads cost nothing while idle.
 """

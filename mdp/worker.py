@@ -5,16 +5,18 @@ decision. One process serves one request at a time, from every broker given.
 
 The handler runs inline on the main thread: no thread hand-off per request. Between tasks
 the main thread reads every pending message on every link, then starts the next task at
-once if one is waiting. Each DEALER enables ZMTP heartbeats, answered by libzmq's I/O
-thread even while the handler runs and silent when the process is frozen, so a broker
-drops a SIGSTOPped worker within about 0.6 s.
+once if one is waiting. A link (``mdp.workerlinks``, ``--transport``) is a pyzmq DEALER,
+whose libzmq I/O thread answers the broker's ZMTP heartbeats even while the handler runs,
+or ZMTP on a plain socket, read by whoever holds the worker (no I/O thread, no hand-off
+per message); either way they go silent when the process is frozen.
 
 While a handler runs, the worker's lock is free. One *sentinel* thread per process (shared
-by every Worker in it, ``mdp.sentinel``) takes the lock, and with it the worker's sockets,
+by every Worker in it, ``mdp.sentinel``) takes the lock, and with it the worker's links,
 only when the handler has run past ``busy_after``: it then feeds the core (BUSY goes out,
-crossed tasks bounce, RECALLs are answered, heartbeats flow) and enforces the time limit.
-When the handler returns, the main thread wakes the sentinel (only if it had taken over)
-and takes its lock back.
+crossed tasks bounce, RECALLs are answered, heartbeats flow, and on a plain link the
+broker's ZMTP PINGs are answered as they are read) and enforces the time limit. When the
+handler returns, the main thread wakes the sentinel (only if it had taken over) and takes
+its lock back.
 
 SIGTERM drains: the request in hand is finished and answered, every broker is told
 DISCONNECT, and the process exits 0.

@@ -26,13 +26,16 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import zmq
 
 from mdp import sockio
 from mdp.keys import CurveConfig
 from mdp.zmtplinks import RECONNECT_S, PlainLink, plain_address
+
+if TYPE_CHECKING:
+    from mdp.config import WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -230,9 +233,9 @@ class PlainWorkerLink:
             link.close()
 
 
-def describe_transport(config: Any) -> str:
+def describe_transport(config: WorkerConfig) -> str:
     """What the worker's links are, for its start-up line: "plain", "zmq" or "plain (zmq
-    for ...)" (``config``: a :class:`mdp.config.WorkerConfig`)."""
+    for ...)"."""
     kinds = {address: uses_plain(config.transport, address, config.curve)
              for address in config.brokers}
     if not any(kinds.values()):
