@@ -20,6 +20,10 @@ from mdp.workerstate import Timing
 BROKER_DESCRIPTION = "The Majordomo broker of DIPS."
 WORKER_DESCRIPTION = "A DIPS worker: one service, one request at a time, every broker."
 WORKER_TRANSPORT_ENV = "DIPS_WORKER_TRANSPORT"  # the default of mdp-worker's --transport
+# on a plain link nobody answers the broker's ZMTP PINGs while a handler runs until the
+# sentinel takes the worker over at --busy-after: this keeps that well under the broker's
+# ZMTP timeout (BrokerConfig.zmtp_timeout_ms: 4.4 s by default, 0.3 s at the least)
+PLAIN_MAX_BUSY_AFTER_S = 1.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 _BIND_ANY = re.compile(r"tcp://(?P<host>[^:]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\*|[0-9]{1,5})")
@@ -172,6 +176,11 @@ class WorkerConfig:
             raise ConfigError("--max-depth and --max-items must be at least 1")
         if not 0 <= self.busy_after_s < self.time_limit_s:
             raise ConfigError("--busy-after must be at least 0 and below --time-limit")
+        if self.transport == "plain" and self.busy_after_s > PLAIN_MAX_BUSY_AFTER_S:
+            raise ConfigError(f"--busy-after must be at most {PLAIN_MAX_BUSY_AFTER_S:g}s with "
+                              "--transport plain: the broker's ZMTP heartbeats go unanswered "
+                              "while a handler runs until then (its ZMTP timeout is 4.4 s by "
+                              "default)")
         if not 0 <= self.prefetch <= 16:
             raise ConfigError("--prefetch must be between 0 and 16")
         if not 0 <= self.reply_gather_s <= self.busy_after_s:

@@ -20,8 +20,17 @@ import pytest
 
 from clusterkit import Cluster
 from mdp.client import MDPClient
-from mdp.zmtp import command, greeting, properties
-from testkit import broker_counter, busy_worker, has_worker, wait_for, worker_pids
+from mdp.config import (
+    PLAIN_MAX_BUSY_AFTER_S,
+    WORKER_TRANSPORT_ENV,
+    BrokerConfig,
+    WorkerConfig,
+    parse_worker_args,
+)
+from mdp.errors import ConfigError
+from mdp.workerlinks import PlainWorkerLink
+from mdp.zmtp import ZmtpConnection, command, greeting, properties
+from testkit import broker_counter, busy_worker, free_port, has_worker, wait_for, worker_pids
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +43,82 @@ TRANSPORTS = ["plain", "zmq"]
 
 def transport(name: str) -> tuple[str, str]:
     return ("--transport", name)
+
+
+# --- settings and the link alone -----------------------------------------------------------
+
+WORKER_ARGV = ["--broker", "tcp://127.0.0.1:5555", "--service", "echo"]
+
+
+def test_the_transport_is_checked_and_its_default_comes_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="--transport"):
+        WorkerConfig(brokers=["tcp://127.0.0.1:5555"], transport="udp").validate()
+    monkeypatch.delenv(WORKER_TRANSPORT_ENV, raising=False)
+    assert parse_worker_args(WORKER_ARGV)[0].transport == "auto"
+    monkeypatch.setenv(WORKER_TRANSPORT_ENV, "plain")
+    assert parse_worker_args(WORKER_ARGV)[0].transport == "plain"
+    assert parse_worker_args([*WORKER_ARGV, "--transport", "zmq"])[0].transport == "zmq"
+
+
+def test_busy_after_stays_far_below_the_brokers_zmtp_timeout_on_a_plain_link() -> None:
+    """The sentinel answers a plain worker's PINGs only from --busy-after on."""
+    timeout_s = BrokerConfig().zmtp_timeout_ms / 1000  # 4.4 s by default
+    assert WorkerConfig.busy_after_s * 100 < timeout_s
+    assert PLAIN_MAX_BUSY_AFTER_S * 4 < timeout_s
+    with pytest.raises(ConfigError, match="--busy-after must be at most 1s with --transport"):
+        WorkerConfig(brokers=["tcp://127.0.0.1:5555"], transport="plain",
+                     busy_after_s=2.0).validate()
+    WorkerConfig(brokers=["tcp://127.0.0.1:5555"], transport="zmq", busy_after_s=2.0).validate()
+
+
+def test_a_refused_connection_is_tried_again_with_what_was_sent_for_it() -> None:
+    """As a libzmq DEALER does: nothing listens yet, so the READY waits; the connection is
+    tried again every 0.1 s, and once a ROUTER answers, the READY goes out behind the
+    handshake."""
+    port = free_port()
+    link = PlainWorkerLink(f"tcp://127.0.0.1:{port}", 1 << 20)
+    server = None
+    try:
+        link.send([b"", b"MDPW01", b"\x01", b"echo"])
+        wait_for(lambda: link.take() == [] and link.link is None, 5, "the refusal")
+        server = socket.create_server(("127.0.0.1", port))
+        server.settimeout(5)
+
+        def accepted() -> socket.socket | None:
+            link.take()  # (tries again when due)
+            try:
+                server.settimeout(0.05)
+                return server.accept()[0]
+            except TimeoutError:
+                return None
+
+        conn = wait_for(accepted, 5, "the connection tried again")
+        conn.settimeout(5)
+        conn.sendall(ROUTER_READY)
+        peer = ZmtpConnection(1 << 20, peer_types=frozenset({b"DEALER"}),
+                              socket_type=b"ROUTER")
+        got: list[list[bytes]] = []
+
+        def ready() -> bool:
+            link.take()
+            conn.settimeout(0.05)
+            try:
+                got.extend(peer.receive_data(conn.recv(65536)))
+            except TimeoutError:
+                pass
+            return bool(got)
+
+        wait_for(ready, 5, "the READY kept for the connection")
+        assert got == [[b"", b"MDPW01", b"\x01", b"echo"]] and link.was_up
+        conn.close()
+    finally:
+        link.close(0)
+        if server is not None:
+            server.close()
+
+
+# --- real brokers ---------------------------------------------------------------------------
 
 
 def test_a_plain_worker_serves_over_tcp_and_ipc_with_big_bodies(
