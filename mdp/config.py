@@ -4,6 +4,7 @@ cross-field checks, and the command lines that override them."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -12,12 +13,17 @@ from dataclasses import dataclass, field
 from mdp import protocol as p
 from mdp.errors import ConfigError
 from mdp.keys import CurveConfig
-from mdp.options import check_endpoint
+from mdp.options import TRANSPORTS, check_endpoint
 from mdp.rates import check_link_floor, format_size, link_floor_flag, size_arg
 from mdp.workerstate import Timing
 
 BROKER_DESCRIPTION = "The Majordomo broker of DIPS."
 WORKER_DESCRIPTION = "A DIPS worker: one service, one request at a time, every broker."
+WORKER_TRANSPORT_ENV = "DIPS_WORKER_TRANSPORT"  # the default of mdp-worker's --transport
+# on a plain link nobody answers the broker's ZMTP PINGs while a handler runs until the
+# sentinel takes the worker over at --busy-after: this keeps that well under the broker's
+# ZMTP timeout (BrokerConfig.zmtp_timeout_ms: 4.4 s by default, 0.3 s at the least)
+PLAIN_MAX_BUSY_AFTER_S = 1.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 _BIND_ANY = re.compile(r"tcp://(?P<host>[^:]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\*|[0-9]{1,5})")
@@ -142,9 +148,17 @@ class WorkerConfig:
     prefetch: int = 16  # tasks it is willing to hold beyond the one it runs (READY meta)
     reply_gather_s: float = Timing.reply_gather_s  # back-to-back replies wait to go together
     link_floor: int = Timing.link_floor  # bytes per second: the slowest link allowed
+    # "plain": ZMTP on a plain socket where it can (tcp:// and ipc:// without CURVE), read
+    # by the main thread and, while a handler runs long, by the sentinel; "zmq": a pyzmq
+    # DEALER (libzmq's I/O thread); "auto": zmq for now (docs/PROTOCOL.md, "The worker's
+    # transport")
+    transport: str = "auto"
     curve: CurveConfig | None = None
 
     def validate(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise ConfigError(f"--transport must be one of {', '.join(TRANSPORTS)}, got "
+                              f"{self.transport!r}")
         if not self.brokers:
             raise ConfigError("the worker needs at least one --broker endpoint")
         for endpoint in self.brokers:
@@ -162,6 +176,11 @@ class WorkerConfig:
             raise ConfigError("--max-depth and --max-items must be at least 1")
         if not 0 <= self.busy_after_s < self.time_limit_s:
             raise ConfigError("--busy-after must be at least 0 and below --time-limit")
+        if self.transport == "plain" and self.busy_after_s > PLAIN_MAX_BUSY_AFTER_S:
+            raise ConfigError(f"--busy-after must be at most {PLAIN_MAX_BUSY_AFTER_S:g}s with "
+                              "--transport plain: the broker's ZMTP heartbeats go unanswered "
+                              "while a handler runs until then (its ZMTP timeout is 4.4 s by "
+                              "default)")
         if not 0 <= self.prefetch <= 16:
             raise ConfigError("--prefetch must be between 0 and 16")
         if not 0 <= self.reply_gather_s <= self.busy_after_s:
@@ -331,6 +350,12 @@ def parse_worker_args(
     add("--link-floor", **link_floor_flag(
         d.link_floor, "a broker that announced a big task is not taken for silent before the "
         "task may have come at this rate; the brokers' value"))
+    add("--transport", default=os.environ.get(WORKER_TRANSPORT_ENV) or d.transport,
+        metavar="|".join(TRANSPORTS),
+        help="plain: speak ZMTP on a plain socket (tcp:// and ipc:// without CURVE; less "
+        "CPU per request, and the sentinel answers the broker's ZMTP heartbeats while a "
+        "handler runs); zmq: a pyzmq socket; auto: zmq for now. The default comes from "
+        f"${WORKER_TRANSPORT_ENV} when it is set")
     curve = parser.add_argument_group("CURVE security (both or none)")
     curve.add_argument("--curve-secret", metavar="FILE",
                        help="this worker's key pair (NAME.key_secret, mode 0600)")
@@ -355,6 +380,7 @@ def parse_worker_args(
         prefetch=args.prefetch,
         reply_gather_s=args.reply_gather,
         link_floor=args.link_floor,
+        transport=args.transport,
     )
     _checked(parser, config)
     return config, args, args.log_level

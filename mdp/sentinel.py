@@ -6,9 +6,14 @@ system call, unless the sentinel has gone to sleep (no handler for a while: then
 ``enter`` wakes it) or had taken the worker over (then ``leave`` wakes it, to give the lock
 back). A worker whose handler is younger than its ``busy_after_s`` is only *pending*; the
 sentinel ticks every ``BUSY_TICK_S`` while handlers come and go, and moves a pending worker
-whose handler is past it to *active*: it takes the worker's lock and, with it, its sockets,
+whose handler is past it to *active*: it takes the worker's lock and, with it, its links,
 calls ``sentinel_turn`` (BUSY, bounces, RECALLs, heartbeats, the time limit) whenever one
-of them has input or a timer is due, and releases the lock when the handler returns.
+of them has input (or, for a plain link, bytes waiting to go and room for them) or a timer
+is due, and releases the lock when the handler returns. A plain link (``--transport
+plain``) has no libzmq thread to answer the broker's ZMTP PINGs: the sentinel's reads do,
+so ``busy_after`` (5 ms by default) must stay far below the broker's ZMTP timeout (4.4 s
+by default, 0.3 s at the least); a handler that holds the GIL for longer than that starves
+the sentinel too, and the broker drops the connection.
 Every Worker in the process shares the one sentinel, so that hundreds of workers hosted as
 threads cost nothing while idle.
 """
@@ -36,11 +41,9 @@ class Watched(Protocol):
 
     lock: threading.Lock
     busy_after_s: float
-    sockets: list[zmq.Socket | None]
 
-    @property
-    def core(self) -> Any: ...
-
+    def poll_items(self) -> list[tuple[Any, int]]: ...
+    def next_deadline(self, now: float) -> float: ...
     def sentinel_turn(self, now: float, took_over: bool) -> None: ...
 
 
@@ -131,7 +134,7 @@ class Sentinel:
             worker.sentinel_turn(now, worker in due)
         deadline = next_due
         for worker in self._active:
-            at = worker.core.next_deadline(now)
+            at = worker.next_deadline(now)
             deadline = at if deadline is None else min(deadline, at)
         if deadline is not None:
             return poll_timeout_ms(deadline, now), 0, entries
@@ -150,9 +153,7 @@ class Sentinel:
     def _poll(self, timeout_ms: int | None) -> None:
         items: list[tuple[Any, int]] = [(self._rfd, zmq.POLLIN)]
         for worker in self._active:
-            for sock in worker.sockets:
-                if sock is not None:
-                    items.append((sock, zmq.POLLIN))
+            items += worker.poll_items()
         events = zmq.zmq_poll(items, -1 if timeout_ms is None else timeout_ms)
         if any(fd == self._rfd for fd, _ in events):
             try:

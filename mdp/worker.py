@@ -5,16 +5,18 @@ decision. One process serves one request at a time, from every broker given.
 
 The handler runs inline on the main thread: no thread hand-off per request. Between tasks
 the main thread reads every pending message on every link, then starts the next task at
-once if one is waiting. Each DEALER enables ZMTP heartbeats, answered by libzmq's I/O
-thread even while the handler runs and silent when the process is frozen, so a broker
-drops a SIGSTOPped worker within about 0.6 s.
+once if one is waiting. A link (``mdp.workerlinks``, ``--transport``) is a pyzmq DEALER,
+whose libzmq I/O thread answers the broker's ZMTP heartbeats even while the handler runs,
+or ZMTP on a plain socket, read by whoever holds the worker (no I/O thread, no hand-off
+per message); either way they go silent when the process is frozen.
 
 While a handler runs, the worker's lock is free. One *sentinel* thread per process (shared
-by every Worker in it, ``mdp.sentinel``) takes the lock, and with it the worker's sockets,
+by every Worker in it, ``mdp.sentinel``) takes the lock, and with it the worker's links,
 only when the handler has run past ``busy_after``: it then feeds the core (BUSY goes out,
-crossed tasks bounce, RECALLs are answered, heartbeats flow) and enforces the time limit.
-When the handler returns, the main thread wakes the sentinel (only if it had taken over)
-and takes its lock back.
+crossed tasks bounce, RECALLs are answered, heartbeats flow, and on a plain link the
+broker's ZMTP PINGs are answered as they are read) and enforces the time limit. When the
+handler returns, the main thread wakes the sentinel (only if it had taken over) and takes
+its lock back.
 
 SIGTERM drains: the request in hand is finished and answered, every broker is told
 DISCONNECT, and the process exits 0.
@@ -23,8 +25,10 @@ DISCONNECT, and the process exits 0.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import resource
+import select
 import signal
 import socket
 import threading
@@ -41,14 +45,22 @@ from mdp import protocol as p
 from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
 from mdp.clock import poll_timeout_ms
 from mdp.config import WorkerConfig, parse_worker_args
-from mdp.errors import ConfigError, RequestError, WorkerError
+from mdp.errors import ConfigError, ProtocolError, RequestError, WorkerError
 from mdp.keys import CurveConfig
 from mdp.logs import LOG_FORMAT
 from mdp.rates import format_rate
 from mdp.sentinel import SENTINEL
 from mdp.version import code_version
 from mdp.workercore import EXIT_OK, EXIT_OUT_OF_MEMORY, EXIT_STUCK, WorkerCore
+from mdp.workerlinks import (
+    PlainWorkerLink,
+    WorkerLink,
+    ZmqWorkerLink,
+    describe_transport,
+    open_worker_link,
+)
 from mdp.workerstate import Phase, Task, Timing
+from mdp.zmtplinks import Complaints
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +72,9 @@ READ_EVERY_S = 0.001  # between short tasks run back to back: how often to read 
 
 Handle = Callable[[dict[str, Any]], Any]
 _POLLIN = int(zmq.POLLIN)
+_ZPOLLOUT = int(zmq.POLLOUT)
+_SELECT_IN = select.POLLIN
+_SELECT_OUT = select.POLLOUT
 # the reply when even an error reply cannot be encoded: built now, so that it cannot fail then
 _UNENCODABLE = p.error_body(WorkerError("the handler's reply could not be encoded",
                                         code="internal"))
@@ -98,11 +113,12 @@ class Worker:
                    config.busy_after_s, config.drain_linger_ms, config.reply_gather_s,
                    config.link_floor),
             config.max_requests, config.prefetch, config.max_message_bytes)
-        self.sockets: list[zmq.Socket | None] = [None] * len(config.brokers)
-        # with several brokers, a socket monitor tells at once that a broker's connection
-        # dropped (it died or restarted), so the worker registers anew without waiting for
-        # a heartbeat to go unanswered; with one broker the loop blocks in its socket
-        self.monitors: list[zmq.Socket | None] = [None] * len(config.brokers)
+        # one link per broker (mdp.workerlinks): a pyzmq DEALER, or ZMTP on a plain socket.
+        # With several brokers, a DEALER has a socket monitor that tells at once that the
+        # connection dropped (the broker died or restarted), so the worker registers anew
+        # without waiting for a heartbeat to go unanswered; a plain link sees it at once.
+        self.links: list[WorkerLink | None] = [None] * len(config.brokers)
+        self._complaints = Complaints(len(config.brokers))
         self.lock = threading.Lock()  # free only while the handler runs
         self.busy_after_s = config.busy_after_s
         self._stop_requested = False
@@ -113,7 +129,12 @@ class Worker:
         self._poller: list[tuple[Any, int]] | None = None  # zmq_poll items
         self._poll_links: dict[int, int] = {}  # id(socket) -> link
         self._monitor_fds: dict[int, int] = {}  # a monitor's descriptor -> link
-        self._received: tuple[int, list[bytes]] | None = None  # taken by _wait_one
+        # every link plain: select.poll over their descriptors and the wake-up socket's
+        self._fd_poll: Any = None
+        self._fd_key: tuple[tuple[int, int], ...] = ()  # (descriptor, flags) registered
+        self._fd_links: dict[int, int] = {}  # a plain link's descriptor -> link (zmq_poll)
+        self._plain_fds: dict[int, int] = {}  # the same, in _fd_poll
+        self._received: list[tuple[int, list[bytes]]] = []  # read by _wait, fed first
         self._read_at = 0.0  # when read_all last read every link
         self._call = self._raw_call if handler.raw else self._map_call
         # progress reports of the running task, from the handler's thread: sent at once
@@ -143,89 +164,85 @@ class Worker:
         while core.actions:
             for action in core.take_actions():
                 match action:
-                    case Send(link, frames):
-                        sock = self.sockets[link]
-                        if sock is not None:
+                    case Send(i, frames):
+                        link = self.links[i]
+                        if link is not None:
                             try:
-                                sockio.send(sock, frames)
-                            except zmq.Again:
-                                log.debug("send queue to %s is full; message dropped",
-                                          self.config.brokers[link])
-                    case Close(link, linger_ms):
-                        sock = self.sockets[link]
-                        if sock is not None:
-                            self._close_monitor(link, sock)
-                            sock.close(linger=linger_ms)
-                            self.sockets[link] = None
+                                link.send(frames)
+                            except (ConnectionError, ProtocolError) as exc:
+                                self._broken(i, link, exc)
+                    case Close(i, linger_ms):
+                        link = self.links[i]
+                        if link is not None:
+                            self.links[i] = None
                             self._poller = None
-                    case Open(link):
-                        self._connect(link)
+                            link.close(linger_ms)
+                    case Open(i):
+                        self._connect(i)
 
-    def _connect(self, link: int) -> None:
-        endpoint = self.config.brokers[link]
-        sock = self.context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
-        # No ZMTP heartbeats of our own: the broker's (``--zmtp-heartbeat``) are answered by
-        # libzmq's I/O thread even while a handler runs, and are what finds a frozen worker;
-        # a dead or hung broker is found by the socket monitor and by MDP silence. Pings both
-        # ways would double what 1,000 idle workers cost the broker.
-        if self.config.curve is not None:
-            self.config.curve.apply(sock, endpoint)
-        if len(self.sockets) > 1:
-            monitor = self.monitors[link] = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-            self._drain_monitor(monitor)  # from now on its descriptor signals each event
-        sock.connect(endpoint)
-        self.sockets[link] = sock
+    def _connect(self, i: int) -> None:
+        """A new link to broker ``i``; the core hears it is open at once (a connection that
+        is not up yet keeps what is sent for it, as a DEALER does)."""
+        config = self.config
+        endpoint = config.brokers[i]
+        self.links[i] = open_worker_link(self.context, endpoint, config.max_message_bytes,
+                                         config.curve, config.transport, len(self.links) > 1)
         self._poller = None
-        self.core.handle(Opened(link), time.monotonic())
-        log.debug("connected to %s", endpoint)
+        self.core.handle(Opened(i), time.monotonic())
+        log.debug("connected to %s (%s)", endpoint, type(self.links[i]).__name__)
 
-    def _close_monitor(self, link: int, sock: zmq.Socket) -> None:
-        monitor = self.monitors[link]
-        if monitor is not None:
-            sock.disable_monitor()
-            monitor.close(linger=0)
-            self.monitors[link] = None
-
-    def _on_monitor(self, link: int) -> None:
-        """The monitor of ``link`` reported: a dropped connection means a new one."""
-        monitor = self.monitors[link]
-        if monitor is not None and self._drain_monitor(monitor):
-            self.core.handle(Lost(link), time.monotonic())
-            self.flush()
-
-    @staticmethod
-    def _drain_monitor(monitor: zmq.Socket) -> bool:
-        """Read every event the monitor holds (so that its descriptor, which signals only
-        when events arrive at an emptied queue, signals the next); True if one was a
-        dropped connection."""
-        dropped = False
-        while True:
+    def _broken(self, i: int, link: WorkerLink, exc: Exception) -> None:
+        """Link ``i`` failed: the whole messages it read before go to the core first, then
+        the core hears it is lost (it registers anew). The caller flushes."""
+        messages = link.taken() if isinstance(link, PlainWorkerLink) else []
+        if self.links[i] is link:
+            self.links[i] = None
+            self._poller = None
+        link.close(0)
+        now = time.monotonic()
+        self._complaints.note(i, self.config.brokers[i], exc, now)
+        core = self.core
+        for frames in messages:
             try:
-                frames = monitor.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return dropped
-            dropped = dropped or sockio.monitor_event(frames) == zmq.EVENT_DISCONNECTED
+                core.handle(Received(i, frames), now)
+            except Exception:  # the barrier: no input stops the worker
+                log.exception("error handling a message from %s", self.config.brokers[i])
+        core.handle(Lost(i), now)
+
+    def _on_monitor(self, i: int) -> None:
+        """The monitor of link ``i`` reported: a dropped connection means a new one."""
+        link = self.links[i]
+        if isinstance(link, ZmqWorkerLink):
+            try:
+                link.on_monitor()
+            except ConnectionError as exc:
+                self._broken(i, link, exc)
+                self.flush()
 
     def read_all(self, now: float, links: list[int] | None = None) -> None:
-        """Feed the core the message ``_wait`` received, if any, then every message waiting
+        """Feed the core the messages ``_wait`` received, if any, then every message waiting
         on ``links`` (default: every link). The caller holds ``lock``."""
-        received = self._received
-        if received is not None:
-            self._received = None
-            self._feed(*received, now)
+        if self._received:
+            received, self._received = self._received, []
+            for i, frames in received:
+                self._feed(i, frames, now)
         if links is None:
             self._read_at = now
-            links = list(range(len(self.sockets)))
-        sockets, recv, readable = self.sockets, sockio.recv, sockio.readable
-        for link in links:
-            sock = sockets[link]
-            # a receive that finds nothing costs more than asking first (pyzmq builds a
-            # zmq.Again), and a pass usually finds one message
-            while sock is not None and readable(sock) and (frames := recv(sock)) is not None:
-                self._feed(link, frames, now)
-                sock = sockets[link]
+            links = list(range(len(self.links)))
+        for i in links:
+            link = self.links[i]
+            if link is None:
+                continue
+            try:
+                messages = link.take()
+            except (ConnectionError, ProtocolError) as exc:
+                self._broken(i, link, exc)
+                self.flush()
+                continue
+            for frames in messages:
+                if self.links[i] is not link:  # the core closed it meanwhile
+                    break
+                self._feed(i, frames, now)
 
     def _feed(self, link: int, frames: list[bytes], now: float) -> None:
         core = self.core
@@ -279,33 +296,43 @@ class Worker:
                 elif core.phase is not Phase.DONE:
                     # (what begin did since can only make the deadline later: an early
                     # wake-up at worst)
-                    ready = self._wait(deadline)
+                    ready = self._wait(min(deadline, self.retry_at()))
         finally:
             self._leave()
             self.lock.release()
         return core.exit_code
 
-    def _wait(self, deadline: float) -> list[int]:
-        """Wait for input or the deadline; the links that have input."""
-        if self._poller is None:
-            self._poller = [(sock, _POLLIN) for sock in self.sockets if sock is not None]
-            self._poller.append((self._wake_recv.fileno(), _POLLIN))
-            self._poll_links = {id(sock): i for i, sock in enumerate(self.sockets)
-                                if sock is not None}
-            # a monitor is polled by its descriptor alone: as a socket, zmq_poll would ask
-            # it for events (system calls) on every wait, for an event that comes rarely
-            self._monitor_fds = {}
-            for i, monitor in enumerate(self.monitors):
-                if monitor is not None:
-                    fd = monitor.fileno()
-                    self._poller.append((fd, _POLLIN))
-                    self._monitor_fds[fd] = i
-        if len(self._poller) == 2 and not self._stop_requested:
+    def retry_at(self) -> float:
+        """When a refused plain connection is next tried (math.inf: none waits)."""
+        return min([link.retry_at for link in self.links if link is not None],
+                   default=math.inf)
+
+    def next_deadline(self, now: float) -> float:
+        """When this worker next needs a turn with nothing to read (the sentinel asks)."""
+        return min(self.core.next_deadline(now), self.retry_at())
+
+    def poll_items(self) -> list[tuple[Any, int]]:
+        """zmq_poll items for every open link (the sentinel polls them)."""
+        items = []
+        for link in self.links:
+            if link is not None and (target := link.poll_target()) is not None:
+                items.append((target, link.poll_flags()))
+        return items
+
+    def _wait(self, deadline: float) -> list[int] | None:
+        """Wait for input or the deadline; the links to read (None: every link)."""
+        poller = self._poller
+        if poller is None or self._fd_links:  # (a plain link's flags may change)
+            poller = self._build_poller()
+        if self._fd_poll is not None:
+            return self._wait_plain(deadline)
+        if len(poller) == 2 and not self._stop_requested and self._poll_links:
             # one link under load: block in its own receive, one system call where a poll
             # costs several; briefly, so that stop() is seen soon without a wake-up socket
-            [link] = self._poll_links.values()
-            sock = self.sockets[link]
-            assert sock is not None  # noqa: S101 (the poller lists open sockets only)
+            [i] = self._poll_links.values()
+            link = self.links[i]
+            assert isinstance(link, ZmqWorkerLink)  # noqa: S101 (_build_poller saw to it)
+            sock = link.sock
             while True:
                 timeout_ms = poll_timeout_ms(deadline, time.monotonic())
                 frames, _ = sockio.recv_wait(sock, min(timeout_ms, RECV_WAIT_MS))
@@ -313,25 +340,26 @@ class Worker:
                     if timeout_ms <= RECV_WAIT_MS:
                         return []
                     break  # (a long wait: in a poll that stop() can end)
-                lone = self._lone(link, frames)
+                lone = self._lone(i, frames)
                 if lone is None:
                     # that message alone: what follows it is read once the loop comes back
                     # here (asking the socket again would cost more than the wait finds)
-                    self._received = (link, frames)
+                    self._received.append((i, frames))
                     return []
-                if not lone or self._stop_requested or self.sockets[link] is not sock:
+                if not lone or self._stop_requested or self.links[i] is not link:
                     return []
-        events = _zmq_poll(self._poller, poll_timeout_ms(deadline, time.monotonic()))
+        events: list[tuple[Any, int]] = _zmq_poll(poller, poll_timeout_ms(deadline,
+                                                                          time.monotonic()))
         if len(events) == 1 and type(item := events[0][0]) is not int \
                 and not self._stop_requested:
             # one link has input (the usual case): a task that came alone runs at once
-            link = self._poll_links[id(item)]
+            i = self._poll_links[id(item)]
             frames = sockio.recv(item)
             if frames is not None:
-                lone = self._lone(link, frames)
+                lone = self._lone(i, frames)
                 if lone is None:
-                    self._received = (link, frames)  # fed first, then the rest of the link
-                    return [link]
+                    self._received.append((i, frames))  # fed first, then the rest of the link
+                    return [i]
                 return []  # what came meanwhile: the next poll finds it
         ready = []
         for item, _ in events:
@@ -339,9 +367,91 @@ class Worker:
                 ready.append(self._poll_links[id(item)])
             elif item in self._monitor_fds:
                 self._on_monitor(self._monitor_fds[item])
+            elif item in self._fd_links:
+                ready.append(self._fd_links[item])
             else:
                 self._drain_wake()
         return ready
+
+    def _build_poller(self) -> list[tuple[Any, int]]:
+        """The zmq_poll items of every open link, its monitor and the wake-up socket; and
+        when every link is plain, a ``select.poll`` instead (see :meth:`_wait_plain`)."""
+        poller: list[tuple[Any, int]] = []
+        self._poller = poller
+        self._poll_links, self._monitor_fds, self._fd_links = {}, {}, {}
+        plain = all(isinstance(link, PlainWorkerLink) for link in self.links)
+        self._fd_poll = None
+        self._fd_key = ()
+        self._plain_fds = {}
+        if plain:
+            self._fd_poll = select.poll()
+            self._fd_poll.register(self._wake_recv.fileno(), _SELECT_IN)
+            return poller
+        for i, link in enumerate(self.links):
+            if link is None:
+                continue
+            target = link.poll_target()
+            if isinstance(link, ZmqWorkerLink):
+                poller.append((target, _POLLIN))
+                self._poll_links[id(target)] = i
+                fd = link.monitor_fd()
+                # a monitor is polled by its descriptor alone: as a socket, zmq_poll would
+                # ask it for events (system calls) on every wait, for an event that is rare
+                if fd is not None:
+                    poller.append((fd, _POLLIN))
+                    self._monitor_fds[fd] = i
+            elif target is not None:
+                poller.append((target, link.poll_flags()))
+                self._fd_links[target] = i
+        poller.append((self._wake_recv.fileno(), _POLLIN))
+        return poller
+
+    def _wait_plain(self, deadline: float) -> list[int] | None:
+        """Every link plain: wait in one ``poll`` over their descriptors and the wake-up
+        socket, read what came (a PING is answered as it is read), and run a task that
+        came alone at once. The links to read (None: every link, when the wait ran out:
+        a refused connection may be due to be tried again)."""
+        fd_poll, fd_links = self._fd_poll, self._plain_fds
+        links = self.links
+        while True:
+            key = tuple((link.poll_target(), link.poll_flags()) for link in links
+                        if link is not None and link.poll_target() is not None)
+            if key != self._fd_key:
+                for fd in fd_links:
+                    fd_poll.unregister(fd)
+                fd_links.clear()
+                for i, link in enumerate(links):
+                    if link is not None and (fd := link.poll_target()) is not None:
+                        fd_poll.register(fd, _SELECT_IN | (
+                            _SELECT_OUT if link.poll_flags() & _ZPOLLOUT else 0))
+                        fd_links[fd] = i
+                self._fd_key = key
+            events = fd_poll.poll(poll_timeout_ms(deadline, time.monotonic()))
+            if not events:
+                return None
+            got: list[tuple[int, list[bytes]]] = []
+            for fd, _ in events:
+                i = fd_links.get(fd, -1)
+                link = links[i] if i >= 0 else None
+                if link is None:
+                    self._drain_wake()
+                    continue
+                try:
+                    got += [(i, frames) for frames in link.take()]
+                except (ConnectionError, ProtocolError) as exc:
+                    self._broken(i, link, exc)
+                    self.flush()
+            if len(got) != 1 or self._stop_requested:
+                self._received += got
+                return []
+            [(i, frames)] = got
+            link = links[i]
+            lone = self._lone(i, frames)
+            if lone is None:
+                self._received.append((i, frames))
+                return []
+            if not lone or self._stop_requested or links[i] is not link:
+                return []
 
     def _lone(self, link: int, frames: list[bytes]) -> bool | None:
         """A task that came alone to an idle worker: started, run and answered now, without
@@ -446,11 +556,10 @@ class Worker:
         return p.error_body(WorkerError(f"{type(exc).__name__}: {exc}", code="internal"))
 
     def _leave(self) -> None:
-        for link, sock in enumerate(self.sockets):
-            if sock is not None:
-                self._close_monitor(link, sock)
-                sock.close(linger=self.config.drain_linger_ms)
-                self.sockets[link] = None
+        for i, link in enumerate(self.links):
+            if link is not None:
+                self.links[i] = None
+                link.close(self.config.drain_linger_ms)
         self._wake_recv.close()
         self._wake_send.close()
 
@@ -465,7 +574,7 @@ class Worker:
             self.send_reports()
         self.read_all(now)
         self.check_stop(now)
-        if now >= core.next_deadline(now):
+        if now >= self.next_deadline(now):
             core.handle(Tick(), now)
         if core.actions:
             self.flush()
@@ -499,8 +608,9 @@ def serve(config: WorkerConfig, handler: handlers.Handler | Handle) -> int:
     worker = Worker(config, handler)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: worker.stop())
-    log.info("worker for %r starting, brokers %s, version %s, link floor %s", config.service,
-             " ".join(config.brokers), worker.meta["version"], format_rate(config.link_floor))
+    log.info("worker for %r starting, brokers %s, version %s, link floor %s, transport %s",
+             config.service, " ".join(config.brokers), worker.meta["version"],
+             format_rate(config.link_floor), describe_transport(config))
     return worker.run()
 
 

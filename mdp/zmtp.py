@@ -17,9 +17,10 @@ gives back. It does what libzmq's I/O thread does for a DEALER, and no more:
 * **Traffic**: frames (short and long sizes; MORE; COMMAND); a PING is answered with a PONG
   carrying its context (brokers set ZMTP heartbeats; libzmq sends a PING when its timer
   fires, between two frames of a multipart message too); an ERROR ends the connection.
-* **Limits**: a frame larger than ``max_frame_bytes`` (the client's ``max_reply_bytes``, as
-  ``zmq.MAXMSGSIZE`` does for a pyzmq socket), a message of more than ``max_frames`` frames,
-  or a command larger than :data:`MAX_COMMAND_BYTES` is refused as soon as its size is read.
+* **Limits**: a frame larger than ``max_frame_bytes`` (the client's ``max_reply_bytes``, the
+  worker's ``max_message_bytes``, as ``zmq.MAXMSGSIZE`` does for a pyzmq socket), a message
+  of more than ``max_frames`` frames, or a command larger than :data:`MAX_COMMAND_BYTES` is
+  refused as soon as its size is read.
 
 Anything malformed raises :class:`~mdp.errors.ProtocolError` naming what was wrong; the
 connection is then dead (every later call raises again) and its owner closes the socket.
@@ -133,8 +134,10 @@ class ZmtpConnection:
 
     def __init__(self, max_frame_bytes: int, *, max_frames: int = 100_000,
                  socket_type: bytes = b"DEALER",
-                 peer_types: frozenset[bytes] = frozenset({b"ROUTER"})) -> None:
+                 peer_types: frozenset[bytes] = frozenset({b"ROUTER"}),
+                 limit_name: str = "max_reply_bytes") -> None:
         self.max_frame_bytes = max_frame_bytes
+        self.limit_name = limit_name  # the setting behind max_frame_bytes, for errors
         self.max_frames = max_frames
         self.peer_types = peer_types
         self.phase = Phase.GREETING
@@ -268,7 +271,7 @@ class ZmtpConnection:
                                         f"limit of {MAX_COMMAND_BYTES}")
             elif size > self.max_frame_bytes:
                 raise ProtocolError(f"a frame of {size} bytes is larger than the limit of "
-                                    f"{self.max_frame_bytes} (max_reply_bytes)")
+                                    f"{self.max_frame_bytes} ({self.limit_name})")
             stop = start + size
             if stop > end:
                 break

@@ -179,7 +179,7 @@ class PlainLink:
     written into it."""
 
     def __init__(self, address: str, max_reply_bytes: int,
-                 first: Sequence[list[bytes]] = ()) -> None:
+                 first: Sequence[list[bytes]] = (), limit_name: str = "max_reply_bytes") -> None:
         target = plain_address(address)
         if target is None:
             raise ValueError(f"{address!r} is not a tcp:// or ipc:// endpoint")
@@ -198,7 +198,7 @@ class PlainLink:
         self.address = address
         self.sock = sock
         self.fd = sock.fileno()
-        self.conn = ZmtpConnection(max_reply_bytes)
+        self.conn = ZmtpConnection(max_reply_bytes, limit_name=limit_name)
         self.was_up = False  # the handshake was done once on this link
         self.opened_at = time.monotonic()
         self._pending: list[Any] = []  # chunks (memoryviews) not yet written
@@ -222,6 +222,37 @@ class PlainLink:
         self.check_idle()
         self.conn.send_message(frames)
         self._flush()
+
+    def write(self, frames: list[bytes]) -> None:
+        """Send without first reading a link left unread (the worker reads its links
+        whenever it is not in a handler, and its sentinel while it is)."""
+        self.conn.send_message(frames)
+        self._flush()
+
+    def pump(self) -> list[list[bytes]]:
+        """Write what waits to be written, read what has come (without blocking); every
+        whole message read so far."""
+        if self._pending or self.conn.wants_write:
+            self._flush()
+        self._read()
+        return self.take()
+
+    def linger(self, timeout_s: float) -> None:
+        """Block up to ``timeout_s`` while what waits to be written goes out (before a close
+        that should let a last reply and DISCONNECT go, as libzmq's linger does)."""
+        deadline = time.monotonic() + timeout_s
+        while self._wants_write:
+            left_ms = round((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                return
+            try:
+                self._flush()
+            except ConnectionError:
+                return
+            if self._pending:
+                self._poll.modify(self.fd, _POLLOUT)
+                self._poll_flags = _POLLOUT
+                self._poll.poll(left_ms)
 
     def check_idle(self) -> None:
         """Read the link if it was left unread for ``IDLE_CHECK_S``: a connection the

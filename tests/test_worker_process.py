@@ -20,6 +20,9 @@ from mdp import protocol as p
 from testkit import free_port, wait_for
 
 pytestmark = pytest.mark.slow
+# the worker's transports (--transport): the tests of the sentinel's work and of leaving run
+# on both, since a plain link is read by whoever holds the worker (tests/test_worker_plain.py)
+both_transports = pytest.mark.parametrize("kind", ["zmq", "plain"])
 
 
 class RawClient:
@@ -93,11 +96,12 @@ def busy_pid(ctx: zmq.Context, endpoint: str) -> int | None:
     return None
 
 
+@both_transports
 def test_a_frozen_worker_holding_a_request_is_replaced_and_rejoins(
-        cluster: Cluster, zctx: zmq.Context) -> None:
+        cluster: Cluster, zctx: zmq.Context, kind: str) -> None:
     broker = start_broker(cluster, zctx)  # default heartbeats: 1 s, liveness 3
-    first = start_worker(cluster, zctx, [broker])
-    second = start_worker(cluster, zctx, [broker])
+    first = start_worker(cluster, zctx, [broker], "--transport", kind)
+    second = start_worker(cluster, zctx, [broker], "--transport", kind)
     client = RawClient(zctx, broker.endpoint)
     client.submit(1, {"sleep": 0.5, "tag": "frozen"})
     busy = wait_for(lambda: busy_pid(zctx, broker.endpoint), 10, "a busy worker")
@@ -119,17 +123,18 @@ def test_a_frozen_worker_holding_a_request_is_replaced_and_rejoins(
              15, "the resumed worker to re-register")
 
 
+@both_transports
 def test_a_long_handler_keeps_the_worker_alive_and_busy_at_the_other_broker(
-        cluster: Cluster, zctx: zmq.Context) -> None:
+        cluster: Cluster, zctx: zmq.Context, kind: str) -> None:
     fast = ["--heartbeat-interval", "0.2"]  # MDP silence of 0.6 s would drop a worker
     a = start_broker(cluster, zctx, *fast)
     b = start_broker(cluster, zctx, *fast)
-    slow = start_worker(cluster, zctx, [a, b], *fast)
+    slow = start_worker(cluster, zctx, [a, b], *fast, "--transport", kind)
     client_a, client_b = RawClient(zctx, a.endpoint), RawClient(zctx, b.endpoint)
     client_a.submit(1, {"sleep": 2.0, "tag": "long"})
     wait_for(lambda: [w["state"] for w in workers(zctx, b.endpoint)] == ["away"], 5,
              "BUSY to reach broker b")
-    helper = start_worker(cluster, zctx, [b], *fast)
+    helper = start_worker(cluster, zctx, [b], *fast, "--transport", kind)
     client_b.submit(2, {"tag": "meanwhile"})
     meanwhile = client_b.wait(2, 5)
     assert meanwhile["result"]["pid"] == helper.pid  # not queued behind the long one
@@ -140,10 +145,11 @@ def test_a_long_handler_keeps_the_worker_alive_and_busy_at_the_other_broker(
                       if w["pid"] == slow.pid] == ["idle"], 5, "FREE to reach broker b")
 
 
+@both_transports
 def test_a_task_held_behind_a_long_one_is_recalled_when_another_worker_comes(
-        cluster: Cluster, zctx: zmq.Context, tmp_path: Path) -> None:
+        cluster: Cluster, zctx: zmq.Context, tmp_path: Path, kind: str) -> None:
     broker = start_broker(cluster, zctx)
-    busy = start_worker(cluster, zctx, [broker])
+    busy = start_worker(cluster, zctx, [broker], "--transport", kind)
     client = RawClient(zctx, broker.endpoint)
     started, gate = tmp_path / "started", tmp_path / "gate"
     client.submit(1, {"gate_file": str(gate), "started_file": str(started)})
@@ -151,7 +157,7 @@ def test_a_task_held_behind_a_long_one_is_recalled_when_another_worker_comes(
     client.submit(2, {"tag": "held"})  # no idle worker: held at the busy one (prefetch)
     wait_for(lambda: [w["queued"] for w in workers(zctx, broker.endpoint)] == [2], 5,
              "the second task to be held")
-    fresh = start_worker(cluster, zctx, [broker])
+    fresh = start_worker(cluster, zctx, [broker], "--transport", kind)
     # the broker RECALLs the held task; the busy worker's sentinel hands it back
     held = client.wait(2, 10)
     assert held["result"]["pid"] == fresh.pid
@@ -196,10 +202,11 @@ def test_an_error_reply_that_cannot_be_encoded_is_answered_internal_and_the_work
     assert "its error reply could not be encoded" in worker.output()
 
 
+@both_transports
 def test_the_time_limit_answers_and_recycles_the_process(
-        cluster: Cluster, zctx: zmq.Context) -> None:
+        cluster: Cluster, zctx: zmq.Context, kind: str) -> None:
     broker = start_broker(cluster, zctx)
-    stuck = start_worker(cluster, zctx, [broker], "--time-limit", "0.5")
+    stuck = start_worker(cluster, zctx, [broker], "--time-limit", "0.5", "--transport", kind)
     client = RawClient(zctx, broker.endpoint)
     client.submit(1, {"sleep": 30})
     reply = client.wait(1, 10)
@@ -208,10 +215,11 @@ def test_the_time_limit_answers_and_recycles_the_process(
     wait_for(lambda: workers(zctx, broker.endpoint) == [], 5, "the broker to forget it")
 
 
+@both_transports
 def test_sigterm_during_a_long_request_finishes_it_and_exits_zero(
-        cluster: Cluster, zctx: zmq.Context, tmp_path: Path) -> None:
+        cluster: Cluster, zctx: zmq.Context, tmp_path: Path, kind: str) -> None:
     broker = start_broker(cluster, zctx)
-    worker = start_worker(cluster, zctx, [broker])
+    worker = start_worker(cluster, zctx, [broker], "--transport", kind)
     client = RawClient(zctx, broker.endpoint)
     started = tmp_path / "started"
     client.submit(1, {"sleep": 1.0, "tag": "last", "started_file": str(started)})
@@ -232,8 +240,9 @@ def test_an_unknown_service_is_a_config_error_naming_the_known_ones(tmp_path: An
     assert "unknown service 'no-such'" in done.stderr and "ecard" in done.stderr
 
 
+@both_transports
 def test_a_standard_broker_gets_plain_mdp_and_its_requests_wait_their_turn(
-        cluster: Cluster, zctx: zmq.Context) -> None:
+        cluster: Cluster, zctx: zmq.Context, kind: str) -> None:
     """A 7/MDP broker written here from the RFC frames: it never answers READY's meta."""
     from clusterkit import FAULTY_WORKER
 
@@ -241,7 +250,7 @@ def test_a_standard_broker_gets_plain_mdp_and_its_requests_wait_their_turn(
     router.linger = 0
     port = router.bind_to_random_port("tcp://127.0.0.1")
     cluster._spawn([str(FAULTY_WORKER), "--broker", f"tcp://127.0.0.1:{port}", "--service",
-                    "tester", "--heartbeat-interval", "0.2"], "worker")
+                    "tester", "--heartbeat-interval", "0.2", "--transport", kind], "worker")
 
     def next_command(timeout_s: float = 10.0) -> list[bytes]:
         deadline = time.monotonic() + timeout_s

@@ -25,6 +25,7 @@ from benchlib.realjob import RealJobResult
 from benchlib.rolecpu import ModeCosts
 from benchlib.scale import ScaleResult, flat
 from benchlib.stats import PIPE, SYNC, Figure, Shape
+from mdp.config import WORKER_TRANSPORT_ENV
 
 FLOOR = "floor (pyzmq)"
 DIPS = "DIPS"
@@ -97,6 +98,10 @@ def environment(results: Results) -> list[tuple[str, str]]:
         ("gearmand / gear", f"{gearmand} / {gear}"),
         ("DIPS", f"commit {_git('rev-parse', '--short', 'HEAD')}{dirty}, "
                  f"code version {code_version()}"),
+        # the sync client's (benchlib.roles) and every mdp-worker's --transport default
+        ("transports: sync client / workers",
+         f"{os.environ.get('DIPS_BENCH_TRANSPORT') or 'auto'} / "
+         f"{os.environ.get(WORKER_TRANSPORT_ENV) or 'auto'}"),
         ("command", f"`{results.command}`"),
     ]
 

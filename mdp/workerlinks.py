@@ -1,0 +1,253 @@
+"""A worker's connection to one broker ("link"): ZMTP on a plain socket, or a pyzmq DEALER.
+
+The worker's shell (:mod:`mdp.worker`) reads and writes its brokers through these, and its
+sentinel (:mod:`mdp.sentinel`) polls them while a handler runs long.
+
+:class:`PlainWorkerLink` speaks ZMTP itself (:class:`mdp.zmtplinks.PlainLink`, the client's)
+on a non-blocking socket in whichever thread holds the worker's lock: no libzmq I/O thread,
+so none of its hand-offs per message. It then also answers the broker's ZMTP PINGs only when
+someone reads: the main thread between tasks and while it waits, the sentinel once a handler
+has run past ``busy_after``. Like a libzmq DEALER, a connection refused before it ever came
+up is tried again every ``RECONNECT_S`` with the messages sent meanwhile (READY) kept for
+it, without the core hearing of it; a connection that drops once up, or a peer whose bytes
+are not ZMTP from a ROUTER, raises (``ConnectionError``, :class:`~mdp.errors.ProtocolError`)
+and the shell tells the core it is lost: the core registers anew, with its backoff.
+
+:class:`ZmqWorkerLink` is the pyzmq DEALER the worker has always used (ZMTP heartbeats
+answered by libzmq's I/O thread, even while a handler holds the main thread; CURVE;
+``inproc://``), with a socket monitor when there are several brokers, so that a dropped
+connection is seen at once.
+
+Neither reads a clock for a decision nor decides anything: the worker core does.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+import zmq
+
+from mdp import sockio
+from mdp.keys import CurveConfig
+from mdp.zmtplinks import RECONNECT_S, PlainLink, plain_address
+
+if TYPE_CHECKING:
+    from mdp.config import WorkerConfig
+
+log = logging.getLogger(__name__)
+
+AUTO_PLAIN = False  # what "auto" means for a worker: pyzmq, until plain is the default
+MAX_QUEUED = 1000  # messages kept for a connection that never came up (libzmq's SNDHWM)
+_ZPOLLIN = int(zmq.POLLIN)
+
+
+class WorkerLink(Protocol):
+    """What the worker's shell and sentinel do with a connection to a broker."""
+
+    address: str
+    retry_at: float  # when a refused connection is tried again (math.inf: none waits)
+
+    def send(self, frames: list[bytes]) -> None: ...
+    def take(self) -> list[list[bytes]]: ...
+    def poll_target(self) -> Any: ...
+    def poll_flags(self) -> int: ...
+    def close(self, linger_ms: int) -> None: ...
+
+
+def uses_plain(transport: str, address: str, curve: CurveConfig | None) -> bool:
+    """Whether ``transport`` puts the link to ``address`` on a plain socket: not for CURVE
+    nor ``inproc://``, which only libzmq speaks."""
+    plain = transport == "plain" or (transport == "auto" and AUTO_PLAIN)
+    return plain and curve is None and address.startswith(("tcp://", "ipc://"))
+
+
+class ZmqWorkerLink:
+    """A worker's pyzmq DEALER to one broker, and its socket monitor if it has one."""
+
+    retry_at = math.inf
+
+    def __init__(self, context: zmq.Context, address: str, max_message_bytes: int,
+                 curve: CurveConfig | None, monitored: bool) -> None:
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        # No ZMTP heartbeats of our own: the broker's (``--zmtp-heartbeat``) are answered by
+        # libzmq's I/O thread even while a handler runs, and are what finds a frozen worker;
+        # a dead or hung broker is found by the socket monitor and by MDP silence. Pings both
+        # ways would double what 1,000 idle workers cost the broker.
+        self.monitor: zmq.Socket | None = None
+        try:
+            if curve is not None:
+                curve.apply(sock, address)
+            if monitored:
+                self.monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+                self._drain_monitor()  # from now on its descriptor signals each event
+            sock.connect(address)
+        except BaseException:
+            self.close(0, sock)
+            raise
+        self.address = address
+        self.sock = sock
+
+    def send(self, frames: list[bytes]) -> None:
+        try:
+            sockio.send(self.sock, frames)
+        except zmq.Again:
+            log.debug("send queue to %s is full; message dropped", self.address)
+
+    def take(self) -> list[list[bytes]]:
+        # a receive that finds nothing costs more than asking first (pyzmq builds a
+        # zmq.Again), and a pass usually finds one message
+        sock = self.sock
+        messages = []
+        while sockio.readable(sock) and (frames := sockio.recv(sock)) is not None:
+            messages.append(frames)
+        return messages
+
+    def poll_target(self) -> Any:
+        return self.sock
+
+    def poll_flags(self) -> int:
+        return _ZPOLLIN
+
+    def monitor_fd(self) -> int | None:
+        """The monitor's descriptor (polled by the main thread only), if it has one."""
+        return None if self.monitor is None else int(self.monitor.fileno())
+
+    def on_monitor(self) -> None:
+        """The monitor's descriptor signalled: ConnectionError if the connection dropped."""
+        if self._drain_monitor():
+            raise ConnectionError(f"the connection to broker {self.address} dropped")
+
+    def _drain_monitor(self) -> bool:
+        """Read every event the monitor holds (so that its descriptor, which signals only
+        when events arrive at an emptied queue, signals the next); True if one was a
+        dropped connection."""
+        monitor = self.monitor
+        dropped = False
+        while monitor is not None:
+            try:
+                frames = monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            dropped = dropped or sockio.monitor_event(frames) == zmq.EVENT_DISCONNECTED
+        return dropped
+
+    def close(self, linger_ms: int, sock: zmq.Socket | None = None) -> None:
+        sock = sock if sock is not None else self.sock
+        if self.monitor is not None:
+            sock.disable_monitor()
+            self.monitor.close(linger=0)
+            self.monitor = None
+        sock.close(linger=linger_ms)
+
+
+class PlainWorkerLink:
+    """ZMTP on a plain socket to one broker (see the module docstring)."""
+
+    def __init__(self, address: str, max_message_bytes: int) -> None:
+        if plain_address(address) is None:
+            raise ValueError(f"{address!r} is not a tcp:// or ipc:// endpoint")
+        self.address = address
+        self.max_message_bytes = max_message_bytes
+        self.retry_at = math.inf
+        self.was_up = False  # its handshake was done once: a drop now is a lost broker
+        self.link: PlainLink | None = None
+        self._queued: list[list[bytes]] = []  # sent before the first handshake was done
+        self._open()
+
+    def _open(self) -> None:
+        self.retry_at = math.inf
+        try:
+            self.link = PlainLink(self.address, self.max_message_bytes, self._queued,
+                                  limit_name="max_message_bytes")
+        except OSError as exc:  # refused, no ipc socket file, a name that does not resolve
+            self._refused(exc)
+
+    def _refused(self, exc: Exception) -> None:
+        """Nothing listens there yet: try again soon, as libzmq does for a DEALER."""
+        log.debug("broker %s: %s; trying again in %.1fs", self.address, exc, RECONNECT_S)
+        if self.link is not None:
+            self.link.close()
+            self.link = None
+        self.retry_at = time.monotonic() + RECONNECT_S
+
+    def _came_up(self) -> None:
+        self.was_up = True
+        self._queued = []
+
+    def send(self, frames: list[bytes]) -> None:
+        if not self.was_up:
+            if len(self._queued) >= MAX_QUEUED:
+                log.debug("send queue to %s is full; message dropped", self.address)
+                return
+            self._queued.append(frames)
+        link = self.link
+        if link is None:
+            return
+        try:
+            link.write(frames)
+        except ConnectionError as exc:
+            if self.was_up or link.was_up:
+                raise
+            self._refused(exc)
+
+    def take(self) -> list[list[bytes]]:
+        link = self.link
+        if link is None:
+            if time.monotonic() >= self.retry_at:
+                self._open()
+            return []
+        try:
+            messages = link.pump()
+        except ConnectionError as exc:
+            if self.was_up or link.was_up:
+                raise
+            self._refused(exc)
+            return []
+        if link.was_up and not self.was_up:
+            self._came_up()
+        return messages
+
+    def taken(self) -> list[list[bytes]]:
+        """The whole messages read before the link broke (libzmq delivers them before it
+        reports the connection gone)."""
+        return [] if self.link is None else self.link.take()
+
+    def poll_target(self) -> Any:
+        """Its descriptor; None while a refused connection waits for ``retry_at``."""
+        return None if self.link is None else self.link.fd
+
+    def poll_flags(self) -> int:
+        """zmq_poll's flags: POLLIN, and POLLOUT while bytes wait to be written."""
+        return _ZPOLLIN if self.link is None else self.link.poll_flags()
+
+    def close(self, linger_ms: int) -> None:
+        link, self.link = self.link, None
+        if link is not None:
+            if linger_ms > 0:
+                link.linger(linger_ms / 1000)
+            link.close()
+
+
+def describe_transport(config: WorkerConfig) -> str:
+    """What the worker's links are, for its start-up line: "plain", "zmq" or "plain (zmq
+    for ...)"."""
+    kinds = {address: uses_plain(config.transport, address, config.curve)
+             for address in config.brokers}
+    if not any(kinds.values()):
+        return "zmq"
+    others = [address for address, plain in kinds.items() if not plain]
+    return f"plain (zmq for {' '.join(others)})" if others else "plain"
+
+
+def open_worker_link(context: zmq.Context, address: str, max_message_bytes: int,
+                     curve: CurveConfig | None, transport: str,
+                     monitored: bool) -> ZmqWorkerLink | PlainWorkerLink:
+    """The link to ``address`` that ``transport`` asks for (see :func:`uses_plain`)."""
+    if uses_plain(transport, address, curve):
+        return PlainWorkerLink(address, max_message_bytes)
+    return ZmqWorkerLink(context, address, max_message_bytes, curve, monitored)
