@@ -271,7 +271,10 @@ class Worker:
             while core.phase is not Phase.DONE:
                 now = time.monotonic()
                 # before draining, take in every task already here: it is served
-                self.read_all(now, None if self._stop_requested else ready)
+                # (every link when a plain link is due to be opened again: reading it
+                # opens it, else the wait below would return at once, again and again)
+                self.read_all(now, None if self._stop_requested or now >= self.retry_at()
+                              else ready)
                 if self._stop_requested:
                     self.check_stop(now)
                 deadline = core.next_deadline(now)

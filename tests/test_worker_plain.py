@@ -31,6 +31,7 @@ from mdp.errors import ConfigError
 from mdp.workerlinks import PlainWorkerLink
 from mdp.zmtp import ZmtpConnection, command, greeting, properties
 from testkit import broker_counter, busy_worker, free_port, has_worker, wait_for, worker_pids
+from testkit.procfs import cpu_seconds
 
 pytestmark = pytest.mark.slow
 
@@ -320,5 +321,24 @@ def test_a_fake_broker_gives_a_plain_worker_a_clear_warning_and_a_reconnect(
         output = worker.output()
         assert f"WARNING broker {fake.endpoint}: " in output and named in output, output
         assert "Traceback" not in output, output
+    finally:
+        fake.close()
+
+
+def test_a_plain_worker_waiting_for_brokers_that_refuse_waits_in_the_kernel(
+        cluster: Cluster) -> None:
+    """One broker answers garbage (its link is closed and waits out the core's backoff),
+    the other refuses connections (its link is tried again every 0.1 s): the worker waits
+    for the next of those times, without a busy loop (CPU time over the wait, not speed)."""
+    fake = FakeBroker(garbage)
+    try:
+        refused = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+        worker = cluster.worker([fake.endpoint, refused], "echo", *PLAIN, wait=False)
+        wait_for(lambda: fake.connections >= 2, 10, "a second connection to the fake broker")
+        wall, cpu = time.monotonic(), cpu_seconds(worker.pid)
+        wait_for(lambda: time.monotonic() - wall >= 3.0, 10, "3 s of waiting")  # the window
+        used = cpu_seconds(worker.pid) - cpu
+        assert worker.popen.poll() is None
+        assert used <= 0.05 * (time.monotonic() - wall), f"{used:.2f} s of CPU in 3 s"
     finally:
         fake.close()
