@@ -32,7 +32,9 @@ from mdp.standing import (
     expired_workers,
     gave_up,
     heard_from,
+    most_are_quiet,
     quiet_holders,
+    quiet_workers,
     set_away,
     set_draining,
 )
@@ -158,7 +160,17 @@ class WorkerKeeper:
 
     def forget(self, worker: Worker, now: float, lost: bool = False) -> None:
         """Forget a worker and give its tasks to others. ``lost``: it died or froze, which
-        costs each request it held a loss (not one whose task never reached it)."""
+        costs each request it held a loss (not one whose task never reached it), unless
+        most of its service's workers have said nothing for two heartbeats, which a live
+        one never does (all frozen, or stalled together): no request is to blame for that."""
+        if lost and most_are_quiet(
+                quiet_workers(worker.service.workers.values(), self.dispatcher.worker_expiry_s,
+                              2 * self.config.heartbeat_interval_s, now),
+                len(worker.service.workers)):
+            self._warnings(now, "worker %s lost while most workers of %r were quiet: taken "
+                           "for a stall, its tasks cost their requests no loss",
+                           worker.identity.hex()[:20], worker.service.name.decode())
+            lost = False
         self._out.forget_worker(worker.identity)  # gathered, never sent: queued again
         for request in self.dispatcher.remove_worker(
                 worker, now, self._out.delivered if lost else None):
@@ -207,7 +219,7 @@ class WorkerKeeper:
             by_service.setdefault(worker.service.name, []).append(worker)
         for workers in by_service.values():
             service = workers[0].service
-            if len(workers) > max(1, len(service.workers) // 2):
+            if most_are_quiet(len(workers), len(service.workers)):
                 self._warnings(now, "%d of %d workers of %r quiet for %.1fs while they run a "
                                "task: taken for an overload, not for frozen workers",
                                len(workers), len(service.workers), service.name.decode(),

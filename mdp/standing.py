@@ -184,3 +184,18 @@ def quiet_holders(busy: Iterable[Worker], expiry_s: float, quiet_s: float, silen
                 if at < due:
                     due = at
     return quiet, silent, due + SILENT_SLACK_S
+
+
+def most_are_quiet(quiet: int, attached: int) -> bool:
+    """Whether ``quiet`` workers of a service of ``attached`` are more than half of it (at
+    least two): a freeze or a crash strikes one process, so a service gone quiet together
+    is overloaded or stalled (or this broker was), and no request is to blame."""
+    return quiet > max(1, attached // 2)
+
+
+def quiet_workers(workers: Iterable[Worker], expiry_s: float, quiet_s: float,
+                  now: float) -> int:
+    """How many of ``workers`` have said nothing for ``quiet_s`` (``expiry_s``: the
+    dispatcher's ``worker_expiry_s``, from which ``expires_at`` was set)."""
+    heard_by = now - quiet_s + expiry_s
+    return sum(1 for w in workers if w.expires_at <= heard_by)

@@ -392,6 +392,7 @@ def test_a_silent_standard_worker_holding_a_task_is_a_loss_a_dips_one_is_not_exp
     running_at(core, W2, 2, 0.0)
     for now in (1.0, 2.0):
         tick(core, now)
+        feed(core, W2, p.signal(p.HEARTBEAT), now)  # W2 lives (its handler runs long)
     sent = tick(core, 3.0)  # W1 was silent for 3 heartbeats; W2 holds a task: exempt
     assert (W1, p.BrokerSignal(p.DISCONNECT)) in sent
     assert error_of([m for _, m in sent], 1) == "worker_lost"
@@ -1028,3 +1029,26 @@ def test_a_malformed_submit_answers_no_id_it_cannot_read_nor_one_held() -> None:
         assert feed(core, C1, raw_submit(meta, [BODY]), 0.1) == []
     assert feed(core, C1, [b"", p.DIPS_CLIENT, p.SUBMIT, SVC, b"\xc1", BODY], 0.1) == []
     assert core.dispatcher.counters.dropped == 5
+
+
+def test_workers_lost_while_the_whole_service_was_quiet_cost_their_requests_nothing() -> None:
+    """Every worker of a service frozen together (a stalled host, a fleet stopped): their
+    connections drop one after the other (ZMTP), and a request that went from one to the
+    next is not taken for one that kills workers; it waits for a worker, and runs."""
+    core = make(max_worker_losses=2)
+    ready(core, W1, prefetch=4)
+    ready(core, W2, prefetch=4)
+    running_at(core, W1, 1, 0.0)
+    [(_, other)] = submit(core, C1, 2, 0.0)  # W2 runs it
+    [(_, held)] = submit(core, C1, 3, 0.0)  # held behind request 1 or 2
+    assert isinstance(held, p.BrokerTask) and held.hold
+    for now in (1.0, 2.0, 3.0, 4.0):  # both frozen: nothing from either
+        tick(core, now)
+    lost(core, W1, 4.4)
+    lost(core, W2, 4.45)
+    assert core.dispatcher.counters.poisoned == 0
+    # (the last of them cannot be told from a lone worker's death: at most that one counts)
+    assert max(r.losses for r in core.dispatcher.held.values()) <= 1
+    sent = ready(core, W3, 5.0)  # a worker again: every request goes to it
+    assert sorted(t.body == [BODY] for t in tasks_in(to(W3, sent))) == [True]
+    assert len(core.dispatcher.held) == 3 and core.dispatcher.counters.errors == 0
