@@ -91,7 +91,7 @@ def test_many_concurrent_calls_share_one_client(cluster: Cluster) -> None:
 
 
 def test_unknown_service_and_a_cancelled_call(cluster: Cluster) -> None:
-    broker = cluster.broker()
+    broker = cluster.broker(None, "--unknown-grace", "0.5")  # not the default's 2 s start-up
     cluster.worker([broker], "tester", faulty=True)
 
     async def main() -> None:

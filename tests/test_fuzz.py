@@ -99,7 +99,7 @@ def test_request_decoding_raises_only_bad_request(frames: list[bytes]) -> None:
 
 
 @pytest.mark.slow
-@settings(max_examples=1500, deadline=None,
+@settings(max_examples=600, deadline=None,  # 3,000 messages
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzz_a_live_broker(data: st.DataObject, fuzz_target: dict) -> None:

@@ -131,8 +131,7 @@ def code_tree(root: Path, changed: str) -> dict[str, str]:
     a new code version, and a new output version where it is the renderers' code. The
     environment runs a worker from it."""
     for package in ("mdp", "renderers"):
-        shutil.copytree(REPO / package, root / package,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(REPO / package, root / package)  # with its compiled modules
     with (root / changed).open("a", encoding="utf-8") as f:
         f.write("\n# changed by a test\n")
     return {"PYTHONPATH": str(root), "PYTHONSAFEPATH": "1"}  # (not the working directory's)

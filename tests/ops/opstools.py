@@ -25,12 +25,16 @@ FAST = ["--heartbeat-interval", "0.2", "--time-limit", "5"]
 
 
 def copy_code(dest: Path) -> Path:
-    """A private copy of the code tree, so that a test can change the workers' code."""
+    """A private copy of the code tree, so that a test can change the workers' code.
+
+    The compiled modules come along (copied with their sources' times, so Python still
+    checks each against its source): the cluster's processes need not compile it all again.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     for package in CODE_PACKAGES:
         source = REPO / package
         if source.is_dir():
-            shutil.copytree(source, dest / package, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(source, dest / package)  # with its compiled modules, if any
     return dest
 
 

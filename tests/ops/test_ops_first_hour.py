@@ -41,8 +41,7 @@ def with_doors(code: Path) -> Path:
     """The code copy also gets the doors, so that they run the code under test."""
     for package in DOOR_PACKAGES:
         if not (code / package).exists():
-            shutil.copytree(REPO / package, code / package,
-                            ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(REPO / package, code / package)  # with its compiled modules
     return code
 
 
