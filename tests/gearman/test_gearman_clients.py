@@ -31,7 +31,7 @@ from testkit import gear_call, gear_client, gear_job, wait_for
 # The seed's client code (../shared/seeds/001_*.txt), addresses changed, do -> doNormal, and
 # one addServer line where the seed has two (docs/GEARMAN.md: the libgearman that Debian
 # ships sometimes never returns from a call with two servers: this script hung 5 times in
-# 200 against gearmand itself, 4-6 in 200 against the door on either event loop, and 0 in
+# 200 against gearmand itself, 6-7 in 300 against the door on either event loop, and 0 in
 # 200 with one line, on the shared 2-core VM).
 SEED_PHP = """<?php
 $dips = new GearmanClient();
