@@ -99,13 +99,7 @@ class ZmqWorkerLink:
             log.debug("send queue to %s is full; message dropped", self.address)
 
     def take(self) -> list[list[bytes]]:
-        # a receive that finds nothing costs more than asking first (pyzmq builds a
-        # zmq.Again), and a pass usually finds one message
-        sock = self.sock
-        messages = []
-        while sockio.readable(sock) and (frames := sockio.recv(sock)) is not None:
-            messages.append(frames)
-        return messages
+        return sockio.recv_ready(self.sock)
 
     def poll_target(self) -> Any:
         return self.sock

@@ -147,13 +147,7 @@ class ZmqLink:
         return [] if frames is None else [frames]
 
     def take(self) -> list[list[bytes]]:
-        # asking before each receive is cheaper than a receive that finds nothing (pyzmq
-        # builds a zmq.Again), and a pass usually finds one or two messages
-        sock = self.sock
-        messages = []
-        while sockio.readable(sock) and (frames := sockio.recv(sock)) is not None:
-            messages.append(frames)
-        return messages
+        return sockio.recv_ready(self.sock)
 
     def poll_target(self) -> Any:
         return self.sock

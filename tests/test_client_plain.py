@@ -24,6 +24,7 @@ from mdp.client import MDPClient
 from mdp.zmtp import command, greeting, properties
 from mdp.zmtplinks import PlainLink, ZmqLink
 from testkit import busy_worker, free_port, wait_for
+from testkit.fakebroker import ROUTER_READY, FakeBroker, garbage, wrong_type
 
 pytestmark = pytest.mark.slow
 
@@ -131,56 +132,10 @@ def test_a_broker_killed_or_frozen_mid_call_fails_over(cluster: Cluster, fault: 
 
 # --- fake brokers ---------------------------------------------------------------------------
 
-ROUTER_HELLO = greeting() + command(b"READY", properties({b"Socket-Type": b"ROUTER"}))
-
-
-class FakeBroker:
-    """A plain TCP server that answers every connection with ``reply(first bytes)``."""
-
-    def __init__(self, reply: Callable[[socket.socket], None]) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.endpoint = f"tcp://127.0.0.1:{self.server.getsockname()[1]}"
-        self.reply = reply
-        self.connections = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            self.connections += 1
-            conn.settimeout(5)
-            try:
-                self.reply(conn)
-            except OSError:
-                pass
-            finally:
-                conn.close()
-
-    def close(self) -> None:
-        try:
-            self.server.shutdown(socket.SHUT_RDWR)  # wakes the accept
-        except OSError:
-            pass
-        self.server.close()
-        self._thread.join(5)
-
-
-def garbage(conn: socket.socket) -> None:
-    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-    conn.recv(100)
-
-
-def wrong_type(conn: socket.socket) -> None:
-    conn.sendall(greeting() + command(b"READY", properties({b"Socket-Type": b"PUB"})))
-    conn.recv(100)
 
 
 def oversize(conn: socket.socket) -> None:
-    conn.sendall(ROUTER_HELLO)
+    conn.sendall(ROUTER_READY)
     got = b""
     while b"MDPC01" not in got:  # our greeting, READY, HELLO and the request behind it
         more = conn.recv(65536)

@@ -29,8 +29,9 @@ from mdp.config import (
 )
 from mdp.errors import ConfigError
 from mdp.workerlinks import PlainWorkerLink
-from mdp.zmtp import ZmtpConnection, command, greeting, properties
+from mdp.zmtp import ZmtpConnection, command
 from testkit import broker_counter, busy_worker, free_port, has_worker, wait_for, worker_pids
+from testkit.fakebroker import ROUTER_READY, FakeBroker, garbage, wrong_type
 from testkit.procfs import cpu_seconds
 
 pytestmark = pytest.mark.slow
@@ -221,42 +222,6 @@ def test_a_worker_frozen_past_the_zmtp_timeout_is_dropped_and_registers_again(
 
 # --- fake brokers ---------------------------------------------------------------------------
 
-ROUTER_READY = greeting() + command(b"READY", properties({b"Socket-Type": b"ROUTER"}))
-
-
-class FakeBroker:
-    """A plain TCP server that answers every connection with ``reply(connection)``."""
-
-    def __init__(self, reply: Callable[[socket.socket], None]) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.endpoint = f"tcp://127.0.0.1:{self.server.getsockname()[1]}"
-        self.reply = reply
-        self.connections = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            self.connections += 1
-            conn.settimeout(5)
-            try:
-                self.reply(conn)
-            except OSError:
-                pass
-            finally:
-                conn.close()
-
-    def close(self) -> None:
-        try:
-            self.server.shutdown(socket.SHUT_RDWR)  # wakes the accept
-        except OSError:
-            pass
-        self.server.close()
-        self._thread.join(5)
 
 
 def _after_ready(conn: socket.socket) -> None:
@@ -268,16 +233,6 @@ def _after_ready(conn: socket.socket) -> None:
         if not more:
             raise OSError("the worker closed first")
         got += more
-
-
-def garbage(conn: socket.socket) -> None:
-    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-    conn.recv(100)
-
-
-def wrong_type(conn: socket.socket) -> None:
-    conn.sendall(greeting() + command(b"READY", properties({b"Socket-Type": b"PUB"})))
-    conn.recv(100)
 
 
 def oversize(conn: socket.socket) -> None:
