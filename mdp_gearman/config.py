@@ -60,10 +60,13 @@ class GatewayConfig:
     worker_secret: str | None = None  # under CURVE: the Gearman workers' links' key pair
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # the brokers' --max-message-bytes
     event_loop: str = "auto"  # auto (uvloop if installed), uvloop or asyncio
+    packet_grace_s: float = GRACE_S  # a packet may take this long beyond its size at the floor
 
     def validate(self) -> None:
         if not self.listen:
             raise ConfigError("the gateway needs at least one --listen HOST:PORT")
+        if not self.packet_grace_s > 0:
+            raise ConfigError(f"--packet-grace must be more than 0, not {self.packet_grace_s}")
         if self.event_loop not in EVENT_LOOPS:
             raise ConfigError(f"--event-loop is one of {', '.join(EVENT_LOOPS)}, "
                               f"not {self.event_loop!r}")
@@ -181,8 +184,11 @@ def from_command_line(argv: Sequence[str] | None) -> tuple[GatewayConfig, str]:
     add("--max-inflight-bytes", type=int, default=d.max_inflight_bytes, metavar="N",
         help="bytes that packets still arriving may hold, every connection together; a "
         "packet that does not fit waits (its connection unread) until others arrive. Each "
-        f"packet must arrive within {GRACE_S:g} s plus its size at --link-floor, or its "
+        "packet must arrive within --packet-grace plus its size at --link-floor, or its "
         "connection gets ERROR and is closed")
+    add("--packet-grace", dest="packet_grace_s", type=float, default=d.packet_grace_s,
+        metavar="SECONDS", help="how long a packet may take beyond its size at --link-floor "
+        "(a peer that starts one and stalls holds its share of the budget this long)")
     add("--worker-functions", action="append", type=_patterns, default=[],
         metavar="PATTERNS", help="functions Gearman workers may offer here, as names or "
         "fnmatch patterns, comma-separated or repeated ('ecard', 'img.*', '*'). A Gearman "

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 from mdp.rates import format_rate
 from mdp_gearman import packets as g
-from mdp_gearman.inflight import GRACE_S, packet_deadline
+from mdp_gearman.inflight import packet_deadline
 from mdp_gearman.jobs import Job
 from mdp_gearman.workers import GearmanWorker
 
@@ -198,7 +198,8 @@ class Connection(asyncio.Protocol):
             loop = asyncio.get_running_loop()
             owed = packet.size + transport.get_write_buffer_size()
             self._stall = loop.call_at(
-                packet_deadline(loop.time(), owed, self.config.link_floor),
+                packet_deadline(loop.time(), owed, self.config.link_floor,
+                                self.config.packet_grace_s),
                 self._stalled, loop.time())
 
     # --- packets in progress (mdp_gearman.inflight) -----------------------------------
@@ -258,7 +259,8 @@ class Connection(asyncio.Protocol):
             return
         waited = asyncio.get_running_loop().time() - since
         text = (f"{g.type_name(packet.type)} of {packet.size} bytes stalled: {packet.received} "
-                f"arrived in {waited:.1f} s; a packet must arrive within {GRACE_S:g} s plus "
+                f"arrived in {waited:.1f} s; a packet must arrive within "
+                f"{self.config.packet_grace_s:g} s (--packet-grace) plus "
                 f"its size at {format_rate(self.config.link_floor)} (the link floor)")
         self.gateway.warn_peer("stalled", "closing %s: %s", self.peer, text)
         self.fatal("packet_stalled", text)

@@ -7,7 +7,8 @@ all but the last byte of each would hold 32 MiB per connection for as long as it
 Two bounds stop that:
 
 - **a deadline per packet**: it must arrive at the link floor (``--link-floor``, the slowest
-  link a big body is allowed, 10 MB/s by default) plus :data:`GRACE_S`; else the connection
+  link a big body is allowed, 10 MB/s by default) plus a grace (``--packet-grace``,
+  :data:`GRACE_S` by default); else the connection
   gets ERROR ``packet_stalled`` and is closed (:func:`packet_deadline`);
 - **one budget** (``--max-inflight-bytes``) of the bytes packets in progress declared, across
   every connection (:class:`InflightBudget`). A packet that does not fit waits, its
@@ -28,9 +29,9 @@ GRACE_S = 5.0  # how long any packet may take beyond its size at the link floor
 DEFAULT_MAX_INFLIGHT_BYTES = 256 * 1024 * 1024
 
 
-def packet_deadline(start: float, size: int, link_floor: int) -> float:
+def packet_deadline(start: float, size: int, link_floor: int, grace_s: float) -> float:
     """When a packet of ``size`` body bytes whose header came at ``start`` must be whole."""
-    return start + GRACE_S + size / link_floor
+    return start + grace_s + size / link_floor
 
 
 class InflightBudget:

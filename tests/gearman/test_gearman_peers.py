@@ -187,7 +187,7 @@ def test_a_stalled_packet_is_cut_and_one_waiting_for_the_budget_is_then_read(
     within its deadline; the waiter is then read, and served."""
     size = 1 << 20
     gateway = start_gateway(peers.cluster, peers.brokers, "--max-packet-bytes", str(size),
-                            "--max-inflight-bytes", str(size))
+                            "--max-inflight-bytes", str(size), "--packet-grace", "1")
     first, second = _partial(port_of(gateway), size), _partial(port_of(gateway), size)
     wait_for(lambda: "waits for the in-flight budget" in gateway.output(), 10,
              "a connection waiting for the budget")
@@ -197,6 +197,7 @@ def test_a_stalled_packet_is_cut_and_one_waiting_for_the_budget_is_then_read(
     waiter = second if holder is first else first
     told = _drain(holder)
     assert b"packet_stalled" in told and b"stalled: 524288 arrived" in told, told
+    assert b"within 1 s (--packet-grace)" in told, told
     waiter.sendall(b"x" * (size - size // 2))
     kind, args = Raw.over(waiter).recv()
     assert kind == T.ECHO_RES and len(args[0]) == size
@@ -236,7 +237,7 @@ def test_an_idle_connection_is_never_cut(peers: Peers) -> None:
     packets, is kept however long the packet deadlines of others run."""
     size = 64 * 1024
     gateway = start_gateway(peers.cluster, peers.brokers, "--max-packet-bytes", "65536",
-                            "--max-inflight-bytes", "65536")
+                            "--max-inflight-bytes", "65536", "--packet-grace", "1")
     idle = Raw(port_of(gateway))
     idle.send(T.ECHO_REQ, b"before")
     assert idle.recv() == (T.ECHO_RES, [b"before"])
