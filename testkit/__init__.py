@@ -21,7 +21,7 @@ from testkit.brokers import (
 )
 from testkit.gearman import gear_call, gear_client, gear_job, gear_result, gear_worker
 from testkit.load import BrokerLoad, Load, echo_request, echoed
-from testkit.ports import LOOPBACK, free_port, free_ports, tcp_endpoint
+from testkit.ports import LOOPBACK, free_port, free_ports, taken_port, tcp_endpoint
 from testkit.procfs import cpu_seconds, kill_all_under, processes_under, rss_bytes, wakeups
 from testkit.waiting import WaitTimeout, wait_for
 
@@ -30,6 +30,6 @@ __all__ = [
     "busy_worker", "count_workers", "cpu_seconds", "echo_request", "free_port", "free_ports",
     "gear_call", "gear_client", "gear_job", "gear_result", "gear_worker", "has_worker",
     "kill_all_under", "processes_under", "queue_depth", "rss_bytes", "echoed", "serving_workers",
-    "status_of", "tcp_endpoint",
+    "status_of", "taken_port", "tcp_endpoint",
     "wait_for", "wakeups", "worker_pids",
 ]

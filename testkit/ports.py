@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Collection
 
 LOOPBACK = "127.0.0.1"
 
@@ -31,3 +32,22 @@ def free_port() -> int:
 def tcp_endpoint(port: int) -> str:
     """The ZeroMQ endpoint of ``port`` on loopback."""
     return f"tcp://{LOOPBACK}:{port}"
+
+
+def taken_port(avoid: Collection[int] = ()) -> socket.socket:
+    """A socket listening on loopback on a port that is none of ``avoid`` (ports a test
+    has chosen for its own programs), for tests of a port that is already in use. The
+    kernel may hand out again a port that ``free_ports`` returned, since those are
+    closed; a port in ``avoid`` is held while the next is asked for, so each is new."""
+    rejected: list[socket.socket] = []
+    try:
+        while True:
+            sock = socket.socket()
+            sock.bind((LOOPBACK, 0))
+            if sock.getsockname()[1] not in avoid:
+                sock.listen()
+                return sock
+            rejected.append(sock)
+    finally:
+        for sock in rejected:
+            sock.close()

@@ -17,7 +17,7 @@ from mdp.version import code_version, package_version
 from mdpctl import commands, probe
 from mdpctl.cli import build_parser, main, split_doc
 from mdpctl.lock import exclusive, lock_path
-from testkit import free_ports, processes_under
+from testkit import free_ports, processes_under, taken_port
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -135,9 +135,7 @@ def test_up_refuses_a_taken_port_and_starts_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (free,) = free_ports(1)
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
+    with taken_port(avoid=[free]) as taken:
         busy = f"tcp://127.0.0.1:{taken.getsockname()[1]}"
         argv = ["--run-dir", str(tmp_path), "up", "--broker", busy]
         code, _, err = run(capsys, *argv, "--broker", f"tcp://127.0.0.1:{free}")

@@ -27,7 +27,7 @@ from PIL import Image
 
 from clusterkit import needs
 from docblocks import parse
-from testkit import free_ports, kill_all_under, processes_under, wait_for
+from testkit import free_ports, kill_all_under, processes_under, taken_port, wait_for
 
 from .conftest import NO_DOORS
 from .opstools import FAST, REPO, LocalCluster, copy_code
@@ -106,9 +106,8 @@ def test_up_refuses_a_taken_door_port_in_one_line_naming_its_holder(
 ) -> None:
     doors, http, gearman = doors_on_free_ports()
     local_cluster.up_args = doors
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
+    ours = [int(a.rpartition(":")[2]) for a in (*local_cluster.brokers, http, gearman)]
+    with taken_port(avoid=ours) as taken:
         port = taken.getsockname()[1]
         result = local_cluster.up("--service", "echo=1", f"--{door}", f"127.0.0.1:{port}")
     assert result.returncode == 2, result.stdout + result.stderr

@@ -22,7 +22,7 @@ from mdpctl import flags, images
 from mdpctl.cli import build_parser, main
 from mdpctl.doors import door_kind
 from renderers import settings as renderer_settings
-from testkit import free_port, free_ports, processes_under, wait_for
+from testkit import free_port, free_ports, processes_under, taken_port, wait_for
 
 from .opstools import REPO, supervisord_reads
 
@@ -254,13 +254,12 @@ def test_up_refuses_image_options_that_cannot_work_before_anything_starts(
 def test_up_refuses_a_taken_redis_port_in_one_line_naming_its_holder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    brokers = [a for p in free_ports(2) for a in ("--broker", f"tcp://127.0.0.1:{p}")]
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
+    ours = free_ports(3)
+    brokers = [a for p in ours[:2] for a in ("--broker", f"tcp://127.0.0.1:{p}")]
+    with taken_port(avoid=ours) as taken:
         port = taken.getsockname()[1]
         code, _, err = run(capsys, "--run-dir", str(tmp_path / "run"), "up", *brokers,
-                           "--service", "echo=1", "--http", f"127.0.0.1:{free_port()}",
+                           "--service", "echo=1", "--http", f"127.0.0.1:{ours[2]}",
                            "--gearman", "off", "--redis", f"127.0.0.1:{port}")
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith(f"mdpctl: redis (127.0.0.1:{port}) cannot start: port {port} on "
