@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mdp.config import VersionAction
 from mdp.errors import ConfigError
+from mdp.eventloop import EVENT_LOOP_HELP, EVENT_LOOPS, check_event_loop
 from mdp.options import check_endpoints
 from mdp.rates import (
     DEFAULT_LINK_FLOOR,
@@ -18,7 +19,6 @@ from mdp.rates import (
     link_floor_flag,
     size_arg,
 )
-from mdp_gearman.eventloop import EVENT_LOOPS
 from mdp_gearman.inflight import DEFAULT_MAX_INFLIGHT_BYTES, GRACE_S
 from mdp_gearman.mapping import DEFAULT_RAW_FIELD
 from mdp_gearman.packets import DEFAULT_MAX_PACKET_BYTES
@@ -67,9 +67,7 @@ class GatewayConfig:
             raise ConfigError("the gateway needs at least one --listen HOST:PORT")
         if not self.packet_grace_s > 0:
             raise ConfigError(f"--packet-grace must be more than 0, not {self.packet_grace_s}")
-        if self.event_loop not in EVENT_LOOPS:
-            raise ConfigError(f"--event-loop is one of {', '.join(EVENT_LOOPS)}, "
-                              f"not {self.event_loop!r}")
+        check_event_loop(self.event_loop)
         if not self.brokers:
             raise ConfigError("the gateway needs at least one --broker endpoint")
         check_endpoints(self.brokers)
@@ -203,9 +201,7 @@ def from_command_line(argv: Sequence[str] | None) -> tuple[GatewayConfig, str]:
     add("--sync", default=d.sync, choices=["FULL", "NORMAL"],
         help="SQLite synchronous mode of the outbox (NORMAL survives a process crash, FULL "
         "also a power cut)")
-    add("--event-loop", default=d.event_loop, choices=EVENT_LOOPS,
-        help="the event loop: uvloop (less CPU per job) or asyncio's own; auto takes "
-        "uvloop when it is installed")
+    add("--event-loop", default=d.event_loop, choices=EVENT_LOOPS, help=EVENT_LOOP_HELP)
     curve = parser.add_argument_group("CURVE security (both or none)")
     curve.add_argument("--curve-secret", metavar="FILE",
                        help="this door's key pair (NAME.key_secret, mode 0600)")

@@ -26,6 +26,7 @@ import zmq
 
 from mdp import fdlimit
 from mdp.errors import BadRequest, ConfigError, RequestError, Timeout, UnknownService
+from mdp.eventloop import loop_factory
 from mdp.keys import CurveConfig
 from mdp.logs import LOG_FORMAT, RateLimitedLog, loop_errors
 from mdp.status import BrokerStatus
@@ -37,7 +38,6 @@ from mdp_gearman.background import BackgroundRunner, Outcome
 from mdp_gearman.config import GatewayConfig, parse_args
 from mdp_gearman.connection import Connection
 from mdp_gearman.dips import Dips
-from mdp_gearman.eventloop import loop_factory
 from mdp_gearman.fleet import GEARMAN_WORKER_VERSION, Fleet
 from mdp_gearman.inflight import InflightBudget
 from mdp_gearman.jobs import (
@@ -496,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # each registration, which a peer repeats at will; the door logs joins itself
         logging.getLogger("mdp.workercore").setLevel(logging.WARNING)
     try:
-        factory, loop_name = loop_factory(config.event_loop)
+        factory, loop_name = loop_factory(config.event_loop, "dips[gearman]")
         log.info("event loop: %s", loop_name)
         with asyncio.Runner(loop_factory=factory) as runner:
             return runner.run(serve(config))

@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from mdp import fdlimit
 from mdp.errors import BadRequest, ConfigError, MDPError, Timeout
+from mdp.eventloop import loop_factory
 from mdp.fdlimit import MIN_CONNECTIONS
 from mdp.keys import CurveConfig
 from mdp.logs import LOG_FORMAT, RateLimitedLog, loop_errors
@@ -284,7 +285,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT)
     serverlog.install()  # malformed requests: a bounded number of lines, not eleven each
     try:
-        return asyncio.run(serve(config))
+        factory, loop_name = loop_factory(config.event_loop, "dips[http]")
+        log.info("event loop: %s", loop_name)
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(serve(config))
     except ConfigError as exc:
         log.error("%s", exc)
         return 2

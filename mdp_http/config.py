@@ -12,6 +12,7 @@ from typing import Any
 
 from mdp.config import VersionAction
 from mdp.errors import ConfigError
+from mdp.eventloop import EVENT_LOOP_HELP, EVENT_LOOPS, check_event_loop
 from mdp.fdlimit import MIN_CONNECTIONS
 from mdp.options import check_endpoints
 from mdp.rates import (
@@ -90,6 +91,8 @@ class HttpConfig:
                                     "this gateway's CURVE key pair (with --broker-key)", "FILE")
     broker_key: str | None = _opt(None, "--broker-key", "the brokers' CURVE public key", "FILE")
     log_level: str = _opt("INFO", "--log-level", "logging level")
+    event_loop: str = _opt("auto", "--event-loop", f"{EVENT_LOOP_HELP} ({', '.join(EVENT_LOOPS)})",
+                           "LOOP")
     thumbor_key: str | None = _opt(None, "--thumbor-key", "a file holding thumbor's "
                                    "SECURITY_KEY: thumbor URLs must then carry its HMAC "
                                    "signature (a door with --sign-key and no thumbor key "
@@ -163,6 +166,7 @@ class HttpConfig:
         if bool(self.curve_secret) != bool(self.broker_key):
             raise ConfigError("CURVE needs both --curve-secret and --broker-key")
         check_link_floor(self.link_floor, "--link-floor")
+        check_event_loop(self.event_loop)
 
 
 ENV_PREFIX = "DIPS_HTTP_"

@@ -7,7 +7,6 @@ cannot be imported (a ``uvloop`` module that raises ImportError, first on the do
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -17,15 +16,7 @@ from gwkit import port_of, start_gateway
 
 from clusterkit import Cluster
 from testkit import gear_call, gear_client
-
-
-def _broken_uvloop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Processes started from now on fail to import uvloop, as where it is not installed."""
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "uvloop.py").write_text('raise ImportError("no module named uvloop (test shim)")\n')
-    path = os.environ.get("PYTHONPATH")
-    monkeypatch.setenv("PYTHONPATH", str(shim) + (os.pathsep + path if path else ""))
+from testkit.shims import without_module
 
 
 def _echo_through(gateway_port: int) -> bytes:
@@ -50,7 +41,7 @@ def test_without_uvloop_auto_falls_back_and_uvloop_is_refused_by_name(
         cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     broker = cluster.broker()
     cluster.worker([broker], "echo")
-    _broken_uvloop(tmp_path, monkeypatch)
+    without_module("uvloop", tmp_path, monkeypatch)
     gateway = start_gateway(cluster, [broker])
     assert "event loop: asyncio (uvloop is not installed)\n" in gateway.output()
     assert _echo_through(port_of(gateway)) == b'{"loop": 1}'
