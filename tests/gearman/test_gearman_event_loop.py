@@ -7,11 +7,11 @@ cannot be imported (a ``uvloop`` module that raises ImportError, first on the do
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 import uvloop
+from doorloops import refused_without_uvloop
 from gwkit import port_of, start_gateway
 
 from clusterkit import Cluster
@@ -45,11 +45,4 @@ def test_without_uvloop_auto_falls_back_and_uvloop_is_refused_by_name(
     gateway = start_gateway(cluster, [broker])
     assert "event loop: asyncio (uvloop is not installed)\n" in gateway.output()
     assert _echo_through(port_of(gateway)) == b'{"loop": 1}'
-    refused = cluster._spawn(["-m", "mdp_gearman", "--listen", "127.0.0.1:0", "--broker",
-                              broker.endpoint, "--event-loop", "uvloop"], "refused")
-    try:
-        assert refused.popen.wait(timeout=30) == 2
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the door started without uvloop:\n{refused.output()}")
-    assert "--event-loop uvloop: uvloop cannot be imported" in refused.output()
-    assert "listening" not in refused.output()
+    refused_without_uvloop(cluster, "mdp_gearman", broker.endpoint)
