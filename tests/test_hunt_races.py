@@ -141,3 +141,70 @@ def test_a_restarted_broker_gets_again_what_it_lost_and_a_hello() -> None:
     assert wire.brokers[0]._hellos.get(wire.identity[0])  # batches and progress again
     wire.answer(1.4)
     assert [c.outcome for c in calls] == [{"v": 0}, {"v": 1}, {"v": 2}]
+
+
+# --- a frozen worker's task, taken back and answered elsewhere, is not run when it wakes ---
+
+W1, W2, C1 = b"\x00w1", b"\x00w2", b"\x00c1"
+
+
+def test_a_task_taken_back_from_a_frozen_worker_is_not_run_when_it_wakes() -> None:
+    """W1 (a real worker core) is frozen (SIGSTOP) just as its broker sends it a task:
+    the task waits in its socket. Silent past --frozen-after, the task is taken back and
+    answered by W2. When W1 wakes it reads everything that waited; it must not run the
+    task that was answered meanwhile (chaos: a few requests per worker SIGSTOP ran again
+    on the woken worker, after their reply)."""
+    from mdp.workercore import WorkerCore
+    from mdp.workerstate import Timing
+
+    core = BrokerCore(BrokerConfig(bind=["inproc://hunt"]), 0.0, instance="one")
+    worker = WorkerCore(["tcp://b"], SVC, {"host": "h", "pid": 1, "version": "v"}, Timing(),
+                        prefetch=1)
+    inbox: list[list[bytes]] = []  # what waits in W1's socket while it is frozen
+
+    def run_broker() -> list[tuple[bytes, list[bytes]]]:
+        out = []
+        for action in core.take_actions():
+            assert isinstance(action, Send)
+            if action.frames[0] == W1:
+                inbox.append(action.frames[1:])
+            else:
+                out.append((action.frames[0], action.frames[1:]))
+        return out
+
+    def run_worker(now: float) -> None:
+        for action in worker.take_actions():
+            if isinstance(action, Send):
+                core.handle(Received(0, [W1, *action.frames]), now)
+            elif isinstance(action, Open):
+                worker.handle(Opened(0), now)
+
+    worker.start(0.0)
+    run_worker(0.0)
+    run_worker(0.0)  # READY
+    core.handle(Received(0, [W2, *p.ready(SVC, {"host": "h", "pid": 2, "prefetch": 1})]), 0.0)
+    run_broker()
+    for frames in inbox:  # W1 is welcomed
+        worker.handle(Received(0, frames), 0.0)
+    inbox.clear()
+    run_worker(0.0)
+    core.handle(Received(0, [C1, *p.client_submit(SVC, 1, 10_000, [msgpack.packb({"v": 1})])]),
+                0.1)
+    assert run_broker() == [] and len(inbox) == 1  # W1's task: it is frozen from here
+    given: list[p.BrokerTask] = []
+    for now in (0.35, 0.6, 0.95):  # probed, no answer: silent
+        core.handle(Tick(), now)
+        for peer, frames in run_broker():
+            message = p.parse_worker_inbound(frames)
+            if peer == W2 and isinstance(message, p.BrokerTask):
+                given.append(message)
+    [again] = given
+    body = p.result_body(msgpack.unpackb(again.body[0]))
+    core.handle(Received(0, [W2, *p.reply(again.key, [body])]), 1.0)
+    [(to, result)] = run_broker()
+    assert to == C1 and p.parse_client_inbound(result).rid == 1
+
+    for frames in inbox:  # SIGCONT: W1 reads everything that waited
+        worker.handle(Received(0, frames), 2.0)
+    task = worker.begin(2.0)
+    assert task is None, "the woken worker runs a task answered a second ago elsewhere"
