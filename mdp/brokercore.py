@@ -62,6 +62,7 @@ from mdp.sweeps import (
 from mdp.version import code_version
 
 log = logging.getLogger("mdp.broker")  # (the shell's logger too: one name for the broker)
+MAX_GONE = 1000  # clients remembered as gone (their queued requests dropped once)
 
 RoleOf = Callable[[str], str]
 """The role of a CURVE key now: "client", "worker", or "" (not allowed)."""
@@ -98,6 +99,7 @@ class BrokerCore:
         self._client_welcome = welcome
         self._firsts: dict[bytes, p.First] = {}  # HELLO "first", by client
         self._hellos: dict[bytes, int] = {}  # clients' HELLO flags (BATCH, PROGRESS)
+        self._gone: dict[bytes, None] = {}  # clients a send to failed (the latest MAX_GONE)
         self._out = Outbox(self.dispatcher.workers)
         self._now = now  # the time of the event being handled
         self._gather = False  # the message being handled has others behind it
@@ -183,6 +185,16 @@ class BrokerCore:
             self.dispatcher.counters.undeliverable += 1
             self._hellos.pop(peer, None)
             self._firsts.pop(peer, None)
+            if peer not in self._gone:  # (a scan once per client, however many sends fail)
+                if len(self._gone) >= MAX_GONE:
+                    self._gone.pop(next(iter(self._gone)))
+                self._gone[peer] = None
+                # a client gone (it failed over from this broker while it was frozen, say):
+                # what it still has queued here can never be answered, so none of it runs
+                dropped = drop_requests_of(self.dispatcher, lambda r: r.client == peer)
+                if dropped:
+                    log.debug("client %s is gone; dropped its %d queued requests",
+                              peer.hex()[:20], dropped)
             return
         self._warnings(now, "worker %s is gone; requeueing its tasks", peer.hex()[:20])
         self._keeper.forget(worker, now, lost=True)

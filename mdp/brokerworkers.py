@@ -229,7 +229,10 @@ class WorkerKeeper:
                 self._warnings(now, "worker %s silent for %.1fs while it runs a task; its "
                                "tasks go to other workers", worker.identity.hex()[:20],
                                config.frozen_after_s)
-                dispatcher.take_back_from_silent(worker)
+                for key in dispatcher.take_back_from_silent(worker):
+                    # a frozen worker that wakes with it not yet started hands it back
+                    # unrun (it reads what waited all at once), rather than run it again
+                    self._send(p.recall(worker.identity, key))
             self._dispatch(service, now)
         if send:
             for worker in quiet:

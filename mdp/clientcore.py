@@ -340,15 +340,15 @@ class ClientCore(Placement):
             size = min(pong.sending, self.options.max_reply_bytes)  # (none can be larger)
             ep.receiving_until = p.sent_until(ep.receiving_until, size, now, ep.link_floor)
         if pong.instance and ep.instance and pong.instance != ep.instance:
-            log.info("broker %s restarted; sending its %d requests again",
-                     ep.address, len(ep.calls))
+            # a new process behind the same connection (libzmq reconnected it): what it
+            # holds, it got from us since, and runs; ``lost`` names the rest exactly
+            log.info("broker %s restarted", ep.address)
             ep.instance = pong.instance
-            lost = sorted(ep.calls)
-        else:
-            lost = [rid for rid in pong.lost if rid in ep.calls]
-            if lost:
-                log.info("broker %s lost %d request(s); sending them again", ep.address,
-                         len(lost))
+            self._hello(ep, None, now)  # (it knows nothing of what this client takes)
+        lost = [rid for rid in pong.lost if rid in ep.calls]
+        if lost:
+            log.info("broker %s lost %d request(s); sending them again", ep.address,
+                     len(lost))
         for rid in reversed(lost):  # oldest ends up first
             self._retry(ep.calls[rid], ep, now)
 

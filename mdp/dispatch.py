@@ -192,22 +192,26 @@ class Dispatcher:
                              request.losses, now)
         self.release(request)
 
-    def take_back_from_silent(self, worker: Worker) -> None:
+    def take_back_from_silent(self, worker: Worker) -> list[bytes]:
         """The worker went silent holding tasks: they go back to the head of the queue (a
         running task once only: taken back before, it stays), and it gets none until it
-        speaks again. Its late replies still count (:meth:`complete_late`)."""
+        speaks again. Its late replies still count (:meth:`complete_late`). The keys of
+        the tasks taken back."""
         worker.silent = True
         service = worker.service
         tasks = list(worker.tasks.items())
         running = tasks[0][1]
+        taken = []
         for key, request in reversed(tasks):
             if request is running and running.hedged:
                 continue
             take_back(self.busy, worker, request)
             worker.given_up[key] = request
             self._requeue(service, request)
+            taken.append(key)
         running.hedged = True
         place(worker)
+        return taken
 
     # --- tasks -----------------------------------------------------------------------
 
