@@ -62,7 +62,6 @@ from mdp.sweeps import (
 from mdp.version import code_version
 
 log = logging.getLogger("mdp.broker")  # (the shell's logger too: one name for the broker)
-MAX_GONE = 1000  # clients remembered as gone (their queued requests dropped once)
 
 RoleOf = Callable[[str], str]
 """The role of a CURVE key now: "client", "worker", or "" (not allowed)."""
@@ -99,7 +98,6 @@ class BrokerCore:
         self._client_welcome = welcome
         self._firsts: dict[bytes, p.First] = {}  # HELLO "first", by client
         self._hellos: dict[bytes, int] = {}  # clients' HELLO flags (BATCH, PROGRESS)
-        self._gone: dict[bytes, None] = {}  # clients a send to failed (the latest MAX_GONE)
         self._out = Outbox(self.dispatcher.workers)
         self._now = now  # the time of the event being handled
         self._gather = False  # the message being handled has others behind it
@@ -185,16 +183,9 @@ class BrokerCore:
             self.dispatcher.counters.undeliverable += 1
             self._hellos.pop(peer, None)
             self._firsts.pop(peer, None)
-            if peer not in self._gone:  # (a scan once per client, however many sends fail)
-                if len(self._gone) >= MAX_GONE:
-                    self._gone.pop(next(iter(self._gone)))
-                self._gone[peer] = None
-                # a client gone (it failed over from this broker while it was frozen, say):
-                # what it still has queued here can never be answered, so none of it runs
-                dropped = drop_requests_of(self.dispatcher, lambda r: r.client == peer)
-                if dropped:
-                    log.debug("client %s is gone; dropped its %d queued requests",
-                              peer.hex()[:20], dropped)
+            # a client gone (it failed over from this broker while it was frozen, say):
+            # what it still has queued here can never be answered, so none of it runs
+            self.dispatcher.client_gone(peer)
             return
         self._warnings(now, "worker %s is gone; requeueing its tasks", peer.hex()[:20])
         self._keeper.forget(worker, now, lost=True)
@@ -330,6 +321,7 @@ class BrokerCore:
         """A DIPS client; ``first`` gives an id, deadline and key to its next MDPC01
         request."""
         note_hello(self._hellos, self._firsts, identity, msg)
+        self.dispatcher.gone_clients.pop(identity, None)  # a new connection under its name
         self._send(p.client_welcome(identity, self._client_welcome))
 
     def _on_request(self, identity: bytes, msg: p.ClientRequest, user: str,
@@ -339,6 +331,8 @@ class BrokerCore:
             first = self._firsts.pop(identity, None)
             if first is not None:
                 rid, ttl_ms, priority, ck = first.rid, first.ttl_ms, first.priority, first.ck
+        if rid is not None and identity in self.dispatcher.gone_clients:
+            return  # read after a send to it failed (it waited while we were frozen)
         deadline = None if ttl_ms is None else now + ttl_ms / 1000
         name = msg.service
         request = Request(identity, name, msg.body, now, rid, deadline, priority, user=user,
@@ -378,6 +372,8 @@ class BrokerCore:
     def _on_batch(self, identity: bytes, msg: p.ClientBatch, user: str, now: float) -> None:
         """Several requests in one SUBMIT: each is queued as if it came alone (a worker's
         share goes as one TASKS)."""
+        if identity in self.dispatcher.gone_clients:
+            return  # read after a send to it failed (it waited while we were frozen)
         self._gather = True
         deadline = now + msg.ttl_ms / 1000
         name = msg.service

@@ -46,6 +46,7 @@ from mdp.tally import BrokerTally
 __all__ = ["Dispatcher", "Request", "Service", "Worker", "WorkerState"]
 
 RETRY_S = (0.05, 0.25)  # a request that lost its worker goes out again this much later
+MAX_GONE = 1000  # clients remembered as gone (:meth:`Dispatcher.client_gone`)
 
 
 class Dispatcher:
@@ -87,6 +88,9 @@ class Dispatcher:
         self.held: dict[tuple[bytes, int], Request] = {}  # DIPS requests by (client, id)
         self.shared: dict[tuple[bytes, bytes], Request] = {}  # by (service, ck)
         self.orphans: set[bytes] = set()  # services with requests and no worker
+        # clients a send to failed (the latest MAX_GONE): their DIPS requests still queued
+        # are dropped as they come up (see client_gone)
+        self.gone_clients: dict[bytes, None] = {}
         self.offered: OrderedDict[bytes, None] = OrderedDict()  # services that had workers
         self.processes: dict[tuple[str, int], Process] = {}  # by (host, pid)
         self.poison = PoisonMemory(poison_memory_s)
@@ -441,6 +445,20 @@ class Dispatcher:
         if caller.rid is not None:
             self.held.pop((caller.client, caller.rid), None)
 
+    def client_gone(self, client: bytes) -> None:
+        """A send to ``client`` failed: it is gone, and the DIPS requests (those with an
+        id) it still has queued here are dropped as they come up, unworked (one shared
+        with other callers still runs for them). A ROUTER names each connection afresh,
+        so a DIPS client never comes back under the same identity unless it chose one,
+        and then its HELLO on the new connection says so (the broker core forgets the
+        mark); a standard 7/MDP client, which may choose one and says no HELLO, is never
+        dropped. The latest MAX_GONE clients are remembered."""
+        gone = self.gone_clients
+        if client not in gone:
+            if len(gone) >= MAX_GONE:
+                del gone[next(iter(gone))]
+            gone[client] = None
+
     def holds(self, client: bytes, rid: int) -> bool:
         return (client, rid) in self.held
 
@@ -460,6 +478,10 @@ class Dispatcher:
             self.queued -= 1
             self.queued_bytes -= request.size
             if request.done:  # answered meanwhile by the worker it was taken back from
+                continue
+            if request.rid is not None and request.callers is None and \
+                    request.client in self.gone_clients:
+                self.release(request)  # nobody is left to take its answer
                 continue
             if request.expired(now):
                 self.counters.expired += 1

@@ -22,7 +22,7 @@ WORKERS = [b"\x00w%d" % n for n in range(3)]
 
 def broker(instance: str, now: float) -> BrokerCore:
     """A broker with three DIPS workers (the test) ready for ``echo``."""
-    core = BrokerCore(BrokerConfig(bind=["inproc://hunt"], unknown_grace_s=0.5), now,
+    core = BrokerCore(BrokerConfig(bind=["inproc://races"], unknown_grace_s=0.5), now,
                       instance=instance)
     for n, worker in enumerate(WORKERS):
         core.handle(Received(0, [worker, *p.ready(SVC, {"pid": n, "prefetch": 0})]), now)
@@ -158,7 +158,7 @@ def test_a_task_taken_back_from_a_frozen_worker_is_not_run_when_it_wakes() -> No
     from mdp.workercore import WorkerCore
     from mdp.workerstate import Timing
 
-    core = BrokerCore(BrokerConfig(bind=["inproc://hunt"]), 0.0, instance="one")
+    core = BrokerCore(BrokerConfig(bind=["inproc://races"]), 0.0, instance="one")
     worker = WorkerCore(["tcp://b"], SVC, {"host": "h", "pid": 1, "version": "v"}, Timing(),
                         prefetch=1)
     inbox: list[list[bytes]] = []  # what waits in W1's socket while it is frozen
@@ -226,9 +226,9 @@ def test_a_request_queued_behind_another_brokers_poisoned_one_twice_is_not_given
     behind it, the worker dies. Both requests have cost one worker, and both go out again
     after their pause, to the one idle worker left: it runs P, I waits behind, it dies.
     I never ran, yet B answers it worker_lost (poisoned) just as A answers P. Found by
-    /tmp/hunt/poison_stress.py: 3 brokers, 3 workers, a new poisoned request every 0.7 s,
-    4 of 8,579 ordinary requests answered worker_lost."""
-    a, b = (BrokerCore(BrokerConfig(bind=["inproc://hunt"]), 0.0, instance=name)
+    a stress run (3 brokers, 3 workers, a new poisoned request every 0.7 s,
+    4 of 8,579 ordinary requests answered worker_lost)."""
+    a, b = (BrokerCore(BrokerConfig(bind=["inproc://races"]), 0.0, instance=name)
             for name in ("a", "b"))
     for core in (a, b):
         for n, worker in enumerate((W1, W2)):  # W1 first: the least recently used
@@ -273,7 +273,7 @@ def test_the_requests_queued_for_a_client_that_is_gone_are_not_worked() -> None:
     client fails to send: whatever that client still has queued here is dropped, not
     worked a second time (chaos, broker SIGSTOPs only, seed 71, 40 s: 382 requests ran
     twice before, 237 after)."""
-    core = BrokerCore(BrokerConfig(bind=["inproc://hunt"]), 0.0, instance="one")
+    core = BrokerCore(BrokerConfig(bind=["inproc://races"]), 0.0, instance="one")
     core.handle(Received(0, [W1, *p.ready(SVC, {"host": "h", "pid": 1, "prefetch": 0})]), 0.0)
     core.take_actions()
     for rid in (1, 2, 3):  # what waited in the socket: one runs, two wait
@@ -297,3 +297,50 @@ def test_the_requests_queued_for_a_client_that_is_gone_are_not_worked() -> None:
     core.handle(Received(0, [W1, *p.reply(second.key, [p.result_body(2)])]), 5.02)
     assert tasks() == [], "a request of a client that is gone was worked"
     assert not core.dispatcher.held and not core.dispatcher.services[SVC].queue
+
+
+def _lone_broker() -> BrokerCore:
+    """A broker with one idle DIPS worker, W1, for echo."""
+    core = BrokerCore(BrokerConfig(bind=["inproc://races"]), 0.0, instance="one")
+    core.handle(Received(0, [W1, *p.ready(SVC, {"host": "h", "pid": 1, "prefetch": 0})]), 0.0)
+    core.take_actions()
+    return core
+
+
+def _given(core: BrokerCore) -> list[bytes]:
+    """The bodies of the tasks the core sent W1 (the rest of what it sent is dropped)."""
+    bodies = []
+    for action in core.take_actions():
+        assert isinstance(action, Send)
+        if action.frames[0] == W1:
+            message = p.parse_worker_inbound(action.frames[1:])
+            if isinstance(message, p.BrokerTask):
+                bodies.append(message.body[0])
+    return bodies
+
+
+def test_a_request_read_after_its_client_is_gone_is_not_worked() -> None:
+    """The client's later requests were still in the socket when a send to it failed."""
+    core = _lone_broker()
+    core.handle(Lost(0, C1), 1.0)  # (a PONG or a reply to it failed)
+    core.handle(Received(0, [C1, *p.client_submit(SVC, 7, 10_000, [b"late"])]), 1.0)
+    core.handle(Received(0, [C1, *p.client_submit_batch(SVC, [8, 9], 10_000,
+                                                         [b"a", b"b"])]), 1.0)
+    assert _given(core) == [] and not core.dispatcher.held
+
+
+def test_a_standard_client_that_chose_its_identity_is_served_after_a_failed_send() -> None:
+    """A 7/MDP client may set its own routing id, and libzmq reconnects it under that
+    name: a send that failed while it was away must not silence it for good."""
+    core = _lone_broker()
+    core.handle(Lost(0, C1), 1.0)
+    core.handle(Received(0, [C1, *p.client_request(SVC, [b"again"])]), 2.0)
+    assert _given(core) == [b"again"]
+
+
+def test_a_dips_client_back_under_the_same_identity_is_served_after_its_hello() -> None:
+    core = _lone_broker()
+    core.handle(Lost(0, C1), 1.0)
+    core.handle(Received(0, [C1, *p.client_hello()]), 2.0)  # a new connection's HELLO
+    core.handle(Received(0, [C1, *p.client_submit(SVC, 1, 10_000, [b"new"])]), 2.0)
+    assert _given(core) == [b"new"]
