@@ -401,6 +401,9 @@ class Gateway:
         for job in self.table.drop_waiter(conn, conn.waiting):
             task = self._tasks.get(job)
             if task is not None:
+                # forgotten now, not when the task runs its cancellation: a submission of
+                # its unique id read meanwhile would join it and never be answered
+                self.table.finish(job)
                 task.cancel()
 
     # --- admin ------------------------------------------------------------------------
