@@ -149,6 +149,8 @@ class Gateway:
         # (a job that joined one in flight is answered with it; none starts meanwhile)
         while self._tasks and (left := deadline - loop.time()) > 0:
             await asyncio.wait(list(self._tasks.values()), timeout=left)
+        if self.runner is not None:
+            await self.runner.drain(deadline - loop.time())
         await self._workers_idle(workers, self.config.timeout_s)
         for connection in list(self.connections):
             if connection.transport is not None:
