@@ -243,8 +243,9 @@ class Gateway:
                               "and its submissions past the limit are refused"))
             return
         job = self.table.coalesce(sub)
-        if job is None and not sub.background and self.stopping:
-            # accepted now, it would be cut unanswered when the door closes
+        if self.stopping and not sub.background and (job is None or job.submission.background):
+            # accepted now (new, or joining a background job, which may wait in the door),
+            # it would be cut unanswered when the door closes
             conn.send(g.error("shutting_down", "this door is stopping; submit the job to "
                               "another door"))
             return

@@ -97,3 +97,37 @@ def test_a_client_joining_as_the_last_one_leaves_is_answered() -> None:
             await gateway.close()
 
     asyncio.run(scenario())
+
+
+def test_a_stopping_door_refuses_what_it_could_not_answer(tmp_path: Any) -> None:
+    """Draining (SIGTERM), the door refuses a new foreground job, and one that would join a
+    background job (which may wait in the door, never to start), ERROR ``shutting_down``; a
+    foreground job in flight may still be joined: it is answered before the door closes."""
+    from mdp_gearman.outbox import Outbox
+
+    async def scenario() -> None:
+        config, _ = parse_args(["--broker", "tcp://127.0.0.1:1"])
+        dips = FakeDips()
+        outbox = Outbox(tmp_path / "state")
+        gateway = Gateway(config, dips, outbox)  # type: ignore[arg-type]
+        client = FakeConn()
+        try:
+            gateway.submit(client, g.Packet(T.SUBMIT_JOB_BG, (b"svc", b"bg", b"raw")))  # type: ignore[arg-type]
+            gateway.submit(client, g.Packet(T.SUBMIT_JOB, (b"svc", b"fg", b"raw")))  # type: ignore[arg-type]
+            assert client.types() == [T.JOB_CREATED, T.JOB_CREATED]
+            gateway.stopping = True
+            for unique in (b"bg", b"new"):  # joins the background job; a new job
+                late = FakeConn()
+                gateway.submit(late, g.Packet(T.SUBMIT_JOB, (b"svc", unique, b"raw")))  # type: ignore[arg-type]
+                assert late.types() == [T.ERROR] and b"shutting_down" in late.sent[0]
+            joiner = FakeConn()
+            gateway.submit(joiner, g.Packet(T.SUBMIT_JOB, (b"svc", b"fg", b"raw")))  # type: ignore[arg-type]
+            assert joiner.types() == [T.JOB_CREATED]  # the job in flight: it is waited for
+            await _until(lambda: len(dips.calls) == 1)  # the foreground job, in DIPS
+            dips.calls[0][2].set_result({"image": b"done"})
+        finally:
+            await gateway.close()
+            outbox.close()
+        assert T.WORK_COMPLETE in joiner.types()
+
+    asyncio.run(scenario())
