@@ -94,6 +94,7 @@ class Gateway:
         # the first lines of the others in the log
         self._peer_logs: dict[str, RateLimitedLog] = {}
         self.inflight = InflightBudget(config.max_inflight_bytes)
+        self.stopping = False  # SIGTERM: no new foreground job; those in flight finish
         self.runner: BackgroundRunner | None = None
         self.zmq = zmq.Context()
         # a link is three sockets: its DEALER, and its monitor's pair of PAIR sockets
@@ -135,14 +136,21 @@ class Gateway:
     async def close(self) -> None:
         """Stop listening; let the foreground jobs in DIPS and the jobs Gearman workers hold
         finish (up to --timeout), the workers' other tasks go back to the brokers; close."""
+        self.stopping = True
         for server in self._servers:
             server.close()
         workers = [c.worker for c in self.connections if c.worker is not None]
         for worker in workers:
             worker.drain()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeout_s
         if self._tasks:
             log.info("waiting for %d foreground job(s) to finish", len(self._tasks))
-            await asyncio.wait(list(self._tasks.values()), timeout=self.config.timeout_s)
+        # (a job that joined one in flight is answered with it; none starts meanwhile)
+        while self._tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(list(self._tasks.values()), timeout=left)
+        if self.runner is not None:
+            await self.runner.drain(deadline - loop.time())
         await self._workers_idle(workers, self.config.timeout_s)
         for connection in list(self.connections):
             if connection.transport is not None:
@@ -235,6 +243,12 @@ class Gateway:
                               "and its submissions past the limit are refused"))
             return
         job = self.table.coalesce(sub)
+        if self.stopping and not sub.background and (job is None or job.submission.background):
+            # accepted now (new, or joining a background job, which may wait in the door),
+            # it would be cut unanswered when the door closes
+            conn.send(g.error("shutting_down", "this door is stopping; submit the job to "
+                              "another door"))
+            return
         if job is None and sub.background:
             job = self._store(conn, sub)
             if job is None:
@@ -401,6 +415,9 @@ class Gateway:
         for job in self.table.drop_waiter(conn, conn.waiting):
             task = self._tasks.get(job)
             if task is not None:
+                # forgotten now, not when the task runs its cancellation: a submission of
+                # its unique id read meanwhile would join it and never be answered
+                self.table.finish(job)
                 task.cancel()
 
     # --- admin ------------------------------------------------------------------------

@@ -51,6 +51,9 @@ STATIC = Path(str(resources.files("mdp_http").joinpath("static")))
 EVENT_STREAM_SHARE = 8
 SWEEP_S = 1.0  # how often connections are checked for a peer that stopped reading
 BACKLOG = 128  # the listening socket's queue, as aiohttp's own site sets it
+# on SIGTERM, how long past --timeout the door waits for its requests in flight (no request
+# through the brokers takes longer than --timeout; aiohttp cut them 2 s after the signal)
+DRAIN_MARGIN_S = 1.0
 # the gateway's own failures: a peer may find how to repeat one
 _BUGS = RateLimitedLog(log, level=logging.ERROR)
 
@@ -240,7 +243,8 @@ async def serve(config: HttpConfig) -> int:
     # keepalive_timeout bounds how long a request's head may take: aiohttp closes a
     # connection that has not sent a whole head this long after it opened or after its
     # previous reply (a header trickled a byte at a time, or an idle keep-alive)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0,
+    runner = web.AppRunner(app, access_log=None,
+                           shutdown_timeout=config.timeout_s + DRAIN_MARGIN_S,
                            keepalive_timeout=config.header_timeout_s)
     await runner.setup()
     assert runner.server is not None  # made by setup()
