@@ -134,8 +134,10 @@ class Gateway:
         return bound
 
     async def close(self) -> None:
-        """Stop listening; let the foreground jobs in DIPS and the jobs Gearman workers hold
-        finish (up to --timeout), the workers' other tasks go back to the brokers; close."""
+        """Stop listening and take no new foreground job (``stopping``); let every
+        foreground job in flight, the background jobs in DIPS and the jobs Gearman workers
+        hold finish (up to --timeout), the workers' other tasks go back to the brokers;
+        close."""
         self.stopping = True
         for server in self._servers:
             server.close()
