@@ -18,7 +18,14 @@ from typing import Any
 from mdp.rates import format_rate, link_floor_arg, link_floor_help
 from mdpctl import capacity, images, numbers
 from mdpctl.endpoints import OFF, listen_or_off_arg, tcp_endpoint_arg
-from mdpctl.hostconf import DEFAULT_LOG_LEVEL, DEFAULT_TIME_LIMIT_S, GEARMAN_LISTEN, HTTP_LISTEN
+from mdpctl.hostconf import (
+    BROKER_START_RETRIES,
+    DEFAULT_LOG_LEVEL,
+    DEFAULT_TIME_LIMIT_S,
+    GEARMAN_LISTEN,
+    HTTP_LISTEN,
+    START_RETRIES,
+)
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,11 @@ FLAGS: tuple[Flag, ...] = (
          type=numbers.count, metavar="N"),
     Flag("--log-level", "log level of the brokers, workers and doors", DEFAULT_LOG_LEVEL,
          DEFAULT_LOG_LEVEL, type=str.upper, metavar="LEVEL", choices=_LEVELS),
+    Flag("--start-retries", "how many times supervisord starts a program again that exited "
+         "within its first second, each try a second later than the one before, before it "
+         "gives up on it (FATAL: `mdpctl up` or `reload` starts it again)",
+         f"{START_RETRIES}, {BROKER_START_RETRIES} for brokers", type=numbers.count,
+         metavar="N"),
     Flag("--pythonpath", "where the programs import mdp and renderers from (their PYTHONPATH)",
          "up: where mdpctl imports them from, unless that is site-packages; config: none",
          metavar="DIR"),

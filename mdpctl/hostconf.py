@@ -30,6 +30,10 @@ DRAIN_MARGIN_S = 10.0
 """Added to a worker's time limit for its stop timeout: leaving every broker, exiting."""
 DEFAULT_TIME_LIMIT_S = 30.0
 DEFAULT_LOG_LEVEL = "INFO"
+START_RETRIES = 3
+"""supervisord's startretries: starts again of a program that exits within its first second
+(startsecs=1), each a second later than the one before, until it is FATAL."""
+BROKER_START_RETRIES = 10  # brokers are tried longer: every other program needs them
 HTTP_LISTEN = "127.0.0.1:8080"  # mdp-http of the local cluster
 GEARMAN_LISTEN = "127.0.0.1:4730"  # mdp-gearman of the local cluster, where gearmand would be
 
@@ -125,6 +129,7 @@ class HostConfig:
     link_floor: int | None = None  # bytes per second; None: the programs' own (10 MB/s)
     max_requests: int = 0
     log_level: str = DEFAULT_LOG_LEVEL
+    start_retries: int | None = None  # None: START_RETRIES, BROKER_START_RETRIES for brokers
     identifier: str = "dips"
     rpc: RpcListen | None = None
     extra_environment: dict[str, str] = field(default_factory=dict)
@@ -153,6 +158,8 @@ class HostConfig:
             raise UsageError("--heartbeat-interval must be positive")
         if self.max_requests < 0:
             raise UsageError("--max-requests must be 0 (no limit) or positive")
+        if self.start_retries is not None and self.start_retries < 0:
+            raise UsageError("--start-retries must be 0 or more")
         if self.link_floor is not None:
             try:
                 check_link_floor(self.link_floor, "--link-floor")
@@ -162,6 +169,10 @@ class HostConfig:
     @property
     def stopwaitsecs(self) -> int:
         return math.ceil(self.time_limit_s + DRAIN_MARGIN_S)
+
+    def startretries(self, default: int = START_RETRIES) -> str:
+        """supervisord's startretries for a program whose own default is ``default``."""
+        return str(default if self.start_retries is None else self.start_retries)
 
 
 def broker_program(endpoint: str) -> str:
@@ -293,16 +304,18 @@ def render(config: HostConfig) -> str:
     if config.images.redis is not None:
         parts.append(_template("redis.conf").substitute(
             command=_command(config.images.redis.command(config.run_dir)),
-            run_dir=config.run_dir))
+            run_dir=config.run_dir, start_retries=config.startretries()))
     if config.http_listen:
         redis = config.images.door_redis()
         parts.append(_template("http.conf").substitute(
             command=_command(http_command(config)), run_dir=config.run_dir,
+            start_retries=config.startretries(),
             environment=f'environment={DOOR_REDIS_ENV}="{redis}"\n' if redis else ""))
     if config.pools:
         parts.append(
             _template("scale-keeper.conf").substitute(
-                command=_command(keeper_command(config)), run_dir=config.run_dir
+                command=_command(keeper_command(config)), run_dir=config.run_dir,
+                start_retries=config.startretries(),
             )
         )
     parts.append(
@@ -312,7 +325,8 @@ def render(config: HostConfig) -> str:
     )
     if config.gearman_listen:
         parts.append(_template("gearman.conf").substitute(
-            command=_command(gearman_command(config)), run_dir=config.run_dir))
+            command=_command(gearman_command(config)), run_dir=config.run_dir,
+            start_retries=config.startretries()))
     return "".join(parts)
 
 
@@ -330,6 +344,7 @@ def _brokers(config: HostConfig) -> list[str]:
             program=program,
             command=_command(broker_command(config, endpoint)),
             run_dir=config.run_dir,
+            start_retries=config.startretries(BROKER_START_RETRIES),
         )
         for program, endpoint in zip(programs, config.broker_binds, strict=True)
     ]
@@ -346,6 +361,7 @@ def _pool(config: HostConfig, pool: WorkerPool) -> list[str]:
         "run_dir": config.run_dir,
         "time_limit": f"{_fmt_seconds(config.time_limit_s)} s",
         "stopwaitsecs": str(config.stopwaitsecs),
+        "start_retries": config.startretries(),
     }
     parts: list[str] = []
     programs: list[str] = []

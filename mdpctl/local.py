@@ -76,6 +76,7 @@ class LocalSpec:
     link_floor: int | None = None
     max_requests: int = 0
     log_level: str = hostconf.DEFAULT_LOG_LEVEL
+    start_retries: int | None = None  # None: hostconf's defaults
     http_listen: str | None = hostconf.HTTP_LISTEN
     gearman_listen: str | None = hostconf.GEARMAN_LISTEN
     settings: tuple[tuple[str, str], ...] = ()  # DIPS_* variables the programs get
@@ -93,6 +94,7 @@ class LocalSpec:
             "link_floor": self.link_floor,
             "max_requests": self.max_requests,
             "log_level": self.log_level,
+            "start_retries": self.start_retries,
             "http": self.http_listen or "off",
             "gearman": self.gearman_listen or "off",
             **image_options(self.images),
@@ -129,6 +131,7 @@ class LocalSpec:
             link_floor=self.link_floor,
             max_requests=self.max_requests,
             log_level=self.log_level,
+            start_retries=self.start_retries,
             identifier="dips-local",
             gearman_listen=self.gearman_listen,
             http_listen=self.http_listen,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -57,12 +58,18 @@ def processes_under(path: Path) -> list[int]:
     return found
 
 
-def kill_all_under(path: Path) -> list[int]:
-    """SIGKILL whatever still runs inside ``path`` (test clean-up); return the pids."""
-    pids = processes_under(path)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return pids
+def kill_all_under(path: Path, timeout_s: float = 10.0) -> list[int]:
+    """SIGKILL whatever still runs inside ``path`` (test clean-up), again until none is left
+    or ``timeout_s`` has passed: a supervisord may start a child again before its own
+    SIGKILL lands. Return the pids killed."""
+    killed: list[int] = []
+    deadline = time.monotonic() + timeout_s
+    while (pids := processes_under(path)) and time.monotonic() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        killed += [pid for pid in pids if pid not in killed]
+        time.sleep(0.02)  # a polling interval: the next look decides
+    return killed

@@ -10,6 +10,9 @@ T = TypeVar("T")
 
 FIRST_POLL_S = 0.005
 MAX_POLL_S = 0.05
+SERVER_POLL_S = 0.02
+"""How often a test's ``serve_forever`` loop looks for ``shutdown()``: its own 0.5 s held up
+the end of every test with an HTTP origin by about that much."""
 
 
 class WaitTimeout(AssertionError):

@@ -31,13 +31,16 @@ from pathlib import Path
 import pytest
 
 from docblocks import Block, MarkerError, collect, parse
-from testkit import processes_under
+from testkit import kill_all_under, processes_under
 
 REPO = Path(__file__).resolve().parents[1]
 PORTS_LOCK = Path("/tmp/dips-default-ports.lock")
 LOCK_WAIT_S = 600.0
 BLOCK_TIMEOUT_S = 180.0
-UP = ["up", "--workers", "2", "--timeout", "120"]
+# One worker per service (and one spare slot): the blocks need every service, not its
+# throughput, and the session starts this cluster five times (once, and again after each
+# block that stops it or runs its own); 9 workers start in about half the time of 18.
+UP = ["up", "--workers", "1", "--timeout", "120"]
 COPIED = ("scripts", "supervisor", "docs", "pyproject.toml", "README.md")
 # Blocks that must never run inside the suite, whatever their markers say.
 FORBIDDEN = ("pytest", "pip install")
@@ -151,21 +154,6 @@ def _take_ports_lock() -> int | None:
             time.sleep(0.5)  # another user of the default ports is still running
 
 
-
-def _kill_until_none_under(root: Path, timeout_s: float = 10.0) -> None:
-    """SIGKILL what is left (supervisord would restart a child killed alone: all at once,
-    again until none is left)."""
-    deadline = time.monotonic() + timeout_s
-    while (pids := processes_under(root)) and time.monotonic() < deadline:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.1)  # let the kernel reap them before looking again
-    assert not processes_under(root), f"processes left under {root}"
-
-
 @pytest.fixture(scope="session")
 def docs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docs]:
     lock = _take_ports_lock()
@@ -186,7 +174,8 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docs]:
         try:
             session.mdpctl("down", "--timeout", "30", timeout=60)
         finally:
-            _kill_until_none_under(root)
+            kill_all_under(root)
+            assert not processes_under(root), f"processes left under {root}"
             if lock is not None:
                 os.close(lock)
 

@@ -9,8 +9,8 @@ usage: mdpctl config local       [--broker ENDPOINT ...] [--service NAME[=N] ...
        (all: [--http HOST:PORT|off] [--gearman HOST:PORT|off] [--door-secret FILE]
              [--spare N] [--python PATH] [--run-dir DIR] [--pythonpath DIR] [--time-limit S]
              [--heartbeat-interval S] [--link-floor RATE] [--max-requests N]
-             [--log-level LEVEL] [--redis [HOST:PORT|off]] [--redis-max-memory SIZE]
-             [--redis-url URL]
+             [--log-level LEVEL] [--start-retries N] [--redis [HOST:PORT|off]]
+             [--redis-max-memory SIZE] [--redis-url URL]
              [--sign-key FILE --sign-salt FILE ...] [--sources-root DIR ...]
              [--sources-allow ORIGIN ...] [-o FILE [--force]])
 
@@ -269,6 +269,7 @@ def _config(
         link_floor=args.link_floor,
         max_requests=flags.value(args, "max_requests"),
         log_level=flags.value(args, "log_level"),
+        start_retries=args.start_retries,
         identifier=identifier,
         rpc=_rpc(args),
         curve=_curve(args),

@@ -3,8 +3,8 @@
 usage: mdpctl up [--broker ENDPOINT ...] [--service NAME[=N] ...] [--workers N] [--spare N]
                  [--http HOST:PORT|off] [--gearman HOST:PORT|off] [--time-limit S]
                  [--heartbeat-interval S] [--link-floor RATE] [--max-requests N]
-                 [--log-level LEVEL] [--pythonpath DIR] [--redis [HOST:PORT|off]]
-                 [--redis-max-memory SIZE] [--redis-url URL]
+                 [--log-level LEVEL] [--start-retries N] [--pythonpath DIR]
+                 [--redis [HOST:PORT|off]] [--redis-max-memory SIZE] [--redis-url URL]
                  [--sign-key FILE --sign-salt FILE ...]
                  [--sources-root DIR ...] [--sources-allow ORIGIN ...] [--max-workers N]
                  [--new] [--timeout S]
@@ -249,6 +249,7 @@ def _spec(args: argparse.Namespace, ctx: Context, base: dict[str, Any]) -> local
         link_floor=pick("link_floor", "link_floor"),
         max_requests=pick("max_requests", "max_requests"),
         log_level=pick("log_level", "log_level"),
+        start_retries=pick("start_retries", "start_retries"),
         http_listen=None if http == "off" else http,
         gearman_listen=None if gearman == "off" else gearman,
         settings=local.settings_from(dict(os.environ)),

@@ -61,8 +61,8 @@ class Plan:
         return cls(
             quick=True, sections=sections, reps=1, duration_s=0.3, warmup_s=0.1,
             sizes=[SMALL], shapes=[Shape(1, 1)], gear_c=False,
-            scale_workers=[1, 8], scale_reps=1, scale_duration_s=0.5, idle_window_s=1.0,
-            flood=5_000, dispatch_workers=[1, 64], dispatch_queues=[0, 1_000],
+            scale_workers=[1, 8], scale_reps=1, scale_duration_s=0.5, idle_window_s=0.3,
+            flood=2_000, dispatch_workers=[1, 64], dispatch_queues=[0, 1_000],
             dispatch_iterations=2_000, faults=[],
             realjob_reps=1, realjob_duration_s=0.3, realjob_batch=16, realjob_distinct=64,
             roles_reps=1, roles_duration_s=0.3,

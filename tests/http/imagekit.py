@@ -24,6 +24,7 @@ from clusterkit import Cluster, Proc
 from mdp_http import imgurl
 from mdp_http.signing import Signer
 from testkit import broker_status, free_port, wait_for, worker_pids
+from testkit.waiting import SERVER_POLL_S
 
 HERE = Path(__file__).resolve().parent
 IMGWORKER = HERE / "imgworker.py"
@@ -101,7 +102,8 @@ class Origin:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(SERVER_POLL_S,),
+                         daemon=True).start()
         return self
 
     def stop(self) -> None:

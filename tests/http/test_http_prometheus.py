@@ -25,8 +25,9 @@ class Prometheus:
     def __init__(self, tmp_path: Path, target: str) -> None:
         config = tmp_path / "prometheus.yml"
         config.write_text(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            "scrape_configs:\n  - job_name: dips\n    scrape_interval: 1s\n"
+            # scrapes 4 times a second: a rate needs two scrapes under load, not two seconds
+            "global:\n  scrape_interval: 250ms\n  evaluation_interval: 250ms\n"
+            "scrape_configs:\n  - job_name: dips\n    scrape_interval: 250ms\n"
             f"    static_configs:\n      - targets: ['{target}']\n")
         self.log = tmp_path / "prometheus.log"
         for _ in range(3):  # a free port may be taken before Prometheus binds it

@@ -69,6 +69,28 @@ def test_workers_stop_gracefully_with_time_to_spare(tmp_path: Path) -> None:
             assert process.directory == str(tmp_path)  # never the code tree (sys.path[0])
 
 
+def start_retries(options: ServerOptions) -> dict[str, int]:
+    return {p.name: p.startretries for g in options.process_group_configs
+            for p in g.process_configs}
+
+
+def test_start_retries_are_the_programs_own_unless_one_number_is_given(tmp_path: Path) -> None:
+    (tmp_path / "log").mkdir()
+    doors = {"http_listen": "127.0.0.1:7003", "gearman_listen": "127.0.0.1:7004"}
+    default = start_retries(supervisord_reads(hostconf.render(host(**doors)), tmp_path))
+    assert default.pop("mdp-version") == 0  # a probe run once, never retried
+    assert default.pop("broker-7001") == default.pop("broker-7002") == 10
+    assert set(default.values()) == {3} and {"mdp-http", "mdp-gearman", "mdp-scale",
+                                         "echo-04", "ecard-00"} <= set(default)
+    given = start_retries(supervisord_reads(
+        hostconf.render(host(start_retries=1, **doors)), tmp_path))
+    assert given.pop("mdp-version") == 0
+    assert set(given.values()) == {1} and set(given) == set(default) | {"broker-7001",
+                                                                         "broker-7002"}
+    with pytest.raises(UsageError, match="--start-retries"):
+        host(start_retries=-1)
+
+
 def test_control_socket_is_for_its_owner_only(tmp_path: Path) -> None:
     (tmp_path / "log").mkdir()
     options = supervisord_reads(hostconf.render(host()), tmp_path)

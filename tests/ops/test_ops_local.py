@@ -132,8 +132,10 @@ def test_reload_under_load_loses_nothing(local_cluster: LocalCluster) -> None:
 
 
 def test_broken_version_stops_the_rollout(local_cluster: LocalCluster) -> None:
+    # One start retry, not three: supervisord gives up on the broken worker after 1 s, not 6.
     result = local_cluster.up(
-        "--service", "echo", "--service", "ecard", "--workers", "2", "--spare", "0"
+        "--service", "echo", "--service", "ecard", "--workers", "2", "--spare", "0",
+        "--start-retries", "1",
     )
     assert result.returncode == 0, result.stderr
     old = code_version(local_cluster.code)

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from testkit.waiting import SERVER_POLL_S
+
 Route = Callable[[BaseHTTPRequestHandler], None]
 
 TRICKLE_BYTES = 200
@@ -53,7 +55,8 @@ class SourceServer:
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.origin = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(SERVER_POLL_S,),
+                                       daemon=True)
 
     def url(self, path: str) -> str:
         return self.origin + path
