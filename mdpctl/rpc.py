@@ -32,6 +32,7 @@ FAULT_ABNORMAL_TERMINATION = 40
 
 RUNNING_STATES = frozenset({"STARTING", "RUNNING", "BACKOFF"})
 DOWN_STATES = frozenset({"STOPPED", "EXITED", "FATAL", "UNKNOWN"})
+MIN_CALL_S = 0.2  # the shortest call timeout a deadline leaves (a last look at it)
 
 
 @dataclass(frozen=True)
@@ -271,14 +272,22 @@ class Supervisor:
         self._call("shutdown", lambda s: s.shutdown())
 
     def wait_running(self, deadline: float) -> None:
-        """Block until supervisord answers and is RUNNING, or raise Unreachable."""
-        while True:
-            try:
-                if self.state() == "RUNNING":
-                    return
-            except Unreachable:
+        """Block until supervisord answers and is RUNNING, or raise Unreachable. No call
+        outlasts the deadline (each waits ``timeout_s`` at most): one that does not answer
+        (stopped, say) is given up then, not a whole call timeout later."""
+        longest = self.timeout_s
+        try:
+            while True:
+                self.timeout_s = max(MIN_CALL_S, min(longest, deadline - time.monotonic()))
+                try:
+                    if self.state() == "RUNNING":
+                        return
+                except Unreachable:
+                    if time.monotonic() >= deadline:
+                        raise
                 if time.monotonic() >= deadline:
-                    raise
-            if time.monotonic() >= deadline:
-                raise Unreachable(f"supervisord at {self.endpoint.display()} did not get ready")
-            time.sleep(0.05)
+                    raise Unreachable(
+                        f"supervisord at {self.endpoint.display()} did not get ready")
+                time.sleep(0.05)
+        finally:
+            self.timeout_s = longest

@@ -146,6 +146,32 @@ def test_unreachable_supervisord_is_one_clear_error(tmp_path: Path) -> None:
             Supervisor(SupervisorEndpoint(f"http://127.0.0.1:{port}"), timeout_s=0.5).state()
 
 
+def test_waiting_for_a_supervisord_that_never_answers_keeps_to_the_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each call waits at most the time left (a stopped supervisord made `up`'s 20 s
+    wait take 25, and a 1 s wait 5: each call had its own 5 s timeout)."""
+    from mdpctl import rpc
+
+    given: list[tuple[float, float]] = []  # (time left at the call, the call's timeout)
+    real = rpc.make_proxy
+
+    def recording(endpoint: SupervisorEndpoint, timeout_s: float) -> object:
+        given.append((deadline - time.monotonic(), timeout_s))
+        return real(endpoint, timeout_s)
+
+    monkeypatch.setattr(rpc, "make_proxy", recording)
+    with socket.socket() as listener:  # accepts, never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        supervisor = Supervisor(SupervisorEndpoint(
+            f"http://127.0.0.1:{listener.getsockname()[1]}"), timeout_s=10)
+        deadline = time.monotonic() + 0.6
+        with pytest.raises(Unreachable, match="timed out"):
+            supervisor.wait_running(deadline)
+    assert given and all(timeout <= max(left, rpc.MIN_CALL_S) + 0.01 for left, timeout in given)
+    assert supervisor.timeout_s == 10  # its other calls keep their own timeout
+
+
 def spec_on(broker_port: int, http: str | None = None, gearman: str | None = None
             ) -> local.LocalSpec:
     return local.LocalSpec(Path("/nonexistent"), (f"tcp://127.0.0.1:{broker_port}",), (),
