@@ -56,6 +56,20 @@ def test_slots_are_numbered_on_from_the_started_ones_to_the_spare_ones(tmp_path:
     assert found["mdp-version"] == [("mdp-version", False)]
 
 
+def test_the_doors_have_time_to_drain_before_supervisord_kills_them(tmp_path: Path) -> None:
+    """On SIGTERM a door gives its requests in flight its --timeout (10 s) and a margin,
+    in two phases at most (aiohttp's shutdown; the Gearman door's foreground, then its
+    workers' jobs): supervisord must not SIGKILL it before."""
+    (tmp_path / "log").mkdir()
+    config = host(http_listen="127.0.0.1:8080", gearman_listen="127.0.0.1:4730")
+    options = supervisord_reads(hostconf.render(config), tmp_path)
+    doors = {p.name: p for g in options.process_group_configs for p in g.process_configs
+             if p.name in (hostconf.HTTP_PROGRAM, hostconf.GEARMAN_PROGRAM)}
+    assert sorted(doors) == [hostconf.GEARMAN_PROGRAM, hostconf.HTTP_PROGRAM]
+    for door in doors.values():
+        assert door.stopsignal == 15 and door.stopwaitsecs >= 2 * (10 + 1)
+
+
 def test_workers_stop_gracefully_with_time_to_spare(tmp_path: Path) -> None:
     (tmp_path / "log").mkdir()
     options = supervisord_reads(hostconf.render(host(time_limit_s=12.5)), tmp_path)
