@@ -19,6 +19,7 @@ from testkit import broker_status, free_port, has_worker, tcp_endpoint, wait_for
 
 HERE = Path(__file__).resolve().parent
 FAULTY_WORKER = HERE / "helpers" / "faulty_worker.py"  # a worker with deliberate faults
+RECORDER = HERE / "helpers" / "run_recorder.py"  # a worker that writes down each run
 FAST_HEARTBEAT = ["--heartbeat-interval", "0.2"]
 
 
@@ -72,10 +73,11 @@ class Cluster:
         self.procs: list[Proc] = []
         self._n = 0
 
-    def _spawn(self, args: list[str], name: str, endpoint: str = "") -> Proc:
+    def _spawn(self, args: list[str], name: str, endpoint: str = "",
+               env_extra: dict[str, str] | None = None) -> Proc:
         self._n += 1
         log = self.tmp_path / f"{self._n:02d}-{name}.log"
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
         with log.open("wb") as out:
             popen = subprocess.Popen([sys.executable, *args], stdout=out, stderr=out, env=env)
         proc = Proc(popen, log, endpoint)
@@ -120,6 +122,20 @@ class Cluster:
                          f"worker {proc.pid} on {endpoint}")
         return proc
 
+    def recorder(self, brokers: Sequence[Proc], record_file: Path, *extra: str) -> Proc:
+        """A worker of service ``record`` (helpers/run_recorder.py) on every broker, which
+        writes down each request it runs in ``record_file`` (read it with
+        :func:`recorded`); waits until each broker lists it."""
+        args = [str(RECORDER)]
+        for broker in brokers:
+            args += ["--broker", broker.endpoint]
+        proc = self._spawn([*args, "--service", "record", *FAST_HEARTBEAT, *extra],
+                           "recorder", env_extra={"RECORD_FILE": str(record_file)})
+        for broker in brokers:
+            wait_for(lambda e=broker.endpoint: has_worker(e, proc.pid), 15,
+                     f"recorder {proc.pid} on {broker.endpoint}")
+        return proc
+
     def stop_all(self) -> None:
         for proc in self.procs:
             if proc.popen.poll() is None:
@@ -135,3 +151,8 @@ class Cluster:
                 pass
 
 
+def recorded(record_file: Path) -> list[int]:
+    """The ``n`` of each run a :meth:`Cluster.recorder` wrote down, in the order they ended."""
+    if not record_file.exists():
+        return []
+    return [int(line.split()[0]) for line in record_file.read_text().splitlines() if line]

@@ -4,7 +4,6 @@ client is the shared ``testkit``'s)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
@@ -17,10 +16,9 @@ from typing import Any
 
 from clusterkit import Cluster, Proc, needs
 from mdp_gearman import packets as g
-from testkit import has_worker, wait_for
+from testkit import wait_for
 
 HERE = Path(__file__).resolve().parent
-RECORDER = HERE / "recorder.py"
 _LISTENING = re.compile(r"mdp-gearman listening on [0-9.]+:(\d+)")
 
 def _php_gearman() -> bool:
@@ -57,25 +55,6 @@ def start_gateway(cluster: Cluster, brokers: list[Proc], *extra: str,
 
 def port_of(gateway: Proc) -> int:
     return int(gateway.endpoint.rpartition(":")[2])
-
-
-def recorder(cluster: Cluster, brokers: list[Proc], record_file: Path, *extra: str) -> Proc:
-    args = [str(RECORDER)]
-    for broker in brokers:
-        args += ["--broker", broker.endpoint]
-    before = os.environ.get("RECORD_FILE")
-    os.environ["RECORD_FILE"] = str(record_file)  # inherited by this worker process only
-    try:
-        proc = cluster._spawn([*args, "--service", "record", "--heartbeat-interval", "0.2",
-                               *extra], "recorder")
-    finally:
-        if before is None:
-            del os.environ["RECORD_FILE"]
-        else:
-            os.environ["RECORD_FILE"] = before
-    for broker in brokers:
-        wait_for(lambda e=broker.endpoint: has_worker(e, proc.pid), 15, "recorder registered")
-    return proc
 
 
 @dataclass

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from gwkit import Raw, port_of, recorder, start_gateway
+from gwkit import Raw, port_of, start_gateway
 
-from clusterkit import Cluster
+from clusterkit import Cluster, recorded
 from mdp_gearman.packets import T
 from testkit import status_of, wait_for
 
@@ -19,9 +19,7 @@ JOBS = 500
 
 
 def _runs(record: Path) -> collections.Counter[int]:
-    if not record.exists():
-        return collections.Counter()
-    return collections.Counter(int(line) for line in record.read_text().split() if line)
+    return collections.Counter(recorded(record))
 
 
 @pytest.mark.slow
@@ -29,7 +27,7 @@ def test_500_background_jobs_survive_a_gateway_sigkill(cluster: Cluster, tmp_pat
     brokers = [cluster.broker(), cluster.broker()]
     record = tmp_path / "runs.txt"
     for _ in range(2):
-        recorder(cluster, brokers, record)
+        cluster.recorder(brokers, record)
     state = tmp_path / "state"
     gateway = start_gateway(cluster, brokers, "--sync", "NORMAL", state_dir=state)
     raw = Raw(port_of(gateway))
@@ -64,7 +62,7 @@ def _unknown(raw: Raw, handle: bytes) -> bool:
 def test_high_overtakes_normal_and_low_under_a_backlog(cluster: Cluster, tmp_path: Path) -> None:
     brokers = [cluster.broker()]
     record = tmp_path / "order.txt"
-    recorder(cluster, brokers, record)  # one worker: everything else queues
+    cluster.recorder(brokers, record)  # one worker: everything else queues
     gateway = start_gateway(cluster, brokers, "--concurrency", "200", "--timeout", "30")
     raw = Raw(port_of(gateway))
     kinds = [(T.SUBMIT_JOB_LOW, 0), (T.SUBMIT_JOB, 1000), (T.SUBMIT_JOB_HIGH, 2000)]
@@ -73,7 +71,7 @@ def test_high_overtakes_normal_and_low_under_a_backlog(cluster: Cluster, tmp_pat
             raw.send(kind, b"record", b"", json.dumps({"n": base + i, "sleep": 0.01}).encode())
     replies = [raw.recv() for _ in range(140)]
     assert sum(kind == T.WORK_COMPLETE for kind, _ in replies) == 70  # LOW ones finish too
-    order = [int(line) for line in record.read_text().split()]
+    order = recorded(record)
     high_done = max(order.index(n) for n in range(2000, 2010))
     normal_done = [order.index(n) for n in range(1000, 1030)]
     assert high_done < sorted(normal_done)[15], order  # HIGH ahead of most NORMAL ones
@@ -87,8 +85,8 @@ def test_a_service_with_no_worker_holds_no_slot_and_stalls_no_other(cluster: Clu
     and a slow healthy service's backlog does not hold up a third service either."""
     brokers = [cluster.broker(), cluster.broker()]
     record = tmp_path / "runs.txt"
-    recorder(cluster, brokers, record)
-    recorder(cluster, brokers, record, "--service", "slowrecord")
+    cluster.recorder(brokers, record)
+    cluster.recorder(brokers, record, "--service", "slowrecord")
     gateway = start_gateway(cluster, brokers, "--background-concurrency", "4",
                             state_dir=tmp_path / "state")
     raw = Raw(port_of(gateway))

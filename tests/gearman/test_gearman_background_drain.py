@@ -10,9 +10,9 @@ import json
 import signal
 from pathlib import Path
 
-from gwkit import Raw, port_of, recorder, start_gateway
+from gwkit import Raw, port_of, start_gateway
 
-from clusterkit import Cluster
+from clusterkit import Cluster, recorded
 from mdp_gearman.packets import T
 from testkit import wait_for
 
@@ -20,16 +20,14 @@ JOBS = 40
 
 
 def _runs(record: Path) -> collections.Counter[int]:
-    if not record.exists():
-        return collections.Counter()
-    return collections.Counter(int(x) for x in record.read_text().split())
+    return collections.Counter(recorded(record))
 
 
 def test_background_jobs_through_a_graceful_restart(cluster: Cluster, tmp_path: Path) -> None:
     brokers = [cluster.broker()]
     record = tmp_path / "runs.txt"
     for _ in range(2):
-        recorder(cluster, brokers, record)
+        cluster.recorder(brokers, record)
     state = tmp_path / "state"
     gateway = start_gateway(cluster, brokers, state_dir=state)
     raw = Raw(port_of(gateway))
