@@ -101,7 +101,7 @@ def test_a_request_sent_to_a_restarted_broker_that_holds_it_is_not_sent_elsewher
     no new instance), and its next request goes to the new broker process, which holds it
     and gives it to its worker. The request runs longer than a ping interval: the ping
     finds the broker's instance changed, and its PONG says it lost nothing. The request
-    must not be sent to the other broker too (it ran twice: scripts in /tmp/hunt showed a
+    must not be sent to the other broker too (it ran twice: a stress script showed a
     sync client's first long request after any broker restart run on two workers)."""
     wire = Wire(ClientCore(["tcp://b0:1", "tcp://b1:1"]), [broker("a", 0.0), broker("b", 0.0)])
     warm = [call(wire, n, 0.0) for n in range(2)]
