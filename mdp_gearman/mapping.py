@@ -106,7 +106,17 @@ def _check_depth(value: Any, max_depth: int) -> None:
 
 
 def encode_result(result: Any, fmt: Format) -> bytes:
-    """The bytes of WORK_COMPLETE for a DIPS result."""
+    """The bytes of WORK_COMPLETE for a DIPS result; a result none of the formats can carry
+    (nested deeper than they allow) is a :class:`WorkerError` ``bad_reply`` naming why."""
+    try:
+        return _encode(result, fmt)
+    except (RecursionError, ValueError) as exc:  # msgpack: "recursion limit exceeded"
+        raise WorkerError(f"the worker's result cannot be encoded for a Gearman client "
+                          f"(it is nested too deep: {type(exc).__name__}: {exc})",
+                          code="bad_reply") from None
+
+
+def _encode(result: Any, fmt: Format) -> bytes:
     if isinstance(result, bytes):
         return result
     if isinstance(result, str):
@@ -120,7 +130,7 @@ def encode_result(result: Any, fmt: Format) -> bytes:
         return p.pack(result)
     try:
         return json.dumps(result, default=_json_bytes, ensure_ascii=False).encode()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # msgpack carries what json cannot
         return p.pack(result)
 
 

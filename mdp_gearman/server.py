@@ -335,7 +335,10 @@ class Gateway:
             return exc
         finally:
             self._slots.release()
-        return mapping.encode_result(result, fmt)
+        try:
+            return mapping.encode_result(result, fmt)
+        except RequestError as exc:  # a result nested deeper than the formats carry
+            return exc
 
     def _bug(self, job: Job, exc: BaseException, doing: str) -> BaseException:
         """A bug met while running or settling ``job``: logged, and the error the job ends

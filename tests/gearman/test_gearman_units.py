@@ -8,7 +8,7 @@ import random
 import msgpack
 import pytest
 
-from mdp.errors import CODES, BadRequest, Overloaded, Timeout
+from mdp.errors import CODES, BadRequest, Overloaded, Timeout, WorkerError
 from mdp.status import BrokerInfo, BrokerStatus, ServiceStatus, WorkerStatus
 from mdp_gearman import admin, mapping, phpser
 from mdp_gearman import packets as g
@@ -187,6 +187,18 @@ def test_results_go_back_in_the_workload_format() -> None:
     assert mapping.encode_result({"a": b"x"}, mapping.Format.RAW) == b'{"a": "x"}'
     assert msgpack.unpackb(mapping.encode_result({"a": b"\xff"}, mapping.Format.JSON)) \
         == {"a": b"\xff"}
+
+
+@pytest.mark.parametrize("fmt", list(mapping.Format))
+def test_a_result_no_format_can_carry_is_a_bad_reply_naming_why(fmt: mapping.Format) -> None:
+    """Nested past what msgpack packs (json gives up earlier and falls back to msgpack):
+    ``bad_reply``, not a RecursionError that would fail the job as the gateway's bug."""
+    deep: dict[str, object] = {}
+    for _ in range(100_000):
+        deep = {"k": deep}
+    with pytest.raises(WorkerError, match="nested too deep") as raised:
+        mapping.encode_result(deep, fmt)
+    assert raised.value.code == "bad_reply"
 
 
 def test_errors_carry_code_and_message() -> None:
