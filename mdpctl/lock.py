@@ -1,4 +1,4 @@
-"""One fleet-changing command at a time: up, reload and scale hold an exclusive lock.
+"""One fleet-changing command at a time: up, reload, scale and down hold an exclusive lock.
 
 Two rollouts at once would each count the other's stopped worker as missing and could
 take a service below N-1 workers.  The lock is a file: in the run directory for the

@@ -6,7 +6,9 @@ The workers, the doors and the helper programs get SIGTERM all at once (each wor
 finishes the request in hand and leaves the brokers), then the brokers, then
 supervisord exits.  down returns once every one of those processes has exited.  Run
 from anywhere, it finds the cluster as every command does (see `mdpctl --help`); when
-none is running it says where it looked and exits 0.  When the cluster's supervisord is
+none is running it says where it looked and exits 0.  Beside a `reload`, `scale` or `up`
+in progress (they hold the run directory's lock) down stops nothing and says which one
+runs; stop it (Ctrl-C) or wait for it.  When the cluster's supervisord is
 gone (killed) and its programs run on, down stops them the same way (SIGKILL for what
 has not exited by --timeout, default 45 s).
 
@@ -45,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     ctx.require_local("down")
+    # stopping the fleet under a `reload` or `scale` would leave it half done, failing on a
+    # worker it did not stop: down waits its turn as they do (refused at once, naming them)
+    with ctx.exclusive("down", f"`mdpctl down` is stopping the cluster in {ctx.run_dir}"):
+        return _down(args, ctx)
+
+
+def _down(args: argparse.Namespace, ctx: Context) -> int:
     started = time.monotonic()
     try:
         ctx.require_running()

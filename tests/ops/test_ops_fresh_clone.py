@@ -211,6 +211,24 @@ def test_up_beside_a_reload_on_a_running_cluster_waits_for_it_to_serve(
     assert "cluster already running" in again.stdout
 
 
+def test_down_beside_a_reload_stops_nothing_and_names_it(
+    local_cluster: LocalCluster,
+) -> None:
+    """`down` under a `reload` would stop the workers the rollout waits for (it then failed
+    naming a stopped worker): it takes the run dir's lock as they do, refused at once."""
+    assert local_cluster.up(*ECHO_ONLY).returncode == 0
+    lock_file = lock.lock_path(local_cluster.run_dir, None)
+    with lock.exclusive(lock_file, "reload", "`mdpctl reload` is changing this cluster"):
+        refused = local_cluster.ctl("down")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert one_line(refused.stderr) == (
+        f"mdpctl: cannot down: another `mdpctl reload` is changing this cluster (pid "
+        f"{os.getpid()}); try again when it is done (lock file {lock_file})\n")
+    assert local_cluster.ctl("status").returncode == 0  # nothing was stopped
+    stopped = local_cluster.ctl("down")
+    assert stopped.returncode == 0 and "stopped in" in stopped.stdout, stopped.stderr
+
+
 def test_a_second_supervisord_on_a_run_directory_names_the_one_that_runs(
     local_cluster: LocalCluster,
 ) -> None:
