@@ -13,6 +13,7 @@ a send failed (the peer is gone).
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import signal
@@ -81,6 +82,9 @@ class Broker:
                  "host": socket.gethostname()}
         self.core = BrokerCore(config, time.monotonic(), about=about,
                                role_of=None if self.auth is None else self.auth.role_of)
+        # messages read but not yet handled (run_once reads what waits before it handles
+        # any of it), with their CURVE keys
+        self._ahead: collections.deque[tuple[list[bytes], str]] = collections.deque()
         self._stopping = False
         self._reload_requested = False
         self._next_monitor_check = 0.0
@@ -144,22 +148,34 @@ class Broker:
         out what it asks; the number of messages handled.
 
         The wait is in the socket's own receive (fewer system calls per message than a
-        poll). The core answers the first message of a pass at once, gathering nothing;
-        unless the receive had to wait for it (a sync peer's: the pass is over), the socket
-        is then asked whether more wait (cheaper than a receive that finds nothing), and
-        if none does the pass is over. Messages read after it
-        may gather batched output, sent when a receive finds the socket empty.
+        poll). Unless the receive had to wait for it (a sync peer's: it came alone), the
+        socket is asked whether more wait (cheaper than a receive that finds nothing);
+        if none does, the core answers the message at once, gathering nothing. If some
+        do, they are read before any is handled (:meth:`_read_ahead`, up to ``PASS``),
+        so that a client's CANCEL among them is in force before the requests it names,
+        read before it, can reach a worker (they sat in the socket while this broker was
+        frozen, say, and their client has sent them elsewhere). Messages handled after
+        the first may gather batched output, sent every ``FLUSH_EVERY`` messages and
+        when a read finds the socket empty; messages read and not yet handled when the
+        timers get a turn open the next pass.
         """
-        core, sock = self.core, self.socket
-        curve = self.auth is not None
+        core, sock, ahead = self.core, self.socket, self._ahead
         now = time.monotonic()
         deadline = core.next_deadline()
         if deadline <= now:
             core.tick(now)
             self._carry_out()
             deadline = core.next_deadline()
-        timeout_ms = min(poll_timeout_ms(deadline, now), max_block_ms)
-        frames, user = sockio.recv_wait(sock, timeout_ms, with_user=curve, keep_big=True)
+        frames: list[bytes] | None
+        if ahead:
+            frames, user = ahead.popleft()
+        else:
+            timeout_ms = min(poll_timeout_ms(deadline, now), max_block_ms)
+            frames, user = sockio.recv_wait(sock, timeout_ms, with_user=self.auth is not None,
+                                            keep_big=True)
+            if frames is not None and time.monotonic() - now <= WAITED_S \
+                    and sockio.readable(sock):
+                self._read_ahead(PASS - 1)
         handled = 0
         while frames is not None:
             at = time.monotonic()
@@ -170,22 +186,40 @@ class Broker:
                 core.dispatcher.counters.dropped += 1
                 log.exception("error handling a message from %s", frames[0].hex()[:20])
             handled += 1
-            if handled == 1 and (at - now > WAITED_S or not sockio.readable(sock)):
-                break  # it came alone: the receive waited for it, or nothing is behind it
             if handled % FLUSH_EVERY == 0:
                 now = time.monotonic()
                 core.flush(now)
                 self._carry_out()
-                if handled == PASS or core.next_deadline() <= now:
-                    break  # the timers get a turn; the rest waits in the socket
-            if curve:
-                frames, user = sockio.recv_with_user(sock, keep_big=True)
-            else:
-                frames = sockio.recv(sock, keep_big=True)
+                if handled >= PASS or core.next_deadline() <= now:
+                    break  # the timers get a turn; the rest waits (read, or in the socket)
+            if not ahead and handled > 1:  # (one that came alone is alone)
+                self._read_ahead(PASS - handled)  # what came meanwhile
+            if not ahead:
+                break
+            frames, user = ahead.popleft()
         if core.gathered:
             core.flush(time.monotonic())
             self._carry_out()
         return handled
+
+    def _read_ahead(self, room: int) -> None:
+        """Read up to ``room`` messages that wait in the socket, without waiting, and show
+        each to the core (:meth:`BrokerCore.ahead`) before any is handled."""
+        core, sock, ahead = self.core, self.socket, self._ahead
+        curve = self.auth is not None
+        user = ""
+        for _ in range(room):
+            if curve:
+                frames, user = sockio.recv_with_user(sock, keep_big=True)
+            else:
+                frames = sockio.recv(sock, keep_big=True)
+            if frames is None:
+                return
+            try:  # (the barrier: receive handles it, or says what was wrong)
+                core.ahead(frames)
+            except Exception:
+                log.exception("error reading ahead a message from %s", frames[0].hex()[:20])
+            ahead.append((frames, user))
 
     def _carry_out(self) -> None:
         """Send what the core asks, in order; a send to a peer that is gone is reported

@@ -44,6 +44,7 @@ from mdp.actions import Event, Lost, Opened, Received, Send, Tick
 from mdp.brokerframes import HEARTBEAT_SIGNAL, heads_as_bytes, is_error, quick_parse
 from mdp.brokerstatus import broker_status, mmi_answer, unknown_service
 from mdp.brokerworkers import WorkerKeeper
+from mdp.cancels import cancel_requests
 from mdp.config import BrokerConfig
 from mdp.dispatch import Dispatcher, Request, Service, Worker
 from mdp.errors import BadRequest, Expired, ProtocolError, RequestError
@@ -95,9 +96,12 @@ class BrokerCore:
         self._role_of = role_of
         self._version = code_version()
         welcome = {"broker": self._version, "instance": self.instance}
-        self._client_welcome = welcome
+        self._client_welcome = {**welcome, "cancel": True}  # (it takes CANCEL)
         self._firsts: dict[bytes, p.First] = {}  # HELLO "first", by client
         self._hellos: dict[bytes, int] = {}  # clients' HELLO flags (BATCH, PROGRESS)
+        # CANCELs the shell has read (:meth:`ahead`) but not yet handed in: by client, the
+        # ids it gave up, whose requests read before them are dropped as they come
+        self._cancelled_ahead: dict[bytes, set[int]] = {}
         self._out = Outbox(self.dispatcher.workers)
         self._now = now  # the time of the event being handled
         self._gather = False  # the message being handled has others behind it
@@ -214,6 +218,22 @@ class BrokerCore:
 
     # --- input ---------------------------------------------------------------------------
 
+    def ahead(self, frames: list[bytes]) -> None:
+        """A message the shell has read but not yet handed in with :meth:`receive` (it
+        reads what waits in its socket before it handles any): a client's CANCEL among
+        them is in force at once, so that none of the requests it names, read before it
+        (in the socket since this broker last read, frozen say), is given to a worker.
+        The shell hands in every message it was shown, in order. Anything else is left
+        for :meth:`receive` (the check here costs a few comparisons)."""
+        if (len(frames) == 5 and frames[3] == p.CANCEL and frames[2] == p.DIPS_CLIENT
+                and not frames[1]):
+            try:
+                message = p.parse_broker_inbound(frames[1:])
+            except ProtocolError:
+                return  # (receive says so)
+            if isinstance(message, p.ClientCancel) and message.rids:
+                self._cancelled_ahead.setdefault(frames[0], set()).update(message.rids)
+
     def receive(self, frames: list[bytes], user: str, now: float, more: bool = False) -> None:
         """One message from the ROUTER: ``frames[0]`` is the peer's identity; ``user`` its
         CURVE key (z85) when CURVE is on. ``more``: other messages came with it (the shell
@@ -274,6 +294,8 @@ class BrokerCore:
                 self._on_progress(identity, message, now)
             case p.ClientHello():
                 self._on_hello(identity, message)
+            case p.ClientCancel(rids):
+                self._on_cancel(identity, rids, now)
             case p.WorkerReady():
                 self._keeper.on_ready(identity, message, user, now)
 
@@ -296,7 +318,8 @@ class BrokerCore:
     def _role_allows(self, identity: bytes, message: p.BrokerInbound, user: str, role: str,
                      now: float) -> bool:
         """With CURVE, only client keys send requests and only worker keys serve."""
-        client_kinds = p.ClientRequest | p.ClientBatch | p.ClientPing | p.ClientHello
+        client_kinds = (p.ClientRequest | p.ClientBatch | p.ClientPing | p.ClientHello
+                        | p.ClientCancel)
         wants = CLIENT_ROLE if isinstance(message, client_kinds) else WORKER_ROLE
         if role == wants:
             return True
@@ -331,7 +354,8 @@ class BrokerCore:
             first = self._firsts.pop(identity, None)
             if first is not None:
                 rid, ttl_ms, priority, ck = first.rid, first.ttl_ms, first.priority, first.ck
-        if rid is not None and identity in self.dispatcher.gone_clients:
+        if rid is not None and (identity in self.dispatcher.gone_clients or (
+                self._cancelled_ahead and self._given_up(identity, rid))):
             return  # read after a send to it failed (it waited while we were frozen)
         deadline = None if ttl_ms is None else now + ttl_ms / 1000
         name = msg.service
@@ -374,6 +398,12 @@ class BrokerCore:
         share goes as one TASKS)."""
         if identity in self.dispatcher.gone_clients:
             return  # read after a send to it failed (it waited while we were frozen)
+        if self._cancelled_ahead and identity in self._cancelled_ahead:
+            kept = [(rid, body) for rid, body in zip(msg.rids, msg.bodies, strict=True)
+                    if not self._given_up(identity, rid)]
+            if not kept:
+                return
+            msg = msg._replace(rids=[rid for rid, _ in kept], bodies=[b for _, b in kept])
         self._gather = True
         deadline = now + msg.ttl_ms / 1000
         name = msg.service
@@ -404,6 +434,29 @@ class BrokerCore:
         service = dispatcher.services.get(name)
         if service is not None:  # all at once: a worker's share goes as one TASKS
             self._dispatch(service, now)
+
+    def _given_up(self, identity: bytes, rid: int) -> bool:
+        """Whether a CANCEL read ahead (:meth:`ahead`) names this request: dropped unread."""
+        rids = self._cancelled_ahead.get(identity)
+        return rids is not None and rid in rids
+
+    def _on_cancel(self, identity: bytes, rids: list[int], now: float) -> None:
+        """The client gave these requests up on this connection (it failed over): none
+        that no worker has yet is run; a DIPS worker that has one is asked for it back
+        (RECALL), and any reply to one is dropped. Ids not held are ignored."""
+        ahead = self._cancelled_ahead.get(identity)
+        if ahead is not None:  # read ahead: it is in order now
+            ahead.difference_update(rids)
+            if not ahead:
+                del self._cancelled_ahead[identity]
+        done = cancel_requests(self.dispatcher, identity, rids)
+        for worker, request in done.recall:
+            self._send(p.recall(worker.identity, request.key))
+        if done.queued or done.detached or done.in_hand:
+            log.info("client %s gave up %d request(s) here: %d dropped from the queue, "
+                     "%d detached from shared ones, %d in workers' hands (%d recalled)",
+                     identity.hex()[:20], len(rids), done.queued, done.detached,
+                     done.in_hand, len(done.recall))
 
     def _unknown_now(self, name: bytes, now: float) -> bool:
         """Answer ``unknown_service`` at once: no worker has offered ``name`` since this

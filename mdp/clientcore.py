@@ -357,6 +357,8 @@ class ClientCore(Placement):
             self._set_state(ep, State.DIPS, now)
             instance = welcome.meta.get("instance")
             ep.instance = instance if isinstance(instance, str) else None
+        if ep.state is State.DIPS:  # (also the answer to a HELLO sent to a restarted one)
+            ep.takes_cancel = welcome.meta.get("cancel") is True
 
     def _on_progress(self, ep: Endpoint, progress: p.RequestProgress) -> None:
         call = self.pending.get(progress.rid)
@@ -377,7 +379,7 @@ class ClientCore(Placement):
             elif now >= ep.ping_at + self.broker_timeout:
                 self._complain(ep, now, "broker %s did not answer a ping in %.2fs; failing "
                                "over", ep.address, self.broker_timeout)
-                self._fail(ep, now)
+                self._fail(ep, now, give_up=True)
         elif state is State.CONNECTING:
             if now >= ep.connect_deadline:
                 self._complain(ep, now, "cannot connect to broker %s", ep.address)
