@@ -45,6 +45,15 @@ FLUSH_EVERY = 32  # messages read before gathered output goes out, even mid-pass
 WAITED_S = 50e-6  # a first message the receive waited this long for came alone: what came
 # behind it meanwhile starts a pass of its own (asking the socket costs system calls; a
 # sync peer's message always comes alone, and a backlog is read without waiting)
+WAIT_SLACK_S = 0.02  # a receive that waited this much longer than its timeout was stopped
+# A loop that went this long between two looks at the clock was stopped (SIGSTOP) or starved
+# (it never blocks for more than _MAX_BLOCK_MS): it reads what came meanwhile, and gives
+# nothing to a worker until at least CATCH_UP_S later and until a read finds nothing more
+# waiting (BrokerCore.hold; libzmq's I/O thread, stopped too, hands the backlog over piece
+# by piece as it catches up, and a CANCEL behind requests must come before they go out).
+STOPPED_GAP_S = 0.25
+CATCH_UP_S = 0.05
+CATCH_UP_MAX_S = 0.5  # under a load that never lets the socket empty, dispatch resumes then
 _MAX_BLOCK_MS = 100  # longest the loop blocks: a stop or reload flag is seen this soon
 _UNREACHABLE = (zmq.EHOSTUNREACH, zmq.EAGAIN)  # the peer is not connected (any more)
 
@@ -85,6 +94,9 @@ class Broker:
         # messages read but not yet handled (run_once reads what waits before it handles
         # any of it), with their CURVE keys
         self._ahead: collections.deque[tuple[list[bytes], str]] = collections.deque()
+        self._awake_at = time.monotonic()  # the loop's last look at the clock
+        self._catch_up_until: float | None = None  # dispatch is held until then (and quiet)
+        self._woke_at = 0.0
         self._stopping = False
         self._reload_requested = False
         self._next_monitor_check = 0.0
@@ -161,11 +173,15 @@ class Broker:
         """
         core, sock, ahead = self.core, self.socket, self._ahead
         now = time.monotonic()
+        if now - self._awake_at > STOPPED_GAP_S:
+            self._woke(now)  # stopped between two passes
         deadline = core.next_deadline()
         if deadline <= now:
             core.tick(now)
             self._carry_out()
             deadline = core.next_deadline()
+        if self._catch_up_until is not None and self._catch_up_until < deadline:
+            deadline = self._catch_up_until
         frames: list[bytes] | None
         if ahead:
             frames, user = ahead.popleft()
@@ -173,7 +189,10 @@ class Broker:
             timeout_ms = min(poll_timeout_ms(deadline, now), max_block_ms)
             frames, user = sockio.recv_wait(sock, timeout_ms, with_user=self.auth is not None,
                                             keep_big=True)
-            if frames is not None and time.monotonic() - now <= WAITED_S \
+            waited = time.monotonic() - now
+            if waited > timeout_ms / 1000 + STOPPED_GAP_S:
+                self._woke(now + waited)  # stopped while it waited
+            if frames is not None and not _came_alone(waited, timeout_ms) \
                     and sockio.readable(sock):
                 self._read_ahead(PASS - 1)
         handled = 0
@@ -200,7 +219,21 @@ class Broker:
         if core.gathered:
             core.flush(time.monotonic())
             self._carry_out()
+        self._awake_at = end = time.monotonic()
+        if self._catch_up_until is not None and end >= self._catch_up_until and not ahead \
+                and (end >= self._woke_at + CATCH_UP_MAX_S or not sockio.readable(sock)):
+            self._catch_up_until = None  # caught up: what was in the socket is handled
+            core.release(end)
+            self._carry_out()
         return handled
+
+    def _woke(self, now: float) -> None:
+        """The loop was stopped (or starved): hold dispatch while it catches up."""
+        log.info("woke after %.2fs without a turn; reading what came meanwhile before "
+                 "giving any of it to a worker", now - self._awake_at)
+        self._catch_up_until = now + CATCH_UP_S
+        self._woke_at = now
+        self.core.hold()
 
     def _read_ahead(self, room: int) -> None:
         """Read up to ``room`` messages that wait in the socket, without waiting, and show
@@ -269,6 +302,14 @@ class Broker:
             if self._handshake_warnings is None:
                 self._handshake_warnings = RateLimitedLog(logging.getLogger("mdp.auth"))
             log_handshake_failures(self.monitor, self._handshake_warnings, now)
+
+
+def _came_alone(waited_s: float, timeout_ms: int) -> bool:
+    """Whether a message the receive waited ``waited_s`` for came alone: the receive had
+    to wait for it (a sync peer's message), but not for longer than it may (a process
+    woken from SIGSTOP, or starved, finds its socket full: what came while it was stopped
+    is read before any of it is handled)."""
+    return WAITED_S < waited_s <= timeout_ms / 1000 + WAIT_SLACK_S
 
 
 # --- command line -------------------------------------------------------------------------

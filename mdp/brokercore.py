@@ -102,6 +102,9 @@ class BrokerCore:
         # CANCELs the shell has read (:meth:`ahead`) but not yet handed in: by client, the
         # ids it gave up, whose requests read before them are dropped as they come
         self._cancelled_ahead: dict[bytes, set[int]] = {}
+        # while the shell catches up after a stop (:meth:`hold`): services whose dispatch
+        # waits for :meth:`release`; None when dispatch is not held
+        self._held: dict[bytes, Service] | None = None
         self._out = Outbox(self.dispatcher.workers)
         self._now = now  # the time of the event being handled
         self._gather = False  # the message being handled has others behind it
@@ -177,6 +180,23 @@ class BrokerCore:
         """Send every gathered task and reply."""
         self._now = now
         self._out.flush(now)
+
+    def hold(self) -> None:
+        """Give nothing to a worker until :meth:`release`: the shell found it had been
+        stopped (SIGSTOP, say) and what came meanwhile is still being read. Requests are
+        queued meanwhile, so that a client's CANCEL, behind the requests it names, removes
+        them before any worker has them, though libzmq's I/O thread, stopped too, hands the
+        shell a backlog piece by piece as it catches up."""
+        if self._held is None:
+            self._held = {}
+
+    def release(self, now: float) -> None:
+        """Dispatch again (after :meth:`hold`): every service that waited gets its turn."""
+        held, self._held = self._held, None
+        for service in (held or {}).values():
+            if self.dispatcher.services.get(service.name) is service:
+                self._dispatch(service, now)
+        self.flush(now)
 
     def lost(self, peer: bytes, now: float) -> None:
         """A send to ``peer`` failed: it is no longer connected."""
@@ -380,7 +400,7 @@ class BrokerCore:
             dispatcher.counters.requests += 1
             self._answer_error(request, unknown_service(dispatcher.services, name))
             return
-        if service is not None and service.idle:
+        if service is not None and service.idle and self._held is None:
             worker = dispatcher.dispatch_now(service, request, now)
             if worker is not None:  # (the usual lone request: no queue on the way)
                 self._out.task(worker, request, False, now, self._gather)
@@ -523,6 +543,9 @@ class BrokerCore:
         self._out.send(frames, self._now)
 
     def _dispatch(self, service: Service, now: float) -> None:
+        if self._held is not None:  # (the shell is catching up: see hold)
+            self._held[service.name] = service
+            return
         if service.queue:
             out, gather = self._out, self._gather
             for worker, request, hold in self.dispatcher.assignments(service, now):
