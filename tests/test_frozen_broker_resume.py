@@ -39,7 +39,8 @@ def _stopped(pid: int) -> bool:
 def test_a_resumed_broker_runs_none_of_what_its_clients_failed_over(
         cluster: Cluster, tmp_path: Path) -> None:
     record = tmp_path / "record.txt"
-    brokers = [cluster.broker(), cluster.broker()]
+    # (heartbeats at 1 s: the workers are still on the books, idle, when it wakes)
+    brokers = [cluster.broker(fast=False), cluster.broker(fast=False)]
     for _ in range(2):
         cluster.recorder(brokers, record)
 
