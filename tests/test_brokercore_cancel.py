@@ -164,3 +164,31 @@ def test_under_curve_a_worker_key_cannot_cancel_a_clients_requests() -> None:
     assert feed(core, C1, p.client_cancel([1]), 0.1, user="wk") == []  # refused
     sent = feed(core, W1, p.reply(task.key, [b"r"]), 0.2, user="wk")
     assert sent == [(C1, p.Result(SVC, [b"r"], 1))]
+
+
+def test_a_core_held_after_a_stop_queues_everything_and_dispatches_on_release() -> None:
+    core = make()
+    ready(core, W1)
+    ready(core, W2)
+    core.hold()  # the shell found it had been stopped: libzmq hands it the backlog in pieces
+    assert submit(core, C1, 1, 1.0) == []  # came alone, an idle worker: queued all the same
+    assert feed(core, C2, p.client_submit(SVC, 7, 10_000, [b"x"]), 1.0) == []
+    assert feed(core, C1, p.client_cancel([1]), 1.01) == []  # its CANCEL, in a later piece
+    assert tasks_in([m for _, m in tick(core, 1.02)]) == []  # the timers dispatch nothing
+    core.release(1.05)
+    [task] = tasks_in([m for _, m in out(core)])
+    assert task.body == [b"x"]  # only C2's
+    [(peer, reply)] = feed(core, W1 if core.dispatcher.workers[W1].tasks else W2,
+                           p.reply(task.key, [b"r"]), 1.1)
+    assert (peer, reply) == (C2, p.Result(SVC, [b"r"], 7))
+    [(_, again)] = submit(core, C1, 2, 1.2)  # released: a lone request goes at once again
+    assert isinstance(again, p.BrokerTask)
+
+
+def test_a_worker_ready_while_held_waits_for_the_release_too() -> None:
+    core = make()
+    core.hold()
+    assert submit(core, C1, 1, 0.0) == []
+    assert [type(m) for _, m in ready(core, W1, 0.1)] == [p.BrokerWelcome]  # no task yet
+    core.release(0.2)
+    assert [peer for peer, m in out(core) if isinstance(m, p.BrokerTask)] == [W1]
