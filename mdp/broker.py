@@ -173,8 +173,7 @@ class Broker:
         """
         core, sock, ahead = self.core, self.socket, self._ahead
         now = time.monotonic()
-        if now - self._awake_at > STOPPED_GAP_S:
-            self._woke(now)  # stopped between two passes
+        self._looked(now)  # (stopped between two passes?)
         deadline = core.next_deadline()
         if deadline <= now:
             core.tick(now)
@@ -190,14 +189,14 @@ class Broker:
             frames, user = sockio.recv_wait(sock, timeout_ms, with_user=self.auth is not None,
                                             keep_big=True)
             waited = time.monotonic() - now
-            if waited > timeout_ms / 1000 + STOPPED_GAP_S:
-                self._woke(now + waited)  # stopped while it waited
+            self._looked(now + waited, timeout_ms / 1000)  # (stopped while it waited?)
             if frames is not None and not _came_alone(waited, timeout_ms) \
                     and sockio.readable(sock):
                 self._read_ahead(PASS - 1)
         handled = 0
         while frames is not None:
             at = time.monotonic()
+            self._looked(at)  # (stopped while it handled the last one?)
             try:  # the barrier: one bad message never stops the broker
                 core.receive(frames, user, at, handled > 0)
                 self._carry_out()
@@ -219,7 +218,8 @@ class Broker:
         if core.gathered:
             core.flush(time.monotonic())
             self._carry_out()
-        self._awake_at = end = time.monotonic()
+        end = time.monotonic()
+        self._looked(end)
         if self._catch_up_until is not None and end >= self._catch_up_until and not ahead \
                 and (end >= self._woke_at + CATCH_UP_MAX_S or not sockio.readable(sock)):
             self._catch_up_until = None  # caught up: what was in the socket is handled
@@ -227,13 +227,18 @@ class Broker:
             self._carry_out()
         return handled
 
-    def _woke(self, now: float) -> None:
-        """The loop was stopped (or starved): hold dispatch while it catches up."""
-        log.info("woke after %.2fs without a turn; reading what came meanwhile before "
-                 "giving any of it to a worker", now - self._awake_at)
-        self._catch_up_until = now + CATCH_UP_S
-        self._woke_at = now
-        self.core.hold()
+    def _looked(self, now: float, waiting_s: float = 0.0) -> None:
+        """The loop looked at the clock, after a wait of up to ``waiting_s`` since its last
+        look: one much later than that was stopped (SIGSTOP) or starved meanwhile, and
+        holds dispatch while it catches up (see STOPPED_GAP_S)."""
+        gap = now - self._awake_at
+        self._awake_at = now
+        if gap > waiting_s + STOPPED_GAP_S:
+            log.info("woke after %.2fs without a turn; reading what came meanwhile before "
+                     "giving any of it to a worker", gap)
+            self._catch_up_until = now + CATCH_UP_S
+            self._woke_at = now
+            self.core.hold()
 
     def _read_ahead(self, room: int) -> None:
         """Read up to ``room`` messages that wait in the socket, without waiting, and show
