@@ -23,6 +23,11 @@ What it decides (the per-message paths here, the rest through the parts named):
   go out when it says the pass is over (:meth:`BrokerCore.flush`); whatever else is sent to
   that peer meanwhile (a PONG, PROGRESS, a RECALL, a probe) goes *after* what was gathered
   for it. A message that came alone gathers nothing: a lone request costs no gathering.
+* **Clients that failed over.** A client's CANCEL gives up the requests it names (it sent
+  them to another broker): queued ones are dropped, tasks at workers recalled and their
+  replies dropped (:mod:`mdp.cancels`). A CANCEL the shell has read but not yet handed in
+  (:meth:`BrokerCore.ahead`) is in force for the requests in front of it; a shell that
+  finds it was stopped holds dispatch while it catches up (:meth:`BrokerCore.hold`).
 * **Faults.** A worker whose send failed (:class:`~mdp.actions.Lost`), that stayed silent,
   or that was probed while it held a task and had gone is forgotten, and its tasks go to
   others; one lost while running a request costs that request a loss, and a request that
