@@ -28,8 +28,9 @@ What it decides, in one place:
 * **Liveness.** A DIPS broker quiet for ``ping_interval`` while it holds requests is pinged;
   one that does not answer within ``broker_timeout`` is closed and its requests go to the
   other brokers; if its WELCOME offered CANCEL, it is first told their ids, so that,
-  should it wake (it was frozen, say), it runs none of them. Ids it says it lost are sent again; a new ``instance`` (it restarted)
-  sends everything outstanding on it again. A long request on a live broker is never resent.
+  should it wake (it was frozen, say), it runs none of them. Ids it says it lost are
+  sent again; a new ``instance`` (it restarted) sends everything outstanding on it again.
+  A long request on a live broker is never resent.
 * **Matching.** A RESULT is matched by id (ids are unique for the client's life), a standard
   reply to the one plain request of its connection; anything else is dropped.
 * **Deadlines, retries.** A call's clock starts when it is first started (within the
