@@ -2,9 +2,9 @@
 gets every answer from the other broker. Before it closes the frozen broker's connection it
 sends CANCEL there, naming the requests it gave up; resumed, the broker holds dispatch
 while it reads what came meanwhile, so the CANCEL, behind the requests it names, keeps
-every one of them from its workers: no request runs twice. Without CANCEL 1-9 of the 10
-requests that sat in its socket ran twice, in 6 runs of 9 (found through mdp-http: 21
-requests ran twice after a 4.6 s SIGSTOP of one of two brokers). What still runs twice, a
+every one of them from its workers: no request runs twice. Without CANCEL 1-10 of the 20
+ran twice in 6 of 10 runs (both transports; found through mdp-http: 21 requests ran twice
+after a 4.6 s SIGSTOP of one of two brokers). What still runs twice, a
 request a worker had before the broker froze, is not in this test: the broker is frozen
 before any of these requests is sent. Real processes, real signals."""
 
