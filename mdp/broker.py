@@ -94,7 +94,7 @@ class Broker:
         # messages read but not yet handled (run_once reads what waits before it handles
         # any of it), with their CURVE keys
         self._ahead: collections.deque[tuple[list[bytes], str]] = collections.deque()
-        self._awake_at = time.monotonic()  # the loop's last look at the clock
+        self._awake_at: float | None = None  # the loop's last look at the clock (none yet)
         self._catch_up_until: float | None = None  # dispatch is held until then (and quiet)
         self._woke_at = 0.0
         self._stopping = False
@@ -231,8 +231,8 @@ class Broker:
         """The loop looked at the clock, after a wait of up to ``waiting_s`` since its last
         look: one much later than that was stopped (SIGSTOP) or starved meanwhile, and
         holds dispatch while it catches up (see STOPPED_GAP_S)."""
-        gap = now - self._awake_at
-        self._awake_at = now
+        last, self._awake_at = self._awake_at, now
+        gap = 0.0 if last is None else now - last
         if gap > waiting_s + STOPPED_GAP_S:
             log.info("woke after %.2fs without a turn; reading what came meanwhile before "
                      "giving any of it to a worker", gap)

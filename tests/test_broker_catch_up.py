@@ -75,6 +75,7 @@ def test_a_cancel_waiting_behind_its_requests_keeps_them_from_the_worker(
 def test_a_loop_that_was_stopped_gives_nothing_out_until_it_caught_up(
         broker: Broker, zctx: zmq.Context) -> None:
     worker, client = attached(broker, zctx)
+    assert broker._awake_at is not None
     broker._awake_at -= 2 * STOPPED_GAP_S  # as if it had been stopped since its last pass
     client.send_multipart(p.client_submit(b"echo", 1, 60_000, [BODY]))  # it came alone...
     assert broker.run_once(0) == 1
@@ -83,6 +84,16 @@ def test_a_loop_that_was_stopped_gives_nothing_out_until_it_caught_up(
     assert tasks(worker) == [BODY]
     worker.close()
     client.close()
+
+
+def test_a_broker_made_long_before_its_loop_first_runs_is_not_taken_for_stopped(
+        zctx: zmq.Context) -> None:
+    broker = Broker(BrokerConfig(bind=["inproc://catch-up-late"]), zctx)
+    try:
+        broker._looked(broker.core.started + 10.0)  # its first look, long after it was made
+        assert broker._catch_up_until is None
+    finally:
+        broker.close()
 
 
 def test_a_message_the_receive_waited_for_came_alone_unless_it_waited_past_its_timeout(
