@@ -49,7 +49,7 @@ from mdp.actions import Event, Lost, Opened, Received, Send, Tick
 from mdp.brokerframes import HEARTBEAT_SIGNAL, heads_as_bytes, is_error, quick_parse
 from mdp.brokerstatus import broker_status, mmi_answer, unknown_service
 from mdp.brokerworkers import WorkerKeeper
-from mdp.cancels import cancel_requests
+from mdp.cancels import CancelsAhead, cancel_requests
 from mdp.config import BrokerConfig
 from mdp.dispatch import Dispatcher, Request, Service, Worker
 from mdp.errors import BadRequest, Expired, ProtocolError, RequestError
@@ -104,9 +104,7 @@ class BrokerCore:
         self._client_welcome = {**welcome, "cancel": True}  # (it takes CANCEL)
         self._firsts: dict[bytes, p.First] = {}  # HELLO "first", by client
         self._hellos: dict[bytes, int] = {}  # clients' HELLO flags (BATCH, PROGRESS)
-        # CANCELs the shell has read (:meth:`ahead`) but not yet handed in: by client, the
-        # ids it gave up, whose requests read before them are dropped as they come
-        self._cancelled_ahead: dict[bytes, set[int]] = {}
+        self._cancelled_ahead = CancelsAhead()  # read (:meth:`ahead`), not yet handed in
         # while the shell catches up after a stop (:meth:`hold`): services whose dispatch
         # waits for :meth:`release`; None when dispatch is not held
         self._held: dict[bytes, Service] | None = None
@@ -248,16 +246,8 @@ class BrokerCore:
         reads what waits in its socket before it handles any): a client's CANCEL among
         them is in force at once, so that none of the requests it names, read before it
         (in the socket since this broker last read, frozen say), is given to a worker.
-        The shell hands in every message it was shown, in order. Anything else is left
-        for :meth:`receive` (the check here costs a few comparisons)."""
-        if (len(frames) == 5 and frames[3] == p.CANCEL and frames[2] == p.DIPS_CLIENT
-                and not frames[1]):
-            try:
-                message = p.parse_broker_inbound(frames[1:])
-            except ProtocolError:
-                return  # (receive says so)
-            if isinstance(message, p.ClientCancel) and message.rids:
-                self._cancelled_ahead.setdefault(frames[0], set()).update(message.rids)
+        The shell hands in every message it was shown, in order."""
+        self._cancelled_ahead.note(frames)
 
     def receive(self, frames: list[bytes], user: str, now: float, more: bool = False) -> None:
         """One message from the ROUTER: ``frames[0]`` is the peer's identity; ``user`` its
@@ -380,7 +370,7 @@ class BrokerCore:
             if first is not None:
                 rid, ttl_ms, priority, ck = first.rid, first.ttl_ms, first.priority, first.ck
         if rid is not None and (identity in self.dispatcher.gone_clients or (
-                self._cancelled_ahead and self._given_up(identity, rid))):
+                self._cancelled_ahead and self._cancelled_ahead.names(identity, rid))):
             return  # read after a send to it failed (it waited while we were frozen)
         deadline = None if ttl_ms is None else now + ttl_ms / 1000
         name = msg.service
@@ -423,9 +413,10 @@ class BrokerCore:
         share goes as one TASKS)."""
         if identity in self.dispatcher.gone_clients:
             return  # read after a send to it failed (it waited while we were frozen)
-        if self._cancelled_ahead and identity in self._cancelled_ahead:
+        if self._cancelled_ahead:
+            names = self._cancelled_ahead.names
             kept = [(rid, body) for rid, body in zip(msg.rids, msg.bodies, strict=True)
-                    if not self._given_up(identity, rid)]
+                    if not names(identity, rid)]
             if not kept:
                 return
             msg = msg._replace(rids=[rid for rid, _ in kept], bodies=[b for _, b in kept])
@@ -460,20 +451,11 @@ class BrokerCore:
         if service is not None:  # all at once: a worker's share goes as one TASKS
             self._dispatch(service, now)
 
-    def _given_up(self, identity: bytes, rid: int) -> bool:
-        """Whether a CANCEL read ahead (:meth:`ahead`) names this request: dropped unread."""
-        rids = self._cancelled_ahead.get(identity)
-        return rids is not None and rid in rids
-
     def _on_cancel(self, identity: bytes, rids: list[int], now: float) -> None:
         """The client gave these requests up on this connection (it failed over): none
         that no worker has yet is run; a DIPS worker that has one is asked for it back
         (RECALL), and any reply to one is dropped. Ids not held are ignored."""
-        ahead = self._cancelled_ahead.get(identity)
-        if ahead is not None:  # read ahead: it is in order now
-            ahead.difference_update(rids)
-            if not ahead:
-                del self._cancelled_ahead[identity]
+        self._cancelled_ahead.handed_in(identity, rids)
         done = cancel_requests(self.dispatcher, identity, rids)
         for worker, request in done.recall:
             self._send(p.recall(worker.identity, request.key))

@@ -8,14 +8,19 @@ done those already in a worker's hands: a DIPS worker is asked to hand such a ta
 (RECALL; the broker drops it when it comes back), any worker's reply to it is dropped, and
 its loss costs nothing. It goes through the dispatcher's own operations
 (:meth:`~mdp.dispatch.Dispatcher.release`, :meth:`~mdp.dispatch.Dispatcher.forget_caller`,
-:meth:`~mdp.dispatch.Dispatcher.unqueued`) like :mod:`mdp.sweeps`. No sockets, no clock.
+:meth:`~mdp.dispatch.Dispatcher.unqueued`) like :mod:`mdp.sweeps`. :class:`CancelsAhead`
+keeps the CANCELs the broker's shell has read but not yet handed in (it reads what waits in
+its socket before it handles any), so that the requests in front of them are dropped as
+they are handed in. No sockets, no clock.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mdp import protocol as p
 from mdp.dispatch import Dispatcher
+from mdp.errors import ProtocolError
 from mdp.records import Request, Worker
 
 
@@ -28,6 +33,44 @@ class Cancelled:
     detached: int = 0
     recall: list[tuple[Worker, Request]] = field(default_factory=list)
     in_hand: int = 0  # tasks marked done at a worker (recalled where it can hand them back)
+
+
+class CancelsAhead:
+    """CANCELs the broker's shell has read but not yet handed in (it reads what waits in
+    its socket before it handles any of it): by client, the ids each gave up, whose
+    requests, read before their CANCEL, are dropped as they are handed in."""
+
+    def __init__(self) -> None:
+        self._ids: dict[bytes, set[int]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._ids)
+
+    def note(self, frames: list[bytes]) -> None:
+        """A message read ahead (``frames[0]``: the peer's identity): noted if it is a
+        well-formed CANCEL; anything else is left to the broker core's ``receive`` (the
+        check costs a few comparisons)."""
+        if (len(frames) == 5 and frames[3] == p.CANCEL and frames[2] == p.DIPS_CLIENT
+                and not frames[1]):
+            try:
+                message = p.parse_broker_inbound(frames[1:])
+            except ProtocolError:
+                return  # (receive says what was wrong)
+            if isinstance(message, p.ClientCancel) and message.rids:
+                self._ids.setdefault(frames[0], set()).update(message.rids)
+
+    def names(self, client: bytes, rid: int) -> bool:
+        """Whether a CANCEL read ahead names this request of ``client``."""
+        rids = self._ids.get(client)
+        return rids is not None and rid in rids
+
+    def handed_in(self, client: bytes, rids: list[int]) -> None:
+        """The CANCEL itself is handed in: in order now, it is no longer ahead."""
+        ahead = self._ids.get(client)
+        if ahead is not None:
+            ahead.difference_update(rids)
+            if not ahead:
+                del self._ids[client]
 
 
 def cancel_requests(dispatcher: Dispatcher, client: bytes, rids: list[int]) -> Cancelled:
