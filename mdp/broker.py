@@ -13,6 +13,7 @@ a send failed (the peer is gone).
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import signal
@@ -44,6 +45,15 @@ FLUSH_EVERY = 32  # messages read before gathered output goes out, even mid-pass
 WAITED_S = 50e-6  # a first message the receive waited this long for came alone: what came
 # behind it meanwhile starts a pass of its own (asking the socket costs system calls; a
 # sync peer's message always comes alone, and a backlog is read without waiting)
+WAIT_SLACK_S = 0.02  # a receive that waited this much longer than its timeout was stopped
+# A loop that went this long between two looks at the clock was stopped (SIGSTOP) or starved
+# (it never blocks for more than _MAX_BLOCK_MS): it reads what came meanwhile, and gives
+# nothing to a worker until at least CATCH_UP_S later and until a read finds nothing more
+# waiting (BrokerCore.hold; libzmq's I/O thread, stopped too, hands the backlog over piece
+# by piece as it catches up, and a CANCEL behind requests must come before they go out).
+STOPPED_GAP_S = 0.25
+CATCH_UP_S = 0.05
+CATCH_UP_MAX_S = 0.5  # under a load that never lets the socket empty, dispatch resumes then
 _MAX_BLOCK_MS = 100  # longest the loop blocks: a stop or reload flag is seen this soon
 _UNREACHABLE = (zmq.EHOSTUNREACH, zmq.EAGAIN)  # the peer is not connected (any more)
 
@@ -81,6 +91,12 @@ class Broker:
                  "host": socket.gethostname()}
         self.core = BrokerCore(config, time.monotonic(), about=about,
                                role_of=None if self.auth is None else self.auth.role_of)
+        # messages read but not yet handled (run_once reads what waits before it handles
+        # any of it), with their CURVE keys
+        self._ahead: collections.deque[tuple[list[bytes], str]] = collections.deque()
+        self._awake_at: float | None = None  # the loop's last look at the clock (none yet)
+        self._catch_up_until: float | None = None  # dispatch is held until then (and quiet)
+        self._woke_at = 0.0
         self._stopping = False
         self._reload_requested = False
         self._next_monitor_check = 0.0
@@ -144,25 +160,43 @@ class Broker:
         out what it asks; the number of messages handled.
 
         The wait is in the socket's own receive (fewer system calls per message than a
-        poll). The core answers the first message of a pass at once, gathering nothing;
-        unless the receive had to wait for it (a sync peer's: the pass is over), the socket
-        is then asked whether more wait (cheaper than a receive that finds nothing), and
-        if none does the pass is over. Messages read after it
-        may gather batched output, sent when a receive finds the socket empty.
+        poll). Unless the receive had to wait for it (a sync peer's: it came alone), the
+        socket is asked whether more wait (cheaper than a receive that finds nothing);
+        if none does, the core answers the message at once, gathering nothing. If some
+        do, they are read before any is handled (:meth:`_read_ahead`, up to ``PASS``),
+        so that a client's CANCEL among them is in force before the requests it names,
+        read before it, can reach a worker (they sat in the socket while this broker was
+        frozen, say, and their client has sent them elsewhere). Messages handled after
+        the first may gather batched output, sent every ``FLUSH_EVERY`` messages and
+        when a read finds the socket empty; messages read and not yet handled when the
+        timers get a turn open the next pass.
         """
-        core, sock = self.core, self.socket
-        curve = self.auth is not None
+        core, sock, ahead = self.core, self.socket, self._ahead
         now = time.monotonic()
+        self._looked(now)  # (stopped between two passes?)
         deadline = core.next_deadline()
         if deadline <= now:
             core.tick(now)
             self._carry_out()
             deadline = core.next_deadline()
-        timeout_ms = min(poll_timeout_ms(deadline, now), max_block_ms)
-        frames, user = sockio.recv_wait(sock, timeout_ms, with_user=curve, keep_big=True)
+        if self._catch_up_until is not None and self._catch_up_until < deadline:
+            deadline = self._catch_up_until
+        frames: list[bytes] | None
+        if ahead:
+            frames, user = ahead.popleft()
+        else:
+            timeout_ms = min(poll_timeout_ms(deadline, now), max_block_ms)
+            frames, user = sockio.recv_wait(sock, timeout_ms, with_user=self.auth is not None,
+                                            keep_big=True)
+            waited = time.monotonic() - now
+            self._looked(now + waited, timeout_ms / 1000)  # (stopped while it waited?)
+            if frames is not None and not _came_alone(waited, timeout_ms) \
+                    and sockio.readable(sock):
+                self._read_ahead(PASS - 1)
         handled = 0
         while frames is not None:
             at = time.monotonic()
+            self._looked(at)  # (stopped while it handled the last one?)
             try:  # the barrier: one bad message never stops the broker
                 core.receive(frames, user, at, handled > 0)
                 self._carry_out()
@@ -170,22 +204,60 @@ class Broker:
                 core.dispatcher.counters.dropped += 1
                 log.exception("error handling a message from %s", frames[0].hex()[:20])
             handled += 1
-            if handled == 1 and (at - now > WAITED_S or not sockio.readable(sock)):
-                break  # it came alone: the receive waited for it, or nothing is behind it
             if handled % FLUSH_EVERY == 0:
                 now = time.monotonic()
                 core.flush(now)
                 self._carry_out()
-                if handled == PASS or core.next_deadline() <= now:
-                    break  # the timers get a turn; the rest waits in the socket
+                if handled >= PASS or core.next_deadline() <= now:
+                    break  # the timers get a turn; the rest waits (read, or in the socket)
+            if not ahead and handled > 1:  # (one that came alone is alone)
+                self._read_ahead(PASS - handled)  # what came meanwhile
+            if not ahead:
+                break
+            frames, user = ahead.popleft()
+        if core.gathered:
+            core.flush(time.monotonic())
+            self._carry_out()
+        end = time.monotonic()
+        self._looked(end)
+        if self._catch_up_until is not None and end >= self._catch_up_until and not ahead \
+                and (end >= self._woke_at + CATCH_UP_MAX_S or not sockio.readable(sock)):
+            self._catch_up_until = None  # caught up: what was in the socket is handled
+            core.release(end)
+            self._carry_out()
+        return handled
+
+    def _looked(self, now: float, waiting_s: float = 0.0) -> None:
+        """The loop looked at the clock, after a wait of up to ``waiting_s`` since its last
+        look: one much later than that was stopped (SIGSTOP) or starved meanwhile, and
+        holds dispatch while it catches up (see STOPPED_GAP_S)."""
+        last, self._awake_at = self._awake_at, now
+        gap = 0.0 if last is None else now - last
+        if gap > waiting_s + STOPPED_GAP_S:
+            log.info("woke after %.2fs without a turn; reading what came meanwhile before "
+                     "giving any of it to a worker", gap)
+            self._catch_up_until = now + CATCH_UP_S
+            self._woke_at = now
+            self.core.hold()
+
+    def _read_ahead(self, room: int) -> None:
+        """Read up to ``room`` messages that wait in the socket, without waiting, and show
+        each to the core (:meth:`BrokerCore.ahead`) before any is handled."""
+        core, sock, ahead = self.core, self.socket, self._ahead
+        curve = self.auth is not None
+        user = ""
+        for _ in range(room):
             if curve:
                 frames, user = sockio.recv_with_user(sock, keep_big=True)
             else:
                 frames = sockio.recv(sock, keep_big=True)
-        if core.gathered:
-            core.flush(time.monotonic())
-            self._carry_out()
-        return handled
+            if frames is None:
+                return
+            try:  # (the barrier: receive handles it, or says what was wrong)
+                core.ahead(frames)
+            except Exception:
+                log.exception("error reading ahead a message from %s", frames[0].hex()[:20])
+            ahead.append((frames, user))
 
     def _carry_out(self) -> None:
         """Send what the core asks, in order; a send to a peer that is gone is reported
@@ -235,6 +307,14 @@ class Broker:
             if self._handshake_warnings is None:
                 self._handshake_warnings = RateLimitedLog(logging.getLogger("mdp.auth"))
             log_handshake_failures(self.monitor, self._handshake_warnings, now)
+
+
+def _came_alone(waited_s: float, timeout_ms: int) -> bool:
+    """Whether a message the receive waited ``waited_s`` for came alone: the receive had
+    to wait for it (a sync peer's message), but not for longer than it may (a process
+    woken from SIGSTOP, or starved, finds its socket full: what came while it was stopped
+    is read before any of it is handled)."""
+    return WAITED_S < waited_s <= timeout_ms / 1000 + WAIT_SLACK_S
 
 
 # --- command line -------------------------------------------------------------------------

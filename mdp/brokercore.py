@@ -23,6 +23,11 @@ What it decides (the per-message paths here, the rest through the parts named):
   go out when it says the pass is over (:meth:`BrokerCore.flush`); whatever else is sent to
   that peer meanwhile (a PONG, PROGRESS, a RECALL, a probe) goes *after* what was gathered
   for it. A message that came alone gathers nothing: a lone request costs no gathering.
+* **Clients that failed over.** A client's CANCEL gives up the requests it names (it sent
+  them to another broker): queued ones are dropped, tasks at workers recalled and their
+  replies dropped (:mod:`mdp.cancels`). A CANCEL the shell has read but not yet handed in
+  (:meth:`BrokerCore.ahead`) is in force for the requests in front of it; a shell that
+  finds it was stopped holds dispatch while it catches up (:meth:`BrokerCore.hold`).
 * **Faults.** A worker whose send failed (:class:`~mdp.actions.Lost`), that stayed silent,
   or that was probed while it held a task and had gone is forgotten, and its tasks go to
   others; one lost while running a request costs that request a loss, and a request that
@@ -44,6 +49,7 @@ from mdp.actions import Event, Lost, Opened, Received, Send, Tick
 from mdp.brokerframes import HEARTBEAT_SIGNAL, heads_as_bytes, is_error, quick_parse
 from mdp.brokerstatus import broker_status, mmi_answer, unknown_service
 from mdp.brokerworkers import WorkerKeeper
+from mdp.cancels import CancelsAhead, cancel_requests
 from mdp.config import BrokerConfig
 from mdp.dispatch import Dispatcher, Request, Service, Worker
 from mdp.errors import BadRequest, Expired, ProtocolError, RequestError
@@ -95,9 +101,13 @@ class BrokerCore:
         self._role_of = role_of
         self._version = code_version()
         welcome = {"broker": self._version, "instance": self.instance}
-        self._client_welcome = welcome
+        self._client_welcome = {**welcome, "cancel": True}  # (it takes CANCEL)
         self._firsts: dict[bytes, p.First] = {}  # HELLO "first", by client
         self._hellos: dict[bytes, int] = {}  # clients' HELLO flags (BATCH, PROGRESS)
+        self._cancelled_ahead = CancelsAhead()  # read (:meth:`ahead`), not yet handed in
+        # while the shell catches up after a stop (:meth:`hold`): services whose dispatch
+        # waits for :meth:`release`; None when dispatch is not held
+        self._held: dict[bytes, Service] | None = None
         self._out = Outbox(self.dispatcher.workers)
         self._now = now  # the time of the event being handled
         self._gather = False  # the message being handled has others behind it
@@ -174,6 +184,23 @@ class BrokerCore:
         self._now = now
         self._out.flush(now)
 
+    def hold(self) -> None:
+        """Give nothing to a worker until :meth:`release`: the shell found it had been
+        stopped (SIGSTOP, say) and what came meanwhile is still being read. Requests are
+        queued meanwhile, so that a client's CANCEL, behind the requests it names, removes
+        them before any worker has them, though libzmq's I/O thread, stopped too, hands the
+        shell a backlog piece by piece as it catches up."""
+        if self._held is None:
+            self._held = {}
+
+    def release(self, now: float) -> None:
+        """Dispatch again (after :meth:`hold`): every service that waited gets its turn."""
+        held, self._held = self._held, None
+        for service in (held or {}).values():
+            if self.dispatcher.services.get(service.name) is service:
+                self._dispatch(service, now)
+        self.flush(now)
+
     def lost(self, peer: bytes, now: float) -> None:
         """A send to ``peer`` failed: it is no longer connected."""
         self._now = now
@@ -213,6 +240,14 @@ class BrokerCore:
             log.info("stopping: dropped %d requests not yet given to a worker", dropped)
 
     # --- input ---------------------------------------------------------------------------
+
+    def ahead(self, frames: list[bytes]) -> None:
+        """A message the shell has read but not yet handed in with :meth:`receive` (it
+        reads what waits in its socket before it handles any): a client's CANCEL among
+        them is in force at once, so that none of the requests it names, read before it
+        (in the socket since this broker last read, frozen say), is given to a worker.
+        The shell hands in every message it was shown, in order."""
+        self._cancelled_ahead.note(frames)
 
     def receive(self, frames: list[bytes], user: str, now: float, more: bool = False) -> None:
         """One message from the ROUTER: ``frames[0]`` is the peer's identity; ``user`` its
@@ -274,6 +309,8 @@ class BrokerCore:
                 self._on_progress(identity, message, now)
             case p.ClientHello():
                 self._on_hello(identity, message)
+            case p.ClientCancel(rids):
+                self._on_cancel(identity, rids, now)
             case p.WorkerReady():
                 self._keeper.on_ready(identity, message, user, now)
 
@@ -296,7 +333,8 @@ class BrokerCore:
     def _role_allows(self, identity: bytes, message: p.BrokerInbound, user: str, role: str,
                      now: float) -> bool:
         """With CURVE, only client keys send requests and only worker keys serve."""
-        client_kinds = p.ClientRequest | p.ClientBatch | p.ClientPing | p.ClientHello
+        client_kinds = (p.ClientRequest | p.ClientBatch | p.ClientPing | p.ClientHello
+                        | p.ClientCancel)
         wants = CLIENT_ROLE if isinstance(message, client_kinds) else WORKER_ROLE
         if role == wants:
             return True
@@ -331,7 +369,8 @@ class BrokerCore:
             first = self._firsts.pop(identity, None)
             if first is not None:
                 rid, ttl_ms, priority, ck = first.rid, first.ttl_ms, first.priority, first.ck
-        if rid is not None and identity in self.dispatcher.gone_clients:
+        if rid is not None and (identity in self.dispatcher.gone_clients or (
+                self._cancelled_ahead and self._cancelled_ahead.names(identity, rid))):
             return  # read after a send to it failed (it waited while we were frozen)
         deadline = None if ttl_ms is None else now + ttl_ms / 1000
         name = msg.service
@@ -356,7 +395,7 @@ class BrokerCore:
             dispatcher.counters.requests += 1
             self._answer_error(request, unknown_service(dispatcher.services, name))
             return
-        if service is not None and service.idle:
+        if service is not None and service.idle and self._held is None:
             worker = dispatcher.dispatch_now(service, request, now)
             if worker is not None:  # (the usual lone request: no queue on the way)
                 self._out.task(worker, request, False, now, self._gather)
@@ -374,6 +413,13 @@ class BrokerCore:
         share goes as one TASKS)."""
         if identity in self.dispatcher.gone_clients:
             return  # read after a send to it failed (it waited while we were frozen)
+        if self._cancelled_ahead:
+            names = self._cancelled_ahead.names
+            kept = [(rid, body) for rid, body in zip(msg.rids, msg.bodies, strict=True)
+                    if not names(identity, rid)]
+            if not kept:
+                return
+            msg = msg._replace(rids=[rid for rid, _ in kept], bodies=[b for _, b in kept])
         self._gather = True
         deadline = now + msg.ttl_ms / 1000
         name = msg.service
@@ -404,6 +450,20 @@ class BrokerCore:
         service = dispatcher.services.get(name)
         if service is not None:  # all at once: a worker's share goes as one TASKS
             self._dispatch(service, now)
+
+    def _on_cancel(self, identity: bytes, rids: list[int], now: float) -> None:
+        """The client gave these requests up on this connection (it failed over): none
+        that no worker has yet is run; a DIPS worker that has one is asked for it back
+        (RECALL), and any reply to one is dropped. Ids not held are ignored."""
+        self._cancelled_ahead.handed_in(identity, rids)
+        done = cancel_requests(self.dispatcher, identity, rids)
+        for worker, request in done.recall:
+            self._send(p.recall(worker.identity, request.key))
+        if done.queued or done.detached or done.in_hand:
+            log.info("client %s gave up %d request(s) here: %d dropped from the queue, "
+                     "%d detached from shared ones, %d in workers' hands (%d recalled)",
+                     identity.hex()[:20], len(rids), done.queued, done.detached,
+                     done.in_hand, len(done.recall))
 
     def _unknown_now(self, name: bytes, now: float) -> bool:
         """Answer ``unknown_service`` at once: no worker has offered ``name`` since this
@@ -470,6 +530,9 @@ class BrokerCore:
         self._out.send(frames, self._now)
 
     def _dispatch(self, service: Service, now: float) -> None:
+        if self._held is not None:  # (the shell is catching up: see hold)
+            self._held[service.name] = service
+            return
         if service.queue:
             out, gather = self._out, self._gather
             for worker, request, hold in self.dispatcher.assignments(service, now):

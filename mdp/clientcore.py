@@ -27,8 +27,10 @@ What it decides, in one place:
   one.
 * **Liveness.** A DIPS broker quiet for ``ping_interval`` while it holds requests is pinged;
   one that does not answer within ``broker_timeout`` is closed and its requests go to the
-  other brokers. Ids it says it lost are sent again; a new ``instance`` (it restarted)
-  sends everything outstanding on it again. A long request on a live broker is never resent.
+  other brokers; if its WELCOME offered CANCEL, it is first told their ids, so that,
+  should it wake (it was frozen, say), it runs none of them. Ids it says it lost are
+  sent again; a new ``instance`` (it restarted) sends everything outstanding on it again.
+  A long request on a live broker is never resent.
 * **Matching.** A RESULT is matched by id (ids are unique for the client's life), a standard
   reply to the one plain request of its connection; anything else is dropped.
 * **Deadlines, retries.** A call's clock starts when it is first started (within the
@@ -357,6 +359,8 @@ class ClientCore(Placement):
             self._set_state(ep, State.DIPS, now)
             instance = welcome.meta.get("instance")
             ep.instance = instance if isinstance(instance, str) else None
+        if ep.state is State.DIPS:  # (also the answer to a HELLO sent to a restarted one)
+            ep.takes_cancel = welcome.meta.get("cancel") is True
 
     def _on_progress(self, ep: Endpoint, progress: p.RequestProgress) -> None:
         call = self.pending.get(progress.rid)
@@ -377,7 +381,7 @@ class ClientCore(Placement):
             elif now >= ep.ping_at + self.broker_timeout:
                 self._complain(ep, now, "broker %s did not answer a ping in %.2fs; failing "
                                "over", ep.address, self.broker_timeout)
-                self._fail(ep, now)
+                self._fail(ep, now, give_up=True)
         elif state is State.CONNECTING:
             if now >= ep.connect_deadline:
                 self._complain(ep, now, "cannot connect to broker %s", ep.address)

@@ -312,9 +312,16 @@ class Placement:
         else:
             self._queue(call, first=True)
 
-    def _fail(self, ep: Endpoint, now: float) -> None:
-        """Drop a broker's connection for ``down_for``; its requests go to the others."""
+    def _fail(self, ep: Endpoint, now: float, give_up: bool = False) -> None:
+        """Drop a broker's connection for ``down_for``; its requests go to the others.
+
+        ``give_up``: the connection is still there (the broker stopped answering), so a
+        broker that takes CANCEL is told, before the connection closes, which requests it
+        must not run should it wake (it reads the CANCEL, which waits in its socket behind
+        them, before it gives any of them to a worker)."""
         calls = sorted(ep.calls.values(), key=lambda c: c.rid, reverse=True)
+        if give_up and calls and ep.takes_cancel and ep.state is State.DIPS:
+            self._act(Send(ep.index, p.client_cancel([call.rid for call in reversed(calls)])))
         for call in calls:
             call.at.remove(ep)
         ep.calls = {}
@@ -347,6 +354,7 @@ class Placement:
                 ep.sent_bytes = 0
                 ep.hello_sent = False
                 ep.instance = None
+                ep.takes_cancel = False
             case State.CONNECTING:
                 ep.connect_deadline = at + self.connect_timeout
             case State.PROBING:

@@ -88,7 +88,7 @@ class Endpoint:
     __slots__ = ("index", "address", "link_floor", "state", "calls", "plain", "heard_at",
                  "ping_at", "sent_bytes", "sending_until", "receiving_until", "hello_sent",
                  "hello_at", "connect_deadline", "down_until", "known_dips", "instance",
-                 "complained_at", "quiet_failures")
+                 "complained_at", "quiet_failures", "takes_cancel")
 
     def __init__(self, index: int, address: str, link_floor: int) -> None:
         self.index = index
@@ -113,6 +113,7 @@ class Endpoint:
         self.down_until = 0.0
         self.known_dips = False  # it sent WELCOME on an earlier connection
         self.instance: str | None = None
+        self.takes_cancel = False  # its WELCOME on this connection said "cancel": true
         self.complained_at = -math.inf  # the last WARNING about its connection
         self.quiet_failures = 0  # failures since then, logged at DEBUG only
 

@@ -56,18 +56,23 @@ def sent(core: ClientCore) -> list[Sent]:
     return [a for a in actions(core) if isinstance(a, Sent)]
 
 
-def welcome(instance: str = "one") -> list[bytes]:
-    return p.client_welcome(b"id", {"broker": "t", "instance": instance})[1:]
+def welcome(instance: str = "one", cancel: bool = False) -> list[bytes]:
+    meta: dict[str, Any] = {"broker": "t", "instance": instance}
+    if cancel:
+        meta["cancel"] = True
+    return p.client_welcome(b"id", meta)[1:]
 
 
 def result(rid: int | None, value: Any) -> list[bytes]:
     return p.to_client(b"id", SVC, [p.result_body(value)], rid)[1:]
 
 
-def up(core: ClientCore, index: int, now: float, instance: str = "one") -> None:
-    """Connection ``index`` comes up and its broker says WELCOME."""
+def up(core: ClientCore, index: int, now: float, instance: str = "one",
+       cancel: bool = False) -> None:
+    """Connection ``index`` comes up and its broker says WELCOME (``cancel``: it takes
+    CANCEL)."""
     core.handle(Opened(index), now)
-    core.handle(Received(index, welcome(instance)), now)
+    core.handle(Received(index, welcome(instance, cancel)), now)
     core.handle(Tick(), now)
 
 
@@ -144,6 +149,72 @@ def test_silent_broker_is_pinged_then_failed_over() -> None:
     assert core.endpoints[0].state is State.DOWN and call.sends == 2
     core.handle(Received(1, result(call.rid, {"v": 0})), 0.8)
     assert call.outcome == {"v": 0}
+
+
+def test_a_broker_failed_over_for_silence_is_told_first_which_requests_it_must_not_run(
+) -> None:
+    core = make(2, start=0)
+    calls = [submit(core, 0.0, i) for i in range(3)]
+    core.take_actions()
+    up(core, 0, 0.0, cancel=True)
+    up(core, 1, 0.0, cancel=True)
+    assert {i for i, m in sent(core) if isinstance(m, p.ClientRequest)} == {0}
+    core.handle(Tick(), 0.25)
+    sent(core)  # the PING
+    core.handle(Tick(), 0.76)  # no PONG within broker_timeout
+    moved = actions(core)
+    # CANCEL on the old connection, then it is closed, then the requests go to the other
+    assert moved[0] == Sent(0, p.ClientCancel([c.rid for c in calls]))
+    assert moved[1] == Close(0)
+    assert [i for i, m in moved[2:] if isinstance(m, p.ClientRequest)] == [1, 1, 1]
+    assert not [m for _, m in moved[2:] if isinstance(m, p.ClientCancel)]
+
+
+def test_cancel_goes_only_to_a_broker_whose_welcome_offered_it() -> None:
+    core = make(2, start=0)
+    submit(core, 0.0)
+    core.take_actions()
+    up(core, 0, 0.0)  # an older DIPS broker: its WELCOME says nothing of CANCEL
+    up(core, 1, 0.0, cancel=True)
+    sent(core)
+    core.handle(Tick(), 0.25)
+    sent(core)
+    core.handle(Tick(), 0.76)
+    moved = actions(core)
+    assert Close(0) in moved
+    assert not [m for _, m in (a for a in moved if isinstance(a, Sent))
+                if isinstance(m, p.ClientCancel)]
+
+
+def test_a_lost_connection_and_an_idle_one_send_no_cancel() -> None:
+    core = make(2, start=0)
+    call = submit(core, 0.0)
+    core.take_actions()
+    up(core, 0, 0.0, cancel=True)
+    up(core, 1, 0.0, cancel=True)
+    sent(core)
+    core.handle(Lost(0), 0.1)  # the connection is gone: nothing can go on it
+    moved = actions(core)
+    assert not [m for _, m in (a for a in moved if isinstance(a, Sent))
+                if isinstance(m, p.ClientCancel)]
+    core.handle(Received(1, result(call.rid, {"v": 0})), 0.2)
+    core.handle(Tick(), 0.2)
+    assert call.outcome == {"v": 0}
+    core.handle(Tick(), 5.0)  # nothing outstanding: no ping, no failover, no CANCEL
+    assert not [m for _, m in sent(core) if isinstance(m, p.ClientCancel)]
+
+
+def test_a_restarted_brokers_welcome_says_whether_it_takes_cancel() -> None:
+    core = make()
+    submit(core, 0.0)
+    core.take_actions()
+    up(core, 0, 0.0, instance="one", cancel=True)
+    sent(core)
+    core.handle(Tick(), 0.3)
+    sent(core)
+    core.handle(Received(0, p.pong(b"", [], "two")[1:]), 0.31)  # restarted: HELLO again
+    core.handle(Received(0, welcome("two", cancel=False)), 0.32)  # an older version now
+    assert core.endpoints[0].takes_cancel is False
 
 
 FLOORS = [p.DEFAULT_LINK_FLOOR, 1_000_000, 500_000]  # 10 MB/s (the default), 1 MB/s, 500 KB/s

@@ -92,6 +92,12 @@ def test_reply_without_the_empty_frame_is_accepted() -> None:
     [b"", b"DIPC02", b"\x03", b"echo"],
     [b"", b"DIPC02", b"\x01", msgpack.packb({"dips": 2, "first": {"id": "x", "ttl_ms": 1}})],
     [b"", b"DIPC02", b"\x77", b"\x80"],
+    [b"", b"DIPC02", b"\x08"],  # CANCEL without meta
+    [b"", b"DIPC02", b"\x08", msgpack.packb({"ids": [1, -2]})],
+    [b"", b"DIPC02", b"\x08", msgpack.packb({"ids": 1})],
+    [b"", b"DIPC02", b"\x08", msgpack.packb({"ids": [True]})],
+    [b"", b"DIPC02", b"\x08", msgpack.packb([1])],
+    [b"", b"DIPC02", b"\x08", msgpack.packb({"ids": [1]}), b"extra"],
     [b"", b"DIPC02", b"\x03", b"e", msgpack.packb({"ids": [1, 2], "ttl_ms": 5}), b"one body"],
     [b"", b"DIPC02", b"\x03", b"e", msgpack.packb({"ids": [], "ttl_ms": 5})],
     [b"", b"MDPW01", b"\x0d"],  # REPLIES without meta
@@ -318,3 +324,13 @@ def test_an_announcement_of_anything_but_a_byte_count_is_a_protocol_error(sendin
         p.parse_client_inbound([b"", p.DIPS_CLIENT, p.PONG, meta])
     with pytest.raises(ProtocolError, match="HEARTBEAT 'sending'"):
         p.parse_broker_inbound([b"", p.WORKER, p.HEARTBEAT, msgpack.packb({"sending": sending})])
+
+
+def test_cancel_round_trips_and_names_only_ids() -> None:
+    frames = p.client_cancel([3, 1, 2])
+    assert frames[:3] == [b"", p.DIPS_CLIENT, p.CANCEL]
+    assert p.parse_broker_inbound(frames) == p.ClientCancel([3, 1, 2])
+    assert p.parse_broker_inbound(p.client_cancel([])) == p.ClientCancel([])
+    # the broker's WELCOME offers it; a client reads the flag from the meta map
+    welcome = p.parse_client_inbound(p.client_welcome(b"c", {"instance": "i", "cancel": True})[1:])
+    assert isinstance(welcome, p.Welcome) and welcome.meta["cancel"] is True

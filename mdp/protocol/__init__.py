@@ -21,8 +21,9 @@ the extension version (``"dips": 2``):
 * client (header ``DIPC02``): HELLO with meta; a DIPS broker answers WELCOME, a standard
   one drops it. HELLO may carry the id and deadline of the standard MDPC01 request that
   follows it on the same connection, so the first request never waits for the handshake.
-  Then SUBMIT / RESULT (requests and replies with ids) and PING / PONG (which ids the
-  broker still holds).
+  Then SUBMIT / RESULT (requests and replies with ids), PING / PONG (which ids the
+  broker still holds) and, to a broker whose WELCOME offers it, CANCEL (ids the client
+  gave up there when it failed over).
 
 Bodies are msgpack. A request is a map; a reply is ``{"result": value}`` or
 ``{"error": {"code", "message", "field"?}}``.
@@ -84,10 +85,12 @@ from mdp.protocol.broker_to_worker import (
 )
 from mdp.protocol.client_to_broker import (
     ClientBatch,
+    ClientCancel,
     ClientHello,
     ClientPing,
     ClientRequest,
     First,
+    client_cancel,
     client_hello,
     client_ping,
     client_request,
@@ -99,6 +102,7 @@ from mdp.protocol.constants import (
     BIG_BODY,
     BOUNCE,
     BUSY,
+    CANCEL,
     CLIENT,
     CPROGRESS,
     CWELCOME,
@@ -161,13 +165,15 @@ __all__ = [
     "CLIENT", "WORKER", "DIPS_CLIENT", "READY", "REQUEST", "REPLY", "HEARTBEAT", "DISCONNECT",
     "BUSY", "FREE", "BOUNCE", "WELCOME", "TASK", "RECALL", "TASKS", "REPLIES", "PROGRESS",
     "MAX_BATCH", "HELLO", "CWELCOME", "SUBMIT", "RESULT", "PING", "PONG", "CPROGRESS",
+    "CANCEL",
     "PROGRESS_KINDS", "MAX_CK_BYTES", "MMI_PREFIX", "MMI_SERVICE", "MMI_STATUS", "PRIORITIES",
     "sent_until", "valid_service",
     # mdp.protocol.meta
     "pack_meta", "unpack_meta",
     # mdp.protocol.client_to_broker
-    "ClientRequest", "ClientBatch", "First", "ClientHello", "ClientPing", "client_request",
-    "client_submit_batch", "client_submit", "client_hello", "client_ping", "submit_ids",
+    "ClientRequest", "ClientBatch", "First", "ClientHello", "ClientPing", "ClientCancel",
+    "client_request", "client_submit_batch", "client_submit", "client_hello", "client_ping",
+    "client_cancel", "submit_ids",
     # mdp.protocol.worker_to_broker
     "WorkerReady", "WorkerReply", "WorkerReplies", "WorkerProgress", "WorkerSignal", "ready",
     "reply", "replies", "progress", "bounce", "busy", "signal", "sending",

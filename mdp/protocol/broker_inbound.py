@@ -10,6 +10,7 @@ from __future__ import annotations
 from mdp.errors import ProtocolError
 from mdp.protocol.client_to_broker import (
     ClientBatch,
+    ClientCancel,
     ClientHello,
     ClientPing,
     ClientRequest,
@@ -25,7 +26,8 @@ from mdp.protocol.worker_to_broker import (
     parse_worker_command,
 )
 
-BrokerInbound = (ClientRequest | ClientBatch | ClientHello | ClientPing | WorkerReady
+BrokerInbound = (ClientRequest | ClientBatch | ClientHello | ClientPing | ClientCancel
+                 | WorkerReady
                  | WorkerReply | WorkerReplies | WorkerProgress | WorkerSignal)
 
 

@@ -9,7 +9,15 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from mdp.errors import ProtocolError
-from mdp.protocol.constants import CLIENT, DIPS_CLIENT, DIPS_VERSION, HELLO, PING, SUBMIT
+from mdp.protocol.constants import (
+    CANCEL,
+    CLIENT,
+    DIPS_CLIENT,
+    DIPS_VERSION,
+    HELLO,
+    PING,
+    SUBMIT,
+)
 from mdp.protocol.meta import (
     ck_field,
     ids_field,
@@ -69,6 +77,13 @@ class ClientPing(NamedTuple):
     rids: list[int]
 
 
+class ClientCancel(NamedTuple):
+    """A DIPS client giving up requests it sent on this connection (it sent them to
+    another broker): the broker runs none of them that it has not given out yet."""
+
+    rids: list[int]
+
+
 def client_request(service: bytes, body: list[bytes]) -> list[bytes]:
     return [b"", CLIENT, service, *body]
 
@@ -112,6 +127,11 @@ def client_ping(rids: list[int]) -> list[bytes]:
     return [b"", DIPS_CLIENT, PING, pack_meta({"ids": rids})]
 
 
+def client_cancel(rids: list[int]) -> list[bytes]:
+    """CANCEL: only to a broker whose WELCOME said ``"cancel": true``."""
+    return [b"", DIPS_CLIENT, CANCEL, pack_meta({"ids": rids})]
+
+
 def submit_ids(rest: list[bytes], limit: int) -> list[int]:
     """The request ids of a SUBMIT that did not parse (``rest``: what follows the command),
     where its meta can still tell them (``id``, or ``ids`` of at most ``limit``), each once:
@@ -132,7 +152,7 @@ def submit_ids(rest: list[bytes], limit: int) -> list[int]:
 
 def parse_dips_client(
     command: bytes, rest: list[bytes]
-) -> ClientRequest | ClientBatch | ClientHello | ClientPing:
+) -> ClientRequest | ClientBatch | ClientHello | ClientPing | ClientCancel:
     if command == SUBMIT:
         if len(rest) < 2:
             raise ProtocolError("SUBMIT needs a service and a meta frame")
@@ -156,6 +176,8 @@ def parse_dips_client(
         raise ProtocolError("a DIPS client command takes one meta frame")
     if command == PING:
         return ClientPing(ids_field(unpack_meta(rest[0], "PING"), "ids", "PING"))
+    if command == CANCEL:
+        return ClientCancel(ids_field(unpack_meta(rest[0], "CANCEL"), "ids", "CANCEL"))
     if command == HELLO:
         meta = unpack_meta(rest[0], "HELLO")
         if version_field(meta) is None:

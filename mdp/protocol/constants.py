@@ -50,6 +50,7 @@ RESULT = b"\x04"  # broker -> client: service, meta, body...
 PING = b"\x05"  # client -> broker, meta {"ids"}
 PONG = b"\x06"  # broker -> client, meta {"lost", "instance", "sending"?}
 CPROGRESS = b"\x07"  # broker -> client: service, meta {id, kind, num?, den?}, [data]
+CANCEL = b"\x08"  # client -> broker, meta {"ids"}: it gave these up (to a WELCOME "cancel")
 
 PROGRESS_KINDS = ("status", "data", "warning")  # Gearman's WORK_STATUS, WORK_DATA, WORK_WARNING
 MAX_CK_BYTES = 64  # a coalescing key

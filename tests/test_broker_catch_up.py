@@ -1,0 +1,103 @@
+"""The broker's loop reads what waits in its socket before it handles any of it, so that a
+client's CANCEL keeps the requests it names, waiting in front of it, from every worker;
+and a loop that was stopped holds dispatch while it catches up (``mdp.broker``). Driven
+in-process over inproc sockets (anything sent is in the socket at once), as in
+``tests/test_broker_inproc.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import msgpack
+import pytest
+import zmq
+
+from mdp import protocol as p
+from mdp.broker import CATCH_UP_S, STOPPED_GAP_S, WAITED_S, Broker, BrokerConfig, _came_alone
+
+BODY = msgpack.packb({"x": 1})
+
+
+@pytest.fixture
+def broker(zctx: zmq.Context) -> Iterator[Broker]:
+    b = Broker(BrokerConfig(bind=["inproc://catch-up"]), zctx)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def dealer(ctx: zmq.Context) -> zmq.Socket:
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect("inproc://catch-up")
+    return sock
+
+
+def tasks(worker: zmq.Socket) -> list[bytes]:
+    """The bodies of the tasks waiting at ``worker`` (inproc: all there already)."""
+    found = []
+    while worker.poll(0):
+        frames = worker.recv_multipart()
+        if frames[2] == p.TASK:
+            found.append(frames[-1])
+    return found
+
+
+def attached(broker: Broker, zctx: zmq.Context) -> tuple[zmq.Socket, zmq.Socket]:
+    """A DIPS worker and a DIPS client, each welcomed."""
+    worker, client = dealer(zctx), dealer(zctx)
+    worker.send_multipart(p.ready(b"echo", {"pid": 1}))
+    client.send_multipart(p.client_hello())
+    for _ in range(10):
+        broker.run_once(0)
+    assert worker.poll(1000) and worker.recv_multipart()[2] == p.WELCOME
+    assert client.poll(1000) and client.recv_multipart()[2] == p.CWELCOME
+    return worker, client
+
+
+def test_a_cancel_waiting_behind_its_requests_keeps_them_from_the_worker(
+        broker: Broker, zctx: zmq.Context) -> None:
+    worker, client = attached(broker, zctx)
+    # what waited in the socket: requests the client then gave up, and one more
+    for rid in (1, 2):
+        client.send_multipart(p.client_submit(b"echo", rid, 60_000, [b"gone%d" % rid]))
+    client.send_multipart(p.client_cancel([1, 2]))
+    client.send_multipart(p.client_submit(b"echo", 3, 60_000, [BODY]))
+    for _ in range(10):
+        broker.run_once(0)
+    assert tasks(worker) == [BODY]
+    worker.close()
+    client.close()
+
+
+def test_a_loop_that_was_stopped_gives_nothing_out_until_it_caught_up(
+        broker: Broker, zctx: zmq.Context) -> None:
+    worker, client = attached(broker, zctx)
+    assert broker._awake_at is not None
+    broker._awake_at -= 2 * STOPPED_GAP_S  # as if it had been stopped since its last pass
+    client.send_multipart(p.client_submit(b"echo", 1, 60_000, [BODY]))  # it came alone...
+    assert broker.run_once(0) == 1
+    assert tasks(worker) == []  # ...yet waits: a CANCEL of it may still be on its way
+    broker.run_once(round(CATCH_UP_S * 2000))  # (waits, in the socket, for the catch-up)
+    assert tasks(worker) == [BODY]
+    worker.close()
+    client.close()
+
+
+def test_a_broker_made_long_before_its_loop_first_runs_is_not_taken_for_stopped(
+        zctx: zmq.Context) -> None:
+    broker = Broker(BrokerConfig(bind=["inproc://catch-up-late"]), zctx)
+    try:
+        broker._looked(broker.core.started + 10.0)  # its first look, long after it was made
+        assert broker._catch_up_until is None
+    finally:
+        broker.close()
+
+
+def test_a_message_the_receive_waited_for_came_alone_unless_it_waited_past_its_timeout(
+) -> None:
+    assert not _came_alone(WAITED_S / 2, 100)  # it was there: others may be behind it
+    assert _came_alone(0.05, 100)  # it came while the receive waited
+    assert not _came_alone(0.1 + STOPPED_GAP_S, 100)  # the process was stopped meanwhile
