@@ -1,7 +1,8 @@
 """The broker's dealings with its workers as workers: READY, the signals of a worker
-(HEARTBEAT, DISCONNECT, BUSY, FREE, BOUNCE), and its faults: one whose send failed, that
-sent nothing for too long, or that holds a task and answers no probe is forgotten or has
-its tasks given to others (``docs/PROTOCOL.md`` sections 2 and 4).
+(HEARTBEAT, DISCONNECT, BUSY, FREE, BOUNCE, and CHECK, answered GO), the ASK before a
+suspect task, and its faults: one whose send failed, that sent nothing for too long, or
+that holds a task and answers no probe is forgotten or has its tasks given to others
+(``docs/PROTOCOL.md`` sections 2, 4 and 6).
 
 A :class:`WorkerKeeper` is the part of :class:`mdp.brokercore.BrokerCore` that none of the
 per-request paths go through: the core keeps requests, replies, dispatch and output, and

@@ -10,7 +10,9 @@ which the shell answers with ``Opened`` once the socket is connecting). ``begin`
 the next task to run; ``next_deadline`` says when a ``Tick`` is due. Every rule of
 ``docs/PROTOCOL.md`` section 2 is decided here: registration, WELCOME, heartbeats,
 BUSY/FREE only for tasks running past ``busy_after``, BOUNCE, RECALL, the hold queue,
-PROGRESS for the running task, drain, the time limit, backoff and re-registration, and
+PROGRESS for the running task, checked starts (a task its broker ASKed about starts after
+a CHECK and its GO, and nothing starts after it before the GO of a second CHECK:
+:mod:`mdp.protocol.checks`), drain, the time limit, backoff and re-registration, and
 plain 7/MDP with a local queue for standard brokers.
 """
 
@@ -410,7 +412,8 @@ class WorkerCore:
         # started (its REPLY follows) or unknown: nothing to do
 
     def begin(self, now: float) -> Task | None:
-        """The next task to run, or None when there is none (then the worker is idle).
+        """The next task to run, or None when there is none (then the worker is idle, unless
+        a CHECK waits for its GO: then the task it is about starts when the GO comes).
 
         Tasks whose client has stopped waiting are answered ``expired`` unworked.
         """
