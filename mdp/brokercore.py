@@ -536,6 +536,8 @@ class BrokerCore:
         if service.queue:
             out, gather = self._out, self._gather
             for worker, request, hold in self.dispatcher.assignments(service, now):
+                if request.losses and worker.checks:  # suspect: ASK first (checked start)
+                    self._keeper.ask(worker, request)
                 out.task(worker, request, hold, now, gather)
         if service.unrecalled and service.idle:
             for worker, request in recalls(service):

@@ -1,7 +1,8 @@
 """The broker's dealings with its workers as workers: READY, the signals of a worker
-(HEARTBEAT, DISCONNECT, BUSY, FREE, BOUNCE), and its faults: one whose send failed, that
-sent nothing for too long, or that holds a task and answers no probe is forgotten or has
-its tasks given to others (``docs/PROTOCOL.md`` sections 2 and 4).
+(HEARTBEAT, DISCONNECT, BUSY, FREE, BOUNCE, and CHECK, answered GO), the ASK before a
+suspect task, and its faults: one whose send failed, that sent nothing for too long, or
+that holds a task and answers no probe is forgotten or has its tasks given to others
+(``docs/PROTOCOL.md`` sections 2, 4 and 6).
 
 A :class:`WorkerKeeper` is the part of :class:`mdp.brokercore.BrokerCore` that none of the
 per-request paths go through: the core keeps requests, replies, dispatch and output, and
@@ -40,6 +41,8 @@ from mdp.standing import (
 )
 
 log = logging.getLogger("mdp.broker")  # (the shell's logger too: one name for the broker)
+
+MAX_ASKED = 8  # suspect tasks a worker's record keeps before the answered ones are pruned
 
 
 class WorkerKeeper:
@@ -91,6 +94,7 @@ class WorkerKeeper:
         worker = dispatcher.add_worker(identity, msg.service, msg.meta is not None, meta, now,
                                        prefetch, meta.pop("batch", False))
         worker.announce = worker.dips and meta.pop("announce", False)
+        worker.checks = worker.dips and msg.meta is not None and msg.meta.get("checks") is True
         worker.user = user
         self._comings(now, "ready", "worker %s ready for %r (host %s pid %s version %s)",
                       identity.hex()[:20], msg.service.decode(), meta.get("host"),
@@ -156,7 +160,32 @@ class WorkerKeeper:
             if not dispatcher.bounce(worker, msg.key) and not gave_up(worker, msg.key):
                 self._warnings(now, "worker %s bounced a task it does not hold",
                                identity.hex()[:20])
+        elif command == p.CHECK:
+            self._on_check(worker, msg.key)
+            return
         self._dispatch(worker.service, now)
+
+    def ask(self, worker: Worker, request: Request) -> None:
+        """A suspect task (its request has cost a worker) is about to go to ``worker``,
+        which takes ASK: ASK first, so that it CHECKs before it starts it (the core calls
+        this just before it sends the task; docs/PROTOCOL.md, "Checked starts")."""
+        asked = worker.asked
+        if len(asked) >= MAX_ASKED:  # (what it answered or handed back: rare, kept small)
+            for key in [k for k in asked if k not in worker.tasks and k not in worker.given_up]:
+                del asked[key]
+        asked[request.key] = False
+        self._send(p.ask(worker.identity, request.key))
+
+    def _on_check(self, worker: Worker, key: bytes) -> None:
+        """CHECK: the worker starts task ``key`` now, if it still holds it unanswered
+        (a lost worker then costs it a loss), or has answered it; GO either way."""
+        asked = worker.asked
+        if key in asked:
+            if key in worker.tasks or key in worker.given_up:
+                asked[key] = True
+            else:
+                del asked[key]  # (its CHECK after its reply)
+        self._send(p.go(worker.identity, key))
 
     def forget(self, worker: Worker, now: float, lost: bool = False) -> None:
         """Forget a worker and give its tasks to others. ``lost``: it died or froze, which
@@ -172,6 +201,12 @@ class WorkerKeeper:
                            worker.identity.hex()[:20], worker.service.name.decode())
             lost = False
         self._out.forget_worker(worker.identity)  # gathered, never sent: queued again
+        if lost and worker.asked:
+            unstarted = sum(1 for key, started in worker.asked.items() if not started
+                            and (key in worker.tasks or key in worker.given_up))
+            if unstarted:
+                log.info("worker %s lost holding %d suspect task(s) it had not started "
+                         "(no CHECK): they cost nothing", worker.identity.hex()[:20], unstarted)
         for request in self.dispatcher.remove_worker(
                 worker, now, self._out.delivered if lost else None):
             self._poisoned(request)

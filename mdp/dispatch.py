@@ -21,7 +21,14 @@ request that has cost ``max_worker_losses`` workers is *poisoned*: given up and 
 goes out again after a short random pause (``RETRY_S``), not at once: every broker learns
 of a worker's death at about the same moment, and the poisoned request that killed it,
 given out again at once by another broker, would often meet this one at the same idle
-worker, where a request that never ran would be taken for poisoned too. Requests of one service with
+worker, where a request that never ran would be taken for poisoned too. Such a meeting is
+still possible (two brokers may give one idle worker a task each at the same moment, and the
+one that waits behind the other, unread or held, is charged too), so a *suspect* request
+(one that has cost a worker) goes, to a worker that takes them, with an ASK before its task:
+that worker CHECKs with us before it starts it, and waits for our GO
+(:mod:`mdp.protocol.checks`); the task costs a loss only if that CHECK came. So a suspect
+request that waited behind another's task at a worker that died is not blamed again, and
+one that kills workers still is, every time. Requests of one service with
 the same coalescing key (``ck``) are *shared*: the first one queued or running is worked,
 and every caller attached to it is answered with its reply.
 """
@@ -131,7 +138,9 @@ class Dispatcher:
         and those held behind it: a worker that gathers replies may have finished the first
         and started the next when it died), and goes out again after a short pause; a
         request that has cost ``max_worker_losses`` workers is given up and returned
-        (*poisoned*; its callers are to be answered ``worker_lost``).
+        (*poisoned*; its callers are to be answered ``worker_lost``). A task given with
+        ASK (``worker.asked``) costs a loss only if the worker's CHECK said it started
+        there; one that never started goes back to the head of its queue at once, free.
         """
         service = worker.service
         identity = worker.identity
@@ -142,9 +151,12 @@ class Dispatcher:
         service.open.pop(identity, None)
         leave_process(self.processes, worker)
         # one worker lost costs a request one loss, though the worker may hold it twice
-        # (given up while silent, then given it again under a new key when it spoke)
-        costs = [] if lost is None else [r for r in dict.fromkeys((
-            *worker.tasks.values(), *worker.given_up.values())) if not r.done and lost(r)]
+        # (given up while silent, then given it again under a new key when it spoke); a
+        # suspect task given with ASK costs one only if its CHECK came (it started there)
+        asked = worker.asked
+        costs = [] if lost is None else [r for r in dict.fromkeys(
+            r for key, r in (*worker.tasks.items(), *worker.given_up.items())
+            if not asked or asked.get(key, True)) if not r.done and lost(r)]
         poisoned = []
         for request in costs:
             request.losses += 1

@@ -109,6 +109,10 @@ class Worker:
     silent: bool = False  # went silent holding tasks; gets none until it speaks again
     # tasks taken back from it when it went silent, by key: a late reply still counts
     given_up: dict[bytes, Request] = field(default_factory=dict)
+    checks: bool = False  # takes ASK: CHECKs before it starts a suspect task (its READY says)
+    # the suspect tasks it was given with ASK, by key: True once its CHECK came (started);
+    # a lost worker costs such a task a loss only then (mdp.protocol.checks)
+    asked: dict[bytes, bool] = field(default_factory=dict)
 
     @property
     def running(self) -> Request | None:

@@ -10,7 +10,9 @@ which the shell answers with ``Opened`` once the socket is connecting). ``begin`
 the next task to run; ``next_deadline`` says when a ``Tick`` is due. Every rule of
 ``docs/PROTOCOL.md`` section 2 is decided here: registration, WELCOME, heartbeats,
 BUSY/FREE only for tasks running past ``busy_after``, BOUNCE, RECALL, the hold queue,
-PROGRESS for the running task, drain, the time limit, backoff and re-registration, and
+PROGRESS for the running task, checked starts (a task its broker ASKed about starts after
+a CHECK and its GO, and nothing starts after it before the GO of a second CHECK:
+:mod:`mdp.protocol.checks`), drain, the time limit, backoff and re-registration, and
 plain 7/MDP with a local queue for standard brokers.
 """
 
@@ -39,14 +41,19 @@ EXIT_OUT_OF_MEMORY = 4  # a handler hit the address-space limit; start afresh
 
 STANDARD_EXPIRY_S = 7.5  # 7/MDP's reference heartbeat (2.5 s) x liveness (3)
 MAX_REFUSAL_CHARS = 300  # of a broker's reason for refusing us
+CHECK_WAIT_S = 0.25  # a GO later than this: the broker is frozen; go on without it
+MAX_ASKS = 64  # ASKed tasks remembered (a task handed back unrun leaves its entry)
 _NO_META = b"\x80"  # an empty msgpack map: a TASK without a deadline
 
 
-def ready_meta(meta: dict[str, Any], prefetch: int) -> dict[str, Any]:
+def ready_meta(meta: dict[str, Any], prefetch: int, checks: bool = False) -> dict[str, Any]:
     """A DIPS worker's READY meta: who it is (``meta``), how many tasks it may hold beyond
     the one it runs, and the extensions it takes (TASKS, announced big tasks, a refusal
-    told in a WELCOME)."""
-    return {**meta, "prefetch": prefetch, "batch": True, "announce": True, "refusals": True}
+    told in a WELCOME, and with ``checks`` checked starts: mdp.protocol.checks)."""
+    ready = {**meta, "prefetch": prefetch, "batch": True, "announce": True, "refusals": True}
+    if checks:
+        ready["checks"] = True
+    return ready
 
 
 @dataclass
@@ -86,7 +93,12 @@ class WorkerCore:
         # links whose broker refused our READY, and why (on_refused), till it welcomes us
         self.refused: dict[int, str] = {}
         self._warn = RateLimitedLog(log)
-        self._ready = p.ready(self.service, ready_meta(self.meta, self.prefetch))
+        self._ready = p.ready(self.service, ready_meta(self.meta, self.prefetch, checks=True))
+        # checked starts (mdp.protocol.checks): the tasks a broker ASKed us to CHECK before
+        # we start them, by (link, key); the CHECK whose GO we wait for, (link, key, since):
+        # nothing starts meanwhile
+        self._asks: dict[tuple[int, bytes], None] = {}
+        self._checking: tuple[int, bytes, float] | None = None
         # tasks of one broker held at once (running and waiting) before one more is handed
         # back unrun (_on_task): a broker keeps to 1 + prefetch, but one that took our
         # tasks back while we were silent may give as many again when we speak
@@ -129,6 +141,10 @@ class WorkerCore:
         self._set_mode(i, LinkMode.CLOSED)
         self.actions.append(Close(i, linger_ms))
         self.waiting = deque(t for t in self.waiting if t.link != i)  # the broker requeues
+        if self._checking is not None and self._checking[0] == i:
+            self._checking = None
+        if self._asks:
+            self._asks = {ask: None for ask in self._asks if ask[0] != i}
 
     def _set_mode(self, i: int, mode: LinkMode) -> None:
         """The one place a link changes mode."""
@@ -164,6 +180,8 @@ class WorkerCore:
 
         ``recalled``: the broker asked for it (or knows we are leaving), so no BUSY."""
         link = self.links[task.link]
+        if self._asks:
+            self._forget_ask(task.link, task.key)
         if not recalled and not link.told_busy:
             self._send(task.link, p.busy(), now)
             self._set_told_busy(task.link, link, True)
@@ -178,7 +196,8 @@ class WorkerCore:
             if link.announce:  # the answer to a probe it sends meanwhile comes behind it
                 self._send(task.link, p.sending(len(body)), now)
         elif link.batch and task.dips and (self.waiting or link.gathered_keys) \
-                and now - task.started_at < self.timing.reply_gather_s:
+                and now - task.started_at < self.timing.reply_gather_s \
+                and not (self._asks and (task.link, task.key) in self._asks):
             # with a backlog, a short task's reply is gathered: sent in one REPLIES when the
             # worker has nothing left to run, when a task runs past busy_after, before
             # anything else to that broker, or reply_gather_s on (a longer task's reply goes
@@ -283,6 +302,13 @@ class WorkerCore:
                     self._send(i, p.signal(p.HEARTBEAT), now)
             case p.BrokerRecall(key):
                 self._on_recall(i, key, now)
+            case p.BrokerAsk(key) if link.mode is LinkMode.DIPS:
+                asks = self._asks
+                if len(asks) >= MAX_ASKS:
+                    del asks[next(iter(asks))]
+                asks[(i, key)] = None
+            case p.BrokerGo(key):
+                self._on_go(i, key, now)
             case p.BrokerWelcome():
                 self._on_welcome(i, link, message, now)
 
@@ -386,31 +412,103 @@ class WorkerCore:
         # started (its REPLY follows) or unknown: nothing to do
 
     def begin(self, now: float) -> Task | None:
-        """The next task to run, or None when there is none (then the worker is idle).
+        """The next task to run, or None when there is none (then the worker is idle, unless
+        a CHECK waits for its GO: then the task it is about starts when the GO comes).
 
         Tasks whose client has stopped waiting are answered ``expired`` unworked.
         """
         if self.current is not None:
             return self.current
+        if self._checking is not None:
+            return None  # a CHECK waits for its GO: nothing starts meanwhile
         while self.waiting:
             task = self._next_waiting(now)
-            if task.deadline is not None and now >= task.deadline:
-                self._reply(task, p.error_body(Expired("the client's deadline passed")), now)
-                self._count(now)
-                continue
-            if self._gathered:
-                # replies gathered for other brokers go before this task starts: should the
-                # process die in it, no broker blames a task it had finished (exact losses)
-                for i in [i for i in self._gathered if i != task.link]:
-                    self._send_gathered(self.links[i], i, now)
-            task.started_at = now
-            self.current = task
-            self.long = False
-            return task
+            if self._asks and (task.link, task.key) in self._asks and not (
+                    task.deadline is not None and now >= task.deadline):
+                self.waiting.appendleft(task)  # it starts when its GO comes (_on_go)
+                self.flush_replies(now)
+                self._check(task, now)
+                return None
+            if self._start(task, now):
+                return task
         self.flush_replies(now)
         self._tell_free(now)
         self._maybe_done(now)
         return None
+
+    def _start(self, task: Task, now: float) -> bool:
+        """Make ``task`` (taken from ``waiting``) the current one; False, with it answered
+        ``expired`` unworked, when its client has stopped waiting."""
+        if task.deadline is not None and now >= task.deadline:
+            self._forget_ask(task.link, task.key)
+            self._reply(task, p.error_body(Expired("the client's deadline passed")), now)
+            self._count(now)
+            return False
+        if self._gathered:
+            # replies gathered for other brokers go before this task starts: should the
+            # process die in it, no broker blames a task it had finished (exact losses)
+            for i in [i for i in self._gathered if i != task.link]:
+                self._send_gathered(self.links[i], i, now)
+        task.started_at = now
+        self.current = task
+        self.long = False
+        return True
+
+    # --- checked starts (mdp.protocol.checks) ---------------------------------------------
+
+    def _check(self, task: Task, now: float) -> None:
+        """CHECK ``task`` with its broker; nothing starts before its GO (or CHECK_WAIT_S)."""
+        self._send(task.link, p.check(task.key), now)
+        self._checking = (task.link, task.key, now)
+
+    def _on_go(self, i: int, key: bytes, now: float) -> None:
+        """GO from broker ``i``: the task we CHECKed before its start starts now (``begin``
+        returns it); after an answered one's CHECK, the next task may start."""
+        checking = self._checking
+        if checking is None or checking[0] != i or checking[1] != key:
+            return  # late (we gave up waiting for it) or never asked for
+        self._checking = None
+        if (i, key) not in self._asks:
+            return  # the CHECK after its reply
+        for n, task in enumerate(self.waiting):
+            if task.link == i and task.key == key:
+                del self.waiting[n]
+                self._start(task, now)  # (or answered expired: begin goes on)
+                return
+
+    def _checked(self, task: Task, now: float) -> None:
+        """``task`` was ASKed and has been answered: CHECK again, so that nothing else
+        starts before its broker has read the reply (on a pyzmq link a reply handed to
+        libzmq's thread just before the next task starts could die with the process,
+        and a suspect task started and never answered costs its request a loss)."""
+        del self._asks[(task.link, task.key)]
+        link = self.links[task.link]
+        if link.mode is LinkMode.DIPS and link.epoch == task.epoch:
+            self._check(task, now)
+
+    def _check_late(self, checking: tuple[int, bytes, float], now: float) -> None:
+        """No GO within CHECK_WAIT_S for ``checking``: the broker is frozen or overloaded.
+        A task not yet started goes back to it unrun (BOUNCE after BUSY); after an answered
+        one, the worker goes on."""
+        i, key, _ = checking
+        self._checking = None
+        self._warn(now, "broker %s did not answer a CHECK within %gs; going on without it",
+                   self.links[i].endpoint, CHECK_WAIT_S)
+        if (i, key) not in self._asks:
+            return
+        for task in self.waiting:
+            if task.link == i and task.key == key:
+                self.waiting.remove(task)
+                self._bounce(task, now)
+                return
+        del self._asks[(i, key)]
+
+    def _forget_ask(self, i: int, key: bytes) -> None:
+        if self._asks:
+            self._asks.pop((i, key), None)
+            checking = self._checking
+            if checking is not None and checking[0] == i and checking[1] == key:
+                self._checking = None
 
     def _next_waiting(self, now: float) -> Task:
         """Take the next task to start: the first waiting, unless replies are gathered for
@@ -441,7 +539,8 @@ class WorkerCore:
         do, without their bookkeeping); None when it is anything but that plain case (a
         held task, an expired one, a link not yet DIPS, a worker with work in hand or
         draining): then the shell feeds the message to ``receive`` as usual."""
-        if self.current is not None or self.waiting or self.phase is not Phase.SERVING:
+        if self.current is not None or self.waiting or self.phase is not Phase.SERVING \
+                or self._checking is not None or (self._asks and (i, key) in self._asks):
             return None
         link = self.links[i]
         if link.mode is not LinkMode.DIPS:
@@ -494,6 +593,8 @@ class WorkerCore:
         self.current = None
         self.long = False
         self._reply(task, body, now)
+        if self._asks and (task.link, task.key) in self._asks:
+            self._checked(task, now)
         self._count(now)
 
     def progress(self, task: Task, kind: str, num: int | None, den: int | None,
@@ -529,6 +630,8 @@ class WorkerCore:
         if self.phase is not Phase.SERVING:
             return
         self._set_phase(Phase.DRAINING)
+        self._checking = None  # (what waited for its GO is handed back with the rest)
+        self._asks.clear()
         kept: deque[Task] = deque()
         for task in self.waiting:
             if task.dips:
@@ -615,6 +718,9 @@ class WorkerCore:
         """When ``tick`` is next due (the shell asks once or twice per task)."""
         t = self.timing
         deadline = min(now + t.heartbeat_interval_s, self._links_deadline())
+        checking = self._checking
+        if checking is not None and checking[2] + CHECK_WAIT_S < deadline:
+            deadline = checking[2] + CHECK_WAIT_S
         task = self.current
         if task is not None:
             limit = task.started_at + (t.time_limit_s if self.long else
@@ -654,6 +760,9 @@ class WorkerCore:
             elif now >= self._heartbeat_due(link):
                 self._send(i, p.signal(p.HEARTBEAT), now)
             self._schedule(i)
+        checking = self._checking
+        if checking is not None and now >= checking[2] + CHECK_WAIT_S:
+            self._check_late(checking, now)
         task = self.current
         if task is None:
             return

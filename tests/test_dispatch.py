@@ -639,3 +639,27 @@ def test_random_operations_keep_the_queued_bytes_equal_to_what_the_queues_hold(
     drop_all(d)
     check()
     assert d.queued_bytes == 0 and d.queued == 0
+
+
+def test_a_lost_worker_costs_an_asked_task_a_loss_only_if_it_checked_it() -> None:
+    """A suspect task given with ASK (``worker.asked``) that the worker never CHECKed (it
+    waited behind another broker's task that killed it) goes back at once, free; one it
+    CHECKed (it started it) costs a loss like any other; a task given without ASK too."""
+    d = Dispatcher(max_queue=10, max_services=10, unknown_grace_s=1.0, worker_expiry_s=3.0,
+                   max_worker_losses=2)
+    w = d.add_worker(b"W", b"echo", True, {}, 0.0)
+    w.checks = True
+    suspect = req(1)
+    suspect.losses = 1
+    d.enqueue(suspect, 0.0)
+    [(_, given)] = assign(d)
+    w.asked[given.key] = False  # ASKed, no CHECK: it never started here
+    assert d.remove_worker(w, 1.0, lost=lambda r: True) == []
+    assert suspect.losses == 1 and list(d.services[b"echo"].queue) == [suspect]
+    assert d.retries == []  # no pause: it never met what killed the worker
+
+    w2 = d.add_worker(b"W2", b"echo", True, {}, 1.0)
+    [(_, given)] = assign(d, now=1.0)
+    w2.asked[given.key] = True  # its CHECK came: it started there
+    assert d.remove_worker(w2, 2.0, lost=lambda r: True) == [suspect]  # given up
+    assert suspect.losses == 2

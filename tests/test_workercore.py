@@ -13,7 +13,7 @@ from mdp.workerstate import LinkMode, Phase, Timing
 
 NAMES = {p.READY: "READY", p.REPLY: "REPLY", p.HEARTBEAT: "HEARTBEAT",
          p.DISCONNECT: "DISCONNECT", p.BUSY: "BUSY", p.FREE: "FREE", p.BOUNCE: "BOUNCE",
-         p.PROGRESS: "PROGRESS"}
+         p.PROGRESS: "PROGRESS", p.CHECK: "CHECK"}
 BODY = [p.pack({"x": 1})]
 
 
@@ -40,7 +40,7 @@ def take(core: WorkerCore, raw: bool = False) -> list[Any]:
             case Send(i, frames):
                 name = NAMES[frames[2]]
                 detail: Any = None
-                if name in ("REPLY", "BOUNCE", "PROGRESS"):
+                if name in ("REPLY", "BOUNCE", "PROGRESS", "CHECK"):
                     detail = frames[3]
                 if name == "REPLY":
                     detail = (frames[3], p.unpack(frames[5]))
@@ -90,7 +90,7 @@ def test_start_connects_every_link_and_registers_with_prefetch() -> None:
     assert frames[:4] == [b"", p.WORKER, p.READY, b"echo"]
     meta = p.unpack_meta(frames[4], "READY")
     assert meta == {"dips": 2, "pid": 7, "prefetch": 1, "batch": True, "announce": True,
-                    "refusals": True}
+                    "refusals": True, "checks": True}
     assert core.links[0].mode is LinkMode.STANDARD
 
 
@@ -1004,3 +1004,106 @@ def test_an_announcement_before_welcome_is_only_a_heartbeat() -> None:
         assert actions or later > now, f"due at {now} and nothing done"
         now = max(now, later)
 
+
+
+# --- checked starts (mdp.protocol.checks) -------------------------------------------------
+
+
+def ask(core: WorkerCore, i: int, key: bytes, now: float = 0.0) -> None:
+    core.handle(Received(i, p.ask(b"id", key)[1:]), now)
+
+
+def go(core: WorkerCore, i: int, key: bytes, now: float = 0.0) -> None:
+    core.handle(Received(i, p.go(b"id", key)[1:]), now)
+
+
+def test_an_asked_task_starts_after_its_go_and_nothing_starts_before_the_go_of_its_reply() -> None:
+    core = dips_core()
+    ask(core, 0, b"s")
+    task(core, 0, b"s")
+    task(core, 1, b"o")  # another broker's, sent as to an idle worker
+    assert core.begin(0.0) is None  # it waits for its GO
+    assert take(core) == [(0, "CHECK", b"s")]
+    assert core.begin(0.001) is None and take(core) == []  # still waiting
+    go(core, 1, b"s", 0.001)  # (a GO from another broker is nobody's)
+    assert core.begin(0.001) is None
+    go(core, 0, b"s", 0.002)
+    started = core.begin(0.002)
+    assert started is not None and started.key == b"s"
+    core.task_done(p.result_body(1), 0.003)  # never gathered, though a task waits
+    assert take(core) == [(0, "REPLY", (b"s", {"result": 1})), (0, "CHECK", b"s")]
+    assert core.begin(0.003) is None  # not before B has the reply
+    go(core, 0, b"s", 0.004)
+    nxt = core.begin(0.004)
+    assert nxt is not None and nxt.key == b"o"
+
+
+def test_a_task_that_came_alone_after_an_ask_takes_the_long_way() -> None:
+    core = dips_core()
+    ask(core, 0, b"s")
+    frames = p.to_worker(b"id", b"s", BODY, True, 10_000)[1:]
+    assert core.lone_task(0, frames[3], frames[5], frames[6:], 0.0) is None
+    frames = p.to_worker(b"id", b"t", BODY, True, 10_000)[1:]
+    assert core.lone_task(0, frames[3], frames[5], frames[6:], 0.0) is not None
+
+
+def test_a_check_unanswered_hands_the_task_back_and_one_after_a_reply_lets_go() -> None:
+    from mdp.workercore import CHECK_WAIT_S
+
+    core = dips_core()
+    ask(core, 0, b"s")
+    task(core, 0, b"s")
+    task(core, 1, b"o")
+    assert core.begin(0.0) is None
+    take(core)
+    assert core.next_deadline(0.1) <= CHECK_WAIT_S
+    core.handle(Tick(), CHECK_WAIT_S)  # the broker is frozen: it gets its task back
+    assert take(core) == [(0, "BUSY", {}), (0, "BOUNCE", b"s")]
+    nxt = core.begin(CHECK_WAIT_S)
+    assert nxt is not None and nxt.key == b"o"
+    go(core, 0, b"s", 1.0)  # late: nothing happens
+    assert core.current is nxt
+
+    core = dips_core()
+    ask(core, 0, b"s")
+    task(core, 0, b"s")
+    core.begin(0.0)
+    go(core, 0, b"s", 0.0)
+    core.begin(0.0)
+    task(core, 1, b"o")
+    core.task_done(p.result_body(1), 0.01)
+    assert core.begin(0.01) is None
+    take(core)
+    core.handle(Tick(), 0.01 + CHECK_WAIT_S)
+    nxt = core.begin(0.01 + CHECK_WAIT_S)
+    assert nxt is not None and nxt.key == b"o"
+
+
+def test_a_recall_or_a_lost_link_ends_the_wait_for_a_go() -> None:
+    core = dips_core()
+    ask(core, 0, b"s")
+    task(core, 0, b"s")
+    task(core, 1, b"o")
+    core.begin(0.0)
+    take(core)
+    core.handle(Received(0, p.recall(b"id", b"s")[1:]), 0.01)
+    assert take(core) == [(0, "BOUNCE", b"s")]
+    nxt = core.begin(0.01)
+    assert nxt is not None and nxt.key == b"o"
+
+    core = dips_core()
+    ask(core, 0, b"s")
+    task(core, 0, b"s")
+    task(core, 1, b"o")
+    core.begin(0.0)
+    core.handle(Lost(0), 0.01)
+    nxt = core.begin(0.01)
+    assert nxt is not None and nxt.key == b"o"
+
+
+def test_an_ask_before_the_welcome_is_ignored() -> None:
+    core = make()
+    ask(core, 0, b"s")
+    task(core, 0, b"s", dips=False)
+    started = core.begin(0.0)
+    assert started is not None and started.key == b"s"

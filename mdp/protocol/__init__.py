@@ -186,4 +186,9 @@ __all__ = [
     # mdp.protocol.broker_to_client
     "Result", "Results", "Pong", "Welcome", "RequestProgress", "ClientInbound", "to_client",
     "to_client_batch", "to_client_progress", "client_welcome", "pong", "parse_client_inbound",
+    # mdp.protocol.checks
+    "ASK", "CHECK", "GO", "BrokerAsk", "BrokerGo", "ask", "check", "go",
 ]
+
+# (last, apart: checked starts, docs/PROTOCOL.md "Checked starts")
+from mdp.protocol.checks import ASK, CHECK, GO, BrokerAsk, BrokerGo, ask, check, go  # noqa: E402

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from mdp.errors import ProtocolError
+from mdp.protocol.checks import ASK, GO, BrokerAsk, BrokerGo, parse_ask_or_go
 from mdp.protocol.constants import (
     DIPS_VERSION,
     DISCONNECT,
@@ -65,7 +66,8 @@ class BrokerTasks(NamedTuple):
     tasks: list[BrokerTask]
 
 
-WorkerInbound = BrokerTask | BrokerTasks | BrokerWelcome | BrokerRecall | BrokerSignal
+WorkerInbound = (BrokerTask | BrokerTasks | BrokerWelcome | BrokerRecall | BrokerSignal
+                 | BrokerAsk | BrokerGo)
 
 
 def to_worker(identity: bytes, key: bytes, body: list[bytes], dips: bool,
@@ -149,6 +151,8 @@ def parse_worker_inbound(frames: list[bytes]) -> WorkerInbound:
         if version_field(meta) is None:
             raise ProtocolError(f"WELCOME speaks DIPS version {meta.get('dips')!r}")
         return BrokerWelcome(meta)
+    if command == ASK or command == GO:  # (mdp.protocol.checks)
+        return parse_ask_or_go(frames)
     raise ProtocolError(f"unknown broker command {command[:8]!r}")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from mdp.errors import ProtocolError
+from mdp.protocol.checks import CHECK, check_key
 from mdp.protocol.constants import (
     BOUNCE,
     BUSY,
@@ -65,9 +66,9 @@ class WorkerProgress(NamedTuple):
 
 
 class WorkerSignal(NamedTuple):
-    """HEARTBEAT, DISCONNECT, BUSY, FREE or BOUNCE from a worker.
+    """HEARTBEAT, DISCONNECT, BUSY, FREE, BOUNCE or CHECK from a worker.
 
-    ``key`` is the task of a BOUNCE; ``draining`` is set by a BUSY that means "leaving";
+    ``key`` is the task of a BOUNCE or CHECK; ``draining`` is set by a BUSY that means "leaving";
     ``sending``, by a HEARTBEAT that announces a reply of that many bytes.
     """
 
@@ -167,6 +168,8 @@ def parse_worker_command(
             raise ProtocolError("BUSY takes one meta frame")
         meta = unpack_meta(rest[0], "BUSY")
         return WorkerSignal(BUSY, draining=meta.get("draining") is True)
+    if command == CHECK:  # (mdp.protocol.checks)
+        return WorkerSignal(CHECK, check_key(rest))
     raise ProtocolError(f"unknown worker command {command[:8]!r}")
 
 
