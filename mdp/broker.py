@@ -50,7 +50,9 @@ WAIT_SLACK_S = 0.02  # a receive that waited this much longer than its timeout w
 # (it never blocks for more than _MAX_BLOCK_MS): it reads what came meanwhile, and gives
 # nothing to a worker until at least CATCH_UP_S later and until a read finds nothing more
 # waiting (BrokerCore.hold; libzmq's I/O thread, stopped too, hands the backlog over piece
-# by piece as it catches up, and a CANCEL behind requests must come before they go out).
+# by piece as it catches up, and a CANCEL behind requests must come before they go out);
+# its timers wait as long, so that no worker is taken for quiet or gone before what it
+# sent meanwhile is read.
 STOPPED_GAP_S = 0.25
 CATCH_UP_S = 0.05
 CATCH_UP_MAX_S = 0.5  # under a load that never lets the socket empty, dispatch resumes then
@@ -174,13 +176,16 @@ class Broker:
         core, sock, ahead = self.core, self.socket, self._ahead
         now = time.monotonic()
         self._looked(now)  # (stopped between two passes?)
-        deadline = core.next_deadline()
-        if deadline <= now:
-            core.tick(now)
-            self._carry_out()
-            deadline = core.next_deadline()
-        if self._catch_up_until is not None and self._catch_up_until < deadline:
+        if self._catch_up_until is not None:
+            # the timers wait too: what came meanwhile (the workers' heartbeats among it)
+            # is read before they judge anyone quiet for the time this loop was stopped
             deadline = self._catch_up_until
+        else:
+            deadline = core.next_deadline()
+            if deadline <= now:
+                core.tick(now)
+                self._carry_out()
+                deadline = core.next_deadline()
         frames: list[bytes] | None
         if ahead:
             frames, user = ahead.popleft()

@@ -86,6 +86,25 @@ def test_a_loop_that_was_stopped_gives_nothing_out_until_it_caught_up(
     client.close()
 
 
+def test_a_loop_that_was_stopped_reads_the_workers_heartbeats_before_judging_them(
+        broker: Broker, zctx: zmq.Context) -> None:
+    """Woken from a stop longer than a worker's expiry, the broker's heartbeat timer is
+    due at once: it used to run before the socket was read, and forgot every worker whose
+    HEARTBEATs waited there ("expired"), to have them register again."""
+    worker, client = attached(broker, zctx)
+    [record] = broker.core.dispatcher.workers.values()
+    broker._awake_at -= 10.0  # as if stopped for 10 s since its last pass, during which
+    record.expires_at -= 10.0  # the worker's expiry passed, and its heartbeat came
+    broker.core._next_heartbeat = 0.0
+    worker.send_multipart([b"", p.WORKER, p.HEARTBEAT])
+    broker.run_once(0)
+    broker.run_once(round(CATCH_UP_S * 2000))  # caught up
+    broker.run_once(0)  # the timers' turn
+    assert list(broker.core.dispatcher.workers.values()) == [record]
+    worker.close()
+    client.close()
+
+
 def test_a_broker_made_long_before_its_loop_first_runs_is_not_taken_for_stopped(
         zctx: zmq.Context) -> None:
     broker = Broker(BrokerConfig(bind=["inproc://catch-up-late"]), zctx)
