@@ -1,8 +1,7 @@
 """The broker's loop reads what waits in its socket before it handles any of it, so that a
 client's CANCEL keeps the requests it names, waiting in front of it, from every worker;
 and a loop that was stopped holds dispatch while it catches up (``mdp.broker``). Driven
-in-process over inproc sockets (anything sent is in the socket at once), as in
-``tests/test_broker_inproc.py``.
+in-process (``tests/inprockit.py``).
 """
 
 from __future__ import annotations
@@ -12,27 +11,18 @@ from collections.abc import Iterator
 import msgpack
 import pytest
 import zmq
+from inprockit import dealer, inproc_broker
 
 from mdp import protocol as p
-from mdp.broker import CATCH_UP_S, STOPPED_GAP_S, WAITED_S, Broker, BrokerConfig, _came_alone
+from mdp.broker import CATCH_UP_S, STOPPED_GAP_S, WAITED_S, Broker, _came_alone
 
 BODY = msgpack.packb({"x": 1})
 
 
 @pytest.fixture
 def broker(zctx: zmq.Context) -> Iterator[Broker]:
-    b = Broker(BrokerConfig(bind=["inproc://catch-up"]), zctx)
-    try:
+    with inproc_broker(zctx) as b:
         yield b
-    finally:
-        b.close()
-
-
-def dealer(ctx: zmq.Context) -> zmq.Socket:
-    sock = ctx.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.connect("inproc://catch-up")
-    return sock
 
 
 def tasks(worker: zmq.Socket) -> list[bytes]:
@@ -107,12 +97,9 @@ def test_a_loop_that_was_stopped_reads_the_workers_heartbeats_before_judging_the
 
 def test_a_broker_made_long_before_its_loop_first_runs_is_not_taken_for_stopped(
         zctx: zmq.Context) -> None:
-    broker = Broker(BrokerConfig(bind=["inproc://catch-up-late"]), zctx)
-    try:
+    with inproc_broker(zctx, "inproc://catch-up-late") as broker:
         broker._looked(broker.core.started + 10.0)  # its first look, long after it was made
         assert broker._catch_up_until is None
-    finally:
-        broker.close()
 
 
 def test_a_message_the_receive_waited_for_came_alone_unless_it_waited_past_its_timeout(

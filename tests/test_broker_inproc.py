@@ -7,25 +7,16 @@ from collections.abc import Iterator
 import msgpack
 import pytest
 import zmq
+from inprockit import dealer, inproc_broker
 
 from mdp import protocol as p
-from mdp.broker import PASS, Broker, BrokerConfig
+from mdp.broker import PASS, Broker
 
 
 @pytest.fixture
 def broker(zctx: zmq.Context) -> Iterator[Broker]:
-    b = Broker(BrokerConfig(bind=["inproc://broker"]), zctx)
-    try:
+    with inproc_broker(zctx) as b:
         yield b
-    finally:
-        b.close()
-
-
-def dealer(ctx: zmq.Context) -> zmq.Socket:
-    sock = ctx.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.connect("inproc://broker")
-    return sock
 
 
 def drain_all(broker: Broker) -> None:
