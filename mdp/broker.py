@@ -318,8 +318,9 @@ def _came_alone(waited_s: float, timeout_ms: int) -> bool:
     """Whether a message the receive waited ``waited_s`` for came alone: the receive had
     to wait for it (a sync peer's message), but not for longer than it may (a process
     woken from SIGSTOP, or starved, finds its socket full: what came while it was stopped
-    is read before any of it is handled)."""
-    return WAITED_S < waited_s <= timeout_ms / 1000 + WAIT_SLACK_S
+    is read before any of it is handled). A receive told not to wait (``timeout_ms`` 0)
+    waited for nothing, however long a loaded machine took to run it."""
+    return timeout_ms > 0 and WAITED_S < waited_s <= timeout_ms / 1000 + WAIT_SLACK_S
 
 
 # --- command line -------------------------------------------------------------------------
