@@ -1,0 +1,36 @@
+"""A worker for tests whose handler holds the GIL in C: ``{"hold_gil": SECONDS}`` calls libc's
+``usleep`` through ``ctypes.PyDLL``, which (unlike ``ctypes.CDLL``) keeps the GIL for the
+whole call, as a C extension that never releases it does (``re`` backtracking, a ``sort`` or
+big-integer arithmetic on huge inputs, a large ``json`` document). No other thread of the
+process runs meanwhile. The reply is ``{"pid": ..., "held": SECONDS}``."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+import time
+from typing import Any
+
+from mdp import handlers
+from mdp.worker import prepare, serve
+
+LIBC = ctypes.PyDLL(ctypes.util.find_library("c"))
+
+
+def handle(request: dict[str, Any]) -> dict[str, Any]:
+    seconds = request.get("hold_gil", 0)
+    start = time.monotonic()
+    if isinstance(seconds, int | float) and 0 < seconds <= 60:
+        LIBC.usleep(int(seconds * 1_000_000))
+    return {"pid": os.getpid(), "held": time.monotonic() - start}
+
+
+def main() -> int:
+    config = prepare(sys.argv[1:])
+    return serve(config, handlers.Handler(config.service, handle))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
