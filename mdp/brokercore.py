@@ -193,6 +193,29 @@ class BrokerCore:
         if self._held is None:
             self._held = {}
 
+    def check_clients(self, now: float) -> None:
+        """The shell has caught up (after :meth:`hold`), and calls :meth:`release` next:
+        an unasked PONG (``lost`` empty; a client accepts one) to each DIPS client with a
+        request queued in a service that waited, so that a send that fails (the client
+        closed that connection: it failed over while this broker was stopped) marks it
+        gone and its requests are dropped unworked as they come up. Its CANCEL may never
+        have come: what a client had not yet handed to the kernel when it closed the
+        connection, its CANCEL last of all, goes with the socket (linger 0), while the
+        requests before it that had reached the kernel's buffers are read here."""
+        self._now = now
+        self._gather = False
+        if not self._held:
+            return
+        gone = self.dispatcher.gone_clients
+        clients: dict[bytes, None] = {}
+        for service in self._held.values():
+            for request in service.queue:
+                if request.rid is not None and request.callers is None \
+                        and request.client not in gone:
+                    clients[request.client] = None
+        for client in clients:
+            self._send(p.pong(client, [], self.instance))
+
     def release(self, now: float) -> None:
         """Dispatch again (after :meth:`hold`): every service that waited gets its turn."""
         held, self._held = self._held, None
