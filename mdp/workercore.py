@@ -99,6 +99,9 @@ class WorkerCore:
         # nothing starts meanwhile
         self._asks: dict[tuple[int, bytes], None] = {}
         self._checking: tuple[int, bytes, float] | None = None
+        # the ASKed task whose GO came: the next ``begin`` starts it, unless a RECALL read
+        # with the GO (a worker frozen while it waited, taken for silent) took it back
+        self._cleared: tuple[int, bytes] | None = None
         # tasks of one broker held at once (running and waiting) before one more is handed
         # back unrun (_on_task): a broker keeps to 1 + prefetch, but one that took our
         # tasks back while we were silent may give as many again when we speak
@@ -143,6 +146,8 @@ class WorkerCore:
         self.waiting = deque(t for t in self.waiting if t.link != i)  # the broker requeues
         if self._checking is not None and self._checking[0] == i:
             self._checking = None
+        if self._cleared is not None and self._cleared[0] == i:
+            self._cleared = None
         if self._asks:
             self._asks = {ask: None for ask in self._asks if ask[0] != i}
 
@@ -423,7 +428,8 @@ class WorkerCore:
             return None  # a CHECK waits for its GO: nothing starts meanwhile
         while self.waiting:
             task = self._next_waiting(now)
-            if self._asks and (task.link, task.key) in self._asks and not (
+            if self._asks and (task.link, task.key) in self._asks \
+                    and (task.link, task.key) != self._cleared and not (
                     task.deadline is not None and now >= task.deadline):
                 self.waiting.appendleft(task)  # it starts when its GO comes (_on_go)
                 self.flush_replies(now)
@@ -452,6 +458,7 @@ class WorkerCore:
         task.started_at = now
         self.current = task
         self.long = False
+        self._cleared = None
         return True
 
     # --- checked starts (mdp.protocol.checks) ---------------------------------------------
@@ -462,19 +469,17 @@ class WorkerCore:
         self._checking = (task.link, task.key, now)
 
     def _on_go(self, i: int, key: bytes, now: float) -> None:
-        """GO from broker ``i``: the task we CHECKed before its start starts now (``begin``
-        returns it); after an answered one's CHECK, the next task may start."""
+        """GO from broker ``i``: the task we CHECKed before its start starts at the next
+        ``begin`` (first in line: nothing has run since its CHECK), not at once: a worker
+        frozen while it waited reads, with the GO, the RECALL of a broker that took it for
+        silent and gave the task to another worker, and hands it back unrun. After an
+        answered one's CHECK, the next task may start."""
         checking = self._checking
         if checking is None or checking[0] != i or checking[1] != key:
             return  # late (we gave up waiting for it) or never asked for
         self._checking = None
-        if (i, key) not in self._asks:
-            return  # the CHECK after its reply
-        for n, task in enumerate(self.waiting):
-            if task.link == i and task.key == key:
-                del self.waiting[n]
-                self._start(task, now)  # (or answered expired: begin goes on)
-                return
+        if (i, key) in self._asks:  # (else the CHECK after its reply)
+            self._cleared = (i, key)
 
     def _checked(self, task: Task, now: float) -> None:
         """``task`` was ASKed and has been answered: CHECK again, so that nothing else
@@ -509,6 +514,8 @@ class WorkerCore:
             checking = self._checking
             if checking is not None and checking[0] == i and checking[1] == key:
                 self._checking = None
+            if self._cleared == (i, key):
+                self._cleared = None
 
     def _next_waiting(self, now: float) -> Task:
         """Take the next task to start: the first waiting, unless replies are gathered for
@@ -630,7 +637,7 @@ class WorkerCore:
         if self.phase is not Phase.SERVING:
             return
         self._set_phase(Phase.DRAINING)
-        self._checking = None  # (what waited for its GO is handed back with the rest)
+        self._checking = self._cleared = None  # (what waited for its GO goes back too)
         self._asks.clear()
         kept: deque[Task] = deque()
         for task in self.waiting:

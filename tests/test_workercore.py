@@ -1107,3 +1107,21 @@ def test_an_ask_before_the_welcome_is_ignored() -> None:
     task(core, 0, b"s", dips=False)
     started = core.begin(0.0)
     assert started is not None and started.key == b"s"
+
+
+def test_a_go_read_with_the_recall_of_its_task_hands_the_task_back_unrun() -> None:
+    # frozen while it waited for the GO: its broker took it for silent, gave the task to
+    # another worker and recalled it here; woken, the worker reads both at once
+    core = dips_core()
+    ask(core, 0, b"s")
+    task(core, 0, b"s")
+    task(core, 1, b"o")
+    assert core.begin(0.0) is None
+    assert take(core) == [(0, "CHECK", b"s")]
+    go(core, 0, b"s", 2.0)
+    core.handle(Received(0, p.recall(b"id", b"s")[1:]), 2.0)
+    assert take(core) == [(0, "BOUNCE", b"s")]
+    nxt = core.begin(2.0)
+    assert nxt is not None and nxt.key == b"o"
+    core.task_done(p.result_body(1), 2.01)
+    assert core.begin(2.01) is None and core.current is None
