@@ -231,6 +231,13 @@ def main() -> int:
         chaos.supervise_while(fleet, lambda: any(t.is_alive() for t in threads + faulters),
                               args.timeout + 10)
         hung = sum(t.is_alive() for t in threads + faulters)
+        for slot in fleet.brokers:
+            if slot.alive:
+                stat = Path(f"/proc/{slot.proc.pid}/stat").read_text()
+                fields = stat[stat.rindex(")") + 2:].split()
+                cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                print(f"{slot.name} pid {slot.proc.pid}: {cpu:.1f} s of CPU "
+                      f"(up {slot.starts} start(s))")
     finally:
         fleet.stop_all()
     (run_dir / "faults.txt").write_text("\n".join(log) + "\n")
