@@ -42,6 +42,13 @@ EXIT_OUT_OF_MEMORY = 4  # a handler hit the address-space limit; start afresh
 STANDARD_EXPIRY_S = 7.5  # 7/MDP's reference heartbeat (2.5 s) x liveness (3)
 MAX_REFUSAL_CHARS = 300  # of a broker's reason for refusing us
 CHECK_WAIT_S = 0.25  # a GO later than this: the broker is frozen; go on without it
+# A shell that comes back this much later than the deadline it was last given, with no task
+# in hand, was stopped (SIGSTOP) or starved: for CATCH_UP_S it starts nothing and judges no
+# broker silent, so that what came meanwhile is read first (libzmq's I/O thread, stopped
+# too, hands a backlog over piece by piece: a TASK may come before the RECALL behind it,
+# sent by a broker that took this worker for silent and gave the task to another).
+STOPPED_GAP_S = 0.25
+CATCH_UP_S = 0.05
 MAX_ASKS = 64  # ASKed tasks remembered (a task handed back unrun leaves its entry)
 _NO_META = b"\x80"  # an empty msgpack map: a TASK without a deadline
 
@@ -102,6 +109,10 @@ class WorkerCore:
         # the ASKed task whose GO came: the next ``begin`` starts it, unless a RECALL read
         # with the GO (a worker frozen while it waited, taken for silent) took it back
         self._cleared: tuple[int, bytes] | None = None
+        # the deadline the shell was last given with no task in hand (it waits no longer
+        # unless stopped), and until when the worker catches up after a stop (_woke)
+        self._promised = math.inf
+        self._catch_up_until = 0.0
         # tasks of one broker held at once (running and waiting) before one more is handed
         # back unrun (_on_task): a broker keeps to 1 + prefetch, but one that took our
         # tasks back while we were silent may give as many again when we speak
@@ -250,6 +261,8 @@ class WorkerCore:
 
     def handle(self, event: Event, now: float) -> None:
         """Feed one link event (:mod:`mdp.actions`) that happened at ``now``."""
+        if now > self._promised + STOPPED_GAP_S:
+            self._woke(now)
         match event:
             case Received(link, frames):
                 self.receive(link, frames, now)
@@ -424,6 +437,10 @@ class WorkerCore:
         """
         if self.current is not None:
             return self.current
+        if now > self._promised + STOPPED_GAP_S:
+            self._woke(now)
+        if now < self._catch_up_until:
+            return None  # woken from a stop: what came meanwhile is read first
         if self._checking is not None:
             return None  # a CHECK waits for its GO: nothing starts meanwhile
         while self.waiting:
@@ -459,7 +476,15 @@ class WorkerCore:
         self.current = task
         self.long = False
         self._cleared = None
+        self._promised = math.inf  # (the handler may run for as long as it takes)
         return True
+
+    def _woke(self, now: float) -> None:
+        """The shell came back long after the deadline it was given (see STOPPED_GAP_S)."""
+        log.info("woke %.2fs after this worker's deadline; reading what came meanwhile before "
+                 "starting anything", now - self._promised)
+        self._promised = math.inf
+        self._catch_up_until = now + CATCH_UP_S
 
     # --- checked starts (mdp.protocol.checks) ---------------------------------------------
 
@@ -547,7 +572,8 @@ class WorkerCore:
         held task, an expired one, a link not yet DIPS, a worker with work in hand or
         draining): then the shell feeds the message to ``receive`` as usual."""
         if self.current is not None or self.waiting or self.phase is not Phase.SERVING \
-                or self._checking is not None or (self._asks and (i, key) in self._asks):
+                or self._checking is not None or (self._asks and (i, key) in self._asks) \
+                or now > self._promised + STOPPED_GAP_S or now < self._catch_up_until:
             return None
         link = self.links[i]
         if link.mode is not LinkMode.DIPS:
@@ -571,6 +597,7 @@ class WorkerCore:
         task = Task(i, link.epoch, key, body, deadline, False, True, now, ck=ck)
         self.current = task
         self.long = False
+        self._promised = math.inf
         return task
 
     def task_long(self, now: float) -> None:
@@ -689,6 +716,8 @@ class WorkerCore:
         due = self._heartbeat_due(link)
         silent = (max(link.heard_at, link.task_until) if mode is LinkMode.DIPS
                   else link.heard_at) + self._expiry_s(link)
+        if silent < self._catch_up_until:
+            silent = self._catch_up_until  # (no verdict before what came is read)
         return due if due < silent else silent
 
     def _schedule(self, i: int) -> None:
@@ -725,6 +754,8 @@ class WorkerCore:
         """When ``tick`` is next due (the shell asks once or twice per task)."""
         t = self.timing
         deadline = min(now + t.heartbeat_interval_s, self._links_deadline())
+        if now < self._catch_up_until < deadline:
+            deadline = self._catch_up_until
         checking = self._checking
         if checking is not None and checking[2] + CHECK_WAIT_S < deadline:
             deadline = checking[2] + CHECK_WAIT_S
@@ -734,6 +765,8 @@ class WorkerCore:
                                        min(t.time_limit_s, t.busy_after_s))
             if limit < deadline:
                 deadline = limit
+        else:
+            self._promised = deadline  # (the shell waits no longer than this, unless stopped)
         return deadline
 
     def _due_links(self, now: float) -> list[int]:
@@ -759,7 +792,8 @@ class WorkerCore:
             if link.mode is LinkMode.CLOSED:
                 if now >= link.retry_at and self.phase is Phase.SERVING:
                     self.actions.append(Open(i))
-            elif now >= max(link.heard_at, link.task_until) + self._expiry_s(link):
+            elif now >= max(link.heard_at, link.task_until) + self._expiry_s(link) \
+                    and now >= self._catch_up_until:
                 log.warning("broker %s silent for %.1fs; reconnecting", link.endpoint,
                             self._expiry_s(link))
                 self._close(i, 0)

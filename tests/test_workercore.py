@@ -922,7 +922,9 @@ def _flat_deadline(core: WorkerCore, now: float) -> float:
         else:
             due = link.sent_at + t.heartbeat_interval_s
             silent = link.heard_at + max(t.expiry_s, 7.5)
-        deadline = min(deadline, due, silent)
+        deadline = min(deadline, due, max(silent, core._catch_up_until))
+    if now < core._catch_up_until < deadline:  # (a shell that came back late: catching up)
+        deadline = core._catch_up_until
     task = core.current
     if task is not None:
         deadline = min(deadline, task.started_at + (
@@ -1125,3 +1127,41 @@ def test_a_go_read_with_the_recall_of_its_task_hands_the_task_back_unrun() -> No
     assert nxt is not None and nxt.key == b"o"
     core.task_done(p.result_body(1), 2.01)
     assert core.begin(2.01) is None and core.current is None
+
+
+def test_a_worker_woken_from_a_stop_reads_what_came_before_it_starts_anything() -> None:
+    # stopped (SIGSTOP) while idle: its shell comes back long after the deadline it was
+    # given, and libzmq hands it the TASK a broker sent meanwhile before the RECALL behind
+    # it (the broker took the frozen worker for silent and gave the task to another)
+    from mdp.workercore import CATCH_UP_S
+
+    core = dips_core()
+    deadline = core.next_deadline(0.0)
+    now = deadline + 2.0
+    task(core, 0, b"t", now)
+    frames = p.to_worker(b"id", b"u", BODY, True, 10_000)[1:]
+    assert core.lone_task(1, frames[3], frames[5], frames[6:], now) is None  # not at once
+    assert core.begin(now) is None
+    assert core.next_deadline(now) <= now + CATCH_UP_S
+    core.handle(Tick(), now)  # (heartbeats are due)
+    assert not any(name == "CLOSE" for _, name, _ in take(core))  # no broker judged silent
+    core.handle(Received(0, p.recall(b"id", b"t")[1:]), now + 0.001)
+    assert take(core) == [(0, "BOUNCE", b"t")]
+    assert core.begin(now + 0.01) is None  # still catching up
+    started = core.begin(now + CATCH_UP_S)
+    assert started is None and core.current is None  # (the lone task went to receive's way)
+    task(core, 1, b"v", now + CATCH_UP_S)
+    started = core.begin(now + CATCH_UP_S)
+    assert started is not None and started.key == b"v"
+
+
+def test_a_long_task_is_not_taken_for_a_stop() -> None:
+    core = dips_core()
+    core.next_deadline(0.0)
+    task(core, 0, b"t", 0.0)
+    started = core.begin(0.0)
+    assert started is not None
+    core.task_done(p.result_body(1), 5.0)  # ran 5 s
+    task(core, 0, b"u", 5.0)
+    nxt = core.begin(5.0)
+    assert nxt is not None and nxt.key == b"u"
