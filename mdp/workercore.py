@@ -42,11 +42,12 @@ EXIT_OUT_OF_MEMORY = 4  # a handler hit the address-space limit; start afresh
 STANDARD_EXPIRY_S = 7.5  # 7/MDP's reference heartbeat (2.5 s) x liveness (3)
 MAX_REFUSAL_CHARS = 300  # of a broker's reason for refusing us
 CHECK_WAIT_S = 0.25  # a GO later than this: the broker is frozen; go on without it
-# A shell that comes back this much later than the deadline it was last given, with no task
-# in hand, was stopped (SIGSTOP) or starved: for CATCH_UP_S it starts nothing and judges no
-# broker silent, so that what came meanwhile is read first (libzmq's I/O thread, stopped
-# too, hands a backlog over piece by piece: a TASK may come before the RECALL behind it,
-# sent by a broker that took this worker for silent and gave the task to another).
+# A shell that comes back this much later than the deadline it was last given (with no task
+# in hand, or one past busy_after: the sentinel watches it) was stopped (SIGSTOP) or
+# starved: for CATCH_UP_S it starts nothing and judges no broker silent, so that what came
+# meanwhile is read first (libzmq's I/O thread, stopped too, hands a backlog over piece by
+# piece: a TASK may come before the RECALL behind it, sent by a broker that took this
+# worker for silent and gave the task to another).
 STOPPED_GAP_S = 0.25
 CATCH_UP_S = 0.05
 MAX_ASKS = 64  # ASKed tasks remembered (a task handed back unrun leaves its entry)
@@ -481,8 +482,7 @@ class WorkerCore:
 
     def _woke(self, now: float) -> None:
         """The shell came back long after the deadline it was given (see STOPPED_GAP_S)."""
-        log.info("woke %.2fs after this worker's deadline; reading what came meanwhile before "
-                 "starting anything", now - self._promised)
+        log.info("woke from a stop; reading what came meanwhile before starting anything")
         self._promised = math.inf
         self._catch_up_until = now + CATCH_UP_S
 
@@ -604,6 +604,8 @@ class WorkerCore:
         """The current task has run past busy_after: tell the other brokers, bounce."""
         if self.current is None or self.long:
             return
+        if now > self.current.started_at + self.timing.busy_after_s + STOPPED_GAP_S:
+            self._woke(now)  # (the sentinel takes over at busy_after unless stopped)
         self.long = True
         self.flush_replies(now)  # replies gathered behind this task wait no longer
         current = self.current.link
@@ -624,6 +626,8 @@ class WorkerCore:
         task = self.current
         if task is None:
             return  # abandoned after the time limit
+        if now > self._promised + STOPPED_GAP_S:
+            self._woke(now)  # (stopped while the sentinel watched this task)
         self.current = None
         self.long = False
         self._reply(task, body, now)
@@ -752,6 +756,8 @@ class WorkerCore:
 
     def next_deadline(self, now: float) -> float:
         """When ``tick`` is next due (the shell asks once or twice per task)."""
+        if now > self._promised + STOPPED_GAP_S:
+            self._woke(now)
         t = self.timing
         deadline = min(now + t.heartbeat_interval_s, self._links_deadline())
         if now < self._catch_up_until < deadline:
@@ -765,8 +771,8 @@ class WorkerCore:
                                        min(t.time_limit_s, t.busy_after_s))
             if limit < deadline:
                 deadline = limit
-        else:
-            self._promised = deadline  # (the shell waits no longer than this, unless stopped)
+        if task is None or self.long:  # (past busy_after the sentinel watches: it asks)
+            self._promised = deadline  # the shell waits no longer than this, unless stopped
         return deadline
 
     def _due_links(self, now: float) -> list[int]:

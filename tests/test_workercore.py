@@ -1165,3 +1165,29 @@ def test_a_long_task_is_not_taken_for_a_stop() -> None:
     task(core, 0, b"u", 5.0)
     nxt = core.begin(5.0)
     assert nxt is not None and nxt.key == b"u"
+
+
+def test_a_worker_stopped_in_a_handler_reads_what_came_before_it_starts_the_next() -> None:
+    from mdp.workercore import CATCH_UP_S
+
+    core = dips_core()
+    task(core, 0, b"t", 0.0)
+    task(core, 1, b"u", 0.0, hold=True)  # another broker's, held behind it
+    assert core.begin(0.0) is not None
+    core.task_long(2.0)  # the sentinel's turn at busy_after came only now: stopped
+    core.task_done(p.result_body(1), 2.0)
+    assert core.begin(2.0) is None  # the RECALL of u may be right behind
+    core.handle(Received(1, p.recall(b"id", b"u")[1:]), 2.001)
+    assert take(core)[-1] == (1, "BOUNCE", b"u")
+    assert core.begin(2.0 + CATCH_UP_S) is None and core.current is None
+
+    core = dips_core()  # stopped once the sentinel watched it (past busy_after)
+    task(core, 0, b"t", 0.0)
+    task(core, 1, b"u", 0.0, hold=True)
+    assert core.begin(0.0) is not None
+    core.task_long(0.006)
+    core.next_deadline(0.006)  # (the sentinel asks)
+    core.task_done(p.result_body(1), 3.0)
+    assert core.begin(3.0) is None
+    nxt = core.begin(3.0 + CATCH_UP_S)
+    assert nxt is not None and nxt.key == b"u"
