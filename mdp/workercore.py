@@ -50,6 +50,10 @@ CHECK_WAIT_S = 0.25  # a GO later than this: the broker is frozen; go on without
 # worker for silent and gave the task to another).
 STOPPED_GAP_S = 0.25
 CATCH_UP_S = 0.05
+# an idle worker's shell comes back at least this often, so that a stop long enough for a
+# broker to take it for silent (--frozen-after, 0.8 s) is always longer than the deadline
+# it was given plus STOPPED_GAP_S (two wake-ups a second cost an idle worker ~0.01 % of a core)
+IDLE_WAKE_S = 0.5
 MAX_ASKS = 64  # ASKed tasks remembered (a task handed back unrun leaves its entry)
 _NO_META = b"\x80"  # an empty msgpack map: a TASK without a deadline
 
@@ -771,8 +775,12 @@ class WorkerCore:
                                        min(t.time_limit_s, t.busy_after_s))
             if limit < deadline:
                 deadline = limit
-        if task is None or self.long:  # (past busy_after the sentinel watches: it asks)
+        if task is None:
+            if now + IDLE_WAKE_S < deadline:
+                deadline = now + IDLE_WAKE_S
             self._promised = deadline  # the shell waits no longer than this, unless stopped
+        elif self.long:  # (past busy_after the sentinel watches: it asks)
+            self._promised = deadline
         return deadline
 
     def _due_links(self, now: float) -> list[int]:

@@ -8,7 +8,7 @@ import pytest
 
 from mdp import protocol as p
 from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
-from mdp.workercore import EXIT_OUT_OF_MEMORY, EXIT_STUCK, WorkerCore
+from mdp.workercore import EXIT_OUT_OF_MEMORY, EXIT_STUCK, IDLE_WAKE_S, WorkerCore
 from mdp.workerstate import LinkMode, Phase, Timing
 
 NAMES = {p.READY: "READY", p.REPLY: "REPLY", p.HEARTBEAT: "HEARTBEAT",
@@ -267,7 +267,8 @@ def test_a_standard_broker_gets_plain_mdp_and_its_requests_wait_locally() -> Non
 
 def test_standard_links_heartbeat_on_their_own_timer() -> None:
     core = make(1, heartbeat_interval_s=1.0)
-    assert core.next_deadline(0.0) == 1.0
+    assert core.next_deadline(0.0) == IDLE_WAKE_S  # (an idle worker looks at the clock)
+    assert core._links_deadline() == 1.0
     core.handle(Tick(), 1.0)
     assert take(core) == [(0, "HEARTBEAT", None)]
 
@@ -560,11 +561,11 @@ def test_a_broker_silent_after_its_announced_task_came_is_found_on_time() -> Non
     for i in (0, 1):
         signal(core, i, p.HEARTBEAT, 0.9)  # answered: each link's last send is at 0.9
     core.handle(Received(0, p.sending_to_worker(b"id", 30_000_000)[1:]), 1.0)
-    assert core.next_deadline(1.0) == 1.9  # link 1's silence; link 0 waits for its task
+    assert core._links_deadline() == 1.9  # link 1's silence; link 0 waits for its task
     task(core, 0, b"k1", 1.2)  # it came: link 0 is silent from 1.2 on, due at 2.2
     signal(core, 1, p.HEARTBEAT, 1.3)  # link 1 heard: silent at 2.3, heartbeat at 2.4
     take(core)
-    assert core.next_deadline(1.3) == 2.2
+    assert core._links_deadline() == 2.2
     core.handle(Tick(), 2.2)
     assert take(core) == [(0, "CLOSE", 0)]
 
@@ -929,6 +930,8 @@ def _flat_deadline(core: WorkerCore, now: float) -> float:
     if task is not None:
         deadline = min(deadline, task.started_at + (
             t.time_limit_s if core.long else min(t.time_limit_s, t.busy_after_s)))
+    else:
+        deadline = min(deadline, now + IDLE_WAKE_S)  # (an idle worker looks at the clock)
     return deadline
 
 
