@@ -228,6 +228,8 @@ class Broker:
         if self._catch_up_until is not None and end >= self._catch_up_until and not ahead \
                 and (end >= self._woke_at + CATCH_UP_MAX_S or not sockio.readable(sock)):
             self._catch_up_until = None  # caught up: what was in the socket is handled
+            core.check_clients(end)  # (clients that left meanwhile: a send to them fails)
+            self._carry_out()
             core.release(end)
             self._carry_out()
         return handled

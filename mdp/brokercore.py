@@ -193,6 +193,29 @@ class BrokerCore:
         if self._held is None:
             self._held = {}
 
+    def check_clients(self, now: float) -> None:
+        """The shell has caught up (after :meth:`hold`), and calls :meth:`release` next:
+        an unasked PONG (``lost`` empty; a client accepts one) to each DIPS client with a
+        request queued in a service that waited, so that a send that fails (the client
+        closed that connection: it failed over while this broker was stopped) marks it
+        gone and its requests are dropped unworked as they come up. Its CANCEL may never
+        have come: what a client had not yet handed to the kernel when it closed the
+        connection, its CANCEL last of all, goes with the socket (linger 0), while the
+        requests before it that had reached the kernel's buffers are read here."""
+        self._now = now
+        self._gather = False
+        if not self._held:
+            return
+        gone = self.dispatcher.gone_clients
+        clients: dict[bytes, None] = {}
+        for service in self._held.values():
+            for request in service.queue:
+                if request.rid is not None and request.callers is None \
+                        and request.client not in gone:
+                    clients[request.client] = None
+        for client in clients:
+            self._send(p.pong(client, [], self.instance))
+
     def release(self, now: float) -> None:
         """Dispatch again (after :meth:`hold`): every service that waited gets its turn."""
         held, self._held = self._held, None
@@ -283,14 +306,16 @@ class BrokerCore:
             return
         match message:
             case p.WorkerReply(key, body):
-                worker = self._known_worker(identity, now)
+                # (a worker that speaks again after its silence is given tasks only once
+                # its reply is taken: its request may wait in the queue, taken back)
+                worker = self._known_worker(identity, now, dispatch=False)
                 if worker is not None:
                     self._take_reply(worker, key, body, now)
                     self._dispatch(worker.service, now)
             case p.ClientRequest():
                 self._on_request(identity, message, user, now)
             case p.WorkerReplies(keys, bodies):
-                worker = self._known_worker(identity, now)
+                worker = self._known_worker(identity, now, dispatch=False)
                 self._gather = True  # several replies: their RESULTs may go together
                 if worker is not None:  # each taken as if it came alone
                     for one_key, one_body in zip(keys, bodies, strict=True):
@@ -471,15 +496,19 @@ class BrokerCore:
         return (now >= self.started + self.config.unknown_grace_s
                 and name not in self.dispatcher.offered)
 
-    def _known_worker(self, identity: bytes, now: float) -> Worker | None:
+    def _known_worker(self, identity: bytes, now: float,
+                      dispatch: bool = True) -> Worker | None:
         """The worker that sent a message (a sign of life); a worker we do not know (we
-        restarted, or forgot it) is told DISCONNECT, to register again."""
+        restarted, or forgot it) is told DISCONNECT, to register again. ``dispatch``: a
+        worker that speaks again after its silence gets its service's tasks now (False:
+        the caller dispatches once it has handled the message, a late reply whose request,
+        taken back, waits in the queue: given first, it would run there twice)."""
         worker = self.dispatcher.workers.get(identity)
         if worker is None:
             self._send(p.worker_command(identity, p.DISCONNECT))
             return None
         if heard_from(worker, self.dispatcher.worker_expiry_s, now):
-            self._keeper.back_from_silence(worker, now)
+            self._keeper.back_from_silence(worker, now, dispatch)
         return worker
 
     def _take_reply(self, worker: Worker, key: bytes, body: list[bytes], now: float) -> None:

@@ -119,10 +119,13 @@ class WorkerKeeper:
                 **self._worker_welcome, "refused": f"service {service!r}: {text}"}))
         self._send(p.worker_command(identity, p.DISCONNECT))
 
-    def back_from_silence(self, worker: Worker, now: float) -> None:
+    def back_from_silence(self, worker: Worker, now: float, dispatch: bool = True) -> None:
+        """A silent worker spoke; ``dispatch``: its service's tasks go out now (else the
+        caller dispatches once it has handled what the worker said)."""
         self._comings(now, "speaking again", "worker %s speaks again; it gets tasks again",
                       worker.identity.hex()[:20])
-        self._dispatch(worker.service, now)
+        if dispatch:
+            self._dispatch(worker.service, now)
 
     def on_signal(self, identity: bytes, msg: p.WorkerSignal, now: float) -> None:
         dispatcher = self.dispatcher

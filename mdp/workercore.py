@@ -42,6 +42,18 @@ EXIT_OUT_OF_MEMORY = 4  # a handler hit the address-space limit; start afresh
 STANDARD_EXPIRY_S = 7.5  # 7/MDP's reference heartbeat (2.5 s) x liveness (3)
 MAX_REFUSAL_CHARS = 300  # of a broker's reason for refusing us
 CHECK_WAIT_S = 0.25  # a GO later than this: the broker is frozen; go on without it
+# A shell that comes back this much later than the deadline it was last given (with no task
+# in hand, or one past busy_after: the sentinel watches it) was stopped (SIGSTOP) or
+# starved: for CATCH_UP_S it starts nothing and judges no broker silent, so that what came
+# meanwhile is read first (libzmq's I/O thread, stopped too, hands a backlog over piece by
+# piece: a TASK may come before the RECALL behind it, sent by a broker that took this
+# worker for silent and gave the task to another).
+STOPPED_GAP_S = 0.25
+CATCH_UP_S = 0.05
+# an idle worker's shell comes back at least this often, so that a stop long enough for a
+# broker to take it for silent (--frozen-after, 0.8 s) is always longer than the deadline
+# it was given plus STOPPED_GAP_S (two wake-ups a second cost an idle worker ~0.01 % of a core)
+IDLE_WAKE_S = 0.5
 MAX_ASKS = 64  # ASKed tasks remembered (a task handed back unrun leaves its entry)
 _NO_META = b"\x80"  # an empty msgpack map: a TASK without a deadline
 
@@ -99,6 +111,13 @@ class WorkerCore:
         # nothing starts meanwhile
         self._asks: dict[tuple[int, bytes], None] = {}
         self._checking: tuple[int, bytes, float] | None = None
+        # the ASKed task whose GO came: the next ``begin`` starts it, unless a RECALL read
+        # with the GO (a worker frozen while it waited, taken for silent) took it back
+        self._cleared: tuple[int, bytes] | None = None
+        # the deadline the shell was last given with no task in hand (it waits no longer
+        # unless stopped), and until when the worker catches up after a stop (_woke)
+        self._promised = math.inf
+        self._catch_up_until = 0.0
         # tasks of one broker held at once (running and waiting) before one more is handed
         # back unrun (_on_task): a broker keeps to 1 + prefetch, but one that took our
         # tasks back while we were silent may give as many again when we speak
@@ -143,6 +162,8 @@ class WorkerCore:
         self.waiting = deque(t for t in self.waiting if t.link != i)  # the broker requeues
         if self._checking is not None and self._checking[0] == i:
             self._checking = None
+        if self._cleared is not None and self._cleared[0] == i:
+            self._cleared = None
         if self._asks:
             self._asks = {ask: None for ask in self._asks if ask[0] != i}
 
@@ -245,6 +266,8 @@ class WorkerCore:
 
     def handle(self, event: Event, now: float) -> None:
         """Feed one link event (:mod:`mdp.actions`) that happened at ``now``."""
+        if now > self._promised + STOPPED_GAP_S:
+            self._woke(now)
         match event:
             case Received(link, frames):
                 self.receive(link, frames, now)
@@ -419,11 +442,16 @@ class WorkerCore:
         """
         if self.current is not None:
             return self.current
+        if now > self._promised + STOPPED_GAP_S:
+            self._woke(now)
+        if now < self._catch_up_until:
+            return None  # woken from a stop: what came meanwhile is read first
         if self._checking is not None:
             return None  # a CHECK waits for its GO: nothing starts meanwhile
         while self.waiting:
             task = self._next_waiting(now)
-            if self._asks and (task.link, task.key) in self._asks and not (
+            if self._asks and (task.link, task.key) in self._asks \
+                    and (task.link, task.key) != self._cleared and not (
                     task.deadline is not None and now >= task.deadline):
                 self.waiting.appendleft(task)  # it starts when its GO comes (_on_go)
                 self.flush_replies(now)
@@ -452,7 +480,15 @@ class WorkerCore:
         task.started_at = now
         self.current = task
         self.long = False
+        self._cleared = None
+        self._promised = math.inf  # (the handler may run for as long as it takes)
         return True
+
+    def _woke(self, now: float) -> None:
+        """The shell came back long after the deadline it was given (see STOPPED_GAP_S)."""
+        log.info("woke from a stop; reading what came meanwhile before starting anything")
+        self._promised = math.inf
+        self._catch_up_until = now + CATCH_UP_S
 
     # --- checked starts (mdp.protocol.checks) ---------------------------------------------
 
@@ -462,19 +498,17 @@ class WorkerCore:
         self._checking = (task.link, task.key, now)
 
     def _on_go(self, i: int, key: bytes, now: float) -> None:
-        """GO from broker ``i``: the task we CHECKed before its start starts now (``begin``
-        returns it); after an answered one's CHECK, the next task may start."""
+        """GO from broker ``i``: the task we CHECKed before its start starts at the next
+        ``begin`` (first in line: nothing has run since its CHECK), not at once: a worker
+        frozen while it waited reads, with the GO, the RECALL of a broker that took it for
+        silent and gave the task to another worker, and hands it back unrun. After an
+        answered one's CHECK, the next task may start."""
         checking = self._checking
         if checking is None or checking[0] != i or checking[1] != key:
             return  # late (we gave up waiting for it) or never asked for
         self._checking = None
-        if (i, key) not in self._asks:
-            return  # the CHECK after its reply
-        for n, task in enumerate(self.waiting):
-            if task.link == i and task.key == key:
-                del self.waiting[n]
-                self._start(task, now)  # (or answered expired: begin goes on)
-                return
+        if (i, key) in self._asks:  # (else the CHECK after its reply)
+            self._cleared = (i, key)
 
     def _checked(self, task: Task, now: float) -> None:
         """``task`` was ASKed and has been answered: CHECK again, so that nothing else
@@ -509,6 +543,8 @@ class WorkerCore:
             checking = self._checking
             if checking is not None and checking[0] == i and checking[1] == key:
                 self._checking = None
+            if self._cleared == (i, key):
+                self._cleared = None
 
     def _next_waiting(self, now: float) -> Task:
         """Take the next task to start: the first waiting, unless replies are gathered for
@@ -540,7 +576,8 @@ class WorkerCore:
         held task, an expired one, a link not yet DIPS, a worker with work in hand or
         draining): then the shell feeds the message to ``receive`` as usual."""
         if self.current is not None or self.waiting or self.phase is not Phase.SERVING \
-                or self._checking is not None or (self._asks and (i, key) in self._asks):
+                or self._checking is not None or (self._asks and (i, key) in self._asks) \
+                or now > self._promised + STOPPED_GAP_S or now < self._catch_up_until:
             return None
         link = self.links[i]
         if link.mode is not LinkMode.DIPS:
@@ -564,12 +601,15 @@ class WorkerCore:
         task = Task(i, link.epoch, key, body, deadline, False, True, now, ck=ck)
         self.current = task
         self.long = False
+        self._promised = math.inf
         return task
 
     def task_long(self, now: float) -> None:
         """The current task has run past busy_after: tell the other brokers, bounce."""
         if self.current is None or self.long:
             return
+        if now > self.current.started_at + self.timing.busy_after_s + STOPPED_GAP_S:
+            self._woke(now)  # (the sentinel takes over at busy_after unless stopped)
         self.long = True
         self.flush_replies(now)  # replies gathered behind this task wait no longer
         current = self.current.link
@@ -590,6 +630,8 @@ class WorkerCore:
         task = self.current
         if task is None:
             return  # abandoned after the time limit
+        if now > self._promised + STOPPED_GAP_S:
+            self._woke(now)  # (stopped while the sentinel watched this task)
         self.current = None
         self.long = False
         self._reply(task, body, now)
@@ -630,7 +672,7 @@ class WorkerCore:
         if self.phase is not Phase.SERVING:
             return
         self._set_phase(Phase.DRAINING)
-        self._checking = None  # (what waited for its GO is handed back with the rest)
+        self._checking = self._cleared = None  # (what waited for its GO goes back too)
         self._asks.clear()
         kept: deque[Task] = deque()
         for task in self.waiting:
@@ -682,6 +724,8 @@ class WorkerCore:
         due = self._heartbeat_due(link)
         silent = (max(link.heard_at, link.task_until) if mode is LinkMode.DIPS
                   else link.heard_at) + self._expiry_s(link)
+        if silent < self._catch_up_until:
+            silent = self._catch_up_until  # (no verdict before what came is read)
         return due if due < silent else silent
 
     def _schedule(self, i: int) -> None:
@@ -716,8 +760,12 @@ class WorkerCore:
 
     def next_deadline(self, now: float) -> float:
         """When ``tick`` is next due (the shell asks once or twice per task)."""
+        if now > self._promised + STOPPED_GAP_S:
+            self._woke(now)
         t = self.timing
         deadline = min(now + t.heartbeat_interval_s, self._links_deadline())
+        if now < self._catch_up_until < deadline:
+            deadline = self._catch_up_until
         checking = self._checking
         if checking is not None and checking[2] + CHECK_WAIT_S < deadline:
             deadline = checking[2] + CHECK_WAIT_S
@@ -727,6 +775,12 @@ class WorkerCore:
                                        min(t.time_limit_s, t.busy_after_s))
             if limit < deadline:
                 deadline = limit
+        if task is None:
+            if now + IDLE_WAKE_S < deadline:
+                deadline = now + IDLE_WAKE_S
+            self._promised = deadline  # the shell waits no longer than this, unless stopped
+        elif self.long:  # (past busy_after the sentinel watches: it asks)
+            self._promised = deadline
         return deadline
 
     def _due_links(self, now: float) -> list[int]:
@@ -752,7 +806,8 @@ class WorkerCore:
             if link.mode is LinkMode.CLOSED:
                 if now >= link.retry_at and self.phase is Phase.SERVING:
                     self.actions.append(Open(i))
-            elif now >= max(link.heard_at, link.task_until) + self._expiry_s(link):
+            elif now >= max(link.heard_at, link.task_until) + self._expiry_s(link) \
+                    and now >= self._catch_up_until:
                 log.warning("broker %s silent for %.1fs; reconnecting", link.endpoint,
                             self._expiry_s(link))
                 self._close(i, 0)

@@ -8,7 +8,7 @@ import pytest
 
 from mdp import protocol as p
 from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
-from mdp.workercore import EXIT_OUT_OF_MEMORY, EXIT_STUCK, WorkerCore
+from mdp.workercore import EXIT_OUT_OF_MEMORY, EXIT_STUCK, IDLE_WAKE_S, WorkerCore
 from mdp.workerstate import LinkMode, Phase, Timing
 
 NAMES = {p.READY: "READY", p.REPLY: "REPLY", p.HEARTBEAT: "HEARTBEAT",
@@ -267,7 +267,8 @@ def test_a_standard_broker_gets_plain_mdp_and_its_requests_wait_locally() -> Non
 
 def test_standard_links_heartbeat_on_their_own_timer() -> None:
     core = make(1, heartbeat_interval_s=1.0)
-    assert core.next_deadline(0.0) == 1.0
+    assert core.next_deadline(0.0) == IDLE_WAKE_S  # (an idle worker looks at the clock)
+    assert core._links_deadline() == 1.0
     core.handle(Tick(), 1.0)
     assert take(core) == [(0, "HEARTBEAT", None)]
 
@@ -560,11 +561,11 @@ def test_a_broker_silent_after_its_announced_task_came_is_found_on_time() -> Non
     for i in (0, 1):
         signal(core, i, p.HEARTBEAT, 0.9)  # answered: each link's last send is at 0.9
     core.handle(Received(0, p.sending_to_worker(b"id", 30_000_000)[1:]), 1.0)
-    assert core.next_deadline(1.0) == 1.9  # link 1's silence; link 0 waits for its task
+    assert core._links_deadline() == 1.9  # link 1's silence; link 0 waits for its task
     task(core, 0, b"k1", 1.2)  # it came: link 0 is silent from 1.2 on, due at 2.2
     signal(core, 1, p.HEARTBEAT, 1.3)  # link 1 heard: silent at 2.3, heartbeat at 2.4
     take(core)
-    assert core.next_deadline(1.3) == 2.2
+    assert core._links_deadline() == 2.2
     core.handle(Tick(), 2.2)
     assert take(core) == [(0, "CLOSE", 0)]
 
@@ -922,11 +923,15 @@ def _flat_deadline(core: WorkerCore, now: float) -> float:
         else:
             due = link.sent_at + t.heartbeat_interval_s
             silent = link.heard_at + max(t.expiry_s, 7.5)
-        deadline = min(deadline, due, silent)
+        deadline = min(deadline, due, max(silent, core._catch_up_until))
+    if now < core._catch_up_until < deadline:  # (a shell that came back late: catching up)
+        deadline = core._catch_up_until
     task = core.current
     if task is not None:
         deadline = min(deadline, task.started_at + (
             t.time_limit_s if core.long else min(t.time_limit_s, t.busy_after_s)))
+    else:
+        deadline = min(deadline, now + IDLE_WAKE_S)  # (an idle worker looks at the clock)
     return deadline
 
 
@@ -1107,3 +1112,85 @@ def test_an_ask_before_the_welcome_is_ignored() -> None:
     task(core, 0, b"s", dips=False)
     started = core.begin(0.0)
     assert started is not None and started.key == b"s"
+
+
+def test_a_go_read_with_the_recall_of_its_task_hands_the_task_back_unrun() -> None:
+    # frozen while it waited for the GO: its broker took it for silent, gave the task to
+    # another worker and recalled it here; woken, the worker reads both at once
+    core = dips_core()
+    ask(core, 0, b"s")
+    task(core, 0, b"s")
+    task(core, 1, b"o")
+    assert core.begin(0.0) is None
+    assert take(core) == [(0, "CHECK", b"s")]
+    go(core, 0, b"s", 2.0)
+    core.handle(Received(0, p.recall(b"id", b"s")[1:]), 2.0)
+    assert take(core) == [(0, "BOUNCE", b"s")]
+    nxt = core.begin(2.0)
+    assert nxt is not None and nxt.key == b"o"
+    core.task_done(p.result_body(1), 2.01)
+    assert core.begin(2.01) is None and core.current is None
+
+
+def test_a_worker_woken_from_a_stop_reads_what_came_before_it_starts_anything() -> None:
+    # stopped (SIGSTOP) while idle: its shell comes back long after the deadline it was
+    # given, and libzmq hands it the TASK a broker sent meanwhile before the RECALL behind
+    # it (the broker took the frozen worker for silent and gave the task to another)
+    from mdp.workercore import CATCH_UP_S
+
+    core = dips_core()
+    deadline = core.next_deadline(0.0)
+    now = deadline + 2.0
+    task(core, 0, b"t", now)
+    frames = p.to_worker(b"id", b"u", BODY, True, 10_000)[1:]
+    assert core.lone_task(1, frames[3], frames[5], frames[6:], now) is None  # not at once
+    assert core.begin(now) is None
+    assert core.next_deadline(now) <= now + CATCH_UP_S
+    core.handle(Tick(), now)  # (heartbeats are due)
+    assert not any(name == "CLOSE" for _, name, _ in take(core))  # no broker judged silent
+    core.handle(Received(0, p.recall(b"id", b"t")[1:]), now + 0.001)
+    assert take(core) == [(0, "BOUNCE", b"t")]
+    assert core.begin(now + 0.01) is None  # still catching up
+    started = core.begin(now + CATCH_UP_S)
+    assert started is None and core.current is None  # (the lone task went to receive's way)
+    task(core, 1, b"v", now + CATCH_UP_S)
+    started = core.begin(now + CATCH_UP_S)
+    assert started is not None and started.key == b"v"
+
+
+def test_a_long_task_is_not_taken_for_a_stop() -> None:
+    core = dips_core()
+    core.next_deadline(0.0)
+    task(core, 0, b"t", 0.0)
+    started = core.begin(0.0)
+    assert started is not None
+    core.task_done(p.result_body(1), 5.0)  # ran 5 s
+    task(core, 0, b"u", 5.0)
+    nxt = core.begin(5.0)
+    assert nxt is not None and nxt.key == b"u"
+
+
+def test_a_worker_stopped_in_a_handler_reads_what_came_before_it_starts_the_next() -> None:
+    from mdp.workercore import CATCH_UP_S
+
+    core = dips_core()
+    task(core, 0, b"t", 0.0)
+    task(core, 1, b"u", 0.0, hold=True)  # another broker's, held behind it
+    assert core.begin(0.0) is not None
+    core.task_long(2.0)  # the sentinel's turn at busy_after came only now: stopped
+    core.task_done(p.result_body(1), 2.0)
+    assert core.begin(2.0) is None  # the RECALL of u may be right behind
+    core.handle(Received(1, p.recall(b"id", b"u")[1:]), 2.001)
+    assert take(core)[-1] == (1, "BOUNCE", b"u")
+    assert core.begin(2.0 + CATCH_UP_S) is None and core.current is None
+
+    core = dips_core()  # stopped once the sentinel watched it (past busy_after)
+    task(core, 0, b"t", 0.0)
+    task(core, 1, b"u", 0.0, hold=True)
+    assert core.begin(0.0) is not None
+    core.task_long(0.006)
+    core.next_deadline(0.006)  # (the sentinel asks)
+    core.task_done(p.result_body(1), 3.0)
+    assert core.begin(3.0) is None
+    nxt = core.begin(3.0 + CATCH_UP_S)
+    assert nxt is not None and nxt.key == b"u"
