@@ -19,7 +19,7 @@ from testkit import broker_status, free_port, has_worker, tcp_endpoint, wait_for
 
 HERE = Path(__file__).resolve().parent
 FAULTY_WORKER = HERE / "helpers" / "faulty_worker.py"  # a worker with deliberate faults
-RECORDER = HERE / "helpers" / "run_recorder.py"  # a worker that writes down each run
+RECORDER = HERE / "helpers" / "recording_worker.py"  # writes down each run's start, end
 FAST_HEARTBEAT = ["--heartbeat-interval", "0.2"]
 
 
@@ -123,7 +123,7 @@ class Cluster:
         return proc
 
     def recorder(self, brokers: Sequence[Proc], record_file: Path, *extra: str) -> Proc:
-        """A worker of service ``record`` (helpers/run_recorder.py) on every broker, which
+        """A worker of service ``record`` (helpers/recording_worker.py) on every broker, which
         writes down each request it runs in ``record_file`` (read it with
         :func:`recorded`); waits until each broker lists it."""
         args = [str(RECORDER)]
@@ -152,7 +152,9 @@ class Cluster:
 
 
 def recorded(record_file: Path) -> list[int]:
-    """The ``n`` of each run a :meth:`Cluster.recorder` wrote down, in the order they ended."""
+    """The ``n`` of each run a :meth:`Cluster.recorder` finished, in the order they ended
+    (its ``E`` lines; ``S`` lines are its starts)."""
     if not record_file.exists():
         return []
-    return [int(line.split()[0]) for line in record_file.read_text().splitlines() if line]
+    return [int(fields[1]) for fields in map(str.split, record_file.read_text().splitlines())
+            if fields and fields[0] == "E"]

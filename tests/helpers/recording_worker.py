@@ -3,7 +3,8 @@ starts a request and ``E n pid t`` when it ends it (one ``write`` each, O_APPEND
 counting ``S`` lines by n counts runs, also of requests whose worker died in them. The
 request map may hold ``n`` (any value, written as is), ``sleep`` (seconds, below 10) and
 ``die`` (true: SIGKILL the process once the start is written: a poisoned request). The
-reply is ``{"n": n, "pid": pid}``."""
+reply is ``{"n": n, "pid": pid, "start": t}``. The tests start it with
+``clusterkit.Cluster.recorder`` and read it with ``clusterkit.recorded``."""
 
 from __future__ import annotations
 
@@ -27,14 +28,15 @@ def _write(line: str) -> None:
 
 def handle(request: dict[str, Any]) -> dict[str, Any]:
     n = request.get("n")
-    _write(f"S {n} {os.getpid()} {time.time():.4f}\n")
+    start = time.time()
+    _write(f"S {n} {os.getpid()} {start:.4f}\n")
     if request.get("die") is True:
         os.kill(os.getpid(), signal.SIGKILL)
     delay = request.get("sleep", 0)
     if isinstance(delay, int | float) and 0 < delay < 10:
         time.sleep(delay)
     _write(f"E {n} {os.getpid()} {time.time():.4f}\n")
-    return {"n": n, "pid": os.getpid()}
+    return {"n": n, "pid": os.getpid(), "start": start}
 
 
 def main() -> int:
