@@ -2,8 +2,8 @@
 clients whose requests it queued meanwhile are still there: an unasked PONG to each, and a
 client a send fails for (it closed the connection: it failed over while the broker was
 stopped, and its CANCEL was thrown away with its socket) has its requests dropped
-unworked. With an explicit clock and no sockets; ``tests/test_frozen_broker_cancel_lost.py``
-is the same with real processes."""
+unworked. With an explicit clock and no sockets; the ``big`` case of
+``tests/test_frozen_broker_resume.py`` is the same with real processes."""
 
 from __future__ import annotations
 
