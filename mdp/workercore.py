@@ -486,7 +486,8 @@ class WorkerCore:
 
     def _woke(self, now: float) -> None:
         """The shell came back long after the deadline it was given (see STOPPED_GAP_S)."""
-        log.info("woke from a stop; reading what came meanwhile before starting anything")
+        log.info("came back late (stopped, or starved of the CPU); reading what came "
+                 "meanwhile before starting anything")
         self._promised = math.inf
         self._catch_up_until = now + CATCH_UP_S
 
