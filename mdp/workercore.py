@@ -10,10 +10,14 @@ which the shell answers with ``Opened`` once the socket is connecting). ``begin`
 the next task to run; ``next_deadline`` says when a ``Tick`` is due. Every rule of
 ``docs/PROTOCOL.md`` section 2 is decided here: registration, WELCOME, heartbeats,
 BUSY/FREE only for tasks running past ``busy_after``, BOUNCE, RECALL, the hold queue,
-PROGRESS for the running task, checked starts (a task its broker ASKed about starts after
-a CHECK and its GO, and nothing starts after it before the GO of a second CHECK:
-:mod:`mdp.protocol.checks`), drain, the time limit, backoff and re-registration, and
-plain 7/MDP with a local queue for standard brokers.
+PROGRESS for the running task, drain, the time limit, backoff and re-registration, and
+plain 7/MDP with a local queue for standard brokers. Two rules keep their state and
+decisions in modules of their own, which the core owns and sequences with the rest:
+checked starts (:class:`~mdp.checkedstarts.CheckedStarts`: a task its broker ASKed about
+starts after a CHECK and its GO, and nothing starts after it before the GO of a second
+CHECK; docs/PROTOCOL.md section 6) and catch-up after a stop
+(:class:`~mdp.workercatchup.CatchUp`: a shell that comes back late reads what came
+meanwhile before it starts anything).
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ from typing import Any
 
 from mdp import protocol as p
 from mdp.actions import Action, Close, Event, Lost, Open, Opened, Received, Send, Tick
+from mdp.checkedstarts import CHECK_WAIT_S, Check, CheckedStarts
 from mdp.clock import Backoff
 from mdp.errors import Expired, Overloaded, ProtocolError, WorkerTimeout
 from mdp.logs import RateLimitedLog
+from mdp.workercatchup import IDLE_WAKE_S, STOPPED_GAP_S, CatchUp
 from mdp.workerstate import Link, LinkMode, Phase, Task, Timing
 
 log = logging.getLogger(__name__)
@@ -41,20 +47,6 @@ EXIT_OUT_OF_MEMORY = 4  # a handler hit the address-space limit; start afresh
 
 STANDARD_EXPIRY_S = 7.5  # 7/MDP's reference heartbeat (2.5 s) x liveness (3)
 MAX_REFUSAL_CHARS = 300  # of a broker's reason for refusing us
-CHECK_WAIT_S = 0.25  # a GO later than this: the broker is frozen; go on without it
-# A shell that comes back this much later than the deadline it was last given (with no task
-# in hand, or one past busy_after: the sentinel watches it) was stopped (SIGSTOP) or
-# starved: for CATCH_UP_S it starts nothing and judges no broker silent, so that what came
-# meanwhile is read first (libzmq's I/O thread, stopped too, hands a backlog over piece by
-# piece: a TASK may come before the RECALL behind it, sent by a broker that took this
-# worker for silent and gave the task to another).
-STOPPED_GAP_S = 0.25
-CATCH_UP_S = 0.05
-# an idle worker's shell comes back at least this often, so that a stop long enough for a
-# broker to take it for silent (--frozen-after, 0.8 s) is always longer than the deadline
-# it was given plus STOPPED_GAP_S (two wake-ups a second cost an idle worker ~0.01 % of a core)
-IDLE_WAKE_S = 0.5
-MAX_ASKS = 64  # ASKed tasks remembered (a task handed back unrun leaves its entry)
 _NO_META = b"\x80"  # an empty msgpack map: a TASK without a deadline
 
 
@@ -106,18 +98,8 @@ class WorkerCore:
         self.refused: dict[int, str] = {}
         self._warn = RateLimitedLog(log)
         self._ready = p.ready(self.service, ready_meta(self.meta, self.prefetch, checks=True))
-        # checked starts (mdp.protocol.checks): the tasks a broker ASKed us to CHECK before
-        # we start them, by (link, key); the CHECK whose GO we wait for, (link, key, since):
-        # nothing starts meanwhile
-        self._asks: dict[tuple[int, bytes], None] = {}
-        self._checking: tuple[int, bytes, float] | None = None
-        # the ASKed task whose GO came: the next ``begin`` starts it, unless a RECALL read
-        # with the GO (a worker frozen while it waited, taken for silent) took it back
-        self._cleared: tuple[int, bytes] | None = None
-        # the deadline the shell was last given with no task in hand (it waits no longer
-        # unless stopped), and until when the worker catches up after a stop (_woke)
-        self._promised = math.inf
-        self._catch_up_until = 0.0
+        self.checks = CheckedStarts()  # the ASKs read and the CHECK waiting for its GO
+        self.catchup = CatchUp()  # when the shell is late, and until when it catches up
         # tasks of one broker held at once (running and waiting) before one more is handed
         # back unrun (_on_task): a broker keeps to 1 + prefetch, but one that took our
         # tasks back while we were silent may give as many again when we speak
@@ -160,12 +142,8 @@ class WorkerCore:
         self._set_mode(i, LinkMode.CLOSED)
         self.actions.append(Close(i, linger_ms))
         self.waiting = deque(t for t in self.waiting if t.link != i)  # the broker requeues
-        if self._checking is not None and self._checking[0] == i:
-            self._checking = None
-        if self._cleared is not None and self._cleared[0] == i:
-            self._cleared = None
-        if self._asks:
-            self._asks = {ask: None for ask in self._asks if ask[0] != i}
+        if self.checks.active:
+            self.checks.forget_link(i)
 
     def _set_mode(self, i: int, mode: LinkMode) -> None:
         """The one place a link changes mode."""
@@ -201,8 +179,8 @@ class WorkerCore:
 
         ``recalled``: the broker asked for it (or knows we are leaving), so no BUSY."""
         link = self.links[task.link]
-        if self._asks:
-            self._forget_ask(task.link, task.key)
+        if self.checks.active:
+            self.checks.forget(task.link, task.key)
         if not recalled and not link.told_busy:
             self._send(task.link, p.busy(), now)
             self._set_told_busy(task.link, link, True)
@@ -218,7 +196,7 @@ class WorkerCore:
                 self._send(task.link, p.sending(len(body)), now)
         elif link.batch and task.dips and (self.waiting or link.gathered_keys) \
                 and now - task.started_at < self.timing.reply_gather_s \
-                and not (self._asks and (task.link, task.key) in self._asks):
+                and not (self.checks.active and self.checks.asked(task.link, task.key)):
             # with a backlog, a short task's reply is gathered: sent in one REPLIES when the
             # worker has nothing left to run, when a task runs past busy_after, before
             # anything else to that broker, or reply_gather_s on (a longer task's reply goes
@@ -266,7 +244,7 @@ class WorkerCore:
 
     def handle(self, event: Event, now: float) -> None:
         """Feed one link event (:mod:`mdp.actions`) that happened at ``now``."""
-        if now > self._promised + STOPPED_GAP_S:
+        if now > self.catchup.late_after:
             self._woke(now)
         match event:
             case Received(link, frames):
@@ -326,12 +304,9 @@ class WorkerCore:
             case p.BrokerRecall(key):
                 self._on_recall(i, key, now)
             case p.BrokerAsk(key) if link.mode is LinkMode.DIPS:
-                asks = self._asks
-                if len(asks) >= MAX_ASKS:
-                    del asks[next(iter(asks))]
-                asks[(i, key)] = None
+                self.checks.ask(i, key)
             case p.BrokerGo(key):
-                self._on_go(i, key, now)
+                self.checks.go(i, key)
             case p.BrokerWelcome():
                 self._on_welcome(i, link, message, now)
 
@@ -442,22 +417,26 @@ class WorkerCore:
         """
         if self.current is not None:
             return self.current
-        if now > self._promised + STOPPED_GAP_S:
+        catchup = self.catchup
+        if now > catchup.late_after:
             self._woke(now)
-        if now < self._catch_up_until:
+        if now < catchup.until:
             return None  # woken from a stop: what came meanwhile is read first
-        if self._checking is not None:
+        checks = self.checks
+        active = checks.active  # (only ever false from here on, if false now)
+        if active and checks.checking is not None:
             return None  # a CHECK waits for its GO: nothing starts meanwhile
         while self.waiting:
             task = self._next_waiting(now)
-            if self._asks and (task.link, task.key) in self._asks \
-                    and (task.link, task.key) != self._cleared and not (
-                    task.deadline is not None and now >= task.deadline):
-                self.waiting.appendleft(task)  # it starts when its GO comes (_on_go)
+            if active and checks.must_check(task.link, task.key, task.deadline, now):
+                self.waiting.appendleft(task)  # it starts when its GO comes (CheckedStarts.go)
                 self.flush_replies(now)
                 self._check(task, now)
                 return None
             if self._start(task, now):
+                catchup.late_after = math.inf  # (the handler may run for as long as it takes)
+                if active:
+                    checks.started()
                 return task
         self.flush_replies(now)
         self._tell_free(now)
@@ -468,7 +447,8 @@ class WorkerCore:
         """Make ``task`` (taken from ``waiting``) the current one; False, with it answered
         ``expired`` unworked, when its client has stopped waiting."""
         if task.deadline is not None and now >= task.deadline:
-            self._forget_ask(task.link, task.key)
+            if self.checks.active:
+                self.checks.forget(task.link, task.key)
             self._reply(task, p.error_body(Expired("the client's deadline passed")), now)
             self._count(now)
             return False
@@ -480,72 +460,45 @@ class WorkerCore:
         task.started_at = now
         self.current = task
         self.long = False
-        self._cleared = None
-        self._promised = math.inf  # (the handler may run for as long as it takes)
         return True
 
     def _woke(self, now: float) -> None:
         """The shell came back long after the deadline it was given (see STOPPED_GAP_S)."""
         log.info("came back late (stopped, or starved of the CPU); reading what came "
                  "meanwhile before starting anything")
-        self._promised = math.inf
-        self._catch_up_until = now + CATCH_UP_S
+        self.catchup.woke(now)
 
-    # --- checked starts (mdp.protocol.checks) ---------------------------------------------
+    # --- checked starts (mdp.checkedstarts) ------------------------------------------------
 
     def _check(self, task: Task, now: float) -> None:
         """CHECK ``task`` with its broker; nothing starts before its GO (or CHECK_WAIT_S)."""
         self._send(task.link, p.check(task.key), now)
-        self._checking = (task.link, task.key, now)
-
-    def _on_go(self, i: int, key: bytes, now: float) -> None:
-        """GO from broker ``i``: the task we CHECKed before its start starts at the next
-        ``begin`` (first in line: nothing has run since its CHECK), not at once: a worker
-        frozen while it waited reads, with the GO, the RECALL of a broker that took it for
-        silent and gave the task to another worker, and hands it back unrun. After an
-        answered one's CHECK, the next task may start."""
-        checking = self._checking
-        if checking is None or checking[0] != i or checking[1] != key:
-            return  # late (we gave up waiting for it) or never asked for
-        self._checking = None
-        if (i, key) in self._asks:  # (else the CHECK after its reply)
-            self._cleared = (i, key)
+        self.checks.checked(task.link, task.key, now)
 
     def _checked(self, task: Task, now: float) -> None:
         """``task`` was ASKed and has been answered: CHECK again, so that nothing else
         starts before its broker has read the reply (on a pyzmq link a reply handed to
         libzmq's thread just before the next task starts could die with the process,
         and a suspect task started and never answered costs its request a loss)."""
-        del self._asks[(task.link, task.key)]
         link = self.links[task.link]
         if link.mode is LinkMode.DIPS and link.epoch == task.epoch:
             self._check(task, now)
 
-    def _check_late(self, checking: tuple[int, bytes, float], now: float) -> None:
+    def _check_late(self, checking: Check, now: float) -> None:
         """No GO within CHECK_WAIT_S for ``checking``: the broker is frozen or overloaded.
         A task not yet started goes back to it unrun (BOUNCE after BUSY); after an answered
         one, the worker goes on."""
         i, key, _ = checking
-        self._checking = None
         self._warn(now, "broker %s did not answer a CHECK within %gs; going on without it",
                    self.links[i].endpoint, CHECK_WAIT_S)
-        if (i, key) not in self._asks:
+        if not self.checks.asked(i, key):
             return
         for task in self.waiting:
             if task.link == i and task.key == key:
                 self.waiting.remove(task)
                 self._bounce(task, now)
                 return
-        del self._asks[(i, key)]
-
-    def _forget_ask(self, i: int, key: bytes) -> None:
-        if self._asks:
-            self._asks.pop((i, key), None)
-            checking = self._checking
-            if checking is not None and checking[0] == i and checking[1] == key:
-                self._checking = None
-            if self._cleared == (i, key):
-                self._cleared = None
+        self.checks.drop(i, key)
 
     def _next_waiting(self, now: float) -> Task:
         """Take the next task to start: the first waiting, unless replies are gathered for
@@ -576,9 +529,10 @@ class WorkerCore:
         do, without their bookkeeping); None when it is anything but that plain case (a
         held task, an expired one, a link not yet DIPS, a worker with work in hand or
         draining): then the shell feeds the message to ``receive`` as usual."""
+        catchup = self.catchup
         if self.current is not None or self.waiting or self.phase is not Phase.SERVING \
-                or self._checking is not None or (self._asks and (i, key) in self._asks) \
-                or now > self._promised + STOPPED_GAP_S or now < self._catch_up_until:
+                or (self.checks.active and self.checks.holds_back(i, key)) \
+                or now > catchup.late_after or now < catchup.until:
             return None
         link = self.links[i]
         if link.mode is not LinkMode.DIPS:
@@ -602,14 +556,14 @@ class WorkerCore:
         task = Task(i, link.epoch, key, body, deadline, False, True, now, ck=ck)
         self.current = task
         self.long = False
-        self._promised = math.inf
+        catchup.late_after = math.inf
         return task
 
     def task_long(self, now: float) -> None:
         """The current task has run past busy_after: tell the other brokers, bounce."""
         if self.current is None or self.long:
             return
-        if now > self.current.started_at + self.timing.busy_after_s + STOPPED_GAP_S:
+        if self.catchup.late_in_task(self.current.started_at, self.timing.busy_after_s, now):
             self._woke(now)  # (the sentinel takes over at busy_after unless stopped)
         self.long = True
         self.flush_replies(now)  # replies gathered behind this task wait no longer
@@ -631,12 +585,12 @@ class WorkerCore:
         task = self.current
         if task is None:
             return  # abandoned after the time limit
-        if now > self._promised + STOPPED_GAP_S:
+        if now > self.catchup.late_after:
             self._woke(now)  # (stopped while the sentinel watched this task)
         self.current = None
         self.long = False
         self._reply(task, body, now)
-        if self._asks and (task.link, task.key) in self._asks:
+        if self.checks.active and self.checks.answered(task.link, task.key):
             self._checked(task, now)
         self._count(now)
 
@@ -673,8 +627,7 @@ class WorkerCore:
         if self.phase is not Phase.SERVING:
             return
         self._set_phase(Phase.DRAINING)
-        self._checking = self._cleared = None  # (what waited for its GO goes back too)
-        self._asks.clear()
+        self.checks.clear()  # (what waited for its GO goes back too)
         kept: deque[Task] = deque()
         for task in self.waiting:
             if task.dips:
@@ -725,8 +678,9 @@ class WorkerCore:
         due = self._heartbeat_due(link)
         silent = (max(link.heard_at, link.task_until) if mode is LinkMode.DIPS
                   else link.heard_at) + self._expiry_s(link)
-        if silent < self._catch_up_until:
-            silent = self._catch_up_until  # (no verdict before what came is read)
+        until = self.catchup.until
+        if silent < until:
+            silent = until  # (no verdict before what came is read)
         return due if due < silent else silent
 
     def _schedule(self, i: int) -> None:
@@ -761,15 +715,17 @@ class WorkerCore:
 
     def next_deadline(self, now: float) -> float:
         """When ``tick`` is next due (the shell asks once or twice per task)."""
-        if now > self._promised + STOPPED_GAP_S:
+        catchup = self.catchup
+        if now > catchup.late_after:
             self._woke(now)
         t = self.timing
         deadline = min(now + t.heartbeat_interval_s, self._links_deadline())
-        if now < self._catch_up_until < deadline:
-            deadline = self._catch_up_until
-        checking = self._checking
-        if checking is not None and checking[2] + CHECK_WAIT_S < deadline:
-            deadline = checking[2] + CHECK_WAIT_S
+        if now < catchup.until < deadline:
+            deadline = catchup.until
+        if self.checks.active:
+            go_by = self.checks.go_by()
+            if go_by < deadline:
+                deadline = go_by
         task = self.current
         if task is not None:
             limit = task.started_at + (t.time_limit_s if self.long else
@@ -779,9 +735,10 @@ class WorkerCore:
         if task is None:
             if now + IDLE_WAKE_S < deadline:
                 deadline = now + IDLE_WAKE_S
-            self._promised = deadline  # the shell waits no longer than this, unless stopped
+            # the shell waits no longer than this, unless stopped (CatchUp.late_after)
+            catchup.late_after = deadline + STOPPED_GAP_S
         elif self.long:  # (past busy_after the sentinel watches: it asks)
-            self._promised = deadline
+            catchup.late_after = deadline + STOPPED_GAP_S
         return deadline
 
     def _due_links(self, now: float) -> list[int]:
@@ -808,7 +765,7 @@ class WorkerCore:
                 if now >= link.retry_at and self.phase is Phase.SERVING:
                     self.actions.append(Open(i))
             elif now >= max(link.heard_at, link.task_until) + self._expiry_s(link) \
-                    and now >= self._catch_up_until:
+                    and not self.catchup.catching_up(now):
                 log.warning("broker %s silent for %.1fs; reconnecting", link.endpoint,
                             self._expiry_s(link))
                 self._close(i, 0)
@@ -816,9 +773,10 @@ class WorkerCore:
             elif now >= self._heartbeat_due(link):
                 self._send(i, p.signal(p.HEARTBEAT), now)
             self._schedule(i)
-        checking = self._checking
-        if checking is not None and now >= checking[2] + CHECK_WAIT_S:
-            self._check_late(checking, now)
+        if self.checks.active:
+            checking = self.checks.overdue(now)
+            if checking is not None:
+                self._check_late(checking, now)
         task = self.current
         if task is None:
             return

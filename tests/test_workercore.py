@@ -8,7 +8,8 @@ import pytest
 
 from mdp import protocol as p
 from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
-from mdp.workercore import EXIT_OUT_OF_MEMORY, EXIT_STUCK, IDLE_WAKE_S, WorkerCore
+from mdp.workercatchup import IDLE_WAKE_S
+from mdp.workercore import EXIT_OUT_OF_MEMORY, EXIT_STUCK, WorkerCore
 from mdp.workerstate import LinkMode, Phase, Timing
 
 NAMES = {p.READY: "READY", p.REPLY: "REPLY", p.HEARTBEAT: "HEARTBEAT",
@@ -923,9 +924,9 @@ def _flat_deadline(core: WorkerCore, now: float) -> float:
         else:
             due = link.sent_at + t.heartbeat_interval_s
             silent = link.heard_at + max(t.expiry_s, 7.5)
-        deadline = min(deadline, due, max(silent, core._catch_up_until))
-    if now < core._catch_up_until < deadline:  # (a shell that came back late: catching up)
-        deadline = core._catch_up_until
+        deadline = min(deadline, due, max(silent, core.catchup.until))
+    if now < core.catchup.until < deadline:  # (a shell that came back late: catching up)
+        deadline = core.catchup.until
     task = core.current
     if task is not None:
         deadline = min(deadline, task.started_at + (
@@ -1053,7 +1054,7 @@ def test_a_task_that_came_alone_after_an_ask_takes_the_long_way() -> None:
 
 
 def test_a_check_unanswered_hands_the_task_back_and_one_after_a_reply_lets_go() -> None:
-    from mdp.workercore import CHECK_WAIT_S
+    from mdp.checkedstarts import CHECK_WAIT_S
 
     core = dips_core()
     ask(core, 0, b"s")
@@ -1136,7 +1137,7 @@ def test_a_worker_woken_from_a_stop_reads_what_came_before_it_starts_anything() 
     # stopped (SIGSTOP) while idle: its shell comes back long after the deadline it was
     # given, and libzmq hands it the TASK a broker sent meanwhile before the RECALL behind
     # it (the broker took the frozen worker for silent and gave the task to another)
-    from mdp.workercore import CATCH_UP_S
+    from mdp.workercatchup import CATCH_UP_S
 
     core = dips_core()
     deadline = core.next_deadline(0.0)
@@ -1171,7 +1172,7 @@ def test_a_long_task_is_not_taken_for_a_stop() -> None:
 
 
 def test_a_worker_stopped_in_a_handler_reads_what_came_before_it_starts_the_next() -> None:
-    from mdp.workercore import CATCH_UP_S
+    from mdp.workercatchup import CATCH_UP_S
 
     core = dips_core()
     task(core, 0, b"t", 0.0)
