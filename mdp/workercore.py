@@ -22,7 +22,6 @@ meanwhile before it starts anything).
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 from collections import deque
@@ -35,6 +34,7 @@ from mdp.actions import Action, Close, Event, Lost, Open, Opened, Received, Send
 from mdp.checkedstarts import CHECK_WAIT_S, Check, CheckedStarts
 from mdp.clock import Backoff
 from mdp.errors import Expired, Overloaded, ProtocolError, WorkerTimeout
+from mdp.linktimers import LinkTimers
 from mdp.logs import RateLimitedLog
 from mdp.workercatchup import IDLE_WAKE_S, STOPPED_GAP_S, CatchUp
 from mdp.workerstate import Link, LinkMode, Phase, Task, Timing
@@ -45,7 +45,6 @@ EXIT_OK = 0
 EXIT_STUCK = 3  # a handler ran past the time limit; the process must be replaced
 EXIT_OUT_OF_MEMORY = 4  # a handler hit the address-space limit; start afresh
 
-STANDARD_EXPIRY_S = 7.5  # 7/MDP's reference heartbeat (2.5 s) x liveness (3)
 MAX_REFUSAL_CHARS = 300  # of a broker's reason for refusing us
 _NO_META = b"\x80"  # an empty msgpack map: a TASK without a deadline
 
@@ -86,14 +85,11 @@ class WorkerCore:
         self.served = 0
         # the links some of whose state is looked at per task, kept apart so that a task
         # costs the same at 128 links (a Gearman worker of 64 functions) as at 2: those
-        # with replies gathered, those told BUSY (owed a FREE), and a heap of each link's
-        # next deadline (_schedule, _links_deadline)
+        # with replies gathered, those told BUSY (owed a FREE), and each link's next
+        # deadline, in a heap (LinkTimers)
         self._gathered: dict[int, None] = {}
         self._told_busy: dict[int, None] = {}
-        self._deadlines: list[tuple[float, int]] = []
-        self._deadline_of: list[float] = [math.inf] * len(self.links)  # its live entry
-        for i in range(len(self.links)):
-            self._schedule(i)  # (closed, retry at 0: a link the shell never opens is retried)
+        self.timers = LinkTimers(self.links, t)
         # links whose broker refused our READY, and why (on_refused), till it welcomes us
         self.refused: dict[int, str] = {}
         self._warn = RateLimitedLog(log)
@@ -169,6 +165,7 @@ class WorkerCore:
     def _set_phase(self, phase: Phase) -> None:
         """The one place the worker changes phase."""
         self.phase = phase
+        self.timers.retrying = phase is Phase.SERVING  # (closed links are left closed)
         if phase is Phase.DRAINING:
             log.info("draining")
         elif phase is Phase.DONE:
@@ -657,61 +654,9 @@ class WorkerCore:
 
     # --- timers ----------------------------------------------------------------------
 
-    def _heartbeat_due(self, link: Link) -> float:
-        """When a link next needs a heartbeat of our own: a DIPS broker heartbeats all its
-        workers at once and we answer, so our own timer is only the fallback there."""
-        interval = self.timing.heartbeat_interval_s
-        return link.sent_at + (interval * 1.5 if link.mode is LinkMode.DIPS else interval)
-
-    def _expiry_s(self, link: Link) -> float:
-        """How long a broker may be silent. A standard broker heartbeats on its own clock
-        (the reference brokers every 2.5-5 s), so it gets at least 7/MDP's 2.5 s x 3."""
-        expiry = self.timing.expiry_s
-        return expiry if link.mode is LinkMode.DIPS else max(expiry, STANDARD_EXPIRY_S)
-
-    def _link_deadline(self, link: Link) -> float:
-        """When link ``link`` next needs its timer: a reconnect, a heartbeat of ours, or the
-        verdict that its broker is silent (math.inf: none)."""
-        mode = link.mode
-        if mode is LinkMode.CLOSED:
-            return link.retry_at if self.phase is Phase.SERVING else math.inf
-        due = self._heartbeat_due(link)
-        silent = (max(link.heard_at, link.task_until) if mode is LinkMode.DIPS
-                  else link.heard_at) + self._expiry_s(link)
-        until = self.catchup.until
-        if silent < until:
-            silent = until  # (no verdict before what came is read)
-        return due if due < silent else silent
-
     def _schedule(self, i: int) -> None:
-        """Link ``i``'s deadline may have come earlier (its mode, retry or announced task
-        changed): give it an entry in the heap. Sends and answers only move a deadline
-        later; its entry is then moved when it reaches the top (_links_deadline), so a
-        task costs O(log links) there, not a look at every link."""
-        at = self._link_deadline(self.links[i])
-        if at < self._deadline_of[i]:
-            self._deadline_of[i] = at
-            heapq.heappush(self._deadlines, (at, i))
-
-    def _links_deadline(self) -> float:
-        """The earliest deadline of any link (math.inf: none): the heap's top, once it is
-        true (an entry superseded by an earlier one goes; one whose link's deadline has
-        moved is moved)."""
-        heap, entry_of, links = self._deadlines, self._deadline_of, self.links
-        while heap:
-            at, i = heap[0]
-            if at != entry_of[i]:
-                heapq.heappop(heap)
-                continue
-            true = self._link_deadline(links[i])
-            if true == at:
-                return at
-            entry_of[i] = true
-            if true == math.inf:
-                heapq.heappop(heap)
-            else:
-                heapq.heapreplace(heap, (true, i))
-        return math.inf
+        """Link ``i``'s deadline may have come earlier (LinkTimers.schedule)."""
+        self.timers.schedule(i, self.catchup.until)
 
     def next_deadline(self, now: float) -> float:
         """When ``tick`` is next due (the shell asks once or twice per task)."""
@@ -719,9 +664,10 @@ class WorkerCore:
         if now > catchup.late_after:
             self._woke(now)
         t = self.timing
-        deadline = min(now + t.heartbeat_interval_s, self._links_deadline())
-        if now < catchup.until < deadline:
-            deadline = catchup.until
+        until = catchup.until
+        deadline = min(now + t.heartbeat_interval_s, self.timers.earliest(until))
+        if now < until < deadline:
+            deadline = until
         if self.checks.active:
             go_by = self.checks.go_by()
             if go_by < deadline:
@@ -733,44 +679,32 @@ class WorkerCore:
             if limit < deadline:
                 deadline = limit
         if task is None:
-            if now + IDLE_WAKE_S < deadline:
-                deadline = now + IDLE_WAKE_S
+            wake = now + IDLE_WAKE_S
+            if wake < deadline:
+                deadline = wake
             # the shell waits no longer than this, unless stopped (CatchUp.late_after)
             catchup.late_after = deadline + STOPPED_GAP_S
         elif self.long:  # (past busy_after the sentinel watches: it asks)
             catchup.late_after = deadline + STOPPED_GAP_S
         return deadline
 
-    def _due_links(self, now: float) -> list[int]:
-        """The links whose heap entry is due by ``now``, in link order (their entries
-        taken out: tick schedules each again)."""
-        heap, entry_of = self._deadlines, self._deadline_of
-        due = []
-        while heap and heap[0][0] <= now:
-            at, i = heapq.heappop(heap)
-            if at == entry_of[i]:
-                entry_of[i] = math.inf
-                due.append(i)
-        due.sort()
-        return due
-
     def tick(self, now: float) -> None:
         """Run every timer that is due."""
         if self.phase is Phase.DONE:
             return
-        t = self.timing
-        for i in self._due_links(now):
+        t, timers = self.timing, self.timers
+        for i in timers.due(now):
             link = self.links[i]
             if link.mode is LinkMode.CLOSED:
                 if now >= link.retry_at and self.phase is Phase.SERVING:
                     self.actions.append(Open(i))
-            elif now >= max(link.heard_at, link.task_until) + self._expiry_s(link) \
+            elif now >= max(link.heard_at, link.task_until) + timers.expiry_s(link) \
                     and not self.catchup.catching_up(now):
                 log.warning("broker %s silent for %.1fs; reconnecting", link.endpoint,
-                            self._expiry_s(link))
+                            timers.expiry_s(link))
                 self._close(i, 0)
                 link.retry_at = now + link.backoff.next()
-            elif now >= self._heartbeat_due(link):
+            elif now >= timers.heartbeat_due(link):
                 self._send(i, p.signal(p.HEARTBEAT), now)
             self._schedule(i)
         if self.checks.active:

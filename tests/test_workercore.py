@@ -269,7 +269,7 @@ def test_a_standard_broker_gets_plain_mdp_and_its_requests_wait_locally() -> Non
 def test_standard_links_heartbeat_on_their_own_timer() -> None:
     core = make(1, heartbeat_interval_s=1.0)
     assert core.next_deadline(0.0) == IDLE_WAKE_S  # (an idle worker looks at the clock)
-    assert core._links_deadline() == 1.0
+    assert core.timers.earliest(core.catchup.until) == 1.0
     core.handle(Tick(), 1.0)
     assert take(core) == [(0, "HEARTBEAT", None)]
 
@@ -562,11 +562,12 @@ def test_a_broker_silent_after_its_announced_task_came_is_found_on_time() -> Non
     for i in (0, 1):
         signal(core, i, p.HEARTBEAT, 0.9)  # answered: each link's last send is at 0.9
     core.handle(Received(0, p.sending_to_worker(b"id", 30_000_000)[1:]), 1.0)
-    assert core._links_deadline() == 1.9  # link 1's silence; link 0 waits for its task
+    # link 1's silence; link 0 waits for its task
+    assert core.timers.earliest(core.catchup.until) == 1.9
     task(core, 0, b"k1", 1.2)  # it came: link 0 is silent from 1.2 on, due at 2.2
     signal(core, 1, p.HEARTBEAT, 1.3)  # link 1 heard: silent at 2.3, heartbeat at 2.4
     take(core)
-    assert core._links_deadline() == 2.2
+    assert core.timers.earliest(core.catchup.until) == 2.2
     core.handle(Tick(), 2.2)
     assert take(core) == [(0, "CLOSE", 0)]
 
@@ -982,9 +983,9 @@ def test_the_deadline_heap_agrees_with_a_look_at_every_link(liveness: int) -> No
         take(core)
         assert core.next_deadline(now) == _flat_deadline(core, now), step
         # and no link's entry is later than its deadline (tick runs what is due by its entry)
-        assert all(core._deadline_of[n] <= core._link_deadline(link)
+        assert all(core.timers.entry_of[n] <= core.timers.deadline(link, core.catchup.until)
                    for n, link in enumerate(core.links)), step
-    assert len(core._deadlines) < 100  # superseded entries do not pile up
+    assert len(core.timers.heap) < 100  # superseded entries do not pile up
 
 
 def test_an_announcement_before_welcome_is_only_a_heartbeat() -> None:
