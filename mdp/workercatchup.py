@@ -8,12 +8,13 @@ RECALL behind it. So a shell that comes back much later than the deadline it was
 broker silent meanwhile (``docs/PROTOCOL.md`` section 2, RECALL).
 
 :class:`CatchUp` holds the two instants that takes, and the rules on them;
-:class:`~mdp.workercore.WorkerCore` owns one and sequences it with everything else. The
-core's per-task path (``begin``, ``lone_task``, ``task_done``, ``next_deadline``) compares
-the clock with :attr:`CatchUp.late_after` and :attr:`CatchUp.until` itself, and sets
-``late_after`` when it hands out a deadline or starts a task, without a call: an ordinary
-task costs what it did when this lived in the core. No sockets, no clock of its own, no
-logging (the core says what happened, under its own logger).
+:class:`~mdp.workercore.WorkerCore` owns one and sequences it with everything else. On its
+per-task path (``begin``, ``lone_task``, ``task_done``, ``next_deadline``) the core reads
+:attr:`CatchUp.late_after` and :attr:`CatchUp.until` itself, and sets ``late_after``
+without a call: to the deadline it hands an idle shell (at most ``IDLE_WAKE_S`` away) or one
+whose handler the sentinel watches, plus ``STOPPED_GAP_S``, and to math.inf when a handler
+starts. So an ordinary task costs what it did when this lived in the core. No sockets, no
+clock of its own, no logging (the core says what happened, under its own logger).
 """
 
 from __future__ import annotations

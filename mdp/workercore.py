@@ -8,16 +8,17 @@ time they happened: the link events of :mod:`mdp.actions` through ``handle``
 (:class:`~mdp.actions.Send`, :class:`~mdp.actions.Close`, and :class:`~mdp.actions.Open`,
 which the shell answers with ``Opened`` once the socket is connecting). ``begin`` hands out
 the next task to run; ``next_deadline`` says when a ``Tick`` is due. Every rule of
-``docs/PROTOCOL.md`` section 2 is decided here: registration, WELCOME, heartbeats,
-BUSY/FREE only for tasks running past ``busy_after``, BOUNCE, RECALL, the hold queue,
-PROGRESS for the running task, drain, the time limit, backoff and re-registration, and
-plain 7/MDP with a local queue for standard brokers. Two rules keep their state and
-decisions in modules of their own, which the core owns and sequences with the rest:
-checked starts (:class:`~mdp.checkedstarts.CheckedStarts`: a task its broker ASKed about
-starts after a CHECK and its GO, and nothing starts after it before the GO of a second
-CHECK; docs/PROTOCOL.md section 6) and catch-up after a stop
-(:class:`~mdp.workercatchup.CatchUp`: a shell that comes back late reads what came
-meanwhile before it starts anything).
+``docs/PROTOCOL.md`` section 2 is decided here or by a part the core owns, and the core is
+the one place that sequences them: registration, WELCOME, BUSY/FREE only for tasks running
+past ``busy_after``, BOUNCE, RECALL, the hold queue, PROGRESS for the running task, drain,
+the time limit, backoff and re-registration, and plain 7/MDP with a local queue for
+standard brokers, here; each link's heartbeat, silence and reconnect timers in
+:class:`~mdp.linktimers.LinkTimers`; checked starts (a task its broker ASKed about starts
+after a CHECK and its GO, and nothing starts after it before the GO of a second CHECK;
+section 6) in :class:`~mdp.checkedstarts.CheckedStarts`; and catch-up after a stop (a shell
+that comes back late reads what came meanwhile before it starts anything) in
+:class:`~mdp.workercatchup.CatchUp`. On the path of an ordinary task the core reads those
+parts' plain attributes rather than calling them, so that they cost a task nothing.
 """
 
 from __future__ import annotations
