@@ -13,8 +13,9 @@ per-task path (``begin``, ``lone_task``, ``task_done``, ``next_deadline``) the c
 :attr:`CatchUp.late_after` and :attr:`CatchUp.until` itself, and sets ``late_after``
 without a call: to the deadline it hands an idle shell (at most ``IDLE_WAKE_S`` away) or one
 whose handler the sentinel watches, plus ``STOPPED_GAP_S``, and to math.inf when a handler
-starts. So an ordinary task costs what it did when this lived in the core. No sockets, no
-clock of its own, no logging (the core says what happened, under its own logger).
+starts. So an ordinary task reads as many attributes for it as when this lived in the core,
+and calls nothing. No sockets, no clock of its own, no logging (the core says what
+happened, under its own logger).
 """
 
 from __future__ import annotations

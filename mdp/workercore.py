@@ -18,7 +18,7 @@ after a CHECK and its GO, and nothing starts after it before the GO of a second 
 section 6) in :class:`~mdp.checkedstarts.CheckedStarts`; and catch-up after a stop (a shell
 that comes back late reads what came meanwhile before it starts anything) in
 :class:`~mdp.workercatchup.CatchUp`. On the path of an ordinary task the core reads those
-parts' plain attributes rather than calling them, so that they cost a task nothing.
+parts' plain attributes rather than calling them: a task makes the calls it made before.
 """
 
 from __future__ import annotations
