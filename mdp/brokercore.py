@@ -52,8 +52,8 @@ from mdp.brokerworkers import WorkerKeeper
 from mdp.cancels import CancelsAhead, cancel_requests
 from mdp.config import BrokerConfig
 from mdp.dispatch import Dispatcher, Request, Service, Worker
-from mdp.errors import BadRequest, Expired, ProtocolError, RequestError
-from mdp.hellos import BATCH, PROGRESS, note_hello
+from mdp.errors import BadRequest, Expired, ProtocolError, RequestError, WorkerLost
+from mdp.hellos import BATCH, LOSSES, PROGRESS, note_hello
 from mdp.keys import CLIENT_ROLE, WORKER_ROLE, fingerprint
 from mdp.logs import RateLimitedLog
 from mdp.outbox import Outbox
@@ -101,7 +101,8 @@ class BrokerCore:
         self._role_of = role_of
         self._version = code_version()
         welcome = {"broker": self._version, "instance": self.instance}
-        self._client_welcome = {**welcome, "cancel": True}  # (it takes CANCEL)
+        # (it takes CANCEL; it sends LOSSES, and counts on from a request's "losses")
+        self._client_welcome = {**welcome, "cancel": True, "losses": True}
         self._firsts: dict[bytes, p.First] = {}  # HELLO "first", by client
         self._hellos: dict[bytes, int] = {}  # clients' HELLO flags (BATCH, PROGRESS)
         self._cancelled_ahead = CancelsAhead()  # read (:meth:`ahead`), not yet handed in
@@ -114,7 +115,8 @@ class BrokerCore:
         self._warnings = RateLimitedLog(log)
         self._keeper = WorkerKeeper(config, self.dispatcher, self._out, self._warnings, welcome,
                                     send=self._send, dispatch=self._dispatch,
-                                    answer_error=self._answer_error)
+                                    answer_error=self._answer_error,
+                                    tell_losses=self._tell_losses)
         self._next_heartbeat = now + config.heartbeat_interval_s
         self._next_probe = now + config.probe_interval_s
         self._next_grace = now
@@ -389,11 +391,12 @@ class BrokerCore:
 
     def _on_request(self, identity: bytes, msg: p.ClientRequest, user: str,
                     now: float) -> None:
-        rid, ttl_ms, priority, ck = msg.rid, msg.ttl_ms, msg.priority, msg.ck
+        rid, ttl_ms, priority, ck, losses = msg.rid, msg.ttl_ms, msg.priority, msg.ck, msg.losses
         if rid is None and self._firsts:
             first = self._firsts.pop(identity, None)
             if first is not None:
                 rid, ttl_ms, priority, ck = first.rid, first.ttl_ms, first.priority, first.ck
+                losses = first.losses
         if rid is not None and (identity in self.dispatcher.gone_clients or (
                 self._cancelled_ahead and self._cancelled_ahead.names(identity, rid))):
             return  # read after a send to it failed (it waited while we were frozen)
@@ -420,6 +423,9 @@ class BrokerCore:
             dispatcher.counters.requests += 1
             self._answer_error(request, unknown_service(dispatcher.services, name))
             return
+        if losses:  # a resend that cost workers elsewhere (never an ordinary request)
+            self._on_carried(request, losses, now)
+            return
         if service is not None and service.idle and self._held is None:
             worker = dispatcher.dispatch_now(service, request, now)
             if worker is not None:  # (the usual lone request: no queue on the way)
@@ -430,6 +436,33 @@ class BrokerCore:
             self._answer_error(request, error)
             return
         service = dispatcher.services.get(name)
+        if service is not None:
+            self._dispatch(service, now)
+
+    def _on_carried(self, request: Request, losses: int, now: float) -> None:
+        """A request its client sends with the workers it cost at another broker (that
+        broker's LOSSES, ``docs/PROTOCOL.md`` "Poisoned requests"): its count starts there,
+        so it goes out as a suspect (with ASK), and is given up once it has cost
+        ``--max-worker-losses`` workers in all; one that already has is answered
+        ``worker_lost`` at once. Either way it is remembered by its ids only: the count is
+        its client's word, which must cost no other request anything."""
+        dispatcher = self.dispatcher
+        limit = self.config.max_worker_losses
+        if 0 < limit <= losses:
+            if request.rid is not None and dispatcher.holds(request.client, request.rid):
+                return  # a resend of a request held here is ignored, as ever
+            dispatcher.counters.requests += 1
+            self._answer_error(request, WorkerLost(
+                f"service {request.service.decode()!r}: {losses} workers were lost while "
+                "running this request (as its client reports)"))
+            return
+        request.losses = losses
+        request.claimed = True
+        error = dispatcher.enqueue(request, now)
+        if error is not None:
+            self._answer_error(request, error)
+            return
+        service = dispatcher.services.get(request.service)
         if service is not None:
             self._dispatch(service, now)
 
@@ -551,6 +584,16 @@ class BrokerCore:
             if caller.rid is not None and hellos.get(caller.client, 0) & PROGRESS:
                 self._send(p.to_client_progress(caller.client, caller.service, caller.rid,
                                                 msg.kind, msg.num, msg.den, msg.data))
+
+    def _tell_losses(self, request: Request) -> None:
+        """A worker was lost with ``request``, which goes out again: LOSSES, its count, to
+        each of its callers that asked for them in HELLO, so that a caller that sends it
+        to another broker (this one froze or died) carries the count there."""
+        hellos = self._hellos
+        for caller in request.answered_to():
+            if caller.rid is not None and hellos.get(caller.client, 0) & LOSSES:
+                self._send(p.to_client_losses(caller.client, caller.service, caller.rid,
+                                              request.losses))
 
     # --- output ---------------------------------------------------------------------------
 

@@ -52,9 +52,10 @@ class WorkerKeeper:
                  warnings: RateLimitedLog, welcome: dict[str, Any], *,
                  send: Callable[[list[bytes]], None],
                  dispatch: Callable[[Service, float], None],
-                 answer_error: Callable[[Request, RequestError], None]) -> None:
+                 answer_error: Callable[[Request, RequestError], None],
+                 tell_losses: Callable[[Request], None]) -> None:
         """``welcome``: what the broker's WELCOME says to anyone (a DIPS worker's says more);
-        ``send``, ``dispatch``, ``answer_error``: the core's."""
+        ``send``, ``dispatch``, ``answer_error``, ``tell_losses``: the core's."""
         self.config = config
         self.dispatcher = dispatcher
         self._out = out
@@ -64,6 +65,7 @@ class WorkerKeeper:
         self._send = send
         self._dispatch = dispatch
         self._answer_error = answer_error
+        self._tell_losses = tell_losses
 
     def on_ready(self, identity: bytes, msg: p.WorkerReady, user: str, now: float) -> None:
         dispatcher = self.dispatcher
@@ -192,7 +194,8 @@ class WorkerKeeper:
 
     def forget(self, worker: Worker, now: float, lost: bool = False) -> None:
         """Forget a worker and give its tasks to others. ``lost``: it died or froze, which
-        costs each request it held a loss (not one whose task never reached it), unless
+        costs each request it held a loss (not one whose task never reached it; the callers
+        of one that goes out again are told its count, LOSSES), unless
         most of its service's workers have said nothing for two heartbeats, which a live
         one never does (all frozen, or stalled together): no request is to blame for that."""
         if lost and most_are_quiet(
@@ -210,9 +213,12 @@ class WorkerKeeper:
             if unstarted:
                 log.info("worker %s lost holding %d suspect task(s) it had not started "
                          "(no CHECK): they cost nothing", worker.identity.hex()[:20], unstarted)
+        charged: list[Request] = []  # a loss each, and not given up: their callers are told
         for request in self.dispatcher.remove_worker(
-                worker, now, self._out.delivered if lost else None):
+                worker, now, self._out.delivered if lost else None, charged):
             self._poisoned(request)
+        for request in charged:
+            self._tell_losses(request)
         self._dispatch(worker.service, now)
 
     def forget_revoked(self, role_of: Callable[[str], str], now: float) -> None:

@@ -38,7 +38,8 @@ What it decides, in one place:
   would be sent more than ``1 + retries`` times. ``unknown_service`` is tried on every
   other broker at once (whichever has the service answers); it reaches the caller when
   every broker has refused it or cannot be reached. ``worker_lost`` (a poisoned request)
-  is never sent again.
+  is never sent again; a request a broker told LOSSES of (it cost workers there) carries
+  the highest count told when it is sent again, so that the next broker counts on.
 * **Waiting.** With no broker reachable, the next deadline is the next reconnection or the
   call's own deadline, never "now": a shell waits in the kernel. A broker's connection
   failures are logged at WARNING at most once per ``COMPLAIN_EVERY_S``.
@@ -184,6 +185,8 @@ class ClientCore(Placement):
                 self._on_welcome(ep, message, now)
             case p.RequestProgress():
                 self._on_progress(ep, message)
+            case p.RequestLosses(_, rid, losses):
+                self._on_losses(ep, rid, losses)
 
     def tick(self, now: float) -> None:
         """Timers (deadlines, pings, dead brokers), then start and send what may go."""
@@ -366,6 +369,19 @@ class ClientCore(Placement):
         call = self.pending.get(progress.rid)
         if call is not None and call.on_progress is not None and ep in call.at:
             self.progress.append((call, progress))
+
+    def _on_losses(self, ep: Endpoint, rid: int, losses: int) -> None:
+        """A broker lost a worker with call ``rid`` (LOSSES): the highest count told is
+        kept, and carried wherever the call is sent again (a broker counts on from it).
+        Kept from any broker: a loss is a loss wherever it was counted."""
+        if rid not in self.pending or losses <= self.losses.get(rid, 0):
+            return
+        known = self.losses
+        if len(known) >= 64:  # (calls that ended meanwhile: rids are never reused)
+            self.losses = known = {r: n for r, n in known.items() if r in self.pending}
+        known[rid] = losses
+        log.info("broker %s lost a worker running request %d (%d worker(s) lost with it); "
+                 "sent again, it carries the count", ep.address, rid, losses)
 
     # --- timers ----------------------------------------------------------------------------
 

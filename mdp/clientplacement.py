@@ -70,6 +70,10 @@ class Placement:
         self._freed_at = math.inf  # since then, when a place first went free (below a step)
         self._deadlines: list[tuple[float, int, Call]] = []  # heap of started calls
         self._homes: dict[bytes, list[int]] = {}  # home_order by key, a few remembered
+        # the workers a call has cost, by id, as a broker told (LOSSES: only calls that cost
+        # one are here); a call sent again carries its count (docs/PROTOCOL.md, "Poisoned
+        # requests"). Entries of calls that ended are pruned as new ones come.
+        self.losses: dict[int, int] = {}
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -136,18 +140,26 @@ class Placement:
 
     def _fill_routed(self, now: float) -> None:
         """Calls with a broker of their own: keyed ones (their home), refused ones (every
-        broker that has not refused them)."""
+        broker that has not refused them), and ones sent again that carry the workers they
+        cost (the next usable broker, each alone in its SUBMIT)."""
         routed, self._routed = self._routed, deque()
         for call in routed:
             if call.done:
                 continue
-            targets = self._fan_out(call, now) if call.refused_by else self._home(call, now)
+            if call.refused_by:
+                targets = self._fan_out(call, now)
+            elif call.key is not None:
+                targets = self._home(call, now)
+            else:  # sent again, carrying the workers it cost (see _again)
+                ep = self._next_usable()
+                targets = None if ep is None else [ep]
             if targets is None:
                 self._routed.append(call)
             elif targets:
                 call.sends += 1
+                losses = self.losses.get(call.rid, 0) if self.losses else 0
                 for ep in targets:
-                    self._place(call, ep, now)
+                    self._place(call, ep, now, losses=losses)
 
     def _queue(self, call: Call, first: bool = False) -> None:
         """A started call waits for a broker (``first``: ahead of the others)."""
@@ -206,9 +218,12 @@ class Placement:
             return []
         return None
 
-    def _place(self, call: Call, ep: Endpoint, now: float, alone: bool = True) -> None:
+    def _place(self, call: Call, ep: Endpoint, now: float, alone: bool = True,
+               losses: int = 0) -> None:
         """Send (or gather) the call to ``ep``; ``alone``: no other call goes in this pass
-        of _fill, so it is sent as it is (batching is for backlogs)."""
+        of _fill, so it is sent as it is (batching is for backlogs); ``losses``: the
+        workers it cost, which it carries (only a call sent again that a broker told
+        LOSSES of, always alone)."""
         ttl_ms = max(1, int((call.deadline - now) * 1000))
         frames: list[bytes] | None = None
         if ep.state is State.DIPS:
@@ -219,13 +234,14 @@ class Placement:
                                          []).append((call, ttl_ms))
             else:
                 frames = p.client_submit(call.service, call.rid, ttl_ms, call.body,
-                                         call.priority, call.key)
+                                         call.priority, call.key, losses)
         else:
             if ep.state is State.PROBING:
                 # HELLO gives the request its id, even when a bare HELLO went first (the
                 # connection came up before this call): a DIPS broker then holds it by id,
                 # and a ping does not find it "lost" and send it a second time
-                self._hello(ep, p.First(call.rid, ttl_ms, call.priority, call.key), now)
+                self._hello(ep, p.First(call.rid, ttl_ms, call.priority, call.key, losses),
+                            now)
             frames = p.client_request(call.service, call.body)
             ep.plain = call
         if not ep.calls:
@@ -266,7 +282,8 @@ class Placement:
                       part[0][0].sent_at)
 
     def _hello(self, ep: Endpoint, first: p.First | None, now: float) -> None:
-        self._act(Send(ep.index, p.client_hello(first, batch=True, progress=True)))
+        self._act(Send(ep.index, p.client_hello(first, batch=True, progress=True,
+                                                losses=True)))
         if not ep.hello_sent:  # the broker owes its WELCOME from the first HELLO on
             ep.hello_sent = True
             ep.hello_at = now
@@ -309,6 +326,8 @@ class Placement:
             return  # still outstanding on another broker
         if call.sends > self.retries:
             self._end(call, self._timeout(call, spent=True), now)
+        elif self.losses and call.rid in self.losses:
+            self._routed.appendleft(call)  # alone, with the workers it cost (_fill_routed)
         else:
             self._queue(call, first=True)
 

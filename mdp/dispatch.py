@@ -130,14 +130,16 @@ class Dispatcher:
         return worker
 
     def remove_worker(self, worker: Worker, now: float,
-                      lost: Callable[[Request], bool] | None = None) -> list[Request]:
+                      lost: Callable[[Request], bool] | None = None,
+                      charged: list[Request] | None = None) -> list[Request]:
         """Forget a worker; the tasks it held go back to the head of their queue.
 
         ``lost``: it died or froze (rather than left), and ``lost(request)`` says whether
         a task had reached it: each such task costs its request one loss (the one it ran,
         and those held behind it: a worker that gathers replies may have finished the first
-        and started the next when it died), and goes out again after a short pause; a
-        request that has cost ``max_worker_losses`` workers is given up and returned
+        and started the next when it died), and goes out again after a short pause (and
+        into ``charged``, when given: its callers may be told its count); a request that
+        has cost ``max_worker_losses`` workers is given up and returned
         (*poisoned*; its callers are to be answered ``worker_lost``). A task given with
         ASK (``worker.asked``) costs a loss only if the worker's CHECK said it started
         there; one that never started goes back to the head of its queue at once, free.
@@ -163,6 +165,8 @@ class Dispatcher:
             if 0 < self.max_worker_losses <= request.losses:
                 poisoned.append(request)
                 self._give_up(service, request, now)  # void wherever a copy of it is
+            elif charged is not None:
+                charged.append(request)
         worker.given_up.clear()
         for request in reversed(list(worker.tasks.values())):
             take_back(self.busy, worker, request)
@@ -205,7 +209,8 @@ class Dispatcher:
         service.counters.poisoned += 1
         self.poison.remember(service.name, request.body,
                              [(c.client, c.rid) for c in request.answered_to()],
-                             request.losses, now)
+                             request.losses, now,
+                             by_body=not getattr(request, "claimed", False))
         self.release(request)
 
     def take_back_from_silent(self, worker: Worker) -> list[bytes]:
@@ -442,6 +447,9 @@ class Dispatcher:
             if shared.rid is not None:
                 self.held[(shared.client, shared.rid)] = first
         request.body = []  # the shared request's own body is the same bytes: keep one copy
+        if request.losses > shared.losses:  # a resend that cost workers elsewhere: the same
+            shared.losses = request.losses  # request, so the highest count is its count
+            shared.claimed = True
         shared.callers.append(request)
         self.attached += 1
         if request.rid is not None:

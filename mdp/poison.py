@@ -3,7 +3,9 @@
 A request whose workers died (or froze) while running it ``--max-worker-losses`` times is
 answered ``worker_lost`` (``docs/PROTOCOL.md``, "Poisoned requests"). For
 ``--poison-memory`` seconds afterwards the broker refuses the same request again: the same
-service and body (from any client), or the same client and request id. No sockets, no
+service and body (from any client), or the same client and request id; a request whose
+count began with losses its client said it cost elsewhere only by its ids (``by_body``
+False: a client's word must not get another client's request refused). No sockets, no
 clock: every method takes ``now``.
 """
 
@@ -40,11 +42,12 @@ class PoisonMemory:
         return len(self._entries)
 
     def remember(self, service: bytes, body: Sequence[Any],
-                 callers: Iterable[tuple[bytes, int | None]], losses: int, now: float) -> None:
+                 callers: Iterable[tuple[bytes, int | None]], losses: int, now: float,
+                 by_body: bool = True) -> None:
         if self.memory_s <= 0:
             return
         entry = (now + self.memory_s, losses)
-        keys: list[tuple[bytes, ...]] = [(b"body", body_digest(service, body))]
+        keys: list[tuple[bytes, ...]] = [(b"body", body_digest(service, body))] if by_body else []
         keys += [(b"id", client, rid.to_bytes(8, "big"))
                  for client, rid in callers if rid is not None]
         for key in keys:

@@ -57,6 +57,7 @@ from mdp.protocol.broker_inbound import BrokerInbound, parse_broker_inbound
 from mdp.protocol.broker_to_client import (
     ClientInbound,
     Pong,
+    RequestLosses,
     RequestProgress,
     Result,
     Results,
@@ -66,6 +67,7 @@ from mdp.protocol.broker_to_client import (
     pong,
     to_client,
     to_client_batch,
+    to_client_losses,
     to_client_progress,
 )
 from mdp.protocol.broker_to_worker import (
@@ -113,9 +115,11 @@ from mdp.protocol.constants import (
     FREE,
     HEARTBEAT,
     HELLO,
+    LOSSES,
     MAX_ANNOUNCED,
     MAX_BATCH,
     MAX_CK_BYTES,
+    MAX_LOSSES,
     MAX_MESSAGE_BYTES,
     MMI_PREFIX,
     MMI_SERVICE,
@@ -165,8 +169,9 @@ __all__ = [
     "CLIENT", "WORKER", "DIPS_CLIENT", "READY", "REQUEST", "REPLY", "HEARTBEAT", "DISCONNECT",
     "BUSY", "FREE", "BOUNCE", "WELCOME", "TASK", "RECALL", "TASKS", "REPLIES", "PROGRESS",
     "MAX_BATCH", "HELLO", "CWELCOME", "SUBMIT", "RESULT", "PING", "PONG", "CPROGRESS",
-    "CANCEL",
-    "PROGRESS_KINDS", "MAX_CK_BYTES", "MMI_PREFIX", "MMI_SERVICE", "MMI_STATUS", "PRIORITIES",
+    "CANCEL", "LOSSES",
+    "PROGRESS_KINDS", "MAX_CK_BYTES", "MAX_LOSSES", "MMI_PREFIX", "MMI_SERVICE", "MMI_STATUS",
+    "PRIORITIES",
     "sent_until", "valid_service",
     # mdp.protocol.meta
     "pack_meta", "unpack_meta",
@@ -184,8 +189,9 @@ __all__ = [
     "to_worker", "to_worker_batch", "worker_welcome", "recall", "worker_command",
     "sending_to_worker", "parse_worker_inbound",
     # mdp.protocol.broker_to_client
-    "Result", "Results", "Pong", "Welcome", "RequestProgress", "ClientInbound", "to_client",
-    "to_client_batch", "to_client_progress", "client_welcome", "pong", "parse_client_inbound",
+    "Result", "Results", "Pong", "Welcome", "RequestProgress", "RequestLosses", "ClientInbound",
+    "to_client", "to_client_batch", "to_client_progress", "to_client_losses", "client_welcome",
+    "pong", "parse_client_inbound",
     # mdp.protocol.checks
     "ASK", "CHECK", "GO", "BrokerAsk", "BrokerGo", "ask", "check", "go",
 ]

@@ -11,12 +11,14 @@ from mdp.protocol.constants import (
     CWELCOME,
     DIPS_CLIENT,
     DIPS_VERSION,
+    LOSSES,
     PONG,
     RESULT,
 )
 from mdp.protocol.meta import (
     ids_field,
     int_field,
+    losses_field,
     pack_meta,
     progress_fields,
     sending_field,
@@ -69,7 +71,17 @@ class RequestProgress(NamedTuple):
     data: bytes | None = None
 
 
-ClientInbound = Result | Results | Pong | Welcome | RequestProgress
+class RequestLosses(NamedTuple):
+    """Request ``rid`` has cost ``losses`` workers at the broker that says so (LOSSES): a
+    client that sends it to another broker carries the count (``docs/PROTOCOL.md``,
+    "Poisoned requests")."""
+
+    service: bytes
+    rid: int
+    losses: int
+
+
+ClientInbound = Result | Results | Pong | Welcome | RequestProgress | RequestLosses
 
 
 def to_client(identity: bytes, service: bytes, body: list[bytes], rid: int | None) -> list[bytes]:
@@ -96,6 +108,12 @@ def to_client_progress(identity: bytes, service: bytes, rid: int, kind: str,
     if data is not None:
         frames.append(data)
     return frames
+
+
+def to_client_losses(identity: bytes, service: bytes, rid: int, losses: int) -> list[bytes]:
+    """LOSSES of request ``rid`` for a client that asked for them in HELLO: sent when a
+    worker is lost with it and it is not given up (never for an ordinary request)."""
+    return [identity, b"", DIPS_CLIENT, LOSSES, service, pack_meta({"id": rid, "losses": losses})]
 
 
 def client_welcome(identity: bytes, meta: dict[str, Any]) -> list[bytes]:
@@ -138,6 +156,8 @@ def parse_client_inbound(frames: list[bytes]) -> ClientInbound:
         return Result(frames[3], frames[5:], rid)
     if command == CPROGRESS:
         return _parse_client_progress(frames)
+    if command == LOSSES:
+        return _parse_client_losses(frames)
     if len(frames) != 4:
         raise ProtocolError(f"DIPS broker command {command[:8]!r} takes one meta frame")
     meta = unpack_meta(frames[3], "broker")
@@ -165,3 +185,13 @@ def _parse_client_progress(frames: list[bytes]) -> RequestProgress:
         raise ProtocolError(f"PROGRESS of kind {kind!r} "
                             + ("takes no data frame" if data is not None else "needs a data frame"))
     return RequestProgress(frames[3], rid, kind, num, den, data)
+
+
+def _parse_client_losses(frames: list[bytes]) -> RequestLosses:
+    if len(frames) != 5:
+        raise ProtocolError("LOSSES takes a service and a meta frame")
+    meta = unpack_meta(frames[4], "LOSSES")
+    rid = int_field(meta, "id", "LOSSES")
+    if rid is None or "losses" not in meta:
+        raise ProtocolError("LOSSES meta needs 'id' and 'losses'")
+    return RequestLosses(frames[3], rid, losses_field(meta, "LOSSES", low=1))

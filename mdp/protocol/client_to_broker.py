@@ -22,6 +22,7 @@ from mdp.protocol.meta import (
     ck_field,
     ids_field,
     int_field,
+    losses_field,
     pack_meta,
     priority_field,
     unpack_meta,
@@ -38,6 +39,9 @@ class ClientRequest(NamedTuple):
     ttl_ms: int | None = None
     priority: int = 0
     ck: bytes | None = None  # coalescing key: identical requests are worked once
+    # workers it cost at a broker it was sent to before, as that broker told its client
+    # (LOSSES): the broker it is resent to counts on from there
+    losses: int = 0
 
 
 class ClientBatch(NamedTuple):
@@ -57,18 +61,20 @@ class First(NamedTuple):
     ttl_ms: int
     priority: int = 0
     ck: bytes | None = None
+    losses: int = 0  # as ClientRequest.losses
 
 
 class ClientHello(NamedTuple):
     """A DIPS client opening a connection; ``first`` applies to the next MDPC01 request.
 
     ``batch``: the client accepts RESULTs that carry several replies; ``progress``: it
-    accepts PROGRESS.
+    accepts PROGRESS; ``losses``: it accepts LOSSES.
     """
 
     first: First | None
     batch: bool = False
     progress: bool = False
+    losses: bool = False
 
 
 class ClientPing(NamedTuple):
@@ -98,28 +104,37 @@ def client_submit_batch(service: bytes, rids: list[int], ttl_ms: int, bodies: li
 
 
 def client_submit(service: bytes, rid: int, ttl_ms: int, body: list[bytes],
-                  priority: int = 0, ck: bytes | None = None) -> list[bytes]:
+                  priority: int = 0, ck: bytes | None = None,
+                  losses: int = 0) -> list[bytes]:
+    """SUBMIT of one request; ``losses``: the workers it has cost (a resend of a request
+    that a broker told LOSSES of; 0 for every other request, and then not on the wire)."""
     meta: dict[str, Any] = {"id": rid, "ttl_ms": ttl_ms}
     if priority:
         meta["pri"] = priority
     if ck is not None:
         meta["ck"] = ck
+    if losses:
+        meta["losses"] = losses
     return [b"", DIPS_CLIENT, SUBMIT, service, pack_meta(meta), *body]
 
 
 def client_hello(first: First | None = None, batch: bool = False,
-                 progress: bool = False) -> list[bytes]:
+                 progress: bool = False, losses: bool = False) -> list[bytes]:
     """HELLO; ``first`` describes the MDPC01 request sent right after; ``batch``: RESULTs
-    may carry several replies; ``progress``: send PROGRESS."""
+    may carry several replies; ``progress``: send PROGRESS; ``losses``: send LOSSES."""
     meta: dict[str, Any] = {"dips": DIPS_VERSION}
     if batch:
         meta["batch"] = True
     if progress:
         meta["progress"] = True
+    if losses:
+        meta["losses"] = True
     if first is not None:
         meta["first"] = {"id": first.rid, "ttl_ms": first.ttl_ms, "pri": first.priority}
         if first.ck is not None:
             meta["first"]["ck"] = first.ck
+        if first.losses:
+            meta["first"]["losses"] = first.losses
     return [b"", DIPS_CLIENT, HELLO, pack_meta(meta)]
 
 
@@ -165,13 +180,15 @@ def parse_dips_client(
             rids = ids_field(meta, "ids", "SUBMIT")
             if not rids or len(rids) != len(rest) - 2:
                 raise ProtocolError(f"SUBMIT has {len(rids)} ids for {len(rest) - 2} bodies")
-            if ck is not None:
-                raise ProtocolError("a SUBMIT of several requests cannot carry one 'ck'")
+            if ck is not None or "losses" in meta:
+                raise ProtocolError("a SUBMIT of several requests cannot carry one 'ck' "
+                                    "or 'losses'")
             return ClientBatch(rest[0], rids, rest[2:], ttl, priority_field(meta, "SUBMIT"))
         rid = int_field(meta, "id", "SUBMIT")
         if rid is None:
             raise ProtocolError("SUBMIT meta needs 'id' (or 'ids')")
-        return ClientRequest(rest[0], rest[2:], rid, ttl, priority_field(meta, "SUBMIT"), ck)
+        return ClientRequest(rest[0], rest[2:], rid, ttl, priority_field(meta, "SUBMIT"), ck,
+                             losses_field(meta, "SUBMIT"))
     if len(rest) != 1:
         raise ProtocolError("a DIPS client command takes one meta frame")
     if command == PING:
@@ -186,14 +203,16 @@ def parse_dips_client(
         first = meta.get("first")
         batch = meta.get("batch") is True
         progress = meta.get("progress") is True
+        losses = meta.get("losses") is True
         if first is None:
-            return ClientHello(None, batch, progress)
+            return ClientHello(None, batch, progress, losses)
         if not isinstance(first, dict):
             raise ProtocolError("HELLO meta field 'first' is not a map")
         rid = int_field(first, "id", "HELLO")
         ttl = int_field(first, "ttl_ms", "HELLO")
         if rid is None or ttl is None:
             raise ProtocolError("HELLO 'first' needs 'id' and 'ttl_ms'")
-        head = First(rid, ttl, priority_field(first, "HELLO"), ck_field(first, "HELLO"))
-        return ClientHello(head, batch, progress)
+        head = First(rid, ttl, priority_field(first, "HELLO"), ck_field(first, "HELLO"),
+                     losses_field(first, "HELLO"))
+        return ClientHello(head, batch, progress, losses)
     raise ProtocolError(f"unknown DIPS client command {command[:8]!r}")

@@ -51,9 +51,11 @@ PING = b"\x05"  # client -> broker, meta {"ids"}
 PONG = b"\x06"  # broker -> client, meta {"lost", "instance", "sending"?}
 CPROGRESS = b"\x07"  # broker -> client: service, meta {id, kind, num?, den?}, [data]
 CANCEL = b"\x08"  # client -> broker, meta {"ids"}: it gave these up (to a WELCOME "cancel")
+LOSSES = b"\x09"  # broker -> client: service, meta {id, losses}: workers its request cost
 
 PROGRESS_KINDS = ("status", "data", "warning")  # Gearman's WORK_STATUS, WORK_DATA, WORK_WARNING
 MAX_CK_BYTES = 64  # a coalescing key
+MAX_LOSSES = 255  # the most workers a request may be said to have cost (LOSSES, "losses")
 
 MMI_PREFIX = b"mmi."
 MMI_SERVICE = b"mmi.service"

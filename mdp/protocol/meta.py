@@ -17,6 +17,7 @@ from mdp.protocol.constants import (
     MAX_ANNOUNCED,
     MAX_BATCH,
     MAX_CK_BYTES,
+    MAX_LOSSES,
     PROGRESS_KINDS,
 )
 
@@ -105,6 +106,17 @@ def ck_field(meta: dict[str, Any], what: str) -> bytes | None:
     if not isinstance(ck, bytes) or not 0 < len(ck) <= MAX_CK_BYTES:
         raise ProtocolError(f"{what} meta field 'ck' must be 1-{MAX_CK_BYTES} bytes (bin)")
     return ck
+
+
+def losses_field(meta: dict[str, Any], what: str, low: int = 0) -> int:
+    """How many workers a request has cost (``losses``, 0 when absent): an integer from
+    ``low`` to MAX_LOSSES; anything else (a bool, a float, a string, a negative or huge
+    number) is a ProtocolError naming it."""
+    losses = meta.get("losses", 0)
+    if type(losses) is not int or not low <= losses <= MAX_LOSSES:
+        raise ProtocolError(f"{what} meta field 'losses' must be a count of workers from {low} "
+                            f"to {MAX_LOSSES}, not {losses!r:.40}")
+    return losses
 
 
 def progress_fields(meta: dict[str, Any], what: str) -> tuple[str, int | None, int | None]:
