@@ -1,0 +1,148 @@
+"""A poisoned request costs at most two workers even when the broker that holds it freezes
+or dies after its first loss (PROTOCOL.md, "Poisoned requests"), with real processes.
+
+Two brokers with their default settings, two workers attached to both and started again
+0.3 s after they die (the way supervisord restarts a crashed program). One worker runs a
+request of broker A held open by the test (a gate file), so that A has no idle worker
+once the other dies; then a request whose handler kills the process that runs it goes to A,
+kills the idle worker, and costs its request one loss there. The test then stops A
+(SIGSTOP) or kills it (SIGKILL): the client fails over to B. Before the request's count
+travelled with it (LOSSES to the client, ``losses`` in its SUBMIT to B), B started counting
+from zero and the request killed a third worker there.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clusterkit import FAULTY_WORKER, Cluster, Proc
+from mdp.client import MDPClient
+from mdp.errors import WorkerLost
+from testkit import count_workers, status_of, wait_for
+
+pytestmark = pytest.mark.slow
+
+RESPAWN_S = 0.3
+WORKERS = 2
+
+
+class Respawner(threading.Thread):
+    """Keeps WORKERS worker processes running; one that dies is started again after
+    RESPAWN_S, and counted (``deaths``)."""
+
+    def __init__(self, cluster: Cluster, brokers: list[str], tmp_path: Path) -> None:
+        super().__init__(daemon=True)
+        self.cluster, self.brokers, self.tmp_path = cluster, brokers, tmp_path
+        self.stop = threading.Event()
+        self.deaths = 0
+        self.spawned = 0
+        self.lock = threading.Lock()
+        self.dead_at: dict[int, float] = {}
+        self.procs = [self._start() for _ in range(WORKERS)]
+
+    def _start(self) -> Proc:
+        self.spawned += 1
+        log = self.tmp_path / f"worker-{self.spawned:02d}.log"
+        args = [sys.executable, str(FAULTY_WORKER), "--service", "echo"]
+        for endpoint in self.brokers:
+            args += ["--broker", endpoint]
+        with log.open("wb") as out:
+            popen = subprocess.Popen(args, stdout=out, stderr=out,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        proc = Proc(popen, log)
+        self.cluster.procs.append(proc)  # the cluster fixture kills it in the end
+        return proc
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            with self.lock:
+                now = time.monotonic()
+                for i, proc in enumerate(self.procs):
+                    if i in self.dead_at:
+                        if now - self.dead_at[i] >= RESPAWN_S:
+                            self.procs[i] = self._start()
+                            del self.dead_at[i]
+                    elif proc.popen.poll() is not None:
+                        self.deaths += 1
+                        self.dead_at[i] = now
+            self.stop.wait(0.01)
+
+    def counted(self) -> int | None:
+        """The deaths, once every worker that has died is counted (None until then)."""
+        with self.lock:
+            if any(proc.popen.poll() is not None and i not in self.dead_at
+                   for i, proc in enumerate(self.procs)):
+                return None
+            return self.deaths
+
+
+class Call(threading.Thread):
+    """One request in the background: its outcome (a reply or an exception) and how long
+    it took."""
+
+    def __init__(self, endpoints: list[str], request: dict[str, Any], **options: Any) -> None:
+        super().__init__(daemon=True)
+        self.endpoints, self.request, self.options = endpoints, request, options
+        self.outcome: Any = None
+        self.took = 0.0
+
+    def run(self) -> None:
+        started = time.monotonic()
+        with MDPClient(self.endpoints, **self.options) as client:
+            try:
+                self.outcome = client.send("echo", self.request)
+            except Exception as exc:  # the test fails on it, naming it
+                self.outcome = exc
+        self.took = time.monotonic() - started
+
+
+@pytest.mark.parametrize("fault", ["stop", "kill"])
+def test_a_poisoned_request_whose_broker_freezes_or_dies_costs_two_workers_in_all(
+        cluster: Cluster, tmp_path: Path, fault: str) -> None:
+    a, b = cluster.broker(fast=False), cluster.broker(fast=False)
+    endpoints = [a.endpoint, b.endpoint]
+    respawner = Respawner(cluster, endpoints, tmp_path)
+    for endpoint in endpoints:
+        wait_for(lambda e=endpoint: count_workers(e, "echo") == WORKERS, 30,
+                 f"{WORKERS} workers at {endpoint}")
+    respawner.start()
+    gate, started = tmp_path / "gate", tmp_path / "held.started"
+    held = Call([a.endpoint], {"gate_file": str(gate), "started_file": str(started)},
+                timeout=30.0)
+    held.start()  # one worker runs it until the gate opens: A has one idle worker left
+    wait_for(started.exists, 20, "the held request running")
+
+    poison = Call(endpoints, {"die": True, "tag": "poison"}, shuffle=False)  # to A first
+    poison.start()  # with the default timeout (10 s)
+    wait_for(lambda: respawner.deaths >= 1 and "is gone" in a.output(), 20,
+             "the first worker lost at A, and A charging it")
+    if fault == "stop":
+        a.signal(signal.SIGSTOP)
+    else:
+        a.popen.kill()
+    poison.join(30)
+    assert isinstance(poison.outcome, WorkerLost), f"answered {poison.outcome!r}"
+    assert poison.took < 10.0
+    assert "2 workers were lost" in str(poison.outcome)
+
+    if fault == "stop":  # woken, A runs nothing of it: the client's CANCEL came first
+        a.signal(signal.SIGCONT)
+        wait_for(lambda: "gave up 1 request(s) here" in a.output(), 20, "A reading the CANCEL")
+        assert status_of(a.endpoint).counters.poisoned == 0
+    gate.touch()
+    deaths = wait_for(respawner.counted, 10, "every death counted")
+    respawner.stop.set()
+    respawner.join(10)
+    print(f"\n{fault}: worker_lost after {poison.took:.2f} s; {deaths} worker deaths")
+    assert deaths == 2, f"the poisoned request cost {deaths} workers"
+    [owner] = [p for p in cluster.procs if p.endpoint == b.endpoint]
+    assert "gave up: 2 workers were lost" in owner.output()
