@@ -30,8 +30,10 @@ What it decides (the per-message paths here, the rest through the parts named):
   finds it was stopped holds dispatch while it catches up (:meth:`BrokerCore.hold`).
 * **Faults.** A worker whose send failed (:class:`~mdp.actions.Lost`), that stayed silent,
   or that was probed while it held a task and had gone is forgotten, and its tasks go to
-  others; one lost while running a request costs that request a loss, and a request that
-  has cost ``--max-worker-losses`` workers is answered ``worker_lost``. A worker's READY,
+  others; one lost while running a request costs that request a loss (its waiting clients
+  that asked are told its count, LOSSES), and a request that has cost
+  ``--max-worker-losses`` workers is answered ``worker_lost``; a request sent here with
+  the count another broker told its client (``losses``) counts on from it. A worker's READY,
   signals and faults are its :class:`~mdp.brokerworkers.WorkerKeeper`'s.
 * **Timers.** Heartbeats, probes of workers holding tasks, the unknown-service grace,
   expiry of queued requests and of callers of shared requests.
