@@ -1,0 +1,103 @@
+"""Calls and opcodes one ordinary request costs in the broker core and in the client core.
+
+Run it against two trees to compare them (a change must add no call per ordinary request):
+
+    PYTHONPATH=TREE python tests/helpers/hotpath_count.py
+
+Broker core: a lone SUBMIT given at once to an idle DIPS worker, and that worker's REPLY
+(the frames built beforehand); client core: a call placed on a DIPS connection and sent,
+and its RESULT. Counted with ``sys.settrace`` (Python calls and opcodes executed) and
+``sys.setprofile`` (C calls), after one warm-up round each.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from mdp import protocol as p
+from mdp.actions import Opened, Received, Tick
+from mdp.brokercore import BrokerCore
+from mdp.clientcore import ClientCore
+from mdp.config import BrokerConfig
+
+REPLY = b"\x81\xa1r\x01"
+
+
+def counting(round_: Callable[[], None]) -> tuple[Counter[str], int]:
+    calls: Counter[str] = Counter()
+    ops = [0]
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "call":
+            frame.f_trace_opcodes = True
+            calls[frame.f_code.co_qualname] += 1
+        elif event == "opcode":
+            ops[0] += 1
+        return tracer
+
+    def profiler(frame: FrameType, event: str, arg: Any) -> None:
+        if event == "c_call":
+            calls["C:" + getattr(arg, "__qualname__", str(arg))] += 1
+
+    sys.setprofile(profiler)
+    sys.settrace(tracer)
+    try:
+        round_()
+    finally:
+        sys.settrace(None)
+        sys.setprofile(None)
+    return calls, ops[0]
+
+
+def broker_rounds() -> Callable[[], None]:
+    core = BrokerCore(BrokerConfig(bind=["inproc://x"]), 0.0, instance="one")
+    core.handle(Received(0, [b"W", *p.ready(b"echo", {"pid": 1, "checks": True})], ""), 0.0)
+    core.handle(Received(0, [b"C", *p.client_hello(batch=True, progress=True)], ""), 0.0)
+    core.take_actions()
+    submits = [[b"C", *p.client_submit(b"echo", rid, 1000, [b"\x80"])] for rid in (1, 2)]
+
+    def round_() -> None:
+        core.receive(submits.pop(0), "", 0.1)
+        [task] = core.take_actions()
+        core.receive([b"W", *p.reply(task.frames[4], [REPLY])], "", 0.1)
+        core.take_actions()
+    return round_
+
+
+def client_rounds() -> Callable[[], None]:
+    client = ClientCore(["tcp://b:1"], shuffle=False)
+    client.submit(b"echo", [b"\x80"], 0.0, timeout=10.0)
+    client.take_actions()
+    client.handle(Opened(0), 0.0)
+    welcome = p.client_welcome(b"i", {"broker": "t", "instance": "one"})[1:]
+    client.handle(Received(0, welcome), 0.0)
+
+    def round_() -> None:
+        if not client.pending:
+            client.submit(b"echo", [b"\x80"], 0.1, timeout=10.0)
+        client.take_actions()
+        [rid] = client.pending
+        client.handle(Received(0, p.to_client(b"i", b"echo", [REPLY], rid)[1:]), 0.1)
+        client.handle(Tick(), 0.1)
+        client.take_actions()
+        client.take_finished()
+    return round_
+
+
+def main() -> int:
+    for name, make in (("broker core (SUBMIT + REPLY)", broker_rounds),
+                       ("client core (call + RESULT)", client_rounds)):
+        round_ = make()
+        round_()  # warm-up: the first call of each kind is not the steady path
+        calls, ops = counting(round_)
+        print(f"{name}: {sum(calls.values())} calls, {ops} opcodes")
+        print("   ", ", ".join(f"{k} {v}" for k, v in sorted(calls.items())))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
