@@ -1,22 +1,31 @@
-"""ZMTP 3.x for one DEALER connection to a ROUTER, without sockets (RFC 23/ZMTP, 37/ZMTP 3.1).
+"""ZMTP 3.x for one connection, DEALER to ROUTER or ROUTER to DEALER/REQ, without sockets
+(RFC 23/ZMTP, 37/ZMTP 3.1).
 
 :class:`ZmtpConnection` is the wire of a ZeroMQ connection with the NULL security mechanism,
 as a state machine that never touches a socket (h11's ``Connection`` is the model): its
 owner feeds it the bytes that arrived (:meth:`~ZmtpConnection.receive_data`, which returns
 the whole multipart messages they completed), hands it messages to send
 (:meth:`~ZmtpConnection.send_message`), and writes out what :meth:`~ZmtpConnection.data_to_send`
-gives back. It does what libzmq's I/O thread does for a DEALER, and no more:
+gives back. It does what libzmq's I/O thread does for a DEALER (the clients' and workers'
+plain links) or a ROUTER's one connection (the broker's plain router,
+:mod:`mdp.plainrouter`, with ``socket_type=b"ROUTER"`` and ``peer_types``
+:data:`ROUTER_PEERS`), and no more:
 
 * **Greeting**: signature ``0xFF``, 8 bytes of padding, ``0x7F``; version 3.1; mechanism
   ``NULL``; as-server 0; filler. The peer's is checked as it arrives, so a peer that is not
   ZMTP 3 (an HTTP server, say) is refused after its first bytes, not after 64.
-* **Handshake** (NULL): our READY (``Socket-Type`` DEALER, empty ``Identity``) goes out with
-  the greeting; the peer's READY must name a socket type we may talk to (ROUTER); an ERROR
-  command in its place ends the connection with the peer's reason. Messages sent before the
-  handshake is done wait for it.
+* **Handshake** (NULL): our READY (``Socket-Type`` ours, empty ``Identity``) goes out with
+  the greeting; the peer's READY must name a socket type we may talk to (ROUTER for a
+  DEALER; DEALER or REQ for a ROUTER), else an ERROR command naming why is queued for the
+  peer (its owner writes it before it closes the socket, as libzmq does); an ERROR command
+  in place of READY ends the connection with the peer's reason. The peer's properties
+  (its ``Identity``, which a ROUTER takes for the routing id) are in ``peer_properties``.
+  Messages sent before the handshake is done wait for it.
 * **Traffic**: frames (short and long sizes; MORE; COMMAND); a PING is answered with a PONG
   carrying its context (brokers set ZMTP heartbeats; libzmq sends a PING when its timer
-  fires, between two frames of a multipart message too); an ERROR ends the connection.
+  fires, between two frames of a multipart message too); :meth:`~ZmtpConnection.ping`
+  queues our own PING (the owner keeps the timers, and reads any bytes as a sign of life);
+  an ERROR ends the connection.
 * **Limits**: a frame larger than ``max_frame_bytes`` (the client's ``max_reply_bytes``, the
   worker's ``max_message_bytes``, as ``zmq.MAXMSGSIZE`` does for a pyzmq socket), a message
   of more than ``max_frames`` frames, or a command larger than :data:`MAX_COMMAND_BYTES` is
@@ -44,6 +53,7 @@ MAX_PING_CONTEXT = 16  # RFC 37: a PING's context is 0 to 16 octets
 JOIN_BELOW = 65536  # a frame smaller than this is copied into one buffer with its neighbours
 
 READY, ERROR, PING, PONG = b"READY", b"ERROR", b"PING", b"PONG"
+ROUTER_PEERS = frozenset({b"DEALER", b"REQ"})  # the socket types a ROUTER talks to (RFC 28)
 
 
 class Phase(enum.Enum):
@@ -167,6 +177,14 @@ class ZmtpConnection:
         return out
 
     # --- sending ---------------------------------------------------------------------------
+
+    def ping(self, ttl_ds: int = 0, context: bytes = b"") -> None:
+        """Queue a PING (once the handshake is done: before it, nothing is): ``ttl_ds``, in
+        tenths of a second, tells the peer to drop the connection if it hears nothing from
+        us for that long (0: never, libzmq's default); the peer's PONG carries ``context``."""
+        if self.phase is Phase.TRAFFIC:
+            self._out.append(command(PING, min(ttl_ds, 0xFFFF).to_bytes(2, "big")
+                                     + context[:MAX_PING_CONTEXT]))
 
     def send_message(self, frames: Sequence[Any]) -> None:
         """Queue a multipart message (it waits for the handshake, if that is not done)."""
@@ -321,12 +339,21 @@ class ZmtpConnection:
             raise ProtocolError("the peer's READY names no Socket-Type")
         if kind not in self.peer_types:
             expected = "/".join(sorted(t.decode() for t in self.peer_types))
+            self._out.append(error_command(b"invalid socket type"))  # (libzmq's words)
+            hint = "is this address a DIPS broker?" if b"ROUTER" in self.peer_types \
+                else "is it a DIPS client or worker?"
             raise ProtocolError(f"the peer is a {_shown(kind)} socket; a {expected} was "
-                                "expected (is this address a DIPS broker?)")
+                                f"expected ({hint})")
         self.peer_properties = props
         self.phase = Phase.TRAFFIC
         self._out += self._later
         self._later = []
+
+
+def error_command(reason: bytes) -> bytes:
+    """A whole ERROR command: the reason, at most 255 bytes, after its size."""
+    reason = reason[:255]
+    return command(ERROR, bytes((len(reason),)) + reason)
 
 
 def error_reason(data: bytes) -> str:
