@@ -62,6 +62,9 @@ ACCEPT_PAUSE_S = 0.1  # out of file descriptors: the listening socket rests this
 SENDMSG_MAX = 64  # chunks per sendmsg (IOV_MAX is 1024)
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
+KEEP_BIG_FROM = 3  # a big frame from the 4th of a message on (a body) is received into its
+# own buffer and passed on uncopied (the first frames, identity and MDP header, stay bytes,
+# as mdp.sockio.HEAD keeps them for a pyzmq socket)
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 _GONE = (ConnectionError, TimeoutError)
 
@@ -208,9 +211,12 @@ class PlainRouter:
             self._tick(now)
 
     def _read(self, peer: _Peer) -> None:
-        """One receive from ``peer``: whole messages go to its inbox."""
+        """One receive from ``peer``: whole messages go to its inbox. The rest of a big
+        frame is received straight into its own buffer."""
+        zmtp = peer.zmtp
+        target = zmtp.big_target()
         try:
-            size = peer.sock.recv_into(self._buffer)
+            size = peer.sock.recv_into(self._buffer if target is None else target)
         except BlockingIOError:
             return
         except OSError as exc:
@@ -220,9 +226,12 @@ class PlainRouter:
             self._drop(peer, "closed by the peer", quiet=True)
             return
         peer.heard = True
-        zmtp = peer.zmtp
         try:
-            messages = zmtp.receive_data(bytes(self._view[:size]))
+            if target is None:
+                messages = zmtp.receive_data(bytes(self._view[:size]))
+            else:
+                target.release()
+                messages = zmtp.big_received(size)
         except ProtocolError as exc:
             self._drop(peer, str(exc), quiet=False)
             return
@@ -334,7 +343,8 @@ class PlainRouter:
         else:
             name = endpoint
         zmtp = ZmtpConnection(self.max_message_bytes, socket_type=b"ROUTER",
-                              peer_types=ROUTER_PEERS, limit_name="max_message_bytes")
+                              peer_types=ROUTER_PEERS, limit_name="max_message_bytes",
+                              keep_big_from=KEEP_BIG_FROM)
         peer = _Peer(sock, zmtp, time.monotonic(), name)
         self._peers[peer.fd] = peer
         self._epoll.register(peer.fd, _IN)

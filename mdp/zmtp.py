@@ -26,6 +26,12 @@ plain links) or a ROUTER's one connection (the broker's plain router,
   fires, between two frames of a multipart message too); :meth:`~ZmtpConnection.ping`
   queues our own PING (the owner keeps the timers, and reads any bytes as a sign of life);
   an ERROR ends the connection.
+* **Big frames** (``keep_big_from``, the broker's router): a frame of ``DIRECT_BYTES`` or
+  more, from that frame of a message on, is received into its own buffer, which the owner
+  may fill straight from the socket (:meth:`~ZmtpConnection.big_target`,
+  :meth:`~ZmtpConnection.big_received`), and comes out as a read-only ``memoryview`` of it
+  (as a pyzmq socket's big frame comes out as a ``zmq.Frame``): a body of tens of MB is
+  copied once, by the kernel.
 * **Limits**: a frame larger than ``max_frame_bytes`` (the client's ``max_reply_bytes``, the
   worker's ``max_message_bytes``, as ``zmq.MAXMSGSIZE`` does for a pyzmq socket), a message
   of more than ``max_frames`` frames, or a command larger than :data:`MAX_COMMAND_BYTES` is
@@ -51,6 +57,7 @@ _RESERVED = 0xF8  # frame flag bits that must be zero
 MAX_COMMAND_BYTES = 65536  # READY with its metadata, PING, ERROR: all far smaller
 MAX_PING_CONTEXT = 16  # RFC 37: a PING's context is 0 to 16 octets
 JOIN_BELOW = 65536  # a frame smaller than this is copied into one buffer with its neighbours
+DIRECT_BYTES = 262144  # a frame this big may be received into its own buffer (keep_big_from)
 
 READY, ERROR, PING, PONG = b"READY", b"ERROR", b"PING", b"PONG"
 ROUTER_PEERS = frozenset({b"DEALER", b"REQ"})  # the socket types a ROUTER talks to (RFC 28)
@@ -145,8 +152,9 @@ class ZmtpConnection:
     def __init__(self, max_frame_bytes: int, *, max_frames: int = 100_000,
                  socket_type: bytes = b"DEALER",
                  peer_types: frozenset[bytes] = frozenset({b"ROUTER"}),
-                 limit_name: str = "max_reply_bytes") -> None:
+                 limit_name: str = "max_reply_bytes", keep_big_from: int | None = None) -> None:
         self.max_frame_bytes = max_frame_bytes
+        self.keep_big_from = keep_big_from  # (see "Big frames" in the module docstring)
         self.limit_name = limit_name  # the setting behind max_frame_bytes, for errors
         self.max_frames = max_frames
         self.peer_types = peer_types
@@ -159,6 +167,9 @@ class ZmtpConnection:
         self._later: list[Any] = []  # messages sent before the handshake was done
         self._in = bytearray()  # bytes received and not yet parsed
         self._frames: list[bytes] = []  # the message being received
+        self._big: bytearray | None = None  # a big frame being received into its own buffer
+        self._big_have = 0  # bytes of it received
+        self._big_more = False  # its MORE flag
 
     # --- what the owner reads --------------------------------------------------------------
 
@@ -206,11 +217,50 @@ class ZmtpConnection:
         if self.phase is Phase.FAILED:
             raise self._dead()
         try:
-            return self._receive(data)
+            if self._big is None:
+                return self._receive(data)
+            big, have = self._big, self._big_have
+            used = min(len(big) - have, len(data))
+            with memoryview(data) as view:
+                big[have:have + used] = view[:used]
+                messages = self._big_received(used)
+                if used < len(data):
+                    messages += self._receive(bytes(view[used:]))
+            return messages
         except ProtocolError as exc:
             self.phase = Phase.FAILED
             self.failure = exc
             raise
+
+    def big_target(self) -> memoryview | None:
+        """Where the rest of a big frame being received goes (receive into it, then call
+        :meth:`big_received`); None when no big frame is being received."""
+        if self._big is None:
+            return None
+        return memoryview(self._big)[self._big_have:]
+
+    def big_received(self, size: int) -> list[list[bytes]]:
+        """``size`` more bytes of the big frame were put into :meth:`big_target`; the
+        message it completes, if it does."""
+        if self.phase is Phase.FAILED:
+            raise self._dead()
+        try:
+            return self._big_received(size)
+        except ProtocolError as exc:
+            self.phase = Phase.FAILED
+            self.failure = exc
+            raise
+
+    def _big_received(self, size: int) -> list[list[bytes]]:
+        big = self._big
+        if big is None:
+            return []
+        self._big_have += size
+        if self._big_have < len(big):
+            return []
+        self._big = None
+        frame: Any = memoryview(big).toreadonly()  # (bytes-like, as a zmq.Frame is)
+        return self._add_frame(frame, self._big_more)
 
     def _dead(self) -> ProtocolError:
         return ProtocolError(f"the ZMTP connection has failed ({self.failure})")
@@ -292,6 +342,9 @@ class ZmtpConnection:
                                     f"{self.max_frame_bytes} ({self.limit_name})")
             stop = start + size
             if stop > end:
+                if size >= DIRECT_BYTES and self._takes_big(flags):
+                    self._start_big(buf, start, end, size, flags)
+                    pos = end
                 break
             frame = bytes(buf[start:stop])
             pos = stop
@@ -308,6 +361,29 @@ class ZmtpConnection:
                 elif len(frames) >= self.max_frames:
                     raise ProtocolError(f"a message of more than {self.max_frames} frames")
         return pos
+
+    def _takes_big(self, flags: int) -> bool:
+        """Whether a big data frame starting now goes into its own buffer."""
+        return (self.keep_big_from is not None and not flags & COMMAND
+                and self.phase is Phase.TRAFFIC and len(self._frames) >= self.keep_big_from)
+
+    def _start_big(self, buf: bytes | bytearray, start: int, end: int, size: int,
+                   flags: int) -> None:
+        big = bytearray(size)
+        with memoryview(buf) as view:
+            big[:end - start] = view[start:end]
+        self._big, self._big_have, self._big_more = big, end - start, bool(flags & MORE)
+
+    def _add_frame(self, frame: bytes, more: bool) -> list[list[bytes]]:
+        """A whole data frame: the message it ends, if it does."""
+        frames = self._frames
+        frames.append(frame)
+        if not more:
+            self._frames = []
+            return [frames]
+        if len(frames) >= self.max_frames:
+            raise ProtocolError(f"a message of more than {self.max_frames} frames")
+        return []
 
     # --- commands --------------------------------------------------------------------------
 

@@ -328,3 +328,27 @@ def test_without_heartbeats_a_silent_peer_stays() -> None:
         assert r.identities() == [b"mute"]
     finally:
         r.close()
+
+
+def test_a_body_of_tens_of_mb_goes_through_uncopied_by_python(zctx: zmq.Context) -> None:
+    """It comes out as a read-only view of the one buffer it was received into, and goes
+    out from the caller's memory (a view or bytes)."""
+    body = bytes(range(256)) * (30 << 12)  # 30 MiB
+    r = PlainRouter(64 << 20)
+    try:
+        peer = dealer(zctx, r.bind("tcp://127.0.0.1:*"), b"big")
+        peer.send_multipart([b"", b"MDPC02", b"\x01", body])
+        [(identity, empty, header, command, got)] = take(r, timeout_s=20)
+        assert (identity, empty, header, command) == (b"big", b"", b"MDPC02", b"\x01")
+        assert isinstance(got, memoryview) and got.readonly and got == body
+        r.send([b"big", b"", got])
+        r.send([b"big", b"", body])
+        r.flush()
+        for _ in range(2):
+            deadline = time.monotonic() + 20
+            while not peer.poll(20):
+                assert time.monotonic() < deadline
+                r.recv_wait(20)  # (writes the rest as the socket takes it)
+            assert peer.recv_multipart() == [b"", body]
+    finally:
+        r.close()

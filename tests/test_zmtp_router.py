@@ -120,3 +120,30 @@ def test_a_peers_ping_is_answered_and_its_pong_ignored() -> None:
 def test_garbage_is_a_protocol_error(garbage: bytes) -> None:
     with pytest.raises(ProtocolError):
         router().receive_data(garbage)
+
+
+def test_a_big_body_comes_whole_as_a_read_only_view_however_it_is_cut() -> None:
+    body = bytes(range(256)) * 4096  # 1 MiB
+    conn = ZmtpConnection(2 * len(body), socket_type=b"ROUTER", peer_types=ROUTER_PEERS,
+                          keep_big_from=2)
+    data = peer_hello() + message(b"", b"MDPC02", body, b"tail") + message(b"next")
+    got: list[list[bytes]] = []
+    for at in range(0, len(data), 100_003):
+        got += conn.receive_data(data[at:at + 100_003])
+    assert got == [[b"", b"MDPC02", body, b"tail"], [b"next"]]
+    assert isinstance(got[0][2], memoryview) and got[0][2].readonly
+    assert type(got[0][1]) is bytes  # (before keep_big_from: bytes, whatever their size)
+
+
+def test_a_big_body_may_be_received_straight_into_its_buffer() -> None:
+    body = b"x" * 600_000
+    conn = ZmtpConnection(1 << 20, socket_type=b"ROUTER", peer_types=ROUTER_PEERS,
+                          keep_big_from=0)
+    data = peer_hello() + message(body)
+    head = len(data) - len(body) + 1000
+    assert conn.receive_data(data[:head]) == []
+    target = conn.big_target()
+    assert target is not None and len(target) == len(data) - head
+    target[:] = data[head:]
+    assert conn.big_received(len(target)) == [[body]]
+    assert conn.big_target() is None
