@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 
 RECV_BYTES = 262144  # one receive reads up to this much into the router's own buffer
 INBOX_MAX = 256  # a connection holding this many messages not yet taken is not read
+POLL_EVERY = 64  # messages taken before the sockets are looked at again, even with more read
+# (one receive can bring thousands of small messages: a peer whose message comes behind
+# them waits for no more than this many of them, and the timers keep their turn)
 ACCEPT_MAX = 64  # connections accepted per turn of the listening socket
 BACKLOG = 1024  # (the kernel caps it at net.core.somaxconn)
 HANDSHAKE_S = 30.0  # libzmq's ZMQ_HANDSHAKE_IVL
@@ -109,6 +112,7 @@ class PlainRouter:
         self._peers: dict[int, _Peer] = {}
         self._by_id: dict[bytes, _Peer] = {}
         self._ready: collections.deque[_Peer] = collections.deque()  # peers with messages
+        self._taken = 0  # messages taken since the sockets were last looked at
         self._dirty: list[_Peer] = []
         self._buffer = bytearray(RECV_BYTES)
         self._view = memoryview(self._buffer)
@@ -153,7 +157,7 @@ class PlainRouter:
     def recv_wait(self, timeout_ms: int,
                   with_user: bool = False) -> tuple[list[bytes] | None, str]:
         """Block up to ``timeout_ms`` for one message; (None, "") when none came."""
-        if self._ready:
+        if self._ready and self._taken < POLL_EVERY:
             return self._take(), ""
         now = time.monotonic()
         deadline = now + timeout_ms / 1000
@@ -173,7 +177,7 @@ class PlainRouter:
         return bool(self._ready)
 
     def recv(self) -> list[bytes] | None:
-        if not self._ready:
+        if not self._ready or self._taken >= POLL_EVERY:
             self._poll(0.0)
             if not self._ready:
                 return None
@@ -184,6 +188,7 @@ class PlainRouter:
 
     def _take(self) -> list[bytes]:
         """The next message, from each connection with messages in turn."""
+        self._taken += 1
         peer = self._ready.popleft()
         inbox = peer.inbox
         frames = inbox.popleft()
@@ -195,6 +200,7 @@ class PlainRouter:
         """Write what waits, then act on what epoll reports within ``timeout_s``."""
         if self._dirty:
             self.flush()
+        self._taken = 0
         peers = self._peers
         for fd, events in self._epoll.poll(timeout_s):
             peer = peers.get(fd)
@@ -393,14 +399,24 @@ class PlainRouter:
             if peer.heard:
                 peer.heard = False
                 peer.ping_at = now
-            elif timeout_s and now - peer.ping_at >= timeout_s:
-                self._drop(peer, f"nothing heard for {now - peer.ping_at:.1f}s after a "
-                           "ZMTP PING", quiet=True)
-                log.info("dropped peer %s: its ZMTP heartbeats stopped", peer.name)
+            elif timeout_s and now - peer.ping_at >= timeout_s and not self._heard_now(peer):
+                if not peer.closed:
+                    self._drop(peer, f"nothing heard for {now - peer.ping_at:.1f}s after a "
+                               "ZMTP PING", quiet=True)
+                    log.info("dropped peer %s: its ZMTP heartbeats stopped", peer.name)
                 continue
             peer.zmtp.ping(self.ttl_ds)
             self._mark(peer)
         self.flush()
+
+    def _heard_now(self, peer: _Peer) -> bool:
+        """Whether a peer about to be taken for silent has in fact sent something that
+        waits unread (what this pass's epoll did not report, or a loop that was stopped
+        reads only now); reads it if so."""
+        if len(peer.inbox) >= INBOX_MAX:  # (unread because the broker is behind)
+            return True
+        self._read(peer)
+        return peer.heard and not peer.closed
 
     # --- for tests and status --------------------------------------------------------------
 

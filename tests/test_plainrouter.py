@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from mdp.plainrouter import INBOX_MAX, PlainRouter
+from mdp.plainrouter import INBOX_MAX, POLL_EVERY, PlainRouter
 from mdp.routers import PeerGone
 from mdp.zmtp import LONG, ZmtpConnection, command, encode_message
 
@@ -66,6 +66,7 @@ class RawPeer:
     def __init__(self, endpoint: str, identity: bytes = b"") -> None:
         host, _, port = endpoint[6:].rpartition(":")
         self.sock = socket.create_connection((host, int(port)), timeout=5)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # (as libzmq sets it)
         self.conn = ZmtpConnection(LIMIT)
         self.got: list[list[bytes]] = []
         self.commands: list[bytes] = []  # raw bytes read (to find PINGs in)
@@ -285,18 +286,25 @@ def test_a_wrong_socket_type_is_told_why_and_closed(router: PlainRouter,
 
 
 def test_a_flood_from_one_peer_does_not_starve_another(router: PlainRouter) -> None:
+    """The quiet peer's message comes in the flood's first few, whether it was there
+    before the flood was read or came after."""
     endpoint = router.bind("tcp://127.0.0.1:*")
     flooder, quiet = RawPeer(endpoint, b"flood"), RawPeer(endpoint, b"quiet")
     flooder.handshake(router)
     quiet.handshake(router)
     count = 20 * INBOX_MAX
-    flooder.sock.sendall(b"".join(b"".join(encode_message([b"f%d" % i])) for i in range(count)))
-    quiet.send(b"me too")
-    got = take(router, count + 1, timeout_s=20)
-    position = got.index([b"quiet", b"me too"])
-    assert position < 4, f"the quiet peer's message came {position}th"
+    flood = b"".join(b"".join(encode_message([b"f%d" % i])) for i in range(count))
+    flooder.sock.sendall(flood)
+    quiet.send(b"before")
+    got = take(router, 1)
+    flooder.sock.sendall(flood)
+    quiet.send(b"after")
+    got += take(router, 2 * count + 1, timeout_s=20)
+    before, after = got.index([b"quiet", b"before"]), got.index([b"quiet", b"after"])
+    assert before < 4, f"the quiet peer's message came {before}th"
+    assert after < POLL_EVERY + 4, f"the quiet peer's message came {after}th"
     assert [frames[1] for frames in got if frames[0] == b"flood"] == [
-        b"f%d" % i for i in range(count)]  # (each peer's in order)
+        b"f%d" % i for i in range(count)] * 2  # (each peer's in order)
 
 
 def test_a_peer_that_never_answers_a_ping_is_dropped() -> None:
@@ -350,5 +358,26 @@ def test_a_body_of_tens_of_mb_goes_through_uncopied_by_python(zctx: zmq.Context)
                 assert time.monotonic() < deadline
                 r.recv_wait(20)  # (writes the rest as the socket takes it)
             assert peer.recv_multipart() == [b"", body]
+    finally:
+        r.close()
+
+
+def test_a_peer_whose_messages_wait_for_a_busy_broker_is_not_taken_for_silent() -> None:
+    """Its queue holds more than the router reads ahead, so it is not read while the broker
+    works through it (slowly here): that silence is the broker's, not the peer's."""
+    r = PlainRouter(LIMIT, heartbeat_ms=100, timeout_ms=300)
+    try:
+        endpoint = r.bind("tcp://127.0.0.1:*")
+        busy = RawPeer(endpoint, b"busy")
+        busy.handshake(r)
+        count = 20 * INBOX_MAX  # (one receive reads them all)
+        busy.sock.sendall(b"".join(b"".join(encode_message([b"m"])) for _ in range(count)))
+        take(r)
+        until = time.monotonic() + 0.8
+        while time.monotonic() < until:  # a slow broker: its timers run, the queue stays long
+            take(r, 4)
+            time.sleep(0.002)
+        assert r.identities() == [b"busy"]
+        assert r.recv() is not None
     finally:
         r.close()
