@@ -145,15 +145,17 @@ class BrokerConfig:
         if self.transport not in TRANSPORTS:
             raise ConfigError(f"--transport must be one of {', '.join(TRANSPORTS)}, got "
                               f"{self.transport!r}")
-        if self.transport != "plain":
-            return
+        if self.transport == "plain" and (why := self.plain_refusal()):
+            raise ConfigError(f"--transport plain {why}: use --transport zmq or auto")
+
+    def plain_refusal(self) -> str | None:
+        """Why the plain ROUTER cannot serve this broker; None when it can."""
         if self.curve:
-            raise ConfigError("--transport plain cannot do CURVE (the plain ROUTER speaks "
-                              "the NULL mechanism only): use --transport zmq or auto")
+            return "cannot do CURVE (the plain ROUTER speaks the NULL mechanism only)"
         for endpoint in self.bind:
             if not endpoint.startswith(("tcp://", "ipc://")):
-                raise ConfigError(f"--transport plain cannot bind {endpoint!r} (plain "
-                                  "sockets are tcp:// or ipc://): use --transport zmq or auto")
+                return f"cannot bind {endpoint!r} (plain sockets are tcp:// or ipc://)"
+        return None
 
 
 @dataclass
@@ -306,12 +308,12 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
         d.link_floor, "a worker is not probed nor taken for frozen, nor a peer's ZMTP link for "
         "dead, before the bytes on their way to or from it may have gone at this rate; give "
         "every broker, worker and door the same"))
-    add("--transport", default=os.environ.get(BROKER_TRANSPORT_ENV) or d.transport,
-        metavar="|".join(TRANSPORTS),
+    add("--transport", metavar="|".join(TRANSPORTS),
         help="plain: the ROUTER speaks ZMTP on plain sockets in the broker's own thread "
         "(tcp:// and ipc:// without CURVE; no libzmq I/O thread: less CPU per request); "
-        "zmq: a pyzmq socket; auto: zmq for now. The default comes from "
-        f"${BROKER_TRANSPORT_ENV} when it is set")
+        "zmq: a pyzmq socket; auto: zmq for now. The default is auto, or "
+        f"${BROKER_TRANSPORT_ENV} when it is set (plain from there means plain where it "
+        "can be: a CURVE or inproc:// broker takes zmq)")
     curve = parser.add_argument_group("CURVE security (all three or none)")
     curve.add_argument("--curve-secret", metavar="FILE",
                        help="the broker's key pair (NAME.key_secret, mode 0600)")
@@ -341,8 +343,10 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
         curve_secret=args.curve_secret,
         client_keys=args.client_keys,
         worker_keys=args.worker_keys,
-        transport=args.transport,
+        transport=args.transport or os.environ.get(BROKER_TRANSPORT_ENV) or d.transport,
     )
+    if args.transport is None and config.transport == "plain" and config.plain_refusal():
+        config.transport = "auto"  # (a fleet's or a suite's default, not this broker's ask)
     _checked(parser, config)
     return config, args.log_level
 

@@ -45,6 +45,20 @@ def test_the_default_comes_from_the_environment_and_the_flag_wins(
     assert config.transport == "auto" and not config.plain
 
 
+def test_plain_from_the_environment_leaves_curve_and_inproc_brokers_on_pyzmq(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fleet's (or a suite's) default is plain where it can be; the flag itself is not."""
+    monkeypatch.setenv(BROKER_TRANSPORT_ENV, "plain")
+    curve = ["--curve-secret", "s", "--client-keys", "c", "--worker-keys", "w"]
+    config, _ = parse_broker_args(["--bind", "tcp://127.0.0.1:*", *curve])
+    assert config.transport == "auto" and not config.plain
+    config, _ = parse_broker_args(["--bind", "inproc://x"])
+    assert not config.plain
+    with pytest.raises(SystemExit) as refused:
+        parse_broker_args(["--bind", "tcp://127.0.0.1:*", "--transport", "plain", *curve])
+    assert refused.value.code == 2
+
+
 def test_a_plain_broker_with_curve_exits_with_one_clear_line(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "mdp.broker", "--bind", "tcp://127.0.0.1:*",
                            "--transport", "plain", "--curve-secret", str(tmp_path / "k"),
