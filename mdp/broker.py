@@ -4,8 +4,10 @@ It queues requests per service and gives each to an idle worker of that service,
 recently used first. Workers that die or fall silent are forgotten and the request they
 held goes back to the head of its queue. See ``docs/PROTOCOL.md`` for the wire.
 
-This module is the I/O shell: one ROUTER socket, CURVE and ZAP, signals and the command
-line. Every decision is taken by :class:`mdp.brokercore.BrokerCore`; the loop reads what
+This module is the I/O shell: one ROUTER socket (:mod:`mdp.routers`: a pyzmq ROUTER, or
+with ``--transport plain`` a :class:`mdp.plainrouter.PlainRouter` that speaks ZMTP on plain
+sockets in this thread), CURVE and ZAP, signals and the command line. Every decision is
+taken by :class:`mdp.brokercore.BrokerCore`; the loop reads what
 has arrived, feeds it to the core message by message, sends what the core asks for, and
 tells the core when a pass over the socket is over (so that gathered output goes out) or
 a send failed (the peer is gone).
@@ -24,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from mdp import sockio
 from mdp.brokercore import BrokerCore
 from mdp.brokerstatus import clean_info as _clean_info  # noqa: F401  (tests/test_service_info)
 from mdp.clock import poll_timeout_ms
@@ -34,6 +35,7 @@ from mdp.errors import ConfigError
 from mdp.keys import fingerprint, load_secret
 from mdp.logs import LOG_FORMAT, RateLimitedLog
 from mdp.rates import format_rate
+from mdp.routers import PeerGone, RouterSocket, ZmqRouter
 
 if TYPE_CHECKING:
     from mdp.auth import RoleAuthenticator
@@ -57,7 +59,6 @@ STOPPED_GAP_S = 0.25
 CATCH_UP_S = 0.05
 CATCH_UP_MAX_S = 0.5  # under a load that never lets the socket empty, dispatch resumes then
 _MAX_BLOCK_MS = 100  # longest the loop blocks: a stop or reload flag is seen this soon
-_UNREACHABLE = (zmq.EHOSTUNREACH, zmq.EAGAIN)  # the peer is not connected (any more)
 
 
 class Broker:
@@ -66,29 +67,30 @@ class Broker:
     def __init__(self, config: BrokerConfig, context: zmq.Context | None = None) -> None:
         config.validate()
         self.config = config
-        self.context = context or zmq.Context.instance()
-        self.socket = self.context.socket(zmq.ROUTER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a gone peer fails
-        self.socket.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes)
-        self.socket.setsockopt(zmq.SNDHWM, 0)  # replies are never dropped for a slow reader
-        self.socket.setsockopt(zmq.RCVHWM, 0)
-        # ZMTP heartbeats on every connection: libzmq's I/O thread answers them even while a
-        # peer's own thread is busy in a long handler (or holds the GIL), and stops when the
-        # process is frozen (SIGSTOP) or gone; then libzmq drops the connection and the next
-        # send fails. They are slow (1 s): they cost every connection alike, and a frozen
-        # worker's task is taken back sooner, by MDP probes (--frozen-after).
-        if config.zmtp_heartbeat_ms:
-            self.socket.setsockopt(zmq.HEARTBEAT_IVL, config.zmtp_heartbeat_ms)
-            self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, config.zmtp_timeout_ms)
         self.auth: RoleAuthenticator | None = None
         self.monitor: zmq.Socket | None = None
-        if config.curve_secret and config.client_keys and config.worker_keys:
-            self._setup_curve(config.curve_secret, config.client_keys, config.worker_keys)
-        self.endpoints: list[str] = []
-        for endpoint in config.bind:
-            self.socket.bind(endpoint)
-            self.endpoints.append(self.socket.getsockopt_string(zmq.LAST_ENDPOINT))
+        self.router: RouterSocket
+        if config.plain:
+            from mdp.plainrouter import PlainRouter  # (no libzmq socket, no I/O thread)
+
+            plain = PlainRouter(config.max_message_bytes, config.zmtp_heartbeat_ms,
+                                config.zmtp_timeout_ms)
+            self.router, bind = plain, plain.bind
+        else:
+            self.context = context or zmq.Context.instance()
+            pyzmq = ZmqRouter(config, self.context)
+            self.router, bind = pyzmq, pyzmq.bind
+            if config.curve_secret and config.client_keys and config.worker_keys:
+                self._setup_curve(pyzmq.sock, config.curve_secret, config.client_keys,
+                                  config.worker_keys)
+        try:
+            for endpoint in config.bind:
+                bind(endpoint)
+        except BaseException:
+            self.close()
+            raise
+        self.endpoints = self.router.endpoints
+        self._writes_later = config.plain  # (the router writes when asked: flush)
         about = {"endpoint": " ".join(self.endpoints), "pid": os.getpid(),
                  "host": socket.gethostname()}
         self.core = BrokerCore(config, time.monotonic(), about=about,
@@ -104,7 +106,8 @@ class Broker:
         self._next_monitor_check = 0.0
         self._handshake_warnings: RateLimitedLog | None = None  # (made with CURVE)
 
-    def _setup_curve(self, secret_file: str, client_keys: str, worker_keys: str) -> None:
+    def _setup_curve(self, sock: zmq.Socket, secret_file: str, client_keys: str,
+                     worker_keys: str) -> None:
         # only with CURVE: zmq.auth's ZAP thread runs asyncio, which a broker without it
         # need not load (about 4 MB of every broker process)
         from mdp.auth import HANDSHAKE_FAILURES, RoleAuthenticator
@@ -112,10 +115,10 @@ class Broker:
         own = load_secret(secret_file)
         self.auth = RoleAuthenticator(self.context, Path(client_keys), Path(worker_keys))
         self.auth.start()
-        self.socket.curve_server = True
-        self.socket.curve_publickey = own.public
-        self.socket.curve_secretkey = own.secret
-        self.monitor = self.socket.get_monitor_socket(HANDSHAKE_FAILURES)
+        sock.curve_server = True
+        sock.curve_publickey = own.public
+        sock.curve_secretkey = own.secret
+        self.monitor = sock.get_monitor_socket(HANDSHAKE_FAILURES)
         log.info("CURVE on; broker key %s", fingerprint(own.public))
 
     @property
@@ -141,8 +144,8 @@ class Broker:
 
     def run(self) -> None:
         """Serve until :meth:`stop`."""
-        log.info("broker ready on %s, link floor %s", " ".join(self.endpoints),
-                 format_rate(self.config.link_floor))
+        log.info("broker ready on %s, link floor %s, %s transport", " ".join(self.endpoints),
+                 format_rate(self.config.link_floor), "plain" if self.config.plain else "zmq")
         try:
             while not self._stopping:
                 self.run_once(_MAX_BLOCK_MS)
@@ -173,7 +176,7 @@ class Broker:
         when a read finds the socket empty; messages read and not yet handled when the
         timers get a turn open the next pass.
         """
-        core, sock, ahead = self.core, self.socket, self._ahead
+        core, router, ahead = self.core, self.router, self._ahead
         now = time.monotonic()
         self._looked(now)  # (stopped between two passes?)
         if self._catch_up_until is not None:
@@ -191,12 +194,11 @@ class Broker:
             frames, user = ahead.popleft()
         else:
             timeout_ms = min(poll_timeout_ms(deadline, now), max_block_ms)
-            frames, user = sockio.recv_wait(sock, timeout_ms, with_user=self.auth is not None,
-                                            keep_big=True)
+            frames, user = router.recv_wait(timeout_ms, self.auth is not None)
             waited = time.monotonic() - now
             self._looked(now + waited, timeout_ms / 1000)  # (stopped while it waited?)
             if frames is not None and not _came_alone(waited, timeout_ms) \
-                    and sockio.readable(sock):
+                    and router.readable():
                 self._read_ahead(PASS - 1)
         handled = 0
         while frames is not None:
@@ -226,7 +228,7 @@ class Broker:
         end = time.monotonic()
         self._looked(end)
         if self._catch_up_until is not None and end >= self._catch_up_until and not ahead \
-                and (end >= self._woke_at + CATCH_UP_MAX_S or not sockio.readable(sock)):
+                and (end >= self._woke_at + CATCH_UP_MAX_S or not router.readable()):
             self._catch_up_until = None  # caught up: what was in the socket is handled
             core.check_clients(end)  # (clients that left meanwhile: a send to them fails)
             self._carry_out()
@@ -250,14 +252,14 @@ class Broker:
     def _read_ahead(self, room: int) -> None:
         """Read up to ``room`` messages that wait in the socket, without waiting, and show
         each to the core (:meth:`BrokerCore.ahead`) before any is handled."""
-        core, sock, ahead = self.core, self.socket, self._ahead
+        core, router, ahead = self.core, self.router, self._ahead
         curve = self.auth is not None
         user = ""
         for _ in range(room):
             if curve:
-                frames, user = sockio.recv_with_user(sock, keep_big=True)
+                frames, user = router.recv_with_user()
             else:
-                frames = sockio.recv(sock, keep_big=True)
+                frames = router.recv()
             if frames is None:
                 return
             try:  # (the barrier: receive handles it, or says what was wrong)
@@ -269,26 +271,29 @@ class Broker:
     def _carry_out(self) -> None:
         """Send what the core asks, in order; a send to a peer that is gone is reported
         to the core (which may ask for more)."""
-        core, sock, send = self.core, self.socket, sockio.send
+        core = self.core
         actions = core.take_actions()
+        if not actions:
+            return
+        send = self.router.send
         while actions:
             lost = False
             for action in actions:  # a broker core asks for nothing but Send
                 frames = action.frames
                 try:
-                    send(sock, frames)
-                except zmq.ZMQError as exc:
-                    if exc.errno not in _UNREACHABLE:
-                        raise
+                    send(frames)
+                except PeerGone:
                     core.lost(frames[0], time.monotonic())
                     lost = True
             actions = core.take_actions() if lost else []
+        if self._writes_later:
+            self.router.flush()
 
     def close(self) -> None:
-        if self.monitor is not None:
-            self.socket.disable_monitor()
+        if self.monitor is not None and isinstance(self.router, ZmqRouter):
+            self.router.sock.disable_monitor()
             self.monitor.close(linger=0)
-        self.socket.close(linger=0)
+        self.router.close()
         if self.auth is not None:
             self.auth.stop()
 
@@ -336,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
-    except zmq.ZMQError as exc:
+    except (zmq.ZMQError, OSError) as exc:
         log.error("cannot bind %s: %s", " ".join(config.bind), exc)
         return 1
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -20,6 +20,7 @@ from mdp.workerstate import Timing
 BROKER_DESCRIPTION = "The Majordomo broker of DIPS."
 WORKER_DESCRIPTION = "A DIPS worker: one service, one request at a time, every broker."
 WORKER_TRANSPORT_ENV = "DIPS_WORKER_TRANSPORT"  # the default of mdp-worker's --transport
+BROKER_TRANSPORT_ENV = "DIPS_BROKER_TRANSPORT"  # the default of mdp-broker's --transport
 # on a plain link nobody answers the broker's ZMTP PINGs while a handler runs until the
 # sentinel takes the worker over at --busy-after: this keeps that well under the broker's
 # ZMTP timeout (BrokerConfig.zmtp_timeout_ms: 4.4 s by default, 0.3 s at the least)
@@ -76,6 +77,18 @@ class BrokerConfig:
     curve_secret: str | None = None  # the broker's own key pair (.key_secret file)
     client_keys: str | None = None  # directory of allowed client public keys
     worker_keys: str | None = None  # directory of allowed worker public keys
+    # the ROUTER: "plain" (ZMTP on plain sockets in the broker's thread, mdp.plainrouter),
+    # "zmq" (a pyzmq socket), "auto" (zmq for now; and always with CURVE or inproc://)
+    transport: str = "auto"
+
+    @property
+    def curve(self) -> bool:
+        return bool(self.curve_secret or self.client_keys or self.worker_keys)
+
+    @property
+    def plain(self) -> bool:
+        """Whether the ROUTER is the plain one (see ``transport``)."""
+        return self.transport == "plain"
 
     @property
     def zmtp_timeout_ms(self) -> int:
@@ -126,6 +139,23 @@ class BrokerConfig:
         keys = (self.curve_secret, self.client_keys, self.worker_keys)
         if any(keys) and not all(keys):
             raise ConfigError("CURVE needs all of --curve-secret, --client-keys and --worker-keys")
+        self._check_transport()
+
+    def _check_transport(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise ConfigError(f"--transport must be one of {', '.join(TRANSPORTS)}, got "
+                              f"{self.transport!r}")
+        if self.transport == "plain" and (why := self.plain_refusal()):
+            raise ConfigError(f"--transport plain {why}: use --transport zmq or auto")
+
+    def plain_refusal(self) -> str | None:
+        """Why the plain ROUTER cannot serve this broker; None when it can."""
+        if self.curve:
+            return "cannot do CURVE (the plain ROUTER speaks the NULL mechanism only)"
+        for endpoint in self.bind:
+            if not endpoint.startswith(("tcp://", "ipc://")):
+                return f"cannot bind {endpoint!r} (plain sockets are tcp:// or ipc://)"
+        return None
 
 
 @dataclass
@@ -278,6 +308,12 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
         d.link_floor, "a worker is not probed nor taken for frozen, nor a peer's ZMTP link for "
         "dead, before the bytes on their way to or from it may have gone at this rate; give "
         "every broker, worker and door the same"))
+    add("--transport", metavar="|".join(TRANSPORTS),
+        help="plain: the ROUTER speaks ZMTP on plain sockets in the broker's own thread "
+        "(tcp:// and ipc:// without CURVE; no libzmq I/O thread: less CPU per request); "
+        "zmq: a pyzmq socket; auto: zmq for now. The default is auto, or "
+        f"${BROKER_TRANSPORT_ENV} when it is set (plain from there means plain where it "
+        "can be: a CURVE or inproc:// broker takes zmq)")
     curve = parser.add_argument_group("CURVE security (all three or none)")
     curve.add_argument("--curve-secret", metavar="FILE",
                        help="the broker's key pair (NAME.key_secret, mode 0600)")
@@ -307,7 +343,10 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
         curve_secret=args.curve_secret,
         client_keys=args.client_keys,
         worker_keys=args.worker_keys,
+        transport=args.transport or os.environ.get(BROKER_TRANSPORT_ENV) or d.transport,
     )
+    if args.transport is None and config.transport == "plain" and config.plain_refusal():
+        config.transport = "auto"  # (a fleet's or a suite's default, not this broker's ask)
     _checked(parser, config)
     return config, args.log_level
 

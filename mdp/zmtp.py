@@ -1,22 +1,37 @@
-"""ZMTP 3.x for one DEALER connection to a ROUTER, without sockets (RFC 23/ZMTP, 37/ZMTP 3.1).
+"""ZMTP 3.x for one connection, DEALER to ROUTER or ROUTER to DEALER/REQ, without sockets
+(RFC 23/ZMTP, 37/ZMTP 3.1).
 
 :class:`ZmtpConnection` is the wire of a ZeroMQ connection with the NULL security mechanism,
 as a state machine that never touches a socket (h11's ``Connection`` is the model): its
 owner feeds it the bytes that arrived (:meth:`~ZmtpConnection.receive_data`, which returns
 the whole multipart messages they completed), hands it messages to send
 (:meth:`~ZmtpConnection.send_message`), and writes out what :meth:`~ZmtpConnection.data_to_send`
-gives back. It does what libzmq's I/O thread does for a DEALER, and no more:
+gives back. It does what libzmq's I/O thread does for a DEALER (the clients' and workers'
+plain links) or a ROUTER's one connection (the broker's plain router,
+:mod:`mdp.plainrouter`, with ``socket_type=b"ROUTER"`` and ``peer_types``
+:data:`ROUTER_PEERS`), and no more:
 
 * **Greeting**: signature ``0xFF``, 8 bytes of padding, ``0x7F``; version 3.1; mechanism
   ``NULL``; as-server 0; filler. The peer's is checked as it arrives, so a peer that is not
   ZMTP 3 (an HTTP server, say) is refused after its first bytes, not after 64.
-* **Handshake** (NULL): our READY (``Socket-Type`` DEALER, empty ``Identity``) goes out with
-  the greeting; the peer's READY must name a socket type we may talk to (ROUTER); an ERROR
-  command in its place ends the connection with the peer's reason. Messages sent before the
-  handshake is done wait for it.
+* **Handshake** (NULL): our READY (``Socket-Type`` ours, empty ``Identity``) goes out with
+  the greeting; the peer's READY must name a socket type we may talk to (ROUTER for a
+  DEALER; DEALER or REQ for a ROUTER), else an ERROR command naming why is queued for the
+  peer (its owner writes it before it closes the socket, as libzmq does); an ERROR command
+  in place of READY ends the connection with the peer's reason. The peer's properties
+  (its ``Identity``, which a ROUTER takes for the routing id) are in ``peer_properties``.
+  Messages sent before the handshake is done wait for it.
 * **Traffic**: frames (short and long sizes; MORE; COMMAND); a PING is answered with a PONG
   carrying its context (brokers set ZMTP heartbeats; libzmq sends a PING when its timer
-  fires, between two frames of a multipart message too); an ERROR ends the connection.
+  fires, between two frames of a multipart message too); :meth:`~ZmtpConnection.ping`
+  queues our own PING (the owner keeps the timers, and reads any bytes as a sign of life);
+  an ERROR ends the connection.
+* **Big frames** (``keep_big_from``, the broker's router): a frame of ``DIRECT_BYTES`` or
+  more, from that frame of a message on, is received into its own buffer, which the owner
+  may fill straight from the socket (:meth:`~ZmtpConnection.big_target`,
+  :meth:`~ZmtpConnection.big_received`), and comes out as a read-only ``memoryview`` of it
+  (as a pyzmq socket's big frame comes out as a ``zmq.Frame``): a body of tens of MB is
+  copied once, by the kernel.
 * **Limits**: a frame larger than ``max_frame_bytes`` (the client's ``max_reply_bytes``, the
   worker's ``max_message_bytes``, as ``zmq.MAXMSGSIZE`` does for a pyzmq socket), a message
   of more than ``max_frames`` frames, or a command larger than :data:`MAX_COMMAND_BYTES` is
@@ -42,8 +57,10 @@ _RESERVED = 0xF8  # frame flag bits that must be zero
 MAX_COMMAND_BYTES = 65536  # READY with its metadata, PING, ERROR: all far smaller
 MAX_PING_CONTEXT = 16  # RFC 37: a PING's context is 0 to 16 octets
 JOIN_BELOW = 65536  # a frame smaller than this is copied into one buffer with its neighbours
+DIRECT_BYTES = 262144  # a frame this big may be received into its own buffer (keep_big_from)
 
 READY, ERROR, PING, PONG = b"READY", b"ERROR", b"PING", b"PONG"
+ROUTER_PEERS = frozenset({b"DEALER", b"REQ"})  # the socket types a ROUTER talks to (RFC 28)
 
 
 class Phase(enum.Enum):
@@ -135,8 +152,9 @@ class ZmtpConnection:
     def __init__(self, max_frame_bytes: int, *, max_frames: int = 100_000,
                  socket_type: bytes = b"DEALER",
                  peer_types: frozenset[bytes] = frozenset({b"ROUTER"}),
-                 limit_name: str = "max_reply_bytes") -> None:
+                 limit_name: str = "max_reply_bytes", keep_big_from: int | None = None) -> None:
         self.max_frame_bytes = max_frame_bytes
+        self.keep_big_from = keep_big_from  # (see "Big frames" in the module docstring)
         self.limit_name = limit_name  # the setting behind max_frame_bytes, for errors
         self.max_frames = max_frames
         self.peer_types = peer_types
@@ -149,6 +167,9 @@ class ZmtpConnection:
         self._later: list[Any] = []  # messages sent before the handshake was done
         self._in = bytearray()  # bytes received and not yet parsed
         self._frames: list[bytes] = []  # the message being received
+        self._big: bytearray | None = None  # a big frame being received into its own buffer
+        self._big_have = 0  # bytes of it received
+        self._big_more = False  # its MORE flag
 
     # --- what the owner reads --------------------------------------------------------------
 
@@ -167,6 +188,14 @@ class ZmtpConnection:
         return out
 
     # --- sending ---------------------------------------------------------------------------
+
+    def ping(self, ttl_ds: int = 0, context: bytes = b"") -> None:
+        """Queue a PING (once the handshake is done: before it, nothing is): ``ttl_ds``, in
+        tenths of a second, tells the peer to drop the connection if it hears nothing from
+        us for that long (0: never, libzmq's default); the peer's PONG carries ``context``."""
+        if self.phase is Phase.TRAFFIC:
+            self._out.append(command(PING, min(ttl_ds, 0xFFFF).to_bytes(2, "big")
+                                     + context[:MAX_PING_CONTEXT]))
 
     def send_message(self, frames: Sequence[Any]) -> None:
         """Queue a multipart message (it waits for the handshake, if that is not done)."""
@@ -188,11 +217,50 @@ class ZmtpConnection:
         if self.phase is Phase.FAILED:
             raise self._dead()
         try:
-            return self._receive(data)
+            if self._big is None:
+                return self._receive(data)
+            big, have = self._big, self._big_have
+            used = min(len(big) - have, len(data))
+            with memoryview(data) as view:
+                big[have:have + used] = view[:used]
+                messages = self._big_received(used)
+                if used < len(data):
+                    messages += self._receive(bytes(view[used:]))
+            return messages
         except ProtocolError as exc:
             self.phase = Phase.FAILED
             self.failure = exc
             raise
+
+    def big_target(self) -> memoryview | None:
+        """Where the rest of a big frame being received goes (receive into it, then call
+        :meth:`big_received`); None when no big frame is being received."""
+        if self._big is None:
+            return None
+        return memoryview(self._big)[self._big_have:]
+
+    def big_received(self, size: int) -> list[list[bytes]]:
+        """``size`` more bytes of the big frame were put into :meth:`big_target`; the
+        message it completes, if it does."""
+        if self.phase is Phase.FAILED:
+            raise self._dead()
+        try:
+            return self._big_received(size)
+        except ProtocolError as exc:
+            self.phase = Phase.FAILED
+            self.failure = exc
+            raise
+
+    def _big_received(self, size: int) -> list[list[bytes]]:
+        big = self._big
+        if big is None:
+            return []
+        self._big_have += size
+        if self._big_have < len(big):
+            return []
+        self._big = None
+        frame: Any = memoryview(big).toreadonly()  # (bytes-like, as a zmq.Frame is)
+        return self._add_frame(frame, self._big_more)
 
     def _dead(self) -> ProtocolError:
         return ProtocolError(f"the ZMTP connection has failed ({self.failure})")
@@ -274,6 +342,9 @@ class ZmtpConnection:
                                     f"{self.max_frame_bytes} ({self.limit_name})")
             stop = start + size
             if stop > end:
+                if size >= DIRECT_BYTES and self._takes_big(flags):
+                    self._start_big(buf, start, end, size, flags)
+                    pos = end
                 break
             frame = bytes(buf[start:stop])
             pos = stop
@@ -290,6 +361,29 @@ class ZmtpConnection:
                 elif len(frames) >= self.max_frames:
                     raise ProtocolError(f"a message of more than {self.max_frames} frames")
         return pos
+
+    def _takes_big(self, flags: int) -> bool:
+        """Whether a big data frame starting now goes into its own buffer."""
+        return (self.keep_big_from is not None and not flags & COMMAND
+                and self.phase is Phase.TRAFFIC and len(self._frames) >= self.keep_big_from)
+
+    def _start_big(self, buf: bytes | bytearray, start: int, end: int, size: int,
+                   flags: int) -> None:
+        big = bytearray(size)
+        with memoryview(buf) as view:
+            big[:end - start] = view[start:end]
+        self._big, self._big_have, self._big_more = big, end - start, bool(flags & MORE)
+
+    def _add_frame(self, frame: bytes, more: bool) -> list[list[bytes]]:
+        """A whole data frame: the message it ends, if it does."""
+        frames = self._frames
+        frames.append(frame)
+        if not more:
+            self._frames = []
+            return [frames]
+        if len(frames) >= self.max_frames:
+            raise ProtocolError(f"a message of more than {self.max_frames} frames")
+        return []
 
     # --- commands --------------------------------------------------------------------------
 
@@ -321,12 +415,21 @@ class ZmtpConnection:
             raise ProtocolError("the peer's READY names no Socket-Type")
         if kind not in self.peer_types:
             expected = "/".join(sorted(t.decode() for t in self.peer_types))
+            self._out.append(error_command(b"invalid socket type"))  # (libzmq's words)
+            hint = "is this address a DIPS broker?" if b"ROUTER" in self.peer_types \
+                else "is it a DIPS client or worker?"
             raise ProtocolError(f"the peer is a {_shown(kind)} socket; a {expected} was "
-                                "expected (is this address a DIPS broker?)")
+                                f"expected ({hint})")
         self.peer_properties = props
         self.phase = Phase.TRAFFIC
         self._out += self._later
         self._later = []
+
+
+def error_command(reason: bytes) -> bytes:
+    """A whole ERROR command: the reason, at most 255 bytes, after its size."""
+    reason = reason[:255]
+    return command(ERROR, bytes((len(reason),)) + reason)
 
 
 def error_reason(data: bytes) -> str:

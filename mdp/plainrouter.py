@@ -1,0 +1,463 @@
+"""The broker's ROUTER on plain sockets: ZMTP in the broker's own thread (``--transport plain``).
+
+A pyzmq ROUTER hands every message from libzmq's I/O thread to the broker's thread through a
+mailbox, and every reply back: two thread wake-ups per message each way, about 40% of a
+broker's CPU per request. :class:`PlainRouter` has no such thread: it binds listening
+sockets itself, accepts without blocking, and drives one :class:`mdp.zmtp.ZmtpConnection`
+(the ROUTER side) per connection, all under one ``select.epoll``, in the thread that runs
+the broker's loop. That loop always comes back to its socket (it never runs user code), so
+it can answer ZMTP PINGs and keep the heartbeat timers itself.
+
+What it keeps of a pyzmq ROUTER's behaviour (with ROUTER_MANDATORY, SNDHWM and RCVHWM 0,
+MAXMSGSIZE, HEARTBEAT_IVL and HEARTBEAT_TIMEOUT set, as the broker sets them):
+
+* a message comes out as ``[identity, *frames]``; the identity is the peer's ``Identity``
+  property when it gave one that no connection has, else a generated 5 bytes (``0x00`` and a
+  counter), as libzmq makes them. Peers must be DEALER or REQ sockets; any other type is
+  sent an ERROR and closed.
+* messages are taken fairly, one per connection in turn: a peer that floods cannot starve the
+  others (each connection keeps what it sent in its own queue; one is read again only when
+  its queue is short).
+* a send to an identity with no connection raises :class:`~mdp.routers.PeerGone` (libzmq's
+  EHOSTUNREACH); output is queued per connection without a limit and written when the
+  socket is writable; a big frame is written from the caller's memory.
+* a frame larger than ``max_message_bytes`` drops its connection (MAXMSGSIZE).
+* every ``heartbeat_ms`` each connection is sent a PING; one from which nothing came within
+  ``timeout_ms`` of the first PING after its last bytes is dropped; peers' PINGs are answered.
+  A connection whose handshake is not done after ``HANDSHAKE_S`` is dropped (libzmq's
+  HANDSHAKE_IVL).
+* a connection that closes, fails or breaks ZMTP is dropped and its identity forgotten; the
+  whole messages it sent before are still delivered, a partial one is discarded. Hostile
+  bytes are logged (rate-limited) and never stop the broker.
+
+Writes go out when the loop asks (:meth:`PlainRouter.flush`, after it carried out what the
+core asked), or before the next wait: messages sent in one go share system calls.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import os
+import random
+import select
+import socket
+import time
+from typing import Any
+
+from mdp.errors import ProtocolError
+from mdp.logs import RateLimitedLog
+from mdp.routers import PeerGone
+from mdp.zmtp import ROUTER_PEERS, ZmtpConnection
+
+log = logging.getLogger(__name__)
+
+RECV_BYTES = 262144  # one receive reads up to this much into the router's own buffer
+INBOX_MAX = 256  # a connection holding this many messages not yet taken is not read
+POLL_EVERY = 64  # messages taken before the sockets are looked at again, even with more read
+# (one receive can bring thousands of small messages: a peer whose message comes behind
+# them waits for no more than this many of them, and the timers keep their turn)
+ACCEPT_MAX = 64  # connections accepted per turn of the listening socket
+BACKLOG = 1024  # (the kernel caps it at net.core.somaxconn)
+HANDSHAKE_S = 30.0  # libzmq's ZMQ_HANDSHAKE_IVL
+ACCEPT_PAUSE_S = 0.1  # out of file descriptors: the listening socket rests this long
+SENDMSG_MAX = 64  # chunks per sendmsg (IOV_MAX is 1024)
+_IN = select.EPOLLIN
+_OUT = select.EPOLLOUT
+KEEP_BIG_FROM = 3  # a big frame from the 4th of a message on (a body) is received into its
+# own buffer and passed on uncopied (the first frames, identity and MDP header, stay bytes,
+# as mdp.sockio.HEAD keeps them for a pyzmq socket)
+_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+_GONE = (ConnectionError, TimeoutError)
+
+
+class _Peer:
+    """One accepted connection."""
+
+    __slots__ = ("sock", "fd", "zmtp", "identity", "inbox", "pending", "dirty", "writing",
+                 "heard", "ping_at", "opened_at", "closed", "name")
+
+    def __init__(self, sock: socket.socket, zmtp: ZmtpConnection, now: float,
+                 name: str) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.zmtp = zmtp
+        self.identity: bytes | None = None  # once the handshake is done
+        self.inbox: collections.deque[list[bytes]] = collections.deque()
+        self.pending: list[Any] = []  # chunks not yet written
+        self.dirty = False  # in the router's list of peers with output to write
+        self.writing = False  # EPOLLOUT is asked for
+        self.heard = False  # bytes came since the last heartbeat tick
+        self.ping_at = now  # the first PING since it was last heard (or when it came)
+        self.opened_at = now
+        self.closed = False
+        self.name = name
+
+
+class PlainRouter:
+    """A ROUTER on plain sockets (see the module docstring); bind with :meth:`bind`."""
+
+    def __init__(self, max_message_bytes: int, heartbeat_ms: int = 0, timeout_ms: int = 0,
+                 ttl_ms: int = 0) -> None:
+        self.max_message_bytes = max_message_bytes
+        self.heartbeat_s = heartbeat_ms / 1000
+        self.timeout_s = timeout_ms / 1000
+        self.ttl_ds = ttl_ms // 100
+        self.endpoints: list[str] = []
+        self._epoll = select.epoll()
+        self._listeners: dict[int, tuple[socket.socket, str]] = {}
+        self._resting: list[int] = []  # listening sockets unwatched (no file descriptors)
+        self._unlink: list[str] = []  # ipc paths to remove on close
+        self._peers: dict[int, _Peer] = {}
+        self._by_id: dict[bytes, _Peer] = {}
+        self._ready: collections.deque[_Peer] = collections.deque()  # peers with messages
+        self._taken = 0  # messages taken since the sockets were last looked at
+        self._dirty: list[_Peer] = []
+        self._buffer = bytearray(RECV_BYTES)
+        self._view = memoryview(self._buffer)
+        self._next_id = random.getrandbits(32)
+        now = time.monotonic()
+        self._tick_s = self.heartbeat_s or 1.0
+        self._next_tick = now + self._tick_s
+        self._complaints = RateLimitedLog(log)
+
+    # --- binding ---------------------------------------------------------------------------
+
+    def bind(self, endpoint: str) -> str:
+        """Listen on ``tcp://HOST:PORT`` (HOST ``*``: every interface; PORT ``*`` or 0: any
+        free one) or ``ipc://PATH``; the endpoint as a peer connects to it. OSError when it
+        cannot; ValueError for another kind of endpoint."""
+        family, address, shown = _listen_address(endpoint)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if family == socket.AF_UNIX:
+                if isinstance(address, str) and not address.startswith("\0"):
+                    if os.path.exists(address):  # (left behind; libzmq removes it too)
+                        os.unlink(address)
+                    self._unlink.append(address)
+            else:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        if family != socket.AF_UNIX:
+            host, port = sock.getsockname()[:2]
+            shown = f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+        self._listeners[sock.fileno()] = (sock, shown)
+        self._epoll.register(sock.fileno(), _IN)
+        self.endpoints.append(shown)
+        return shown
+
+    # --- receiving -------------------------------------------------------------------------
+
+    def recv_wait(self, timeout_ms: int,
+                  with_user: bool = False) -> tuple[list[bytes] | None, str]:
+        """Block up to ``timeout_ms`` for one message; (None, "") when none came."""
+        if self._ready and self._taken < POLL_EVERY:
+            return self._take(), ""
+        now = time.monotonic()
+        deadline = now + timeout_ms / 1000
+        while True:
+            wake = deadline if deadline < self._next_tick else self._next_tick
+            self._poll(wake - now if wake > now else 0.0)
+            if self._ready:
+                return self._take(), ""
+            now = time.monotonic()
+            if now >= deadline:
+                return None, ""
+
+    def readable(self) -> bool:
+        if self._ready:
+            return True
+        self._poll(0.0)
+        return bool(self._ready)
+
+    def recv(self) -> list[bytes] | None:
+        if not self._ready or self._taken >= POLL_EVERY:
+            self._poll(0.0)
+            if not self._ready:
+                return None
+        return self._take()
+
+    def recv_with_user(self) -> tuple[list[bytes] | None, str]:
+        return self.recv(), ""
+
+    def _take(self) -> list[bytes]:
+        """The next message, from each connection with messages in turn."""
+        self._taken += 1
+        peer = self._ready.popleft()
+        inbox = peer.inbox
+        frames = inbox.popleft()
+        if inbox:
+            self._ready.append(peer)
+        return frames
+
+    def _poll(self, timeout_s: float) -> None:
+        """Write what waits, then act on what epoll reports within ``timeout_s``."""
+        if self._dirty:
+            self.flush()
+        self._taken = 0
+        peers = self._peers
+        for fd, events in self._epoll.poll(timeout_s):
+            peer = peers.get(fd)
+            if peer is None:
+                self._accept(fd)
+                continue
+            if events & _OUT:
+                self._write(peer)
+            if events & ~_OUT and not peer.closed and (len(peer.inbox) < INBOX_MAX
+                                                         or events & ~(_IN | _OUT)):
+                self._read(peer)
+        now = time.monotonic()
+        if now >= self._next_tick:
+            self._tick(now)
+
+    def _read(self, peer: _Peer) -> None:
+        """One receive from ``peer``: whole messages go to its inbox. The rest of a big
+        frame is received straight into its own buffer."""
+        zmtp = peer.zmtp
+        target = zmtp.big_target()
+        try:
+            size = peer.sock.recv_into(self._buffer if target is None else target)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._drop(peer, _reason(exc), quiet=isinstance(exc, _GONE))
+            return
+        if not size:
+            self._drop(peer, "closed by the peer", quiet=True)
+            return
+        peer.heard = True
+        try:
+            if target is None:
+                messages = zmtp.receive_data(bytes(self._view[:size]))
+            else:
+                target.release()
+                messages = zmtp.big_received(size)
+        except ProtocolError as exc:
+            self._drop(peer, str(exc), quiet=False)
+            return
+        if peer.identity is None and zmtp.ready:
+            self._identify(peer)
+        if messages:
+            identity = peer.identity or b""  # (set: messages come after the handshake)
+            for frames in messages:
+                frames.insert(0, identity)
+            if not peer.inbox:
+                self._ready.append(peer)
+            peer.inbox.extend(messages)
+        if zmtp.wants_write:  # a PONG; after the peer's READY, what waited for it
+            self._mark(peer)
+
+    def _identify(self, peer: _Peer) -> None:
+        """The routing id of a peer whose handshake is done: its own if it gave one that no
+        connection has, else a generated one."""
+        identity = peer.zmtp.peer_properties.get("identity", b"")
+        if not identity or identity in self._by_id:
+            while True:
+                self._next_id = (self._next_id + 1) & 0xFFFFFFFF
+                identity = b"\x00" + self._next_id.to_bytes(4, "big")
+                if identity not in self._by_id:
+                    break
+        peer.identity = identity
+        self._by_id[identity] = peer
+        log.debug("peer %s is %s", peer.name, identity.hex())
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def send(self, frames: list[Any]) -> None:
+        """Queue ``[identity, *frames]``; :class:`PeerGone` if no connection has that
+        identity. It is written by :meth:`flush` or before the next wait."""
+        peer = self._by_id.get(frames[0])
+        if peer is None:
+            raise PeerGone(f"peer {bytes(frames[0]).hex()[:20]} is not connected")
+        peer.zmtp.send_message(frames[1:])
+        if not peer.dirty:
+            peer.dirty = True
+            self._dirty.append(peer)
+
+    def flush(self) -> None:
+        """Write what was sent, as far as each connection takes it without blocking."""
+        dirty, self._dirty = self._dirty, []
+        for peer in dirty:
+            peer.dirty = False
+            if not peer.closed:
+                self._write(peer)
+
+    def _mark(self, peer: _Peer) -> None:
+        if not peer.dirty:
+            peer.dirty = True
+            self._dirty.append(peer)
+
+    def _write(self, peer: _Peer) -> None:
+        pending = peer.pending
+        if peer.zmtp.wants_write:
+            for chunk in peer.zmtp.data_to_send():
+                pending.append(chunk if type(chunk) is bytes else memoryview(chunk).cast("B"))
+        sock = peer.sock
+        try:
+            while pending:
+                if len(pending) == 1:
+                    sent = sock.send(pending[0], _NOSIGNAL)
+                else:
+                    sent = sock.sendmsg(pending[:SENDMSG_MAX], (), _NOSIGNAL)
+                while sent:
+                    size = len(pending[0])
+                    if sent >= size:
+                        sent -= size
+                        del pending[0]
+                    else:
+                        pending[0] = memoryview(pending[0])[sent:]
+                        sent = 0
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            self._drop(peer, _reason(exc), quiet=isinstance(exc, _GONE))
+            return
+        if bool(pending) != peer.writing:
+            peer.writing = not peer.writing
+            self._epoll.modify(peer.fd, _IN | _OUT if peer.writing else _IN)
+
+    # --- connections -----------------------------------------------------------------------
+
+    def _accept(self, fd: int) -> None:
+        listener, endpoint = self._listeners[fd]
+        for _ in range(ACCEPT_MAX):
+            try:
+                sock, address = listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:  # out of file descriptors, or the like
+                self._complaints(time.monotonic(), "cannot accept on %s: %s", endpoint,
+                                 _reason(exc))
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._epoll.unregister(fd)
+                    self._resting.append(fd)
+                    self._next_tick = min(self._next_tick, time.monotonic() + ACCEPT_PAUSE_S)
+                return
+            self._open(sock, address, endpoint)
+
+    def _open(self, sock: socket.socket, address: Any, endpoint: str) -> None:
+        sock.setblocking(False)
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            name = f"{address[0]}:{address[1]}"
+        else:
+            name = endpoint
+        zmtp = ZmtpConnection(self.max_message_bytes, socket_type=b"ROUTER",
+                              peer_types=ROUTER_PEERS, limit_name="max_message_bytes",
+                              keep_big_from=KEEP_BIG_FROM)
+        peer = _Peer(sock, zmtp, time.monotonic(), name)
+        self._peers[peer.fd] = peer
+        self._epoll.register(peer.fd, _IN)
+        self._write(peer)  # our greeting and READY
+
+    def _drop(self, peer: _Peer, why: str, quiet: bool) -> None:
+        """Close ``peer``'s connection and forget its identity; the messages it sent
+        before stay to be taken."""
+        if peer.closed:
+            return
+        if not quiet:
+            self._complaints(time.monotonic(), "dropping peer %s (%s): %s", peer.name,
+                             peer.identity.hex() if peer.identity else "no handshake", why)
+            if peer.zmtp.wants_write:  # an ERROR for the peer, as libzmq sends it
+                try:
+                    peer.sock.send(b"".join(peer.zmtp.data_to_send()), _NOSIGNAL)
+                except OSError:
+                    pass
+        else:
+            log.debug("peer %s gone: %s", peer.name, why)
+        peer.closed = True
+        peer.pending.clear()
+        del self._peers[peer.fd]
+        if peer.identity is not None and self._by_id.get(peer.identity) is peer:
+            del self._by_id[peer.identity]
+        try:
+            self._epoll.unregister(peer.fd)
+        except OSError:
+            pass
+        peer.sock.close()
+
+    def _tick(self, now: float) -> None:
+        """ZMTP heartbeats, handshake timeouts, rested listening sockets."""
+        self._next_tick = now + self._tick_s
+        for fd in self._resting:
+            self._epoll.register(fd, _IN)
+        self._resting.clear()
+        beat, timeout_s = self.heartbeat_s > 0, self.timeout_s
+        for peer in list(self._peers.values()):
+            if not peer.zmtp.ready:
+                if now - peer.opened_at >= HANDSHAKE_S:
+                    self._drop(peer, "no ZMTP handshake", quiet=False)
+                continue
+            if not beat:
+                continue
+            if peer.heard:
+                peer.heard = False
+                peer.ping_at = now
+            elif timeout_s and now - peer.ping_at >= timeout_s and not self._heard_now(peer):
+                if not peer.closed:
+                    self._drop(peer, f"nothing heard for {now - peer.ping_at:.1f}s after a "
+                               "ZMTP PING", quiet=True)
+                    log.info("dropped peer %s: its ZMTP heartbeats stopped", peer.name)
+                continue
+            peer.zmtp.ping(self.ttl_ds)
+            self._mark(peer)
+        self.flush()
+
+    def _heard_now(self, peer: _Peer) -> bool:
+        """Whether a peer about to be taken for silent has in fact sent something that
+        waits unread (what this pass's epoll did not report, or a loop that was stopped
+        reads only now); reads it if so."""
+        if len(peer.inbox) >= INBOX_MAX:  # (unread because the broker is behind)
+            return True
+        self._read(peer)
+        return peer.heard and not peer.closed
+
+    # --- for tests and status --------------------------------------------------------------
+
+    @property
+    def connections(self) -> int:
+        return len(self._peers)
+
+    def identities(self) -> list[bytes]:
+        return list(self._by_id)
+
+    def close(self) -> None:
+        for peer in list(self._peers.values()):
+            self._drop(peer, "closing", quiet=True)
+        for sock, _ in self._listeners.values():
+            sock.close()
+        self._listeners.clear()
+        for path in self._unlink:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self._epoll.close()
+
+
+def _listen_address(endpoint: str) -> tuple[int, Any, str]:
+    """(family, socket address, endpoint shown) of a bind endpoint."""
+    if endpoint.startswith("ipc://"):
+        path = endpoint[6:]
+        return socket.AF_UNIX, "\0" + path[1:] if path.startswith("@") else path, endpoint
+    if not endpoint.startswith("tcp://"):
+        raise ValueError(f"{endpoint!r}: a plain router binds tcp:// or ipc:// only")
+    host, _, port = endpoint[6:].rpartition(":")
+    host = host[1:-1] if host.startswith("[") else host
+    number = 0 if port == "*" else int(port)
+    if host == "*":
+        return socket.AF_INET, ("0.0.0.0", number), endpoint
+    family, _, _, _, sockaddr = socket.getaddrinfo(host, number, type=socket.SOCK_STREAM,
+                                                   flags=socket.AI_PASSIVE)[0]
+    return family, sockaddr, endpoint
+
+
+def _reason(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0)
+    return f"{exc.strerror or exc} ({name})" if name else str(exc)

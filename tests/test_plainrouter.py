@@ -1,0 +1,383 @@
+"""The broker's plain ROUTER (mdp/plainrouter.py) in this thread, with real peers: pyzmq
+DEALER and REQ sockets (libzmq as the peer) and raw sockets speaking ZMTP through the codec
+(peers that flood, stop mid-message, break the protocol or never answer a PING)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+from mdp.plainrouter import INBOX_MAX, POLL_EVERY, PlainRouter
+from mdp.routers import PeerGone
+from mdp.zmtp import LONG, ZmtpConnection, command, encode_message
+
+LIMIT = 1 << 20
+
+
+@pytest.fixture
+def router() -> Iterator[PlainRouter]:
+    r = PlainRouter(LIMIT)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def take(router: PlainRouter, count: int = 1, timeout_s: float = 5.0) -> list[list[bytes]]:
+    """``count`` messages from the router, driving it meanwhile."""
+    got: list[list[bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < count:
+        assert time.monotonic() < deadline, f"got {len(got)} of {count} messages: {got[:3]}"
+        frames, _ = router.recv_wait(50)
+        if frames is not None:
+            got.append(frames)
+    return got
+
+
+def drive_until(router: PlainRouter, done: Callable[[], object], timeout_s: float = 5.0,
+                what: str = "condition") -> None:
+    """Drive the router (its messages kept nowhere) until ``done()``."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        router.recv_wait(20)
+
+
+def dealer(zctx: zmq.Context, endpoint: str, identity: bytes = b"",
+           kind: int = zmq.DEALER) -> zmq.Socket:
+    sock = zctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 5000)
+    if identity:
+        sock.setsockopt(zmq.ROUTING_ID, identity)
+    sock.connect(endpoint)
+    return sock
+
+
+class RawPeer:
+    """A DEALER made of a plain blocking socket and the codec; it writes only when told."""
+
+    def __init__(self, endpoint: str, identity: bytes = b"") -> None:
+        host, _, port = endpoint[6:].rpartition(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=5)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # (as libzmq sets it)
+        self.conn = ZmtpConnection(LIMIT)
+        self.got: list[list[bytes]] = []
+        self.commands: list[bytes] = []  # raw bytes read (to find PINGs in)
+        out = b"".join(self.conn.data_to_send())
+        if identity:  # (the codec's READY has an empty Identity: put ours in)
+            out = out.replace(b"\x08Identity\x00\x00\x00\x00",
+                              b"\x08Identity" + len(identity).to_bytes(4, "big") + identity)
+            out = out[:64] + bytes((out[64], out[65] + len(identity))) + out[66:]
+        self.sock.sendall(out)
+
+    def handshake(self, router: PlainRouter) -> None:
+        self.sock.setblocking(False)
+        drive_until(router, self._ready, what="the handshake")
+        self.sock.setblocking(True)
+
+    def _ready(self) -> bool:
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return False
+        self.commands.append(data)
+        self.got += self.conn.receive_data(data)
+        return self.conn.ready
+
+    def send(self, *frames: bytes) -> None:
+        self.sock.sendall(b"".join(encode_message(list(frames))))
+
+    def read_some(self) -> bytes:
+        """What has come (nothing when nothing has), without answering any PING."""
+        self.sock.setblocking(False)
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return b""
+        except ConnectionError:
+            return b"<reset>"
+        finally:
+            self.sock.setblocking(True)
+        self.commands.append(data)
+        return data if data else b"<closed>"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# --- binding --------------------------------------------------------------------------------
+
+
+def test_a_tcp_bind_with_any_port_reports_the_port_it_got(router: PlainRouter) -> None:
+    bound = router.bind("tcp://127.0.0.1:*")
+    assert bound.startswith("tcp://127.0.0.1:") and not bound.endswith(":*")
+    assert int(bound.rpartition(":")[2]) > 0
+    assert router.bind("tcp://*:0").startswith("tcp://0.0.0.0:")
+    assert router.endpoints == [bound, router.endpoints[1]]
+
+
+def test_an_ipc_bind_takes_over_a_stale_file_and_removes_it_at_close(
+        tmp_path: Path, zctx: zmq.Context) -> None:
+    path = tmp_path / "broker.ipc"
+    path.write_bytes(b"")  # left behind by a broker that died
+    r = PlainRouter(LIMIT)
+    try:
+        assert r.bind(f"ipc://{path}") == f"ipc://{path}"
+        peer = dealer(zctx, f"ipc://{path}")
+        peer.send_multipart([b"", b"over ipc"])
+        [(identity, *frames)] = take(r)
+        assert frames == [b"", b"over ipc"]
+        r.send([identity, b"", b"back"])
+        r.flush()
+        assert peer.recv_multipart() == [b"", b"back"]
+    finally:
+        r.close()
+    assert not path.exists()
+
+
+def test_a_port_in_use_is_an_os_error(router: PlainRouter) -> None:
+    bound = router.bind("tcp://127.0.0.1:*")
+    with pytest.raises(OSError):
+        PlainRouter(LIMIT).bind(bound)
+
+
+# --- libzmq peers ---------------------------------------------------------------------------
+
+
+def test_two_dealers_with_and_without_identity_each_get_their_replies(
+        router: PlainRouter, zctx: zmq.Context) -> None:
+    endpoint = router.bind("tcp://127.0.0.1:*")
+    named, anonymous = dealer(zctx, endpoint, b"named"), dealer(zctx, endpoint)
+    named.send_multipart([b"", b"from named"])
+    anonymous.send_multipart([b"", b"from anonymous"])
+    got = {frames[2]: frames[0] for frames in take(router, 2)}
+    assert got[b"from named"] == b"named"
+    generated = got[b"from anonymous"]
+    assert len(generated) == 5 and generated[0] == 0  # libzmq's form
+    router.send([generated, b"", b"to anonymous"])
+    router.send([b"named", b"", b"to named", b"x" * 300_000])  # (a big frame too)
+    router.flush()
+    assert anonymous.recv_multipart() == [b"", b"to anonymous"]
+    assert named.recv_multipart() == [b"", b"to named", b"x" * 300_000]
+
+
+def test_an_identity_in_use_gets_a_generated_one(router: PlainRouter,
+                                                 zctx: zmq.Context) -> None:
+    endpoint = router.bind("tcp://127.0.0.1:*")
+    first = dealer(zctx, endpoint, b"twin")
+    first.send(b"one")
+    assert take(router) == [[b"twin", b"one"]]
+    second = dealer(zctx, endpoint, b"twin")
+    second.send(b"two")
+    [(identity, body)] = take(router)
+    assert body == b"two" and identity != b"twin" and identity[0] == 0
+
+
+def test_a_req_peer_gets_its_reply(router: PlainRouter, zctx: zmq.Context) -> None:
+    endpoint = router.bind("tcp://127.0.0.1:*")
+    req = dealer(zctx, endpoint, kind=zmq.REQ)
+    req.send(b"question")
+    [(identity, empty, body)] = take(router)
+    assert (empty, body) == (b"", b"question")
+    router.send([identity, b"", b"answer"])
+    router.flush()
+    assert req.recv() == b"answer"
+
+
+def test_a_send_to_an_unknown_or_gone_peer_fails(router: PlainRouter,
+                                                 zctx: zmq.Context) -> None:
+    endpoint = router.bind("tcp://127.0.0.1:*")
+    with pytest.raises(PeerGone):
+        router.send([b"nobody", b"x"])
+    peer = dealer(zctx, endpoint, b"leaving")
+    peer.send(b"hi")
+    take(router)
+    peer.close()
+    drive_until(router, lambda: router.connections == 0, what="the peer's close")
+    with pytest.raises(PeerGone):
+        router.send([b"leaving", b"x"])
+    assert router.identities() == []
+
+
+def test_a_libzmq_peer_with_heartbeats_stays_connected(zctx: zmq.Context) -> None:
+    """libzmq PINGs us and answers our PINGs: nothing is dropped over many timeouts."""
+    r = PlainRouter(LIMIT, heartbeat_ms=50, timeout_ms=150)
+    try:
+        endpoint = r.bind("tcp://127.0.0.1:*")
+        peer = dealer(zctx, endpoint, b"alive")
+        peer.setsockopt(zmq.HEARTBEAT_IVL, 50)
+        peer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 150)
+        peer.send(b"hi")
+        take(r)
+        until = time.monotonic() + 1.0
+        drive_until(r, lambda: time.monotonic() > until)
+        r.send([b"alive", b"still"])
+        r.flush()
+        assert peer.recv() == b"still"
+        assert r.connections == 1
+    finally:
+        r.close()
+
+
+# --- raw peers ------------------------------------------------------------------------------
+
+
+def test_a_peer_that_closes_mid_message_is_dropped_and_its_part_discarded(
+        router: PlainRouter) -> None:
+    endpoint = router.bind("tcp://127.0.0.1:*")
+    other = RawPeer(endpoint, b"other")
+    leaving = RawPeer(endpoint, b"leaving")
+    other.handshake(router)
+    leaving.handshake(router)
+    leaving.send(b"whole")
+    leaving.sock.sendall(bytes((1, 4)) + b"part")  # a first frame, MORE set, then nothing
+    leaving.close()
+    other.send(b"after")
+    got = take(router, 2)
+    assert sorted(got) == [[b"leaving", b"whole"], [b"other", b"after"]]
+    drive_until(router, lambda: router.connections == 1, what="the drop")
+    assert router.identities() == [b"other"]
+    assert router.recv() is None  # nothing of the part
+
+
+@pytest.mark.parametrize("hostile", [
+    pytest.param(b"GET / HTTP/1.0\r\n\r\n", id="not-zmtp"),
+    pytest.param(bytes((LONG,)) + (LIMIT + 1).to_bytes(8, "big"), id="oversized-frame"),
+    pytest.param(b"\xf0\x01x", id="reserved-flags"),
+    pytest.param(command(b"READY", b"\x0bSocket-Type\x00\x00\x00\x03PUB"), id="ready-again"),
+])
+def test_hostile_bytes_drop_only_their_connection(router: PlainRouter, hostile: bytes,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    endpoint = router.bind("tcp://127.0.0.1:*")
+    good = RawPeer(endpoint, b"good")
+    bad = RawPeer(endpoint, b"bad")
+    good.handshake(router)
+    if hostile.startswith(b"GET"):
+        bad.sock.close()
+        bad = RawPeer.__new__(RawPeer)
+        bad.sock = socket.create_connection(("127.0.0.1", int(endpoint.rpartition(":")[2])))
+        bad.commands = []
+    else:
+        bad.handshake(router)
+    bad.sock.sendall(hostile)
+    drive_until(router, lambda: router.connections == 1, what="the hostile peer's drop")
+    assert router.identities() == [b"good"]
+    assert "dropping peer" in caplog.text
+    good.send(b"still served")
+    assert take(router) == [[b"good", b"still served"]]
+
+
+def test_a_wrong_socket_type_is_told_why_and_closed(router: PlainRouter,
+                                                    zctx: zmq.Context) -> None:
+    endpoint = router.bind("tcp://127.0.0.1:*")
+    pub = zctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    monitor = pub.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+    pub.connect(endpoint)
+    drive_until(router, lambda: monitor.poll(0), what="the PUB's handshake to fail")
+    assert router.connections == 0
+
+
+def test_a_flood_from_one_peer_does_not_starve_another(router: PlainRouter) -> None:
+    """The quiet peer's message comes in the flood's first few, whether it was there
+    before the flood was read or came after."""
+    endpoint = router.bind("tcp://127.0.0.1:*")
+    flooder, quiet = RawPeer(endpoint, b"flood"), RawPeer(endpoint, b"quiet")
+    flooder.handshake(router)
+    quiet.handshake(router)
+    count = 20 * INBOX_MAX
+    flood = b"".join(b"".join(encode_message([b"f%d" % i])) for i in range(count))
+    flooder.sock.sendall(flood)
+    quiet.send(b"before")
+    got = take(router, 1)
+    flooder.sock.sendall(flood)
+    quiet.send(b"after")
+    got += take(router, 2 * count + 1, timeout_s=20)
+    before, after = got.index([b"quiet", b"before"]), got.index([b"quiet", b"after"])
+    assert before < 4, f"the quiet peer's message came {before}th"
+    assert after < POLL_EVERY + 4, f"the quiet peer's message came {after}th"
+    assert [frames[1] for frames in got if frames[0] == b"flood"] == [
+        b"f%d" % i for i in range(count)] * 2  # (each peer's in order)
+
+
+def test_a_peer_that_never_answers_a_ping_is_dropped() -> None:
+    r = PlainRouter(LIMIT, heartbeat_ms=100, timeout_ms=300)
+    try:
+        endpoint = r.bind("tcp://127.0.0.1:*")
+        mute = RawPeer(endpoint, b"mute")
+        mute.handshake(r)
+        started = time.monotonic()
+        drive_until(r, lambda: r.connections == 0, timeout_s=5, what="the mute peer's drop")
+        took = time.monotonic() - started
+        assert 0.3 <= took < 1.5, took
+        with pytest.raises(PeerGone):
+            r.send([b"mute", b"x"])
+        seen = b"".join(mute.commands) + mute.read_some()
+        assert b"\x04PING\x00\x00" in seen  # it was asked (TTL 0, as the pyzmq broker's)
+    finally:
+        r.close()
+
+
+def test_without_heartbeats_a_silent_peer_stays() -> None:
+    r = PlainRouter(LIMIT, heartbeat_ms=0)
+    try:
+        endpoint = r.bind("tcp://127.0.0.1:*")
+        mute = RawPeer(endpoint, b"mute")
+        mute.handshake(r)
+        until = time.monotonic() + 0.5
+        drive_until(r, lambda: time.monotonic() > until)
+        assert r.identities() == [b"mute"]
+    finally:
+        r.close()
+
+
+def test_a_body_of_tens_of_mb_goes_through_uncopied_by_python(zctx: zmq.Context) -> None:
+    """It comes out as a read-only view of the one buffer it was received into, and goes
+    out from the caller's memory (a view or bytes)."""
+    body = bytes(range(256)) * (30 << 12)  # 30 MiB
+    r = PlainRouter(64 << 20)
+    try:
+        peer = dealer(zctx, r.bind("tcp://127.0.0.1:*"), b"big")
+        peer.send_multipart([b"", b"MDPC02", b"\x01", body])
+        [(identity, empty, header, command, got)] = take(r, timeout_s=20)
+        assert (identity, empty, header, command) == (b"big", b"", b"MDPC02", b"\x01")
+        assert isinstance(got, memoryview) and got.readonly and got == body
+        r.send([b"big", b"", got])
+        r.send([b"big", b"", body])
+        r.flush()
+        for _ in range(2):
+            deadline = time.monotonic() + 20
+            while not peer.poll(20):
+                assert time.monotonic() < deadline
+                r.recv_wait(20)  # (writes the rest as the socket takes it)
+            assert peer.recv_multipart() == [b"", body]
+    finally:
+        r.close()
+
+
+def test_a_peer_whose_messages_wait_for_a_busy_broker_is_not_taken_for_silent() -> None:
+    """Its queue holds more than the router reads ahead, so it is not read while the broker
+    works through it (slowly here): that silence is the broker's, not the peer's."""
+    r = PlainRouter(LIMIT, heartbeat_ms=100, timeout_ms=300)
+    try:
+        endpoint = r.bind("tcp://127.0.0.1:*")
+        busy = RawPeer(endpoint, b"busy")
+        busy.handshake(r)
+        count = 20 * INBOX_MAX  # (one receive reads them all)
+        busy.sock.sendall(b"".join(b"".join(encode_message([b"m"])) for _ in range(count)))
+        take(r)
+        until = time.monotonic() + 0.8
+        while time.monotonic() < until:  # a slow broker: its timers run, the queue stays long
+            take(r, 4)
+            time.sleep(0.002)
+        assert r.identities() == [b"busy"]
+        assert r.recv() is not None
+    finally:
+        r.close()
