@@ -25,7 +25,7 @@ from benchlib.realjob import RealJobResult
 from benchlib.rolecpu import ModeCosts
 from benchlib.scale import ScaleResult, flat
 from benchlib.stats import PIPE, SYNC, Figure, Shape
-from mdp.config import WORKER_TRANSPORT_ENV
+from mdp.config import BROKER_TRANSPORT_ENV, WORKER_TRANSPORT_ENV
 
 FLOOR = "floor (pyzmq)"
 DIPS = "DIPS"
@@ -98,10 +98,12 @@ def environment(results: Results) -> list[tuple[str, str]]:
         ("gearmand / gear", f"{gearmand} / {gear}"),
         ("DIPS", f"commit {_git('rev-parse', '--short', 'HEAD')}{dirty}, "
                  f"code version {code_version()}"),
-        # the sync client's (benchlib.roles) and every mdp-worker's --transport default
-        ("transports: sync client / workers",
+        # the sync client's (benchlib.roles), every mdp-worker's and every mdp-broker's
+        # --transport default
+        ("transports: sync client / workers / brokers",
          f"{os.environ.get('DIPS_BENCH_TRANSPORT') or 'auto'} / "
-         f"{os.environ.get(WORKER_TRANSPORT_ENV) or 'auto'}"),
+         f"{os.environ.get(WORKER_TRANSPORT_ENV) or 'auto'} / "
+         f"{os.environ.get(BROKER_TRANSPORT_ENV) or 'auto'}"),
         ("command", f"`{results.command}`"),
     ]
 
