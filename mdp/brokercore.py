@@ -459,7 +459,7 @@ class BrokerCore:
                 "running this request (as its client reports)"))
             return
         request.losses = losses
-        request.claimed = True
+        request.claimed = losses
         error = dispatcher.enqueue(request, now)
         if error is not None:
             self._answer_error(request, error)

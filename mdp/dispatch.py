@@ -30,7 +30,8 @@ that worker CHECKs with us before it starts it, and waits for our GO
 request that waited behind another's task at a worker that died is not blamed again, and
 one that kills workers still is, every time. Requests of one service with
 the same coalescing key (``ck``) are *shared*: the first one queued or running is worked,
-and every caller attached to it is answered with its reply.
+and every caller attached to it is answered with its reply; a request whose client claims
+it cost workers elsewhere shares only with requests that claim as many (:func:`shared_key`).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class Dispatcher:
         self.workers: dict[bytes, Worker] = {}
         self.busy: dict[bytes, Worker] = {}  # workers that hold one of our tasks
         self.held: dict[tuple[bytes, int], Request] = {}  # DIPS requests by (client, id)
-        self.shared: dict[tuple[bytes, bytes], Request] = {}  # by (service, ck)
+        self.shared: dict[tuple[bytes, bytes, int], Request] = {}  # by shared_key
         self.orphans: set[bytes] = set()  # services with requests and no worker
         # clients a send to failed (the latest MAX_GONE): their DIPS requests still queued
         # are dropped as they come up (see client_gone)
@@ -210,7 +211,7 @@ class Dispatcher:
         self.poison.remember(service.name, request.body,
                              [(c.client, c.rid) for c in request.answered_to()],
                              request.losses, now,
-                             by_body=not getattr(request, "claimed", False))
+                             by_body=not getattr(request, "claimed", 0))
         self.release(request)
 
     def take_back_from_silent(self, worker: Worker) -> list[bytes]:
@@ -300,7 +301,7 @@ class Dispatcher:
                 if caller.rid is not None:
                     self.held[(caller.client, caller.rid)] = caller
         if request.ck is not None:
-            self.shared.setdefault((request.service, request.ck), request)
+            self.shared.setdefault(shared_key(request), request)
         self._requeue(service, request)
 
     def bounce(self, worker: Worker, key: bytes) -> bool:
@@ -357,12 +358,12 @@ class Dispatcher:
             if losses is not None:
                 return WorkerLost(f"service {name.decode()!r}: {losses} workers were lost "
                                   "while running this request; it is refused for a while")
-        shared_key = None if request.ck is None else (name, request.ck)
-        if shared_key is not None:
-            shared = self.shared.get(shared_key)
+        sharing = None if request.ck is None else shared_key(request)
+        if sharing is not None:
+            shared = self.shared.get(sharing)
             if shared is not None:
                 if not same_body(shared.body, request.body):
-                    shared_key = None  # a key is a hint, not a proof: another body is its own
+                    sharing = None  # a key is a hint, not a proof: another body is its own
                 elif shared.callers is not None and len(shared.callers) >= self.max_queue:
                     return Overloaded(f"service {service.name.decode()!r}: "
                                       f"{len(shared.callers)} callers wait for one request")
@@ -388,8 +389,8 @@ class Dispatcher:
                               f"{self.max_queue_bytes} (--max-queue-bytes)")
         if request.rid is not None:
             self.held[(request.client, request.rid)] = request
-        if shared_key is not None:
-            self.shared[shared_key] = request
+        if sharing is not None:
+            self.shared[sharing] = request
         if request.deadline is not None and request.deadline < self.next_expiry:
             self.next_expiry = request.deadline
         service.queue.append(request)
@@ -447,9 +448,6 @@ class Dispatcher:
             if shared.rid is not None:
                 self.held[(shared.client, shared.rid)] = first
         request.body = []  # the shared request's own body is the same bytes: keep one copy
-        if request.losses > shared.losses:  # a resend that cost workers elsewhere: the same
-            shared.losses = request.losses  # request, so the highest count is its count
-            shared.claimed = True
         shared.callers.append(request)
         self.attached += 1
         if request.rid is not None:
@@ -551,7 +549,7 @@ class Dispatcher:
         elif request.rid is not None:
             self.held.pop((request.client, request.rid), None)
         if request.ck is not None:
-            key = (request.service, request.ck)
+            key = shared_key(request)
             if self.shared.get(key) is request:
                 del self.shared[key]
 
@@ -560,6 +558,15 @@ class Dispatcher:
         if service is None:
             service = self.services[name] = Service(name, now)
         return service
+
+
+def shared_key(request: Request) -> tuple[bytes, bytes, int]:
+    """Under what a request with a coalescing key is shared: its service, its key, and the
+    losses its client said it cost elsewhere (0 for an ordinary request). Only requests
+    that claim the same count share: a caller's word never raises another's count, and
+    the callers of one shared request that all resend it after a broker's loss, each
+    carrying the count that broker told them, still share it at the next."""
+    return request.service, request.ck or b"", getattr(request, "claimed", 0)
 
 
 def body_size(body: list[bytes]) -> int:

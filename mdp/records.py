@@ -54,12 +54,13 @@ class Request:
     # bytes of its body, set when it enters a queue (the dispatcher's ``queued_bytes``);
     # unset until then, so that a request given out at once costs no store
     size: int = field(init=False, repr=False)
-    # set (True) only on a request whose count began with the losses its client said it
-    # cost at another broker (``ClientRequest.losses``): given up, it is remembered by its
-    # callers' ids only, never by its body (mdp.poison), so that a client's word hurts no
-    # other request; unset on every other request (no store per request: read it with
-    # ``getattr(request, "claimed", False)``)
-    claimed: bool = field(init=False, repr=False)
+    # set only on a request whose count began with the losses its client said it cost at
+    # another broker (``ClientRequest.losses``): that count. Such a request shares only
+    # with requests claiming as many (mdp.dispatch.shared_key), and given up, it is
+    # remembered by its callers' ids only, never by its body (mdp.poison), so that a
+    # client's word hurts no other request; unset on every other request (no store per
+    # request: read it with ``getattr(request, "claimed", 0)``)
+    claimed: int = field(init=False, repr=False)
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline

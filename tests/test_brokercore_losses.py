@@ -20,6 +20,7 @@ from test_brokercore import (
     SVC,
     W1,
     W2,
+    W3,
     error_of,
     feed,
     lost,
@@ -34,6 +35,7 @@ from mdp import protocol as p
 from mdp.brokercore import BrokerCore
 
 POISON = msgpack.packb({"die": True})
+C4 = b"\x00c4"
 
 
 def checked(core: BrokerCore, worker: bytes, now: float = 0.0) -> list[tuple[bytes, Any]]:
@@ -132,17 +134,60 @@ def test_with_no_limit_a_carried_count_only_makes_the_request_a_suspect() -> Non
     assert lost(core, W1, 1.2) == []  # never given up; it waits for another worker
 
 
-def test_a_shared_request_keeps_the_highest_count_of_its_callers() -> None:
-    core = make()  # no worker yet: within the start-up grace, requests wait
+def test_a_claimed_count_never_shortens_another_callers_budget() -> None:
+    # C2 says its request (the same as C1's: service, key, body) cost a worker elsewhere;
+    # C1's honest request is not shared with it, so one loss only requeues C1's, and C2's
+    # is given up after one more, its claim and a real loss making the limit
+    core = make()  # --max-worker-losses 2; no worker yet: within the start-up grace
+    feed(core, C1, p.client_hello(losses=True), 0.0)
     assert submit(core, C1, 1, 0.0, body=POISON, ck=b"k") == []
-    assert carried(core, C2, 2, 1, 0.0, ck=b"k") == []  # attached, with its count
-    assert carried(core, C3, 3, 0, 0.0, ck=b"k") == []  # (0: as if sent plain)
-    shared = core.dispatcher.shared[(SVC, b"k")]
-    assert shared.losses == 1 and len(shared.callers or []) == 3
-    started(core, W1, checked(core, W1, 0.1), 0.2)  # a suspect: ASK first
+    assert carried(core, C2, 2, 1, 0.0, ck=b"k") == []
+    [task] = [m for m in to(W1, checked(core, W1, 0.1)) if not isinstance(m, p.BrokerWelcome)]
+    assert isinstance(task, p.BrokerTask)  # C1's alone, unasked: an ordinary request
     sent = lost(core, W1, 0.3)
-    assert {error_of(to(c, sent), rid) for c, rid in ((C1, 1), (C2, 2), (C3, 3))} \
-        == {"worker_lost"}
+    assert sent == [(C1, p.RequestLosses(SVC, 1, 1))]  # one loss: requeued, not given up
+    sent = checked(core, W2, 0.4)  # C2's, a suspect: ASK (C1's waits out its pause)
+    started(core, W2, sent, 0.41)
+    sent = lost(core, W2, 0.5)
+    assert [peer for peer, _ in sent] == [C2] and error_of(to(C2, sent), 2) == "worker_lost"
+    assert core.status(0.5)["counters"]["poisoned"] == 1  # C2's, remembered by its id only
+    sent = checked(core, W3, 0.6) + tick(core, 0.6)  # C1's, after its pause: a suspect now
+    key = started(core, W3, sent, 0.61)
+    sent = feed(core, W3, p.reply(key, [b"r"]), 0.7)  # and it is answered at last
+    assert sent == [(C1, p.Result(SVC, [b"r"], 1))]
+
+
+def test_callers_claiming_the_same_count_share_and_ordinary_ones_share_apart() -> None:
+    # the callers of a shared request that all resend it after their broker's loss carry
+    # the count it told each: they still share it here, apart from the ordinary callers
+    core = make()
+    for client, rid in ((C2, 2), (C3, 3)):
+        assert carried(core, client, rid, 1, 0.0, ck=b"k") == []
+    for client, rid in ((C1, 1), (C4, 4)):
+        assert submit(core, client, rid, 0.0, body=POISON, ck=b"k") == []
+    shared = core.dispatcher.shared
+    assert sorted(len(r.callers or []) for r in shared.values()) == [2, 2]
+    assert core.dispatcher.counters.coalesced == 2
+    started(core, W1, checked(core, W1, 0.1), 0.2)  # the claimed one first: ASK
+    sent = lost(core, W1, 0.3)
+    assert {peer for peer, _ in sent} == {C2, C3}
+    assert error_of(to(C2, sent), 2) == error_of(to(C3, sent), 3) == "worker_lost"
+
+
+def test_a_claimed_request_at_the_head_holds_the_queue_only_until_a_worker_is_idle() -> None:
+    # a suspect is never held behind another task: queued at the head, the ordinary request
+    # behind it is not held at the busy prefetching worker either, but only until that
+    # worker has finished what it holds; then both go out, the ordinary one held behind it
+    core = make()
+    feed(core, W1, p.ready(SVC, {"pid": 1, "prefetch": 1, "checks": True}), 0.0)
+    [(_, first)] = submit(core, C1, 1, 0.0)
+    assert carried(core, C2, 2, 1, 0.1) == []  # the worker is busy: a suspect waits
+    assert submit(core, C3, 3, 0.1) == []  # and so does the request behind it
+    sent = feed(core, W1, p.reply(first.key, [b"r"]), 0.2)
+    assert (C1, p.Result(SVC, [b"r"], 1)) in sent
+    ask, suspect, held = to(W1, sent)
+    assert isinstance(ask, p.BrokerAsk) and ask.key == suspect.key
+    assert isinstance(held, p.BrokerTask) and held.key != suspect.key
 
 
 @pytest.mark.parametrize("bad", [True, -1, p.MAX_LOSSES + 1, 2**64 - 1, 1.0, "1", None, [1]])
