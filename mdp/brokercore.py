@@ -590,12 +590,15 @@ class BrokerCore:
     def _tell_losses(self, request: Request) -> None:
         """A worker was lost with ``request``, which goes out again: LOSSES, its count, to
         each of its callers that asked for them in HELLO, so that a caller that sends it
-        to another broker (this one froze or died) carries the count there."""
+        to another broker (this one froze or died) carries the count there. A count past
+        MAX_LOSSES (a broker with no limit, ``--max-worker-losses 0``) is told as MAX_LOSSES,
+        the most the wire says: it is at least any broker's limit all the same."""
         hellos = self._hellos
+        losses = min(request.losses, p.MAX_LOSSES)
         for caller in request.answered_to():
             if caller.rid is not None and hellos.get(caller.client, 0) & LOSSES:
                 self._send(p.to_client_losses(caller.client, caller.service, caller.rid,
-                                              request.losses))
+                                              losses))
 
     # --- output ---------------------------------------------------------------------------
 

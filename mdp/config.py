@@ -135,6 +135,9 @@ class BrokerConfig:
             raise ConfigError("--max-message-bytes must be at least 1024")
         if self.max_worker_losses < 0 or self.poison_memory_s < 0:
             raise ConfigError("--max-worker-losses and --poison-memory must not be negative")
+        if self.max_worker_losses > p.MAX_LOSSES:  # the most a count may say (LOSSES)
+            raise ConfigError(f"--max-worker-losses must be at most {p.MAX_LOSSES} (the most "
+                              "workers a request's count may say it cost), or 0: no limit")
         check_link_floor(self.link_floor, "--link-floor")
         keys = (self.curve_secret, self.client_keys, self.worker_keys)
         if any(keys) and not all(keys):
@@ -287,7 +290,7 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
         "offered since then is answered 'unknown_service' at once")
     add("--max-worker-losses", type=int, default=d.max_worker_losses, metavar="N",
         help="workers that may die or freeze running one request before its caller gets "
-        "'worker_lost' (0: no limit)")
+        f"'worker_lost', at most {p.MAX_LOSSES} (0: no limit)")
     add("--poison-memory", type=float, default=d.poison_memory_s, metavar="SECONDS",
         help="how long a request given up as poisoned is refused at once when sent again")
     add("--max-message-bytes", type=size_arg, default=format_size(d.max_message_bytes),

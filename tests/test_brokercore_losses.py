@@ -134,6 +134,15 @@ def test_with_no_limit_a_carried_count_only_makes_the_request_a_suspect() -> Non
     assert lost(core, W1, 1.2) == []  # never given up; it waits for another worker
 
 
+def test_a_broker_with_no_limit_tells_a_count_past_the_most_the_wire_says_as_that() -> None:
+    core = make(max_worker_losses=0)
+    checked(core, W1)
+    feed(core, C1, p.client_hello(losses=True), 0.0)
+    started(core, W1, carried(core, C1, 1, p.MAX_LOSSES, 1.0), 1.1)
+    sent = lost(core, W1, 1.2)  # its 256th: told as 255, which any client takes
+    assert sent == [(C1, p.RequestLosses(SVC, 1, p.MAX_LOSSES))]
+
+
 def test_a_claimed_count_never_shortens_another_callers_budget() -> None:
     # C2 says its request (the same as C1's: service, key, body) cost a worker elsewhere;
     # C1's honest request is not shared with it, so one loss only requeues C1's, and C2's

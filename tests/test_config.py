@@ -32,6 +32,15 @@ def test_reply_gather_reaches_the_worker_from_its_command_line() -> None:
     assert defaults.prefetch == WorkerConfig.prefetch <= BrokerConfig.max_prefetch
 
 
+def test_max_worker_losses_is_bounded_by_what_a_count_may_say() -> None:
+    # a broker counting past MAX_LOSSES could not tell its clients the count (LOSSES)
+    config = BrokerConfig(bind=["tcp://127.0.0.1:5555"], max_worker_losses=p.MAX_LOSSES + 1)
+    with pytest.raises(ConfigError, match=f"--max-worker-losses must be at most {p.MAX_LOSSES}"):
+        config.validate()
+    for fine in (0, 1, p.MAX_LOSSES):
+        BrokerConfig(bind=["tcp://127.0.0.1:5555"], max_worker_losses=fine).validate()
+
+
 # --- the link floor (--link-floor, link_floor) ------------------------------------------
 
 BROKER_ARGV = ["--bind", "tcp://127.0.0.1:5555"]
