@@ -473,7 +473,7 @@ def test_a_coalescing_key_shares_only_a_request_with_the_same_body() -> None:
     assert d.counters.coalesced == 1 and len(d.services[b"echo"].queue) == 2
     assert [c.client for c in first.answered_to()] == [b"client1", b"client2"]
     assert forged.callers is None and list(forged.answered_to()) == [forged]
-    assert d.shared[(b"echo", b"k")] is first  # the forgery did not take the key over
+    assert d.shared[(b"echo", b"k", 0)] is first  # the forgery did not take the key over
 
 
 def test_callers_of_one_shared_request_are_bounded() -> None:
