@@ -20,14 +20,17 @@ MAXMSGSIZE, HEARTBEAT_IVL and HEARTBEAT_TIMEOUT set, as the broker sets them):
   its queue is short).
 * a send to an identity with no connection raises :class:`~mdp.routers.PeerGone` (libzmq's
   EHOSTUNREACH); output is queued per connection without a limit and written when the
-  socket is writable; a big frame is written from the caller's memory.
+  socket is writable, at most ``WRITE_TURN_BYTES`` to one connection per turn (a fast
+  reader of a long backlog does not hold the loop); a big frame is written from the
+  caller's memory, and received into memory committed only as its bytes come.
 * a frame larger than ``max_message_bytes`` drops its connection (MAXMSGSIZE).
 * every ``heartbeat_ms`` each connection is sent a PING; one from which nothing came within
   ``timeout_ms`` of the first PING after its last bytes is dropped; peers' PINGs are answered.
   A connection whose handshake is not done after ``HANDSHAKE_S`` is dropped (libzmq's
   HANDSHAKE_IVL).
 * a connection that closes, fails or breaks ZMTP is dropped and its identity forgotten; the
-  whole messages it sent before are still delivered, a partial one is discarded. Hostile
+  whole messages it sent before (those in the same receive as a bad frame too, as libzmq
+  delivers them) are still delivered, a partial one is discarded. Hostile
   bytes are logged (rate-limited) and never stop the broker.
 
 Writes go out when the loop asks (:meth:`PlainRouter.flush`, after it carried out what the
