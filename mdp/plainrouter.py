@@ -20,14 +20,17 @@ MAXMSGSIZE, HEARTBEAT_IVL and HEARTBEAT_TIMEOUT set, as the broker sets them):
   its queue is short).
 * a send to an identity with no connection raises :class:`~mdp.routers.PeerGone` (libzmq's
   EHOSTUNREACH); output is queued per connection without a limit and written when the
-  socket is writable; a big frame is written from the caller's memory.
+  socket is writable, at most ``WRITE_TURN_BYTES`` to one connection per turn (a fast
+  reader of a long backlog does not hold the loop); a big frame is written from the
+  caller's memory, and received into memory committed only as its bytes come.
 * a frame larger than ``max_message_bytes`` drops its connection (MAXMSGSIZE).
 * every ``heartbeat_ms`` each connection is sent a PING; one from which nothing came within
   ``timeout_ms`` of the first PING after its last bytes is dropped; peers' PINGs are answered.
   A connection whose handshake is not done after ``HANDSHAKE_S`` is dropped (libzmq's
   HANDSHAKE_IVL).
 * a connection that closes, fails or breaks ZMTP is dropped and its identity forgotten; the
-  whole messages it sent before are still delivered, a partial one is discarded. Hostile
+  whole messages it sent before (those in the same receive as a bad frame too, as libzmq
+  delivers them) are still delivered, a partial one is discarded. Hostile
   bytes are logged (rate-limited) and never stop the broker.
 
 Writes go out when the loop asks (:meth:`PlainRouter.flush`, after it carried out what the
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import itertools
 import logging
 import os
 import random
@@ -63,6 +67,8 @@ BACKLOG = 1024  # (the kernel caps it at net.core.somaxconn)
 HANDSHAKE_S = 30.0  # libzmq's ZMQ_HANDSHAKE_IVL
 ACCEPT_PAUSE_S = 0.1  # out of file descriptors: the listening socket rests this long
 SENDMSG_MAX = 64  # chunks per sendmsg (IOV_MAX is 1024)
+WRITE_TURN_BYTES = 1 << 20  # written to one connection per turn at most; the rest waits for
+# EPOLLOUT (a fast reader of a long backlog must not hold the loop: other peers, PINGs, timers)
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
 KEEP_BIG_FROM = 3  # a big frame from the 4th of a message on (a body) is received into its
@@ -85,7 +91,7 @@ class _Peer:
         self.zmtp = zmtp
         self.identity: bytes | None = None  # once the handshake is done
         self.inbox: collections.deque[list[bytes]] = collections.deque()
-        self.pending: list[Any] = []  # chunks not yet written
+        self.pending: collections.deque[Any] = collections.deque()  # chunks not yet written
         self.dirty = False  # in the router's list of peers with output to write
         self.writing = False  # EPOLLOUT is asked for
         self.heard = False  # bytes came since the last heartbeat tick
@@ -163,7 +169,9 @@ class PlainRouter:
         deadline = now + timeout_ms / 1000
         while True:
             wake = deadline if deadline < self._next_tick else self._next_tick
-            self._poll(wake - now if wake > now else 0.0)
+            # (messages may wait already, when POLL_EVERY sent us to the sockets: then only
+            # look, never wait)
+            self._poll(wake - now if wake > now and not self._ready else 0.0)
             if self._ready:
                 return self._take(), ""
             now = time.monotonic()
@@ -232,16 +240,16 @@ class PlainRouter:
             self._drop(peer, "closed by the peer", quiet=True)
             return
         peer.heard = True
+        failure: ProtocolError | None = None
         try:
             if target is None:
                 messages = zmtp.receive_data(bytes(self._view[:size]))
             else:
                 target.release()
                 messages = zmtp.big_received(size)
-        except ProtocolError as exc:
-            self._drop(peer, str(exc), quiet=False)
-            return
-        if peer.identity is None and zmtp.ready:
+        except ProtocolError as exc:  # (what came whole before the fault is delivered first)
+            failure, messages = exc, zmtp.messages_before_failure
+        if peer.identity is None and zmtp.peer_properties:  # (its handshake is done)
             self._identify(peer)
         if messages:
             identity = peer.identity or b""  # (set: messages come after the handshake)
@@ -250,6 +258,9 @@ class PlainRouter:
             if not peer.inbox:
                 self._ready.append(peer)
             peer.inbox.extend(messages)
+        if failure is not None:
+            self._drop(peer, str(failure), quiet=False)
+            return
         if zmtp.wants_write:  # a PONG; after the peer's READY, what waited for it
             self._mark(peer)
 
@@ -294,22 +305,27 @@ class PlainRouter:
             self._dirty.append(peer)
 
     def _write(self, peer: _Peer) -> None:
+        """Write what waits for ``peer``, up to ``WRITE_TURN_BYTES``; the rest when its
+        socket is writable again (EPOLLOUT), on a later turn."""
         pending = peer.pending
         if peer.zmtp.wants_write:
             for chunk in peer.zmtp.data_to_send():
                 pending.append(chunk if type(chunk) is bytes else memoryview(chunk).cast("B"))
         sock = peer.sock
+        budget = WRITE_TURN_BYTES
         try:
-            while pending:
+            while pending and budget > 0:
                 if len(pending) == 1:
                     sent = sock.send(pending[0], _NOSIGNAL)
                 else:
-                    sent = sock.sendmsg(pending[:SENDMSG_MAX], (), _NOSIGNAL)
+                    sent = sock.sendmsg(list(itertools.islice(pending, SENDMSG_MAX)), (),
+                                        _NOSIGNAL)
+                budget -= sent
                 while sent:
                     size = len(pending[0])
                     if sent >= size:
                         sent -= size
-                        del pending[0]
+                        pending.popleft()
                     else:
                         pending[0] = memoryview(pending[0])[sent:]
                         sent = 0
@@ -426,6 +442,11 @@ class PlainRouter:
 
     def identities(self) -> list[bytes]:
         return list(self._by_id)
+
+    def backlog(self, identity: bytes) -> int:
+        """Chunks queued for ``identity`` and not yet written (0: none, or no such peer)."""
+        peer = self._by_id.get(identity)
+        return len(peer.pending) if peer is not None else 0
 
     def close(self) -> None:
         for peer in list(self._peers.values()):

@@ -29,7 +29,9 @@ plain links) or a ROUTER's one connection (the broker's plain router,
 * **Big frames** (``keep_big_from``, the broker's router): a frame of ``DIRECT_BYTES`` or
   more, from that frame of a message on, is received into its own buffer, which the owner
   may fill straight from the socket (:meth:`~ZmtpConnection.big_target`,
-  :meth:`~ZmtpConnection.big_received`), and comes out as a read-only ``memoryview`` of it
+  :meth:`~ZmtpConnection.big_received`); it is an anonymous mapping whose pages are
+  committed only as the bytes come, so a peer that announces a big frame and sends a few
+  bytes costs no more than those. It comes out as a read-only ``memoryview`` of it
   (as a pyzmq socket's big frame comes out as a ``zmq.Frame``): a body of tens of MB is
   copied once, by the kernel.
 * **Limits**: a frame larger than ``max_frame_bytes`` (the client's ``max_reply_bytes``, the
@@ -39,11 +41,14 @@ plain links) or a ROUTER's one connection (the broker's plain router,
 
 Anything malformed raises :class:`~mdp.errors.ProtocolError` naming what was wrong; the
 connection is then dead (every later call raises again) and its owner closes the socket.
+The whole messages the same bytes completed before the fault are kept in
+``messages_before_failure``, for an owner that delivers them first, as libzmq does.
 """
 
 from __future__ import annotations
 
 import enum
+import mmap
 from collections.abc import Sequence
 from typing import Any
 
@@ -162,12 +167,15 @@ class ZmtpConnection:
         self.peer_version: tuple[int, int] | None = None
         self.peer_properties: dict[str, bytes] = {}
         self.failure: ProtocolError | None = None
+        # the whole messages the bytes that failed completed before the fault (an owner
+        # that wants them, as libzmq delivers them, reads them here after the ProtocolError)
+        self.messages_before_failure: list[list[bytes]] = []
         ready = command(READY, properties({b"Socket-Type": socket_type, b"Identity": b""}))
         self._out: list[Any] = [greeting() + ready]
         self._later: list[Any] = []  # messages sent before the handshake was done
         self._in = bytearray()  # bytes received and not yet parsed
         self._frames: list[bytes] = []  # the message being received
-        self._big: bytearray | None = None  # a big frame being received into its own buffer
+        self._big: mmap.mmap | None = None  # a big frame being received into its own buffer
         self._big_have = 0  # bytes of it received
         self._big_more = False  # its MORE flag
 
@@ -213,24 +221,31 @@ class ZmtpConnection:
 
     def receive_data(self, data: bytes) -> list[list[bytes]]:
         """Feed bytes that arrived; the whole messages they complete, in order. Raises
-        ProtocolError for anything malformed (the connection is then dead)."""
+        ProtocolError for anything malformed (the connection is then dead; the messages
+        completed before the fault are in ``messages_before_failure``)."""
         if self.phase is Phase.FAILED:
             raise self._dead()
+        messages: list[list[bytes]] = []
         try:
             if self._big is None:
-                return self._receive(data)
+                self._receive(data, messages)
+                return messages
             big, have = self._big, self._big_have
             used = min(len(big) - have, len(data))
             with memoryview(data) as view:
                 big[have:have + used] = view[:used]
-                messages = self._big_received(used)
+                messages += self._big_received(used)
                 if used < len(data):
-                    messages += self._receive(bytes(view[used:]))
+                    self._receive(bytes(view[used:]), messages)
             return messages
         except ProtocolError as exc:
-            self.phase = Phase.FAILED
-            self.failure = exc
+            self._fail(exc, messages)
             raise
+
+    def _fail(self, exc: ProtocolError, messages: list[list[bytes]]) -> None:
+        self.phase = Phase.FAILED
+        self.failure = exc
+        self.messages_before_failure = messages
 
     def big_target(self) -> memoryview | None:
         """Where the rest of a big frame being received goes (receive into it, then call
@@ -247,8 +262,7 @@ class ZmtpConnection:
         try:
             return self._big_received(size)
         except ProtocolError as exc:
-            self.phase = Phase.FAILED
-            self.failure = exc
+            self._fail(exc, [])
             raise
 
     def _big_received(self, size: int) -> list[list[bytes]]:
@@ -265,7 +279,9 @@ class ZmtpConnection:
     def _dead(self) -> ProtocolError:
         return ProtocolError(f"the ZMTP connection has failed ({self.failure})")
 
-    def _receive(self, data: bytes) -> list[list[bytes]]:
+    def _receive(self, data: bytes, messages: list[list[bytes]]) -> None:
+        """Parse ``data`` after what was kept; the whole messages go to ``messages`` as
+        they are parsed (so those before a fault are there when it raises)."""
         buf: bytes | bytearray
         if self._in:
             self._in += data
@@ -277,11 +293,9 @@ class ZmtpConnection:
             pos = self._greeting(buf)
             if self.phase is Phase.GREETING:
                 self._keep(buf, 0)
-                return []
-        messages: list[list[bytes]] = []
+                return
         pos = self._frames_from(buf, pos, messages)
         self._keep(buf, pos)
-        return messages
 
     def _keep(self, buf: bytes | bytearray, pos: int) -> None:
         """Keep ``buf[pos:]`` for the next feed."""
@@ -369,7 +383,9 @@ class ZmtpConnection:
 
     def _start_big(self, buf: bytes | bytearray, start: int, end: int, size: int,
                    flags: int) -> None:
-        big = bytearray(size)
+        # an anonymous mapping: its pages are committed only as the bytes come (a peer that
+        # announces max_message_bytes and sends 20 costs a page, not the whole size)
+        big = mmap.mmap(-1, size)
         with memoryview(buf) as view:
             big[:end - start] = view[start:end]
         self._big, self._big_have, self._big_more = big, end - start, bool(flags & MORE)

@@ -5,6 +5,7 @@ DEALER and REQ sockets (libzmq as the peer) and raw sockets speaking ZMTP throug
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,7 +13,13 @@ from pathlib import Path
 import pytest
 import zmq
 
-from mdp.plainrouter import INBOX_MAX, POLL_EVERY, PlainRouter
+from mdp.plainrouter import (
+    INBOX_MAX,
+    POLL_EVERY,
+    SENDMSG_MAX,
+    WRITE_TURN_BYTES,
+    PlainRouter,
+)
 from mdp.routers import PeerGone
 from mdp.zmtp import LONG, ZmtpConnection, command, encode_message
 
@@ -380,4 +387,143 @@ def test_a_peer_whose_messages_wait_for_a_busy_broker_is_not_taken_for_silent() 
         assert r.identities() == [b"busy"]
         assert r.recv() is not None
     finally:
+        r.close()
+
+
+# --- fixes from the review of the first plain router ----------------------------------------
+
+
+def test_a_fast_reader_of_a_long_backlog_does_not_hold_the_loop(router: PlainRouter) -> None:
+    """Another peer's message is taken while the backlog still drains: one turn writes a
+    bounded amount to one peer (however fast it reads), the rest goes on EPOLLOUT."""
+    endpoint = router.bind("tcp://127.0.0.1:*")
+    slow, other = RawPeer(endpoint, b"slow"), RawPeer(endpoint, b"other")
+    slow.handshake(router)
+    other.handshake(router)
+    count = 100_000  # small replies: 100,000 chunks, about 10 MB
+    reply = [b"", b"MDPC02", b"\x02", b"svc", b"x" * 80]
+    for _ in range(count):
+        router.send([b"slow", *reply])
+    router.flush()  # (the kernel's buffers alone would take megabytes: the peer does not read)
+    chunk_bytes = len(b"".join(encode_message(reply)))  # (one chunk a reply)
+    written = count - router.backlog(b"slow")
+    assert 0 < written * chunk_bytes <= WRITE_TURN_BYTES + SENDMSG_MAX * chunk_bytes
+    other.send(b"while it drains")
+    stop = threading.Event()
+
+    def reader() -> None:
+        slow.sock.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                if not slow.sock.recv(1 << 20):
+                    return
+            except TimeoutError:
+                pass
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    got: list[list[bytes]] = []
+    deadline = time.monotonic() + 10
+    while not got:
+        assert time.monotonic() < deadline, "the other peer's message never came"
+        frames, _ = router.recv_wait(50)
+        if frames is not None:
+            got.append(frames)
+            backlog = router.backlog(b"slow")
+    assert got == [[b"other", b"while it drains"]]
+    assert backlog > 0, "the whole backlog was written before another peer was heard"
+    try:
+        drive_until(router, lambda: router.backlog(b"slow") == 0, timeout_s=30,
+                    what="the backlog to drain")
+    finally:
+        stop.set()
+        thread.join(5)
+    slow.close()
+
+
+class _WaitsRecorded:
+    """An epoll that notes each wait with a timeout made while messages were ready."""
+
+    def __init__(self, router: PlainRouter) -> None:
+        self._router, self._epoll = router, router._epoll
+        self.waits_with_messages_ready = 0
+
+    def poll(self, timeout: float = -1) -> list[tuple[int, int]]:
+        if timeout != 0 and self._router._ready:
+            self.waits_with_messages_ready += 1
+        return self._epoll.poll(timeout)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._epoll, name)
+
+
+def test_messages_already_read_are_taken_without_waiting_for_the_sockets(
+        router: PlainRouter) -> None:
+    """Past POLL_EVERY messages the sockets are looked at again, never waited on, while
+    messages read before still wait in the router."""
+    endpoint = router.bind("tcp://127.0.0.1:*")
+    peer = RawPeer(endpoint, b"burst")
+    peer.handshake(router)
+    recorder = _WaitsRecorded(router)
+    router._epoll = recorder  # type: ignore[assignment]
+    count = 3 * POLL_EVERY + 8  # (fewer than INBOX_MAX: one receive reads them all)
+    peer.sock.sendall(b"".join(b"".join(encode_message([b"%d" % i])) for i in range(count)))
+    got = take(router, count)
+    assert [frames[1] for frames in got] == [b"%d" % i for i in range(count)]
+    assert recorder.waits_with_messages_ready == 0
+
+
+def test_whole_messages_before_a_bad_frame_are_delivered_then_the_peer_dropped(
+        router: PlainRouter) -> None:
+    """As libzmq does: a client's CANCEL just before garbage in the same segment is kept."""
+    endpoint = router.bind("tcp://127.0.0.1:*")
+    peer = RawPeer(endpoint, b"faulty")
+    peer.handshake(router)
+    oversize = bytes((LONG,)) + (LIMIT + 1).to_bytes(8, "big")
+    peer.sock.sendall(b"".join(encode_message([b"", b"MDPC02", b"\x08", b"cancel me"]))
+                      + b"".join(encode_message([b"", b"second"])) + oversize)
+    got = take(router, 2)
+    assert got == [[b"faulty", b"", b"MDPC02", b"\x08", b"cancel me"],
+                   [b"faulty", b"", b"second"]]
+    drive_until(router, lambda: router.connections == 0, what="the drop")
+    assert router.recv() is None
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def test_a_big_frame_announced_but_not_sent_costs_no_memory_up_front() -> None:
+    """Four peers each announce a body of 32 MiB and send one byte of it: the router does
+    not commit 4 x 32 MiB (libzmq does not either)."""
+    size = 32 << 20
+    r = PlainRouter(size)
+    peers: list[RawPeer] = []
+    try:
+        endpoint = r.bind("tcp://127.0.0.1:*")
+        before = _rss_bytes()
+        for i in range(4):
+            peer = RawPeer(endpoint, b"big%d" % i)
+            peer.handshake(r)
+            peer.sock.sendall(b"\x01\x00" * 3 + bytes((LONG,)) + size.to_bytes(8, "big")
+                              + b"x")
+            peers.append(peer)
+        drive_until(r, lambda: all(p.zmtp.big_target() is not None for p in r._peers.values()),
+                    what="the big frames to start")
+        grown = _rss_bytes() - before
+        assert grown < size // 2, f"{grown >> 20} MiB committed for 4 bytes of bodies"
+        rest = threading.Thread(target=peers[0].sock.sendall, args=(b"y" * (size - 1),),
+                                daemon=True)
+        rest.start()  # (and the buffer fills as it should)
+        [(identity, *frames)] = take(r, timeout_s=20)
+        rest.join(5)
+        assert identity == b"big0" and frames[:3] == [b""] * 3
+        assert frames[3] == b"x" + b"y" * (size - 1)
+    finally:
+        for peer in peers:
+            peer.close()
         r.close()

@@ -4,6 +4,8 @@ for them), the peer's Identity, our PINGs, and hostile bytes."""
 
 from __future__ import annotations
 
+import mmap
+
 import pytest
 
 from mdp.errors import ProtocolError
@@ -147,3 +149,28 @@ def test_a_big_body_may_be_received_straight_into_its_buffer() -> None:
     target[:] = data[head:]
     assert conn.big_received(len(target)) == [[body]]
     assert conn.big_target() is None
+
+
+def test_messages_before_a_fault_in_the_same_bytes_are_kept_for_the_owner() -> None:
+    conn = router()
+    conn.receive_data(peer_hello())
+    oversize = bytes((LONG,)) + (LIMIT + 1).to_bytes(8, "big")
+    with pytest.raises(ProtocolError, match="larger than the limit"):
+        conn.receive_data(message(b"", b"cancel") + message(b"two") + oversize)
+    assert conn.messages_before_failure == [[b"", b"cancel"], [b"two"]]
+
+
+def test_a_big_frame_is_received_into_memory_committed_as_it_comes() -> None:
+    """Its buffer is an anonymous mapping (untouched pages cost nothing), filled in place."""
+    size = 8 << 20
+    conn = ZmtpConnection(size, socket_type=b"ROUTER", peer_types=ROUTER_PEERS,
+                          keep_big_from=0)
+    conn.receive_data(peer_hello() + bytes((LONG,)) + size.to_bytes(8, "big") + b"ab")
+    assert isinstance(conn._big, mmap.mmap)
+    target = conn.big_target()
+    assert target is not None and len(target) == size - 2
+    target[:] = b"c" * (size - 2)
+    target.release()
+    [[frame]] = conn.big_received(size - 2)
+    assert isinstance(frame, memoryview) and frame.readonly
+    assert frame[:3] == b"abc" and len(frame) == size
