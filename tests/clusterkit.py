@@ -10,6 +10,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -158,3 +160,56 @@ def recorded(record_file: Path) -> list[int]:
         return []
     return [int(fields[1]) for fields in map(str.split, record_file.read_text().splitlines())
             if fields and fields[0] == "E"]
+
+
+class Respawner(threading.Thread):
+    """Keeps ``count`` faulty-worker processes (``FAULTY_WORKER``, service ``echo``, attached
+    to every broker of ``brokers``) running, the way supervisord does: one that dies is
+    started again after ``respawn_s``, and counted (``deaths``). Start it; set ``stop``."""
+
+    def __init__(self, cluster: Cluster, brokers: list[str], tmp_path: Path, count: int,
+                 respawn_s: float) -> None:
+        super().__init__(daemon=True)
+        self.cluster, self.brokers, self.tmp_path = cluster, brokers, tmp_path
+        self.respawn_s = respawn_s
+        self.stop = threading.Event()
+        self.deaths = 0
+        self.spawned = 0
+        self.lock = threading.Lock()
+        self.dead_at: dict[int, float] = {}  # (dead, not yet started again)
+        self.procs = [self._start() for _ in range(count)]
+
+    def _start(self) -> Proc:
+        self.spawned += 1
+        log = self.tmp_path / f"worker-{self.spawned:02d}.log"
+        args = [sys.executable, str(FAULTY_WORKER), "--service", "echo"]
+        for endpoint in self.brokers:
+            args += ["--broker", endpoint]
+        with log.open("wb") as out:
+            popen = subprocess.Popen(args, stdout=out, stderr=out,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        proc = Proc(popen, log)
+        self.cluster.procs.append(proc)  # the cluster fixture kills it in the end
+        return proc
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            with self.lock:
+                now = time.monotonic()
+                for i, proc in enumerate(self.procs):
+                    if i in self.dead_at:
+                        if now - self.dead_at[i] >= self.respawn_s:
+                            self.procs[i] = self._start()
+                            del self.dead_at[i]
+                    elif proc.popen.poll() is not None:
+                        self.deaths += 1
+                        self.dead_at[i] = now
+            self.stop.wait(0.01)
+
+    def counted(self) -> int | None:
+        """The deaths, once every worker that has died is counted (None until then)."""
+        with self.lock:
+            if any(proc.popen.poll() is not None and i not in self.dead_at
+                   for i, proc in enumerate(self.procs)):
+                return None
+            return self.deaths

@@ -16,10 +16,7 @@ B), B started counting from zero and the request killed a third worker there.
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from clusterkit import FAULTY_WORKER, Cluster, Proc
+from clusterkit import Cluster, Proc, Respawner
 from mdp.client import MDPClient
 from mdp.errors import WorkerLost
 from testkit import broker_status, count_workers, status_of, wait_for
@@ -36,56 +33,6 @@ pytestmark = pytest.mark.slow
 
 RESPAWN_S = 1.0  # the broker that charged the first loss has no idle worker meanwhile
 WORKERS = 2
-
-
-class Respawner(threading.Thread):
-    """Keeps WORKERS worker processes running; one that dies is started again after
-    RESPAWN_S, and counted (``deaths``)."""
-
-    def __init__(self, cluster: Cluster, brokers: list[str], tmp_path: Path) -> None:
-        super().__init__(daemon=True)
-        self.cluster, self.brokers, self.tmp_path = cluster, brokers, tmp_path
-        self.stop = threading.Event()
-        self.deaths = 0
-        self.spawned = 0
-        self.lock = threading.Lock()
-        self.dead_at: dict[int, float] = {}
-        self.procs = [self._start() for _ in range(WORKERS)]
-
-    def _start(self) -> Proc:
-        self.spawned += 1
-        log = self.tmp_path / f"worker-{self.spawned:02d}.log"
-        args = [sys.executable, str(FAULTY_WORKER), "--service", "echo"]
-        for endpoint in self.brokers:
-            args += ["--broker", endpoint]
-        with log.open("wb") as out:
-            popen = subprocess.Popen(args, stdout=out, stderr=out,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        proc = Proc(popen, log)
-        self.cluster.procs.append(proc)  # the cluster fixture kills it in the end
-        return proc
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            with self.lock:
-                now = time.monotonic()
-                for i, proc in enumerate(self.procs):
-                    if i in self.dead_at:
-                        if now - self.dead_at[i] >= RESPAWN_S:
-                            self.procs[i] = self._start()
-                            del self.dead_at[i]
-                    elif proc.popen.poll() is not None:
-                        self.deaths += 1
-                        self.dead_at[i] = now
-            self.stop.wait(0.01)
-
-    def counted(self) -> int | None:
-        """The deaths, once every worker that has died is counted (None until then)."""
-        with self.lock:
-            if any(proc.popen.poll() is not None and i not in self.dead_at
-                   for i, proc in enumerate(self.procs)):
-                return None
-            return self.deaths
 
 
 class Call(threading.Thread):
@@ -114,7 +61,7 @@ def test_a_poisoned_request_whose_broker_freezes_or_dies_costs_two_workers_in_al
     caplog.set_level(logging.INFO, logger="mdp.clientcore")
     brokers = [cluster.broker(fast=False), cluster.broker(fast=False)]
     endpoints = [broker.endpoint for broker in brokers]
-    respawner = Respawner(cluster, endpoints, tmp_path)
+    respawner = Respawner(cluster, endpoints, tmp_path, WORKERS, RESPAWN_S)
     for endpoint in endpoints:
         wait_for(lambda e=endpoint: count_workers(e, "echo") == WORKERS, 30,
                  f"{WORKERS} workers at {endpoint}")
