@@ -346,12 +346,22 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
         curve_secret=args.curve_secret,
         client_keys=args.client_keys,
         worker_keys=args.worker_keys,
-        transport=args.transport or os.environ.get(BROKER_TRANSPORT_ENV) or d.transport,
+        transport=args.transport or _env_transport(parser, BROKER_TRANSPORT_ENV) or d.transport,
     )
     if args.transport is None and config.transport == "plain" and config.plain_refusal():
         config.transport = "auto"  # (a fleet's or a suite's default, not this broker's ask)
     _checked(parser, config)
     return config, args.log_level
+
+
+def _env_transport(parser: argparse.ArgumentParser, name: str) -> str | None:
+    """The transport ``$name`` gives as a program's default (None: unset); exits naming
+    the variable when it is not one of TRANSPORTS (it is not on the command line)."""
+    value = os.environ.get(name)
+    if value and value not in TRANSPORTS:
+        parser.exit(2, f"{parser.prog}: ${name} must be one of {', '.join(TRANSPORTS)}, "
+                    f"got {value!r}\n")
+    return value or None
 
 
 def parse_worker_args(
@@ -392,8 +402,7 @@ def parse_worker_args(
     add("--link-floor", **link_floor_flag(
         d.link_floor, "a broker that announced a big task is not taken for silent before the "
         "task may have come at this rate; the brokers' value"))
-    add("--transport", default=os.environ.get(WORKER_TRANSPORT_ENV) or d.transport,
-        metavar="|".join(TRANSPORTS),
+    add("--transport", metavar="|".join(TRANSPORTS),
         help="plain: speak ZMTP on a plain socket (tcp:// and ipc:// without CURVE; less "
         "CPU per request, and the sentinel answers the broker's ZMTP heartbeats while a "
         "handler runs); zmq: a pyzmq socket; auto: zmq for now. The default comes from "
@@ -422,7 +431,7 @@ def parse_worker_args(
         prefetch=args.prefetch,
         reply_gather_s=args.reply_gather,
         link_floor=args.link_floor,
-        transport=args.transport,
+        transport=args.transport or _env_transport(parser, WORKER_TRANSPORT_ENV) or d.transport,
     )
     _checked(parser, config)
     return config, args, args.log_level

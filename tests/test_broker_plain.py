@@ -45,6 +45,17 @@ def test_the_default_comes_from_the_environment_and_the_flag_wins(
     assert config.transport == "auto" and not config.plain
 
 
+def test_a_bad_transport_in_the_environment_is_refused_naming_the_variable(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(BROKER_TRANSPORT_ENV, "udp")
+    with pytest.raises(SystemExit) as refused:
+        parse_broker_args(["--bind", "tcp://127.0.0.1:*"])
+    assert refused.value.code == 2
+    assert f"${BROKER_TRANSPORT_ENV} must be one of" in capsys.readouterr().err
+    config, _ = parse_broker_args(["--bind", "tcp://127.0.0.1:*", "--transport", "zmq"])
+    assert not config.plain
+
+
 def test_plain_from_the_environment_leaves_curve_and_inproc_brokers_on_pyzmq(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A fleet's (or a suite's) default is plain where it can be; the flag itself is not."""

@@ -63,6 +63,16 @@ def test_the_transport_is_checked_and_its_default_comes_from_the_environment(
     assert parse_worker_args([*WORKER_ARGV, "--transport", "zmq"])[0].transport == "zmq"
 
 
+def test_a_bad_transport_in_the_environment_is_refused_naming_the_variable(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(WORKER_TRANSPORT_ENV, "udp")
+    with pytest.raises(SystemExit) as refused:
+        parse_worker_args(WORKER_ARGV)
+    assert refused.value.code == 2
+    assert f"${WORKER_TRANSPORT_ENV} must be one of" in capsys.readouterr().err
+    assert parse_worker_args([*WORKER_ARGV, "--transport", "zmq"])[0].transport == "zmq"
+
+
 def test_busy_after_stays_far_below_the_brokers_zmtp_timeout_on_a_plain_link() -> None:
     """The sentinel answers a plain worker's PINGs only from --busy-after on."""
     timeout_s = BrokerConfig().zmtp_timeout_ms / 1000  # 4.4 s by default
