@@ -67,12 +67,15 @@ def dealer(zctx: zmq.Context, endpoint: str, identity: bytes = b"",
     return sock
 
 
+PEER_TIMEOUT_S = 5.0  # every blocking receive or send of a RawPeer gives up after this
+
+
 class RawPeer:
     """A DEALER made of a plain blocking socket and the codec; it writes only when told."""
 
     def __init__(self, endpoint: str, identity: bytes = b"") -> None:
         host, _, port = endpoint[6:].rpartition(":")
-        self.sock = socket.create_connection((host, int(port)), timeout=5)
+        self.sock = socket.create_connection((host, int(port)), timeout=PEER_TIMEOUT_S)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # (as libzmq sets it)
         self.conn = ZmtpConnection(LIMIT)
         self.got: list[list[bytes]] = []
@@ -87,7 +90,7 @@ class RawPeer:
     def handshake(self, router: PlainRouter) -> None:
         self.sock.setblocking(False)
         drive_until(router, self._ready, what="the handshake")
-        self.sock.setblocking(True)
+        self.sock.settimeout(PEER_TIMEOUT_S)  # (setblocking(True) would wait for ever)
 
     def _ready(self) -> bool:
         try:
@@ -111,7 +114,7 @@ class RawPeer:
         except ConnectionError:
             return b"<reset>"
         finally:
-            self.sock.setblocking(True)
+            self.sock.settimeout(PEER_TIMEOUT_S)  # (setblocking(True) would wait for ever)
         self.commands.append(data)
         return data if data else b"<closed>"
 
