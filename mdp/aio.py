@@ -29,7 +29,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from mdp.actions import Close, Lost, Open, Opened, Received, Send, Tick
+from mdp.actions import Close, Open, Send
 from mdp.clientcodec import check_frame, decode_status, encode_request, service_name
 from mdp.clientcore import ClientCore
 from mdp.clientrecords import CANCELLED, Call, OnProgress, State
@@ -190,7 +190,7 @@ class AsyncMDPClient:
             read = False
             if not self._read_all(loop.time()):
                 break
-            core.handle(Tick(), loop.time())
+            core.tick(loop.time())
         for call in core.take_finished():
             future = call.tag
             if not future.done():
@@ -246,9 +246,9 @@ class AsyncMDPClient:
                         link.on_events(_POLLOUT)
                     if link is not None and link.up:
                         self._connecting.discard(index)
-                        self._core.handle(Opened(index), now)
+                        self._core.opened(index, now)
             self._read_all(now, fired)
-            self._core.handle(Tick(), now)
+            self._core.tick(now)
             self._pump(read=False)
         except Exception:  # one barrier per pass: a bug here must not kill the loop's callbacks
             log.exception("AsyncMDPClient: error handling an event")
@@ -256,7 +256,7 @@ class AsyncMDPClient:
     def _read_all(self, now: float, only: int | None = None) -> bool:
         """Feed the core every message waiting (on link ``only``, if given); whether any
         came."""
-        core = self._core
+        received = self._core.received
         got = False
         links = self._links
         for index in range(len(links)) if only is None else (only,):
@@ -265,7 +265,7 @@ class AsyncMDPClient:
             # what its reader callback read
             if link is not None and index not in self._connecting:
                 for frames in link.take():
-                    core.handle(Received(index, frames), now)
+                    received(index, frames, now)
                     got = True
         return got
 
@@ -313,7 +313,7 @@ class AsyncMDPClient:
         if link is not None and not connecting:
             now = loop.time()
             for frames in link.take():
-                self._core.handle(Received(index, frames), now)
+                self._core.received(index, frames, now)
         self._close(index, loop)
         if connecting and isinstance(exc, ConnectionError):
             log.debug("%s; trying again in %.1fs", exc, RECONNECT_S)
@@ -323,7 +323,7 @@ class AsyncMDPClient:
         again = reopened(link, exc, ep.address, self.max_reply_bytes,
                          ep.state is State.DIPS and not ep.calls)
         if again is None:
-            self._core.handle(Lost(index), loop.time())
+            self._core.lost(index, loop.time())
         else:
             self._watch(index, again, loop)
 
@@ -354,7 +354,7 @@ class AsyncMDPClient:
                 except (ConnectionError, ProtocolError) as error:  # refused at once
                     self._close(index, loop)
                     log.debug("%s", error)
-                    self._core.handle(Lost(index), loop.time())
+                    self._core.lost(index, loop.time())
             return
         if index in self._writing or isinstance(link, PlainLink):
             self._watch_writes(index, link, loop)
@@ -375,7 +375,7 @@ class AsyncMDPClient:
             return
         except (zmq.ZMQError, OSError, ValueError) as exc:
             log.debug("cannot open a connection to broker %s: %s", address, exc)
-            self._core.handle(Lost(index), loop.time())  # it says so, rate-limited
+            self._core.lost(index, loop.time())  # it says so, rate-limited
             return
         self._watch(index, link, loop)
         self._connecting.add(index)

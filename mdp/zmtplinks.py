@@ -258,10 +258,24 @@ class PlainLink:
 
     def _flush(self) -> None:
         """Write what may go without blocking; keep the rest for when it is writable."""
-        if self.conn.wants_write:
-            self._pending += [memoryview(chunk).cast("B") for chunk in self.conn.data_to_send()]
         pending = self._pending
         sock = self.sock
+        if self.conn.wants_write:
+            chunks = self.conn.data_to_send()
+            if not pending and len(chunks) == 1 and type(chunks[0]) is bytes:
+                # the usual case, a small message alone: one send, no views made
+                chunk = chunks[0]
+                try:
+                    sent = sock.send(chunk, _NOSIGNAL)
+                except BlockingIOError:  # the kernel's buffer is full (or still connecting)
+                    pending.append(memoryview(chunk))
+                    return
+                except OSError as exc:
+                    raise ConnectionError(f"broker {self.address}: {_reason(exc)}") from None
+                if sent == len(chunk):
+                    return
+                chunks = [memoryview(chunk)[sent:]]  # the rest goes as below
+            pending += [memoryview(chunk).cast("B") for chunk in chunks]
         try:
             while pending:
                 # (MSG_NOSIGNAL: a peer gone is an error here, never a SIGPIPE that would
@@ -353,7 +367,7 @@ class PlainLink:
         return self.fd
 
     def poll_flags(self) -> int:
-        return _ZPOLLIN | _ZPOLLOUT if self._wants_write else _ZPOLLIN
+        return _ZPOLLIN | _ZPOLLOUT if self._pending or self.conn.wants_write else _ZPOLLIN
 
     def on_events(self, events: int) -> None:
         if events & _ZPOLLOUT:

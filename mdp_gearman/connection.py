@@ -167,6 +167,11 @@ class Connection(asyncio.Protocol):
             self.send(await self.gateway.admin_answer(line))
 
     def _update_reading(self) -> None:
+        if (self._packet is None and not (self._read_paused or self._write_paused
+                                          or self._budget_wait)
+                and (self.worker is not None
+                     or self.jobs < self.config.max_jobs_per_connection)):
+            return  # read on, as it is (each job's path: no packet under way, no pause)
         transport = self.transport
         if transport is None or transport.is_closing():
             return

@@ -130,8 +130,11 @@ class Fleet:
         finally:
             self.listeners.remove(wake.set)
 
-    def age_s(self) -> float:
-        return asyncio.get_running_loop().time() - self.refreshed_at
+    def age_s(self, now: float | None = None) -> float:
+        """How old the view is (``now``: the loop's time, if the caller has it)."""
+        if now is None:
+            now = asyncio.get_running_loop().time()
+        return now - self.refreshed_at
 
     def refresh(self) -> asyncio.Task[None]:
         """Fetch a new view (joining a fetch under way)."""

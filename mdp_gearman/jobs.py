@@ -29,6 +29,8 @@ SUBMISSIONS: dict[int, tuple[int, bool]] = {
 }
 MAX_UNIQUE_BYTES = 64  # libgearman's GEARMAN_MAX_UNIQUE_SIZE
 MAX_EPOCH_AHEAD_S = 366 * 24 * 3600
+_FUNCTIONS: dict[bytes, str] = {}  # function names already checked (clients use a few, often)
+MAX_KNOWN_FUNCTIONS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,16 +55,27 @@ def parse_submission(packet: Packet, now_epoch: float) -> Submission:
         run_at = float(int(epoch))
         if run_at > now_epoch + MAX_EPOCH_AHEAD_S:
             raise BadRequest("SUBMIT_JOB_EPOCH: more than a year ahead", field="epoch")
-    if not p.valid_service(function) or function.startswith(p.MMI_PREFIX):
-        raise BadRequest(f"function {function[:60]!r} is not a valid DIPS service name "
-                         "(1-100 of A-Z a-z 0-9 . _ -, not mmi.*)", field="function")
+    service = _FUNCTIONS.get(function)
+    if service is None:
+        service = _service(function)
     if len(unique) > MAX_UNIQUE_BYTES:
         raise BadRequest(f"unique id of {len(unique)} bytes; at most {MAX_UNIQUE_BYTES}",
                          field="unique")
     workload = packet.args[-1]
     if unique == b"-":  # gearmand: "-" means "the workload is the unique id"
         unique = workload
-    return Submission(function.decode(), unique, workload, priority, background, run_at)
+    return Submission(service, unique, workload, priority, background, run_at)
+
+
+def _service(function: bytes) -> str:
+    """The DIPS service of a Gearman function name; BadRequest if it cannot be one."""
+    if not p.valid_service(function) or function.startswith(p.MMI_PREFIX):
+        raise BadRequest(f"function {function[:60]!r} is not a valid DIPS service name "
+                         "(1-100 of A-Z a-z 0-9 . _ -, not mmi.*)", field="function")
+    service = function.decode()
+    if len(_FUNCTIONS) < MAX_KNOWN_FUNCTIONS:
+        _FUNCTIONS[function] = service
+    return service
 
 
 def unique_key(unique: bytes) -> bytes | None:
@@ -123,9 +136,10 @@ class JobTable:
     def add(self, submission: Submission, stored_id: int | None = None) -> Job:
         handle = self.new_handle() if stored_id is None else self.prefix + b"%d" % (2 * stored_id)
         job = Job(handle, submission, stored_id=stored_id)
-        self.by_handle[job.handle] = job
-        if job.key is not None and (job.key not in self.by_unique or submission.background):
-            self.by_unique[job.key] = job
+        self.by_handle[handle] = job
+        key = job.key
+        if key is not None and (key not in self.by_unique or submission.background):
+            self.by_unique[key] = job
         return job
 
     def finish(self, job: Job) -> list[Any]:

@@ -243,9 +243,14 @@ def parse_packet(packet_type: int, body: bytes) -> Packet | BadPacket:
 
 
 def build(packet_type: int, *args: bytes) -> bytes:
-    """A response packet (``\\0RES``) with NUL-separated arguments."""
-    body = b"\0".join(args)
-    return HEADER.pack(RES, packet_type, len(body)) + body
+    """A response packet (``\\0RES``) with NUL-separated arguments (copied once: a
+    WORK_COMPLETE carries a whole result)."""
+    if not args:
+        return HEADER.pack(RES, packet_type, 0)
+    size = len(args) - 1
+    for arg in args:
+        size += len(arg)
+    return b"\0".join((HEADER.pack(RES, packet_type, size) + args[0], *args[1:]))
 
 
 def build_request(packet_type: int, *args: bytes) -> bytes:

@@ -95,6 +95,9 @@ class Gateway:
         self._peer_logs: dict[str, RateLimitedLog] = {}
         self.inflight = InflightBudget(config.max_inflight_bytes)
         self.stopping = False  # SIGTERM: no new foreground job; those in flight finish
+        # the loop it runs on, once known (asyncio.get_running_loop() costs a getpid()
+        # system call on each job's path)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.runner: BackgroundRunner | None = None
         self.zmq = zmq.Context()
         # a link is three sockets: its DEALER, and its monitor's pair of PAIR sockets
@@ -118,7 +121,7 @@ class Gateway:
 
     async def start(self) -> list[tuple[str, int]]:
         """Listen on every address; returns them with the ports actually bound."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         bound = []
         for host, port in self.config.listen:
             server = await loop.create_server(lambda: Connection(self), host, port,
@@ -189,7 +192,8 @@ class Gateway:
         elif event.type in SUBMISSIONS:
             self.submit(conn, event)
         elif event.type in g.WORKER_REQUESTS:
-            conn.worker_side().on_packet(event, asyncio.get_running_loop().time())
+            loop = self._loop or asyncio.get_running_loop()
+            conn.worker_side().on_packet(event, loop.time())
         else:
             self.on_request(conn, event)
 
@@ -257,7 +261,8 @@ class Gateway:
                 return
         elif job is None:
             job = self.table.add(sub)
-            self._tasks[job] = asyncio.get_running_loop().create_task(self._foreground(job))
+            loop = self._loop or asyncio.get_running_loop()
+            self._tasks[job] = loop.create_task(self._foreground(job))
         if sub.background:
             conn.send(g.build(T.JOB_CREATED, job.handle))
             return
@@ -297,7 +302,7 @@ class Gateway:
         self._settle(job, outcome, True)
 
     async def _run_foreground(self, job: Job) -> Outcome:
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         deadline = loop.time() + self.config.timeout_s
         outcome = await self._attempt(job)
         while isinstance(outcome, UnknownService) and (
@@ -367,7 +372,8 @@ class Gateway:
         request, fmt = mapping.decode_workload(sub.workload, self.limits)
         if fmt is mapping.Format.RAW:
             return request, fmt
-        if self.fleet.age_s() > FLEET_MAX_AGE_S:
+        loop = self._loop or asyncio.get_running_loop()
+        if self.fleet.age_s(loop.time()) > FLEET_MAX_AGE_S:
             await self.fleet.fresh(FLEET_MAX_AGE_S, wait_s=FLEET_WAIT_S)
         offer = self.fleet.offer(sub.service)
         if offer is not None and offer.gearman_only:
