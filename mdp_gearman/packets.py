@@ -243,14 +243,22 @@ def parse_packet(packet_type: int, body: bytes) -> Packet | BadPacket:
 
 
 def build(packet_type: int, *args: bytes) -> bytes:
-    """A response packet (``\\0RES``) with NUL-separated arguments (copied once: a
-    WORK_COMPLETE carries a whole result)."""
-    if not args:
-        return HEADER.pack(RES, packet_type, 0)
-    size = len(args) - 1
-    for arg in args:
-        size += len(arg)
-    return b"\0".join((HEADER.pack(RES, packet_type, size) + args[0], *args[1:]))
+    """A response packet (``\\0RES``) with NUL-separated arguments."""
+    body = b"\0".join(args)
+    return HEADER.pack(RES, packet_type, len(body)) + body
+
+
+# the two packets of every foreground job, built without the general path's steps
+def job_created(handle: bytes) -> bytes:
+    """JOB_CREATED for ``handle``: ``build(T.JOB_CREATED, handle)``."""
+    return HEADER.pack(RES, T.JOB_CREATED, len(handle)) + handle
+
+
+def work_complete(handle: bytes, result: bytes) -> bytes:
+    """WORK_COMPLETE: ``build(T.WORK_COMPLETE, handle, result)``, the result (a whole
+    card, say) copied once."""
+    return b"".join((HEADER.pack(RES, T.WORK_COMPLETE, len(handle) + 1 + len(result)),
+                     handle, b"\0", result))
 
 
 def build_request(packet_type: int, *args: bytes) -> bytes:

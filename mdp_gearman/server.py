@@ -184,13 +184,13 @@ class Gateway:
     # --- events -----------------------------------------------------------------------
 
     def on_event(self, conn: Connection, event: g.Event) -> None:
-        if isinstance(event, g.AdminLine):
+        if type(event) is g.Packet and event.type in SUBMISSIONS:  # (first: every job's)
+            self.submit(conn, event)
+        elif isinstance(event, g.AdminLine):
             conn.admin_line(event.text)
         elif isinstance(event, g.BadPacket):
             self.warn_peer("bad_packet", "from %s: %s", conn.peer, event.reason)
             conn.send(g.error("bad_packet", event.reason))
-        elif event.type in SUBMISSIONS:
-            self.submit(conn, event)
         elif event.type in g.WORKER_REQUESTS:
             loop = self._loop or asyncio.get_running_loop()
             conn.worker_side().on_packet(event, loop.time())
@@ -269,7 +269,7 @@ class Gateway:
         job.waiters.append(conn)
         conn.waiting.add(job)
         conn.job_added()
-        conn.send(g.build(T.JOB_CREATED, job.handle))
+        conn.send(g.job_created(job.handle))
 
     def _store(self, conn: Connection, sub: Submission) -> Job | None:
         if self.outbox is None or self.runner is None:
@@ -412,7 +412,7 @@ class Gateway:
                            .decode("utf-8", "replace"))
         for conn in waiters:
             try:
-                conn.send(g.build(T.WORK_COMPLETE, job.handle, outcome)
+                conn.send(g.work_complete(job.handle, outcome)
                           if isinstance(outcome, bytes)
                           else mapping.failure_packets(job.handle, outcome, conn.exceptions))
             except Exception as exc:  # a bug: the client still hears the job ended
