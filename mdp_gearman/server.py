@@ -289,9 +289,14 @@ class Gateway:
 
     async def _foreground(self, job: Job) -> None:
         """Run a client's job until it ends; whatever happens (a bug included) it ends with
-        an answer to its clients, and its unique id and slot are freed."""
+        an answer to its clients, and its unique id and slot are freed. (Each job's path
+        awaits as few coroutines as it can: each level costs calls on every job.)"""
         try:
-            outcome = await self._run_foreground(job)
+            loop = self._loop or asyncio.get_running_loop()
+            deadline = loop.time() + self.config.timeout_s
+            outcome = await self._attempt(job)
+            if isinstance(outcome, UnknownService):
+                outcome = await self._until_served(job, outcome, deadline)
         except asyncio.CancelledError:  # every client of it left
             self.table.finish(job)
             raise
@@ -301,14 +306,13 @@ class Gateway:
             self._tasks.pop(job, None)
         self._settle(job, outcome, True)
 
-    async def _run_foreground(self, job: Job) -> Outcome:
+    async def _until_served(self, job: Job, outcome: Outcome, deadline: float) -> Outcome:
+        """Nobody offers the job's service (``outcome``): gearmand keeps a job until a
+        worker comes, so this one waits for a worker until its ``deadline`` (a worker may
+        be registering as its client submits), and is tried again when one comes."""
         loop = self._loop or asyncio.get_running_loop()
-        deadline = loop.time() + self.config.timeout_s
-        outcome = await self._attempt(job)
         while isinstance(outcome, UnknownService) and (
                 left := deadline - loop.time()) > MIN_TRY_S:
-            # gearmand keeps a job until a worker comes: this one waits for a worker
-            # until its deadline (a worker may be registering as its client submits)
             self._waits(loop.time(), "job %s (%s): no worker offers it; it waits %.1fs for "
                         "one", job.handle.decode(), job.submission.service, left)
             if not await self.fleet.until_offered(job.submission.service, left):
@@ -319,31 +323,33 @@ class Gateway:
     async def _attempt(self, job: Job, timeout_s: float | None = None) -> Outcome:
         """One try in DIPS (within ``timeout_s``, else --timeout): the reply's bytes, or the
         error. Never raises but CancelledError: a bug fails the job (`internal`)."""
-        try:
-            return await self._try(job, timeout_s)
-        except Exception as exc:  # a bug: the job fails clearly; it is never orphaned
-            return self._bug(job, exc, "on this job")
-
-    async def _try(self, job: Job, timeout_s: float | None) -> Outcome:
         sub = job.submission
         try:
-            request, fmt = await self._request(sub)
-        except BadRequest as exc:
-            return exc
-        if not self._slots.take():
-            await self._slots.acquire(sub.priority)
-        try:
-            result = await self.dips.call(sub.service, request, priority=sub.priority,
-                                          timeout_s=timeout_s, key=unique_key(sub.unique),
-                                          on_progress=functools.partial(self._progress, job))
-        except (RequestError, Timeout) as exc:
-            return exc
-        finally:
-            self._slots.release()
-        try:
-            return mapping.encode_result(result, fmt)
-        except RequestError as exc:  # a result nested deeper than the formats carry
-            return exc
+            try:
+                request, fmt = mapping.decode_workload(sub.workload, self.limits)
+            except BadRequest as exc:
+                return exc
+            if fmt is not mapping.Format.RAW:
+                loop = self._loop or asyncio.get_running_loop()
+                if self.fleet.age_s(loop.time()) > FLEET_MAX_AGE_S:
+                    await self.fleet.fresh(FLEET_MAX_AGE_S, wait_s=FLEET_WAIT_S)
+                request = self._for_workers(sub, request)
+            if not self._slots.take():
+                await self._slots.acquire(sub.priority)
+            try:
+                result = await self.dips.call(
+                    sub.service, request, priority=sub.priority, timeout_s=timeout_s,
+                    key=unique_key(sub.unique), on_progress=functools.partial(self._progress, job))
+            except (RequestError, Timeout) as exc:
+                return exc
+            finally:
+                self._slots.release()
+            try:
+                return mapping.encode_result(result, fmt)
+            except RequestError as exc:  # a result nested deeper than the formats carry
+                return exc
+        except Exception as exc:  # a bug: the job fails clearly; it is never orphaned
+            return self._bug(job, exc, "on this job")
 
     def _bug(self, job: Job, exc: BaseException, doing: str) -> BaseException:
         """A bug met while running or settling ``job``: logged, and the error the job ends
@@ -365,20 +371,15 @@ class Gateway:
         self._bugs(time.monotonic(), "the gateway failed %s:\n%s", where,
                    "".join(traceback.format_exception(exc)).rstrip())
 
-    async def _request(self, sub: Submission) -> tuple[dict[str, Any], mapping.Format]:
-        """The DIPS request for a workload: decoded (docs/GEARMAN.md, Mapping), or, when
-        every worker of its service is a Gearman worker behind a door, the workload itself
-        as the raw field, so that the worker reads exactly the bytes its client sent."""
-        request, fmt = mapping.decode_workload(sub.workload, self.limits)
-        if fmt is mapping.Format.RAW:
-            return request, fmt
-        loop = self._loop or asyncio.get_running_loop()
-        if self.fleet.age_s(loop.time()) > FLEET_MAX_AGE_S:
-            await self.fleet.fresh(FLEET_MAX_AGE_S, wait_s=FLEET_WAIT_S)
+    def _for_workers(self, sub: Submission, request: dict[str, Any]) -> dict[str, Any]:
+        """The DIPS request for a decoded workload (docs/GEARMAN.md, Mapping): as decoded,
+        or, when every worker of its service is a Gearman worker behind a door (the view of
+        the fleet says so), the workload itself as the raw field, so that the worker reads
+        exactly the bytes its client sent."""
         offer = self.fleet.offer(sub.service)
         if offer is not None and offer.gearman_only:
-            return {self.limits.raw_field: sub.workload}, fmt
-        return request, fmt
+            return {self.limits.raw_field: sub.workload}
+        return request
 
     def _progress(self, job: Job, kind: str, num: int | None, den: int | None,
                   data: bytes | None) -> None:
