@@ -6,6 +6,7 @@ The gateway sees :class:`Dips`: ``await call(...)`` and ``await broker_status()`
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from mdp.statusfetch import StatusClients
 log = logging.getLogger(__name__)
 
 GRACE_S = 2.0  # past a call's own deadline, the gateway stops waiting whatever the client does
+SWEEP_S = 0.25  # ... looking every this long: a call is cut at most this late after that
 STATUS_TIMEOUT_S = 1.0  # how long a broker may take to answer mmi.status
 
 
@@ -38,6 +40,7 @@ class Dips:
         self._client = AsyncMDPClient(self.brokers, timeout=timeout_s, curve=curve,
                                       link_floor=link_floor)
         self._status = StatusClients(timeout_s=STATUS_TIMEOUT_S, curve=curve)
+        self._watchdog = Watchdog()
 
     async def call(self, service: str, request: dict[str, Any], *, priority: int = 0,
                    timeout_s: float | None = None, key: bytes | None = None,
@@ -46,14 +49,25 @@ class Dips:
         ``key``: its coalescing key (the job's unique id); ``on_progress(kind, num, den,
         data)`` hears the worker's progress reports."""
         timeout_s = timeout_s or self.timeout_s
+        watchdog = self._watchdog
+        token, task = watchdog.watch(timeout_s + GRACE_S)
+        cancelling = task.cancelling()
         try:
-            async with asyncio.timeout(timeout_s + GRACE_S):  # no extra task, unlike wait_for
-                return await self._client.send(service, request, timeout=timeout_s,
-                                               priority=priority, key=key,
-                                               on_progress=on_progress)
-        except TimeoutError:
-            raise Timeout(f"no reply for {service!r} within {timeout_s:g}s",
-                          tuple(self.brokers)) from None
+            result = await self._client.send(service, request, timeout=timeout_s,
+                                             priority=priority, key=key,
+                                             on_progress=on_progress)
+            if watchdog.fired(token):  # cut as the reply came: the reply wins
+                task.uncancel()
+            return result
+        except asyncio.CancelledError:
+            # the watchdog's cancel, and nobody else's since the call began (as
+            # asyncio.timeout decides): the call timed out; any other cancel goes on
+            if watchdog.fired(token) and task.uncancel() <= cancelling:
+                raise Timeout(f"no reply for {service!r} within {timeout_s:g}s",
+                              tuple(self.brokers)) from None
+            raise
+        finally:
+            watchdog.forget(token)
 
     async def broker_status(self) -> list[BrokerStatus | None]:
         """Every broker's ``mmi.status`` (None for a broker that did not answer)."""
@@ -70,3 +84,50 @@ class Dips:
     async def close(self) -> None:
         await self._client.close()
         await self._status.close()
+
+
+class Watchdog:
+    """Cancels the task of a call still running past its limit: what ``asyncio.timeout``
+    does, with one timer for every call in flight (looking every :data:`SWEEP_S` while there
+    are any) rather than a timer, a context manager and three ``getpid()`` system calls
+    (``asyncio.get_running_loop``) on each call. One watchdog belongs to one event loop."""
+
+    def __init__(self) -> None:
+        self._tokens = itertools.count()
+        self._watched: dict[int, tuple[float, asyncio.Task[Any]]] = {}
+        self._fired: set[int] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, limit_s: float) -> tuple[int, asyncio.Task[Any]]:
+        """Watch the current task for ``limit_s`` from now: its token, and the task."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        if task is None:
+            raise RuntimeError("a watched call runs inside a task")
+        token = next(self._tokens)
+        self._watched[token] = (loop.time() + limit_s, task)
+        if self._timer is None:
+            self._timer = loop.call_later(SWEEP_S, self._sweep)
+        return token, task
+
+    def fired(self, token: int) -> bool:
+        """Whether the watchdog cancelled the task of ``token``."""
+        return token in self._fired
+
+    def forget(self, token: int) -> None:
+        """The call of ``token`` is over (however it ended)."""
+        self._watched.pop(token, None)
+        self._fired.discard(token)
+
+    def _sweep(self) -> None:
+        loop = self._loop
+        assert loop is not None  # noqa: S101 - set before the first timer (not peer input)
+        now = loop.time()
+        for token, (deadline, task) in self._watched.items():
+            if deadline <= now and token not in self._fired:
+                self._fired.add(token)
+                task.cancel()
+        self._timer = loop.call_later(SWEEP_S, self._sweep) if self._watched else None

@@ -1,0 +1,78 @@
+"""The door's last word on a call into DIPS: past its deadline and a grace, it ends as a
+Timeout whatever the client does; a cancel from elsewhere stays a cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from mdp.errors import Timeout
+from mdp_gearman import dips as dips_module
+from mdp_gearman.dips import Dips
+
+
+@pytest.fixture
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dips_module, "GRACE_S", 0.1)
+    monkeypatch.setattr(dips_module, "SWEEP_S", 0.02)
+
+
+def _stuck_dips(monkeypatch: pytest.MonkeyPatch, started: asyncio.Event) -> Dips:
+    dips = Dips(["tcp://127.0.0.1:1"], timeout_s=0.1)
+
+    async def never(*args: Any, **kwargs: Any) -> Any:  # a client that never answers
+        started.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(dips._client, "send", never)
+    return dips
+
+
+@pytest.mark.usefixtures("quick")
+def test_a_call_the_client_never_ends_is_a_timeout_after_the_grace(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        dips = _stuck_dips(monkeypatch, asyncio.Event())
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises(Timeout, match="no reply for 'svc' within 0.1s"):
+            await asyncio.wait_for(dips.call("svc", {}), 5.0)
+        assert 0.2 <= loop.time() - began < 2.0  # the deadline, the grace, a sweep or two
+        assert not dips._watchdog._watched
+        await dips.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.usefixtures("quick")
+def test_a_cancel_from_elsewhere_stays_a_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        started = asyncio.Event()
+        dips = _stuck_dips(monkeypatch, started)
+        task = asyncio.get_running_loop().create_task(dips.call("svc", {}))
+        await asyncio.wait_for(started.wait(), 5.0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5.0)
+        assert not dips._watchdog._watched
+        await dips.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_call_answered_in_time_is_its_answer_and_leaves_nothing_watched(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        dips = Dips(["tcp://127.0.0.1:1"], timeout_s=5.0)
+
+        async def answer(*args: Any, **kwargs: Any) -> Any:
+            return b"card"
+
+        monkeypatch.setattr(dips._client, "send", answer)
+        assert await dips.call("svc", {}) == b"card"
+        assert not dips._watchdog._watched
+        await dips.close()
+
+    asyncio.run(scenario())
