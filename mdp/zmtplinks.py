@@ -370,7 +370,7 @@ class PlainLink:
         return _ZPOLLIN | _ZPOLLOUT if self._pending or self.conn.wants_write else _ZPOLLIN
 
     def on_events(self, events: int) -> None:
-        if events & _ZPOLLOUT:
+        if events & _ZPOLLOUT and (self._pending or self.conn.wants_write):
             self._flush()
         if events & (_ZPOLLIN | _ZPOLLERR):  # readable, or an error a read will name
             self._read()

@@ -56,13 +56,13 @@ class Dips:
             result = await self._client.send(service, request, timeout=timeout_s,
                                              priority=priority, key=key,
                                              on_progress=on_progress)
-            if watchdog.fired(token):  # cut as the reply came: the reply wins
+            if token in watchdog.fired:  # cut as the reply came: the reply wins
                 task.uncancel()
             return result
         except asyncio.CancelledError:
             # the watchdog's cancel, and nobody else's since the call began (as
             # asyncio.timeout decides): the call timed out; any other cancel goes on
-            if watchdog.fired(token) and task.uncancel() <= cancelling:
+            if token in watchdog.fired and task.uncancel() <= cancelling:
                 raise Timeout(f"no reply for {service!r} within {timeout_s:g}s",
                               tuple(self.brokers)) from None
             raise
@@ -95,7 +95,7 @@ class Watchdog:
     def __init__(self) -> None:
         self._tokens = itertools.count()
         self._watched: dict[int, tuple[float, asyncio.Task[Any]]] = {}
-        self._fired: set[int] = set()
+        self.fired: set[int] = set()  # the tokens whose tasks it cancelled
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -113,21 +113,17 @@ class Watchdog:
             self._timer = loop.call_later(SWEEP_S, self._sweep)
         return token, task
 
-    def fired(self, token: int) -> bool:
-        """Whether the watchdog cancelled the task of ``token``."""
-        return token in self._fired
-
     def forget(self, token: int) -> None:
         """The call of ``token`` is over (however it ended)."""
         self._watched.pop(token, None)
-        self._fired.discard(token)
+        self.fired.discard(token)
 
     def _sweep(self) -> None:
         loop = self._loop
         assert loop is not None  # noqa: S101 - set before the first timer (not peer input)
         now = loop.time()
         for token, (deadline, task) in self._watched.items():
-            if deadline <= now and token not in self._fired:
-                self._fired.add(token)
+            if deadline <= now and token not in self.fired:
+                self.fired.add(token)
                 task.cancel()
         self._timer = loop.call_later(SWEEP_S, self._sweep) if self._watched else None
