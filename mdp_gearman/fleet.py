@@ -136,6 +136,19 @@ class Fleet:
             now = asyncio.get_running_loop().time()
         return now - self.refreshed_at
 
+    def must_wait(self, now: float, max_age_s: float, ahead_s: float) -> bool:
+        """Whether a job that needs the view must wait for a fresher one: it is older than
+        ``max_age_s``. A view within ``ahead_s`` of that age is fetched again now, without
+        waiting, so that under steady load no job waits for the view (each second one did:
+        a round trip to every broker, and up to the caller's wait with a broker hung)."""
+        age = now - self.refreshed_at
+        if age <= max_age_s - ahead_s:
+            return False
+        if age <= max_age_s:
+            self.refresh()
+            return False
+        return True
+
     def refresh(self) -> asyncio.Task[None]:
         """Fetch a new view (joining a fetch under way)."""
         if self._refresh is None or self._refresh.done():

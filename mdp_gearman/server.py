@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 STATUS_CACHE_S = 0.5  # admin status: a fresher view of the brokers is fetched
 FLEET_MAX_AGE_S = 1.0  # a job that needs to know who offers its service: the oldest view
 FLEET_WAIT_S = 0.2  # ... and the longest it waits for a fresher one
+FLEET_AHEAD_S = 0.25  # ... fetched again, with no job waiting, this long before that age
 MIN_TRY_S = 0.05  # a foreground job with less time left is not tried again
 
 
@@ -331,7 +332,7 @@ class Gateway:
                 return exc
             if fmt is not mapping.Format.RAW:
                 loop = self._loop or asyncio.get_running_loop()
-                if self.fleet.age_s(loop.time()) > FLEET_MAX_AGE_S:
+                if self.fleet.must_wait(loop.time(), FLEET_MAX_AGE_S, FLEET_AHEAD_S):
                     await self.fleet.fresh(FLEET_MAX_AGE_S, wait_s=FLEET_WAIT_S)
                 request = self._for_workers(sub, request)
             if not self._slots.take():
