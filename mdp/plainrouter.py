@@ -286,7 +286,7 @@ class PlainRouter:
         peer = self._by_id.get(frames[0])
         if peer is None:
             raise PeerGone(f"peer {bytes(frames[0]).hex()[:20]} is not connected")
-        peer.zmtp.send_message(frames[1:])
+        peer.zmtp.send_message(frames, 1)
         if not peer.dirty:
             peer.dirty = True
             self._dirty.append(peer)
@@ -308,10 +308,27 @@ class PlainRouter:
         """Write what waits for ``peer``, up to ``WRITE_TURN_BYTES``; the rest when its
         socket is writable again (EPOLLOUT), on a later turn."""
         pending = peer.pending
-        if peer.zmtp.wants_write:
-            for chunk in peer.zmtp.data_to_send():
-                pending.append(chunk if type(chunk) is bytes else memoryview(chunk).cast("B"))
         sock = peer.sock
+        if peer.zmtp.wants_write:
+            out = peer.zmtp.data_to_send()
+            if not pending and len(out) == 1 and type(out[0]) is bytes:
+                # (the common case: one message of short frames, nothing waiting before it)
+                chunk = out[0]
+                try:
+                    sent = sock.send(chunk, _NOSIGNAL)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    self._drop(peer, _reason(exc), quiet=isinstance(exc, _GONE))
+                    return
+                if sent == len(chunk):
+                    if peer.writing:
+                        peer.writing = False
+                        self._epoll.modify(peer.fd, _IN)
+                    return
+                out[0] = memoryview(chunk)[sent:]
+            for chunk in out:
+                pending.append(chunk if type(chunk) is bytes else memoryview(chunk).cast("B"))
         budget = WRITE_TURN_BYTES
         try:
             while pending and budget > 0:
