@@ -111,34 +111,36 @@ def encode_message(frames: Sequence[Any], start: int = 0) -> list[Any]:
     are joined with the headers around them into one chunk; a frame of ``JOIN_BELOW``
     bytes or more is its own chunk, not copied (a big body goes out from the caller's
     memory)."""
+    if start:
+        frames = frames[start:]
+    if not frames:
+        return []
     parts: list[Any] = []
     add = parts.append
-    last = len(frames) - 1
-    i = start
-    for i in range(start, last + 1):  # (the common case: every frame short, one chunk)
-        frame = frames[i]
-        size = len(frame)
-        if size > 255:
-            break
-        add(_SHORT_MORE[size])
-        add(frame)
-    else:
-        if not parts:
-            return []
-        parts[-2] = _SHORT_LAST[len(frames[last])]
-        return [b"".join(parts)]
-    chunks: list[Any] = []
-    for j in range(i, last + 1):  # (from the first long frame; the short ones are in parts)
-        frame = frames[j]
-        size = len(frame)
-        add(frame_header(MORE if j < last else 0, size))
-        if size < JOIN_BELOW:
+    try:  # (the common case: every frame short, one chunk; a long one ends the try)
+        for frame in frames:
+            add(_SHORT_MORE[len(frame)])
             add(frame)
+    except IndexError:
+        return _encode_long(frames)
+    parts[-2] = _SHORT_LAST[len(frames[-1])]
+    return [b"".join(parts)]
+
+
+def _encode_long(frames: Sequence[Any]) -> list[Any]:
+    """:func:`encode_message` for a message with a frame of 256 bytes or more."""
+    chunks: list[Any] = []
+    parts: list[Any] = []
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        size = len(frame)
+        parts.append(frame_header(MORE if i < last else 0, size))
+        if size < JOIN_BELOW:
+            parts.append(frame)
         else:
             chunks.append(b"".join(parts))
             chunks.append(frame)
             parts = []
-            add = parts.append
     if parts:
         chunks.append(b"".join(parts))
     return chunks
@@ -366,6 +368,9 @@ class ZmtpConnection:
         fast = (self.phase is Phase.TRAFFIC and type(buf) is bytes
                 and self.max_frame_bytes >= 255)
         max_frames = self.max_frames
+        # (a frame takes 2 bytes at least: when what came cannot reach max_frames, short
+        # frames need no count)
+        counting = len(frames) + (end - pos) // 2 >= max_frames
         while end - pos >= 2:
             flags = buf[pos]
             if flags < 2 and fast:
@@ -377,7 +382,7 @@ class ZmtpConnection:
                 if not flags:
                     messages.append(frames)
                     frames = self._frames = []
-                elif len(frames) >= max_frames:
+                elif counting and len(frames) >= max_frames:
                     raise ProtocolError(f"a message of more than {max_frames} frames")
                 continue
             if flags & LONG:

@@ -89,3 +89,14 @@ def test_the_messages_before_a_bad_frame_are_kept() -> None:
     with pytest.raises(ProtocolError, match="reserved flag bits"):
         conn.receive_data(good + b"\x80\x01x")
     assert conn.messages_before_failure == [[b"one", b"two"], [b"three"]]
+
+
+@pytest.mark.parametrize("step", [2, 3, 7, 1000])
+def test_too_many_frames_are_refused_however_they_come(step: int) -> None:
+    conn = ZmtpConnection(1 << 20, max_frames=50, socket_type=b"ROUTER",
+                          peer_types=frozenset({b"DEALER"}))
+    conn.phase = Phase.TRAFFIC
+    wire = (b"\x01\x01x" * 60) + b"\x00\x00"
+    with pytest.raises(ProtocolError, match="more than 50 frames"):
+        for pos in range(0, len(wire), step):
+            conn.receive_data(wire[pos:pos + step])
