@@ -71,6 +71,8 @@ WRITE_TURN_BYTES = 1 << 20  # written to one connection per turn at most; the re
 # EPOLLOUT (a fast reader of a long backlog must not hold the loop: other peers, PINGs, timers)
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
+_NOT_OUT = ~_OUT
+_NOT_IN_OUT = ~(_IN | _OUT)
 KEEP_BIG_FROM = 3  # a big frame from the 4th of a message on (a body) is received into its
 # own buffer and passed on uncopied (the first frames, identity and MDP header, stay bytes,
 # as mdp.sockio.HEAD keeps them for a pyzmq socket)
@@ -217,8 +219,8 @@ class PlainRouter:
                 continue
             if events & _OUT:
                 self._write(peer)
-            if events & ~_OUT and not peer.closed and (len(peer.inbox) < INBOX_MAX
-                                                         or events & ~(_IN | _OUT)):
+            if events & _NOT_OUT and not peer.closed and (len(peer.inbox) < INBOX_MAX
+                                                            or events & _NOT_IN_OUT):
                 self._read(peer)
         now = time.monotonic()
         if now >= self._next_tick:
@@ -261,8 +263,9 @@ class PlainRouter:
         if failure is not None:
             self._drop(peer, str(failure), quiet=False)
             return
-        if zmtp.wants_write:  # a PONG; after the peer's READY, what waited for it
-            self._mark(peer)
+        if zmtp.wants_write and not peer.dirty:  # a PONG; after the peer's READY, what
+            peer.dirty = True  # waited for it
+            self._dirty.append(peer)
 
     def _identify(self, peer: _Peer) -> None:
         """The routing id of a peer whose handshake is done: its own if it gave one that no

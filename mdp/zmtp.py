@@ -252,7 +252,12 @@ class ZmtpConnection:
         messages: list[list[bytes]] = []
         try:
             if self._big is None:
-                self._receive(data, messages)
+                if self._in or self.phase is not Phase.TRAFFIC:
+                    self._receive(data, messages)
+                else:  # (the common case: nothing kept, the handshake done)
+                    pos = self._frames_from(data, 0, messages)
+                    if pos < len(data):
+                        self._keep(data, pos)
                 return messages
             big, have = self._big, self._big_have
             used = min(len(big) - have, len(data))
