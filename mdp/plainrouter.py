@@ -33,8 +33,9 @@ MAXMSGSIZE, HEARTBEAT_IVL and HEARTBEAT_TIMEOUT set, as the broker sets them):
   delivers them) are still delivered, a partial one is discarded. Hostile
   bytes are logged (rate-limited) and never stop the broker.
 
-Writes go out when the loop asks (:meth:`PlainRouter.flush`, after it carried out what the
-core asked), or before the next wait: messages sent in one go share system calls.
+Writes go out when the loop asks (:meth:`PlainRouter.flush`: every ``FLUSH_EVERY``
+messages of a pass and at its end, :mod:`mdp.broker`), or before the next wait: messages
+sent in one go share system calls, and the peers they wake are woken in one burst.
 """
 
 from __future__ import annotations
@@ -296,6 +297,8 @@ class PlainRouter:
 
     def flush(self) -> None:
         """Write what was sent, as far as each connection takes it without blocking."""
+        if not self._dirty:
+            return
         dirty, self._dirty = self._dirty, []
         for peer in dirty:
             peer.dirty = False
