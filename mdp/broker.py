@@ -206,7 +206,7 @@ class Broker:
             self._looked(at)  # (stopped while it handled the last one?)
             try:  # the barrier: one bad message never stops the broker
                 core.receive(frames, user, at, handled > 0)
-                self._carry_out()
+                self._carry_out(write=False)  # (written with the pass's others, below)
             except Exception:
                 core.dispatcher.counters.dropped += 1
                 log.exception("error handling a message from %s", frames[0].hex()[:20])
@@ -224,7 +224,7 @@ class Broker:
             frames, user = ahead.popleft()
         if core.gathered:
             core.flush(time.monotonic())
-            self._carry_out()
+        self._carry_out()  # (and what the pass sent is written)
         end = time.monotonic()
         self._looked(end)
         if self._catch_up_until is not None and end >= self._catch_up_until and not ahead \
@@ -268,13 +268,14 @@ class Broker:
                 log.exception("error reading ahead a message from %s", frames[0].hex()[:20])
             ahead.append((frames, user))
 
-    def _carry_out(self) -> None:
+    def _carry_out(self, write: bool = True) -> None:
         """Send what the core asks, in order; a send to a peer that is gone is reported
-        to the core (which may ask for more)."""
+        to the core (which may ask for more). Unless ``write`` is False (a message of a
+        pass: its sends go out with the pass's others, every FLUSH_EVERY messages and at
+        its end, or before the router next waits), a router that writes when asked
+        (plain) writes out what was sent."""
         core = self.core
         actions = core.take_actions()
-        if not actions:
-            return
         send = self.router.send
         while actions:
             lost = False
@@ -286,7 +287,7 @@ class Broker:
                     core.lost(frames[0], time.monotonic())
                     lost = True
             actions = core.take_actions() if lost else []
-        if self._writes_later:
+        if write and self._writes_later:
             self.router.flush()
 
     def close(self) -> None:

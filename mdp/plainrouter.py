@@ -33,8 +33,9 @@ MAXMSGSIZE, HEARTBEAT_IVL and HEARTBEAT_TIMEOUT set, as the broker sets them):
   delivers them) are still delivered, a partial one is discarded. Hostile
   bytes are logged (rate-limited) and never stop the broker.
 
-Writes go out when the loop asks (:meth:`PlainRouter.flush`, after it carried out what the
-core asked), or before the next wait: messages sent in one go share system calls.
+Writes go out when the loop asks (:meth:`PlainRouter.flush`: every ``FLUSH_EVERY``
+messages of a pass and at its end, :mod:`mdp.broker`), or before the next wait: messages
+sent in one go share system calls, and the peers they wake are woken in one burst.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ WRITE_TURN_BYTES = 1 << 20  # written to one connection per turn at most; the re
 # EPOLLOUT (a fast reader of a long backlog must not hold the loop: other peers, PINGs, timers)
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
+_NOT_OUT = ~_OUT
+_NOT_IN_OUT = ~(_IN | _OUT)
 KEEP_BIG_FROM = 3  # a big frame from the 4th of a message on (a body) is received into its
 # own buffer and passed on uncopied (the first frames, identity and MDP header, stay bytes,
 # as mdp.sockio.HEAD keeps them for a pyzmq socket)
@@ -217,8 +220,8 @@ class PlainRouter:
                 continue
             if events & _OUT:
                 self._write(peer)
-            if events & ~_OUT and not peer.closed and (len(peer.inbox) < INBOX_MAX
-                                                         or events & ~(_IN | _OUT)):
+            if events & _NOT_OUT and not peer.closed and (len(peer.inbox) < INBOX_MAX
+                                                            or events & _NOT_IN_OUT):
                 self._read(peer)
         now = time.monotonic()
         if now >= self._next_tick:
@@ -261,8 +264,9 @@ class PlainRouter:
         if failure is not None:
             self._drop(peer, str(failure), quiet=False)
             return
-        if zmtp.wants_write:  # a PONG; after the peer's READY, what waited for it
-            self._mark(peer)
+        if zmtp.wants_write and not peer.dirty:  # a PONG; after the peer's READY, what
+            peer.dirty = True  # waited for it
+            self._dirty.append(peer)
 
     def _identify(self, peer: _Peer) -> None:
         """The routing id of a peer whose handshake is done: its own if it gave one that no
@@ -286,13 +290,15 @@ class PlainRouter:
         peer = self._by_id.get(frames[0])
         if peer is None:
             raise PeerGone(f"peer {bytes(frames[0]).hex()[:20]} is not connected")
-        peer.zmtp.send_message(frames[1:])
+        peer.zmtp.send_message(frames, 1)
         if not peer.dirty:
             peer.dirty = True
             self._dirty.append(peer)
 
     def flush(self) -> None:
         """Write what was sent, as far as each connection takes it without blocking."""
+        if not self._dirty:
+            return
         dirty, self._dirty = self._dirty, []
         for peer in dirty:
             peer.dirty = False
@@ -308,10 +314,27 @@ class PlainRouter:
         """Write what waits for ``peer``, up to ``WRITE_TURN_BYTES``; the rest when its
         socket is writable again (EPOLLOUT), on a later turn."""
         pending = peer.pending
-        if peer.zmtp.wants_write:
-            for chunk in peer.zmtp.data_to_send():
-                pending.append(chunk if type(chunk) is bytes else memoryview(chunk).cast("B"))
         sock = peer.sock
+        if peer.zmtp.wants_write:
+            out = peer.zmtp.data_to_send()
+            if not pending and len(out) == 1 and type(out[0]) is bytes:
+                # (the common case: one message of short frames, nothing waiting before it)
+                chunk = out[0]
+                try:
+                    sent = sock.send(chunk, _NOSIGNAL)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    self._drop(peer, _reason(exc), quiet=isinstance(exc, _GONE))
+                    return
+                if sent == len(chunk):
+                    if peer.writing:
+                        peer.writing = False
+                        self._epoll.modify(peer.fd, _IN)
+                    return
+                out[0] = memoryview(chunk)[sent:]
+            for chunk in out:
+                pending.append(chunk if type(chunk) is bytes else memoryview(chunk).cast("B"))
         budget = WRITE_TURN_BYTES
         try:
             while pending and budget > 0:

@@ -102,10 +102,33 @@ def properties(props: dict[bytes, bytes]) -> bytes:
                     for name, value in props.items())
 
 
-def encode_message(frames: Sequence[Any]) -> list[Any]:
-    """A multipart message as chunks to write in order: small frames are joined with the
-    headers around them into one chunk; a frame of ``JOIN_BELOW`` bytes or more is its own
-    chunk, not copied (a big body goes out from the caller's memory)."""
+_SHORT_MORE = tuple(bytes((MORE, n)) for n in range(256))  # short headers, made once
+_SHORT_LAST = tuple(bytes((0, n)) for n in range(256))
+
+
+def encode_message(frames: Sequence[Any], start: int = 0) -> list[Any]:
+    """A multipart message (``frames[start:]``) as chunks to write in order: small frames
+    are joined with the headers around them into one chunk; a frame of ``JOIN_BELOW``
+    bytes or more is its own chunk, not copied (a big body goes out from the caller's
+    memory)."""
+    if start:
+        frames = frames[start:]
+    if not frames:
+        return []
+    parts: list[Any] = []
+    add = parts.append
+    try:  # (the common case: every frame short, one chunk; a long one ends the try)
+        for frame in frames:
+            add(_SHORT_MORE[len(frame)])
+            add(frame)
+    except IndexError:
+        return _encode_long(frames)
+    parts[-2] = _SHORT_LAST[len(frames[-1])]
+    return [b"".join(parts)]
+
+
+def _encode_long(frames: Sequence[Any]) -> list[Any]:
+    """:func:`encode_message` for a message with a frame of 256 bytes or more."""
     chunks: list[Any] = []
     parts: list[Any] = []
     last = len(frames) - 1
@@ -205,13 +228,14 @@ class ZmtpConnection:
             self._out.append(command(PING, min(ttl_ds, 0xFFFF).to_bytes(2, "big")
                                      + context[:MAX_PING_CONTEXT]))
 
-    def send_message(self, frames: Sequence[Any]) -> None:
-        """Queue a multipart message (it waits for the handshake, if that is not done)."""
+    def send_message(self, frames: Sequence[Any], start: int = 0) -> None:
+        """Queue the multipart message ``frames[start:]`` (it waits for the handshake, if
+        that is not done)."""
         if self.phase is Phase.FAILED:
             raise self._dead()
-        if not frames:
+        if len(frames) <= start:
             raise ValueError("a message has at least one frame")
-        chunks = encode_message(frames)
+        chunks = encode_message(frames, start)
         if self.phase is Phase.TRAFFIC:
             self._out += chunks
         else:
@@ -228,7 +252,12 @@ class ZmtpConnection:
         messages: list[list[bytes]] = []
         try:
             if self._big is None:
-                self._receive(data, messages)
+                if self._in or self.phase is not Phase.TRAFFIC:
+                    self._receive(data, messages)
+                else:  # (the common case: nothing kept, the handshake done)
+                    pos = self._frames_from(data, 0, messages)
+                    if pos < len(data):
+                        self._keep(data, pos)
                 return messages
             big, have = self._big, self._big_have
             used = min(len(big) - have, len(data))
@@ -283,11 +312,14 @@ class ZmtpConnection:
         """Parse ``data`` after what was kept; the whole messages go to ``messages`` as
         they are parsed (so those before a fault are there when it raises)."""
         buf: bytes | bytearray
-        if self._in:
+        if not self._in:
+            buf = data
+        elif len(self._in) < JOIN_BELOW:  # a short rest (a message cut by the receive): one
+            buf = b"".join((self._in, data))  # bytes, whose frames take the fast path
+            self._in = bytearray()
+        else:  # (a long frame coming in pieces: no copy of what came before)
             self._in += data
             buf = self._in
-        else:
-            buf = data
         pos = 0
         if self.phase is Phase.GREETING:
             pos = self._greeting(buf)
@@ -302,7 +334,8 @@ class ZmtpConnection:
         if buf is self._in:
             del self._in[:pos]
         elif pos < len(buf):
-            self._in = bytearray(buf[pos:])
+            with memoryview(buf) as view:
+                self._in = bytearray(view[pos:])
 
     def _greeting(self, buf: bytes | bytearray) -> int:
         """Check what has come of the peer's greeting; its length once it is whole."""
@@ -333,8 +366,30 @@ class ZmtpConnection:
                      messages: list[list[bytes]]) -> int:
         """Parse whole frames from ``buf[pos:]``; where the first incomplete one starts."""
         end = len(buf)
+        frames = self._frames
+        # short data frames (flags 0 or MORE) of a peer in traffic take the fast path: one
+        # test for the flags, no limit to check (a short frame is within any limit of 255
+        # bytes or more), a slice of the bytes for the frame
+        fast = (self.phase is Phase.TRAFFIC and type(buf) is bytes
+                and self.max_frame_bytes >= 255)
+        max_frames = self.max_frames
+        # (a frame takes 2 bytes at least: when what came cannot reach max_frames, short
+        # frames need no count)
+        counting = len(frames) + (end - pos) // 2 >= max_frames
         while end - pos >= 2:
             flags = buf[pos]
+            if flags < 2 and fast:
+                start = pos + 2
+                pos = start + buf[pos + 1]
+                if pos > end:
+                    return start - 2
+                frames.append(buf[start:pos])  # type: ignore[arg-type]  # (bytes: fast)
+                if not flags:
+                    messages.append(frames)
+                    frames = self._frames = []
+                elif counting and len(frames) >= max_frames:
+                    raise ProtocolError(f"a message of more than {max_frames} frames")
+                continue
             if flags & LONG:
                 if end - pos < 9:
                     break
@@ -364,16 +419,17 @@ class ZmtpConnection:
             pos = stop
             if flags & COMMAND:
                 self._command(frame)
+                fast = (self.phase is Phase.TRAFFIC and type(buf) is bytes
+                        and self.max_frame_bytes >= 255)
             elif self.phase is not Phase.TRAFFIC:
                 raise ProtocolError("the peer sent a message before its READY")
             else:
-                frames = self._frames
                 frames.append(frame)
                 if not flags & MORE:
                     messages.append(frames)
-                    self._frames = []
-                elif len(frames) >= self.max_frames:
-                    raise ProtocolError(f"a message of more than {self.max_frames} frames")
+                    frames = self._frames = []
+                elif len(frames) >= max_frames:
+                    raise ProtocolError(f"a message of more than {max_frames} frames")
         return pos
 
     def _takes_big(self, flags: int) -> bool:
