@@ -163,14 +163,16 @@ class Worker:
         core = self.core
         while core.actions:
             for action in core.take_actions():
+                if type(action) is Send:  # (the usual action: no match on its fields)
+                    i = action.link
+                    link = self.links[i]
+                    if link is not None:
+                        try:
+                            link.send(action.frames)
+                        except (ConnectionError, ProtocolError) as exc:
+                            self._broken(i, link, exc)
+                    continue
                 match action:
-                    case Send(i, frames):
-                        link = self.links[i]
-                        if link is not None:
-                            try:
-                                link.send(frames)
-                            except (ConnectionError, ProtocolError) as exc:
-                                self._broken(i, link, exc)
                     case Close(i, linger_ms):
                         link = self.links[i]
                         if link is not None:
@@ -315,11 +317,12 @@ class Worker:
                 return None
             if now >= deadline:
                 return []
-            task = core.begin(now)
+            following = core.begin(now)
             if core.actions:
                 self.flush()
-            if task is None:
+            if following is None:
                 return []
+            task = following
         return None
 
     def retry_at(self) -> float:
