@@ -58,6 +58,7 @@ from mdp.workerlinks import (
     ZmqWorkerLink,
     describe_transport,
     open_worker_link,
+    uses_plain,
 )
 from mdp.workerstate import Phase, Task, Timing
 from mdp.zmtplinks import Complaints
@@ -118,6 +119,9 @@ class Worker:
         # connection dropped (the broker died or restarted), so the worker registers anew
         # without waiting for a heartbeat to go unanswered; a plain link sees it at once.
         self.links: list[WorkerLink | None] = [None] * len(config.brokers)
+        # some link is plain (a refused connection of its own waits for retry_at)
+        self._plain = any(uses_plain(config.transport, address, config.curve)
+                          for address in config.brokers)
         self._complaints = Complaints(len(config.brokers))
         self.lock = threading.Lock()  # free only while the handler runs
         self.busy_after_s = config.busy_after_s
@@ -327,6 +331,8 @@ class Worker:
 
     def retry_at(self) -> float:
         """When a refused plain connection is next tried (math.inf: none waits)."""
+        if not self._plain:
+            return math.inf  # (a DEALER tries again on its own)
         return min([link.retry_at for link in self.links if link is not None],
                    default=math.inf)
 
