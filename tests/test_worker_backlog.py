@@ -39,9 +39,10 @@ def backlog(count: int) -> tuple[Worker, KeptLink, float]:
     worker = Worker(WorkerConfig(brokers=["tcp://127.0.0.1:1"]), resolve("echo"))
     link = KeptLink()
     worker.links[0] = link  # type: ignore[assignment]
-    worker.core.handle(Opened(0), 0.0)
+    start = time.monotonic()  # (the worker reads the clock: its timers start now)
+    worker.core.handle(Opened(0), start)
     worker._feed(0, p.worker_welcome(b"", {"broker": "t", "instance": "one",
-                                             "batch": True})[1:], 0.0)
+                                             "batch": True})[1:], start)
     link.sent.clear()
     keys = [b"k%d" % n for n in range(count)]
     frames = p.to_worker_batch(b"", keys, [BODY] * count, [60_000] * count, [False] * count)

@@ -120,9 +120,10 @@ def _worker() -> tuple[Worker, _KeptLink]:
     worker = Worker(WorkerConfig(brokers=["tcp://127.0.0.1:1"]), resolve("echo"))
     link = _KeptLink()
     worker.links[0] = link
-    worker.core.handle(Opened(0), 0.0)
+    now = time.monotonic()  # (the rounds read the clock: its timers start now)
+    worker.core.handle(Opened(0), now)
     welcome = p.worker_welcome(b"", {"broker": "t", "instance": "one", "batch": True})[1:]
-    worker._feed(0, welcome, 0.0)
+    worker._feed(0, welcome, now)
     link.sent.clear()
     return worker, link
 
