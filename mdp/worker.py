@@ -58,6 +58,7 @@ from mdp.workerlinks import (
     ZmqWorkerLink,
     describe_transport,
     open_worker_link,
+    uses_plain,
 )
 from mdp.workerstate import Phase, Task, Timing
 from mdp.zmtplinks import Complaints
@@ -118,6 +119,9 @@ class Worker:
         # connection dropped (the broker died or restarted), so the worker registers anew
         # without waiting for a heartbeat to go unanswered; a plain link sees it at once.
         self.links: list[WorkerLink | None] = [None] * len(config.brokers)
+        # some link is plain (a refused connection of its own waits for retry_at)
+        self._plain = any(uses_plain(config.transport, address, config.curve)
+                          for address in config.brokers)
         self._complaints = Complaints(len(config.brokers))
         self.lock = threading.Lock()  # free only while the handler runs
         self.busy_after_s = config.busy_after_s
@@ -163,14 +167,16 @@ class Worker:
         core = self.core
         while core.actions:
             for action in core.take_actions():
+                if type(action) is Send:  # (the usual action: no match on its fields)
+                    i = action.link
+                    link = self.links[i]
+                    if link is not None:
+                        try:
+                            link.send(action.frames)
+                        except (ConnectionError, ProtocolError) as exc:
+                            self._broken(i, link, exc)
+                    continue
                 match action:
-                    case Send(i, frames):
-                        link = self.links[i]
-                        if link is not None:
-                            try:
-                                link.send(frames)
-                            except (ConnectionError, ProtocolError) as exc:
-                                self._broken(i, link, exc)
                     case Close(i, linger_ms):
                         link = self.links[i]
                         if link is not None:
@@ -270,10 +276,11 @@ class Worker:
             ready: list[int] | None = None  # links to read; None: every link
             while core.phase is not Phase.DONE:
                 now = time.monotonic()
+                retry_at = self.retry_at()
                 # before draining, take in every task already here: it is served
                 # (every link when a plain link is due to be opened again: reading it
                 # opens it, else the wait below would return at once, again and again)
-                self.read_all(now, None if self._stop_requested or now >= self.retry_at()
+                self.read_all(now, None if self._stop_requested or now >= retry_at
                               else ready)
                 if self._stop_requested:
                     self.check_stop(now)
@@ -284,29 +291,48 @@ class Worker:
                 task = core.begin(now)
                 if core.actions:
                     self.flush()
+                # (what begin did since can only make the deadline later: an early
+                # wake-up at worst)
+                if retry_at < deadline:
+                    deadline = retry_at
                 if task is not None:
-                    # after a short task with nothing else held, the next poll finds what
-                    # came meanwhile; between short tasks run back to back, the sockets are
-                    # read every READ_EVERY_S (a receive that finds nothing costs ~4 us);
-                    # otherwise read everything before choosing again
-                    short = self._run_task(task)
-                    if short and not core.waiting:
-                        ready = []
-                    elif short and time.monotonic() - self._read_at < READ_EVERY_S:
-                        ready = []
-                    else:
-                        ready = None
+                    ready = self._run_backlog(task, deadline)
                 elif core.phase is not Phase.DONE:
-                    # (what begin did since can only make the deadline later: an early
-                    # wake-up at worst)
-                    ready = self._wait(min(deadline, self.retry_at()))
+                    ready = self._wait(deadline)
         finally:
             self._leave()
             self.lock.release()
         return core.exit_code
 
+    def _run_backlog(self, task: Task, deadline: float) -> list[int] | None:
+        """Run ``task``, then the tasks waiting behind it back to back, each as the loop's
+        turn would start it, without that turn's reads and timers, while each is short,
+        the sockets were read less than READ_EVERY_S ago (a receive that finds nothing
+        costs ~4 us), nothing is due by ``deadline`` (the loop's, good until a task is
+        started or something is read) and no stop is asked. The links the loop reads
+        next: none after a short task (the next poll finds what came meanwhile), every
+        one after a long task or READ_EVERY_S of short ones (before choosing again)."""
+        core = self.core
+        while self._run_task(task):
+            if not core.waiting or self._stop_requested:
+                return []
+            now = time.monotonic()
+            if now - self._read_at >= READ_EVERY_S:
+                return None
+            if now >= deadline:
+                return []
+            following = core.begin(now)
+            if core.actions:
+                self.flush()
+            if following is None:
+                return []
+            task = following
+        return None
+
     def retry_at(self) -> float:
         """When a refused plain connection is next tried (math.inf: none waits)."""
+        if not self._plain:
+            return math.inf  # (a DEALER tries again on its own)
         return min([link.retry_at for link in self.links if link is not None],
                    default=math.inf)
 

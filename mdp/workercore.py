@@ -28,6 +28,8 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import compress, count
+from operator import attrgetter
 from typing import Any
 
 from mdp import protocol as p
@@ -48,6 +50,10 @@ EXIT_OUT_OF_MEMORY = 4  # a handler hit the address-space limit; start afresh
 
 MAX_REFUSAL_CHARS = 300  # of a broker's reason for refusing us
 _NO_META = b"\x80"  # an empty msgpack map: a TASK without a deadline
+_HOLD = attrgetter("hold")  # of a Task
+_CLOSED = LinkMode.CLOSED
+_BIG_BODY = p.BIG_BODY
+_MAX_BATCH = p.MAX_BATCH
 
 
 def ready_meta(meta: dict[str, Any], prefetch: int, checks: bool = False) -> dict[str, Any]:
@@ -101,6 +107,9 @@ class WorkerCore:
         # back unrun (_on_task): a broker keeps to 1 + prefetch, but one that took our
         # tasks back while we were silent may give as many again when we speak
         self.hold_limit = 2 * (1 + self.prefetch)
+        # the meta frame of the last lone task taken, with its ttl_ms and ck: the next one
+        # with the same bytes is not decoded again (lone_task)
+        self._lone_meta: tuple[bytes, int, bytes | None] = (b"", 0, None)
         self._count_from = self.hold_limit - 1  # waiting tasks (any broker's) worth a count
 
     # --- output ----------------------------------------------------------------------
@@ -185,34 +194,37 @@ class WorkerCore:
         self._send(task.link, p.bounce(task.key), now)
 
     def _reply(self, task: Task, body: bytes, now: float) -> None:
-        link = self.links[task.link]
-        if link.mode is LinkMode.CLOSED or link.epoch != task.epoch:
+        i = task.link
+        link = self.links[i]
+        if link.mode is _CLOSED or link.epoch != task.epoch:
             log.warning("broker %s went away; dropping a reply", link.endpoint)
             return
-        if len(body) >= p.BIG_BODY:  # never gathered; announced where the broker takes it:
+        size = len(body)
+        if size >= _BIG_BODY:  # never gathered; announced where the broker takes it:
             if link.announce:  # the answer to a probe it sends meanwhile comes behind it
-                self._send(task.link, p.sending(len(body)), now)
+                self._send(i, p.sending(size), now)
         elif link.batch and task.dips and (self.waiting or link.gathered_keys) \
                 and now - task.started_at < self.timing.reply_gather_s \
-                and not (self.checks.active and self.checks.asked(task.link, task.key)):
+                and not (self.checks.active and self.checks.asked(i, task.key)):
             # with a backlog, a short task's reply is gathered: sent in one REPLIES when the
             # worker has nothing left to run, when a task runs past busy_after, before
             # anything else to that broker, or reply_gather_s on (a longer task's reply goes
             # at once: the next task may be as long, and gathering would hold this reply
             # until busy_after). A lone task's reply goes at once: batching is for
             # backlogs and costs a lone request nothing.
-            if not link.gathered_keys:
+            keys = link.gathered_keys
+            if not keys:
                 link.gathered_since = now
-                self._gathered[task.link] = None
-            link.gathered_keys.append(task.key)
+                self._gathered[i] = None
+            keys.append(task.key)
             link.gathered_bodies.append(body)
-            link.gathered_bytes += len(body)
-            if (not self.waiting or len(link.gathered_keys) >= p.MAX_BATCH
-                    or link.gathered_bytes >= p.BIG_BODY  # (else it should be announced)
+            link.gathered_bytes += size
+            if (not self.waiting or len(keys) >= _MAX_BATCH
+                    or link.gathered_bytes >= _BIG_BODY  # (else it should be announced)
                     or now - link.gathered_since >= self.timing.reply_gather_s):
-                self._send_gathered(link, task.link, now)
+                self._send_gathered(link, i, now)
             return
-        self._send(task.link, p.reply(task.key, [body]), now)
+        self._send(i, p.reply(task.key, [body]), now)
 
     # --- events ----------------------------------------------------------------------
 
@@ -330,9 +342,9 @@ class WorkerCore:
             waiting = self.waiting
             if not waiting:
                 waiting.append(task)  # the usual case: nothing else waits
-            else:
-                at = next((n for n, t in enumerate(waiting) if t.hold), len(waiting))
-                waiting.insert(at, task)
+            else:  # (the first held task's place, found in C: a TASKS adds many)
+                waiting.insert(next(compress(count(), map(_HOLD, waiting)), len(waiting)),
+                               task)
         else:
             self.waiting.append(task)
 
@@ -450,10 +462,11 @@ class WorkerCore:
             self._reply(task, p.error_body(Expired("the client's deadline passed")), now)
             self._count(now)
             return False
-        if self._gathered:
+        gathered = self._gathered
+        if gathered and (len(gathered) > 1 or task.link not in gathered):
             # replies gathered for other brokers go before this task starts: should the
             # process die in it, no broker blames a task it had finished (exact losses)
-            for i in [i for i in self._gathered if i != task.link]:
+            for i in [i for i in gathered if i != task.link]:
                 self._send_gathered(self.links[i], i, now)
         task.started_at = now
         self.current = task
@@ -539,15 +552,21 @@ class WorkerCore:
         if meta == _NO_META:
             deadline = None
         else:
-            try:
-                fields = p.unpack_meta(meta, "TASK")
-            except ProtocolError:
-                return None
-            ttl, ck = fields.get("ttl_ms"), fields.get("ck")
-            if fields.get("hold") is not None or len(fields) > (1 if ck is None else 2) \
-                    or type(ttl) is not int or not 0 < ttl < 2**63 or not (
-                        ck is None or (type(ck) is bytes and 0 < len(ck) <= p.MAX_CK_BYTES)):
-                return None
+            known = self._lone_meta
+            if meta == known[0]:  # (a client's tasks of one timeout come with one meta)
+                ttl, ck = known[1], known[2]
+            else:
+                try:
+                    fields = p.unpack_meta(meta, "TASK")
+                except ProtocolError:
+                    return None
+                got, ck = fields.get("ttl_ms"), fields.get("ck")
+                if fields.get("hold") is not None or len(fields) > (1 if ck is None else 2) \
+                        or type(got) is not int or not 0 < got < 2**63 or not (
+                            ck is None or (type(ck) is bytes and 0 < len(ck) <= p.MAX_CK_BYTES)):
+                    return None
+                ttl = got
+                self._lone_meta = (meta, ttl, ck)
             deadline = now + ttl / 1000
         link.heard_at = now
         link.backoff.reset()

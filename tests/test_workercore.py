@@ -828,6 +828,36 @@ def test_a_lone_task_with_a_coalescing_key_starts_at_once_with_it() -> None:
     assert core.lone_task(0, b"k2", bad, BODY, 2.0) is None
 
 
+def test_a_lone_task_whose_meta_repeats_the_last_ones_reads_the_same_from_it() -> None:
+    """lone_task keeps the last meta frame it decoded: the same bytes give the same ttl and
+    ck, other bytes are decoded (and judged) afresh."""
+    core = dips_core(1)
+    deadlines = []
+    for n, (ttl, ck) in enumerate([(5_000, None), (5_000, None), (7_000, None),
+                                   (7_000, b"job"), (7_000, b"job"), (5_000, None)]):
+        frames = p.to_worker(b"id", b"k%d" % n, BODY, True, ttl, ck=ck)[1:]
+        t = core.lone_task(0, frames[3], frames[5], frames[6:], float(n))
+        assert t is not None and t.ck == ck
+        deadlines.append(t.deadline)
+        core.task_done(b"r", n + 0.001)
+    assert deadlines == [0 + 5.0, 1 + 5.0, 2 + 7.0, 3 + 7.0, 4 + 7.0, 5 + 5.0]
+    take(core)
+    held = p.pack_meta({"ttl_ms": 5_000, "hold": True})  # after a good one: still judged
+    assert core.lone_task(0, b"k9", held, BODY, 9.0) is None
+
+
+def test_a_task_sent_as_to_an_idle_worker_waits_before_the_held_ones_only() -> None:
+    core = dips_core(2)
+    task(core, 1, b"run")
+    assert core.begin(0.0) is not None
+    task(core, 0, b"a")
+    task(core, 1, b"h1", hold=True)
+    task(core, 0, b"b")
+    task(core, 1, b"h2", hold=True)
+    task(core, 0, b"c")
+    assert [t.key for t in core.waiting] == [b"a", b"b", b"c", b"h1", b"h2"]
+
+
 # --- a broker that sends more than this worker may hold -----------------------------------
 # prefetch 1 (the core's default): a broker keeps to 2 tasks (one runs, one waits); one that
 # took our tasks back while we were silent may give 2 more; a third pair is refused.

@@ -1,4 +1,4 @@
-"""Calls and opcodes one ordinary request costs in the broker core and in the client core.
+"""Calls and opcodes one ordinary request costs in the broker core, client core and worker.
 
 Run it against two trees to compare them (a change must add no call per ordinary request):
 
@@ -6,23 +6,30 @@ Run it against two trees to compare them (a change must add no call per ordinary
 
 Broker core: a lone SUBMIT given at once to an idle DIPS worker, and that worker's REPLY
 (the frames built beforehand); client core: a call placed on a DIPS connection and sent,
-and its RESULT. Counted with ``sys.settrace`` (Python calls and opcodes executed) and
-``sys.setprofile`` (C calls), after one warm-up round each.
+and its RESULT; worker (its shell and core, a link that keeps what is sent): a lone TASK
+taken, run and answered (``Worker._lone``, the sync path), and a TASKS of 16 fed and run
+back to back (``Worker._run_backlog``, the pipelined path; per task). Counted with
+``sys.settrace`` (Python calls and opcodes executed) and ``sys.setprofile`` (C calls), after
+one warm-up round each.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 from mdp import protocol as p
+from mdp import worker as worker_module
 from mdp.actions import Opened, Received, Tick
 from mdp.brokercore import BrokerCore
 from mdp.clientcore import ClientCore
-from mdp.config import BrokerConfig
+from mdp.config import BrokerConfig, WorkerConfig
+from mdp.handlers import resolve
+from mdp.worker import Worker
 
 REPLY = b"\x81\xa1r\x01"
 
@@ -88,13 +95,77 @@ def client_rounds() -> Callable[[], None]:
     return round_
 
 
+class _KeptLink:
+    """A worker link that keeps what is sent and has nothing to read."""
+
+    address = "tcp://127.0.0.1:1"
+    retry_at = float("inf")
+
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+
+    def send(self, frames: list[bytes]) -> None:
+        self.sent.append(frames)
+
+    def take(self) -> list[list[bytes]]:
+        return []
+
+
+BACKLOG = 16  # tasks in the worker's TASKS round
+BODY = b"\x81\xa1d\xc4\x05xxxxx"  # {"d": 5 bytes}
+
+
+def _worker() -> tuple[Worker, _KeptLink]:
+    """A welcomed echo worker on one kept link (no socket opened, no loop run)."""
+    worker = Worker(WorkerConfig(brokers=["tcp://127.0.0.1:1"]), resolve("echo"))
+    link = _KeptLink()
+    worker.links[0] = link
+    now = time.monotonic()  # (the rounds read the clock: its timers start now)
+    worker.core.handle(Opened(0), now)
+    welcome = p.worker_welcome(b"", {"broker": "t", "instance": "one", "batch": True})[1:]
+    worker._feed(0, welcome, now)
+    link.sent.clear()
+    return worker, link
+
+
+def worker_lone_rounds() -> Callable[[], None]:
+    worker, link = _worker()
+    tasks = [p.to_worker(b"", bytes([n]), [BODY], True, ttl_ms=30000)[1:] for n in (1, 2)]
+
+    def round_() -> None:
+        worker._lone(0, tasks.pop(0))
+        link.sent.clear()
+    return round_
+
+
+def worker_backlog_rounds() -> Callable[[], None]:
+    worker, link = _worker()
+    batches = [p.to_worker_batch(b"", [bytes([n, k]) for k in range(BACKLOG)],
+                                 [BODY] * BACKLOG, [30000] * BACKLOG, [False] * BACKLOG)[1:]
+               for n in (1, 2)]
+
+    worker_module.READ_EVERY_S = float("inf")  # (traced, a round takes longer than that)
+
+    def round_() -> None:
+        worker._read_at = now = time.monotonic()
+        worker._feed(0, batches.pop(0), now)
+        task = worker.core.begin(now)
+        if task is not None:
+            worker._run_backlog(task, now + 1.0)
+        link.sent.clear()
+    return round_
+
+
 def main() -> int:
-    for name, make in (("broker core (SUBMIT + REPLY)", broker_rounds),
-                       ("client core (call + RESULT)", client_rounds)):
+    for name, make, per in (("broker core (SUBMIT + REPLY)", broker_rounds, 1),
+                            ("client core (call + RESULT)", client_rounds, 1),
+                            ("worker (a lone TASK, run and answered)", worker_lone_rounds, 1),
+                            (f"worker (TASKS of {BACKLOG}, run back to back), per task",
+                             worker_backlog_rounds, BACKLOG)):
         round_ = make()
         round_()  # warm-up: the first call of each kind is not the steady path
         calls, ops = counting(round_)
-        print(f"{name}: {sum(calls.values())} calls, {ops} opcodes")
+        print(f"{name}: {sum(calls.values()) / per:g} calls, {ops / per:g} opcodes")
         print("   ", ", ".join(f"{k} {v}" for k, v in sorted(calls.items())))
     return 0
 
