@@ -78,7 +78,7 @@ class BrokerConfig:
     client_keys: str | None = None  # directory of allowed client public keys
     worker_keys: str | None = None  # directory of allowed worker public keys
     # the ROUTER: "plain" (ZMTP on plain sockets in the broker's thread, mdp.plainrouter),
-    # "zmq" (a pyzmq socket), "auto" (zmq for now; and always with CURVE or inproc://)
+    # "zmq" (a pyzmq socket), "auto" (plain where it can be: zmq with CURVE or inproc://)
     transport: str = "auto"
 
     @property
@@ -88,7 +88,8 @@ class BrokerConfig:
     @property
     def plain(self) -> bool:
         """Whether the ROUTER is the plain one (see ``transport``)."""
-        return self.transport == "plain"
+        return self.transport == "plain" or (self.transport == "auto"
+                                             and self.plain_refusal() is None)
 
     @property
     def zmtp_timeout_ms(self) -> int:
@@ -314,7 +315,7 @@ def parse_broker_args(argv: Sequence[str] | None) -> tuple[BrokerConfig, str]:
     add("--transport", metavar="|".join(TRANSPORTS),
         help="plain: the ROUTER speaks ZMTP on plain sockets in the broker's own thread "
         "(tcp:// and ipc:// without CURVE; no libzmq I/O thread: less CPU per request); "
-        "zmq: a pyzmq socket; auto: zmq for now. The default is auto, or "
+        "zmq: a pyzmq socket; auto: plain where it can be, else zmq. The default is auto, or "
         f"${BROKER_TRANSPORT_ENV} when it is set (plain from there means plain where it "
         "can be: a CURVE or inproc:// broker takes zmq)")
     curve = parser.add_argument_group("CURVE security (all three or none)")

@@ -40,9 +40,19 @@ def test_the_default_comes_from_the_environment_and_the_flag_wins(
     assert config.plain
     config, _ = parse_broker_args(["--bind", "tcp://127.0.0.1:*", "--transport", "zmq"])
     assert not config.plain
+    monkeypatch.setenv(BROKER_TRANSPORT_ENV, "zmq")
+    config, _ = parse_broker_args(["--bind", "tcp://127.0.0.1:*"])
+    assert config.transport == "zmq" and not config.plain
     monkeypatch.delenv(BROKER_TRANSPORT_ENV)
     config, _ = parse_broker_args(["--bind", "tcp://127.0.0.1:*"])
-    assert config.transport == "auto" and not config.plain
+    assert config.transport == "auto" and config.plain
+
+
+def test_auto_is_plain_where_it_can_be_and_pyzmq_for_curve_or_inproc() -> None:
+    assert BrokerConfig(bind=["tcp://127.0.0.1:5555", "ipc:///tmp/b.sock"]).plain
+    assert not BrokerConfig(bind=["tcp://127.0.0.1:5555", "inproc://x"]).plain
+    assert not BrokerConfig(curve_secret="s", client_keys="c", worker_keys="w").plain
+    assert not BrokerConfig(transport="zmq").plain
 
 
 def test_a_bad_transport_in_the_environment_is_refused_naming_the_variable(
