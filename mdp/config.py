@@ -4,6 +4,7 @@ cross-field checks, and the command lines that override them."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
 import sys
@@ -87,9 +88,11 @@ class BrokerConfig:
 
     @property
     def plain(self) -> bool:
-        """Whether the ROUTER is the plain one (see ``transport``)."""
-        return self.transport == "plain" or (self.transport == "auto"
-                                             and self.plain_refusal() is None)
+        """Whether the ROUTER is the plain one (see ``transport``): ``auto`` takes it where
+        it binds exactly what pyzmq would (tcp:// on ``*`` or an IPv4 address, ipc://)."""
+        return self.transport == "plain" or (
+            self.transport == "auto" and self.plain_refusal() is None
+            and all(_binds_as_libzmq(endpoint) for endpoint in self.bind))
 
     @property
     def zmtp_timeout_ms(self) -> int:
@@ -159,7 +162,29 @@ class BrokerConfig:
         for endpoint in self.bind:
             if not endpoint.startswith(("tcp://", "ipc://")):
                 return f"cannot bind {endpoint!r} (plain sockets are tcp:// or ipc://)"
+            if endpoint == "ipc://*":
+                return "cannot bind 'ipc://*' (give the socket file a path)"
+            if endpoint.startswith("tcp://["):
+                return (f"cannot bind {endpoint!r}: it binds IPv4 only, as the pyzmq "
+                        "socket does")
         return None
+
+
+def _binds_as_libzmq(endpoint: str) -> bool:
+    """Whether a plain socket binds ``endpoint`` as libzmq would: ipc://, or tcp:// on
+    ``*`` or an IPv4 address. A name may be an interface (libzmq binds ``tcp://eth0:5555``
+    to its address) or a host name whose first address is IPv6 (libzmq, without IPv6,
+    takes its IPv4 one): ``auto`` leaves such a bind to pyzmq."""
+    if not endpoint.startswith("tcp://"):
+        return True
+    host = endpoint[6:].rpartition(":")[0]
+    if host == "*":
+        return True
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass

@@ -487,17 +487,20 @@ class PlainRouter:
 
 def _listen_address(endpoint: str) -> tuple[int, Any, str]:
     """(family, socket address, endpoint shown) of a bind endpoint."""
+    if endpoint == "ipc://*" or endpoint.startswith("tcp://["):
+        raise ValueError(f"{endpoint!r}: a plain router binds IPv4 and named ipc:// paths only")
     if endpoint.startswith("ipc://"):
         path = endpoint[6:]
         return socket.AF_UNIX, "\0" + path[1:] if path.startswith("@") else path, endpoint
     if not endpoint.startswith("tcp://"):
         raise ValueError(f"{endpoint!r}: a plain router binds tcp:// or ipc:// only")
     host, _, port = endpoint[6:].rpartition(":")
-    host = host[1:-1] if host.startswith("[") else host
     number = 0 if port == "*" else int(port)
     if host == "*":
         return socket.AF_INET, ("0.0.0.0", number), endpoint
-    family, _, _, _, sockaddr = socket.getaddrinfo(host, number, type=socket.SOCK_STREAM,
+    # IPv4 only, as libzmq without ZMQ_IPV6 (what a name means to the broker's clients)
+    family, _, _, _, sockaddr = socket.getaddrinfo(host, number, socket.AF_INET,
+                                                   socket.SOCK_STREAM,
                                                    flags=socket.AI_PASSIVE)[0]
     return family, sockaddr, endpoint
 

@@ -109,7 +109,7 @@ class WorkerCore:
         self.hold_limit = 2 * (1 + self.prefetch)
         # the meta frame of the last lone task taken, with its ttl_ms and ck: the next one
         # with the same bytes is not decoded again (lone_task)
-        self._lone_meta: tuple[bytes, int, bytes | None] = (b"", 0, None)
+        self._lone_meta: tuple[bytes | None, int, bytes | None] = (None, 0, None)
         self._count_from = self.hold_limit - 1  # waiting tasks (any broker's) worth a count
 
     # --- output ----------------------------------------------------------------------

@@ -62,6 +62,10 @@ _RESERVED = 0xF8  # frame flag bits that must be zero
 MAX_COMMAND_BYTES = 65536  # READY with its metadata, PING, ERROR: all far smaller
 MAX_PING_CONTEXT = 16  # RFC 37: a PING's context is 0 to 16 octets
 JOIN_BELOW = 65536  # a frame smaller than this is copied into one buffer with its neighbours
+# a rest kept from the last receive shorter than this is joined with the next one into one
+# bytes (a message cut by the receive); a longer one grows in place, so that a frame sent a
+# few bytes at a time is not copied again with each piece
+JOIN_REST_BELOW = 4096
 DIRECT_BYTES = 262144  # a frame this big may be received into its own buffer (keep_big_from)
 
 READY, ERROR, PING, PONG = b"READY", b"ERROR", b"PING", b"PONG"
@@ -314,7 +318,7 @@ class ZmtpConnection:
         buf: bytes | bytearray
         if not self._in:
             buf = data
-        elif len(self._in) < JOIN_BELOW:  # a short rest (a message cut by the receive): one
+        elif len(self._in) < JOIN_REST_BELOW:  # a short rest (a message cut by the receive): one
             buf = b"".join((self._in, data))  # bytes, whose frames take the fast path
             self._in = bytearray()
         else:  # (a long frame coming in pieces: no copy of what came before)

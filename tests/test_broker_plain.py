@@ -1,6 +1,7 @@
 """``mdp-broker --transport plain``: how it is chosen and refused, and real broker processes on
 the plain ROUTER (the real endpoint of a ``*`` port, ipc, a SIGSTOPped worker dropped by the
-ZMTP heartbeat). The rest of the suite runs on it with ``DIPS_BROKER_TRANSPORT=plain``."""
+ZMTP heartbeat). It is the default (``auto``) where it binds as pyzmq would, so the rest of
+the suite runs on it too."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from mdp.config import BROKER_TRANSPORT_ENV, BrokerConfig, parse_broker_args
 from mdp.errors import ConfigError
+from mdp.plainrouter import PlainRouter
 from testkit import broker_status, count_workers, has_worker, wait_for
 from tests.clusterkit import Cluster
 
@@ -53,6 +55,57 @@ def test_auto_is_plain_where_it_can_be_and_pyzmq_for_curve_or_inproc() -> None:
     assert not BrokerConfig(bind=["tcp://127.0.0.1:5555", "inproc://x"]).plain
     assert not BrokerConfig(curve_secret="s", client_keys="c", worker_keys="w").plain
     assert not BrokerConfig(transport="zmq").plain
+
+
+def test_auto_leaves_a_bind_a_plain_socket_could_read_otherwise_to_pyzmq() -> None:
+    """libzmq (no IPv6) binds a name's IPv4 address, binds an interface by its name and
+    makes a path of ``ipc://*``: ``auto`` takes plain only where it binds the same."""
+    for endpoint in ("tcp://*:5555", "tcp://0.0.0.0:*", "tcp://10.1.2.3:5555",
+                     "ipc:///run/dips/b.ipc", "ipc://@abstract"):
+        assert BrokerConfig(bind=[endpoint]).plain, endpoint
+    for endpoint in ("tcp://localhost:5555", "tcp://lo:5555", "tcp://broker-1.example:5555",
+                     "tcp://[::1]:5555", "ipc://*"):
+        config = BrokerConfig(bind=["tcp://127.0.0.1:5555", endpoint])
+        config.validate()
+        assert not config.plain, endpoint
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://[::1]:5555", "ipc://*"])
+def test_plain_refuses_a_bind_libzmq_would_read_otherwise(endpoint: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"cannot bind {endpoint!r}")):
+        BrokerConfig(bind=[endpoint], transport="plain").validate()
+    with pytest.raises(ValueError, match="binds IPv4 and named ipc:// paths only"):
+        router = PlainRouter(1 << 20)
+        try:
+            router.bind(endpoint)
+        finally:
+            router.close()
+
+
+def test_a_plain_broker_binds_a_name_s_ipv4_address_where_ipv6_is_listed_first(
+        tmp_path: Path) -> None:
+    """Under Debian's /etc/hosts (``::1 localhost`` as well), glibc gives ::1 first: a plain
+    socket bound to it would be out of reach of every pyzmq client and worker (IPv4 only).
+    The broker runs in a mount namespace of its own whose /etc/hosts lists ::1 first."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("::1 localhost ip6-localhost\n127.0.0.1 localhost\n")
+    script = (f"mount --bind {hosts} /etc/hosts && exec {sys.executable} -m mdp.broker "
+              "--bind 'tcp://localhost:*' --transport plain")
+    try:
+        proc = subprocess.Popen(["unshare", "-rm", "sh", "-c", script],
+                                stderr=subprocess.PIPE, text=True)
+    except FileNotFoundError:
+        pytest.skip("no unshare (util-linux)")
+    try:
+        (tcp,) = _ready_endpoints(proc)
+        assert re.fullmatch(r"tcp://127\.0\.0\.1:\d+", tcp), tcp
+        status = broker_status(tcp, 5.0)
+        assert status is not None
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 def test_a_bad_transport_in_the_environment_is_refused_naming_the_variable(

@@ -828,6 +828,14 @@ def test_a_lone_task_with_a_coalescing_key_starts_at_once_with_it() -> None:
     assert core.lone_task(0, b"k2", bad, BODY, 2.0) is None
 
 
+def test_a_lone_task_with_an_empty_meta_frame_is_refused_by_a_fresh_core() -> None:
+    """The remembered meta frame starts as nothing: an empty frame (not msgpack) is
+    refused, as before there was a memory, not taken for a 0 ms deadline."""
+    core = dips_core(1)
+    assert core.lone_task(0, b"k1", b"", BODY, 1.0) is None
+    assert core.current is None and take(core) == []
+
+
 def test_a_lone_task_whose_meta_repeats_the_last_ones_reads_the_same_from_it() -> None:
     """lone_task keeps the last meta frame it decoded: the same bytes give the same ttl and
     ck, other bytes are decoded (and judged) afresh."""
