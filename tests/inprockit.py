@@ -1,9 +1,11 @@
 """A broker driven in-process over ``inproc://`` sockets: anything a test's DEALER sends is
 in the broker's socket at once, and the test runs the broker's loop itself
-(``Broker.run_once``), so the order of what the loop reads is the test's to choose."""
+(``Broker.run_once``), so the order of what the loop reads is the test's to choose; and a
+worker link that keeps what a worker sends (:class:`KeptLink`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -30,3 +32,20 @@ def dealer(ctx: zmq.Context, endpoint: str = ENDPOINT) -> zmq.Socket:
     sock.linger = 0
     sock.connect(endpoint)
     return sock
+
+
+class KeptLink:
+    """A worker link (``mdp.worker.Worker.links``) that keeps what is sent and has nothing
+    to read: the worker's loop driven by hand."""
+
+    address = "tcp://127.0.0.1:1"
+    retry_at = math.inf
+
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+
+    def send(self, frames: list[bytes]) -> None:
+        self.sent.append(frames)
+
+    def take(self) -> list[list[bytes]]:
+        return []

@@ -14,24 +14,9 @@ from mdp.actions import Opened
 from mdp.config import WorkerConfig
 from mdp.handlers import resolve
 from mdp.worker import Worker
+from tests.inprockit import KeptLink
 
 BODY = p.pack({"d": b"xxxxx"})
-
-
-class KeptLink:
-    """A link that keeps what is sent and has nothing to read."""
-
-    address = "tcp://127.0.0.1:1"
-    retry_at = math.inf
-
-    def __init__(self) -> None:
-        self.sent: list[list[bytes]] = []
-
-    def send(self, frames: list[bytes]) -> None:
-        self.sent.append(frames)
-
-    def take(self) -> list[list[bytes]]:
-        return []
 
 
 def backlog(count: int) -> tuple[Worker, KeptLink, float]:

@@ -30,6 +30,7 @@ from mdp.clientcore import ClientCore
 from mdp.config import BrokerConfig, WorkerConfig
 from mdp.handlers import resolve
 from mdp.worker import Worker
+from tests.inprockit import KeptLink
 
 REPLY = b"\x81\xa1r\x01"
 
@@ -95,30 +96,14 @@ def client_rounds() -> Callable[[], None]:
     return round_
 
 
-class _KeptLink:
-    """A worker link that keeps what is sent and has nothing to read."""
-
-    address = "tcp://127.0.0.1:1"
-    retry_at = float("inf")
-
-    def __init__(self) -> None:
-        self.sent: list[list[bytes]] = []
-
-    def send(self, frames: list[bytes]) -> None:
-        self.sent.append(frames)
-
-    def take(self) -> list[list[bytes]]:
-        return []
-
-
 BACKLOG = 16  # tasks in the worker's TASKS round
 BODY = b"\x81\xa1d\xc4\x05xxxxx"  # {"d": 5 bytes}
 
 
-def _worker() -> tuple[Worker, _KeptLink]:
+def _worker() -> tuple[Worker, KeptLink]:
     """A welcomed echo worker on one kept link (no socket opened, no loop run)."""
     worker = Worker(WorkerConfig(brokers=["tcp://127.0.0.1:1"]), resolve("echo"))
-    link = _KeptLink()
+    link = KeptLink()
     worker.links[0] = link
     now = time.monotonic()  # (the rounds read the clock: its timers start now)
     worker.core.handle(Opened(0), now)
