@@ -100,7 +100,7 @@ def environment(results: Results) -> list[tuple[str, str]]:
                  f"code version {code_version()}"),
         # the sync client's (benchlib.roles), every mdp-worker's and every mdp-broker's
         # --transport default
-        ("transports: sync client / workers / brokers",
+        ("transports: sync client / workers / brokers (auto: pyzmq / pyzmq / plain)",
          f"{os.environ.get('DIPS_BENCH_TRANSPORT') or 'auto'} / "
          f"{os.environ.get(WORKER_TRANSPORT_ENV) or 'auto'} / "
          f"{os.environ.get(BROKER_TRANSPORT_ENV) or 'auto'}"),
