@@ -46,6 +46,14 @@ def answered(link: KeptLink) -> list[bytes]:
     return keys
 
 
+@pytest.fixture
+def unhurried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No read is due within a test however slow the machine: a loaded one could take
+    READ_EVERY_S (1 ms) over a few tasks, and the backlog would stop for that instead."""
+    monkeypatch.setattr(worker_module, "READ_EVERY_S", math.inf)
+
+
+@pytest.mark.usefixtures("unhurried")
 def test_a_backlog_runs_back_to_back_and_its_replies_go_together() -> None:
     worker, link, now = backlog(16)
     task = worker.core.begin(now)
@@ -65,6 +73,7 @@ def test_a_backlog_stops_when_the_sockets_are_due_to_be_read(
     assert len(worker.core.waiting) == 3
 
 
+@pytest.mark.usefixtures("unhurried")
 def test_a_backlog_stops_at_the_loops_deadline_and_at_a_stop() -> None:
     worker, link, now = backlog(4)
     task = worker.core.begin(now)

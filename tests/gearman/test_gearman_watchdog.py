@@ -39,7 +39,9 @@ def test_a_call_the_client_never_ends_is_a_timeout_after_the_grace(
         began = loop.time()
         with pytest.raises(Timeout, match="no reply for 'svc' within 0.1s"):
             await asyncio.wait_for(dips.call("svc", {}), 5.0)
-        assert 0.2 <= loop.time() - began < 2.0  # the deadline, the grace, a sweep or two
+        # never before the deadline and the grace (wait_for's 5 s bounds how late: past
+        # it, wait_for's own TimeoutError, not the door's Timeout)
+        assert loop.time() - began >= 0.2
         assert not dips._watchdog._watched
         await dips.close()
 
