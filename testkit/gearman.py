@@ -73,7 +73,11 @@ def gear_client(ports: Iterable[int], client_id: str = "", host: str = LOOPBACK,
     client = _client_class()(client_id=client_id or f"kit-client-{os.getpid()}")
     for port in ports:
         client.addServer(host, port)
-    client.waitForServer(timeout=wait_s)
+    try:
+        client.waitForServer(timeout=wait_s)
+    except BaseException:
+        client.shutdown()  # (its thread would try to connect for as long as the process runs)
+        raise
     return client
 
 
