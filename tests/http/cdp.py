@@ -11,8 +11,10 @@ import asyncio
 import base64
 import itertools
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -100,9 +102,14 @@ class Browser:
             raise AssertionError("chromium is not installed (Debian package chromium)")
         self.profile = tmp_path / "chromium-profile"
         self.log = tmp_path / "chromium.log"
+        # Chromium's singleton socket directory goes to $TMPDIR and outlives a terminated
+        # browser; the socket's path must be short (a test's tmp_path is too long), so it
+        # gets a directory of its own in /tmp, removed on close.
+        self.scratch = Path(tempfile.mkdtemp(prefix="dips-chromium-"))
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}",
-                                          "about:blank"], stdout=out, stderr=out)
+                                          "about:blank"], stdout=out, stderr=out,
+                                         env={**os.environ, "TMPDIR": str(self.scratch)})
         self.session: aiohttp.ClientSession | None = None
 
     async def page(self) -> Page:
@@ -138,3 +145,4 @@ class Browser:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
+        shutil.rmtree(self.scratch, ignore_errors=True)
