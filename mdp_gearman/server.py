@@ -228,8 +228,11 @@ class Gateway:
             conn.send(g.build(T.STATUS_RES, args[0], *fields))
         elif kind == T.GET_STATUS_UNIQUE:
             job, waiting = self.table.status_unique(args[0])
-            conn.send(g.build(T.STATUS_RES_UNIQUE, args[0], *_status_fields(job),
-                              b"%d" % waiting))
+            held = self.worker_settings.held_unique(args[0]) if job is None else None
+            # (a job a worker here holds, submitted elsewhere: no client here waits for it)
+            fields = (_status_fields(job) if held is None else
+                      (b"1", b"1", b"%d" % held.numerator, b"%d" % held.denominator))
+            conn.send(g.build(T.STATUS_RES_UNIQUE, args[0], *fields, b"%d" % waiting))
         elif kind == T.OPTION_REQ:
             if args[0] == b"exceptions":
                 conn.exceptions = True
