@@ -36,6 +36,7 @@ class Dips:
                  curve: CurveConfig | None = None,
                  link_floor: int = DEFAULT_LINK_FLOOR) -> None:
         self.brokers = list(brokers)
+        self._named = tuple(self.brokers)  # (what a Timeout names)
         self.timeout_s = timeout_s
         self.curve = curve
         self._client = AsyncMDPClient(self.brokers, timeout=timeout_s, curve=curve,
@@ -80,7 +81,7 @@ class Dips:
         cannot be encoded raises here (RequestError)."""
         timeout_s = timeout_s or self.timeout_s
         pending = DipsCall(self._client, self._watchdog, service, timeout_s, on_done,
-                           tuple(self.brokers))
+                           self._named)
         pending.token = self._watchdog.watch_call(timeout_s + GRACE_S, pending.expire)
         try:
             call = self._client.start(service, request, pending.finish, timeout=timeout_s,
