@@ -23,7 +23,7 @@ import asyncio
 import logging
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
@@ -105,6 +105,34 @@ class AsyncMDPClient:
         return await self._call(service_name(service),
                                 [check_frame(frame, self.max_request_bytes)], timeout,
                                 priority, False, key)
+
+    def start(self, service: str, request: dict[str, Any], on_done: Callable[[Any], object],
+              *, timeout: float | None = None, priority: int = 0, key: bytes | None = None,
+              on_progress: OnProgress | None = None) -> Call:
+        """:meth:`send` without a task or a future, for code that is itself driven by the
+        event loop's callbacks (a door's protocol): the request is placed now, and
+        ``on_done(outcome)`` is called once, on the event loop, with the result or the
+        exception :meth:`send` would raise (it may be called before this returns, when the
+        call ends at once). Returns the call, for :meth:`cancel` (after which ``on_done`` is
+        not called). Call it on the loop the client belongs to. A request that cannot be
+        encoded raises here. ``on_done`` should not raise: what it raises is logged."""
+        body = encode_request(request, self.max_request_bytes)
+        loop = self._loop or self._bind()
+        self._check_idle(loop)
+        call = self._core.submit(service_name(service), [body], loop.time(),
+                                 timeout=self.timeout if timeout is None else timeout,
+                                 priority=priority, tag=on_done, key=key,
+                                 on_progress=on_progress)
+        self._pump()
+        return call
+
+    def cancel(self, call: Call) -> None:
+        """Give up a call placed by :meth:`start`: its ``on_done`` is not called, and a late
+        reply to it is dropped. (Nothing happens if it has ended.)"""
+        loop = self._loop
+        if loop is not None and not call.done:
+            self._core.cancel(call, loop.time())
+            self._pump()
 
     async def request_raw(self, service: str, body: bytes, *,
                           key: bytes | None = None) -> list[bytes]:
@@ -192,12 +220,14 @@ class AsyncMDPClient:
                 break
             core.tick(loop.time())
         for call in core.take_finished():
-            future = call.tag
-            if not future.done():
+            tag = call.tag
+            if not isinstance(tag, asyncio.Future):  # placed by start(): its callback
+                _call_back(tag, call.outcome)
+            elif not tag.done():
                 if isinstance(call.outcome, BaseException):
-                    future.set_exception(call.outcome)
+                    tag.set_exception(call.outcome)
                 else:
-                    future.set_result(call.outcome)
+                    tag.set_result(call.outcome)
         deadline = core.next_deadline()
         if deadline < self._timer_at:
             if self._timer is not None:
@@ -219,10 +249,15 @@ class AsyncMDPClient:
                 self._fail_call(call, exc, loop)
 
     def _fail_call(self, call: Call, exc: Exception, loop: asyncio.AbstractEventLoop) -> None:
-        future = call.tag
+        tag = call.tag
+        if not isinstance(tag, asyncio.Future):  # placed by start()
+            if not call.done:  # (its reply came in the same pass: the reply stands)
+                self._core.cancel(call, loop.time())
+                _call_back(tag, exc)
+            return
         self._core.cancel(call, loop.time())
-        if not future.done():
-            future.set_exception(exc)
+        if not tag.done():
+            tag.set_exception(exc)
 
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, math.inf
@@ -418,6 +453,15 @@ class AsyncMDPClient:
             link.close()
             self._links[index] = None
             self._fds[index] = -1
+
+
+def _call_back(on_done: Callable[[Any], object], outcome: Any) -> None:
+    """A call placed by :meth:`AsyncMDPClient.start` ended: tell its caller. What the
+    callback raises is logged: the other calls that ended in the same pass are told too."""
+    try:
+        on_done(outcome)
+    except Exception:
+        log.exception("AsyncMDPClient: a call's on_done callback failed")
 
 
 def _writable(sock: zmq.Socket) -> bool:

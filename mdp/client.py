@@ -93,6 +93,8 @@ class MDPClient:
         self._poller: zmq.Poller | None = None
         self._polled: dict[Any, tuple[int, int]] = {}  # poll target: (link index, flags)
         self._complaints = Complaints(len(self.brokers))
+        # a lone call waits in one receive up to the broker's ping (or its own deadline)
+        self._lone_wait_ms = max(1, math.ceil(min(options.ping_interval, _MAX_WAIT_S) * 1000))
         self._iterating = 0  # iter_many generators alive (they read core.finished)
 
     # --- public API ------------------------------------------------------------------
@@ -152,29 +154,31 @@ class MDPClient:
         index = ep.index
         now = time.monotonic()
         messages: list[list[bytes]] = []
+        # (written without reading the link first: _send just asked it, see _check_idle)
         link = self._send_on(index, p.client_submit(name, rid, max(1, int(timeout * 1000)),
-                                                    [body], priority))
+                                                    [body], priority), checked=True)
         if link is not None:
-            wait_s = min(timeout, core.ping_interval, _MAX_WAIT_S)
+            wait_ms = self._lone_wait_ms  # (the core's next deadline: a ping, or the call's)
+            if timeout * 1000 < wait_ms:
+                wait_ms = max(1, math.ceil(timeout * 1000))
             try:
-                messages = link.wait(max(1, math.ceil(wait_s * 1000)))
+                messages = link.wait(wait_ms)
             except (ConnectionError, ProtocolError) as exc:
                 messages = link.take()  # whole before it broke: the core hears them first
                 link = self._broken(index, exc, busy=True)
             frames = messages[0] if len(messages) == 1 else None
             if (frames is not None and len(frames) == 6 and frames[2] == p.RESULT
                     and frames[1] == p.DIPS_CLIENT and frames[4] == p.pack_meta({"id": rid})):
-                reply = frames[5]
-                if not p.is_error_body([reply]):
-                    core.lone_heard(ep, time.monotonic())
-                    return p.decode_reply([reply])
                 try:
-                    p.decode_reply([reply])
+                    result = p.decode_reply(frames[5:])
                 except UnknownService:
                     pass  # the other brokers are asked: the core's decision
                 except (RequestError, ProtocolError) as exc:
                     core.lone_heard(ep, time.monotonic())
                     raise exc from None
+                else:
+                    core.lone_heard(ep, time.monotonic())
+                    return result
         call = core.adopt(rid, name, [body], now, timeout=timeout, priority=priority, ep=ep)
         at = time.monotonic()
         for frames in messages:
@@ -413,14 +417,18 @@ class MDPClient:
                 self._connect(index, now)
         return min(self._retry_at.values(), default=math.inf)
 
-    def _send_on(self, index: int, frames: list[bytes]) -> Link | None:
+    def _send_on(self, index: int, frames: list[bytes], checked: bool = False) -> Link | None:
         """Send on link ``index``; the link it went on, or None if it is gone (closed
-        here; the caller tells the core)."""
+        here; the caller tells the core). ``checked``: :meth:`_check_idle` ran just now, so
+        the link is written without being read first."""
         link = self._links[index]
         if link is None:
             return None
         try:
-            link.send(frames)
+            if checked:
+                link.write(frames)
+            else:
+                link.send(frames)
         except (ConnectionError, ProtocolError) as exc:
             link = self._broken(index, exc)
             if link is not None:

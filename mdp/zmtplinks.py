@@ -59,6 +59,7 @@ class Link(Protocol):
         """Connected (and for ZMTP, the handshake done): messages may flow."""
 
     def send(self, frames: list[bytes]) -> None: ...
+    def write(self, frames: list[bytes]) -> None: ...
     def wait(self, timeout_ms: int) -> list[list[bytes]]: ...
     def take(self) -> list[list[bytes]]: ...
     def poll_target(self) -> Any: ...
@@ -142,6 +143,8 @@ class ZmqLink:
         except zmq.Again:  # IMMEDIATE and no send limit: no connection
             raise ConnectionError("no connection to the broker") from None
 
+    write = send  # (a DEALER has nothing to read first)
+
     def wait(self, timeout_ms: int) -> list[list[bytes]]:
         frames, _ = sockio.recv_wait(self.sock, timeout_ms)
         return [] if frames is None else [frames]
@@ -219,7 +222,8 @@ class PlainLink:
 
     def write(self, frames: list[bytes]) -> None:
         """Send without first reading a link left unread (the worker reads its links
-        whenever it is not in a handler, and its sentinel while it is)."""
+        whenever it is not in a handler, and its sentinel while it is; the sync client's
+        lone call, right after it asked :meth:`check_idle`)."""
         self.conn.send_message(frames)
         self._flush()
 
@@ -320,7 +324,7 @@ class PlainLink:
             self._inbox += conn.receive_data(bytes(view[:size]))
             if size < RECV_BYTES and not drain:
                 break
-        if conn.ready:
+        if not self.was_up and conn.ready:
             self.was_up = True
         if conn.wants_write:  # a PONG, or after READY what waited for it
             self._flush()
@@ -332,30 +336,32 @@ class PlainLink:
     def wait(self, timeout_ms: int) -> list[list[bytes]]:
         """Block up to ``timeout_ms`` for at least one whole message (writing what waits
         to be written meanwhile); every message read, [] when the time ran out."""
-        if self._inbox:
-            return self.take()
+        inbox = self._inbox
+        if inbox:
+            self._inbox = []
+            return inbox
         deadline = time.monotonic() + timeout_ms / 1000
         poll = self._poll
+        conn = self.conn
         while True:
-            flags = _POLLIN | _POLLOUT if self._wants_write else _POLLIN
+            flags = _POLLIN | _POLLOUT if self._pending or conn.wants_write else _POLLIN
             if flags != self._poll_flags:
                 poll.modify(self.fd, flags)
                 self._poll_flags = flags
             events = poll.poll(timeout_ms)
             if events:
-                self._on_poll(events[0][1])
-                if self._inbox:
-                    return self.take()
+                happened = events[0][1]
+                if happened & _POLLOUT:
+                    self._flush()
+                if happened & ~_POLLOUT:  # readable, or an error or hang-up a read names
+                    self._read()
+                inbox = self._inbox
+                if inbox:
+                    self._inbox = []
+                    return inbox
             timeout_ms = round((deadline - time.monotonic()) * 1000)
             if timeout_ms <= 0:
                 return []
-
-    def _on_poll(self, events: int) -> None:
-        """Act on ``select.poll`` events."""
-        if events & _POLLOUT:
-            self._flush()
-        if events & ~_POLLOUT:  # readable, or an error or hang-up that a read will name
-            self._read()
 
     @property
     def _wants_write(self) -> bool:

@@ -1,6 +1,7 @@
 """The one place where the gateway meets DIPS: the asyncio client, with a deadline per call.
 
-The gateway sees :class:`Dips`: ``await call(...)`` and ``await broker_status()``.
+The gateway sees :class:`Dips`: ``await call(...)`` (or ``start(...)``, the same with a
+callback and no task) and ``await broker_status()``.
 """
 
 from __future__ import annotations
@@ -8,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mdp.aio import AsyncMDPClient
-from mdp.clientrecords import OnProgress
+from mdp.clientrecords import Call, OnProgress
 from mdp.errors import Timeout
 from mdp.keys import CurveConfig
 from mdp.rates import DEFAULT_LINK_FLOOR
@@ -35,6 +36,7 @@ class Dips:
                  curve: CurveConfig | None = None,
                  link_floor: int = DEFAULT_LINK_FLOOR) -> None:
         self.brokers = list(brokers)
+        self._named = tuple(self.brokers)  # (what a Timeout names)
         self.timeout_s = timeout_s
         self.curve = curve
         self._client = AsyncMDPClient(self.brokers, timeout=timeout_s, curve=curve,
@@ -69,6 +71,28 @@ class Dips:
         finally:
             watchdog.forget(token)
 
+    def start(self, service: str, request: dict[str, Any], on_done: Callable[[Any], object],
+              *, priority: int = 0, timeout_s: float | None = None, key: bytes | None = None,
+              on_progress: OnProgress | None = None) -> DipsCall:
+        """:meth:`call` with no task: ``on_done(outcome)`` is called once, on the event
+        loop, with the result or the error (RequestError, Timeout, ...) that :meth:`call`
+        would raise, at the latest past the deadline and the grace as a Timeout; never after
+        :meth:`DipsCall.cancel`. It may be called before this returns. A request that
+        cannot be encoded raises here (RequestError)."""
+        timeout_s = timeout_s or self.timeout_s
+        pending = DipsCall(self._client, self._watchdog, service, timeout_s, on_done,
+                           self._named)
+        pending.token = self._watchdog.watch_call(timeout_s + GRACE_S, pending.expire)
+        try:
+            call = self._client.start(service, request, pending.finish, timeout=timeout_s,
+                                      priority=priority, key=key, on_progress=on_progress)
+        except BaseException:
+            self._watchdog.forget(pending.token)
+            raise
+        if not pending.over:
+            pending.call = call
+        return pending
+
     async def broker_status(self) -> list[BrokerStatus | None]:
         """Every broker's ``mmi.status`` (None for a broker that did not answer)."""
         return list(await asyncio.gather(*(self._one_status(ep) for ep in self.brokers)))
@@ -86,16 +110,67 @@ class Dips:
         await self._status.close()
 
 
+class DipsCall:
+    """One call placed by :meth:`Dips.start`: it ends once, by its reply, by the watchdog
+    (a Timeout) or by :meth:`cancel`."""
+
+    __slots__ = ("_client", "_watchdog", "service", "timeout_s", "_on_done", "_brokers",
+                 "token", "call", "over")
+
+    def __init__(self, client: AsyncMDPClient, watchdog: Watchdog, service: str,
+                 timeout_s: float, on_done: Callable[[Any], object],
+                 brokers: tuple[str, ...]) -> None:
+        self._client = client
+        self._watchdog = watchdog
+        self.service = service
+        self.timeout_s = timeout_s
+        self._on_done = on_done
+        self._brokers = brokers
+        self.token = -1
+        self.call: Call | None = None
+        self.over = False
+
+    def finish(self, outcome: Any) -> None:
+        """The client's answer (the AsyncMDPClient calls this)."""
+        if self.over:
+            return
+        self.over = True
+        self._watchdog.forget(self.token)
+        self._on_done(outcome)
+
+    def expire(self) -> None:
+        """Past its deadline and the grace, whatever the client does (the watchdog)."""
+        if self.over:
+            return
+        self.over = True
+        self._watchdog.forget(self.token)
+        if self.call is not None:
+            self._client.cancel(self.call)
+        self._on_done(Timeout(f"no reply for {self.service!r} within {self.timeout_s:g}s",
+                              self._brokers))
+
+    def cancel(self) -> None:
+        """Its caller gave up: ``on_done`` is not called."""
+        if self.over:
+            return
+        self.over = True
+        self._watchdog.forget(self.token)
+        if self.call is not None:
+            self._client.cancel(self.call)
+
+
 class Watchdog:
-    """Cancels the task of a call still running past its limit: what ``asyncio.timeout``
-    does, with one timer for every call in flight (looking every :data:`SWEEP_S` while there
-    are any) rather than a timer, a context manager and three ``getpid()`` system calls
-    (``asyncio.get_running_loop``) on each call. One watchdog belongs to one event loop."""
+    """Ends a call still running past its limit (cancels its task, or expires a
+    :class:`DipsCall`): what ``asyncio.timeout`` does, with one timer for every call in
+    flight (looking every :data:`SWEEP_S` while there are any) rather than a timer, a
+    context manager and three ``getpid()`` system calls (``asyncio.get_running_loop``) on
+    each call. One watchdog belongs to one event loop."""
 
     def __init__(self) -> None:
         self._tokens = itertools.count()
-        self._watched: dict[int, tuple[float, asyncio.Task[Any]]] = {}
-        self.fired: set[int] = set()  # the tokens whose tasks it cancelled
+        # token -> (deadline, what ends its call: a task's cancel, or DipsCall.expire)
+        self._watched: dict[int, tuple[float, Callable[[], object]]] = {}
+        self.fired: set[int] = set()  # the tokens whose calls it ended
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -107,11 +182,19 @@ class Watchdog:
         task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("a watched call runs inside a task")
+        return self.watch_call(limit_s, task.cancel), task
+
+    def watch_call(self, limit_s: float, fire: Callable[[], object]) -> int:
+        """Call ``fire()`` once if the call of the token returned is still watched
+        ``limit_s`` from now (a task's call: its ``cancel``)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         token = next(self._tokens)
-        self._watched[token] = (loop.time() + limit_s, task)
+        self._watched[token] = (loop.time() + limit_s, fire)
         if self._timer is None:
             self._timer = loop.call_later(SWEEP_S, self._sweep)
-        return token, task
+        return token
 
     def forget(self, token: int) -> None:
         """The call of ``token`` is over (however it ended)."""
@@ -122,8 +205,12 @@ class Watchdog:
         loop = self._loop
         assert loop is not None  # noqa: S101 - set before the first timer (not peer input)
         now = loop.time()
-        for token, (deadline, task) in self._watched.items():
-            if deadline <= now and token not in self.fired:
-                self.fired.add(token)
-                task.cancel()
+        due = [(token, fire) for token, (deadline, fire) in self._watched.items()
+               if deadline <= now and token not in self.fired]
+        for token, fire in due:
+            self.fired.add(token)
+            try:
+                fire()
+            except Exception:  # the loop's callback: one call's failure must not stop it
+                log.exception("the gateway's watchdog failed ending a call")
         self._timer = loop.call_later(SWEEP_S, self._sweep) if self._watched else None

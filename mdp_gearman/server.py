@@ -37,7 +37,7 @@ from mdp_gearman import packets as g
 from mdp_gearman.background import BackgroundRunner, Outcome
 from mdp_gearman.config import GatewayConfig, parse_args
 from mdp_gearman.connection import Connection
-from mdp_gearman.dips import Dips
+from mdp_gearman.dips import Dips, DipsCall
 from mdp_gearman.fleet import GEARMAN_WORKER_VERSION, Fleet
 from mdp_gearman.inflight import InflightBudget
 from mdp_gearman.jobs import (
@@ -83,7 +83,9 @@ class Gateway:
         self.table = JobTable(b"H:" + host + b":")
         self.limits = mapping.WorkloadLimits(raw_field=config.raw_field)
         self._slots = PrioritySlots(config.concurrency)
-        self._tasks: dict[Job, asyncio.Task[None]] = {}
+        self._tasks: dict[Job, asyncio.Task[None]] = {}  # foreground jobs that wait
+        self._calls: dict[Job, DipsCall] = {}  # ... and those that run with no task
+        self._calls_over: asyncio.Future[None] | None = None  # close() waits: none left
         self._spawned: set[asyncio.Task[Any]] = set()
         self._servers: list[asyncio.base_events.Server] = []
         self.fleet = Fleet(dips.broker_status)
@@ -150,11 +152,17 @@ class Gateway:
             worker.drain()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.timeout_s
-        if self._tasks:
-            log.info("waiting for %d foreground job(s) to finish", len(self._tasks))
-        # (a job that joined one in flight is answered with it; none starts meanwhile)
-        while self._tasks and (left := deadline - loop.time()) > 0:
-            await asyncio.wait(list(self._tasks.values()), timeout=left)
+        if self._tasks or self._calls:
+            log.info("waiting for %d foreground job(s) to finish",
+                     len(self._tasks) + len(self._calls))
+        # (a job that joined one in flight is answered with it; none starts meanwhile; a
+        # job without a task may go on in one: it waits for a worker)
+        while (self._tasks or self._calls) and (left := deadline - loop.time()) > 0:
+            waits: list[asyncio.Future[Any]] = list(self._tasks.values())
+            if self._calls:
+                self._calls_over = loop.create_future()
+                waits.append(self._calls_over)
+            await asyncio.wait(waits, timeout=left)
         if self.runner is not None:
             await self.runner.drain(deadline - loop.time())
         await self._workers_idle(workers, self.config.timeout_s)
@@ -163,6 +171,8 @@ class Gateway:
                 connection.transport.close()  # after what is buffered for it
             if connection.worker is not None:
                 connection.worker.close()
+        for job in list(self._calls):
+            self._drop_call(job)
         for task in [*self._tasks.values(), *self._spawned]:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), *self._spawned, return_exceptions=True)
@@ -218,8 +228,11 @@ class Gateway:
             conn.send(g.build(T.STATUS_RES, args[0], *fields))
         elif kind == T.GET_STATUS_UNIQUE:
             job, waiting = self.table.status_unique(args[0])
-            conn.send(g.build(T.STATUS_RES_UNIQUE, args[0], *_status_fields(job),
-                              b"%d" % waiting))
+            held = self.worker_settings.held_unique(args[0]) if job is None else None
+            # (a job a worker here holds, submitted elsewhere: no client here waits for it)
+            fields = (_status_fields(job) if held is None else
+                      (b"1", b"1", b"%d" % held.numerator, b"%d" % held.denominator))
+            conn.send(g.build(T.STATUS_RES_UNIQUE, args[0], *fields, b"%d" % waiting))
         elif kind == T.OPTION_REQ:
             if args[0] == b"exceptions":
                 conn.exceptions = True
@@ -250,6 +263,7 @@ class Gateway:
                               "and its submissions past the limit are refused"))
             return
         job = self.table.coalesce(sub)
+        new = False
         if self.stopping and not sub.background and (job is None or job.submission.background):
             # accepted now (new, or joining a background job, which may wait in the door),
             # it would be cut unanswered when the door closes
@@ -262,8 +276,7 @@ class Gateway:
                 return
         elif job is None:
             job = self.table.add(sub)
-            loop = self._loop or asyncio.get_running_loop()
-            self._tasks[job] = loop.create_task(self._foreground(job))
+            new = True
         if sub.background:
             conn.send(g.build(T.JOB_CREATED, job.handle))
             return
@@ -271,6 +284,8 @@ class Gateway:
         conn.waiting.add(job)
         conn.job_added()
         conn.send(g.job_created(job.handle))
+        if new:  # after JOB_CREATED: its answer may come at once
+            self._begin(job)
 
     def _store(self, conn: Connection, sub: Submission) -> Job | None:
         if self.outbox is None or self.runner is None:
@@ -288,14 +303,96 @@ class Gateway:
 
     # --- jobs -------------------------------------------------------------------------
 
-    async def _foreground(self, job: Job) -> None:
-        """Run a client's job until it ends; whatever happens (a bug included) it ends with
-        an answer to its clients, and its unique id and slot are freed. (Each job's path
-        awaits as few coroutines as it can: each level costs calls on every job.)"""
+    def _begin(self, job: Job) -> None:
+        """Start a client's new job. The usual one runs with no task and no coroutine: its
+        request goes to DIPS now and its answer is written from the client's callback
+        (:meth:`_answered`). One that must wait first (for a fresher view of the fleet, or
+        a free slot) runs in a task (:meth:`_foreground`); so does one whose service nobody
+        offers, once DIPS says so. Whatever happens (a bug included), the job ends with an
+        answer to its clients, and its unique id and slot are freed."""
+        loop = self._loop or asyncio.get_running_loop()
+        started = loop.time()
+        sub = job.submission
+        slot = False
+        try:
+            try:
+                request, fmt = mapping.decode_workload(sub.workload, self.limits)
+            except BadRequest as exc:
+                self._settle(job, exc, True)
+                return
+            if fmt is not mapping.Format.RAW and self.fleet.must_wait(
+                    started, FLEET_MAX_AGE_S, FLEET_AHEAD_S):
+                self._tasks[job] = loop.create_task(self._foreground(job))
+                return
+            slot = self._slots.take()
+            if not slot:
+                self._tasks[job] = loop.create_task(self._foreground(job))
+                return
+            if fmt is not mapping.Format.RAW:
+                request = self._for_workers(sub, request)
+            call = self.dips.start(
+                sub.service, request, functools.partial(self._answered, job, fmt, started),
+                priority=sub.priority, key=unique_key(sub.unique),
+                on_progress=functools.partial(self._progress, job))
+            slot = False  # the call's now: _answered or _drop_call frees it
+            if not call.over:  # (else answered already, as it was placed)
+                self._calls[job] = call
+        except RequestError as exc:  # (a request the client cannot encode)
+            if slot:
+                self._slots.release()
+            self._settle(job, exc, True)
+        except Exception as exc:  # a bug: the job still ends, as `internal`
+            if slot:
+                self._slots.release()
+            self._settle(job, self._bug(job, exc, "on this job"), True)
+
+    def _answered(self, job: Job, fmt: mapping.Format, started: float, outcome: Any) -> None:
+        """DIPS answered a job started by :meth:`_begin` (``outcome``: the result or the
+        error): tell its clients; or, for a service nobody offers, wait for a worker in a
+        task, until the job's deadline."""
+        self._slots.release()
+        self._calls.pop(job, None)
+        if not self._calls and self._calls_over is not None and not self._calls_over.done():
+            self._calls_over.set_result(None)
+        try:
+            if isinstance(outcome, UnknownService):
+                loop = self._loop or asyncio.get_running_loop()
+                self._tasks[job] = loop.create_task(
+                    self._foreground(job, outcome, started + self.config.timeout_s))
+                return
+            if not isinstance(outcome, BaseException):
+                outcome = mapping.encode_result(outcome, fmt)
+            elif not isinstance(outcome, (RequestError, Timeout)):
+                outcome = self._bug(job, outcome, "on this job")
+        except RequestError as exc:  # a result nested deeper than the formats carry
+            outcome = exc
+        except Exception as exc:  # a bug: the job still ends, as `internal`
+            outcome = self._bug(job, exc, "on this job")
+        self._settle(job, outcome, True)
+
+    def _drop_call(self, job: Job) -> None:
+        """Give up a job running with no task (every client of it left, or the door
+        closes): it is forgotten now, and its slot freed."""
+        call = self._calls.pop(job, None)
+        if call is None:
+            return
+        self.table.finish(job)
+        call.cancel()
+        self._slots.release()
+        if not self._calls and self._calls_over is not None and not self._calls_over.done():
+            self._calls_over.set_result(None)
+
+    async def _foreground(self, job: Job, outcome: Outcome | None = None,
+                          deadline: float | None = None) -> None:
+        """Run a client's job that must wait (see :meth:`_begin`) until it ends; or, given
+        its first ``outcome`` (an UnknownService) and its ``deadline``, go on with it.
+        Whatever happens (a bug included) it ends with an answer to its clients, and its
+        unique id and slot are freed."""
         try:
             loop = self._loop or asyncio.get_running_loop()
-            deadline = loop.time() + self.config.timeout_s
-            outcome = await self._attempt(job)
+            if outcome is None or deadline is None:
+                deadline = loop.time() + self.config.timeout_s
+                outcome = await self._attempt(job)
             if isinstance(outcome, UnknownService):
                 outcome = await self._until_served(job, outcome, deadline)
         except asyncio.CancelledError:  # every client of it left
@@ -426,6 +523,9 @@ class Gateway:
     def forget(self, conn: Connection) -> None:
         self.connections.discard(conn)
         for job in self.table.drop_waiter(conn, conn.waiting):
+            if job in self._calls:
+                self._drop_call(job)
+                continue
             task = self._tasks.get(job)
             if task is not None:
                 # forgotten now, not when the task runs its cancellation: a submission of

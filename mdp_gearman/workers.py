@@ -40,6 +40,7 @@ import hashlib
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -136,6 +137,18 @@ class WorkerSettings:
     # the jobs the door's Gearman workers hold, by the handle JOB_ASSIGN gave them: a
     # GET_STATUS on that handle is answered from here
     held: dict[bytes, Assignment] = field(default_factory=dict)
+    # what the door's Gearman workers did, counted: "late_answers", the answers they sent
+    # for jobs the door had given up on (past a time limit), taken without a word to them
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def held_unique(self, unique: bytes) -> Assignment | None:
+        """The job a Gearman worker here holds whose request carries the unique id
+        ``unique`` (its coalescing key: a Gearman client's unique id), if any (GET_STATUS_UNIQUE
+        for a job submitted elsewhere: through another door, or by a DIPS client)."""
+        for job in self.held.values():
+            if job.task.ck == unique:
+                return job
+        return None
     # answers for jobs a worker does not hold, apart: a flood of them leaves the other lines
     strays: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log))
 
@@ -177,6 +190,7 @@ class GearmanWorker:
         self._told_refused: set[int] = set()  # links whose refusal the door logged
         self._told_useless = False  # ERROR registration_refused sent: every link refused
         self.served = 0
+        self.late_answers = 0  # answers to jobs the door had given up on (_late)
         self._dirty = False  # its functions may differ from those registered (_sync)
 
     # --- Gearman packets ---------------------------------------------------------------
@@ -332,7 +346,7 @@ class GearmanWorker:
         job = self.assigned
         if job is None or args[0] != job.handle or self.core is None:
             if args[0] == self.given_up:
-                self.given_up = None  # it reports the job given up on; it will GRAB next
+                self._late(kind, args[0])  # it will GRAB next
             else:
                 self._stray(kind, args[0])
             return
@@ -356,6 +370,17 @@ class GearmanWorker:
         self._assign(None)
         self.served += 1
         self.core.task_done(body, now)
+
+    def _late(self, kind: int, handle: bytes) -> None:
+        """The answer to the job the door gave up on (its caller had a worker_timeout, say):
+        taken without a word to the worker (see :meth:`_stray`), counted, and logged once
+        (a worker gives at most one such answer per job given up on)."""
+        self.given_up = None
+        self.late_answers += 1
+        self.settings.counts["late_answers"] += 1
+        log.info("Gearman worker %s sent %s for job %s after the door gave up on it; "
+                 "dropped (its caller was answered already)", self.peer, g.type_name(kind),
+                 admin.printable(handle))
 
     def _stray(self, kind: int, handle: bytes) -> None:
         """An answer for a job this worker does not hold (never given it, another worker's,

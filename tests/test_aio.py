@@ -8,6 +8,7 @@ test_faults.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import statistics
@@ -103,6 +104,44 @@ def test_unknown_service_and_a_cancelled_call(cluster: Cluster) -> None:
             # the late reply to the cancelled call is dropped; the next call gets its own
             reply = await client.send("tester", {"tag": "after"})
             assert reply["tag"] == "after"
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_start_calls_back_once_and_a_cancelled_call_never(cluster: Cluster) -> None:
+    """The callback form (a door's job path: no task, no future): each call's ``on_done``
+    gets its own result or error, once; a call cancelled is never called back, and its late
+    reply does not reach the call after it."""
+    broker = cluster.broker(None, "--unknown-grace", "0.5")
+    cluster.worker([broker], "tester", faulty=True)
+    cluster.worker([broker])
+
+    async def main() -> None:
+        async with AsyncMDPClient([broker.endpoint], timeout=20) as client:
+            loop = asyncio.get_running_loop()
+            outcomes: dict[int, list[Any]] = {}
+            over = {i: loop.create_future() for i in range(60)}
+
+            def done(i: int, outcome: Any) -> None:
+                outcomes.setdefault(i, []).append(outcome)
+                if not over[i].done():
+                    over[i].set_result(None)
+
+            for i in range(50):
+                client.start("echo", {"i": i}, functools.partial(done, i))
+            client.start("nobody", {}, functools.partial(done, 50))
+            slow = client.start("tester", {"sleep": 1.0}, functools.partial(done, 51))
+            client.cancel(slow)
+            client.start("tester", {"tag": "after"}, functools.partial(done, 52))
+            with pytest.raises(BadRequest):  # refused as it is placed: no callback
+                client.start("no such name!", {}, functools.partial(done, 53))
+            await asyncio.wait_for(asyncio.gather(*(over[i] for i in (*range(51), 52))), 30)
+            assert all(outcomes[i] == [{"i": i}] for i in range(50))
+            assert len(outcomes[50]) == 1 and isinstance(outcomes[50][0], UnknownService)
+            assert outcomes[52][0]["tag"] == "after" and len(outcomes[52]) == 1
+            await asyncio.sleep(1.5)  # the cancelled call's reply has come and gone
+            assert 51 not in outcomes and 53 not in outcomes
+            assert all(len(v) == 1 for v in outcomes.values())
 
     asyncio.run(asyncio.wait_for(main(), 60))
 

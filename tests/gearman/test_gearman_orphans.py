@@ -28,8 +28,33 @@ class FakeDips:
         self.calls.append((service, request, answer))
         return await answer
 
+    def start(self, service: str, request: dict[str, Any], on_done: Any, **_: Any) -> Any:
+        """The same with no task (Dips.start): the answer goes to ``on_done``."""
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.calls.append((service, request, answer))
+        return FakeCall(answer, on_done)
+
     async def broker_status(self) -> list[Any]:
         return []
+
+
+class FakeCall:
+    """A call placed by FakeDips.start (what the gateway uses of a DipsCall)."""
+
+    def __init__(self, answer: asyncio.Future[Any], on_done: Any) -> None:
+        self.over = False
+        self._answer = answer
+        self._on_done = on_done
+        answer.add_done_callback(self._answered)
+
+    def _answered(self, answer: asyncio.Future[Any]) -> None:
+        if not self.over and not answer.cancelled():
+            self.over = True
+            self._on_done(answer.exception() or answer.result())
+
+    def cancel(self) -> None:
+        self.over = True
+        self._answer.cancel()
 
 
 class FakeConn:

@@ -1,5 +1,6 @@
 """The door's last word on a call into DIPS: past its deadline and a grace, it ends as a
-Timeout whatever the client does; a cancel from elsewhere stays a cancel."""
+Timeout whatever the client does; a cancel from elsewhere stays a cancel. The same for a
+call placed with a callback (``Dips.start``, each job's path)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,69 @@ def test_a_call_answered_in_time_is_its_answer_and_leaves_nothing_watched(
         monkeypatch.setattr(dips._client, "send", answer)
         assert await dips.call("svc", {}) == b"card"
         assert not dips._watchdog._watched
+        await dips.close()
+
+    asyncio.run(scenario())
+
+
+class _Placed:
+    """What the client's start() returns (only ``done`` is read)."""
+
+    done = False
+
+
+def _silent_start(monkeypatch: pytest.MonkeyPatch, dips: Dips,
+                  cancelled: list[Any]) -> list[Any]:
+    """A client whose start() places the call and never calls it back."""
+    callbacks: list[Any] = []
+
+    def start(service: str, request: Any, on_done: Any, **kwargs: Any) -> Any:
+        callbacks.append(on_done)
+        return _Placed()
+
+    monkeypatch.setattr(dips._client, "start", start)
+    monkeypatch.setattr(dips._client, "cancel", cancelled.append)
+    return callbacks
+
+
+@pytest.mark.usefixtures("quick")
+def test_a_started_call_the_client_never_ends_is_a_timeout_after_the_grace(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        dips = Dips(["tcp://127.0.0.1:1"], timeout_s=0.1)
+        cancelled: list[Any] = []
+        _silent_start(monkeypatch, dips, cancelled)
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[Any] = loop.create_future()
+        began = loop.time()
+        call = dips.start("svc", {}, ended.set_result)
+        outcome = await asyncio.wait_for(ended, 5.0)
+        assert isinstance(outcome, Timeout) and "no reply for 'svc' within 0.1s" in str(outcome)
+        assert loop.time() - began >= 0.2  # never before the deadline and the grace
+        assert len(cancelled) == 1  # the client was told to drop it
+        assert call.over and not dips._watchdog._watched
+        call.finish(b"late")  # a late answer after the Timeout changes nothing
+        await dips.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.usefixtures("quick")
+def test_a_started_call_cancelled_or_answered_is_never_called_back_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        dips = Dips(["tcp://127.0.0.1:1"], timeout_s=0.1)
+        cancelled: list[Any] = []
+        callbacks = _silent_start(monkeypatch, dips, cancelled)
+        outcomes: list[Any] = []
+        gone = dips.start("svc", {}, outcomes.append)
+        gone.cancel()
+        answered = dips.start("svc", {}, outcomes.append)
+        callbacks[1](b"card")  # the client's answer
+        assert outcomes == [b"card"] and len(cancelled) == 1
+        assert not dips._watchdog._watched  # neither is watched any more
+        await asyncio.sleep(0.5)  # past both deadlines and the grace: no Timeout comes
+        assert outcomes == [b"card"] and gone.over and answered.over
         await dips.close()
 
     asyncio.run(scenario())

@@ -6,6 +6,7 @@ brokers' frames by hand (the fake driver below only records what the door would 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -232,7 +233,9 @@ def test_one_job_at_a_time_over_every_function_and_broker() -> None:
     assert sorted(sent) == [(1, p.BUSY), (2, p.BUSY), (3, p.BUSY), (3, p.BOUNCE)]
 
 
-def test_a_job_past_its_can_do_timeout_is_given_up_and_the_worker_kept_busy() -> None:
+def test_a_job_past_its_can_do_timeout_is_given_up_and_the_worker_kept_busy(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="mdp_gearman.workers")
     rig = Rig(time_limit_s=30.0)
     rig.packet(T.CAN_DO_TIMEOUT, b"slow", b"2")
     rig.packet(T.GRAB_JOB_ALL)
@@ -250,6 +253,10 @@ def test_a_job_past_its_can_do_timeout_is_given_up_and_the_worker_kept_busy() ->
     assert _commands(sent) == [(0, p.REPLY), (0, p.BUSY), (1, p.BUSY)]
     assert rig.packet(T.WORK_COMPLETE, handle, b"late", now=5.0) == []  # ignored
     assert rig.driver.take() == []
+    # ... but counted, and logged once with its handle
+    assert rig.worker.late_answers == 1 and rig.worker.settings.counts["late_answers"] == 1
+    late = [r.getMessage() for r in caplog.records if "after the door gave up" in r.getMessage()]
+    assert len(late) == 1 and handle.decode() in late[0]
     assert rig.packet(T.GRAB_JOB_ALL, now=5.0) == [(T.NO_JOB, [])]
     assert _commands(rig.driver.take()) == [(0, p.FREE), (1, p.FREE)]  # free again
 
@@ -321,3 +328,23 @@ def test_the_door_s_broker_links_are_bounded() -> None:
     rig.worker.close()
     assert budget.used == 0
     assert other.packet(T.GRAB_JOB) == [(T.NO_JOB, [])] and other.worker.core is not None
+
+
+def test_the_job_a_worker_holds_is_found_by_its_unique_id() -> None:
+    """GET_STATUS_UNIQUE for a job submitted elsewhere (another door, a DIPS client) that a
+    Gearman worker here holds: the door finds it by the unique id its request carries."""
+    rig = Rig()
+    rig.packet(T.CAN_DO, b"echo")
+    rig.packet(T.GRAB_JOB_UNIQ)
+    rig.welcome()
+    assert rig.worker.settings.held_unique(b"u-1") is None
+    rig.broker(0, p.to_worker(b"id", b"k1", [p.pack({"n": 1})], True, 10_000, ck=b"u-1"))
+    [(kind, args)] = rig.packet(T.GRAB_JOB_UNIQ, now=0.5)
+    assert kind == T.JOB_ASSIGN_UNIQ and args[2] == b"u-1"
+    rig.packet(T.WORK_STATUS, args[0], b"2", b"5", now=0.6)
+    held = rig.worker.settings.held_unique(b"u-1")
+    assert held is not None and (held.handle, held.numerator, held.denominator) == (
+        args[0], 2, 5)
+    assert rig.worker.settings.held_unique(b"u-2") is None
+    rig.packet(T.WORK_COMPLETE, args[0], b"done", now=0.7)
+    assert rig.worker.settings.held_unique(b"u-1") is None

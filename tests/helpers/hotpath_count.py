@@ -6,7 +6,9 @@ Run it against two trees to compare them (a change must add no call per ordinary
 
 Broker core: a lone SUBMIT given at once to an idle DIPS worker, and that worker's REPLY
 (the frames built beforehand); client core: a call placed on a DIPS connection and sent,
-and its RESULT; worker (its shell and core, a link that keeps what is sent): a lone TASK
+and its RESULT; client shell (``MDPClient.send``, its lone-call path, on a link that answers
+at once with the RESULT, as a socket would after its round trip); worker (its shell and
+core, a link that keeps what is sent): a lone TASK
 taken, run and answered (``Worker._lone``, the sync path), and a TASKS of 16 fed and run
 back to back (``Worker._run_backlog``, the pipelined path; per task). Counted with
 ``sys.settrace`` (Python calls and opcodes executed) and ``sys.setprofile`` (C calls), after
@@ -26,6 +28,7 @@ from mdp import protocol as p
 from mdp import worker as worker_module
 from mdp.actions import Opened, Received, Tick
 from mdp.brokercore import BrokerCore
+from mdp.client import MDPClient
 from mdp.clientcore import ClientCore
 from mdp.config import BrokerConfig, WorkerConfig
 from mdp.handlers import resolve
@@ -96,6 +99,52 @@ def client_rounds() -> Callable[[], None]:
     return round_
 
 
+class EchoLink:
+    """A client link (``MDPClient._links``) that answers each SUBMIT at once with the
+    RESULT the broker would send, built beforehand (keyed by the SUBMIT's meta frame)."""
+
+    up = True
+
+    def __init__(self, service: bytes, rids: range) -> None:
+        result = p.pack({"result": 1})
+        self._replies = {p.client_submit(service, rid, 10000, [b""])[4]:
+                         p.to_client(b"", service, [result], rid)[1:] for rid in rids}
+        self._inbox: list[list[bytes]] = []
+
+    def send(self, frames: list[bytes]) -> None:
+        self._inbox.append(self._replies[frames[4]])
+
+    write = send
+
+    def wait(self, timeout_ms: int) -> list[list[bytes]]:
+        inbox, self._inbox = self._inbox, []
+        return inbox
+
+    def close(self) -> None:
+        pass
+
+
+def client_lone_rounds() -> Callable[[], None]:
+    client = MDPClient(["tcp://127.0.0.1:1"], shuffle=False, transport="zmq")
+    core = client._core
+    core.submit(b"echo", [b"\x80"], 0.0, timeout=10.0)  # (rid 1: up on a DIPS broker)
+    core.take_actions()
+    core.handle(Opened(0), 0.0)
+    welcome = p.client_welcome(b"i", {"broker": "t", "instance": "one"})[1:]
+    core.handle(Received(0, welcome), 0.0)
+    core.handle(Received(0, p.to_client(b"i", b"echo", [REPLY], 1)[1:]), 0.0)
+    core.take_finished()
+    core.take_actions()
+    client._links[0] = EchoLink(b"echo", range(2, 10))  # type: ignore[assignment]
+    client._connecting.clear()
+    request = {"d": b"xxxxx"}
+
+    def round_() -> None:
+        if client.send("echo", request) != 1:
+            raise RuntimeError("the lone call did not take its reply")
+    return round_
+
+
 BACKLOG = 16  # tasks in the worker's TASKS round
 BODY = b"\x81\xa1d\xc4\x05xxxxx"  # {"d": 5 bytes}
 
@@ -144,6 +193,7 @@ def worker_backlog_rounds() -> Callable[[], None]:
 def main() -> int:
     for name, make, per in (("broker core (SUBMIT + REPLY)", broker_rounds, 1),
                             ("client core (call + RESULT)", client_rounds, 1),
+                            ("client shell (MDPClient.send, a lone call)", client_lone_rounds, 1),
                             ("worker (a lone TASK, run and answered)", worker_lone_rounds, 1),
                             (f"worker (TASKS of {BACKLOG}, run back to back), per task",
                              worker_backlog_rounds, BACKLOG)):
