@@ -112,6 +112,10 @@ class BrokerCore:
         # waits for :meth:`release`; None when dispatch is not held
         self._held: dict[bytes, Service] | None = None
         self._out = Outbox(self.dispatcher.workers)
+        # what to send, in order (a broker only ever sends: its shell opens and closes
+        # nothing); the shell reports a send that failed with :meth:`lost`. (The outbox's
+        # own method: the shell asks after every message, with no call in between.)
+        self.take_actions: Callable[[], list[Send]] = self._out.take
         self._now = now  # the time of the event being handled
         self._gather = False  # the message being handled has others behind it
         self._warnings = RateLimitedLog(log)
@@ -138,15 +142,10 @@ class BrokerCore:
             case Opened():
                 pass
 
-    def take_actions(self) -> list[Send]:
-        """What to send, in order (a broker only ever sends: its shell opens and closes
-        nothing); the shell reports a send that failed with :meth:`lost`."""
-        return self._out.take()
-
     @property
     def gathered(self) -> bool:
         """Output waits for the end of the pass (:meth:`flush`)."""
-        return self._out.gathered
+        return bool(self._out.sizes)
 
     def next_deadline(self) -> float:
         """When :meth:`tick` is next due."""
@@ -499,7 +498,7 @@ class BrokerCore:
             return
         for rid, body in zip(msg.rids, msg.bodies, strict=True):
             service = dispatcher.services.get(name)
-            if (service is not None and len(service.queue) >= dispatcher.max_queue
+            if (service is not None and service.queue.length >= dispatcher.max_queue
                     and (service.idle or service.open)):
                 self._dispatch(service, now)  # a full queue with workers free: not overloaded
             request = Request(identity, name, [body], now, rid, deadline, msg.priority,
@@ -610,7 +609,7 @@ class BrokerCore:
         if self._held is not None:  # (the shell is catching up: see hold)
             self._held[service.name] = service
             return
-        if service.queue:
+        if service.queue.length:
             out, gather = self._out, self._gather
             for worker, request, hold in self.dispatcher.assignments(service, now):
                 if request.losses and worker.checks:  # suspect: ASK first (checked start)
