@@ -113,15 +113,35 @@ class Outbox:
             self.sizes.pop(identity, None)
 
     def flush(self, now: float) -> None:
-        """Send everything gathered."""
-        while self.sizes:
-            self._emit_gathered(next(iter(self.sizes)), now)
+        """Send everything gathered, peer by peer in the order gathered (as
+        :meth:`_emit_gathered` would for each in turn)."""
+        if not self.sizes:
+            return
+        tasks, results = self._tasks, self._results
+        for peer in self.sizes:
+            if peer in tasks:
+                worker, held = tasks[peer]
+                self._emit_tasks(worker, held, now)
+            if peer in results:
+                self._emit_results(peer, results[peer])
+        self.sizes = {}
+        self._tasks = {}
+        self._results = {}
 
     def _emit_tasks(self, worker: Worker, tasks: list[tuple[Request, bool]],
                     now: float) -> None:
         """One TASKS per worker (more past MAX_BATCH), unless it has gone meanwhile."""
         if self._workers.get(worker.identity) is not worker:
             return  # gone meanwhile: its tasks are queued again
+        if len(tasks) == 1:  # (the usual share of a pass: one task, no batch to build)
+            request, hold = tasks[0]
+            worker.tasked_at = now
+            if worker.tasks.get(request.key) is request:
+                request.sent_mark = self.taken
+                self.actions.append(Send(0, p.to_worker(
+                    worker.identity, request.key, request.body, True, request.ttl_ms(now),
+                    hold, request.ck)))
+            return
         tasks = [(r, hold) for r, hold in tasks if worker.tasks.get(r.key) is r]
         taken = self.taken
         worker.tasked_at = now
