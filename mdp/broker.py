@@ -259,7 +259,7 @@ class Broker:
 
     def _read_ahead(self, room: int) -> None:
         """Read up to ``room`` messages that wait in the socket, without waiting, and show
-        each to the core (:meth:`BrokerCore.ahead`) before any is handled."""
+        each to the core (:attr:`BrokerCore.ahead`) before any is handled."""
         core, router, ahead = self.core, self.router, self._ahead
         curve = self.auth is not None
         user = ""

@@ -26,7 +26,7 @@ What it decides (the per-message paths here, the rest through the parts named):
 * **Clients that failed over.** A client's CANCEL gives up the requests it names (it sent
   them to another broker): queued ones are dropped, tasks at workers recalled and their
   replies dropped (:mod:`mdp.cancels`). A CANCEL the shell has read but not yet handed in
-  (:meth:`BrokerCore.ahead`) is in force for the requests in front of it; a shell that
+  (:attr:`BrokerCore.ahead`) is in force for the requests in front of it; a shell that
   finds it was stopped holds dispatch while it catches up (:meth:`BrokerCore.hold`).
 * **Faults.** A worker whose send failed (:class:`~mdp.actions.Lost`), that stayed silent,
   or that was probed while it held a task and had gone is forgotten, and its tasks go to
@@ -107,7 +107,14 @@ class BrokerCore:
         self._client_welcome = {**welcome, "cancel": True, "losses": True}
         self._firsts: dict[bytes, p.First] = {}  # HELLO "first", by client
         self._hellos: dict[bytes, int] = {}  # clients' HELLO flags (BATCH, PROGRESS)
-        self._cancelled_ahead = CancelsAhead()  # read (:meth:`ahead`), not yet handed in
+        self._cancelled_ahead = CancelsAhead()  # read (ahead), not yet handed in
+        # ahead(frames): a message the shell has read but not yet handed in with
+        # :meth:`receive` (it reads what waits in its socket before it handles any): a
+        # client's CANCEL among them is in force at once, so that none of the requests it
+        # names, read before it (in the socket since this broker last read, frozen say), is
+        # given to a worker. The shell hands in every message it was shown, in order. (The
+        # notes' own method: the shell calls it for every message it reads ahead.)
+        self.ahead: Callable[[list[bytes]], None] = self._cancelled_ahead.note
         # while the shell catches up after a stop (:meth:`hold`): services whose dispatch
         # waits for :meth:`release`; None when dispatch is not held
         self._held: dict[bytes, Service] | None = None
@@ -266,14 +273,6 @@ class BrokerCore:
             log.info("stopping: dropped %d requests not yet given to a worker", dropped)
 
     # --- input ---------------------------------------------------------------------------
-
-    def ahead(self, frames: list[bytes]) -> None:
-        """A message the shell has read but not yet handed in with :meth:`receive` (it
-        reads what waits in its socket before it handles any): a client's CANCEL among
-        them is in force at once, so that none of the requests it names, read before it
-        (in the socket since this broker last read, frozen say), is given to a worker.
-        The shell hands in every message it was shown, in order."""
-        self._cancelled_ahead.note(frames)
 
     def receive(self, frames: list[bytes], user: str, now: float, more: bool = False) -> None:
         """One message from the ROUTER: ``frames[0]`` is the peer's identity; ``user`` its
