@@ -11,7 +11,9 @@ Run it against two trees to compare them (a change must add no call per request)
   request;
 * whole broker, lone: ``Broker.run_once`` over a real plain ROUTER on an ipc socket, a
   DIPS client's SUBMIT in, the TASK out, the worker's REPLY in, the RESULT out (the peers
-  are raw ZMTP connections in this process, not counted).
+  are raw ZMTP connections in this process, not counted);
+* whole broker, pipelined: the same with ``BATCH`` workers and a batched SUBMIT of
+  ``BATCH`` requests, their REPLYs read together; per request.
 
 Counted with ``sys.settrace`` (Python calls) and ``sys.setprofile`` (C calls), after
 warm-up rounds.
@@ -153,6 +155,64 @@ def whole_lone_rounds() -> tuple[Callable[[], None], Callable[[], None]]:
     return round_, close
 
 
+def whole_pipelined_rounds() -> tuple[Callable[[], None], Callable[[], None]]:
+    """BATCH DIPS workers and a batching client: a SUBMIT of BATCH requests in, a task out
+    to each worker, their BATCH REPLYs in together, the RESULT(s) out."""
+    path = os.path.join(tempfile.mkdtemp(prefix="hotpath-"), "b.ipc")
+    broker = Broker(BrokerConfig(bind=[f"ipc://{path}"], transport="plain"))
+    workers = [_Peer(path) for _ in range(BATCH)]
+    client = _Peer(path)
+
+    def everyone() -> list[_Peer]:
+        return [*workers, client]
+
+    for n, worker in enumerate(workers):
+        worker.send(p.ready(b"echo", ready_meta({"pid": n}, 0, True)))
+    client.send(p.client_hello(batch=True, progress=True))
+    for _ in range(200):
+        broker.run_once(10)
+        for peer in everyone():
+            peer.look()
+        if len(broker.dispatcher.workers) == BATCH and client.got \
+                and all(w.got for w in workers):
+            break
+    else:
+        raise RuntimeError("the broker did not get there")
+    for peer in everyone():
+        peer.got.clear()
+    rids = iter(range(1, 1 << 30))
+
+    def run_broker() -> None:
+        while broker.run_once(0):
+            pass
+
+    def answer() -> None:
+        for worker in workers:
+            task = worker.expect()
+            worker.send(p.reply(task[3], [REPLY]))
+
+    def results() -> None:
+        got = 0
+        while got < BATCH:
+            message = client.expect()
+            meta = p.unpack_meta(message[4], "RESULT")
+            got += len(meta["ids"]) if "ids" in meta else 1
+
+    def round_() -> None:
+        untraced(lambda: client.send(p.client_submit_batch(
+            b"echo", [next(rids) for _ in workers], 30000, [BODY] * BATCH)))
+        run_broker()
+        untraced(answer)
+        run_broker()
+        untraced(results)
+
+    def close() -> None:
+        broker.close()
+        for peer in everyone():
+            peer.sock.close()
+    return round_, close
+
+
 def main() -> int:
     whole, close = whole_lone_rounds()
     traced: list[tuple[str, Callable[[], None], int]] = [
@@ -173,13 +233,24 @@ def main() -> int:
         print("   ", ", ".join(f"{k} {v}" for k, v in sorted(broker_calls.items())))
     finally:
         close()
+    piped, close = whole_pipelined_rounds()
+    try:
+        for _ in range(3):
+            piped()
+        calls, ops = counting(piped)
+        broker_calls = Counter({k: v for k, v in calls.items() if _brokers(k)})
+        print(f"whole broker, pipelined (a SUBMIT of {BATCH}, {BATCH} lone REPLYs), per "
+              f"request: {sum(broker_calls.values()) / BATCH:g} calls, {ops / BATCH:g} opcodes")
+        print("   ", ", ".join(f"{k} {v / BATCH:g}" for k, v in sorted(broker_calls.items())))
+    finally:
+        close()
     return 0
 
 
 def _brokers(name: str) -> bool:
     """Not the counting's own calls, nor the round's (the peers' work is not counted)."""
     return name not in ("C:settrace", "C:setprofile", "C:getprofile", "C:gettrace") \
-        and not name.startswith(("untraced", "whole_lone_rounds."))
+        and not name.startswith(("untraced", "whole_lone_rounds.", "whole_pipelined_rounds."))
 
 
 if __name__ == "__main__":
