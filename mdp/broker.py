@@ -190,8 +190,8 @@ class Broker:
                 self._carry_out()
                 deadline = core.next_deadline()
         frames: list[bytes] | None
-        # the clock when the loop last looked, if the message in hand came since (None:
-        # the loop looks before it handles the message)
+        # the clock when the loop last looked, if the message in hand came alone and nothing
+        # ran since (None: the loop looks again before it handles the message)
         looked: float | None = None
         if ahead:
             frames, user = ahead.popleft()
@@ -201,10 +201,10 @@ class Broker:
             looked = time.monotonic()
             waited = looked - now
             self._looked(looked, timeout_ms / 1000)  # (stopped while it waited?)
-            if frames is not None and not _came_alone(waited, timeout_ms) \
-                    and router.readable():
-                self._read_ahead(PASS - 1)
-                looked = None
+            if frames is not None and not _came_alone(waited, timeout_ms):
+                looked = None  # (the socket is asked again: the clock is read after it)
+                if router.readable():
+                    self._read_ahead(PASS - 1)
         handled = 0
         while frames is not None:
             if looked is None:
