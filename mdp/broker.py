@@ -190,20 +190,28 @@ class Broker:
                 self._carry_out()
                 deadline = core.next_deadline()
         frames: list[bytes] | None
+        # the clock when the loop last looked, if the message in hand came alone and nothing
+        # ran since (None: the loop looks again before it handles the message)
+        looked: float | None = None
         if ahead:
             frames, user = ahead.popleft()
         else:
             timeout_ms = min(poll_timeout_ms(deadline, now), max_block_ms)
             frames, user = router.recv_wait(timeout_ms, self.auth is not None)
-            waited = time.monotonic() - now
-            self._looked(now + waited, timeout_ms / 1000)  # (stopped while it waited?)
-            if frames is not None and not _came_alone(waited, timeout_ms) \
-                    and router.readable():
-                self._read_ahead(PASS - 1)
+            looked = time.monotonic()
+            waited = looked - now
+            self._looked(looked, timeout_ms / 1000)  # (stopped while it waited?)
+            if frames is not None and not _came_alone(waited, timeout_ms):
+                looked = None  # (the socket is asked again: the clock is read after it)
+                if router.readable():
+                    self._read_ahead(PASS - 1)
         handled = 0
         while frames is not None:
-            at = time.monotonic()
-            self._looked(at)  # (stopped while it handled the last one?)
+            if looked is None:
+                at = time.monotonic()
+                self._looked(at)  # (stopped while it handled the last one?)
+            else:  # (the receive that brought it has just returned: the same moment)
+                at, looked = looked, None
             try:  # the barrier: one bad message never stops the broker
                 core.receive(frames, user, at, handled > 0)
                 self._carry_out(write=False)  # (written with the pass's others, below)
@@ -251,7 +259,7 @@ class Broker:
 
     def _read_ahead(self, room: int) -> None:
         """Read up to ``room`` messages that wait in the socket, without waiting, and show
-        each to the core (:meth:`BrokerCore.ahead`) before any is handled."""
+        each to the core (:attr:`BrokerCore.ahead`) before any is handled."""
         core, router, ahead = self.core, self.router, self._ahead
         curve = self.auth is not None
         user = ""

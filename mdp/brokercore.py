@@ -26,7 +26,7 @@ What it decides (the per-message paths here, the rest through the parts named):
 * **Clients that failed over.** A client's CANCEL gives up the requests it names (it sent
   them to another broker): queued ones are dropped, tasks at workers recalled and their
   replies dropped (:mod:`mdp.cancels`). A CANCEL the shell has read but not yet handed in
-  (:meth:`BrokerCore.ahead`) is in force for the requests in front of it; a shell that
+  (:attr:`BrokerCore.ahead`) is in force for the requests in front of it; a shell that
   finds it was stopped holds dispatch while it catches up (:meth:`BrokerCore.hold`).
 * **Faults.** A worker whose send failed (:class:`~mdp.actions.Lost`), that stayed silent,
   or that was probed while it held a task and had gone is forgotten, and its tasks go to
@@ -107,11 +107,22 @@ class BrokerCore:
         self._client_welcome = {**welcome, "cancel": True, "losses": True}
         self._firsts: dict[bytes, p.First] = {}  # HELLO "first", by client
         self._hellos: dict[bytes, int] = {}  # clients' HELLO flags (BATCH, PROGRESS)
-        self._cancelled_ahead = CancelsAhead()  # read (:meth:`ahead`), not yet handed in
+        self._cancelled_ahead = CancelsAhead()  # read (ahead), not yet handed in
+        # ahead(frames): a message the shell has read but not yet handed in with
+        # :meth:`receive` (it reads what waits in its socket before it handles any): a
+        # client's CANCEL among them is in force at once, so that none of the requests it
+        # names, read before it (in the socket since this broker last read, frozen say), is
+        # given to a worker. The shell hands in every message it was shown, in order. (The
+        # notes' own method: the shell calls it for every message it reads ahead.)
+        self.ahead: Callable[[list[bytes]], None] = self._cancelled_ahead.note
         # while the shell catches up after a stop (:meth:`hold`): services whose dispatch
         # waits for :meth:`release`; None when dispatch is not held
         self._held: dict[bytes, Service] | None = None
         self._out = Outbox(self.dispatcher.workers)
+        # what to send, in order (a broker only ever sends: its shell opens and closes
+        # nothing); the shell reports a send that failed with :meth:`lost`. (The outbox's
+        # own method: the shell asks after every message, with no call in between.)
+        self.take_actions: Callable[[], list[Send]] = self._out.take
         self._now = now  # the time of the event being handled
         self._gather = False  # the message being handled has others behind it
         self._warnings = RateLimitedLog(log)
@@ -138,15 +149,10 @@ class BrokerCore:
             case Opened():
                 pass
 
-    def take_actions(self) -> list[Send]:
-        """What to send, in order (a broker only ever sends: its shell opens and closes
-        nothing); the shell reports a send that failed with :meth:`lost`."""
-        return self._out.take()
-
     @property
     def gathered(self) -> bool:
         """Output waits for the end of the pass (:meth:`flush`)."""
-        return self._out.gathered
+        return bool(self._out.sizes)
 
     def next_deadline(self) -> float:
         """When :meth:`tick` is next due."""
@@ -267,14 +273,6 @@ class BrokerCore:
             log.info("stopping: dropped %d requests not yet given to a worker", dropped)
 
     # --- input ---------------------------------------------------------------------------
-
-    def ahead(self, frames: list[bytes]) -> None:
-        """A message the shell has read but not yet handed in with :meth:`receive` (it
-        reads what waits in its socket before it handles any): a client's CANCEL among
-        them is in force at once, so that none of the requests it names, read before it
-        (in the socket since this broker last read, frozen say), is given to a worker.
-        The shell hands in every message it was shown, in order."""
-        self._cancelled_ahead.note(frames)
 
     def receive(self, frames: list[bytes], user: str, now: float, more: bool = False) -> None:
         """One message from the ROUTER: ``frames[0]`` is the peer's identity; ``user`` its
@@ -499,7 +497,7 @@ class BrokerCore:
             return
         for rid, body in zip(msg.rids, msg.bodies, strict=True):
             service = dispatcher.services.get(name)
-            if (service is not None and len(service.queue) >= dispatcher.max_queue
+            if (service is not None and service.queue.length >= dispatcher.max_queue
                     and (service.idle or service.open)):
                 self._dispatch(service, now)  # a full queue with workers free: not overloaded
             request = Request(identity, name, [body], now, rid, deadline, msg.priority,
@@ -610,7 +608,7 @@ class BrokerCore:
         if self._held is not None:  # (the shell is catching up: see hold)
             self._held[service.name] = service
             return
-        if service.queue:
+        if service.queue.length:
             out, gather = self._out, self._gather
             for worker, request, hold in self.dispatcher.assignments(service, now):
                 if request.losses and worker.checks:  # suspect: ASK first (checked start)

@@ -353,7 +353,7 @@ class Dispatcher:
                 return UnknownService(f"no such service {name!r:.110}")
             service = self._service(name, now)
         service.counters.requests += 1
-        if len(self.poison):
+        if self.poison.entries:
             losses = self.poison.recall(name, request.body, request.client, request.rid, now)
             if losses is not None:
                 return WorkerLost(f"service {name.decode()!r}: {losses} workers were lost "
@@ -373,7 +373,7 @@ class Dispatcher:
                 else:
                     self._attach(shared, request, service)
                     return None
-        if len(service.queue) >= self.max_queue:
+        if service.queue.length >= self.max_queue:
             return Overloaded(
                 f"service {service.name.decode()!r} has {len(service.queue)} requests queued"
             )
@@ -407,8 +407,8 @@ class Dispatcher:
         resend of a request held here, a coalescing key, a poisoned request remembered,
         no idle worker): then it takes the usual way."""
         idle = service.idle
-        if not idle or service.queue or service.unrecalled or request.ck is not None \
-                or len(self.poison):
+        if not idle or service.queue.length or service.unrecalled or request.ck is not None \
+                or self.poison.entries:
             return None
         rid = request.rid
         if rid is not None:
@@ -491,7 +491,7 @@ class Dispatcher:
         """
         queue, idle, open_ = service.queue, service.idle, service.open
         busy = self.busy
-        while queue and (idle or open_):
+        while queue.length and (idle or open_):
             request = queue.popleft()
             self.queued -= 1
             self.queued_bytes -= request.size

@@ -32,11 +32,7 @@ class Outbox:
         self._tasks: dict[bytes, tuple[Worker, list[tuple[Request, bool]]]] = {}
         # replies for clients that take batched RESULTs: client -> service -> (ids, bodies)
         self._results: dict[bytes, dict[bytes, tuple[list[int], list[bytes]]]] = {}
-        self._bytes: dict[bytes, int] = {}  # bytes gathered for each peer
-
-    @property
-    def gathered(self) -> bool:
-        return bool(self._bytes)
+        self.sizes: dict[bytes, int] = {}  # bytes gathered for each peer (empty: none)
 
     def take(self) -> list[Send]:
         """The actions decided since the last call, in order."""
@@ -52,12 +48,12 @@ class Outbox:
     def send(self, frames: list[bytes], now: float) -> None:
         """Send to a peer, after whatever was gathered for it."""
         peer = frames[0]
-        if self._bytes and peer in self._bytes:
+        if self.sizes and peer in self.sizes:
             self._emit_gathered(peer, now)
         self.actions.append(Send(0, frames))
 
     def _emit_gathered(self, peer: bytes, now: float) -> None:
-        del self._bytes[peer]
+        del self.sizes[peer]
         if peer in self._tasks:
             worker, tasks = self._tasks.pop(peer)
             self._emit_tasks(worker, tasks, now)
@@ -66,8 +62,8 @@ class Outbox:
 
     def _gathered(self, peer: bytes, size: int, now: float) -> None:
         """``size`` more bytes gathered for ``peer``: its batch goes once it is big."""
-        total = self._bytes.get(peer, 0) + size
-        self._bytes[peer] = total
+        total = self.sizes.get(peer, 0) + size
+        self.sizes[peer] = total
         if total >= p.BIG_BODY:
             self._emit_gathered(peer, now)
 
@@ -114,18 +110,38 @@ class Outbox:
     def forget_worker(self, identity: bytes) -> None:
         """The worker has gone: its gathered tasks are not sent (they are queued again)."""
         if self._tasks.pop(identity, None) is not None:
-            self._bytes.pop(identity, None)
+            self.sizes.pop(identity, None)
 
     def flush(self, now: float) -> None:
-        """Send everything gathered."""
-        while self._bytes:
-            self._emit_gathered(next(iter(self._bytes)), now)
+        """Send everything gathered, peer by peer in the order gathered (as
+        :meth:`_emit_gathered` would for each in turn)."""
+        if not self.sizes:
+            return
+        tasks, results = self._tasks, self._results
+        for peer in self.sizes:
+            if peer in tasks:
+                worker, held = tasks[peer]
+                self._emit_tasks(worker, held, now)
+            if peer in results:
+                self._emit_results(peer, results[peer])
+        self.sizes = {}
+        self._tasks = {}
+        self._results = {}
 
     def _emit_tasks(self, worker: Worker, tasks: list[tuple[Request, bool]],
                     now: float) -> None:
         """One TASKS per worker (more past MAX_BATCH), unless it has gone meanwhile."""
         if self._workers.get(worker.identity) is not worker:
             return  # gone meanwhile: its tasks are queued again
+        if len(tasks) == 1:  # (the usual share of a pass: one task, no batch to build)
+            request, hold = tasks[0]
+            worker.tasked_at = now
+            if worker.tasks.get(request.key) is request:
+                request.sent_mark = self.taken
+                self.actions.append(Send(0, p.to_worker(
+                    worker.identity, request.key, request.body, True, request.ttl_ms(now),
+                    hold, request.ck)))
+            return
         tasks = [(r, hold) for r, hold in tasks if worker.tasks.get(r.key) is r]
         taken = self.taken
         worker.tasked_at = now

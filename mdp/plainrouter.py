@@ -315,8 +315,8 @@ class PlainRouter:
         socket is writable again (EPOLLOUT), on a later turn."""
         pending = peer.pending
         sock = peer.sock
-        if peer.zmtp.wants_write:
-            out = peer.zmtp.data_to_send()
+        out = peer.zmtp.data_to_send()  # (mostly something: a peer is written when sent to)
+        if out:
             if not pending and len(out) == 1 and type(out[0]) is bytes:
                 # (the common case: one message of short frames, nothing waiting before it)
                 chunk = out[0]

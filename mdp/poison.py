@@ -31,15 +31,16 @@ def body_digest(service: bytes, body: Sequence[Any]) -> bytes:
 class PoisonMemory:
     """Poisoned requests by body digest and by (client, id), each for ``memory_s``."""
 
-    __slots__ = ("memory_s", "_entries")
+    __slots__ = ("memory_s", "entries")
 
     def __init__(self, memory_s: float) -> None:
         self.memory_s = memory_s
-        # key -> (forget at, workers lost); insertion order is expiry order
-        self._entries: OrderedDict[tuple[bytes, ...], tuple[float, int]] = OrderedDict()
+        # key -> (forget at, workers lost); insertion order is expiry order (empty: nothing
+        # remembered, which the dispatcher asks of every request, so read it, not len())
+        self.entries: OrderedDict[tuple[bytes, ...], tuple[float, int]] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.entries)
 
     def remember(self, service: bytes, body: Sequence[Any],
                  callers: Iterable[tuple[bytes, int | None]], losses: int, now: float,
@@ -51,26 +52,26 @@ class PoisonMemory:
         keys += [(b"id", client, rid.to_bytes(8, "big"))
                  for client, rid in callers if rid is not None]
         for key in keys:
-            self._entries.pop(key, None)
-            self._entries[key] = entry
-        while len(self._entries) > MAX_REMEMBERED:
-            self._entries.popitem(last=False)
+            self.entries.pop(key, None)
+            self.entries[key] = entry
+        while len(self.entries) > MAX_REMEMBERED:
+            self.entries.popitem(last=False)
 
     def recall(self, service: bytes, body: Sequence[Any], client: bytes, rid: int | None,
                now: float) -> int | None:
         """How many workers the same request cost before, if it is remembered."""
-        if not self._entries:
+        if not self.entries:
             return None
         self.forget_expired(now)
         found = None
         if rid is not None:
-            found = self._entries.get((b"id", client, rid.to_bytes(8, "big")))
+            found = self.entries.get((b"id", client, rid.to_bytes(8, "big")))
         if found is None:
-            found = self._entries.get((b"body", body_digest(service, body)))
+            found = self.entries.get((b"body", body_digest(service, body)))
         return None if found is None else found[1]
 
     def forget_expired(self, now: float) -> None:
-        entries = self._entries
+        entries = self.entries
         while entries:
             key, (until, _) = next(iter(entries.items()))
             if until > now:

@@ -24,18 +24,18 @@ T = TypeVar("T", bound=_Prioritised)
 class ServiceQueue(Generic[T]):
     """Requests waiting for a worker, by priority (-1 low, 0 normal, 1 high)."""
 
-    __slots__ = ("_levels", "_passed", "_len")
+    __slots__ = ("_levels", "_passed", "length")
 
     def __init__(self) -> None:
         self._levels: tuple[deque[T], deque[T], deque[T]] = (deque(), deque(), deque())
         self._passed = [0, 0, 0]  # turns each level was passed over while waiting
-        self._len = 0
+        self.length = 0  # how many wait (what len() says; read on hot paths, no call)
 
     def __len__(self) -> int:
-        return self._len
+        return self.length
 
     def __bool__(self) -> bool:
-        return self._len > 0
+        return self.length > 0
 
     def __iter__(self) -> Iterator[T]:
         high, normal, low = self._levels[2], self._levels[1], self._levels[0]
@@ -45,22 +45,22 @@ class ServiceQueue(Generic[T]):
 
     def append(self, item: T) -> None:
         self._levels[item.priority + 1].append(item)
-        self._len += 1
+        self.length += 1
 
     def appendleft(self, item: T) -> None:
         """Put an item back at the head of its priority (a requeued request)."""
         self._levels[item.priority + 1].appendleft(item)
-        self._len += 1
+        self.length += 1
 
     def popleft(self) -> T:
         """The next item to serve; IndexError when empty."""
         low, normal, high = self._levels
         if not low and not high:  # the common case: one priority in use
             item = normal.popleft()
-            self._len -= 1
+            self.length -= 1
             return item
         level = self._choose()
-        self._len -= 1
+        self.length -= 1
         return self._levels[level].popleft()
 
     def _choose(self) -> int:
@@ -87,7 +87,7 @@ class ServiceQueue(Generic[T]):
                 (removed if drop(item) else keep).append(item)
             self._levels[i].clear()  # type: ignore[union-attr]
             self._levels[i].extend(keep)  # type: ignore[union-attr]
-        self._len -= len(removed)
+        self.length -= len(removed)
         return removed
 
     def head_arrivals(self) -> Iterator[T]:

@@ -71,7 +71,7 @@ def recalls(service: Service) -> list[tuple[Worker, Request]]:
     idle; it is asked back (RECALL) and, when the worker returns it, dispatched again.
     """
     unrecalled = service.unrecalled
-    if not unrecalled or service.queue or not service.idle:
+    if not unrecalled or service.queue.length or not service.idle:
         return []
     found: list[tuple[Worker, Request]] = []
     for _ in range(min(len(service.idle), len(unrecalled))):  # the longest held first
