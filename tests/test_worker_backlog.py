@@ -20,8 +20,11 @@ BODY = p.pack({"d": b"xxxxx"})
 
 
 def backlog(count: int) -> tuple[Worker, KeptLink, float]:
-    """A welcomed echo worker holding ``count`` tasks of one TASKS; the first started."""
-    worker = Worker(WorkerConfig(brokers=["tcp://127.0.0.1:1"]), resolve("echo"))
+    """A welcomed echo worker holding ``count`` tasks of one TASKS; the first started. Its
+    busy_after is long: a loaded machine could hold one task past the 5 ms default, and
+    the backlog would stop for that (a long task) instead of what a test is about."""
+    config = WorkerConfig(brokers=["tcp://127.0.0.1:1"], busy_after_s=10.0)
+    worker = Worker(config, resolve("echo"))
     link = KeptLink()
     worker.links[0] = link  # type: ignore[assignment]
     start = time.monotonic()  # (the worker reads the clock: its timers start now)
