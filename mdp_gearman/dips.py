@@ -86,7 +86,8 @@ class Dips:
         try:
             call = self._client.start(service, request, pending.finish, timeout=timeout_s,
                                       priority=priority, key=key, on_progress=on_progress)
-        except BaseException:
+        except BaseException:  # (placed or not, it must never call back now)
+            pending.over = True
             self._watchdog.forget(pending.token)
             raise
         if not pending.over:
@@ -144,10 +145,12 @@ class DipsCall:
             return
         self.over = True
         self._watchdog.forget(self.token)
-        if self.call is not None:
-            self._client.cancel(self.call)
-        self._on_done(Timeout(f"no reply for {self.service!r} within {self.timeout_s:g}s",
-                              self._brokers))
+        try:  # (the job ends even if the client fails to drop the call)
+            if self.call is not None:
+                self._client.cancel(self.call)
+        finally:
+            self._on_done(Timeout(f"no reply for {self.service!r} within "
+                                  f"{self.timeout_s:g}s", self._brokers))
 
     def cancel(self) -> None:
         """Its caller gave up: ``on_done`` is not called."""

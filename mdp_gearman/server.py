@@ -377,10 +377,10 @@ class Gateway:
         if call is None:
             return
         self.table.finish(job)
-        call.cancel()
         self._slots.release()
         if not self._calls and self._calls_over is not None and not self._calls_over.done():
             self._calls_over.set_result(None)
+        call.cancel()  # last: what it might raise leaves no slot or job behind
 
     async def _foreground(self, job: Job, outcome: Outcome | None = None,
                           deadline: float | None = None) -> None:

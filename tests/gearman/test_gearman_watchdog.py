@@ -142,3 +142,48 @@ def test_a_started_call_cancelled_or_answered_is_never_called_back_again(
         await dips.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.usefixtures("quick")
+def test_a_started_call_ends_as_a_timeout_even_when_the_clients_cancel_fails(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watchdog tells the job it is over before anything else can go wrong: a client
+    whose cancel raises (a bug in it) must not leave the job unanswered, holding its slot."""
+    async def scenario() -> None:
+        dips = Dips(["tcp://127.0.0.1:1"], timeout_s=0.1)
+        _silent_start(monkeypatch, dips, [])
+
+        def failing_cancel(call: Any) -> None:
+            raise RuntimeError("the client's cancel failed")
+
+        monkeypatch.setattr(dips._client, "cancel", failing_cancel)
+        ended: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        dips.start("svc", {}, ended.set_result)
+        outcome = await asyncio.wait_for(ended, 5.0)
+        assert isinstance(outcome, Timeout)
+        await dips.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_call_whose_start_raised_is_never_called_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that placed the call and then raised (the door answers the job `internal`
+    at once): the call's later answer must not end the job a second time."""
+    async def scenario() -> None:
+        dips = Dips(["tcp://127.0.0.1:1"], timeout_s=0.1)
+        callbacks: list[Any] = []
+
+        def placed_then_failed(service: str, request: Any, on_done: Any, **kwargs: Any) -> Any:
+            callbacks.append(on_done)
+            raise RuntimeError("failed after placing the call")
+
+        monkeypatch.setattr(dips._client, "start", placed_then_failed)
+        outcomes: list[Any] = []
+        with pytest.raises(RuntimeError):
+            dips.start("svc", {}, outcomes.append)
+        callbacks[0](b"card")  # the placed call's answer comes after all
+        assert outcomes == [] and not dips._watchdog._watched
+        await dips.close()
+
+    asyncio.run(scenario())
