@@ -142,7 +142,10 @@ class Outbox:
                     worker.identity, request.key, request.body, True, request.ttl_ms(now),
                     hold, request.ck)))
             return
-        tasks = [(r, hold) for r, hold in tasks if worker.tasks.get(r.key) is r]
+        # those it still holds; a request gathered twice for it (a worker that bounced the
+        # key of a task not yet sent, then said FREE) goes once, as it was gathered last
+        once = {r.key: (r, hold) for r, hold in tasks if worker.tasks.get(r.key) is r}
+        tasks = list(once.values())
         taken = self.taken
         worker.tasked_at = now
         for start in range(0, len(tasks), p.MAX_BATCH):

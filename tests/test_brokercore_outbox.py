@@ -7,6 +7,9 @@ as a TASK without building a batch: both are checked here against what the gener
 
 from __future__ import annotations
 
+from test_brokercore import C1, W1, W2, feed, feed_more, make, ready, submit, tasks_in, tick, to
+from test_brokercore import SVC as CORE_SVC
+
 from mdp import protocol as p
 from mdp.actions import Send
 from mdp.outbox import Outbox
@@ -89,3 +92,25 @@ def test_a_flush_sends_each_peer_in_the_order_gathered_as_a_send_to_it_would() -
     assert swept == run(sweep=False)
     assert [f[0] for f in swept] == [b"W1", b"C", b"W2"]
     assert swept[1] == p.to_client_batch(b"C", SVC, [7, 8], [b"r7", b"r8"])
+
+
+def test_a_request_gathered_twice_for_a_worker_goes_to_it_once() -> None:
+    """A worker (buggy or hostile) that bounces the key of a task gathered for it but not yet
+    sent, then says FREE, has the same request gathered for it again in the same pass: the
+    flush must send it once, or the worker runs it twice."""
+    core = make()
+    ready(core, W1, batch=True, prefetch=8)
+    ready(core, W2, dips=False)
+    sent = feed(core, C1, p.client_submit_batch(CORE_SVC, [1, 2, 3], 10_000,
+                                                [b"a", b"b", b"c"]), 0.0)
+    [w2_task] = tasks_in(to(W2, sent))
+    [first, held] = tasks_in(to(W1, tick(core, 0.0)))
+    feed(core, W2, p.reply(w2_task.key, [b"r"]), 0.1)
+    submit(core, C1, 4, 0.2)
+    feed_more(core, W1, p.bounce(held.key), 0.3)  # handed back: given to it again, gathered
+    worker = core.dispatcher.workers[W1]
+    [again] = [k for k in worker.tasks if k != first.key]
+    feed_more(core, W1, p.bounce(again), 0.3)  # a key it was never sent (keys are guessable)
+    feed_more(core, W1, p.signal(p.FREE), 0.3)
+    keys = [t.key for t in tasks_in(to(W1, tick(core, 0.3)))]
+    assert keys and len(keys) == len(set(keys)), keys
