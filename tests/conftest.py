@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import compileall
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import zmq
 
+import mdp.aio
+import mdp.client
 from clusterkit import Cluster
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,6 +37,36 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     marker = item.get_closest_marker("missing_peer")
     if marker is not None:
         pytest.fail(f"needs {marker.args[0]}, which .ci/run must install", pytrace=False)
+
+
+CLIENT_SOURCES = (mdp.client.__file__, mdp.aio.__file__)  # (wherever mdp is imported from)
+LEFT_THREAD_JOIN_S = 2.0  # a client thread still running at a test's end: its last chance
+
+
+def _in_a_client(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is now inside a DIPS client's code (a sync client's call)."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_filename in CLIENT_SOURCES:
+            return True
+        frame = frame.f_back
+    return False
+
+
+@pytest.fixture(autouse=True)
+def no_client_thread_left() -> Iterator[None]:
+    """A test that leaves a thread running a client call behind fails (after every other
+    fixture's teardown): such a client, its broker gone, warned "cannot connect" into the
+    tests that ran next, which assert no WARNING."""
+    before = set(threading.enumerate())
+    yield
+    left = [t for t in threading.enumerate() if t not in before and _in_a_client(t)]
+    for thread in left:
+        thread.join(LEFT_THREAD_JOIN_S)
+    if any(thread.is_alive() for thread in left):
+        pytest.fail(f"the test left a client running in thread(s) "
+                    f"{[t.name for t in left if t.is_alive()]}; join them (or close the "
+                    f"client) before it ends", pytrace=False)
 
 
 @pytest.fixture
