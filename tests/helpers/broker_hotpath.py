@@ -214,7 +214,6 @@ def whole_pipelined_rounds() -> tuple[Callable[[], None], Callable[[], None]]:
 
 
 def main() -> int:
-    whole, close = whole_lone_rounds()
     traced: list[tuple[str, Callable[[], None], int]] = [
         ("core, pipelined (batched SUBMIT + lone REPLYs), per request",
          core_pipelined_rounds(), BATCH)]
@@ -223,28 +222,27 @@ def main() -> int:
         calls, ops = counting(round_)
         print(f"{name}: {sum(calls.values()) / per:g} calls, {ops / per:g} opcodes")
         print("   ", ", ".join(f"{k} {v / per:g}" for k, v in sorted(calls.items())))
-    try:
-        for _ in range(3):
-            whole()
-        calls, ops = counting(whole)
-        broker_calls = Counter({k: v for k, v in calls.items() if _brokers(k)})
-        print(f"whole broker, lone (SUBMIT + REPLY): {sum(broker_calls.values())} calls, "
-              f"{ops} opcodes")
-        print("   ", ", ".join(f"{k} {v}" for k, v in sorted(broker_calls.items())))
-    finally:
-        close()
+    whole, close = whole_lone_rounds()
+    _report_whole("whole broker, lone (SUBMIT + REPLY)", whole, close, 1)
     piped, close = whole_pipelined_rounds()
+    _report_whole(f"whole broker, pipelined (a SUBMIT of {BATCH}, {BATCH} lone REPLYs), "
+                  "per request", piped, close, BATCH)
+    return 0
+
+
+def _report_whole(name: str, round_: Callable[[], None], close: Callable[[], None],
+                  per: int) -> None:
+    """Count the broker's own calls over one round of the whole broker (after 3 to warm it),
+    per request, then close its sockets."""
     try:
         for _ in range(3):
-            piped()
-        calls, ops = counting(piped)
+            round_()
+        calls, ops = counting(round_)
         broker_calls = Counter({k: v for k, v in calls.items() if _brokers(k)})
-        print(f"whole broker, pipelined (a SUBMIT of {BATCH}, {BATCH} lone REPLYs), per "
-              f"request: {sum(broker_calls.values()) / BATCH:g} calls, {ops / BATCH:g} opcodes")
-        print("   ", ", ".join(f"{k} {v / BATCH:g}" for k, v in sorted(broker_calls.items())))
+        print(f"{name}: {sum(broker_calls.values()) / per:g} calls, {ops / per:g} opcodes")
+        print("   ", ", ".join(f"{k} {v / per:g}" for k, v in sorted(broker_calls.items())))
     finally:
         close()
-    return 0
 
 
 def _brokers(name: str) -> bool:
