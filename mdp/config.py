@@ -26,6 +26,9 @@ BROKER_TRANSPORT_ENV = "DIPS_BROKER_TRANSPORT"  # the default of mdp-broker's --
 # sentinel takes the worker over at --busy-after: this keeps that well under the broker's
 # ZMTP timeout (BrokerConfig.zmtp_timeout_ms: 4.4 s by default, 0.3 s at the least)
 PLAIN_MAX_BUSY_AFTER_S = 1.0
+# --transport auto picks a plain link only when the sentinel's turn comes within a third of
+# the shortest ZMTP timeout any broker may have (0.3 s), whatever the brokers' settings
+AUTO_PLAIN_MAX_BUSY_AFTER_S = 0.1
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 _BIND_ANY = re.compile(r"tcp://(?P<host>[^:]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\*|[0-9]{1,5})")
@@ -209,7 +212,8 @@ class WorkerConfig:
     link_floor: int = Timing.link_floor  # bytes per second: the slowest link allowed
     # "plain": ZMTP on a plain socket where it can (tcp:// and ipc:// without CURVE), read
     # by the main thread and, while a handler runs long, by the sentinel; "zmq": a pyzmq
-    # DEALER (libzmq's I/O thread); "auto": zmq for now (docs/PROTOCOL.md, "The worker's
+    # DEALER (libzmq's I/O thread); "auto": plain for a handler that declares it never holds
+    # the GIL for long (mdp.handlers), zmq for any other (docs/PROTOCOL.md, "The worker's
     # transport")
     transport: str = "auto"
     curve: CurveConfig | None = None
@@ -431,7 +435,9 @@ def parse_worker_args(
     add("--transport", metavar="|".join(TRANSPORTS),
         help="plain: speak ZMTP on a plain socket (tcp:// and ipc:// without CURVE; less "
         "CPU per request, and the sentinel answers the broker's ZMTP heartbeats while a "
-        "handler runs); zmq: a pyzmq socket; auto: zmq for now. The default comes from "
+        "handler runs); zmq: a pyzmq socket; auto: plain where it can be for a handler that "
+        "declares it never holds the GIL for long and --busy-after is at most "
+        f"{AUTO_PLAIN_MAX_BUSY_AFTER_S:g}s, else zmq. The default comes from "
         f"${WORKER_TRANSPORT_ENV} when it is set")
     curve = parser.add_argument_group("CURVE security (both or none)")
     curve.add_argument("--curve-secret", metavar="FILE",

@@ -15,6 +15,15 @@ announces in its READY so that doors and ``mdpctl services`` learn it from the f
 Python files). A module with those functions will do. Third parties extend DIPS this way
 without touching it.
 
+A handler may declare that it never holds the GIL for long (:data:`YIELDS_GIL`: an attribute
+``yields_gil = True`` on the callable, or on the object whose method it is): its C calls
+release the GIL or are short, and its Python code gives it up every few milliseconds as any
+Python code does. ``mdp-worker --transport auto`` gives such a worker a plain link, whose
+PINGs a Python thread answers while the handler runs (docs/PROTOCOL.md, "The worker's
+transport"); any other handler keeps the pyzmq link, whose PINGs libzmq's own thread answers
+even while C code holds the GIL. Declare it only with evidence: ``tests/helpers/gil_probe.py``
+measures the longest hold of a handler on the inputs given.
+
 While a handler runs, it may tell its caller how far it has got, the way Gearman's
 WORK_STATUS, WORK_DATA and WORK_WARNING do: :func:`progress` (``num`` of ``den``),
 :func:`send_data` (a chunk of output) and :func:`warn` (a warning). Each reaches the
@@ -53,6 +62,8 @@ class Handler:
     and returns the msgpack encoding of its result, so nothing is decoded or re-encoded.
     An ``instant`` handler (``echo``) cannot run long, so the worker does not put it under
     the sentinel's watch while it runs (nor relay progress from it: it has none).
+    A ``yields_gil`` handler declares that it never holds the GIL for long (the module
+    docstring): ``--transport auto`` then gives its worker a plain link.
     """
 
     service: str
@@ -63,6 +74,21 @@ class Handler:
     instant: bool = False  # always done in microseconds: no sentinel watch needed
     info: dict[str, Any] | None = None  # what the service is: see service_info
     output: str | None = None  # what its results depend on: see output_version_of
+    yields_gil: bool = False  # never holds the GIL for long: see declares_yields_gil
+
+
+YIELDS_GIL = "yields_gil"
+"""The attribute by which a handler declares that it never holds the GIL for long: ``True``
+on the callable (``handle.yields_gil = True``) or on the object whose bound method it is."""
+
+
+def declares_yields_gil(call: Any) -> bool:
+    """Whether ``call`` declares :data:`YIELDS_GIL` (``True`` itself, not merely truthy), on
+    itself or, for a bound method, on the object it is bound to."""
+    own = getattr(call, YIELDS_GIL, None)
+    if own is None:
+        own = getattr(getattr(call, "__self__", None), YIELDS_GIL, None)
+    return own is True
 
 
 def service_info(content_type: str = "", fields: Sequence[Sequence[Any]] = (),
@@ -98,14 +124,17 @@ def _echo_raw(frame: bytes) -> bytes:
     return frame
 
 
-ECHO = Handler("echo", _echo_raw, None, raw=True, instant=True,
+ECHO = Handler("echo", _echo_raw, None, raw=True, instant=True, yields_gil=True,
                info=service_info(doc="returns the request unchanged (a diagnostic service)",
                                  example={"hello": "world"}))
 
 
-def plain(service: str, call: Handle) -> Handler:
-    """A handler given directly (tests, benchmarks): a callable of the request map."""
-    return Handler(service, call, getattr(call, "__module__", "").partition(".")[0] or None)
+def plain(service: str, call: Handle, *, yields_gil: bool | None = None) -> Handler:
+    """A handler given directly (tests, benchmarks, a program that runs its own worker): a
+    callable of the request map. ``yields_gil``: its declaration (the module docstring); by
+    default what the callable declares itself (:func:`declares_yields_gil`)."""
+    return Handler(service, call, getattr(call, "__module__", "").partition(".")[0] or None,
+                   yields_gil=declares_yields_gil(call) if yields_gil is None else yields_gil)
 
 
 # Used when no distribution declares the group (a source tree run without being installed):
@@ -166,7 +195,8 @@ def resolve(service: str) -> Handler:
             return Handler(service, call, package,
                            warm_up=warm_up if callable(warm_up) else None,
                            info=_info_of(provider, service),
-                           output=output_version_of(provider, package))
+                           output=output_version_of(provider, package),
+                           yields_gil=declares_yields_gil(call))
         known.extend(services)
     raise ConfigError(f"unknown service {service!r}; known: {', '.join(sorted(known))}")
 

@@ -56,6 +56,7 @@ from mdp.workerlinks import (
     PlainWorkerLink,
     WorkerLink,
     ZmqWorkerLink,
+    auto_choice,
     describe_transport,
     open_worker_link,
     uses_plain,
@@ -119,8 +120,11 @@ class Worker:
         # connection dropped (the broker died or restarted), so the worker registers anew
         # without waiting for a heartbeat to go unanswered; a plain link sees it at once.
         self.links: list[WorkerLink | None] = [None] * len(config.brokers)
+        # what --transport auto means here: plain only for a handler that declares it never
+        # holds the GIL for long (mdp.handlers.YIELDS_GIL), for a short enough --busy-after
+        self.auto = auto_choice(handler.yields_gil, config.busy_after_s)
         # some link is plain (a refused connection of its own waits for retry_at)
-        self._plain = any(uses_plain(config.transport, address, config.curve)
+        self._plain = any(uses_plain(config.transport, address, config.curve, self.auto.plain)
                           for address in config.brokers)
         self._complaints = Complaints(len(config.brokers))
         self.lock = threading.Lock()  # free only while the handler runs
@@ -192,7 +196,8 @@ class Worker:
         config = self.config
         endpoint = config.brokers[i]
         self.links[i] = open_worker_link(self.context, endpoint, config.max_message_bytes,
-                                         config.curve, config.transport, len(self.links) > 1)
+                                         config.curve, config.transport, len(self.links) > 1,
+                                         self.auto.plain)
         self._poller = None
         self.core.handle(Opened(i), time.monotonic())
         log.debug("connected to %s (%s)", endpoint, type(self.links[i]).__name__)
@@ -639,7 +644,7 @@ def serve(config: WorkerConfig, handler: handlers.Handler | Handle) -> int:
         signal.signal(signum, lambda *_: worker.stop())
     log.info("worker for %r starting, brokers %s, version %s, link floor %s, transport %s",
              config.service, " ".join(config.brokers), worker.meta["version"],
-             format_rate(config.link_floor), describe_transport(config))
+             format_rate(config.link_floor), describe_transport(config, worker.auto))
     return worker.run()
 
 

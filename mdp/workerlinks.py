@@ -19,6 +19,11 @@ answered by libzmq's I/O thread, even while a handler holds the main thread; CUR
 connection is seen at once.
 
 Neither reads a clock for a decision nor decides anything: the worker core does.
+
+``--transport auto`` (:func:`auto_choice`) is plain for a handler that declares it never
+holds the GIL for long (``mdp.handlers.YIELDS_GIL``), the one thing a plain link needs of it,
+and pyzmq for any other; also pyzmq when ``--busy-after`` would leave the broker's PINGs
+unanswered for long (above ``AUTO_PLAIN_MAX_BUSY_AFTER_S``).
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import zmq
 
 from mdp import sockio
+from mdp.config import AUTO_PLAIN_MAX_BUSY_AFTER_S
 from mdp.keys import CurveConfig
 from mdp.zmtplinks import RECONNECT_S, PlainLink, plain_address
 
@@ -39,7 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-AUTO_PLAIN = False  # what "auto" means for a worker: pyzmq, until plain is the default
 MAX_QUEUED = 1000  # messages kept for a connection that never came up (libzmq's SNDHWM)
 _ZPOLLIN = int(zmq.POLLIN)
 
@@ -57,10 +63,33 @@ class WorkerLink(Protocol):
     def close(self, linger_ms: int) -> None: ...
 
 
-def uses_plain(transport: str, address: str, curve: CurveConfig | None) -> bool:
-    """Whether ``transport`` puts the link to ``address`` on a plain socket: not for CURVE
-    nor ``inproc://``, which only libzmq speaks."""
-    plain = transport == "plain" or (transport == "auto" and AUTO_PLAIN)
+@dataclass(frozen=True)
+class AutoChoice:
+    """What ``--transport auto`` means for one worker, and why (for its start-up line)."""
+
+    plain: bool
+    why: str
+
+
+def auto_choice(yields_gil: bool, busy_after_s: float) -> AutoChoice:
+    """``auto``'s link for a handler that does (or does not) declare it never holds the GIL
+    for long: plain only if it does and the sentinel takes over within
+    ``AUTO_PLAIN_MAX_BUSY_AFTER_S`` (a third of the shortest ZMTP timeout a broker may
+    have), so that the broker's PINGs are answered in time whatever the handler runs."""
+    if not yields_gil:
+        return AutoChoice(False, "the handler does not declare yields_gil")
+    if busy_after_s > AUTO_PLAIN_MAX_BUSY_AFTER_S:
+        return AutoChoice(False, f"--busy-after {busy_after_s:g}s is above "
+                                 f"{AUTO_PLAIN_MAX_BUSY_AFTER_S:g}s")
+    return AutoChoice(True, "the handler declares yields_gil")
+
+
+def uses_plain(transport: str, address: str, curve: CurveConfig | None,
+               auto_plain: bool = False) -> bool:
+    """Whether ``transport`` puts the link to ``address`` on a plain socket (``auto``: when
+    ``auto_plain``, see :func:`auto_choice`): not for CURVE nor ``inproc://``, which only
+    libzmq speaks."""
+    plain = transport == "plain" or (transport == "auto" and auto_plain)
     return plain and curve is None and address.startswith(("tcp://", "ipc://"))
 
 
@@ -227,21 +256,29 @@ class PlainWorkerLink:
             link.close()
 
 
-def describe_transport(config: WorkerConfig) -> str:
+def describe_transport(config: WorkerConfig, auto: AutoChoice) -> str:
     """What the worker's links are, for its start-up line: "plain", "zmq" or "plain (zmq
-    for ...)"."""
-    kinds = {address: uses_plain(config.transport, address, config.curve)
+    for ...)", and under ``auto`` why ("zmq (auto: the handler does not declare ...)")."""
+    kinds = {address: uses_plain(config.transport, address, config.curve, auto.plain)
              for address in config.brokers}
-    if not any(kinds.values()):
-        return "zmq"
     others = [address for address, plain in kinds.items() if not plain]
-    return f"plain (zmq for {' '.join(others)})" if others else "plain"
+    if not any(kinds.values()):
+        text = "zmq"
+    else:
+        text = f"plain (zmq for {' '.join(others)})" if others else "plain"
+    if config.transport != "auto":
+        return text
+    if auto.plain and others:
+        why = f"{auto.why}; CURVE and inproc:// need libzmq"
+    else:
+        why = auto.why
+    return f"{text} (auto: {why})"
 
 
 def open_worker_link(context: zmq.Context, address: str, max_message_bytes: int,
-                     curve: CurveConfig | None, transport: str,
-                     monitored: bool) -> ZmqWorkerLink | PlainWorkerLink:
+                     curve: CurveConfig | None, transport: str, monitored: bool,
+                     auto_plain: bool = False) -> ZmqWorkerLink | PlainWorkerLink:
     """The link to ``address`` that ``transport`` asks for (see :func:`uses_plain`)."""
-    if uses_plain(transport, address, curve):
+    if uses_plain(transport, address, curve, auto_plain):
         return PlainWorkerLink(address, max_message_bytes)
     return ZmqWorkerLink(context, address, max_message_bytes, curve, monitored)
