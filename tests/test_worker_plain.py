@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from clusterkit import Cluster
+from clusterkit import HERE, Cluster
 from mdp.client import MDPClient
 from mdp.config import (
     PLAIN_MAX_BUSY_AFTER_S,
@@ -28,7 +28,8 @@ from mdp.config import (
     parse_worker_args,
 )
 from mdp.errors import ConfigError
-from mdp.workerlinks import PlainWorkerLink
+from mdp.handlers import ECHO, Handler, declares_yields_gil, plain
+from mdp.workerlinks import PlainWorkerLink, auto_choice, describe_transport, uses_plain
 from mdp.zmtp import ZmtpConnection, command
 from testkit import broker_counter, busy_worker, free_port, has_worker, wait_for, worker_pids
 from testkit.fakebroker import ROUTER_READY, FakeBroker, garbage, wrong_type
@@ -82,6 +83,88 @@ def test_busy_after_stays_far_below_the_brokers_zmtp_timeout_on_a_plain_link() -
         WorkerConfig(brokers=["tcp://127.0.0.1:5555"], transport="plain",
                      busy_after_s=2.0).validate()
     WorkerConfig(brokers=["tcp://127.0.0.1:5555"], transport="zmq", busy_after_s=2.0).validate()
+
+
+def test_auto_is_plain_only_for_a_handler_that_declares_yields_gil_with_a_short_busy_after(
+        ) -> None:
+    """The declaration is ``True`` on the handler or on the object whose method it is; echo
+    has it; auto then takes a plain link where one can be (not CURVE nor inproc://)."""
+    def undeclared(request: dict[str, Any]) -> Any:
+        return request
+
+    def declared(request: dict[str, Any]) -> Any:
+        return request
+
+    declared.yields_gil = True  # type: ignore[attr-defined]
+
+    class Provider:
+        yields_gil = True
+
+        def render(self, request: dict[str, Any]) -> Any:
+            return request
+
+    class Truthy:  # only True itself declares it
+        yields_gil = "yes"
+
+        def render(self, request: dict[str, Any]) -> Any:
+            return request
+
+    assert ECHO.yields_gil and declares_yields_gil(declared)
+    assert declares_yields_gil(Provider().render)
+    assert not declares_yields_gil(undeclared) and not declares_yields_gil(Truthy().render)
+    assert plain("s", declared).yields_gil and not plain("s", undeclared).yields_gil
+    assert plain("s", undeclared, yields_gil=True).yields_gil
+    assert not plain("s", declared, yields_gil=False).yields_gil
+    assert not Handler("s", undeclared).yields_gil
+    assert auto_choice(True, WorkerConfig.busy_after_s).plain
+    assert auto_choice(True, 0.1).plain and not auto_choice(True, 0.11).plain
+    assert not auto_choice(False, WorkerConfig.busy_after_s).plain
+    tcp, ipc = "tcp://127.0.0.1:5555", "ipc:///tmp/b"
+    for address in (tcp, ipc):
+        assert uses_plain("auto", address, None, auto_plain=True)
+        assert not uses_plain("auto", address, None, auto_plain=False)
+        assert not uses_plain("zmq", address, None, auto_plain=True)
+        assert uses_plain("plain", address, None, auto_plain=False)
+    assert not uses_plain("auto", "inproc://b", None, auto_plain=True)
+    config = WorkerConfig(brokers=[tcp, "inproc://b"])
+    assert describe_transport(config, auto_choice(True, 0.005)) == (
+        "plain (zmq for inproc://b) (auto: the handler declares yields_gil; CURVE and "
+        "inproc:// need libzmq)")
+    assert describe_transport(WorkerConfig(brokers=[tcp]), auto_choice(True, 0.5)) == (
+        "zmq (auto: --busy-after 0.5s is above 0.1s)")
+    assert describe_transport(WorkerConfig(brokers=[tcp], transport="zmq"),
+                              auto_choice(True, 0.005)) == "zmq"
+
+
+def libzmq_io_thread(pid: int) -> bool:
+    """Whether process ``pid`` runs libzmq's I/O thread (a pyzmq socket's)."""
+    names = [path.read_text().strip() for path in Path(f"/proc/{pid}/task").glob("*/comm")]
+    return any(name.startswith("ZMQbg/IO") for name in names)
+
+
+def test_auto_gives_a_declared_handler_a_plain_link_and_an_undeclared_one_pyzmq(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen from outside: the start line says the link and why, and only a pyzmq worker runs
+    libzmq's I/O thread. Built-in echo declares it; tests/helpers/gil_worker.py does not,
+    unless given ``--yields-gil``; a --busy-after above 0.1 s keeps auto on pyzmq."""
+    monkeypatch.setattr("clusterkit.FAULTY_WORKER", HERE / "helpers" / "gil_worker.py")
+    monkeypatch.delenv(WORKER_TRANSPORT_ENV, raising=False)
+    broker = cluster.broker()
+    cases = [
+        ("echo", cluster.worker([broker], "echo"), "plain (auto: the handler declares"),
+        ("slow", cluster.worker([broker], "slow", "--busy-after", "0.5", faulty=True),
+         "zmq (auto: the handler does not declare"),
+        ("declared", cluster.worker([broker], "declared", "--yields-gil", faulty=True),
+         "plain (auto: the handler declares"),
+        ("lazy", cluster.worker([broker], "lazy", "--yields-gil", "--busy-after", "0.5",
+                                faulty=True), "zmq (auto: --busy-after 0.5s is above 0.1s)"),
+    ]
+    with MDPClient([broker.endpoint], timeout=10) as client:
+        for service, worker, said in cases:
+            assert f"transport {said}" in worker.output(), service
+            assert libzmq_io_thread(worker.pid) == said.startswith("zmq"), service
+            reply = client.send(service, {"hold_gil": 0} if service != "echo" else {"x": 1})
+            assert (reply == {"x": 1}) if service == "echo" else (reply["pid"] == worker.pid)
 
 
 def test_a_refused_connection_is_tried_again_with_what_was_sent_for_it() -> None:

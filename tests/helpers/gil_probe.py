@@ -93,8 +93,6 @@ def _encoded(image: Any, fmt: str, **params: Any) -> bytes:
 
 
 def _gif(size: tuple[int, int], frames: int) -> bytes:
-    from PIL import Image
-
     base = _photo(size).quantize(64)
     images = [base.rotate(5 * i) for i in range(frames)]
     out = io.BytesIO()

@@ -2,7 +2,10 @@
 ``usleep`` through ``ctypes.PyDLL``, which (unlike ``ctypes.CDLL``) keeps the GIL for the
 whole call, as a C extension that never releases it does (``re`` backtracking, a ``sort`` or
 big-integer arithmetic on huge inputs, a large ``json`` document). No other thread of the
-process runs meanwhile. The reply is ``{"pid": ..., "held": SECONDS}``."""
+process runs meanwhile. The reply is ``{"pid": ..., "held": SECONDS}``.
+
+``--yields-gil`` makes the handler declare, falsely, that it never holds the GIL for long
+(``mdp.handlers.YIELDS_GIL``), as a provider that declared it without measuring would."""
 
 from __future__ import annotations
 
@@ -28,8 +31,10 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
-    config = prepare(sys.argv[1:])
-    return serve(config, handlers.Handler(config.service, handle))
+    argv = sys.argv[1:]
+    declared = "--yields-gil" in argv
+    config = prepare([arg for arg in argv if arg != "--yields-gil"])
+    return serve(config, handlers.Handler(config.service, handle, yields_gil=declared))
 
 
 if __name__ == "__main__":
