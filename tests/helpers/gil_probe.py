@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 TICK_S = 0.001
+ECARD_TITLES = 10  # each drawn at both scales, then used again
 
 log = logging.getLogger("gil_probe")
 
@@ -113,15 +114,20 @@ def cases(quick: bool) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
         wide = (side, min(side, limits.max_pixels // side))
     photo = _photo(big)
     jpeg = _encoded(photo, "JPEG", quality=90)
-    png = _encoded(photo, "PNG", compress_level=1)
+    png = _encoded(photo, "PNG", compress_level=9)  # (under max_input_bytes)
     webp_wide = _encoded(_photo(wide), "WEBP", quality=80)
     gif = _gif((600, 400) if quick else (1600, 1200), 10 if quick else 30)
     log.info("inputs: JPEG %dx%d %.1f MB, PNG %.1f MB, WebP %dx%d %.1f MB, GIF %.1f MB",
              *big, len(jpeg) / 1e6, len(png) / 1e6, *wide, len(webp_wide) / 1e6,
              len(gif) / 1e6)
     w, h = big
-    yield "ecard", "scale 1", samples.seed_request(scale=1)
-    yield "ecard", "scale 2", samples.seed_request(scale=2)
+    for scale in (1, 2):  # a new title draws a new template; then the cached one is used
+        for i in range(ECARD_TITLES):
+            title = f"密码保护卡 {i:04d} ©"
+            yield "ecard", f"scale {scale}, new title", samples.seed_request(
+                scale=scale, title=title, pSN=f"{i:024d}")
+            yield "ecard", f"scale {scale}, cached title", samples.seed_request(
+                scale=scale, title=title, pData=list(range(80)))
     yield "thumbnail", "JPEG -> 256 px JPEG", {"image": jpeg, "width": 256}
     yield "thumbnail", "JPEG -> full size - 1 PNG", {"image": jpeg, "width": w - 1,
                                                      "format": "png"}
