@@ -20,6 +20,15 @@ from mdp.errors import BadRequest, ConfigError
 log = logging.getLogger(__name__)
 
 
+GIL_YIELDING_SERVICES = frozenset({"ecard"})
+"""The services that declare they never hold the GIL for long (``mdp.handlers.YIELDS_GIL``),
+so that ``mdp-worker --transport auto`` gives their workers a plain link. Measured with
+``tests/helpers/gil_probe.py`` on the heaviest inputs the limits allow (docs/OPERATIONS.md,
+"The worker's transport"): ``ecard`` holds it at most ~8 ms, Python's own switch interval;
+the image services hold it for 0.2 to 2.3 s in single Pillow calls (WebP decoding and
+encoding, drawing text, blurring, transposing a 50-megapixel image), so they stay on pyzmq."""
+
+
 @dataclass(frozen=True)
 class Field:
     """One field of a request: its name, whether it must be present, what it holds."""
@@ -46,6 +55,12 @@ class Renderer:
     """A small request that works (its images: ``samples.EXAMPLE_IMAGE``). The workers
     announce it, ``mdpctl services NAME`` builds its suggested call from it, and the tests
     run every renderer's, so it says what required flags cannot ("width, height or both")."""
+
+    @property
+    def yields_gil(self) -> bool:
+        """Whether the service declares it never holds the GIL for long: the worker reads
+        it on the bound ``render`` it is given (``mdp.handlers.declares_yields_gil``)."""
+        return self.name in GIL_YIELDING_SERVICES
 
     def render(self, request: Mapping[str, Any]) -> Any:
         """Return the image (or a reply map) for ``request``, or raise

@@ -20,6 +20,7 @@ from typing import Any
 
 import zmq
 
+from mdp import handlers
 from mdp import protocol as p
 from mdp.client import MDPClient
 from mdp.worker import Worker, WorkerConfig
@@ -266,7 +267,11 @@ def thread_workers(args: argparse.Namespace) -> int:
     for _ in range(args.count):
         config = WorkerConfig(brokers=args.broker, service=args.service, time_limit_s=3600.0,
                               busy_after_s=args.busy_after)
-        workers.append(Worker(config, blocker if args.block else sleeper))
+        # both wait with the GIL released (time.sleep, Event.wait) and do little else: a
+        # user's handler like them may declare it, and gets auto's plain link
+        handler = handlers.plain(args.service, blocker if args.block else sleeper,
+                                 yields_gil=True)
+        workers.append(Worker(config, handler))
     for worker in workers:
         threading.Thread(target=worker.run, daemon=True).start()
     exit_when_input_closes()
