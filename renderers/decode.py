@@ -5,9 +5,17 @@ decoded: byte strings over ``max_input_bytes``; anything that is not JPEG, PNG, 
 its magic bytes (so no other Pillow plugin ever parses request bytes); headers claiming more
 than ``max_side`` per side or ``max_pixels`` in all; more than ``max_frames`` frames; JPEGs
 with more than ``max_jpeg_scans`` scans. Pillow's own bomb check stands behind that (see
-:mod:`renderers.settings`). A damaged or truncated file gives a bad request too, never a
-worker error. JPEGs can be decoded at 1/2, 1/4 or 1/8 scale (``Image.draft``), which is what
-makes thumbnails cheap.
+:mod:`renderers.settings`). JPEGs can be decoded at 1/2, 1/4 or 1/8 scale (``Image.draft``),
+which is what makes thumbnails cheap.
+
+A truncated or damaged file whose decoding fails is decoded again, leniently, as thumbor
+(Pillow's ``LOAD_TRUNCATED_IMAGES``) and imgproxy (libvips' loaders, which fail only on
+errors they cannot get past) render it: what decodes is kept, and the rest stays as the
+decoder leaves it (a JPEG's missing blocks mid-grey, a PNG's missing rows zero: black, or
+transparent). :attr:`Decoded.damage` then says what was wrong, for the reply's warning.
+``render_damaged`` false refuses such files instead. A file with no image data after its
+header (nothing to decode), or one that fails even leniently, is a bad request naming what
+is wrong, never a worker error.
 
 The decoded image comes back in one of the working modes L, LA, RGB or RGBA, with its EXIF
 orientation read (not yet applied: a thumbnail is cheaper to turn after shrinking).
@@ -19,11 +27,13 @@ import io
 import logging
 import re
 import struct
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any, Protocol, TypeVar
 
-from PIL import Image
+from PIL import Image, ImageFile
 
 from mdp.errors import BadRequest
 from renderers.settings import Settings
@@ -106,6 +116,7 @@ class Decoded:
     exif: Image.Exif | None = None
     source_size: tuple[int, int] = (0, 0)  # as stored, before any draft reduction
     frames: int = 1  # more than 1: an animation
+    damage: str | None = None  # what made a strict decode fail: the image is partial
 
     @property
     def upright_source_size(self) -> tuple[int, int]:
@@ -285,24 +296,26 @@ def open_image(
         raise BadRequest(
             f"{field}: not a JPEG, PNG, WebP or GIF image (starts with {head[:8]!r})", field
         )
-    image = _guarded(
+    image: Image.Image = _guarded(
         field, limits, "reading the header", lambda: Image.open(blob.stream(), formats=[kind])
     )
     _check_size(field, image.size, limits)
     frames = _check_frames(field, blob, image, limits)
     if kind == "JPEG" and image.info.get("progressive"):
         _check_scans(field, blob, limits)
+    damage = None
     if kind != "JPEG":  # a PNG's EXIF may follow its pixels; others have no draft anyway
-        _guarded(field, limits, "decoding", image.load)
+        image, damage = _load(field, limits, blob, kind, image)
     orientation, exif = _guarded(field, limits, "reading EXIF", lambda: _orientation(image))
     source_size = image.size
     swaps = upright and orientation in (5, 6, 7, 8)
-    if kind == "JPEG" and draft_size is not None:
-        width, height = draft_size((source_size[1], source_size[0]) if swaps else source_size)
-        mode = image.mode if image.mode in ("L", "RGB") else None
-        wanted = (height, width) if swaps else (width, height)
-        _guarded(field, limits, "setting up the decoder", lambda: image.draft(mode, wanted))
-    _guarded(field, limits, "decoding", image.load)
+    if kind == "JPEG":
+        draft = None
+        if draft_size is not None:
+            width, height = draft_size((source_size[1], source_size[0]) if swaps else source_size)
+            mode = image.mode if image.mode in ("L", "RGB") else None
+            draft = (mode, (height, width) if swaps else (width, height))
+        image, damage = _load(field, limits, blob, kind, image, draft)
     _check_size(field, image.size, limits)
     icc = image.info.get("icc_profile") or None
     source_mode = image.mode
@@ -312,19 +325,139 @@ def open_image(
         icc_mode = "L" if working.mode in ("L", "LA") else "RGB"
     else:
         icc = None
-    return Decoded(working, FORMATS[kind], orientation, icc, icc_mode, exif, source_size, frames)
+    return Decoded(
+        working, FORMATS[kind], orientation, icc, icc_mode, exif, source_size, frames, damage
+    )
+
+
+Draft = tuple[str | None, tuple[int, int]]  # Image.draft's mode and requested size
+_LENIENT = threading.Lock()
+
+
+@contextmanager
+def lenient() -> Iterator[None]:
+    """Pillow's ``LOAD_TRUNCATED_IMAGES`` for the decodes inside. The flag is the process's:
+    the lock keeps lenient decodes from overlapping (a worker renders in one thread, so no
+    strict decode runs meanwhile)."""
+    with _LENIENT:
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        try:
+            yield
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def _load(
+    field: str,
+    limits: Settings,
+    blob: Blob,
+    kind: str,
+    image: Image.Image,
+    draft: Draft | None = None,
+) -> tuple[Image.Image, str | None]:
+    """Decode ``image`` (after its ``draft``): strictly, else leniently when the settings
+    allow; the image decoded, and what was damaged (None: nothing)."""
+    if draft is not None:
+        _guarded(field, limits, "setting up the decoder", lambda: image.draft(*draft))
+    try:
+        _guarded(field, limits, "decoding", image.load)
+        return image, None
+    except BadRequest as refused:
+        cause = refused.__cause__
+        if not limits.render_damaged or kind == "WEBP" or not isinstance(cause, Exception):
+            raise  # libwebp decodes all or nothing: leniency gets nothing more
+        if isinstance(cause, Image.DecompressionBombError | Image.DecompressionBombWarning):
+            raise
+        reason = f"{str(cause) or type(cause).__name__:.200}"
+        if not has_pixel_data(kind, blob.read()):
+            raise BadRequest(
+                f"{field}: damaged image: no image data after its header ({reason})", field
+            ) from cause
+    again = _guarded(
+        field, limits, "reading the header", lambda: Image.open(blob.stream(), formats=[kind])
+    )
+    if draft is not None:
+        _guarded(field, limits, "setting up the decoder", lambda: again.draft(*draft))
+    with lenient():
+        _guarded(field, limits, "decoding", again.load)
+    log.info("rendering a damaged %s %s as far as it decodes: %s", kind, field, reason)
+    return again, reason
+
+
+def has_pixel_data(kind: str, data: bytes) -> bool:
+    """Whether any byte of image data follows the header: a JPEG's first scan header, a
+    PNG's first IDAT chunk header, a GIF's first image descriptor (and its LZW code size).
+    Walks the structure; a walk that goes wrong finds none."""
+    start = {"JPEG": _jpeg_data_start, "PNG": _png_data_start, "GIF": _gif_data_start}
+    find = start.get(kind)
+    begin = find(data) if find is not None else None
+    return begin is not None and begin < len(data)
+
+
+def _jpeg_data_start(data: bytes) -> int | None:
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # no length
+            pos += 2
+            continue
+        end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:  # start of scan: entropy-coded data follows its header
+            return end
+        pos = end
+    return None
+
+
+def _png_data_start(data: bytes) -> int | None:
+    pos = 8
+    while pos + 8 <= len(data):
+        if data[pos + 4 : pos + 8] == b"IDAT":
+            return pos + 8
+        pos += 12 + int.from_bytes(data[pos : pos + 4], "big")
+    return None
+
+
+def _gif_data_start(data: bytes) -> int | None:
+    if len(data) < 13:
+        return None
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    while pos < len(data):
+        block = data[pos]
+        if block == 0x2C and pos + 10 <= len(data):  # image descriptor
+            local = data[pos + 9]
+            return pos + 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0) + 1
+        if block != 0x21:  # anything but an extension before the first image
+            return None
+        pos = _skip_sub_blocks(data, pos + 2)
+    return None
 
 
 def animation(
-    data: bytes | Blob, field: str, limits: Settings, keep: int
+    data: bytes | Blob, field: str, limits: Settings, keep: int, damaged: bool = False
 ) -> Iterator[tuple[Image.Image, int]]:
     """The first ``keep`` frames of an animation already checked by :func:`open_image`,
-    each in a working mode, with its duration in ms."""
+    each in a working mode, with its duration in ms. A ``damaged`` one (its first frame
+    decoded only leniently) is decoded leniently, and ends at its first frame that fails."""
     stream = as_blob(data).stream()
     image = _guarded(field, limits, "reading the header", lambda: Image.open(stream))
     for index in range(keep):
-        _guarded(field, limits, "seeking", lambda i=index: image.seek(i))  # type: ignore[misc]
-        _guarded(field, limits, "decoding", image.load)
+        try:
+            _guarded(field, limits, "seeking", lambda i=index: image.seek(i))  # type: ignore[misc]
+            if damaged:
+                with lenient():
+                    _guarded(field, limits, "decoding", image.load)
+            else:
+                _guarded(field, limits, "decoding", image.load)
+        except BadRequest:
+            if not damaged or index == 0:
+                raise
+            return
         duration = image.info.get("duration", 100)
         frame = _guarded(field, limits, "converting", lambda: working_mode(image.copy()))
         yield frame, int(duration) if isinstance(duration, int | float) else 100
