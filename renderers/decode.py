@@ -439,13 +439,15 @@ def _gif_data_start(data: bytes) -> int | None:
 
 
 def animation(
-    data: bytes | Blob, field: str, limits: Settings, keep: int, damaged: bool = False
+    data: bytes | Blob, field: str, limits: Settings, keep: int, source: Decoded | None = None
 ) -> Iterator[tuple[Image.Image, int]]:
-    """The first ``keep`` frames of an animation already checked by :func:`open_image`,
-    each in a working mode, with its duration in ms. A ``damaged`` one (its first frame
-    decoded only leniently) is decoded leniently, and ends at its first frame that fails."""
+    """The first ``keep`` frames of an animation already checked by :func:`open_image`
+    (``source``), each in a working mode, with its duration in ms. A damaged one is decoded
+    leniently when its first frame was; with ``render_damaged``, a later frame that fails
+    ends it there, and ``source.damage`` says so."""
     stream = as_blob(data).stream()
     image = _guarded(field, limits, "reading the header", lambda: Image.open(stream))
+    damaged = source is not None and source.damage is not None
     for index in range(keep):
         try:
             _guarded(field, limits, "seeking", lambda i=index: image.seek(i))  # type: ignore[misc]
@@ -454,9 +456,13 @@ def animation(
                     _guarded(field, limits, "decoding", image.load)
             else:
                 _guarded(field, limits, "decoding", image.load)
-        except BadRequest:
-            if not damaged or index == 0:
+        except BadRequest as exc:
+            if index == 0 or source is None or not limits.render_damaged:
                 raise
+            reason = f"frame {index + 1} of {keep}: {exc.__cause__ or exc.message}"
+            log.info("ending a damaged animation %s at its last frame that decodes: %s",
+                     field, reason)
+            source.damage = source.damage or f"{reason:.200}"
             return
         duration = image.info.get("duration", 100)
         frame = _guarded(field, limits, "converting", lambda: working_mode(image.copy()))

@@ -6,8 +6,9 @@ the decoded image; a JPEG was already reduced by the decoder), the cut to the re
 size at ``gravity`` (``fill``, ``fill-down``, or a ``min_width`` past ``width``), filters
 (``blur``, ``sharpen``, ``pixelate``), ``extend``, ``padding``, ``background`` (flatten),
 ``watermark`` (skipped, as imgproxy skips it, when the worker has no mark configured: a
-URL's ``wm:`` is then no error). The geometry comes from :mod:`renderers.imgproxy.geometry`, in source
-pixels; here it is mapped onto the decoded image, which a JPEG draft made smaller.
+URL's ``wm:`` is then no error). The geometry comes from
+:mod:`renderers.imgproxy.geometry`, in source pixels; here it is mapped onto the decoded
+image, which a JPEG draft made smaller.
 """
 
 from __future__ import annotations

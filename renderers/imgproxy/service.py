@@ -176,8 +176,7 @@ def _animate(
         max(1, limits.max_animation_pixels // max(width * height, result_w * result_h)),
     )
     images, durations = [], []
-    damaged = decoded.damage is not None
-    for frame, duration in animation(data, "source", limits, keep, damaged):
+    for frame, duration in animation(data, "source", limits, keep, decoded):
         images.append(frames.apply(orient(frame, decoded.orientation, frames.options)))
         durations.append(duration)
     return encode_frames(images, durations, loop_count(data), output)

@@ -104,7 +104,7 @@ def test_limits_are_configurable(configure: Any, photo_jpeg: bytes) -> None:
     with pytest.raises(BadRequest, match="limit of 1000"):
         renderers.get("convert").render({"image": photo_jpeg, "format": "png"})
     configure(max_input_bytes=10**8, max_pixels=100 * 100)
-    with pytest.raises(BadRequest, match=r"0\.2 MP; the limit is 16383 px per side and 0\.01 MP"):
+    with pytest.raises(BadRequest, match=r"0\.2 MP; the limit is 65535 px per side and 0\.01 MP"):
         renderers.get("convert").render({"image": photo_jpeg, "format": "png"})
     configure(max_pixels=10**7, max_side=500)
     with pytest.raises(BadRequest, match="500 px per side"):
