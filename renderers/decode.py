@@ -158,22 +158,25 @@ def _guarded(field: str, limits: Settings, action: str, call: Callable[[], T]) -
     """Run a Pillow call on untrusted data, turning its failures into bad requests."""
     try:
         return call()
-    except MemoryError:
+    except (MemoryError, BadRequest):
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Exception as exc:  # Pillow's plugins raise many types on malformed input
+        raise _refusal(field, limits, action, exc) from exc
+
+
+def _refusal(field: str, limits: Settings, action: str, exc: Exception) -> BadRequest:
+    """The bad request that Pillow's ``exc`` (raised while ``action``) makes of ``field``."""
+    if isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning):
         claimed = _BOMB_PIXELS.search(str(exc))
         size = f"{int(claimed.group(1)) / 1e6:.1f} MP" if claimed else "too large"
-        raise BadRequest(f"{field}: image is {size}; {_limits_text(limits)}", field) from exc
-    except BadRequest:
-        raise
-    except Image.UnidentifiedImageError as exc:
-        raise BadRequest(
+        return BadRequest(f"{field}: image is {size}; {_limits_text(limits)}", field)
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return BadRequest(
             f"{field}: not a valid image of the format its first bytes announce", field
-        ) from exc
-    except Exception as exc:  # Pillow's plugins raise many types on malformed input
-        log.info("refused %s: %s while %s: %s", field, type(exc).__name__, action, exc)
-        reason = str(exc) or type(exc).__name__
-        raise BadRequest(f"{field}: damaged image ({action}: {reason:.200})", field) from exc
+        )
+    log.info("refused %s: %s while %s: %s", field, type(exc).__name__, action, exc)
+    reason = str(exc) or type(exc).__name__
+    return BadRequest(f"{field}: damaged image ({action}: {reason:.200})", field)
 
 
 def gif_frames_exceed(data: bytes, limit: int) -> bool:
@@ -360,19 +363,21 @@ def _load(
     if draft is not None:
         _guarded(field, limits, "setting up the decoder", lambda: image.draft(*draft))
     try:
-        _guarded(field, limits, "decoding", image.load)
+        image.load()
         return image, None
-    except BadRequest as refused:
-        cause = refused.__cause__
-        if not limits.render_damaged or kind == "WEBP" or not isinstance(cause, Exception):
-            raise  # libwebp decodes all or nothing: leniency gets nothing more
-        if isinstance(cause, Image.DecompressionBombError | Image.DecompressionBombWarning):
-            raise
-        reason = f"{str(cause) or type(cause).__name__:.200}"
+    except MemoryError:
+        raise
+    except Exception as exc:  # as in _guarded: Pillow's plugins raise many types
+        bomb = isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning)
+        if bomb or not limits.render_damaged or kind == "WEBP":
+            # (libwebp decodes all or nothing: leniency would get nothing more)
+            raise _refusal(field, limits, "decoding", exc) from exc
+        reason = f"{str(exc) or type(exc).__name__:.200}"
         if not has_pixel_data(kind, blob.read()):
             raise BadRequest(
                 f"{field}: damaged image: no image data after its header ({reason})", field
-            ) from cause
+            ) from exc
+    image.close()  # its pixels go before the second decode allocates its own
     again = _guarded(
         field, limits, "reading the header", lambda: Image.open(blob.stream(), formats=[kind])
     )
