@@ -17,8 +17,9 @@ palette-quantised, with one transparent index for alpha. :func:`encode_frames` w
 animations (GIF, WebP).
 
 Each format holds a largest side (``MAX_SIDE``), checked before writing (:func:`check_side`):
-WebP 16,383 (libwebp's limit), AVIF 16,384 (the widest frame of AV1's highest level; libavif
-writes wider files, but its own decoder refuses past 32,768), JPEG 65,500 (libjpeg's
+WebP 16,383 (libwebp's limit), AVIF 16,384 (the widest frame an AV1 level, 6.x, allows;
+wider needs the unconstrained level 31, which not every decoder takes; libavif's own decoder
+stops at 32,768: a 40,000 px file it wrote did not open), JPEG 65,500 (libjpeg's
 ``JPEG_MAX_DIMENSION``), GIF 65,535 (16-bit fields), PNG 65,535 (the format holds 2^31-1;
 this is the renderers' own bound, ``max_side``'s highest value).
 """
