@@ -13,7 +13,7 @@ from renderer_testing import *  # noqa: F403  (the fixtures; first: see there)
 
 import renderers
 from mdp.errors import BadRequest
-from renderers import decode, samples
+from renderers import containers, samples
 
 DAMAGED = samples.damaged_inputs()
 NO_DATA = ("jpeg without scan data", "png without pixel data")
@@ -128,4 +128,4 @@ def test_a_damaged_animation_keeps_the_frames_that_decode() -> None:
     ],
 )
 def test_pixel_data_is_found_by_walking_the_structure(kind: str, data: bytes, found: bool) -> None:
-    assert decode.has_pixel_data(kind, data) is found
+    assert containers.has_pixel_data(kind, data) is found
