@@ -114,7 +114,7 @@ class Gateway:
             return None
         return {"open": guard.open_connections(), "max": guard.limit,
                 "evicted": guard.evicted, "refused": guard.refused,
-                "send_timeouts": guard.stalled}
+                "send_timeouts": guard.stalled, "send_too_slow": guard.too_slow}
 
     async def state(self) -> dict[str, Any]:
         await self.poller.fresh(self.config.poll_interval_s)
@@ -248,7 +248,8 @@ async def serve(config: HttpConfig) -> int:
                            keepalive_timeout=config.header_timeout_s)
     await runner.setup()
     assert runner.server is not None  # made by setup()
-    guard = ConnectionGuard(runner.server, connections, config.send_timeout_s)
+    guard = ConnectionGuard(runner.server, connections, config.send_timeout_s,
+                            min_send_rate=config.min_send_rate)
     app["gateway"].guard = guard
     host, port = config.host_port
     loop = asyncio.get_running_loop()

@@ -69,6 +69,11 @@ class HttpConfig:
     send_timeout_s: float = _opt(60.0, "--send-timeout",
                                  "a connection whose peer takes no byte of a reply waiting for "
                                  "it this long is aborted (nginx's send_timeout)", "SECONDS")
+    min_send_rate: float = _opt(1024.0, "--min-send-rate",
+                                "a connection whose peer takes a waiting reply at fewer bytes "
+                                "a second than this, on average over --send-timeout, is "
+                                "aborted (a low-speed limit; 0: only --send-timeout)",
+                                "BYTES_PER_S")
     body_timeout_s: float = _opt(30.0, "--body-timeout",
                                  "a client must send its whole body within this time", "SECONDS")
     header_timeout_s: float = _opt(75.0, "--header-timeout",
@@ -149,6 +154,8 @@ class HttpConfig:
                self.header_timeout_s, self.send_timeout_s) <= 0:
             raise ConfigError("--timeout, --body-timeout, --header-timeout, --send-timeout "
                               "and --poll-interval must be positive")
+        if not 0 <= self.min_send_rate < float("inf"):
+            raise ConfigError("--min-send-rate must be >= 0 bytes a second")
         if min(self.max_body_bytes, self.max_concurrency, self.max_inflight_bytes) < 1:
             raise ConfigError("--max-body-bytes, --max-inflight-bytes and --max-concurrency "
                               "must be >= 1")

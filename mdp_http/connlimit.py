@@ -20,7 +20,11 @@ A peer that stops reading its reply holds its connection, the reply's bytes and 
 for ever (aiohttp has no send timeout): :meth:`ConnectionGuard.sweep`, once a second, aborts
 a connection whose reply has waited in the door's buffer while the peer acknowledged no byte
 of it for ``--send-timeout`` (nginx's ``send_timeout``: 60 s), reading the kernel's count of
-bytes the peer acknowledged (``TCP_INFO``).
+bytes the peer acknowledged (``TCP_INFO``). That alone never cuts a peer that acknowledges a
+byte now and then (nginx's ``send_timeout`` has the same gap), so a reply waiting in the
+door must also be taken at ``--min-send-rate`` (1 KiB/s) on average over each
+``--send-timeout`` window, as curl's low-speed limit judges a download; :func:`judge`
+decides both, without sockets.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from aiohttp import web
@@ -112,24 +117,57 @@ def _closing(handler: Any) -> bool:
     return bool(getattr(handler, "_force_close", False))
 
 
+@dataclass
+class Sending:
+    """A reply waiting in the door for its peer: the bytes the peer had acknowledged when the
+    current window began, and when it last acknowledged any."""
+
+    window_acked: int
+    window_start: float
+    last_acked: int
+    last_progress: float
+
+
+def judge(state: Sending | None, acked: int, now: float, timeout_s: float,
+          min_rate: float) -> tuple[Sending | None, str | None]:
+    """The connection's next state, and why it must be cut (``"stalled"``: no byte taken
+    for ``timeout_s``; ``"slow"``: fewer than ``min_rate`` bytes a second over a window of
+    ``timeout_s``), or None. ``acked`` is the kernel's count of bytes the peer acknowledged."""
+    if state is None:
+        return Sending(acked, now, acked, now), None
+    if acked != state.last_acked:
+        state = Sending(state.window_acked, state.window_start, acked, now)
+    elif now - state.last_progress >= timeout_s:
+        return None, "stalled"
+    elapsed = now - state.window_start
+    if elapsed >= timeout_s:
+        if acked - state.window_acked < min_rate * elapsed:
+            return None, "slow"
+        state = Sending(acked, now, acked, state.last_progress)
+    return state, None
+
+
 class ConnectionGuard:
     """The listening socket's protocol factory: aiohttp's handlers, at most ``limit``."""
 
     def __init__(self, server: web.Server, limit: int, send_timeout_s: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 min_send_rate: float = 0.0) -> None:
         self.server = server
         self.limit = limit
         self.send_timeout_s = send_timeout_s
+        self.min_send_rate = min_send_rate
         self.clock = clock
         self.stalled = 0  # connections aborted: the peer took none of its reply in time
+        self.too_slow = 0  # connections aborted: the peer took its reply below the rate
         self.evicted = 0  # idle connections closed to make room
         self.refused = 0  # connections answered 503 with every connection busy
         self._refusals = RateLimitedLog(log)  # each kind its own limit: both are seen
         self._evictions = RateLimitedLog(log)
         self._handlers: list[Any] = []  # aiohttp's request handlers this factory made
         self._stalls = RateLimitedLog(log)
-        # handlers with a reply waiting in the door's buffer: (bytes acknowledged, since when)
-        self._sending: dict[Any, tuple[int, float]] = {}
+        # handlers with a reply waiting in the door's buffer
+        self._sending: dict[Any, Sending] = {}
 
     def open_connections(self) -> int:
         """Connections that hold a descriptor: made here, not lost, not being closed. Counted
@@ -171,10 +209,10 @@ class ConnectionGuard:
 
     def sweep(self) -> None:
         """Abort each connection whose peer has taken none of its waiting reply for
-        ``send_timeout_s``, and forget the connections gone (the caller runs this about once
-        a second)."""
+        ``send_timeout_s``, or less than ``min_send_rate`` of it over that long, and forget
+        the connections gone (the caller runs this about once a second)."""
         now = self.clock()
-        sending: dict[Any, tuple[int, float]] = {}
+        sending: dict[Any, Sending] = {}
         self._forget_lost()
         for handler in self._handlers:
             transport = getattr(handler, "transport", None)
@@ -184,15 +222,23 @@ class ConnectionGuard:
             if acked is None:
                 continue
             known = self._sending.get(handler)
-            if known is None or known[0] != acked:
-                sending[handler] = (acked, now)
-            elif now - known[1] >= self.send_timeout_s:
+            state, cut = judge(known, acked, now, self.send_timeout_s, self.min_send_rate)
+            if state is not None:
+                sending[handler] = state
+                continue
+            waiting = transport.get_write_buffer_size()
+            if cut == "stalled":
                 self.stalled += 1
                 self._stalls(now, "aborted a connection whose peer took no byte of its reply "
                              "for %gs (--send-timeout): %d bytes waited", self.send_timeout_s,
-                             transport.get_write_buffer_size())
-                _reset(transport)
-                handler.force_close()
+                             waiting)
             else:
-                sending[handler] = known
+                began = known or Sending(acked, now, acked, now)  # (a first sight is never cut)
+                self.too_slow += 1
+                self._stalls(now, "aborted a connection whose peer took %d bytes of its "
+                             "reply in %.0fs, below --min-send-rate %g B/s: %d bytes waited",
+                             acked - began.window_acked, now - began.window_start,
+                             self.min_send_rate, waiting)
+            _reset(transport)
+            handler.force_close()
         self._sending = sending

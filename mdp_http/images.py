@@ -49,6 +49,7 @@ INFO_SERVICE = "info"
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
                  "avif": "image/avif", "gif": "image/gif"}
 ALLOWED_METHODS = "GET, HEAD, POST, OPTIONS"
+WARNING_HEADER = "X-Image-Warning"  # a damaged source, rendered as far as it decoded
 
 VersionOf = Callable[[str], Awaitable[str]]
 Observe = Callable[[str, int, float], None]  # (service, status, seconds): the HTTP metrics
@@ -348,6 +349,8 @@ class ImageServer:
             raise
         finally:
             self.rendering -= 1
+        if entry.warning:
+            self.metrics.count("damaged")
         # the result stays findable as in flight until the caches hold it: no request in
         # between renders it again (memory holds it at once; Redis after a round trip)
         self.cache.memory.put_now(ask.key, entry)
@@ -383,6 +386,8 @@ class ImageServer:
             headers["Content-Type"] = entry.content_type
         if entry.last_modified:
             headers["Last-Modified"] = entry.last_modified
+        if entry.warning:
+            headers[WARNING_HEADER] = entry.warning
         vary = ["Accept"] if ask.vary else []
         cors = self._cors(request, preflight=False)
         if cors.get("Access-Control-Allow-Origin", "*") != "*":
@@ -410,7 +415,8 @@ class ImageServer:
         else:
             return {}
         headers = {"Access-Control-Allow-Origin": allowed,
-                   "Access-Control-Expose-Headers": "ETag, Last-Modified, Content-Length"}
+                   "Access-Control-Expose-Headers":
+                       f"ETag, Last-Modified, Content-Length, {WARNING_HEADER}"}
         if preflight:
             headers.update({"Access-Control-Allow-Methods": ALLOWED_METHODS,
                             "Access-Control-Allow-Headers":
@@ -449,7 +455,8 @@ def entry_of(result: Any, service: str) -> Entry:
             raise BadReply(f"the {service} worker's result is not a map")
         body = json.dumps(_jsonable(result), separators=(",", ":")).encode()
         return Entry(body, "application/json", source_etag=_text(source.get("etag")),
-                     last_modified=_text(source.get("last_modified")))
+                     last_modified=_text(source.get("last_modified")),
+                     warning=_warning(result.get("warning")))
     if not isinstance(result, dict) or not isinstance(result.get("image"), bytes):
         raise BadReply(f"the {service} worker's result is not a map with image bytes")
     kind = result.get("content_type")
@@ -461,6 +468,7 @@ def entry_of(result: Any, service: str) -> Entry:
         height=_int(result.get("height")),
         source_etag=_text(source.get("etag")),
         last_modified=_text(source.get("last_modified")),
+        warning=_warning(result.get("warning")),
     )
 
 
@@ -472,6 +480,14 @@ def _text(value: Any) -> str:
     if not isinstance(value, str) or len(value) > 200 or not value.isprintable():
         return ""
     return value
+
+
+def _warning(value: Any) -> str:
+    """A worker's warning as a header value: printable ASCII, at most 300 characters."""
+    if not isinstance(value, str):
+        return ""
+    text = "".join(c if " " <= c <= "~" else "?" for c in value[:300])
+    return text.strip()
 
 
 def _jsonable(value: Any) -> Any:

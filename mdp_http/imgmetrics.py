@@ -1,5 +1,5 @@
 """The image server's own counters: cache hits and misses, 304s, renders, coalesced requests,
-revalidations.
+revalidations, damaged sources rendered.
 
 Requests coalesced by the brokers (one render for identical requests from any door) and
 poisoned requests are the brokers' counters in ``mmi.status`` and reach Prometheus as
@@ -34,8 +34,11 @@ class ImageMetrics:
                                    "whose source the workers checked: unchanged (kept, not "
                                    "rendered) or changed (rendered again)", ["outcome"],
                                    registry=registry)
+        self.damaged = Counter("dips_http_damaged_sources", "Renders whose source was "
+                               "damaged or truncated and rendered as far as it decoded "
+                               "(the reply says so in X-Image-Warning)", registry=registry)
         self._counts = {"hits": 0, "misses": 0, "not_modified": 0, "renders": 0,
-                        "coalesced": 0, "cache_errors": 0, "revalidated": 0}
+                        "coalesced": 0, "cache_errors": 0, "revalidated": 0, "damaged": 0}
         self._series: dict[tuple[str, str | None], Any] = {}  # labelled once, then at hand
 
     def count(self, what: str, label: str | None = None) -> None:

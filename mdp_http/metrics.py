@@ -203,3 +203,6 @@ class ConnectionCollector(Collector):
         yield CounterMetricFamily("dips_http_send_timeouts", "HTTP connections aborted: the "
                                   "peer took no byte of its reply for --send-timeout",
                                   value=guard.stalled)
+        yield CounterMetricFamily("dips_http_send_too_slow", "HTTP connections aborted: the "
+                                  "peer took its reply below --min-send-rate over "
+                                  "--send-timeout", value=guard.too_slow)

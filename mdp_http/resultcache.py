@@ -42,6 +42,7 @@ class Entry:
     height: int = 0
     source_etag: str = ""
     last_modified: str = ""
+    warning: str = ""  # the worker's: a damaged source rendered as far as it decoded
 
     @property
     def size(self) -> int:
@@ -54,9 +55,13 @@ class Entry:
 
     def to_bytes(self, checked_at: float | None = None) -> bytes:
         """For Redis; ``checked_at`` (unix time of the render or last revalidation) makes
-        the entry's freshness travel with it."""
+        the entry's freshness travel with it. An entry with a warning is version 3 (the
+        warning last); others stay version 1 or 2, which every door reads."""
         fields = [self.image, self.content_type, self.width, self.height, self.source_etag,
                   self.last_modified]
+        if self.warning:
+            return pack([3, *fields, checked_at if checked_at is not None else 0.0,
+                         self.warning])
         if checked_at is None:
             return pack([1, *fields])
         return pack([2, *fields, checked_at])
@@ -74,16 +79,18 @@ class Entry:
             value = unpack(data)
         except ProtocolError:
             return None
-        if not isinstance(value, list) or (value[:1], len(value)) not in (([1], 7), ([2], 8)):
+        if not isinstance(value, list) or (value[:1], len(value)) not in (
+                ([1], 7), ([2], 8), ([3], 9)):
             return None
         image, kind, width, height, tag, modified = value[1:7]
-        checked = value[7] if len(value) == 8 else None
+        checked = value[7] if len(value) >= 8 else None
+        warning = value[8] if len(value) == 9 else ""
         if not (isinstance(image, bytes) and isinstance(kind, str) and isinstance(width, int)
                 and isinstance(height, int) and isinstance(tag, str)
-                and isinstance(modified, str)
+                and isinstance(modified, str) and isinstance(warning, str)
                 and (checked is None or isinstance(checked, int | float))):
             return None
-        return cls(image, kind, width, height, tag, modified), checked
+        return cls(image, kind, width, height, tag, modified, warning), checked
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,17 @@ decoded: byte strings over ``max_input_bytes``; anything that is not JPEG, PNG, 
 its magic bytes (so no other Pillow plugin ever parses request bytes); headers claiming more
 than ``max_side`` per side or ``max_pixels`` in all; more than ``max_frames`` frames; JPEGs
 with more than ``max_jpeg_scans`` scans. Pillow's own bomb check stands behind that (see
-:mod:`renderers.settings`). A damaged or truncated file gives a bad request too, never a
-worker error. JPEGs can be decoded at 1/2, 1/4 or 1/8 scale (``Image.draft``), which is what
-makes thumbnails cheap.
+:mod:`renderers.settings`). JPEGs can be decoded at 1/2, 1/4 or 1/8 scale (``Image.draft``),
+which is what makes thumbnails cheap.
+
+A truncated or damaged file whose decoding fails is decoded again, leniently, as thumbor
+(Pillow's ``LOAD_TRUNCATED_IMAGES``) and imgproxy (libvips' loaders, which fail only on
+errors they cannot get past) render it: what decodes is kept, and the rest stays as the
+decoder leaves it (a JPEG's missing blocks mid-grey, a PNG's missing rows zero: black, or
+transparent). :attr:`Decoded.damage` then says what was wrong, for the reply's warning.
+``render_damaged`` false refuses such files instead. A file with no image data after its
+header (nothing to decode), or one that fails even leniently, is a bad request naming what
+is wrong, never a worker error.
 
 The decoded image comes back in one of the working modes L, LA, RGB or RGBA, with its EXIF
 orientation read (not yet applied: a thumbnail is cheaper to turn after shrinking).
@@ -19,13 +27,16 @@ import io
 import logging
 import re
 import struct
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any, Protocol, TypeVar
 
-from PIL import Image
+from PIL import Image, ImageFile
 
 from mdp.errors import BadRequest
+from renderers.containers import gif_frame_count, has_pixel_data
 from renderers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -106,6 +117,7 @@ class Decoded:
     exif: Image.Exif | None = None
     source_size: tuple[int, int] = (0, 0)  # as stored, before any draft reduction
     frames: int = 1  # more than 1: an animation
+    damage: str | None = None  # what made a strict decode fail: the image is partial
 
     @property
     def upright_source_size(self) -> tuple[int, int]:
@@ -147,67 +159,25 @@ def _guarded(field: str, limits: Settings, action: str, call: Callable[[], T]) -
     """Run a Pillow call on untrusted data, turning its failures into bad requests."""
     try:
         return call()
-    except MemoryError:
+    except (MemoryError, BadRequest):
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Exception as exc:  # Pillow's plugins raise many types on malformed input
+        raise _refusal(field, limits, action, exc) from exc
+
+
+def _refusal(field: str, limits: Settings, action: str, exc: Exception) -> BadRequest:
+    """The bad request that Pillow's ``exc`` (raised while ``action``) makes of ``field``."""
+    if isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning):
         claimed = _BOMB_PIXELS.search(str(exc))
         size = f"{int(claimed.group(1)) / 1e6:.1f} MP" if claimed else "too large"
-        raise BadRequest(f"{field}: image is {size}; {_limits_text(limits)}", field) from exc
-    except BadRequest:
-        raise
-    except Image.UnidentifiedImageError as exc:
-        raise BadRequest(
+        return BadRequest(f"{field}: image is {size}; {_limits_text(limits)}", field)
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return BadRequest(
             f"{field}: not a valid image of the format its first bytes announce", field
-        ) from exc
-    except Exception as exc:  # Pillow's plugins raise many types on malformed input
-        log.info("refused %s: %s while %s: %s", field, type(exc).__name__, action, exc)
-        reason = str(exc) or type(exc).__name__
-        raise BadRequest(f"{field}: damaged image ({action}: {reason:.200})", field) from exc
-
-
-def gif_frames_exceed(data: bytes, limit: int) -> bool:
-    """Whether a GIF has more than ``limit`` frames, reading block headers only."""
-    return gif_frame_count(data, limit) > limit
-
-
-def gif_frame_count(data: bytes, limit: int) -> int:
-    """A GIF's frames, counted from block headers up to ``limit + 1`` (then it stops).
-
-    A damaged structure stops the count (the decoder will complain about it later if it
-    matters for the first frame).
-    """
-    if len(data) < 13:
-        return 0
-    flags = data[10]
-    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
-    frames = 0
-    while pos < len(data):
-        block = data[pos]
-        if block == 0x3B:  # trailer
-            break
-        if block == 0x2C:  # image descriptor
-            frames += 1
-            if frames > limit:
-                break
-            if pos + 10 > len(data):
-                break
-            local = data[pos + 9]
-            pos += 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0) + 1  # + LZW code size
-        elif block == 0x21:  # extension: introducer, label
-            pos += 2
-        else:
-            break
-        pos = _skip_sub_blocks(data, pos)
-    return frames
-
-
-def _skip_sub_blocks(data: bytes, pos: int) -> int:
-    while pos < len(data):
-        size = data[pos]
-        pos += 1 + size
-        if size == 0:
-            break
-    return pos
+        )
+    log.info("refused %s: %s while %s: %s", field, type(exc).__name__, action, exc)
+    reason = str(exc) or type(exc).__name__
+    return BadRequest(f"{field}: damaged image ({action}: {reason:.200})", field)
 
 
 def _check_size(field: str, size: tuple[int, int], limits: Settings) -> None:
@@ -285,24 +255,26 @@ def open_image(
         raise BadRequest(
             f"{field}: not a JPEG, PNG, WebP or GIF image (starts with {head[:8]!r})", field
         )
-    image = _guarded(
+    image: Image.Image = _guarded(
         field, limits, "reading the header", lambda: Image.open(blob.stream(), formats=[kind])
     )
     _check_size(field, image.size, limits)
     frames = _check_frames(field, blob, image, limits)
     if kind == "JPEG" and image.info.get("progressive"):
         _check_scans(field, blob, limits)
+    damage = None
     if kind != "JPEG":  # a PNG's EXIF may follow its pixels; others have no draft anyway
-        _guarded(field, limits, "decoding", image.load)
+        image, damage = _load(field, limits, blob, kind, image)
     orientation, exif = _guarded(field, limits, "reading EXIF", lambda: _orientation(image))
     source_size = image.size
     swaps = upright and orientation in (5, 6, 7, 8)
-    if kind == "JPEG" and draft_size is not None:
-        width, height = draft_size((source_size[1], source_size[0]) if swaps else source_size)
-        mode = image.mode if image.mode in ("L", "RGB") else None
-        wanted = (height, width) if swaps else (width, height)
-        _guarded(field, limits, "setting up the decoder", lambda: image.draft(mode, wanted))
-    _guarded(field, limits, "decoding", image.load)
+    if kind == "JPEG":
+        draft = None
+        if draft_size is not None:
+            width, height = draft_size((source_size[1], source_size[0]) if swaps else source_size)
+            mode = image.mode if image.mode in ("L", "RGB") else None
+            draft = (mode, (height, width) if swaps else (width, height))
+        image, damage = _load(field, limits, blob, kind, image, draft)
     _check_size(field, image.size, limits)
     icc = image.info.get("icc_profile") or None
     source_mode = image.mode
@@ -312,19 +284,93 @@ def open_image(
         icc_mode = "L" if working.mode in ("L", "LA") else "RGB"
     else:
         icc = None
-    return Decoded(working, FORMATS[kind], orientation, icc, icc_mode, exif, source_size, frames)
+    return Decoded(
+        working, FORMATS[kind], orientation, icc, icc_mode, exif, source_size, frames, damage
+    )
+
+
+Draft = tuple[str | None, tuple[int, int]]  # Image.draft's mode and requested size
+_LENIENT = threading.Lock()
+
+
+@contextmanager
+def lenient() -> Iterator[None]:
+    """Pillow's ``LOAD_TRUNCATED_IMAGES`` for the decodes inside. The flag is the process's:
+    the lock keeps lenient decodes from overlapping (a worker renders in one thread, so no
+    strict decode runs meanwhile)."""
+    with _LENIENT:
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        try:
+            yield
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def _load(
+    field: str,
+    limits: Settings,
+    blob: Blob,
+    kind: str,
+    image: Image.Image,
+    draft: Draft | None = None,
+) -> tuple[Image.Image, str | None]:
+    """Decode ``image`` (after its ``draft``): strictly, else leniently when the settings
+    allow; the image decoded, and what was damaged (None: nothing)."""
+    if draft is not None:
+        _guarded(field, limits, "setting up the decoder", lambda: image.draft(*draft))
+    try:
+        image.load()
+        return image, None
+    except MemoryError:
+        raise
+    except Exception as exc:  # as in _guarded: Pillow's plugins raise many types
+        bomb = isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning)
+        if bomb or not limits.render_damaged or kind == "WEBP":
+            # (libwebp decodes all or nothing: leniency would get nothing more)
+            raise _refusal(field, limits, "decoding", exc) from exc
+        reason = f"{str(exc) or type(exc).__name__:.200}"
+        if not has_pixel_data(kind, blob.read()):
+            raise BadRequest(
+                f"{field}: damaged image: no image data after its header ({reason})", field
+            ) from exc
+    image.close()  # its pixels go before the second decode allocates its own
+    again = _guarded(
+        field, limits, "reading the header", lambda: Image.open(blob.stream(), formats=[kind])
+    )
+    if draft is not None:
+        _guarded(field, limits, "setting up the decoder", lambda: again.draft(*draft))
+    with lenient():
+        _guarded(field, limits, "decoding", again.load)
+    log.info("rendering a damaged %s %s as far as it decodes: %s", kind, field, reason)
+    return again, reason
 
 
 def animation(
-    data: bytes | Blob, field: str, limits: Settings, keep: int
+    data: bytes | Blob, field: str, limits: Settings, keep: int, source: Decoded | None = None
 ) -> Iterator[tuple[Image.Image, int]]:
-    """The first ``keep`` frames of an animation already checked by :func:`open_image`,
-    each in a working mode, with its duration in ms."""
+    """The first ``keep`` frames of an animation already checked by :func:`open_image`
+    (``source``), each in a working mode, with its duration in ms. A damaged one is decoded
+    leniently when its first frame was; with ``render_damaged``, a later frame that fails
+    ends it there, and ``source.damage`` says so."""
     stream = as_blob(data).stream()
     image = _guarded(field, limits, "reading the header", lambda: Image.open(stream))
+    damaged = source is not None and source.damage is not None
     for index in range(keep):
-        _guarded(field, limits, "seeking", lambda i=index: image.seek(i))  # type: ignore[misc]
-        _guarded(field, limits, "decoding", image.load)
+        try:
+            _guarded(field, limits, "seeking", lambda i=index: image.seek(i))  # type: ignore[misc]
+            if damaged:
+                with lenient():
+                    _guarded(field, limits, "decoding", image.load)
+            else:
+                _guarded(field, limits, "decoding", image.load)
+        except BadRequest as exc:
+            if index == 0 or source is None or not limits.render_damaged:
+                raise
+            reason = f"frame {index + 1} of {keep}: {exc.__cause__ or exc.message}"
+            log.info("ending a damaged animation %s at its last frame that decodes: %s",
+                     field, reason)
+            source.damage = source.damage or f"{reason:.200}"
+            return
         duration = image.info.get("duration", 100)
         frame = _guarded(field, limits, "converting", lambda: working_mode(image.copy()))
         yield frame, int(duration) if isinstance(duration, int | float) else 100

@@ -15,6 +15,13 @@ progressive with optimised tables, so at identical pixels the bytes are not more
 12 KB, baseline being the smaller there is measured, not proven). GIF output is
 palette-quantised, with one transparent index for alpha. :func:`encode_frames` writes
 animations (GIF, WebP).
+
+Each format holds a largest side (``MAX_SIDE``), checked before writing (:func:`check_side`):
+WebP 16,383 (libwebp's limit), AVIF 16,384 (the widest frame an AV1 level, 6.x, allows;
+wider needs the unconstrained level 31, which not every decoder takes; libavif's own decoder
+stops at 32,768: a 40,000 px file it wrote did not open), JPEG 65,500 (libjpeg's
+``JPEG_MAX_DIMENSION``), GIF 65,535 (16-bit fields), PNG 65,535 (the format holds 2^31-1;
+this is the renderers' own bound, ``max_side``'s highest value).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 
 from PIL import Image
 
+from mdp.errors import BadRequest
 from renderers.decode import Decoded, exif_bytes
 from renderers.fields import RGB
 
@@ -41,6 +49,22 @@ AVIF_SPEED = 9  # imgproxy's default; libavif's fastest, ~55 ms for 1024 px
 JPEG_TRY_BOTH_PIXELS = 1_000_000
 JPEG_BASELINE_BYTES = 12_000  # below this a baseline file is the smaller (scan headers)
 ANIMATED = ("gif", "webp")
+MAX_SIDE = {"jpeg": 65_500, "png": 65_535, "webp": 16_383, "avif": 16_384, "gif": 65_535}
+
+
+def fits(size: tuple[int, int], fmt: str) -> bool:
+    """Whether ``fmt`` can hold an image of ``size``."""
+    return max(size) <= MAX_SIDE[fmt]
+
+
+def check_side(size: tuple[int, int], fmt: str, field: str = "format") -> None:
+    """Refuse a result ``fmt`` cannot hold, naming the limit and the request's ``field``."""
+    if not fits(size, fmt):
+        raise BadRequest(
+            f"{field}: {fmt} holds at most {MAX_SIDE[fmt]} px per side and the result would "
+            f"be {size[0]}x{size[1]}; ask for a smaller size or another format",
+            field,
+        )
 
 
 @dataclass(frozen=True)
@@ -123,6 +147,7 @@ def save_options(image: Image.Image, output: Output, source: Decoded | None) -> 
 
 def encode(image: Image.Image, output: Output, source: Decoded | None) -> bytes:
     """The bytes of ``image`` in ``output.format``; ``source`` supplies the metadata."""
+    check_side(image.size, output.format)
     transparency = image.info.get("transparency") if image.mode == "P" else None
     image = prepare(image, output)
     if transparency is not None:
@@ -159,6 +184,7 @@ def encode_frames(
 ) -> bytes:
     """An animation (GIF or WebP) of ``frames`` shown ``durations`` ms each."""
     assert output.format in ANIMATED and frames
+    check_side(frames[0].size, output.format)
     prepared = [prepare(frame, output) for frame in frames]
     options: dict[str, Any] = {"save_all": True, "append_images": prepared[1:],
                                "duration": durations, "loop": loop}

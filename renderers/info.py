@@ -3,8 +3,9 @@
 Takes the same source as ``imgproxy`` (``source`` URL or ``image`` bytes) and answers
 ``{"width", "height" (upright, after the EXIF orientation), "format" ("jpeg", "png",
 "webp", "gif"), "orientation" (EXIF 1-8), "animated", "frames", "blurhash",
-"source": {"length", "etag"?, "last_modified"?}}``. A JPEG is decoded at 1/8 scale for the
-BlurHash, which is computed on a thumbnail of at most 32 px.
+"source": {"length", "etag"?, "last_modified"?}, "warning"?}``, the warning when the source
+is damaged (decoded only as far as it goes, see :mod:`renderers.decode`). A JPEG is decoded
+at 1/8 scale for the BlurHash, which is computed on a thumbnail of at most 32 px.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from typing import Any
 from mdp.errors import BadRequest
 from renderers import blurhash, settings, sources
 from renderers.decode import open_image
-from renderers.imgproxy.service import SOURCE_FIELDS, SOURCE_FORMATS, unchanged
+from renderers.imgproxy.service import (
+    SOURCE_FIELDS,
+    SOURCE_FORMATS,
+    damage_warning,
+    unchanged,
+)
 from renderers.registry import Field, Renderer, register
 from renderers.samples import EXAMPLE_IMAGE
 
@@ -56,7 +62,7 @@ class InfoService(Renderer):
         width, height = decoded.upright_source_size
         orientation = decoded.orientation
         decoded.upright()
-        return {
+        reply = {
             "width": width,
             "height": height,
             "format": SOURCE_FORMATS[decoded.format],
@@ -66,3 +72,6 @@ class InfoService(Renderer):
             "blurhash": blurhash.encode(decoded.image, x, y),
             "source": source.describe(),
         }
+        if decoded.damage is not None:
+            reply["warning"] = damage_warning(decoded.damage)
+        return reply

@@ -135,8 +135,9 @@ def hostile_inputs() -> dict[str, bytes]:
         "gif with 5000 frames": gif_frames(5000),
         "gif frame larger than its canvas": gif_frame_outside_canvas(),
         "progressive jpeg with 300 scans": jpeg_with_scan_markers(300),
-        "truncated jpeg": good_jpeg[: len(good_jpeg) // 2],
-        "truncated png": good_png[: len(good_png) // 2],
+        "jpeg without scan data": _up_to_pixels(good_jpeg, b"\xff\xda"),
+        "png without pixel data": _up_to_pixels(good_png, b"IDAT"),
+        "truncated webp": encode(photo(64, 48), "WEBP")[:200],
         "jpeg magic, png body": b"\xff\xd8\xff" + good_png[8:],
         "png magic, jpeg body": b"\x89PNG\r\n\x1a\n" + good_jpeg[3:],
         "webp magic, junk": b"RIFF\x10\x00\x00\x00WEBPVP8 " + b"\x00" * 64,
@@ -146,4 +147,31 @@ def hostile_inputs() -> dict[str, bytes]:
         "bmp": encode(Image.new("RGB", (8, 8)), "BMP"),
         "svg": b'<svg xmlns="http://www.w3.org/2000/svg" width="99999" height="99999"/>',
         "one byte": b"\xff",
+    }
+
+
+def _up_to_pixels(data: bytes, marker: bytes) -> bytes:
+    """``data`` cut where its first pixel data would begin: the header, nothing to decode."""
+    at = data.index(marker)
+    if marker == b"IDAT":
+        return data[: at + 4]
+    return data[: at + 2 + int.from_bytes(data[at + 2 : at + 4], "big")]
+
+
+def damaged_inputs() -> dict[str, bytes]:
+    """Damaged images that decode in part: rendered as far as they go, with a warning
+    (thumbor and imgproxy render them too), or refused with ``render_damaged`` off."""
+    good_jpeg = encode(photo(64, 48), "JPEG")
+    progressive = encode(photo(64, 48), "JPEG", progressive=True)
+    good_png = encode(photo(64, 48), "PNG")
+    good_gif = encode(photo(64, 48).convert("P"), "GIF")
+    broken_png = bytearray(good_png)
+    middle = len(good_png) // 2
+    broken_png[middle : middle + 40] = bytes(40)  # the IDAT's zlib stream, mid-way
+    return {
+        "truncated jpeg": good_jpeg[: len(good_jpeg) // 2],
+        "truncated progressive jpeg": progressive[: len(progressive) // 2],
+        "truncated png": good_png[: len(good_png) // 2],
+        "png with a broken zlib stream": bytes(broken_png),
+        "truncated gif": good_gif[: len(good_gif) * 2 // 3],
     }

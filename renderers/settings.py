@@ -5,7 +5,10 @@ replaced at any time with :func:`configure`::
 
     DIPS_MAX_INPUT_BYTES   largest image byte string accepted          (default 33554432, 32 MiB)
     DIPS_MAX_PIXELS        largest width x height decoded or produced  (default 50000000)
-    DIPS_MAX_SIDE          largest width or height decoded or produced (default 16383)
+    DIPS_MAX_SIDE          largest width or height decoded or produced (default 65535; a
+                           result's format may hold less: WebP 16383, see renderers.encode)
+    DIPS_RENDER_DAMAGED    render a truncated or damaged image as far as it decodes, with
+                           a warning in the reply (default 1); 0 refuses it (bad request)
     DIPS_MAX_FRAMES        most frames an animated input may have      (default 1000)
     DIPS_MAX_JPEG_SCANS    most scans a (progressive) JPEG may have    (default 256)
     DIPS_ECARD_TITLE       the card title when a request gives none    (default 金山密码保护卡)
@@ -80,9 +83,10 @@ class Settings:
 
     max_input_bytes: int = 32 * 1024 * 1024
     max_pixels: int = 50_000_000
-    max_side: int = 16_383
+    max_side: int = 65_535  # JPEG's and GIF's own; sources are bounded by max_pixels
     max_frames: int = 1000
     max_jpeg_scans: int = 256
+    render_damaged: bool = True  # thumbor's (Pillow's LOAD_TRUNCATED_IMAGES), libvips'
     ecard_title: str = DEFAULT_TITLE
     text_font: str | None = None
     sources_allow: tuple[str, ...] = ()
@@ -140,6 +144,7 @@ _ENVIRONMENT = {
     "DIPS_MAX_SIDE": "max_side",
     "DIPS_MAX_FRAMES": "max_frames",
     "DIPS_MAX_JPEG_SCANS": "max_jpeg_scans",
+    "DIPS_RENDER_DAMAGED": "render_damaged",
     "DIPS_ECARD_TITLE": "ecard_title",
     "DIPS_TEXT_FONT": "text_font",
     "DIPS_SOURCES_ALLOW": "sources_allow",

@@ -111,6 +111,7 @@ function renderImages(images) {
     `images <b id="image-hits">${images.hits}</b> hits (${ratio}%) · <b>${images.misses}</b> misses · ` +
     `<b>${images.not_modified}</b> 304 · <b>${images.renders}</b> renders · <b>${images.coalesced}</b> coalesced here` +
     (images.revalidated ? ` · <b>${images.revalidated}</b> revalidated` : "") +
+    (images.damaged ? ` · <b>${images.damaged}</b> damaged sources rendered` : "") +
     (images.shared_cache ? ` · redis ${esc(images.shared_cache)}` : "") + `</span>`;
 }
 

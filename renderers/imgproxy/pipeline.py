@@ -5,8 +5,10 @@ clockwise, then ``flip``), the ``crop`` area, resize (one Lanczos pass from the 
 the decoded image; a JPEG was already reduced by the decoder), the cut to the requested
 size at ``gravity`` (``fill``, ``fill-down``, or a ``min_width`` past ``width``), filters
 (``blur``, ``sharpen``, ``pixelate``), ``extend``, ``padding``, ``background`` (flatten),
-``watermark``. The geometry comes from :mod:`renderers.imgproxy.geometry`, in source
-pixels; here it is mapped onto the decoded image, which a JPEG draft made smaller.
+``watermark`` (skipped, as imgproxy skips it, when the worker has no mark configured: a
+URL's ``wm:`` is then no error). The geometry comes from
+:mod:`renderers.imgproxy.geometry`, in source pixels; here it is mapped onto the decoded
+image, which a JPEG draft made smaller.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ class Frames:
         image = pad(image, self.plan.padding, self.options.background)
         if self.options.background is not None:
             image = flatten(image, self.options.background)
-        if self.options.watermark is not None:
+        if self.options.watermark is not None and has_mark(self.limits):
             image = self._watermark(image)
         return image
 
@@ -238,9 +240,15 @@ def flatten(image: Image.Image, background: RGB) -> Image.Image:
     return flat(image, background)
 
 
+def has_mark(limits: Settings) -> bool:
+    """Whether the worker has a watermark to lay (imgproxy skips ``watermark`` without one:
+    its processing returns early when no watermark provider is configured)."""
+    return limits.watermark_image is not None or limits.watermark_text is not None
+
+
 def make_mark(size: Size, scale: float, opacity: float, limits: Settings) -> Image.Image:
     """The worker's watermark (DIPS_WATERMARK_IMAGE or _TEXT), scaled, with its opacity."""
-    if limits.watermark_image is None and limits.watermark_text is None:
+    if not has_mark(limits):
         raise BadRequest(
             "ops.watermark: this worker has no watermark (DIPS_WATERMARK_IMAGE "
             "or DIPS_WATERMARK_TEXT)",

@@ -7,13 +7,17 @@ Request (the contract with the HTTP door, docs/RENDERERS.md)::
      "accept": ["avif", "webp"], "quality": int | None}
 
 Reply: ``{"image": bytes, "content_type": str, "width": int, "height": int,
-"source": {"length": int, "etag"?: str, "last_modified"?: str}}``. With ``if_changed``
+"source": {"length": int, "etag"?: str, "last_modified"?: str}, "warning"?: str}``, the
+warning saying the source was damaged and rendered as far as it decodes (see
+:mod:`renderers.decode`). With ``if_changed``
 (the source's validators from an earlier reply) and the source unchanged, only
 ``{"unchanged": True, "source": {...}}``: nothing is decoded (a local file is opened; a
 remote one is asked for conditionally, or found fresh in the source cache).
 
 A format left open keeps the source's (a PNG with alpha stays PNG), or becomes AVIF or WebP
-when the client accepts it and the worker enables it (``auto_avif``, ``auto_webp``).
+when the client accepts it and the worker enables it (``auto_avif``, ``auto_webp``), each
+only when it can hold the result's size (else the next; a WebP source's result too wide for
+WebP becomes PNG). A format asked for that cannot hold it is a bad request naming its limit.
 Animated GIF and WebP stay animated when the result is GIF or WebP.
 """
 
@@ -25,7 +29,15 @@ from typing import Any
 from mdp.errors import BadRequest
 from renderers import settings, sources
 from renderers.decode import Blob, Decoded, animation, loop_count, open_image
-from renderers.encode import ANIMATED, CONTENT_TYPES, Output, encode, encode_frames
+from renderers.encode import (
+    ANIMATED,
+    CONTENT_TYPES,
+    Output,
+    check_side,
+    encode,
+    encode_frames,
+    fits,
+)
 from renderers.imgproxy import options as imgproxy_options
 from renderers.imgproxy.geometry import plan as make_plan
 from renderers.imgproxy.options import Options
@@ -69,17 +81,24 @@ def unchanged(source: sources.Source, known: Mapping[str, str] | None) -> dict[s
 
 
 def output_format(
-    requested: str | None, decoded: Decoded, accept: list[str], limits: Settings
+    requested: str | None,
+    decoded: Decoded,
+    accept: list[str],
+    limits: Settings,
+    size: tuple[int, int] = (1, 1),
 ) -> str:
-    """The format of the result: the one asked for, else negotiated, else the source's."""
+    """The format of the result (of ``size``): the one asked for (refused if it cannot hold
+    the size), else negotiated, else the source's, among those that can hold it."""
     if requested:
+        check_side(size, requested)
         return requested
     animated = decoded.frames > 1
-    if "avif" in accept and limits.auto_avif and not animated:
+    if "avif" in accept and limits.auto_avif and not animated and fits(size, "avif"):
         return "avif"
-    if "webp" in accept and limits.auto_webp:
+    if "webp" in accept and limits.auto_webp and fits(size, "webp"):
         return "webp"
-    return SOURCE_FORMATS[decoded.format]
+    own = SOURCE_FORMATS[decoded.format]
+    return own if fits(size, own) else "png"
 
 
 def parse_format(request: Mapping[str, Any]) -> str | None:
@@ -122,13 +141,13 @@ def render(
     accept: list[str],
     quality: int | None,
     limits: Settings,
-) -> tuple[bytes, str, tuple[int, int]]:
-    """The result's bytes, its format and size."""
+) -> tuple[bytes, str, tuple[int, int], str | None]:
+    """The result's bytes, its format and size, and what was damaged in the source."""
     decoded = open_image(data, "source", limits, draft_hint(options), options.auto_rotate)
     oriented = oriented_size(decoded.source_size, decoded.orientation, options)
     plan = make_plan(oriented, options)
     check_result(plan, limits)
-    chosen = output_format(fmt, decoded, accept, limits)
+    chosen = output_format(fmt, decoded, accept, limits, plan.final)
     output = Output(
         format=chosen,
         quality=quality or DEFAULT_QUALITY.get(chosen),
@@ -138,9 +157,10 @@ def render(
     )
     frames = Frames(plan, options, limits, oriented)
     if decoded.frames > 1 and chosen in ANIMATED:
-        return _animate(data, decoded, frames, output, limits), chosen, plan.final
+        animated = _animate(data, decoded, frames, output, limits)
+        return animated, chosen, plan.final, decoded.damage
     image = frames.apply(orient(decoded.image, decoded.orientation, options))
-    return encode(image, output, decoded), chosen, image.size
+    return encode(image, output, decoded), chosen, image.size, decoded.damage
 
 
 def _animate(
@@ -156,7 +176,7 @@ def _animate(
         max(1, limits.max_animation_pixels // max(width * height, result_w * result_h)),
     )
     images, durations = [], []
-    for frame, duration in animation(data, "source", limits, keep):
+    for frame, duration in animation(data, "source", limits, keep, decoded):
         images.append(frames.apply(orient(frame, decoded.orientation, frames.options)))
         durations.append(duration)
     return encode_frames(images, durations, loop_count(data), output)
@@ -195,11 +215,21 @@ class ImgproxyService(Renderer):
             same = unchanged(source, known)
             if same is not None:
                 return same
-            image, chosen, size = render(source.blob, options, fmt, accept, quality, limits)
-        return {
+            image, chosen, size, damage = render(
+                source.blob, options, fmt, accept, quality, limits
+            )
+        reply = {
             "image": image,
             "content_type": CONTENT_TYPES[chosen],
             "width": size[0],
             "height": size[1],
             "source": source.describe(),
         }
+        if damage is not None:
+            reply["warning"] = damage_warning(damage)
+        return reply
+
+
+def damage_warning(damage: str) -> str:
+    """The reply's warning for a source rendered only as far as it decoded."""
+    return f"damaged source rendered as far as it decodes ({damage})"

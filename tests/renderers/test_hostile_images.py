@@ -16,7 +16,7 @@ from renderer_testing import *  # noqa: F403  (the fixtures; first: see there)
 
 import renderers
 from mdp.errors import BadRequest
-from renderers import decode, samples, settings
+from renderers import containers, samples, settings
 
 HOSTILE = samples.hostile_inputs()
 # Refused from their first bytes or headers: not one pixel of these may be decoded (the
@@ -104,7 +104,7 @@ def test_limits_are_configurable(configure: Any, photo_jpeg: bytes) -> None:
     with pytest.raises(BadRequest, match="limit of 1000"):
         renderers.get("convert").render({"image": photo_jpeg, "format": "png"})
     configure(max_input_bytes=10**8, max_pixels=100 * 100)
-    with pytest.raises(BadRequest, match=r"0\.2 MP; the limit is 16383 px per side and 0\.01 MP"):
+    with pytest.raises(BadRequest, match=r"0\.2 MP; the limit is 65535 px per side and 0\.01 MP"):
         renderers.get("convert").render({"image": photo_jpeg, "format": "png"})
     configure(max_pixels=10**7, max_side=500)
     with pytest.raises(BadRequest, match="500 px per side"):
@@ -145,12 +145,12 @@ def test_pillows_bomb_warning_is_an_error(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_gif_frame_count_stops_early() -> None:
-    assert not decode.gif_frames_exceed(samples.gif_frames(3), 3)
-    assert decode.gif_frames_exceed(samples.gif_frames(4), 3)
+    assert not containers.gif_frames_exceed(samples.gif_frames(3), 3)
+    assert containers.gif_frames_exceed(samples.gif_frames(4), 3)
     many = samples.gif_frames(20_000)
-    assert decode.gif_frames_exceed(many, 10)
-    assert decode.gif_frame_count(many, 10) == 11  # it stopped one past the limit
-    assert not decode.gif_frames_exceed(many[:100], 10)  # cut short: counts what is there
+    assert containers.gif_frames_exceed(many, 10)
+    assert containers.gif_frame_count(many, 10) == 11  # it stopped one past the limit
+    assert not containers.gif_frames_exceed(many[:100], 10)  # cut short: counts what is there
 
 
 MEMORY_PROBE = """

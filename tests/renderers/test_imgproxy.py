@@ -111,10 +111,20 @@ def test_a_result_over_the_limits_is_refused() -> None:
     assert caught.value.field == "ops.resize"
 
 
-def test_watermark_needs_a_configured_mark(configure: Any) -> None:
+def test_watermark_without_a_configured_mark_is_skipped_as_imgproxy_does(
+    configure: Any,
+) -> None:
+    """imgproxy's processing returns early when no watermark is configured: ``wm:`` on a
+    door whose workers have none renders the image unmarked, never a bad request."""
     configure(watermark_text=None, watermark_image=None)
-    with pytest.raises(BadRequest, match="no watermark"):
-        render({"image": samples.photo_jpeg(64, 48), "ops": {"watermark": {"opacity": 1}}})
+    image = samples.photo_jpeg(64, 48)
+    plain = render({"image": image, "format": "png"})
+    for spec in ({"opacity": 1}, {"opacity": 0.5, "position": "re", "x": 0, "y": 0}):
+        marked = render({"image": image, "format": "png", "ops": {"watermark": spec}})
+        assert marked["image"] == plain["image"]
+    configure(watermark_text="DIPS")
+    marked = render({"image": image, "format": "png", "ops": {"watermark": {"opacity": 1}}})
+    assert marked["image"] != plain["image"]
 
 
 # geometry ---------------------------------------------------------------------------------
