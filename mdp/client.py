@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -42,9 +43,9 @@ from mdp.clientcodec import check_frame, decode_status, encode_request, service_
 from mdp.clientcore import ClientCore
 from mdp.clientrecords import CANCELLED, Call, OnProgress, State
 from mdp.clock import poll_timeout_ms
-from mdp.errors import ProtocolError, RequestError, UnknownService
+from mdp.errors import ConfigError, ProtocolError, RequestError, UnknownService
 from mdp.keys import CurveConfig
-from mdp.options import ClientOptions, resolve
+from mdp.options import TRANSPORTS, ClientOptions, resolve
 from mdp.zmtplinks import (
     RECONNECT_S,
     Complaints,
@@ -57,8 +58,11 @@ from mdp.zmtplinks import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MDPClient", "open_socket", "report"]
+__all__ = ["CLIENT_TRANSPORT_ENV", "MDPClient", "open_socket", "report"]
 
+CLIENT_TRANSPORT_ENV = "DIPS_CLIENT_TRANSPORT"  # what transport="auto" means for MDPClient
+
+AUTO_TRANSPORT = "zmq"  # what "auto" is for this shell when the variable is unset
 _MAX_WAIT_S = 1.0  # a wait never exceeds this, whatever the core says
 _NOT_LONE: Any = object()  # _lone: the call cannot take the fast path
 
@@ -86,7 +90,7 @@ class MDPClient:
         self.max_request_bytes = options.max_request_bytes
         self.max_reply_bytes = options.max_reply_bytes
         self.context = context or zmq.Context.instance()
-        self._plain = options.transport == "plain"  # ("auto": pyzmq for this shell)
+        self._plain = plain_transport(options.transport)
         self._links: list[Link | None] = [None] * len(self.brokers)
         self._connecting: set[int] = set()
         self._retry_at: dict[int, float] = {}  # refused while connecting: when to try again
@@ -503,6 +507,19 @@ class MDPClient:
                     poller.register(target, flags)
                     polled[target] = (index, flags)
         return poller
+
+
+def plain_transport(transport: str) -> bool:
+    """Whether the sync client's ``transport`` option asks for plain links where they can
+    be: ``"plain"``; ``"auto"`` is what ``$DIPS_CLIENT_TRANSPORT`` says (so that a suite
+    or a bench can run every sync client on either), else the default below. A value of
+    the variable that is not a transport raises ConfigError naming it."""
+    if transport == "auto":
+        transport = os.environ.get(CLIENT_TRANSPORT_ENV) or "auto"
+        if transport not in TRANSPORTS:
+            raise ConfigError(f"${CLIENT_TRANSPORT_ENV} must be one of "
+                              f"{', '.join(TRANSPORTS)}, got {transport!r}")
+    return (AUTO_TRANSPORT if transport == "auto" else transport) == "plain"
 
 
 def report(core: ClientCore) -> None:
