@@ -51,6 +51,7 @@ from mdp.zmtplinks import (
     Complaints,
     Link,
     PlainLink,
+    needs_lookup,
     open_link,
     open_socket,
     reopened,
@@ -90,7 +91,7 @@ class MDPClient:
         self.max_request_bytes = options.max_request_bytes
         self.max_reply_bytes = options.max_reply_bytes
         self.context = context or zmq.Context.instance()
-        self._plain = plain_transport(options.transport)
+        self._plain, self._plain_names = plain_transport(options.transport)
         self._links: list[Link | None] = [None] * len(self.brokers)
         self._connecting: set[int] = set()
         self._retry_at: dict[int, float] = {}  # refused while connecting: when to try again
@@ -403,8 +404,9 @@ class MDPClient:
         self._connecting.add(index)
         self._poller = None
         try:
+            plain = self._plain and (self._plain_names or not needs_lookup(address))
             self._links[index] = open_link(address, self.max_reply_bytes, self.curve,
-                                           self.context, self._plain)
+                                           self.context, plain)
         except (ConnectionRefusedError, FileNotFoundError) as exc:  # (ipc: no socket file)
             log.debug("broker %s: %s; trying again in %.1fs", address, exc, RECONNECT_S)
             self._retry_at[index] = now + RECONNECT_S
@@ -509,17 +511,21 @@ class MDPClient:
         return poller
 
 
-def plain_transport(transport: str) -> bool:
-    """Whether the sync client's ``transport`` option asks for plain links where they can
-    be: ``"plain"``; ``"auto"`` is what ``$DIPS_CLIENT_TRANSPORT`` says (so that a suite
-    or a bench can run every sync client on either), else the default below. A value of
-    the variable that is not a transport raises ConfigError naming it."""
+def plain_transport(transport: str) -> tuple[bool, bool]:
+    """What the sync client's ``transport`` option asks of its links: (plain where a plain
+    socket can go, also to a broker given by host name). ``"plain"`` asks both; ``"auto"``
+    is what ``$DIPS_CLIENT_TRANSPORT`` says (so that a suite or a bench can run every sync
+    client on either), else :data:`AUTO_TRANSPORT` for addresses only: a host name would be
+    resolved in the caller's thread, outside the call's timeout, where libzmq resolves it
+    in its own. A value of the variable that is not a transport raises ConfigError."""
     if transport == "auto":
         transport = os.environ.get(CLIENT_TRANSPORT_ENV) or "auto"
         if transport not in TRANSPORTS:
             raise ConfigError(f"${CLIENT_TRANSPORT_ENV} must be one of "
                               f"{', '.join(TRANSPORTS)}, got {transport!r}")
-    return (AUTO_TRANSPORT if transport == "auto" else transport) == "plain"
+    if transport == "auto":
+        return AUTO_TRANSPORT == "plain", False
+    return transport == "plain", transport == "plain"
 
 
 def report(core: ClientCore) -> None:
