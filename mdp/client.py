@@ -8,13 +8,15 @@ core's actions on DEALER sockets and feeds it what arrives, in one loop:
     carry out actions (Open, Close, Send)  ->  wait in one receive or poll, up to the
     core's next deadline  ->  read every message available (Received)  ->  Tick
 
-Each connection is a link (:mod:`mdp.zmtplinks`): by default a pyzmq DEALER; with
-``transport="plain"``, ZMTP spoken on a plain socket in this thread
-(:class:`~mdp.zmtplinks.PlainLink`, for ``tcp://`` and ``ipc://`` without CURVE). A plain
-link the broker dropped while it carried nothing (its ZMTP heartbeats went unanswered while
-the caller was idle) is opened again at once, as libzmq would, with a new HELLO; one lost
-with calls on it, or before its handshake, is reported to the core
-(:class:`~mdp.actions.Lost`), which fails over.
+Each connection is a link (:mod:`mdp.zmtplinks`): by default (``transport="auto"``) ZMTP
+spoken on a plain socket in this thread (:class:`~mdp.zmtplinks.PlainLink`) to a ``tcp://``
+address or ``ipc://`` path without CURVE, a pyzmq DEALER (:class:`~mdp.zmtplinks.ZmqLink`)
+to anything else (CURVE, ``inproc://``, a host name); ``$DIPS_CLIENT_TRANSPORT`` changes
+what ``auto`` means (:func:`plain_transport`). A broker's plain ROUTER keeps an idle
+client's connection; a pyzmq one drops it when its ZMTP heartbeats go unanswered while the
+caller is idle: a plain link dropped so while it carried nothing is opened again at once,
+as libzmq would, with a new HELLO; one lost with calls on it, or before its handshake, is
+reported to the core (:class:`~mdp.actions.Lost`), which fails over.
 
 A single ``send`` on a live connection is short: SUBMIT, send, block in the socket's own
 receive until the reply or the next deadline, match, done. ``send_many`` and
@@ -63,7 +65,7 @@ __all__ = ["CLIENT_TRANSPORT_ENV", "MDPClient", "open_socket", "report"]
 
 CLIENT_TRANSPORT_ENV = "DIPS_CLIENT_TRANSPORT"  # what transport="auto" means for MDPClient
 
-AUTO_TRANSPORT = "zmq"  # what "auto" is for this shell when the variable is unset
+AUTO_TRANSPORT = "plain"  # what "auto" is for this shell when the variable is unset
 _MAX_WAIT_S = 1.0  # a wait never exceeds this, whatever the core says
 _NOT_LONE: Any = object()  # _lone: the call cannot take the fast path
 
