@@ -8,13 +8,15 @@ core's actions on DEALER sockets and feeds it what arrives, in one loop:
     carry out actions (Open, Close, Send)  ->  wait in one receive or poll, up to the
     core's next deadline  ->  read every message available (Received)  ->  Tick
 
-Each connection is a link (:mod:`mdp.zmtplinks`): by default a pyzmq DEALER; with
-``transport="plain"``, ZMTP spoken on a plain socket in this thread
-(:class:`~mdp.zmtplinks.PlainLink`, for ``tcp://`` and ``ipc://`` without CURVE). A plain
-link the broker dropped while it carried nothing (its ZMTP heartbeats went unanswered while
-the caller was idle) is opened again at once, as libzmq would, with a new HELLO; one lost
-with calls on it, or before its handshake, is reported to the core
-(:class:`~mdp.actions.Lost`), which fails over.
+Each connection is a link (:mod:`mdp.zmtplinks`): by default (``transport="auto"``) ZMTP
+spoken on a plain socket in this thread (:class:`~mdp.zmtplinks.PlainLink`) to a ``tcp://``
+address or ``ipc://`` path without CURVE, a pyzmq DEALER (:class:`~mdp.zmtplinks.ZmqLink`)
+to anything else (CURVE, ``inproc://``, a host name); ``$DIPS_CLIENT_TRANSPORT`` changes
+what ``auto`` means (:func:`plain_transport`). A broker's plain ROUTER keeps an idle
+client's connection; a pyzmq one drops it when its ZMTP heartbeats go unanswered while the
+caller is idle: a plain link dropped so while it carried nothing is opened again at once,
+as libzmq would, with a new HELLO; one lost with calls on it, or before its handshake, is
+reported to the core (:class:`~mdp.actions.Lost`), which fails over.
 
 A single ``send`` on a live connection is short: SUBMIT, send, block in the socket's own
 receive until the reply or the next deadline, match, done. ``send_many`` and
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -42,14 +45,15 @@ from mdp.clientcodec import check_frame, decode_status, encode_request, service_
 from mdp.clientcore import ClientCore
 from mdp.clientrecords import CANCELLED, Call, OnProgress, State
 from mdp.clock import poll_timeout_ms
-from mdp.errors import ProtocolError, RequestError, UnknownService
+from mdp.errors import ConfigError, ProtocolError, RequestError, UnknownService
 from mdp.keys import CurveConfig
-from mdp.options import ClientOptions, resolve
+from mdp.options import TRANSPORTS, ClientOptions, resolve
 from mdp.zmtplinks import (
     RECONNECT_S,
     Complaints,
     Link,
     PlainLink,
+    needs_lookup,
     open_link,
     open_socket,
     reopened,
@@ -57,8 +61,11 @@ from mdp.zmtplinks import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MDPClient", "open_socket", "report"]
+__all__ = ["CLIENT_TRANSPORT_ENV", "MDPClient", "open_socket", "report"]
 
+CLIENT_TRANSPORT_ENV = "DIPS_CLIENT_TRANSPORT"  # what transport="auto" means for MDPClient
+
+AUTO_TRANSPORT = "plain"  # what "auto" is for this shell when the variable is unset
 _MAX_WAIT_S = 1.0  # a wait never exceeds this, whatever the core says
 _NOT_LONE: Any = object()  # _lone: the call cannot take the fast path
 
@@ -86,7 +93,7 @@ class MDPClient:
         self.max_request_bytes = options.max_request_bytes
         self.max_reply_bytes = options.max_reply_bytes
         self.context = context or zmq.Context.instance()
-        self._plain = options.transport == "plain"  # ("auto": pyzmq for this shell)
+        self._plain, self._plain_names = plain_transport(options.transport)
         self._links: list[Link | None] = [None] * len(self.brokers)
         self._connecting: set[int] = set()
         self._retry_at: dict[int, float] = {}  # refused while connecting: when to try again
@@ -399,8 +406,9 @@ class MDPClient:
         self._connecting.add(index)
         self._poller = None
         try:
+            plain = self._plain and (self._plain_names or not needs_lookup(address))
             self._links[index] = open_link(address, self.max_reply_bytes, self.curve,
-                                           self.context, self._plain)
+                                           self.context, plain)
         except (ConnectionRefusedError, FileNotFoundError) as exc:  # (ipc: no socket file)
             log.debug("broker %s: %s; trying again in %.1fs", address, exc, RECONNECT_S)
             self._retry_at[index] = now + RECONNECT_S
@@ -503,6 +511,23 @@ class MDPClient:
                     poller.register(target, flags)
                     polled[target] = (index, flags)
         return poller
+
+
+def plain_transport(transport: str) -> tuple[bool, bool]:
+    """What the sync client's ``transport`` option asks of its links: (plain where a plain
+    socket can go, also to a broker given by host name). ``"plain"`` asks both; ``"auto"``
+    is what ``$DIPS_CLIENT_TRANSPORT`` says (so that a suite or a bench can run every sync
+    client on either), else :data:`AUTO_TRANSPORT` for addresses only: a host name would be
+    resolved in the caller's thread, outside the call's timeout, where libzmq resolves it
+    in its own. A value of the variable that is not a transport raises ConfigError."""
+    if transport == "auto":
+        transport = os.environ.get(CLIENT_TRANSPORT_ENV) or "auto"
+        if transport not in TRANSPORTS:
+            raise ConfigError(f"${CLIENT_TRANSPORT_ENV} must be one of "
+                              f"{', '.join(TRANSPORTS)}, got {transport!r}")
+    if transport == "auto":
+        return AUTO_TRANSPORT == "plain", False
+    return transport == "plain", transport == "plain"
 
 
 def report(core: ClientCore) -> None:

@@ -26,6 +26,12 @@ MAXMSGSIZE, HEARTBEAT_IVL and HEARTBEAT_TIMEOUT set, as the broker sets them):
 * a frame larger than ``max_message_bytes`` drops its connection (MAXMSGSIZE).
 * every ``heartbeat_ms`` each connection is sent a PING; one from which nothing came within
   ``timeout_ms`` of the first PING after its last bytes is dropped; peers' PINGs are answered.
+  Except a client's: a connection whose every message so far carried a Majordomo client
+  header (``MDPC01``, ``DIPC02``) is neither pinged nor dropped for silence (a sync client
+  on a plain socket reads nothing while its caller is idle; a worker's silence is how a
+  frozen one is found, and stays so). Its kernel watches it instead: TCP keepalive probes
+  after ``heartbeat_ms`` of quiet and ``TCP_USER_TIMEOUT`` at ``timeout_ms`` drop one whose
+  host is gone (a dead process's connection closes by itself, on tcp:// and ipc://).
   A connection whose handshake is not done after ``HANDSHAKE_S`` is dropped (libzmq's
   HANDSHAKE_IVL).
 * a connection that closes, fails or breaks ZMTP is dropped and its identity forgotten; the
@@ -44,6 +50,7 @@ import collections
 import errno
 import itertools
 import logging
+import math
 import os
 import random
 import select
@@ -51,6 +58,7 @@ import socket
 import time
 from typing import Any
 
+from mdp import protocol as p
 from mdp.errors import ProtocolError
 from mdp.logs import RateLimitedLog
 from mdp.routers import PeerGone
@@ -78,6 +86,8 @@ KEEP_BIG_FROM = 3  # a big frame from the 4th of a message on (a body) is receiv
 # own buffer and passed on uncopied (the first frames, identity and MDP header, stay bytes,
 # as mdp.sockio.HEAD keeps them for a pyzmq socket)
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+# [identity, b"", header, ...]: frames[1] before the identity goes in front
+_CLIENT_HEADERS = (p.CLIENT, p.DIPS_CLIENT)
 _GONE = (ConnectionError, TimeoutError)
 
 
@@ -85,7 +95,7 @@ class _Peer:
     """One accepted connection."""
 
     __slots__ = ("sock", "fd", "zmtp", "identity", "inbox", "pending", "dirty", "writing",
-                 "heard", "ping_at", "opened_at", "closed", "name")
+                 "heard", "ping_at", "opened_at", "closed", "name", "client")
 
     def __init__(self, sock: socket.socket, zmtp: ZmtpConnection, now: float,
                  name: str) -> None:
@@ -102,6 +112,7 @@ class _Peer:
         self.opened_at = now
         self.closed = False
         self.name = name
+        self.client: bool | None = None  # every message a client's (None: none came yet)
 
 
 class PlainRouter:
@@ -255,6 +266,8 @@ class PlainRouter:
         if peer.identity is None and zmtp.peer_properties:  # (its handshake is done)
             self._identify(peer)
         if messages:
+            if peer.client is not False:
+                self._classify(peer, messages)
             identity = peer.identity or b""  # (set: messages come after the handshake)
             for frames in messages:
                 frames.insert(0, identity)
@@ -267,6 +280,20 @@ class PlainRouter:
         if zmtp.wants_write and not peer.dirty:  # a PONG; after the peer's READY, what
             peer.dirty = True  # waited for it
             self._dirty.append(peer)
+
+    def _classify(self, peer: _Peer, messages: list[list[Any]]) -> None:
+        """Whether ``peer`` is a client (see the module docstring): every message so far
+        came with a client header; one that does not makes it an ordinary peer for good.
+        A connection first found a client has its kernel watch it (:func:`_keep_alive`)."""
+        for frames in messages:
+            if len(frames) < 2 or frames[1] not in _CLIENT_HEADERS:
+                peer.client = False
+                return
+        if peer.client is None:
+            peer.client = True
+            if self.heartbeat_s > 0 and self.timeout_s > 0 \
+                    and peer.sock.family != socket.AF_UNIX:
+                _keep_alive(peer.sock, self.heartbeat_s, self.timeout_s)
 
     def _identify(self, peer: _Peer) -> None:
         """The routing id of a peer whose handshake is done: its own if it gave one that no
@@ -433,7 +460,7 @@ class PlainRouter:
                 if now - peer.opened_at >= HANDSHAKE_S:
                     self._drop(peer, "no ZMTP handshake", quiet=False)
                 continue
-            if not beat:
+            if not beat or peer.client:
                 continue
             if peer.heard:
                 peer.heard = False
@@ -503,6 +530,27 @@ def _listen_address(endpoint: str) -> tuple[int, Any, str]:
                                                    socket.SOCK_STREAM,
                                                    flags=socket.AI_PASSIVE)[0]
     return family, sockaddr, endpoint
+
+
+def _keep_alive(sock: socket.socket, idle_s: float, timeout_s: float) -> None:
+    """Have the kernel find a peer whose host is gone: a keepalive probe after ``idle_s`` of
+    quiet and every ``idle_s`` after, the connection reset once nothing it sent (probe or
+    data) was acknowledged for ``timeout_s``. The peer's kernel answers the probes, so an
+    idle or stopped process keeps its connection; a dead one closes it itself. Where the
+    system lacks an option, the rest still apply."""
+    idle = max(1, round(idle_s))
+    options = [(socket.SOL_SOCKET, "SO_KEEPALIVE", 1),
+               (socket.IPPROTO_TCP, "TCP_KEEPIDLE", idle),
+               (socket.IPPROTO_TCP, "TCP_KEEPINTVL", idle),
+               (socket.IPPROTO_TCP, "TCP_KEEPCNT", max(1, math.ceil(timeout_s / idle))),
+               (socket.IPPROTO_TCP, "TCP_USER_TIMEOUT", max(1, round(timeout_s * 1000)))]
+    for level, name, value in options:
+        option = getattr(socket, name, None)
+        if option is not None:
+            try:
+                sock.setsockopt(level, option, value)
+            except OSError as exc:  # (a closing socket, or a system that refuses it)
+                log.debug("cannot set %s: %s", name, exc)
 
 
 def _reason(exc: OSError) -> str:

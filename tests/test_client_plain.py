@@ -20,7 +20,8 @@ import pytest
 
 from clusterkit import Cluster
 from mdp.aio import AsyncMDPClient
-from mdp.client import MDPClient
+from mdp.client import AUTO_TRANSPORT, CLIENT_TRANSPORT_ENV, MDPClient, plain_transport
+from mdp.errors import ConfigError
 from mdp.zmtp import command, greeting, properties
 from mdp.zmtplinks import PlainLink, ZmqLink
 from testkit import busy_worker, free_port, wait_for
@@ -33,11 +34,19 @@ def links(client: MDPClient) -> list[str]:
     return [type(link).__name__ for link in client._links if link is not None]
 
 
-def test_a_sync_call_goes_over_a_plain_socket_when_asked(cluster: Cluster) -> None:
-    """transport="plain" for the sync client; by default ("auto") it stays on pyzmq."""
+def test_a_sync_call_goes_over_a_plain_socket_when_asked(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """transport="plain" for the sync client; by default ("auto") AUTO_TRANSPORT for an
+    address, and pyzmq for a host name (libzmq resolves it in its own thread)."""
+    monkeypatch.delenv(CLIENT_TRANSPORT_ENV, raising=False)
     broker = cluster.broker()
     cluster.worker([broker])
+    auto = PlainLink if AUTO_TRANSPORT == "plain" else ZmqLink
     with MDPClient([broker.endpoint]) as client:
+        assert client.send("echo", {"x": 0}) == {"x": 0}
+        assert links(client) == [auto.__name__]
+    named = broker.endpoint.replace("127.0.0.1", "localhost")
+    with MDPClient([named]) as client:
         assert client.send("echo", {"x": 0}) == {"x": 0}
         assert links(client) == [ZmqLink.__name__]
     with MDPClient([broker.endpoint], transport="plain") as client:
@@ -53,6 +62,28 @@ def test_a_sync_call_goes_over_a_plain_socket_when_asked(cluster: Cluster) -> No
         assert links(client) == [ZmqLink.__name__]
 
 
+@pytest.mark.parametrize(("option", "variable", "expected"), [
+    ("auto", "", (AUTO_TRANSPORT == "plain", False)),
+    ("auto", "plain", (True, True)),
+    ("auto", "zmq", (False, False)),
+    ("auto", "auto", (AUTO_TRANSPORT == "plain", False)),
+    ("zmq", "plain", (False, False)),
+    ("plain", "zmq", (True, True)),
+])
+def test_the_variable_says_what_auto_means(monkeypatch: pytest.MonkeyPatch, option: str,
+                                           variable: str, expected: tuple[bool, bool]) -> None:
+    """$DIPS_CLIENT_TRANSPORT: (plain links, also to host names) for every sync client of a
+    process, so that a suite or a bench runs on either; an explicit option wins."""
+    monkeypatch.setenv(CLIENT_TRANSPORT_ENV, variable)
+    assert plain_transport(option) == expected
+
+
+def test_a_variable_that_names_no_transport_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CLIENT_TRANSPORT_ENV, "udp")
+    with pytest.raises(ConfigError, match=CLIENT_TRANSPORT_ENV):
+        MDPClient(["tcp://127.0.0.1:1"])
+
+
 def test_a_sync_call_goes_over_ipc(cluster: Cluster, tmp_path: Path) -> None:
     endpoint = f"ipc://{tmp_path}/broker.sock"
     broker = cluster.broker(None, "--bind", endpoint)
@@ -63,14 +94,17 @@ def test_a_sync_call_goes_over_ipc(cluster: Cluster, tmp_path: Path) -> None:
     assert broker.popen.poll() is None
 
 
-def test_a_client_idle_past_the_brokers_zmtp_timeout_reconnects_quietly(
-        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
-    """The broker drops a connection whose ZMTP PINGs go unanswered (here after 0.4 s; a
-    plain client reads only when called): the next call, of any kind, opens it again at
-    once, with no failover, no wait and no WARNING. (A call placed by the core before the
-    drop was found, with a key, MMI or a batch, counted it a lost broker: a WARNING and a
-    second's wait.)"""
-    broker = cluster.broker(None, "--zmtp-heartbeat", "100", "--max-message-bytes", "100000")
+@pytest.mark.parametrize("broker_transport", ["zmq", "plain"])
+def test_a_client_idle_past_the_brokers_zmtp_timeout_keeps_or_quietly_reopens_its_link(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture, broker_transport: str) -> None:
+    """A plain client reads only when called, so it leaves the broker's ZMTP PINGs
+    unanswered while idle (here past a 0.3 s timeout). A pyzmq broker drops such a
+    connection: the next call, of any kind, opens it again at once, with no failover, no
+    wait and no WARNING. (A call placed by the core before the drop was found, with a key,
+    MMI or a batch, counted it a lost broker: a WARNING and a second's wait.) A plain broker
+    pings no client's connection and keeps it (mdp/plainrouter.py)."""
+    broker = cluster.broker(None, "--zmtp-heartbeat", "100", "--max-message-bytes", "100000",
+                            "--transport", broker_transport)
     cluster.worker([broker])
     caplog.set_level(logging.INFO, logger="mdp")
     calls = [lambda c, i: c.send("echo", {"x": i}) == {"x": i},
@@ -83,7 +117,7 @@ def test_a_client_idle_past_the_brokers_zmtp_timeout_reconnects_quietly(
         for i, call in enumerate(calls):
             time.sleep(1.0)  # idle: the scenario itself, not synchronisation
             assert call(client, i)
-        assert client._links[0] is not first
+        assert (client._links[0] is first) == (broker_transport == "plain")
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 

@@ -348,6 +348,47 @@ def test_without_heartbeats_a_silent_peer_stays() -> None:
         r.close()
 
 
+def test_a_silent_client_is_neither_pinged_nor_dropped() -> None:
+    """A connection whose messages all carry a client header may stay silent: a sync client
+    on a plain socket reads nothing while its caller is idle (its kernel is watched
+    instead: TCP keepalive, tests/test_client_host_gone.py)."""
+    r = PlainRouter(LIMIT, heartbeat_ms=100, timeout_ms=300)
+    try:
+        endpoint = r.bind("tcp://127.0.0.1:*")
+        idle = RawPeer(endpoint, b"idle")
+        idle.handshake(r)
+        idle.send(b"", b"DIPC02", b"\x0a")
+        idle.send(b"", b"MDPC01", b"echo", b"x")
+        assert [frames[2] for frames in take(r, 2)] == [b"DIPC02", b"MDPC01"]
+        until = time.monotonic() + 1.0  # (3x the timeout)
+        drive_until(r, lambda: time.monotonic() > until)
+        assert r.identities() == [b"idle"]
+        assert b"PING" not in b"".join(idle.commands) + idle.read_some()
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize("headers", [[b"MDPW01"], [b"DIPC02", b"MDPW01"], [b"other"]])
+def test_a_silent_peer_that_ever_spoke_as_anything_but_a_client_is_dropped(
+        headers: list[bytes]) -> None:
+    """A worker's silence is how a frozen one is found: one message that is not a client's
+    makes a connection an ordinary peer for good."""
+    r = PlainRouter(LIMIT, heartbeat_ms=100, timeout_ms=300)
+    try:
+        endpoint = r.bind("tcp://127.0.0.1:*")
+        mute = RawPeer(endpoint, b"mute")
+        mute.handshake(r)
+        for header in headers:
+            mute.send(b"", header, b"\x01")
+        take(r, len(headers))
+        mute.send(b"", b"DIPC02", b"\x0a")
+        take(r)
+        drive_until(r, lambda: r.connections == 0, timeout_s=5, what="the mute peer's drop")
+        assert b"\x04PING" in b"".join(mute.commands) + mute.read_some()
+    finally:
+        r.close()
+
+
 def test_a_body_of_tens_of_mb_goes_through_uncopied_by_python(zctx: zmq.Context) -> None:
     """It comes out as a read-only view of the one buffer it was received into, and goes
     out from the caller's memory (a view or bytes)."""
