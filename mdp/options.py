@@ -84,12 +84,10 @@ class ClientOptions:
     :param transport: ``"plain"``: speak ZMTP on a plain socket in the caller's thread
         (or event loop) where it can (``tcp://`` and ``ipc://`` brokers without CURVE; about
         30 % less client CPU per sync call), a pyzmq socket elsewhere; ``"zmq"``: a pyzmq
-        socket for every broker; ``"auto"`` (the default): ``"plain"`` for the asyncio
-        client, which reads whenever bytes arrive, and ``"zmq"`` for the sync client, which
-        reads only while a call waits (idle, it leaves the broker's ZMTP PINGs unanswered
-        and reconnects on its next call; in a threaded process under load its socket calls
-        wait for the GIL where libzmq's thread does not). See docs/PROTOCOL.md, "The
-        client's transport".
+        socket for every broker; ``"auto"`` (the default): ``"plain"`` to an address
+        and pyzmq to a host name (resolving it would block the caller's thread or event
+        loop), for both clients; ``$DIPS_CLIENT_TRANSPORT`` changes what it means for the
+        sync client. See docs/PROTOCOL.md, "The client's transport".
     """
 
     timeout: float = 10.0

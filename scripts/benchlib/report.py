@@ -25,6 +25,7 @@ from benchlib.realjob import RealJobResult
 from benchlib.rolecpu import ModeCosts
 from benchlib.scale import ScaleResult, flat
 from benchlib.stats import PIPE, SYNC, Figure, Shape
+from mdp.client import CLIENT_TRANSPORT_ENV
 from mdp.config import BROKER_TRANSPORT_ENV, WORKER_TRANSPORT_ENV
 
 FLOOR = "floor (pyzmq)"
@@ -100,8 +101,9 @@ def environment(results: Results) -> list[tuple[str, str]]:
                  f"code version {code_version()}"),
         # the sync client's (benchlib.roles), every mdp-worker's and every mdp-broker's
         # --transport default
-        ("transports: sync client / workers / brokers (auto: pyzmq / pyzmq / plain)",
-         f"{os.environ.get('DIPS_BENCH_TRANSPORT') or 'auto'} / "
+        ("transports: sync client / workers / brokers (auto: plain / plain for handlers "
+         "declaring yields_gil, else pyzmq / plain)",
+         f"{os.environ.get(CLIENT_TRANSPORT_ENV) or 'auto'} / "
          f"{os.environ.get(WORKER_TRANSPORT_ENV) or 'auto'} / "
          f"{os.environ.get(BROKER_TRANSPORT_ENV) or 'auto'}"),
         ("command", f"`{results.command}`"),

@@ -161,9 +161,8 @@ class DipsClient:
 
     def __init__(self, endpoints: list[str], size: int, window: int, batch: int,
                  service: str) -> None:
-        # DIPS_BENCH_TRANSPORT=plain|zmq: the sync client's transport ("auto": its default)
-        self.client = MDPClient(endpoints, timeout=30.0, retries=0, shuffle=False,
-                                transport=os.environ.get("DIPS_BENCH_TRANSPORT", "auto"))
+        # transport "auto": $DIPS_CLIENT_TRANSPORT=plain|zmq chooses, as for any sync client
+        self.client = MDPClient(endpoints, timeout=30.0, retries=0, shuffle=False)
         self.size = size
         self.request = {"d": b"x" * size}
         self.window = window
