@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import gc
 import logging
 import os
 import signal
@@ -68,7 +67,6 @@ STATUS_CACHE_S = 0.5  # admin status: a fresher view of the brokers is fetched
 FLEET_MAX_AGE_S = 1.0  # a job that needs to know who offers its service: the oldest view
 FLEET_WAIT_S = 0.2  # ... and the longest it waits for a fresher one
 FLEET_AHEAD_S = 0.25  # ... fetched again, with no job waiting, this long before that age
-GC_YOUNG = 10_000  # container allocations between collections of the youngest generation
 MIN_TRY_S = 0.05  # a foreground job with less time left is not tried again
 
 
@@ -630,12 +628,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         factory, loop_name = loop_factory(config.event_loop, "dips[gearman]")
         log.info("event loop: %s", loop_name)
-        # the process's own (not serve's: tests run that in theirs): every job allocates a
-        # few dozen containers, so the collector's youngest generation is looked at every
-        # GC_YOUNG of them rather than 700, and what start-up made (the modules) is left
-        # out of every collection
-        gc.freeze()
-        gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
         with asyncio.Runner(loop_factory=factory) as runner:
             return runner.run(serve(config))
     except ConfigError as exc:
