@@ -82,7 +82,6 @@ class AsyncMDPClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
-        self._placing = False  # a pass's calls from start() wait for _place
 
     # --- public API ------------------------------------------------------------------
 
@@ -116,34 +115,16 @@ class AsyncMDPClient:
         exception :meth:`send` would raise (it may be called before this returns, when the
         call ends at once). Returns the call, for :meth:`cancel` (after which ``on_done`` is
         not called). Call it on the loop the client belongs to. A request that cannot be
-        encoded raises here. ``on_done`` should not raise: what it raises is logged.
-
-        The request goes to its broker at the end of this pass of the event loop, with the
-        others started in the same pass (one SUBMIT, one write: a door's jobs that arrive
-        together, from one connection or several, wake a broker once); its clock starts
-        then."""
+        encoded raises here. ``on_done`` should not raise: what it raises is logged."""
         body = encode_request(request, self.max_request_bytes)
         loop = self._loop or self._bind()
+        self._check_idle(loop)
         call = self._core.submit(service_name(service), [body], loop.time(),
                                  timeout=self.timeout if timeout is None else timeout,
                                  priority=priority, tag=on_done, key=key,
-                                 on_progress=on_progress, place=False)
-        if not self._placing:
-            self._placing = True
-            loop.call_soon(self._place)
+                                 on_progress=on_progress)
+        self._pump()
         return call
-
-    def _place(self) -> None:
-        """The end of a pass in which :meth:`start` took calls: they go out together."""
-        self._placing = False
-        loop = self._loop
-        try:
-            assert loop is not None  # noqa: S101 - bound by start (not peer input)
-            self._check_idle(loop)
-            self._core.place(loop.time())
-            self._pump()
-        except Exception:  # the loop's callback: a bug here must not kill the loop
-            log.exception("AsyncMDPClient: error placing calls")
 
     def cancel(self, call: Call) -> None:
         """Give up a call placed by :meth:`start`: its ``on_done`` is not called, and a late

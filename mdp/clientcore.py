@@ -85,15 +85,11 @@ class ClientCore(Placement):
 
     def submit(self, service: bytes, body: list[bytes], now: float, *, timeout: float,
                priority: int = 0, raw: bool = False, tag: Any = None,
-               key: bytes | None = None, on_progress: OnProgress | None = None,
-               place: bool = True) -> Call:
+               key: bytes | None = None, on_progress: OnProgress | None = None) -> Call:
         """A new call; it is started (and sent, if a broker is usable) within the window.
 
         ``key``: a coalescing key (1-64 bytes); ``on_progress``: what to call with the
-        call's progress reports (the shell calls it, see :meth:`take_progress`);
-        ``place=False``: it waits in the backlog for the shell's next :meth:`place` (or
-        :meth:`tick`), so that the calls submitted in one pass of the shell's event loop go
-        out together (one SUBMIT to one broker) rather than one message each."""
+        call's progress reports (the shell calls it, see :meth:`take_progress`)."""
         if key is not None and not 0 < len(key) <= p.MAX_CK_BYTES:
             raise BadRequest(f"a coalescing key is 1-{p.MAX_CK_BYTES} bytes, "
                              f"got {len(key)}", "key")
@@ -101,13 +97,8 @@ class ClientCore(Placement):
                     on_progress)
         self.pending[call.rid] = call
         self._backlog.append(call)
-        if place:
-            self._fill(now)
-        return call
-
-    def place(self, now: float) -> None:
-        """Start and send what may go (calls submitted with ``place=False``)."""
         self._fill(now)
+        return call
 
     def cancel(self, call: Call, now: float) -> None:
         """The caller gave up: forget the call (a late reply to it will be dropped)."""

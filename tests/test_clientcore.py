@@ -639,33 +639,6 @@ def test_requests_placed_together_travel_in_one_submit_and_come_back_in_one_resu
     assert done == {rid: rid for rid in batch[0].rids}
 
 
-def test_calls_submitted_unplaced_go_out_together_at_place_and_a_cancelled_one_never() -> None:
-    """``place=False`` (AsyncMDPClient.start: the calls of one pass of the event loop): each
-    waits for :meth:`place`, then they all go in one SUBMIT; their clocks start there; one
-    cancelled meanwhile is neither sent nor reported."""
-    core = make(1)
-    first = core.submit(SVC, [p.pack({"i": -1})], 0.0, timeout=5.0)  # opens the connection
-    core.handle(Tick(), 0.0)
-    actions(core)
-    up(core, 0, 0.0)
-    actions(core)
-    calls = [core.submit(SVC, [p.pack({"i": i})], 0.01, timeout=5.0, place=False)
-             for i in range(5)]
-    assert core.take_actions() == [] and not core.has_actions
-    core.cancel(calls[2], 0.015)
-    assert core.take_finished() == []
-    core.place(0.02)
-    batch = [m for m in (p.parse_broker_inbound(a.frames) for a in core.take_actions()
-                         if isinstance(a, Send)) if isinstance(m, p.ClientBatch)]
-    assert len(batch) == 1 and batch[0].rids == [c.rid for c in calls if c is not calls[2]]
-    assert all(c.deadline == 5.02 for c in calls if c is not calls[2])
-    replies = p.to_client_batch(b"id", SVC, batch[0].rids,
-                                [p.result_body(rid) for rid in batch[0].rids])[1:]
-    core.handle(Received(0, replies), 0.03)
-    assert {c.rid: c.outcome for c in core.take_finished()} == {r: r for r in batch[0].rids}
-    assert list(core.pending) == [first.rid]
-
-
 # --- coalescing keys, progress, refusals, complaints ---------------------------------------
 
 
