@@ -20,13 +20,14 @@ from mdp.errors import BadRequest, ConfigError
 log = logging.getLogger(__name__)
 
 
-GIL_YIELDING_SERVICES = frozenset({"ecard"})
+GIL_YIELDING_SERVICES: frozenset[str] = frozenset()
 """The services that declare they never hold the GIL for long (``mdp.handlers.YIELDS_GIL``),
-so that ``mdp-worker --transport auto`` gives their workers a plain link. Measured with
-``tests/helpers/gil_probe.py`` on the heaviest inputs the limits allow (docs/OPERATIONS.md,
-"The worker's transport"): ``ecard`` holds it at most ~8 ms, Python's own switch interval;
-the image services hold it for 0.2 to 2.3 s in single Pillow calls (WebP decoding and
-encoding, drawing text, blurring, transposing a 50-megapixel image), so they stay on pyzmq."""
+so that ``mdp-worker --transport auto`` gives their workers a plain link: none, for now.
+Measured with ``tests/helpers/gil_probe.py`` on the heaviest inputs the limits allow
+(docs/OPERATIONS.md, "The worker's transport"): the image services hold it for 0.2 to 2.3 s
+in single Pillow calls (WebP decoding and encoding, drawing text, blurring, transposing a
+50-megapixel image); ``ecard`` holds it at most ~70 ms and would qualify, but its cards ran
+slower on a plain link than on pyzmq in 7 of 7 alternated pairs, so it is not declared."""
 
 
 @dataclass(frozen=True)
