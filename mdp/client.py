@@ -34,6 +34,7 @@ import math
 import os
 import random
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -84,9 +85,7 @@ class MDPClient:
         :param curve: keys for brokers that require CURVE (see :mod:`mdp.keys`).
         """
         self.options = options = resolve(options, overrides)
-        self._core = ClientCore(
-            brokers, options,
-            start=random.randrange(len(brokers)) if options.shuffle and brokers else 0)
+        self._core = self._new_core(brokers)
         self.brokers = self._core.brokers
         self.timeout = options.timeout
         self.curve = curve
@@ -103,6 +102,8 @@ class MDPClient:
         # a lone call waits in one receive up to the broker's ping (or its own deadline)
         self._lone_wait_ms = max(1, math.ceil(min(options.ping_interval, _MAX_WAIT_S) * 1000))
         self._iterating = 0  # iter_many generators alive (they read core.finished)
+        self._inherited = False  # this process is a fork of the one that made the client
+        _LIVE.add(self)
 
     # --- public API ------------------------------------------------------------------
 
@@ -245,6 +246,8 @@ class MDPClient:
         return decode_status(self.request_raw("mmi.status", b""))
 
     def close(self) -> None:
+        if self._inherited:
+            self._start_over()
         self._core.close(time.monotonic())
         self._core.finished.clear()
         self._flush()
@@ -278,8 +281,8 @@ class MDPClient:
 
     def _iterate(self, name: bytes, bodies: list[bytes],
                  window: int) -> Iterator[tuple[int, Any]]:
-        core = self._core
         self._check_idle()
+        core = self._core
         self._iterating += 1
         core.window = window
         now = time.monotonic()
@@ -446,11 +449,40 @@ class MDPClient:
                     link = self._broken(index, error, busy=True)
         return link
 
+    def _new_core(self, brokers: Sequence[str]) -> ClientCore:
+        options = self.options
+        return ClientCore(
+            brokers, options,
+            start=random.randrange(len(brokers)) if options.shuffle and brokers else 0)
+
+    def _start_over(self) -> None:
+        """In a forked child (:func:`_forked`): the links are the parent's connections, and a
+        reply on one goes to whichever process reads it first, so the child lets go of its
+        copies without a word on them (closing a copied socket leaves the parent's open; a
+        pyzmq socket is not touched outside the process that made it) and starts with new
+        connections (from a new pyzmq context: the parent's has no I/O thread here) and a
+        new core, holding none of the parent's calls."""
+        self._inherited = False
+        for link in self._links:
+            if link is not None:
+                link.close()
+        self._links = [None] * len(self.brokers)
+        self._connecting.clear()
+        self._retry_at.clear()
+        self._poller = None
+        self._polled = {}
+        self._iterating = 0
+        self.context = zmq.Context.instance()  # (a new one in a child: see pyzmq's instance)
+        self._core = self._new_core(self.brokers)
+
     def _check_idle(self) -> None:
-        """Before a call is placed: a plain link left unread for a while is read, so that a
-        connection the broker dropped meanwhile (its ZMTP PINGs went unanswered while this
-        client was idle) is opened again now, while it carries none of our calls, rather
-        than found by the call's own send, when it would count as a lost broker."""
+        """Before a call is placed: a client inherited by a forked child starts over; a plain
+        link left unread for a while is read, so that a connection the broker dropped
+        meanwhile (its ZMTP PINGs went unanswered while this client was idle) is opened
+        again now, while it carries none of our calls, rather than found by the call's own
+        send, when it would count as a lost broker."""
+        if self._inherited:
+            self._start_over()
         for index, link in enumerate(self._links):
             if isinstance(link, PlainLink) and index not in self._connecting:
                 try:
@@ -511,6 +543,19 @@ class MDPClient:
                     poller.register(target, flags)
                     polled[target] = (index, flags)
         return poller
+
+
+_LIVE: weakref.WeakSet[MDPClient] = weakref.WeakSet()  # every client of this process
+
+
+def _forked() -> None:
+    """In a child just forked (``os.fork``, multiprocessing's fork, a pre-forking server):
+    every client it inherited starts over on its next use (:meth:`MDPClient._start_over`)."""
+    for client in list(_LIVE):
+        client._inherited = True
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def plain_transport(transport: str) -> tuple[bool, bool]:

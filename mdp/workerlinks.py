@@ -39,7 +39,7 @@ import zmq
 from mdp import sockio
 from mdp.config import AUTO_PLAIN_MAX_BUSY_AFTER_S
 from mdp.keys import CurveConfig
-from mdp.zmtplinks import RECONNECT_S, PlainLink, plain_address
+from mdp.zmtplinks import RECONNECT_S, PlainLink, needs_lookup
 
 if TYPE_CHECKING:
     from mdp.config import WorkerConfig
@@ -87,9 +87,12 @@ def auto_choice(yields_gil: bool, busy_after_s: float) -> AutoChoice:
 def uses_plain(transport: str, address: str, curve: CurveConfig | None,
                auto_plain: bool = False) -> bool:
     """Whether ``transport`` puts the link to ``address`` on a plain socket (``auto``: when
-    ``auto_plain``, see :func:`auto_choice`): not for CURVE nor ``inproc://``, which only
-    libzmq speaks."""
-    plain = transport == "plain" or (transport == "auto" and auto_plain)
+    ``auto_plain``, see :func:`auto_choice`, and to an address: a host name would be
+    resolved in the worker's own thread, where a slow or failing lookup would hold it, so
+    libzmq, which resolves it in its own, connects to it): not for CURVE nor ``inproc://``,
+    which only libzmq speaks."""
+    plain = transport == "plain" or (transport == "auto" and auto_plain
+                                      and not needs_lookup(address))
     return plain and curve is None and address.startswith(("tcp://", "ipc://"))
 
 
@@ -172,7 +175,7 @@ class PlainWorkerLink:
     """ZMTP on a plain socket to one broker (see the module docstring)."""
 
     def __init__(self, address: str, max_message_bytes: int) -> None:
-        if plain_address(address) is None:
+        if not address.startswith(("tcp://", "ipc://")):  # (a name is resolved in _open)
             raise ValueError(f"{address!r} is not a tcp:// or ipc:// endpoint")
         self.address = address
         self.max_message_bytes = max_message_bytes
@@ -269,7 +272,7 @@ def describe_transport(config: WorkerConfig, auto: AutoChoice) -> str:
     if config.transport != "auto":
         return text
     if auto.plain and others:
-        why = f"{auto.why}; CURVE and inproc:// need libzmq"
+        why = f"{auto.why}; CURVE, inproc:// and host names go through libzmq"
     else:
         why = auto.why
     return f"{text} (auto: {why})"

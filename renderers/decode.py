@@ -296,8 +296,8 @@ _LENIENT = threading.Lock()
 @contextmanager
 def lenient() -> Iterator[None]:
     """Pillow's ``LOAD_TRUNCATED_IMAGES`` for the decodes inside. The flag is the process's:
-    the lock keeps lenient decodes from overlapping (a worker renders in one thread, so no
-    strict decode runs meanwhile)."""
+    the lock keeps lenient decodes from overlapping; a decode in another thread meanwhile
+    is lenient too (a DIPS worker renders one request at a time; docs/RENDERERS.md)."""
     with _LENIENT:
         ImageFile.LOAD_TRUNCATED_IMAGES = True
         try:

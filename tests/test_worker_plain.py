@@ -128,12 +128,32 @@ def test_auto_is_plain_only_for_a_handler_that_declares_yields_gil_with_a_short_
     assert not uses_plain("auto", "inproc://b", None, auto_plain=True)
     config = WorkerConfig(brokers=[tcp, "inproc://b"])
     assert describe_transport(config, auto_choice(True, 0.005)) == (
-        "plain (zmq for inproc://b) (auto: the handler declares yields_gil; CURVE and "
-        "inproc:// need libzmq)")
+        "plain (zmq for inproc://b) (auto: the handler declares yields_gil; CURVE, "
+        "inproc:// and host names go through libzmq)")
+    # a host name: libzmq resolves it in its own thread under auto; plain when asked
+    assert not uses_plain("auto", "tcp://broker.example:5555", None, auto_plain=True)
+    assert uses_plain("auto", "tcp://[::1]:5555", None, auto_plain=True)
+    assert uses_plain("plain", "tcp://broker.example:5555", None)
     assert describe_transport(WorkerConfig(brokers=[tcp]), auto_choice(True, 0.5)) == (
         "zmq (auto: --busy-after 0.5s is above 0.1s)")
     assert describe_transport(WorkerConfig(brokers=[tcp], transport="zmq"),
                               auto_choice(True, 0.005)) == "zmq"
+
+
+def test_a_plain_link_to_a_name_that_does_not_resolve_is_tried_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--transport plain to a host name the resolver fails on (a DNS outage: simulated
+    here, since a test may not reach a real resolver): the link waits to try again, as for
+    a refused connection, rather than raising out of the worker (which then exited)."""
+    def no_dns(*args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    link = PlainWorkerLink("tcp://broker.invalid:5555", 1 << 20)
+    try:
+        assert link.link is None and link.retry_at < float("inf")
+    finally:
+        link.close(0)
 
 
 def libzmq_io_thread(pid: int) -> bool:
