@@ -46,7 +46,13 @@ from mdp.clientcodec import check_frame, decode_status, encode_request, service_
 from mdp.clientcore import ClientCore
 from mdp.clientrecords import CANCELLED, Call, OnProgress, State
 from mdp.clock import poll_timeout_ms
-from mdp.errors import ConfigError, ProtocolError, RequestError, UnknownService
+from mdp.errors import (
+    ClientClosed,
+    ConfigError,
+    ProtocolError,
+    RequestError,
+    UnknownService,
+)
 from mdp.keys import CurveConfig
 from mdp.options import TRANSPORTS, ClientOptions, resolve
 from mdp.zmtplinks import (
@@ -296,15 +302,20 @@ class MDPClient:
                 for call in finished:
                     left -= 1
                     yield call.tag, call.outcome
+                    if self._inherited or self._core is not core:
+                        raise ClientClosed("this iter_many was started before the process "
+                                           "forked; its calls are the parent's: start a new "
+                                           "one in this process")
                 if left:
                     self._wait(None)
         finally:
-            self._iterating -= 1
-            core.window = math.inf
-            now = time.monotonic()
-            for call in calls:
-                core.cancel(call, now)
-            self._flush()
+            if not self._inherited and self._core is core:  # (else the parent's, forked)
+                self._iterating -= 1
+                core.window = math.inf
+                now = time.monotonic()
+                for call in calls:
+                    core.cancel(call, now)
+                self._flush()
 
     def _flush(self) -> None:
         """Carry out the core's actions, in order."""

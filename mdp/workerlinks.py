@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+LOOKUP_WAIT_MAX_S = 30.0  # the longest wait between two failed lookups of a broker's name
 MAX_QUEUED = 1000  # messages kept for a connection that never came up (libzmq's SNDHWM)
 _ZPOLLIN = int(zmq.POLLIN)
 
@@ -183,6 +185,7 @@ class PlainWorkerLink:
         self.was_up = False  # its handshake was done once: a drop now is a lost broker
         self.link: PlainLink | None = None
         self._queued: list[list[bytes]] = []  # sent before the first handshake was done
+        self._lookup_wait = 0.0  # after a failed name lookup: the wait before the next one
         self._open()
 
     def _open(self) -> None:
@@ -190,8 +193,21 @@ class PlainWorkerLink:
         try:
             self.link = PlainLink(self.address, self.max_message_bytes, self._queued,
                                   limit_name="max_message_bytes")
-        except OSError as exc:  # refused, no ipc socket file, a name that does not resolve
+        except socket.gaierror as exc:  # a name that does not resolve (now)
+            self._unresolved(exc)
+        except OSError as exc:  # refused, no ipc socket file
             self._refused(exc)
+        else:
+            self._lookup_wait = 0.0
+
+    def _unresolved(self, exc: socket.gaierror) -> None:
+        """The broker's name did not resolve: try again later, waiting twice as long each
+        time (from ``RECONNECT_S * 10`` up to ``LOOKUP_WAIT_MAX_S``), since every lookup
+        holds this worker's thread (or the sentinel's) while the resolver answers."""
+        self._lookup_wait = min(LOOKUP_WAIT_MAX_S, max(RECONNECT_S * 10, 2 * self._lookup_wait))
+        log.warning("broker %s: cannot resolve its name (%s); trying again in %.0fs",
+                    self.address, exc, self._lookup_wait)
+        self.retry_at = time.monotonic() + self._lookup_wait
 
     def _refused(self, exc: Exception) -> None:
         """Nothing listens there yet: try again soon, as libzmq does for a DEALER."""

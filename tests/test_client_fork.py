@@ -16,6 +16,7 @@ import pytest
 
 from clusterkit import Cluster
 from mdp.client import MDPClient
+from mdp.errors import ClientClosed
 
 pytestmark = pytest.mark.slow
 
@@ -77,6 +78,47 @@ def test_a_forked_child_and_its_parent_each_get_their_own_replies(
         assert (done, wrong) == (CALLS, [])
         child_done, child_wrong, _ = report.split(" ", 2)
         assert (int(child_done), int(child_wrong)) == (CALLS, 0), report
+        assert client.send("echo", {"after": 1}) == {"after": 1}
+    finally:
+        client.close()
+
+
+def test_an_iterator_started_before_the_fork_is_the_parents_alone(cluster: Cluster) -> None:
+    """An ``iter_many`` suspended at the fork: the parent finishes it with every result its
+    own; the child, resuming it, is refused at once (its calls are the parent's), and its
+    own calls after that are answered."""
+    broker = cluster.broker()
+    cluster.worker([broker])
+    client = MDPClient([broker.endpoint], transport="plain")
+    try:
+        requests = [{"i": i} for i in range(CALLS)]
+        results = client.iter_many("echo", requests, window=16)
+        first = [next(results)]
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(read_end)
+                try:
+                    next(results)
+                    verdict = "resumed"
+                except ClientClosed:
+                    verdict = "refused"
+                done, wrong = calls(client, "child")
+                os.write(write_end, f"{verdict} {done} {len(wrong)}".encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        rest = list(results)
+        status = reap(pid, CHILD_WAIT_S)
+        with os.fdopen(read_end, "rb") as pipe:
+            report = pipe.read().decode()
+        assert status == 0, f"the child failed: {report!r}"
+        assert sorted(i for i, _ in first + rest) == list(range(CALLS))
+        assert all(outcome == requests[i] for i, outcome in first + rest)
+        assert report == f"refused {CALLS} 0"
         assert client.send("echo", {"after": 1}) == {"after": 1}
     finally:
         client.close()
