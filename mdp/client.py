@@ -294,12 +294,12 @@ class MDPClient:
         now = time.monotonic()
         calls = [core.submit(name, [body], now, timeout=self.timeout, tag=index)
                  for index, body in enumerate(bodies)]
+        mine = {id(call) for call in calls}  # (alive in calls, so no id is reused)
         left = len(calls)
         try:
             while left:
                 self._flush()
-                finished = core.take_finished()
-                for call in finished:
+                for call in _take_own(core, mine):
                     left -= 1
                     yield call.tag, call.outcome
                     if self._inherited or self._core is not core:
@@ -316,6 +316,9 @@ class MDPClient:
                 for call in calls:
                     core.cancel(call, now)
                 self._flush()
+                _take_own(core, mine)  # (cancelled: nobody reads them)
+                if not self._iterating:
+                    core.finished.clear()  # (sends' calls, kept while an iterator ran)
 
     def _flush(self) -> None:
         """Carry out the core's actions, in order."""
@@ -554,6 +557,18 @@ class MDPClient:
                     poller.register(target, flags)
                     polled[target] = (index, flags)
         return poller
+
+
+def _take_own(core: ClientCore, mine: set[int]) -> list[Call]:
+    """The finished calls of one ``iter_many`` (``mine``: their ids), taken out of the
+    core's list; any other's stay there (a ``send`` made meanwhile, another iterator's)."""
+    finished = core.finished
+    own = [call for call in finished if id(call) in mine]
+    if len(own) == len(finished):
+        finished.clear()
+    else:
+        core.finished = [call for call in finished if id(call) not in mine]
+    return own
 
 
 _LIVE: weakref.WeakSet[MDPClient] = weakref.WeakSet()  # every client of this process
