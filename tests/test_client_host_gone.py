@@ -12,9 +12,9 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from test_netns import Netns
+from test_netns import Netns, made_netns
 
-from clusterkit import Cluster, needs, skip_or_fail
+from clusterkit import Cluster, needs
 from testkit import free_port, wait_for
 
 pytestmark = [
@@ -34,16 +34,8 @@ time.sleep(120)  # idle, its connection open
 
 @pytest.fixture
 def netns() -> Iterator[Netns]:
-    ns = Netns()
-    try:
-        ns.create()
-    except (subprocess.CalledProcessError, OSError) as exc:
-        ns.destroy()
-        skip_or_fail(f"cannot create a network namespace here: {exc}")
-    try:
+    with made_netns() as ns:
         yield ns
-    finally:
-        ns.destroy()
 
 
 def connections_from(address: str, port: int) -> int:

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -94,8 +95,10 @@ class Netns:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=10)
 
 
-@pytest.fixture
-def netns() -> Iterator[Netns]:
+@contextmanager
+def made_netns() -> Iterator[Netns]:
+    """A namespace for one test, removed after it (the test is skipped, or fails under CI,
+    where none can be made)."""
     ns = Netns()
     try:
         ns.create()
@@ -106,6 +109,12 @@ def netns() -> Iterator[Netns]:
         yield ns
     finally:
         ns.destroy()
+
+
+@pytest.fixture
+def netns() -> Iterator[Netns]:
+    with made_netns() as ns:
+        yield ns
 
 
 def test_broker_host_drops_off_the_network(cluster: Cluster, netns: Netns) -> None:

@@ -94,3 +94,17 @@ class HttpLoad(Load):
         if status == 200 and (not echo or json.loads(body) == request):
             return None
         return f"{status}: {body[:200]!r}"
+
+
+def ask_for_blob(port: int, size: int, rcvbuf: int = 16384) -> socket.socket:
+    """A request to ``/v1/slow`` for a reply of ``size`` bytes, on a connection receiving
+    into ``rcvbuf`` (a small buffer keeps most of the reply in the door until it is read)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", port))
+    body = json.dumps({"reply_bytes": size}).encode()
+    sock.sendall(b"POST /v1/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Accept: application/msgpack\r\nContent-Length: %d\r\n\r\n%s"
+                 % (len(body), body))
+    return sock

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from httpkit import LISTENING, Gateway, error_code, start_gateway
+from httpkit import LISTENING, Gateway, ask_for_blob, error_code, start_gateway
 
 from clusterkit import Cluster, Proc
 from testkit import broker_counter, wait_for
@@ -254,28 +254,14 @@ def _try_stream(port: int) -> socket.socket | None:
         return None
 
 
-def _post_for_blob(port: int, size: int) -> socket.socket:
-    """A request for a reply of ``size`` bytes, on a connection with a small receive buffer
-    (so the door's own buffer holds most of the reply until the test reads it)."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-    sock.settimeout(30)
-    sock.connect(("127.0.0.1", port))
-    body = json.dumps({"reply_bytes": size}).encode()
-    sock.sendall(b"POST /v1/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Accept: application/msgpack\r\nContent-Length: %d\r\n\r\n%s"
-                 % (len(body), body))
-    return sock
-
-
 @pytest.mark.slow
 def test_a_peer_that_stops_reading_its_reply_is_cut_off_and_a_slow_one_is_not(
         env: Env) -> None:
     """aiohttp has no send timeout: a peer that never read a 20 MB reply held it, its
     connection and its handler for as long as it stayed connected."""
     gateway = start_gateway(env.cluster, [env.broker.endpoint], "--send-timeout", "2")
-    stopped = _post_for_blob(gateway.port, 20_000_000)
-    slow = _post_for_blob(gateway.port, 2_000_000)
+    stopped = ask_for_blob(gateway.port, 20_000_000)
+    slow = ask_for_blob(gateway.port, 2_000_000)
     try:
         received = 0
         while True:  # 64 KiB every 0.1 s: slow, never stopped (a pace, not a wait)

@@ -4,14 +4,13 @@ byte now and then is never cut by ``--send-timeout`` alone (nor by nginx's
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import time
 from collections.abc import Iterator
 
 import pytest
-from httpkit import Gateway, start_gateway
+from httpkit import Gateway, ask_for_blob, start_gateway
 
 from clusterkit import Cluster, Proc
 from mdp.errors import ConfigError
@@ -84,19 +83,6 @@ def metric(gateway: Gateway, name: str) -> float:
     match = re.search(rf"^{name} (\S+)$", body.decode(), re.MULTILINE)
     assert match, f"{name} not in /metrics"
     return float(match.group(1))
-
-
-def ask_for_blob(port: int, size: int, rcvbuf: int) -> socket.socket:
-    """A request for a reply of ``size`` bytes on a connection receiving into ``rcvbuf``."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(30)
-    sock.connect(("127.0.0.1", port))
-    body = json.dumps({"reply_bytes": size}).encode()
-    sock.sendall(b"POST /v1/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Accept: application/msgpack\r\nContent-Length: %d\r\n\r\n%s"
-                 % (len(body), body))
-    return sock
 
 
 def trickle(sock: socket.socket, limit_s: float) -> tuple[int, bool]:
