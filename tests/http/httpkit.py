@@ -39,6 +39,17 @@ class Gateway:
         return self.call("POST", f"/v1/{service}", json.dumps(request).encode(),
                          {"Content-Type": "application/json"}, timeout)
 
+    def metric(self, name: str) -> float:
+        """The door's ``/metrics`` sample ``name``: the sum over its labels for a bare name,
+        the one sample for a name spelled with its labels; 0 when there is none."""
+        _, _, body = self.call("GET", "/metrics")
+        total = 0.0
+        for line in body.decode().splitlines():
+            sample, _, value = line.rpartition(" ")
+            if not line.startswith("#") and name in (sample, sample.partition("{")[0]):
+                total += float(value)
+        return total
+
     def get_json(self, path: str) -> Any:
         status, _, body = self.call("GET", path)
         assert status == 200, (status, body[:300])

@@ -5,7 +5,6 @@ the door fits its limit to the process's file descriptors (raising the soft limi
 from __future__ import annotations
 
 import json
-import re
 import resource
 import select
 import socket
@@ -57,14 +56,6 @@ def _closed_by_peer(sock: socket.socket) -> bool:
     return False
 
 
-def _metric(gateway: Gateway, name: str) -> float:
-    status, _, body = gateway.call("GET", "/metrics")
-    assert status == 200
-    match = re.search(rf"^{name} (\S+)$", body.decode(), re.MULTILINE)
-    assert match, f"{name} not in /metrics"
-    return float(match.group(1))
-
-
 @pytest.mark.slow
 def test_a_flood_of_idle_connections_cannot_keep_a_caller_out(env: Env) -> None:
     """Without the limit the door held every idle connection until --header-timeout (60 s
@@ -95,10 +86,10 @@ def test_a_flood_of_idle_connections_cannot_keep_a_caller_out(env: Env) -> None:
         closed = wait_for(lambda: (n := sum(_closed_by_peer(s) for s in flood)) >= len(flood)
                           - LIMIT and n, 10, "the door to close the idle connections")
         assert closed >= len(flood) - LIMIT
-        assert (_metric(gateway, "dips_http_connections_evicted_total")
-                + _metric(gateway, "dips_http_connections_refused_total")) >= len(flood) - LIMIT
-        assert _metric(gateway, "dips_http_connections_max") == LIMIT
-        assert _metric(gateway, "dips_http_connections") <= LIMIT
+        assert (gateway.metric("dips_http_connections_evicted_total")
+                + gateway.metric("dips_http_connections_refused_total")) >= len(flood) - LIMIT
+        assert gateway.metric("dips_http_connections_max") == LIMIT
+        assert gateway.metric("dips_http_connections") <= LIMIT
     finally:
         for sock in idle + half:
             sock.close()
@@ -167,7 +158,7 @@ def _metric_after_gate(gateway: Gateway, gate: Path, busy: list[socket.socket]) 
     """Open the gate: every request in hand is answered, and the door serves again."""
     gate.touch()
     assert [_status_of(sock) for sock in busy] == [200] * len(busy)
-    return _metric(gateway, "dips_http_connections_refused_total")
+    return gateway.metric("dips_http_connections_refused_total")
 
 
 def _spawn_limited(env: Env, soft: int, hard: int, *extra: str) -> Proc:
@@ -273,9 +264,9 @@ def test_a_peer_that_stops_reading_its_reply_is_cut_off_and_a_slow_one_is_not(
                 break
             time.sleep(0.1)
         assert received >= 2_000_000, received
-        wait_for(lambda: _metric(gateway, "dips_http_send_timeouts_total") >= 1, 20,
+        wait_for(lambda: gateway.metric("dips_http_send_timeouts_total") >= 1, 20,
                  "the door to cut off the peer that stopped reading")
-        assert _metric(gateway, "dips_http_send_timeouts_total") == 1  # not the slow one
+        assert gateway.metric("dips_http_send_timeouts_total") == 1  # not the slow one
         with pytest.raises(OSError):  # reset: what it had not read is gone with it
             while stopped.recv(1 << 20):
                 pass

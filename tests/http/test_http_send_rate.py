@@ -4,13 +4,12 @@ byte now and then is never cut by ``--send-timeout`` alone (nor by nginx's
 
 from __future__ import annotations
 
-import re
 import socket
 import time
 from collections.abc import Iterator
 
 import pytest
-from httpkit import Gateway, ask_for_blob, start_gateway
+from httpkit import ask_for_blob, start_gateway
 
 from clusterkit import Cluster, Proc
 from mdp.errors import ConfigError
@@ -77,14 +76,6 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, 
         cluster.stop_all()
 
 
-def metric(gateway: Gateway, name: str) -> float:
-    status, _, body = gateway.call("GET", "/metrics")
-    assert status == 200
-    match = re.search(rf"^{name} (\S+)$", body.decode(), re.MULTILINE)
-    assert match, f"{name} not in /metrics"
-    return float(match.group(1))
-
-
 def trickle(sock: socket.socket, limit_s: float) -> tuple[int, bool]:
     """Read 256 bytes every 20 ms (at most 12.8 KB/s: a pace, not a wait) until the door
     cuts the connection or ``limit_s`` passes; (bytes read, whether it was cut)."""
@@ -117,10 +108,10 @@ def test_a_trickling_reader_is_cut_and_a_steady_one_is_not(
             received += len(chunk)
         read, cut = trickle(slow, limit_s=30)
         assert cut and 0 < read < 20_000_000, (read, cut)
-        wait_for(lambda: metric(gateway, "dips_http_send_too_slow_total") >= 1, 10,
+        wait_for(lambda: gateway.metric("dips_http_send_too_slow_total") >= 1, 10,
                  "the door to count the connection it cut")
-        assert metric(gateway, "dips_http_send_too_slow_total") == 1  # not the steady one
-        assert metric(gateway, "dips_http_send_timeouts_total") == 0  # it never stalled
+        assert gateway.metric("dips_http_send_too_slow_total") == 1  # not the steady one
+        assert gateway.metric("dips_http_send_timeouts_total") == 0  # it never stalled
         assert "below --min-send-rate 100000 B/s" in gateway.proc.output()
     finally:
         slow.close()

@@ -23,12 +23,6 @@ pytestmark = pytest.mark.slow
 NOWHERE = "http://127.0.0.1:9"  # no source is fetched over HTTP here
 
 
-def metric(gateway: Gateway, name: str) -> float:
-    _, _, body = gateway.call("GET", "/metrics")
-    return sum(float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines()
-               if line.startswith(name) and not line.startswith("#"))
-
-
 def size_of(body: bytes) -> tuple[int, int]:
     with Image.open(io.BytesIO(body)) as image:
         image.load()
@@ -66,7 +60,7 @@ def test_damaged_and_wide_sources_through_the_door(cluster: Cluster, tmp_path: P
     status, again, cached = gateway.call("GET", url)
     assert (status, again["X-Cache"], again["X-Image-Warning"], cached) == (
         200, "HIT", warning, body)
-    assert metric(gateway, "dips_http_damaged_sources_total") == 1
+    assert gateway.metric("dips_http_damaged_sources_total") == 1
     status, headers, body = gateway.call("GET", "/info/unsafe/plain/local:///truncated.jpg")
     assert status == 200 and json.loads(body)["warning"] == headers["X-Image-Warning"]
     status, headers, _ = gateway.call("GET", "/unsafe/rs:fit:64/plain/local:///good.jpg")
@@ -106,7 +100,7 @@ def test_workers_told_to_refuse_damaged_sources_refuse_them(
     assert status == 400
     message = json.loads(body)["error"]["message"]
     assert "damaged image (decoding: image file is truncated" in message
-    assert metric(gateway, "dips_http_damaged_sources_total") == 0
+    assert gateway.metric("dips_http_damaged_sources_total") == 0
 
 
 def test_a_warning_travels_with_a_shared_cache_entry() -> None:
