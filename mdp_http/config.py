@@ -129,6 +129,17 @@ class HttpConfig:
                                "seconds a rendered image is kept (in memory, and in Redis) so "
                                "that it can be revalidated after --cache-ttl rather than "
                                "rendered again (never less than --cache-ttl)", "SECONDS")
+    origin_hold_s: float = _opt(10.0, "--origin-hold",
+                                "after --origin-hold-after source_timeout replies in a row "
+                                "for one origin (scheme://host:port), its further image "
+                                "requests are answered 504 source_timeout at once for this "
+                                "many seconds, then one tries it again (0: never)", "SECONDS")
+    origin_hold_after: int = _opt(2, "--origin-hold-after",
+                                  "source_timeout replies in a row (no other answer from the "
+                                  "origin between them) that hold an origin", "N")
+    origin_concurrency: int = _opt(0, "--origin-concurrency",
+                                   "image requests for one origin in the fleet from this door "
+                                   "at once; more get 503 overloaded (0: no bound)", "N")
     redis: str | None = _opt(None, "--redis", "a Redis shared by the doors for rendered "
                              "images, e.g. redis://127.0.0.1:6379/0 (a failure only costs "
                              "renders)", "URL")
@@ -163,6 +174,11 @@ class HttpConfig:
             raise ConfigError(f"--max-connections must be >= {MIN_CONNECTIONS}")
         if self.cache_bytes < 0 or self.cache_ttl_s <= 0:
             raise ConfigError("--cache-bytes must be >= 0 and --cache-ttl positive")
+        if not 0 <= self.origin_hold_s <= 3600:
+            raise ConfigError("--origin-hold must be 0-3600 seconds")
+        if self.origin_hold_after < 1 or self.origin_concurrency < 0:
+            raise ConfigError("--origin-hold-after must be >= 1 and --origin-concurrency "
+                              ">= 0")
         if self.cache_keep_s <= 0:
             raise ConfigError("--cache-keep must be positive")
         if self.redis is not None and not self.redis.startswith(("redis://", "rediss://",

@@ -31,7 +31,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from mdp.body import pack
-from mdp.errors import BadRequest, ConfigError, MDPError, blame_of
+from mdp.errors import BadRequest, ConfigError, MDPError, RequestError, blame_of
 from mdp.logs import RateLimitedLog
 from mdp_http import imgops, imgurl, negotiate, thumborurl
 from mdp_http.backend import Backend
@@ -39,6 +39,7 @@ from mdp_http.bodies import Budget, read_into_frame
 from mdp_http.config import HttpConfig
 from mdp_http.errors import BadReply, Busy, Forbidden, NotFound, error_map, status_for
 from mdp_http.imgmetrics import ImageMetrics
+from mdp_http.origins import OriginBusy, OriginGuard, OriginHeld, origin_of
 from mdp_http.resultcache import Entry, MemoryCache, RedisCache, TieredCache
 from mdp_http.signing import Signer, post_text, thumbor_key
 
@@ -66,6 +67,7 @@ class Ask:
     vary: bool
     proc: imgops.Processing | None
     by_url: bool = True  # names its source by URL: a kept result may be revalidated
+    origin: str | None = None  # scheme://host:port of an http(s) source (mdp_http.origins)
 
 
 class ImageServer:
@@ -91,7 +93,9 @@ class ImageServer:
                        if config.redis else None)
         self.cache = TieredCache(MemoryCache(config.cache_bytes, config.cache_ttl_s,
                                              keep_s=config.cache_kept_s), self.shared)
-        self.metrics = ImageMetrics(registry)
+        self.origins = OriginGuard(config.origin_hold_s, config.origin_hold_after,
+                                   config.origin_concurrency, time.monotonic)
+        self.metrics = ImageMetrics(registry, held=self.origins.held)
         self._failures = RateLimitedLog(log)
         self.budget = Budget(config.max_inflight_bytes)
         self.rendering = 0
@@ -230,7 +234,8 @@ class ImageServer:
         key = negotiate.request_key(service=INFO_SERVICE, source=url.source, ops={}, fmt="",
                                     accept=(), quality=None, cachebuster="",
                                     version=await self.version_of(INFO_SERVICE))
-        return Ask(INFO_SERVICE, {"source": url.source}, key, False, None)
+        return Ask(INFO_SERVICE, {"source": url.source}, key, False, None,
+                   origin=origin_of(url.source))
 
     async def _ask_image(self, url: imgurl.ImageUrl, request: web.Request) -> Ask:
         proc = self._processing(url)
@@ -240,7 +245,7 @@ class ImageServer:
                                     cachebuster=proc.cachebuster,
                                     version=await self.version_of(IMAGE_SERVICE))
         call = {"source": url.source, **self._fields(proc, accept)}
-        return Ask(IMAGE_SERVICE, call, key, vary, proc)
+        return Ask(IMAGE_SERVICE, call, key, vary, proc, origin=origin_of(url.source))
 
     def _processing(self, url: imgurl.ImageUrl) -> imgops.Processing:
         proc = imgops.parse_options(url.options, self.presets)
@@ -276,8 +281,11 @@ class ImageServer:
                 entry = cached.entry
             elif cached is not None and ask.by_url and cached.entry.validators():
                 stale = cached.entry
-                entry = await self._once(ask, lambda: self._revalidate(ask, stale))
-                how = "REVALIDATED" if entry is stale else "MISS"
+                try:
+                    entry = await self._once(ask, lambda: self._revalidate(ask, stale))
+                    how = "REVALIDATED" if entry is stale else "MISS"
+                except OriginHeld:  # the origin stalls: what it gave last (stale-if-error)
+                    entry, how = stale, "STALE"
             else:
                 self.metrics.count("misses")
                 entry = await self._once(ask, render)
@@ -289,7 +297,7 @@ class ImageServer:
             self.metrics.count("not_modified")
             return web.Response(status=304, headers=self._headers(request, ask, entry, tag,
                                                                   body=False))
-        if how == "HIT":
+        if how in ("HIT", "STALE"):
             self.metrics.count("hits", "memory" if self.shared is None else "any")
         headers = self._headers(request, ask, entry, tag)
         headers["X-Cache"] = how
@@ -334,21 +342,44 @@ class ImageServer:
         if self.rendering >= self.config.max_concurrency:
             raise Busy(f"the gateway already renders {self.config.max_concurrency} images; "
                        "try again shortly")
-        task = asyncio.get_running_loop().create_task(self._run(ask, render))
+        probe = False
+        if ask.origin is not None:
+            try:
+                probe = self.origins.admit(ask.origin)
+            except OriginHeld:
+                self.metrics.count("origin_refused", "held")
+                raise
+            except OriginBusy:
+                self.metrics.count("origin_refused", "busy")
+                raise
+        task = asyncio.get_running_loop().create_task(self._run(ask, render, probe))
         self._inflight[ask.key] = task
         task.add_done_callback(_consume)
         return await asyncio.shield(task)
 
-    async def _run(self, ask: Ask, render: Callable[[], Awaitable[Entry]]) -> Entry:
+    async def _run(self, ask: Ask, render: Callable[[], Awaitable[Entry]],
+                   probe: bool = False) -> Entry:
         self.rendering += 1
         self.metrics.count("renders", ask.service)
+        origin_timed_out: bool | None = None  # unknown: the origin may not have been asked
         try:
             entry = await render()
+            origin_timed_out = False
+        except RequestError as exc:
+            self._inflight.pop(ask.key, None)
+            if exc.code == "source_timeout":
+                origin_timed_out = True
+                self.metrics.count("origin_timeouts")
+            elif exc.code.startswith("source_"):
+                origin_timed_out = False  # the origin answered (or was refused by name)
+            raise
         except BaseException:
             self._inflight.pop(ask.key, None)
             raise
         finally:
             self.rendering -= 1
+            if ask.origin is not None:
+                self.origins.done(ask.origin, timed_out=origin_timed_out, probe=probe)
         if entry.warning:
             self.metrics.count("damaged")
         # the result stays findable as in flight until the caches hold it: no request in
@@ -433,8 +464,8 @@ class ImageServer:
             self._failures(time.monotonic(), "%s %r: %d %s", request.method,
                            request.path[:200], status, exc)
         headers = {"Cache-Control": "no-store"}
-        if status in (429, 503):
-            headers["Retry-After"] = "1"
+        if status in (429, 503) or isinstance(exc, OriginHeld):
+            headers["Retry-After"] = str(getattr(exc, "retry_after", 1))
         headers.update(self._cors(request, preflight=False))
         log.debug("%s: %s (%s)", request.path[:200], exc, blame_of(code).value)
         return web.json_response(error_map(exc), status=status, headers=headers)

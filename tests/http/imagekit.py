@@ -59,6 +59,7 @@ class Origin:
     hits: Counter[str] = field(default_factory=Counter)
     trickle_s: float = 0.2
     server: http.server.ThreadingHTTPServer | None = None
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
@@ -76,6 +77,8 @@ class Origin:
                 origin.hits[self.path] += 1
                 if self.path.startswith("/trickle"):
                     self._trickle()
+                elif self.path.startswith("/stall"):
+                    origin.stopping.wait(60)  # accepted, read, never answered
                 elif self.path.startswith("/redirect"):
                     target = self.path.partition("?to=")[2]
                     self.send_response(302)
@@ -107,6 +110,7 @@ class Origin:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
