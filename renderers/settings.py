@@ -7,6 +7,9 @@ replaced at any time with :func:`configure`::
     DIPS_MAX_PIXELS        largest width x height decoded or produced  (default 50000000)
     DIPS_MAX_SIDE          largest width or height decoded or produced (default 65535; a
                            result's format may hold less: WebP 16383, see renderers.encode)
+    DIPS_MAX_RESULT_DIMENSION  largest width or height of an ``imgproxy`` result; a request
+                           for more is refused before any pixel is made (default 8192;
+                           0: no limit but the two above)
     DIPS_RENDER_DAMAGED    render a truncated or damaged image as far as it decodes, with
                            a warning in the reply (default 1); 0 refuses it (bad request)
     DIPS_MAX_FRAMES        most frames an animated input may have      (default 1000)
@@ -64,6 +67,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TITLE = "金山密码保护卡"
 AVIF_ENCODER = bool(features.check("avif"))
+DEFAULT_MAX_RESULT_DIMENSION = 8192
 _POSITIVE_INTS = (
     "max_input_bytes",
     "max_pixels",
@@ -84,6 +88,8 @@ class Settings:
     max_input_bytes: int = 32 * 1024 * 1024
     max_pixels: int = 50_000_000
     max_side: int = 65_535  # JPEG's and GIF's own; sources are bounded by max_pixels
+    # imgproxy's results: a larger side is refused from the source's header (docs/HTTP.md)
+    max_result_dimension: int = DEFAULT_MAX_RESULT_DIMENSION
     max_frames: int = 1000
     max_jpeg_scans: int = 256
     render_damaged: bool = True  # thumbor's (Pillow's LOAD_TRUNCATED_IMAGES), libvips'
@@ -110,6 +116,10 @@ class Settings:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         self._check_sources()
+        if not isinstance(self.max_result_dimension, int) or not (
+                0 <= self.max_result_dimension <= 65_535):
+            raise ConfigError("max_result_dimension must be 0 (no limit) to 65535, got "
+                              f"{self.max_result_dimension!r}")
         if self.max_side > 65_535:
             raise ConfigError(f"max_side must be at most 65535, got {self.max_side}")
         if not isinstance(self.ecard_title, str) or not self.ecard_title.strip():
@@ -142,6 +152,7 @@ _ENVIRONMENT = {
     "DIPS_MAX_INPUT_BYTES": "max_input_bytes",
     "DIPS_MAX_PIXELS": "max_pixels",
     "DIPS_MAX_SIDE": "max_side",
+    "DIPS_MAX_RESULT_DIMENSION": "max_result_dimension",
     "DIPS_MAX_FRAMES": "max_frames",
     "DIPS_MAX_JPEG_SCANS": "max_jpeg_scans",
     "DIPS_RENDER_DAMAGED": "render_damaged",

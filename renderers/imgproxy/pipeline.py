@@ -67,15 +67,20 @@ def written_orientation(orientation: int, options: Options) -> int:
     return 1 if turned else orientation
 
 
-def draft_hint(options: Options) -> Callable[[Size], Size]:
+def draft_hint(options: Options, limits: Settings | None = None) -> Callable[[Size], Size]:
     """For the decoder: the smallest size (upright when ``auto_rotate``) covering the result.
 
-    The scale is the larger of the two axes' (a JPEG draft reduces both alike).
+    The scale is the larger of the two axes' (a JPEG draft reduces both alike). With
+    ``limits``, a result past them is refused here, from the header, before the source is
+    decoded (:func:`check_result`).
     """
 
     def needed(size: Size) -> Size:
         rotated = size if options.rotate in (0, 180) else (size[1], size[0])
-        factor = max(geometry.plan(rotated, options).scale)
+        plan = geometry.plan(rotated, options)
+        if limits is not None:
+            check_result(plan, limits)
+        factor = max(plan.scale)
         if factor >= 1:
             return size
         return (math.ceil(size[0] * factor), math.ceil(size[1] * factor))
@@ -85,13 +90,22 @@ def draft_hint(options: Options) -> Callable[[Size], Size]:
 
 def check_result(plan: Plan, limits: Settings) -> None:
     """Refuse, before any pixel is made, a step whose image would pass the limits, naming
-    the option that makes it so: the resize, the extend, or the padding."""
+    the option that makes it so: the resize, the extend, or the padding. The tightest
+    first: ``max_result_dimension`` per side, then ``max_side`` and ``max_pixels``."""
     steps = (
         (plan.scaled, "ops.resize"),
         (plan.canvas, "ops.resize.extend"),
         (plan.final, "ops.padding"),
     )
+    bound = limits.max_result_dimension
     for (width, height), option in steps:
+        if bound and max(width, height) > bound:
+            raise BadRequest(
+                f"{option}: the result would be {width}x{height}; this server makes images "
+                f"of at most {bound} px per side (DIPS_MAX_RESULT_DIMENSION): ask for a "
+                "smaller size (e.g. rs:fit:W:H)",
+                option,
+            )
         if max(width, height) > limits.max_side or width * height > limits.max_pixels:
             raise BadRequest(
                 f"{option}: the result would be {width}x{height}; the limit is "

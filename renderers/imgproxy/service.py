@@ -143,7 +143,8 @@ def render(
     limits: Settings,
 ) -> tuple[bytes, str, tuple[int, int], str | None]:
     """The result's bytes, its format and size, and what was damaged in the source."""
-    decoded = open_image(data, "source", limits, draft_hint(options), options.auto_rotate)
+    decoded = open_image(data, "source", limits, draft_hint(options, limits),
+                         options.auto_rotate)
     oriented = oriented_size(decoded.source_size, decoded.orientation, options)
     plan = make_plan(oriented, options)
     check_result(plan, limits)

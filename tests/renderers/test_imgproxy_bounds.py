@@ -17,7 +17,7 @@ from PIL import Image
 from renderer_testing import *  # noqa: F403  (the fixtures; first: see there)
 
 import renderers
-from mdp.errors import BadRequest
+from mdp.errors import BadRequest, ConfigError
 from renderers import samples, settings
 from renderers.imgproxy import geometry, pipeline
 from renderers.imgproxy.options import Gravity
@@ -109,3 +109,48 @@ def test_an_absolute_crop_size_is_truncated_as_imgproxy_does() -> None:
     assert geometry.crop_length(1000, 0.1006) == 101
     assert geometry.crop_length(1000, 0) == 1000
     assert geometry.crop_length(80, 120.9) == 80
+
+
+def test_a_result_past_max_result_dimension_is_refused_before_the_source_is_decoded(
+    configure: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """imgproxy's IMGPROXY_MAX_RESULT_DIMENSION as a refusal: a JPEG source's header is
+    enough (no pixel is decoded); the step that makes the result too large is named."""
+    configure(max_result_dimension=100)
+    photo = samples.photo_jpeg(400, 300)
+    png = io.BytesIO()
+    Image.new("RGB", (400, 300), (9, 9, 9)).save(png, format="PNG")
+    reply = render({"image": photo, "ops": {"resize": {"width": 100, "height": 100}}})
+    assert frames_of(reply["image"])[1] == (100, 75)
+
+    def no_decode(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the source was decoded")
+
+    monkeypatch.setattr("renderers.decode._load", no_decode)
+    cases = [
+        ({}, "ops.resize", "400x300"),  # the source's own size: no resize asked
+        ({"resize": {"width": 200, "height": 200}}, "ops.resize", "200x150"),
+        ({"resize": {"width": 100}, "padding": [0, 10, 0, 10]}, "ops.padding", "120x75"),
+        ({"resize": {"width": 50, "height": 101, "extend": True}}, "ops.resize.extend", "50x101"),
+    ]
+    for ops, field, size in cases:
+        with pytest.raises(BadRequest) as caught:
+            render({"image": photo, "ops": ops})
+        message = caught.value.message
+        assert caught.value.field == field and message.startswith(f"{field}: "), message
+        assert size in message and "100 px per side (DIPS_MAX_RESULT_DIMENSION)" in message
+    monkeypatch.undo()
+    with pytest.raises(BadRequest, match="DIPS_MAX_RESULT_DIMENSION"):
+        render({"image": png.getvalue(), "ops": {}})  # a PNG is refused once decoded
+    configure(max_result_dimension=0)  # no limit but max_side and max_pixels
+    assert frames_of(render({"image": photo, "ops": {}})["image"])[1] == (400, 300)
+
+
+def test_max_result_dimension_is_a_setting_with_its_bounds() -> None:
+    assert settings.Settings().max_result_dimension == settings.DEFAULT_MAX_RESULT_DIMENSION
+    read = settings.from_environment({"DIPS_MAX_RESULT_DIMENSION": "4096"})
+    assert read.max_result_dimension == 4096
+    assert settings.from_environment({"DIPS_MAX_RESULT_DIMENSION": "0"}).max_result_dimension == 0
+    for wrong in ("-1", "65536", "big"):
+        with pytest.raises(ConfigError, match="DIPS_MAX_RESULT_DIMENSION|max_result_dimension"):
+            settings.from_environment({"DIPS_MAX_RESULT_DIMENSION": wrong})
