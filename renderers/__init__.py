@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from renderers import outputs as _outputs
 from renderers import settings as _settings
-from renderers.outputs import output_version
 from renderers.registry import Field, Renderer, get, names, register
 from renderers.settings import Settings, configure, current
 
@@ -48,6 +48,13 @@ _wanted: set[str] = set()
 def services() -> Offered:
     """Service name -> handler, for the ``dips.services`` entry point."""
     return Offered({name: get(name).render for name in names()})
+
+
+def output_version(*services: str) -> str:
+    """What the results of ``services`` depend on (:mod:`renderers.outputs`): by default
+    those this process looked up in :func:`services` (a worker's one service: ``resolve``
+    looks it up before it asks for this), or every one when it looked up none."""
+    return _outputs.output_version(set(services or _wanted) or set(names()))
 
 
 def describe() -> dict[str, dict[str, Any]]:
