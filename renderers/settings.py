@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TITLE = "金山密码保护卡"
 AVIF_ENCODER = bool(features.check("avif"))
-DEFAULT_MAX_RESULT_DIMENSION = 8192
+DEFAULT_MAX_RESULT_DIMENSION = 4096
 _POSITIVE_INTS = (
     "max_input_bytes",
     "max_pixels",

@@ -20,6 +20,13 @@ from renderers.imgproxy import options as imgproxy_options
 from renderers.imgproxy.pipeline import draft_hint
 
 
+@pytest.fixture(autouse=True)
+def results_bounded_by_their_format(configure: Any) -> None:
+    """What a format holds is what these tests look at: the result limit (4,096 px by
+    default, DIPS_MAX_RESULT_DIMENSION) is off, as a site that serves wide results sets it."""
+    configure(max_result_dimension=0)
+
+
 @pytest.fixture(scope="module")
 def wide_jpeg() -> bytes:
     """20,000 x 800 (16 MP): the panorama thumbor and imgproxy render."""
