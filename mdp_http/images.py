@@ -127,6 +127,7 @@ class ImageServer:
         memory = self.cache.memory
         return {**self.metrics.snapshot(), "cached": len(memory), "cached_bytes": memory.bytes,
                 "rendering": self.rendering, "body_bytes": self.budget.held,
+                "origins_held": self.origins.held(),
                 "shared_cache": None if self.shared is None else
                 ("down" if self.shared.breaker.down else "up")}
 

@@ -112,6 +112,9 @@ function renderImages(images) {
     `<b>${images.not_modified}</b> 304 · <b>${images.renders}</b> renders · <b>${images.coalesced}</b> coalesced here` +
     (images.revalidated ? ` · <b>${images.revalidated}</b> revalidated` : "") +
     (images.damaged ? ` · <b>${images.damaged}</b> damaged sources rendered` : "") +
+    (images.origin_timeouts ? ` · <b>${images.origin_timeouts}</b> source timeouts` : "") +
+    (images.origin_refused ? ` · <b>${images.origin_refused}</b> refused for a slow or busy origin` +
+      (images.origins_held ? ` (<b>${images.origins_held}</b> held now)` : "") : "") +
     (images.shared_cache ? ` · redis ${esc(images.shared_cache)}` : "") + `</span>`;
 }
 

@@ -60,6 +60,9 @@ def test_an_origin_that_timed_out_twice_is_answered_at_once_then_tried_again(
     assert gateway.metric("dips_http_origin_timeouts_total") == 2
     assert gateway.metric('dips_http_origin_refused_total{reason="held"}') == 2  # and STALE
     assert gateway.metric("dips_http_origins_held") == 1
+    images = json.loads(gateway.call("GET", "/api/fleet")[2])["gateway"]["images"]
+    assert (images["origins_held"], images["origin_timeouts"], images["origin_refused"]) == (
+        1, 2, 2)  # the dashboard's figures
 
     # the hold passes: one request tries the origin, the others are still answered at once
     wait_for(lambda: gateway.metric("dips_http_origins_held") == 0, 20, "the hold to pass")
