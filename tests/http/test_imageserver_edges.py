@@ -48,7 +48,10 @@ def fleet(cluster: Cluster, root: Path, env: dict[str, str] | None = None) -> Ga
 
 
 def test_damaged_and_wide_sources_through_the_door(cluster: Cluster, tmp_path: Path) -> None:
-    gateway = fleet(cluster, sources(tmp_path / "sources"))
+    # wide results, bounded by their format: a fleet without the result limit (4,096 px by
+    # default; test_imageserver_result_limit.py)
+    gateway = fleet(cluster, sources(tmp_path / "sources"),
+                    env={"DIPS_MAX_RESULT_DIMENSION": "0"})
 
     # a truncated JPEG renders, says so, and keeps saying so from the cache
     url = "/unsafe/rs:fit:64/plain/local:///truncated.jpg@png"
