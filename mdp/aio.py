@@ -221,7 +221,10 @@ class AsyncMDPClient:
         for call in core.take_finished() if core.finished else ():
             tag = call.tag
             if not isinstance(tag, asyncio.Future):  # placed by start(): its callback
-                _call_back(tag, call.outcome)
+                try:  # (_call_back, inline: each call's path)
+                    tag(call.outcome)
+                except Exception:
+                    log.exception("AsyncMDPClient: a call's on_done callback failed")
             elif not tag.done():
                 if isinstance(call.outcome, BaseException):
                     tag.set_exception(call.outcome)
