@@ -207,8 +207,7 @@ class AsyncMDPClient:
         loop = self._loop
         assert loop is not None  # noqa: S101 - bound before any pump (not peer input)
         while True:
-            if core.has_actions:
-                self._flush(loop)
+            if self._flush(loop):
                 read = True
             if core.progress:
                 self._report(loop)
@@ -219,10 +218,13 @@ class AsyncMDPClient:
             if not self._read_all(loop.time()):
                 break
             core.tick(loop.time())
-        for call in core.take_finished():
+        for call in core.take_finished() if core.finished else ():
             tag = call.tag
             if not isinstance(tag, asyncio.Future):  # placed by start(): its callback
-                _call_back(tag, call.outcome)
+                try:  # (_call_back, inline: each call's path)
+                    tag(call.outcome)
+                except Exception:
+                    log.exception("AsyncMDPClient: a call's on_done callback failed")
             elif not tag.done():
                 if isinstance(call.outcome, BaseException):
                     tag.set_exception(call.outcome)
@@ -283,7 +285,10 @@ class AsyncMDPClient:
                         self._connecting.discard(index)
                         self._core.opened(index, now)
             self._read_all(now, fired)
-            self._core.tick(now)
+            if fired is None:
+                self._core.tick(now)
+            else:  # (what is due by the clock is the timer's: see _pump)
+                self._core.fill(now)
             self._pump(read=False)
         except Exception:  # one barrier per pass: a bug here must not kill the loop's callbacks
             log.exception("AsyncMDPClient: error handling an event")
@@ -362,10 +367,14 @@ class AsyncMDPClient:
         else:
             self._watch(index, again, loop)
 
-    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        core = self._core
-        while core.has_actions:
-            for action in core.take_actions():
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Carry out the core's actions, until it has none; whether it had any."""
+        take = self._core.take_actions
+        actions = take()
+        if not actions:
+            return False
+        while actions:
+            for action in actions:
                 match action:
                     case Send(index, frames):
                         link = self._links[index]
@@ -375,6 +384,8 @@ class AsyncMDPClient:
                         self._open(index, loop)
                     case Close(index):
                         self._close(index, loop)
+            actions = take()
+        return True
 
     def _send(self, index: int, link: Link, frames: list[bytes],
               loop: asyncio.AbstractEventLoop) -> None:

@@ -200,6 +200,11 @@ class ClientCore(Placement):
                 self._check(ep, now)
         self._fill(now)
 
+    #: Start and send what may go now, after what arrived (calls ended, refused, lost, a
+    #: broker speaking DIPS): :meth:`tick` without its look at the clock, for a shell that
+    #: reads a socket on its readiness and runs :meth:`tick` at :meth:`next_deadline`.
+    fill = Placement._fill
+
     # --- the lone call: a shell's fast path ----------------------------------------------
 
     def lone_start(self) -> tuple[int, Endpoint] | None:

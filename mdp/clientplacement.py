@@ -80,7 +80,7 @@ class Placement:
     def _fill(self, now: float) -> None:
         """Start calls the window allows and send each to its broker(s)."""
         backlog = self._backlog
-        if backlog and self._may_refill(now):
+        if backlog and (not self._full or self._may_refill(now)):
             window = self.window
             while backlog and self._active < window:
                 call = backlog.popleft()
@@ -181,7 +181,7 @@ class Placement:
         start = self._next
         for step in range(count):
             ep = endpoints[(start + step) % count]
-            if self._usable(ep):
+            if ep.state is State.DIPS or self._usable(ep):
                 self._next = (ep.index + 1) % count
                 return ep
         return None

@@ -121,9 +121,10 @@ class Endpoint:
         """When a ping may go: ``interval`` after it was last heard from, and not before
         what is on its way either way may have arrived."""
         due = self.heard_at + interval
-        for until in (self.sending_until, self.receiving_until):
-            if until > due:
-                due = until
+        if self.sending_until > due:
+            due = self.sending_until
+        if self.receiving_until > due:
+            due = self.receiving_until
         return due
 
 

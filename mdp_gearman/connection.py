@@ -73,10 +73,11 @@ class Connection(asyncio.Protocol):
         self.gateway.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        self.decoder.feed(data)
+        decoder = self.decoder
+        decoder.feed(data)
         while self.transport is not None and not self.transport.is_closing():
             try:
-                event = self.decoder.next_event()
+                event = decoder.next_event()
             except g.WireError as exc:
                 self.gateway.warn_peer("framing", "closing %s: %s", self.peer, exc)
                 self.fatal("bad_packet", str(exc))
@@ -91,6 +92,8 @@ class Connection(asyncio.Protocol):
             except Exception as exc:  # one bad event must not take the connection's others
                 self.gateway.report_bug(exc, f"on a {type(event).__name__} from {self.peer}")
                 self.send(g.error("internal", "the gateway failed on this request"))
+            if self._packet is None and decoder.empty():
+                return  # (the usual read, one whole packet: no packet is under way)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

@@ -136,7 +136,10 @@ class DipsCall:
         if self.over:
             return
         self.over = True
-        self._watchdog.forget(self.token)
+        watchdog = self._watchdog
+        watchdog.watched.pop(self.token, None)  # (Watchdog.forget, inline: each job's path)
+        if watchdog.fired:
+            watchdog.fired.discard(self.token)
         self._on_done(outcome)
 
     def expire(self) -> None:
@@ -172,7 +175,7 @@ class Watchdog:
     def __init__(self) -> None:
         self._tokens = itertools.count()
         # token -> (deadline, what ends its call: a task's cancel, or DipsCall.expire)
-        self._watched: dict[int, tuple[float, Callable[[], object]]] = {}
+        self.watched: dict[int, tuple[float, Callable[[], object]]] = {}
         self.fired: set[int] = set()  # the tokens whose calls it ended
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -194,21 +197,21 @@ class Watchdog:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         token = next(self._tokens)
-        self._watched[token] = (loop.time() + limit_s, fire)
+        self.watched[token] = (loop.time() + limit_s, fire)
         if self._timer is None:
             self._timer = loop.call_later(SWEEP_S, self._sweep)
         return token
 
     def forget(self, token: int) -> None:
         """The call of ``token`` is over (however it ended)."""
-        self._watched.pop(token, None)
+        self.watched.pop(token, None)
         self.fired.discard(token)
 
     def _sweep(self) -> None:
         loop = self._loop
         assert loop is not None  # noqa: S101 - set before the first timer (not peer input)
         now = loop.time()
-        due = [(token, fire) for token, (deadline, fire) in self._watched.items()
+        due = [(token, fire) for token, (deadline, fire) in self.watched.items()
                if deadline <= now and token not in self.fired]
         for token, fire in due:
             self.fired.add(token)
@@ -216,4 +219,4 @@ class Watchdog:
                 fire()
             except Exception:  # the loop's callback: one call's failure must not stop it
                 log.exception("the gateway's watchdog failed ending a call")
-        self._timer = loop.call_later(SWEEP_S, self._sweep) if self._watched else None
+        self._timer = loop.call_later(SWEEP_S, self._sweep) if self.watched else None

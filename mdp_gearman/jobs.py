@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mdp import protocol as p
@@ -86,21 +86,31 @@ def unique_key(unique: bytes) -> bytes | None:
     return unique if 0 < len(unique) <= p.MAX_CK_BYTES else None
 
 
-@dataclass(eq=False)
 class Job:
-    handle: bytes
-    submission: Submission
-    waiters: list[Any] = field(default_factory=list)  # foreground clients, in arrival order
-    running: bool = False  # a worker has it (it reported progress); not merely sent
-    numerator: int = 0  # the latest WORK_STATUS
-    denominator: int = 0
-    stored_id: int | None = None  # row in the outbox (background jobs)
-    attempts: int = 0
+    """One job in flight: its handle, what was submitted, who waits for it, how far it is.
 
-    @property
-    def key(self) -> tuple[str, bytes] | None:
-        unique = self.submission.unique
-        return (self.submission.service, unique) if unique else None
+    A plain slotted class (each job's path creates one): ``key`` is its (function, unique
+    id) for coalescing, None without a unique id, worked out once."""
+
+    __slots__ = ("handle", "submission", "waiters", "running", "numerator", "denominator",
+                 "stored_id", "attempts", "key")
+
+    def __init__(self, handle: bytes, submission: Submission,
+                 stored_id: int | None = None) -> None:
+        self.handle = handle
+        self.submission = submission
+        self.waiters: list[Any] = []  # foreground clients, in arrival order
+        self.running = False  # a worker has it (it reported progress); not merely sent
+        self.numerator = 0  # the latest WORK_STATUS
+        self.denominator = 0
+        self.stored_id = stored_id  # row in the outbox (background jobs)
+        self.attempts = 0
+        unique = submission.unique
+        self.key: tuple[str, bytes] | None = (submission.service, unique) if unique else None
+
+    def __repr__(self) -> str:
+        return (f"Job({self.handle!r}, {self.submission!r}, waiters={len(self.waiters)}, "
+                f"running={self.running})")
 
 
 class JobTable:
@@ -134,8 +144,11 @@ class JobTable:
         return job
 
     def add(self, submission: Submission, stored_id: int | None = None) -> Job:
-        handle = self.new_handle() if stored_id is None else self.prefix + b"%d" % (2 * stored_id)
-        job = Job(handle, submission, stored_id=stored_id)
+        if stored_id is None:
+            handle = self.prefix + b"%d" % next(self._numbers)  # (new_handle, inline)
+        else:
+            handle = self.prefix + b"%d" % (2 * stored_id)
+        job = Job(handle, submission, stored_id)
         self.by_handle[handle] = job
         key = job.key
         if key is not None and (key not in self.by_unique or submission.background):
@@ -145,8 +158,9 @@ class JobTable:
     def finish(self, job: Job) -> list[Any]:
         """Forget a finished job; its waiters, to be told."""
         self.by_handle.pop(job.handle, None)
-        if job.key is not None and self.by_unique.get(job.key) is job:
-            del self.by_unique[job.key]
+        key = job.key
+        if key is not None and self.by_unique.get(key) is job:
+            del self.by_unique[key]
         waiters, job.waiters = job.waiters, []
         return waiters
 

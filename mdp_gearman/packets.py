@@ -165,6 +165,10 @@ class Decoder:
         self._buffer = bytearray()
         self._start = 0
 
+    def empty(self) -> bool:
+        """Nothing is buffered (every byte fed so far was an event already)."""
+        return self._start >= len(self._buffer)
+
     @property
     def buffered(self) -> int:
         return len(self._buffer) - self._start

@@ -360,7 +360,9 @@ class Gateway:
                 self._tasks[job] = loop.create_task(
                     self._foreground(job, outcome, started + self.config.timeout_s))
                 return
-            if not isinstance(outcome, BaseException):
+            if type(outcome) is bytes:  # (a card, say: as it is, the usual case)
+                pass
+            elif not isinstance(outcome, BaseException):
                 outcome = mapping.encode_result(outcome, fmt)
             elif not isinstance(outcome, (RequestError, Timeout)):
                 outcome = self._bug(job, outcome, "on this job")

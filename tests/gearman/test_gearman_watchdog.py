@@ -43,7 +43,7 @@ def test_a_call_the_client_never_ends_is_a_timeout_after_the_grace(
         # never before the deadline and the grace (wait_for's 5 s bounds how late: past
         # it, wait_for's own TimeoutError, not the door's Timeout)
         assert loop.time() - began >= 0.2
-        assert not dips._watchdog._watched
+        assert not dips._watchdog.watched
         await dips.close()
 
     asyncio.run(scenario())
@@ -59,7 +59,7 @@ def test_a_cancel_from_elsewhere_stays_a_cancel(monkeypatch: pytest.MonkeyPatch)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, 5.0)
-        assert not dips._watchdog._watched
+        assert not dips._watchdog.watched
         await dips.close()
 
     asyncio.run(scenario())
@@ -75,7 +75,7 @@ def test_a_call_answered_in_time_is_its_answer_and_leaves_nothing_watched(
 
         monkeypatch.setattr(dips._client, "send", answer)
         assert await dips.call("svc", {}) == b"card"
-        assert not dips._watchdog._watched
+        assert not dips._watchdog.watched
         await dips.close()
 
     asyncio.run(scenario())
@@ -116,7 +116,7 @@ def test_a_started_call_the_client_never_ends_is_a_timeout_after_the_grace(
         assert isinstance(outcome, Timeout) and "no reply for 'svc' within 0.1s" in str(outcome)
         assert loop.time() - began >= 0.2  # never before the deadline and the grace
         assert len(cancelled) == 1  # the client was told to drop it
-        assert call.over and not dips._watchdog._watched
+        assert call.over and not dips._watchdog.watched
         call.finish(b"late")  # a late answer after the Timeout changes nothing
         await dips.close()
 
@@ -136,7 +136,7 @@ def test_a_started_call_cancelled_or_answered_is_never_called_back_again(
         answered = dips.start("svc", {}, outcomes.append)
         callbacks[1](b"card")  # the client's answer
         assert outcomes == [b"card"] and len(cancelled) == 1
-        assert not dips._watchdog._watched  # neither is watched any more
+        assert not dips._watchdog.watched  # neither is watched any more
         await asyncio.sleep(0.5)  # past both deadlines and the grace: no Timeout comes
         assert outcomes == [b"card"] and gone.over and answered.over
         await dips.close()
@@ -183,7 +183,7 @@ def test_a_call_whose_start_raised_is_never_called_back(
         with pytest.raises(RuntimeError):
             dips.start("svc", {}, outcomes.append)
         callbacks[0](b"card")  # the placed call's answer comes after all
-        assert outcomes == [] and not dips._watchdog._watched
+        assert outcomes == [] and not dips._watchdog.watched
         await dips.close()
 
     asyncio.run(scenario())
