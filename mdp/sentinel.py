@@ -19,11 +19,11 @@ threads cost nothing while idle.
 
 On Linux each worker has a *busy timer* (a ``timerfd``, :class:`BusyTimer`): ``enter`` sets
 it to go off at the handler's start plus ``busy_after_s`` and ``leave`` clears it (a system
-call each, ~1 us), and the sentinel waits on those timers instead of ticking. A handler that
-returns in time then never wakes the sentinel: each wake-up took the GIL from a running
-handler and cost it more than its own turn (the cards of ``scripts/bench --only realjob``
-rendered ~100 us slower, beside ~40 us of the sentinel's own). Where there is no timerfd
-(or ``DIPS_SENTINEL_TIMERS=0``), the sentinel ticks as described above.
+call each, ~1.5 us), and the sentinel waits on those timers instead of ticking. A handler
+that returns in time then never wakes the sentinel, whose every wake-up took the GIL from a
+running handler (an ecard worker under the real job's load spent 25-65 us less per card
+outside its main thread). Where there is no timerfd (or ``DIPS_SENTINEL_TIMERS=0``), the
+sentinel ticks as described above.
 """
 
 from __future__ import annotations
