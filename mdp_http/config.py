@@ -129,11 +129,13 @@ class HttpConfig:
                                "seconds a rendered image is kept (in memory, and in Redis) so "
                                "that it can be revalidated after --cache-ttl rather than "
                                "rendered again (never less than --cache-ttl)", "SECONDS")
-    origin_hold_s: float = _opt(10.0, "--origin-hold",
+    origin_hold_s: float = _opt(0.0, "--origin-hold",
                                 "after --origin-hold-after source_timeout replies in a row "
                                 "for one origin (scheme://host:port), its further image "
                                 "requests are answered 504 source_timeout at once for this "
-                                "many seconds, then one tries it again (0: never)", "SECONDS")
+                                "many seconds, then one tries it again (0, the default: never; "
+                                "only for origins that are the site's own, with signed URLs: "
+                                "docs/HTTP.md)", "SECONDS")
     origin_hold_after: int = _opt(2, "--origin-hold-after",
                                   "source_timeout replies in a row (no other answer from the "
                                   "origin between them) that hold an origin", "N")

@@ -7,13 +7,15 @@ for the services asked about (a worker's one service):
 
 * the code that draws them: the modules of this package each service's module imports,
   followed from import to import (read from the files, so a new import is followed at
-  once), and the data files those modules read (the fonts); not the modules that only
-  fetch a source's bytes (:mod:`renderers.sources`: the same bytes draw the same image
-  however they were fetched) or make example images (:mod:`renderers.samples`), and not
-  the other services' code: a change to the card (``ecard``) keeps every cached
+  once), with the packages they sit in (their ``__init__`` runs on import), and the data
+  files those modules read (the fonts); the source fetching (:mod:`renderers.sources`)
+  counts too, since what it asks an origin for (its ``Accept`` header) can change which
+  bytes arrive; not the modules that make example images (:mod:`renderers.samples`), and
+  not the other services' code: a change to the card (``ecard``) keeps every cached
   ``imgproxy`` image;
 * Pillow and the codec and text libraries it was built with;
-* the settings that draw: the card's title (``ecard``), the text font and the watermark.
+* the settings that draw: the card's title (``ecard``), the text font, the watermark and
+  the animation limits (a longer animation is cut, not refused).
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ PACKAGE = ROOT.name
 LIBRARIES = ("jpg", "webp", "avif", "zlib", "libtiff", "freetype2", "raqm", "harfbuzz",
              "fribidi", "littlecms2", "libimagequant")
 # modules that draw nothing: what they change is not a result's bytes
-NOT_DRAWING = (f"{PACKAGE}.sources", f"{PACKAGE}.samples")
+NOT_DRAWING = (f"{PACKAGE}.samples",)
+# imports that draw nothing: the settings read the fetching's origin rules only to check a
+# setting's shape, so a service that never fetches does not take the fetching's code
+NOT_FOLLOWED = frozenset({(f"{PACKAGE}.settings", f"{PACKAGE}.sources.origins")})
 # the data files of the package, by the module that reads them (every file that is not
 # Python must be named here; tests/renderers/test_outputs.py checks it)
 DATA = {f"{PACKAGE}.fonts": ("fonts",)}
@@ -54,7 +59,8 @@ def output_version(services: Iterable[str]) -> str:
         if features.check(name):
             digest.update(f"\0{name} {features.version(name)}".encode())
     title = current.ecard_title if TITLED in wanted else ""
-    digest.update(f"\0title {title}\0mark {current.watermark_text}".encode())
+    digest.update(f"\0title {title}\0mark {current.watermark_text}\0frames "
+                  f"{current.max_animation_frames} {current.max_animation_pixels}".encode())
     for path in (current.text_font, current.watermark_image):
         digest.update(b"\0")
         if path is not None:
@@ -83,7 +89,10 @@ def files_of(modules: Iterable[str]) -> set[Path]:
         if module in seen or _not_drawing(module):
             continue
         seen.add(module)
-        pending.extend(_imports(module))
+        pending.extend(m for m in _imports(module) if (module, m) not in NOT_FOLLOWED)
+        parent = module.rpartition(".")[0]
+        if parent.count("."):  # a subpackage's __init__ runs when its modules are imported
+            pending.append(parent)
     found = {path for module in seen if (path := _path(module)) is not None}
     for module in seen:
         for folder in DATA.get(module, ()):

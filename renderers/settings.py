@@ -8,7 +8,7 @@ replaced at any time with :func:`configure`::
     DIPS_MAX_SIDE          largest width or height decoded or produced (default 65535; a
                            result's format may hold less: WebP 16383, see renderers.encode)
     DIPS_MAX_RESULT_DIMENSION  largest width or height of an ``imgproxy`` result; a request
-                           for more is refused before any pixel is made (default 8192;
+                           for more is refused before any pixel is made (default 4096;
                            0: no limit but the two above)
     DIPS_RENDER_DAMAGED    render a truncated or damaged image as far as it decodes, with
                            a warning in the reply (default 1); 0 refuses it (bad request)
