@@ -590,7 +590,6 @@ class Worker:
         return p.error_body(WorkerError(f"{type(exc).__name__}: {exc}", code="internal"))
 
     def _leave(self) -> None:
-        SENTINEL.forget(self)
         for i, link in enumerate(self.links):
             if link is not None:
                 self.links[i] = None
