@@ -178,10 +178,7 @@ class Broker:
         """
         core, router, ahead = self.core, self.router, self._ahead
         now = time.monotonic()
-        last, self._awake_at = self._awake_at, now  # (stopped between two passes? as
-        if last is None or now - last > STOPPED_GAP_S:  # _looked, without a call per pass)
-            self._awake_at = last
-            self._looked(now)
+        self._looked(now)  # (stopped between two passes?)
         if self._catch_up_until is not None:
             # the timers wait too: what came meanwhile (the workers' heartbeats among it)
             # is read before they judge anyone quiet for the time this loop was stopped
@@ -199,20 +196,12 @@ class Broker:
         if ahead:
             frames, user = ahead.popleft()
         else:
-            # (the next deadline is mostly a heartbeat's, far off: no arithmetic for it)
-            timeout_ms = max_block_ms if deadline - now >= max_block_ms / 1000 \
-                else min(poll_timeout_ms(deadline, now), max_block_ms)
+            timeout_ms = min(poll_timeout_ms(deadline, now), max_block_ms)
             frames, user = router.recv_wait(timeout_ms, self.auth is not None)
             looked = time.monotonic()
             waited = looked - now
-            wait_s = timeout_ms / 1000
-            if waited > wait_s + STOPPED_GAP_S:  # (stopped while it waited?)
-                self._looked(looked, wait_s)
-            else:
-                self._awake_at = looked
-            # (came alone: _came_alone, inline)
-            if frames is not None and not (timeout_ms > 0 and WAITED_S < waited
-                                           <= wait_s + WAIT_SLACK_S):
+            self._looked(looked, timeout_ms / 1000)  # (stopped while it waited?)
+            if frames is not None and not _came_alone(waited, timeout_ms):
                 looked = None  # (the socket is asked again: the clock is read after it)
                 if router.readable():
                     self._read_ahead(PASS - 1)
@@ -243,13 +232,7 @@ class Broker:
             frames, user = ahead.popleft()
         if core.gathered:
             core.flush(time.monotonic())
-            self._carry_out()  # (and what the pass sent is written)
-        elif core.outbox.actions:  # (left by a message that failed)
-            self._carry_out()
-        elif self._writes_later:  # (the common case: what the pass sent is written)
-            router.flush()
-        if self._catch_up_until is None:
-            return handled  # (the next pass looks at the clock first: a stop is seen then)
+        self._carry_out()  # (and what the pass sent is written)
         end = time.monotonic()
         self._looked(end)
         if self._catch_up_until is not None and end >= self._catch_up_until and not ahead \

@@ -123,7 +123,6 @@ class BrokerCore:
         # nothing); the shell reports a send that failed with :meth:`lost`. (The outbox's
         # own method: the shell asks after every message, with no call in between.)
         self.take_actions: Callable[[], list[Send]] = self._out.take
-        self.outbox = self._out  # (the shell looks whether it holds actions before it asks)
         self._now = now  # the time of the event being handled
         self._gather = False  # the message being handled has others behind it
         self._warnings = RateLimitedLog(log)
