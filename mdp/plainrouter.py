@@ -24,8 +24,12 @@ MAXMSGSIZE, HEARTBEAT_IVL and HEARTBEAT_TIMEOUT set, as the broker sets them):
   reader of a long backlog does not hold the loop); a big frame is written from the
   caller's memory, and received into memory committed only as its bytes come.
 * a frame larger than ``max_message_bytes`` drops its connection (MAXMSGSIZE).
-* every ``heartbeat_ms`` each connection is sent a PING; one from which nothing came within
-  ``timeout_ms`` of the first PING after its last bytes is dropped; peers' PINGs are answered.
+* every ``heartbeat_ms`` each connection is sent a PING, unless bytes came from it since the
+  last time (it is alive: a PING would only bring a PONG back, two more system calls per
+  worker a second); one from which nothing came within ``timeout_ms`` of the first
+  heartbeat after its last bytes is dropped (as before it was pinged then: it is pinged one
+  interval later, and answers within ``timeout_ms`` less one interval, two thirds of it at
+  the least); peers' PINGs are answered.
   Except a client's: a connection whose every message so far carried a Majordomo client
   header (``MDPC01``, ``DIPC02``) is neither pinged nor dropped for silence (a sync client
   on a plain socket reads nothing while its caller is idle; a worker's silence is how a
@@ -108,7 +112,7 @@ class _Peer:
         self.dirty = False  # in the router's list of peers with output to write
         self.writing = False  # EPOLLOUT is asked for
         self.heard = False  # bytes came since the last heartbeat tick
-        self.ping_at = now  # the first PING since it was last heard (or when it came)
+        self.ping_at = now  # the first heartbeat tick since it was last heard (or when it came)
         self.opened_at = now
         self.closed = False
         self.name = name
@@ -462,10 +466,11 @@ class PlainRouter:
                 continue
             if not beat or peer.client:
                 continue
-            if peer.heard:
-                peer.heard = False
-                peer.ping_at = now
-            elif timeout_s and now - peer.ping_at >= timeout_s and not self._heard_now(peer):
+            if peer.heard:  # it spoke since the last tick: alive, and a PING would only
+                peer.heard = False  # bring a PONG back (a worker's heartbeats keep it from
+                peer.ping_at = now  # being pinged at all)
+                continue
+            if timeout_s and now - peer.ping_at >= timeout_s and not self._heard_now(peer):
                 if not peer.closed:
                     self._drop(peer, f"nothing heard for {now - peer.ping_at:.1f}s after a "
                                "ZMTP PING", quiet=True)

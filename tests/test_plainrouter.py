@@ -335,6 +335,27 @@ def test_a_peer_that_never_answers_a_ping_is_dropped() -> None:
         r.close()
 
 
+def test_a_peer_heard_from_every_tick_is_not_pinged_and_a_quiet_one_is() -> None:
+    """Bytes since the last heartbeat tick say a peer is alive (a worker's own heartbeats):
+    a PING would only bring a PONG back, two system calls more per worker a second. Once
+    it falls quiet it is pinged, and dropped if it never answers."""
+    r = PlainRouter(LIMIT, heartbeat_ms=100, timeout_ms=300)
+    try:
+        endpoint = r.bind("tcp://127.0.0.1:*")
+        chatty = RawPeer(endpoint, b"chatty")
+        chatty.handshake(r)
+        until = time.monotonic() + 1.0  # (10 ticks, 3 timeouts)
+        while time.monotonic() < until:
+            chatty.send(b"", b"MDPW01", b"\x04")  # (a heartbeat, each 10th of a tick)
+            r.recv_wait(10)
+        assert r.identities() == [b"chatty"]
+        assert b"PING" not in b"".join(chatty.commands) + chatty.read_some()
+        drive_until(r, lambda: b"\x04PING" in chatty.read_some(), what="a PING once quiet")
+        drive_until(r, lambda: r.connections == 0, what="the quiet peer's drop")
+    finally:
+        r.close()
+
+
 def test_without_heartbeats_a_silent_peer_stays() -> None:
     r = PlainRouter(LIMIT, heartbeat_ms=0)
     try:

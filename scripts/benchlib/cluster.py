@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import subprocess
 import sys
 
@@ -11,6 +12,9 @@ from benchlib.procs import REPO_ROOT, Child, Children, child_env, wait_for
 from testkit import broker_status, count_workers, free_port, tcp_endpoint
 
 THREADS_PER_PROCESS = 250  # workers hosted per thread-workers process (one zmq context)
+# (an experiment's override: fewer threads per host process, more processes, less of the
+# GIL contention that keeps a 250-thread host from keeping the broker busy)
+THREADS_ENV = "DIPS_BENCH_THREADS_PER_HOST"
 
 
 @functools.cache
@@ -59,12 +63,14 @@ def start_workers(kids: Children, brokers: list[str], count: int,
 
 def start_thread_workers(kids: Children, brokers: list[str], count: int, service: str,
                          *extra: str) -> list[Child]:
-    """``count`` real workers hosted as threads, at most 250 per process."""
+    """``count`` real workers hosted as threads, at most 250 per process (or
+    ``$DIPS_BENCH_THREADS_PER_HOST``)."""
     args: list[str] = []
     for address in brokers:
         args += ["--broker", address]
     hosts = []
-    per_host = math.ceil(count / max(1, math.ceil(count / THREADS_PER_PROCESS)))
+    most = int(os.environ.get(THREADS_ENV, "0") or 0) or THREADS_PER_PROCESS
+    per_host = math.ceil(count / max(1, math.ceil(count / most)))
     left = count
     while left > 0:
         n = min(per_host, left)
