@@ -20,7 +20,9 @@ asks the guard only for requests that need the fleet.
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -59,8 +61,29 @@ def origin_of(source: str) -> str | None:
         port = parts.port or (443 if scheme == "https" else 80)
     except ValueError:
         return None
-    host = parts.hostname.lower()
+    host = _host(parts.hostname)
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _host(name: str) -> str:
+    """One spelling of a host name or address, as a resolver reads it: lowercase, without
+    a root dot, IDNA as punycode, an IP address (IPv4 in any form ``inet_aton`` reads:
+    ``127.1``, ``0x7f.1``) in its canonical form; so that spellings of one origin share
+    its record."""
+    host = name.lower().rstrip(".")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if host and all(c in "0123456789abcdefx." for c in host) and host[0].isdigit():
+        try:
+            return socket.inet_ntoa(socket.inet_aton(host))
+        except OSError:
+            pass
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host
 
 
 @dataclass

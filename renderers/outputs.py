@@ -14,8 +14,9 @@ for the services asked about (a worker's one service):
   not the other services' code: a change to the card (``ecard``) keeps every cached
   ``imgproxy`` image;
 * Pillow and the codec and text libraries it was built with;
-* the settings that draw: the card's title (``ecard``), the text font, the watermark and
-  the animation limits (a longer animation is cut, not refused).
+* the settings that draw: the card's title (``ecard``), the text font, the watermark, the
+  animation limits (a longer animation is cut, not refused) and the formats a request's
+  ``accept`` may choose (``auto_webp``, ``auto_avif``).
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def output_version(services: Iterable[str]) -> str:
             digest.update(f"\0{name} {features.version(name)}".encode())
     title = current.ecard_title if TITLED in wanted else ""
     digest.update(f"\0title {title}\0mark {current.watermark_text}\0frames "
-                  f"{current.max_animation_frames} {current.max_animation_pixels}".encode())
+                  f"{current.max_animation_frames} {current.max_animation_pixels}\0auto "
+                  f"{current.auto_webp} {current.auto_avif}".encode())
     for path in (current.text_font, current.watermark_image):
         digest.update(b"\0")
         if path is not None:

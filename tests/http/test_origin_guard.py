@@ -36,6 +36,18 @@ def test_origin_of_names_scheme_host_and_port() -> None:
     assert origin_of("https://img.example.com:8443/a/b.jpg?x=1") == "https://img.example.com:8443"
     assert origin_of("https://img.example.com/a.jpg") == "https://img.example.com:443"
     assert origin_of("http://[::1]:8080/a.jpg") == "http://[::1]:8080"
+
+
+def test_spellings_of_one_origin_share_its_record() -> None:
+    """A root dot, IDNA, an IPv4 address in a short or hex form, a zero-padded IPv6: each
+    reaches the same host as its plain spelling, so it cannot dodge the origin's bound."""
+    assert origin_of("http://img.example.com./a.jpg") == ORIGIN
+    assert origin_of("http://127.1/a.jpg") == origin_of("http://127.0.0.1/a.jpg") == (
+        "http://127.0.0.1:80")
+    assert origin_of("http://0x7f.0.0.1/a.jpg") == "http://127.0.0.1:80"
+    assert origin_of("http://[0:0::1]/a.jpg") == "http://[::1]:80"
+    assert origin_of("http://bücher.example/a.jpg") == origin_of(
+        "http://xn--bcher-kva.example/a.jpg") == "http://xn--bcher-kva.example:80"
     for other in ("local:///a.jpg", "", "ftp://host/a.jpg", "http:///a.jpg", "http://h:99999/"):
         assert origin_of(other) is None
 
