@@ -27,9 +27,12 @@ MAXMSGSIZE, HEARTBEAT_IVL and HEARTBEAT_TIMEOUT set, as the broker sets them):
 * every ``heartbeat_ms`` each connection is sent a PING, unless bytes came from it since the
   last time (it is alive: a PING would only bring a PONG back, two more system calls per
   worker a second); one from which nothing came within ``timeout_ms`` of the first
-  heartbeat after its last bytes is dropped (as before it was pinged then: it is pinged one
-  interval later, and answers within ``timeout_ms`` less one interval, two thirds of it at
-  the least); peers' PINGs are answered.
+  heartbeat after its last bytes is dropped, once a PING has been out for ``timeout_ms``
+  less one interval (two thirds of it at the least): with ticks on time a frozen peer is
+  dropped when it was before, and after a stall of the broker's loop every peer is sent a
+  PING before any verdict. A live peer that stops answering (a plain worker whose handler
+  holds the GIL) is allowed at least ``timeout_ms`` of silence, where before the phase of
+  its last PONG added up to one interval; peers' PINGs are answered.
   Except a client's: a connection whose every message so far carried a Majordomo client
   header (``MDPC01``, ``DIPC02``) is neither pinged nor dropped for silence (a sync client
   on a plain socket reads nothing while its caller is idle; a worker's silence is how a
@@ -99,7 +102,7 @@ class _Peer:
     """One accepted connection."""
 
     __slots__ = ("sock", "fd", "zmtp", "identity", "inbox", "pending", "dirty", "writing",
-                 "heard", "ping_at", "opened_at", "closed", "name", "client")
+                 "heard", "ping_at", "pinged_at", "opened_at", "closed", "name", "client")
 
     def __init__(self, sock: socket.socket, zmtp: ZmtpConnection, now: float,
                  name: str) -> None:
@@ -113,6 +116,7 @@ class _Peer:
         self.writing = False  # EPOLLOUT is asked for
         self.heard = False  # bytes came since the last heartbeat tick
         self.ping_at = now  # the first heartbeat tick since it was last heard (or when it came)
+        self.pinged_at: float | None = None  # the first PING sent since it was last heard
         self.opened_at = now
         self.closed = False
         self.name = name
@@ -469,8 +473,13 @@ class PlainRouter:
             if peer.heard:  # it spoke since the last tick: alive, and a PING would only
                 peer.heard = False  # bring a PONG back (a worker's heartbeats keep it from
                 peer.ping_at = now  # being pinged at all)
+                peer.pinged_at = None
                 continue
-            if timeout_s and now - peer.ping_at >= timeout_s and not self._heard_now(peer):
+            pinged = peer.pinged_at
+            if pinged is None:  # (after a stall of this loop, a PING goes out before any
+                peer.pinged_at = now  # verdict: the peer had nothing to answer before)
+            elif timeout_s and now - peer.ping_at >= timeout_s and \
+                    now - pinged >= timeout_s - self.heartbeat_s and not self._heard_now(peer):
                 if not peer.closed:
                     self._drop(peer, f"nothing heard for {now - peer.ping_at:.1f}s after a "
                                "ZMTP PING", quiet=True)

@@ -356,6 +356,31 @@ def test_a_peer_heard_from_every_tick_is_not_pinged_and_a_quiet_one_is() -> None
         r.close()
 
 
+def test_after_a_stall_of_the_loop_a_live_peer_is_pinged_before_any_verdict(
+        zctx: zmq.Context) -> None:
+    """A tick that heard a peer sends it no PING; if the broker's loop then stalls for a
+    whole timeout (frozen, short of CPU), the peer, alive, had nothing to answer: it is
+    pinged first and kept once it answers (libzmq's I/O thread answers for a pyzmq peer),
+    not dropped at the first tick after the stall."""
+    r = PlainRouter(LIMIT, heartbeat_ms=100, timeout_ms=300)
+    try:
+        endpoint = r.bind("tcp://127.0.0.1:*")
+        sock = dealer(zctx, endpoint, b"quiet")
+        sock.send(b"hello")
+        assert take(r) == [[b"quiet", b"hello"]]
+        (peer,) = r._peers.values()
+        assert peer.heard
+        drive_until(r, lambda: not peer.heard, what="a tick that heard it")
+        time.sleep(0.45)  # the loop stalls for more than a timeout (what is tested, not a wait)
+        until = time.monotonic() + 0.6  # then runs for two timeouts more
+        while time.monotonic() < until and not peer.closed:
+            r.recv_wait(20)
+        assert not peer.closed  # (a dropped DEALER reconnects by itself: its first connection)
+        assert list(r._peers.values()) == [peer]
+    finally:
+        r.close()
+
+
 def test_without_heartbeats_a_silent_peer_stays() -> None:
     r = PlainRouter(LIMIT, heartbeat_ms=0)
     try:
