@@ -28,9 +28,10 @@ MAXMSGSIZE, HEARTBEAT_IVL and HEARTBEAT_TIMEOUT set, as the broker sets them):
   last time (it is alive: a PING would only bring a PONG back, two more system calls per
   worker a second); one from which nothing came within ``timeout_ms`` of the first
   heartbeat after its last bytes is dropped, once a PING has been out for ``timeout_ms``
-  less one interval (two thirds of it at the least): with ticks on time a frozen peer is
-  dropped when it was before, and after a stall of the broker's loop every peer is sent a
-  PING before any verdict. A live peer that stops answering (a plain worker whose handler
+  less one interval (two thirds of it at the least, the broker's timeout being three
+  intervals or more): with ticks on time a frozen peer is dropped when it was before (a
+  router made with a timeout of one interval or less drops it one interval later), and
+  after a stall of the broker's loop every peer is sent a PING before any verdict. A live peer that stops answering (a plain worker whose handler
   holds the GIL) is allowed at least ``timeout_ms`` of silence, where before the phase of
   its last PONG added up to one interval; peers' PINGs are answered.
   Except a client's: a connection whose every message so far carried a Majordomo client

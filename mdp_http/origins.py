@@ -68,13 +68,18 @@ def origin_of(source: str) -> str | None:
 def _host(name: str) -> str:
     """One spelling of a host name or address, as a resolver reads it: lowercase, without
     a root dot, IDNA as punycode, an IP address (IPv4 in any form ``inet_aton`` reads:
-    ``127.1``, ``0x7f.1``) in its canonical form; so that spellings of one origin share
-    its record."""
+    ``127.1``, ``0x7f.1``; IPv6 mapping an IPv4 address as that address) in its canonical
+    form; so that spellings of one origin share its record. (The door's URL check escapes
+    non-ASCII host names before they come here, as the workers then resolve them; the
+    IDNA step serves other callers.)"""
     host = name.lower().rstrip(".")
     try:
-        return str(ipaddress.ip_address(host))
+        address = ipaddress.ip_address(host)
     except ValueError:
         pass
+    else:  # (an IPv4-mapped IPv6 address reaches the IPv4 host)
+        mapped = getattr(address, "ipv4_mapped", None)
+        return str(mapped or address)
     if host and all(c in "0123456789abcdefx." for c in host) and host[0].isdigit():
         try:
             return socket.inet_ntoa(socket.inet_aton(host))

@@ -46,6 +46,7 @@ def test_spellings_of_one_origin_share_its_record() -> None:
         "http://127.0.0.1:80")
     assert origin_of("http://0x7f.0.0.1/a.jpg") == "http://127.0.0.1:80"
     assert origin_of("http://[0:0::1]/a.jpg") == "http://[::1]:80"
+    assert origin_of("http://[::ffff:93.184.216.34]/a.jpg") == "http://93.184.216.34:80"
     assert origin_of("http://bücher.example/a.jpg") == origin_of(
         "http://xn--bcher-kva.example/a.jpg") == "http://xn--bcher-kva.example:80"
     for other in ("local:///a.jpg", "", "ftp://host/a.jpg", "http:///a.jpg", "http://h:99999/"):
