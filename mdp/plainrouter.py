@@ -31,9 +31,10 @@ MAXMSGSIZE, HEARTBEAT_IVL and HEARTBEAT_TIMEOUT set, as the broker sets them):
   less one interval (two thirds of it at the least, the broker's timeout being three
   intervals or more): with ticks on time a frozen peer is dropped when it was before (a
   router made with a timeout of one interval or less drops it one interval later), and
-  after a stall of the broker's loop every peer is sent a PING before any verdict. A live peer that stops answering (a plain worker whose handler
-  holds the GIL) is allowed at least ``timeout_ms`` of silence, where before the phase of
-  its last PONG added up to one interval; peers' PINGs are answered.
+  after a stall of the broker's loop every peer is sent a PING before any verdict. A live
+  peer that stops answering (a plain worker whose handler holds the GIL) is allowed at
+  least ``timeout_ms`` of silence, where before the phase of its last PONG added up to one
+  interval; peers' PINGs are answered.
   Except a client's: a connection whose every message so far carried a Majordomo client
   header (``MDPC01``, ``DIPC02``) is neither pinged nor dropped for silence (a sync client
   on a plain socket reads nothing while its caller is idle; a worker's silence is how a
