@@ -15,8 +15,9 @@ for the services asked about (a worker's one service):
   ``imgproxy`` image;
 * Pillow and the codec and text libraries it was built with;
 * the settings that draw: the card's title (``ecard``), the text font, the watermark, the
-  animation limits (a longer animation is cut, not refused) and the formats a request's
-  ``accept`` may choose (``auto_webp``, ``auto_avif``).
+  animation limits (a longer animation is cut, not refused), the formats a request's
+  ``accept`` may choose (``auto_webp``, ``auto_avif``) and whether a damaged source is drawn
+  as far as it decodes (``render_damaged``: turned off, no such result stays cached).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def output_version(services: Iterable[str]) -> str:
     title = current.ecard_title if TITLED in wanted else ""
     digest.update(f"\0title {title}\0mark {current.watermark_text}\0frames "
                   f"{current.max_animation_frames} {current.max_animation_pixels}\0auto "
-                  f"{current.auto_webp} {current.auto_avif}".encode())
+                  f"{current.auto_webp} {current.auto_avif}\0damaged "
+                  f"{current.render_damaged}".encode())
     for path in (current.text_font, current.watermark_image):
         digest.update(b"\0")
         if path is not None:

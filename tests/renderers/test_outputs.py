@@ -60,6 +60,21 @@ def test_a_service_s_files_are_what_its_module_imports_with_their_packages() -> 
     assert not any(name.startswith("imgproxy/") for name in ecard)
 
 
+def test_settings_that_change_drawn_bytes_change_the_version() -> None:
+    """Results kept under one version must be what the workers draw now: a damaged source
+    refused (render_damaged off) must not be served from a lenient render cached before."""
+    before = renderers.current()
+    first = renderers.output_version("imgproxy")
+    try:
+        for change in ({"render_damaged": False}, {"auto_webp": False},
+                       {"max_animation_frames": 10}):
+            renderers.configure(before, **change)
+            assert renderers.output_version("imgproxy") != first, change
+    finally:
+        renderers.configure(before)
+    assert renderers.output_version("imgproxy") == first
+
+
 def test_the_card_s_title_is_the_card_s_alone() -> None:
     before = renderers.current()
     imgproxy, ecard = renderers.output_version("imgproxy"), renderers.output_version("ecard")
