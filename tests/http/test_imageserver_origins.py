@@ -1,8 +1,9 @@
 """A stalled origin against real processes: a broker, the renderers' imgproxy workers, a door,
-and two loopback origins, one that accepts requests and never answers them. The door holds
-an origin after timeouts in a row (its requests answered at once, the origin not asked), lets
-one request try it again after the hold, serves what it has cached for it meanwhile, and
-bounds the requests in flight for one origin (docs/HTTP.md, "Slow origins")."""
+and two loopback origins, one that accepts requests and never answers them. The door, when
+told to (--origin-hold, off by default), holds an origin after timeouts in a row (its
+requests answered at once, the origin not asked), lets one request try it again after the
+hold, serves what it has cached for it meanwhile, and bounds the requests in flight for one
+origin (--origin-concurrency; docs/HTTP.md, "Slow origins")."""
 
 from __future__ import annotations
 
@@ -26,6 +27,15 @@ def stalls(origin: Origin) -> Origin:
     other.stop()
 
 
+def fleet(cluster: Cluster, origin: Origin, stalls: Origin, *door_flags: str):
+    """One broker, two imgproxy workers allowed both origins (a 3 s source timeout), and a
+    door started with ``door_flags``."""
+    broker = cluster.broker()
+    image_workers(cluster, [broker], 2, allow=f"{origin.url},{stalls.url}",
+                  env={"DIPS_SOURCE_TIMEOUT": "3"})
+    return start_gateway(cluster, [broker.endpoint], *door_flags)
+
+
 def get(gateway, source: str, width: int = 50) -> tuple[int, dict[str, str], dict]:
     status, headers, body = gateway.call("GET", signed([f"w:{width}"], source, signer=None),
                                          timeout=30)
@@ -34,11 +44,8 @@ def get(gateway, source: str, width: int = 50) -> tuple[int, dict[str, str], dic
 
 def test_an_origin_that_timed_out_twice_is_answered_at_once_then_tried_again(
         cluster: Cluster, origin: Origin, stalls: Origin) -> None:
-    broker = cluster.broker()
-    image_workers(cluster, [broker], 2, allow=f"{origin.url},{stalls.url}",
-                  env={"DIPS_SOURCE_TIMEOUT": "3"})
-    gateway = start_gateway(cluster, [broker.endpoint], "--origin-hold", "2",
-                            "--origin-hold-after", "2", "--cache-ttl", "0.5")
+    gateway = fleet(cluster, origin, stalls, "--origin-hold", "2", "--origin-hold-after", "2",
+                    "--cache-ttl", "0.5")
     cached_url = f"{stalls.url}/a.jpg"  # rendered while the origin still answered
     assert get(gateway, cached_url)[0] == 200
     for i in range(2):
@@ -80,11 +87,7 @@ def test_an_origin_that_timed_out_twice_is_answered_at_once_then_tried_again(
 
 def test_requests_for_one_origin_in_the_fleet_are_bounded(
         cluster: Cluster, origin: Origin, stalls: Origin) -> None:
-    broker = cluster.broker()
-    image_workers(cluster, [broker], 2, allow=f"{origin.url},{stalls.url}",
-                  env={"DIPS_SOURCE_TIMEOUT": "3"})
-    gateway = start_gateway(cluster, [broker.endpoint], "--origin-concurrency", "1",
-                            "--origin-hold", "0")
+    gateway = fleet(cluster, origin, stalls, "--origin-concurrency", "1", "--origin-hold", "0")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         first = pool.submit(get, gateway, f"{stalls.url}/stall/0.jpg")
         wait_for(lambda: stalls.hits["/stall/0.jpg"] == 1, 20, "the first request at the origin")
